@@ -230,8 +230,8 @@ type Variant struct {
 	// Unit price.
 	Price *v1.Money `protobuf:"bytes,5,opt,name=price,proto3" json:"price,omitempty"`
 	// Whether the merchant offers this variant at all right now (seasonal items are switched off
-	// here). Per-store stock is inventory's business, not the catalog's.
-	Available bool `protobuf:"varint,6,opt,name=available,proto3" json:"available,omitempty"`
+	// here); true when not set on create. Per-store stock is inventory's business, not the catalog's.
+	Available *bool `protobuf:"varint,6,opt,name=available,proto3,oneof" json:"available,omitempty"`
 	// True when the variant can be put in a cart: available and its product active (output only).
 	Orderable     bool `protobuf:"varint,7,opt,name=orderable,proto3" json:"orderable,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -304,8 +304,8 @@ func (x *Variant) GetPrice() *v1.Money {
 }
 
 func (x *Variant) GetAvailable() bool {
-	if x != nil {
-		return x.Available
+	if x != nil && x.Available != nil {
+		return *x.Available
 	}
 	return false
 }
@@ -1349,16 +1349,18 @@ const file_handoff_catalog_v1_catalog_proto_rawDesc = "" +
 	"\bposition\x18\x05 \x01(\x05R\bposition\"4\n" +
 	"\x05Image\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x19\n" +
-	"\balt_text\x18\x02 \x01(\tR\aaltText\"\xdd\x01\n" +
+	"\balt_text\x18\x02 \x01(\tR\aaltText\"\xf0\x01\n" +
 	"\aVariant\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1d\n" +
 	"\n" +
 	"product_id\x18\x02 \x01(\tR\tproductId\x12!\n" +
 	"\fproduct_name\x18\x03 \x01(\tR\vproductName\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12.\n" +
-	"\x05price\x18\x05 \x01(\v2\x18.handoff.common.v1.MoneyR\x05price\x12\x1c\n" +
-	"\tavailable\x18\x06 \x01(\bR\tavailable\x12\x1c\n" +
-	"\torderable\x18\a \x01(\bR\torderable\"\xbf\x03\n" +
+	"\x05price\x18\x05 \x01(\v2\x18.handoff.common.v1.MoneyR\x05price\x12!\n" +
+	"\tavailable\x18\x06 \x01(\bH\x00R\tavailable\x88\x01\x01\x12\x1c\n" +
+	"\torderable\x18\a \x01(\bR\torderableB\f\n" +
+	"\n" +
+	"_available\"\xbf\x03\n" +
 	"\aProduct\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1535,6 +1537,7 @@ func file_handoff_catalog_v1_catalog_proto_init() {
 	if File_handoff_catalog_v1_catalog_proto != nil {
 		return
 	}
+	file_handoff_catalog_v1_catalog_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

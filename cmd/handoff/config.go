@@ -1,0 +1,150 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/stack"
+)
+
+// settings is the parsed command line and environment: every flag has an environment variable,
+// and the flag wins when both are given.
+type settings struct {
+	stack     stack.Config
+	logLevel  slog.Level
+	logFormat string
+}
+
+// envVar names the environment variable behind each flag (documented in the README).
+var envVar = map[string]string{
+	"target":             "HANDOFF_TARGET",
+	"data-dir":           "HANDOFF_DATA_DIR",
+	"database-url":       "DATABASE_URL",
+	"postgres-port":      "HANDOFF_POSTGRES_PORT",
+	"nats-url":           "NATS_URL",
+	"embedded-nats-addr": "HANDOFF_EMBEDDED_NATS_ADDR",
+	"stream-replicas":    "HANDOFF_STREAM_REPLICAS",
+	"gateway-addr":       "HANDOFF_GATEWAY_ADDR",
+	"pos-addr":           "HANDOFF_POS_ADDR",
+	"metrics-addr":       "HANDOFF_METRICS_ADDR",
+	"catalog-addr":       "HANDOFF_CATALOG_ADDR",
+	"allowed-origins":    "HANDOFF_ALLOWED_ORIGINS",
+	"currency":           "HANDOFF_CURRENCY",
+	"demo":               "HANDOFF_DEMO",
+	"shutdown-grace":     "HANDOFF_SHUTDOWN_GRACE",
+	"log-level":          "HANDOFF_LOG_LEVEL",
+	"log-format":         "HANDOFF_LOG_FORMAT",
+}
+
+// serviceDatabaseEnv lets each service have its own database.
+var serviceDatabaseEnv = map[string]string{
+	stack.TargetCatalog:    "CATALOG_DATABASE_URL",
+	stack.TargetInventory:  "INVENTORY_DATABASE_URL",
+	stack.TargetCart:       "CART_DATABASE_URL",
+	stack.TargetFulfilment: "FULFILMENT_DATABASE_URL",
+	stack.TargetPOSAdapter: "POS_DATABASE_URL",
+}
+
+func parseSettings(args []string, getenv func(string) string, stderr io.Writer) (settings, error) {
+	fs := flag.NewFlagSet("handoff", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv(envVar[name]); v != "" {
+			return v
+		}
+		return def
+	}
+	var (
+		s       settings
+		origins string
+		demo    string
+		level   string
+	)
+	c := &s.stack
+	fs.StringVar(&c.Target, "target", env("target", stack.TargetAll), "part to run: "+strings.Join(stack.Targets, " | "))
+	fs.StringVar(&c.DataDir, "data-dir", env("data-dir", ".data"), "local state of the all target: JetStream files and the private PostgreSQL")
+	fs.StringVar(&c.DatabaseURL, "database-url", env("database-url", ""), "PostgreSQL URL for every service (empty with the all target: start a private cluster)")
+	fs.IntVar(&c.PostgresPort, "postgres-port", atoi(env("postgres-port", "0")), "port of the private PostgreSQL (0: any free port)")
+	fs.StringVar(&c.NATSURL, "nats-url", env("nats-url", ""), "external NATS server (empty with the all target: embed one)")
+	fs.StringVar(&c.EmbeddedNATSAddr, "embedded-nats-addr", env("embedded-nats-addr", "127.0.0.1:4223"), "listen address of the embedded NATS server")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", atoi(env("stream-replicas", "1")), "JetStream replicas per stream (3 in a production cluster)")
+	fs.StringVar(&c.GatewayAddr, "gateway-addr", env("gateway-addr", "127.0.0.1:8080"), "gateway listen address (gRPC-web, gRPC, Connect)")
+	fs.StringVar(&c.POSAdapterAddr, "pos-addr", env("pos-addr", "127.0.0.1:8090"), "pos-adapter listen address")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("metrics-addr", "127.0.0.1:9090"), "Prometheus /metrics listen address (empty: off)")
+	fs.StringVar(&c.CatalogAddr, "catalog-addr", env("catalog-addr", "127.0.0.1:9101"), "catalog gRPC address (listen, or dial from the gateway target)")
+	fs.StringVar(&origins, "allowed-origins", env("allowed-origins", ""), "comma-separated browser origins for CORS; empty: * with the all target, none otherwise")
+	fs.StringVar(&c.Currency, "currency", env("currency", "USD"), "ISO 4217 currency of the catalog")
+	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", duration(env("shutdown-grace", "10s")), "how long to drain on SIGTERM")
+	fs.StringVar(&level, "log-level", env("log-level", "info"), "debug | info | warn | error")
+	fs.StringVar(&s.logFormat, "log-format", env("log-format", "text"), "text | json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: handoff [flags]\n\nRuns Handoff. With no flags, the whole system in one process with demo data.\nEvery flag can also be set by the environment variable in brackets.\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(stderr, "  -%s [%s]\n    \t%s (default %q)\n", f.Name, envVar[f.Name], f.Usage, f.DefValue)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
+	}
+	if err := s.logLevel.UnmarshalText([]byte(level)); err != nil {
+		return s, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	if s.logFormat != "text" && s.logFormat != "json" {
+		return s, fmt.Errorf("-log-format %q: want text or json", s.logFormat)
+	}
+	switch {
+	case origins != "":
+		for _, o := range strings.Split(origins, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+		}
+	case c.Target == stack.TargetAll:
+		c.AllowedOrigins = []string{"*"} // a laptop: any local web app may call it
+	}
+	switch demo {
+	case "":
+		c.LoadDemo = c.Target == stack.TargetAll
+	default:
+		b, err := strconv.ParseBool(demo)
+		if err != nil {
+			return s, fmt.Errorf("-demo %q: want true or false", demo)
+		}
+		c.LoadDemo = b
+	}
+	c.ServiceDatabaseURLs = map[string]string{}
+	for svc, name := range serviceDatabaseEnv {
+		if v := getenv(name); v != "" {
+			c.ServiceDatabaseURLs[svc] = v
+		}
+	}
+	return s, c.Validate()
+}
+
+// atoi and duration return invalid values that flag parsing then rejects with a clear message.
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "handoff: ignoring non-numeric environment value %q\n", s)
+	}
+	return n
+}
+
+func duration(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "handoff: ignoring invalid duration %q in the environment\n", s)
+		return 10 * time.Second
+	}
+	return d
+}

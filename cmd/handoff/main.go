@@ -1,0 +1,62 @@
+// Command handoff runs Handoff: by default the whole system in one process (embedded NATS, a
+// private PostgreSQL, every service, the gateway and the pos-adapter, demo data loaded), or one
+// part of it per process with -target.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	_ "time/tzdata" // store hours are computed in each store's zone, even on machines without tzdata
+
+	"github.com/handoff-dev/handoff/internal/stack"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	s, err := parseSettings(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		// A bad configuration stops the process: carrying on would run something else than asked.
+		fmt.Fprintf(stderr, "handoff: %v\n", err)
+		return 2
+	}
+	opts := &slog.HandlerOptions{Level: s.logLevel}
+	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
+	if s.logFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, opts)
+	}
+	logger := slog.New(handler)
+	slog.SetDefault(logger)
+	s.stack.Logger = logger
+
+	// SIGINT/SIGTERM start a graceful stop; a second signal kills at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // restore default handling so a second Ctrl-C ends the process
+	}()
+
+	err = stack.Run(ctx, s.stack, func(r stack.Ready) {
+		fmt.Fprintf(stdout, "Handoff is ready: gateway http://%s (gRPC, gRPC-web, Connect) · pos-adapter http://%s · metrics http://%s/metrics · NATS %s\n",
+			r.GatewayAddr, r.POSAdapterAddr, r.MetricsAddr, r.NATSURL)
+	})
+	if err != nil {
+		logger.Error("handoff stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}

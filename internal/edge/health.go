@@ -1,0 +1,75 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"connectrpc.com/connect"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Health serves grpc.health.v1 over gRPC, gRPC-web and Connect on an edge port, so load
+// balancers and grpc-health-probe can use the same port clients do.
+type Health struct {
+	services map[string]bool
+	mu       sync.RWMutex
+	serving  bool
+	changed  chan struct{} // closed and replaced on every change, to wake Watch streams
+}
+
+func newHealth(services []string) *Health {
+	h := &Health{services: map[string]bool{}, serving: true, changed: make(chan struct{})}
+	for _, s := range services {
+		h.services[s] = true
+	}
+	return h
+}
+
+// SetServing flips the overall status (false while draining on shutdown).
+func (h *Health) SetServing(serving bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.serving != serving {
+		h.serving = serving
+		close(h.changed)
+		h.changed = make(chan struct{})
+	}
+}
+
+func (h *Health) status() (healthpb.HealthCheckResponse_ServingStatus, <-chan struct{}) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.serving {
+		return healthpb.HealthCheckResponse_SERVING, h.changed
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING, h.changed
+}
+
+// known reports whether service is one this port answers for ("" is the whole server).
+func (h *Health) known(service string) bool { return service == "" || h.services[service] }
+
+func (h *Health) check(_ context.Context, req *connect.Request[healthpb.HealthCheckRequest]) (*connect.Response[healthpb.HealthCheckResponse], error) {
+	if !h.known(req.Msg.GetService()) {
+		return nil, connect.NewError(connect.CodeNotFound, errors.New("unknown service "+req.Msg.GetService()))
+	}
+	st, _ := h.status()
+	return connect.NewResponse(&healthpb.HealthCheckResponse{Status: st}), nil
+}
+
+func (h *Health) watch(ctx context.Context, req *connect.Request[healthpb.HealthCheckRequest], stream *connect.ServerStream[healthpb.HealthCheckResponse]) error {
+	if !h.known(req.Msg.GetService()) {
+		return stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVICE_UNKNOWN})
+	}
+	for {
+		st, changed := h.status()
+		if err := stream.Send(&healthpb.HealthCheckResponse{Status: st}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}

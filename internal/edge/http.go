@@ -1,0 +1,79 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpcreflect"
+	"github.com/rs/cors"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Mount adds grpc.health.v1 and server reflection (v1 and v1alpha) for the named services to
+// mux, and returns the health status to flip on shutdown.
+func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption) *Health {
+	h := newHealth(services)
+	const healthService = "/grpc.health.v1.Health/"
+	mux.Handle(healthService+"Check", connect.NewUnaryHandler(healthService+"Check", h.check, opts...))
+	mux.Handle(healthService+"Watch", connect.NewServerStreamHandler(healthService+"Watch", h.watch, opts...))
+	reflector := grpcreflect.NewStaticReflector(append([]string{healthpb.Health_ServiceDesc.ServiceName}, services...)...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	return h
+}
+
+// ServeHTTP serves h on addr with HTTP/1.1 and cleartext HTTP/2 (gRPC needs HTTP/2; browsers
+// speaking gRPC-web use HTTP/1.1), with timeouts that protect against slow clients while
+// letting server streams live. beforeShutdown runs first when ctx ends.
+func ServeHTTP(ctx context.Context, lis net.Listener, h http.Handler, grace time.Duration, log *slog.Logger, beforeShutdown func()) error {
+	addr := lis.Addr().String()
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           h,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	if beforeShutdown != nil {
+		beforeShutdown()
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("graceful HTTP shutdown timed out; closing connections", "addr", addr, "err", err)
+		srv.Close()
+	}
+	return nil
+}
+
+// WithCORS lets the listed browser origins call every protocol and read gRPC trailers-in-headers
+// (grpc-status, grpc-message) that gRPC-web clients need.
+func WithCORS(h http.Handler, origins []string) http.Handler {
+	if len(origins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: connectcors.ExposedHeaders(),
+		MaxAge:         7200,
+	}).Handler(h)
+}

@@ -1,0 +1,122 @@
+// Package grpcserver builds the gRPC servers of Handoff's services the same way everywhere:
+// panic recovery, Prometheus metrics, structured request logs, grpc.health.v1 and server
+// reflection, keepalive settings fit for long-lived streams, and a graceful stop.
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+)
+
+// metrics is shared by every gRPC server of the process: in the one-process mode several
+// servers run side by side and Prometheus refuses duplicate registrations.
+var metrics = sync.OnceValue(func() *grpcprom.ServerMetrics {
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}),
+	))
+	prometheus.MustRegister(m)
+	return m
+})
+
+// Server is a gRPC server with its health service.
+type Server struct {
+	*grpc.Server
+	Health *health.Server
+	logger *slog.Logger
+}
+
+// New returns a server with Handoff's interceptors; register services on it, then call Serve.
+func New(logger *slog.Logger, opts ...grpc.ServerOption) *Server {
+	m := metrics()
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		// Refusals of bad input are the caller's business; only server-side faults are warnings.
+		logging.WithLevels(func(c codes.Code) logging.Level {
+			switch c {
+			case codes.Internal, codes.Unknown, codes.DataLoss, codes.Unavailable, codes.DeadlineExceeded:
+				return logging.LevelWarn
+			default:
+				return logging.LevelDebug
+			}
+		}),
+	}
+	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		logger.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	base := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(
+			m.UnaryServerInterceptor(),
+			logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
+			recovery.UnaryServerInterceptor(recoverOpt),
+		),
+		grpc.ChainStreamInterceptor(
+			m.StreamServerInterceptor(),
+			logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
+			recovery.StreamServerInterceptor(recoverOpt),
+		),
+		// Streams (WatchOrder, ticket feeds) stay open for hours; pings keep NATs and load
+		// balancers from dropping them silently.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(4 << 20),
+	}
+	srv := grpc.NewServer(append(base, opts...)...)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	return &Server{Server: srv, Health: hs, logger: logger}
+}
+
+// Serve serves on lis until ctx is cancelled, then stops gracefully: health turns NOT_SERVING,
+// in-flight calls get up to grace to finish, and remaining streams are cut.
+func (s *Server) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
+	addr := lis.Addr().String()
+	metrics().InitializeMetrics(s.Server)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Server.Serve(lis) }()
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve gRPC on %s: %w", addr, err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	s.Health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		s.logger.Warn("graceful stop timed out; closing remaining calls", "addr", addr, "grace", grace)
+		s.Stop()
+		<-done
+	}
+	return nil
+}
+
+// slogAdapter lets the middleware log through our slog logger.
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}

@@ -1,0 +1,449 @@
+// Package inbox owns the one way a Handoff service consumes events: a durable
+// JetStream pull consumer whose every message is handled in one Postgres
+// transaction together with a record of the event id, so that a redelivered
+// or republished event changes nothing the second time.
+//
+// Why: JetStream delivers at least once (a lost ack, a crash before the ack,
+// a second copy of the service), and the outbox publishes at least once. The
+// processed_events table (created by pgdb.Migrate in every service schema)
+// turns that into an exactly-once effect: the id is inserted in the same
+// transaction as the handler's writes, so either both commit or neither does.
+//
+//	processed_events(consumer text, event_id text, processed_at, PRIMARY KEY(consumer, event_id))
+//
+// The event id is the message's Nats-Msg-Id header (set by the outbox relay
+// to the event's UUID). A message without one, published by something other
+// than the outbox, is identified by "<stream>:<stream sequence>", which is
+// stable across redeliveries of that message but not across two publishes of
+// the same fact; such publishers are not idempotent and this cannot fix that.
+//
+// A consumer's name ([Config.Durable]) is also its key in processed_events:
+// every copy of a service uses the same durable, shares the same consumer
+// (JetStream splits the messages between them) and the same processed ids.
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+)
+
+// Handler applies one event inside tx. It must do all its writes through tx
+// (that is what makes the effect happen once) and should not ack, nak or term
+// msg itself. Returning an error rolls back and redelivers later; returning
+// Permanent(err) rolls back and drops the message.
+type Handler func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error
+
+// Config describes one durable consumer. Stream and Durable are required.
+type Config struct {
+	// Stream to consume, e.g. streams.EventsStream.
+	Stream string
+	// Durable names the consumer and keys its processed ids, e.g.
+	// "inventory-order-events". The same in every copy of the service.
+	Durable string
+	// FilterSubjects selects the subjects to receive; empty means all.
+	FilterSubjects []string
+	// AckWait is how long JetStream waits for an ack before redelivering;
+	// a handler that runs longer keeps its message with progress signals.
+	// Default 30s.
+	AckWait time.Duration
+	// MaxDeliver caps deliveries of one message; after the last failed one
+	// the message is terminated (logged at error level). Zero or less means
+	// never give up: Postgres is the truth and a stuck event is an alert,
+	// not something to drop silently.
+	MaxDeliver int
+	// Backoff is the delay before redelivering after the n-th failed
+	// delivery (the last value repeats). Default 1s, 5s, 15s, 30s, 1m.
+	Backoff []time.Duration
+	// Concurrency is how many messages this process handles at once. One
+	// (the default) handles them in stream order, except that a failed
+	// message is retried after those behind it; more trade order for
+	// throughput.
+	Concurrency int
+	// Logger receives retries (warn) and terminations (error). Nil discards.
+	Logger *slog.Logger
+}
+
+var defaultBackoff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute}
+
+var (
+	inboxMessages = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_inbox_messages_total",
+		Help: "Consumed messages by consumer and result (processed, duplicate, retried, terminated).",
+	}, []string{"consumer", "result"})
+	inboxHandleSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "handoff_inbox_handle_seconds",
+		Help:    "Time to handle one message, transaction included, by consumer.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"consumer"})
+)
+
+// Permanent marks err as one that retrying cannot fix (a malformed payload,
+// an event about something that can never exist). The message is terminated
+// and the error logged at error level. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Decode unmarshals msg's payload into into. A payload of another type
+// (per the Handoff-Event-Type header) or one that does not decode is a
+// Permanent error: redelivering it cannot help.
+func Decode(msg jetstream.Msg, into proto.Message) error {
+	want := string(into.ProtoReflect().Descriptor().FullName())
+	if got := msg.Headers().Get(outbox.EventTypeHeader); got != "" && got != want {
+		return Permanent(fmt.Errorf("inbox: message on %s is a %s, not a %s", msg.Subject(), got, want))
+	}
+	if err := proto.Unmarshal(msg.Data(), into); err != nil {
+		return Permanent(fmt.Errorf("inbox: decode %s from %s: %w", want, msg.Subject(), err))
+	}
+	return nil
+}
+
+// EventID returns the id under which msg is recorded as processed: its
+// Nats-Msg-Id header, or "<stream>:<stream sequence>" without one.
+func EventID(msg jetstream.Msg) (string, error) {
+	if id := msg.Headers().Get(jetstream.MsgIDHeader); id != "" {
+		return id, nil
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		return "", fmt.Errorf("inbox: message on %s has neither a Nats-Msg-Id nor JetStream metadata: %w", msg.Subject(), err)
+	}
+	return meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10), nil
+}
+
+// Run creates or updates the durable consumer and handles its messages with h
+// until ctx is canceled, then waits for the messages in hand and returns nil.
+// It returns an error only if it cannot start (bad config, no stream) or the
+// NATS connection is closed for good. If the consumer disappears while
+// running (deleted by an operator), Run declares it again and carries on.
+func Run(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, cfg Config, h Handler) error {
+	c, err := newConsumer(pool, cfg, h)
+	if err != nil {
+		return err
+	}
+	cons, err := c.ensure(ctx, js)
+	if err != nil {
+		return err
+	}
+	var backoff time.Duration
+	for {
+		err := c.consume(ctx, cons)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if js.Conn().IsClosed() {
+			return fmt.Errorf("inbox: consumer %s: NATS connection closed", cfg.Durable)
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+		c.logger.Warn("inbox: consuming stopped; declaring the consumer again", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		if next, err := c.ensure(ctx, js); err != nil {
+			c.logger.Warn("inbox: declare consumer", "err", err)
+		} else {
+			cons = next
+		}
+	}
+}
+
+type consumer struct {
+	pool    *pgxpool.Pool
+	cfg     Config
+	handler Handler
+	logger  *slog.Logger
+}
+
+func newConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*consumer, error) {
+	if cfg.Stream == "" || cfg.Durable == "" {
+		return nil, errors.New("inbox: Config.Stream and Config.Durable are required")
+	}
+	if h == nil {
+		return nil, fmt.Errorf("inbox: consumer %s: nil handler", cfg.Durable)
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = -1
+	}
+	if len(cfg.Backoff) == 0 {
+		cfg.Backoff = defaultBackoff
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &consumer{
+		pool:    pool,
+		cfg:     cfg,
+		handler: h,
+		logger:  cfg.Logger.With("stream", cfg.Stream, "consumer", cfg.Durable),
+	}, nil
+}
+
+// ensure declares the durable pull consumer. Every copy of the service
+// declares the same configuration, which JetStream accepts as a no-op.
+func (c *consumer) ensure(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	cc := jetstream.ConsumerConfig{
+		Durable:       c.cfg.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.AckWait,
+		MaxDeliver:    c.cfg.MaxDeliver,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	// One filter goes in FilterSubject, which every server version
+	// understands; several need FilterSubjects (server 2.10+).
+	switch len(c.cfg.FilterSubjects) {
+	case 0:
+	case 1:
+		cc.FilterSubject = c.cfg.FilterSubjects[0]
+	default:
+		cc.FilterSubjects = c.cfg.FilterSubjects
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: declare consumer %s on stream %s: %w", c.cfg.Durable, c.cfg.Stream, err)
+	}
+	return cons, nil
+}
+
+// consume runs one Consume session until ctx ends (nil) or the session stops
+// by itself (the reason, if known), and returns once every message it
+// started is handled.
+func (c *consumer) consume(ctx context.Context, cons jetstream.Consumer) error {
+	sem := make(chan struct{}, c.cfg.Concurrency)
+	var (
+		mu       sync.Mutex
+		closing  bool // set once the session ends; later callbacks hand back
+		inFlight sync.WaitGroup
+		lastErr  error
+	)
+	dispatch := func(msg jetstream.Msg) {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			// Shutting down: hand it back at once for another copy.
+			_ = msg.Nak()
+			return
+		}
+		mu.Lock()
+		if closing {
+			mu.Unlock()
+			<-sem
+			_ = msg.Nak()
+			return
+		}
+		inFlight.Add(1)
+		mu.Unlock()
+		go func() {
+			defer inFlight.Done()
+			defer func() { <-sem }()
+			c.handle(ctx, msg)
+		}()
+	}
+	cc, err := cons.Consume(dispatch,
+		// A small buffer: a buffered message's ack wait is already running.
+		jetstream.PullMaxMessages(max(16, 4*c.cfg.Concurrency)),
+		jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
+			mu.Lock()
+			lastErr = err
+			mu.Unlock()
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				cc.Stop()
+				return
+			}
+			c.logger.Warn("inbox: consume", "err", err)
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("inbox: consume %s: %w", c.cfg.Durable, err)
+	}
+	select {
+	case <-ctx.Done():
+		cc.Stop()
+	case <-cc.Closed():
+	}
+	mu.Lock()
+	closing = true
+	mu.Unlock()
+	inFlight.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if lastErr == nil {
+		lastErr = errors.New("consume session ended")
+	}
+	return lastErr
+}
+
+// handle applies one message exactly once and acks, naks or terms it.
+func (c *consumer) handle(ctx context.Context, msg jetstream.Msg) {
+	start := time.Now()
+	result := "processed"
+	defer func() {
+		inboxMessages.WithLabelValues(c.cfg.Durable, result).Inc()
+		inboxHandleSeconds.WithLabelValues(c.cfg.Durable).Observe(time.Since(start).Seconds())
+	}()
+
+	var delivered uint64 = 1
+	if meta, err := msg.Metadata(); err == nil {
+		delivered = meta.NumDelivered
+	}
+	eventID, err := EventID(msg)
+	if err != nil {
+		result = "terminated"
+		c.logger.Error("inbox: dropping message without an identity", "subject", msg.Subject(), "err", err)
+		_ = msg.TermWithReason("no event id")
+		return
+	}
+	logger := c.logger.With("event_id", eventID, "subject", msg.Subject(), "delivery", delivered)
+
+	// Tell JetStream we're still at it, so a slow handler is not handed
+	// to another copy meanwhile.
+	stopProgress := keepInProgress(msg, c.cfg.AckWait/3)
+	duplicate, err := c.apply(ctx, eventID, msg)
+	stopProgress()
+
+	var settleErr error
+	switch {
+	case err == nil && duplicate:
+		result = "duplicate"
+		settleErr = msg.Ack()
+	case err == nil:
+		settleErr = msg.Ack()
+	case ctx.Err() != nil:
+		// Shutting down mid-handler: rolled back; redeliver at once.
+		result = "retried"
+		settleErr = msg.Nak()
+	case IsPermanent(err):
+		result = "terminated"
+		logger.Error("inbox: event cannot be handled; terminated", "err", err)
+		settleErr = msg.TermWithReason(truncate(err.Error(), 256))
+	case c.cfg.MaxDeliver > 0 && delivered >= uint64(c.cfg.MaxDeliver):
+		result = "terminated"
+		logger.Error("inbox: event failed on its last delivery; terminated", "err", err, "max_deliver", c.cfg.MaxDeliver)
+		settleErr = msg.TermWithReason("max deliveries: " + truncate(err.Error(), 200))
+	default:
+		result = "retried"
+		delay := c.cfg.Backoff[min(int(delivered)-1, len(c.cfg.Backoff)-1)]
+		logger.Warn("inbox: handler failed; will redeliver", "err", err, "retry_in", delay)
+		settleErr = msg.NakWithDelay(delay)
+	}
+	if settleErr != nil {
+		// JetStream redelivers after AckWait; a processed event is then
+		// skipped as a duplicate, so this costs time, not correctness.
+		logger.Warn("inbox: settle message", "result", result, "err", settleErr)
+	}
+}
+
+// apply runs the handler in a transaction that also records the event id.
+// duplicate reports an id that was already recorded: nothing was done.
+func (c *consumer) apply(ctx context.Context, eventID string, msg jetstream.Msg) (duplicate bool, err error) {
+	tx, err := c.pool.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("inbox: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after commit
+
+	// A concurrent delivery of the same id waits here on the primary key
+	// until the first commits (then sees a duplicate) or rolls back.
+	tag, err := tx.Exec(ctx,
+		`INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+		c.cfg.Durable, eventID)
+	if err != nil {
+		return false, fmt.Errorf("inbox: record event id: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return true, nil
+	}
+	if err := c.callHandler(ctx, tx, msg); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("inbox: commit: %w", err)
+	}
+	return false, nil
+}
+
+// callHandler turns a panic into an error so that one bad event rolls back
+// and is retried instead of taking the process down.
+func (c *consumer) callHandler(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("inbox: handler panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return c.handler(ctx, tx, msg)
+}
+
+// keepInProgress sends progress signals every interval until stopped.
+func keepInProgress(msg jetstream.Msg, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(max(interval, 100*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished // no progress signal may follow the ack
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

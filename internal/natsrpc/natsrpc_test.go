@@ -1,0 +1,263 @@
+package natsrpc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var echoSubject = natsrpc.Subject("test", "echo")
+
+// serve starts a service answering echoSubject with h on its own connection.
+func serve(t *testing.T, nc *nats.Conn, h func(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error)) *natsrpc.Service {
+	t.Helper()
+	svc, err := natsrpc.AddService(nc, "test", "1.0.0", "natsrpc tests", testenv.Logger(t))
+	if err != nil {
+		t.Fatalf("AddService: %v", err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	if err := natsrpc.Handle(svc, echoSubject, h); err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	return svc
+}
+
+func setup(t *testing.T) (server, client *nats.Conn) {
+	t.Helper()
+	s := testenv.NATS(t)
+	return testenv.NATSConn(t, s), testenv.NATSConn(t, s)
+}
+
+func call(ctx context.Context, nc *nats.Conn, in string) (string, error) {
+	var res wrapperspb.StringValue
+	err := natsrpc.Call(ctx, nc, echoSubject, wrapperspb.String(in), &res)
+	return res.GetValue(), err
+}
+
+func TestCallRoundTripsRequestAndResponse(t *testing.T) {
+	srv, cli := setup(t)
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return wrapperspb.String("hello " + req.GetValue()), nil
+	})
+	got, err := call(t.Context(), cli, "store 42")
+	if err != nil || got != "hello store 42" {
+		t.Fatalf("Call = %q, %v; want %q, nil", got, err, "hello store 42")
+	}
+}
+
+func TestStatusCodeMessageAndDetailsSurviveTheTrip(t *testing.T) {
+	srv, cli := setup(t)
+	want, err := status.New(codes.FailedPrecondition, "store 42 is paused\nuntil 14:00").WithDetails(
+		&errdetails.ErrorInfo{Reason: "STORE_PAUSED", Domain: "handoff.dev", Metadata: map[string]string{"store_id": "42"}},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "store_id", Description: "paused"}}},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, srv, func(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return nil, want.Err()
+	})
+	_, err = call(t.Context(), cli, "x")
+	got, ok := status.FromError(err)
+	if !ok {
+		t.Fatalf("Call error %v is not a status", err)
+	}
+	if !proto.Equal(got.Proto(), want.Proto()) {
+		t.Fatalf("status changed on the way:\n got  %v\n want %v", got.Proto(), want.Proto())
+	}
+}
+
+func TestErrorReplyCarriesMicroHeadersWithTheGRPCCode(t *testing.T) {
+	srv, cli := setup(t)
+	serve(t, srv, func(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return nil, status.Error(codes.NotFound, "sku 7 not found")
+	})
+	data, _ := proto.Marshal(wrapperspb.String("x"))
+	reply, err := cli.Request(echoSubject, data, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reply.Header.Get(micro.ErrorCodeHeader); got != "5" {
+		t.Errorf("%s = %q, want 5", micro.ErrorCodeHeader, got)
+	}
+	if got := reply.Header.Get(micro.ErrorHeader); got != "sku 7 not found" {
+		t.Errorf("%s = %q, want the message", micro.ErrorHeader, got)
+	}
+	if got := reply.Header.Get(natsrpc.CodeNameHeader); got != "NOT_FOUND" {
+		t.Errorf("%s = %q, want NOT_FOUND", natsrpc.CodeNameHeader, got)
+	}
+}
+
+func TestPlainErrorBecomesInternalWithoutLeakingItsText(t *testing.T) {
+	srv, cli := setup(t)
+	serve(t, srv, func(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return nil, errors.New("pq: relation inventory.secret_table does not exist")
+	})
+	_, err := call(t.Context(), cli, "x")
+	if status.Code(err) != codes.Internal || status.Convert(err).Message() != "internal error" {
+		t.Fatalf("Call error = %v; want Internal with a generic message", err)
+	}
+}
+
+func TestHandlerContextCarriesTheCallersDeadline(t *testing.T) {
+	srv, cli := setup(t)
+	serve(t, srv, func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			return wrapperspb.String("none"), nil
+		}
+		return wrapperspb.String(strconv.FormatInt(dl.UnixNano(), 10)), nil
+	})
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	callerDeadline, _ := ctx.Deadline()
+	got, err := call(ctx, cli, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := strconv.ParseInt(got, 10, 64)
+	if err != nil {
+		t.Fatalf("handler saw no deadline (%q)", got)
+	}
+	if skew := time.Unix(0, ns).Sub(callerDeadline); skew < -50*time.Millisecond || skew > 100*time.Millisecond {
+		t.Fatalf("handler deadline is %v off the caller's", skew)
+	}
+
+	// Without a deadline the call, and so the handler, gets the default.
+	start := time.Now()
+	got, err = call(context.Background(), cli, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, _ = strconv.ParseInt(got, 10, 64)
+	if budget := time.Unix(0, ns).Sub(start); budget < natsrpc.DefaultTimeout-time.Second || budget > natsrpc.DefaultTimeout+time.Second {
+		t.Fatalf("handler budget without a caller deadline = %v, want about %v", budget, natsrpc.DefaultTimeout)
+	}
+}
+
+func TestNoRespondersIsUnavailable(t *testing.T) {
+	_, cli := setup(t)
+	_, err := call(t.Context(), cli, "x")
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Call with nobody serving = %v; want Unavailable", err)
+	}
+}
+
+func TestHandlerSlowerThanTheDeadlineIsDeadlineExceeded(t *testing.T) {
+	srv, cli := setup(t)
+	serve(t, srv, func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		<-ctx.Done() // a handler that would take longer than the caller waits
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := call(ctx, cli, "x")
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("Call = %v; want DeadlineExceeded", err)
+	}
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Fatalf("Call took %v with a 200ms deadline", elapsed)
+	}
+}
+
+func TestPanicIsInternalAndTheServiceKeepsAnswering(t *testing.T) {
+	srv, cli := setup(t)
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		if req.GetValue() == "boom" {
+			panic("nil map in the pricing code")
+		}
+		return req, nil
+	})
+	if _, err := call(t.Context(), cli, "boom"); status.Code(err) != codes.Internal {
+		t.Fatalf("Call to a panicking handler = %v; want Internal", err)
+	}
+	if got, err := call(t.Context(), cli, "still here"); err != nil || got != "still here" {
+		t.Fatalf("Call after the panic = %q, %v; want the echo", got, err)
+	}
+}
+
+func TestMalformedRequestIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T) {
+	srv, cli := setup(t)
+	var called atomic.Bool
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		called.Store(true)
+		return req, nil
+	})
+	reply, err := cli.Request(echoSubject, []byte{0xff, 0xff, 0xff}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reply.Header.Get(micro.ErrorCodeHeader); got != strconv.Itoa(int(codes.InvalidArgument)) {
+		t.Fatalf("reply code %q, want InvalidArgument (3)", got)
+	}
+	if called.Load() {
+		t.Fatal("handler ran on a malformed request")
+	}
+}
+
+func TestCopiesOfAServiceShareRequests(t *testing.T) {
+	s := testenv.NATS(t)
+	cli := testenv.NATSConn(t, s)
+	var answered [2]atomic.Int32
+	for i := range answered {
+		serve(t, testenv.NATSConn(t, s), func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			answered[i].Add(1)
+			return req, nil
+		})
+	}
+	for i := range 60 {
+		if _, err := call(t.Context(), cli, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if answered[0].Load() == 0 || answered[1].Load() == 0 {
+		t.Fatalf("requests answered per copy = %d, %d; want both to share", answered[0].Load(), answered[1].Load())
+	}
+}
+
+func TestServiceIsDiscoverableWithItsEndpoints(t *testing.T) {
+	srv, cli := setup(t)
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) { return req, nil })
+	reply, err := cli.Request("$SRV.INFO.test", nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(reply.Data), `"subject":"`+echoSubject+`"`) {
+		t.Fatalf("$SRV.INFO does not list %s: %s", echoSubject, reply.Data)
+	}
+}
+
+func TestHandleRefusesSubjectsOutsideTheRPCSpace(t *testing.T) {
+	srv, _ := setup(t)
+	svc, err := natsrpc.AddService(srv, "test", "1.0.0", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	h := func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) { return req, nil }
+	for _, subj := range []string{"handoff.catalog.product.created", "handoff.rpc.catalog", "handoff.rpc.catalog.*", "handoff.rpc.>"} {
+		if err := natsrpc.Handle(svc, subj, h); err == nil {
+			t.Errorf("Handle(%q) accepted a subject outside handoff.rpc.<service>.<method>", subj)
+		}
+	}
+}

@@ -1,0 +1,194 @@
+package natsrpc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Service is a micro service (discovery, stats, Stop) that knows the logger its
+// endpoints report to.
+type Service struct {
+	micro.Service
+	nc     *nats.Conn
+	logger *slog.Logger
+}
+
+// AddService registers a micro service on nc. name is the service's name
+// (catalog, inventory, ...), version a SemVer string. Every copy of a service
+// registers the same name; micro's queue group makes them share requests.
+// A nil logger discards.
+func AddService(nc *nats.Conn, name, version, description string, logger *slog.Logger) (*Service, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        name,
+		Version:     version,
+		Description: description,
+		ErrorHandler: func(s micro.Service, err *micro.NATSError) {
+			// Slow consumer and similar: the service keeps running.
+			logger.Error("natsrpc: service subscription error", "service", name, "subject", err.Subject, "err", err.Description)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsrpc: add service %s: %w", name, err)
+	}
+	s := &Service{Service: svc, nc: nc, logger: logger.With("service", name)}
+	if err := s.flush(); err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Handle registers h as the endpoint for subject (see [Subject]). The request
+// and response types are inferred from h, so a call site is one line:
+//
+//	natsrpc.Handle(svc, natsrpc.Subject("catalog", "get_skus"), s.GetSKUs)
+//
+// h's context carries the caller's deadline. h returns a status.Error to send
+// a gRPC code and details; any other error reaches the caller as Internal
+// (and is logged). A malformed request is answered with InvalidArgument
+// without calling h; a panic in h is answered with Internal and logged, and
+// the service keeps serving.
+func Handle[Req, Res any, PReq interface {
+	*Req
+	proto.Message
+}, PRes interface {
+	*Res
+	proto.Message
+}](svc *Service, subject string, h func(ctx context.Context, req PReq) (PRes, error)) error {
+	name, err := endpointName(subject)
+	if err != nil {
+		return err
+	}
+	serve := func(ctx context.Context, data []byte) ([]byte, *status.Status) {
+		req := PReq(new(Req))
+		if err := proto.Unmarshal(data, req); err != nil {
+			return nil, status.Newf(codes.InvalidArgument, "malformed %s request: %v", req.ProtoReflect().Descriptor().FullName(), err)
+		}
+		res, err := h(ctx, req)
+		if err != nil {
+			st, hidden := serverStatus(err)
+			if hidden {
+				svc.logger.ErrorContext(ctx, "natsrpc: handler failed", "subject", subject, "err", err)
+			}
+			return nil, st
+		}
+		body, err := proto.Marshal(res)
+		if err != nil {
+			svc.logger.ErrorContext(ctx, "natsrpc: marshal response", "subject", subject, "err", err)
+			return nil, status.New(codes.Internal, internalMessage)
+		}
+		return body, nil
+	}
+	err = svc.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) {
+		svc.serve(r, subject, serve)
+	}), micro.WithEndpointSubject(subject))
+	if err != nil {
+		return fmt.Errorf("natsrpc: add endpoint %s: %w", subject, err)
+	}
+	return svc.flush()
+}
+
+// flush makes sure the server has the subscriptions, so that an endpoint
+// answers as soon as Handle returns (no spurious Unavailable at start).
+func (svc *Service) flush() error {
+	if err := svc.nc.FlushTimeout(5 * time.Second); err != nil {
+		return fmt.Errorf("natsrpc: register with the NATS server: %w", err)
+	}
+	return nil
+}
+
+// serve runs one request: deadline from the header, panic recovery, reply,
+// metrics.
+func (svc *Service) serve(r micro.Request, subject string, serve func(context.Context, []byte) ([]byte, *status.Status)) {
+	start := time.Now()
+	st := status.New(codes.OK, "")
+	defer func() {
+		rpcRequests.WithLabelValues(sideServer, subject, codeName(st.Code())).Inc()
+		rpcDuration.WithLabelValues(sideServer, subject).Observe(time.Since(start).Seconds())
+	}()
+
+	timeout, err := requestTimeout(r.Headers())
+	if err != nil {
+		st = status.New(codes.InvalidArgument, err.Error())
+		svc.reply(r, subject, nil, st)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	var body []byte
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				svc.logger.ErrorContext(ctx, "natsrpc: handler panicked", "subject", subject, "panic", p, "stack", string(debug.Stack()))
+				body, st = nil, status.New(codes.Internal, internalMessage)
+			}
+		}()
+		var hst *status.Status
+		body, hst = serve(ctx, r.Data())
+		if hst != nil {
+			st = hst
+		}
+	}()
+	svc.reply(r, subject, body, st)
+}
+
+func (svc *Service) reply(r micro.Request, subject string, body []byte, st *status.Status) {
+	var err error
+	if st.Code() == codes.OK {
+		err = r.Respond(body)
+	} else {
+		err = respondStatus(r, st)
+	}
+	if err != nil {
+		// The caller times out; nothing else to do but say so.
+		svc.logger.Warn("natsrpc: send reply", "subject", subject, "err", err)
+	}
+}
+
+// requestTimeout reads the caller's budget from the timeout header.
+func requestTimeout(h micro.Headers) (time.Duration, error) {
+	v := h.Get(TimeoutHeader)
+	if v == "" {
+		return DefaultTimeout, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 {
+		return 0, fmt.Errorf("header %s: want a positive number of milliseconds, got %q", TimeoutHeader, v)
+	}
+	if ms > MaxTimeout.Milliseconds() {
+		return MaxTimeout, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// endpointName checks that subject is a concrete subject under SubjectPrefix
+// and derives micro's endpoint name from the part after the service token
+// (handoff.rpc.inventory.hold.reserve → hold-reserve).
+func endpointName(subject string) (string, error) {
+	rest, ok := strings.CutPrefix(subject, SubjectPrefix+".")
+	toks := strings.Split(rest, ".")
+	if !ok || len(toks) < 2 {
+		return "", fmt.Errorf("natsrpc: subject %q is not %s.<service>.<method>", subject, SubjectPrefix)
+	}
+	for _, tok := range toks {
+		if !validSubjectToken(tok) {
+			return "", fmt.Errorf("natsrpc: subject %q has an invalid token %q", subject, tok)
+		}
+	}
+	return strings.Join(toks[1:], "-"), nil
+}

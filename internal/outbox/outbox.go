@@ -1,0 +1,152 @@
+// Package outbox owns the transactional outbox: how a service records a domain
+// event in the same Postgres transaction as the state change it describes
+// ([Enqueue]), and how those events reach JetStream ([Relay]).
+//
+// Why: a service must never change state without telling the others, nor tell
+// them about a change that rolled back. Writing the event to the outbox table
+// in the caller's transaction makes "state changed" and "event exists" one
+// atomic fact; the relay then publishes at least once. JetStream drops a second
+// copy with the same Nats-Msg-Id (= event id) inside its duplicate window
+// (two minutes, see package streams), and consumers (package inbox) record
+// processed event ids, so at-least-once publishing becomes exactly-once effect.
+//
+// The table, created by pgdb.Migrate in every service schema:
+//
+//	outbox(seq bigserial PK, event_id uuid UNIQUE, subject, event_type, payload bytea, occurred_at)
+//
+// Order: the relay publishes in seq order, one relay per schema at a time. Seq
+// is assigned at insert, not at commit, so two unrelated transactions may
+// commit out of seq order and be published in commit order instead; events
+// about the same entity are written under that entity's row lock and so keep
+// their order. After a failed publish the rows that were not acknowledged are
+// sent again in the next round, possibly after later events of the same batch
+// that were acknowledged; consumers therefore treat order as a strong hint
+// and state (versions, timestamps) as the truth.
+//
+// Crash semantics: if the relay dies after publishing and before deleting the
+// published rows, its transaction rolls back, the rows stay, and the next relay
+// publishes them again with the same Nats-Msg-Id. Inside the duplicate window
+// JetStream drops them; beyond it, consumers are idempotent by event id anyway.
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/streams"
+)
+
+// Headers set on every relayed message, besides Nats-Msg-Id (= event id).
+const (
+	// EventTypeHeader holds the protobuf full name of the payload, e.g.
+	// handoff.fulfilment.v1.OrderConfirmed.
+	EventTypeHeader = "Handoff-Event-Type"
+	// OccurredAtHeader holds the time the event was recorded (its
+	// transaction's start), RFC 3339 with nanoseconds, UTC.
+	OccurredAtHeader = "Handoff-Occurred-At"
+)
+
+// channelSQL derives the NOTIFY channel from the schema, so relays of different
+// services sharing one database wake only for their own events. Channel names
+// are limited to 63 bytes; a longer schema name is hashed.
+const channelSQL = `CASE WHEN octet_length('handoff_outbox_' || current_schema()) <= 63
+	THEN 'handoff_outbox_' || current_schema()
+	ELSE 'handoff_outbox_' || md5(current_schema()) END`
+
+// enqueueSQL inserts the event and notifies the relay in one round trip.
+// NOTIFY is transactional: the relay hears it only once the caller commits,
+// and not at all on rollback. Identical notifications in one transaction are
+// folded into one, so a transaction that enqueues many events wakes the relay
+// once.
+const enqueueSQL = `WITH ins AS (
+	INSERT INTO outbox (event_id, subject, event_type, payload) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (event_id) DO NOTHING
+	RETURNING seq)
+SELECT pg_notify(` + channelSQL + `, '') FROM ins`
+
+var (
+	relayedEvents = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_outbox_relayed_events_total",
+		Help: "Outbox events published to JetStream and acknowledged, by schema.",
+	}, []string{"schema"})
+	relayLag = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "handoff_outbox_relay_lag_seconds",
+		Help:    "Time from an event's transaction start until JetStream acknowledged it and the relay marked it, by schema.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+	}, []string{"schema"})
+	relayFailures = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_outbox_relay_failures_total",
+		Help: "Relay rounds that failed (publish, ack or database error) and will be retried, by schema.",
+	}, []string{"schema"})
+)
+
+// Enqueue records msg as an event on subject in tx, with a fresh time-ordered
+// event id (UUIDv7), and returns that id. The event is published only if tx
+// commits. subject must be a concrete subject some Handoff stream stores (see
+// streams.EventSubject and streams.TicketSubject).
+func Enqueue(ctx context.Context, tx pgx.Tx, subject string, msg proto.Message) (eventID string, err error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("outbox: new event id: %w", err)
+	}
+	if err := EnqueueWithID(ctx, tx, id.String(), subject, msg); err != nil {
+		return "", err
+	}
+	return id.String(), nil
+}
+
+// EnqueueWithID is Enqueue with an event id chosen by the caller, for events
+// that must have one identity however often the code that writes them runs
+// (see [DeterministicID]). An id already in the outbox is not written twice.
+// eventID must be a UUID.
+func EnqueueWithID(ctx context.Context, tx pgx.Tx, eventID, subject string, msg proto.Message) error {
+	id, err := uuid.Parse(eventID)
+	if err != nil {
+		return fmt.Errorf("outbox: event id %q is not a UUID: %w", eventID, err)
+	}
+	if err := checkSubject(subject); err != nil {
+		return err
+	}
+	payload, err := proto.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("outbox: marshal %s for %s: %w", msg.ProtoReflect().Descriptor().FullName(), subject, err)
+	}
+	eventType := string(msg.ProtoReflect().Descriptor().FullName())
+	if _, err := tx.Exec(ctx, enqueueSQL, id.String(), subject, eventType, payload); err != nil {
+		return fmt.Errorf("outbox: enqueue %s on %s: %w", eventType, subject, err)
+	}
+	return nil
+}
+
+// handoffEventNamespace scopes DeterministicID's name-based UUIDs.
+var handoffEventNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://handoff.dev/events"))
+
+// DeterministicID returns a name-based UUID (version 5) for an event that is
+// identified by what happened rather than by when it was written, e.g.
+// DeterministicID("order", orderID, "confirmed"). The same parts always give
+// the same id, so JetStream and the consumers treat a rewrite as a duplicate.
+func DeterministicID(parts ...string) string {
+	return uuid.NewSHA1(handoffEventNamespace, []byte(strings.Join(parts, "\x00"))).String()
+}
+
+// checkSubject refuses, at write time, a subject the relay could never
+// deliver: a published message no stream captures is rejected by JetStream,
+// and such a row would stop every event behind it.
+func checkSubject(subject string) error {
+	for _, tok := range strings.Split(subject, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return fmt.Errorf("outbox: subject %q is not a concrete NATS subject", subject)
+		}
+	}
+	if streams.Capturing(subject) == "" {
+		return fmt.Errorf("outbox: no stream stores subject %q (want handoff.<service>.<entity>.<event> or handoff.store.<id>.ticket.<kind>)", subject)
+	}
+	return nil
+}

@@ -1,0 +1,394 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var productCreated = streams.EventSubject("catalog", "product", "created")
+
+type env struct {
+	pool *pgxpool.Pool
+	nats *server.Server
+	js   jetstream.JetStream
+}
+
+func setup(t *testing.T) env {
+	t.Helper()
+	pool := testenv.Pool(t, "", nil)
+	s := testenv.NATS(t)
+	e := env{pool: pool, nats: s, js: newJS(t, s)}
+	if err := streams.Ensure(t.Context(), e.js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func newJS(t *testing.T, s *server.Server) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(testenv.NATSConn(t, s), jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// enqueue commits one transaction holding one event per value and returns
+// the event ids in order.
+func enqueue(t testing.TB, pool *pgxpool.Pool, values ...string) []string {
+	t.Helper()
+	var ids []string
+	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+		for _, v := range values {
+			id, err := outbox.Enqueue(context.Background(), tx, productCreated, wrapperspb.String(v))
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	return ids
+}
+
+// runRelay runs r until the test ends.
+func runRelay(t *testing.T, r *outbox.Relay) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Relay.Run: %v", err)
+		}
+	})
+}
+
+// published reads every message of the events stream, in stream order.
+func published(t testing.TB, js jetstream.JetStream) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, streams.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(st.CachedInfo().State.Msgs)
+	if n == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for len(msgs) < n {
+		batch, err := cons.Fetch(n-len(msgs), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := len(msgs)
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == before {
+			t.Fatalf("read %d of %d stream messages", len(msgs), n)
+		}
+	}
+	return msgs
+}
+
+func streamCount(js jetstream.JetStream) (int, error) {
+	st, err := js.Stream(context.Background(), streams.EventsStream)
+	if err != nil {
+		return 0, err
+	}
+	return int(st.CachedInfo().State.Msgs), nil
+}
+
+func waitForStreamCount(t *testing.T, js jetstream.JetStream, want int, within time.Duration) {
+	t.Helper()
+	testenv.CheckFor(t, within, 20*time.Millisecond, func() error {
+		n, err := streamCount(js)
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("stream holds %d events, want %d", n, want)
+		}
+		return nil
+	})
+}
+
+func outboxRows(t testing.TB, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func msgIDs(msgs []jetstream.Msg) []string {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.Headers().Get(jetstream.MsgIDHeader)
+	}
+	return ids
+}
+
+func TestCommittedEventsArePublishedInOrderWithTheirIDs(t *testing.T) {
+	e := setup(t)
+	before := time.Now()
+	ids := enqueue(t, e.pool, "espresso", "latte", "flat white")
+	ids = append(ids, enqueue(t, e.pool, "mocha")...)
+	runRelay(t, outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)}))
+
+	waitForStreamCount(t, e.js, 4, 10*time.Second)
+	msgs := published(t, e.js)
+	if got := msgIDs(msgs); !slices.Equal(got, ids) {
+		t.Fatalf("stream Nats-Msg-Ids %v, want enqueue order %v", got, ids)
+	}
+	for i, m := range msgs {
+		if got := m.Headers().Get(outbox.EventTypeHeader); got != "google.protobuf.StringValue" {
+			t.Errorf("event %d type header %q", i, got)
+		}
+		at, err := time.Parse(time.RFC3339Nano, m.Headers().Get(outbox.OccurredAtHeader))
+		if err != nil || at.Before(before.Add(-time.Minute)) || at.After(time.Now().Add(time.Minute)) {
+			t.Errorf("event %d occurred-at header %q (%v)", i, m.Headers().Get(outbox.OccurredAtHeader), err)
+		}
+		var v wrapperspb.StringValue
+		if err := proto.Unmarshal(m.Data(), &v); err != nil || v.GetValue() != []string{"espresso", "latte", "flat white", "mocha"}[i] {
+			t.Errorf("event %d payload %q, %v", i, v.GetValue(), err)
+		}
+		if m.Subject() != productCreated {
+			t.Errorf("event %d subject %s", i, m.Subject())
+		}
+	}
+	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if n := outboxRows(t, e.pool); n != 0 {
+			return fmt.Errorf("%d rows left in the outbox after relaying", n)
+		}
+		return nil
+	})
+}
+
+func TestRolledBackEventsAreNeverPublished(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.String("never happened")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	marker := enqueue(t, e.pool, "did happen")
+	runRelay(t, outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)}))
+
+	waitForStreamCount(t, e.js, 1, 10*time.Second)
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, marker) {
+		t.Fatalf("stream holds %v, want only the committed event %v", got, marker)
+	}
+}
+
+func TestNotifyWakesTheRelayLongBeforeItsPollInterval(t *testing.T) {
+	e := setup(t)
+	runRelay(t, outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Minute}))
+
+	// Wait until the relay is LISTENing, so that only a notification can
+	// wake it for the event below.
+	var channel string
+	if err := e.pool.QueryRow(t.Context(), `SELECT `+outbox.ChannelSQL).Scan(&channel); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var n int
+		err := e.pool.QueryRow(t.Context(),
+			`SELECT count(*) FROM pg_stat_activity WHERE state = 'idle' AND (query = format('LISTEN %I', $1::text) OR query = format('LISTEN "%s"', $1::text))`, channel).Scan(&n)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("%d connections listening on %s", n, channel)
+		}
+		return nil
+	})
+
+	start := time.Now()
+	enqueue(t, e.pool, "cold brew")
+	waitForStreamCount(t, e.js, 1, 5*time.Second)
+	t.Logf("published %v after commit", time.Since(start))
+}
+
+func TestRelayCrashAfterPublishingRepublishesWithoutDuplicates(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	ids := enqueue(t, e.pool, "a", "b", "c", "d", "e")
+
+	// The first relay publishes, then its database connection dies before
+	// the rows are deleted: the crash window.
+	crashing := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)})
+	outbox.SetAfterPublish(crashing, func(ctx context.Context, tx pgx.Tx) error {
+		pid := tx.Conn().PgConn().PID()
+		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
+		return err
+	})
+	if n, err := crashing.Flush(ctx); err == nil {
+		t.Fatalf("crashing relay: Flush = %d, nil; want an error from its dead connection", n)
+	}
+	if n, _ := streamCount(e.js); n != len(ids) {
+		t.Fatalf("after the crash the stream holds %d events, want %d (published before the crash)", n, len(ids))
+	}
+	if n := outboxRows(t, e.pool); n != len(ids) {
+		t.Fatalf("after the crash the outbox holds %d rows, want %d (never marked)", n, len(ids))
+	}
+
+	// A fresh relay (another process) publishes them all again.
+	fresh := outbox.NewRelay(e.pool, newJS(t, e.nats), outbox.RelayConfig{Logger: testenv.Logger(t)})
+	if n, err := fresh.Flush(ctx); err != nil || n != len(ids) {
+		t.Fatalf("fresh relay: Flush = %d, %v; want %d, nil", n, err, len(ids))
+	}
+	if n := outboxRows(t, e.pool); n != 0 {
+		t.Fatalf("outbox holds %d rows after the fresh relay", n)
+	}
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
+		t.Fatalf("stream holds %v, want each event exactly once: %v", got, ids)
+	}
+}
+
+func TestTwoRelaysSideBySidePublishEveryEventOnceInOrder(t *testing.T) {
+	e := setup(t)
+	for range 2 {
+		// Small batches and a fast poll so that the relays really contend.
+		runRelay(t, outbox.NewRelay(e.pool, newJS(t, e.nats), outbox.RelayConfig{
+			Logger: testenv.Logger(t), BatchSize: 7, PollInterval: 10 * time.Millisecond,
+		}))
+	}
+	var ids []string
+	for i := range 100 {
+		ids = append(ids, enqueue(t, e.pool, fmt.Sprint(i), fmt.Sprint(i, "b"), fmt.Sprint(i, "c"))...)
+	}
+	waitForStreamCount(t, e.js, len(ids), 30*time.Second)
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
+		t.Fatalf("stream order differs from commit order (or has gaps or duplicates):\n got  %v\n want %v", got, ids)
+	}
+}
+
+func TestBacklogOfThousandsDrains(t *testing.T) {
+	e := setup(t)
+	const total = 5000
+	values := make([]string, 1000)
+	for i := range values {
+		values[i] = fmt.Sprint("sku-", i)
+	}
+	var ids []string
+	for range total / len(values) {
+		ids = append(ids, enqueue(t, e.pool, values...)...)
+	}
+	start := time.Now()
+	runRelay(t, outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Minute}))
+	waitForStreamCount(t, e.js, total, 60*time.Second)
+	t.Logf("drained %d events in %v", total, time.Since(start))
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
+		t.Fatal("backlog published out of order, with gaps or duplicates")
+	}
+	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if n := outboxRows(t, e.pool); n != 0 {
+			return fmt.Errorf("%d rows left in the outbox", n)
+		}
+		return nil
+	})
+}
+
+func TestEnqueueRefusesSubjectsNoStreamStores(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	for _, subject := range []string{
+		"handoff.rpc.catalog.get_skus", // request/reply, never stored
+		"handoff.catalog.*.created",    // a wildcard
+		"handoff..created",
+		"orders.created",
+	} {
+		err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+			_, err := outbox.Enqueue(t.Context(), tx, subject, wrapperspb.String("x"))
+			return err
+		})
+		if err == nil {
+			t.Errorf("Enqueue on %q succeeded; want a refusal", subject)
+		}
+	}
+	if n := outboxRows(t, pool); n != 0 {
+		t.Fatalf("%d rows written for refused subjects", n)
+	}
+}
+
+func TestDeterministicIDEnqueuesOneEventHoweverOftenItIsWritten(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	id := outbox.DeterministicID("order", "ord-1", "confirmed")
+	if id != outbox.DeterministicID("order", "ord-1", "confirmed") || id == outbox.DeterministicID("order", "ord-1", "ready") {
+		t.Fatal("DeterministicID is not a function of its parts")
+	}
+	subject := streams.EventSubject("fulfilment", "order", "confirmed")
+	for range 2 {
+		err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+			return errors.Join(
+				outbox.EnqueueWithID(t.Context(), tx, id, subject, wrapperspb.String("ord-1")),
+				outbox.EnqueueWithID(t.Context(), tx, id, subject, wrapperspb.String("ord-1")),
+			)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := outboxRows(t, pool); n != 1 {
+		t.Fatalf("outbox holds %d rows for one deterministic id", n)
+	}
+}
+
+func TestFailedPublishKeepsTheRowsUntilJetStreamTakesThem(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	if err := e.js.DeleteStream(ctx, streams.EventsStream); err != nil {
+		t.Fatal(err)
+	}
+	ids := enqueue(t, e.pool, "while the stream is gone")
+	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), AckTimeout: 2 * time.Second})
+	if n, err := r.Flush(ctx); err == nil || n != 0 {
+		t.Fatalf("Flush without a stream = %d, %v; want 0 and an error", n, err)
+	}
+	if n := outboxRows(t, e.pool); n != 1 {
+		t.Fatalf("outbox holds %d rows after a failed publish, want 1", n)
+	}
+
+	runRelay(t, r) // retries with backoff
+	if err := streams.Ensure(ctx, e.js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForStreamCount(t, e.js, 1, 20*time.Second)
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
+		t.Fatalf("stream holds %v, want %v", got, ids)
+	}
+}

@@ -1,0 +1,346 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RelayConfig tunes a Relay. Zero values take the defaults.
+type RelayConfig struct {
+	// Logger receives failures (warn) and per-round summaries (debug). Nil
+	// discards.
+	Logger *slog.Logger
+	// BatchSize is the most rows one round publishes and deletes. Default 256.
+	BatchSize int
+	// PollInterval is how often the relay looks at the table without being
+	// notified: the fallback for a lost LISTEN connection or a NOTIFY-less
+	// connection pooler. Default 1s.
+	PollInterval time.Duration
+	// AckTimeout bounds the wait for all acknowledgements of one batch.
+	// Default 10s.
+	AckTimeout time.Duration
+	// MaxBackoff caps the wait between failed rounds (it doubles from 100ms).
+	// Default 10s.
+	MaxBackoff time.Duration
+}
+
+// Relay publishes the outbox of one schema (the pool's search_path) to
+// JetStream. Run any number of relays per schema, in any number of processes:
+// a transaction-scoped advisory lock lets one publish at a time, which keeps
+// the order, and the others take over when it stops.
+type Relay struct {
+	pool   *pgxpool.Pool
+	js     jetstream.JetStream
+	cfg    RelayConfig
+	logger *slog.Logger
+
+	setupMu sync.Mutex
+	schema  string // current_schema() of the pool, once known
+	channel string // NOTIFY channel, once known
+
+	// afterPublish, when set (tests only), runs after every event of a round
+	// is acknowledged and before the rows are deleted: the window in which a
+	// crash leaves published rows behind.
+	afterPublish func(ctx context.Context, tx pgx.Tx) error
+}
+
+// NewRelay returns a relay for the outbox in pool's schema. js should be
+// created with jetstream.WithPublishAsyncTimeout so that acknowledgements that
+// never come are also forgotten by the client, not only by the relay.
+func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Relay {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 256
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 10 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	return &Relay{pool: pool, js: js, cfg: cfg, logger: cfg.Logger}
+}
+
+// Run relays until ctx is canceled, then returns nil. It wakes on the
+// schema's NOTIFY channel (listening on a dedicated connection, reconnected
+// when lost), on every PollInterval, and right away after a full batch, so a
+// backlog drains at full speed. A failed round is retried with backoff; the
+// rows stay in the table meanwhile. Run returns an error only if it cannot
+// start.
+func (r *Relay) Run(ctx context.Context) error {
+	if err := r.setup(ctx); err != nil {
+		return err
+	}
+	logger := r.logger.With("schema", r.schema)
+
+	wake := make(chan struct{}, 1)
+	listenDone := make(chan struct{})
+	go func() {
+		defer close(listenDone)
+		r.listen(ctx, wake, logger)
+	}()
+	defer func() { <-listenDone }()
+
+	poll := time.NewTicker(r.cfg.PollInterval)
+	defer poll.Stop()
+	var backoff time.Duration
+	for {
+		n, err := r.Flush(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			relayFailures.WithLabelValues(r.schema).Inc()
+			backoff = min(max(2*backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
+			logger.Warn("outbox relay round failed; rows stay for the next round", "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			continue
+		case n > 0:
+			backoff = 0
+			logger.Debug("outbox relayed", "events", n)
+		default:
+			backoff = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// Flush publishes what is in the outbox now, batch after batch while batches
+// come back full, and returns how many events it relayed. It relays nothing,
+// without error, while another relay of the same schema holds the lock.
+func (r *Relay) Flush(ctx context.Context) (int, error) {
+	if err := r.setup(ctx); err != nil {
+		return 0, err
+	}
+	total := 0
+	for {
+		n, full, err := r.round(ctx)
+		total += n
+		if err != nil || !full {
+			return total, err
+		}
+	}
+}
+
+// setup learns the pool's schema and NOTIFY channel once.
+func (r *Relay) setup(ctx context.Context) error {
+	r.setupMu.Lock()
+	defer r.setupMu.Unlock()
+	if r.schema != "" {
+		return nil
+	}
+	if err := r.pool.QueryRow(ctx, `SELECT current_schema(), `+channelSQL).Scan(&r.schema, &r.channel); err != nil {
+		return fmt.Errorf("outbox: relay setup: %w", err)
+	}
+	return nil
+}
+
+type outboxRow struct {
+	seq        int64
+	eventID    string
+	subject    string
+	eventType  string
+	payload    []byte
+	occurredAt time.Time
+	ageSeconds float64
+}
+
+// round publishes one batch in one transaction and deletes what was
+// acknowledged. full reports a full batch that was entirely relayed, i.e.
+// there may be more right behind it.
+func (r *Relay) round(ctx context.Context) (n int, full bool, err error) {
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("outbox: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after commit
+
+	// One relay per schema at a time: the lock is held until this
+	// transaction ends, so it is released by a crash too. A relay that does
+	// not get it skips the round; the holder will see the new rows.
+	var locked bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))`).Scan(&locked); err != nil {
+		return 0, false, fmt.Errorf("outbox: advisory lock: %w", err)
+	}
+	if !locked {
+		return 0, false, nil
+	}
+
+	rows, err := tx.Query(ctx, `
+		SELECT seq, event_id::text, subject, event_type, payload, occurred_at,
+		       extract(epoch FROM clock_timestamp() - occurred_at)::float8
+		FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE`, r.cfg.BatchSize)
+	if err != nil {
+		return 0, false, fmt.Errorf("outbox: select batch: %w", err)
+	}
+	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
+		var o outboxRow
+		err := row.Scan(&o.seq, &o.eventID, &o.subject, &o.eventType, &o.payload, &o.occurredAt, &o.ageSeconds)
+		return o, err
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("outbox: read batch: %w", err)
+	}
+	if len(batch) == 0 {
+		return 0, false, nil
+	}
+
+	selectedAt := time.Now()
+	ackedIdx, pubErr := r.publish(ctx, batch)
+	if len(ackedIdx) > 0 {
+		if r.afterPublish != nil {
+			if err := r.afterPublish(ctx, tx); err != nil {
+				return 0, false, fmt.Errorf("outbox: after publish: %w", err)
+			}
+		}
+		seqs := make([]int64, len(ackedIdx))
+		for i, idx := range ackedIdx {
+			seqs[i] = batch[idx].seq
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE seq = ANY($1)`, seqs); err != nil {
+			return 0, false, fmt.Errorf("outbox: delete %d relayed rows: %w", len(seqs), err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return 0, false, fmt.Errorf("outbox: commit %d relayed rows: %w", len(seqs), err)
+		}
+		relayedEvents.WithLabelValues(r.schema).Add(float64(len(seqs)))
+		// Lag = event's transaction start to acknowledged and marked. The
+		// age part comes from the database clock, so app clock skew is out.
+		sinceSelect := time.Since(selectedAt).Seconds()
+		lag := relayLag.WithLabelValues(r.schema)
+		for _, idx := range ackedIdx {
+			lag.Observe(batch[idx].ageSeconds + sinceSelect)
+		}
+	}
+	if pubErr != nil {
+		return len(ackedIdx), false, pubErr
+	}
+	return len(ackedIdx), len(batch) == r.cfg.BatchSize, nil
+}
+
+// publish sends the whole batch without waiting in between (one connection
+// keeps the order), then waits, bounded, for each acknowledgement. It returns
+// the indexes of acknowledged rows, including rows JetStream reported as
+// duplicates: those are in the stream already.
+func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, err error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(batch))
+	for _, o := range batch {
+		m := nats.NewMsg(o.subject)
+		m.Data = o.payload
+		m.Header.Set(jetstream.MsgIDHeader, o.eventID)
+		m.Header.Set(EventTypeHeader, o.eventType)
+		m.Header.Set(OccurredAtHeader, o.occurredAt.UTC().Format(time.RFC3339Nano))
+		f, perr := r.js.PublishMsgAsync(m)
+		if perr != nil {
+			// Stop here: later events must not overtake this one more than
+			// they already may have.
+			err = fmt.Errorf("outbox: publish event %s on %s: %w", o.eventID, o.subject, perr)
+			break
+		}
+		futures = append(futures, f)
+	}
+
+	timeout := time.NewTimer(r.cfg.AckTimeout)
+	defer timeout.Stop()
+	acked = make([]int, 0, len(futures))
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			acked = append(acked, i)
+		case ackErr := <-f.Err():
+			err = errors.Join(err, fmt.Errorf("outbox: publish event %s on %s: %w", batch[i].eventID, batch[i].subject, ackErr))
+		case <-timeout.C:
+			return acked, errors.Join(err, fmt.Errorf("outbox: no acknowledgement within %s for %d of %d events", r.cfg.AckTimeout, len(futures)-i, len(batch)))
+		case <-ctx.Done():
+			return acked, errors.Join(err, ctx.Err())
+		}
+	}
+	return acked, err
+}
+
+// listen wakes the relay on every NOTIFY of the schema's channel. It keeps a
+// dedicated connection (hijacked from the pool, so it has the pool's
+// settings) and reconnects with backoff when it is lost. After each
+// successful LISTEN it wakes the relay once, to cover what was committed
+// while nobody listened.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}, logger *slog.Logger) {
+	var backoff time.Duration
+	for {
+		listening, err := r.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		if listening {
+			backoff = 0
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
+		logger.Warn("outbox relay lost its LISTEN connection; polling until it is back", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+	}
+}
+
+func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) (listening bool, err error) {
+	pc, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("outbox: acquire LISTEN connection: %w", err)
+	}
+	conn := pc.Hijack()
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{r.channel}.Sanitize()); err != nil {
+		return false, fmt.Errorf("outbox: LISTEN %s: %w", r.channel, err)
+	}
+	signal(wake)
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return true, fmt.Errorf("outbox: wait for notification: %w", err)
+		}
+		signal(wake)
+	}
+}
+
+// signal wakes the relay without blocking; one pending wake is enough.
+func signal(wake chan<- struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,46 @@
+package pagetoken_test
+
+import (
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/pagetoken"
+)
+
+type position struct {
+	Name string `json:"n"`
+	ID   string `json:"i"`
+}
+
+func TestTokenRoundTrips(t *testing.T) {
+	tok := pagetoken.Encode(position{Name: "Latte", ID: "prd-latte"})
+	var got position
+	ok, err := pagetoken.Decode(tok, &got)
+	if err != nil || !ok || got != (position{Name: "Latte", ID: "prd-latte"}) {
+		t.Fatalf("Decode = %v, %v, %+v", ok, err, got)
+	}
+	if ok, err := pagetoken.Decode("", &got); ok || err != nil {
+		t.Fatalf("empty token: ok=%v err=%v", ok, err)
+	}
+}
+
+func TestGarbageTokenIsInvalidArgumentNamingTheField(t *testing.T) {
+	var got position
+	_, err := pagetoken.Decode("%%%not-base64", &got)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message()[:10] != "page_token" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestPageSizeDefaultsCapsAndRefusesNegative(t *testing.T) {
+	for _, c := range []struct{ in, want int32 }{{0, 20}, {5, 5}, {500, 100}} {
+		if got, err := pagetoken.PageSize(c.in, 20, 100); err != nil || got != int(c.want) {
+			t.Errorf("PageSize(%d) = %d, %v; want %d", c.in, got, err, c.want)
+		}
+	}
+	if _, err := pagetoken.PageSize(-1, 20, 100); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("negative page size: err = %v", err)
+	}
+}

@@ -1,0 +1,209 @@
+package pgdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"log/slog"
+	"path"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// SharedVersion is the migration version that creates the tables every
+// service schema has; a service's own migrations start at 2.
+const SharedVersion = 1
+
+// versionTable is goose's bookkeeping table, kept inside each schema so
+// services sharing a database never see each other's versions.
+const versionTable = "goose_db_version"
+
+// sharedTables is version 1 of every service schema.
+const sharedTables = `
+-- Transactional outbox: rows are written in the same transaction as the
+-- state change, relayed to JetStream (Nats-Msg-Id = event_id), then deleted.
+CREATE TABLE %[1]s.outbox (
+  seq         bigserial   PRIMARY KEY,
+  event_id    uuid        NOT NULL UNIQUE,
+  subject     text        NOT NULL,
+  event_type  text        NOT NULL,   -- protobuf full name of payload
+  payload     bytea       NOT NULL,
+  occurred_at timestamptz NOT NULL DEFAULT now()
+);
+-- Idempotent consumers: an event's id is recorded in the same transaction as
+-- its effect, so a redelivery changes nothing.
+CREATE TABLE %[1]s.processed_events (
+  consumer     text        NOT NULL,
+  event_id     text        NOT NULL,
+  processed_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (consumer, event_id)
+);
+`
+
+// Migrate brings schema up to date: first the shared tables (version 1),
+// then the service's goose SQL migrations in fsys (files like
+// 00002_stores.sql with -- +goose Up / -- +goose Down; fsys may be nil). It
+// holds a Postgres advisory lock for the schema while it works, so copies of
+// a service starting together apply each migration once. The schema is
+// created if missing; pool's search_path should name it (see Open), as the
+// service's SQL is unqualified.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS, logger *slog.Logger) error {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := ValidSchema(schema); err != nil {
+		return fmt.Errorf("pgdb: migrate: %w", err)
+	}
+	if err := checkReservedVersion(fsys); err != nil {
+		return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
+	}
+	if err := ensureSchema(ctx, pool, schema); err != nil {
+		return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
+	}
+
+	// A pool of our own: the advisory lock pins one connection for the whole
+	// run and migrations need another, which a caller's pool of one (or a
+	// busy one) could never give.
+	cfg := pool.Config()
+	cfg.MinConns, cfg.MaxConns = 0, 2
+	migratePool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("pgdb: migrate %s: connect: %w", schema, err)
+	}
+	defer migratePool.Close()
+	// Service migrations are unqualified SQL: run them only where they land
+	// in schema.
+	var current *string
+	if err := migratePool.QueryRow(ctx, "SELECT current_schema()").Scan(&current); err != nil {
+		return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
+	}
+	if current == nil || *current != schema {
+		return fmt.Errorf("pgdb: migrate %s: the pool's search_path does not lead to schema %s (open the pool with pgdb.Open)", schema, schema)
+	}
+	db := stdlib.OpenDBFromPool(migratePool)
+	defer db.Close()
+
+	provider, err := newProvider(db, schema, fsys, logger)
+	if err != nil {
+		return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
+	}
+	results, err := provider.Up(ctx)
+	for _, r := range results {
+		if r.Error == nil {
+			logger.Info("migration applied", "schema", schema, "version", r.Source.Version,
+				"source", migrationName(r.Source), "duration", r.Duration)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
+	}
+	if len(results) == 0 {
+		logger.Debug("schema up to date", "schema", schema)
+	}
+	return nil
+}
+
+func newProvider(db *sql.DB, schema string, fsys fs.FS, logger *slog.Logger) (*goose.Provider, error) {
+	// The lock id is per schema: services sharing a database migrate in
+	// parallel, copies of one service take turns. Polled every second, for
+	// up to 5 minutes.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(schema)), lock.WithLockTimeout(1, 300))
+	if err != nil {
+		return nil, fmt.Errorf("advisory lock: %w", err)
+	}
+	store, err := newSchemaStore(schema)
+	if err != nil {
+		return nil, err
+	}
+	shared := goose.NewGoMigration(SharedVersion,
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, fmt.Sprintf(sharedTables, pgx.Identifier{schema}.Sanitize()))
+			return err
+		}},
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			q := pgx.Identifier{schema}.Sanitize()
+			_, err := tx.ExecContext(ctx, fmt.Sprintf("DROP TABLE %[1]s.processed_events; DROP TABLE %[1]s.outbox", q))
+			return err
+		}},
+	)
+	provider, err := goose.NewProvider(goose.DialectCustom, db, fsys,
+		goose.WithStore(store),
+		goose.WithSessionLocker(locker),
+		goose.WithGoMigrations(shared),
+		// Only our own migrations, never ones another package registered globally.
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithSlog(logger),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("goose: %w", err)
+	}
+	return provider, nil
+}
+
+// lockID derives the advisory lock key from the schema name.
+func lockID(schema string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("handoff/pgdb.Migrate:" + schema))
+	return int64(h.Sum64())
+}
+
+// checkReservedVersion rejects a service migration numbered 1 with a clear
+// message rather than goose's generic duplicate-version error.
+func checkReservedVersion(fsys fs.FS) error {
+	if fsys == nil {
+		return nil
+	}
+	files, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	for _, f := range files {
+		if v, err := goose.NumericComponent(f); err == nil && v == SharedVersion {
+			return fmt.Errorf("migration %s uses version %d, reserved for the shared tables (outbox, processed_events); number service migrations from 2", f, SharedVersion)
+		}
+	}
+	return nil
+}
+
+func migrationName(s *goose.Source) string {
+	if s.Path == "" {
+		return "shared tables (outbox, processed_events)"
+	}
+	return path.Base(s.Path)
+}
+
+// schemaStore is goose's Postgres store with its version table inside the
+// service schema. goose's own table-exists check does not handle quoted
+// identifiers, hence the override.
+type schemaStore struct {
+	database.Store
+	schema string
+}
+
+func newSchemaStore(schema string) (*schemaStore, error) {
+	s, err := database.NewStore(database.DialectPostgres, pgx.Identifier{schema, versionTable}.Sanitize())
+	if err != nil {
+		return nil, fmt.Errorf("goose store: %w", err)
+	}
+	return &schemaStore{Store: s, schema: schema}, nil
+}
+
+var _ database.StoreExtender = (*schemaStore)(nil)
+
+func (s *schemaStore) TableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
+	var exists bool
+	err := db.QueryRowContext(ctx,
+		"SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)",
+		s.schema, versionTable).Scan(&exists)
+	if err != nil {
+		return false, fmt.Errorf("look up %s.%s: %w", s.schema, versionTable, err)
+	}
+	return exists, nil
+}

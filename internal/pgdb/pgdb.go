@@ -1,0 +1,130 @@
+// Package pgdb owns how a service reaches its Postgres schema: Open gives a
+// pool whose sessions see only that schema, Migrate brings the schema up to
+// date (the tables every service has, then the service's own migrations),
+// and a few helpers classify Postgres errors.
+//
+// Every service owns one schema (named after the service unless configured)
+// and may be given its own database URL, so a deployment can split services
+// into separate databases without touching their SQL.
+package pgdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Option adjusts Open.
+type Option func(*options)
+
+type options struct {
+	maxConns int32
+	appName  string
+	logger   *slog.Logger
+}
+
+// WithMaxConns caps the pool's connections (default: pgxpool's, max(4, CPUs)).
+func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+// WithAppName sets application_name, so pg_stat_activity shows who is who.
+func WithAppName(name string) Option { return func(o *options) { o.appName = name } }
+
+// WithLogger sets where Open logs.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// schemaName is what Handoff accepts as a schema: a plain lower-case
+// identifier, so it means the same quoted or not, and not pg_* (reserved).
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// ValidSchema reports whether name can be a service schema.
+func ValidSchema(name string) error {
+	if !schemaName.MatchString(name) || strings.HasPrefix(name, "pg_") {
+		return fmt.Errorf("schema name %q: want lower-case letters, digits and _, at most 63, not starting with a digit or pg_", name)
+	}
+	return nil
+}
+
+// Open connects to url and returns a pool whose every connection has
+// search_path set to schema, so service SQL names its tables unqualified. It
+// creates the schema when missing and fails if the server cannot be reached.
+func Open(ctx context.Context, url, schema string, opts ...Option) (*pgxpool.Pool, error) {
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if err := ValidSchema(schema); err != nil {
+		return nil, fmt.Errorf("pgdb: %w", err)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's message may contain the password; say only what is wrong.
+		return nil, errors.New("pgdb: parse database URL: invalid URL or connection string")
+	}
+	// A startup parameter, not a SET: it survives DISCARD ALL / RESET and is
+	// in place before any statement runs.
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
+	if o.appName != "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = o.appName
+	}
+	if o.maxConns > 0 {
+		cfg.MaxConns = o.maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgdb: create pool for %s: %w", describe(cfg), err)
+	}
+	if err := ensureSchema(ctx, pool, schema); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgdb: open %s: %w", describe(cfg), err)
+	}
+	o.logger.Debug("postgres pool open", "server", describe(cfg), "schema", schema, "max_conns", cfg.MaxConns)
+	return pool, nil
+}
+
+// ensureSchema creates schema unless it exists. Checking first lets a role
+// without CREATE on the database use a schema made for it by an admin.
+func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	var exists bool
+	if err := pool.QueryRow(ctx,
+		"SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema).Scan(&exists); err != nil {
+		return fmt.Errorf("look up schema %s: %w", schema, err)
+	}
+	if exists {
+		return nil
+	}
+	_, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize())
+	// Two processes creating it at once: IF NOT EXISTS does not cover the
+	// race, the loser gets a unique violation on pg_namespace.
+	if err != nil && !IsUniqueViolation(err) && !hasCode(err, "42P06") {
+		return fmt.Errorf("create schema %s: %w", schema, err)
+	}
+	return nil
+}
+
+// describe names the server and database without credentials, for logs and errors.
+func describe(cfg *pgxpool.Config) string {
+	return fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
+}
+
+// IsUniqueViolation reports a unique or primary key violation (23505), such
+// as a second order for the same idempotency key.
+func IsUniqueViolation(err error) bool { return hasCode(err, "23505") }
+
+// IsSerializationFailure reports a SERIALIZABLE / REPEATABLE READ conflict
+// (40001): the transaction did nothing and may be retried as a whole.
+func IsSerializationFailure(err error) bool { return hasCode(err, "40001") }
+
+func hasCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}

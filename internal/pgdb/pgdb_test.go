@@ -1,0 +1,213 @@
+package pgdb_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/handoff-dev/handoff/internal/pgdb"
+	"github.com/handoff-dev/handoff/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// storeMigrations stands in for a service's embedded migrations; 00003
+// counts how often it runs.
+var storeMigrations = fstest.MapFS{
+	"00002_stores.sql": {Data: []byte(`-- +goose Up
+CREATE TABLE stores (id text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE applied (migration int NOT NULL);
+-- +goose Down
+DROP TABLE applied;
+DROP TABLE stores;
+`)},
+	"00003_count.sql": {Data: []byte(`-- +goose Up
+INSERT INTO applied VALUES (3);
+-- +goose Down
+DELETE FROM applied WHERE migration = 3;
+`)},
+}
+
+func TestOpenCreatesSchemaAndSetsSearchPath(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "inventory")
+	pool := open(t, schema)
+
+	var current string
+	if err := pool.QueryRow(t.Context(), "SELECT current_schema()").Scan(&current); err != nil {
+		t.Fatal(err)
+	}
+	if current != schema {
+		t.Fatalf("current_schema() = %q, want %q", current, schema)
+	}
+	// Unqualified DDL lands in the service's schema, on every pooled connection.
+	if _, err := pool.Exec(t.Context(), "CREATE TABLE holds (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	var where string
+	if err := pool.QueryRow(t.Context(),
+		"SELECT table_schema FROM information_schema.tables WHERE table_name = 'holds' AND table_schema = $1", schema).Scan(&where); err != nil {
+		t.Fatalf("holds not created in %s: %v", schema, err)
+	}
+}
+
+func TestOpenRejectsSchemaThatIsNotAPlainIdentifier(t *testing.T) {
+	for _, bad := range []string{"", "Inventory", "cart-v2", "pg_catalog", "1st", strings.Repeat("a", 64)} {
+		if _, err := pgdb.Open(t.Context(), "postgres://127.0.0.1:1/x", bad); err == nil {
+			t.Errorf("Open with schema %q succeeded", bad)
+		}
+	}
+}
+
+func TestMigrateAppliesSharedTablesThenServiceMigrations(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "inventory")
+	pool := open(t, schema)
+	migrate(t, pool, schema)
+
+	for _, table := range []string{"outbox", "processed_events", "stores", "goose_db_version"} {
+		var ok bool
+		if err := pool.QueryRow(t.Context(),
+			"SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)", schema, table).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			t.Errorf("table %s.%s missing after Migrate", schema, table)
+		}
+	}
+	if got := versions(t, pool); got != "1,2,3" {
+		t.Fatalf("applied versions = %s, want 1,2,3", got)
+	}
+}
+
+func TestMigrateAgainChangesNothing(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "cart")
+	pool := open(t, schema)
+	migrate(t, pool, schema)
+	migrate(t, pool, schema)
+
+	if got := versions(t, pool); got != "1,2,3" {
+		t.Fatalf("applied versions = %s, want 1,2,3", got)
+	}
+	if n := appliedCount(t, pool); n != 1 {
+		t.Fatalf("migration 3 ran %d times, want once", n)
+	}
+}
+
+func TestConcurrentMigrationsOfOneSchemaApplyOnce(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "fulfilment")
+	url := testenv.DatabaseURL(t)
+	// Copies of a service starting at once, each with its own pool: they race
+	// to create the schema and to migrate it.
+	const copies = 3
+	pools := make([]*pgxpool.Pool, copies)
+	errs := make([]error, copies)
+	var wg sync.WaitGroup
+	for i := range copies {
+		wg.Go(func() {
+			pools[i], errs[i] = pgdb.Open(t.Context(), url, schema, pgdb.WithMaxConns(2))
+			if errs[i] == nil {
+				errs[i] = pgdb.Migrate(t.Context(), pools[i], schema, storeMigrations, testenv.Logger(t))
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if pools[i] != nil {
+			t.Cleanup(pools[i].Close)
+		}
+		if err != nil {
+			t.Fatalf("copy %d: %v", i, err)
+		}
+	}
+	if got := versions(t, pools[0]); got != "1,2,3" {
+		t.Fatalf("applied versions = %s, want 1,2,3 each once", got)
+	}
+	if n := appliedCount(t, pools[0]); n != 1 {
+		t.Fatalf("migration 3 ran %d times, want once", n)
+	}
+}
+
+func TestSchemasInOneDatabaseMigrateIndependently(t *testing.T) {
+	a, b := testenv.UniqueSchema(t, "catalog"), testenv.UniqueSchema(t, "inventory")
+	poolA, poolB := open(t, a), open(t, b)
+	migrate(t, poolA, a)
+	migrate(t, poolB, b)
+	if got := versions(t, poolB); got != "1,2,3" {
+		t.Fatalf("second schema: applied versions = %s, want 1,2,3", got)
+	}
+}
+
+func TestMigrateRejectsServiceMigrationNumberedOne(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "catalog")
+	pool := open(t, schema)
+	fsys := fstest.MapFS{"00001_products.sql": {Data: []byte("-- +goose Up\nSELECT 1;\n")}}
+	err := pgdb.Migrate(t.Context(), pool, schema, fsys, testenv.Logger(t))
+	if err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("Migrate with 00001_products.sql: err = %v, want a 'reserved' error", err)
+	}
+}
+
+func TestIsUniqueViolationSeesDuplicateEventID(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	insert := "INSERT INTO outbox (event_id, subject, event_type, payload) VALUES ('7d0b1f1e-62a3-4a43-9d2e-2b0d1c8a9f00', 's', 't', '')"
+	if _, err := pool.Exec(t.Context(), insert); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pool.Exec(t.Context(), insert)
+	if !pgdb.IsUniqueViolation(err) {
+		t.Fatalf("duplicate event_id: IsUniqueViolation(%v) = false", err)
+	}
+	if pgdb.IsSerializationFailure(err) {
+		t.Fatal("a unique violation is not a serialization failure")
+	}
+}
+
+func open(t *testing.T, schema string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgdb.Open(t.Context(), testenv.DatabaseURL(t), schema,
+		pgdb.WithAppName(t.Name()), pgdb.WithMaxConns(2), pgdb.WithLogger(testenv.Logger(t)))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func migrate(t *testing.T, pool *pgxpool.Pool, schema string) {
+	t.Helper()
+	if err := pgdb.Migrate(t.Context(), pool, schema, storeMigrations, testenv.Logger(t)); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+}
+
+// versions lists applied migration versions (goose's 0 marker left out).
+func versions(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var got string
+	if err := pool.QueryRow(context.Background(),
+		"SELECT coalesce(string_agg(version_id::text, ',' ORDER BY version_id), '') FROM goose_db_version WHERE version_id > 0").Scan(&got); err != nil {
+		t.Fatalf("read versions: %v", err)
+	}
+	return got
+}
+
+func appliedCount(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM applied").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestMigrateRefusesPoolWhoseSearchPathIsElsewhere(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "catalog")
+	other := open(t, testenv.UniqueSchema(t, "other"))
+	err := pgdb.Migrate(t.Context(), other, schema, storeMigrations, testenv.Logger(t))
+	if err == nil || !strings.Contains(err.Error(), "search_path") {
+		t.Fatalf("Migrate through a pool on another schema: err = %v, want a search_path error", err)
+	}
+}

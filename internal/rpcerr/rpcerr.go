@@ -1,0 +1,104 @@
+// Package rpcerr builds the gRPC status errors Handoff returns for bad input and broken rules.
+//
+// Every refusal names what was wrong (the field, the id, the rule) in its message and, for
+// invalid arguments, as google.rpc.BadRequest field violations, so that clients can point at
+// the offending field and a human can read the message alone. It is the one error mapping:
+// services return these from their domain code and the ports pass them through unchanged.
+package rpcerr
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Violations collects invalid fields so that one response reports all of them.
+type Violations struct {
+	list []*errdetails.BadRequest_FieldViolation
+}
+
+// Add records that field is invalid, with a description like "must be between 1 and 99".
+func (v *Violations) Add(field, description string) {
+	v.list = append(v.list, &errdetails.BadRequest_FieldViolation{Field: field, Description: description})
+}
+
+// Addf is Add with a formatted description.
+func (v *Violations) Addf(field, format string, args ...any) {
+	v.Add(field, fmt.Sprintf(format, args...))
+}
+
+// Empty reports whether no violation was recorded.
+func (v *Violations) Empty() bool { return len(v.list) == 0 }
+
+// Err returns nil when nothing was recorded, else an InvalidArgument status whose message lists
+// every "field: description" and whose details carry them as a BadRequest.
+func (v *Violations) Err() error {
+	if len(v.list) == 0 {
+		return nil
+	}
+	parts := make([]string, len(v.list))
+	for i, fv := range v.list {
+		parts[i] = fv.Field + ": " + fv.Description
+	}
+	st := status.New(codes.InvalidArgument, strings.Join(parts, "; "))
+	if withDetails, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: v.list}); err == nil {
+		st = withDetails
+	}
+	return st.Err()
+}
+
+// Invalid is a single-field InvalidArgument.
+func Invalid(field, description string) error {
+	var v Violations
+	v.Add(field, description)
+	return v.Err()
+}
+
+// NotFound says which kind of thing, with which id, does not exist.
+func NotFound(kind, id string) error {
+	return status.Errorf(codes.NotFound, "%s %q not found", kind, id)
+}
+
+// FailedPrecondition refuses an action the current state does not allow.
+func FailedPrecondition(format string, args ...any) error {
+	return status.Errorf(codes.FailedPrecondition, format, args...)
+}
+
+// Aborted refuses a write made against a stale version (optimistic concurrency).
+func Aborted(format string, args ...any) error {
+	return status.Errorf(codes.Aborted, format, args...)
+}
+
+// AlreadyExists refuses to create what exists.
+func AlreadyExists(kind, id string) error {
+	return status.Errorf(codes.AlreadyExists, "%s %q already exists", kind, id)
+}
+
+// PermissionDenied refuses an authenticated caller acting outside its scope.
+func PermissionDenied(format string, args ...any) error {
+	return status.Errorf(codes.PermissionDenied, format, args...)
+}
+
+// Code returns the gRPC code of err (Unknown for plain errors, OK for nil), looking through
+// wrapping so that fmt.Errorf("...: %w", statusErr) keeps its code.
+func Code(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus().Code()
+	}
+	return status.Code(err)
+}
+
+// IsStatus reports whether err carries a gRPC status meant for the caller, as opposed to an
+// internal failure that must be logged and hidden.
+func IsStatus(err error) bool {
+	var se interface{ GRPCStatus() *status.Status }
+	return errors.As(err, &se)
+}

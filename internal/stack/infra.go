@@ -1,0 +1,166 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/handoff-dev/handoff/internal/pgcluster"
+)
+
+// databaseName is the database the one-process mode keeps every schema in.
+const databaseName = "handoff"
+
+// startNATS embeds a NATS server (one-process mode without NATS_URL) and connects to NATS.
+func (s *system) startNATS(ctx context.Context) error {
+	url := s.cfg.NATSURL
+	if url == "" {
+		ns, err := s.embedNATS()
+		if err != nil {
+			return err
+		}
+		url = ns.ClientURL()
+	}
+	nc, err := nats.Connect(url,
+		nats.Name("handoff-"+s.cfg.Target),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				s.log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w (start nats-server with -js, or leave NATS_URL empty with the all target)", url, err)
+	}
+	// Drain on shutdown: in-flight requests and acks finish before the connection closes.
+	s.onClose(func(context.Context) error {
+		if err := nc.Drain(); err != nil {
+			nc.Close()
+			return fmt.Errorf("drain NATS connection: %w", err)
+		}
+		for nc.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("JetStream context: %w", err)
+	}
+	s.nc, s.js = nc, js
+	s.ready.NATSURL = url
+	if err := s.ensureStreams(ctx); err != nil {
+		return fmt.Errorf("declare JetStream streams: %w", err)
+	}
+	return nil
+}
+
+// embedNATS starts nats-server in-process with JetStream on disk under DataDir. It syncs every
+// write to disk before acknowledging (SyncAlways): JetStream's default flushes periodically and
+// can lose acknowledged messages on a power cut, and Handoff never loses an order event.
+func (s *system) embedNATS() (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(s.cfg.EmbeddedNATSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS address %q: %w", s.cfg.EmbeddedNATSAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	} else if lis, err := net.Listen("tcp", s.cfg.EmbeddedNATSAddr); err != nil {
+		// Fail fast and say what to do, instead of waiting for the server to give up.
+		return nil, fmt.Errorf("embedded NATS cannot listen on %s: %w (another Handoff running? set HANDOFF_EMBEDDED_NATS_ADDR)", s.cfg.EmbeddedNATSAddr, err)
+	} else {
+		lis.Close()
+	}
+	opts := &server.Options{
+		ServerName: "handoff-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dataPath(s.cfg.DataDir, "nats"),
+		SyncAlways: true,
+		NoSigs:     true, // signals belong to our process, not the embedded server
+		MaxPayload: 4 << 20,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("configure embedded NATS: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{s.log.With("component", "nats-server")}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set HANDOFF_EMBEDDED_NATS_ADDR)", s.cfg.EmbeddedNATSAddr)
+	}
+	s.onClose(func(context.Context) error {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil
+	})
+	s.log.Info("embedded NATS started", "url", ns.ClientURL(), "store", opts.StoreDir)
+	return ns, nil
+}
+
+// startPostgres starts the private cluster when no database URL was given (one-process mode).
+func (s *system) startPostgres(ctx context.Context) error {
+	s.databaseURL = s.cfg.DatabaseURL
+	if s.databaseURL != "" {
+		s.ready.DatabaseURL = s.databaseURL
+		return nil
+	}
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{
+		DataDir: dataPath(s.cfg.DataDir, "postgres"),
+		Port:    s.cfg.PostgresPort,
+		Logger:  s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("start private PostgreSQL (or set DATABASE_URL): %w", err)
+	}
+	s.onClose(cluster.Stop)
+	if err := createDatabase(ctx, cluster.URL("postgres"), databaseName); err != nil {
+		return err
+	}
+	s.databaseURL = cluster.URL(databaseName)
+	s.ready.DatabaseURL = s.databaseURL
+	s.log.Info("private PostgreSQL started", "url", s.databaseURL)
+	return nil
+}
+
+// createDatabase creates name on the server at adminURL unless it exists.
+func createDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("look for database %s: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	var pgErr interface{ SQLState() string }
+	if errors.As(err, &pgErr) && pgErr.SQLState() == "42P04" { // created meanwhile by another process
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}

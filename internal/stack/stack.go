@@ -1,0 +1,310 @@
+// Package stack assembles Handoff's parts into a running system: the infrastructure it needs
+// (an embedded NATS server with JetStream and a private PostgreSQL cluster in the one-process
+// mode, or external ones), each service with its gRPC API, NATS endpoints and outbox relay, the
+// gateway and the pos-adapter. cmd/handoff runs it; end-to-end tests start it in-process.
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/demo"
+	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/internal/streams"
+)
+
+// Targets a process can run. "all" is the one-process mode; every other target is one
+// deployable part.
+const (
+	TargetAll        = "all"
+	TargetCatalog    = "catalog"
+	TargetInventory  = "inventory"
+	TargetCart       = "cart"
+	TargetFulfilment = "fulfilment"
+	TargetGateway    = "gateway"
+	TargetPOSAdapter = "pos-adapter"
+)
+
+// Targets lists every valid target.
+var Targets = []string{TargetAll, TargetCatalog, TargetInventory, TargetCart, TargetFulfilment, TargetGateway, TargetPOSAdapter}
+
+// Config is everything a Handoff process needs to know.
+type Config struct {
+	// Target is the part to run (see Targets).
+	Target string
+	// DataDir holds the one-process mode's local state: JetStream files and the private
+	// PostgreSQL cluster.
+	DataDir string
+
+	// DatabaseURL is the default Postgres URL for every service. Empty in the one-process mode
+	// starts a private cluster in DataDir.
+	DatabaseURL string
+	// ServiceDatabaseURLs overrides DatabaseURL per service name, so a deployment can split
+	// the services' schemas into separate databases.
+	ServiceDatabaseURLs map[string]string
+	// PostgresPort is the private cluster's port; 0 picks a free one.
+	PostgresPort int
+
+	// NATSURL is an external NATS server. Empty in the one-process mode embeds one.
+	NATSURL string
+	// EmbeddedNATSAddr is where the embedded NATS server listens ("127.0.0.1:4223"; port 0
+	// picks one). It avoids 4222 so it never collides with a system NATS server.
+	EmbeddedNATSAddr string
+	// StreamReplicas is the JetStream replica count (1 on one server, 3 in a cluster).
+	StreamReplicas int
+
+	// Listen addresses.
+	GatewayAddr    string
+	POSAdapterAddr string
+	MetricsAddr    string
+	CatalogAddr    string
+
+	// AllowedOrigins are the browser origins the gateway accepts (CORS).
+	AllowedOrigins []string
+	// Currency is the catalog's ISO 4217 currency.
+	Currency string
+	// LoadDemo loads the demo chain into an empty database.
+	LoadDemo bool
+	// ShutdownGrace bounds graceful draining on stop.
+	ShutdownGrace time.Duration
+
+	Logger *slog.Logger
+}
+
+// Ready describes a started system: where each part listens.
+type Ready struct {
+	GatewayAddr    string
+	POSAdapterAddr string
+	MetricsAddr    string
+	CatalogAddr    string
+	NATSURL        string
+	// DatabaseURL is the default database (the private cluster's in the one-process mode).
+	DatabaseURL string
+}
+
+func (c *Config) runs(part string) bool { return c.Target == TargetAll || c.Target == part }
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	if c.Target == "" {
+		c.Target = TargetAll
+	}
+	if !slices.Contains(Targets, c.Target) {
+		return fmt.Errorf("unknown target %q: want one of %s", c.Target, strings.Join(Targets, ", "))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.StreamReplicas <= 0 {
+		c.StreamReplicas = 1
+	}
+	if c.Target != TargetAll {
+		if c.NATSURL == "" {
+			return fmt.Errorf("target %s needs NATS_URL (only the all target embeds NATS)", c.Target)
+		}
+		needsDB := c.Target != TargetGateway
+		if needsDB && c.DatabaseURL == "" && c.ServiceDatabaseURLs[c.Target] == "" {
+			return fmt.Errorf("target %s needs DATABASE_URL (only the all target starts a private PostgreSQL)", c.Target)
+		}
+	}
+	if c.DataDir == "" {
+		c.DataDir = ".data"
+	}
+	return nil
+}
+
+// Run starts the configured part(s), calls ready once everything listens, and runs until ctx
+// is cancelled or a part fails; then it drains and stops everything it started, in reverse.
+func Run(ctx context.Context, cfg Config, ready func(Ready)) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	s := &system{cfg: cfg, log: cfg.Logger}
+	defer s.closeAll()
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	return s.serve(ctx, ready)
+}
+
+// system is one running process's parts and how to stop them.
+type system struct {
+	cfg     Config
+	log     *slog.Logger
+	closers []func(context.Context) error // run in reverse on shutdown
+
+	nc          *nats.Conn
+	js          jetstream.JetStream
+	databaseURL string
+
+	ready Ready
+	// servers run until the serve context ends; background loops (relays) likewise.
+	servers []func(ctx context.Context) error
+	// afterListen runs once every server is serving (demo loads).
+	afterListen []func(ctx context.Context) error
+}
+
+func (s *system) onClose(f func(context.Context) error) { s.closers = append(s.closers, f) }
+
+func (s *system) closeAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace+20*time.Second)
+	defer cancel()
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](ctx); err != nil {
+			s.log.Warn("shutdown step failed", "err", err)
+		}
+	}
+}
+
+func (s *system) start(ctx context.Context) error {
+	if err := s.startNATS(ctx); err != nil {
+		return err
+	}
+	if s.cfg.Target != TargetGateway && s.cfg.Target != TargetPOSAdapter {
+		if err := s.startPostgres(ctx); err != nil {
+			return err
+		}
+	}
+	if s.cfg.runs(TargetCatalog) {
+		if err := s.startCatalog(ctx); err != nil {
+			return fmt.Errorf("catalog: %w", err)
+		}
+	}
+	if s.cfg.runs(TargetGateway) {
+		if err := s.startGateway(); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+	}
+	if s.cfg.runs(TargetPOSAdapter) {
+		if err := s.startPOSAdapter(); err != nil {
+			return fmt.Errorf("pos-adapter: %w", err)
+		}
+	}
+	return s.startMetrics()
+}
+
+// serve runs every server and loop until ctx ends or one fails. Every listener is bound before
+// this, so the ready line is printed only when every address accepts connections.
+func (s *system) serve(ctx context.Context, ready func(Ready)) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, run := range s.servers {
+		g.Go(func() error { return run(gctx) })
+	}
+	g.Go(func() error {
+		for _, f := range s.afterListen {
+			if err := f(gctx); err != nil {
+				return err
+			}
+		}
+		r := s.ready
+		s.log.Info("Handoff is ready", "target", s.cfg.Target, "gateway", r.GatewayAddr, "pos_adapter", r.POSAdapterAddr,
+			"metrics", r.MetricsAddr, "nats", r.NATSURL)
+		if ready != nil {
+			ready(r)
+		}
+		return nil
+	})
+	err := g.Wait()
+	s.log.Info("Handoff is stopping")
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// listen binds addr now, so that addresses are known (port 0 resolved) before anything serves.
+func (s *system) listen(addr string) (net.Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	s.onClose(func(context.Context) error { lis.Close(); return nil })
+	return lis, nil
+}
+
+// addServer registers a long-running server or loop; run returns when ctx ends.
+func (s *system) addServer(run func(ctx context.Context) error) { s.servers = append(s.servers, run) }
+
+// addLoop registers a background loop; an error other than shutdown stops the process.
+func (s *system) addLoop(name string, run func(ctx context.Context) error) {
+	s.addServer(func(ctx context.Context) error {
+		if err := run(ctx); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+func (s *system) databaseURLFor(service string) string {
+	if u := s.cfg.ServiceDatabaseURLs[service]; u != "" {
+		return u
+	}
+	return s.databaseURL
+}
+
+func (s *system) startGateway() error {
+	catalogAddr := s.cfg.CatalogAddr
+	if s.cfg.Target == TargetAll {
+		catalogAddr = s.ready.CatalogAddr
+	}
+	conn, err := grpc.NewClient(catalogAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial catalog at %s: %w", catalogAddr, err)
+	}
+	s.onClose(func(context.Context) error { return conn.Close() })
+	gw, err := gateway.New(gateway.Config{Catalog: conn, AllowedOrigins: s.cfg.AllowedOrigins, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	lis, err := s.listen(s.cfg.GatewayAddr)
+	if err != nil {
+		return err
+	}
+	s.ready.GatewayAddr = lis.Addr().String()
+	s.addServer(func(ctx context.Context) error { return gw.Serve(ctx, lis, s.cfg.ShutdownGrace) })
+	return nil
+}
+
+func (s *system) startMetrics() error {
+	if s.cfg.MetricsAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	lis, err := s.listen(s.cfg.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	s.ready.MetricsAddr = lis.Addr().String()
+	s.addServer(func(ctx context.Context) error { return edge.ServeHTTP(ctx, lis, mux, time.Second, s.log, nil) })
+	return nil
+}
+
+// chain is the demo data, loaded by each service into its own empty schema.
+func (s *system) chain() demo.Chain { return demo.Seattle() }
+
+func dataPath(dir, name string) string { return filepath.Join(dir, name) }
+
+// ensureStreams declares the JetStream topology (idempotent, safe from two processes at once).
+func (s *system) ensureStreams(ctx context.Context) error {
+	return streams.Ensure(ctx, s.js, streams.Config{Replicas: s.cfg.StreamReplicas, Logger: s.log})
+}

@@ -1,0 +1,208 @@
+// Package streams owns Handoff's JetStream topology: which streams exist, which
+// subjects they capture, how long they keep messages, and the helpers that
+// build those subjects. Every process declares the topology at start with
+// [Ensure]; declaring is idempotent, so any number of copies may start at once.
+//
+// Subjects:
+//
+//	handoff.<service>.<entity>.<event>       domain events   → stream HANDOFF_EVENTS
+//	handoff.store.<store_id>.ticket.<kind>   per-store POS feed → stream HANDOFF_TICKETS
+//	handoff.rpc.<service>.<method>           request/reply (package natsrpc) → no stream, ever
+//
+// Request/reply subjects must never be captured by a stream: a stream listening
+// on a request subject would answer every request with a publish
+// acknowledgement, which the caller would take for the reply. [Ensure] refuses
+// a topology that would do so.
+//
+// Durability note: a stream's file storage only protects an acknowledged
+// message once the server has synced it to disk. Handoff's embedded server and
+// its recommended production configuration sync before acknowledging
+// (server option sync_interval: always); that is a server setting, not a
+// stream setting, so it lives with the server configuration, not here.
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	// EventsStream holds every domain event of every service.
+	EventsStream = "HANDOFF_EVENTS"
+	// TicketsStream holds the per-store POS ticket feed.
+	TicketsStream = "HANDOFF_TICKETS"
+)
+
+// RPCSubjects is the subject space of request/reply (see package natsrpc). It
+// is declared here too so that Ensure can prove no stream captures it.
+const RPCSubjects = "handoff.rpc.>"
+
+const (
+	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id and drops a
+	// second publish with the same id. The outbox relay republishes after a
+	// crash within seconds, well inside this window.
+	DuplicateWindow = 2 * time.Minute
+	// MaxAge is how long events stay in the streams. Postgres is the truth, so
+	// a consumer that is away for longer rebuilds from the owning service.
+	MaxAge = 7 * 24 * time.Hour
+)
+
+// Config tunes the topology for a deployment.
+type Config struct {
+	// Replicas per stream: 1 for a laptop or a single server, 3 in a
+	// production cluster. Zero means 1.
+	Replicas int
+	// Logger receives one line per declared stream. Nil discards.
+	Logger *slog.Logger
+}
+
+// EventSubject returns the subject of a domain event,
+// handoff.<service>.<entity>.<event>, e.g. handoff.fulfilment.order.confirmed.
+// Tokens must be non-empty and contain no '.', '*', '>' or whitespace; the
+// outbox rejects a subject that breaks this rule.
+func EventSubject(service, entity, event string) string {
+	return "handoff." + service + "." + entity + "." + event
+}
+
+// TicketSubject returns the subject of a POS ticket for one store,
+// handoff.store.<store_id>.ticket.<kind>, e.g. handoff.store.42.ticket.new.
+func TicketSubject(storeID, kind string) string {
+	return "handoff.store." + storeID + ".ticket." + kind
+}
+
+// StoreTicketsFilter returns the filter that selects every ticket of one
+// store, for a per-store consumer.
+func StoreTicketsFilter(storeID string) string {
+	return "handoff.store." + storeID + ".ticket.>"
+}
+
+// Topology returns the stream configurations Ensure declares. Exposed so that
+// tools and tests can inspect exactly what will be created.
+func Topology(cfg Config) []jetstream.StreamConfig {
+	replicas := cfg.Replicas
+	if replicas <= 0 {
+		replicas = 1
+	}
+	return []jetstream.StreamConfig{
+		{
+			Name:        EventsStream,
+			Description: "Handoff domain events, handoff.<service>.<entity>.<event>",
+			Subjects: []string{
+				"handoff.catalog.>",
+				"handoff.inventory.>",
+				"handoff.cart.>",
+				"handoff.fulfilment.>",
+				"handoff.pos.>",
+			},
+			Retention:  jetstream.LimitsPolicy,
+			Discard:    jetstream.DiscardOld,
+			Storage:    jetstream.FileStorage,
+			Duplicates: DuplicateWindow,
+			MaxAge:     MaxAge,
+			Replicas:   replicas,
+		},
+		{
+			Name:        TicketsStream,
+			Description: "Handoff POS ticket feed, handoff.store.<store_id>.ticket.<kind>",
+			Subjects:    []string{"handoff.store.*.ticket.>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Storage:     jetstream.FileStorage,
+			Duplicates:  DuplicateWindow,
+			MaxAge:      MaxAge,
+			Replicas:    replicas,
+		},
+	}
+}
+
+// Ensure creates the streams, or updates them to the declared configuration.
+// It is safe to call from several processes at the same time: the server
+// accepts an identical create twice, and a lost create race is retried as an
+// update.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	topology := Topology(cfg)
+	if err := checkNoRPCCapture(topology); err != nil {
+		return err
+	}
+	for _, sc := range topology {
+		if err := ensureStream(ctx, js, sc); err != nil {
+			return err
+		}
+		logger.InfoContext(ctx, "stream ensured", "stream", sc.Name, "subjects", sc.Subjects, "replicas", sc.Replicas)
+	}
+	return nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	const attempts = 3
+	var err error
+	for range attempts {
+		// CreateOrUpdateStream is update-then-create: between the two another
+		// process may create the stream. Then the next update wins.
+		if _, err = js.CreateOrUpdateStream(ctx, sc); err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			break
+		}
+	}
+	return fmt.Errorf("streams: ensure stream %s: %w", sc.Name, err)
+}
+
+// Capturing returns the stream that stores messages published on the concrete
+// subject, or "" if none does. The outbox uses it to refuse, at write time, an
+// event nobody would store.
+func Capturing(subject string) string {
+	for _, sc := range Topology(Config{}) {
+		for _, pattern := range sc.Subjects {
+			if SubjectsOverlap(subject, pattern) {
+				return sc.Name
+			}
+		}
+	}
+	return ""
+}
+
+func checkNoRPCCapture(topology []jetstream.StreamConfig) error {
+	for _, sc := range topology {
+		for _, subj := range sc.Subjects {
+			if SubjectsOverlap(subj, RPCSubjects) {
+				return fmt.Errorf("streams: stream %s subject %q would capture request/reply subjects %s", sc.Name, subj, RPCSubjects)
+			}
+		}
+	}
+	return nil
+}
+
+// SubjectsOverlap reports whether some concrete subject matches both
+// patterns (NATS wildcards '*' = one token, '>' = one or more trailing tokens).
+func SubjectsOverlap(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; ; i++ {
+		switch {
+		case i == len(at) && i == len(bt):
+			return true
+		case i == len(at) || i == len(bt):
+			// One pattern is longer and the shorter one ended without '>'.
+			return false
+		}
+		x, y := at[i], bt[i]
+		if x == ">" || y == ">" {
+			return true
+		}
+		if x != "*" && y != "*" && x != y {
+			return false
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package catalog
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"unicode/utf8"
+
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+)
+
+var (
+	// SKU codes travel through POS systems and printed labels: keep them plain.
+	skuPattern = regexp.MustCompile(`^[A-Z0-9][A-Z0-9._-]{0,63}$`)
+	// Ids and slugs appear in URLs.
+	idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+)
+
+const (
+	maxNameLen        = 200
+	maxDescriptionLen = 2000
+	maxImages         = 10
+	maxTags           = 20
+	maxTagLen         = 40
+	maxVariants       = 50
+	maxURLLen         = 2048
+)
+
+// validateProduct checks a product as it will be stored, reporting every bad field under
+// prefix (e.g. "product").
+func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr.Violations) {
+	if p.GetId() != "" && !idPattern.MatchString(p.GetId()) {
+		v.Add(prefix+".id", "must be 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit")
+	}
+	checkText(v, prefix+".name", p.GetName(), maxNameLen, true)
+	checkText(v, prefix+".description", p.GetDescription(), maxDescriptionLen, false)
+	if p.GetCategoryId() == "" {
+		v.Add(prefix+".category_id", "required")
+	}
+	if n := len(p.GetImages()); n > maxImages {
+		v.Addf(prefix+".images", "at most %d images, got %d", maxImages, n)
+	}
+	for i, img := range p.GetImages() {
+		field := fmt.Sprintf("%s.images[%d].url", prefix, i)
+		u, err := url.Parse(img.GetUrl())
+		switch {
+		case img.GetUrl() == "":
+			v.Add(field, "required")
+		case len(img.GetUrl()) > maxURLLen:
+			v.Addf(field, "longer than %d characters", maxURLLen)
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+			v.Add(field, "must be an absolute http(s) URL")
+		}
+	}
+	if n := len(p.GetTags()); n > maxTags {
+		v.Addf(prefix+".tags", "at most %d tags, got %d", maxTags, n)
+	}
+	for i, tag := range p.GetTags() {
+		checkText(v, fmt.Sprintf("%s.tags[%d]", prefix, i), tag, maxTagLen, true)
+	}
+	switch n := len(p.GetVariants()); {
+	case n == 0:
+		v.Add(prefix+".variants", "at least one variant is required")
+	case n > maxVariants:
+		v.Addf(prefix+".variants", "at most %d variants, got %d", maxVariants, n)
+	}
+	seen := make(map[string]int, len(p.GetVariants()))
+	for i, vr := range p.GetVariants() {
+		field := fmt.Sprintf("%s.variants[%d]", prefix, i)
+		switch {
+		case vr.GetSku() == "":
+			v.Add(field+".sku", "required")
+		case !skuPattern.MatchString(vr.GetSku()):
+			v.Addf(field+".sku", "%q must be 1-64 of A-Z, 0-9, '.', '_', '-'", vr.GetSku())
+		default:
+			if j, dup := seen[vr.GetSku()]; dup {
+				v.Addf(field+".sku", "%q repeats variants[%d]", vr.GetSku(), j)
+			}
+			seen[vr.GetSku()] = i
+		}
+		checkText(v, field+".name", vr.GetName(), maxNameLen, true)
+		switch price := vr.GetPrice(); {
+		case price == nil:
+			v.Add(field+".price", "required")
+		case price.GetAmountMinor() < 0:
+			v.Addf(field+".price.amount_minor", "must be >= 0, got %d", price.GetAmountMinor())
+		case price.GetCurrencyCode() != s.currency:
+			v.Addf(field+".price.currency_code", "must be %s (the catalog's currency), got %q", s.currency, price.GetCurrencyCode())
+		}
+	}
+}
+
+func validateCategory(c *catalogv1.Category, v *rpcerr.Violations) {
+	if c.GetId() != "" && !idPattern.MatchString(c.GetId()) {
+		v.Add("category.id", "must be 1-64 of a-z, 0-9, '-', '_'")
+	}
+	if !idPattern.MatchString(c.GetSlug()) {
+		v.Add("category.slug", "required: 1-64 of a-z, 0-9, '-', '_'")
+	}
+	checkText(v, "category.name", c.GetName(), maxNameLen, true)
+}
+
+func checkText(v *rpcerr.Violations, field, s string, max int, required bool) {
+	switch {
+	case required && s == "":
+		v.Add(field, "required")
+	case !utf8.ValidString(s):
+		v.Add(field, "must be valid UTF-8")
+	case utf8.RuneCountInString(s) > max:
+		v.Addf(field, "at most %d characters, got %d", max, utf8.RuneCountInString(s))
+	}
+}
