@@ -24,11 +24,11 @@
 //     body that is the protobuf-encoded google.rpc.Status, so that the code,
 //     the message and every detail arrive intact.
 //
-// Concurrency: micro serves each endpoint from one subscription, so one
-// process answers one request per endpoint at a time, in arrival order, and
-// micro's stats stay exact. Handlers are meant to be short (a few Postgres
-// statements); throughput grows by running more copies, which the queue group
-// spreads requests over.
+// Concurrency: micro delivers each endpoint's requests on one subscription;
+// Handle runs every request in its own goroutine, up to MaxConcurrent at once
+// per service, so a handler waiting on Postgres does not hold up the requests
+// behind it (and a handler that coalesces concurrent requests can see them).
+// Beyond that, more copies share the load through micro's queue group.
 package natsrpc
 
 import (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -258,6 +259,41 @@ func TestHandleRefusesSubjectsOutsideTheRPCSpace(t *testing.T) {
 	for _, subj := range []string{"handoff.catalog.product.created", "handoff.rpc.catalog", "handoff.rpc.catalog.*", "handoff.rpc.>"} {
 		if err := natsrpc.Handle(svc, subj, h); err == nil {
 			t.Errorf("Handle(%q) accepted a subject outside handoff.rpc.<service>.<method>", subj)
+		}
+	}
+}
+
+// A handler blocked on the database must not hold up the requests behind it: here ten
+// requests each wait until all ten are in the handler at once, which a one-at-a-time
+// endpoint could never reach.
+func TestRequestsAreHandledConcurrently(t *testing.T) {
+	srv, cli := setup(t)
+	const n = 10
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	serve(t, srv, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		arrived.Done()
+		all := make(chan struct{})
+		go func() { arrived.Wait(); close(all) }()
+		select {
+		case <-all:
+			return req, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := call(ctx, cli, strconv.Itoa(i))
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent call: %v (requests were not handled side by side)", err)
 		}
 	}
 }

@@ -22,7 +22,11 @@ type Service struct {
 	micro.Service
 	nc     *nats.Conn
 	logger *slog.Logger
+	slots  chan struct{} // bounds the requests this process handles at once
 }
+
+// MaxConcurrent is how many requests one process handles at once across a service's endpoints.
+const MaxConcurrent = 256
 
 // AddService registers a micro service on nc. name is the service's name
 // (catalog, inventory, ...), version a SemVer string. Every copy of a service
@@ -44,7 +48,7 @@ func AddService(nc *nats.Conn, name, version, description string, logger *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("natsrpc: add service %s: %w", name, err)
 	}
-	s := &Service{Service: svc, nc: nc, logger: logger.With("service", name)}
+	s := &Service{Service: svc, nc: nc, logger: logger.With("service", name), slots: make(chan struct{}, MaxConcurrent)}
 	if err := s.flush(); err != nil {
 		_ = svc.Stop()
 		return nil, err
@@ -94,7 +98,14 @@ func Handle[Req, Res any, PReq interface {
 		return body, nil
 	}
 	err = svc.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) {
-		svc.serve(r, subject, serve)
+		// micro calls this from the subscription's one goroutine: hand each request to its own
+		// goroutine so that one slow database transaction does not queue every other request.
+		// The slots bound the fan-out; when all are taken the subscription waits (back-pressure).
+		svc.slots <- struct{}{}
+		go func() {
+			defer func() { <-svc.slots }()
+			svc.serve(r, subject, serve)
+		}()
 	}), micro.WithEndpointSubject(subject))
 	if err != nil {
 		return fmt.Errorf("natsrpc: add endpoint %s: %w", subject, err)

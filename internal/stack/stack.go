@@ -91,8 +91,9 @@ type Ready struct {
 	GatewayAddr    string
 	POSAdapterAddr string
 	MetricsAddr    string
-	CatalogAddr    string
-	NATSURL        string
+	// ServiceAddrs are the services' gRPC addresses by name.
+	ServiceAddrs map[string]string
+	NATSURL      string
 	// DatabaseURL is the default database (the private cluster's in the one-process mode).
 	DatabaseURL string
 }
@@ -183,10 +184,18 @@ func (s *system) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if s.cfg.runs(TargetCatalog) {
-		if err := s.startCatalog(ctx); err != nil {
-			return fmt.Errorf("catalog: %w", err)
+	for _, spec := range services() {
+		if !s.cfg.runs(spec.name) {
+			continue
 		}
+		addr, err := s.startService(ctx, spec)
+		if err != nil {
+			return fmt.Errorf("%s: %w", spec.name, err)
+		}
+		if s.ready.ServiceAddrs == nil {
+			s.ready.ServiceAddrs = map[string]string{}
+		}
+		s.ready.ServiceAddrs[spec.name] = addr
 	}
 	if s.cfg.runs(TargetGateway) {
 		if err := s.startGateway(); err != nil {
@@ -263,7 +272,7 @@ func (s *system) databaseURLFor(service string) string {
 func (s *system) startGateway() error {
 	catalogAddr := s.cfg.CatalogAddr
 	if s.cfg.Target == TargetAll {
-		catalogAddr = s.ready.CatalogAddr
+		catalogAddr = s.ready.ServiceAddrs[TargetCatalog]
 	}
 	conn, err := grpc.NewClient(catalogAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -7,6 +7,7 @@
 package catalog
 
 import (
+	"context"
 	"embed"
 	"io/fs"
 	"log/slog"
@@ -57,4 +58,11 @@ func New(cfg Config) *Service {
 		log = slog.Default()
 	}
 	return &Service{db: cfg.Pool, currency: cur, log: log.With("service", "catalog")}
+}
+
+// Run does the catalog's background work: none yet (its events leave through the outbox relay
+// the stack runs). It returns when ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
 }
