@@ -34,6 +34,9 @@ var envVar = map[string]string{
 	"pos-addr":           "HANDOFF_POS_ADDR",
 	"metrics-addr":       "HANDOFF_METRICS_ADDR",
 	"catalog-addr":       "HANDOFF_CATALOG_ADDR",
+	"inventory-addr":     "HANDOFF_INVENTORY_ADDR",
+	"cart-addr":          "HANDOFF_CART_ADDR",
+	"fulfilment-addr":    "HANDOFF_FULFILMENT_ADDR",
 	"allowed-origins":    "HANDOFF_ALLOWED_ORIGINS",
 	"currency":           "HANDOFF_CURRENCY",
 	"demo":               "HANDOFF_DEMO",
@@ -77,7 +80,10 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.GatewayAddr, "gateway-addr", env("gateway-addr", "127.0.0.1:8080"), "gateway listen address (gRPC-web, gRPC, Connect)")
 	fs.StringVar(&c.POSAdapterAddr, "pos-addr", env("pos-addr", "127.0.0.1:8090"), "pos-adapter listen address")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("metrics-addr", "127.0.0.1:9090"), "Prometheus /metrics listen address (empty: off)")
-	fs.StringVar(&c.CatalogAddr, "catalog-addr", env("catalog-addr", "127.0.0.1:9101"), "catalog gRPC address (listen, or dial from the gateway target)")
+	fs.StringVar(&c.CatalogAddr, "catalog-addr", env("catalog-addr", "127.0.0.1:9101"), "catalog gRPC address (listen, or dial from the edges)")
+	fs.StringVar(&c.InventoryAddr, "inventory-addr", env("inventory-addr", "127.0.0.1:9102"), "inventory gRPC address (listen, or dial from the edges)")
+	fs.StringVar(&c.CartAddr, "cart-addr", env("cart-addr", "127.0.0.1:9103"), "cart gRPC address (listen, or dial from the edges)")
+	fs.StringVar(&c.FulfilmentAddr, "fulfilment-addr", env("fulfilment-addr", "127.0.0.1:9104"), "fulfilment gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&origins, "allowed-origins", env("allowed-origins", ""), "comma-separated browser origins for CORS; empty: * with the all target, none otherwise")
 	fs.StringVar(&c.Currency, "currency", env("currency", "USD"), "ISO 4217 currency of the catalog")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")

@@ -72,7 +72,11 @@ type Config struct {
 	GatewayAddr    string
 	POSAdapterAddr string
 	MetricsAddr    string
+	// Services' gRPC addresses: where each listens, and where the edges dial them.
 	CatalogAddr    string
+	InventoryAddr  string
+	CartAddr       string
+	FulfilmentAddr string
 
 	// AllowedOrigins are the browser origins the gateway accepts (CORS).
 	AllowedOrigins []string

@@ -340,3 +340,32 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// FreshDatabaseURL creates one more database on this binary's server, for a test that needs
+// fixed schema names to itself (a whole Handoff stack), and drops it when t ends.
+func FreshDatabaseURL(t testing.TB) string {
+	t.Helper()
+	DatabaseURL(t) // finds or starts the server
+	pg.mu.Lock()
+	serverURL := pg.serverURL
+	pg.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		t.Fatalf("testenv: connect to test server: %v", err)
+	}
+	defer conn.Close(context.Background())
+	name := dbPrefix + truncate(packageName(), 20) + "_" + strconv.FormatInt(time.Now().Unix(), 10) + "_" + randomHex(4)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("testenv: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := dropDatabase(serverURL, name); err != nil {
+			t.Logf("testenv: %v", err)
+		}
+	})
+	u, _ := url.Parse(serverURL)
+	u.Path = "/" + name
+	return u.String()
+}

@@ -1,0 +1,235 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/stack"
+	"github.com/handoff-dev/handoff/internal/stacktest"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// h2c speaks cleartext HTTP/2, as gRPC clients do.
+func h2cClient() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+}
+
+// protocols are the three ways clients reach the gateway on its one port.
+var protocols = []struct {
+	name   string
+	client func() *http.Client
+	opts   []connect.ClientOption
+}{
+	{"gRPC", h2cClient, []connect.ClientOption{connect.WithGRPC()}},
+	{"gRPC-web", func() *http.Client { return http.DefaultClient }, []connect.ClientOption{connect.WithGRPCWeb()}},
+	{"Connect", func() *http.Client { return http.DefaultClient }, nil},
+}
+
+func TestCatalogIsServedOverGRPCAndGRPCWebAndConnect(t *testing.T) {
+	ready := stacktest.Start(t)
+	base := "http://" + ready.GatewayAddr
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			c := catalogv1connect.NewCatalogServiceClient(p.client(), base, p.opts...)
+			res, err := c.ListProducts(t.Context(), connect.NewRequest(&catalogv1.ListProductsRequest{PageSize: 100}))
+			if err != nil {
+				t.Fatalf("ListProducts: %v", err)
+			}
+			if n := len(res.Msg.GetProducts()); n != 100 || res.Msg.GetNextPageToken() == "" {
+				t.Fatalf("got %d products (next page %q); want a full page of the demo catalog", n, res.Msg.GetNextPageToken())
+			}
+			cats, err := c.ListCategories(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
+			if err != nil || len(cats.Msg.GetCategories()) == 0 {
+				t.Fatalf("ListCategories = %v, %v", cats, err)
+			}
+
+			// Errors keep their code, message and details through the edge.
+			_, err = c.GetProduct(t.Context(), connect.NewRequest(&catalogv1.GetProductRequest{ProductId: "prd-nope"}))
+			if connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), "prd-nope") {
+				t.Fatalf("unknown product: %v; want NotFound naming it", err)
+			}
+			_, err = c.BatchGetVariants(t.Context(), connect.NewRequest(&catalogv1.BatchGetVariantsRequest{Skus: []string{"LATTE-16", ""}}))
+			var ce *connect.Error
+			if !errors.As(err, &ce) || ce.Code() != connect.CodeInvalidArgument {
+				t.Fatalf("empty SKU: %v; want InvalidArgument", err)
+			}
+			if !hasFieldViolation(ce, "skus[1]") {
+				t.Fatalf("InvalidArgument details %v do not name skus[1]", ce.Details())
+			}
+		})
+	}
+}
+
+func hasFieldViolation(ce *connect.Error, field string) bool {
+	for _, d := range ce.Details() {
+		v, err := d.Value()
+		if err != nil {
+			continue
+		}
+		if br, ok := v.(*errdetails.BadRequest); ok {
+			for _, fv := range br.GetFieldViolations() {
+				if fv.GetField() == field {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func TestHealthAndReflectionAnswerStandardGRPCClients(t *testing.T) {
+	ready := stacktest.Start(t)
+	conn, err := grpc.NewClient(ready.GatewayAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	for _, svc := range []string{"", catalogv1connect.CatalogServiceName} {
+		res, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health of %q = %v, %v; want SERVING", svc, res, err)
+		}
+	}
+	if _, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "handoff.catalog.v1.CatalogAdminService"}); err == nil {
+		t.Fatal("health answered for an admin service the edge does not serve")
+	}
+
+	rc := grpcreflect.NewClient(h2cClient(), "http://"+ready.GatewayAddr, connect.WithGRPC())
+	stream := rc.NewStream(t.Context())
+	defer stream.Close()
+	names, err := stream.ListServices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, n := range names {
+		got[string(n)] = true
+	}
+	if !got[catalogv1connect.CatalogServiceName] || !got["grpc.health.v1.Health"] {
+		t.Fatalf("reflection lists %v; want the catalog and health", names)
+	}
+	if got[catalogv1connect.CatalogAdminServiceName] {
+		t.Fatalf("reflection exposes the admin API at the public edge: %v", names)
+	}
+}
+
+func TestBrowserPreflightMayReadGRPCStatus(t *testing.T) {
+	ready := stacktest.Start(t, func(c *stack.Config) { c.AllowedOrigins = []string{"http://shop.example"} })
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodOptions, "http://"+ready.GatewayAddr+catalogv1connect.CatalogServiceListProductsProcedure, nil)
+	req.Header.Set("Origin", "http://shop.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	// Browsers send the names lower-case and sorted (Fetch standard).
+	req.Header.Set("Access-Control-Request-Headers", "authorization,content-type,x-grpc-web,x-user-agent")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "http://shop.example" {
+		t.Fatalf("preflight allowed origin %q; headers %v", got, res.Header)
+	}
+
+	// The real call from that origin exposes grpc-status to the page.
+	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+ready.GatewayAddr, connect.WithGRPCWeb(),
+		connect.WithInterceptors(originInterceptor("http://shop.example")))
+	var header http.Header
+	res2, err := c.ListCategories(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header = res2.Header()
+	if exposed := strings.ToLower(header.Get("Access-Control-Expose-Headers")); !strings.Contains(exposed, "grpc-status") || !strings.Contains(exposed, "grpc-message") {
+		t.Fatalf("Access-Control-Expose-Headers = %q; browsers could not read the gRPC status", exposed)
+	}
+
+	// Another origin gets no CORS grant.
+	req.Header.Set("Origin", "http://evil.example")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Fatalf("foreign origin granted %q", got)
+	}
+}
+
+func originInterceptor(origin string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Origin", origin)
+			return next(ctx, req)
+		}
+	}
+}
+
+func TestOversizedRequestIsRefusedAndTheGatewayStaysUp(t *testing.T) {
+	ready := stacktest.Start(t)
+	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+ready.GatewayAddr, connect.WithGRPCWeb())
+	huge := make([]string, 0, 3000)
+	for range 3000 {
+		huge = append(huge, strings.Repeat("X", 512))
+	}
+	_, err := c.BatchGetVariants(t.Context(), connect.NewRequest(&catalogv1.BatchGetVariantsRequest{Skus: huge}))
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("1.5 MB request: %v; want ResourceExhausted", err)
+	}
+	if _, err := c.ListCategories(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{})); err != nil {
+		t.Fatalf("gateway unusable after an oversized request: %v", err)
+	}
+}
+
+func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
+	// A catalog address nobody listens on.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close()
+	conn, err := grpc.NewClient(dead, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	gw, err := gateway.New(gateway.Config{Catalog: conn, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	glis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gw.Serve(ctx, glis, time.Second) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+glis.Addr().String(), connect.WithGRPCWeb())
+	callCtx, callCancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer callCancel()
+	_, err = c.ListCategories(callCtx, connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("catalog down: %v; want Unavailable", err)
+	}
+}

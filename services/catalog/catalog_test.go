@@ -1,0 +1,401 @@
+package catalog_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/handoff-dev/handoff/internal/demo"
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	"github.com/handoff-dev/handoff/services/catalog"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// env is a catalog on its own schema, served over real gRPC and real NATS, with its outbox
+// relayed to a real JetStream.
+type env struct {
+	svc    *catalog.Service
+	pool   *pgxpool.Pool
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	public catalogv1.CatalogServiceClient
+	admin  catalogv1.CatalogAdminServiceClient
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := t.Context()
+	pool := testenv.Pool(t, "", catalog.Migrations())
+	ns := testenv.NATS(t)
+	nc := testenv.NATSConn(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := catalog.New(catalog.Config{Pool: pool, Currency: "USD", Logger: testenv.Logger(t)})
+
+	rpc, err := natsrpc.AddService(nc, "catalog", "0.0.1", "catalog tests", testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rpc.Stop() })
+	if err := svc.RegisterNATS(rpc); err != nil {
+		t.Fatal(err)
+	}
+
+	srv := grpc.NewServer()
+	svc.RegisterGRPC(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	relayCtx, stop := context.WithCancel(context.Background())
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		_ = outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Run(relayCtx)
+	}()
+	t.Cleanup(func() { stop(); <-relayDone })
+
+	return &env{svc: svc, pool: pool, nc: nc, js: js,
+		public: catalogv1.NewCatalogServiceClient(conn), admin: catalogv1.NewCatalogAdminServiceClient(conn)}
+}
+
+func (e *env) loadDemo(t *testing.T) {
+	t.Helper()
+	loaded, err := e.svc.LoadDemo(t.Context(), demo.Seattle())
+	if err != nil || !loaded {
+		t.Fatalf("LoadDemo = %v, %v; want true, nil", loaded, err)
+	}
+}
+
+func (e *env) countProducts(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM products`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func wantCode(t *testing.T, err error, code codes.Code, mentions ...string) {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != code {
+		t.Fatalf("code = %v (%q), want %v", st.Code(), st.Message(), code)
+	}
+	for _, m := range mentions {
+		if !strings.Contains(st.Message(), m) {
+			t.Errorf("message %q does not mention %q", st.Message(), m)
+		}
+	}
+}
+
+func TestDemoLoadsOnceAndPagesThroughEveryProductInNameOrder(t *testing.T) {
+	e := newEnv(t)
+	e.loadDemo(t)
+	if again, err := e.svc.LoadDemo(t.Context(), demo.Seattle()); err != nil || again {
+		t.Fatalf("second LoadDemo = %v, %v; want false, nil (catalog already filled)", again, err)
+	}
+	want := len(demo.Seattle().Products)
+	var (
+		names []string
+		seen  = map[string]bool{}
+		token string
+	)
+	for pages := 0; ; pages++ {
+		if pages > want {
+			t.Fatal("paging does not terminate")
+		}
+		res, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{PageSize: 17, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range res.GetProducts() {
+			if seen[p.GetId()] {
+				t.Fatalf("product %s returned twice", p.GetId())
+			}
+			seen[p.GetId()] = true
+			names = append(names, p.GetName())
+			if len(p.GetVariants()) == 0 || p.GetVariants()[0].GetPrice().GetCurrencyCode() != "USD" {
+				t.Fatalf("product %s listed without priced variants: %v", p.GetId(), p.GetVariants())
+			}
+		}
+		if token = res.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if len(seen) != want {
+		t.Fatalf("listed %d products, want %d", len(seen), want)
+	}
+	for i := 1; i < len(names); i++ {
+		if names[i-1] > names[i] {
+			t.Fatalf("not in name order: %q before %q", names[i-1], names[i])
+		}
+	}
+}
+
+func TestSearchMatchesWordPrefixesAndCategoryIncludesChildren(t *testing.T) {
+	e := newEnv(t)
+	e.loadDemo(t)
+	res, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{Query: "latt", PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GetProducts()) == 0 {
+		t.Fatal(`query "latt" found nothing; want the lattes`)
+	}
+	for _, p := range res.GetProducts() {
+		text := strings.ToLower(p.GetName() + " " + p.GetDescription() + " " + strings.Join(p.GetTags(), " "))
+		if !strings.Contains(text, "latt") {
+			t.Errorf("%q does not match %q", p.GetName(), "latt")
+		}
+	}
+	if res, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{Query: "&|!:*"}); err != nil || len(res.GetProducts()) != 0 {
+		t.Fatalf("punctuation-only query = %v, %v; want no products and no error", res.GetProducts(), err)
+	}
+
+	// A top-level category lists its children's products.
+	chain := demo.Seattle()
+	var parent string
+	for _, c := range chain.Categories {
+		if c.ParentID == "" {
+			parent = c.ID
+			break
+		}
+	}
+	children := map[string]bool{}
+	for _, c := range chain.Categories {
+		if c.ParentID == parent {
+			children[c.ID] = true
+		}
+	}
+	want := 0
+	for _, p := range chain.Products {
+		if children[p.CategoryID] || p.CategoryID == parent {
+			want++
+		}
+	}
+	res, err = e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{CategoryId: parent, PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GetProducts()) != min(want, 100) {
+		t.Fatalf("category %s listed %d products, want %d", parent, len(res.GetProducts()), min(want, 100))
+	}
+}
+
+func validProduct() *catalogv1.Product {
+	return &catalogv1.Product{
+		Id: "prd-test-brew", Name: "Test Brew", Description: "A coffee for tests.", CategoryId: "cat-test",
+		Images: []*catalogv1.Image{{Url: "https://images.example.com/test.jpg"}},
+		Variants: []*catalogv1.Variant{
+			{Sku: "TEST-BREW-12", Name: "12 oz", Price: &commonv1.Money{AmountMinor: 325, CurrencyCode: "USD"}},
+			{Sku: "TEST-BREW-16", Name: "16 oz", Price: &commonv1.Money{AmountMinor: 375, CurrencyCode: "USD"}},
+		},
+	}
+}
+
+func (e *env) createTestCategory(t *testing.T) {
+	t.Helper()
+	if _, err := e.admin.CreateCategory(t.Context(), &catalogv1.CreateCategoryRequest{Category: &catalogv1.Category{Id: "cat-test", Slug: "test", Name: "Test"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadProductsAreRefusedNamingTheFieldAndNothingIsStored(t *testing.T) {
+	e := newEnv(t)
+	e.createTestCategory(t)
+	cases := []struct {
+		name  string
+		edit  func(p *catalogv1.Product)
+		field string
+	}{
+		{"no name", func(p *catalogv1.Product) { p.Name = "" }, "product.name"},
+		{"unknown category", func(p *catalogv1.Product) { p.CategoryId = "cat-nope" }, "product.category_id"},
+		{"no variants", func(p *catalogv1.Product) { p.Variants = nil }, "product.variants"},
+		{"lower-case sku", func(p *catalogv1.Product) { p.Variants[0].Sku = "brew-12" }, "product.variants[0].sku"},
+		{"duplicate sku", func(p *catalogv1.Product) { p.Variants[1].Sku = p.Variants[0].Sku }, "product.variants[1].sku"},
+		{"negative price", func(p *catalogv1.Product) { p.Variants[1].Price.AmountMinor = -1 }, "product.variants[1].price.amount_minor"},
+		{"other currency", func(p *catalogv1.Product) { p.Variants[0].Price.CurrencyCode = "EUR" }, "product.variants[0].price.currency_code"},
+		{"missing price", func(p *catalogv1.Product) { p.Variants[0].Price = nil }, "product.variants[0].price"},
+		{"relative image", func(p *catalogv1.Product) { p.Images[0].Url = "/img.jpg" }, "product.images[0].url"},
+		{"bad id", func(p *catalogv1.Product) { p.Id = "Has Spaces" }, "product.id"},
+		{"long name", func(p *catalogv1.Product) { p.Name = strings.Repeat("x", 201) }, "product.name"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := validProduct()
+			c.edit(p)
+			_, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p})
+			wantCode(t, err, codes.InvalidArgument, c.field)
+			if n := e.countProducts(t); n != 0 {
+				t.Fatalf("%d products stored after a refused create", n)
+			}
+		})
+	}
+}
+
+// nextEvent reads the next catalog event from JetStream.
+func nextEvent(t *testing.T, cons jetstream.Consumer, into proto.Message) jetstream.Msg {
+	t.Helper()
+	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatalf("no event: %v", err)
+	}
+	if err := proto.Unmarshal(msg.Data(), into); err != nil {
+		t.Fatalf("event %s: %v", msg.Subject(), err)
+	}
+	if msg.Headers().Get(jetstream.MsgIDHeader) == "" {
+		t.Fatalf("event %s without Nats-Msg-Id", msg.Subject())
+	}
+	return msg
+}
+
+func TestProductLifecyclePublishesEventsAndRefusesStaleUpdates(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	cons, err := e.js.OrderedConsumer(ctx, streams.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"handoff.catalog.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.createTestCategory(t)
+
+	created, err := e.admin.CreateProduct(ctx, &catalogv1.CreateProductRequest{Product: validProduct()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := created.GetProduct()
+	if p.GetVersion() != 1 || p.GetStatus() != catalogv1.ProductStatus_PRODUCT_STATUS_ACTIVE || !p.GetVariants()[0].GetOrderable() {
+		t.Fatalf("created product = %v", p)
+	}
+	var ev catalogv1.ProductCreated
+	if msg := nextEvent(t, cons, &ev); msg.Subject() != "handoff.catalog.product.created" || ev.GetProduct().GetId() != p.GetId() {
+		t.Fatalf("event %s = %v", msg.Subject(), &ev)
+	}
+
+	// A write against a stale version is refused and changes nothing.
+	stale := &catalogv1.UpdateProductRequest{Product: &catalogv1.Product{Id: p.GetId(), Name: "Renamed"}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}, ExpectedVersion: 7}
+	_, err = e.admin.UpdateProduct(ctx, stale)
+	wantCode(t, err, codes.Aborted, "version 1")
+	got, _ := e.public.GetProduct(ctx, &catalogv1.GetProductRequest{ProductId: p.GetId()})
+	if got.GetProduct().GetName() != "Test Brew" {
+		t.Fatalf("stale update changed the name to %q", got.GetProduct().GetName())
+	}
+
+	stale.ExpectedVersion = 1
+	updated, err := e.admin.UpdateProduct(ctx, stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updated.GetProduct().GetName() != "Renamed" || updated.GetProduct().GetVersion() != 2 || len(updated.GetProduct().GetVariants()) != 2 {
+		t.Fatalf("updated = %v", updated.GetProduct())
+	}
+	var up catalogv1.ProductUpdated
+	if msg := nextEvent(t, cons, &up); msg.Subject() != "handoff.catalog.product.updated" || up.GetProduct().GetName() != "Renamed" {
+		t.Fatalf("event %s = %v", msg.Subject(), &up)
+	}
+
+	if _, err := e.admin.UpdateProduct(ctx, &catalogv1.UpdateProductRequest{Product: &catalogv1.Product{Id: p.GetId()}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status"}}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("update of output-only field: %v; want InvalidArgument naming update_mask", err)
+	}
+
+	archived, err := e.admin.ArchiveProduct(ctx, &catalogv1.ArchiveProductRequest{ProductId: p.GetId()})
+	if err != nil || archived.GetProduct().GetStatus() != catalogv1.ProductStatus_PRODUCT_STATUS_ARCHIVED {
+		t.Fatalf("archive = %v, %v", archived, err)
+	}
+	var ar catalogv1.ProductArchived
+	if msg := nextEvent(t, cons, &ar); msg.Subject() != "handoff.catalog.product.archived" {
+		t.Fatalf("event %s", msg.Subject())
+	}
+	if _, err := e.admin.ArchiveProduct(ctx, &catalogv1.ArchiveProductRequest{ProductId: p.GetId()}); err != nil {
+		t.Fatalf("archiving twice: %v", err)
+	}
+	if msg, err := cons.Next(jetstream.FetchMaxWait(300 * time.Millisecond)); err == nil {
+		t.Fatalf("archiving an archived product published %s", msg.Subject())
+	}
+
+	// Archived: hidden from the list, still readable by id, its SKUs no longer orderable.
+	list, _ := e.public.ListProducts(ctx, &catalogv1.ListProductsRequest{})
+	if len(list.GetProducts()) != 0 {
+		t.Fatalf("archived product listed: %v", list.GetProducts())
+	}
+	vs, err := e.public.BatchGetVariants(ctx, &catalogv1.BatchGetVariantsRequest{Skus: []string{"TEST-BREW-16"}})
+	if err != nil || vs.GetVariants()[0].GetOrderable() {
+		t.Fatalf("archived variant = %v, %v; want orderable=false", vs, err)
+	}
+}
+
+func TestSKUOfAnotherProductIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.createTestCategory(t)
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: validProduct()}); err != nil {
+		t.Fatal(err)
+	}
+	other := validProduct()
+	other.Id = "prd-other"
+	_, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: other})
+	wantCode(t, err, codes.InvalidArgument, "product.variants[0].sku", "TEST-BREW-12")
+	if n := e.countProducts(t); n != 1 {
+		t.Fatalf("%d products after the refused create, want 1", n)
+	}
+}
+
+func TestVariantsPricedOverNATSAndUnknownSKUNamed(t *testing.T) {
+	e := newEnv(t)
+	e.loadDemo(t)
+	var res catalogv1.BatchGetVariantsResponse
+	err := natsrpc.Call(t.Context(), e.nc, catalog.SubjectBatchGetVariants, &catalogv1.BatchGetVariantsRequest{Skus: []string{"LATTE-16", "LATTE-12", "LATTE-16"}}, &res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GetVariants()) != 2 || res.GetVariants()[0].GetSku() != "LATTE-16" || res.GetVariants()[1].GetSku() != "LATTE-12" {
+		t.Fatalf("variants = %v; want LATTE-16, LATTE-12 in request order, duplicate answered once", res.GetVariants())
+	}
+	if v := res.GetVariants()[0]; v.GetProductName() == "" || v.GetPrice().GetAmountMinor() <= 0 || !v.GetOrderable() {
+		t.Fatalf("variant = %v", v)
+	}
+	err = natsrpc.Call(t.Context(), e.nc, catalog.SubjectBatchGetVariants, &catalogv1.BatchGetVariantsRequest{Skus: []string{"LATTE-16", "NO-SUCH-SKU"}}, &res)
+	wantCode(t, err, codes.NotFound, `"NO-SUCH-SKU"`)
+	err = natsrpc.Call(t.Context(), e.nc, catalog.SubjectBatchGetVariants, &catalogv1.BatchGetVariantsRequest{}, &res)
+	wantCode(t, err, codes.InvalidArgument, "skus")
+}
+
+func TestBadPagingIsInvalidArgumentNamingTheField(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{PageToken: "not-a-token!"})
+	wantCode(t, err, codes.InvalidArgument, "page_token")
+	_, err = e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{PageSize: -3})
+	wantCode(t, err, codes.InvalidArgument, "page_size")
+	_, err = e.public.GetProduct(t.Context(), &catalogv1.GetProductRequest{ProductId: "prd-nope"})
+	wantCode(t, err, codes.NotFound, "prd-nope")
+}
