@@ -22,9 +22,9 @@ import (
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
-	"github.com/handoff-dev/handoff/services/catalog"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	"github.com/handoff-dev/handoff/services/catalog"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

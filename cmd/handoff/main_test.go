@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"-target", "warehouse"}, nil, `unknown target "warehouse"`},
+		{[]string{"-target", "catalog"}, nil, "needs NATS_URL"},
+		{nil, map[string]string{"HANDOFF_TARGET": "catalog", "NATS_URL": "nats://127.0.0.1:4222"}, "needs DATABASE_URL"},
+		{[]string{"-log-level", "loud"}, nil, "-log-level"},
+		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+	}
+	for _, c := range cases {
+		var stderr bytes.Buffer
+		code := run(c.args, func(k string) string { return c.env[k] }, io.Discard, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("run(%v, %v) = %d, %q; want 2 and a message containing %q", c.args, c.env, code, stderr.String(), c.want)
+		}
+	}
+}
+
+// process is a running handoff binary.
+type process struct {
+	cmd     *exec.Cmd
+	gateway string
+	exited  chan error
+}
+
+var readyLine = regexp.MustCompile(`Handoff is ready: gateway http://(\S+) `)
+
+// startBinary runs the real binary in the one-process mode with its own private PostgreSQL and
+// embedded NATS in dataDir, and waits for its ready line.
+func startBinary(t *testing.T, bin, dataDir string) *process {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		"HANDOFF_DATA_DIR="+dataDir, "DATABASE_URL=", "NATS_URL=",
+		"HANDOFF_EMBEDDED_NATS_ADDR=127.0.0.1:0", "HANDOFF_GATEWAY_ADDR=127.0.0.1:0", "HANDOFF_POS_ADDR=127.0.0.1:0",
+		"HANDOFF_METRICS_ADDR=127.0.0.1:0", "HANDOFF_CATALOG_ADDR=127.0.0.1:0", "HANDOFF_INVENTORY_ADDR=127.0.0.1:0",
+		"HANDOFF_CART_ADDR=127.0.0.1:0", "HANDOFF_FULFILMENT_ADDR=127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "handoff.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, exited: make(chan error, 1)}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := readyLine.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	select {
+	case p.gateway = <-found:
+		return p
+	case err := <-p.exited:
+		logs, _ := os.ReadFile(logFile.Name())
+		t.Fatalf("handoff exited before ready: %v\n%s", err, logs)
+	case <-time.After(2 * time.Minute):
+		logs, _ := os.ReadFile(logFile.Name())
+		t.Fatalf("handoff not ready after 2 minutes\n%s", logs)
+	}
+	return nil
+}
+
+func (p *process) countProducts(t *testing.T) int {
+	t.Helper()
+	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+p.gateway, connect.WithGRPCWeb())
+	n, token := 0, ""
+	for {
+		res, err := c.ListProducts(t.Context(), connect.NewRequest(&catalogv1.ListProductsRequest{PageSize: 100, PageToken: token}))
+		if err != nil {
+			t.Fatalf("ListProducts through the gateway: %v", err)
+		}
+		n += len(res.Msg.GetProducts())
+		if token = res.Msg.GetNextPageToken(); token == "" {
+			return n
+		}
+	}
+}
+
+// postgresOf lists live postgres processes serving dataDir.
+func postgresOf(t *testing.T, dataDir string) []string {
+	t.Helper()
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range procs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		cmdline := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmdline, "postgres") && strings.Contains(cmdline, dataDir) {
+			found = append(found, strings.TrimSpace(cmdline))
+		}
+	}
+	return found
+}
+
+func (p *process) waitExit(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-p.exited:
+		return err
+	case <-time.After(45 * time.Second):
+		t.Fatal("handoff did not exit within 45s")
+		return nil
+	}
+}
+
+// The binary as a newcomer runs it: demo loaded, SIGTERM stops it with nothing left behind,
+// a restart finds the same data, and even SIGKILL leaves no orphaned PostgreSQL.
+func TestBinaryStopsCleanlyAndRestartsOnItsData(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Fatalf("go toolchain needed to build the binary: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "handoff")
+	build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dataDir := t.TempDir()
+
+	p := startBinary(t, bin, dataDir)
+	products := p.countProducts(t)
+	if products < 100 {
+		t.Fatalf("demo catalog has %d products through the gateway; want the ~113 demo products", products)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitExit(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v; want status 0", err)
+	}
+	if left := postgresOf(t, dataDir); len(left) > 0 {
+		t.Fatalf("postgres still running after SIGTERM: %v", left)
+	}
+
+	p = startBinary(t, bin, dataDir)
+	if got := p.countProducts(t); got != products {
+		t.Fatalf("after restart %d products, want the same %d (data kept, demo not loaded twice)", got, products)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.waitExit(t)
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if left := postgresOf(t, dataDir); len(left) > 0 {
+			return fmt.Errorf("postgres orphaned after SIGKILL of its parent: %v", left)
+		}
+		return nil
+	})
+
+	p = startBinary(t, bin, dataDir)
+	if got := p.countProducts(t); got != products {
+		t.Fatalf("after a SIGKILL and restart %d products, want %d", got, products)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.waitExit(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}
