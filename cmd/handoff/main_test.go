@@ -2,9 +2,9 @@ package main
 
 import (
 	"bufio"
-	"fmt"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
