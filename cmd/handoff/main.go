@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	_ "time/tzdata" // store hours are computed in each store's zone, even on machines without tzdata
@@ -50,13 +51,31 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		stop() // restore default handling so a second Ctrl-C ends the process
 	}()
 
-	err = stack.Run(ctx, s.stack, func(r stack.Ready) {
-		fmt.Fprintf(stdout, "Handoff is ready: gateway http://%s (gRPC, gRPC-web, Connect) · pos-adapter http://%s · metrics http://%s/metrics · NATS %s\n",
-			r.GatewayAddr, r.POSAdapterAddr, r.MetricsAddr, r.NATSURL)
-	})
+	err = stack.Run(ctx, s.stack, func(r stack.Ready) { fmt.Fprintln(stdout, readyMessage(s.stack.Target, r)) })
 	if err != nil {
 		logger.Error("handoff stopped with an error", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// readyMessage is the one line a person (or a script) waits for: where each running part is.
+func readyMessage(target string, r stack.Ready) string {
+	var parts []string
+	if r.GatewayAddr != "" {
+		parts = append(parts, "gateway http://"+r.GatewayAddr+" (gRPC, gRPC-web, Connect)")
+	}
+	if r.POSAdapterAddr != "" {
+		parts = append(parts, "pos-adapter http://"+r.POSAdapterAddr)
+	}
+	for _, name := range stack.Targets {
+		if addr := r.ServiceAddrs[name]; addr != "" && target != stack.TargetAll {
+			parts = append(parts, name+" gRPC "+addr)
+		}
+	}
+	if r.MetricsAddr != "" {
+		parts = append(parts, "metrics http://"+r.MetricsAddr+"/metrics")
+	}
+	parts = append(parts, "NATS "+r.NATSURL)
+	return "Handoff is ready (" + target + "): " + strings.Join(parts, " · ")
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,18 +54,23 @@ type process struct {
 	exited  chan error
 }
 
-var readyLine = regexp.MustCompile(`Handoff is ready: gateway http://(\S+) `)
+var readyLine = regexp.MustCompile(`Handoff is ready \(\S+\): (?:gateway http://(\S+) )?`)
 
 // startBinary runs the real binary in the one-process mode with its own private PostgreSQL and
 // embedded NATS in dataDir, and waits for its ready line.
 func startBinary(t *testing.T, bin, dataDir string) *process {
 	t.Helper()
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"HANDOFF_DATA_DIR="+dataDir, "DATABASE_URL=", "NATS_URL=",
+	return startTarget(t, bin, nil, "HANDOFF_DATA_DIR="+dataDir, "DATABASE_URL=", "NATS_URL=",
 		"HANDOFF_EMBEDDED_NATS_ADDR=127.0.0.1:0", "HANDOFF_GATEWAY_ADDR=127.0.0.1:0", "HANDOFF_POS_ADDR=127.0.0.1:0",
 		"HANDOFF_METRICS_ADDR=127.0.0.1:0", "HANDOFF_CATALOG_ADDR=127.0.0.1:0", "HANDOFF_INVENTORY_ADDR=127.0.0.1:0",
 		"HANDOFF_CART_ADDR=127.0.0.1:0", "HANDOFF_FULFILMENT_ADDR=127.0.0.1:0")
+}
+
+// startTarget runs the binary with args and extra environment and waits for its ready line.
+func startTarget(t *testing.T, bin string, args []string, env ...string) *process {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +110,17 @@ func startBinary(t *testing.T, bin, dataDir string) *process {
 		t.Fatalf("handoff not ready after 2 minutes\n%s", logs)
 	}
 	return nil
+}
+
+// buildBinary compiles cmd/handoff once per test.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "handoff")
+	build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func (p *process) countProducts(t *testing.T) int {
@@ -154,14 +171,7 @@ func (p *process) waitExit(t *testing.T) error {
 // The binary as a newcomer runs it: demo loaded, SIGTERM stops it with nothing left behind,
 // a restart finds the same data, and even SIGKILL leaves no orphaned PostgreSQL.
 func TestBinaryStopsCleanlyAndRestartsOnItsData(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Fatalf("go toolchain needed to build the binary: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "handoff")
-	build := exec.CommandContext(context.Background(), "go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	dataDir := t.TempDir()
 
 	p := startBinary(t, bin, dataDir)
@@ -201,5 +211,34 @@ func TestBinaryStopsCleanlyAndRestartsOnItsData(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.waitExit(t); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}
+
+// Production shape: each part its own process, against an external NATS and PostgreSQL.
+func TestTargetsRunAsSeparateProcessesAgainstExternalNATSAndPostgres(t *testing.T) {
+	bin := buildBinary(t)
+	ns := testenv.NATS(t)
+	dbURL := testenv.FreshDatabaseURL(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	catalogAddr := lis.Addr().String()
+	lis.Close()
+	common := []string{"NATS_URL=" + ns.ClientURL(), "HANDOFF_CATALOG_ADDR=" + catalogAddr}
+
+	catalogProc := startTarget(t, bin, []string{"-target", "catalog", "-demo=true", "-metrics-addr", "127.0.0.1:0"}, append(common, "DATABASE_URL="+dbURL)...)
+	gw := startTarget(t, bin, []string{"-target", "gateway", "-gateway-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0"}, common...)
+	if gw.gateway == "" {
+		t.Fatal("gateway target printed no gateway address")
+	}
+	if n := gw.countProducts(t); n < 100 {
+		t.Fatalf("gateway process lists %d products from the catalog process; want the demo catalog", n)
+	}
+	for _, p := range []*process{gw, catalogProc} {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		if err := p.waitExit(t); err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
 	}
 }
