@@ -1,0 +1,151 @@
+package auth
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+// KeySet holds the HMAC-SHA256 keys tokens are signed with, by key id. Several keys let an
+// operator rotate: add the new key, sign with it, drop the old one once its tokens expired.
+type KeySet struct {
+	keys    map[string][]byte
+	signing string // key id new tokens are signed with
+}
+
+// minKeyBytes is the least key material accepted: HS256 wants at least the hash size.
+const minKeyBytes = 32
+
+// ParseKeySet reads "kid:base64key[,kid:base64key...]"; the first key signs new tokens.
+func ParseKeySet(spec string) (*KeySet, error) {
+	ks := &KeySet{keys: map[string][]byte{}}
+	for i, part := range strings.Split(spec, ",") {
+		kid, b64, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if !ok || kid == "" {
+			return nil, fmt.Errorf("key %d: want kid:base64key", i+1)
+		}
+		key, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			key, err = base64.RawURLEncoding.DecodeString(b64)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("key %q: not base64: %w", kid, err)
+		}
+		if len(key) < minKeyBytes {
+			return nil, fmt.Errorf("key %q: %d bytes, want at least %d", kid, len(key), minKeyBytes)
+		}
+		if _, dup := ks.keys[kid]; dup {
+			return nil, fmt.Errorf("key id %q given twice", kid)
+		}
+		ks.keys[kid] = key
+		if i == 0 {
+			ks.signing = kid
+		}
+	}
+	return ks, nil
+}
+
+// DevKeySet returns the one-process mode's development key, made on first use and kept in
+// dir so that tokens minted by `handoff token` keep working across restarts. Never for
+// production: set HANDOFF_JWT_KEYS there.
+func DevKeySet(dir string) (*KeySet, error) {
+	path := filepath.Join(dir, "dev-jwt.key")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, minKeyBytes)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("make development key: %w", err)
+		}
+		b = []byte("dev:" + base64.StdEncoding.EncodeToString(key))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return nil, fmt.Errorf("write development key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("read development key: %w", err)
+	}
+	return ParseKeySet(strings.TrimSpace(string(b)))
+}
+
+// Issue signs a token for p, valid for ttl.
+func (ks *KeySet) Issue(p Principal, ttl time.Duration) (string, error) {
+	if p.Subject == "" {
+		return "", errors.New("issue token: empty subject")
+	}
+	switch p.Role {
+	case RoleCustomer, RoleAdmin:
+	case RoleStaff:
+		if len(p.Stores) == 0 {
+			return "", errors.New("issue token: a staff token needs at least one store")
+		}
+	default:
+		return "", fmt.Errorf("issue token: unknown role %q", p.Role)
+	}
+	now := time.Now()
+	id := p.TokenID
+	if id == "" {
+		id = uuid.NewString()
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims{
+		Role:   p.Role,
+		Stores: p.Stores,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    Issuer,
+			Subject:   p.Subject,
+			ID:        id,
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+	})
+	tok.Header["kid"] = ks.signing
+	s, err := tok.SignedString(ks.keys[ks.signing])
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return s, nil
+}
+
+// Verify checks a token's signature, issuer, expiry and claims and returns its Principal.
+func (ks *KeySet) Verify(token string) (Principal, error) {
+	var c claims
+	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		key, ok := ks.keys[kid]
+		if !ok {
+			return nil, fmt.Errorf("unknown key id %q", kid)
+		}
+		return key, nil
+	},
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(Issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(30*time.Second),
+	)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Principal{}, ErrExpired
+	case err != nil:
+		return Principal{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	p := Principal{Subject: c.Subject, Role: c.Role, Stores: c.Stores, TokenID: c.ID, Expires: c.ExpiresAt.Time}
+	switch {
+	case p.Subject == "":
+		return Principal{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
+	case p.Role != RoleCustomer && p.Role != RoleStaff && p.Role != RoleAdmin:
+		return Principal{}, fmt.Errorf("%w: unknown role %q", ErrInvalidToken, p.Role)
+	case p.Role == RoleStaff && len(p.Stores) == 0:
+		return Principal{}, fmt.Errorf("%w: staff token without stores", ErrInvalidToken)
+	}
+	return p, nil
+}
