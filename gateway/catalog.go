@@ -16,8 +16,6 @@ type catalogProxy struct {
 }
 
 func (p catalogProxy) ListProducts(ctx context.Context, req *connect.Request[catalogv1.ListProductsRequest]) (*connect.Response[catalogv1.ListProductsResponse], error) {
-	// Archived products are for operators, never for the public edge.
-	req.Msg.IncludeArchived = false
 	return forward(ctx, req, p.c.ListProducts)
 }
 

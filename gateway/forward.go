@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
@@ -38,4 +39,25 @@ func connectError(err error) error {
 		}
 	}
 	return ce
+}
+
+// forwardStream relays a server stream (WatchOrder) message by message until the service ends
+// it or the client goes away (ctx cancelled, which also cancels the backend stream).
+func forwardStream[Req, Res any](ctx context.Context, req *connect.Request[Req], out *connect.ServerStream[Res], call func(context.Context, *Req, ...grpc.CallOption) (grpc.ServerStreamingClient[Res], error)) error {
+	in, err := call(ctx, req.Msg)
+	if err != nil {
+		return connectError(err)
+	}
+	for {
+		msg, err := in.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return connectError(err)
+		}
+		if err := out.Send(msg); err != nil {
+			return err
+		}
+	}
 }

@@ -14,15 +14,38 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/edge"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1/fulfilmentv1connect"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/inventory/v1/inventoryv1connect"
 )
+
+// PublicServices are the services the gateway serves (and reflection lists): the shopper-facing
+// ones only; admin and staff APIs are never reachable through this door.
+var PublicServices = []string{
+	catalogv1connect.CatalogServiceName,
+	inventoryv1connect.StoreLocatorServiceName,
+	cartv1connect.CartServiceName,
+	fulfilmentv1connect.OrderServiceName,
+}
 
 // Config configures the gateway.
 type Config struct {
-	// Catalog is a connection to the catalog's gRPC API.
-	Catalog grpc.ClientConnInterface
+	// Connections to the services' gRPC APIs.
+	Catalog    grpc.ClientConnInterface
+	Inventory  grpc.ClientConnInterface
+	Cart       grpc.ClientConnInterface
+	Fulfilment grpc.ClientConnInterface
+	// Keys verify callers' tokens.
+	Keys *auth.KeySet
+	// RateLimits; zero value means DefaultRateLimits.
+	RateLimits RateLimits
 	// AllowedOrigins lists the browser origins allowed by CORS ("*" allows any; empty allows
 	// none, which suits native mobile apps and server-to-server callers).
 	AllowedOrigins []string
@@ -41,8 +64,14 @@ type Gateway struct {
 
 // New builds the gateway's HTTP handler.
 func New(cfg Config) (*Gateway, error) {
-	if cfg.Catalog == nil {
-		return nil, errors.New("gateway: catalog connection is required")
+	if cfg.Catalog == nil || cfg.Inventory == nil || cfg.Cart == nil || cfg.Fulfilment == nil {
+		return nil, errors.New("gateway: connections to catalog, inventory, cart and fulfilment are required")
+	}
+	if cfg.Keys == nil {
+		return nil, errors.New("gateway: a key set is required to verify tokens")
+	}
+	if cfg.RateLimits == (RateLimits{}) {
+		cfg.RateLimits = DefaultRateLimits()
 	}
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = 1 << 20
@@ -51,10 +80,17 @@ func New(cfg Config) (*Gateway, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(cfg.MaxRequestBytes)}
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
+		connect.WithInterceptors(newAdmission(cfg.Keys, cfg.RateLimits).interceptor()),
+	}
 	mux := http.NewServeMux()
 	mux.Handle(catalogv1connect.NewCatalogServiceHandler(catalogProxy{c: catalogv1.NewCatalogServiceClient(cfg.Catalog)}, opts...))
-	health := edge.Mount(mux, []string{catalogv1connect.CatalogServiceName}, opts...)
+	mux.Handle(inventoryv1connect.NewStoreLocatorServiceHandler(locatorProxy{c: inventoryv1.NewStoreLocatorServiceClient(cfg.Inventory)}, opts...))
+	mux.Handle(cartv1connect.NewCartServiceHandler(cartProxy{c: cartv1.NewCartServiceClient(cfg.Cart)}, opts...))
+	mux.Handle(fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...))
+	// Health and reflection stay open: probes and grpcurl carry no token.
+	health := edge.Mount(mux, PublicServices, connect.WithReadMaxBytes(cfg.MaxRequestBytes))
 	return &Gateway{handler: edge.WithCORS(mux, cfg.AllowedOrigins), health: health, log: log.With("component", "gateway")}, nil
 }
 

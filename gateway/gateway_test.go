@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -17,11 +18,16 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
 	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1/fulfilmentv1connect"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -212,7 +218,11 @@ func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	gw, err := gateway.New(gateway.Config{Catalog: conn, Logger: testenv.Logger(t)})
+	keys, err := auth.ParseKeySet("k:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Catalog: conn, Inventory: conn, Cart: conn, Fulfilment: conn, Keys: keys, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,5 +241,138 @@ func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
 	_, err = c.ListCategories(callCtx, connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("catalog down: %v; want Unavailable", err)
+	}
+}
+
+// tokens mints the callers a shopper RPC must tell apart.
+func tokens(t *testing.T, keys *auth.KeySet) map[string]string {
+	t.Helper()
+	mint := func(ks *auth.KeySet, p auth.Principal, ttl time.Duration) string {
+		tok, err := ks.Issue(p, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	otherKeys, err := auth.ParseKeySet("dev:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("z", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{
+		"customer":  mint(keys, auth.Principal{Subject: "alice", Role: auth.RoleCustomer}, time.Hour),
+		"expired":   mint(keys, auth.Principal{Subject: "alice", Role: auth.RoleCustomer}, -time.Hour),
+		"other key": mint(otherKeys, auth.Principal{Subject: "alice", Role: auth.RoleCustomer}, time.Hour),
+		"staff":     mint(keys, auth.Principal{Subject: "till-1", Role: auth.RoleStaff, Stores: []string{"sea-capitol-hill-01"}}, time.Hour),
+		"admin":     mint(keys, auth.Principal{Subject: "ops", Role: auth.RoleAdmin}, time.Hour),
+	}
+}
+
+func bearer(token string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if token != "" {
+				req.Header().Set("Authorization", "Bearer "+token)
+			}
+			return next(ctx, req)
+		}
+	}
+}
+
+// Every shopper RPC that needs a customer refuses, at the edge, callers that are not one.
+func TestShopperRPCsRefuseCallersWithoutACustomerToken(t *testing.T) {
+	ready := stacktest.Start(t)
+	toks := tokens(t, ready.Keys)
+	base := "http://" + ready.GatewayAddr
+	want := map[string]connect.Code{
+		"none": connect.CodeUnauthenticated, "expired": connect.CodeUnauthenticated, "other key": connect.CodeUnauthenticated,
+		"staff": connect.CodePermissionDenied, "admin": connect.CodePermissionDenied,
+	}
+	for who, code := range want {
+		tok := toks[who]
+		opts := []connect.ClientOption{connect.WithGRPCWeb(), connect.WithInterceptors(bearer(tok))}
+		cart := cartv1connect.NewCartServiceClient(http.DefaultClient, base, opts...)
+		orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, base, opts...)
+		calls := map[string]func() error{
+			"CreateCart": func() error {
+				_, err := cart.CreateCart(t.Context(), connect.NewRequest(&cartv1.CreateCartRequest{}))
+				return err
+			},
+			"Checkout": func() error {
+				_, err := cart.Checkout(t.Context(), connect.NewRequest(&cartv1.CheckoutRequest{CartId: "c", IdempotencyKey: "k-123456789"}))
+				return err
+			},
+			"ListOrders": func() error {
+				_, err := orders.ListOrders(t.Context(), connect.NewRequest(&fulfilmentv1.ListOrdersRequest{}))
+				return err
+			},
+			"CancelOrder": func() error {
+				_, err := orders.CancelOrder(t.Context(), connect.NewRequest(&fulfilmentv1.CancelOrderRequest{OrderId: "o"}))
+				return err
+			},
+			"WatchOrder": func() error {
+				req := connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: "o"})
+				if tok != "" {
+					req.Header().Set("Authorization", "Bearer "+tok)
+				}
+				stream, err := orders.WatchOrder(t.Context(), req)
+				if err != nil {
+					return err
+				}
+				defer stream.Close()
+				for stream.Receive() {
+				}
+				return stream.Err()
+			},
+		}
+		for name, call := range calls {
+			if got := connect.CodeOf(call()); got != code {
+				t.Errorf("%s with %s token: %v, want %v", name, who, got, code)
+			}
+		}
+	}
+	// A bad token is refused even where anonymous callers are welcome: the caller learns it.
+	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, base, connect.WithInterceptors(bearer(toks["other key"])))
+	if _, err := c.ListCategories(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("catalog with a forged token: %v; want Unauthenticated", err)
+	}
+}
+
+func TestRateLimitsTripWithRetryInfoAndRecover(t *testing.T) {
+	ready := stacktest.Start(t, func(c *stack.Config) {
+		c.RateLimits = gateway.RateLimits{PerCaller: 5, PerCallerBurst: 3, PerAddress: 5, PerAddressBurst: 3, Checkout: 1, CheckoutBurst: 1}
+	})
+	toks := tokens(t, ready.Keys)
+	for _, who := range []string{"anonymous", "customer"} {
+		c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+ready.GatewayAddr, connect.WithInterceptors(bearer(toks[who])))
+		call := func() error {
+			_, err := c.ListCategories(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
+			return err
+		}
+		var limited error
+		for range 10 {
+			if err := call(); err != nil {
+				limited = err
+				break
+			}
+		}
+		var ce *connect.Error
+		if !errors.As(limited, &ce) || ce.Code() != connect.CodeResourceExhausted {
+			t.Fatalf("%s: 10 quick calls over a burst of 3 were never limited: %v", who, limited)
+		}
+		var retry time.Duration
+		for _, d := range ce.Details() {
+			if v, err := d.Value(); err == nil {
+				if ri, ok := v.(*errdetails.RetryInfo); ok {
+					retry = ri.GetRetryDelay().AsDuration()
+				}
+			}
+		}
+		if retry <= 0 || retry > time.Second {
+			t.Fatalf("%s: RetryInfo delay %v; want a short positive delay", who, retry)
+		}
+		time.Sleep(retry + 50*time.Millisecond) // the bucket refills at its rate: waiting is the behaviour under test
+		if err := call(); err != nil {
+			t.Fatalf("%s: still limited after waiting the advised %v: %v", who, retry, err)
+		}
 	}
 }

@@ -39,6 +39,7 @@ var envVar = map[string]string{
 	"fulfilment-addr":    "HANDOFF_FULFILMENT_ADDR",
 	"allowed-origins":    "HANDOFF_ALLOWED_ORIGINS",
 	"currency":           "HANDOFF_CURRENCY",
+	"jwt-keys":           "HANDOFF_JWT_KEYS",
 	"demo":               "HANDOFF_DEMO",
 	"shutdown-grace":     "HANDOFF_SHUTDOWN_GRACE",
 	"log-level":          "HANDOFF_LOG_LEVEL",
@@ -86,6 +87,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.FulfilmentAddr, "fulfilment-addr", env("fulfilment-addr", "127.0.0.1:9104"), "fulfilment gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&origins, "allowed-origins", env("allowed-origins", ""), "comma-separated browser origins for CORS; empty: * with the all target, none otherwise")
 	fs.StringVar(&c.Currency, "currency", env("currency", "USD"), "ISO 4217 currency of the catalog")
+	fs.StringVar(&c.JWTKeys, "jwt-keys", env("jwt-keys", ""), "token keys kid:base64key[,...], first signs (empty with the all target: a development key in the data dir)")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", duration(env("shutdown-grace", "10s")), "how long to drain on SIGTERM")
 	fs.StringVar(&level, "log-level", env("log-level", "info"), "debug | info | warn | error")

@@ -1,6 +1,6 @@
 // Command handoff runs Handoff: by default the whole system in one process (embedded NATS, a
 // private PostgreSQL, every service, the gateway and the pos-adapter, demo data loaded), or one
-// part of it per process with -target.
+// part of it per process with -target. `handoff token` mints a token for local use.
 package main
 
 import (
@@ -25,6 +25,9 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(args[1:], getenv, stdout, stderr)
+	}
 	s, err := parseSettings(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

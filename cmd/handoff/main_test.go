@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -19,12 +20,35 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// testKeys is a token key set for processes that are not the one-process mode.
+var testKeys = "test:" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+
+func TestTokenCommandMintsTokensTheSystemAccepts(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"token", "-role", "staff", "-subject", "till-1", "-stores", "sea-a,sea-b", "-jwt-keys", testKeys}, func(string) string { return "" }, &out, &errOut); code != 0 {
+		t.Fatalf("token: exit %d: %s", code, errOut.String())
+	}
+	ks, err := auth.ParseKeySet(testKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ks.Verify(strings.TrimSpace(out.String()))
+	if err != nil || p.Role != auth.RoleStaff || !p.ActsForStore("sea-b") || p.Subject != "till-1" {
+		t.Fatalf("minted token verifies as %+v, %v", p, err)
+	}
+	errOut.Reset()
+	if code := run([]string{"token", "-role", "staff", "-subject", "x", "-jwt-keys", testKeys}, func(string) string { return "" }, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "store") {
+		t.Fatalf("staff token without stores: exit %d, %q", code, errOut.String())
+	}
+}
 
 func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 	cases := []struct {
@@ -34,7 +58,8 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 	}{
 		{[]string{"-target", "warehouse"}, nil, `unknown target "warehouse"`},
 		{[]string{"-target", "catalog"}, nil, "needs NATS_URL"},
-		{nil, map[string]string{"HANDOFF_TARGET": "catalog", "NATS_URL": "nats://127.0.0.1:4222"}, "needs DATABASE_URL"},
+		{nil, map[string]string{"HANDOFF_TARGET": "catalog", "NATS_URL": "nats://127.0.0.1:4222"}, "needs HANDOFF_JWT_KEYS"},
+		{nil, map[string]string{"HANDOFF_TARGET": "catalog", "NATS_URL": "nats://127.0.0.1:4222", "HANDOFF_JWT_KEYS": testKeys}, "needs DATABASE_URL"},
 		{[]string{"-log-level", "loud"}, nil, "-log-level"},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 	}
@@ -225,7 +250,7 @@ func TestTargetsRunAsSeparateProcessesAgainstExternalNATSAndPostgres(t *testing.
 	}
 	catalogAddr := lis.Addr().String()
 	lis.Close()
-	common := []string{"NATS_URL=" + ns.ClientURL(), "HANDOFF_CATALOG_ADDR=" + catalogAddr}
+	common := []string{"NATS_URL=" + ns.ClientURL(), "HANDOFF_CATALOG_ADDR=" + catalogAddr, "HANDOFF_JWT_KEYS=" + testKeys}
 
 	catalogProc := startTarget(t, bin, []string{"-target", "catalog", "-demo=true", "-metrics-addr", "127.0.0.1:0"}, append(common, "DATABASE_URL="+dbURL)...)
 	gw := startTarget(t, bin, []string{"-target", "gateway", "-gateway-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0"}, common...)

@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/auth"
 )
 
 // metrics is shared by every gRPC server of the process: in the one-process mode several
@@ -44,7 +46,9 @@ type Server struct {
 }
 
 // New returns a server with Handoff's interceptors; register services on it, then call Serve.
-func New(logger *slog.Logger, opts ...grpc.ServerOption) *Server {
+// With keys, every call is authorized by auth.DefaultPolicy and carries its caller in the
+// context; nil keys (tests of a single service) leave calls anonymous.
+func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Server {
 	m := metrics()
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -62,17 +66,24 @@ func New(logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 		logger.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
+	unary := []grpc.UnaryServerInterceptor{
+		m.UnaryServerInterceptor(),
+		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
+		recovery.UnaryServerInterceptor(recoverOpt),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		m.StreamServerInterceptor(),
+		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
+		recovery.StreamServerInterceptor(recoverOpt),
+	}
+	if keys != nil {
+		// Innermost, so refusals are counted and logged like any other outcome.
+		unary = append(unary, auth.UnaryServerInterceptor(keys, auth.DefaultPolicy()))
+		stream = append(stream, auth.StreamServerInterceptor(keys, auth.DefaultPolicy()))
+	}
 	base := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(
-			m.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
-			recovery.UnaryServerInterceptor(recoverOpt),
-		),
-		grpc.ChainStreamInterceptor(
-			m.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
-			recovery.StreamServerInterceptor(recoverOpt),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		// Streams (WatchOrder, ticket feeds) stay open for hours; pings keep NATs and load
 		// balancers from dropping them silently.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

@@ -94,7 +94,7 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 		return "", fmt.Errorf("register NATS endpoints: %w", err)
 	}
 
-	gs := grpcserver.New(log)
+	gs := grpcserver.New(log, s.keys)
 	svc.RegisterGRPC(gs)
 	lis, err := s.listen(spec.addr(&s.cfg))
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/streams"
@@ -78,8 +79,14 @@ type Config struct {
 	CartAddr       string
 	FulfilmentAddr string
 
+	// JWTKeys is the token key set, "kid:base64key[,...]" (first signs). Empty with the all
+	// target uses a development key kept in DataDir.
+	JWTKeys string
+
 	// AllowedOrigins are the browser origins the gateway accepts (CORS).
 	AllowedOrigins []string
+	// RateLimits at the gateway; zero means its defaults.
+	RateLimits gateway.RateLimits
 	// Currency is the catalog's ISO 4217 currency.
 	Currency string
 	// LoadDemo loads the demo chain into an empty database.
@@ -100,6 +107,8 @@ type Ready struct {
 	NATSURL      string
 	// DatabaseURL is the default database (the private cluster's in the one-process mode).
 	DatabaseURL string
+	// Keys sign and verify tokens (tests and `handoff token` mint with them).
+	Keys *auth.KeySet
 }
 
 func (c *Config) runs(part string) bool { return c.Target == TargetAll || c.Target == part }
@@ -124,6 +133,9 @@ func (c *Config) Validate() error {
 	if c.Target != TargetAll {
 		if c.NATSURL == "" {
 			return fmt.Errorf("target %s needs NATS_URL (only the all target embeds NATS)", c.Target)
+		}
+		if c.JWTKeys == "" {
+			return fmt.Errorf("target %s needs HANDOFF_JWT_KEYS (only the all target makes a development key)", c.Target)
 		}
 		needsDB := c.Target != TargetGateway
 		if needsDB && c.DatabaseURL == "" && c.ServiceDatabaseURLs[c.Target] == "" {
@@ -156,6 +168,7 @@ type system struct {
 	log     *slog.Logger
 	closers []func(context.Context) error // run in reverse on shutdown
 
+	keys        *auth.KeySet
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	databaseURL string
@@ -180,6 +193,11 @@ func (s *system) closeAll() {
 }
 
 func (s *system) start(ctx context.Context) error {
+	keys, err := LoadKeys(s.cfg)
+	if err != nil {
+		return err
+	}
+	s.keys, s.ready.Keys = keys, keys
 	if err := s.startNATS(ctx); err != nil {
 		return err
 	}
@@ -273,17 +291,53 @@ func (s *system) databaseURLFor(service string) string {
 	return s.databaseURL
 }
 
-func (s *system) startGateway() error {
-	catalogAddr := s.cfg.CatalogAddr
-	if s.cfg.Target == TargetAll {
-		catalogAddr = s.ready.ServiceAddrs[TargetCatalog]
+// LoadKeys returns the configured token key set, or the development key of the all target.
+func LoadKeys(cfg Config) (*auth.KeySet, error) {
+	if cfg.JWTKeys != "" {
+		ks, err := auth.ParseKeySet(cfg.JWTKeys)
+		if err != nil {
+			return nil, fmt.Errorf("HANDOFF_JWT_KEYS: %w", err)
+		}
+		return ks, nil
 	}
-	conn, err := grpc.NewClient(catalogAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ks, err := auth.DevKeySet(cfg.DataDir)
 	if err != nil {
-		return fmt.Errorf("dial catalog at %s: %w", catalogAddr, err)
+		return nil, fmt.Errorf("development token key: %w", err)
+	}
+	return ks, nil
+}
+
+// dial connects to a service's gRPC API: in the one-process mode where it listens now, else
+// at its configured address. Connections are lazy; a service that is down gives Unavailable.
+func (s *system) dial(name, configured string) (*grpc.ClientConn, error) {
+	addr := configured
+	if s.cfg.Target == TargetAll {
+		addr = s.ready.ServiceAddrs[name]
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s at %s: %w", name, addr, err)
 	}
 	s.onClose(func(context.Context) error { return conn.Close() })
-	gw, err := gateway.New(gateway.Config{Catalog: conn, AllowedOrigins: s.cfg.AllowedOrigins, Logger: s.log})
+	return conn, nil
+}
+
+func (s *system) startGateway() error {
+	var conns [4]*grpc.ClientConn
+	for i, svc := range []struct{ name, addr string }{
+		{TargetCatalog, s.cfg.CatalogAddr}, {TargetInventory, s.cfg.InventoryAddr},
+		{TargetCart, s.cfg.CartAddr}, {TargetFulfilment, s.cfg.FulfilmentAddr},
+	} {
+		conn, err := s.dial(svc.name, svc.addr)
+		if err != nil {
+			return err
+		}
+		conns[i] = conn
+	}
+	gw, err := gateway.New(gateway.Config{
+		Catalog: conns[0], Inventory: conns[1], Cart: conns[2], Fulfilment: conns[3],
+		Keys: s.keys, RateLimits: s.cfg.RateLimits, AllowedOrigins: s.cfg.AllowedOrigins, Logger: s.log,
+	})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 )
@@ -36,9 +37,10 @@ type publicAPI struct {
 }
 
 func (a publicAPI) ListProducts(ctx context.Context, req *catalogv1.ListProductsRequest) (*catalogv1.ListProductsResponse, error) {
-	// Archived products are for operators; the gateway never lets a shopper set the flag, and
-	// this guard keeps the public API honest even when called directly.
-	req.IncludeArchived = false
+	// Archived products are for operators only.
+	if p, ok := auth.FromContext(ctx); !ok || p.Role != auth.RoleAdmin {
+		req.IncludeArchived = false
+	}
 	return a.s.ListProducts(ctx, req)
 }
 

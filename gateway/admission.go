@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
+)
+
+// RateLimits bound how fast callers may go. Authenticated callers are limited per token
+// subject; anonymous ones per client address (many shoppers can share a carrier's address, so
+// tokens are the fairer key when there is one).
+type RateLimits struct {
+	PerCaller       float64 // calls/s per token subject
+	PerCallerBurst  int
+	PerAddress      float64 // calls/s per client IP, anonymous calls
+	PerAddressBurst int
+	Checkout        float64 // checkouts/s per customer
+	CheckoutBurst   int
+}
+
+// DefaultRateLimits suit shoppers using an app; load tests raise them.
+func DefaultRateLimits() RateLimits {
+	return RateLimits{PerCaller: 20, PerCallerBurst: 40, PerAddress: 50, PerAddressBurst: 100, Checkout: 1, CheckoutBurst: 5}
+}
+
+// defaultUnaryDeadline caps a unary call whose client set no deadline, so a stuck backend
+// never holds a connection forever.
+const defaultUnaryDeadline = 30 * time.Second
+
+// admission authorizes and rate-limits every call at the edge, then forwards the caller's token
+// so the service verifies it again (the service is the one that decides what is theirs).
+type admission struct {
+	keys      *auth.KeySet
+	policy    auth.Policy
+	perCaller *edge.Limiter
+	perAddr   *edge.Limiter
+	checkout  *edge.Limiter
+}
+
+func newAdmission(keys *auth.KeySet, l RateLimits) *admission {
+	return &admission{
+		keys:      keys,
+		policy:    auth.DefaultPolicy(),
+		perCaller: edge.NewLimiter(l.PerCaller, l.PerCallerBurst),
+		perAddr:   edge.NewLimiter(l.PerAddress, l.PerAddressBurst),
+		checkout:  edge.NewLimiter(l.Checkout, l.CheckoutBurst),
+	}
+}
+
+func (a *admission) admit(ctx context.Context, procedure string, header http.Header, peerAddr string) (context.Context, error) {
+	authorization := header.Get("Authorization")
+	principal, ok, err := a.policy.Authorize(a.keys, procedure, authorization)
+	if err != nil {
+		st := status.Convert(err)
+		return ctx, connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
+	}
+	if !ok {
+		host, _, splitErr := net.SplitHostPort(peerAddr)
+		if splitErr != nil {
+			host = peerAddr
+		}
+		if allowed, wait := a.perAddr.Allow(host); !allowed {
+			return ctx, edge.RateLimited("calls from this address", wait)
+		}
+		return ctx, nil
+	}
+	if allowed, wait := a.perCaller.Allow(principal.Subject); !allowed {
+		return ctx, edge.RateLimited("calls with this token", wait)
+	}
+	if procedure == cartv1connect.CartServiceCheckoutProcedure {
+		if allowed, wait := a.checkout.Allow(principal.Subject); !allowed {
+			return ctx, edge.RateLimited("checkouts", wait)
+		}
+	}
+	return auth.OutgoingContext(auth.NewContext(ctx, principal), authorization), nil
+}
+
+// interceptor applies admission to unary and streaming handlers.
+func (a *admission) interceptor() connect.Interceptor { return admissionInterceptor{a} }
+
+type admissionInterceptor struct{ a *admission }
+
+func (i admissionInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, err := i.a.admit(ctx, req.Spec().Procedure, req.Header(), req.Peer().Addr)
+		if err != nil {
+			return nil, err
+		}
+		if _, has := ctx.Deadline(); !has {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, defaultUnaryDeadline)
+			defer cancel()
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i admissionInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := i.a.admit(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr)
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
