@@ -25,8 +25,15 @@ run: deps ## Run the whole system in one process, demo data loaded (Ctrl-C stops
 	go run ./cmd/handoff
 
 .PHONY: test
-test: deps tools lint checkgenerate ## Everything CI checks: lint, generated code in step, go test -race ./...
+test: deps tools lint checkgenerate ## Everything CI checks: lint, generated code in step, go test -race ./..., short fuzzing
 	go test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz
+
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## Fuzz the edge's gRPC-web frame and token parsing for FUZZTIME each
+	go test -run '^$$' -fuzz '^FuzzGRPCWebFrames$$' -fuzztime $(FUZZTIME) ./gateway
+	go test -run '^$$' -fuzz '^FuzzBearerTokens$$' -fuzztime $(FUZZTIME) ./gateway
 
 .PHONY: test-short
 test-short: ## Just the Go tests
