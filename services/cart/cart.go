@@ -1,0 +1,156 @@
+// Package cart owns shoppers' carts: their lines, the chosen pickup store, and checkout.
+//
+// Shoppers reach it through the gateway (CartService); the caller is the customer of the
+// verified token (see caller.go) and a cart is only ever visible to its own customer: another
+// customer's cart reads as NotFound, exactly like one that does not exist. Lines are validated and priced by the catalog over NATS (catalog.
+// SubjectBatchGetVariants) on every write and every read, so a cart always shows today's
+// prices; availability at the chosen store and the store's name come from inventory over NATS
+// and degrade to "unknown" when inventory does not answer. Checkout hands the priced lines to
+// fulfilment (handoff.rpc.fulfilment.place_order), which is idempotent by (customer,
+// idempotency key); the cart is marked checked out only once an order exists.
+//
+// Concurrency: every change runs in one transaction on the locked cart row, checks the
+// caller's expected_version (optimistic concurrency between a shopper's devices) and bumps the
+// version, so a refused change leaves the cart exactly as it was. While a checkout is placing
+// the order the cart is frozen by a short lease: other changes are refused with Aborted, so the
+// order always has the lines the shopper checked out.
+package cart
+
+import (
+	"context"
+	"embed"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/handoff-dev/handoff/internal/demo"
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+)
+
+// Schema is the Postgres schema the cart owns by default.
+const Schema = "cart"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations are the cart's goose migrations, for pgdb.Migrate.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded path is fixed at build time
+	}
+	return sub
+}
+
+// Config configures the cart service.
+type Config struct {
+	// Pool connects to the cart's schema (search_path set by pgdb.Open).
+	Pool *pgxpool.Pool
+	// NATS asks catalog (prices), inventory (stores, availability) and fulfilment (orders).
+	NATS *nats.Conn
+	// Currency is the catalog's ISO 4217 currency, e.g. "USD"; every price must be in it.
+	// Default "USD".
+	Currency string
+	// Logger receives the service's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// CheckoutTimeout bounds the wait for fulfilment to place an order. Default 15s.
+	CheckoutTimeout time.Duration
+	// LookupTimeout bounds each catalog and inventory question. Default 3s.
+	LookupTimeout time.Duration
+	// AbandonAfter is how long an open cart may sit unchanged before Run deletes it.
+	// Default 30 days; negative keeps carts forever.
+	AbandonAfter time.Duration
+}
+
+// Service is the cart: its rules, its storage and its API.
+type Service struct {
+	db       *pgxpool.Pool
+	nc       *nats.Conn
+	currency string
+	log      *slog.Logger
+
+	checkoutTimeout time.Duration
+	lookupTimeout   time.Duration
+	// checkoutLease freezes a cart while its order is placed; longer than checkoutTimeout so
+	// the lease outlives the call it protects.
+	checkoutLease time.Duration
+	abandonAfter  time.Duration
+}
+
+// New returns the cart service.
+func New(cfg Config) *Service {
+	if cfg.Currency == "" {
+		cfg.Currency = "USD"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CheckoutTimeout <= 0 {
+		cfg.CheckoutTimeout = 15 * time.Second
+	}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = 3 * time.Second
+	}
+	if cfg.AbandonAfter == 0 {
+		cfg.AbandonAfter = 30 * 24 * time.Hour
+	}
+	return &Service{
+		db:              cfg.Pool,
+		nc:              cfg.NATS,
+		currency:        cfg.Currency,
+		log:             cfg.Logger.With("service", "cart"),
+		checkoutTimeout: cfg.CheckoutTimeout,
+		lookupTimeout:   cfg.LookupTimeout,
+		checkoutLease:   cfg.CheckoutTimeout + 15*time.Second,
+		abandonAfter:    cfg.AbandonAfter,
+	}
+}
+
+// RegisterNATS serves nothing: nobody asks the cart over NATS.
+func (s *Service) RegisterNATS(*natsrpc.Service) error { return nil }
+
+// LoadDemo loads nothing: the demo chain has no carts.
+func (s *Service) LoadDemo(context.Context, demo.Chain) (bool, error) { return false, nil }
+
+// Run deletes abandoned open carts every hour until ctx ends. Checked-out carts are kept: an
+// order points at its cart.
+func (s *Service) Run(ctx context.Context) error {
+	if s.abandonAfter < 0 {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := s.DeleteAbandoned(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			s.log.Warn("deleting abandoned carts failed; trying again in an hour", "err", err)
+		case n > 0:
+			s.log.Info("abandoned carts deleted", "count", n, "idle_for", s.abandonAfter)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// DeleteAbandoned deletes open carts unchanged for longer than AbandonAfter (not those being
+// checked out) and returns how many.
+func (s *Service) DeleteAbandoned(ctx context.Context) (int64, error) {
+	tag, err := s.db.Exec(ctx, `
+		DELETE FROM carts
+		WHERE state = 'open' AND update_time < now() - $1::bigint * interval '1 microsecond'
+		  AND (checkout_until IS NULL OR checkout_until < now())`, s.abandonAfter.Microseconds())
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}

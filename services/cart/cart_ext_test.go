@@ -1,0 +1,426 @@
+package cart_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	"github.com/handoff-dev/handoff/services/cart"
+)
+
+// wantCode fails unless err has code and its message contains every fragment.
+func wantCode(t *testing.T, what string, err error, code codes.Code, fragments ...string) {
+	t.Helper()
+	if status.Code(err) != code {
+		t.Fatalf("%s: got %v, want %s", what, err, code)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(status.Convert(err).Message(), f) {
+			t.Fatalf("%s: message %q does not name %q", what, status.Convert(err).Message(), f)
+		}
+	}
+}
+
+// wantUnchanged fails unless the cart reads exactly as before.
+func wantUnchanged(t *testing.T, e *env, customer string, before *cartv1.Cart) {
+	t.Helper()
+	if after := e.get(customer, before.GetId()); !proto.Equal(after, before) {
+		t.Fatalf("a refused change altered the cart:\n before %v\n after  %v", before, after)
+	}
+}
+
+func TestCustomerCannotReadOrChangeAnotherCustomersCart(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	mine := e.newCart("alice")
+	mine = e.addLine("alice", mine.GetId(), sku, 2)
+	lineID := mine.GetLines()[0].GetLineId()
+
+	bob := e.as("bob")
+	_, err := e.client.GetCart(bob, &cartv1.GetCartRequest{CartId: mine.GetId()})
+	wantCode(t, "bob reads alice's cart", err, codes.NotFound, mine.GetId())
+	_, err = e.client.AddLine(bob, &cartv1.AddLineRequest{CartId: mine.GetId(), Sku: sku, Quantity: 1})
+	wantCode(t, "bob adds to alice's cart", err, codes.NotFound)
+	_, err = e.client.UpdateLine(bob, &cartv1.UpdateLineRequest{CartId: mine.GetId(), LineId: lineID, Quantity: 5})
+	wantCode(t, "bob updates alice's line", err, codes.NotFound)
+	_, err = e.client.RemoveLine(bob, &cartv1.RemoveLineRequest{CartId: mine.GetId(), LineId: lineID})
+	wantCode(t, "bob removes alice's line", err, codes.NotFound)
+	_, err = e.client.ClearCart(bob, &cartv1.ClearCartRequest{CartId: mine.GetId()})
+	wantCode(t, "bob clears alice's cart", err, codes.NotFound)
+	_, err = e.client.SetPickup(bob, &cartv1.SetPickupRequest{CartId: mine.GetId(), Pickup: nearest(47.61, -122.33, 0)})
+	wantCode(t, "bob sets alice's pickup", err, codes.NotFound)
+	_, err = e.client.Checkout(bob, &cartv1.CheckoutRequest{CartId: mine.GetId(), IdempotencyKey: "bob-key-000001"})
+	wantCode(t, "bob checks out alice's cart", err, codes.NotFound)
+	// Not found reads the same as a cart that never existed: nothing tells bob it is there.
+	_, errMissing := e.client.GetCart(bob, &cartv1.GetCartRequest{CartId: "no-such-cart"})
+	wantCode(t, "bob reads a missing cart", errMissing, codes.NotFound)
+
+	_, err = e.client.GetCart(t.Context(), &cartv1.GetCartRequest{CartId: mine.GetId()})
+	wantCode(t, "anonymous read", err, codes.Unauthenticated)
+	_, err = e.client.CreateCart(t.Context(), &cartv1.CreateCartRequest{})
+	wantCode(t, "anonymous create", err, codes.Unauthenticated)
+
+	if got := e.get("alice", mine.GetId()); !proto.Equal(got, mine) {
+		t.Fatalf("alice's cart changed after bob's attempts:\n before %v\n after  %v", mine, got)
+	}
+}
+
+func TestLinesArePricedByTheCatalogWithLineAndCartTotalsInMinorUnits(t *testing.T) {
+	e := newEnv(t)
+	skuA, priceA := e.sku(0)
+	skuB, priceB := e.sku(3)
+	c := e.newCart("alice")
+	if c.GetState() != cartv1.CartState_CART_STATE_OPEN || c.GetVersion() != 1 || c.GetCustomerId() != "alice" ||
+		c.GetSubtotal().GetAmountMinor() != 0 || c.GetSubtotal().GetCurrencyCode() != "USD" {
+		t.Fatalf("new cart = %v; want open, version 1, alice's, 0 USD", c)
+	}
+	e.addLine("alice", c.GetId(), skuA, 3)
+	c = e.addLine("alice", c.GetId(), skuB, 1)
+
+	if len(c.GetLines()) != 2 || c.GetLines()[0].GetSku() != skuA || c.GetLines()[1].GetSku() != skuB {
+		t.Fatalf("lines = %v; want %s then %s", c.GetLines(), skuA, skuB)
+	}
+	a := c.GetLines()[0]
+	if a.GetUnitPrice().GetAmountMinor() != priceA || a.GetLineTotal().GetAmountMinor() != 3*priceA || a.GetLineTotal().GetCurrencyCode() != "USD" {
+		t.Fatalf("line %s = %v; want unit %d, total %d USD", skuA, a, priceA, 3*priceA)
+	}
+	if a.GetProductName() == "" || a.GetVariantName() == "" || a.GetProductId() != e.productOf(skuA) {
+		t.Fatalf("line %s lacks its catalog names: %v", skuA, a)
+	}
+	if a.GetAvailableAtStore() != -1 {
+		t.Fatalf("available_at_store with no store chosen = %d, want -1", a.GetAvailableAtStore())
+	}
+	if want := 3*priceA + priceB; c.GetSubtotal().GetAmountMinor() != want || c.GetSubtotal().GetCurrencyCode() != "USD" {
+		t.Fatalf("subtotal = %v, want %d USD", c.GetSubtotal(), want)
+	}
+	if c.GetVersion() != 3 {
+		t.Fatalf("version after two changes = %d, want 3", c.GetVersion())
+	}
+}
+
+func TestAddingAnExistingSKURaisesItsLineUpTo99AndNoFurther(t *testing.T) {
+	e := newEnv(t)
+	sku, price := e.sku(1)
+	c := e.newCart("alice")
+	e.addLine("alice", c.GetId(), sku, 60)
+	c = e.addLine("alice", c.GetId(), sku, 39)
+	if len(c.GetLines()) != 1 || c.GetLines()[0].GetQuantity() != 99 || c.GetSubtotal().GetAmountMinor() != 99*price {
+		t.Fatalf("cart = %v; want one line of 99", c.GetLines())
+	}
+	_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+	wantCode(t, "adding the 100th", err, codes.InvalidArgument, "quantity", "99")
+	wantUnchanged(t, e, "alice", c)
+}
+
+func TestQuantityOutside1To99IsInvalidArgumentNamingQuantity(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	c = e.addLine("alice", c.GetId(), sku, 1)
+	for _, q := range []int32{0, -1, 100} {
+		_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: q})
+		wantCode(t, fmt.Sprintf("AddLine quantity %d", q), err, codes.InvalidArgument, "quantity")
+		_, err = e.client.UpdateLine(e.as("alice"), &cartv1.UpdateLineRequest{CartId: c.GetId(), LineId: c.GetLines()[0].GetLineId(), Quantity: q})
+		wantCode(t, fmt.Sprintf("UpdateLine quantity %d", q), err, codes.InvalidArgument, "quantity")
+	}
+	wantUnchanged(t, e, "alice", c)
+}
+
+func TestUnknownOrArchivedSKUIsNotFoundNamingIt(t *testing.T) {
+	e := newEnv(t)
+	keep, _ := e.sku(0)
+	archived, _ := e.sku(5)
+	c := e.newCart("alice")
+	c = e.addLine("alice", c.GetId(), archived, 1)
+	c = e.addLine("alice", c.GetId(), keep, 1)
+
+	_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: "NO-SUCH-SKU", Quantity: 1})
+	wantCode(t, "unknown sku", err, codes.NotFound, "NO-SUCH-SKU")
+
+	if _, err := e.catalog.ArchiveProduct(t.Context(), e.productOf(archived)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: archived, Quantity: 1})
+	wantCode(t, "archived sku", err, codes.NotFound, archived)
+
+	// The cart with the now-archived line still reads, with the line's last known price.
+	got := e.get("alice", c.GetId())
+	if !proto.Equal(got, c) {
+		t.Fatalf("cart after archiving one of its products:\n got  %v\n want %v", got, c)
+	}
+}
+
+func TestGetCartShowsTodaysCatalogPrice(t *testing.T) {
+	e := newEnv(t)
+	sku, price := e.sku(2)
+	c := e.newCart("alice")
+	e.addLine("alice", c.GetId(), sku, 2)
+
+	p, err := e.catalog.GetProduct(t.Context(), e.productOf(sku))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range p.GetVariants() {
+		if v.GetSku() == sku {
+			v.Price = &commonv1.Money{AmountMinor: price + 100, CurrencyCode: "USD"}
+		}
+	}
+	if _, err := e.catalog.UpdateProduct(t.Context(), p, []string{"variants"}, 0); err != nil {
+		t.Fatalf("UpdateProduct: %v", err)
+	}
+	got := e.get("alice", c.GetId())
+	if l := got.GetLines()[0]; l.GetUnitPrice().GetAmountMinor() != price+100 || got.GetSubtotal().GetAmountMinor() != 2*(price+100) {
+		t.Fatalf("after a price change the cart shows %v, subtotal %v; want unit %d", l.GetUnitPrice(), got.GetSubtotal(), price+100)
+	}
+}
+
+func TestStaleExpectedVersionIsAbortedNamingTheCurrentVersionAndChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	skuA, _ := e.sku(0)
+	skuB, _ := e.sku(1)
+	c := e.newCart("alice")
+	c = e.addLine("alice", c.GetId(), skuA, 1) // version 2
+	phone, laptop := c, c                      // both devices read version 2
+
+	res, err := e.client.UpdateLine(e.as("alice"), &cartv1.UpdateLineRequest{CartId: c.GetId(), LineId: phone.GetLines()[0].GetLineId(), Quantity: 4, ExpectedVersion: phone.GetVersion()})
+	if err != nil {
+		t.Fatalf("phone's update: %v", err)
+	}
+	current := res.GetCart()
+	if current.GetVersion() != 3 {
+		t.Fatalf("version after the phone's update = %d, want 3", current.GetVersion())
+	}
+
+	ctx := e.as("alice")
+	refusals := map[string]error{}
+	_, refusals["AddLine"] = e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: skuB, Quantity: 1, ExpectedVersion: laptop.GetVersion()})
+	_, refusals["UpdateLine"] = e.client.UpdateLine(ctx, &cartv1.UpdateLineRequest{CartId: c.GetId(), LineId: laptop.GetLines()[0].GetLineId(), Quantity: 9, ExpectedVersion: laptop.GetVersion()})
+	_, refusals["RemoveLine"] = e.client.RemoveLine(ctx, &cartv1.RemoveLineRequest{CartId: c.GetId(), LineId: laptop.GetLines()[0].GetLineId(), ExpectedVersion: laptop.GetVersion()})
+	_, refusals["ClearCart"] = e.client.ClearCart(ctx, &cartv1.ClearCartRequest{CartId: c.GetId(), ExpectedVersion: laptop.GetVersion()})
+	_, refusals["SetPickup"] = e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 5000), ExpectedVersion: laptop.GetVersion()})
+	_, refusals["Checkout"] = e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "laptop-checkout-1", ExpectedVersion: laptop.GetVersion()})
+	for rpc, err := range refusals {
+		wantCode(t, rpc+" with a stale version", err, codes.Aborted, "version 3")
+	}
+	wantUnchanged(t, e, "alice", current)
+
+	// With the current version the laptop's change goes through.
+	if _, err := e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: skuB, Quantity: 1, ExpectedVersion: current.GetVersion()}); err != nil {
+		t.Fatalf("AddLine at the current version: %v", err)
+	}
+}
+
+func TestConcurrentWritesAtOneVersionLetExactlyOneThrough(t *testing.T) {
+	e := newEnv(t)
+	c := e.newCart("alice")
+	const devices = 8
+	var wg sync.WaitGroup
+	errs := make([]error, devices)
+	for i := range devices {
+		sku, _ := e.sku(i)
+		wg.Go(func() {
+			_, errs[i] = e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1, ExpectedVersion: c.GetVersion()})
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch status.Code(err) {
+		case codes.OK:
+			ok++
+		case codes.Aborted:
+		default:
+			t.Fatalf("concurrent AddLine: %v; want OK or Aborted", err)
+		}
+	}
+	got := e.get("alice", c.GetId())
+	if ok != 1 || len(got.GetLines()) != 1 || got.GetVersion() != c.GetVersion()+1 {
+		t.Fatalf("%d writes succeeded, cart has %d lines at version %d; want exactly one write, one line, version %d",
+			ok, len(got.GetLines()), got.GetVersion(), c.GetVersion()+1)
+	}
+
+	// Without expected versions, concurrent adds of one SKU all count: none is lost.
+	sku, _ := e.sku(0)
+	c2 := e.newCart("alice")
+	for range devices {
+		wg.Go(func() {
+			if _, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c2.GetId(), Sku: sku, Quantity: 2}); err != nil {
+				t.Errorf("AddLine: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := e.get("alice", c2.GetId()); len(got.GetLines()) != 1 || got.GetLines()[0].GetQuantity() != 2*devices {
+		t.Fatalf("after %d concurrent adds of 2: %v; want one line of %d", devices, got.GetLines(), 2*devices)
+	}
+}
+
+func TestUpdateRemoveAndClearLines(t *testing.T) {
+	e := newEnv(t)
+	skuA, priceA := e.sku(0)
+	skuB, priceB := e.sku(1)
+	c := e.newCart("alice")
+	e.addLine("alice", c.GetId(), skuA, 1)
+	c = e.addLine("alice", c.GetId(), skuB, 1)
+	ctx := e.as("alice")
+
+	res, err := e.client.UpdateLine(ctx, &cartv1.UpdateLineRequest{CartId: c.GetId(), LineId: c.GetLines()[0].GetLineId(), Quantity: 7})
+	if err != nil || res.GetCart().GetLines()[0].GetQuantity() != 7 || res.GetCart().GetSubtotal().GetAmountMinor() != 7*priceA+priceB {
+		t.Fatalf("UpdateLine to 7 = %v, %v", res.GetCart(), err)
+	}
+	_, err = e.client.UpdateLine(ctx, &cartv1.UpdateLineRequest{CartId: c.GetId(), LineId: "no-such-line", Quantity: 2})
+	wantCode(t, "update of a missing line", err, codes.NotFound, "no-such-line")
+
+	rm, err := e.client.RemoveLine(ctx, &cartv1.RemoveLineRequest{CartId: c.GetId(), LineId: c.GetLines()[0].GetLineId()})
+	if err != nil || len(rm.GetCart().GetLines()) != 1 || rm.GetCart().GetLines()[0].GetSku() != skuB {
+		t.Fatalf("RemoveLine = %v, %v; want only %s left", rm.GetCart(), err, skuB)
+	}
+	_, err = e.client.RemoveLine(ctx, &cartv1.RemoveLineRequest{CartId: c.GetId(), LineId: c.GetLines()[0].GetLineId()})
+	wantCode(t, "removing a removed line", err, codes.NotFound)
+
+	cl, err := e.client.ClearCart(ctx, &cartv1.ClearCartRequest{CartId: c.GetId()})
+	if err != nil || len(cl.GetCart().GetLines()) != 0 || cl.GetCart().GetSubtotal().GetAmountMinor() != 0 {
+		t.Fatalf("ClearCart = %v, %v; want no lines, 0 subtotal", cl.GetCart(), err)
+	}
+}
+
+func nearest(lat, lng, radius float64) *cartv1.Pickup {
+	return &cartv1.Pickup{Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{
+		Location: &commonv1.LatLng{Latitude: lat, Longitude: lng}, RadiusMeters: radius,
+	}}}
+}
+
+func TestPickupNearestAPointIsValidatedAndKept(t *testing.T) {
+	e := newEnv(t)
+	c := e.newCart("alice")
+	ctx := e.as("alice")
+	for _, bad := range []struct {
+		pickup *cartv1.Pickup
+		field  string
+	}{
+		{nearest(91, 0, 0), "pickup.nearest.location.latitude"},
+		{nearest(0, -181, 0), "pickup.nearest.location.longitude"},
+		{nearest(47.6, -122.3, 100_001), "pickup.nearest.radius_meters"},
+		{&cartv1.Pickup{Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{}}}, "pickup.nearest.location"},
+		{&cartv1.Pickup{}, "pickup"},
+		{&cartv1.Pickup{Choice: &cartv1.Pickup_StoreId{}}, "pickup.store_id"},
+	} {
+		_, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: bad.pickup})
+		wantCode(t, "SetPickup "+bad.field, err, codes.InvalidArgument, bad.field)
+	}
+	wantUnchanged(t, e, "alice", c)
+
+	res, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6062, -122.3321, 3000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := e.get("alice", c.GetId()).GetPickup().GetNearest()
+	if n.GetLocation().GetLatitude() != 47.6062 || n.GetLocation().GetLongitude() != -122.3321 || n.GetRadiusMeters() != 3000 {
+		t.Fatalf("pickup = %v; want nearest (47.6062, -122.3321) within 3000 m", res.GetCart().GetPickup())
+	}
+}
+
+func TestChoosingAStoreNeedsInventoryToKnowIt(t *testing.T) {
+	// With no inventory service answering, a named store cannot be checked: the change is
+	// refused as Unavailable (retryable) and the cart is left alone.
+	e := newEnv(t)
+	c := e.newCart("alice")
+	_, err := e.client.SetPickup(e.as("alice"), &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: &cartv1.Pickup{Choice: &cartv1.Pickup_StoreId{StoreId: e.chain.Stores[0].ID}}})
+	wantCode(t, "SetPickup without inventory", err, codes.Unavailable, "inventory")
+	wantUnchanged(t, e, "alice", c)
+}
+
+func TestCheckoutRefusesBadInputBeforeTouchingTheCart(t *testing.T) {
+	e := newEnv(t)
+	c := e.newCart("alice")
+	ctx := e.as("alice")
+	for _, bad := range []struct {
+		req   *cartv1.CheckoutRequest
+		field string
+	}{
+		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "short"}, "idempotency_key"},
+		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: strings.Repeat("k", 129)}, "idempotency_key"},
+		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", Email: "not an address"}, "email"},
+		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", CustomerNote: strings.Repeat("n", 281)}, "customer_note"},
+		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", PickupName: strings.Repeat("p", 65)}, "pickup_name"},
+		{&cartv1.CheckoutRequest{IdempotencyKey: "key-12345678"}, "cart_id"},
+	} {
+		_, err := e.client.Checkout(ctx, bad.req)
+		wantCode(t, "Checkout with bad "+bad.field, err, codes.InvalidArgument, bad.field)
+	}
+	_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678"})
+	wantCode(t, "checkout of an empty cart", err, codes.FailedPrecondition, "no lines")
+	sku, _ := e.sku(0)
+	c = e.addLine("alice", c.GetId(), sku, 1)
+	_, err = e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678"})
+	wantCode(t, "checkout without pickup", err, codes.FailedPrecondition, "pickup")
+	wantUnchanged(t, e, "alice", c)
+}
+
+func TestCheckoutWithoutFulfilmentKeepsTheCartOpenAndFrozenUntilTheLeaseEnds(t *testing.T) {
+	// Nobody serves place_order: the outcome is unknown, so the cart stays open but refuses
+	// changes (the order might exist) and the client is told to retry with the same key.
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	e.addLine("alice", c.GetId(), sku, 1)
+	ctx := e.as("alice")
+	res, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-unanswered"})
+	wantCode(t, "checkout with no fulfilment", err, codes.Unavailable, "same idempotency_key")
+	_, err = e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+	wantCode(t, "change during an unsettled checkout", err, codes.Aborted, "being checked out")
+	_, err = e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-another-one"})
+	wantCode(t, "second checkout with another key", err, codes.Aborted, "being checked out")
+	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_OPEN || got.GetOrderId() != "" || got.GetVersion() != res.GetCart().GetVersion() {
+		t.Fatalf("cart after an unanswered checkout = %v; want open, no order, version unchanged", got)
+	}
+}
+
+func TestAbandonedOpenCartsAreDeleted(t *testing.T) {
+	e := newEnv(t)
+	old := e.newCart("alice")
+	svc := cart.New(cart.Config{Pool: e.pool, NATS: e.natsConn(), AbandonAfter: time.Millisecond})
+	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, err := svc.DeleteAbandoned(t.Context()); err != nil {
+			return err
+		}
+		if _, err := e.client.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: old.GetId()}); status.Code(err) != codes.NotFound {
+			return fmt.Errorf("abandoned cart still readable: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestCartShowsLastKnownPricesWhenTheCatalogDoesNotAnswer(t *testing.T) {
+	e := newEnv(t)
+	sku, price := e.sku(0)
+	c := e.newCart("alice")
+	c = e.addLine("alice", c.GetId(), sku, 2)
+	if err := e.catRPC.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+		if status.Code(err) != codes.Unavailable {
+			return fmt.Errorf("AddLine with the catalog down = %v, want Unavailable", err)
+		}
+		return nil
+	})
+	got := e.get("alice", c.GetId())
+	if !proto.Equal(got, c) || got.GetSubtotal().GetAmountMinor() != 2*price {
+		t.Fatalf("cart with the catalog down:\n got  %v\n want %v", got, c)
+	}
+}

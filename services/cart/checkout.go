@@ -1,0 +1,256 @@
+package cart
+
+import (
+	"context"
+	"fmt"
+	"net/mail"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+)
+
+// Checkout limits.
+const (
+	minKeyLen        = 8
+	maxKeyLen        = 128
+	maxNoteRunes     = 280
+	maxPickupName    = 64
+	maxEmailAddrSize = 254
+)
+
+// Checkout places the order for customer's cart. How it stays one order per key and never
+// marks a cart without an order:
+//
+//  1. In one transaction on the locked cart: check it is the caller's, open (or already checked
+//     out with this same key: then the order is fetched again), at the expected version, has
+//     lines and a pickup choice; record the key and start the checkout lease. While the lease
+//     runs, other changes are refused, so the cart cannot change under the order. Concurrent
+//     retries with the same key go through; a different key is refused with Aborted.
+//  2. Price every line at the catalog (outside any transaction).
+//  3. Ask fulfilment to place the order (idempotent by customer and key), within
+//     CheckoutTimeout.
+//  4. CONFIRMED or PENDING: mark the cart checked out with the order id. REJECTED: end the
+//     lease and leave the cart open for the shopper to change; the rejected order is returned.
+//     No answer: the lease stays until it expires, as the order may exist; the client retries
+//     with the same key and gets it.
+func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.CheckoutRequest) (*fulfilmentv1.Order, *cartv1.Cart, error) {
+	email, err := checkCheckout(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := req.GetIdempotencyKey()
+
+	// 1. Claim.
+	var c *cartRow
+	var already bool
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var err error
+		if c, err = loadCart(ctx, tx, customer, req.GetCartId(), true); err != nil {
+			return err
+		}
+		if c.State == stateCheckedOut {
+			if deref(c.CheckoutKey) != key {
+				return rpcerr.FailedPrecondition("cart %q already checked out as order %q", c.ID, deref(c.OrderID))
+			}
+			already = true
+			return nil
+		}
+		if c.CheckingOut && deref(c.CheckoutKey) != key {
+			return rpcerr.Aborted("cart %q is being checked out by another request; retry that request with its idempotency key", c.ID)
+		}
+		if v := req.GetExpectedVersion(); v != 0 && v != c.Version {
+			return rpcerr.Aborted("cart %q is at version %d, not expected_version %d: it was changed elsewhere; reload it and try again", c.ID, c.Version, v)
+		}
+		if len(c.Lines) == 0 {
+			return rpcerr.FailedPrecondition("cart %q has no lines to check out", c.ID)
+		}
+		if !c.hasPickup() {
+			return rpcerr.FailedPrecondition("cart %q has no pickup choice: call SetPickup first", c.ID)
+		}
+		_, err = tx.Exec(ctx, `UPDATE carts SET checkout_key = $2, checkout_until = now() + $3::bigint * interval '1 microsecond' WHERE id = $1`,
+			c.ID, key, s.checkoutLease.Microseconds())
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// 2. Price. A cart already checked out asks fulfilment for the order it has: the last known
+	// prices fill the request, which fulfilment answers from the order it stored.
+	lines, err := s.priceForOrder(ctx, c, !already)
+	if err != nil {
+		s.endLease(ctx, c.ID, key)
+		return nil, nil, err
+	}
+
+	// 3. Place.
+	placeReq := &fulfilmentv1.PlaceOrderRequest{
+		IdempotencyKey: key,
+		CustomerId:     customer,
+		CartId:         c.ID,
+		Lines:          lines,
+		CustomerNote:   req.GetCustomerNote(),
+		PickupName:     req.GetPickupName(),
+		Email:          email,
+	}
+	if c.StoreID != nil {
+		placeReq.StoreId = *c.StoreID
+	} else {
+		placeReq.Near = &commonv1.LatLng{Latitude: *c.NearLat, Longitude: *c.NearLng}
+		placeReq.RadiusMeters = derefFloat(c.NearRadius)
+	}
+	placeCtx, cancel := context.WithTimeout(ctx, s.checkoutTimeout)
+	var res fulfilmentv1.PlaceOrderResponse
+	err = natsrpc.Call(placeCtx, s.nc, subjectPlaceOrder, placeReq, &res)
+	cancel()
+	if err != nil {
+		return nil, nil, s.placeFailed(ctx, c.ID, key, err)
+	}
+	order := res.GetOrder()
+
+	// 4. Settle the cart.
+	if !already {
+		if order.GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
+			s.endLease(ctx, c.ID, key)
+		} else if err := s.markCheckedOut(ctx, c.ID, key, order.GetId()); err != nil {
+			// The order exists; the retry with the same key marks the cart.
+			return nil, nil, err
+		}
+	}
+	c, err = loadCart(ctx, s.db, customer, c.ID, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return order, s.view(ctx, c), nil
+}
+
+func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
+	var v rpcerr.Violations
+	if req.GetCartId() == "" {
+		v.Add("cart_id", "is required")
+	}
+	if n := len(req.GetIdempotencyKey()); n < minKeyLen || n > maxKeyLen {
+		v.Addf("idempotency_key", "must be %d to %d characters, got %d", minKeyLen, maxKeyLen, n)
+	}
+	if v2 := req.GetExpectedVersion(); v2 < 0 {
+		v.Add("expected_version", "must not be negative")
+	}
+	if !utf8.ValidString(req.GetCustomerNote()) || utf8.RuneCountInString(req.GetCustomerNote()) > maxNoteRunes {
+		v.Addf("customer_note", "must be at most %d characters", maxNoteRunes)
+	}
+	if !utf8.ValidString(req.GetPickupName()) || utf8.RuneCountInString(req.GetPickupName()) > maxPickupName {
+		v.Addf("pickup_name", "must be at most %d characters", maxPickupName)
+	}
+	if e := req.GetEmail(); e != "" {
+		a, err := mail.ParseAddress(e)
+		if err != nil || len(a.Address) > maxEmailAddrSize {
+			v.Add("email", "must be an email address")
+		} else {
+			email = a.Address
+		}
+	}
+	return email, v.Err()
+}
+
+// priceForOrder turns the cart's lines into order lines. fresh asks the catalog for today's
+// prices and refuses lines that can no longer be ordered; otherwise the last known prices are
+// used.
+func (s *Service) priceForOrder(ctx context.Context, c *cartRow, fresh bool) ([]*fulfilmentv1.PlaceOrderLine, error) {
+	var variants map[string]*catalogv1.Variant
+	if fresh {
+		vs, err := s.variants(ctx, c.skus())
+		if err != nil {
+			return nil, lookupFailed("catalog", err)
+		}
+		variants = make(map[string]*catalogv1.Variant, len(vs))
+		for _, l := range c.Lines {
+			v, ok := vs[l.SKU]
+			if err := s.checkOrderable(l.SKU, v, ok); err != nil {
+				return nil, status.Errorf(status.Code(err), "line %s: %s; remove it to check out", l.LineID, status.Convert(err).Message())
+			}
+			variants[l.SKU] = v
+		}
+	}
+	out := make([]*fulfilmentv1.PlaceOrderLine, 0, len(c.Lines))
+	for _, l := range c.Lines {
+		line := &fulfilmentv1.PlaceOrderLine{
+			LineId: l.LineID, Sku: l.SKU, ProductName: l.ProductName, VariantName: l.VariantName, Quantity: l.Quantity,
+			UnitPrice: &commonv1.Money{AmountMinor: l.PriceMinor, CurrencyCode: l.Currency},
+		}
+		if v, ok := variants[l.SKU]; ok {
+			line.ProductName, line.VariantName = v.GetProductName(), v.GetName()
+			line.UnitPrice = &commonv1.Money{AmountMinor: v.GetPrice().GetAmountMinor(), CurrencyCode: v.GetPrice().GetCurrencyCode()}
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
+
+// placeFailed decides what a failed place_order means for the cart. A refusal (bad input,
+// broken rule) means no order was made: the lease ends and the refusal is returned. No answer
+// means the order may exist: the lease stays, so the cart cannot change under it, and the
+// client is told to retry with the same key.
+func (s *Service) placeFailed(ctx context.Context, cartID, key string, err error) error {
+	switch code := status.Code(err); code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Internal, codes.Unknown, codes.Aborted, codes.ResourceExhausted:
+		s.log.WarnContext(ctx, "checkout: fulfilment gave no order; the cart stays frozen until its lease ends", "cart_id", cartID, "code", code, "err", err)
+		if code == codes.Canceled {
+			return status.Error(codes.Canceled, "checkout canceled; retry with the same idempotency_key to learn its outcome")
+		}
+		return status.Errorf(codes.Unavailable, "the order could not be confirmed in time; retry with the same idempotency_key (%s)", code)
+	default:
+		s.endLease(ctx, cartID, key)
+		return err
+	}
+}
+
+// markCheckedOut records the order on the cart. Another request with the same key may have
+// done it already; that changes nothing.
+func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID string) error {
+	if orderID == "" {
+		return status.Error(codes.Internal, "fulfilment answered without an order id")
+	}
+	// The order exists: record it even if the caller has gone away meanwhile.
+	ctx = context.WithoutCancel(ctx)
+	var existing *string
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var state string
+		if err := tx.QueryRow(ctx, `SELECT state, order_id FROM carts WHERE id = $1 FOR UPDATE`, cartID).Scan(&state, &existing); err != nil {
+			return err
+		}
+		if state == stateCheckedOut {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `
+			UPDATE carts SET state = 'checked_out', order_id = $2, checkout_key = $3, checkout_until = NULL,
+			       version = version + 1, update_time = now()
+			WHERE id = $1`, cartID, orderID, key)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mark cart %s checked out as order %s: %w", cartID, orderID, err)
+	}
+	if existing != nil && *existing != orderID {
+		// Only possible when a checkout outlived its lease and another key took over: two
+		// orders exist for one cart. Loud, so an operator can cancel one.
+		s.log.ErrorContext(ctx, "cart checked out twice", "cart_id", cartID, "order_id", *existing, "other_order_id", orderID)
+	}
+	return nil
+}
+
+// endLease unfreezes the cart after a checkout that made no order (or a rejected one).
+func (s *Service) endLease(ctx context.Context, cartID, key string) {
+	if _, err := s.db.Exec(context.WithoutCancel(ctx), `
+		UPDATE carts SET checkout_until = NULL WHERE id = $1 AND checkout_key = $2 AND state = 'open'`, cartID, key); err != nil {
+		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart unfreezes when it expires", "cart_id", cartID, "err", err)
+	}
+}
