@@ -7,8 +7,8 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/edge"
 )
 
 // forward relays one unary call to a service's gRPC API. The caller's deadline travels with
@@ -16,29 +16,9 @@ import (
 func forward[Req, Res any](ctx context.Context, req *connect.Request[Req], call func(context.Context, *Req, ...grpc.CallOption) (*Res, error)) (*connect.Response[Res], error) {
 	res, err := call(ctx, req.Msg)
 	if err != nil {
-		return nil, connectError(err)
+		return nil, edge.ConnectError(err)
 	}
 	return connect.NewResponse(res), nil
-}
-
-// connectError turns a backend's gRPC status into the same Connect error: code, message and
-// details (field violations and the like) reach the client unchanged.
-func connectError(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return connect.NewError(connect.CodeInternal, errors.New("internal error"))
-	}
-	ce := connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
-	for _, d := range st.Details() {
-		msg, ok := d.(proto.Message)
-		if !ok {
-			continue
-		}
-		if detail, err := connect.NewErrorDetail(msg); err == nil {
-			ce.AddDetail(detail)
-		}
-	}
-	return ce
 }
 
 // forwardStream relays a server stream (WatchOrder) message by message until the service ends
@@ -46,7 +26,7 @@ func connectError(err error) error {
 func forwardStream[Req, Res any](ctx context.Context, req *connect.Request[Req], out *connect.ServerStream[Res], call func(context.Context, *Req, ...grpc.CallOption) (grpc.ServerStreamingClient[Res], error)) error {
 	in, err := call(ctx, req.Msg)
 	if err != nil {
-		return connectError(err)
+		return edge.ConnectError(err)
 	}
 	for {
 		msg, err := in.Recv()
@@ -54,7 +34,7 @@ func forwardStream[Req, Res any](ctx context.Context, req *connect.Request[Req],
 			return nil
 		}
 		if err != nil {
-			return connectError(err)
+			return edge.ConnectError(err)
 		}
 		if err := out.Send(msg); err != nil {
 			return err

@@ -1,46 +1,331 @@
 // Package posadapter is the door for store POS terminals and staff devices: the live ticket
-// feed, staff actions on orders and vendor POS webhooks, over gRPC, gRPC-web and Connect on one
-// port. This first cut serves health and reflection so deployments and probes can be wired;
-// the terminal APIs arrive with the POS work.
+// feed, staff actions on orders, store controls and vendor POS webhooks, over gRPC, gRPC-web
+// and Connect on one port. It owns terminals, their credentials and acknowledgements, the
+// store feeds (tickets), per-store feed settings and the vendor webhooks (schema pos).
+//
+// # Tickets
+//
+// A durable consumer (package inbox) reads fulfilment's OrderChanged events and turns each one a
+// store must hear of into a Ticket: a confirmed order (NEW_ORDER), a cancellation, a line
+// marked unavailable, a shopper's check-in, an expiry reminder, an escalation, a hand-over
+// lock, an expiry. In the event's transaction the ticket gets the store's next sequence number
+// (store_feeds, under its row lock), is stored (tickets) and is enqueued in the outbox as
+// TicketRaised on handoff.store.<store_id>.ticket.<kind> with Nats-Msg-Id = ticket id. The
+// ticket id is derived from the event id, so a redelivered event can never make a second
+// ticket, and the escalation of an order has one id whichever timer raised it.
+//
+// # The feed (StreamTickets): Postgres replay, JetStream live
+//
+// What a terminal must get is "every ticket of its store it has not acknowledged, in order,
+// then the live ones; nothing lost across adapter restarts; two terminals each get
+// everything". The adapter does that with Postgres as the record and JetStream as the road,
+// rather than with a durable JetStream consumer per store:
+//
+//  1. The stream registers with the process's live hub (one core subscription to
+//     handoff.store.*.ticket.> per adapter process) BEFORE reading anything, so no ticket can
+//     fall between the backlog and the live part.
+//  2. It replays the store's tickets of the last Config.ReplayWindow that this reader has not
+//     acknowledged, from Postgres, ordered by sequence.
+//  3. Then it sends live tickets. Each has its sequence; one at or below the last sent is a
+//     duplicate of the backlog and is skipped; one past a gap (a message lost on the way, a
+//     live buffer that overflowed, a publish retried out of order) makes the stream read the
+//     missing part from Postgres first. A once-per-CatchUpInterval check of every open store's
+//     last sequence catches a stream whose newest ticket never arrived live.
+//
+// Why not a durable consumer per store: a durable consumer's acknowledgement is one cursor for
+// all who share it (JetStream hands each message to one of them), so two terminals of a store
+// would need a consumer each, created and deleted as terminals come and go, with their
+// acknowledgements living in JetStream, not next to the terminals, and a feed limited to the
+// stream's retention. Keeping acknowledgements per reader in Postgres makes replay exact,
+// survives any restart (the adapter keeps no state in memory that matters), lets any number of
+// adapter copies serve any terminal, and keeps the rule "Postgres is the truth": a feed can
+// always be rebuilt from the tickets table. JetStream (with its duplicate window on the ticket
+// id) carries the ticket to every adapter copy within milliseconds.
+//
+// Tickets carry the order as of the event (never its pickup code) and a stable ticket id;
+// terminals drop duplicates by id, and for changes of one order the order's version is the
+// truth (two adapter copies may handle two events of one order side by side).
+//
+// # Who may do what
+//
+// Terminals present "Authorization: Bearer hot_<terminal id>_<secret>" (RegisterTerminal shows
+// it once; only its SHA-256 is kept); staff may present a staff JWT (package auth). Both
+// resolve to a principal with store ids, and every TerminalService call checks its store_id
+// against them (PermissionDenied naming store_id) before doing anything. A revoked credential
+// is refused at once (every call reads the terminal row) and its open streams are closed, in
+// every adapter copy (TerminalRevoked event). TerminalAdminService needs an admin JWT.
+//
+// Staff actions are forwarded to fulfilment's StoreOrderService over gRPC: a terminal's call
+// carries a staff JWT the adapter mints for that terminal and that one store, valid for
+// Config.TokenTTL; a staff or admin JWT caller's own token is forwarded. Fulfilment checks the
+// store again. Pausing and resuming a store, and vendor stock events, go to inventory's
+// InventoryAdminService with an admin JWT the adapter mints per call, only after the store
+// check (vendor events: after the signature check).
+//
+// # Escalations and reminders
+//
+// Fulfilment publishes not_accepted (an order still CONFIRMED after its deployment-wide
+// NotAcceptedAfter) and expiring_soon; both become tickets. A store may set its own escalation
+// time (SetStoreSettings); then the adapter runs the timer itself (escalation_timers, swept by
+// Run) and ignores fulfilment's not_accepted for that store.
+//
+// # Vendor POS webhooks
+//
+// Outbound: each ticket of a store with an enabled webhook is delivered as JSON (TicketRaised)
+// with "Handoff-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>", retried with
+// exponential backoff and jitter, and after Config.WebhookMaxAttempts kept as a dead letter an
+// operator lists (ListFailedDeliveries) and replays (ReplayDelivery). Inbound: POST
+// /webhooks/vendor/{store_id} with the same signature scheme and the store's secret accepts
+// sales, returns and stock counts and applies them at inventory, idempotently by the vendor's
+// event id; a bad signature or a timestamp more than Config.SignatureTolerance away is refused
+// (401), logged and changes nothing.
 package posadapter
 
 import (
 	"context"
+	"embed"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/internal/outbox"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
 
-// Config configures the pos-adapter.
+// Schema is the Postgres schema the pos-adapter owns by default.
+const Schema = "pos"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations are the pos-adapter's goose migrations, for pgdb.Migrate.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded path is fixed at build time
+	}
+	return sub
+}
+
+// Config configures the pos-adapter. Pool, NC, JS, Keys, Fulfilment and Inventory are
+// required; every duration has a production default and tests shorten them.
 type Config struct {
+	// Pool connects to the pos schema (search_path set by pgdb.Open).
+	Pool *pgxpool.Pool
+	// NC carries live tickets and revocations to this process.
+	NC *nats.Conn
+	// JS consumes fulfilment's order events and relays the pos outbox.
+	JS jetstream.JetStream
+	// Keys verifies staff and admin JWTs and signs the tokens the adapter mints.
+	Keys *auth.KeySet
+	// Fulfilment is a connection to fulfilment's gRPC API (StoreOrderService).
+	Fulfilment grpc.ClientConnInterface
+	// Inventory is a connection to inventory's gRPC API (InventoryAdminService).
+	Inventory grpc.ClientConnInterface
 	// AllowedOrigins lists browser origins allowed by CORS (browser-based terminals).
 	AllowedOrigins []string
 	// Logger receives the adapter's logs.
 	Logger *slog.Logger
+	// MaxRequestBytes caps one request message or webhook body. Default 1 MiB.
+	MaxRequestBytes int
+
+	// ReplayWindow is how far back a reader's unacknowledged tickets are replayed when it
+	// connects. Default 72h: a store closed over a weekend still gets Friday evening's tickets.
+	ReplayWindow time.Duration
+	// TicketRetention is how long tickets and their acknowledgements are kept. Default 30 days.
+	TicketRetention time.Duration
+	// CatchUpInterval is how often open streams are checked against the stores' last sequence
+	// (a ticket whose live message was lost) and revocations. Default 1s.
+	CatchUpInterval time.Duration
+	// EscalationInterval is how often per-store escalation timers are swept. Default 1s.
+	EscalationInterval time.Duration
+	// ConsumerConcurrency is how many order events are handled at once. One (the default)
+	// keeps a store's tickets in event order.
+	ConsumerConcurrency int
+	// TokenTTL is the lifetime of the staff and admin tokens the adapter mints for one
+	// forwarded call. Default 1m.
+	TokenTTL time.Duration
+	// CallTimeout bounds a forwarded call without a client deadline. Default 10s.
+	CallTimeout time.Duration
+
+	// WebhookTimeout bounds one outbound delivery. Default 10s.
+	WebhookTimeout time.Duration
+	// WebhookMaxAttempts: a delivery that failed this many times becomes a dead letter.
+	// Default 8.
+	WebhookMaxAttempts int
+	// WebhookBackoff is the wait after the first failure; it doubles per attempt, with ±20%
+	// jitter, up to WebhookMaxBackoff. Defaults 2s and 10m.
+	WebhookBackoff    time.Duration
+	WebhookMaxBackoff time.Duration
+	// WebhookPollInterval is how often due deliveries are looked for when nothing woke the
+	// dispatcher. Default 1s.
+	WebhookPollInterval time.Duration
+	// WebhookClient sends outbound deliveries. Default: an http.Client with WebhookTimeout.
+	WebhookClient *http.Client
+	// SignatureTolerance is how far an inbound webhook's timestamp may be from now. Default 5m.
+	SignatureTolerance time.Duration
 }
 
-// Adapter is the pos-adapter's edge server.
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ReplayWindow, 72*time.Hour)
+	def(&c.TicketRetention, 30*24*time.Hour)
+	def(&c.CatchUpInterval, time.Second)
+	def(&c.EscalationInterval, time.Second)
+	def(&c.TokenTTL, time.Minute)
+	def(&c.CallTimeout, 10*time.Second)
+	def(&c.WebhookTimeout, 10*time.Second)
+	def(&c.WebhookBackoff, 2*time.Second)
+	def(&c.WebhookMaxBackoff, 10*time.Minute)
+	def(&c.WebhookPollInterval, time.Second)
+	def(&c.SignatureTolerance, 5*time.Minute)
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = 1 << 20
+	}
+	if c.ConsumerConcurrency <= 0 {
+		c.ConsumerConcurrency = 1
+	}
+	if c.WebhookMaxAttempts <= 0 {
+		c.WebhookMaxAttempts = 8
+	}
+	if c.WebhookClient == nil {
+		c.WebhookClient = &http.Client{Timeout: c.WebhookTimeout}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.ReplayWindow = min(c.ReplayWindow, c.TicketRetention)
+}
+
+// Adapter is the pos-adapter: its edge server and its background work.
 type Adapter struct {
+	cfg        Config
+	db         *pgxpool.Pool
+	keys       *auth.KeySet
+	log        *slog.Logger
+	fulfilment fulfilmentv1.StoreOrderServiceClient
+	inventory  inventoryv1.InventoryAdminServiceClient
+
 	handler http.Handler
 	health  *edge.Health
-	log     *slog.Logger
+	hub     *hub
+
+	// draining ends when Serve starts shutting down: open streams end at once (clients
+	// reconnect elsewhere) instead of holding the shutdown for its whole grace.
+	draining    context.Context
+	stopStreams context.CancelFunc
+	webhookWake chan struct{}
 }
 
-// New builds the adapter.
-func New(cfg Config) *Adapter {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+// ConsumerName is the durable JetStream consumer (and processed_events key) of the adapter's
+// order-event consumer, shared by every copy.
+const ConsumerName = "pos-adapter-order-events"
+
+// New builds the adapter. Nothing runs until Run and Serve.
+func New(cfg Config) (*Adapter, error) {
+	switch {
+	case cfg.Pool == nil:
+		return nil, errors.New("pos-adapter: Config.Pool is required")
+	case cfg.NC == nil || cfg.JS == nil:
+		return nil, errors.New("pos-adapter: Config.NC and Config.JS are required")
+	case cfg.Keys == nil:
+		return nil, errors.New("pos-adapter: Config.Keys is required")
+	case cfg.Fulfilment == nil:
+		return nil, errors.New("pos-adapter: Config.Fulfilment (fulfilment's gRPC connection) is required")
+	case cfg.Inventory == nil:
+		return nil, errors.New("pos-adapter: Config.Inventory (inventory's gRPC connection) is required")
+	}
+	cfg.setDefaults()
+	log := cfg.Logger.With("component", "pos-adapter")
+	draining, stop := context.WithCancel(context.Background())
+	a := &Adapter{
+		cfg:         cfg,
+		db:          cfg.Pool,
+		keys:        cfg.Keys,
+		log:         log,
+		fulfilment:  fulfilmentv1.NewStoreOrderServiceClient(cfg.Fulfilment),
+		inventory:   inventoryv1.NewInventoryAdminServiceClient(cfg.Inventory),
+		draining:    draining,
+		stopStreams: stop,
+		webhookWake: make(chan struct{}, 1),
+	}
+	a.hub = newHub(a)
+
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
+		connect.WithInterceptors(authInterceptor{a: a}),
 	}
 	mux := http.NewServeMux()
-	health := edge.Mount(mux, nil)
-	return &Adapter{handler: edge.WithCORS(mux, cfg.AllowedOrigins), health: health, log: log.With("component", "pos-adapter")}
+	mux.Handle(posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...))
+	mux.Handle(posv1connect.NewTerminalAdminServiceHandler(adminAPI{a: a}, opts...))
+	mux.Handle("POST "+VendorWebhookPath+"{store_id}", http.HandlerFunc(a.serveVendorWebhook))
+	a.health = edge.Mount(mux, []string{posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName},
+		connect.WithReadMaxBytes(cfg.MaxRequestBytes))
+	a.handler = edge.WithCORS(mux, cfg.AllowedOrigins)
+	return a, nil
 }
 
-// Serve serves on lis until ctx is cancelled, then drains for up to grace.
+// Handler is the adapter's whole HTTP surface: TerminalService and TerminalAdminService
+// (gRPC, gRPC-web, Connect), health, reflection and the inbound vendor webhook.
+func (a *Adapter) Handler() http.Handler { return a.handler }
+
+// Serve serves on lis until ctx is cancelled, then reports NOT_SERVING, ends open ticket
+// streams (terminals reconnect and replay what they have not acknowledged) and drains unary
+// calls for up to grace.
 func (a *Adapter) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
-	return edge.ServeHTTP(ctx, lis, a.handler, grace, a.log, func() { a.health.SetServing(false) })
+	return edge.ServeHTTP(ctx, lis, a.handler, grace, a.log, func() {
+		a.health.SetServing(false)
+		a.stopStreams()
+	})
+}
+
+// Run does the adapter's background work until ctx ends: the order-event consumer that raises
+// tickets, the pos outbox relay that puts them on JetStream, the live hub that feeds open
+// streams (and closes revoked ones), the escalation sweeper, the webhook dispatcher and the
+// retention janitor. Every part is safe to run in several copies of the adapter at once.
+func (a *Adapter) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.hub.run(gctx) })
+	g.Go(func() error { return a.consumeOrderEvents(gctx) })
+	g.Go(func() error {
+		return outbox.NewRelay(a.db, a.cfg.JS, outbox.RelayConfig{Logger: a.log}).Run(gctx)
+	})
+	g.Go(func() error { a.runEscalations(gctx); return nil })
+	g.Go(func() error { a.runWebhookDispatcher(gctx); return nil })
+	g.Go(func() error { a.runJanitor(gctx); return nil })
+	err := g.Wait()
+	if ctx.Err() != nil {
+		return nil // stopped, possibly while a part was still starting
+	}
+	return err
+}
+
+// sleep waits d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -23,27 +23,34 @@ type settings struct {
 
 // envVar names the environment variable behind each flag (documented in the README).
 var envVar = map[string]string{
-	"target":             "HANDOFF_TARGET",
-	"data-dir":           "HANDOFF_DATA_DIR",
-	"database-url":       "DATABASE_URL",
-	"postgres-port":      "HANDOFF_POSTGRES_PORT",
-	"nats-url":           "NATS_URL",
-	"embedded-nats-addr": "HANDOFF_EMBEDDED_NATS_ADDR",
-	"stream-replicas":    "HANDOFF_STREAM_REPLICAS",
-	"gateway-addr":       "HANDOFF_GATEWAY_ADDR",
-	"pos-addr":           "HANDOFF_POS_ADDR",
-	"metrics-addr":       "HANDOFF_METRICS_ADDR",
-	"catalog-addr":       "HANDOFF_CATALOG_ADDR",
-	"inventory-addr":     "HANDOFF_INVENTORY_ADDR",
-	"cart-addr":          "HANDOFF_CART_ADDR",
-	"fulfilment-addr":    "HANDOFF_FULFILMENT_ADDR",
-	"allowed-origins":    "HANDOFF_ALLOWED_ORIGINS",
-	"currency":           "HANDOFF_CURRENCY",
-	"jwt-keys":           "HANDOFF_JWT_KEYS",
-	"demo":               "HANDOFF_DEMO",
-	"shutdown-grace":     "HANDOFF_SHUTDOWN_GRACE",
-	"log-level":          "HANDOFF_LOG_LEVEL",
-	"log-format":         "HANDOFF_LOG_FORMAT",
+	"target":                "HANDOFF_TARGET",
+	"data-dir":              "HANDOFF_DATA_DIR",
+	"database-url":          "DATABASE_URL",
+	"postgres-port":         "HANDOFF_POSTGRES_PORT",
+	"nats-url":              "NATS_URL",
+	"embedded-nats-addr":    "HANDOFF_EMBEDDED_NATS_ADDR",
+	"stream-replicas":       "HANDOFF_STREAM_REPLICAS",
+	"gateway-addr":          "HANDOFF_GATEWAY_ADDR",
+	"pos-addr":              "HANDOFF_POS_ADDR",
+	"metrics-addr":          "HANDOFF_METRICS_ADDR",
+	"catalog-addr":          "HANDOFF_CATALOG_ADDR",
+	"inventory-addr":        "HANDOFF_INVENTORY_ADDR",
+	"cart-addr":             "HANDOFF_CART_ADDR",
+	"fulfilment-addr":       "HANDOFF_FULFILMENT_ADDR",
+	"allowed-origins":       "HANDOFF_ALLOWED_ORIGINS",
+	"currency":              "HANDOFF_CURRENCY",
+	"jwt-keys":              "HANDOFF_JWT_KEYS",
+	"pickup-code-secret":    "HANDOFF_PICKUP_CODE_SECRET",
+	"notify-webhook-url":    "HANDOFF_NOTIFY_WEBHOOK_URL",
+	"notify-webhook-secret": "HANDOFF_NOTIFY_WEBHOOK_SECRET",
+	"smtp-addr":             "HANDOFF_SMTP_ADDR",
+	"smtp-from":             "HANDOFF_SMTP_FROM",
+	"smtp-username":         "HANDOFF_SMTP_USERNAME",
+	"smtp-password":         "HANDOFF_SMTP_PASSWORD",
+	"demo":                  "HANDOFF_DEMO",
+	"shutdown-grace":        "HANDOFF_SHUTDOWN_GRACE",
+	"log-level":             "HANDOFF_LOG_LEVEL",
+	"log-format":            "HANDOFF_LOG_FORMAT",
 }
 
 // serviceDatabaseEnv lets each service have its own database.
@@ -87,6 +94,13 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.FulfilmentAddr, "fulfilment-addr", env("fulfilment-addr", "127.0.0.1:9104"), "fulfilment gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&origins, "allowed-origins", env("allowed-origins", ""), "comma-separated browser origins for CORS; empty: * with the all target, none otherwise")
 	fs.StringVar(&c.Currency, "currency", env("currency", "USD"), "ISO 4217 currency of the catalog")
+	fs.StringVar(&c.PickupCodeSecret, "pickup-code-secret", env("pickup-code-secret", ""), "secret pickup codes are derived from, 16+ bytes (empty with the all target: a development secret in the data dir)")
+	fs.StringVar(&c.Notify.WebhookURL, "notify-webhook-url", env("notify-webhook-url", ""), "customer notifications as signed webhooks to this URL (empty: off)")
+	fs.StringVar(&c.Notify.WebhookSecret, "notify-webhook-secret", env("notify-webhook-secret", ""), "HMAC-SHA256 secret signing notification webhooks")
+	fs.StringVar(&c.Notify.SMTPAddr, "smtp-addr", env("smtp-addr", ""), "SMTP server host:port for shopper emails (empty: off)")
+	fs.StringVar(&c.Notify.SMTPFrom, "smtp-from", env("smtp-from", ""), "sender address of shopper emails")
+	fs.StringVar(&c.Notify.SMTPUsername, "smtp-username", env("smtp-username", ""), "SMTP user, when the server needs one")
+	fs.StringVar(&c.Notify.SMTPPassword, "smtp-password", env("smtp-password", ""), "SMTP password")
 	fs.StringVar(&c.JWTKeys, "jwt-keys", env("jwt-keys", ""), "token keys kid:base64key[,...], first signs (empty with the all target: a development key in the data dir)")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", duration(env("shutdown-grace", "10s")), "how long to drain on SIGTERM")

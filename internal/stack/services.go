@@ -18,7 +18,11 @@ import (
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pgdb"
+	"github.com/handoff-dev/handoff/services/cart"
 	"github.com/handoff-dev/handoff/services/catalog"
+	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // Version is reported by NATS micro discovery.
@@ -37,11 +41,11 @@ type service interface {
 
 // deps are what a service is built from.
 type deps struct {
-	Pool     *pgxpool.Pool
-	NC       *nats.Conn
-	JS       jetstream.JetStream
-	Logger   *slog.Logger
-	Currency string
+	Pool   *pgxpool.Pool
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Logger *slog.Logger
+	Config *Config
 }
 
 // serviceSpec says how to start one service.
@@ -62,7 +66,38 @@ func services() []serviceSpec {
 			description: "Handoff catalog: products, variants, prices",
 			addr:        func(c *Config) string { return c.CatalogAddr },
 			build: func(d deps) (service, error) {
-				return catalog.New(catalog.Config{Pool: d.Pool, Currency: d.Currency, Logger: d.Logger}), nil
+				return catalog.New(catalog.Config{Pool: d.Pool, Currency: d.Config.Currency, Logger: d.Logger}), nil
+			},
+		},
+		{
+			name: TargetInventory, schema: inventory.Schema, migrations: inventory.Migrations(),
+			description: "Handoff inventory: stores, stock, holds, locator",
+			addr:        func(c *Config) string { return c.InventoryAddr },
+			build: func(d deps) (service, error) {
+				return inventory.New(inventory.Config{Pool: d.Pool, Logger: d.Logger}), nil
+			},
+		},
+		{
+			name: TargetFulfilment, schema: fulfilment.Schema, migrations: fulfilment.Migrations(),
+			description: "Handoff fulfilment: orders and their life",
+			addr:        func(c *Config) string { return c.FulfilmentAddr },
+			build: func(d deps) (service, error) {
+				senders, err := d.Config.Notify.Senders()
+				if err != nil {
+					return nil, fmt.Errorf("notification senders: %w", err)
+				}
+				return fulfilment.New(fulfilment.Config{
+					Pool: d.Pool, NATS: d.NC, PickupCodeSecret: d.Config.pickupSecret, Logger: d.Logger,
+					Notify: notify.DispatcherConfig{Senders: senders, Logger: d.Logger},
+				})
+			},
+		},
+		{
+			name: TargetCart, schema: cart.Schema, migrations: cart.Migrations(),
+			description: "Handoff cart: carts and checkout",
+			addr:        func(c *Config) string { return c.CartAddr },
+			build: func(d deps) (service, error) {
+				return cart.New(cart.Config{Pool: d.Pool, NATS: d.NC, Currency: d.Config.Currency, Logger: d.Logger}), nil
 			},
 		},
 	}
@@ -80,7 +115,7 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	if err := pgdb.Migrate(ctx, pool, spec.schema, spec.migrations, log); err != nil {
 		return "", err
 	}
-	svc, err := spec.build(deps{Pool: pool, NC: s.nc, JS: s.js, Logger: s.log, Currency: s.cfg.Currency})
+	svc, err := spec.build(deps{Pool: pool, NC: s.nc, JS: s.js, Logger: s.log, Config: &s.cfg})
 	if err != nil {
 		return "", err
 	}
@@ -116,13 +151,39 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	return lis.Addr().String(), nil
 }
 
-func (s *system) startPOSAdapter() error {
-	a := posadapter.New(posadapter.Config{AllowedOrigins: s.cfg.AllowedOrigins, Logger: s.log})
+// startPOSAdapter starts the stores' door: its schema, its feed and webhooks (Run also relays
+// its outbox), and its edge server; it reaches fulfilment and inventory over gRPC.
+func (s *system) startPOSAdapter(ctx context.Context) error {
+	log := s.log.With("component", "pos-adapter")
+	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	s.onClose(func(context.Context) error { pool.Close(); return nil })
+	if err := pgdb.Migrate(ctx, pool, posadapter.Schema, posadapter.Migrations(), log); err != nil {
+		return err
+	}
+	ful, err := s.dial(TargetFulfilment, s.cfg.FulfilmentAddr)
+	if err != nil {
+		return err
+	}
+	inv, err := s.dial(TargetInventory, s.cfg.InventoryAddr)
+	if err != nil {
+		return err
+	}
+	a, err := posadapter.New(posadapter.Config{
+		Pool: pool, NC: s.nc, JS: s.js, Keys: s.keys, Fulfilment: ful, Inventory: inv,
+		AllowedOrigins: s.cfg.AllowedOrigins, Logger: s.log,
+	})
+	if err != nil {
+		return err
+	}
 	lis, err := s.listen(s.cfg.POSAdapterAddr)
 	if err != nil {
 		return err
 	}
 	s.ready.POSAdapterAddr = lis.Addr().String()
 	s.addServer(func(ctx context.Context) error { return a.Serve(ctx, lis, s.cfg.ShutdownGrace) })
+	s.addLoop("pos-adapter", a.Run)
 	return nil
 }

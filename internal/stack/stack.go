@@ -6,10 +6,13 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,6 +30,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
 // Targets a process can run. "all" is the one-process mode; every other target is one
@@ -82,6 +86,12 @@ type Config struct {
 	// JWTKeys is the token key set, "kid:base64key[,...]" (first signs). Empty with the all
 	// target uses a development key kept in DataDir.
 	JWTKeys string
+	// PickupCodeSecret derives pickup codes (fulfilment); the same in every copy. Empty with
+	// the all target uses a secret kept in DataDir.
+	PickupCodeSecret string
+	// Notify configures customer notifications (signed webhook, SMTP email).
+	Notify       notify.Config
+	pickupSecret []byte
 
 	// AllowedOrigins are the browser origins the gateway accepts (CORS).
 	AllowedOrigins []string
@@ -136,6 +146,9 @@ func (c *Config) Validate() error {
 		}
 		if c.JWTKeys == "" {
 			return fmt.Errorf("target %s needs HANDOFF_JWT_KEYS (only the all target makes a development key)", c.Target)
+		}
+		if c.Target == TargetFulfilment && c.PickupCodeSecret == "" {
+			return fmt.Errorf("target fulfilment needs HANDOFF_PICKUP_CODE_SECRET (at least 16 bytes, the same in every copy)")
 		}
 		needsDB := c.Target != TargetGateway
 		if needsDB && c.DatabaseURL == "" && c.ServiceDatabaseURLs[c.Target] == "" {
@@ -198,10 +211,15 @@ func (s *system) start(ctx context.Context) error {
 		return err
 	}
 	s.keys, s.ready.Keys = keys, keys
+	if s.cfg.runs(TargetFulfilment) {
+		if s.cfg.pickupSecret, err = loadSecret(s.cfg.PickupCodeSecret, s.cfg.DataDir, "dev-pickup-code.key"); err != nil {
+			return fmt.Errorf("pickup code secret: %w", err)
+		}
+	}
 	if err := s.startNATS(ctx); err != nil {
 		return err
 	}
-	if s.cfg.Target != TargetGateway && s.cfg.Target != TargetPOSAdapter {
+	if s.cfg.Target != TargetGateway {
 		if err := s.startPostgres(ctx); err != nil {
 			return err
 		}
@@ -225,7 +243,7 @@ func (s *system) start(ctx context.Context) error {
 		}
 	}
 	if s.cfg.runs(TargetPOSAdapter) {
-		if err := s.startPOSAdapter(); err != nil {
+		if err := s.startPOSAdapter(ctx); err != nil {
 			return fmt.Errorf("pos-adapter: %w", err)
 		}
 	}
@@ -305,6 +323,36 @@ func LoadKeys(cfg Config) (*auth.KeySet, error) {
 		return nil, fmt.Errorf("development token key: %w", err)
 	}
 	return ks, nil
+}
+
+// loadSecret returns the configured secret, or a development secret kept in dir/name (made on
+// first use) for the one-process mode.
+func loadSecret(configured, dir, name string) ([]byte, error) {
+	if configured != "" {
+		if len(configured) < 16 {
+			return nil, fmt.Errorf("want at least 16 bytes, got %d", len(configured))
+		}
+		return []byte(configured), nil
+	}
+	path := filepath.Join(dir, name)
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) >= 16 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return b, nil
 }
 
 // dial connects to a service's gRPC API: in the one-process mode where it listens now, else

@@ -41,6 +41,9 @@ type DispatcherConfig struct {
 	// SendTimeout bounds one send. A claimed row is leased for twice this (plus 10s), so only
 	// a dispatcher that died mid-send lets another copy send it again. Default 30s.
 	SendTimeout time.Duration
+	// PickupCode derives an order's pickup code (fulfilment's HMAC), for the shopper's own
+	// email while the order can still be collected. Nil sends emails without the code.
+	PickupCode func(orderID string) string
 	// Retention is how long delivered and skipped rows are kept before they are deleted;
 	// dead letters are kept until replayed. Default 7 days; negative keeps them forever.
 	Retention time.Duration
@@ -258,6 +261,9 @@ func (d *Dispatcher) deliver(ctx context.Context, n claimed) {
 	if n.Order == nil {
 		err = Permanent(errors.New("stored order snapshot does not decode"))
 	} else {
+		if n.Channel == ChannelEmail && codeKinds[n.Kind] && d.cfg.PickupCode != nil {
+			n.Order.PickupCode = d.cfg.PickupCode(n.Order.GetId())
+		}
 		sendCtx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
 		err = safeSend(sendCtx, d.senders[n.Channel], n.Notification)
 		cancel()

@@ -123,19 +123,15 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	}
 	snap := proto.Clone(m.Order).(*fulfilmentv1.Order)
 	snap.History = nil
-	withCode := snap.GetPickupCode()
+	// The pickup code is never stored: the dispatcher derives it again when it sends the
+	// shopper's own email (DispatcherConfig.PickupCode).
 	snap.PickupCode = ""
 
-	rows := []struct{ channel, recipient, code string }{{ChannelWebhook, "", ""}}
+	rows := []struct{ channel, recipient string }{{ChannelWebhook, ""}}
 	if m.Email != "" && emailKinds[m.Kind] {
-		code := ""
-		if codeKinds[m.Kind] {
-			code = withCode
-		}
-		rows = append(rows, struct{ channel, recipient, code string }{ChannelEmail, m.Email, code})
+		rows = append(rows, struct{ channel, recipient string }{ChannelEmail, m.Email})
 	}
 	for _, r := range rows {
-		snap.PickupCode = r.code
 		payload, err := proto.Marshal(snap)
 		if err != nil {
 			return fmt.Errorf("notify: marshal order %s: %w", snap.GetId(), err)

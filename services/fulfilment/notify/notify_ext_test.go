@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -414,9 +415,22 @@ func TestEmailReachesTheShopperWithOrderStoreStateAndPickupCode(t *testing.T) {
 	pool := newPool(t)
 	mailSrv := newSMTPServer(t)
 	rcv := newWebhookReceiver(t, secret)
-	startDispatcher(t, pool, fastConfig(webhookSender(t, rcv.srv.URL), smtpSender(t, mailSrv.addr())))
+	cfg := fastConfig(webhookSender(t, rcv.srv.URL), smtpSender(t, mailSrv.addr()))
+	cfg.PickupCode = func(orderID string) string { return map[string]string{"ord-mail": "4821"}[orderID] }
+	startDispatcher(t, pool, cfg)
 
 	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-mail"), Email: "Ada Lovelace <ada@example.com>"})
+	// The code is derived at send time, never written to the notification outbox.
+	rows, err := pool.Query(t.Context(), `SELECT order_snapshot FROM notifications WHERE order_id = 'ord-mail'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, payload := range mustCollectBytes(t, rows) {
+		var stored fulfilmentv1.Order
+		if err := proto.Unmarshal(payload, &stored); err != nil || stored.GetPickupCode() != "" {
+			t.Fatalf("notification outbox stores the pickup code in clear (%q, %v)", stored.GetPickupCode(), err)
+		}
+	}
 	ids := notificationIDs(t, pool, "ord-mail", notify.ChannelEmail)
 	if len(ids) != 1 {
 		t.Fatalf("email notifications = %v, want one", ids)
@@ -638,4 +652,13 @@ func TestSendersRefuseBadConfiguration(t *testing.T) {
 	if _, err := notify.NewSMTPSender(notify.SMTPConfig{Addr: "mail.example:587", From: "not an address"}); err == nil {
 		t.Error("SMTP from that is not an address accepted")
 	}
+}
+
+func mustCollectBytes(t *testing.T, rows pgx.Rows) [][]byte {
+	t.Helper()
+	out, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

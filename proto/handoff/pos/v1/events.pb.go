@@ -70,13 +70,62 @@ func (x *TicketRaised) GetTicket() *Ticket {
 	return nil
 }
 
+// TerminalRevoked is published on handoff.pos.terminal.revoked (stream HANDOFF_EVENTS) when an
+// admin revokes a terminal, so that every copy of the pos-adapter closes its open streams.
+type TerminalRevoked struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The terminal after revocation.
+	Terminal      *Terminal `protobuf:"bytes,1,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TerminalRevoked) Reset() {
+	*x = TerminalRevoked{}
+	mi := &file_handoff_pos_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TerminalRevoked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TerminalRevoked) ProtoMessage() {}
+
+func (x *TerminalRevoked) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_pos_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TerminalRevoked.ProtoReflect.Descriptor instead.
+func (*TerminalRevoked) Descriptor() ([]byte, []int) {
+	return file_handoff_pos_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TerminalRevoked) GetTerminal() *Terminal {
+	if x != nil {
+		return x.Terminal
+	}
+	return nil
+}
+
 var File_handoff_pos_v1_events_proto protoreflect.FileDescriptor
 
 const file_handoff_pos_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"\x1bhandoff/pos/v1/events.proto\x12\x0ehandoff.pos.v1\x1a\x18handoff/pos/v1/pos.proto\">\n" +
 	"\fTicketRaised\x12.\n" +
-	"\x06ticket\x18\x01 \x01(\v2\x16.handoff.pos.v1.TicketR\x06ticketB\xb6\x01\n" +
+	"\x06ticket\x18\x01 \x01(\v2\x16.handoff.pos.v1.TicketR\x06ticket\"G\n" +
+	"\x0fTerminalRevoked\x124\n" +
+	"\bterminal\x18\x01 \x01(\v2\x18.handoff.pos.v1.TerminalR\bterminalB\xb6\x01\n" +
 	"\x12com.handoff.pos.v1B\vEventsProtoP\x01Z9github.com/handoff-dev/handoff/proto/handoff/pos/v1;posv1\xa2\x02\x03HPX\xaa\x02\x0eHandoff.Pos.V1\xca\x02\x0eHandoff\\Pos\\V1\xe2\x02\x1aHandoff\\Pos\\V1\\GPBMetadata\xea\x02\x10Handoff::Pos::V1b\x06proto3"
 
 var (
@@ -91,18 +140,21 @@ func file_handoff_pos_v1_events_proto_rawDescGZIP() []byte {
 	return file_handoff_pos_v1_events_proto_rawDescData
 }
 
-var file_handoff_pos_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_handoff_pos_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_handoff_pos_v1_events_proto_goTypes = []any{
-	(*TicketRaised)(nil), // 0: handoff.pos.v1.TicketRaised
-	(*Ticket)(nil),       // 1: handoff.pos.v1.Ticket
+	(*TicketRaised)(nil),    // 0: handoff.pos.v1.TicketRaised
+	(*TerminalRevoked)(nil), // 1: handoff.pos.v1.TerminalRevoked
+	(*Ticket)(nil),          // 2: handoff.pos.v1.Ticket
+	(*Terminal)(nil),        // 3: handoff.pos.v1.Terminal
 }
 var file_handoff_pos_v1_events_proto_depIdxs = []int32{
-	1, // 0: handoff.pos.v1.TicketRaised.ticket:type_name -> handoff.pos.v1.Ticket
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: handoff.pos.v1.TicketRaised.ticket:type_name -> handoff.pos.v1.Ticket
+	3, // 1: handoff.pos.v1.TerminalRevoked.terminal:type_name -> handoff.pos.v1.Terminal
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_handoff_pos_v1_events_proto_init() }
@@ -117,7 +169,7 @@ func file_handoff_pos_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_pos_v1_events_proto_rawDesc), len(file_handoff_pos_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -13,6 +13,7 @@ import (
 	v11 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -2146,11 +2147,260 @@ func (*ReplayDeliveryResponse) Descriptor() ([]byte, []int) {
 	return file_handoff_pos_v1_pos_proto_rawDescGZIP(), []int{35}
 }
 
+// StoreSettings are a store's feed settings, kept by the pos-adapter.
+type StoreSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Store id.
+	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Raise an ESCALATION ticket for an order still not accepted this long after it was
+	// confirmed (at most 24 hours). Absent: fulfilment's deployment-wide default.
+	EscalateAfter *durationpb.Duration `protobuf:"bytes,2,opt,name=escalate_after,json=escalateAfter,proto3" json:"escalate_after,omitempty"`
+	// When last changed.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreSettings) Reset() {
+	*x = StoreSettings{}
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreSettings) ProtoMessage() {}
+
+func (x *StoreSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreSettings.ProtoReflect.Descriptor instead.
+func (*StoreSettings) Descriptor() ([]byte, []int) {
+	return file_handoff_pos_v1_pos_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *StoreSettings) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *StoreSettings) GetEscalateAfter() *durationpb.Duration {
+	if x != nil {
+		return x.EscalateAfter
+	}
+	return nil
+}
+
+func (x *StoreSettings) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// Request for SetStoreSettings.
+type SetStoreSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings; store_id is required.
+	Settings      *StoreSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStoreSettingsRequest) Reset() {
+	*x = SetStoreSettingsRequest{}
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStoreSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStoreSettingsRequest) ProtoMessage() {}
+
+func (x *SetStoreSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStoreSettingsRequest.ProtoReflect.Descriptor instead.
+func (*SetStoreSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_handoff_pos_v1_pos_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SetStoreSettingsRequest) GetSettings() *StoreSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// Response for SetStoreSettings.
+type SetStoreSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings after the change.
+	Settings      *StoreSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStoreSettingsResponse) Reset() {
+	*x = SetStoreSettingsResponse{}
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStoreSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStoreSettingsResponse) ProtoMessage() {}
+
+func (x *SetStoreSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStoreSettingsResponse.ProtoReflect.Descriptor instead.
+func (*SetStoreSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_handoff_pos_v1_pos_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SetStoreSettingsResponse) GetSettings() *StoreSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// Request for GetStoreSettings.
+type GetStoreSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Store id.
+	StoreId       string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStoreSettingsRequest) Reset() {
+	*x = GetStoreSettingsRequest{}
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStoreSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStoreSettingsRequest) ProtoMessage() {}
+
+func (x *GetStoreSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStoreSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetStoreSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_handoff_pos_v1_pos_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetStoreSettingsRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+// Response for GetStoreSettings.
+type GetStoreSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings (defaults for a store never configured).
+	Settings      *StoreSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStoreSettingsResponse) Reset() {
+	*x = GetStoreSettingsResponse{}
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStoreSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStoreSettingsResponse) ProtoMessage() {}
+
+func (x *GetStoreSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_pos_v1_pos_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStoreSettingsResponse.ProtoReflect.Descriptor instead.
+func (*GetStoreSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_handoff_pos_v1_pos_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GetStoreSettingsResponse) GetSettings() *StoreSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 var File_handoff_pos_v1_pos_proto protoreflect.FileDescriptor
 
 const file_handoff_pos_v1_pos_proto_rawDesc = "" +
 	"\n" +
-	"\x18handoff/pos/v1/pos.proto\x12\x0ehandoff.pos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!handoff/fulfilment/v1/order.proto\x1a$handoff/inventory/v1/inventory.proto\"\xdc\x02\n" +
+	"\x18handoff/pos/v1/pos.proto\x12\x0ehandoff.pos.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!handoff/fulfilment/v1/order.proto\x1a$handoff/inventory/v1/inventory.proto\"\xdc\x02\n" +
 	"\x06Ticket\x12\x1b\n" +
 	"\tticket_id\x18\x01 \x01(\tR\bticketId\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12.\n" +
@@ -2279,7 +2529,20 @@ const file_handoff_pos_v1_pos_proto_rawDesc = "" +
 	"\x15ReplayDeliveryRequest\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\"\x18\n" +
-	"\x16ReplayDeliveryResponse*\xa7\x02\n" +
+	"\x16ReplayDeliveryResponse\"\xa9\x01\n" +
+	"\rStoreSettings\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12@\n" +
+	"\x0eescalate_after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\rescalateAfter\x12;\n" +
+	"\vupdate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"T\n" +
+	"\x17SetStoreSettingsRequest\x129\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1d.handoff.pos.v1.StoreSettingsR\bsettings\"U\n" +
+	"\x18SetStoreSettingsResponse\x129\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1d.handoff.pos.v1.StoreSettingsR\bsettings\"4\n" +
+	"\x17GetStoreSettingsRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\"U\n" +
+	"\x18GetStoreSettingsResponse\x129\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1d.handoff.pos.v1.StoreSettingsR\bsettings*\xa7\x02\n" +
 	"\n" +
 	"TicketKind\x12\x1b\n" +
 	"\x17TICKET_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2302,14 +2565,16 @@ const file_handoff_pos_v1_pos_proto_rawDesc = "" +
 	"\x13MarkLineUnavailable\x12*.handoff.pos.v1.MarkLineUnavailableRequest\x1a+.handoff.pos.v1.MarkLineUnavailableResponse\x12P\n" +
 	"\tMarkReady\x12 .handoff.pos.v1.MarkReadyRequest\x1a!.handoff.pos.v1.MarkReadyResponse\x12M\n" +
 	"\bHandOver\x12\x1f.handoff.pos.v1.HandOverRequest\x1a .handoff.pos.v1.HandOverResponse\x12V\n" +
-	"\vCancelOrder\x12\".handoff.pos.v1.CancelOrderRequest\x1a#.handoff.pos.v1.CancelOrderResponse2\xf4\x04\n" +
+	"\vCancelOrder\x12\".handoff.pos.v1.CancelOrderRequest\x1a#.handoff.pos.v1.CancelOrderResponse2\xc2\x06\n" +
 	"\x14TerminalAdminService\x12e\n" +
 	"\x10RegisterTerminal\x12'.handoff.pos.v1.RegisterTerminalRequest\x1a(.handoff.pos.v1.RegisterTerminalResponse\x12_\n" +
 	"\x0eRevokeTerminal\x12%.handoff.pos.v1.RevokeTerminalRequest\x1a&.handoff.pos.v1.RevokeTerminalResponse\x12\\\n" +
 	"\rListTerminals\x12$.handoff.pos.v1.ListTerminalsRequest\x1a%.handoff.pos.v1.ListTerminalsResponse\x12b\n" +
 	"\x0fSetStoreWebhook\x12&.handoff.pos.v1.SetStoreWebhookRequest\x1a'.handoff.pos.v1.SetStoreWebhookResponse\x12q\n" +
 	"\x14ListFailedDeliveries\x12+.handoff.pos.v1.ListFailedDeliveriesRequest\x1a,.handoff.pos.v1.ListFailedDeliveriesResponse\x12_\n" +
-	"\x0eReplayDelivery\x12%.handoff.pos.v1.ReplayDeliveryRequest\x1a&.handoff.pos.v1.ReplayDeliveryResponseB\xb3\x01\n" +
+	"\x0eReplayDelivery\x12%.handoff.pos.v1.ReplayDeliveryRequest\x1a&.handoff.pos.v1.ReplayDeliveryResponse\x12e\n" +
+	"\x10SetStoreSettings\x12'.handoff.pos.v1.SetStoreSettingsRequest\x1a(.handoff.pos.v1.SetStoreSettingsResponse\x12e\n" +
+	"\x10GetStoreSettings\x12'.handoff.pos.v1.GetStoreSettingsRequest\x1a(.handoff.pos.v1.GetStoreSettingsResponseB\xb3\x01\n" +
 	"\x12com.handoff.pos.v1B\bPosProtoP\x01Z9github.com/handoff-dev/handoff/proto/handoff/pos/v1;posv1\xa2\x02\x03HPX\xaa\x02\x0eHandoff.Pos.V1\xca\x02\x0eHandoff\\Pos\\V1\xe2\x02\x1aHandoff\\Pos\\V1\\GPBMetadata\xea\x02\x10Handoff::Pos::V1b\x06proto3"
 
 var (
@@ -2325,7 +2590,7 @@ func file_handoff_pos_v1_pos_proto_rawDescGZIP() []byte {
 }
 
 var file_handoff_pos_v1_pos_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_handoff_pos_v1_pos_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_handoff_pos_v1_pos_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_handoff_pos_v1_pos_proto_goTypes = []any{
 	(TicketKind)(0),                      // 0: handoff.pos.v1.TicketKind
 	(*Ticket)(nil),                       // 1: handoff.pos.v1.Ticket
@@ -2364,74 +2629,89 @@ var file_handoff_pos_v1_pos_proto_goTypes = []any{
 	(*ListFailedDeliveriesResponse)(nil), // 34: handoff.pos.v1.ListFailedDeliveriesResponse
 	(*ReplayDeliveryRequest)(nil),        // 35: handoff.pos.v1.ReplayDeliveryRequest
 	(*ReplayDeliveryResponse)(nil),       // 36: handoff.pos.v1.ReplayDeliveryResponse
-	(*v1.Order)(nil),                     // 37: handoff.fulfilment.v1.Order
-	(*timestamppb.Timestamp)(nil),        // 38: google.protobuf.Timestamp
-	(*v11.Store)(nil),                    // 39: handoff.inventory.v1.Store
-	(v1.OrderState)(0),                   // 40: handoff.fulfilment.v1.OrderState
+	(*StoreSettings)(nil),                // 37: handoff.pos.v1.StoreSettings
+	(*SetStoreSettingsRequest)(nil),      // 38: handoff.pos.v1.SetStoreSettingsRequest
+	(*SetStoreSettingsResponse)(nil),     // 39: handoff.pos.v1.SetStoreSettingsResponse
+	(*GetStoreSettingsRequest)(nil),      // 40: handoff.pos.v1.GetStoreSettingsRequest
+	(*GetStoreSettingsResponse)(nil),     // 41: handoff.pos.v1.GetStoreSettingsResponse
+	(*v1.Order)(nil),                     // 42: handoff.fulfilment.v1.Order
+	(*timestamppb.Timestamp)(nil),        // 43: google.protobuf.Timestamp
+	(*v11.Store)(nil),                    // 44: handoff.inventory.v1.Store
+	(v1.OrderState)(0),                   // 45: handoff.fulfilment.v1.OrderState
+	(*durationpb.Duration)(nil),          // 46: google.protobuf.Duration
 }
 var file_handoff_pos_v1_pos_proto_depIdxs = []int32{
 	0,  // 0: handoff.pos.v1.Ticket.kind:type_name -> handoff.pos.v1.TicketKind
-	37, // 1: handoff.pos.v1.Ticket.order:type_name -> handoff.fulfilment.v1.Order
-	38, // 2: handoff.pos.v1.Ticket.create_time:type_name -> google.protobuf.Timestamp
+	42, // 1: handoff.pos.v1.Ticket.order:type_name -> handoff.fulfilment.v1.Order
+	43, // 2: handoff.pos.v1.Ticket.create_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: handoff.pos.v1.StreamTicketsResponse.ticket:type_name -> handoff.pos.v1.Ticket
-	39, // 4: handoff.pos.v1.PauseStoreResponse.store:type_name -> handoff.inventory.v1.Store
-	39, // 5: handoff.pos.v1.ResumeStoreResponse.store:type_name -> handoff.inventory.v1.Store
-	40, // 6: handoff.pos.v1.ListStoreOrdersRequest.states:type_name -> handoff.fulfilment.v1.OrderState
-	37, // 7: handoff.pos.v1.ListStoreOrdersResponse.orders:type_name -> handoff.fulfilment.v1.Order
-	37, // 8: handoff.pos.v1.AcceptOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
-	37, // 9: handoff.pos.v1.MarkLineUnavailableResponse.order:type_name -> handoff.fulfilment.v1.Order
-	37, // 10: handoff.pos.v1.MarkReadyResponse.order:type_name -> handoff.fulfilment.v1.Order
-	37, // 11: handoff.pos.v1.HandOverResponse.order:type_name -> handoff.fulfilment.v1.Order
-	37, // 12: handoff.pos.v1.CancelOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
-	38, // 13: handoff.pos.v1.Terminal.create_time:type_name -> google.protobuf.Timestamp
-	38, // 14: handoff.pos.v1.Terminal.revoke_time:type_name -> google.protobuf.Timestamp
-	38, // 15: handoff.pos.v1.Terminal.last_seen_time:type_name -> google.protobuf.Timestamp
+	44, // 4: handoff.pos.v1.PauseStoreResponse.store:type_name -> handoff.inventory.v1.Store
+	44, // 5: handoff.pos.v1.ResumeStoreResponse.store:type_name -> handoff.inventory.v1.Store
+	45, // 6: handoff.pos.v1.ListStoreOrdersRequest.states:type_name -> handoff.fulfilment.v1.OrderState
+	42, // 7: handoff.pos.v1.ListStoreOrdersResponse.orders:type_name -> handoff.fulfilment.v1.Order
+	42, // 8: handoff.pos.v1.AcceptOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
+	42, // 9: handoff.pos.v1.MarkLineUnavailableResponse.order:type_name -> handoff.fulfilment.v1.Order
+	42, // 10: handoff.pos.v1.MarkReadyResponse.order:type_name -> handoff.fulfilment.v1.Order
+	42, // 11: handoff.pos.v1.HandOverResponse.order:type_name -> handoff.fulfilment.v1.Order
+	42, // 12: handoff.pos.v1.CancelOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
+	43, // 13: handoff.pos.v1.Terminal.create_time:type_name -> google.protobuf.Timestamp
+	43, // 14: handoff.pos.v1.Terminal.revoke_time:type_name -> google.protobuf.Timestamp
+	43, // 15: handoff.pos.v1.Terminal.last_seen_time:type_name -> google.protobuf.Timestamp
 	22, // 16: handoff.pos.v1.RegisterTerminalResponse.terminal:type_name -> handoff.pos.v1.Terminal
 	22, // 17: handoff.pos.v1.RevokeTerminalResponse.terminal:type_name -> handoff.pos.v1.Terminal
 	22, // 18: handoff.pos.v1.ListTerminalsResponse.terminals:type_name -> handoff.pos.v1.Terminal
 	0,  // 19: handoff.pos.v1.StoreWebhook.kinds:type_name -> handoff.pos.v1.TicketKind
-	38, // 20: handoff.pos.v1.StoreWebhook.update_time:type_name -> google.protobuf.Timestamp
+	43, // 20: handoff.pos.v1.StoreWebhook.update_time:type_name -> google.protobuf.Timestamp
 	29, // 21: handoff.pos.v1.SetStoreWebhookRequest.webhook:type_name -> handoff.pos.v1.StoreWebhook
 	29, // 22: handoff.pos.v1.SetStoreWebhookResponse.webhook:type_name -> handoff.pos.v1.StoreWebhook
-	38, // 23: handoff.pos.v1.FailedDelivery.fail_time:type_name -> google.protobuf.Timestamp
+	43, // 23: handoff.pos.v1.FailedDelivery.fail_time:type_name -> google.protobuf.Timestamp
 	32, // 24: handoff.pos.v1.ListFailedDeliveriesResponse.deliveries:type_name -> handoff.pos.v1.FailedDelivery
-	2,  // 25: handoff.pos.v1.TerminalService.StreamTickets:input_type -> handoff.pos.v1.StreamTicketsRequest
-	4,  // 26: handoff.pos.v1.TerminalService.AckTicket:input_type -> handoff.pos.v1.AckTicketRequest
-	6,  // 27: handoff.pos.v1.TerminalService.PauseStore:input_type -> handoff.pos.v1.PauseStoreRequest
-	8,  // 28: handoff.pos.v1.TerminalService.ResumeStore:input_type -> handoff.pos.v1.ResumeStoreRequest
-	10, // 29: handoff.pos.v1.TerminalService.ListStoreOrders:input_type -> handoff.pos.v1.ListStoreOrdersRequest
-	12, // 30: handoff.pos.v1.TerminalService.AcceptOrder:input_type -> handoff.pos.v1.AcceptOrderRequest
-	14, // 31: handoff.pos.v1.TerminalService.MarkLineUnavailable:input_type -> handoff.pos.v1.MarkLineUnavailableRequest
-	16, // 32: handoff.pos.v1.TerminalService.MarkReady:input_type -> handoff.pos.v1.MarkReadyRequest
-	18, // 33: handoff.pos.v1.TerminalService.HandOver:input_type -> handoff.pos.v1.HandOverRequest
-	20, // 34: handoff.pos.v1.TerminalService.CancelOrder:input_type -> handoff.pos.v1.CancelOrderRequest
-	23, // 35: handoff.pos.v1.TerminalAdminService.RegisterTerminal:input_type -> handoff.pos.v1.RegisterTerminalRequest
-	25, // 36: handoff.pos.v1.TerminalAdminService.RevokeTerminal:input_type -> handoff.pos.v1.RevokeTerminalRequest
-	27, // 37: handoff.pos.v1.TerminalAdminService.ListTerminals:input_type -> handoff.pos.v1.ListTerminalsRequest
-	30, // 38: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:input_type -> handoff.pos.v1.SetStoreWebhookRequest
-	33, // 39: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:input_type -> handoff.pos.v1.ListFailedDeliveriesRequest
-	35, // 40: handoff.pos.v1.TerminalAdminService.ReplayDelivery:input_type -> handoff.pos.v1.ReplayDeliveryRequest
-	3,  // 41: handoff.pos.v1.TerminalService.StreamTickets:output_type -> handoff.pos.v1.StreamTicketsResponse
-	5,  // 42: handoff.pos.v1.TerminalService.AckTicket:output_type -> handoff.pos.v1.AckTicketResponse
-	7,  // 43: handoff.pos.v1.TerminalService.PauseStore:output_type -> handoff.pos.v1.PauseStoreResponse
-	9,  // 44: handoff.pos.v1.TerminalService.ResumeStore:output_type -> handoff.pos.v1.ResumeStoreResponse
-	11, // 45: handoff.pos.v1.TerminalService.ListStoreOrders:output_type -> handoff.pos.v1.ListStoreOrdersResponse
-	13, // 46: handoff.pos.v1.TerminalService.AcceptOrder:output_type -> handoff.pos.v1.AcceptOrderResponse
-	15, // 47: handoff.pos.v1.TerminalService.MarkLineUnavailable:output_type -> handoff.pos.v1.MarkLineUnavailableResponse
-	17, // 48: handoff.pos.v1.TerminalService.MarkReady:output_type -> handoff.pos.v1.MarkReadyResponse
-	19, // 49: handoff.pos.v1.TerminalService.HandOver:output_type -> handoff.pos.v1.HandOverResponse
-	21, // 50: handoff.pos.v1.TerminalService.CancelOrder:output_type -> handoff.pos.v1.CancelOrderResponse
-	24, // 51: handoff.pos.v1.TerminalAdminService.RegisterTerminal:output_type -> handoff.pos.v1.RegisterTerminalResponse
-	26, // 52: handoff.pos.v1.TerminalAdminService.RevokeTerminal:output_type -> handoff.pos.v1.RevokeTerminalResponse
-	28, // 53: handoff.pos.v1.TerminalAdminService.ListTerminals:output_type -> handoff.pos.v1.ListTerminalsResponse
-	31, // 54: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:output_type -> handoff.pos.v1.SetStoreWebhookResponse
-	34, // 55: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:output_type -> handoff.pos.v1.ListFailedDeliveriesResponse
-	36, // 56: handoff.pos.v1.TerminalAdminService.ReplayDelivery:output_type -> handoff.pos.v1.ReplayDeliveryResponse
-	41, // [41:57] is the sub-list for method output_type
-	25, // [25:41] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	46, // 25: handoff.pos.v1.StoreSettings.escalate_after:type_name -> google.protobuf.Duration
+	43, // 26: handoff.pos.v1.StoreSettings.update_time:type_name -> google.protobuf.Timestamp
+	37, // 27: handoff.pos.v1.SetStoreSettingsRequest.settings:type_name -> handoff.pos.v1.StoreSettings
+	37, // 28: handoff.pos.v1.SetStoreSettingsResponse.settings:type_name -> handoff.pos.v1.StoreSettings
+	37, // 29: handoff.pos.v1.GetStoreSettingsResponse.settings:type_name -> handoff.pos.v1.StoreSettings
+	2,  // 30: handoff.pos.v1.TerminalService.StreamTickets:input_type -> handoff.pos.v1.StreamTicketsRequest
+	4,  // 31: handoff.pos.v1.TerminalService.AckTicket:input_type -> handoff.pos.v1.AckTicketRequest
+	6,  // 32: handoff.pos.v1.TerminalService.PauseStore:input_type -> handoff.pos.v1.PauseStoreRequest
+	8,  // 33: handoff.pos.v1.TerminalService.ResumeStore:input_type -> handoff.pos.v1.ResumeStoreRequest
+	10, // 34: handoff.pos.v1.TerminalService.ListStoreOrders:input_type -> handoff.pos.v1.ListStoreOrdersRequest
+	12, // 35: handoff.pos.v1.TerminalService.AcceptOrder:input_type -> handoff.pos.v1.AcceptOrderRequest
+	14, // 36: handoff.pos.v1.TerminalService.MarkLineUnavailable:input_type -> handoff.pos.v1.MarkLineUnavailableRequest
+	16, // 37: handoff.pos.v1.TerminalService.MarkReady:input_type -> handoff.pos.v1.MarkReadyRequest
+	18, // 38: handoff.pos.v1.TerminalService.HandOver:input_type -> handoff.pos.v1.HandOverRequest
+	20, // 39: handoff.pos.v1.TerminalService.CancelOrder:input_type -> handoff.pos.v1.CancelOrderRequest
+	23, // 40: handoff.pos.v1.TerminalAdminService.RegisterTerminal:input_type -> handoff.pos.v1.RegisterTerminalRequest
+	25, // 41: handoff.pos.v1.TerminalAdminService.RevokeTerminal:input_type -> handoff.pos.v1.RevokeTerminalRequest
+	27, // 42: handoff.pos.v1.TerminalAdminService.ListTerminals:input_type -> handoff.pos.v1.ListTerminalsRequest
+	30, // 43: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:input_type -> handoff.pos.v1.SetStoreWebhookRequest
+	33, // 44: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:input_type -> handoff.pos.v1.ListFailedDeliveriesRequest
+	35, // 45: handoff.pos.v1.TerminalAdminService.ReplayDelivery:input_type -> handoff.pos.v1.ReplayDeliveryRequest
+	38, // 46: handoff.pos.v1.TerminalAdminService.SetStoreSettings:input_type -> handoff.pos.v1.SetStoreSettingsRequest
+	40, // 47: handoff.pos.v1.TerminalAdminService.GetStoreSettings:input_type -> handoff.pos.v1.GetStoreSettingsRequest
+	3,  // 48: handoff.pos.v1.TerminalService.StreamTickets:output_type -> handoff.pos.v1.StreamTicketsResponse
+	5,  // 49: handoff.pos.v1.TerminalService.AckTicket:output_type -> handoff.pos.v1.AckTicketResponse
+	7,  // 50: handoff.pos.v1.TerminalService.PauseStore:output_type -> handoff.pos.v1.PauseStoreResponse
+	9,  // 51: handoff.pos.v1.TerminalService.ResumeStore:output_type -> handoff.pos.v1.ResumeStoreResponse
+	11, // 52: handoff.pos.v1.TerminalService.ListStoreOrders:output_type -> handoff.pos.v1.ListStoreOrdersResponse
+	13, // 53: handoff.pos.v1.TerminalService.AcceptOrder:output_type -> handoff.pos.v1.AcceptOrderResponse
+	15, // 54: handoff.pos.v1.TerminalService.MarkLineUnavailable:output_type -> handoff.pos.v1.MarkLineUnavailableResponse
+	17, // 55: handoff.pos.v1.TerminalService.MarkReady:output_type -> handoff.pos.v1.MarkReadyResponse
+	19, // 56: handoff.pos.v1.TerminalService.HandOver:output_type -> handoff.pos.v1.HandOverResponse
+	21, // 57: handoff.pos.v1.TerminalService.CancelOrder:output_type -> handoff.pos.v1.CancelOrderResponse
+	24, // 58: handoff.pos.v1.TerminalAdminService.RegisterTerminal:output_type -> handoff.pos.v1.RegisterTerminalResponse
+	26, // 59: handoff.pos.v1.TerminalAdminService.RevokeTerminal:output_type -> handoff.pos.v1.RevokeTerminalResponse
+	28, // 60: handoff.pos.v1.TerminalAdminService.ListTerminals:output_type -> handoff.pos.v1.ListTerminalsResponse
+	31, // 61: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:output_type -> handoff.pos.v1.SetStoreWebhookResponse
+	34, // 62: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:output_type -> handoff.pos.v1.ListFailedDeliveriesResponse
+	36, // 63: handoff.pos.v1.TerminalAdminService.ReplayDelivery:output_type -> handoff.pos.v1.ReplayDeliveryResponse
+	39, // 64: handoff.pos.v1.TerminalAdminService.SetStoreSettings:output_type -> handoff.pos.v1.SetStoreSettingsResponse
+	41, // 65: handoff.pos.v1.TerminalAdminService.GetStoreSettings:output_type -> handoff.pos.v1.GetStoreSettingsResponse
+	48, // [48:66] is the sub-list for method output_type
+	30, // [30:48] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_handoff_pos_v1_pos_proto_init() }
@@ -2445,7 +2725,7 @@ func file_handoff_pos_v1_pos_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_pos_v1_pos_proto_rawDesc), len(file_handoff_pos_v1_pos_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -503,6 +503,8 @@ const (
 	TerminalAdminService_SetStoreWebhook_FullMethodName      = "/handoff.pos.v1.TerminalAdminService/SetStoreWebhook"
 	TerminalAdminService_ListFailedDeliveries_FullMethodName = "/handoff.pos.v1.TerminalAdminService/ListFailedDeliveries"
 	TerminalAdminService_ReplayDelivery_FullMethodName       = "/handoff.pos.v1.TerminalAdminService/ReplayDelivery"
+	TerminalAdminService_SetStoreSettings_FullMethodName     = "/handoff.pos.v1.TerminalAdminService/SetStoreSettings"
+	TerminalAdminService_GetStoreSettings_FullMethodName     = "/handoff.pos.v1.TerminalAdminService/GetStoreSettings"
 )
 
 // TerminalAdminServiceClient is the client API for TerminalAdminService service.
@@ -523,6 +525,10 @@ type TerminalAdminServiceClient interface {
 	ListFailedDeliveries(ctx context.Context, in *ListFailedDeliveriesRequest, opts ...grpc.CallOption) (*ListFailedDeliveriesResponse, error)
 	// ReplayDelivery queues a failed webhook delivery again.
 	ReplayDelivery(ctx context.Context, in *ReplayDeliveryRequest, opts ...grpc.CallOption) (*ReplayDeliveryResponse, error)
+	// SetStoreSettings changes a store's feed settings (escalation time).
+	SetStoreSettings(ctx context.Context, in *SetStoreSettingsRequest, opts ...grpc.CallOption) (*SetStoreSettingsResponse, error)
+	// GetStoreSettings returns a store's feed settings.
+	GetStoreSettings(ctx context.Context, in *GetStoreSettingsRequest, opts ...grpc.CallOption) (*GetStoreSettingsResponse, error)
 }
 
 type terminalAdminServiceClient struct {
@@ -593,6 +599,26 @@ func (c *terminalAdminServiceClient) ReplayDelivery(ctx context.Context, in *Rep
 	return out, nil
 }
 
+func (c *terminalAdminServiceClient) SetStoreSettings(ctx context.Context, in *SetStoreSettingsRequest, opts ...grpc.CallOption) (*SetStoreSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetStoreSettingsResponse)
+	err := c.cc.Invoke(ctx, TerminalAdminService_SetStoreSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *terminalAdminServiceClient) GetStoreSettings(ctx context.Context, in *GetStoreSettingsRequest, opts ...grpc.CallOption) (*GetStoreSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStoreSettingsResponse)
+	err := c.cc.Invoke(ctx, TerminalAdminService_GetStoreSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TerminalAdminServiceServer is the server API for TerminalAdminService service.
 // All implementations must embed UnimplementedTerminalAdminServiceServer
 // for forward compatibility.
@@ -611,6 +637,10 @@ type TerminalAdminServiceServer interface {
 	ListFailedDeliveries(context.Context, *ListFailedDeliveriesRequest) (*ListFailedDeliveriesResponse, error)
 	// ReplayDelivery queues a failed webhook delivery again.
 	ReplayDelivery(context.Context, *ReplayDeliveryRequest) (*ReplayDeliveryResponse, error)
+	// SetStoreSettings changes a store's feed settings (escalation time).
+	SetStoreSettings(context.Context, *SetStoreSettingsRequest) (*SetStoreSettingsResponse, error)
+	// GetStoreSettings returns a store's feed settings.
+	GetStoreSettings(context.Context, *GetStoreSettingsRequest) (*GetStoreSettingsResponse, error)
 	mustEmbedUnimplementedTerminalAdminServiceServer()
 }
 
@@ -638,6 +668,12 @@ func (UnimplementedTerminalAdminServiceServer) ListFailedDeliveries(context.Cont
 }
 func (UnimplementedTerminalAdminServiceServer) ReplayDelivery(context.Context, *ReplayDeliveryRequest) (*ReplayDeliveryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplayDelivery not implemented")
+}
+func (UnimplementedTerminalAdminServiceServer) SetStoreSettings(context.Context, *SetStoreSettingsRequest) (*SetStoreSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetStoreSettings not implemented")
+}
+func (UnimplementedTerminalAdminServiceServer) GetStoreSettings(context.Context, *GetStoreSettingsRequest) (*GetStoreSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStoreSettings not implemented")
 }
 func (UnimplementedTerminalAdminServiceServer) mustEmbedUnimplementedTerminalAdminServiceServer() {}
 func (UnimplementedTerminalAdminServiceServer) testEmbeddedByValue()                              {}
@@ -768,6 +804,42 @@ func _TerminalAdminService_ReplayDelivery_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TerminalAdminService_SetStoreSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetStoreSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TerminalAdminServiceServer).SetStoreSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TerminalAdminService_SetStoreSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TerminalAdminServiceServer).SetStoreSettings(ctx, req.(*SetStoreSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TerminalAdminService_GetStoreSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStoreSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TerminalAdminServiceServer).GetStoreSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TerminalAdminService_GetStoreSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TerminalAdminServiceServer).GetStoreSettings(ctx, req.(*GetStoreSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TerminalAdminService_ServiceDesc is the grpc.ServiceDesc for TerminalAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -798,6 +870,14 @@ var TerminalAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplayDelivery",
 			Handler:    _TerminalAdminService_ReplayDelivery_Handler,
+		},
+		{
+			MethodName: "SetStoreSettings",
+			Handler:    _TerminalAdminService_SetStoreSettings_Handler,
+		},
+		{
+			MethodName: "GetStoreSettings",
+			Handler:    _TerminalAdminService_GetStoreSettings_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -84,6 +84,12 @@ const (
 	// TerminalAdminServiceReplayDeliveryProcedure is the fully-qualified name of the
 	// TerminalAdminService's ReplayDelivery RPC.
 	TerminalAdminServiceReplayDeliveryProcedure = "/handoff.pos.v1.TerminalAdminService/ReplayDelivery"
+	// TerminalAdminServiceSetStoreSettingsProcedure is the fully-qualified name of the
+	// TerminalAdminService's SetStoreSettings RPC.
+	TerminalAdminServiceSetStoreSettingsProcedure = "/handoff.pos.v1.TerminalAdminService/SetStoreSettings"
+	// TerminalAdminServiceGetStoreSettingsProcedure is the fully-qualified name of the
+	// TerminalAdminService's GetStoreSettings RPC.
+	TerminalAdminServiceGetStoreSettingsProcedure = "/handoff.pos.v1.TerminalAdminService/GetStoreSettings"
 )
 
 // TerminalServiceClient is a client for the handoff.pos.v1.TerminalService service.
@@ -426,6 +432,10 @@ type TerminalAdminServiceClient interface {
 	ListFailedDeliveries(context.Context, *connect.Request[v1.ListFailedDeliveriesRequest]) (*connect.Response[v1.ListFailedDeliveriesResponse], error)
 	// ReplayDelivery queues a failed webhook delivery again.
 	ReplayDelivery(context.Context, *connect.Request[v1.ReplayDeliveryRequest]) (*connect.Response[v1.ReplayDeliveryResponse], error)
+	// SetStoreSettings changes a store's feed settings (escalation time).
+	SetStoreSettings(context.Context, *connect.Request[v1.SetStoreSettingsRequest]) (*connect.Response[v1.SetStoreSettingsResponse], error)
+	// GetStoreSettings returns a store's feed settings.
+	GetStoreSettings(context.Context, *connect.Request[v1.GetStoreSettingsRequest]) (*connect.Response[v1.GetStoreSettingsResponse], error)
 }
 
 // NewTerminalAdminServiceClient constructs a client for the handoff.pos.v1.TerminalAdminService
@@ -475,6 +485,18 @@ func NewTerminalAdminServiceClient(httpClient connect.HTTPClient, baseURL string
 			connect.WithSchema(terminalAdminServiceMethods.ByName("ReplayDelivery")),
 			connect.WithClientOptions(opts...),
 		),
+		setStoreSettings: connect.NewClient[v1.SetStoreSettingsRequest, v1.SetStoreSettingsResponse](
+			httpClient,
+			baseURL+TerminalAdminServiceSetStoreSettingsProcedure,
+			connect.WithSchema(terminalAdminServiceMethods.ByName("SetStoreSettings")),
+			connect.WithClientOptions(opts...),
+		),
+		getStoreSettings: connect.NewClient[v1.GetStoreSettingsRequest, v1.GetStoreSettingsResponse](
+			httpClient,
+			baseURL+TerminalAdminServiceGetStoreSettingsProcedure,
+			connect.WithSchema(terminalAdminServiceMethods.ByName("GetStoreSettings")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -486,6 +508,8 @@ type terminalAdminServiceClient struct {
 	setStoreWebhook      *connect.Client[v1.SetStoreWebhookRequest, v1.SetStoreWebhookResponse]
 	listFailedDeliveries *connect.Client[v1.ListFailedDeliveriesRequest, v1.ListFailedDeliveriesResponse]
 	replayDelivery       *connect.Client[v1.ReplayDeliveryRequest, v1.ReplayDeliveryResponse]
+	setStoreSettings     *connect.Client[v1.SetStoreSettingsRequest, v1.SetStoreSettingsResponse]
+	getStoreSettings     *connect.Client[v1.GetStoreSettingsRequest, v1.GetStoreSettingsResponse]
 }
 
 // RegisterTerminal calls handoff.pos.v1.TerminalAdminService.RegisterTerminal.
@@ -518,6 +542,16 @@ func (c *terminalAdminServiceClient) ReplayDelivery(ctx context.Context, req *co
 	return c.replayDelivery.CallUnary(ctx, req)
 }
 
+// SetStoreSettings calls handoff.pos.v1.TerminalAdminService.SetStoreSettings.
+func (c *terminalAdminServiceClient) SetStoreSettings(ctx context.Context, req *connect.Request[v1.SetStoreSettingsRequest]) (*connect.Response[v1.SetStoreSettingsResponse], error) {
+	return c.setStoreSettings.CallUnary(ctx, req)
+}
+
+// GetStoreSettings calls handoff.pos.v1.TerminalAdminService.GetStoreSettings.
+func (c *terminalAdminServiceClient) GetStoreSettings(ctx context.Context, req *connect.Request[v1.GetStoreSettingsRequest]) (*connect.Response[v1.GetStoreSettingsResponse], error) {
+	return c.getStoreSettings.CallUnary(ctx, req)
+}
+
 // TerminalAdminServiceHandler is an implementation of the handoff.pos.v1.TerminalAdminService
 // service.
 type TerminalAdminServiceHandler interface {
@@ -533,6 +567,10 @@ type TerminalAdminServiceHandler interface {
 	ListFailedDeliveries(context.Context, *connect.Request[v1.ListFailedDeliveriesRequest]) (*connect.Response[v1.ListFailedDeliveriesResponse], error)
 	// ReplayDelivery queues a failed webhook delivery again.
 	ReplayDelivery(context.Context, *connect.Request[v1.ReplayDeliveryRequest]) (*connect.Response[v1.ReplayDeliveryResponse], error)
+	// SetStoreSettings changes a store's feed settings (escalation time).
+	SetStoreSettings(context.Context, *connect.Request[v1.SetStoreSettingsRequest]) (*connect.Response[v1.SetStoreSettingsResponse], error)
+	// GetStoreSettings returns a store's feed settings.
+	GetStoreSettings(context.Context, *connect.Request[v1.GetStoreSettingsRequest]) (*connect.Response[v1.GetStoreSettingsResponse], error)
 }
 
 // NewTerminalAdminServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -578,6 +616,18 @@ func NewTerminalAdminServiceHandler(svc TerminalAdminServiceHandler, opts ...con
 		connect.WithSchema(terminalAdminServiceMethods.ByName("ReplayDelivery")),
 		connect.WithHandlerOptions(opts...),
 	)
+	terminalAdminServiceSetStoreSettingsHandler := connect.NewUnaryHandler(
+		TerminalAdminServiceSetStoreSettingsProcedure,
+		svc.SetStoreSettings,
+		connect.WithSchema(terminalAdminServiceMethods.ByName("SetStoreSettings")),
+		connect.WithHandlerOptions(opts...),
+	)
+	terminalAdminServiceGetStoreSettingsHandler := connect.NewUnaryHandler(
+		TerminalAdminServiceGetStoreSettingsProcedure,
+		svc.GetStoreSettings,
+		connect.WithSchema(terminalAdminServiceMethods.ByName("GetStoreSettings")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/handoff.pos.v1.TerminalAdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TerminalAdminServiceRegisterTerminalProcedure:
@@ -592,6 +642,10 @@ func NewTerminalAdminServiceHandler(svc TerminalAdminServiceHandler, opts ...con
 			terminalAdminServiceListFailedDeliveriesHandler.ServeHTTP(w, r)
 		case TerminalAdminServiceReplayDeliveryProcedure:
 			terminalAdminServiceReplayDeliveryHandler.ServeHTTP(w, r)
+		case TerminalAdminServiceSetStoreSettingsProcedure:
+			terminalAdminServiceSetStoreSettingsHandler.ServeHTTP(w, r)
+		case TerminalAdminServiceGetStoreSettingsProcedure:
+			terminalAdminServiceGetStoreSettingsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -623,4 +677,12 @@ func (UnimplementedTerminalAdminServiceHandler) ListFailedDeliveries(context.Con
 
 func (UnimplementedTerminalAdminServiceHandler) ReplayDelivery(context.Context, *connect.Request[v1.ReplayDeliveryRequest]) (*connect.Response[v1.ReplayDeliveryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handoff.pos.v1.TerminalAdminService.ReplayDelivery is not implemented"))
+}
+
+func (UnimplementedTerminalAdminServiceHandler) SetStoreSettings(context.Context, *connect.Request[v1.SetStoreSettingsRequest]) (*connect.Response[v1.SetStoreSettingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handoff.pos.v1.TerminalAdminService.SetStoreSettings is not implemented"))
+}
+
+func (UnimplementedTerminalAdminServiceHandler) GetStoreSettings(context.Context, *connect.Request[v1.GetStoreSettingsRequest]) (*connect.Response[v1.GetStoreSettingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handoff.pos.v1.TerminalAdminService.GetStoreSettings is not implemented"))
 }

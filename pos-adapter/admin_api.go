@@ -1,0 +1,244 @@
+package posadapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
+)
+
+// Limits of the admin API.
+const (
+	maxTerminalName     = 100
+	maxTerminalStores   = 100
+	maxEscalateAfter    = 24 * time.Hour
+	maxTerminalsListed  = 1000
+	maxWebhookURLLength = 2000
+)
+
+// storeIDPattern is what a store id may look like: inventory's rule, and a valid NATS subject
+// token (store ids are part of the ticket subjects).
+var storeIDPattern = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+func checkStoreID(id string) error {
+	if !storeIDPattern.MatchString(id) {
+		return fmt.Errorf("%q is not a store id (1-64 of a-z, 0-9, '-', '_')", id)
+	}
+	return nil
+}
+
+// adminAPI is TerminalAdminService; the interceptor has already required an admin token.
+type adminAPI struct {
+	posv1connect.UnimplementedTerminalAdminServiceHandler
+	a *Adapter
+}
+
+func (api adminAPI) RegisterTerminal(ctx context.Context, req *connect.Request[posv1.RegisterTerminalRequest]) (*connect.Response[posv1.RegisterTerminalResponse], error) {
+	a := api.a
+	var v rpcerr.Violations
+	name := strings.TrimSpace(req.Msg.GetName())
+	switch {
+	case name == "":
+		v.Add("name", "required")
+	case utf8.RuneCountInString(name) > maxTerminalName:
+		v.Addf("name", "at most %d characters", maxTerminalName)
+	}
+	var stores []string
+	switch n := len(req.Msg.GetStoreIds()); {
+	case n == 0:
+		v.Add("store_ids", "at least one store is required")
+	case n > maxTerminalStores:
+		v.Addf("store_ids", "at most %d stores, got %d", maxTerminalStores, n)
+	}
+	for i, s := range req.Msg.GetStoreIds() {
+		if err := checkStoreID(s); err != nil {
+			v.Add(fmt.Sprintf("store_ids[%d]", i), err.Error())
+		} else if !slices.Contains(stores, s) {
+			stores = append(stores, s)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+	id, cred, hash, err := newTerminalCredential()
+	if err != nil {
+		return nil, a.internal(ctx, "make terminal credential", err)
+	}
+	t, err := scanTerminal(a.db.QueryRow(ctx, `
+		INSERT INTO terminals (id, name, store_ids, credential_hash) VALUES ($1, $2, $3, $4)
+		RETURNING `+terminalColumns, id, name, stores, hash))
+	if err != nil {
+		return nil, a.internal(ctx, "register terminal", err)
+	}
+	a.log.InfoContext(ctx, "terminal registered", "terminal", id, "stores", stores, "by", adminName(ctx))
+	return connect.NewResponse(&posv1.RegisterTerminalResponse{Terminal: t, Credential: cred}), nil
+}
+
+// RevokeTerminal stops a terminal's credential at once: every later call with it is
+// Unauthenticated, and its open streams are closed here and, through the TerminalRevoked
+// event, in every other copy of the adapter.
+func (api adminAPI) RevokeTerminal(ctx context.Context, req *connect.Request[posv1.RevokeTerminalRequest]) (*connect.Response[posv1.RevokeTerminalResponse], error) {
+	a := api.a
+	id := req.Msg.GetTerminalId()
+	if id == "" {
+		return nil, a.fail(ctx, "", rpcerr.Invalid("terminal_id", "required"))
+	}
+	tx, err := a.db.Begin(ctx)
+	if err != nil {
+		return nil, a.internal(ctx, "revoke terminal", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var already bool
+	if err := tx.QueryRow(ctx, `SELECT revoke_time IS NOT NULL FROM terminals WHERE id = $1 FOR UPDATE`, id).Scan(&already); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, a.fail(ctx, "", rpcerr.NotFound("terminal", id))
+		}
+		return nil, a.internal(ctx, "revoke terminal", err)
+	}
+	t, err := scanTerminal(tx.QueryRow(ctx, `UPDATE terminals SET revoke_time = coalesce(revoke_time, now()) WHERE id = $1 RETURNING `+terminalColumns, id))
+	if err != nil {
+		return nil, a.internal(ctx, "revoke terminal", err)
+	}
+	if !already {
+		if _, err := outbox.Enqueue(ctx, tx, TerminalRevokedSubject, &posv1.TerminalRevoked{Terminal: t}); err != nil {
+			return nil, a.internal(ctx, "revoke terminal", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, a.internal(ctx, "revoke terminal", err)
+	}
+	a.hub.revoke(id)
+	if !already {
+		a.log.InfoContext(ctx, "terminal revoked", "terminal", id, "by", adminName(ctx))
+	}
+	return connect.NewResponse(&posv1.RevokeTerminalResponse{Terminal: t}), nil
+}
+
+func (api adminAPI) ListTerminals(ctx context.Context, req *connect.Request[posv1.ListTerminalsRequest]) (*connect.Response[posv1.ListTerminalsResponse], error) {
+	a := api.a
+	store := req.Msg.GetStoreId()
+	if store != "" {
+		if err := checkStoreID(store); err != nil {
+			return nil, a.fail(ctx, "", rpcerr.Invalid("store_id", err.Error()))
+		}
+	}
+	rows, err := a.db.Query(ctx, `SELECT `+terminalColumns+` FROM terminals
+		WHERE ($1 = '' OR $1 = ANY (store_ids)) AND ($2 OR revoke_time IS NULL)
+		ORDER BY create_time, id LIMIT $3`, store, req.Msg.GetIncludeRevoked(), maxTerminalsListed)
+	if err != nil {
+		return nil, a.internal(ctx, "list terminals", err)
+	}
+	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*posv1.Terminal, error) { return scanTerminal(r) })
+	if err != nil {
+		return nil, a.internal(ctx, "list terminals", err)
+	}
+	return connect.NewResponse(&posv1.ListTerminalsResponse{Terminals: ts}), nil
+}
+
+func (api adminAPI) SetStoreSettings(ctx context.Context, req *connect.Request[posv1.SetStoreSettingsRequest]) (*connect.Response[posv1.SetStoreSettingsResponse], error) {
+	a := api.a
+	s := req.Msg.GetSettings()
+	var v rpcerr.Violations
+	if err := checkStoreID(s.GetStoreId()); err != nil {
+		v.Add("settings.store_id", err.Error())
+	}
+	var afterUS *int64
+	if d := s.GetEscalateAfter(); d != nil {
+		after := d.AsDuration()
+		if !d.IsValid() || after < time.Second || after > maxEscalateAfter {
+			v.Addf("settings.escalate_after", "must be between 1s and %s, got %s", maxEscalateAfter, after)
+		}
+		us := after.Microseconds()
+		afterUS = &us
+	}
+	if err := v.Err(); err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+	out, err := scanSettings(a.db.QueryRow(ctx, `
+		INSERT INTO store_settings (store_id, escalate_after, update_time)
+		VALUES ($1, $2::bigint * interval '1 microsecond', now())
+		ON CONFLICT (store_id) DO UPDATE SET escalate_after = excluded.escalate_after, update_time = now()
+		RETURNING `+settingsColumns, s.GetStoreId(), afterUS))
+	if err != nil {
+		return nil, a.internal(ctx, "set store settings", err)
+	}
+	a.log.InfoContext(ctx, "store settings changed", "store_id", s.GetStoreId(), "escalate_after", s.GetEscalateAfter().AsDuration(), "by", adminName(ctx))
+	return connect.NewResponse(&posv1.SetStoreSettingsResponse{Settings: out}), nil
+}
+
+func (api adminAPI) GetStoreSettings(ctx context.Context, req *connect.Request[posv1.GetStoreSettingsRequest]) (*connect.Response[posv1.GetStoreSettingsResponse], error) {
+	a := api.a
+	store := req.Msg.GetStoreId()
+	if err := checkStoreID(store); err != nil {
+		return nil, a.fail(ctx, "", rpcerr.Invalid("store_id", err.Error()))
+	}
+	out, err := scanSettings(a.db.QueryRow(ctx, `SELECT `+settingsColumns+` FROM store_settings WHERE store_id = $1`, store))
+	if errors.Is(err, pgx.ErrNoRows) {
+		out, err = &posv1.StoreSettings{StoreId: store}, nil
+	}
+	if err != nil {
+		return nil, a.internal(ctx, "read store settings", err)
+	}
+	return connect.NewResponse(&posv1.GetStoreSettingsResponse{Settings: out}), nil
+}
+
+const settingsColumns = `store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, update_time`
+
+func scanSettings(row pgx.Row) (*posv1.StoreSettings, error) {
+	var (
+		s       posv1.StoreSettings
+		afterUS *int64
+		updated time.Time
+	)
+	if err := row.Scan(&s.StoreId, &afterUS, &updated); err != nil {
+		return nil, err
+	}
+	if afterUS != nil {
+		s.EscalateAfter = durationpb.New(time.Duration(*afterUS) * time.Microsecond)
+	}
+	s.UpdateTime = timestamppb.New(updated)
+	return &s, nil
+}
+
+const terminalColumns = `id, name, store_ids, create_time, revoke_time, last_seen_time`
+
+func scanTerminal(row pgx.Row) (*posv1.Terminal, error) {
+	var (
+		t             posv1.Terminal
+		created       time.Time
+		revoked, seen *time.Time
+	)
+	if err := row.Scan(&t.Id, &t.Name, &t.StoreIds, &created, &revoked, &seen); err != nil {
+		return nil, err
+	}
+	t.CreateTime = timestamppb.New(created)
+	if revoked != nil {
+		t.RevokeTime = timestamppb.New(*revoked)
+	}
+	if seen != nil {
+		t.LastSeenTime = timestamppb.New(*seen)
+	}
+	return &t, nil
+}
+
+// adminName is the calling admin, for logs.
+func adminName(ctx context.Context) string {
+	if c, ok := callerFrom(ctx); ok {
+		return c.principal.Actor()
+	}
+	return ""
+}

@@ -1,0 +1,241 @@
+package posadapter
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
+)
+
+// credentialPrefix starts every terminal credential; anything else is taken for a JWT.
+const credentialPrefix = "hot_"
+
+// newTerminalCredential makes a terminal id and its credential "hot_<id>_<secret>", and the
+// hash to keep. The id is lower-case base32 (no underscore), the secret 32 random bytes in hex.
+func newTerminalCredential() (id, credential string, hash []byte, err error) {
+	var idBytes [10]byte
+	var secret [32]byte
+	if _, err := rand.Read(idBytes[:]); err != nil {
+		return "", "", nil, fmt.Errorf("terminal id: %w", err)
+	}
+	if _, err := rand.Read(secret[:]); err != nil {
+		return "", "", nil, fmt.Errorf("terminal secret: %w", err)
+	}
+	id = "trm" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(idBytes[:]))
+	s := hex.EncodeToString(secret[:])
+	sum := sha256.Sum256([]byte(s))
+	return id, credentialPrefix + id + "_" + s, sum[:], nil
+}
+
+// parseTerminalCredential splits "hot_<id>_<secret>".
+func parseTerminalCredential(cred string) (id, secret string, ok bool) {
+	rest, ok := strings.CutPrefix(cred, credentialPrefix)
+	if !ok {
+		return "", "", false
+	}
+	id, secret, ok = strings.Cut(rest, "_")
+	return id, secret, ok && id != "" && len(secret) == 64
+}
+
+// caller is who is calling, as established by authInterceptor.
+type caller struct {
+	principal auth.Principal
+	// terminal is the terminal id for a terminal credential, "" for a JWT caller.
+	terminal string
+	// authorization is a JWT caller's Authorization header, forwarded as it is.
+	authorization string
+}
+
+// reader is the identity acknowledgements are recorded under.
+func (c caller) reader() string {
+	if c.terminal != "" {
+		return c.terminal
+	}
+	return c.principal.Actor()
+}
+
+type callerKey struct{}
+
+func callerFrom(ctx context.Context) (caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(caller)
+	return c, ok
+}
+
+// authInterceptor authenticates every TerminalService and TerminalAdminService call before
+// its handler runs: a terminal credential or a staff/admin JWT for the first, an admin JWT for
+// the second. The handler then checks the store (forStore).
+type authInterceptor struct{ a *Adapter }
+
+func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, err := i.a.authenticate(ctx, req.Spec().Procedure, req.Header().Get("Authorization"))
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := i.a.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+var policy = auth.DefaultPolicy()
+
+func (a *Adapter) authenticate(ctx context.Context, procedure, authorization string) (context.Context, error) {
+	token, err := auth.BearerToken(authorization)
+	if err == nil && strings.HasPrefix(token, credentialPrefix) {
+		if service := auth.ServiceOf(procedure); service != posv1connect.TerminalServiceName {
+			return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s needs an admin token; this is a terminal credential", service))
+		}
+		c, err := a.terminalCaller(ctx, token)
+		if err != nil {
+			return ctx, err
+		}
+		return context.WithValue(auth.NewContext(ctx, c.principal), callerKey{}, c), nil
+	}
+	p, ok, err := policy.Authorize(a.keys, procedure, authorization)
+	if err != nil {
+		return ctx, edge.ConnectError(err)
+	}
+	if !ok {
+		return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("this call needs a terminal credential or a staff token"))
+	}
+	c := caller{principal: p, authorization: authorization}
+	return context.WithValue(auth.NewContext(ctx, p), callerKey{}, c), nil
+}
+
+var errBadCredential = connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential rejected: unknown, malformed or revoked"))
+
+// terminalCaller checks a terminal credential against the terminals table, every call: a
+// revocation takes effect at once.
+func (a *Adapter) terminalCaller(ctx context.Context, cred string) (caller, error) {
+	id, secret, ok := parseTerminalCredential(cred)
+	if !ok {
+		return caller{}, errBadCredential
+	}
+	var (
+		stores  []string
+		hash    []byte
+		revoked *time.Time
+	)
+	err := a.db.QueryRow(ctx, `SELECT store_ids, credential_hash, revoke_time FROM terminals WHERE id = $1`, id).
+		Scan(&stores, &hash, &revoked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return caller{}, errBadCredential
+	}
+	if err != nil {
+		return caller{}, a.internal(ctx, "look up terminal", err)
+	}
+	sum := sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(sum[:], hash) != 1 || revoked != nil {
+		return caller{}, errBadCredential
+	}
+	return caller{principal: auth.Principal{Subject: id, Role: auth.RoleStaff, Stores: stores}, terminal: id}, nil
+}
+
+// forStore checks, before anything else, that the caller may act for storeID.
+func (a *Adapter) forStore(ctx context.Context, storeID string) (caller, error) {
+	if storeID == "" {
+		return caller{}, edge.ConnectError(rpcerr.Invalid("store_id", "required"))
+	}
+	c, ok := callerFrom(ctx)
+	if !ok {
+		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("not authenticated"))
+	}
+	if _, err := auth.ForStore(ctx, storeID); err != nil {
+		return caller{}, edge.ConnectError(err)
+	}
+	return c, nil
+}
+
+// Metadata the edges set on calls to the services, next to the bearer token: the store(s) a
+// staff caller acts for (already checked here) and who acts, "kind:id", for histories and
+// ledgers (fulfilment's and inventory's caller contract).
+const (
+	mdStaffStores = "x-handoff-staff-stores"
+	mdActor       = "x-handoff-actor"
+)
+
+// actor is the caller as services record it: "terminal:<id>", or the token's "staff:<subject>"
+// / "admin:<subject>".
+func (c caller) actor() string {
+	if c.terminal != "" {
+		return "terminal:" + c.terminal
+	}
+	return c.principal.Actor()
+}
+
+// staffContext returns ctx carrying what a forwarded call to fulfilment presents: a staff JWT
+// minted for this terminal and this one store (a JWT caller's own token instead), and the
+// store and actor metadata.
+func (a *Adapter) staffContext(ctx context.Context, c caller, storeID string) (context.Context, error) {
+	authorization := c.authorization
+	if c.terminal != "" {
+		tok, err := a.keys.Issue(auth.Principal{Subject: c.terminal, Role: auth.RoleStaff, Stores: []string{storeID}}, a.cfg.TokenTTL)
+		if err != nil {
+			return nil, a.internal(ctx, "mint staff token", err)
+		}
+		authorization = "Bearer " + tok
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, mdStaffStores, storeID, mdActor, c.actor())
+	return auth.OutgoingContext(ctx, authorization), nil
+}
+
+// adminContext returns ctx carrying an admin JWT minted for one call to inventory's admin API
+// on behalf of actor ("kind:id"), whose right to it the adapter has checked (the store, or a
+// vendor's signature).
+func (a *Adapter) adminContext(ctx context.Context, actor string) (context.Context, error) {
+	tok, err := a.keys.Issue(auth.Principal{Subject: "pos-adapter/" + actor, Role: auth.RoleAdmin}, a.cfg.TokenTTL)
+	if err != nil {
+		return nil, a.internal(ctx, "mint admin token", err)
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, mdActor, actor)
+	return auth.OutgoingContext(ctx, "Bearer "+tok), nil
+}
+
+// internal logs an unexpected failure and returns the opaque error the client sees.
+func (a *Adapter) internal(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
+	a.log.ErrorContext(ctx, what+" failed", "err", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}
+
+// fail passes a status error through to the client and hides anything else.
+func (a *Adapter) fail(ctx context.Context, what string, err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	if rpcerr.IsStatus(err) {
+		return edge.ConnectError(err)
+	}
+	return a.internal(ctx, what, err)
+}

@@ -1,0 +1,233 @@
+package posadapter_test
+
+import (
+	"context"
+	"encoding/base64"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
+)
+
+// startCopy runs a second adapter beside the env's (same database, same NATS) and returns
+// its base URL: two copies of the adapter, as a deployment scales out.
+func (e *env) startCopy() string {
+	e.t.Helper()
+	a, err := posadapter.New(e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = a.Run(ctx) })
+	wg.Go(func() { _ = a.Serve(ctx, lis, 100*time.Millisecond) })
+	e.t.Cleanup(func() { cancel(); wg.Wait() })
+	return "http://" + lis.Addr().String()
+}
+
+func TestStoreACredentialCannotSeeOrActForStoreB(t *testing.T) {
+	e := newEnv(t)
+	_, credA := e.register("A", "perm-a")
+	_, credB := e.register("B", "perm-b")
+	staffA := e.token(auth.Principal{Subject: "barista-7", Role: auth.RoleStaff, Stores: []string{"perm-a"}})
+	o := order("perm-b", 1)
+	e.publish("confirmed", o, nil)
+	ticketB := e.openFeed(e.terminal(overGRPC, credB), "perm-b").take(1, 5*time.Second)[0]
+	ctx := context.Background()
+
+	for _, p := range protocols {
+		for who, tok := range map[string]string{"terminal of A": credA, "staff token of A": staffA} {
+			c := e.terminal(p, tok)
+			name := p.name + ", " + who
+			if err := e.openFeed(c, "perm-b").end(5 * time.Second); codeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "store_id") {
+				t.Fatalf("%s: B's feed: %v; want PermissionDenied naming store_id", name, err)
+			}
+			calls := map[string]error{}
+			_, calls["AckTicket"] = c.AckTicket(ctx, req(&posv1.AckTicketRequest{StoreId: "perm-b", TicketId: ticketB.GetTicketId()}))
+			_, calls["ListStoreOrders"] = c.ListStoreOrders(ctx, req(&posv1.ListStoreOrdersRequest{StoreId: "perm-b"}))
+			_, calls["AcceptOrder"] = c.AcceptOrder(ctx, req(&posv1.AcceptOrderRequest{StoreId: "perm-b", OrderId: o.GetId()}))
+			_, calls["MarkLineUnavailable"] = c.MarkLineUnavailable(ctx, req(&posv1.MarkLineUnavailableRequest{StoreId: "perm-b", OrderId: o.GetId(), LineId: "l1"}))
+			_, calls["MarkReady"] = c.MarkReady(ctx, req(&posv1.MarkReadyRequest{StoreId: "perm-b", OrderId: o.GetId()}))
+			_, calls["HandOver"] = c.HandOver(ctx, req(&posv1.HandOverRequest{StoreId: "perm-b", OrderId: o.GetId(), PickupCode: "123456"}))
+			_, calls["CancelOrder"] = c.CancelOrder(ctx, req(&posv1.CancelOrderRequest{StoreId: "perm-b", OrderId: o.GetId(), Reason: "x"}))
+			_, calls["PauseStore"] = c.PauseStore(ctx, req(&posv1.PauseStoreRequest{StoreId: "perm-b"}))
+			_, calls["ResumeStore"] = c.ResumeStore(ctx, req(&posv1.ResumeStoreRequest{StoreId: "perm-b"}))
+			// Fulfilment and inventory are unreachable here: a call forwarded would be
+			// Unavailable, so PermissionDenied proves it never left the adapter.
+			for call, err := range calls {
+				if codeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "store_id") {
+					t.Errorf("%s: %s for store B: %v; want PermissionDenied naming store_id", name, call, err)
+				}
+			}
+			// Its own store id with B's ticket: not found there.
+			_, err := c.AckTicket(ctx, req(&posv1.AckTicketRequest{StoreId: "perm-a", TicketId: ticketB.GetTicketId()}))
+			if codeOf(err) != connect.CodeNotFound {
+				t.Errorf("%s: B's ticket acknowledged as A's: %v; want NotFound", name, err)
+			}
+		}
+	}
+	var acks int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM ticket_acks`).Scan(&acks); err != nil || acks != 0 {
+		t.Fatalf("%d acknowledgements recorded (%v); want none", acks, err)
+	}
+	// B still has its ticket to handle.
+	if got := e.openFeed(e.terminal(overGRPCWeb, credB), "perm-b").take(1, 5*time.Second)[0]; got.GetTicketId() != ticketB.GetTicketId() {
+		t.Fatalf("B's feed replays %s, want %s", got.GetTicketId(), ticketB.GetTicketId())
+	}
+}
+
+func TestTerminalOfSeveralStoresReadsEachOfThem(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Area manager tablet", "multi-1", "multi-2")
+	c := e.terminal(overGRPC, cred)
+	e.publish("confirmed", order("multi-1", 1), nil)
+	e.publish("confirmed", order("multi-2", 1), nil)
+	for _, store := range []string{"multi-1", "multi-2"} {
+		if got := e.openFeed(c, store).take(1, 5*time.Second)[0]; got.GetStoreId() != store {
+			t.Fatalf("feed of %s gave a ticket of %s", store, got.GetStoreId())
+		}
+	}
+	if err := e.openFeed(c, "multi-3").end(5 * time.Second); codeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("a third store: %v; want PermissionDenied", err)
+	}
+}
+
+func TestCallersWithoutTheRightCredentialAreRefused(t *testing.T) {
+	e := newEnv(t)
+	id, cred := e.register("Counter", "cred-1")
+	foreign := forgeToken(t, auth.Principal{Subject: "x", Role: auth.RoleStaff, Stores: []string{"cred-1"}})
+	cases := []struct {
+		name, token string
+		want        connect.Code
+	}{
+		{"no token", "", connect.CodeUnauthenticated},
+		{"malformed credential", "hot_nope", connect.CodeUnauthenticated},
+		{"wrong secret", "hot_" + id + "_" + strings.Repeat("ab", 32), connect.CodeUnauthenticated},
+		{"unknown terminal", "hot_trmnothere_" + strings.Repeat("ab", 32), connect.CodeUnauthenticated},
+		{"token of another key", foreign, connect.CodeUnauthenticated},
+		{"customer token", e.token(auth.Principal{Subject: "alice", Role: auth.RoleCustomer}), connect.CodePermissionDenied},
+		{"credential", cred, 0},
+		{"admin token", e.token(auth.Principal{Subject: "ops", Role: auth.RoleAdmin}), 0},
+	}
+	for _, p := range protocols {
+		for _, c := range cases {
+			var opts []connect.ClientOption
+			if c.token != "" {
+				opts = append(opts, connect.WithInterceptors(bearer(c.token)))
+			}
+			cl := posv1connect.NewTerminalServiceClient(e.httpClient(p), e.base, append(opts, p.opts...)...)
+			f := e.openFeed(cl, "cred-1")
+			if c.want == 0 {
+				f.quiet(100 * time.Millisecond)
+				f.close()
+				continue
+			}
+			if err := f.end(5 * time.Second); codeOf(err) != c.want {
+				t.Errorf("%s over %s: StreamTickets: %v; want %v", c.name, p.name, err, c.want)
+			}
+			_, err := cl.AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: "cred-1", TicketId: "0190a8f0-0000-7000-8000-000000000000"}))
+			if codeOf(err) != c.want {
+				t.Errorf("%s over %s: AckTicket: %v; want %v", c.name, p.name, err, c.want)
+			}
+		}
+	}
+
+	// The admin API is for admin tokens only.
+	for who, tok := range map[string]string{
+		"terminal credential": cred,
+		"staff token":         e.token(auth.Principal{Subject: "s", Role: auth.RoleStaff, Stores: []string{"cred-1"}}),
+	} {
+		admin := posv1connect.NewTerminalAdminServiceClient(e.h2c, e.base, connect.WithGRPC(), connect.WithInterceptors(bearer(tok)))
+		_, err := admin.RegisterTerminal(context.Background(), req(&posv1.RegisterTerminalRequest{Name: "sneaky", StoreIds: []string{"cred-1"}}))
+		if codeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("%s on the admin API: %v; want PermissionDenied", who, err)
+		}
+	}
+	_, err := e.admin().RegisterTerminal(context.Background(), req(&posv1.RegisterTerminalRequest{Name: "", StoreIds: []string{"Bad Store"}}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "name") || !strings.Contains(err.Error(), "store_ids[0]") {
+		t.Errorf("bad registration: %v; want InvalidArgument naming name and store_ids[0]", err)
+	}
+}
+
+// forgeToken signs a well-formed token with a key Handoff does not have.
+func forgeToken(t *testing.T, p auth.Principal) string {
+	t.Helper()
+	ks, err := auth.ParseKeySet("test:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("z", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ks.Issue(p, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestRevokedTerminalIsRefusedAtOnceAndItsStreamsCloseInEveryCopy(t *testing.T) {
+	e := newEnv(t)
+	copyBase := e.startCopy()
+	id, cred := e.register("Stolen tablet", "rev-1")
+	_, keep := e.register("Counter", "rev-1")
+	here := e.terminal(overGRPC, cred)
+	there := posv1connect.NewTerminalServiceClient(e.http1, copyBase, connect.WithGRPCWeb(), connect.WithInterceptors(bearer(cred)))
+	fHere, fThere := e.openFeed(here, "rev-1"), e.openFeed(there, "rev-1")
+	fKeep := e.openFeed(e.terminal(overGRPC, keep), "rev-1")
+	e.publish("confirmed", order("rev-1", 1), nil)
+	fHere.take(1, 5*time.Second)
+	fThere.take(1, 5*time.Second)
+	fKeep.take(1, 5*time.Second)
+
+	list, err := e.admin().ListTerminals(context.Background(), req(&posv1.ListTerminalsRequest{StoreId: "rev-1"}))
+	if err != nil || len(list.Msg.GetTerminals()) != 2 || list.Msg.GetTerminals()[0].GetLastSeenTime() == nil {
+		t.Fatalf("ListTerminals = %v, %v; want both, seen", list, err)
+	}
+
+	start := time.Now()
+	res, err := e.admin().RevokeTerminal(context.Background(), req(&posv1.RevokeTerminalRequest{TerminalId: id}))
+	if err != nil || res.Msg.GetTerminal().GetRevokeTime() == nil {
+		t.Fatalf("RevokeTerminal = %v, %v", res, err)
+	}
+	for name, f := range map[string]*feed{"this copy": fHere, "the other copy": fThere} {
+		if err := f.end(3 * time.Second); codeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("stream on %s ended with %v; want Unauthenticated", name, err)
+		}
+	}
+	t.Logf("both streams closed %s after the revocation", time.Since(start))
+	if _, err := here.AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: "rev-1", TicketId: "0190a8f0-0000-7000-8000-000000000000"})); codeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("revoked credential: %v; want Unauthenticated", err)
+	}
+	if err := e.openFeed(there, "rev-1").end(3 * time.Second); codeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("revoked credential reconnecting: %v; want Unauthenticated", err)
+	}
+	fKeep.quiet(200 * time.Millisecond) // the store's other terminal is untouched
+	select {
+	case err := <-fKeep.done:
+		t.Fatalf("the other terminal's stream ended: %v", err)
+	default:
+	}
+
+	again, err := e.admin().RevokeTerminal(context.Background(), req(&posv1.RevokeTerminalRequest{TerminalId: id}))
+	if err != nil || !again.Msg.GetTerminal().GetRevokeTime().AsTime().Equal(res.Msg.GetTerminal().GetRevokeTime().AsTime()) {
+		t.Fatalf("revoking twice = %v, %v; want the first revocation kept", again, err)
+	}
+	list, _ = e.admin().ListTerminals(context.Background(), req(&posv1.ListTerminalsRequest{StoreId: "rev-1"}))
+	all, _ := e.admin().ListTerminals(context.Background(), req(&posv1.ListTerminalsRequest{StoreId: "rev-1", IncludeRevoked: true}))
+	if len(list.Msg.GetTerminals()) != 1 || len(all.Msg.GetTerminals()) != 2 {
+		t.Fatalf("after revocation: %d active, %d in all; want 1 and 2", len(list.Msg.GetTerminals()), len(all.Msg.GetTerminals()))
+	}
+	if _, err := e.admin().RevokeTerminal(context.Background(), req(&posv1.RevokeTerminalRequest{TerminalId: "trmnothere"})); codeOf(err) != connect.CodeNotFound {
+		t.Fatalf("revoking an unknown terminal: %v; want NotFound", err)
+	}
+}

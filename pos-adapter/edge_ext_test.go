@@ -1,0 +1,62 @@
+package posadapter_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
+)
+
+func TestHealthReflectionAndCORSServeStandardClientsAndBrowserTerminals(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *posadapter.Config) { c.AllowedOrigins = []string{"http://till.example"} }))
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, svc := range []string{"", posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName} {
+		res, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health of %q = %v, %v; want SERVING", svc, res, err)
+		}
+	}
+	stream := grpcreflect.NewClient(e.h2c, e.base, connect.WithGRPC()).NewStream(context.Background())
+	defer stream.Close()
+	names, err := stream.ListServices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(fullNames(names), ","), posv1connect.TerminalServiceName) {
+		t.Fatalf("reflection lists %v; want TerminalService", names)
+	}
+
+	pre, _ := http.NewRequest(http.MethodOptions, e.base+posv1connect.TerminalServiceStreamTicketsProcedure, nil)
+	pre.Header.Set("Origin", "http://till.example")
+	pre.Header.Set("Access-Control-Request-Method", "POST")
+	pre.Header.Set("Access-Control-Request-Headers", "authorization,content-type,x-grpc-web,x-user-agent")
+	res, err := e.http1.Do(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "http://till.example" {
+		t.Fatalf("preflight from a browser terminal allowed origin %q", got)
+	}
+}
+
+func fullNames[T ~string](names []T) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = string(n)
+	}
+	return out
+}

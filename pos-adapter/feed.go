@@ -1,0 +1,399 @@
+package posadapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/streams"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// AllTicketsSubject is every store's tickets; the hub's one subscription.
+const AllTicketsSubject = "handoff.store.*.ticket.>"
+
+// TerminalRevokedSubject carries TerminalRevoked to every adapter copy.
+var TerminalRevokedSubject = streams.EventSubject("pos", "terminal", "revoked")
+
+// liveBuffer is how many live tickets wait for one slow stream before it falls back to reading
+// the database.
+const liveBuffer = 256
+
+// feedSub is one open StreamTickets call as the hub sees it.
+type feedSub struct {
+	store    string
+	reader   string
+	terminal string
+	live     chan *posv1.Ticket
+	wake     chan struct{} // catch up from the database
+	revoked  chan struct{}
+	once     sync.Once
+	// cursor is the last sequence the stream has sent or skipped as acknowledged.
+	cursor atomic.Int64
+	// checked is the cursor seen by the previous check (hub goroutine, under hub.mu).
+	checked int64
+}
+
+func (s *feedSub) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *feedSub) revoke() { s.once.Do(func() { close(s.revoked) }) }
+
+// hub routes live tickets from the process's one NATS subscription to the open streams of
+// their store, closes the streams of revoked terminals, and wakes streams that fell behind.
+type hub struct {
+	a       *Adapter
+	mu      sync.Mutex
+	stores  map[string]map[*feedSub]struct{}
+	readers map[string]map[*feedSub]struct{} // by terminal id
+}
+
+func newHub(a *Adapter) *hub {
+	return &hub{a: a, stores: map[string]map[*feedSub]struct{}{}, readers: map[string]map[*feedSub]struct{}{}}
+}
+
+func (h *hub) add(store string, c caller) *feedSub {
+	s := &feedSub{store: store, reader: c.reader(), terminal: c.terminal,
+		live: make(chan *posv1.Ticket, liveBuffer), wake: make(chan struct{}, 1), revoked: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	addTo(h.stores, store, s)
+	if s.terminal != "" {
+		addTo(h.readers, s.terminal, s)
+	}
+	return s
+}
+
+func (h *hub) remove(s *feedSub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	removeFrom(h.stores, s.store, s)
+	if s.terminal != "" {
+		removeFrom(h.readers, s.terminal, s)
+	}
+}
+
+func addTo(m map[string]map[*feedSub]struct{}, k string, s *feedSub) {
+	if m[k] == nil {
+		m[k] = map[*feedSub]struct{}{}
+	}
+	m[k][s] = struct{}{}
+}
+
+func removeFrom(m map[string]map[*feedSub]struct{}, k string, s *feedSub) {
+	delete(m[k], s)
+	if len(m[k]) == 0 {
+		delete(m, k)
+	}
+}
+
+// revoke closes every open stream of a terminal in this process.
+func (h *hub) revoke(terminal string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.readers[terminal] {
+		s.revoke()
+	}
+}
+
+func (h *hub) deliver(t *posv1.Ticket) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.stores[t.GetStoreId()] {
+		select {
+		case s.live <- t:
+		default:
+			// A slow stream: it reads the database once it has room again.
+			s.poke()
+		}
+	}
+}
+
+// run subscribes to every store's tickets and to revocations, and checks open streams against
+// the database every CatchUpInterval, until ctx ends.
+func (h *hub) run(ctx context.Context) error {
+	nc := h.a.cfg.NC
+	tickets, err := nc.Subscribe(AllTicketsSubject, func(m *nats.Msg) {
+		var ev posv1.TicketRaised
+		if err := proto.Unmarshal(m.Data, &ev); err != nil || ev.GetTicket() == nil {
+			h.a.log.Warn("undecodable ticket on the live feed", "subject", m.Subject, "err", err)
+			return
+		}
+		h.deliver(ev.GetTicket())
+		h.a.wakeWebhooks()
+	})
+	if err != nil {
+		return fmt.Errorf("pos-adapter: subscribe to %s: %w", AllTicketsSubject, err)
+	}
+	defer func() { _ = tickets.Unsubscribe() }()
+	// Never drop live tickets in the client library; a stream that cannot keep up is handled
+	// per stream (see deliver).
+	_ = tickets.SetPendingLimits(-1, -1)
+	revocations, err := nc.Subscribe(TerminalRevokedSubject, func(m *nats.Msg) {
+		var ev posv1.TerminalRevoked
+		if err := proto.Unmarshal(m.Data, &ev); err == nil && ev.GetTerminal().GetId() != "" {
+			h.revoke(ev.GetTerminal().GetId())
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("pos-adapter: subscribe to %s: %w", TerminalRevokedSubject, err)
+	}
+	defer func() { _ = revocations.Unsubscribe() }()
+	if err := nc.FlushTimeout(5 * time.Second); err != nil && ctx.Err() == nil {
+		h.a.log.Warn("flush live subscriptions", "err", err)
+	}
+
+	t := time.NewTicker(h.a.cfg.CatchUpInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := h.check(ctx); err != nil && ctx.Err() == nil {
+			h.a.log.Warn("feed check failed", "err", err)
+		}
+	}
+}
+
+// check wakes every stream that is behind its store's last sequence and made no progress since
+// the previous check (its newest live ticket was lost on the way), and closes the streams of
+// terminals revoked through a copy whose event has not arrived.
+func (h *hub) check(ctx context.Context) error {
+	h.mu.Lock()
+	stores := make([]string, 0, len(h.stores))
+	for s := range h.stores {
+		stores = append(stores, s)
+	}
+	terminals := make([]string, 0, len(h.readers))
+	for t := range h.readers {
+		terminals = append(terminals, t)
+	}
+	h.mu.Unlock()
+	if len(stores) == 0 {
+		return nil
+	}
+	rows, err := h.a.db.Query(ctx, `SELECT store_id, last_seq FROM store_feeds WHERE store_id = ANY ($1)`, stores)
+	if err != nil {
+		return err
+	}
+	last := map[string]int64{}
+	var (
+		store string
+		seq   int64
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&store, &seq}, func() error { last[store] = seq; return nil }); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	for store, subs := range h.stores {
+		for s := range subs {
+			cur := s.cursor.Load()
+			if cur < last[store] && s.checked == cur {
+				s.poke()
+			}
+			s.checked = cur
+		}
+	}
+	h.mu.Unlock()
+
+	if len(terminals) > 0 {
+		rows, err := h.a.db.Query(ctx, `SELECT id FROM terminals WHERE id = ANY ($1) AND revoke_time IS NOT NULL`, terminals)
+		if err != nil {
+			return err
+		}
+		revoked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, id := range revoked {
+			h.revoke(id)
+		}
+	}
+	return nil
+}
+
+// streamTickets is StreamTickets: the reader's unacknowledged backlog, in order, then live.
+func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *connect.ServerStream[posv1.StreamTicketsResponse]) error {
+	c, err := a.forStore(ctx, storeID)
+	if err != nil {
+		return err
+	}
+	// Registered before the backlog is read: a ticket committed from now on arrives live, one
+	// committed before is in the backlog, some are in both and are sent once.
+	sub := a.hub.add(storeID, c)
+	defer a.hub.remove(sub)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopOnDrain := context.AfterFunc(a.draining, cancel)
+	defer stopOnDrain()
+
+	if c.terminal != "" {
+		if _, err := a.db.Exec(ctx, `UPDATE terminals SET last_seen_time = now() WHERE id = $1`, c.terminal); err != nil {
+			return a.internal(ctx, "record terminal seen", err)
+		}
+	}
+	// Headers now, before any ticket: the client knows it is connected (and a Connect or
+	// gRPC-web client stops waiting for the response) even when there is nothing to send.
+	if err := stream.Send(nil); err != nil {
+		return a.streamEnd(ctx, "open the stream", err)
+	}
+	var cursor int64
+	if err := a.db.QueryRow(ctx, `
+		SELECT coalesce(
+			(SELECT seq - 1 FROM tickets WHERE store_id = $1 AND create_time >= now() - $2::bigint * interval '1 microsecond'
+			 ORDER BY create_time, seq LIMIT 1),
+			(SELECT last_seq FROM store_feeds WHERE store_id = $1),
+			0)`, storeID, a.cfg.ReplayWindow.Microseconds()).Scan(&cursor); err != nil {
+		return a.streamEnd(ctx, "find the feed's start", err)
+	}
+	sub.cursor.Store(cursor)
+
+	// catchUp sends what the database has past the cursor. Rows are read a page at a time and
+	// sent after the page is read, so a slow client never holds a database connection.
+	catchUp := func() error {
+		const page = 256
+		type row struct {
+			seq     int64
+			payload []byte
+			acked   bool
+		}
+		for {
+			rows, err := a.db.Query(ctx, `
+				SELECT t.seq, t.payload, EXISTS (SELECT 1 FROM ticket_acks k WHERE k.reader = $3 AND k.ticket_id = t.ticket_id)
+				FROM tickets t WHERE t.store_id = $1 AND t.seq > $2 ORDER BY t.seq LIMIT $4`,
+				storeID, cursor, sub.reader, page)
+			if err != nil {
+				return a.streamEnd(ctx, "read the feed", err)
+			}
+			batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+				var x row
+				return x, r.Scan(&x.seq, &x.payload, &x.acked)
+			})
+			if err != nil {
+				return a.streamEnd(ctx, "read the feed", err)
+			}
+			for _, r := range batch {
+				if !r.acked {
+					var t posv1.Ticket
+					if err := proto.Unmarshal(r.payload, &t); err != nil {
+						return a.streamEnd(ctx, "decode a stored ticket", fmt.Errorf("ticket %d of store %s: %w", r.seq, storeID, err))
+					}
+					t.Sequence = uint64(r.seq)
+					if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: &t}); err != nil {
+						return a.streamEnd(ctx, "send the feed", err)
+					}
+				}
+				cursor = r.seq
+				sub.cursor.Store(r.seq)
+			}
+			if len(batch) < page {
+				return nil
+			}
+		}
+	}
+	if err := catchUp(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return a.streamEnd(ctx, "", nil)
+		case <-sub.revoked:
+			return connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential revoked"))
+		case <-sub.wake:
+			if err := catchUp(); err != nil {
+				return err
+			}
+		case t := <-sub.live:
+			seq := int64(t.GetSequence())
+			switch {
+			case seq <= cursor:
+				// Sent from the backlog already.
+			case seq == cursor+1:
+				if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: t}); err != nil {
+					return a.streamEnd(ctx, "send a live ticket", err)
+				}
+				cursor = seq
+				sub.cursor.Store(seq)
+			default:
+				// A gap: what is missing is in the database (it was committed before it was
+				// published, and so before this later one).
+				if err := catchUp(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// streamEnd is how a stream ends when its context ends or a step fails: Unavailable while the
+// adapter drains (clients reconnect), the client's own cancellation as it is, anything else
+// logged and hidden.
+func (a *Adapter) streamEnd(ctx context.Context, what string, err error) error {
+	if a.draining.Err() != nil {
+		return connect.NewError(connect.CodeUnavailable, errors.New("pos-adapter is restarting: reconnect to resume the feed"))
+	}
+	if ctx.Err() != nil {
+		return connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return a.internal(ctx, what, err)
+}
+
+// ackTicket records that the caller has handled a ticket of storeID.
+func (a *Adapter) ackTicket(ctx context.Context, storeID, ticketID string) error {
+	c, err := a.forStore(ctx, storeID)
+	if err != nil {
+		return err
+	}
+	if _, err := uuid.Parse(ticketID); err != nil {
+		return a.fail(ctx, "", rpcerr.Invalid("ticket_id", "not a ticket id"))
+	}
+	var exists bool
+	err = a.db.QueryRow(ctx, `
+		WITH t AS (SELECT ticket_id FROM tickets WHERE ticket_id = $1 AND store_id = $2),
+		ins AS (
+			INSERT INTO ticket_acks (reader, ticket_id, store_id) SELECT $3, ticket_id, $2 FROM t
+			ON CONFLICT (reader, ticket_id) DO NOTHING)
+		SELECT EXISTS (SELECT 1 FROM t)`, ticketID, storeID, c.reader()).Scan(&exists)
+	if err != nil {
+		return a.internal(ctx, "record acknowledgement", err)
+	}
+	if !exists {
+		return a.fail(ctx, "", rpcerr.NotFound("ticket of store "+storeID, ticketID))
+	}
+	if c.terminal != "" {
+		if _, err := a.db.Exec(ctx, `UPDATE terminals SET last_seen_time = now()
+			WHERE id = $1 AND (last_seen_time IS NULL OR last_seen_time < now() - interval '1 minute')`, c.terminal); err != nil {
+			a.log.Warn("record terminal seen", "terminal", c.terminal, "err", err)
+		}
+	}
+	return nil
+}
+
+func newUUID() (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("new id: %w", err)
+	}
+	return id.String(), nil
+}

@@ -1,0 +1,445 @@
+package posadapter_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
+)
+
+// waitTickets waits until the adapter has raised n tickets for store.
+func (e *env) waitTickets(store string, n int) {
+	e.t.Helper()
+	testenv.CheckFor(e.t, 20*time.Second, 20*time.Millisecond, func() error {
+		var got int
+		if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM tickets WHERE store_id = $1`, store).Scan(&got); err != nil {
+			return err
+		}
+		if got != n {
+			return fmt.Errorf("store %s has %d tickets, want %d", store, got, n)
+		}
+		return nil
+	})
+}
+
+func ack(t testing.TB, c posv1connect.TerminalServiceClient, store string, tickets ...*posv1.Ticket) {
+	t.Helper()
+	for _, tk := range tickets {
+		if _, err := c.AckTicket(context.Background(), connect.NewRequest(&posv1.AckTicketRequest{StoreId: store, TicketId: tk.GetTicketId()})); err != nil {
+			t.Fatalf("AckTicket %s: %v", tk.GetTicketId(), err)
+		}
+	}
+}
+
+// dedupe keeps the first of each ticket id, in arrival order.
+func dedupe(ts []*posv1.Ticket) []*posv1.Ticket {
+	seen := map[string]bool{}
+	var out []*posv1.Ticket
+	for _, t := range ts {
+		if !seen[t.GetTicketId()] {
+			seen[t.GetTicketId()] = true
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func checkIncreasing(t testing.TB, ts []*posv1.Ticket) {
+	t.Helper()
+	for i := 1; i < len(ts); i++ {
+		if ts[i].GetSequence() <= ts[i-1].GetSequence() {
+			t.Fatalf("ticket %d has sequence %d after %d: not in order", i, ts[i].GetSequence(), ts[i-1].GetSequence())
+		}
+	}
+}
+
+func TestOfflineTerminalGetsAllFiftyTicketsInOrderOnceEachAfterReconnecting(t *testing.T) {
+	e := newEnv(t)
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			store := strings.ToLower("off-" + strings.ReplaceAll(p.name, "-", ""))
+			_, cred := e.register("Front counter", store)
+			term := e.terminal(p, cred)
+
+			// Online with nothing to do, then the Wi-Fi drops.
+			f := e.openFeed(term, store)
+			f.quiet(100 * time.Millisecond)
+			f.close()
+
+			var orders []string
+			for i := range 50 {
+				o := order(store, i)
+				orders = append(orders, o.GetId())
+				e.publish("confirmed", o, nil)
+				e.publish("confirmed", order("other-store", i), nil) // another store's traffic
+			}
+			e.waitTickets(store, 50)
+
+			// Back online: it reads 20, acknowledges 10 and drops again before acknowledging more.
+			f = e.openFeed(term, store)
+			first := f.take(20, 10*time.Second)
+			checkIncreasing(t, first)
+			ack(t, term, store, first[:10]...)
+			f.close()
+
+			// Back again: everything not acknowledged (10 of them seen before), then live.
+			f = e.openFeed(term, store)
+			second := f.take(40, 10*time.Second)
+			checkIncreasing(t, second)
+			f.quiet(300 * time.Millisecond)
+			all := dedupe(append(first, second...))
+			if len(all) != 50 {
+				t.Fatalf("%d distinct tickets after de-duplication, want 50", len(all))
+			}
+			for i, tk := range all {
+				if tk.GetKind() != posv1.TicketKind_TICKET_KIND_NEW_ORDER || tk.GetOrderId() != orders[i] || tk.GetStoreId() != store {
+					t.Fatalf("ticket %d is %v for order %s of %s; want NEW_ORDER for %s", i, tk.GetKind(), tk.GetOrderId(), tk.GetStoreId(), orders[i])
+				}
+				if tk.GetOrder().GetPickupCode() != "" || tk.GetOrder().GetLines()[0].GetSku() != "LATTE-16" || tk.GetOrder().GetCustomerNote() != "extra hot" {
+					t.Fatalf("ticket %d carries order %v; want its lines and note, never a pickup code", i, tk.GetOrder())
+				}
+			}
+			if !strings.Contains(all[0].GetMessage(), "Shopper 0") {
+				t.Fatalf("new-order ticket says %q; want the pickup name", all[0].GetMessage())
+			}
+
+			live := order(store, 50)
+			e.publish("confirmed", live, nil)
+			if got := f.take(1, 5*time.Second)[0]; got.GetOrderId() != live.GetId() || got.GetSequence() != 51 {
+				t.Fatalf("live ticket for %s with sequence %d; want order %s, sequence 51", got.GetOrderId(), got.GetSequence(), live.GetId())
+			}
+		})
+	}
+}
+
+func TestTwoTerminalsOfAStoreEachGetEveryTicketAndOtherStoresNone(t *testing.T) {
+	e := newEnv(t)
+	_, credA := e.register("Counter", "two-1")
+	_, credB := e.register("Drive-through", "two-1")
+	_, credOther := e.register("Elsewhere", "two-2")
+	fa := e.openFeed(e.terminal(overGRPC, credA), "two-1")
+	fb := e.openFeed(e.terminal(overGRPCWeb, credB), "two-1")
+	fo := e.openFeed(e.terminal(overGRPC, credOther), "two-2")
+
+	// Every kind of ticket, as fulfilment's events say.
+	o := order("two-1", 1)
+	e.publish("confirmed", o, nil)
+	checkedIn := then(o, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED)
+	checkedIn.CheckIn = &fulfilmentv1.CheckInInfo{Time: timestamppb.Now(), Bay: "Bay 7"}
+	e.publish("checked_in", checkedIn, nil)
+	e.publish("not_accepted", then(checkedIn, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), &fulfilmentv1.Transition{Reason: "not accepted within 5m0s"})
+	prep := then(checkedIn, fulfilmentv1.OrderState_ORDER_STATE_PREPARING)
+	e.publish("preparing", prep, nil) // staff's own action: no ticket
+	gone := then(prep, fulfilmentv1.OrderState_ORDER_STATE_PREPARING)
+	gone.Lines[0].State = fulfilmentv1.OrderLineState_ORDER_LINE_STATE_UNAVAILABLE
+	e.publish("line_unavailable", gone, &fulfilmentv1.Transition{LineId: "l1", Reason: "out of milk"})
+	ready := then(gone, fulfilmentv1.OrderState_ORDER_STATE_READY)
+	e.publish("ready", ready, nil)
+	e.publish("expiring_soon", then(ready, fulfilmentv1.OrderState_ORDER_STATE_READY), nil)
+	e.publish("pickup_locked", then(ready, fulfilmentv1.OrderState_ORDER_STATE_READY), &fulfilmentv1.Transition{Reason: "5 wrong pickup codes"})
+	e.publish("expired", then(ready, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED), nil)
+	o2 := order("two-1", 2)
+	e.publish("confirmed", o2, nil)
+	e.publish("cancelled", then(o2, fulfilmentv1.OrderState_ORDER_STATE_CANCELLED), &fulfilmentv1.Transition{Reason: "shopper changed their mind"})
+
+	want := []posv1.TicketKind{
+		posv1.TicketKind_TICKET_KIND_NEW_ORDER, posv1.TicketKind_TICKET_KIND_CUSTOMER_CHECKED_IN,
+		posv1.TicketKind_TICKET_KIND_ESCALATION, posv1.TicketKind_TICKET_KIND_LINE_UNAVAILABLE,
+		posv1.TicketKind_TICKET_KIND_EXPIRY_REMINDER, posv1.TicketKind_TICKET_KIND_PICKUP_LOCKED,
+		posv1.TicketKind_TICKET_KIND_ORDER_EXPIRED, posv1.TicketKind_TICKET_KIND_NEW_ORDER,
+		posv1.TicketKind_TICKET_KIND_ORDER_CANCELLED,
+	}
+	for name, f := range map[string]*feed{"gRPC terminal": fa, "gRPC-web terminal": fb} {
+		got := f.take(len(want), 10*time.Second)
+		checkIncreasing(t, got)
+		var kinds []posv1.TicketKind
+		for _, tk := range got {
+			kinds = append(kinds, tk.GetKind())
+		}
+		if !slices.Equal(kinds, want) {
+			t.Fatalf("%s got %v, want %v", name, kinds, want)
+		}
+		if msg := got[1].GetMessage(); !strings.Contains(msg, "Bay 7") {
+			t.Errorf("check-in ticket says %q; want the bay", msg)
+		}
+		if msg := got[3].GetMessage(); !strings.Contains(msg, "Latte") || !strings.Contains(msg, "out of milk") {
+			t.Errorf("line-unavailable ticket says %q; want the line and the reason", msg)
+		}
+		if msg := got[8].GetMessage(); !strings.Contains(msg, "changed their mind") {
+			t.Errorf("cancel ticket says %q; want the reason", msg)
+		}
+		f.quiet(200 * time.Millisecond)
+	}
+	fo.quiet(200 * time.Millisecond)
+}
+
+func TestAnOrderIsEscalatedOnceHoweverOftenItIsReported(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "dup-1")
+	f := e.openFeed(e.terminal(overGRPC, cred), "dup-1")
+	o := order("dup-1", 1)
+	id := e.publish("confirmed", o, nil)
+	e.publishWithID(id, "confirmed", o, nil) // the outbox relay retrying: same Nats-Msg-Id
+	got := f.take(1, 5*time.Second)[0]
+	// Two escalation events of one order (two timers, or a rewrite with a new event id).
+	e.publish("not_accepted", then(o, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), nil)
+	e.publish("not_accepted", then(then(o, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), nil)
+	esc := f.take(1, 5*time.Second)[0]
+	if esc.GetKind() != posv1.TicketKind_TICKET_KIND_ESCALATION || esc.GetSequence() != got.GetSequence()+1 {
+		t.Fatalf("got %v #%d; want the escalation right after the new order", esc.GetKind(), esc.GetSequence())
+	}
+	f.quiet(500 * time.Millisecond)
+	e.waitTickets("dup-1", 2)
+}
+
+func TestEventsOlderThanTheReplayWindowRaiseNoTicket(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "old-1")
+	f := e.openFeed(e.terminal(overGRPC, cred), "old-1")
+	// A first deployment reads the stream's history: last week's orders are not news.
+	stale := order("old-1", 1)
+	e.publishAt(time.Now().Add(-96*time.Hour), "stale-event", "confirmed", stale, nil)
+	fresh := order("old-1", 2)
+	e.publish("confirmed", fresh, nil)
+	if got := f.take(1, 5*time.Second)[0]; got.GetOrderId() != fresh.GetId() || got.GetSequence() != 1 {
+		t.Fatalf("first ticket is for %s (#%d); want only the fresh order %s", got.GetOrderId(), got.GetSequence(), fresh.GetId())
+	}
+	f.quiet(200 * time.Millisecond)
+}
+
+func TestCheckInReachesConnectedTerminalsWithinASecond(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "here-1")
+	f := e.openFeed(e.terminal(overGRPCWeb, cred), "here-1")
+	o := order("here-1", 1)
+	e.publish("confirmed", o, nil)
+	f.take(1, 5*time.Second)
+
+	in := then(o, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED)
+	in.CheckIn = &fulfilmentv1.CheckInInfo{Time: timestamppb.Now(), Bay: "Spot 12"}
+	start := time.Now()
+	e.publish("checked_in", in, nil)
+	got := f.take(1, time.Second)[0]
+	took := time.Since(start)
+	if got.GetKind() != posv1.TicketKind_TICKET_KIND_CUSTOMER_CHECKED_IN || got.GetOrder().GetCheckIn().GetBay() != "Spot 12" ||
+		!strings.Contains(got.GetMessage(), "Spot 12") {
+		t.Fatalf("got %v %q (bay %q); want a check-in ticket with the bay", got.GetKind(), got.GetMessage(), got.GetOrder().GetCheckIn().GetBay())
+	}
+	t.Logf("check-in reached the terminal in %s", took)
+}
+
+func TestStoreOwnEscalationTimeRaisesEscalationForOrdersNotAccepted(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.admin().SetStoreSettings(context.Background(), connect.NewRequest(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: "esc-1", EscalateAfter: durationpb.New(time.Second)}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cred := e.register("Counter", "esc-1")
+	f := e.openFeed(e.terminal(overGRPC, cred), "esc-1")
+	late := order("esc-1", 1)
+	accepted := order("esc-1", 2)
+	start := time.Now()
+	e.publish("confirmed", late, nil)
+	e.publish("confirmed", accepted, nil)
+	e.publish("preparing", then(accepted, fulfilmentv1.OrderState_ORDER_STATE_PREPARING), nil)
+	// Fulfilment's own (deployment-wide) escalation is ignored for a store with its own time.
+	e.publish("not_accepted", then(late, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), nil)
+	got := f.take(3, 10*time.Second)
+	esc := got[2]
+	if esc.GetKind() != posv1.TicketKind_TICKET_KIND_ESCALATION || esc.GetOrderId() != late.GetId() {
+		t.Fatalf("third ticket is %v for %s; want the escalation of %s", esc.GetKind(), esc.GetOrderId(), late.GetId())
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Fatalf("escalated after %s; want after the store's 1s", took)
+	}
+	if !strings.Contains(esc.GetMessage(), "1s") {
+		t.Errorf("escalation says %q; want the store's time", esc.GetMessage())
+	}
+	f.quiet(1500 * time.Millisecond) // the accepted order is never escalated
+
+	res, err := e.admin().GetStoreSettings(context.Background(), connect.NewRequest(&posv1.GetStoreSettingsRequest{StoreId: "esc-1"}))
+	if err != nil || res.Msg.GetSettings().GetEscalateAfter().AsDuration() != time.Second {
+		t.Fatalf("GetStoreSettings = %v, %v", res, err)
+	}
+	_, err = e.admin().SetStoreSettings(context.Background(), connect.NewRequest(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: "esc-1", EscalateAfter: durationpb.New(48 * time.Hour)}}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "escalate_after") {
+		t.Fatalf("48h escalation: %v; want InvalidArgument naming escalate_after", err)
+	}
+}
+
+func TestAcknowledgedTicketsAreNotSentAgainToThatTerminalOnly(t *testing.T) {
+	e := newEnv(t)
+	_, credA := e.register("A", "ack-1")
+	_, credB := e.register("B", "ack-1")
+	a, b := e.terminal(overGRPC, credA), e.terminal(overGRPC, credB)
+	for i := range 3 {
+		e.publish("confirmed", order("ack-1", i), nil)
+	}
+	fa := e.openFeed(a, "ack-1")
+	got := fa.take(3, 5*time.Second)
+	ack(t, a, "ack-1", got...)
+	ack(t, a, "ack-1", got[0]) // twice is fine
+	fa.close()
+
+	fa = e.openFeed(a, "ack-1")
+	fa.quiet(300 * time.Millisecond)
+	fb := e.openFeed(b, "ack-1")
+	if n := len(fb.take(3, 5*time.Second)); n != 3 {
+		t.Fatalf("the other terminal got %d tickets", n)
+	}
+
+	_, err := a.AckTicket(context.Background(), connect.NewRequest(&posv1.AckTicketRequest{StoreId: "ack-1", TicketId: "not-a-ticket"}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "ticket_id") {
+		t.Fatalf("bad ticket id: %v; want InvalidArgument naming ticket_id", err)
+	}
+	_, err = a.AckTicket(context.Background(), connect.NewRequest(&posv1.AckTicketRequest{StoreId: "ack-1", TicketId: "0190a8f0-0000-7000-8000-000000000000"}))
+	if codeOf(err) != connect.CodeNotFound {
+		t.Fatalf("unknown ticket: %v; want NotFound", err)
+	}
+}
+
+// reconnectingTerminal is a well-behaved terminal app: it keeps its stream open, reconnecting
+// after any error, drops duplicates by ticket id and acknowledges what it handled.
+type reconnectingTerminal struct {
+	mu       sync.Mutex
+	seen     map[string]bool
+	orders   map[string]bool
+	conns    int
+	dups     int
+	disorder string
+}
+
+func (r *reconnectingTerminal) run(ctx context.Context, c posv1connect.TerminalServiceClient, store string) {
+	for ctx.Err() == nil {
+		stream, err := c.StreamTickets(ctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: store}))
+		if err == nil {
+			r.mu.Lock()
+			r.conns++
+			r.mu.Unlock()
+			var last uint64
+			for stream.Receive() {
+				tk := stream.Msg().GetTicket()
+				r.mu.Lock()
+				if tk.GetSequence() <= last && r.disorder == "" {
+					r.disorder = fmt.Sprintf("sequence %d after %d on one connection", tk.GetSequence(), last)
+				}
+				last = tk.GetSequence()
+				if r.seen[tk.GetTicketId()] {
+					r.dups++
+				}
+				r.seen[tk.GetTicketId()] = true
+				r.orders[tk.GetOrderId()] = true
+				r.mu.Unlock()
+				// An acknowledgement lost to the restart only means the ticket comes again.
+				_, _ = c.AckTicket(ctx, connect.NewRequest(&posv1.AckTicketRequest{StoreId: store, TicketId: tk.GetTicketId()}))
+			}
+			stream.Close()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (r *reconnectingTerminal) missing(want []string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, id := range want {
+		if !r.orders[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func TestAdapterKilledAndRestartedWhileTicketsFlowLosesNoTicket(t *testing.T) {
+	e := newEnv(t)
+	stores := []string{"flow-1", "flow-2"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var terms []*reconnectingTerminal
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for i, store := range stores {
+		for j, p := range protocols {
+			_, cred := e.register(fmt.Sprintf("T%d%d", i, j), store)
+			r := &reconnectingTerminal{seen: map[string]bool{}, orders: map[string]bool{}}
+			terms = append(terms, r)
+			c := e.terminal(p, cred)
+			wg.Go(func() { r.run(ctx, c, store) })
+		}
+	}
+
+	const total = 300
+	var want []string
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := range total {
+			o := order(stores[i%2], i)
+			want = append(want, o.GetId())
+			e.publish("confirmed", o, nil)
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	// Kill the adapter (no grace: every connection cut, the consumer and relay stopped
+	// wherever they are) twice while tickets flow, and bring it back.
+	e.grace = time.Millisecond
+	for _, after := range []int{20, 60} {
+		testenv.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+			terms[0].mu.Lock()
+			defer terms[0].mu.Unlock()
+			if len(terms[0].seen) < after {
+				return fmt.Errorf("terminal 0 has %d tickets, waiting for %d before the kill", len(terms[0].seen), after)
+			}
+			return nil
+		})
+		e.restart()
+	}
+	<-published
+
+	for k, r := range terms {
+		store := stores[k/2]
+		var wantHere []string
+		for i, id := range want {
+			if stores[i%2] == store {
+				wantHere = append(wantHere, id)
+			}
+		}
+		testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			if m := r.missing(wantHere); len(m) > 0 {
+				return fmt.Errorf("terminal %d of %s misses %d of %d tickets, e.g. %s", k, store, len(m), len(wantHere), m[0])
+			}
+			return nil
+		})
+		r.mu.Lock()
+		if r.disorder != "" {
+			t.Errorf("terminal %d: %s", k, r.disorder)
+		}
+		if len(r.orders) != len(wantHere) {
+			t.Errorf("terminal %d of %s got tickets for %d orders, want %d (another store's leaked in?)", k, store, len(r.orders), len(wantHere))
+		}
+		t.Logf("terminal %d: %d tickets over %d connections, %d duplicates dropped", k, len(r.seen), r.conns, r.dups)
+		if r.conns < 3 {
+			t.Errorf("terminal %d connected %d times; the restarts did not cut its stream", k, r.conns)
+		}
+		r.mu.Unlock()
+	}
+}

@@ -1,0 +1,194 @@
+package posadapter_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/grpcserver"
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/inventory"
+)
+
+var pickupSecret = []byte("pos-adapter-tests-pickup-secret")
+
+// services are the real inventory and fulfilment the adapter forwards to: each on its own
+// schema of the test database, on the env's NATS server, with gRPC on loopback ports and
+// fulfilment's outbox relayed to JetStream (so its OrderChanged events reach the adapter the
+// production way).
+type services struct {
+	inv      *inventory.Service
+	ful      *fulfilment.Service
+	invAdmin inventoryv1.InventoryAdminServiceClient
+	locator  inventoryv1.StoreLocatorServiceClient
+	cart     func(ctx context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.Order, error)
+}
+
+// withServices runs real inventory and fulfilment for the adapter; their handles land in *s.
+func withServices(s *services, edit ...func(*fulfilment.Config)) envOption {
+	return func(e *env) {
+		t := e.t
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		t.Cleanup(func() { cancel(); wg.Wait() })
+		run := func(name string, f func(context.Context) error) {
+			wg.Go(func() {
+				if err := f(ctx); err != nil && ctx.Err() == nil {
+					t.Errorf("%s stopped: %v", name, err)
+				}
+			})
+		}
+		// The services' gRPC servers as the stack builds them: they verify every call's token
+		// against Handoff's access policy, so the tokens the adapter mints are put to the test.
+		serve := func(register func(grpc.ServiceRegistrar)) *grpc.ClientConn {
+			srv := grpcserver.New(testenv.Logger(t), e.keys)
+			register(srv)
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { _ = srv.Server.Serve(lis) }()
+			t.Cleanup(srv.Stop)
+			cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cc.Close() })
+			return cc
+		}
+
+		invNC := testenv.NATSConn(t, e.ns)
+		s.inv = inventory.New(inventory.Config{Pool: testenv.Pool(t, "", inventory.Migrations()), Logger: testenv.Logger(t)})
+		rpc, err := natsrpc.AddService(invNC, "inventory", "0.0.1", "inventory for pos-adapter tests", testenv.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rpc.Stop() })
+		if err := s.inv.RegisterNATS(rpc); err != nil {
+			t.Fatal(err)
+		}
+		run("inventory", s.inv.Run)
+		invConn := serve(s.inv.RegisterGRPC)
+		// The test's own admin calls carry an admin token; the adapter's carry what it mints.
+		adminTok := "Bearer " + e.token(auth.Principal{Subject: "test-operator", Role: auth.RoleAdmin})
+		asAdmin, err := grpc.NewClient(invConn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				return invoker(auth.OutgoingContext(ctx, adminTok), method, req, reply, cc, opts...)
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { asAdmin.Close() })
+		s.invAdmin = inventoryv1.NewInventoryAdminServiceClient(asAdmin)
+		s.locator = inventoryv1.NewStoreLocatorServiceClient(invConn)
+
+		fulPool := testenv.Pool(t, "", fulfilment.Migrations())
+		cfg := fulfilment.Config{Pool: fulPool, NATS: testenv.NATSConn(t, e.ns), PickupCodeSecret: pickupSecret,
+			Logger: testenv.Logger(t), SweepInterval: 20 * time.Millisecond, PendingAfter: 100 * time.Millisecond}
+		for _, f := range edit {
+			f(&cfg)
+		}
+		s.ful, err = fulfilment.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frpc, err := natsrpc.AddService(cfg.NATS, "fulfilment", "0.0.1", "fulfilment for pos-adapter tests", testenv.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = frpc.Stop() })
+		if err := s.ful.RegisterNATS(frpc); err != nil {
+			t.Fatal(err)
+		}
+		run("fulfilment", s.ful.Run)
+		run("fulfilment outbox relay", outbox.NewRelay(fulPool, e.js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}).Run)
+		ful := serve(s.ful.RegisterGRPC)
+
+		cart := testenv.NATSConn(t, e.ns)
+		s.cart = func(ctx context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.Order, error) {
+			var res fulfilmentv1.PlaceOrderResponse
+			if err := natsrpc.Call(ctx, cart, fulfilment.SubjectPlaceOrder, req, &res); err != nil {
+				return nil, err
+			}
+			return res.GetOrder(), nil
+		}
+		e.cfg.Fulfilment, e.cfg.Inventory = ful, invConn
+	}
+}
+
+// addStore creates an always-open store with stock of the SKUs.
+func (s *services) addStore(t testing.TB, id string, stock map[string]int32) {
+	t.Helper()
+	var hours []*inventoryv1.OpeningHours
+	for d := 1; d <= 7; d++ {
+		hours = append(hours, &inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(d), OpenTime: "00:00", CloseTime: "24:00"})
+	}
+	_, err := s.inv.CreateStore(context.Background(), &inventoryv1.Store{
+		Id: id, Name: "Store " + id, TimeZone: "America/Los_Angeles",
+		Address:      &inventoryv1.Address{Line1: "1 Pike St", City: "Seattle", CountryCode: "US"},
+		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.34},
+		OpeningHours: hours, PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+	})
+	if err != nil {
+		t.Fatalf("create store %s: %v", id, err)
+	}
+	for sku, n := range stock {
+		_, _, err := s.inv.SetStock(context.Background(), &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_ADMIN, Id: "test"},
+			&inventoryv1.SetStockRequest{StoreId: id, Sku: sku, OnHand: n, IdempotencyKey: fmt.Sprintf("seed-%s-%s", id, sku)})
+		if err != nil {
+			t.Fatalf("stock %s at %s: %v", sku, id, err)
+		}
+	}
+}
+
+// onHand is inventory's on-hand count of sku at store.
+func (s *services) onHand(t testing.TB, store, sku string) int32 {
+	t.Helper()
+	res, err := s.invAdmin.ListStock(context.Background(), &inventoryv1.ListStockRequest{StoreId: store, Skus: []string{sku}})
+	if err != nil {
+		t.Fatalf("ListStock: %v", err)
+	}
+	for _, l := range res.GetLevels() {
+		if l.GetSku() == sku {
+			return l.GetOnHand()
+		}
+	}
+	return 0
+}
+
+// placeOrder checks out lines (sku → quantity) at store as a cart would and wants CONFIRMED.
+func (s *services) placeOrder(t testing.TB, store, key string, lines map[string]int32) *fulfilmentv1.Order {
+	t.Helper()
+	req := &fulfilmentv1.PlaceOrderRequest{IdempotencyKey: key, CustomerId: "cust-" + key, CartId: "cart-" + key, StoreId: store,
+		PickupName: "Sam", CustomerNote: "oat milk please"}
+	i := 0
+	for sku, q := range lines {
+		i++
+		req.Lines = append(req.Lines, &fulfilmentv1.PlaceOrderLine{LineId: fmt.Sprintf("l%d", i), Sku: sku, ProductName: "Product " + sku,
+			VariantName: "16 oz", Quantity: q, UnitPrice: &commonv1.Money{AmountMinor: 450, CurrencyCode: "USD"}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := s.cart(ctx, req)
+	if err != nil {
+		t.Fatalf("place order %s: %v", key, err)
+	}
+	if o.GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+		t.Fatalf("order %s is %v (%s), want CONFIRMED", key, o.GetState(), o.GetReason())
+	}
+	return o
+}

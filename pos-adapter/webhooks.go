@@ -1,0 +1,386 @@
+package posadapter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/pagetoken"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// Headers of an outbound delivery, besides SignatureHeader. The body is the TicketRaised
+// message as protobuf JSON; a receiver drops duplicates by ticket id (a delivery whose
+// acknowledgement was lost is sent again) and orders by the ticket's sequence (deliveries are
+// made side by side and retried, so they may arrive out of order).
+const (
+	DeliveryIDHeader = "Handoff-Delivery-Id"
+	TicketIDHeader   = "Handoff-Ticket-Id"
+)
+
+// webhookWorkers is how many deliveries one adapter makes at once.
+const webhookWorkers = 16
+
+func (a *Adapter) wakeWebhooks() {
+	select {
+	case a.webhookWake <- struct{}{}:
+	default:
+	}
+}
+
+func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[posv1.SetStoreWebhookRequest]) (*connect.Response[posv1.SetStoreWebhookResponse], error) {
+	a := api.a
+	w := req.Msg.GetWebhook()
+	var v rpcerr.Violations
+	if w == nil {
+		v.Add("webhook", "required")
+	}
+	if err := checkStoreID(w.GetStoreId()); err != nil {
+		v.Add("webhook.store_id", err.Error())
+	}
+	if err := checkWebhookURL(w.GetUrl()); err != nil {
+		v.Add("webhook.url", err.Error())
+	}
+	kinds := []string{}
+	for i, k := range w.GetKinds() {
+		if _, ok := posv1.TicketKind_name[int32(k)]; !ok || k == posv1.TicketKind_TICKET_KIND_UNSPECIFIED {
+			v.Addf(fmt.Sprintf("webhook.kinds[%d]", i), "not a ticket kind: %v", k)
+		} else if !slices.Contains(kinds, KindToken(k)) {
+			kinds = append(kinds, KindToken(k))
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+
+	tx, err := a.db.Begin(ctx)
+	if err != nil {
+		return nil, a.internal(ctx, "set webhook", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var secret string
+	err = tx.QueryRow(ctx, `SELECT signing_secret FROM store_webhooks WHERE store_id = $1 FOR UPDATE`, w.GetStoreId()).Scan(&secret)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, a.internal(ctx, "set webhook", err)
+	}
+	newSecret := ""
+	if secret == "" || req.Msg.GetRotateSecret() {
+		if newSecret, err = newSigningSecret(); err != nil {
+			return nil, a.internal(ctx, "set webhook", err)
+		}
+		secret = newSecret
+	}
+	var updated time.Time
+	if err := tx.QueryRow(ctx, `
+		INSERT INTO store_webhooks (store_id, url, kinds, enabled, signing_secret, update_time) VALUES ($1, $2, $3, $4, $5, now())
+		ON CONFLICT (store_id) DO UPDATE SET url = excluded.url, kinds = excluded.kinds, enabled = excluded.enabled,
+			signing_secret = excluded.signing_secret, update_time = now()
+		RETURNING update_time`, w.GetStoreId(), w.GetUrl(), kinds, w.GetEnabled(), secret).Scan(&updated); err != nil {
+		return nil, a.internal(ctx, "set webhook", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, a.internal(ctx, "set webhook", err)
+	}
+	a.log.InfoContext(ctx, "store webhook set", "store_id", w.GetStoreId(), "url", w.GetUrl(), "enabled", w.GetEnabled(),
+		"new_secret", newSecret != "", "by", adminName(ctx))
+	out := proto.Clone(w).(*posv1.StoreWebhook)
+	out.UpdateTime = timestamppb.New(updated)
+	return connect.NewResponse(&posv1.SetStoreWebhookResponse{Webhook: out, SigningSecret: newSecret}), nil
+}
+
+// checkWebhookURL accepts https URLs, and http ones on a loopback host (development).
+func checkWebhookURL(raw string) error {
+	if raw == "" {
+		return errors.New("required")
+	}
+	if len(raw) > maxWebhookURLLength {
+		return fmt.Errorf("at most %d characters", maxWebhookURLLength)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil {
+		return errors.New("not an absolute URL without credentials")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return errors.New("must be https (http only for a loopback host, in development)")
+	}
+	return errors.New("must be https")
+}
+
+// runWebhookDispatcher delivers due webhook deliveries until ctx ends. Several adapters may
+// dispatch at once: a delivery is claimed (its next attempt moved past the send's timeout)
+// before it is sent, so one copy sends it; a copy that dies mid-send leaves it to be sent
+// again once the claim lapses.
+func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
+	sem := make(chan struct{}, webhookWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		claims, err := a.claimDeliveries(ctx, webhookWorkers)
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("claim webhook deliveries failed; retrying", "err", err)
+		}
+		for _, c := range claims {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				a.deliver(ctx, c)
+			}()
+		}
+		if len(claims) == webhookWorkers {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.webhookWake:
+		case <-time.After(a.cfg.WebhookPollInterval):
+		}
+	}
+}
+
+type deliveryClaim struct {
+	id, storeID, ticketID string
+	attempts              int
+}
+
+func (a *Adapter) claimDeliveries(ctx context.Context, limit int) ([]deliveryClaim, error) {
+	lease := a.cfg.WebhookTimeout + 30*time.Second
+	rows, err := a.db.Query(ctx, `
+		UPDATE webhook_deliveries d SET next_attempt_time = now() + $2::bigint * interval '1 microsecond'
+		WHERE id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_time <= now()
+			ORDER BY next_attempt_time LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING d.id::text, d.store_id, d.ticket_id::text, d.attempts`, limit, lease.Microseconds())
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (deliveryClaim, error) {
+		var c deliveryClaim
+		return c, r.Scan(&c.id, &c.storeID, &c.ticketID, &c.attempts)
+	})
+}
+
+// deliver makes one attempt of a claimed delivery and records the outcome.
+func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) {
+	log := a.log.With("delivery", c.id, "store_id", c.storeID, "ticket", c.ticketID)
+	var (
+		target, secret string
+		enabled        bool
+		kinds          []string
+		payload        []byte
+		seq            int64
+		kind           string
+	)
+	err := a.db.QueryRow(ctx, `
+		SELECT coalesce(w.url, ''), coalesce(w.signing_secret, ''), coalesce(w.enabled, false), coalesce(w.kinds, '{}'),
+			t.payload, t.seq, t.kind
+		FROM tickets t LEFT JOIN store_webhooks w ON w.store_id = t.store_id
+		WHERE t.ticket_id = $1 AND t.store_id = $2`, c.ticketID, c.storeID).
+		Scan(&target, &secret, &enabled, &kinds, &payload, &seq, &kind)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (!enabled || (len(kinds) > 0 && !slices.Contains(kinds, kind)))) {
+		// The webhook was turned off or narrowed (or the ticket is past retention).
+		a.finishDelivery(ctx, log, c, "dropped", "webhook disabled or ticket gone")
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("load webhook delivery", "err", err)
+		}
+		return // claimed: retried when the claim lapses
+	}
+	var t posv1.Ticket
+	if err := proto.Unmarshal(payload, &t); err != nil {
+		a.finishDelivery(ctx, log, c, "failed", "stored ticket does not decode: "+err.Error())
+		return
+	}
+	t.Sequence = uint64(seq)
+	body, err := protojson.Marshal(&posv1.TicketRaised{Ticket: &t})
+	if err != nil {
+		a.finishDelivery(ctx, log, c, "failed", "encode ticket: "+err.Error())
+		return
+	}
+	sendErr := a.send(ctx, target, secret, c, body)
+	if sendErr == nil {
+		a.finishDelivery(ctx, log, c, "delivered", "")
+		return
+	}
+	if ctx.Err() != nil {
+		return // shutting down: the claim lapses and another attempt is made
+	}
+	attempts := c.attempts + 1
+	if attempts >= a.cfg.WebhookMaxAttempts {
+		log.Warn("webhook delivery failed for the last time; kept as a dead letter", "attempts", attempts, "err", sendErr)
+		a.finishDelivery(ctx, log, c, "failed", sendErr.Error())
+		return
+	}
+	wait := a.webhookBackoff(attempts)
+	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "err", sendErr)
+	if _, err := a.db.Exec(ctx, `UPDATE webhook_deliveries SET attempts = $2, last_error = $3,
+		next_attempt_time = now() + $4::bigint * interval '1 microsecond' WHERE id = $1 AND state = 'pending'`,
+		c.id, attempts, truncate(sendErr.Error(), 500), wait.Microseconds()); err != nil && ctx.Err() == nil {
+		log.Warn("record webhook failure", "err", err)
+	}
+}
+
+// webhookBackoff is the wait after the n-th failed attempt: WebhookBackoff doubled per
+// attempt, capped, with ±20% jitter so that a receiver coming back is not hit by every retry
+// at once.
+func (a *Adapter) webhookBackoff(n int) time.Duration {
+	d := a.cfg.WebhookBackoff
+	for i := 1; i < n && d < a.cfg.WebhookMaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, a.cfg.WebhookMaxBackoff)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryClaim, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.WebhookTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "Handoff-Webhooks/1")
+	req.Header.Set(SignatureHeader, Sign(secret, time.Now(), body))
+	req.Header.Set(DeliveryIDHeader, c.id)
+	req.Header.Set(TicketIDHeader, c.ticketID)
+	res, err := a.cfg.WebhookClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(res.Body, 200))
+	if res.StatusCode < 200 || res.StatusCode > 299 {
+		return fmt.Errorf("HTTP %d: %s", res.StatusCode, strings.TrimSpace(string(snippet)))
+	}
+	return nil
+}
+
+func (a *Adapter) finishDelivery(ctx context.Context, log interface{ Warn(string, ...any) }, c deliveryClaim, state, lastErr string) {
+	attempts := c.attempts
+	if state != "dropped" {
+		attempts++
+	}
+	if _, err := a.db.Exec(ctx, `UPDATE webhook_deliveries SET state = $2, attempts = $3, last_error = $4, done_time = now()
+		WHERE id = $1 AND state = 'pending'`, c.id, state, attempts, truncate(lastErr, 500)); err != nil && ctx.Err() == nil {
+		log.Warn("record webhook delivery outcome", "state", state, "err", err)
+	}
+}
+
+type failedPosition struct {
+	Time time.Time `json:"t"`
+	ID   string    `json:"id"`
+}
+
+func (api adminAPI) ListFailedDeliveries(ctx context.Context, req *connect.Request[posv1.ListFailedDeliveriesRequest]) (*connect.Response[posv1.ListFailedDeliveriesResponse], error) {
+	a := api.a
+	m := req.Msg
+	if m.GetStoreId() != "" {
+		if err := checkStoreID(m.GetStoreId()); err != nil {
+			return nil, a.fail(ctx, "", rpcerr.Invalid("store_id", err.Error()))
+		}
+	}
+	size, err := pagetoken.PageSize(m.GetPageSize(), 50, 200)
+	if err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+	pos := failedPosition{Time: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), ID: "ffffffff-ffff-ffff-ffff-ffffffffffff"}
+	if _, err := pagetoken.Decode(m.GetPageToken(), &pos); err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+	rows, err := a.db.Query(ctx, `
+		SELECT id::text, store_id, ticket_id::text, attempts, last_error, done_time FROM webhook_deliveries
+		WHERE state = 'failed' AND ($1 = '' OR store_id = $1) AND (done_time, id) < ($2, $3::uuid)
+		ORDER BY done_time DESC, id DESC LIMIT $4`, m.GetStoreId(), pos.Time, pos.ID, size+1)
+	if err != nil {
+		return nil, a.internal(ctx, "list failed deliveries", err)
+	}
+	type failed struct {
+		d    *posv1.FailedDelivery
+		done time.Time
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (failed, error) {
+		var f failed
+		f.d = &posv1.FailedDelivery{}
+		if err := r.Scan(&f.d.Id, &f.d.StoreId, &f.d.TicketId, &f.d.Attempts, &f.d.LastError, &f.done); err != nil {
+			return f, err
+		}
+		f.d.FailTime = timestamppb.New(f.done)
+		return f, nil
+	})
+	if err != nil {
+		return nil, a.internal(ctx, "list failed deliveries", err)
+	}
+	out := &posv1.ListFailedDeliveriesResponse{}
+	if len(list) > size {
+		list = list[:size]
+		last := list[size-1]
+		out.NextPageToken = pagetoken.Encode(failedPosition{Time: last.done, ID: last.d.GetId()})
+	}
+	for _, f := range list {
+		out.Deliveries = append(out.Deliveries, f.d)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ReplayDelivery puts a dead letter back in the queue with a fresh retry budget.
+func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[posv1.ReplayDeliveryRequest]) (*connect.Response[posv1.ReplayDeliveryResponse], error) {
+	a := api.a
+	id := req.Msg.GetDeliveryId()
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, a.fail(ctx, "", rpcerr.Invalid("delivery_id", "not a delivery id"))
+	}
+	var state string
+	err := a.db.QueryRow(ctx, `
+		WITH cur AS (SELECT state FROM webhook_deliveries WHERE id = $1 FOR UPDATE),
+		upd AS (UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_time = now(), done_time = NULL
+			WHERE id = $1 AND state = 'failed' RETURNING 1)
+		SELECT state FROM cur`, id).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, a.fail(ctx, "", rpcerr.NotFound("webhook delivery", id))
+	}
+	if err != nil {
+		return nil, a.internal(ctx, "replay delivery", err)
+	}
+	if state != "failed" {
+		return nil, a.fail(ctx, "", rpcerr.FailedPrecondition("delivery_id: delivery %s is %s, not failed; only dead letters are replayed", id, state))
+	}
+	a.wakeWebhooks()
+	a.log.InfoContext(ctx, "webhook delivery replayed", "delivery", id, "by", adminName(ctx))
+	return connect.NewResponse(&posv1.ReplayDeliveryResponse{}), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,310 @@
+package posadapter_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// vendorPOS is a vendor's webhook receiver: it verifies every delivery's signature and
+// answers with the status its test sets.
+type vendorPOS struct {
+	t      testing.TB
+	mu     sync.Mutex
+	secret string
+	status func(attempt int) int
+	// attempts and times of each ticket id; delivered holds the tickets answered 2xx.
+	attempts  map[string][]time.Time
+	delivered map[string]*posv1.Ticket
+	badSigs   int
+}
+
+func newVendorPOS(t testing.TB) (*vendorPOS, string) {
+	v := &vendorPOS{t: t, attempts: map[string][]time.Time{}, delivered: map[string]*posv1.Ticket{}, status: func(int) int { return 200 }}
+	srv := httptest.NewServer(http.HandlerFunc(v.serve))
+	t.Cleanup(srv.Close)
+	return v, srv.URL + "/handoff"
+}
+
+func (v *vendorPOS) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := posadapter.VerifySignature(v.secret, r.Header.Get(posadapter.SignatureHeader), body, time.Now(), 5*time.Minute); err != nil {
+		v.badSigs++
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	var ev posv1.TicketRaised
+	if err := protojson.Unmarshal(body, &ev); err != nil || ev.GetTicket().GetTicketId() != r.Header.Get(posadapter.TicketIDHeader) {
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	id := ev.GetTicket().GetTicketId()
+	v.attempts[id] = append(v.attempts[id], time.Now())
+	code := v.status(len(v.attempts[id]))
+	if code < 300 {
+		v.delivered[id] = ev.GetTicket()
+	}
+	w.WriteHeader(code)
+}
+
+func (v *vendorPOS) setSecret(s string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.secret = s
+}
+
+func (v *vendorPOS) setStatus(f func(attempt int) int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.status = f
+}
+
+func (v *vendorPOS) deliveredKinds() []posv1.TicketKind {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []posv1.TicketKind
+	for _, t := range v.delivered {
+		out = append(out, t.GetKind())
+	}
+	return out
+}
+
+func fastWebhooks(c *posadapter.Config) {
+	c.WebhookBackoff = 100 * time.Millisecond
+	c.WebhookMaxBackoff = time.Second
+	c.WebhookMaxAttempts = 3
+	c.WebhookPollInterval = 20 * time.Millisecond
+}
+
+func TestWebhookDeliveriesAreSignedAndRetriedWithBackoffUntilTheVendorAnswers(t *testing.T) {
+	e := newEnv(t, withConfig(fastWebhooks))
+	vendor, url := newVendorPOS(t)
+	vendor.setStatus(func(attempt int) int {
+		if attempt < 3 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "hook-1", Url: url, Enabled: true}}))
+	if err != nil || !strings.HasPrefix(res.Msg.GetSigningSecret(), "whsec_") {
+		t.Fatalf("SetStoreWebhook = %v, %v; want a new signing secret", res, err)
+	}
+	vendor.setSecret(res.Msg.GetSigningSecret())
+	// Changing the URL keeps the secret unless asked to rotate it.
+	again, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "hook-1", Url: url, Enabled: true}}))
+	if err != nil || again.Msg.GetSigningSecret() != "" {
+		t.Fatalf("second SetStoreWebhook = %v, %v; want the secret kept (not shown again)", again, err)
+	}
+
+	o := order("hook-1", 1)
+	e.publish("confirmed", o, nil)
+	e.publish("cancelled", then(o, fulfilmentv1.OrderState_ORDER_STATE_CANCELLED), &fulfilmentv1.Transition{Reason: "no milk"})
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := len(vendor.deliveredKinds()); n != 2 {
+			return fmt.Errorf("vendor has %d tickets, want 2", n)
+		}
+		return nil
+	})
+	vendor.mu.Lock()
+	defer vendor.mu.Unlock()
+	if vendor.badSigs > 0 {
+		t.Fatalf("%d deliveries with a bad signature", vendor.badSigs)
+	}
+	for id, times := range vendor.attempts {
+		if len(times) != 3 {
+			t.Fatalf("ticket %s took %d attempts, want 3", id, len(times))
+		}
+		first, second := times[1].Sub(times[0]), times[2].Sub(times[1])
+		if first < 70*time.Millisecond || second < first {
+			t.Fatalf("ticket %s retried after %s then %s; want the backoff (100ms) growing", id, first, second)
+		}
+	}
+}
+
+func TestFailedWebhookDeliveriesBecomeDeadLettersAnOperatorCanReplay(t *testing.T) {
+	e := newEnv(t, withConfig(fastWebhooks))
+	vendor, url := newVendorPOS(t)
+	vendor.setStatus(func(int) int { return http.StatusInternalServerError })
+	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "dead-1", Url: url, Enabled: true, Kinds: []posv1.TicketKind{posv1.TicketKind_TICKET_KIND_NEW_ORDER}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor.setSecret(res.Msg.GetSigningSecret())
+	o := order("dead-1", 1)
+	e.publish("confirmed", o, nil)
+	e.publish("cancelled", then(o, fulfilmentv1.OrderState_ORDER_STATE_CANCELLED), nil) // not a kind it wants
+
+	var failed []*posv1.FailedDelivery
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		res, err := e.admin().ListFailedDeliveries(context.Background(), req(&posv1.ListFailedDeliveriesRequest{StoreId: "dead-1"}))
+		if err != nil {
+			return err
+		}
+		failed = res.Msg.GetDeliveries()
+		if len(failed) != 1 {
+			return fmt.Errorf("%d dead letters, want 1", len(failed))
+		}
+		return nil
+	})
+	d := failed[0]
+	if d.GetAttempts() != 3 || !strings.Contains(d.GetLastError(), "500") || d.GetFailTime() == nil {
+		t.Fatalf("dead letter %v; want 3 attempts and the last error", d)
+	}
+
+	vendor.setStatus(func(int) int { return http.StatusOK })
+	if _, err := e.admin().ReplayDelivery(context.Background(), req(&posv1.ReplayDeliveryRequest{DeliveryId: d.GetId()})); err != nil {
+		t.Fatalf("ReplayDelivery: %v", err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if k := vendor.deliveredKinds(); len(k) != 1 || k[0] != posv1.TicketKind_TICKET_KIND_NEW_ORDER {
+			return fmt.Errorf("vendor has %v, want the new order", k)
+		}
+		return nil
+	})
+	left, err := e.admin().ListFailedDeliveries(context.Background(), req(&posv1.ListFailedDeliveriesRequest{}))
+	if err != nil || len(left.Msg.GetDeliveries()) != 0 {
+		t.Fatalf("dead letters after the replay: %v, %v; want none", left, err)
+	}
+	_, err = e.admin().ReplayDelivery(context.Background(), req(&posv1.ReplayDeliveryRequest{DeliveryId: d.GetId()}))
+	if codeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("replaying a delivered delivery: %v; want FailedPrecondition", err)
+	}
+	for _, bad := range []string{"http://vendor.example/hook", "ftp://127.0.0.1/x", "https://user:pw@vendor.example/"} {
+		_, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{Webhook: &posv1.StoreWebhook{StoreId: "dead-1", Url: bad}}))
+		if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "webhook.url") {
+			t.Fatalf("webhook URL %s: %v; want InvalidArgument naming webhook.url", bad, err)
+		}
+	}
+}
+
+// vendorPost signs body with secret at ts and posts it to the store's inbound endpoint.
+func (e *env) vendorPost(store, secret string, ts time.Time, body []byte, sigBody []byte) (int, posadapter.VendorResult) {
+	e.t.Helper()
+	if sigBody == nil {
+		sigBody = body
+	}
+	r, _ := http.NewRequest(http.MethodPost, e.base+posadapter.VendorWebhookPath+store, bytes.NewReader(body))
+	if secret != "" {
+		r.Header.Set(posadapter.SignatureHeader, posadapter.Sign(secret, ts, sigBody))
+	}
+	res, err := e.http1.Do(r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out posadapter.VendorResult
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out
+}
+
+func vendorEvent(id, typ, sku string, q int32) []byte {
+	b, _ := json.Marshal(posadapter.VendorEvent{EventID: id, Type: typ, SKU: sku, Quantity: q})
+	return b
+}
+
+func TestVendorInStoreEventsAdjustStockOnceAndForgedOnesChangeNothing(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "ven-1", map[string]int32{"LATTE-16": 10})
+	s.addStore(t, "ven-2", map[string]int32{"LATTE-16": 10})
+	if _, err := s.invAdmin.SetStock(context.Background(), &inventoryv1.SetStockRequest{StoreId: "ven-1", Sku: "LATTE-16", OnHand: 10, SafetyStock: 2, IdempotencyKey: "safety"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "ven-1", Url: "https://pos.vendor.example/handoff"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := res.Msg.GetSigningSecret()
+	now := time.Now()
+	onHand := func() int32 { return s.onHand(t, "ven-1", "LATTE-16") }
+	expect := func(what string, code int, status string, gotCode int, got posadapter.VendorResult, stock int32) {
+		t.Helper()
+		if gotCode != code || got.Status != status {
+			t.Fatalf("%s: HTTP %d %+v; want %d %q", what, gotCode, got, code, status)
+		}
+		if n := onHand(); n != stock {
+			t.Fatalf("%s: on hand %d, want %d", what, n, stock)
+		}
+	}
+
+	sale := vendorEvent("v-1", "sale", "LATTE-16", 3)
+	code, out := e.vendorPost("ven-1", secret, now, sale, nil)
+	expect("sale", 200, "applied", code, out, 7)
+	code, out = e.vendorPost("ven-1", secret, now, sale, nil)
+	expect("the same sale again", 200, "duplicate", code, out, 7)
+
+	// Forged, tampered, replayed: 401, nothing changes.
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-2", "sale", "LATTE-16", 9), vendorEvent("v-2", "sale", "LATTE-16", 1))
+	expect("tampered body", 401, "", code, out, 7)
+	code, out = e.vendorPost("ven-1", secret, now.Add(-10*time.Minute), vendorEvent("v-3", "sale", "LATTE-16", 1), nil)
+	expect("replayed (stale timestamp)", 401, "", code, out, 7)
+	code, out = e.vendorPost("ven-1", secret, now.Add(10*time.Minute), vendorEvent("v-4", "sale", "LATTE-16", 1), nil)
+	expect("timestamp from the future", 401, "", code, out, 7)
+	code, out = e.vendorPost("ven-1", "whsec_guessed", now, vendorEvent("v-5", "sale", "LATTE-16", 1), nil)
+	expect("wrong secret", 401, "", code, out, 7)
+	code, out = e.vendorPost("ven-1", "", now, vendorEvent("v-6", "sale", "LATTE-16", 1), nil)
+	expect("unsigned", 401, "", code, out, 7)
+	code, out = e.vendorPost("ven-2", secret, now, vendorEvent("v-7", "sale", "LATTE-16", 1), nil)
+	if code != 401 || s.onHand(t, "ven-2", "LATTE-16") != 10 {
+		t.Fatalf("another store's event signed with ven-1's secret: HTTP %d; want 401 and no change", code)
+	}
+	// A stale copy of an event already applied is refused too, not reported as a duplicate.
+	code, out = e.vendorPost("ven-1", secret, now.Add(-time.Hour), sale, nil)
+	expect("stale copy of an applied event", 401, "", code, out, 7)
+
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-1", "sale", "LATTE-16", 4), nil)
+	expect("event id reused for another change", 409, "refused", code, out, 7)
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-8", "return", "LATTE-16", 1), nil)
+	expect("return", 200, "applied", code, out, 8)
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-9", "count", "LATTE-16", 20), nil)
+	expect("count", 200, "applied", code, out, 20)
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-10", "sale", "NO-SUCH-SKU", 1), nil)
+	if code != 422 || out.Status != "refused" {
+		t.Fatalf("unknown SKU: HTTP %d %+v; want 422 refused", code, out)
+	}
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-11", "sale", "LATTE-16", 0), nil)
+	expect("zero sale", 400, "", code, out, 20)
+	code, out = e.vendorPost("ven-1", secret, now, []byte("{not json"), nil)
+	expect("malformed body", 400, "", code, out, 20)
+
+	levels, err := s.invAdmin.ListStock(context.Background(), &inventoryv1.ListStockRequest{StoreId: "ven-1", Skus: []string{"LATTE-16"}})
+	if err != nil || levels.GetLevels()[0].GetSafetyStock() != 2 {
+		t.Fatalf("after a count: %v, %v; want the safety stock (2) kept", levels, err)
+	}
+	moves, err := s.invAdmin.ListMovements(context.Background(), &inventoryv1.ListMovementsRequest{StoreId: "ven-1", Sku: "LATTE-16", PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendorMoves := 0
+	for _, m := range moves.GetMovements() {
+		if strings.HasPrefix(m.GetIdempotencyKey(), "vendor:") {
+			vendorMoves++
+		}
+	}
+	if vendorMoves != 3 {
+		t.Fatalf("%d vendor movements in the ledger, want 3 (sale, return, count)", vendorMoves)
+	}
+}

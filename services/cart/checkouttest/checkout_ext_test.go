@@ -1,0 +1,370 @@
+// Package checkout_test checks a shopper's checkout end to end: the cart service against a real
+// catalog, inventory and fulfilment, talking over a real NATS server, each on its own Postgres
+// schema, the shopper's calls going through real gRPC. It lives apart from the cart's own tests
+// because it needs every service of the order path.
+package checkout_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/handoff-dev/handoff/internal/demo"
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/cart"
+	"github.com/handoff-dev/handoff/services/catalog"
+	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/inventory"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// The test store is open around the clock and far from the demo city, so results never depend
+// on the time of day the tests run or on the demo stores' stock.
+const (
+	storeID  = "test-always-open"
+	storeLat = 10.0
+	storeLng = 10.0
+)
+
+type env struct {
+	t         *testing.T
+	nats      *server.Server
+	chain     demo.Chain
+	inventory *inventory.Service
+	invRPC    *natsrpc.Service
+	carts     cartv1.CartServiceClient
+	orders    fulfilmentv1.OrderServiceClient
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, nats: testenv.NATS(t), chain: demo.Seattle()}
+	log := testenv.Logger(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var loops sync.WaitGroup
+	t.Cleanup(func() { cancel(); loops.Wait() })
+	run := func(name string, f func(context.Context) error) {
+		loops.Go(func() {
+			if err := f(ctx); err != nil {
+				t.Errorf("%s Run: %v", name, err)
+			}
+		})
+	}
+
+	cat := catalog.New(catalog.Config{Pool: testenv.Pool(t, "", catalog.Migrations()), Currency: "USD", Logger: log})
+	if _, err := cat.LoadDemo(t.Context(), e.chain); err != nil {
+		t.Fatalf("load demo catalog: %v", err)
+	}
+	e.serveNATS("catalog", cat.RegisterNATS)
+
+	e.inventory = inventory.New(inventory.Config{Pool: testenv.Pool(t, "", inventory.Migrations()), Logger: log})
+	e.invRPC = e.serveNATS("inventory", e.inventory.RegisterNATS)
+	run("inventory", e.inventory.Run)
+	e.createStore()
+
+	ful, err := fulfilment.New(fulfilment.Config{
+		Pool:             testenv.Pool(t, "", fulfilment.Migrations()),
+		NATS:             testenv.NATSConn(t, e.nats),
+		PickupCodeSecret: []byte("checkout-test-secret-0123456789"),
+		Logger:           log,
+	})
+	if err != nil {
+		t.Fatalf("fulfilment.New: %v", err)
+	}
+	e.serveNATS("fulfilment", ful.RegisterNATS)
+	run("fulfilment", ful.Run)
+
+	c := cart.New(cart.Config{
+		Pool: testenv.Pool(t, "", cart.Migrations()), NATS: testenv.NATSConn(t, e.nats), Currency: "USD", Logger: log,
+		CheckoutTimeout: 10 * time.Second,
+	})
+
+	srv := grpc.NewServer()
+	c.RegisterGRPC(srv)
+	ful.RegisterGRPC(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	e.carts = cartv1.NewCartServiceClient(conn)
+	e.orders = fulfilmentv1.NewOrderServiceClient(conn)
+	return e
+}
+
+func (e *env) serveNATS(name string, register func(*natsrpc.Service) error) *natsrpc.Service {
+	e.t.Helper()
+	svc, err := natsrpc.AddService(testenv.NATSConn(e.t, e.nats), name, "0.0.0-test", name, testenv.Logger(e.t))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = svc.Stop() })
+	if err := register(svc); err != nil {
+		e.t.Fatalf("register %s NATS endpoints: %v", name, err)
+	}
+	return svc
+}
+
+func (e *env) createStore() {
+	e.t.Helper()
+	var hours []*inventoryv1.OpeningHours
+	for d := inventoryv1.Weekday_WEEKDAY_MONDAY; d <= inventoryv1.Weekday_WEEKDAY_SUNDAY; d++ {
+		hours = append(hours, &inventoryv1.OpeningHours{Weekday: d, OpenTime: "00:00", CloseTime: "24:00"})
+	}
+	_, err := e.inventory.CreateStore(e.t.Context(), &inventoryv1.Store{
+		Id: storeID, Name: "Always Open Test Store",
+		Address:  &inventoryv1.Address{Line1: "1 Test Street", City: "Testville", Region: "TS", PostalCode: "00000", CountryCode: "US"},
+		Location: &commonv1.LatLng{Latitude: storeLat, Longitude: storeLng}, TimeZone: "UTC", OpeningHours: hours,
+		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(2 * time.Hour),
+		State: inventoryv1.StoreState_STORE_STATE_OPEN,
+	})
+	if err != nil {
+		e.t.Fatalf("create test store: %v", err)
+	}
+}
+
+func (e *env) setStock(sku string, onHand int32) {
+	e.t.Helper()
+	_, _, err := e.inventory.SetStock(e.t.Context(), &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_ADMIN, Id: "test"},
+		&inventoryv1.SetStockRequest{StoreId: storeID, Sku: sku, OnHand: onHand, IdempotencyKey: fmt.Sprintf("stock-%s-%d-%d", sku, onHand, time.Now().UnixNano()), Note: "test"})
+	if err != nil {
+		e.t.Fatalf("set stock of %s: %v", sku, err)
+	}
+}
+
+func (e *env) as(customer string) context.Context {
+	return metadata.AppendToOutgoingContext(e.t.Context(), cart.CustomerIDMetadata, customer)
+}
+
+// skus returns the first n SKUs of the demo catalog, each stocked at the test store.
+func (e *env) skus(n int) []string {
+	var out []string
+	for _, p := range e.chain.Products {
+		for _, v := range p.Variants {
+			if len(out) == n {
+				return out
+			}
+			out = append(out, v.SKU)
+			e.setStock(v.SKU, 50)
+		}
+	}
+	return out
+}
+
+// filledCart makes customer a cart with qty of each sku and pickup at the test store.
+func (e *env) filledCart(customer string, qty int32, skus ...string) *cartv1.Cart {
+	e.t.Helper()
+	ctx := e.as(customer)
+	res, err := e.carts.CreateCart(ctx, &cartv1.CreateCartRequest{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	id := res.GetCart().GetId()
+	for _, sku := range skus {
+		if _, err := e.carts.AddLine(ctx, &cartv1.AddLineRequest{CartId: id, Sku: sku, Quantity: qty}); err != nil {
+			e.t.Fatalf("AddLine %s: %v", sku, err)
+		}
+	}
+	p, err := e.carts.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: id, Pickup: &cartv1.Pickup{Choice: &cartv1.Pickup_StoreId{StoreId: storeID}}})
+	if err != nil {
+		e.t.Fatalf("SetPickup: %v", err)
+	}
+	return p.GetCart()
+}
+
+func TestCheckoutPlacesTheOrderAndOnlyThenMarksTheCartCheckedOut(t *testing.T) {
+	e := newEnv(t)
+	skus := e.skus(2)
+	c := e.filledCart("alice", 2, skus...)
+	if c.GetPickup().GetStoreName() != "Always Open Test Store" {
+		t.Fatalf("pickup = %v; want the store's name from inventory", c.GetPickup())
+	}
+	for _, l := range c.GetLines() {
+		if l.GetAvailableAtStore() != 50 {
+			t.Fatalf("line %s available_at_store = %d, want 50", l.GetSku(), l.GetAvailableAtStore())
+		}
+	}
+
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{
+		CartId: c.GetId(), IdempotencyKey: "alice-checkout-1", ExpectedVersion: c.GetVersion(), PickupName: "Alice",
+	})
+	if err != nil {
+		t.Fatalf("Checkout: %v", err)
+	}
+	o := res.GetOrder()
+	if o.GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED || o.GetStoreId() != storeID || o.GetPickupCode() == "" ||
+		o.GetCustomerId() != "alice" || o.GetCartId() != c.GetId() || len(o.GetLines()) != 2 {
+		t.Fatalf("order = %v; want CONFIRMED at %s for alice's cart, with a pickup code and 2 lines", o, storeID)
+	}
+	if o.GetTotal().GetAmountMinor() != c.GetSubtotal().GetAmountMinor() {
+		t.Fatalf("order total %v differs from the cart subtotal %v", o.GetTotal(), c.GetSubtotal())
+	}
+	if got := res.GetCart(); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != o.GetId() {
+		t.Fatalf("cart after checkout = %v; want CHECKED_OUT with order %s", got, o.GetId())
+	}
+
+	// A retry with the same key returns the same order; another key is refused naming it.
+	again, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "alice-checkout-1"})
+	if err != nil || again.GetOrder().GetId() != o.GetId() {
+		t.Fatalf("retried checkout = %v, %v; want order %s again", again.GetOrder().GetId(), err, o.GetId())
+	}
+	_, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "alice-checkout-2"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "already checked out as order "+fmt.Sprintf("%q", o.GetId())) {
+		t.Fatalf("checkout with another key = %v; want FailedPrecondition naming order %s", err, o.GetId())
+	}
+	_, err = e.carts.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: skus[0], Quantity: 1})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("AddLine to a checked-out cart = %v; want FailedPrecondition", err)
+	}
+}
+
+func TestSameCheckoutSentTwentyTimesConcurrentlyMakesOneOrder(t *testing.T) {
+	e := newEnv(t)
+	c := e.filledCart("alice", 1, e.skus(3)...)
+
+	const requests = 20
+	ids := make([]string, requests)
+	errs := make([]error, requests)
+	var wg sync.WaitGroup
+	for i := range requests {
+		wg.Go(func() {
+			res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "one-key-for-all-20"})
+			ids[i], errs[i] = res.GetOrder().GetId(), err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if ids[i] != ids[0] {
+			t.Fatalf("requests returned orders %s and %s; want one order", ids[0], ids[i])
+		}
+	}
+	list, err := e.orders.ListOrders(e.as("alice"), &fulfilmentv1.ListOrdersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetOrders()) != 1 || list.GetOrders()[0].GetId() != ids[0] {
+		t.Fatalf("alice has orders %v; want exactly %s", list.GetOrders(), ids[0])
+	}
+	got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	if err != nil || got.GetCart().GetOrderId() != ids[0] || got.GetCart().GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT {
+		t.Fatalf("cart = %v, %v; want checked out as %s", got.GetCart(), err, ids[0])
+	}
+}
+
+func TestRejectedCheckoutLeavesTheCartOpenToChange(t *testing.T) {
+	e := newEnv(t)
+	skus := e.skus(2)
+	e.setStock(skus[1], 1)
+	c := e.filledCart("alice", 3, skus...)
+
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "too-many-units"})
+	if err != nil {
+		t.Fatalf("Checkout: %v", err)
+	}
+	o := res.GetOrder()
+	if o.GetState() != fulfilmentv1.OrderState_ORDER_STATE_REJECTED || len(o.GetShortages()) != 1 || o.GetShortages()[0].GetSku() != skus[1] {
+		t.Fatalf("order = %v; want REJECTED short of %s", o, skus[1])
+	}
+	if got := res.GetCart(); got.GetState() != cartv1.CartState_CART_STATE_OPEN || got.GetOrderId() != "" {
+		t.Fatalf("cart after a rejected order = %v; want OPEN without an order", got)
+	}
+	// The shopper lowers the quantity and checks out again with a new key.
+	line := res.GetCart().GetLines()[1]
+	upd, err := e.carts.UpdateLine(e.as("alice"), &cartv1.UpdateLineRequest{CartId: c.GetId(), LineId: line.GetLineId(), Quantity: 1})
+	if err != nil {
+		t.Fatalf("UpdateLine after rejection: %v", err)
+	}
+	res, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "fewer-units", ExpectedVersion: upd.GetCart().GetVersion()})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED || res.GetCart().GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT {
+		t.Fatalf("second checkout = %v, %v; want CONFIRMED and the cart checked out", res.GetOrder(), err)
+	}
+}
+
+func TestCheckoutAtTheNearestStoreAroundThePickupPoint(t *testing.T) {
+	e := newEnv(t)
+	skus := e.skus(1)
+	ctx := e.as("alice")
+	created, err := e.carts.CreateCart(ctx, &cartv1.CreateCartRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.GetCart().GetId()
+	if _, err := e.carts.AddLine(ctx, &cartv1.AddLineRequest{CartId: id, Sku: skus[0], Quantity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	near := &cartv1.Pickup{Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{
+		Location: &commonv1.LatLng{Latitude: storeLat + 0.01, Longitude: storeLng}, RadiusMeters: 5000,
+	}}}
+	if _, err := e.carts.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: id, Pickup: near}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.carts.Checkout(ctx, &cartv1.CheckoutRequest{CartId: id, IdempotencyKey: "nearest-store-1"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED || res.GetOrder().GetStoreId() != storeID {
+		t.Fatalf("checkout near the test store = %v, %v; want CONFIRMED at %s", res.GetOrder(), err, storeID)
+	}
+}
+
+func TestCartStillReadsWhenInventoryDoesNotAnswer(t *testing.T) {
+	e := newEnv(t)
+	c := e.filledCart("alice", 1, e.skus(1)...)
+	if err := e.invRPC.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		res, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+		if err != nil {
+			return fmt.Errorf("GetCart with inventory down: %w", err)
+		}
+		if n := res.GetCart().GetLines()[0].GetAvailableAtStore(); n != -1 {
+			return fmt.Errorf("available_at_store = %d, want -1 (unknown) while inventory is down", n)
+		}
+		if res.GetCart().GetSubtotal().GetAmountMinor() != c.GetSubtotal().GetAmountMinor() {
+			return fmt.Errorf("subtotal changed to %v", res.GetCart().GetSubtotal())
+		}
+		return nil
+	})
+}
+
+func TestChoosingAnUnknownStoreIsNotFoundNamingPickupStoreID(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.as("alice")
+	created, err := e.carts.CreateCart(ctx, &cartv1.CreateCartRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.carts.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: created.GetCart().GetId(), Pickup: &cartv1.Pickup{Choice: &cartv1.Pickup_StoreId{StoreId: "no-such-store"}}})
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "pickup.store_id") || !strings.Contains(err.Error(), "no-such-store") {
+		t.Fatalf("SetPickup of an unknown store = %v; want NotFound naming pickup.store_id and the id", err)
+	}
+	got, err := e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: created.GetCart().GetId()})
+	if err != nil || got.GetCart().GetPickup() != nil || got.GetCart().GetVersion() != created.GetCart().GetVersion() {
+		t.Fatalf("cart after the refused pickup = %v, %v; want unchanged", got.GetCart(), err)
+	}
+}

@@ -1,0 +1,204 @@
+package fulfilment
+
+import (
+	"context"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+)
+
+// Limits of free text in actions.
+const (
+	maxReasonLen = 500
+	maxBayLen    = 32
+)
+
+// textProblem says what is wrong with a free-text field, or "".
+func textProblem(v string, max int, required bool) string {
+	switch {
+	case required && v == "":
+		return "required"
+	case !utf8.ValidString(v):
+		return "must be valid UTF-8"
+	case utf8.RuneCountInString(v) > max:
+		return fmt.Sprintf("at most %d characters, got %d", max, utf8.RuneCountInString(v))
+	}
+	return ""
+}
+
+func checkText(field, v string, max int, required bool) error {
+	if p := textProblem(v, max, required); p != "" {
+		return rpcerr.Invalid(field, p)
+	}
+	return nil
+}
+
+// simple applies one table action with no fields of its own besides the reason.
+func (s *Service) simple(ctx context.Context, id string, sc scope, a domain.Action, actor *commonv1.Actor, reason string, mutate func(o *order, now time.Time)) (*order, error) {
+	return s.transact(ctx, id, sc, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+		c, err := o.step(a, actor, reason, "", now)
+		if err != nil {
+			return nil, err
+		}
+		if mutate != nil {
+			mutate(o, now)
+		}
+		return []change{c}, nil
+	})
+}
+
+// CancelByCustomer cancels one of the shopper's orders before preparation starts; its holds
+// are released.
+func (s *Service) CancelByCustomer(ctx context.Context, customerID string, actor *commonv1.Actor, orderID, reason string) (*order, error) {
+	if err := checkText("reason", reason, maxReasonLen, false); err != nil {
+		return nil, err
+	}
+	if reason == "" {
+		reason = "cancelled by the shopper"
+	}
+	return s.simple(ctx, orderID, scope{customerID: customerID}, domain.CustomerCancel, actor, reason, func(o *order, _ time.Time) {
+		o.Reason = reason
+	})
+}
+
+// CheckIn records that the shopper has arrived (at a bay, optionally). Checking in again with
+// the same bay changes nothing.
+func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv1.Actor, orderID, bay string) (*order, error) {
+	if err := checkText("bay", bay, maxBayLen, false); err != nil {
+		return nil, err
+	}
+	return s.transact(ctx, orderID, scope{customerID: customerID}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+		if !o.CheckInTime.IsZero() && o.CheckInBay == bay && domain.Open(o.State) {
+			return nil, nil
+		}
+		reason := "arrived"
+		if bay != "" {
+			reason = "arrived at " + bay
+		}
+		c, err := o.step(domain.CheckIn, actor, reason, "", now)
+		if err != nil {
+			return nil, err
+		}
+		o.CheckInTime, o.CheckInBay = now, bay
+		return []change{c}, nil
+	})
+}
+
+// Accept starts preparation: CONFIRMED → PREPARING.
+func (s *Service) Accept(ctx context.Context, storeID string, actor *commonv1.Actor, orderID string) (*order, error) {
+	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.Accept, actor, "accepted", nil)
+}
+
+// MarkReady finishes preparation: PREPARING → READY; the pickup window starts now.
+func (s *Service) MarkReady(ctx context.Context, storeID string, actor *commonv1.Actor, orderID string) (*order, error) {
+	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.MarkReady, actor, "ready for pickup", func(o *order, now time.Time) {
+		window := o.PickupWindow
+		if window <= 0 {
+			window = defaultPickupWindow
+		}
+		o.Timers.OnReady(now, window, s.cfg.ExpiringSoonBefore)
+	})
+}
+
+// CancelByStaff cancels an order of the store at any point before collection, with a reason
+// the shopper is shown; its holds are released.
+func (s *Service) CancelByStaff(ctx context.Context, storeID string, actor *commonv1.Actor, orderID, reason string) (*order, error) {
+	if err := checkText("reason", reason, maxReasonLen, true); err != nil {
+		return nil, err
+	}
+	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.StaffCancel, actor, reason, func(o *order, _ time.Time) {
+		o.Reason = reason
+	})
+}
+
+// MarkLineUnavailable drops a line the store cannot supply: its hold is released, the total
+// falls, the shopper is told. The last remaining line cannot be dropped (cancel instead).
+func (s *Service) MarkLineUnavailable(ctx context.Context, storeID string, actor *commonv1.Actor, orderID, lineID, reason string) (*order, error) {
+	if err := checkText("line_id", lineID, 64, true); err != nil {
+		return nil, err
+	}
+	if err := checkText("reason", reason, maxReasonLen, false); err != nil {
+		return nil, err
+	}
+	if reason == "" {
+		reason = "not available at the store"
+	}
+	return s.transact(ctx, orderID, scope{storeID: storeID}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+		if _, _, err := domain.Decide(o.State, domain.MarkLineUnavailable); err != nil {
+			return nil, err
+		}
+		l := o.line(lineID)
+		switch {
+		case l == nil:
+			return nil, rpcerr.NotFound("line", lineID)
+		case l.Unavailable:
+			return nil, rpcerr.FailedPrecondition("line %q is already marked unavailable", lineID)
+		case o.activeLines() == 1:
+			return nil, rpcerr.FailedPrecondition("line %q is the order's last one: cancel the order instead", lineID)
+		}
+		c, err := o.step(domain.MarkLineUnavailable, actor, reason, lineID, now)
+		if err != nil {
+			return nil, err
+		}
+		l.Unavailable, l.Reason = true, reason
+		return []change{c}, nil
+	})
+}
+
+// HandOver checks the pickup code and completes the order: READY → COLLECTED, and inventory
+// turns the holds into a sale. Wrong codes are counted on the order; PickupMaxWrong of them in
+// a row lock hand-over for PickupLockout (published as pickup_locked).
+func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.Actor, orderID, code string) (*order, error) {
+	if code == "" {
+		return nil, rpcerr.Invalid("pickup_code", "required")
+	}
+	if len(code) > 32 {
+		return nil, rpcerr.Invalid("pickup_code", "at most 32 characters")
+	}
+	limits := domain.PickupAttempts{MaxWrong: s.cfg.PickupMaxWrong, Lockout: s.cfg.PickupLockout}
+	return s.transact(ctx, orderID, scope{storeID: storeID}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+		if _, _, err := domain.Decide(o.State, domain.HandOver); err != nil {
+			return nil, err
+		}
+		verdict, wrong, lockedUntil := limits.Judge(now, o.WrongCodes, o.PickupLockedUntil, domain.CheckPickupCode(s.secret, o.ID, code))
+		o.WrongCodes, o.PickupLockedUntil = wrong, lockedUntil
+		switch verdict {
+		case domain.HandOverLocked:
+			return nil, lockedError(lockedUntil.Sub(now))
+		case domain.CodeWrong:
+			return nil, &commitAnyway{rpcerr.PermissionDenied("wrong pickup code; %d more wrong codes lock hand-over for %s",
+				s.cfg.PickupMaxWrong-wrong, s.cfg.PickupLockout)}
+		case domain.CodeWrongNowLocked:
+			c, err := o.step(domain.LockPickup, actor, fmt.Sprintf("%d wrong pickup codes in a row", s.cfg.PickupMaxWrong), "", now)
+			if err != nil {
+				return nil, err
+			}
+			return []change{c}, &commitAnyway{lockedError(s.cfg.PickupLockout)}
+		}
+		c, err := o.step(domain.HandOver, actor, "handed over", "", now)
+		if err != nil {
+			return nil, err
+		}
+		return []change{c}, nil
+	})
+}
+
+// lockedError refuses hand-over while it is locked, saying when to try again.
+func lockedError(retryIn time.Duration) error {
+	retryIn = max(retryIn.Round(time.Second), time.Second)
+	st := status.Newf(codes.ResourceExhausted, "too many wrong pickup codes: hand-over is locked for %s", retryIn)
+	if withInfo, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retryIn)}); err == nil {
+		st = withInfo
+	}
+	return st.Err()
+}

@@ -1,0 +1,183 @@
+package fulfilment_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
+)
+
+// holdIDs lists the order's hold ids at inventory.
+func (e *env) holdIDs(orderID string) []string {
+	e.t.Helper()
+	rows, err := e.invPool.Query(e.ctx, `SELECT id::text FROM holds WHERE order_id = $1 ORDER BY id`, orderID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		_ = rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// storedEvents counts the events JetStream keeps on subject (duplicates dropped by id).
+func (e *env) storedEvents(subject string) uint64 {
+	e.t.Helper()
+	stream, err := e.js.Stream(e.ctx, streams.EventsStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := stream.Info(e.ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Subjects[subject]
+}
+
+func (e *env) orderCount() int {
+	e.t.Helper()
+	var n int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// placeUntilKilled sends a checkout that the child never answers (it stops at a failpoint);
+// the returned channel delivers the call's error once the child is gone.
+func (e *env) placeUntilKilled(req *fulfilmentv1.PlaceOrderRequest) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.placeWithin(req, 1500*time.Millisecond)
+		done <- err
+	}()
+	return done
+}
+
+func TestKilledBetweenReserveAndConfirmTheRetriedCheckoutConfirmsTheOrderExactlyOnce(t *testing.T) {
+	e := newEnv(t, envOptions{noFulfilment: true})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 5)
+	req := checkout("alice", "crash-1", "s1", line{"LATTE-16", 2})
+	id := fulfilment.OrderID("alice", "crash-1")
+
+	c := e.startChild("after_reserve")
+	answered := e.placeUntilKilled(req)
+	if !c.waitFor("failpoint after_reserve reached", 15*time.Second) {
+		t.Fatalf("child never reached the failpoint; it said:\n%s", c.output())
+	}
+	c.kill()
+	if err := <-answered; err == nil {
+		t.Fatal("the killed process answered the checkout")
+	}
+	// Killed between the two steps: inventory holds the lines, no order exists.
+	if got := e.holds(id); !mapsEqual(got, map[string]int{"open": 1}) {
+		t.Fatalf("after the kill inventory holds %v, want the one open hold of the reserve", got)
+	}
+	held := e.holdIDs(id)
+	if n := e.orderCount(); n != 0 {
+		t.Fatalf("after the kill %d orders exist, want none yet", n)
+	}
+	e.checkInvariants()
+
+	// The process is back; the shopper's app retries the checkout with the same key.
+	e.startChild("")
+	o := e.mustPlace(req, confirmed)
+	if o.GetId() != id {
+		t.Fatalf("retry made order %s, want %s", o.GetId(), id)
+	}
+	if n := e.orderCount(); n != 1 {
+		t.Fatalf("%d orders after the retry, want 1", n)
+	}
+	if got := e.holdIDs(id); !slices.Equal(got, held) {
+		t.Fatalf("retry holds %v, want the holds of the first attempt %v", got, held)
+	}
+	e.waitHolds(id, map[string]int{"open": 1})
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := e.storedEvents("handoff.fulfilment.order.confirmed"); n != 1 {
+			return fmt.Errorf("%d confirmed events stored, want exactly 1", n)
+		}
+		return nil
+	})
+	var confirmations int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_history WHERE order_id = $1 AND to_state = $2`, id, int16(confirmed)).Scan(&confirmations); err != nil {
+		t.Fatal(err)
+	}
+	if confirmations != 1 {
+		t.Fatalf("order history has %d confirmations, want 1", confirmations)
+	}
+	if got := e.available("s1", "LATTE-16"); got != 3 {
+		t.Fatalf("available %d, want 5 - 2 = 3", got)
+	}
+	e.checkInvariants()
+}
+
+func TestKilledBetweenReserveAndConfirmWithoutRetryTheHoldEndsAtItsDeadline(t *testing.T) {
+	e := newEnv(t, envOptions{noFulfilment: true})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 2)
+	id := fulfilment.OrderID("alice", "crash-2")
+
+	c := e.startChild("after_reserve", envChildHoldTTL+"=3s")
+	answered := e.placeUntilKilled(checkout("alice", "crash-2", "s1", line{"LATTE-16", 2}))
+	if !c.waitFor("failpoint after_reserve reached", 15*time.Second) {
+		t.Fatalf("child never reached the failpoint; it said:\n%s", c.output())
+	}
+	c.kill()
+	if got := e.holds(id); got["open"]+got["expired"] != 1 {
+		t.Fatalf("the reserve left holds %v, want one", got)
+	}
+	<-answered
+	// Nobody retries. The short hold is its own compensation: inventory's sweeper ends it.
+	e.waitHolds(id, map[string]int{"expired": 1})
+	if got := e.available("s1", "LATTE-16"); got != 2 {
+		t.Fatalf("available %d after the hold expired, want 2", got)
+	}
+	e.checkInvariants()
+}
+
+func TestKilledRightAfterHandOverCommitsTheHoldsAfterRestart(t *testing.T) {
+	e := newEnv(t, envOptions{noFulfilment: true})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 5)
+	// No sweeps in the first life: the hand-over's commit can only happen in the second.
+	c := e.startChild("after_transition", envChildSweep+"=1h")
+	o := e.mustPlace(checkout("alice", "crash-3", "s1", line{"LATTE-16", 2}), confirmed)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	handedOver := make(chan error, 1)
+	go func() { _, err := e.handOver("s1", o.GetId(), o.GetPickupCode()); handedOver <- err }()
+	if !c.waitFor("failpoint after_transition reached", 15*time.Second) {
+		t.Fatalf("child never reached the failpoint; it said:\n%s", c.output())
+	}
+	c.kill()
+	<-handedOver
+	if s := e.stateOf(o.GetId()); s != collected {
+		t.Fatalf("order is %s after the committed hand-over, want COLLECTED", s)
+	}
+	if got := e.holds(o.GetId()); !mapsEqual(got, map[string]int{"open": 1}) {
+		t.Fatalf("holds %v right after the kill, want still open (the commit had not run)", got)
+	}
+
+	e.startChild("")
+	e.waitHolds(o.GetId(), map[string]int{"committed": 1})
+	var onHand int32
+	if err := e.invPool.QueryRow(e.ctx, `SELECT on_hand FROM stock WHERE store_id = 's1' AND sku = 'LATTE-16'`).Scan(&onHand); err != nil {
+		t.Fatal(err)
+	}
+	if onHand != 3 {
+		t.Fatalf("on hand %d after selling 2 of 5, want 3", onHand)
+	}
+	e.checkInvariants()
+}

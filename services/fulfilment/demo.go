@@ -1,0 +1,10 @@
+package fulfilment
+
+import (
+	"context"
+
+	"github.com/handoff-dev/handoff/internal/demo"
+)
+
+// LoadDemo loads nothing: the demo chain has no orders; shoppers make them.
+func (s *Service) LoadDemo(context.Context, demo.Chain) (bool, error) { return false, nil }

@@ -1,0 +1,101 @@
+package domain
+
+import "time"
+
+// ReadyBy estimates when an order confirmed at now will be ready:
+//
+//	ready_by = now + prep × (1 + min(ahead, queueCap))
+//
+// where prep is the store's typical preparation time and ahead the number of the store's
+// orders still waiting or being prepared (CONFIRMED or PREPARING) when this one arrives. It
+// assumes staff work through the queue one order at a time, which overestimates for a busy
+// store with several baristas; the cap keeps a burst of orders from promising a time hours away
+// (past queueCap orders the estimate says more about the queue than about this order).
+func ReadyBy(now time.Time, prep time.Duration, ahead, queueCap int) time.Time {
+	ahead = max(0, min(ahead, queueCap))
+	return now.Add(prep * time.Duration(1+ahead))
+}
+
+// HoldDeadline is the deadline an open order's holds at inventory should have at now. For a
+// READY order it is the end of its pickup window; for an order not ready yet, the end of the
+// window it would get if it were ready by its estimate (or now, when it is late). Grace is
+// added either way, so that fulfilment's own expiry always acts first and inventory's sweeper
+// only ever catches holds that fulfilment has lost track of.
+func HoldDeadline(s State, now, readyBy, pickupDeadline time.Time, window, grace time.Duration) time.Time {
+	if s == Ready && !pickupDeadline.IsZero() {
+		return pickupDeadline.Add(grace)
+	}
+	start := readyBy
+	if start.Before(now) {
+		start = now
+	}
+	return start.Add(window + grace)
+}
+
+// Timers are the moments at which an open order needs the timer loop. A zero time is unset.
+type Timers struct {
+	// NotAcceptedAt: a CONFIRMED order still not accepted then is escalated (once).
+	NotAcceptedAt time.Time
+	// ExpiringSoonAt: a READY order still waiting then is reminded of (once).
+	ExpiringSoonAt time.Time
+	// PickupDeadline: a READY order still waiting then expires.
+	PickupDeadline time.Time
+}
+
+// Next returns the earliest timer that matters in state s, or zero when none does.
+func (t Timers) Next(s State) time.Time {
+	var next time.Time
+	consider := func(at time.Time) {
+		if !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	switch s {
+	case Confirmed:
+		consider(t.NotAcceptedAt)
+	case Ready:
+		consider(t.ExpiringSoonAt)
+		consider(t.PickupDeadline)
+	}
+	return next
+}
+
+// Due returns the timer action due at now for an order in state s, if any. Expiry wins over the
+// reminder: once the window is over there is nothing left to remind of.
+func (t Timers) Due(s State, now time.Time) (Action, bool) {
+	due := func(at time.Time) bool { return !at.IsZero() && !now.Before(at) }
+	switch s {
+	case Ready:
+		if due(t.PickupDeadline) {
+			return Expire, true
+		}
+		if due(t.ExpiringSoonAt) {
+			return RemindExpiringSoon, true
+		}
+	case Confirmed:
+		if due(t.NotAcceptedAt) {
+			return EscalateNotAccepted, true
+		}
+	}
+	return 0, false
+}
+
+// Fired clears the one-shot timer behind a, once a has been applied.
+func (t *Timers) Fired(a Action) {
+	switch a {
+	case RemindExpiringSoon:
+		t.ExpiringSoonAt = time.Time{}
+	case EscalateNotAccepted, Accept:
+		t.NotAcceptedAt = time.Time{}
+	}
+}
+
+// OnReady sets the timers of an order that became READY at now with the given pickup window:
+// the deadline, and the reminder remindBefore it when the window is longer than that.
+func (t *Timers) OnReady(now time.Time, window, remindBefore time.Duration) {
+	t.PickupDeadline = now.Add(window)
+	t.ExpiringSoonAt = time.Time{}
+	if remindBefore > 0 && window > remindBefore {
+		t.ExpiringSoonAt = t.PickupDeadline.Add(-remindBefore)
+	}
+}

@@ -1,0 +1,256 @@
+// Package fulfilment owns orders: the checkout saga that turns a priced cart into an order
+// held at a store, the order's state machine and history, pickup codes, the timers of an open
+// order (expiry, reminders, escalation) and the shopper's and the store's views of it.
+// Customer notifications are its sub-package notify.
+//
+// # Placing an order (the saga)
+//
+// The cart calls place_order over NATS with an idempotency key. The order id is derived from
+// (customer id, idempotency key), so every retry of a checkout, in any process, works on the
+// same order, and inventory (idempotent by order id) on the same holds:
+//
+//  1. Reserve at inventory: every line at the named store, or at the nearest store within the
+//     radius that can fill them all, with a short deadline (Config.PlacementHoldTTL).
+//  2. One write (a single round trip, one implicit transaction) inserts the order in its
+//     outcome state: CONFIRMED (store, ready-by estimate; the pickup code is derived, never
+//     stored) or REJECTED (shortages), with its history, its OrderChanged event (outbox), its
+//     customer notification and, for CONFIRMED, the effect "extend the holds to the order's
+//     pickup horizon", which the effects worker carries out right after.
+//  3. An order that exists already (a retry, a concurrent copy of the same checkout) makes the
+//     insert fail on the key; that order is returned as it is (a PENDING one is first driven
+//     on). Reserve answered the retry from the holds the order already has, so nothing is held
+//     twice.
+//
+// So a checkout costs two transactions on its critical path (inventory's reserve, fulfilment's
+// insert) and two cheap ones behind it (inventory's extend, and the effects worker's claim and
+// delete, shared by the effects of many orders). This is the faster of the two sagas: the
+// slower one writes the order PENDING before reserving and needs a third transaction on the
+// critical path. Its price: a process that dies between 1 and 2 leaves a short hold and no
+// order. The hold is its own compensation (inventory's sweeper ends it at its deadline), and
+// the shopper's retry with the same key reserves nothing new and creates the order. When the
+// outcome of step 1 is unknown (inventory timed out or was unreachable), or the store's details
+// cannot be read, the order is written PENDING with its request, answered PENDING, and driven
+// on by the recovery loop (FOR UPDATE SKIP LOCKED, so any number of copies can run it) until it
+// is CONFIRMED or REJECTED (after Config.PendingGiveUp).
+//
+// # The order's life
+//
+// The transition table lives in package domain. Every transition is one transaction: lock the
+// order row, check the table, update the row, append a history entry, enqueue the OrderChanged
+// event (id derived from order id and history sequence, so a rewrite is a duplicate) and the
+// customer notification, and record the inventory effect (release, commit, extend) in
+// order_effects. The effects worker carries effects out after the commit and deletes them,
+// retrying until inventory has done them, in order per order; so holds end even when the
+// process dies right after a transition. Timers (expiry, the expiring-soon reminder, the
+// not-accepted escalation, the refresh of long-open orders' holds) are columns of the order,
+// run by the timer loop; they survive restarts.
+//
+// # Who may do what
+//
+// OrderService serves a shopper their own orders; StoreOrderService serves staff the orders of
+// their stores (caller.go reads who is calling from the edge's metadata). Anything else is
+// NotFound, whether it exists or not. The pickup code is HMAC-SHA256(secret, order id) cut to
+// six digits: shown to the order's own shopper only, never stored, and wrong codes are
+// counted per order, locking hand-over for a while after Config.PickupMaxWrong of them.
+package fulfilment
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
+)
+
+// Schema is the Postgres schema fulfilment owns by default.
+const Schema = "fulfilment"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations are fulfilment's goose migrations (its own 00002-00019, notify's 00020+), for
+// pgdb.Migrate.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded path is fixed at build time
+	}
+	return sub
+}
+
+// Config configures fulfilment. Pool, NATS and PickupCodeSecret are required; every duration
+// has a default fit for production, and tests shorten them.
+type Config struct {
+	// Pool connects to fulfilment's schema (search_path set by pgdb.Open).
+	Pool *pgxpool.Pool
+	// NATS reaches inventory (request/reply) and carries the order events WatchOrder follows.
+	NATS *nats.Conn
+	// PickupCodeSecret derives pickup codes (HMAC-SHA256); at least 16 bytes, the same in every
+	// copy of the service. Changing it changes the code of every open order.
+	PickupCodeSecret []byte
+	// Logger receives the service's logs.
+	Logger *slog.Logger
+	// Notify configures the customer-notification dispatcher that Run starts.
+	Notify notify.DispatcherConfig
+
+	// ReserveTimeout bounds the reserve call of a checkout. Default 2s.
+	ReserveTimeout time.Duration
+	// PlacementHoldTTL is the deadline given to holds when reserving, before the order exists:
+	// how long the holds of an order that was never created stay. Default 2m.
+	PlacementHoldTTL time.Duration
+	// PendingAfter is how old a PENDING order must be before the recovery loop drives it on
+	// (a younger one may still be in the hands of its checkout). Default 5s.
+	PendingAfter time.Duration
+	// PendingGiveUp rejects an order still PENDING this long after it was placed. Default 10m.
+	PendingGiveUp time.Duration
+	// HoldGrace is added to the pickup deadline to make the holds' deadline, so that
+	// fulfilment's own expiry comes first. Default 15m.
+	HoldGrace time.Duration
+	// HoldRefreshMargin: the timer loop extends an open order's holds once their deadline is
+	// nearer than this. It must be shorter than PlacementHoldTTL. Default PlacementHoldTTL/2.
+	HoldRefreshMargin time.Duration
+	// NotAcceptedAfter publishes not_accepted for an order still CONFIRMED this long after
+	// confirmation (the POS escalates it). Default 5m.
+	NotAcceptedAfter time.Duration
+	// ExpiringSoonBefore sends the expiring-soon reminder this long before the pickup
+	// deadline (none for shorter windows). Default 10m.
+	ExpiringSoonBefore time.Duration
+	// PickupMaxWrong wrong pickup codes in a row lock hand-over for PickupLockout. Defaults 5
+	// and 5m.
+	PickupMaxWrong int
+	PickupLockout  time.Duration
+	// ReadyByQueueCap caps the orders ahead counted in the ready-by estimate. Default 8.
+	ReadyByQueueCap int
+	// SweepInterval is how often the recovery, timer and effects loops look at the database
+	// without being woken. Default 1s.
+	SweepInterval time.Duration
+	// StoreCacheTTL is how long a store's name, prep time and pickup window are reused.
+	// Default 30s.
+	StoreCacheTTL time.Duration
+	// WatchPoll is how often WatchOrder re-reads an order without hearing of a change: the
+	// safety net for events lost on the way (core NATS is at most once). Default 15s.
+	WatchPoll time.Duration
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ReserveTimeout, 2*time.Second)
+	def(&c.PlacementHoldTTL, 2*time.Minute)
+	def(&c.PendingAfter, 5*time.Second)
+	def(&c.PendingGiveUp, 10*time.Minute)
+	def(&c.HoldGrace, 15*time.Minute)
+	def(&c.HoldRefreshMargin, c.PlacementHoldTTL/2)
+	def(&c.NotAcceptedAfter, 5*time.Minute)
+	def(&c.ExpiringSoonBefore, 10*time.Minute)
+	def(&c.PickupLockout, 5*time.Minute)
+	def(&c.SweepInterval, time.Second)
+	def(&c.StoreCacheTTL, 30*time.Second)
+	def(&c.WatchPoll, 15*time.Second)
+	if c.PickupMaxWrong <= 0 {
+		c.PickupMaxWrong = 5
+	}
+	if c.ReadyByQueueCap <= 0 {
+		c.ReadyByQueueCap = 8
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Service is fulfilment: its rules, its storage, its APIs and its background loops.
+type Service struct {
+	db     *pgxpool.Pool
+	nc     *nats.Conn
+	cfg    Config
+	log    *slog.Logger
+	secret []byte
+	inv    inventoryClient
+	stores *storeCache
+
+	placing singleflight.Group // concurrent checkouts of one order, in this process
+	hub     *watchHub
+
+	effectsWake chan struct{}
+}
+
+// New returns the fulfilment service. Nothing runs until Run.
+func New(cfg Config) (*Service, error) {
+	switch {
+	case cfg.Pool == nil:
+		return nil, errors.New("fulfilment: Config.Pool is required")
+	case cfg.NATS == nil:
+		return nil, errors.New("fulfilment: Config.NATS is required")
+	case len(cfg.PickupCodeSecret) < domain.MinSecretLen:
+		return nil, fmt.Errorf("fulfilment: Config.PickupCodeSecret must be at least %d bytes", domain.MinSecretLen)
+	}
+	cfg.setDefaults()
+	if cfg.HoldRefreshMargin >= cfg.PlacementHoldTTL {
+		return nil, fmt.Errorf("fulfilment: HoldRefreshMargin (%s) must be shorter than PlacementHoldTTL (%s)", cfg.HoldRefreshMargin, cfg.PlacementHoldTTL)
+	}
+	log := cfg.Logger.With("service", "fulfilment")
+	s := &Service{
+		db:          cfg.Pool,
+		nc:          cfg.NATS,
+		cfg:         cfg,
+		log:         log,
+		secret:      append([]byte(nil), cfg.PickupCodeSecret...),
+		inv:         inventoryClient{nc: cfg.NATS},
+		hub:         newWatchHub(),
+		effectsWake: make(chan struct{}, 1),
+	}
+	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL)
+	return s, nil
+}
+
+// Run does fulfilment's background work until ctx ends: the recovery loop (PENDING orders),
+// the timer loop (expiry, reminders, escalations, refreshing the holds of long-open orders),
+// the effects worker (releases, commits and extensions at inventory), the WatchOrder event feed
+// and the customer-notification dispatcher. Its events leave through the outbox relay the stack
+// runs for the schema. Every loop is safe to run in several copies at once.
+func (s *Service) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.hub.run(ctx, s.nc, s.log) })
+	g.Go(func() error { s.runRecovery(ctx); return nil })
+	g.Go(func() error { s.runTimers(ctx); return nil })
+	g.Go(func() error { s.runEffects(ctx); return nil })
+	ncfg := s.cfg.Notify
+	if ncfg.PickupCode == nil {
+		ncfg.PickupCode = s.PickupCode
+	}
+	g.Go(func() error { return notify.NewDispatcher(s.db, ncfg).Run(ctx) })
+	return g.Wait()
+}
+
+// PickupCode returns an order's pickup code. It is never stored; whoever needs to show it to
+// the order's shopper (an email sender, say) derives it here.
+func (s *Service) PickupCode(orderID string) string { return domain.PickupCode(s.secret, orderID) }
+
+// now is the service's clock, at the database's precision, so that times written and read back
+// compare equal.
+func (s *Service) now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// sleep waits d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,139 @@
+package fulfilment
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Inventory's request/reply subjects fulfilment calls.
+var (
+	subjectReserveHolds = natsrpc.Subject("inventory", "reserve_holds")
+	subjectReleaseHolds = natsrpc.Subject("inventory", "release_holds")
+	subjectCommitHolds  = natsrpc.Subject("inventory", "commit_holds")
+	subjectExtendHolds  = natsrpc.Subject("inventory", "extend_holds")
+	subjectGetStore     = natsrpc.Subject("inventory", "get_store")
+)
+
+// inventoryClient calls inventory over NATS. Every error is a gRPC status (natsrpc.Call).
+type inventoryClient struct{ nc *nats.Conn }
+
+func (c inventoryClient) reserve(ctx context.Context, req *inventoryv1.ReserveHoldsRequest) (*inventoryv1.ReserveHoldsResponse, error) {
+	res := &inventoryv1.ReserveHoldsResponse{}
+	if err := natsrpc.Call(ctx, c.nc, subjectReserveHolds, req, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (c inventoryClient) release(ctx context.Context, orderID, lineID string, reason inventoryv1.ReleaseReason) error {
+	return natsrpc.Call(ctx, c.nc, subjectReleaseHolds,
+		&inventoryv1.ReleaseHoldsRequest{OrderId: orderID, LineId: lineID, Reason: reason}, &inventoryv1.ReleaseHoldsResponse{})
+}
+
+func (c inventoryClient) commit(ctx context.Context, orderID string) error {
+	return natsrpc.Call(ctx, c.nc, subjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: orderID}, &inventoryv1.CommitHoldsResponse{})
+}
+
+func (c inventoryClient) extend(ctx context.Context, orderID string, deadline time.Time) (*inventoryv1.ExtendHoldsResponse, error) {
+	res := &inventoryv1.ExtendHoldsResponse{}
+	err := natsrpc.Call(ctx, c.nc, subjectExtendHolds, &inventoryv1.ExtendHoldsRequest{OrderId: orderID, ExpireTime: timestamppb.New(deadline)}, res)
+	return res, err
+}
+
+func (c inventoryClient) getStore(ctx context.Context, storeID string) (*inventoryv1.Store, error) {
+	res := &inventoryv1.GetStoreResponse{}
+	if err := natsrpc.Call(ctx, c.nc, subjectGetStore, &inventoryv1.GetStoreRequest{StoreId: storeID}, res); err != nil {
+		return nil, err
+	}
+	return res.GetStore(), nil
+}
+
+// uncertain reports an inventory error after which the call may or may not have taken
+// effect: the order must be settled later (reserve is idempotent by order id, so asking again
+// is safe). Refusals (invalid argument, unknown store or SKU) are certain: nothing happened.
+func uncertain(err error) bool {
+	switch rpcerr.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.OutOfRange,
+		codes.PermissionDenied, codes.Unauthenticated, codes.AlreadyExists, codes.Unimplemented:
+		return false
+	}
+	return true
+}
+
+// storeInfo is what an order needs of its store.
+type storeInfo struct {
+	name         string
+	prepTime     time.Duration
+	pickupWindow time.Duration
+}
+
+// Fallbacks for a store that leaves prep time or pickup window unset.
+const (
+	defaultPrepTime     = 10 * time.Minute
+	defaultPickupWindow = time.Hour
+)
+
+// storeCache keeps stores' details for a while: every checkout needs them, and they change
+// rarely (a changed prep time reaching new orders a little late does no harm).
+type storeCache struct {
+	inv     inventoryClient
+	ttl     time.Duration
+	mu      sync.Mutex
+	entries map[string]cachedStore
+	loading singleflight.Group
+}
+
+type cachedStore struct {
+	info    storeInfo
+	fetched time.Time
+}
+
+func newStoreCache(inv inventoryClient, ttl time.Duration) *storeCache {
+	return &storeCache{inv: inv, ttl: ttl, entries: map[string]cachedStore{}}
+}
+
+func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error) {
+	c.mu.Lock()
+	e, ok := c.entries[storeID]
+	c.mu.Unlock()
+	if ok && time.Since(e.fetched) < c.ttl {
+		return e.info, nil
+	}
+	v, err, _ := c.loading.Do(storeID, func() (any, error) {
+		st, err := c.inv.getStore(ctx, storeID)
+		if err != nil {
+			return storeInfo{}, err
+		}
+		info := storeInfo{name: st.GetName(), prepTime: st.GetPrepTime().AsDuration(), pickupWindow: st.GetPickupWindow().AsDuration()}
+		if info.name == "" {
+			info.name = storeID
+		}
+		if info.prepTime <= 0 {
+			info.prepTime = defaultPrepTime
+		}
+		if info.pickupWindow <= 0 {
+			info.pickupWindow = defaultPickupWindow
+		}
+		c.mu.Lock()
+		c.entries[storeID] = cachedStore{info: info, fetched: time.Now()}
+		c.mu.Unlock()
+		return info, nil
+	})
+	if err != nil {
+		if ok {
+			return e.info, nil // stale beats nothing while inventory is away
+		}
+		return storeInfo{}, err
+	}
+	return v.(storeInfo), nil
+}

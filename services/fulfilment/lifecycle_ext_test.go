@@ -1,0 +1,476 @@
+package fulfilment_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
+)
+
+const (
+	preparing = fulfilmentv1.OrderState_ORDER_STATE_PREPARING
+	ready     = fulfilmentv1.OrderState_ORDER_STATE_READY
+	collected = fulfilmentv1.OrderState_ORDER_STATE_COLLECTED
+	cancelled = fulfilmentv1.OrderState_ORDER_STATE_CANCELLED
+	expired   = fulfilmentv1.OrderState_ORDER_STATE_EXPIRED
+)
+
+// placeAt places a one-line confirmed order of customer at store s1.
+func (e *env) placeAt(store, customer, key, sku string, qty int32) *fulfilmentv1.Order {
+	e.t.Helper()
+	return e.mustPlace(checkout(customer, key, store, line{sku, qty}), confirmed)
+}
+
+func (e *env) accept(store, id string) *fulfilmentv1.Order {
+	e.t.Helper()
+	res, err := e.store.AcceptOrder(e.asStaff(store), &fulfilmentv1.AcceptOrderRequest{StoreId: store, OrderId: id})
+	if err != nil {
+		e.t.Fatalf("accept %s: %v", id, err)
+	}
+	return res.GetOrder()
+}
+
+func (e *env) markReady(store, id string) *fulfilmentv1.Order {
+	e.t.Helper()
+	res, err := e.store.MarkReady(e.asStaff(store), &fulfilmentv1.MarkReadyRequest{StoreId: store, OrderId: id})
+	if err != nil {
+		e.t.Fatalf("mark %s ready: %v", id, err)
+	}
+	return res.GetOrder()
+}
+
+func (e *env) handOver(store, id, code string) (*fulfilmentv1.Order, error) {
+	res, err := e.store.HandOver(e.asStaff(store), &fulfilmentv1.HandOverRequest{StoreId: store, OrderId: id, PickupCode: code})
+	return res.GetOrder(), err
+}
+
+// codeOf is the pickup code the shopper sees in their app.
+func (e *env) codeOf(customer, id string) string {
+	e.t.Helper()
+	res, err := e.orders.GetOrder(e.asCustomer(customer), &fulfilmentv1.GetOrderRequest{OrderId: id})
+	if err != nil {
+		e.t.Fatalf("get %s: %v", id, err)
+	}
+	return res.GetOrder().GetPickupCode()
+}
+
+func TestOrderLifeFromConfirmedToCollectedCommitsTheHolds(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	e.setStock("s1", "MUFFIN", 10)
+	o := e.mustPlace(checkout("alice", "k", "s1", line{"LATTE-16", 2}, line{"MUFFIN", 1}), confirmed)
+	if o.GetTotal().GetAmountMinor() != 3*450 {
+		t.Fatalf("total %d, want %d", o.GetTotal().GetAmountMinor(), 3*450)
+	}
+	// The extend effect moves the short placement deadline to the order's pickup horizon.
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var earliest time.Time
+		if err := e.invPool.QueryRow(e.ctx, `SELECT min(expire_time) FROM holds WHERE order_id = $1`, o.GetId()).Scan(&earliest); err != nil {
+			return err
+		}
+		if want := time.Now().Add(time.Hour); earliest.Before(want) {
+			return fmt.Errorf("holds expire at %s, want after ready-by + pickup window (%s)", earliest, want)
+		}
+		return nil
+	})
+
+	if got := e.accept("s1", o.GetId()); got.GetState() != preparing || got.GetPickupCode() != "" {
+		t.Fatalf("accepted order is %s with code %q, want PREPARING and no code for staff", got.GetState(), got.GetPickupCode())
+	}
+	res, err := e.store.MarkLineUnavailable(e.asStaff("s1"), &fulfilmentv1.MarkLineUnavailableRequest{StoreId: "s1", OrderId: o.GetId(), LineId: "l2", Reason: "sold out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetOrder().GetTotal().GetAmountMinor() != 2*450 || res.GetOrder().GetLines()[1].GetState() != fulfilmentv1.OrderLineState_ORDER_LINE_STATE_UNAVAILABLE {
+		t.Fatalf("after dropping the muffin: total %d, line state %s", res.GetOrder().GetTotal().GetAmountMinor(), res.GetOrder().GetLines()[1].GetState())
+	}
+	e.waitHolds(o.GetId(), map[string]int{"open": 1, "released": 1})
+	_, err = e.store.MarkLineUnavailable(e.asStaff("s1"), &fulfilmentv1.MarkLineUnavailableRequest{StoreId: "s1", OrderId: o.GetId(), LineId: "l1"})
+	wantCode(t, "dropping the last line", err, codes.FailedPrecondition, "cancel the order instead")
+
+	r := e.markReady("s1", o.GetId())
+	if r.GetState() != ready || r.GetPickupDeadline() == nil {
+		t.Fatalf("ready order: %s, deadline %v", r.GetState(), r.GetPickupDeadline())
+	}
+	done, err := e.handOver("s1", o.GetId(), e.codeOf("alice", o.GetId()))
+	if err != nil {
+		t.Fatalf("hand over with the right code: %v", err)
+	}
+	if done.GetState() != collected {
+		t.Fatalf("handed-over order is %s", done.GetState())
+	}
+	e.waitHolds(o.GetId(), map[string]int{"committed": 1, "released": 1})
+	if got := e.available("s1", "LATTE-16"); got != 8 {
+		t.Fatalf("LATTE-16 available %d after selling 2 of 10, want 8", got)
+	}
+	if got := e.available("s1", "MUFFIN"); got != 10 {
+		t.Fatalf("MUFFIN available %d after its line was dropped, want 10", got)
+	}
+	e.checkInvariants()
+
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "line_unavailable", "ready", "collected")
+	// Event ids are derived from order and history sequence; events carry no pickup code.
+	e.events.mu.Lock()
+	for _, ev := range e.events.events {
+		if ev.ev.GetOrder().GetId() != o.GetId() {
+			continue
+		}
+		if want := outbox.DeterministicID("order", o.GetId(), fmt.Sprint(ev.ev.GetOrder().GetVersion())); ev.msgID != want {
+			t.Errorf("event %s has id %s, want %s", ev.subject, ev.msgID, want)
+		}
+		if ev.ev.GetOrder().GetPickupCode() != "" {
+			t.Errorf("event %s carries the pickup code", ev.subject)
+		}
+	}
+	e.events.mu.Unlock()
+
+	got, err := e.orders.GetOrder(e.asCustomer("alice"), &fulfilmentv1.GetOrderRequest{OrderId: o.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path []string
+	for _, h := range got.GetOrder().GetHistory() {
+		path = append(path, fmt.Sprintf("%s:%s", h.GetToState(), h.GetActor().GetKind()))
+	}
+	want := []string{"ORDER_STATE_PENDING:ACTOR_KIND_SYSTEM", "ORDER_STATE_CONFIRMED:ACTOR_KIND_SYSTEM", "ORDER_STATE_PREPARING:ACTOR_KIND_STAFF",
+		"ORDER_STATE_PREPARING:ACTOR_KIND_STAFF", "ORDER_STATE_READY:ACTOR_KIND_STAFF", "ORDER_STATE_COLLECTED:ACTOR_KIND_STAFF"}
+	if !slices.Equal(path, want) {
+		t.Fatalf("history %v, want %v", path, want)
+	}
+	if h := got.GetOrder().GetHistory()[3]; h.GetLineId() != "l2" || h.GetReason() != "sold out" || h.GetActor().GetId() != "barista-1" {
+		t.Fatalf("line-unavailable entry %v, want line l2, reason and the barista", h)
+	}
+	if got.GetOrder().GetPickupCode() != "" {
+		t.Fatal("a collected order still shows its pickup code")
+	}
+
+	var kinds []string
+	rows, err := e.pool.Query(e.ctx, `SELECT kind FROM notifications WHERE order_id = $1 AND channel = 'email' ORDER BY create_time, kind`, o.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k string
+		_ = rows.Scan(&k)
+		kinds = append(kinds, k)
+	}
+	rows.Close()
+	for _, k := range []string{"order.confirmed", "order.line_unavailable", "order.ready", "order.collected"} {
+		if !slices.Contains(kinds, k) {
+			t.Errorf("no %s email queued for the shopper (queued: %v)", k, kinds)
+		}
+	}
+}
+
+func TestIllegalTransitionsAreRefusedWithAMessageAndLeaveTheOrderUnchanged(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	_, err := e.store.MarkReady(e.asStaff("s1"), &fulfilmentv1.MarkReadyRequest{StoreId: "s1", OrderId: o.GetId()})
+	wantCode(t, "CONFIRMED → READY", err, codes.FailedPrecondition, "ORDER_STATE_CONFIRMED", "accept it first")
+	e.accept("s1", o.GetId())
+	_, err = e.orders.CancelOrder(e.asCustomer("alice"), &fulfilmentv1.CancelOrderRequest{OrderId: o.GetId()})
+	wantCode(t, "shopper cancels while PREPARING", err, codes.FailedPrecondition, "ORDER_STATE_PREPARING", "ask the store")
+	e.markReady("s1", o.GetId())
+
+	_, err = e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: o.GetId()})
+	wantCode(t, "READY → PREPARING", err, codes.FailedPrecondition, "ORDER_STATE_READY", "accept")
+	_, err = e.handOver("s1", o.GetId(), "000000-not-it")
+	wantCode(t, "wrong pickup code", err, codes.PermissionDenied, "wrong pickup code")
+	if s := e.stateOf(o.GetId()); s != ready {
+		t.Fatalf("after refusals the order is %s, want READY", s)
+	}
+
+	code := e.codeOf("alice", o.GetId())
+	if _, err := e.handOver("s1", o.GetId(), code); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.store.CancelOrder(e.asStaff("s1"), &fulfilmentv1.StoreOrderServiceCancelOrderRequest{StoreId: "s1", OrderId: o.GetId(), Reason: "oops"})
+	wantCode(t, "COLLECTED → CANCELLED by staff", err, codes.FailedPrecondition, "ORDER_STATE_COLLECTED")
+	_, err = e.orders.CancelOrder(e.asCustomer("alice"), &fulfilmentv1.CancelOrderRequest{OrderId: o.GetId()})
+	wantCode(t, "COLLECTED → CANCELLED by the shopper", err, codes.FailedPrecondition, "ORDER_STATE_COLLECTED")
+	_, err = e.handOver("s1", o.GetId(), code)
+	wantCode(t, "COLLECTED → COLLECTED", err, codes.FailedPrecondition, "ORDER_STATE_COLLECTED")
+	if s := e.stateOf(o.GetId()); s != collected {
+		t.Fatalf("after refusals the order is %s, want COLLECTED", s)
+	}
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "collected")
+	e.waitHolds(o.GetId(), map[string]int{"committed": 1})
+	e.checkInvariants()
+}
+
+func TestWrongPickupCodesLockHandOverForAWhile(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.PickupMaxWrong, c.PickupLockout = 5, 2*time.Second }})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	right := e.codeOf("alice", o.GetId())
+	wrong := "000000"
+	if wrong == right {
+		wrong = "111111"
+	}
+	for i := 1; i <= 4; i++ {
+		_, err := e.handOver("s1", o.GetId(), wrong)
+		wantCode(t, fmt.Sprintf("wrong code %d", i), err, codes.PermissionDenied, fmt.Sprintf("%d more wrong codes", 5-i))
+	}
+	_, err := e.handOver("s1", o.GetId(), wrong)
+	wantCode(t, "fifth wrong code", err, codes.ResourceExhausted, "locked")
+	_, err = e.handOver("s1", o.GetId(), right)
+	wantCode(t, "right code while locked", err, codes.ResourceExhausted, "locked")
+	var retry *errdetails.RetryInfo
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			retry = ri
+		}
+	}
+	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Fatalf("locked hand-over gives no retry delay: %v", status.Convert(err).Details())
+	}
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "pickup_locked")
+	testenv.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		_, err := e.handOver("s1", o.GetId(), right)
+		return err
+	})
+	if s := e.stateOf(o.GetId()); s != collected {
+		t.Fatalf("after the lock the right code left the order %s", s)
+	}
+}
+
+func TestCancelledOrdersGiveTheirStockBack(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+
+	byShopper := e.placeAt("s1", "alice", "k1", "LATTE-16", 3)
+	res, err := e.orders.CancelOrder(e.asCustomer("alice"), &fulfilmentv1.CancelOrderRequest{OrderId: byShopper.GetId(), Reason: "changed my mind"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetOrder().GetState() != cancelled || res.GetOrder().GetReason() != "changed my mind" || res.GetOrder().GetPickupCode() != "" {
+		t.Fatalf("cancelled order: %s reason %q code %q", res.GetOrder().GetState(), res.GetOrder().GetReason(), res.GetOrder().GetPickupCode())
+	}
+	e.waitHolds(byShopper.GetId(), map[string]int{"released": 1})
+
+	byStaff := e.placeAt("s1", "bob", "k1", "LATTE-16", 2)
+	e.accept("s1", byStaff.GetId())
+	e.markReady("s1", byStaff.GetId())
+	_, err = e.store.CancelOrder(e.asStaff("s1"), &fulfilmentv1.StoreOrderServiceCancelOrderRequest{StoreId: "s1", OrderId: byStaff.GetId()})
+	wantCode(t, "staff cancel without a reason", err, codes.InvalidArgument, "reason")
+	if _, err := e.store.CancelOrder(e.asStaff("s1"), &fulfilmentv1.StoreOrderServiceCancelOrderRequest{StoreId: "s1", OrderId: byStaff.GetId(), Reason: "spilled"}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHolds(byStaff.GetId(), map[string]int{"released": 1})
+	if got := e.available("s1", "LATTE-16"); got != 10 {
+		t.Fatalf("available %d after both orders were cancelled, want all 10 back", got)
+	}
+	e.waitEvents(byShopper.GetId(), "confirmed", "cancelled")
+	e.waitEvents(byStaff.GetId(), "confirmed", "preparing", "ready", "cancelled")
+	e.checkInvariants()
+}
+
+func TestReadyOrderLeftPastItsPickupWindowExpiresAndItsStockIsAvailableAgain(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 4)
+	e.accept("s1", o.GetId())
+	r := e.markReady("s1", o.GetId())
+	if got := r.GetPickupDeadline().AsTime().Sub(time.Now()).Round(time.Minute); got != time.Hour {
+		t.Fatalf("pickup deadline in %s, want the store's window of 1h", got)
+	}
+	if e.available("s1", "LATTE-16") != 0 {
+		t.Fatal("stock available while the order waits")
+	}
+	// An hour passes: the deadline (and so the timer) is now in the past. The smallest window
+	// a store may have is a minute, too long to wait for here.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET pickup_deadline = now() - interval '1 second', timer_at = now() - interval '1 second' WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != expired {
+			return fmt.Errorf("order is %s, want EXPIRED", s)
+		}
+		return nil
+	})
+	e.waitHolds(o.GetId(), map[string]int{"released": 1})
+	if got := e.available("s1", "LATTE-16"); got != 4 {
+		t.Fatalf("available %d after expiry, want 4", got)
+	}
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "expired")
+	e.checkInvariants()
+	// Another shopper can have it now.
+	e.placeAt("s1", "bob", "k1", "LATTE-16", 4)
+}
+
+func TestTimersPublishNotAcceptedAndExpiringSoonOnce(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
+		c.NotAcceptedAfter = 300 * time.Millisecond
+		c.ExpiringSoonBefore = time.Hour - 300*time.Millisecond // the reminder falls due 300ms after READY
+	}})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.waitEvents(o.GetId(), "confirmed", "not_accepted")
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	e.waitEvents(o.GetId(), "confirmed", "not_accepted", "preparing", "ready", "expiring_soon")
+	time.Sleep(300 * time.Millisecond) // several timer rounds: nothing more may fire
+	e.waitEvents(o.GetId(), "confirmed", "not_accepted", "preparing", "ready", "expiring_soon")
+	if s := e.stateOf(o.GetId()); s != ready {
+		t.Fatalf("order is %s after its reminders, want READY", s)
+	}
+}
+
+func TestCheckInIsRecordedOnceAndToldToTheStore(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	for range 2 {
+		res, err := e.orders.CheckIn(e.asCustomer("alice"), &fulfilmentv1.CheckInRequest{OrderId: o.GetId(), Bay: "bay 3"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.GetOrder().GetCheckIn().GetBay() != "bay 3" {
+			t.Fatalf("check-in %v, want bay 3", res.GetOrder().GetCheckIn())
+		}
+	}
+	e.waitEvents(o.GetId(), "confirmed", "checked_in")
+	_, err := e.orders.CheckIn(e.asCustomer("alice"), &fulfilmentv1.CheckInRequest{OrderId: o.GetId(), Bay: "a bay name much longer than thirty-two characters"})
+	wantCode(t, "long bay", err, codes.InvalidArgument, "bay")
+}
+
+func TestShoppersAndStaffSeeOnlyTheirOwnOrders(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.addStore("s2", 47.62, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	alices := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+
+	_, err := e.orders.GetOrder(e.asCustomer("mallory"), &fulfilmentv1.GetOrderRequest{OrderId: alices.GetId()})
+	wantCode(t, "reading another's order", err, codes.NotFound, alices.GetId())
+	_, err = e.orders.CancelOrder(e.asCustomer("mallory"), &fulfilmentv1.CancelOrderRequest{OrderId: alices.GetId()})
+	wantCode(t, "cancelling another's order", err, codes.NotFound, alices.GetId())
+	_, err = e.orders.CheckIn(e.asCustomer("mallory"), &fulfilmentv1.CheckInRequest{OrderId: alices.GetId()})
+	wantCode(t, "checking in another's order", err, codes.NotFound)
+	stream, err := e.orders.WatchOrder(e.asCustomer("mallory"), &fulfilmentv1.WatchOrderRequest{OrderId: alices.GetId()})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, "watching another's order", err, codes.NotFound)
+	list, err := e.orders.ListOrders(e.asCustomer("mallory"), &fulfilmentv1.ListOrdersRequest{})
+	if err != nil || len(list.GetOrders()) != 0 {
+		t.Fatalf("mallory lists %d orders (%v), want none", len(list.GetOrders()), err)
+	}
+	_, err = e.orders.GetOrder(e.ctx, &fulfilmentv1.GetOrderRequest{OrderId: alices.GetId()})
+	wantCode(t, "no shopper at all", err, codes.Unauthenticated)
+	if s := e.stateOf(alices.GetId()); s != confirmed {
+		t.Fatalf("alice's order is %s after mallory's attempts", s)
+	}
+
+	// Staff of s2 cannot see s1's board, nor act on s1's orders through s2.
+	_, err = e.store.ListStoreOrders(e.asStaff("s2"), &fulfilmentv1.ListStoreOrdersRequest{StoreId: "s1"})
+	wantCode(t, "another store's board", err, codes.PermissionDenied, "s1")
+	_, err = e.store.AcceptOrder(e.asStaff("s2"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s2", OrderId: alices.GetId()})
+	wantCode(t, "another store's order", err, codes.NotFound, alices.GetId())
+	_, err = e.store.AcceptOrder(e.asCustomer("alice"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: alices.GetId()})
+	wantCode(t, "a shopper using the staff API", err, codes.Unauthenticated)
+
+	board, err := e.store.ListStoreOrders(e.asStaff("s1", "s2"), &fulfilmentv1.ListStoreOrdersRequest{StoreId: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(board.GetOrders()) != 1 || board.GetOrders()[0].GetId() != alices.GetId() || board.GetOrders()[0].GetPickupCode() != "" {
+		t.Fatalf("s1's board %v, want alice's order without its pickup code", board.GetOrders())
+	}
+}
+
+func TestListOrdersPagesNewestFirst(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "TEA", 100)
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, e.placeAt("s1", "alice", fmt.Sprint("k", i), "TEA", 1).GetId())
+	}
+	e.placeAt("s1", "bob", "k0", "TEA", 1)
+	if _, err := e.orders.CancelOrder(e.asCustomer("alice"), &fulfilmentv1.CancelOrderRequest{OrderId: ids[1]}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	token := ""
+	for page := 0; ; page++ {
+		res, err := e.orders.ListOrders(e.asCustomer("alice"), &fulfilmentv1.ListOrdersRequest{PageSize: 2, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range res.GetOrders() {
+			got = append(got, o.GetId())
+		}
+		if token = res.GetNextPageToken(); token == "" {
+			break
+		}
+		if page > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	want := slices.Clone(ids)
+	slices.Reverse(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("pages gave %v, want alice's orders newest first %v", got, want)
+	}
+	res, err := e.orders.ListOrders(e.asCustomer("alice"), &fulfilmentv1.ListOrdersRequest{States: []fulfilmentv1.OrderState{cancelled}})
+	if err != nil || len(res.GetOrders()) != 1 || res.GetOrders()[0].GetId() != ids[1] {
+		t.Fatalf("cancelled filter gave %v (%v), want only %s", res.GetOrders(), err, ids[1])
+	}
+	_, err = e.orders.ListOrders(e.asCustomer("alice"), &fulfilmentv1.ListOrdersRequest{PageToken: "garbage!"})
+	wantCode(t, "bad page token", err, codes.InvalidArgument, "page_token")
+}
+
+func TestHoldsOfAnOrderOpenLongAreExtendedBeforeTheyRunOut(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	holdsExpireAfter := func(want time.Time) func() error {
+		return func() error {
+			var at time.Time
+			if err := e.invPool.QueryRow(e.ctx, `SELECT expire_time FROM holds WHERE order_id = $1`, o.GetId()).Scan(&at); err != nil {
+				return err
+			}
+			if at.Before(want) {
+				return fmt.Errorf("hold expires at %s, want after %s", at.Format(time.TimeOnly), want.Format(time.TimeOnly))
+			}
+			return nil
+		}
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, holdsExpireAfter(time.Now().Add(time.Hour)))
+	// Time passes and the staff are slow: the holds are 30s from their end (inventory and
+	// fulfilment agree), well inside the refresh margin.
+	if _, err := e.invPool.Exec(e.ctx, `UPDATE holds SET expire_time = now() + interval '30 seconds' WHERE order_id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET hold_deadline = now() + interval '30 seconds', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, holdsExpireAfter(time.Now().Add(time.Hour)))
+	if s := e.stateOf(o.GetId()); s != preparing {
+		t.Fatalf("order is %s after its holds were refreshed, want PREPARING", s)
+	}
+	e.checkInvariants()
+}

@@ -1,0 +1,447 @@
+package fulfilment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+)
+
+// sagaActor is the checkout saga in order histories.
+var sagaActor = systemActor("checkout")
+
+// OrderID is the id of the order that a customer's checkout with idempotency key creates:
+// derived, so that every retry of the checkout, in any process, works on the same order and
+// inventory (idempotent by order id) on the same holds.
+func OrderID(customerID, idempotencyKey string) string {
+	return outbox.DeterministicID("fulfilment.order", customerID, idempotencyKey)
+}
+
+// settleTimeout bounds writing an order once inventory has answered: the holds exist by then,
+// so the order is written even if the caller has stopped waiting.
+const settleTimeout = 5 * time.Second
+
+// PlaceOrder creates the order of a checkout and drives it to CONFIRMED or REJECTED (see the
+// package documentation for the saga). A retry with the same key returns the same order.
+// The order comes back with its pickup code: the caller acts for the order's own shopper.
+func (s *Service) PlaceOrder(ctx context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.Order, error) {
+	if err := validatePlaceOrder(req); err != nil {
+		return nil, err
+	}
+	id := OrderID(req.GetCustomerId(), req.GetIdempotencyKey())
+	// Concurrent copies of one checkout in this process share one attempt; across processes
+	// the idempotent reserve and the unique key keep them to one order.
+	v, err, _ := s.placing.Do(id, func() (any, error) { return s.place(ctx, id, req) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*order).proto(viewOwner, s.secret), nil
+}
+
+func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest) (*order, error) {
+	// No look for an existing order first: a retry is rare, and reserve answers it from the
+	// holds it has (idempotent by order id), after which the insert finds the order.
+	now := s.now()
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReserveTimeout)
+	res, err := s.inv.reserve(rctx, s.holdRequest(id, req, now))
+	cancel()
+	failpoint(failpointAfterReserve)
+
+	// From here on the holds may exist: finish writing the order even if the caller gives up.
+	ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if err != nil {
+		if !uncertain(err) {
+			// Refused (unknown store, bad SKU): nothing was held. A retry of an order placed
+			// earlier (its store since removed, say) still gets that order.
+			if o, lerr := loadOrder(ctx, s.db, id, false); lerr == nil && o != nil {
+				return s.existing(ctx, o, false)
+			}
+			return nil, err
+		}
+		return s.placePending(ctx, id, req, now, "reservation not settled yet: "+status.Convert(err).Message())
+	}
+	var store storeInfo
+	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		if store, err = s.stores.get(ctx, res.GetStoreId()); err != nil {
+			return s.placePending(ctx, id, req, now, "store details not available yet: "+status.Convert(err).Message())
+		}
+	}
+	o := newOrder(id, req)
+	changes := []change{o.created(sagaActor, "placed", now)}
+	ahead := 0
+	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		if ahead, err = s.queueAhead(ctx, s.db, res.GetStoreId()); err != nil {
+			return nil, err // the short holds end by themselves; a retry finds them again
+		}
+	}
+	settled, err := s.settle(o, res, store, ahead, now)
+	if err != nil {
+		return nil, err
+	}
+	changes = append(changes, settled...)
+	// One round trip, one implicit transaction: the order, its history, event, notification
+	// and the extension of its holds, or nothing.
+	var w writeBatch
+	effects, err := s.write(ctx, &w, o, changes, true, now)
+	if err == nil {
+		err = w.sendAlone(ctx, s.db)
+	}
+	if isOrderConflict(err) {
+		// A retry, or another copy of this checkout (another process, or PENDING from an
+		// earlier attempt), wrote the order first.
+		existing, err := loadOrder(ctx, s.db, id, false)
+		if err != nil || existing == nil {
+			return nil, errors.Join(err, fmt.Errorf("order %s vanished after a conflicting insert", id))
+		}
+		reserved := res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED
+		return s.existing(ctx, existing, reserved)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.afterCommit(o, changes, effects)
+	for _, c := range changes {
+		o.History = append(o.History, c.entry)
+	}
+	return o, nil
+}
+
+// existing returns an order found for a checkout, first driving it on if it is PENDING (unless
+// the recovery loop has it in hand right now). reserved says the checkout's own reserve
+// answered RESERVED: if the order has ended without holding anything (REJECTED when the
+// stock was short, which the retry's reserve may now have held), those holds are released.
+func (s *Service) existing(ctx context.Context, o *order, reserved bool) (*order, error) {
+	switch {
+	case o.State == domain.Pending:
+		driven, err := s.drivePendingOrder(ctx, o.ID)
+		if err != nil {
+			s.log.Warn("driving a pending order on failed; the recovery loop will", "order_id", o.ID, "err", err)
+		} else if driven != nil {
+			return driven, nil
+		}
+	case reserved && domain.Final(o.State) && o.State != domain.Collected:
+		// Released in order after any effect the order has pending; a no-op when its holds
+		// have ended already.
+		if _, err := s.db.Exec(ctx, `INSERT INTO order_effects (order_id, kind, reason) VALUES ($1, $2, $3)`,
+			o.ID, int16(domain.ReleaseAll), int16(releaseReason(domain.Reject))); err != nil {
+			return nil, fmt.Errorf("release the holds of a retried checkout of %s: %w", o.ID, err)
+		}
+		s.afterCommit(o, nil, true)
+	}
+	if err := loadHistory(ctx, s.db, o); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// newOrder is the order a checkout describes, before anything happened to it.
+func newOrder(id string, req *fulfilmentv1.PlaceOrderRequest) *order {
+	o := &order{
+		ID:             id,
+		CustomerID:     req.GetCustomerId(),
+		IdempotencyKey: req.GetIdempotencyKey(),
+		CartID:         req.GetCartId(),
+		CustomerNote:   req.GetCustomerNote(),
+		PickupName:     req.GetPickupName(),
+		Email:          req.GetEmail(),
+		Currency:       req.GetLines()[0].GetUnitPrice().GetCurrencyCode(),
+	}
+	for _, l := range req.GetLines() {
+		o.Lines = append(o.Lines, orderLine{
+			ID: l.GetLineId(), SKU: l.GetSku(), Product: l.GetProductName(), Variant: l.GetVariantName(),
+			Quantity: l.GetQuantity(), UnitMinor: l.GetUnitPrice().GetAmountMinor(),
+		})
+	}
+	return o
+}
+
+// holdRequest asks inventory to hold the order's lines until a short deadline, which is
+// extended once the order is confirmed (see keepHolds).
+func (s *Service) holdRequest(id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time) *inventoryv1.ReserveHoldsRequest {
+	hr := &inventoryv1.ReserveHoldsRequest{
+		OrderId:      id,
+		StoreId:      req.GetStoreId(),
+		Near:         req.GetNear(),
+		RadiusMeters: req.GetRadiusMeters(),
+		ExpireTime:   timestamppb.New(now.Add(s.cfg.PlacementHoldTTL)),
+	}
+	for _, l := range req.GetLines() {
+		hr.Lines = append(hr.Lines, &inventoryv1.HoldLine{LineId: l.GetLineId(), Sku: l.GetSku(), Quantity: l.GetQuantity()})
+	}
+	return hr
+}
+
+// queueAhead counts the store's orders waiting or being prepared, up to the cap the ready-by
+// estimate uses.
+func (s *Service) queueAhead(ctx context.Context, q querier, storeID string) (int, error) {
+	var n int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM orders WHERE store_id = $1 AND state IN (2, 3) LIMIT $2) q`,
+		storeID, s.cfg.ReadyByQueueCap).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count the queue at %s: %w", storeID, err)
+	}
+	return n, nil
+}
+
+// settle moves a PENDING order (in memory) to where inventory's answer leads: CONFIRMED at the
+// store that holds it (ahead: the orders before it in the store's queue), or REJECTED with the
+// shortages.
+func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store storeInfo, ahead int, now time.Time) ([]change, error) {
+	switch res.GetOutcome() {
+	case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+		if lapsed := lapsedHolds(o, res); lapsed != "" {
+			// An idempotent reserve answered with holds made long ago that have ended since:
+			// the stock is no longer promised to this order.
+			c, err := o.step(domain.Reject, sagaActor, lapsed, "", now)
+			if err != nil {
+				return nil, err
+			}
+			o.Reason = "your reservation lapsed before the order was completed; please check out again"
+			return []change{c}, nil
+		}
+		c, err := o.step(domain.Confirm, sagaActor, "held at "+store.name, "", now)
+		if err != nil {
+			return nil, err
+		}
+		o.StoreID, o.StoreName, o.PickupWindow = res.GetStoreId(), store.name, store.pickupWindow
+		o.ReadyBy = domain.ReadyBy(now, store.prepTime, ahead, s.cfg.ReadyByQueueCap)
+		o.Timers.NotAcceptedAt = now.Add(s.cfg.NotAcceptedAfter)
+		o.HoldDeadline = earliestHoldDeadline(res)
+		o.Placement, o.DriveAt = nil, time.Time{}
+		return []change{c}, nil
+	case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK, inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE:
+		reason := res.GetMessage()
+		if reason == "" {
+			reason = "not enough stock"
+			if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE {
+				reason = "the store is not taking orders"
+			}
+		}
+		c, err := o.step(domain.Reject, sagaActor, reason, "", now)
+		if err != nil {
+			return nil, err
+		}
+		c.nothingHeld = true // inventory holds nothing when it does not reserve
+		o.Reason = reason
+		o.Shortages = o.Shortages[:0]
+		for _, sh := range res.GetShortages() {
+			o.Shortages = append(o.Shortages, shortage{SKU: sh.GetSku(), Requested: sh.GetRequested(), Available: sh.GetAvailable()})
+		}
+		o.Placement, o.DriveAt = nil, time.Time{}
+		return []change{c}, nil
+	}
+	return nil, fmt.Errorf("inventory answered the reserve of order %s with outcome %s", o.ID, res.GetOutcome())
+}
+
+// lapsedHolds explains why a RESERVED answer does not hold the order's lines any more, or "".
+func lapsedHolds(o *order, res *inventoryv1.ReserveHoldsResponse) string {
+	open := 0
+	for _, h := range res.GetHolds() {
+		if h.GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN {
+			open++
+		}
+	}
+	if open < len(o.Lines) {
+		return fmt.Sprintf("inventory holds %d of %d lines (the holds ended before the order was written)", open, len(o.Lines))
+	}
+	return ""
+}
+
+func earliestHoldDeadline(res *inventoryv1.ReserveHoldsResponse) time.Time {
+	var earliest time.Time
+	for _, h := range res.GetHolds() {
+		if t := h.GetExpireTime().AsTime(); h.GetExpireTime() != nil && (earliest.IsZero() || t.Before(earliest)) {
+			earliest = t
+		}
+	}
+	return earliest.UTC().Truncate(time.Microsecond)
+}
+
+// placePending writes the order PENDING with its request, for the recovery loop to drive on.
+func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time, reason string) (*order, error) {
+	placement, err := proto.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("keep the placement of order %s: %w", id, err)
+	}
+	o := newOrder(id, req)
+	changes := []change{o.created(sagaActor, reason, now)}
+	o.Placement, o.DriveAt = placement, now.Add(s.cfg.PendingAfter)
+	var w writeBatch
+	if _, err = s.write(ctx, &w, o, changes, true, now); err == nil {
+		err = w.sendAlone(ctx, s.db)
+	}
+	if isOrderConflict(err) {
+		existing, err := loadOrder(ctx, s.db, id, false)
+		if err != nil || existing == nil {
+			return nil, errors.Join(err, fmt.Errorf("order %s vanished after a conflicting insert", id))
+		}
+		return existing, loadHistory(ctx, s.db, existing)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.log.Warn("order left PENDING; the recovery loop will settle it", "order_id", id, "reason", reason)
+	o.History = []historyEntry{changes[0].entry}
+	return o, nil
+}
+
+// drivePendingOrder settles one PENDING order now, unless another process or loop holds it; it
+// returns nil when the order was not there to drive.
+func (s *Service) drivePendingOrder(ctx context.Context, id string) (*order, error) {
+	orders, err := s.drivePending(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1 AND state = 1 FOR UPDATE SKIP LOCKED`, id)
+	if err != nil || len(orders) == 0 {
+		return nil, err
+	}
+	return orders[0], loadHistory(ctx, s.db, orders[0])
+}
+
+// drivePending locks the PENDING orders sql selects (FOR UPDATE SKIP LOCKED) and settles each:
+// reserve again (idempotent by order id), then CONFIRMED or REJECTED in the same transaction.
+// An order whose reserve is still uncertain waits PendingAfter more; one still PENDING
+// PendingGiveUp after it was placed is rejected and anything it may hold released.
+func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]*order, error) {
+	type settled struct {
+		o       *order
+		changes []change
+		effects bool
+	}
+	var done []settled
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		orders, err := queryOrders(ctx, tx, sql, args...)
+		if err != nil {
+			return err
+		}
+		// Ask inventory for every order at once: the transaction (and its connection) waits
+		// for the slowest answer, not for their sum.
+		asked := make([]driveAttempt, len(orders))
+		var wg sync.WaitGroup
+		for i, o := range orders {
+			wg.Go(func() { asked[i] = s.askInventory(ctx, o) })
+		}
+		wg.Wait()
+		done = done[:0]
+		var w writeBatch
+		for i, o := range orders {
+			changes, err := s.driveOne(ctx, tx, o, asked[i])
+			if err != nil {
+				return err
+			}
+			effects, err := s.write(ctx, &w, o, changes, false, s.now())
+			if err != nil {
+				return err
+			}
+			done = append(done, settled{o, changes, effects})
+		}
+		if len(orders) == 0 {
+			return nil
+		}
+		return w.sendIn(ctx, tx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*order, len(done))
+	for i, d := range done {
+		s.afterCommit(d.o, d.changes, d.effects)
+		out[i] = d.o
+	}
+	return out, nil
+}
+
+// driveAttempt is what inventory said when a PENDING order was driven on.
+type driveAttempt struct {
+	now      time.Time
+	req      *fulfilmentv1.PlaceOrderRequest // nil: the stored request does not decode
+	res      *inventoryv1.ReserveHoldsResponse
+	err      error // of the reserve
+	store    storeInfo
+	storeErr error
+}
+
+// askInventory reserves again for a PENDING order (idempotent by order id), unless it is to be
+// given up on, and reads its store.
+func (s *Service) askInventory(ctx context.Context, o *order) driveAttempt {
+	a := driveAttempt{now: s.now(), req: &fulfilmentv1.PlaceOrderRequest{}}
+	if err := proto.Unmarshal(o.Placement, a.req); err != nil || len(a.req.GetLines()) == 0 {
+		a.req = nil
+		return a
+	}
+	if a.now.Sub(o.CreateTime) >= s.cfg.PendingGiveUp {
+		return a
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReserveTimeout)
+	a.res, a.err = s.inv.reserve(rctx, s.holdRequest(o.ID, a.req, a.now))
+	cancel()
+	if a.err == nil && a.res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		a.store, a.storeErr = s.stores.get(ctx, a.res.GetStoreId())
+	}
+	return a
+}
+
+// driveOne settles a PENDING order (locked by tx) with inventory's answer a, in memory.
+func (s *Service) driveOne(ctx context.Context, tx pgx.Tx, o *order, a driveAttempt) ([]change, error) {
+	now := a.now
+	switch {
+	case a.req == nil:
+		c, err := o.step(domain.Reject, sagaActor, "the stored checkout request cannot be read", "", now)
+		o.Reason, o.Placement = "the order could not be completed; please check out again", nil
+		return []change{c}, err
+	case now.Sub(o.CreateTime) >= s.cfg.PendingGiveUp:
+		c, err := o.step(domain.Reject, sagaActor, fmt.Sprintf("stock could not be reserved within %s", s.cfg.PendingGiveUp), "", now)
+		o.Reason, o.Placement = "the order could not be completed in time; please check out again", nil
+		return []change{c}, err // with its release, for whatever an earlier attempt held
+	case a.err != nil && uncertain(a.err), a.storeErr != nil:
+		o.DriveAt = now.Add(s.cfg.PendingAfter)
+		return nil, nil
+	case a.err != nil:
+		msg := status.Convert(a.err).Message()
+		c, err := o.step(domain.Reject, sagaActor, "inventory refused the reservation: "+msg, "", now)
+		o.Reason, o.Placement = msg, nil
+		return []change{c}, err
+	}
+	ahead := 0
+	if a.res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		var err error
+		if ahead, err = s.queueAhead(ctx, tx, a.res.GetStoreId()); err != nil {
+			return nil, err
+		}
+	}
+	changes, err := s.settle(o, a.res, a.store, ahead, now)
+	for i := range changes {
+		changes[i].nothingHeld = false // an earlier attempt may have held something: release is harmless
+	}
+	return changes, err
+}
+
+// runRecovery drives PENDING orders on until ctx ends.
+func (s *Service) runRecovery(ctx context.Context) {
+	const batch = 8
+	for {
+		orders, err := s.drivePending(ctx, `SELECT `+orderColumns+` FROM orders
+			WHERE state = 1 AND timer_at <= $1 ORDER BY timer_at LIMIT $2 FOR UPDATE SKIP LOCKED`, s.now(), batch)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("recovery of pending orders failed; trying again", "err", err)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if len(orders) == batch && slices.ContainsFunc(orders, func(o *order) bool { return o.State != domain.Pending }) {
+			continue // more may be waiting, and progress is being made
+		}
+		if !sleep(ctx, s.cfg.SweepInterval) {
+			return
+		}
+	}
+}

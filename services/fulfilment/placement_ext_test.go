@@ -1,0 +1,290 @@
+package fulfilment_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
+)
+
+const (
+	confirmed = fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED
+	rejected  = fulfilmentv1.OrderState_ORDER_STATE_REJECTED
+	pending   = fulfilmentv1.OrderState_ORDER_STATE_PENDING
+)
+
+func TestSameCheckoutTwentyTimesConcurrentlyMakesOneOrderAndOneSetOfHolds(t *testing.T) {
+	// Two copies of fulfilment share the requests, so the duplicates meet in the database and
+	// at inventory, not only in one process.
+	e := newEnv(t, envOptions{copies: 2})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 50)
+	e.setStock("s1", "CROISSANT", 50)
+	req := checkout("alice", "checkout-1", "s1", line{"LATTE-16", 2}, line{"CROISSANT", 1})
+
+	const n = 20
+	var wg sync.WaitGroup
+	results := make([]*fulfilmentv1.Order, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { results[i], errs[i] = e.place(req) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("checkout %d: %v", i, errs[i])
+		}
+		if results[i].GetId() != results[0].GetId() || results[i].GetState() != confirmed || results[i].GetPickupCode() != results[0].GetPickupCode() {
+			t.Fatalf("checkout %d answered %s %s, checkout 0 %s %s: want one confirmed order", i,
+				results[i].GetId(), results[i].GetState(), results[0].GetId(), results[0].GetState())
+		}
+	}
+	var orders int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM orders WHERE customer_id = 'alice'`).Scan(&orders); err != nil {
+		t.Fatal(err)
+	}
+	if orders != 1 {
+		t.Fatalf("%d orders for one idempotency key, want 1", orders)
+	}
+	e.waitHolds(results[0].GetId(), map[string]int{"open": 2})
+	if got := e.available("s1", "LATTE-16"); got != 48 {
+		t.Fatalf("LATTE-16 available %d after one order of 2 from 50, want 48", got)
+	}
+	e.checkInvariants()
+	e.waitEvents(results[0].GetId(), "confirmed")
+}
+
+func TestTwoCartsRacingForTheLastUnitConfirmOneAndRejectTheOther(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	for round := range 10 {
+		sku := fmt.Sprintf("LAST-%d", round)
+		e.setStock("s1", sku, 1)
+		var wg sync.WaitGroup
+		got := make([]*fulfilmentv1.Order, 2)
+		for i := range 2 {
+			wg.Go(func() {
+				var err error
+				got[i], err = e.place(checkout(fmt.Sprintf("shopper-%d", i), "race-"+sku, "s1", line{sku, 1}))
+				if err != nil {
+					t.Errorf("round %d cart %d: %v", round, i, err)
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		states := map[fulfilmentv1.OrderState]int{got[0].GetState(): 1}
+		states[got[1].GetState()]++
+		if states[confirmed] != 1 || states[rejected] != 1 {
+			t.Fatalf("round %d: carts got %s and %s, want one CONFIRMED and one REJECTED", round, got[0].GetState(), got[1].GetState())
+		}
+		loser := got[0]
+		if loser.GetState() != rejected {
+			loser = got[1]
+		}
+		if sh := loser.GetShortages(); len(sh) != 1 || sh[0].GetSku() != sku || sh[0].GetRequested() != 1 || sh[0].GetAvailable() != 0 {
+			t.Fatalf("round %d: rejected order shortages %v, want %s requested 1 available 0", round, sh, sku)
+		}
+		if loser.GetStoreId() != "" || loser.GetPickupCode() != "" {
+			t.Fatalf("round %d: rejected order has store %q / a pickup code", round, loser.GetStoreId())
+		}
+		if h := e.holds(loser.GetId()); len(h) != 0 {
+			t.Fatalf("round %d: rejected order holds %v", round, h)
+		}
+	}
+	e.checkInvariants()
+}
+
+func TestRacingForTheLastUnitNearbyConfirmsTheLoserAtTheNextStore(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("near", 47.6100, -122.3300, 5*time.Minute, time.Hour)
+	e.addStore("next", 47.6190, -122.3300, 5*time.Minute, time.Hour) // 1 km north
+	e.setStock("near", "BAGEL", 1)
+	e.setStock("next", "BAGEL", 1)
+	nearby := func(customer string) *fulfilmentv1.PlaceOrderRequest {
+		req := checkout(customer, "nearby", "", line{"BAGEL", 1})
+		req.Near, req.RadiusMeters = &commonv1.LatLng{Latitude: 47.6100, Longitude: -122.3300}, 5000
+		return req
+	}
+	var wg sync.WaitGroup
+	got := make([]*fulfilmentv1.Order, 2)
+	for i := range 2 {
+		wg.Go(func() {
+			var err error
+			if got[i], err = e.place(nearby(fmt.Sprintf("shopper-%d", i))); err != nil {
+				t.Errorf("cart %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	stores := map[string]bool{got[0].GetStoreId(): true, got[1].GetStoreId(): true}
+	if got[0].GetState() != confirmed || got[1].GetState() != confirmed || !stores["near"] || !stores["next"] {
+		t.Fatalf("carts got %s at %q and %s at %q, want both confirmed, one at each store",
+			got[0].GetState(), got[0].GetStoreId(), got[1].GetState(), got[1].GetStoreId())
+	}
+	third := e.mustPlace(nearby("shopper-3"), rejected)
+	if len(third.GetShortages()) == 0 {
+		t.Fatal("third cart rejected without shortages")
+	}
+	e.checkInvariants()
+}
+
+func TestRetriedCheckoutReturnsTheSameOrderAndHoldsNothingMore(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "MOCHA-16", 10)
+	req := checkout("bob", "k1", "s1", line{"MOCHA-16", 3})
+	first := e.mustPlace(req, confirmed)
+	again := e.mustPlace(req, confirmed)
+	if again.GetId() != first.GetId() || again.GetVersion() != first.GetVersion() {
+		t.Fatalf("retry gave order %s v%d, first %s v%d", again.GetId(), again.GetVersion(), first.GetId(), first.GetVersion())
+	}
+	if first.GetId() != fulfilment.OrderID("bob", "k1") {
+		t.Fatalf("order id %s is not derived from customer and key", first.GetId())
+	}
+	if e.available("s1", "MOCHA-16") != 7 {
+		t.Fatalf("available %d after one order of 3 from 10, want 7", e.available("s1", "MOCHA-16"))
+	}
+	// A new key is a new order.
+	other := e.mustPlace(checkout("bob", "k2", "s1", line{"MOCHA-16", 3}), confirmed)
+	if other.GetId() == first.GetId() {
+		t.Fatal("a new idempotency key returned the old order")
+	}
+	e.waitEvents(first.GetId(), "confirmed")
+}
+
+func TestConfirmedOrderCarriesStorePickupCodeAndReadyByFromTheQueue(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 4*time.Minute, 45*time.Minute)
+	e.setStock("s1", "TEA", 100)
+	var readyIn []time.Duration
+	for i := range 3 {
+		before := time.Now()
+		o := e.mustPlace(checkout("carol", fmt.Sprint("q", i), "s1", line{"TEA", 1}), confirmed)
+		if o.GetStoreId() != "s1" || o.GetStoreName() != "Store s1" {
+			t.Fatalf("order at %q %q, want s1 with its name", o.GetStoreId(), o.GetStoreName())
+		}
+		if len(o.GetPickupCode()) != 6 {
+			t.Fatalf("pickup code %q, want 6 digits", o.GetPickupCode())
+		}
+		if o.GetTotal().GetAmountMinor() != 450 || o.GetTotal().GetCurrencyCode() != "USD" {
+			t.Fatalf("total %v, want 450 USD", o.GetTotal())
+		}
+		readyIn = append(readyIn, o.GetReadyByTime().AsTime().Sub(before).Round(time.Minute))
+	}
+	// prep × (1 + orders ahead): 4, 8, 12 minutes.
+	for i, want := range []time.Duration{4 * time.Minute, 8 * time.Minute, 12 * time.Minute} {
+		if readyIn[i] != want {
+			t.Fatalf("order %d ready in %s, want %s (ready-by estimates %v)", i, readyIn[i], want, readyIn)
+		}
+	}
+}
+
+func TestCheckoutWithBadInputIsRefusedNamingTheFields(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	bad := checkout("", "", "s1", line{"LATTE", 0})
+	bad.Lines[0].UnitPrice = nil
+	_, err := e.place(bad)
+	wantCode(t, "empty checkout", err, codes.InvalidArgument, "idempotency_key", "customer_id", "lines[0].quantity", "lines[0].unit_price")
+
+	noWhere := checkout("dave", "k", "", line{"LATTE", 1})
+	_, err = e.place(noWhere)
+	wantCode(t, "no store and no location", err, codes.InvalidArgument, "near")
+
+	_, err = e.place(checkout("dave", "k", "no-such-store", line{"LATTE", 1}))
+	wantCode(t, "unknown store", err, codes.NotFound, "no-such-store")
+	var n int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("refused checkouts left %d orders (%v)", n, err)
+	}
+}
+
+func TestPausedStoreRejectsTheOrderWithTheReason(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 5)
+	if _, err := e.inv.SetStoreState(e.ctx, "s1", inventoryv1.StoreState_STORE_STATE_PAUSED, "espresso machine down"); err != nil {
+		t.Fatal(err)
+	}
+	o := e.mustPlace(checkout("erin", "k", "s1", line{"LATTE-16", 1}), rejected)
+	if o.GetReason() == "" {
+		t.Fatal("rejected without a reason")
+	}
+	e.waitEvents(o.GetId(), "rejected")
+}
+
+func TestPendingOrderIsDrivenOnOnceInventoryAnswers(t *testing.T) {
+	e := newEnv(t, envOptions{noInventory: true})
+	// Inventory's tables are there, its NATS endpoints are not: reserve gets no answer.
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 5)
+	o := e.mustPlace(checkout("frank", "k", "s1", line{"LATTE-16", 2}), pending)
+	if o.GetPickupCode() != "" || o.GetStoreId() != "" {
+		t.Fatal("a pending order shows a store or a pickup code")
+	}
+
+	e.startInventory()
+
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != confirmed {
+			return fmt.Errorf("order is %s, want it driven on to CONFIRMED", s)
+		}
+		return nil
+	})
+	e.waitHolds(o.GetId(), map[string]int{"open": 1})
+	again := e.mustPlace(checkout("frank", "k", "s1", line{"LATTE-16", 2}), confirmed)
+	if again.GetId() != o.GetId() || again.GetPickupCode() == "" {
+		t.Fatalf("retry after recovery: order %s code %q", again.GetId(), again.GetPickupCode())
+	}
+	e.waitEvents(o.GetId(), "confirmed")
+	e.checkInvariants()
+}
+
+func TestPendingOrderIsRejectedWhenInventoryNeverAnswers(t *testing.T) {
+	e := newEnv(t, envOptions{noInventory: true, config: func(c *fulfilment.Config) { c.PendingGiveUp = 500 * time.Millisecond }})
+	o := e.mustPlace(checkout("gina", "k", "s1", line{"LATTE-16", 1}), pending)
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != rejected {
+			return fmt.Errorf("order is %s, want REJECTED after giving up", s)
+		}
+		return nil
+	})
+	e.waitEvents(o.GetId(), "rejected")
+}
+
+func TestRetryOfARejectedCheckoutAfterRestockStaysRejectedAndHoldsNothing(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 1)
+	req := checkout("hana", "k", "s1", line{"LATTE-16", 3})
+	first := e.mustPlace(req, rejected)
+	e.setStock("s1", "LATTE-16", 10)
+	// The retry's reserve may now succeed; the key's answer is still the rejected order, and
+	// what the retry held is given back.
+	again := e.mustPlace(req, rejected)
+	if again.GetId() != first.GetId() {
+		t.Fatalf("retry gave order %s, want %s", again.GetId(), first.GetId())
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := e.available("s1", "LATTE-16"); got != 10 {
+			return fmt.Errorf("available %d after the retry, want all 10", got)
+		}
+		return nil
+	})
+	e.checkInvariants()
+	e.waitEvents(first.GetId(), "rejected")
+}

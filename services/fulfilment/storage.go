@@ -1,0 +1,205 @@
+package fulfilment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/handoff-dev/handoff/internal/pgdb"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+)
+
+// execer is what writes need: a transaction, or a writeBatch.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// querier is what reads need: the pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+const orderColumns = `id, customer_id, idempotency_key, cart_id, state, store_id, store_name, lines, currency,
+	customer_note, pickup_name, email, shortages, reason, ready_by, pickup_window_ms, pickup_deadline,
+	expiring_soon_at, not_accepted_at, timer_at, hold_deadline, check_in_time, check_in_bay, wrong_codes,
+	pickup_locked_until, placement, version, create_time, update_time`
+
+// scanOrder reads one row of orderColumns.
+func scanOrder(row pgx.Row) (*order, error) {
+	var (
+		o                                                                    order
+		state                                                                int16
+		windowMS                                                             int64
+		readyBy, deadline, soon, notAccepted, timerAt, holdDeadline, checkIn pgtype.Timestamptz
+		lockedUntil                                                          pgtype.Timestamptz
+	)
+	err := row.Scan(&o.ID, &o.CustomerID, &o.IdempotencyKey, &o.CartID, &state, &o.StoreID, &o.StoreName, &o.Lines, &o.Currency,
+		&o.CustomerNote, &o.PickupName, &o.Email, &o.Shortages, &o.Reason, &readyBy, &windowMS, &deadline,
+		&soon, &notAccepted, &timerAt, &holdDeadline, &checkIn, &o.CheckInBay, &o.WrongCodes,
+		&lockedUntil, &o.Placement, &o.Version, &o.CreateTime, &o.UpdateTime)
+	if err != nil {
+		return nil, err
+	}
+	t := func(v pgtype.Timestamptz) time.Time {
+		if !v.Valid {
+			return time.Time{}
+		}
+		return v.Time.UTC()
+	}
+	o.State = domain.State(state)
+	o.PickupWindow = time.Duration(windowMS) * time.Millisecond
+	o.ReadyBy, o.Timers.PickupDeadline, o.Timers.ExpiringSoonAt, o.Timers.NotAcceptedAt = t(readyBy), t(deadline), t(soon), t(notAccepted)
+	o.HoldDeadline, o.CheckInTime, o.PickupLockedUntil = t(holdDeadline), t(checkIn), t(lockedUntil)
+	if o.State == domain.Pending {
+		o.DriveAt = t(timerAt)
+	}
+	o.CreateTime, o.UpdateTime = o.CreateTime.UTC(), o.UpdateTime.UTC()
+	return &o, nil
+}
+
+// loadOrder reads an order (history not included); nil when there is none. With lock, the row
+// stays locked until tx ends (q must then be a transaction).
+func loadOrder(ctx context.Context, q querier, id string, lock bool) (*order, error) {
+	sql := `SELECT ` + orderColumns + ` FROM orders WHERE id = $1`
+	if lock {
+		sql += ` FOR UPDATE`
+	}
+	o, err := scanOrder(q.QueryRow(ctx, sql, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load order %s: %w", id, err)
+	}
+	return o, nil
+}
+
+// queryOrders reads the orders a query selects (orderColumns, in its order).
+func queryOrders(ctx context.Context, q querier, sql string, args ...any) ([]*order, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query orders: %w", err)
+	}
+	defer rows.Close()
+	var out []*order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan order: %w", err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query orders: %w", err)
+	}
+	return out, nil
+}
+
+// loadHistory fills o.History, oldest first.
+func loadHistory(ctx context.Context, q querier, o *order) error {
+	rows, err := q.Query(ctx, `SELECT seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
+		FROM order_history WHERE order_id = $1 ORDER BY seq`, o.ID)
+	if err != nil {
+		return fmt.Errorf("load history of %s: %w", o.ID, err)
+	}
+	defer rows.Close()
+	o.History = o.History[:0]
+	for rows.Next() {
+		var h historyEntry
+		var from, to, kind int16
+		var actorID string
+		if err := rows.Scan(&h.Seq, &from, &to, &h.Event, &kind, &actorID, &h.Reason, &h.LineID, &h.Time); err != nil {
+			return fmt.Errorf("scan history of %s: %w", o.ID, err)
+		}
+		h.From, h.To, h.Time = domain.State(from), domain.State(to), h.Time.UTC()
+		h.Actor = &commonv1.Actor{Kind: commonv1.ActorKind(kind), Id: actorID}
+		o.History = append(o.History, h)
+	}
+	return rows.Err()
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+func nullJSON[T any](v []T) any {
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+// insertOrder writes a new order; timerAt is when the loops must look at it (see
+// order.timerAt). An order with the same id (or key) makes it fail with a unique violation
+// (see isOrderConflict), which also undoes the rest of its batch.
+func insertOrder(ctx context.Context, w execer, o *order, timerAt time.Time) error {
+	_, err := w.Exec(ctx, `INSERT INTO orders (`+orderColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+		        $21, $22, $23, $24, $25, $26, $27, $28, $29)`,
+		o.ID, o.CustomerID, o.IdempotencyKey, o.CartID, int16(o.State), o.StoreID, o.StoreName, o.Lines, o.Currency,
+		o.CustomerNote, o.PickupName, o.Email, nullJSON(o.Shortages), o.Reason, nullTime(o.ReadyBy), o.PickupWindow.Milliseconds(), nullTime(o.Timers.PickupDeadline),
+		nullTime(o.Timers.ExpiringSoonAt), nullTime(o.Timers.NotAcceptedAt), nullTime(timerAt), nullTime(o.HoldDeadline), nullTime(o.CheckInTime), o.CheckInBay, o.WrongCodes,
+		nullTime(o.PickupLockedUntil), o.Placement, o.Version, o.CreateTime, o.UpdateTime)
+	if err != nil {
+		return fmt.Errorf("insert order %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// isOrderConflict reports an insert that found the order there already.
+func isOrderConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return pgdb.IsUniqueViolation(err) && errors.As(err, &pgErr) &&
+		(pgErr.ConstraintName == "orders_pkey" || pgErr.ConstraintName == "orders_one_per_key")
+}
+
+// updateOrder writes every field that can change.
+func updateOrder(ctx context.Context, w execer, o *order, timerAt time.Time) error {
+	_, err := w.Exec(ctx, `UPDATE orders SET state = $2, store_id = $3, store_name = $4, lines = $5, shortages = $6,
+		reason = $7, ready_by = $8, pickup_window_ms = $9, pickup_deadline = $10, expiring_soon_at = $11,
+		not_accepted_at = $12, timer_at = $13, hold_deadline = $14, check_in_time = $15, check_in_bay = $16,
+		wrong_codes = $17, pickup_locked_until = $18, placement = $19, version = $20, update_time = $21
+		WHERE id = $1`,
+		o.ID, int16(o.State), o.StoreID, o.StoreName, o.Lines, nullJSON(o.Shortages),
+		o.Reason, nullTime(o.ReadyBy), o.PickupWindow.Milliseconds(), nullTime(o.Timers.PickupDeadline), nullTime(o.Timers.ExpiringSoonAt),
+		nullTime(o.Timers.NotAcceptedAt), nullTime(timerAt), nullTime(o.HoldDeadline), nullTime(o.CheckInTime), o.CheckInBay,
+		o.WrongCodes, nullTime(o.PickupLockedUntil), o.Placement, o.Version, o.UpdateTime)
+	if err != nil {
+		return fmt.Errorf("update order %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// insertHistory appends entries to the order's history in one statement.
+func insertHistory(ctx context.Context, w execer, orderID string, entries []historyEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	n := len(entries)
+	seqs, from, to := make([]int64, n), make([]int16, n), make([]int16, n)
+	events, kinds, actors := make([]string, n), make([]int16, n), make([]string, n)
+	reasons, lines, times := make([]string, n), make([]string, n), make([]time.Time, n)
+	for i, h := range entries {
+		seqs[i], from[i], to[i] = h.Seq, int16(h.From), int16(h.To)
+		events[i], kinds[i], actors[i] = h.Event, int16(h.Actor.GetKind()), h.Actor.GetId()
+		reasons[i], lines[i], times[i] = h.Reason, h.LineID, h.Time
+	}
+	_, err := w.Exec(ctx, `INSERT INTO order_history (order_id, seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time)
+		SELECT $1, * FROM unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::text[], $6::smallint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])`,
+		orderID, seqs, from, to, events, kinds, actors, reasons, lines, times)
+	if err != nil {
+		return fmt.Errorf("append history of %s: %w", orderID, err)
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package fulfilment
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+)
+
+// timerActor is the timer loop in order histories.
+var timerActor = systemActor("timers")
+
+// timersBatch is how many due orders one round of the timer loop takes.
+const timersBatch = 64
+
+// runTimers fires the timers of open orders until ctx ends: expiry of READY orders past their
+// pickup deadline (their holds are released), the expiring-soon reminder, the not-accepted
+// escalation, and the refresh of holds whose deadline comes near while the order is still open.
+// The timers are columns of the order, so they survive restarts; a timer that came due while no
+// process ran fires at the next round.
+func (s *Service) runTimers(ctx context.Context) {
+	for {
+		n, err := s.timersRound(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.log.Warn("timer round failed; trying again", "err", err)
+		} else if n == timersBatch {
+			continue
+		}
+		if !sleep(ctx, s.cfg.SweepInterval) {
+			return
+		}
+	}
+}
+
+// timersRound fires what is due on up to timersBatch orders in one transaction. Rows another
+// copy has locked are skipped: it is firing them.
+func (s *Service) timersRound(ctx context.Context) (int, error) {
+	type fired struct {
+		o       *order
+		changes []change
+		effects bool
+	}
+	var done []fired
+	now := s.now()
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		orders, err := queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
+			WHERE state IN (2, 3, 4) AND timer_at <= $1 ORDER BY timer_at LIMIT $2 FOR UPDATE SKIP LOCKED`, now, timersBatch)
+		if err != nil {
+			return err
+		}
+		done = done[:0]
+		var w writeBatch
+		for _, o := range orders {
+			var changes []change
+			if a, due := o.Timers.Due(o.State, now); due {
+				c, err := o.step(a, timerActor, s.timerReason(o, a), "", now)
+				if err != nil {
+					return err
+				}
+				if a == domain.Expire {
+					o.Reason = "not collected within the pickup window"
+				}
+				changes = append(changes, c)
+			}
+			// Written even when nothing fired: the holds may need extending (update keeps
+			// them), and timer_at moves on to the next timer.
+			effects, err := s.write(ctx, &w, o, changes, false, now)
+			if err != nil {
+				return err
+			}
+			done = append(done, fired{o, changes, effects})
+		}
+		if len(orders) == 0 {
+			return nil
+		}
+		return w.sendIn(ctx, tx)
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range done {
+		s.afterCommit(f.o, f.changes, f.effects)
+	}
+	return len(done), nil
+}
+
+func (s *Service) timerReason(o *order, a domain.Action) string {
+	switch a {
+	case domain.Expire:
+		return fmt.Sprintf("not collected within the pickup window of %s", o.PickupWindow)
+	case domain.RemindExpiringSoon:
+		return fmt.Sprintf("the pickup window ends at %s", o.Timers.PickupDeadline.Format("15:04 MST"))
+	case domain.EscalateNotAccepted:
+		return fmt.Sprintf("not accepted within %s of confirmation", s.cfg.NotAcceptedAfter)
+	}
+	return ""
+}

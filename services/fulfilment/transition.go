@@ -1,0 +1,284 @@
+package fulfilment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/streams"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
+)
+
+// change is one history entry an order gets in a transaction, and what it entails.
+type change struct {
+	action domain.Action // zero for the creation entry
+	rule   domain.Rule
+	entry  historyEntry
+	// nothingHeld marks a rejection known to hold nothing (inventory said so), which needs no
+	// release.
+	nothingHeld bool
+}
+
+// systemActor is Handoff itself acting: the saga, the timers.
+func systemActor(component string) *commonv1.Actor {
+	return &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_SYSTEM, Id: component}
+}
+
+// created starts a new order's history: placed, PENDING.
+func (o *order) created(actor *commonv1.Actor, reason string, now time.Time) change {
+	o.State = domain.Pending
+	o.Version = 1
+	o.CreateTime, o.UpdateTime = now, now
+	return change{entry: historyEntry{Seq: 1, To: domain.Pending, Actor: actor, Reason: reason, Time: now}}
+}
+
+// step applies a to o in memory if the transition table allows it: the new state, one more
+// history entry (and version), the one-shot timer a consumes. Fields particular to the action
+// are the caller's to set.
+func (o *order) step(a domain.Action, actor *commonv1.Actor, reason, lineID string, now time.Time) (change, error) {
+	to, rule, err := domain.Decide(o.State, a)
+	if err != nil {
+		return change{}, err
+	}
+	from := o.State
+	o.State = to
+	o.Version++
+	o.UpdateTime = now
+	o.Timers.Fired(a)
+	return change{action: a, rule: rule, entry: historyEntry{
+		Seq: o.Version, From: from, To: to, Event: rule.Event, Actor: actor, Reason: reason, LineID: lineID, Time: now,
+	}}, nil
+}
+
+// releaseReason says why an action releases holds.
+func releaseReason(a domain.Action) inventoryv1.ReleaseReason {
+	switch a {
+	case domain.Reject:
+		return inventoryv1.ReleaseReason_RELEASE_REASON_ORDER_REJECTED
+	case domain.CustomerCancel, domain.StaffCancel:
+		return inventoryv1.ReleaseReason_RELEASE_REASON_ORDER_CANCELLED
+	case domain.Expire:
+		return inventoryv1.ReleaseReason_RELEASE_REASON_ORDER_EXPIRED
+	case domain.MarkLineUnavailable:
+		return inventoryv1.ReleaseReason_RELEASE_REASON_LINE_UNAVAILABLE
+	}
+	return inventoryv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED
+}
+
+// record writes, in tx, everything the changes entail besides the order row: history entries,
+// one OrderChanged event each (id derived from order and sequence, so writing it again is a
+// duplicate), the customer notifications, and the inventory effects (the holds' extension
+// included, see keepHolds). It reports whether any effect was recorded.
+func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []change) (effects bool, err error) {
+	entries := make([]historyEntry, len(changes))
+	for i, c := range changes {
+		entries[i] = c.entry
+	}
+	if err := insertHistory(ctx, tx, o.ID, entries); err != nil {
+		return false, err
+	}
+	var base *fulfilmentv1.Order
+	for _, c := range changes {
+		if c.rule.Event == "" {
+			continue // the creation entry: announced by the transition that follows it
+		}
+		if base == nil {
+			base = o.proto(viewOthers, nil)
+			base.History = nil
+		}
+		snap := proto.CloneOf(base)
+		snap.State, snap.Version = c.entry.To, c.entry.Seq
+		ev := &fulfilmentv1.OrderChanged{Order: snap, Transition: c.entry.proto()}
+		id := outbox.DeterministicID("order", o.ID, strconv.FormatInt(c.entry.Seq, 10))
+		if err := outbox.EnqueueWithID(ctx, tx, id, streams.EventSubject("fulfilment", "order", c.rule.Event), ev); err != nil {
+			return false, err
+		}
+		if c.rule.Notify != "" {
+			// The pickup code stays out: notifications are stored, and the code never is.
+			if err := notify.Enqueue(ctx, tx, notify.Message{Kind: c.rule.Notify, Order: snap, Email: o.Email}); err != nil {
+				return false, err
+			}
+		}
+		if c.rule.Effect == domain.NoEffect || c.nothingHeld {
+			continue
+		}
+		line := ""
+		if c.rule.Effect == domain.ReleaseLine {
+			line = c.entry.LineID
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO order_effects (order_id, kind, line_id, reason) VALUES ($1, $2, $3, $4)`,
+			o.ID, int16(c.rule.Effect), line, int16(releaseReason(c.action))); err != nil {
+			return false, fmt.Errorf("record %s effect of order %s: %w", c.rule.Event, o.ID, err)
+		}
+		effects = true
+	}
+	if !o.extendTo.IsZero() {
+		if _, err := tx.Exec(ctx, `INSERT INTO order_effects (order_id, kind, deadline) VALUES ($1, $2, $3)`,
+			o.ID, int16(domain.ExtendHolds), o.extendTo); err != nil {
+			return false, fmt.Errorf("record hold extension of order %s: %w", o.ID, err)
+		}
+		o.extendTo = time.Time{}
+		effects = true
+	}
+	return effects, nil
+}
+
+// afterCommit starts what follows a committed change at once rather than at the next sweep:
+// the effects worker, local watchers. Both are also driven from the database, so a crash
+// before this point only delays them.
+func (s *Service) afterCommit(o *order, changes []change, effects bool) {
+	if effects {
+		if slices.ContainsFunc(changes, func(c change) bool { return c.rule.Effect != domain.NoEffect && !c.nothingHeld }) {
+			failpoint(failpointAfterTransition)
+		}
+		select {
+		case s.effectsWake <- struct{}{}:
+		default:
+		}
+	}
+	if len(changes) > 0 {
+		s.hub.changed(o.ID)
+	}
+}
+
+// maxHoldAhead caps how far ahead a hold deadline is set: inventory accepts at most seven days.
+// An order open for longer gets its holds refreshed by the timer loop.
+const maxHoldAhead = 6 * 24 * time.Hour
+
+// holdTarget is the deadline o's holds should have (see domain.HoldDeadline).
+func (s *Service) holdTarget(o *order, now time.Time) time.Time {
+	t := domain.HoldDeadline(o.State, now, o.ReadyBy, o.Timers.PickupDeadline, o.PickupWindow, s.cfg.HoldGrace)
+	if limit := now.Add(maxHoldAhead); t.After(limit) {
+		return limit
+	}
+	return t
+}
+
+// keepHolds keeps an open order's holds alive: when the deadline they should have is later
+// than the one asked for so far (by more than a minute, so that a slightly changed estimate
+// costs no call), the order takes the new deadline and record writes an extend effect in the
+// same transaction. So holds reserved with the short placement deadline are extended right
+// after the order is confirmed, an order that becomes ready late gets its pickup window, and
+// one that stays open long is refreshed by the timer loop before its holds come near their end.
+func (s *Service) keepHolds(o *order, now time.Time) {
+	if !domain.Open(o.State) {
+		return
+	}
+	if target := s.holdTarget(o, now); o.HoldDeadline.Before(target.Add(-time.Minute)) && target.After(now) {
+		o.HoldDeadline, o.extendTo = target, target
+	}
+}
+
+// insert writes a new order with its holds kept and its next timer (see insertOrder for an
+// order that exists already).
+func (s *Service) insert(ctx context.Context, w execer, o *order, now time.Time) error {
+	s.keepHolds(o, now)
+	return insertOrder(ctx, w, o, o.timerAt(now, s.cfg.HoldRefreshMargin))
+}
+
+// update writes a changed order with its holds kept and its next timer.
+func (s *Service) update(ctx context.Context, w execer, o *order, now time.Time) error {
+	s.keepHolds(o, now)
+	return updateOrder(ctx, w, o, o.timerAt(now, s.cfg.HoldRefreshMargin))
+}
+
+// write queues, in w, the order row and everything its changes entail; it reports whether any
+// inventory effect is among them.
+func (s *Service) write(ctx context.Context, w *writeBatch, o *order, changes []change, insert bool, now time.Time) (bool, error) {
+	var err error
+	if insert {
+		err = s.insert(ctx, w, o, now)
+	} else {
+		err = s.update(ctx, w, o, now)
+	}
+	if err != nil {
+		return false, err
+	}
+	return s.record(ctx, w, o, changes)
+}
+
+// scope is whose orders a caller may touch: a shopper their own, staff their store's.
+type scope struct {
+	customerID string
+	storeID    string
+}
+
+func (sc scope) allows(o *order) bool {
+	return (sc.customerID == "" || o.CustomerID == sc.customerID) && (sc.storeID == "" || o.StoreID == sc.storeID)
+}
+
+// commitAnyway wraps a refusal whose bookkeeping (a wrong pickup code counted) must be kept:
+// the transaction commits, then the caller gets the refusal.
+type commitAnyway struct{ err error }
+
+func (c *commitAnyway) Error() string { return c.err.Error() }
+func (c *commitAnyway) Unwrap() error { return c.err }
+
+// transact runs one change of an order in one transaction: lock the row, check the caller may
+// see it (another's order is NotFound, never "exists"), let fn decide and mutate, then write
+// the row and record the changes. It returns the order after the change, history included.
+func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(tx pgx.Tx, o *order, now time.Time) ([]change, error)) (*order, error) {
+	if id == "" {
+		return nil, rpcerr.Invalid("order_id", "required")
+	}
+	var (
+		o       *order
+		changes []change
+		effects bool
+		refusal error
+	)
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var err error
+		if o, err = loadOrder(ctx, tx, id, true); err != nil {
+			return err
+		}
+		if o == nil || !sc.allows(o) {
+			return rpcerr.NotFound("order", id)
+		}
+		now := s.now()
+		changes, err = fn(tx, o, now)
+		var keep *commitAnyway
+		if errors.As(err, &keep) {
+			refusal = keep.err
+		} else if err != nil {
+			return err
+		}
+		var w writeBatch
+		if effects, err = s.write(ctx, &w, o, changes, false, now); err != nil {
+			return err
+		}
+		if err := w.sendIn(ctx, tx); err != nil {
+			return fmt.Errorf("write order %s: %w", o.ID, err)
+		}
+		return loadHistory(ctx, tx, o)
+	})
+	if err != nil {
+		return nil, apiError(err)
+	}
+	s.afterCommit(o, changes, effects)
+	if refusal != nil {
+		return nil, apiError(refusal)
+	}
+	return o, nil
+}
+
+// apiError maps domain refusals to gRPC statuses (the rest are statuses already, or internal).
+func apiError(err error) error {
+	var illegal *domain.IllegalTransition
+	if errors.As(err, &illegal) {
+		return rpcerr.FailedPrecondition("%s", illegal.Error())
+	}
+	return err
+}

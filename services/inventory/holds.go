@@ -1,0 +1,441 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Stored hold states.
+const (
+	holdOpen      = "open"
+	holdCommitted = "committed"
+	holdReleased  = "released"
+	holdExpired   = "expired"
+)
+
+var holdStates = map[string]inventoryv1.HoldState{
+	holdOpen:      inventoryv1.HoldState_HOLD_STATE_OPEN,
+	holdCommitted: inventoryv1.HoldState_HOLD_STATE_COMMITTED,
+	holdReleased:  inventoryv1.HoldState_HOLD_STATE_RELEASED,
+	holdExpired:   inventoryv1.HoldState_HOLD_STATE_EXPIRED,
+}
+
+// hold is a holds row.
+type hold struct {
+	id, orderID, lineID string
+	key                 stockKey
+	quantity            int32
+	state               string
+	expireTime          time.Time
+}
+
+const holdColumns = `id::text, order_id, line_id, store_id, sku, quantity, state, expire_time`
+
+func scanHolds(rows pgx.Rows) ([]*hold, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*hold, error) {
+		var h hold
+		err := r.Scan(&h.id, &h.orderID, &h.lineID, &h.key.store, &h.key.sku, &h.quantity, &h.state, &h.expireTime)
+		return &h, err
+	})
+}
+
+func (h *hold) proto() *inventoryv1.Hold {
+	return &inventoryv1.Hold{HoldId: h.id, OrderId: h.orderID, LineId: h.lineID, StoreId: h.key.store, Sku: h.key.sku,
+		Quantity: h.quantity, State: holdStates[h.state], ExpireTime: timestamp(h.expireTime)}
+}
+
+func holdsProto(hs []*hold) []*inventoryv1.Hold {
+	out := make([]*inventoryv1.Hold, len(hs))
+	for i, h := range hs {
+		out[i] = h.proto()
+	}
+	return out
+}
+
+// lineTotal is what an order asks of one SKU: its lines summed.
+type lineTotal struct {
+	sku      string
+	quantity int32
+}
+
+// reserveRequest is a validated ReserveHoldsRequest.
+type reserveRequest struct {
+	orderID string
+	storeID string // empty: nearest store that can fill it
+	near    *commonv1.LatLng
+	radius  float64
+	lines   []*inventoryv1.HoldLine
+	totals  []lineTotal // same-SKU lines summed, in order of first appearance
+	expire  time.Time
+}
+
+func (s *Service) validateReserve(req *inventoryv1.ReserveHoldsRequest, now time.Time) (*reserveRequest, error) {
+	var v rpcerr.Violations
+	r := &reserveRequest{orderID: req.GetOrderId(), storeID: req.GetStoreId(), near: req.GetNear()}
+	checkText(&v, "order_id", r.orderID, maxIDLen, true)
+	switch n := len(req.GetLines()); {
+	case n == 0:
+		v.Add("lines", "at least one line is required")
+	case n > maxOrderLines:
+		v.Addf("lines", "at most %d lines, got %d", maxOrderLines, n)
+	}
+	seenLine := map[string]int{}
+	totalIdx := map[string]int{}
+	for i, l := range req.GetLines() {
+		f := fmt.Sprintf("lines[%d]", i)
+		checkText(&v, f+".line_id", l.GetLineId(), maxIDLen, true)
+		if j, dup := seenLine[l.GetLineId()]; dup && l.GetLineId() != "" {
+			v.Addf(f+".line_id", "%q repeats lines[%d]: one hold per order line", l.GetLineId(), j)
+		}
+		seenLine[l.GetLineId()] = i
+		checkSKU(&v, f+".sku", l.GetSku())
+		if q := l.GetQuantity(); q < 1 || q > maxLineQuantity {
+			v.Addf(f+".quantity", "must be between 1 and %d, got %d", maxLineQuantity, q)
+		}
+		if j, ok := totalIdx[l.GetSku()]; ok {
+			r.totals[j].quantity += l.GetQuantity()
+		} else {
+			totalIdx[l.GetSku()] = len(r.totals)
+			r.totals = append(r.totals, lineTotal{sku: l.GetSku(), quantity: l.GetQuantity()})
+		}
+	}
+	r.lines = req.GetLines()
+	if r.storeID != "" {
+		checkStoreID(&v, "store_id", r.storeID)
+	} else {
+		if r.near == nil {
+			v.Add("near", "required when store_id is empty")
+		} else {
+			checkLatLng(&v, "near", r.near)
+		}
+		r.radius = checkRadius(&v, "radius_meters", req.GetRadiusMeters())
+	}
+	// Postgres keeps microseconds: answer with the deadline as stored, so a retry's answer
+	// equals the first one.
+	r.expire = checkDeadline(&v, "expire_time", req.GetExpireTime(), now, now.Add(s.cfg.DefaultHoldTTL)).Truncate(time.Microsecond)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// checkDeadline reads a hold deadline: in the future and at most maxHoldTTL away; def when unset.
+func checkDeadline(v *rpcerr.Violations, field string, ts *timestamppb.Timestamp, now, def time.Time) time.Time {
+	if ts == nil {
+		if def.IsZero() {
+			v.Add(field, "required")
+		}
+		return def
+	}
+	if err := ts.CheckValid(); err != nil {
+		v.Add(field, "invalid timestamp: "+err.Error())
+		return def
+	}
+	t := ts.AsTime()
+	switch {
+	case !t.After(now):
+		v.Addf(field, "must be in the future, got %s (now %s)", t.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case t.After(now.Add(maxHoldTTL)):
+		v.Addf(field, "must be at most %v ahead, got %s", maxHoldTTL, t.Format(time.RFC3339))
+	}
+	return t
+}
+
+// ReserveHolds holds every line of an order at one store, all or nothing, idempotent by order
+// id. Out of stock and an unavailable store are answers (outcomes), not errors; malformed
+// input and an unknown store are errors.
+func (s *Service) ReserveHolds(ctx context.Context, req *inventoryv1.ReserveHoldsRequest) (*inventoryv1.ReserveHoldsResponse, error) {
+	r, err := s.validateReserve(req, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if r.storeID != "" {
+		return s.res.submit(ctx, r)
+	}
+	return s.reserveNearest(ctx, r)
+}
+
+// maxNearestAttempts bounds how many stores one nearest-store reserve tries to lock.
+const maxNearestAttempts = 5
+
+// reserveNearest holds the order at the nearest store within the radius that accepts orders
+// and can fill every line. Stores are read without locks to find candidates, then tried in
+// order of distance through the same locked path as a named store; a store that lost its
+// stock in between is skipped. With no store able to fill it, the answer carries the nearest
+// accepting store's shortages.
+func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inventoryv1.ReserveHoldsResponse, error) {
+	// A retry of an order already held somewhere gets the same holds, wherever they are.
+	existing, err := s.orderHolds(ctx, r.orderID)
+	if err != nil {
+		return nil, err
+	}
+	if len(existing) > 0 {
+		return reservedResponse(existing), nil
+	}
+	lines := make([]*inventoryv1.StockLine, len(r.totals))
+	for i, t := range r.totals {
+		lines[i] = &inventoryv1.StockLine{Sku: t.sku, Quantity: t.quantity}
+	}
+	matches, err := s.locate(ctx, locatorQuery{center: r.near, radius: r.radius, totals: r.totals, maxResults: 50}, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if len(matches) == 0 {
+		return &inventoryv1.ReserveHoldsResponse{
+			Outcome: inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE,
+			Message: fmt.Sprintf("no store within %.0f m of (%.5f, %.5f) takes orders now", r.radius, r.near.GetLatitude(), r.near.GetLongitude()),
+		}, nil
+	}
+	nearest := shortagesOf(matches[0])
+	attempts := 0
+	for i, m := range matches {
+		if !m.CanFulfilAll || attempts == maxNearestAttempts {
+			continue
+		}
+		attempts++
+		at := *r
+		at.storeID = m.GetStore().GetId()
+		res, err := s.res.submit(ctx, &at)
+		if err != nil {
+			return nil, err
+		}
+		switch res.GetOutcome() {
+		case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+			return res, nil
+		case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK:
+			if i == 0 {
+				nearest = res.GetShortages() // fresher than the unlocked read
+			}
+		}
+	}
+	return &inventoryv1.ReserveHoldsResponse{
+		Outcome:   inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK,
+		Shortages: nearest,
+		Message: fmt.Sprintf("no store within %.0f m can fill every line; the nearest, %s, is short of %s",
+			r.radius, matches[0].GetStore().GetId(), describeShortages(nearest)),
+	}, nil
+}
+
+func shortagesOf(m *inventoryv1.StoreMatch) []*inventoryv1.Shortage {
+	var out []*inventoryv1.Shortage
+	for _, l := range m.GetLines() {
+		if !l.GetSufficient() {
+			out = append(out, &inventoryv1.Shortage{Sku: l.GetSku(), Requested: l.GetRequested(), Available: l.GetAvailable()})
+		}
+	}
+	return out
+}
+
+func describeShortages(sh []*inventoryv1.Shortage) string {
+	parts := make([]string, len(sh))
+	for i, x := range sh {
+		parts[i] = fmt.Sprintf("%s (requested %d, available %d)", x.GetSku(), x.GetRequested(), x.GetAvailable())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// reservedResponse answers with an order's holds, in line id order (byte order, not the
+// database's collation, so that a first answer and a retry's answer are identical).
+func reservedResponse(hs []*hold) *inventoryv1.ReserveHoldsResponse {
+	hs = slices.Clone(hs)
+	slices.SortFunc(hs, func(a, b *hold) int { return strings.Compare(a.lineID, b.lineID) })
+	return &inventoryv1.ReserveHoldsResponse{
+		Outcome: inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED,
+		StoreId: hs[0].key.store,
+		Holds:   holdsProto(hs),
+	}
+}
+
+// orderHolds returns every hold of an order, in line order.
+func (s *Service) orderHolds(ctx context.Context, orderID string) ([]*hold, error) {
+	rows, err := s.db.Query(ctx, "SELECT "+holdColumns+" FROM holds WHERE order_id = $1 ORDER BY line_id", orderID)
+	if err != nil {
+		return nil, fmt.Errorf("read order holds: %w", err)
+	}
+	hs, err := scanHolds(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read order holds: %w", err)
+	}
+	return hs, nil
+}
+
+// ReleaseHolds gives back an order's open holds (all, or one line's). A retry, or an order
+// without open holds, releases nothing and returns an empty list.
+func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reason inventoryv1.ReleaseReason) ([]*inventoryv1.Hold, error) {
+	var v rpcerr.Violations
+	checkText(&v, "order_id", orderID, maxIDLen, true)
+	checkText(&v, "line_id", lineID, maxIDLen, false)
+	if _, ok := inventoryv1.ReleaseReason_name[int32(reason)]; !ok {
+		v.Addf("reason", "unknown release reason %d", reason)
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return s.endOrderHolds(ctx, orderID, lineID, holdReleased, reason)
+}
+
+// CommitHolds turns an order's open holds into a sale: on hand and reserved fall together. A
+// retry commits nothing and returns an empty list.
+func (s *Service) CommitHolds(ctx context.Context, orderID string) ([]*inventoryv1.Hold, error) {
+	if orderID == "" {
+		return nil, rpcerr.Invalid("order_id", "required")
+	}
+	return s.endOrderHolds(ctx, orderID, "", holdCommitted, inventoryv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED)
+}
+
+func (s *Service) endOrderHolds(ctx context.Context, orderID, lineID, state string, reason inventoryv1.ReleaseReason) ([]*inventoryv1.Hold, error) {
+	var ended []*hold
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// The hold rows first (line order), then their stock rows (store, SKU order).
+		rows, err := tx.Query(ctx, "SELECT "+holdColumns+` FROM holds
+			WHERE order_id = $1 AND ($2 = '' OR line_id = $2) AND state = 'open'
+			ORDER BY line_id FOR UPDATE`, orderID, lineID)
+		if err != nil {
+			return fmt.Errorf("lock holds: %w", err)
+		}
+		hs, err := scanHolds(rows)
+		if err != nil {
+			return fmt.Errorf("lock holds: %w", err)
+		}
+		ended = hs
+		return s.endHolds(ctx, tx, hs, state, reason, actorHolds)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return holdsProto(ended), nil
+}
+
+// endHolds ends holds that tx has locked and found open: their state, the stock they held
+// (reserved down; on hand down too for a sale), one ledger row each, and the events.
+func (s *Service) endHolds(ctx context.Context, tx pgx.Tx, hs []*hold, state string, reason inventoryv1.ReleaseReason, actor *commonv1.Actor) error {
+	if len(hs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(hs))
+	keys := make([]stockKey, len(hs))
+	for i, h := range hs {
+		ids[i], keys[i] = h.id, h.key
+	}
+	reasonName := strings.ToLower(strings.TrimPrefix(reason.String(), "RELEASE_REASON_"))
+	if state == holdCommitted {
+		reasonName = ""
+	}
+	tag, err := tx.Exec(ctx, `UPDATE holds SET state = $2, release_reason = $3, end_time = now()
+		WHERE id = ANY($1::uuid[]) AND state = 'open'`, ids, state, reasonName)
+	if err != nil {
+		return fmt.Errorf("end holds: %w", err)
+	}
+	if tag.RowsAffected() != int64(len(hs)) {
+		return fmt.Errorf("end holds: %d of %d were open (not locked by the caller?)", tag.RowsAffected(), len(hs))
+	}
+	levels, err := lockLevels(ctx, tx, sortedKeys(keys))
+	if err != nil {
+		return err
+	}
+	kind, subject := kindHoldReleased, SubjectHoldReleased
+	switch state {
+	case holdCommitted:
+		kind = kindHoldCommitted
+	case holdExpired:
+		subject = SubjectHoldExpired
+	}
+	var (
+		p      pipeline
+		deltas stockDeltas
+		ms     = make([]movement, 0, len(hs))
+		now    = time.Now()
+	)
+	for _, h := range hs {
+		l, ok := levels[h.key]
+		if !ok {
+			return fmt.Errorf("hold %s: no stock row for %s at %s", h.id, h.key.sku, h.key.store)
+		}
+		var dOnHand int32
+		if state == holdCommitted {
+			dOnHand = -h.quantity
+		}
+		l.onHand += dOnHand
+		l.reserved -= h.quantity
+		deltas.add(h.key, dOnHand, -h.quantity)
+		ms = append(ms, movement{key: h.key, kind: kind, onHandDelta: dOnHand, reservedDelta: -h.quantity, after: *l,
+			actor: actor, orderID: h.orderID, holdID: h.id})
+		h.state = state
+		if state != holdCommitted {
+			// One identity per hold's end: a rewrite could only ever be a duplicate.
+			ev := &inventoryv1.HoldReleased{Hold: h.proto(), Reason: reason}
+			if err := p.enqueue(ctx, subject, ev, outbox.DeterministicID("inventory", "hold", h.id, "ended")); err != nil {
+				return err
+			}
+		}
+	}
+	p.queueDeltas(&deltas)
+	p.queueMovements(ms)
+	if err := p.queueLevelEvents(ctx, &deltas, levels, kind, now); err != nil {
+		return err
+	}
+	return p.run(ctx, tx)
+}
+
+// ExtendHolds moves the deadline of an order's open holds and returns them.
+func (s *Service) ExtendHolds(ctx context.Context, orderID string, expire *timestamppb.Timestamp) ([]*inventoryv1.Hold, error) {
+	var v rpcerr.Violations
+	checkText(&v, "order_id", orderID, maxIDLen, true)
+	t := checkDeadline(&v, "expire_time", expire, time.Now(), time.Time{}).Truncate(time.Microsecond)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, `UPDATE holds SET expire_time = $2 WHERE order_id = $1 AND state = 'open'
+		RETURNING `+holdColumns, orderID, t)
+	if err != nil {
+		return nil, fmt.Errorf("extend holds: %w", err)
+	}
+	hs, err := scanHolds(rows)
+	if err != nil {
+		return nil, fmt.Errorf("extend holds: %w", err)
+	}
+	return holdsProto(hs), nil
+}
+
+// SweepExpiredHolds releases every open hold past its deadline, in batches, and returns how
+// many it released. Rows another sweeper has locked are skipped (SKIP LOCKED) and the state
+// guard makes a hold end once, so copies may sweep side by side. Run calls it periodically.
+func (s *Service) SweepExpiredHolds(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var n int
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, "SELECT "+holdColumns+` FROM holds
+				WHERE state = 'open' AND expire_time <= now()
+				ORDER BY expire_time LIMIT $1
+				FOR UPDATE SKIP LOCKED`, s.cfg.SweepBatch)
+			if err != nil {
+				return fmt.Errorf("find expired holds: %w", err)
+			}
+			hs, err := scanHolds(rows)
+			if err != nil {
+				return fmt.Errorf("find expired holds: %w", err)
+			}
+			n = len(hs)
+			return s.endHolds(ctx, tx, hs, holdExpired, inventoryv1.ReleaseReason_RELEASE_REASON_DEADLINE_PASSED, actorSweeper)
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < s.cfg.SweepBatch {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,342 @@
+package inventory_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory"
+)
+
+const (
+	reserved     = inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED
+	insufficient = inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK
+	unavailable  = inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE
+)
+
+func TestFiveHundredConcurrentReservesForTenUnitsMakeExactlyTenHolds(t *testing.T) {
+	e := newEnv(t)
+	e.addCopy() // two copies side by side share the requests
+	e.createStore(storeAt("hot-store", 47.61, -122.33))
+	e.setStock("hot-store", "HOT-1", 12, 2) // 10 may be promised
+
+	const callers = 500
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		got     = map[inventoryv1.ReserveOutcome]int{}
+		badMsgs []string
+	)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := e.reserve(order(fmt.Sprintf("order-%03d", i), "hot-store", "HOT-1", 1))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				badMsgs = append(badMsgs, err.Error())
+				return
+			}
+			got[res.GetOutcome()]++
+			if res.GetOutcome() == insufficient {
+				sh := res.GetShortages()
+				if len(sh) != 1 || sh[0].GetSku() != "HOT-1" || sh[0].GetRequested() != 1 || sh[0].GetAvailable() != 0 || !strings.Contains(res.GetMessage(), "HOT-1") {
+					badMsgs = append(badMsgs, fmt.Sprintf("unclear out-of-stock answer: %v", res))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range badMsgs[:min(len(badMsgs), 5)] {
+		t.Errorf("bad answer: %s", m)
+	}
+	if got[reserved] != 10 || got[insufficient] != callers-10 {
+		t.Fatalf("outcomes %v; want 10 reserved and %d insufficient", got, callers-10)
+	}
+	if n := e.count(`SELECT count(*) FROM holds WHERE state = 'open'`); n != 10 {
+		t.Errorf("%d open holds, want 10", n)
+	}
+	if l := e.level("hot-store", "HOT-1"); l.GetReserved() != 10 || l.GetAvailable() != 0 || l.GetOnHand() != 12 {
+		t.Errorf("level %v; want on hand 12, reserved 10, available 0", l)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+func TestSameSKUOnTwoLinesIsSummedAndRefusedAsAWhole(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "MUG", 3, 0)
+	e.setStock("s1", "TEA", 10, 0)
+
+	res := e.mustReserve(order("o-2x2", "s1", "MUG", 2, "TEA", 1, "MUG", 2))
+	if res.GetOutcome() != insufficient {
+		t.Fatalf("2 + 2 of 3: outcome %v, want insufficient", res.GetOutcome())
+	}
+	want := []*inventoryv1.Shortage{{Sku: "MUG", Requested: 4, Available: 3}}
+	if !slices.EqualFunc(res.GetShortages(), want, func(a, b *inventoryv1.Shortage) bool { return proto.Equal(a, b) }) {
+		t.Errorf("shortages %v, want %v", res.GetShortages(), want)
+	}
+	if n := e.count(`SELECT count(*) FROM holds`); n != 0 {
+		t.Errorf("%d holds after a refused order, want none (the TEA line must not be held alone)", n)
+	}
+	if l := e.level("s1", "TEA"); l.GetReserved() != 0 {
+		t.Errorf("TEA reserved %d after a refused order", l.GetReserved())
+	}
+
+	res = e.mustReserve(order("o-2x1", "s1", "MUG", 2, "MUG", 1))
+	if res.GetOutcome() != reserved || len(res.GetHolds()) != 2 {
+		t.Fatalf("2 + 1 of 3: %v, want two holds", res)
+	}
+	if l := e.level("s1", "MUG"); l.GetReserved() != 3 || l.GetAvailable() != 0 {
+		t.Errorf("MUG level %v; want reserved 3", l)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+func TestRetriedAndRedeliveredReserveMakesOneHoldSet(t *testing.T) {
+	e := newEnv(t)
+	e.addCopy()
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "BEAN", 100, 0)
+
+	req := order("o-retry", "s1", "BEAN", 2, "BEAN", 3)
+	first := e.mustReserve(req)
+	if first.GetOutcome() != reserved {
+		t.Fatalf("first reserve: %v", first)
+	}
+	for i := range 5 {
+		again := e.mustReserve(req)
+		if !proto.Equal(again, first) {
+			t.Fatalf("retry %d answered %v, want the first answer %v", i+1, again, first)
+		}
+	}
+
+	// Redelivered: the same request arriving many times at once, at both copies.
+	req = order("o-redeliver", "s1", "BEAN", 1)
+	answers := make([]*inventoryv1.ReserveHoldsResponse, 10)
+	var wg sync.WaitGroup
+	for i := range answers {
+		wg.Add(1)
+		go func() { defer wg.Done(); answers[i] = e.mustReserve(req) }()
+	}
+	wg.Wait()
+	for i, a := range answers {
+		if a.GetOutcome() != reserved || len(a.GetHolds()) != 1 || a.GetHolds()[0].GetHoldId() != answers[0].GetHolds()[0].GetHoldId() {
+			t.Errorf("answer %d = %v; want the one hold %s", i, a, answers[0].GetHolds()[0].GetHoldId())
+		}
+	}
+	if n := e.count(`SELECT count(*) FROM holds`); n != 3 {
+		t.Errorf("%d holds, want 3 (two lines of o-retry, one of o-redeliver)", n)
+	}
+	if l := e.level("s1", "BEAN"); l.GetReserved() != 6 {
+		t.Errorf("reserved %d, want 6", l.GetReserved())
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+func TestSameOrderAtTwoStoresAtOnceIsHeldAtOne(t *testing.T) {
+	// Two copies deciding the same order at different stores lock different rows: only the
+	// holds' unique (order, line) key can stop the second set, and the loser must answer with
+	// the winner's holds.
+	e := newEnv(t)
+	e.addCopy()
+	for _, id := range []string{"s1", "s2"} {
+		e.createStore(storeAt(id, 47.61, -122.33))
+		e.setStock(id, "CAKE", 1000, 0)
+	}
+	for round := range 20 {
+		id := fmt.Sprintf("o-split-%d", round)
+		var a, b *inventoryv1.ReserveHoldsResponse
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); a = e.mustReserve(order(id, "s1", "CAKE", 1)) }()
+		go func() { defer wg.Done(); b = e.mustReserve(order(id, "s2", "CAKE", 1)) }()
+		wg.Wait()
+		if a.GetOutcome() != reserved || !proto.Equal(a, b) {
+			t.Fatalf("round %d: answers differ:\n%v\n%v", round, a, b)
+		}
+	}
+	if n := e.count(`SELECT count(*) FROM holds`); n != 20 {
+		t.Errorf("%d holds for 20 orders of one line", n)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+func TestReleaseAndCommitEndEachHoldOnce(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 1)
+	e.setStock("s1", "MUFFIN", 5, 0)
+
+	res := e.mustReserve(order("o1", "s1", "LATTE", 2, "MUFFIN", 1, "LATTE", 1))
+	if res.GetOutcome() != reserved || res.GetStoreId() != "s1" || len(res.GetHolds()) != 3 {
+		t.Fatalf("reserve: %v", res)
+	}
+
+	// One line given back (staff marked it unavailable).
+	got := e.release("o1", "l2")
+	if len(got) != 1 || got[0].GetSku() != "MUFFIN" || got[0].GetState() != inventoryv1.HoldState_HOLD_STATE_RELEASED {
+		t.Fatalf("release line l2: %v", got)
+	}
+	if again := e.release("o1", "l2"); len(again) != 0 {
+		t.Errorf("release retried released %v again", again)
+	}
+	if l := e.level("s1", "MUFFIN"); l.GetReserved() != 0 || l.GetOnHand() != 5 {
+		t.Errorf("MUFFIN after release: %v", l)
+	}
+
+	// Hand-over: the rest becomes a sale.
+	got = e.commit("o1")
+	if len(got) != 2 {
+		t.Fatalf("commit: %v, want the two LATTE holds", got)
+	}
+	if again := e.commit("o1"); len(again) != 0 {
+		t.Errorf("commit retried committed %v again", again)
+	}
+	if again := e.release("o1", ""); len(again) != 0 {
+		t.Errorf("release after commit released %v", again)
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 7 || l.GetReserved() != 0 || l.GetAvailable() != 6 {
+		t.Errorf("LATTE after commit: %v; want on hand 7, reserved 0", l)
+	}
+	if n := len(e.outboxEvents(inventory.SubjectHoldReleased)); n != 1 {
+		t.Errorf("%d hold.released events, want 1", n)
+	}
+	// A retried reserve of an order that has ended reports its holds as they are: no new ones.
+	again := e.mustReserve(order("o1", "s1", "LATTE", 2, "MUFFIN", 1, "LATTE", 1))
+	if n := e.count(`SELECT count(*) FROM holds`); n != 3 || again.GetHolds()[0].GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN {
+		t.Errorf("late retry of an ended order: %d holds, answer %v", n, again)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+func TestExtendHoldsMovesTheDeadlineOfOpenHolds(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.mustReserve(order("o1", "s1", "LATTE", 1, "LATTE", 1))
+	e.release("o1", "l1")
+
+	later := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+	var res inventoryv1.ExtendHoldsResponse
+	if err := e.call(inventory.SubjectExtendHolds, &inventoryv1.ExtendHoldsRequest{OrderId: "o1", ExpireTime: timestamppb.New(later)}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GetHolds()) != 1 || res.GetHolds()[0].GetLineId() != "l2" || !res.GetHolds()[0].GetExpireTime().AsTime().Equal(later) {
+		t.Fatalf("extend: %v; want line l2 until %v", res.GetHolds(), later)
+	}
+	err := e.call(inventory.SubjectExtendHolds, &inventoryv1.ExtendHoldsRequest{OrderId: "o1", ExpireTime: timestamppb.New(time.Now().Add(-time.Minute))}, &res)
+	requireStatus(t, err, codes.InvalidArgument, "expire_time")
+}
+
+func TestSweeperReleasesExpiredHoldsOnceBesideASecondSweeper(t *testing.T) {
+	const sweep = 50 * time.Millisecond
+	e := newEnv(t, withSweeper(sweep))
+	e.addCopy(withSweeper(sweep))
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "SCONE", 100, 0)
+
+	deadline := time.Now().Add(time.Second)
+	const expiring, staying = 40, 5
+	for i := range expiring {
+		req := order(fmt.Sprintf("short-%d", i), "s1", "SCONE", 1, "SCONE", 1)
+		req.ExpireTime = timestamppb.New(deadline)
+		if res := e.mustReserve(req); res.GetOutcome() != reserved {
+			t.Fatalf("reserve: %v", res)
+		}
+	}
+	for i := range staying {
+		e.mustReserve(order(fmt.Sprintf("long-%d", i), "s1", "SCONE", 1))
+	}
+
+	testenv.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if n := e.count(`SELECT count(*) FROM holds WHERE state = 'open'`); n != staying {
+			return fmt.Errorf("%d open holds, want %d", n, staying)
+		}
+		return nil
+	})
+	if n := e.count(`SELECT count(*) FROM holds WHERE state = 'expired' AND release_reason = 'deadline_passed'`); n != 2*expiring {
+		t.Errorf("%d expired holds, want %d", n, 2*expiring)
+	}
+	// Exactly one ledger row and one event per expired hold, whoever swept it.
+	if n := e.count(`SELECT count(*) FROM (SELECT hold_id FROM movements WHERE kind = 'hold_released' GROUP BY hold_id HAVING count(*) <> 1) x`); n != 0 {
+		t.Errorf("%d holds released more than once in the ledger", n)
+	}
+	if n := e.count(`SELECT count(*) FROM movements WHERE kind = 'hold_released'`); n != 2*expiring {
+		t.Errorf("%d release movements, want %d", n, 2*expiring)
+	}
+	if n := len(e.outboxEvents(inventory.SubjectHoldExpired)); n != 2*expiring {
+		t.Errorf("%d hold.expired events, want %d", n, 2*expiring)
+	}
+	// Never later than the deadline plus a sweep (with room for a slow machine).
+	if n := e.count(`SELECT count(*) FROM holds WHERE state = 'expired' AND end_time > expire_time + interval '5 seconds'`); n != 0 {
+		t.Errorf("%d holds ended more than 5s after their deadline", n)
+	}
+	if l := e.level("s1", "SCONE"); l.GetReserved() != staying {
+		t.Errorf("reserved %d, want %d", l.GetReserved(), staying)
+	}
+	// An expired hold cannot be released or sold afterwards.
+	if got := e.release("short-0", ""); len(got) != 0 {
+		t.Errorf("released an expired hold: %v", got)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+func TestMultiLineOrdersInOppositeOrdersNeverDeadlock(t *testing.T) {
+	e := newEnv(t)
+	e.addCopy()
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	skus := []string{"A", "B", "C", "D"}
+	for _, sku := range skus {
+		e.setStock("s1", sku, 10_000, 0)
+	}
+	deadlocks := retries(t, "deadlock")
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Lines in every rotation and direction of A, B, C, D.
+			var args []any
+			for j := range skus {
+				k := (i + j) % len(skus)
+				if i%2 == 1 {
+					k = (i - j + 2*len(skus)) % len(skus)
+				}
+				args = append(args, skus[k], 1+j)
+			}
+			id := fmt.Sprintf("o-%d", i)
+			if res := e.mustReserve(order(id, "s1", args...)); res.GetOutcome() != reserved {
+				t.Errorf("reserve %s: %v", id, res)
+				return
+			}
+			if i%3 == 0 {
+				e.commit(id)
+			} else {
+				e.release(id, "")
+			}
+		}()
+	}
+	wg.Wait()
+	if n := retries(t, "deadlock") - deadlocks; n != 0 {
+		t.Errorf("%v transactions deadlocked", n)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}

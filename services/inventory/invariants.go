@@ -1,0 +1,113 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// The rules CheckInvariants verifies, as reported in InvariantViolation.rule.
+const (
+	RuleLevelsInRange  = "0 <= reserved <= on_hand, safety_stock >= 0"
+	RuleReservedIsHeld = "reserved = sum(open holds)"
+	RuleLedgerOnHand   = "on_hand = sum(ledger on_hand_delta)"
+	RuleLedgerReserved = "reserved = sum(ledger reserved_delta)"
+	RuleStockRowExists = "open holds and ledger rows have a stock row"
+)
+
+const maxViolations = 1000
+
+// invariantsSQL finds every (store, SKU) that breaks a rule, over stock rows, open holds and
+// the ledger together (a key present in only one of them is checked too). %[1]s filters each
+// source by store.
+const invariantsSQL = `WITH
+	s AS (SELECT store_id, sku, on_hand, reserved, safety_stock FROM stock %[1]s),
+	h AS (SELECT store_id, sku, sum(quantity)::bigint AS held FROM holds WHERE state = 'open' %[2]s GROUP BY store_id, sku),
+	l AS (SELECT store_id, sku, sum(on_hand_delta)::bigint AS oh, sum(reserved_delta)::bigint AS rs FROM movements %[1]s GROUP BY store_id, sku),
+	k AS (SELECT store_id, sku FROM s UNION SELECT store_id, sku FROM h UNION SELECT store_id, sku FROM l)
+SELECT k.store_id, k.sku, s.on_hand IS NOT NULL, coalesce(s.on_hand, 0), coalesce(s.reserved, 0), coalesce(s.safety_stock, 0),
+	coalesce(h.held, 0), coalesce(l.oh, 0), coalesce(l.rs, 0)
+FROM k
+	LEFT JOIN s ON s.store_id = k.store_id AND s.sku = k.sku
+	LEFT JOIN h ON h.store_id = k.store_id AND h.sku = k.sku
+	LEFT JOIN l ON l.store_id = k.store_id AND l.sku = k.sku
+WHERE (s.on_hand IS NULL AND (coalesce(h.held, 0) <> 0 OR coalesce(l.oh, 0) <> 0 OR coalesce(l.rs, 0) <> 0))
+	OR s.reserved < 0 OR s.reserved > s.on_hand OR s.safety_stock < 0
+	OR s.reserved <> coalesce(h.held, 0)
+	OR s.on_hand <> coalesce(l.oh, 0) OR s.reserved <> coalesce(l.rs, 0)
+ORDER BY k.store_id, k.sku
+LIMIT ` + "1000"
+
+// CheckInvariants verifies, for every stock level (of one store, or all): 0 <= reserved <=
+// on_hand, reserved = the sum of its open holds, and that the ledger sums to the levels. It
+// reads one consistent snapshot and changes nothing; it is meant for operators and tests, and
+// scans the whole ledger, so run it off-peak on a large chain.
+func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*inventoryv1.CheckInvariantsResponse, error) {
+	if storeID != "" {
+		var v rpcerr.Violations
+		checkStoreID(&v, "store_id", storeID)
+		if err := v.Err(); err != nil {
+			return nil, err
+		}
+		if err := s.requireStore(ctx, storeID); err != nil {
+			return nil, err
+		}
+	}
+	filter, holdFilter, args := "", "", []any{}
+	if storeID != "" {
+		filter, holdFilter, args = "WHERE store_id = $1", "AND store_id = $1", []any{storeID}
+	}
+	res := &inventoryv1.CheckInvariantsResponse{}
+	err := pgx.BeginTxFunc(ctx, s.db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM stock "+filter, args...).Scan(&res.LevelsChecked); err != nil {
+			return fmt.Errorf("count stock levels: %w", err)
+		}
+		rows, err := tx.Query(ctx, fmt.Sprintf(invariantsSQL, filter, holdFilter), args...)
+		if err != nil {
+			return fmt.Errorf("check invariants: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				store, sku                  string
+				hasRow                      bool
+				onHand, reserved, safety    int32
+				held, ledgerOH, ledgerResvd int64
+			)
+			if err := rows.Scan(&store, &sku, &hasRow, &onHand, &reserved, &safety, &held, &ledgerOH, &ledgerResvd); err != nil {
+				return fmt.Errorf("check invariants: %w", err)
+			}
+			add := func(rule, format string, a ...any) {
+				if len(res.Violations) < maxViolations {
+					res.Violations = append(res.Violations, &inventoryv1.InvariantViolation{StoreId: store, Sku: sku, Rule: rule, Detail: fmt.Sprintf(format, a...)})
+				}
+			}
+			if !hasRow {
+				add(RuleStockRowExists, "no stock row, but open holds of %d units and ledger sums on_hand %d, reserved %d", held, ledgerOH, ledgerResvd)
+				continue
+			}
+			if reserved < 0 || reserved > onHand || safety < 0 {
+				add(RuleLevelsInRange, "on_hand %d, reserved %d, safety_stock %d", onHand, reserved, safety)
+			}
+			if int64(reserved) != held {
+				add(RuleReservedIsHeld, "reserved %d, open holds %d", reserved, held)
+			}
+			if int64(onHand) != ledgerOH {
+				add(RuleLedgerOnHand, "on_hand %d, ledger %d", onHand, ledgerOH)
+			}
+			if int64(reserved) != ledgerResvd {
+				add(RuleLedgerReserved, "reserved %d, ledger %d", reserved, ledgerResvd)
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Ok = len(res.Violations) == 0
+	return res, nil
+}

@@ -1,0 +1,181 @@
+package inventory
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory/hours"
+)
+
+// hoursJSON is one weekly opening as stored in stores.opening_hours.
+type hoursJSON struct {
+	Weekday int    `json:"weekday"` // ISO: 1 = Monday … 7 = Sunday
+	Open    string `json:"open"`
+	Close   string `json:"close"`
+}
+
+// exceptionJSON is one dated override as stored in stores.hours_exceptions.
+type exceptionJSON struct {
+	Date   string `json:"date"`
+	Closed bool   `json:"closed,omitempty"`
+	Open   string `json:"open,omitempty"`
+	Close  string `json:"close,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// goWeekday maps an ISO weekday (1 = Monday … 7 = Sunday) to Go's (Sunday = 0).
+func goWeekday(iso int) time.Weekday { return time.Weekday(iso % 7) }
+
+// buildSchedule turns stored hours into a schedule. The inputs were validated when written;
+// an error here means the row was changed behind the service's back.
+func buildSchedule(loc *time.Location, weekly []hoursJSON, exceptions []exceptionJSON) (*hours.Schedule, error) {
+	s := &hours.Schedule{Location: loc, Exceptions: make(map[hours.Date][]hours.Span, len(exceptions))}
+	for _, h := range weekly {
+		open, err1 := hours.ParseClock(h.Open)
+		closeAt, err2 := hours.ParseClock(h.Close)
+		if err1 != nil || err2 != nil || h.Weekday < 1 || h.Weekday > 7 {
+			return nil, fmt.Errorf("opening hours %+v", h)
+		}
+		d := goWeekday(h.Weekday)
+		s.Weekly[d] = append(s.Weekly[d], hours.Span{Open: open, Close: closeAt})
+	}
+	for _, e := range exceptions {
+		d, err := hours.ParseDate(e.Date)
+		if err != nil {
+			return nil, fmt.Errorf("hours exception %+v", e)
+		}
+		spans := []hours.Span{}
+		if !e.Closed {
+			open, err1 := hours.ParseClock(e.Open)
+			closeAt, err2 := hours.ParseClock(e.Close)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("hours exception %+v", e)
+			}
+			spans = append(spans, hours.Span{Open: open, Close: closeAt})
+		}
+		s.Exceptions[d] = spans
+	}
+	return s, nil
+}
+
+// zoneCache keeps loaded time zones: time.LoadLocation reads and parses zone data on every
+// call, far too slow for a locator that checks dozens of stores per query.
+type zoneCache struct{ m sync.Map }
+
+func (z *zoneCache) load(name string) (*time.Location, error) {
+	if l, ok := z.m.Load(name); ok {
+		return l.(*time.Location), nil
+	}
+	l, err := loadZone(name)
+	if err != nil {
+		return nil, err
+	}
+	z.m.Store(name, l)
+	return l, nil
+}
+
+// loadZone accepts IANA zone names only: not "" or "Local", which mean the server's zone.
+func loadZone(name string) (*time.Location, error) {
+	if name == "" || name == "Local" {
+		return nil, fmt.Errorf("%q is not an IANA time zone", name)
+	}
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not an IANA time zone", name)
+	}
+	return l, nil
+}
+
+// scheduleCache keeps each store's parsed schedule by store version, so the locator does not
+// decode opening hours for every candidate on every query. A stale entry is never used: the
+// version comes from the row read in the same query, and any change bumps it.
+type scheduleCache struct {
+	mu sync.Mutex
+	m  map[string]cachedSchedule
+}
+
+type cachedSchedule struct {
+	version int64
+	s       *hours.Schedule
+}
+
+// maxCachedSchedules bounds the cache; at the limit it starts over (stores change rarely and a
+// reparse costs microseconds, so nothing cleverer is needed).
+const maxCachedSchedules = 100_000
+
+func (s *Service) schedule(r *storeRow) (*hours.Schedule, error) {
+	c := &s.plans
+	c.mu.Lock()
+	e, ok := c.m[r.id]
+	c.mu.Unlock()
+	if ok && e.version == r.version {
+		return e.s, nil
+	}
+	loc, err := s.zones.load(r.timeZone)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", r.id, err)
+	}
+	weekly, exceptions, err := r.decodeHours()
+	if err != nil {
+		return nil, err
+	}
+	sched, err := buildSchedule(loc, weekly, exceptions)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", r.id, err)
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedSchedules {
+		c.m = make(map[string]cachedSchedule)
+	}
+	c.m[r.id] = cachedSchedule{version: r.version, s: sched}
+	c.mu.Unlock()
+	return sched, nil
+}
+
+// openStatus computes a store's open status at now, in its own zone.
+func (s *Service) openStatus(r *storeRow, now time.Time) (*inventoryv1.OpenStatus, error) {
+	sched, err := s.schedule(r)
+	if err != nil {
+		return nil, err
+	}
+	st := sched.StatusAt(now)
+	out := &inventoryv1.OpenStatus{OpenNow: st.Open, AcceptingOrders: st.Open && r.state == stateOpen}
+	if !st.Closes.IsZero() {
+		out.ClosesTime = timestamp(st.Closes)
+	}
+	if !st.NextOpen.IsZero() {
+		out.NextOpenTime = timestamp(st.NextOpen)
+	}
+	return out, nil
+}
+
+// hoursFromJSON and friends convert between the stored and the API forms.
+func hoursToProto(hs []hoursJSON) []*inventoryv1.OpeningHours {
+	out := make([]*inventoryv1.OpeningHours, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, &inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(h.Weekday), OpenTime: h.Open, CloseTime: h.Close})
+	}
+	return out
+}
+
+func exceptionsToProto(es []exceptionJSON) []*inventoryv1.HoursException {
+	out := make([]*inventoryv1.HoursException, 0, len(es))
+	for _, e := range es {
+		out = append(out, &inventoryv1.HoursException{Date: e.Date, Closed: e.Closed, OpenTime: e.Open, CloseTime: e.Close, Reason: e.Reason})
+	}
+	return out
+}
+
+func decodeJSON[T any](raw []byte, what, storeID string) ([]T, error) {
+	var out []T
+	if len(raw) == 0 {
+		return out, nil
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("store %s %s: %w", storeID, what, err)
+	}
+	return out, nil
+}

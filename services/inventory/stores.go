@@ -1,0 +1,337 @@
+package inventory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/streams"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Event subjects inventory publishes (through the outbox).
+var (
+	// SubjectStockChanged carries StockLevelChanged: a store's level of one SKU changed.
+	SubjectStockChanged = streams.EventSubject("inventory", "stock", "changed")
+	// SubjectStoreCreated carries StoreChanged for a new store.
+	SubjectStoreCreated = streams.EventSubject("inventory", "store", "created")
+	// SubjectStoreUpdated carries StoreChanged after UpdateStore.
+	SubjectStoreUpdated = streams.EventSubject("inventory", "store", "updated")
+	// SubjectStoreStateChanged carries StoreStateChanged: opened, paused or closed.
+	SubjectStoreStateChanged = streams.EventSubject("inventory", "store", "state_changed")
+	// SubjectHoldReleased carries HoldReleased for a hold given back on request.
+	SubjectHoldReleased = streams.EventSubject("inventory", "hold", "released")
+	// SubjectHoldExpired carries HoldReleased for a hold the sweeper released at its deadline.
+	SubjectHoldExpired = streams.EventSubject("inventory", "hold", "expired")
+)
+
+// Stored store states.
+const (
+	stateOpen   = "open"
+	statePaused = "paused"
+	stateClosed = "closed"
+)
+
+var stateNames = map[inventoryv1.StoreState]string{
+	inventoryv1.StoreState_STORE_STATE_OPEN:   stateOpen,
+	inventoryv1.StoreState_STORE_STATE_PAUSED: statePaused,
+	inventoryv1.StoreState_STORE_STATE_CLOSED: stateClosed,
+}
+
+func stateProto(s string) inventoryv1.StoreState {
+	for k, v := range stateNames {
+		if v == s {
+			return k
+		}
+	}
+	return inventoryv1.StoreState_STORE_STATE_UNSPECIFIED
+}
+
+// Defaults for a store created without them.
+const (
+	defaultPrepTime     = 10 * time.Minute
+	defaultPickupWindow = time.Hour
+)
+
+// addressJSON is stores.address.
+type addressJSON struct {
+	Line1       string `json:"line1,omitempty"`
+	Line2       string `json:"line2,omitempty"`
+	City        string `json:"city,omitempty"`
+	Region      string `json:"region,omitempty"`
+	PostalCode  string `json:"postal_code,omitempty"`
+	CountryCode string `json:"country_code,omitempty"`
+}
+
+// storeRow is a stores row. Hours stay raw until someone needs them.
+type storeRow struct {
+	id, name               string
+	address                []byte
+	lat, lng               float64
+	timeZone               string
+	hoursRaw, excRaw       []byte
+	prepSec, windowSec     int32
+	state, stateReason     string
+	version                int64
+	createTime, updateTime time.Time
+}
+
+const storeColumns = `id, name, address, lat, lng, time_zone, opening_hours, hours_exceptions,
+	prep_seconds, pickup_window_seconds, state, state_reason, version, create_time, update_time`
+
+func scanStore(row pgx.Row) (*storeRow, error) {
+	var r storeRow
+	err := row.Scan(&r.id, &r.name, &r.address, &r.lat, &r.lng, &r.timeZone, &r.hoursRaw, &r.excRaw,
+		&r.prepSec, &r.windowSec, &r.state, &r.stateReason, &r.version, &r.createTime, &r.updateTime)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (r *storeRow) decodeHours() ([]hoursJSON, []exceptionJSON, error) {
+	weekly, err := decodeJSON[hoursJSON](r.hoursRaw, "opening_hours", r.id)
+	if err != nil {
+		return nil, nil, err
+	}
+	exceptions, err := decodeJSON[exceptionJSON](r.excRaw, "hours_exceptions", r.id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return weekly, exceptions, nil
+}
+
+// proto returns the API form of the store; status is its open status (nil in events, where a
+// time-dependent field would be stale when read).
+func (r *storeRow) proto(status *inventoryv1.OpenStatus) (*inventoryv1.Store, error) {
+	weekly, exceptions, err := r.decodeHours()
+	if err != nil {
+		return nil, err
+	}
+	var a addressJSON
+	if len(r.address) > 0 {
+		if err := json.Unmarshal(r.address, &a); err != nil {
+			return nil, fmt.Errorf("store %s address: %w", r.id, err)
+		}
+	}
+	return &inventoryv1.Store{
+		Id:   r.id,
+		Name: r.name,
+		Address: &inventoryv1.Address{Line1: a.Line1, Line2: a.Line2, City: a.City, Region: a.Region,
+			PostalCode: a.PostalCode, CountryCode: a.CountryCode},
+		Location:        &commonv1.LatLng{Latitude: r.lat, Longitude: r.lng},
+		TimeZone:        r.timeZone,
+		OpeningHours:    hoursToProto(weekly),
+		HoursExceptions: exceptionsToProto(exceptions),
+		PrepTime:        durationpb.New(time.Duration(r.prepSec) * time.Second),
+		PickupWindow:    durationpb.New(time.Duration(r.windowSec) * time.Second),
+		State:           stateProto(r.state),
+		StateReason:     r.stateReason,
+		OpenStatus:      status,
+		Version:         r.version,
+		CreateTime:      timestamp(r.createTime),
+		UpdateTime:      timestamp(r.updateTime),
+	}, nil
+}
+
+// storeWithStatus is the store as shoppers and fulfilment see it: with its open status now.
+func (s *Service) storeWithStatus(r *storeRow, now time.Time) (*inventoryv1.Store, error) {
+	st, err := s.openStatus(r, now)
+	if err != nil {
+		return nil, err
+	}
+	return r.proto(st)
+}
+
+// GetStore returns one store with its open status now.
+func (s *Service) GetStore(ctx context.Context, id string) (*inventoryv1.Store, error) {
+	if id == "" {
+		return nil, rpcerr.Invalid("store_id", "required")
+	}
+	r, err := scanStore(s.db.QueryRow(ctx, "SELECT "+storeColumns+" FROM stores WHERE id = $1", id))
+	if err == pgx.ErrNoRows {
+		return nil, rpcerr.NotFound("store_id", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get store: %w", err)
+	}
+	return s.storeWithStatus(r, time.Now())
+}
+
+// CreateStore validates and adds a store, and publishes StoreChanged on store.created.
+func (s *Service) CreateStore(ctx context.Context, in *inventoryv1.Store) (*inventoryv1.Store, error) {
+	if in == nil {
+		return nil, rpcerr.Invalid("store", "required")
+	}
+	w, err := storeForWrite(in, "store", true)
+	if err != nil {
+		return nil, err
+	}
+	var stored *storeRow
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		stored, err = scanStore(tx.QueryRow(ctx, `INSERT INTO stores (id, name, address, lat, lng, time_zone, opening_hours,
+				hours_exceptions, prep_seconds, pickup_window_seconds, state, state_reason)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			ON CONFLICT (id) DO NOTHING
+			RETURNING `+storeColumns,
+			w.id, w.name, w.address, w.lat, w.lng, w.timeZone, w.hours, w.exceptions, w.prepSec, w.windowSec, w.state, w.stateReason))
+		if err == pgx.ErrNoRows {
+			return rpcerr.AlreadyExists("store", w.id)
+		}
+		if err != nil {
+			return fmt.Errorf("insert store: %w", err)
+		}
+		return enqueueStoreChanged(ctx, tx, SubjectStoreCreated, stored)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.storeWithStatus(stored, time.Now())
+}
+
+func enqueueStoreChanged(ctx context.Context, tx pgx.Tx, subject string, r *storeRow) error {
+	p, err := r.proto(nil)
+	if err != nil {
+		return err
+	}
+	_, err = outbox.Enqueue(ctx, tx, subject, &inventoryv1.StoreChanged{Store: p})
+	return err
+}
+
+// updatableStoreFields are UpdateStore's mask paths, in the order an empty mask applies them.
+var updatableStoreFields = []string{"name", "address", "location", "time_zone", "opening_hours", "hours_exceptions", "prep_time", "pickup_window"}
+
+// UpdateStore changes the fields named in mask (all of them when empty), refusing a stale
+// expected version, and publishes StoreChanged on store.updated.
+func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask []string, expectedVersion int64) (*inventoryv1.Store, error) {
+	if in.GetId() == "" {
+		return nil, rpcerr.Invalid("store.id", "required")
+	}
+	if len(mask) == 0 {
+		mask = updatableStoreFields
+	}
+	var stored *storeRow
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		cur, err := lockStore(ctx, tx, in.GetId())
+		if err != nil {
+			return err
+		}
+		if expectedVersion != 0 && cur.version != expectedVersion {
+			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
+		}
+		next, err := cur.proto(nil)
+		if err != nil {
+			return err
+		}
+		for _, path := range mask {
+			switch path {
+			case "name":
+				next.Name = in.GetName()
+			case "address":
+				next.Address = in.GetAddress()
+			case "location":
+				next.Location = in.GetLocation()
+			case "time_zone":
+				next.TimeZone = in.GetTimeZone()
+			case "opening_hours":
+				next.OpeningHours = in.GetOpeningHours()
+			case "hours_exceptions":
+				next.HoursExceptions = in.GetHoursExceptions()
+			case "prep_time":
+				next.PrepTime = in.GetPrepTime()
+			case "pickup_window":
+				next.PickupWindow = in.GetPickupWindow()
+			default:
+				return rpcerr.Invalid("update_mask", fmt.Sprintf("%q is not an updatable field (%v); state has SetStoreState", path, updatableStoreFields))
+			}
+		}
+		w, err := storeForWrite(next, "store", false)
+		if err != nil {
+			return err
+		}
+		stored, err = scanStore(tx.QueryRow(ctx, `UPDATE stores SET name = $2, address = $3, lat = $4, lng = $5, time_zone = $6,
+				opening_hours = $7, hours_exceptions = $8, prep_seconds = $9, pickup_window_seconds = $10,
+				version = version + 1, update_time = now()
+			WHERE id = $1 RETURNING `+storeColumns,
+			cur.id, w.name, w.address, w.lat, w.lng, w.timeZone, w.hours, w.exceptions, w.prepSec, w.windowSec))
+		if err != nil {
+			return fmt.Errorf("update store: %w", err)
+		}
+		return enqueueStoreChanged(ctx, tx, SubjectStoreUpdated, stored)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.storeWithStatus(stored, time.Now())
+}
+
+// SetStoreState opens, pauses or closes a store and publishes StoreStateChanged. Setting the
+// state and reason it already has changes nothing and publishes nothing.
+func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv1.StoreState, reason string) (*inventoryv1.Store, error) {
+	var v rpcerr.Violations
+	if id == "" {
+		v.Add("store_id", "required")
+	}
+	name, ok := stateNames[state]
+	if !ok {
+		v.Addf("state", "must be STORE_STATE_OPEN, STORE_STATE_PAUSED or STORE_STATE_CLOSED, got %v", state)
+	}
+	checkText(&v, "reason", reason, maxReasonLen, false)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	var stored *storeRow
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		cur, err := lockStore(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if cur.state == name && cur.stateReason == reason {
+			stored = cur
+			return nil
+		}
+		stored, err = scanStore(tx.QueryRow(ctx, `UPDATE stores SET state = $2, state_reason = $3, version = version + 1, update_time = now()
+			WHERE id = $1 RETURNING `+storeColumns, id, name, reason))
+		if err != nil {
+			return fmt.Errorf("set store state: %w", err)
+		}
+		_, err = outbox.Enqueue(ctx, tx, SubjectStoreStateChanged, &inventoryv1.StoreStateChanged{
+			StoreId: id, PreviousState: stateProto(cur.state), State: state, Reason: reason,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.storeWithStatus(stored, time.Now())
+}
+
+func lockStore(ctx context.Context, tx pgx.Tx, id string) (*storeRow, error) {
+	r, err := scanStore(tx.QueryRow(ctx, "SELECT "+storeColumns+" FROM stores WHERE id = $1 FOR UPDATE", id))
+	if err == pgx.ErrNoRows {
+		return nil, rpcerr.NotFound("store_id", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load store: %w", err)
+	}
+	return r, nil
+}
+
+// newStoreID makes a server-assigned store id.
+func newStoreID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "store-" + hex.EncodeToString(b)
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

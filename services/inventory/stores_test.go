@@ -1,0 +1,167 @@
+package inventory_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory"
+)
+
+func TestCreateStoreReportsOpenStatusInItsOwnZone(t *testing.T) {
+	e := newEnv(t)
+	open := e.createStore(storeAt("always", 47.61, -122.33))
+	if st := open.GetOpenStatus(); !st.GetOpenNow() || !st.GetAcceptingOrders() || st.GetNextOpenTime() != nil {
+		t.Errorf("round-the-clock store: %v; want open and accepting, no next opening", st)
+	}
+	if open.GetVersion() != 1 || open.GetState() != inventoryv1.StoreState_STORE_STATE_OPEN {
+		t.Errorf("new store version %d state %v", open.GetVersion(), open.GetState())
+	}
+
+	// Open only at 03:00–04:00 in Kiritimati (UTC+14) on the weekday it is not now there:
+	// closed now, next opening within a week, reported as an instant.
+	loc, _ := time.LoadLocation("Pacific/Kiritimati")
+	there := time.Now().In(loc)
+	other := there.Add(48 * time.Hour).Weekday()
+	iso := inventoryv1.Weekday(int(other))
+	if other == time.Sunday {
+		iso = inventoryv1.Weekday_WEEKDAY_SUNDAY
+	}
+	st := storeAt("kiritimati", 1.87, -157.4)
+	st.TimeZone = "Pacific/Kiritimati"
+	st.OpeningHours = []*inventoryv1.OpeningHours{{Weekday: iso, OpenTime: "03:00", CloseTime: "04:00"}}
+	closed := e.createStore(st).GetOpenStatus()
+	next := closed.GetNextOpenTime().AsTime().In(loc)
+	if closed.GetOpenNow() || closed.GetAcceptingOrders() || next.Weekday() != other || next.Hour() != 3 || next.Minute() != 0 {
+		t.Errorf("store open %v 03:00 in Kiritimati: status %v (next %v)", other, closed, next)
+	}
+
+	got, err := e.locator.GetStore(e.ctx(), &inventoryv1.GetStoreRequest{StoreId: "kiritimati"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetStore().GetTimeZone() != "Pacific/Kiritimati" || len(got.GetStore().GetOpeningHours()) != 1 {
+		t.Errorf("GetStore: %v", got.GetStore())
+	}
+	// Fulfilment asks over NATS for the name, prep time and pickup window.
+	var viaNATS inventoryv1.GetStoreResponse
+	if err := e.call(inventory.SubjectGetStore, &inventoryv1.GetStoreRequest{StoreId: "always"}, &viaNATS); err != nil {
+		t.Fatal(err)
+	}
+	if s := viaNATS.GetStore(); s.GetName() != "Store always" || s.GetPrepTime().AsDuration() != 5*time.Minute || s.GetPickupWindow().AsDuration() != time.Hour {
+		t.Errorf("GetStore over NATS: %v", s)
+	}
+
+	_, err = e.admin.CreateStore(e.ctx(), &inventoryv1.CreateStoreRequest{Store: storeAt("always", 1, 1)})
+	requireStatus(t, err, codes.AlreadyExists, "always")
+	if n := len(e.outboxEvents(inventory.SubjectStoreCreated)); n != 2 {
+		t.Errorf("%d store.created events, want 2", n)
+	}
+}
+
+func TestCreateStoreAssignsAnIDAndDefaults(t *testing.T) {
+	e := newEnv(t)
+	st := storeAt("", 47.6, -122.3)
+	st.PrepTime, st.PickupWindow = nil, nil
+	got := e.createStore(st)
+	if !strings.HasPrefix(got.GetId(), "store-") || got.GetPrepTime().AsDuration() != 10*time.Minute || got.GetPickupWindow().AsDuration() != time.Hour {
+		t.Errorf("created %v; want a store-… id, 10m prep, 1h window", got)
+	}
+}
+
+func TestUpdateStoreChangesMaskedFieldsAndRefusesAStaleVersion(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	change := &inventoryv1.Store{Id: "s1", Name: "Renamed", PrepTime: durationpb.New(12 * time.Minute), TimeZone: "Mars/Olympus"}
+	res, err := e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name", "prep_time"}}, ExpectedVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.GetStore()
+	if got.GetName() != "Renamed" || got.GetPrepTime().AsDuration() != 12*time.Minute || got.GetTimeZone() != "America/Los_Angeles" || got.GetVersion() != 2 {
+		t.Errorf("after update: %v; want name and prep time changed only, version 2", got)
+	}
+	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}, ExpectedVersion: 1})
+	requireStatus(t, err, codes.Aborted, "expected_version")
+	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"time_zone"}}})
+	requireStatus(t, err, codes.InvalidArgument, "store.time_zone")
+	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"state"}}})
+	requireStatus(t, err, codes.InvalidArgument, "update_mask")
+
+	events := e.outboxEvents(inventory.SubjectStoreUpdated)
+	if len(events) != 1 {
+		t.Fatalf("%d store.updated events, want 1", len(events))
+	}
+	var ev inventoryv1.StoreChanged
+	if err := proto.Unmarshal(events[0], &ev); err != nil || ev.GetStore().GetName() != "Renamed" || ev.GetStore().GetVersion() != 2 {
+		t.Errorf("store.updated event %v (%v)", &ev, err)
+	}
+}
+
+func TestPausedOrClosedStoreTakesNoNewOrders(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.mustReserve(order("before", "s1", "LATTE", 1))
+
+	res, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "morning rush"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := res.GetStore(); st.GetState() != inventoryv1.StoreState_STORE_STATE_PAUSED || st.GetOpenStatus().GetAcceptingOrders() || !st.GetOpenStatus().GetOpenNow() {
+		t.Errorf("paused store: %v", st)
+	}
+	got := e.mustReserve(order("during", "s1", "LATTE", 1))
+	if got.GetOutcome() != unavailable || !strings.Contains(got.GetMessage(), "paused: morning rush") {
+		t.Errorf("reserve at a paused store: %v", got)
+	}
+	// Open orders continue: the earlier hold can still be sold.
+	if c := e.commit("before"); len(c) != 1 {
+		t.Errorf("commit at a paused store: %v", c)
+	}
+	// Setting the same state again changes nothing.
+	if _, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "morning rush"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED}); err != nil {
+		t.Fatal(err)
+	}
+	events := e.outboxEvents(inventory.SubjectStoreStateChanged)
+	if len(events) != 2 {
+		t.Fatalf("%d state_changed events, want 2", len(events))
+	}
+	var ev inventoryv1.StoreStateChanged
+	if err := proto.Unmarshal(events[1], &ev); err != nil || ev.GetPreviousState() != inventoryv1.StoreState_STORE_STATE_PAUSED || ev.GetState() != inventoryv1.StoreState_STORE_STATE_CLOSED {
+		t.Errorf("second state_changed event: %v (%v)", &ev, err)
+	}
+	if got := e.mustReserve(order("closed", "s1", "LATTE", 1)); got.GetOutcome() != unavailable {
+		t.Errorf("reserve at a closed store: %v", got)
+	}
+	_, err = e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1"})
+	requireStatus(t, err, codes.InvalidArgument, "state")
+}
+
+func TestStoreOutsideItsHoursTakesNoOrders(t *testing.T) {
+	e := newEnv(t)
+	st := storeAt("never", 47.61, -122.33)
+	st.OpeningHours = nil // no weekday open
+	e.createStore(st)
+	e.setStock("never", "LATTE", 10, 0)
+	got := e.mustReserve(order("o1", "never", "LATTE", 1))
+	if got.GetOutcome() != unavailable || !strings.Contains(got.GetMessage(), "outside its opening hours") {
+		t.Errorf("reserve at a store with no hours: %v", got)
+	}
+	if n := e.count(`SELECT count(*) FROM holds`); n != 0 {
+		t.Errorf("%d holds", n)
+	}
+}
