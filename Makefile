@@ -25,7 +25,7 @@ run: deps ## Run the whole system in one process, demo data loaded (Ctrl-C stops
 	go run ./cmd/handoff
 
 .PHONY: test
-test: deps tools lint checkgenerate ## Everything CI checks: lint, generated code in step, go test -race ./..., short fuzzing
+test: deps tools lint checkgenerate web ## Everything CI checks: lint, generated code in step, go test -race ./..., short fuzzing
 	go test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
 
@@ -58,9 +58,10 @@ $(BIN)/grpcurl:
 	GOBIN=$(BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 .PHONY: generate
-generate: tools ## Regenerate Go code from proto/ (removes stale generated files first)
+generate: tools ## Regenerate Go code from proto/ (removes stale generated files first), and the browser page's TypeScript
 	find proto -name '*.pb.go' -o -name '*.connect.go' | xargs -r rm
 	buf generate
+	$(MAKE) --no-print-directory web-generate
 
 .PHONY: checkgenerate
 checkgenerate: tools ## Fail if the committed generated code differs from what proto/ generates
@@ -77,8 +78,55 @@ lint: tools ## go vet, gofmt, buf lint, buf format
 	buf format -d --exit-code
 
 .PHONY: bench
-bench: deps ## Print the benchmarks' figures (holds/s, checkouts/s, latencies)
+bench: deps ## Print the benchmarks' figures (holds/s, checkouts/s, latencies) and a standard load run
 	go test -run '^$$' -bench . -benchtime 1x ./services/... 2>&1 | grep -v '^ok\|^PASS'
+	$(MAKE) --no-print-directory bench-load
+
+BENCH_SHOPPERS ?= 64
+BENCH_DURATION ?= 20s
+.PHONY: bench-load
+bench-load: deps ## The standard load: mobile-mock shoppers over gRPC-web against a fresh one-process Handoff
+	@mkdir -p .tmp/bench
+	go run ./mobile-mock load -spawn -shoppers $(BENCH_SHOPPERS) -duration $(BENCH_DURATION) \
+	  -out .tmp/bench/load.json -histogram .tmp/bench/load-latency.svg
+
+# The browser test's npm packages (mobile-mock/web, pinned by its package-lock.json): generated
+# TypeScript is checked like the generated Go, and type-checked. Without npm these say so and the
+# browser test skips, loudly.
+WEB := mobile-mock/web
+WEB_PROTO := --path proto/handoff/common --path proto/handoff/catalog --path proto/handoff/inventory \
+  --path proto/handoff/cart --path proto/handoff/fulfilment
+HAVE_NPM := $(shell command -v npm 2>/dev/null)
+
+.PHONY: web
+web: web-deps web-checkgenerate ## The browser page: npm packages, generated TypeScript in step, type check
+ifdef HAVE_NPM
+	cd $(WEB) && npm run --silent check
+endif
+
+.PHONY: web-deps
+web-deps: $(if $(HAVE_NPM),$(WEB)/node_modules/.installed) ## Install the browser test's npm packages
+ifndef HAVE_NPM
+	@echo "web-deps: no npm on this machine: the browser test (mobile-mock/web) will be SKIPPED. Install Node.js 18+ with npm." >&2
+endif
+
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: web-generate
+web-generate: tools web-deps ## Regenerate the browser page's TypeScript from proto/
+ifdef HAVE_NPM
+	buf generate --template $(WEB)/buf.gen.yaml $(WEB_PROTO)
+endif
+
+.PHONY: web-checkgenerate
+web-checkgenerate: tools web-deps ## Fail if the committed TypeScript differs from what proto/ generates
+ifdef HAVE_NPM
+	rm -rf .tmp/webgencheck && mkdir -p .tmp/webgencheck
+	buf generate --template $(WEB)/buf.gen.yaml -o .tmp/webgencheck $(WEB_PROTO)
+	diff -r $(WEB)/gen .tmp/webgencheck/$(WEB)/gen || { echo "generated TypeScript is stale: run 'make web-generate' and commit" >&2; exit 1; }
+endif
 
 .PHONY: clean
 clean: ## Remove local run data and tools

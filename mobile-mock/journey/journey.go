@@ -1,0 +1,393 @@
+// Package journey plays one shopper's whole order against a running Handoff and tells it step
+// by step: find the nearest store that has everything, fill a cart, check out, watch the order
+// live, and, as a terminal of that store, accept it, mark it ready and hand it over against the
+// shopper's pickup code. The shopper speaks gRPC-web to the gateway; the terminal speaks
+// gRPC-web to the pos-adapter.
+package journey
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/mobile-mock/shopper"
+	"github.com/handoff-dev/handoff/mobile-mock/system"
+	"github.com/handoff-dev/handoff/mobile-mock/terminal"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// Item is a SKU and how many of it the shopper wants.
+type Item struct {
+	SKU      string
+	Quantity int32
+}
+
+// ParseItems reads "LATTE-16:2,CROISSANT" (quantity 1 when omitted).
+func ParseItems(s string) ([]Item, error) {
+	var items []Item
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		sku, qty, found := strings.Cut(part, ":")
+		it := Item{SKU: strings.TrimSpace(sku), Quantity: 1}
+		if found {
+			var n int32
+			if _, err := fmt.Sscanf(qty, "%d", &n); err != nil || n < 1 || n > 99 {
+				return nil, fmt.Errorf("item %q: quantity must be 1-99", part)
+			}
+			it.Quantity = n
+		}
+		items = append(items, it)
+	}
+	if len(items) == 0 {
+		return nil, errors.New("no items: want e.g. LATTE-16:2,CROISSANT")
+	}
+	return items, nil
+}
+
+// Config is one journey.
+type Config struct {
+	Endpoints  system.Endpoints
+	HTTPClient *http.Client
+	// Near is where the shopper stands.
+	Near *commonv1.LatLng
+	// RadiusMeters bounds the store search; 0 means the locator's default (10 km).
+	RadiusMeters float64
+	// Items go into the cart.
+	Items []Item
+	// Customer is the shopper's id (token subject); empty picks a fresh one.
+	Customer string
+	// Out receives the story.
+	Out io.Writer
+}
+
+// Run plays the journey. It returns the final order, and an error unless the order was
+// COLLECTED.
+func Run(ctx context.Context, cfg Config) (*fulfilmentv1.Order, error) {
+	if cfg.Customer == "" {
+		cfg.Customer = "demo-" + uuid.NewString()[:8]
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = shopper.HTTPClient(16)
+	}
+	p := &printer{out: cfg.Out, start: time.Now()}
+	j := &journey{cfg: cfg, p: p}
+	return j.run(ctx)
+}
+
+type journey struct {
+	cfg   Config
+	p     *printer
+	app   *shopper.App
+	store *inventoryv1.Store
+	term  *terminal.Terminal
+}
+
+func (j *journey) run(ctx context.Context) (*fulfilmentv1.Order, error) {
+	cfg := j.cfg
+	customerToken, err := cfg.Endpoints.Token(auth.Principal{Subject: cfg.Customer, Role: auth.RoleCustomer})
+	if err != nil {
+		return nil, err
+	}
+	adminToken, err := cfg.Endpoints.Token(auth.Principal{Subject: "mobile-mock-demo", Role: auth.RoleAdmin})
+	if err != nil {
+		return nil, err
+	}
+	j.app = shopper.New(cfg.HTTPClient, cfg.Endpoints.GatewayURL, customerToken)
+	j.p.say("shopper", "%s at %.4f,%.4f; gateway %s (gRPC-web)", cfg.Customer, cfg.Near.GetLatitude(), cfg.Near.GetLongitude(), cfg.Endpoints.GatewayURL)
+
+	// 1. What the shopper wants, as the catalog lists it.
+	skus := make([]string, len(cfg.Items))
+	for i, it := range cfg.Items {
+		skus[i] = it.SKU
+	}
+	vres, err := j.app.Catalog.BatchGetVariants(ctx, connect.NewRequest(&catalogv1.BatchGetVariantsRequest{Skus: skus}))
+	if err != nil {
+		return nil, fmt.Errorf("look up %s in the catalog: %w", strings.Join(skus, ", "), err)
+	}
+	for i, v := range vres.Msg.GetVariants() {
+		j.p.say("catalog", "%-10s %s, %s  %s × %d", v.GetSku(), v.GetProductName(), v.GetName(), shopper.Money(v.GetPrice()), cfg.Items[i].Quantity)
+	}
+
+	// 2. The nearest open store that has all of it.
+	lines := make([]*inventoryv1.StockLine, len(cfg.Items))
+	for i, it := range cfg.Items {
+		lines[i] = &inventoryv1.StockLine{Sku: it.SKU, Quantity: it.Quantity}
+	}
+	fres, err := j.app.Locator.FindStores(ctx, connect.NewRequest(&inventoryv1.FindStoresRequest{
+		Location: cfg.Near, RadiusMeters: cfg.RadiusMeters, Lines: lines, MaxResults: 3, OnlyFulfillable: true,
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("find stores: %w", err)
+	}
+	if len(fres.Msg.GetStores()) == 0 {
+		return nil, errors.New("no open store near the shopper has everything in stock now (try -near elsewhere, or other -items)")
+	}
+	for i, m := range fres.Msg.GetStores() {
+		mark := "  "
+		if i == 0 {
+			mark = "→ "
+		}
+		j.p.say("locator", "%s%s (%s)  %.2f km  %s", mark, m.GetStore().GetName(), m.GetStore().GetId(), m.GetDistanceMeters()/1000, availability(m))
+	}
+	match := fres.Msg.GetStores()[0]
+	j.store = match.GetStore()
+
+	// 3. A terminal of that store, following the store's feed before the order exists.
+	admin := terminal.NewAdmin(cfg.HTTPClient, cfg.Endpoints.POSURL, adminToken)
+	if j.term, err = admin.Register(ctx, j.store.GetId(), "mobile-mock demo counter"); err != nil {
+		return nil, err
+	}
+	j.p.say("store", "terminal %s registered at %s; following its ticket feed on %s", j.term.ID, j.store.GetId(), cfg.Endpoints.POSURL)
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	tickets := make(chan *posv1.Ticket, 1024)
+	followErr := make(chan error, 1)
+	go func() {
+		followErr <- j.term.Follow(followCtx, nil, func(t *posv1.Ticket) {
+			select {
+			case tickets <- t:
+			case <-followCtx.Done():
+			}
+		})
+	}()
+
+	// 4. The cart.
+	cres, err := j.app.Cart.CreateCart(ctx, connect.NewRequest(&cartv1.CreateCartRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("create a cart: %w", err)
+	}
+	cart := cres.Msg.GetCart()
+	for _, it := range cfg.Items {
+		ares, err := j.app.Cart.AddLine(ctx, connect.NewRequest(&cartv1.AddLineRequest{CartId: cart.GetId(), Sku: it.SKU, Quantity: it.Quantity}))
+		if err != nil {
+			return nil, fmt.Errorf("add %s to the cart: %w", it.SKU, err)
+		}
+		cart = ares.Msg.GetCart()
+	}
+	sres, err := j.app.Cart.SetPickup(ctx, connect.NewRequest(&cartv1.SetPickupRequest{
+		CartId: cart.GetId(), Pickup: &cartv1.Pickup{Choice: &cartv1.Pickup_StoreId{StoreId: j.store.GetId()}},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("choose %s for pickup: %w", j.store.GetId(), err)
+	}
+	cart = sres.Msg.GetCart()
+	j.p.say("cart", "%s: %d line(s), subtotal %s, pickup at %s", cart.GetId(), len(cart.GetLines()), shopper.Money(cart.GetSubtotal()), cart.GetPickup().GetStoreName())
+
+	// 5. Checkout.
+	key := "demo-" + uuid.NewString()
+	checkoutStart := time.Now()
+	kres, err := j.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{
+		CartId: cart.GetId(), IdempotencyKey: key, PickupName: "Demo Shopper",
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("check out: %w", err)
+	}
+	order := kres.Msg.GetOrder()
+	j.p.say("checkout", "order %s %s in %s; total %s", order.GetId(), stateName(order.GetState()), time.Since(checkoutStart).Round(time.Millisecond), shopper.Money(order.GetTotal()))
+	if order.GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
+		return order, fmt.Errorf("order %s was REJECTED: %s", order.GetId(), order.GetReason())
+	}
+	if order.GetPickupCode() != "" {
+		j.p.say("checkout", "pickup code %s at %s, ready by %s", order.GetPickupCode(), order.GetStoreName(), j.storeTime(order.GetReadyByTime().AsTime()))
+	}
+
+	return j.follow(ctx, order, tickets, followErr)
+}
+
+// follow watches the order as the shopper while the terminal works it, until it is final.
+func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets <-chan *posv1.Ticket, followErr <-chan error) (*fulfilmentv1.Order, error) {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	updates := make(chan *fulfilmentv1.WatchOrderResponse)
+	watchErr := make(chan error, 1)
+	go func() {
+		stream, err := j.app.Orders.WatchOrder(watchCtx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
+		if err != nil {
+			watchErr <- err
+			return
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			select {
+			case updates <- stream.Msg():
+			case <-watchCtx.Done():
+				return
+			}
+		}
+		watchErr <- stream.Err()
+	}()
+
+	code := order.GetPickupCode()
+	handedOver := false
+	var handOverAfter <-chan time.Time // set once the shopper has checked in
+	handOver := func(why string) error {
+		if handedOver {
+			return nil
+		}
+		handedOver = true
+		j.p.say("store", "shopper shows code %s (%s); handing over", code, why)
+		o, err := j.term.HandOver(ctx, order.GetId(), code)
+		if err != nil {
+			return fmt.Errorf("hand over order %s: %w", order.GetId(), err)
+		}
+		j.p.say("store", "HandOver → %s", stateName(o.GetState()))
+		return nil
+	}
+	deadline := time.After(2 * time.Minute)
+	for {
+		select {
+		case <-ctx.Done():
+			return order, ctx.Err()
+		case <-deadline:
+			return order, fmt.Errorf("order %s still %s after 2 minutes", order.GetId(), stateName(order.GetState()))
+		case err := <-followErr:
+			return order, fmt.Errorf("terminal: %w", err)
+		case err := <-watchErr:
+			if err == nil {
+				err = errors.New("the stream ended")
+			}
+			return order, fmt.Errorf("watch order %s: %w before a final state (last: %s)", order.GetId(), err, stateName(order.GetState()))
+		case <-handOverAfter:
+			handOverAfter = nil
+			if err := handOver("no check-in ticket within 5s"); err != nil {
+				return order, err
+			}
+		case t := <-tickets:
+			if t.GetOrderId() != order.GetId() {
+				continue // another shopper's order at this store
+			}
+			hint := ""
+			if h := t.GetPickupCodeHint(); h != "" {
+				hint = " (bag hint …" + h + ")"
+			}
+			j.p.say("store", "ticket #%d %s%s", t.GetSequence(), ticketKindName(t.GetKind()), hint)
+			if err := j.term.Ack(ctx, t.GetTicketId()); err != nil {
+				return order, fmt.Errorf("acknowledge ticket %s: %w", t.GetTicketId(), err)
+			}
+			switch t.GetKind() {
+			case posv1.TicketKind_TICKET_KIND_NEW_ORDER:
+				o, err := j.term.Accept(ctx, order.GetId())
+				if err != nil {
+					return order, fmt.Errorf("accept order %s: %w", order.GetId(), err)
+				}
+				j.p.say("store", "AcceptOrder → %s", stateName(o.GetState()))
+				o, err = j.term.MarkReady(ctx, order.GetId())
+				if err != nil {
+					return order, fmt.Errorf("mark order %s ready: %w", order.GetId(), err)
+				}
+				j.p.say("store", "MarkReady → %s", stateName(o.GetState()))
+			case posv1.TicketKind_TICKET_KIND_CUSTOMER_CHECKED_IN:
+				handOverAfter = nil
+				if err := handOver("checked in"); err != nil {
+					return order, err
+				}
+			}
+		case u := <-updates:
+			order = u.GetOrder()
+			if tr := u.GetTransition(); tr != nil {
+				j.p.say("watch", "%s → %s  at %s by %s%s", stateName(tr.GetFromState()), stateName(tr.GetToState()),
+					tr.GetTime().AsTime().Local().Format("15:04:05.000"), actorName(tr.GetActor()), reason(tr.GetReason()))
+			} else {
+				j.p.say("watch", "%s (as the stream opened)", stateName(order.GetState()))
+			}
+			switch order.GetState() {
+			case fulfilmentv1.OrderState_ORDER_STATE_READY:
+				if code == "" {
+					code = order.GetPickupCode()
+				}
+				if handedOver || handOverAfter != nil {
+					continue
+				}
+				res, err := j.app.Orders.CheckIn(ctx, connect.NewRequest(&fulfilmentv1.CheckInRequest{OrderId: order.GetId(), Bay: "counter"}))
+				if err != nil {
+					j.p.say("shopper", "check-in failed (%v); walking up to the counter anyway", err)
+					if err := handOver("no check-in"); err != nil {
+						return order, err
+					}
+					continue
+				}
+				j.p.say("shopper", "arrived: checked in at the %s", res.Msg.GetOrder().GetCheckIn().GetBay())
+				handOverAfter = time.After(5 * time.Second)
+			case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED:
+				if code == "" && order.GetPickupCode() != "" {
+					code = order.GetPickupCode()
+					j.p.say("shopper", "pickup code %s", code)
+				}
+			case fulfilmentv1.OrderState_ORDER_STATE_COLLECTED:
+				j.p.say("done", "order %s COLLECTED at %s, %s after the journey began", order.GetId(), order.GetStoreName(), time.Since(j.p.start).Round(time.Millisecond))
+				return order, nil
+			case fulfilmentv1.OrderState_ORDER_STATE_REJECTED, fulfilmentv1.OrderState_ORDER_STATE_CANCELLED, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED:
+				return order, fmt.Errorf("order %s ended %s: %s", order.GetId(), stateName(order.GetState()), order.GetReason())
+			}
+		}
+	}
+}
+
+func (j *journey) storeTime(t time.Time) string {
+	if loc, err := time.LoadLocation(j.store.GetTimeZone()); err == nil {
+		t = t.In(loc)
+	}
+	return t.Format("15:04 MST")
+}
+
+func availability(m *inventoryv1.StoreMatch) string {
+	var parts []string
+	for _, l := range m.GetLines() {
+		parts = append(parts, fmt.Sprintf("%s %d/%d", l.GetSku(), l.GetAvailable(), l.GetRequested()))
+	}
+	return "available/wanted: " + strings.Join(parts, ", ")
+}
+
+func stateName(s fulfilmentv1.OrderState) string {
+	return strings.TrimPrefix(s.String(), "ORDER_STATE_")
+}
+
+func ticketKindName(k posv1.TicketKind) string {
+	return strings.TrimPrefix(k.String(), "TICKET_KIND_")
+}
+
+func actorName(a *commonv1.Actor) string {
+	kind := strings.ToLower(strings.TrimPrefix(a.GetKind().String(), "ACTOR_KIND_"))
+	if a.GetId() == "" {
+		return kind
+	}
+	return kind + " " + a.GetId()
+}
+
+func reason(r string) string {
+	if r == "" {
+		return ""
+	}
+	return " (" + r + ")"
+}
+
+// printer writes one timestamped line per step; the shopper and the terminal share it.
+type printer struct {
+	mu    sync.Mutex
+	out   io.Writer
+	start time.Time
+}
+
+func (p *printer) say(who, format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	fmt.Fprintf(p.out, "%s  +%6.3fs  %-8s  %s\n", now.Format("15:04:05.000"), now.Sub(p.start).Seconds(), who, fmt.Sprintf(format, args...))
+}

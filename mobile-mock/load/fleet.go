@@ -1,0 +1,134 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/handoff-dev/handoff/mobile-mock/terminal"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// fleet is one simulated terminal per store, each following its store's ticket feed and taking
+// the run's new orders in hand: accept, mark ready, acknowledge the ticket. Hand-over is done
+// when the shopper comes with the code (run.order).
+type fleet struct {
+	r      *run
+	admin  *terminal.Admin
+	ctx    context.Context // lives until stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // feeds and actions
+
+	mu     sync.Mutex
+	stores map[string]*storeTerminal
+}
+
+type storeTerminal struct {
+	once sync.Once
+	term *terminal.Terminal
+	err  error
+}
+
+func newFleet(r *run, adminToken string) *fleet {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &fleet{
+		r:      r,
+		admin:  terminal.NewAdmin(r.cfg.HTTPClient, r.cfg.Endpoints.POSURL, adminToken, connect.WithInterceptors(&r.calls)),
+		ctx:    ctx,
+		cancel: cancel,
+		stores: map[string]*storeTerminal{},
+	}
+}
+
+// connect registers a terminal for each store and starts following the feeds; it returns once
+// every feed has been asked for.
+func (f *fleet) connect(ctx context.Context, storeIDs []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, id := range storeIDs {
+		g.Go(func() error {
+			_, err := f.terminal(gctx, id)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// A feed asked for is not yet a feed serving: give the streams a moment to be set up, so
+	// that the first orders' tickets are measured live rather than from the replayed backlog.
+	select {
+	case <-time.After(500 * time.Millisecond):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// terminal returns the store's terminal, registering it and following its feed the first
+// time (a store found only when an order lands there gets one then).
+func (f *fleet) terminal(ctx context.Context, storeID string) (*terminal.Terminal, error) {
+	f.mu.Lock()
+	st, ok := f.stores[storeID]
+	if !ok {
+		st = &storeTerminal{}
+		f.stores[storeID] = st
+	}
+	f.mu.Unlock()
+	st.once.Do(func() {
+		st.term, st.err = f.admin.Register(ctx, storeID, "mobile-mock load "+f.r.prefix)
+		if st.err != nil {
+			return
+		}
+		f.wg.Go(func() {
+			err := st.term.Follow(f.ctx, nil, func(t *posv1.Ticket) { f.handle(st.term, t) })
+			if err != nil && f.ctx.Err() == nil {
+				f.r.fail("StreamTickets", err)
+				f.r.cfg.Logf("ticket feed of %s stopped: %v", storeID, err)
+			}
+		})
+	})
+	if st.err != nil {
+		return nil, fmt.Errorf("terminal for %s: %w", storeID, st.err)
+	}
+	return st.term, nil
+}
+
+// handle takes a ticket off the feed. Only the run's new orders are acted on, each once, off
+// the feed's goroutine so one slow call does not hold up the store's other tickets.
+func (f *fleet) handle(term *terminal.Terminal, t *posv1.Ticket) {
+	if t.GetKind() != posv1.TicketKind_TICKET_KIND_NEW_ORDER || !f.r.ours(t.GetOrder()) {
+		return
+	}
+	var raised time.Time
+	if t.GetCreateTime() != nil {
+		raised = t.GetCreateTime().AsTime()
+	}
+	if !f.r.ticketArrived(t.GetOrderId(), time.Now(), raised) {
+		return
+	}
+	f.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(f.ctx, f.r.cfg.OrderTimeout)
+		defer cancel()
+		if _, err := term.Accept(ctx, t.GetOrderId()); err != nil {
+			f.r.fail("AcceptOrder", err)
+			return
+		}
+		if _, err := term.MarkReady(ctx, t.GetOrderId()); err != nil {
+			f.r.fail("MarkReady", err)
+			return
+		}
+		if err := term.Ack(ctx, t.GetTicketId()); err != nil {
+			f.r.fail("AckTicket", err)
+		}
+	})
+}
+
+// stop disconnects every terminal and waits for their work to end.
+func (f *fleet) stop() {
+	f.cancel()
+	f.wg.Wait()
+}

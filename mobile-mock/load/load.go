@@ -1,0 +1,624 @@
+// Package load drives a running Handoff with many concurrent shoppers and the stores' terminals
+// and measures it. Each shopper, in a loop, fills a cart, checks out (a new customer every
+// order, as in real life), watches the order, and hands the pickup code to the store when it is
+// ready; a simulated terminal per store follows the store's ticket feed and accepts and readies
+// every order of the run. Shoppers speak gRPC-web to the gateway, terminals gRPC-web to the
+// pos-adapter.
+//
+// What is measured: checkout latency (the Checkout call, as the shopper sees it), confirmed ->
+// ticket-at-terminal latency (the order's CONFIRMED time to the NEW_ORDER ticket arriving at
+// the terminal), and the full lifecycle to COLLECTED; orders/s counts checkouts CONFIRMED whose
+// ticket reached a terminal within the run's window, collected/s orders seen COLLECTED within
+// it. Afterwards it checks nothing was oversold: the units confirmed per store and SKU against
+// what the store had available when the run began, and inventory's own invariant check.
+package load
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/demo"
+	"github.com/handoff-dev/handoff/mobile-mock/shopper"
+	"github.com/handoff-dev/handoff/mobile-mock/system"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Config is one load run.
+type Config struct {
+	Endpoints system.Endpoints
+	// HTTPClient carries every call; nil makes one sized for the run.
+	HTTPClient *http.Client
+	// Shoppers is how many shoppers order at once.
+	Shoppers int
+	// Duration is how long shoppers start new orders (when Orders is 0). Orders in flight at the
+	// end are completed, but only what happened within Duration counts towards the rates.
+	Duration time.Duration
+	// Orders, when positive, is how many checkouts to make in all instead of a duration.
+	Orders int
+	// HotSKU, when set, makes every order one unit of this SKU: every shopper competes for the
+	// same stock. Otherwise orders are 1-3 lines of the made-to-order menu.
+	HotSKU string
+	// Near, when set, puts every shopper at this point; otherwise each order is placed from a
+	// random point within the area of the chain's stores.
+	Near *commonv1.LatLng
+	// Centre is where stores are looked for at the start (terminals are registered for the
+	// 50 nearest); nil means Near, or the demo city's centre.
+	Centre *commonv1.LatLng
+	// RadiusMeters bounds the pickup store search; 0 means 25 km.
+	RadiusMeters float64
+	// OrderTimeout bounds one order's whole lifecycle; 0 means 30s.
+	OrderTimeout time.Duration
+	// Progress, when set, is called about once a second while the run goes.
+	Progress func(Progress)
+	// Logf receives notes about the run's set-up; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// DemoCityCentre is a point in the middle of the demo chain's city (Seattle's Capitol Hill).
+var DemoCityCentre = &commonv1.LatLng{Latitude: 47.6145, Longitude: -122.3210}
+
+// Progress is the run so far.
+type Progress struct {
+	Elapsed          time.Duration
+	Window           time.Duration // the run's planned length; 0 in count mode
+	Checkouts        uint64
+	Confirmed        uint64
+	Rejected         uint64
+	OrdersWithTicket uint64
+	Collected        uint64
+	Errors           uint64
+	// OrdersPerSecond is over the last second.
+	OrdersPerSecond float64
+	CheckoutP99     time.Duration
+	Draining        bool
+}
+
+// run is one load run in progress.
+type run struct {
+	cfg    Config
+	app    *shopper.App
+	prefix string // customer ids of this run start with it
+	fleet  *fleet
+
+	menu  []string // SKUs orders are made of
+	box   [2]*commonv1.LatLng
+	start time.Time
+	end   time.Time // of the measuring window; zero until known (count mode)
+
+	loadAvgStart float64
+	budget       atomic.Int64
+
+	checkout  Histogram
+	toTicket  Histogram
+	lifecycle Histogram
+	// The two legs of confirmed -> ticket: until the pos-adapter raised the ticket, and from
+	// then until it reached the terminal.
+	toRaised, raisedToTerminal Histogram
+	calls                      callTimes
+
+	checkouts, confirmed, rejected, failed atomic.Uint64
+	withTicket, collected                  atomic.Uint64 // in total
+	withTicketInWindow, collectedInWindow  atomic.Uint64
+
+	orders sync.Map // order id -> *tracked
+
+	mu       sync.Mutex
+	errors   map[string]uint64
+	rejects  map[string]uint64
+	units    map[stockKey]int64 // confirmed units per store and SKU
+	initial  map[stockKey]int64 // available at the start
+	snapshot map[string]bool    // stores whose availability was taken at the start
+}
+
+type stockKey struct{ store, sku string }
+
+// tracked is what the shopper and the terminal learn of one order; whichever learns the second
+// half completes the confirmed -> ticket measurement.
+type tracked struct {
+	mu          sync.Mutex
+	confirmedAt time.Time // the order's CONFIRMED time, per its history
+	receivedAt  time.Time // when the shopper learnt it
+	ticketAt    time.Time
+	raisedAt    time.Time // the ticket's create_time: when the pos-adapter raised it
+	acted       bool      // the terminal has taken it in hand
+}
+
+// Run runs the load and returns its results. It fails only when the run could not start; what
+// goes wrong during the run is counted in the results.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Shoppers <= 0 {
+		return nil, errors.New("load: shoppers must be at least 1")
+	}
+	if cfg.Duration <= 0 && cfg.Orders <= 0 {
+		return nil, errors.New("load: give a duration or a number of orders")
+	}
+	if cfg.RadiusMeters == 0 {
+		cfg.RadiusMeters = 25_000
+	}
+	if cfg.OrderTimeout == 0 {
+		cfg.OrderTimeout = 30 * time.Second
+	}
+	if cfg.Centre == nil {
+		cfg.Centre = cfg.Near
+	}
+	if cfg.Centre == nil {
+		cfg.Centre = DemoCityCentre
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = shopper.HTTPClient(4*cfg.Shoppers + 128)
+	}
+	r := &run{
+		cfg:      cfg,
+		prefix:   "load-" + uuid.NewString()[:8] + "-",
+		errors:   map[string]uint64{},
+		rejects:  map[string]uint64{},
+		units:    map[stockKey]int64{},
+		initial:  map[stockKey]int64{},
+		snapshot: map[string]bool{},
+	}
+	r.app = shopper.New(cfg.HTTPClient, cfg.Endpoints.GatewayURL, "", connect.WithInterceptors(&r.calls))
+	defer r.cfg.HTTPClient.CloseIdleConnections()
+	err := r.prepare(ctx)
+	if r.fleet != nil {
+		defer r.fleet.stop()
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.calls.reset() // only the run's own calls count
+	r.measure(ctx)
+	return r.result(ctx), nil
+}
+
+// prepare learns the menu and the stores, registers and connects a terminal per store and takes
+// the stores' availability, all before the clock starts.
+func (r *run) prepare(ctx context.Context) error {
+	ctx = shopper.WithToken(ctx, r.token("setup"))
+	if err := r.loadMenu(ctx); err != nil {
+		return err
+	}
+	fres, err := r.app.Locator.FindStores(ctx, connect.NewRequest(&inventoryv1.FindStoresRequest{
+		Location: r.cfg.Centre, RadiusMeters: 100_000, MaxResults: 50, IncludeNotAccepting: true,
+	}))
+	if err != nil {
+		return fmt.Errorf("find the chain's stores: %w", err)
+	}
+	stores := fres.Msg.GetStores()
+	if len(stores) == 0 {
+		return errors.New("no stores within 100 km of the centre")
+	}
+	accepting := 0
+	for i, m := range stores {
+		loc := m.GetStore().GetLocation()
+		if i == 0 {
+			r.box = [2]*commonv1.LatLng{{Latitude: loc.GetLatitude(), Longitude: loc.GetLongitude()}, {Latitude: loc.GetLatitude(), Longitude: loc.GetLongitude()}}
+		}
+		r.box[0].Latitude, r.box[0].Longitude = min(r.box[0].Latitude, loc.GetLatitude()), min(r.box[0].Longitude, loc.GetLongitude())
+		r.box[1].Latitude, r.box[1].Longitude = max(r.box[1].Latitude, loc.GetLatitude()), max(r.box[1].Longitude, loc.GetLongitude())
+		if m.GetStore().GetOpenStatus().GetAcceptingOrders() {
+			accepting++
+		}
+	}
+	r.cfg.Logf("%d stores found, %d accepting orders now; menu of %d SKUs", len(stores), accepting, len(r.menu))
+
+	adminToken, err := r.cfg.Endpoints.Token(auth.Principal{Subject: "mobile-mock-load", Role: auth.RoleAdmin})
+	if err != nil {
+		return err
+	}
+	r.fleet = newFleet(r, adminToken)
+	ids := make([]string, len(stores))
+	for i, m := range stores {
+		ids[i] = m.GetStore().GetId()
+	}
+	if err := r.fleet.connect(ctx, ids); err != nil {
+		return err
+	}
+	r.cfg.Logf("%d terminals registered and following their stores' feeds", len(ids))
+	return r.takeAvailability(ctx, ids)
+}
+
+// loadMenu collects the SKUs orders are made of: the hot SKU, or every orderable variant of the
+// made-to-order menu (stock there stands for ingredients, so a run does not just empty shelves).
+func (r *run) loadMenu(ctx context.Context) error {
+	if r.cfg.HotSKU != "" {
+		res, err := r.app.Catalog.BatchGetVariants(ctx, connect.NewRequest(&catalogv1.BatchGetVariantsRequest{Skus: []string{r.cfg.HotSKU}}))
+		if err != nil {
+			return fmt.Errorf("hot SKU %s: %w", r.cfg.HotSKU, err)
+		}
+		if !res.Msg.GetVariants()[0].GetOrderable() {
+			return fmt.Errorf("hot SKU %s is not orderable", r.cfg.HotSKU)
+		}
+		r.menu = []string{r.cfg.HotSKU}
+		return nil
+	}
+	var all []string
+	token := ""
+	for {
+		res, err := r.app.Catalog.ListProducts(ctx, connect.NewRequest(&catalogv1.ListProductsRequest{PageSize: 100, PageToken: token}))
+		if err != nil {
+			return fmt.Errorf("list the catalog: %w", err)
+		}
+		for _, p := range res.Msg.GetProducts() {
+			for _, v := range p.GetVariants() {
+				if !v.GetOrderable() {
+					continue
+				}
+				all = append(all, v.GetSku())
+				if slices.Contains(p.GetTags(), demo.TagMadeToOrder) {
+					r.menu = append(r.menu, v.GetSku())
+				}
+			}
+		}
+		if token = res.Msg.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if len(r.menu) == 0 { // a catalog without the demo's tags: order anything
+		r.menu = all
+	}
+	if len(r.menu) == 0 {
+		return errors.New("the catalog has nothing orderable")
+	}
+	if len(r.menu) > 200 { // GetAvailability's limit per call
+		r.menu = r.menu[:200]
+	}
+	return nil
+}
+
+// takeAvailability records what each store can promise of the menu before the run, to check
+// afterwards that no more than that was confirmed.
+func (r *run) takeAvailability(ctx context.Context, stores []string) error {
+	for _, id := range stores {
+		res, err := r.app.Locator.GetAvailability(shopper.WithToken(ctx, r.token("stock-"+id)),
+			connect.NewRequest(&inventoryv1.GetAvailabilityRequest{StoreId: id, Skus: r.menu}))
+		if err != nil {
+			return fmt.Errorf("availability at %s: %w", id, err)
+		}
+		for _, a := range res.Msg.GetAvailability() {
+			r.initial[stockKey{id, a.GetSku()}] = int64(a.GetAvailable())
+		}
+		r.snapshot[id] = true
+	}
+	return nil
+}
+
+// token mints a customer token of this run.
+func (r *run) token(who string) string {
+	tok, err := r.cfg.Endpoints.Token(auth.Principal{Subject: r.prefix + who, Role: auth.RoleCustomer})
+	if err != nil {
+		panic(err) // a customer principal with a subject always signs
+	}
+	return tok
+}
+
+// measure runs the shoppers until the duration is over (or the orders are placed) and every
+// order in flight has finished.
+func (r *run) measure(ctx context.Context) {
+	r.loadAvgStart = loadAverage()
+	r.start = time.Now()
+	if r.cfg.Orders > 0 {
+		r.budget.Store(int64(r.cfg.Orders))
+	} else {
+		r.end = r.start.Add(r.cfg.Duration)
+	}
+	progressDone := make(chan struct{})
+	stopProgress := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		r.reportProgress(stopProgress)
+	}()
+	var wg sync.WaitGroup
+	for i := range r.cfg.Shoppers {
+		wg.Go(func() { r.shopper(ctx, i) })
+	}
+	wg.Wait()
+	if r.end.IsZero() {
+		r.end = time.Now()
+	}
+	close(stopProgress)
+	<-progressDone
+}
+
+func (r *run) inWindow(t time.Time) bool { return r.end.IsZero() || !t.After(r.end) }
+
+func (r *run) reportProgress(stop <-chan struct{}) {
+	if r.cfg.Progress == nil {
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last uint64
+	lastAt := r.start
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			n := r.withTicket.Load()
+			p := Progress{
+				Elapsed:          now.Sub(r.start),
+				Window:           r.cfg.Duration,
+				Checkouts:        r.checkouts.Load(),
+				Confirmed:        r.confirmed.Load(),
+				Rejected:         r.rejected.Load(),
+				OrdersWithTicket: n,
+				Collected:        r.collected.Load(),
+				Errors:           r.failed.Load(),
+				OrdersPerSecond:  float64(n-last) / now.Sub(lastAt).Seconds(),
+				CheckoutP99:      r.checkout.Quantile(0.99),
+				Draining:         r.cfg.Orders == 0 && now.After(r.end),
+			}
+			last, lastAt = n, now
+			r.cfg.Progress(p)
+		}
+	}
+}
+
+// shopper places orders one after another until the run is over.
+func (r *run) shopper(ctx context.Context, id int) {
+	rng := rand.New(rand.NewPCG(uint64(id), uint64(r.start.UnixNano())))
+	for n := 0; ctx.Err() == nil; n++ {
+		if r.cfg.Orders > 0 {
+			if r.budget.Add(-1) < 0 {
+				return
+			}
+		} else if time.Now().After(r.end) {
+			return
+		}
+		r.order(ctx, fmt.Sprintf("s%d-o%d", id, n), rng)
+	}
+}
+
+// order is one shopper's whole order: cart, checkout, watching it, handing over the code.
+func (r *run) order(ctx context.Context, who string, rng *rand.Rand) {
+	ctx, cancel := context.WithTimeout(shopper.WithToken(ctx, r.token(who)), r.cfg.OrderTimeout)
+	defer cancel()
+
+	cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(&cartv1.CreateCartRequest{}))
+	if err != nil {
+		r.fail("CreateCart", err)
+		return
+	}
+	cartID := cres.Msg.GetCart().GetId()
+	for _, l := range r.pickLines(rng) {
+		if _, err := r.app.Cart.AddLine(ctx, connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: l.GetSku(), Quantity: l.GetQuantity()})); err != nil {
+			r.fail("AddLine", err)
+			return
+		}
+	}
+	if _, err := r.app.Cart.SetPickup(ctx, connect.NewRequest(&cartv1.SetPickupRequest{CartId: cartID, Pickup: &cartv1.Pickup{
+		Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{Location: r.pickPoint(rng), RadiusMeters: r.cfg.RadiusMeters}},
+	}})); err != nil {
+		r.fail("SetPickup", err)
+		return
+	}
+
+	r.checkouts.Add(1)
+	began := time.Now()
+	kres, err := r.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: "load-" + uuid.NewString()}))
+	if err != nil {
+		r.fail("Checkout", err)
+		return
+	}
+	r.checkout.Record(time.Since(began))
+	order := kres.Msg.GetOrder()
+	switch order.GetState() {
+	case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+		r.reject(order)
+		return
+	case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED:
+		r.confirm(order)
+	}
+
+	// The shopper watches the order and, once it is READY, shows the pickup code at the counter.
+	stream, err := r.app.Orders.WatchOrder(ctx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
+	if err != nil {
+		r.fail("WatchOrder", err)
+		return
+	}
+	defer stream.Close()
+	state := order.GetState()
+	handedOver := false
+	for stream.Receive() {
+		o := stream.Msg().GetOrder()
+		if o.GetVersion() < order.GetVersion() {
+			continue
+		}
+		prev := state
+		order, state = o, o.GetState()
+		switch state {
+		case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED:
+			if prev == fulfilmentv1.OrderState_ORDER_STATE_PENDING {
+				r.confirm(order)
+			}
+		case fulfilmentv1.OrderState_ORDER_STATE_READY:
+			if handedOver {
+				continue
+			}
+			handedOver = true
+			term, err := r.fleet.terminal(ctx, order.GetStoreId())
+			if err != nil {
+				r.fail("RegisterTerminal", err)
+				return
+			}
+			if _, err := term.HandOver(ctx, order.GetId(), order.GetPickupCode()); err != nil {
+				r.fail("HandOver", err)
+				return
+			}
+		case fulfilmentv1.OrderState_ORDER_STATE_COLLECTED:
+			now := time.Now()
+			r.lifecycle.Record(now.Sub(began))
+			r.collected.Add(1)
+			if r.inWindow(now) {
+				r.collectedInWindow.Add(1)
+			}
+			return
+		case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+			r.reject(order)
+			return
+		case fulfilmentv1.OrderState_ORDER_STATE_CANCELLED, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED:
+			r.failState(order)
+			return
+		}
+	}
+	err = stream.Err()
+	if ctx.Err() != nil {
+		r.mu.Lock()
+		r.errors["order timed out "+strings.TrimPrefix(state.String(), "ORDER_STATE_")]++
+		r.mu.Unlock()
+		r.failed.Add(1)
+		return
+	}
+	if err == nil {
+		err = connect.NewError(connect.CodeUnknown, fmt.Errorf("stream ended with the order %s", state))
+	}
+	r.fail("WatchOrder", err)
+}
+
+// pickLines makes an order: one unit of the hot SKU, or 1-3 menu lines of 1-2 units.
+func (r *run) pickLines(rng *rand.Rand) []*inventoryv1.StockLine {
+	if r.cfg.HotSKU != "" {
+		return []*inventoryv1.StockLine{{Sku: r.cfg.HotSKU, Quantity: 1}}
+	}
+	n := 1 + rng.IntN(3)
+	lines := make([]*inventoryv1.StockLine, 0, n)
+	for range n {
+		sku := r.menu[rng.IntN(len(r.menu))]
+		if slices.ContainsFunc(lines, func(l *inventoryv1.StockLine) bool { return l.GetSku() == sku }) {
+			continue
+		}
+		lines = append(lines, &inventoryv1.StockLine{Sku: sku, Quantity: int32(1 + rng.IntN(2))})
+	}
+	return lines
+}
+
+// pickPoint is where the shopper orders from: Near, or anywhere in the stores' area.
+func (r *run) pickPoint(rng *rand.Rand) *commonv1.LatLng {
+	if r.cfg.Near != nil {
+		return r.cfg.Near
+	}
+	lo, hi := r.box[0], r.box[1]
+	return &commonv1.LatLng{
+		Latitude:  lo.GetLatitude() + rng.Float64()*(hi.GetLatitude()-lo.GetLatitude()),
+		Longitude: lo.GetLongitude() + rng.Float64()*(hi.GetLongitude()-lo.GetLongitude()),
+	}
+}
+
+// confirm records a CONFIRMED order as the shopper learnt of it.
+func (r *run) confirm(order *fulfilmentv1.Order) {
+	now := time.Now()
+	r.confirmed.Add(1)
+	r.mu.Lock()
+	for _, l := range order.GetLines() {
+		if l.GetState() != fulfilmentv1.OrderLineState_ORDER_LINE_STATE_UNAVAILABLE {
+			r.units[stockKey{order.GetStoreId(), l.GetSku()}] += int64(l.GetQuantity())
+		}
+	}
+	r.mu.Unlock()
+	t := r.track(order.GetId())
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.receivedAt, t.confirmedAt = now, confirmedTime(order, now)
+	r.completeTicket(t)
+}
+
+// ticketArrived records a NEW_ORDER ticket of this run reaching its store's terminal. It
+// reports whether the terminal should now take the order in hand (false for a duplicate).
+func (r *run) ticketArrived(orderID string, at, raised time.Time) bool {
+	t := r.track(orderID)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ticketAt.IsZero() {
+		t.ticketAt, t.raisedAt = at, raised
+		r.completeTicket(t)
+	}
+	act := !t.acted
+	t.acted = true
+	return act
+}
+
+// completeTicket measures confirmed -> ticket once both halves are known. t.mu is held.
+func (r *run) completeTicket(t *tracked) {
+	if t.receivedAt.IsZero() || t.ticketAt.IsZero() {
+		return
+	}
+	r.toTicket.Record(t.ticketAt.Sub(t.confirmedAt))
+	if !t.raisedAt.IsZero() {
+		r.toRaised.Record(t.raisedAt.Sub(t.confirmedAt))
+		r.raisedToTerminal.Record(t.ticketAt.Sub(t.raisedAt))
+	}
+	r.withTicket.Add(1)
+	if r.inWindow(t.receivedAt) && r.inWindow(t.ticketAt) {
+		r.withTicketInWindow.Add(1)
+	}
+}
+
+func (r *run) track(orderID string) *tracked {
+	t, _ := r.orders.LoadOrStore(orderID, &tracked{})
+	return t.(*tracked)
+}
+
+// ours says whether an order was placed by this run (its customer ids carry the run's prefix).
+func (r *run) ours(order *fulfilmentv1.Order) bool {
+	return strings.HasPrefix(order.GetCustomerId(), r.prefix)
+}
+
+// confirmedTime is when the order became CONFIRMED, per its history; fallback if it says not.
+func confirmedTime(order *fulfilmentv1.Order, fallback time.Time) time.Time {
+	for _, tr := range order.GetHistory() {
+		if tr.GetToState() == fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED && tr.GetTime() != nil {
+			return tr.GetTime().AsTime()
+		}
+	}
+	return fallback
+}
+
+func (r *run) reject(order *fulfilmentv1.Order) {
+	r.rejected.Add(1)
+	// Grouped by what was short, not by the reason's words (they name stores and distances).
+	var skus []string
+	for _, s := range order.GetShortages() {
+		skus = append(skus, s.GetSku())
+	}
+	why := "short of " + strings.Join(skus, ", ")
+	if len(skus) == 0 {
+		why, _, _ = strings.Cut(order.GetReason(), ";")
+	}
+	r.mu.Lock()
+	r.rejects[why]++
+	r.mu.Unlock()
+}
+
+func (r *run) failState(order *fulfilmentv1.Order) {
+	r.failed.Add(1)
+	r.mu.Lock()
+	r.errors["order ended "+strings.TrimPrefix(order.GetState().String(), "ORDER_STATE_")]++
+	r.mu.Unlock()
+}
+
+// fail counts an RPC that failed, by RPC and code.
+func (r *run) fail(rpc string, err error) {
+	r.failed.Add(1)
+	r.mu.Lock()
+	r.errors[rpc+" "+connect.CodeOf(err).String()]++
+	r.mu.Unlock()
+}

@@ -1,0 +1,292 @@
+package load
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Result is what a run measured. Rates count only what happened within the window.
+type Result struct {
+	Started  time.Time `json:"started"`
+	Shoppers int       `json:"shoppers"`
+	// Mode is "spread" (menu orders over the chain) or "hot-sku".
+	Mode    string `json:"mode"`
+	HotSKU  string `json:"hot_sku,omitempty"`
+	Gateway string `json:"gateway"`
+	POS     string `json:"pos_adapter"`
+	Stores  int    `json:"stores_with_terminals"`
+	// WindowSeconds is the measuring window: the duration, or until the last order in count mode.
+	WindowSeconds float64 `json:"window_seconds"`
+	// Host is the machine the load ran on: what else ran there skews every figure.
+	Host Host `json:"host"`
+
+	Checkouts          uint64  `json:"checkouts"`
+	Confirmed          uint64  `json:"confirmed"`
+	Rejected           uint64  `json:"rejected"`
+	Failed             uint64  `json:"failed"`
+	OrdersWithTicket   uint64  `json:"orders_with_ticket"`
+	Collected          uint64  `json:"collected"`
+	OrdersPerSecond    float64 `json:"orders_per_second"`
+	CollectedPerSecond float64 `json:"collected_per_second"`
+	CheckoutsPerSecond float64 `json:"checkouts_per_second"`
+
+	CheckoutLatency   Stats `json:"checkout_latency"`
+	ConfirmedToTicket Stats `json:"confirmed_to_ticket_latency"`
+	// The legs of confirmed -> ticket: until the pos-adapter raised the ticket (events, consumer,
+	// outbox), and from then to the terminal (the live feed).
+	ConfirmedToRaised Stats `json:"confirmed_to_ticket_raised_latency"`
+	RaisedToTerminal  Stats `json:"ticket_raised_to_terminal_latency"`
+	OrderToCollected  Stats `json:"checkout_to_collected_latency"`
+	// Calls are the latencies of each RPC the shoppers and terminals made (successful calls).
+	Calls map[string]Stats `json:"calls"`
+
+	// Errors counts failed calls by RPC and code, and orders that ended badly.
+	Errors map[string]uint64 `json:"errors"`
+	// Rejections counts REJECTED orders by reason (not errors: stock ran out).
+	Rejections map[string]uint64 `json:"rejections"`
+
+	// OversoldUnits is the units confirmed beyond what stores had available when the run began
+	// (must be 0). It assumes nobody else orders from those stores meanwhile.
+	OversoldUnits int64          `json:"oversold_units"`
+	Oversold      []OversoldLine `json:"oversold,omitempty"`
+	// UncheckedUnits were confirmed at stores whose availability was not taken at the start.
+	UncheckedUnits int64      `json:"unchecked_units"`
+	Invariants     Invariants `json:"invariants"`
+
+	Histograms struct {
+		Checkout          []Bucket `json:"checkout"`
+		ConfirmedToTicket []Bucket `json:"confirmed_to_ticket"`
+	} `json:"histograms"`
+
+	checkout, toTicket *Histogram
+}
+
+// Host describes the load generator's machine.
+type Host struct {
+	CPUs int `json:"cpus"`
+	// LoadAverage is the 1-minute load average at the start and at the end (Linux; 0 elsewhere).
+	LoadAverageStart float64 `json:"load_average_start"`
+	LoadAverageEnd   float64 `json:"load_average_end"`
+}
+
+// loadAverage is the 1-minute load average, or 0 where /proc/loadavg does not exist.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var v float64
+	_, _ = fmt.Sscanf(string(b), "%f", &v)
+	return v
+}
+
+// OversoldLine is a store and SKU of which more was confirmed than was available.
+type OversoldLine struct {
+	Store     string `json:"store"`
+	SKU       string `json:"sku"`
+	Available int64  `json:"available_at_start"`
+	Confirmed int64  `json:"confirmed"`
+}
+
+// Invariants is inventory's own check after the run (InventoryAdminService.CheckInvariants).
+type Invariants struct {
+	Checked       bool     `json:"checked"`
+	OK            bool     `json:"ok"`
+	LevelsChecked int64    `json:"levels_checked"`
+	Violations    []string `json:"violations,omitempty"`
+	// Note says why it was not checked.
+	Note string `json:"note,omitempty"`
+}
+
+func (r *run) result(ctx context.Context) *Result {
+	window := r.end.Sub(r.start).Seconds()
+	res := &Result{
+		Started:            r.start,
+		Shoppers:           r.cfg.Shoppers,
+		Mode:               "spread",
+		HotSKU:             r.cfg.HotSKU,
+		Gateway:            r.cfg.Endpoints.GatewayURL,
+		POS:                r.cfg.Endpoints.POSURL,
+		Stores:             len(r.fleet.stores),
+		WindowSeconds:      window,
+		Host:               Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage()},
+		Checkouts:          r.checkouts.Load(),
+		Confirmed:          r.confirmed.Load(),
+		Rejected:           r.rejected.Load(),
+		Failed:             r.failed.Load(),
+		OrdersWithTicket:   r.withTicket.Load(),
+		Collected:          r.collected.Load(),
+		OrdersPerSecond:    float64(r.withTicketInWindow.Load()) / window,
+		CollectedPerSecond: float64(r.collectedInWindow.Load()) / window,
+		CheckoutLatency:    r.checkout.Stats(),
+		ConfirmedToTicket:  r.toTicket.Stats(),
+		ConfirmedToRaised:  r.toRaised.Stats(),
+		RaisedToTerminal:   r.raisedToTerminal.Stats(),
+		OrderToCollected:   r.lifecycle.Stats(),
+		Calls:              r.calls.stats(),
+		checkout:           &r.checkout,
+		toTicket:           &r.toTicket,
+	}
+	if r.cfg.HotSKU != "" {
+		res.Mode = "hot-sku"
+	}
+	res.CheckoutsPerSecond = float64(res.CheckoutLatency.Count) / window
+	res.Histograms.Checkout = r.checkout.Buckets()
+	res.Histograms.ConfirmedToTicket = r.toTicket.Buckets()
+
+	r.mu.Lock()
+	res.Errors = maps.Clone(r.errors)
+	res.Rejections = maps.Clone(r.rejects)
+	for k, n := range r.units {
+		if !r.snapshot[k.store] {
+			res.UncheckedUnits += n
+			continue
+		}
+		if avail := r.initial[k]; n > avail {
+			res.OversoldUnits += n - avail
+			res.Oversold = append(res.Oversold, OversoldLine{Store: k.store, SKU: k.sku, Available: avail, Confirmed: n})
+		}
+	}
+	r.mu.Unlock()
+	res.Invariants = r.checkInvariants(ctx)
+	return res
+}
+
+// checkInvariants asks inventory (its gRPC API, with an admin token) whether every stock level
+// still holds: 0 <= reserved <= on hand, reserved = the sum of open holds.
+func (r *run) checkInvariants(ctx context.Context) Invariants {
+	addr := r.cfg.Endpoints.InventoryAddr
+	if addr == "" {
+		return Invariants{Note: "inventory's gRPC address not given (-inventory)"}
+	}
+	token, err := r.cfg.Endpoints.Token(auth.Principal{Subject: "mobile-mock-load", Role: auth.RoleAdmin})
+	if err != nil {
+		return Invariants{Note: err.Error()}
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return Invariants{Note: err.Error()}
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), time.Minute)
+	defer cancel()
+	res, err := inventoryv1.NewInventoryAdminServiceClient(conn).CheckInvariants(ctx, &inventoryv1.CheckInvariantsRequest{})
+	if err != nil {
+		return Invariants{Note: fmt.Sprintf("CheckInvariants at %s: %v", addr, err)}
+	}
+	inv := Invariants{Checked: true, OK: res.GetOk(), LevelsChecked: res.GetLevelsChecked()}
+	for _, v := range res.GetViolations() {
+		inv.Violations = append(inv.Violations, fmt.Sprintf("%s %s: %s (%s)", v.GetStoreId(), v.GetSku(), v.GetRule(), v.GetDetail()))
+	}
+	return inv
+}
+
+// Sound reports whether the run kept Handoff's promises: nothing oversold and inventory's
+// invariants holding (when they could be checked).
+func (res *Result) Sound() bool {
+	return res.OversoldUnits == 0 && (!res.Invariants.Checked || res.Invariants.OK)
+}
+
+// WriteJSON writes the result to path.
+func (res *Result) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// PrintSummary writes the summary for people.
+func (res *Result) PrintSummary(w io.Writer) {
+	what := "menu orders spread over the chain"
+	if res.HotSKU != "" {
+		what = "every order one " + res.HotSKU
+	}
+	fmt.Fprintf(w, "Handoff load: %d shoppers, %.1fs, %s; %d stores with a terminal\n", res.Shoppers, res.WindowSeconds, what, res.Stores)
+	fmt.Fprintf(w, "  shoppers → gateway %s (gRPC-web); terminals → pos-adapter %s (gRPC-web)\n", res.Gateway, res.POS)
+	fmt.Fprintf(w, "  host: %d CPUs, load average %.1f at the start, %.1f at the end\n", res.Host.CPUs, res.Host.LoadAverageStart, res.Host.LoadAverageEnd)
+	fmt.Fprintf(w, "  orders/s          %8.1f   checkouts CONFIRMED with the ticket at a terminal (%d in all)\n", res.OrdersPerSecond, res.OrdersWithTicket)
+	fmt.Fprintf(w, "  collected/s       %8.1f   full lifecycle to COLLECTED (%d in all)\n", res.CollectedPerSecond, res.Collected)
+	fmt.Fprintf(w, "  checkouts         %8d   %d confirmed, %d rejected (no stock), %d failed calls or orders\n", res.Checkouts, res.Confirmed, res.Rejected, res.Failed)
+	fmt.Fprintf(w, "  checkout latency             %s\n", latencies(res.CheckoutLatency))
+	fmt.Fprintf(w, "  confirmed→ticket latency     %s\n", latencies(res.ConfirmedToTicket))
+	if res.ConfirmedToRaised.Count > 0 {
+		fmt.Fprintf(w, "    of which confirmed→raised  p50 %s  p99 %s; raised→terminal p50 %s  p99 %s\n",
+			fmtMS(res.ConfirmedToRaised.P50MS), fmtMS(res.ConfirmedToRaised.P99MS), fmtMS(res.RaisedToTerminal.P50MS), fmtMS(res.RaisedToTerminal.P99MS))
+	}
+	fmt.Fprintf(w, "  checkout→collected latency   %s\n", latencies(res.OrderToCollected))
+	var calls []string
+	for _, name := range rpcOrder(res.Calls) {
+		s := res.Calls[name]
+		calls = append(calls, fmt.Sprintf("%s %s/%s", name, fmtMS(s.P50MS), fmtMS(s.P99MS)))
+	}
+	if len(calls) > 0 {
+		fmt.Fprintf(w, "  calls p50/p99     %s\n", strings.Join(calls, " · "))
+	}
+	fmt.Fprintf(w, "  errors            %s\n", counts(res.Errors))
+	if len(res.Rejections) > 0 {
+		fmt.Fprintf(w, "  rejections        %s\n", counts(res.Rejections))
+	}
+	fmt.Fprintf(w, "  oversold units    %8d   confirmed beyond each store's availability at the start", res.OversoldUnits)
+	if res.UncheckedUnits > 0 {
+		fmt.Fprintf(w, " (%d units at stores not snapshotted)", res.UncheckedUnits)
+	}
+	fmt.Fprintln(w)
+	for _, o := range res.Oversold {
+		fmt.Fprintf(w, "    %s %s: %d confirmed, %d were available\n", o.Store, o.SKU, o.Confirmed, o.Available)
+	}
+	switch inv := res.Invariants; {
+	case !inv.Checked:
+		fmt.Fprintf(w, "  inventory check   not run: %s\n", inv.Note)
+	case inv.OK:
+		fmt.Fprintf(w, "  inventory check   OK: %d stock levels, reserved = open holds, 0 ≤ reserved ≤ on hand\n", inv.LevelsChecked)
+	default:
+		fmt.Fprintf(w, "  inventory check   FAILED: %d violations\n", len(inv.Violations))
+		for _, v := range inv.Violations {
+			fmt.Fprintf(w, "    %s\n", v)
+		}
+	}
+}
+
+func latencies(s Stats) string {
+	if s.Count == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("p50 %s  p95 %s  p99 %s  max %s  (n=%d)", fmtMS(s.P50MS), fmtMS(s.P95MS), fmtMS(s.P99MS), fmtMS(s.MaxMS), s.Count)
+}
+
+func fmtMS(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.2fms", v)
+	}
+	return fmt.Sprintf("%.1fms", v)
+}
+
+func counts(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	slices.SortStableFunc(keys, func(a, b string) int { return cmp.Compare(m[b], m[a]) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s ×%d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,308 @@
+// Command mobile-mock is a command-line shopper app for Handoff. It speaks gRPC-web to the
+// gateway, as the mobile and web apps do, and plays the stores' terminals through the
+// pos-adapter.
+//
+//	mobile-mock demo [-gateway URL] [-pos URL] [-near LAT,LNG] [-items SKU:QTY,...]
+//	mobile-mock load [-shoppers 64] [-duration 20s | -orders N] [-hot-sku LATTE-16] [-out results.json] [-histogram latency.svg]
+//
+// Both need tokens the running system accepts: they sign them with HANDOFF_JWT_KEYS, or with
+// the one-process mode's development key in -data-dir, as `handoff token` does. With -spawn
+// they start the whole system in this process first (a fresh data dir, the demo chain), so they
+// need nothing running.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	_ "time/tzdata" // stores' local times, on machines without tzdata
+
+	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/mobile-mock/journey"
+	"github.com/handoff-dev/handoff/mobile-mock/load"
+	"github.com/handoff-dev/handoff/mobile-mock/system"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+const usage = `Usage:
+  mobile-mock demo [flags]   one shopper's whole journey, step by step; exits 0 only when the order is COLLECTED
+  mobile-mock load [flags]   many concurrent shoppers and the stores' terminals; prints a summary
+Run 'mobile-mock demo -h' or 'mobile-mock load -h' for the flags.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "demo":
+		return runDemo(ctx, args[1:], getenv, stdout, stderr)
+	case "load":
+		return runLoad(ctx, args[1:], getenv, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mobile-mock: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+// target is where the system is, or how to start one: the flags demo and load share.
+type target struct {
+	gateway, pos, inventory string
+	dataDir, jwtKeys        string
+	spawn                   bool
+	databaseURL             string
+}
+
+func (t *target) register(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&t.gateway, "gateway", "http://127.0.0.1:8080", "the gateway's URL (gRPC-web)")
+	fs.StringVar(&t.pos, "pos", "http://127.0.0.1:8090", "the pos-adapter's URL")
+	fs.StringVar(&t.dataDir, "data-dir", or(getenv("HANDOFF_DATA_DIR"), ".data"), "data dir of the running one-process Handoff, holding its development token key")
+	fs.StringVar(&t.jwtKeys, "jwt-keys", getenv("HANDOFF_JWT_KEYS"), "token key set kid:base64key[,...] of the running system (default: the development key in -data-dir)")
+	fs.BoolVar(&t.spawn, "spawn", false, "start the whole system in this process first (fresh data dir, demo chain) instead of using a running one")
+	fs.StringVar(&t.databaseURL, "database-url", getenv("DATABASE_URL"), "with -spawn: PostgreSQL to use (default: a private cluster in the fresh data dir)")
+}
+
+// endpoints resolves the target, starting the system when asked to. stop is never nil.
+func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stderr io.Writer) (system.Endpoints, func(), error) {
+	if !t.spawn {
+		keys, err := system.Keys(t.jwtKeys, t.dataDir)
+		if err != nil {
+			return system.Endpoints{}, func() {}, fmt.Errorf("%w (is Handoff running from this directory? or pass -jwt-keys / -data-dir, or use -spawn)", err)
+		}
+		return system.Endpoints{GatewayURL: strings.TrimRight(t.gateway, "/"), POSURL: strings.TrimRight(t.pos, "/"), InventoryAddr: t.inventory, Keys: keys}, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "handoff-mobile-mock-")
+	if err != nil {
+		return system.Endpoints{}, func() {}, err
+	}
+	// The private PostgreSQL runs as an unprivileged user when we are root: it must reach its
+	// folder inside this one.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return system.Endpoints{}, func() {}, err
+	}
+	fmt.Fprintf(stderr, "mobile-mock: starting Handoff in this process (data in %s)…\n", dir)
+	began := time.Now()
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ep, stopSystem, err := system.Spawn(ctx, system.SpawnConfig{DataDir: dir, DatabaseURL: t.databaseURL, RateLimits: limits, Logger: logger})
+	if err != nil {
+		os.RemoveAll(dir)
+		return system.Endpoints{}, func() {}, err
+	}
+	fmt.Fprintf(stderr, "mobile-mock: Handoff ready in %s: gateway %s · pos-adapter %s\n", time.Since(began).Round(100*time.Millisecond), ep.GatewayURL, ep.POSURL)
+	return ep, func() {
+		if err := stopSystem(); err != nil {
+			fmt.Fprintf(stderr, "mobile-mock: stopping Handoff: %v\n", err)
+		}
+		os.RemoveAll(dir)
+	}, nil
+}
+
+func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mobile-mock demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var t target
+	t.register(fs, getenv)
+	near := fs.String("near", "47.6145,-122.3210", "where the shopper stands, LAT,LNG")
+	items := fs.String("items", "LATTE-16:2,CROISSANT", "what goes in the cart, SKU[:QTY],...")
+	radius := fs.Float64("radius", 0, "store search radius in metres (0: the locator's default, 10 km)")
+	customer := fs.String("customer", "", "the shopper's customer id (default: a fresh one)")
+	if err := fs.Parse(args); err != nil {
+		return exitForParse(err)
+	}
+	point, err := parseLatLng(*near)
+	if err != nil {
+		fmt.Fprintf(stderr, "mobile-mock demo: -near: %v\n", err)
+		return 2
+	}
+	wanted, err := journey.ParseItems(*items)
+	if err != nil {
+		fmt.Fprintf(stderr, "mobile-mock demo: -items: %v\n", err)
+		return 2
+	}
+	ep, stop, err := t.endpoints(ctx, gateway.RateLimits{}, stderr)
+	defer stop()
+	if err != nil {
+		fmt.Fprintf(stderr, "mobile-mock demo: %v\n", err)
+		return 1
+	}
+	_, err = journey.Run(ctx, journey.Config{Endpoints: ep, Near: point, RadiusMeters: *radius, Items: wanted, Customer: *customer, Out: stdout})
+	if err != nil {
+		fmt.Fprintf(stderr, "mobile-mock demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mobile-mock load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var t target
+	t.register(fs, getenv)
+	fs.StringVar(&t.inventory, "inventory", or(getenv("HANDOFF_INVENTORY_ADDR"), "127.0.0.1:9102"), "inventory's gRPC address, for the after-run invariant check (admin token)")
+	shoppers := fs.Int("shoppers", 16, "concurrent shoppers")
+	duration := fs.Duration("duration", 20*time.Second, "how long shoppers keep ordering")
+	orders := fs.Int("orders", 0, "place this many checkouts in all instead of running for -duration")
+	hotSKU := fs.String("hot-sku", "", "every order is one unit of this SKU (e.g. LATTE-16): all shoppers compete for it")
+	near := fs.String("near", "", "every shopper orders from this point, LAT,LNG (default: random points over the chain's area)")
+	radius := fs.Float64("radius", 25_000, "pickup store search radius in metres")
+	out := fs.String("out", "", "write the results as JSON to this file")
+	histogram := fs.String("histogram", "", "draw the latency histograms as SVG into this file")
+	quiet := fs.Bool("quiet", false, "no live progress line")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process during the run (with -spawn: of the whole system too)")
+	if err := fs.Parse(args); err != nil {
+		return exitForParse(err)
+	}
+	if *shoppers < 1 || (*duration <= 0 && *orders <= 0) {
+		fmt.Fprintln(stderr, "mobile-mock load: need -shoppers ≥ 1 and a positive -duration or -orders")
+		return 2
+	}
+	cfg := load.Config{Shoppers: *shoppers, Orders: *orders, HotSKU: strings.TrimSpace(*hotSKU), RadiusMeters: *radius}
+	if *orders == 0 {
+		cfg.Duration = *duration
+	}
+	if *near != "" {
+		p, err := parseLatLng(*near)
+		if err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: -near: %v\n", err)
+			return 2
+		}
+		cfg.Near = p
+	}
+	// A load run is many shoppers on one machine: the gateway's per-caller and per-address
+	// limits, meant for one person with an app, are lifted in the system started here. Against
+	// a running system every order is placed by a new customer, so per-customer limits do not
+	// bite; per-address ones would if they apply to token holders.
+	lifted := gateway.RateLimits{PerCaller: 1e9, PerCallerBurst: 1 << 30, PerAddress: 1e9, PerAddressBurst: 1 << 30, Checkout: 1e9, CheckoutBurst: 1 << 30}
+	ep, stop, err := t.endpoints(ctx, lifted, stderr)
+	defer stop()
+	if err != nil {
+		fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
+		return 1
+	}
+	cfg.Endpoints = ep
+	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, "mobile-mock: "+format+"\n", args...) }
+	endProgress := func() {}
+	if !*quiet {
+		cfg.Progress, endProgress = progressPrinter(stderr)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := load.Run(ctx, cfg)
+	endProgress()
+	if err != nil {
+		fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
+		return 1
+	}
+	res.PrintSummary(stdout)
+	if *out != "" {
+		if err := res.WriteJSON(*out); err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "  results           %s\n", *out)
+	}
+	if *histogram != "" {
+		if err := res.WriteSVG(*histogram); err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "  histogram         %s\n", *histogram)
+	}
+	if !res.Sound() {
+		fmt.Fprintln(stderr, "mobile-mock load: stock was oversold or inventory's invariants do not hold")
+		return 1
+	}
+	return 0
+}
+
+// progressPrinter rewrites one status line on a terminal, or prints a line every 5s elsewhere.
+// end finishes the status line.
+func progressPrinter(w io.Writer) (progress func(load.Progress), end func()) {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	printed := false
+	end = func() {
+		if tty && printed {
+			fmt.Fprintln(w)
+		}
+	}
+	return func(p load.Progress) {
+		printed = true
+		phase := ""
+		if p.Draining {
+			phase = " (finishing orders in flight)"
+		}
+		line := fmt.Sprintf("[%5.1fs] checkouts %d · confirmed %d · rejected %d · ticket at terminal %d (%.0f/s now) · collected %d · errors %d · checkout p99 %s%s",
+			p.Elapsed.Seconds(), p.Checkouts, p.Confirmed, p.Rejected, p.OrdersWithTicket, p.OrdersPerSecond, p.Collected, p.Errors, p.CheckoutP99.Round(100*time.Microsecond), phase)
+		if tty {
+			fmt.Fprintf(w, "\r\x1b[K%s", line)
+			return
+		}
+		if int(p.Elapsed.Seconds())%5 == 0 {
+			fmt.Fprintln(w, line)
+		}
+	}, end
+}
+
+func parseLatLng(s string) (*commonv1.LatLng, error) {
+	lat, lng, ok := strings.Cut(s, ",")
+	if !ok {
+		return nil, fmt.Errorf("%q: want LAT,LNG", s)
+	}
+	la, err1 := strconv.ParseFloat(strings.TrimSpace(lat), 64)
+	lo, err2 := strconv.ParseFloat(strings.TrimSpace(lng), 64)
+	if err := errors.Join(err1, err2); err != nil || la < -90 || la > 90 || lo < -180 || lo > 180 {
+		return nil, fmt.Errorf("%q: want LAT,LNG in degrees", s)
+	}
+	return &commonv1.LatLng{Latitude: la, Longitude: lo}, nil
+}
+
+func exitForParse(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
+func or(s, def string) string {
+	if s != "" {
+		return s
+	}
+	return def
+}

@@ -1,0 +1,113 @@
+// Package shopper is the mobile app's side of Handoff: the shopper-facing services (catalog,
+// store locator, cart, orders) reached through the gateway over gRPC-web, the protocol browsers
+// and mobile apps use, with the shopper's token on every call.
+package shopper
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
+	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1/fulfilmentv1connect"
+	"github.com/handoff-dev/handoff/proto/handoff/inventory/v1/inventoryv1connect"
+)
+
+// App is a connection to the gateway: every shopper-facing service, each call carrying a
+// shopper's bearer token.
+type App struct {
+	Catalog catalogv1connect.CatalogServiceClient
+	Locator inventoryv1connect.StoreLocatorServiceClient
+	Cart    cartv1connect.CartServiceClient
+	Orders  fulfilmentv1connect.OrderServiceClient
+}
+
+// New connects to the gateway at gatewayURL ("http://127.0.0.1:8080") over gRPC-web as the
+// shopper holding token. With an empty token each call carries the token its context holds
+// (WithToken), or none, so one App can serve many shoppers. Many Apps may share one HTTP client.
+// opts add to the clients' options (interceptors that time calls, say).
+func New(httpClient *http.Client, gatewayURL, token string, opts ...connect.ClientOption) *App {
+	opts = append([]connect.ClientOption{connect.WithGRPCWeb(), connect.WithInterceptors(Bearer(token))}, opts...)
+	return &App{
+		Catalog: catalogv1connect.NewCatalogServiceClient(httpClient, gatewayURL, opts...),
+		Locator: inventoryv1connect.NewStoreLocatorServiceClient(httpClient, gatewayURL, opts...),
+		Cart:    cartv1connect.NewCartServiceClient(httpClient, gatewayURL, opts...),
+		Orders:  fulfilmentv1connect.NewOrderServiceClient(httpClient, gatewayURL, opts...),
+	}
+}
+
+type tokenKey struct{}
+
+// WithToken makes calls with ctx carry token, on Apps made without one.
+func WithToken(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, tokenKey{}, token)
+}
+
+// HTTPClient returns a client suited to many concurrent gRPC-web calls and streams over
+// HTTP/1.1: each call in flight holds its own connection, so the idle pool must be as large as
+// the concurrency or connections are opened and closed on every call.
+func HTTPClient(maxConns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        maxConns,
+		MaxIdleConnsPerHost: maxConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}}
+}
+
+// Bearer adds "Authorization: Bearer token" to every request, unary or streaming; with an
+// empty token, the token of the call's context (WithToken), if any.
+func Bearer(token string) connect.Interceptor { return bearer(token) }
+
+type bearer string
+
+func (b bearer) set(ctx context.Context, h http.Header) {
+	token := string(b)
+	if token == "" {
+		token, _ = ctx.Value(tokenKey{}).(string)
+	}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+}
+
+func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		b.set(ctx, req.Header())
+		return next(ctx, req)
+	}
+}
+
+func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		b.set(ctx, conn.RequestHeader())
+		return conn
+	}
+}
+
+func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// Money formats an amount of a two-decimal currency for people: "$4.50", "12.00 EUR".
+func Money(m *commonv1.Money) string {
+	if m == nil {
+		return "-"
+	}
+	sign, a := "", m.GetAmountMinor()
+	if a < 0 {
+		sign, a = "-", -a
+	}
+	if m.GetCurrencyCode() == "USD" {
+		return fmt.Sprintf("%s$%d.%02d", sign, a/100, a%100)
+	}
+	return fmt.Sprintf("%s%d.%02d %s", sign, a/100, a%100, m.GetCurrencyCode())
+}
