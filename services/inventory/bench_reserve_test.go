@@ -36,10 +36,11 @@ import (
 //
 //	spread: orders over 200 stores × 50 SKUs;  hot: every order for one SKU at one store.
 //
-// Callers 4, 16, 64. Each order is one line of one unit. raw+notify is the raw loop with the
+// Callers 4, 16, 64, each sub-benchmark for at least HANDOFF_BENCH_SECONDS (default 2) even
+// with -benchtime 1x. Each order is one line of one unit. raw+notify is the raw loop with the
 // outbox's pg_notify, the fair baseline for any service that writes events through it. Run with
 //
-//	go test ./services/inventory -run '^$' -bench ReserveHolds -benchtime 3s
+//	go test ./services/inventory -run '^$' -bench ReserveHolds -count 3
 //
 // HANDOFF_BENCH_POOL (default 8) sizes the service's pool and HANDOFF_BENCH_RESERVE_WORKERS
 // (default: the service's default) its reserve workers; the raw loop gets one connection per
@@ -167,14 +168,18 @@ func rawReserve(ctx context.Context, pool *pgxpool.Pool, orderID, store, sku str
 	})
 }
 
-// runCallers runs b.N operations spread over callers goroutines and reports holds/s and CPU.
+// runCallers runs operations spread over callers goroutines, at least b.N of them and for at
+// least HANDOFF_BENCH_SECONDS (default 2), so that a throughput means something even with
+// -benchtime 1x, and reports holds/s, ns/op of what actually ran, and CPU.
 func runCallers(b *testing.B, callers int, op func(*rand.Rand) error) {
 	var (
 		next    atomic.Int64
+		done    atomic.Int64
 		wg      sync.WaitGroup
 		errOnce sync.Once
 		failed  error
 	)
+	minRun := time.Duration(envInt("HANDOFF_BENCH_SECONDS", 2)) * time.Second
 	cpu0, mach0 := selfCPU(), machineCPU()
 	b.ResetTimer()
 	start := time.Now()
@@ -183,11 +188,12 @@ func runCallers(b *testing.B, callers int, op func(*rand.Rand) error) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano())))
-			for next.Add(1) <= int64(b.N) {
+			for next.Add(1) <= int64(b.N) || time.Since(start) < minRun {
 				if err := op(rng); err != nil {
 					errOnce.Do(func() { failed = err })
 					return
 				}
+				done.Add(1)
 			}
 		}()
 	}
@@ -197,9 +203,11 @@ func runCallers(b *testing.B, callers int, op func(*rand.Rand) error) {
 	if failed != nil {
 		b.Fatal(failed)
 	}
+	n := float64(done.Load())
 	cpu, mach := selfCPU()-cpu0, machineCPU().sub(mach0)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "holds/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "go-cpu-µs/hold")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/n, "ns/op")
+	b.ReportMetric(n/elapsed.Seconds(), "holds/s")
+	b.ReportMetric(float64(cpu.Microseconds())/n, "go-cpu-µs/hold")
 	b.ReportMetric(100*mach.busyShare(), "machine-busy-%")
 }
 
