@@ -33,6 +33,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -60,16 +63,47 @@ const channelSQL = `CASE WHEN octet_length('handoff_outbox_' || current_schema()
 	THEN 'handoff_outbox_' || current_schema()
 	ELSE 'handoff_outbox_' || md5(current_schema()) END`
 
-// enqueueSQL inserts the event and notifies the relay in one round trip.
+// enqueueNotifySQL inserts the event and notifies the relay in one round trip.
 // NOTIFY is transactional: the relay hears it only once the caller commits,
 // and not at all on rollback. Identical notifications in one transaction are
 // folded into one, so a transaction that enqueues many events wakes the relay
 // once.
-const enqueueSQL = `WITH ins AS (
+const enqueueNotifySQL = `WITH ins AS (
 	INSERT INTO outbox (event_id, subject, event_type, payload) VALUES ($1, $2, $3, $4)
 	ON CONFLICT (event_id) DO NOTHING
 	RETURNING seq)
 SELECT pg_notify(` + channelSQL + `, '') FROM ins`
+
+// enqueueSQL inserts the event without waking the relay (see NotifyGap).
+const enqueueSQL = `INSERT INTO outbox (event_id, subject, event_type, payload) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (event_id) DO NOTHING`
+
+// NotifyGap spaces the NOTIFYs one process sends per event source. A transaction that
+// NOTIFYs takes a lock that is global to the PostgreSQL server and holds it through its
+// commit's disk flush, so a NOTIFY on every event would make every event-writing commit on the
+// server wait in one line. Instead a writer NOTIFYs only when the last NOTIFY for its events
+// is older than the gap; the relay, after any round that published, looks again one gap later.
+// An event thus waits at most about one gap, and the lock is taken a few dozen times a second
+// instead of once per event.
+const NotifyGap = 15 * time.Millisecond
+
+// lastNotify holds, per event source (the subject's service token), when this process last
+// enqueued with a NOTIFY, in UnixNano.
+var lastNotify sync.Map // string → *atomic.Int64
+
+// shouldNotify reports whether an event on subject should wake the relay now, and claims the
+// slot if so.
+func shouldNotify(subject string) bool {
+	source := subject
+	if parts := strings.SplitN(subject, ".", 3); len(parts) >= 2 {
+		source = parts[1]
+	}
+	v, _ := lastNotify.LoadOrStore(source, new(atomic.Int64))
+	last := v.(*atomic.Int64)
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(NotifyGap) && last.CompareAndSwap(prev, now)
+}
 
 var (
 	relayedEvents = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -119,7 +153,11 @@ func EnqueueWithID(ctx context.Context, tx pgx.Tx, eventID, subject string, msg 
 		return fmt.Errorf("outbox: marshal %s for %s: %w", msg.ProtoReflect().Descriptor().FullName(), subject, err)
 	}
 	eventType := string(msg.ProtoReflect().Descriptor().FullName())
-	if _, err := tx.Exec(ctx, enqueueSQL, id.String(), subject, eventType, payload); err != nil {
+	sql := enqueueSQL
+	if shouldNotify(subject) {
+		sql = enqueueNotifySQL
+	}
+	if _, err := tx.Exec(ctx, sql, id.String(), subject, eventType, payload); err != nil {
 		return fmt.Errorf("outbox: enqueue %s on %s: %w", eventType, subject, err)
 	}
 	return nil

@@ -81,6 +81,9 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Rela
 // backlog drains at full speed. A failed round is retried with backoff; the
 // rows stay in the table meanwhile. Run returns an error only if it cannot
 // start.
+// fastPollFor is how long the relay keeps looking every NotifyGap after it last published.
+const fastPollFor = 20 * NotifyGap
+
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.setup(ctx); err != nil {
 		return err
@@ -97,7 +100,13 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
-	var backoff time.Duration
+	var (
+		backoff time.Duration
+		// Writers NOTIFY at most once per NotifyGap (see Enqueue), so while events flow the
+		// relay keeps looking every gap until it has seen nothing for a while: an event
+		// whose writer skipped the NOTIFY waits about one gap, not a poll interval.
+		fastUntil time.Time
+	)
 	for {
 		n, err := r.Flush(ctx)
 		switch {
@@ -114,8 +123,18 @@ func (r *Relay) Run(ctx context.Context) error {
 		case n > 0:
 			backoff = 0
 			logger.Debug("outbox relayed", "events", n)
+			fastUntil = time.Now().Add(fastPollFor)
 		default:
 			backoff = 0
+		}
+		if time.Now().Before(fastUntil) {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-wake:
+			case <-time.After(NotifyGap):
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
