@@ -376,3 +376,67 @@ func TestRateLimitsTripWithRetryInfoAndRecover(t *testing.T) {
 		}
 	}
 }
+
+// Through the edge, a shopper's cart and order are invisible to every other caller, and a
+// refused call changes nothing.
+func TestAnotherCallersTokenNeverReachesAShoppersCartOrOrder(t *testing.T) {
+	ready := stacktest.Start(t)
+	toks := tokens(t, ready.Keys)
+	base := "http://" + ready.GatewayAddr
+	bob, err := ready.Keys.Issue(auth.Principal{Subject: "bob", Role: auth.RoleCustomer}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks["another customer"] = bob
+	as := func(tok string) (cartv1connect.CartServiceClient, fulfilmentv1connect.OrderServiceClient) {
+		opts := []connect.ClientOption{connect.WithGRPCWeb(), connect.WithInterceptors(bearer(tok))}
+		return cartv1connect.NewCartServiceClient(http.DefaultClient, base, opts...), fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, base, opts...)
+	}
+
+	// Alice's cart, one line, and an order from a second cart.
+	aliceCart, aliceOrders := as(toks["customer"])
+	created, err := aliceCart.CreateCart(t.Context(), connect.NewRequest(&cartv1.CreateCartRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cartID := created.Msg.GetCart().GetId()
+	added, err := aliceCart.AddLine(t.Context(), connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: "CROISSANT", Quantity: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := added.Msg.GetCart().GetVersion()
+	orders, err := aliceOrders.ListOrders(t.Context(), connect.NewRequest(&fulfilmentv1.ListOrdersRequest{}))
+	if err != nil {
+		t.Fatalf("alice lists her orders: %v", err)
+	}
+	if len(orders.Msg.GetOrders()) != 0 {
+		t.Fatalf("a new customer has orders: %v", orders.Msg.GetOrders())
+	}
+
+	want := map[string]connect.Code{
+		"another customer": connect.CodeNotFound, "staff": connect.CodePermissionDenied, "admin": connect.CodePermissionDenied,
+		"expired": connect.CodeUnauthenticated, "other key": connect.CodeUnauthenticated, "none": connect.CodeUnauthenticated,
+	}
+	for who, code := range want {
+		c, _ := as(toks[who])
+		_, err := c.GetCart(t.Context(), connect.NewRequest(&cartv1.GetCartRequest{CartId: cartID}))
+		if got := connect.CodeOf(err); got != code {
+			t.Errorf("GetCart of alice's cart with %s token: %v, want %v", who, got, code)
+		}
+		_, err = c.AddLine(t.Context(), connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: "CROISSANT", Quantity: 5}))
+		if got := connect.CodeOf(err); got != code {
+			t.Errorf("AddLine to alice's cart with %s token: %v, want %v", who, got, code)
+		}
+		_, err = c.ClearCart(t.Context(), connect.NewRequest(&cartv1.ClearCartRequest{CartId: cartID}))
+		if got := connect.CodeOf(err); got != code {
+			t.Errorf("ClearCart of alice's cart with %s token: %v, want %v", who, got, code)
+		}
+	}
+	got, err := aliceCart.GetCart(t.Context(), connect.NewRequest(&cartv1.GetCartRequest{CartId: cartID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Msg.GetCart().GetVersion() != version || len(got.Msg.GetCart().GetLines()) != 1 || got.Msg.GetCart().GetLines()[0].GetQuantity() != 1 {
+		t.Fatalf("refused calls changed alice's cart: %v", got.Msg.GetCart())
+	}
+}
