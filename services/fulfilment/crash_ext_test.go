@@ -156,6 +156,18 @@ func TestKilledRightAfterHandOverCommitsTheHoldsAfterRestart(t *testing.T) {
 	o := e.mustPlace(checkout("alice", "crash-3", "s1", line{"LATTE-16", 2}), confirmed)
 	e.accept("s1", o.GetId())
 	e.markReady("s1", o.GetId())
+	// Let the confirmation's hold extension finish first: one the kill caught mid-call would
+	// hold up the hand-over's commit behind it for its lease, which is not what this tests.
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var pending int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_effects WHERE order_id = $1`, o.GetId()).Scan(&pending); err != nil {
+			return err
+		}
+		if pending > 0 {
+			return fmt.Errorf("%d effects of order %s still pending", pending, o.GetId())
+		}
+		return nil
+	})
 	handedOver := make(chan error, 1)
 	go func() { _, err := e.handOver("s1", o.GetId(), o.GetPickupCode()); handedOver <- err }()
 	if !c.waitFor("failpoint after_transition reached", 15*time.Second) {

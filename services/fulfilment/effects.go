@@ -2,10 +2,12 @@ package fulfilment
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/status"
 
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -155,12 +157,50 @@ func (s *Service) applyEffect(ctx context.Context, e effect) error {
 		return s.inv.commit(ctx, e.orderID)
 	case domain.ExtendHolds:
 		res, err := s.inv.extend(ctx, e.orderID, e.deadline)
-		if err == nil && len(res.GetHolds()) == 0 {
-			// Only when inventory could not be reached for longer than the placement hold
-			// lived (or a bug): the order is open but no stock is held for it any more.
-			s.log.Error("order is open but inventory holds nothing for it any more", "order_id", e.orderID)
+		if err != nil {
+			return err
 		}
-		return err
+		return s.lapseIfUnheld(ctx, e.orderID, openHolds(res.GetHolds()))
 	}
 	return fmt.Errorf("unknown effect kind %d", e.kind)
 }
+
+func openHolds(holds []*inventoryv1.Hold) int {
+	n := 0
+	for _, h := range holds {
+		if h.GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN {
+			n++
+		}
+	}
+	return n
+}
+
+// lapseReason is what the shopper and the store are told when an order's reservation lapsed.
+const lapseReason = "the stock held for this order was released before it could be kept for pickup; nothing will be charged"
+
+// lapseIfUnheld cancels an open order when inventory holds fewer of its lines than it has
+// active: its holds ended while inventory could not be reached to extend them (an outage longer
+// than the placement hold). Keeping it open would promise units that may be promised to someone
+// else already, and hand-over would commit nothing, leaving on-hand too high. The rest of its
+// holds are released by the cancellation's effect.
+func (s *Service) lapseIfUnheld(ctx context.Context, orderID string, open int) error {
+	_, err := s.transact(ctx, orderID, scope{}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+		if open >= o.activeLines() {
+			return nil, nil
+		}
+		c, err := o.step(domain.LapseReservation, lapseActor, lapseReason, "", now)
+		var illegal *domain.IllegalTransition
+		if errors.As(err, &illegal) {
+			return nil, nil // already over (collected, cancelled): nothing is promised any more
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.log.Error("order cancelled: inventory no longer holds its stock", "order_id", o.ID, "held_lines", open, "active_lines", o.activeLines())
+		o.Reason = lapseReason
+		return []change{c}, nil
+	})
+	return err
+}
+
+var lapseActor = systemActor("reservations")

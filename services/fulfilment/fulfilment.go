@@ -106,7 +106,8 @@ type Config struct {
 	// ReserveTimeout bounds the reserve call of a checkout. Default 2s.
 	ReserveTimeout time.Duration
 	// PlacementHoldTTL is the deadline given to holds when reserving, before the order exists:
-	// how long the holds of an order that was never created stay. Default 2m.
+	// how long the holds of an order that was never created stay, and how long inventory may be
+	// out of reach after a confirmation before the order loses its stock. Default 10m.
 	PlacementHoldTTL time.Duration
 	// PendingAfter is how old a PENDING order must be before the recovery loop drives it on
 	// (a younger one may still be in the hands of its checkout). Default 5s.
@@ -149,7 +150,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.ReserveTimeout, 2*time.Second)
-	def(&c.PlacementHoldTTL, 2*time.Minute)
+	def(&c.PlacementHoldTTL, 10*time.Minute)
 	def(&c.PendingAfter, 5*time.Second)
 	def(&c.PendingGiveUp, 10*time.Minute)
 	def(&c.HoldGrace, 15*time.Minute)

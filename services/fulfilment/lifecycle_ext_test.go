@@ -3,6 +3,7 @@ package fulfilment_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -471,6 +472,47 @@ func TestHoldsOfAnOrderOpenLongAreExtendedBeforeTheyRunOut(t *testing.T) {
 	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, holdsExpireAfter(time.Now().Add(time.Hour)))
 	if s := e.stateOf(o.GetId()); s != preparing {
 		t.Fatalf("order is %s after its holds were refreshed, want PREPARING", s)
+	}
+	e.checkInvariants()
+}
+
+// Inventory was out of reach for longer than the holds lived: its sweeper ended them, and
+// another order may already hold those units. Fulfilment must not keep the order open as if
+// its stock were held (staff would hand over units promised twice, and the hand-over would
+// commit nothing): it cancels it, says why, and tells the store and the shopper.
+func TestOrderWhoseHoldsLapsedIsCancelledNotKeptOpen(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	e.waitHolds(o.GetId(), map[string]int{"open": 1})
+
+	// The outage: the hold reaches its deadline and inventory's sweeper ends it.
+	if _, err := e.invPool.Exec(e.ctx, `UPDATE holds SET expire_time = now() - interval '1 second' WHERE order_id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHolds(o.GetId(), map[string]int{"expired": 1})
+	// Inventory is back; fulfilment's timer comes to extend the holds and finds none.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET hold_deadline = now() + interval '30 seconds', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != cancelled {
+			return fmt.Errorf("order is %s after its holds lapsed, want CANCELLED", s)
+		}
+		return nil
+	})
+	res, err := e.orders.GetOrder(e.asCustomer("alice"), &fulfilmentv1.GetOrderRequest{OrderId: o.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.GetOrder().GetReason(), "released") {
+		t.Fatalf("the shopper is not told why: reason %q", res.GetOrder().GetReason())
+	}
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "cancelled")
+	if got := e.available("s1", "LATTE-16"); got != 4 {
+		t.Fatalf("available %d, want all 4 (nothing held for a cancelled order)", got)
 	}
 	e.checkInvariants()
 }

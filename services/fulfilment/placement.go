@@ -246,10 +246,16 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 }
 
 // lapsedHolds explains why a RESERVED answer does not hold the order's lines any more, or "".
+// A hold at or near its deadline counts as ended even before the sweeper releases it: it may be
+// swept before the extension that follows the confirmation reaches it.
+// lapseMargin is how close to its deadline a hold may be and still be counted on.
+const lapseMargin = 10 * time.Second
+
 func lapsedHolds(o *order, res *inventoryv1.ReserveHoldsResponse) string {
 	open := 0
+	soon := time.Now().Add(lapseMargin)
 	for _, h := range res.GetHolds() {
-		if h.GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN {
+		if h.GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN && (h.GetExpireTime() == nil || h.GetExpireTime().AsTime().After(soon)) {
 			open++
 		}
 	}

@@ -25,12 +25,14 @@ var allowed = map[domain.State]map[domain.Action]domain.State{
 		domain.StaffCancel:         domain.Cancelled,
 		domain.CheckIn:             domain.Confirmed,
 		domain.EscalateNotAccepted: domain.Confirmed,
+		domain.LapseReservation:    domain.Cancelled,
 	},
 	domain.Preparing: {
 		domain.MarkLineUnavailable: domain.Preparing,
 		domain.MarkReady:           domain.Ready,
 		domain.StaffCancel:         domain.Cancelled,
 		domain.CheckIn:             domain.Preparing,
+		domain.LapseReservation:    domain.Cancelled,
 	},
 	domain.Ready: {
 		domain.HandOver:           domain.Collected,
@@ -39,6 +41,7 @@ var allowed = map[domain.State]map[domain.Action]domain.State{
 		domain.CheckIn:            domain.Ready,
 		domain.RemindExpiringSoon: domain.Ready,
 		domain.LockPickup:         domain.Ready,
+		domain.LapseReservation:   domain.Cancelled,
 	},
 	// Final states allow nothing.
 	domain.Collected: {},

@@ -76,11 +76,15 @@ const (
 	EscalateNotAccepted
 	// LockPickup: too many wrong pickup codes; hand-over is locked for a while.
 	LockPickup
+	// LapseReservation: inventory no longer holds the order's stock (its holds ended while
+	// inventory could not be reached to extend them); the order is cancelled rather than
+	// promising units that may already be promised to someone else (system).
+	LapseReservation
 )
 
 // Actions lists every action, for exhaustive tests and documentation.
 var Actions = []Action{Confirm, Reject, Accept, MarkLineUnavailable, MarkReady, HandOver,
-	CustomerCancel, StaffCancel, Expire, CheckIn, RemindExpiringSoon, EscalateNotAccepted, LockPickup}
+	CustomerCancel, StaffCancel, Expire, CheckIn, RemindExpiringSoon, EscalateNotAccepted, LockPickup, LapseReservation}
 
 // Effect is what inventory must do once a transition has committed. Effects are recorded in
 // the transition's transaction and carried out (retried until done) afterwards.
@@ -150,6 +154,8 @@ var table = map[Action]Rule{
 		Event: "not_accepted"},
 	LockPickup: {Verb: "lock hand-over", From: []State{Ready},
 		Event: "pickup_locked"},
+	LapseReservation: {Verb: "cancel the order for a lapsed reservation", From: []State{Confirmed, Preparing, Ready},
+		To: Cancelled, Event: "cancelled", Notify: "order.cancelled", Effect: ReleaseAll},
 }
 
 // RuleOf returns the table row of a. Every Action has one.
