@@ -256,8 +256,9 @@ func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *con
 	var cursor int64
 	if err := a.db.QueryRow(ctx, `
 		SELECT coalesce(
-			(SELECT seq - 1 FROM tickets WHERE store_id = $1 AND create_time >= now() - $2::bigint * interval '1 microsecond'
-			 ORDER BY create_time, seq LIMIT 1),
+			-- The lowest sequence in the window, not the earliest time: create_time is taken before
+			-- the sequence is, so the two orders can differ and a time-based start could skip one.
+			(SELECT min(seq) - 1 FROM tickets WHERE store_id = $1 AND create_time >= now() - $2::bigint * interval '1 microsecond'),
 			(SELECT last_seq FROM store_feeds WHERE store_id = $1),
 			0)`, storeID, a.cfg.ReplayWindow.Microseconds()).Scan(&cursor); err != nil {
 		return a.streamEnd(ctx, "find the feed's start", err)
