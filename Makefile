@@ -21,7 +21,8 @@ help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: run
-run: deps ## Run the whole system in one process, demo data loaded (Ctrl-C stops it)
+run: ## Run the whole system in one process, demo data loaded (Ctrl-C stops it)
+	@.ci/system-deps run
 	go run ./cmd/handoff
 
 .PHONY: test
@@ -40,7 +41,7 @@ test-short: ## Just the Go tests
 	go test -race ./...
 
 .PHONY: deps
-deps: ## Install what the machine lacks (PostgreSQL binaries when no server is running)
+deps: ## Install what the machine lacks: PostgreSQL binaries, and Chromium for the browser test
 	@.ci/system-deps
 
 .PHONY: tools
