@@ -83,6 +83,9 @@ func New(cfg Config) (*Gateway, error) {
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		connect.WithInterceptors(newAdmission(cfg.Keys, cfg.RateLimits).interceptor()),
+		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
+		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
+		connect.WithCompressMinBytes(edge.CompressMinBytes),
 	}
 	mux := http.NewServeMux()
 	mux.Handle(catalogv1connect.NewCatalogServiceHandler(catalogProxy{c: catalogv1.NewCatalogServiceClient(cfg.Catalog)}, opts...))

@@ -161,6 +161,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	t.register(fs, getenv)
 	fs.StringVar(&t.inventory, "inventory", or(getenv("HANDOFF_INVENTORY_ADDR"), "127.0.0.1:9102"), "inventory's gRPC address, for the after-run invariant check (admin token)")
 	shoppers := fs.Int("shoppers", 16, "concurrent shoppers")
+	inFlight := fs.Int("in-flight", 4, "orders one shopper may have open at once: it checks out again once an order is CONFIRMED while the pickup goes on (1: one whole lifecycle after another)")
 	duration := fs.Duration("duration", 20*time.Second, "how long shoppers keep ordering")
 	orders := fs.Int("orders", 0, "place this many checkouts in all instead of running for -duration")
 	hotSKU := fs.String("hot-sku", "", "every order is one unit of this SKU (e.g. LATTE-16): all shoppers compete for it")
@@ -177,7 +178,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintln(stderr, "mobile-mock load: need -shoppers ≥ 1 and a positive -duration or -orders")
 		return 2
 	}
-	cfg := load.Config{Shoppers: *shoppers, Orders: *orders, HotSKU: strings.TrimSpace(*hotSKU), RadiusMeters: *radius}
+	cfg := load.Config{Shoppers: *shoppers, Orders: *orders, HotSKU: strings.TrimSpace(*hotSKU), RadiusMeters: *radius, MaxInFlight: *inFlight}
 	if *orders == 0 {
 		cfg.Duration = *duration
 	}

@@ -153,6 +153,9 @@ func TestLoadSpawnsItsOwnHandoff(t *testing.T) {
 	if b, err := os.ReadFile(out); err != nil || json.Unmarshal(b, &res) != nil {
 		t.Fatalf("results: %v\n%s", err, b)
 	}
+	if res.MaxInFlight != 4 {
+		t.Errorf("orders open per shopper at most: %d, want the default 4", res.MaxInFlight)
+	}
 	if res.Checkouts != 6 || res.Confirmed+res.Rejected != 6 || res.Collected != res.Confirmed || !res.Invariants.OK {
 		t.Errorf("6 checkouts on a spawned Handoff: %d checkouts, %d confirmed, %d rejected, %d collected, invariants %+v",
 			res.Checkouts, res.Confirmed, res.Rejected, res.Collected, res.Invariants)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -197,7 +198,7 @@ func (c caller) actor() string {
 func (a *Adapter) staffContext(ctx context.Context, c caller, storeID string) (context.Context, error) {
 	authorization := c.authorization
 	if c.terminal != "" {
-		tok, err := a.keys.Issue(auth.Principal{Subject: c.terminal, Role: auth.RoleStaff, Stores: []string{storeID}}, a.cfg.TokenTTL)
+		tok, err := a.staffTokens.get(a.keys, c.terminal, storeID, a.cfg.TokenTTL)
 		if err != nil {
 			return nil, a.internal(ctx, "mint staff token", err)
 		}
@@ -238,4 +239,44 @@ func (a *Adapter) fail(ctx context.Context, what string, err error) error {
 		return edge.ConnectError(err)
 	}
 	return a.internal(ctx, what, err)
+}
+
+// mintedTokens keeps the staff token minted for each terminal and store while it has more
+// than half its lifetime left, so a terminal's calls present one token (verified once by
+// fulfilment, then remembered there) instead of a fresh one per call. Only the adapter ever
+// holds these tokens, and it checks the terminal's credential (and revocation) on every call
+// before forwarding, so reusing one grants nothing a new one would not.
+type mintedTokens struct {
+	mu sync.Mutex
+	m  map[string]mintedToken
+}
+
+type mintedToken struct {
+	token   string
+	renewAt time.Time
+}
+
+// maxMintedTokens bounds the map; when full it starts again empty.
+const maxMintedTokens = 8192
+
+func (mt *mintedTokens) get(keys *auth.KeySet, terminal, storeID string, ttl time.Duration) (string, error) {
+	key := terminal + "\x00" + storeID
+	now := time.Now()
+	mt.mu.Lock()
+	t, ok := mt.m[key]
+	mt.mu.Unlock()
+	if ok && now.Before(t.renewAt) {
+		return t.token, nil
+	}
+	tok, err := keys.Issue(auth.Principal{Subject: terminal, Role: auth.RoleStaff, Stores: []string{storeID}}, ttl)
+	if err != nil {
+		return "", err
+	}
+	mt.mu.Lock()
+	if mt.m == nil || len(mt.m) >= maxMintedTokens {
+		mt.m = make(map[string]mintedToken)
+	}
+	mt.m[key] = mintedToken{token: tok, renewAt: now.Add(ttl / 2)}
+	mt.mu.Unlock()
+	return tok, nil
 }

@@ -14,6 +14,11 @@
 // ticket id is derived from the event id, so a redelivered event can never make a second
 // ticket, and the escalation of an order has one id whichever timer raised it.
 //
+// The consumer reads only the events that raise a ticket, and preparing (which ends a store's
+// own escalation timer); it handles the events waiting in batches, one transaction per batch
+// (Config.ConsumerBatchSize, package inbox's batch mode), so under load a ticket waits for one
+// commit, not for one commit per event queued ahead of it.
+//
 // # The feed (StreamTickets): Postgres replay, JetStream live
 //
 // What a terminal must get is "every ticket of its store it has not acknowledged, in order,
@@ -156,6 +161,9 @@ type Config struct {
 	// ConsumerConcurrency is how many order events are handled at once. One (the default)
 	// keeps a store's tickets in event order.
 	ConsumerConcurrency int
+	// ConsumerBatchSize is how many waiting order events the consumer may handle in one
+	// transaction (package inbox, batch mode). Default 64; 1 handles each on its own.
+	ConsumerBatchSize int
 	// TokenTTL is the lifetime of the staff and admin tokens the adapter mints for one
 	// forwarded call. Default 1m.
 	TokenTTL time.Duration
@@ -203,6 +211,9 @@ func (c *Config) setDefaults() {
 	if c.ConsumerConcurrency <= 0 {
 		c.ConsumerConcurrency = 1
 	}
+	if c.ConsumerBatchSize <= 0 {
+		c.ConsumerBatchSize = 64
+	}
 	if c.WebhookMaxAttempts <= 0 {
 		c.WebhookMaxAttempts = 8
 	}
@@ -233,6 +244,7 @@ type Adapter struct {
 	draining    context.Context
 	stopStreams context.CancelFunc
 	webhookWake chan struct{}
+	staffTokens mintedTokens
 }
 
 // ConsumerName is the durable JetStream consumer (and processed_events key) of the adapter's
@@ -272,6 +284,9 @@ func New(cfg Config) (*Adapter, error) {
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		connect.WithInterceptors(authInterceptor{a: a}),
+		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
+		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
+		connect.WithCompressMinBytes(edge.CompressMinBytes),
 	}
 	mux := http.NewServeMux()
 	mux.Handle(posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...))

@@ -27,6 +27,7 @@ var envVar = map[string]string{
 	"data-dir":              "HANDOFF_DATA_DIR",
 	"database-url":          "DATABASE_URL",
 	"postgres-port":         "HANDOFF_POSTGRES_PORT",
+	"db-max-conns":          "HANDOFF_DB_MAX_CONNS",
 	"nats-url":              "NATS_URL",
 	"embedded-nats-addr":    "HANDOFF_EMBEDDED_NATS_ADDR",
 	"stream-replicas":       "HANDOFF_STREAM_REPLICAS",
@@ -84,6 +85,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.IntVar(&c.PostgresPort, "postgres-port", atoi(env("postgres-port", "0")), "port of the private PostgreSQL (0: any free port)")
 	fs.StringVar(&c.NATSURL, "nats-url", env("nats-url", ""), "external NATS server (empty with the all target: embed one)")
 	fs.StringVar(&c.EmbeddedNATSAddr, "embedded-nats-addr", env("embedded-nats-addr", "127.0.0.1:4223"), "listen address of the embedded NATS server")
+	fs.IntVar(&c.DBMaxConns, "db-max-conns", atoi(env("db-max-conns", "16")), "Postgres connections per service pool at most (each service and the pos-adapter has one)")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", atoi(env("stream-replicas", "1")), "JetStream replicas per stream (3 in a production cluster)")
 	fs.StringVar(&c.GatewayAddr, "gateway-addr", env("gateway-addr", "127.0.0.1:8080"), "gateway listen address (gRPC-web, gRPC, Connect)")
 	fs.StringVar(&c.POSAdapterAddr, "pos-addr", env("pos-addr", "127.0.0.1:8090"), "pos-adapter listen address")

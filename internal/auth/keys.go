@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -17,8 +19,9 @@ import (
 // KeySet holds the HMAC-SHA256 keys tokens are signed with, by key id. Several keys let an
 // operator rotate: add the new key, sign with it, drop the old one once its tokens expired.
 type KeySet struct {
-	keys    map[string][]byte
-	signing string // key id new tokens are signed with
+	keys     map[string][]byte
+	signing  string // key id new tokens are signed with
+	verified verifiedCache
 }
 
 // minKeyBytes is the least key material accepted: HS256 wants at least the hash size.
@@ -116,8 +119,62 @@ func (ks *KeySet) Issue(p Principal, ttl time.Duration) (string, error) {
 	return s, nil
 }
 
+// leeway is the clock skew Verify allows on expiry and not-before.
+const leeway = 30 * time.Second
+
+// verifiedCap bounds the verified-token cache; when full it starts again empty.
+const verifiedCap = 16384
+
+// verifiedCache remembers tokens that verified: a token is checked at the edge and again by
+// the service it is forwarded to, on every call of the same shopper or terminal, and parsing
+// and checking it (JSON, HMAC) was a few percent of the whole system's CPU. A KeySet's keys
+// never change, so a token that verified once verifies again until it expires; expiry is
+// checked on every hit. Only tokens that verified are kept.
+type verifiedCache struct {
+	mu sync.Mutex
+	m  map[string]Principal
+}
+
+func (v *verifiedCache) get(token string) (Principal, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p, ok := v.m[token]
+	return p, ok
+}
+
+func (v *verifiedCache) put(token string, p Principal) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= verifiedCap {
+		v.m = make(map[string]Principal, 256)
+	}
+	v.m[token] = p
+}
+
+func (v *verifiedCache) drop(token string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.m, token)
+}
+
 // Verify checks a token's signature, issuer, expiry and claims and returns its Principal.
 func (ks *KeySet) Verify(token string) (Principal, error) {
+	if p, ok := ks.verified.get(token); ok {
+		if time.Now().After(p.Expires.Add(leeway)) {
+			ks.verified.drop(token)
+			return Principal{}, ErrExpired
+		}
+		p.Stores = slices.Clone(p.Stores)
+		return p, nil
+	}
+	p, err := ks.verify(token)
+	if err == nil {
+		ks.verified.put(token, Principal{Subject: p.Subject, Role: p.Role, Stores: slices.Clone(p.Stores), TokenID: p.TokenID, Expires: p.Expires})
+	}
+	return p, err
+}
+
+func (ks *KeySet) verify(token string) (Principal, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
@@ -130,7 +187,7 @@ func (ks *KeySet) Verify(token string) (Principal, error) {
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithIssuer(Issuer),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(30*time.Second),
+		jwt.WithLeeway(leeway),
 	)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):

@@ -15,6 +15,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// CompressMinBytes is the smallest response message the edges compress (for clients that
+// accept gzip). Most replies are a few hundred bytes, where gzip saves little and its per-message
+// set-up was a tenth of the edges' CPU under load.
+const CompressMinBytes = 4096
+
 // Mount adds grpc.health.v1 and server reflection (v1 and v1alpha) for the named services to
 // mux, and returns the health status to flip on shutdown.
 func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption) *Health {

@@ -17,6 +17,19 @@
 // stable across redeliveries of that message but not across two publishes of
 // the same fact; such publishers are not idempotent and this cannot fix that.
 //
+// # Batches
+//
+// With [Config.BatchSize] above one, a worker takes up to that many messages that are already
+// waiting and handles them in ONE transaction: it records all their ids with one statement,
+// runs the handler for each id not recorded before, in stream order, commits, and only then
+// acks them all. A redelivered batch (or any part of it) finds its ids recorded and changes
+// nothing. If anything in the batch fails (a handler error or panic, a lock conflict, the
+// commit), the whole transaction rolls back and the worker handles the same messages again one
+// per transaction, exactly as without batching: the failing message is retried, delayed or
+// terminated on its own and the others commit, each once, in order. A handler in batch mode
+// shares its transaction with the other messages' handlers and must not rely on being alone in
+// it (it should not, say, roll back to a savepoint it did not make).
+//
 // A consumer's name ([Config.Durable]) is also its key in processed_events:
 // every copy of a service uses the same durable, shares the same consumer
 // (JetStream splits the messages between them) and the same processed ids.
@@ -28,6 +41,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -74,6 +88,10 @@ type Config struct {
 	// message is retried after those behind it; more trade order for
 	// throughput.
 	Concurrency int
+	// BatchSize, above one, lets a worker handle up to that many waiting messages in one
+	// transaction (see Batches in the package doc); a failed batch is handled again one
+	// message per transaction. Zero or one: one message per transaction.
+	BatchSize int
 	// Logger receives retries (warn) and terminations (error). Nil discards.
 	Logger *slog.Logger
 }
@@ -89,6 +107,15 @@ var (
 		Name:    "handoff_inbox_handle_seconds",
 		Help:    "Time to handle one message, transaction included, by consumer.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"consumer"})
+	inboxBatches = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_inbox_batches_total",
+		Help: "Batches of several messages by consumer and result (committed, fallback: handled again one by one).",
+	}, []string{"consumer", "result"})
+	inboxBatchMessages = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "handoff_inbox_batch_messages",
+		Help:    "Messages per transaction in batch mode, by consumer.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 	}, []string{"consumer"})
 )
 
@@ -202,6 +229,9 @@ func newConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*consumer, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
 	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -243,6 +273,9 @@ func (c *consumer) ensure(ctx context.Context, js jetstream.JetStream) (jetstrea
 // by itself (the reason, if known), and returns once every message it
 // started is handled.
 func (c *consumer) consume(ctx context.Context, cons jetstream.Consumer) error {
+	if c.cfg.BatchSize > 1 {
+		return c.consumeBatches(ctx, cons)
+	}
 	sem := make(chan struct{}, c.cfg.Concurrency)
 	var (
 		mu       sync.Mutex
@@ -331,7 +364,7 @@ func (c *consumer) handle(ctx context.Context, msg jetstream.Msg) {
 
 	// Tell JetStream we're still at it, so a slow handler is not handed
 	// to another copy meanwhile.
-	stopProgress := keepInProgress(msg, c.cfg.AckWait/3)
+	stopProgress := keepInProgress([]jetstream.Msg{msg}, c.cfg.AckWait/3)
 	duplicate, err := c.apply(ctx, eventID, msg)
 	stopProgress()
 
@@ -407,8 +440,8 @@ func (c *consumer) callHandler(ctx context.Context, tx pgx.Tx, msg jetstream.Msg
 	return c.handler(ctx, tx, msg)
 }
 
-// keepInProgress sends progress signals every interval until stopped.
-func keepInProgress(msg jetstream.Msg, interval time.Duration) (stop func()) {
+// keepInProgress sends progress signals for msgs every interval until stopped.
+func keepInProgress(msgs []jetstream.Msg, interval time.Duration) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -420,7 +453,9 @@ func keepInProgress(msg jetstream.Msg, interval time.Duration) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+				for _, msg := range msgs {
+					_ = msg.InProgress()
+				}
 			}
 		}
 	}()
@@ -446,4 +481,207 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// consumeBatches is consume in batch mode: the session's callback queues messages, and
+// Concurrency workers each take what is waiting, up to BatchSize, as one batch.
+func (c *consumer) consumeBatches(ctx context.Context, cons jetstream.Consumer) error {
+	queue := make(chan jetstream.Msg, c.cfg.BatchSize*c.cfg.Concurrency)
+	stop := make(chan struct{})
+	var (
+		mu         sync.Mutex
+		closing    bool
+		dispatches sync.WaitGroup
+		workers    sync.WaitGroup
+		lastErr    error
+	)
+	dispatch := func(msg jetstream.Msg) {
+		mu.Lock()
+		if closing {
+			mu.Unlock()
+			_ = msg.Nak()
+			return
+		}
+		dispatches.Add(1)
+		mu.Unlock()
+		defer dispatches.Done()
+		select {
+		case queue <- msg:
+		case <-stop:
+			_ = msg.Nak()
+		}
+	}
+	for range c.cfg.Concurrency {
+		workers.Go(func() {
+			for {
+				var first jetstream.Msg
+				select {
+				case <-stop:
+					return
+				case first = <-queue:
+				}
+				batch := []jetstream.Msg{first}
+			fill:
+				for len(batch) < c.cfg.BatchSize {
+					select {
+					case m := <-queue:
+						batch = append(batch, m)
+					default:
+						break fill
+					}
+				}
+				c.handleBatch(ctx, batch)
+			}
+		})
+	}
+	cc, err := cons.Consume(dispatch,
+		// A buffer about one batch per worker deep: a buffered message's ack wait is running.
+		jetstream.PullMaxMessages(max(16, 2*c.cfg.BatchSize*c.cfg.Concurrency)),
+		jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
+			mu.Lock()
+			lastErr = err
+			mu.Unlock()
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				cc.Stop()
+				return
+			}
+			c.logger.Warn("inbox: consume", "err", err)
+		}),
+	)
+	if err != nil {
+		close(stop)
+		workers.Wait()
+		return fmt.Errorf("inbox: consume %s: %w", c.cfg.Durable, err)
+	}
+	select {
+	case <-ctx.Done():
+		cc.Stop()
+	case <-cc.Closed():
+	}
+	mu.Lock()
+	closing = true
+	mu.Unlock()
+	close(stop)
+	dispatches.Wait()
+	workers.Wait() // each finishes the batch in hand
+	for {
+		select {
+		case m := <-queue: // queued but never started: hand back for another copy
+			_ = m.Nak()
+			continue
+		default:
+		}
+		break
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if lastErr == nil {
+		lastErr = errors.New("consume session ended")
+	}
+	return lastErr
+}
+
+// handleBatch applies msgs in one transaction and acks them all, or, if that fails, handles
+// each on its own as handle does.
+func (c *consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
+	if len(msgs) == 1 {
+		c.handle(ctx, msgs[0])
+		return
+	}
+	start := time.Now()
+	ids := make([]string, 0, len(msgs))
+	keep := msgs[:0:0]
+	for _, msg := range msgs {
+		id, err := EventID(msg)
+		if err != nil {
+			c.handle(ctx, msg) // terminates it, as always
+			continue
+		}
+		ids = append(ids, id)
+		keep = append(keep, msg)
+	}
+	msgs = keep
+	if len(msgs) == 0 {
+		return
+	}
+	stopProgress := keepInProgress(msgs, c.cfg.AckWait/3)
+	done, err := c.applyBatch(ctx, ids, msgs)
+	stopProgress()
+	if err != nil {
+		inboxBatches.WithLabelValues(c.cfg.Durable, "fallback").Inc()
+		if ctx.Err() != nil {
+			for _, msg := range msgs {
+				inboxMessages.WithLabelValues(c.cfg.Durable, "retried").Inc()
+				_ = msg.Nak() // shutting down: rolled back; redeliver at once
+			}
+			return
+		}
+		c.logger.Warn("inbox: batch failed; handling its messages one by one", "messages", len(msgs), "err", err)
+		for _, msg := range msgs {
+			c.handle(ctx, msg)
+		}
+		return
+	}
+	inboxBatches.WithLabelValues(c.cfg.Durable, "committed").Inc()
+	inboxBatchMessages.WithLabelValues(c.cfg.Durable).Observe(float64(len(msgs)))
+	elapsed := time.Since(start).Seconds()
+	for i, msg := range msgs {
+		result := "duplicate"
+		if done[i] {
+			result = "processed"
+		}
+		inboxMessages.WithLabelValues(c.cfg.Durable, result).Inc()
+		inboxHandleSeconds.WithLabelValues(c.cfg.Durable).Observe(elapsed)
+		if err := msg.Ack(); err != nil {
+			// Redelivered after AckWait and then skipped as a duplicate.
+			c.logger.Warn("inbox: settle message", "result", result, "event_id", ids[i], "err", err)
+		}
+	}
+}
+
+// applyBatch records ids (those of msgs, in order) and runs the handler for each message whose
+// id was new, in order, all in one transaction. done[i] reports that msgs[i] was handled now
+// (false: its id was recorded before, or earlier in this batch).
+func (c *consumer) applyBatch(ctx context.Context, ids []string, msgs []jetstream.Msg) (done []bool, err error) {
+	tx, err := c.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after commit
+
+	// Sorted and unique, so that two copies recording overlapping batches take the
+	// primary key's locks in the same order.
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	rows, err := tx.Query(ctx,
+		`INSERT INTO processed_events (consumer, event_id) SELECT $1, id FROM unnest($2::text[]) AS u(id) ORDER BY id
+		 ON CONFLICT DO NOTHING RETURNING event_id`,
+		c.cfg.Durable, sorted)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: record event ids: %w", err)
+	}
+	fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("inbox: record event ids: %w", err)
+	}
+	isNew := make(map[string]bool, len(fresh))
+	for _, id := range fresh {
+		isNew[id] = true
+	}
+	done = make([]bool, len(msgs))
+	for i, msg := range msgs {
+		if !isNew[ids[i]] {
+			continue
+		}
+		isNew[ids[i]] = false // a second copy of it in this batch is a duplicate
+		if err := c.callHandler(ctx, tx, msg); err != nil {
+			return nil, fmt.Errorf("inbox: event %s on %s: %w", ids[i], msg.Subject(), err)
+		}
+		done[i] = true
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("inbox: commit: %w", err)
+	}
+	return done, nil
 }

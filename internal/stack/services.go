@@ -107,7 +107,7 @@ func services() []serviceSpec {
 // its outbox relay and its background work. It returns the gRPC listen address.
 func (s *system) startService(ctx context.Context, spec serviceSpec) (string, error) {
 	log := s.log.With("service", spec.name)
-	pool, err := pgdb.Open(ctx, s.databaseURLFor(spec.name), spec.schema, pgdb.WithAppName("handoff-"+spec.name), pgdb.WithLogger(log))
+	pool, err := pgdb.Open(ctx, s.databaseURLFor(spec.name), spec.schema, pgdb.WithAppName("handoff-"+spec.name), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))
 	if err != nil {
 		return "", err
 	}
@@ -155,7 +155,7 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 // its outbox), and its edge server; it reaches fulfilment and inventory over gRPC.
 func (s *system) startPOSAdapter(ctx context.Context) error {
 	log := s.log.With("component", "pos-adapter")
-	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log))
+	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))
 	if err != nil {
 		return err
 	}

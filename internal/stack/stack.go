@@ -72,6 +72,10 @@ type Config struct {
 	EmbeddedNATSAddr string
 	// StreamReplicas is the JetStream replica count (1 on one server, 3 in a cluster).
 	StreamReplicas int
+	// DBMaxConns caps each service's Postgres pool (every service and the pos-adapter has
+	// one). Default 16: pgx's own default, max(4, CPUs), made checkouts wait for a connection
+	// under load while the database had room.
+	DBMaxConns int
 
 	// Listen addresses.
 	GatewayAddr    string
@@ -139,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamReplicas <= 0 {
 		c.StreamReplicas = 1
+	}
+	if c.DBMaxConns <= 0 {
+		c.DBMaxConns = 16
 	}
 	if c.Target != TargetAll {
 		if c.NATSURL == "" {

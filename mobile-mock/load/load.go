@@ -1,9 +1,14 @@
 // Package load drives a running Handoff with many concurrent shoppers and the stores' terminals
-// and measures it. Each shopper, in a loop, fills a cart, checks out (a new customer every
-// order, as in real life), watches the order, and hands the pickup code to the store when it is
-// ready; a simulated terminal per store follows the store's ticket feed and accepts and readies
-// every order of the run. Shoppers speak gRPC-web to the gateway, terminals gRPC-web to the
-// pos-adapter.
+// and measures it. Each shopper, in a loop, fills a cart and checks out (a new customer every
+// order, as in real life); once the order is CONFIRMED (or has ended otherwise) the shopper
+// starts its next order, while the order's pickup — watching it, handing the pickup code to the
+// store when it is ready, seeing it COLLECTED — runs on in its own goroutine. A shopper has at
+// most Config.MaxInFlight orders open at once (checkout included) and waits for one to finish
+// before starting another, so a slow system is not flooded: the offered load is bounded by
+// shoppers × MaxInFlight open orders. With MaxInFlight 1 a shopper's orders are strictly one
+// after another, the whole lifecycle each. A simulated terminal per store follows the store's
+// ticket feed and accepts and readies every order of the run. Shoppers speak gRPC-web to the
+// gateway, terminals gRPC-web to the pos-adapter.
 //
 // What is measured: checkout latency (the Checkout call, as the shopper sees it), confirmed ->
 // ticket-at-terminal latency (the order's CONFIRMED time to the NEW_ORDER ticket arriving at
@@ -64,6 +69,10 @@ type Config struct {
 	RadiusMeters float64
 	// OrderTimeout bounds one order's whole lifecycle; 0 means 30s.
 	OrderTimeout time.Duration
+	// MaxInFlight is how many orders one shopper may have open at once (from checkout to
+	// COLLECTED or another end); 0 means 4. A shopper starts its next order once the last one
+	// is CONFIRMED, as long as fewer than MaxInFlight are open.
+	MaxInFlight int
 	// Progress, when set, is called about once a second while the run goes.
 	Progress func(Progress)
 	// Logf receives notes about the run's set-up; nil discards them.
@@ -154,6 +163,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.OrderTimeout == 0 {
 		cfg.OrderTimeout = 30 * time.Second
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4
+	}
 	if cfg.Centre == nil {
 		cfg.Centre = cfg.Near
 	}
@@ -164,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Logf = func(string, ...any) {}
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = shopper.HTTPClient(4*cfg.Shoppers + 128)
+		cfg.HTTPClient = shopper.HTTPClient((cfg.MaxInFlight+3)*cfg.Shoppers + 128)
 	}
 	r := &run{
 		cfg:      cfg,
@@ -373,23 +385,44 @@ func (r *run) reportProgress(stop <-chan struct{}) {
 	}
 }
 
-// shopper places orders one after another until the run is over.
+// shopper places orders until the run is over: the next checkout as soon as the last order is
+// CONFIRMED (or ended), with at most MaxInFlight orders open; it returns once all have ended.
 func (r *run) shopper(ctx context.Context, id int) {
 	rng := rand.New(rand.NewPCG(uint64(id), uint64(r.start.UnixNano())))
+	slots := make(chan struct{}, r.cfg.MaxInFlight)
+	var open sync.WaitGroup
+	defer open.Wait()
 	for n := 0; ctx.Err() == nil; n++ {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		if r.cfg.Orders > 0 {
 			if r.budget.Add(-1) < 0 {
+				<-slots
 				return
 			}
 		} else if time.Now().After(r.end) {
+			<-slots
 			return
 		}
-		r.order(ctx, fmt.Sprintf("s%d-o%d", id, n), rng)
+		confirmed := make(chan struct{})
+		open.Go(func() {
+			defer func() { <-slots }()
+			r.order(ctx, fmt.Sprintf("s%d-o%d", id, n), rng, confirmed)
+		})
+		<-confirmed
 	}
 }
 
-// order is one shopper's whole order: cart, checkout, watching it, handing over the code.
-func (r *run) order(ctx context.Context, who string, rng *rand.Rand) {
+// order is one shopper's whole order: cart, checkout, watching it, handing over the code. It
+// closes confirmed once the order is CONFIRMED or has ended without being confirmed; rng is
+// used only before that.
+func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed chan<- struct{}) {
+	var once sync.Once
+	release := func() { once.Do(func() { close(confirmed) }) }
+	defer release()
 	ctx, cancel := context.WithTimeout(shopper.WithToken(ctx, r.token(who)), r.cfg.OrderTimeout)
 	defer cancel()
 
@@ -427,6 +460,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand) {
 		return
 	case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED:
 		r.confirm(order)
+		release() // the shopper may start the next order; the pickup goes on here
 	}
 
 	// The shopper watches the order and, once it is READY, shows the pickup code at the counter.
@@ -449,6 +483,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand) {
 		case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED:
 			if prev == fulfilmentv1.OrderState_ORDER_STATE_PENDING {
 				r.confirm(order)
+				release()
 			}
 		case fulfilmentv1.OrderState_ORDER_STATE_READY:
 			if handedOver {

@@ -25,6 +25,9 @@ import (
 type Result struct {
 	Started  time.Time `json:"started"`
 	Shoppers int       `json:"shoppers"`
+	// MaxInFlight is how many orders one shopper could have open at once: it starts the next
+	// checkout once an order is CONFIRMED, while the pickup goes on.
+	MaxInFlight int `json:"max_in_flight_per_shopper"`
 	// Mode is "spread" (menu orders over the chain) or "hot-sku".
 	Mode    string `json:"mode"`
 	HotSKU  string `json:"hot_sku,omitempty"`
@@ -119,6 +122,7 @@ func (r *run) result(ctx context.Context) *Result {
 	res := &Result{
 		Started:            r.start,
 		Shoppers:           r.cfg.Shoppers,
+		MaxInFlight:        r.cfg.MaxInFlight,
 		Mode:               "spread",
 		HotSKU:             r.cfg.HotSKU,
 		Gateway:            r.cfg.Endpoints.GatewayURL,
@@ -220,6 +224,9 @@ func (res *Result) PrintSummary(w io.Writer) {
 	}
 	fmt.Fprintf(w, "Handoff load: %d shoppers, %.1fs, %s; %d stores with a terminal\n", res.Shoppers, res.WindowSeconds, what, res.Stores)
 	fmt.Fprintf(w, "  shoppers → gateway %s (gRPC-web); terminals → pos-adapter %s (gRPC-web)\n", res.Gateway, res.POS)
+	if res.MaxInFlight > 0 {
+		fmt.Fprintf(w, "  model: a shopper checks out again once its order is CONFIRMED; the pickup runs on beside it, ≤ %d open orders per shopper\n", res.MaxInFlight)
+	}
 	fmt.Fprintf(w, "  host: %d CPUs, load average %.1f at the start, %.1f at the end\n", res.Host.CPUs, res.Host.LoadAverageStart, res.Host.LoadAverageEnd)
 	fmt.Fprintf(w, "  orders/s          %8.1f   checkouts CONFIRMED with the ticket at a terminal (%d in all)\n", res.OrdersPerSecond, res.OrdersWithTicket)
 	fmt.Fprintf(w, "  collected/s       %8.1f   full lifecycle to COLLECTED (%d in all)\n", res.CollectedPerSecond, res.Collected)

@@ -92,28 +92,42 @@ type querier interface {
 // loadCart reads customer's cart id with its lines, locking the cart row when forUpdate.
 // Another customer's cart is NotFound, exactly like a cart that does not exist.
 func loadCart(ctx context.Context, q querier, customer, id string, forUpdate bool) (*cartRow, error) {
-	sql := `SELECT id, customer_id, state, pickup_store_id, near_lat, near_lng, near_radius_m, version,
-		       checkout_key, coalesce(checkout_until > now(), false), order_id, create_time, update_time
-		FROM carts WHERE id = $1 AND customer_id = $2`
+	sql := `SELECT ` + cartColumns + ` FROM carts WHERE id = $1 AND customer_id = $2`
 	if forUpdate {
 		sql += ` FOR UPDATE`
 	}
 	c := &cartRow{}
-	err := q.QueryRow(ctx, sql, id, customer).Scan(&c.ID, &c.CustomerID, &c.State, &c.StoreID, &c.NearLat, &c.NearLng,
-		&c.NearRadius, &c.Version, &c.CheckoutKey, &c.CheckingOut, &c.OrderID, &c.CreateTime, &c.UpdateTime)
+	err := q.QueryRow(ctx, sql, id, customer).Scan(c.scanTargets()...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, rpcerr.NotFound("cart", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read cart %s: %w", id, err)
 	}
+	if c.Lines, err = loadLines(ctx, q, id); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// cartColumns are the carts columns a cartRow holds, in scanTargets' order.
+const cartColumns = `id, customer_id, state, pickup_store_id, near_lat, near_lng, near_radius_m, version,
+	checkout_key, coalesce(checkout_until > now(), false), order_id, create_time, update_time`
+
+func (c *cartRow) scanTargets() []any {
+	return []any{&c.ID, &c.CustomerID, &c.State, &c.StoreID, &c.NearLat, &c.NearLng,
+		&c.NearRadius, &c.Version, &c.CheckoutKey, &c.CheckingOut, &c.OrderID, &c.CreateTime, &c.UpdateTime}
+}
+
+// loadLines reads a cart's lines in their order.
+func loadLines(ctx context.Context, q querier, id string) ([]lineRow, error) {
 	rows, err := q.Query(ctx, `
 		SELECT line_id, sku, quantity, product_id, product_name, variant_name, price_minor, currency
 		FROM cart_lines WHERE cart_id = $1 ORDER BY position`, id)
 	if err != nil {
 		return nil, fmt.Errorf("read lines of cart %s: %w", id, err)
 	}
-	c.Lines, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (lineRow, error) {
+	lines, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (lineRow, error) {
 		var l lineRow
 		err := r.Scan(&l.LineID, &l.SKU, &l.Quantity, &l.ProductID, &l.ProductName, &l.VariantName, &l.PriceMinor, &l.Currency)
 		return l, err
@@ -121,7 +135,7 @@ func loadCart(ctx context.Context, q querier, customer, id string, forUpdate boo
 	if err != nil {
 		return nil, fmt.Errorf("read lines of cart %s: %w", id, err)
 	}
-	return c, nil
+	return lines, nil
 }
 
 // writable refuses a change the cart's state or the caller's version does not allow.
@@ -157,10 +171,13 @@ func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedV
 		if err := change(tx, c); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE carts SET version = version + 1, update_time = now() WHERE id = $1`, c.ID); err != nil {
+		// The version bump reads the row back as the change left it; then its lines.
+		out = &cartRow{}
+		if err := tx.QueryRow(ctx, `UPDATE carts SET version = version + 1, update_time = now() WHERE id = $1
+			RETURNING `+cartColumns, c.ID).Scan(out.scanTargets()...); err != nil {
 			return fmt.Errorf("bump cart %s: %w", c.ID, err)
 		}
-		out, err = loadCart(ctx, tx, customer, cartID, false)
+		out.Lines, err = loadLines(ctx, tx, cartID)
 		return err
 	})
 	return out, err
@@ -169,12 +186,10 @@ func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedV
 // CreateCart starts an empty cart for customer.
 func (s *Service) CreateCart(ctx context.Context, customer string) (*cartv1.Cart, error) {
 	id := uuid.Must(uuid.NewV7()).String()
-	if _, err := s.db.Exec(ctx, `INSERT INTO carts (id, customer_id) VALUES ($1, $2)`, id, customer); err != nil {
+	c := &cartRow{} // a new cart has no lines
+	if err := s.db.QueryRow(ctx, `INSERT INTO carts (id, customer_id) VALUES ($1, $2) RETURNING `+cartColumns,
+		id, customer).Scan(c.scanTargets()...); err != nil {
 		return nil, fmt.Errorf("create cart: %w", err)
-	}
-	c, err := loadCart(ctx, s.db, customer, id, false)
-	if err != nil {
-		return nil, err
 	}
 	return s.view(ctx, c), nil
 }

@@ -2,8 +2,10 @@ package cart
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/mail"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -86,7 +88,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 
 	// 2. Price. A cart already checked out asks fulfilment for the order it has: the last known
 	// prices fill the request, which fulfilment answers from the order it stored.
-	lines, err := s.priceForOrder(ctx, c, !already)
+	lines, variants, err := s.priceForOrder(ctx, c, !already)
 	if err != nil {
 		s.endLease(ctx, c.ID, key)
 		return nil, nil, err
@@ -118,13 +120,22 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	order := res.GetOrder()
 
 	// 4. Settle the cart.
-	if !already {
-		if order.GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
-			s.endLease(ctx, c.ID, key)
-		} else if err := s.markCheckedOut(ctx, c.ID, key, order.GetId()); err != nil {
+	if !already && order.GetState() != fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
+		marked, err := s.markCheckedOut(ctx, c.ID, key, order.GetId())
+		if err != nil {
 			// The order exists; the retry with the same key marks the cart.
 			return nil, nil, err
 		}
+		if marked != nil {
+			// This request marked it: the lines are those claimed under the lease (nothing
+			// may change them meanwhile), priced a moment ago in step 2.
+			orderID := order.GetId()
+			c.State, c.OrderID, c.CheckoutKey, c.CheckingOut = stateCheckedOut, &orderID, &key, false
+			c.Version, c.UpdateTime = marked.version, marked.updateTime
+			return order, s.viewPriced(ctx, c, variants), nil
+		}
+	} else if !already {
+		s.endLease(ctx, c.ID, key)
 	}
 	c, err = loadCart(ctx, s.db, customer, c.ID, false)
 	if err != nil {
@@ -164,18 +175,19 @@ func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
 // priceForOrder turns the cart's lines into order lines. fresh asks the catalog for today's
 // prices and refuses lines that can no longer be ordered; otherwise the last known prices are
 // used.
-func (s *Service) priceForOrder(ctx context.Context, c *cartRow, fresh bool) ([]*fulfilmentv1.PlaceOrderLine, error) {
+// The catalog's answer (nil when not fresh) is returned too.
+func (s *Service) priceForOrder(ctx context.Context, c *cartRow, fresh bool) ([]*fulfilmentv1.PlaceOrderLine, map[string]*catalogv1.Variant, error) {
 	var variants map[string]*catalogv1.Variant
 	if fresh {
 		vs, err := s.variants(ctx, c.skus())
 		if err != nil {
-			return nil, lookupFailed("catalog", err)
+			return nil, nil, lookupFailed("catalog", err)
 		}
 		variants = make(map[string]*catalogv1.Variant, len(vs))
 		for _, l := range c.Lines {
 			v, ok := vs[l.SKU]
 			if err := s.checkOrderable(l.SKU, v, ok); err != nil {
-				return nil, status.Errorf(status.Code(err), "line %s: %s; remove it to check out", l.LineID, status.Convert(err).Message())
+				return nil, nil, status.Errorf(status.Code(err), "line %s: %s; remove it to check out", l.LineID, status.Convert(err).Message())
 			}
 			variants[l.SKU] = v
 		}
@@ -192,7 +204,7 @@ func (s *Service) priceForOrder(ctx context.Context, c *cartRow, fresh bool) ([]
 		}
 		out = append(out, line)
 	}
-	return out, nil
+	return out, variants, nil
 }
 
 // placeFailed decides what a failed place_order means for the cart. A refusal (bad input,
@@ -213,38 +225,50 @@ func (s *Service) placeFailed(ctx context.Context, cartID, key string, err error
 	}
 }
 
-// markCheckedOut records the order on the cart. Another request with the same key may have
-// done it already; that changes nothing.
-func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID string) error {
+// markCheckedOut records the order on the cart, in one statement. Another request with the
+// same key may have done it already; that changes nothing, and marked is nil. Otherwise marked
+// is the cart's new version and update time.
+func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID string) (marked *cartMark, err error) {
 	if orderID == "" {
-		return status.Error(codes.Internal, "fulfilment answered without an order id")
+		return nil, status.Error(codes.Internal, "fulfilment answered without an order id")
 	}
 	// The order exists: record it even if the caller has gone away meanwhile.
 	ctx = context.WithoutCancel(ctx)
-	var existing *string
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		var state string
-		if err := tx.QueryRow(ctx, `SELECT state, order_id FROM carts WHERE id = $1 FOR UPDATE`, cartID).Scan(&state, &existing); err != nil {
-			return err
+	// One statement instead of lock, read, write: the UPDATE's row lock orders it after any
+	// other writer, and its condition is checked again on the row as that writer left it.
+	var (
+		version int64
+		at      time.Time
+	)
+	err = s.db.QueryRow(ctx, `
+		UPDATE carts SET state = 'checked_out', order_id = $2, checkout_key = $3, checkout_until = NULL,
+		       version = version + 1, update_time = now()
+		WHERE id = $1 AND state <> 'checked_out'
+		RETURNING version, update_time`, cartID, orderID, key).Scan(&version, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Checked out already (or gone): read what it holds, after whoever did it committed.
+		var existing *string
+		err = s.db.QueryRow(ctx, `SELECT order_id FROM carts WHERE id = $1`, cartID).Scan(&existing)
+		if err != nil {
+			return nil, fmt.Errorf("mark cart %s checked out as order %s: %w", cartID, orderID, err)
 		}
-		if state == stateCheckedOut {
-			return nil
+		if existing != nil && *existing != orderID {
+			// Only possible when a checkout outlived its lease and another key took over: two
+			// orders exist for one cart. Loud, so an operator can cancel one.
+			s.log.ErrorContext(ctx, "cart checked out twice", "cart_id", cartID, "order_id", *existing, "other_order_id", orderID)
 		}
-		_, err := tx.Exec(ctx, `
-			UPDATE carts SET state = 'checked_out', order_id = $2, checkout_key = $3, checkout_until = NULL,
-			       version = version + 1, update_time = now()
-			WHERE id = $1`, cartID, orderID, key)
-		return err
-	})
+		return nil, nil
+	}
 	if err != nil {
-		return fmt.Errorf("mark cart %s checked out as order %s: %w", cartID, orderID, err)
+		return nil, fmt.Errorf("mark cart %s checked out as order %s: %w", cartID, orderID, err)
 	}
-	if existing != nil && *existing != orderID {
-		// Only possible when a checkout outlived its lease and another key took over: two
-		// orders exist for one cart. Loud, so an operator can cancel one.
-		s.log.ErrorContext(ctx, "cart checked out twice", "cart_id", cartID, "order_id", *existing, "other_order_id", orderID)
-	}
-	return nil
+	return &cartMark{version: version, updateTime: at}, nil
+}
+
+// cartMark is what marking a cart checked out changed.
+type cartMark struct {
+	version    int64
+	updateTime time.Time
 }
 
 // endLease unfreezes the cart after a checkout that made no order (or a rejected one).

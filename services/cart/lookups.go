@@ -127,13 +127,19 @@ func lookupFailed(service string, err error) error {
 // unanswered the cart is still shown (last known prices, availability -1, no store name) and
 // the miss is logged at debug.
 func (s *Service) view(ctx context.Context, c *cartRow) *cartv1.Cart {
+	return s.viewPriced(ctx, c, nil)
+}
+
+// viewPriced is view with the catalog's answer for the cart's SKUs already in hand (priced):
+// the catalog is asked only when priced is nil.
+func (s *Service) viewPriced(ctx context.Context, c *cartRow, priced map[string]*catalogv1.Variant) *cartv1.Cart {
 	var (
 		wg        sync.WaitGroup
-		variants  map[string]*catalogv1.Variant
+		variants  = priced
 		available map[string]int32
 		storeName string
 	)
-	if len(c.Lines) > 0 {
+	if len(c.Lines) > 0 && priced == nil {
 		wg.Go(func() {
 			vs, err := s.variants(ctx, c.skus())
 			if err != nil {

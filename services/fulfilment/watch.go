@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
@@ -111,15 +112,25 @@ func (s *Service) WatchOrder(ctx context.Context, customerID, orderID string, se
 		case <-changed:
 		case <-poll.C:
 		}
-		if o, err = s.GetOrder(ctx, sc, orderID); err != nil {
+		// The row first: a signal often finds nothing new (each change signals twice, from
+		// this process and from its event), and then the history is not read at all.
+		cur, err := loadOrder(ctx, s.db, orderID, false)
+		if err == nil && (cur == nil || !sc.allows(cur)) {
+			err = rpcerr.NotFound("order", orderID)
+		}
+		if err == nil && cur.Version > last {
+			err = loadHistory(ctx, s.db, cur)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		if o.Version <= last {
+		if cur.Version <= last {
 			continue
 		}
+		o = cur
 		msg := &fulfilmentv1.WatchOrderResponse{Order: o.proto(viewOwner, s.secret)}
 		if n := len(o.History); n > 0 {
 			msg.Transition = o.History[n-1].proto()
