@@ -80,7 +80,7 @@ lint: tools ## go vet, gofmt, buf lint, buf format
 
 .PHONY: bench
 bench: deps ## Print the benchmarks' figures (holds/s, checkouts/s, latencies) and a standard load run
-	go test -run '^$$' -bench . -benchtime 1x ./services/... 2>&1 | grep -v '^ok\|^PASS'
+	go test -run '^$$' -bench . -benchtime 1x ./services/... ./pos-adapter 2>&1 | grep -v '^ok\|^PASS'
 	$(MAKE) --no-print-directory bench-load
 
 BENCH_SHOPPERS ?= 64
