@@ -238,6 +238,8 @@ func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *con
 	// committed before is in the backlog, some are in both and are sent once.
 	sub := a.hub.add(storeID, c)
 	defer a.hub.remove(sub)
+	streamsOpen.Inc()
+	defer streamsOpen.Dec()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopOnDrain := context.AfterFunc(a.draining, cancel)
@@ -299,6 +301,7 @@ func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *con
 					if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: &t}); err != nil {
 						return a.streamEnd(ctx, "send the feed", err)
 					}
+					sent("backlog", &t)
 				}
 				cursor = r.seq
 				sub.cursor.Store(r.seq)
@@ -330,6 +333,7 @@ func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *con
 				if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: t}); err != nil {
 					return a.streamEnd(ctx, "send a live ticket", err)
 				}
+				sent("live", t)
 				cursor = seq
 				sub.cursor.Store(seq)
 			default:

@@ -1,0 +1,35 @@
+package posadapter
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// The adapter's own metrics: how many terminals listen, and how fast tickets reach them.
+var (
+	streamsOpen = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "handoff_pos_ticket_streams_open",
+		Help: "StreamTickets streams open on this adapter (terminals listening).",
+	})
+	ticketsSent = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_pos_tickets_sent_total",
+		Help: "Tickets sent to terminals, by source: backlog (replayed from Postgres) or live.",
+	}, []string{"source"})
+	ticketSendDelay = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "handoff_pos_ticket_send_delay_seconds",
+		Help:    "Time from a ticket being raised to it being sent to a terminal, by source.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 300, 3600},
+	}, []string{"source"})
+)
+
+// sent records a ticket sent to a terminal.
+func sent(source string, t *posv1.Ticket) {
+	ticketsSent.WithLabelValues(source).Inc()
+	if ct := t.GetCreateTime(); ct.IsValid() {
+		ticketSendDelay.WithLabelValues(source).Observe(time.Since(ct.AsTime()).Seconds())
+	}
+}
