@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/fieldmask"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
@@ -303,14 +304,14 @@ func (s *Service) createProduct(ctx context.Context, tx pgx.Tx, p *catalogv1.Pro
 	return stored, nil
 }
 
+// updatableProductFields are UpdateProduct's mask paths; an empty mask means all of them.
+var updatableProductFields = []string{"name", "description", "category_id", "images", "tags", "variants"}
+
 // UpdateProduct applies the fields named in mask (all mutable fields when empty), checking the
 // expected version when given, and publishes ProductUpdated.
 func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask []string, expectedVersion int64) (*catalogv1.Product, error) {
 	if p.GetId() == "" {
 		return nil, rpcerr.Invalid("product.id", "required")
-	}
-	if len(mask) == 0 {
-		mask = []string{"name", "description", "category_id", "images", "tags", "variants"}
 	}
 	var stored *catalogv1.Product
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
@@ -322,23 +323,8 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 			return rpcerr.Aborted("product %q is at version %d, not expected_version %d: reload and retry", cur.GetId(), cur.GetVersion(), expectedVersion)
 		}
 		next := cloneForWrite(cur)
-		for _, path := range mask {
-			switch path {
-			case "name":
-				next.Name = p.GetName()
-			case "description":
-				next.Description = p.GetDescription()
-			case "category_id":
-				next.CategoryId = p.GetCategoryId()
-			case "images":
-				next.Images = p.GetImages()
-			case "tags":
-				next.Tags = p.GetTags()
-			case "variants":
-				next.Variants = p.GetVariants()
-			default:
-				return rpcerr.Invalid("update_mask", fmt.Sprintf("%q is not an updatable field (name, description, category_id, images, tags, variants)", path))
-			}
+		if err := fieldmask.Apply(next, cloneForWrite(p), mask, updatableProductFields); err != nil {
+			return err
 		}
 		var v rpcerr.Violations
 		s.validateProduct(next, "product", &v)

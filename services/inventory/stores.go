@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/fieldmask"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
@@ -208,7 +209,8 @@ func enqueueStoreChanged(ctx context.Context, tx pgx.Tx, subject string, r *stor
 	return err
 }
 
-// updatableStoreFields are UpdateStore's mask paths, in the order an empty mask applies them.
+// updatableStoreFields are UpdateStore's mask paths; an empty mask means all of them (state has
+// SetStoreState).
 var updatableStoreFields = []string{"name", "address", "location", "time_zone", "opening_hours", "hours_exceptions", "prep_time", "pickup_window"}
 
 // UpdateStore changes the fields named in mask (all of them when empty), refusing a stale
@@ -216,9 +218,6 @@ var updatableStoreFields = []string{"name", "address", "location", "time_zone", 
 func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask []string, expectedVersion int64) (*inventoryv1.Store, error) {
 	if in.GetId() == "" {
 		return nil, rpcerr.Invalid("store.id", "required")
-	}
-	if len(mask) == 0 {
-		mask = updatableStoreFields
 	}
 	var stored *storeRow
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
@@ -233,27 +232,8 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 		if err != nil {
 			return err
 		}
-		for _, path := range mask {
-			switch path {
-			case "name":
-				next.Name = in.GetName()
-			case "address":
-				next.Address = in.GetAddress()
-			case "location":
-				next.Location = in.GetLocation()
-			case "time_zone":
-				next.TimeZone = in.GetTimeZone()
-			case "opening_hours":
-				next.OpeningHours = in.GetOpeningHours()
-			case "hours_exceptions":
-				next.HoursExceptions = in.GetHoursExceptions()
-			case "prep_time":
-				next.PrepTime = in.GetPrepTime()
-			case "pickup_window":
-				next.PickupWindow = in.GetPickupWindow()
-			default:
-				return rpcerr.Invalid("update_mask", fmt.Sprintf("%q is not an updatable field (%v); state has SetStoreState", path, updatableStoreFields))
-			}
+		if err := fieldmask.Apply(next, in, mask, updatableStoreFields); err != nil {
+			return err
 		}
 		w, err := storeForWrite(next, "store", false)
 		if err != nil {
