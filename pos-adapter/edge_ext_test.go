@@ -2,6 +2,7 @@ package posadapter_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
 
@@ -59,4 +61,33 @@ func fullNames[T ~string](names []T) []string {
 		out[i] = string(n)
 	}
 	return out
+}
+
+// A terminal guessing pickup codes across many orders is slowed down at the door, before any
+// guess reaches fulfilment; a normal counter's pace is never limited.
+func TestPickupCodeAttemptsAreRateLimitedPerTerminal(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "guess-1")
+	term := e.terminal(overGRPCWeb, cred)
+	limited := 0
+	for i := range 30 {
+		_, err := term.HandOver(t.Context(), req(&posv1.HandOverRequest{StoreId: "guess-1", OrderId: fmt.Sprintf("order-%d", i), PickupCode: "000000"}))
+		if connect.CodeOf(err) == connect.CodeResourceExhausted {
+			limited++
+		} else if i == 0 && err == nil {
+			t.Fatal("a hand-over of an unknown order with a made-up code succeeded")
+		}
+	}
+	if limited == 0 {
+		t.Fatal("30 pickup-code attempts in a burst were never limited")
+	}
+	if limited > 25 {
+		t.Fatalf("%d of 30 attempts limited; a burst of 10 should pass", limited)
+	}
+	// Another terminal is not slowed by this one.
+	_, other := e.register("Other counter", "guess-1")
+	_, err := e.terminal(overGRPCWeb, other).HandOver(t.Context(), req(&posv1.HandOverRequest{StoreId: "guess-1", OrderId: "order-x", PickupCode: "000000"}))
+	if connect.CodeOf(err) == connect.CodeResourceExhausted {
+		t.Fatalf("another terminal was limited too: %v", err)
+	}
 }

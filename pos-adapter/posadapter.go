@@ -245,7 +245,18 @@ type Adapter struct {
 	stopStreams context.CancelFunc
 	webhookWake chan struct{}
 	staffTokens mintedTokens
+	// handOvers limits pickup-code attempts per caller across all orders: fulfilment locks an
+	// order after 5 wrong codes, and this keeps a stolen credential from trying codes on many
+	// orders quickly.
+	handOvers *edge.Limiter
 }
+
+// Pickup-code attempts one terminal or staff member may make: a busy counter hands over an
+// order every few seconds, a guessing script many a second.
+const (
+	handOverRate  = 1.0 // a second, on average
+	handOverBurst = 10
+)
 
 // ConsumerName is the durable JetStream consumer (and processed_events key) of the adapter's
 // order-event consumer, shared by every copy.
@@ -280,6 +291,7 @@ func New(cfg Config) (*Adapter, error) {
 		webhookWake: make(chan struct{}, 1),
 	}
 	a.hub = newHub(a)
+	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
 
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),

@@ -83,6 +83,11 @@ func (api terminalAPI) MarkReady(ctx context.Context, req *connect.Request[posv1
 // PICKUP_LOCKED ticket on every terminal of the store).
 func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.HandOverRequest]) (*connect.Response[posv1.HandOverResponse], error) {
 	m := req.Msg
+	if c, ok := callerFrom(ctx); ok {
+		if allowed, wait := api.a.handOvers.Allow(c.actor()); !allowed {
+			return nil, edge.RateLimited("pickup-code attempts", wait)
+		}
+	}
 	res, err := staffCall(ctx, api.a, m.GetStoreId(), &fulfilmentv1.HandOverRequest{
 		StoreId: m.GetStoreId(), OrderId: m.GetOrderId(), PickupCode: m.GetPickupCode(),
 	}, api.a.fulfilment.HandOver)
