@@ -63,23 +63,28 @@ func fullNames[T ~string](names []T) []string {
 	return out
 }
 
-// A terminal guessing pickup codes across many orders is slowed down at the door, before any
-// guess reaches fulfilment; a normal counter's pace is never limited.
-func TestPickupCodeAttemptsAreRateLimitedPerTerminal(t *testing.T) {
-	e := newEnv(t)
+// A terminal guessing pickup codes across many orders is slowed down at the door once its
+// refusals pile up, before more guesses reach fulfilment; hand-overs that succeed are never
+// charged, so a busy counter is not slowed.
+func TestRefusedPickupCodeAttemptsAreRateLimitedPerTerminal(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "guess-1", map[string]int32{"LATTE-16": 10})
 	_, cred := e.register("Counter", "guess-1")
 	term := e.terminal(overGRPCWeb, cred)
 	limited := 0
 	for i := range 30 {
 		_, err := term.HandOver(t.Context(), req(&posv1.HandOverRequest{StoreId: "guess-1", OrderId: fmt.Sprintf("order-%d", i), PickupCode: "000000"}))
-		if connect.CodeOf(err) == connect.CodeResourceExhausted {
+		switch connect.CodeOf(err) {
+		case connect.CodeResourceExhausted:
 			limited++
-		} else if i == 0 && err == nil {
-			t.Fatal("a hand-over of an unknown order with a made-up code succeeded")
+		case connect.CodeNotFound:
+		default:
+			t.Fatalf("guess %d: %v; want NotFound or ResourceExhausted", i, err)
 		}
 	}
 	if limited == 0 {
-		t.Fatal("30 pickup-code attempts in a burst were never limited")
+		t.Fatal("30 refused pickup-code attempts in a burst were never limited")
 	}
 	if limited > 25 {
 		t.Fatalf("%d of 30 attempts limited; a burst of 10 should pass", limited)
@@ -87,7 +92,7 @@ func TestPickupCodeAttemptsAreRateLimitedPerTerminal(t *testing.T) {
 	// Another terminal is not slowed by this one.
 	_, other := e.register("Other counter", "guess-1")
 	_, err := e.terminal(overGRPCWeb, other).HandOver(t.Context(), req(&posv1.HandOverRequest{StoreId: "guess-1", OrderId: "order-x", PickupCode: "000000"}))
-	if connect.CodeOf(err) == connect.CodeResourceExhausted {
-		t.Fatalf("another terminal was limited too: %v", err)
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("another terminal: %v; want NotFound, not limited", err)
 	}
 }

@@ -245,14 +245,14 @@ type Adapter struct {
 	stopStreams context.CancelFunc
 	webhookWake chan struct{}
 	staffTokens mintedTokens
-	// handOvers limits pickup-code attempts per caller across all orders: fulfilment locks an
-	// order after 5 wrong codes, and this keeps a stolen credential from trying codes on many
-	// orders quickly.
+	// handOvers limits refused pickup-code attempts per caller across all orders: fulfilment
+	// locks an order after 5 wrong codes, and this keeps a stolen credential from trying codes
+	// on many orders quickly.
 	handOvers *edge.Limiter
 }
 
-// Pickup-code attempts one terminal or staff member may make: a busy counter hands over an
-// order every few seconds, a guessing script many a second.
+// Refused pickup-code attempts one terminal or staff member may make: a slip now and then is
+// normal, a guessing script makes many a second.
 const (
 	handOverRate  = 1.0 // a second, on average
 	handOverBurst = 10

@@ -83,15 +83,24 @@ func (api terminalAPI) MarkReady(ctx context.Context, req *connect.Request[posv1
 // PICKUP_LOCKED ticket on every terminal of the store).
 func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.HandOverRequest]) (*connect.Response[posv1.HandOverResponse], error) {
 	m := req.Msg
-	if c, ok := callerFrom(ctx); ok {
-		if allowed, wait := api.a.handOvers.Allow(c.actor()); !allowed {
-			return nil, edge.RateLimited("pickup-code attempts", wait)
+	// Refused hand-overs (a wrong code, an order that is not there) are charged to the caller;
+	// a busy counter handing over order after order is never slowed.
+	c, known := callerFrom(ctx)
+	if known {
+		if blocked, wait := api.a.handOvers.Blocked(c.actor()); blocked {
+			return nil, edge.RateLimited("refused pickup-code attempts", wait)
 		}
 	}
 	res, err := staffCall(ctx, api.a, m.GetStoreId(), &fulfilmentv1.HandOverRequest{
 		StoreId: m.GetStoreId(), OrderId: m.GetOrderId(), PickupCode: m.GetPickupCode(),
 	}, api.a.fulfilment.HandOver)
 	if err != nil {
+		switch connect.CodeOf(err) {
+		case connect.CodePermissionDenied, connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeResourceExhausted, connect.CodeInvalidArgument:
+			if known {
+				api.a.handOvers.Charge(c.actor())
+			}
+		}
 		return nil, err
 	}
 	return connect.NewResponse(&posv1.HandOverResponse{Order: staffView(res.GetOrder())}), nil

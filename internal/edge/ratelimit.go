@@ -64,6 +64,36 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
+// Blocked reports whether key has no call left now, without using one, and how long until it
+// has: for limits charged only for failures (Charge), such as wrong pickup codes.
+func (l *Limiter) Blocked(key string) (bool, time.Duration) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		return false, 0
+	}
+	if tokens := b.lim.TokensAt(now); tokens < 1 {
+		return true, time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second))
+	}
+	return false, 0
+}
+
+// Charge uses one of key's calls (after a failed attempt), even if none is left.
+func (l *Limiter) Charge(key string) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.buckets[key] = b
+	}
+	b.seen = now
+	b.lim.ReserveN(now, 1) // not cancelled: the debt is what slows the next attempts
+}
+
 // RateLimited is the ResourceExhausted error for a caller over its limit, with RetryInfo so
 // well-behaved clients know when to come back.
 func RateLimited(what string, retryAfter time.Duration) error {
