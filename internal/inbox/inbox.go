@@ -309,16 +309,7 @@ func (c *consumer) consume(ctx context.Context, cons jetstream.Consumer) error {
 	cc, err := cons.Consume(dispatch,
 		// A small buffer: a buffered message's ack wait is already running.
 		jetstream.PullMaxMessages(max(16, 4*c.cfg.Concurrency)),
-		jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
-			mu.Lock()
-			lastErr = err
-			mu.Unlock()
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				cc.Stop()
-				return
-			}
-			c.logger.Warn("inbox: consume", "err", err)
-		}),
+		c.onConsumeError(&mu, &lastErr),
 	)
 	if err != nil {
 		return fmt.Errorf("inbox: consume %s: %w", c.cfg.Durable, err)
@@ -537,16 +528,7 @@ func (c *consumer) consumeBatches(ctx context.Context, cons jetstream.Consumer) 
 	cc, err := cons.Consume(dispatch,
 		// A buffer about one batch per worker deep: a buffered message's ack wait is running.
 		jetstream.PullMaxMessages(max(16, 2*c.cfg.BatchSize*c.cfg.Concurrency)),
-		jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
-			mu.Lock()
-			lastErr = err
-			mu.Unlock()
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				cc.Stop()
-				return
-			}
-			c.logger.Warn("inbox: consume", "err", err)
-		}),
+		c.onConsumeError(&mu, &lastErr),
 	)
 	if err != nil {
 		close(stop)
@@ -684,4 +666,19 @@ func (c *consumer) applyBatch(ctx context.Context, ids []string, msgs []jetstrea
 		return nil, fmt.Errorf("inbox: commit: %w", err)
 	}
 	return done, nil
+}
+
+// onConsumeError keeps a consume session's last error for the caller, and ends the session
+// when the consumer is gone (the caller declares it again).
+func (c *consumer) onConsumeError(mu *sync.Mutex, lastErr *error) jetstream.PullConsumeOpt {
+	return jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
+		mu.Lock()
+		*lastErr = err
+		mu.Unlock()
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			cc.Stop()
+			return
+		}
+		c.logger.Warn("inbox: consume", "err", err)
+	})
 }
