@@ -158,14 +158,20 @@ func (svc *Service) serve(r micro.Request, subject string, serve func(context.Co
 	svc.reply(r, subject, body, st)
 }
 
+// reply answers r by publishing to its reply subject itself: the request runs in a goroutine of
+// its own (see Handle), and micro's Request.Respond records outcomes on the request that micro
+// reads, unsynchronised, once its handler has returned. So micro's own stats count requests
+// but not errors or time; this package's Prometheus metrics have those.
 func (svc *Service) reply(r micro.Request, subject string, body []byte, st *status.Status) {
-	var err error
-	if st.Code() == codes.OK {
-		err = r.Respond(body)
-	} else {
-		err = respondStatus(r, st)
+	msg := &nats.Msg{Data: body}
+	if st.Code() != codes.OK {
+		msg = errorReply(st)
 	}
-	if err != nil {
+	msg.Subject = r.Reply()
+	if msg.Subject == "" {
+		return // a publish with no reply subject: nobody is waiting
+	}
+	if err := svc.nc.PublishMsg(msg); err != nil {
 		// The caller times out; nothing else to do but say so.
 		svc.logger.Warn("natsrpc: send reply", "subject", subject, "err", err)
 	}

@@ -34,19 +34,22 @@ func serverStatus(err error) (st *status.Status, hidden bool) {
 	return status.New(codes.Internal, internalMessage), true
 }
 
-// respondStatus sends st as a micro error reply (see the package doc).
-func respondStatus(r micro.Request, st *status.Status) error {
+// errorReply builds st as a micro error reply (see the package doc): micro's error headers, the
+// code's name, and the google.rpc.Status as the body.
+func errorReply(st *status.Status) *nats.Msg {
 	body, err := proto.Marshal(st.Proto())
 	if err != nil {
 		// Only an unmarshalable detail gets here; keep code and message.
 		body, _ = proto.Marshal(&spb.Status{Code: int32(st.Code()), Message: st.Message()})
 	}
-	return r.Error(
-		strconv.Itoa(int(st.Code())),
-		headerSafe(st.Message(), st.Code().String()),
-		body,
-		micro.WithHeaders(micro.Headers{CodeNameHeader: []string{codeName(st.Code())}}),
-	)
+	return &nats.Msg{
+		Header: nats.Header{
+			micro.ErrorHeader:     []string{headerSafe(st.Message(), st.Code().String())},
+			micro.ErrorCodeHeader: []string{strconv.Itoa(int(st.Code()))},
+			CodeNameHeader:        []string{codeName(st.Code())},
+		},
+		Data: body,
+	}
 }
 
 // replyStatus rebuilds the status of an error reply. A body that is a
