@@ -6,7 +6,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -45,7 +44,7 @@ func checkText(field, v string, max int, required bool) error {
 
 // simple applies one table action with no fields of its own besides the reason.
 func (s *Service) simple(ctx context.Context, id string, sc scope, a domain.Action, actor *commonv1.Actor, reason string, mutate func(o *order, now time.Time)) (*order, error) {
-	return s.transact(ctx, id, sc, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+	return s.transact(ctx, id, sc, func(o *order, now time.Time) ([]change, error) {
 		c, err := o.step(a, actor, reason, "", now)
 		if err != nil {
 			return nil, err
@@ -77,7 +76,7 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 	if err := checkText("bay", bay, maxBayLen, false); err != nil {
 		return nil, err
 	}
-	return s.transact(ctx, orderID, scope{customerID: customerID}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+	return s.transact(ctx, orderID, scope{customerID: customerID}, func(o *order, now time.Time) ([]change, error) {
 		if !o.CheckInTime.IsZero() && o.CheckInBay == bay && domain.Open(o.State) {
 			return nil, nil
 		}
@@ -133,7 +132,7 @@ func (s *Service) MarkLineUnavailable(ctx context.Context, storeID string, actor
 	if reason == "" {
 		reason = "not available at the store"
 	}
-	return s.transact(ctx, orderID, scope{storeID: storeID}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+	return s.transact(ctx, orderID, scope{storeID: storeID}, func(o *order, now time.Time) ([]change, error) {
 		if _, _, err := domain.Decide(o.State, domain.MarkLineUnavailable); err != nil {
 			return nil, err
 		}
@@ -166,7 +165,7 @@ func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.
 		return nil, rpcerr.Invalid("pickup_code", "at most 32 characters")
 	}
 	limits := domain.PickupAttempts{MaxWrong: s.cfg.PickupMaxWrong, Lockout: s.cfg.PickupLockout}
-	return s.transact(ctx, orderID, scope{storeID: storeID}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+	return s.transact(ctx, orderID, scope{storeID: storeID}, func(o *order, now time.Time) ([]change, error) {
 		if _, _, err := domain.Decide(o.State, domain.HandOver); err != nil {
 			return nil, err
 		}

@@ -32,10 +32,9 @@ func (w *writeBatch) Exec(_ context.Context, sql string, args ...any) (pgconn.Co
 	return pgconn.CommandTag{}, nil
 }
 
-// sendAlone runs the batch as one implicit transaction on a connection of db.
-func (w *writeBatch) sendAlone(ctx context.Context, db interface {
-	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
-}) error {
+// sendAlone runs the batch as one implicit transaction on a connection of db (or, ended by
+// COMMIT, as the end of the transaction the connection has open).
+func (w *writeBatch) sendAlone(ctx context.Context, db batchSender) error {
 	return db.SendBatch(ctx, &w.batch).Close()
 }
 

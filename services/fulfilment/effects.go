@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/status"
 
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -184,7 +183,7 @@ const lapseReason = "the stock held for this order was released before it could 
 // else already, and hand-over would commit nothing, leaving on-hand too high. The rest of its
 // holds are released by the cancellation's effect.
 func (s *Service) lapseIfUnheld(ctx context.Context, orderID string, open int) error {
-	_, err := s.transact(ctx, orderID, scope{}, func(_ pgx.Tx, o *order, now time.Time) ([]change, error) {
+	_, err := s.transact(ctx, orderID, scope{}, func(o *order, now time.Time) ([]change, error) {
 		if open >= o.activeLines() {
 			return nil, nil
 		}

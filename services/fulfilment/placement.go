@@ -66,7 +66,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 		if !uncertain(err) {
 			// Refused (unknown store, bad SKU): nothing was held. A retry of an order placed
 			// earlier (its store since removed, say) still gets that order.
-			if o, lerr := loadOrder(ctx, s.db, id, false); lerr == nil && o != nil {
+			if o, lerr := readOrder(ctx, s.db, id, 0); lerr == nil && o != nil {
 				return s.existing(ctx, o, false)
 			}
 			return nil, err
@@ -102,7 +102,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	if isOrderConflict(err) {
 		// A retry, or another copy of this checkout (another process, or PENDING from an
 		// earlier attempt), wrote the order first.
-		existing, err := loadOrder(ctx, s.db, id, false)
+		existing, err := readOrder(ctx, s.db, id, 0)
 		if err != nil || existing == nil {
 			return nil, errors.Join(err, fmt.Errorf("order %s vanished after a conflicting insert", id))
 		}
@@ -112,15 +112,15 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	if err != nil {
 		return nil, err
 	}
-	s.afterCommit(o, changes, effects)
 	for _, c := range changes {
 		o.History = append(o.History, c.entry)
 	}
+	s.afterCommit(o, changes, effects)
 	return o, nil
 }
 
-// existing returns an order found for a checkout, first driving it on if it is PENDING (unless
-// the recovery loop has it in hand right now). reserved says the checkout's own reserve
+// existing returns an order found for a checkout (read with its history), first driving it on
+// if it is PENDING (unless the recovery loop has it in hand right now). reserved says the checkout's own reserve
 // answered RESERVED: if the order has ended without holding anything (REJECTED when the
 // stock was short, which the retry's reserve may now have held), those holds are released.
 func (s *Service) existing(ctx context.Context, o *order, reserved bool) (*order, error) {
@@ -140,9 +140,6 @@ func (s *Service) existing(ctx context.Context, o *order, reserved bool) (*order
 			return nil, fmt.Errorf("release the holds of a retried checkout of %s: %w", o.ID, err)
 		}
 		s.afterCommit(o, nil, true)
-	}
-	if err := loadHistory(ctx, s.db, o); err != nil {
-		return nil, err
 	}
 	return o, nil
 }
@@ -289,11 +286,11 @@ func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1
 		err = w.sendAlone(ctx, s.db)
 	}
 	if isOrderConflict(err) {
-		existing, err := loadOrder(ctx, s.db, id, false)
+		existing, err := readOrder(ctx, s.db, id, 0)
 		if err != nil || existing == nil {
 			return nil, errors.Join(err, fmt.Errorf("order %s vanished after a conflicting insert", id))
 		}
-		return existing, loadHistory(ctx, s.db, existing)
+		return existing, nil
 	}
 	if err != nil {
 		return nil, err

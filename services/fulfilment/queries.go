@@ -18,15 +18,12 @@ func (s *Service) GetOrder(ctx context.Context, sc scope, id string) (*order, er
 	if id == "" {
 		return nil, rpcerr.Invalid("order_id", "required")
 	}
-	o, err := loadOrder(ctx, s.db, id, false)
+	o, err := readOrder(ctx, s.db, id, 0)
 	if err != nil {
 		return nil, err
 	}
 	if o == nil || !sc.allows(o) {
 		return nil, rpcerr.NotFound("order", id)
-	}
-	if err := loadHistory(ctx, s.db, o); err != nil {
-		return nil, err
 	}
 	return o, nil
 }

@@ -65,20 +65,71 @@ func scanOrder(row pgx.Row) (*order, error) {
 	return &o, nil
 }
 
-// loadOrder reads an order (history not included); nil when there is none. With lock, the row
-// stays locked until tx ends (q must then be a transaction).
-func loadOrder(ctx context.Context, q querier, id string, lock bool) (*order, error) {
-	sql := `SELECT ` + orderColumns + ` FROM orders WHERE id = $1`
+const (
+	selectOrderSQL   = `SELECT ` + orderColumns + ` FROM orders WHERE id = $1`
+	selectHistorySQL = `SELECT seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
+		FROM order_history WHERE order_id = $1 AND seq > $2 ORDER BY seq`
+)
+
+// batchSender sends a pgx batch: the pool, an acquired connection, a transaction.
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// readOrder reads an order and the history entries after seq since in one round trip (both
+// statements pipelined) into o.History; nil when there is none. since 0 reads the whole
+// history. The
+// history is read by a later statement than the row, so it may hold entries of a change
+// committed in between: those are left out, and the order comes back as of its row.
+func readOrder(ctx context.Context, db batchSender, id string, since int64) (*order, error) {
+	var b pgx.Batch
+	queueReadOrder(&b, id, false, since)
+	br := db.SendBatch(ctx, &b)
+	o, err := scanReadOrder(br, since)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("read order %s: %w", id, cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// queueReadOrder queues the two statements of readOrder; with lock, the row is locked FOR
+// UPDATE, which needs a transaction begun before them.
+func queueReadOrder(b *pgx.Batch, id string, lock bool, since int64) {
+	sql := selectOrderSQL
 	if lock {
 		sql += ` FOR UPDATE`
 	}
-	o, err := scanOrder(q.QueryRow(ctx, sql, id))
+	b.Queue(sql, id)
+	b.Queue(selectHistorySQL, id, since)
+}
+
+// scanReadOrder reads the results of queueReadOrder from br; nil when there is no order.
+func scanReadOrder(br pgx.BatchResults, since int64) (*order, error) {
+	o, err := scanOrder(br.QueryRow())
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+		o, err = nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load order %s: %w", id, err)
+		return nil, fmt.Errorf("read order: %w", err)
 	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	h, err := scanHistory(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	if o == nil {
+		return nil, nil
+	}
+	for len(h) > 0 && h[len(h)-1].Seq > o.Version {
+		h = h[:len(h)-1]
+	}
+	o.History = h
 	return o, nil
 }
 
@@ -103,27 +154,36 @@ func queryOrders(ctx context.Context, q querier, sql string, args ...any) ([]*or
 	return out, nil
 }
 
-// loadHistory fills o.History, oldest first.
-func loadHistory(ctx context.Context, q querier, o *order) error {
-	rows, err := q.Query(ctx, `SELECT seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
-		FROM order_history WHERE order_id = $1 ORDER BY seq`, o.ID)
-	if err != nil {
-		return fmt.Errorf("load history of %s: %w", o.ID, err)
-	}
+// scanHistory reads rows of selectHistorySQL, oldest first.
+func scanHistory(rows pgx.Rows) ([]historyEntry, error) {
 	defer rows.Close()
-	o.History = o.History[:0]
+	var out []historyEntry
 	for rows.Next() {
 		var h historyEntry
 		var from, to, kind int16
 		var actorID string
 		if err := rows.Scan(&h.Seq, &from, &to, &h.Event, &kind, &actorID, &h.Reason, &h.LineID, &h.Time); err != nil {
-			return fmt.Errorf("scan history of %s: %w", o.ID, err)
+			return nil, err
 		}
 		h.From, h.To, h.Time = domain.State(from), domain.State(to), h.Time.UTC()
 		h.Actor = &commonv1.Actor{Kind: commonv1.ActorKind(kind), Id: actorID}
-		o.History = append(o.History, h)
+		out = append(out, h)
 	}
-	return rows.Err()
+	return out, rows.Err()
+}
+
+// loadHistory fills o.History, oldest first.
+func loadHistory(ctx context.Context, q querier, o *order) error {
+	rows, err := q.Query(ctx, selectHistorySQL, o.ID, 0)
+	if err != nil {
+		return fmt.Errorf("load history of %s: %w", o.ID, err)
+	}
+	h, err := scanHistory(rows)
+	if err != nil {
+		return fmt.Errorf("load history of %s: %w", o.ID, err)
+	}
+	o.History = h
+	return nil
 }
 
 func nullTime(t time.Time) any {

@@ -136,8 +136,10 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 }
 
 // afterCommit starts what follows a committed change at once rather than at the next sweep:
-// the effects worker, local watchers. Both are also driven from the database, so a crash
-// before this point only delays them.
+// the effects worker, and local watchers, which get the order as it is now (o's history is
+// handed over whole when complete, else the changes' entries; o is not kept). Both are also
+// driven from the database and the order events, so a crash before this point only delays
+// them.
 func (s *Service) afterCommit(o *order, changes []change, effects bool) {
 	if effects {
 		if slices.ContainsFunc(changes, func(c change) bool { return c.rule.Effect != domain.NoEffect && !c.nothingHeld }) {
@@ -148,8 +150,8 @@ func (s *Service) afterCommit(o *order, changes []change, effects bool) {
 		default:
 		}
 	}
-	if len(changes) > 0 {
-		s.hub.changed(o.ID)
+	if u := s.hub.localUpdate(o, changes); u != nil {
+		s.hub.publish(*u)
 	}
 }
 
@@ -229,43 +231,68 @@ func (c *commitAnyway) Unwrap() error { return c.err }
 // transact runs one change of an order in one transaction: lock the row, check the caller may
 // see it (another's order is NotFound, never "exists"), let fn decide and mutate, then write
 // the row and record the changes. It returns the order after the change, history included.
-func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(tx pgx.Tx, o *order, now time.Time) ([]change, error)) (*order, error) {
+//
+// Two round trips on one connection: BEGIN with the locking read of the row and the read of
+// its history, pipelined; then every write and COMMIT. The history returned is what was read
+// under the lock and the entries of this change: nothing is read back.
+func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(o *order, now time.Time) ([]change, error)) (*order, error) {
 	if id == "" {
 		return nil, rpcerr.Invalid("order_id", "required")
 	}
+	conn, err := s.db.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("change order %s: %w", id, err)
+	}
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			// Refused or failed half-way: give the connection back clean (Release would
+			// drop a connection left in a transaction).
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+		conn.Release()
+	}()
+
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	queueReadOrder(&b, id, true, 0)
+	br := conn.SendBatch(ctx, &b)
+	_, err = br.Exec()
+	var o *order
+	if err == nil {
+		o, err = scanReadOrder(br, 0)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock order %s: %w", id, err)
+	}
+	if o == nil || !sc.allows(o) {
+		return nil, rpcerr.NotFound("order", id)
+	}
+
+	now := s.now()
+	changes, err := fn(o, now)
 	var (
-		o       *order
-		changes []change
-		effects bool
+		keep    *commitAnyway
 		refusal error
 	)
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		var err error
-		if o, err = loadOrder(ctx, tx, id, true); err != nil {
-			return err
-		}
-		if o == nil || !sc.allows(o) {
-			return rpcerr.NotFound("order", id)
-		}
-		now := s.now()
-		changes, err = fn(tx, o, now)
-		var keep *commitAnyway
-		if errors.As(err, &keep) {
-			refusal = keep.err
-		} else if err != nil {
-			return err
-		}
-		var w writeBatch
-		if effects, err = s.write(ctx, &w, o, changes, false, now); err != nil {
-			return err
-		}
-		if err := w.sendIn(ctx, tx); err != nil {
-			return fmt.Errorf("write order %s: %w", o.ID, err)
-		}
-		return loadHistory(ctx, tx, o)
-	})
-	if err != nil {
+	if errors.As(err, &keep) {
+		refusal = keep.err
+	} else if err != nil {
 		return nil, apiError(err)
+	}
+	var w writeBatch
+	effects, err := s.write(ctx, &w, o, changes, false, now)
+	if err != nil {
+		return nil, err
+	}
+	w.batch.Queue("COMMIT")
+	if err := w.sendAlone(ctx, conn); err != nil {
+		return nil, fmt.Errorf("write order %s: %w", o.ID, err)
+	}
+	for _, c := range changes {
+		o.History = append(o.History, c.entry)
 	}
 	s.afterCommit(o, changes, effects)
 	if refusal != nil {
