@@ -2,18 +2,25 @@
 //
 // Shoppers reach it through the gateway (CartService); the caller is the customer of the
 // verified token (see caller.go) and a cart is only ever visible to its own customer: another
-// customer's cart reads as NotFound, exactly like one that does not exist. Lines are validated and priced by the catalog over NATS (catalog.
-// SubjectBatchGetVariants) on every write and every read, so a cart always shows today's
-// prices; availability at the chosen store and the store's name come from inventory over NATS
-// and degrade to "unknown" when inventory does not answer. Checkout hands the priced lines to
-// fulfilment (handoff.rpc.fulfilment.place_order), which is idempotent by (customer,
+// customer's cart reads as NotFound, exactly like one that does not exist.
+//
+// Lines are validated and priced by the catalog over NATS (catalog.SubjectBatchGetVariants),
+// and the pickup store is checked and named by inventory; both answers are kept in memory for
+// a few seconds (Config.CacheTTL) and dropped as soon as the catalog's product events or
+// inventory's store events say they changed (ownerevents.go), so a cart shows today's prices
+// without asking on every call. Availability at the chosen store is asked live whenever it is
+// shown, and degrades to "unknown" when inventory does not answer. Checkout hands the priced
+// lines to fulfilment (handoff.rpc.fulfilment.place_order), which is idempotent by (customer,
 // idempotency key); the cart is marked checked out only once an order exists.
 //
-// Concurrency: every change runs in one transaction on the locked cart row, checks the
-// caller's expected_version (optimistic concurrency between a shopper's devices) and bumps the
-// version, so a refused change leaves the cart exactly as it was. While a checkout is placing
-// the order the cart is frozen by a short lease: other changes are refused with Aborted, so the
-// order always has the lines the shopper checked out.
+// Storage and concurrency: a cart is one row, its lines a JSON array in it. Every change reads
+// the row, applies the change in Go and writes it back with one conditional UPDATE that only
+// matches the version it read, an open cart and no running checkout lease, bumping the version
+// (carts.go). So a refused or lost change leaves the cart exactly as it was, a caller's
+// expected_version gives optimistic concurrency between a shopper's devices, and a change
+// without one is simply tried again on the newer cart. While a checkout is placing the order the
+// cart is frozen by a short lease: other changes are refused with Aborted, so the order always
+// has the lines the shopper checked out.
 package cart
 
 import (
@@ -28,6 +35,8 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
 // Schema is the Postgres schema the cart owns by default.
@@ -63,6 +72,11 @@ type Config struct {
 	// AbandonAfter is how long an open cart may sit unchanged before Run deletes it.
 	// Default 30 days; negative keeps carts forever.
 	AbandonAfter time.Duration
+	// CacheTTL is the longest the cart uses a catalog variant or an inventory store it was told
+	// about without asking again. The owners' events drop a changed one at once; the TTL only
+	// bounds how long an event missed without a visible disconnect can leave it stale.
+	// Default 5s; negative switches the caches off (every use asks).
+	CacheTTL time.Duration
 }
 
 // Service is the cart: its rules, its storage and its API.
@@ -78,6 +92,10 @@ type Service struct {
 	// the lease outlives the call it protects.
 	checkoutLease time.Duration
 	abandonAfter  time.Duration
+
+	// What the catalog and inventory said, by SKU and by store id (see ownerevents.go).
+	variantCache *lookupCache[*catalogv1.Variant]
+	storeCache   *lookupCache[*inventoryv1.Store]
 }
 
 // New returns the cart service.
@@ -97,7 +115,10 @@ func New(cfg Config) *Service {
 	if cfg.AbandonAfter == 0 {
 		cfg.AbandonAfter = 30 * 24 * time.Hour
 	}
-	return &Service{
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = 5 * time.Second
+	}
+	s := &Service{
 		db:              cfg.Pool,
 		nc:              cfg.NATS,
 		currency:        cfg.Currency,
@@ -106,7 +127,18 @@ func New(cfg Config) *Service {
 		lookupTimeout:   cfg.LookupTimeout,
 		checkoutLease:   cfg.CheckoutTimeout + 15*time.Second,
 		abandonAfter:    cfg.AbandonAfter,
+		variantCache:    newLookupCache[*catalogv1.Variant](cfg.CacheTTL),
+		storeCache:      newLookupCache[*inventoryv1.Store](cfg.CacheTTL),
 	}
+	if cfg.CacheTTL > 0 {
+		if err := s.watchOwners(); err != nil {
+			// Without the events a cached answer could be stale for a whole TTL: ask every time.
+			s.log.Warn("catalog and store caches off: cannot hear their owners' events", "err", err)
+			s.variantCache = newLookupCache[*catalogv1.Variant](0)
+			s.storeCache = newLookupCache[*inventoryv1.Store](0)
+		}
+	}
+	return s
 }
 
 // RegisterNATS serves nothing: nobody asks the cart over NATS.

@@ -10,9 +10,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	"github.com/handoff-dev/handoff/services/cart"
 )
@@ -146,11 +148,19 @@ func TestUnknownOrArchivedSKUIsNotFoundNamingIt(t *testing.T) {
 	_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: "NO-SUCH-SKU", Quantity: 1})
 	wantCode(t, "unknown sku", err, codes.NotFound, "NO-SUCH-SKU")
 
-	if _, err := e.catalog.ArchiveProduct(t.Context(), e.productOf(archived)); err != nil {
+	if _, err := e.catalogAdmin.ArchiveProduct(t.Context(), &catalogv1.ArchiveProductRequest{ProductId: e.productOf(archived)}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: archived, Quantity: 1})
-	wantCode(t, "archived sku", err, codes.NotFound, archived)
+	// The catalog's event reaches the cart promptly (its cache would keep the SKU for an hour
+	// here). The probe names a stale expected_version: until the SKU is refused it is Aborted
+	// and changes nothing.
+	testenv.CheckFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: archived, Quantity: 1, ExpectedVersion: 1})
+		if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), archived) {
+			return fmt.Errorf("AddLine of the archived sku = %v; want NotFound naming %s", err, archived)
+		}
+		return nil
+	})
 
 	// The cart with the now-archived line still reads, with the line's last known price.
 	got := e.get("alice", c.GetId())
@@ -159,11 +169,14 @@ func TestUnknownOrArchivedSKUIsNotFoundNamingIt(t *testing.T) {
 	}
 }
 
-func TestGetCartShowsTodaysCatalogPrice(t *testing.T) {
-	e := newEnv(t)
+func TestGetCartShowsTodaysCatalogPricePromptlyAfterAnAdminChange(t *testing.T) {
+	e := newEnv(t) // cache TTL an hour: only the catalog's event can refresh the price
 	sku, price := e.sku(2)
 	c := e.newCart("alice")
 	e.addLine("alice", c.GetId(), sku, 2)
+	if got := e.get("alice", c.GetId()); got.GetLines()[0].GetUnitPrice().GetAmountMinor() != price {
+		t.Fatalf("before the change the cart shows %v, want %d", got.GetLines()[0].GetUnitPrice(), price)
+	}
 
 	p, err := e.catalog.GetProduct(t.Context(), e.productOf(sku))
 	if err != nil {
@@ -174,13 +187,16 @@ func TestGetCartShowsTodaysCatalogPrice(t *testing.T) {
 			v.Price = &commonv1.Money{AmountMinor: price + 100, CurrencyCode: "USD"}
 		}
 	}
-	if _, err := e.catalog.UpdateProduct(t.Context(), p, []string{"variants"}, 0); err != nil {
+	if _, err := e.catalogAdmin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: p, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}}}); err != nil {
 		t.Fatalf("UpdateProduct: %v", err)
 	}
-	got := e.get("alice", c.GetId())
-	if l := got.GetLines()[0]; l.GetUnitPrice().GetAmountMinor() != price+100 || got.GetSubtotal().GetAmountMinor() != 2*(price+100) {
-		t.Fatalf("after a price change the cart shows %v, subtotal %v; want unit %d", l.GetUnitPrice(), got.GetSubtotal(), price+100)
-	}
+	testenv.CheckFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		got := e.get("alice", c.GetId())
+		if l := got.GetLines()[0]; l.GetUnitPrice().GetAmountMinor() != price+100 || got.GetSubtotal().GetAmountMinor() != 2*(price+100) {
+			return fmt.Errorf("after a price change the cart shows %v, subtotal %v; want unit %d", l.GetUnitPrice(), got.GetSubtotal(), price+100)
+		}
+		return nil
+	})
 }
 
 func TestStaleExpectedVersionIsAbortedNamingTheCurrentVersionAndChangesNothing(t *testing.T) {
@@ -405,7 +421,8 @@ func TestAbandonedOpenCartsAreDeleted(t *testing.T) {
 }
 
 func TestCartShowsLastKnownPricesWhenTheCatalogDoesNotAnswer(t *testing.T) {
-	e := newEnv(t)
+	// Caches off: every question goes to the catalog, which is what this test takes away.
+	e := newEnv(t, func(c *cart.Config) { c.CacheTTL = -1 })
 	sku, price := e.sku(0)
 	c := e.newCart("alice")
 	c = e.addLine("alice", c.GetId(), sku, 2)

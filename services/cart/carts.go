@@ -2,9 +2,11 @@ package cart
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
 // Limits of a cart.
@@ -41,18 +45,20 @@ type cartRow struct {
 	OrderID               *string
 	CreateTime            time.Time
 	UpdateTime            time.Time
-	Lines                 []lineRow
+	Lines                 []lineRow // in the order they were added
 }
 
-// lineRow is a cart line as stored, with the catalog's answer when it was last priced.
+// lineRow is a cart line as stored (an element of carts.lines), with the catalog's answer when
+// it was last priced.
 type lineRow struct {
-	LineID, SKU string
-	Quantity    int32
-	ProductID   string
-	ProductName string
-	VariantName string
-	PriceMinor  int64
-	Currency    string
+	LineID      string `json:"line_id"`
+	SKU         string `json:"sku"`
+	Quantity    int32  `json:"quantity"`
+	ProductID   string `json:"product_id"`
+	ProductName string `json:"product_name"`
+	VariantName string `json:"variant_name"`
+	PriceMinor  int64  `json:"price_minor"`
+	Currency    string `json:"currency"`
 }
 
 func (c *cartRow) line(lineID string) *lineRow {
@@ -83,14 +89,21 @@ func (c *cartRow) skus() []string {
 
 func (c *cartRow) hasPickup() bool { return c.StoreID != nil || c.NearLat != nil }
 
+// clone is a copy a change can edit without touching c.
+func (c *cartRow) clone() *cartRow {
+	out := *c
+	out.Lines = slices.Clone(c.Lines)
+	return &out
+}
+
 // querier is a pool or a transaction.
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// loadCart reads customer's cart id with its lines, locking the cart row when forUpdate.
-// Another customer's cart is NotFound, exactly like a cart that does not exist.
+// loadCart reads customer's cart id, lines included, in one statement; with forUpdate it also
+// locks the row (q must then be a transaction). Another customer's cart is NotFound, exactly
+// like a cart that does not exist.
 func loadCart(ctx context.Context, q querier, customer, id string, forUpdate bool) (*cartRow, error) {
 	sql := `SELECT ` + cartColumns + ` FROM carts WHERE id = $1 AND customer_id = $2`
 	if forUpdate {
@@ -104,38 +117,16 @@ func loadCart(ctx context.Context, q querier, customer, id string, forUpdate boo
 	if err != nil {
 		return nil, fmt.Errorf("read cart %s: %w", id, err)
 	}
-	if c.Lines, err = loadLines(ctx, q, id); err != nil {
-		return nil, err
-	}
 	return c, nil
 }
 
 // cartColumns are the carts columns a cartRow holds, in scanTargets' order.
 const cartColumns = `id, customer_id, state, pickup_store_id, near_lat, near_lng, near_radius_m, version,
-	checkout_key, coalesce(checkout_until > now(), false), order_id, create_time, update_time`
+	checkout_key, coalesce(checkout_until > now(), false), order_id, create_time, update_time, lines`
 
 func (c *cartRow) scanTargets() []any {
 	return []any{&c.ID, &c.CustomerID, &c.State, &c.StoreID, &c.NearLat, &c.NearLng,
-		&c.NearRadius, &c.Version, &c.CheckoutKey, &c.CheckingOut, &c.OrderID, &c.CreateTime, &c.UpdateTime}
-}
-
-// loadLines reads a cart's lines in their order.
-func loadLines(ctx context.Context, q querier, id string) ([]lineRow, error) {
-	rows, err := q.Query(ctx, `
-		SELECT line_id, sku, quantity, product_id, product_name, variant_name, price_minor, currency
-		FROM cart_lines WHERE cart_id = $1 ORDER BY position`, id)
-	if err != nil {
-		return nil, fmt.Errorf("read lines of cart %s: %w", id, err)
-	}
-	lines, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (lineRow, error) {
-		var l lineRow
-		err := r.Scan(&l.LineID, &l.SKU, &l.Quantity, &l.ProductID, &l.ProductName, &l.VariantName, &l.PriceMinor, &l.Currency)
-		return l, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read lines of cart %s: %w", id, err)
-	}
-	return lines, nil
+		&c.NearRadius, &c.Version, &c.CheckoutKey, &c.CheckingOut, &c.OrderID, &c.CreateTime, &c.UpdateTime, &c.Lines}
 }
 
 // writable refuses a change the cart's state or the caller's version does not allow.
@@ -153,34 +144,80 @@ func writable(c *cartRow, expectedVersion int64) error {
 	return nil
 }
 
-// mutate applies change to customer's cart in one transaction: lock the row, check state and
-// version, change, bump the version. Any error rolls everything back.
-func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedVersion int64, change func(tx pgx.Tx, c *cartRow) error) (*cartRow, error) {
+// optimisticAttempts is how often mutate reads and conditionally writes a cart before it takes
+// the row lock for one last, certain attempt. Losing a race takes a concurrent change of the
+// same cart (a shopper's two devices); losing it this often takes a storm of them.
+const optimisticAttempts = 4
+
+// mutate applies change to customer's cart and stores it: read the row, check state and
+// version, change a copy in Go, then one UPDATE that only matches the row as it was read (same
+// version, still open, no checkout lease). A refused change writes nothing. When another writer
+// got in between, the cart is read again: that read explains the refusal (stale
+// expected_version, checked out, being checked out) or, when the cart may still take the change,
+// it is applied again to the newer cart. After optimisticAttempts lost races the last attempt
+// holds the row lock, so a change is never starved.
+func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedVersion int64, change func(c *cartRow) error) (*cartRow, error) {
 	if cartID == "" {
 		return nil, rpcerr.Invalid("cart_id", "is required")
 	}
+	for attempt := 1; attempt <= optimisticAttempts; attempt++ {
+		out, err := s.tryMutate(ctx, s.db, customer, cartID, expectedVersion, false, change)
+		if out != nil || err != nil {
+			return out, err
+		}
+		s.log.DebugContext(ctx, "cart changed under a write; trying again", "cart_id", cartID, "attempt", attempt)
+	}
 	var out *cartRow
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		c, err := loadCart(ctx, tx, customer, cartID, true)
-		if err != nil {
-			return err
+		var err error
+		out, err = s.tryMutate(ctx, tx, customer, cartID, expectedVersion, true, change)
+		if out == nil && err == nil {
+			// The row is locked and passed every check: only a lease lapsing between the
+			// two statements can get here.
+			err = rpcerr.Aborted("cart %q changed while this change was applied; reload it and try again", cartID)
 		}
-		if err := writable(c, expectedVersion); err != nil {
-			return err
-		}
-		if err := change(tx, c); err != nil {
-			return err
-		}
-		// The version bump reads the row back as the change left it; then its lines.
-		out = &cartRow{}
-		if err := tx.QueryRow(ctx, `UPDATE carts SET version = version + 1, update_time = now() WHERE id = $1
-			RETURNING `+cartColumns, c.ID).Scan(out.scanTargets()...); err != nil {
-			return fmt.Errorf("bump cart %s: %w", c.ID, err)
-		}
-		out.Lines, err = loadLines(ctx, tx, cartID)
 		return err
 	})
 	return out, err
+}
+
+// tryMutate is one read-change-write of mutate. It returns the stored cart, or an error that
+// explains a refusal, or neither when another writer won the race.
+func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID string, expectedVersion int64, lock bool, change func(c *cartRow) error) (*cartRow, error) {
+	c, err := loadCart(ctx, q, customer, cartID, lock)
+	if err != nil {
+		return nil, err
+	}
+	if err := writable(c, expectedVersion); err != nil {
+		return nil, err
+	}
+	next := c.clone()
+	if err := change(next); err != nil {
+		return nil, err
+	}
+	lines := next.Lines
+	if lines == nil {
+		lines = []lineRow{} // the column holds an array, never null
+	}
+	linesJSON, err := json.Marshal(lines)
+	if err != nil {
+		return nil, fmt.Errorf("encode lines of cart %s: %w", cartID, err)
+	}
+	err = q.QueryRow(ctx, `
+		UPDATE carts SET lines = $4, pickup_store_id = $5, near_lat = $6, near_lng = $7, near_radius_m = $8,
+		       version = version + 1, update_time = now()
+		WHERE id = $1 AND customer_id = $2 AND version = $3
+		  AND state = 'open' AND (checkout_until IS NULL OR checkout_until <= now())
+		RETURNING version, update_time`,
+		cartID, customer, c.Version, linesJSON, next.StoreID, next.NearLat, next.NearLng, next.NearRadius,
+	).Scan(&next.Version, &next.UpdateTime)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write cart %s: %w", cartID, err)
+	}
+	return next, nil
 }
 
 // CreateCart starts an empty cart for customer.
@@ -229,38 +266,32 @@ func (s *Service) AddLine(ctx context.Context, customer string, req *cartv1.AddL
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	// Ask the catalog before the transaction: no network wait while the cart row is locked.
+	// Ask the catalog (or its cache) first: a refused SKU costs no cart read.
 	variant, err := s.orderableVariant(ctx, req.GetSku())
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(tx pgx.Tx, c *cartRow) error {
-		price := variant.GetPrice()
-		if l := c.lineBySKU(req.GetSku()); l != nil {
-			total := l.Quantity + req.GetQuantity()
-			if total > maxQuantity {
-				return rpcerr.Invalid("quantity", fmt.Sprintf("line %s already has %d of sku %q; adding %d would make %d, more than %d", l.LineID, l.Quantity, l.SKU, req.GetQuantity(), total, maxQuantity))
+	price := variant.GetPrice()
+	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
+		l := c.lineBySKU(req.GetSku())
+		if l == nil {
+			if len(c.Lines) >= maxLines {
+				return rpcerr.FailedPrecondition("cart %q already has the maximum of %d lines", c.ID, maxLines)
 			}
-			_, err := tx.Exec(ctx, `
-				UPDATE cart_lines SET quantity = $3, product_id = $4, product_name = $5, variant_name = $6, price_minor = $7, currency = $8
-				WHERE cart_id = $1 AND line_id = $2`,
-				c.ID, l.LineID, total, variant.GetProductId(), variant.GetProductName(), variant.GetName(), price.GetAmountMinor(), price.GetCurrencyCode())
-			return err
+			c.Lines = append(c.Lines, lineRow{LineID: uuid.Must(uuid.NewV7()).String(), SKU: req.GetSku()})
+			l = &c.Lines[len(c.Lines)-1]
+		} else if total := l.Quantity + req.GetQuantity(); total > maxQuantity {
+			return rpcerr.Invalid("quantity", fmt.Sprintf("line %s already has %d of sku %q; adding %d would make %d, more than %d", l.LineID, l.Quantity, l.SKU, req.GetQuantity(), total, maxQuantity))
 		}
-		if len(c.Lines) >= maxLines {
-			return rpcerr.FailedPrecondition("cart %q already has the maximum of %d lines", c.ID, maxLines)
-		}
-		_, err := tx.Exec(ctx, `
-			INSERT INTO cart_lines (cart_id, line_id, sku, quantity, position, product_id, product_name, variant_name, price_minor, currency)
-			VALUES ($1, $2, $3, $4, (SELECT coalesce(max(position), 0) + 1 FROM cart_lines WHERE cart_id = $1), $5, $6, $7, $8, $9)`,
-			c.ID, uuid.Must(uuid.NewV7()).String(), req.GetSku(), req.GetQuantity(),
-			variant.GetProductId(), variant.GetProductName(), variant.GetName(), price.GetAmountMinor(), price.GetCurrencyCode())
-		return err
+		l.Quantity += req.GetQuantity()
+		l.ProductID, l.ProductName, l.VariantName = variant.GetProductId(), variant.GetProductName(), variant.GetName()
+		l.PriceMinor, l.Currency = price.GetAmountMinor(), price.GetCurrencyCode()
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.view(ctx, c), nil
+	return s.viewWith(ctx, c, learned{variants: map[string]*catalogv1.Variant{req.GetSku(): variant}}), nil
 }
 
 // UpdateLine sets a line's quantity.
@@ -271,12 +302,13 @@ func (s *Service) UpdateLine(ctx context.Context, customer string, req *cartv1.U
 	if err := checkQuantity(req.GetQuantity()); err != nil {
 		return nil, err
 	}
-	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(tx pgx.Tx, c *cartRow) error {
-		if c.line(req.GetLineId()) == nil {
+	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
+		l := c.line(req.GetLineId())
+		if l == nil {
 			return rpcerr.NotFound("line", req.GetLineId())
 		}
-		_, err := tx.Exec(ctx, `UPDATE cart_lines SET quantity = $3 WHERE cart_id = $1 AND line_id = $2`, c.ID, req.GetLineId(), req.GetQuantity())
-		return err
+		l.Quantity = req.GetQuantity()
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -289,12 +321,13 @@ func (s *Service) RemoveLine(ctx context.Context, customer string, req *cartv1.R
 	if req.GetLineId() == "" {
 		return nil, rpcerr.Invalid("line_id", "is required")
 	}
-	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(tx pgx.Tx, c *cartRow) error {
-		if c.line(req.GetLineId()) == nil {
+	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
+		i := slices.IndexFunc(c.Lines, func(l lineRow) bool { return l.LineID == req.GetLineId() })
+		if i < 0 {
 			return rpcerr.NotFound("line", req.GetLineId())
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM cart_lines WHERE cart_id = $1 AND line_id = $2`, c.ID, req.GetLineId())
-		return err
+		c.Lines = slices.Delete(c.Lines, i, i+1)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -304,9 +337,9 @@ func (s *Service) RemoveLine(ctx context.Context, customer string, req *cartv1.R
 
 // ClearCart removes every line; the pickup choice stays.
 func (s *Service) ClearCart(ctx context.Context, customer string, req *cartv1.ClearCartRequest) (*cartv1.Cart, error) {
-	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(tx pgx.Tx, c *cartRow) error {
-		_, err := tx.Exec(ctx, `DELETE FROM cart_lines WHERE cart_id = $1`, c.ID)
-		return err
+	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
+		c.Lines = nil
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -318,13 +351,15 @@ func (s *Service) ClearCart(ctx context.Context, customer string, req *cartv1.Cl
 func (s *Service) SetPickup(ctx context.Context, customer string, req *cartv1.SetPickupRequest) (*cartv1.Cart, error) {
 	var storeID *string
 	var lat, lng, radius *float64
+	var store *inventoryv1.Store
 	switch ch := req.GetPickup().GetChoice().(type) {
 	case *cartv1.Pickup_StoreId:
 		if ch.StoreId == "" {
 			return nil, rpcerr.Invalid("pickup.store_id", "must not be empty")
 		}
-		// Before the transaction: no network wait while the cart row is locked.
-		if _, err := s.store(ctx, ch.StoreId); err != nil {
+		// Before reading the cart: an unknown store costs no cart read.
+		var err error
+		if store, err = s.store(ctx, ch.StoreId); err != nil {
 			return nil, err
 		}
 		storeID = &ch.StoreId
@@ -352,15 +387,14 @@ func (s *Service) SetPickup(ctx context.Context, customer string, req *cartv1.Se
 	default:
 		return nil, rpcerr.Invalid("pickup", "choose a store_id or nearest")
 	}
-	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(tx pgx.Tx, c *cartRow) error {
-		_, err := tx.Exec(ctx, `UPDATE carts SET pickup_store_id = $2, near_lat = $3, near_lng = $4, near_radius_m = $5 WHERE id = $1`,
-			c.ID, storeID, lat, lng, radius)
-		return err
+	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
+		c.StoreID, c.NearLat, c.NearLng, c.NearRadius = storeID, lat, lng, radius
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.view(ctx, c), nil
+	return s.viewWith(ctx, c, learned{store: store}), nil
 }
 
 func deref(s *string) string {

@@ -32,18 +32,20 @@ const (
 // Checkout places the order for customer's cart. How it stays one order per key and never
 // marks a cart without an order:
 //
-//  1. In one transaction on the locked cart: check it is the caller's, open (or already checked
-//     out with this same key: then the order is fetched again), at the expected version, has
-//     lines and a pickup choice; record the key and start the checkout lease. While the lease
-//     runs, other changes are refused, so the cart cannot change under the order. Concurrent
-//     retries with the same key go through; a different key is refused with Aborted.
-//  2. Price every line at the catalog (outside any transaction).
+//  1. Claim, in one conditional UPDATE: if the cart is the caller's, open, not leased to another
+//     key, at the expected version, with lines and a pickup choice, record the key and start the
+//     checkout lease, returning the cart as claimed. While the lease runs every other change is
+//     refused (their UPDATEs require no running lease), so the cart cannot change under the
+//     order. Concurrent retries with the same key go through; a different key is refused with
+//     Aborted. Only when the claim matches nothing is the cart read, to say why (or, already
+//     checked out with this same key, to fetch that order again).
+//  2. Price every line at the catalog (its cache; outside any transaction).
 //  3. Ask fulfilment to place the order (idempotent by customer and key), within
 //     CheckoutTimeout.
-//  4. CONFIRMED or PENDING: mark the cart checked out with the order id. REJECTED: end the
-//     lease and leave the cart open for the shopper to change; the rejected order is returned.
-//     No answer: the lease stays until it expires, as the order may exist; the client retries
-//     with the same key and gets it.
+//  4. CONFIRMED or PENDING: mark the cart checked out with the order id (one UPDATE). REJECTED:
+//     end the lease and leave the cart open for the shopper to change; the rejected order is
+//     returned. No answer: the lease stays until it expires, as the order may exist; the client
+//     retries with the same key and gets it.
 func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.CheckoutRequest) (*fulfilmentv1.Order, *cartv1.Cart, error) {
 	email, err := checkCheckout(req)
 	if err != nil {
@@ -52,36 +54,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	key := req.GetIdempotencyKey()
 
 	// 1. Claim.
-	var c *cartRow
-	var already bool
-	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		var err error
-		if c, err = loadCart(ctx, tx, customer, req.GetCartId(), true); err != nil {
-			return err
-		}
-		if c.State == stateCheckedOut {
-			if deref(c.CheckoutKey) != key {
-				return rpcerr.FailedPrecondition("cart %q already checked out as order %q", c.ID, deref(c.OrderID))
-			}
-			already = true
-			return nil
-		}
-		if c.CheckingOut && deref(c.CheckoutKey) != key {
-			return rpcerr.Aborted("cart %q is being checked out by another request; retry that request with its idempotency key", c.ID)
-		}
-		if v := req.GetExpectedVersion(); v != 0 && v != c.Version {
-			return rpcerr.Aborted("cart %q is at version %d, not expected_version %d: it was changed elsewhere; reload it and try again", c.ID, c.Version, v)
-		}
-		if len(c.Lines) == 0 {
-			return rpcerr.FailedPrecondition("cart %q has no lines to check out", c.ID)
-		}
-		if !c.hasPickup() {
-			return rpcerr.FailedPrecondition("cart %q has no pickup choice: call SetPickup first", c.ID)
-		}
-		_, err = tx.Exec(ctx, `UPDATE carts SET checkout_key = $2, checkout_until = now() + $3::bigint * interval '1 microsecond' WHERE id = $1`,
-			c.ID, key, s.checkoutLease.Microseconds())
-		return err
-	})
+	c, already, err := s.claim(ctx, customer, req.GetCartId(), key, req.GetExpectedVersion())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -119,29 +92,78 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	}
 	order := res.GetOrder()
 
-	// 4. Settle the cart.
-	if !already && order.GetState() != fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
+	// 4. Settle the cart. The cart shown is the one in hand, as the settling left it; it is
+	// read again only when another request with this key marked it meanwhile.
+	switch {
+	case already:
+		// Read checked out with this key in step 1: nothing changes it any more.
+	case order.GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+		s.endLease(ctx, c.ID, key)
+		c.CheckingOut = false
+	default:
 		marked, err := s.markCheckedOut(ctx, c.ID, key, order.GetId())
 		if err != nil {
 			// The order exists; the retry with the same key marks the cart.
 			return nil, nil, err
 		}
-		if marked != nil {
-			// This request marked it: the lines are those claimed under the lease (nothing
-			// may change them meanwhile), priced a moment ago in step 2.
-			orderID := order.GetId()
-			c.State, c.OrderID, c.CheckoutKey, c.CheckingOut = stateCheckedOut, &orderID, &key, false
-			c.Version, c.UpdateTime = marked.version, marked.updateTime
-			return order, s.viewPriced(ctx, c, variants), nil
+		if marked == nil {
+			if c, err = loadCart(ctx, s.db, customer, c.ID, false); err != nil {
+				return nil, nil, err
+			}
+			break
 		}
-	} else if !already {
-		s.endLease(ctx, c.ID, key)
+		// This request marked it: the lines are those claimed under the lease (nothing may
+		// change them meanwhile), priced a moment ago in step 2.
+		orderID := order.GetId()
+		c.State, c.OrderID, c.CheckoutKey, c.CheckingOut = stateCheckedOut, &orderID, &key, false
+		c.Version, c.UpdateTime = marked.version, marked.updateTime
 	}
-	c, err = loadCart(ctx, s.db, customer, c.ID, false)
-	if err != nil {
-		return nil, nil, err
+	return order, s.viewWith(ctx, c, learned{variants: variants}), nil
+}
+
+// claim records key and starts the checkout lease on customer's open cart (step 1 of Checkout)
+// and returns the cart as claimed; or, when the cart is already checked out with key, returns
+// it with already set. Anything else is refused with the reason.
+func (s *Service) claim(ctx context.Context, customer, cartID, key string, expectedVersion int64) (c *cartRow, already bool, err error) {
+	// A claim that matched nothing and a read that finds nothing against it means the cart
+	// changed in between (a lease lapsed, a change landed): claim again, a few times at most.
+	for range 3 {
+		c = &cartRow{}
+		err = s.db.QueryRow(ctx, `
+			UPDATE carts SET checkout_key = $3, checkout_until = now() + $5::bigint * interval '1 microsecond'
+			WHERE id = $1 AND customer_id = $2 AND state = 'open'
+			  AND (checkout_until IS NULL OR checkout_until <= now() OR checkout_key = $3)
+			  AND ($4::bigint = 0 OR version = $4)
+			  AND jsonb_array_length(lines) > 0
+			  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)
+			RETURNING `+cartColumns,
+			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds()).Scan(c.scanTargets()...)
+		if err == nil {
+			return c, false, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return nil, false, fmt.Errorf("claim cart %s for checkout: %w", cartID, err)
+		}
+		// Refused: read the cart to say why, in the order the checks have always been made.
+		if c, err = loadCart(ctx, s.db, customer, cartID, false); err != nil {
+			return nil, false, err
+		}
+		switch {
+		case c.State == stateCheckedOut && deref(c.CheckoutKey) == key:
+			return c, true, nil
+		case c.State == stateCheckedOut:
+			return nil, false, rpcerr.FailedPrecondition("cart %q already checked out as order %q", c.ID, deref(c.OrderID))
+		case c.CheckingOut && deref(c.CheckoutKey) != key:
+			return nil, false, rpcerr.Aborted("cart %q is being checked out by another request; retry that request with its idempotency key", c.ID)
+		case expectedVersion != 0 && expectedVersion != c.Version:
+			return nil, false, rpcerr.Aborted("cart %q is at version %d, not expected_version %d: it was changed elsewhere; reload it and try again", c.ID, c.Version, expectedVersion)
+		case len(c.Lines) == 0:
+			return nil, false, rpcerr.FailedPrecondition("cart %q has no lines to check out", c.ID)
+		case !c.hasPickup():
+			return nil, false, rpcerr.FailedPrecondition("cart %q has no pickup choice: call SetPickup first", c.ID)
+		}
 	}
-	return order, s.view(ctx, c), nil
+	return nil, false, rpcerr.Aborted("cart %q kept changing during checkout; reload it and try again", cartID)
 }
 
 func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {

@@ -8,13 +8,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/services/cart"
 	"github.com/handoff-dev/handoff/services/catalog"
 )
@@ -22,42 +26,79 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // env is a cart service served over real gRPC on a loopback port, pricing against a real
-// catalog (demo chain loaded) over a real NATS server.
+// catalog (demo chain loaded) over a real NATS server. The catalog's events reach NATS through
+// its outbox relay, as in the stack, and its admin API is served too.
 type env struct {
-	t       *testing.T
-	nats    *server.Server
-	catalog *catalog.Service
-	catRPC  *natsrpc.Service // the catalog's NATS endpoints, to stop
-	chain   demo.Chain
-	cart    *cart.Service
-	pool    *pgxpool.Pool // the cart's
-	client  cartv1.CartServiceClient
+	t            *testing.T
+	nats         *server.Server
+	catalog      *catalog.Service
+	catalogAdmin catalogv1.CatalogAdminServiceClient
+	catRPC       *natsrpc.Service // the catalog's NATS endpoints, to stop
+	chain        demo.Chain
+	cart         *cart.Service
+	pool         *pgxpool.Pool // the cart's
+	client       cartv1.CartServiceClient
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the env; configure may change the cart's configuration. The cart's caches
+// keep answers for an hour unless configured otherwise, so a test that sees a change did so
+// through the catalog's events, never the TTL.
+func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 	t.Helper()
 	e := &env{t: t, nats: testenv.NATS(t), chain: demo.Seattle()}
 
-	e.catalog = catalog.New(catalog.Config{Pool: testenv.Pool(t, "", catalog.Migrations()), Currency: "USD", Logger: testenv.Logger(t)})
+	catPool := testenv.Pool(t, "", catalog.Migrations())
+	e.catalog = catalog.New(catalog.Config{Pool: catPool, Currency: "USD", Logger: testenv.Logger(t)})
 	if _, err := e.catalog.LoadDemo(t.Context(), e.chain); err != nil {
 		t.Fatalf("load demo catalog: %v", err)
 	}
 	e.catRPC = e.serveNATS("catalog", e.catalog.RegisterNATS)
+	e.relay(catPool)
 
 	e.pool = testenv.Pool(t, "", cart.Migrations())
-	e.cart = cart.New(cart.Config{
+	cfg := cart.Config{
 		Pool:            e.pool,
 		NATS:            testenv.NATSConn(t, e.nats),
 		Currency:        "USD",
 		Logger:          testenv.Logger(t),
 		CheckoutTimeout: 10 * time.Second,
 		LookupTimeout:   2 * time.Second,
-	})
+		CacheTTL:        time.Hour,
+	}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	e.cart = cart.New(cfg)
 	srv := grpc.NewServer()
 	e.cart.RegisterGRPC(srv)
+	e.catalog.RegisterGRPC(srv)
 	conn := testenv.GRPC(t, srv)
 	e.client = cartv1.NewCartServiceClient(conn)
+	e.catalogAdmin = catalogv1.NewCatalogAdminServiceClient(conn)
 	return e
+}
+
+// relay publishes the outbox of pool's schema to JetStream until the test ends, as the stack
+// does for every service.
+func (e *env) relay(pool *pgxpool.Pool) {
+	e.t.Helper()
+	js, err := jetstream.New(testenv.NATSConn(e.t, e.nats), jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := streams.Ensure(e.t.Context(), js, streams.Config{}); err != nil {
+		e.t.Fatalf("declare streams: %v", err)
+	}
+	r := outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: testenv.Logger(e.t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := r.Run(ctx); err != nil {
+			e.t.Errorf("outbox relay: %v", err)
+		}
+	}()
+	e.t.Cleanup(func() { cancel(); <-done })
 }
 
 // serveNATS registers a service's NATS endpoints on a connection of its own and returns the

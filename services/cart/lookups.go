@@ -3,6 +3,7 @@ package cart
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -26,9 +27,49 @@ var (
 	subjectPlaceOrder      = natsrpc.Subject("fulfilment", "place_order")
 )
 
-// variants asks the catalog about skus. SKUs the catalog does not know are absent from the
-// result; the error is the catalog being unreachable or failing.
+// variants returns the catalog's answer for skus: from the cache where it has them, the rest
+// asked in one request and cached. SKUs the catalog does not know are absent from the result
+// (and never cached); the error is the catalog being unreachable or failing.
 func (s *Service) variants(ctx context.Context, skus []string) (map[string]*catalogv1.Variant, error) {
+	out, missing := s.cachedVariants(skus)
+	if len(missing) == 0 {
+		return out, nil
+	}
+	got, err := s.askVariants(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out, got)
+	return out, nil
+}
+
+// cachedVariants splits skus into the variants the cache has and the SKUs it lacks.
+func (s *Service) cachedVariants(skus []string) (map[string]*catalogv1.Variant, []string) {
+	out := make(map[string]*catalogv1.Variant, len(skus))
+	var missing []string
+	for _, sku := range skus {
+		if v, ok := s.variantCache.get(sku); ok {
+			out[sku] = v
+		} else {
+			missing = append(missing, sku)
+		}
+	}
+	return out, missing
+}
+
+// askVariants asks the catalog about skus and caches its answers.
+func (s *Service) askVariants(ctx context.Context, skus []string) (map[string]*catalogv1.Variant, error) {
+	gen := s.variantCache.generation()
+	out, err := s.fetchVariants(ctx, skus)
+	if err != nil {
+		return nil, err
+	}
+	s.variantCache.put(gen, out)
+	return out, nil
+}
+
+// fetchVariants asks the catalog about skus, never the cache.
+func (s *Service) fetchVariants(ctx context.Context, skus []string) (map[string]*catalogv1.Variant, error) {
 	out := make(map[string]*catalogv1.Variant, len(skus))
 	if len(skus) == 0 {
 		return out, nil
@@ -42,13 +83,11 @@ func (s *Service) variants(ctx context.Context, skus []string) (map[string]*cata
 		// One unknown SKU fails the whole batch; ask one at a time to keep the others. Rare:
 		// it takes a SKU that was deleted from the catalog after it was put in the cart.
 		for _, sku := range skus {
-			one, err := s.variants(ctx, []string{sku})
+			one, err := s.fetchVariants(ctx, []string{sku})
 			if err != nil {
 				return nil, err
 			}
-			for k, v := range one {
-				out[k] = v
-			}
+			maps.Copy(out, one)
 		}
 		return out, nil
 	case status.Code(err) == codes.NotFound:
@@ -92,14 +131,20 @@ func (s *Service) checkOrderable(sku string, v *catalogv1.Variant, known bool) e
 	return nil
 }
 
-// store asks inventory for a store: unknown is NotFound naming pickup.store_id.
+// store returns inventory's store storeID, from the cache when it has it: unknown is NotFound
+// naming pickup.store_id (and not cached: a store may be created any moment).
 func (s *Service) store(ctx context.Context, storeID string) (*inventoryv1.Store, error) {
+	if st, ok := s.storeCache.get(storeID); ok {
+		return st, nil
+	}
+	gen := s.storeCache.generation()
 	ctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
 	defer cancel()
 	var res inventoryv1.GetStoreResponse
 	err := natsrpc.Call(ctx, s.nc, subjectGetStore, &inventoryv1.GetStoreRequest{StoreId: storeID}, &res)
 	switch status.Code(err) {
 	case codes.OK:
+		s.storeCache.put(gen, map[string]*inventoryv1.Store{storeID: res.GetStore()})
 		return res.GetStore(), nil
 	case codes.NotFound:
 		return nil, status.Errorf(codes.NotFound, "pickup.store_id: store %q not found", storeID)
@@ -123,46 +168,71 @@ func lookupFailed(service string, err error) error {
 }
 
 // view renders c for the shopper: today's prices from the catalog, availability at the chosen
-// store and its name from inventory. The three questions go out at once; when one goes
-// unanswered the cart is still shown (last known prices, availability -1, no store name) and
-// the miss is logged at debug.
+// store and its name from inventory. Prices and the name come from the caches when they have
+// them; what must be asked goes out at once. When a question goes unanswered the cart is still
+// shown (last known prices, availability -1, no store name) and the miss is logged at debug.
 func (s *Service) view(ctx context.Context, c *cartRow) *cartv1.Cart {
-	return s.viewPriced(ctx, c, nil)
+	return s.viewWith(ctx, c, learned{})
 }
 
-// viewPriced is view with the catalog's answer for the cart's SKUs already in hand (priced):
-// the catalog is asked only when priced is nil.
-func (s *Service) viewPriced(ctx context.Context, c *cartRow, priced map[string]*catalogv1.Variant) *cartv1.Cart {
+// learned is what a request already heard from the catalog or inventory, for its view to reuse
+// rather than ask again.
+type learned struct {
+	variants map[string]*catalogv1.Variant // by SKU; the cart's other SKUs are looked up
+	store    *inventoryv1.Store            // the pickup store, when the request looked it up
+}
+
+// viewWith is view reusing what the request learned.
+func (s *Service) viewWith(ctx context.Context, c *cartRow, l learned) *cartv1.Cart {
 	var (
-		wg        sync.WaitGroup
-		variants  = priced
+		variants  = make(map[string]*catalogv1.Variant, len(c.Lines))
+		missing   []string
+		fetched   map[string]*catalogv1.Variant
 		available map[string]int32
 		storeName string
+		asks      []func()
 	)
-	if len(c.Lines) > 0 && priced == nil {
-		wg.Go(func() {
-			vs, err := s.variants(ctx, c.skus())
+	for _, line := range c.Lines {
+		if v, ok := l.variants[line.SKU]; ok {
+			variants[line.SKU] = v
+		} else if v, ok := s.variantCache.get(line.SKU); ok {
+			variants[line.SKU] = v
+		} else {
+			missing = append(missing, line.SKU)
+		}
+	}
+	if len(missing) > 0 {
+		asks = append(asks, func() {
+			vs, err := s.askVariants(ctx, missing)
 			if err != nil {
 				s.log.DebugContext(ctx, "catalog did not price the cart; showing the last known prices", "cart_id", c.ID, "err", err)
 				return
 			}
-			variants = vs
+			fetched = vs
 		})
 	}
 	if c.StoreID != nil {
+		// Availability is live, and asked only where it is shown: not on a checked-out cart.
 		if len(c.Lines) > 0 && c.State == stateOpen {
-			wg.Go(func() { available = s.availability(ctx, *c.StoreID, c.skus()) })
+			asks = append(asks, func() { available = s.availability(ctx, *c.StoreID, c.skus()) })
 		}
-		wg.Go(func() {
-			st, err := s.store(ctx, *c.StoreID)
-			if err != nil {
-				s.log.DebugContext(ctx, "inventory did not name the pickup store", "store_id", *c.StoreID, "err", err)
-				return
-			}
+		if l.store != nil && l.store.GetId() == *c.StoreID {
+			storeName = l.store.GetName()
+		} else if st, ok := s.storeCache.get(*c.StoreID); ok {
 			storeName = st.GetName()
-		})
+		} else {
+			asks = append(asks, func() {
+				st, err := s.store(ctx, *c.StoreID)
+				if err != nil {
+					s.log.DebugContext(ctx, "inventory did not name the pickup store", "store_id", *c.StoreID, "err", err)
+					return
+				}
+				storeName = st.GetName()
+			})
+		}
 	}
-	wg.Wait()
+	askAll(asks)
+	maps.Copy(variants, fetched)
 
 	out := &cartv1.Cart{
 		Id:         c.ID,
@@ -204,6 +274,21 @@ func (s *Service) viewPriced(ctx context.Context, c *cartRow, priced map[string]
 		out.Lines = append(out.Lines, line)
 	}
 	return out
+}
+
+// askAll runs a view's questions to other services, side by side when there are several.
+func askAll(asks []func()) {
+	switch len(asks) {
+	case 0:
+	case 1:
+		asks[0]()
+	default:
+		var wg sync.WaitGroup
+		for _, ask := range asks {
+			wg.Go(ask)
+		}
+		wg.Wait()
+	}
 }
 
 // availability asks inventory what storeID can promise of skus; nil when it does not answer.

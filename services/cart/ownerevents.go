@@ -1,0 +1,123 @@
+package cart
+
+import (
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/streams"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Events of the owners of what the cart caches (subscription filters, hence the wildcard):
+// every product event (services/catalog/products.go: created, updated, archived) and every
+// store event (services/inventory/stores.go: created, updated, state_changed).
+var (
+	productEvents = streams.EventSubject("catalog", "product", "*")
+	storeEvents   = streams.EventSubject("inventory", "store", "*")
+
+	subjectProductCreated  = streams.EventSubject("catalog", "product", "created")
+	subjectProductUpdated  = streams.EventSubject("catalog", "product", "updated")
+	subjectProductArchived = streams.EventSubject("catalog", "product", "archived")
+	subjectStoreCreated    = streams.EventSubject("inventory", "store", "created")
+	subjectStoreUpdated    = streams.EventSubject("inventory", "store", "updated")
+	subjectStoreState      = streams.EventSubject("inventory", "store", "state_changed")
+)
+
+// watchOwners keeps the caches honest: a product's variants are dropped when the catalog
+// publishes a change to it, a store when inventory does, and everything when the NATS
+// connection drops or comes back (events sent meanwhile were missed).
+//
+// Plain core-NATS subscriptions, not JetStream consumers: every copy of the cart must hear every
+// event for its own cache, nothing needs to survive a restart (the cache does not), and the TTL
+// covers an event missed in a way the connection status does not show. If the subscriptions
+// cannot be made, the caches are switched off rather than trusted blind.
+func (s *Service) watchOwners() error {
+	products, err := s.nc.Subscribe(productEvents, s.onProductEvent)
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", productEvents, err)
+	}
+	if _, err := s.nc.Subscribe(storeEvents, s.onStoreEvent); err != nil {
+		_ = products.Unsubscribe()
+		return fmt.Errorf("subscribe to %s: %w", storeEvents, err)
+	}
+	// A status listener, not the connection's reconnect/disconnect handlers: those are the
+	// owner's (the stack logs with them) and there is only one of each.
+	status := s.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CONNECTED, nats.CLOSED)
+	go func() {
+		for st := range status {
+			s.variantCache.clear()
+			s.storeCache.clear()
+			if st == nats.CLOSED {
+				s.nc.RemoveStatusListener(status)
+				return
+			}
+			s.log.Info("NATS connection changed; catalog and store caches cleared", "status", st.String())
+		}
+	}()
+	// The server knows the subscriptions before the cart answers anything, so no event about an
+	// answer it caches can slip by.
+	if err := s.nc.FlushTimeout(s.lookupTimeout); err != nil {
+		s.log.Warn("NATS flush after subscribing to catalog and store events failed; relying on the cache TTL until it is through", "err", err)
+	}
+	return nil
+}
+
+// onProductEvent drops the product's variants: those it names now and any cached under its id
+// (an update may have removed a variant).
+func (s *Service) onProductEvent(m *nats.Msg) {
+	var p *catalogv1.Product
+	var err error
+	switch m.Subject {
+	case subjectProductCreated:
+		var ev catalogv1.ProductCreated
+		err = proto.Unmarshal(m.Data, &ev)
+		p = ev.GetProduct()
+	case subjectProductUpdated:
+		var ev catalogv1.ProductUpdated
+		err = proto.Unmarshal(m.Data, &ev)
+		p = ev.GetProduct()
+	case subjectProductArchived:
+		var ev catalogv1.ProductArchived
+		err = proto.Unmarshal(m.Data, &ev)
+		p = ev.GetProduct()
+	}
+	if err != nil || p.GetId() == "" {
+		// A product event we cannot read (or a new kind): forget every variant to be safe.
+		s.log.Warn("unreadable catalog product event; all cached variants dropped", "subject", m.Subject, "err", err)
+		s.variantCache.clear()
+		return
+	}
+	skus := make([]string, 0, len(p.GetVariants()))
+	for _, v := range p.GetVariants() {
+		skus = append(skus, v.GetSku())
+	}
+	id := p.GetId()
+	s.variantCache.drop(skus, func(v *catalogv1.Variant) bool { return v.GetProductId() == id })
+	s.log.Debug("catalog product changed; its cached variants dropped", "product_id", id, "subject", m.Subject)
+}
+
+// onStoreEvent drops the store.
+func (s *Service) onStoreEvent(m *nats.Msg) {
+	var id string
+	var err error
+	switch m.Subject {
+	case subjectStoreCreated, subjectStoreUpdated:
+		var ev inventoryv1.StoreChanged
+		err = proto.Unmarshal(m.Data, &ev)
+		id = ev.GetStore().GetId()
+	case subjectStoreState:
+		var ev inventoryv1.StoreStateChanged
+		err = proto.Unmarshal(m.Data, &ev)
+		id = ev.GetStoreId()
+	}
+	if err != nil || id == "" {
+		s.log.Warn("unreadable inventory store event; all cached stores dropped", "subject", m.Subject, "err", err)
+		s.storeCache.clear()
+		return
+	}
+	s.storeCache.drop([]string{id}, nil)
+	s.log.Debug("store changed; its cached copy dropped", "store_id", id, "subject", m.Subject)
+}
