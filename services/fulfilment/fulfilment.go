@@ -13,17 +13,18 @@
 //     radius that can fill them all, with a short deadline (Config.PlacementHoldTTL).
 //  2. One write (a single round trip, one implicit transaction) inserts the order in its
 //     outcome state: CONFIRMED (store, ready-by estimate; the pickup code is derived, never
-//     stored) or REJECTED (shortages), with its history, its OrderChanged event (outbox), its
-//     customer notification and, for CONFIRMED, the effect "extend the holds to the order's
-//     pickup horizon", which the effects worker carries out right after.
+//     stored) or REJECTED (shortages), with its history, its OrderChanged event (outbox) and
+//     its customer notification. The holds keep their placement deadline: the timer loop
+//     extends them only if the order is still open when that deadline comes within
+//     Config.HoldRefreshMargin (see keepHolds), so an order collected soon after its checkout
+//     costs inventory nothing more until its hand-over.
 //  3. An order that exists already (a retry, a concurrent copy of the same checkout) makes the
 //     insert fail on the key; that order is returned as it is (a PENDING one is first driven
 //     on). Reserve answered the retry from the holds the order already has, so nothing is held
 //     twice.
 //
 // So a checkout costs two transactions on its critical path (inventory's reserve, fulfilment's
-// insert) and two cheap ones behind it (inventory's extend, and the effects worker's claim and
-// delete, shared by the effects of many orders). This is the faster of the two sagas: the
+// insert) and nothing behind it but the outbox relay. This is the faster of the two sagas: the
 // slower one writes the order PENDING before reserving and needs a third transaction on the
 // critical path. Its price: a process that dies between 1 and 2 leaves a short hold and no
 // order. The hold is its own compensation (inventory's sweeper ends it at its deadline), and
@@ -35,15 +36,20 @@
 //
 // # The order's life
 //
-// The transition table lives in package domain. Every transition is one transaction: lock the
-// order row, check the table, update the row, append a history entry, enqueue the OrderChanged
+// The transition table lives in package domain. Every transition is one transaction of two
+// round trips: BEGIN, lock the order row and read its history (pipelined); check the table;
+// then, pipelined with COMMIT, update the row, append a history entry, enqueue the OrderChanged
 // event (id derived from order id and history sequence, so a rewrite is a duplicate) and the
 // customer notification, and record the inventory effect (release, commit, extend) in
 // order_effects. The effects worker carries effects out after the commit and deletes them,
-// retrying until inventory has done them, in order per order; so holds end even when the
-// process dies right after a transition. Timers (expiry, the expiring-soon reminder, the
-// not-accepted escalation, the refresh of long-open orders' holds) are columns of the order,
-// run by the timer loop; they survive restarts.
+// retrying until inventory has done them, in order per order. So holds end even when the
+// process dies right after a transition. Timers (expiry, the expiring-soon
+// reminder, the not-accepted escalation, the refresh of long-open orders' holds) are columns of
+// the order, run by the timer loop; they survive restarts.
+//
+// WatchOrder streams get the order as a transition of this process leaves it, or as its event
+// carries it, without reading the database; they read it when they start, after a gap in what
+// they heard, and every Config.WatchPoll.
 //
 // # Who may do what
 //
@@ -106,8 +112,8 @@ type Config struct {
 	// ReserveTimeout bounds the reserve call of a checkout. Default 2s.
 	ReserveTimeout time.Duration
 	// PlacementHoldTTL is the deadline given to holds when reserving, before the order exists:
-	// how long the holds of an order that was never created stay, and how long inventory may be
-	// out of reach after a confirmation before the order loses its stock. Default 10m.
+	// how long the holds of an order that was never created stay, and how long a confirmed
+	// order's holds last before their first refresh is due (see HoldRefreshMargin). Default 10m.
 	PlacementHoldTTL time.Duration
 	// PendingAfter is how old a PENDING order must be before the recovery loop drives it on
 	// (a younger one may still be in the hands of its checkout). Default 5s.
@@ -118,7 +124,9 @@ type Config struct {
 	// fulfilment's own expiry comes first. Default 15m.
 	HoldGrace time.Duration
 	// HoldRefreshMargin: the timer loop extends an open order's holds once their deadline is
-	// nearer than this. It must be shorter than PlacementHoldTTL. Default PlacementHoldTTL/2.
+	// nearer than this, and not before; it is how long inventory may be out of reach at that
+	// point before the order loses its stock. It must be shorter than PlacementHoldTTL.
+	// Default PlacementHoldTTL/2.
 	HoldRefreshMargin time.Duration
 	// NotAcceptedAfter publishes not_accepted for an order still CONFIRMED this long after
 	// confirmation (the POS escalates it). Default 5m.

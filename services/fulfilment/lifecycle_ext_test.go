@@ -73,17 +73,18 @@ func TestOrderLifeFromConfirmedToCollectedCommitsTheHolds(t *testing.T) {
 	if o.GetTotal().GetAmountMinor() != 3*450 {
 		t.Fatalf("total %d, want %d", o.GetTotal().GetAmountMinor(), 3*450)
 	}
-	// The extend effect moves the short placement deadline to the order's pickup horizon.
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		var earliest time.Time
-		if err := e.invPool.QueryRow(e.ctx, `SELECT min(expire_time) FROM holds WHERE order_id = $1`, o.GetId()).Scan(&earliest); err != nil {
-			return err
-		}
-		if want := time.Now().Add(time.Hour); earliest.Before(want) {
-			return fmt.Errorf("holds expire at %s, want after ready-by + pickup window (%s)", earliest, want)
-		}
-		return nil
-	})
+	// The holds keep their placement deadline (10 minutes by default): an order handed over
+	// before the refresh margin costs no extension.
+	var earliest, latest time.Time
+	if err := e.invPool.QueryRow(e.ctx, `SELECT min(expire_time), max(expire_time) FROM holds WHERE order_id = $1`, o.GetId()).Scan(&earliest, &latest); err != nil {
+		t.Fatal(err)
+	}
+	if in := time.Until(earliest); in < 9*time.Minute || time.Until(latest) > 10*time.Minute {
+		t.Fatalf("holds expire in %s..%s, want the placement deadline of 10m", in.Round(time.Second), time.Until(latest).Round(time.Second))
+	}
+	if n := e.effectsOf(o.GetId()); n != 0 {
+		t.Fatalf("%d inventory effects recorded for a fresh confirmation, want none", n)
+	}
 
 	if got := e.accept("s1", o.GetId()); got.GetState() != preparing || got.GetPickupCode() != "" {
 		t.Fatalf("accepted order is %s with code %q, want PREPARING and no code for staff", got.GetState(), got.GetPickupCode())
@@ -442,37 +443,78 @@ func TestListOrdersPagesNewestFirst(t *testing.T) {
 	wantCode(t, "bad page token", err, codes.InvalidArgument, "page_token")
 }
 
+// effectsOf counts the inventory effects recorded for the order and not carried out yet.
+func (e *env) effectsOf(orderID string) int {
+	e.t.Helper()
+	var n int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_effects WHERE order_id = $1`, orderID).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// holdDeadlines returns the earliest deadline of the order's holds and how many are open.
+func (e *env) holdDeadlines(orderID string) (time.Time, int) {
+	e.t.Helper()
+	var earliest time.Time
+	var open int
+	if err := e.invPool.QueryRow(e.ctx, `SELECT min(expire_time), count(*) FILTER (WHERE state = 'open') FROM holds WHERE order_id = $1`, orderID).Scan(&earliest, &open); err != nil {
+		e.t.Fatal(err)
+	}
+	return earliest, open
+}
+
 func TestHoldsOfAnOrderOpenLongAreExtendedBeforeTheyRunOut(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	// Holds placed for 4s and refreshed inside the last 2s: the orders below stay open past
+	// both, in preparation and waiting for pickup.
+	const ttl, margin = 4 * time.Second, 2 * time.Second
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.PlacementHoldTTL, c.HoldRefreshMargin = ttl, margin }})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 4)
-	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
-	e.accept("s1", o.GetId())
-	holdsExpireAfter := func(want time.Time) func() error {
-		return func() error {
-			var at time.Time
-			if err := e.invPool.QueryRow(e.ctx, `SELECT expire_time FROM holds WHERE order_id = $1`, o.GetId()).Scan(&at); err != nil {
-				return err
-			}
-			if at.Before(want) {
-				return fmt.Errorf("hold expires at %s, want after %s", at.Format(time.TimeOnly), want.Format(time.TimeOnly))
-			}
-			return nil
+	placed := time.Now()
+	preparing1 := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	ready1 := e.placeAt("s1", "bob", "k1", "LATTE-16", 1)
+	for _, o := range []*fulfilmentv1.Order{preparing1, ready1} {
+		// Nothing is extended at confirmation.
+		if at, open := e.holdDeadlines(o.GetId()); open != 1 || at.After(placed.Add(ttl+time.Second)) {
+			t.Fatalf("order %s: %d open holds until %s, want 1 until the placement deadline", o.GetId(), open, at.Format(time.TimeOnly))
+		}
+		if n := e.effectsOf(o.GetId()); n != 0 {
+			t.Fatalf("order %s: %d effects recorded at confirmation, want none", o.GetId(), n)
+		}
+		e.accept("s1", o.GetId())
+	}
+	r := e.markReady("s1", ready1.GetId())
+	deadline, _ := e.holdDeadlines(preparing1.GetId())
+
+	// Past the placement deadline (and a few sweeps of inventory's sweeper): the holds were
+	// extended before they ran out, never ended, and the orders are still open.
+	time.Sleep(time.Until(deadline.Add(time.Second)))
+	for _, o := range []*fulfilmentv1.Order{preparing1, ready1} {
+		if got := e.holds(o.GetId()); !mapsEqual(got, map[string]int{"open": 1}) {
+			t.Fatalf("order %s holds %v after the placement deadline, want still open", o.GetId(), got)
 		}
 	}
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, holdsExpireAfter(time.Now().Add(time.Hour)))
-	// Time passes and the staff are slow: the holds are 30s from their end (inventory and
-	// fulfilment agree), well inside the refresh margin.
-	if _, err := e.invPool.Exec(e.ctx, `UPDATE holds SET expire_time = now() + interval '30 seconds' WHERE order_id = $1`, o.GetId()); err != nil {
-		t.Fatal(err)
+	// Preparing: held for ready-by + pickup window + grace, an hour and more.
+	if at, _ := e.holdDeadlines(preparing1.GetId()); at.Before(time.Now().Add(time.Hour)) {
+		t.Fatalf("preparing order's hold expires at %s, want after ready-by + pickup window", at.Format(time.TimeOnly))
 	}
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET hold_deadline = now() + interval '30 seconds', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
-		t.Fatal(err)
+	// Ready: held for its pickup window and the grace after it.
+	if at, _ := e.holdDeadlines(ready1.GetId()); at.Before(r.GetPickupDeadline().AsTime()) {
+		t.Fatalf("ready order's hold expires at %s, before its pickup deadline %s", at.Format(time.TimeOnly), r.GetPickupDeadline().AsTime().Format(time.TimeOnly))
 	}
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, holdsExpireAfter(time.Now().Add(time.Hour)))
-	if s := e.stateOf(o.GetId()); s != preparing {
+	if s := e.stateOf(preparing1.GetId()); s != preparing {
 		t.Fatalf("order is %s after its holds were refreshed, want PREPARING", s)
 	}
+	if s := e.stateOf(ready1.GetId()); s != ready {
+		t.Fatalf("order is %s after its holds were refreshed, want READY", s)
+	}
+	e.checkInvariants()
+	// And the extended holds still end as the orders do.
+	if _, err := e.handOver("s1", ready1.GetId(), ready1.GetPickupCode()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHolds(ready1.GetId(), map[string]int{"committed": 1})
 	e.checkInvariants()
 }
 

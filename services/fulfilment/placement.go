@@ -165,8 +165,8 @@ func newOrder(id string, req *fulfilmentv1.PlaceOrderRequest) *order {
 	return o
 }
 
-// holdRequest asks inventory to hold the order's lines until a short deadline, which is
-// extended once the order is confirmed (see keepHolds).
+// holdRequest asks inventory to hold the order's lines until a short deadline, which the timer
+// loop extends if the order is still open when that deadline comes near (see keepHolds).
 func (s *Service) holdRequest(id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time) *inventoryv1.ReserveHoldsRequest {
 	hr := &inventoryv1.ReserveHoldsRequest{
 		OrderId:      id,
@@ -198,7 +198,7 @@ func (s *Service) queueAhead(ctx context.Context, q querier, storeID string) (in
 func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store storeInfo, ahead int, now time.Time) ([]change, error) {
 	switch res.GetOutcome() {
 	case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
-		if lapsed := lapsedHolds(o, res); lapsed != "" {
+		if lapsed := lapsedHolds(o, res, s.lapseMargin()); lapsed != "" {
 			// An idempotent reserve answered with holds made long ago that have ended since:
 			// the stock is no longer promised to this order.
 			c, err := o.step(domain.Reject, sagaActor, lapsed, "", now)
@@ -244,13 +244,11 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 
 // lapsedHolds explains why a RESERVED answer does not hold the order's lines any more, or "".
 // A hold at or near its deadline counts as ended even before the sweeper releases it: it may be
-// swept before the extension that follows the confirmation reaches it.
-// lapseMargin is how close to its deadline a hold may be and still be counted on.
-const lapseMargin = 10 * time.Second
-
-func lapsedHolds(o *order, res *inventoryv1.ReserveHoldsResponse) string {
+// swept before the extension that the confirmation then records reaches it. margin is how close
+// to its deadline a hold may be and still be counted on (see lapseMargin).
+func lapsedHolds(o *order, res *inventoryv1.ReserveHoldsResponse, margin time.Duration) string {
 	open := 0
-	soon := time.Now().Add(lapseMargin)
+	soon := time.Now().Add(margin)
 	for _, h := range res.GetHolds() {
 		if h.GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN && (h.GetExpireTime() == nil || h.GetExpireTime().AsTime().After(soon)) {
 			open++
@@ -260,6 +258,12 @@ func lapsedHolds(o *order, res *inventoryv1.ReserveHoldsResponse) string {
 		return fmt.Sprintf("inventory holds %d of %d lines (the holds ended before the order was written)", open, len(o.Lines))
 	}
 	return ""
+}
+
+// lapseMargin is 10s, or a tenth of PlacementHoldTTL when that is shorter (tests run with
+// deadlines of seconds): time enough for an extension to reach inventory before its sweeper.
+func (s *Service) lapseMargin() time.Duration {
+	return min(10*time.Second, s.cfg.PlacementHoldTTL/10)
 }
 
 func earliestHoldDeadline(res *inventoryv1.ReserveHoldsResponse) time.Time {

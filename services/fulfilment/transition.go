@@ -168,17 +168,35 @@ func (s *Service) holdTarget(o *order, now time.Time) time.Time {
 	return t
 }
 
-// keepHolds keeps an open order's holds alive: when the deadline they should have is later
-// than the one asked for so far (by more than a minute, so that a slightly changed estimate
-// costs no call), the order takes the new deadline and record writes an extend effect in the
-// same transaction. So holds reserved with the short placement deadline are extended right
-// after the order is confirmed, an order that becomes ready late gets its pickup window, and
-// one that stays open long is refreshed by the timer loop before its holds come near their end.
+// keepHolds keeps an open order's holds alive, as late as is safe: nothing happens while
+// their deadline is more than HoldRefreshMargin away (order.timerAt brings the timer loop
+// back at that point); inside the margin, when the order needs them longer, the order takes
+// the new deadline and record writes an extend effect in the same transaction. So the holds
+// of an order collected within PlacementHoldTTL - HoldRefreshMargin of its checkout (most of
+// them) are never extended; one open longer is extended, once per refresh, before its holds
+// come near their end, with HoldRefreshMargin left for the call to reach inventory.
+//
+// The new deadline is holdTarget. A READY order needs its holds until its pickup deadline
+// (plus grace), when it expires, so it is extended only when that is later than the holds'
+// deadline; if it is not, the holds outlive the order and no refresh is needed again. An order
+// not ready yet may stay open for any time, so its holds are always extended inside the margin,
+// at least PlacementHoldTTL ahead: the next refresh then falls after now whatever the store's
+// pickup window and HoldGrace, and the holds never lapse unnoticed while fulfilment runs.
 func (s *Service) keepHolds(o *order, now time.Time) {
 	if !domain.Open(o.State) {
 		return
 	}
-	if target := s.holdTarget(o, now); o.HoldDeadline.Before(target.Add(-time.Minute)) && target.After(now) {
+	if !o.HoldDeadline.IsZero() && o.HoldDeadline.Sub(now) > s.cfg.HoldRefreshMargin {
+		return
+	}
+	target := s.holdTarget(o, now)
+	if floor := now.Add(s.cfg.PlacementHoldTTL); o.State != domain.Ready && target.Before(floor) {
+		target = floor
+	}
+	if limit := now.Add(maxHoldAhead); target.After(limit) {
+		target = limit
+	}
+	if target.After(o.HoldDeadline) && target.After(now) {
 		o.HoldDeadline, o.extendTo = target, target
 	}
 }
