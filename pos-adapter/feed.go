@@ -110,15 +110,23 @@ func (h *hub) revoke(terminal string) {
 	}
 }
 
-func (h *hub) deliver(t *posv1.Ticket) {
+// deliver hands committed tickets to the open streams of their stores. A stream skips one it
+// has sent already: each ticket comes here twice in the process that raised it (once right
+// after its commit, once from JetStream) and once in every other.
+func (h *hub) deliver(tickets ...*posv1.Ticket) {
+	if len(tickets) == 0 {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.stores[t.GetStoreId()] {
-		select {
-		case s.live <- t:
-		default:
-			// A slow stream: it reads the database once it has room again.
-			s.poke()
+	for _, t := range tickets {
+		for s := range h.stores[t.GetStoreId()] {
+			select {
+			case s.live <- t:
+			default:
+				// A slow stream: it reads the database once it has room again.
+				s.poke()
+			}
 		}
 	}
 }

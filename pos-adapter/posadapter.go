@@ -16,8 +16,8 @@
 //
 // The consumer reads only the events that raise a ticket, and preparing (which ends a store's
 // own escalation timer); it handles the events waiting in batches, one transaction per batch
-// (Config.ConsumerBatchSize, package inbox's batch mode), so under load a ticket waits for one
-// commit, not for one commit per event queued ahead of it.
+// with a few set-based statements (Config.ConsumerBatchSize, package inbox's batch mode), so
+// under load a ticket waits for one commit, not for one commit per event queued ahead of it.
 //
 // # The feed (StreamTickets): Postgres replay, JetStream live
 //
@@ -31,11 +31,13 @@
 //     fall between the backlog and the live part.
 //  2. It replays the store's tickets of the last Config.ReplayWindow that this reader has not
 //     acknowledged, from Postgres, ordered by sequence.
-//  3. Then it sends live tickets. Each has its sequence; one at or below the last sent is a
-//     duplicate of the backlog and is skipped; one past a gap (a message lost on the way, a
-//     live buffer that overflowed, a publish retried out of order) makes the stream read the
-//     missing part from Postgres first. A once-per-CatchUpInterval check of every open store's
-//     last sequence catches a stream whose newest ticket never arrived live.
+//  3. Then it sends live tickets: those this process raised, as soon as they are committed, and
+//     everyone's as JetStream carries them (so a ticket raised here comes twice). Each has its
+//     sequence; one at or below the last sent is a duplicate and is skipped; one past a gap (a
+//     message lost on the way, a live buffer that overflowed, a publish retried out of order, a
+//     ticket another copy raised first) makes the stream read the missing part from Postgres
+//     first. A once-per-CatchUpInterval check of every open store's last sequence catches a
+//     stream whose newest ticket never arrived live.
 //
 // Why not a durable consumer per store: a durable consumer's acknowledgement is one cursor for
 // all who share it (JetStream hands each message to one of them), so two terminals of a store

@@ -2,7 +2,6 @@ package posadapter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -74,91 +73,164 @@ func (a *Adapter) consumeOrderEvents(ctx context.Context) error {
 		// is late by at most this much after a crash, never lost.
 		AckWait:     5 * time.Second,
 		Concurrency: a.cfg.ConsumerConcurrency,
-		// The events waiting are handled in one transaction (one commit, one flush) instead of
-		// one each: under load the consumer keeps up instead of queueing.
-		BatchSize: a.cfg.ConsumerBatchSize,
-		Logger:    a.log,
+		// The events waiting are handled in one transaction (one commit, one flush) with a few
+		// set-based statements instead of a few statements each: under load the consumer keeps
+		// up instead of queueing.
+		BatchSize:    a.cfg.ConsumerBatchSize,
+		BatchHandler: a.handleOrderEvents,
+		Logger:       a.log,
 	}, a.handleOrderEvent)
 }
 
 // handleOrderEvent turns one OrderChanged event into at most one ticket, and keeps the
 // per-store escalation timers, in the inbox's transaction.
 func (a *Adapter) handleOrderEvent(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
-	var ev fulfilmentv1.OrderChanged
-	if err := inbox.Decode(msg, &ev); err != nil {
-		return err
-	}
-	subject := msg.Subject()
-	event := subject[strings.LastIndexByte(subject, '.')+1:]
-	o := ev.GetOrder()
-	store := o.GetStoreId()
-	if store == "" || o.GetId() == "" {
-		return nil // rejected before reaching a store: nothing for a terminal
-	}
-	if err := checkStoreID(store); err != nil {
-		return inbox.Permanent(fmt.Errorf("order %s on %s: %w", o.GetId(), subject, err))
-	}
-	eventID, err := inbox.EventID(msg)
-	if err != nil {
-		return inbox.Permanent(err)
-	}
-	// An event older than the replay window would make a ticket no terminal is meant to see
-	// any more (a first deployment reading the stream's week of history, a consumer reset).
-	if at := occurredAt(msg, ev.GetTransition()); !at.IsZero() && time.Since(at) > a.cfg.ReplayWindow {
-		return nil
-	}
+	return a.handleOrderEvents(ctx, tx, []jetstream.Msg{msg})
+}
 
-	if o.GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
-		if _, err := tx.Exec(ctx, `DELETE FROM escalation_timers WHERE order_id = $1`, o.GetId()); err != nil {
-			return fmt.Errorf("clear escalation timer: %w", err)
+// timerChange is what a batch of events does to one order's escalation timer: the last event
+// decides, as if they were applied one after the other.
+type timerChange struct {
+	clear bool             // an event that left CONFIRMED: the timer ends
+	set   *escalationTimer // a confirmed event after the last clear: the store's timer starts
+}
+
+type escalationTimer struct {
+	orderID, storeID string
+	confirmed        time.Time
+	payload          []byte
+}
+
+// handleOrderEvents is handleOrderEvent for the events of a batch, in stream order, with one
+// round trip for the escalation timers and the tickets together and one for the outbox.
+func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetstream.Msg) error {
+	var (
+		timers  = map[string]*timerChange{}
+		tickets []ticketToRaise
+	)
+	for _, msg := range msgs {
+		var ev fulfilmentv1.OrderChanged
+		if err := inbox.Decode(msg, &ev); err != nil {
+			return err
 		}
-	}
-	switch event {
-	case "confirmed":
-		// The store's own escalation timer, if it has one, in one statement (this consumer is
-		// serial: a round trip less per order is felt under load).
-		confirmed := time.Now()
-		if t := ev.GetTransition().GetTime(); t.IsValid() {
-			confirmed = t.AsTime()
+		subject := msg.Subject()
+		event := subject[strings.LastIndexByte(subject, '.')+1:]
+		o := ev.GetOrder()
+		store := o.GetStoreId()
+		if store == "" || o.GetId() == "" {
+			continue // rejected before reaching a store: nothing for a terminal
 		}
-		payload, err := proto.Marshal(staffView(o))
+		if err := checkStoreID(store); err != nil {
+			return inbox.Permanent(fmt.Errorf("order %s on %s: %w", o.GetId(), subject, err))
+		}
+		eventID, err := inbox.EventID(msg)
 		if err != nil {
 			return inbox.Permanent(err)
 		}
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload)
-			SELECT $1, s.store_id, $3::timestamptz + s.escalate_after, s.escalate_after, $4 FROM store_settings s
-			WHERE s.store_id = $2 AND s.escalate_after > interval '0'
-			ON CONFLICT (order_id) DO NOTHING`,
-			o.GetId(), store, confirmed, payload); err != nil {
-			return fmt.Errorf("set escalation timer: %w", err)
+		// An event older than the replay window would make a ticket no terminal is meant to see
+		// any more (a first deployment reading the stream's week of history, a consumer reset).
+		if at := occurredAt(msg, ev.GetTransition()); !at.IsZero() && time.Since(at) > a.cfg.ReplayWindow {
+			continue
 		}
-	case "not_accepted":
-		after, err := storeEscalateAfter(ctx, tx, store)
-		if err != nil {
-			return err
+
+		tc := timers[o.GetId()]
+		if tc == nil {
+			tc = &timerChange{}
+			timers[o.GetId()] = tc
 		}
-		if after > 0 {
-			return nil // the store's own timer escalates it
+		if o.GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+			tc.clear, tc.set = true, nil
 		}
+		view := staffView(o)
+		if event == "confirmed" && tc.set == nil {
+			// The store's own escalation timer, if it has one (the insert skips stores without).
+			confirmed := time.Now()
+			if t := ev.GetTransition().GetTime(); t.IsValid() {
+				confirmed = t.AsTime()
+			}
+			payload, err := proto.Marshal(view)
+			if err != nil {
+				return inbox.Permanent(err)
+			}
+			tc.set = &escalationTimer{orderID: o.GetId(), storeID: store, confirmed: confirmed, payload: payload}
+		}
+
+		kind, ok := eventTickets[event]
+		if !ok {
+			continue
+		}
+		tickets = append(tickets, ticketToRaise{
+			t: &posv1.Ticket{
+				TicketId:       ticketID(kind, eventID, o.GetId()),
+				StoreId:        store,
+				Kind:           kind,
+				OrderId:        o.GetId(),
+				Order:          view,
+				PickupCodeHint: pickupCodeHint(o),
+				Message:        ticketMessage(kind, o, ev.GetTransition()),
+				CreateTime:     timestamppb.Now(),
+			},
+			// Fulfilment's not_accepted is ignored by a store that runs its own timer.
+			unlessOwnTimer: event == "not_accepted",
+		})
 	}
 
-	kind, ok := eventTickets[event]
-	if !ok {
-		return nil
+	var (
+		pre   []statement
+		ended []string
+		set   escalationTimers
+	)
+	for id, tc := range timers {
+		if tc.clear {
+			ended = append(ended, id)
+		}
+		if tc.set != nil {
+			set.add(tc.set)
+		}
 	}
-	t := &posv1.Ticket{
-		TicketId:       ticketID(kind, eventID, o.GetId()),
-		StoreId:        store,
-		Kind:           kind,
-		OrderId:        o.GetId(),
-		Order:          staffView(o),
-		PickupCodeHint: pickupCodeHint(o),
-		Message:        ticketMessage(kind, o, ev.GetTransition()),
-		CreateTime:     timestamppb.Now(),
+	if len(ended) > 0 {
+		slices.Sort(ended) // the same lock order in every transaction
+		pre = append(pre, statement{"clear escalation timers", `DELETE FROM escalation_timers WHERE order_id = ANY ($1)`, []any{ended}})
 	}
-	_, err = a.raiseTicket(ctx, tx, t)
-	return err
+	if len(set.orderIDs) > 0 {
+		pre = append(pre, statement{"set escalation timers", `
+			INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload)
+			SELECT t.order_id, t.store_id, t.confirmed + s.escalate_after, s.escalate_after, t.payload
+			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bytea[]) AS t(order_id, store_id, confirmed, payload)
+			JOIN store_settings s ON s.store_id = t.store_id AND s.escalate_after > interval '0'
+			ORDER BY t.order_id
+			ON CONFLICT (order_id) DO NOTHING`,
+			[]any{set.orderIDs, set.storeIDs, set.confirmed, set.payloads}})
+	}
+	raised, webhooks, err := a.raiseTickets(ctx, tx, tickets, pre...)
+	if err != nil {
+		return err
+	}
+	if len(raised) > 0 {
+		// Terminals connected to this process get the tickets as soon as they are committed;
+		// the outbox relay carries them to the other copies (and here again, skipped then).
+		inbox.OnCommit(ctx, func() {
+			a.hub.deliver(raised...)
+			if webhooks {
+				a.wakeWebhooks()
+			}
+		})
+	}
+	return nil
+}
+
+// escalationTimers are timers to set, as columns for one statement.
+type escalationTimers struct {
+	orderIDs, storeIDs []string
+	confirmed          []time.Time
+	payloads           [][]byte
+}
+
+func (e *escalationTimers) add(t *escalationTimer) {
+	e.orderIDs = append(e.orderIDs, t.orderID)
+	e.storeIDs = append(e.storeIDs, t.storeID)
+	e.confirmed = append(e.confirmed, t.confirmed)
+	e.payloads = append(e.payloads, t.payload)
 }
 
 // occurredAt is when the event happened: the outbox's header, else the transition's time.
@@ -174,70 +246,142 @@ func occurredAt(msg jetstream.Msg, tr *fulfilmentv1.Transition) time.Time {
 	return time.Time{}
 }
 
-// storeEscalateAfter is the store's own escalation time, 0 when it has none.
-func storeEscalateAfter(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, store string) (time.Duration, error) {
-	var us int64
-	err := q.QueryRow(ctx, `SELECT (extract(epoch FROM escalate_after) * 1000000)::bigint FROM store_settings
-		WHERE store_id = $1 AND escalate_after IS NOT NULL`, store).Scan(&us)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read store settings: %w", err)
-	}
-	return time.Duration(us) * time.Microsecond, nil
+// ticketToRaise is a ticket for raiseTickets.
+type ticketToRaise struct {
+	t *posv1.Ticket
+	// unlessOwnTimer raises nothing when the store runs its own escalation timer.
+	unlessOwnTimer bool
 }
 
-// raiseTicket gives t the store's next sequence number, stores it, enqueues TicketRaised and
-// queues the store's webhook delivery, in tx. A ticket id raised before is left alone
-// (raised = false) without using up a sequence number.
-func (a *Adapter) raiseTicket(ctx context.Context, tx pgx.Tx, t *posv1.Ticket) (raised bool, err error) {
-	t.Sequence = 0
-	payload, err := proto.Marshal(t)
-	if err != nil {
-		return false, fmt.Errorf("marshal ticket: %w", err)
+// statement is one statement sent along with the tickets' (see raiseTickets).
+type statement struct {
+	what string
+	sql  string
+	args []any
+}
+
+// raiseTicketsSQL raises the tickets given as columns, in their order: each new ticket id gets
+// its store's next sequence number (store_feeds, under its row lock, taken in store order), is
+// stored, and gets a webhook delivery if its store has a webhook for its kind. A ticket id
+// raised before (or twice in the input) is left alone without using up a sequence number.
+const raiseTicketsSQL = `
+WITH input AS (
+	SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[], $7::uuid[], $8::bool[])
+		WITH ORDINALITY AS i(store_id, ticket_id, kind, order_id, payload, create_time, delivery_id, unless_own_timer, ord)),
+fresh AS (
+	SELECT DISTINCT ON (i.ticket_id) i.* FROM input i
+	WHERE NOT EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = i.ticket_id)
+		AND NOT (i.unless_own_timer AND EXISTS (
+			SELECT 1 FROM store_settings s WHERE s.store_id = i.store_id AND s.escalate_after > interval '0'))
+	ORDER BY i.ticket_id, i.ord),
+counts AS (SELECT store_id, count(*) AS n FROM fresh GROUP BY store_id),
+next AS (
+	INSERT INTO store_feeds AS f (store_id, last_seq)
+	SELECT store_id, n FROM counts ORDER BY store_id
+	ON CONFLICT (store_id) DO UPDATE SET last_seq = f.last_seq + excluded.last_seq
+	RETURNING store_id, last_seq),
+numbered AS (
+	SELECT fr.*, nx.last_seq - c.n + row_number() OVER (PARTITION BY fr.store_id ORDER BY fr.ord) AS seq
+	FROM fresh fr JOIN counts c USING (store_id) JOIN next nx USING (store_id)),
+ins AS (
+	INSERT INTO tickets (store_id, seq, ticket_id, kind, order_id, payload, create_time)
+	SELECT store_id, seq, ticket_id, kind, order_id, payload, create_time FROM numbered
+	RETURNING ticket_id, seq),
+hook AS (
+	INSERT INTO webhook_deliveries (id, store_id, ticket_id)
+	SELECT nb.delivery_id, nb.store_id, nb.ticket_id FROM numbered nb JOIN store_webhooks w ON w.store_id = nb.store_id
+	WHERE w.enabled AND (cardinality(w.kinds) = 0 OR nb.kind = ANY (w.kinds))
+	ON CONFLICT (store_id, ticket_id) DO NOTHING
+	RETURNING 1)
+SELECT ticket_id::text, seq, (SELECT count(*) FROM hook) FROM ins`
+
+// raiseTickets raises items in their order (see raiseTicketsSQL) and enqueues TicketRaised for
+// each ticket raised, in tx, sending pre first in the same round trip. It returns the tickets
+// raised, with their sequence numbers, in order, and whether webhook deliveries were queued
+// (the caller wakes the dispatcher once tx has committed).
+func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToRaise, pre ...statement) (raised []*posv1.Ticket, webhooks bool, err error) {
+	var b pgx.Batch
+	for _, st := range pre {
+		b.Queue(st.sql, st.args...)
 	}
-	deliveryID, err := newUUID()
-	if err != nil {
-		return false, err
+	n := len(items)
+	var (
+		stores, ids, kinds, orders = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		payloads                   = make([][]byte, n)
+		created                    = make([]time.Time, n)
+		deliveries                 = make([]string, n)
+		unless                     = make([]bool, n)
+	)
+	for i, it := range items {
+		t := it.t
+		t.Sequence = 0 // stored without: a ticket's sequence is its row's
+		payload, err := proto.Marshal(t)
+		if err != nil {
+			return nil, false, fmt.Errorf("marshal ticket: %w", err)
+		}
+		if deliveries[i], err = newUUID(); err != nil {
+			return nil, false, err
+		}
+		stores[i], ids[i], kinds[i], orders[i] = t.GetStoreId(), t.GetTicketId(), KindToken(t.GetKind()), t.GetOrderId()
+		payloads[i], created[i], unless[i] = payload, t.GetCreateTime().AsTime(), it.unlessOwnTimer
 	}
-	var seq, deliveries int64
-	err = tx.QueryRow(ctx, `
-		WITH next AS (
-			INSERT INTO store_feeds AS f (store_id, last_seq)
-			SELECT $1, 1 WHERE NOT EXISTS (SELECT 1 FROM tickets WHERE ticket_id = $2)
-			ON CONFLICT (store_id) DO UPDATE SET last_seq = f.last_seq + 1
-			RETURNING last_seq),
-		ins AS (
-			INSERT INTO tickets (store_id, seq, ticket_id, kind, order_id, payload, create_time)
-			SELECT $1, last_seq, $2, $3, $4, $5, $6 FROM next
-			RETURNING seq),
-		hook AS (
-			INSERT INTO webhook_deliveries (id, store_id, ticket_id)
-			SELECT $7, $1, $2 FROM store_webhooks w, ins
-			WHERE w.store_id = $1 AND w.enabled AND (cardinality(w.kinds) = 0 OR $3 = ANY (w.kinds))
-			ON CONFLICT (store_id, ticket_id) DO NOTHING
-			RETURNING 1)
-		SELECT seq, (SELECT count(*) FROM hook) FROM ins`,
-		t.GetStoreId(), t.GetTicketId(), KindToken(t.GetKind()), t.GetOrderId(), payload, t.GetCreateTime().AsTime(), deliveryID,
-	).Scan(&seq, &deliveries)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+	if n > 0 {
+		b.Queue(raiseTicketsSQL, stores, ids, kinds, orders, payloads, created, deliveries, unless)
 	}
-	if err != nil {
-		return false, fmt.Errorf("store ticket: %w", err)
+	if b.Len() == 0 {
+		return nil, false, nil
 	}
-	t.Sequence = uint64(seq)
-	if err := outbox.EnqueueWithID(ctx, tx, t.GetTicketId(), streams.TicketSubject(t.GetStoreId(), KindToken(t.GetKind())),
-		&posv1.TicketRaised{Ticket: t}); err != nil {
-		return false, err
+	res := tx.SendBatch(ctx, &b)
+	seqs := map[string]int64{}
+	var hooks int64
+	err = func() error {
+		for _, st := range pre {
+			if _, err := res.Exec(); err != nil {
+				return fmt.Errorf("%s: %w", st.what, err)
+			}
+		}
+		if n == 0 {
+			return nil
+		}
+		rows, err := res.Query()
+		if err != nil {
+			return fmt.Errorf("store tickets: %w", err)
+		}
+		var (
+			id  string
+			seq int64
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&id, &seq, &hooks}, func() error { seqs[id] = seq; return nil }); err != nil {
+			return fmt.Errorf("store tickets: %w", err)
+		}
+		return nil
+	}()
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("store tickets: %w", cerr)
 	}
-	if deliveries > 0 {
-		a.wakeWebhooks()
+	if err != nil || len(seqs) == 0 {
+		return nil, false, err
 	}
-	return true, nil
+
+	raised = make([]*posv1.Ticket, 0, len(seqs))
+	events := make([]outbox.Event, 0, len(seqs))
+	for _, it := range items {
+		seq, ok := seqs[it.t.GetTicketId()]
+		if !ok {
+			continue
+		}
+		delete(seqs, it.t.GetTicketId()) // a second copy in items was not raised
+		t := it.t
+		t.Sequence = uint64(seq)
+		raised = append(raised, t)
+		events = append(events, outbox.Event{
+			ID: t.GetTicketId(), Subject: streams.TicketSubject(t.GetStoreId(), KindToken(t.GetKind())), Msg: &posv1.TicketRaised{Ticket: t},
+		})
+	}
+	if err := outbox.EnqueueBatch(ctx, tx, events); err != nil {
+		return nil, false, err
+	}
+	return raised, hooks > 0, nil
 }
 
 // staffView is the order as a store sees it: never the pickup code, no history.
@@ -357,13 +501,15 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	if err != nil || len(dues) == 0 {
 		return 0, err
 	}
-	for _, d := range dues {
+	items := make([]ticketToRaise, len(dues))
+	orderIDs := make([]string, len(dues))
+	for i, d := range dues {
 		var o fulfilmentv1.Order
 		if err := proto.Unmarshal(d.payload, &o); err != nil {
 			return 0, fmt.Errorf("escalation of %s: %w", d.orderID, err)
 		}
 		after := time.Duration(d.afterUS) * time.Microsecond
-		t := &posv1.Ticket{
+		items[i] = ticketToRaise{t: &posv1.Ticket{
 			TicketId:   ticketID(posv1.TicketKind_TICKET_KIND_ESCALATION, "", d.orderID),
 			StoreId:    d.storeID,
 			Kind:       posv1.TicketKind_TICKET_KIND_ESCALATION,
@@ -371,15 +517,22 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 			Order:      &o,
 			Message:    "Not accepted within " + after.String(),
 			CreateTime: timestamppb.Now(),
-		}
-		if _, err := a.raiseTicket(ctx, tx, t); err != nil {
-			return 0, err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM escalation_timers WHERE order_id = $1`, d.orderID); err != nil {
-			return 0, err
-		}
+		}}
+		orderIDs[i] = d.orderID
 	}
-	return len(dues), tx.Commit(ctx)
+	raised, webhooks, err := a.raiseTickets(ctx, tx, items,
+		statement{"end escalation timers", `DELETE FROM escalation_timers WHERE order_id = ANY ($1)`, []any{orderIDs}})
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, err
+	}
+	a.hub.deliver(raised...)
+	if webhooks {
+		a.wakeWebhooks()
+	}
+	return len(dues), nil
 }
 
 // runJanitor deletes tickets, acknowledgements, finished deliveries and processed event ids

@@ -218,3 +218,123 @@ func TestFailingMessageInABatchNeitherBlocksNorDoublesTheOthers(t *testing.T) {
 		t.Fatalf("poison message tried %d times; want once in a batch and once alone", n)
 	}
 }
+
+func TestBatchHandlerGetsTheNewMessagesOfABatchInOneCallInStreamOrder(t *testing.T) {
+	e := setup(t)
+	batchEffects(t, e.pool)
+	const total = 60
+	// Ten applied before, through the one-by-one handler: the batch handler never sees them.
+	for i, v := range values(0, 10) {
+		publish(t, e.js, orderConfirmed, fmt.Sprint("evt-", i), v)
+	}
+	stop := run(t, e.pool, e.js, config(t, "set-based"), recordBatchEffect)
+	waitSettled(t, e.js, "set-based", 10)
+	stop()
+	if err := e.js.DeleteConsumer(t.Context(), streams.EventsStream, "set-based"); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range values(10, total) {
+		publish(t, e.js, orderConfirmed, fmt.Sprint("evt-", 10+i), v)
+	}
+
+	var singles, batches, batched atomic.Int32
+	cfg := batchConfig(t, "set-based")
+	cfg.BatchHandler = func(ctx context.Context, tx pgx.Tx, msgs []jetstream.Msg) error {
+		batches.Add(1)
+		batched.Add(int32(len(msgs)))
+		for _, msg := range msgs {
+			if err := recordBatchEffect(ctx, tx, msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	run(t, e.pool, e.js, cfg, func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
+		singles.Add(1)
+		return recordBatchEffect(ctx, tx, msg)
+	})
+	waitSettled(t, e.js, "set-based", total)
+	got, _ := applied(t, e.pool)
+	if !slices.Equal(got, values(0, total)) {
+		t.Fatalf("applied %v, want each of the %d once in stream order", got, total)
+	}
+	if singles.Load()+batched.Load() != total-10 {
+		t.Fatalf("%d handled one by one and %d in batches; want the %d new ones once each", singles.Load(), batched.Load(), total-10)
+	}
+	if batches.Load() == 0 || batches.Load() >= total-10 {
+		t.Fatalf("%d batch handler calls for %d messages", batches.Load(), batched.Load())
+	}
+}
+
+func TestFailedBatchHandlerFallsBackToTheHandlerOneByOne(t *testing.T) {
+	e := setup(t)
+	batchEffects(t, e.pool)
+	const total = 40
+	for i, v := range values(0, total) {
+		publish(t, e.js, orderConfirmed, fmt.Sprint("evt-", i), v)
+	}
+	var committedHooks atomic.Int32
+	cfg := batchConfig(t, "set-based-failing")
+	cfg.BatchHandler = func(ctx context.Context, tx pgx.Tx, msgs []jetstream.Msg) error {
+		for _, msg := range msgs {
+			if err := recordBatchEffect(ctx, tx, msg); err != nil {
+				return err
+			}
+		}
+		inbox.OnCommit(ctx, func() { t.Error("a commit hook of a rolled-back batch ran") })
+		return errors.New("set-based statement refused")
+	}
+	run(t, e.pool, e.js, cfg, func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
+		if !inbox.OnCommit(ctx, func() { committedHooks.Add(1) }) {
+			return errors.New("OnCommit outside a handler's context")
+		}
+		return recordBatchEffect(ctx, tx, msg)
+	})
+	waitSettled(t, e.js, "set-based-failing", total)
+	got, _ := applied(t, e.pool)
+	if !slices.Equal(got, values(0, total)) {
+		t.Fatalf("applied %v, want each of the %d once in stream order", got, total)
+	}
+	if n := committedHooks.Load(); n != total {
+		t.Fatalf("%d commit hooks ran, want one per message handled alone (%d)", n, total)
+	}
+}
+
+func TestCommitHooksRunAfterTheCommitAndNeverOnRollback(t *testing.T) {
+	e := setup(t)
+	batchEffects(t, e.pool)
+	publish(t, e.js, orderConfirmed, "evt-ok", "order-ok")
+	publish(t, e.js, orderConfirmed, "evt-fails", "fails-once")
+	var failed atomic.Bool
+	seen := make(chan string, 4)
+	run(t, e.pool, e.js, config(t, "hooks"), func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
+		if err := recordBatchEffect(ctx, tx, msg); err != nil {
+			return err
+		}
+		var v wrapperspb.StringValue
+		_ = inbox.Decode(msg, &v)
+		inbox.OnCommit(ctx, func() {
+			// Committed: another connection sees the effect.
+			var n int
+			_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM batch_effects WHERE value = $1`, v.GetValue()).Scan(&n)
+			seen <- fmt.Sprintf("%s:%d", v.GetValue(), n)
+		})
+		if v.GetValue() == "fails-once" && failed.CompareAndSwap(false, true) {
+			return errors.New("rolled back once")
+		}
+		return nil
+	})
+	waitSettled(t, e.js, "hooks", 2)
+	close(seen)
+	var got []string
+	for s := range seen {
+		got = append(got, s)
+	}
+	slices.Sort(got)
+	if want := []string{"fails-once:1", "order-ok:1"}; !slices.Equal(got, want) {
+		t.Fatalf("commit hooks saw %v, want %v (each once, after its commit)", got, want)
+	}
+	if inbox.OnCommit(t.Context(), func() {}) {
+		t.Fatal("OnCommit outside a handler reported it registered")
+	}
+}

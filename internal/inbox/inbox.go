@@ -28,7 +28,12 @@
 // per transaction, exactly as without batching: the failing message is retried, delayed or
 // terminated on its own and the others commit, each once, in order. A handler in batch mode
 // shares its transaction with the other messages' handlers and must not rely on being alone in
-// it (it should not, say, roll back to a savepoint it did not make).
+// it (it should not, say, roll back to a savepoint it did not make). With a
+// [Config.BatchHandler] the new messages of a batch are handled by one call, so a consumer can
+// apply them with a few set-based statements instead of a few statements each.
+//
+// A handler that must act only once its effects are committed (tell this process's listeners,
+// say) registers that with [OnCommit].
 //
 // A consumer's name ([Config.Durable]) is also its key in processed_events:
 // every copy of a service uses the same durable, shares the same consumer
@@ -62,6 +67,42 @@ import (
 // Permanent(err) rolls back and drops the message.
 type Handler func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error
 
+// BatchHandler applies, inside tx, the messages of a batch whose ids were not recorded before,
+// in stream order: what Handler does for each of them, done together (a set-based statement
+// instead of one per message). An error rolls the whole batch back, and its messages are then
+// handled one per transaction by Handler, as for any failed batch; so a BatchHandler and its
+// Handler must have the same effect.
+type BatchHandler func(ctx context.Context, tx pgx.Tx, msgs []jetstream.Msg) error
+
+// commitHooks collects what a handler asked to run once its transaction has committed.
+type commitHooks struct{ fns []func() }
+
+type commitHooksKey struct{}
+
+// OnCommit runs fn once the transaction of the handler whose ctx this is has committed, and
+// never if it rolls back: for what must not be seen before the commit (a ticket sent to the
+// terminals of this process before anyone else could read it from the database). fn runs in
+// the consumer's goroutine before the messages are acked, so it must be quick. Outside a
+// handler, OnCommit does nothing and reports false.
+func OnCommit(ctx context.Context, fn func()) bool {
+	h, ok := ctx.Value(commitHooksKey{}).(*commitHooks)
+	if ok {
+		h.fns = append(h.fns, fn)
+	}
+	return ok
+}
+
+// withCommitHooks returns ctx for the handlers of one transaction, and a function that runs
+// what they registered (to be called after a successful commit only).
+func withCommitHooks(ctx context.Context) (context.Context, func()) {
+	h := &commitHooks{}
+	return context.WithValue(ctx, commitHooksKey{}, h), func() {
+		for _, fn := range h.fns {
+			fn()
+		}
+	}
+}
+
 // Config describes one durable consumer. Stream and Durable are required.
 type Config struct {
 	// Stream to consume, e.g. streams.EventsStream.
@@ -92,6 +133,10 @@ type Config struct {
 	// transaction (see Batches in the package doc); a failed batch is handled again one
 	// message per transaction. Zero or one: one message per transaction.
 	BatchSize int
+	// BatchHandler, when set, handles the new messages of a batch (BatchSize above one)
+	// together instead of the Handler once per message; Handler still handles messages one
+	// by one (a batch of one, and after a failed batch).
+	BatchHandler BatchHandler
 	// Logger receives retries (warn) and terminations (error). Nil discards.
 	Logger *slog.Logger
 }
@@ -411,12 +456,14 @@ func (c *consumer) apply(ctx context.Context, eventID string, msg jetstream.Msg)
 	if tag.RowsAffected() == 0 {
 		return true, nil
 	}
-	if err := c.callHandler(ctx, tx, msg); err != nil {
+	hctx, afterCommit := withCommitHooks(ctx)
+	if err := c.callHandler(hctx, tx, msg); err != nil {
 		return false, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("inbox: commit: %w", err)
 	}
+	afterCommit()
 	return false, nil
 }
 
@@ -429,6 +476,16 @@ func (c *consumer) callHandler(ctx context.Context, tx pgx.Tx, msg jetstream.Msg
 		}
 	}()
 	return c.handler(ctx, tx, msg)
+}
+
+// callBatchHandler is callHandler for the batch handler.
+func (c *consumer) callBatchHandler(ctx context.Context, tx pgx.Tx, msgs []jetstream.Msg) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("inbox: batch handler panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return c.cfg.BatchHandler(ctx, tx, msgs)
 }
 
 // keepInProgress sends progress signals for msgs every interval until stopped.
@@ -643,28 +700,40 @@ func (c *consumer) applyBatch(ctx context.Context, ids []string, msgs []jetstrea
 	if err != nil {
 		return nil, fmt.Errorf("inbox: record event ids: %w", err)
 	}
-	fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("inbox: record event ids: %w", err)
 	}
-	isNew := make(map[string]bool, len(fresh))
-	for _, id := range fresh {
+	isNew := make(map[string]bool, len(recorded))
+	for _, id := range recorded {
 		isNew[id] = true
 	}
+	hctx, afterCommit := withCommitHooks(ctx)
 	done = make([]bool, len(msgs))
+	var fresh []jetstream.Msg
 	for i, msg := range msgs {
 		if !isNew[ids[i]] {
 			continue
 		}
 		isNew[ids[i]] = false // a second copy of it in this batch is a duplicate
-		if err := c.callHandler(ctx, tx, msg); err != nil {
+		done[i] = true
+		if c.cfg.BatchHandler != nil {
+			fresh = append(fresh, msg)
+			continue
+		}
+		if err := c.callHandler(hctx, tx, msg); err != nil {
 			return nil, fmt.Errorf("inbox: event %s on %s: %w", ids[i], msg.Subject(), err)
 		}
-		done[i] = true
+	}
+	if len(fresh) > 0 {
+		if err := c.callBatchHandler(hctx, tx, fresh); err != nil {
+			return nil, fmt.Errorf("inbox: batch of %d events: %w", len(fresh), err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("inbox: commit: %w", err)
 	}
+	afterCommit()
 	return done, nil
 }
 

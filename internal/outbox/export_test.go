@@ -7,8 +7,11 @@ import (
 )
 
 // SetAfterPublish installs a hook that runs after a round's events are
-// acknowledged and before their rows are deleted, to simulate a crash there.
-func SetAfterPublish(r *Relay, fn func(ctx context.Context, tx pgx.Tx) error) { r.afterPublish = fn }
+// acknowledged and before their rows are deleted, to simulate a crash there. conn is in the
+// round's transaction.
+func SetAfterPublish(r *Relay, fn func(ctx context.Context, conn *pgx.Conn) error) {
+	r.afterPublish = fn
+}
 
 // ChannelSQL is the expression that names the relay's NOTIFY channel.
 const ChannelSQL = channelSQL

@@ -163,6 +163,67 @@ func EnqueueWithID(ctx context.Context, tx pgx.Tx, eventID, subject string, msg 
 	return nil
 }
 
+// Event is one event for [EnqueueBatch].
+type Event struct {
+	// ID is the event id, a UUID (see [EnqueueWithID]).
+	ID string
+	// Subject is where it is published (see [Enqueue]).
+	Subject string
+	// Msg is the payload.
+	Msg proto.Message
+}
+
+// enqueueBatchSQL inserts many events in their order with one statement, and notifies the relay
+// once when it must (see NotifyGap).
+const enqueueBatchSQL = `INSERT INTO outbox (event_id, subject, event_type, payload)
+	SELECT id, subject, event_type, payload
+	FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS e(id, subject, event_type, payload, n)
+	ORDER BY n
+	ON CONFLICT (event_id) DO NOTHING`
+
+const enqueueBatchNotifySQL = `WITH ins AS (` + enqueueBatchSQL + ` RETURNING seq)
+SELECT pg_notify(` + channelSQL + `, '') WHERE EXISTS (SELECT 1 FROM ins)`
+
+// EnqueueBatch is EnqueueWithID for many events in one statement (one round trip however many
+// there are), recorded in their order. Ids already in the outbox are not written twice.
+func EnqueueBatch(ctx context.Context, tx pgx.Tx, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	var (
+		ids      = make([]string, len(events))
+		subjects = make([]string, len(events))
+		types    = make([]string, len(events))
+		payloads = make([][]byte, len(events))
+		notify   bool
+	)
+	for i, ev := range events {
+		id, err := uuid.Parse(ev.ID)
+		if err != nil {
+			return fmt.Errorf("outbox: event id %q is not a UUID: %w", ev.ID, err)
+		}
+		if err := checkSubject(ev.Subject); err != nil {
+			return err
+		}
+		types[i] = string(ev.Msg.ProtoReflect().Descriptor().FullName())
+		if payloads[i], err = proto.Marshal(ev.Msg); err != nil {
+			return fmt.Errorf("outbox: marshal %s for %s: %w", types[i], ev.Subject, err)
+		}
+		ids[i], subjects[i] = id.String(), ev.Subject
+		if shouldNotify(ev.Subject) {
+			notify = true
+		}
+	}
+	sql := enqueueBatchSQL
+	if notify {
+		sql = enqueueBatchNotifySQL
+	}
+	if _, err := tx.Exec(ctx, sql, ids, subjects, types, payloads); err != nil {
+		return fmt.Errorf("outbox: enqueue %d events (first %s on %s): %w", len(events), types[0], subjects[0], err)
+	}
+	return nil
+}
+
 // handoffEventNamespace scopes DeterministicID's name-based UUIDs.
 var handoffEventNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://handoff.dev/events"))
 

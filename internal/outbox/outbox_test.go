@@ -298,8 +298,8 @@ func TestRelayCrashAfterPublishingRepublishesWithoutDuplicates(t *testing.T) {
 	// The first relay publishes, then its database connection dies before
 	// the rows are deleted: the crash window.
 	crashing := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)})
-	outbox.SetAfterPublish(crashing, func(ctx context.Context, tx pgx.Tx) error {
-		pid := tx.Conn().PgConn().PID()
+	outbox.SetAfterPublish(crashing, func(ctx context.Context, conn *pgx.Conn) error {
+		pid := conn.PgConn().PID()
 		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
 		return err
 	})
@@ -436,5 +436,49 @@ func TestFailedPublishKeepsTheRowsUntilJetStreamTakesThem(t *testing.T) {
 	waitForStreamCount(t, e.js, 1, 20*time.Second)
 	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
 		t.Fatalf("stream holds %v, want %v", got, ids)
+	}
+}
+
+func TestEnqueueBatchRecordsEventsInOrderOnceEach(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	var events []outbox.Event
+	var ids []string
+	for i := range 5 {
+		id := outbox.DeterministicID("batch", fmt.Sprint(i))
+		ids = append(ids, id)
+		subject := productCreated
+		if i%2 == 1 {
+			subject = streams.TicketSubject("store-1", "new_order")
+		}
+		events = append(events, outbox.Event{ID: id, Subject: subject, Msg: wrapperspb.String(fmt.Sprint("v", i))})
+	}
+	for range 2 { // the second write of the same ids adds nothing
+		if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return outbox.EnqueueBatch(ctx, tx, events) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := outboxRows(t, e.pool); n != len(events) {
+		t.Fatalf("outbox holds %d rows, want %d", n, len(events))
+	}
+	rows, err := e.pool.Query(ctx, `SELECT event_id::text FROM outbox ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || !slices.Equal(got, ids) {
+		t.Fatalf("outbox order %v (%v), want %v", got, err, ids)
+	}
+
+	bad := append(slices.Clone(events), outbox.Event{ID: outbox.DeterministicID("bad"), Subject: "handoff.rpc.x.y", Msg: wrapperspb.String("x")})
+	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return outbox.EnqueueBatch(ctx, tx, bad) }); err == nil {
+		t.Fatal("EnqueueBatch with a subject no stream stores succeeded")
+	}
+
+	if n, err := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Flush(ctx); err != nil || n != len(events) {
+		t.Fatalf("Flush = %d, %v; want %d", n, err, len(events))
+	}
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, []string{ids[0], ids[2], ids[4]}) {
+		t.Fatalf("events stream holds %v", got)
 	}
 }

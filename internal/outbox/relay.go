@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // RelayConfig tunes a Relay. Zero values take the defaults.
@@ -49,8 +50,13 @@ type Relay struct {
 
 	// afterPublish, when set (tests only), runs after every event of a round
 	// is acknowledged and before the rows are deleted: the window in which a
-	// crash leaves published rows behind.
-	afterPublish func(ctx context.Context, tx pgx.Tx) error
+	// crash leaves published rows behind. conn is in the round's transaction.
+	afterPublish func(ctx context.Context, conn *pgx.Conn) error
+
+	// The schema's metrics, once known.
+	relayed  prometheus.Counter
+	lag      prometheus.Observer
+	failures prometheus.Counter
 }
 
 // NewRelay returns a relay for the outbox in pool's schema. js should be
@@ -75,15 +81,15 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Rela
 	return &Relay{pool: pool, js: js, cfg: cfg, logger: cfg.Logger}
 }
 
+// fastPollFor is how long the relay keeps looking every NotifyGap after it last published.
+const fastPollFor = 20 * NotifyGap
+
 // Run relays until ctx is canceled, then returns nil. It wakes on the
 // schema's NOTIFY channel (listening on a dedicated connection, reconnected
 // when lost), on every PollInterval, and right away after a full batch, so a
 // backlog drains at full speed. A failed round is retried with backoff; the
 // rows stay in the table meanwhile. Run returns an error only if it cannot
 // start.
-// fastPollFor is how long the relay keeps looking every NotifyGap after it last published.
-const fastPollFor = 20 * NotifyGap
-
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.setup(ctx); err != nil {
 		return err
@@ -113,7 +119,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			relayFailures.WithLabelValues(r.schema).Inc()
+			r.failures.Inc()
 			backoff = min(max(2*backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
 			logger.Warn("outbox relay round failed; rows stay for the next round", "err", err, "retry_in", backoff)
 			if !sleep(ctx, backoff) {
@@ -172,6 +178,9 @@ func (r *Relay) setup(ctx context.Context) error {
 	if err := r.pool.QueryRow(ctx, `SELECT current_schema(), `+channelSQL).Scan(&r.schema, &r.channel); err != nil {
 		return fmt.Errorf("outbox: relay setup: %w", err)
 	}
+	r.relayed = relayedEvents.WithLabelValues(r.schema)
+	r.lag = relayLag.WithLabelValues(r.schema)
+	r.failures = relayFailures.WithLabelValues(r.schema)
 	return nil
 }
 
@@ -185,43 +194,53 @@ type outboxRow struct {
 	ageSeconds float64
 }
 
-// round publishes one batch in one transaction and deletes what was
-// acknowledged. full reports a full batch that was entirely relayed, i.e.
-// there may be more right behind it.
+// Statements of a round. The advisory lock is taken in its own statement so that the select,
+// whose snapshot is taken when it starts, sees everything the previous holder deleted; its
+// outcome is passed on in a transaction-local setting, so that the three can be sent at once.
+const (
+	lockSQL = `SELECT set_config('handoff.outbox_relay_locked',
+		pg_try_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))::text, true)`
+	// No FOR UPDATE: only the lock holder reads or deletes rows, and locking each row would
+	// write every row once more.
+	selectBatchSQL = `SELECT seq, event_id::text, subject, event_type, payload, occurred_at,
+		extract(epoch FROM clock_timestamp() - occurred_at)::float8
+		FROM outbox WHERE current_setting('handoff.outbox_relay_locked') = 'true'
+		ORDER BY seq LIMIT $1`
+	deleteBatchSQL = `DELETE FROM outbox WHERE seq = ANY($1)`
+)
+
+// round publishes one batch in one transaction and deletes what was acknowledged. full reports
+// a full batch that was entirely relayed, i.e. there may be more right behind it. A round
+// costs two round trips to Postgres: BEGIN, lock and select together, then delete and commit
+// together.
 func (r *Relay) round(ctx context.Context) (n int, full bool, err error) {
-	tx, err := r.pool.Begin(ctx)
+	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
-		return 0, false, fmt.Errorf("outbox: begin: %w", err)
+		return 0, false, fmt.Errorf("outbox: acquire connection: %w", err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after commit
+	// A connection given back inside a transaction (any failure below) is closed by the pool,
+	// which rolls the transaction back.
+	defer conn.Release()
 
-	// One relay per schema at a time: the lock is held until this
-	// transaction ends, so it is released by a crash too. A relay that does
-	// not get it skips the round; the holder will see the new rows.
-	var locked bool
-	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))`).Scan(&locked); err != nil {
-		return 0, false, fmt.Errorf("outbox: advisory lock: %w", err)
+	// One relay per schema at a time: the lock is held until this transaction ends, so it is
+	// released by a crash too. A relay that does not get it selects nothing and skips the
+	// round; the holder will see the new rows.
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(lockSQL)
+	b.Queue(selectBatchSQL, r.cfg.BatchSize)
+	res := conn.SendBatch(ctx, &b)
+	batch, err := readBatch(res)
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("outbox: select batch: %w", cerr)
 	}
-	if !locked {
-		return 0, false, nil
-	}
-
-	rows, err := tx.Query(ctx, `
-		SELECT seq, event_id::text, subject, event_type, payload, occurred_at,
-		       extract(epoch FROM clock_timestamp() - occurred_at)::float8
-		FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE`, r.cfg.BatchSize)
 	if err != nil {
-		return 0, false, fmt.Errorf("outbox: select batch: %w", err)
-	}
-	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
-		var o outboxRow
-		err := row.Scan(&o.seq, &o.eventID, &o.subject, &o.eventType, &o.payload, &o.occurredAt, &o.ageSeconds)
-		return o, err
-	})
-	if err != nil {
-		return 0, false, fmt.Errorf("outbox: read batch: %w", err)
+		return 0, false, err
 	}
 	if len(batch) == 0 {
+		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+			return 0, false, fmt.Errorf("outbox: end empty round: %w", err)
+		}
 		return 0, false, nil
 	}
 
@@ -229,7 +248,7 @@ func (r *Relay) round(ctx context.Context) (n int, full bool, err error) {
 	ackedIdx, pubErr := r.publish(ctx, batch)
 	if len(ackedIdx) > 0 {
 		if r.afterPublish != nil {
-			if err := r.afterPublish(ctx, tx); err != nil {
+			if err := r.afterPublish(ctx, conn.Conn()); err != nil {
 				return 0, false, fmt.Errorf("outbox: after publish: %w", err)
 			}
 		}
@@ -237,25 +256,49 @@ func (r *Relay) round(ctx context.Context) (n int, full bool, err error) {
 		for i, idx := range ackedIdx {
 			seqs[i] = batch[idx].seq
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE seq = ANY($1)`, seqs); err != nil {
-			return 0, false, fmt.Errorf("outbox: delete %d relayed rows: %w", len(seqs), err)
+		var b pgx.Batch
+		b.Queue(deleteBatchSQL, seqs)
+		b.Queue("COMMIT")
+		if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+			return 0, false, fmt.Errorf("outbox: delete and commit %d relayed rows: %w", len(seqs), err)
 		}
-		if err := tx.Commit(ctx); err != nil {
-			return 0, false, fmt.Errorf("outbox: commit %d relayed rows: %w", len(seqs), err)
-		}
-		relayedEvents.WithLabelValues(r.schema).Add(float64(len(seqs)))
+		r.relayed.Add(float64(len(seqs)))
 		// Lag = event's transaction start to acknowledged and marked. The
 		// age part comes from the database clock, so app clock skew is out.
 		sinceSelect := time.Since(selectedAt).Seconds()
-		lag := relayLag.WithLabelValues(r.schema)
 		for _, idx := range ackedIdx {
-			lag.Observe(batch[idx].ageSeconds + sinceSelect)
+			r.lag.Observe(batch[idx].ageSeconds + sinceSelect)
 		}
+	} else if _, err := conn.Exec(ctx, "COMMIT"); err != nil && pubErr == nil {
+		pubErr = fmt.Errorf("outbox: end round: %w", err)
 	}
 	if pubErr != nil {
 		return len(ackedIdx), false, pubErr
 	}
 	return len(ackedIdx), len(batch) == r.cfg.BatchSize, nil
+}
+
+// readBatch reads the results of BEGIN, the lock and the select.
+func readBatch(res pgx.BatchResults) ([]outboxRow, error) {
+	if _, err := res.Exec(); err != nil {
+		return nil, fmt.Errorf("outbox: begin: %w", err)
+	}
+	if _, err := res.Exec(); err != nil {
+		return nil, fmt.Errorf("outbox: advisory lock: %w", err)
+	}
+	rows, err := res.Query()
+	if err != nil {
+		return nil, fmt.Errorf("outbox: select batch: %w", err)
+	}
+	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
+		var o outboxRow
+		err := row.Scan(&o.seq, &o.eventID, &o.subject, &o.eventType, &o.payload, &o.occurredAt, &o.ageSeconds)
+		return o, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: read batch: %w", err)
+	}
+	return batch, nil
 }
 
 // publish sends the whole batch without waiting in between (one connection
