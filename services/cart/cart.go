@@ -134,8 +134,8 @@ func New(cfg Config) *Service {
 		if err := s.watchOwners(); err != nil {
 			// Without the events a cached answer could be stale for a whole TTL: ask every time.
 			s.log.Warn("catalog and store caches off: cannot hear their owners' events", "err", err)
-			s.variantCache = newLookupCache[*catalogv1.Variant](0)
-			s.storeCache = newLookupCache[*inventoryv1.Store](0)
+			s.variantCache.off()
+			s.storeCache.off()
 		}
 	}
 	return s

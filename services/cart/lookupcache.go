@@ -16,9 +16,8 @@ const maxCacheEntries = 100_000
 // A fill that was asked before an invalidation is not stored (the generation check in put), so
 // a slow answer can never bring back what an event has just dropped.
 type lookupCache[V any] struct {
-	ttl time.Duration // <= 0: the cache keeps nothing
-
 	mu      sync.RWMutex
+	ttl     time.Duration // <= 0: the cache keeps nothing
 	entries map[string]cacheEntry[V]
 	gen     uint64 // bumped by every invalidation
 }
@@ -53,15 +52,15 @@ func (c *lookupCache[V]) generation() uint64 {
 
 // put stores answers asked for at generation gen, unless something was invalidated since.
 func (c *lookupCache[V]) put(gen uint64, values map[string]V) {
-	if c.ttl <= 0 || len(values) == 0 {
+	if len(values) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ttl <= 0 || c.gen != gen {
 		return
 	}
 	expires := time.Now().Add(c.ttl)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen != gen {
-		return
-	}
 	if len(c.entries)+len(values) > maxCacheEntries {
 		c.entries = make(map[string]cacheEntry[V])
 	}
@@ -92,5 +91,14 @@ func (c *lookupCache[V]) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	clear(c.entries)
+}
+
+// off forgets everything and keeps nothing from now on.
+func (c *lookupCache[V]) off() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.ttl = 0
 	clear(c.entries)
 }

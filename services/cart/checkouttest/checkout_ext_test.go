@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -21,8 +22,11 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -43,39 +47,59 @@ const (
 )
 
 type env struct {
-	t         *testing.T
-	nats      *server.Server
-	chain     demo.Chain
-	inventory *inventory.Service
-	invRPC    *natsrpc.Service
-	carts     cartv1.CartServiceClient
-	orders    fulfilmentv1.OrderServiceClient
+	t             *testing.T
+	nats          *server.Server
+	chain         demo.Chain
+	inventory     *inventory.Service
+	invRPC        *natsrpc.Service
+	carts         cartv1.CartServiceClient
+	orders        fulfilmentv1.OrderServiceClient
+	catalogAdmin  catalogv1.CatalogAdminServiceClient
+	catalogPublic catalogv1.CatalogServiceClient
+
+	// The cart's SQL statements, counted (see cost_ext_test.go).
+	statements *statementCounter
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, nats: testenv.NATS(t), chain: demo.Seattle()}
 	log := testenv.Logger(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var loops sync.WaitGroup
-	t.Cleanup(func() { cancel(); loops.Wait() })
+	// Each loop stops before what it uses (its pool, NATS) is closed: cleanups run last first.
 	run := func(name string, f func(context.Context) error) {
-		loops.Go(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
 			if err := f(ctx); err != nil {
 				t.Errorf("%s Run: %v", name, err)
 			}
-		})
+		}()
+		t.Cleanup(func() { cancel(); <-done })
 	}
 
-	cat := catalog.New(catalog.Config{Pool: testenv.Pool(t, "", catalog.Migrations()), Currency: "USD", Logger: log})
+	// Catalog and inventory events reach NATS through their outbox relays, as in the stack: the
+	// cart's caches hear of changes that way.
+	js, err := jetstream.New(testenv.NATSConn(t, e.nats), jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(t.Context(), js, streams.Config{}); err != nil {
+		t.Fatalf("declare streams: %v", err)
+	}
+	catPool := testenv.Pool(t, "", catalog.Migrations())
+	cat := catalog.New(catalog.Config{Pool: catPool, Currency: "USD", Logger: log})
 	if _, err := cat.LoadDemo(t.Context(), e.chain); err != nil {
 		t.Fatalf("load demo catalog: %v", err)
 	}
 	e.serveNATS("catalog", cat.RegisterNATS)
+	run("catalog outbox relay", outbox.NewRelay(catPool, js, outbox.RelayConfig{Logger: log}).Run)
 
-	e.inventory = inventory.New(inventory.Config{Pool: testenv.Pool(t, "", inventory.Migrations()), Logger: log})
+	invPool := testenv.Pool(t, "", inventory.Migrations())
+	e.inventory = inventory.New(inventory.Config{Pool: invPool, Logger: log})
 	e.invRPC = e.serveNATS("inventory", e.inventory.RegisterNATS)
 	run("inventory", e.inventory.Run)
+	run("inventory outbox relay", outbox.NewRelay(invPool, js, outbox.RelayConfig{Logger: log}).Run)
 	e.createStore()
 
 	ful, err := fulfilment.New(fulfilment.Config{
@@ -90,17 +114,21 @@ func newEnv(t *testing.T) *env {
 	e.serveNATS("fulfilment", ful.RegisterNATS)
 	run("fulfilment", ful.Run)
 
+	// The cart's caches keep answers for an hour: a change seen in these tests came by event.
 	c := cart.New(cart.Config{
-		Pool: testenv.Pool(t, "", cart.Migrations()), NATS: testenv.NATSConn(t, e.nats), Currency: "USD", Logger: log,
-		CheckoutTimeout: 10 * time.Second,
+		Pool: e.countedPool(testenv.Pool(t, "", cart.Migrations())), NATS: e.spiedConn(), Currency: "USD", Logger: log,
+		CheckoutTimeout: 10 * time.Second, CacheTTL: time.Hour,
 	})
 
 	srv := grpc.NewServer()
 	c.RegisterGRPC(srv)
 	ful.RegisterGRPC(srv)
+	cat.RegisterGRPC(srv)
 	conn := testenv.GRPC(t, srv)
 	e.carts = cartv1.NewCartServiceClient(conn)
 	e.orders = fulfilmentv1.NewOrderServiceClient(conn)
+	e.catalogAdmin = catalogv1.NewCatalogAdminServiceClient(conn)
+	e.catalogPublic = catalogv1.NewCatalogServiceClient(conn)
 	return e
 }
 
@@ -161,6 +189,19 @@ func (e *env) skus(n int) []string {
 		}
 	}
 	return out
+}
+
+// productOf returns the demo product id of sku.
+func (e *env) productOf(sku string) string {
+	for _, p := range e.chain.Products {
+		for _, v := range p.Variants {
+			if v.SKU == sku {
+				return p.ID
+			}
+		}
+	}
+	e.t.Fatalf("sku %s not in the demo catalog", sku)
+	return ""
 }
 
 // filledCart makes customer a cart with qty of each sku and pickup at the test store.

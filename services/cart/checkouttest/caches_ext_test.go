@@ -1,0 +1,196 @@
+package checkout_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// The cart's questions to other services, as the request spy names them.
+const (
+	askCatalog      = "catalog.batch_get_variants"
+	askStore        = "inventory.get_store"
+	askAvailability = "inventory.get_availability"
+	placeOrder      = "fulfilment.place_order"
+)
+
+// TestAShoppersJourneyCostsFewRoundTrips pins what each action costs the cart once the catalog
+// and the store are in its caches: SQL statements (BEGIN/COMMIT count) and NATS requests.
+// Before lines moved into the cart row and the caches came, the same journey took 21
+// statements and 9 requests.
+func TestAShoppersJourneyCostsFewRoundTrips(t *testing.T) {
+	e := newEnv(t)
+	sku := e.skus(1)[0]
+	requests := e.spyRequests()
+	e.filledCart("someone-else", 1, sku) // fills the caches: the SKU, the store
+	e.statements.take()
+	requests.take()
+
+	ctx := e.as("alice")
+	var cartID string
+	steps := []struct {
+		action     string
+		do         func() error
+		statements int
+		requests   []string
+	}{
+		{"CreateCart", func() error {
+			res, err := e.carts.CreateCart(ctx, &cartv1.CreateCartRequest{})
+			cartID = res.GetCart().GetId()
+			return err
+		}, 1, nil},
+		{"AddLine", func() error {
+			_, err := e.carts.AddLine(ctx, &cartv1.AddLineRequest{CartId: cartID, Sku: sku, Quantity: 1})
+			return err
+		}, 2, nil},
+		{"SetPickup", func() error {
+			_, err := e.carts.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: cartID, Pickup: &cartv1.Pickup{Choice: &cartv1.Pickup_StoreId{StoreId: storeID}}})
+			return err
+		}, 2, []string{askAvailability}},
+		{"GetCart", func() error {
+			_, err := e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: cartID})
+			return err
+		}, 1, []string{askAvailability}},
+		{"Checkout", func() error {
+			res, err := e.carts.Checkout(ctx, &cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: "journey-cost-1"})
+			if err == nil && res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+				err = fmt.Errorf("order %v", res.GetOrder().GetState())
+			}
+			return err
+		}, 2, []string{placeOrder}},
+		{"GetCart checked out", func() error {
+			_, err := e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: cartID})
+			return err
+		}, 1, nil}, // availability is not shown on a checked-out cart, so not asked
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.action, err)
+		}
+		stmts, reqs := e.statements.take(), requests.take()
+		t.Logf("%-20s %d statements, NATS requests %v", st.action, stmts, reqs)
+		if stmts > st.statements || !slices.Equal(reqs, st.requests) {
+			t.Errorf("%s cost %d statements and asked %v; want at most %d statements and exactly %v", st.action, stmts, reqs, st.statements, st.requests)
+		}
+	}
+}
+
+func TestCatalogPriceChangeReachesTheCartAndItsCheckoutPromptly(t *testing.T) {
+	e := newEnv(t) // the cart's caches keep answers for an hour: only the event can tell it
+	sku := e.skus(1)[0]
+	c := e.filledCart("alice", 2, sku)
+	price := c.GetLines()[0].GetUnitPrice().GetAmountMinor()
+	requests := e.spyRequests()
+	if _, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := requests.take(); slices.Contains(reqs, askCatalog) || slices.Contains(reqs, askStore) {
+		t.Fatalf("a view of a cart whose SKU and store were just looked up asked %v; want both from the cache", reqs)
+	}
+
+	p, err := e.catalogPublic.GetProduct(t.Context(), &catalogv1.GetProductRequest{ProductId: e.productOf(sku)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range p.GetProduct().GetVariants() {
+		if v.GetSku() == sku {
+			v.Price = &commonv1.Money{AmountMinor: price + 25, CurrencyCode: "USD"}
+		}
+	}
+	if _, err := e.catalogAdmin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{
+		Product: p.GetProduct(), UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}},
+	}); err != nil {
+		t.Fatalf("UpdateProduct: %v", err)
+	}
+	testenv.CheckFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		res, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+		if err != nil {
+			return err
+		}
+		if got := res.GetCart().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != price+25 {
+			return fmt.Errorf("cart shows unit price %d after the change to %d", got, price+25)
+		}
+		return nil
+	})
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "new-price-checkout"})
+	if err != nil {
+		t.Fatalf("Checkout: %v", err)
+	}
+	if o := res.GetOrder(); o.GetTotal().GetAmountMinor() != 2*(price+25) {
+		t.Fatalf("order total %v; want %d at the new price", o.GetTotal(), 2*(price+25))
+	}
+}
+
+func TestArchivedProductIsRefusedByAddLineAndCheckoutPromptly(t *testing.T) {
+	e := newEnv(t)
+	// Two SKUs of different products: one is archived, the other stays.
+	keep := e.skus(1)[0]
+	var archived string
+	for _, sku := range e.skus(10) {
+		if e.productOf(sku) != e.productOf(keep) {
+			archived = sku
+			break
+		}
+	}
+	c := e.filledCart("alice", 1, keep, archived)
+	if _, err := e.catalogAdmin.ArchiveProduct(t.Context(), &catalogv1.ArchiveProductRequest{ProductId: e.productOf(archived)}); err != nil {
+		t.Fatal(err)
+	}
+	// Until the cart hears of it the probe, with a stale expected_version, is Aborted and
+	// changes nothing.
+	testenv.CheckFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		_, err := e.carts.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: archived, Quantity: 1, ExpectedVersion: 1})
+		if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), archived) {
+			return fmt.Errorf("AddLine of the archived sku = %v; want NotFound naming %s", err, archived)
+		}
+		return nil
+	})
+	_, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "archived-line-1"})
+	if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), archived) {
+		t.Fatalf("Checkout with an archived line = %v; want NotFound naming %s", err, archived)
+	}
+
+	// No order was made and the cart is open to change: without that line it checks out.
+	got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	if err != nil || got.GetCart().GetState() != cartv1.CartState_CART_STATE_OPEN || got.GetCart().GetVersion() != c.GetVersion() {
+		t.Fatalf("cart after the refused checkout = %v, %v; want open and unchanged", got.GetCart(), err)
+	}
+	if _, err := e.carts.RemoveLine(e.as("alice"), &cartv1.RemoveLineRequest{CartId: c.GetId(), LineId: c.GetLines()[1].GetLineId()}); err != nil {
+		t.Fatalf("RemoveLine of the archived line: %v", err)
+	}
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "archived-line-2"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED || len(res.GetOrder().GetLines()) != 1 {
+		t.Fatalf("Checkout without the archived line = %v, %v; want CONFIRMED with one line", res.GetOrder(), err)
+	}
+}
+
+func TestStoreChangeReachesTheCartPromptly(t *testing.T) {
+	e := newEnv(t)
+	c := e.filledCart("alice", 1, e.skus(1)...)
+	if _, err := e.inventory.UpdateStore(t.Context(), &inventoryv1.Store{Id: storeID, Name: "Renamed Test Store"}, []string{"name"}, 0); err != nil {
+		t.Fatalf("UpdateStore: %v", err)
+	}
+	testenv.CheckFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		res, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+		if err != nil {
+			return err
+		}
+		if name := res.GetCart().GetPickup().GetStoreName(); name != "Renamed Test Store" {
+			return fmt.Errorf("pickup store shown as %q after the rename", name)
+		}
+		return nil
+	})
+}
