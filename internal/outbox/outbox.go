@@ -42,8 +42,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/handoff-dev/handoff/internal/streams"
 )
 
 // Headers set on every relayed message, besides Nats-Msg-Id (= event id).
@@ -244,7 +242,7 @@ func checkSubject(subject string) error {
 			return fmt.Errorf("outbox: subject %q is not a concrete NATS subject", subject)
 		}
 	}
-	if streams.Capturing(subject) == "" {
+	if captured(subject) == "" {
 		return fmt.Errorf("outbox: no stream stores subject %q (want handoff.<service>.<entity>.<event> or handoff.store.<id>.ticket.<kind>)", subject)
 	}
 	return nil

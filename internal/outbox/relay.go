@@ -2,17 +2,24 @@ package outbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/handoff-dev/handoff/internal/streams"
 )
 
 // RelayConfig tunes a Relay. Zero values take the defaults.
@@ -52,6 +59,9 @@ type Relay struct {
 	// is acknowledged and before the rows are deleted: the window in which a
 	// crash leaves published rows behind. conn is in the round's transaction.
 	afterPublish func(ctx context.Context, conn *pgx.Conn) error
+
+	atomicMu sync.Mutex
+	atomic   map[string]atomicCheck // by stream: whether it allows atomic batches
 
 	// The schema's metrics, once known.
 	relayed  prometheus.Counter
@@ -301,45 +311,230 @@ func readBatch(res pgx.BatchResults) ([]outboxRow, error) {
 	return batch, nil
 }
 
-// publish sends the whole batch without waiting in between (one connection
-// keeps the order), then waits, bounded, for each acknowledgement. It returns
-// the indexes of acknowledged rows, including rows JetStream reported as
-// duplicates: those are in the stream already.
+// publish sends the batch and waits, bounded, for JetStream to take it. It returns the indexes
+// of the rows JetStream took, including rows it reported as duplicates: those are in the
+// stream already.
+//
+// The rows bound for a stream that allows atomic batches go as atomic batches when there are
+// enough of them (see atomicMin): JetStream, syncing every write to disk before acknowledging,
+// then syncs a batch once instead of once per message, which is what bounds a busy stream's
+// rate (and every event's wait behind the others). The others, and an atomic batch the stream
+// refused (a duplicate inside it after a crash, a server without atomic batches), are
+// published one by one without waiting in between, then their acknowledgements awaited. Each
+// stream's rows go one way or the other, in order.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, err error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(batch))
-	for _, o := range batch {
-		m := nats.NewMsg(o.subject)
-		m.Data = o.payload
-		m.Header.Set(jetstream.MsgIDHeader, o.eventID)
-		m.Header.Set(EventTypeHeader, o.eventType)
-		m.Header.Set(OccurredAtHeader, o.occurredAt.UTC().Format(time.RFC3339Nano))
-		f, perr := r.js.PublishMsgAsync(m)
-		if perr != nil {
-			// Stop here: later events must not overtake this one more than
-			// they already may have.
-			err = fmt.Errorf("outbox: publish event %s on %s: %w", o.eventID, o.subject, perr)
-			break
+	var (
+		single  []int                // indexes to publish one by one
+		atomics = map[string][]int{} // by stream: indexes for atomic batches
+		order   []string             // streams of atomics, first seen first
+	)
+	for i, o := range batch {
+		st := captured(o.subject)
+		if st != "" && r.atomicAllowed(ctx, st) {
+			if _, seen := atomics[st]; !seen {
+				order = append(order, st)
+			}
+			atomics[st] = append(atomics[st], i)
+			continue
 		}
-		futures = append(futures, f)
+		single = append(single, i)
+	}
+	for _, st := range order {
+		if len(atomics[st]) < atomicMin {
+			single = append(single, atomics[st]...)
+			delete(atomics, st)
+		}
+	}
+	slices.Sort(single)
+
+	futures, err := r.publishAsync(batch, single)
+	acked = make([]int, 0, len(batch))
+	for _, st := range order {
+		idx, ok := atomics[st]
+		if !ok || err != nil {
+			continue
+		}
+		for chunk := range slices.Chunk(idx, maxAtomicBatch) {
+			if aerr := r.publishAtomic(ctx, batch, chunk); aerr != nil {
+				r.logger.Debug("outbox: atomic batch refused; publishing its events one by one", "stream", st, "events", len(chunk), "err", aerr)
+				fs, perr := r.publishAsync(batch, chunk)
+				futures = append(futures, fs...)
+				if perr != nil {
+					err = perr
+					break
+				}
+				continue
+			}
+			acked = append(acked, chunk...)
+		}
 	}
 
 	timeout := time.NewTimer(r.cfg.AckTimeout)
 	defer timeout.Stop()
-	acked = make([]int, 0, len(futures))
-	for i, f := range futures {
+	for n, f := range futures {
 		select {
 		case <-f.Ok():
-			acked = append(acked, i)
+			acked = append(acked, f.idx)
 		case ackErr := <-f.Err():
-			err = errors.Join(err, fmt.Errorf("outbox: publish event %s on %s: %w", batch[i].eventID, batch[i].subject, ackErr))
+			err = errors.Join(err, fmt.Errorf("outbox: publish event %s on %s: %w", batch[f.idx].eventID, batch[f.idx].subject, ackErr))
 		case <-timeout.C:
-			return acked, errors.Join(err, fmt.Errorf("outbox: no acknowledgement within %s for %d of %d events", r.cfg.AckTimeout, len(futures)-i, len(batch)))
+			return acked, errors.Join(err, fmt.Errorf("outbox: no acknowledgement within %s for %d of %d events", r.cfg.AckTimeout, len(futures)-n, len(batch)))
 		case <-ctx.Done():
 			return acked, errors.Join(err, ctx.Err())
 		}
 	}
 	return acked, err
 }
+
+// pending is a row published on its own, waiting for its acknowledgement.
+type pending struct {
+	jetstream.PubAckFuture
+	idx int
+}
+
+// message is the JetStream message of row o.
+func message(o *outboxRow) *nats.Msg {
+	m := nats.NewMsg(o.subject)
+	m.Data = o.payload
+	m.Header.Set(jetstream.MsgIDHeader, o.eventID)
+	m.Header.Set(EventTypeHeader, o.eventType)
+	m.Header.Set(OccurredAtHeader, o.occurredAt.UTC().Format(time.RFC3339Nano))
+	return m
+}
+
+// publishAsync publishes the rows idx of batch without waiting for their acknowledgements.
+func (r *Relay) publishAsync(batch []outboxRow, idx []int) ([]pending, error) {
+	futures := make([]pending, 0, len(idx))
+	for _, i := range idx {
+		f, err := r.js.PublishMsgAsync(message(&batch[i]))
+		if err != nil {
+			// Stop here: later events must not overtake this one more than they already may
+			// have.
+			return futures, fmt.Errorf("outbox: publish event %s on %s: %w", batch[i].eventID, batch[i].subject, err)
+		}
+		futures = append(futures, pending{f, i})
+	}
+	return futures, nil
+}
+
+// Atomic batches.
+const (
+	// atomicMin is the fewest events a relay sends as an atomic batch: a batch has a fixed cost
+	// in the server (a staging store, its files, two syncs) that a handful of one-by-one
+	// publishes costs less than.
+	atomicMin = 8
+	// maxAtomicBatch is the server's default limit on the messages of one atomic batch.
+	maxAtomicBatch = 1000
+	// atomicCheckEvery is how often the relay asks whether a stream allows atomic batches.
+	atomicCheckEvery = time.Minute
+)
+
+// atomicAllowed reports whether stream allows atomic batch publishing, asking the server at
+// most once per atomicCheckEvery. A stream the relay cannot ask about is taken not to.
+func (r *Relay) atomicAllowed(ctx context.Context, stream string) bool {
+	r.atomicMu.Lock()
+	defer r.atomicMu.Unlock()
+	if c, ok := r.atomic[stream]; ok && time.Since(c.checked) < atomicCheckEvery {
+		return c.allowed
+	}
+	allowed := false
+	actx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	if st, err := r.js.Stream(actx, stream); err == nil {
+		allowed = st.CachedInfo().Config.AllowAtomicPublish
+	}
+	if r.atomic == nil {
+		r.atomic = map[string]atomicCheck{}
+	}
+	r.atomic[stream] = atomicCheck{allowed: allowed, checked: time.Now()}
+	return allowed
+}
+
+type atomicCheck struct {
+	allowed bool
+	checked time.Time
+}
+
+// atomicAck is the answer to an atomic batch's commit.
+type atomicAck struct {
+	Stream string `json:"stream"`
+	Batch  string `json:"batch"`
+	Count  int    `json:"count"`
+	Error  *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// publishAtomic publishes rows idx of batch as one atomic batch and waits, bounded, for its
+// commit: after a nil error JetStream holds all of them, after an error possibly none (a
+// timeout: possibly all; they are then duplicates of the next attempt).
+func (r *Relay) publishAtomic(ctx context.Context, batch []outboxRow, idx []int) error {
+	nc := r.js.Conn()
+	id := uuid.NewString()
+	last := len(idx) - 1
+	for n, i := range idx[:last] {
+		m := message(&batch[i])
+		m.Header.Set(batchIDHeader, id)
+		m.Header.Set(batchSeqHeader, strconv.Itoa(n+1))
+		if err := nc.PublishMsg(m); err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+	m := message(&batch[idx[last]])
+	m.Header.Set(batchIDHeader, id)
+	m.Header.Set(batchSeqHeader, strconv.Itoa(last+1))
+	m.Header.Set(batchCommitHeader, "1")
+	actx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	reply, err := nc.RequestMsgWithContext(actx, m)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	var ack atomicAck
+	if err := json.Unmarshal(reply.Data, &ack); err != nil {
+		return fmt.Errorf("commit: undecodable answer %q: %w", reply.Data, err)
+	}
+	if ack.Error != nil {
+		return fmt.Errorf("commit: %s (%d)", ack.Error.Description, ack.Error.ErrCode)
+	}
+	// A server that does not know atomic batches stores the commit as a plain message.
+	if ack.Batch != id || ack.Count != len(idx) {
+		return fmt.Errorf("commit: answer %q is not the batch's", reply.Data)
+	}
+	return nil
+}
+
+// Headers of atomic batch publishing (JetStream 2.12+).
+const (
+	batchIDHeader     = "Nats-Batch-Id"
+	batchSeqHeader    = "Nats-Batch-Sequence"
+	batchCommitHeader = "Nats-Batch-Commit"
+)
+
+// captured is the stream that stores subject, remembered per subject (a bounded map): the
+// answer depends only on the topology, which is fixed at build time.
+func captured(subject string) string {
+	if v, ok := capturedBy.Load(subject); ok {
+		return v.(string)
+	}
+	st := streams.Capturing(subject)
+	if capturedCount.Add(1) > maxCaptured {
+		capturedBy.Clear()
+		capturedCount.Store(0)
+	}
+	capturedBy.Store(subject, st)
+	return st
+}
+
+var (
+	capturedBy    sync.Map // subject → stream name
+	capturedCount atomic.Int64
+)
+
+// maxCaptured bounds capturedBy (subjects carry store ids).
+const maxCaptured = 1 << 14
 
 // listen wakes the relay on every NOTIFY of the schema's channel. It keeps a
 // dedicated connection (hijacked from the pool, so it has the pool's
