@@ -7,13 +7,15 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 )
 
-// inventoryCallTimeout bounds one release, commit or extend call.
+// inventoryCallTimeout bounds one change_holds call (a round's releases, commits, extensions).
 const inventoryCallTimeout = 5 * time.Second
 
 // effectsBatch is how many effects one round of the worker takes.
@@ -61,7 +63,8 @@ const effectLease = 30 * time.Second
 
 // effectsRound claims the due effects that are first in line for their order (an order's
 // effects run in the order they were recorded: a line's release before the commit of the
-// rest), calls inventory for each, and deletes those done; failures are retried with backoff.
+// rest), sends them to inventory in one change_holds request, and deletes those done;
+// failures are retried with backoff.
 // Claiming moves an effect's due time one lease ahead in a statement of its own, so no
 // connection is held while inventory answers, and other workers (SKIP LOCKED, then the later
 // due time) leave it alone. Inventory's release, commit and extend are idempotent, so an
@@ -100,17 +103,7 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 
-	errs := make([]error, len(batch))
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, 16)
-	for i, e := range batch {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			errs[i] = s.applyEffect(ctx, e)
-		})
-	}
-	wg.Wait()
+	errs := s.applyEffects(ctx, batch)
 
 	// Record outcomes even when shutting down, so done effects are not done again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -144,24 +137,64 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 	return len(batch), nil
 }
 
-func (s *Service) applyEffect(ctx context.Context, e effect) error {
-	ctx, cancel := context.WithTimeout(ctx, inventoryCallTimeout)
-	defer cancel()
-	switch e.kind {
-	case domain.ReleaseAll:
-		return s.inv.release(ctx, e.orderID, "", e.reason)
-	case domain.ReleaseLine:
-		return s.inv.release(ctx, e.orderID, e.lineID, e.reason)
-	case domain.CommitAll:
-		return s.inv.commit(ctx, e.orderID)
-	case domain.ExtendHolds:
-		res, err := s.inv.extend(ctx, e.orderID, e.deadline)
-		if err != nil {
-			return err
-		}
-		return s.lapseIfUnheld(ctx, e.orderID, openHolds(res.GetHolds()))
+// applyEffects carries out a round's effects with one change_holds request (inventory makes
+// them in one transaction, in order), then checks the orders whose holds were extended for
+// lapsed holds. It returns each effect's error.
+func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
+	errs := make([]error, len(batch))
+	changes := make([]*inventoryv1.HoldChange, len(batch))
+	for i, e := range batch {
+		changes[i] = e.change()
 	}
-	return fmt.Errorf("unknown effect kind %d", e.kind)
+	cctx, cancel := context.WithTimeout(ctx, inventoryCallTimeout)
+	res, err := s.inv.changeHolds(cctx, changes)
+	cancel()
+	if err == nil && len(res.GetResults()) != len(batch) {
+		err = fmt.Errorf("inventory answered %d hold changes with %d results", len(batch), len(res.GetResults()))
+	}
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, 16)
+	for i, r := range res.GetResults() {
+		if r.GetErrorCode() != 0 {
+			errs[i] = status.Error(codes.Code(r.GetErrorCode()), r.GetErrorMessage())
+			continue
+		}
+		if batch[i].kind != domain.ExtendHolds {
+			continue
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			errs[i] = s.lapseIfUnheld(ctx, batch[i].orderID, openHolds(r.GetHolds()))
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// change is the request for e.
+func (e effect) change() *inventoryv1.HoldChange {
+	switch e.kind {
+	case domain.ReleaseAll, domain.ReleaseLine:
+		line := ""
+		if e.kind == domain.ReleaseLine {
+			line = e.lineID
+		}
+		return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Release{Release: &inventoryv1.ReleaseHoldsRequest{
+			OrderId: e.orderID, LineId: line, Reason: e.reason}}}
+	case domain.CommitAll:
+		return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Commit{Commit: &inventoryv1.CommitHoldsRequest{OrderId: e.orderID}}}
+	case domain.ExtendHolds:
+		return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Extend{Extend: &inventoryv1.ExtendHoldsRequest{
+			OrderId: e.orderID, ExpireTime: timestamppb.New(e.deadline)}}}
+	}
+	return &inventoryv1.HoldChange{} // refused by inventory: an unknown kind is retried, and logged, until fixed
 }
 
 func openHolds(holds []*inventoryv1.Hold) int {

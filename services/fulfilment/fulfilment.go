@@ -42,8 +42,9 @@
 // event (id derived from order id and history sequence, so a rewrite is a duplicate) and the
 // customer notification, and record the inventory effect (release, commit, extend) in
 // order_effects. The effects worker carries effects out after the commit and deletes them,
-// retrying until inventory has done them, in order per order. So holds end even when the
-// process dies right after a transition. Timers (expiry, the expiring-soon
+// retrying until inventory has done them, in order per order; a round's effects of many orders
+// go to inventory as one change_holds request, made in one inventory transaction. So holds end
+// even when the process dies right after a transition. Timers (expiry, the expiring-soon
 // reminder, the not-accepted escalation, the refresh of long-open orders' holds) are columns of
 // the order, run by the timer loop; they survive restarts.
 //

@@ -8,7 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
@@ -18,9 +17,7 @@ import (
 // Inventory's request/reply subjects fulfilment calls.
 var (
 	subjectReserveHolds = natsrpc.Subject("inventory", "reserve_holds")
-	subjectReleaseHolds = natsrpc.Subject("inventory", "release_holds")
-	subjectCommitHolds  = natsrpc.Subject("inventory", "commit_holds")
-	subjectExtendHolds  = natsrpc.Subject("inventory", "extend_holds")
+	subjectChangeHolds  = natsrpc.Subject("inventory", "change_holds")
 	subjectGetStore     = natsrpc.Subject("inventory", "get_store")
 )
 
@@ -35,19 +32,12 @@ func (c inventoryClient) reserve(ctx context.Context, req *inventoryv1.ReserveHo
 	return res, nil
 }
 
-func (c inventoryClient) release(ctx context.Context, orderID, lineID string, reason inventoryv1.ReleaseReason) error {
-	return natsrpc.Call(ctx, c.nc, subjectReleaseHolds,
-		&inventoryv1.ReleaseHoldsRequest{OrderId: orderID, LineId: lineID, Reason: reason}, &inventoryv1.ReleaseHoldsResponse{})
-}
-
-func (c inventoryClient) commit(ctx context.Context, orderID string) error {
-	return natsrpc.Call(ctx, c.nc, subjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: orderID}, &inventoryv1.CommitHoldsResponse{})
-}
-
-func (c inventoryClient) extend(ctx context.Context, orderID string, deadline time.Time) (*inventoryv1.ExtendHoldsResponse, error) {
-	res := &inventoryv1.ExtendHoldsResponse{}
-	err := natsrpc.Call(ctx, c.nc, subjectExtendHolds, &inventoryv1.ExtendHoldsRequest{OrderId: orderID, ExpireTime: timestamppb.New(deadline)}, res)
-	return res, err
+func (c inventoryClient) changeHolds(ctx context.Context, changes []*inventoryv1.HoldChange) (*inventoryv1.ChangeHoldsResponse, error) {
+	res := &inventoryv1.ChangeHoldsResponse{}
+	if err := natsrpc.Call(ctx, c.nc, subjectChangeHolds, &inventoryv1.ChangeHoldsRequest{Changes: changes}, res); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 func (c inventoryClient) getStore(ctx context.Context, storeID string) (*inventoryv1.Store, error) {

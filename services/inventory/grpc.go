@@ -23,6 +23,9 @@ var (
 	SubjectCommitHolds = natsrpc.Subject("inventory", "commit_holds")
 	// SubjectExtendHolds: ExtendHoldsRequest → ExtendHoldsResponse.
 	SubjectExtendHolds = natsrpc.Subject("inventory", "extend_holds")
+	// SubjectChangeHolds: ChangeHoldsRequest → ChangeHoldsResponse (many orders' releases,
+	// commits and extensions in one transaction).
+	SubjectChangeHolds = natsrpc.Subject("inventory", "change_holds")
 	// SubjectGetAvailability: GetAvailabilityRequest → GetAvailabilityResponse.
 	SubjectGetAvailability = natsrpc.Subject("inventory", "get_availability")
 	// SubjectGetStore: GetStoreRequest → GetStoreResponse.
@@ -66,6 +69,7 @@ func (s *Service) RegisterNATS(svc *natsrpc.Service) error {
 				return &inventoryv1.ExtendHoldsResponse{Holds: hs}, nil
 			})
 		},
+		func() error { return natsrpc.Handle(svc, SubjectChangeHolds, s.ChangeHolds) },
 		func() error {
 			return natsrpc.Handle(svc, SubjectGetAvailability, func(ctx context.Context, req *inventoryv1.GetAvailabilityRequest) (*inventoryv1.GetAvailabilityResponse, error) {
 				return s.GetAvailability(ctx, req.GetStoreId(), req.GetSkus())

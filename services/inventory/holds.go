@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -274,15 +273,11 @@ func (s *Service) orderHolds(ctx context.Context, orderID string) ([]*hold, erro
 // without open holds, releases nothing and returns an empty list.
 func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reason inventoryv1.ReleaseReason) ([]*inventoryv1.Hold, error) {
 	var v rpcerr.Violations
-	checkText(&v, "order_id", orderID, maxIDLen, true)
-	checkText(&v, "line_id", lineID, maxIDLen, false)
-	if _, ok := inventoryv1.ReleaseReason_name[int32(reason)]; !ok {
-		v.Addf("reason", "unknown release reason %d", reason)
-	}
+	checkRelease(&v, "", orderID, lineID, reason)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	return s.endOrderHolds(ctx, orderID, lineID, holdReleased, reason)
+	return s.changeOne(ctx, holdChange{kind: changeRelease, orderID: orderID, lineID: lineID, reason: reason})
 }
 
 // CommitHolds turns an order's open holds into a sale: on hand and reserved fall together. A
@@ -291,100 +286,41 @@ func (s *Service) CommitHolds(ctx context.Context, orderID string) ([]*inventory
 	if orderID == "" {
 		return nil, rpcerr.Invalid("order_id", "required")
 	}
-	return s.endOrderHolds(ctx, orderID, "", holdCommitted, inventoryv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED)
+	return s.changeOne(ctx, holdChange{kind: changeCommit, orderID: orderID})
 }
 
-func (s *Service) endOrderHolds(ctx context.Context, orderID, lineID, state string, reason inventoryv1.ReleaseReason) ([]*inventoryv1.Hold, error) {
-	var ended []*hold
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		// The hold rows first (line order), then their stock rows (store, SKU order).
-		rows, err := tx.Query(ctx, "SELECT "+holdColumns+` FROM holds
-			WHERE order_id = $1 AND ($2 = '' OR line_id = $2) AND state = 'open'
-			ORDER BY line_id FOR UPDATE`, orderID, lineID)
-		if err != nil {
-			return fmt.Errorf("lock holds: %w", err)
-		}
-		hs, err := scanHolds(rows)
-		if err != nil {
-			return fmt.Errorf("lock holds: %w", err)
-		}
-		ended = hs
-		return s.endHolds(ctx, tx, hs, state, reason, actorHolds)
-	})
+// changeOne makes one order's change the way ChangeHolds makes many.
+func (s *Service) changeOne(ctx context.Context, c holdChange) ([]*inventoryv1.Hold, error) {
+	done, err := s.changeHoldsWithRetry(ctx, []holdChange{c})
 	if err != nil {
 		return nil, err
 	}
-	return holdsProto(ended), nil
+	return holdsProto(done[0]), nil
 }
 
 // endHolds ends holds that tx has locked and found open: their state, the stock they held
-// (reserved down; on hand down too for a sale), one ledger row each, and the events.
+// (reserved down; on hand down too for a sale), one ledger row each, and the events, in one
+// round trip after the stock rows are locked.
 func (s *Service) endHolds(ctx context.Context, tx pgx.Tx, hs []*hold, state string, reason inventoryv1.ReleaseReason, actor *commonv1.Actor) error {
 	if len(hs) == 0 {
 		return nil
 	}
-	ids := make([]string, len(hs))
 	keys := make([]stockKey, len(hs))
 	for i, h := range hs {
-		ids[i], keys[i] = h.id, h.key
-	}
-	reasonName := strings.ToLower(strings.TrimPrefix(reason.String(), "RELEASE_REASON_"))
-	if state == holdCommitted {
-		reasonName = ""
-	}
-	tag, err := tx.Exec(ctx, `UPDATE holds SET state = $2, release_reason = $3, end_time = now()
-		WHERE id = ANY($1::uuid[]) AND state = 'open'`, ids, state, reasonName)
-	if err != nil {
-		return fmt.Errorf("end holds: %w", err)
-	}
-	if tag.RowsAffected() != int64(len(hs)) {
-		return fmt.Errorf("end holds: %d of %d were open (not locked by the caller?)", tag.RowsAffected(), len(hs))
+		keys[i] = h.key
 	}
 	levels, err := lockLevels(ctx, tx, sortedKeys(keys))
 	if err != nil {
 		return err
 	}
-	kind, subject := kindHoldReleased, SubjectHoldReleased
-	switch state {
-	case holdCommitted:
-		kind = kindHoldCommitted
-	case holdExpired:
-		subject = SubjectHoldExpired
-	}
 	var (
-		p      pipeline
-		deltas stockDeltas
-		ms     = make([]movement, 0, len(hs))
-		now    = time.Now()
+		p    pipeline
+		ends holdEnds
 	)
-	for _, h := range hs {
-		l, ok := levels[h.key]
-		if !ok {
-			return fmt.Errorf("hold %s: no stock row for %s at %s", h.id, h.key.sku, h.key.store)
-		}
-		var dOnHand int32
-		if state == holdCommitted {
-			dOnHand = -h.quantity
-		}
-		l.onHand += dOnHand
-		l.reserved -= h.quantity
-		deltas.add(h.key, dOnHand, -h.quantity)
-		ms = append(ms, movement{key: h.key, kind: kind, onHandDelta: dOnHand, reservedDelta: -h.quantity, after: *l,
-			actor: actor, orderID: h.orderID, holdID: h.id})
-		h.state = state
-		if state != holdCommitted {
-			// One identity per hold's end: a rewrite could only ever be a duplicate.
-			ev := &inventoryv1.HoldReleased{Hold: h.proto(), Reason: reason}
-			if err := p.enqueue(ctx, subject, ev, outbox.DeterministicID("inventory", "hold", h.id, "ended")); err != nil {
-				return err
-			}
-		}
-	}
-	p.queueDeltas(&deltas)
-	p.queueMovements(ms)
-	if err := p.queueLevelEvents(ctx, &deltas, levels, kind, now); err != nil {
+	if err := ends.add(ctx, &p, levels, hs, state, reason, actor, time.Now()); err != nil {
 		return err
 	}
+	ends.queue(&p)
 	return p.run(ctx, tx)
 }
 

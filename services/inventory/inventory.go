@@ -3,8 +3,9 @@
 //
 // Who calls what: shoppers find stores through the gateway (StoreLocatorService); operators
 // manage stores and stock through InventoryAdminService; fulfilment reserves, releases,
-// commits and extends holds, and cart asks for availability, over NATS request/reply (the
-// Subject* variables). Every change is published through the outbox in its transaction.
+// commits and extends holds (the last three for many orders at once through change_holds, see
+// holdchanges.go), and cart asks for availability, over NATS request/reply (the Subject*
+// variables). Every change is published through the outbox in its transaction.
 //
 // The rules it keeps, under any concurrency and with any number of copies running:
 //   - For every store and SKU, 0 <= reserved <= on_hand, reserved equals the sum of the open

@@ -926,6 +926,270 @@ func (x *ExtendHoldsResponse) GetHolds() []*Hold {
 	return nil
 }
 
+// ChangeHoldsRequest carries the hold changes of many orders (fulfilment's inventory effects of
+// one round) in one request: inventory makes them in one transaction, in order. Each change is
+// idempotent as its single-order request is, so a retried batch changes nothing more.
+type ChangeHoldsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Changes (1-256).
+	Changes       []*HoldChange `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeHoldsRequest) Reset() {
+	*x = ChangeHoldsRequest{}
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeHoldsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeHoldsRequest) ProtoMessage() {}
+
+func (x *ChangeHoldsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeHoldsRequest.ProtoReflect.Descriptor instead.
+func (*ChangeHoldsRequest) Descriptor() ([]byte, []int) {
+	return file_handoff_inventory_v1_holds_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ChangeHoldsRequest) GetChanges() []*HoldChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+// HoldChange is one order's release, commit or extension.
+type HoldChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The change.
+	//
+	// Types that are valid to be assigned to Change:
+	//
+	//	*HoldChange_Release
+	//	*HoldChange_Commit
+	//	*HoldChange_Extend
+	Change        isHoldChange_Change `protobuf_oneof:"change"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldChange) Reset() {
+	*x = HoldChange{}
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldChange) ProtoMessage() {}
+
+func (x *HoldChange) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldChange.ProtoReflect.Descriptor instead.
+func (*HoldChange) Descriptor() ([]byte, []int) {
+	return file_handoff_inventory_v1_holds_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *HoldChange) GetChange() isHoldChange_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *HoldChange) GetRelease() *ReleaseHoldsRequest {
+	if x != nil {
+		if x, ok := x.Change.(*HoldChange_Release); ok {
+			return x.Release
+		}
+	}
+	return nil
+}
+
+func (x *HoldChange) GetCommit() *CommitHoldsRequest {
+	if x != nil {
+		if x, ok := x.Change.(*HoldChange_Commit); ok {
+			return x.Commit
+		}
+	}
+	return nil
+}
+
+func (x *HoldChange) GetExtend() *ExtendHoldsRequest {
+	if x != nil {
+		if x, ok := x.Change.(*HoldChange_Extend); ok {
+			return x.Extend
+		}
+	}
+	return nil
+}
+
+type isHoldChange_Change interface {
+	isHoldChange_Change()
+}
+
+type HoldChange_Release struct {
+	// Give back open holds, as ReleaseHoldsRequest.
+	Release *ReleaseHoldsRequest `protobuf:"bytes,1,opt,name=release,proto3,oneof"`
+}
+
+type HoldChange_Commit struct {
+	// Turn open holds into a sale, as CommitHoldsRequest.
+	Commit *CommitHoldsRequest `protobuf:"bytes,2,opt,name=commit,proto3,oneof"`
+}
+
+type HoldChange_Extend struct {
+	// Move the deadline of open holds, as ExtendHoldsRequest.
+	Extend *ExtendHoldsRequest `protobuf:"bytes,3,opt,name=extend,proto3,oneof"`
+}
+
+func (*HoldChange_Release) isHoldChange_Change() {}
+
+func (*HoldChange_Commit) isHoldChange_Change() {}
+
+func (*HoldChange_Extend) isHoldChange_Change() {}
+
+// ChangeHoldsResponse answers every change, in the order of the request.
+type ChangeHoldsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per change.
+	Results       []*HoldChangeResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeHoldsResponse) Reset() {
+	*x = ChangeHoldsResponse{}
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeHoldsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeHoldsResponse) ProtoMessage() {}
+
+func (x *ChangeHoldsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeHoldsResponse.ProtoReflect.Descriptor instead.
+func (*ChangeHoldsResponse) Descriptor() ([]byte, []int) {
+	return file_handoff_inventory_v1_holds_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ChangeHoldsResponse) GetResults() []*HoldChangeResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// HoldChangeResult is what one change did. A refused change (bad input) did nothing; the
+// others in its request are done regardless.
+type HoldChangeResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Release and commit: the holds this change ended (empty on a retry). Extend: the order's
+	// open holds after the change.
+	Holds []*Hold `protobuf:"bytes,1,rep,name=holds,proto3" json:"holds,omitempty"`
+	// A refused change: its gRPC status code (google.rpc.Code); 0 when done.
+	ErrorCode int32 `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// A refused change: why.
+	ErrorMessage  string `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldChangeResult) Reset() {
+	*x = HoldChangeResult{}
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldChangeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldChangeResult) ProtoMessage() {}
+
+func (x *HoldChangeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_inventory_v1_holds_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldChangeResult.ProtoReflect.Descriptor instead.
+func (*HoldChangeResult) Descriptor() ([]byte, []int) {
+	return file_handoff_inventory_v1_holds_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HoldChangeResult) GetHolds() []*Hold {
+	if x != nil {
+		return x.Holds
+	}
+	return nil
+}
+
+func (x *HoldChangeResult) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *HoldChangeResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 var File_handoff_inventory_v1_holds_proto protoreflect.FileDescriptor
 
 const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
@@ -978,7 +1242,22 @@ const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\"G\n" +
 	"\x13ExtendHoldsResponse\x120\n" +
-	"\x05holds\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\x05holds*\x87\x01\n" +
+	"\x05holds\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\x05holds\"P\n" +
+	"\x12ChangeHoldsRequest\x12:\n" +
+	"\achanges\x18\x01 \x03(\v2 .handoff.inventory.v1.HoldChangeR\achanges\"\xe5\x01\n" +
+	"\n" +
+	"HoldChange\x12E\n" +
+	"\arelease\x18\x01 \x01(\v2).handoff.inventory.v1.ReleaseHoldsRequestH\x00R\arelease\x12B\n" +
+	"\x06commit\x18\x02 \x01(\v2(.handoff.inventory.v1.CommitHoldsRequestH\x00R\x06commit\x12B\n" +
+	"\x06extend\x18\x03 \x01(\v2(.handoff.inventory.v1.ExtendHoldsRequestH\x00R\x06extendB\b\n" +
+	"\x06change\"W\n" +
+	"\x13ChangeHoldsResponse\x12@\n" +
+	"\aresults\x18\x01 \x03(\v2&.handoff.inventory.v1.HoldChangeResultR\aresults\"\x88\x01\n" +
+	"\x10HoldChangeResult\x120\n" +
+	"\x05holds\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\x05holds\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\x05R\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage*\x87\x01\n" +
 	"\tHoldState\x12\x1a\n" +
 	"\x16HOLD_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fHOLD_STATE_OPEN\x10\x01\x12\x18\n" +
@@ -1013,7 +1292,7 @@ func file_handoff_inventory_v1_holds_proto_rawDescGZIP() []byte {
 }
 
 var file_handoff_inventory_v1_holds_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_handoff_inventory_v1_holds_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_handoff_inventory_v1_holds_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_handoff_inventory_v1_holds_proto_goTypes = []any{
 	(HoldState)(0),                // 0: handoff.inventory.v1.HoldState
 	(ReleaseReason)(0),            // 1: handoff.inventory.v1.ReleaseReason
@@ -1029,28 +1308,38 @@ var file_handoff_inventory_v1_holds_proto_goTypes = []any{
 	(*CommitHoldsResponse)(nil),   // 11: handoff.inventory.v1.CommitHoldsResponse
 	(*ExtendHoldsRequest)(nil),    // 12: handoff.inventory.v1.ExtendHoldsRequest
 	(*ExtendHoldsResponse)(nil),   // 13: handoff.inventory.v1.ExtendHoldsResponse
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*v1.LatLng)(nil),             // 15: handoff.common.v1.LatLng
+	(*ChangeHoldsRequest)(nil),    // 14: handoff.inventory.v1.ChangeHoldsRequest
+	(*HoldChange)(nil),            // 15: handoff.inventory.v1.HoldChange
+	(*ChangeHoldsResponse)(nil),   // 16: handoff.inventory.v1.ChangeHoldsResponse
+	(*HoldChangeResult)(nil),      // 17: handoff.inventory.v1.HoldChangeResult
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*v1.LatLng)(nil),             // 19: handoff.common.v1.LatLng
 }
 var file_handoff_inventory_v1_holds_proto_depIdxs = []int32{
 	0,  // 0: handoff.inventory.v1.Hold.state:type_name -> handoff.inventory.v1.HoldState
-	14, // 1: handoff.inventory.v1.Hold.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 1: handoff.inventory.v1.Hold.expire_time:type_name -> google.protobuf.Timestamp
 	3,  // 2: handoff.inventory.v1.ReserveHoldsRequest.lines:type_name -> handoff.inventory.v1.HoldLine
-	15, // 3: handoff.inventory.v1.ReserveHoldsRequest.near:type_name -> handoff.common.v1.LatLng
-	14, // 4: handoff.inventory.v1.ReserveHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 3: handoff.inventory.v1.ReserveHoldsRequest.near:type_name -> handoff.common.v1.LatLng
+	18, // 4: handoff.inventory.v1.ReserveHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 5: handoff.inventory.v1.ReserveHoldsResponse.outcome:type_name -> handoff.inventory.v1.ReserveOutcome
 	4,  // 6: handoff.inventory.v1.ReserveHoldsResponse.holds:type_name -> handoff.inventory.v1.Hold
 	5,  // 7: handoff.inventory.v1.ReserveHoldsResponse.shortages:type_name -> handoff.inventory.v1.Shortage
 	1,  // 8: handoff.inventory.v1.ReleaseHoldsRequest.reason:type_name -> handoff.inventory.v1.ReleaseReason
 	4,  // 9: handoff.inventory.v1.ReleaseHoldsResponse.released:type_name -> handoff.inventory.v1.Hold
 	4,  // 10: handoff.inventory.v1.CommitHoldsResponse.committed:type_name -> handoff.inventory.v1.Hold
-	14, // 11: handoff.inventory.v1.ExtendHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 11: handoff.inventory.v1.ExtendHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
 	4,  // 12: handoff.inventory.v1.ExtendHoldsResponse.holds:type_name -> handoff.inventory.v1.Hold
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	15, // 13: handoff.inventory.v1.ChangeHoldsRequest.changes:type_name -> handoff.inventory.v1.HoldChange
+	8,  // 14: handoff.inventory.v1.HoldChange.release:type_name -> handoff.inventory.v1.ReleaseHoldsRequest
+	10, // 15: handoff.inventory.v1.HoldChange.commit:type_name -> handoff.inventory.v1.CommitHoldsRequest
+	12, // 16: handoff.inventory.v1.HoldChange.extend:type_name -> handoff.inventory.v1.ExtendHoldsRequest
+	17, // 17: handoff.inventory.v1.ChangeHoldsResponse.results:type_name -> handoff.inventory.v1.HoldChangeResult
+	4,  // 18: handoff.inventory.v1.HoldChangeResult.holds:type_name -> handoff.inventory.v1.Hold
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_handoff_inventory_v1_holds_proto_init() }
@@ -1058,13 +1347,18 @@ func file_handoff_inventory_v1_holds_proto_init() {
 	if File_handoff_inventory_v1_holds_proto != nil {
 		return
 	}
+	file_handoff_inventory_v1_holds_proto_msgTypes[12].OneofWrappers = []any{
+		(*HoldChange_Release)(nil),
+		(*HoldChange_Commit)(nil),
+		(*HoldChange_Extend)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_inventory_v1_holds_proto_rawDesc), len(file_handoff_inventory_v1_holds_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file handoff/inventory/v1/holds.proto.
  */
 export const file_handoff_inventory_v1_holds: GenFile = /*@__PURE__*/
-  fileDesc("CiBoYW5kb2ZmL2ludmVudG9yeS92MS9ob2xkcy5wcm90bxIUaGFuZG9mZi5pbnZlbnRvcnkudjEiOgoISG9sZExpbmUSDwoHbGluZV9pZBgBIAEoCRILCgNza3UYAiABKAkSEAoIcXVhbnRpdHkYAyABKAUizAEKBEhvbGQSDwoHaG9sZF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIPCgdsaW5lX2lkGAMgASgJEhAKCHN0b3JlX2lkGAQgASgJEgsKA3NrdRgFIAEoCRIQCghxdWFudGl0eRgGIAEoBRIuCgVzdGF0ZRgHIAEoDjIfLmhhbmRvZmYuaW52ZW50b3J5LnYxLkhvbGRTdGF0ZRIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoIU2hvcnRhZ2USCwoDc2t1GAEgASgJEhEKCXJlcXVlc3RlZBgCIAEoBRIRCglhdmFpbGFibGUYAyABKAUi2QEKE1Jlc2VydmVIb2xkc1JlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkSLQoFbGluZXMYAiADKAsyHi5oYW5kb2ZmLmludmVudG9yeS52MS5Ib2xkTGluZRIQCghzdG9yZV9pZBgDIAEoCRInCgRuZWFyGAQgASgLMhkuaGFuZG9mZi5jb21tb24udjEuTGF0TG5nEhUKDXJhZGl1c19tZXRlcnMYBSABKAESLwoLZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIs4BChRSZXNlcnZlSG9sZHNSZXNwb25zZRI1CgdvdXRjb21lGAEgASgOMiQuaGFuZG9mZi5pbnZlbnRvcnkudjEuUmVzZXJ2ZU91dGNvbWUSEAoIc3RvcmVfaWQYAiABKAkSKQoFaG9sZHMYAyADKAsyGi5oYW5kb2ZmLmludmVudG9yeS52MS5Ib2xkEjEKCXNob3J0YWdlcxgEIAMoCzIeLmhhbmRvZmYuaW52ZW50b3J5LnYxLlNob3J0YWdlEg8KB21lc3NhZ2UYBSABKAkibQoTUmVsZWFzZUhvbGRzUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCRIPCgdsaW5lX2lkGAIgASgJEjMKBnJlYXNvbhgDIAEoDjIjLmhhbmRvZmYuaW52ZW50b3J5LnYxLlJlbGVhc2VSZWFzb24iRAoUUmVsZWFzZUhvbGRzUmVzcG9uc2USLAoIcmVsZWFzZWQYASADKAsyGi5oYW5kb2ZmLmludmVudG9yeS52MS5Ib2xkIiYKEkNvbW1pdEhvbGRzUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSJEChNDb21taXRIb2xkc1Jlc3BvbnNlEi0KCWNvbW1pdHRlZBgBIAMoCzIaLmhhbmRvZmYuaW52ZW50b3J5LnYxLkhvbGQiVwoSRXh0ZW5kSG9sZHNSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJAChNFeHRlbmRIb2xkc1Jlc3BvbnNlEikKBWhvbGRzGAEgAygLMhouaGFuZG9mZi5pbnZlbnRvcnkudjEuSG9sZCqHAQoJSG9sZFN0YXRlEhoKFkhPTERfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9IT0xEX1NUQVRFX09QRU4QARIYChRIT0xEX1NUQVRFX0NPTU1JVFRFRBACEhcKE0hPTERfU1RBVEVfUkVMRUFTRUQQAxIWChJIT0xEX1NUQVRFX0VYUElSRUQQBCrhAQoNUmVsZWFzZVJlYXNvbhIeChpSRUxFQVNFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiEKHVJFTEVBU0VfUkVBU09OX09SREVSX1JFSkVDVEVEEAESIgoeUkVMRUFTRV9SRUFTT05fT1JERVJfQ0FOQ0VMTEVEEAISIAocUkVMRUFTRV9SRUFTT05fT1JERVJfRVhQSVJFRBADEiMKH1JFTEVBU0VfUkVBU09OX0xJTkVfVU5BVkFJTEFCTEUQBBIiCh5SRUxFQVNFX1JFQVNPTl9ERUFETElORV9QQVNTRUQQBSqeAQoOUmVzZXJ2ZU91dGNvbWUSHwobUkVTRVJWRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASHAoYUkVTRVJWRV9PVVRDT01FX1JFU0VSVkVEEAESJgoiUkVTRVJWRV9PVVRDT01FX0lOU1VGRklDSUVOVF9TVE9DSxACEiUKIVJFU0VSVkVfT1VUQ09NRV9TVE9SRV9VTkFWQUlMQUJMRRADYgZwcm90bzM", [file_google_protobuf_timestamp, file_handoff_common_v1_common]);
+  fileDesc("CiBoYW5kb2ZmL2ludmVudG9yeS92MS9ob2xkcy5wcm90bxIUaGFuZG9mZi5pbnZlbnRvcnkudjEiOgoISG9sZExpbmUSDwoHbGluZV9pZBgBIAEoCRILCgNza3UYAiABKAkSEAoIcXVhbnRpdHkYAyABKAUizAEKBEhvbGQSDwoHaG9sZF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIPCgdsaW5lX2lkGAMgASgJEhAKCHN0b3JlX2lkGAQgASgJEgsKA3NrdRgFIAEoCRIQCghxdWFudGl0eRgGIAEoBRIuCgVzdGF0ZRgHIAEoDjIfLmhhbmRvZmYuaW52ZW50b3J5LnYxLkhvbGRTdGF0ZRIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoIU2hvcnRhZ2USCwoDc2t1GAEgASgJEhEKCXJlcXVlc3RlZBgCIAEoBRIRCglhdmFpbGFibGUYAyABKAUi2QEKE1Jlc2VydmVIb2xkc1JlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkSLQoFbGluZXMYAiADKAsyHi5oYW5kb2ZmLmludmVudG9yeS52MS5Ib2xkTGluZRIQCghzdG9yZV9pZBgDIAEoCRInCgRuZWFyGAQgASgLMhkuaGFuZG9mZi5jb21tb24udjEuTGF0TG5nEhUKDXJhZGl1c19tZXRlcnMYBSABKAESLwoLZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIs4BChRSZXNlcnZlSG9sZHNSZXNwb25zZRI1CgdvdXRjb21lGAEgASgOMiQuaGFuZG9mZi5pbnZlbnRvcnkudjEuUmVzZXJ2ZU91dGNvbWUSEAoIc3RvcmVfaWQYAiABKAkSKQoFaG9sZHMYAyADKAsyGi5oYW5kb2ZmLmludmVudG9yeS52MS5Ib2xkEjEKCXNob3J0YWdlcxgEIAMoCzIeLmhhbmRvZmYuaW52ZW50b3J5LnYxLlNob3J0YWdlEg8KB21lc3NhZ2UYBSABKAkibQoTUmVsZWFzZUhvbGRzUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCRIPCgdsaW5lX2lkGAIgASgJEjMKBnJlYXNvbhgDIAEoDjIjLmhhbmRvZmYuaW52ZW50b3J5LnYxLlJlbGVhc2VSZWFzb24iRAoUUmVsZWFzZUhvbGRzUmVzcG9uc2USLAoIcmVsZWFzZWQYASADKAsyGi5oYW5kb2ZmLmludmVudG9yeS52MS5Ib2xkIiYKEkNvbW1pdEhvbGRzUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSJEChNDb21taXRIb2xkc1Jlc3BvbnNlEi0KCWNvbW1pdHRlZBgBIAMoCzIaLmhhbmRvZmYuaW52ZW50b3J5LnYxLkhvbGQiVwoSRXh0ZW5kSG9sZHNSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJAChNFeHRlbmRIb2xkc1Jlc3BvbnNlEikKBWhvbGRzGAEgAygLMhouaGFuZG9mZi5pbnZlbnRvcnkudjEuSG9sZCJHChJDaGFuZ2VIb2xkc1JlcXVlc3QSMQoHY2hhbmdlcxgBIAMoCzIgLmhhbmRvZmYuaW52ZW50b3J5LnYxLkhvbGRDaGFuZ2UizAEKCkhvbGRDaGFuZ2USPAoHcmVsZWFzZRgBIAEoCzIpLmhhbmRvZmYuaW52ZW50b3J5LnYxLlJlbGVhc2VIb2xkc1JlcXVlc3RIABI6CgZjb21taXQYAiABKAsyKC5oYW5kb2ZmLmludmVudG9yeS52MS5Db21taXRIb2xkc1JlcXVlc3RIABI6CgZleHRlbmQYAyABKAsyKC5oYW5kb2ZmLmludmVudG9yeS52MS5FeHRlbmRIb2xkc1JlcXVlc3RIAEIICgZjaGFuZ2UiTgoTQ2hhbmdlSG9sZHNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuaGFuZG9mZi5pbnZlbnRvcnkudjEuSG9sZENoYW5nZVJlc3VsdCJoChBIb2xkQ2hhbmdlUmVzdWx0EikKBWhvbGRzGAEgAygLMhouaGFuZG9mZi5pbnZlbnRvcnkudjEuSG9sZBISCgplcnJvcl9jb2RlGAIgASgFEhUKDWVycm9yX21lc3NhZ2UYAyABKAkqhwEKCUhvbGRTdGF0ZRIaChZIT0xEX1NUQVRFX1VOU1BFQ0lGSUVEEAASEwoPSE9MRF9TVEFURV9PUEVOEAESGAoUSE9MRF9TVEFURV9DT01NSVRURUQQAhIXChNIT0xEX1NUQVRFX1JFTEVBU0VEEAMSFgoSSE9MRF9TVEFURV9FWFBJUkVEEAQq4QEKDVJlbGVhc2VSZWFzb24SHgoaUkVMRUFTRV9SRUFTT05fVU5TUEVDSUZJRUQQABIhCh1SRUxFQVNFX1JFQVNPTl9PUkRFUl9SRUpFQ1RFRBABEiIKHlJFTEVBU0VfUkVBU09OX09SREVSX0NBTkNFTExFRBACEiAKHFJFTEVBU0VfUkVBU09OX09SREVSX0VYUElSRUQQAxIjCh9SRUxFQVNFX1JFQVNPTl9MSU5FX1VOQVZBSUxBQkxFEAQSIgoeUkVMRUFTRV9SRUFTT05fREVBRExJTkVfUEFTU0VEEAUqngEKDlJlc2VydmVPdXRjb21lEh8KG1JFU0VSVkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhwKGFJFU0VSVkVfT1VUQ09NRV9SRVNFUlZFRBABEiYKIlJFU0VSVkVfT1VUQ09NRV9JTlNVRkZJQ0lFTlRfU1RPQ0sQAhIlCiFSRVNFUlZFX09VVENPTUVfU1RPUkVfVU5BVkFJTEFCTEUQA2IGcHJvdG8z", [file_google_protobuf_timestamp, file_handoff_common_v1_common]);
 
 /**
  * HoldLine is one order line to hold.
@@ -413,6 +413,132 @@ export type ExtendHoldsResponse = Message<"handoff.inventory.v1.ExtendHoldsRespo
  */
 export const ExtendHoldsResponseSchema: GenMessage<ExtendHoldsResponse> = /*@__PURE__*/
   messageDesc(file_handoff_inventory_v1_holds, 10);
+
+/**
+ * ChangeHoldsRequest carries the hold changes of many orders (fulfilment's inventory effects of
+ * one round) in one request: inventory makes them in one transaction, in order. Each change is
+ * idempotent as its single-order request is, so a retried batch changes nothing more.
+ *
+ * @generated from message handoff.inventory.v1.ChangeHoldsRequest
+ */
+export type ChangeHoldsRequest = Message<"handoff.inventory.v1.ChangeHoldsRequest"> & {
+  /**
+   * Changes (1-256).
+   *
+   * @generated from field: repeated handoff.inventory.v1.HoldChange changes = 1;
+   */
+  changes: HoldChange[];
+};
+
+/**
+ * Describes the message handoff.inventory.v1.ChangeHoldsRequest.
+ * Use `create(ChangeHoldsRequestSchema)` to create a new message.
+ */
+export const ChangeHoldsRequestSchema: GenMessage<ChangeHoldsRequest> = /*@__PURE__*/
+  messageDesc(file_handoff_inventory_v1_holds, 11);
+
+/**
+ * HoldChange is one order's release, commit or extension.
+ *
+ * @generated from message handoff.inventory.v1.HoldChange
+ */
+export type HoldChange = Message<"handoff.inventory.v1.HoldChange"> & {
+  /**
+   * The change.
+   *
+   * @generated from oneof handoff.inventory.v1.HoldChange.change
+   */
+  change: {
+    /**
+     * Give back open holds, as ReleaseHoldsRequest.
+     *
+     * @generated from field: handoff.inventory.v1.ReleaseHoldsRequest release = 1;
+     */
+    value: ReleaseHoldsRequest;
+    case: "release";
+  } | {
+    /**
+     * Turn open holds into a sale, as CommitHoldsRequest.
+     *
+     * @generated from field: handoff.inventory.v1.CommitHoldsRequest commit = 2;
+     */
+    value: CommitHoldsRequest;
+    case: "commit";
+  } | {
+    /**
+     * Move the deadline of open holds, as ExtendHoldsRequest.
+     *
+     * @generated from field: handoff.inventory.v1.ExtendHoldsRequest extend = 3;
+     */
+    value: ExtendHoldsRequest;
+    case: "extend";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message handoff.inventory.v1.HoldChange.
+ * Use `create(HoldChangeSchema)` to create a new message.
+ */
+export const HoldChangeSchema: GenMessage<HoldChange> = /*@__PURE__*/
+  messageDesc(file_handoff_inventory_v1_holds, 12);
+
+/**
+ * ChangeHoldsResponse answers every change, in the order of the request.
+ *
+ * @generated from message handoff.inventory.v1.ChangeHoldsResponse
+ */
+export type ChangeHoldsResponse = Message<"handoff.inventory.v1.ChangeHoldsResponse"> & {
+  /**
+   * One result per change.
+   *
+   * @generated from field: repeated handoff.inventory.v1.HoldChangeResult results = 1;
+   */
+  results: HoldChangeResult[];
+};
+
+/**
+ * Describes the message handoff.inventory.v1.ChangeHoldsResponse.
+ * Use `create(ChangeHoldsResponseSchema)` to create a new message.
+ */
+export const ChangeHoldsResponseSchema: GenMessage<ChangeHoldsResponse> = /*@__PURE__*/
+  messageDesc(file_handoff_inventory_v1_holds, 13);
+
+/**
+ * HoldChangeResult is what one change did. A refused change (bad input) did nothing; the
+ * others in its request are done regardless.
+ *
+ * @generated from message handoff.inventory.v1.HoldChangeResult
+ */
+export type HoldChangeResult = Message<"handoff.inventory.v1.HoldChangeResult"> & {
+  /**
+   * Release and commit: the holds this change ended (empty on a retry). Extend: the order's
+   * open holds after the change.
+   *
+   * @generated from field: repeated handoff.inventory.v1.Hold holds = 1;
+   */
+  holds: Hold[];
+
+  /**
+   * A refused change: its gRPC status code (google.rpc.Code); 0 when done.
+   *
+   * @generated from field: int32 error_code = 2;
+   */
+  errorCode: number;
+
+  /**
+   * A refused change: why.
+   *
+   * @generated from field: string error_message = 3;
+   */
+  errorMessage: string;
+};
+
+/**
+ * Describes the message handoff.inventory.v1.HoldChangeResult.
+ * Use `create(HoldChangeResultSchema)` to create a new message.
+ */
+export const HoldChangeResultSchema: GenMessage<HoldChangeResult> = /*@__PURE__*/
+  messageDesc(file_handoff_inventory_v1_holds, 14);
 
 /**
  * HoldState is where a hold is in its life. Every hold ends exactly once.

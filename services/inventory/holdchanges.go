@@ -1,0 +1,370 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Hold changes of many orders in one transaction (change_holds): fulfilment's effects worker
+// sends every release, commit and extension of one round at once, so N orders collected or
+// cancelled together cost one request and one transaction of two round trips (BEGIN with the
+// locks, then the writes with COMMIT) instead of N of each. Each change keeps the rules of its
+// single-order request: only open holds change, so doing one again changes nothing, and every
+// hold ends once, with its ledger row and its event.
+
+// maxHoldChanges bounds one change_holds request.
+const maxHoldChanges = 256
+
+type changeKind int
+
+const (
+	changeRelease changeKind = iota + 1
+	changeCommit
+	changeExtend
+)
+
+// holdChange is a validated HoldChange.
+type holdChange struct {
+	kind    changeKind
+	orderID string
+	lineID  string // release: only this line's hold
+	reason  inventoryv1.ReleaseReason
+	expire  time.Time // extend: the new deadline
+}
+
+func checkRelease(v *rpcerr.Violations, prefix, orderID, lineID string, reason inventoryv1.ReleaseReason) {
+	checkText(v, prefix+"order_id", orderID, maxIDLen, true)
+	checkText(v, prefix+"line_id", lineID, maxIDLen, false)
+	if _, ok := inventoryv1.ReleaseReason_name[int32(reason)]; !ok {
+		v.Addf(prefix+"reason", "unknown release reason %d", reason)
+	}
+}
+
+// validateHoldChange reads change i of a request (field names prefixed with prefix).
+func validateHoldChange(c *inventoryv1.HoldChange, prefix string, now time.Time) (holdChange, error) {
+	var v rpcerr.Violations
+	var hc holdChange
+	switch ch := c.GetChange().(type) {
+	case *inventoryv1.HoldChange_Release:
+		r := ch.Release
+		hc = holdChange{kind: changeRelease, orderID: r.GetOrderId(), lineID: r.GetLineId(), reason: r.GetReason()}
+		checkRelease(&v, prefix+"release.", hc.orderID, hc.lineID, hc.reason)
+	case *inventoryv1.HoldChange_Commit:
+		hc = holdChange{kind: changeCommit, orderID: ch.Commit.GetOrderId()}
+		checkText(&v, prefix+"commit.order_id", hc.orderID, maxIDLen, true)
+	case *inventoryv1.HoldChange_Extend:
+		e := ch.Extend
+		hc = holdChange{kind: changeExtend, orderID: e.GetOrderId()}
+		checkText(&v, prefix+"extend.order_id", hc.orderID, maxIDLen, true)
+		hc.expire = checkDeadline(&v, prefix+"extend.expire_time", e.GetExpireTime(), now, time.Time{}).Truncate(time.Microsecond)
+	default:
+		v.Add(prefix+"change", "one of release, commit or extend is required")
+	}
+	return hc, v.Err()
+}
+
+// ChangeHolds makes the hold changes of a request, in order, in one transaction. A change
+// with bad input is refused in its result and the others are made; should the transaction
+// fail, each change is tried alone, so that one cannot hold up the rest.
+func (s *Service) ChangeHolds(ctx context.Context, req *inventoryv1.ChangeHoldsRequest) (*inventoryv1.ChangeHoldsResponse, error) {
+	n := len(req.GetChanges())
+	if n == 0 || n > maxHoldChanges {
+		return nil, rpcerr.Invalid("changes", fmt.Sprintf("between 1 and %d changes, got %d", maxHoldChanges, n))
+	}
+	now := time.Now()
+	res := &inventoryv1.ChangeHoldsResponse{Results: make([]*inventoryv1.HoldChangeResult, n)}
+	var (
+		todo []holdChange
+		at   []int // todo[j] is change at[j] of the request
+	)
+	for i, c := range req.GetChanges() {
+		hc, err := validateHoldChange(c, fmt.Sprintf("changes[%d].", i), now)
+		if err != nil {
+			res.Results[i] = failedChange(err)
+			continue
+		}
+		todo = append(todo, hc)
+		at = append(at, i)
+	}
+	if len(todo) == 0 {
+		return res, nil
+	}
+	done, err := s.changeHoldsWithRetry(ctx, todo)
+	if err != nil && len(todo) > 1 && ctx.Err() == nil {
+		s.log.Warn("hold changes failed together; making them one by one", "changes", len(todo), "err", err)
+		for j, c := range todo {
+			one, err := s.changeHoldsWithRetry(ctx, []holdChange{c})
+			if err != nil {
+				res.Results[at[j]] = failedChange(err)
+				continue
+			}
+			res.Results[at[j]] = &inventoryv1.HoldChangeResult{Holds: holdsProto(one[0])}
+		}
+		return res, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for j, hs := range done {
+		res.Results[at[j]] = &inventoryv1.HoldChangeResult{Holds: holdsProto(hs)}
+	}
+	return res, nil
+}
+
+func failedChange(err error) *inventoryv1.HoldChangeResult {
+	return &inventoryv1.HoldChangeResult{ErrorCode: int32(rpcerr.Code(err)), ErrorMessage: status.Convert(err).Message()}
+}
+
+// changeHoldsWithRetry runs changeHolds, again when it lost a race (a deadlock or
+// serialization failure).
+func (s *Service) changeHoldsWithRetry(ctx context.Context, cs []holdChange) ([][]*hold, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var done [][]*hold
+		if done, err = s.changeHolds(ctx, cs); err == nil || !retryable(err) {
+			return done, err
+		}
+	}
+	return nil, err
+}
+
+const (
+	// lockOrderHoldsSQL locks the open holds of the orders, in (order, line) order.
+	lockOrderHoldsSQL = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) AND state = 'open'
+		ORDER BY order_id, line_id FOR UPDATE`
+	// lockOrderLevelsSQL then locks the stock rows of those holds in (store, SKU) order: holds
+	// first, then stock, as every transaction that ends holds does. It runs after the holds are
+	// locked and sees at least their keys (a hold never changes its stock row).
+	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock FROM stock st
+		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = 'open')
+		ORDER BY st.store_id, st.sku
+		FOR UPDATE OF st`
+	extendHoldsByIDSQL = `UPDATE holds h SET expire_time = u.expire_time
+		FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, expire_time)
+		WHERE h.id = u.id AND h.state = 'open'`
+)
+
+// changeHolds makes cs in one transaction of two round trips and returns, for each change,
+// the holds it ended (release, commit) or the open holds it extended.
+func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, error) {
+	orderIDs := make([]string, 0, len(cs))
+	seen := map[string]bool{}
+	for _, c := range cs {
+		if !seen[c.orderID] {
+			seen[c.orderID] = true
+			orderIDs = append(orderIDs, c.orderID)
+		}
+	}
+	conn, err := s.db.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("change holds: %w", err)
+	}
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			// Nothing to write, or failed half-way: give the connection back clean.
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+		conn.Release()
+	}()
+
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(customPlansSQL)
+	b.Queue(lockOrderHoldsSQL, orderIDs)
+	b.Queue(lockOrderLevelsSQL, orderIDs)
+	br := conn.SendBatch(ctx, &b)
+	locked, levels, err := readChangeLocks(br)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock holds to change: %w", err)
+	}
+
+	// Decide in request order against the locked holds: a hold ended by one change is not
+	// there for the next.
+	open := map[string][]*hold{}
+	for _, h := range locked {
+		open[h.orderID] = append(open[h.orderID], h)
+	}
+	type endGroup struct {
+		state  string
+		reason inventoryv1.ReleaseReason
+		holds  []*hold
+	}
+	var (
+		results  = make([][]*hold, len(cs))
+		ended    = map[string]bool{}
+		groups   []*endGroup
+		extended []*hold
+		deadline = map[string]time.Time{}
+	)
+	for i, c := range cs {
+		var hs []*hold
+		for _, h := range open[c.orderID] {
+			if !ended[h.id] && (c.lineID == "" || h.lineID == c.lineID) {
+				hs = append(hs, h)
+			}
+		}
+		if c.kind == changeExtend {
+			for _, h := range hs {
+				if _, again := deadline[h.id]; !again {
+					extended = append(extended, h)
+				}
+				deadline[h.id] = c.expire
+				h.expireTime = c.expire
+				cp := *h // as it is now: a later change of this batch may end it
+				results[i] = append(results[i], &cp)
+			}
+			continue
+		}
+		state, reason := holdReleased, c.reason
+		if c.kind == changeCommit {
+			state, reason = holdCommitted, inventoryv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED
+		}
+		var g *endGroup
+		for _, x := range groups {
+			if x.state == state && x.reason == reason {
+				g = x
+			}
+		}
+		if g == nil {
+			g = &endGroup{state: state, reason: reason}
+			groups = append(groups, g)
+		}
+		for _, h := range hs {
+			ended[h.id] = true
+		}
+		g.holds = append(g.holds, hs...)
+		results[i] = hs
+	}
+	if len(extended) == 0 && len(ended) == 0 {
+		return results, nil // a retry: nothing to write; the deferred rollback ends the transaction
+	}
+
+	// Extensions first: every one of them applies to holds that were open at its turn, before
+	// any end of this batch.
+	var p pipeline
+	if len(extended) > 0 {
+		ids, times := make([]string, len(extended)), make([]time.Time, len(extended))
+		for i, h := range extended {
+			ids[i], times[i] = h.id, deadline[h.id]
+		}
+		p.exec(expectRows(int64(len(ids)), "extend holds"), extendHoldsByIDSQL, ids, times)
+	}
+	var ends holdEnds
+	now := time.Now()
+	for _, g := range groups {
+		if err := ends.add(ctx, &p, levels, g.holds, g.state, g.reason, actorHolds, now); err != nil {
+			return nil, err
+		}
+	}
+	ends.queue(&p)
+	p.exec(expectTag("COMMIT"), "COMMIT")
+	if err := p.run(ctx, conn); err != nil {
+		return nil, fmt.Errorf("change holds: %w", err)
+	}
+	return results, nil
+}
+
+func readChangeLocks(br pgx.BatchResults) ([]*hold, map[stockKey]*level, error) {
+	for range 2 { // BEGIN, SET LOCAL
+		if _, err := br.Exec(); err != nil {
+			return nil, nil, err
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, err
+	}
+	hs, err := scanHolds(rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err = br.Query()
+	if err != nil {
+		return nil, nil, err
+	}
+	levels, err := scanLevels(rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	return hs, levels, nil
+}
+
+// holdEnds collects the ends of holds that a transaction has locked and found open, and what
+// they entail: the hold rows' new state, the stock deltas (reserved down; on hand down too for
+// a sale) and one ledger row per hold.
+type holdEnds struct {
+	ids, states, reasons []string
+	deltas               stockDeltas
+	ms                   []movement
+}
+
+const endHoldsSQL = `UPDATE holds h SET state = u.state, release_reason = u.reason, end_time = now()
+	FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, state, reason)
+	WHERE h.id = u.id AND h.state = 'open'`
+
+// add ends hs as state (for reason, when released): levels (locked by the caller) change in
+// memory, and p gets the holds' events (one per released hold, with an id derived from the
+// hold, so a rewrite could only be a duplicate) and StockLevelChanged for every row this group
+// changed, with its level after the group.
+func (e *holdEnds) add(ctx context.Context, p *pipeline, levels map[stockKey]*level, hs []*hold, state string, reason inventoryv1.ReleaseReason, actor *commonv1.Actor, now time.Time) error {
+	if len(hs) == 0 {
+		return nil
+	}
+	reasonName := strings.ToLower(strings.TrimPrefix(reason.String(), "RELEASE_REASON_"))
+	kind, subject := kindHoldReleased, SubjectHoldReleased
+	switch state {
+	case holdCommitted:
+		kind, reasonName = kindHoldCommitted, ""
+	case holdExpired:
+		subject = SubjectHoldExpired
+	}
+	var group stockDeltas
+	for _, h := range hs {
+		l, ok := levels[h.key]
+		if !ok {
+			return fmt.Errorf("hold %s: no stock row for %s at %s", h.id, h.key.sku, h.key.store)
+		}
+		var dOnHand int32
+		if state == holdCommitted {
+			dOnHand = -h.quantity
+		}
+		l.onHand += dOnHand
+		l.reserved -= h.quantity
+		group.add(h.key, dOnHand, -h.quantity)
+		e.deltas.add(h.key, dOnHand, -h.quantity)
+		e.ms = append(e.ms, movement{key: h.key, kind: kind, onHandDelta: dOnHand, reservedDelta: -h.quantity, after: *l,
+			actor: actor, orderID: h.orderID, holdID: h.id})
+		e.ids, e.states, e.reasons = append(e.ids, h.id), append(e.states, state), append(e.reasons, reasonName)
+		h.state = state
+		if state != holdCommitted {
+			ev := &inventoryv1.HoldReleased{Hold: h.proto(), Reason: reason}
+			if err := p.enqueue(ctx, subject, ev, outbox.DeterministicID("inventory", "hold", h.id, "ended")); err != nil {
+				return err
+			}
+		}
+	}
+	return p.queueLevelEvents(ctx, &group, levels, kind, now)
+}
+
+// queue adds the writes of every end added to p.
+func (e *holdEnds) queue(p *pipeline) {
+	if len(e.ids) == 0 {
+		return
+	}
+	p.exec(expectRows(int64(len(e.ids)), "end holds"), endHoldsSQL, e.ids, e.states, e.reasons)
+	p.queueDeltas(&e.deltas)
+	p.queueMovements(e.ms)
+}
