@@ -54,7 +54,9 @@ func (s *Service) watchOwners() error {
 				s.nc.RemoveStatusListener(status)
 				return
 			}
-			s.log.Info("NATS connection changed; catalog and store caches cleared", "status", st.String())
+			if st == nats.CONNECTED {
+				s.log.Info("NATS reconnected; catalog and store caches cleared, events sent meanwhile were missed")
+			}
 		}
 	}()
 	// The server knows the subscriptions before the cart answers anything, so no event about an

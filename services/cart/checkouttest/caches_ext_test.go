@@ -194,3 +194,37 @@ func TestStoreChangeReachesTheCartPromptly(t *testing.T) {
 		return nil
 	})
 }
+
+func TestCachesAreDroppedWhenTheCartsNATSConnectionComesBack(t *testing.T) {
+	// Events sent while the cart was cut off never reach it: whatever it cached before is
+	// asked again once it is back, however long its TTL.
+	e := newEnv(t)
+	c := e.filledCart("alice", 1, e.skus(1)...)
+	requests := e.spyRequests()
+	if _, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := requests.take(); slices.Contains(reqs, askCatalog) || slices.Contains(reqs, askStore) {
+		t.Fatalf("a warm view asked %v; want the SKU and the store from the cache", reqs)
+	}
+
+	id, err := e.cartConn.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.nats.DisconnectClientByID(id); err != nil {
+		t.Fatalf("cut the cart off: %v", err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !e.cartConn.IsConnected() {
+			return fmt.Errorf("cart not reconnected yet")
+		}
+		if _, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()}); err != nil {
+			return err
+		}
+		if reqs := requests.take(); !slices.Contains(reqs, askCatalog) || !slices.Contains(reqs, askStore) {
+			return fmt.Errorf("a view after the reconnect asked %v; want the catalog and the store asked again", reqs)
+		}
+		return nil
+	})
+}

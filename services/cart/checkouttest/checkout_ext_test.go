@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,8 +58,9 @@ type env struct {
 	catalogAdmin  catalogv1.CatalogAdminServiceClient
 	catalogPublic catalogv1.CatalogServiceClient
 
-	// The cart's SQL statements, counted (see cost_ext_test.go).
+	// The cart's SQL statements, counted, and its NATS connection (see cost_ext_test.go).
 	statements *statementCounter
+	cartConn   *nats.Conn
 }
 
 func newEnv(t *testing.T) *env {

@@ -62,6 +62,7 @@ func (e *env) spiedConn() *nats.Conn {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
+	e.cartConn = nc
 	return nc
 }
 
