@@ -541,16 +541,16 @@ func TestRelayPublishesAtomicBatchesWhereTheStreamAllowsThem(t *testing.T) {
 	}
 
 	// A handful goes one by one (an atomic batch costs more than that).
-	ids = append(ids, enqueue(t, e.pool, "d", "e")...)
-	if n, err := r.Flush(ctx); err != nil || n != 2 {
-		t.Fatalf("Flush = %d, %v; want 2, nil", n, err)
+	ids = append(ids, enqueue(t, e.pool, "d", "e", "f", "g", "h")...)
+	if n, err := r.Flush(ctx); err != nil || n != 5 {
+		t.Fatalf("Flush = %d, %v; want 5, nil", n, err)
 	}
 	msgs = published(t, e.js)
 	if got := msgIDs(msgs); !slices.Equal(got, ids) {
 		t.Fatalf("stream holds %v, want %v", got, ids)
 	}
 	if h := msgs[len(msgs)-1].Headers().Get("Nats-Batch-Id"); h != "" {
-		t.Fatalf("two events went as an atomic batch %s", h)
+		t.Fatalf("five events went as an atomic batch %s", h)
 	}
 	if n := outboxRows(t, e.pool); n != 0 {
 		t.Fatalf("%d rows left in the outbox", n)
