@@ -24,7 +24,8 @@
 //     twice.
 //
 // So a checkout costs two transactions on its critical path (inventory's reserve, fulfilment's
-// insert) and nothing behind it but the outbox relay. This is the faster of the two sagas: the
+// insert) and nothing behind it but the outbox relay; the store's details and its queue (for
+// the ready-by estimate) come from short-lived caches. This is the faster of the two sagas: the
 // slower one writes the order PENDING before reserving and needs a third transaction on the
 // critical path. Its price: a process that dies between 1 and 2 leaves a short hold and no
 // order. The hold is its own compensation (inventory's sweeper ends it at its deadline), and
@@ -147,6 +148,9 @@ type Config struct {
 	// StoreCacheTTL is how long a store's name, prep time and pickup window are reused.
 	// Default 30s.
 	StoreCacheTTL time.Duration
+	// QueueCountTTL is how long a store's queue count (orders ahead, for the ready-by
+	// estimate) is reused, with this process's confirmations counted on top. Default 2s.
+	QueueCountTTL time.Duration
 	// WatchPoll is how often WatchOrder re-reads an order without hearing of a change: the
 	// safety net for events lost on the way (core NATS is at most once). Default 15s.
 	WatchPoll time.Duration
@@ -169,6 +173,7 @@ func (c *Config) setDefaults() {
 	def(&c.PickupLockout, 5*time.Minute)
 	def(&c.SweepInterval, time.Second)
 	def(&c.StoreCacheTTL, 30*time.Second)
+	def(&c.QueueCountTTL, 2*time.Second)
 	def(&c.WatchPoll, 15*time.Second)
 	if c.PickupMaxWrong <= 0 {
 		c.PickupMaxWrong = 5
@@ -190,6 +195,7 @@ type Service struct {
 	secret []byte
 	inv    inventoryClient
 	stores *storeCache
+	queue  *queueCounts
 
 	placing singleflight.Group // concurrent checkouts of one order, in this process
 	hub     *watchHub
@@ -223,6 +229,7 @@ func New(cfg Config) (*Service, error) {
 		effectsWake: make(chan struct{}, 1),
 	}
 	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL)
+	s.queue = newQueueCounts(cfg.QueueCountTTL)
 	return s, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -83,7 +84,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	changes := []change{o.created(sagaActor, "placed", now)}
 	ahead := 0
 	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
-		if ahead, err = s.queueAhead(ctx, s.db, res.GetStoreId()); err != nil {
+		if ahead, err = s.queueAhead(ctx, res.GetStoreId()); err != nil {
 			return nil, err // the short holds end by themselves; a retry finds them again
 		}
 	}
@@ -181,14 +182,60 @@ func (s *Service) holdRequest(id string, req *fulfilmentv1.PlaceOrderRequest, no
 	return hr
 }
 
-// queueAhead counts the store's orders waiting or being prepared, up to the cap the ready-by
-// estimate uses.
-func (s *Service) queueAhead(ctx context.Context, q querier, storeID string) (int, error) {
-	var n int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM orders WHERE store_id = $1 AND state IN (2, 3) LIMIT $2) q`,
-		storeID, s.cfg.ReadyByQueueCap).Scan(&n); err != nil {
+// queueCounts keeps each store's queue (orders CONFIRMED or PREPARING, counted up to the
+// ready-by estimate's cap) for Config.QueueCountTTL: every checkout needs it, and an estimate
+// that far behind is as good. Confirmations of this process count on top until the next read,
+// so consecutive checkouts at one store still queue up behind each other.
+type queueCounts struct {
+	ttl     time.Duration
+	mu      sync.Mutex
+	stores  map[string]*queueCount
+	loading singleflight.Group
+}
+
+type queueCount struct {
+	n       int
+	fetched time.Time
+}
+
+func newQueueCounts(ttl time.Duration) *queueCounts {
+	return &queueCounts{ttl: ttl, stores: map[string]*queueCount{}}
+}
+
+// take returns the store's cached count and counts one more order in, if the count is fresh.
+func (q *queueCounts) take(storeID string) (int, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c := q.stores[storeID]
+	if c == nil || time.Since(c.fetched) >= q.ttl {
+		return 0, false
+	}
+	n := c.n
+	c.n++
+	return n, true
+}
+
+// queueAhead returns how many orders are ahead of one about to be confirmed at the store (for
+// the ready-by estimate), and counts that order in.
+func (s *Service) queueAhead(ctx context.Context, storeID string) (int, error) {
+	if n, ok := s.queue.take(storeID); ok {
+		return n, nil
+	}
+	_, err, _ := s.queue.loading.Do(storeID, func() (any, error) {
+		var n int
+		if err := s.db.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM orders WHERE store_id = $1 AND state IN (2, 3) LIMIT $2) q`,
+			storeID, s.cfg.ReadyByQueueCap).Scan(&n); err != nil {
+			return nil, err
+		}
+		s.queue.mu.Lock()
+		s.queue.stores[storeID] = &queueCount{n: n, fetched: time.Now()}
+		s.queue.mu.Unlock()
+		return nil, nil
+	})
+	if err != nil {
 		return 0, fmt.Errorf("count the queue at %s: %w", storeID, err)
 	}
+	n, _ := s.queue.take(storeID) // fresh, unless the TTL is shorter than the read
 	return n, nil
 }
 
@@ -421,7 +468,7 @@ func (s *Service) driveOne(ctx context.Context, tx pgx.Tx, o *order, a driveAtte
 	ahead := 0
 	if a.res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
 		var err error
-		if ahead, err = s.queueAhead(ctx, tx, a.res.GetStoreId()); err != nil {
+		if ahead, err = s.queueAhead(ctx, a.res.GetStoreId()); err != nil {
 			return nil, err
 		}
 	}
