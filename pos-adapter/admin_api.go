@@ -121,6 +121,7 @@ func (api adminAPI) RevokeTerminal(ctx context.Context, req *connect.Request[pos
 	if err := tx.Commit(ctx); err != nil {
 		return nil, a.internal(ctx, "revoke terminal", err)
 	}
+	a.credentials.revoke(id)
 	a.hub.revoke(id)
 	if !already {
 		a.log.InfoContext(ctx, "terminal revoked", "terminal", id, "by", adminName(ctx))

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -133,13 +134,23 @@ func (a *Adapter) authenticate(ctx context.Context, procedure, authorization str
 
 var errBadCredential = connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential rejected: unknown, malformed or revoked"))
 
-// terminalCaller checks a terminal credential against the terminals table, every call: a
-// revocation takes effect at once.
+// terminalCaller checks a terminal credential against the terminals table, or against the row
+// as read less than Config.CredentialCacheTTL ago (see credentialCache: a revocation takes
+// effect at once all the same).
 func (a *Adapter) terminalCaller(ctx context.Context, cred string) (caller, error) {
 	id, secret, ok := parseTerminalCredential(cred)
 	if !ok {
 		return caller{}, errBadCredential
 	}
+	sum := sha256.Sum256([]byte(secret))
+	now := time.Now()
+	if t, ok := a.credentials.get(id, now); ok {
+		if subtle.ConstantTimeCompare(sum[:], t.hash[:]) != 1 {
+			return caller{}, errBadCredential
+		}
+		return terminalCallerOf(id, slices.Clone(t.stores)), nil
+	}
+	gen := a.credentials.generation()
 	var (
 		stores  []string
 		hash    []byte
@@ -153,11 +164,18 @@ func (a *Adapter) terminalCaller(ctx context.Context, cred string) (caller, erro
 	if err != nil {
 		return caller{}, a.internal(ctx, "look up terminal", err)
 	}
-	sum := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(sum[:], hash) != 1 || revoked != nil {
+	if revoked != nil {
 		return caller{}, errBadCredential
 	}
-	return caller{principal: auth.Principal{Subject: id, Role: auth.RoleStaff, Stores: stores}, terminal: id}, nil
+	a.credentials.put(id, hash, stores, gen, now)
+	if subtle.ConstantTimeCompare(sum[:], hash) != 1 {
+		return caller{}, errBadCredential
+	}
+	return terminalCallerOf(id, stores), nil
+}
+
+func terminalCallerOf(id string, stores []string) caller {
+	return caller{principal: auth.Principal{Subject: id, Role: auth.RoleStaff, Stores: stores}, terminal: id}
 }
 
 // forStore checks, before anything else, that the caller may act for storeID.

@@ -154,6 +154,7 @@ func (h *hub) run(ctx context.Context) error {
 	revocations, err := nc.Subscribe(TerminalRevokedSubject, func(m *nats.Msg) {
 		var ev posv1.TerminalRevoked
 		if err := proto.Unmarshal(m.Data, &ev); err == nil && ev.GetTerminal().GetId() != "" {
+			h.a.credentials.revoke(ev.GetTerminal().GetId())
 			h.revoke(ev.GetTerminal().GetId())
 		}
 	})
@@ -230,6 +231,7 @@ func (h *hub) check(ctx context.Context) error {
 			return err
 		}
 		for _, id := range revoked {
+			h.a.credentials.revoke(id)
 			h.revoke(id)
 		}
 	}
@@ -394,7 +396,8 @@ func (a *Adapter) ackTicket(ctx context.Context, storeID, ticketID string) error
 	if !exists {
 		return a.fail(ctx, "", rpcerr.NotFound("ticket of store "+storeID, ticketID))
 	}
-	if c.terminal != "" {
+	// Last seen to the minute; this process writes it at most once a minute per terminal.
+	if c.terminal != "" && a.credentials.recordSeen(c.terminal, time.Now(), time.Minute) {
 		if _, err := a.db.Exec(ctx, `UPDATE terminals SET last_seen_time = now()
 			WHERE id = $1 AND (last_seen_time IS NULL OR last_seen_time < now() - interval '1 minute')`, c.terminal); err != nil {
 			a.log.Warn("record terminal seen", "terminal", c.terminal, "err", err)

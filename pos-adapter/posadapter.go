@@ -58,9 +58,11 @@
 // Terminals present "Authorization: Bearer hot_<terminal id>_<secret>" (RegisterTerminal shows
 // it once; only its SHA-256 is kept); staff may present a staff JWT (package auth). Both
 // resolve to a principal with store ids, and every TerminalService call checks its store_id
-// against them (PermissionDenied naming store_id) before doing anything. A revoked credential
-// is refused at once (every call reads the terminal row) and its open streams are closed, in
-// every adapter copy (TerminalRevoked event). TerminalAdminService needs an admin JWT.
+// against them (PermissionDenied naming store_id) before doing anything. A terminal's row, once
+// read, checks its credential for Config.CredentialCacheTTL without being read again. A revoked
+// credential is refused at once in the copy that revoked it and as soon as the TerminalRevoked
+// event arrives in every other (within the TTL should it be lost), and its open streams are
+// closed. TerminalAdminService needs an admin JWT.
 //
 // Staff actions are forwarded to fulfilment's StoreOrderService over gRPC: a terminal's call
 // carries a staff JWT the adapter mints for that terminal and that one store, valid for
@@ -169,6 +171,11 @@ type Config struct {
 	// TokenTTL is the lifetime of the staff and admin tokens the adapter mints for one
 	// forwarded call. Default 1m.
 	TokenTTL time.Duration
+	// CredentialCacheTTL is how long a terminal's row, once read, checks its credential without
+	// reading it again. A revocation takes effect at once all the same (in other copies as soon
+	// as its event arrives); this bounds the time should the event be lost. Default 5s; negative
+	// reads the row on every call.
+	CredentialCacheTTL time.Duration
 	// CallTimeout bounds a forwarded call without a client deadline. Default 10s.
 	CallTimeout time.Duration
 
@@ -201,6 +208,9 @@ func (c *Config) setDefaults() {
 	def(&c.CatchUpInterval, time.Second)
 	def(&c.EscalationInterval, time.Second)
 	def(&c.TokenTTL, time.Minute)
+	if c.CredentialCacheTTL == 0 {
+		c.CredentialCacheTTL = 5 * time.Second
+	}
 	def(&c.CallTimeout, 10*time.Second)
 	def(&c.WebhookTimeout, 10*time.Second)
 	def(&c.WebhookBackoff, 2*time.Second)
@@ -247,6 +257,7 @@ type Adapter struct {
 	stopStreams context.CancelFunc
 	webhookWake chan struct{}
 	staffTokens mintedTokens
+	credentials credentialCache
 	// handOvers limits refused pickup-code attempts per caller across all orders: fulfilment
 	// locks an order after 5 wrong codes, and this keeps a stolen credential from trying codes
 	// on many orders quickly.
@@ -293,6 +304,7 @@ func New(cfg Config) (*Adapter, error) {
 		webhookWake: make(chan struct{}, 1),
 	}
 	a.hub = newHub(a)
+	a.credentials.ttl = cfg.CredentialCacheTTL
 	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
 
 	opts := []connect.HandlerOption{
