@@ -95,6 +95,9 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 			continue // the creation entry: announced by the transition that follows it
 		}
 		if base == nil {
+			// The order as the transaction leaves it: exact for the event of its last change,
+			// which WatchOrder streams of other processes rely on (only a new order's creation
+			// entry, which has no event, precedes another change in one transaction).
 			base = o.proto(viewOthers, nil)
 			base.History = nil
 		}
