@@ -394,12 +394,12 @@ type pending struct {
 
 // message is the JetStream message of row o.
 func message(o *outboxRow) *nats.Msg {
-	m := nats.NewMsg(o.subject)
-	m.Data = o.payload
-	m.Header.Set(jetstream.MsgIDHeader, o.eventID)
-	m.Header.Set(EventTypeHeader, o.eventType)
-	m.Header.Set(OccurredAtHeader, o.occurredAt.UTC().Format(time.RFC3339Nano))
-	return m
+	// The keys are canonical already: no need for Header.Set to canonicalise each.
+	return &nats.Msg{Subject: o.subject, Data: o.payload, Header: nats.Header{
+		jetstream.MsgIDHeader: {o.eventID},
+		EventTypeHeader:       {o.eventType},
+		OccurredAtHeader:      {o.occurredAt.UTC().Format(time.RFC3339Nano)},
+	}}
 }
 
 // publishAsync publishes the rows idx of batch without waiting for their acknowledgements.
