@@ -179,7 +179,9 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) DeleteAbandoned(ctx context.Context) (int64, error) {
 	tag, err := s.db.Exec(ctx, `
 		DELETE FROM carts
-		WHERE state = 'open' AND update_time < now() - $1::bigint * interval '1 microsecond'
+		WHERE state = 'open'
+		  AND create_time < now() - $1::bigint * interval '1 microsecond' -- the index's column
+		  AND update_time < now() - $1::bigint * interval '1 microsecond'
 		  AND (checkout_until IS NULL OR checkout_until < now())`, s.abandonAfter.Microseconds())
 	if err != nil {
 		return 0, err

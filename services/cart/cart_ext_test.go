@@ -441,3 +441,53 @@ func TestCartShowsLastKnownPricesWhenTheCatalogDoesNotAnswer(t *testing.T) {
 		t.Fatalf("cart with the catalog down:\n got  %v\n want %v", got, c)
 	}
 }
+
+func TestAbandonmentCountsFromTheLastChangeNotTheCreation(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	// Created long ago, changed just now: not abandoned.
+	if _, err := e.pool.Exec(t.Context(), `UPDATE carts SET create_time = now() - interval '40 days' WHERE id = $1`, c.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	e.addLine("alice", c.GetId(), sku, 1)
+	svc := cart.New(cart.Config{Pool: e.pool, NATS: e.natsConn(), AbandonAfter: time.Hour})
+	if n, err := svc.DeleteAbandoned(t.Context()); err != nil || n != 0 {
+		t.Fatalf("DeleteAbandoned = %d, %v; want 0 deleted: the cart changed a moment ago", n, err)
+	}
+	if got := e.get("alice", c.GetId()); len(got.GetLines()) != 1 {
+		t.Fatalf("cart after the sweep = %v; want it kept with its line", got)
+	}
+}
+
+func TestCartWritesAreHeapOnlyUpdates(t *testing.T) {
+	// A shopper's every action rewrites the cart row; with no index on what changes, Postgres
+	// rewrites it in place without touching an index. An index on update_time (or any column
+	// a write changes) would make each of these a full update.
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	stats := func() (upd, hot int64) {
+		t.Helper()
+		if err := e.pool.QueryRow(t.Context(), `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'carts'::regclass`).Scan(&upd, &hot); err != nil {
+			t.Fatal(err)
+		}
+		return upd, hot
+	}
+	upd0, hot0 := stats()
+	const writes = 20
+	for range writes {
+		e.addLine("alice", c.GetId(), sku, 1)
+	}
+	// Backends report their counts to the statistics system a moment after their transactions.
+	testenv.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		upd, hot := stats()
+		if upd-upd0 < writes {
+			return fmt.Errorf("%d updates counted so far, want %d", upd-upd0, writes)
+		}
+		if hot-hot0 < (upd-upd0)*9/10 {
+			return fmt.Errorf("%d of %d cart updates were heap-only; want nearly all", hot-hot0, upd-upd0)
+		}
+		return nil
+	})
+}
