@@ -177,6 +177,16 @@ func (c Chain) SKUs() []Variant {
 	return out
 }
 
+// ProductOf returns the id of the product sku belongs to, or "" when no product has it.
+func (c Chain) ProductOf(sku string) string {
+	for _, p := range c.Products {
+		if slices.ContainsFunc(p.Variants, func(v Variant) bool { return v.SKU == sku }) {
+			return p.ID
+		}
+	}
+	return ""
+}
+
 // Stock returns the initial stock of sku at storeID. It depends only on its
 // arguments and the product's tags, so it is the same on every call and in
 // every process. Unknown stores or SKUs have a zero Level.

@@ -140,15 +140,11 @@ func (e *env) sku(i int) (string, int64) {
 
 // productOf returns the demo product id of sku.
 func (e *env) productOf(sku string) string {
-	for _, p := range e.chain.Products {
-		for _, v := range p.Variants {
-			if v.SKU == sku {
-				return p.ID
-			}
-		}
+	id := e.chain.ProductOf(sku)
+	if id == "" {
+		e.t.Fatalf("sku %s not in the demo catalog", sku)
 	}
-	e.t.Fatalf("sku %s not in the demo catalog", sku)
-	return ""
+	return id
 }
 
 func (e *env) newCart(customer string) *cartv1.Cart {

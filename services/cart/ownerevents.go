@@ -9,6 +9,8 @@ import (
 	"github.com/handoff-dev/handoff/internal/streams"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/catalog"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // Events of the owners of what the cart caches (subscription filters, hence the wildcard):
@@ -18,12 +20,6 @@ var (
 	productEvents = streams.EventSubject("catalog", "product", "*")
 	storeEvents   = streams.EventSubject("inventory", "store", "*")
 
-	subjectProductCreated  = streams.EventSubject("catalog", "product", "created")
-	subjectProductUpdated  = streams.EventSubject("catalog", "product", "updated")
-	subjectProductArchived = streams.EventSubject("catalog", "product", "archived")
-	subjectStoreCreated    = streams.EventSubject("inventory", "store", "created")
-	subjectStoreUpdated    = streams.EventSubject("inventory", "store", "updated")
-	subjectStoreState      = streams.EventSubject("inventory", "store", "state_changed")
 )
 
 // watchOwners keeps the caches honest: a product's variants are dropped when the catalog
@@ -73,15 +69,15 @@ func (s *Service) onProductEvent(m *nats.Msg) {
 	var p *catalogv1.Product
 	var err error
 	switch m.Subject {
-	case subjectProductCreated:
+	case catalog.SubjectProductCreated:
 		var ev catalogv1.ProductCreated
 		err = proto.Unmarshal(m.Data, &ev)
 		p = ev.GetProduct()
-	case subjectProductUpdated:
+	case catalog.SubjectProductUpdated:
 		var ev catalogv1.ProductUpdated
 		err = proto.Unmarshal(m.Data, &ev)
 		p = ev.GetProduct()
-	case subjectProductArchived:
+	case catalog.SubjectProductArchived:
 		var ev catalogv1.ProductArchived
 		err = proto.Unmarshal(m.Data, &ev)
 		p = ev.GetProduct()
@@ -106,11 +102,11 @@ func (s *Service) onStoreEvent(m *nats.Msg) {
 	var id string
 	var err error
 	switch m.Subject {
-	case subjectStoreCreated, subjectStoreUpdated:
+	case inventory.SubjectStoreCreated, inventory.SubjectStoreUpdated:
 		var ev inventoryv1.StoreChanged
 		err = proto.Unmarshal(m.Data, &ev)
 		id = ev.GetStore().GetId()
-	case subjectStoreState:
+	case inventory.SubjectStoreStateChanged:
 		var ev inventoryv1.StoreStateChanged
 		err = proto.Unmarshal(m.Data, &ev)
 		id = ev.GetStoreId()

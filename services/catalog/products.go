@@ -23,11 +23,14 @@ import (
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 )
 
-// Event subjects the catalog publishes.
+// Event subjects the catalog publishes (through the outbox).
 var (
-	subjectProductCreated  = streams.EventSubject("catalog", "product", "created")
-	subjectProductUpdated  = streams.EventSubject("catalog", "product", "updated")
-	subjectProductArchived = streams.EventSubject("catalog", "product", "archived")
+	// SubjectProductCreated carries ProductCreated.
+	SubjectProductCreated = streams.EventSubject("catalog", "product", "created")
+	// SubjectProductUpdated carries ProductUpdated.
+	SubjectProductUpdated = streams.EventSubject("catalog", "product", "updated")
+	// SubjectProductArchived carries ProductArchived.
+	SubjectProductArchived = streams.EventSubject("catalog", "product", "archived")
 )
 
 const productColumns = `id, name, description, category_id, images, tags, archived, version, create_time, update_time`
@@ -295,7 +298,7 @@ func (s *Service) createProduct(ctx context.Context, tx pgx.Tx, p *catalogv1.Pro
 		if stored, err = s.loadForUpdate(ctx, tx, p.Id); err != nil {
 			return err
 		}
-		_, err = outbox.Enqueue(ctx, tx, subjectProductCreated, &catalogv1.ProductCreated{Product: stored})
+		_, err = outbox.Enqueue(ctx, tx, SubjectProductCreated, &catalogv1.ProductCreated{Product: stored})
 		return err
 	}()
 	if err != nil {
@@ -349,7 +352,7 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 		if stored, err = s.loadForUpdate(ctx, tx, next.Id); err != nil {
 			return err
 		}
-		_, err = outbox.Enqueue(ctx, tx, subjectProductUpdated, &catalogv1.ProductUpdated{Product: stored})
+		_, err = outbox.Enqueue(ctx, tx, SubjectProductUpdated, &catalogv1.ProductUpdated{Product: stored})
 		return err
 	})
 	if err != nil {
@@ -379,7 +382,7 @@ func (s *Service) ArchiveProduct(ctx context.Context, id string) (*catalogv1.Pro
 		if stored, err = s.loadForUpdate(ctx, tx, id); err != nil {
 			return err
 		}
-		_, err = outbox.Enqueue(ctx, tx, subjectProductArchived, &catalogv1.ProductArchived{Product: stored})
+		_, err = outbox.Enqueue(ctx, tx, SubjectProductArchived, &catalogv1.ProductArchived{Product: stored})
 		return err
 	})
 	if err != nil {
