@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,9 +27,20 @@ type DispatcherConfig struct {
 	// Logger receives dead letters (warn), retries (debug) and trouble with the database
 	// (warn). Nil discards.
 	Logger *slog.Logger
-	// PollInterval is how often the dispatcher looks for due rows without being woken by a
-	// NOTIFY. Default 1s.
+	// PollInterval is how often the dispatcher looks for due rows, NOTIFY or not, while
+	// notifications are pending (sends in flight, retries waiting: a copy that scheduled a
+	// retry may have gone away) or while its LISTEN connection is down. It is also the least
+	// time between two rounds of a dispatcher without senders, whose only work is marking rows
+	// skipped. Default 1s.
 	PollInterval time.Duration
+	// IdlePollInterval is how often a dispatcher with nothing pending looks anyway: the safety
+	// net for a notification whose writer left the NOTIFY to another transaction that then
+	// rolled back (see Enqueue). Default 10s.
+	IdlePollInterval time.Duration
+	// RoundInterval is the least time between two claiming rounds: the wake-ups that come
+	// meanwhile are served by one round, so a busy dispatcher claims in batches. It adds at
+	// most this much to a notification's wait. Default 10ms.
+	RoundInterval time.Duration
 	// Concurrency is how many sends run at once. Default 8.
 	Concurrency int
 	// MaxAttempts is how many sends a notification gets before it is dead-lettered. Default 10.
@@ -55,6 +67,12 @@ func (c *DispatcherConfig) setDefaults() {
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
+	}
+	if c.IdlePollInterval <= 0 {
+		c.IdlePollInterval = 10 * time.Second
+	}
+	if c.RoundInterval <= 0 {
+		c.RoundInterval = 10 * time.Millisecond
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
@@ -90,6 +108,10 @@ type Dispatcher struct {
 	setupOnce sync.Once
 	setupErr  error
 	channel   string // NOTIFY channel
+
+	// worked is set when rows were sent, dead-lettered or skipped: only then can the
+	// retention pass find something to delete (eventually).
+	worked atomic.Bool
 }
 
 // NewDispatcher returns a dispatcher for the notifications in pool's schema. Configuration
@@ -121,67 +143,177 @@ var deliveries = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Customer notification delivery outcomes by channel: sent, retry, dead, skipped.",
 }, []string{"channel", "outcome"})
 
-// Run delivers until ctx is canceled, then returns nil after the sends in flight have ended.
-// It wakes on the schema's NOTIFY channel (Enqueue and replays notify on commit), when the
-// next retry falls due, and every PollInterval. It returns an error only if it cannot start.
+// Follow-up rounds after a NOTIFY. A writer leaves the NOTIFY out when this process sent one
+// less than notifyGap ago (see Enqueue), so the rows it wrote are found by a round after the
+// NOTIFY: one once the writers' gap has passed, and one later for a transaction that took
+// long to commit. IdlePollInterval covers what is slower still.
+const (
+	followUp     = 2 * notifyGap
+	lateFollowUp = 20 * notifyGap
+)
+
+// Run delivers until ctx is canceled, then returns nil after the sends in flight have ended
+// and their outcomes are recorded. It returns an error only if it cannot start.
+//
+// A round is one statement: it claims the due rows of the channels served here, marks due rows
+// of the others skipped, and learns when the next pending row falls due. Rounds happen when a
+// NOTIFY comes (Enqueue, replays; see followUp for the writers that leave it out), when a row
+// falls due, when a send frees a slot while due rows wait, and every PollInterval while rows
+// are pending; never more often than RoundInterval (PollInterval without senders). A dispatcher
+// with nothing pending and nothing arriving sends no statement for IdlePollInterval.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if err := d.setup(ctx); err != nil {
 		return err
 	}
-	wake := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { d.listen(ctx, wake) })
+	hints := make(chan struct{}, 1)
+	var listening atomic.Bool
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	bg.Go(func() { d.listen(ctx, hints, &listening) })
+	bg.Go(func() { d.runRetention(ctx) })
+
+	rec := newRecorder(d)
+	bg.Go(rec.run)
+	var sends sync.WaitGroup
+	defer func() {
+		sends.Wait()
+		rec.close() // after the last send: it records what they handed over, then ends
+	}()
 
 	slots := make(chan struct{}, d.cfg.Concurrency)
-	var lastHousekeeping time.Time
+	freed := make(chan struct{}, 1)
+	s := schedule{gap: d.cfg.RoundInterval, hint: time.Now()}
+	if len(d.channels) == 0 {
+		s.gap = d.cfg.PollInterval // marking rows skipped is not worth a quicker round
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	var backoff time.Duration
 	for {
-		if time.Since(lastHousekeeping) >= d.cfg.PollInterval {
-			d.housekeeping(ctx)
-			lastHousekeeping = time.Now()
-		}
-		wait := d.cfg.PollInterval
-		if free := cap(slots) - len(slots); free > 0 {
-			claimed, err := d.claim(ctx, free)
-			switch {
-			case ctx.Err() != nil:
-				return nil
-			case err != nil:
-				backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
-				d.log.Warn("notify: claiming due notifications failed; trying again", "err", err, "retry_in", backoff)
-				wait = backoff
-			default:
+		now := time.Now()
+		free := cap(slots) - len(slots)
+		at, wanted := s.next()
+		if wanted && !at.After(now) {
+			if free == 0 {
+				s.more = true // a finished send frees a slot and wakes us
+			} else {
+				claimed, info, err := d.round(ctx, free)
+				switch {
+				case ctx.Err() != nil:
+					return nil
+				case err != nil:
+					backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+					d.log.Warn("notify: round failed; trying again", "err", err, "retry_in", backoff)
+					s.failedUntil = time.Now().Add(backoff)
+					continue
+				}
 				backoff = 0
+				s.done(now, time.Now(), info, len(claimed) == free)
+				if info.pending || !listening.Load() {
+					s.poll = now.Add(d.cfg.PollInterval)
+				} else {
+					s.poll = now.Add(d.cfg.IdlePollInterval)
+				}
+				if info.skipped > 0 {
+					d.worked.Store(true)
+					deliveries.WithLabelValues("unconfigured", "skipped").Add(float64(info.skipped))
+					d.log.Debug("notifications skipped: no sender for their channel", "count", info.skipped)
+				}
 				for _, n := range claimed {
 					slots <- struct{}{}
-					wg.Go(func() {
-						defer func() { <-slots; signal(wake) }()
-						d.deliver(ctx, n)
+					sends.Go(func() {
+						defer func() { <-slots; signal(freed) }()
+						rec.add(d.deliver(ctx, n))
 					})
 				}
-				if len(claimed) == free {
-					wait = 0 // slots are full; a finished send wakes us
-				} else if next, ok := d.nextDue(ctx); ok {
-					wait = min(wait, next)
-				}
+				continue
 			}
 		}
-		if wait > 0 || len(slots) == cap(slots) {
-			t := time.NewTimer(wait)
-			if len(slots) == cap(slots) {
-				t.Stop() // wait for a free slot (or a wake)
+
+		var fire <-chan time.Time
+		if wanted && free > 0 {
+			timer.Reset(at.Sub(now))
+			fire = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hints:
+			s.hint = time.Now()
+		case <-freed:
+			if s.more {
+				s.more, s.kick = false, time.Now()
 			}
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-wake:
-			case <-t.C:
-			}
-			t.Stop()
+		case <-rec.retried:
+			s.retryAt(rec.takeRetry())
+		case <-fire:
+		}
+		timer.Stop()
+	}
+}
+
+// schedule decides when the next round starts. Every reason for a round is a time from which
+// it is wanted; a round that starts at or after that time satisfies it.
+type schedule struct {
+	gap         time.Duration // least time between round starts
+	last        time.Time     // start of the last successful round
+	failedUntil time.Time     // backoff after a failed round
+	hint        time.Time     // the last NOTIFY (or start)
+	kick        time.Time     // a slot freed while due rows were waiting
+	due         time.Time     // the earliest pending row, as the last round saw it
+	retry       time.Time     // the earliest retry recorded here since
+	poll        time.Time     // look anyway
+	more        bool          // the last round filled every free slot
+}
+
+// next returns when the next round should start, and whether one is wanted at all.
+func (s *schedule) next() (time.Time, bool) {
+	var at time.Time
+	want := func(t time.Time) {
+		if !t.IsZero() && t.After(s.last) && (at.IsZero() || t.Before(at)) {
+			at = t
 		}
 	}
+	want(s.hint)
+	if !s.hint.IsZero() {
+		want(s.hint.Add(followUp))
+		want(s.hint.Add(lateFollowUp))
+	}
+	want(s.kick)
+	want(s.due)
+	want(s.poll)
+	want(s.retry)
+	if at.IsZero() {
+		return at, false
+	}
+	return later(at, s.last.Add(s.gap), s.failedUntil), true
+}
+
+// done records a successful round that started at start and answered at end.
+func (s *schedule) done(start, end time.Time, info roundInfo, full bool) {
+	s.last = start
+	s.more = full
+	s.due = time.Time{}
+	if info.pending {
+		// A row due already was locked by another dispatcher's claim: look once more.
+		s.due = later(end.Add(info.nextDue), start.Add(time.Nanosecond))
+	}
+}
+
+// retryAt adds a retry this process recorded (zero: none).
+func (s *schedule) retryAt(t time.Time) {
+	if !t.IsZero() && (!s.retry.After(s.last) || t.Before(s.retry)) {
+		s.retry = t
+	}
+}
+
+func later(t time.Time, others ...time.Time) time.Time {
+	for _, o := range others {
+		if o.After(t) {
+			t = o
+		}
+	}
+	return t
 }
 
 // setup learns the schema's NOTIFY channel once.
@@ -203,32 +335,78 @@ type claimed struct {
 	attempts int // the lease token: the row's attempts after claiming
 }
 
-// claim leases up to n due rows of the channels this dispatcher serves. SKIP LOCKED lets
-// dispatchers claim side by side without waiting on each other; moving next_attempt_at one
-// lease ahead keeps the rows out of everyone's reach until the send is recorded.
-func (d *Dispatcher) claim(ctx context.Context, n int) ([]claimed, error) {
-	rows, err := d.pool.Query(ctx, `
-		UPDATE notifications n
-		SET attempts = n.attempts + 1, next_attempt_at = now() + $3::bigint * interval '1 microsecond'
-		FROM (SELECT id FROM notifications
-		      WHERE state = 'pending' AND next_attempt_at <= now() AND channel = ANY($1)
-		      ORDER BY next_attempt_at LIMIT $2
-		      FOR UPDATE SKIP LOCKED) due
-		WHERE n.id = due.id
-		RETURNING n.id::text, n.kind, n.channel, n.recipient, n.order_snapshot, n.attempts, n.create_time`,
-		d.channels, n, d.lease.Microseconds())
+// roundInfo is what a round learnt besides the rows it claimed.
+type roundInfo struct {
+	skipped int64
+	pending bool          // some row is pending (not counting the ones just claimed or skipped)
+	nextDue time.Duration // until the earliest of them falls due (≤ 0: due already)
+}
+
+// roundSQL is a round in one statement. It claims up to $2 due rows of the channels served
+// here ($1): SKIP LOCKED lets dispatchers claim side by side, and moving next_attempt_at one
+// lease ($3) ahead keeps the rows out of everyone's reach until the send is recorded. It marks
+// due rows of the other channels skipped. Its last row (id NULL) tells how many were skipped
+// and when the next pending row falls due; the subquery sees the rows as they were before the
+// statement, so the ones claimed or skipped here are left out by id.
+const roundSQL = `
+WITH due AS MATERIALIZED (
+	SELECT id FROM notifications
+	WHERE state = 'pending' AND next_attempt_at <= now() AND channel = ANY($1)
+	ORDER BY next_attempt_at LIMIT $2
+	FOR UPDATE SKIP LOCKED),
+claimed AS (
+	UPDATE notifications n
+	SET attempts = n.attempts + 1, next_attempt_at = now() + $3::bigint * interval '1 microsecond'
+	FROM due WHERE n.id = due.id
+	RETURNING n.id, n.kind, n.channel, n.recipient, n.order_snapshot, n.attempts, n.create_time),
+unserved AS MATERIALIZED (
+	SELECT id FROM notifications
+	WHERE state = 'pending' AND next_attempt_at <= now() AND channel <> ALL($1)
+	FOR UPDATE SKIP LOCKED),
+skipped AS (
+	UPDATE notifications n
+	SET state = 'skipped', sent_time = now(), last_error = 'no ' || n.channel || ' sender configured'
+	FROM unserved WHERE n.id = unserved.id
+	RETURNING 1)
+SELECT id::text, kind, channel, recipient, order_snapshot, attempts, create_time, NULL::bigint, NULL::bigint
+FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM skipped),
+	(SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1e6)::bigint FROM notifications
+	 WHERE state = 'pending' AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM unserved))`
+
+// round claims up to n due rows (see roundSQL).
+func (d *Dispatcher) round(ctx context.Context, n int) ([]claimed, roundInfo, error) {
+	var info roundInfo
+	rows, err := d.pool.Query(ctx, roundSQL, d.channels, n, d.lease.Microseconds())
 	if err != nil {
-		return nil, fmt.Errorf("claim notifications: %w", err)
+		return nil, info, fmt.Errorf("claim notifications: %w", err)
 	}
+	defer rows.Close()
 	var out []claimed
 	for rows.Next() {
-		var c claimed
-		var snap []byte
-		if err := rows.Scan(&c.ID, &c.Kind, &c.Channel, &c.Recipient, &snap, &c.attempts, &c.CreateTime); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("scan notification: %w", err)
+		var (
+			id, kind, channel, recipient *string
+			snap                         []byte
+			attempts                     *int32
+			created                      *time.Time
+			skipped, nextUS              *int64
+		)
+		if err := rows.Scan(&id, &kind, &channel, &recipient, &snap, &attempts, &created, &skipped, &nextUS); err != nil {
+			return nil, info, fmt.Errorf("scan notification: %w", err)
 		}
-		c.Attempt = c.attempts
+		if id == nil {
+			if skipped != nil {
+				info.skipped = *skipped
+			}
+			if nextUS != nil {
+				info.pending, info.nextDue = true, time.Duration(*nextUS)*time.Microsecond
+			}
+			continue
+		}
+		c := claimed{Notification: Notification{
+			ID: *id, Kind: *kind, Channel: *channel, Recipient: *recipient, Attempt: int(*attempts), CreateTime: *created,
+		}, attempts: int(*attempts)}
 		c.Order = &fulfilmentv1.Order{}
 		if err := proto.Unmarshal(snap, c.Order); err != nil {
 			// Delivered as a dead letter below: no attempt can read it either.
@@ -237,25 +415,13 @@ func (d *Dispatcher) claim(ctx context.Context, n int) ([]claimed, error) {
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("claim notifications: %w", err)
+		return nil, info, fmt.Errorf("claim notifications: %w", err)
 	}
-	return out, nil
+	return out, info, nil
 }
 
-// nextDue returns how long until the next pending row of our channels falls due.
-func (d *Dispatcher) nextDue(ctx context.Context) (time.Duration, bool) {
-	var us *int64
-	err := d.pool.QueryRow(ctx, `
-		SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1e6)::bigint
-		FROM notifications WHERE state = 'pending' AND channel = ANY($1)`, d.channels).Scan(&us)
-	if err != nil || us == nil {
-		return 0, false
-	}
-	return max(time.Duration(*us)*time.Microsecond, time.Millisecond), true
-}
-
-// deliver sends one claimed notification and records the outcome.
-func (d *Dispatcher) deliver(ctx context.Context, n claimed) {
+// deliver sends one claimed notification and returns the outcome to record.
+func (d *Dispatcher) deliver(ctx context.Context, n claimed) outcome {
 	log := d.log.With("notification_id", n.ID, "order_id", n.Order.GetId(), "kind", n.Kind, "channel", n.Channel, "attempt", n.attempts)
 	var err error
 	if n.Order == nil {
@@ -269,51 +435,30 @@ func (d *Dispatcher) deliver(ctx context.Context, n claimed) {
 		cancel()
 	}
 
-	// Record even when shutting down, so the row does not wait out its lease.
-	recCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	var q string
-	var args []any
-	outcome := ""
+	o := outcome{id: n.ID, token: n.attempts, attempts: n.attempts, state: "pending"}
+	label := "retry"
 	switch {
 	case err == nil:
-		outcome = "sent"
-		q = `UPDATE notifications SET state = 'sent', sent_time = now(), last_error = ''
-			WHERE id = $1 AND attempts = $2 AND state = 'pending'`
-		args = []any{n.ID, n.attempts}
+		o.state, label = "sent", "sent"
+		log.Debug("notification delivered")
 	case ctx.Err() != nil:
 		// Interrupted by shutdown, not the receiver's fault: due again at once for another
 		// copy, and the attempt is not counted.
-		outcome = "retry"
-		q = `UPDATE notifications SET attempts = attempts - 1, next_attempt_at = now(), last_error = $3
-			WHERE id = $1 AND attempts = $2 AND state = 'pending'`
-		args = []any{n.ID, n.attempts, "interrupted by shutdown: " + err.Error()}
+		o.attempts--
+		o.lastError = "interrupted by shutdown: " + err.Error()
+		o.handOver = true
+		log.Debug("notification send interrupted by shutdown", "err", err)
 	case IsPermanent(err) || n.attempts >= d.cfg.MaxAttempts:
-		outcome = "dead"
-		q = `UPDATE notifications SET state = 'dead', fail_time = now(), last_error = $3
-			WHERE id = $1 AND attempts = $2 AND state = 'pending'`
-		args = []any{n.ID, n.attempts, truncate(err.Error(), 1000)}
-	default:
-		outcome = "retry"
-		wait := d.backoff(n.attempts, retryAfterOf(err))
-		q = `UPDATE notifications SET next_attempt_at = now() + $4::bigint * interval '1 microsecond', last_error = $3
-			WHERE id = $1 AND attempts = $2 AND state = 'pending'`
-		args = []any{n.ID, n.attempts, truncate(err.Error(), 1000), wait.Microseconds()}
-		log = log.With("retry_in", wait)
-	}
-	deliveries.WithLabelValues(n.Channel, outcome).Inc()
-	switch outcome {
-	case "sent":
-		log.Debug("notification delivered")
-	case "dead":
+		o.state, label = "dead", "dead"
+		o.lastError = truncate(err.Error(), 1000)
 		log.Warn("notification dead-lettered; an operator can replay it", "err", err, "permanent", IsPermanent(err))
 	default:
-		log.Debug("notification delivery failed; will retry", "err", err)
+		o.wait = d.backoff(n.attempts, retryAfterOf(err))
+		o.lastError = truncate(err.Error(), 1000)
+		log.Debug("notification delivery failed; will retry", "err", err, "retry_in", o.wait)
 	}
-	if _, rerr := d.pool.Exec(recCtx, q, args...); rerr != nil {
-		// The row keeps its lease and falls due again when it ends.
-		log.Warn("notify: recording delivery outcome failed; the row is retried after its lease", "outcome", outcome, "err", rerr)
-	}
+	deliveries.WithLabelValues(n.Channel, label).Inc()
+	return o
 }
 
 // safeSend turns a panicking sender into a retryable error instead of a dead process.
@@ -339,44 +484,61 @@ func (d *Dispatcher) backoff(attempt int, atLeast time.Duration) time.Duration {
 	return min(max(b, atLeast), d.cfg.MaxBackoff)
 }
 
-// housekeeping marks rows of channels nobody here serves as skipped and deletes old delivered
-// rows. Failures are logged; the next round tries again.
-func (d *Dispatcher) housekeeping(ctx context.Context) {
-	tag, err := d.pool.Exec(ctx, `
-		UPDATE notifications SET state = 'skipped', sent_time = now(),
-		       last_error = 'no ' || channel || ' sender configured'
-		WHERE state = 'pending' AND channel <> ALL($1)`, d.channels)
-	if err != nil {
-		if ctx.Err() == nil {
-			d.log.Warn("notify: skipping unserved notifications failed", "err", err)
-		}
+// Retention passes: at start, then every retentionEvery once something was delivered or
+// skipped, each deleting old rows retentionBatch at a time until fewer are left.
+const (
+	retentionEvery = time.Minute
+	retentionBatch = 5000
+)
+
+// runRetention deletes delivered and skipped rows older than Retention. Failures are logged;
+// the next pass tries again.
+func (d *Dispatcher) runRetention(ctx context.Context) {
+	if d.cfg.Retention <= 0 {
 		return
 	}
-	if n := tag.RowsAffected(); n > 0 {
-		deliveries.WithLabelValues("unconfigured", "skipped").Add(float64(n))
-		d.log.Debug("notifications skipped: no sender for their channel", "count", n)
-	}
-	if d.cfg.Retention > 0 {
-		if _, err := d.pool.Exec(ctx, `
-			DELETE FROM notifications WHERE id IN (
-				SELECT id FROM notifications
-				WHERE state IN ('sent', 'skipped') AND sent_time < now() - $1::bigint * interval '1 microsecond'
-				LIMIT 1000)`, d.cfg.Retention.Microseconds()); err != nil && ctx.Err() == nil {
-			d.log.Warn("notify: deleting old delivered notifications failed", "err", err)
+	t := time.NewTicker(retentionEvery)
+	defer t.Stop()
+	for first := true; ; first = false {
+		if first || d.worked.Swap(false) {
+			for ctx.Err() == nil {
+				tag, err := d.pool.Exec(ctx, `
+					DELETE FROM notifications WHERE id IN (
+						SELECT id FROM notifications
+						WHERE state IN ('sent', 'skipped') AND sent_time < now() - $1::bigint * interval '1 microsecond'
+						LIMIT $2)`, d.cfg.Retention.Microseconds(), retentionBatch)
+				if err != nil {
+					if ctx.Err() == nil {
+						d.log.Warn("notify: deleting old delivered notifications failed", "err", err)
+					}
+					break
+				}
+				if tag.RowsAffected() < retentionBatch {
+					break
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
 
 // listen wakes the dispatcher on every NOTIFY of the schema's channel, on a dedicated
-// connection hijacked from the pool, reconnecting with backoff when it is lost.
-func (d *Dispatcher) listen(ctx context.Context, wake chan<- struct{}) {
+// connection hijacked from the pool, reconnecting with backoff when it is lost. listening
+// tells the loop whether it may rely on NOTIFYs; every change of it wakes the loop too.
+func (d *Dispatcher) listen(ctx context.Context, wake chan<- struct{}, listening *atomic.Bool) {
 	var backoff time.Duration
 	for {
-		listening, err := d.listenOnce(ctx, wake)
+		ok, err := d.listenOnce(ctx, wake, listening)
+		listening.Store(false)
+		signal(wake)
 		if ctx.Err() != nil {
 			return
 		}
-		if listening {
+		if ok {
 			backoff = 0
 		}
 		backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
@@ -391,7 +553,7 @@ func (d *Dispatcher) listen(ctx context.Context, wake chan<- struct{}) {
 	}
 }
 
-func (d *Dispatcher) listenOnce(ctx context.Context, wake chan<- struct{}) (listening bool, err error) {
+func (d *Dispatcher) listenOnce(ctx context.Context, wake chan<- struct{}, listening *atomic.Bool) (ok bool, err error) {
 	pc, err := d.pool.Acquire(ctx)
 	if err != nil {
 		return false, fmt.Errorf("acquire LISTEN connection: %w", err)
@@ -405,6 +567,7 @@ func (d *Dispatcher) listenOnce(ctx context.Context, wake chan<- struct{}) (list
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{d.channel}.Sanitize()); err != nil {
 		return false, fmt.Errorf("LISTEN %s: %w", d.channel, err)
 	}
+	listening.Store(true)
 	signal(wake) // what was committed while nobody listened
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {

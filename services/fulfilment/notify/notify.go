@@ -17,6 +17,10 @@
 //     failure, or the last allowed attempt, moves the row to the dead-letter list ("dead").
 //     A row whose channel has no sender in this deployment is marked "skipped" (copies of the
 //     fulfilment service must therefore share one sender configuration).
+//     Its cost does not grow with each order: writers wake it with a NOTIFY at most once per
+//     notifyGap, a round (one statement) claims every due row it has room for, rounds are at
+//     least RoundInterval apart, sends' outcomes are written many per statement, and with
+//     nothing pending it sends no statement at all (IdlePollInterval aside).
 //  3. Operators read the dead-letter list and replay entries through FulfilmentAdminService,
 //     which [Admin] implements.
 //
@@ -36,6 +40,8 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -91,15 +97,34 @@ type Message struct {
 	Email string
 }
 
-// enqueueSQL inserts one notification row and wakes the dispatchers of this schema once the
-// caller commits (NOTIFY is transactional, and identical notifications in one transaction fold
-// into one).
-const enqueueSQL = `WITH ins AS (
-	INSERT INTO notifications (id, order_id, kind, channel, recipient, order_snapshot)
-	VALUES ($1, $2, $3, $4, $5, $6)
-	ON CONFLICT (id) DO NOTHING
-	RETURNING id)
-SELECT pg_notify(` + channelSQL + `, '') FROM ins`
+// enqueueSQL inserts a message's rows, one per channel ($1 ids, $4 channels, $5 recipients).
+const enqueueSQL = `INSERT INTO notifications (id, order_id, kind, channel, recipient, order_snapshot)
+	SELECT r.id, $2, $3, r.channel, r.recipient, $6
+	FROM unnest($1::uuid[], $4::text[], $5::text[]) AS r(id, channel, recipient)
+	ON CONFLICT (id) DO NOTHING`
+
+// enqueueNotifySQL is enqueueSQL that also wakes the schema's dispatchers once the caller
+// commits (NOTIFY is transactional).
+const enqueueNotifySQL = `WITH ins AS (` + enqueueSQL + ` RETURNING 1)
+SELECT pg_notify(` + channelSQL + `, '') WHERE EXISTS (SELECT 1 FROM ins)`
+
+// notifyGap spaces the NOTIFYs of one process's Enqueue calls. A transaction that NOTIFYs
+// takes a lock that is global to the PostgreSQL server and holds it through its commit's disk
+// flush (see outbox.NotifyGap), so a NOTIFY with every order transition would make every
+// notifying commit on the server wait in one line. A writer that finds the last NOTIFY younger
+// than this leaves it out; the dispatchers look again after every NOTIFY they hear (see
+// followUp) and find its rows then.
+const notifyGap = 15 * time.Millisecond
+
+// lastNotify is when this process last enqueued with a NOTIFY, in UnixNano.
+var lastNotify atomic.Int64
+
+// shouldNotify reports whether an Enqueue now should NOTIFY, and claims the slot if so.
+func shouldNotify() bool {
+	now := time.Now().UnixNano()
+	prev := lastNotify.Load()
+	return now-prev >= int64(notifyGap) && lastNotify.CompareAndSwap(prev, now)
+}
 
 // channelSQL is the NOTIFY channel of the schema's dispatchers; channel names are limited to
 // 63 bytes, so a long schema name is hashed.
@@ -109,7 +134,8 @@ const channelSQL = `CASE WHEN octet_length('handoff_notify_' || current_schema()
 
 // Enqueue records m in the notification outbox inside tx, the caller's transition transaction
 // (schema fulfilment, search_path set): one row for the webhook and, when m.Email is set and
-// the kind is worth an email, one for the email. Nothing is sent unless tx commits.
+// the kind is worth an email, one for the email, in one statement. Nothing is sent unless tx
+// commits. It wakes the dispatchers with a NOTIFY at most once per notifyGap per process.
 //
 // Enqueue is idempotent per (order, order version, kind, channel): the notification id is
 // derived from them, so writing the same transition's notification twice sends it once.
@@ -127,19 +153,22 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	// shopper's own email (DispatcherConfig.PickupCode).
 	snap.PickupCode = ""
 
-	rows := []struct{ channel, recipient string }{{ChannelWebhook, ""}}
-	if m.Email != "" && emailKinds[m.Kind] {
-		rows = append(rows, struct{ channel, recipient string }{ChannelEmail, m.Email})
+	payload, err := proto.Marshal(snap)
+	if err != nil {
+		return fmt.Errorf("notify: marshal order %s: %w", snap.GetId(), err)
 	}
-	for _, r := range rows {
-		payload, err := proto.Marshal(snap)
-		if err != nil {
-			return fmt.Errorf("notify: marshal order %s: %w", snap.GetId(), err)
-		}
-		id := notificationID(snap, m.Kind, r.channel)
-		if _, err := tx.Exec(ctx, enqueueSQL, id, snap.GetId(), m.Kind, r.channel, r.recipient, payload); err != nil {
-			return fmt.Errorf("notify: enqueue %s %s for order %s: %w", r.channel, m.Kind, snap.GetId(), err)
-		}
+	ids := []string{notificationID(snap, m.Kind, ChannelWebhook)}
+	channels, recipients := []string{ChannelWebhook}, []string{""}
+	if m.Email != "" && emailKinds[m.Kind] {
+		ids = append(ids, notificationID(snap, m.Kind, ChannelEmail))
+		channels, recipients = append(channels, ChannelEmail), append(recipients, m.Email)
+	}
+	sql := enqueueSQL
+	if shouldNotify() {
+		sql = enqueueNotifySQL
+	}
+	if _, err := tx.Exec(ctx, sql, ids, snap.GetId(), m.Kind, channels, recipients, payload); err != nil {
+		return fmt.Errorf("notify: enqueue %s for order %s: %w", m.Kind, snap.GetId(), err)
 	}
 	return nil
 }

@@ -1,0 +1,135 @@
+package notify
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// outcome is what a send came to, for its row.
+type outcome struct {
+	id string
+	// token is the row's attempts when it was claimed: a row whose lease lapsed and was claimed
+	// again meanwhile is left to its new holder.
+	token     int
+	attempts  int
+	state     string // "pending" (a retry, or handed over), "sent" or "dead"
+	lastError string
+	wait      time.Duration // until the retry, for "pending"
+	// handOver: interrupted by shutdown, due again at once; other copies are woken for it.
+	handOver bool
+}
+
+// recordSQL writes the outcomes of many sends in one statement, and wakes the other
+// dispatchers when rows were handed over.
+const recordSQL = `
+WITH o AS (
+	SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bool[])
+		AS o(id, token, attempts, state, last_error, wait_us, hand_over)),
+upd AS (
+	UPDATE notifications n SET
+		state = o.state,
+		attempts = o.attempts,
+		last_error = o.last_error,
+		next_attempt_at = CASE WHEN o.state = 'pending' THEN now() + o.wait_us * interval '1 microsecond' ELSE n.next_attempt_at END,
+		sent_time = CASE WHEN o.state = 'sent' THEN now() ELSE n.sent_time END,
+		fail_time = CASE WHEN o.state = 'dead' THEN now() ELSE n.fail_time END
+	FROM o WHERE n.id = o.id AND n.attempts = o.token AND n.state = 'pending'
+	RETURNING o.hand_over)
+SELECT pg_notify(` + channelSQL + `, '') WHERE EXISTS (SELECT 1 FROM upd WHERE hand_over)`
+
+// maxRecordBatch bounds one recording statement.
+const maxRecordBatch = 500
+
+// recorder writes the outcomes of sends. Whatever arrives while a write is in flight goes in
+// the next one, so an idle dispatcher records a send at once and a busy one records many per
+// round trip instead of one each.
+type recorder struct {
+	d       *Dispatcher
+	in      chan outcome
+	retried chan struct{} // a retry was recorded: the loop takes its time with takeRetry
+
+	mu    sync.Mutex
+	retry time.Time // earliest retry recorded and not yet taken
+}
+
+func newRecorder(d *Dispatcher) *recorder {
+	return &recorder{d: d, in: make(chan outcome, d.cfg.Concurrency), retried: make(chan struct{}, 1)}
+}
+
+// add hands over a send's outcome; it waits while the recorder is behind.
+func (r *recorder) add(o outcome) { r.in <- o }
+
+// close ends run once everything added is recorded. No add may follow.
+func (r *recorder) close() { close(r.in) }
+
+func (r *recorder) run() {
+	for o := range r.in {
+		batch := []outcome{o}
+	gather:
+		for len(batch) < maxRecordBatch {
+			select {
+			case o, ok := <-r.in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, o)
+			default:
+				break gather
+			}
+		}
+		r.write(batch)
+	}
+}
+
+func (r *recorder) write(batch []outcome) {
+	n := len(batch)
+	var (
+		ids, states, errs = make([]string, n), make([]string, n), make([]string, n)
+		tokens, attempts  = make([]int32, n), make([]int32, n)
+		waits             = make([]int64, n)
+		handOver          = make([]bool, n)
+	)
+	for i, o := range batch {
+		ids[i], states[i], errs[i] = o.id, o.state, o.lastError
+		tokens[i], attempts[i] = int32(o.token), int32(o.attempts)
+		waits[i], handOver[i] = o.wait.Microseconds(), o.handOver
+	}
+	// Recorded even when shutting down, so the rows do not wait out their lease.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := r.d.pool.Exec(ctx, recordSQL, ids, tokens, attempts, states, errs, waits, handOver)
+	now := time.Now()
+	if err != nil {
+		// The rows keep their lease and fall due again when it ends.
+		r.d.log.Warn("notify: recording delivery outcomes failed; the rows are retried after their lease", "count", n, "err", err)
+		r.noteRetry(now.Add(r.d.lease))
+		return
+	}
+	for _, o := range batch {
+		switch {
+		case o.state == "pending" && !o.handOver:
+			r.noteRetry(now.Add(o.wait))
+		case o.state != "pending":
+			r.d.worked.Store(true)
+		}
+	}
+}
+
+func (r *recorder) noteRetry(t time.Time) {
+	r.mu.Lock()
+	if r.retry.IsZero() || t.Before(r.retry) {
+		r.retry = t
+	}
+	r.mu.Unlock()
+	signal(r.retried)
+}
+
+// takeRetry returns the earliest retry recorded since the last call (zero: none).
+func (r *recorder) takeRetry() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.retry
+	r.retry = time.Time{}
+	return t
+}
