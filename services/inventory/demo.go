@@ -22,7 +22,9 @@ import (
 func (s *Service) LoadDemo(ctx context.Context, chain demo.Chain) (loaded bool, err error) {
 	// One transaction: a crash mid-load leaves an empty inventory, loaded again at the next
 	// start. The advisory lock makes a second copy starting at once wait, then find it full.
+	var stored []*storeRow
 	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		stored = stored[:0]
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.demo'))`); err != nil {
 			return fmt.Errorf("lock demo load: %w", err)
 		}
@@ -38,16 +40,17 @@ func (s *Service) LoadDemo(ctx context.Context, chain demo.Chain) (loaded bool, 
 			if err != nil {
 				return err
 			}
-			stored, err := scanStore(tx.QueryRow(ctx, `INSERT INTO stores (id, name, address, lat, lng, time_zone, opening_hours,
+			r, err := scanStore(tx.QueryRow(ctx, `INSERT INTO stores (id, name, address, lat, lng, time_zone, opening_hours,
 					hours_exceptions, prep_seconds, pickup_window_seconds, state, state_reason)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING `+storeColumns,
 				w.id, w.name, w.address, w.lat, w.lng, w.timeZone, w.hours, w.exceptions, w.prepSec, w.windowSec, w.state, w.stateReason))
 			if err != nil {
 				return fmt.Errorf("demo store %s: %w", st.ID, err)
 			}
-			if err := enqueueStoreChanged(ctx, tx, SubjectStoreCreated, stored); err != nil {
+			if err := enqueueStoreChanged(ctx, tx, SubjectStoreCreated, r); err != nil {
 				return err
 			}
+			stored = append(stored, r)
 		}
 		var levels []initialLevel
 		for _, st := range chain.Stores {
@@ -66,6 +69,7 @@ func (s *Service) LoadDemo(ctx context.Context, chain demo.Chain) (loaded bool, 
 		return false, err
 	}
 	if loaded {
+		s.stores.put(stored...)
 		s.log.Info("demo inventory loaded", "stores", len(chain.Stores), "skus", len(chain.SKUs()))
 	}
 	return loaded, nil

@@ -52,6 +52,11 @@ func withSweeper(interval time.Duration) envOption {
 	return func(c *inventory.Config) { c.SweepInterval = interval }
 }
 
+// withStoreCacheMaxAge sets the store cache's safety-net bound of every copy.
+func withStoreCacheMaxAge(d time.Duration) envOption {
+	return func(c *inventory.Config) { c.StoreCacheMaxAge = d }
+}
+
 // newEnv starts one copy of inventory; more with addCopy.
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
@@ -88,7 +93,8 @@ func (e *env) addCopy(opts ...envOption) *inventory.Service {
 	if len(e.copies) > 0 {
 		pool = testenv.Pool(t, e.schema, inventory.Migrations())
 	}
-	cfg := inventory.Config{Pool: pool, Logger: testenv.Logger(t)}
+	// Each copy hears the store events on its own connection, as separate processes would.
+	cfg := inventory.Config{Pool: pool, Logger: testenv.Logger(t), NATS: testenv.NATSConn(t, e.ns)}
 	sweep := false
 	for _, o := range opts {
 		o(&cfg)

@@ -270,7 +270,9 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		}
 	}
 	ends.queue(&p)
-	p.exec(expectTag("COMMIT"), "COMMIT")
+	if err := p.commit(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.run(ctx, conn); err != nil {
 		return nil, fmt.Errorf("change holds: %w", err)
 	}
@@ -351,12 +353,12 @@ func (e *holdEnds) add(ctx context.Context, p *pipeline, levels map[stockKey]*le
 		h.state = state
 		if state != holdCommitted {
 			ev := &inventoryv1.HoldReleased{Hold: h.proto(), Reason: reason}
-			if err := p.enqueue(ctx, subject, ev, outbox.DeterministicID("inventory", "hold", h.id, "ended")); err != nil {
+			if err := p.enqueue(subject, ev, outbox.DeterministicID("inventory", "hold", h.id, "ended")); err != nil {
 				return err
 			}
 		}
 	}
-	return p.queueLevelEvents(ctx, &group, levels, kind, now)
+	return p.queueLevelEvents(&group, levels, kind, now)
 }
 
 // queue adds the writes of every end added to p.

@@ -169,12 +169,59 @@ func (s *Service) ReserveHolds(ctx context.Context, req *inventoryv1.ReserveHold
 const maxNearestAttempts = 5
 
 // reserveNearest holds the order at the nearest store within the radius that accepts orders
-// and can fill every line. Stores are read without locks to find candidates, then tried in
-// order of distance through the same locked path as a named store; a store that lost its
-// stock in between is skipped. With no store able to fill it, the answer carries the nearest
-// accepting store's shortages.
+// and can fill every line. Candidates come from the store cache and their stock from one
+// unlocked read (more only when the nearest few cannot fill it); they are then tried in order
+// of distance through the same locked path as a named store, so a store that lost its stock in
+// between is skipped. With no store able to fill it, the answer carries the nearest accepting
+// store's shortages.
+//
+// A retry of an order already held needs no read of its own: the locked path finds the
+// order's holds wherever they are and answers with them. Only when the answer would be "not
+// reserved" are the order's holds looked up (it may have been held at a store that has closed
+// or sold out since).
 func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inventoryv1.ReserveHoldsResponse, error) {
-	// A retry of an order already held somewhere gets the same holds, wherever they are.
+	q := locatorQuery{center: r.near, radius: r.radius, totals: r.totals, maxResults: maxNearestAttempts, onlyFillable: true}
+	sc, err := s.scanStores(ctx, q, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	var (
+		nearest   *located
+		shortages []*inventoryv1.Shortage
+		attempts  int
+	)
+	for attempts < maxNearestAttempts {
+		chunk, err := sc.next(ctx, maxNearestAttempts-attempts)
+		if err != nil {
+			return nil, err
+		}
+		if chunk == nil {
+			break
+		}
+		for _, m := range chunk {
+			if nearest == nil {
+				nearest, shortages = m, m.shortages(r.totals)
+			}
+			if !m.fills || attempts == maxNearestAttempts {
+				continue
+			}
+			attempts++
+			at := *r
+			at.storeID = m.st.row.id
+			res, err := s.res.submit(ctx, &at)
+			if err != nil {
+				return nil, err
+			}
+			switch res.GetOutcome() {
+			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+				return res, nil
+			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK:
+				if m == nearest {
+					shortages = res.GetShortages() // fresher than the unlocked read
+				}
+			}
+		}
+	}
 	existing, err := s.orderHolds(ctx, r.orderID)
 	if err != nil {
 		return nil, err
@@ -182,58 +229,18 @@ func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inven
 	if len(existing) > 0 {
 		return reservedResponse(existing), nil
 	}
-	lines := make([]*inventoryv1.StockLine, len(r.totals))
-	for i, t := range r.totals {
-		lines[i] = &inventoryv1.StockLine{Sku: t.sku, Quantity: t.quantity}
-	}
-	matches, err := s.locate(ctx, locatorQuery{center: r.near, radius: r.radius, totals: r.totals, maxResults: 50}, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	if len(matches) == 0 {
+	if nearest == nil {
 		return &inventoryv1.ReserveHoldsResponse{
 			Outcome: inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE,
 			Message: fmt.Sprintf("no store within %.0f m of (%.5f, %.5f) takes orders now", r.radius, r.near.GetLatitude(), r.near.GetLongitude()),
 		}, nil
 	}
-	nearest := shortagesOf(matches[0])
-	attempts := 0
-	for i, m := range matches {
-		if !m.CanFulfilAll || attempts == maxNearestAttempts {
-			continue
-		}
-		attempts++
-		at := *r
-		at.storeID = m.GetStore().GetId()
-		res, err := s.res.submit(ctx, &at)
-		if err != nil {
-			return nil, err
-		}
-		switch res.GetOutcome() {
-		case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
-			return res, nil
-		case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK:
-			if i == 0 {
-				nearest = res.GetShortages() // fresher than the unlocked read
-			}
-		}
-	}
 	return &inventoryv1.ReserveHoldsResponse{
 		Outcome:   inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK,
-		Shortages: nearest,
+		Shortages: shortages,
 		Message: fmt.Sprintf("no store within %.0f m can fill every line; the nearest, %s, is short of %s",
-			r.radius, matches[0].GetStore().GetId(), describeShortages(nearest)),
+			r.radius, nearest.st.row.id, describeShortages(shortages)),
 	}, nil
-}
-
-func shortagesOf(m *inventoryv1.StoreMatch) []*inventoryv1.Shortage {
-	var out []*inventoryv1.Shortage
-	for _, l := range m.GetLines() {
-		if !l.GetSufficient() {
-			out = append(out, &inventoryv1.Shortage{Sku: l.GetSku(), Requested: l.GetRequested(), Available: l.GetAvailable()})
-		}
-	}
-	return out
 }
 
 func describeShortages(sh []*inventoryv1.Shortage) string {

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 )
 
 // Schema is the Postgres schema inventory owns by default.
@@ -69,6 +70,15 @@ type Config struct {
 	MaxReserveBatch int
 	// DefaultHoldTTL is the deadline of holds whose reserve request names none. Default 30m.
 	DefaultHoldTTL time.Duration
+	// NATS, when set, carries the store events of every copy of inventory to this one's store
+	// cache (see storecache.go), so a store another copy changes is seen here within
+	// milliseconds. Without it such a change is seen within StoreCacheMaxAge.
+	NATS *nats.Conn
+	// StoreCacheMaxAge bounds how stale the store cache may be: it is checked against the
+	// table (versions only; changed rows re-read) before any use more than this long after the
+	// last check began. A store another copy closed or changed is thus seen as before for at
+	// most this long, even when its event is lost. Default 10s.
+	StoreCacheMaxAge time.Duration
 }
 
 // Limits of the APIs.
@@ -83,12 +93,12 @@ const (
 
 // Service is inventory: its rules, its storage and its APIs.
 type Service struct {
-	db    *pgxpool.Pool
-	log   *slog.Logger
-	cfg   Config
-	zones zoneCache
-	plans scheduleCache
-	res   *reserver
+	db     *pgxpool.Pool
+	log    *slog.Logger
+	cfg    Config
+	zones  zoneCache
+	stores *storeCache
+	res    *reserver
 }
 
 // New returns the inventory service.
@@ -111,7 +121,18 @@ func New(cfg Config) *Service {
 	if cfg.DefaultHoldTTL <= 0 {
 		cfg.DefaultHoldTTL = 30 * time.Minute
 	}
+	if cfg.StoreCacheMaxAge <= 0 {
+		cfg.StoreCacheMaxAge = 10 * time.Second
+	}
 	s := &Service{db: cfg.Pool, log: cfg.Logger.With("service", "inventory"), cfg: cfg}
+	s.stores = newStoreCache(cfg.Pool, s.log, &s.zones, cfg.StoreCacheMaxAge)
+	if cfg.NATS == nil {
+		s.log.Info("store cache without store events (no NATS connection given): store changes made by other copies are seen within StoreCacheMaxAge",
+			"max_age", cfg.StoreCacheMaxAge)
+	} else if err := s.stores.watch(cfg.NATS); err != nil {
+		s.log.Warn("store cache cannot hear store events: store changes made by other copies are seen within StoreCacheMaxAge",
+			"max_age", cfg.StoreCacheMaxAge, "err", err)
+	}
 	s.res = newReserver(s, cfg.ReserveWorkers, cfg.MaxReserveBatch)
 	return s
 }

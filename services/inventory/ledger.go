@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -220,10 +221,10 @@ func (p *pipeline) queueDeltas(d *stockDeltas) {
 }
 
 // queueLevelEvents publishes StockLevelChanged for every changed row, with its final level.
-func (p *pipeline) queueLevelEvents(ctx context.Context, d *stockDeltas, levels map[stockKey]*level, kind string, at time.Time) error {
+func (p *pipeline) queueLevelEvents(d *stockDeltas, levels map[stockKey]*level, kind string, at time.Time) error {
 	for _, k := range d.order {
 		ev := &inventoryv1.StockLevelChanged{Level: levels[k].proto(k, at), Kind: movementKinds[kind]}
-		if err := p.enqueue(ctx, SubjectStockChanged, ev, ""); err != nil {
+		if err := p.enqueue(SubjectStockChanged, ev, ""); err != nil {
 			return err
 		}
 	}
@@ -232,10 +233,13 @@ func (p *pipeline) queueLevelEvents(ctx context.Context, d *stockDeltas, levels 
 
 // pipeline collects writes and sends them to Postgres in one round trip (a pgx batch), then
 // checks each result. A transaction that writes holds, levels, ledger rows and events pays
-// for one network round trip, not one per statement.
+// for one network round trip, not one per statement; its events are one statement too
+// (outbox.EnqueueBatch), however many there are.
 type pipeline struct {
-	batch  pgx.Batch
-	checks []func(pgconn.CommandTag) error
+	batch     pgx.Batch
+	checks    []func(pgconn.CommandTag) error
+	events    []outbox.Event
+	committed bool
 }
 
 func (p *pipeline) exec(check func(pgconn.CommandTag) error, sql string, args ...any) {
@@ -243,21 +247,45 @@ func (p *pipeline) exec(check func(pgconn.CommandTag) error, sql string, args ..
 	p.checks = append(p.checks, check)
 }
 
-// enqueue adds an outbox event (with a fresh id when eventID is "") through the outbox
-// package, so its rules (subject check, NOTIFY) apply unchanged.
-func (p *pipeline) enqueue(ctx context.Context, subject string, msg proto.Message, eventID string) error {
-	before := p.batch.Len()
-	q := queuedTx{batch: &p.batch}
-	var err error
+// enqueue adds an outbox event (with a fresh time-ordered id when eventID is ""); the events
+// are written, in order, by one statement queued at commit (or at run).
+func (p *pipeline) enqueue(subject string, msg proto.Message, eventID string) error {
 	if eventID == "" {
-		_, err = outbox.Enqueue(ctx, q, subject, msg)
-	} else {
-		err = outbox.EnqueueWithID(ctx, q, eventID, subject, msg)
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("event id: %w", err)
+		}
+		eventID = id.String()
+	}
+	p.events = append(p.events, outbox.Event{ID: eventID, Subject: subject, Msg: msg})
+	return nil
+}
+
+// queueEvents queues the INSERT of the events enqueued so far, through the outbox package,
+// so its rules (subject check, NOTIFY) apply unchanged.
+func (p *pipeline) queueEvents(ctx context.Context) error {
+	if len(p.events) == 0 {
+		return nil
+	}
+	before := p.batch.Len()
+	if err := outbox.EnqueueBatch(ctx, queuedTx{batch: &p.batch}, p.events); err != nil {
+		return err
 	}
 	for range p.batch.Len() - before {
 		p.checks = append(p.checks, nil)
 	}
-	return err
+	p.events = nil
+	return nil
+}
+
+// commit queues the events and COMMIT: the pipeline then ends the transaction.
+func (p *pipeline) commit(ctx context.Context) error {
+	if err := p.queueEvents(ctx); err != nil {
+		return err
+	}
+	p.exec(expectTag("COMMIT"), "COMMIT")
+	p.committed = true
+	return nil
 }
 
 // batchSender is a transaction or a connection with a transaction open.
@@ -267,6 +295,14 @@ type batchSender interface {
 
 // run sends the batch inside tx and checks every result.
 func (p *pipeline) run(ctx context.Context, tx batchSender) error {
+	if len(p.events) > 0 {
+		if p.committed {
+			return fmt.Errorf("pipeline: %d events enqueued after COMMIT", len(p.events)) // a bug: they would be lost
+		}
+		if err := p.queueEvents(ctx); err != nil {
+			return err
+		}
+	}
 	if p.batch.Len() == 0 {
 		return nil
 	}
@@ -302,8 +338,8 @@ func expectRows(n int64, what string) func(pgconn.CommandTag) error {
 	}
 }
 
-// queuedTx lets outbox.Enqueue add its statement to a pgx batch instead of running it at
-// once: Exec queues. The embedded Tx is nil on purpose: should the outbox package ever use
+// queuedTx lets outbox.EnqueueBatch add its statement to a pgx batch instead of running it
+// at once: Exec queues. The embedded Tx is nil on purpose: should the outbox package ever use
 // another method, the tests fail at once instead of the statement running out of order.
 type queuedTx struct {
 	pgx.Tx

@@ -1,24 +1,25 @@
 package inventory
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory/hours"
 )
 
-// The locator: stores in a bounding box around the point come from one index range scan;
-// exact great-circle distances, the radius and the sort are done here; open status is
-// computed from each store's hours in its own zone (parsed schedules are cached by store
-// version); then one primary-key lookup of (candidate stores × requested SKUs) gives the
-// availability. Candidates are checked nearest first, in chunks, so a query that wants ten
-// stores that can fill an order reads the stock of a few dozen stores, not of the whole box.
+// The locator: the stores within the radius come from the store cache (storecache.go), whose
+// spatial index looks only at the latitude bands and longitude range of the circle's bounding
+// box, so a query costs no database work to find stores even at 40,000 of them; exact
+// great-circle distances, the radius and the sort are done here; open status comes from each
+// store's schedule in its own zone (memoised until its next opening or closing). Then one
+// primary-key lookup of (candidate stores × requested SKUs) gives the availability.
+// Candidates are checked nearest first, in chunks, so a query that wants ten stores that can
+// fill an order reads the stock of a few dozen stores, not of the whole box.
 
 const (
 	defaultMaxResults = 10
@@ -74,144 +75,158 @@ func (s *Service) FindStores(ctx context.Context, req *inventoryv1.FindStoresReq
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	matches, err := s.locate(ctx, q, time.Now())
+	found, err := s.locate(ctx, q, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	return &inventoryv1.FindStoresResponse{Stores: matches}, nil
+	out := &inventoryv1.FindStoresResponse{Stores: make([]*inventoryv1.StoreMatch, 0, len(found))}
+	for _, m := range found {
+		pm, err := m.proto(q.totals)
+		if err != nil {
+			return nil, err
+		}
+		out.Stores = append(out.Stores, pm)
+	}
+	return out, nil
 }
 
 // candidate is a store inside the radius.
 type candidate struct {
-	row      *storeRow
+	st       *storeEntry
 	distance float64
-	status   *inventoryv1.OpenStatus
+	status   hours.Status
 }
 
-// locate runs a validated query.
-func (s *Service) locate(ctx context.Context, q locatorQuery, now time.Time) ([]*inventoryv1.StoreMatch, error) {
-	cands, err := s.storesWithin(ctx, q.center.GetLatitude(), q.center.GetLongitude(), q.radius)
+// located is a candidate whose stock was read: what it has of each requested line.
+type located struct {
+	*candidate
+	available []int32 // per line total, in the query's order
+	fills     bool    // enough of every line
+}
+
+func (m *located) proto(totals []lineTotal) (*inventoryv1.StoreMatch, error) {
+	store, err := m.st.row.protoWith(m.st.hours.weekly, m.st.hours.exceptions, m.st.openStatusProto(m.status))
 	if err != nil {
 		return nil, err
 	}
-	// Open status nearest first, only as far as needed; stock in chunks. Without a filter on
-	// stock, a chunk is exactly the stores still needed. With one, the first chunk is what is
-	// needed plus a quarter (most stores can usually fill an order), and later ones are sized
-	// by the share of stores that could so far (an item few stores have), so both cases read
-	// little stock and need few queries.
-	var (
-		out             []*inventoryv1.StoreMatch
-		chunk           []*candidate
-		target          int
-		checked, filled int
-	)
-	flush := func() error {
-		if len(chunk) == 0 {
-			return nil
-		}
-		matches, err := s.matchStock(ctx, chunk, q.totals)
-		checked += len(chunk)
-		chunk = chunk[:0]
-		if err != nil {
-			return err
-		}
-		for _, m := range matches {
-			if m.CanFulfilAll {
-				filled++
-			}
-			if q.onlyFillable && !m.CanFulfilAll {
-				continue
-			}
-			if len(out) < q.maxResults {
-				out = append(out, m)
-			}
-		}
-		return nil
+	out := &inventoryv1.StoreMatch{Store: store, DistanceMeters: math.Round(m.distance*10) / 10, CanFulfilAll: m.fills}
+	for i, t := range totals {
+		a := m.available[i]
+		out.Lines = append(out.Lines, &inventoryv1.LineAvailability{Sku: t.sku, Requested: t.quantity, Available: a, Sufficient: a >= t.quantity})
 	}
-	for _, c := range cands {
-		need := q.maxResults - len(out)
-		if need <= 0 {
-			break
+	return out, nil
+}
+
+// shortages are the lines m cannot fill.
+func (m *located) shortages(totals []lineTotal) []*inventoryv1.Shortage {
+	var out []*inventoryv1.Shortage
+	for i, t := range totals {
+		if a := m.available[i]; a < t.quantity {
+			out = append(out, &inventoryv1.Shortage{Sku: t.sku, Requested: t.quantity, Available: a})
 		}
-		st, err := s.openStatus(c.row, now)
+	}
+	return out
+}
+
+// locate runs a validated query: up to q.maxResults matches, nearest first.
+func (s *Service) locate(ctx context.Context, q locatorQuery, now time.Time) ([]*located, error) {
+	sc, err := s.scanStores(ctx, q, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []*located
+	for len(out) < q.maxResults {
+		chunk, err := sc.next(ctx, q.maxResults-len(out))
 		if err != nil {
 			return nil, err
 		}
-		if !q.includeAll && !st.GetAcceptingOrders() {
+		if chunk == nil {
+			break
+		}
+		for _, m := range chunk {
+			if (!q.onlyFillable || m.fills) && len(out) < q.maxResults {
+				out = append(out, m)
+			}
+		}
+	}
+	return out, nil
+}
+
+// storeScan walks a query's candidates nearest first and reads their stock a chunk at a time.
+// Open status only as far as needed; without a filter on stock a chunk is exactly the stores
+// still needed; with one, the first chunk is what is needed plus a quarter (most stores can
+// usually fill an order), and later ones are sized by the share of stores that could so far
+// (an item few stores have), so both cases read little stock and need few queries.
+type storeScan struct {
+	s               *Service
+	q               locatorQuery
+	now             time.Time
+	cands           []*candidate
+	pos             int
+	target          int
+	checked, filled int
+}
+
+func (s *Service) scanStores(ctx context.Context, q locatorQuery, now time.Time) (*storeScan, error) {
+	if err := s.stores.ready(ctx); err != nil {
+		return nil, fmt.Errorf("find stores: %w", err)
+	}
+	return &storeScan{s: s, q: q, now: now, cands: s.stores.within(q.center.GetLatitude(), q.center.GetLongitude(), q.radius)}, nil
+}
+
+// next returns the next chunk of candidates (accepting orders unless the query includes all)
+// with their stock, sized for need more matches; nil when there are no more.
+func (sc *storeScan) next(ctx context.Context, need int) ([]*located, error) {
+	var chunk []*candidate
+	for sc.pos < len(sc.cands) && (len(chunk) == 0 || len(chunk) < sc.target) {
+		c := sc.cands[sc.pos]
+		sc.pos++
+		st, err := sc.s.storeStatus(c.st, sc.now)
+		if err != nil {
+			return nil, err
+		}
+		if !sc.q.includeAll && !c.st.accepting(st) {
 			continue
 		}
 		c.status = st
 		chunk = append(chunk, c)
 		if len(chunk) == 1 {
 			switch {
-			case !q.onlyFillable || len(q.totals) == 0:
-				target = need
-			case checked == 0:
-				target = need + need/4 + 1
-			case filled == 0:
-				target = min(2*target, 200)
+			case !sc.q.onlyFillable || len(sc.q.totals) == 0:
+				sc.target = need
+			case sc.checked == 0:
+				sc.target = need + need/4 + 1
+			case sc.filled == 0:
+				sc.target = min(2*sc.target, 200)
 			default:
-				target = min(need*checked/filled+1, 200)
-			}
-		}
-		if len(chunk) >= target {
-			if err := flush(); err != nil {
-				return nil, err
+				sc.target = min(need*sc.checked/sc.filled+1, 200)
 			}
 		}
 	}
-	if len(out) < q.maxResults {
-		if err := flush(); err != nil {
-			return nil, err
-		}
+	if len(chunk) == 0 {
+		return nil, nil
 	}
-	return out, nil
-}
-
-// storesWithin returns the stores within radius metres of (lat, lng), nearest first.
-func (s *Service) storesWithin(ctx context.Context, lat, lng, radius float64) ([]*candidate, error) {
-	box := boundingBox(lat, lng, radius)
-	sql := "SELECT " + storeColumns + " FROM stores WHERE lat BETWEEN $1 AND $2 AND lng BETWEEN $3 AND $4"
-	args := []any{box.minLat, box.maxLat, box.minLng, box.maxLng}
-	if box.wraps {
-		// The box crosses the antimeridian: two longitude ranges.
-		sql = "SELECT " + storeColumns + " FROM stores WHERE lat BETWEEN $1 AND $2 AND (lng >= $3 OR lng <= $4)"
-	}
-	rows, err := s.db.Query(ctx, sql, args...)
+	out, err := sc.s.readStock(ctx, chunk, sc.q.totals)
 	if err != nil {
-		return nil, fmt.Errorf("find stores: %w", err)
+		return nil, err
 	}
-	var out []*candidate
-	for rows.Next() {
-		r, err := scanStore(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("find stores: %w", err)
-		}
-		if d := distanceMeters(lat, lng, r.lat, r.lng); d <= radius {
-			out = append(out, &candidate{row: r, distance: d})
+	sc.checked += len(out)
+	for _, m := range out {
+		if m.fills {
+			sc.filled++
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("find stores: %w", err)
-	}
-	slices.SortFunc(out, func(a, b *candidate) int {
-		if c := cmp.Compare(a.distance, b.distance); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.row.id, b.row.id)
-	})
 	return out, nil
 }
 
-// matchStock reads the requested SKUs' stock at the candidates (one query by primary key)
-// and builds their matches, in candidate order.
-func (s *Service) matchStock(ctx context.Context, cands []*candidate, totals []lineTotal) ([]*inventoryv1.StoreMatch, error) {
+// readStock reads the requested SKUs' stock at the candidates (one query by primary key), in
+// candidate order.
+func (s *Service) readStock(ctx context.Context, cands []*candidate, totals []lineTotal) ([]*located, error) {
 	avail := map[stockKey]int32{}
 	if len(totals) > 0 {
 		ids := make([]string, len(cands))
 		for i, c := range cands {
-			ids[i] = c.row.id
+			ids[i] = c.st.row.id
 		}
 		skus := make([]string, len(totals))
 		for i, t := range totals {
@@ -230,20 +245,14 @@ func (s *Service) matchStock(ctx context.Context, cands []*candidate, totals []l
 			avail[k] = l.available()
 		}
 	}
-	out := make([]*inventoryv1.StoreMatch, 0, len(cands))
-	for _, c := range cands {
-		store, err := c.row.proto(c.status)
-		if err != nil {
-			return nil, err
+	out := make([]*located, len(cands))
+	for i, c := range cands {
+		m := &located{candidate: c, available: make([]int32, len(totals)), fills: true}
+		for j, t := range totals {
+			m.available[j] = avail[stockKey{c.st.row.id, t.sku}]
+			m.fills = m.fills && m.available[j] >= t.quantity
 		}
-		m := &inventoryv1.StoreMatch{Store: store, DistanceMeters: math.Round(c.distance*10) / 10, CanFulfilAll: true}
-		for _, t := range totals {
-			a := avail[stockKey{c.row.id, t.sku}]
-			ok := a >= t.quantity
-			m.CanFulfilAll = m.CanFulfilAll && ok
-			m.Lines = append(m.Lines, &inventoryv1.LineAvailability{Sku: t.sku, Requested: t.quantity, Available: a, Sufficient: ok})
-		}
-		out = append(out, m)
+		out[i] = m
 	}
 	return out, nil
 }

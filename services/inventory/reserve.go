@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,7 +37,7 @@ var (
 	})
 	reservePhase = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "handoff_inventory_reserve_batch_seconds",
-		Help:    "Time of each phase of a reserve transaction: begin (get a connection), lock (BEGIN, lock stock rows, read stores and existing holds), decide, write_commit (holds, levels, ledger, events, COMMIT).",
+		Help:    "Time of each phase of a reserve transaction: begin (get a connection), lock (BEGIN, lock stock rows, read existing holds and stores the cache lacks), decide, write_commit (holds, levels, ledger, events, COMMIT).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 	}, []string{"phase"})
 	reserveQueueWait = promauto.NewHistogram(prometheus.HistogramOpts{
@@ -253,6 +254,19 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	}
 	keys = sortedKeys(keys)
 
+	// Stores come from the cache (at most StoreCacheMaxAge stale, see storecache.go); one it
+	// does not know (new at another copy, or no such store) is read in the transaction.
+	if err := s.stores.ready(ctx); err != nil {
+		return nil, fmt.Errorf("reserve: %w", err)
+	}
+	stores := s.stores.get(storeIDs)
+	var missing []string
+	for _, id := range storeIDs {
+		if _, ok := stores[id]; !ok && !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+
 	// Two round trips in all: BEGIN with the locking reads, then the writes with COMMIT. The
 	// decisions in between are made while the locks are held.
 	conn, err := s.db.Acquire(ctx)
@@ -270,21 +284,26 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	reservePhase.WithLabelValues("begin").Observe(phase.Sub(began).Seconds())
 
 	// Lock the stock rows, then (seeing everything committed before the locks were granted)
-	// read the stores and any holds these orders already have.
+	// read any holds these orders already have, and stores the cache lacks.
 	var b pgx.Batch
-	stores, skus := keyArrays(keys)
+	lockStores, skus := keyArrays(keys)
 	b.Queue("BEGIN")
 	b.Queue(customPlansSQL)
-	b.Queue(lockLevelsSQL, stores, skus)
-	b.Queue(batchStoresSQL, storeIDs)
+	b.Queue(lockLevelsSQL, lockStores, skus)
 	b.Queue(batchHoldsSQL, orderIDs)
+	if len(missing) > 0 {
+		b.Queue(batchStoresSQL, missing)
+	}
 	br := conn.SendBatch(ctx, &b)
-	levels, stRows, existing, err := readBatchState(br)
+	levels, existing, read, err := readBatchState(br, len(missing) > 0)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lock for reserve: %w", err)
+	}
+	for _, e := range s.stores.put(read...) {
+		stores[e.row.id] = e
 	}
 	now := time.Now()
 	reservePhase.WithLabelValues("lock").Observe(now.Sub(phase).Seconds())
@@ -308,7 +327,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 			answers[i] = reserveAnswer{res: reservedResponse(hs)}
 			continue
 		}
-		st, ok := stRows[r.storeID]
+		st, ok := stores[r.storeID]
 		if !ok {
 			answers[i] = reserveAnswer{err: rpcerr.NotFound("store_id", r.storeID)}
 			continue
@@ -367,10 +386,12 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	p.queueHolds(placed)
 	p.queueDeltas(&deltas)
 	p.queueMovements(ms)
-	if err := p.queueLevelEvents(ctx, &deltas, levels, kindHoldPlaced, now); err != nil {
+	if err := p.queueLevelEvents(&deltas, levels, kindHoldPlaced, now); err != nil {
 		return nil, err
 	}
-	p.exec(expectTag("COMMIT"), "COMMIT")
+	if err := p.commit(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.run(ctx, conn); err != nil {
 		return nil, fmt.Errorf("write holds: %w", err)
 	}
@@ -378,7 +399,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	return answers, nil
 }
 
-func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string]*storeRow, map[string][]*hold, error) {
+func readBatchState(br pgx.BatchResults, withStores bool) (map[stockKey]*level, map[string][]*hold, []*storeRow, error) {
 	for range 2 { // BEGIN, SET LOCAL
 		if _, err := br.Exec(); err != nil {
 			return nil, nil, nil, err
@@ -396,18 +417,6 @@ func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string]*store
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*storeRow, error) { return scanStore(r) })
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	stores := make(map[string]*storeRow, len(list))
-	for _, st := range list {
-		stores[st.id] = st
-	}
-	rows, err = br.Query()
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	hs, err := scanHolds(rows)
 	if err != nil {
 		return nil, nil, nil, err
@@ -416,7 +425,16 @@ func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string]*store
 	for _, h := range hs {
 		existing[h.orderID] = append(existing[h.orderID], h)
 	}
-	return levels, stores, existing, nil
+	var stores []*storeRow
+	if withStores {
+		if rows, err = br.Query(); err != nil {
+			return nil, nil, nil, err
+		}
+		if stores, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*storeRow, error) { return scanStore(r) }); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return levels, existing, stores, nil
 }
 
 func (p *pipeline) queueHolds(hs []*hold) {
@@ -431,26 +449,25 @@ func (p *pipeline) queueHolds(hs []*hold) {
 }
 
 // unavailable says why a store takes no orders now ("" when it does).
-func (s *Service) unavailable(st *storeRow, now time.Time) (string, error) {
-	switch st.state {
+func (s *Service) unavailable(st *storeEntry, now time.Time) (string, error) {
+	switch st.row.state {
 	case statePaused, stateClosed:
-		msg := fmt.Sprintf("store %s is %s", st.id, st.state)
-		if st.stateReason != "" {
-			msg += ": " + st.stateReason
+		msg := fmt.Sprintf("store %s is %s", st.row.id, st.row.state)
+		if st.row.stateReason != "" {
+			msg += ": " + st.row.stateReason
 		}
 		return msg, nil
 	}
-	status, err := s.openStatus(st, now)
+	status, err := s.storeStatus(st, now)
 	if err != nil {
 		return "", err
 	}
-	if status.GetOpenNow() {
+	if status.Open {
 		return "", nil
 	}
-	msg := fmt.Sprintf("store %s is outside its opening hours", st.id)
-	if next := status.GetNextOpenTime(); next != nil {
-		loc, _ := s.zones.load(st.timeZone)
-		msg += "; it opens " + next.AsTime().In(loc).Format("Mon 2 Jan 15:04 MST")
+	msg := fmt.Sprintf("store %s is outside its opening hours", st.row.id)
+	if !status.NextOpen.IsZero() {
+		msg += "; it opens " + status.NextOpen.In(st.hours.sched.Location).Format("Mon 2 Jan 15:04 MST")
 	}
 	return msg, nil
 }

@@ -89,67 +89,30 @@ func loadZone(name string) (*time.Location, error) {
 	return l, nil
 }
 
-// scheduleCache keeps each store's parsed schedule by store version, so the locator does not
-// decode opening hours for every candidate on every query. A stale entry is never used: the
-// version comes from the row read in the same query, and any change bumps it.
-type scheduleCache struct {
-	mu sync.Mutex
-	m  map[string]cachedSchedule
+// storeStatus is a store's open status at now, in its own zone (from the shared, memoised
+// schedule of its cache entry).
+func (s *Service) storeStatus(e *storeEntry, now time.Time) (hours.Status, error) {
+	st, err := e.hours.statusAt(&s.zones, now)
+	if err != nil {
+		return hours.Status{}, fmt.Errorf("store %s: %w", e.row.id, err)
+	}
+	return st, nil
 }
 
-type cachedSchedule struct {
-	version int64
-	s       *hours.Schedule
-}
+// accepting reports whether a store with status st takes orders: open now and not paused or
+// closed.
+func (e *storeEntry) accepting(st hours.Status) bool { return st.Open && e.row.state == stateOpen }
 
-// maxCachedSchedules bounds the cache; at the limit it starts over (stores change rarely and a
-// reparse costs microseconds, so nothing cleverer is needed).
-const maxCachedSchedules = 100_000
-
-func (s *Service) schedule(r *storeRow) (*hours.Schedule, error) {
-	c := &s.plans
-	c.mu.Lock()
-	e, ok := c.m[r.id]
-	c.mu.Unlock()
-	if ok && e.version == r.version {
-		return e.s, nil
-	}
-	loc, err := s.zones.load(r.timeZone)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", r.id, err)
-	}
-	weekly, exceptions, err := r.decodeHours()
-	if err != nil {
-		return nil, err
-	}
-	sched, err := buildSchedule(loc, weekly, exceptions)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", r.id, err)
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxCachedSchedules {
-		c.m = make(map[string]cachedSchedule)
-	}
-	c.m[r.id] = cachedSchedule{version: r.version, s: sched}
-	c.mu.Unlock()
-	return sched, nil
-}
-
-// openStatus computes a store's open status at now, in its own zone.
-func (s *Service) openStatus(r *storeRow, now time.Time) (*inventoryv1.OpenStatus, error) {
-	sched, err := s.schedule(r)
-	if err != nil {
-		return nil, err
-	}
-	st := sched.StatusAt(now)
-	out := &inventoryv1.OpenStatus{OpenNow: st.Open, AcceptingOrders: st.Open && r.state == stateOpen}
+// openStatusProto is the API form of a store's status.
+func (e *storeEntry) openStatusProto(st hours.Status) *inventoryv1.OpenStatus {
+	out := &inventoryv1.OpenStatus{OpenNow: st.Open, AcceptingOrders: e.accepting(st)}
 	if !st.Closes.IsZero() {
 		out.ClosesTime = timestamp(st.Closes)
 	}
 	if !st.NextOpen.IsZero() {
 		out.NextOpenTime = timestamp(st.NextOpen)
 	}
-	return out, nil
+	return out
 }
 
 // hoursFromJSON and friends convert between the stored and the API forms.
@@ -175,6 +138,9 @@ func decodeJSON[T any](raw []byte, what, storeID string) ([]T, error) {
 		return out, nil
 	}
 	if err := json.Unmarshal(raw, &out); err != nil {
+		if storeID == "" {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
 		return nil, fmt.Errorf("store %s %s: %w", storeID, what, err)
 	}
 	return out, nil

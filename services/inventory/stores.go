@@ -119,6 +119,11 @@ func (r *storeRow) proto(status *inventoryv1.OpenStatus) (*inventoryv1.Store, er
 	if err != nil {
 		return nil, err
 	}
+	return r.protoWith(weekly, exceptions, status)
+}
+
+// protoWith is proto with the hours already decoded.
+func (r *storeRow) protoWith(weekly []hoursJSON, exceptions []exceptionJSON, status *inventoryv1.OpenStatus) (*inventoryv1.Store, error) {
 	var a addressJSON
 	if len(r.address) > 0 {
 		if err := json.Unmarshal(r.address, &a); err != nil {
@@ -145,13 +150,20 @@ func (r *storeRow) proto(status *inventoryv1.OpenStatus) (*inventoryv1.Store, er
 	}, nil
 }
 
-// storeWithStatus is the store as shoppers and fulfilment see it: with its open status now.
-func (s *Service) storeWithStatus(r *storeRow, now time.Time) (*inventoryv1.Store, error) {
-	st, err := s.openStatus(r, now)
+// storeProto is the store as shoppers and fulfilment see it: with its open status at now.
+func (s *Service) storeProto(e *storeEntry, now time.Time) (*inventoryv1.Store, error) {
+	st, err := s.storeStatus(e, now)
 	if err != nil {
 		return nil, err
 	}
-	return r.proto(st)
+	// statusAt parsed the shared hours: reuse them instead of decoding the JSON again.
+	return e.row.protoWith(e.hours.weekly, e.hours.exceptions, e.openStatusProto(st))
+}
+
+// storeWithStatus answers with a row just read or written, which also goes into the store
+// cache (a newer cached version stays).
+func (s *Service) storeWithStatus(r *storeRow, now time.Time) (*inventoryv1.Store, error) {
+	return s.storeProto(s.stores.put(r)[0], now)
 }
 
 // GetStore returns one store with its open status now.
