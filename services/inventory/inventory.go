@@ -19,6 +19,11 @@
 // (store, SKU) order; requests decided in arrival order against the locked levels; one commit).
 // A hot SKU therefore costs one row lock and one commit per batch, not per order. The
 // database constraints stay the last line of defence, so copies side by side remain correct.
+//
+// Stores are read from an in-memory cache (storecache.go), never from the table on a reserve or
+// a locator query; a store another copy changed is seen within milliseconds through the store
+// events and at worst within Config.StoreCacheMaxAge. Stock and holds are always read, locked,
+// in the transaction that changes them.
 package inventory
 
 import (

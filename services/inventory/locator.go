@@ -81,7 +81,7 @@ func (s *Service) FindStores(ctx context.Context, req *inventoryv1.FindStoresReq
 	}
 	out := &inventoryv1.FindStoresResponse{Stores: make([]*inventoryv1.StoreMatch, 0, len(found))}
 	for _, m := range found {
-		pm, err := m.proto(q.totals)
+		pm, err := s.matchProto(m, q.totals)
 		if err != nil {
 			return nil, err
 		}
@@ -104,8 +104,8 @@ type located struct {
 	fills     bool    // enough of every line
 }
 
-func (m *located) proto(totals []lineTotal) (*inventoryv1.StoreMatch, error) {
-	store, err := m.st.row.protoWith(m.st.hours.weekly, m.st.hours.exceptions, m.st.openStatusProto(m.status))
+func (s *Service) matchProto(m *located, totals []lineTotal) (*inventoryv1.StoreMatch, error) {
+	store, err := s.entryProto(m.st, m.st.openStatusProto(m.status))
 	if err != nil {
 		return nil, err
 	}

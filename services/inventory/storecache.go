@@ -92,6 +92,14 @@ func (h *sharedHours) parse(zones *zoneCache) error {
 	return h.err
 }
 
+// decoded returns the parsed weekly hours and exceptions (parsing them on first use).
+func (h *sharedHours) decoded(zones *zoneCache) ([]hoursJSON, []exceptionJSON, error) {
+	if err := h.parse(zones); err != nil {
+		return nil, nil, err
+	}
+	return h.weekly, h.exceptions, nil
+}
+
 // statusAt is the schedule's status at now. StatusAt's answer only changes at an opening or a
 // closing, or when the local date changes (its look-ahead counts days from today), so it is
 // kept until the first of those.

@@ -156,8 +156,16 @@ func (s *Service) storeProto(e *storeEntry, now time.Time) (*inventoryv1.Store, 
 	if err != nil {
 		return nil, err
 	}
-	// statusAt parsed the shared hours: reuse them instead of decoding the JSON again.
-	return e.row.protoWith(e.hours.weekly, e.hours.exceptions, e.openStatusProto(st))
+	return s.entryProto(e, e.openStatusProto(st))
+}
+
+// entryProto is a cached store's API form, from its shared parsed hours (no JSON decoding).
+func (s *Service) entryProto(e *storeEntry, status *inventoryv1.OpenStatus) (*inventoryv1.Store, error) {
+	weekly, exceptions, err := e.hours.decoded(&s.zones)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", e.row.id, err)
+	}
+	return e.row.protoWith(weekly, exceptions, status)
 }
 
 // storeWithStatus answers with a row just read or written, which also goes into the store
