@@ -74,7 +74,7 @@ func services() []serviceSpec {
 			description: "Handoff inventory: stores, stock, holds, locator",
 			addr:        func(c *Config) string { return c.InventoryAddr },
 			build: func(d deps) (service, error) {
-				return inventory.New(inventory.Config{Pool: d.Pool, Logger: d.Logger}), nil
+				return inventory.New(inventory.Config{Pool: d.Pool, NATS: d.NC, Logger: d.Logger}), nil
 			},
 		},
 		{
