@@ -15,3 +15,7 @@ func SetAfterPublish(r *Relay, fn func(ctx context.Context, conn *pgx.Conn) erro
 
 // ChannelSQL is the expression that names the relay's NOTIFY channel.
 const ChannelSQL = channelSQL
+
+// SetOnRound installs a hook called after every round of r with the number of events it
+// relayed.
+func SetOnRound(r *Relay, fn func(n int)) { r.onRound = fn }

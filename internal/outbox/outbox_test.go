@@ -30,7 +30,7 @@ type env struct {
 	js   jetstream.JetStream
 }
 
-func setup(t *testing.T) env {
+func setup(t testing.TB) env {
 	t.Helper()
 	pool := testenv.Pool(t, "", nil)
 	s := testenv.NATS(t)
@@ -41,7 +41,7 @@ func setup(t *testing.T) env {
 	return e
 }
 
-func newJS(t *testing.T, s *server.Server) jetstream.JetStream {
+func newJS(t testing.TB, s *server.Server) jetstream.JetStream {
 	t.Helper()
 	js, err := jetstream.New(testenv.NATSConn(t, s), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
@@ -299,8 +299,9 @@ func TestRelayCrashAfterPublishingRepublishesWithoutDuplicates(t *testing.T) {
 	// the rows are deleted: the crash window.
 	crashing := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)})
 	outbox.SetAfterPublish(crashing, func(ctx context.Context, conn *pgx.Conn) error {
-		pid := conn.PgConn().PID()
-		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
+		// Wait until the backend is gone: until then it holds the round's advisory lock, and
+		// the fresh relay below would find the outbox taken.
+		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, conn.PgConn().PID())
 		return err
 	})
 	if n, err := crashing.Flush(ctx); err == nil {
@@ -513,7 +514,7 @@ func TestRelayPublishesAtomicBatchesWhereTheStreamAllowsThem(t *testing.T) {
 	// Published, then the connection dies before the rows are deleted.
 	crashing := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)})
 	outbox.SetAfterPublish(crashing, func(ctx context.Context, conn *pgx.Conn) error {
-		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID())
+		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, conn.PgConn().PID())
 		return err
 	})
 	if _, err := crashing.Flush(ctx); err == nil {
