@@ -141,8 +141,9 @@ func (h *hub) run(ctx context.Context) error {
 			h.a.log.Warn("undecodable ticket on the live feed", "subject", m.Subject, "err", err)
 			return
 		}
+		// No webhook wake-up here: the copy that raised the ticket wakes its own dispatcher
+		// when it queued a delivery, and a wake-up per ticket would cost a claim per order.
 		h.deliver(ev.GetTicket())
-		h.a.wakeWebhooks()
 	})
 	if err != nil {
 		return fmt.Errorf("pos-adapter: subscribe to %s: %w", AllTicketsSubject, err)

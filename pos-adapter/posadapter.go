@@ -188,9 +188,13 @@ type Config struct {
 	// jitter, up to WebhookMaxBackoff. Defaults 2s and 10m.
 	WebhookBackoff    time.Duration
 	WebhookMaxBackoff time.Duration
-	// WebhookPollInterval is how often due deliveries are looked for when nothing woke the
-	// dispatcher. Default 1s.
+	// WebhookPollInterval is how often due deliveries are looked for, unwoken, while some are
+	// pending (another copy's retries). Default 1s.
 	WebhookPollInterval time.Duration
+	// WebhookIdlePollInterval is how often they are looked for with none pending: the safety
+	// net for deliveries another copy queued and went away without sending (a copy wakes its
+	// own dispatcher when it queues some). Default 1m.
+	WebhookIdlePollInterval time.Duration
 	// WebhookClient sends outbound deliveries. Default: an http.Client with WebhookTimeout.
 	WebhookClient *http.Client
 	// SignatureTolerance is how far an inbound webhook's timestamp may be from now. Default 5m.
@@ -216,6 +220,7 @@ func (c *Config) setDefaults() {
 	def(&c.WebhookBackoff, 2*time.Second)
 	def(&c.WebhookMaxBackoff, 10*time.Minute)
 	def(&c.WebhookPollInterval, time.Second)
+	def(&c.WebhookIdlePollInterval, time.Minute)
 	def(&c.SignatureTolerance, 5*time.Minute)
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = 1 << 20

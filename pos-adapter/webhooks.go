@@ -131,121 +131,276 @@ func checkWebhookURL(raw string) error {
 	return errors.New("must be https")
 }
 
+// webhookRoundGap is the least time between two claiming rounds: the wake-ups that come
+// meanwhile (one per committed batch of tickets with deliveries) are served by one round. It
+// adds at most this much to a delivery's wait.
+const webhookRoundGap = 10 * time.Millisecond
+
 // runWebhookDispatcher delivers due webhook deliveries until ctx ends. Several adapters may
 // dispatch at once: a delivery is claimed (its next attempt moved past the send's timeout)
 // before it is sent, so one copy sends it; a copy that dies mid-send leaves it to be sent
 // again once the claim lapses.
+//
+// A round is one statement: it claims what is due (with the ticket and the store's webhook)
+// and learns when the next pending delivery falls due. Rounds happen when this process queued
+// deliveries or replayed one, when a delivery falls due, when a send frees a slot while due
+// ones wait, and every WebhookPollInterval while deliveries are pending (another copy's
+// retries); never more often than webhookRoundGap. With nothing pending the dispatcher sends
+// nothing for WebhookIdlePollInterval, the safety net for deliveries a copy queued and then
+// went away without sending; so a deployment without webhooks costs nothing per ticket.
 func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
-	sem := make(chan struct{}, webhookWorkers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	rec := newDeliveryRecorder(a)
+	var bg, sends sync.WaitGroup
+	bg.Go(rec.run)
+	defer func() {
+		sends.Wait()
+		rec.close() // after the last send: it records what they handed over, then ends
+		bg.Wait()
+	}()
+
+	slots := make(chan struct{}, webhookWorkers)
+	freed := make(chan struct{}, 1)
+	s := webhookSchedule{kick: time.Now()}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var backoff time.Duration
 	for {
-		claims, err := a.claimDeliveries(ctx, webhookWorkers)
-		if err != nil && ctx.Err() == nil {
-			a.log.Warn("claim webhook deliveries failed; retrying", "err", err)
+		now := time.Now()
+		free := cap(slots) - len(slots)
+		at, wanted := s.next()
+		if wanted && !at.After(now) {
+			if free == 0 {
+				s.more = true // a finished send frees a slot and wakes us
+			} else {
+				claims, next, err := a.claimDeliveries(ctx, free)
+				switch {
+				case ctx.Err() != nil:
+					return
+				case err != nil:
+					backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+					a.log.Warn("claim webhook deliveries failed; retrying", "err", err, "retry_in", backoff)
+					s.failedUntil = time.Now().Add(backoff)
+					continue
+				}
+				backoff = 0
+				s.done(now, time.Now(), next, len(claims) == free)
+				if next != nil {
+					s.poll = now.Add(a.cfg.WebhookPollInterval)
+				} else {
+					s.poll = now.Add(a.cfg.WebhookIdlePollInterval)
+				}
+				for _, c := range claims {
+					slots <- struct{}{}
+					sends.Go(func() {
+						defer func() { <-slots; signal(freed) }()
+						if o, ok := a.deliver(ctx, c); ok {
+							rec.add(o)
+						}
+					})
+				}
+				continue
+			}
 		}
-		for _, c := range claims {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				a.deliver(ctx, c)
-			}()
-		}
-		if len(claims) == webhookWorkers {
-			continue
+
+		var fire <-chan time.Time
+		if wanted && free > 0 {
+			timer.Reset(at.Sub(now))
+			fire = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.webhookWake:
-		case <-time.After(a.cfg.WebhookPollInterval):
+			s.kick = time.Now()
+		case <-freed:
+			if s.more {
+				s.more, s.kick = false, time.Now()
+			}
+		case <-rec.retried:
+			s.retryAt(rec.takeRetry())
+		case <-fire:
+		}
+		timer.Stop()
+	}
+}
+
+// webhookSchedule decides when the next round starts. Every reason for a round is a time from
+// which it is wanted; a round that starts at or after that time satisfies it.
+type webhookSchedule struct {
+	last        time.Time // start of the last successful round
+	failedUntil time.Time // backoff after a failed round
+	kick        time.Time // deliveries queued or replayed here, or a slot freed while due ones waited
+	due         time.Time // the earliest pending delivery, as the last round saw it
+	retry       time.Time // the earliest retry recorded here since
+	poll        time.Time // look anyway
+	more        bool      // the last round filled every free slot
+}
+
+func (s *webhookSchedule) next() (time.Time, bool) {
+	var at time.Time
+	for _, t := range []time.Time{s.kick, s.due, s.retry, s.poll} {
+		if !t.IsZero() && t.After(s.last) && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	if at.IsZero() {
+		return at, false
+	}
+	for _, t := range []time.Time{s.last.Add(webhookRoundGap), s.failedUntil} {
+		if t.After(at) {
+			at = t
+		}
+	}
+	return at, true
+}
+
+// done records a successful round that started at start and answered at end; next is how
+// long until the earliest pending delivery falls due (nil: none is pending).
+func (s *webhookSchedule) done(start, end time.Time, next *time.Duration, full bool) {
+	s.last, s.more, s.due = start, full, time.Time{}
+	if next != nil {
+		// ≤ 0: due already but claimed by another copy meanwhile: look once more.
+		s.due = end.Add(*next)
+		if !s.due.After(start) {
+			s.due = end
 		}
 	}
 }
 
+// retryAt adds a retry recorded here (zero: none).
+func (s *webhookSchedule) retryAt(t time.Time) {
+	if !t.IsZero() && (!s.retry.After(s.last) || t.Before(s.retry)) {
+		s.retry = t
+	}
+}
+
+// signal wakes a loop without blocking; one pending wake is enough.
+func signal(wake chan<- struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// deliveryClaim is a delivery this adapter holds the claim of, with what sending it takes.
 type deliveryClaim struct {
 	id, storeID, ticketID string
 	attempts              int
+	found                 bool // the ticket is still there
+	target, secret        string
+	enabled               bool
+	kinds                 []string
+	payload               []byte
+	seq                   int64
+	kind                  string
 }
 
-func (a *Adapter) claimDeliveries(ctx context.Context, limit int) ([]deliveryClaim, error) {
-	lease := a.cfg.WebhookTimeout + 30*time.Second
-	rows, err := a.db.Query(ctx, `
-		UPDATE webhook_deliveries d SET next_attempt_time = now() + $2::bigint * interval '1 microsecond'
-		WHERE id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_time <= now()
-			ORDER BY next_attempt_time LIMIT $1 FOR UPDATE SKIP LOCKED)
-		RETURNING d.id::text, d.store_id, d.ticket_id::text, d.attempts`, limit, lease.Microseconds())
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (deliveryClaim, error) {
-		var c deliveryClaim
-		return c, r.Scan(&c.id, &c.storeID, &c.ticketID, &c.attempts)
-	})
-}
+// claimDeliveriesSQL claims up to $1 due deliveries for $2 microseconds, returning each with
+// its ticket and its store's webhook, and, in a last row (id NULL), how long until the
+// earliest other pending delivery falls due. The subquery sees the rows as they were before
+// the statement, so the ones claimed here are left out by id.
+const claimDeliveriesSQL = `
+WITH due AS MATERIALIZED (
+	SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_time <= now()
+	ORDER BY next_attempt_time LIMIT $1
+	FOR UPDATE SKIP LOCKED),
+claimed AS (
+	UPDATE webhook_deliveries d SET next_attempt_time = now() + $2::bigint * interval '1 microsecond'
+	FROM due WHERE d.id = due.id
+	RETURNING d.id, d.store_id, d.ticket_id, d.attempts)
+SELECT c.id::text, c.store_id, c.ticket_id::text, c.attempts, t.ticket_id IS NOT NULL,
+	coalesce(w.url, ''), coalesce(w.signing_secret, ''), coalesce(w.enabled, false), coalesce(w.kinds, '{}'),
+	t.payload, t.seq, t.kind, NULL::bigint
+FROM claimed c
+LEFT JOIN tickets t ON t.ticket_id = c.ticket_id AND t.store_id = c.store_id
+LEFT JOIN store_webhooks w ON w.store_id = c.store_id
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+	(SELECT (extract(epoch FROM min(next_attempt_time) - now()) * 1e6)::bigint FROM webhook_deliveries
+	 WHERE state = 'pending' AND id NOT IN (SELECT id FROM due))`
 
-// deliver makes one attempt of a claimed delivery and records the outcome.
-func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) {
-	log := a.log.With("delivery", c.id, "store_id", c.storeID, "ticket", c.ticketID)
-	var (
-		target, secret string
-		enabled        bool
-		kinds          []string
-		payload        []byte
-		seq            int64
-		kind           string
-	)
-	err := a.db.QueryRow(ctx, `
-		SELECT coalesce(w.url, ''), coalesce(w.signing_secret, ''), coalesce(w.enabled, false), coalesce(w.kinds, '{}'),
-			t.payload, t.seq, t.kind
-		FROM tickets t LEFT JOIN store_webhooks w ON w.store_id = t.store_id
-		WHERE t.ticket_id = $1 AND t.store_id = $2`, c.ticketID, c.storeID).
-		Scan(&target, &secret, &enabled, &kinds, &payload, &seq, &kind)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (!enabled || (len(kinds) > 0 && !slices.Contains(kinds, kind)))) {
-		// The webhook was turned off or narrowed (or the ticket is past retention).
-		a.finishDelivery(ctx, log, c, "dropped", "webhook disabled or ticket gone")
-		return
-	}
+// webhookLease is how long a claim keeps a delivery from other copies: past the send's
+// timeout, so only a copy that died mid-send lets another send it again.
+func (a *Adapter) webhookLease() time.Duration { return a.cfg.WebhookTimeout + 30*time.Second }
+
+// claimDeliveries claims up to limit due deliveries (see claimDeliveriesSQL).
+func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deliveryClaim, next *time.Duration, err error) {
+	rows, err := a.db.Query(ctx, claimDeliveriesSQL, limit, a.webhookLease().Microseconds())
 	if err != nil {
-		if ctx.Err() == nil {
-			log.Warn("load webhook delivery", "err", err)
+		return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, storeID, ticketID, target, secret, kind *string
+			attempts                                    *int32
+			found, enabled                              *bool
+			kinds                                       []string
+			payload                                     []byte
+			seq, nextUS                                 *int64
+		)
+		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &nextUS); err != nil {
+			return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
 		}
-		return // claimed: retried when the claim lapses
+		if id == nil {
+			if nextUS != nil {
+				d := time.Duration(*nextUS) * time.Microsecond
+				next = &d
+			}
+			continue
+		}
+		c := deliveryClaim{id: *id, storeID: *storeID, ticketID: *ticketID, attempts: int(*attempts), found: *found,
+			target: *target, secret: *secret, enabled: *enabled, kinds: kinds, payload: payload}
+		if c.found {
+			c.seq, c.kind = *seq, *kind
+		}
+		claims = append(claims, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
+	}
+	return claims, next, nil
+}
+
+// deliver makes one attempt of a claimed delivery and returns the outcome to record; none when
+// shutting down (the claim lapses and another attempt is made).
+func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome, bool) {
+	log := a.log.With("delivery", c.id, "store_id", c.storeID, "ticket", c.ticketID)
+	done := func(state, lastErr string) (deliveryOutcome, bool) {
+		attempts := c.attempts
+		if state != "dropped" {
+			attempts++
+		}
+		return deliveryOutcome{id: c.id, state: state, attempts: attempts, lastError: truncate(lastErr, 500)}, true
+	}
+	if !c.found || !c.enabled || (len(c.kinds) > 0 && !slices.Contains(c.kinds, c.kind)) {
+		// The webhook was turned off or narrowed (or the ticket is past retention).
+		return done("dropped", "webhook disabled or ticket gone")
 	}
 	var t posv1.Ticket
-	if err := proto.Unmarshal(payload, &t); err != nil {
-		a.finishDelivery(ctx, log, c, "failed", "stored ticket does not decode: "+err.Error())
-		return
+	if err := proto.Unmarshal(c.payload, &t); err != nil {
+		return done("failed", "stored ticket does not decode: "+err.Error())
 	}
-	t.Sequence = uint64(seq)
+	t.Sequence = uint64(c.seq)
 	body, err := protojson.Marshal(&posv1.TicketRaised{Ticket: &t})
 	if err != nil {
-		a.finishDelivery(ctx, log, c, "failed", "encode ticket: "+err.Error())
-		return
+		return done("failed", "encode ticket: "+err.Error())
 	}
-	sendErr := a.send(ctx, target, secret, c, body)
+	sendErr := a.send(ctx, c.target, c.secret, c, body)
 	if sendErr == nil {
-		a.finishDelivery(ctx, log, c, "delivered", "")
-		return
+		return done("delivered", "")
 	}
 	if ctx.Err() != nil {
-		return // shutting down: the claim lapses and another attempt is made
+		return deliveryOutcome{}, false
 	}
 	attempts := c.attempts + 1
 	if attempts >= a.cfg.WebhookMaxAttempts {
 		log.Warn("webhook delivery failed for the last time; kept as a dead letter", "attempts", attempts, "err", sendErr)
-		a.finishDelivery(ctx, log, c, "failed", sendErr.Error())
-		return
+		return done("failed", sendErr.Error())
 	}
 	wait := a.webhookBackoff(attempts)
 	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "err", sendErr)
-	if _, err := a.db.Exec(ctx, `UPDATE webhook_deliveries SET attempts = $2, last_error = $3,
-		next_attempt_time = now() + $4::bigint * interval '1 microsecond' WHERE id = $1 AND state = 'pending'`,
-		c.id, attempts, truncate(sendErr.Error(), 500), wait.Microseconds()); err != nil && ctx.Err() == nil {
-		log.Warn("record webhook failure", "err", err)
-	}
+	return deliveryOutcome{id: c.id, state: "pending", attempts: attempts, lastError: truncate(sendErr.Error(), 500), wait: wait}, true
 }
 
 // webhookBackoff is the wait after the n-th failed attempt: WebhookBackoff doubled per
@@ -282,17 +437,6 @@ func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryCla
 		return fmt.Errorf("HTTP %d: %s", res.StatusCode, strings.TrimSpace(string(snippet)))
 	}
 	return nil
-}
-
-func (a *Adapter) finishDelivery(ctx context.Context, log interface{ Warn(string, ...any) }, c deliveryClaim, state, lastErr string) {
-	attempts := c.attempts
-	if state != "dropped" {
-		attempts++
-	}
-	if _, err := a.db.Exec(ctx, `UPDATE webhook_deliveries SET state = $2, attempts = $3, last_error = $4, done_time = now()
-		WHERE id = $1 AND state = 'pending'`, c.id, state, attempts, truncate(lastErr, 500)); err != nil && ctx.Err() == nil {
-		log.Warn("record webhook delivery outcome", "state", state, "err", err)
-	}
 }
 
 type failedPosition struct {

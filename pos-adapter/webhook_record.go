@@ -1,0 +1,115 @@
+package posadapter
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// deliveryOutcome is what an attempt came to, for its row.
+type deliveryOutcome struct {
+	id        string
+	state     string // "pending" (a retry), "delivered", "failed" (dead letter) or "dropped"
+	attempts  int
+	lastError string
+	wait      time.Duration // until the retry, for "pending"
+}
+
+// recordDeliveriesSQL writes the outcomes of many attempts in one statement.
+const recordDeliveriesSQL = `
+UPDATE webhook_deliveries d SET state = o.state, attempts = o.attempts, last_error = o.last_error,
+	done_time = CASE WHEN o.state = 'pending' THEN d.done_time ELSE now() END,
+	next_attempt_time = CASE WHEN o.state = 'pending' THEN now() + o.wait_us * interval '1 microsecond' ELSE d.next_attempt_time END
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bigint[]) AS o(id, state, attempts, last_error, wait_us)
+WHERE d.id = o.id AND d.state = 'pending'`
+
+// maxRecordBatch bounds one recording statement.
+const maxRecordBatch = 500
+
+// deliveryRecorder writes the outcomes of attempts: those that come within webhookRoundGap
+// of the first go in one statement, so a busy dispatcher records many per round trip. The wait
+// delays only the row's update, never a delivery.
+type deliveryRecorder struct {
+	a       *Adapter
+	in      chan deliveryOutcome
+	retried chan struct{} // a retry was recorded: the loop takes its time with takeRetry
+
+	mu    sync.Mutex
+	retry time.Time // earliest retry recorded and not yet taken
+}
+
+func newDeliveryRecorder(a *Adapter) *deliveryRecorder {
+	return &deliveryRecorder{a: a, in: make(chan deliveryOutcome, webhookWorkers), retried: make(chan struct{}, 1)}
+}
+
+// add hands over an attempt's outcome; it waits while the recorder is behind.
+func (r *deliveryRecorder) add(o deliveryOutcome) { r.in <- o }
+
+// close ends run once everything added is recorded. No add may follow.
+func (r *deliveryRecorder) close() { close(r.in) }
+
+func (r *deliveryRecorder) run() {
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
+	for o := range r.in {
+		batch := []deliveryOutcome{o}
+		gather.Reset(webhookRoundGap)
+	more:
+		for len(batch) < maxRecordBatch {
+			select {
+			case o, ok := <-r.in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, o)
+			case <-gather.C:
+				break more
+			}
+		}
+		gather.Stop()
+		r.write(batch)
+	}
+}
+
+func (r *deliveryRecorder) write(batch []deliveryOutcome) {
+	n := len(batch)
+	ids, states, errs := make([]string, n), make([]string, n), make([]string, n)
+	attempts, waits := make([]int32, n), make([]int64, n)
+	for i, o := range batch {
+		ids[i], states[i], errs[i], attempts[i], waits[i] = o.id, o.state, o.lastError, int32(o.attempts), o.wait.Microseconds()
+	}
+	// Recorded even when shutting down: a delivery made and not recorded is made again.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits)
+	now := time.Now()
+	if err != nil {
+		// The deliveries keep their claim and fall due again when it lapses.
+		r.a.log.Warn("record webhook delivery outcomes failed; they are retried when their claim lapses", "count", n, "err", err)
+		r.noteRetry(now.Add(r.a.webhookLease()))
+		return
+	}
+	for _, o := range batch {
+		if o.state == "pending" {
+			r.noteRetry(now.Add(o.wait))
+		}
+	}
+}
+
+func (r *deliveryRecorder) noteRetry(t time.Time) {
+	r.mu.Lock()
+	if r.retry.IsZero() || t.Before(r.retry) {
+		r.retry = t
+	}
+	r.mu.Unlock()
+	signal(r.retried)
+}
+
+// takeRetry returns the earliest retry recorded since the last call (zero: none).
+func (r *deliveryRecorder) takeRetry() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.retry
+	r.retry = time.Time{}
+	return t
+}
