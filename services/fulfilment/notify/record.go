@@ -41,9 +41,9 @@ SELECT pg_notify(` + channelSQL + `, '') WHERE EXISTS (SELECT 1 FROM upd WHERE h
 // maxRecordBatch bounds one recording statement.
 const maxRecordBatch = 500
 
-// recorder writes the outcomes of sends. Whatever arrives while a write is in flight goes in
-// the next one, so an idle dispatcher records a send at once and a busy one records many per
-// round trip instead of one each.
+// recorder writes the outcomes of sends: those that come within RoundInterval of the first go
+// in one statement, so a busy dispatcher records many per round trip instead of one each. The
+// wait delays only the row's update, never a send.
 type recorder struct {
 	d       *Dispatcher
 	in      chan outcome
@@ -64,20 +64,24 @@ func (r *recorder) add(o outcome) { r.in <- o }
 func (r *recorder) close() { close(r.in) }
 
 func (r *recorder) run() {
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
 	for o := range r.in {
 		batch := []outcome{o}
-	gather:
+		gather.Reset(r.d.cfg.RoundInterval)
+	more:
 		for len(batch) < maxRecordBatch {
 			select {
 			case o, ok := <-r.in:
 				if !ok {
-					break gather
+					break more
 				}
 				batch = append(batch, o)
-			default:
-				break gather
+			case <-gather.C:
+				break more
 			}
 		}
+		gather.Stop()
 		r.write(batch)
 	}
 }
