@@ -295,7 +295,8 @@ func (s *schedule) done(start, end time.Time, info roundInfo, full bool) {
 	s.more = full
 	s.due = time.Time{}
 	if info.pending {
-		// A row due already was locked by another dispatcher's claim: look once more.
+		// Not after start: a row that is due already (nextDue ≤ 0) was locked by another
+		// dispatcher's claim, and the next round looks once more.
 		s.due = later(end.Add(info.nextDue), start.Add(time.Nanosecond))
 	}
 }
