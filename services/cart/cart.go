@@ -96,6 +96,8 @@ type Service struct {
 	// What the catalog and inventory said, by SKU and by store id (see ownerevents.go).
 	variantCache *lookupCache[*catalogv1.Variant]
 	storeCache   *lookupCache[*inventoryv1.Store]
+	// stopWatching ends the owners' event subscriptions (nil when there are none).
+	stopWatching func()
 }
 
 // New returns the cart service.
@@ -141,6 +143,17 @@ func New(cfg Config) *Service {
 	return s
 }
 
+// Close stops listening to the catalog's and inventory's events and, since the caches could no
+// longer hear of changes, switches them off. Run closes the service when it returns; a service
+// that never runs may be closed by its owner, or lives as long as its NATS connection.
+func (s *Service) Close() {
+	if s.stopWatching != nil {
+		s.stopWatching()
+	}
+	s.variantCache.off()
+	s.storeCache.off()
+}
+
 // RegisterNATS serves nothing: nobody asks the cart over NATS.
 func (s *Service) RegisterNATS(*natsrpc.Service) error { return nil }
 
@@ -150,6 +163,7 @@ func (s *Service) LoadDemo(context.Context, demo.Chain) (bool, error) { return f
 // Run deletes abandoned open carts every hour until ctx ends. Checked-out carts are kept: an
 // order points at its cart.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.Close()
 	if s.abandonAfter < 0 {
 		<-ctx.Done()
 		return nil

@@ -2,6 +2,7 @@ package cart
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -19,7 +20,6 @@ import (
 var (
 	productEvents = streams.EventSubject("catalog", "product", "*")
 	storeEvents   = streams.EventSubject("inventory", "store", "*")
-
 )
 
 // watchOwners keeps the caches honest: a product's variants are dropped when the catalog
@@ -35,20 +35,29 @@ func (s *Service) watchOwners() error {
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", productEvents, err)
 	}
-	if _, err := s.nc.Subscribe(storeEvents, s.onStoreEvent); err != nil {
+	stores, err := s.nc.Subscribe(storeEvents, s.onStoreEvent)
+	if err != nil {
 		_ = products.Unsubscribe()
 		return fmt.Errorf("subscribe to %s: %w", storeEvents, err)
 	}
 	// A status listener, not the connection's reconnect/disconnect handlers: those are the
 	// owner's (the stack logs with them) and there is only one of each.
 	status := s.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CONNECTED, nats.CLOSED)
+	var once sync.Once
+	s.stopWatching = func() {
+		once.Do(func() {
+			_ = products.Unsubscribe()
+			_ = stores.Unsubscribe()
+			s.nc.RemoveStatusListener(status) // closes it: the loop below ends
+		})
+	}
 	go func() {
 		for st := range status {
 			s.variantCache.clear()
 			s.storeCache.clear()
 			if st == nats.CLOSED {
-				s.nc.RemoveStatusListener(status)
-				return
+				s.stopWatching()
+				continue
 			}
 			if st == nats.CONNECTED {
 				s.log.Info("NATS reconnected; catalog and store caches cleared, events sent meanwhile were missed")

@@ -2,6 +2,7 @@ package checkout_test
 
 import (
 	"fmt"
+	"github.com/handoff-dev/handoff/services/cart"
 	"slices"
 	"strings"
 	"testing"
@@ -28,7 +29,8 @@ const (
 )
 
 // TestAShoppersJourneyCostsFewRoundTrips pins what each action costs the cart once the catalog
-// and the store are in its caches: SQL statements (BEGIN/COMMIT count) and NATS requests.
+// and the store are in its caches: SQL statements (BEGIN/COMMIT count) and NATS requests, in
+// the order they are asked.
 // Before lines moved into the cart row and the caches came, the same journey took 21
 // statements and 9 requests.
 func TestAShoppersJourneyCostsFewRoundTrips(t *testing.T) {
@@ -70,7 +72,7 @@ func TestAShoppersJourneyCostsFewRoundTrips(t *testing.T) {
 				err = fmt.Errorf("order %v", res.GetOrder().GetState())
 			}
 			return err
-		}, 2, []string{placeOrder}},
+		}, 2, []string{askCatalog, placeOrder}}, // an order is priced by the catalog itself, never the cache
 		{"GetCart checked out", func() error {
 			_, err := e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: cartID})
 			return err
@@ -227,4 +229,44 @@ func TestCachesAreDroppedWhenTheCartsNATSConnectionComesBack(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestCheckoutPricesFromTheCatalogNotTheCache(t *testing.T) {
+	// A price changed with no event (a lost one, say) leaves the cart's cache wrong for its
+	// TTL (an hour here); the order must still carry today's price.
+	e := newEnv(t)
+	sku := e.skus(1)[0]
+	c := e.filledCart("alice", 1, sku)
+	old := c.GetLines()[0].GetUnitPrice().GetAmountMinor()
+	if _, err := e.catalogDB.Exec(t.Context(), `UPDATE variants SET price_minor = price_minor + 100 WHERE sku = $1`, sku); err != nil {
+		t.Fatal(err)
+	}
+	view, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := view.GetCart().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != old {
+		t.Fatalf("cart shows %d; want the cached %d (else this test proves nothing)", got, old)
+	}
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "priced-by-catalog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.GetOrder().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != old+100 {
+		t.Fatalf("order line priced %d; want the catalog's %d", got, old+100)
+	}
+}
+
+func TestAClosedCartStopsListeningToItsOwnersEvents(t *testing.T) {
+	e := newEnv(t)
+	nc := testenv.NATSConn(t, e.nats)
+	svc := cart.New(cart.Config{NATS: nc, Logger: testenv.Logger(t), CacheTTL: time.Hour})
+	if n := nc.NumSubscriptions(); n != 2 {
+		t.Fatalf("a new cart service holds %d subscriptions; want 2 (product and store events)", n)
+	}
+	svc.Close()
+	if n := nc.NumSubscriptions(); n != 0 {
+		t.Fatalf("after Close %d subscriptions remain; want none", n)
+	}
+	svc.Close() // twice is harmless
 }

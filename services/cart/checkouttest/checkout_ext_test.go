@@ -7,6 +7,7 @@ package checkout_test
 import (
 	"context"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"strings"
 	"sync"
 	"testing"
@@ -57,6 +58,7 @@ type env struct {
 	orders        fulfilmentv1.OrderServiceClient
 	catalogAdmin  catalogv1.CatalogAdminServiceClient
 	catalogPublic catalogv1.CatalogServiceClient
+	catalogDB     *pgxpool.Pool // the catalog's own tables, to change them behind its back
 
 	// The cart's SQL statements, counted, and its NATS connection (see cost_ext_test.go).
 	statements *statementCounter
@@ -90,6 +92,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("declare streams: %v", err)
 	}
 	catPool := testenv.Pool(t, "", catalog.Migrations())
+	e.catalogDB = catPool
 	cat := catalog.New(catalog.Config{Pool: catPool, Currency: "USD", Logger: log})
 	if _, err := cat.LoadDemo(t.Context(), e.chain); err != nil {
 		t.Fatalf("load demo catalog: %v", err)
