@@ -254,13 +254,13 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 
 	// Extensions first: every one of them applies to holds that were open at its turn, before
 	// any end of this batch.
-	var p pipeline
+	p := s.newPipeline()
 	if len(extended) > 0 {
 		ids, times := make([]string, len(extended)), make([]time.Time, len(extended))
 		for i, h := range extended {
 			ids[i], times[i] = h.id, deadline[h.id]
 		}
-		p.exec(expectRows(int64(len(ids)), "extend holds"), extendHoldsByIDSQL, ids, times)
+		p.execRows(int64(len(ids)), "extend holds", extendHoldsByIDSQL, ids, times)
 	}
 	var ends holdEnds
 	now := time.Now()
@@ -366,7 +366,7 @@ func (e *holdEnds) queue(p *pipeline) {
 	if len(e.ids) == 0 {
 		return
 	}
-	p.exec(expectRows(int64(len(e.ids)), "end holds"), endHoldsSQL, e.ids, e.states, e.reasons)
+	p.execRows(int64(len(e.ids)), "end holds", endHoldsSQL, e.ids, e.states, e.reasons)
 	p.queueDeltas(&e.deltas)
 	p.queueMovements(e.ms)
 }

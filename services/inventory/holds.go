@@ -320,10 +320,8 @@ func (s *Service) endHolds(ctx context.Context, tx pgx.Tx, hs []*hold, state str
 	if err != nil {
 		return err
 	}
-	var (
-		p    pipeline
-		ends holdEnds
-	)
+	var ends holdEnds
+	p := s.newPipeline()
 	if err := ends.add(ctx, &p, levels, hs, state, reason, actor, time.Now()); err != nil {
 		return err
 	}

@@ -20,10 +20,13 @@
 // A hot SKU therefore costs one row lock and one commit per batch, not per order. The
 // database constraints stay the last line of defence, so copies side by side remain correct.
 //
-// Stores are read from an in-memory cache (storecache.go), never from the table on a reserve or
-// a locator query; a store another copy changed is seen within milliseconds through the store
-// events and at worst within Config.StoreCacheMaxAge. Stock and holds are always read, locked,
-// in the transaction that changes them.
+// Stores are read from an in-memory cache (storecache.go); a store another copy changed is seen
+// within milliseconds through the store events and at worst within Config.StoreCacheMaxAge by
+// the locator. A reserve does not trust it alone: its locking round trip also compares the
+// cache's version of each of its stores with the table's (by primary key) and decides from
+// the row when they differ, so a store paused or closed anywhere takes no more holds. Stock
+// and holds are always read, locked, in the transaction that changes them, and every write
+// whose row count matters is checked by the server before COMMIT (execRows in ledger.go).
 package inventory
 
 import (
@@ -31,6 +34,7 @@ import (
 	"embed"
 	"io/fs"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -104,6 +108,10 @@ type Service struct {
 	zones  zoneCache
 	stores *storeCache
 	res    *reserver
+
+	// failDropDelta is a failpoint for tests (set through export_test.go): the stock UPDATE of
+	// the next transactions leaves out one row it should change.
+	failDropDelta atomic.Bool
 }
 
 // New returns the inventory service.
@@ -143,8 +151,10 @@ func New(cfg Config) *Service {
 }
 
 // Run does inventory's background work until ctx ends: the sweeper that releases open holds
-// past their deadline. Any number of copies may sweep at once; each hold ends once.
+// past their deadline. Any number of copies may sweep at once; each hold ends once. When ctx
+// ends, Run also stops what New started, as Close does.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.Close()
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
 	for {
@@ -162,4 +172,14 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// Close stops the background work New started: the store cache's subscription to the store
+// events, its NATS status listener and any check of the cache nobody waits for, and waits for
+// them, so none of it touches the pool or the NATS connection after their owner closes them.
+// Run calls it when its ctx ends; a caller that never runs Run calls it when done. The service
+// still answers afterwards (its store cache is then kept within StoreCacheMaxAge by the checks
+// its callers wait for). Calling it again does nothing.
+func (s *Service) Close() {
+	s.stores.close()
 }

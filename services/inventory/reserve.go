@@ -37,7 +37,7 @@ var (
 	})
 	reservePhase = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "handoff_inventory_reserve_batch_seconds",
-		Help:    "Time of each phase of a reserve transaction: begin (get a connection), lock (BEGIN, lock stock rows, read existing holds and stores the cache lacks), decide, write_commit (holds, levels, ledger, events, COMMIT).",
+		Help:    "Time of each phase of a reserve transaction: begin (get a connection), lock (BEGIN, lock stock rows, read existing holds and the stores whose row the cache does not have), decide, write_commit (holds, levels, ledger, events, COMMIT).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 	}, []string{"phase"})
 	reserveQueueWait = promauto.NewHistogram(prometheus.HistogramOpts{
@@ -225,7 +225,13 @@ func (s *Service) reserveBatchWithRetry(ctx context.Context, jobs []*reserveJob)
 const customPlansSQL = `SET LOCAL plan_cache_mode = force_custom_plan`
 
 const (
-	batchStoresSQL = `SELECT ` + storeColumns + ` FROM stores WHERE id = ANY($1)`
+	// changedStoresSQL reads, by primary key, the batch's stores whose row is not the one the
+	// cache holds (given as id, version, create time; version 0 for a store it lacks): whether a
+	// store takes orders is decided from the table, whatever the cache missed. Nearly always it
+	// returns nothing.
+	changedStoresSQL = `SELECT ` + storeColumns + ` FROM stores
+		JOIN unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS c(cid, cversion, ccreated) ON id = c.cid
+		WHERE version <> c.cversion OR create_time <> c.ccreated`
 	batchHoldsSQL  = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) ORDER BY order_id, line_id`
 	insertHoldsSQL = `INSERT INTO holds (id, order_id, line_id, store_id, sku, quantity, state, expire_time)
 		SELECT u.id, u.order_id, u.line_id, u.store_id, u.sku, u.quantity, 'open', u.expire_time
@@ -254,17 +260,29 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	}
 	keys = sortedKeys(keys)
 
-	// Stores come from the cache (at most StoreCacheMaxAge stale, see storecache.go); one it
-	// does not know (new at another copy, or no such store) is read in the transaction.
+	// Stores come from the cache, checked in the transaction: its (version, create time) of
+	// each store goes with the locking reads, and a store whose row differs (paused or closed
+	// by another copy whose event has not arrived or was lost, new hours, new at another copy,
+	// or no such store) is read there and decided from the row.
 	if err := s.stores.ready(ctx); err != nil {
 		return nil, fmt.Errorf("reserve: %w", err)
 	}
 	stores := s.stores.get(storeIDs)
-	var missing []string
+	var (
+		checkIDs      []string
+		checkVersions []int64
+		checkCreated  []time.Time
+	)
 	for _, id := range storeIDs {
-		if _, ok := stores[id]; !ok && !slices.Contains(missing, id) {
-			missing = append(missing, id)
+		if slices.Contains(checkIDs, id) {
+			continue
 		}
+		var v int64 // no store has version 0: a store the cache lacks is always read
+		var ct time.Time
+		if e := stores[id]; e != nil {
+			v, ct = e.row.version, e.row.createTime
+		}
+		checkIDs, checkVersions, checkCreated = append(checkIDs, id), append(checkVersions, v), append(checkCreated, ct)
 	}
 
 	// Two round trips in all: BEGIN with the locking reads, then the writes with COMMIT. The
@@ -284,18 +302,17 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	reservePhase.WithLabelValues("begin").Observe(phase.Sub(began).Seconds())
 
 	// Lock the stock rows, then (seeing everything committed before the locks were granted)
-	// read any holds these orders already have, and stores the cache lacks.
+	// read any holds these orders already have, and the stores the cache does not have as they
+	// are.
 	var b pgx.Batch
 	lockStores, skus := keyArrays(keys)
 	b.Queue("BEGIN")
 	b.Queue(customPlansSQL)
 	b.Queue(lockLevelsSQL, lockStores, skus)
 	b.Queue(batchHoldsSQL, orderIDs)
-	if len(missing) > 0 {
-		b.Queue(batchStoresSQL, missing)
-	}
+	b.Queue(changedStoresSQL, checkIDs, checkVersions, checkCreated)
 	br := conn.SendBatch(ctx, &b)
-	levels, existing, read, err := readBatchState(br, len(missing) > 0)
+	levels, existing, read, err := readBatchState(br)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
@@ -303,6 +320,10 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 		return nil, fmt.Errorf("lock for reserve: %w", err)
 	}
 	for _, e := range s.stores.put(read...) {
+		if old := stores[e.row.id]; old != nil {
+			s.log.Debug("store cache was behind the table; corrected by a reserve", "store_id", e.row.id,
+				"cached_version", old.row.version, "version", e.row.version, "state", e.row.state)
+		}
 		stores[e.row.id] = e
 	}
 	now := time.Now()
@@ -382,7 +403,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 		return answers, nil // nothing to write; the deferred rollback ends the transaction
 	}
 
-	var p pipeline
+	p := s.newPipeline()
 	p.queueHolds(placed)
 	p.queueDeltas(&deltas)
 	p.queueMovements(ms)
@@ -399,7 +420,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	return answers, nil
 }
 
-func readBatchState(br pgx.BatchResults, withStores bool) (map[stockKey]*level, map[string][]*hold, []*storeRow, error) {
+func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string][]*hold, []*storeRow, error) {
 	for range 2 { // BEGIN, SET LOCAL
 		if _, err := br.Exec(); err != nil {
 			return nil, nil, nil, err
@@ -425,14 +446,12 @@ func readBatchState(br pgx.BatchResults, withStores bool) (map[stockKey]*level, 
 	for _, h := range hs {
 		existing[h.orderID] = append(existing[h.orderID], h)
 	}
-	var stores []*storeRow
-	if withStores {
-		if rows, err = br.Query(); err != nil {
-			return nil, nil, nil, err
-		}
-		if stores, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*storeRow, error) { return scanStore(r) }); err != nil {
-			return nil, nil, nil, err
-		}
+	if rows, err = br.Query(); err != nil {
+		return nil, nil, nil, err
+	}
+	stores, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*storeRow, error) { return scanStore(r) })
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	return levels, existing, stores, nil
 }
@@ -445,7 +464,7 @@ func (p *pipeline) queueHolds(hs []*hold) {
 		ids[i], orders[i], lines[i], stores[i], skus[i] = h.id, h.orderID, h.lineID, h.key.store, h.key.sku
 		qty[i], exp[i] = h.quantity, h.expireTime
 	}
-	p.exec(expectRows(int64(n), "insert holds"), insertHoldsSQL, ids, orders, lines, stores, skus, qty, exp)
+	p.execRows(int64(n), "insert holds", insertHoldsSQL, ids, orders, lines, stores, skus, qty, exp)
 }
 
 // unavailable says why a store takes no orders now ("" when it does).

@@ -3,6 +3,7 @@ package inventory
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -40,10 +41,14 @@ import (
 //     A reconnect to NATS (events were missed) forces a check before the next use.
 //
 // So a store changed by another copy (closed, paused, new hours, deleted behind the service's
-// back) may still be seen as before for at most StoreCacheMaxAge: in that window a reserve may
-// place holds at a store that has just closed, as it could have when it started a moment before
-// the close. What the invariants rest on is not cached: stock rows and holds are locked and read
-// in the reserve's transaction, and a store unknown to the cache is read there too.
+// back) may still be seen as before by the locator for at most StoreCacheMaxAge. A reserve is
+// not: its transaction sends the cache's (version, create time) of its stores with the locking
+// reads and gets back, by primary key, the rows that differ (and stores the cache lacks); it
+// decides from those rows and puts them in the cache. What the invariants rest on is not
+// cached: stock rows and holds are locked and read in the reserve's transaction.
+//
+// Its background work (the subscription, the status listener, checks nobody waits for, re-reads
+// on events) ends with Service.Close, or when Run's ctx ends.
 //
 // Entries are immutable (a change replaces the entry) and merged by version: a slow read never
 // replaces a newer entry. Stores with the same zone and hours share one parsed schedule and its
@@ -140,11 +145,59 @@ type storeCache struct {
 
 	refreshMu  sync.Mutex // one check at a time
 	refreshing atomic.Bool
+
+	// The cache's own background work (checks nobody waits for, re-reads on store events, the
+	// NATS status listener) runs under life and ends with close: none of it may outlive the
+	// service, whose pool and NATS connection are then being closed by their owner.
+	life      context.Context
+	stopLife  context.CancelFunc
+	bgMu      sync.Mutex
+	closed    bool
+	bg        sync.WaitGroup
+	sub       *nats.Subscription
+	nc        *nats.Conn
+	statusLis chan nats.Status
 }
 
 func newStoreCache(db *pgxpool.Pool, log *slog.Logger, zones *zoneCache, maxAge time.Duration) *storeCache {
-	return &storeCache{db: db, log: log, zones: zones, maxAge: maxAge,
+	life, stop := context.WithCancel(context.Background())
+	return &storeCache{db: db, log: log, zones: zones, maxAge: maxAge, life: life, stopLife: stop,
 		byID: map[string]*storeEntry{}, bands: map[int32][]*storeEntry{}, shared: map[string]*sharedHours{}}
+}
+
+// enter registers a piece of background work; false once the cache is closed. The caller
+// calls c.bg.Done when it ends.
+func (c *storeCache) enter() bool {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.bg.Add(1)
+	return true
+}
+
+// close stops the store events and the background work and waits for what is running. The
+// cache still answers: it is then kept within maxAge by the checks its users wait for.
+func (c *storeCache) close() {
+	c.bgMu.Lock()
+	if c.closed {
+		c.bgMu.Unlock()
+		return
+	}
+	c.closed = true
+	sub, nc, lis := c.sub, c.nc, c.statusLis
+	c.bgMu.Unlock()
+	c.stopLife()
+	if sub != nil {
+		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+			c.log.Warn("store cache: unsubscribe from store events", "err", err)
+		}
+	}
+	if lis != nil {
+		nc.RemoveStatusListener(lis) // closes lis: its goroutine ends
+	}
+	c.bg.Wait()
 }
 
 // bandDeg is the height of a latitude band of the spatial index: about 11 km, so a query of
@@ -191,9 +244,14 @@ func (c *storeCache) refreshInBackground() {
 	if !c.refreshing.CompareAndSwap(false, true) {
 		return
 	}
+	if !c.enter() {
+		c.refreshing.Store(false)
+		return
+	}
 	go func() {
+		defer c.bg.Done()
 		defer c.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), backgroundRefreshTimeout)
+		ctx, cancel := context.WithTimeout(c.life, backgroundRefreshTimeout)
 		defer cancel()
 		c.refreshMu.Lock()
 		defer c.refreshMu.Unlock()
@@ -472,15 +530,23 @@ const storeEventReloadTimeout = 5 * time.Second
 // every copy must hear every event, and nothing needs to survive a restart (the cache does not).
 // A reconnect forces a full check before the next use: events sent meanwhile were missed.
 func (c *storeCache) watch(nc *nats.Conn) error {
+	if !c.enter() {
+		return errors.New("store cache closed")
+	}
 	sub, err := nc.Subscribe(storeEvents, c.onStoreEvent)
 	if err != nil {
+		c.bg.Done()
 		return fmt.Errorf("subscribe to %s: %w", storeEvents, err)
 	}
 	// A status listener, not the connection's reconnect handler: that is the owner's, and there
 	// is only one.
 	status := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	c.bgMu.Lock()
+	c.sub, c.nc, c.statusLis = sub, nc, status
+	c.bgMu.Unlock()
 	go func() {
-		for st := range status {
+		defer c.bg.Done()
+		for st := range status { // closed by close, through RemoveStatusListener
 			if st == nats.CLOSED {
 				nc.RemoveStatusListener(status)
 				return
@@ -493,6 +559,10 @@ func (c *storeCache) watch(nc *nats.Conn) error {
 	// that load can slip by unheard.
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
 		_ = sub.Unsubscribe()
+		nc.RemoveStatusListener(status)
+		c.bgMu.Lock()
+		c.sub, c.statusLis = nil, nil
+		c.bgMu.Unlock()
 		return fmt.Errorf("flush subscription to %s: %w", storeEvents, err)
 	}
 	return nil
@@ -511,12 +581,16 @@ func (c *storeCache) onStoreEvent(m *nats.Msg) {
 		err = proto.Unmarshal(m.Data, &ev)
 		id = ev.GetStoreId()
 	}
+	if !c.enter() {
+		return // closed: the subscription is going away
+	}
+	defer c.bg.Done()
 	if err != nil || id == "" {
 		c.log.Warn("unreadable store event; store cache will be checked in full before its next use", "subject", m.Subject, "err", err)
 		c.invalidate()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeEventReloadTimeout)
+	ctx, cancel := context.WithTimeout(c.life, storeEventReloadTimeout)
 	defer cancel()
 	if err := c.reload(ctx, []string{id}); err != nil {
 		// Debug: the full check this forces returns the error to whoever needs the cache next.

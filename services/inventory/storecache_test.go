@@ -276,9 +276,10 @@ func tracedPool(t testing.TB, base *pgxpool.Pool, trace *pgTrace) *pgxpool.Pool 
 	return pool
 }
 
-// A reserve batch costs two round trips (BEGIN with the locks; the writes with COMMIT) and nine
-// statements however many orders it decides, and reads no store: the store cache answers. A
-// reserve at the nearest store adds one read of the candidates' stock.
+// A reserve batch costs two round trips (BEGIN with the locks; the writes with COMMIT) and ten
+// statements however many orders it decides, and reads stores only by key, to check the
+// cache's versions of its stores (a row comes back only when the cache is behind). A reserve
+// at the nearest store adds one read of the candidates' stock.
 func TestReserveRoundTripsArePinned(t *testing.T) {
 	e := newEnv(t)
 	for i, id := range []string{"s1", "s2", "s3"} {
@@ -311,15 +312,15 @@ func TestReserveRoundTripsArePinned(t *testing.T) {
 			t.Errorf("%s: %d round trips, %d statements; want %d, %d:\n%s", what, trips, statements, wantTrips, wantStatements, strings.Join(sql, "\n"))
 		}
 		for _, s := range sql {
-			if strings.Contains(s, "FROM stores") {
-				t.Errorf("%s reads stores: %s", what, s)
+			if strings.Contains(s, "FROM stores") && !strings.Contains(s, "JOIN unnest(") {
+				t.Errorf("%s reads stores other than by key: %s", what, s)
 			}
 		}
 	}
 	reserve(order("named", "s2", "A", 1, "B", 2, "C", 1))
-	requireCost("reserve at a named store", 2, 9)
+	requireCost("reserve at a named store", 2, 10)
 	reserve(near("nearest", "A", 1, "B", 1))
-	requireCost("reserve at the nearest store", 3, 10)
+	requireCost("reserve at the nearest store", 3, 11)
 
 	// Many orders at once, a hot SKU among them: every batch, whatever its size, costs the same.
 	var wg sync.WaitGroup
@@ -343,9 +344,91 @@ func TestReserveRoundTripsArePinned(t *testing.T) {
 		}
 	}
 	t.Logf("60 concurrent orders: %d transactions, %d round trips, %d statements", batches, trips, statements)
-	if trips != 2*batches || statements != 9*batches {
-		t.Errorf("60 orders in %d transactions took %d round trips and %d statements; want 2 and 9 per transaction", batches, trips, statements)
+	if trips != 2*batches || statements != 10*batches {
+		t.Errorf("60 orders in %d transactions took %d round trips and %d statements; want 2 and 10 per transaction", batches, trips, statements)
 	}
 	e.requireInvariants()
 	e.requireLedgerMatches()
+}
+
+// Whether a store takes orders is decided from the table in the reserve's transaction, not
+// from the cache alone: a copy that never hears the store events (none here, and a safety net
+// of an hour) refuses its very next reserve at a store another copy paused, and corrects its
+// cache on the way.
+func TestReserveDecidesStoreStateFromTheTableNotAStaleCache(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 100, 0)
+	deaf := inventory.New(inventory.Config{Pool: testenv.Pool(t, e.schema, inventory.Migrations()), Logger: testenv.Logger(t),
+		StoreCacheMaxAge: time.Hour})
+	t.Cleanup(deaf.Close)
+	reserveAt := func(id string) *inventoryv1.ReserveHoldsResponse {
+		t.Helper()
+		res, err := deaf.ReserveHolds(e.ctx(), order(id, "s1", "LATTE", 1))
+		if err != nil {
+			t.Fatalf("reserve %s: %v", id, err)
+		}
+		return res
+	}
+	if res := reserveAt("o1"); res.GetOutcome() != reserved { // the cache now holds s1, open
+		t.Fatalf("reserve o1 at the open store: %v", res)
+	}
+	if st, _, _ := inventory.CachedStore(deaf, "s1"); st != "open" {
+		t.Fatalf("cached state %q, want open", st)
+	}
+
+	paused, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "staff break"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := reserveAt("o2")
+	if res.GetOutcome() != unavailable || !strings.Contains(res.GetMessage(), "paused") {
+		t.Fatalf("reserve at a store paused by another copy: %v, want STORE_UNAVAILABLE (paused)", res)
+	}
+	if st, v, _ := inventory.CachedStore(deaf, "s1"); st != "paused" || v != paused.GetStore().GetVersion() {
+		t.Fatalf("cache after the refused reserve: %s at version %d, want paused at %d", st, v, paused.GetStore().GetVersion())
+	}
+
+	// And back: reopened elsewhere, taken again at once.
+	if _, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_OPEN}); err != nil {
+		t.Fatal(err)
+	}
+	if res := reserveAt("o3"); res.GetOutcome() != reserved {
+		t.Fatalf("reserve at the store reopened by another copy: %v", res)
+	}
+	e.requireInvariants()
+}
+
+// The store events subscription and the NATS status listener live as long as the service:
+// Close (or the end of Run's ctx) stops them, so nothing of the service acts on the connection
+// or the pool once their owner closes them.
+func TestCloseAndRunEndStopTheStoreEvents(t *testing.T) {
+	e := newEnv(t)
+	for _, viaRun := range []bool{false, true} {
+		nc := testenv.NATSConn(t, e.ns)
+		svc := inventory.New(inventory.Config{Pool: e.pool, Logger: testenv.Logger(t), NATS: nc})
+		if n := nc.NumSubscriptions(); n != 1 {
+			t.Fatalf("subscriptions after New: %d, want 1", n)
+		}
+		if viaRun {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- svc.Run(ctx) }()
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			svc.Close()
+		}
+		if n := nc.NumSubscriptions(); n != 0 {
+			t.Fatalf("subscriptions after the service stopped (via Run: %v): %d, want 0", viaRun, n)
+		}
+		svc.Close() // again: nothing
+		// It still answers, from the table.
+		e.createStore(storeAt(fmt.Sprintf("c%v", viaRun), 47.61, -122.33))
+		if _, err := svc.GetStore(e.ctx(), fmt.Sprintf("c%v", viaRun)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -1,0 +1,14 @@
+package inventory
+
+// FailDropStockDelta makes s's next transactions write one stock row fewer than they decided
+// (while expecting all of them): the row count check must then refuse to commit.
+func FailDropStockDelta(s *Service, on bool) { s.failDropDelta.Store(on) }
+
+// CachedStore returns the store cache's entry for id: its state and version.
+func CachedStore(s *Service, id string) (state string, version int64, ok bool) {
+	e := s.stores.get([]string{id})[id]
+	if e == nil {
+		return "", 0, false
+	}
+	return e.row.state, e.row.version, true
+}
