@@ -173,8 +173,8 @@ type Config struct {
 	TokenTTL time.Duration
 	// CredentialCacheTTL is how long a terminal's row, once read, checks its credential without
 	// reading it again. A revocation takes effect at once all the same (in other copies as soon
-	// as its event arrives); this bounds the time should the event be lost. Default 5s; negative
-	// reads the row on every call.
+	// as its event arrives); this bounds the time should the event be lost. Default 1s: a busy
+	// terminal is still read at most once a second. Negative reads the row on every call.
 	CredentialCacheTTL time.Duration
 	// CallTimeout bounds a forwarded call without a client deadline. Default 10s.
 	CallTimeout time.Duration
@@ -213,7 +213,7 @@ func (c *Config) setDefaults() {
 	def(&c.EscalationInterval, time.Second)
 	def(&c.TokenTTL, time.Minute)
 	if c.CredentialCacheTTL == 0 {
-		c.CredentialCacheTTL = 5 * time.Second
+		c.CredentialCacheTTL = time.Second
 	}
 	def(&c.CallTimeout, 10*time.Second)
 	def(&c.WebhookTimeout, 10*time.Second)
