@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -30,6 +32,10 @@ type effect struct {
 	reason   inventoryv1.ReleaseReason
 	deadline time.Time
 	attempt  int
+	// claims counts the times the effect was taken, this one included.
+	claims int
+	// wantHolds is how many holds a commit should end (0: not checked).
+	wantHolds int
 }
 
 // runEffects carries out recorded inventory effects until ctx ends: at once when a transition
@@ -71,13 +77,13 @@ const effectLease = 30 * time.Second
 // effect done again (its worker died before the delete) changes nothing.
 func (s *Service) effectsRound(ctx context.Context) (int, error) {
 	rows, err := s.db.Query(ctx, `
-		UPDATE order_effects SET due = now() + $2::bigint * interval '1 millisecond'
+		UPDATE order_effects SET due = now() + $2::bigint * interval '1 millisecond', claims = claims + 1
 		WHERE id IN (
 			SELECT e.id FROM order_effects e
 			WHERE e.due <= now()
 			  AND NOT EXISTS (SELECT 1 FROM order_effects p WHERE p.order_id = e.order_id AND p.id < e.id)
 			ORDER BY e.id LIMIT $1 FOR UPDATE SKIP LOCKED)
-		RETURNING id, order_id, kind, line_id, reason, deadline, attempts`, effectsBatch, effectLease.Milliseconds())
+		RETURNING id, order_id, kind, line_id, reason, deadline, attempts, claims, coalesce(want_holds, 0)`, effectsBatch, effectLease.Milliseconds())
 	if err != nil {
 		return 0, fmt.Errorf("claim effects: %w", err)
 	}
@@ -86,7 +92,7 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 		var e effect
 		var kind, reason int16
 		var deadline *time.Time
-		if err := rows.Scan(&e.id, &e.orderID, &kind, &e.lineID, &reason, &deadline, &e.attempt); err != nil {
+		if err := rows.Scan(&e.id, &e.orderID, &kind, &e.lineID, &reason, &deadline, &e.attempt, &e.claims, &e.wantHolds); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("scan effect: %w", err)
 		}
@@ -138,8 +144,10 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 }
 
 // applyEffects carries out a round's effects with one change_holds request (inventory makes
-// them in one transaction, in order), then checks the orders whose holds were extended for
-// lapsed holds. It returns each effect's error.
+// them in one transaction, in order), then checks what inventory did: orders whose extension
+// found fewer open holds than lines are cancelled (lapseIfUnheld), and commits that ended
+// fewer holds than the order's active lines are reported (checkCommit). It returns each
+// effect's error.
 func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
 	errs := make([]error, len(batch))
 	changes := make([]*inventoryv1.HoldChange, len(batch))
@@ -164,6 +172,9 @@ func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
 		if r.GetErrorCode() != 0 {
 			errs[i] = status.Error(codes.Code(r.GetErrorCode()), r.GetErrorMessage())
 			continue
+		}
+		if batch[i].kind == domain.CommitAll {
+			s.checkCommit(batch[i], len(r.GetHolds()))
 		}
 		if batch[i].kind != domain.ExtendHolds {
 			continue
@@ -195,6 +206,33 @@ func (e effect) change() *inventoryv1.HoldChange {
 			OrderId: e.orderID, ExpireTime: timestamppb.New(e.deadline)}}}
 	}
 	return &inventoryv1.HoldChange{} // refused by inventory: an unknown kind is retried, and logged, until fixed
+}
+
+// commitShortfalls counts commits that ended fewer holds than the order had active lines.
+var commitShortfalls = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "handoff_fulfilment_commit_shortfall_total",
+	Help: "Hand-overs whose commit ended fewer holds at inventory than the order had active lines: goods left the store without their stock being held, so on-hand stays too high. certain=false: the commit was sent before (its outcome unknown), and that attempt may have committed the rest.",
+}, []string{"certain"})
+
+// checkCommit reports a commit that ended fewer holds than the order's active lines: their
+// holds had ended before the hand-over (expired by inventory's sweeper, say), so the goods
+// handed over were not held and on-hand does not drop for them. Nothing can undo the
+// hand-over; an operator must correct the stock. On a commit's first claim the answer is
+// certain; on a later one the earlier attempt may have committed the holds (inventory answers
+// a repeated commit with nothing), so it is reported as uncertain.
+func (s *Service) checkCommit(e effect, committed int) {
+	if e.wantHolds == 0 || committed >= e.wantHolds {
+		return
+	}
+	if e.claims <= 1 {
+		commitShortfalls.WithLabelValues("true").Inc()
+		s.log.Error("hand-over committed fewer holds than the order's lines: stock left without being held; correct on-hand",
+			"order_id", e.orderID, "committed_holds", committed, "active_lines", e.wantHolds)
+		return
+	}
+	commitShortfalls.WithLabelValues("false").Inc()
+	s.log.Warn("repeated hand-over commit ended fewer holds than the order's lines; an earlier attempt may have committed them",
+		"order_id", e.orderID, "committed_holds", committed, "active_lines", e.wantHolds, "claims", e.claims)
 }
 
 func openHolds(holds []*inventoryv1.Hold) int {

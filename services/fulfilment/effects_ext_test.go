@@ -1,25 +1,32 @@
 package fulfilment_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 	"github.com/handoff-dev/handoff/services/inventory"
 )
 
-// holdRequests records the change_holds requests fulfilment sends: how many changes each has.
+// holdRequests records the change_holds requests fulfilment sends: how many changes each has,
+// and how many of them are extensions.
 type holdRequests struct {
-	mu    sync.Mutex
-	sizes []int
+	mu      sync.Mutex
+	sizes   []int
+	extends []int
 }
 
 func (e *env) spyHoldChanges() *holdRequests {
@@ -28,8 +35,15 @@ func (e *env) spyHoldChanges() *holdRequests {
 	sub, err := e.cart.Subscribe(inventory.SubjectChangeHolds, func(m *nats.Msg) {
 		var req inventoryv1.ChangeHoldsRequest
 		if proto.Unmarshal(m.Data, &req) == nil {
+			ext := 0
+			for _, c := range req.GetChanges() {
+				if c.GetExtend() != nil {
+					ext++
+				}
+			}
 			r.mu.Lock()
 			r.sizes = append(r.sizes, len(req.GetChanges()))
+			r.extends = append(r.extends, ext)
 			r.mu.Unlock()
 		}
 	})
@@ -47,7 +61,21 @@ func (r *holdRequests) take() []int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.sizes
-	r.sizes = nil
+	r.sizes, r.extends = nil, nil
+	return out
+}
+
+// takeExtends returns, per request with any, how many extensions it carried.
+func (r *holdRequests) takeExtends() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for _, n := range r.extends {
+		if n > 0 {
+			out = append(out, n)
+		}
+	}
+	r.sizes, r.extends = nil, nil
 	return out
 }
 
@@ -81,6 +109,7 @@ func TestManyHandOversCommitEveryHoldOnceAndARedeliveredBatchChangesNothing(t *t
 		e.accept(store(i), orders[i].GetId())
 		e.markReady(store(i), orders[i].GetId())
 	}
+	e.waitNoEffects() // the confirmations' extensions
 	spy := e.spyHoldChanges()
 	var wg sync.WaitGroup
 	for i, o := range orders {
@@ -139,4 +168,133 @@ func TestManyHandOversCommitEveryHoldOnceAndARedeliveredBatchChangesNothing(t *t
 		t.Fatalf("the %d redelivered commits went to inventory as %v, want one request of all of them", n, sizes)
 	}
 	check("after the redelivered batch")
+}
+
+// logRecorder keeps the records a logger receives at Error, and passes everything on.
+type logRecorder struct {
+	slog.Handler
+	mu     *sync.Mutex
+	errors *[]slog.Record
+}
+
+func recordErrors(next *slog.Logger) (*slog.Logger, func() []slog.Record) {
+	r := &logRecorder{Handler: next.Handler(), mu: &sync.Mutex{}, errors: new([]slog.Record)}
+	return slog.New(r), func() []slog.Record {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return slices.Clone(*r.errors)
+	}
+}
+
+func (r *logRecorder) Handle(ctx context.Context, rec slog.Record) error {
+	if rec.Level >= slog.LevelError {
+		r.mu.Lock()
+		*r.errors = append(*r.errors, rec.Clone())
+		r.mu.Unlock()
+	}
+	return r.Handler.Handle(ctx, rec)
+}
+
+func (r *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logRecorder{Handler: r.Handler.WithAttrs(as), mu: r.mu, errors: r.errors}
+}
+
+func (r *logRecorder) WithGroup(name string) slog.Handler {
+	return &logRecorder{Handler: r.Handler.WithGroup(name), mu: r.mu, errors: r.errors}
+}
+
+// attrs returns a record's attributes by key, as strings.
+func attrs(rec slog.Record) map[string]string {
+	out := map[string]string{}
+	rec.Attrs(func(a slog.Attr) bool {
+		out[a.Key] = a.Value.String()
+		return true
+	})
+	return out
+}
+
+// commitShortfalls reads handoff_fulfilment_commit_shortfall_total{certain} from the default
+// registry.
+func commitShortfalls(t *testing.T, certain string) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "handoff_fulfilment_commit_shortfall_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "certain" && l.GetValue() == certain {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// The holds of a READY order ended behind fulfilment's back (inventory's sweeper expired them
+// during an outage, say): the stock may be sold to someone else, and the hand-over that still
+// happens commits nothing, so on-hand never drops for the goods that left. Fulfilment cannot
+// undo the hand-over, but it must not stay silent: it logs the shortfall at Error and counts it.
+func TestHandOverOfAnOrderWhoseHoldsExpiredIsReportedAsACommitShortfall(t *testing.T) {
+	var errorLogs func() []slog.Record
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.Logger, errorLogs = recordErrors(c.Logger) }})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	e.setStock("s1", "MUFFIN", 10)
+	o := e.mustPlace(checkout("alice", "k", "s1", line{"LATTE-16", 2}, line{"MUFFIN", 1}), confirmed)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	e.waitHoldsExpireAfter(o.GetId(), time.Now().Add(time.Hour))
+	e.waitNoEffects()
+
+	// One of its two holds expires at inventory; fulfilment is not told.
+	if _, err := e.invPool.Exec(e.ctx, `UPDATE holds SET expire_time = now() - interval '1 second' WHERE order_id = $1 AND line_id = 'l2'`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHolds(o.GetId(), map[string]int{"open": 1, "expired": 1})
+
+	before := commitShortfalls(t, "true")
+	if _, err := e.handOver("s1", o.GetId(), o.GetPickupCode()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHolds(o.GetId(), map[string]int{"committed": 1, "expired": 1})
+	e.waitNoEffects()
+	if got := commitShortfalls(t, "true") - before; got != 1 {
+		t.Fatalf("commit shortfall counter rose by %v, want 1", got)
+	}
+	var found bool
+	for _, rec := range errorLogs() {
+		a := attrs(rec)
+		if a["order_id"] == o.GetId() && a["committed_holds"] == "1" && a["active_lines"] == "2" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no Error log naming order %s with 1 of 2 holds committed; errors logged: %v", o.GetId(), errorLogs())
+	}
+	e.checkInvariants()
+}
+
+// A hand-over whose holds are all there reports no shortfall.
+func TestHandOverWithItsHoldsReportsNoCommitShortfall(t *testing.T) {
+	var errorLogs func() []slog.Record
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.Logger, errorLogs = recordErrors(c.Logger) }})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	if _, err := e.handOver("s1", o.GetId(), o.GetPickupCode()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHolds(o.GetId(), map[string]int{"committed": 1})
+	e.waitNoEffects()
+	if errs := errorLogs(); len(errs) > 0 {
+		t.Fatalf("errors logged for a hand-over with its holds: %v", errs)
+	}
 }

@@ -13,19 +13,21 @@
 //     radius that can fill them all, with a short deadline (Config.PlacementHoldTTL).
 //  2. One write (a single round trip, one implicit transaction) inserts the order in its
 //     outcome state: CONFIRMED (store, ready-by estimate; the pickup code is derived, never
-//     stored) or REJECTED (shortages), with its history, its OrderChanged event (outbox) and
-//     its customer notification. The holds keep their placement deadline: the timer loop
-//     extends them only if the order is still open when that deadline comes within
-//     Config.HoldRefreshMargin (see keepHolds), so an order collected soon after its checkout
-//     costs inventory nothing more until its hand-over.
+//     stored) or REJECTED (shortages), with its history, its OrderChanged event (outbox), its
+//     customer notification and, for CONFIRMED, the effect "extend the holds to the order's
+//     pickup horizon" (ready-by + pickup window + grace, see keepHolds). From then on the
+//     order keeps its stock through an outage between fulfilment and inventory of that
+//     length. The effects worker sends the extension at its next round, with every other
+//     effect of that round in one change_holds request.
 //  3. An order that exists already (a retry, a concurrent copy of the same checkout) makes the
 //     insert fail on the key; that order is returned as it is (a PENDING one is first driven
 //     on). Reserve answered the retry from the holds the order already has, so nothing is held
 //     twice.
 //
 // So a checkout costs two transactions on its critical path (inventory's reserve, fulfilment's
-// insert) and nothing behind it but the outbox relay; the store's details and its queue (for
-// the ready-by estimate) come from short-lived caches. This is the faster of the two sagas: the
+// insert) and behind it a share of an effects round (claim, one change_holds request, delete,
+// each for many orders) besides the outbox relay; the store's details and its queue (for the
+// ready-by estimate) come from short-lived caches. This is the faster of the two sagas: the
 // slower one writes the order PENDING before reserving and needs a third transaction on the
 // critical path. Its price: a process that dies between 1 and 2 leaves a short hold and no
 // order. The hold is its own compensation (inventory's sweeper ends it at its deadline), and
@@ -45,9 +47,13 @@
 // order_effects. The effects worker carries effects out after the commit and deletes them,
 // retrying until inventory has done them, in order per order; a round's effects of many orders
 // go to inventory as one change_holds request, made in one inventory transaction. So holds end
-// even when the process dies right after a transition. Timers (expiry, the expiring-soon
-// reminder, the not-accepted escalation, the refresh of long-open orders' holds) are columns of
-// the order, run by the timer loop; they survive restarts.
+// even when the process dies right after a transition. Holds are extended again when the
+// order's pickup horizon moves later (ready late), and by the timer loop when an order stays
+// open until its holds come within Config.HoldRefreshMargin of their deadline. A commit that
+// ends fewer holds than the order has lines (they had ended: goods left unheld) is logged at
+// Error and counted (handoff_fulfilment_commit_shortfall_total). Timers (expiry, the
+// expiring-soon reminder, the not-accepted escalation, the refresh of long-open orders' holds)
+// are columns of the order, run by the timer loop; they survive restarts.
 //
 // WatchOrder streams get the order as a transition of this process leaves it, or as its event
 // carries it, without reading the database; they read it when they start, after a gap in what
@@ -114,8 +120,9 @@ type Config struct {
 	// ReserveTimeout bounds the reserve call of a checkout. Default 2s.
 	ReserveTimeout time.Duration
 	// PlacementHoldTTL is the deadline given to holds when reserving, before the order exists:
-	// how long the holds of an order that was never created stay, and how long a confirmed
-	// order's holds last before their first refresh is due (see HoldRefreshMargin). Default 10m.
+	// how long the holds of an order that was never created stay, and how long inventory may be
+	// out of reach right after a confirmation before the order loses its stock (the extension
+	// recorded with the confirmation has not reached it yet). Default 10m.
 	PlacementHoldTTL time.Duration
 	// PendingAfter is how old a PENDING order must be before the recovery loop drives it on
 	// (a younger one may still be in the hands of its checkout). Default 5s.
@@ -125,10 +132,9 @@ type Config struct {
 	// HoldGrace is added to the pickup deadline to make the holds' deadline, so that
 	// fulfilment's own expiry comes first. Default 15m.
 	HoldGrace time.Duration
-	// HoldRefreshMargin: the timer loop extends an open order's holds once their deadline is
-	// nearer than this, and not before; it is how long inventory may be out of reach at that
-	// point before the order loses its stock. It must be shorter than PlacementHoldTTL.
-	// Default PlacementHoldTTL/2.
+	// HoldRefreshMargin: the timer loop extends the holds of an order still open when their
+	// deadline (its pickup horizon, set at confirmation) is nearer than this. It must be
+	// shorter than PlacementHoldTTL. Default PlacementHoldTTL/2.
 	HoldRefreshMargin time.Duration
 	// NotAcceptedAfter publishes not_accepted for an order still CONFIRMED this long after
 	// confirmation (the POS escalates it). Default 5m.

@@ -88,6 +88,9 @@ type cachedStore struct {
 	fetched time.Time
 }
 
+// storeLoadTimeout bounds reading a store's details from inventory.
+const storeLoadTimeout = 2 * time.Second
+
 func newStoreCache(inv inventoryClient, ttl time.Duration) *storeCache {
 	return &storeCache{inv: inv, ttl: ttl, entries: map[string]cachedStore{}}
 }
@@ -99,7 +102,11 @@ func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error)
 	if ok && time.Since(e.fetched) < c.ttl {
 		return e.info, nil
 	}
-	v, err, _ := c.loading.Do(storeID, func() (any, error) {
+	// Shared by every checkout at the store meanwhile, so detached from the first caller's
+	// context (one that gives up must not fail the others), with a timeout of its own.
+	ch := c.loading.DoChan(storeID, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeLoadTimeout)
+		defer cancel()
 		st, err := c.inv.getStore(ctx, storeID)
 		if err != nil {
 			return storeInfo{}, err
@@ -119,6 +126,14 @@ func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error)
 		c.mu.Unlock()
 		return info, nil
 	})
+	var v any
+	var err error
+	select {
+	case <-ctx.Done():
+		err = ctx.Err()
+	case r := <-ch:
+		v, err = r.Val, r.Err
+	}
 	if err != nil {
 		if ok {
 			return e.info, nil // stale beats nothing while inventory is away

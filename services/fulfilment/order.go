@@ -81,9 +81,10 @@ type historyEntry struct {
 
 // timerAt is when the timer or recovery loop must look at the order next (zero: never): a
 // PENDING order when it is to be driven on; an open one at its next timer, or when its holds
-// may need extending (refreshMargin before their deadline), whichever comes first. A refresh
-// that is due already is not scheduled again: keepHolds, called before this, extended the holds
-// (so the refresh moved on) unless the order is READY and its holds outlive its pickup deadline.
+// need refreshing (refreshMargin before their deadline: an order open longer than the
+// deadline keepHolds gave it at confirmation), whichever comes first. A refresh that is due
+// already is not scheduled again: keepHolds, called before this, extended the holds (so the
+// refresh moved on) unless the order is READY and its holds outlive its pickup deadline.
 func (o *order) timerAt(now time.Time, refreshMargin time.Duration) time.Time {
 	if o.State == domain.Pending {
 		return o.DriveAt

@@ -84,7 +84,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	changes := []change{o.created(sagaActor, "placed", now)}
 	ahead := 0
 	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
-		if ahead, err = s.queueAhead(ctx, res.GetStoreId()); err != nil {
+		if ahead, err = s.queueAhead(ctx, nil, res.GetStoreId()); err != nil {
 			return nil, err // the short holds end by themselves; a retry finds them again
 		}
 	}
@@ -166,8 +166,8 @@ func newOrder(id string, req *fulfilmentv1.PlaceOrderRequest) *order {
 	return o
 }
 
-// holdRequest asks inventory to hold the order's lines until a short deadline, which the timer
-// loop extends if the order is still open when that deadline comes near (see keepHolds).
+// holdRequest asks inventory to hold the order's lines until a short deadline, which is
+// extended once the order is confirmed (see keepHolds).
 func (s *Service) holdRequest(id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time) *inventoryv1.ReserveHoldsRequest {
 	hr := &inventoryv1.ReserveHoldsRequest{
 		OrderId:      id,
@@ -215,27 +215,62 @@ func (q *queueCounts) take(storeID string) (int, bool) {
 	return n, true
 }
 
+// queueCountTimeout bounds a store's queue count, which runs for every checkout waiting on it.
+const queueCountTimeout = 2 * time.Second
+
+const queueCountSQL = `SELECT count(*) FROM (SELECT 1 FROM orders WHERE store_id = $1 AND state IN (2, 3) LIMIT $2) q`
+
 // queueAhead returns how many orders are ahead of one about to be confirmed at the store (for
-// the ready-by estimate), and counts that order in.
-func (s *Service) queueAhead(ctx context.Context, storeID string) (int, error) {
+// the ready-by estimate), and counts that order in. When the cached count is stale, tx (a
+// transaction of the caller's, or nil) decides where it is read:
+//   - nil: on the pool, once for every checkout at the store that needs it meanwhile. The read
+//     is detached from the first caller's context, with a timeout of its own: a checkout that
+//     gives up must not fail the others waiting on the same read; a caller that gives up
+//     returns at once.
+//   - a transaction (driving PENDING orders): on it, not shared. Taking a second connection
+//     while the transaction holds one would let enough concurrent drives use up the pool and
+//     wait on each other.
+func (s *Service) queueAhead(ctx context.Context, tx pgx.Tx, storeID string) (int, error) {
 	if n, ok := s.queue.take(storeID); ok {
 		return n, nil
 	}
-	_, err, _ := s.queue.loading.Do(storeID, func() (any, error) {
-		var n int
-		if err := s.db.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM orders WHERE store_id = $1 AND state IN (2, 3) LIMIT $2) q`,
-			storeID, s.cfg.ReadyByQueueCap).Scan(&n); err != nil {
-			return nil, err
+	var n int
+	if tx != nil {
+		var err error
+		if n, err = s.countQueue(ctx, tx, storeID); err != nil {
+			return 0, err
 		}
-		s.queue.mu.Lock()
-		s.queue.stores[storeID] = &queueCount{n: n, fetched: time.Now()}
-		s.queue.mu.Unlock()
-		return nil, nil
-	})
-	if err != nil {
+	} else {
+		ch := s.queue.loading.DoChan(storeID, func() (any, error) {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queueCountTimeout)
+			defer cancel()
+			return s.countQueue(ctx, s.db, storeID)
+		})
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("count the queue at %s: %w", storeID, ctx.Err())
+		case r := <-ch:
+			if r.Err != nil {
+				return 0, r.Err
+			}
+			n = r.Val.(int)
+		}
+	}
+	if m, ok := s.queue.take(storeID); ok {
+		return m, nil // counted in, after those who took the count before
+	}
+	return n, nil // the TTL is shorter than the read
+}
+
+// countQueue reads the store's queue with q and caches it.
+func (s *Service) countQueue(ctx context.Context, q querier, storeID string) (int, error) {
+	var n int
+	if err := q.QueryRow(ctx, queueCountSQL, storeID, s.cfg.ReadyByQueueCap).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count the queue at %s: %w", storeID, err)
 	}
-	n, _ := s.queue.take(storeID) // fresh, unless the TTL is shorter than the read
+	s.queue.mu.Lock()
+	s.queue.stores[storeID] = &queueCount{n: n, fetched: time.Now()}
+	s.queue.mu.Unlock()
 	return n, nil
 }
 
@@ -468,7 +503,7 @@ func (s *Service) driveOne(ctx context.Context, tx pgx.Tx, o *order, a driveAtte
 	ahead := 0
 	if a.res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
 		var err error
-		if ahead, err = s.queueAhead(ctx, a.res.GetStoreId()); err != nil {
+		if ahead, err = s.queueAhead(ctx, tx, a.res.GetStoreId()); err != nil {
 			return nil, err
 		}
 	}

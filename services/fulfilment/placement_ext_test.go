@@ -1,11 +1,14 @@
 package fulfilment_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -287,4 +290,140 @@ func TestRetryOfARejectedCheckoutAfterRestockStaysRejectedAndHoldsNothing(t *tes
 	})
 	e.checkInvariants()
 	e.waitEvents(first.GetId(), "rejected")
+}
+
+// The queue count is read once for every checkout at a store that needs it meanwhile. The
+// checkout that started the read giving up must not fail the others waiting on it.
+func TestACheckoutGivingUpDoesNotFailOthersWaitingOnTheSameQueueCount(t *testing.T) {
+	// A pool of its own for fulfilment, large enough for its loops, which wait on the lock
+	// below too.
+	e := newEnv(t, envOptions{config: ownPool(t, 16)})
+	// Hold the count up: it cannot read orders while a transaction has the table locked.
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(e.ctx) }()
+	if _, err := tx.Exec(e.ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+
+	firstCtx, giveUp := context.WithCancel(e.ctx)
+	defer giveUp()
+	first := make(chan error, 1)
+	go func() { _, err := e.svc.QueueAhead(firstCtx, "s1"); first <- err }()
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%state IN (2, 3) LIMIT%' AND query NOT LIKE '%pg_stat_activity%'`).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	type result struct {
+		n   int
+		err error
+	}
+	second := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+		defer cancel()
+		n, err := e.svc.QueueAhead(ctx, "s1")
+		second <- result{n, err}
+	}()
+	time.Sleep(100 * time.Millisecond) // the second checkout joins the read in flight
+
+	giveUp()
+	select {
+	case err := <-first:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the checkout that gave up got %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the checkout that gave up is still waiting for the count")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := tx.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-second:
+		if r.err != nil {
+			t.Fatalf("a checkout waiting on the same count failed with the other's cancellation: %v", r.err)
+		}
+		// Both were counted in: the one that gave up may still confirm its order.
+		if r.n != 0 && r.n != 1 {
+			t.Fatalf("queue ahead %d, want 0 or 1", r.n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting checkout never got the count")
+	}
+}
+
+// Driving PENDING orders on reads the queue count inside the transaction that locks the
+// orders: with more drives at once than pool connections, none of them may wait for a second
+// connection held by the others.
+func TestManyPendingOrdersDrivenAtOnceDoNotExhaustThePool(t *testing.T) {
+	const conns, n = 2, 8
+	smallPool := ownPool(t, conns)
+	e := newEnv(t, envOptions{noInventory: true, config: func(c *fulfilment.Config) {
+		smallPool(c)
+		c.QueueCountTTL = time.Nanosecond // every confirmation reads the count
+		c.PendingAfter = time.Hour        // the retries below drive the orders, not the recovery loop
+	}})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.addStore("s2", 47.62, -122.33, 5*time.Minute, time.Hour)
+	store := func(i int) string { return fmt.Sprintf("s%d", i%2+1) }
+	reqs := make([]*fulfilmentv1.PlaceOrderRequest, n)
+	for i := range n {
+		e.setStock(store(i), fmt.Sprintf("SKU-%d", i), 5)
+		reqs[i] = checkout(fmt.Sprintf("shopper-%d", i), "k", store(i), line{fmt.Sprintf("SKU-%d", i), 1})
+		e.mustPlace(reqs[i], pending)
+	}
+	e.startInventory()
+
+	// Every retry finds its order PENDING and drives it on in a transaction of its own.
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, req := range reqs {
+		wg.Go(func() {
+			o, err := e.place(req)
+			if err != nil {
+				t.Errorf("retry of %s: %v", req.GetCustomerId(), err)
+				return
+			}
+			if o.GetState() != confirmed {
+				t.Errorf("retry of %s: order is %s (%s), want CONFIRMED", req.GetCustomerId(), o.GetState(), o.GetReason())
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("%d retries took %s with %d connections, want no waiting on the pool", n, took, conns)
+	}
+	e.checkInvariants()
+}
+
+// ownPool configures fulfilment with a pool of its own to the same database and schema, of at
+// most conns connections. Call it before newEnv: the pool is closed after the env's loops stop.
+func ownPool(t *testing.T, conns int32) func(*fulfilment.Config) {
+	t.Helper()
+	var pool *pgxpool.Pool
+	t.Cleanup(func() {
+		if pool != nil {
+			pool.Close()
+		}
+	})
+	return func(c *fulfilment.Config) {
+		cfg := c.Pool.Config().Copy()
+		cfg.MaxConns, cfg.MinConns = conns, 0
+		var err error
+		if pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		c.Pool = pool
+	}
 }

@@ -80,7 +80,10 @@ func releaseReason(a domain.Action) inventoryv1.ReleaseReason {
 // record writes, in tx, everything the changes entail besides the order row: history entries,
 // one OrderChanged event each (id derived from order and sequence, so writing it again is a
 // duplicate), the customer notifications, and the inventory effects (the holds' extension
-// included, see keepHolds). It reports whether any effect was recorded.
+// included, see keepHolds). It reports whether an effect that ends holds was recorded: that
+// one is started at once (afterCommit). An extension is not: the holds it extends have minutes
+// to go, so it waits for the effects worker's next round (SweepInterval) and goes to inventory
+// with the other extensions and effects of that round, one request for all of them.
 func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []change) (effects bool, err error) {
 	entries := make([]historyEntry, len(changes))
 	for i, c := range changes {
@@ -121,8 +124,13 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 		if c.rule.Effect == domain.ReleaseLine {
 			line = c.entry.LineID
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO order_effects (order_id, kind, line_id, reason) VALUES ($1, $2, $3, $4)`,
-			o.ID, int16(c.rule.Effect), line, int16(releaseReason(c.action))); err != nil {
+		var wantHolds *int
+		if c.rule.Effect == domain.CommitAll {
+			n := o.activeLines() // one hold per active line: what the commit must end
+			wantHolds = &n
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO order_effects (order_id, kind, line_id, reason, want_holds) VALUES ($1, $2, $3, $4, $5)`,
+			o.ID, int16(c.rule.Effect), line, int16(releaseReason(c.action)), wantHolds); err != nil {
 			return false, fmt.Errorf("record %s effect of order %s: %w", c.rule.Event, o.ID, err)
 		}
 		effects = true
@@ -133,7 +141,6 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 			return false, fmt.Errorf("record hold extension of order %s: %w", o.ID, err)
 		}
 		o.extendTo = time.Time{}
-		effects = true
 	}
 	return effects, nil
 }
@@ -171,35 +178,38 @@ func (s *Service) holdTarget(o *order, now time.Time) time.Time {
 	return t
 }
 
-// keepHolds keeps an open order's holds alive, as late as is safe: nothing happens while
-// their deadline is more than HoldRefreshMargin away (order.timerAt brings the timer loop
-// back at that point); inside the margin, when the order needs them longer, the order takes
-// the new deadline and record writes an extend effect in the same transaction. So the holds
-// of an order collected within PlacementHoldTTL - HoldRefreshMargin of its checkout (most of
-// them) are never extended; one open longer is extended, once per refresh, before its holds
-// come near their end, with HoldRefreshMargin left for the call to reach inventory.
+// keepHolds keeps an open order's holds alive: when the deadline they should have
+// (holdTarget) is later than the one asked for so far by more than a minute (so that a slightly
+// changed estimate costs nothing), the order takes the new deadline and record writes an extend
+// effect in the same transaction. So the short placement holds are extended right after the
+// confirmation, to ready-by + pickup window + grace: from then on the order keeps its stock
+// through an outage between fulfilment and inventory of that length, however soon or late
+// staff act. Extending only near the deadline would leave the order hanging on inventory being
+// reachable at that one moment; a hold swept then is stock sold twice, and a hand-over that
+// commits nothing. The extension is no request of its own: the effects worker sends it with
+// every other effect of its round in one change_holds request.
 //
-// The new deadline is holdTarget. A READY order needs its holds until its pickup deadline
-// (plus grace), when it expires, so it is extended only when that is later than the holds'
-// deadline; if it is not, the holds outlive the order and no refresh is needed again. An order
-// not ready yet may stay open for any time, so its holds are always extended inside the margin,
-// at least PlacementHoldTTL ahead: the next refresh then falls after now whatever the store's
-// pickup window and HoldGrace, and the holds never lapse unnoticed while fulfilment runs.
+// An order that becomes ready late gets its pickup window the same way. Once the deadline is
+// within HoldRefreshMargin (an order open for long: order.timerAt brings the timer loop back
+// then), any later deadline is taken, and an order not ready yet gets at least
+// PlacementHoldTTL more, so that its next refresh is still ahead whatever the store's pickup
+// window and HoldGrace; a READY order's holds already outlive its pickup deadline.
 func (s *Service) keepHolds(o *order, now time.Time) {
 	if !domain.Open(o.State) {
 		return
 	}
-	if !o.HoldDeadline.IsZero() && o.HoldDeadline.Sub(now) > s.cfg.HoldRefreshMargin {
-		return
-	}
 	target := s.holdTarget(o, now)
-	if floor := now.Add(s.cfg.PlacementHoldTTL); o.State != domain.Ready && target.Before(floor) {
-		target = floor
+	slack := time.Minute
+	if !o.HoldDeadline.IsZero() && o.HoldDeadline.Sub(now) <= s.cfg.HoldRefreshMargin {
+		slack = 0
+		if floor := now.Add(s.cfg.PlacementHoldTTL); o.State != domain.Ready && target.Before(floor) {
+			target = floor
+		}
+		if limit := now.Add(maxHoldAhead); target.After(limit) {
+			target = limit
+		}
 	}
-	if limit := now.Add(maxHoldAhead); target.After(limit) {
-		target = limit
-	}
-	if target.After(o.HoldDeadline) && target.After(now) {
+	if target.After(o.HoldDeadline.Add(slack)) && target.After(now) {
 		o.HoldDeadline, o.extendTo = target, target
 	}
 }
