@@ -194,11 +194,15 @@ func (c Chain) ProductOf(sku string) string {
 // Made-to-order items have 200 on hand (ingredients), except that an
 // ingredient has run out at about 2% of store/SKU pairs. Limited items are out
 // at about 80% of stores and scarce elsewhere. Everything else has 1–60 on
-// hand with 0–3 safety stock, and is out (0 on hand) at about 7% of pairs.
+// hand with 0–3 safety stock, and is out (0 on hand) at about 7% of pairs. Stores open around
+// the clock are the chain's flagships and never run out of anything but limited items: at
+// night they are the only ones open, and the demo journey must find one with its order.
 func (c Chain) Stock(storeID, sku string) Level {
-	if !slices.ContainsFunc(c.Stores, func(s Store) bool { return s.ID == storeID }) {
+	i := slices.IndexFunc(c.Stores, func(s Store) bool { return s.ID == storeID })
+	if i < 0 {
 		return Level{}
 	}
+	flagship := openAroundTheClock(c.Stores[i])
 	var tags []string
 	found := false
 	for _, p := range c.Products {
@@ -214,7 +218,7 @@ func (c Chain) Stock(storeID, sku string) Level {
 	roll, qty, safety := h%100, (h>>8)%60, int32((h>>24)%4)
 	switch {
 	case slices.Contains(tags, TagMadeToOrder):
-		if roll < 2 {
+		if roll < 2 && !flagship {
 			return Level{}
 		}
 		return Level{OnHand: 200, SafetyStock: 10}
@@ -224,11 +228,23 @@ func (c Chain) Stock(storeID, sku string) Level {
 		}
 		return withSafety(int32(1+qty%6), safety)
 	default:
-		if roll < 7 {
+		if roll < 7 && !flagship {
 			return Level{}
 		}
 		return withSafety(int32(1+qty), safety)
 	}
+}
+
+// openAroundTheClock says whether s is open 00:00–24:00 every day of the week.
+func openAroundTheClock(s Store) bool {
+	days := 0
+	for _, h := range s.Hours {
+		if h.Open != "00:00" || h.Close != "24:00" {
+			return false
+		}
+		days++
+	}
+	return days == 7
 }
 
 // withSafety caps safety stock so that at least one unit stays sellable.

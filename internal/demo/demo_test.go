@@ -265,3 +265,29 @@ func TestStock(t *testing.T) {
 		t.Errorf("limited CARDBUN out at only %d of %d stores", limitedOut, len(c.Stores))
 	}
 }
+
+// At night only the stores open around the clock take orders: they must have everything but
+// limited items, or the demo journey finds no store at those hours.
+func TestStoresOpenAroundTheClockNeverRunOut(t *testing.T) {
+	c := Seattle()
+	flagships := 0
+	for _, s := range c.Stores {
+		if !openAroundTheClock(s) {
+			continue
+		}
+		flagships++
+		for _, p := range c.Products {
+			if slices.Contains(p.Tags, TagLimited) {
+				continue
+			}
+			for _, v := range p.Variants {
+				if l := c.Stock(s.ID, v.SKU); l.OnHand-l.SafetyStock < 1 {
+					t.Errorf("%s (open around the clock) has %+v of %s; want some to sell", s.ID, l, v.SKU)
+				}
+			}
+		}
+	}
+	if flagships == 0 {
+		t.Fatal("no store of the demo chain is open around the clock")
+	}
+}
