@@ -34,7 +34,8 @@ type effect struct {
 	attempt  int
 	// claims counts the times the effect was taken, this one included.
 	claims int
-	// wantHolds is how many holds a commit should end (0: not checked).
+	// wantHolds is how many holds a commit should end, or an extension find open (0: not
+	// checked).
 	wantHolds int
 }
 
@@ -177,6 +178,11 @@ func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
 			s.checkCommit(batch[i], len(r.GetHolds()))
 		}
 		if batch[i].kind != domain.ExtendHolds {
+			continue
+		}
+		if w := batch[i].wantHolds; w > 0 && openHolds(r.GetHolds()) >= w {
+			// Every line held when the extension was recorded is held still; lines only ever
+			// end, so the order cannot have more active now: nothing lapsed.
 			continue
 		}
 		slots <- struct{}{}

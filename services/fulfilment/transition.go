@@ -136,8 +136,10 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 		effects = true
 	}
 	if !o.extendTo.IsZero() {
-		if _, err := tx.Exec(ctx, `INSERT INTO order_effects (order_id, kind, deadline) VALUES ($1, $2, $3)`,
-			o.ID, int16(domain.ExtendHolds), o.extendTo); err != nil {
+		// want_holds: the holds the extension should find open, so that only an answer with
+		// fewer costs the order's transaction (see lapseIfUnheld).
+		if _, err := tx.Exec(ctx, `INSERT INTO order_effects (order_id, kind, deadline, want_holds) VALUES ($1, $2, $3, $4)`,
+			o.ID, int16(domain.ExtendHolds), o.extendTo, o.activeLines()); err != nil {
 			return false, fmt.Errorf("record hold extension of order %s: %w", o.ID, err)
 		}
 		o.extendTo = time.Time{}

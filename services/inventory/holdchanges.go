@@ -142,8 +142,9 @@ const (
 	// lockOrderHoldsSQL locks the open holds of the orders, in (order, line) order.
 	lockOrderHoldsSQL = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) AND state = 'open'
 		ORDER BY order_id, line_id FOR UPDATE`
-	// lockOrderLevelsSQL then locks the stock rows of those holds in (store, SKU) order: holds
-	// first, then stock, as every transaction that ends holds does. It runs after the holds are
+	// lockOrderLevelsSQL then locks the stock rows of the holds of the orders whose holds end
+	// (release, commit) in (store, SKU) order: holds first, then stock, as every transaction
+	// that ends holds does. It runs after the holds are
 	// locked and sees at least their keys (a hold never changes its stock row).
 	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock FROM stock st
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = 'open')
@@ -159,10 +160,18 @@ const (
 func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, error) {
 	orderIDs := make([]string, 0, len(cs))
 	seen := map[string]bool{}
+	// Only ending a hold changes stock; an extension must not lock stock rows, which every
+	// reserve at those stores would then wait for.
+	var endingIDs []string
+	ending := map[string]bool{}
 	for _, c := range cs {
 		if !seen[c.orderID] {
 			seen[c.orderID] = true
 			orderIDs = append(orderIDs, c.orderID)
+		}
+		if c.kind != changeExtend && !ending[c.orderID] {
+			ending[c.orderID] = true
+			endingIDs = append(endingIDs, c.orderID)
 		}
 	}
 	conn, err := s.db.Acquire(ctx)
@@ -181,7 +190,7 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	b.Queue("BEGIN")
 	b.Queue(customPlansSQL)
 	b.Queue(lockOrderHoldsSQL, orderIDs)
-	b.Queue(lockOrderLevelsSQL, orderIDs)
+	b.Queue(lockOrderLevelsSQL, endingIDs)
 	br := conn.SendBatch(ctx, &b)
 	locked, levels, err := readChangeLocks(br)
 	if cerr := br.Close(); err == nil {

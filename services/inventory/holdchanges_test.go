@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -178,4 +179,34 @@ func TestChangeHoldsRefusesBadChangesAloneAndMakesTheRest(t *testing.T) {
 	err := e.call(inventory.SubjectChangeHolds, &inventoryv1.ChangeHoldsRequest{}, &none)
 	requireStatus(t, err, codes.InvalidArgument, "changes")
 	e.requireInvariants()
+}
+
+func TestExtendingHoldsDoesNotWaitForTheirStockRows(t *testing.T) {
+	// An extension changes no stock: it must not lock stock rows, or every extension round
+	// would queue behind (and hold up) the reserves at those stores.
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.mustReserve(order("o1", "s1", "LATTE", 1))
+
+	tx, err := e.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(t.Context()))
+	if _, err := tx.Exec(t.Context(), `SELECT 1 FROM stock WHERE store_id = 's1' AND sku = 'LATTE' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+
+	to := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Microsecond)
+	done := make(chan *inventoryv1.ChangeHoldsResponse, 1)
+	go func() { done <- e.changeHolds(extendChange("o1", to)) }()
+	select {
+	case res := <-done:
+		if hs := res.GetResults()[0].GetHolds(); len(hs) != 1 || !hs[0].GetExpireTime().AsTime().Equal(to) {
+			t.Fatalf("extend: %v, want the hold open until %s", hs, to)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("extending a hold waited for its stock row, locked by another transaction")
+	}
 }
