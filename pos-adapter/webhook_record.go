@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/gather"
 )
 
 // deliveryOutcome is what an attempt came to, for its row.
@@ -48,28 +50,7 @@ func (r *deliveryRecorder) add(o deliveryOutcome) { r.in <- o }
 // close ends run once everything added is recorded. No add may follow.
 func (r *deliveryRecorder) close() { close(r.in) }
 
-func (r *deliveryRecorder) run() {
-	gather := time.NewTimer(time.Hour)
-	gather.Stop()
-	for o := range r.in {
-		batch := []deliveryOutcome{o}
-		gather.Reset(webhookRoundGap)
-	more:
-		for len(batch) < maxRecordBatch {
-			select {
-			case o, ok := <-r.in:
-				if !ok {
-					break more
-				}
-				batch = append(batch, o)
-			case <-gather.C:
-				break more
-			}
-		}
-		gather.Stop()
-		r.write(batch)
-	}
-}
+func (r *deliveryRecorder) run() { gather.Run(r.in, webhookRoundGap, maxRecordBatch, r.write) }
 
 func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 	n := len(batch)

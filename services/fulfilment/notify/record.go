@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/gather"
 )
 
 // outcome is what a send came to, for its row.
@@ -63,28 +65,7 @@ func (r *recorder) add(o outcome) { r.in <- o }
 // close ends run once everything added is recorded. No add may follow.
 func (r *recorder) close() { close(r.in) }
 
-func (r *recorder) run() {
-	gather := time.NewTimer(time.Hour)
-	gather.Stop()
-	for o := range r.in {
-		batch := []outcome{o}
-		gather.Reset(r.d.cfg.RoundInterval)
-	more:
-		for len(batch) < maxRecordBatch {
-			select {
-			case o, ok := <-r.in:
-				if !ok {
-					break more
-				}
-				batch = append(batch, o)
-			case <-gather.C:
-				break more
-			}
-		}
-		gather.Stop()
-		r.write(batch)
-	}
-}
+func (r *recorder) run() { gather.Run(r.in, r.d.cfg.RoundInterval, maxRecordBatch, r.write) }
 
 func (r *recorder) write(batch []outcome) {
 	n := len(batch)
