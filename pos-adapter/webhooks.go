@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/pagetoken"
+	"github.com/handoff-dev/handoff/internal/rounds"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 )
@@ -160,34 +161,34 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 
 	slots := make(chan struct{}, webhookWorkers)
 	freed := make(chan struct{}, 1)
-	s := webhookSchedule{kick: time.Now()}
+	s := rounds.Schedule{Gap: webhookRoundGap, Kick: time.Now()}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var backoff time.Duration
 	for {
 		now := time.Now()
 		free := cap(slots) - len(slots)
-		at, wanted := s.next()
+		at, wanted := s.Next()
 		if wanted && !at.After(now) {
 			if free == 0 {
-				s.more = true // a finished send frees a slot and wakes us
+				s.More = true // a finished send frees a slot and wakes us
 			} else {
 				claims, next, err := a.claimDeliveries(ctx, free)
 				switch {
 				case ctx.Err() != nil:
 					return
 				case err != nil:
-					backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
-					a.log.Warn("claim webhook deliveries failed; retrying", "err", err, "retry_in", backoff)
-					s.failedUntil = time.Now().Add(backoff)
+					a.log.Warn("claim webhook deliveries failed; retrying", "err", err, "retry_in", s.Failed(time.Now()))
 					continue
 				}
-				backoff = 0
-				s.done(now, time.Now(), next, len(claims) == free)
+				var nextDue time.Duration
 				if next != nil {
-					s.poll = now.Add(a.cfg.WebhookPollInterval)
+					nextDue = *next
+				}
+				s.Done(now, time.Now(), next != nil, nextDue, len(claims) == free)
+				if next != nil {
+					s.Poll = now.Add(a.cfg.WebhookPollInterval)
 				} else {
-					s.poll = now.Add(a.cfg.WebhookIdlePollInterval)
+					s.Poll = now.Add(a.cfg.WebhookIdlePollInterval)
 				}
 				for _, c := range claims {
 					slots <- struct{}{}
@@ -211,66 +212,14 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.webhookWake:
-			s.kick = time.Now()
+			s.Kick = time.Now()
 		case <-freed:
-			if s.more {
-				s.more, s.kick = false, time.Now()
-			}
+			s.FreedSlot(time.Now())
 		case <-rec.retried:
-			s.retryAt(rec.takeRetry())
+			s.RetryAt(rec.takeRetry())
 		case <-fire:
 		}
 		timer.Stop()
-	}
-}
-
-// webhookSchedule decides when the next round starts. Every reason for a round is a time from
-// which it is wanted; a round that starts at or after that time satisfies it.
-type webhookSchedule struct {
-	last        time.Time // start of the last successful round
-	failedUntil time.Time // backoff after a failed round
-	kick        time.Time // deliveries queued or replayed here, or a slot freed while due ones waited
-	due         time.Time // the earliest pending delivery, as the last round saw it
-	retry       time.Time // the earliest retry recorded here since
-	poll        time.Time // look anyway
-	more        bool      // the last round filled every free slot
-}
-
-func (s *webhookSchedule) next() (time.Time, bool) {
-	var at time.Time
-	for _, t := range []time.Time{s.kick, s.due, s.retry, s.poll} {
-		if !t.IsZero() && t.After(s.last) && (at.IsZero() || t.Before(at)) {
-			at = t
-		}
-	}
-	if at.IsZero() {
-		return at, false
-	}
-	for _, t := range []time.Time{s.last.Add(webhookRoundGap), s.failedUntil} {
-		if t.After(at) {
-			at = t
-		}
-	}
-	return at, true
-}
-
-// done records a successful round that started at start and answered at end; next is how
-// long until the earliest pending delivery falls due (nil: none is pending).
-func (s *webhookSchedule) done(start, end time.Time, next *time.Duration, full bool) {
-	s.last, s.more, s.due = start, full, time.Time{}
-	if next != nil {
-		// ≤ 0: due already but claimed by another copy meanwhile: look once more.
-		s.due = end.Add(*next)
-		if !s.due.After(start) {
-			s.due = end
-		}
-	}
-}
-
-// retryAt adds a retry recorded here (zero: none).
-func (s *webhookSchedule) retryAt(t time.Time) {
-	if !t.IsZero() && (!s.retry.After(s.last) || t.Before(s.retry)) {
-		s.retry = t
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/handoff-dev/handoff/internal/rounds"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 )
 
@@ -182,37 +183,35 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	slots := make(chan struct{}, d.cfg.Concurrency)
 	freed := make(chan struct{}, 1)
-	s := schedule{gap: d.cfg.RoundInterval, hint: time.Now()}
+	s := rounds.Schedule{Gap: d.cfg.RoundInterval}
 	if len(d.channels) == 0 {
-		s.gap = d.cfg.PollInterval // marking rows skipped is not worth a quicker round
+		s.Gap = d.cfg.PollInterval // marking rows skipped is not worth a quicker round
 	}
+	// hint is the last NOTIFY (or the start); rounds follow it up for rows written without one.
+	hint := time.Now()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var backoff time.Duration
 	for {
 		now := time.Now()
 		free := cap(slots) - len(slots)
-		at, wanted := s.next()
+		at, wanted := s.Next(hint, hint.Add(followUp), hint.Add(lateFollowUp))
 		if wanted && !at.After(now) {
 			if free == 0 {
-				s.more = true // a finished send frees a slot and wakes us
+				s.More = true // a finished send frees a slot and wakes us
 			} else {
 				claimed, info, err := d.round(ctx, free)
 				switch {
 				case ctx.Err() != nil:
 					return nil
 				case err != nil:
-					backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
-					d.log.Warn("notify: round failed; trying again", "err", err, "retry_in", backoff)
-					s.failedUntil = time.Now().Add(backoff)
+					d.log.Warn("notify: round failed; trying again", "err", err, "retry_in", s.Failed(time.Now()))
 					continue
 				}
-				backoff = 0
-				s.done(now, time.Now(), info, len(claimed) == free)
+				s.Done(now, time.Now(), info.pending, info.nextDue, len(claimed) == free)
 				if info.pending || !listening.Load() {
-					s.poll = now.Add(d.cfg.PollInterval)
+					s.Poll = now.Add(d.cfg.PollInterval)
 				} else {
-					s.poll = now.Add(d.cfg.IdlePollInterval)
+					s.Poll = now.Add(d.cfg.IdlePollInterval)
 				}
 				if info.skipped > 0 {
 					d.worked.Store(true)
@@ -239,82 +238,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-hints:
-			s.hint = time.Now()
+			hint = time.Now()
 		case <-freed:
-			if s.more {
-				s.more, s.kick = false, time.Now()
-			}
+			s.FreedSlot(time.Now())
 		case <-rec.retried:
-			s.retryAt(rec.takeRetry())
+			s.RetryAt(rec.takeRetry())
 		case <-fire:
 		}
 		timer.Stop()
 	}
-}
-
-// schedule decides when the next round starts. Every reason for a round is a time from which
-// it is wanted; a round that starts at or after that time satisfies it.
-type schedule struct {
-	gap         time.Duration // least time between round starts
-	last        time.Time     // start of the last successful round
-	failedUntil time.Time     // backoff after a failed round
-	hint        time.Time     // the last NOTIFY (or start)
-	kick        time.Time     // a slot freed while due rows were waiting
-	due         time.Time     // the earliest pending row, as the last round saw it
-	retry       time.Time     // the earliest retry recorded here since
-	poll        time.Time     // look anyway
-	more        bool          // the last round filled every free slot
-}
-
-// next returns when the next round should start, and whether one is wanted at all.
-func (s *schedule) next() (time.Time, bool) {
-	var at time.Time
-	want := func(t time.Time) {
-		if !t.IsZero() && t.After(s.last) && (at.IsZero() || t.Before(at)) {
-			at = t
-		}
-	}
-	want(s.hint)
-	if !s.hint.IsZero() {
-		want(s.hint.Add(followUp))
-		want(s.hint.Add(lateFollowUp))
-	}
-	want(s.kick)
-	want(s.due)
-	want(s.poll)
-	want(s.retry)
-	if at.IsZero() {
-		return at, false
-	}
-	return later(at, s.last.Add(s.gap), s.failedUntil), true
-}
-
-// done records a successful round that started at start and answered at end.
-func (s *schedule) done(start, end time.Time, info roundInfo, full bool) {
-	s.last = start
-	s.more = full
-	s.due = time.Time{}
-	if info.pending {
-		// Not after start: a row that is due already (nextDue ≤ 0) was locked by another
-		// dispatcher's claim, and the next round looks once more.
-		s.due = later(end.Add(info.nextDue), start.Add(time.Nanosecond))
-	}
-}
-
-// retryAt adds a retry this process recorded (zero: none).
-func (s *schedule) retryAt(t time.Time) {
-	if !t.IsZero() && (!s.retry.After(s.last) || t.Before(s.retry)) {
-		s.retry = t
-	}
-}
-
-func later(t time.Time, others ...time.Time) time.Time {
-	for _, o := range others {
-		if o.After(t) {
-			t = o
-		}
-	}
-	return t
 }
 
 // setup learns the schema's NOTIFY channel once.
