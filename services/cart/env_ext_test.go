@@ -33,7 +33,7 @@ type env struct {
 	nats         *server.Server
 	catalog      *catalog.Service
 	catalogAdmin catalogv1.CatalogAdminServiceClient
-	catRPC       *natsrpc.Service // the catalog's NATS endpoints, to stop
+	catRPC       stoppable // the catalog's NATS endpoints, to stop
 	chain        demo.Chain
 	cart         *cart.Service
 	pool         *pgxpool.Pool // the cart's
@@ -101,11 +101,28 @@ func (e *env) relay(pool *pgxpool.Pool) {
 	e.t.Cleanup(func() { cancel(); <-done })
 }
 
-// serveNATS registers a service's NATS endpoints on a connection of its own and returns the
-// micro service, so a test can stop it.
-func (e *env) serveNATS(name string, register func(*natsrpc.Service) error) *natsrpc.Service {
+// stoppable is a service's NATS endpoints on a connection of their own.
+type stoppable struct {
+	svc *natsrpc.Service
+	nc  *nats.Conn
+}
+
+// Stop takes the endpoints away and returns only once the server has dropped their
+// subscriptions. The micro service drains them, and a drain's unsubscribe is only queued
+// when Stop returns, so without the flush a request sent next may still be answered.
+func (s stoppable) Stop() error {
+	if err := s.svc.Stop(); err != nil {
+		return err
+	}
+	return s.nc.Flush()
+}
+
+// serveNATS registers a service's NATS endpoints on a connection of its own and returns
+// them, so a test can stop them.
+func (e *env) serveNATS(name string, register func(*natsrpc.Service) error) stoppable {
 	e.t.Helper()
-	svc, err := natsrpc.AddService(testenv.NATSConn(e.t, e.nats), name, "0.0.0-test", name+" for cart tests", testenv.Logger(e.t))
+	nc := testenv.NATSConn(e.t, e.nats)
+	svc, err := natsrpc.AddService(nc, name, "0.0.0-test", name+" for cart tests", testenv.Logger(e.t))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -113,7 +130,7 @@ func (e *env) serveNATS(name string, register func(*natsrpc.Service) error) *nat
 	if err := register(svc); err != nil {
 		e.t.Fatalf("register %s NATS endpoints: %v", name, err)
 	}
-	return svc
+	return stoppable{svc: svc, nc: nc}
 }
 
 func (e *env) natsConn() *nats.Conn { return testenv.NATSConn(e.t, e.nats) }
