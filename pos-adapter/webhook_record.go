@@ -2,10 +2,10 @@ package posadapter
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/gather"
+	"github.com/handoff-dev/handoff/internal/rounds"
 )
 
 // deliveryOutcome is what an attempt came to, for its row.
@@ -34,14 +34,11 @@ const maxRecordBatch = 500
 type deliveryRecorder struct {
 	a       *Adapter
 	in      chan deliveryOutcome
-	retried chan struct{} // a retry was recorded: the loop takes its time with takeRetry
-
-	mu    sync.Mutex
-	retry time.Time // earliest retry recorded and not yet taken
+	retries *rounds.Retries // when outcomes that are to be retried fall due
 }
 
 func newDeliveryRecorder(a *Adapter) *deliveryRecorder {
-	return &deliveryRecorder{a: a, in: make(chan deliveryOutcome, webhookWorkers), retried: make(chan struct{}, 1)}
+	return &deliveryRecorder{a: a, in: make(chan deliveryOutcome, webhookWorkers), retries: rounds.NewRetries()}
 }
 
 // add hands over an attempt's outcome; it waits while the recorder is behind.
@@ -67,30 +64,12 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 	if err != nil {
 		// The deliveries keep their claim and fall due again when it lapses.
 		r.a.log.Warn("record webhook delivery outcomes failed; they are retried when their claim lapses", "count", n, "err", err)
-		r.noteRetry(now.Add(r.a.webhookLease()))
+		r.retries.Note(now.Add(r.a.webhookLease()))
 		return
 	}
 	for _, o := range batch {
 		if o.state == "pending" {
-			r.noteRetry(now.Add(o.wait))
+			r.retries.Note(now.Add(o.wait))
 		}
 	}
-}
-
-func (r *deliveryRecorder) noteRetry(t time.Time) {
-	r.mu.Lock()
-	if r.retry.IsZero() || t.Before(r.retry) {
-		r.retry = t
-	}
-	r.mu.Unlock()
-	signal(r.retried)
-}
-
-// takeRetry returns the earliest retry recorded since the last call (zero: none).
-func (r *deliveryRecorder) takeRetry() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t := r.retry
-	r.retry = time.Time{}
-	return t
 }

@@ -215,8 +215,8 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 			s.Kick = time.Now()
 		case <-freed:
 			s.FreedSlot(time.Now())
-		case <-rec.retried:
-			s.RetryAt(rec.takeRetry())
+		case <-rec.retries.C():
+			s.RetryAt(rec.retries.Take())
 		case <-fire:
 		}
 		timer.Stop()

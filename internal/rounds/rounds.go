@@ -4,7 +4,10 @@
 // satisfies it; rounds are at least Gap apart, and a failed round backs off.
 package rounds
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // Schedule is one worker's schedule. The zero value with Gap set is ready; set Kick to start
 // with a round.
@@ -84,5 +87,42 @@ func later(t time.Time, others ...time.Time) time.Time {
 			t = o
 		}
 	}
+	return t
+}
+
+// Retries carries retry times from the goroutine that records outcomes to the worker's loop:
+// Note keeps the earliest and wakes the loop, which waits on C and passes Take to
+// Schedule.RetryAt. The zero value is not ready; use NewRetries.
+type Retries struct {
+	c        chan struct{}
+	mu       sync.Mutex
+	earliest time.Time // earliest retry noted and not yet taken
+}
+
+// NewRetries returns an empty Retries.
+func NewRetries() *Retries { return &Retries{c: make(chan struct{}, 1)} }
+
+// Note records a retry wanted from t and wakes the loop without blocking.
+func (r *Retries) Note(t time.Time) {
+	r.mu.Lock()
+	if r.earliest.IsZero() || t.Before(r.earliest) {
+		r.earliest = t
+	}
+	r.mu.Unlock()
+	select {
+	case r.c <- struct{}{}:
+	default: // one pending wake is enough
+	}
+}
+
+// C is ready when a retry was noted since the last Take.
+func (r *Retries) C() <-chan struct{} { return r.c }
+
+// Take returns the earliest retry noted since the last Take (zero: none).
+func (r *Retries) Take() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.earliest
+	r.earliest = time.Time{}
 	return t
 }

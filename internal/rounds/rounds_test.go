@@ -63,3 +63,32 @@ func TestAFreedSlotWantsARoundOnlyWhenTheLastFilledThemAll(t *testing.T) {
 		t.Fatalf("round after a freed slot at %v, %v; want at once", at, ok)
 	}
 }
+
+// Retries keeps the earliest of the times noted before a Take, wakes the loop once however
+// many were noted, and starts empty again after Take.
+func TestRetriesKeepEarliest(t *testing.T) {
+	r := rounds.NewRetries()
+	if got := r.Take(); !got.IsZero() {
+		t.Fatalf("Take on empty = %v, want zero", got)
+	}
+	base := time.Unix(1_800_000_000, 0)
+	r.Note(base.Add(3 * time.Second))
+	r.Note(base.Add(time.Second))
+	r.Note(base.Add(2 * time.Second))
+	select {
+	case <-r.C():
+	default:
+		t.Fatal("Note did not wake the loop")
+	}
+	select {
+	case <-r.C():
+		t.Fatal("three notes woke the loop twice; one pending wake is enough")
+	default:
+	}
+	if got := r.Take(); !got.Equal(base.Add(time.Second)) {
+		t.Fatalf("Take = %v, want the earliest, %v", got, base.Add(time.Second))
+	}
+	if got := r.Take(); !got.IsZero() {
+		t.Fatalf("second Take = %v, want zero", got)
+	}
+}

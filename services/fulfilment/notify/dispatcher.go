@@ -241,8 +241,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			hint = time.Now()
 		case <-freed:
 			s.FreedSlot(time.Now())
-		case <-rec.retried:
-			s.RetryAt(rec.takeRetry())
+		case <-rec.retries.C():
+			s.RetryAt(rec.retries.Take())
 		case <-fire:
 		}
 		timer.Stop()

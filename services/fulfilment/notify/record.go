@@ -2,10 +2,10 @@ package notify
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/gather"
+	"github.com/handoff-dev/handoff/internal/rounds"
 )
 
 // outcome is what a send came to, for its row.
@@ -49,14 +49,11 @@ const maxRecordBatch = 500
 type recorder struct {
 	d       *Dispatcher
 	in      chan outcome
-	retried chan struct{} // a retry was recorded: the loop takes its time with takeRetry
-
-	mu    sync.Mutex
-	retry time.Time // earliest retry recorded and not yet taken
+	retries *rounds.Retries // when outcomes that are to be retried fall due
 }
 
 func newRecorder(d *Dispatcher) *recorder {
-	return &recorder{d: d, in: make(chan outcome, d.cfg.Concurrency), retried: make(chan struct{}, 1)}
+	return &recorder{d: d, in: make(chan outcome, d.cfg.Concurrency), retries: rounds.NewRetries()}
 }
 
 // add hands over a send's outcome; it waits while the recorder is behind.
@@ -88,33 +85,15 @@ func (r *recorder) write(batch []outcome) {
 	if err != nil {
 		// The rows keep their lease and fall due again when it ends.
 		r.d.log.Warn("notify: recording delivery outcomes failed; the rows are retried after their lease", "count", n, "err", err)
-		r.noteRetry(now.Add(r.d.lease))
+		r.retries.Note(now.Add(r.d.lease))
 		return
 	}
 	for _, o := range batch {
 		switch {
 		case o.state == "pending" && !o.handOver:
-			r.noteRetry(now.Add(o.wait))
+			r.retries.Note(now.Add(o.wait))
 		case o.state != "pending":
 			r.d.worked.Store(true)
 		}
 	}
-}
-
-func (r *recorder) noteRetry(t time.Time) {
-	r.mu.Lock()
-	if r.retry.IsZero() || t.Before(r.retry) {
-		r.retry = t
-	}
-	r.mu.Unlock()
-	signal(r.retried)
-}
-
-// takeRetry returns the earliest retry recorded since the last call (zero: none).
-func (r *recorder) takeRetry() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t := r.retry
-	r.retry = time.Time{}
-	return t
 }
