@@ -39,7 +39,8 @@ const (
 //     order. Concurrent retries with the same key go through; a different key is refused with
 //     Aborted. Only when the claim matches nothing is the cart read, to say why (or, already
 //     checked out with this same key, to fetch that order again).
-//  2. Price every line at the catalog (its cache; outside any transaction).
+//  2. Price every line as the cart shows it: the catalog's answers the cart keeps, the catalog
+//     asked for any it lacks (outside any transaction).
 //  3. Ask fulfilment to place the order (idempotent by customer and key), within
 //     CheckoutTimeout.
 //  4. CONFIRMED or PENDING: mark the cart checked out with the order id (one UPDATE). REJECTED:
@@ -194,16 +195,17 @@ func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
 	return email, v.Err()
 }
 
-// priceForOrder turns the cart's lines into order lines. fresh asks the catalog for today's
-// prices and refuses lines that can no longer be ordered; otherwise the last known prices are
-// used.
-// The catalog's answer (nil when not fresh) is returned too.
-func (s *Service) priceForOrder(ctx context.Context, c *cartRow, fresh bool) ([]*fulfilmentv1.PlaceOrderLine, map[string]*catalogv1.Variant, error) {
+// priceForOrder turns the cart's lines into order lines. current prices them as the cart is
+// shown, from the catalog's answers the cart keeps (asking the catalog for those it lacks),
+// and refuses lines that can no longer be ordered; otherwise the last known prices are used.
+// The order thus carries the prices the shopper was shown. The catalog's events drop a
+// changed variant from the cache at once; an event lost on the way is outlived by at most
+// Config.CacheTTL, after which the catalog is asked again.
+// The catalog's answer (nil when not current) is returned too.
+func (s *Service) priceForOrder(ctx context.Context, c *cartRow, current bool) ([]*fulfilmentv1.PlaceOrderLine, map[string]*catalogv1.Variant, error) {
 	var variants map[string]*catalogv1.Variant
-	if fresh {
-		// Asked, not taken from the cache: the order is the one place where a price or an
-		// archived product missed by a lost event (the cache's TTL) would stay wrong for good.
-		vs, err := s.askVariants(ctx, c.skus())
+	if current {
+		vs, err := s.variants(ctx, c.skus())
 		if err != nil {
 			return nil, nil, lookupFailed("catalog", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,7 +70,7 @@ func BenchmarkCheckout(b *testing.B) {
 			}
 
 			var r benchRun
-			r.start(bs.seconds)
+			r.start(b, bs.seconds)
 			for s := range shoppers {
 				wg.Go(func() {
 					ctx := bs.shopperContext(b, shoppers, s)
@@ -98,7 +99,7 @@ func BenchmarkShopperJourney(b *testing.B) {
 				r  benchRun
 				wg sync.WaitGroup
 			)
-			r.start(bs.seconds)
+			r.start(b, bs.seconds)
 			for s := range shoppers {
 				wg.Go(func() {
 					ctx := bs.shopperContext(b, shoppers, s)
@@ -131,7 +132,9 @@ type benchStack struct {
 // startBench starts the system with 20 stores open around the clock, each stocked with a
 // million of every SKU the benchmarks order.
 func startBench(b *testing.B) *benchStack {
-	ready := stacktest.Start(b)
+	// The product's own NATS: embedded, syncing every JetStream write to disk, reached
+	// in-process (stacktest's default is a test server without the syncs).
+	ready := stacktest.Start(b, func(c *stack.Config) { c.NATSURL = "" })
 	admin := dialAs(b, ready.ServiceAddrs["inventory"], ready.Keys, auth.Principal{Subject: "bench", Role: auth.RoleAdmin})
 	inv := inventoryv1.NewInventoryAdminServiceClient(admin)
 	bs := &benchStack{
@@ -189,10 +192,25 @@ type benchRun struct {
 	busy      time.Duration
 	own       time.Duration
 	busyOK    bool
+	profile   *os.File // HANDOFF_BENCH_CPUPROFILE's file for this case, or nil
 }
 
-func (r *benchRun) start(seconds int) {
+// start starts the clock. With HANDOFF_BENCH_CPUPROFILE=prefix set, the timed part alone is
+// profiled into prefix.<case>.pprof (go test's -cpuprofile would also take in the filling).
+func (r *benchRun) start(b *testing.B, seconds int) {
 	r.failures = map[string]int{}
+	if prefix := os.Getenv("HANDOFF_BENCH_CPUPROFILE"); prefix != "" {
+		name := prefix + "." + strings.NewReplacer("/", "_", "=", "-").Replace(b.Name()) + ".pprof"
+		f, err := os.Create(name)
+		if err != nil {
+			b.Fatalf("HANDOFF_BENCH_CPUPROFILE: %v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			b.Fatalf("HANDOFF_BENCH_CPUPROFILE (not with -cpuprofile): %v", err)
+		}
+		r.profile = f
+	}
 	r.busy, r.busyOK = machineBusy()
 	r.own = processCPU()
 	r.began = time.Now()
@@ -216,6 +234,12 @@ func (r *benchRun) report(b *testing.B, label, what string) {
 	elapsed := time.Since(r.began)
 	busy, ok := machineBusy()
 	own := processCPU()
+	if r.profile != nil {
+		pprof.StopCPUProfile()
+		if err := r.profile.Close(); err != nil {
+			b.Errorf("HANDOFF_BENCH_CPUPROFILE: %v", err)
+		}
+	}
 	slices.Sort(r.latencies)
 	n := len(r.latencies)
 	q := func(p float64) float64 {

@@ -72,7 +72,7 @@ func TestAShoppersJourneyCostsFewRoundTrips(t *testing.T) {
 				err = fmt.Errorf("order %v", res.GetOrder().GetState())
 			}
 			return err
-		}, 2, []string{askCatalog, placeOrder}}, // an order is priced by the catalog itself, never the cache
+		}, 2, []string{placeOrder}}, // priced as the cart is shown, from the cache
 		{"GetCart checked out", func() error {
 			_, err := e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: cartID})
 			return err
@@ -231,29 +231,44 @@ func TestCachesAreDroppedWhenTheCartsNATSConnectionComesBack(t *testing.T) {
 	})
 }
 
-func TestCheckoutPricesFromTheCatalogNotTheCache(t *testing.T) {
+func TestCheckoutPricesAsTheCartShowsAndALostPriceEventLastsOnlyTheCacheTTL(t *testing.T) {
 	// A price changed with no event (a lost one, say) leaves the cart's cache wrong for its
-	// TTL (an hour here); the order must still carry today's price.
-	e := newEnv(t)
+	// TTL. Within it the order carries the price the shopper was shown; after it, the
+	// catalog's.
+	const ttl = 2 * time.Second
+	e := newEnv(t, func(c *cart.Config) { c.CacheTTL = ttl })
 	sku := e.skus(1)[0]
+	filling := time.Now() // the cache learns the price after this, so keeps it until filling+ttl at least
 	c := e.filledCart("alice", 1, sku)
-	old := c.GetLines()[0].GetUnitPrice().GetAmountMinor()
+	shown := c.GetLines()[0].GetUnitPrice().GetAmountMinor()
+	changed := time.Now()
 	if _, err := e.catalogDB.Exec(t.Context(), `UPDATE variants SET price_minor = price_minor + 100 WHERE sku = $1`, sku); err != nil {
 		t.Fatal(err)
 	}
-	view, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "priced-as-shown"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := view.GetCart().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != old {
-		t.Fatalf("cart shows %d; want the cached %d (else this test proves nothing)", got, old)
+	got := res.GetOrder().GetLines()[0].GetUnitPrice().GetAmountMinor()
+	switch {
+	case time.Since(filling) < ttl && got != shown:
+		t.Fatalf("order line priced %d; want %d, as the cart showed it", got, shown)
+	case got != shown && got != shown+100:
+		t.Fatalf("order line priced %d; want %d as shown, or the catalog's %d (this machine took longer than the TTL)", got, shown, shown+100)
 	}
-	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "priced-by-catalog"})
+
+	// Past the TTL the cart asks the catalog again: shown and ordered at the new price.
+	time.Sleep(ttl - time.Since(changed) + 10*time.Millisecond)
+	c = e.filledCart("bob", 1, sku)
+	if got := c.GetLines()[0].GetUnitPrice().GetAmountMinor(); got != shown+100 {
+		t.Fatalf("a cart filled after the TTL shows %d; want the catalog's %d", got, shown+100)
+	}
+	res, err = e.carts.Checkout(e.as("bob"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "priced-after-ttl"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := res.GetOrder().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != old+100 {
-		t.Fatalf("order line priced %d; want the catalog's %d", got, old+100)
+	if got := res.GetOrder().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != shown+100 {
+		t.Fatalf("order line priced %d after the TTL; want the catalog's %d", got, shown+100)
 	}
 }
 

@@ -65,7 +65,8 @@ type env struct {
 	cartConn   *nats.Conn
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the services; configure may change the cart's configuration.
+func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 	t.Helper()
 	e := &env{t: t, nats: testenv.NATS(t), chain: demo.Seattle()}
 	log := testenv.Logger(t)
@@ -120,10 +121,14 @@ func newEnv(t *testing.T) *env {
 	run("fulfilment", ful.Run)
 
 	// The cart's caches keep answers for an hour: a change seen in these tests came by event.
-	c := cart.New(cart.Config{
+	cfg := cart.Config{
 		Pool: e.countedPool(testenv.Pool(t, "", cart.Migrations())), NATS: e.spiedConn(), Currency: "USD", Logger: log,
 		CheckoutTimeout: 10 * time.Second, CacheTTL: time.Hour,
-	})
+	}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	c := cart.New(cfg)
 
 	srv := grpc.NewServer()
 	c.RegisterGRPC(srv)
