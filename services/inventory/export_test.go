@@ -12,3 +12,14 @@ func CachedStore(s *Service, id string) (state string, version int64, ok bool) {
 	}
 	return e.row.state, e.row.version, true
 }
+
+// KeyedPlansSQL and KeyedStatements: the plan settings of the transactions over stock and
+// holds, and the statements they run that read or change rows by key.
+const KeyedPlansSQL = keyedPlansSQL
+
+var KeyedStatements = map[string]string{
+	"lock levels": lockLevelsSQL, "batch holds": batchHoldsSQL, "changed stores": changedStoresSQL,
+	"insert holds": insertHoldsSQL, "lock order holds": lockOrderHoldsSQL, "lock order levels": lockOrderLevelsSQL,
+	"extend holds": extendHoldsByIDSQL, "end holds": endHoldsSQL, "apply deltas": applyDeltasSQL,
+	"insert movements": insertMovementsSQL,
+}

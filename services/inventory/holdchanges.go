@@ -188,7 +188,7 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	b.Queue(customPlansSQL)
+	b.Queue(keyedPlansSQL)
 	b.Queue(lockOrderHoldsSQL, orderIDs)
 	b.Queue(lockOrderLevelsSQL, endingIDs)
 	br := conn.SendBatch(ctx, &b)
@@ -289,7 +289,7 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 }
 
 func readChangeLocks(br pgx.BatchResults) ([]*hold, map[stockKey]*level, error) {
-	for range 2 { // BEGIN, SET LOCAL
+	for range 2 { // BEGIN, the plan settings
 		if _, err := br.Exec(); err != nil {
 			return nil, nil, err
 		}

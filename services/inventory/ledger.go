@@ -399,11 +399,18 @@ func retryable(err error) bool {
 	return false
 }
 
-// inTx runs fn in a transaction, again (up to 3 times) when it lost a race.
+// inTx runs fn in a transaction planned as keyedPlansSQL says, again (up to 3 times) when it
+// lost a race.
 func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	keyed := func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, keyedPlansSQL); err != nil {
+			return fmt.Errorf("plan settings: %w", err)
+		}
+		return fn(tx)
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		err = pgx.BeginFunc(ctx, s.db, fn)
+		err = pgx.BeginFunc(ctx, s.db, keyed)
 		if err == nil || !retryable(err) {
 			return err
 		}

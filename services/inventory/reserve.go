@@ -216,14 +216,6 @@ func (s *Service) reserveBatchWithRetry(ctx context.Context, jobs []*reserveJob)
 	return nil, err
 }
 
-// customPlansSQL makes Postgres plan this transaction's statements for their actual
-// arguments and the tables' current size. A connection otherwise settles, after five runs, on
-// a generic plan made with the statistics of the moment: made while holds was nearly empty,
-// that plan scans the whole table, and keeps doing so as it grows until the next ANALYZE.
-// Planning these small statements costs microseconds; a sequential scan of a busy holds
-// table costs milliseconds per batch.
-const customPlansSQL = `SET LOCAL plan_cache_mode = force_custom_plan`
-
 const (
 	// changedStoresSQL reads, by primary key, the batch's stores whose row is not the one the
 	// cache holds (given as id, version, create time; version 0 for a store it lacks): whether a
@@ -307,7 +299,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	var b pgx.Batch
 	lockStores, skus := keyArrays(keys)
 	b.Queue("BEGIN")
-	b.Queue(customPlansSQL)
+	b.Queue(keyedPlansSQL)
 	b.Queue(lockLevelsSQL, lockStores, skus)
 	b.Queue(batchHoldsSQL, orderIDs)
 	b.Queue(changedStoresSQL, checkIDs, checkVersions, checkCreated)
@@ -421,7 +413,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 }
 
 func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string][]*hold, []*storeRow, error) {
-	for range 2 { // BEGIN, SET LOCAL
+	for range 2 { // BEGIN, the plan settings
 		if _, err := br.Exec(); err != nil {
 			return nil, nil, nil, err
 		}
