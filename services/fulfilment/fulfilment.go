@@ -114,7 +114,8 @@ type Config struct {
 	PickupCodeSecret []byte
 	// Logger receives the service's logs.
 	Logger *slog.Logger
-	// Notify configures the customer-notification dispatcher that Run starts.
+	// Notify configures the customer-notification dispatcher that Run starts. Notifications
+	// are written for the channels of its Senders only: none configured, none written.
 	Notify notify.DispatcherConfig
 
 	// ReserveTimeout bounds the reserve call of a checkout. Default 2s.
@@ -205,6 +206,8 @@ type Service struct {
 
 	placing singleflight.Group // concurrent checkouts of one order, in this process
 	hub     *watchHub
+	// notifyChannels are the notification channels with a sender: only theirs are written.
+	notifyChannels notify.Channels
 
 	effectsWake chan struct{}
 }
@@ -233,6 +236,8 @@ func New(cfg Config) (*Service, error) {
 		inv:         inventoryClient{nc: cfg.NATS},
 		hub:         newWatchHub(),
 		effectsWake: make(chan struct{}, 1),
+
+		notifyChannels: notify.ChannelsOf(cfg.Notify.Senders),
 	}
 	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL)
 	s.queue = newQueueCounts(cfg.QueueCountTTL)

@@ -29,6 +29,7 @@ import (
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 	"github.com/handoff-dev/handoff/services/inventory"
 )
 
@@ -264,6 +265,22 @@ func mapsEqual(a, b map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// acceptingSender takes every notification of its channel: a deployment with that channel
+// configured, for tests about what is written rather than what is sent.
+type acceptingSender struct{ channel string }
+
+func (s acceptingSender) Channel() string                               { return s.channel }
+func (acceptingSender) Send(context.Context, notify.Notification) error { return nil }
+
+// withSenders configures notification senders for channels.
+func withSenders(channels ...string) func(*fulfilment.Config) {
+	return func(c *fulfilment.Config) {
+		for _, ch := range channels {
+			c.Notify.Senders = append(c.Notify.Senders, acceptingSender{ch})
+		}
+	}
 }
 
 // line is a checkout line: SKU and quantity at $4.50 each.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,6 +17,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/testenv"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
 const (
@@ -66,7 +68,7 @@ func (e *env) codeOf(customer, id string) string {
 }
 
 func TestOrderLifeFromConfirmedToCollectedCommitsTheHolds(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{config: withSenders(notify.ChannelEmail)})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 10)
 	e.setStock("s1", "MUFFIN", 10)
@@ -163,6 +165,38 @@ func TestOrderLifeFromConfirmedToCollectedCommitsTheHolds(t *testing.T) {
 		if !slices.Contains(kinds, k) {
 			t.Errorf("no %s email queued for the shopper (queued: %v)", k, kinds)
 		}
+	}
+}
+
+// A notification is written only for the channels this deployment has a sender for: with
+// none, an order's whole life writes no notification at all.
+func TestNotificationsAreWrittenOnlyForChannelsWithASender(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		senders []string
+		want    []string // channels written for the confirmation
+	}{
+		{"none", nil, nil},
+		{"email only", []string{notify.ChannelEmail}, []string{notify.ChannelEmail}},
+		{"both", []string{notify.ChannelWebhook, notify.ChannelEmail}, []string{notify.ChannelEmail, notify.ChannelWebhook}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{config: withSenders(c.senders...)})
+			e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+			e.setStock("s1", "LATTE-16", 10)
+			o := e.mustPlace(checkout("alice", "k", "s1", line{"LATTE-16", 1}), confirmed)
+			rows, err := e.pool.Query(e.ctx, `SELECT channel FROM notifications WHERE order_id = $1 AND kind = 'order.confirmed' ORDER BY channel`, o.GetId())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("confirmation written for channels %v; want %v", got, c.want)
+			}
+		})
 	}
 }
 

@@ -6,8 +6,10 @@
 //
 //  1. Fulfilment calls [Enqueue] inside the transaction that changes the order, so a
 //     notification exists if and only if the change committed. Enqueue writes one row per
-//     channel that may apply: "webhook" always, "email" when the shopper gave an address and the
-//     kind is one worth an email (see [Message]). Each row is delivered, retried and
+//     channel that applies and has a sender in this deployment ([Message].Channels):
+//     "webhook" always, "email" when the shopper gave an address and the kind is one worth an
+//     email. With no sender configured it writes nothing, so a deployment without
+//     notifications pays nothing for them on each order. Each row is delivered, retried and
 //     dead-lettered on its own, so a failing mail server never holds back the webhook.
 //  2. A [Dispatcher] (started from the fulfilment service's Run) claims due rows with FOR UPDATE
 //     SKIP LOCKED and hands them to the [Sender] of their channel: [WebhookSender] (signed JSON
@@ -95,6 +97,22 @@ type Message struct {
 	Order *fulfilmentv1.Order
 	// Email is the shopper's email address; may be empty (then no email is sent).
 	Email string
+	// Channels are the channels this deployment has senders for (ChannelsOf): rows are
+	// written for those only. Nil writes every channel, and the dispatcher marks the rows of
+	// a channel without a sender skipped.
+	Channels Channels
+}
+
+// Channels is a set of channel names ("webhook", "email").
+type Channels map[string]bool
+
+// ChannelsOf returns the channels senders deliver (never nil: no senders, no channels).
+func ChannelsOf(senders []Sender) Channels {
+	c := Channels{}
+	for _, s := range senders {
+		c[s.Channel()] = true
+	}
+	return c
 }
 
 // enqueueSQL inserts a message's rows, one per channel ($1 ids, $4 channels, $5 recipients).
@@ -147,6 +165,20 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if m.Order.GetId() == "" {
 		return errors.New("notify: message has no order id")
 	}
+	var channels, recipients []string
+	add := func(channel, recipient string) {
+		if m.Channels == nil || m.Channels[channel] {
+			channels, recipients = append(channels, channel), append(recipients, recipient)
+		}
+	}
+	add(ChannelWebhook, "")
+	if m.Email != "" && emailKinds[m.Kind] {
+		add(ChannelEmail, m.Email)
+	}
+	if len(channels) == 0 {
+		return nil
+	}
+
 	snap := proto.Clone(m.Order).(*fulfilmentv1.Order)
 	snap.History = nil
 	// The pickup code is never stored: the dispatcher derives it again when it sends the
@@ -157,11 +189,9 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if err != nil {
 		return fmt.Errorf("notify: marshal order %s: %w", snap.GetId(), err)
 	}
-	ids := []string{notificationID(snap, m.Kind, ChannelWebhook)}
-	channels, recipients := []string{ChannelWebhook}, []string{""}
-	if m.Email != "" && emailKinds[m.Kind] {
-		ids = append(ids, notificationID(snap, m.Kind, ChannelEmail))
-		channels, recipients = append(channels, ChannelEmail), append(recipients, m.Email)
+	ids := make([]string, len(channels))
+	for i, ch := range channels {
+		ids[i] = notificationID(snap, m.Kind, ch)
 	}
 	sql := enqueueSQL
 	if shouldNotify() {
