@@ -361,7 +361,7 @@ func (c *consumer) consume(ctx context.Context, cons jetstream.Consumer) error {
 	}
 	select {
 	case <-ctx.Done():
-		cc.Stop()
+		stopConsuming(cc)
 	case <-cc.Closed():
 	}
 	mu.Lock()
@@ -594,7 +594,7 @@ func (c *consumer) consumeBatches(ctx context.Context, cons jetstream.Consumer) 
 	}
 	select {
 	case <-ctx.Done():
-		cc.Stop()
+		stopConsuming(cc)
 	case <-cc.Closed():
 	}
 	mu.Lock()
@@ -750,4 +750,13 @@ func (c *consumer) onConsumeError(mu *sync.Mutex, lastErr *error) jetstream.Pull
 		}
 		c.logger.Warn("inbox: consume", "err", err)
 	})
+}
+
+// stopConsuming ends a consume session by draining it: the server drops the pull subscription
+// before this returns, and messages already on their way are still dispatched (and, the
+// session ending, handed back with a nak). Stopping instead drops them in the client, where
+// they wait out their ack wait before anyone gets them again, behind later events.
+func stopConsuming(cc jetstream.ConsumeContext) {
+	cc.Drain()
+	<-cc.Closed()
 }

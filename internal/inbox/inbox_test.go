@@ -395,3 +395,38 @@ func TestOutboxEventsReachTheInboxUnderTheirEventID(t *testing.T) {
 		}
 	}
 }
+
+// A consumer that stops takes its pull subscription off the server before Run returns:
+// events published right after reach the next consumer at once, not after their ack wait
+// (30s here) spent in a client that no longer listens.
+func TestAStoppedConsumerLeavesNothingForTheServerToDeliverToIt(t *testing.T) {
+	e := setup(t)
+	cfg := config(t, "handover")
+	cfg.AckWait = 30 * time.Second
+	stop := run(t, e.pool, e.js, cfg, recordEffect)
+	publish(t, e.js, orderConfirmed, "before", "v")
+	waitForEffects(t, e.pool, 1)
+	stop()
+
+	cons, err := e.js.Consumer(t.Context(), streams.EventsStream, "handover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumWaiting != 0 {
+		t.Fatalf("%d pull requests still waiting on the server after Run returned; want none", info.NumWaiting)
+	}
+	for i := range 20 {
+		publish(t, e.js, orderConfirmed, fmt.Sprintf("after-%d", i), "v")
+	}
+	run(t, e.pool, e.js, cfg, recordEffect)
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if rows, _ := effects(t, e.pool); rows != 21 {
+			return fmt.Errorf("%d of 21 events handled; the rest wait out their ack wait", rows)
+		}
+		return nil
+	})
+}
