@@ -20,13 +20,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
-	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
@@ -39,8 +39,8 @@ import (
 // whole journey is BenchmarkShopperJourney. Each case runs for HANDOFF_BENCH_SECONDS (default
 // 5) whatever b.N, and reports checkouts/s, checkout latency p50/p99 and the machine's CPU time
 // per checkout (Postgres and NATS included; Linux only), a figure much less noisy than the rate
-// on a shared machine. The orders are spread over 20 stores open around the clock, so the
-// figures do not depend on the time of day.
+// on a shared machine. The orders are spread over the demo chain's stores, opened around the
+// clock so the figures do not depend on the time of day.
 func BenchmarkCheckout(b *testing.B) {
 	bs := startBench(b)
 	for _, shoppers := range []int{16, 64} {
@@ -129,8 +129,9 @@ type benchStack struct {
 	seconds int
 }
 
-// startBench starts the system with 20 stores open around the clock, each stocked with a
-// million of every SKU the benchmarks order.
+// startBench starts the system with the demo chain loaded and opens all its stores around
+// the clock (so the figures do not depend on the time of day), each stocked with a million of
+// every SKU the benchmarks order.
 func startBench(b *testing.B) *benchStack {
 	// The product's own NATS: embedded, syncing every JetStream write to disk, reached
 	// in-process (stacktest's default is a test server without the syncs).
@@ -148,24 +149,21 @@ func startBench(b *testing.B) *benchStack {
 			b.Fatalf("HANDOFF_BENCH_SECONDS=%q: want a positive number of seconds", v)
 		}
 	}
-	for i := range 20 {
-		id := fmt.Sprintf("bench-store-%02d", i)
-		bs.stores = append(bs.stores, id)
-		var hours []*inventoryv1.OpeningHours
-		for d := inventoryv1.Weekday_WEEKDAY_MONDAY; d <= inventoryv1.Weekday_WEEKDAY_SUNDAY; d++ {
-			hours = append(hours, &inventoryv1.OpeningHours{Weekday: d, OpenTime: "00:00", CloseTime: "24:00"})
-		}
-		_, err := inv.CreateStore(b.Context(), &inventoryv1.CreateStoreRequest{Store: &inventoryv1.Store{
-			Id: id, Name: "Bench " + id, TimeZone: "UTC", OpeningHours: hours, State: inventoryv1.StoreState_STORE_STATE_OPEN,
-			Address:  &inventoryv1.Address{Line1: "1 Bench St", City: "Seattle", Region: "WA", PostalCode: "98101", CountryCode: "US"},
-			Location: &commonv1.LatLng{Latitude: 47.60 + float64(i)/1000, Longitude: -122.33},
-			PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
-		}})
+	var hours []*inventoryv1.OpeningHours
+	for d := inventoryv1.Weekday_WEEKDAY_MONDAY; d <= inventoryv1.Weekday_WEEKDAY_SUNDAY; d++ {
+		hours = append(hours, &inventoryv1.OpeningHours{Weekday: d, OpenTime: "00:00", CloseTime: "24:00"})
+	}
+	for _, st := range demo.Seattle().Stores {
+		bs.stores = append(bs.stores, st.ID)
+		_, err := inv.UpdateStore(b.Context(), &inventoryv1.UpdateStoreRequest{
+			Store:      &inventoryv1.Store{Id: st.ID, OpeningHours: hours},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"opening_hours", "hours_exceptions"}},
+		})
 		if err != nil {
-			b.Fatalf("create store: %v", err)
+			b.Fatalf("open %s around the clock: %v", st.ID, err)
 		}
 		for _, sku := range bs.skus {
-			if _, err := inv.SetStock(b.Context(), &inventoryv1.SetStockRequest{StoreId: id, Sku: sku, OnHand: 1_000_000, IdempotencyKey: "bench-" + id + sku}); err != nil {
+			if _, err := inv.SetStock(b.Context(), &inventoryv1.SetStockRequest{StoreId: st.ID, Sku: sku, OnHand: 1_000_000, IdempotencyKey: "bench-" + st.ID + sku}); err != nil {
 				b.Fatalf("set stock: %v", err)
 			}
 		}
