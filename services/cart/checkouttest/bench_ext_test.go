@@ -32,9 +32,9 @@ import (
 )
 
 // BenchmarkCheckout measures checkouts end to end through the services: the shopper's Checkout
-// call on the cart's gRPC API, the cart pricing the lines (its catalog cache) and placing the order with
-// fulfilment, fulfilment reserving at inventory, until the order comes back CONFIRMED — with the
-// whole system in-process (stacktest), Postgres and NATS real. The carts are filled before the
+// call on the cart's gRPC API, the cart pricing the lines (its catalog cache) and placing the
+// order with fulfilment, fulfilment reserving at inventory, until the order comes back
+// CONFIRMED — with the whole system in-process (stacktest), Postgres and NATS real. The carts are filled before the
 // clock starts (create, add a line, choose the store), as shoppers fill them over minutes; the
 // whole journey is BenchmarkShopperJourney. Each case runs for HANDOFF_BENCH_SECONDS (default
 // 5) whatever b.N, and reports checkouts/s, checkout latency p50/p99 and the machine's CPU time
