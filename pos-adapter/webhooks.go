@@ -180,16 +180,12 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 					a.log.Warn("claim webhook deliveries failed; retrying", "err", err, "retry_in", s.Failed(time.Now()))
 					continue
 				}
-				var nextDue time.Duration
+				nextDue, poll := time.Duration(0), a.cfg.WebhookIdlePollInterval
 				if next != nil {
-					nextDue = *next
+					nextDue, poll = *next, a.cfg.WebhookPollInterval
 				}
 				s.Done(now, time.Now(), next != nil, nextDue, len(claims) == free)
-				if next != nil {
-					s.Poll = now.Add(a.cfg.WebhookPollInterval)
-				} else {
-					s.Poll = now.Add(a.cfg.WebhookIdlePollInterval)
-				}
+				s.Poll = now.Add(poll)
 				for _, c := range claims {
 					slots <- struct{}{}
 					sends.Go(func() {

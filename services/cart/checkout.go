@@ -205,17 +205,15 @@ func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
 func (s *Service) priceForOrder(ctx context.Context, c *cartRow, current bool) ([]*fulfilmentv1.PlaceOrderLine, map[string]*catalogv1.Variant, error) {
 	var variants map[string]*catalogv1.Variant
 	if current {
-		vs, err := s.variants(ctx, c.skus())
-		if err != nil {
+		var err error
+		if variants, err = s.variants(ctx, c.skus()); err != nil {
 			return nil, nil, lookupFailed("catalog", err)
 		}
-		variants = make(map[string]*catalogv1.Variant, len(vs))
 		for _, l := range c.Lines {
-			v, ok := vs[l.SKU]
+			v, ok := variants[l.SKU]
 			if err := s.checkOrderable(l.SKU, v, ok); err != nil {
 				return nil, nil, status.Errorf(status.Code(err), "line %s: %s; remove it to check out", l.LineID, status.Convert(err).Message())
 			}
-			variants[l.SKU] = v
 		}
 	}
 	out := make([]*fulfilmentv1.PlaceOrderLine, 0, len(c.Lines))

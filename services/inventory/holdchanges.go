@@ -144,8 +144,8 @@ const (
 		ORDER BY order_id, line_id FOR UPDATE`
 	// lockOrderLevelsSQL then locks the stock rows of the holds of the orders whose holds end
 	// (release, commit) in (store, SKU) order: holds first, then stock, as every transaction
-	// that ends holds does. It runs after the holds are
-	// locked and sees at least their keys (a hold never changes its stock row).
+	// that ends holds does. It runs after the holds are locked and sees at least their keys (a
+	// hold never changes its stock row).
 	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock FROM stock st
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = 'open')
 		ORDER BY st.store_id, st.sku
