@@ -21,5 +21,5 @@ var KeyedStatements = map[string]string{
 	"lock levels": lockLevelsSQL, "batch holds": batchHoldsSQL, "changed stores": changedStoresSQL,
 	"insert holds": insertHoldsSQL, "lock order holds": lockOrderHoldsSQL, "lock order levels": lockOrderLevelsSQL,
 	"extend holds": extendHoldsByIDSQL, "end holds": endHoldsSQL, "apply deltas": applyDeltasSQL,
-	"insert movements": insertMovementsSQL,
+	"insert movements": insertMovementsSQL, "extend order holds": extendOrderHoldsSQL,
 }

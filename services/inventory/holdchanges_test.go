@@ -210,3 +210,46 @@ func TestExtendingHoldsDoesNotWaitForTheirStockRows(t *testing.T) {
 		t.Fatal("extending a hold waited for its stock row, locked by another transaction")
 	}
 }
+
+func TestExtendingManyOrdersAtOnceExtendsOnlyTheirOpenHolds(t *testing.T) {
+	// fulfilment's round after its checkouts: extensions only, each order once, some of
+	// whose holds have ended meanwhile.
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 100, 0)
+	e.setStock("s1", "MUFFIN", 100, 0)
+	for _, id := range []string{"o-a", "o-b", "o-c"} {
+		e.mustReserve(order(id, "s1", "LATTE", 1, "MUFFIN", 1))
+	}
+	e.changeHolds(commitChange("o-b"), releaseChange("o-c", "l1"))
+
+	to := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Microsecond)
+	r := e.changeHolds(extendChange("o-c", to), extendChange("o-a", to.Add(time.Minute)), extendChange("o-b", to), extendChange("o-unknown", to)).GetResults()
+	lines := func(hs []*inventoryv1.Hold, until time.Time) string {
+		var out []string
+		for _, h := range hs {
+			if h.GetState() != inventoryv1.HoldState_HOLD_STATE_OPEN || !h.GetExpireTime().AsTime().Equal(until) {
+				t.Errorf("hold %v: want open until %s", h, until)
+			}
+			out = append(out, h.GetOrderId()+"/"+h.GetLineId())
+		}
+		return strings.Join(out, ",")
+	}
+	if got := lines(r[0].GetHolds(), to); got != "o-c/l2" {
+		t.Errorf("o-c extended %s, want its open line l2 only", got)
+	}
+	if got := lines(r[1].GetHolds(), to.Add(time.Minute)); got != "o-a/l1,o-a/l2" {
+		t.Errorf("o-a extended %s, want both lines in line order", got)
+	}
+	if len(r[2].GetHolds()) != 0 || len(r[3].GetHolds()) != 0 {
+		t.Errorf("a committed order and an unknown one extended %v and %v, want nothing", r[2].GetHolds(), r[3].GetHolds())
+	}
+	if n := e.count(`SELECT count(*) FROM holds WHERE expire_time >= $1`, to); n != 3 {
+		t.Errorf("%d holds carry an extended deadline, want 3", n)
+	}
+	if n := e.count(`SELECT count(*) FROM holds WHERE state <> 'open' AND expire_time >= $1`, to); n != 0 {
+		t.Errorf("%d ended holds were extended", n)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
