@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
+	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
@@ -98,6 +99,10 @@ type Service struct {
 	storeCache   *lookupCache[*inventoryv1.Store]
 	// stopWatching ends the owners' event subscriptions (nil when there are none).
 	stopWatching func()
+
+	// Checkout's writes to the cart row, batched (see checkoutwrites.go).
+	claims *coalesce.Batcher[claimReq, *cartRow]
+	marks  *coalesce.Batcher[markReq, *cartMark]
 }
 
 // New returns the cart service.
@@ -132,6 +137,8 @@ func New(cfg Config) *Service {
 		variantCache:    newLookupCache[*catalogv1.Variant](cfg.CacheTTL),
 		storeCache:      newLookupCache[*inventoryv1.Store](cfg.CacheTTL),
 	}
+	s.claims = coalesce.New(maxCheckoutWriteBatch, s.claimMany)
+	s.marks = coalesce.New(maxCheckoutWriteBatch, s.markMany)
 	if cfg.CacheTTL > 0 {
 		if err := s.watchOwners(); err != nil {
 			// Without the events a cached answer could be stale for a whole TTL: ask every time.

@@ -38,15 +38,16 @@ const (
 //     refused (their UPDATEs require no running lease), so the cart cannot change under the
 //     order. Concurrent retries with the same key go through; a different key is refused with
 //     Aborted. Only when the claim matches nothing is the cart read, to say why (or, already
-//     checked out with this same key, to fetch that order again).
+//     checked out with this same key, to fetch that order again). Concurrent checkouts'
+//     claims share one statement (checkoutwrites.go).
 //  2. Price every line as the cart shows it: the catalog's answers the cart keeps, the catalog
 //     asked for any it lacks (outside any transaction).
 //  3. Ask fulfilment to place the order (idempotent by customer and key), within
 //     CheckoutTimeout.
-//  4. CONFIRMED or PENDING: mark the cart checked out with the order id (one UPDATE). REJECTED:
-//     end the lease and leave the cart open for the shopper to change; the rejected order is
-//     returned. No answer: the lease stays until it expires, as the order may exist; the client
-//     retries with the same key and gets it.
+//  4. CONFIRMED or PENDING: mark the cart checked out with the order id (one UPDATE, shared
+//     like the claims). REJECTED: end the lease and leave the cart open for the shopper to
+//     change; the rejected order is returned. No answer: the lease stays until it expires, as
+//     the order may exist; the client retries with the same key and gets it.
 func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.CheckoutRequest) (*fulfilmentv1.Order, *cartv1.Cart, error) {
 	email, err := checkCheckout(req)
 	if err != nil {
@@ -126,6 +127,13 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 // and returns the cart as claimed; or, when the cart is already checked out with key, returns
 // it with already set. Anything else is refused with the reason.
 func (s *Service) claim(ctx context.Context, customer, cartID, key string, expectedVersion int64) (c *cartRow, already bool, err error) {
+	// Together with the concurrent checkouts' claims; what that did not claim, alone.
+	if c, err := s.claims.Do(ctx, claimReq{cartID: cartID, customer: customer, key: key, expectedVersion: expectedVersion}); c != nil && err == nil {
+		return c, false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, fmt.Errorf("claim cart %s for checkout: %w", cartID, err)
+	}
 	// A claim that matched nothing and a read that finds nothing against it means the cart
 	// changed in between (a lease lapsed, a change landed): claim again, a few times at most.
 	for range 3 {
@@ -258,6 +266,10 @@ func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID strin
 	}
 	// The order exists: record it even if the caller has gone away meanwhile.
 	ctx = context.WithoutCancel(ctx)
+	// Together with the concurrent checkouts' marks; what that did not mark, alone.
+	if m, err := s.marks.Do(ctx, markReq{cartID: cartID, key: key, orderID: orderID}); m != nil && err == nil {
+		return m, nil
+	}
 	// One statement instead of lock, read, write: the UPDATE's row lock orders it after any
 	// other writer, and its condition is checked again on the row as that writer left it.
 	var (

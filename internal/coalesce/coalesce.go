@@ -1,0 +1,115 @@
+// Package coalesce runs the like requests of concurrent callers together: while one batch is
+// being written, the requests that arrive queue up and go as the next batch. Under load N
+// callers then cost one statement (one round trip, one commit) instead of N; a lone caller
+// waits for nobody, and nothing waits for a timer.
+package coalesce
+
+import (
+	"context"
+	"sync"
+)
+
+// Batcher hands the requests of concurrent Do calls to run in batches, one batch at a time.
+type Batcher[Req, Res any] struct {
+	run func(ctx context.Context, reqs []Req) []Result[Res]
+	max int
+
+	mu      sync.Mutex
+	queue   []*call[Req, Res]
+	running bool
+}
+
+// Result is what run decided for one request.
+type Result[Res any] struct {
+	Value Res
+	Err   error
+}
+
+type call[Req, Res any] struct {
+	ctx  context.Context
+	req  Req
+	done chan Result[Res]
+}
+
+// New returns a batcher that calls run with at most max requests at a time. run must return
+// one result per request, in their order. It gets a context of its own, without deadline,
+// since a batch outlives any one caller who gives up: it should bound itself.
+func New[Req, Res any](max int, run func(ctx context.Context, reqs []Req) []Result[Res]) *Batcher[Req, Res] {
+	return &Batcher[Req, Res]{run: run, max: max}
+}
+
+// Do queues req, starts a batch if none is running, and waits for req's result. A caller whose
+// ctx ends gets ctx's error; its request is still decided if its batch had begun.
+func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
+	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan Result[Res], 1)}
+	b.mu.Lock()
+	b.queue = append(b.queue, c)
+	start := !b.running
+	b.running = true
+	b.mu.Unlock()
+	if start {
+		go b.drain()
+	}
+	select {
+	case r := <-c.done:
+		return r.Value, r.Err
+	case <-ctx.Done():
+		var zero Res
+		return zero, ctx.Err()
+	}
+}
+
+// Queued is how many requests wait for a batch (not those in the running one).
+func (b *Batcher[Req, Res]) Queued() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue)
+}
+
+// drain runs the queue, batch after batch, until it is empty.
+func (b *Batcher[Req, Res]) drain() {
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), b.max)
+		if n == 0 {
+			b.running = false
+			b.queue = nil
+			b.mu.Unlock()
+			return
+		}
+		calls := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		b.mu.Unlock()
+		b.runBatch(calls)
+	}
+}
+
+func (b *Batcher[Req, Res]) runBatch(calls []*call[Req, Res]) {
+	live := make([]*call[Req, Res], 0, len(calls))
+	reqs := make([]Req, 0, len(calls))
+	for _, c := range calls {
+		if err := c.ctx.Err(); err != nil {
+			c.done <- Result[Res]{Err: err} // gone before its batch began: nothing to decide
+			continue
+		}
+		live = append(live, c)
+		reqs = append(reqs, c.req)
+	}
+	if len(live) == 0 {
+		return
+	}
+	results := b.run(context.Background(), reqs)
+	for i, c := range live {
+		if i < len(results) {
+			c.done <- results[i]
+		} else {
+			c.done <- Result[Res]{Err: errMissing}
+		}
+	}
+}
+
+type missingError struct{}
+
+func (missingError) Error() string { return "coalesce: the batch gave no result for this request" }
+
+var errMissing error = missingError{}

@@ -1,0 +1,156 @@
+package coalesce_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/coalesce"
+)
+
+// gate is a run function that records its batches and holds each until released.
+type gate struct {
+	mu      sync.Mutex
+	batches [][]int
+	started chan struct{}
+	release chan struct{}
+}
+
+func newGate() *gate {
+	return &gate{started: make(chan struct{}, 100), release: make(chan struct{}, 100)}
+}
+
+func (g *gate) run(_ context.Context, reqs []int) []coalesce.Result[string] {
+	g.mu.Lock()
+	g.batches = append(g.batches, slices.Clone(reqs))
+	g.mu.Unlock()
+	g.started <- struct{}{}
+	<-g.release
+	out := make([]coalesce.Result[string], len(reqs))
+	for i, r := range reqs {
+		if r < 0 {
+			out[i].Err = fmt.Errorf("refused %d", r)
+			continue
+		}
+		out[i].Value = fmt.Sprint("done ", r)
+	}
+	return out
+}
+
+func TestRequestsArrivingDuringABatchGoTogetherInTheNextAndEachGetsItsOwnResult(t *testing.T) {
+	g := newGate()
+	b := coalesce.New(3, g.run)
+	results := make([]string, 6)
+	errs := make([]error, 6)
+	var wg sync.WaitGroup
+	do := func(i int) {
+		wg.Go(func() {
+			req := i
+			if i == 4 {
+				req = -4
+			}
+			results[i], errs[i] = b.Do(t.Context(), req)
+		})
+	}
+	do(0)
+	<-g.started // the first batch runs, alone: a lone request waits for nobody
+	for i := 1; i < 6; i++ {
+		do(i)
+	}
+	waitQueued(t, b, 5)
+	g.release <- struct{}{}
+	<-g.started
+	g.release <- struct{}{}
+	<-g.started
+	g.release <- struct{}{}
+	wg.Wait()
+
+	sizes := []int{len(g.batches[0]), len(g.batches[1]), len(g.batches[2])}
+	if len(g.batches) != 3 || !slices.Equal(sizes, []int{1, 3, 2}) || g.batches[0][0] != 0 {
+		t.Fatalf("batches %v; want [0], then the five queued meanwhile in batches of at most 3", g.batches)
+	}
+	for i := range 6 {
+		switch {
+		case i == 4 && (errs[i] == nil || errs[i].Error() != "refused -4"):
+			t.Errorf("request 4: %q, %v; want its own refusal", results[i], errs[i])
+		case i != 4 && (errs[i] != nil || results[i] != fmt.Sprint("done ", i)):
+			t.Errorf("request %d: %q, %v; want its own result", i, results[i], errs[i])
+		}
+	}
+}
+
+func TestACallerGoneBeforeItsBatchBeganIsLeftOut(t *testing.T) {
+	g := newGate()
+	b := coalesce.New(10, g.run)
+	first := make(chan error, 1)
+	go func() { _, err := b.Do(t.Context(), 1); first <- err }()
+	<-g.started
+
+	ctx, cancel := context.WithCancel(t.Context())
+	gone := make(chan error, 1)
+	go func() { _, err := b.Do(ctx, 2); gone <- err }()
+	stays := make(chan string, 1)
+	go func() { v, _ := b.Do(t.Context(), 3); stays <- v }()
+	waitQueued(t, b, 2)
+	cancel()
+	if err := <-gone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled caller got %v; want context.Canceled", err)
+	}
+	g.release <- struct{}{}
+	<-g.started
+	g.release <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if v := <-stays; v != "done 3" {
+		t.Fatalf("the caller that stayed got %q", v)
+	}
+	if len(g.batches) != 2 || !slices.Equal(g.batches[1], []int{3}) {
+		t.Fatalf("batches %v; want the cancelled request left out of the second", g.batches)
+	}
+}
+
+func TestManyConcurrentCallersAllGetTheirResults(t *testing.T) {
+	var mu sync.Mutex
+	batches := 0
+	b := coalesce.New(16, func(_ context.Context, reqs []int) []coalesce.Result[int] {
+		mu.Lock()
+		batches++
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		out := make([]coalesce.Result[int], len(reqs))
+		for i, r := range reqs {
+			out[i].Value = r * 2
+		}
+		return out
+	})
+	var wg sync.WaitGroup
+	for i := range 500 {
+		wg.Go(func() {
+			if v, err := b.Do(t.Context(), i); err != nil || v != 2*i {
+				t.Errorf("request %d: %d, %v", i, v, err)
+			}
+		})
+	}
+	wg.Wait()
+	if batches >= 500 {
+		t.Fatalf("%d batches for 500 concurrent requests; want them run together", batches)
+	}
+	t.Logf("500 concurrent requests in %d batches", batches)
+}
+
+// waitQueued waits until n requests wait for a batch.
+func waitQueued(t *testing.T, b interface{ Queued() int }, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Queued() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests queued, want %d", b.Queued(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
