@@ -3,9 +3,12 @@ package fulfilment
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/handoff-dev/handoff/internal/coalesce"
 )
 
 // writeBatch collects the writes of one change of an order (the row, its history, its event
@@ -71,3 +74,49 @@ func (errResults) Query() (pgx.Rows, error)         { return nil, errBatchOnlyWr
 func (errResults) QueryRow() pgx.Row                { return errRow{} }
 func (errResults) Close() error                     { return errBatchOnlyWrites }
 func (errResults) Tx() pgx.Tx                       { return nil }
+
+// New orders' writes go together: the write batches of concurrent checkouts arriving while one
+// combined batch is sent go as the next, in one round trip and one implicit transaction, so
+// Postgres commits (and flushes its log) once for tens of orders instead of once each. One
+// failing order fails the combined batch and writes nothing of it; each order is then sent
+// alone, which writes the others and tells the failing one its own error (a retried checkout's
+// conflict, say).
+
+// maxPlacementBatch bounds the orders of one combined batch.
+const maxPlacementBatch = 64
+
+// sendPlacement writes a new order's batch w, together with concurrent ones when it can.
+func (s *Service) sendPlacement(ctx context.Context, w *writeBatch) error {
+	if _, err := s.placements.Do(ctx, w); err == nil {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		// The combined batch may still commit: as with any write whose answer was lost, the
+		// caller's retry finds the order.
+		return err
+	}
+	return w.sendAlone(ctx, s.db)
+}
+
+// sendPlacements sends ws as one batch; every one of them gets the batch's outcome.
+func (s *Service) sendPlacements(ctx context.Context, ws []*writeBatch) []coalesce.Result[struct{}] {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	// Queued afresh: pgx keeps what it learnt of a statement on its connection in the queued
+	// query, so a query once sent must not be sent again elsewhere (the alone fallback).
+	var all pgx.Batch
+	for _, w := range ws {
+		for _, q := range w.batch.QueuedQueries {
+			all.Queue(q.SQL, q.Arguments...)
+		}
+	}
+	err := s.db.SendBatch(ctx, &all).Close()
+	if err != nil {
+		err = fmt.Errorf("write %d new orders together: %w", len(ws), err)
+	}
+	out := make([]coalesce.Result[struct{}], len(ws))
+	for i := range out {
+		out[i].Err = err
+	}
+	return out
+}

@@ -82,6 +82,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
@@ -205,7 +206,9 @@ type Service struct {
 	queue  *queueCounts
 
 	placing singleflight.Group // concurrent checkouts of one order, in this process
-	hub     *watchHub
+	// placements sends new orders' writes together (see sendPlacement).
+	placements *coalesce.Batcher[*writeBatch, struct{}]
+	hub        *watchHub
 	// notifyChannels are the notification channels with a sender: only theirs are written.
 	notifyChannels notify.Channels
 
@@ -239,6 +242,7 @@ func New(cfg Config) (*Service, error) {
 
 		notifyChannels: notify.ChannelsOf(cfg.Notify.Senders),
 	}
+	s.placements = coalesce.New(maxPlacementBatch, s.sendPlacements)
 	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL)
 	s.queue = newQueueCounts(cfg.QueueCountTTL)
 	return s, nil

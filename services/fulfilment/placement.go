@@ -93,12 +93,12 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 		return nil, err
 	}
 	changes = append(changes, settled...)
-	// One round trip, one implicit transaction: the order, its history, event, notification
-	// and the extension of its holds, or nothing.
+	// One round trip, one implicit transaction (shared with concurrent checkouts'): the order,
+	// its history, event, notification and the extension of its holds, or nothing.
 	var w writeBatch
 	effects, err := s.write(ctx, &w, o, changes, true, now)
 	if err == nil {
-		err = w.sendAlone(ctx, s.db)
+		err = s.sendPlacement(ctx, &w)
 	}
 	if isOrderConflict(err) {
 		// A retry, or another copy of this checkout (another process, or PENDING from an

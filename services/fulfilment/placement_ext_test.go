@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 
@@ -426,4 +429,112 @@ func ownPool(t *testing.T, conns int32) func(*fulfilment.Config) {
 		}
 		c.Pool = pool
 	}
+}
+
+// orderWrites counts the batches a pool sends that insert orders, and the orders they insert.
+type orderWrites struct {
+	batches, inserts atomic.Int64
+}
+
+func (w *orderWrites) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	n := 0
+	for _, q := range data.Batch.QueuedQueries {
+		if strings.HasPrefix(strings.TrimSpace(q.SQL), "INSERT INTO orders ") {
+			n++
+		}
+	}
+	if n > 0 {
+		w.batches.Add(1)
+		w.inserts.Add(int64(n))
+	}
+	return ctx
+}
+func (*orderWrites) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (*orderWrites) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+func (*orderWrites) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (*orderWrites) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func TestConcurrentCheckoutsWriteTheirOrdersTogetherAndEachOnce(t *testing.T) {
+	writes := &orderWrites{}
+	var pool *pgxpool.Pool
+	t.Cleanup(func() {
+		if pool != nil {
+			pool.Close()
+		}
+	})
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
+		cfg := c.Pool.Config().Copy()
+		cfg.ConnConfig.Tracer = writes
+		var err error
+		if pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		c.Pool = pool
+	}})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "SKU-1", 1000)
+	placeAll := func(reqs []*fulfilmentv1.PlaceOrderRequest) []*fulfilmentv1.Order {
+		orders := make([]*fulfilmentv1.Order, len(reqs))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, req := range reqs {
+			wg.Go(func() {
+				<-start
+				o, err := e.place(req)
+				if err != nil || o.GetState() != confirmed {
+					t.Errorf("checkout %s of %s: %s (%s), %v; want CONFIRMED", req.GetIdempotencyKey(), req.GetCustomerId(), o.GetState(), o.GetReason(), err)
+				}
+				orders[i] = o
+			})
+		}
+		close(start)
+		wg.Wait()
+		return orders
+	}
+
+	// New orders arriving together are written together.
+	const n = 24
+	var first []*fulfilmentv1.PlaceOrderRequest
+	for i := range n {
+		first = append(first, checkout(fmt.Sprint("shopper-", i), "k1", "s1", line{"SKU-1", 1}))
+	}
+	placed := placeAll(first)
+	if b, ins := writes.batches.Load(), writes.inserts.Load(); b >= n || ins != n {
+		t.Errorf("%d concurrent checkouts wrote %d orders in %d batches; want each once, in fewer batches", n, ins, b)
+	} else {
+		t.Logf("%d concurrent checkouts wrote their orders in %d batches", n, b)
+	}
+
+	// Retries of placed orders among new ones: a retry's write conflicts, which fails the
+	// batch it shares; then every order is written alone, the new ones once, the retries not.
+	var second []*fulfilmentv1.PlaceOrderRequest
+	for i := range n / 2 {
+		second = append(second, checkout(fmt.Sprint("shopper-", i), "k2", "s1", line{"SKU-1", 1}))
+	}
+	for i := range 4 {
+		second = append(second, first[i])
+	}
+	writes.batches.Store(0)
+	writes.inserts.Store(0)
+	again := placeAll(second)
+	t.Logf("%d new orders and 4 retries: %d order inserts sent in %d batches", n/2, writes.inserts.Load(), writes.batches.Load())
+	for i := range 4 {
+		if got, want := again[n/2+i].GetId(), placed[i].GetId(); got != want {
+			t.Errorf("retry %d got order %s; want %s", i, got, want)
+		}
+	}
+	var orders, histories, duplicates int
+	if err := e.pool.QueryRow(e.ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_history),
+		(SELECT count(*) FROM (SELECT order_id, seq FROM order_history GROUP BY 1, 2 HAVING count(*) > 1) d)`).Scan(&orders, &histories, &duplicates); err != nil {
+		t.Fatal(err)
+	}
+	if want := n + n/2; orders != want || histories != 2*want || duplicates != 0 {
+		t.Errorf("%d orders with %d history entries (%d doubled); want %d orders, each created and confirmed once", orders, histories, duplicates, want)
+	}
+	if got := e.available("s1", "SKU-1"); got != 1000-n-n/2 {
+		t.Errorf("available %d; want %d", got, 1000-n-n/2)
+	}
+	e.checkInvariants()
 }
