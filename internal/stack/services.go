@@ -18,6 +18,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pgdb"
+	"github.com/handoff-dev/handoff/internal/pgstats"
 	"github.com/handoff-dev/handoff/services/cart"
 	"github.com/handoff-dev/handoff/services/catalog"
 	"github.com/handoff-dev/handoff/services/fulfilment"
@@ -139,6 +140,7 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 
 	relay := outbox.NewRelay(pool, s.js, outbox.RelayConfig{Logger: log})
 	s.addLoop(spec.name+" outbox relay", relay.Run)
+	s.addLoop(spec.name+" planner statistics", keepStatistics(pool, spec.schema, log))
 	s.addLoop(spec.name+" background work", svc.Run)
 	if s.cfg.LoadDemo {
 		s.afterListen = append(s.afterListen, func(ctx context.Context) error {
@@ -185,5 +187,13 @@ func (s *system) startPOSAdapter(ctx context.Context) error {
 	s.ready.POSAdapterAddr = lis.Addr().String()
 	s.addServer(func(ctx context.Context) error { return a.Serve(ctx, lis, s.cfg.ShutdownGrace) })
 	s.addLoop("pos-adapter", a.Run)
+	s.addLoop("pos-adapter planner statistics", keepStatistics(pool, posadapter.Schema, log))
 	return nil
+}
+
+// keepStatistics keeps the planner statistics of a service's tables current (see pgstats).
+func keepStatistics(pool *pgxpool.Pool, schema string, log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		return pgstats.Run(ctx, pool, schema, pgstats.Config{Logger: log})
+	}
 }

@@ -1,0 +1,151 @@
+package pgstats_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/handoff-dev/handoff/internal/pgstats"
+	"github.com/handoff-dev/handoff/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// A table shaped like the cart service's carts: its key, and a partial index of the open ones.
+const schemaSQL = `
+	CREATE TABLE carts (id text PRIMARY KEY, customer_id text NOT NULL, state text NOT NULL DEFAULT 'open',
+		pickup_store_id text, near_lat float8, near_lng float8, near_radius_m float8,
+		version bigint NOT NULL DEFAULT 1, checkout_key text, checkout_until timestamptz,
+		create_time timestamptz NOT NULL DEFAULT now(), update_time timestamptz NOT NULL DEFAULT now(),
+		lines jsonb NOT NULL DEFAULT '[]') WITH (fillfactor = 80);
+	CREATE INDEX carts_abandoned ON carts (create_time) WHERE state = 'open';
+	CREATE TABLE quiet (id int PRIMARY KEY);
+	INSERT INTO carts (id, customer_id) SELECT 'cart-' || i, 'shopper' FROM generate_series(1, 5) i;
+	INSERT INTO quiet SELECT generate_series(1, 10);`
+
+// updateSQL is the cart's conditional update of its lines and pickup.
+const updateSQL = `UPDATE carts SET lines = $4, pickup_store_id = $5, near_lat = $6, near_lng = $7, near_radius_m = $8,
+		version = version + 1, update_time = now()
+	WHERE id = $1 AND customer_id = $2 AND version = $3
+	  AND state = 'open' AND (checkout_until IS NULL OR checkout_until <= now())
+	RETURNING version, update_time`
+
+func TestACachedPlanMadeOnAFewRowsUsesTheKeyOnceTheGrownTableIsAnalyzed(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	ctx := t.Context()
+	schema := currentSchema(t, pool)
+	if _, err := pool.Exec(ctx, schemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	// One connection keeps its plan, as the services' connections do; generic plans forced so
+	// that the cached plan is the one Postgres would settle on after a few calls.
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `PREPARE upd(text, text, bigint, jsonb, text, float8, float8, float8) AS `+updateSQL); err != nil {
+		t.Fatal(err)
+	}
+	plan := func() string {
+		t.Helper()
+		var lines []string
+		rows, err := conn.Query(ctx, `EXPLAIN EXECUTE upd('cart-1', 'shopper', 1, '[]', 's1', NULL, NULL, NULL)`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var l string
+			if err := rows.Scan(&l); err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, l)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(lines, "\n")
+	}
+	// Planned on five rows and no statistics, the update walks the index of every open row
+	// (which is why this package exists; Postgres 15 plans so).
+	if before := plan(); !strings.Contains(before, "carts_abandoned") {
+		t.Fatalf("plan on five rows:\n%s\nwant the scan of the open rows' index that this test guards against", before)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO carts (id, customer_id) SELECT 'cart-' || i, 'shopper' FROM generate_series(6, 20000) i`); err != nil {
+		t.Fatal(err)
+	}
+	if grown := plan(); !strings.Contains(grown, "carts_abandoned") {
+		t.Fatalf("plan after growing, not analyzed:\n%s\nwant the cached scan still", grown)
+	}
+
+	// The server's statistics trail the writes by up to a second.
+	var analyzed []string
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(analyzed, "carts") && time.Now().Before(deadline) {
+		if analyzed, err = pgstats.Once(ctx, pool, schema); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !slices.Equal(analyzed, []string{"carts"}) {
+		t.Fatalf("analyzed %v; want just the grown table (not the 10-row one, nor the unchanged shared ones)", analyzed)
+	}
+	if after := plan(); !strings.Contains(after, "carts_pkey") {
+		t.Errorf("plan after the analysis:\n%s\nwant the lookup by key", after)
+	}
+	var tuples float64
+	if err := pool.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = 'carts'::regclass`).Scan(&tuples); err != nil || tuples < 19000 {
+		t.Errorf("carts has reltuples %v (%v) after the analysis; want about 20,000", tuples, err)
+	}
+	// Analyzed tables are left alone until they change enough again.
+	if again, err := pgstats.Once(ctx, pool, schema); err != nil || len(again) != 0 {
+		t.Errorf("a second round analyzed %v (%v); want nothing", again, err)
+	}
+}
+
+func TestRunAnalyzesUntilStopped(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	schema := currentSchema(t, pool)
+	if _, err := pool.Exec(t.Context(), schemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `INSERT INTO quiet SELECT generate_series(11, 1000)`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- pgstats.Run(ctx, pool, schema, pgstats.Config{Interval: 20 * time.Millisecond, Logger: testenv.Logger(t)})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	var analyzed bool
+	for !analyzed && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if err := pool.QueryRow(t.Context(), `SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relid = 'quiet'::regclass`).Scan(&analyzed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !analyzed {
+		t.Fatal("Run did not analyze a table that grew from 10 to 1,000 rows")
+	}
+}
+
+func currentSchema(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var s string
+	if err := pool.QueryRow(t.Context(), `SELECT current_schema()`).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
