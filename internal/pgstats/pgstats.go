@@ -33,17 +33,21 @@ type Config struct {
 }
 
 // A table is analyzed once more rows than minChanged + changedShare of its rows have changed
-// since its last analysis: when it has doubled, say. autoanalyze's default share is a tenth,
-// but the plans only need sizes within a factor of two to stay on the right indexes, and each
-// analysis reads a sample of up to 30,000 rows: at a tenth, a table growing by a thousand
-// rows a second was analyzed every few seconds, which showed as latency spikes.
+// since its last analysis (when it has doubled, say), until its statistics count keepUpTo
+// rows. The degenerate plans come from tables believed nearly empty, where a full scan and a
+// lookup by key cost about the same; from ten thousand rows on a lookup by key wins by far,
+// and growth no longer turns a cached plan bad. Beyond that the statistics are autovacuum's
+// business: an analysis reads up to 30,000 rows (about 150 ms of a busy machine's CPU for a
+// large table), and analyzing every tenth of growth, as autoanalyze does, showed as latency
+// spikes under load.
 const (
 	minChanged   = 50
 	changedShare = 1.0
+	keepUpTo     = 10_000
 )
 
 // staleSQL lists the ordinary tables of schema $1 that changed enough since their last
-// analysis (never analyzed: reltuples is -1, taken as 0).
+// analysis and were small then (never analyzed: reltuples is -1, taken as 0).
 const staleSQL = `
 	SELECT c.relname
 	FROM pg_class c
@@ -51,6 +55,7 @@ const staleSQL = `
 	JOIN pg_stat_user_tables s ON s.relid = c.oid
 	WHERE n.nspname = $1 AND c.relkind = 'r'
 	  AND s.n_mod_since_analyze > $2 + $3 * greatest(c.reltuples, 0)
+	  AND greatest(c.reltuples, 0) < $4
 	ORDER BY c.relname`
 
 // Run analyzes, every Interval until ctx ends, the tables of schema that need it (see Once).
@@ -88,10 +93,11 @@ func Run(ctx context.Context, pool *pgxpool.Pool, schema string, cfg Config) err
 }
 
 // Once analyzes the tables of schema in which more rows have changed since their last analysis
-// than 50 and as many as the table had then, and returns their names. The counts come from the
+// than 50 and as many as the table had then, while that was under 10,000 rows, and returns
+// their names. The counts come from the
 // server's cumulative statistics, which trail the writes by up to a second.
 func Once(ctx context.Context, pool *pgxpool.Pool, schema string) ([]string, error) {
-	rows, err := pool.Query(ctx, staleSQL, schema, minChanged, changedShare)
+	rows, err := pool.Query(ctx, staleSQL, schema, minChanged, changedShare, keepUpTo)
 	if err != nil {
 		return nil, fmt.Errorf("find tables to analyze in %s: %w", schema, err)
 	}
