@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
@@ -54,9 +54,7 @@ var (
 // reserveJob is one request waiting for its batch.
 type reserveJob struct {
 	req    *reserveRequest
-	ctx    context.Context
 	queued time.Time
-	done   chan reserveAnswer // buffered: the worker never waits for the caller
 }
 
 type reserveAnswer struct {
@@ -64,113 +62,67 @@ type reserveAnswer struct {
 	err error
 }
 
+// reserver batches the reserves of each shard of stores: the requests arriving while a shard's
+// transaction runs go together as its next one.
 type reserver struct {
-	s        *Service
-	shards   []*reserveShard
-	maxBatch int
-}
-
-type reserveShard struct {
-	mu      sync.Mutex
-	queue   []*reserveJob
-	running bool
+	s      *Service
+	shards []*coalesce.Batcher[*reserveJob, *inventoryv1.ReserveHoldsResponse]
 }
 
 func newReserver(s *Service, shards, maxBatch int) *reserver {
-	r := &reserver{s: s, maxBatch: maxBatch}
+	r := &reserver{s: s}
 	for range shards {
-		r.shards = append(r.shards, &reserveShard{})
+		r.shards = append(r.shards, coalesce.New(maxBatch, r.run))
 	}
 	return r
 }
 
-func (r *reserver) shardOf(storeID string) *reserveShard {
+func (r *reserver) shardOf(storeID string) *coalesce.Batcher[*reserveJob, *inventoryv1.ReserveHoldsResponse] {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(storeID))
 	return r.shards[h.Sum32()%uint32(len(r.shards))]
 }
 
-// submit queues req on its store's shard, starts the shard's worker if idle, and waits for
-// the answer. A caller that gives up still has its request decided (and possibly committed):
-// reserves are idempotent by order id, so its retry gets the same holds.
+// submit queues req on its store's shard and waits for the answer. A caller that gives up
+// still has its request decided (and possibly committed) if its batch had begun: reserves are
+// idempotent by order id, so its retry gets the same holds.
 func (r *reserver) submit(ctx context.Context, req *reserveRequest) (*inventoryv1.ReserveHoldsResponse, error) {
-	job := &reserveJob{req: req, ctx: ctx, queued: time.Now(), done: make(chan reserveAnswer, 1)}
-	sh := r.shardOf(req.storeID)
-	sh.mu.Lock()
-	sh.queue = append(sh.queue, job)
-	start := !sh.running
-	sh.running = true
-	sh.mu.Unlock()
-	if start {
-		go r.drain(sh)
-	}
-	select {
-	case a := <-job.done:
-		return a.res, a.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// drain runs the shard's queue, one batch per transaction, until it is empty.
-func (r *reserver) drain(sh *reserveShard) {
-	for {
-		sh.mu.Lock()
-		n := min(len(sh.queue), r.maxBatch)
-		if n == 0 {
-			sh.running = false
-			sh.queue = nil
-			sh.mu.Unlock()
-			return
-		}
-		jobs := make([]*reserveJob, n)
-		copy(jobs, sh.queue)
-		sh.queue = append(sh.queue[:0:0], sh.queue[n:]...)
-		sh.mu.Unlock()
-		r.run(jobs)
-	}
+	return r.shardOf(req.storeID).Do(ctx, &reserveJob{req: req, queued: time.Now()})
 }
 
 // batchTimeout bounds one reserve transaction, independently of any one caller.
 const batchTimeout = 10 * time.Second
 
-func (r *reserver) run(jobs []*reserveJob) {
-	live := jobs[:0]
-	for _, j := range jobs {
-		if err := j.ctx.Err(); err != nil {
-			j.done <- reserveAnswer{err: err} // gone before we started: nothing to decide
-			continue
-		}
-		live = append(live, j)
-	}
-	if len(live) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+// run decides one shard's batch in one transaction.
+func (r *reserver) run(ctx context.Context, jobs []*reserveJob) []coalesce.Result[*inventoryv1.ReserveHoldsResponse] {
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
-	answers, err := r.s.reserveBatchWithRetry(ctx, live)
-	if err != nil && len(live) > 1 {
+	out := make([]coalesce.Result[*inventoryv1.ReserveHoldsResponse], len(jobs))
+	answers, err := r.s.reserveBatchWithRetry(ctx, jobs)
+	if err != nil && len(jobs) > 1 {
 		// Whatever broke the batch must not fail the innocent: decide each one alone.
-		r.s.log.Warn("reserve batch failed; deciding its requests one by one", "requests", len(live), "err", err)
-		for _, j := range live {
+		r.s.log.Warn("reserve batch failed; deciding its requests one by one", "requests", len(jobs), "err", err)
+		for i, j := range jobs {
 			a, err := r.s.reserveBatchWithRetry(ctx, []*reserveJob{j})
 			if err != nil {
 				a = []reserveAnswer{{err: err}}
 			}
-			deliver(j, a[0])
+			out[i] = deliver(a[0])
 		}
-		return
+		return out
 	}
-	for i, j := range live {
-		if err != nil {
-			deliver(j, reserveAnswer{err: err})
-		} else {
-			deliver(j, answers[i])
+	for i := range jobs {
+		a := reserveAnswer{err: err}
+		if err == nil {
+			a = answers[i]
 		}
+		out[i] = deliver(a)
 	}
+	return out
 }
 
-func deliver(j *reserveJob, a reserveAnswer) {
+// deliver counts an answer's outcome and hands it over.
+func deliver(a reserveAnswer) coalesce.Result[*inventoryv1.ReserveHoldsResponse] {
 	switch {
 	case a.err != nil && rpcerr.IsStatus(a.err):
 		reserveOutcomes.WithLabelValues("rejected").Inc()
@@ -179,7 +131,7 @@ func deliver(j *reserveJob, a reserveAnswer) {
 	default:
 		reserveOutcomes.WithLabelValues(outcomeLabel(a.res.GetOutcome())).Inc()
 	}
-	j.done <- a
+	return coalesce.Result[*inventoryv1.ReserveHoldsResponse]{Value: a.res, Err: a.err}
 }
 
 func outcomeLabel(o inventoryv1.ReserveOutcome) string {
