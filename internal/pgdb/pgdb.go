@@ -128,3 +128,21 @@ func hasCode(err error, code string) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == code
 }
+
+// Acquire takes a connection of pool for a transaction its caller drives with its own BEGIN
+// and COMMIT statements, pipelined in batches with the reads and writes (two round trips for
+// a whole transaction instead of one per statement). release gives the connection back, first
+// rolling back a transaction left open by a refusal or a failure half-way: pgxpool would close
+// a connection returned inside a transaction.
+func Acquire(ctx context.Context, pool *pgxpool.Pool) (conn *pgxpool.Conn, release func(), err error) {
+	conn, err = pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+		conn.Release()
+	}, nil
+}

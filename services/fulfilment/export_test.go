@@ -6,3 +6,6 @@ import "context"
 func (s *Service) QueueAhead(ctx context.Context, storeID string) (int, error) {
 	return s.queueAhead(ctx, nil, storeID)
 }
+
+// QueuedChanges is how many changes of orders wait for the running combined one, for tests.
+func (s *Service) QueuedChanges() int { return s.changes.Queued() }

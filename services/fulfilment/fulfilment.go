@@ -208,7 +208,9 @@ type Service struct {
 	placing singleflight.Group // concurrent checkouts of one order, in this process
 	// placements sends new orders' writes together (see sendPlacement).
 	placements *coalesce.Batcher[*writeBatch, struct{}]
-	hub        *watchHub
+	// changes makes concurrent changes of orders together (see transact).
+	changes *coalesce.Batcher[changeRequest, *order]
+	hub     *watchHub
 	// notifyChannels are the notification channels with a sender: only theirs are written.
 	notifyChannels notify.Channels
 
@@ -243,6 +245,7 @@ func New(cfg Config) (*Service, error) {
 		notifyChannels: notify.ChannelsOf(cfg.Notify.Senders),
 	}
 	s.placements = coalesce.New(maxPlacementBatch, s.sendPlacements)
+	s.changes = coalesce.New(maxChangeBatch, s.changeTogether)
 	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL)
 	s.queue = newQueueCounts(cfg.QueueCountTTL)
 	return s, nil

@@ -300,7 +300,7 @@ func TestRetryOfARejectedCheckoutAfterRestockStaysRejectedAndHoldsNothing(t *tes
 func TestACheckoutGivingUpDoesNotFailOthersWaitingOnTheSameQueueCount(t *testing.T) {
 	// A pool of its own for fulfilment, large enough for its loops, which wait on the lock
 	// below too.
-	e := newEnv(t, envOptions{config: ownPool(t, 16)})
+	e := newEnv(t, envOptions{config: ownPool(t, maxConns(16))})
 	// Hold the count up: it cannot read orders while a transaction has the table locked.
 	tx, err := e.pool.Begin(e.ctx)
 	if err != nil {
@@ -371,7 +371,7 @@ func TestACheckoutGivingUpDoesNotFailOthersWaitingOnTheSameQueueCount(t *testing
 // connection held by the others.
 func TestManyPendingOrdersDrivenAtOnceDoNotExhaustThePool(t *testing.T) {
 	const conns, n = 2, 8
-	smallPool := ownPool(t, conns)
+	smallPool := ownPool(t, maxConns(conns))
 	e := newEnv(t, envOptions{noInventory: true, config: func(c *fulfilment.Config) {
 		smallPool(c)
 		c.QueueCountTTL = time.Nanosecond // every confirmation reads the count
@@ -410,9 +410,15 @@ func TestManyPendingOrdersDrivenAtOnceDoNotExhaustThePool(t *testing.T) {
 	e.checkInvariants()
 }
 
-// ownPool configures fulfilment with a pool of its own to the same database and schema, of at
-// most conns connections. Call it before newEnv: the pool is closed after the env's loops stop.
-func ownPool(t *testing.T, conns int32) func(*fulfilment.Config) {
+// maxConns limits a pool to at most n connections.
+func maxConns(n int32) func(*pgxpool.Config) {
+	return func(c *pgxpool.Config) { c.MaxConns, c.MinConns = n, 0 }
+}
+
+// ownPool configures fulfilment with a pool of its own to the same database and schema,
+// configured further by configure. Call it before newEnv: the pool is closed after the env's
+// loops stop.
+func ownPool(t *testing.T, configure func(*pgxpool.Config)) func(*fulfilment.Config) {
 	t.Helper()
 	var pool *pgxpool.Pool
 	t.Cleanup(func() {
@@ -422,7 +428,7 @@ func ownPool(t *testing.T, conns int32) func(*fulfilment.Config) {
 	})
 	return func(c *fulfilment.Config) {
 		cfg := c.Pool.Config().Copy()
-		cfg.MaxConns, cfg.MinConns = conns, 0
+		configure(cfg)
 		var err error
 		if pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
 			t.Fatal(err)
@@ -431,48 +437,36 @@ func ownPool(t *testing.T, conns int32) func(*fulfilment.Config) {
 	}
 }
 
-// orderWrites counts the batches a pool sends that insert orders, and the orders they insert.
-type orderWrites struct {
-	batches, inserts atomic.Int64
+// batchTracer counts the batches a pool sends with statements that match, and those
+// statements.
+type batchTracer struct {
+	match               func(sql string) bool
+	batches, statements atomic.Int64
 }
 
-func (w *orderWrites) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+func (bt *batchTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
 	n := 0
 	for _, q := range data.Batch.QueuedQueries {
-		if strings.HasPrefix(strings.TrimSpace(q.SQL), "INSERT INTO orders ") {
+		if bt.match(strings.TrimSpace(q.SQL)) {
 			n++
 		}
 	}
 	if n > 0 {
-		w.batches.Add(1)
-		w.inserts.Add(int64(n))
+		bt.batches.Add(1)
+		bt.statements.Add(int64(n))
 	}
 	return ctx
 }
-func (*orderWrites) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (*orderWrites) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
-func (*orderWrites) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+func (*batchTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (*batchTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+func (*batchTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	return ctx
 }
-func (*orderWrites) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (*batchTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 func TestConcurrentCheckoutsWriteTheirOrdersTogetherAndEachOnce(t *testing.T) {
-	writes := &orderWrites{}
-	var pool *pgxpool.Pool
-	t.Cleanup(func() {
-		if pool != nil {
-			pool.Close()
-		}
-	})
-	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
-		cfg := c.Pool.Config().Copy()
-		cfg.ConnConfig.Tracer = writes
-		var err error
-		if pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
-			t.Fatal(err)
-		}
-		c.Pool = pool
-	}})
+	writes := &batchTracer{match: func(sql string) bool { return strings.HasPrefix(sql, "INSERT INTO orders ") }}
+	e := newEnv(t, envOptions{config: ownPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = writes })})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "SKU-1", 1000)
 	placeAll := func(reqs []*fulfilmentv1.PlaceOrderRequest) []*fulfilmentv1.Order {
@@ -501,7 +495,7 @@ func TestConcurrentCheckoutsWriteTheirOrdersTogetherAndEachOnce(t *testing.T) {
 		first = append(first, checkout(fmt.Sprint("shopper-", i), "k1", "s1", line{"SKU-1", 1}))
 	}
 	placed := placeAll(first)
-	if b, ins := writes.batches.Load(), writes.inserts.Load(); b >= n || ins != n {
+	if b, ins := writes.batches.Load(), writes.statements.Load(); b >= n || ins != n {
 		t.Errorf("%d concurrent checkouts wrote %d orders in %d batches; want each once, in fewer batches", n, ins, b)
 	} else {
 		t.Logf("%d concurrent checkouts wrote their orders in %d batches", n, b)
@@ -517,9 +511,9 @@ func TestConcurrentCheckoutsWriteTheirOrdersTogetherAndEachOnce(t *testing.T) {
 		second = append(second, first[i])
 	}
 	writes.batches.Store(0)
-	writes.inserts.Store(0)
+	writes.statements.Store(0)
 	again := placeAll(second)
-	t.Logf("%d new orders and 4 retries: %d order inserts sent in %d batches", n/2, writes.inserts.Load(), writes.batches.Load())
+	t.Logf("%d new orders and 4 retries: %d order inserts sent in %d batches", n/2, writes.statements.Load(), writes.batches.Load())
 	for i := range 4 {
 		if got, want := again[n/2+i].GetId(), placed[i].GetId(); got != want {
 			t.Errorf("retry %d got order %s; want %s", i, got, want)

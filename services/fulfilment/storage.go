@@ -159,17 +159,33 @@ func scanHistory(rows pgx.Rows) ([]historyEntry, error) {
 	defer rows.Close()
 	var out []historyEntry
 	for rows.Next() {
-		var h historyEntry
-		var from, to, kind int16
-		var actorID string
-		if err := rows.Scan(&h.Seq, &from, &to, &h.Event, &kind, &actorID, &h.Reason, &h.LineID, &h.Time); err != nil {
+		h, err := scanHistoryEntry(rows)
+		if err != nil {
 			return nil, err
 		}
-		h.From, h.To, h.Time = domain.State(from), domain.State(to), h.Time.UTC()
-		h.Actor = &commonv1.Actor{Kind: commonv1.ActorKind(kind), Id: actorID}
 		out = append(out, h)
 	}
 	return out, rows.Err()
+}
+
+// scanHistoryEntry reads one history row: its columns as selectHistorySQL has them, after the
+// order id when orderID is given.
+func scanHistoryEntry(rows pgx.Rows, orderID ...*string) (historyEntry, error) {
+	var (
+		h              historyEntry
+		from, to, kind int16
+		actorID        string
+	)
+	dest := []any{&h.Seq, &from, &to, &h.Event, &kind, &actorID, &h.Reason, &h.LineID, &h.Time}
+	if len(orderID) > 0 {
+		dest = append([]any{orderID[0]}, dest...)
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return historyEntry{}, err
+	}
+	h.From, h.To, h.Time = domain.State(from), domain.State(to), h.Time.UTC()
+	h.Actor = &commonv1.Actor{Kind: commonv1.ActorKind(kind), Id: actorID}
+	return h, nil
 }
 
 // loadHistory fills o.History, oldest first.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -261,29 +262,17 @@ type commitAnyway struct{ err error }
 func (c *commitAnyway) Error() string { return c.err.Error() }
 func (c *commitAnyway) Unwrap() error { return c.err }
 
-// transact runs one change of an order in one transaction: lock the row, check the caller may
-// see it (another's order is NotFound, never "exists"), let fn decide and mutate, then write
-// the row and record the changes. It returns the order after the change, history included.
+// transactAlone is transact in a transaction of its own.
 //
 // Two round trips on one connection: BEGIN with the locking read of the row and the read of
 // its history, pipelined; then every write and COMMIT. The history returned is what was read
 // under the lock and the entries of this change: nothing is read back.
-func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(o *order, now time.Time) ([]change, error)) (*order, error) {
-	if id == "" {
-		return nil, rpcerr.Invalid("order_id", "required")
-	}
-	conn, err := s.db.Acquire(ctx)
+func (s *Service) transactAlone(ctx context.Context, id string, sc scope, fn func(o *order, now time.Time) ([]change, error)) (*order, error) {
+	conn, release, err := pgdb.Acquire(ctx, s.db)
 	if err != nil {
 		return nil, fmt.Errorf("change order %s: %w", id, err)
 	}
-	defer func() {
-		if conn.Conn().PgConn().TxStatus() != 'I' {
-			// Refused or failed half-way: give the connection back clean (Release would
-			// drop a connection left in a transaction).
-			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		}
-		conn.Release()
-	}()
+	defer release()
 
 	var b pgx.Batch
 	b.Queue("BEGIN")

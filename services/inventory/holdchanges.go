@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -229,17 +230,11 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 			endingIDs = append(endingIDs, c.orderID)
 		}
 	}
-	conn, err := s.db.Acquire(ctx)
+	conn, release, err := pgdb.Acquire(ctx, s.db)
 	if err != nil {
 		return nil, fmt.Errorf("change holds: %w", err)
 	}
-	defer func() {
-		if conn.Conn().PgConn().TxStatus() != 'I' {
-			// Nothing to write, or failed half-way: give the connection back clean.
-			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		}
-		conn.Release()
-	}()
+	defer release() // nothing to write, or failed half-way: rolled back
 
 	var b pgx.Batch
 	b.Queue("BEGIN")

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
@@ -231,17 +232,11 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 
 	// Two round trips in all: BEGIN with the locking reads, then the writes with COMMIT. The
 	// decisions in between are made while the locks are held.
-	conn, err := s.db.Acquire(ctx)
+	conn, release, err := pgdb.Acquire(ctx, s.db)
 	if err != nil {
 		return nil, fmt.Errorf("reserve: %w", err)
 	}
-	defer func() {
-		if conn.Conn().PgConn().TxStatus() != 'I' {
-			// Failed half-way: give the connection back clean (Release would drop it).
-			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		}
-		conn.Release()
-	}()
+	defer release()
 	phase := time.Now()
 	reservePhase.WithLabelValues("begin").Observe(phase.Sub(began).Seconds())
 

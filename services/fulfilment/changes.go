@@ -1,0 +1,221 @@
+package fulfilment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/handoff-dev/handoff/internal/coalesce"
+	"github.com/handoff-dev/handoff/internal/pgdb"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+)
+
+// Concurrent changes of different orders (staff accepting, marking ready and handing over at
+// many stores at once; shoppers cancelling; the effects worker lapsing orders) go together:
+// one transaction locks all their rows and reads their histories in one round trip, each change
+// is decided on its own order exactly as alone, and every write and the COMMIT go in a second
+// round trip. Under load that is two round trips and one commit for tens of changes instead of
+// two and one for each. A lone change waits for nobody (see internal/coalesce).
+//
+// A refusal (an illegal transition, another's order) is each request's own and writes nothing
+// of it; the others commit. Should the combined transaction fail (a write error, a deadlock
+// with another transaction), it writes nothing, and each of its changes is then made alone,
+// which decides it afresh and gives a failing one its own error.
+
+// maxChangeBatch bounds the orders one combined change transaction locks.
+const maxChangeBatch = 32
+
+// changeRequest is one call of transact.
+type changeRequest struct {
+	id string
+	sc scope
+	fn func(o *order, now time.Time) ([]change, error)
+}
+
+// errNotTogether tells a request to be made alone: its combined transaction failed, or another
+// change of the same order was in it.
+var errNotTogether = errors.New("fulfilment: change not made together with others")
+
+// transact runs one change of an order in one transaction: lock the row, check the caller may
+// see it (another's order is NotFound, never "exists"), let fn decide and mutate, then write
+// the row and record the changes. It returns the order after the change, history included.
+// fn must decide from o and now alone: it may run more than once (see errNotTogether), and
+// only the run whose transaction commits counts.
+func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(o *order, now time.Time) ([]change, error)) (*order, error) {
+	if id == "" {
+		return nil, rpcerr.Invalid("order_id", "required")
+	}
+	o, err := s.changes.Do(ctx, changeRequest{id: id, sc: sc, fn: fn})
+	if errors.Is(err, errNotTogether) {
+		return s.transactAlone(ctx, id, sc, fn)
+	}
+	return o, err
+}
+
+// pendingChange is a request of a combined batch whose order was found and decided.
+type pendingChange struct {
+	at      int // index of the request
+	o       *order
+	changes []change
+	refusal error // kept with its bookkeeping committed (commitAnyway)
+	effects bool
+	w       writeBatch
+}
+
+// changeTogether makes reqs' changes in one transaction; see the top of this file.
+func (s *Service) changeTogether(ctx context.Context, reqs []changeRequest) []coalesce.Result[*order] {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	out := make([]coalesce.Result[*order], len(reqs))
+	ids := make([]string, 0, len(reqs))
+	for i, r := range reqs {
+		if slices.Contains(ids, r.id) {
+			// Its change must see the one before it committed: made alone after this batch.
+			out[i].Err = errNotTogether
+			continue
+		}
+		ids = append(ids, r.id)
+	}
+	pending, err := s.decideTogether(ctx, reqs, ids, out)
+	if err != nil {
+		s.log.Warn("changing orders together failed; each is changed alone", "orders", len(ids), "err", err)
+		for i := range out {
+			out[i] = coalesce.Result[*order]{Err: errNotTogether}
+		}
+		return out
+	}
+	for _, p := range pending {
+		for _, c := range p.changes {
+			p.o.History = append(p.o.History, c.entry)
+		}
+		s.afterCommit(p.o, p.changes, p.effects)
+		if p.refusal != nil {
+			out[p.at].Err = apiError(p.refusal)
+		} else {
+			out[p.at].Value = p.o
+		}
+	}
+	return out
+}
+
+// decideTogether locks and reads the orders ids, decides each request (a refusal goes to out
+// at once), and writes and commits the changes; it returns the committed ones. Any error means
+// nothing was written.
+func (s *Service) decideTogether(ctx context.Context, reqs []changeRequest, ids []string, out []coalesce.Result[*order]) ([]*pendingChange, error) {
+	conn, release, err := pgdb.Acquire(ctx, s.db)
+	if err != nil {
+		return nil, fmt.Errorf("acquire a connection: %w", err)
+	}
+	defer release()
+
+	// Rows are locked in id order (the sort runs below the lock), so two such transactions
+	// cannot deadlock on each other.
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	b.Queue(`SELECT order_id, seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
+		FROM order_history WHERE order_id = ANY($1) ORDER BY order_id, seq`, ids)
+	br := conn.SendBatch(ctx, &b)
+	orders, err := readOrdersWithHistory(br)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock %d orders: %w", len(ids), err)
+	}
+
+	var (
+		pending []*pendingChange
+		seen    = make(map[string]bool, len(ids))
+	)
+	for i, r := range reqs {
+		if seen[r.id] || out[i].Err != nil {
+			continue
+		}
+		seen[r.id] = true
+		o := orders[r.id]
+		if o == nil || !r.sc.allows(o) {
+			out[i].Err = rpcerr.NotFound("order", r.id)
+			continue
+		}
+		p := &pendingChange{at: i, o: o}
+		now := s.now()
+		changes, err := r.fn(o, now)
+		var keep *commitAnyway
+		if errors.As(err, &keep) {
+			p.refusal = keep.err
+		} else if err != nil {
+			out[i].Err = apiError(err)
+			continue
+		}
+		p.changes = changes
+		if p.effects, err = s.write(ctx, &p.w, o, changes, false, now); err != nil {
+			out[i].Err = err
+			continue
+		}
+		pending = append(pending, p)
+	}
+	if len(pending) == 0 {
+		return nil, nil // every request refused: the deferred ROLLBACK ends the transaction
+	}
+
+	var all pgx.Batch
+	for _, p := range pending {
+		all.QueuedQueries = append(all.QueuedQueries, p.w.batch.QueuedQueries...)
+	}
+	all.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &all).Close(); err != nil {
+		return nil, fmt.Errorf("write %d orders' changes: %w", len(pending), err)
+	}
+	return pending, nil
+}
+
+// readOrdersWithHistory reads the two locking reads of decideTogether: the orders by id, each
+// with its history as of its row (entries of a change committed between the two statements are
+// left out, as readOrder does).
+func readOrdersWithHistory(br pgx.BatchResults) (map[string]*order, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	orders := make(map[string]*order)
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan order: %w", err)
+		}
+		orders[o.ID] = o
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read orders: %w", err)
+	}
+
+	rows, err = br.Query()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var orderID string
+		h, err := scanHistoryEntry(rows, &orderID)
+		if err != nil {
+			return nil, fmt.Errorf("scan history: %w", err)
+		}
+		if o := orders[orderID]; o != nil && h.Seq <= o.Version {
+			o.History = append(o.History, h)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	return orders, nil
+}
