@@ -42,8 +42,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/handoff-dev/handoff/internal/streams"
 )
 
 // Headers set on every relayed message, besides Nats-Msg-Id (= event id).
@@ -249,26 +247,3 @@ func checkSubject(subject string) error {
 	}
 	return nil
 }
-
-// captured is the stream that stores subject, remembered per subject (a bounded map): the
-// answer depends only on the topology, which is fixed at build time.
-func captured(subject string) string {
-	if v, ok := capturedBy.Load(subject); ok {
-		return v.(string)
-	}
-	st := streams.Capturing(subject)
-	if capturedCount.Add(1) > maxCaptured {
-		capturedBy.Clear()
-		capturedCount.Store(0)
-	}
-	capturedBy.Store(subject, st)
-	return st
-}
-
-var (
-	capturedBy    sync.Map // subject → stream name
-	capturedCount atomic.Int64
-)
-
-// maxCaptured bounds capturedBy (subjects carry store ids).
-const maxCaptured = 1 << 14

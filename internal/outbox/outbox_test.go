@@ -483,3 +483,92 @@ func TestEnqueueBatchRecordsEventsInOrderOnceEach(t *testing.T) {
 		t.Fatalf("events stream holds %v", got)
 	}
 }
+
+// allowAtomic lets the events stream take atomic batches.
+func allowAtomic(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	st, err := js.Stream(t.Context(), streams.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowAtomicPublish = true
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Where the stream allows it, a round of events that waited long goes as one atomic batch (one
+// disk sync in the server instead of one per event), still in order, once each, also when a
+// crash makes the relay publish them again; events that did not wait go one by one.
+func TestRelayPublishesAtomicBatchesOnceBehindWhereTheStreamAllowsThem(t *testing.T) {
+	e := setup(t)
+	allowAtomic(t, e.js)
+	ctx := t.Context()
+	values := make([]string, 40)
+	for i := range values {
+		values[i] = fmt.Sprint("cortado ", i)
+	}
+	// Fresh events: the relay keeps up, one by one.
+	ids := enqueue(t, e.pool, values...)
+	keepingUp := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)})
+	if n, err := keepingUp.Flush(ctx); err != nil || n != len(values) {
+		t.Fatalf("Flush = %d, %v; want %d, nil", n, err, len(values))
+	}
+	for i, m := range published(t, e.js) {
+		if h := m.Headers().Get("Nats-Batch-Id"); h != "" {
+			t.Fatalf("fresh event %d went in atomic batch %s", i, h)
+		}
+	}
+
+	// Events that waited: published as an atomic batch, then the connection dies before the
+	// rows are deleted.
+	ids = append(ids, enqueue(t, e.pool, values...)...)
+	if _, err := e.pool.Exec(ctx, `UPDATE outbox SET occurred_at = occurred_at - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	crashing := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)})
+	outbox.SetAfterPublish(crashing, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, conn.PgConn().PID())
+		return err
+	})
+	if _, err := crashing.Flush(ctx); err == nil {
+		t.Fatal("crashing relay: Flush succeeded")
+	}
+	msgs := published(t, e.js)
+	if got := msgIDs(msgs); !slices.Equal(got, ids) {
+		t.Fatalf("stream holds %v, want %v", got, ids)
+	}
+	for i, m := range msgs[len(values):] {
+		if m.Headers().Get("Nats-Batch-Id") == "" {
+			t.Fatalf("event %d was not published in an atomic batch (headers %v)", i, m.Headers())
+		}
+	}
+
+	// Again, with a few more: the batch holds duplicates, which JetStream refuses as a whole;
+	// the relay then publishes one by one, and duplicates are dropped.
+	ids = append(ids, enqueue(t, e.pool, "a", "b", "c")...)
+	r := outbox.NewRelay(e.pool, newJS(t, e.nats), outbox.RelayConfig{Logger: testenv.Logger(t)})
+	if n, err := r.Flush(ctx); err != nil || n != 43 {
+		t.Fatalf("Flush = %d, %v; want 43, nil", n, err)
+	}
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
+		t.Fatalf("stream holds %v, want each event once in order: %v", got, ids)
+	}
+
+	// A handful goes one by one (an atomic batch costs more than that).
+	ids = append(ids, enqueue(t, e.pool, "d", "e", "f", "g", "h")...)
+	if n, err := r.Flush(ctx); err != nil || n != 5 {
+		t.Fatalf("Flush = %d, %v; want 5, nil", n, err)
+	}
+	msgs = published(t, e.js)
+	if got := msgIDs(msgs); !slices.Equal(got, ids) {
+		t.Fatalf("stream holds %v, want %v", got, ids)
+	}
+	if h := msgs[len(msgs)-1].Headers().Get("Nats-Batch-Id"); h != "" {
+		t.Fatalf("five events went as an atomic batch %s", h)
+	}
+	if n := outboxRows(t, e.pool); n != 0 {
+		t.Fatalf("%d rows left in the outbox", n)
+	}
+}
