@@ -370,7 +370,8 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 		order   []string             // streams of atomics, first seen first
 	)
 	allowed := map[string]bool{} // by stream, asked once a round
-	behind := len(batch) > 0 && batch[0].ageSeconds >= atomicAfter.Seconds() // oldest first
+	// The batch is oldest first: its first event says whether the relay is behind.
+	behind := len(batch) > 0 && batch[0].ageSeconds >= atomicAfter.Seconds()
 	for i, o := range batch {
 		st := captured(o.subject)
 		ok, known := allowed[st]
