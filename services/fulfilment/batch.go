@@ -41,6 +41,20 @@ func (w *writeBatch) sendAlone(ctx context.Context, db batchSender) error {
 	return db.SendBatch(ctx, &w.batch).Close()
 }
 
+// combined queues the statements of ws, in order, into one batch. They are queued afresh: pgx
+// keeps what it learnt of a statement on its connection in the queued query, so a query once
+// sent must not be sent again elsewhere (as when a failed combined batch's writes are then sent
+// alone).
+func combined(ws ...*writeBatch) *pgx.Batch {
+	var all pgx.Batch
+	for _, w := range ws {
+		for _, q := range w.batch.QueuedQueries {
+			all.Queue(q.SQL, q.Arguments...)
+		}
+	}
+	return &all
+}
+
 // sendIn runs the batch inside tx.
 func (w *writeBatch) sendIn(ctx context.Context, tx pgx.Tx) error {
 	return tx.SendBatch(ctx, &w.batch).Close()
@@ -102,15 +116,7 @@ func (s *Service) sendPlacement(ctx context.Context, w *writeBatch) error {
 func (s *Service) sendPlacements(ctx context.Context, ws []*writeBatch) []coalesce.Result[struct{}] {
 	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
-	// Queued afresh: pgx keeps what it learnt of a statement on its connection in the queued
-	// query, so a query once sent must not be sent again elsewhere (the alone fallback).
-	var all pgx.Batch
-	for _, w := range ws {
-		for _, q := range w.batch.QueuedQueries {
-			all.Queue(q.SQL, q.Arguments...)
-		}
-	}
-	err := s.db.SendBatch(ctx, &all).Close()
+	err := s.db.SendBatch(ctx, combined(ws...)).Close()
 	if err != nil {
 		err = fmt.Errorf("write %d new orders together: %w", len(ws), err)
 	}

@@ -42,21 +42,43 @@ var errNotTogether = errors.New("fulfilment: change not made together with other
 
 // transact runs one change of an order in one transaction: lock the row, check the caller may
 // see it (another's order is NotFound, never "exists"), let fn decide and mutate, then write
-// the row and record the changes. It returns the order after the change, history included.
+// the row and record the changes. It returns the order after the change, history included
+// (what was read under the lock and this change's entries: nothing is read back).
 // fn must decide from o and now alone: it may run more than once (see errNotTogether), and
 // only the run whose transaction commits counts.
 func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(o *order, now time.Time) ([]change, error)) (*order, error) {
 	if id == "" {
 		return nil, rpcerr.Invalid("order_id", "required")
 	}
-	o, err := s.changes.Do(ctx, changeRequest{id: id, sc: sc, fn: fn})
-	if errors.Is(err, errNotTogether) {
-		return s.transactAlone(ctx, id, sc, fn)
+	req := changeRequest{id: id, sc: sc, fn: fn}
+	o, err := s.changes.Do(ctx, req)
+	if !errors.Is(err, errNotTogether) {
+		return o, err
 	}
-	return o, err
+	out, err := s.makeChanges(ctx, []changeRequest{req})
+	if err != nil {
+		return nil, fmt.Errorf("change order %s: %w", id, err)
+	}
+	return out[0].Value, out[0].Err
 }
 
-// pendingChange is a request of a combined batch whose order was found and decided.
+// changeTogether makes reqs' changes in one transaction (the batcher's run); see the top of
+// this file.
+func (s *Service) changeTogether(ctx context.Context, reqs []changeRequest) []coalesce.Result[*order] {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	out, err := s.makeChanges(ctx, reqs)
+	if err != nil {
+		s.log.Warn("changing orders together failed; each is changed alone", "orders", len(reqs), "err", err)
+		out = make([]coalesce.Result[*order], len(reqs))
+		for i := range out {
+			out[i].Err = errNotTogether
+		}
+	}
+	return out
+}
+
+// pendingChange is a request whose order was found and decided, its writes queued.
 type pendingChange struct {
 	at      int // index of the request
 	o       *order
@@ -66,27 +88,23 @@ type pendingChange struct {
 	w       writeBatch
 }
 
-// changeTogether makes reqs' changes in one transaction; see the top of this file.
-func (s *Service) changeTogether(ctx context.Context, reqs []changeRequest) []coalesce.Result[*order] {
-	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
-	defer cancel()
+// makeChanges makes reqs' changes in one transaction and returns each one's outcome: its
+// order, its refusal, or errNotTogether for a second change of an order (made alone after
+// this one). An error means the transaction failed and wrote nothing.
+func (s *Service) makeChanges(ctx context.Context, reqs []changeRequest) ([]coalesce.Result[*order], error) {
 	out := make([]coalesce.Result[*order], len(reqs))
 	ids := make([]string, 0, len(reqs))
 	for i, r := range reqs {
 		if slices.Contains(ids, r.id) {
-			// Its change must see the one before it committed: made alone after this batch.
+			// Its change must see the one before it committed.
 			out[i].Err = errNotTogether
 			continue
 		}
 		ids = append(ids, r.id)
 	}
-	pending, err := s.decideTogether(ctx, reqs, ids, out)
+	pending, err := s.decide(ctx, reqs, ids, out)
 	if err != nil {
-		s.log.Warn("changing orders together failed; each is changed alone", "orders", len(ids), "err", err)
-		for i := range out {
-			out[i] = coalesce.Result[*order]{Err: errNotTogether}
-		}
-		return out
+		return nil, err
 	}
 	for _, p := range pending {
 		for _, c := range p.changes {
@@ -99,13 +117,13 @@ func (s *Service) changeTogether(ctx context.Context, reqs []changeRequest) []co
 			out[p.at].Value = p.o
 		}
 	}
-	return out
+	return out, nil
 }
 
-// decideTogether locks and reads the orders ids, decides each request (a refusal goes to out
-// at once), and writes and commits the changes; it returns the committed ones. Any error means
-// nothing was written.
-func (s *Service) decideTogether(ctx context.Context, reqs []changeRequest, ids []string, out []coalesce.Result[*order]) ([]*pendingChange, error) {
+// decide locks and reads the orders ids, decides each request out has no outcome for yet (a
+// refusal goes to out at once), and writes and commits the changes: two round trips. It
+// returns the committed changes. An error means nothing was written.
+func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string, out []coalesce.Result[*order]) ([]*pendingChange, error) {
 	conn, release, err := pgdb.Acquire(ctx, s.db)
 	if err != nil {
 		return nil, fmt.Errorf("acquire a connection: %w", err)
@@ -130,13 +148,12 @@ func (s *Service) decideTogether(ctx context.Context, reqs []changeRequest, ids 
 
 	var (
 		pending []*pendingChange
-		seen    = make(map[string]bool, len(ids))
+		writes  []*writeBatch
 	)
 	for i, r := range reqs {
-		if seen[r.id] || out[i].Err != nil {
+		if out[i].Err != nil {
 			continue
 		}
-		seen[r.id] = true
 		o := orders[r.id]
 		if o == nil || !r.sc.allows(o) {
 			out[i].Err = rpcerr.NotFound("order", r.id)
@@ -158,17 +175,15 @@ func (s *Service) decideTogether(ctx context.Context, reqs []changeRequest, ids 
 			continue
 		}
 		pending = append(pending, p)
+		writes = append(writes, &p.w)
 	}
 	if len(pending) == 0 {
-		return nil, nil // every request refused: the deferred ROLLBACK ends the transaction
+		return nil, nil // every request refused: release rolls the transaction back
 	}
 
-	var all pgx.Batch
-	for _, p := range pending {
-		all.QueuedQueries = append(all.QueuedQueries, p.w.batch.QueuedQueries...)
-	}
+	all := combined(writes...)
 	all.Queue("COMMIT")
-	if err := conn.SendBatch(ctx, &all).Close(); err != nil {
+	if err := conn.SendBatch(ctx, all).Close(); err != nil {
 		return nil, fmt.Errorf("write %d orders' changes: %w", len(pending), err)
 	}
 	return pending, nil

@@ -83,7 +83,8 @@ type batchSender interface {
 // committed in between: those are left out, and the order comes back as of its row.
 func readOrder(ctx context.Context, db batchSender, id string, since int64) (*order, error) {
 	var b pgx.Batch
-	queueReadOrder(&b, id, false, since)
+	b.Queue(selectOrderSQL, id)
+	b.Queue(selectHistorySQL, id, since)
 	br := db.SendBatch(ctx, &b)
 	o, err := scanReadOrder(br, since)
 	if cerr := br.Close(); err == nil && cerr != nil {
@@ -95,18 +96,7 @@ func readOrder(ctx context.Context, db batchSender, id string, since int64) (*or
 	return o, nil
 }
 
-// queueReadOrder queues the two statements of readOrder; with lock, the row is locked FOR
-// UPDATE, which needs a transaction begun before them.
-func queueReadOrder(b *pgx.Batch, id string, lock bool, since int64) {
-	sql := selectOrderSQL
-	if lock {
-		sql += ` FOR UPDATE`
-	}
-	b.Queue(sql, id)
-	b.Queue(selectHistorySQL, id, since)
-}
-
-// scanReadOrder reads the results of queueReadOrder from br; nil when there is no order.
+// scanReadOrder reads the results of readOrder's batch from br; nil when there is no order.
 func scanReadOrder(br pgx.BatchResults, since int64) (*order, error) {
 	o, err := scanOrder(br.QueryRow())
 	if errors.Is(err, pgx.ErrNoRows) {

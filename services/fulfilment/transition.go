@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
-	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -261,67 +260,6 @@ type commitAnyway struct{ err error }
 
 func (c *commitAnyway) Error() string { return c.err.Error() }
 func (c *commitAnyway) Unwrap() error { return c.err }
-
-// transactAlone is transact in a transaction of its own.
-//
-// Two round trips on one connection: BEGIN with the locking read of the row and the read of
-// its history, pipelined; then every write and COMMIT. The history returned is what was read
-// under the lock and the entries of this change: nothing is read back.
-func (s *Service) transactAlone(ctx context.Context, id string, sc scope, fn func(o *order, now time.Time) ([]change, error)) (*order, error) {
-	conn, release, err := pgdb.Acquire(ctx, s.db)
-	if err != nil {
-		return nil, fmt.Errorf("change order %s: %w", id, err)
-	}
-	defer release()
-
-	var b pgx.Batch
-	b.Queue("BEGIN")
-	queueReadOrder(&b, id, true, 0)
-	br := conn.SendBatch(ctx, &b)
-	_, err = br.Exec()
-	var o *order
-	if err == nil {
-		o, err = scanReadOrder(br, 0)
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lock order %s: %w", id, err)
-	}
-	if o == nil || !sc.allows(o) {
-		return nil, rpcerr.NotFound("order", id)
-	}
-
-	now := s.now()
-	changes, err := fn(o, now)
-	var (
-		keep    *commitAnyway
-		refusal error
-	)
-	if errors.As(err, &keep) {
-		refusal = keep.err
-	} else if err != nil {
-		return nil, apiError(err)
-	}
-	var w writeBatch
-	effects, err := s.write(ctx, &w, o, changes, false, now)
-	if err != nil {
-		return nil, err
-	}
-	w.batch.Queue("COMMIT")
-	if err := w.sendAlone(ctx, conn); err != nil {
-		return nil, fmt.Errorf("write order %s: %w", o.ID, err)
-	}
-	for _, c := range changes {
-		o.History = append(o.History, c.entry)
-	}
-	s.afterCommit(o, changes, effects)
-	if refusal != nil {
-		return nil, apiError(refusal)
-	}
-	return o, nil
-}
 
 // apiError maps domain refusals to gRPC statuses (the rest are statuses already, or internal).
 func apiError(err error) error {
