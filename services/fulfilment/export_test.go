@@ -9,3 +9,6 @@ func (s *Service) QueueAhead(ctx context.Context, storeID string) (int, error) {
 
 // QueuedChanges is how many changes of orders wait for the running combined one, for tests.
 func (s *Service) QueuedChanges() int { return s.changes.Queued() }
+
+// ClaimEffectsSQL is the effects worker's claim, for tests of its plan.
+const ClaimEffectsSQL = claimEffectsSQL
