@@ -2,11 +2,14 @@ package pgstats_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/handoff-dev/handoff/internal/pgstats"
@@ -155,4 +158,90 @@ func currentSchema(t *testing.T, pool *pgxpool.Pool) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// analyses records when each ANALYZE a pool sent ran.
+type analyses struct {
+	mu    sync.Mutex
+	spans [][2]time.Time
+}
+
+type startKey struct{}
+
+func (a *analyses) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if !strings.HasPrefix(data.SQL, "ANALYZE") {
+		return ctx
+	}
+	return context.WithValue(ctx, startKey{}, time.Now())
+}
+
+func (a *analyses) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if began, ok := ctx.Value(startKey{}).(time.Time); ok {
+		a.mu.Lock()
+		a.spans = append(a.spans, [2]time.Time{began, time.Now()})
+		a.mu.Unlock()
+	}
+}
+
+// Services that run in one process analyze one table at a time between them, however many
+// of their tables grew at once: each analysis takes a core while it runs.
+func TestServicesOfOneProcessAnalyzeOneTableAtATime(t *testing.T) {
+	ctx := t.Context()
+	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	traced := &analyses{}
+	cfg.ConnConfig.Tracer = traced
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	schemas := []string{testenv.UniqueSchema(t, "one"), testenv.UniqueSchema(t, "two")}
+	for _, s := range schemas {
+		for _, table := range []string{"a", "b", "c"} {
+			name := pgx.Identifier{s, table}.Sanitize()
+			for _, sql := range []string{
+				`CREATE SCHEMA IF NOT EXISTS ` + pgx.Identifier{s}.Sanitize(),
+				`CREATE TABLE ` + name + ` (id int PRIMARY KEY, note text)`,
+				`INSERT INTO ` + name + ` SELECT i, md5(i::text) FROM generate_series(1, 20000) i`,
+			} {
+				if _, err := pool.Exec(ctx, sql); err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+			}
+		}
+	}
+	// The server's counts of changed rows trail the writes by up to a second.
+	testenv.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = ANY($1) AND n_mod_since_analyze > 0`, schemas).Scan(&n); err != nil {
+			return err
+		}
+		if n != 6 {
+			return fmt.Errorf("%d of 6 tables counted as changed", n)
+		}
+		return nil
+	})
+
+	var wg sync.WaitGroup
+	for _, s := range schemas {
+		wg.Go(func() {
+			if analyzed, err := pgstats.Once(ctx, pool, s); err != nil || len(analyzed) != 3 {
+				t.Errorf("Once(%s) analyzed %v (%v), want its 3 tables", s, analyzed, err)
+			}
+		})
+	}
+	wg.Wait()
+	spans := traced.spans
+	slices.SortFunc(spans, func(x, y [2]time.Time) int { return x[0].Compare(y[0]) })
+	if len(spans) != 6 {
+		t.Fatalf("%d analyses traced, want 6", len(spans))
+	}
+	for i := 1; i < len(spans); i++ {
+		if spans[i][0].Before(spans[i-1][1]) {
+			t.Errorf("analysis %d began %v before analysis %d ended", i, spans[i-1][1].Sub(spans[i][0]), i-1)
+		}
+	}
 }
