@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fullstorydev/grpchan/inprocgrpc"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -49,6 +50,26 @@ type Server struct {
 // With keys, every call is authorized by auth.DefaultPolicy and carries its caller in the
 // context; nil keys (tests of a single service) leave calls anonymous.
 func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Server {
+	unary, stream := interceptors(logger, keys)
+	base := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		// Streams (WatchOrder, ticket feeds) stay open for hours; pings keep NATs and load
+		// balancers from dropping them silently.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(4 << 20),
+	}
+	srv := grpc.NewServer(append(base, opts...)...)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	return &Server{Server: srv, Health: hs, logger: logger}
+}
+
+// interceptors are every server's, outermost first: metrics, request logs, panic recovery,
+// and with keys the authorization of each call.
+func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	m := metrics()
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -81,20 +102,43 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 		unary = append(unary, auth.UnaryServerInterceptor(keys, auth.DefaultPolicy()))
 		stream = append(stream, auth.StreamServerInterceptor(keys, auth.DefaultPolicy()))
 	}
-	base := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
-		// Streams (WatchOrder, ticket feeds) stay open for hours; pings keep NATs and load
-		// balancers from dropping them silently.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(4 << 20),
+	return unary, stream
+}
+
+// InProcess returns a channel on which services register as on a server and which callers in
+// the same process use as a client connection: a call runs the service's handler directly,
+// through the same interceptors as New's servers, with no HTTP/2 framing, socket or
+// serialization in between (messages are cloned). The one-process mode's gateway and
+// pos-adapter reach the services this way; a service's own server still listens for the rest.
+func InProcess(logger *slog.Logger, keys *auth.KeySet) *inprocgrpc.Channel {
+	unary, stream := interceptors(logger, keys)
+	return new(inprocgrpc.Channel).
+		WithServerUnaryInterceptor(chainUnary(unary)).
+		WithServerStreamInterceptor(chainStream(stream))
+}
+
+// chainUnary runs interceptors as one, the first outermost (as grpc.ChainUnaryInterceptor).
+func chainUnary(interceptors []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		next := handler
+		for i := len(interceptors) - 1; i >= 0; i-- {
+			in, inner := interceptors[i], next
+			next = func(ctx context.Context, req any) (any, error) { return in(ctx, req, info, inner) }
+		}
+		return next(ctx, req)
 	}
-	srv := grpc.NewServer(append(base, opts...)...)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	reflection.Register(srv)
-	return &Server{Server: srv, Health: hs, logger: logger}
+}
+
+// chainStream is chainUnary for streams.
+func chainStream(interceptors []grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		next := handler
+		for i := len(interceptors) - 1; i >= 0; i-- {
+			in, inner := interceptors[i], next
+			next = func(srv any, ss grpc.ServerStream) error { return in(srv, ss, info, inner) }
+		}
+		return next(srv, ss)
+	}
 }
 
 // Serve serves on lis until ctx is cancelled, then stops gracefully: health turns NOT_SERVING,

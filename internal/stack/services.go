@@ -132,6 +132,11 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 
 	gs := grpcserver.New(log, s.keys)
 	svc.RegisterGRPC(gs)
+	if s.inproc != nil {
+		ch := grpcserver.InProcess(log, s.keys)
+		svc.RegisterGRPC(ch)
+		s.inproc[spec.name] = ch
+	}
 	lis, err := s.listen(spec.addr(&s.cfg))
 	if err != nil {
 		return "", err

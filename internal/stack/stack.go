@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -192,6 +193,10 @@ type system struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	databaseURL string
+	// inproc, in the one-process mode, holds each service's in-process channel, where it is
+	// also registered for the gateway and the pos-adapter to call directly
+	// (grpcserver.InProcess); nil otherwise.
+	inproc map[string]*inprocgrpc.Channel
 
 	ready Ready
 	// servers run until the serve context ends; background loops (relays) likewise.
@@ -225,6 +230,9 @@ func (s *system) start(ctx context.Context) error {
 	}
 	if err := s.startNATS(ctx); err != nil {
 		return err
+	}
+	if s.cfg.Target == TargetAll {
+		s.inproc = map[string]*inprocgrpc.Channel{}
 	}
 	if s.cfg.Target != TargetGateway {
 		if err := s.startPostgres(ctx); err != nil {
@@ -362,23 +370,23 @@ func loadSecret(configured, dir, name string) ([]byte, error) {
 	return b, nil
 }
 
-// dial connects to a service's gRPC API: in the one-process mode where it listens now, else
-// at its configured address. Connections are lazy; a service that is down gives Unavailable.
-func (s *system) dial(name, configured string) (*grpc.ClientConn, error) {
-	addr := configured
-	if s.cfg.Target == TargetAll {
-		addr = s.ready.ServiceAddrs[name]
+// dial connects to a service's gRPC API: in the one-process mode in process (the same
+// handlers and interceptors, without loopback HTTP/2), else at its configured address.
+// Connections are lazy; a service that is down gives Unavailable.
+func (s *system) dial(name, configured string) (grpc.ClientConnInterface, error) {
+	if ch, ok := s.inproc[name]; ok {
+		return ch, nil
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(configured, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, fmt.Errorf("dial %s at %s: %w", name, addr, err)
+		return nil, fmt.Errorf("dial %s at %s: %w", name, configured, err)
 	}
 	s.onClose(func(context.Context) error { return conn.Close() })
 	return conn, nil
 }
 
 func (s *system) startGateway() error {
-	var conns [4]*grpc.ClientConn
+	var conns [4]grpc.ClientConnInterface
 	for i, svc := range []struct{ name, addr string }{
 		{TargetCatalog, s.cfg.CatalogAddr}, {TargetInventory, s.cfg.InventoryAddr},
 		{TargetCart, s.cfg.CartAddr}, {TargetFulfilment, s.cfg.FulfilmentAddr},
