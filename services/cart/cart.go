@@ -103,6 +103,8 @@ type Service struct {
 	// Checkout's writes to the cart row, batched (see checkoutwrites.go).
 	claims *coalesce.Batcher[claimReq, *cartRow]
 	marks  *coalesce.Batcher[markReq, *cartMark]
+	// rows are the carts as this copy last wrote them, where edits start (see mutate).
+	rows *rowCache
 }
 
 // New returns the cart service.
@@ -136,6 +138,7 @@ func New(cfg Config) *Service {
 		abandonAfter:    cfg.AbandonAfter,
 		variantCache:    newLookupCache[*catalogv1.Variant](cfg.CacheTTL),
 		storeCache:      newLookupCache[*inventoryv1.Store](cfg.CacheTTL),
+		rows:            newRowCache(),
 	}
 	s.claims = coalesce.New(maxCheckoutWriteBatch, s.claimMany)
 	s.marks = coalesce.New(maxCheckoutWriteBatch, s.markMany)

@@ -156,12 +156,33 @@ const optimisticAttempts = 4
 // expected_version, checked out, being checked out) or, when the cart may still take the change,
 // it is applied again to the newer cart. After optimisticAttempts lost races the last attempt
 // holds the row lock, so a change is never starved.
+//
+// The first attempt starts from the cart as this copy last wrote it, when it remembers it
+// (rowCache), without reading the row. Should that attempt be refused or miss, the copy may
+// be stale: it is forgotten and the change is decided again on the row as stored, so every
+// refusal is one the stored cart gives.
 func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedVersion int64, change func(c *cartRow) error) (*cartRow, error) {
 	if cartID == "" {
 		return nil, rpcerr.Invalid("cart_id", "is required")
 	}
+	if c := s.rows.get(cartID, customer); c != nil {
+		if out, err := s.tryMutate(ctx, s.db, customer, cartID, expectedVersion, c, change); out != nil && err == nil {
+			s.rows.put(out.clone())
+			return out, nil
+		}
+		s.rows.drop(cartID)
+	}
+	out, err := s.mutateStored(ctx, customer, cartID, expectedVersion, change)
+	if out != nil && err == nil {
+		s.rows.put(out.clone())
+	}
+	return out, err
+}
+
+// mutateStored is mutate's read-change-write loop on the row as stored.
+func (s *Service) mutateStored(ctx context.Context, customer, cartID string, expectedVersion int64, change func(c *cartRow) error) (*cartRow, error) {
 	for attempt := 1; attempt <= optimisticAttempts; attempt++ {
-		out, err := s.tryMutate(ctx, s.db, customer, cartID, expectedVersion, false, change)
+		out, err := s.tryMutate(ctx, s.db, customer, cartID, expectedVersion, nil, change)
 		if out != nil || err != nil {
 			return out, err
 		}
@@ -169,8 +190,11 @@ func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedV
 	}
 	var out *cartRow
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		var err error
-		out, err = s.tryMutate(ctx, tx, customer, cartID, expectedVersion, true, change)
+		c, err := loadCart(ctx, tx, customer, cartID, true)
+		if err != nil {
+			return err
+		}
+		out, err = s.tryMutate(ctx, tx, customer, cartID, expectedVersion, c, change)
 		if out == nil && err == nil {
 			// The row is locked and passed every check: only a lease lapsing between the
 			// two statements can get here.
@@ -181,12 +205,15 @@ func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedV
 	return out, err
 }
 
-// tryMutate is one read-change-write of mutate. It returns the stored cart, or an error that
-// explains a refusal, or neither when another writer won the race.
-func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID string, expectedVersion int64, lock bool, change func(c *cartRow) error) (*cartRow, error) {
-	c, err := loadCart(ctx, q, customer, cartID, lock)
-	if err != nil {
-		return nil, err
+// tryMutate is one read-change-write of mutate, starting from c (read from q when nil). It
+// returns the stored cart, or an error that explains a refusal, or neither when another
+// writer won the race. c itself is not changed.
+func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID string, expectedVersion int64, c *cartRow, change func(c *cartRow) error) (*cartRow, error) {
+	if c == nil {
+		var err error
+		if c, err = loadCart(ctx, q, customer, cartID, false); err != nil {
+			return nil, err
+		}
 	}
 	if err := writable(c, expectedVersion); err != nil {
 		return nil, err
@@ -228,6 +255,7 @@ func (s *Service) CreateCart(ctx context.Context, customer string) (*cartv1.Cart
 		id, customer).Scan(c.scanTargets()...); err != nil {
 		return nil, fmt.Errorf("create cart: %w", err)
 	}
+	s.rows.put(c.clone())
 	return s.view(ctx, c), nil
 }
 

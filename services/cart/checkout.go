@@ -104,6 +104,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 		c.CheckingOut = false
 	default:
 		marked, err := s.markCheckedOut(ctx, c.ID, key, order.GetId())
+		s.rows.drop(c.ID) // no edit follows a checkout
 		if err != nil {
 			// The order exists; the retry with the same key marks the cart.
 			return nil, nil, err

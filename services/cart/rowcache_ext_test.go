@@ -1,0 +1,119 @@
+package cart_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	"github.com/handoff-dev/handoff/services/cart"
+)
+
+// cartReads counts the statements that read a cart row.
+type cartReads struct{ n atomic.Int64 }
+
+func (r *cartReads) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(strings.TrimSpace(data.SQL), "SELECT") && strings.Contains(data.SQL, "FROM carts WHERE id = $1") {
+		r.n.Add(1)
+	}
+	return ctx
+}
+
+func (r *cartReads) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// copyOfCart starts another copy of the cart service on e's database, its reads of cart rows
+// counted, and returns a client of it.
+func copyOfCart(t *testing.T, e *env) (cartv1.CartServiceClient, *cartReads) {
+	t.Helper()
+	cfg := e.pool.Config()
+	reads := &cartReads{}
+	cfg.ConnConfig.Tracer = reads
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	svc := cart.New(cart.Config{Pool: pool, NATS: e.natsConn(), Currency: "USD", Logger: testenv.Logger(t),
+		CheckoutTimeout: 10 * time.Second, LookupTimeout: 2 * time.Second, CacheTTL: time.Hour})
+	srv := grpc.NewServer()
+	svc.RegisterGRPC(srv)
+	return cartv1.NewCartServiceClient(testenv.GRPC(t, srv)), reads
+}
+
+// A copy of the service that wrote a cart starts the shopper's next edits from the cart as it
+// wrote it, without reading the row again.
+func TestEditsStartFromTheCartAsThisCopyWroteIt(t *testing.T) {
+	e := newEnv(t)
+	client, reads := copyOfCart(t, e)
+	ctx := e.as("alice")
+	c, err := client.CreateCart(ctx, &cartv1.CreateCartRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		sku, _ := e.sku(i)
+		if _, err := client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetCart().GetId(), Sku: sku, Quantity: 1}); err != nil {
+			t.Fatalf("AddLine %s: %v", sku, err)
+		}
+	}
+	if n := reads.n.Load(); n != 0 {
+		t.Errorf("three edits after the creation read the cart row %d times, want 0", n)
+	}
+	if got := e.get("alice", c.GetCart().GetId()); len(got.GetLines()) != 3 || got.GetVersion() != 4 {
+		t.Errorf("stored cart: %d lines at version %d, want 3 at version 4", len(got.GetLines()), got.GetVersion())
+	}
+}
+
+// A copy's remembered cart goes stale when another copy changes the cart. Its next edit then
+// applies to the stored cart, and a refusal is the stored cart's: an expected_version the
+// stored cart has is accepted, and one it has moved past is refused, changing nothing.
+func TestAStaleRememberedCartIsCaughtByItsVersion(t *testing.T) {
+	e := newEnv(t)
+	copyA, _ := copyOfCart(t, e)
+	copyB := e.client
+	ctx := e.as("alice")
+	skus := make([]string, 4)
+	for i := range skus {
+		skus[i], _ = e.sku(i)
+	}
+	res, err := copyA.CreateCart(ctx, &cartv1.CreateCartRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.GetCart().GetId()
+	if _, err := copyA.AddLine(ctx, &cartv1.AddLineRequest{CartId: id, Sku: skus[0], Quantity: 1}); err != nil {
+		t.Fatal(err) // copy A remembers version 2
+	}
+	fromB, err := copyB.AddLine(ctx, &cartv1.AddLineRequest{CartId: id, Sku: skus[1], Quantity: 1})
+	if err != nil {
+		t.Fatal(err) // the stored cart is at version 3 now
+	}
+
+	// The device that saw copy B's answer edits through copy A, which remembers version 2.
+	got, err := copyA.AddLine(ctx, &cartv1.AddLineRequest{CartId: id, Sku: skus[2], Quantity: 1, ExpectedVersion: fromB.GetCart().GetVersion()})
+	if err != nil {
+		t.Fatalf("an edit at the stored version through the copy that remembered an older one: %v", err)
+	}
+	if v, n := got.GetCart().GetVersion(), len(got.GetCart().GetLines()); v != 4 || n != 3 {
+		t.Errorf("after it: version %d with %d lines, want 4 with 3 (nothing of copy B's edit lost)", v, n)
+	}
+
+	// Copy B moves the cart on again; a device that knows only version 4, which copy A
+	// remembers, is refused by copy A as the stored cart would refuse it, and nothing changes.
+	if _, err := copyB.AddLine(ctx, &cartv1.AddLineRequest{CartId: id, Sku: skus[0], Quantity: 1}); err != nil {
+		t.Fatal(err) // version 5
+	}
+	_, err = copyA.AddLine(ctx, &cartv1.AddLineRequest{CartId: id, Sku: skus[3], Quantity: 1, ExpectedVersion: 4})
+	wantCode(t, "an edit at a version the cart has moved past", err, codes.Aborted, "expected_version")
+	if stored := e.get("alice", id); stored.GetVersion() != 5 || len(stored.GetLines()) != 3 {
+		t.Errorf("after the refusal the cart is at version %d with %d lines, want 5 with 3", stored.GetVersion(), len(stored.GetLines()))
+	}
+}
