@@ -105,6 +105,8 @@ type Service struct {
 	marks  *coalesce.Batcher[markReq, *cartMark]
 	// rows are the carts as this copy last wrote them, where edits start (see mutate).
 	rows *rowCache
+	// edits are the edits' UPDATEs, batched (see editwrites.go).
+	edits *coalesce.Batcher[editReq, *editDone]
 }
 
 // New returns the cart service.
@@ -142,6 +144,7 @@ func New(cfg Config) *Service {
 	}
 	s.claims = coalesce.New(maxCheckoutWriteBatch, s.claimMany)
 	s.marks = coalesce.New(maxCheckoutWriteBatch, s.markMany)
+	s.edits = coalesce.New(maxCheckoutWriteBatch, s.editMany)
 	if cfg.CacheTTL > 0 {
 		if err := s.watchOwners(); err != nil {
 			// Without the events a cached answer could be stale for a whole TTL: ask every time.

@@ -230,6 +230,20 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 	if err != nil {
 		return nil, fmt.Errorf("encode lines of cart %s: %w", cartID, err)
 	}
+	if _, inTx := q.(pgx.Tx); !inTx {
+		// Together with the concurrent edits of other carts (see editwrites.go).
+		done, err := s.edits.Do(ctx, editReq{cartID: cartID, customer: customer, version: c.Version, lines: string(linesJSON),
+			storeID: next.StoreID, nearLat: next.NearLat, nearLng: next.NearLng, nearRadius: next.NearRadius})
+		switch {
+		case err == nil && done == nil:
+			return nil, nil
+		case err == nil:
+			next.Version, next.UpdateTime = done.version, done.updateTime
+			return next, nil
+		case !errors.Is(err, errEditAlone):
+			return nil, err
+		}
+	}
 	err = q.QueryRow(ctx, `
 		UPDATE carts SET lines = $4, pickup_store_id = $5, near_lat = $6, near_lng = $7, near_radius_m = $8,
 		       version = version + 1, update_time = now()

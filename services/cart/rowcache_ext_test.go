@@ -2,7 +2,9 @@ package cart_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,25 +19,29 @@ import (
 	"github.com/handoff-dev/handoff/services/cart"
 )
 
-// cartReads counts the statements that read a cart row.
-type cartReads struct{ n atomic.Int64 }
+// cartStatements counts the statements that read a cart row, and those that store edits.
+type cartStatements struct{ reads, edits atomic.Int64 }
 
-func (r *cartReads) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	if strings.HasPrefix(strings.TrimSpace(data.SQL), "SELECT") && strings.Contains(data.SQL, "FROM carts WHERE id = $1") {
-		r.n.Add(1)
+func (r *cartStatements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	sql := strings.TrimSpace(data.SQL)
+	switch {
+	case strings.HasPrefix(sql, "SELECT") && strings.Contains(sql, "FROM carts WHERE id = $1"):
+		r.reads.Add(1)
+	case strings.HasPrefix(sql, "UPDATE carts SET lines"):
+		r.edits.Add(1)
 	}
 	return ctx
 }
 
-func (r *cartReads) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *cartStatements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-// copyOfCart starts another copy of the cart service on e's database, its reads of cart rows
-// counted, and returns a client of it.
-func copyOfCart(t *testing.T, e *env) (cartv1.CartServiceClient, *cartReads) {
+// copyOfCart starts another copy of the cart service on e's database, its statements over
+// cart rows counted, and returns a client of it.
+func copyOfCart(t *testing.T, e *env) (cartv1.CartServiceClient, *cartStatements) {
 	t.Helper()
 	cfg := e.pool.Config()
-	reads := &cartReads{}
-	cfg.ConnConfig.Tracer = reads
+	counted := &cartStatements{}
+	cfg.ConnConfig.Tracer = counted
 	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +51,7 @@ func copyOfCart(t *testing.T, e *env) (cartv1.CartServiceClient, *cartReads) {
 		CheckoutTimeout: 10 * time.Second, LookupTimeout: 2 * time.Second, CacheTTL: time.Hour})
 	srv := grpc.NewServer()
 	svc.RegisterGRPC(srv)
-	return cartv1.NewCartServiceClient(testenv.GRPC(t, srv)), reads
+	return cartv1.NewCartServiceClient(testenv.GRPC(t, srv)), counted
 }
 
 // A copy of the service that wrote a cart starts the shopper's next edits from the cart as it
@@ -64,7 +70,7 @@ func TestEditsStartFromTheCartAsThisCopyWroteIt(t *testing.T) {
 			t.Fatalf("AddLine %s: %v", sku, err)
 		}
 	}
-	if n := reads.n.Load(); n != 0 {
+	if n := reads.reads.Load(); n != 0 {
 		t.Errorf("three edits after the creation read the cart row %d times, want 0", n)
 	}
 	if got := e.get("alice", c.GetCart().GetId()); len(got.GetLines()) != 3 || got.GetVersion() != 4 {
@@ -115,5 +121,45 @@ func TestAStaleRememberedCartIsCaughtByItsVersion(t *testing.T) {
 	wantCode(t, "an edit at a version the cart has moved past", err, codes.Aborted, "expected_version")
 	if stored := e.get("alice", id); stored.GetVersion() != 5 || len(stored.GetLines()) != 3 {
 		t.Errorf("after the refusal the cart is at version %d with %d lines, want 5 with 3", stored.GetVersion(), len(stored.GetLines()))
+	}
+}
+
+// Concurrent edits of different carts are stored together, each on its own conditions: every
+// edit lands once, in fewer statements than edits.
+func TestConcurrentEditsOfDifferentCartsAreStoredTogether(t *testing.T) {
+	e := newEnv(t)
+	client, counted := copyOfCart(t, e)
+	const carts = 32
+	ids := make([]string, carts)
+	for i := range ids {
+		res, err := client.CreateCart(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.CreateCartRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = res.GetCart().GetId()
+	}
+	sku, _ := e.sku(0)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			<-start
+			if _, err := client.AddLine(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.AddLineRequest{CartId: id, Sku: sku, Quantity: int32(1 + i%3)}); err != nil {
+				t.Errorf("AddLine to cart %d: %v", i, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if n := counted.edits.Load(); n >= carts {
+		t.Errorf("%d concurrent edits of different carts took %d statements, want fewer", carts, n)
+	} else {
+		t.Logf("%d concurrent edits of different carts stored in %d statements", carts, n)
+	}
+	for i, id := range ids {
+		got := e.get(fmt.Sprintf("shopper-%d", i), id)
+		if got.GetVersion() != 2 || len(got.GetLines()) != 1 || got.GetLines()[0].GetQuantity() != int32(1+i%3) {
+			t.Errorf("cart %d: version %d, lines %v; want version 2 with its one line of %d", i, got.GetVersion(), got.GetLines(), 1+i%3)
+		}
 	}
 }
