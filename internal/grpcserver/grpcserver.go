@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime/debug"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/handoff-dev/handoff/internal/auth"
 )
@@ -110,11 +112,43 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 // through the same interceptors as New's servers, with no HTTP/2 framing, socket or
 // serialization in between (messages are cloned). The one-process mode's gateway and
 // pos-adapter reach the services this way; a service's own server still listens for the rest.
-func InProcess(logger *slog.Logger, keys *auth.KeySet) *inprocgrpc.Channel {
+func InProcess(logger *slog.Logger, keys *auth.KeySet) *Channel {
 	unary, stream := interceptors(logger, keys)
-	return new(inprocgrpc.Channel).
+	return &Channel{new(inprocgrpc.Channel).
 		WithServerUnaryInterceptor(chainUnary(unary)).
-		WithServerStreamInterceptor(chainStream(stream))
+		WithServerStreamInterceptor(chainStream(stream))}
+}
+
+// Channel is InProcess's channel.
+type Channel struct{ *inprocgrpc.Channel }
+
+// NewStream opens a stream as the inprocgrpc channel does, except that a server stream refused
+// before its request was read (by authorization, say) reports the refusal. The generated client
+// sends the request and returns SendMsg's error as is; the in-process stream's SendMsg says
+// only io.EOF once the handler has returned, so the caller would see "EOF" where a network
+// stream gives the status (Unauthenticated, NotFound), depending on which side ran first.
+func (c *Channel) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := c.Channel.NewStream(ctx, desc, method, opts...)
+	if err != nil || desc.ClientStreams || !desc.ServerStreams {
+		return s, err
+	}
+	return refusalOnSend{s}, nil
+}
+
+// refusalOnSend is a server stream whose SendMsg, when the handler has already ended, returns
+// the status it ended with. Nothing can precede that status on the stream: the handler never
+// read the request, so it sent no message.
+type refusalOnSend struct{ grpc.ClientStream }
+
+func (s refusalOnSend) SendMsg(m any) error {
+	err := s.ClientStream.SendMsg(m)
+	if err != io.EOF {
+		return err
+	}
+	if recvErr := s.ClientStream.RecvMsg(new(emptypb.Empty)); recvErr != nil && recvErr != io.EOF {
+		return recvErr
+	}
+	return err
 }
 
 // chainUnary runs interceptors as one, the first outermost (as grpc.ChainUnaryInterceptor).

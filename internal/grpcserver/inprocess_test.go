@@ -108,3 +108,36 @@ func TestInProcessCallsGoThroughTheServersInterceptors(t *testing.T) {
 		t.Errorf("WatchOrder as alice got versions %v, want [1 2]", versions)
 	}
 }
+
+// A server stream refused before its request is read reports the refusal, whether the
+// request is sent before or after the refusal: the in-process stream alone may say io.EOF to
+// the send once its handler has ended (half the time here), which the generated client would
+// hand on as the call's error.
+func TestInProcessStreamRefusedBeforeItsRequestSaysWhy(t *testing.T) {
+	keys, err := auth.DevKeySet(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := grpcserver.InProcess(slog.New(slog.DiscardHandler), keys)
+	fulfilmentv1.RegisterOrderServiceServer(ch, orders{})
+	desc := &fulfilmentv1.OrderService_ServiceDesc.Streams[0]
+	method := "/" + fulfilmentv1.OrderService_ServiceDesc.ServiceName + "/" + desc.StreamName
+	for i := range 20 {
+		stream, err := ch.NewStream(t.Context(), desc, method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			time.Sleep(20 * time.Millisecond) // the refusal (no token) is made meanwhile
+		}
+		err = stream.SendMsg(&fulfilmentv1.WatchOrderRequest{OrderId: "o1"})
+		if err == nil {
+			if err = stream.CloseSend(); err == nil {
+				err = stream.RecvMsg(new(fulfilmentv1.WatchOrderResponse))
+			}
+		}
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("attempt %d: a stream without a token ended with %v, want Unauthenticated", i, err)
+		}
+	}
+}

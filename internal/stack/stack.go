@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fullstorydev/grpchan/inprocgrpc"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -30,6 +29,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/internal/grpcserver"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
@@ -196,7 +196,7 @@ type system struct {
 	// inproc, in the one-process mode, holds each service's in-process channel, where it is
 	// also registered for the gateway and the pos-adapter to call directly
 	// (grpcserver.InProcess); nil otherwise.
-	inproc map[string]*inprocgrpc.Channel
+	inproc map[string]*grpcserver.Channel
 
 	ready Ready
 	// servers run until the serve context ends; background loops (relays) likewise.
@@ -232,7 +232,7 @@ func (s *system) start(ctx context.Context) error {
 		return err
 	}
 	if s.cfg.Target == TargetAll {
-		s.inproc = map[string]*inprocgrpc.Channel{}
+		s.inproc = map[string]*grpcserver.Channel{}
 	}
 	if s.cfg.Target != TargetGateway {
 		if err := s.startPostgres(ctx); err != nil {

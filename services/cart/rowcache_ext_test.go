@@ -163,3 +163,57 @@ func TestConcurrentEditsOfDifferentCartsAreStoredTogether(t *testing.T) {
 		}
 	}
 }
+
+// An edit the database refuses (here a trigger, standing in for any failure of one row) fails
+// alone: the batch it was in is written again edit by edit, so the other carts' edits land and
+// the refused cart is left as it was.
+func TestAnEditTheDatabaseRefusesFailsAloneAndTheOthersLand(t *testing.T) {
+	e := newEnv(t)
+	client, _ := copyOfCart(t, e)
+	const carts = 16
+	ids := make([]string, carts)
+	for i := range ids {
+		res, err := client.CreateCart(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.CreateCartRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = res.GetCart().GetId()
+	}
+	refused := ids[carts/2]
+	for _, sql := range []string{
+		`CREATE FUNCTION refuse_one_cart() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.id = '` + refused + `' THEN RAISE EXCEPTION 'this cart may not change'; END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER refuse_one_cart BEFORE UPDATE ON carts FOR EACH ROW EXECUTE FUNCTION refuse_one_cart()`,
+	} {
+		if _, err := e.pool.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	sku, _ := e.sku(0)
+	start := make(chan struct{})
+	errs := make([]error, carts)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = client.AddLine(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.AddLineRequest{CartId: id, Sku: sku, Quantity: 1})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, id := range ids {
+		got := e.get(fmt.Sprintf("shopper-%d", i), id)
+		if id == refused {
+			if errs[i] == nil || got.GetVersion() != 1 || len(got.GetLines()) != 0 {
+				t.Errorf("the refused cart's edit: %v, cart at version %d with %d lines; want an error and the cart unchanged", errs[i], got.GetVersion(), len(got.GetLines()))
+			}
+			continue
+		}
+		if errs[i] != nil || got.GetVersion() != 2 || len(got.GetLines()) != 1 {
+			t.Errorf("cart %d: %v, at version %d with %d lines; want its edit stored", i, errs[i], got.GetVersion(), len(got.GetLines()))
+		}
+	}
+}
