@@ -55,11 +55,7 @@ func (orders) WatchOrder(req *fulfilmentv1.WatchOrderRequest, s grpc.ServerStrea
 // a token is refused, one with a token is the principal in the handler's context with its
 // deadline, a panic is an Internal error, and streams work the same.
 func TestInProcessCallsGoThroughTheServersInterceptors(t *testing.T) {
-	keys, err := auth.DevKeySet(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := grpcserver.InProcess(slog.New(slog.DiscardHandler), keys)
+	ch, keys := inProcess(t)
 	cartv1.RegisterCartServiceServer(ch, carts{})
 	fulfilmentv1.RegisterOrderServiceServer(ch, orders{})
 	cartClient, orderClient := cartv1.NewCartServiceClient(ch), fulfilmentv1.NewOrderServiceClient(ch)
@@ -114,11 +110,7 @@ func TestInProcessCallsGoThroughTheServersInterceptors(t *testing.T) {
 // the send once its handler has ended (half the time here), which the generated client would
 // hand on as the call's error.
 func TestInProcessStreamRefusedBeforeItsRequestSaysWhy(t *testing.T) {
-	keys, err := auth.DevKeySet(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := grpcserver.InProcess(slog.New(slog.DiscardHandler), keys)
+	ch, _ := inProcess(t)
 	fulfilmentv1.RegisterOrderServiceServer(ch, orders{})
 	desc := &fulfilmentv1.OrderService_ServiceDesc.Streams[0]
 	method := "/" + fulfilmentv1.OrderService_ServiceDesc.ServiceName + "/" + desc.StreamName
@@ -140,4 +132,14 @@ func TestInProcessStreamRefusedBeforeItsRequestSaysWhy(t *testing.T) {
 			t.Fatalf("attempt %d: a stream without a token ended with %v, want Unauthenticated", i, err)
 		}
 	}
+}
+
+// inProcess is a channel with a development key set, whose keys are returned to mint tokens.
+func inProcess(t *testing.T) (*grpcserver.Channel, *auth.KeySet) {
+	t.Helper()
+	keys, err := auth.DevKeySet(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return grpcserver.InProcess(slog.New(slog.DiscardHandler), keys), keys
 }

@@ -142,9 +142,9 @@ func New(cfg Config) *Service {
 		storeCache:      newLookupCache[*inventoryv1.Store](cfg.CacheTTL),
 		rows:            newRowCache(),
 	}
-	s.claims = coalesce.New(maxCheckoutWriteBatch, s.claimMany)
-	s.marks = coalesce.New(maxCheckoutWriteBatch, s.markMany)
-	s.edits = coalesce.New(maxCheckoutWriteBatch, s.editMany)
+	s.claims = coalesce.New(maxCartWriteBatch, s.claimMany)
+	s.marks = coalesce.New(maxCartWriteBatch, s.markMany)
+	s.edits = coalesce.New(maxCartWriteBatch, s.editMany)
 	if cfg.CacheTTL > 0 {
 		if err := s.watchOwners(); err != nil {
 			// Without the events a cached answer could be stale for a whole TTL: ask every time.

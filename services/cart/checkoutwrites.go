@@ -17,11 +17,11 @@ import (
 // one. A request the batch did not settle (refused, or the batch failed) is made again alone,
 // by the one-cart statement, which says why.
 
-// maxCheckoutWriteBatch bounds one batched statement.
-const maxCheckoutWriteBatch = 128
+// maxCartWriteBatch bounds one batched statement (checkout's claims and marks, edits).
+const maxCartWriteBatch = 128
 
-// checkoutWriteTimeout bounds one batch, whoever waits for it.
-const checkoutWriteTimeout = 10 * time.Second
+// cartWriteTimeout bounds one batch, whoever waits for it.
+const cartWriteTimeout = 10 * time.Second
 
 // claimReq is one checkout's claim (see claim).
 type claimReq struct {
@@ -44,7 +44,7 @@ const claimManySQL = `
 // claimMany claims the carts of reqs in one statement. A request whose cart did not match
 // (refused, or another request of the batch claimed it first) gets a nil cart.
 func (s *Service) claimMany(ctx context.Context, reqs []claimReq) []coalesce.Result[*cartRow] {
-	ctx, cancel := context.WithTimeout(ctx, checkoutWriteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 	defer cancel()
 	out := make([]coalesce.Result[*cartRow], len(reqs))
 	// In cart order, the order every batch locks its rows in.
@@ -96,7 +96,7 @@ const markManySQL = `
 // markMany marks the carts of reqs checked out in one statement. A request whose cart was
 // not marked by it (checked out already, or by another request of the batch) gets nil.
 func (s *Service) markMany(ctx context.Context, reqs []markReq) []coalesce.Result[*cartMark] {
-	ctx, cancel := context.WithTimeout(ctx, checkoutWriteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 	defer cancel()
 	out := make([]coalesce.Result[*cartMark], len(reqs))
 	sorted := slices.SortedFunc(slices.Values(reqs), func(a, b markReq) int { return cmp.Compare(a.cartID, b.cartID) })

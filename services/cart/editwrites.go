@@ -50,7 +50,7 @@ const editManySQL = `
 
 // editMany stores the edits of reqs in one statement. An edit whose cart did not match gets nil.
 func (s *Service) editMany(ctx context.Context, reqs []editReq) []coalesce.Result[*editDone] {
-	ctx, cancel := context.WithTimeout(ctx, checkoutWriteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 	defer cancel()
 	out := make([]coalesce.Result[*editDone], len(reqs))
 	// In cart order, the order every batch locks its rows in.

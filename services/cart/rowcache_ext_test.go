@@ -130,34 +130,20 @@ func TestConcurrentEditsOfDifferentCartsAreStoredTogether(t *testing.T) {
 	e := newEnv(t)
 	client, counted := copyOfCart(t, e)
 	const carts = 32
-	ids := make([]string, carts)
-	for i := range ids {
-		res, err := client.CreateCart(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.CreateCartRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[i] = res.GetCart().GetId()
-	}
+	ids := cartsOfShoppers(t, e, client, carts)
 	sku, _ := e.sku(0)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Go(func() {
-			<-start
-			if _, err := client.AddLine(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.AddLineRequest{CartId: id, Sku: sku, Quantity: int32(1 + i%3)}); err != nil {
-				t.Errorf("AddLine to cart %d: %v", i, err)
-			}
-		})
+	for i, err := range addAtOnce(e, client, ids, sku) {
+		if err != nil {
+			t.Errorf("AddLine to cart %d: %v", i, err)
+		}
 	}
-	close(start)
-	wg.Wait()
 	if n := counted.edits.Load(); n >= carts {
 		t.Errorf("%d concurrent edits of different carts took %d statements, want fewer", carts, n)
 	} else {
 		t.Logf("%d concurrent edits of different carts stored in %d statements", carts, n)
 	}
 	for i, id := range ids {
-		got := e.get(fmt.Sprintf("shopper-%d", i), id)
+		got := e.get(shopper(i), id)
 		if got.GetVersion() != 2 || len(got.GetLines()) != 1 || got.GetLines()[0].GetQuantity() != int32(1+i%3) {
 			t.Errorf("cart %d: version %d, lines %v; want version 2 with its one line of %d", i, got.GetVersion(), got.GetLines(), 1+i%3)
 		}
@@ -171,14 +157,7 @@ func TestAnEditTheDatabaseRefusesFailsAloneAndTheOthersLand(t *testing.T) {
 	e := newEnv(t)
 	client, _ := copyOfCart(t, e)
 	const carts = 16
-	ids := make([]string, carts)
-	for i := range ids {
-		res, err := client.CreateCart(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.CreateCartRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[i] = res.GetCart().GetId()
-	}
+	ids := cartsOfShoppers(t, e, client, carts)
 	refused := ids[carts/2]
 	for _, sql := range []string{
 		`CREATE FUNCTION refuse_one_cart() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -193,19 +172,9 @@ func TestAnEditTheDatabaseRefusesFailsAloneAndTheOthersLand(t *testing.T) {
 		}
 	}
 	sku, _ := e.sku(0)
-	start := make(chan struct{})
-	errs := make([]error, carts)
-	var wg sync.WaitGroup
+	errs := addAtOnce(e, client, ids, sku)
 	for i, id := range ids {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = client.AddLine(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.AddLineRequest{CartId: id, Sku: sku, Quantity: 1})
-		})
-	}
-	close(start)
-	wg.Wait()
-	for i, id := range ids {
-		got := e.get(fmt.Sprintf("shopper-%d", i), id)
+		got := e.get(shopper(i), id)
 		if id == refused {
 			if errs[i] == nil || got.GetVersion() != 1 || len(got.GetLines()) != 0 {
 				t.Errorf("the refused cart's edit: %v, cart at version %d with %d lines; want an error and the cart unchanged", errs[i], got.GetVersion(), len(got.GetLines()))
@@ -216,4 +185,38 @@ func TestAnEditTheDatabaseRefusesFailsAloneAndTheOthersLand(t *testing.T) {
 			t.Errorf("cart %d: %v, at version %d with %d lines; want its edit stored", i, errs[i], got.GetVersion(), len(got.GetLines()))
 		}
 	}
+}
+
+// shopper is the i-th customer of the concurrent-edit tests.
+func shopper(i int) string { return fmt.Sprintf("shopper-%d", i) }
+
+// cartsOfShoppers creates one cart for each of n shoppers through client and returns their ids.
+func cartsOfShoppers(t *testing.T, e *env, client cartv1.CartServiceClient, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		res, err := client.CreateCart(e.as(shopper(i)), &cartv1.CreateCartRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = res.GetCart().GetId()
+	}
+	return ids
+}
+
+// addAtOnce adds sku to every cart of ids at the same moment, shopper i i%3+1 units, and
+// returns each call's error.
+func addAtOnce(e *env, client cartv1.CartServiceClient, ids []string, sku string) []error {
+	start := make(chan struct{})
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = client.AddLine(e.as(shopper(i)), &cartv1.AddLineRequest{CartId: id, Sku: sku, Quantity: int32(1 + i%3)})
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
 }
