@@ -29,6 +29,7 @@ import (
 	_ "time/tzdata" // stores' local times, on machines without tzdata
 
 	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/gcpolicy"
 	"github.com/handoff-dev/handoff/mobile-mock/journey"
 	"github.com/handoff-dev/handoff/mobile-mock/load"
 	"github.com/handoff-dev/handoff/mobile-mock/system"
@@ -36,6 +37,7 @@ import (
 )
 
 func main() {
+	gcpolicy.Apply(os.Getenv) // a load run with -spawn is the whole system in this process
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))

@@ -17,10 +17,12 @@ import (
 
 	_ "time/tzdata" // store hours are computed in each store's zone, even on machines without tzdata
 
+	"github.com/handoff-dev/handoff/internal/gcpolicy"
 	"github.com/handoff-dev/handoff/internal/stack"
 )
 
 func main() {
+	gcpolicy.Apply(os.Getenv)
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 

@@ -469,7 +469,17 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		r.fail("WatchOrder", err)
 		return
 	}
-	defer stream.Close()
+	final := false
+	defer func() {
+		if final {
+			// The service ends the stream right after a final state. Reading it to its end
+			// lets the HTTP/1.1 connection carry the next call; closing it early would
+			// drop the connection and cost a new one for every order.
+			for stream.Receive() {
+			}
+		}
+		_ = stream.Close()
+	}()
 	state := order.GetState()
 	handedOver := false
 	for stream.Receive() {
@@ -500,6 +510,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 				return
 			}
 		case fulfilmentv1.OrderState_ORDER_STATE_COLLECTED:
+			final = true
 			now := time.Now()
 			r.lifecycle.Record(now.Sub(began))
 			r.collected.Add(1)
@@ -508,9 +519,11 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 			}
 			return
 		case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+			final = true
 			r.reject(order)
 			return
 		case fulfilmentv1.OrderState_ORDER_STATE_CANCELLED, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED:
+			final = true
 			r.failState(order)
 			return
 		}
