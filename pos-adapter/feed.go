@@ -384,13 +384,7 @@ func (a *Adapter) ackTicket(ctx context.Context, storeID, ticketID string) error
 	if _, err := uuid.Parse(ticketID); err != nil {
 		return a.fail(ctx, "", rpcerr.Invalid("ticket_id", "not a ticket id"))
 	}
-	var exists bool
-	err = a.db.QueryRow(ctx, `
-		WITH t AS (SELECT ticket_id FROM tickets WHERE ticket_id = $1 AND store_id = $2),
-		ins AS (
-			INSERT INTO ticket_acks (reader, ticket_id, store_id) SELECT $3, ticket_id, $2 FROM t
-			ON CONFLICT (reader, ticket_id) DO NOTHING)
-		SELECT EXISTS (SELECT 1 FROM t)`, ticketID, storeID, c.reader()).Scan(&exists)
+	exists, err := a.recordAck(ctx, ackReq{ticketID: ticketID, storeID: storeID, reader: c.reader()})
 	if err != nil {
 		return a.internal(ctx, "record acknowledgement", err)
 	}

@@ -108,6 +108,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -267,6 +268,8 @@ type Adapter struct {
 	// locks an order after 5 wrong codes, and this keeps a stolen credential from trying codes
 	// on many orders quickly.
 	handOvers *edge.Limiter
+	// acks are AckTicket's writes, batched (see ackwrites.go).
+	acks *coalesce.Batcher[ackReq, bool]
 }
 
 // Refused pickup-code attempts one terminal or staff member may make: a slip now and then is
@@ -311,6 +314,7 @@ func New(cfg Config) (*Adapter, error) {
 	a.hub = newHub(a)
 	a.credentials.ttl = cfg.CredentialCacheTTL
 	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
+	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),

@@ -107,6 +107,8 @@ type Service struct {
 	rows *rowCache
 	// edits are the edits' UPDATEs, batched (see editwrites.go).
 	edits *coalesce.Batcher[editReq, *editDone]
+	// creates are new carts' INSERTs, batched (see createwrites.go).
+	creates *coalesce.Batcher[createReq, *cartRow]
 }
 
 // New returns the cart service.
@@ -145,6 +147,7 @@ func New(cfg Config) *Service {
 	s.claims = coalesce.New(maxCartWriteBatch, s.claimMany)
 	s.marks = coalesce.New(maxCartWriteBatch, s.markMany)
 	s.edits = coalesce.New(maxCartWriteBatch, s.editMany)
+	s.creates = coalesce.New(maxCartWriteBatch, s.createMany)
 	if cfg.CacheTTL > 0 {
 		if err := s.watchOwners(); err != nil {
 			// Without the events a cached answer could be stale for a whole TTL: ask every time.

@@ -263,11 +263,13 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 
 // CreateCart starts an empty cart for customer.
 func (s *Service) CreateCart(ctx context.Context, customer string) (*cartv1.Cart, error) {
-	id := uuid.Must(uuid.NewV7()).String()
-	c := &cartRow{} // a new cart has no lines
-	if err := s.db.QueryRow(ctx, `INSERT INTO carts (id, customer_id) VALUES ($1, $2) RETURNING `+cartColumns,
-		id, customer).Scan(c.scanTargets()...); err != nil {
-		return nil, fmt.Errorf("create cart: %w", err)
+	req := createReq{id: uuid.Must(uuid.NewV7()).String(), customer: customer}
+	c, err := s.creates.Do(ctx, req)
+	if errors.Is(err, errCreateAlone) {
+		c, err = s.insertCart(ctx, req)
+	}
+	if err != nil {
+		return nil, err
 	}
 	s.rows.put(c.clone())
 	return s.view(ctx, c), nil

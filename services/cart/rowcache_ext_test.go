@@ -19,8 +19,9 @@ import (
 	"github.com/handoff-dev/handoff/services/cart"
 )
 
-// cartStatements counts the statements that read a cart row, and those that store edits.
-type cartStatements struct{ reads, edits atomic.Int64 }
+// cartStatements counts the statements that read a cart row, those that store edits, and
+// those that insert new carts.
+type cartStatements struct{ reads, edits, creates atomic.Int64 }
 
 func (r *cartStatements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
 	sql := strings.TrimSpace(data.SQL)
@@ -29,6 +30,8 @@ func (r *cartStatements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data 
 		r.reads.Add(1)
 	case strings.HasPrefix(sql, "UPDATE carts SET lines"):
 		r.edits.Add(1)
+	case strings.HasPrefix(sql, "INSERT INTO carts"):
+		r.creates.Add(1)
 	}
 	return ctx
 }

@@ -1,0 +1,77 @@
+package cart
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/handoff-dev/handoff/internal/coalesce"
+)
+
+// New carts are stored in batches, as edits and checkout's writes are: the INSERTs of
+// concurrent CreateCart calls arriving while one batch is written go as the next, one
+// statement and one commit. Should a batch fail, each of its carts is inserted alone, which
+// gives a failing one its own error.
+
+// createReq is one new cart: its fresh id and its owner.
+type createReq struct{ id, customer string }
+
+// errCreateAlone tells a new cart to be inserted alone: its batch failed.
+var errCreateAlone = errors.New("cart: new cart not inserted together with others")
+
+const createManySQL = `INSERT INTO carts (id, customer_id) SELECT * FROM unnest($1::text[], $2::text[])
+	RETURNING ` + cartColumns
+
+// createMany inserts the carts of reqs in one statement and returns each one's stored row.
+func (s *Service) createMany(ctx context.Context, reqs []createReq) []coalesce.Result[*cartRow] {
+	ctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
+	defer cancel()
+	out := make([]coalesce.Result[*cartRow], len(reqs))
+	fail := func(err error) []coalesce.Result[*cartRow] {
+		if len(reqs) > 1 {
+			err = errCreateAlone
+		} else {
+			err = fmt.Errorf("create cart: %w", err)
+		}
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	ids, customers := make([]string, len(reqs)), make([]string, len(reqs))
+	at := make(map[string]int, len(reqs))
+	for i, r := range reqs {
+		ids[i], customers[i] = r.id, r.customer
+		at[r.id] = i
+	}
+	rows, err := s.db.Query(ctx, createManySQL, ids, customers)
+	if err != nil {
+		return fail(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c := &cartRow{}
+		if err := rows.Scan(c.scanTargets()...); err != nil {
+			return fail(err)
+		}
+		if i, ok := at[c.ID]; ok {
+			out[i].Value = c
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	for i := range out {
+		if out[i].Value == nil {
+			// Not possible for an INSERT that succeeded; refuse rather than hand back nothing.
+			out[i].Err = fmt.Errorf("create cart %s: the insert returned no row for it", reqs[i].id)
+		}
+	}
+	return out
+}
+
+// insertCart stores a new cart with a statement of its own.
+func (s *Service) insertCart(ctx context.Context, req createReq) (*cartRow, error) {
+	out := s.createMany(ctx, []createReq{req})
+	return out[0].Value, out[0].Err
+}
