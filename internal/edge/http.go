@@ -42,7 +42,7 @@ func ServeHTTP(ctx context.Context, lis net.Listener, h http.Handler, grace time
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           oneWriteForUnary(h),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -1,0 +1,67 @@
+package edge
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// Connect flushes the response after every message it sends, unary replies included, because
+// its handlers cannot tell a unary reply from the first message of a stream. Over HTTP/1.1
+// (gRPC-web from browsers and apps) that is a write of its own for the reply and another for
+// the trailers and the chunked body's end: two system calls, and often two packets and two reads
+// at the client, for every call. A unary procedure's response is whole when its handler
+// returns, so for those the writer is handed on without http.Flusher (connect then skips the
+// flush, as it allows for unary handlers), and net/http sends the response in one write, with
+// a Content-Length when it is small. Streams keep flushing every message.
+
+// oneWriteForUnary serves h, with unary procedures' responses written once.
+func oneWriteForUnary(h http.Handler) http.Handler {
+	var kinds procedureKinds
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if kinds.unary(r.URL.Path) {
+			w = unflushed{w}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// unflushed hides the Flush of the ResponseWriter it wraps.
+type unflushed struct{ http.ResponseWriter }
+
+// Unwrap lets http.ResponseController reach the connection (deadlines), as it does unwrapped.
+func (u unflushed) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+
+// procedureKinds remembers which gRPC paths ("/package.Service/Method") name unary methods of
+// the services linked into this binary. Anything else (streams, unknown paths, other handlers)
+// keeps its flushes.
+type procedureKinds struct{ known sync.Map } // path → bool
+
+func (k *procedureKinds) unary(path string) bool {
+	if v, ok := k.known.Load(path); ok {
+		return v.(bool)
+	}
+	u := isUnary(path)
+	k.known.Store(path, u)
+	return u
+}
+
+func isUnary(path string) bool {
+	service, method, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok || method == "" || strings.Contains(method, "/") {
+		return false
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
+	if err != nil {
+		return false
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return false
+	}
+	md := sd.Methods().ByName(protoreflect.Name(method))
+	return md != nil && !md.IsStreamingClient() && !md.IsStreamingServer()
+}
