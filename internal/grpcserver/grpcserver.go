@@ -69,8 +69,8 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 	return &Server{Server: srv, Health: hs, logger: logger}
 }
 
-// interceptors are every server's, outermost first: metrics, request logs, panic recovery,
-// and with keys the authorization of each call.
+// interceptors are every server's, outermost first: metrics, request logs, internal failures
+// as statuses (status.go), panic recovery, and with keys the authorization of each call.
 func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	m := metrics()
 	logOpts := []logging.Option{
@@ -92,11 +92,13 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 	unary := []grpc.UnaryServerInterceptor{
 		m.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
+		unaryStatuses(logger),
 		recovery.UnaryServerInterceptor(recoverOpt),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		m.StreamServerInterceptor(),
 		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
+		streamStatuses(logger),
 		recovery.StreamServerInterceptor(recoverOpt),
 	}
 	if keys != nil {

@@ -4,10 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/handoff-dev/handoff/internal/rpcerr"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 )
 
@@ -16,8 +13,9 @@ func (s *Service) RegisterGRPC(srv grpc.ServiceRegistrar) {
 	cartv1.RegisterCartServiceServer(srv, api{s: s})
 }
 
-// api is CartService: it names the caller, calls the service, and lets only deliberate gRPC
-// statuses out; anything else is logged and answered with a bare Internal.
+// api is CartService: it names the caller and calls the service. A failure that is not a
+// deliberate status is logged and answered with a bare Internal by the server's interceptors
+// (internal/grpcserver).
 type api struct {
 	cartv1.UnimplementedCartServiceServer
 	s *Service
@@ -30,7 +28,7 @@ func (a api) CreateCart(ctx context.Context, _ *cartv1.CreateCartRequest) (*cart
 	}
 	c, err := a.s.CreateCart(ctx, customer)
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "CreateCart", err)
+		return nil, err
 	}
 	return &cartv1.CreateCartResponse{Cart: c}, nil
 }
@@ -42,7 +40,7 @@ func (a api) GetCart(ctx context.Context, req *cartv1.GetCartRequest) (*cartv1.G
 	}
 	c, err := a.s.GetCart(ctx, customer, req.GetCartId())
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "GetCart", err)
+		return nil, err
 	}
 	return &cartv1.GetCartResponse{Cart: c}, nil
 }
@@ -54,7 +52,7 @@ func (a api) AddLine(ctx context.Context, req *cartv1.AddLineRequest) (*cartv1.A
 	}
 	c, err := a.s.AddLine(ctx, customer, req)
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "AddLine", err)
+		return nil, err
 	}
 	return &cartv1.AddLineResponse{Cart: c}, nil
 }
@@ -66,7 +64,7 @@ func (a api) UpdateLine(ctx context.Context, req *cartv1.UpdateLineRequest) (*ca
 	}
 	c, err := a.s.UpdateLine(ctx, customer, req)
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "UpdateLine", err)
+		return nil, err
 	}
 	return &cartv1.UpdateLineResponse{Cart: c}, nil
 }
@@ -78,7 +76,7 @@ func (a api) RemoveLine(ctx context.Context, req *cartv1.RemoveLineRequest) (*ca
 	}
 	c, err := a.s.RemoveLine(ctx, customer, req)
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "RemoveLine", err)
+		return nil, err
 	}
 	return &cartv1.RemoveLineResponse{Cart: c}, nil
 }
@@ -90,7 +88,7 @@ func (a api) ClearCart(ctx context.Context, req *cartv1.ClearCartRequest) (*cart
 	}
 	c, err := a.s.ClearCart(ctx, customer, req)
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "ClearCart", err)
+		return nil, err
 	}
 	return &cartv1.ClearCartResponse{Cart: c}, nil
 }
@@ -102,7 +100,7 @@ func (a api) SetPickup(ctx context.Context, req *cartv1.SetPickupRequest) (*cart
 	}
 	c, err := a.s.SetPickup(ctx, customer, req)
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "SetPickup", err)
+		return nil, err
 	}
 	return &cartv1.SetPickupResponse{Cart: c}, nil
 }
@@ -114,19 +112,7 @@ func (a api) Checkout(ctx context.Context, req *cartv1.CheckoutRequest) (*cartv1
 	}
 	o, c, err := a.s.Checkout(ctx, customer, req)
 	if err != nil {
-		return nil, a.s.toStatus(ctx, "Checkout", err)
+		return nil, err
 	}
 	return &cartv1.CheckoutResponse{Order: o, Cart: c}, nil
-}
-
-// toStatus passes deliberate statuses through and hides internal failures behind Internal.
-func (s *Service) toStatus(ctx context.Context, method string, err error) error {
-	if rpcerr.IsStatus(err) {
-		return err
-	}
-	if ctx.Err() != nil {
-		return status.FromContextError(ctx.Err()).Err()
-	}
-	s.log.ErrorContext(ctx, "cart: internal error", "method", method, "err", err)
-	return status.Error(codes.Internal, "internal error")
 }

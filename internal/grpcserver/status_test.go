@@ -1,0 +1,101 @@
+package grpcserver_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/grpcserver"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+)
+
+// failing answers each cart call with one kind of error: a database failure (a plain error),
+// a refusal (a status, wrapped with context), the caller's deadline passed.
+type failing struct {
+	cartv1.UnimplementedCartServiceServer
+}
+
+func (failing) GetCart(context.Context, *cartv1.GetCartRequest) (*cartv1.GetCartResponse, error) {
+	return nil, fmt.Errorf("read cart c1: %w", fmt.Errorf(`ERROR: relation "carts" does not exist (SQLSTATE 42P01)`))
+}
+
+func (failing) AddLine(context.Context, *cartv1.AddLineRequest) (*cartv1.AddLineResponse, error) {
+	return nil, fmt.Errorf("add line: %w", status.Error(codes.FailedPrecondition, "cart c1 is checked out"))
+}
+
+func (failing) RemoveLine(ctx context.Context, _ *cartv1.RemoveLineRequest) (*cartv1.RemoveLineResponse, error) {
+	<-ctx.Done()
+	return nil, fmt.Errorf("remove line: %w", ctx.Err())
+}
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// A handler's failure reaches the caller as Internal "internal error", its text only in the
+// server's log; a refusal keeps its code and message; a passed deadline is DeadlineExceeded. The
+// same over the network and in process, where nothing else would turn the Go error into a status.
+func TestHandlerFailuresAreInternalAndLoggedRefusalsPassUnchanged(t *testing.T) {
+	keys, err := auth.DevKeySet(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := keys.Issue(auth.Principal{Subject: "alice", Role: auth.RoleCustomer}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+
+	srv := grpcserver.New(logger, keys)
+	cartv1.RegisterCartServiceServer(srv, failing{})
+	ch := grpcserver.InProcess(logger, keys)
+	cartv1.RegisterCartServiceServer(ch, failing{})
+
+	for name, conn := range map[string]grpc.ClientConnInterface{"network": testenv.GRPC(t, srv.Server), "in process": ch} {
+		t.Run(name, func(t *testing.T) {
+			c := cartv1.NewCartServiceClient(conn)
+			ctx := auth.OutgoingContext(t.Context(), "Bearer "+tok)
+
+			_, err := c.GetCart(ctx, &cartv1.GetCartRequest{CartId: "c1"})
+			if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != "internal error" {
+				t.Errorf("a database failure: %v; want Internal \"internal error\", nothing of the SQL", err)
+			}
+			if !strings.Contains(logs.String(), "42P01") || !strings.Contains(logs.String(), "/handoff.cart.v1.CartService/GetCart") {
+				t.Errorf("the failure is not in the log with its method:\n%s", logs.String())
+			}
+
+			_, err = c.AddLine(ctx, &cartv1.AddLineRequest{CartId: "c1", Sku: "s", Quantity: 1})
+			if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "checked out") {
+				t.Errorf("a refusal: %v; want FailedPrecondition with its message", err)
+			}
+
+			short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			_, err = c.RemoveLine(short, &cartv1.RemoveLineRequest{CartId: "c1", LineId: "l1"})
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Errorf("a call whose deadline passed: %v; want DeadlineExceeded", err)
+			}
+		})
+	}
+}
