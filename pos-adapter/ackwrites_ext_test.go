@@ -102,3 +102,60 @@ func TestConcurrentAcksAreRecordedTogetherEachOnItsOwnCheck(t *testing.T) {
 		t.Logf("%d concurrent acks recorded in %d statements", len(calls), got)
 	}
 }
+
+// An ack the database refuses (a trigger, standing in for any failure of one row) fails alone:
+// its batch is written again ack by ack, and the terminal's other acks are recorded.
+func TestAnAckTheDatabaseRefusesFailsAloneAndTheOthersAreRecorded(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "acks-3")
+	term := e.terminal(overGRPCWeb, cred)
+	const n = 16
+	for i := range n {
+		e.publish("confirmed", order("acks-3", i), nil)
+	}
+	f := e.openFeed(term, "acks-3")
+	tickets := dedupe(f.take(n, 10*time.Second))
+	f.close()
+	refused := tickets[n/2].GetTicketId()
+	for _, sql := range []string{
+		`CREATE FUNCTION refuse_one_ack() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.ticket_id = '` + refused + `' THEN RAISE EXCEPTION 'this ack may not be recorded'; END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER refuse_one_ack BEFORE INSERT ON ticket_acks FOR EACH ROW EXECUTE FUNCTION refuse_one_ack()`,
+	} {
+		if _, err := e.pool.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	start := make(chan struct{})
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, tk := range tickets {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = term.AckTicket(context.Background(), connect.NewRequest(&posv1.AckTicketRequest{StoreId: "acks-3", TicketId: tk.GetTicketId()}))
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, tk := range tickets {
+		if tk.GetTicketId() == refused {
+			if errs[i] == nil {
+				t.Errorf("the refused ack succeeded")
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("ack %d: %v; want it recorded", i, errs[i])
+		}
+	}
+	var acked int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM ticket_acks WHERE store_id = 'acks-3'`).Scan(&acked); err != nil {
+		t.Fatal(err)
+	}
+	if acked != n-1 {
+		t.Errorf("%d acks recorded, want %d (all but the refused one)", acked, n-1)
+	}
+}
