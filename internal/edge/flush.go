@@ -37,31 +37,36 @@ func (u unflushed) Unwrap() http.ResponseWriter { return u.ResponseWriter }
 
 // procedureKinds remembers which gRPC paths ("/package.Service/Method") name unary methods of
 // the services linked into this binary. Anything else (streams, unknown paths, other handlers)
-// keeps its flushes.
+// keeps its flushes. Only methods that exist are remembered, so callers inventing paths cannot
+// grow it.
 type procedureKinds struct{ known sync.Map } // path → bool
 
 func (k *procedureKinds) unary(path string) bool {
 	if v, ok := k.known.Load(path); ok {
 		return v.(bool)
 	}
-	u := isUnary(path)
+	md := method(path)
+	if md == nil {
+		return false
+	}
+	u := !md.IsStreamingClient() && !md.IsStreamingServer()
 	k.known.Store(path, u)
 	return u
 }
 
-func isUnary(path string) bool {
-	service, method, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
-	if !ok || method == "" || strings.Contains(method, "/") {
-		return false
+// method is the method path names among the linked-in services, or nil.
+func method(path string) protoreflect.MethodDescriptor {
+	service, name, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return nil
 	}
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
 	if err != nil {
-		return false
+		return nil
 	}
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if !ok {
-		return false
+		return nil
 	}
-	md := sd.Methods().ByName(protoreflect.Name(method))
-	return md != nil && !md.IsStreamingClient() && !md.IsStreamingServer()
+	return sd.Methods().ByName(protoreflect.Name(name))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -99,8 +100,25 @@ func TestOnlyUnaryMethodsOfKnownServicesAreUnary(t *testing.T) {
 		"/webhooks/pos/store-1":                 false,
 		"/grpc.health.v1.Health/Check/trailing": false,
 	} {
-		if got := isUnary(path); got != want {
-			t.Errorf("isUnary(%q) = %v, want %v", path, got, want)
+		var kinds procedureKinds
+		if got := kinds.unary(path); got != want {
+			t.Errorf("unary(%q) = %v, want %v", path, got, want)
 		}
+	}
+}
+
+// Paths that name no method are not remembered: callers inventing paths cannot grow the cache.
+func TestOnlyMethodsThatExistAreRemembered(t *testing.T) {
+	var kinds procedureKinds
+	for i := range 1000 {
+		kinds.unary(fmt.Sprintf("/no.such.v1.Service/Method%d", i))
+		kinds.unary(fmt.Sprintf("/grpc.health.v1.Health/Nope%d", i))
+	}
+	kinds.unary("/grpc.health.v1.Health/Check")
+	kinds.unary("/grpc.health.v1.Health/Watch")
+	n := 0
+	kinds.known.Range(func(any, any) bool { n++; return true })
+	if n != 2 {
+		t.Errorf("%d paths remembered, want 2 (the two methods that exist)", n)
 	}
 }
