@@ -381,10 +381,13 @@ func (a *Adapter) ackTicket(ctx context.Context, storeID, ticketID string) error
 	if err != nil {
 		return err
 	}
-	if _, err := uuid.Parse(ticketID); err != nil {
+	id, err := uuid.Parse(ticketID)
+	if err != nil {
 		return a.fail(ctx, "", rpcerr.Invalid("ticket_id", "not a ticket id"))
 	}
-	exists, err := a.recordAck(ctx, ackReq{ticketID: ticketID, storeID: storeID, reader: c.reader()})
+	// Canonical form: uuid.Parse also takes forms Postgres refuses (urn:uuid:…), and one such
+	// ack would fail the batch it joins.
+	exists, err := a.recordAck(ctx, ackReq{ticketID: id.String(), storeID: storeID, reader: c.reader()})
 	if err != nil {
 		return a.internal(ctx, "record acknowledgement", err)
 	}

@@ -4,22 +4,31 @@
 // process keeps a small live heap (tens of megabytes: pools, caches, in-flight calls) and
 // allocates fast under load (every request's messages and rows), so by default it spends about
 // an eighth of its CPU marking and assisting the collector. Letting the heap grow to five times
-// its live size cuts that to a fraction for a few hundred megabytes of memory, which servers
-// and laptops alike have. An operator who wants otherwise sets GOGC (and GOMEMLIMIT, a soft cap
-// the collector honours whatever GOGC says); both are left alone when set.
+// its live size cuts that to a fraction for a few hundred megabytes of memory. In a container
+// with a memory limit, a soft limit a tenth below it makes the collector work harder as the
+// heap nears it instead of the process being killed. An operator who wants otherwise sets GOGC
+// and GOMEMLIMIT; each is left alone when set.
 package gcpolicy
 
 import (
+	"math"
+	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 )
 
 // DefaultPercent is GOGC for a process whose environment sets none.
 const DefaultPercent = 400
 
+// cgroupLimitFiles hold the container's memory limit: cgroup v2, then v1.
+var cgroupLimitFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
 // Apply sets GOGC to DefaultPercent unless getenv("GOGC") gives one (the runtime has then
-// applied it already), and returns the percent in effect (-1 when collection is off).
+// applied it already), and a soft memory limit of 90% of the container's unless getenv
+// ("GOMEMLIMIT") gives one. It returns the percent in effect (-1 when collection is off).
 func Apply(getenv func(string) string) int {
+	applyMemoryLimit(getenv, cgroupLimitFiles)
 	if v := getenv("GOGC"); v != "" {
 		if v == "off" {
 			return -1
@@ -32,4 +41,26 @@ func Apply(getenv func(string) string) int {
 	}
 	debug.SetGCPercent(DefaultPercent)
 	return DefaultPercent
+}
+
+// applyMemoryLimit sets the soft limit from the first of files that holds a limit, and returns
+// it (0: none set).
+func applyMemoryLimit(getenv func(string) string, files []string) int64 {
+	if getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n > math.MaxInt64/2 {
+			return 0 // "max", or cgroup v1's way of saying no limit
+		}
+		limit := n / 10 * 9
+		debug.SetMemoryLimit(limit)
+		return limit
+	}
+	return 0
 }

@@ -2,7 +2,6 @@ package grpcserver
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -11,11 +10,12 @@ import (
 )
 
 // A handler's error that is not a gRPC status is a failure of the server (a database or NATS
-// error, a bug), not an answer to the caller. Left as it is, a network server would send it as
-// Unknown with its text (SQL and all) to the caller, and an in-process channel would hand the
-// caller the bare Go error. Every server instead logs it, with its method, and answers Internal
-// "internal error"; a context that ended is DeadlineExceeded or Canceled, as the transport
-// would say. Statuses pass unchanged.
+// error, a timeout of its own, a bug), not an answer to the caller. Left as it is, a network
+// server would send it as Unknown with its text (SQL and all) to the caller, and an in-process
+// channel would hand the caller the bare Go error. Every server instead logs it, with its
+// method, and answers Internal "internal error". A call whose own context ended (the caller
+// gave up or its deadline passed) is answered DeadlineExceeded or Canceled whatever the handler
+// returned then, as the transport would. Statuses pass unchanged.
 
 func unaryStatuses(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -30,6 +30,7 @@ func streamStatuses(logger *slog.Logger) grpc.StreamServerInterceptor {
 	}
 }
 
+// asStatus is what the caller of a call with context ctx gets for the handler's err.
 func asStatus(ctx context.Context, logger *slog.Logger, method string, err error) error {
 	if err == nil {
 		return nil
@@ -37,8 +38,9 @@ func asStatus(ctx context.Context, logger *slog.Logger, method string, err error
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return status.FromContextError(err).Err()
+	if ctx.Err() != nil {
+		// The caller's end, not the server's: not logged, and nothing of err is shown.
+		return status.FromContextError(ctx.Err()).Err()
 	}
 	logger.ErrorContext(ctx, "internal error", "grpc.method", method, "err", err)
 	return status.Error(codes.Internal, "internal error")

@@ -39,6 +39,15 @@ func (failing) RemoveLine(ctx context.Context, _ *cartv1.RemoveLineRequest) (*ca
 	return nil, fmt.Errorf("remove line: %w", ctx.Err())
 }
 
+// UpdateLine times out on a deadline of the server's own (a statement timeout, say), well
+// within the caller's.
+func (failing) UpdateLine(ctx context.Context, _ *cartv1.UpdateLineRequest) (*cartv1.UpdateLineResponse, error) {
+	own, cancel := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel()
+	<-own.Done()
+	return nil, fmt.Errorf("write cart c1 (user=handoff database=secret): %w", own.Err())
+}
+
 // syncBuffer is a log sink safe for the server's goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -52,9 +61,10 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// A handler's failure reaches the caller as Internal "internal error", its text only in the
-// server's log; a refusal keeps its code and message; a passed deadline is DeadlineExceeded. The
-// same over the network and in process, where nothing else would turn the Go error into a status.
+// A handler's failure, its own timeouts included, reaches the caller as Internal "internal
+// error", its text only in the server's log; a refusal keeps its code and message; a call whose
+// deadline passed is DeadlineExceeded. The same over the network and in process, where nothing
+// else would turn the Go error into a status.
 func TestHandlerFailuresAreInternalAndLoggedRefusalsPassUnchanged(t *testing.T) {
 	keys, err := auth.DevKeySet(t.TempDir())
 	if err != nil {
@@ -93,8 +103,14 @@ func TestHandlerFailuresAreInternalAndLoggedRefusalsPassUnchanged(t *testing.T) 
 			short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 			defer cancel()
 			_, err = c.RemoveLine(short, &cartv1.RemoveLineRequest{CartId: "c1", LineId: "l1"})
-			if status.Code(err) != codes.DeadlineExceeded {
-				t.Errorf("a call whose deadline passed: %v; want DeadlineExceeded", err)
+			if status.Code(err) != codes.DeadlineExceeded || strings.Contains(err.Error(), "remove line") {
+				t.Errorf("a call whose deadline passed: %v; want DeadlineExceeded, nothing of the handler's error", err)
+			}
+
+			// The server's own timeout is its failure: Internal, its text only in the log.
+			_, err = c.UpdateLine(ctx, &cartv1.UpdateLineRequest{CartId: "c1", LineId: "l1", Quantity: 1})
+			if st := status.Convert(err); st.Code() != codes.Internal || strings.Contains(st.Message(), "secret") {
+				t.Errorf("the server's own timeout: %v; want Internal \"internal error\"", err)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 )
 
 // New carts are stored in batches, as edits and checkout's writes are: the INSERTs of
@@ -70,8 +71,13 @@ func (s *Service) createMany(ctx context.Context, reqs []createReq) []coalesce.R
 	return out
 }
 
-// insertCart stores a new cart with a statement of its own.
+// insertCart stores a new cart with a statement of its own. The cart may be there already:
+// its batch can have committed with its answer lost (a dropped connection, a timeout), and the
+// id is this call's own, so the stored row is the one it asked for.
 func (s *Service) insertCart(ctx context.Context, req createReq) (*cartRow, error) {
 	out := s.createMany(ctx, []createReq{req})
+	if pgdb.IsUniqueViolation(out[0].Err) {
+		return loadCart(ctx, s.db, req.customer, req.id, false)
+	}
 	return out[0].Value, out[0].Err
 }

@@ -102,3 +102,26 @@ func TestANewCartTheDatabaseRefusesFailsAlone(t *testing.T) {
 		t.Errorf("the refused shopper has %d carts stored, want 0", stored)
 	}
 }
+
+// A new cart written again alone after its batch committed with the answer lost (a dropped
+// connection, a timeout) is the cart stored: the id is the call's own. Under another
+// customer the id is still refused.
+func TestANewCartWrittenAgainAfterItsBatchCommittedIsTheStoredOne(t *testing.T) {
+	e := newEnv(t)
+	res, err := e.client.CreateCart(e.as("shopper-a"), &cartv1.CreateCartRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.GetCart().GetId()
+	got, version, err := e.cart.InsertCartAlone(t.Context(), id, "shopper-a")
+	if err != nil || got != id || version != 1 {
+		t.Fatalf("writing cart %s again: %q at version %d, %v; want the stored cart", id, got, version, err)
+	}
+	if _, _, err := e.cart.InsertCartAlone(t.Context(), id, "shopper-b"); err == nil {
+		t.Fatalf("another customer's write of cart %s succeeded", id)
+	}
+	var n int
+	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM carts WHERE id = $1 AND customer_id = 'shopper-a'`, id).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("cart %s stored %d times (%v), want once, shopper-a's", id, n, err)
+	}
+}
