@@ -111,7 +111,10 @@ type run struct {
 	end   time.Time // of the measuring window; zero until known (count mode)
 
 	loadAvgStart float64
-	budget       atomic.Int64
+	// cpuStart and cpuEnd frame the CPU the run used: from the first shopper to the last order's end.
+	cpuStart, cpuEnd cpuUse
+	cpuWindow        time.Duration
+	budget           atomic.Int64
 
 	checkout  Histogram
 	toTicket  Histogram
@@ -326,6 +329,7 @@ func (r *run) token(who string) string {
 // order in flight has finished.
 func (r *run) measure(ctx context.Context) {
 	r.loadAvgStart = loadAverage()
+	r.cpuStart = readCPUUse()
 	r.start = time.Now()
 	if r.cfg.Orders > 0 {
 		r.budget.Store(int64(r.cfg.Orders))
@@ -343,6 +347,7 @@ func (r *run) measure(ctx context.Context) {
 		wg.Go(func() { r.shopper(ctx, i) })
 	}
 	wg.Wait()
+	r.cpuEnd, r.cpuWindow = readCPUUse(), time.Since(r.start)
 	if r.end.IsZero() {
 		r.end = time.Now()
 	}

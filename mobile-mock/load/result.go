@@ -49,6 +49,9 @@ type Result struct {
 	CollectedPerSecond float64 `json:"collected_per_second"`
 	CheckoutsPerSecond float64 `json:"checkouts_per_second"`
 
+	// CPUPerOrder is the run's CPU time over its orders that reached a terminal.
+	CPUPerOrder CPUPerOrder `json:"cpu_per_order"`
+
 	CheckoutLatency   Stats `json:"checkout_latency"`
 	ConfirmedToTicket Stats `json:"confirmed_to_ticket_latency"`
 	// The legs of confirmed -> ticket: until the pos-adapter raised the ticket (events, consumer,
@@ -86,6 +89,41 @@ type Host struct {
 	// LoadAverage is the 1-minute load average at the start and at the end (Linux; 0 elsewhere).
 	LoadAverageStart float64 `json:"load_average_start"`
 	LoadAverageEnd   float64 `json:"load_average_end"`
+	// The CPU time used from the first shopper's start until the last order ended
+	// (CPUWindowSeconds of wall time): by the whole machine (Linux; 0 elsewhere), and by this
+	// process (with -spawn, all of Handoff but Postgres, and the load generator).
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds"`
+	ProcessCPUSeconds float64 `json:"process_cpu_seconds"`
+	CPUWindowSeconds  float64 `json:"cpu_window_seconds"`
+}
+
+// CPUPerOrder is the CPU time spent for each order that reached a terminal: what a whole
+// order's life costs, to compare builds on one machine whatever its speed.
+type CPUPerOrder struct {
+	MachineMS float64 `json:"machine_ms"`
+	ProcessMS float64 `json:"process_ms"`
+}
+
+// fillCPUPerOrder divides the run's CPU time by its orders.
+func (res *Result) fillCPUPerOrder() {
+	if res.OrdersWithTicket == 0 {
+		return
+	}
+	n := float64(res.OrdersWithTicket)
+	res.CPUPerOrder = CPUPerOrder{MachineMS: res.Host.MachineCPUSeconds * 1000 / n, ProcessMS: res.Host.ProcessCPUSeconds * 1000 / n}
+}
+
+// cpuLine is the summary's line for CPUPerOrder, empty where the machine's figure is unknown.
+func cpuLine(res *Result) string {
+	if res.CPUPerOrder.MachineMS == 0 || res.Host.CPUWindowSeconds == 0 || res.Host.CPUs == 0 {
+		return ""
+	}
+	busy := 100 * res.Host.MachineCPUSeconds / (res.Host.CPUWindowSeconds * float64(res.Host.CPUs))
+	line := fmt.Sprintf("  CPU per order     %8.2f ms of the machine's (%.0f%% of its %d CPUs busy)", res.CPUPerOrder.MachineMS, busy, res.Host.CPUs)
+	if res.CPUPerOrder.ProcessMS > 0 {
+		line += fmt.Sprintf(", %.2f ms of it in this process", res.CPUPerOrder.ProcessMS)
+	}
+	return line + "\n"
 }
 
 // loadAverage is the 1-minute load average, or 0 where /proc/loadavg does not exist.
@@ -120,16 +158,19 @@ type Invariants struct {
 func (r *run) result(ctx context.Context) *Result {
 	window := r.end.Sub(r.start).Seconds()
 	res := &Result{
-		Started:            r.start,
-		Shoppers:           r.cfg.Shoppers,
-		MaxInFlight:        r.cfg.MaxInFlight,
-		Mode:               "spread",
-		HotSKU:             r.cfg.HotSKU,
-		Gateway:            r.cfg.Endpoints.GatewayURL,
-		POS:                r.cfg.Endpoints.POSURL,
-		Stores:             len(r.fleet.stores),
-		WindowSeconds:      window,
-		Host:               Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage()},
+		Started:       r.start,
+		Shoppers:      r.cfg.Shoppers,
+		MaxInFlight:   r.cfg.MaxInFlight,
+		Mode:          "spread",
+		HotSKU:        r.cfg.HotSKU,
+		Gateway:       r.cfg.Endpoints.GatewayURL,
+		POS:           r.cfg.Endpoints.POSURL,
+		Stores:        len(r.fleet.stores),
+		WindowSeconds: window,
+		Host: Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage(),
+			MachineCPUSeconds: (r.cpuEnd.machine - r.cpuStart.machine).Seconds(),
+			ProcessCPUSeconds: (r.cpuEnd.process - r.cpuStart.process).Seconds(),
+			CPUWindowSeconds:  r.cpuWindow.Seconds()},
 		Checkouts:          r.checkouts.Load(),
 		Confirmed:          r.confirmed.Load(),
 		Rejected:           r.rejected.Load(),
@@ -153,6 +194,7 @@ func (r *run) result(ctx context.Context) *Result {
 	res.CheckoutsPerSecond = float64(res.CheckoutLatency.Count) / window
 	res.Histograms.Checkout = r.checkout.Buckets()
 	res.Histograms.ConfirmedToTicket = r.toTicket.Buckets()
+	res.fillCPUPerOrder()
 
 	r.mu.Lock()
 	res.Errors = maps.Clone(r.errors)
@@ -231,6 +273,7 @@ func (res *Result) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "  orders/s          %8.1f   checkouts CONFIRMED with the ticket at a terminal (%d in all)\n", res.OrdersPerSecond, res.OrdersWithTicket)
 	fmt.Fprintf(w, "  collected/s       %8.1f   full lifecycle to COLLECTED (%d in all)\n", res.CollectedPerSecond, res.Collected)
 	fmt.Fprintf(w, "  checkouts         %8d   %d confirmed, %d rejected (no stock), %d failed calls or orders\n", res.Checkouts, res.Confirmed, res.Rejected, res.Failed)
+	fmt.Fprint(w, cpuLine(res))
 	fmt.Fprintf(w, "  checkout latency             %s\n", latencies(res.CheckoutLatency))
 	fmt.Fprintf(w, "  confirmed→ticket latency     %s\n", latencies(res.ConfirmedToTicket))
 	if res.ConfirmedToRaised.Count > 0 {
