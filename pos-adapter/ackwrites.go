@@ -3,7 +3,6 @@ package posadapter
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -24,9 +23,6 @@ const (
 	maxAckBatch = 64
 	ackTimeout  = 10 * time.Second
 )
-
-// errAckAlone tells an ack to be written alone: its batch failed.
-var errAckAlone = errors.New("pos-adapter: ack not written together with others")
 
 // ackManySQL records each ack whose ticket belongs to the store named with it, and returns the
 // position of every such request (an ack already recorded is found, not written again).
@@ -61,15 +57,7 @@ func (a *Adapter) ackMany(ctx context.Context, reqs []ackReq) []coalesce.Result[
 		tickets[k], stores[k], readers[k] = reqs[i].ticketID, reqs[i].storeID, reqs[i].reader
 	}
 	fail := func(err error) []coalesce.Result[bool] {
-		if len(reqs) > 1 {
-			err = errAckAlone
-		} else {
-			err = fmt.Errorf("record acknowledgement: %w", err)
-		}
-		for i := range out {
-			out[i] = coalesce.Result[bool]{Err: err}
-		}
-		return out
+		return coalesce.FailAll[bool](len(reqs), fmt.Errorf("record acknowledgement: %w", err))
 	}
 	rows, err := a.db.Query(ctx, ackManySQL, tickets, stores, readers)
 	if err != nil {
@@ -87,15 +75,4 @@ func (a *Adapter) ackMany(ctx context.Context, reqs []ackReq) []coalesce.Result[
 		return fail(err)
 	}
 	return out
-}
-
-// recordAck stores one ack, together with concurrent ones when it can, and says whether its
-// ticket was found.
-func (a *Adapter) recordAck(ctx context.Context, req ackReq) (bool, error) {
-	found, err := a.acks.Do(ctx, req)
-	if errors.Is(err, errAckAlone) {
-		out := a.ackMany(ctx, []ackReq{req})
-		found, err = out[0].Value, out[0].Err
-	}
-	return found, err
 }

@@ -387,7 +387,7 @@ func (a *Adapter) ackTicket(ctx context.Context, storeID, ticketID string) error
 	}
 	// Canonical form: uuid.Parse also takes forms Postgres refuses (urn:uuid:…), and one such
 	// ack would fail the batch it joins.
-	exists, err := a.recordAck(ctx, ackReq{ticketID: id.String(), storeID: storeID, reader: c.reader()})
+	exists, err := a.acks.Do(ctx, ackReq{ticketID: id.String(), storeID: storeID, reader: c.reader()})
 	if err != nil {
 		return a.internal(ctx, "record acknowledgement", err)
 	}

@@ -6,6 +6,7 @@ package coalesce
 
 import (
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -38,9 +39,43 @@ func New[Req, Res any](max int, run func(ctx context.Context, reqs []Req) []Resu
 	return &Batcher[Req, Res]{run: run, max: max}
 }
 
+// ErrRunAlone is the result run gives the requests of a batch that failed as a whole (see
+// FailAll): one request's fault (a row the database refuses) fails the statement they shared.
+// Do then runs each such request again in a batch of its own, which gives a failing one its
+// own error and lets the others through.
+var ErrRunAlone = errors.New("coalesce: batch failed; run the request alone")
+
+// FailAll is run's answer to a batch of n requests that failed as a whole with err:
+// ErrRunAlone for each of several, err itself for a lone one (it has nobody else to blame).
+func FailAll[Res any](n int, err error) []Result[Res] {
+	if n > 1 {
+		err = ErrRunAlone
+	}
+	out := make([]Result[Res], n)
+	for i := range out {
+		out[i].Err = err
+	}
+	return out
+}
+
 // Do queues req, starts a batch if none is running, and waits for req's result. A caller whose
-// ctx ends gets ctx's error; its request is still decided if its batch had begun.
+// ctx ends gets ctx's error; its request is still decided if its batch had begun. A request
+// its batch answered ErrRunAlone is run again by itself, with run's context of its own.
 func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
+	res, err := b.together(ctx, req)
+	if !errors.Is(err, ErrRunAlone) {
+		return res, err
+	}
+	r := b.run(context.WithoutCancel(ctx), []Req{req})
+	if len(r) != 1 {
+		var zero Res
+		return zero, errMissing
+	}
+	return r[0].Value, r[0].Err
+}
+
+// together runs req in the next batch.
+func (b *Batcher[Req, Res]) together(ctx context.Context, req Req) (Res, error) {
 	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan Result[Res], 1)}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)

@@ -154,3 +154,68 @@ func waitQueued(t *testing.T, b interface{ Queued() int }, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A batch that fails as a whole (FailAll) has each of its requests run again alone: the one at
+// fault gets its own error, the others their results, and a lone failing request its error
+// without another try.
+func TestABatchThatFailsAsAWholeHasEachRequestRunAlone(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		batches [][]int
+	)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	run := func(_ context.Context, reqs []int) []coalesce.Result[string] {
+		mu.Lock()
+		first := len(batches) == 0
+		batches = append(batches, slices.Clone(reqs))
+		mu.Unlock()
+		if first {
+			started <- struct{}{}
+			<-release // the others queue meanwhile, and go as the next batch
+		}
+		if slices.ContainsFunc(reqs, func(r int) bool { return r < 0 }) {
+			return coalesce.FailAll[string](len(reqs), fmt.Errorf("statement refused (%d requests)", len(reqs)))
+		}
+		out := make([]coalesce.Result[string], len(reqs))
+		for i, r := range reqs {
+			out[i].Value = fmt.Sprint("done ", r)
+		}
+		return out
+	}
+	b := coalesce.New(16, run)
+	const n = 12
+	results, errs := make([]string, n), make([]error, n)
+	var wg sync.WaitGroup
+	do := func(i int) {
+		wg.Go(func() {
+			req := i
+			if i == 7 {
+				req = -7
+			}
+			results[i], errs[i] = b.Do(t.Context(), req)
+		})
+	}
+	do(0)
+	<-started
+	for i := 1; i < n; i++ {
+		do(i)
+	}
+	waitQueued(t, b, n-1)
+	close(release)
+	wg.Wait()
+
+	for i := range n {
+		switch {
+		case i == 7 && (errs[i] == nil || errs[i].Error() != "statement refused (1 requests)"):
+			t.Errorf("the faulty request: %q, %v; want the error of its own statement", results[i], errs[i])
+		case i != 7 && (errs[i] != nil || results[i] != fmt.Sprint("done ", i)):
+			t.Errorf("request %d: %q, %v; want its result", i, results[i], errs[i])
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// [0], then the 11 others together (failed), then each of them alone.
+	if len(batches) != 2+n-1 || len(batches[1]) != n-1 {
+		t.Errorf("batches %v; want [0], the other %d together, then each of those alone", batches, n-1)
+	}
+}

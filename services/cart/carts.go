@@ -235,14 +235,13 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 		done, err := s.edits.Do(ctx, editReq{cartID: cartID, customer: customer, version: c.Version, lines: string(linesJSON),
 			storeID: next.StoreID, nearLat: next.NearLat, nearLng: next.NearLng, nearRadius: next.NearRadius})
 		switch {
-		case err == nil && done == nil:
-			return nil, nil
-		case err == nil:
-			next.Version, next.UpdateTime = done.version, done.updateTime
-			return next, nil
-		case !errors.Is(err, errEditAlone):
+		case err != nil:
 			return nil, err
+		case done == nil:
+			return nil, nil
 		}
+		next.Version, next.UpdateTime = done.version, done.updateTime
+		return next, nil
 	}
 	err = q.QueryRow(ctx, `
 		UPDATE carts SET lines = $4, pickup_store_id = $5, near_lat = $6, near_lng = $7, near_radius_m = $8,
@@ -265,9 +264,6 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 func (s *Service) CreateCart(ctx context.Context, customer string) (*cartv1.Cart, error) {
 	req := createReq{id: uuid.Must(uuid.NewV7()).String(), customer: customer}
 	c, err := s.creates.Do(ctx, req)
-	if errors.Is(err, errCreateAlone) {
-		c, err = s.insertCart(ctx, req)
-	}
 	if err != nil {
 		return nil, err
 	}

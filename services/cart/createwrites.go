@@ -2,7 +2,6 @@ package cart
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
@@ -11,33 +10,29 @@ import (
 
 // New carts are stored in batches, as edits and checkout's writes are: the INSERTs of
 // concurrent CreateCart calls arriving while one batch is written go as the next, one
-// statement and one commit. Should a batch fail, each of its carts is inserted alone, which
-// gives a failing one its own error.
+// statement and one commit. Should a batch fail, each of its carts is inserted alone
+// (coalesce.FailAll), which gives a failing one its own error.
 
 // createReq is one new cart: its fresh id and its owner.
 type createReq struct{ id, customer string }
-
-// errCreateAlone tells a new cart to be inserted alone: its batch failed.
-var errCreateAlone = errors.New("cart: new cart not inserted together with others")
 
 const createManySQL = `INSERT INTO carts (id, customer_id) SELECT * FROM unnest($1::text[], $2::text[])
 	RETURNING ` + cartColumns
 
 // createMany inserts the carts of reqs in one statement and returns each one's stored row.
+// Inserted alone, a cart may be there already: its batch can have committed with its answer
+// lost (a dropped connection, a timeout), and the id is the caller's own, so the stored row is
+// the one it asked for.
 func (s *Service) createMany(ctx context.Context, reqs []createReq) []coalesce.Result[*cartRow] {
 	ctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 	defer cancel()
 	out := make([]coalesce.Result[*cartRow], len(reqs))
 	fail := func(err error) []coalesce.Result[*cartRow] {
-		if len(reqs) > 1 {
-			err = errCreateAlone
-		} else {
-			err = fmt.Errorf("create cart: %w", err)
+		if len(reqs) == 1 && pgdb.IsUniqueViolation(err) {
+			c, err := loadCart(ctx, s.db, reqs[0].customer, reqs[0].id, false)
+			return []coalesce.Result[*cartRow]{{Value: c, Err: err}}
 		}
-		for i := range out {
-			out[i].Err = err
-		}
-		return out
+		return coalesce.FailAll[*cartRow](len(reqs), fmt.Errorf("create cart: %w", err))
 	}
 	ids, customers := make([]string, len(reqs)), make([]string, len(reqs))
 	at := make(map[string]int, len(reqs))
@@ -69,15 +64,4 @@ func (s *Service) createMany(ctx context.Context, reqs []createReq) []coalesce.R
 		}
 	}
 	return out
-}
-
-// insertCart stores a new cart with a statement of its own. The cart may be there already:
-// its batch can have committed with its answer lost (a dropped connection, a timeout), and the
-// id is this call's own, so the stored row is the one it asked for.
-func (s *Service) insertCart(ctx context.Context, req createReq) (*cartRow, error) {
-	out := s.createMany(ctx, []createReq{req})
-	if pgdb.IsUniqueViolation(out[0].Err) {
-		return loadCart(ctx, s.db, req.customer, req.id, false)
-	}
-	return out[0].Value, out[0].Err
 }

@@ -1,7 +1,6 @@
 package cart_test
 
 import (
-	"sync"
 	"testing"
 
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
@@ -10,18 +9,11 @@ import (
 // createAtOnce creates one cart for each of n shoppers at the same moment and returns each
 // call's cart and error.
 func createAtOnce(e *env, client cartv1.CartServiceClient, n int) ([]*cartv1.Cart, []error) {
-	start := make(chan struct{})
 	carts, errs := make([]*cartv1.Cart, n), make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			res, err := client.CreateCart(e.as(shopper(i)), &cartv1.CreateCartRequest{})
-			carts[i], errs[i] = res.GetCart(), err
-		})
-	}
-	close(start)
-	wg.Wait()
+	atOnce(n, func(i int) {
+		res, err := client.CreateCart(e.as(shopper(i)), &cartv1.CreateCartRequest{})
+		carts[i], errs[i] = res.GetCart(), err
+	})
 	return carts, errs
 }
 
@@ -66,18 +58,7 @@ func TestANewCartTheDatabaseRefusesFailsAlone(t *testing.T) {
 	client, _ := copyOfCart(t, e)
 	const n = 16
 	refused := shopper(n / 2)
-	for _, sql := range []string{
-		`CREATE FUNCTION refuse_one_shopper() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.customer_id = '` + refused + `' THEN RAISE EXCEPTION 'this shopper may not have a cart'; END IF;
-			RETURN NEW;
-		END $$`,
-		`CREATE TRIGGER refuse_one_shopper BEFORE INSERT ON carts FOR EACH ROW EXECUTE FUNCTION refuse_one_shopper()`,
-	} {
-		if _, err := e.pool.Exec(t.Context(), sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	e.refuseRows(t, "INSERT", "NEW.customer_id = '"+refused+"'")
 	carts, errs := createAtOnce(e, client, n)
 	for i, c := range carts {
 		if shopper(i) == refused {

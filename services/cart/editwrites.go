@@ -3,7 +3,6 @@ package cart
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -32,10 +31,6 @@ type editDone struct {
 	version    int64
 	updateTime time.Time
 }
-
-// errEditAlone tells an edit to write alone: its batch failed, and the statement of one edit
-// says why.
-var errEditAlone = errors.New("cart: edit not written together with others")
 
 // editManySQL is tryMutate's UPDATE for many carts: the same conditions, one row each,
 // returning which requests it stored.
@@ -69,16 +64,10 @@ func (s *Service) editMany(ctx context.Context, reqs []editReq) []coalesce.Resul
 		ids[k], customers[k], versions[k], lines[k] = r.cartID, r.customer, r.version, r.lines
 		stores[k], lats[k], lngs[k], radii[k] = r.storeID, r.nearLat, r.nearLng, r.nearRadius
 	}
+	// A failed batch has each edit written alone (coalesce.FailAll), and the statement of one
+	// edit says why.
 	fail := func(err error) []coalesce.Result[*editDone] {
-		if n > 1 {
-			err = errEditAlone
-		} else {
-			err = fmt.Errorf("write cart %s: %w", reqs[0].cartID, err)
-		}
-		for i := range out {
-			out[i] = coalesce.Result[*editDone]{Err: err}
-		}
-		return out
+		return coalesce.FailAll[*editDone](n, fmt.Errorf("write cart %s: %w", reqs[0].cartID, err))
 	}
 	rows, err := s.db.Query(ctx, editManySQL, ids, customers, versions, lines, stores, lats, lngs, radii)
 	if err != nil {

@@ -4,9 +4,9 @@ import "context"
 
 // InsertCartAlone is a new cart's write made alone, as after a failed batch; tests only.
 func (s *Service) InsertCartAlone(ctx context.Context, id, customer string) (string, int64, error) {
-	c, err := s.insertCart(ctx, createReq{id: id, customer: customer})
-	if err != nil {
-		return "", 0, err
+	out := s.createMany(ctx, []createReq{{id: id, customer: customer}})
+	if out[0].Err != nil {
+		return "", 0, out[0].Err
 	}
-	return c.ID, c.Version, nil
+	return out[0].Value.ID, out[0].Value.Version, nil
 }

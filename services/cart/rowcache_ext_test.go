@@ -162,18 +162,7 @@ func TestAnEditTheDatabaseRefusesFailsAloneAndTheOthersLand(t *testing.T) {
 	const carts = 16
 	ids := cartsOfShoppers(t, e, client, carts)
 	refused := ids[carts/2]
-	for _, sql := range []string{
-		`CREATE FUNCTION refuse_one_cart() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.id = '` + refused + `' THEN RAISE EXCEPTION 'this cart may not change'; END IF;
-			RETURN NEW;
-		END $$`,
-		`CREATE TRIGGER refuse_one_cart BEFORE UPDATE ON carts FOR EACH ROW EXECUTE FUNCTION refuse_one_cart()`,
-	} {
-		if _, err := e.pool.Exec(t.Context(), sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	e.refuseRows(t, "UPDATE", "NEW.id = '"+refused+"'")
 	sku, _ := e.sku(0)
 	errs := addAtOnce(e, client, ids, sku)
 	for i, id := range ids {
@@ -210,16 +199,38 @@ func cartsOfShoppers(t *testing.T, e *env, client cartv1.CartServiceClient, n in
 // addAtOnce adds sku to every cart of ids at the same moment, shopper i i%3+1 units, and
 // returns each call's error.
 func addAtOnce(e *env, client cartv1.CartServiceClient, ids []string, sku string) []error {
-	start := make(chan struct{})
 	errs := make([]error, len(ids))
+	atOnce(len(ids), func(i int) {
+		_, errs[i] = client.AddLine(e.as(shopper(i)), &cartv1.AddLineRequest{CartId: ids[i], Sku: sku, Quantity: int32(1 + i%3)})
+	})
+	return errs
+}
+
+// atOnce makes n calls at the same moment and returns when all have.
+func atOnce(n int, call func(i int)) {
+	start := make(chan struct{})
 	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = client.AddLine(e.as(shopper(i)), &cartv1.AddLineRequest{CartId: id, Sku: sku, Quantity: int32(1 + i%3)})
-		})
+	for i := range n {
+		wg.Go(func() { <-start; call(i) })
 	}
 	close(start)
 	wg.Wait()
-	return errs
+}
+
+// refuseRows makes the database refuse every write of event ("INSERT", "UPDATE") on carts
+// whose new row meets condition (a trigger, standing in for any failure of one row).
+func (e *env) refuseRows(t *testing.T, event, condition string) {
+	t.Helper()
+	for _, sql := range []string{
+		`CREATE FUNCTION refuse_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF ` + condition + ` THEN RAISE EXCEPTION 'this row is refused'; END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER refuse_rows BEFORE ` + event + ` ON carts FOR EACH ROW EXECUTE FUNCTION refuse_rows()`,
+	} {
+		if _, err := e.pool.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
 }
