@@ -323,3 +323,51 @@ func TestRelayPublishesALoneEventWithoutGathering(t *testing.T) {
 		t.Fatalf("an event right behind another took %v; want at most about Gather (%v)", behind, gather)
 	}
 }
+
+// After a busy round the relay waits BusyGather, so that its next round can be big enough for
+// an atomic batch; after a round of one event it waits only Gather.
+func TestRelayWaitsLongerAfterABusyRound(t *testing.T) {
+	e := setup(t)
+	const busyGather = 300 * time.Millisecond
+	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Minute, Gather: time.Millisecond, BusyGather: busyGather})
+	type round struct {
+		n   int
+		end time.Time
+	}
+	rounds := make(chan round, 16)
+	outbox.SetOnRound(r, func(n int) {
+		if n > 0 {
+			rounds <- round{n, time.Now()}
+		}
+	})
+	runRelay(t, r)
+	waitListening(t, e.pool)
+	next := func(want int) round {
+		t.Helper()
+		select {
+		case rd := <-rounds:
+			if rd.n != want {
+				t.Fatalf("a round relayed %d events, want %d", rd.n, want)
+			}
+			return rd
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no round of %d events within 10s", want)
+			return round{}
+		}
+	}
+
+	enqueue(t, e.pool, "a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
+	busy := next(10)
+	enqueue(t, e.pool, "k")
+	afterBusy := next(1)
+	enqueue(t, e.pool, "l")
+	afterLone := next(1)
+	waited, short := afterBusy.end.Sub(busy.end), afterLone.end.Sub(afterBusy.end)
+	t.Logf("round after a busy one came %v later; after a lone one, %v", waited, short)
+	if waited < busyGather {
+		t.Fatalf("the round after 10 events came %v after it; want BusyGather (%v) at least", waited, busyGather)
+	}
+	if short >= busyGather/2 {
+		t.Fatalf("the round after a lone event came %v after it; want about Gather plus NotifyGap", short)
+	}
+}
