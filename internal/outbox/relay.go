@@ -53,8 +53,10 @@ type RelayConfig struct {
 	// BusyGather replaces Gather after a busy round (busyRound events or more): a busy relay
 	// then waits long enough for its next round to reach an atomic batch (see atomicMin), one
 	// disk sync in JetStream for the round instead of one per event. Under a full-lifecycle
-	// load at 64 shoppers this took tickets from about 350 to about 215 ms late (p50), for
-	// about 3% less CPU per order. Default 15ms; negative uses Gather.
+	// load at 64 shoppers this took tickets from 320–352 to 180–229 ms late (p50), for about 4%
+	// less CPU per order; at 16 shoppers, whose orders/s the wait can lower (their rounds
+	// rarely reach an atomic batch), the runs were within the noise. Default 15ms; negative
+	// uses Gather.
 	BusyGather time.Duration
 }
 
@@ -374,18 +376,16 @@ func readBatch(res pgx.BatchResults) ([]outboxRow, error) {
 // staging store of its own (a directory and files, made and removed). BenchmarkSyncedPublish
 // measured, on this project's 2-core machine: 110–160 µs of CPU and 200–300 µs of the
 // stream's time per event one by one; 2–4.5 ms, plus about 10 µs per event, for an atomic
-// batch, which breaks even at 16–32 events. So a stream's
-// events go as an atomic batch when the round has atomicMin of them or more, and the stream
-// allows it; otherwise, and for an atomic batch the stream refused (a duplicate inside it
-// after a crash, a server without atomic batches), they are published one by one without
-// waiting in between, then their acknowledgements awaited. Each stream's rows go one way or
-// the other, in order.
+// batch, which breaks even at 16–32 events. So a stream's events go as an atomic batch when
+// the round has atomicMin of them or more and the stream allows it; otherwise, and for an
+// atomic batch the stream refused (a duplicate inside it after a crash, a server without
+// atomic batches), they are published one by one without waiting in between, then their
+// acknowledgements awaited. Each stream's rows go one way or the other, in order.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, err error) {
 	var (
-		single   []int                // indexes to publish one by one
-		byStream = map[string][]int{} // indexes by stream
-		order    []string             // streams, first seen first
-		atomics  = map[string][]int{} // by stream: indexes for atomic batches
+		single  []int                // indexes to publish one by one
+		atomics = map[string][]int{} // by stream: indexes, then only those for atomic batches
+		order   []string             // streams, first seen first
 	)
 	for i, o := range batch {
 		st := captured(o.subject)
@@ -393,16 +393,15 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 			single = append(single, i)
 			continue
 		}
-		if _, seen := byStream[st]; !seen {
+		if _, seen := atomics[st]; !seen {
 			order = append(order, st)
 		}
-		byStream[st] = append(byStream[st], i)
+		atomics[st] = append(atomics[st], i)
 	}
 	for _, st := range order {
-		if idx := byStream[st]; len(idx) >= atomicMin && r.atomicAllowed(ctx, st) {
-			atomics[st] = idx
-		} else {
+		if idx := atomics[st]; len(idx) < atomicMin || !r.atomicAllowed(ctx, st) {
 			single = append(single, idx...)
+			delete(atomics, st)
 		}
 	}
 	slices.Sort(single)
