@@ -4,8 +4,10 @@
 package shopper
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -53,13 +55,51 @@ func WithToken(ctx context.Context, token string) context.Context {
 // HTTP/1.1: each call in flight holds its own connection, so the idle pool must be as large as
 // the concurrency or connections are opened and closed on every call.
 func HTTPClient(maxConns int) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	return httpClient(maxConns, (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+}
+
+func httpClient(maxConns int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	return &http.Client{Transport: oneWrite{&http.Transport{
+		DialContext:         dial,
 		MaxIdleConns:        maxConns,
 		MaxIdleConnsPerHost: maxConns,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
-	}}
+	}}}
+}
+
+// oneWrite sends a small request whose length is known (every unary call) in one write, headers
+// and body together. connect hands net/http a unary body of its own type, which net/http does
+// not know to be in memory, so it flushes the headers first: two writes (and two packets) per
+// call instead of one. Load runs measure the whole machine, the generator included, and this
+// was about 1.5% of the process's CPU.
+type oneWrite struct{ next http.RoundTripper }
+
+// oneWriteMax bounds the bodies read ahead; larger ones go as connect gave them.
+const oneWriteMax = 64 << 10
+
+func (t oneWrite) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength <= 0 || req.ContentLength > oneWriteMax {
+		return t.next.RoundTrip(req)
+	}
+	body := make([]byte, req.ContentLength)
+	_, err := io.ReadFull(req.Body, body)
+	req.Body.Close() // a RoundTripper closes the body it was given, whatever happens
+	if err != nil {
+		return nil, fmt.Errorf("read request body ahead: %w", err)
+	}
+	// A RoundTripper must not change the caller's request: send a shallow copy.
+	r := *req
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	return t.next.RoundTrip(&r)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the transport.
+func (t oneWrite) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // Bearer adds "Authorization: Bearer token" to every request, unary or streaming; with an

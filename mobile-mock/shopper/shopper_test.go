@@ -1,0 +1,81 @@
+package shopper
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
+)
+
+// countingConn counts the writes made on a connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+func TestUnaryCallGoesInOneWrite(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle(cartv1connect.NewCartServiceHandler(cartv1connect.UnimplementedCartServiceHandler{}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	var writes atomic.Int64
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, &writes}, nil
+	}
+	client := httpClient(4, dial)
+	app := New(client, srv.URL, "a-token")
+
+	for i := range 3 {
+		before := writes.Load()
+		_, err := app.Cart.AddLine(context.Background(), connect.NewRequest(&cartv1.AddLineRequest{CartId: "c1", Sku: "LATTE-16", Quantity: 2}))
+		if connect.CodeOf(err) != connect.CodeUnimplemented {
+			t.Fatalf("call %d: %v, want the handler's Unimplemented", i, err)
+		}
+		if n := writes.Load() - before; n != 1 {
+			t.Errorf("call %d took %d writes, want headers and body in 1", i, n)
+		}
+	}
+}
+
+func TestOneWriteLeavesOtherRequestsAlone(t *testing.T) {
+	var got []string
+	next := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		got = append(got, r.Method)
+		return nil, errors.New("not sent")
+	})
+	rt := oneWrite{next}
+	// No body, and a body of unknown length (a stream's), go as they are.
+	for _, req := range []*http.Request{
+		httptest.NewRequest(http.MethodGet, "http://x/", nil),
+		{Method: http.MethodPost, Body: http.NoBody, ContentLength: -1, Header: http.Header{}},
+	} {
+		if _, err := rt.RoundTrip(req); err == nil || err.Error() != "not sent" {
+			t.Fatalf("RoundTrip: %v", err)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("passed on %d requests, want 2", len(got))
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
