@@ -116,13 +116,21 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 // pos-adapter reach the services this way; a service's own server still listens for the rest.
 func InProcess(logger *slog.Logger, keys *auth.KeySet) *Channel {
 	unary, stream := interceptors(logger, keys)
-	return &Channel{new(inprocgrpc.Channel).
-		WithServerUnaryInterceptor(chainUnary(unary)).
-		WithServerStreamInterceptor(chainStream(stream))}
+	chained := chainUnary(unary)
+	return &Channel{
+		Channel: new(inprocgrpc.Channel).
+			WithServerUnaryInterceptor(chained).
+			WithServerStreamInterceptor(chainStream(stream)),
+		interceptor: chained,
+	}
 }
 
-// Channel is InProcess's channel.
-type Channel struct{ *inprocgrpc.Channel }
+// Channel is InProcess's channel. Unary calls run on the caller's goroutine (unary.go).
+type Channel struct {
+	*inprocgrpc.Channel
+	interceptor grpc.UnaryServerInterceptor
+	unary       unaryMethods
+}
 
 // NewStream opens a stream as the inprocgrpc channel does, except that a server stream refused
 // before its request was read (by authorization, say) reports the refusal. The generated client

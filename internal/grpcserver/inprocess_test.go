@@ -2,13 +2,18 @@ package grpcserver_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/auth"
@@ -142,4 +147,101 @@ func inProcess(t *testing.T) (*grpcserver.Channel, *auth.KeySet) {
 		t.Fatal(err)
 	}
 	return grpcserver.InProcess(slog.New(slog.DiscardHandler), keys), keys
+}
+
+// probe is a cart service whose GetCart reports what its handler saw, and whose AddLine
+// changes its request and keeps its response, to show the caller's messages are its own.
+type probe struct {
+	cartv1.UnimplementedCartServiceServer
+	stack    string
+	ctx      context.Context
+	kept     *cartv1.AddLineResponse
+	nilReply bool
+}
+
+type callerValue struct{}
+
+func (p *probe) GetCart(ctx context.Context, req *cartv1.GetCartRequest) (*cartv1.GetCartResponse, error) {
+	buf := make([]byte, 64<<10)
+	p.stack = string(buf[:runtime.Stack(buf, false)])
+	p.ctx = ctx
+	if p.nilReply {
+		return nil, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	pr, _ := peer.FromContext(ctx)
+	method, _ := grpc.Method(ctx)
+	_ = grpc.SetHeader(ctx, metadata.Pairs("x-seen", "yes"))
+	id := fmt.Sprintf("md=%s value=%v peer=%t method=%s", md.Get("x-trace"), ctx.Value(callerValue{}), pr != nil, method)
+	return &cartv1.GetCartResponse{Cart: &cartv1.Cart{Id: id}}, nil
+}
+
+func (p *probe) AddLine(_ context.Context, req *cartv1.AddLineRequest) (*cartv1.AddLineResponse, error) {
+	req.Sku = "CHANGED-BY-HANDLER"
+	p.kept = &cartv1.AddLineResponse{Cart: &cartv1.Cart{Id: "c1"}}
+	return p.kept, nil
+}
+
+// A unary call through the in-process channel runs its handler on the caller's goroutine
+// (inprocgrpc alone starts one per call), and the handler still sees what it would over a
+// network: the caller's metadata and deadline but none of its context values, a peer, the
+// method; its context ends with the call. The caller's request and response are its own.
+// Headers asked for with grpc.Header still arrive.
+func TestInProcessUnaryCallsRunOnTheCallersGoroutine(t *testing.T) {
+	ch := grpcserver.InProcess(slog.New(slog.DiscardHandler), nil)
+	p := &probe{}
+	cartv1.RegisterCartServiceServer(ch, p)
+	client := cartv1.NewCartServiceClient(ch)
+
+	ctx, cancel := context.WithTimeout(context.WithValue(t.Context(), callerValue{}, "secret"), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-trace", "t-1")
+	res, err := client.GetCart(ctx, &cartv1.GetCartRequest{CartId: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "md=[t-1] value=<nil> peer=true method=/handoff.cart.v1.CartService/GetCart"; res.GetCart().GetId() != want {
+		t.Errorf("the handler saw %q, want %q", res.GetCart().GetId(), want)
+	}
+	if !strings.Contains(p.stack, "TestInProcessUnaryCallsRunOnTheCallersGoroutine") {
+		t.Errorf("the handler ran on another goroutine than its caller's:\n%s", p.stack)
+	}
+	if _, ok := p.ctx.Deadline(); !ok {
+		t.Error("the handler's context has no deadline")
+	}
+	if p.ctx.Err() == nil {
+		t.Error("the handler's context did not end with the call")
+	}
+
+	req := &cartv1.AddLineRequest{CartId: "c1", Sku: "LATTE-16", Quantity: 1}
+	added, err := client.AddLine(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.kept.Cart.Id = "changed-after-the-call"
+	if req.GetSku() != "LATTE-16" || added.GetCart().GetId() != "c1" {
+		t.Errorf("the caller's messages changed with the handler's: request sku %q, response cart %q", req.GetSku(), added.GetCart().GetId())
+	}
+
+	var header metadata.MD
+	if _, err := client.GetCart(ctx, &cartv1.GetCartRequest{CartId: "c1"}, grpc.Header(&header)); err != nil {
+		t.Fatal(err)
+	}
+	if got := header.Get("x-seen"); len(got) != 1 || got[0] != "yes" {
+		t.Errorf("header asked for: %v, want x-seen: yes", header)
+	}
+
+	p.nilReply = true
+	if _, err := client.GetCart(ctx, &cartv1.GetCartRequest{CartId: "c1"}); status.Code(err) != codes.Internal {
+		t.Errorf("a handler answering nothing: %v, want Internal", err)
+	}
+	p.nilReply, p.stack = false, ""
+	ended, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := client.GetCart(ended, &cartv1.GetCartRequest{CartId: "c1"}); status.Code(err) != codes.Canceled || p.stack != "" {
+		t.Errorf("a call whose context had ended: %v (handler ran: %t), want Canceled without running", err, p.stack != "")
+	}
+	if err := ch.Invoke(ctx, "/handoff.cart.v1.CartService/NoSuchMethod", &cartv1.GetCartRequest{}, &cartv1.GetCartResponse{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("an unknown method: %v, want Unimplemented", err)
+	}
 }
