@@ -125,7 +125,9 @@ func InProcess(logger *slog.Logger, keys *auth.KeySet) *Channel {
 	}
 }
 
-// Channel is InProcess's channel. Unary calls run on the caller's goroutine (unary.go).
+// Channel is InProcess's channel. Unary calls run on the caller's goroutine (unary.go). Set it
+// up through InProcess only: interceptors or cloners given later with inprocgrpc's With
+// methods would reach only the calls that still go through inprocgrpc.
 type Channel struct {
 	*inprocgrpc.Channel
 	interceptor grpc.UnaryServerInterceptor

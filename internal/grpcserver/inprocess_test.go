@@ -245,3 +245,70 @@ func TestInProcessUnaryCallsRunOnTheCallersGoroutine(t *testing.T) {
 		t.Errorf("an unknown method: %v, want Unimplemented", err)
 	}
 }
+
+// slow is a cart service whose GetCart takes its time, ignoring its context, and reports what
+// its context said; AddLine derives contexts from its own, as queries do.
+type slow struct {
+	cartv1.UnimplementedCartServiceServer
+	wait    time.Duration
+	ctxErr  chan error
+	derived chan int
+}
+
+func (s *slow) GetCart(ctx context.Context, _ *cartv1.GetCartRequest) (*cartv1.GetCartResponse, error) {
+	time.Sleep(s.wait)
+	s.ctxErr <- ctx.Err()
+	return &cartv1.GetCartResponse{Cart: &cartv1.Cart{Id: "c1"}}, nil
+}
+
+func (s *slow) AddLine(ctx context.Context, _ *cartv1.AddLineRequest) (*cartv1.AddLineResponse, error) {
+	before := runtime.NumGoroutine()
+	var cancels []context.CancelFunc
+	for range 100 {
+		_, cancel := context.WithTimeout(ctx, time.Minute)
+		cancels = append(cancels, cancel)
+	}
+	s.derived <- runtime.NumGoroutine() - before
+	for _, c := range cancels {
+		c()
+	}
+	return &cartv1.AddLineResponse{Cart: &cartv1.Cart{Id: "c1"}}, nil
+}
+
+// A caller whose deadline passes during the call gets DeadlineExceeded even if the handler goes
+// on to succeed, and the handler's context says DeadlineExceeded too (Canceled when the caller
+// cancels). Contexts a handler derives from its own (each query's timeout) start no goroutine
+// to follow it.
+func TestInProcessUnaryCallsKeepTheCallersContext(t *testing.T) {
+	ch := grpcserver.InProcess(slog.New(slog.DiscardHandler), nil)
+	s := &slow{wait: 200 * time.Millisecond, ctxErr: make(chan error, 1), derived: make(chan int, 1)}
+	cartv1.RegisterCartServiceServer(ch, s)
+	client := cartv1.NewCartServiceClient(ch)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := client.GetCart(ctx, &cartv1.GetCartRequest{CartId: "c1"}); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("a call whose deadline passed while its handler ran: %v, want DeadlineExceeded", err)
+	}
+	if err := <-s.ctxErr; err != context.DeadlineExceeded {
+		t.Errorf("the handler's context said %v, want %v", err, context.DeadlineExceeded)
+	}
+
+	ctx, cancel = context.WithCancel(t.Context())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if _, err := client.GetCart(ctx, &cartv1.GetCartRequest{CartId: "c1"}); status.Code(err) != codes.Canceled {
+		t.Errorf("a call cancelled while its handler ran: %v, want Canceled", err)
+	}
+	if err := <-s.ctxErr; err != context.Canceled {
+		t.Errorf("the handler's context said %v, want %v", err, context.Canceled)
+	}
+
+	ctx, cancel = context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := client.AddLine(ctx, &cartv1.AddLineRequest{CartId: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-s.derived; n >= 50 {
+		t.Errorf("100 contexts derived from the handler's started %d goroutines", n)
+	}
+}

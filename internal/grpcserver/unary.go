@@ -18,13 +18,14 @@ import (
 // inprocgrpc starts a goroutine for every unary call (so that a caller whose context ends can
 // return before the handler does) and copies the messages through a generic cloner. Under
 // load that goroutine's stack was grown from scratch on every call: with its channel hand-offs
-// about 2.5% of the one-process system's Go CPU, for a guarantee our handlers do not need,
-// since each of them stops when its context ends. A call here runs the same interceptors and
-// handler with the same server context (no caller values, incoming metadata, peer, method),
-// copies the request and response as before, and is cancelled once the handler returns.
-// Calls that ask for something only a transport gives (headers, trailers, per-call
-// credentials) still go through inprocgrpc.
-
+// about 2.5% of the one-process system's Go CPU. A call here runs the same interceptors and
+// handler with what a handler sees over a network (no caller values, incoming metadata, peer,
+// method, the caller's deadline and cancellation; cancelled when the call ends), copies the
+// request and response as before, and answers a caller whose context ended with its
+// context's error, whatever the handler returned. It returns when the handler does: every
+// handler stops when its context ends, or bounds what it finishes after that (cart's marking
+// of a placed order, fulfilment's settling of one). Calls that ask for something only a
+// transport gives (headers, trailers, per-call credentials) still go through inprocgrpc.
 // unaryMethod is a registered unary method: the service and the generated handler, which
 // decodes the request and runs the interceptor chain.
 type unaryMethod struct {
@@ -32,8 +33,9 @@ type unaryMethod struct {
 	handler grpc.MethodHandler
 }
 
-// unaryMethods is the channel's unary methods by full name ("/pkg.Service/Method"). It is
-// replaced, never changed, so calls read it without a lock.
+// unaryMethods is the channel's unary methods by full name ("/pkg.Service/Method"). The map is
+// replaced, never changed, so calls read it without a lock. (Services are registered before
+// the channel is used: inprocgrpc's own map, which streams use, is not safe to change then.)
 type unaryMethods struct {
 	mu      sync.Mutex // serializes registrations
 	methods atomic.Pointer[map[string]unaryMethod]
@@ -81,9 +83,9 @@ func (c *Channel) Invoke(ctx context.Context, method string, req, resp any, opts
 	if err := ctx.Err(); err != nil {
 		return status.FromContextError(err).Err()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sctx := grpc.NewContextWithServerTransportStream(serverContext(ctx), unaryStream(method))
+	sctx, end := serverContext(ctx)
+	defer end()
+	sctx = grpc.NewContextWithServerTransportStream(sctx, unaryStream(method))
 	decode := func(v any) error {
 		dst, ok := v.(proto.Message)
 		if !ok || dst.ProtoReflect().Descriptor() != in.ProtoReflect().Descriptor() {
@@ -93,6 +95,11 @@ func (c *Channel) Invoke(ctx context.Context, method string, req, resp any, opts
 		return nil
 	}
 	v, err := m.handler(m.srv, sctx, decode, c.interceptor)
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		// As over a network (and through inprocgrpc): a caller that gave up gets its context's
+		// error, even if the handler went on to finish.
+		return status.FromContextError(ctxErr).Err()
+	}
 	if err != nil {
 		return err
 	}
@@ -123,19 +130,36 @@ func transportFree(opts []grpc.CallOption) bool {
 
 // serverContext is what a handler sees of its caller's context, as over a network: the
 // deadline and cancellation, the outgoing metadata as incoming, an in-process peer, and none
-// of the caller's values.
-func serverContext(ctx context.Context) context.Context {
-	sctx := context.Context(withoutValues{ctx})
+// of the caller's values. It is a context of its own, not a wrapper hiding the caller's
+// values: the context package finds a cancellable parent through Value, so contexts derived
+// from a wrapper (each query's timeout, pgx's per-query watch) would each start a goroutine
+// to follow it. end releases it once the call is over.
+func serverContext(ctx context.Context) (sctx context.Context, end func()) {
+	base := context.Background()
 	if md, ok := metadata.FromOutgoingContext(ctx); ok {
-		sctx = metadata.NewIncomingContext(sctx, md)
+		base = metadata.NewIncomingContext(base, md)
 	}
-	return peer.NewContext(sctx, &inProcessPeer)
+	base = peer.NewContext(base, &inProcessPeer)
+	deadline, hasDeadline := ctx.Deadline()
+	var cancel context.CancelFunc
+	if hasDeadline {
+		sctx, cancel = context.WithDeadline(base, deadline)
+	} else {
+		sctx, cancel = context.WithCancel(base)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		// A passed deadline is ended by sctx's own timer, so the handler sees
+		// DeadlineExceeded as the caller does, not Canceled.
+		if hasDeadline && ctx.Err() == context.DeadlineExceeded {
+			return
+		}
+		cancel()
+	})
+	return sctx, func() {
+		stop()
+		cancel()
+	}
 }
-
-// withoutValues keeps a context's deadline and cancellation but none of its values.
-type withoutValues struct{ context.Context }
-
-func (withoutValues) Value(any) any { return nil }
 
 var inProcessPeer = peer.Peer{Addr: inProcessAddr{}}
 

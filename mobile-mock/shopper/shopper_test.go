@@ -3,9 +3,11 @@ package shopper
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -56,23 +58,28 @@ func TestUnaryCallGoesInOneWrite(t *testing.T) {
 }
 
 func TestOneWriteLeavesOtherRequestsAlone(t *testing.T) {
-	var got []string
+	var got []*http.Request
 	next := roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		got = append(got, r.Method)
+		got = append(got, r)
 		return nil, errors.New("not sent")
 	})
 	rt := oneWrite{next}
-	// No body, and a body of unknown length (a stream's), go as they are.
-	for _, req := range []*http.Request{
+	// No body, and a body of unknown length (a client stream's), go as they are: the same
+	// request, its body unread.
+	reqs := []*http.Request{
 		httptest.NewRequest(http.MethodGet, "http://x/", nil),
-		{Method: http.MethodPost, Body: http.NoBody, ContentLength: -1, Header: http.Header{}},
-	} {
+		{Method: http.MethodPost, Body: io.NopCloser(strings.NewReader("a stream")), ContentLength: -1, Header: http.Header{}},
+	}
+	for _, req := range reqs {
 		if _, err := rt.RoundTrip(req); err == nil || err.Error() != "not sent" {
 			t.Fatalf("RoundTrip: %v", err)
 		}
 	}
-	if len(got) != 2 {
-		t.Fatalf("passed on %d requests, want 2", len(got))
+	if len(got) != 2 || got[0] != reqs[0] || got[1] != reqs[1] {
+		t.Fatalf("passed on %v, want the requests themselves", got)
+	}
+	if b, _ := io.ReadAll(got[1].Body); string(b) != "a stream" {
+		t.Errorf("the stream's body was read ahead: %q left", b)
 	}
 }
 

@@ -265,8 +265,10 @@ func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID strin
 	if orderID == "" {
 		return nil, status.Error(codes.Internal, "fulfilment answered without an order id")
 	}
-	// The order exists: record it even if the caller has gone away meanwhile.
-	ctx = context.WithoutCancel(ctx)
+	// The order exists: record it even if the caller has gone away meanwhile, within a bound of
+	// its own so that a stalled database does not hold the request for ever.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
+	defer cancel()
 	// Together with the concurrent checkouts' marks; what that did not mark, alone.
 	if m, err := s.marks.Do(ctx, markReq{cartID: cartID, key: key, orderID: orderID}); m != nil && err == nil {
 		return m, nil
@@ -310,7 +312,9 @@ type cartMark struct {
 
 // endLease unfreezes the cart after a checkout that made no order (or a rejected one).
 func (s *Service) endLease(ctx context.Context, cartID, key string) {
-	if _, err := s.db.Exec(context.WithoutCancel(ctx), `
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
+	defer cancel()
+	if _, err := s.db.Exec(wctx, `
 		UPDATE carts SET checkout_until = NULL WHERE id = $1 AND checkout_key = $2 AND state = 'open'`, cartID, key); err != nil {
 		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart unfreezes when it expires", "cart_id", cartID, "err", err)
 	}
