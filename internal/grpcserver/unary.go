@@ -104,7 +104,7 @@ func (c *Channel) Invoke(ctx context.Context, method string, req, resp any, opts
 		return err
 	}
 	res, ok := v.(proto.Message)
-	if !ok || res == nil || !res.ProtoReflect().IsValid() {
+	if !ok || !res.ProtoReflect().IsValid() { // nil, or a typed nil
 		return status.Error(codes.Internal, "handler returned neither error nor response message")
 	}
 	if res.ProtoReflect().Descriptor() != out.ProtoReflect().Descriptor() {
