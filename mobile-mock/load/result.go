@@ -91,9 +91,12 @@ type Host struct {
 	LoadAverageEnd   float64 `json:"load_average_end"`
 	// The CPU time used from the first shopper's start until the last order ended
 	// (CPUWindowSeconds of wall time): by the whole machine (Linux; 0 elsewhere), and by this
-	// process (with -spawn, all of Handoff but Postgres, and the load generator).
+	// process (with -spawn, all of Handoff but Postgres, and the load generator). StolenCPUSeconds
+	// is the time the hypervisor ran other machines on the machine's CPUs while it had work for
+	// them: not part of MachineCPUSeconds, but a sign of how much the machine was shared.
 	MachineCPUSeconds float64 `json:"machine_cpu_seconds"`
 	ProcessCPUSeconds float64 `json:"process_cpu_seconds"`
+	StolenCPUSeconds  float64 `json:"stolen_cpu_seconds"`
 	CPUWindowSeconds  float64 `json:"cpu_window_seconds"`
 }
 
@@ -118,8 +121,12 @@ func cpuLine(res *Result) string {
 	if res.CPUPerOrder.MachineMS == 0 || res.Host.CPUWindowSeconds == 0 || res.Host.CPUs == 0 {
 		return ""
 	}
-	busy := 100 * res.Host.MachineCPUSeconds / (res.Host.CPUWindowSeconds * float64(res.Host.CPUs))
-	line := fmt.Sprintf("  CPU per order     %8.2f ms of the machine's (%.0f%% of its %d CPUs busy)", res.CPUPerOrder.MachineMS, busy, res.Host.CPUs)
+	capacity := res.Host.CPUWindowSeconds * float64(res.Host.CPUs)
+	line := fmt.Sprintf("  CPU per order     %8.2f ms of the machine's (%.0f%% of its %d CPUs busy", res.CPUPerOrder.MachineMS, 100*res.Host.MachineCPUSeconds/capacity, res.Host.CPUs)
+	if stolen := 100 * res.Host.StolenCPUSeconds / capacity; stolen >= 0.5 {
+		line += fmt.Sprintf(", %.0f%% more taken by the hypervisor", stolen)
+	}
+	line += ")"
 	if res.CPUPerOrder.ProcessMS > 0 {
 		line += fmt.Sprintf(", %.2f ms of it in this process", res.CPUPerOrder.ProcessMS)
 	}
@@ -170,6 +177,7 @@ func (r *run) result(ctx context.Context) *Result {
 		Host: Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage(),
 			MachineCPUSeconds: (r.cpuEnd.machine - r.cpuStart.machine).Seconds(),
 			ProcessCPUSeconds: (r.cpuEnd.process - r.cpuStart.process).Seconds(),
+			StolenCPUSeconds:  (r.cpuEnd.stolen - r.cpuStart.stolen).Seconds(),
 			CPUWindowSeconds:  r.cpuWindow.Seconds()},
 		Checkouts:          r.checkouts.Load(),
 		Confirmed:          r.confirmed.Load(),
