@@ -96,7 +96,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err := streams.Ensure(context.Background(), js, streams.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	e.pool = testenv.Pool(t, "", posadapter.Migrations())
+	e.pool = testenv.Pool(t, "", posadapter.Migrations(), posadapter.PoolOptions()...)
 	var key [32]byte
 	_, _ = rand.Read(key[:])
 	e.keySpec = "test:" + base64.StdEncoding.EncodeToString(key[:])

@@ -111,6 +111,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
@@ -118,6 +119,12 @@ import (
 
 // Schema is the Postgres schema the pos-adapter owns by default.
 const Schema = "pos"
+
+// PoolOptions are the options of the pos-adapter's Postgres pool: every statement finds its
+// rows by key (a ticket, a store's feed, a terminal, a due time), so each is planned once per
+// connection (pgdb.WithKeyedPlans). Its batched acknowledgements' array parameters otherwise
+// had every call planned anew, which cost more than running them.
+func PoolOptions() []pgdb.Option { return []pgdb.Option{pgdb.WithKeyedPlans()} }
 
 //go:embed migrations/*.sql
 var migrations embed.FS

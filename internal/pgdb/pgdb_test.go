@@ -7,6 +7,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/handoff-dev/handoff/internal/pgdb"
@@ -209,5 +210,94 @@ func TestMigrateRefusesPoolWhoseSearchPathIsElsewhere(t *testing.T) {
 	err := pgdb.Migrate(t.Context(), other, schema, storeMigrations, testenv.Logger(t))
 	if err == nil || !strings.Contains(err.Error(), "search_path") {
 		t.Fatalf("Migrate through a pool on another schema: err = %v, want a search_path error", err)
+	}
+}
+
+// A keyed pool plans a statement with an array parameter once per connection where a plain
+// pool plans it again on every call, and its plan uses the index even over a nearly empty
+// analyzed table, where a plain plan scans the table.
+func TestKeyedPlansPlanOnceOnTheIndex(t *testing.T) {
+	plans := func(t *testing.T, opts ...pgdb.Option) (generic, custom int64, plan string) {
+		t.Helper()
+		schema := testenv.UniqueSchema(t, "keyed")
+		pool, err := pgdb.Open(t.Context(), testenv.DatabaseURL(t), schema,
+			append([]pgdb.Option{pgdb.WithMaxConns(1), pgdb.WithLogger(testenv.Logger(t))}, opts...)...)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		t.Cleanup(pool.Close)
+		if _, err := pool.Exec(t.Context(), `CREATE TABLE items (id text PRIMARY KEY, n int NOT NULL);
+			INSERT INTO items SELECT 'i' || g, g FROM generate_series(1, 5000) g;
+			CREATE TABLE few (id text PRIMARY KEY, n int NOT NULL);
+			INSERT INTO few SELECT 'i' || g, g FROM generate_series(1, 3) g;
+			ANALYZE items, few`); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 12 {
+			var n int
+			if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM items WHERE id = ANY($1)`,
+				[]string{"i1", "i" + string(rune('0'+i%3+1))}).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// MaxConns 1: this is the connection that ran them.
+		conn, err := pool.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		if err := conn.QueryRow(t.Context(), `SELECT generic_plans, custom_plans FROM pg_prepared_statements
+			WHERE statement = 'SELECT count(*) FROM items WHERE id = ANY($1)'`).Scan(&generic, &custom); err != nil {
+			t.Fatalf("the statement's plans: %v", err)
+		}
+		if _, err := conn.Exec(t.Context(), `PREPARE lookup(text[]) AS SELECT n FROM few WHERE id = ANY($1)`); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := conn.Query(t.Context(), `EXPLAIN EXECUTE lookup('{i1}')`, pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return generic, custom, strings.Join(lines, "\n")
+	}
+
+	generic, custom, plan := plans(t, pgdb.WithKeyedPlans())
+	if custom != 0 || generic != 12 {
+		t.Errorf("keyed pool: %d generic and %d custom plans of 12 calls, want 12 and 0", generic, custom)
+	}
+	if !strings.Contains(plan, "few_pkey") || !strings.Contains(plan, "$1") {
+		t.Errorf("keyed pool: plan is not a generic plan on the index:\n%s", plan)
+	}
+
+	// A statement with no index to use still scans, priced at 10^10 by enable_seqscan=off:
+	// that price must not set off JIT compilation (150 ms).
+	pool, err := pgdb.Open(t.Context(), testenv.DatabaseURL(t), testenv.UniqueSchema(t, "keyed"),
+		pgdb.WithKeyedPlans(), pgdb.WithLogger(testenv.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	rows, err := pool.Query(t.Context(), `EXPLAIN (ANALYZE, COSTS) SELECT count(*) FROM pg_class WHERE relpages < 0`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan := strings.Join(lines, "\n"); !strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "JIT") {
+		t.Errorf("keyed pool: a statement that must scan is not a plain scan:\n%s", plan)
+	}
+
+	// What the option changes: without it every call is planned anew, on a scan of the table.
+	generic, custom, plan = plans(t)
+	if custom != 12 || generic != 0 {
+		t.Errorf("plain pool: %d generic and %d custom plans of 12 calls, want 0 and 12", generic, custom)
+	}
+	if !strings.Contains(plan, "Seq Scan") {
+		t.Errorf("plain pool: plan does not scan the table:\n%s", plan)
 	}
 }

@@ -54,6 +54,7 @@ type serviceSpec struct {
 	name        string
 	schema      string
 	migrations  fs.FS
+	poolOptions []pgdb.Option // the service's own
 	description string
 	addr        func(*Config) string
 	build       func(deps) (service, error)
@@ -94,7 +95,7 @@ func services() []serviceSpec {
 			},
 		},
 		{
-			name: TargetCart, schema: cart.Schema, migrations: cart.Migrations(),
+			name: TargetCart, schema: cart.Schema, migrations: cart.Migrations(), poolOptions: cart.PoolOptions(),
 			description: "Handoff cart: carts and checkout",
 			addr:        func(c *Config) string { return c.CartAddr },
 			build: func(d deps) (service, error) {
@@ -108,7 +109,8 @@ func services() []serviceSpec {
 // its outbox relay and its background work. It returns the gRPC listen address.
 func (s *system) startService(ctx context.Context, spec serviceSpec) (string, error) {
 	log := s.log.With("service", spec.name)
-	pool, err := pgdb.Open(ctx, s.databaseURLFor(spec.name), spec.schema, pgdb.WithAppName("handoff-"+spec.name), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))
+	pool, err := pgdb.Open(ctx, s.databaseURLFor(spec.name), spec.schema, append(spec.poolOptions,
+		pgdb.WithAppName("handoff-"+spec.name), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))...)
 	if err != nil {
 		return "", err
 	}
@@ -162,7 +164,8 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 // its outbox), and its edge server; it reaches fulfilment and inventory over gRPC.
 func (s *system) startPOSAdapter(ctx context.Context) error {
 	log := s.log.With("component", "pos-adapter")
-	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))
+	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, append(posadapter.PoolOptions(),
+		pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))...)
 	if err != nil {
 		return err
 	}

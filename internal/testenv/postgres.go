@@ -99,8 +99,9 @@ func DatabaseURL(t testing.TB) string {
 
 // Pool returns a pool on this binary's database whose search_path is schema,
 // with the shared tables and migrations applied (migrations may be nil).
-// schema == "" means a fresh unique schema. The pool closes when t ends.
-func Pool(t testing.TB, schema string, migrations fs.FS) *pgxpool.Pool {
+// schema == "" means a fresh unique schema. opts are the service's own (its PoolOptions), so
+// tests plan as production does. The pool closes when t ends.
+func Pool(t testing.TB, schema string, migrations fs.FS, opts ...pgdb.Option) *pgxpool.Pool {
 	t.Helper()
 	if schema == "" {
 		schema = UniqueSchema(t, "test")
@@ -109,7 +110,7 @@ func Pool(t testing.TB, schema string, migrations fs.FS) *pgxpool.Pool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	logger := Logger(t)
-	pool, err := pgdb.Open(ctx, url, schema, pgdb.WithAppName(appName(t)), pgdb.WithLogger(logger))
+	pool, err := pgdb.Open(ctx, url, schema, append([]pgdb.Option{pgdb.WithAppName(appName(t)), pgdb.WithLogger(logger)}, opts...)...)
 	if err != nil {
 		t.Fatalf("testenv: open pool: %v", err)
 	}

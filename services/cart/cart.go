@@ -36,12 +36,19 @@ import (
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
 // Schema is the Postgres schema the cart owns by default.
 const Schema = "cart"
+
+// PoolOptions are the options of the cart's Postgres pool: every statement of the cart finds
+// its carts by id or customer, so each is planned once per connection (pgdb.WithKeyedPlans).
+// Its batched writes' array parameters otherwise had every call planned anew: 0.3 ms a call,
+// as much as running them.
+func PoolOptions() []pgdb.Option { return []pgdb.Option{pgdb.WithKeyedPlans()} }
 
 //go:embed migrations/*.sql
 var migrations embed.FS

@@ -55,7 +55,7 @@ func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 	e.catRPC = e.serveNATS("catalog", e.catalog.RegisterNATS)
 	e.relay(catPool)
 
-	e.pool = testenv.Pool(t, "", cart.Migrations())
+	e.pool = testenv.Pool(t, "", cart.Migrations(), cart.PoolOptions()...)
 	cfg := cart.Config{
 		Pool:            e.pool,
 		NATS:            testenv.NATSConn(t, e.nats),

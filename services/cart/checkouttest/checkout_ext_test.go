@@ -122,7 +122,7 @@ func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 
 	// The cart's caches keep answers for an hour: a change seen in these tests came by event.
 	cfg := cart.Config{
-		Pool: e.countedPool(testenv.Pool(t, "", cart.Migrations())), NATS: e.spiedConn(), Currency: "USD", Logger: log,
+		Pool: e.countedPool(testenv.Pool(t, "", cart.Migrations(), cart.PoolOptions()...)), NATS: e.spiedConn(), Currency: "USD", Logger: log,
 		CheckoutTimeout: 10 * time.Second, CacheTTL: time.Hour,
 	}
 	for _, f := range configure {
