@@ -41,7 +41,7 @@ func init() {
 func runChild() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	pool, err := pgdb.Open(ctx, os.Getenv("CHILD_DATABASE_URL"), os.Getenv("CHILD_SCHEMA"))
+	pool, err := pgdb.Open(ctx, os.Getenv("CHILD_DATABASE_URL"), os.Getenv("CHILD_SCHEMA"), posadapter.PoolOptions()...)
 	if err != nil {
 		return err
 	}

@@ -120,9 +120,10 @@ import (
 // Schema is the Postgres schema the pos-adapter owns by default.
 const Schema = "pos"
 
-// PoolOptions are the options of the pos-adapter's Postgres pool: every statement finds its
-// rows by key (a ticket, a store's feed, a terminal, a due time), so each is planned once per
-// connection (pgdb.WithKeyedPlans). Its batched acknowledgements' array parameters otherwise
+// PoolOptions are the options of the pos-adapter's Postgres pool: the statements that run per
+// ticket, acknowledgement or terminal find their rows by key (a ticket, a store's feed, a
+// terminal, a due time), so each is planned once per connection (pgdb.WithKeyedPlans); the
+// janitor's deletes and admin listings that have no index to use scan, as before. Its batched acknowledgements' array parameters otherwise
 // had every call planned anew, which cost more than running them.
 func PoolOptions() []pgdb.Option { return []pgdb.Option{pgdb.WithKeyedPlans()} }
 

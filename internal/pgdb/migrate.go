@@ -73,6 +73,10 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS,
 	// busy one) could never give.
 	cfg := pool.Config()
 	cfg.MinConns, cfg.MaxConns = 0, 2
+	// Migrations plan as Postgres likes: a backfill should scan a table, not walk an index.
+	for k := range keyedPlanParams {
+		delete(cfg.ConnConfig.RuntimeParams, k)
+	}
 	migratePool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("pgdb: migrate %s: connect: %w", schema, err)

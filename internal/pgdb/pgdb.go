@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
 	"strings"
 
@@ -37,8 +38,8 @@ func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
 // WithAppName sets application_name, so pg_stat_activity shows who is who.
 func WithAppName(name string) Option { return func(o *options) { o.appName = name } }
 
-// WithKeyedPlans is for a service whose every statement finds its rows by key, through an
-// index: each connection then plans a statement once, when it first runs it, instead of on
+// WithKeyedPlans is for a service whose statements find their rows by key, through an index
+// (all that run per request; a janitor's or an admin listing's may scan): each connection then plans a statement once, when it first runs it, instead of on
 // every call. Postgres otherwise keeps re-planning statements with array parameters (= ANY($1),
 // unnest($1)), because it estimates the plan for the arrays at hand cheaper than one for any
 // array; under load that planning cost as much as running them (cart's batched UPDATEs: 0.3 ms
@@ -50,6 +51,9 @@ func WithAppName(name string) Option { return func(o *options) { o.appName = nam
 // nothing). Statements whose best plan depends on their arrays' contents (two arrays against a
 // two-column key, say) do not belong in such a pool.
 func WithKeyedPlans() Option { return func(o *options) { o.keyedPlans = true } }
+
+// keyedPlanParams are the settings of WithKeyedPlans.
+var keyedPlanParams = map[string]string{"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "jit": "off"}
 
 // WithLogger sets where Open logs.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -89,9 +93,7 @@ func Open(ctx context.Context, url, schema string, opts ...Option) (*pgxpool.Poo
 	// in place before any statement runs.
 	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
 	if o.keyedPlans {
-		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-		cfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
-		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+		maps.Copy(cfg.ConnConfig.RuntimeParams, keyedPlanParams)
 	}
 	if o.appName != "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = o.appName

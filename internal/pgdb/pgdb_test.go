@@ -291,6 +291,11 @@ func TestKeyedPlansPlanOnceOnTheIndex(t *testing.T) {
 	if plan := strings.Join(lines, "\n"); !strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "JIT") {
 		t.Errorf("keyed pool: a statement that must scan is not a plain scan:\n%s", plan)
 	}
+	// Also where the server has no JIT to set off.
+	var jit string
+	if err := pool.QueryRow(t.Context(), `SELECT current_setting('jit')`).Scan(&jit); err != nil || jit != "off" {
+		t.Errorf("keyed pool: jit = %q (%v), want off", jit, err)
+	}
 
 	// What the option changes: without it every call is planned anew, on a scan of the table.
 	generic, custom, plan = plans(t)
@@ -299,5 +304,35 @@ func TestKeyedPlansPlanOnceOnTheIndex(t *testing.T) {
 	}
 	if !strings.Contains(plan, "Seq Scan") {
 		t.Errorf("plain pool: plan does not scan the table:\n%s", plan)
+	}
+}
+
+// Migrations of a keyed pool's schema plan as Postgres likes: a backfill should scan its table,
+// not walk an index.
+func TestMigrationsOfAKeyedPoolPlanAsUsual(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "keyed")
+	pool, err := pgdb.Open(t.Context(), testenv.DatabaseURL(t), schema, pgdb.WithKeyedPlans(), pgdb.WithLogger(testenv.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	settings := fstest.MapFS{"00002_settings.sql": {Data: []byte(`-- +goose Up
+CREATE TABLE settings AS SELECT current_setting('plan_cache_mode') AS plans, current_setting('enable_seqscan') AS seqscan, current_setting('jit') AS jit;
+-- +goose Down
+DROP TABLE settings;
+`)}}
+	if err := pgdb.Migrate(t.Context(), pool, schema, settings, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	var plans, seqscan, jit string
+	if err := pool.QueryRow(t.Context(), `SELECT plans, seqscan, jit FROM settings`).Scan(&plans, &seqscan, &jit); err != nil {
+		t.Fatal(err)
+	}
+	var wantJIT string // the server's, as a plain pool has it
+	if err := open(t, schema).QueryRow(t.Context(), `SELECT current_setting('jit')`).Scan(&wantJIT); err != nil {
+		t.Fatal(err)
+	}
+	if plans != "auto" || seqscan != "on" || jit != wantJIT {
+		t.Errorf("migrations ran with plan_cache_mode=%s enable_seqscan=%s jit=%s; want the server's (auto, on, %s)", plans, seqscan, jit, wantJIT)
 	}
 }

@@ -111,4 +111,9 @@ func TestKeyedStatementsPlanIndexLookupsOnNearlyEmptyTables(t *testing.T) {
 	if plan := strings.Join(lines, "\n"); !strings.Contains(plan, "Seq Scan on movements") || strings.Contains(plan, "JIT") {
 		t.Errorf("a statement that must scan is not a plain scan:\n%s", plan)
 	}
+	// Also where the server has no JIT to set off.
+	var jit string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('jit')`).Scan(&jit); err != nil || jit != "off" {
+		t.Errorf("jit = %q (%v) under the keyed settings, want off", jit, err)
+	}
 }
