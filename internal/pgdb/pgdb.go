@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"maps"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -39,21 +40,34 @@ func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
 func WithAppName(name string) Option { return func(o *options) { o.appName = name } }
 
 // WithKeyedPlans is for a service whose statements find their rows by key, through an index
-// (all that run per request; a janitor's or an admin listing's may scan): each connection then plans a statement once, when it first runs it, instead of on
-// every call. Postgres otherwise keeps re-planning statements with array parameters (= ANY($1),
-// unnest($1)), because it estimates the plan for the arrays at hand cheaper than one for any
-// array; under load that planning cost as much as running them (cart's batched UPDATEs: 0.3 ms
-// of planning a call). enable_seqscan=off keeps that one plan on the indexes even when it is
-// made while a table is nearly empty (a fresh system), where a scan of the whole table is
-// cheaper and would then go on being used as the table grows; a statement with no index to use
-// still scans, and because enable_seqscan=off prices such a plan at 10^10, JIT compilation is
-// turned off, which that price would otherwise set off for it (150 ms for a janitor's DELETE of
-// nothing). Statements whose best plan depends on their arrays' contents (two arrays against a
-// two-column key, say) do not belong in such a pool.
+// (all that run per request; a janitor's or an admin listing's may scan): each connection then
+// plans a statement once, when it first runs it, instead of on every call. Postgres otherwise
+// keeps re-planning statements with array parameters (= ANY($1), unnest($1)), because it
+// estimates the plan for the arrays at hand cheaper than one for any array; under load that
+// planning cost as much as running them (cart's batched UPDATEs: 0.3 ms of planning a call).
+// enable_seqscan=off keeps that one plan on the indexes even when it is made while a table is
+// nearly empty (a fresh system), where a scan of the whole table is cheaper and would then go on
+// being used as the table grows; a statement with no index to use still scans, and because
+// enable_seqscan=off prices such a plan at 10^10, JIT compilation is turned off, which that
+// price would otherwise set off for it (150 ms for a janitor's DELETE of nothing). Statements
+// whose best plan depends on their arrays' contents (two arrays against a two-column key, say)
+// do not belong in such a pool: a service that has some runs KeyedPlansSQL at the start of the
+// transactions that want these settings instead.
 func WithKeyedPlans() Option { return func(o *options) { o.keyedPlans = true } }
 
 // keyedPlanParams are the settings of WithKeyedPlans.
 var keyedPlanParams = map[string]string{"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "jit": "off"}
+
+// KeyedPlansSQL gives the current transaction the settings of WithKeyedPlans. A connection
+// caches one generic plan per statement, whichever transaction made it, so every transaction
+// that runs such a statement must start with it.
+var KeyedPlansSQL = func() string {
+	var sets []string
+	for _, k := range slices.Sorted(maps.Keys(keyedPlanParams)) {
+		sets = append(sets, fmt.Sprintf("set_config('%s', '%s', true)", k, keyedPlanParams[k]))
+	}
+	return "SELECT " + strings.Join(sets, ", ")
+}()
 
 // WithLogger sets where Open logs.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

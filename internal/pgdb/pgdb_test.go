@@ -273,28 +273,49 @@ func TestKeyedPlansPlanOnceOnTheIndex(t *testing.T) {
 	}
 
 	// A statement with no index to use still scans, priced at 10^10 by enable_seqscan=off:
-	// that price must not set off JIT compilation (150 ms).
-	pool, err := pgdb.Open(t.Context(), testenv.DatabaseURL(t), testenv.UniqueSchema(t, "keyed"),
+	// that price must not set off JIT compilation (150 ms). Checked for the pool, and for a
+	// plain pool's transaction started with KeyedPlansSQL.
+	plainScan := func(t *testing.T, q interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) {
+		t.Helper()
+		rows, err := q.Query(t.Context(), `EXPLAIN (ANALYZE, COSTS) SELECT count(*) FROM pg_class WHERE relpages < 0`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plan := strings.Join(lines, "\n"); !strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "JIT") {
+			t.Errorf("a statement that must scan is not a plain scan:\n%s", plan)
+		}
+		// Also where the server has no JIT to set off.
+		var jit string
+		if err := q.QueryRow(t.Context(), `SELECT current_setting('jit')`).Scan(&jit); err != nil || jit != "off" {
+			t.Errorf("jit = %q (%v), want off", jit, err)
+		}
+	}
+	keyed, err := pgdb.Open(t.Context(), testenv.DatabaseURL(t), testenv.UniqueSchema(t, "keyed"),
 		pgdb.WithKeyedPlans(), pgdb.WithLogger(testenv.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(pool.Close)
-	rows, err := pool.Query(t.Context(), `EXPLAIN (ANALYZE, COSTS) SELECT count(*) FROM pg_class WHERE relpages < 0`)
+	t.Cleanup(keyed.Close)
+	plainScan(t, keyed)
+	tx, err := open(t, testenv.UniqueSchema(t, "plain")).Begin(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	defer func() { _ = tx.Rollback(t.Context()) }()
+	if _, err := tx.Exec(t.Context(), pgdb.KeyedPlansSQL); err != nil {
 		t.Fatal(err)
 	}
-	if plan := strings.Join(lines, "\n"); !strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "JIT") {
-		t.Errorf("keyed pool: a statement that must scan is not a plain scan:\n%s", plan)
-	}
-	// Also where the server has no JIT to set off.
-	var jit string
-	if err := pool.QueryRow(t.Context(), `SELECT current_setting('jit')`).Scan(&jit); err != nil || jit != "off" {
-		t.Errorf("keyed pool: jit = %q (%v), want off", jit, err)
+	plainScan(t, tx)
+	var settings string
+	if err := tx.QueryRow(t.Context(), `SELECT current_setting('plan_cache_mode') || ' ' || current_setting('enable_seqscan')`).Scan(&settings); err != nil || settings != "force_generic_plan off" {
+		t.Errorf("KeyedPlansSQL: plan_cache_mode and enable_seqscan %q (%v), want force_generic_plan off", settings, err)
 	}
 
 	// What the option changes: without it every call is planned anew, on a scan of the table.

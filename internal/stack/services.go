@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -109,8 +110,8 @@ func services() []serviceSpec {
 // its outbox relay and its background work. It returns the gRPC listen address.
 func (s *system) startService(ctx context.Context, spec serviceSpec) (string, error) {
 	log := s.log.With("service", spec.name)
-	pool, err := pgdb.Open(ctx, s.databaseURLFor(spec.name), spec.schema, append(spec.poolOptions,
-		pgdb.WithAppName("handoff-"+spec.name), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))...)
+	pool, err := pgdb.Open(ctx, s.databaseURLFor(spec.name), spec.schema, slices.Concat(spec.poolOptions, []pgdb.Option{
+		pgdb.WithAppName("handoff-" + spec.name), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns))})...)
 	if err != nil {
 		return "", err
 	}
@@ -164,8 +165,8 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 // its outbox), and its edge server; it reaches fulfilment and inventory over gRPC.
 func (s *system) startPOSAdapter(ctx context.Context) error {
 	log := s.log.With("component", "pos-adapter")
-	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, append(posadapter.PoolOptions(),
-		pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns)))...)
+	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, slices.Concat(posadapter.PoolOptions(), []pgdb.Option{
+		pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns))})...)
 	if err != nil {
 		return err
 	}

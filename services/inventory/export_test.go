@@ -15,7 +15,7 @@ func CachedStore(s *Service, id string) (state string, version int64, ok bool) {
 
 // KeyedPlansSQL and KeyedStatements: the plan settings of the transactions over stock and
 // holds, and the statements they run that read or change rows by key.
-const KeyedPlansSQL = keyedPlansSQL
+var KeyedPlansSQL = keyedPlansSQL
 
 var KeyedStatements = map[string]string{
 	"lock levels": lockLevelsSQL, "batch holds": batchHoldsSQL, "changed stores": changedStoresSQL,

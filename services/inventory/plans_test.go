@@ -89,31 +89,4 @@ func TestKeyedStatementsPlanIndexLookupsOnNearlyEmptyTables(t *testing.T) {
 			t.Errorf("%s: the generic plan scans a whole table:\n%s", name, plan)
 		}
 	}
-
-	// A statement with no index to use still scans, priced at 10^10 by enable_seqscan=off: that
-	// price must not set off JIT compiling.
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, inventory.KeyedPlansSQL); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := tx.Query(ctx, `EXPLAIN ANALYZE SELECT count(*) FROM movements WHERE note = 'none'`, pgx.QueryExecModeSimpleProtocol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if plan := strings.Join(lines, "\n"); !strings.Contains(plan, "Seq Scan on movements") || strings.Contains(plan, "JIT") {
-		t.Errorf("a statement that must scan is not a plain scan:\n%s", plan)
-	}
-	// Also where the server has no JIT to set off.
-	var jit string
-	if err := tx.QueryRow(ctx, `SELECT current_setting('jit')`).Scan(&jit); err != nil || jit != "off" {
-		t.Errorf("jit = %q (%v) under the keyed settings, want off", jit, err)
-	}
 }
