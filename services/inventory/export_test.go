@@ -14,7 +14,8 @@ func CachedStore(s *Service, id string) (state string, version int64, ok bool) {
 }
 
 // KeyedPlansSQL and KeyedStatements: the plan settings of the transactions over stock and
-// holds, and the statements they run that read or change rows by key.
+// holds and of the locator's stock read, and the statements they run that read or change rows
+// by key.
 var KeyedPlansSQL = keyedPlansSQL
 
 var KeyedStatements = map[string]string{
@@ -22,4 +23,5 @@ var KeyedStatements = map[string]string{
 	"insert holds": insertHoldsSQL, "lock order holds": lockOrderHoldsSQL, "lock order levels": lockOrderLevelsSQL,
 	"extend holds": extendHoldsByIDSQL, "end holds": endHoldsSQL, "apply deltas": applyDeltasSQL,
 	"insert movements": insertMovementsSQL, "extend order holds": extendOrderHoldsSQL,
+	"read stock": readStockSQL,
 }

@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -219,25 +221,36 @@ func (sc *storeScan) next(ctx context.Context, need int) ([]*located, error) {
 	return out, nil
 }
 
+// readStockSQL reads stock rows by (store, SKU) pairs, so that one generic plan probes the
+// two-column key for each pair. The candidates × SKUs form (store_id = ANY($1) AND sku =
+// ANY($2)) has no such plan: generically planned it walks each store's every row and filters
+// the SKU (0.3 against 0.05 ms for 14 stores and 2 SKUs), so it had to be planned anew on every
+// call, which took as long as running it.
+const readStockSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock
+	FROM stock st JOIN unnest($1::text[], $2::text[]) AS k(store_id, sku) ON st.store_id = k.store_id AND st.sku = k.sku`
+
 // readStock reads the requested SKUs' stock at the candidates (one query by primary key), in
 // candidate order.
 func (s *Service) readStock(ctx context.Context, cands []*candidate, totals []lineTotal) ([]*located, error) {
 	avail := map[stockKey]int32{}
 	if len(totals) > 0 {
-		ids := make([]string, len(cands))
-		for i, c := range cands {
-			ids[i] = c.st.row.id
+		stores := make([]string, 0, len(cands)*len(totals))
+		skus := make([]string, 0, len(cands)*len(totals))
+		for _, c := range cands {
+			for _, t := range totals {
+				stores, skus = append(stores, c.st.row.id), append(skus, t.sku)
+			}
 		}
-		skus := make([]string, len(totals))
-		for i, t := range totals {
-			skus[i] = t.sku
+		// One round trip: a pipelined batch without BEGIN is one implicit transaction, so the
+		// read runs under keyedPlansSQL's settings, which end with it.
+		var b pgx.Batch
+		b.Queue(keyedPlansSQL)
+		b.Queue(readStockSQL, stores, skus)
+		br := s.db.SendBatch(ctx, &b)
+		levels, err := readLevelsAfterSettings(br)
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = cerr
 		}
-		rows, err := s.db.Query(ctx, `SELECT store_id, sku, on_hand, reserved, safety_stock FROM stock
-			WHERE store_id = ANY($1) AND sku = ANY($2)`, ids, skus)
-		if err != nil {
-			return nil, fmt.Errorf("read stock: %w", err)
-		}
-		levels, err := scanLevels(rows)
 		if err != nil {
 			return nil, fmt.Errorf("read stock: %w", err)
 		}
@@ -255,6 +268,18 @@ func (s *Service) readStock(ctx context.Context, cands []*candidate, totals []li
 		out[i] = m
 	}
 	return out, nil
+}
+
+// readLevelsAfterSettings reads the levels of a batch of keyedPlansSQL and a levels query.
+func readLevelsAfterSettings(br pgx.BatchResults) (map[stockKey]*level, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	return scanLevels(rows)
 }
 
 type box struct {

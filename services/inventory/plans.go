@@ -10,8 +10,8 @@ import "github.com/handoff-dev/handoff/internal/pgdb"
 // indexes even when it is made while a table is nearly empty (a fresh system): a generic plan
 // made then would scan the whole table, and keep scanning it as it grows.
 //
-// The settings are pgdb.WithKeyedPlans's (JIT off too), for these transactions only: the
-// locator's stock read, two arrays against the two-column key, must keep custom plans.
+// The settings are pgdb.WithKeyedPlans's (JIT off too), for these transactions and the
+// locator's stock read only, not for the whole pool: admin listings keep the server's settings.
 //
 // Every transaction that runs these statements sets them, because a connection caches one
 // generic plan per statement, whichever transaction made it.

@@ -84,9 +84,60 @@ func TestKeyedStatementsPlanIndexLookupsOnNearlyEmptyTables(t *testing.T) {
 	if scanned == 0 {
 		t.Fatalf("no generic plan scans a whole table even without enable_seqscan=off; this test proves nothing:\n%v", unguarded)
 	}
-	for name, plan := range plans(inventory.KeyedPlansSQL) {
+	keyed := plans(inventory.KeyedPlansSQL)
+	for name, plan := range keyed {
 		if scans(plan) {
 			t.Errorf("%s: the generic plan scans a whole table:\n%s", name, plan)
 		}
+	}
+}
+
+// The locator's stock read is planned once per connection too, so that one plan must find each
+// (store, SKU) by the whole key. The candidates × SKUs form it replaced cannot: generically
+// planned, it walks each store's rows and filters the SKU (checked below, else this test would
+// prove nothing).
+func TestLocatorStockReadLooksUpTheWholeKey(t *testing.T) {
+	pool := testenv.Pool(t, testenv.UniqueSchema(t, "plans"), inventory.Migrations())
+	ctx := t.Context()
+	for _, sql := range []string{
+		`INSERT INTO stores (id, name, address, lat, lng, time_zone, opening_hours, prep_seconds, pickup_window_seconds, state)
+			SELECT 's' || i, 'S', '{}', 0, 0, 'UTC', '[]', 300, 3600, 'open' FROM generate_series(1, 20) i`,
+		`INSERT INTO stock (store_id, sku, on_hand) SELECT 's' || i, 'K' || j, 5 FROM generate_series(1, 20) i, generate_series(1, 100) j`,
+		`ANALYZE stores`, `ANALYZE stock`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	plan := func(name, sql string) string {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, inventory.KeyedPlansSQL, pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "PREPARE "+name+" AS "+sql, pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatalf("prepare %s: %v", name, err)
+		}
+		rows, err := tx.Query(ctx, "EXPLAIN EXECUTE "+name+"('{s1,s2,s3}', '{K1,K2,K3}')", pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			t.Fatalf("explain %s: %v", name, err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("explain %s: %v", name, err)
+		}
+		return strings.Join(lines, "\n")
+	}
+	wholeKey := regexp.MustCompile(`Index Cond: .*store_id = .*sku = `)
+	if p := plan("cross_read", `SELECT store_id, sku, on_hand, reserved, safety_stock FROM stock
+		WHERE store_id = ANY($1) AND sku = ANY($2)`); wholeKey.MatchString(p) {
+		t.Fatalf("the candidates × SKUs read looks up the whole key when planned generically; this test proves nothing:\n%s", p)
+	}
+	if p := plan("read_stock", inventory.KeyedStatements["read stock"]); !wholeKey.MatchString(p) {
+		t.Errorf("read stock: the generic plan does not look up the whole key:\n%s", p)
 	}
 }
