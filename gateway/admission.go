@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"time"
 
@@ -17,7 +16,8 @@ import (
 
 // RateLimits bound how fast callers may go. Authenticated callers are limited per token
 // subject; anonymous ones per client address (many shoppers can share a carrier's address, so
-// tokens are the fairer key when there is one).
+// tokens are the fairer key when there is one). An address is an IPv4 address or an IPv6 /64
+// (edge.ClientKey).
 type RateLimits struct {
 	PerCaller       float64 // calls/s per token subject
 	PerCallerBurst  int
@@ -25,11 +25,12 @@ type RateLimits struct {
 	PerAddressBurst int
 	Checkout        float64 // checkouts/s per customer
 	CheckoutBurst   int
+	OpenStreams     int // streams (WatchOrder) open at once per token subject; 0: the default
 }
 
 // DefaultRateLimits suit shoppers using an app; load tests raise them.
 func DefaultRateLimits() RateLimits {
-	return RateLimits{PerCaller: 20, PerCallerBurst: 40, PerAddress: 50, PerAddressBurst: 100, Checkout: 1, CheckoutBurst: 5}
+	return RateLimits{PerCaller: 20, PerCallerBurst: 40, PerAddress: 50, PerAddressBurst: 100, Checkout: 1, CheckoutBurst: 5, OpenStreams: 16}
 }
 
 // defaultUnaryDeadline caps a unary call whose client set no deadline, so a stuck backend
@@ -44,15 +45,20 @@ type admission struct {
 	perCaller *edge.Limiter
 	perAddr   *edge.Limiter
 	checkout  *edge.Limiter
+	streams   *edge.StreamLimit
 }
 
 func newAdmission(keys *auth.KeySet, l RateLimits) *admission {
+	if l.OpenStreams <= 0 {
+		l.OpenStreams = DefaultRateLimits().OpenStreams
+	}
 	return &admission{
 		keys:      keys,
 		policy:    auth.DefaultPolicy(),
 		perCaller: edge.NewLimiter(l.PerCaller, l.PerCallerBurst),
 		perAddr:   edge.NewLimiter(l.PerAddress, l.PerAddressBurst),
 		checkout:  edge.NewLimiter(l.Checkout, l.CheckoutBurst),
+		streams:   edge.NewStreamLimit(l.OpenStreams),
 	}
 }
 
@@ -64,11 +70,7 @@ func (a *admission) admit(ctx context.Context, procedure string, header http.Hea
 		return ctx, connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
 	}
 	if !ok {
-		host, _, splitErr := net.SplitHostPort(peerAddr)
-		if splitErr != nil {
-			host = peerAddr
-		}
-		if allowed, wait := a.perAddr.Allow(host); !allowed {
+		if allowed, wait := a.perAddr.Allow(edge.ClientKey(peerAddr)); !allowed {
 			return ctx, edge.RateLimited("calls from this address", wait)
 		}
 		return ctx, nil
@@ -108,12 +110,23 @@ func (i admissionInterceptor) WrapStreamingClient(next connect.StreamingClientFu
 	return next
 }
 
+// WrapStreamingHandler admits a stream, counts it against its caller's open streams, and ends
+// it when the caller's token expires.
 func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		ctx, err := i.a.admit(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr)
 		if err != nil {
 			return err
 		}
-		return next(ctx, conn)
+		p, ok := auth.FromContext(ctx)
+		if !ok {
+			return next(ctx, conn)
+		}
+		done, err := i.a.streams.Open(p.Subject)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return edge.UntilExpiry(ctx, p.Expires, func(ctx context.Context) error { return next(ctx, conn) })
 	}
 }

@@ -103,5 +103,5 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 // Serve serves on lis until ctx is cancelled, then reports NOT_SERVING and drains for up to
 // grace.
 func (g *Gateway) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
-	return edge.ServeHTTP(ctx, lis, g.handler, grace, g.log, func() { g.health.SetServing(false) })
+	return edge.ServeHTTP(ctx, lis, g.handler, grace, g.log, g.health.Drain)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1/fulfilmentv1connect"
 )
@@ -438,5 +439,97 @@ func TestAnotherCallersTokenNeverReachesAShoppersCartOrOrder(t *testing.T) {
 	}
 	if got.Msg.GetCart().GetVersion() != version || len(got.Msg.GetCart().GetLines()) != 1 || got.Msg.GetCart().GetLines()[0].GetQuantity() != 1 {
 		t.Fatalf("refused calls changed alice's cart: %v", got.Msg.GetCart())
+	}
+}
+
+// A customer's streams are capped (each holds a goroutine at the gateway and a watch behind it)
+// and end, as Unauthenticated, when the token that opened them expires.
+func TestWatchStreamsAreCappedPerCustomerAndEndWhenTheTokenExpires(t *testing.T) {
+	ready := stacktest.Start(t)
+	base := "http://" + ready.GatewayAddr
+	mint := func(ttl time.Duration) string {
+		tok, err := ready.Keys.Issue(auth.Principal{Subject: "carol", Role: auth.RoleCustomer}, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	long := mint(time.Hour)
+	opts := []connect.ClientOption{connect.WithGRPCWeb(), connect.WithInterceptors(bearer(long))}
+	cart := cartv1connect.NewCartServiceClient(http.DefaultClient, base, opts...)
+	orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, base, opts...)
+	created, err := cart.CreateCart(t.Context(), connect.NewRequest(&cartv1.CreateCartRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cartID := created.Msg.GetCart().GetId()
+	if _, err := cart.AddLine(t.Context(), connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: "CROISSANT", Quantity: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cart.SetPickup(t.Context(), connect.NewRequest(&cartv1.SetPickupRequest{CartId: cartID, Pickup: &cartv1.Pickup{
+		Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{Location: &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33}, RadiusMeters: 25000}},
+	}})); err != nil {
+		t.Fatal(err)
+	}
+	placed, err := cart.Checkout(t.Context(), connect.NewRequest(&cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: "watch-cap-1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orderID := placed.Msg.GetOrder().GetId()
+
+	watch := func(ctx context.Context, tok string) *connect.ServerStreamForClient[fulfilmentv1.WatchOrderResponse] {
+		t.Helper()
+		req := connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: orderID})
+		req.Header().Set("Authorization", "Bearer "+tok)
+		stream, err := orders.WatchOrder(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stream
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var open []*connect.ServerStreamForClient[fulfilmentv1.WatchOrderResponse]
+	for i := range gateway.DefaultRateLimits().OpenStreams {
+		s := watch(ctx, long)
+		if !s.Receive() {
+			t.Fatalf("stream %d: %v", i+1, s.Err())
+		}
+		open = append(open, s)
+	}
+	extra := watch(ctx, long)
+	if extra.Receive() || connect.CodeOf(extra.Err()) != connect.CodeResourceExhausted {
+		t.Fatalf("a stream beyond %d open ones: %v; want ResourceExhausted", len(open), extra.Err())
+	}
+	cancel()
+	for _, s := range open {
+		_ = s.Close()
+	}
+
+	// The cap counts open streams, not openings: once they are closed, more may open.
+	short := mint(3 * time.Second)
+	var s *connect.ServerStreamForClient[fulfilmentv1.WatchOrderResponse]
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s = watch(t.Context(), short)
+		if s.Receive() {
+			break
+		}
+		if connect.CodeOf(s.Err()) != connect.CodeResourceExhausted || time.Now().After(deadline) {
+			t.Fatalf("watch after closing the others: %v", s.Err())
+		}
+		time.Sleep(50 * time.Millisecond) // the closed streams' ends reach the gateway
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for s.Receive() {
+		}
+		ended <- s.Err()
+	}()
+	select {
+	case err := <-ended:
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("the stream of an expired token ended with %v; want Unauthenticated", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream outlived its token by 17 s")
 	}
 }

@@ -231,3 +231,19 @@ func TestRevokedTerminalIsRefusedAtOnceAndItsStreamsCloseInEveryCopy(t *testing.
 		t.Fatalf("revoking an unknown terminal: %v; want NotFound", err)
 	}
 }
+
+// A ticket stream opened with a staff token ends, as Unauthenticated, when the token expires:
+// tickets carry shoppers' names and notes, and a token is a member of staff's right to them
+// for its lifetime only.
+func TestAStaffTokensTicketStreamEndsWhenTheTokenExpires(t *testing.T) {
+	e := newEnv(t)
+	tok, err := e.keys.Issue(auth.Principal{Subject: "barista-9", Role: auth.RoleStaff, Stores: []string{"exp-1"}}, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := e.openFeed(e.terminal(overGRPCWeb, tok), "exp-1")
+	f.quiet(time.Second) // open, and nothing to send
+	if err := f.end(20 * time.Second); codeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("the stream of an expired staff token ended with %v; want Unauthenticated", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -94,5 +95,44 @@ func TestRefusedPickupCodeAttemptsAreRateLimitedPerTerminal(t *testing.T) {
 	_, err := e.terminal(overGRPCWeb, other).HandOver(t.Context(), req(&posv1.HandOverRequest{StoreId: "guess-1", OrderId: "order-x", PickupCode: "000000"}))
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("another terminal: %v; want NotFound, not limited", err)
+	}
+}
+
+// Guesses sent all at once get no more tries than the terminal has left: each one under way
+// counts against what is left, so they cannot all see the same full allowance.
+func TestConcurrentPickupCodeGuessesGetNoMoreThanTheBurst(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "guess-2", map[string]int32{"LATTE-16": 10})
+	_, cred := e.register("Counter", "guess-2")
+	term := e.terminal(overGRPCWeb, cred)
+	const guesses = 40
+	codes := make(chan connect.Code, guesses)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range guesses {
+		wg.Go(func() {
+			<-start
+			_, err := term.HandOver(t.Context(), req(&posv1.HandOverRequest{StoreId: "guess-2", OrderId: fmt.Sprintf("order-%d", i), PickupCode: "000000"}))
+			codes <- connect.CodeOf(err)
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(codes)
+	reached, limited := 0, 0
+	for c := range codes {
+		switch c {
+		case connect.CodeNotFound:
+			reached++
+		case connect.CodeResourceExhausted:
+			limited++
+		default:
+			t.Fatalf("a guess: %v; want NotFound or ResourceExhausted", c)
+		}
+	}
+	// The burst is 10, and a little refills while the guesses run.
+	if reached > 12 {
+		t.Fatalf("%d of %d simultaneous guesses reached fulfilment (%d limited); want at most the burst of 10", reached, guesses, limited)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
@@ -240,11 +241,21 @@ func (h *hub) check(ctx context.Context) error {
 }
 
 // streamTickets is StreamTickets: the reader's unacknowledged backlog, in order, then live.
+// A stream opened with a staff token ends when the token expires (a terminal's credential is
+// checked for revocation while it streams instead).
 func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *connect.ServerStream[posv1.StreamTicketsResponse]) error {
 	c, err := a.forStore(ctx, storeID)
 	if err != nil {
 		return err
 	}
+	if c.terminal == "" {
+		return edge.UntilExpiry(ctx, c.principal.Expires, func(ctx context.Context) error { return a.feedTickets(ctx, c, storeID, stream) })
+	}
+	return a.feedTickets(ctx, c, storeID, stream)
+}
+
+// feedTickets streams storeID's tickets to c.
+func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, stream *connect.ServerStream[posv1.StreamTicketsResponse]) error {
 	// Registered before the backlog is read: a ticket committed from now on arrives live, one
 	// committed before is in the backlog, some are in both and are sent once.
 	sub := a.hub.add(storeID, c)

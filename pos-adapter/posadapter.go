@@ -350,7 +350,7 @@ func (a *Adapter) Handler() http.Handler { return a.handler }
 // calls for up to grace.
 func (a *Adapter) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
 	return edge.ServeHTTP(ctx, lis, a.handler, grace, a.log, func() {
-		a.health.SetServing(false)
+		a.health.Drain()
 		a.stopStreams()
 	})
 }

@@ -2,6 +2,8 @@ package posadapter
 
 import (
 	"context"
+	"slices"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
@@ -84,23 +86,23 @@ func (api terminalAPI) MarkReady(ctx context.Context, req *connect.Request[posv1
 func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.HandOverRequest]) (*connect.Response[posv1.HandOverResponse], error) {
 	m := req.Msg
 	// Refused hand-overs (a wrong code, an order that is not there) are charged to the caller;
-	// a busy counter handing over order after order is never slowed.
+	// a busy counter handing over order after order is never slowed. Attempts under way count
+	// against what is left, so guesses sent all at once get no more tries than the caller has left.
 	c, known := callerFrom(ctx)
+	done := func(bool) {}
 	if known {
-		if blocked, wait := api.a.handOvers.Blocked(c.actor()); blocked {
+		var ok bool
+		var wait time.Duration
+		if done, ok, wait = api.a.handOvers.Attempt(c.actor()); !ok {
 			return nil, edge.RateLimited("refused pickup-code attempts", wait)
 		}
 	}
 	res, err := staffCall(ctx, api.a, m.GetStoreId(), &fulfilmentv1.HandOverRequest{
 		StoreId: m.GetStoreId(), OrderId: m.GetOrderId(), PickupCode: m.GetPickupCode(),
 	}, api.a.fulfilment.HandOver)
+	done(err != nil && slices.Contains([]connect.Code{connect.CodePermissionDenied, connect.CodeNotFound,
+		connect.CodeFailedPrecondition, connect.CodeResourceExhausted, connect.CodeInvalidArgument}, connect.CodeOf(err)))
 	if err != nil {
-		switch connect.CodeOf(err) {
-		case connect.CodePermissionDenied, connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeResourceExhausted, connect.CodeInvalidArgument:
-			if known {
-				api.a.handOvers.Charge(c.actor())
-			}
-		}
 		return nil, err
 	}
 	return connect.NewResponse(&posv1.HandOverResponse{Order: staffView(res.GetOrder())}), nil

@@ -18,12 +18,17 @@ import (
 // flush, as it allows for unary handlers), and net/http sends the response in one write, with
 // a Content-Length when it is small. Streams keep flushing every message.
 
-// oneWriteForUnary serves h, with unary procedures' responses written once.
-func oneWriteForUnary(h http.Handler) http.Handler {
+// serveProcedures serves h, with unary procedures' responses written once, and a time limit on
+// reading the request of unary and server-streaming procedures (limitBodyTime).
+func serveProcedures(h http.Handler) http.Handler {
 	var kinds procedureKinds
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if kinds.unary(r.URL.Path) {
+		switch kinds.of(r.URL.Path) {
+		case unaryProcedure:
+			limitBodyTime(w, r)
 			w = unflushed{w}
+		case serverStreamProcedure:
+			limitBodyTime(w, r)
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -35,23 +40,37 @@ type unflushed struct{ http.ResponseWriter }
 // Unwrap lets http.ResponseController reach the connection (deadlines), as it does unwrapped.
 func (u unflushed) Unwrap() http.ResponseWriter { return u.ResponseWriter }
 
-// procedureKinds remembers which gRPC paths ("/package.Service/Method") name unary methods of
-// the services linked into this binary. Anything else (streams, unknown paths, other handlers)
-// keeps its flushes. Only methods that exist are remembered, so callers inventing paths cannot
-// grow it.
-type procedureKinds struct{ known sync.Map } // path → bool
+// procedureKind is what a gRPC path names.
+type procedureKind uint8
 
-func (k *procedureKinds) unary(path string) bool {
+const (
+	otherPath             procedureKind = iota // unknown, not a method, or a client or bidi stream
+	unaryProcedure                             // one request, one response
+	serverStreamProcedure                      // one request, a stream of responses
+)
+
+// procedureKinds remembers what gRPC paths ("/package.Service/Method") name among the methods
+// of the services linked into this binary. Anything else (unknown paths, other handlers) is
+// otherPath. Only methods that exist are remembered, so callers inventing paths cannot grow it.
+type procedureKinds struct{ known sync.Map } // path → procedureKind
+
+func (k *procedureKinds) of(path string) procedureKind {
 	if v, ok := k.known.Load(path); ok {
-		return v.(bool)
+		return v.(procedureKind)
 	}
 	md := method(path)
 	if md == nil {
-		return false
+		return otherPath
 	}
-	u := !md.IsStreamingClient() && !md.IsStreamingServer()
-	k.known.Store(path, u)
-	return u
+	kind := otherPath
+	switch {
+	case !md.IsStreamingClient() && !md.IsStreamingServer():
+		kind = unaryProcedure
+	case !md.IsStreamingClient():
+		kind = serverStreamProcedure
+	}
+	k.known.Store(path, kind)
+	return kind
 }
 
 // method is the method path names among the linked-in services, or nil.

@@ -90,19 +90,20 @@ func TestUnaryRepliesAreWrittenOnceAndStreamsStillFlush(t *testing.T) {
 	}
 }
 
-func TestOnlyUnaryMethodsOfKnownServicesAreUnary(t *testing.T) {
-	for path, want := range map[string]bool{
-		"/grpc.health.v1.Health/Check":          true,
-		"/grpc.health.v1.Health/Watch":          false, // server stream
-		"/grpc.health.v1.Health/Nope":           false,
-		"/no.such.v1.Service/Check":             false,
-		"/grpc.health.v1.Health":                false,
-		"/webhooks/pos/store-1":                 false,
-		"/grpc.health.v1.Health/Check/trailing": false,
+func TestProceduresAreKnownByTheirKind(t *testing.T) {
+	for path, want := range map[string]procedureKind{
+		"/grpc.health.v1.Health/Check":                              unaryProcedure,
+		"/grpc.health.v1.Health/Watch":                              serverStreamProcedure,
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": otherPath, // bidi stream
+		"/grpc.health.v1.Health/Nope":                               otherPath,
+		"/no.such.v1.Service/Check":                                 otherPath,
+		"/grpc.health.v1.Health":                                    otherPath,
+		"/webhooks/pos/store-1":                                     otherPath,
+		"/grpc.health.v1.Health/Check/trailing":                     otherPath,
 	} {
 		var kinds procedureKinds
-		if got := kinds.unary(path); got != want {
-			t.Errorf("unary(%q) = %v, want %v", path, got, want)
+		if got := kinds.of(path); got != want {
+			t.Errorf("of(%q) = %v, want %v", path, got, want)
 		}
 	}
 }
@@ -111,11 +112,11 @@ func TestOnlyUnaryMethodsOfKnownServicesAreUnary(t *testing.T) {
 func TestOnlyMethodsThatExistAreRemembered(t *testing.T) {
 	var kinds procedureKinds
 	for i := range 1000 {
-		kinds.unary(fmt.Sprintf("/no.such.v1.Service/Method%d", i))
-		kinds.unary(fmt.Sprintf("/grpc.health.v1.Health/Nope%d", i))
+		kinds.of(fmt.Sprintf("/no.such.v1.Service/Method%d", i))
+		kinds.of(fmt.Sprintf("/grpc.health.v1.Health/Nope%d", i))
 	}
-	kinds.unary("/grpc.health.v1.Health/Check")
-	kinds.unary("/grpc.health.v1.Health/Watch")
+	kinds.of("/grpc.health.v1.Health/Check")
+	kinds.of("/grpc.health.v1.Health/Watch")
 	n := 0
 	kinds.known.Range(func(any, any) bool { n++; return true })
 	if n != 2 {

@@ -15,6 +15,7 @@ type Health struct {
 	services map[string]bool
 	mu       sync.RWMutex
 	serving  bool
+	draining bool          // the server is shutting down: Watch streams end
 	changed  chan struct{} // closed and replaced on every change, to wake Watch streams
 }
 
@@ -37,13 +38,24 @@ func (h *Health) SetServing(serving bool) {
 	}
 }
 
-func (h *Health) status() (healthpb.HealthCheckResponse_ServingStatus, <-chan struct{}) {
+// Drain reports NOT_SERVING for good and ends Watch streams once they have sent it: the
+// server is shutting down, and an open watch would hold its drain until the grace runs out.
+func (h *Health) Drain() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.serving = false
+	h.draining = true
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+func (h *Health) status() (st healthpb.HealthCheckResponse_ServingStatus, changed <-chan struct{}, draining bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.serving {
-		return healthpb.HealthCheckResponse_SERVING, h.changed
+		return healthpb.HealthCheckResponse_SERVING, h.changed, h.draining
 	}
-	return healthpb.HealthCheckResponse_NOT_SERVING, h.changed
+	return healthpb.HealthCheckResponse_NOT_SERVING, h.changed, h.draining
 }
 
 // known reports whether service is one this port answers for ("" is the whole server).
@@ -53,7 +65,7 @@ func (h *Health) check(_ context.Context, req *connect.Request[healthpb.HealthCh
 	if !h.known(req.Msg.GetService()) {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("unknown service "+req.Msg.GetService()))
 	}
-	st, _ := h.status()
+	st, _, _ := h.status()
 	return connect.NewResponse(&healthpb.HealthCheckResponse{Status: st}), nil
 }
 
@@ -62,8 +74,8 @@ func (h *Health) watch(ctx context.Context, req *connect.Request[healthpb.Health
 		return stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVICE_UNKNOWN})
 	}
 	for {
-		st, changed := h.status()
-		if err := stream.Send(&healthpb.HealthCheckResponse{Status: st}); err != nil {
+		st, changed, draining := h.status()
+		if err := stream.Send(&healthpb.HealthCheckResponse{Status: st}); err != nil || draining {
 			return err
 		}
 		select {

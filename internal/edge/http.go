@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,17 +22,27 @@ import (
 const CompressMinBytes = 4096
 
 // Mount adds grpc.health.v1 and server reflection (v1 and v1alpha) for the named services to
-// mux, and returns the health status to flip on shutdown.
+// mux, and returns the health status to flip on shutdown. They are open to anyone (probes and
+// grpcurl carry no token), so besides opts (a size limit, above all: a small compressed
+// reflection request can otherwise inflate to gigabytes) each address may make openPerAddress
+// calls a second to them.
 func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption) *Health {
+	opts = append(slices.Clip(opts), connect.WithInterceptors(LimitPerAddress(NewLimiter(openPerAddress, openPerAddressBurst))))
 	h := newHealth(services)
 	const healthService = "/grpc.health.v1.Health/"
 	mux.Handle(healthService+"Check", connect.NewUnaryHandler(healthService+"Check", h.check, opts...))
 	mux.Handle(healthService+"Watch", connect.NewServerStreamHandler(healthService+"Watch", h.watch, opts...))
 	reflector := grpcreflect.NewStaticReflector(append([]string{healthpb.Health_ServiceDesc.ServiceName}, services...)...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts...))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts...))
 	return h
 }
+
+// The per-address limit of health and reflection: far above what probes and tools need.
+const (
+	openPerAddress      = 50
+	openPerAddressBurst = 100
+)
 
 // ServeHTTP serves h on addr with HTTP/1.1 and cleartext HTTP/2 (gRPC needs HTTP/2; browsers
 // speaking gRPC-web use HTTP/1.1), with timeouts that protect against slow clients while
@@ -42,7 +53,7 @@ func ServeHTTP(ctx context.Context, lis net.Listener, h http.Handler, grace time
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           oneWriteForUnary(h),
+		Handler:           serveProcedures(h),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -1,7 +1,10 @@
 package edge
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -12,26 +15,69 @@ import (
 )
 
 // Limiter is a token bucket per key (a caller's token subject, a client address): each key may
-// make Rate calls a second on average, Burst at once. Idle keys are forgotten, so memory is
-// bounded by the callers of the last few minutes.
+// make Rate calls a second on average, Burst at once. A key whose bucket has filled up again is
+// forgotten (a full bucket is what a new key gets), so memory holds only the keys that called
+// within the last Burst/Rate seconds or are in debt; and it never holds more than maxKeys of
+// them: while that many are busy, a key not yet known is refused rather than remembered.
 type Limiter struct {
-	limit rate.Limit
-	burst int
-	idle  time.Duration
+	limit   rate.Limit
+	burst   int
+	maxKeys int
 
-	mu      sync.Mutex
-	buckets map[string]*bucket
-	swept   time.Time
+	mu        sync.Mutex
+	buckets   map[string]*bucket
+	swept     time.Time
+	fullSwept time.Time // the last sweep forced by a full map, at most one a second
 }
 
 type bucket struct {
-	lim  *rate.Limiter
-	seen time.Time
+	lim      *rate.Limiter
+	attempts int // Attempts under way
 }
+
+// defaultMaxKeys bounds a Limiter's map: about 20 MB at most.
+const defaultMaxKeys = 100_000
+
+// sweepEvery is how often a Limiter forgets refilled keys in passing.
+const sweepEvery = time.Minute
 
 // NewLimiter allows perSecond calls a second per key with bursts of burst.
 func NewLimiter(perSecond float64, burst int) *Limiter {
-	return &Limiter{limit: rate.Limit(perSecond), burst: burst, idle: 10 * time.Minute, buckets: map[string]*bucket{}}
+	return &Limiter{limit: rate.Limit(perSecond), burst: burst, maxKeys: defaultMaxKeys, buckets: map[string]*bucket{}}
+}
+
+// bucketLocked returns key's bucket, making one if there is room; nil if the map is full of
+// busy keys. l.mu is held.
+func (l *Limiter) bucketLocked(key string, now time.Time) *bucket {
+	if now.Sub(l.swept) > sweepEvery {
+		l.sweepLocked(now)
+	}
+	if b, ok := l.buckets[key]; ok {
+		return b
+	}
+	if len(l.buckets) >= l.maxKeys {
+		if now.Sub(l.fullSwept) < time.Second {
+			return nil
+		}
+		l.fullSwept = now
+		l.sweepLocked(now)
+		if len(l.buckets) >= l.maxKeys {
+			return nil
+		}
+	}
+	b := &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
+	l.buckets[key] = b
+	return b
+}
+
+// sweepLocked forgets the keys whose buckets are full again. l.mu is held.
+func (l *Limiter) sweepLocked(now time.Time) {
+	for k, b := range l.buckets {
+		if b.attempts == 0 && b.lim.TokensAt(now) >= float64(l.burst) {
+			delete(l.buckets, k)
+		}
+	}
+	l.swept = now
 }
 
 // Allow reports whether key may make a call now; if not, how long until it may.
@@ -39,20 +85,10 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.Sub(l.swept) > l.idle {
-		for k, b := range l.buckets {
-			if now.Sub(b.seen) > l.idle {
-				delete(l.buckets, k)
-			}
-		}
-		l.swept = now
+	b := l.bucketLocked(key, now)
+	if b == nil {
+		return false, time.Second
 	}
-	b, ok := l.buckets[key]
-	if !ok {
-		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.buckets[key] = b
-	}
-	b.seen = now
 	r := b.lim.ReserveN(now, 1)
 	if !r.OK() {
 		return false, time.Second
@@ -64,34 +100,30 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
-// Blocked reports whether key has no call left now, without using one, and how long until it
-// has: for limits charged only for failures (Charge), such as wrong pickup codes.
-func (l *Limiter) Blocked(key string) (bool, time.Duration) {
+// Attempt starts an attempt charged only if it fails (a pickup code on its way to be checked),
+// if key has a call left for it counting the attempts already under way, so concurrent attempts
+// cannot all see the same last call left. done ends it, charging a call if it failed.
+func (l *Limiter) Attempt(key string) (done func(failed bool), ok bool, wait time.Duration) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		return false, 0
+	b := l.bucketLocked(key, now)
+	if b == nil {
+		return nil, false, time.Second
 	}
-	if tokens := b.lim.TokensAt(now); tokens < 1 {
-		return true, time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second))
+	if left := b.lim.TokensAt(now) - float64(b.attempts); left < 1 {
+		return nil, false, time.Duration((1 - left) / float64(l.limit) * float64(time.Second))
 	}
-	return false, 0
-}
-
-// Charge uses one of key's calls (after a failed attempt), even if none is left.
-func (l *Limiter) Charge(key string) {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.buckets[key] = b
-	}
-	b.seen = now
-	b.lim.ReserveN(now, 1) // not cancelled: the debt is what slows the next attempts
+	b.attempts++
+	return func(failed bool) {
+		now := time.Now()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		b.attempts--
+		if failed {
+			b.lim.ReserveN(now, 1) // not cancelled: the debt is what slows the next attempts
+		}
+	}, true, 0
 }
 
 // RateLimited is the ResourceExhausted error for a caller over its limit, with RetryInfo so
@@ -102,4 +134,62 @@ func RateLimited(what string, retryAfter time.Duration) error {
 		err.AddDetail(d)
 	}
 	return err
+}
+
+// ClientKey is the rate-limit key of a peer address ("host:port"): the IPv4 address, or the
+// /64 of an IPv6 one, since one IPv6 client commonly holds a whole /64 and could otherwise call
+// from a fresh address, with a fresh allowance, every time.
+func ClientKey(peerAddr string) string {
+	host, _, err := net.SplitHostPort(peerAddr)
+	if err != nil {
+		host = peerAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, err := ip.WithZone("").Prefix(64)
+	if err != nil {
+		return host
+	}
+	return p.String()
+}
+
+// LimitPerAddress is an interceptor that limits every call, unary or stream, by the caller's
+// address (ClientKey): for procedures open to anyone, such as health and reflection.
+func LimitPerAddress(l *Limiter) connect.Interceptor { return perAddress{l} }
+
+type perAddress struct{ l *Limiter }
+
+func (p perAddress) admit(peer connect.Peer) error {
+	if ok, wait := p.l.Allow(ClientKey(peer.Addr)); !ok {
+		return RateLimited("calls from this address", wait)
+	}
+	return nil
+}
+
+func (p perAddress) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := p.admit(req.Peer()); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (p perAddress) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (p perAddress) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := p.admit(conn.Peer()); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
 }

@@ -1,0 +1,50 @@
+package edge
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// bodyTimeout is how long a client may take to send the request of a unary or server-streaming
+// call, one message of at most the size limit. The server's ReadTimeout cannot serve: over
+// HTTP/1.1 it stays on the connection while the handler runs, and a stream outliving it would
+// be cancelled. Without a limit a client sending its body a byte at a time holds a connection
+// and a goroutine for as long as it likes.
+var bodyTimeout = 30 * time.Second
+
+// limitBodyTime gives r's body until bodyTimeout to arrive, and lifts the limit once all of it
+// has, so the handler's response and a stream's life are not limited. A connection whose body
+// failed to arrive is closed after the reply (HTTP/1.1; over HTTP/2 only the stream fails):
+// what is left of that body would otherwise be awaited as the next request's header.
+func limitBodyTime(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(bodyTimeout)) != nil {
+		return // a writer without deadlines: nothing to lift either
+	}
+	r.Body = &timedBody{ReadCloser: r.Body, rc: rc, w: w, http1: r.ProtoMajor == 1}
+}
+
+// timedBody lifts its connection's read deadline when it has been read to its end.
+type timedBody struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	w     http.ResponseWriter
+	http1 bool
+	lift  sync.Once
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var ne net.Error
+	switch {
+	case err == io.EOF:
+		b.lift.Do(func() { _ = b.rc.SetReadDeadline(time.Time{}) })
+	case b.http1 && errors.As(err, &ne) && ne.Timeout():
+		b.w.Header().Set("Connection", "close")
+	}
+	return n, err
+}

@@ -1,0 +1,158 @@
+package edge
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+)
+
+// serveMounted serves health and reflection (Mount, with opts) on a fresh port.
+func serveMounted(t *testing.T, opts ...connect.HandlerOption) (*Health, string) {
+	t.Helper()
+	mux := http.NewServeMux()
+	health := Mount(mux, []string{"handoff.test.v1.Nothing"}, opts...)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeHTTP(ctx, lis, mux, time.Second, slog.New(slog.DiscardHandler), health.Drain) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return health, lis.Addr().String()
+}
+
+func grpcConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// Reflection is open to anyone, so it must keep the size limit like every other handler: a
+// request over it is refused, not decoded (a small compressed one could inflate to gigabytes).
+func TestReflectionRefusesRequestsOverTheSizeLimit(t *testing.T) {
+	_, addr := serveMounted(t, connect.WithReadMaxBytes(64<<10))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(grpcConn(t, addr)).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		Host:           strings.Repeat("x", 1<<20),
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"},
+	}); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a 1 MiB reflection request with a 64 KiB limit: %v; want ResourceExhausted", err)
+	}
+}
+
+// Health and reflection carry no token, so they are limited per client address.
+func TestHealthAndReflectionAreLimitedPerAddress(t *testing.T) {
+	_, addr := serveMounted(t)
+	client := healthpb.NewHealthClient(grpcConn(t, addr))
+	limited := 0
+	for range 3 * openPerAddressBurst {
+		_, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		switch status.Code(err) {
+		case codes.OK:
+		case codes.ResourceExhausted:
+			limited++
+		default:
+			t.Fatalf("health check: %v", err)
+		}
+	}
+	if limited == 0 {
+		t.Fatalf("%d health checks at once from one address were never limited", 3*openPerAddressBurst)
+	}
+}
+
+// On shutdown a Watch stream is told NOT_SERVING and then ends, instead of holding the
+// server's drain until its grace runs out.
+func TestDrainEndsWatchStreams(t *testing.T) {
+	health, addr := serveMounted(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(grpcConn(t, addr)).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := watch.Recv(); err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first status %v, %v; want SERVING", res, err)
+	}
+	health.Drain()
+	if res, err := watch.Recv(); err != nil || res.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("status after Drain %v, %v; want NOT_SERVING", res, err)
+	}
+	if _, err := watch.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after NOT_SERVING: %v; want the stream to end (EOF)", err)
+	}
+}
+
+// A client sending a call's body slower than bodyTimeout is cut off, while a stream whose
+// request arrived lives on past it.
+func TestSlowRequestBodiesAreCutOffAndStreamsLiveOn(t *testing.T) {
+	was := bodyTimeout
+	t.Cleanup(func() { bodyTimeout = was }) // after the server has stopped
+	bodyTimeout = 200 * time.Millisecond
+	health, addr := serveMounted(t)
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: edge\r\n"+
+		"Content-Type: application/grpc-web+proto\r\nContent-Length: 100\r\n\r\n\x00\x00\x00\x00"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("a request whose body stopped half-way still held its connection after 5 s")
+		}
+	}
+
+	res := grpcWebCall(t, t.Context(), addr, "/grpc.health.v1.Health/Watch", &healthpb.HealthCheckRequest{})
+	readFrame := func() byte {
+		t.Helper()
+		var head [5]byte
+		if _, err := io.ReadFull(res.Body, head[:]); err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		if _, err := io.CopyN(io.Discard, res.Body, int64(binary.BigEndian.Uint32(head[1:]))); err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		return head[0]
+	}
+	readFrame() // SERVING
+	time.Sleep(3 * bodyTimeout)
+	health.SetServing(false)
+	if flags := readFrame(); flags != 0 {
+		t.Fatalf("after %v the stream sent frame flags %#x; want its next message", 3*bodyTimeout, flags)
+	}
+}

@@ -1,0 +1,64 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+// StreamLimit bounds the streams one key (a token's subject) may hold open at once: each holds
+// a goroutine here and work behind it (a watch polls its order), and a rate limit counts only
+// their openings.
+type StreamLimit struct {
+	max  int
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// NewStreamLimit allows max open streams per key.
+func NewStreamLimit(max int) *StreamLimit {
+	return &StreamLimit{max: max, open: map[string]int{}}
+}
+
+// Open counts a stream of key, or refuses it with ResourceExhausted when key has max open.
+// done ends it.
+func (s *StreamLimit) Open(key string) (done func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[key] >= s.max {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("too many open streams: %d at once with this token", s.max))
+	}
+	s.open[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.open[key]--; s.open[key] == 0 {
+				delete(s.open, key)
+			}
+		})
+	}, nil
+}
+
+var errTokenExpired = errors.New("the token expired")
+
+// UntilExpiry runs a stream's handler until the token that opened it expires, then ends it with
+// Unauthenticated, so the client opens it again with a fresh token: a stream must not outlive
+// its caller's right to it. A zero expires means the token does not expire.
+func UntilExpiry(ctx context.Context, expires time.Time, run func(context.Context) error) error {
+	if expires.IsZero() {
+		return run(ctx)
+	}
+	ctx, cancel := context.WithDeadlineCause(ctx, expires, errTokenExpired)
+	defer cancel()
+	err := run(ctx)
+	if errors.Is(context.Cause(ctx), errTokenExpired) {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("the token expired; open the stream again with a fresh one"))
+	}
+	return err
+}
