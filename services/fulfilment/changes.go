@@ -21,6 +21,11 @@ import (
 // round trip. Under load that is two round trips and one commit for tens of changes instead of
 // two and one for each. A lone change waits for nobody (see internal/coalesce).
 //
+// The combined transaction skips orders another transaction has locked (placement recovery
+// holds PENDING orders while it asks inventory, for seconds when inventory is slow): their
+// changes are made alone, each waiting for its own lock, so one locked order never holds up the
+// changes of every other order in the process, which wait for the batch before them.
+//
 // A refusal (an illegal transition, another's order) is each request's own and writes nothing
 // of it; the others commit. Should the combined transaction fail (a write error, a deadlock
 // with another transaction), it writes nothing, and each of its changes is then made alone,
@@ -36,8 +41,8 @@ type changeRequest struct {
 	fn func(o *order, now time.Time) ([]change, error)
 }
 
-// errNotTogether tells a request to be made alone: its combined transaction failed, or another
-// change of the same order was in it.
+// errNotTogether tells a request to be made alone: its combined transaction failed, another
+// change of the same order was in it, or its order was locked.
 var errNotTogether = errors.New("fulfilment: change not made together with others")
 
 // transact runs one change of an order in one transaction: lock the row, check the caller may
@@ -55,7 +60,7 @@ func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(o *
 	if !errors.Is(err, errNotTogether) {
 		return o, err
 	}
-	out, err := s.makeChanges(ctx, []changeRequest{req})
+	out, err := s.makeChanges(ctx, []changeRequest{req}, alone)
 	if err != nil {
 		return nil, fmt.Errorf("change order %s: %w", id, err)
 	}
@@ -67,7 +72,7 @@ func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(o *
 func (s *Service) changeTogether(ctx context.Context, reqs []changeRequest) []coalesce.Result[*order] {
 	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
-	out, err := s.makeChanges(ctx, reqs)
+	out, err := s.makeChanges(ctx, reqs, together)
 	if err != nil {
 		s.log.Warn("changing orders together failed; each is changed alone", "orders", len(reqs), "err", err)
 		out = make([]coalesce.Result[*order], len(reqs))
@@ -88,10 +93,19 @@ type pendingChange struct {
 	w       writeBatch
 }
 
+// changeMode says how a change transaction takes its orders' locks.
+type changeMode bool
+
+const (
+	alone    changeMode = false // wait for each lock
+	together changeMode = true  // skip locked orders: they are made alone
+)
+
 // makeChanges makes reqs' changes in one transaction and returns each one's outcome: its
-// order, its refusal, or errNotTogether for a second change of an order (made alone after
-// this one). An error means the transaction failed and wrote nothing.
-func (s *Service) makeChanges(ctx context.Context, reqs []changeRequest) ([]coalesce.Result[*order], error) {
+// order, its refusal, or errNotTogether for a second change of an order or (together) one
+// whose order was locked, to be made alone after this one. An error means the transaction
+// failed and wrote nothing.
+func (s *Service) makeChanges(ctx context.Context, reqs []changeRequest, mode changeMode) ([]coalesce.Result[*order], error) {
 	out := make([]coalesce.Result[*order], len(reqs))
 	ids := make([]string, 0, len(reqs))
 	for i, r := range reqs {
@@ -102,7 +116,7 @@ func (s *Service) makeChanges(ctx context.Context, reqs []changeRequest) ([]coal
 		}
 		ids = append(ids, r.id)
 	}
-	pending, err := s.decide(ctx, reqs, ids, out)
+	pending, err := s.decide(ctx, reqs, ids, out, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +137,7 @@ func (s *Service) makeChanges(ctx context.Context, reqs []changeRequest) ([]coal
 // decide locks and reads the orders ids, decides each request out has no outcome for yet (a
 // refusal goes to out at once), and writes and commits the changes: two round trips. It
 // returns the committed changes. An error means nothing was written.
-func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string, out []coalesce.Result[*order]) ([]*pendingChange, error) {
+func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string, out []coalesce.Result[*order], mode changeMode) ([]*pendingChange, error) {
 	conn, release, err := pgdb.Acquire(ctx, s.db)
 	if err != nil {
 		return nil, fmt.Errorf("acquire a connection: %w", err)
@@ -132,9 +146,13 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 
 	// Rows are locked in id order (the sort runs below the lock), so two such transactions
 	// cannot deadlock on each other.
+	lock := "FOR UPDATE"
+	if mode == together {
+		lock = "FOR UPDATE SKIP LOCKED"
+	}
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	b.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	b.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id `+lock, ids)
 	b.Queue(`SELECT order_id, seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
 		FROM order_history WHERE order_id = ANY($1) ORDER BY order_id, seq`, ids)
 	br := conn.SendBatch(ctx, &b)
@@ -155,6 +173,10 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 			continue
 		}
 		o := orders[r.id]
+		if o == nil && mode == together {
+			out[i].Err = errNotTogether // locked, or not there: alone, it waits or finds out
+			continue
+		}
 		if o == nil || !r.sc.allows(o) {
 			out[i].Err = rpcerr.NotFound("order", r.id)
 			continue

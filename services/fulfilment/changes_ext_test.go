@@ -30,7 +30,7 @@ func (e *env) blocking(pid uint32) bool {
 func TestConcurrentChangesOfOrdersAreMadeTogetherEachWithItsOwnOutcome(t *testing.T) {
 	// Transactions that lock orders for a change.
 	locks := &batchTracer{match: func(sql string) bool {
-		return strings.Contains(sql, "FROM orders WHERE id") && strings.HasSuffix(sql, "FOR UPDATE")
+		return strings.Contains(sql, "FROM orders WHERE id") && strings.Contains(sql, "FOR UPDATE")
 	}}
 	e := newEnv(t, envOptions{config: ownPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = locks })})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
@@ -149,8 +149,9 @@ func TestConcurrentChangesOfOrdersAreMadeTogetherEachWithItsOwnOutcome(t *testin
 
 	// Round 4: the write of order 23 fails (a trigger refuses it), which fails the combined
 	// transaction it shares with 20 and 21: each change is then made alone, so 20 and 21 are
-	// accepted and 23 gets its own error. To have the three in one transaction, order 22's row
-	// is locked here, its accept waits on the lock, and the three queue up behind it.
+	// accepted and 23 gets its own error. To have the three in one transaction, the outbox is
+	// locked here against writes, order 22's accept waits on it to write its event, and the
+	// three queue up behind it.
 	if _, err := e.pool.Exec(e.ctx, fmt.Sprintf(`
 		CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN RAISE EXCEPTION 'order %% refused by the test', NEW.id; END $$;
@@ -162,7 +163,7 @@ func TestConcurrentChangesOfOrdersAreMadeTogetherEachWithItsOwnOutcome(t *testin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := holder.Exec(e.ctx, `SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, ids[22]); err != nil {
+	if _, err := holder.Exec(e.ctx, `LOCK TABLE outbox IN SHARE MODE`); err != nil {
 		t.Fatal(err)
 	}
 	first := make(chan error, 1)
@@ -204,4 +205,57 @@ func TestConcurrentChangesOfOrdersAreMadeTogetherEachWithItsOwnOutcome(t *testin
 	}
 	e.waitEvents(ids[0], "confirmed", "preparing", "ready", "collected")
 	e.checkInvariants()
+}
+
+// An order locked by another transaction (placement recovery holds PENDING orders while it
+// asks inventory) holds up its own change only: the changes of other orders, which go in
+// batches one after another, are made meanwhile.
+func TestALockedOrderHoldsUpOnlyItsOwnChange(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "SKU-1", 10)
+	locked := e.placeAt("s1", "shopper-1", "k", "SKU-1", 1).GetId()
+	free := e.placeAt("s1", "shopper-2", "k", "SKU-1", 1).GetId()
+	accept := func(id string) error {
+		_, err := e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: id})
+		return err
+	}
+
+	holder, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(e.ctx) }()
+	if _, err := holder.Exec(e.ctx, `SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, locked); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- accept(locked) }()
+	for deadline := time.Now().Add(10 * time.Second); !e.blocking(holder.Conn().PgConn().PID()); {
+		if time.Now().After(deadline) {
+			t.Fatal("the accept of the locked order never waited on its lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { done <- accept(free) }()
+	select {
+	case err := <-done:
+		if err != nil || e.stateOf(free) != preparing {
+			t.Fatalf("accept of another order: %v, %s; want PREPARING", err, e.stateOf(free))
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("another order's accept waited for the locked order's lock")
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("the locked order's accept ended (%v) while its row was still locked", err)
+	default:
+	}
+	if err := holder.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil || e.stateOf(locked) != preparing {
+		t.Fatalf("accept of the order once unlocked: %v, %s; want PREPARING", err, e.stateOf(locked))
+	}
 }
