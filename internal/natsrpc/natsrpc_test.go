@@ -316,3 +316,55 @@ func TestConcurrentErrorRepliesKeepTheirStatus(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Shutdown waits for the requests in flight to be answered (the pool a handler uses closes
+// after it), and a request arriving after it is refused as Unavailable, never half-handled.
+func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
+	srv, cli := setup(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	svc := serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		close(started)
+		<-release
+		return wrapperspb.String("done " + req.GetValue()), nil
+	})
+	answered := make(chan error, 1)
+	go func() {
+		got, err := call(t.Context(), cli, "order-1")
+		if err == nil && got != "done order-1" {
+			err = fmt.Errorf("answer %q", got)
+		}
+		answered <- err
+	}()
+	<-started
+	stopped := make(chan error, 1)
+	go func() { stopped <- svc.Shutdown(t.Context()) }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned (%v) with a request still in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := call(t.Context(), cli, "order-2"); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a request during shutdown: %v; want Unavailable", err)
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-answered; err != nil {
+		t.Fatalf("the request in flight at shutdown: %v", err)
+	}
+
+	// A handler that never finishes does not hold shutdown past its context.
+	srv2, cli2 := setup(t)
+	svc2 := serve(t, srv2, func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	go func() { _, _ = call(t.Context(), cli2, "stuck") }()
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := svc2.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a stuck request: %v; want the context's deadline", err)
+	}
+}

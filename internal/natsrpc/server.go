@@ -2,11 +2,13 @@ package natsrpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +25,11 @@ type Service struct {
 	nc     *nats.Conn
 	logger *slog.Logger
 	slots  chan struct{} // bounds the requests this process handles at once
+
+	mu       sync.Mutex
+	inflight int           // requests being handled
+	stopping bool          // Shutdown has begun: requests are refused
+	idle     chan struct{} // closed when stopping and nothing is in flight
 }
 
 // MaxConcurrent is how many requests one process handles at once across a service's endpoints.
@@ -48,7 +55,7 @@ func AddService(nc *nats.Conn, name, version, description string, logger *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("natsrpc: add service %s: %w", name, err)
 	}
-	s := &Service{Service: svc, nc: nc, logger: logger.With("service", name), slots: make(chan struct{}, MaxConcurrent)}
+	s := &Service{Service: svc, nc: nc, logger: logger.With("service", name), slots: make(chan struct{}, MaxConcurrent), idle: make(chan struct{})}
 	if err := s.flush(); err != nil {
 		_ = svc.Stop()
 		return nil, err
@@ -101,8 +108,15 @@ func Handle[Req, Res any, PReq interface {
 		// micro calls this from the subscription's one goroutine: hand each request to its own
 		// goroutine so that one slow database transaction does not queue every other request.
 		// The slots bound the fan-out; when all are taken the subscription waits (back-pressure).
+		if !svc.begin() {
+			// Delivered before Shutdown unsubscribed: refused as from a stopped service, so
+			// the caller retries (another copy, or this one restarted).
+			svc.reply(r, subject, nil, status.New(codes.Unavailable, "natsrpc: "+subject+" is shutting down"))
+			return
+		}
 		svc.slots <- struct{}{}
 		go func() {
+			defer svc.end()
 			defer func() { <-svc.slots }()
 			svc.serve(r, subject, serve)
 		}()
@@ -111,6 +125,51 @@ func Handle[Req, Res any, PReq interface {
 		return fmt.Errorf("natsrpc: add endpoint %s: %w", subject, err)
 	}
 	return svc.flush()
+}
+
+// begin counts a request in flight, unless Shutdown has begun.
+func (svc *Service) begin() bool {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.stopping {
+		return false
+	}
+	svc.inflight++
+	return true
+}
+
+// end counts a request done.
+func (svc *Service) end() {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.inflight--; svc.inflight == 0 && svc.stopping {
+		close(svc.idle)
+	}
+}
+
+// Shutdown stops taking requests (micro's Stop: the endpoints unsubscribe) and waits, until
+// ctx ends, for those in flight to be answered, so that what closes after it (the service's
+// database pool) is not pulled from under a request half-way, such as an order whose stock is
+// reserved and is being written.
+func (svc *Service) Shutdown(ctx context.Context) error {
+	err := svc.Stop()
+	svc.mu.Lock()
+	if !svc.stopping {
+		svc.stopping = true
+		if svc.inflight == 0 {
+			close(svc.idle)
+		}
+	}
+	svc.mu.Unlock()
+	select {
+	case <-svc.idle:
+	case <-ctx.Done():
+		svc.mu.Lock()
+		n := svc.inflight
+		svc.mu.Unlock()
+		return errors.Join(err, fmt.Errorf("natsrpc: %d requests still in flight at shutdown: %w", n, ctx.Err()))
+	}
+	return err
 }
 
 // flush makes sure the server has the subscriptions, so that an endpoint

@@ -128,7 +128,11 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	if err != nil {
 		return "", err
 	}
-	s.onClose(func(context.Context) error { return rpc.Stop() })
+	s.onClose(func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
+		defer cancel()
+		return rpc.Shutdown(ctx)
+	})
 	if err := svc.RegisterNATS(rpc); err != nil {
 		return "", fmt.Errorf("register NATS endpoints: %w", err)
 	}
