@@ -86,8 +86,9 @@ func (api terminalAPI) MarkReady(ctx context.Context, req *connect.Request[posv1
 func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.HandOverRequest]) (*connect.Response[posv1.HandOverResponse], error) {
 	m := req.Msg
 	// Refused hand-overs (a wrong code, an order that is not there) are charged to the caller;
-	// a busy counter handing over order after order is never slowed. Attempts under way count
-	// against what is left, so guesses sent all at once get no more tries than the caller has left.
+	// a busy counter handing over order after order, several at once, is never slowed. Once
+	// the caller has refusals to pay off, attempts under way count against what it has left,
+	// so guesses sent all at once get no more tries than guesses sent one by one.
 	c, known := callerFrom(ctx)
 	done := func(bool) {}
 	if known {

@@ -100,9 +100,11 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
-// Attempt starts an attempt charged only if it fails (a pickup code on its way to be checked),
-// if key has a call left for it counting the attempts already under way, so concurrent attempts
-// cannot all see the same last call left. done ends it, charging a call if it failed.
+// Attempt starts an attempt charged only if it fails (a pickup code on its way to be checked).
+// A key with no failures to pay off may make any number at once: a busy counter is never
+// slowed. Once it has some, attempts under way count against the calls it has left, so guesses
+// sent all at once get no more tries than guesses sent one by one. done ends the attempt,
+// charging a call if it failed.
 func (l *Limiter) Attempt(key string) (done func(failed bool), ok bool, wait time.Duration) {
 	now := time.Now()
 	l.mu.Lock()
@@ -111,7 +113,8 @@ func (l *Limiter) Attempt(key string) (done func(failed bool), ok bool, wait tim
 	if b == nil {
 		return nil, false, time.Second
 	}
-	if left := b.lim.TokensAt(now) - float64(b.attempts); left < 1 {
+	tokens := b.lim.TokensAt(now)
+	if left := tokens - float64(b.attempts); tokens < float64(l.burst) && left < 1 {
 		return nil, false, time.Duration((1 - left) / float64(l.limit) * float64(time.Second))
 	}
 	b.attempts++

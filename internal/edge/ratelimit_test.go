@@ -57,10 +57,25 @@ func TestLimiterHoldsNoMoreThanMaxKeys(t *testing.T) {
 	}
 }
 
-// Attempts under way count against what is left, so a burst of simultaneous attempts gets no
-// more than the calls left; those that succeed cost nothing, those that fail are charged.
-func TestAttemptsUnderWayCountAgainstTheCallsLeft(t *testing.T) {
-	l := NewLimiter(0.001, 3)
+// Attempts by a key with no failures to pay off are free, however many at once. Once it has
+// some, attempts under way count against the calls left, so a burst of simultaneous attempts
+// gets no more than those; attempts that succeed cost nothing, failed ones are charged.
+func TestAttemptsUnderWayCountAgainstTheCallsLeftOnceSomeFailed(t *testing.T) {
+	l := NewLimiter(0.001, 4)
+	var free []func(bool)
+	for i := range 50 {
+		done, ok, _ := l.Attempt("counter")
+		if !ok {
+			t.Fatalf("attempt %d at once refused with no failures to pay off", i)
+		}
+		free = append(free, done)
+	}
+	for _, done := range free {
+		done(false)
+	}
+
+	first, _, _ := l.Attempt("terminal")
+	first(true) // one failure: 3 calls left
 	var dones []func(bool)
 	for range 3 {
 		done, ok, _ := l.Attempt("terminal")
@@ -70,7 +85,7 @@ func TestAttemptsUnderWayCountAgainstTheCallsLeft(t *testing.T) {
 		dones = append(dones, done)
 	}
 	if _, ok, wait := l.Attempt("terminal"); ok || wait <= 0 {
-		t.Fatalf("a fourth attempt under way alongside three, with 3 calls: allowed %v, wait %v", ok, wait)
+		t.Fatalf("a fourth attempt under way alongside three, with 3 calls left: allowed %v, wait %v", ok, wait)
 	}
 	dones[0](false) // succeeded: free again
 	done, ok, _ := l.Attempt("terminal")
@@ -81,7 +96,7 @@ func TestAttemptsUnderWayCountAgainstTheCallsLeft(t *testing.T) {
 	dones[1](true)
 	dones[2](true)
 	if _, ok, _ := l.Attempt("terminal"); ok {
-		t.Fatal("an attempt allowed after three failures used up the burst of 3")
+		t.Fatal("an attempt allowed after four failures used up the burst of 4")
 	}
 }
 
