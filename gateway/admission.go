@@ -46,6 +46,7 @@ type admission struct {
 	perAddr   *edge.Limiter
 	checkout  *edge.Limiter
 	streams   *edge.StreamLimit
+	draining  context.Context // done when the gateway shuts down: streams end
 }
 
 func newAdmission(keys *auth.KeySet, l RateLimits) *admission {
@@ -110,23 +111,39 @@ func (i admissionInterceptor) WrapStreamingClient(next connect.StreamingClientFu
 	return next
 }
 
+// errDraining ends streams when the gateway shuts down.
+var errDraining = errors.New("the gateway is shutting down")
+
 // WrapStreamingHandler admits a stream, counts it against its caller's open streams, and ends
-// it when the caller's token expires.
+// it when the caller's token expires or the gateway shuts down (as Unavailable: the client
+// watches again).
 func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		ctx, err := i.a.admit(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr)
 		if err != nil {
 			return err
 		}
-		p, ok := auth.FromContext(ctx)
-		if !ok {
-			return next(ctx, conn)
+		if i.a.draining != nil {
+			var cancel context.CancelCauseFunc
+			ctx, cancel = context.WithCancelCause(ctx)
+			defer cancel(nil)
+			defer context.AfterFunc(i.a.draining, func() { cancel(errDraining) })()
 		}
-		done, err := i.a.streams.Open(p.Subject)
-		if err != nil {
-			return err
+		run := func(ctx context.Context) error { return next(ctx, conn) }
+		if p, ok := auth.FromContext(ctx); ok {
+			done, err := i.a.streams.Open(p.Subject)
+			if err != nil {
+				return err
+			}
+			defer done()
+			run = func(ctx context.Context) error {
+				return edge.UntilExpiry(ctx, p.Expires, func(ctx context.Context) error { return next(ctx, conn) })
+			}
 		}
-		defer done()
-		return edge.UntilExpiry(ctx, p.Expires, func(ctx context.Context) error { return next(ctx, conn) })
+		err = run(ctx)
+		if errors.Is(context.Cause(ctx), errDraining) {
+			return connect.NewError(connect.CodeUnavailable, errors.New("the gateway is restarting: open the stream again"))
+		}
+		return err
 	}
 }

@@ -59,6 +59,7 @@ type Config struct {
 type Gateway struct {
 	handler http.Handler
 	health  *edge.Health
+	drain   context.CancelFunc // ends open streams on shutdown
 	log     *slog.Logger
 }
 
@@ -80,9 +81,12 @@ func New(cfg Config) (*Gateway, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	draining, drain := context.WithCancel(context.Background())
+	admit := newAdmission(cfg.Keys, cfg.RateLimits)
+	admit.draining = draining
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
-		connect.WithInterceptors(newAdmission(cfg.Keys, cfg.RateLimits).interceptor()),
+		connect.WithInterceptors(admit.interceptor()),
 		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
 		connect.WithCompressMinBytes(edge.CompressMinBytes),
@@ -94,14 +98,18 @@ func New(cfg Config) (*Gateway, error) {
 	mux.Handle(fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...))
 	// Health and reflection stay open: probes and grpcurl carry no token.
 	health := edge.Mount(mux, PublicServices, connect.WithReadMaxBytes(cfg.MaxRequestBytes))
-	return &Gateway{handler: edge.WithCORS(mux, cfg.AllowedOrigins), health: health, log: log.With("component", "gateway")}, nil
+	return &Gateway{handler: edge.WithCORS(mux, cfg.AllowedOrigins), health: health, drain: drain, log: log.With("component", "gateway")}, nil
 }
 
 // Handler is the gateway's whole HTTP surface.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// Serve serves on lis until ctx is cancelled, then reports NOT_SERVING and drains for up to
-// grace.
+// Serve serves on lis until ctx is cancelled, then reports NOT_SERVING, ends open streams
+// (clients watch again, through another copy or this one restarted) and drains unary calls for
+// up to grace.
 func (g *Gateway) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
-	return edge.ServeHTTP(ctx, lis, g.handler, grace, g.log, g.health.Drain)
+	return edge.ServeHTTP(ctx, lis, g.handler, grace, g.log, func() {
+		g.health.Drain()
+		g.drain()
+	})
 }

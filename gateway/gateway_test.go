@@ -533,3 +533,87 @@ func TestWatchStreamsAreCappedPerCustomerAndEndWhenTheTokenExpires(t *testing.T)
 		t.Fatal("the stream outlived its token by 17 s")
 	}
 }
+
+// watchForever is an order service whose WatchOrder sends the order once and then waits for
+// its caller to go.
+type watchForever struct {
+	fulfilmentv1.UnimplementedOrderServiceServer
+}
+
+func (watchForever) WatchOrder(req *fulfilmentv1.WatchOrderRequest, stream grpc.ServerStreamingServer[fulfilmentv1.WatchOrderResponse]) error {
+	if err := stream.Send(&fulfilmentv1.WatchOrderResponse{Order: &fulfilmentv1.Order{Id: req.GetOrderId()}}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// On shutdown the gateway ends its open streams as Unavailable (the client watches again)
+// instead of holding its drain until the grace runs out.
+func TestShutdownEndsOpenStreamsAsUnavailable(t *testing.T) {
+	blis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := grpc.NewServer()
+	fulfilmentv1.RegisterOrderServiceServer(backend, watchForever{})
+	go func() { _ = backend.Serve(blis) }()
+	defer backend.Stop()
+	conn, err := grpc.NewClient(blis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	keys, err := auth.ParseKeySet("k:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Catalog: conn, Inventory: conn, Cart: conn, Fulfilment: conn, Keys: keys, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	glis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const grace = 20 * time.Second
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gw.Serve(ctx, glis, grace) }()
+
+	tok, err := keys.Issue(auth.Principal{Subject: "dana", Role: auth.RoleCustomer}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+glis.Addr().String(), connect.WithGRPCWeb())
+	req := connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: "o-1"})
+	req.Header().Set("Authorization", "Bearer "+tok)
+	stream, err := orders.WatchOrder(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() {
+		t.Fatalf("first message: %v", stream.Err())
+	}
+	began := time.Now()
+	cancel()
+	ended := make(chan error, 1)
+	go func() {
+		for stream.Receive() {
+		}
+		ended <- stream.Err()
+	}()
+	select {
+	case err := <-ended:
+		if connect.CodeOf(err) != connect.CodeUnavailable {
+			t.Fatalf("the stream ended on shutdown with %v; want Unavailable", err)
+		}
+	case <-time.After(grace / 2):
+		t.Fatalf("the stream was still open %v into the shutdown", grace/2)
+	}
+	<-served
+	if took := time.Since(began); took > grace/2 {
+		t.Fatalf("shutdown took %v with a stream open; want it ended, not waited for", took)
+	}
+}
