@@ -206,19 +206,23 @@ func TestOversizedRequestIsRefusedAndTheGatewayStaysUp(t *testing.T) {
 	}
 }
 
-func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
-	// A catalog address nobody listens on.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+// servedGateway is a gateway serving on addr with keys until stop; served is closed when its
+// Serve has returned.
+type servedGateway struct {
+	addr   string
+	keys   *auth.KeySet
+	stop   context.CancelFunc
+	served chan struct{}
+}
+
+// gatewayTo serves a gateway whose backends are all at addr, on a fresh port with a test key set.
+func gatewayTo(t *testing.T, addr string, grace time.Duration) *servedGateway {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := lis.Addr().String()
-	lis.Close()
-	conn, err := grpc.NewClient(dead, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	t.Cleanup(func() { _ = conn.Close() })
 	keys, err := auth.ParseKeySet("k:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
 	if err != nil {
 		t.Fatal(err)
@@ -232,11 +236,23 @@ func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gw.Serve(ctx, glis, time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
+	g := &servedGateway{addr: glis.Addr().String(), keys: keys, stop: cancel, served: make(chan struct{})}
+	go func() { defer close(g.served); _ = gw.Serve(ctx, glis, grace) }()
+	t.Cleanup(func() { cancel(); <-g.served })
+	return g
+}
 
-	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+glis.Addr().String(), connect.WithGRPCWeb())
+func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
+	// A catalog address nobody listens on.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close()
+	g := gatewayTo(t, dead, time.Second)
+
+	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+g.addr, connect.WithGRPCWeb())
 	callCtx, callCancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer callCancel()
 	_, err = c.ListCategories(callCtx, connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
@@ -559,34 +575,14 @@ func TestShutdownEndsOpenStreamsAsUnavailable(t *testing.T) {
 	fulfilmentv1.RegisterOrderServiceServer(backend, watchForever{})
 	go func() { _ = backend.Serve(blis) }()
 	defer backend.Stop()
-	conn, err := grpc.NewClient(blis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	keys, err := auth.ParseKeySet("k:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Catalog: conn, Inventory: conn, Cart: conn, Fulfilment: conn, Keys: keys, Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	glis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	const grace = 20 * time.Second
-	served := make(chan struct{})
-	go func() { defer close(served); _ = gw.Serve(ctx, glis, grace) }()
+	g := gatewayTo(t, blis.Addr().String(), grace)
 
-	tok, err := keys.Issue(auth.Principal{Subject: "dana", Role: auth.RoleCustomer}, time.Hour)
+	tok, err := g.keys.Issue(auth.Principal{Subject: "dana", Role: auth.RoleCustomer}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+glis.Addr().String(), connect.WithGRPCWeb())
+	orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+g.addr, connect.WithGRPCWeb())
 	req := connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: "o-1"})
 	req.Header().Set("Authorization", "Bearer "+tok)
 	stream, err := orders.WatchOrder(t.Context(), req)
@@ -597,7 +593,7 @@ func TestShutdownEndsOpenStreamsAsUnavailable(t *testing.T) {
 		t.Fatalf("first message: %v", stream.Err())
 	}
 	began := time.Now()
-	cancel()
+	g.stop()
 	ended := make(chan error, 1)
 	go func() {
 		for stream.Receive() {
@@ -612,7 +608,7 @@ func TestShutdownEndsOpenStreamsAsUnavailable(t *testing.T) {
 	case <-time.After(grace / 2):
 		t.Fatalf("the stream was still open %v into the shutdown", grace/2)
 	}
-	<-served
+	<-g.served
 	if took := time.Since(began); took > grace/2 {
 		t.Fatalf("shutdown took %v with a stream open; want it ended, not waited for", took)
 	}
