@@ -227,7 +227,8 @@ func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inven
 		return nil, err
 	}
 	if len(existing) > 0 {
-		return reservedResponse(existing), nil
+		a := existingAnswer(existing, r.lines)
+		return a.res, a.err
 	}
 	if nearest == nil {
 		return &inventoryv1.ReserveHoldsResponse{
@@ -249,6 +250,34 @@ func describeShortages(sh []*inventoryv1.Shortage) string {
 		parts[i] = fmt.Sprintf("%s (requested %d, available %d)", x.GetSku(), x.GetRequested(), x.GetAvailable())
 	}
 	return strings.Join(parts, ", ")
+}
+
+// existingAnswer answers a reserve for an order that already has holds hs: with them when the
+// request asks for the same lines (a retry), else refused. A reserve is idempotent by order id,
+// so a changed request under an old id (a checkout's lines edited and its idempotency key used
+// again) must not be answered with holds for other lines: its order would be confirmed with
+// nothing held for the lines it has.
+func existingAnswer(hs []*hold, lines []*inventoryv1.HoldLine) reserveAnswer {
+	type line struct {
+		id, sku string
+		qty     int32
+	}
+	held := make([]line, len(hs))
+	for i, h := range hs {
+		held[i] = line{h.lineID, h.key.sku, h.quantity}
+	}
+	asked := make([]line, len(lines))
+	for i, l := range lines {
+		asked[i] = line{l.GetLineId(), l.GetSku(), l.GetQuantity()}
+	}
+	byID := func(a, b line) int { return strings.Compare(a.id, b.id) }
+	slices.SortFunc(held, byID)
+	slices.SortFunc(asked, byID)
+	if !slices.Equal(held, asked) {
+		return reserveAnswer{err: rpcerr.FailedPrecondition(
+			"order %q already holds stock for other lines; a changed checkout needs a new idempotency key", hs[0].orderID)}
+	}
+	return reserveAnswer{res: reservedResponse(hs)}
 }
 
 // reservedResponse answers with an order's holds, in line id order (byte order, not the

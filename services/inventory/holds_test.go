@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/inventory"
 )
@@ -142,6 +144,56 @@ func TestRetriedAndRedeliveredReserveMakesOneHoldSet(t *testing.T) {
 	}
 	if l := e.level("s1", "BEAN"); l.GetReserved() != 6 {
 		t.Errorf("reserved %d, want 6", l.GetReserved())
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A reserve is idempotent by order id only for the same lines: an order id asked again for other
+// lines (a checkout edited and its key used again) is refused, alone, at a named store or the
+// nearest, and at once in one batch, and nothing changes; the same lines still get the holds.
+func TestReserveForAnOrderWithHoldsForOtherLinesIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "BEAN", 100, 0)
+	e.setStock("s1", "MILK", 100, 0)
+	first := e.mustReserve(order("o-changed", "s1", "BEAN", 2))
+	if first.GetOutcome() != reserved {
+		t.Fatalf("first reserve: %v", first)
+	}
+	near := func(req *inventoryv1.ReserveHoldsRequest) *inventoryv1.ReserveHoldsRequest {
+		req.StoreId, req.Near, req.RadiusMeters = "", &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33}, 5000
+		return req
+	}
+	for name, req := range map[string]*inventoryv1.ReserveHoldsRequest{
+		"another SKU":      order("o-changed", "s1", "MILK", 2),
+		"another quantity": order("o-changed", "s1", "BEAN", 3),
+		"another line":     order("o-changed", "s1", "BEAN", 2, "MILK", 1),
+		"nearest":          near(order("o-changed", "", "MILK", 2)),
+	} {
+		_, err := e.reserve(req)
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("%s: %v; want FailedPrecondition", name, err)
+		}
+	}
+	// Two requests for one new order at once, one of them for other lines.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, req := range []*inventoryv1.ReserveHoldsRequest{order("o-twice", "s1", "BEAN", 1), order("o-twice", "s1", "MILK", 1)} {
+		wg.Go(func() { _, errs[i] = e.reserve(req) })
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Errorf("one order reserved at once for two sets of lines: %v, %v; want one held, one refused", errs[0], errs[1])
+	}
+	if again := e.mustReserve(order("o-changed", "s1", "BEAN", 2)); !proto.Equal(again, first) {
+		t.Errorf("the same lines again answered %v, want %v", again, first)
+	}
+	if l := e.level("s1", "MILK"); l.GetReserved() > 1 {
+		t.Errorf("MILK reserved %d; want at most o-twice's 1", l.GetReserved())
+	}
+	if l := e.level("s1", "BEAN"); l.GetReserved() > 3 {
+		t.Errorf("BEAN reserved %d; want o-changed's 2 and at most o-twice's 1", l.GetReserved())
 	}
 	e.requireInvariants()
 	e.requireLedgerMatches()

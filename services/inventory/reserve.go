@@ -279,12 +279,16 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	for i, j := range jobs {
 		r := j.req
 		if k, dup := first[r.orderID]; dup {
-			answers[i] = answers[k] // the same order twice in one batch: one decision
+			// The same order twice in one batch: one decision, for the same lines.
+			answers[i] = answers[k]
+			if a := answers[k].res; a != nil && a.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+				answers[i] = existingAnswer(placedFor(placed, existing, r.orderID), r.lines)
+			}
 			continue
 		}
 		first[r.orderID] = i
 		if hs := existing[r.orderID]; len(hs) > 0 {
-			answers[i] = reserveAnswer{res: reservedResponse(hs)}
+			answers[i] = existingAnswer(hs, r.lines)
 			continue
 		}
 		st, ok := stores[r.storeID]
@@ -428,4 +432,18 @@ func (s *Service) unavailable(st *storeEntry, now time.Time) (string, error) {
 		msg += "; it opens " + status.NextOpen.In(st.hours.sched.Location).Format("Mon 2 Jan 15:04 MST")
 	}
 	return msg, nil
+}
+
+// placedFor returns orderID's holds in a reserve batch: those it had, or those the batch placed.
+func placedFor(placed []*hold, existing map[string][]*hold, orderID string) []*hold {
+	if hs := existing[orderID]; len(hs) > 0 {
+		return hs
+	}
+	var out []*hold
+	for _, h := range placed {
+		if h.orderID == orderID {
+			out = append(out, h)
+		}
+	}
+	return out
 }
