@@ -1,6 +1,7 @@
 package cart_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,10 +13,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	"github.com/handoff-dev/handoff/services/cart"
 )
 
@@ -382,7 +385,7 @@ func TestCheckoutRefusesBadInputBeforeTouchingTheCart(t *testing.T) {
 	wantUnchanged(t, e, "alice", c)
 }
 
-func TestCheckoutWithoutFulfilmentKeepsTheCartOpenAndFrozenUntilTheLeaseEnds(t *testing.T) {
+func TestCheckoutWithoutAnAnswerKeepsTheCartFrozenUntilACheckoutSettlesIt(t *testing.T) {
 	// Nobody serves place_order: the outcome is unknown, so the cart stays open but refuses
 	// changes (the order might exist) and the client is told to retry with the same key.
 	e := newEnv(t)
@@ -402,6 +405,40 @@ func TestCheckoutWithoutFulfilmentKeepsTheCartOpenAndFrozenUntilTheLeaseEnds(t *
 	wantCode(t, "second checkout with another key", err, codes.Aborted, "being checked out")
 	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_OPEN || got.GetOrderId() != "" || got.GetVersion() != res.GetCart().GetVersion() {
 		t.Fatalf("cart after an unanswered checkout = %v; want open, no order, version unchanged", got)
+	}
+
+	// The lease lapses with the outcome still unknown: the order may exist (fulfilment may have
+	// written it after the cart stopped waiting), so the cart must not change, or the shopper
+	// could order its lines again, or other lines under the old key.
+	if _, err := e.pool.Exec(t.Context(), `UPDATE carts SET checkout_until = now() - interval '1 second' WHERE id = $1`, c.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+	wantCode(t, "change after the lease lapsed unsettled", err, codes.FailedPrecondition, "key-unanswered")
+	if got := e.get("alice", c.GetId()); got.GetVersion() != res.GetCart().GetVersion() || len(got.GetLines()) != 1 {
+		t.Fatalf("cart after a refused change = %v; want it unchanged", got)
+	}
+
+	// A checkout with another key settles it under the lapsed key, with the same lines: here
+	// fulfilment has the order already and answers with it.
+	var asked []*fulfilmentv1.PlaceOrderRequest
+	e.serveNATS("fulfilment", func(svc *natsrpc.Service) error {
+		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "place_order"), func(_ context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
+			asked = append(asked, req)
+			return &fulfilmentv1.PlaceOrderResponse{Order: &fulfilmentv1.Order{Id: "order-of-" + req.GetIdempotencyKey(), CartId: req.GetCartId(),
+				State: fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}}, nil
+		})
+	})
+	settled, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-a-third-one"})
+	if err != nil {
+		t.Fatalf("checkout settling the lapsed one: %v", err)
+	}
+	if len(asked) != 1 || asked[0].GetIdempotencyKey() != "key-unanswered" || len(asked[0].GetLines()) != 1 {
+		t.Fatalf("fulfilment was asked %v; want one placement under the lapsed key, with the cart's one line", asked)
+	}
+	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-of-key-unanswered" ||
+		settled.GetOrder().GetId() != "order-of-key-unanswered" {
+		t.Fatalf("cart after the settling checkout = %v (answered %v); want checked out as order-of-key-unanswered", got, settled.GetOrder())
 	}
 }
 

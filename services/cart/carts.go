@@ -42,6 +42,7 @@ type cartRow struct {
 	Version               int64
 	CheckoutKey           *string
 	CheckingOut           bool // a checkout's lease is running
+	Unsettled             bool // a checkout's lease lapsed without an answer: it may have an order
 	OrderID               *string
 	CreateTime            time.Time
 	UpdateTime            time.Time
@@ -122,11 +123,12 @@ func loadCart(ctx context.Context, q querier, customer, id string, forUpdate boo
 
 // cartColumns are the carts columns a cartRow holds, in scanTargets' order.
 const cartColumns = `id, customer_id, state, pickup_store_id, near_lat, near_lng, near_radius_m, version,
-	checkout_key, coalesce(checkout_until > now(), false), order_id, create_time, update_time, lines`
+	checkout_key, coalesce(checkout_until > now(), false), coalesce(checkout_until <= now(), false), order_id,
+	create_time, update_time, lines`
 
 func (c *cartRow) scanTargets() []any {
 	return []any{&c.ID, &c.CustomerID, &c.State, &c.StoreID, &c.NearLat, &c.NearLng,
-		&c.NearRadius, &c.Version, &c.CheckoutKey, &c.CheckingOut, &c.OrderID, &c.CreateTime, &c.UpdateTime, &c.Lines}
+		&c.NearRadius, &c.Version, &c.CheckoutKey, &c.CheckingOut, &c.Unsettled, &c.OrderID, &c.CreateTime, &c.UpdateTime, &c.Lines}
 }
 
 // writable refuses a change the cart's state or the caller's version does not allow.
@@ -140,6 +142,8 @@ func writable(c *cartRow, expectedVersion int64) error {
 		return rpcerr.Aborted("cart %q is at version %d, not expected_version %d: it was changed elsewhere; reload it and try again", c.ID, c.Version, expectedVersion)
 	case c.CheckingOut:
 		return rpcerr.Aborted("cart %q is being checked out; reload it in a moment", c.ID)
+	case c.Unsettled:
+		return unsettled(c)
 	}
 	return nil
 }
@@ -247,7 +251,7 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 		UPDATE carts SET lines = $4, pickup_store_id = $5, near_lat = $6, near_lng = $7, near_radius_m = $8,
 		       version = version + 1, update_time = now()
 		WHERE id = $1 AND customer_id = $2 AND version = $3
-		  AND state = 'open' AND (checkout_until IS NULL OR checkout_until <= now())
+		  AND state = 'open' AND checkout_until IS NULL
 		RETURNING version, update_time`,
 		cartID, customer, c.Version, linesJSON, next.StoreID, next.NearLat, next.NearLng, next.NearRadius,
 	).Scan(&next.Version, &next.UpdateTime)
@@ -442,4 +446,11 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// unsettled refuses a change of a cart whose checkout got no answer before its lease lapsed: its
+// order may exist, so the cart must not change until a checkout has settled it.
+func unsettled(c *cartRow) error {
+	return rpcerr.FailedPrecondition("cart %q has a checkout whose outcome is not known (idempotency_key %q): check the cart out again, with that key or another, to settle it before changing it",
+		c.ID, deref(c.CheckoutKey))
 }

@@ -47,7 +47,11 @@ const (
 //  4. CONFIRMED or PENDING: mark the cart checked out with the order id (one UPDATE, shared
 //     like the claims). REJECTED: end the lease and leave the cart open for the shopper to
 //     change; the rejected order is returned. No answer: the lease stays until it expires, as
-//     the order may exist; the client retries with the same key and gets it.
+//     the order may exist; the client retries with the same key and gets it. Once the lease
+//     has lapsed the cart stays frozen, its outcome unsettled: changes are refused until a
+//     checkout settles it, and a checkout with another key places (or finds) the order under
+//     the lapsed key, with the same lines: so a cart never has two orders, nor an order for
+//     lines it no longer shows.
 func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.CheckoutRequest) (*fulfilmentv1.Order, *cartv1.Cart, error) {
 	email, err := checkCheckout(req)
 	if err != nil {
@@ -60,6 +64,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	if err != nil {
 		return nil, nil, err
 	}
+	key = deref(c.CheckoutKey) // a lapsed checkout's key, when this claim settles one
 
 	// 2. Price. A cart already checked out asks fulfilment for the order it has: the last known
 	// prices fill the request, which fulfilment answers from the order it stored.
@@ -101,7 +106,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 		// Read checked out with this key in step 1: nothing changes it any more.
 	case order.GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
 		s.endLease(ctx, c.ID, key)
-		c.CheckingOut = false
+		c.CheckingOut, c.Unsettled = false, false
 	default:
 		marked, err := s.markCheckedOut(ctx, c.ID, key, order.GetId())
 		s.rows.drop(c.ID) // no edit follows a checkout
@@ -118,7 +123,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 		// This request marked it: the lines are those claimed under the lease (nothing may
 		// change them meanwhile), priced a moment ago in step 2.
 		orderID := order.GetId()
-		c.State, c.OrderID, c.CheckoutKey, c.CheckingOut = stateCheckedOut, &orderID, &key, false
+		c.State, c.OrderID, c.CheckoutKey, c.CheckingOut, c.Unsettled = stateCheckedOut, &orderID, &key, false, false
 		c.Version, c.UpdateTime = marked.version, marked.updateTime
 	}
 	return order, s.viewWith(ctx, c, learned{variants: variants}), nil
@@ -140,7 +145,9 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 	for range 3 {
 		c = &cartRow{}
 		err = s.db.QueryRow(ctx, `
-			UPDATE carts SET checkout_key = $3, checkout_until = now() + $5::bigint * interval '1 microsecond'
+			-- A lapsed lease keeps its key: its order may exist, and this checkout settles it.
+			UPDATE carts SET checkout_key = CASE WHEN checkout_until IS NULL THEN $3 ELSE checkout_key END,
+			       checkout_until = now() + $5::bigint * interval '1 microsecond'
 			WHERE id = $1 AND customer_id = $2 AND state = 'open'
 			  AND (checkout_until IS NULL OR checkout_until <= now() OR checkout_key = $3)
 			  AND ($4::bigint = 0 OR version = $4)

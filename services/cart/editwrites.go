@@ -40,7 +40,7 @@ const editManySQL = `
 	FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[], $6::float8[], $7::float8[], $8::float8[])
 	     WITH ORDINALITY AS u(r_id, r_customer, r_version, r_lines, r_store, r_lat, r_lng, r_radius, r_ord)
 	WHERE id = u.r_id AND customer_id = u.r_customer AND version = u.r_version
-	  AND state = 'open' AND (checkout_until IS NULL OR checkout_until <= now())
+	  AND state = 'open' AND checkout_until IS NULL
 	RETURNING u.r_ord, version, update_time`
 
 // editMany stores the edits of reqs in one statement. An edit whose cart did not match gets nil.

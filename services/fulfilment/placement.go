@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
@@ -48,7 +49,13 @@ func (s *Service) PlaceOrder(ctx context.Context, req *fulfilmentv1.PlaceOrderRe
 	if err != nil {
 		return nil, err
 	}
-	return v.(*order).proto(viewOwner, s.secret), nil
+	o := v.(*order)
+	if o.CartID != req.GetCartId() {
+		// The key names another checkout, of another cart: its order is not this one's, and
+		// answering with it would mark this cart checked out as an order of other lines.
+		return nil, rpcerr.FailedPrecondition("idempotency_key %q was used for the checkout of another cart; check this cart out with a new key", req.GetIdempotencyKey())
+	}
+	return o.proto(viewOwner, s.secret), nil
 }
 
 func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest) (*order, error) {

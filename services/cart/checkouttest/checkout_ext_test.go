@@ -277,6 +277,35 @@ func TestCheckoutPlacesTheOrderAndOnlyThenMarksTheCartCheckedOut(t *testing.T) {
 	}
 }
 
+// An idempotency key names one checkout: used again for another cart, it is refused naming the
+// key, and that cart stays open with its lines, unordered (it was marked checked out as the
+// first cart's order, its own lines never ordered).
+func TestAKeyUsedAgainForAnotherCartIsRefused(t *testing.T) {
+	e := newEnv(t)
+	skus := e.skus(2)
+	first := e.filledCart("alice", 1, skus[0])
+	second := e.filledCart("alice", 2, skus[1])
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: first.GetId(), IdempotencyKey: "same-key-123"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+		t.Fatalf("first checkout = %v, %v", res.GetOrder(), err)
+	}
+	_, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: second.GetId(), IdempotencyKey: "same-key-123"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "idempotency_key") {
+		t.Fatalf("the key again for another cart = %v; want FailedPrecondition naming idempotency_key", err)
+	}
+	got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: second.GetId()})
+	if err != nil || got.GetCart().GetState() != cartv1.CartState_CART_STATE_OPEN || got.GetCart().GetOrderId() != "" {
+		t.Fatalf("the second cart = %v, %v; want open, without an order", got.GetCart(), err)
+	}
+	if _, err := e.carts.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: second.GetId(), Sku: skus[0], Quantity: 1}); err != nil {
+		t.Fatalf("a change of the second cart after the refusal: %v", err)
+	}
+	res, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: second.GetId(), IdempotencyKey: "a-new-key-456"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED || len(res.GetOrder().GetLines()) != 2 {
+		t.Fatalf("the second cart with a new key = %v, %v; want its own order of 2 lines", res.GetOrder(), err)
+	}
+}
+
 func TestSameCheckoutSentTwentyTimesConcurrentlyMakesOneOrder(t *testing.T) {
 	e := newEnv(t)
 	c := e.filledCart("alice", 1, e.skus(3)...)
