@@ -198,8 +198,10 @@ func (a *Adapter) vendorRequest(ctx context.Context, store string, ev VendorEven
 	note := "vendor POS " + ev.Type + " " + ev.EventID
 	switch ev.Type {
 	case vendorSale, vendorReturn:
+		// A sale at the till has happened: it is applied even past what is reserved (clamped,
+		// the shortfall in the ledger), never refused, or the stock sold would be promised again.
 		req := &inventoryv1.AdjustStockRequest{StoreId: store, Sku: ev.SKU, Delta: -ev.Quantity,
-			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: key, Note: note}
+			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: key, Note: note, ClampToReserved: true}
 		if ev.Type == vendorReturn {
 			req.Delta, req.Reason = ev.Quantity, inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_RETURN
 		}
@@ -222,7 +224,7 @@ func (a *Adapter) vendorRequest(ctx context.Context, store string, ev VendorEven
 			}
 		}
 		return proto.Marshal(&inventoryv1.SetStockRequest{StoreId: store, Sku: ev.SKU, OnHand: ev.Quantity, SafetyStock: safety,
-			IdempotencyKey: key, Note: note})
+			IdempotencyKey: key, Note: note, ClampToReserved: true})
 	}
 }
 

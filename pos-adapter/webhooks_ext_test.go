@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -306,5 +307,59 @@ func TestVendorInStoreEventsAdjustStockOnceAndForgedOnesChangeNothing(t *testing
 	}
 	if vendorMoves != 3 {
 		t.Fatalf("%d vendor movements in the ledger, want 3 (sale, return, count)", vendorMoves)
+	}
+}
+
+// A sale at the till, or a count, has happened whatever is reserved online: past the reserved
+// units it is applied clamped (on hand kept at what is reserved, so nothing more is promised,
+// the shortfall in the ledger for staff to settle), never refused and forgotten, which left
+// stock already sold to be promised again.
+func TestVendorSalesPastWhatIsReservedAreAppliedClampedNotRefused(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "ven-3", map[string]int32{"LATTE-16": 10})
+	s.placeOrder(t, "ven-3", "k-reserve-8", map[string]int32{"LATTE-16": 8})
+	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "ven-3", Url: "https://pos.vendor.example/handoff"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := res.Msg.GetSigningSecret()
+	level := func() *inventoryv1.StockLevel {
+		t.Helper()
+		levels, err := s.invAdmin.ListStock(context.Background(), &inventoryv1.ListStockRequest{StoreId: "ven-3", Skus: []string{"LATTE-16"}})
+		if err != nil || len(levels.GetLevels()) != 1 {
+			t.Fatalf("stock: %v, %v", levels, err)
+		}
+		return levels.GetLevels()[0]
+	}
+
+	sale := vendorEvent("v-short-1", "sale", "LATTE-16", 5)
+	for _, what := range []string{"a sale of 5 with 2 unreserved", "the same sale again"} {
+		code, out := e.vendorPost("ven-3", secret, time.Now(), sale, nil)
+		if code != 200 || (out.Status != "applied" && out.Status != "duplicate") {
+			t.Fatalf("%s: HTTP %d %+v; want it applied", what, code, out)
+		}
+		if l := level(); l.GetOnHand() != 8 || l.GetReserved() != 8 || l.GetAvailable() != 0 {
+			t.Fatalf("%s: %v; want on hand kept at the 8 reserved, nothing available", what, l)
+		}
+	}
+	code, out := e.vendorPost("ven-3", secret, time.Now(), vendorEvent("v-short-2", "count", "LATTE-16", 2), nil)
+	if code != 200 || out.Status != "applied" || level().GetOnHand() != 8 {
+		t.Fatalf("a count of 2 with 8 reserved: HTTP %d %+v, on hand %d; want applied, on hand 8", code, out, level().GetOnHand())
+	}
+	moves, err := s.invAdmin.ListMovements(context.Background(), &inventoryv1.ListMovementsRequest{StoreId: "ven-3", Sku: "LATTE-16", PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	for _, m := range moves.GetMovements() {
+		if strings.HasPrefix(m.GetIdempotencyKey(), "vendor:") {
+			notes = append(notes, m.GetNote())
+		}
+	}
+	if len(notes) != 2 || !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "3 units short") }) ||
+		!slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "6 units short") }) {
+		t.Fatalf("vendor movements' notes %q; want the sale 3 units short and the count 6", notes)
 	}
 }

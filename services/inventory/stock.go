@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,7 +35,8 @@ type stockChange struct {
 	storeID, sku, key, note string
 	kind                    string
 	// apply computes the new level from the locked current one, or refuses.
-	apply func(cur level) (level, error)
+	// note, when not "", is what the ledger entry says of a change apply had to shorten.
+	apply func(cur level) (next level, note string, err error)
 	// same reports whether a stored movement made with the same key is this very change.
 	same func(m *inventoryv1.StockMovement) bool
 }
@@ -54,16 +56,23 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	}
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: kindSet,
-		apply: func(cur level) (level, error) {
+		apply: func(cur level) (level, string, error) {
+			next := level{onHand: req.GetOnHand(), reserved: cur.reserved, safety: req.GetSafetyStock()}
 			if req.GetOnHand() < cur.reserved {
-				return level{}, rpcerr.FailedPrecondition("on_hand: %d would be below the %d units reserved for open orders of %s at %s; release or commit holds first",
-					req.GetOnHand(), cur.reserved, req.GetSku(), req.GetStoreId())
+				if !req.GetClampToReserved() {
+					return level{}, "", rpcerr.FailedPrecondition("on_hand: %d would be below the %d units reserved for open orders of %s at %s; release or commit holds first",
+						req.GetOnHand(), cur.reserved, req.GetSku(), req.GetStoreId())
+				}
+				next.onHand = cur.reserved
+				return next, shortNote(req.GetNote(), cur.reserved-req.GetOnHand(), cur.reserved), nil
 			}
-			return level{onHand: req.GetOnHand(), reserved: cur.reserved, safety: req.GetSafetyStock()}, nil
+			return next, "", nil
 		},
 		same: func(m *inventoryv1.StockMovement) bool {
+			// A clamped count left on hand at the reserved units, above the count.
+			after := m.GetOnHandAfter() == req.GetOnHand() || req.GetClampToReserved() && m.GetOnHandAfter() > req.GetOnHand()
 			return m.GetKind() == inventoryv1.MovementKind_MOVEMENT_KIND_SET && m.GetSku() == req.GetSku() &&
-				m.GetOnHandAfter() == req.GetOnHand() && m.GetSafetyStockAfter() == req.GetSafetyStock()
+				after && m.GetSafetyStockAfter() == req.GetSafetyStock()
 		},
 	})
 }
@@ -92,25 +101,39 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 	}
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: ak.kind,
-		apply: func(cur level) (level, error) {
+		apply: func(cur level) (level, string, error) {
 			next := cur
 			next.onHand = cur.onHand + d
 			switch {
+			case next.onHand < cur.reserved && req.GetClampToReserved() && cur.onHand > 0:
+				// (With nothing on hand, as for a SKU never stocked here, there is nothing to
+				// take down: refused below, as without clamping.)
+				short := cur.reserved - next.onHand
+				next.onHand = cur.reserved
+				return next, shortNote(req.GetNote(), short, cur.reserved), nil
 			case next.onHand < 0:
-				return level{}, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s below 0 (on hand %d)",
+				return level{}, "", rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s below 0 (on hand %d)",
 					d, req.GetSku(), req.GetStoreId(), cur.onHand)
 			case next.onHand < cur.reserved:
-				return level{}, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s to %d, below the %d units reserved for open orders; release or commit holds first",
+				return level{}, "", rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s to %d, below the %d units reserved for open orders; release or commit holds first",
 					d, req.GetSku(), req.GetStoreId(), next.onHand, cur.reserved)
 			case next.onHand > maxStockLevel:
-				return level{}, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s above %d", d, req.GetSku(), req.GetStoreId(), maxStockLevel)
+				return level{}, "", rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s above %d", d, req.GetSku(), req.GetStoreId(), maxStockLevel)
 			}
-			return next, nil
+			return next, "", nil
 		},
 		same: func(m *inventoryv1.StockMovement) bool {
-			return m.GetKind() == movementKinds[ak.kind] && m.GetSku() == req.GetSku() && m.GetOnHandDelta() == d
+			// A clamped change moved on hand less far than asked (possibly not at all).
+			delta := m.GetOnHandDelta() == d || req.GetClampToReserved() && d < 0 && m.GetOnHandDelta() > d && m.GetOnHandDelta() <= 0
+			return m.GetKind() == movementKinds[ak.kind] && m.GetSku() == req.GetSku() && delta
 		},
 	})
+}
+
+// shortNote is the ledger note of a change shortened to the reserved units: note, and how many
+// units the open orders are short.
+func shortNote(note string, short, reserved int32) string {
+	return strings.TrimSpace(fmt.Sprintf("%s [%d units short: on hand kept at the %d reserved for open orders; settle them]", note, short, reserved))
 }
 
 func checkAdminChange(v *rpcerr.Violations, storeID, sku, key, note string) {
@@ -181,9 +204,15 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 			return err
 		}
 		cur := *levels[stockKey{c.storeID, c.sku}]
-		next, err := c.apply(cur)
+		next, shortened, err := c.apply(cur)
 		if err != nil {
 			return err
+		}
+		note := c.note
+		if shortened != "" {
+			note = shortened
+			s.log.WarnContext(ctx, "stock change shortened to what is reserved: open orders are short", "store_id", c.storeID, "sku", c.sku,
+				"reserved", cur.reserved, "note", shortened)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now() WHERE store_id = $1 AND sku = $2`,
 			c.storeID, c.sku, next.onHand, next.safety); err != nil {
@@ -194,7 +223,7 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 			VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11)
 			RETURNING `+movementColumns,
 			c.storeID, c.sku, c.kind, next.onHand-cur.onHand, next.onHand, next.reserved, next.safety,
-			actorKinds[actor.GetKind()], actor.GetId(), c.note, c.key))
+			actorKinds[actor.GetKind()], actor.GetId(), note, c.key))
 		if err != nil {
 			return fmt.Errorf("record movement: %w", err)
 		}

@@ -2,6 +2,7 @@ package inventory_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -92,6 +93,39 @@ func TestAdjustmentBelowReservedIsRefusedAndChangesNothing(t *testing.T) {
 	_, err = e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: "s1", Sku: "CAKE", Delta: 3,
 		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DAMAGE, IdempotencyKey: "k"})
 	requireStatus(t, err, codes.InvalidArgument, "delta")
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A change that has already happened in the store, asked with clamp_to_reserved, goes as low
+// as what is reserved instead of being refused, the shortfall in the ledger; a retry with its
+// key is the same change; the invariants hold.
+func TestClampedChangesStopAtWhatIsReserved(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "CAKE", 10, 0)
+	e.mustReserve(order("o1", "s1", "CAKE", 6))
+	sale := &inventoryv1.AdjustStockRequest{StoreId: "s1", Sku: "CAKE", Delta: -7, ClampToReserved: true,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "till-sale-1", Note: "till 3"}
+	for _, what := range []string{"a sale past what is reserved", "the same sale again"} {
+		res, err := e.admin.AdjustStock(e.ctx(), sale)
+		if err != nil || res.GetLevel().GetOnHand() != 6 || res.GetLevel().GetAvailable() != 0 ||
+			res.GetMovement().GetOnHandDelta() != -4 || !strings.Contains(res.GetMovement().GetNote(), "till 3 [3 units short") {
+			t.Fatalf("%s: %v, %v; want on hand 6 (the reserved), a movement of -4 noting 3 units short", what, res, err)
+		}
+	}
+	count, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "CAKE", OnHand: 1, ClampToReserved: true, IdempotencyKey: "count-low"})
+	if err != nil || count.GetLevel().GetOnHand() != 6 || !strings.Contains(count.GetMovement().GetNote(), "5 units short") {
+		t.Fatalf("a count of 1 with 6 reserved: %v, %v; want on hand 6, 5 units short", count, err)
+	}
+	// Without clamping, still refused.
+	_, err = e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: "s1", Sku: "CAKE", Delta: -1,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DAMAGE, IdempotencyKey: "dropped"})
+	requireStatus(t, err, codes.FailedPrecondition, "reserved")
+	// Nothing on hand (a SKU never stocked here): nothing to take down, refused as before.
+	_, err = e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: "s1", Sku: "NEVER", Delta: -1, ClampToReserved: true,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "never"})
+	requireStatus(t, err, codes.FailedPrecondition, "below 0")
 	e.requireInvariants()
 	e.requireLedgerMatches()
 }

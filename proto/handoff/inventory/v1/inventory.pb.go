@@ -1970,9 +1970,14 @@ type SetStockRequest struct {
 	// Client-chosen key; retrying with the same key changes nothing again. Required.
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Free-text note for the ledger.
-	Note          string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Note string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	// For a count that has already happened in the store (a vendor POS's): an on hand below what
+	// is reserved sets on hand to the reserved units instead of being refused, so nothing more is
+	// promised, and the movement's note records how many units are short. Staff then settle
+	// the shortfall (cancel orders, or mark lines unavailable).
+	ClampToReserved bool `protobuf:"varint,7,opt,name=clamp_to_reserved,json=clampToReserved,proto3" json:"clamp_to_reserved,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SetStockRequest) Reset() {
@@ -2047,6 +2052,13 @@ func (x *SetStockRequest) GetNote() string {
 	return ""
 }
 
+func (x *SetStockRequest) GetClampToReserved() bool {
+	if x != nil {
+		return x.ClampToReserved
+	}
+	return false
+}
+
 // Response for SetStock.
 type SetStockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2117,9 +2129,14 @@ type AdjustStockRequest struct {
 	// Client-chosen key; retrying with the same key changes nothing again. Required.
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Free-text note for the ledger.
-	Note          string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Note string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	// For a change that has already happened in the store (a vendor POS's sale): a delta that
+	// would take on hand below what is reserved takes it to the reserved units instead of being
+	// refused, so nothing more is promised, and the movement's note records how many units are
+	// short. Staff then settle the shortfall (cancel orders, or mark lines unavailable).
+	ClampToReserved bool `protobuf:"varint,7,opt,name=clamp_to_reserved,json=clampToReserved,proto3" json:"clamp_to_reserved,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AdjustStockRequest) Reset() {
@@ -2192,6 +2209,13 @@ func (x *AdjustStockRequest) GetNote() string {
 		return x.Note
 	}
 	return ""
+}
+
+func (x *AdjustStockRequest) GetClampToReserved() bool {
+	if x != nil {
+		return x.ClampToReserved
+	}
+	return false
 }
 
 // Response for AdjustStock.
@@ -2822,24 +2846,26 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\border_id\x18\f \x01(\tR\aorderId\x12'\n" +
 	"\x0fidempotency_key\x18\r \x01(\tR\x0eidempotencyKey\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xb7\x01\n" +
+	"createTime\"\xe3\x01\n" +
 	"\x0fSetStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x17\n" +
 	"\aon_hand\x18\x03 \x01(\x05R\x06onHand\x12!\n" +
 	"\fsafety_stock\x18\x04 \x01(\x05R\vsafetyStock\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x12\n" +
-	"\x04note\x18\x06 \x01(\tR\x04note\"\x8b\x01\n" +
+	"\x04note\x18\x06 \x01(\tR\x04note\x12*\n" +
+	"\x11clamp_to_reserved\x18\a \x01(\bR\x0fclampToReserved\"\x8b\x01\n" +
 	"\x10SetStockResponse\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x12?\n" +
-	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"\xd4\x01\n" +
+	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"\x80\x02\n" +
 	"\x12AdjustStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x14\n" +
 	"\x05delta\x18\x03 \x01(\x05R\x05delta\x12>\n" +
 	"\x06reason\x18\x04 \x01(\x0e2&.handoff.inventory.v1.AdjustmentReasonR\x06reason\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x12\n" +
-	"\x04note\x18\x06 \x01(\tR\x04note\"\x8e\x01\n" +
+	"\x04note\x18\x06 \x01(\tR\x04note\x12*\n" +
+	"\x11clamp_to_reserved\x18\a \x01(\bR\x0fclampToReserved\"\x8e\x01\n" +
 	"\x13AdjustStockResponse\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x12?\n" +
 	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"}\n" +
