@@ -234,6 +234,7 @@ func TestBadProductsAreRefusedNamingTheFieldAndNothingIsStored(t *testing.T) {
 		{"lower-case sku", func(p *catalogv1.Product) { p.Variants[0].Sku = "brew-12" }, "product.variants[0].sku"},
 		{"duplicate sku", func(p *catalogv1.Product) { p.Variants[1].Sku = p.Variants[0].Sku }, "product.variants[1].sku"},
 		{"negative price", func(p *catalogv1.Product) { p.Variants[1].Price.AmountMinor = -1 }, "product.variants[1].price.amount_minor"},
+		{"price past the maximum", func(p *catalogv1.Product) { p.Variants[0].Price.AmountMinor = 1e12 + 1 }, "product.variants[0].price.amount_minor"},
 		{"other currency", func(p *catalogv1.Product) { p.Variants[0].Price.CurrencyCode = "EUR" }, "product.variants[0].price.currency_code"},
 		{"missing price", func(p *catalogv1.Product) { p.Variants[0].Price = nil }, "product.variants[0].price"},
 		{"relative image", func(p *catalogv1.Product) { p.Images[0].Url = "/img.jpg" }, "product.images[0].url"},

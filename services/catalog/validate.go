@@ -8,6 +8,7 @@ import (
 
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 
+	"github.com/handoff-dev/handoff/internal/money"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 )
 
@@ -84,8 +85,8 @@ func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr
 		switch price := vr.GetPrice(); {
 		case price == nil:
 			v.Add(field+".price", "required")
-		case price.GetAmountMinor() < 0:
-			v.Addf(field+".price.amount_minor", "must be >= 0, got %d", price.GetAmountMinor())
+		case price.GetAmountMinor() < 0 || price.GetAmountMinor() > money.MaxAmountMinor:
+			v.Addf(field+".price.amount_minor", "must be between 0 and %d, got %d", money.MaxAmountMinor, price.GetAmountMinor())
 		case price.GetCurrencyCode() != s.currency:
 			v.Addf(field+".price.currency_code", "must be %s (the catalog's currency), got %q", s.currency, price.GetCurrencyCode())
 		}

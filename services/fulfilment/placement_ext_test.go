@@ -207,6 +207,12 @@ func TestCheckoutWithBadInputIsRefusedNamingTheFields(t *testing.T) {
 	_, err := e.place(bad)
 	wantCode(t, "empty checkout", err, codes.InvalidArgument, "idempotency_key", "customer_id", "lines[0].quantity", "lines[0].unit_price")
 
+	// A price past the maximum (totals of 100 lines of 999 units must stay inside int64).
+	huge := checkout("dave", "k-huge", "s1", line{"LATTE", 999})
+	huge.Lines[0].UnitPrice.AmountMinor = 1 << 62
+	_, err = e.place(huge)
+	wantCode(t, "a price past the maximum", err, codes.InvalidArgument, "lines[0].unit_price.amount_minor")
+
 	noWhere := checkout("dave", "k", "", line{"LATTE", 1})
 	_, err = e.place(noWhere)
 	wantCode(t, "no store and no location", err, codes.InvalidArgument, "near")

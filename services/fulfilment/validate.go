@@ -6,6 +6,7 @@ import (
 	"net/mail"
 	"regexp"
 
+	"github.com/handoff-dev/handoff/internal/money"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 )
@@ -84,8 +85,8 @@ func validatePlaceOrder(req *fulfilmentv1.PlaceOrderRequest) error {
 		switch {
 		case price == nil:
 			v.Add(f("unit_price"), "required")
-		case price.GetAmountMinor() < 0:
-			v.Add(f("unit_price.amount_minor"), "must not be negative")
+		case price.GetAmountMinor() < 0 || price.GetAmountMinor() > money.MaxAmountMinor:
+			v.Addf(f("unit_price.amount_minor"), "must be between 0 and %d, got %d", money.MaxAmountMinor, price.GetAmountMinor())
 		case !currencyCode.MatchString(price.GetCurrencyCode()):
 			v.Add(f("unit_price.currency_code"), "must be an ISO 4217 code like USD")
 		case currency == "":
