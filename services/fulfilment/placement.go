@@ -432,7 +432,10 @@ func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]
 		for i, o := range orders {
 			changes, err := s.driveOne(ctx, tx, o, asked[i])
 			if err != nil {
-				return err
+				// This order only is tried again later: the others of the round are settled.
+				// (A failed statement has failed the transaction anyway, and the round with it.)
+				s.log.Warn("pending order not settled; trying it again later", "order_id", o.ID, "err", err)
+				o.DriveAt, changes = asked[i].now.Add(s.cfg.PendingAfter), nil
 			}
 			effects, err := s.write(ctx, &w, o, changes, false, s.now())
 			if err != nil {

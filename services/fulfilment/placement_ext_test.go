@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 
+	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -537,4 +538,37 @@ func TestConcurrentCheckoutsWriteTheirOrdersTogetherAndEachOnce(t *testing.T) {
 		t.Errorf("available %d; want %d", got, 1000-n-n/2)
 	}
 	e.checkInvariants()
+}
+
+// A PENDING order that cannot be settled (an answer from inventory that fulfilment does not
+// know) does not hold back the others of its recovery round: they are settled, and it is tried
+// again later, instead of the whole round failing every time until the give-up.
+func TestAnUnsettleablePendingOrderDoesNotHoldBackTheOthers(t *testing.T) {
+	e := newEnv(t, envOptions{noInventory: true, config: func(c *fulfilment.Config) { c.PendingAfter = 50 * time.Millisecond }})
+	odd := e.mustPlace(checkout("ivan", "k-odd", "s1", line{"LATTE-16", 1}), pending)
+	other := e.mustPlace(checkout("jane", "k-other", "s1", line{"LATTE-16", 1}), pending)
+
+	nc := testenv.NATSConn(t, e.ns)
+	rpc, err := natsrpc.AddService(nc, "inventory", "0.0.1", "an inventory with odd answers", testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rpc.Stop() })
+	if err := natsrpc.Handle(rpc, natsrpc.Subject("inventory", "reserve_holds"), func(_ context.Context, req *inventoryv1.ReserveHoldsRequest) (*inventoryv1.ReserveHoldsResponse, error) {
+		if req.GetOrderId() == odd.GetId() {
+			return &inventoryv1.ReserveHoldsResponse{}, nil // no outcome
+		}
+		return &inventoryv1.ReserveHoldsResponse{Outcome: inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK, Message: "none left"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if s := e.stateOf(other.GetId()); s != rejected {
+			return fmt.Errorf("the other order is %s, want it settled (REJECTED)", s)
+		}
+		return nil
+	})
+	if s := e.stateOf(odd.GetId()); s != pending {
+		t.Fatalf("the order with the odd answer is %s, want it still PENDING", s)
+	}
 }
