@@ -3,6 +3,7 @@ package cart_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -385,7 +386,7 @@ func TestCheckoutRefusesBadInputBeforeTouchingTheCart(t *testing.T) {
 	wantUnchanged(t, e, "alice", c)
 }
 
-func TestCheckoutWithoutAnAnswerKeepsTheCartFrozenUntilACheckoutSettlesIt(t *testing.T) {
+func TestCheckoutWithoutAnAnswerIsSettledBeforeTheCartChanges(t *testing.T) {
 	// Nobody serves place_order: the outcome is unknown, so the cart stays open but refuses
 	// changes (the order might exist) and the client is told to retry with the same key.
 	e := newEnv(t)
@@ -408,37 +409,48 @@ func TestCheckoutWithoutAnAnswerKeepsTheCartFrozenUntilACheckoutSettlesIt(t *tes
 	}
 
 	// The lease lapses with the outcome still unknown: the order may exist (fulfilment may have
-	// written it after the cart stopped waiting), so the cart must not change, or the shopper
-	// could order its lines again, or other lines under the old key.
-	if _, err := e.pool.Exec(t.Context(), `UPDATE carts SET checkout_until = now() - interval '1 second' WHERE id = $1`, c.GetId()); err != nil {
-		t.Fatal(err)
+	// written it after the cart stopped waiting), so the cart's next change or checkout first
+	// asks fulfilment for it. While fulfilment cannot say, nothing changes.
+	lapse := func(key string) {
+		t.Helper()
+		if _, err := e.pool.Exec(t.Context(), `UPDATE carts SET checkout_key = $2, checkout_until = now() - interval '1 second' WHERE id = $1`, c.GetId(), key); err != nil {
+			t.Fatal(err)
+		}
 	}
+	lapse("key-unanswered")
 	_, err = e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
-	wantCode(t, "change after the lease lapsed unsettled", err, codes.FailedPrecondition, "key-unanswered")
+	wantCode(t, "change after the lease lapsed, fulfilment silent", err, codes.Unavailable, "key-unanswered")
+	_, err = e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-another-one"})
+	wantCode(t, "checkout after the lease lapsed, fulfilment silent", err, codes.Unavailable, "key-unanswered")
 	if got := e.get("alice", c.GetId()); got.GetVersion() != res.GetCart().GetVersion() || len(got.GetLines()) != 1 {
-		t.Fatalf("cart after a refused change = %v; want it unchanged", got)
+		t.Fatalf("cart after refused changes = %v; want it unchanged", got)
 	}
 
-	// A checkout with another key settles it under the lapsed key, with the same lines: here
-	// fulfilment has the order already and answers with it.
-	var asked []*fulfilmentv1.PlaceOrderRequest
+	// Fulfilment answers: no order under the key, so the cart opens and the change is made; an
+	// order under the key checks the cart out as that order, and the change is refused.
+	var asked []string
 	e.serveNATS("fulfilment", func(svc *natsrpc.Service) error {
-		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "place_order"), func(_ context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
-			asked = append(asked, req)
-			return &fulfilmentv1.PlaceOrderResponse{Order: &fulfilmentv1.Order{Id: "order-of-" + req.GetIdempotencyKey(), CartId: req.GetCartId(),
+		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "find_checkout_order"), func(_ context.Context, req *fulfilmentv1.FindCheckoutOrderRequest) (*fulfilmentv1.FindCheckoutOrderResponse, error) {
+			asked = append(asked, req.GetIdempotencyKey())
+			if req.GetIdempotencyKey() != "key-made-an-order" || req.GetCustomerId() != "alice" {
+				return nil, status.Error(codes.NotFound, "no order")
+			}
+			return &fulfilmentv1.FindCheckoutOrderResponse{Order: &fulfilmentv1.Order{Id: "order-made-late", CartId: c.GetId(),
 				State: fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}}, nil
 		})
 	})
-	settled, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-a-third-one"})
-	if err != nil {
-		t.Fatalf("checkout settling the lapsed one: %v", err)
+	added, err := e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+	if err != nil || len(added.GetCart().GetLines()) != 1 || added.GetCart().GetLines()[0].GetQuantity() != 2 {
+		t.Fatalf("change once fulfilment says there is no order: %v, %v; want it made", added.GetCart(), err)
 	}
-	if len(asked) != 1 || asked[0].GetIdempotencyKey() != "key-unanswered" || len(asked[0].GetLines()) != 1 {
-		t.Fatalf("fulfilment was asked %v; want one placement under the lapsed key, with the cart's one line", asked)
+	lapse("key-made-an-order")
+	_, err = e.client.RemoveLine(ctx, &cartv1.RemoveLineRequest{CartId: c.GetId(), LineId: added.GetCart().GetLines()[0].GetLineId()})
+	wantCode(t, "change of a cart whose lapsed checkout made an order", err, codes.FailedPrecondition, "order-made-late")
+	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-made-late" || len(got.GetLines()) != 1 {
+		t.Fatalf("cart after settling = %v; want checked out as order-made-late, its line kept", got)
 	}
-	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-of-key-unanswered" ||
-		settled.GetOrder().GetId() != "order-of-key-unanswered" {
-		t.Fatalf("cart after the settling checkout = %v (answered %v); want checked out as order-of-key-unanswered", got, settled.GetOrder())
+	if !slices.Equal(asked, []string{"key-unanswered", "key-made-an-order"}) {
+		t.Fatalf("fulfilment was asked about keys %v; want each lapsed key once", asked)
 	}
 }
 

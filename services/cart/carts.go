@@ -143,7 +143,7 @@ func writable(c *cartRow, expectedVersion int64) error {
 	case c.CheckingOut:
 		return rpcerr.Aborted("cart %q is being checked out; reload it in a moment", c.ID)
 	case c.Unsettled:
-		return unsettled(c)
+		return unsettledError{c}
 	}
 	return nil
 }
@@ -177,6 +177,15 @@ func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedV
 		s.rows.drop(cartID)
 	}
 	out, err := s.mutateStored(ctx, customer, cartID, expectedVersion, change)
+	if u, ok := errors.AsType[unsettledError](err); ok {
+		if err := s.settle(ctx, u.c); err != nil {
+			return nil, err
+		}
+		out, err = s.mutateStored(ctx, customer, cartID, expectedVersion, change)
+	}
+	if _, ok := errors.AsType[unsettledError](err); ok {
+		err = rpcerr.Aborted("cart %q is being checked out; reload it in a moment", cartID)
+	}
 	if out != nil && err == nil {
 		s.rows.put(out.clone())
 	}
@@ -448,9 +457,10 @@ func deref(s *string) string {
 	return *s
 }
 
-// unsettled refuses a change of a cart whose checkout got no answer before its lease lapsed: its
-// order may exist, so the cart must not change until a checkout has settled it.
-func unsettled(c *cartRow) error {
-	return rpcerr.FailedPrecondition("cart %q has a checkout whose outcome is not known (idempotency_key %q): check the cart out again, with that key or another, to settle it before changing it",
-		c.ID, deref(c.CheckoutKey))
+// unsettledError is writable's answer for a cart whose checkout lease lapsed without an answer:
+// mutate settles the checkout (settle) and tries the change again.
+type unsettledError struct{ c *cartRow }
+
+func (e unsettledError) Error() string {
+	return fmt.Sprintf("cart %s has a checkout (key %s) whose outcome is not settled", e.c.ID, deref(e.c.CheckoutKey))
 }

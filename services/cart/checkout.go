@@ -47,11 +47,11 @@ const (
 //  4. CONFIRMED or PENDING: mark the cart checked out with the order id (one UPDATE, shared
 //     like the claims). REJECTED: end the lease and leave the cart open for the shopper to
 //     change; the rejected order is returned. No answer: the lease stays until it expires, as
-//     the order may exist; the client retries with the same key and gets it. Once the lease
-//     has lapsed the cart stays frozen, its outcome unsettled: changes are refused until a
-//     checkout settles it, and a checkout with another key places (or finds) the order under
-//     the lapsed key, with the same lines: so a cart never has two orders, nor an order for
-//     lines it no longer shows.
+//     the order may exist; the client retries with the same key and gets it. Once the lease has
+//     lapsed, the next change or checkout of the cart first settles it (settle): fulfilment is
+//     asked for the order under the lapsed key, without placing one; the cart is checked out as
+//     that order if there is one, and opens again if there is none. So a cart never has two
+//     orders, nor an order for lines it no longer shows.
 func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.CheckoutRequest) (*fulfilmentv1.Order, *cartv1.Cart, error) {
 	email, err := checkCheckout(req)
 	if err != nil {
@@ -64,7 +64,6 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	if err != nil {
 		return nil, nil, err
 	}
-	key = deref(c.CheckoutKey) // a lapsed checkout's key, when this claim settles one
 
 	// 2. Price. A cart already checked out asks fulfilment for the order it has: the last known
 	// prices fill the request, which fulfilment answers from the order it stored.
@@ -145,11 +144,9 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 	for range 3 {
 		c = &cartRow{}
 		err = s.db.QueryRow(ctx, `
-			-- A lapsed lease keeps its key: its order may exist, and this checkout settles it.
-			UPDATE carts SET checkout_key = CASE WHEN checkout_until IS NULL THEN $3 ELSE checkout_key END,
-			       checkout_until = now() + $5::bigint * interval '1 microsecond'
+			UPDATE carts SET checkout_key = $3, checkout_until = now() + $5::bigint * interval '1 microsecond'
 			WHERE id = $1 AND customer_id = $2 AND state = 'open'
-			  AND (checkout_until IS NULL OR checkout_until <= now() OR checkout_key = $3)
+			  AND (checkout_until IS NULL OR (checkout_key = $3 AND checkout_until > now()))
 			  AND ($4::bigint = 0 OR version = $4)
 			  AND jsonb_array_length(lines) > 0
 			  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)
@@ -166,6 +163,12 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 			return nil, false, err
 		}
 		switch {
+		case c.Unsettled:
+			// A checkout's lease lapsed without an answer: settle it, then claim again.
+			if err := s.settle(ctx, c); err != nil {
+				return nil, false, err
+			}
+			continue
 		case c.State == stateCheckedOut && deref(c.CheckoutKey) == key:
 			return c, true, nil
 		case c.State == stateCheckedOut:
@@ -318,11 +321,45 @@ type cartMark struct {
 }
 
 // endLease unfreezes the cart after a checkout that made no order (or a rejected one).
+// settle learns the outcome of c's checkout, whose lease lapsed without an answer: the order
+// fulfilment made under its key, if any, checks the cart out; none, or a rejected one, ends the
+// lease and opens the cart again. Fulfilment writes an order at most ReserveTimeout and its
+// settle timeout (7 s) after taking the request, which the cart stopped waiting for at
+// CheckoutTimeout; the lease lapses 15 s after that, so an order that is not there by then
+// never will be. Fulfilment not answering leaves the cart as it is: Unavailable.
+func (s *Service) settle(ctx context.Context, c *cartRow) error {
+	key := deref(c.CheckoutKey)
+	fctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
+	var res fulfilmentv1.FindCheckoutOrderResponse
+	err := natsrpc.Call(fctx, s.nc, subjectFindCheckout, &fulfilmentv1.FindCheckoutOrderRequest{CustomerId: c.CustomerID, IdempotencyKey: key}, &res)
+	cancel()
+	s.rows.drop(c.ID)
+	switch {
+	case status.Code(err) == codes.NotFound, err == nil && res.GetOrder().GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+		wctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
+		defer cancel()
+		if _, err := s.db.Exec(wctx, `UPDATE carts SET checkout_until = NULL
+			WHERE id = $1 AND checkout_key = $2 AND state = 'open' AND checkout_until <= now()`, c.ID, key); err != nil {
+			return fmt.Errorf("open cart %s after its unsettled checkout: %w", c.ID, err)
+		}
+		s.log.InfoContext(ctx, "checkout settled: no order was made; the cart is open again", "cart_id", c.ID)
+		return nil
+	case err != nil:
+		return status.Errorf(codes.Unavailable, "cart %q has a checkout whose outcome is not known yet (idempotency_key %q), and fulfilment cannot say now (%s): try again in a moment",
+			c.ID, key, status.Code(err))
+	}
+	if _, err := s.markCheckedOut(ctx, c.ID, key, res.GetOrder().GetId()); err != nil {
+		return err
+	}
+	s.log.InfoContext(ctx, "checkout settled: its order was made", "cart_id", c.ID, "order_id", res.GetOrder().GetId())
+	return nil
+}
+
 func (s *Service) endLease(ctx context.Context, cartID, key string) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
 	defer cancel()
 	if _, err := s.db.Exec(wctx, `
 		UPDATE carts SET checkout_until = NULL WHERE id = $1 AND checkout_key = $2 AND state = 'open'`, cartID, key); err != nil {
-		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart unfreezes when it expires", "cart_id", cartID, "err", err)
+		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart's next change settles it", "cart_id", cartID, "err", err)
 	}
 }

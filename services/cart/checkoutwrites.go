@@ -29,14 +29,13 @@ type claimReq struct {
 	expectedVersion       int64
 }
 
-// claimManySQL is claim's UPDATE for many carts: the same conditions, one row each, but for a
-// cart whose lease lapsed with another key, which claim settles alone. The request columns are
-// named apart from the cart's so the cart's columns need no prefix.
+// claimManySQL is claim's UPDATE for many carts: the same conditions, one row each. The
+// request columns are named apart from the cart's so the cart's columns need no prefix.
 const claimManySQL = `
 	UPDATE carts SET checkout_key = u.r_key, checkout_until = now() + $5::bigint * interval '1 microsecond'
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(r_id, r_customer, r_key, r_version)
 	WHERE id = u.r_id AND customer_id = u.r_customer AND state = 'open'
-	  AND (checkout_until IS NULL OR checkout_key = u.r_key)
+	  AND (checkout_until IS NULL OR (checkout_key = u.r_key AND checkout_until > now()))
 	  AND (u.r_version = 0 OR version = u.r_version)
 	  AND jsonb_array_length(lines) > 0
 	  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)

@@ -25,6 +25,7 @@ var (
 	subjectGetStore        = natsrpc.Subject("inventory", "get_store")
 	subjectGetAvailability = natsrpc.Subject("inventory", "get_availability")
 	subjectPlaceOrder      = natsrpc.Subject("fulfilment", "place_order")
+	subjectFindCheckout    = natsrpc.Subject("fulfilment", "find_checkout_order")
 )
 
 // variants returns the catalog's answer for skus: from the cache where it has them, the rest

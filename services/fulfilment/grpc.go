@@ -14,6 +14,10 @@ import (
 // (PlaceOrderRequest → PlaceOrderResponse).
 var SubjectPlaceOrder = natsrpc.Subject("fulfilment", "place_order")
 
+// SubjectFindCheckoutOrder is the NATS request/reply subject the cart asks for a checkout's
+// order on, without placing one (FindCheckoutOrderRequest → FindCheckoutOrderResponse).
+var SubjectFindCheckoutOrder = natsrpc.Subject("fulfilment", "find_checkout_order")
+
 // RegisterGRPC serves the shopper's OrderService, the staff's StoreOrderService (both read
 // the caller from the metadata the edges set, see caller.go) and the operators'
 // FulfilmentAdminService (package notify; the edge lets only admin tokens reach it) on srv.
@@ -23,14 +27,23 @@ func (s *Service) RegisterGRPC(srv grpc.ServiceRegistrar) {
 	notify.NewAdmin(s.db, s.log).Register(srv)
 }
 
-// RegisterNATS serves place_order on svc.
+// RegisterNATS serves place_order and find_checkout_order on svc.
 func (s *Service) RegisterNATS(svc *natsrpc.Service) error {
-	return natsrpc.Handle(svc, SubjectPlaceOrder, func(ctx context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
+	if err := natsrpc.Handle(svc, SubjectPlaceOrder, func(ctx context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
 		o, err := s.PlaceOrder(ctx, req)
 		if err != nil {
 			return nil, err
 		}
 		return &fulfilmentv1.PlaceOrderResponse{Order: o}, nil
+	}); err != nil {
+		return err
+	}
+	return natsrpc.Handle(svc, SubjectFindCheckoutOrder, func(ctx context.Context, req *fulfilmentv1.FindCheckoutOrderRequest) (*fulfilmentv1.FindCheckoutOrderResponse, error) {
+		o, err := s.FindCheckoutOrder(ctx, req.GetCustomerId(), req.GetIdempotencyKey())
+		if err != nil {
+			return nil, err
+		}
+		return &fulfilmentv1.FindCheckoutOrderResponse{Order: o}, nil
 	})
 }
 

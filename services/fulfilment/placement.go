@@ -58,6 +58,31 @@ func (s *Service) PlaceOrder(ctx context.Context, req *fulfilmentv1.PlaceOrderRe
 	return o.proto(viewOwner, s.secret), nil
 }
 
+// FindCheckoutOrder returns the order the checkout of customerID with key made, as its
+// customer sees it (pickup code included), or NotFound when it made none. It places nothing: the
+// cart asks it to settle a checkout that got no answer in time.
+func (s *Service) FindCheckoutOrder(ctx context.Context, customerID, key string) (*fulfilmentv1.Order, error) {
+	var v rpcerr.Violations
+	if customerID == "" {
+		v.Add("customer_id", "required")
+	}
+	if key == "" {
+		v.Add("idempotency_key", "required")
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	id := OrderID(customerID, key)
+	o, err := readOrder(ctx, s.db, id, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read order %s: %w", id, err)
+	}
+	if o == nil {
+		return nil, rpcerr.NotFound("order", id)
+	}
+	return o.proto(viewOwner, s.secret), nil
+}
+
 func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest) (*order, error) {
 	// No look for an existing order first: a retry is rare, and reserve answers it from the
 	// holds it has (idempotent by order id), after which the insert finds the order.

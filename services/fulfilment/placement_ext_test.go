@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -570,5 +571,30 @@ func TestAnUnsettleablePendingOrderDoesNotHoldBackTheOthers(t *testing.T) {
 	})
 	if s := e.stateOf(odd.GetId()); s != pending {
 		t.Fatalf("the order with the odd answer is %s, want it still PENDING", s)
+	}
+}
+
+// The cart settles a checkout that got no answer by asking for its order without placing one:
+// the order under the key if there is one, NotFound if none, and nothing placed either way.
+func TestFindCheckoutOrderFindsWithoutPlacing(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 5)
+	placed := e.mustPlace(checkout("kim", "k-placed", "s1", line{"LATTE-16", 1}), confirmed)
+	found, err := e.svc.FindCheckoutOrder(e.ctx, "kim", "k-placed")
+	if err != nil || found.GetId() != placed.GetId() || found.GetPickupCode() != placed.GetPickupCode() {
+		t.Fatalf("the placed checkout's order: %v, %v; want %s with its pickup code", found, err, placed.GetId())
+	}
+	if _, err := e.svc.FindCheckoutOrder(e.ctx, "kim", "k-never"); status.Code(err) != codes.NotFound {
+		t.Fatalf("a checkout never placed: %v; want NotFound", err)
+	}
+	if _, err := e.svc.FindCheckoutOrder(e.ctx, "lee", "k-placed"); status.Code(err) != codes.NotFound {
+		t.Fatalf("another customer's key: %v; want NotFound", err)
+	}
+	_, err = e.svc.FindCheckoutOrder(e.ctx, "", "")
+	wantCode(t, "no customer and no key", err, codes.InvalidArgument, "customer_id", "idempotency_key")
+	var n int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d orders after the lookups (%v); want only the placed one", n, err)
 	}
 }

@@ -290,6 +290,109 @@ func (x *PlaceOrderResponse) GetOrder() *Order {
 	return nil
 }
 
+// FindCheckoutOrderRequest asks for the order a checkout made, if any, without placing one
+// (handoff.rpc.fulfilment.find_checkout_order): how the cart settles a checkout that got no
+// answer in time.
+type FindCheckoutOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkout's idempotency key.
+	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// The customer who checked out.
+	CustomerId    string `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindCheckoutOrderRequest) Reset() {
+	*x = FindCheckoutOrderRequest{}
+	mi := &file_handoff_fulfilment_v1_placement_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindCheckoutOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindCheckoutOrderRequest) ProtoMessage() {}
+
+func (x *FindCheckoutOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_fulfilment_v1_placement_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindCheckoutOrderRequest.ProtoReflect.Descriptor instead.
+func (*FindCheckoutOrderRequest) Descriptor() ([]byte, []int) {
+	return file_handoff_fulfilment_v1_placement_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FindCheckoutOrderRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *FindCheckoutOrderRequest) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+// FindCheckoutOrderResponse is the checkout's order; NOT_FOUND when it made none.
+type FindCheckoutOrderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The order, as it stands.
+	Order         *Order `protobuf:"bytes,1,opt,name=order,proto3" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindCheckoutOrderResponse) Reset() {
+	*x = FindCheckoutOrderResponse{}
+	mi := &file_handoff_fulfilment_v1_placement_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindCheckoutOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindCheckoutOrderResponse) ProtoMessage() {}
+
+func (x *FindCheckoutOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_fulfilment_v1_placement_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindCheckoutOrderResponse.ProtoReflect.Descriptor instead.
+func (*FindCheckoutOrderResponse) Descriptor() ([]byte, []int) {
+	return file_handoff_fulfilment_v1_placement_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FindCheckoutOrderResponse) GetOrder() *Order {
+	if x != nil {
+		return x.Order
+	}
+	return nil
+}
+
 var File_handoff_fulfilment_v1_placement_proto protoreflect.FileDescriptor
 
 const file_handoff_fulfilment_v1_placement_proto_rawDesc = "" +
@@ -318,6 +421,12 @@ const file_handoff_fulfilment_v1_placement_proto_rawDesc = "" +
 	"\x05email\x18\n" +
 	" \x01(\tR\x05email\"H\n" +
 	"\x12PlaceOrderResponse\x122\n" +
+	"\x05order\x18\x01 \x01(\v2\x1c.handoff.fulfilment.v1.OrderR\x05order\"d\n" +
+	"\x18FindCheckoutOrderRequest\x12'\n" +
+	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vcustomer_id\x18\x02 \x01(\tR\n" +
+	"customerId\"O\n" +
+	"\x19FindCheckoutOrderResponse\x122\n" +
 	"\x05order\x18\x01 \x01(\v2\x1c.handoff.fulfilment.v1.OrderR\x05orderB\xea\x01\n" +
 	"\x19com.handoff.fulfilment.v1B\x0ePlacementProtoP\x01ZGgithub.com/handoff-dev/handoff/proto/handoff/fulfilment/v1;fulfilmentv1\xa2\x02\x03HFX\xaa\x02\x15Handoff.Fulfilment.V1\xca\x02\x15Handoff\\Fulfilment\\V1\xe2\x02!Handoff\\Fulfilment\\V1\\GPBMetadata\xea\x02\x17Handoff::Fulfilment::V1b\x06proto3"
 
@@ -333,25 +442,28 @@ func file_handoff_fulfilment_v1_placement_proto_rawDescGZIP() []byte {
 	return file_handoff_fulfilment_v1_placement_proto_rawDescData
 }
 
-var file_handoff_fulfilment_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_handoff_fulfilment_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_handoff_fulfilment_v1_placement_proto_goTypes = []any{
-	(*PlaceOrderLine)(nil),     // 0: handoff.fulfilment.v1.PlaceOrderLine
-	(*PlaceOrderRequest)(nil),  // 1: handoff.fulfilment.v1.PlaceOrderRequest
-	(*PlaceOrderResponse)(nil), // 2: handoff.fulfilment.v1.PlaceOrderResponse
-	(*v1.Money)(nil),           // 3: handoff.common.v1.Money
-	(*v1.LatLng)(nil),          // 4: handoff.common.v1.LatLng
-	(*Order)(nil),              // 5: handoff.fulfilment.v1.Order
+	(*PlaceOrderLine)(nil),            // 0: handoff.fulfilment.v1.PlaceOrderLine
+	(*PlaceOrderRequest)(nil),         // 1: handoff.fulfilment.v1.PlaceOrderRequest
+	(*PlaceOrderResponse)(nil),        // 2: handoff.fulfilment.v1.PlaceOrderResponse
+	(*FindCheckoutOrderRequest)(nil),  // 3: handoff.fulfilment.v1.FindCheckoutOrderRequest
+	(*FindCheckoutOrderResponse)(nil), // 4: handoff.fulfilment.v1.FindCheckoutOrderResponse
+	(*v1.Money)(nil),                  // 5: handoff.common.v1.Money
+	(*v1.LatLng)(nil),                 // 6: handoff.common.v1.LatLng
+	(*Order)(nil),                     // 7: handoff.fulfilment.v1.Order
 }
 var file_handoff_fulfilment_v1_placement_proto_depIdxs = []int32{
-	3, // 0: handoff.fulfilment.v1.PlaceOrderLine.unit_price:type_name -> handoff.common.v1.Money
+	5, // 0: handoff.fulfilment.v1.PlaceOrderLine.unit_price:type_name -> handoff.common.v1.Money
 	0, // 1: handoff.fulfilment.v1.PlaceOrderRequest.lines:type_name -> handoff.fulfilment.v1.PlaceOrderLine
-	4, // 2: handoff.fulfilment.v1.PlaceOrderRequest.near:type_name -> handoff.common.v1.LatLng
-	5, // 3: handoff.fulfilment.v1.PlaceOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 2: handoff.fulfilment.v1.PlaceOrderRequest.near:type_name -> handoff.common.v1.LatLng
+	7, // 3: handoff.fulfilment.v1.PlaceOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
+	7, // 4: handoff.fulfilment.v1.FindCheckoutOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_handoff_fulfilment_v1_placement_proto_init() }
@@ -366,7 +478,7 @@ func file_handoff_fulfilment_v1_placement_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_fulfilment_v1_placement_proto_rawDesc), len(file_handoff_fulfilment_v1_placement_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file handoff/fulfilment/v1/placement.proto.
  */
 export const file_handoff_fulfilment_v1_placement: GenFile = /*@__PURE__*/
-  fileDesc("CiVoYW5kb2ZmL2Z1bGZpbG1lbnQvdjEvcGxhY2VtZW50LnByb3RvEhVoYW5kb2ZmLmZ1bGZpbG1lbnQudjEimgEKDlBsYWNlT3JkZXJMaW5lEg8KB2xpbmVfaWQYASABKAkSCwoDc2t1GAIgASgJEhQKDHByb2R1Y3RfbmFtZRgDIAEoCRIUCgx2YXJpYW50X25hbWUYBCABKAkSEAoIcXVhbnRpdHkYBSABKAUSLAoKdW5pdF9wcmljZRgGIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLk1vbmV5IpUCChFQbGFjZU9yZGVyUmVxdWVzdBIXCg9pZGVtcG90ZW5jeV9rZXkYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSDwoHY2FydF9pZBgDIAEoCRI0CgVsaW5lcxgEIAMoCzIlLmhhbmRvZmYuZnVsZmlsbWVudC52MS5QbGFjZU9yZGVyTGluZRIQCghzdG9yZV9pZBgFIAEoCRInCgRuZWFyGAYgASgLMhkuaGFuZG9mZi5jb21tb24udjEuTGF0TG5nEhUKDXJhZGl1c19tZXRlcnMYByABKAESFQoNY3VzdG9tZXJfbm90ZRgIIAEoCRITCgtwaWNrdXBfbmFtZRgJIAEoCRINCgVlbWFpbBgKIAEoCSJBChJQbGFjZU9yZGVyUmVzcG9uc2USKwoFb3JkZXIYASABKAsyHC5oYW5kb2ZmLmZ1bGZpbG1lbnQudjEuT3JkZXJiBnByb3RvMw", [file_handoff_common_v1_common, file_handoff_fulfilment_v1_order]);
+  fileDesc("CiVoYW5kb2ZmL2Z1bGZpbG1lbnQvdjEvcGxhY2VtZW50LnByb3RvEhVoYW5kb2ZmLmZ1bGZpbG1lbnQudjEimgEKDlBsYWNlT3JkZXJMaW5lEg8KB2xpbmVfaWQYASABKAkSCwoDc2t1GAIgASgJEhQKDHByb2R1Y3RfbmFtZRgDIAEoCRIUCgx2YXJpYW50X25hbWUYBCABKAkSEAoIcXVhbnRpdHkYBSABKAUSLAoKdW5pdF9wcmljZRgGIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLk1vbmV5IpUCChFQbGFjZU9yZGVyUmVxdWVzdBIXCg9pZGVtcG90ZW5jeV9rZXkYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSDwoHY2FydF9pZBgDIAEoCRI0CgVsaW5lcxgEIAMoCzIlLmhhbmRvZmYuZnVsZmlsbWVudC52MS5QbGFjZU9yZGVyTGluZRIQCghzdG9yZV9pZBgFIAEoCRInCgRuZWFyGAYgASgLMhkuaGFuZG9mZi5jb21tb24udjEuTGF0TG5nEhUKDXJhZGl1c19tZXRlcnMYByABKAESFQoNY3VzdG9tZXJfbm90ZRgIIAEoCRITCgtwaWNrdXBfbmFtZRgJIAEoCRINCgVlbWFpbBgKIAEoCSJBChJQbGFjZU9yZGVyUmVzcG9uc2USKwoFb3JkZXIYASABKAsyHC5oYW5kb2ZmLmZ1bGZpbG1lbnQudjEuT3JkZXIiSAoYRmluZENoZWNrb3V0T3JkZXJSZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgBIAEoCRITCgtjdXN0b21lcl9pZBgCIAEoCSJIChlGaW5kQ2hlY2tvdXRPcmRlclJlc3BvbnNlEisKBW9yZGVyGAEgASgLMhwuaGFuZG9mZi5mdWxmaWxtZW50LnYxLk9yZGVyYgZwcm90bzM", [file_handoff_common_v1_common, file_handoff_fulfilment_v1_order]);
 
 /**
  * PlaceOrderLine is a priced cart line handed to fulfilment.
@@ -180,4 +180,55 @@ export type PlaceOrderResponse = Message<"handoff.fulfilment.v1.PlaceOrderRespon
  */
 export const PlaceOrderResponseSchema: GenMessage<PlaceOrderResponse> = /*@__PURE__*/
   messageDesc(file_handoff_fulfilment_v1_placement, 2);
+
+/**
+ * FindCheckoutOrderRequest asks for the order a checkout made, if any, without placing one
+ * (handoff.rpc.fulfilment.find_checkout_order): how the cart settles a checkout that got no
+ * answer in time.
+ *
+ * @generated from message handoff.fulfilment.v1.FindCheckoutOrderRequest
+ */
+export type FindCheckoutOrderRequest = Message<"handoff.fulfilment.v1.FindCheckoutOrderRequest"> & {
+  /**
+   * The checkout's idempotency key.
+   *
+   * @generated from field: string idempotency_key = 1;
+   */
+  idempotencyKey: string;
+
+  /**
+   * The customer who checked out.
+   *
+   * @generated from field: string customer_id = 2;
+   */
+  customerId: string;
+};
+
+/**
+ * Describes the message handoff.fulfilment.v1.FindCheckoutOrderRequest.
+ * Use `create(FindCheckoutOrderRequestSchema)` to create a new message.
+ */
+export const FindCheckoutOrderRequestSchema: GenMessage<FindCheckoutOrderRequest> = /*@__PURE__*/
+  messageDesc(file_handoff_fulfilment_v1_placement, 3);
+
+/**
+ * FindCheckoutOrderResponse is the checkout's order; NOT_FOUND when it made none.
+ *
+ * @generated from message handoff.fulfilment.v1.FindCheckoutOrderResponse
+ */
+export type FindCheckoutOrderResponse = Message<"handoff.fulfilment.v1.FindCheckoutOrderResponse"> & {
+  /**
+   * The order, as it stands.
+   *
+   * @generated from field: handoff.fulfilment.v1.Order order = 1;
+   */
+  order?: Order | undefined;
+};
+
+/**
+ * Describes the message handoff.fulfilment.v1.FindCheckoutOrderResponse.
+ * Use `create(FindCheckoutOrderResponseSchema)` to create a new message.
+ */
+export const FindCheckoutOrderResponseSchema: GenMessage<FindCheckoutOrderResponse> = /*@__PURE__*/
+  messageDesc(file_handoff_fulfilment_v1_placement, 4);
 
