@@ -100,11 +100,15 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
+// attemptsAtOnce bounds, as a multiple of the burst, the attempts a key with no failures may
+// have under way: a busy counter hands over a few orders at once, not dozens.
+const attemptsAtOnce = 4
+
 // Attempt starts an attempt charged only if it fails (a pickup code on its way to be checked).
-// A key with no failures to pay off may make any number at once: a busy counter is never
-// slowed. Once it has some, attempts under way count against the calls it has left, so guesses
-// sent all at once get no more tries than guesses sent one by one. done ends the attempt,
-// charging a call if it failed.
+// A key with no failures to pay off may make up to attemptsAtOnce times its burst at once: a
+// busy counter is never slowed. Once it has some, attempts under way count against the calls
+// it has left, so guesses sent all at once get no more tries than guesses sent one by one.
+// done ends the attempt, charging a call if it failed.
 func (l *Limiter) Attempt(key string) (done func(failed bool), ok bool, wait time.Duration) {
 	now := time.Now()
 	l.mu.Lock()
@@ -114,8 +118,9 @@ func (l *Limiter) Attempt(key string) (done func(failed bool), ok bool, wait tim
 		return nil, false, time.Second
 	}
 	tokens := b.lim.TokensAt(now)
-	if left := tokens - float64(b.attempts); tokens < float64(l.burst) && left < 1 {
-		return nil, false, time.Duration((1 - left) / float64(l.limit) * float64(time.Second))
+	left := tokens - float64(b.attempts)
+	if tokens < float64(l.burst) && left < 1 || b.attempts >= attemptsAtOnce*l.burst {
+		return nil, false, time.Duration(max(1-left, 1) / float64(l.limit) * float64(time.Second))
 	}
 	b.attempts++
 	return func(failed bool) {

@@ -57,18 +57,21 @@ func TestLimiterHoldsNoMoreThanMaxKeys(t *testing.T) {
 	}
 }
 
-// Attempts by a key with no failures to pay off are free, however many at once. Once it has
+// Attempts by a key with no failures to pay off are free, up to attemptsAtOnce times the burst at once. Once it has
 // some, attempts under way count against the calls left, so a burst of simultaneous attempts
 // gets no more than those; attempts that succeed cost nothing, failed ones are charged.
 func TestAttemptsUnderWayCountAgainstTheCallsLeftOnceSomeFailed(t *testing.T) {
 	l := NewLimiter(0.001, 4)
 	var free []func(bool)
-	for i := range 50 {
+	for i := range attemptsAtOnce * 4 {
 		done, ok, _ := l.Attempt("counter")
 		if !ok {
 			t.Fatalf("attempt %d at once refused with no failures to pay off", i)
 		}
 		free = append(free, done)
+	}
+	if _, ok, wait := l.Attempt("counter"); ok || wait <= 0 {
+		t.Fatalf("attempt %d at once allowed (wait %v); want at most %d under way", attemptsAtOnce*4+1, wait, attemptsAtOnce*4)
 	}
 	for _, done := range free {
 		done(false)

@@ -189,6 +189,18 @@ func TestReserveForAnOrderWithHoldsForOtherLinesIsRefused(t *testing.T) {
 	if again := e.mustReserve(order("o-changed", "s1", "BEAN", 2)); !proto.Equal(again, first) {
 		t.Errorf("the same lines again answered %v, want %v", again, first)
 	}
+	// The same lines and other lines at once: each answered on its own, whichever comes first.
+	for range 5 {
+		var same *inventoryv1.ReserveHoldsResponse
+		var sameErr, otherErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { _, otherErr = e.reserve(order("o-changed", "s1", "MILK", 2)) })
+		wg.Go(func() { same, sameErr = e.reserve(order("o-changed", "s1", "BEAN", 2)) })
+		wg.Wait()
+		if sameErr != nil || !proto.Equal(same, first) || status.Code(otherErr) != codes.FailedPrecondition {
+			t.Fatalf("the same lines beside other lines: %v, %v and %v; want the holds, and FailedPrecondition", same, sameErr, otherErr)
+		}
+	}
 	if l := e.level("s1", "MILK"); l.GetReserved() > 1 {
 		t.Errorf("MILK reserved %d; want at most o-twice's 1", l.GetReserved())
 	}

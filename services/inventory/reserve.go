@@ -279,10 +279,11 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	for i, j := range jobs {
 		r := j.req
 		if k, dup := first[r.orderID]; dup {
-			// The same order twice in one batch: one decision, for the same lines.
+			// The same order twice in one batch: one decision. Holds it had, or got from the
+			// first, answer only the same lines.
 			answers[i] = answers[k]
-			if a := answers[k].res; a != nil && a.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
-				answers[i] = existingAnswer(placedFor(placed, existing, r.orderID), r.lines)
+			if hs := placedFor(placed, existing, r.orderID); len(hs) > 0 {
+				answers[i] = existingAnswer(hs, r.lines)
 			}
 			continue
 		}
