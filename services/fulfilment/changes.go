@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/pgdb"
@@ -152,11 +153,13 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 	}
 	var b pgx.Batch
 	b.Queue("BEGIN")
+	b.Queue(`SELECT pg_current_xact_id()::text`) // to learn its fate should COMMIT's reply be lost
 	b.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id `+lock, ids)
 	b.Queue(`SELECT order_id, seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
 		FROM order_history WHERE order_id = ANY($1) ORDER BY order_id, seq`, ids)
 	br := conn.SendBatch(ctx, &b)
-	orders, err := readOrdersWithHistory(br)
+	var xid string
+	orders, err := readOrdersWithHistory(br, &xid)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
@@ -205,18 +208,59 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 
 	all := combined(writes...)
 	all.Queue("COMMIT")
-	if err := conn.SendBatch(ctx, all).Close(); err != nil {
+	err = conn.SendBatch(ctx, all).Close()
+	if err == nil && s.loseCommitReply.Load() {
+		err = errors.New("test: the connection was lost during COMMIT")
+	}
+	if err != nil && !s.committed(ctx, xid, err) {
 		return nil, fmt.Errorf("write %d orders' changes: %w", len(pending), err)
 	}
 	return pending, nil
 }
 
-// readOrdersWithHistory reads the two locking reads of decideTogether: the orders by id, each
+// committed reports whether the transaction xid committed although its write round trip
+// failed with err. An error Postgres answered means it did not; anything else (the connection
+// lost, the deadline passed during COMMIT) may hide a commit, which Postgres is asked about on
+// another connection: deciding committed changes again, alone, would refuse them as illegal now
+// (an accept of an order already accepted) and count a wrong pickup code twice.
+func (s *Service) committed(ctx context.Context, xid string, err error) bool {
+	if _, answered := errors.AsType[*pgconn.PgError](err); answered || xid == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	for {
+		var st *string
+		if qerr := s.db.QueryRow(ctx, `SELECT pg_xact_status($1::xid8)`, xid).Scan(&st); qerr != nil {
+			s.log.Warn("the outcome of a combined change is unknown; its changes are decided again", "xid", xid, "err", qerr)
+			return false
+		}
+		switch {
+		case st != nil && *st == "committed":
+			s.log.Info("a combined change committed though its reply was lost", "xid", xid, "err", err)
+			return true
+		case st == nil || *st != "in progress":
+			return false
+		}
+		// The server has not finished with it yet (the connection broke mid-COMMIT).
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// readOrdersWithHistory reads the transaction's id into xid, then the two locking reads of
+// decideTogether: the orders by id, each
 // with its history as of its row (entries of a change committed between the two statements are
 // left out, as readOrder does).
-func readOrdersWithHistory(br pgx.BatchResults) (map[string]*order, error) {
+func readOrdersWithHistory(br pgx.BatchResults, xid *string) (map[string]*order, error) {
 	if _, err := br.Exec(); err != nil {
 		return nil, err
+	}
+	if err := br.QueryRow().Scan(xid); err != nil {
+		return nil, fmt.Errorf("read the transaction id: %w", err)
 	}
 	rows, err := br.Query()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
 )
 
 // blocking reports whether another session waits for a lock the session pid holds.
@@ -257,5 +258,50 @@ func TestALockedOrderHoldsUpOnlyItsOwnChange(t *testing.T) {
 	}
 	if err := <-first; err != nil || e.stateOf(locked) != preparing {
 		t.Fatalf("accept of the order once unlocked: %v, %s; want PREPARING", err, e.stateOf(locked))
+	}
+}
+
+// A combined change that committed though the reply to its COMMIT was lost counts as made: its
+// callers get their own outcomes, instead of their changes being decided again on the changed
+// orders (an accept refused as illegal, a wrong pickup code counted twice).
+func TestAChangeWhoseCommitReplyIsLostButCommittedCountsAsMade(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "SKU-1", 10)
+	a := e.placeAt("s1", "shopper-a", "k", "SKU-1", 1).GetId()
+	b := e.placeAt("s1", "shopper-b", "k", "SKU-1", 1).GetId()
+	for _, step := range []func() error{
+		func() error {
+			_, err := e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: b})
+			return err
+		},
+		func() error {
+			_, err := e.store.MarkReady(e.asStaff("s1"), &fulfilmentv1.MarkReadyRequest{StoreId: "s1", OrderId: b})
+			return err
+		},
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	fulfilment.LoseCommitReplies(e.svc, true)
+	_, acceptErr := e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: a})
+	_, wrongErr := e.handOver("s1", b, "000000")
+	fulfilment.LoseCommitReplies(e.svc, false)
+
+	if acceptErr != nil || e.stateOf(a) != preparing {
+		t.Errorf("accept whose COMMIT's reply was lost: %v, %s; want it made (PREPARING)", acceptErr, e.stateOf(a))
+	}
+	var wrong int
+	if err := e.pool.QueryRow(e.ctx, `SELECT wrong_codes FROM orders WHERE id = $1`, b).Scan(&wrong); err != nil {
+		t.Fatal(err)
+	}
+	if status.Code(wrongErr) != codes.PermissionDenied || wrong != 1 {
+		t.Errorf("a wrong code whose COMMIT's reply was lost: %v, counted %d times; want PermissionDenied, counted once", wrongErr, wrong)
+	}
+	var entries int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_history WHERE order_id = $1 AND to_state = $2`, a, int16(preparing)).Scan(&entries); err != nil || entries != 1 {
+		t.Errorf("the accept is in the history %d times (%v); want once", entries, err)
 	}
 }

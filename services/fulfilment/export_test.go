@@ -12,3 +12,7 @@ func (s *Service) QueuedChanges() int { return s.changes.Queued() }
 
 // ClaimEffectsSQL is the effects worker's claim, for tests of its plan.
 const ClaimEffectsSQL = claimEffectsSQL
+
+// LoseCommitReplies makes combined changes fail after they commit, as a connection lost during
+// COMMIT does, for tests.
+func LoseCommitReplies(s *Service, on bool) { s.loseCommitReply.Store(on) }

@@ -6,7 +6,7 @@ import (
 )
 
 // Failpoints let the crash tests stop a real fulfilment process at a chosen step and kill it
-// there. This file is the only place they exist. A failpoint is armed by starting the process
+// there. This file is the only place they exist (but for the one below). A failpoint is armed by starting the process
 // with HANDOFF_FAILPOINT=<name>; when the process reaches it, it writes
 // "failpoint <name> reached" to stderr and blocks that goroutine forever, so the test can
 // SIGKILL the process exactly there. Unarmed, a failpoint costs one string comparison.
@@ -15,6 +15,9 @@ import (
 //
 //	after_reserve          place_order: inventory holds the lines; the order is not written yet
 //	after_transition       a transition that releases or commits holds: committed; effect not run yet
+//
+// In-process tests have one more, armed per Service (LoseCommitReplies): a combined change's
+// write round trip fails after its COMMIT, as a connection lost then does.
 const (
 	failpointAfterReserve    = "after_reserve"
 	failpointAfterTransition = "after_transition"

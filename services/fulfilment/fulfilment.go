@@ -75,6 +75,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -215,6 +216,10 @@ type Service struct {
 	notifyChannels notify.Channels
 
 	effectsWake chan struct{}
+
+	// loseCommitReply, set by tests, fails a combined change's write round trip after it has
+	// committed, as a connection lost during COMMIT does.
+	loseCommitReply atomic.Bool
 }
 
 // New returns the fulfilment service. Nothing runs until Run.
