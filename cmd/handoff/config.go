@@ -1,11 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +54,13 @@ var envVar = map[string]string{
 	"log-format":            "HANDOFF_LOG_FORMAT",
 }
 
+// secretFlags hold passwords or keys (a database URL may carry its password): the usage text
+// never prints their values, which come from the environment.
+var secretFlags = map[string]bool{
+	"database-url": true, "nats-url": true, "jwt-keys": true, "pickup-code-secret": true,
+	"notify-webhook-secret": true, "smtp-password": true,
+}
+
 // serviceDatabaseEnv lets each service have its own database.
 var serviceDatabaseEnv = map[string]string{
 	stack.TargetCatalog:    "CATALOG_DATABASE_URL",
@@ -72,6 +79,25 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		}
 		return def
 	}
+	// Numbers and durations from the environment are checked here, as flag parsing checks
+	// those on the command line: a bad value stops the process, never becomes a default.
+	var envErrs []error
+	envInt := func(name, def string) int {
+		v := env(name, def)
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a whole number", envVar[name], v))
+		}
+		return n
+	}
+	envDuration := func(name, def string) time.Duration {
+		v := env(name, def)
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a duration such as 10s", envVar[name], v))
+		}
+		return d
+	}
 	var (
 		s       settings
 		origins string
@@ -82,11 +108,11 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.Target, "target", env("target", stack.TargetAll), "part to run: "+strings.Join(stack.Targets, " | "))
 	fs.StringVar(&c.DataDir, "data-dir", env("data-dir", ".data"), "local state of the all target: JetStream files and the private PostgreSQL")
 	fs.StringVar(&c.DatabaseURL, "database-url", env("database-url", ""), "PostgreSQL URL for every service (empty with the all target: start a private cluster)")
-	fs.IntVar(&c.PostgresPort, "postgres-port", atoi(env("postgres-port", "0")), "port of the private PostgreSQL (0: any free port)")
+	fs.IntVar(&c.PostgresPort, "postgres-port", envInt("postgres-port", "0"), "port of the private PostgreSQL (0: any free port)")
 	fs.StringVar(&c.NATSURL, "nats-url", env("nats-url", ""), "external NATS server (empty with the all target: embed one)")
 	fs.StringVar(&c.EmbeddedNATSAddr, "embedded-nats-addr", env("embedded-nats-addr", "127.0.0.1:4223"), "listen address of the embedded NATS server")
-	fs.IntVar(&c.DBMaxConns, "db-max-conns", atoi(env("db-max-conns", "16")), "Postgres connections per service pool at most (each service and the pos-adapter has one)")
-	fs.IntVar(&c.StreamReplicas, "stream-replicas", atoi(env("stream-replicas", "1")), "JetStream replicas per stream (3 in a production cluster)")
+	fs.IntVar(&c.DBMaxConns, "db-max-conns", envInt("db-max-conns", "16"), "Postgres connections per service pool at most (each service and the pos-adapter has one)")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", envInt("stream-replicas", "1"), "JetStream replicas per stream (3 in a production cluster)")
 	fs.StringVar(&c.GatewayAddr, "gateway-addr", env("gateway-addr", "127.0.0.1:8080"), "gateway listen address (gRPC-web, gRPC, Connect)")
 	fs.StringVar(&c.POSAdapterAddr, "pos-addr", env("pos-addr", "127.0.0.1:8090"), "pos-adapter listen address")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("metrics-addr", "127.0.0.1:9090"), "Prometheus /metrics listen address (empty: off)")
@@ -105,16 +131,23 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.Notify.SMTPPassword, "smtp-password", env("smtp-password", ""), "SMTP password")
 	fs.StringVar(&c.JWTKeys, "jwt-keys", env("jwt-keys", ""), "token keys kid:base64key[,...], first signs (empty with the all target: a development key in the data dir)")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
-	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", duration(env("shutdown-grace", "10s")), "how long to drain on SIGTERM")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", envDuration("shutdown-grace", "10s"), "how long to drain on SIGTERM")
 	fs.StringVar(&level, "log-level", env("log-level", "info"), "debug | info | warn | error")
 	fs.StringVar(&s.logFormat, "log-format", env("log-format", "text"), "text | json")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: handoff [flags]\n\nRuns Handoff. With no flags, the whole system in one process with demo data.\nEvery flag can also be set by the environment variable in brackets.\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(stderr, "  -%s [%s]\n    \t%s (default %q)\n", f.Name, envVar[f.Name], f.Usage, f.DefValue)
+			def := strconv.Quote(f.DefValue)
+			if secretFlags[f.Name] && f.DefValue != "" {
+				def = "set in " + envVar[f.Name] + ", not shown"
+			}
+			fmt.Fprintf(stderr, "  -%s [%s]\n    \t%s (default %s)\n", f.Name, envVar[f.Name], f.Usage, def)
 		})
 	}
 	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if err := errors.Join(envErrs...); err != nil {
 		return s, err
 	}
 	if fs.NArg() > 0 {
@@ -153,22 +186,4 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		}
 	}
 	return s, c.Validate()
-}
-
-// atoi and duration return invalid values that flag parsing then rejects with a clear message.
-func atoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "handoff: ignoring non-numeric environment value %q\n", s)
-	}
-	return n
-}
-
-func duration(s string) time.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "handoff: ignoring invalid duration %q in the environment\n", s)
-		return 10 * time.Second
-	}
-	return d
 }

@@ -81,6 +81,6 @@ func readyMessage(target string, r stack.Ready) string {
 	if r.MetricsAddr != "" {
 		parts = append(parts, "metrics http://"+r.MetricsAddr+"/metrics")
 	}
-	parts = append(parts, "NATS "+r.NATSURL)
+	parts = append(parts, "NATS "+stack.RedactURL(r.NATSURL))
 	return "Handoff is ready (" + target + "): " + strings.Join(parts, " · ")
 }

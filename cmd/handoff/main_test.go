@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -62,12 +64,37 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		{nil, map[string]string{"HANDOFF_TARGET": "catalog", "NATS_URL": "nats://127.0.0.1:4222", "HANDOFF_JWT_KEYS": testKeys}, "needs DATABASE_URL"},
 		{[]string{"-log-level", "loud"}, nil, "-log-level"},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+		{nil, map[string]string{"HANDOFF_STREAM_REPLICAS": "3x"}, `HANDOFF_STREAM_REPLICAS="3x": want a whole number`},
+		{nil, map[string]string{"HANDOFF_SHUTDOWN_GRACE": "10"}, `HANDOFF_SHUTDOWN_GRACE="10": want a duration`},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer
 		code := run(c.args, func(k string) string { return c.env[k] }, io.Discard, &stderr)
 		if code != 2 || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("run(%v, %v) = %d, %q; want 2 and a message containing %q", c.args, c.env, code, stderr.String(), c.want)
+		}
+	}
+}
+
+// The usage text, printed for -help and after any flag error, names where a secret comes from
+// but never prints it.
+func TestUsageNeverPrintsSecrets(t *testing.T) {
+	env := map[string]string{
+		"DATABASE_URL": "postgres://handoff:db-password-1@db/handoff", "NATS_URL": "nats://user:nats-password-2@nats:4222",
+		"HANDOFF_JWT_KEYS": testKeys, "HANDOFF_PICKUP_CODE_SECRET": "pickup-secret-3-0123456789",
+		"HANDOFF_NOTIFY_WEBHOOK_SECRET": "webhook-secret-4", "HANDOFF_SMTP_PASSWORD": "smtp-password-5",
+	}
+	for _, args := range [][]string{{"-help"}, {"-shutdown-grace", "10"}} {
+		var stderr bytes.Buffer
+		run(args, func(k string) string { return env[k] }, io.Discard, &stderr)
+		out := stderr.String()
+		if !strings.Contains(out, "set in HANDOFF_JWT_KEYS, not shown") {
+			t.Errorf("run(%v): the usage does not say where the keys come from:\n%s", args, out)
+		}
+		for _, secret := range []string{"db-password-1", "nats-password-2", testKeys, "pickup-secret-3", "webhook-secret-4", "smtp-password-5"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("run(%v) printed the secret %q in:\n%s", args, secret, out)
+			}
 		}
 	}
 }
@@ -252,7 +279,14 @@ func TestTargetsRunAsSeparateProcessesAgainstExternalNATSAndPostgres(t *testing.
 	lis.Close()
 	common := []string{"NATS_URL=" + ns.ClientURL(), "HANDOFF_CATALOG_ADDR=" + catalogAddr, "HANDOFF_JWT_KEYS=" + testKeys}
 
-	catalogProc := startTarget(t, bin, []string{"-target", "catalog", "-demo=true", "-metrics-addr", "127.0.0.1:0"}, append(common, "DATABASE_URL="+dbURL)...)
+	// The catalog has a database of its own (CATALOG_DATABASE_URL) and none other: no private
+	// PostgreSQL is started for it in its data dir.
+	catalogData := t.TempDir()
+	catalogProc := startTarget(t, bin, []string{"-target", "catalog", "-demo=true", "-metrics-addr", "127.0.0.1:0", "-data-dir", catalogData},
+		append(common, "CATALOG_DATABASE_URL="+dbURL, "DATABASE_URL=")...)
+	if _, err := os.Stat(filepath.Join(catalogData, "postgres")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the catalog target with its own database URL made a private PostgreSQL in its data dir (%v)", err)
+	}
 	gw := startTarget(t, bin, []string{"-target", "gateway", "-gateway-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0"}, common...)
 	if gw.gateway == "" {
 		t.Fatal("gateway target printed no gateway address")

@@ -45,7 +45,7 @@ func (s *system) startNATS(ctx context.Context) error {
 		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
 	)...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w (start nats-server with -js, or leave NATS_URL empty with the all target)", url, err)
+		return fmt.Errorf("connect to NATS at %s: %w (start nats-server with -js, or leave NATS_URL empty with the all target)", RedactURL(url), err)
 	}
 	// Drain on shutdown: in-flight requests and acks finish before the connection closes.
 	s.onClose(func(context.Context) error {
@@ -119,11 +119,22 @@ func (s *system) embedNATS() (*server.Server, error) {
 	return ns, nil
 }
 
-// startPostgres starts the private cluster when no database URL was given (one-process mode).
+// startPostgres starts the private cluster when some part to run has no database URL (the
+// one-process mode without DATABASE_URL): never for a part given its own.
 func (s *system) startPostgres(ctx context.Context) error {
 	s.databaseURL = s.cfg.DatabaseURL
 	if s.databaseURL != "" {
 		s.ready.DatabaseURL = s.databaseURL
+		return nil
+	}
+	needed := false
+	for _, spec := range services() {
+		needed = needed || s.cfg.runs(spec.name) && s.cfg.ServiceDatabaseURLs[spec.name] == ""
+	}
+	if s.cfg.runs(TargetPOSAdapter) && s.cfg.ServiceDatabaseURLs[TargetPOSAdapter] == "" {
+		needed = true
+	}
+	if !needed {
 		return nil
 	}
 	cluster, err := pgcluster.Start(ctx, pgcluster.Options{

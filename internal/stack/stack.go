@@ -280,7 +280,7 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 		}
 		r := s.ready
 		s.log.Info("Handoff is ready", "target", s.cfg.Target, "gateway", r.GatewayAddr, "pos_adapter", r.POSAdapterAddr,
-			"metrics", r.MetricsAddr, "nats", r.NATSURL)
+			"metrics", r.MetricsAddr, "nats", RedactURL(r.NATSURL))
 		if ready != nil {
 			ready(r)
 		}
