@@ -244,7 +244,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stdout, "  histogram         %s\n", *histogram)
 	}
 	if !res.Sound() {
-		fmt.Fprintln(stderr, "mobile-mock load: stock was oversold or inventory's invariants do not hold")
+		fmt.Fprintln(stderr, "mobile-mock load: stock was oversold, inventory's invariants do not hold, or they could not be checked (see the summary)")
 		return 1
 	}
 	return 0

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"math"
 	"math/bits"
 	"sync"
 	"time"
@@ -82,7 +83,7 @@ func (h *Histogram) quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}
-	rank := uint64(q*float64(h.n) + 0.5)
+	rank := uint64(math.Ceil(q * float64(h.n))) // nearest rank: never below the q-th fraction
 	rank = min(max(rank, 1), h.n)
 	var seen uint64
 	for i, c := range h.counts {

@@ -51,6 +51,22 @@ func TestQuantilesAreWithinABucketOfTheExactOnes(t *testing.T) {
 	}
 }
 
+// The quantile is the nearest rank, ceil(q·n), never one below it: of 160 latencies whose two
+// slowest are a second, p99 (the 159th) is a second, not the 158th's millisecond.
+func TestQuantileIsTheNearestRankNotOneBelow(t *testing.T) {
+	var h Histogram
+	for i := range 160 {
+		d := time.Millisecond
+		if i >= 158 {
+			d = time.Second
+		}
+		h.Record(d)
+	}
+	if got := h.Quantile(0.99); got < time.Second {
+		t.Fatalf("p99 of 158 × 1 ms and 2 × 1 s = %v; want 1 s (the 159th)", got)
+	}
+}
+
 func TestHistogramSVGIsWellFormedWithAndWithoutSamples(t *testing.T) {
 	var full Histogram
 	for i := range 500 {

@@ -108,7 +108,7 @@ type run struct {
 	menu  []string // SKUs orders are made of
 	box   [2]*commonv1.LatLng
 	start time.Time
-	end   time.Time // of the measuring window; zero until known (count mode)
+	end   atomic.Int64 // of the measuring window, Unix nanoseconds; 0 until known (count mode)
 
 	loadAvgStart float64
 	// cpuStart and cpuEnd frame the CPU the run used: from the first shopper to the last order's end.
@@ -334,7 +334,7 @@ func (r *run) measure(ctx context.Context) {
 	if r.cfg.Orders > 0 {
 		r.budget.Store(int64(r.cfg.Orders))
 	} else {
-		r.end = r.start.Add(r.cfg.Duration)
+		r.end.Store(r.start.Add(r.cfg.Duration).UnixNano())
 	}
 	progressDone := make(chan struct{})
 	stopProgress := make(chan struct{})
@@ -348,14 +348,20 @@ func (r *run) measure(ctx context.Context) {
 	}
 	wg.Wait()
 	r.cpuEnd, r.cpuWindow = readCPUUse(), time.Since(r.start)
-	if r.end.IsZero() {
-		r.end = time.Now()
-	}
+	r.end.CompareAndSwap(0, time.Now().UnixNano())
 	close(stopProgress)
 	<-progressDone
 }
 
-func (r *run) inWindow(t time.Time) bool { return r.end.IsZero() || !t.After(r.end) }
+func (r *run) inWindow(t time.Time) bool { e := r.end.Load(); return e == 0 || t.UnixNano() <= e }
+
+// endTime is the end of the measuring window (zero until known).
+func (r *run) endTime() time.Time {
+	if e := r.end.Load(); e != 0 {
+		return time.Unix(0, e)
+	}
+	return time.Time{}
+}
 
 func (r *run) reportProgress(stop <-chan struct{}) {
 	if r.cfg.Progress == nil {
@@ -382,7 +388,7 @@ func (r *run) reportProgress(stop <-chan struct{}) {
 				Errors:           r.failed.Load(),
 				OrdersPerSecond:  float64(n-last) / now.Sub(lastAt).Seconds(),
 				CheckoutP99:      r.checkout.Quantile(0.99),
-				Draining:         r.cfg.Orders == 0 && now.After(r.end),
+				Draining:         r.cfg.Orders == 0 && now.After(r.endTime()),
 			}
 			last, lastAt = n, now
 			r.cfg.Progress(p)
@@ -408,7 +414,7 @@ func (r *run) shopper(ctx context.Context, id int) {
 				<-slots
 				return
 			}
-		} else if time.Now().After(r.end) {
+		} else if time.Now().After(r.endTime()) {
 			<-slots
 			return
 		}
@@ -452,7 +458,18 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 
 	r.checkouts.Add(1)
 	began := time.Now()
-	kres, err := r.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: "load-" + uuid.NewString()}))
+	// No answer is not no order: as the cart asks, the shopper retries with the same key to
+	// learn the order's fate (else its units would be missing from the oversold check).
+	key := "load-" + uuid.NewString()
+	var kres *connect.Response[cartv1.CheckoutResponse]
+	for attempt := 1; ; attempt++ {
+		kres, err = r.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: key}))
+		if err == nil || attempt == checkoutAttempts || ctx.Err() != nil || !retryCheckout(connect.CodeOf(err)) {
+			break
+		}
+		r.fail("Checkout (retried with its key)", err)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+	}
 	if err != nil {
 		r.fail("Checkout", err)
 		return
@@ -463,10 +480,18 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
 		r.reject(order)
 		return
-	case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED:
-		r.confirm(order)
-		release() // the shopper may start the next order; the pickup goes on here
 	}
+	// An order is counted confirmed (its units toward the oversold check) the first time it is
+	// seen CONFIRMED or later: a watch may skip straight past CONFIRMED to PREPARING or READY.
+	counted := false
+	count := func(o *fulfilmentv1.Order) {
+		if !counted && confirmedOrLater(o.GetState()) {
+			counted = true
+			r.confirm(o)
+			release() // the shopper may start the next order; the pickup goes on here
+		}
+	}
+	count(order)
 
 	// The shopper watches the order and, once it is READY, shows the pickup code at the counter.
 	stream, err := r.app.Orders.WatchOrder(ctx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
@@ -492,14 +517,9 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		if o.GetVersion() < order.GetVersion() {
 			continue
 		}
-		prev := state
 		order, state = o, o.GetState()
+		count(order)
 		switch state {
-		case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED:
-			if prev == fulfilmentv1.OrderState_ORDER_STATE_PENDING {
-				r.confirm(order)
-				release()
-			}
 		case fulfilmentv1.OrderState_ORDER_STATE_READY:
 			if handedOver {
 				continue
@@ -577,6 +597,29 @@ func (r *run) pickPoint(rng *rand.Rand) *commonv1.LatLng {
 }
 
 // confirm records a CONFIRMED order as the shopper learnt of it.
+// checkoutAttempts is how often a shopper sends a checkout that gets no answer, with its key.
+const checkoutAttempts = 3
+
+// retryCheckout reports whether a checkout failing with code may have made an order, so that
+// the cart asks for a retry with the same key.
+func retryCheckout(code connect.Code) bool {
+	switch code {
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeAborted, connect.CodeInternal, connect.CodeUnknown:
+		return true
+	}
+	return false
+}
+
+// confirmedOrLater reports whether an order in state s was confirmed: its units were sold.
+func confirmedOrLater(s fulfilmentv1.OrderState) bool {
+	switch s {
+	case fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED, fulfilmentv1.OrderState_ORDER_STATE_PREPARING,
+		fulfilmentv1.OrderState_ORDER_STATE_READY, fulfilmentv1.OrderState_ORDER_STATE_COLLECTED:
+		return true
+	}
+	return false
+}
+
 func (r *run) confirm(order *fulfilmentv1.Order) {
 	now := time.Now()
 	r.confirmed.Add(1)

@@ -163,7 +163,7 @@ type Invariants struct {
 }
 
 func (r *run) result(ctx context.Context) *Result {
-	window := r.end.Sub(r.start).Seconds()
+	window := r.endTime().Sub(r.start).Seconds()
 	res := &Result{
 		Started:       r.start,
 		Shoppers:      r.cfg.Shoppers,
@@ -251,10 +251,11 @@ func (r *run) checkInvariants(ctx context.Context) Invariants {
 	return inv
 }
 
-// Sound reports whether the run kept Handoff's promises: nothing oversold and inventory's
-// invariants holding (when they could be checked).
+// Sound reports whether the run showed that Handoff kept its promises: nothing oversold, every
+// confirmed unit checked against a store's availability, and inventory's invariants checked and
+// holding. A run whose checks could not be made shows nothing.
 func (res *Result) Sound() bool {
-	return res.OversoldUnits == 0 && (!res.Invariants.Checked || res.Invariants.OK)
+	return res.OversoldUnits == 0 && res.UncheckedUnits == 0 && res.Invariants.Checked && res.Invariants.OK
 }
 
 // WriteJSON writes the result to path.

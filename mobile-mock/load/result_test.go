@@ -1,0 +1,54 @@
+package load
+
+import (
+	"testing"
+
+	"connectrpc.com/connect"
+
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+)
+
+// A run is sound only when it showed it: nothing oversold, every confirmed unit checked
+// against a store's availability, and inventory's invariants checked and holding. A check
+// that could not be made (a wrong -inventory address) shows nothing.
+func TestARunIsSoundOnlyWhenItsChecksWereMadeAndHeld(t *testing.T) {
+	ok := Invariants{Checked: true, OK: true}
+	for name, c := range map[string]struct {
+		res  Result
+		want bool
+	}{
+		"all checked and holding":  {Result{Invariants: ok}, true},
+		"units oversold":           {Result{Invariants: ok, OversoldUnits: 1}, false},
+		"units not checked":        {Result{Invariants: ok, UncheckedUnits: 3}, false},
+		"invariants broken":        {Result{Invariants: Invariants{Checked: true}}, false},
+		"invariants not checkable": {Result{Invariants: Invariants{Note: "inventory's gRPC address not given"}}, false},
+	} {
+		if got := c.res.Sound(); got != c.want {
+			t.Errorf("%s: Sound() = %v, want %v", name, got, c.want)
+		}
+	}
+}
+
+// An order's units count as sold from the first state at or past CONFIRMED a shopper sees,
+// which a watch may show instead of CONFIRMED itself.
+func TestAnOrderIsConfirmedFromAnyStateAtOrPastConfirmation(t *testing.T) {
+	for s, want := range map[fulfilmentv1.OrderState]bool{
+		fulfilmentv1.OrderState_ORDER_STATE_PENDING: false, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED: true,
+		fulfilmentv1.OrderState_ORDER_STATE_PREPARING: true, fulfilmentv1.OrderState_ORDER_STATE_READY: true,
+		fulfilmentv1.OrderState_ORDER_STATE_COLLECTED: true, fulfilmentv1.OrderState_ORDER_STATE_REJECTED: false,
+		fulfilmentv1.OrderState_ORDER_STATE_CANCELLED: false, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED: false,
+	} {
+		if got := confirmedOrLater(s); got != want {
+			t.Errorf("confirmedOrLater(%v) = %v, want %v", s, got, want)
+		}
+	}
+	// The cart asks for a retry with the same key after these: the order may exist.
+	for code, want := range map[connect.Code]bool{
+		connect.CodeUnavailable: true, connect.CodeDeadlineExceeded: true, connect.CodeAborted: true,
+		connect.CodeInvalidArgument: false, connect.CodeFailedPrecondition: false, connect.CodeResourceExhausted: false,
+	} {
+		if got := retryCheckout(code); got != want {
+			t.Errorf("retryCheckout(%v) = %v, want %v", code, got, want)
+		}
+	}
+}
