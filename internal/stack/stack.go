@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -199,8 +200,9 @@ type system struct {
 	inproc map[string]*grpcserver.Channel
 
 	ready Ready
-	// servers run until the serve context ends; background loops (relays) likewise.
+	// servers run until the serve context ends, then drain; loops run until the servers are done.
 	servers []func(ctx context.Context) error
+	loops   []func(ctx context.Context) error // background loops: see serve
 	// afterListen runs once every server is serving (demo loads).
 	afterListen []func(ctx context.Context) error
 }
@@ -269,8 +271,30 @@ func (s *system) start(ctx context.Context) error {
 // this, so the ready line is printed only when every address accepts connections.
 func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 	g, gctx := errgroup.WithContext(ctx)
+	// Background loops (outbox relays above all) outlive the servers' drain: what the requests
+	// finishing in the grace write, the relays still publish, instead of it waiting in the
+	// outbox for the next start. They stop once every server has returned, or at once when
+	// anything fails.
+	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	defer context.AfterFunc(gctx, func() {
+		if ctx.Err() == nil {
+			stopLoops() // a failure, not a shutdown
+		}
+	})()
+	var serving sync.WaitGroup
 	for _, run := range s.servers {
-		g.Go(func() error { return run(gctx) })
+		serving.Add(1)
+		g.Go(func() error { defer serving.Done(); return run(gctx) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		serving.Wait()
+		stopLoops()
+		return nil
+	})
+	for _, run := range s.loops {
+		g.Go(func() error { return run(loopCtx) })
 	}
 	g.Go(func() error {
 		for _, f := range s.afterListen {
@@ -309,7 +333,7 @@ func (s *system) addServer(run func(ctx context.Context) error) { s.servers = ap
 
 // addLoop registers a background loop; an error other than shutdown stops the process.
 func (s *system) addLoop(name string, run func(ctx context.Context) error) {
-	s.addServer(func(ctx context.Context) error {
+	s.loops = append(s.loops, func(ctx context.Context) error {
 		if err := run(ctx); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
