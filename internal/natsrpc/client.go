@@ -51,7 +51,8 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, res proto.Mes
 		Data:    data,
 		Header: nats.Header{
 			// Round up so that a sub-millisecond budget is not sent as 0.
-			TimeoutHeader: []string{strconv.FormatInt(int64((remaining+time.Millisecond-1)/time.Millisecond), 10)},
+			TimeoutHeader:  []string{strconv.FormatInt(int64((remaining+time.Millisecond-1)/time.Millisecond), 10)},
+			DeadlineHeader: []string{strconv.FormatInt(deadline.UnixMilli(), 10)},
 		},
 	}
 	reply, err := nc.RequestMsgWithContext(ctx, msg)

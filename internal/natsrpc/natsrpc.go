@@ -46,6 +46,10 @@ const SubjectPrefix = "handoff.rpc"
 const (
 	// TimeoutHeader carries the caller's remaining budget in milliseconds.
 	TimeoutHeader = "Handoff-Timeout-Ms"
+	// DeadlineHeader carries the caller's deadline, Unix milliseconds: a request that waited
+	// past it (in a busy server's queue, in a reconnecting client's buffer) is refused
+	// unhandled, so no handler starts work its caller has stopped waiting for.
+	DeadlineHeader = "Handoff-Deadline-Unix-Ms"
 	// CodeNameHeader repeats the gRPC code of an error reply by name.
 	CodeNameHeader = "Handoff-Grpc-Code"
 )

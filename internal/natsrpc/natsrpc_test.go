@@ -368,3 +368,37 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 		t.Fatalf("Shutdown with a stuck request: %v; want the context's deadline", err)
 	}
 }
+
+// A request that reaches its handler only after its caller's deadline (it waited in a busy
+// server's queue, or in a reconnecting client's buffer) is refused unhandled: no work starts
+// that its caller has stopped waiting for, such as an order placed after the cart gave up.
+func TestARequestPastItsDeadlineIsNotHandled(t *testing.T) {
+	srv, cli := setup(t)
+	var handled atomic.Int32
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		handled.Add(1)
+		return req, nil
+	})
+	data, err := proto.Marshal(wrapperspb.String("late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: echoSubject, Data: data, Header: nats.Header{
+		natsrpc.TimeoutHeader:  []string{"5000"},
+		natsrpc.DeadlineHeader: []string{strconv.FormatInt(time.Now().Add(-time.Second).UnixMilli(), 10)},
+	}}
+	reply, err := cli.RequestMsg(msg, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := reply.Header.Get(micro.ErrorCodeHeader); code != strconv.Itoa(int(codes.DeadlineExceeded)) {
+		t.Fatalf("a request past its deadline answered %v (%q); want DeadlineExceeded", reply.Header, reply.Data)
+	}
+	if n := handled.Load(); n != 0 {
+		t.Fatalf("the handler ran %d times for a request past its deadline", n)
+	}
+	// In time, it is handled.
+	if got, err := call(t.Context(), cli, "on time"); err != nil || got != "on time" {
+		t.Fatalf("a request in time: %q, %v", got, err)
+	}
+}

@@ -199,6 +199,16 @@ func (svc *Service) serve(r micro.Request, subject string, serve func(context.Co
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if deadline, ok := requestDeadline(r.Headers()); ok {
+		if time.Now().After(deadline) {
+			st = status.Newf(codes.DeadlineExceeded, "natsrpc: %s: the request waited past its deadline; not handled", subject)
+			svc.reply(r, subject, nil, st)
+			return
+		}
+		var cancelAt context.CancelFunc
+		ctx, cancelAt = context.WithDeadline(ctx, deadline)
+		defer cancelAt()
+	}
 
 	var body []byte
 	func() {
@@ -234,6 +244,16 @@ func (svc *Service) reply(r micro.Request, subject string, body []byte, st *stat
 		// The caller times out; nothing else to do but say so.
 		svc.logger.Warn("natsrpc: send reply", "subject", subject, "err", err)
 	}
+}
+
+// requestDeadline reads the caller's deadline from its header, if it sent one (a malformed
+// one is ignored: the relative timeout still bounds the request).
+func requestDeadline(h micro.Headers) (time.Time, bool) {
+	ms, err := strconv.ParseInt(h.Get(DeadlineHeader), 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
 }
 
 // requestTimeout reads the caller's budget from the timeout header.

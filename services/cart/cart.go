@@ -146,7 +146,7 @@ func New(cfg Config) *Service {
 		log:             cfg.Logger.With("service", "cart"),
 		checkoutTimeout: cfg.CheckoutTimeout,
 		lookupTimeout:   cfg.LookupTimeout,
-		checkoutLease:   cfg.CheckoutTimeout + 15*time.Second,
+		checkoutLease:   cfg.CheckoutTimeout + 30*time.Second, // see settle
 		abandonAfter:    cfg.AbandonAfter,
 		variantCache:    newLookupCache[*catalogv1.Variant](cfg.CacheTTL),
 		storeCache:      newLookupCache[*inventoryv1.Store](cfg.CacheTTL),

@@ -322,20 +322,24 @@ type cartMark struct {
 
 // endLease unfreezes the cart after a checkout that made no order (or a rejected one).
 // settle learns the outcome of c's checkout, whose lease lapsed without an answer: the order
-// fulfilment made under its key, if any, checks the cart out; none, or a rejected one, ends the
-// lease and opens the cart again. Fulfilment writes an order at most ReserveTimeout and its
-// settle timeout (7 s) after taking the request, which the cart stopped waiting for at
-// CheckoutTimeout; the lease lapses 15 s after that, so an order that is not there by then
-// never will be. Fulfilment not answering leaves the cart as it is: Unavailable.
+// fulfilment made under its key for this cart, if any, checks the cart out; none, or a rejected
+// one, ends the lease and opens the cart again. An order that is not there by then never will
+// be: fulfilment takes a place_order only before its deadline (CheckoutTimeout after the cart
+// sent it; natsrpc refuses it unhandled later, however long it waited) and writes the order at
+// most 12 s after taking it (ReserveTimeout 2 s, then 5 s to settle and 5 s for the write
+// batch); the cart sent it at most LookupTimeout (pricing) after the claim, and the lease
+// lapses CheckoutTimeout + 30 s after the claim. Fulfilment not answering leaves the cart as it
+// is: Unavailable.
 func (s *Service) settle(ctx context.Context, c *cartRow) error {
 	key := deref(c.CheckoutKey)
 	fctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
 	var res fulfilmentv1.FindCheckoutOrderResponse
-	err := natsrpc.Call(fctx, s.nc, subjectFindCheckout, &fulfilmentv1.FindCheckoutOrderRequest{CustomerId: c.CustomerID, IdempotencyKey: key}, &res)
+	err := natsrpc.Call(fctx, s.nc, subjectFindCheckout, &fulfilmentv1.FindCheckoutOrderRequest{CustomerId: c.CustomerID, IdempotencyKey: key, CartId: c.ID}, &res)
 	cancel()
 	s.rows.drop(c.ID)
 	switch {
-	case status.Code(err) == codes.NotFound, err == nil && res.GetOrder().GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+	case status.Code(err) == codes.NotFound, err == nil && res.GetOrder().GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED,
+		err == nil && res.GetOrder().GetCartId() != c.ID:
 		wctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 		defer cancel()
 		if _, err := s.db.Exec(wctx, `UPDATE carts SET checkout_until = NULL

@@ -39,7 +39,7 @@ func (s *Service) RegisterNATS(svc *natsrpc.Service) error {
 		return err
 	}
 	return natsrpc.Handle(svc, SubjectFindCheckoutOrder, func(ctx context.Context, req *fulfilmentv1.FindCheckoutOrderRequest) (*fulfilmentv1.FindCheckoutOrderResponse, error) {
-		o, err := s.FindCheckoutOrder(ctx, req.GetCustomerId(), req.GetIdempotencyKey())
+		o, err := s.FindCheckoutOrder(ctx, req.GetCustomerId(), req.GetIdempotencyKey(), req.GetCartId())
 		if err != nil {
 			return nil, err
 		}

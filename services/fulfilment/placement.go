@@ -58,16 +58,20 @@ func (s *Service) PlaceOrder(ctx context.Context, req *fulfilmentv1.PlaceOrderRe
 	return o.proto(viewOwner, s.secret), nil
 }
 
-// FindCheckoutOrder returns the order the checkout of customerID with key made, as its
-// customer sees it (pickup code included), or NotFound when it made none. It places nothing: the
-// cart asks it to settle a checkout that got no answer in time.
-func (s *Service) FindCheckoutOrder(ctx context.Context, customerID, key string) (*fulfilmentv1.Order, error) {
+// FindCheckoutOrder returns the order the checkout of customerID's cart cartID with key made,
+// as its customer sees it (pickup code included), or NotFound when it made none (an order of
+// another cart under the key is not this checkout's). It places nothing: the cart asks it to
+// settle a checkout that got no answer in time.
+func (s *Service) FindCheckoutOrder(ctx context.Context, customerID, key, cartID string) (*fulfilmentv1.Order, error) {
 	var v rpcerr.Violations
 	if customerID == "" {
 		v.Add("customer_id", "required")
 	}
 	if key == "" {
 		v.Add("idempotency_key", "required")
+	}
+	if cartID == "" {
+		v.Add("cart_id", "required")
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -77,7 +81,7 @@ func (s *Service) FindCheckoutOrder(ctx context.Context, customerID, key string)
 	if err != nil {
 		return nil, fmt.Errorf("read order %s: %w", id, err)
 	}
-	if o == nil {
+	if o == nil || o.CartID != cartID {
 		return nil, rpcerr.NotFound("order", id)
 	}
 	return o.proto(viewOwner, s.secret), nil

@@ -581,18 +581,23 @@ func TestFindCheckoutOrderFindsWithoutPlacing(t *testing.T) {
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 5)
 	placed := e.mustPlace(checkout("kim", "k-placed", "s1", line{"LATTE-16", 1}), confirmed)
-	found, err := e.svc.FindCheckoutOrder(e.ctx, "kim", "k-placed")
+	cart := placed.GetCartId()
+	found, err := e.svc.FindCheckoutOrder(e.ctx, "kim", "k-placed", cart)
 	if err != nil || found.GetId() != placed.GetId() || found.GetPickupCode() != placed.GetPickupCode() {
 		t.Fatalf("the placed checkout's order: %v, %v; want %s with its pickup code", found, err, placed.GetId())
 	}
-	if _, err := e.svc.FindCheckoutOrder(e.ctx, "kim", "k-never"); status.Code(err) != codes.NotFound {
+	if _, err := e.svc.FindCheckoutOrder(e.ctx, "kim", "k-never", cart); status.Code(err) != codes.NotFound {
 		t.Fatalf("a checkout never placed: %v; want NotFound", err)
 	}
-	if _, err := e.svc.FindCheckoutOrder(e.ctx, "lee", "k-placed"); status.Code(err) != codes.NotFound {
+	if _, err := e.svc.FindCheckoutOrder(e.ctx, "lee", "k-placed", cart); status.Code(err) != codes.NotFound {
 		t.Fatalf("another customer's key: %v; want NotFound", err)
 	}
-	_, err = e.svc.FindCheckoutOrder(e.ctx, "", "")
-	wantCode(t, "no customer and no key", err, codes.InvalidArgument, "customer_id", "idempotency_key")
+	// The key used for another cart's checkout: that order is not this cart's.
+	if _, err := e.svc.FindCheckoutOrder(e.ctx, "kim", "k-placed", "another-cart"); status.Code(err) != codes.NotFound {
+		t.Fatalf("the key of another cart's checkout: %v; want NotFound", err)
+	}
+	_, err = e.svc.FindCheckoutOrder(e.ctx, "", "", "")
+	wantCode(t, "no customer, key or cart", err, codes.InvalidArgument, "customer_id", "idempotency_key", "cart_id")
 	var n int
 	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d orders after the lookups (%v); want only the placed one", n, err)

@@ -298,7 +298,9 @@ type FindCheckoutOrderRequest struct {
 	// The checkout's idempotency key.
 	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// The customer who checked out.
-	CustomerId    string `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	CustomerId string `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// The cart checked out: an order of another cart under the same key is not this checkout's.
+	CartId        string `protobuf:"bytes,3,opt,name=cart_id,json=cartId,proto3" json:"cart_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,6 +345,13 @@ func (x *FindCheckoutOrderRequest) GetIdempotencyKey() string {
 func (x *FindCheckoutOrderRequest) GetCustomerId() string {
 	if x != nil {
 		return x.CustomerId
+	}
+	return ""
+}
+
+func (x *FindCheckoutOrderRequest) GetCartId() string {
+	if x != nil {
+		return x.CartId
 	}
 	return ""
 }
@@ -421,11 +430,12 @@ const file_handoff_fulfilment_v1_placement_proto_rawDesc = "" +
 	"\x05email\x18\n" +
 	" \x01(\tR\x05email\"H\n" +
 	"\x12PlaceOrderResponse\x122\n" +
-	"\x05order\x18\x01 \x01(\v2\x1c.handoff.fulfilment.v1.OrderR\x05order\"d\n" +
+	"\x05order\x18\x01 \x01(\v2\x1c.handoff.fulfilment.v1.OrderR\x05order\"}\n" +
 	"\x18FindCheckoutOrderRequest\x12'\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
-	"customerId\"O\n" +
+	"customerId\x12\x17\n" +
+	"\acart_id\x18\x03 \x01(\tR\x06cartId\"O\n" +
 	"\x19FindCheckoutOrderResponse\x122\n" +
 	"\x05order\x18\x01 \x01(\v2\x1c.handoff.fulfilment.v1.OrderR\x05orderB\xea\x01\n" +
 	"\x19com.handoff.fulfilment.v1B\x0ePlacementProtoP\x01ZGgithub.com/handoff-dev/handoff/proto/handoff/fulfilment/v1;fulfilmentv1\xa2\x02\x03HFX\xaa\x02\x15Handoff.Fulfilment.V1\xca\x02\x15Handoff\\Fulfilment\\V1\xe2\x02!Handoff\\Fulfilment\\V1\\GPBMetadata\xea\x02\x17Handoff::Fulfilment::V1b\x06proto3"
