@@ -58,7 +58,7 @@ var envVar = map[string]string{
 // never prints their values, which come from the environment.
 var secretFlags = map[string]bool{
 	"database-url": true, "nats-url": true, "jwt-keys": true, "pickup-code-secret": true,
-	"notify-webhook-secret": true, "smtp-password": true,
+	"notify-webhook-secret": true, "smtp-password": true, "notify-webhook-url": true, // a URL may carry a token
 }
 
 // serviceDatabaseEnv lets each service have its own database.

@@ -11,7 +11,11 @@ import (
 func RedactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "nats://" + p // as nats.go reads a URL without a scheme
+		}
+		u, err := url.Parse(p)
 		if err != nil {
 			if strings.Contains(p, "@") {
 				parts[i] = "(a URL with credentials, not shown)"

@@ -596,7 +596,6 @@ func (r *run) pickPoint(rng *rand.Rand) *commonv1.LatLng {
 	}
 }
 
-// confirm records a CONFIRMED order as the shopper learnt of it.
 // checkoutAttempts is how often a shopper sends a checkout that gets no answer, with its key.
 const checkoutAttempts = 3
 
@@ -620,6 +619,7 @@ func confirmedOrLater(s fulfilmentv1.OrderState) bool {
 	return false
 }
 
+// confirm records a CONFIRMED order as the shopper learnt of it.
 func (r *run) confirm(order *fulfilmentv1.Order) {
 	now := time.Now()
 	r.confirmed.Add(1)

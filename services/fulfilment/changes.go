@@ -224,8 +224,8 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 // another connection: deciding committed changes again, alone, would refuse them as illegal now
 // (an accept of an order already accepted) and count a wrong pickup code twice.
 func (s *Service) committed(ctx context.Context, xid string, err error) bool {
-	if _, answered := errors.AsType[*pgconn.PgError](err); answered || xid == "" {
-		return false
+	if _, answered := errors.AsType[*pgconn.PgError](err); answered || xid == "" || pgconn.SafeToRetry(err) {
+		return false // Postgres refused it, or nothing of it was sent
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
