@@ -48,7 +48,8 @@ const (
 	TimeoutHeader = "Handoff-Timeout-Ms"
 	// DeadlineHeader carries the caller's deadline, Unix milliseconds: a request that waited
 	// past it (in a busy server's queue, in a reconnecting client's buffer) is refused
-	// unhandled, so no handler starts work its caller has stopped waiting for.
+	// unhandled, so no handler starts work its caller has stopped waiting for. Callers' and
+	// servers' clocks are taken to agree within a second or so, as NTP keeps them.
 	DeadlineHeader = "Handoff-Deadline-Unix-Ms"
 	// CodeNameHeader repeats the gRPC code of an error reply by name.
 	CodeNameHeader = "Handoff-Grpc-Code"
