@@ -552,3 +552,48 @@ func TestCartWritesAreHeapOnlyUpdates(t *testing.T) {
 		return nil
 	})
 }
+
+// A retry of a checkout while the first request is still placing the order (a double tap, a
+// client's retry) that fails on its own (here: the catalog stops answering its pricing) leaves
+// the lease to the first request: the cart cannot change while the order may be on its way.
+func TestAFailedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
+	e := newEnv(t, func(c *cart.Config) { c.CacheTTL = -1 }) // every pricing asks the catalog
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	e.addLine("alice", c.GetId(), sku, 1)
+	ctx := e.as("alice")
+	if _, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	placing, release := make(chan struct{}), make(chan struct{})
+	e.serveNATS("fulfilment", func(svc *natsrpc.Service) error {
+		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "place_order"), func(_ context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
+			close(placing)
+			<-release
+			return &fulfilmentv1.PlaceOrderResponse{Order: &fulfilmentv1.Order{Id: "order-1", CartId: req.GetCartId(),
+				State: fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}}, nil
+		})
+	})
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+		first <- err
+	}()
+	<-placing
+	if err := e.catRPC.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+	wantCode(t, "the retry, the catalog down", err, codes.Unavailable)
+	var leased bool
+	if err := e.pool.QueryRow(t.Context(), `SELECT checkout_until > now() FROM carts WHERE id = $1`, c.GetId()).Scan(&leased); err != nil || !leased {
+		t.Fatalf("after the retry failed, the first request's lease is running: %v (%v); want true", leased, err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first request: %v", err)
+	}
+	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-1" {
+		t.Fatalf("cart = %v; want checked out as order-1", got)
+	}
+}

@@ -69,7 +69,11 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	// prices fill the request, which fulfilment answers from the order it stored.
 	lines, variants, err := s.priceForOrder(ctx, c, !already)
 	if err != nil {
-		s.endLease(ctx, c.ID, key)
+		// Nothing was placed by this request. A retry's lease, though, is its first request's,
+		// which may be placing the order now: it is left to run (or lapse and be settled).
+		if c.freshClaim {
+			s.endLease(ctx, c.ID, key)
+		}
 		return nil, nil, err
 	}
 
@@ -144,14 +148,15 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 	for range 3 {
 		c = &cartRow{}
 		err = s.db.QueryRow(ctx, `
-			UPDATE carts SET checkout_key = $3, checkout_until = now() + $5::bigint * interval '1 microsecond'
+			UPDATE carts SET checkout_key = $3,
+			       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END
 			WHERE id = $1 AND customer_id = $2 AND state = 'open'
 			  AND (checkout_until IS NULL OR (checkout_key = $3 AND checkout_until > now()))
 			  AND ($4::bigint = 0 OR version = $4)
 			  AND jsonb_array_length(lines) > 0
 			  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)
-			RETURNING `+cartColumns,
-			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds()).Scan(c.scanTargets()...)
+			RETURNING `+claimColumns,
+			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds()).Scan(c.claimScanTargets()...)
 		if err == nil {
 			return c, false, nil
 		}

@@ -32,14 +32,15 @@ type claimReq struct {
 // claimManySQL is claim's UPDATE for many carts: the same conditions, one row each. The
 // request columns are named apart from the cart's so the cart's columns need no prefix.
 const claimManySQL = `
-	UPDATE carts SET checkout_key = u.r_key, checkout_until = now() + $5::bigint * interval '1 microsecond'
+	UPDATE carts SET checkout_key = u.r_key,
+	       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(r_id, r_customer, r_key, r_version)
 	WHERE id = u.r_id AND customer_id = u.r_customer AND state = 'open'
 	  AND (checkout_until IS NULL OR (checkout_key = u.r_key AND checkout_until > now()))
 	  AND (u.r_version = 0 OR version = u.r_version)
 	  AND jsonb_array_length(lines) > 0
 	  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)
-	RETURNING ` + cartColumns
+	RETURNING ` + claimColumns
 
 // claimMany claims the carts of reqs in one statement. A request whose cart did not match
 // (refused, or another request of the batch claimed it first) gets a nil cart.
@@ -66,7 +67,7 @@ func (s *Service) claimMany(ctx context.Context, reqs []claimReq) []coalesce.Res
 	defer rows.Close()
 	for rows.Next() {
 		c := &cartRow{}
-		if err := rows.Scan(c.scanTargets()...); err != nil {
+		if err := rows.Scan(c.claimScanTargets()...); err != nil {
 			return fail(err)
 		}
 		for i, r := range reqs {
