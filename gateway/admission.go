@@ -129,18 +129,16 @@ func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 			defer cancel(nil)
 			defer context.AfterFunc(i.a.draining, func() { cancel(errDraining) })()
 		}
-		run := func(ctx context.Context) error { return next(ctx, conn) }
+		var expires time.Time // anonymous: no token to expire
 		if p, ok := auth.FromContext(ctx); ok {
 			done, err := i.a.streams.Open(p.Subject)
 			if err != nil {
 				return err
 			}
 			defer done()
-			run = func(ctx context.Context) error {
-				return edge.UntilExpiry(ctx, p.Expires, func(ctx context.Context) error { return next(ctx, conn) })
-			}
+			expires = p.Expires
 		}
-		err = run(ctx)
+		err = edge.UntilExpiry(ctx, expires, func(ctx context.Context) error { return next(ctx, conn) })
 		if errors.Is(context.Cause(ctx), errDraining) {
 			return connect.NewError(connect.CodeUnavailable, errors.New("the gateway is restarting: open the stream again"))
 		}

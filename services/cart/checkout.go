@@ -325,7 +325,6 @@ type cartMark struct {
 	updateTime time.Time
 }
 
-// endLease unfreezes the cart after a checkout that made no order (or a rejected one).
 // settle learns the outcome of c's checkout, whose lease lapsed without an answer: the order
 // fulfilment made under its key for this cart, if any, checks the cart out; none, or a rejected
 // one, ends the lease and opens the cart again. An order that is not there by then never will
@@ -343,8 +342,7 @@ func (s *Service) settle(ctx context.Context, c *cartRow) error {
 	cancel()
 	s.rows.drop(c.ID)
 	switch {
-	case status.Code(err) == codes.NotFound, err == nil && res.GetOrder().GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED,
-		err == nil && res.GetOrder().GetCartId() != c.ID:
+	case status.Code(err) == codes.NotFound, err == nil && res.GetOrder().GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
 		wctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 		defer cancel()
 		if _, err := s.db.Exec(wctx, `UPDATE carts SET checkout_until = NULL
@@ -364,6 +362,7 @@ func (s *Service) settle(ctx context.Context, c *cartRow) error {
 	return nil
 }
 
+// endLease unfreezes the cart after a checkout that made no order (or a rejected one).
 func (s *Service) endLease(ctx context.Context, cartID, key string) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
 	defer cancel()
