@@ -11,8 +11,10 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
@@ -139,4 +141,43 @@ func TestConcurrentPickupCodeGuessesGetNoMoreThanTheTerminalHasLeft(t *testing.T
 	if reached > 11 {
 		t.Fatalf("%d of %d simultaneous guesses reached fulfilment (%d limited); want at most the 9 left", reached, guesses, limited)
 	}
+}
+
+// judgedThenAbandoned forwards hand-overs to fulfilment, which judges them, and answers as a
+// caller that gave up meanwhile would see it: Canceled.
+type judgedThenAbandoned struct{ grpc.ClientConnInterface }
+
+func (c judgedThenAbandoned) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	err := c.ClientConnInterface.Invoke(ctx, method, args, reply, opts...)
+	if strings.HasSuffix(method, "/HandOver") {
+		return status.Error(codes.Canceled, "the caller gave up")
+	}
+	return err
+}
+
+// A guess the caller abandons is still judged by fulfilment (a change whose batch has begun
+// is decided whatever its caller does), so it is charged like a refusal: a guesser cancelling
+// every call is slowed down at the door all the same.
+func TestAbandonedPickupCodeGuessesAreChargedToTheTerminal(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s), withConfig(func(c *posadapter.Config) {
+		c.Fulfilment = judgedThenAbandoned{c.Fulfilment}
+	}))
+	s.addStore(t, "guess-3", map[string]int32{"LATTE-16": 10})
+	_, cred := e.register("Counter", "guess-3")
+	term := e.terminal(overGRPC, cred)
+	for i := range 20 {
+		_, err := term.HandOver(t.Context(), req(&posv1.HandOverRequest{StoreId: "guess-3", OrderId: fmt.Sprintf("order-%d", i), PickupCode: "000000"}))
+		switch connect.CodeOf(err) {
+		case connect.CodeResourceExhausted:
+			if i < 10 {
+				t.Fatalf("limited at guess %d; the burst is 10", i)
+			}
+			return
+		case connect.CodeCanceled:
+		default:
+			t.Fatalf("guess %d: %v; want Canceled or ResourceExhausted", i, err)
+		}
+	}
+	t.Fatal("20 abandoned guesses in a burst were never limited")
 }

@@ -281,6 +281,47 @@ func TestStoreOwnEscalationTimeRaisesEscalationForOrdersNotAccepted(t *testing.T
 	}
 }
 
+// An order confirmed while its store had no escalation time of its own has no store timer:
+// fulfilment's deployment-wide not_accepted must still reach the terminals after the store gets
+// one (it was dropped because the store now had a time).
+func TestOrderConfirmedBeforeItsStoreHadAnEscalationTimeIsStillEscalated(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "esc-2")
+	f := e.openFeed(e.terminal(overGRPC, cred), "esc-2")
+	o := order("esc-2", 1)
+	e.publish("confirmed", o, nil)
+	f.take(1, 5*time.Second) // NEW_ORDER, and no store timer: the store has no time yet
+
+	if _, err := e.admin().SetStoreSettings(context.Background(), connect.NewRequest(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: "esc-2", EscalateAfter: durationpb.New(time.Hour)}})); err != nil {
+		t.Fatal(err)
+	}
+	e.publish("not_accepted", then(o, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), nil)
+	if got := f.take(1, 5*time.Second)[0]; got.GetKind() != posv1.TicketKind_TICKET_KIND_ESCALATION || got.GetOrderId() != o.GetId() {
+		t.Fatalf("got %v for %s; want the escalation of %s", got.GetKind(), got.GetOrderId(), o.GetId())
+	}
+}
+
+// An order's confirmed event handled after its next one (two adapter copies side by side, a
+// batch retried after the events behind it) must not start the store's timer again: the order
+// is being prepared and is never escalated.
+func TestConfirmedHandledAfterTheOrderMovedOnStartsNoEscalationTimer(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.admin().SetStoreSettings(context.Background(), connect.NewRequest(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: "esc-3", EscalateAfter: durationpb.New(time.Second)}})); err != nil {
+		t.Fatal(err)
+	}
+	_, cred := e.register("Counter", "esc-3")
+	f := e.openFeed(e.terminal(overGRPC, cred), "esc-3")
+	o := order("esc-3", 1)
+	e.publish("preparing", then(o, fulfilmentv1.OrderState_ORDER_STATE_PREPARING), nil)
+	e.publish("confirmed", o, nil)
+	if got := f.take(1, 5*time.Second)[0]; got.GetKind() != posv1.TicketKind_TICKET_KIND_NEW_ORDER {
+		t.Fatalf("got %v; want the new order", got.GetKind())
+	}
+	f.quiet(2500 * time.Millisecond) // past the store's 1s and its sweep: no escalation
+}
+
 func TestAcknowledgedTicketsAreNotSentAgainToThatTerminalOnly(t *testing.T) {
 	e := newEnv(t)
 	_, credA := e.register("A", "ack-1")

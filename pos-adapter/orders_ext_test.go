@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -234,6 +238,54 @@ func TestStaffPauseAndResumeMobileOrders(t *testing.T) {
 	_, err = term.ResumeStore(ctx, req(&posv1.ResumeStoreRequest{StoreId: "pause-1"}))
 	if codeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("resuming a CLOSED store: %v; want FailedPrecondition", err)
+	}
+}
+
+// afterGetStore runs hook once, right after the adapter's first GetStore is answered.
+type afterGetStore struct {
+	grpc.ClientConnInterface
+	once sync.Once
+	hook func()
+}
+
+func (c *afterGetStore) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	err := c.ClientConnInterface.Invoke(ctx, method, args, reply, opts...)
+	if strings.HasSuffix(method, "/GetStore") && c.hook != nil {
+		c.once.Do(c.hook)
+	}
+	return err
+}
+
+// An operator closing a paused store while staff resume it: the store stays CLOSED, even when
+// the close lands between the adapter's look at the store and its change.
+func TestStaffResumeRacingAnOperatorsCloseLeavesTheStoreClosed(t *testing.T) {
+	var s services
+	wrap := &afterGetStore{}
+	e := newEnv(t, withServices(&s), withConfig(func(c *posadapter.Config) {
+		wrap.ClientConnInterface = c.Inventory
+		c.Inventory = wrap
+	}))
+	s.addStore(t, "close-1", map[string]int32{"LATTE-16": 10})
+	ctx := context.Background()
+	if _, err := s.invAdmin.SetStoreState(ctx, &inventoryv1.SetStoreStateRequest{StoreId: "close-1", State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	wrap.hook = func() {
+		if _, err := s.invAdmin.SetStoreState(ctx, &inventoryv1.SetStoreStateRequest{StoreId: "close-1", State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "refit"}); err != nil {
+			t.Error(err)
+		}
+	}
+	_, cred := e.register("Counter", "close-1")
+	_, err := e.terminal(overGRPC, cred).ResumeStore(ctx, req(&posv1.ResumeStoreRequest{StoreId: "close-1"}))
+	if codeOf(err) != connect.CodeFailedPrecondition {
+		t.Errorf("resuming a store closed meanwhile: %v; want FailedPrecondition", err)
+	}
+	st, err := s.locator.GetStore(ctx, &inventoryv1.GetStoreRequest{StoreId: "close-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.GetStore().GetState(); got != inventoryv1.StoreState_STORE_STATE_CLOSED {
+		t.Fatalf("the operator-closed store is %v after staff resumed it; want CLOSED", got)
 	}
 }
 

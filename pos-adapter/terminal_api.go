@@ -2,11 +2,12 @@ package posadapter
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
@@ -85,10 +86,13 @@ func (api terminalAPI) MarkReady(ctx context.Context, req *connect.Request[posv1
 // PICKUP_LOCKED ticket on every terminal of the store).
 func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.HandOverRequest]) (*connect.Response[posv1.HandOverResponse], error) {
 	m := req.Msg
-	// Refused hand-overs (a wrong code, an order that is not there) are charged to the caller;
+	// Hand-overs that fail (a wrong code, an order that is not there) are charged to the caller;
 	// a busy counter handing over order after order, several at once, is never slowed. Once
 	// the caller has refusals to pay off, attempts under way count against what it has left,
-	// so guesses sent all at once get no more tries than guesses sent one by one.
+	// so guesses sent all at once get no more tries than guesses sent one by one. Every failure
+	// is charged, not only refusals: a guess the caller gave up on (canceled, past its
+	// deadline) may still have been judged, since fulfilment decides a change whose batch had
+	// begun, and a guesser must not learn codes by abandoning its calls.
 	c, known := callerFrom(ctx)
 	done := func(bool) {}
 	if known {
@@ -101,8 +105,7 @@ func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.
 	res, err := staffCall(ctx, api.a, m.GetStoreId(), &fulfilmentv1.HandOverRequest{
 		StoreId: m.GetStoreId(), OrderId: m.GetOrderId(), PickupCode: m.GetPickupCode(),
 	}, api.a.fulfilment.HandOver)
-	done(err != nil && slices.Contains([]connect.Code{connect.CodePermissionDenied, connect.CodeNotFound,
-		connect.CodeFailedPrecondition, connect.CodeResourceExhausted, connect.CodeInvalidArgument}, connect.CodeOf(err)))
+	done(err != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +148,8 @@ func (api terminalAPI) ResumeStore(ctx context.Context, req *connect.Request[pos
 
 // setStoreState pauses or resumes a store at inventory, which then refuses checkouts to it
 // (with its reason) and leaves it out of the locator. Staff move a store only between OPEN and
-// PAUSED: a store an operator CLOSED stays closed.
+// PAUSED: a store an operator CLOSED stays closed. The change names the version the check read,
+// so an operator's close landing in between is not undone; it is then checked again.
 func (a *Adapter) setStoreState(ctx context.Context, storeID string, state inventoryv1.StoreState, reason string) (*inventoryv1.Store, error) {
 	c, err := a.forStore(ctx, storeID)
 	if err != nil {
@@ -153,24 +157,36 @@ func (a *Adapter) setStoreState(ctx context.Context, storeID string, state inven
 	}
 	ctx, cancel := a.callContext(ctx)
 	defer cancel()
-	cur, err := inventoryv1.NewStoreLocatorServiceClient(a.cfg.Inventory).GetStore(ctx, &inventoryv1.GetStoreRequest{StoreId: storeID})
-	if err != nil {
-		return nil, edge.ConnectError(err)
-	}
-	if cur.GetStore().GetState() == inventoryv1.StoreState_STORE_STATE_CLOSED {
-		return nil, a.fail(ctx, "", rpcerr.FailedPrecondition("store %s is CLOSED by an operator; staff can pause or resume only an open store", storeID))
-	}
-	ctx, err = a.adminContext(ctx, c.actor())
+	actx, err := a.adminContext(ctx, c.actor())
 	if err != nil {
 		return nil, err
 	}
-	res, err := a.inventory.SetStoreState(ctx, &inventoryv1.SetStoreStateRequest{StoreId: storeID, State: state, Reason: reason})
-	if err != nil {
-		return nil, edge.ConnectError(err)
+	locator := inventoryv1.NewStoreLocatorServiceClient(a.cfg.Inventory)
+	for attempt := 1; ; attempt++ {
+		cur, err := locator.GetStore(ctx, &inventoryv1.GetStoreRequest{StoreId: storeID})
+		if err != nil {
+			return nil, edge.ConnectError(err)
+		}
+		if cur.GetStore().GetState() == inventoryv1.StoreState_STORE_STATE_CLOSED {
+			return nil, a.fail(ctx, "", rpcerr.FailedPrecondition("store %s is CLOSED by an operator; staff can pause or resume only an open store", storeID))
+		}
+		res, err := a.inventory.SetStoreState(actx, &inventoryv1.SetStoreStateRequest{
+			StoreId: storeID, State: state, Reason: reason, ExpectedVersion: cur.GetStore().GetVersion(),
+		})
+		if status.Code(err) == codes.Aborted && attempt < storeStateAttempts {
+			continue // changed since it was read: look again
+		}
+		if err != nil {
+			return nil, edge.ConnectError(err)
+		}
+		a.log.InfoContext(ctx, "store state set by staff", "store_id", storeID, "state", state, "by", c.principal.Actor())
+		return res.GetStore(), nil
 	}
-	a.log.InfoContext(ctx, "store state set by staff", "store_id", storeID, "state", state, "by", c.principal.Actor())
-	return res.GetStore(), nil
 }
+
+// storeStateAttempts bounds the reads and changes of one pause or resume that others' changes
+// to the store keep overtaking.
+const storeStateAttempts = 3
 
 // staffCall checks the store, then forwards req to fulfilment as the caller (see staffContext)
 // and passes fulfilment's refusal through unchanged.

@@ -88,11 +88,12 @@ func (a *Adapter) handleOrderEvent(ctx context.Context, tx pgx.Tx, msg jetstream
 	return a.handleOrderEvents(ctx, tx, []jetstream.Msg{msg})
 }
 
-// timerChange is what a batch of events does to one order's escalation timer: the last event
-// decides, as if they were applied one after the other.
+// timerChange is what a batch of events does to one order's escalation timer. Once an order
+// has left CONFIRMED its timer stays cleared, whatever the order its events are handled in.
 type timerChange struct {
-	clear bool             // an event that left CONFIRMED: the timer ends
-	set   *escalationTimer // a confirmed event after the last clear: the store's timer starts
+	storeID string
+	clear   bool             // an event that left CONFIRMED: the timer ends
+	set     *escalationTimer // a confirmed event: the store's timer starts, unless cleared before
 }
 
 type escalationTimer struct {
@@ -135,14 +136,14 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 
 		tc := timers[o.GetId()]
 		if tc == nil {
-			tc = &timerChange{}
+			tc = &timerChange{storeID: store}
 			timers[o.GetId()] = tc
 		}
 		if o.GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
 			tc.clear, tc.set = true, nil
 		}
 		view := staffView(o)
-		if event == "confirmed" && tc.set == nil {
+		if event == "confirmed" && tc.set == nil && !tc.clear {
 			// The store's own escalation timer, if it has one (the insert skips stores without).
 			confirmed := time.Now()
 			if t := ev.GetTransition().GetTime(); t.IsValid() {
@@ -170,27 +171,40 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 				Message:        ticketMessage(kind, o, ev.GetTransition()),
 				CreateTime:     timestamppb.Now(),
 			},
-			// Fulfilment's not_accepted is ignored by a store that runs its own timer.
+			// Fulfilment's not_accepted is ignored for an order its store times itself (one
+			// confirmed while the store had its own escalation time).
 			unlessOwnTimer: event == "not_accepted",
 		})
 	}
 
 	var (
-		pre   []statement
-		ended []string
-		set   escalationTimers
+		pre                []statement
+		ended, endedStores []string
+		set                escalationTimers
 	)
 	for id, tc := range timers {
 		if tc.clear {
 			ended = append(ended, id)
+			endedStores = append(endedStores, tc.storeID)
 		}
 		if tc.set != nil {
 			set.add(tc.set)
 		}
 	}
 	if len(ended) > 0 {
-		slices.Sort(ended) // the same lock order in every transaction
-		pre = append(pre, statement{"clear escalation timers", `DELETE FROM escalation_timers WHERE order_id = ANY ($1)`, []any{ended}})
+		// A cleared timer stays, as a tombstone the set below leaves alone, wherever a timer
+		// is or could be set (a store with its own time): a confirmed event handled after this
+		// one must not set it again. Rows are written in order_id order, the lock order of every
+		// transaction here.
+		pre = append(pre, statement{"clear escalation timers", `
+			INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload, cleared)
+			SELECT t.order_id, t.store_id, now(), interval '0', '', true
+			FROM unnest($1::text[], $2::text[]) AS t(order_id, store_id)
+			WHERE EXISTS (SELECT 1 FROM store_settings s WHERE s.store_id = t.store_id AND s.escalate_after > interval '0')
+				OR EXISTS (SELECT 1 FROM escalation_timers e WHERE e.order_id = t.order_id)
+			ORDER BY t.order_id
+			ON CONFLICT (order_id) DO UPDATE SET cleared = true, due_time = now()`,
+			[]any{ended, endedStores}})
 	}
 	if len(set.orderIDs) > 0 {
 		pre = append(pre, statement{"set escalation timers", `
@@ -271,8 +285,7 @@ WITH input AS (
 fresh AS (
 	SELECT DISTINCT ON (i.ticket_id) i.* FROM input i
 	WHERE NOT EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = i.ticket_id)
-		AND NOT (i.unless_own_timer AND EXISTS (
-			SELECT 1 FROM store_settings s WHERE s.store_id = i.store_id AND s.escalate_after > interval '0'))
+		AND NOT (i.unless_own_timer AND EXISTS (SELECT 1 FROM escalation_timers e WHERE e.order_id = i.order_id))
 	ORDER BY i.ticket_id, i.ord),
 counts AS (SELECT store_id, count(*) AS n FROM fresh GROUP BY store_id),
 next AS (
@@ -485,7 +498,7 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	rows, err := tx.Query(ctx, `
 		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload
-		FROM escalation_timers WHERE due_time <= now() ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+		FROM escalation_timers WHERE due_time <= now() AND NOT cleared ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	if err != nil {
 		return 0, err
 	}
@@ -544,6 +557,7 @@ func (a *Adapter) runJanitor(ctx context.Context) {
 			`DELETE FROM tickets WHERE ctid = ANY (ARRAY(SELECT ctid FROM tickets WHERE create_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
 			`DELETE FROM ticket_acks WHERE ctid = ANY (ARRAY(SELECT ctid FROM ticket_acks WHERE ack_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
 			`DELETE FROM webhook_deliveries WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhook_deliveries WHERE state IN ('delivered', 'dropped') AND done_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
+			`DELETE FROM escalation_timers WHERE ctid = ANY (ARRAY(SELECT ctid FROM escalation_timers WHERE cleared AND due_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
 			`DELETE FROM processed_events WHERE ctid = ANY (ARRAY(SELECT ctid FROM processed_events WHERE processed_at < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
 		} {
 			for ctx.Err() == nil {

@@ -177,7 +177,7 @@ func (a adminAPI) UpdateStore(ctx context.Context, req *inventoryv1.UpdateStoreR
 }
 
 func (a adminAPI) SetStoreState(ctx context.Context, req *inventoryv1.SetStoreStateRequest) (*inventoryv1.SetStoreStateResponse, error) {
-	st, err := a.s.SetStoreState(ctx, req.GetStoreId(), req.GetState(), req.GetReason())
+	st, err := a.s.SetStoreState(ctx, req.GetStoreId(), req.GetState(), req.GetReason(), req.GetExpectedVersion())
 	if err != nil {
 		return nil, err
 	}

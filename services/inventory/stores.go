@@ -275,9 +275,10 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 	return s.storeWithStatus(stored, time.Now())
 }
 
-// SetStoreState opens, pauses or closes a store and publishes StoreStateChanged. Setting the
-// state and reason it already has changes nothing and publishes nothing.
-func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv1.StoreState, reason string) (*inventoryv1.Store, error) {
+// SetStoreState opens, pauses or closes a store and publishes StoreStateChanged, refusing a
+// stale expected version (when non-zero). Setting the state and reason it already has changes
+// nothing and publishes nothing.
+func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv1.StoreState, reason string, expectedVersion int64) (*inventoryv1.Store, error) {
 	var v rpcerr.Violations
 	if id == "" {
 		v.Add("store_id", "required")
@@ -287,6 +288,9 @@ func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv
 		v.Addf("state", "must be STORE_STATE_OPEN, STORE_STATE_PAUSED or STORE_STATE_CLOSED, got %v", state)
 	}
 	checkText(&v, "reason", reason, maxReasonLen, false)
+	if expectedVersion < 0 {
+		v.Addf("expected_version", "must not be negative, got %d", expectedVersion)
+	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -295,6 +299,9 @@ func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv
 		cur, err := lockStore(ctx, tx, id)
 		if err != nil {
 			return err
+		}
+		if expectedVersion != 0 && cur.version != expectedVersion {
+			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
 		}
 		if cur.state == name && cur.stateReason == reason {
 			stored = cur

@@ -75,6 +75,28 @@ func TestCreateStoreAssignsAnIDAndDefaults(t *testing.T) {
 	}
 }
 
+// A state change decided on a store as read (staff may resume only a store not CLOSED) names
+// that version, and is refused, changing nothing, once the store has moved on.
+func TestSetStoreStateRefusesAStaleExpectedVersion(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	res, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1",
+		State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "busy", ExpectedVersion: 1})
+	if err != nil || res.GetStore().GetVersion() != 2 {
+		t.Fatalf("pause at version 1: %v, %v; want version 2", res, err)
+	}
+	_, err = e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1",
+		State: inventoryv1.StoreState_STORE_STATE_OPEN, ExpectedVersion: 1})
+	requireStatus(t, err, codes.Aborted, "expected_version")
+	_, err = e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1",
+		State: inventoryv1.StoreState_STORE_STATE_OPEN, ExpectedVersion: -1})
+	requireStatus(t, err, codes.InvalidArgument, "expected_version")
+	got, err := e.locator.GetStore(e.ctx(), &inventoryv1.GetStoreRequest{StoreId: "s1"})
+	if err != nil || got.GetStore().GetState() != inventoryv1.StoreState_STORE_STATE_PAUSED || got.GetStore().GetVersion() != 2 {
+		t.Fatalf("after refused changes: %v, %v; want PAUSED at version 2", got, err)
+	}
+}
+
 func TestUpdateStoreChangesMaskedFieldsAndRefusesAStaleVersion(t *testing.T) {
 	e := newEnv(t)
 	e.createStore(storeAt("s1", 47.61, -122.33))

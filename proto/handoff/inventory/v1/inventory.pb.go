@@ -1591,9 +1591,12 @@ type SetStoreStateRequest struct {
 	// New state.
 	State StoreState `protobuf:"varint,2,opt,name=state,proto3,enum=handoff.inventory.v1.StoreState" json:"state,omitempty"`
 	// Why, shown to shoppers.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When non-zero, refused (Aborted) unless the stored version matches: a caller that decided
+	// on the state it read (staff may resume only a store that is not CLOSED) passes its version.
+	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SetStoreStateRequest) Reset() {
@@ -1645,6 +1648,13 @@ func (x *SetStoreStateRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *SetStoreStateRequest) GetExpectedVersion() int64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
 }
 
 // Response for SetStoreState.
@@ -2813,11 +2823,12 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"updateMask\x12)\n" +
 	"\x10expected_version\x18\x03 \x01(\x03R\x0fexpectedVersion\"H\n" +
 	"\x13UpdateStoreResponse\x121\n" +
-	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\x81\x01\n" +
+	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xac\x01\n" +
 	"\x14SetStoreStateRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .handoff.inventory.v1.StoreStateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"J\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"J\n" +
 	"\x15SetStoreStateResponse\x121\n" +
 	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xec\x01\n" +
 	"\n" +
