@@ -169,6 +169,18 @@ func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.
 		if _, _, err := domain.Decide(o.State, domain.HandOver); err != nil {
 			return nil, err
 		}
+		if a, due := o.Timers.Due(o.State, now); due && a == domain.Expire {
+			// The window is over and the timer loop is behind (a backlog after an outage): the
+			// order expires now, as it would have, and its holds, which inventory may have
+			// swept meanwhile, are not sold.
+			c, err := o.step(domain.Expire, timerActor, s.timerReason(o, domain.Expire), "", now)
+			if err != nil {
+				return nil, err
+			}
+			o.Reason = "not collected within the pickup window"
+			return []change{c}, &commitAnyway{rpcerr.FailedPrecondition("the pickup window of order %s ended at %s: it has expired",
+				o.ID, o.Timers.PickupDeadline.UTC().Format(time.RFC3339))}
+		}
 		verdict, wrong, lockedUntil := limits.Judge(now, o.WrongCodes, o.PickupLockedUntil, domain.CheckPickupCode(s.secret, o.ID, code))
 		o.WrongCodes, o.PickupLockedUntil = wrong, lockedUntil
 		switch verdict {

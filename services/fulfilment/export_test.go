@@ -16,3 +16,6 @@ const ClaimEffectsSQL = claimEffectsSQL
 // LoseCommitReplies makes combined changes fail after they commit, as a connection lost during
 // COMMIT does, for tests.
 func LoseCommitReplies(s *Service, on bool) { s.loseCommitReply.Store(on) }
+
+// FailStoreLookups makes lookups of stores not cached fail as Unavailable, for tests.
+func FailStoreLookups(s *Service, on bool) { s.stores.failLookups.Store(on) }

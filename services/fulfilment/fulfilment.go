@@ -122,6 +122,10 @@ type Config struct {
 
 	// ReserveTimeout bounds the reserve call of a checkout. Default 2s.
 	ReserveTimeout time.Duration
+	// LateReserve is how long after its caller gave up a reserve may still hold stock:
+	// inventory decides a batch it has begun, within 10s. An order ended while PENDING is
+	// released again once this has passed. Default 20s.
+	LateReserve time.Duration
 	// PlacementHoldTTL is the deadline given to holds when reserving, before the order exists:
 	// how long the holds of an order that was never created stay, and how long inventory may be
 	// out of reach right after a confirmation before the order loses its stock (the extension
@@ -172,6 +176,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.ReserveTimeout, 2*time.Second)
+	def(&c.LateReserve, 20*time.Second)
 	def(&c.PlacementHoldTTL, 10*time.Minute)
 	def(&c.PendingAfter, 5*time.Second)
 	def(&c.PendingGiveUp, 10*time.Minute)

@@ -3,11 +3,13 @@ package fulfilment
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
@@ -81,6 +83,8 @@ type storeCache struct {
 	mu      sync.Mutex
 	entries map[string]cachedStore
 	loading singleflight.Group
+	// failLookups makes lookups of stores not cached fail, for tests (FailStoreLookups).
+	failLookups atomic.Bool
 }
 
 type cachedStore struct {
@@ -101,6 +105,9 @@ func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error)
 	c.mu.Unlock()
 	if ok && time.Since(e.fetched) < c.ttl {
 		return e.info, nil
+	}
+	if c.failLookups.Load() {
+		return storeInfo{}, status.Error(codes.Unavailable, "store lookups fail (test hook)")
 	}
 	// Shared by every checkout at the store meanwhile, so detached from the first caller's
 	// context (one that gives up must not fail the others), with a timeout of its own.

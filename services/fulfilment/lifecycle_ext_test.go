@@ -344,6 +344,36 @@ func TestReadyOrderLeftPastItsPickupWindowExpiresAndItsStockIsAvailableAgain(t *
 	e.placeAt("s1", "bob", "k1", "LATTE-16", 4)
 }
 
+// A READY order past its pickup deadline is not handed over while the timer loop is behind (a
+// backlog after an outage, during which inventory may have swept its holds): it expires there
+// and then, and its stock is not sold.
+func TestHandOverPastThePickupDeadlineExpiresTheOrderInstead(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "amy", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	// The deadline passed twenty minutes ago, and the timer loop has not got to it.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET pickup_deadline = now() - interval '20 minutes',
+		expiring_soon_at = NULL, timer_at = now() + interval '1 hour' WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.handOver("s1", o.GetId(), e.codeOf("amy", o.GetId()))
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "pickup window") {
+		t.Fatalf("hand-over past the deadline: %v; want FailedPrecondition saying the pickup window ended", err)
+	}
+	if s := e.stateOf(o.GetId()); s != expired {
+		t.Fatalf("order is %s after the refused hand-over; want EXPIRED", s)
+	}
+	e.waitHolds(o.GetId(), map[string]int{"released": 1})
+	if got := e.available("s1", "LATTE-16"); got != 4 {
+		t.Fatalf("available %d after expiry, want 4", got)
+	}
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "expired")
+	e.checkInvariants()
+}
+
 func TestTimersPublishNotAcceptedAndExpiringSoonOnce(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
 		c.NotAcceptedAfter = 300 * time.Millisecond

@@ -104,16 +104,16 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 			// Refused (unknown store, bad SKU): nothing was held. A retry of an order placed
 			// earlier (its store since removed, say) still gets that order.
 			if o, lerr := readOrder(ctx, s.db, id, 0); lerr == nil && o != nil {
-				return s.existing(ctx, o, false)
+				return s.existing(ctx, o, heldNothing)
 			}
 			return nil, err
 		}
-		return s.placePending(ctx, id, req, now, "reservation not settled yet: "+status.Convert(err).Message())
+		return s.placePending(ctx, id, req, now, heldUncertain, "reservation not settled yet: "+status.Convert(err).Message())
 	}
 	var store storeInfo
 	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
 		if store, err = s.stores.get(ctx, res.GetStoreId()); err != nil {
-			return s.placePending(ctx, id, req, now, "store details not available yet: "+status.Convert(err).Message())
+			return s.placePending(ctx, id, req, now, heldReserved, "store details not available yet: "+status.Convert(err).Message())
 		}
 	}
 	o := newOrder(id, req)
@@ -143,8 +143,11 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 		if err != nil || existing == nil {
 			return nil, errors.Join(err, fmt.Errorf("order %s vanished after a conflicting insert", id))
 		}
-		reserved := res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED
-		return s.existing(ctx, existing, reserved)
+		held := heldNothing
+		if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+			held = heldReserved
+		}
+		return s.existing(ctx, existing, held)
 	}
 	if err != nil {
 		return nil, err
@@ -156,11 +159,21 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	return o, nil
 }
 
+// holding is what a checkout's own reserve may have left held.
+type holding int
+
+const (
+	heldNothing   holding = iota // refused, or not enough stock
+	heldReserved                 // RESERVED
+	heldUncertain                // no answer: a reserve may still land
+)
+
 // existing returns an order found for a checkout (read with its history), first driving it on
-// if it is PENDING (unless the recovery loop has it in hand right now). reserved says the checkout's own reserve
-// answered RESERVED: if the order has ended without holding anything (REJECTED when the
-// stock was short, which the retry's reserve may now have held), those holds are released.
-func (s *Service) existing(ctx context.Context, o *order, reserved bool) (*order, error) {
+// if it is PENDING (unless the recovery loop has it in hand right now). held is what the
+// checkout's own reserve may hold: if the order has ended without holding anything (REJECTED
+// when the stock was short, which the retry's reserve may now have held), that is released,
+// at once when it is held and once it has landed when that is not known.
+func (s *Service) existing(ctx context.Context, o *order, held holding) (*order, error) {
 	switch {
 	case o.State == domain.Pending:
 		driven, err := s.drivePendingOrder(ctx, o.ID)
@@ -169,7 +182,7 @@ func (s *Service) existing(ctx context.Context, o *order, reserved bool) (*order
 		} else if driven != nil {
 			return driven, nil
 		}
-	case reserved && domain.Final(o.State) && o.State != domain.Collected:
+	case held == heldReserved && domain.Final(o.State) && o.State != domain.Collected:
 		// Released in order after any effect the order has pending; a no-op when its holds
 		// have ended already.
 		if _, err := s.db.Exec(ctx, `INSERT INTO order_effects (order_id, kind, reason) VALUES ($1, $2, $3)`,
@@ -177,6 +190,10 @@ func (s *Service) existing(ctx context.Context, o *order, reserved bool) (*order
 			return nil, fmt.Errorf("release the holds of a retried checkout of %s: %w", o.ID, err)
 		}
 		s.afterCommit(o, nil, true)
+	case held == heldUncertain && domain.Final(o.State) && o.State != domain.Collected:
+		if err := s.releaseLater(ctx, s.db, o.ID, domain.Reject); err != nil {
+			return nil, err
+		}
 	}
 	return o, nil
 }
@@ -394,8 +411,10 @@ func earliestHoldDeadline(res *inventoryv1.ReserveHoldsResponse) time.Time {
 	return earliest.UTC().Truncate(time.Microsecond)
 }
 
-// placePending writes the order PENDING with its request, for the recovery loop to drive on.
-func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time, reason string) (*order, error) {
+// placePending writes the order PENDING with its request, for the recovery loop to drive on;
+// held is what the checkout's reserve may hold, released if the order was written before and
+// has ended (see existing).
+func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time, held holding, reason string) (*order, error) {
 	placement, err := proto.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("keep the placement of order %s: %w", id, err)
@@ -411,6 +430,9 @@ func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1
 		existing, err := readOrder(ctx, s.db, id, 0)
 		if err != nil || existing == nil {
 			return nil, errors.Join(err, fmt.Errorf("order %s vanished after a conflicting insert", id))
+		}
+		if domain.Final(existing.State) {
+			return s.existing(ctx, existing, held)
 		}
 		return existing, nil
 	}

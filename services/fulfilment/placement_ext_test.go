@@ -231,7 +231,7 @@ func TestPausedStoreRejectsTheOrderWithTheReason(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 5)
-	if _, err := e.inv.SetStoreState(e.ctx, "s1", inventoryv1.StoreState_STORE_STATE_PAUSED, "espresso machine down"); err != nil {
+	if _, err := e.inv.SetStoreState(e.ctx, "s1", inventoryv1.StoreState_STORE_STATE_PAUSED, "espresso machine down", 0); err != nil {
 		t.Fatal(err)
 	}
 	o := e.mustPlace(checkout("erin", "k", "s1", line{"LATTE-16", 1}), rejected)
@@ -602,4 +602,77 @@ func TestFindCheckoutOrderFindsWithoutPlacing(t *testing.T) {
 	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d orders after the lookups (%v); want only the placed one", n, err)
 	}
+}
+
+// A checkout whose reserve is slow is answered PENDING and the shopper cancels it; the cancel's
+// release runs before inventory's reserve, which it decides although its caller gave up, holds
+// the stock. That hold is released too, once the reserve can have landed, not at its deadline.
+func TestCancellingAPendingOrderReleasesWhatALateReserveHolds(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
+		c.ReserveTimeout, c.LateReserve = 300*time.Millisecond, time.Second
+	}})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 5)
+
+	// Inventory is slow: another transaction has the stock row locked.
+	tx, err := e.invPool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(e.ctx) }()
+	if _, err := tx.Exec(e.ctx, `SELECT 1 FROM stock WHERE store_id = 's1' AND sku = 'LATTE-16' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	o := e.mustPlace(checkout("zoe", "k", "s1", line{"LATTE-16", 1}), pending)
+	if _, err := e.orders.CancelOrder(e.asCustomer("zoe"), &fulfilmentv1.CancelOrderRequest{OrderId: o.GetId()}); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	// The cancel's own release has run, finding nothing; the late one waits.
+	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_effects WHERE order_id = $1`, o.GetId()).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("%d effects of the order left; want the late release alone", n)
+		}
+		return nil
+	})
+	if err := tx.Commit(e.ctx); err != nil { // the reserve goes through now
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if h := e.holds(o.GetId()); h["open"] != 0 || h["released"] != 1 {
+			return fmt.Errorf("holds of the cancelled order %v; want the late reserve's released", h)
+		}
+		return nil
+	})
+	if got := e.available("s1", "LATTE-16"); got != 5 {
+		t.Fatalf("available %d after the cancel; want all 5", got)
+	}
+	e.checkInvariants()
+}
+
+// A retry of a rejected checkout whose reserve now holds stock, and whose store cannot be
+// looked up just then (so the retry would write the order PENDING), gets the rejected order and
+// gives back what it held.
+func TestRetryOfARejectedCheckoutThatCannotReadItsStoreGivesBackWhatItHeld(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 1)
+	req := checkout("hana", "k", "s1", line{"LATTE-16", 3})
+	first := e.mustPlace(req, rejected)
+	e.setStock("s1", "LATTE-16", 10)
+	fulfilment.FailStoreLookups(e.svc, true)
+	again := e.mustPlace(req, rejected)
+	if again.GetId() != first.GetId() {
+		t.Fatalf("retry gave order %s, want %s", again.GetId(), first.GetId())
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := e.available("s1", "LATTE-16"); got != 10 {
+			return fmt.Errorf("available %d after the retry, want all 10", got)
+		}
+		return nil
+	})
+	e.checkInvariants()
 }

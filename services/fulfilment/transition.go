@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
@@ -133,6 +134,14 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 			o.ID, int16(c.rule.Effect), line, int16(releaseReason(c.action)), wantHolds); err != nil {
 			return false, fmt.Errorf("record %s effect of order %s: %w", c.rule.Event, o.ID, err)
 		}
+		if c.entry.From == domain.Pending && c.rule.Effect == domain.ReleaseAll {
+			// A reserve of an order ended while PENDING may still be under way (its caller
+			// timed out; inventory decides a batch it had begun): release again once any such
+			// reserve has landed, or its holds would wait for their deadline.
+			if err := s.releaseLater(ctx, tx, o.ID, c.action); err != nil {
+				return false, err
+			}
+		}
 		effects = true
 	}
 	if !o.extendTo.IsZero() {
@@ -145,6 +154,20 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 		o.extendTo = time.Time{}
 	}
 	return effects, nil
+}
+
+// releaseLater records a release of the order's holds due once every reserve of it sent so far
+// has landed or been refused (Config.LateReserve after its caller's timeout). It is harmless
+// when nothing is held.
+func (s *Service) releaseLater(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, orderID string, a domain.Action) error {
+	after := s.cfg.ReserveTimeout + s.cfg.LateReserve
+	if _, err := q.Exec(ctx, `INSERT INTO order_effects (order_id, kind, reason, due) VALUES ($1, $2, $3, now() + $4::bigint * interval '1 millisecond')`,
+		orderID, int16(domain.ReleaseAll), int16(releaseReason(a)), after.Milliseconds()); err != nil {
+		return fmt.Errorf("record the late release of order %s: %w", orderID, err)
+	}
+	return nil
 }
 
 // afterCommit starts what follows a committed change at once rather than at the next sweep:
