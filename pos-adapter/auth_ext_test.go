@@ -159,6 +159,21 @@ func TestCallersWithoutTheRightCredentialAreRefused(t *testing.T) {
 	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "name") || !strings.Contains(err.Error(), "store_ids[0]") {
 		t.Errorf("bad registration: %v; want InvalidArgument naming name and store_ids[0]", err)
 	}
+	// Text Postgres cannot store is refused naming the field, not failed as Internal at the
+	// write, and nothing is registered.
+	_, err = e.admin().RegisterTerminal(context.Background(), req(&posv1.RegisterTerminalRequest{Name: "Till\x00", StoreIds: []string{"cred-1"}}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "name: must not contain NUL") {
+		t.Errorf("a name with a NUL: %v; want InvalidArgument naming name", err)
+	}
+	list, err := e.admin().ListTerminals(context.Background(), req(&posv1.ListTerminalsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, term := range list.Msg.GetTerminals() {
+		if strings.HasPrefix(term.GetName(), "Till") {
+			t.Errorf("terminal %q was registered", term.GetName())
+		}
+	}
 }
 
 // forgeToken signs a well-formed token with a key Handoff does not have.

@@ -70,7 +70,8 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 }
 
 // interceptors are every server's, outermost first: metrics, request logs, internal failures
-// as statuses (status.go), panic recovery, and with keys the authorization of each call.
+// as statuses (status.go), panic recovery, with keys the authorization of each call, and the
+// refusal of text Postgres cannot store (package pgtext).
 func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	m := metrics()
 	logOpts := []logging.Option{
@@ -102,11 +103,11 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 		recovery.StreamServerInterceptor(recoverOpt),
 	}
 	if keys != nil {
-		// Innermost, so refusals are counted and logged like any other outcome.
+		// Inside the others, so refusals are counted and logged like any other outcome.
 		unary = append(unary, auth.UnaryServerInterceptor(keys, auth.DefaultPolicy()))
 		stream = append(stream, auth.StreamServerInterceptor(keys, auth.DefaultPolicy()))
 	}
-	return unary, stream
+	return append(unary, unaryText), append(stream, streamText)
 }
 
 // InProcess returns a channel on which services register as on a server and which callers in

@@ -2,11 +2,16 @@ package grpcserver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/pgtext"
 )
 
 // A handler's error that is not a gRPC status is a failure of the server (a database or NATS
@@ -42,6 +47,39 @@ func asStatus(ctx context.Context, logger *slog.Logger, method string, err error
 		// The caller's end, not the server's: not logged, and nothing of err is shown.
 		return status.FromContextError(ctx.Err()).Err()
 	}
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && (pe.Code == "22021" || pe.Code == "22P05") {
+		// Text Postgres cannot store (a NUL, say) that the check of each request (pgtext) did
+		// not see: still the caller's text, most likely, so not Internal.
+		logger.WarnContext(ctx, "text refused by Postgres", "grpc.method", method, "err", err)
+		return status.Error(codes.InvalidArgument, "the request holds text that cannot be stored (NUL characters, say)")
+	}
 	logger.ErrorContext(ctx, "internal error", "grpc.method", method, "err", err)
 	return status.Error(codes.Internal, "internal error")
+}
+
+// unaryText refuses a request holding text Postgres cannot store (pgtext.Check).
+func unaryText(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if m, ok := req.(proto.Message); ok {
+		if err := pgtext.Check(m); err != nil {
+			return nil, err
+		}
+	}
+	return handler(ctx, req)
+}
+
+// streamText refuses each message of a stream holding text Postgres cannot store.
+func streamText(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, textStream{ss})
+}
+
+type textStream struct{ grpc.ServerStream }
+
+func (s textStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if pm, ok := m.(proto.Message); ok {
+		return pgtext.Check(pm)
+	}
+	return nil
 }

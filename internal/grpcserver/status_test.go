@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/grpcserver"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 )
 
 // failing answers each cart call with one kind of error: a database failure (a plain error),
@@ -114,4 +116,53 @@ func TestHandlerFailuresAreInternalAndLoggedRefusalsPassUnchanged(t *testing.T) 
 			}
 		})
 	}
+}
+
+// A request holding text Postgres cannot store (a NUL) is refused before the handler, naming
+// the field, over the network and in process, unary and streaming alike.
+func TestTextPostgresCannotStoreIsRefusedBeforeTheHandler(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	orders := &countingOrders{}
+	srv := grpcserver.New(logger, nil)
+	fulfilmentv1.RegisterOrderServiceServer(srv, orders)
+	ch := grpcserver.InProcess(logger, nil)
+	fulfilmentv1.RegisterOrderServiceServer(ch, orders)
+	for name, conn := range map[string]grpc.ClientConnInterface{"network": testenv.GRPC(t, srv.Server), "in process": ch} {
+		t.Run(name, func(t *testing.T) {
+			c := fulfilmentv1.NewOrderServiceClient(conn)
+			_, err := c.GetOrder(t.Context(), &fulfilmentv1.GetOrderRequest{OrderId: "o\x00"})
+			if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), "order_id:") {
+				t.Errorf("unary with a NUL: %v; want InvalidArgument naming order_id", err)
+			}
+			w, err := c.WatchOrder(t.Context(), &fulfilmentv1.WatchOrderRequest{OrderId: "o\x00"})
+			if err == nil {
+				_, err = w.Recv()
+			}
+			if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), "order_id:") {
+				t.Errorf("stream with a NUL: %v; want InvalidArgument naming order_id", err)
+			}
+			if _, err := c.GetOrder(t.Context(), &fulfilmentv1.GetOrderRequest{OrderId: "o1"}); err != nil {
+				t.Errorf("a clean request: %v", err)
+			}
+		})
+	}
+	if n := orders.calls.Load(); n != 2 {
+		t.Fatalf("the handlers ran %d times; want twice, for the clean requests only", n)
+	}
+}
+
+// countingOrders counts the calls that reach it.
+type countingOrders struct {
+	fulfilmentv1.UnimplementedOrderServiceServer
+	calls atomic.Int32
+}
+
+func (o *countingOrders) GetOrder(context.Context, *fulfilmentv1.GetOrderRequest) (*fulfilmentv1.GetOrderResponse, error) {
+	o.calls.Add(1)
+	return &fulfilmentv1.GetOrderResponse{}, nil
+}
+
+func (o *countingOrders) WatchOrder(*fulfilmentv1.WatchOrderRequest, grpc.ServerStreamingServer[fulfilmentv1.WatchOrderResponse]) error {
+	o.calls.Add(1)
+	return nil
 }

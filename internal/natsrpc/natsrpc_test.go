@@ -216,6 +216,24 @@ func TestMalformedRequestIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T
 	}
 }
 
+// Text Postgres cannot store is refused before the handler, naming the field: a handler that
+// reserves stock and then writes would otherwise hold the stock and fail at the write.
+func TestRequestWithANULIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T) {
+	srv, cli := setup(t)
+	var called atomic.Bool
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		called.Store(true)
+		return req, nil
+	})
+	_, err := call(t.Context(), cli, "a\x00b")
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), "value:") {
+		t.Fatalf("a request with a NUL: %v; want InvalidArgument naming value", err)
+	}
+	if called.Load() {
+		t.Fatal("handler ran on a request with a NUL")
+	}
+}
+
 func TestCopiesOfAServiceShareRequests(t *testing.T) {
 	s := testenv.NATS(t)
 	cli := testenv.NATSConn(t, s)

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/pgtext"
 )
 
 // Service is a micro service (discovery, stats, Stop) that knows the logger its
@@ -88,6 +90,9 @@ func Handle[Req, Res any, PReq interface {
 		req := PReq(new(Req))
 		if err := proto.Unmarshal(data, req); err != nil {
 			return nil, status.Newf(codes.InvalidArgument, "malformed %s request: %v", req.ProtoReflect().Descriptor().FullName(), err)
+		}
+		if err := pgtext.Check(req); err != nil {
+			return nil, status.Convert(err)
 		}
 		res, err := h(ctx, req)
 		if err != nil {

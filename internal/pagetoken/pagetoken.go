@@ -4,6 +4,7 @@
 package pagetoken
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -22,14 +23,21 @@ func Encode(pos any) string {
 }
 
 // Decode reads token into pos. An empty token leaves pos untouched and reports false; a token
-// that does not decode is an InvalidArgument naming the page_token field.
+// Encode did not make for a position of pos's type (one that does not decode, lacks fields or
+// has others, "{}" say) is an InvalidArgument naming the page_token field, and so is one
+// holding a NUL, which no stored key has and Postgres cannot take.
 func Decode(token string, pos any) (bool, error) {
 	if token == "" {
 		return false, nil
 	}
+	invalid := rpcerr.Invalid("page_token", "not a token returned by this list call")
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || json.Unmarshal(b, pos) != nil {
-		return false, rpcerr.Invalid("page_token", "not a token returned by this list call")
+	if err != nil || json.Unmarshal(b, pos) != nil || bytes.Contains(b, []byte(`\u0000`)) {
+		return false, invalid
+	}
+	// Encode's output is canonical: a token that does not encode back to itself is forged.
+	if again, err := json.Marshal(pos); err != nil || !bytes.Equal(again, b) {
+		return false, invalid
 	}
 	return true, nil
 }

@@ -1,6 +1,8 @@
 package pagetoken_test
 
 import (
+	"encoding/base64"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -31,6 +33,27 @@ func TestGarbageTokenIsInvalidArgumentNamingTheField(t *testing.T) {
 	_, err := pagetoken.Decode("%%%not-base64", &got)
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message()[:10] != "page_token" {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A token Encode did not make is refused, even one that decodes: an empty or partial position
+// would list from the start as if it were a first page, and a NUL would reach Postgres.
+func TestForgedTokensAreRefused(t *testing.T) {
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, tok := range []string{
+		b64(`{}`),
+		b64(`{"x":1}`),
+		b64(`{"n":"Latte"}`),
+		b64(`{"N":"Latte","i":"prd-latte"}`),
+		b64(`{"n":"Latte","i":"prd-latte","x":1}`),
+		b64(`{"n":"Latte","i":"prd\u0000"}`),
+		b64(` {"n":"Latte","i":"prd-latte"}`),
+	} {
+		var got position
+		_, err := pagetoken.Decode(tok, &got)
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), "page_token") {
+			t.Errorf("Decode(%s) = %v; want InvalidArgument naming page_token", tok, err)
+		}
 	}
 }
 

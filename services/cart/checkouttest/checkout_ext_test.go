@@ -277,6 +277,30 @@ func TestCheckoutPlacesTheOrderAndOnlyThenMarksTheCartCheckedOut(t *testing.T) {
 	}
 }
 
+// A checkout carrying text Postgres cannot store (a NUL in the pickup name) is refused naming
+// the field, before anything is reserved: no stock is held, and the cart is free at once. (It
+// used to hold the stock for ten minutes and the cart for the lease, and say to retry.)
+func TestCheckoutWithANULIsRefusedHoldingNothing(t *testing.T) {
+	e := newEnv(t)
+	skus := e.skus(1)
+	c := e.filledCart("alice", 2, skus...)
+	_, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "alice-nul-1", PickupName: "Al\x00"})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "pickup_name") {
+		t.Fatalf("checkout with a NUL in the pickup name: %v; want InvalidArgument naming pickup_name", err)
+	}
+	got, err := e.carts.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: skus[0], Quantity: 1})
+	if err != nil {
+		t.Fatalf("changing the cart right after the refusal: %v", err)
+	}
+	if l := got.GetCart().GetLines()[0]; l.GetAvailableAtStore() != 50 {
+		t.Fatalf("available at the store after the refused checkout: %d; want all 50", l.GetAvailableAtStore())
+	}
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "alice-nul-2", PickupName: "Al"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+		t.Fatalf("checkout without the NUL = %v, %v; want CONFIRMED", res.GetOrder(), err)
+	}
+}
+
 // An idempotency key names one checkout: used again for another cart, it is refused naming the
 // key, and that cart stays open with its lines, unordered (it was marked checked out as the
 // first cart's order, its own lines never ordered).
