@@ -47,6 +47,7 @@ type env struct {
 	cart    *nats.Conn // the caller of place_order
 	inv     *inventory.Service
 	invPool *pgxpool.Pool
+	invRPC  *natsrpc.Service // inventory's NATS endpoints, when started by the env
 	pool    *pgxpool.Pool
 	schema  string
 	svc     *fulfilment.Service // nil when fulfilment runs elsewhere (child process)
@@ -154,6 +155,13 @@ func newEnv(t testing.TB, opts envOptions) *env {
 // startInventory serves inventory's NATS endpoints and runs its sweeper.
 func (e *env) startInventory() {
 	e.t.Helper()
+	e.invRPC = e.serveInventory()
+	e.run("inventory", e.inv.Run)
+}
+
+// serveInventory answers inventory's NATS requests (again, after its endpoints were stopped).
+func (e *env) serveInventory() *natsrpc.Service {
+	e.t.Helper()
 	nc := testenv.NATSConn(e.t, e.ns)
 	rpc, err := natsrpc.AddService(nc, "inventory", "0.0.1", "inventory for fulfilment tests", testenv.Logger(e.t))
 	if err != nil {
@@ -163,7 +171,7 @@ func (e *env) startInventory() {
 	if err := e.inv.RegisterNATS(rpc); err != nil {
 		e.t.Fatal(err)
 	}
-	e.run("inventory", e.inv.Run)
+	return rpc
 }
 
 // openAllDay is a week of 00:00–24:00: test stores take orders whenever the tests run.

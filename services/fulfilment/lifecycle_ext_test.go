@@ -1,6 +1,7 @@
 package fulfilment_test
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -371,6 +372,97 @@ func TestHandOverPastThePickupDeadlineExpiresTheOrderInstead(t *testing.T) {
 		t.Fatalf("available %d after expiry, want 4", got)
 	}
 	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "expired")
+	e.checkInvariants()
+}
+
+// An order cancelled while inventory is away is CANCELLED at once; its holds are released once
+// inventory is back, exactly once, by the effect retried meanwhile.
+func TestCancelWhileInventoryIsAwayReleasesTheHoldsOnceItIsBack(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "amy", "k1", "LATTE-16", 1)
+	e.waitNoEffects() // the confirmation's extension has reached inventory
+	if err := e.invRPC.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.CancelOrder(e.asStaff("s1"), &fulfilmentv1.StoreOrderServiceCancelOrderRequest{StoreId: "s1", OrderId: o.GetId(), Reason: "machine down"}); err != nil {
+		t.Fatalf("cancel while inventory is away: %v", err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var attempts int
+		if err := e.pool.QueryRow(e.ctx, `SELECT coalesce(max(attempts), 0) FROM order_effects WHERE order_id = $1`, o.GetId()).Scan(&attempts); err != nil {
+			return err
+		}
+		if attempts == 0 {
+			return errors.New("the release has not been tried yet")
+		}
+		return nil
+	})
+	if h := e.holds(o.GetId()); h["open"] != 1 {
+		t.Fatalf("holds while inventory is away: %v; want the one still open", h)
+	}
+	e.serveInventory()
+	e.waitHolds(o.GetId(), map[string]int{"released": 1})
+	e.waitNoEffects()
+	if got := e.available("s1", "LATTE-16"); got != 4 {
+		t.Fatalf("available %d after the release, want 4", got)
+	}
+	e.checkInvariants()
+}
+
+// A cancel by staff, a hand-over and the expiry of one READY order racing: exactly one of them
+// ends it, and its holds end the one way that matches, all sold or all released.
+func TestCancelHandOverAndExpiryRacingEndAnOrderOnce(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	outcomes := map[fulfilmentv1.OrderState]int{}
+	for i := range 5 {
+		o := e.placeAt("s1", "amy", fmt.Sprintf("k%d", i), "LATTE-16", 2)
+		e.accept("s1", o.GetId())
+		e.markReady("s1", o.GetId())
+		code := e.codeOf("amy", o.GetId())
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			<-start
+			_, _ = e.store.CancelOrder(e.asStaff("s1"), &fulfilmentv1.StoreOrderServiceCancelOrderRequest{StoreId: "s1", OrderId: o.GetId(), Reason: "race"})
+		})
+		wg.Go(func() {
+			<-start
+			_, _ = e.handOver("s1", o.GetId(), code)
+		})
+		wg.Go(func() {
+			<-start
+			_, _ = e.pool.Exec(e.ctx, `UPDATE orders SET pickup_deadline = now(), timer_at = now() WHERE id = $1 AND state = 4`, o.GetId())
+		})
+		close(start)
+		wg.Wait()
+		var final fulfilmentv1.OrderState
+		testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			switch final = e.stateOf(o.GetId()); final {
+			case collected, fulfilmentv1.OrderState_ORDER_STATE_CANCELLED, expired:
+				return nil
+			}
+			return fmt.Errorf("order is %s, want it ended", final)
+		})
+		if final == collected {
+			e.waitHolds(o.GetId(), map[string]int{"committed": 1})
+		} else {
+			e.waitHolds(o.GetId(), map[string]int{"released": 1})
+		}
+		e.waitNoEffects()
+		var ends int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_history WHERE order_id = $1 AND to_state IN (5, 7, 8)`, o.GetId()).Scan(&ends); err != nil {
+			t.Fatal(err)
+		}
+		if ends != 1 {
+			t.Fatalf("order %s ended %d times in its history; want once", o.GetId(), ends)
+		}
+		outcomes[final]++
+	}
+	t.Logf("outcomes: %v", outcomes)
 	e.checkInvariants()
 }
 
