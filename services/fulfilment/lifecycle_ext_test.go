@@ -466,6 +466,38 @@ func TestCancelHandOverAndExpiryRacingEndAnOrderOnce(t *testing.T) {
 	e.checkInvariants()
 }
 
+// An order its store never gets ready (accepted, then forgotten) expires at the end of the
+// pickup window it would have had, plus the grace, and gives its stock back: its holds are
+// otherwise extended for as long as it is open, for ever.
+func TestAnOrderNeverMadeReadyExpiresAndGivesItsStockBack(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	forgotten := e.placeAt("s1", "amy", "k1", "LATTE-16", 1)
+	e.accept("s1", forgotten.GetId())
+	waiting := e.placeAt("s1", "bob", "k1", "LATTE-16", 1)
+	e.waitNoEffects()
+	// Both were due ready long ago; the timer loop will see them at once.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours', timer_at = now() WHERE id = ANY ($1)`,
+		[]string{forgotten.GetId(), waiting.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []*fulfilmentv1.Order{forgotten, waiting} {
+		testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if s := e.stateOf(o.GetId()); s != expired {
+				return fmt.Errorf("order %s is %s, want EXPIRED", o.GetId(), s)
+			}
+			return nil
+		})
+		e.waitHolds(o.GetId(), map[string]int{"released": 1})
+	}
+	e.waitEvents(forgotten.GetId(), "confirmed", "preparing", "expired")
+	if got := e.available("s1", "LATTE-16"); got != 4 {
+		t.Fatalf("available %d after the expiries, want 4", got)
+	}
+	e.checkInvariants()
+}
+
 func TestTimersPublishNotAcceptedAndExpiringSoonOnce(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
 		c.NotAcceptedAfter = 300 * time.Millisecond

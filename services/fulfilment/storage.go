@@ -57,6 +57,7 @@ func scanOrder(row pgx.Row) (*order, error) {
 	o.State = domain.State(state)
 	o.PickupWindow = time.Duration(windowMS) * time.Millisecond
 	o.ReadyBy, o.Timers.PickupDeadline, o.Timers.ExpiringSoonAt, o.Timers.NotAcceptedAt = t(readyBy), t(deadline), t(soon), t(notAccepted)
+	o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, o.PickupWindow)
 	o.HoldDeadline, o.CheckInTime, o.PickupLockedUntil = t(holdDeadline), t(checkIn), t(lockedUntil)
 	if o.State == domain.Pending {
 		o.DriveAt = t(timerAt)

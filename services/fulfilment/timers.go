@@ -58,12 +58,16 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 		for _, o := range orders {
 			var changes []change
 			if a, due := o.Timers.Due(o.State, now); due {
+				wasReady := o.State == domain.Ready
 				c, err := o.step(a, timerActor, s.timerReason(o, a), "", now)
 				if err != nil {
 					return err
 				}
-				if a == domain.Expire {
+				switch {
+				case a == domain.Expire && wasReady:
 					o.Reason = "not collected within the pickup window"
+				case a == domain.Expire:
+					o.Reason = "the store did not get the order ready within its pickup window"
 				}
 				changes = append(changes, c)
 			}
@@ -92,6 +96,9 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 func (s *Service) timerReason(o *order, a domain.Action) string {
 	switch a {
 	case domain.Expire:
+		if o.State != domain.Ready {
+			return fmt.Sprintf("not made ready by the end of the pickup window it would have had, and %s more", domain.AbandonGrace)
+		}
 		return fmt.Sprintf("not collected within the pickup window of %s", o.PickupWindow)
 	case domain.RemindExpiringSoon:
 		return fmt.Sprintf("the pickup window ends at %s", o.Timers.PickupDeadline.Format("15:04 MST"))

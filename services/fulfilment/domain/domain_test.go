@@ -26,6 +26,7 @@ var allowed = map[domain.State]map[domain.Action]domain.State{
 		domain.CheckIn:             domain.Confirmed,
 		domain.EscalateNotAccepted: domain.Confirmed,
 		domain.LapseReservation:    domain.Cancelled,
+		domain.Expire:              domain.Expired,
 	},
 	domain.Preparing: {
 		domain.MarkLineUnavailable: domain.Preparing,
@@ -33,6 +34,7 @@ var allowed = map[domain.State]map[domain.Action]domain.State{
 		domain.StaffCancel:         domain.Cancelled,
 		domain.CheckIn:             domain.Preparing,
 		domain.LapseReservation:    domain.Cancelled,
+		domain.Expire:              domain.Expired,
 	},
 	domain.Ready: {
 		domain.HandOver:           domain.Collected,
@@ -235,5 +237,33 @@ func TestTimersFireInStateAndOnce(t *testing.T) {
 	short.OnReady(now, 5*time.Minute, 10*time.Minute)
 	if !short.ExpiringSoonAt.IsZero() {
 		t.Fatal("a 5-minute window got a 10-minutes-before reminder")
+	}
+}
+
+// An order never made ready expires at the end of the pickup window it would have had, plus
+// the grace: confirmed or being prepared alike, whatever else is scheduled.
+func TestAnOrderNeverMadeReadyExpires(t *testing.T) {
+	readyBy := time.Date(2026, 1, 1, 12, 10, 0, 0, time.UTC)
+	at := domain.AbandonAt(readyBy, time.Hour)
+	if want := readyBy.Add(time.Hour + domain.AbandonGrace); !at.Equal(want) {
+		t.Fatalf("AbandonAt = %s, want %s", at, want)
+	}
+	if !domain.AbandonAt(time.Time{}, time.Hour).IsZero() {
+		t.Fatal("an order without an estimate got an abandon time")
+	}
+	tm := domain.Timers{NotAcceptedAt: readyBy, AbandonAt: at}
+	if got := tm.Next(domain.Preparing); !got.Equal(at) {
+		t.Fatalf("next timer of a preparing order %s, want %s", got, at)
+	}
+	if _, ok := tm.Due(domain.Preparing, at.Add(-time.Second)); ok {
+		t.Fatal("due before its time")
+	}
+	for _, s := range []domain.State{domain.Confirmed, domain.Preparing} {
+		if a, ok := tm.Due(s, at); !ok || a != domain.Expire {
+			t.Errorf("%s at the abandon time: %v %v, want expiry", s, a, ok)
+		}
+	}
+	if got := tm.Next(domain.Ready); !got.IsZero() {
+		t.Fatalf("a ready order keeps the abandon time %s; its pickup deadline rules", got)
 	}
 }

@@ -32,10 +32,27 @@ func HoldDeadline(s State, now, readyBy, pickupDeadline time.Time, window, grace
 	return start.Add(window + grace)
 }
 
+// AbandonGrace is how long past the end of the pickup window it would have had an order may
+// stay not ready before it expires.
+const AbandonGrace = 15 * time.Minute
+
+// AbandonAt is when a CONFIRMED or PREPARING order ready by readyBy (its estimate) expires if
+// still not READY: the end of the pickup window it would have had, plus AbandonGrace. Its holds
+// are kept extended while it is open; without this an order its store never finishes would
+// hold its stock for ever. Zero when there is no estimate.
+func AbandonAt(readyBy time.Time, window time.Duration) time.Time {
+	if readyBy.IsZero() {
+		return time.Time{}
+	}
+	return readyBy.Add(window + AbandonGrace)
+}
+
 // Timers are the moments at which an open order needs the timer loop. A zero time is unset.
 type Timers struct {
 	// NotAcceptedAt: a CONFIRMED order still not accepted then is escalated (once).
 	NotAcceptedAt time.Time
+	// AbandonAt: a CONFIRMED or PREPARING order still not READY then expires (see AbandonAt).
+	AbandonAt time.Time
 	// ExpiringSoonAt: a READY order still waiting then is reminded of (once).
 	ExpiringSoonAt time.Time
 	// PickupDeadline: a READY order still waiting then expires.
@@ -53,6 +70,9 @@ func (t Timers) Next(s State) time.Time {
 	switch s {
 	case Confirmed:
 		consider(t.NotAcceptedAt)
+		consider(t.AbandonAt)
+	case Preparing:
+		consider(t.AbandonAt)
 	case Ready:
 		consider(t.ExpiringSoonAt)
 		consider(t.PickupDeadline)
@@ -61,7 +81,7 @@ func (t Timers) Next(s State) time.Time {
 }
 
 // Due returns the timer action due at now for an order in state s, if any. Expiry wins over the
-// reminder: once the window is over there is nothing left to remind of.
+// reminder and the escalation: once the window is over there is nothing left to remind of.
 func (t Timers) Due(s State, now time.Time) (Action, bool) {
 	due := func(at time.Time) bool { return !at.IsZero() && !now.Before(at) }
 	switch s {
@@ -73,8 +93,15 @@ func (t Timers) Due(s State, now time.Time) (Action, bool) {
 			return RemindExpiringSoon, true
 		}
 	case Confirmed:
+		if due(t.AbandonAt) {
+			return Expire, true
+		}
 		if due(t.NotAcceptedAt) {
 			return EscalateNotAccepted, true
+		}
+	case Preparing:
+		if due(t.AbandonAt) {
+			return Expire, true
 		}
 	}
 	return 0, false

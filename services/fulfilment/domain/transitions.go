@@ -66,7 +66,8 @@ const (
 	CustomerCancel
 	// StaffCancel: staff cancel, any time before collection.
 	StaffCancel
-	// Expire: a READY order was not collected within the pickup window (timer).
+	// Expire: a READY order was not collected within the pickup window, or one not ready was
+	// never made ready (timer; see AbandonAt).
 	Expire
 	// CheckIn: the shopper has arrived.
 	CheckIn
@@ -144,7 +145,7 @@ var table = map[Action]Rule{
 		Hint: "the store has started preparing it; ask the store"},
 	StaffCancel: {Verb: "cancel the order", From: []State{Confirmed, Preparing, Ready}, To: Cancelled,
 		Event: "cancelled", Notify: "order.cancelled", Effect: ReleaseAll},
-	Expire: {Verb: "expire the order", From: []State{Ready}, To: Expired,
+	Expire: {Verb: "expire the order", From: []State{Confirmed, Preparing, Ready}, To: Expired,
 		Event: "expired", Notify: "order.expired", Effect: ReleaseAll},
 	CheckIn: {Verb: "check in", From: []State{Confirmed, Preparing, Ready},
 		Event: "checked_in"},

@@ -47,7 +47,8 @@ const (
 	OrderState_ORDER_STATE_REJECTED OrderState = 6
 	// Cancelled by shopper or staff. Final.
 	OrderState_ORDER_STATE_CANCELLED OrderState = 7
-	// Not collected within the pickup window. Final.
+	// Not collected within the pickup window, or never made ready by the end of the window it
+	// would have had (and 15 minutes more). Final.
 	OrderState_ORDER_STATE_EXPIRED OrderState = 8
 )
 

@@ -1149,7 +1149,8 @@ export enum OrderState {
   CANCELLED = 7,
 
   /**
-   * Not collected within the pickup window. Final.
+   * Not collected within the pickup window, or never made ready by the end of the window it
+   * would have had (and 15 minutes more). Final.
    *
    * @generated from enum value: ORDER_STATE_EXPIRED = 8;
    */
