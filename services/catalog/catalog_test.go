@@ -296,6 +296,9 @@ func TestProductLifecyclePublishesEventsAndRefusesStaleUpdates(t *testing.T) {
 	stale := &catalogv1.UpdateProductRequest{Product: &catalogv1.Product{Id: p.GetId(), Name: "Renamed"}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}, ExpectedVersion: 7}
 	_, err = e.admin.UpdateProduct(ctx, stale)
 	wantCode(t, err, codes.Aborted, "version 1")
+	stale.ExpectedVersion = -1
+	_, err = e.admin.UpdateProduct(ctx, stale)
+	wantCode(t, err, codes.InvalidArgument, "expected_version")
 	got, _ := e.public.GetProduct(ctx, &catalogv1.GetProductRequest{ProductId: p.GetId()})
 	if got.GetProduct().GetName() != "Test Brew" {
 		t.Fatalf("stale update changed the name to %q", got.GetProduct().GetName())

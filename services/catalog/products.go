@@ -316,6 +316,9 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 	if p.GetId() == "" {
 		return nil, rpcerr.Invalid("product.id", "required")
 	}
+	if expectedVersion < 0 {
+		return nil, rpcerr.Invalid("expected_version", "must not be negative")
+	}
 	var stored *catalogv1.Product
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		cur, err := s.loadForUpdate(ctx, tx, p.GetId())

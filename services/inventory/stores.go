@@ -239,6 +239,9 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 	if in.GetId() == "" {
 		return nil, rpcerr.Invalid("store.id", "required")
 	}
+	if expectedVersion < 0 {
+		return nil, rpcerr.Invalid("expected_version", "must not be negative")
+	}
 	var stored *storeRow
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		cur, err := lockStore(ctx, tx, in.GetId())

@@ -114,6 +114,9 @@ func TestUpdateStoreChangesMaskedFieldsAndRefusesAStaleVersion(t *testing.T) {
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}, ExpectedVersion: 1})
 	requireStatus(t, err, codes.Aborted, "expected_version")
 	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}, ExpectedVersion: -1})
+	requireStatus(t, err, codes.InvalidArgument, "expected_version")
+	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"time_zone"}}})
 	requireStatus(t, err, codes.InvalidArgument, "store.time_zone")
 	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
