@@ -31,7 +31,14 @@ type storeTerminal struct {
 	once sync.Once
 	term *terminal.Terminal
 	err  error
+	// counter is the store's counter: shoppers are handed their orders a few at a time, as at
+	// a real one. (Tens of hand-overs at once from one terminal, which a loaded machine would
+	// otherwise pile up, are what the pos-adapter limits as pickup-code guessing.)
+	counter chan struct{}
 }
+
+// counterLanes is how many shoppers a store's counter hands orders to at once.
+const counterLanes = 16
 
 func newFleet(r *run, adminToken string) *fleet {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -74,7 +81,7 @@ func (f *fleet) terminal(ctx context.Context, storeID string) (*terminal.Termina
 	f.mu.Lock()
 	st, ok := f.stores[storeID]
 	if !ok {
-		st = &storeTerminal{}
+		st = &storeTerminal{counter: make(chan struct{}, counterLanes)}
 		f.stores[storeID] = st
 	}
 	f.mu.Unlock()
@@ -95,6 +102,25 @@ func (f *fleet) terminal(ctx context.Context, storeID string) (*terminal.Termina
 		return nil, fmt.Errorf("terminal for %s: %w", storeID, st.err)
 	}
 	return st.term, nil
+}
+
+// handOver hands the order over at its store's counter, waiting for a free lane.
+func (f *fleet) handOver(ctx context.Context, storeID, orderID, code string) error {
+	term, err := f.terminal(ctx, storeID)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	counter := f.stores[storeID].counter
+	f.mu.Unlock()
+	select {
+	case counter <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-counter }()
+	_, err = term.HandOver(ctx, orderID, code)
+	return err
 }
 
 // handle takes a ticket off the feed. Only the run's new orders are acted on, each once, off

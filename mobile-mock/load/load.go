@@ -525,12 +525,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 				continue
 			}
 			handedOver = true
-			term, err := r.fleet.terminal(ctx, order.GetStoreId())
-			if err != nil {
-				r.fail("RegisterTerminal", err)
-				return
-			}
-			if _, err := term.HandOver(ctx, order.GetId(), order.GetPickupCode()); err != nil {
+			if err := r.fleet.handOver(ctx, order.GetStoreId(), order.GetId(), order.GetPickupCode()); err != nil {
 				r.fail("HandOver", err)
 				return
 			}
