@@ -85,7 +85,7 @@ func TestABatchOfEventsNumbersEachStoresTicketsInEventOrderAndKeepsTheTimers(t *
 			}
 		}
 	}
-	rows, err := e.pool.Query(ctx, `SELECT order_id FROM escalation_timers WHERE NOT cleared ORDER BY order_id`)
+	rows, err := e.pool.Query(ctx, `SELECT order_id FROM escalation_timers WHERE cleared_time IS NULL ORDER BY order_id`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -320,6 +320,12 @@ func TestConfirmedHandledAfterTheOrderMovedOnStartsNoEscalationTimer(t *testing.
 		t.Fatalf("got %v; want the new order", got.GetKind())
 	}
 	f.quiet(2500 * time.Millisecond) // past the store's 1s and its sweep: no escalation
+	// The cleared timer is due never, so a copy still running code from before tombstones,
+	// which knows nothing of clearing, does not fire it either.
+	var never bool
+	if err := e.pool.QueryRow(context.Background(), `SELECT due_time = 'infinity' FROM escalation_timers WHERE order_id = $1`, o.GetId()).Scan(&never); err != nil || !never {
+		t.Fatalf("the cleared timer: due never %v (%v); want due at infinity", never, err)
+	}
 }
 
 func TestAcknowledgedTicketsAreNotSentAgainToThatTerminalOnly(t *testing.T) {

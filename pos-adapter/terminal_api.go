@@ -2,6 +2,7 @@ package posadapter
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -89,10 +90,11 @@ func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.
 	// Hand-overs that fail (a wrong code, an order that is not there) are charged to the caller;
 	// a busy counter handing over order after order, several at once, is never slowed. Once
 	// the caller has refusals to pay off, attempts under way count against what it has left,
-	// so guesses sent all at once get no more tries than guesses sent one by one. Every failure
-	// is charged, not only refusals: a guess the caller gave up on (canceled, past its
-	// deadline) may still have been judged, since fulfilment decides a change whose batch had
-	// begun, and a guesser must not learn codes by abandoning its calls.
+	// so guesses sent all at once get no more tries than guesses sent one by one. A guess the
+	// caller gave up on (canceled, past its deadline) is charged like a refusal: fulfilment
+	// decides a change whose batch had begun whatever its caller does, so it may have been
+	// judged, and a guesser must not learn codes by abandoning its calls. The server's own
+	// failures (fulfilment unavailable) are not the caller's to pay for.
 	c, known := callerFrom(ctx)
 	done := func(bool) {}
 	if known {
@@ -105,7 +107,9 @@ func (api terminalAPI) HandOver(ctx context.Context, req *connect.Request[posv1.
 	res, err := staffCall(ctx, api.a, m.GetStoreId(), &fulfilmentv1.HandOverRequest{
 		StoreId: m.GetStoreId(), OrderId: m.GetOrderId(), PickupCode: m.GetPickupCode(),
 	}, api.a.fulfilment.HandOver)
-	done(err != nil)
+	done(err != nil && slices.Contains([]connect.Code{connect.CodePermissionDenied, connect.CodeNotFound,
+		connect.CodeFailedPrecondition, connect.CodeResourceExhausted, connect.CodeInvalidArgument,
+		connect.CodeCanceled, connect.CodeDeadlineExceeded}, connect.CodeOf(err)))
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,7 @@ const OrderEventsFilter = "handoff.fulfilment.order.>"
 
 // OrderEventsFilters are the OrderChanged events the adapter's consumer reads: those that raise
 // a ticket (eventTickets) and preparing, which ends a store's own escalation timer (an order
-// leaves CONFIRMED only by preparing or by a ticket-raising event: cancelled, and expired after
-// ready). ready, collected and rejected raise nothing and touch nothing here, so they are not
+// leaves CONFIRMED only by preparing or by a ticket-raising event: cancelled or expired). ready, collected and rejected raise nothing and touch nothing here, so they are not
 // read at all: they were half of a served order's events, each a transaction of the consumer.
 var OrderEventsFilters = func() []string {
 	f := []string{"handoff.fulfilment.order.preparing"}
@@ -197,13 +196,14 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 		// one must not set it again. Rows are written in order_id order, the lock order of every
 		// transaction here.
 		pre = append(pre, statement{"clear escalation timers", `
-			INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload, cleared)
-			SELECT t.order_id, t.store_id, now(), interval '0', '', true
+			INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload, cleared_time)
+			SELECT t.order_id, t.store_id, 'infinity', interval '0', '', now()
 			FROM unnest($1::text[], $2::text[]) AS t(order_id, store_id)
 			WHERE EXISTS (SELECT 1 FROM store_settings s WHERE s.store_id = t.store_id AND s.escalate_after > interval '0')
 				OR EXISTS (SELECT 1 FROM escalation_timers e WHERE e.order_id = t.order_id)
 			ORDER BY t.order_id
-			ON CONFLICT (order_id) DO UPDATE SET cleared = true, due_time = now()`,
+			ON CONFLICT (order_id) DO UPDATE SET due_time = 'infinity', cleared_time = now()
+			WHERE escalation_timers.cleared_time IS NULL`,
 			[]any{ended, endedStores}})
 	}
 	if len(set.orderIDs) > 0 {
@@ -468,6 +468,9 @@ func ticketMessage(kind posv1.TicketKind, o *fulfilmentv1.Order, tr *fulfilmentv
 	case posv1.TicketKind_TICKET_KIND_PICKUP_LOCKED:
 		return withReason("Hand-over locked after too many wrong pickup codes")
 	case posv1.TicketKind_TICKET_KIND_ORDER_EXPIRED:
+		if !o.GetPickupDeadline().IsValid() { // never made ready: the store's, not the shopper's
+			return "Expired: not made ready in time for " + who
+		}
 		return "Expired: " + who + " did not collect it in time"
 	}
 	return ""
@@ -498,7 +501,7 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	rows, err := tx.Query(ctx, `
 		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload
-		FROM escalation_timers WHERE due_time <= now() AND NOT cleared ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+		FROM escalation_timers WHERE due_time <= now() AND cleared_time IS NULL ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	if err != nil {
 		return 0, err
 	}
@@ -552,16 +555,21 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 // past TicketRetention, hourly, in small batches.
 func (a *Adapter) runJanitor(ctx context.Context) {
 	for {
-		retention := a.cfg.TicketRetention.Microseconds()
-		for _, q := range []string{
-			`DELETE FROM tickets WHERE ctid = ANY (ARRAY(SELECT ctid FROM tickets WHERE create_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
-			`DELETE FROM ticket_acks WHERE ctid = ANY (ARRAY(SELECT ctid FROM ticket_acks WHERE ack_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
-			`DELETE FROM webhook_deliveries WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhook_deliveries WHERE state IN ('delivered', 'dropped') AND done_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
-			`DELETE FROM escalation_timers WHERE ctid = ANY (ARRAY(SELECT ctid FROM escalation_timers WHERE cleared AND due_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
-			`DELETE FROM processed_events WHERE ctid = ANY (ARRAY(SELECT ctid FROM processed_events WHERE processed_at < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`,
+		keep, replay := a.cfg.TicketRetention.Microseconds(), a.cfg.ReplayWindow.Microseconds()
+		for _, job := range []struct {
+			sql       string
+			retention int64
+		}{
+			{`DELETE FROM tickets WHERE ctid = ANY (ARRAY(SELECT ctid FROM tickets WHERE create_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
+			{`DELETE FROM ticket_acks WHERE ctid = ANY (ARRAY(SELECT ctid FROM ticket_acks WHERE ack_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
+			{`DELETE FROM webhook_deliveries WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhook_deliveries WHERE state IN ('delivered', 'dropped') AND done_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
+			{`DELETE FROM processed_events WHERE ctid = ANY (ARRAY(SELECT ctid FROM processed_events WHERE processed_at < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
+			// A cleared timer is needed only while its order's confirmed event could still be
+			// read: events older than the replay window are skipped.
+			{`DELETE FROM escalation_timers WHERE ctid = ANY (ARRAY(SELECT ctid FROM escalation_timers WHERE cleared_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, replay},
 		} {
 			for ctx.Err() == nil {
-				tag, err := a.db.Exec(ctx, q, retention)
+				tag, err := a.db.Exec(ctx, job.sql, job.retention)
 				if err != nil {
 					if ctx.Err() == nil {
 						a.log.Warn("retention cleanup failed", "err", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -107,6 +108,10 @@ func (ev VendorEvent) check() string {
 	switch {
 	case ev.EventID == "" || utf8.RuneCountInString(ev.EventID) > 100:
 		return "event_id: required, at most 100 characters"
+	case strings.IndexByte(ev.EventID, 0) >= 0:
+		return "event_id: must not contain NUL (U+0000) characters"
+	case strings.IndexByte(ev.SKU, 0) >= 0:
+		return "sku: must not contain NUL (U+0000) characters"
 	case ev.Type != vendorSale && ev.Type != vendorReturn && ev.Type != vendorCount:
 		return fmt.Sprintf("type: want sale, return or count, got %q", ev.Type)
 	case ev.SKU == "" || len(ev.SKU) > 64:

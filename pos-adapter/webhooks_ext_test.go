@@ -290,6 +290,14 @@ func TestVendorInStoreEventsAdjustStockOnceAndForgedOnesChangeNothing(t *testing
 	expect("zero sale", 400, "", code, out, 20)
 	code, out = e.vendorPost("ven-1", secret, now, []byte("{not json"), nil)
 	expect("malformed body", 400, "", code, out, 20)
+	// Text Postgres cannot store is the vendor's mistake, said as such, not a 503 to retry for ever.
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-12\x00", "sale", "LATTE-16", 1), nil)
+	expect("NUL in the event id", 400, "", code, out, 20)
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-13", "sale", "LATTE\x00", 1), nil)
+	expect("NUL in the SKU", 400, "", code, out, 20)
+	if !strings.Contains(out.Error, "sku") {
+		t.Fatalf("NUL in the SKU: %+v; want the error to name sku", out)
+	}
 
 	levels, err := s.invAdmin.ListStock(context.Background(), &inventoryv1.ListStockRequest{StoreId: "ven-1", Skus: []string{"LATTE-16"}})
 	if err != nil || levels.GetLevels()[0].GetSafetyStock() != 2 {

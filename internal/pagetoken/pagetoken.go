@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 )
@@ -32,7 +34,11 @@ func Decode(token string, pos any) (bool, error) {
 	}
 	invalid := rpcerr.Invalid("page_token", "not a token returned by this list call")
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || json.Unmarshal(b, pos) != nil || bytes.Contains(b, []byte(`\u0000`)) {
+	if err != nil || json.Unmarshal(b, pos) != nil {
+		return false, invalid
+	}
+	var values any
+	if json.Unmarshal(b, &values) != nil || holdsNUL(values) {
 		return false, invalid
 	}
 	// Encode's output is canonical: a token that does not encode back to itself is forged.
@@ -40,6 +46,23 @@ func Decode(token string, pos any) (bool, error) {
 		return false, invalid
 	}
 	return true, nil
+}
+
+// holdsNUL reports whether a decoded JSON value has a string with a NUL anywhere in it.
+func holdsNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.IndexByte(v, 0) >= 0
+	case []any:
+		return slices.ContainsFunc(v, holdsNUL)
+	case map[string]any:
+		for k, e := range v {
+			if strings.IndexByte(k, 0) >= 0 || holdsNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // PageSize applies a list call's default and maximum, refusing negative sizes.

@@ -23,6 +23,11 @@ func TestTokenRoundTrips(t *testing.T) {
 	if err != nil || !ok || got != (position{Name: "Latte", ID: "prd-latte"}) {
 		t.Fatalf("Decode = %v, %v, %+v", ok, err, got)
 	}
+	// A key may hold anything but a NUL, a backslash and "u0000" included.
+	odd := position{Name: `C:\u0000 blend`, ID: "prd-odd"}
+	if ok, err := pagetoken.Decode(pagetoken.Encode(odd), &got); err != nil || !ok || got != odd {
+		t.Fatalf("Decode of a key with a backslash = %v, %v, %+v", ok, err, got)
+	}
 	if ok, err := pagetoken.Decode("", &got); ok || err != nil {
 		t.Fatalf("empty token: ok=%v err=%v", ok, err)
 	}

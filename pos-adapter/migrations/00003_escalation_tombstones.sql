@@ -2,16 +2,13 @@
 
 -- An order's escalation timer is ended by marking it cleared, not by deleting it: a confirmed
 -- event handled after the order's next event (two copies side by side, a retried batch) would
--- otherwise set the timer again and escalate an order already being prepared. Cleared rows
--- are removed after the ticket retention, like the tickets.
-ALTER TABLE escalation_timers ADD COLUMN cleared boolean NOT NULL DEFAULT false;
-DROP INDEX escalation_timers_due;
-CREATE INDEX escalation_timers_due ON escalation_timers (due_time) WHERE NOT cleared;
-CREATE INDEX escalation_timers_cleared ON escalation_timers (due_time) WHERE cleared;
+-- otherwise set the timer again and escalate an order already being prepared. A cleared timer
+-- is due at 'infinity', so a copy still running the code before this migration never fires it;
+-- cleared ones are removed once no confirmed event old enough to need them is read any more.
+ALTER TABLE escalation_timers ADD COLUMN cleared_time timestamptz;
+CREATE INDEX escalation_timers_cleared ON escalation_timers (cleared_time) WHERE cleared_time IS NOT NULL;
 
 -- +goose Down
+DELETE FROM escalation_timers WHERE cleared_time IS NOT NULL;
 DROP INDEX escalation_timers_cleared;
-DROP INDEX escalation_timers_due;
-DELETE FROM escalation_timers WHERE cleared;
-ALTER TABLE escalation_timers DROP COLUMN cleared;
-CREATE INDEX escalation_timers_due ON escalation_timers (due_time);
+ALTER TABLE escalation_timers DROP COLUMN cleared_time;

@@ -609,7 +609,9 @@ func TestFindCheckoutOrderFindsWithoutPlacing(t *testing.T) {
 // the stock. That hold is released too, once the reserve can have landed, not at its deadline.
 func TestCancellingAPendingOrderReleasesWhatALateReserveHolds(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
-		c.ReserveTimeout, c.LateReserve = 300*time.Millisecond, time.Second
+		// The late release must wait until the stock row is unlocked below, however slow the
+		// machine: a margin of seconds.
+		c.ReserveTimeout, c.LateReserve = 300*time.Millisecond, 3*time.Second
 	}})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 5)

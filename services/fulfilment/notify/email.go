@@ -209,6 +209,9 @@ func EmailText(n Notification, loc *time.Location) (subject, body string) {
 		subject, headline = "is waiting for you", "Your order is waiting for you. Please collect it soon, or it will be released."
 	case KindExpired:
 		subject, headline = "was not collected", "Your order was not collected in time and has been released."
+		if !o.GetPickupDeadline().IsValid() { // it never became ready: the store's doing
+			subject, headline = "could not be made ready", "Sorry, the store could not get your order ready in time. It has been cancelled, and you will not be charged."
+		}
 	case KindCollected:
 		subject, headline = "has been collected", "Thank you for collecting your order."
 	default:

@@ -469,6 +469,23 @@ func TestEmailOfAFinishedOrderLeavesThePickupCodeOut(t *testing.T) {
 	}
 }
 
+// An order that expired READY was not collected; one that expired before it was ever ready
+// was the store's failure, and the email does not blame the shopper.
+func TestExpiryEmailSaysWhoseFailureItWas(t *testing.T) {
+	uncollected := readyOrder("ord-uncollected")
+	uncollected.State = fulfilmentv1.OrderState_ORDER_STATE_EXPIRED
+	subject, body := notify.EmailText(notify.Notification{Kind: notify.KindExpired, Order: uncollected}, time.UTC)
+	if !strings.Contains(subject, "not collected") || !strings.Contains(body, "not collected in time") {
+		t.Errorf("an uncollected order's expiry: %q\n%s", subject, body)
+	}
+	neverReady := readyOrder("ord-never-ready")
+	neverReady.State, neverReady.PickupDeadline = fulfilmentv1.OrderState_ORDER_STATE_EXPIRED, nil
+	subject, body = notify.EmailText(notify.Notification{Kind: notify.KindExpired, Order: neverReady}, time.UTC)
+	if strings.Contains(subject+body, "not collected") || !strings.Contains(body, "could not get your order ready") {
+		t.Errorf("a never-ready order's expiry blames the shopper or says nothing: %q\n%s", subject, body)
+	}
+}
+
 func TestSMTPTemporaryRejectionIsRetriedAndPermanentRejectionIsDeadLettered(t *testing.T) {
 	pool := newPool(t)
 	mailSrv := newSMTPServer(t)
