@@ -229,6 +229,7 @@ func TestBadProductsAreRefusedNamingTheFieldAndNothingIsStored(t *testing.T) {
 		field string
 	}{
 		{"no name", func(p *catalogv1.Product) { p.Name = "" }, "product.name"},
+		{"blank name", func(p *catalogv1.Product) { p.Name = "   " }, "product.name"},
 		{"unknown category", func(p *catalogv1.Product) { p.CategoryId = "cat-nope" }, "product.category_id"},
 		{"no variants", func(p *catalogv1.Product) { p.Variants = nil }, "product.variants"},
 		{"lower-case sku", func(p *catalogv1.Product) { p.Variants[0].Sku = "brew-12" }, "product.variants[0].sku"},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strings"
 	"unicode/utf8"
 
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
@@ -105,7 +106,7 @@ func validateCategory(c *catalogv1.Category, v *rpcerr.Violations) {
 
 func checkText(v *rpcerr.Violations, field, s string, max int, required bool) {
 	switch {
-	case required && s == "":
+	case required && strings.TrimSpace(s) == "":
 		v.Add(field, "required")
 	case !utf8.ValidString(s):
 		v.Add(field, "must be valid UTF-8")

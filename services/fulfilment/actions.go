@@ -3,6 +3,7 @@ package fulfilment
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -25,7 +26,7 @@ const (
 // textProblem says what is wrong with a free-text field, or "".
 func textProblem(v string, max int, required bool) string {
 	switch {
-	case required && v == "":
+	case required && strings.TrimSpace(v) == "":
 		return "required"
 	case !utf8.ValidString(v):
 		return "must be valid UTF-8"

@@ -60,6 +60,10 @@ func TestCreateStoreReportsOpenStatusInItsOwnZone(t *testing.T) {
 
 	_, err = e.admin.CreateStore(e.ctx(), &inventoryv1.CreateStoreRequest{Store: storeAt("always", 1, 1)})
 	requireStatus(t, err, codes.AlreadyExists, "always")
+	blank := storeAt("blank", 1, 1)
+	blank.Name = "   "
+	_, err = e.admin.CreateStore(e.ctx(), &inventoryv1.CreateStoreRequest{Store: blank})
+	requireStatus(t, err, codes.InvalidArgument, "store.name")
 	if n := len(e.outboxEvents(inventory.SubjectStoreCreated)); n != 2 {
 		t.Errorf("%d store.created events, want 2", n)
 	}

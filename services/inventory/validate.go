@@ -6,6 +6,7 @@ import (
 	"math"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -225,7 +226,7 @@ func checkDuration(v *rpcerr.Violations, field string, d *durationpb.Duration, d
 
 func checkText(v *rpcerr.Violations, field, s string, maxLen int, required bool) {
 	switch {
-	case required && s == "":
+	case required && strings.TrimSpace(s) == "":
 		v.Add(field, "required")
 	case !utf8.ValidString(s):
 		v.Add(field, "must be valid UTF-8")
