@@ -60,8 +60,15 @@ func Invalid(field, description string) error {
 
 // NotFound says which kind of thing, with which id, does not exist.
 func NotFound(kind, id string) error {
+	if r := []rune(id); len(r) > maxEchoedID {
+		// No stored id is this long; echoing a megabyte back would only amplify the request.
+		id = string(r[:maxEchoedID]) + "…"
+	}
 	return status.Errorf(codes.NotFound, "%s %q not found", kind, id)
 }
+
+// maxEchoedID bounds the part of an unknown id a NotFound repeats.
+const maxEchoedID = 128
 
 // FailedPrecondition refuses an action the current state does not allow.
 func FailedPrecondition(format string, args ...any) error {

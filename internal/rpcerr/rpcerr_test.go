@@ -2,6 +2,7 @@ package rpcerr_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -42,5 +43,17 @@ func TestCodeLooksThroughWrapping(t *testing.T) {
 	}
 	if !rpcerr.IsStatus(err) || rpcerr.IsStatus(fmt.Errorf("plain")) {
 		t.Fatal("IsStatus must tell status errors from plain ones")
+	}
+}
+
+// A NotFound repeats the id asked for, but not a megabyte of it.
+func TestNotFoundEchoesAnIDBoundedInLength(t *testing.T) {
+	if got := status.Convert(rpcerr.NotFound("order", "o-1")).Message(); got != `order "o-1" not found` {
+		t.Fatalf("message = %q", got)
+	}
+	huge := strings.Repeat("é", 900_000)
+	st := status.Convert(rpcerr.NotFound("order", huge))
+	if st.Code() != codes.NotFound || len(st.Message()) > 400 || !strings.Contains(st.Message(), strings.Repeat("é", 128)+"…") {
+		t.Fatalf("a huge unknown id: %d bytes of message %.80q…", len(st.Message()), st.Message())
 	}
 }
