@@ -174,11 +174,10 @@ func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.
 			// The window is over and the timer loop is behind (a backlog after an outage): the
 			// order expires now, as it would have, and its holds, which inventory may have
 			// swept meanwhile, are not sold.
-			c, err := o.step(domain.Expire, timerActor, s.timerReason(o, domain.Expire), "", now)
+			c, err := s.fire(o, domain.Expire, now)
 			if err != nil {
 				return nil, err
 			}
-			o.Reason = "not collected within the pickup window"
 			return []change{c}, &commitAnyway{rpcerr.FailedPrecondition("the pickup window of order %s ended at %s: it has expired",
 				o.ID, o.Timers.PickupDeadline.UTC().Format(time.RFC3339))}
 		}

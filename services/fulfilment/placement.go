@@ -183,15 +183,12 @@ func (s *Service) existing(ctx context.Context, o *order, held holding) (*order,
 			return driven, nil
 		}
 	case held == heldReserved && domain.Final(o.State) && o.State != domain.Collected:
-		// Released in order after any effect the order has pending; a no-op when its holds
-		// have ended already.
-		if _, err := s.db.Exec(ctx, `INSERT INTO order_effects (order_id, kind, reason) VALUES ($1, $2, $3)`,
-			o.ID, int16(domain.ReleaseAll), int16(releaseReason(domain.Reject))); err != nil {
-			return nil, fmt.Errorf("release the holds of a retried checkout of %s: %w", o.ID, err)
+		if err := releaseAfter(ctx, s.db, o.ID, domain.Reject, 0); err != nil {
+			return nil, err
 		}
 		s.afterCommit(o, nil, true)
 	case held == heldUncertain && domain.Final(o.State) && o.State != domain.Collected:
-		if err := s.releaseLater(ctx, s.db, o.ID, domain.Reject); err != nil {
+		if err := releaseAfter(ctx, s.db, o.ID, domain.Reject, s.lateReserve()); err != nil {
 			return nil, err
 		}
 	}

@@ -3,6 +3,7 @@ package fulfilment
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -58,16 +59,9 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 		for _, o := range orders {
 			var changes []change
 			if a, due := o.Timers.Due(o.State, now); due {
-				wasReady := o.State == domain.Ready
-				c, err := o.step(a, timerActor, s.timerReason(o, a), "", now)
+				c, err := s.fire(o, a, now)
 				if err != nil {
 					return err
-				}
-				switch {
-				case a == domain.Expire && wasReady:
-					o.Reason = "not collected within the pickup window"
-				case a == domain.Expire:
-					o.Reason = "the store did not get the order ready within its pickup window"
 				}
 				changes = append(changes, c)
 			}
@@ -91,6 +85,22 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 		s.afterCommit(f.o, f.changes, f.effects)
 	}
 	return len(done), nil
+}
+
+// fire applies the timer action a to o in memory, with the reason the shopper is given.
+func (s *Service) fire(o *order, a domain.Action, now time.Time) (change, error) {
+	wasReady := o.State == domain.Ready
+	c, err := o.step(a, timerActor, s.timerReason(o, a), "", now)
+	if err != nil {
+		return change{}, err
+	}
+	switch {
+	case a == domain.Expire && wasReady:
+		o.Reason = "not collected within the pickup window"
+	case a == domain.Expire:
+		o.Reason = "the store did not get the order ready within its pickup window"
+	}
+	return c, nil
 }
 
 func (s *Service) timerReason(o *order, a domain.Action) string {

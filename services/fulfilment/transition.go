@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
@@ -138,7 +137,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 			// A reserve of an order ended while PENDING may still be under way (its caller
 			// timed out; inventory decides a batch it had begun): release again once any such
 			// reserve has landed, or its holds would wait for their deadline.
-			if err := s.releaseLater(ctx, tx, o.ID, c.action); err != nil {
+			if err := releaseAfter(ctx, tx, o.ID, c.action, s.lateReserve()); err != nil {
 				return false, err
 			}
 		}
@@ -156,19 +155,19 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 	return effects, nil
 }
 
-// releaseLater records a release of the order's holds due once every reserve of it sent so far
-// has landed or been refused (Config.LateReserve after its caller's timeout). It is harmless
-// when nothing is held.
-func (s *Service) releaseLater(ctx context.Context, q interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-}, orderID string, a domain.Action) error {
-	after := s.cfg.ReserveTimeout + s.cfg.LateReserve
+// releaseAfter records a release of the order's holds due after the given time (at once for
+// zero), in order after any effect the order has pending; it is harmless when nothing is held.
+func releaseAfter(ctx context.Context, q execer, orderID string, a domain.Action, after time.Duration) error {
 	if _, err := q.Exec(ctx, `INSERT INTO order_effects (order_id, kind, reason, due) VALUES ($1, $2, $3, now() + $4::bigint * interval '1 millisecond')`,
 		orderID, int16(domain.ReleaseAll), int16(releaseReason(a)), after.Milliseconds()); err != nil {
-		return fmt.Errorf("record the late release of order %s: %w", orderID, err)
+		return fmt.Errorf("record a release of order %s: %w", orderID, err)
 	}
 	return nil
 }
+
+// lateReserve is how long after a reserve was sent it may still hold stock: its caller's
+// timeout plus Config.LateReserve.
+func (s *Service) lateReserve() time.Duration { return s.cfg.ReserveTimeout + s.cfg.LateReserve }
 
 // afterCommit starts what follows a committed change at once rather than at the next sweep:
 // the effects worker, and local watchers, which get the order as it is now (o's history is
