@@ -12,11 +12,16 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
@@ -39,6 +44,37 @@ func checkStoreID(id string) error {
 		return fmt.Errorf("%q is not a store id (1-64 of a-z, 0-9, '-', '_')", id)
 	}
 	return nil
+}
+
+// storesAtInventory checks that inventory knows each store (CLOSED ones included). A terminal,
+// setting or webhook for a store nobody runs would be stored and never used, so an admin's
+// typo is refused, naming field(i), instead; inventory being unreachable is Unavailable.
+func (a *Adapter) storesAtInventory(ctx context.Context, ids []string, field func(i int) string) error {
+	ctx, cancel := a.callContext(ctx)
+	defer cancel()
+	unknown := make([]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			_, err := a.locator.GetStore(gctx, &inventoryv1.GetStoreRequest{StoreId: id})
+			if status.Code(err) == codes.NotFound {
+				unknown[i] = true
+				return nil
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return edge.ConnectError(err)
+	}
+	var v rpcerr.Violations
+	for i, id := range ids {
+		if unknown[i] {
+			v.Addf(field(i), "inventory has no store %q", id)
+		}
+	}
+	return v.Err()
 }
 
 // adminAPI is TerminalAdminService; the interceptor has already required an admin token.
@@ -72,6 +108,12 @@ func (api adminAPI) RegisterTerminal(ctx context.Context, req *connect.Request[p
 		}
 	}
 	if err := v.Err(); err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+	named := func(i int) string {
+		return fmt.Sprintf("store_ids[%d]", slices.Index(req.Msg.GetStoreIds(), stores[i]))
+	}
+	if err := a.storesAtInventory(ctx, stores, named); err != nil {
 		return nil, a.fail(ctx, "", err)
 	}
 	id, cred, hash, err := newTerminalCredential()
@@ -167,6 +209,9 @@ func (api adminAPI) SetStoreSettings(ctx context.Context, req *connect.Request[p
 		afterUS = &us
 	}
 	if err := v.Err(); err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+	if err := a.storesAtInventory(ctx, []string{s.GetStoreId()}, func(int) string { return "settings.store_id" }); err != nil {
 		return nil, a.fail(ctx, "", err)
 	}
 	out, err := scanSettings(a.db.QueryRow(ctx, `

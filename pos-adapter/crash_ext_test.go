@@ -60,7 +60,7 @@ func runChild() error {
 		return err
 	}
 	conn := deadConn(&childTB{})
-	a, err := posadapter.New(posadapter.Config{Pool: pool, NC: nc, JS: js, Keys: keys, Fulfilment: conn, Inventory: conn,
+	a, err := posadapter.New(posadapter.Config{Pool: pool, NC: nc, JS: js, Keys: keys, Fulfilment: conn, Inventory: anyStore{conn},
 		CatchUpInterval: 200 * time.Millisecond})
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ import (
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
@@ -83,6 +84,20 @@ func deadConn(t testing.TB) *grpc.ClientConn {
 	return cc
 }
 
+// anyStore is inventory for tests that run none: its locator knows every store id the adapter
+// asks about, as an open store, and any other call reaches a dead connection (Unavailable).
+// Tests of what inventory answers run the real one (withServices).
+type anyStore struct{ grpc.ClientConnInterface }
+
+func (d anyStore) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if method != inventoryv1.StoreLocatorService_GetStore_FullMethodName {
+		return d.ClientConnInterface.Invoke(ctx, method, args, reply, opts...)
+	}
+	id := args.(*inventoryv1.GetStoreRequest).GetStoreId()
+	reply.(*inventoryv1.GetStoreResponse).Store = &inventoryv1.Store{Id: id, Name: "Store " + id, State: inventoryv1.StoreState_STORE_STATE_OPEN}
+	return nil
+}
+
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	e := &env{t: t, grace: 3 * time.Second}
@@ -109,7 +124,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		NC:                 testenv.NATSConn(t, e.ns),
 		Keys:               e.keys,
 		Fulfilment:         deadConn(t),
-		Inventory:          deadConn(t),
+		Inventory:          anyStore{deadConn(t)},
 		Logger:             testenv.Logger(t),
 		CatchUpInterval:    200 * time.Millisecond,
 		EscalationInterval: 100 * time.Millisecond,

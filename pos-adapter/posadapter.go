@@ -152,7 +152,8 @@ type Config struct {
 	Keys *auth.KeySet
 	// Fulfilment is a connection to fulfilment's gRPC API (StoreOrderService).
 	Fulfilment grpc.ClientConnInterface
-	// Inventory is a connection to inventory's gRPC API (InventoryAdminService).
+	// Inventory is a connection to inventory's gRPC API (InventoryAdminService, and
+	// StoreLocatorService to check the stores admins and staff name).
 	Inventory grpc.ClientConnInterface
 	// AllowedOrigins lists browser origins allowed by CORS (browser-based terminals).
 	AllowedOrigins []string
@@ -260,6 +261,7 @@ type Adapter struct {
 	log        *slog.Logger
 	fulfilment fulfilmentv1.StoreOrderServiceClient
 	inventory  inventoryv1.InventoryAdminServiceClient
+	locator    inventoryv1.StoreLocatorServiceClient
 
 	handler http.Handler
 	health  *edge.Health
@@ -315,6 +317,7 @@ func New(cfg Config) (*Adapter, error) {
 		log:         log,
 		fulfilment:  fulfilmentv1.NewStoreOrderServiceClient(cfg.Fulfilment),
 		inventory:   inventoryv1.NewInventoryAdminServiceClient(cfg.Inventory),
+		locator:     inventoryv1.NewStoreLocatorServiceClient(cfg.Inventory),
 		draining:    draining,
 		stopStreams: stop,
 		webhookWake: make(chan struct{}, 1),

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -20,6 +23,7 @@ import (
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
 	"github.com/handoff-dev/handoff/services/inventory"
 )
@@ -191,4 +195,61 @@ func (s *services) placeOrder(t testing.TB, store, key string, lines map[string]
 		t.Fatalf("order %s is %v (%s), want CONFIRMED", key, o.GetState(), o.GetReason())
 	}
 	return o
+}
+
+// An admin names only stores inventory knows: a terminal, setting or webhook for a store
+// nobody runs would be stored and never used. The refusal names the field; nothing is stored;
+// with inventory down the call is Unavailable, not taken on trust.
+func TestAdminNamesOnlyStoresInventoryKnows(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "known-1", map[string]int32{"LATTE-16": 1})
+	ctx := context.Background()
+	admin := e.admin()
+
+	_, err := admin.RegisterTerminal(ctx, req(&posv1.RegisterTerminalRequest{Name: "Till", StoreIds: []string{"known-1", "nosuch-1", "known-1", "nosuch-2"}}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), `store_ids[1]: inventory has no store "nosuch-1"`) ||
+		!strings.Contains(err.Error(), "store_ids[3]") || strings.Contains(err.Error(), "store_ids[0]") {
+		t.Errorf("RegisterTerminal for unknown stores: %v; want InvalidArgument naming store_ids[1] and [3] only", err)
+	}
+	_, err = admin.SetStoreSettings(ctx, req(&posv1.SetStoreSettingsRequest{Settings: &posv1.StoreSettings{StoreId: "nosuch-1", EscalateAfter: durationpb.New(time.Minute)}}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "settings.store_id") {
+		t.Errorf("SetStoreSettings for an unknown store: %v; want InvalidArgument naming settings.store_id", err)
+	}
+	_, err = admin.SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{Webhook: &posv1.StoreWebhook{StoreId: "nosuch-1", Url: "https://pos.example.com/hook", Enabled: true}}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "webhook.store_id") {
+		t.Errorf("SetStoreWebhook for an unknown store: %v; want InvalidArgument naming webhook.store_id", err)
+	}
+	var stored int
+	if err := e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM terminals) + (SELECT count(*) FROM store_settings) + (SELECT count(*) FROM store_webhooks)`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != 0 {
+		t.Fatalf("%d terminals, settings or webhooks stored for unknown stores", stored)
+	}
+
+	// Known stores are accepted, a CLOSED one too (an operator may close it for a refit and
+	// set its tills up meanwhile).
+	if _, err := s.invAdmin.SetStoreState(ctx, &inventoryv1.SetStoreStateRequest{StoreId: "known-1", State: inventoryv1.StoreState_STORE_STATE_CLOSED}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := admin.RegisterTerminal(ctx, req(&posv1.RegisterTerminalRequest{Name: "Till", StoreIds: []string{"known-1"}}))
+	if err != nil || !slices.Equal(res.Msg.GetTerminal().GetStoreIds(), []string{"known-1"}) {
+		t.Fatalf("RegisterTerminal for a known store = %v, %v", res, err)
+	}
+	if _, err := admin.SetStoreSettings(ctx, req(&posv1.SetStoreSettingsRequest{Settings: &posv1.StoreSettings{StoreId: "known-1", EscalateAfter: durationpb.New(time.Minute)}})); err != nil {
+		t.Fatalf("SetStoreSettings for a known store: %v", err)
+	}
+
+	// Inventory unreachable: Unavailable, and nothing stored.
+	e.stopAdapter()
+	e.cfg.Inventory = deadConn(t)
+	e.start()
+	_, err = e.admin().RegisterTerminal(ctx, req(&posv1.RegisterTerminalRequest{Name: "Till 2", StoreIds: []string{"known-1"}}))
+	if codeOf(err) != connect.CodeUnavailable {
+		t.Errorf("RegisterTerminal with inventory down: %v; want Unavailable", err)
+	}
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM terminals`).Scan(&stored); err != nil || stored != 1 {
+		t.Errorf("terminals stored = %d, %v; want only the first", stored, err)
+	}
 }

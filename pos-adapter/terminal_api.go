@@ -165,9 +165,8 @@ func (a *Adapter) setStoreState(ctx context.Context, storeID string, state inven
 	if err != nil {
 		return nil, err
 	}
-	locator := inventoryv1.NewStoreLocatorServiceClient(a.cfg.Inventory)
 	for attempt := 1; ; attempt++ {
-		cur, err := locator.GetStore(ctx, &inventoryv1.GetStoreRequest{StoreId: storeID})
+		cur, err := a.locator.GetStore(ctx, &inventoryv1.GetStoreRequest{StoreId: storeID})
 		if err != nil {
 			return nil, edge.ConnectError(err)
 		}

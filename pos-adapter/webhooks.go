@@ -71,6 +71,9 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 	if err := v.Err(); err != nil {
 		return nil, a.fail(ctx, "", err)
 	}
+	if err := a.storesAtInventory(ctx, []string{w.GetStoreId()}, func(int) string { return "webhook.store_id" }); err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
 
 	tx, err := a.db.Begin(ctx)
 	if err != nil {

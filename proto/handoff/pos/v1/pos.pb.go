@@ -1364,7 +1364,8 @@ type RegisterTerminalRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Display name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Stores it may act for (1 or more).
+	// Stores it may act for (1 or more), each one inventory knows (InvalidArgument names any
+	// other; Unavailable while inventory cannot be asked).
 	StoreIds      []string `protobuf:"bytes,2,rep,name=store_ids,json=storeIds,proto3" json:"store_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

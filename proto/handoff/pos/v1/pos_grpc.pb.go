@@ -519,7 +519,8 @@ type TerminalAdminServiceClient interface {
 	RevokeTerminal(ctx context.Context, in *RevokeTerminalRequest, opts ...grpc.CallOption) (*RevokeTerminalResponse, error)
 	// ListTerminals lists a store's terminals.
 	ListTerminals(ctx context.Context, in *ListTerminalsRequest, opts ...grpc.CallOption) (*ListTerminalsResponse, error)
-	// SetStoreWebhook points a store's tickets at a vendor POS endpoint.
+	// SetStoreWebhook points a store's tickets at a vendor POS endpoint. The store must be one
+	// inventory knows, as for SetStoreSettings and RegisterTerminal.
 	SetStoreWebhook(ctx context.Context, in *SetStoreWebhookRequest, opts ...grpc.CallOption) (*SetStoreWebhookResponse, error)
 	// ListFailedDeliveries lists webhook deliveries that exhausted their retries.
 	ListFailedDeliveries(ctx context.Context, in *ListFailedDeliveriesRequest, opts ...grpc.CallOption) (*ListFailedDeliveriesResponse, error)
@@ -631,7 +632,8 @@ type TerminalAdminServiceServer interface {
 	RevokeTerminal(context.Context, *RevokeTerminalRequest) (*RevokeTerminalResponse, error)
 	// ListTerminals lists a store's terminals.
 	ListTerminals(context.Context, *ListTerminalsRequest) (*ListTerminalsResponse, error)
-	// SetStoreWebhook points a store's tickets at a vendor POS endpoint.
+	// SetStoreWebhook points a store's tickets at a vendor POS endpoint. The store must be one
+	// inventory knows, as for SetStoreSettings and RegisterTerminal.
 	SetStoreWebhook(context.Context, *SetStoreWebhookRequest) (*SetStoreWebhookResponse, error)
 	// ListFailedDeliveries lists webhook deliveries that exhausted their retries.
 	ListFailedDeliveries(context.Context, *ListFailedDeliveriesRequest) (*ListFailedDeliveriesResponse, error)

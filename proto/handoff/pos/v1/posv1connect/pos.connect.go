@@ -426,7 +426,8 @@ type TerminalAdminServiceClient interface {
 	RevokeTerminal(context.Context, *connect.Request[v1.RevokeTerminalRequest]) (*connect.Response[v1.RevokeTerminalResponse], error)
 	// ListTerminals lists a store's terminals.
 	ListTerminals(context.Context, *connect.Request[v1.ListTerminalsRequest]) (*connect.Response[v1.ListTerminalsResponse], error)
-	// SetStoreWebhook points a store's tickets at a vendor POS endpoint.
+	// SetStoreWebhook points a store's tickets at a vendor POS endpoint. The store must be one
+	// inventory knows, as for SetStoreSettings and RegisterTerminal.
 	SetStoreWebhook(context.Context, *connect.Request[v1.SetStoreWebhookRequest]) (*connect.Response[v1.SetStoreWebhookResponse], error)
 	// ListFailedDeliveries lists webhook deliveries that exhausted their retries.
 	ListFailedDeliveries(context.Context, *connect.Request[v1.ListFailedDeliveriesRequest]) (*connect.Response[v1.ListFailedDeliveriesResponse], error)
@@ -561,7 +562,8 @@ type TerminalAdminServiceHandler interface {
 	RevokeTerminal(context.Context, *connect.Request[v1.RevokeTerminalRequest]) (*connect.Response[v1.RevokeTerminalResponse], error)
 	// ListTerminals lists a store's terminals.
 	ListTerminals(context.Context, *connect.Request[v1.ListTerminalsRequest]) (*connect.Response[v1.ListTerminalsResponse], error)
-	// SetStoreWebhook points a store's tickets at a vendor POS endpoint.
+	// SetStoreWebhook points a store's tickets at a vendor POS endpoint. The store must be one
+	// inventory knows, as for SetStoreSettings and RegisterTerminal.
 	SetStoreWebhook(context.Context, *connect.Request[v1.SetStoreWebhookRequest]) (*connect.Response[v1.SetStoreWebhookResponse], error)
 	// ListFailedDeliveries lists webhook deliveries that exhausted their retries.
 	ListFailedDeliveries(context.Context, *connect.Request[v1.ListFailedDeliveriesRequest]) (*connect.Response[v1.ListFailedDeliveriesResponse], error)
