@@ -143,6 +143,9 @@ func newProvider(db *sql.DB, schema string, fsys fs.FS, logger *slog.Logger) (*g
 		goose.WithGoMigrations(shared),
 		// Only our own migrations, never ones another package registered globally.
 		goose.WithDisableGlobalRegistry(true),
+		// A service may number its migrations in ranges, one per package (fulfilment: its
+		// orders 2-19, notify 20 and up), so a new one can land below one already applied.
+		goose.WithAllowOutofOrder(true),
 		goose.WithSlog(logger),
 	)
 	if err != nil {

@@ -97,6 +97,30 @@ func TestMigrateAgainChangesNothing(t *testing.T) {
 	}
 }
 
+// A service numbering its migrations in ranges (fulfilment: orders 2-19, notify 20 and up)
+// adds one below a version a database has applied already: it is applied, not refused.
+func TestMigrateAppliesANewMigrationBelowOneApplied(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "fulfilment")
+	pool := open(t, schema)
+	ranges := fstest.MapFS{
+		"00002_stores.sql": storeMigrations["00002_stores.sql"],
+		"00020_notes.sql":  {Data: []byte("-- +goose Up\nINSERT INTO applied VALUES (20);\n-- +goose Down\nDELETE FROM applied WHERE migration = 20;\n")},
+	}
+	if err := pgdb.Migrate(t.Context(), pool, schema, ranges, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	ranges["00003_count.sql"] = storeMigrations["00003_count.sql"]
+	if err := pgdb.Migrate(t.Context(), pool, schema, ranges, testenv.Logger(t)); err != nil {
+		t.Fatalf("migrate with a new migration below an applied one: %v", err)
+	}
+	if got := versions(t, pool); got != "1,2,3,20" {
+		t.Fatalf("applied versions = %s, want 1,2,3,20", got)
+	}
+	if n := appliedCount(t, pool); n != 2 {
+		t.Fatalf("applied rows = %d, want 2 (3 and 20, once each)", n)
+	}
+}
+
 func TestConcurrentMigrationsOfOneSchemaApplyOnce(t *testing.T) {
 	schema := testenv.UniqueSchema(t, "fulfilment")
 	url := testenv.DatabaseURL(t)

@@ -94,9 +94,14 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 	})
 }
 
-// Accept starts preparation: CONFIRMED → PREPARING.
+// Accept starts preparation: CONFIRMED → PREPARING. An order accepted after its estimate
+// has passed (a queue longer than the estimate counts) is given its time to be made ready
+// from now: staff are preparing it, and it must not expire under their hands.
 func (s *Service) Accept(ctx context.Context, storeID string, actor *commonv1.Actor, orderID string) (*order, error) {
-	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.Accept, actor, "accepted", nil)
+	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.Accept, actor, "accepted", func(o *order, now time.Time) {
+		o.AcceptTime = now
+		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, o.AcceptTime, o.PickupWindow)
+	})
 }
 
 // MarkReady finishes preparation: PREPARING → READY; the pickup window starts now.

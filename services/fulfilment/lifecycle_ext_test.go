@@ -477,8 +477,10 @@ func TestAnOrderNeverMadeReadyExpiresAndGivesItsStockBack(t *testing.T) {
 	e.accept("s1", forgotten.GetId())
 	waiting := e.placeAt("s1", "bob", "k1", "LATTE-16", 1)
 	e.waitNoEffects()
-	// Both were due ready long ago; the timer loop will see them at once.
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours', timer_at = now() WHERE id = ANY ($1)`,
+	// Both were due ready long ago, and the accepted one was accepted long ago too; the timer
+	// loop will see them at once.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours', timer_at = now(),
+		accept_time = CASE WHEN accept_time IS NULL THEN NULL ELSE now() - interval '2 hours' END WHERE id = ANY ($1)`,
 		[]string{forgotten.GetId(), waiting.GetId()}); err != nil {
 		t.Fatal(err)
 	}
@@ -495,6 +497,41 @@ func TestAnOrderNeverMadeReadyExpiresAndGivesItsStockBack(t *testing.T) {
 	if got := e.available("s1", "LATTE-16"); got != 4 {
 		t.Fatalf("available %d after the expiries, want 4", got)
 	}
+	e.checkInvariants()
+}
+
+// An order a busy store accepts after its estimate has passed (the estimate counts at most
+// ReadyByQueueCap orders ahead) is being prepared: it gets its time to be made ready from the
+// acceptance and does not expire under staff's hands.
+func TestAnOrderAcceptedLateHasItsTimeFromTheAcceptance(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "amy", "k1", "LATTE-16", 1)
+	e.waitNoEffects()
+	// Its estimate passed 74 minutes ago: a minute short of its abandon time when accepted.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '74 minutes' WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	e.accept("s1", o.GetId())
+	// Two hours later by the estimate's clock, the timer loop looks at it again.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = ready_by - interval '1 hour', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var looked bool // ended (no timer) or its timer moved on
+		if err := e.pool.QueryRow(e.ctx, `SELECT timer_at IS NULL OR timer_at > now() + interval '70 minutes' FROM orders WHERE id = $1`, o.GetId()).Scan(&looked); err != nil {
+			return err
+		}
+		if !looked {
+			return errors.New("the timer loop has not looked at the order yet")
+		}
+		return nil
+	})
+	if s := e.stateOf(o.GetId()); s != preparing {
+		t.Fatalf("an order accepted late is %s; want PREPARING (it expired under staff's hands)", s)
+	}
+	e.markReady("s1", o.GetId())
 	e.checkInvariants()
 }
 

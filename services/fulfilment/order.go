@@ -28,8 +28,10 @@ type order struct {
 	Shortages      []shortage
 	Reason         string
 	ReadyBy        time.Time
-	PickupWindow   time.Duration
-	Timers         domain.Timers
+	// AcceptTime is when staff accepted the order (zero before).
+	AcceptTime   time.Time
+	PickupWindow time.Duration
+	Timers       domain.Timers
 	// DriveAt is when the recovery loop next looks at a PENDING order.
 	DriveAt           time.Time
 	HoldDeadline      time.Time

@@ -346,7 +346,7 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 		}
 		o.StoreID, o.StoreName, o.PickupWindow = res.GetStoreId(), store.name, store.pickupWindow
 		o.ReadyBy = domain.ReadyBy(now, store.prepTime, ahead, s.cfg.ReadyByQueueCap)
-		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, o.PickupWindow)
+		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, time.Time{}, o.PickupWindow)
 		o.Timers.NotAcceptedAt = now.Add(s.cfg.NotAcceptedAfter)
 		o.HoldDeadline = earliestHoldDeadline(res)
 		o.Placement, o.DriveAt = nil, time.Time{}

@@ -244,11 +244,20 @@ func TestTimersFireInStateAndOnce(t *testing.T) {
 // the grace: confirmed or being prepared alike, whatever else is scheduled.
 func TestAnOrderNeverMadeReadyExpires(t *testing.T) {
 	readyBy := time.Date(2026, 1, 1, 12, 10, 0, 0, time.UTC)
-	at := domain.AbandonAt(readyBy, time.Hour)
+	at := domain.AbandonAt(readyBy, time.Time{}, time.Hour)
 	if want := readyBy.Add(time.Hour + domain.AbandonGrace); !at.Equal(want) {
 		t.Fatalf("AbandonAt = %s, want %s", at, want)
 	}
-	if !domain.AbandonAt(time.Time{}, time.Hour).IsZero() {
+	// Accepted before its estimate: the estimate rules. Accepted after it (a queue longer than
+	// the estimate counts): the time to be made ready runs from the acceptance.
+	if got := domain.AbandonAt(readyBy, readyBy.Add(-time.Minute), time.Hour); !got.Equal(at) {
+		t.Fatalf("accepted early: AbandonAt = %s, want %s", got, at)
+	}
+	late := readyBy.Add(3 * time.Hour)
+	if got, want := domain.AbandonAt(readyBy, late, time.Hour), late.Add(time.Hour+domain.AbandonGrace); !got.Equal(want) {
+		t.Fatalf("accepted late: AbandonAt = %s, want %s", got, want)
+	}
+	if !domain.AbandonAt(time.Time{}, time.Time{}, time.Hour).IsZero() {
 		t.Fatal("an order without an estimate got an abandon time")
 	}
 	tm := domain.Timers{NotAcceptedAt: readyBy, AbandonAt: at}

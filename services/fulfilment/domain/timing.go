@@ -39,12 +39,19 @@ const AbandonGrace = 15 * time.Minute
 // AbandonAt is when a CONFIRMED or PREPARING order ready by readyBy (its estimate) expires if
 // still not READY: the end of the pickup window it would have had, plus AbandonGrace. Its holds
 // are kept extended while it is open; without this an order its store never finishes would
-// hold its stock for ever. Zero when there is no estimate.
-func AbandonAt(readyBy time.Time, window time.Duration) time.Time {
+// hold its stock for ever. An order staff accepted after its estimate (accepted, else zero)
+// counts from its acceptance instead: the estimate caps the queue it counts, so a busy store
+// may start an order late, and one being prepared must not expire under staff's hands. Zero
+// when there is no estimate.
+func AbandonAt(readyBy, accepted time.Time, window time.Duration) time.Time {
 	if readyBy.IsZero() {
 		return time.Time{}
 	}
-	return readyBy.Add(window + AbandonGrace)
+	from := readyBy
+	if accepted.After(from) {
+		from = accepted
+	}
+	return from.Add(window + AbandonGrace)
 }
 
 // Timers are the moments at which an open order needs the timer loop. A zero time is unset.

@@ -48,7 +48,8 @@ const (
 	// Cancelled by shopper or staff. Final.
 	OrderState_ORDER_STATE_CANCELLED OrderState = 7
 	// Not collected within the pickup window, or never made ready by the end of the window it
-	// would have had (and 15 minutes more). Final.
+	// would have had (and 15 minutes more), counted from its ready-by estimate or, when staff
+	// accepted it after that, from the acceptance. Final.
 	OrderState_ORDER_STATE_EXPIRED OrderState = 8
 )
 

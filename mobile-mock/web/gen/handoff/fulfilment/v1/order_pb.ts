@@ -1150,7 +1150,8 @@ export enum OrderState {
 
   /**
    * Not collected within the pickup window, or never made ready by the end of the window it
-   * would have had (and 15 minutes more). Final.
+   * would have had (and 15 minutes more), counted from its ready-by estimate or, when staff
+   * accepted it after that, from the acceptance. Final.
    *
    * @generated from enum value: ORDER_STATE_EXPIRED = 8;
    */
