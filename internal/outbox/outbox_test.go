@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -569,5 +570,56 @@ func TestRelayPublishesAtomicBatchesOfBigRoundsWhereTheStreamAllowsThem(t *testi
 	}
 	if n := outboxRows(t, e.pool); n != 0 {
 		t.Fatalf("%d rows left in the outbox", n)
+	}
+}
+
+// Acks that never come (a stream leader election, lost quorum) are forgotten by the relay's
+// own client after AckTimeout, as the relay forgets them: however many there were, the relay
+// publishes again once the stream answers. This holds for a JetStream client built without a
+// publish timeout, as given here: such a client keeps them pending until it reconnects, and
+// past 4,000 pending every publish stalls.
+func TestRelayPublishesAgainAfterManyAcksThatNeverCame(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	// The events stream is away, and a subscriber takes its subjects and answers nothing: no
+	// "no responders" error, no ack.
+	if err := e.js.DeleteStream(ctx, streams.EventsStream); err != nil {
+		t.Fatal(err)
+	}
+	sink := testenv.NATSConn(t, e.nats)
+	if _, err := sink.Subscribe(productCreated, func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const rows = 300
+	err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		for i := range rows {
+			if _, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.String(fmt.Sprint(i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(testenv.NATSConn(t, e.nats))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := outbox.NewRelay(e.pool, js, outbox.RelayConfig{BatchSize: rows, AckTimeout: 100 * time.Millisecond})
+	for range 15 { // 4,500 publishes whose acks never come
+		if n, err := r.Flush(ctx); err == nil || n != 0 {
+			t.Fatalf("flush with no acks: relayed %d, %v; want nothing and an error", n, err)
+		}
+	}
+	// The stream is back.
+	if err := streams.Ensure(ctx, e.js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Flush(ctx); err != nil || n != rows {
+		t.Fatalf("flush once the stream answers: relayed %d, %v; want all %d", n, err, rows)
 	}
 }

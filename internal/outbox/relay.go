@@ -92,9 +92,8 @@ type Relay struct {
 	failures prometheus.Counter
 }
 
-// NewRelay returns a relay for the outbox in pool's schema. js should be
-// created with jetstream.WithPublishAsyncTimeout so that acknowledgements that
-// never come are also forgotten by the client, not only by the relay.
+// NewRelay returns a relay for the outbox in pool's schema, publishing through js's
+// connection and API (see asyncPublisher).
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Relay {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -120,7 +119,41 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Rela
 	case cfg.BusyGather < 0:
 		cfg.BusyGather = cfg.Gather
 	}
-	return &Relay{pool: pool, js: js, cfg: cfg, logger: cfg.Logger}
+	return &Relay{pool: pool, js: asyncPublisher(js, cfg.AckTimeout), cfg: cfg, logger: cfg.Logger}
+}
+
+// asyncPublisher is a JetStream client of the relay's own, on js's connection and API, whose
+// asynchronous publishes are forgotten after ackTimeout, as the relay forgets them. A client
+// without that timeout keeps every publish whose ack never comes (a stream leader election,
+// lost quorum) pending until the connection reconnects, which an embedded server's never does:
+// after 4,000 of them every publish stalls, and the relay would stop for good. Its own client
+// also keeps another relay's pending publishes from counting against it. Making one fails only
+// without a connection, when js cannot publish either; js is kept then.
+func asyncPublisher(js jetstream.JetStream, ackTimeout time.Duration) jetstream.JetStream {
+	if js == nil || js.Conn() == nil {
+		return js
+	}
+	o := js.Options()
+	opts := []jetstream.JetStreamOpt{jetstream.WithPublishAsyncTimeout(ackTimeout)}
+	if o.DefaultTimeout > 0 {
+		opts = append(opts, jetstream.WithDefaultTimeout(o.DefaultTimeout))
+	}
+	var (
+		own jetstream.JetStream
+		err error
+	)
+	switch {
+	case o.Domain != "":
+		own, err = jetstream.NewWithDomain(js.Conn(), o.Domain, opts...)
+	case o.APIPrefix != "":
+		own, err = jetstream.NewWithAPIPrefix(js.Conn(), o.APIPrefix, opts...)
+	default:
+		own, err = jetstream.New(js.Conn(), opts...)
+	}
+	if err != nil {
+		return js
+	}
+	return own
 }
 
 // fastPollFor is how long the relay keeps looking every NotifyGap after it last published.
