@@ -1,5 +1,12 @@
 package inventory
 
+import (
+	"context"
+	"time"
+
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
 // FailDropStockDelta makes s's next transactions write one stock row fewer than they decided
 // (while expecting all of them): the row count check must then refuse to commit.
 func FailDropStockDelta(s *Service, on bool) { s.failDropDelta.Store(on) }
@@ -24,4 +31,26 @@ var KeyedStatements = map[string]string{
 	"extend holds": extendHoldsByIDSQL, "end holds": endHoldsSQL, "apply deltas": applyDeltasSQL,
 	"insert movements": insertMovementsSQL, "extend order holds": extendOrderHoldsSQL,
 	"read stock": readStockSQL,
+}
+
+// ReserveInOneBatch decides reqs in one reserve batch, as concurrent requests sharing a
+// transaction are, and returns each request's answer or error.
+func ReserveInOneBatch(s *Service, reqs ...*inventoryv1.ReserveHoldsRequest) ([]*inventoryv1.ReserveHoldsResponse, []error, error) {
+	jobs := make([]*reserveJob, len(reqs))
+	for i, r := range reqs {
+		v, err := s.validateReserve(r, time.Now())
+		if err != nil {
+			return nil, nil, err
+		}
+		jobs[i] = &reserveJob{req: v, queued: time.Now()}
+	}
+	answers, err := s.reserveBatch(context.Background(), jobs)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, errs := make([]*inventoryv1.ReserveHoldsResponse, len(answers)), make([]error, len(answers))
+	for i, a := range answers {
+		res[i], errs[i] = a.res, a.err
+	}
+	return res, errs, nil
 }

@@ -211,6 +211,43 @@ func TestReserveForAnOrderWithHoldsForOtherLinesIsRefused(t *testing.T) {
 	e.requireLedgerMatches()
 }
 
+// Two requests for one order in one batch (a retry racing its first attempt, one candidate
+// store apart): a request the first answered without placing anything is decided on its own
+// store and lines, not given the first's answer; once the first has placed holds, they answer.
+func TestSameOrderTwiceInOneBatchIsDecidedAtEachStore(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"sa", "sb"} {
+		e.createStore(storeAt(id, 47.61, -122.33))
+	}
+	e.setStock("sa", "BEAN", 0, 0)
+	e.setStock("sb", "BEAN", 10, 0)
+	res, errs, err := inventory.ReserveInOneBatch(e.copies[0], order("o-1", "sa", "BEAN", 1), order("o-1", "sb", "BEAN", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || res[0].GetOutcome() != inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK {
+		t.Errorf("at sa (none): %v, %v; want INSUFFICIENT_STOCK", res[0], errs[0])
+	}
+	if errs[1] != nil || res[1].GetOutcome() != reserved || res[1].GetHolds()[0].GetStoreId() != "sb" {
+		t.Fatalf("at sb (10): %v, %v; want held at sb, not the first request's answer", res[1], errs[1])
+	}
+	// The other way round: the holds placed at sb answer the request at sa (the same lines).
+	res, errs, err = inventory.ReserveInOneBatch(e.copies[0], order("o-2", "sb", "BEAN", 1), order("o-2", "sa", "BEAN", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range res {
+		if errs[i] != nil || res[i].GetOutcome() != reserved || res[i].GetHolds()[0].GetStoreId() != "sb" {
+			t.Errorf("request %d for o-2: %v, %v; want the holds at sb", i, res[i], errs[i])
+		}
+	}
+	if got := e.level("sb", "BEAN").GetReserved(); got != 2 {
+		t.Errorf("sb BEAN reserved %d; want 2 (one hold for each order)", got)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
 func TestSameOrderAtTwoStoresAtOnceIsHeldAtOne(t *testing.T) {
 	// Two copies deciding the same order at different stores lock different rows: only the
 	// holds' unique (order, line) key can stop the second set, and the loser must answer with

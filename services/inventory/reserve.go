@@ -271,24 +271,17 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 
 	var (
 		answers = make([]reserveAnswer, len(jobs))
-		first   = map[string]int{} // order id → first job in this batch
 		placed  []*hold
 		ms      []movement
 		deltas  stockDeltas
 	)
 	for i, j := range jobs {
 		r := j.req
-		if k, dup := first[r.orderID]; dup {
-			// The same order twice in one batch: one decision. Holds it had, or got from the
-			// first, answer only the same lines.
-			answers[i] = answers[k]
-			if hs := placedFor(placed, existing, r.orderID); len(hs) > 0 {
-				answers[i] = existingAnswer(hs, r.lines)
-			}
-			continue
-		}
-		first[r.orderID] = i
-		if hs := existing[r.orderID]; len(hs) > 0 {
+		// Holds the order has, from before or from an earlier request of this batch (a retry
+		// racing its first attempt), answer only the same lines. An order that has none is
+		// decided on this request's own store and lines, whatever an earlier request of the
+		// batch, for another store or other lines, was told.
+		if hs := placedFor(placed, existing, r.orderID); len(hs) > 0 {
 			answers[i] = existingAnswer(hs, r.lines)
 			continue
 		}
