@@ -7,6 +7,8 @@ package coalesce
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 )
 
@@ -66,7 +68,7 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	if !errors.Is(err, ErrRunAlone) {
 		return res, err
 	}
-	r := b.run(context.WithoutCancel(ctx), []Req{req})
+	r := b.runSafely(context.WithoutCancel(ctx), []Req{req})
 	if len(r) != 1 {
 		var zero Res
 		return zero, errMissing
@@ -133,7 +135,7 @@ func (b *Batcher[Req, Res]) runBatch(calls []*call[Req, Res]) {
 	if len(live) == 0 {
 		return
 	}
-	results := b.run(context.Background(), reqs)
+	results := b.runSafely(context.Background(), reqs)
 	for i, c := range live {
 		if i < len(results) {
 			c.done <- results[i]
@@ -141,6 +143,19 @@ func (b *Batcher[Req, Res]) runBatch(calls []*call[Req, Res]) {
 			c.done <- Result[Res]{Err: errMissing}
 		}
 	}
+}
+
+// runSafely calls run, turning a panic into an error for the batch (see FailAll: a batch of
+// several is run again one by one, so only the request that panics fails). A batch runs on a
+// goroutine of its own, out of reach of the servers' recovery: a panic there would take the
+// whole process down, with every request in flight.
+func (b *Batcher[Req, Res]) runSafely(ctx context.Context, reqs []Req) (results []Result[Res]) {
+	defer func() {
+		if p := recover(); p != nil {
+			results = FailAll[Res](len(reqs), fmt.Errorf("coalesce: batch panicked: %v\n%s", p, debug.Stack()))
+		}
+	}()
+	return b.run(ctx, reqs)
 }
 
 type missingError struct{}

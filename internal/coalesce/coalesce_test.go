@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -217,5 +218,56 @@ func TestABatchThatFailsAsAWholeHasEachRequestRunAlone(t *testing.T) {
 	// [0], then the 11 others together (failed), then each of them alone.
 	if len(batches) != 2+n-1 || len(batches[1]) != n-1 {
 		t.Errorf("batches %v; want [0], the other %d together, then each of those alone", batches, n-1)
+	}
+}
+
+// A batch that panics fails as a whole, not the process: the batch runs on a goroutine no
+// server's recovery reaches. Run again one by one, only the request that panics fails, with
+// an error that carries the panic.
+func TestABatchThatPanicsFailsOnlyTheRequestThatPanics(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	var first sync.Once
+	run := func(_ context.Context, reqs []int) []coalesce.Result[string] {
+		first.Do(func() {
+			started <- struct{}{}
+			<-release
+		})
+		out := make([]coalesce.Result[string], len(reqs))
+		for i, r := range reqs {
+			if r < 0 {
+				panic(fmt.Sprintf("bug on %d", r))
+			}
+			out[i].Value = fmt.Sprint("done ", r)
+		}
+		return out
+	}
+	b := coalesce.New(16, run)
+	const n = 8
+	results, errs := make([]string, n), make([]error, n)
+	var wg sync.WaitGroup
+	do := func(i int) {
+		wg.Go(func() {
+			req := i
+			if i == 5 {
+				req = -5
+			}
+			results[i], errs[i] = b.Do(t.Context(), req)
+		})
+	}
+	do(0)
+	<-started
+	for i := 1; i < n; i++ {
+		do(i)
+	}
+	waitQueued(t, b, n-1)
+	close(release)
+	wg.Wait()
+	for i := range n {
+		switch {
+		case i == 5 && (errs[i] == nil || !strings.Contains(errs[i].Error(), "batch panicked: bug on -5")):
+			t.Errorf("the request that panics: %q, %v; want an error naming the panic", results[i], errs[i])
+		case i != 5 && (errs[i] != nil || results[i] != fmt.Sprint("done ", i)):
+			t.Errorf("request %d: %q, %v; want its result", i, results[i], errs[i])
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -177,8 +178,16 @@ func Acquire(ctx context.Context, pool *pgxpool.Pool) (conn *pgxpool.Conn, relea
 	}
 	return conn, func() {
 		if conn.Conn().PgConn().TxStatus() != 'I' {
-			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+			// Bounded: on a connection that stopped answering (half open) the rollback would
+			// otherwise wait for TCP to give up, minutes, holding up whatever queues behind the
+			// caller. A rollback that times out closes the connection, and the pool drops it.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+			_, _ = conn.Exec(rctx, "ROLLBACK")
+			cancel()
 		}
 		conn.Release()
 	}, nil
 }
+
+// rollbackTimeout bounds the rollback of a transaction left open at release (see Acquire).
+var rollbackTimeout = 5 * time.Second

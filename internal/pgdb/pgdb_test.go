@@ -2,10 +2,16 @@ package pgdb_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -379,5 +385,124 @@ DROP TABLE settings;
 	}
 	if plans != "auto" || seqscan != "on" || jit != wantJIT {
 		t.Errorf("migrations ran with plan_cache_mode=%s enable_seqscan=%s jit=%s; want the server's (auto, on, %s)", plans, seqscan, jit, wantJIT)
+	}
+}
+
+// A connection that stops answering in the middle of a transaction (half open) does not hold
+// its caller at release for as long as TCP takes to notice: the rollback gives up, and the
+// connection is closed rather than handed to the next caller.
+func TestReleaseOfAConnectionThatStoppedAnsweringGivesUp(t *testing.T) {
+	defer pgdb.SetRollbackTimeout(200 * time.Millisecond)()
+	proxy := newStallingProxy(t, testenv.DatabaseURL(t))
+	schema := testenv.UniqueSchema(t, "stall")
+	pool, err := pgdb.Open(t.Context(), proxy.url, schema, pgdb.WithMaxConns(1), pgdb.WithLogger(testenv.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	conn, release, err := pgdb.Acquire(t.Context(), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := conn.Conn()
+	if _, err := conn.Exec(t.Context(), "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.stall()
+	released := make(chan struct{})
+	began := time.Now()
+	go func() { release(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		proxy.cut() // lets the stuck rollback fail, so the pool can close
+		<-released
+		t.Fatal("release still waiting for the rollback after 10s")
+	}
+	t.Logf("released after %s", time.Since(began))
+	if !pc.IsClosed() {
+		t.Error("the stalled connection is still open; want it closed, not handed to the next caller")
+	}
+	proxy.cut() // the pool's close need not wait for the stalled connection's goodbyes
+}
+
+// stallingProxy forwards TCP to a Postgres server until stall, then swallows every byte both
+// ways: a connection that stopped answering, as a half-open one does.
+type stallingProxy struct {
+	url     string
+	stalled atomic.Bool
+
+	lis  net.Listener
+	mu   sync.Mutex
+	open []net.Conn
+}
+
+func newStallingProxy(t *testing.T, databaseURL string) *stallingProxy {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	network, target := "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	if strings.HasPrefix(cfg.Host, "/") {
+		network, target = "unix", fmt.Sprintf("%s/.s.PGSQL.%d", cfg.Host, cfg.Port)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	p := &stallingProxy{lis: lis}
+	u := &url.URL{Scheme: "postgres", User: url.UserPassword(cfg.User, cfg.Password), Host: lis.Addr().String(),
+		Path: "/" + cfg.Database, RawQuery: "sslmode=disable"}
+	p.url = u.String()
+	var conns sync.WaitGroup
+	t.Cleanup(func() { p.cut(); conns.Wait() })
+	go func() {
+		for {
+			client, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial(network, target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.open = append(p.open, client, server)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				defer dst.Close()
+				defer src.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						return
+					}
+					if !p.stalled.Load() {
+						if _, err := dst.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+				}
+			}
+			conns.Go(func() { pipe(server, client) })
+			conns.Go(func() { pipe(client, server) })
+		}
+	}()
+	return p
+}
+
+func (p *stallingProxy) stall() { p.stalled.Store(true) }
+
+// cut closes the proxy and every connection through it.
+func (p *stallingProxy) cut() {
+	p.lis.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.open {
+		c.Close()
 	}
 }
