@@ -7,6 +7,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
 // On shutdown the background loops (the outbox relays) run until every server has drained, so
@@ -51,5 +56,53 @@ func TestLoopsOutliveTheServersDrain(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a failing server did not stop the loops")
+	}
+}
+
+// A service's NATS endpoints drain like a server: a request in flight at shutdown is
+// answered before the background loops stop, so what it commits is relayed now, not at the
+// next start.
+func TestLoopsOutliveTheNATSEndpointsDrain(t *testing.T) {
+	nc := testenv.NATSConn(t, testenv.NATS(t))
+	rpc, err := natsrpc.AddService(nc, "slow", "0.0.1", "a slow service", testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answered, loopEnded atomic.Int64
+	entered := make(chan struct{})
+	subject := natsrpc.Subject("slow", "place")
+	err = natsrpc.Handle(rpc, subject, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		close(entered)
+		time.Sleep(300 * time.Millisecond) // writing the order
+		answered.Store(time.Now().UnixNano())
+		return req, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &system{log: testenv.Logger(t), cfg: Config{Target: TargetAll, ShutdownGrace: 5 * time.Second}}
+	s.serveNATS(rpc)
+	s.addLoop("relay", func(ctx context.Context) error {
+		<-ctx.Done()
+		loopEnded.Store(time.Now().UnixNano())
+		return nil
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx, nil) }()
+	called := make(chan error, 1)
+	go func() {
+		called <- natsrpc.Call(t.Context(), nc, subject, wrapperspb.String("order"), new(wrapperspb.StringValue))
+	}()
+	<-entered
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if err := <-called; err != nil {
+		t.Fatalf("the request in flight at shutdown: %v", err)
+	}
+	if loopEnded.Load() < answered.Load() {
+		t.Fatalf("the loop stopped %v before the request in flight was answered", time.Duration(answered.Load()-loopEnded.Load()))
 	}
 }

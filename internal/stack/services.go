@@ -128,11 +128,7 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	if err != nil {
 		return "", err
 	}
-	s.onClose(func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
-		defer cancel()
-		return rpc.Shutdown(ctx)
-	})
+	s.serveNATS(rpc)
 	if err := svc.RegisterNATS(rpc); err != nil {
 		return "", fmt.Errorf("register NATS endpoints: %w", err)
 	}
@@ -167,6 +163,27 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 
 // startPOSAdapter starts the stores' door: its schema, its feed and webhooks (Run also relays
 // its outbox), and its edge server; it reaches fulfilment and inventory over gRPC.
+// serveNATS drains a service's NATS endpoints as a server: on shutdown they stop taking
+// requests and answer those in flight within the grace, before the background loops stop, so
+// that what those requests commit (a CONFIRMED order's ticket event, its hold extension) is
+// relayed and worked now, not at the next start. Stopped again on close, for a start that
+// failed before serving.
+func (s *system) serveNATS(rpc *natsrpc.Service) {
+	shutdown := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
+		defer cancel()
+		return rpc.Shutdown(ctx)
+	}
+	s.addServer(func(ctx context.Context) error {
+		<-ctx.Done()
+		if err := shutdown(context.WithoutCancel(ctx)); err != nil {
+			s.log.Warn("NATS endpoints did not drain in the grace", "service", rpc.Info().Name, "err", err)
+		}
+		return nil
+	})
+	s.onClose(shutdown)
+}
+
 func (s *system) startPOSAdapter(ctx context.Context) error {
 	log := s.log.With("component", "pos-adapter")
 	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, slices.Concat(posadapter.PoolOptions(), []pgdb.Option{
