@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	"github.com/handoff-dev/handoff/mobile-mock/load"
+	"github.com/handoff-dev/handoff/mobile-mock/system"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+)
+
+// Killing the whole system with SIGKILL in the middle of a load loses nothing (invariant 5,
+// and 2 and 4 through it): orders are in every state, some half placed, events half relayed,
+// effects half done. After a restart on the same data (PostgreSQL, and the embedded NATS's
+// JetStream on disk): no order stays PENDING, every order that was ever confirmed has its
+// ticket in its store's feed, every ended order's holds are ended and every open order holds
+// stock, and inventory's invariants hold.
+func TestKillingTheSystemMidLoadLosesNothing(t *testing.T) {
+	bin := buildBinary(t)
+	dataDir := t.TempDir()
+	dbURL := testenv.FreshDatabaseURL(t)
+	posAddr, invAddr := freeAddr(t), freeAddr(t)
+	env := []string{"HANDOFF_DATA_DIR=" + dataDir, "DATABASE_URL=" + dbURL, "NATS_URL=",
+		"HANDOFF_EMBEDDED_NATS_ADDR=127.0.0.1:0", "HANDOFF_GATEWAY_ADDR=127.0.0.1:0", "HANDOFF_POS_ADDR=" + posAddr,
+		"HANDOFF_METRICS_ADDR=127.0.0.1:0", "HANDOFF_CATALOG_ADDR=127.0.0.1:0", "HANDOFF_INVENTORY_ADDR=" + invAddr,
+		"HANDOFF_CART_ADDR=127.0.0.1:0", "HANDOFF_FULFILMENT_ADDR=127.0.0.1:0"}
+	p := startTarget(t, bin, nil, env...)
+	keys, err := system.Keys("", dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pgxpool.New(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	count := func(query string) (n int) {
+		t.Helper()
+		if err := db.QueryRow(t.Context(), query).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		return n
+	}
+
+	// Shoppers check out, and terminals accept, ready and hand over, until the kill.
+	ctx, stopLoad := context.WithCancel(t.Context())
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		_, _ = load.Run(ctx, load.Config{
+			Endpoints: system.Endpoints{GatewayURL: "http://" + p.gateway, POSURL: "http://" + posAddr, InventoryAddr: invAddr, Keys: keys},
+			Shoppers:  16, Duration: time.Minute, OrderTimeout: 10 * time.Second,
+		})
+	}()
+	testenv.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		// Orders in every state: some collected, some still being placed.
+		if n := count(`SELECT count(*) FROM fulfilment.orders WHERE state = 5`); n < 100 {
+			return fmt.Errorf("%d orders collected so far", n)
+		}
+		return nil
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.waitExit(t)
+	stopLoad()
+	<-loaded
+	t.Logf("killed with orders by state %s; %d confirmed without a ticket yet, %d events in fulfilment's outbox, %d hold effects not done",
+		byState(t, db), unticketed(t, db), count(`SELECT count(*) FROM fulfilment.outbox`), count(`SELECT count(*) FROM fulfilment.order_effects`))
+
+	p = startTarget(t, bin, nil, env...)
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.waitExit(t)
+	}()
+	token, err := keys.Issue(auth.Principal{Subject: "kill-test", Role: auth.RoleAdmin}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(invAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	admin := inventoryv1.NewInventoryAdminServiceClient(cc)
+	actx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token)
+
+	// Recovery settles PENDING orders within seconds, effects claimed by the killed process are
+	// taken again after their lease (30 s), and the relays publish what was left in the outbox.
+	testenv.CheckFor(t, 3*time.Minute, 500*time.Millisecond, func() error {
+		var problems []string
+		if n := count(`SELECT count(*) FROM fulfilment.orders WHERE state = 1`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d orders still PENDING", n))
+		}
+		if n := unticketed(t, db); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d confirmed orders without their ticket", n))
+		}
+		if n := count(`SELECT count(*) FROM fulfilment.orders o WHERE o.state >= 5
+			AND EXISTS (SELECT 1 FROM inventory.holds h WHERE h.order_id = o.id AND h.state = 'open')`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d ended orders still holding stock", n))
+		}
+		if n := count(`SELECT count(*) FROM fulfilment.orders o WHERE o.state BETWEEN 2 AND 4
+			AND NOT EXISTS (SELECT 1 FROM inventory.holds h WHERE h.order_id = o.id AND h.state = 'open')`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d open orders holding nothing", n))
+		}
+		if n := count(`SELECT count(*) FROM inventory.holds h WHERE h.state = 'open'
+			AND NOT EXISTS (SELECT 1 FROM fulfilment.orders o WHERE o.id = h.order_id AND o.state BETWEEN 1 AND 4)`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d open holds of no open order", n))
+		}
+		inv, err := admin.CheckInvariants(actx, &inventoryv1.CheckInvariantsRequest{})
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("CheckInvariants: %v", err))
+		case !inv.GetOk():
+			problems = append(problems, fmt.Sprintf("inventory's invariants: %v", inv.GetViolations()))
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("after the restart: %s", strings.Join(problems, "; "))
+		}
+		return nil
+	})
+}
+
+// unticketed counts the orders ever confirmed whose NEW_ORDER ticket is not in their store's
+// feed.
+func unticketed(t *testing.T, db *pgxpool.Pool) (n int) {
+	t.Helper()
+	err := db.QueryRow(t.Context(), `SELECT count(*) FROM fulfilment.orders o
+		WHERE EXISTS (SELECT 1 FROM fulfilment.order_history h WHERE h.order_id = o.id AND h.to_state = 2)
+		  AND NOT EXISTS (SELECT 1 FROM pos.tickets k WHERE k.order_id = o.id AND k.kind = 'new_order')`).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// byState shows how many orders are in each state.
+func byState(t *testing.T, db *pgxpool.Pool) string {
+	t.Helper()
+	var s string
+	err := db.QueryRow(t.Context(), `SELECT coalesce(string_agg(state::text || ':' || n, ' ' ORDER BY state), '')
+		FROM (SELECT state, count(*) AS n FROM fulfilment.orders GROUP BY state) c`).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// freeAddr is a loopback address nobody listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}
