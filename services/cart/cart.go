@@ -28,6 +28,7 @@ import (
 	"embed"
 	"io/fs"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -115,6 +116,8 @@ type Service struct {
 	rows *rowCache
 	// edits are the edits' UPDATEs, batched (see editwrites.go).
 	edits *coalesce.Batcher[editReq, *editDone]
+	// loseEditReplies makes that many edit batches report failure after their write (tests).
+	loseEditReplies atomic.Int32
 	// creates are new carts' INSERTs, batched (see createwrites.go).
 	creates *coalesce.Batcher[createReq, *cartRow]
 }

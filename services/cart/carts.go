@@ -250,26 +250,30 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 	if err != nil {
 		return nil, fmt.Errorf("encode lines of cart %s: %w", cartID, err)
 	}
+	editID := uuid.Must(uuid.NewV7()).String()
 	if _, inTx := q.(pgx.Tx); !inTx {
 		// Together with the concurrent edits of other carts (see editwrites.go).
-		done, err := s.edits.Do(ctx, editReq{cartID: cartID, customer: customer, version: c.Version, lines: string(linesJSON),
+		done, err := s.edits.Do(ctx, editReq{cartID: cartID, customer: customer, editID: editID, version: c.Version, lines: string(linesJSON),
 			storeID: next.StoreID, nearLat: next.NearLat, nearLng: next.NearLng, nearRadius: next.NearRadius})
-		switch {
-		case err != nil:
-			return nil, err
-		case done == nil:
-			return nil, nil
+		if err != nil || done == nil {
+			// The write may have been stored all the same: its COMMIT's reply lost, or its
+			// batch stored and then reported failed, whose run alone then missed. Its id in the
+			// row says so; deciding it again would apply it twice.
+			if stored, serr := storedEdit(ctx, q, customer, cartID, editID); serr == nil && stored != nil {
+				return stored, nil
+			}
+			return nil, err // nil, nil: another writer won the race
 		}
 		next.Version, next.UpdateTime = done.version, done.updateTime
 		return next, nil
 	}
 	err = q.QueryRow(ctx, `
 		UPDATE carts SET lines = $4, pickup_store_id = $5, near_lat = $6, near_lng = $7, near_radius_m = $8,
-		       version = version + 1, update_time = now()
+		       version = version + 1, update_time = now(), recent_edits = (ARRAY[$9::uuid] || recent_edits)[1:`+recentEdits+`]
 		WHERE id = $1 AND customer_id = $2 AND version = $3
 		  AND state = 'open' AND checkout_until IS NULL
 		RETURNING version, update_time`,
-		cartID, customer, c.Version, linesJSON, next.StoreID, next.NearLat, next.NearLng, next.NearRadius,
+		cartID, customer, c.Version, linesJSON, next.StoreID, next.NearLat, next.NearLng, next.NearRadius, editID,
 	).Scan(&next.Version, &next.UpdateTime)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil

@@ -1,6 +1,7 @@
 package cart_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 
@@ -92,5 +93,42 @@ func TestManyConcurrentAddsWithoutVersionAllLandWithExactQuantities(t *testing.T
 	}
 	if got.GetVersion() != c.GetVersion()+writers {
 		t.Fatalf("version %d after %d changes from %d; want %d (each change once)", got.GetVersion(), writers, c.GetVersion(), c.GetVersion()+writers)
+	}
+}
+
+// An edit whose write was stored but whose reply was lost (COMMIT's reply, or a timeout as it
+// landed) counts once: alone it is not reported failed, and in a batch that is reported failed
+// and run again one by one it is not applied a second time (adding a line twice doubled it).
+func TestEditsWhoseRepliesAreLostCountOnce(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	// Alone.
+	c := e.newCart("alice")
+	e.cart.LoseEditReplies(1)
+	res, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+	if err != nil || len(res.GetCart().GetLines()) != 1 || res.GetCart().GetLines()[0].GetQuantity() != 1 {
+		t.Fatalf("AddLine whose reply was lost: %v, %v; want the line stored once", res.GetCart().GetLines(), err)
+	}
+	// Many carts at once, so that edits share batches, the first three batches' replies lost.
+	const shoppers = 24
+	carts := make([]*cartv1.Cart, shoppers)
+	for i := range carts {
+		carts[i] = e.newCart(fmt.Sprintf("shopper-%d", i))
+	}
+	e.cart.LoseEditReplies(3)
+	var wg sync.WaitGroup
+	for i, c := range carts {
+		wg.Go(func() {
+			if _, err := e.client.AddLine(e.as(fmt.Sprintf("shopper-%d", i)), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1}); err != nil {
+				t.Errorf("AddLine for shopper %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, c := range carts {
+		got := e.get(fmt.Sprintf("shopper-%d", i), c.GetId())
+		if len(got.GetLines()) != 1 || got.GetLines()[0].GetQuantity() != 1 || got.GetVersion() != c.GetVersion()+1 {
+			t.Errorf("shopper %d's cart: %v at version %d; want one line of 1, written once (version %d)", i, got.GetLines(), got.GetVersion(), c.GetVersion()+1)
+		}
 	}
 }

@@ -3,9 +3,12 @@ package cart
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
 )
@@ -16,14 +19,15 @@ import (
 // row keeps its own conditions, so an edit that misses (its cart moved on) misses alone and is
 // decided again; two edits of one cart in a batch match its row once, and the other misses.
 
-// editReq is one edit's UPDATE: the cart as decided, on the version it was decided on.
+// editReq is one edit's UPDATE: the cart as decided, on the version it was decided on, and the
+// edit's own id (see recent_edits in migration 00005).
 type editReq struct {
-	cartID, customer string
-	version          int64
-	lines            string // JSON
-	storeID          *string
-	nearLat, nearLng *float64
-	nearRadius       *float64
+	cartID, customer, editID string
+	version                  int64
+	lines                    string // JSON
+	storeID                  *string
+	nearLat, nearLng         *float64
+	nearRadius               *float64
 }
 
 // editDone is a stored edit: the cart's new version and time. nil: the edit missed.
@@ -36,9 +40,10 @@ type editDone struct {
 // returning which requests it stored.
 const editManySQL = `
 	UPDATE carts SET lines = u.r_lines, pickup_store_id = u.r_store, near_lat = u.r_lat, near_lng = u.r_lng,
-	       near_radius_m = u.r_radius, version = version + 1, update_time = now()
-	FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[], $6::float8[], $7::float8[], $8::float8[])
-	     WITH ORDINALITY AS u(r_id, r_customer, r_version, r_lines, r_store, r_lat, r_lng, r_radius, r_ord)
+	       near_radius_m = u.r_radius, version = version + 1, update_time = now(),
+	       recent_edits = (ARRAY[u.r_edit] || recent_edits)[1:` + recentEdits + `]
+	FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[], $6::float8[], $7::float8[], $8::float8[], $9::uuid[])
+	     WITH ORDINALITY AS u(r_id, r_customer, r_version, r_lines, r_store, r_lat, r_lng, r_radius, r_edit, r_ord)
 	WHERE id = u.r_id AND customer_id = u.r_customer AND version = u.r_version
 	  AND state = 'open' AND checkout_until IS NULL
 	RETURNING u.r_ord, version, update_time`
@@ -55,13 +60,13 @@ func (s *Service) editMany(ctx context.Context, reqs []editReq) []coalesce.Resul
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(reqs[a].cartID, reqs[b].cartID) })
 	n := len(reqs)
-	ids, customers, lines := make([]string, n), make([]string, n), make([]string, n)
+	ids, customers, lines, editIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	versions := make([]int64, n)
 	stores := make([]*string, n)
 	lats, lngs, radii := make([]*float64, n), make([]*float64, n), make([]*float64, n)
 	for k, i := range order {
 		r := reqs[i]
-		ids[k], customers[k], versions[k], lines[k] = r.cartID, r.customer, r.version, r.lines
+		ids[k], customers[k], versions[k], lines[k], editIDs[k] = r.cartID, r.customer, r.version, r.lines, r.editID
 		stores[k], lats[k], lngs[k], radii[k] = r.storeID, r.nearLat, r.nearLng, r.nearRadius
 	}
 	// A failed batch has each edit written alone (coalesce.FailAll), and the statement of one
@@ -69,7 +74,7 @@ func (s *Service) editMany(ctx context.Context, reqs []editReq) []coalesce.Resul
 	fail := func(err error) []coalesce.Result[*editDone] {
 		return coalesce.FailAll[*editDone](n, fmt.Errorf("write cart %s: %w", reqs[0].cartID, err))
 	}
-	rows, err := s.db.Query(ctx, editManySQL, ids, customers, versions, lines, stores, lats, lngs, radii)
+	rows, err := s.db.Query(ctx, editManySQL, ids, customers, versions, lines, stores, lats, lngs, radii, editIDs)
 	if err != nil {
 		return fail(err)
 	}
@@ -87,5 +92,27 @@ func (s *Service) editMany(ctx context.Context, reqs []editReq) []coalesce.Resul
 	if err := rows.Err(); err != nil {
 		return fail(err)
 	}
+	if s.loseEditReplies.Load() > 0 && s.loseEditReplies.Add(-1) >= 0 {
+		return fail(errors.New("the reply was lost (test hook)"))
+	}
 	return out
+}
+
+// recentEdits is how many edit ids a cart keeps: an edit whose reply was lost looks for its own
+// among them, and a shopper makes far fewer edits of one cart in the time that takes.
+const recentEdits = "8"
+
+// storedEdit returns customer's cart as stored when the edit editID is among its recent edits,
+// or nil when it is not.
+func storedEdit(ctx context.Context, q querier, customer, cartID, editID string) (*cartRow, error) {
+	c := &cartRow{}
+	err := q.QueryRow(ctx, `SELECT `+cartColumns+` FROM carts WHERE id = $1 AND customer_id = $2 AND $3::uuid = ANY (recent_edits)`,
+		cartID, customer, editID).Scan(c.scanTargets()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read cart %s: %w", cartID, err)
+	}
+	return c, nil
 }

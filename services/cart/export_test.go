@@ -10,3 +10,7 @@ func (s *Service) InsertCartAlone(ctx context.Context, id, customer string) (str
 	}
 	return out[0].Value.ID, out[0].Value.Version, nil
 }
+
+// LoseEditReplies makes the next n edit batches report failure after their write is stored, as
+// when the reply to COMMIT is lost.
+func (s *Service) LoseEditReplies(n int32) { s.loseEditReplies.Store(n) }
