@@ -55,7 +55,29 @@ func (s *Service) PlaceOrder(ctx context.Context, req *fulfilmentv1.PlaceOrderRe
 		// answering with it would mark this cart checked out as an order of other lines.
 		return nil, rpcerr.FailedPrecondition("idempotency_key %q was used for the checkout of another cart; check this cart out with a new key", req.GetIdempotencyKey())
 	}
+	if !o.sameLines(req.GetLines()) {
+		// The cart was edited since its checkout under this key (rejected, say): its order is
+		// of the lines as they were, and answering with it would report on lines no longer in
+		// the cart. What this attempt's reserve held, existing gave back.
+		return nil, rpcerr.FailedPrecondition("idempotency_key %q was used for a checkout of other lines (the cart has changed since); check out with a new key", req.GetIdempotencyKey())
+	}
 	return o.proto(viewOwner, s.secret), nil
+}
+
+// sameLines reports whether the order was placed for exactly these lines: the same line ids,
+// SKUs and quantities, in any order.
+func (o *order) sameLines(lines []*fulfilmentv1.PlaceOrderLine) bool {
+	if len(lines) != len(o.Lines) {
+		return false
+	}
+	for _, l := range lines {
+		if !slices.ContainsFunc(o.Lines, func(ol orderLine) bool {
+			return ol.ID == l.GetLineId() && ol.SKU == l.GetSku() && ol.Quantity == l.GetQuantity()
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 // FindCheckoutOrder returns the order the checkout of customerID's cart cartID with key made,

@@ -303,6 +303,32 @@ func TestRetryOfARejectedCheckoutAfterRestockStaysRejectedAndHoldsNothing(t *tes
 	e.waitEvents(first.GetId(), "rejected")
 }
 
+// A key used again after the cart was edited (its first checkout rejected, say) names the
+// checkout of the old lines: refused naming the key, not answered with the old order, and what
+// the new attempt held is given back.
+func TestAKeyUsedAgainForOtherLinesIsRefused(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 1)
+	e.setStock("s1", "MOCHA-16", 10)
+	e.mustPlace(checkout("hana", "k", "s1", line{"LATTE-16", 3}), rejected)
+	// The shopper swaps the latte for a mocha and checks the same cart out under the same key.
+	edited := checkout("hana", "k", "s1", line{"MOCHA-16", 1})
+	_, err := e.place(edited)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "idempotency_key") {
+		t.Fatalf("the same key for other lines: %v; want FailedPrecondition naming idempotency_key", err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := e.available("s1", "MOCHA-16"); got != 10 {
+			return fmt.Errorf("MOCHA-16 available %d after the refusal, want all 10", got)
+		}
+		return nil
+	})
+	// The same lines again are the same checkout: its order.
+	e.mustPlace(checkout("hana", "k", "s1", line{"LATTE-16", 3}), rejected)
+	e.checkInvariants()
+}
+
 // The queue count is read once for every checkout at a store that needs it meanwhile. The
 // checkout that started the read giving up must not fail the others waiting on it.
 func TestACheckoutGivingUpDoesNotFailOthersWaitingOnTheSameQueueCount(t *testing.T) {

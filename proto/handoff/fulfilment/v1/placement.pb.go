@@ -116,7 +116,8 @@ func (x *PlaceOrderLine) GetUnitPrice() *v1.Money {
 }
 
 // PlaceOrderRequest creates an order from a cart and drives it to CONFIRMED or REJECTED.
-// Idempotent by (customer_id, idempotency_key): a retry returns the same order.
+// Idempotent by (customer_id, idempotency_key): a retry returns the same order. The key used
+// for another cart, or for other lines, is refused (FailedPrecondition).
 type PlaceOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Client-chosen key, unique per checkout attempt.

@@ -76,7 +76,8 @@ export const PlaceOrderLineSchema: GenMessage<PlaceOrderLine> = /*@__PURE__*/
 
 /**
  * PlaceOrderRequest creates an order from a cart and drives it to CONFIRMED or REJECTED.
- * Idempotent by (customer_id, idempotency_key): a retry returns the same order.
+ * Idempotent by (customer_id, idempotency_key): a retry returns the same order. The key used
+ * for another cart, or for other lines, is refused (FailedPrecondition).
  *
  * @generated from message handoff.fulfilment.v1.PlaceOrderRequest
  */
