@@ -106,3 +106,54 @@ func TestLoopsOutliveTheNATSEndpointsDrain(t *testing.T) {
 		t.Fatalf("the loop stopped %v before the request in flight was answered", time.Duration(answered.Load()-loopEnded.Load()))
 	}
 }
+
+// In the one-process mode a request in flight at shutdown calls the next service over NATS in
+// the same process (fulfilment's place-order calls inventory's reserve): endpoints drain callers
+// first, so that call is still answered and the request completes within the grace.
+func TestARequestInFlightAtShutdownStillReachesTheServiceItCalls(t *testing.T) {
+	nc := testenv.NATSConn(t, testenv.NATS(t))
+	log := testenv.Logger(t)
+	inv, err := natsrpc.AddService(nc, "inv", "0.0.1", "the callee", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserve := natsrpc.Subject("inv", "reserve")
+	if err := natsrpc.Handle(inv, reserve, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return req, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ful, err := natsrpc.AddService(nc, "ful", "0.0.1", "the caller", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	place := natsrpc.Subject("ful", "place")
+	entered := make(chan struct{})
+	if err := natsrpc.Handle(ful, place, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		close(entered)
+		time.Sleep(300 * time.Millisecond) // shutdown begins meanwhile
+		var res wrapperspb.StringValue
+		err := natsrpc.Call(ctx, nc, reserve, req, &res)
+		return &res, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := &system{log: log, cfg: Config{Target: TargetAll, ShutdownGrace: 5 * time.Second}}
+	s.serveNATS(inv) // start order: callees first
+	s.serveNATS(ful)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx, nil) }()
+	called := make(chan error, 1)
+	go func() {
+		called <- natsrpc.Call(t.Context(), nc, place, wrapperspb.String("order"), new(wrapperspb.StringValue))
+	}()
+	<-entered
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if err := <-called; err != nil {
+		t.Fatalf("the request in flight at shutdown failed calling the next service: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -161,29 +162,43 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	return lis.Addr().String(), nil
 }
 
-// startPOSAdapter starts the stores' door: its schema, its feed and webhooks (Run also relays
-// its outbox), and its edge server; it reaches fulfilment and inventory over gRPC.
-// serveNATS drains a service's NATS endpoints as a server: on shutdown they stop taking
-// requests and answer those in flight within the grace, before the background loops stop, so
-// that what those requests commit (a CONFIRMED order's ticket event, its hold extension) is
-// relayed and worked now, not at the next start. Stopped again on close, for a start that
-// failed before serving.
+// serveNATS has a service's NATS endpoints drained on shutdown, after the servers and before
+// the background loops stop (see drainNATS); and on close, for a start that failed before
+// serving (at once then when already drained).
 func (s *system) serveNATS(rpc *natsrpc.Service) {
-	shutdown := func(ctx context.Context) error {
+	var drained atomic.Bool
+	s.natsDrains = append(s.natsDrains, func(ctx context.Context) error {
+		defer drained.Store(true)
+		return rpc.Shutdown(ctx)
+	})
+	s.onClose(func(ctx context.Context) error {
+		if drained.Load() {
+			return nil // stopped by drainNATS; a drain that ran out of grace is not waited for twice
+		}
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
 		defer cancel()
 		return rpc.Shutdown(ctx)
-	}
-	s.addServer(func(ctx context.Context) error {
-		<-ctx.Done()
-		if err := shutdown(context.WithoutCancel(ctx)); err != nil {
-			s.log.Warn("NATS endpoints did not drain in the grace", "service", rpc.Info().Name, "err", err)
-		}
-		return nil
 	})
-	s.onClose(shutdown)
 }
 
+// drainNATS stops the services' NATS endpoints taking requests and waits, within one grace,
+// for those in flight, callers before callees (the reverse of start order: the cart calls
+// fulfilment, which calls inventory): a request in flight still reaches the endpoints it calls
+// next, in this process too. What those requests commit (a CONFIRMED order's ticket event, its
+// hold extension) is then relayed and worked by the loops, which stop after this, not at the
+// next start.
+func (s *system) drainNATS(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
+	defer cancel()
+	for i := len(s.natsDrains) - 1; i >= 0; i-- {
+		if err := s.natsDrains[i](ctx); err != nil {
+			s.log.Warn("NATS endpoints did not drain in the grace", "err", err)
+		}
+	}
+}
+
+// startPOSAdapter starts the stores' door: its schema, its feed and webhooks (Run also relays
+// its outbox), and its edge server; it reaches fulfilment and inventory over gRPC.
 func (s *system) startPOSAdapter(ctx context.Context) error {
 	log := s.log.With("component", "pos-adapter")
 	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, slices.Concat(posadapter.PoolOptions(), []pgdb.Option{

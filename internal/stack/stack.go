@@ -202,7 +202,9 @@ type system struct {
 	ready Ready
 	// servers run until the serve context ends, then drain; loops run until the servers are done.
 	servers []func(ctx context.Context) error
-	loops   []func(ctx context.Context) error // background loops: see serve
+	// natsDrains stop the services' NATS endpoints, in start order (see serveNATS).
+	natsDrains []func(ctx context.Context) error
+	loops      []func(ctx context.Context) error // background loops: see serve
 	// afterListen runs once every server is serving (demo loads).
 	afterListen []func(ctx context.Context) error
 }
@@ -271,10 +273,11 @@ func (s *system) start(ctx context.Context) error {
 // this, so the ready line is printed only when every address accepts connections.
 func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 	g, gctx := errgroup.WithContext(ctx)
-	// Background loops (outbox relays above all) outlive the servers' drain: what the requests
-	// finishing in the grace write, the relays still publish, instead of it waiting in the
-	// outbox for the next start. They stop once every server has returned, or at once when
-	// anything fails.
+	// On shutdown, first the servers drain (the edges and gRPC APIs), then the services' NATS
+	// endpoints, callers before callees (see drainNATS), and only then the background loops
+	// (outbox relays above all): what the requests finishing in the grace write, the relays
+	// still publish, instead of it waiting in the outbox for the next start. On a failure the
+	// loops stop at once.
 	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoops()
 	defer context.AfterFunc(gctx, func() {
@@ -290,6 +293,7 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		serving.Wait()
+		s.drainNATS(context.WithoutCancel(ctx))
 		stopLoops()
 		return nil
 	})
