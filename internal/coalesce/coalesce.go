@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 )
@@ -145,14 +146,22 @@ func (b *Batcher[Req, Res]) runBatch(calls []*call[Req, Res]) {
 	}
 }
 
-// runSafely calls run, turning a panic into an error for the batch (see FailAll: a batch of
-// several is run again one by one, so only the request that panics fails). A batch runs on a
+// runSafely calls run, turning a panic into every request's error. A batch runs on a
 // goroutine of its own, out of reach of the servers' recovery: a panic there would take the
-// whole process down, with every request in flight.
+// whole process down, with every request in flight. The requests are not run again one by one
+// (as for ErrRunAlone): run may have panicked after committing, and deciding committed work
+// again could apply it twice. The panic is logged with its stack (slog's default logger, the
+// process's), and each request's error carries it.
 func (b *Batcher[Req, Res]) runSafely(ctx context.Context, reqs []Req) (results []Result[Res]) {
 	defer func() {
 		if p := recover(); p != nil {
-			results = FailAll[Res](len(reqs), fmt.Errorf("coalesce: batch panicked: %v\n%s", p, debug.Stack()))
+			stack := debug.Stack()
+			slog.Error("coalesce: a batch panicked; its requests fail", "requests", len(reqs), "panic", p, "stack", string(stack))
+			err := fmt.Errorf("coalesce: batch panicked: %v", p)
+			results = make([]Result[Res], len(reqs))
+			for i := range results {
+				results[i].Err = err
+			}
 		}
 	}()
 	return b.run(ctx, reqs)
