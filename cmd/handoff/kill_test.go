@@ -61,10 +61,10 @@ func TestKillingTheSystemMidLoadLosesNothing(t *testing.T) {
 		defer close(loaded)
 		_, _ = load.Run(ctx, load.Config{
 			Endpoints: system.Endpoints{GatewayURL: "http://" + p.gateway, POSURL: "http://" + posAddr, InventoryAddr: invAddr, Keys: keys},
-			Shoppers:  16, Duration: time.Minute, OrderTimeout: 10 * time.Second,
+			Shoppers:  16, Duration: 3 * time.Minute, OrderTimeout: 10 * time.Second,
 		})
 	}()
-	testenv.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+	testenv.CheckFor(t, 3*time.Minute, 50*time.Millisecond, func() error {
 		// Orders in every state: some collected, some still being placed.
 		if n := count(`SELECT count(*) FROM fulfilment.orders WHERE state = 5`); n < 100 {
 			return fmt.Errorf("%d orders collected so far", n)

@@ -609,7 +609,7 @@ func TestRelayPublishesAgainAfterManyAcksThatNeverCame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := outbox.NewRelay(e.pool, js, outbox.RelayConfig{BatchSize: rows, AckTimeout: 100 * time.Millisecond})
+	r := outbox.NewRelay(e.pool, js, outbox.RelayConfig{BatchSize: rows, AckTimeout: 250 * time.Millisecond})
 	for range 15 { // 4,500 publishes whose acks never come
 		if n, err := r.Flush(ctx); err == nil || n != 0 {
 			t.Fatalf("flush with no acks: relayed %d, %v; want nothing and an error", n, err)

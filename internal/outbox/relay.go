@@ -65,8 +65,10 @@ type RelayConfig struct {
 // a transaction-scoped advisory lock lets one publish at a time, which keeps
 // the order, and the others take over when it stops.
 type Relay struct {
-	pool   *pgxpool.Pool
-	js     jetstream.JetStream
+	pool *pgxpool.Pool
+	js   jetstream.JetStream
+	// ownJS: js is the relay's own client (see asyncPublisher), cleaned up when Run returns.
+	ownJS  bool
 	cfg    RelayConfig
 	logger *slog.Logger
 
@@ -119,7 +121,8 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Rela
 	case cfg.BusyGather < 0:
 		cfg.BusyGather = cfg.Gather
 	}
-	return &Relay{pool: pool, js: asyncPublisher(js, cfg.AckTimeout), cfg: cfg, logger: cfg.Logger}
+	pub := asyncPublisher(js, cfg.AckTimeout)
+	return &Relay{pool: pool, js: pub, ownJS: pub != js, cfg: cfg, logger: cfg.Logger}
 }
 
 // asyncPublisher is a JetStream client of the relay's own, on js's connection and API, whose
@@ -169,6 +172,9 @@ const fastPollFor = 20 * NotifyGap
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.setup(ctx); err != nil {
 		return err
+	}
+	if r.ownJS {
+		defer r.js.CleanupPublisher() // its reply subscription, on the caller's connection
 	}
 	logger := r.logger.With("schema", r.schema)
 
