@@ -146,6 +146,33 @@ func TestManyConcurrentCallersAllGetTheirResults(t *testing.T) {
 }
 
 // waitQueued waits until n requests wait for a batch.
+// secondBatch calls b.Do with requests 0 to n-1, request bad as -bad: request 0 alone in a
+// first batch, which run holds (signalling started) until release, and the others queued
+// meanwhile, to go together as the second. It returns each request's result and error.
+func secondBatch(t *testing.T, b *coalesce.Batcher[int, string], n, bad int, started, release chan struct{}) ([]string, []error) {
+	t.Helper()
+	results, errs := make([]string, n), make([]error, n)
+	var wg sync.WaitGroup
+	do := func(i int) {
+		wg.Go(func() {
+			req := i
+			if i == bad {
+				req = -bad
+			}
+			results[i], errs[i] = b.Do(t.Context(), req)
+		})
+	}
+	do(0)
+	<-started
+	for i := 1; i < n; i++ {
+		do(i)
+	}
+	waitQueued(t, b, n-1)
+	close(release)
+	wg.Wait()
+	return results, errs
+}
+
 func waitQueued(t *testing.T, b interface{ Queued() int }, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -184,27 +211,8 @@ func TestABatchThatFailsAsAWholeHasEachRequestRunAlone(t *testing.T) {
 		}
 		return out
 	}
-	b := coalesce.New(16, run)
 	const n = 12
-	results, errs := make([]string, n), make([]error, n)
-	var wg sync.WaitGroup
-	do := func(i int) {
-		wg.Go(func() {
-			req := i
-			if i == 7 {
-				req = -7
-			}
-			results[i], errs[i] = b.Do(t.Context(), req)
-		})
-	}
-	do(0)
-	<-started
-	for i := 1; i < n; i++ {
-		do(i)
-	}
-	waitQueued(t, b, n-1)
-	close(release)
-	wg.Wait()
+	results, errs := secondBatch(t, coalesce.New(16, run), n, 7, started, release)
 
 	for i := range n {
 		switch {
@@ -248,25 +256,7 @@ func TestABatchThatPanicsFailsItsRequestsNotTheProcess(t *testing.T) {
 	}
 	b := coalesce.New(16, run)
 	const n = 8
-	results, errs := make([]string, n), make([]error, n)
-	var wg sync.WaitGroup
-	do := func(i int) {
-		wg.Go(func() {
-			req := i
-			if i == 5 {
-				req = -5
-			}
-			results[i], errs[i] = b.Do(t.Context(), req)
-		})
-	}
-	do(0)
-	<-started
-	for i := 1; i < n; i++ {
-		do(i)
-	}
-	waitQueued(t, b, n-1)
-	close(release)
-	wg.Wait()
+	results, errs := secondBatch(t, b, n, 5, started, release)
 	if errs[0] != nil || results[0] != "done 0" {
 		t.Errorf("the first batch: %q, %v; want its result", results[0], errs[0])
 	}

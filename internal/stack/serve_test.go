@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
@@ -87,19 +88,7 @@ func TestLoopsOutliveTheNATSEndpointsDrain(t *testing.T) {
 		loopEnded.Store(time.Now().UnixNano())
 		return nil
 	})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.serve(ctx, nil) }()
-	called := make(chan error, 1)
-	go func() {
-		called <- natsrpc.Call(t.Context(), nc, subject, wrapperspb.String("order"), new(wrapperspb.StringValue))
-	}()
-	<-entered
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("serve: %v", err)
-	}
-	if err := <-called; err != nil {
+	if err := shutDownDuring(t, s, nc, subject, entered); err != nil {
 		t.Fatalf("the request in flight at shutdown: %v", err)
 	}
 	if loopEnded.Load() < answered.Load() {
@@ -141,19 +130,26 @@ func TestARequestInFlightAtShutdownStillReachesTheServiceItCalls(t *testing.T) {
 	s := &system{log: log, cfg: Config{Target: TargetAll, ShutdownGrace: 5 * time.Second}}
 	s.serveNATS(inv) // start order: callees first
 	s.serveNATS(ful)
+	if err := shutDownDuring(t, s, nc, place, entered); err != nil {
+		t.Fatalf("the request in flight at shutdown failed calling the next service: %v", err)
+	}
+}
+
+// shutDownDuring serves s, calls subject over nc, shuts s down once the handler has entered,
+// and returns the call's error once serve has returned.
+func shutDownDuring(t *testing.T, s *system, nc *nats.Conn, subject string, entered <-chan struct{}) error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.serve(ctx, nil) }()
 	called := make(chan error, 1)
 	go func() {
-		called <- natsrpc.Call(t.Context(), nc, place, wrapperspb.String("order"), new(wrapperspb.StringValue))
+		called <- natsrpc.Call(t.Context(), nc, subject, wrapperspb.String("order"), new(wrapperspb.StringValue))
 	}()
 	<-entered
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
-	if err := <-called; err != nil {
-		t.Fatalf("the request in flight at shutdown failed calling the next service: %v", err)
-	}
+	return <-called
 }
