@@ -61,6 +61,7 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4 << 20),
+		grpc.ForceServerCodecV2(newLenientCodec()), // see codec.go
 	}
 	srv := grpc.NewServer(append(base, opts...)...)
 	hs := health.NewServer()
@@ -69,8 +70,8 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 	return &Server{Server: srv, Health: hs, logger: logger}
 }
 
-// interceptors are every server's, outermost first: metrics, request logs, internal failures
-// as statuses (status.go), panic recovery, with keys the authorization of each call, and the
+// interceptors are every server's, outermost first: metrics, request logs, the refusal of
+// messages that could not be decoded (codec.go), internal failures as statuses (status.go), panic recovery, with keys the authorization of each call, and the
 // refusal of text Postgres cannot store (package pgtext).
 func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	m := metrics()
@@ -93,12 +94,14 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 	unary := []grpc.UnaryServerInterceptor{
 		m.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
+		unaryDecoded, // before anything that may refuse the call and leave its note behind
 		unaryStatuses(logger),
 		recovery.UnaryServerInterceptor(recoverOpt),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		m.StreamServerInterceptor(),
 		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
+		streamDecoded,
 		streamStatuses(logger),
 		recovery.StreamServerInterceptor(recoverOpt),
 	}
