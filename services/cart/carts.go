@@ -267,13 +267,8 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 		next.Version, next.UpdateTime = done.version, done.updateTime
 		return next, nil
 	}
-	err = q.QueryRow(ctx, `
-		UPDATE carts SET lines = $4, pickup_store_id = $5, near_lat = $6, near_lng = $7, near_radius_m = $8,
-		       version = version + 1, update_time = now(), recent_edits = (ARRAY[$9::uuid] || recent_edits)[1:`+recentEdits+`]
-		WHERE id = $1 AND customer_id = $2 AND version = $3
-		  AND state = 'open' AND checkout_until IS NULL
-		RETURNING version, update_time`,
-		cartID, customer, c.Version, linesJSON, next.StoreID, next.NearLat, next.NearLng, next.NearRadius, editID,
+	err = q.QueryRow(ctx, editOneSQL,
+		cartID, customer, c.Version, linesJSON, next.StoreID, next.NearLat, next.NearLng, next.NearRadius, editID, stateOpen,
 	).Scan(&next.Version, &next.UpdateTime)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil

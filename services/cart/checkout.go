@@ -147,16 +147,8 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 	// changed in between (a lease lapsed, a change landed): claim again, a few times at most.
 	for range 3 {
 		c = &cartRow{}
-		err = s.db.QueryRow(ctx, `
-			UPDATE carts SET checkout_key = $3,
-			       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END
-			WHERE id = $1 AND customer_id = $2 AND state = 'open'
-			  AND (checkout_until IS NULL OR (checkout_key = $3 AND checkout_until > now()))
-			  AND ($4::bigint = 0 OR version = $4)
-			  AND jsonb_array_length(lines) > 0
-			  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)
-			RETURNING `+claimColumns,
-			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds()).Scan(c.claimScanTargets()...)
+		err = s.db.QueryRow(ctx, claimOneSQL,
+			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds(), stateOpen).Scan(c.claimScanTargets()...)
 		if err == nil {
 			return c, false, nil
 		}
@@ -345,8 +337,7 @@ func (s *Service) settle(ctx context.Context, c *cartRow) error {
 	case status.Code(err) == codes.NotFound, err == nil && res.GetOrder().GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
 		wctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 		defer cancel()
-		if _, err := s.db.Exec(wctx, `UPDATE carts SET checkout_until = NULL
-			WHERE id = $1 AND checkout_key = $2 AND state = 'open' AND checkout_until <= now()`, c.ID, key); err != nil {
+		if _, err := s.db.Exec(wctx, reopenLapsedSQL, c.ID, key, stateOpen); err != nil {
 			return fmt.Errorf("open cart %s after its unsettled checkout: %w", c.ID, err)
 		}
 		s.log.InfoContext(ctx, "checkout settled: no order was made; the cart is open again", "cart_id", c.ID)
@@ -366,8 +357,7 @@ func (s *Service) settle(ctx context.Context, c *cartRow) error {
 func (s *Service) endLease(ctx context.Context, cartID, key string) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
 	defer cancel()
-	if _, err := s.db.Exec(wctx, `
-		UPDATE carts SET checkout_until = NULL WHERE id = $1 AND checkout_key = $2 AND state = 'open'`, cartID, key); err != nil {
+	if _, err := s.db.Exec(wctx, endLeaseSQL, cartID, key, stateOpen); err != nil {
 		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart's next change settles it", "cart_id", cartID, "err", err)
 	}
 }

@@ -35,7 +35,7 @@ const claimManySQL = `
 	UPDATE carts SET checkout_key = u.r_key,
 	       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(r_id, r_customer, r_key, r_version)
-	WHERE id = u.r_id AND customer_id = u.r_customer AND state = 'open'
+	WHERE id = u.r_id AND customer_id = u.r_customer AND state = $6
 	  AND (checkout_until IS NULL OR (checkout_key = u.r_key AND checkout_until > now()))
 	  AND (u.r_version = 0 OR version = u.r_version)
 	  AND jsonb_array_length(lines) > 0
@@ -60,7 +60,7 @@ func (s *Service) claimMany(ctx context.Context, reqs []claimReq) []coalesce.Res
 		}
 		return out
 	}
-	rows, err := s.db.Query(ctx, claimManySQL, ids, customers, keys, versions, s.checkoutLease.Microseconds())
+	rows, err := s.db.Query(ctx, claimManySQL, ids, customers, keys, versions, s.checkoutLease.Microseconds(), stateOpen)
 	if err != nil {
 		return fail(err)
 	}

@@ -45,7 +45,7 @@ const editManySQL = `
 	FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[], $6::float8[], $7::float8[], $8::float8[], $9::uuid[])
 	     WITH ORDINALITY AS u(r_id, r_customer, r_version, r_lines, r_store, r_lat, r_lng, r_radius, r_edit, r_ord)
 	WHERE id = u.r_id AND customer_id = u.r_customer AND version = u.r_version
-	  AND state = 'open' AND checkout_until IS NULL
+	  AND state = $10 AND checkout_until IS NULL
 	RETURNING u.r_ord, version, update_time`
 
 // editMany stores the edits of reqs in one statement. An edit whose cart did not match gets nil.
@@ -74,7 +74,7 @@ func (s *Service) editMany(ctx context.Context, reqs []editReq) []coalesce.Resul
 	fail := func(err error) []coalesce.Result[*editDone] {
 		return coalesce.FailAll[*editDone](n, fmt.Errorf("write cart %s: %w", reqs[0].cartID, err))
 	}
-	rows, err := s.db.Query(ctx, editManySQL, ids, customers, versions, lines, stores, lats, lngs, radii, editIDs)
+	rows, err := s.db.Query(ctx, editManySQL, ids, customers, versions, lines, stores, lats, lngs, radii, editIDs, stateOpen)
 	if err != nil {
 		return fail(err)
 	}

@@ -14,3 +14,9 @@ func (s *Service) InsertCartAlone(ctx context.Context, id, customer string) (str
 // LoseEditReplies makes the next n edit batches report failure after their write is stored, as
 // when the reply to COMMIT is lost.
 func (s *Service) LoseEditReplies(n int32) { s.loseEditReplies.Store(n) }
+
+// KeyedStatements are the statements that find a cart by id, by name.
+var KeyedStatements = map[string]string{
+	"claim many": claimManySQL, "claim one": claimOneSQL, "edit many": editManySQL, "edit one": editOneSQL,
+	"reopen lapsed": reopenLapsedSQL, "end lease": endLeaseSQL,
+}
