@@ -134,6 +134,34 @@ func TestKillingTheSystemMidLoadLosesNothing(t *testing.T) {
 		if strays != "" {
 			problems = append(problems, "open holds of no open order: "+strays)
 		}
+		// Each hold ended the way its order did: a collected order's were sold, not left to
+		// expire; a rejected, cancelled or expired order sold nothing.
+		if n := count(`SELECT count(*) FROM fulfilment.orders o WHERE o.state = 5
+			AND (EXISTS (SELECT 1 FROM inventory.holds h WHERE h.order_id = o.id AND h.state = 'expired')
+			  OR NOT EXISTS (SELECT 1 FROM inventory.holds h WHERE h.order_id = o.id AND h.state = 'committed'))`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d collected orders whose holds were not sold", n))
+		}
+		if n := count(`SELECT count(*) FROM fulfilment.orders o WHERE o.state >= 6
+			AND EXISTS (SELECT 1 FROM inventory.holds h WHERE h.order_id = o.id AND h.state = 'committed')`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d orders that ended unsold with a hold sold", n))
+		}
+		// Once each: an order confirmed, its NEW_ORDER ticket, an order per checked-out cart.
+		if n := count(`SELECT count(*) FROM (SELECT order_id FROM fulfilment.order_history WHERE to_state = 2
+			GROUP BY order_id HAVING count(*) > 1) twice`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d orders confirmed more than once", n))
+		}
+		if n := count(`SELECT count(*) FROM (SELECT order_id FROM pos.tickets WHERE kind = 'new_order'
+			GROUP BY order_id HAVING count(*) > 1) twice`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d orders with more than one NEW_ORDER ticket", n))
+		}
+		if n := count(`SELECT count(*) FROM (SELECT cart_id FROM fulfilment.orders WHERE state <> 6
+			GROUP BY cart_id HAVING count(*) > 1) twice`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d carts with more than one order not rejected", n))
+		}
+		if n := count(`SELECT count(*) FROM cart.carts c WHERE c.state = 'checked_out'
+			AND NOT EXISTS (SELECT 1 FROM fulfilment.orders o WHERE o.id = c.order_id)`); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d carts checked out as an order that does not exist", n))
+		}
 		inv, err := admin.CheckInvariants(actx, &inventoryv1.CheckInvariantsRequest{})
 		switch {
 		case err != nil:
