@@ -43,9 +43,18 @@ func checkText(field, v string, max int, required bool) error {
 	return nil
 }
 
-// simple applies one table action with no fields of its own besides the reason.
+// simple applies one table action with no fields of its own besides the reason. Staff moving
+// on an order whose expiry is due expire it instead (see expireOverdue).
 func (s *Service) simple(ctx context.Context, id string, sc scope, a domain.Action, actor *commonv1.Actor, reason string, mutate func(o *order, now time.Time)) (*order, error) {
 	return s.transact(ctx, id, sc, func(o *order, now time.Time) ([]change, error) {
+		if a == domain.Accept || a == domain.MarkReady {
+			if _, _, err := domain.Decide(o.State, a); err != nil {
+				return nil, err
+			}
+			if cs, err := s.expireOverdue(o, now); cs != nil {
+				return cs, err
+			}
+		}
 		c, err := o.step(a, actor, reason, "", now)
 		if err != nil {
 			return nil, err
@@ -175,16 +184,8 @@ func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.
 		if _, _, err := domain.Decide(o.State, domain.HandOver); err != nil {
 			return nil, err
 		}
-		if a, due := o.Timers.Due(o.State, now); due && a == domain.Expire {
-			// The window is over and the timer loop is behind (a backlog after an outage): the
-			// order expires now, as it would have, and its holds, which inventory may have
-			// swept meanwhile, are not sold.
-			c, err := s.fire(o, domain.Expire, now)
-			if err != nil {
-				return nil, err
-			}
-			return []change{c}, &commitAnyway{rpcerr.FailedPrecondition("the pickup window of order %s ended at %s: it has expired",
-				o.ID, o.Timers.PickupDeadline.UTC().Format(time.RFC3339))}
+		if cs, err := s.expireOverdue(o, now); cs != nil {
+			return cs, err
 		}
 		verdict, wrong, lockedUntil := limits.Judge(now, o.WrongCodes, o.PickupLockedUntil, domain.CheckPickupCode(s.secret, o.ID, code))
 		o.WrongCodes, o.PickupLockedUntil = wrong, lockedUntil
@@ -217,4 +218,28 @@ func lockedError(retryIn time.Duration) error {
 		st = withInfo
 	}
 	return st.Err()
+}
+
+// expireOverdue expires o when its expiry is due but the timer loop has not got to it yet (a
+// backlog after an outage), and answers the action staff asked for with FailedPrecondition; it
+// returns no changes when o is not overdue. Accepting, readying or handing over such an order
+// would otherwise give it a new lease of life on holds inventory may already have swept at
+// their deadline, and hand over stock that is no longer held for it.
+func (s *Service) expireOverdue(o *order, now time.Time) ([]change, error) {
+	if a, due := o.Timers.Due(o.State, now); !due || a != domain.Expire {
+		return nil, nil
+	}
+	ready, deadline := o.State == domain.Ready, o.Timers.AbandonAt
+	if ready {
+		deadline = o.Timers.PickupDeadline
+	}
+	c, err := s.fire(o, domain.Expire, now)
+	if err != nil {
+		return nil, err
+	}
+	at := deadline.UTC().Format(time.RFC3339)
+	if ready {
+		return []change{c}, &commitAnyway{rpcerr.FailedPrecondition("the pickup window of order %s ended at %s: it has expired", o.ID, at)}
+	}
+	return []change{c}, &commitAnyway{rpcerr.FailedPrecondition("order %s was not made ready by %s: it has expired", o.ID, at)}
 }

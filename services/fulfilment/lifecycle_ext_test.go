@@ -375,6 +375,56 @@ func TestHandOverPastThePickupDeadlineExpiresTheOrderInstead(t *testing.T) {
 	e.checkInvariants()
 }
 
+// An order not made ready in time is not accepted or made ready while the timer loop is behind
+// either: staff would give it a new lease of life on holds inventory may have swept. It
+// expires there and then, and its stock is given back.
+func TestAcceptingOrReadyingAnOverdueOrderExpiresItInstead(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	for _, tc := range []struct {
+		name     string
+		accepted bool
+		act      func(id string) error
+		events   []string
+	}{
+		{"accept", false, func(id string) error {
+			_, err := e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: id})
+			return err
+		}, []string{"confirmed", "expired"}},
+		{"mark ready", true, func(id string) error {
+			_, err := e.store.MarkReady(e.asStaff("s1"), &fulfilmentv1.MarkReadyRequest{StoreId: "s1", OrderId: id})
+			return err
+		}, []string{"confirmed", "preparing", "expired"}},
+	} {
+		o := e.placeAt("s1", "amy", "k-"+tc.name, "LATTE-16", 1)
+		if tc.accepted {
+			e.accept("s1", o.GetId())
+		}
+		// Due two hours ago, accepted (if at all) two hours ago: with the hour's pickup window
+		// and the grace after it, it should have expired 45 minutes ago, and the timer loop
+		// has not got to it.
+		if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours',
+			accept_time = CASE WHEN accept_time IS NULL THEN NULL ELSE now() - interval '2 hours' END,
+			not_accepted_at = NULL, timer_at = now() + interval '1 hour' WHERE id = $1`, o.GetId()); err != nil {
+			t.Fatal(err)
+		}
+		err := tc.act(o.GetId())
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "not made ready") {
+			t.Fatalf("%s of an overdue order: %v; want FailedPrecondition saying it was not made ready", tc.name, err)
+		}
+		if s := e.stateOf(o.GetId()); s != expired {
+			t.Fatalf("order is %s after the refused %s; want EXPIRED", s, tc.name)
+		}
+		e.waitHolds(o.GetId(), map[string]int{"released": 1})
+		e.waitEvents(o.GetId(), tc.events...)
+	}
+	if got := e.available("s1", "LATTE-16"); got != 4 {
+		t.Fatalf("available %d after both orders expired, want 4", got)
+	}
+	e.checkInvariants()
+}
+
 // An order cancelled while inventory is away is CANCELLED at once; its holds are released once
 // inventory is back, exactly once, by the effect retried meanwhile.
 func TestCancelWhileInventoryIsAwayReleasesTheHoldsOnceItIsBack(t *testing.T) {

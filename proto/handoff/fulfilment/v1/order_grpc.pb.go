@@ -312,14 +312,17 @@ const (
 type StoreOrderServiceClient interface {
 	// ListStoreOrders is the store's order board, oldest first.
 	ListStoreOrders(ctx context.Context, in *ListStoreOrdersRequest, opts ...grpc.CallOption) (*ListStoreOrdersResponse, error)
-	// AcceptOrder starts preparation: CONFIRMED -> PREPARING.
+	// AcceptOrder starts preparation: CONFIRMED -> PREPARING. An order already due to expire
+	// (not made ready in time) expires instead: FAILED_PRECONDITION.
 	AcceptOrder(ctx context.Context, in *AcceptOrderRequest, opts ...grpc.CallOption) (*AcceptOrderResponse, error)
 	// MarkLineUnavailable drops a line the store cannot supply; its hold is released and the
 	// shopper told. The last remaining line cannot be dropped: cancel instead.
 	MarkLineUnavailable(ctx context.Context, in *MarkLineUnavailableRequest, opts ...grpc.CallOption) (*MarkLineUnavailableResponse, error)
-	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts.
+	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts. An
+	// order already due to expire (not made ready in time) expires instead: FAILED_PRECONDITION.
 	MarkReady(ctx context.Context, in *MarkReadyRequest, opts ...grpc.CallOption) (*MarkReadyResponse, error)
-	// HandOver checks the pickup code and completes the order: READY -> COLLECTED.
+	// HandOver checks the pickup code and completes the order: READY -> COLLECTED. An order
+	// whose pickup window has ended expires instead: FAILED_PRECONDITION.
 	HandOver(ctx context.Context, in *HandOverRequest, opts ...grpc.CallOption) (*HandOverResponse, error)
 	// CancelOrder cancels any order not yet collected, with a reason.
 	CancelOrder(ctx context.Context, in *StoreOrderServiceCancelOrderRequest, opts ...grpc.CallOption) (*StoreOrderServiceCancelOrderResponse, error)
@@ -402,14 +405,17 @@ func (c *storeOrderServiceClient) CancelOrder(ctx context.Context, in *StoreOrde
 type StoreOrderServiceServer interface {
 	// ListStoreOrders is the store's order board, oldest first.
 	ListStoreOrders(context.Context, *ListStoreOrdersRequest) (*ListStoreOrdersResponse, error)
-	// AcceptOrder starts preparation: CONFIRMED -> PREPARING.
+	// AcceptOrder starts preparation: CONFIRMED -> PREPARING. An order already due to expire
+	// (not made ready in time) expires instead: FAILED_PRECONDITION.
 	AcceptOrder(context.Context, *AcceptOrderRequest) (*AcceptOrderResponse, error)
 	// MarkLineUnavailable drops a line the store cannot supply; its hold is released and the
 	// shopper told. The last remaining line cannot be dropped: cancel instead.
 	MarkLineUnavailable(context.Context, *MarkLineUnavailableRequest) (*MarkLineUnavailableResponse, error)
-	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts.
+	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts. An
+	// order already due to expire (not made ready in time) expires instead: FAILED_PRECONDITION.
 	MarkReady(context.Context, *MarkReadyRequest) (*MarkReadyResponse, error)
-	// HandOver checks the pickup code and completes the order: READY -> COLLECTED.
+	// HandOver checks the pickup code and completes the order: READY -> COLLECTED. An order
+	// whose pickup window has ended expires instead: FAILED_PRECONDITION.
 	HandOver(context.Context, *HandOverRequest) (*HandOverResponse, error)
 	// CancelOrder cancels any order not yet collected, with a reason.
 	CancelOrder(context.Context, *StoreOrderServiceCancelOrderRequest) (*StoreOrderServiceCancelOrderResponse, error)

@@ -265,14 +265,17 @@ func (UnimplementedOrderServiceHandler) CheckIn(context.Context, *connect.Reques
 type StoreOrderServiceClient interface {
 	// ListStoreOrders is the store's order board, oldest first.
 	ListStoreOrders(context.Context, *connect.Request[v1.ListStoreOrdersRequest]) (*connect.Response[v1.ListStoreOrdersResponse], error)
-	// AcceptOrder starts preparation: CONFIRMED -> PREPARING.
+	// AcceptOrder starts preparation: CONFIRMED -> PREPARING. An order already due to expire
+	// (not made ready in time) expires instead: FAILED_PRECONDITION.
 	AcceptOrder(context.Context, *connect.Request[v1.AcceptOrderRequest]) (*connect.Response[v1.AcceptOrderResponse], error)
 	// MarkLineUnavailable drops a line the store cannot supply; its hold is released and the
 	// shopper told. The last remaining line cannot be dropped: cancel instead.
 	MarkLineUnavailable(context.Context, *connect.Request[v1.MarkLineUnavailableRequest]) (*connect.Response[v1.MarkLineUnavailableResponse], error)
-	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts.
+	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts. An
+	// order already due to expire (not made ready in time) expires instead: FAILED_PRECONDITION.
 	MarkReady(context.Context, *connect.Request[v1.MarkReadyRequest]) (*connect.Response[v1.MarkReadyResponse], error)
-	// HandOver checks the pickup code and completes the order: READY -> COLLECTED.
+	// HandOver checks the pickup code and completes the order: READY -> COLLECTED. An order
+	// whose pickup window has ended expires instead: FAILED_PRECONDITION.
 	HandOver(context.Context, *connect.Request[v1.HandOverRequest]) (*connect.Response[v1.HandOverResponse], error)
 	// CancelOrder cancels any order not yet collected, with a reason.
 	CancelOrder(context.Context, *connect.Request[v1.StoreOrderServiceCancelOrderRequest]) (*connect.Response[v1.StoreOrderServiceCancelOrderResponse], error)
@@ -373,14 +376,17 @@ func (c *storeOrderServiceClient) CancelOrder(ctx context.Context, req *connect.
 type StoreOrderServiceHandler interface {
 	// ListStoreOrders is the store's order board, oldest first.
 	ListStoreOrders(context.Context, *connect.Request[v1.ListStoreOrdersRequest]) (*connect.Response[v1.ListStoreOrdersResponse], error)
-	// AcceptOrder starts preparation: CONFIRMED -> PREPARING.
+	// AcceptOrder starts preparation: CONFIRMED -> PREPARING. An order already due to expire
+	// (not made ready in time) expires instead: FAILED_PRECONDITION.
 	AcceptOrder(context.Context, *connect.Request[v1.AcceptOrderRequest]) (*connect.Response[v1.AcceptOrderResponse], error)
 	// MarkLineUnavailable drops a line the store cannot supply; its hold is released and the
 	// shopper told. The last remaining line cannot be dropped: cancel instead.
 	MarkLineUnavailable(context.Context, *connect.Request[v1.MarkLineUnavailableRequest]) (*connect.Response[v1.MarkLineUnavailableResponse], error)
-	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts.
+	// MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts. An
+	// order already due to expire (not made ready in time) expires instead: FAILED_PRECONDITION.
 	MarkReady(context.Context, *connect.Request[v1.MarkReadyRequest]) (*connect.Response[v1.MarkReadyResponse], error)
-	// HandOver checks the pickup code and completes the order: READY -> COLLECTED.
+	// HandOver checks the pickup code and completes the order: READY -> COLLECTED. An order
+	// whose pickup window has ended expires instead: FAILED_PRECONDITION.
 	HandOver(context.Context, *connect.Request[v1.HandOverRequest]) (*connect.Response[v1.HandOverResponse], error)
 	// CancelOrder cancels any order not yet collected, with a reason.
 	CancelOrder(context.Context, *connect.Request[v1.StoreOrderServiceCancelOrderRequest]) (*connect.Response[v1.StoreOrderServiceCancelOrderResponse], error)

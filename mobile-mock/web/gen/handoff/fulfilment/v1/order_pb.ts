@@ -1276,7 +1276,8 @@ export const StoreOrderService: GenService<{
     output: typeof ListStoreOrdersResponseSchema;
   },
   /**
-   * AcceptOrder starts preparation: CONFIRMED -> PREPARING.
+   * AcceptOrder starts preparation: CONFIRMED -> PREPARING. An order already due to expire
+   * (not made ready in time) expires instead: FAILED_PRECONDITION.
    *
    * @generated from rpc handoff.fulfilment.v1.StoreOrderService.AcceptOrder
    */
@@ -1297,7 +1298,8 @@ export const StoreOrderService: GenService<{
     output: typeof MarkLineUnavailableResponseSchema;
   },
   /**
-   * MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts.
+   * MarkReady: PREPARING -> READY; the shopper is notified and the pickup window starts. An
+   * order already due to expire (not made ready in time) expires instead: FAILED_PRECONDITION.
    *
    * @generated from rpc handoff.fulfilment.v1.StoreOrderService.MarkReady
    */
@@ -1307,7 +1309,8 @@ export const StoreOrderService: GenService<{
     output: typeof MarkReadyResponseSchema;
   },
   /**
-   * HandOver checks the pickup code and completes the order: READY -> COLLECTED.
+   * HandOver checks the pickup code and completes the order: READY -> COLLECTED. An order
+   * whose pickup window has ended expires instead: FAILED_PRECONDITION.
    *
    * @generated from rpc handoff.fulfilment.v1.StoreOrderService.HandOver
    */
