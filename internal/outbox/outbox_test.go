@@ -291,6 +291,71 @@ func TestEventStreamIsRelayedPromptlyWithFewNotifies(t *testing.T) {
 	t.Logf("%d NOTIFYs for %d events", notifies, events)
 }
 
+// A relay told to stop publishes what was committed before it stops (within FinalFlush): on a
+// shutdown, the events of the requests that finished in the grace go out now, not at the next
+// start. Here the relay is idle, listening, and the event comes without a NOTIFY and an hour
+// before its next poll: only the last flush publishes it.
+func TestStoppingRelayPublishesWhatWasCommittedBeforeIt(t *testing.T) {
+	e := setup(t)
+	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitListening(t, e.pool)
+	insertUnnotified(t, e.pool)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Relay.Run: %v", err)
+	}
+	if n := outboxRows(t, e.pool); n != 0 {
+		t.Fatalf("the outbox holds %d rows after the relay stopped, want 0", n)
+	}
+	if n, err := streamCount(e.js); err != nil || n != 1 {
+		t.Fatalf("the stream holds %d events (%v), want 1", n, err)
+	}
+}
+
+// The relay lock may still be held when the relay is told to stop: by a round of its own that
+// the stop cut short, until Postgres notices its connection is gone, or by another copy's
+// round. The last flush waits for the lock (within FinalFlush) rather than skipping its round.
+func TestStoppingRelayWaitsForTheLockToPublishWhatIsLeft(t *testing.T) {
+	e := setup(t)
+	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitListening(t, e.pool)
+	insertUnnotified(t, e.pool)
+
+	holder, err := e.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(t.Context(), `SELECT pg_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))`); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	time.Sleep(300 * time.Millisecond)
+	if err := holder.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Relay.Run: %v", err)
+	}
+	if n := outboxRows(t, e.pool); n != 0 {
+		t.Fatalf("the outbox holds %d rows after the relay stopped, want 0", n)
+	}
+}
+
+// insertUnnotified writes an outbox row as Enqueue does, without its NOTIFY.
+func insertUnnotified(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	if _, err := pool.Exec(t.Context(), `INSERT INTO outbox (event_id, subject, event_type, payload)
+		VALUES (gen_random_uuid(), $1, 'google.protobuf.StringValue', '')`, productCreated); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRelayCrashAfterPublishingRepublishesWithoutDuplicates(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()

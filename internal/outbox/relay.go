@@ -58,6 +58,10 @@ type RelayConfig struct {
 	// rarely reach an atomic batch), the runs were within the noise. Default 15ms; negative
 	// uses Gather.
 	BusyGather time.Duration
+	// FinalFlush bounds one last Flush when Run is told to stop: on a shutdown, what the
+	// requests finishing in their grace committed (a confirmed order's ticket event) goes out
+	// now, not at the next start or from another copy. Default 3s; negative turns it off.
+	FinalFlush time.Duration
 }
 
 // Relay publishes the outbox of one schema (the pool's search_path) to
@@ -121,6 +125,9 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Rela
 	case cfg.BusyGather < 0:
 		cfg.BusyGather = cfg.Gather
 	}
+	if cfg.FinalFlush == 0 {
+		cfg.FinalFlush = 3 * time.Second
+	}
 	pub := asyncPublisher(js, cfg.AckTimeout)
 	return &Relay{pool: pool, js: pub, ownJS: pub != js, cfg: cfg, logger: cfg.Logger}
 }
@@ -162,9 +169,9 @@ func asyncPublisher(js jetstream.JetStream, ackTimeout time.Duration) jetstream.
 // fastPollFor is how long the relay keeps looking every NotifyGap after it last published.
 const fastPollFor = 20 * NotifyGap
 
-// Run relays until ctx is canceled, then returns nil. It wakes on the
-// schema's NOTIFY channel (listening on a dedicated connection, reconnected
-// when lost), on every PollInterval, and right away after a full batch, so a
+// Run relays until ctx is canceled, then makes one last bounded Flush (FinalFlush) and returns
+// nil. It wakes on the schema's NOTIFY channel (listening on a dedicated connection,
+// reconnected when lost), on every PollInterval, and right away after a full batch, so a
 // backlog drains at full speed. After a round that relayed a few events it
 // waits Gather before the next, so that a busy relay's rounds carry more. A
 // failed round is retried with backoff; the rows stay in the table meanwhile.
@@ -188,6 +195,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
+	defer r.finalFlush(ctx, logger) // before the publisher is cleaned up
 	var (
 		backoff time.Duration
 		// Writers NOTIFY at most once per NotifyGap (see Enqueue), so while events flow the
@@ -252,16 +260,34 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// finalFlush runs one last Flush, within FinalFlush, once ctx has ended (see RelayConfig).
+func (r *Relay) finalFlush(ctx context.Context, logger *slog.Logger) {
+	if ctx.Err() == nil || r.cfg.FinalFlush < 0 {
+		return
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.FinalFlush)
+	defer cancel()
+	switch n, err := r.flush(fctx, waitLockSQL); {
+	case err != nil:
+		logger.Warn("outbox relay's last round before stopping failed; rows stay for the next start", "err", err)
+	case n > 0:
+		logger.Info("outbox relayed before stopping", "events", n)
+	}
+}
+
 // Flush publishes what is in the outbox now, batch after batch while batches
 // come back full, and returns how many events it relayed. It relays nothing,
 // without error, while another relay of the same schema holds the lock.
-func (r *Relay) Flush(ctx context.Context) (int, error) {
+func (r *Relay) Flush(ctx context.Context) (int, error) { return r.flush(ctx, lockSQL) }
+
+// flush is Flush, taking the relay lock with lock.
+func (r *Relay) flush(ctx context.Context, lock string) (int, error) {
 	if err := r.setup(ctx); err != nil {
 		return 0, err
 	}
 	total := 0
 	for {
-		n, full, err := r.round(ctx)
+		n, full, err := r.round(ctx, lock)
 		if r.onRound != nil {
 			r.onRound(n)
 		}
@@ -304,6 +330,11 @@ type outboxRow struct {
 const (
 	lockSQL = `SELECT set_config('handoff.outbox_relay_locked',
 		pg_try_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))::text, true)`
+	// waitLockSQL is lockSQL that waits for the lock: the last flush of a stopping relay must
+	// not skip its round because a round of its own, cut short by the stop, still holds the
+	// lock until Postgres notices its connection is gone (or another copy's round is running).
+	waitLockSQL = `SELECT set_config('handoff.outbox_relay_locked', 'true', true)
+		FROM (SELECT pg_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))) AS locked`
 	// No FOR UPDATE: only the lock holder reads or deletes rows, and locking each row would
 	// write every row once more.
 	selectBatchSQL = `SELECT seq, event_id::text, subject, event_type, payload, occurred_at,
@@ -317,7 +348,7 @@ const (
 // a full batch that was entirely relayed, i.e. there may be more right behind it. A round
 // costs two round trips to Postgres: BEGIN, lock and select together, then delete and commit
 // together.
-func (r *Relay) round(ctx context.Context) (n int, full bool, err error) {
+func (r *Relay) round(ctx context.Context, lock string) (n int, full bool, err error) {
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return 0, false, fmt.Errorf("outbox: acquire connection: %w", err)
@@ -331,7 +362,7 @@ func (r *Relay) round(ctx context.Context) (n int, full bool, err error) {
 	// round; the holder will see the new rows.
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	b.Queue(lockSQL)
+	b.Queue(lock)
 	b.Queue(selectBatchSQL, r.cfg.BatchSize)
 	res := conn.SendBatch(ctx, &b)
 	batch, err := readBatch(res)

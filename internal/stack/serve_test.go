@@ -8,10 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
@@ -61,38 +65,48 @@ func TestLoopsOutliveTheServersDrain(t *testing.T) {
 }
 
 // A service's NATS endpoints drain like a server: a request in flight at shutdown is
-// answered before the background loops stop, so what it commits is relayed now, not at the
-// next start.
-func TestLoopsOutliveTheNATSEndpointsDrain(t *testing.T) {
-	nc := testenv.NATSConn(t, testenv.NATS(t))
+// answered before the background loops stop, and what it commits is relayed before serve
+// returns (the relay's last flush), not at the next start.
+func TestWhatARequestInFlightAtShutdownCommitsIsRelayedBeforeExit(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	ns := testenv.NATS(t)
+	nc := testenv.NATSConn(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(t.Context(), js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
 	rpc, err := natsrpc.AddService(nc, "slow", "0.0.1", "a slow service", testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var answered, loopEnded atomic.Int64
 	entered := make(chan struct{})
 	subject := natsrpc.Subject("slow", "place")
 	err = natsrpc.Handle(rpc, subject, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 		close(entered)
-		time.Sleep(300 * time.Millisecond) // writing the order
-		answered.Store(time.Now().UnixNano())
-		return req, nil
+		time.Sleep(300 * time.Millisecond) // deciding the order
+		return req, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			_, err := outbox.Enqueue(ctx, tx, streams.EventSubject("catalog", "product", "created"), req)
+			return err
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &system{log: testenv.Logger(t), cfg: Config{Target: TargetAll, ShutdownGrace: 5 * time.Second}}
 	s.serveNATS(rpc)
-	s.addLoop("relay", func(ctx context.Context) error {
-		<-ctx.Done()
-		loopEnded.Store(time.Now().UnixNano())
-		return nil
-	})
+	s.addLoop("relay", outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Run)
 	if err := shutDownDuring(t, s, nc, subject, entered); err != nil {
 		t.Fatalf("the request in flight at shutdown: %v", err)
 	}
-	if loopEnded.Load() < answered.Load() {
-		t.Fatalf("the loop stopped %v before the request in flight was answered", time.Duration(answered.Load()-loopEnded.Load()))
+	var left int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d events committed by the request in flight were still in the outbox when serve returned", left)
 	}
 }
 

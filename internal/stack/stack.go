@@ -276,8 +276,10 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 	// On shutdown, first the servers drain (the edges and gRPC APIs), then the services' NATS
 	// endpoints, callers before callees (see drainNATS), and only then the background loops
 	// (outbox relays above all): what the requests finishing in the grace write, the relays
-	// still publish, instead of it waiting in the outbox for the next start. On a failure the
-	// loops stop at once.
+	// still publish in their last flush (outbox.RelayConfig.FinalFlush), instead of it waiting
+	// in the outbox for the next start. Work a loop would do through an endpoint drained by
+	// then (fulfilment's hold effects, which call inventory) stays in its table for the next
+	// start or another copy. On a failure the loops stop at once.
 	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoops()
 	defer context.AfterFunc(gctx, func() {
