@@ -394,6 +394,13 @@ func (l *eventLog) record(m *nats.Msg) {
 	l.events = append(l.events, recordedEvent{subject: m.Subject, msgID: m.Header.Get(jetstream.MsgIDHeader), ev: ev})
 }
 
+// count is how many events have been recorded.
+func (l *eventLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.events)
+}
+
 // of returns the last token of the subjects of the order's events, in publication order.
 func (l *eventLog) of(orderID string) []string {
 	l.mu.Lock()
