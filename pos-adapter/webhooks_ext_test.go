@@ -371,3 +371,57 @@ func TestVendorSalesPastWhatIsReservedAreAppliedClampedNotRefused(t *testing.T) 
 		t.Fatalf("vendor movements' notes %q; want the sale 3 units short and the count 6", notes)
 	}
 }
+
+// A vendor event refused before it is applied (forged, tampered, stale, malformed, a zero
+// quantity, a SKU with a NUL) leaves no trace: not in the stock, not among the events the
+// adapter has seen. So the genuine event under the same id, sent after, is applied, not
+// answered as a duplicate of the refusal or refused as an id reused for another change.
+func TestRefusedVendorEventsLeaveNoTraceAndTheGenuineOneUnderTheirIDApplies(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "ven-1", map[string]int32{"LATTE-16": 10})
+	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "ven-1", Url: "https://pos.vendor.example/handoff"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := res.Msg.GetSigningSecret()
+	now := time.Now()
+	seen := func() string {
+		t.Helper()
+		var n int
+		if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM vendor_events`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%d vendor events, on hand %d", n, s.onHand(t, "ven-1", "LATTE-16"))
+	}
+	before := seen()
+	genuine := vendorEvent("v-x", "sale", "LATTE-16", 3)
+	for _, bad := range []struct {
+		name          string
+		secret        string
+		at            time.Time
+		body, signed  []byte
+		code          int
+		errorMentions string
+	}{
+		{"tampered", secret, now, vendorEvent("v-x", "sale", "LATTE-16", 9), genuine, 401, ""},
+		{"stale", secret, now.Add(-time.Hour), genuine, nil, 401, ""},
+		{"signed with a guessed secret", "whsec_guessed", now, genuine, nil, 401, ""},
+		{"zero quantity", secret, now, vendorEvent("v-x", "sale", "LATTE-16", 0), nil, 400, "quantity"},
+		{"unknown type", secret, now, vendorEvent("v-x", "theft", "LATTE-16", 1), nil, 400, "type"},
+		{"NUL in the SKU", secret, now, vendorEvent("v-x", "sale", "LATTE\x00", 3), nil, 400, "sku"},
+	} {
+		code, out := e.vendorPost("ven-1", bad.secret, bad.at, bad.body, bad.signed)
+		if code != bad.code || !strings.Contains(out.Error, bad.errorMentions) {
+			t.Fatalf("%s: HTTP %d %+v; want %d naming %q", bad.name, code, out, bad.code, bad.errorMentions)
+		}
+		if after := seen(); after != before {
+			t.Fatalf("%s changed something: %s, before %s", bad.name, after, before)
+		}
+	}
+	code, out := e.vendorPost("ven-1", secret, now, genuine, nil)
+	if code != 200 || out.Status != "applied" || s.onHand(t, "ven-1", "LATTE-16") != 7 {
+		t.Fatalf("the genuine event after the refused ones: HTTP %d %+v, on hand %d; want 200 applied, 7", code, out, s.onHand(t, "ven-1", "LATTE-16"))
+	}
+}
