@@ -13,7 +13,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
@@ -489,4 +491,87 @@ func TestAdapterKilledAndRestartedWhileTicketsFlowLosesNoTicket(t *testing.T) {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// Every kind of order event, delivered again long after the first time (past JetStream's
+// duplicate window: here, the adapter's durable consumer lost and made again, which replays the
+// stream), raises no ticket, starts or moves no escalation timer and takes no feed sequence:
+// the adapter has recorded each event it handled. Preparing, then confirmed replayed after it,
+// starts no timer either.
+func TestEveryOrderEventDeliveredAgainLaterChangesNothing(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "red-1", map[string]int32{"LATTE-16": 10})
+	if _, err := e.admin().SetStoreSettings(context.Background(), req(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: "red-1", EscalateAfter: durationpb.New(time.Hour)}})); err != nil {
+		t.Fatal(err)
+	}
+	_, cred := e.register("Counter", "red-1")
+	f := e.openFeed(e.terminal(overGRPC, cred), "red-1")
+
+	waiting, prepared, other := order("red-1", 1), order("red-1", 2), order("red-1", 3)
+	events := []struct {
+		event string
+		o     *fulfilmentv1.Order
+	}{
+		{"confirmed", waiting}, // an escalation timer starts
+		{"confirmed", prepared},
+		{"preparing", then(prepared, fulfilmentv1.OrderState_ORDER_STATE_PREPARING)}, // its timer cleared
+		{"line_unavailable", then(then(prepared, fulfilmentv1.OrderState_ORDER_STATE_PREPARING), fulfilmentv1.OrderState_ORDER_STATE_PREPARING)},
+		{"checked_in", then(waiting, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED)},
+		{"not_accepted", then(then(waiting, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED)},
+		{"confirmed", other},
+		{"expiring_soon", then(other, fulfilmentv1.OrderState_ORDER_STATE_READY)},
+		{"pickup_locked", then(then(other, fulfilmentv1.OrderState_ORDER_STATE_READY), fulfilmentv1.OrderState_ORDER_STATE_READY)},
+		{"expired", then(then(then(other, fulfilmentv1.OrderState_ORDER_STATE_READY), fulfilmentv1.OrderState_ORDER_STATE_READY), fulfilmentv1.OrderState_ORDER_STATE_EXPIRED)},
+		{"cancelled", then(then(then(waiting, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED), fulfilmentv1.OrderState_ORDER_STATE_CANCELLED)},
+	}
+	for _, ev := range events {
+		e.publish(ev.event, ev.o, nil)
+	}
+	// Tickets: three new orders, a line unavailable, a check-in, a reminder, a lock, an expiry
+	// and a cancellation. Not an escalation: the store escalates on its own timer (an hour),
+	// not on fulfilment's not_accepted.
+	const tickets = 9
+	f.take(tickets, 10*time.Second)
+	f.quiet(300 * time.Millisecond)
+	state := func() string {
+		t.Helper()
+		var out string
+		err := e.pool.QueryRow(context.Background(), `SELECT concat_ws(' ',
+			(SELECT count(*) || ' tickets to #' || coalesce(max(seq), 0) FROM tickets WHERE store_id = 'red-1'),
+			(SELECT 'feed at #' || last_seq FROM store_feeds WHERE store_id = 'red-1'),
+			(SELECT count(*) || ' timers: ' || coalesce(string_agg(order_id || ' ' || due_time::text, ', ' ORDER BY order_id), '') FROM escalation_timers))`).Scan(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := state()
+	t.Logf("before: %s", before)
+
+	e.stopAdapter()
+	if err := e.js.DeleteConsumer(context.Background(), streams.EventsStream, posadapter.ConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	// The new consumer has read the whole stream again once it is level with it.
+	testenv.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		c, err := e.js.Consumer(context.Background(), streams.EventsStream, posadapter.ConsumerName)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if info.NumPending > 0 || info.NumAckPending > 0 || info.Delivered.Consumer < uint64(len(events)) {
+			return fmt.Errorf("consumer: %d delivered, %d pending, %d unacknowledged", info.Delivered.Consumer, info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+	if after := state(); after != before {
+		t.Fatalf("the events delivered again changed the store's feed:\nbefore %s\nafter  %s", before, after)
+	}
+	e.waitTickets("red-1", tickets)
 }
