@@ -191,3 +191,91 @@ func TestKilledRightAfterHandOverCommitsTheHoldsAfterRestart(t *testing.T) {
 	}
 	e.checkInvariants()
 }
+
+// Killed right after a change that releases holds commits (a staff cancel, a shopper's cancel,
+// a line marked unavailable, an expiry by the timer), before the release runs: after the
+// restart each hold it ends is released exactly once (one ledger row each), the order went
+// through the change once, and its event is published once.
+func TestKilledRightAfterAReleasingChangeReleasesOnceAfterRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sweep   string // the first life's loops: an expiry needs its timer loop running
+		lines   []line
+		act     func(e *env, o *fulfilmentv1.Order) error
+		event   string
+		state   fulfilmentv1.OrderState
+		holds   map[string]int
+		history int32 // the order_history to_state of the change
+	}{
+		{"staff cancel", "1h", []line{{"LATTE-16", 2}}, func(e *env, o *fulfilmentv1.Order) error {
+			_, err := e.store.CancelOrder(e.asStaff("s1"), &fulfilmentv1.StoreOrderServiceCancelOrderRequest{StoreId: "s1", OrderId: o.GetId(), Reason: "machine down"})
+			return err
+		}, "cancelled", cancelled, map[string]int{"released": 1}, int32(cancelled)},
+		{"shopper cancel", "1h", []line{{"LATTE-16", 2}}, func(e *env, o *fulfilmentv1.Order) error {
+			_, err := e.orders.CancelOrder(e.asCustomer("alice"), &fulfilmentv1.CancelOrderRequest{OrderId: o.GetId()})
+			return err
+		}, "cancelled", cancelled, map[string]int{"released": 1}, int32(cancelled)},
+		{"line unavailable", "1h", []line{{"LATTE-16", 2}, {"CROISSANT", 1}}, func(e *env, o *fulfilmentv1.Order) error {
+			_, err := e.store.MarkLineUnavailable(e.asStaff("s1"), &fulfilmentv1.MarkLineUnavailableRequest{StoreId: "s1", OrderId: o.GetId(), LineId: "l2"})
+			return err
+		}, "line_unavailable", confirmed, map[string]int{"released": 1, "open": 1}, int32(confirmed)},
+		{"expiry", "", []line{{"LATTE-16", 2}}, func(e *env, o *fulfilmentv1.Order) error {
+			// Not made ready in time: due two hours ago, its timer now.
+			_, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours', timer_at = now() WHERE id = $1`, o.GetId())
+			return err
+		}, "expired", expired, map[string]int{"released": 1}, int32(expired)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{noFulfilment: true})
+			e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+			e.setStock("s1", "LATTE-16", 5)
+			e.setStock("s1", "CROISSANT", 5)
+			var c *child
+			if tc.sweep != "" {
+				c = e.startChild("after_transition", envChildSweep+"="+tc.sweep)
+			} else {
+				c = e.startChild("after_transition")
+			}
+			o := e.mustPlace(checkout("alice", "crash-"+tc.name, "s1", tc.lines...), confirmed)
+			acted := make(chan error, 1)
+			go func() { acted <- tc.act(e, o) }()
+			if !c.waitFor("failpoint after_transition reached", 15*time.Second) {
+				t.Fatalf("child never reached the failpoint; it said:\n%s", c.output())
+			}
+			c.kill()
+			<-acted
+			if s := e.stateOf(o.GetId()); s != tc.state {
+				t.Fatalf("order is %s after the committed change, want %s", s, tc.state)
+			}
+			if got := e.holds(o.GetId()); tc.sweep != "" && !mapsEqual(got, map[string]int{"open": len(tc.lines)}) {
+				t.Fatalf("holds %v right after the kill, want all still open (the release had not run)", got)
+			}
+
+			e.startChild("")
+			e.waitHolds(o.GetId(), tc.holds)
+			var releases, perHold int
+			if err := e.invPool.QueryRow(e.ctx, `SELECT count(*), coalesce(max(n), 0) FROM (SELECT hold_id, count(*) n FROM movements
+				WHERE order_id = $1 AND kind = 'hold_released' GROUP BY hold_id) r`, o.GetId()).Scan(&releases, &perHold); err != nil {
+				t.Fatal(err)
+			}
+			if releases != tc.holds["released"] || perHold != 1 {
+				t.Fatalf("%d holds released, the most of one %d times; want %d, once each", releases, perHold, tc.holds["released"])
+			}
+			var changes int
+			if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_history WHERE order_id = $1 AND to_state = $2 AND event = $3`,
+				o.GetId(), tc.history, tc.event).Scan(&changes); err != nil {
+				t.Fatal(err)
+			}
+			if changes != 1 {
+				t.Fatalf("%d %s entries in the order's history, want 1", changes, tc.event)
+			}
+			testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+				if n := e.storedEvents(streams.EventSubject("fulfilment", "order", tc.event)); n != 1 {
+					return fmt.Errorf("%d %s events stored, want 1", n, tc.event)
+				}
+				return nil
+			})
+			e.checkInvariants()
+		})
+	}
+}
