@@ -59,6 +59,8 @@ type env struct {
 	catalogAdmin  catalogv1.CatalogAdminServiceClient
 	catalogPublic catalogv1.CatalogServiceClient
 	catalogDB     *pgxpool.Pool // the catalog's own tables, to change them behind its back
+	fulfilmentDB  *pgxpool.Pool // fulfilment's tables, to lock them and look at its orders
+	cartDB        *pgxpool.Pool // the cart's tables, to make a lease lapse
 
 	// The cart's SQL statements, counted, and its NATS connection (see cost_ext_test.go).
 	statements *statementCounter
@@ -108,8 +110,9 @@ func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 	run("inventory outbox relay", outbox.NewRelay(invPool, js, outbox.RelayConfig{Logger: log}).Run)
 	e.createStore()
 
+	e.fulfilmentDB = testenv.Pool(t, "", fulfilment.Migrations())
 	ful, err := fulfilment.New(fulfilment.Config{
-		Pool:             testenv.Pool(t, "", fulfilment.Migrations()),
+		Pool:             e.fulfilmentDB,
 		NATS:             testenv.NATSConn(t, e.nats),
 		PickupCodeSecret: []byte("checkout-test-secret-0123456789"),
 		Logger:           log,
@@ -121,8 +124,9 @@ func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 	run("fulfilment", ful.Run)
 
 	// The cart's caches keep answers for an hour: a change seen in these tests came by event.
+	e.cartDB = testenv.Pool(t, "", cart.Migrations(), cart.PoolOptions()...)
 	cfg := cart.Config{
-		Pool: e.countedPool(testenv.Pool(t, "", cart.Migrations(), cart.PoolOptions()...)), NATS: e.spiedConn(), Currency: "USD", Logger: log,
+		Pool: e.countedPool(e.cartDB), NATS: e.spiedConn(), Currency: "USD", Logger: log,
 		CheckoutTimeout: 10 * time.Second, CacheTTL: time.Hour,
 	}
 	for _, f := range configure {
