@@ -11,14 +11,14 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 
-	posadapter "github.com/handoff-dev/handoff/pos-adapter"
-
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
+	"github.com/handoff-dev/handoff/services/fulfilment"
 )
 
 func req[T any](m *T) *connect.Request[T] { return connect.NewRequest(m) }
@@ -305,3 +305,48 @@ func errText(err error) string {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// The tickets raised by fulfilment's timers and by the shopper, from the real services: an
+// order not accepted in time is escalated, the shopper's check-in reaches the counter, a ready
+// order is reminded of before its window ends and, uncollected, expires. Each once, in order.
+func TestTimerAndShopperTicketsComeOnceEachFromTheRealServices(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s, func(c *fulfilment.Config) {
+		c.NotAcceptedAfter = 300 * time.Millisecond
+		c.ExpiringSoonBefore = time.Hour - 500*time.Millisecond // the store's window is an hour
+	}))
+	s.addStore(t, "tmr-1", map[string]int32{"LATTE-16": 10})
+	_, cred := e.register("Counter", "tmr-1")
+	term := e.terminal(overGRPC, cred)
+	f := e.openFeed(term, "tmr-1")
+	ctx := context.Background()
+	o := s.placeOrder(t, "tmr-1", "k-timers", map[string]int32{"LATTE-16": 1})
+
+	next := func(kind posv1.TicketKind) {
+		t.Helper()
+		tk := f.take(1, 10*time.Second)[0]
+		if tk.GetKind() != kind || tk.GetOrderId() != o.GetId() {
+			t.Fatalf("got %v for %s; want %v for %s", tk.GetKind(), tk.GetOrderId(), kind, o.GetId())
+		}
+	}
+	next(posv1.TicketKind_TICKET_KIND_NEW_ORDER)
+	next(posv1.TicketKind_TICKET_KIND_ESCALATION)
+	if _, err := s.ful.CheckIn(ctx, o.GetCustomerId(), &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_CUSTOMER, Id: o.GetCustomerId()}, o.GetId(), "bay 2"); err != nil {
+		t.Fatalf("CheckIn: %v", err)
+	}
+	next(posv1.TicketKind_TICKET_KIND_CUSTOMER_CHECKED_IN)
+	if _, err := term.AcceptOrder(ctx, req(&posv1.AcceptOrderRequest{StoreId: "tmr-1", OrderId: o.GetId()})); err != nil {
+		t.Fatalf("AcceptOrder: %v", err)
+	}
+	if _, err := term.MarkReady(ctx, req(&posv1.MarkReadyRequest{StoreId: "tmr-1", OrderId: o.GetId()})); err != nil {
+		t.Fatalf("MarkReady: %v", err)
+	}
+	next(posv1.TicketKind_TICKET_KIND_EXPIRY_REMINDER)
+	// The pickup window ends now.
+	if _, err := s.fulPool.Exec(ctx, `UPDATE orders SET pickup_deadline = now(), timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	next(posv1.TicketKind_TICKET_KIND_ORDER_EXPIRED)
+	f.quiet(500 * time.Millisecond)
+	e.waitTickets("tmr-1", 5)
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -37,6 +38,7 @@ var pickupSecret = []byte("pos-adapter-tests-pickup-secret")
 type services struct {
 	inv      *inventory.Service
 	ful      *fulfilment.Service
+	fulPool  *pgxpool.Pool // fulfilment's tables, to bring a timer forward
 	invAdmin inventoryv1.InventoryAdminServiceClient
 	locator  inventoryv1.StoreLocatorServiceClient
 	cart     func(ctx context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.Order, error)
@@ -101,6 +103,7 @@ func withServices(s *services, edit ...func(*fulfilment.Config)) envOption {
 		s.locator = inventoryv1.NewStoreLocatorServiceClient(invConn)
 
 		fulPool := testenv.Pool(t, "", fulfilment.Migrations())
+		s.fulPool = fulPool
 		cfg := fulfilment.Config{Pool: fulPool, NATS: testenv.NATSConn(t, e.ns), PickupCodeSecret: pickupSecret,
 			Logger: testenv.Logger(t), SweepInterval: 20 * time.Millisecond, PendingAfter: 100 * time.Millisecond}
 		for _, f := range edit {
