@@ -13,11 +13,11 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/testenv"
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
-	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	"github.com/handoff-dev/handoff/services/fulfilment"
 )
 
