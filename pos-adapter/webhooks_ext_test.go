@@ -220,6 +220,17 @@ func (e *env) vendorPost(store, secret string, ts time.Time, body []byte, sigBod
 	return res.StatusCode, out
 }
 
+// vendorWebhook sets the store's vendor webhook and returns its signing secret.
+func (e *env) vendorWebhook(store string) string {
+	e.t.Helper()
+	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: store, Url: "https://pos.vendor.example/handoff"}}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res.Msg.GetSigningSecret()
+}
+
 func vendorEvent(id, typ, sku string, q int32) []byte {
 	b, _ := json.Marshal(posadapter.VendorEvent{EventID: id, Type: typ, SKU: sku, Quantity: q})
 	return b
@@ -233,12 +244,7 @@ func TestVendorInStoreEventsAdjustStockOnceAndForgedOnesChangeNothing(t *testing
 	if _, err := s.invAdmin.SetStock(context.Background(), &inventoryv1.SetStockRequest{StoreId: "ven-1", Sku: "LATTE-16", OnHand: 10, SafetyStock: 2, IdempotencyKey: "safety"}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
-		Webhook: &posv1.StoreWebhook{StoreId: "ven-1", Url: "https://pos.vendor.example/handoff"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := res.Msg.GetSigningSecret()
+	secret := e.vendorWebhook("ven-1")
 	now := time.Now()
 	onHand := func() int32 { return s.onHand(t, "ven-1", "LATTE-16") }
 	expect := func(what string, code int, status string, gotCode int, got posadapter.VendorResult, stock int32) {
@@ -380,12 +386,7 @@ func TestRefusedVendorEventsLeaveNoTraceAndTheGenuineOneUnderTheirIDApplies(t *t
 	var s services
 	e := newEnv(t, withServices(&s))
 	s.addStore(t, "ven-1", map[string]int32{"LATTE-16": 10})
-	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
-		Webhook: &posv1.StoreWebhook{StoreId: "ven-1", Url: "https://pos.vendor.example/handoff"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := res.Msg.GetSigningSecret()
+	secret := e.vendorWebhook("ven-1")
 	now := time.Now()
 	seen := func() string {
 		t.Helper()

@@ -297,14 +297,9 @@ func TestEventStreamIsRelayedPromptlyWithFewNotifies(t *testing.T) {
 // before its next poll: only the last flush publishes it.
 func TestStoppingRelayPublishesWhatWasCommittedBeforeIt(t *testing.T) {
 	e := setup(t)
-	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	waitListening(t, e.pool)
+	stop := runIdleRelay(t, e)
 	insertUnnotified(t, e.pool)
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Relay.Run: %v", err)
 	}
 	if n := outboxRows(t, e.pool); n != 0 {
@@ -320,11 +315,7 @@ func TestStoppingRelayPublishesWhatWasCommittedBeforeIt(t *testing.T) {
 // round. The last flush waits for the lock (within FinalFlush) rather than skipping its round.
 func TestStoppingRelayWaitsForTheLockToPublishWhatIsLeft(t *testing.T) {
 	e := setup(t)
-	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	waitListening(t, e.pool)
+	stop := runIdleRelay(t, e)
 	insertUnnotified(t, e.pool)
 
 	holder, err := e.pool.Begin(t.Context())
@@ -334,17 +325,31 @@ func TestStoppingRelayWaitsForTheLockToPublishWhatIsLeft(t *testing.T) {
 	if _, err := holder.Exec(t.Context(), `SELECT pg_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))`); err != nil {
 		t.Fatal(err)
 	}
-	cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
 	time.Sleep(300 * time.Millisecond)
 	if err := holder.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
+	if err := <-stopped; err != nil {
 		t.Fatalf("Relay.Run: %v", err)
 	}
 	if n := outboxRows(t, e.pool); n != 0 {
 		t.Fatalf("the outbox holds %d rows after the relay stopped, want 0", n)
 	}
+}
+
+// runIdleRelay runs a relay that looks at the outbox only when notified (its poll is an hour
+// away) and is listening; stop cancels it and returns what Run returned.
+func runIdleRelay(t *testing.T, e env) (stop func() error) {
+	t.Helper()
+	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(cancel)
+	waitListening(t, e.pool)
+	return func() error { cancel(); return <-done }
 }
 
 // insertUnnotified writes an outbox row as Enqueue does, without its NOTIFY.
