@@ -11,19 +11,25 @@ import (
 // deliveryOutcome is what an attempt came to, for its row.
 type deliveryOutcome struct {
 	id        string
-	state     string // "pending" (a retry), "delivered", "failed" (dead letter) or "dropped"
+	state     string // deliveryPending (a retry), "delivered", "failed" (dead letter) or "dropped"
 	attempts  int
 	lastError string
 	wait      time.Duration // until the retry, for "pending"
 }
 
-// recordDeliveriesSQL writes the outcomes of many attempts in one statement.
+// deliveryPending is the state of a delivery still to be made (again).
+const deliveryPending = "pending"
+
+// recordDeliveriesSQL writes the outcomes of many attempts in one statement. The pending state
+// is a parameter ($6), not the constant: the generic plan would otherwise walk the partial index
+// of pending deliveries (the dispatcher's), whose entries of delivered rows stay until a vacuum,
+// instead of looking each delivery up by id.
 const recordDeliveriesSQL = `
 UPDATE webhook_deliveries d SET state = o.state, attempts = o.attempts, last_error = o.last_error,
 	done_time = CASE WHEN o.state = 'pending' THEN d.done_time ELSE now() END,
 	next_attempt_time = CASE WHEN o.state = 'pending' THEN now() + o.wait_us * interval '1 microsecond' ELSE d.next_attempt_time END
 FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bigint[]) AS o(id, state, attempts, last_error, wait_us)
-WHERE d.id = o.id AND d.state = 'pending'`
+WHERE d.id = o.id AND d.state = $6`
 
 // maxRecordBatch bounds one recording statement.
 const maxRecordBatch = 500
@@ -59,7 +65,7 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 	// Recorded even when shutting down: a delivery made and not recorded is made again.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits)
+	_, err := r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending)
 	now := time.Now()
 	if err != nil {
 		// The deliveries keep their claim and fall due again when it lapses.
@@ -68,7 +74,7 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 		return
 	}
 	for _, o := range batch {
-		if o.state == "pending" {
+		if o.state == deliveryPending {
 			r.retries.Note(now.Add(o.wait))
 		}
 	}

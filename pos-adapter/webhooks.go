@@ -348,7 +348,7 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 	}
 	wait := a.webhookBackoff(attempts)
 	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "err", sendErr)
-	return deliveryOutcome{id: c.id, state: "pending", attempts: attempts, lastError: truncate(sendErr.Error(), 500), wait: wait}, true
+	return deliveryOutcome{id: c.id, state: deliveryPending, attempts: attempts, lastError: truncate(sendErr.Error(), 500), wait: wait}, true
 }
 
 // webhookBackoff is the wait after the n-th failed attempt: WebhookBackoff doubled per
