@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/handoff-dev/handoff/internal/testenv"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 )
 
@@ -32,6 +33,18 @@ func TestRefusedActionsChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitNoEffects()
+	// And the relay has published all six events so far: the outbox and the events seen are in
+	// the snapshot.
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var left int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+			return err
+		}
+		if n := e.events.count(); left != 0 || n != 6 {
+			return fmt.Errorf("%d events in the outbox, %d published; want 0 and 6", left, n)
+		}
+		return nil
+	})
 	code := e.codeOf("amy", preparing.GetId())
 	long := strings.Repeat("x", 2000)
 
@@ -129,6 +142,17 @@ func TestRefusedActionsChangeNothing(t *testing.T) {
 		}
 	}
 	e.checkInvariants()
+
+	// The snapshot does see a change: a check-in that is allowed.
+	if _, err := e.orders.CheckIn(e.asCustomer("amy"), &fulfilmentv1.CheckInRequest{OrderId: confirmedOrder.GetId(), Bay: "A1"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if e.snapshot() == before {
+			return fmt.Errorf("a check-in did not change the snapshot")
+		}
+		return nil
+	})
 }
 
 // snapshot sums up everything fulfilment and inventory have written: any write changes it.
@@ -136,7 +160,8 @@ func (e *env) snapshot() string {
 	e.t.Helper()
 	var f, i string
 	if err := e.pool.QueryRow(e.ctx, `SELECT concat_ws(' ',
-		(SELECT count(*) || ' orders v' || coalesce(sum(version), 0) || ' at ' || coalesce(max(update_time)::text, '') || ' wrong ' || coalesce(sum(wrong_codes), 0) FROM orders),
+		(SELECT count(*) || ' orders v' || coalesce(sum(version), 0) || ' at ' || coalesce(max(update_time)::text, '') || ' wrong ' || coalesce(sum(wrong_codes), 0)
+			|| ' checked in ' || count(check_in_time) || ' locked ' || count(pickup_locked_until) FROM orders),
 		(SELECT count(*) || ' history' FROM order_history),
 		(SELECT count(*) || ' effects' FROM order_effects),
 		(SELECT count(*) || ' notifications' FROM notifications),
@@ -144,7 +169,8 @@ func (e *env) snapshot() string {
 		e.t.Fatal(err)
 	}
 	if err := e.invPool.QueryRow(e.ctx, `SELECT concat_ws(' ',
-		(SELECT string_agg(state || ':' || n || '/' || q, ',' ORDER BY state) FROM (SELECT state, count(*) n, sum(quantity) q FROM holds GROUP BY state) h),
+		(SELECT string_agg(state || ':' || n || '/' || q || ' until ' || e, ',' ORDER BY state)
+			FROM (SELECT state, count(*) n, sum(quantity) q, max(expire_time)::text e FROM holds GROUP BY state) h),
 		(SELECT count(*) || ' movements' FROM movements),
 		(SELECT 'on hand ' || sum(on_hand) || ' reserved ' || sum(reserved) || ' at ' || max(update_time)::text FROM stock))`).Scan(&i); err != nil {
 		e.t.Fatal(err)
