@@ -193,9 +193,9 @@ func TestKilledRightAfterHandOverCommitsTheHoldsAfterRestart(t *testing.T) {
 }
 
 // Killed right after a change that releases holds commits (a staff cancel, a shopper's cancel,
-// a line marked unavailable, an expiry of an overdue order staff accept), before the release runs: after the
-// restart each hold it ends is released exactly once (one ledger row each), the order went
-// through the change once, and its event is published once.
+// a line marked unavailable, the expiry of an overdue order staff accept), before the release
+// runs: after the restart each hold it ends is released exactly once (one ledger row each), the
+// order went through the change once, and its event is published once.
 func TestKilledRightAfterAReleasingChangeReleasesOnceAfterRestart(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
