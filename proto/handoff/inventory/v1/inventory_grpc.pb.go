@@ -241,7 +241,9 @@ type InventoryAdminServiceClient interface {
 	ListStock(ctx context.Context, in *ListStockRequest, opts ...grpc.CallOption) (*ListStockResponse, error)
 	// ListMovements pages through the stock ledger, newest first.
 	ListMovements(ctx context.Context, in *ListMovementsRequest, opts ...grpc.CallOption) (*ListMovementsResponse, error)
-	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere.
+	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
+	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded).
 	CheckInvariants(ctx context.Context, in *CheckInvariantsRequest, opts ...grpc.CallOption) (*CheckInvariantsResponse, error)
 }
 
@@ -353,7 +355,9 @@ type InventoryAdminServiceServer interface {
 	ListStock(context.Context, *ListStockRequest) (*ListStockResponse, error)
 	// ListMovements pages through the stock ledger, newest first.
 	ListMovements(context.Context, *ListMovementsRequest) (*ListMovementsResponse, error)
-	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere.
+	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
+	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded).
 	CheckInvariants(context.Context, *CheckInvariantsRequest) (*CheckInvariantsResponse, error)
 	mustEmbedUnimplementedInventoryAdminServiceServer()
 }

@@ -219,7 +219,9 @@ type InventoryAdminServiceClient interface {
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)
 	// ListMovements pages through the stock ledger, newest first.
 	ListMovements(context.Context, *connect.Request[v1.ListMovementsRequest]) (*connect.Response[v1.ListMovementsResponse], error)
-	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere.
+	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
+	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded).
 	CheckInvariants(context.Context, *connect.Request[v1.CheckInvariantsRequest]) (*connect.Response[v1.CheckInvariantsResponse], error)
 }
 
@@ -354,7 +356,9 @@ type InventoryAdminServiceHandler interface {
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)
 	// ListMovements pages through the stock ledger, newest first.
 	ListMovements(context.Context, *connect.Request[v1.ListMovementsRequest]) (*connect.Response[v1.ListMovementsResponse], error)
-	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere.
+	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
+	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded).
 	CheckInvariants(context.Context, *connect.Request[v1.CheckInvariantsRequest]) (*connect.Response[v1.CheckInvariantsResponse], error)
 }
 

@@ -1764,7 +1764,9 @@ export const InventoryAdminService: GenService<{
     output: typeof ListMovementsResponseSchema;
   },
   /**
-   * CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere.
+   * CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
+   * that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
+   * safety stock at the time (the levels the ledger recorded).
    *
    * @generated from rpc handoff.inventory.v1.InventoryAdminService.CheckInvariants
    */
