@@ -1,10 +1,15 @@
 package main
 
 import (
+	"io"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/stack"
 )
 
 // The deploy files are kept in step with the binary: every variable they set is one it reads,
@@ -44,6 +49,46 @@ func TestDeployFilesUseTheBinarysVariablesAndFlags(t *testing.T) {
 			// -c is nats-server's (its config file), in the compose file.
 			if !flags[m[1]] && m[1] != "c" {
 				t.Errorf("%s passes -%s, which handoff does not have", file, m[1])
+			}
+		}
+	}
+}
+
+// Kubernetes and compose wait longer than a stop can take before they kill a process: the
+// drain's grace (the deploy files' or the default), the outbox's last flush, then closing
+// (stack.MaxShutdown). A kill midway loses nothing, but cuts off the requests being finished.
+func TestDeployFilesWaitForAWholeShutdown(t *testing.T) {
+	graceSetting := regexp.MustCompile(`(?m)^\s+HANDOFF_SHUTDOWN_GRACE:\s*"?([^"\s]+)"?`)
+	waits := map[string]*regexp.Regexp{
+		"../../deploy/k8s/handoff.yaml":   regexp.MustCompile(`terminationGracePeriodSeconds:\s*(\d+)()`),
+		"../../deploy/docker-compose.yml": regexp.MustCompile(`stop_grace_period:\s*(\d+)(s|m)`),
+	}
+	for file, wait := range waits {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := map[string]string{}
+		if m := graceSetting.FindSubmatch(b); m != nil {
+			env["HANDOFF_SHUTDOWN_GRACE"] = string(m[1])
+		}
+		set, err := parseSettings(nil, func(k string) string { return env[k] }, io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		need := stack.MaxShutdown(set.stack.ShutdownGrace)
+		found := wait.FindAllSubmatch(b, -1)
+		if len(found) == 0 {
+			t.Errorf("%s does not say how long to wait for a stop (%s needed)", file, need)
+		}
+		for _, m := range found {
+			n, _ := strconv.Atoi(string(m[1]))
+			d := time.Duration(n) * time.Second
+			if string(m[2]) == "m" {
+				d = time.Duration(n) * time.Minute
+			}
+			if d < need {
+				t.Errorf("%s kills a stopping process after %s; a stop with a %s grace may take %s", file, d, set.stack.ShutdownGrace, need)
 			}
 		}
 	}

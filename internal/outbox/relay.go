@@ -64,6 +64,9 @@ type RelayConfig struct {
 	FinalFlush time.Duration
 }
 
+// DefaultFinalFlush is RelayConfig.FinalFlush's default: what a stop may add after the drain.
+const DefaultFinalFlush = 3 * time.Second
+
 // Relay publishes the outbox of one schema (the pool's search_path) to
 // JetStream. Run any number of relays per schema, in any number of processes:
 // a transaction-scoped advisory lock lets one publish at a time, which keeps
@@ -126,7 +129,7 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Rela
 		cfg.BusyGather = cfg.Gather
 	}
 	if cfg.FinalFlush == 0 {
-		cfg.FinalFlush = 3 * time.Second
+		cfg.FinalFlush = DefaultFinalFlush
 	}
 	pub := asyncPublisher(js, cfg.AckTimeout)
 	return &Relay{pool: pool, js: pub, ownJS: pub != js, cfg: cfg, logger: cfg.Logger}

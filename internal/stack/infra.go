@@ -47,17 +47,7 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w (start nats-server with -js, or leave NATS_URL empty with the all target)", RedactURL(url), err)
 	}
-	// Drain on shutdown: in-flight requests and acks finish before the connection closes.
-	s.onClose(func(context.Context) error {
-		if err := nc.Drain(); err != nil {
-			nc.Close()
-			return fmt.Errorf("drain NATS connection: %w", err)
-		}
-		for nc.IsDraining() {
-			time.Sleep(10 * time.Millisecond)
-		}
-		return nil
-	})
+	s.onClose(func(ctx context.Context) error { return drainConn(ctx, nc) })
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("JetStream context: %w", err)
@@ -176,6 +166,27 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// drainConn drains nc on shutdown, so that in-flight requests and acks finish before the
+// connection closes, and closes it when ctx ends first: the client's own drain timeout (30 s)
+// would otherwise hold the stop past MaxShutdown behind a handler that does not return.
+func drainConn(ctx context.Context, nc *nats.Conn) error {
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain NATS connection: %w", err)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for nc.IsDraining() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return fmt.Errorf("drain NATS connection: %w", context.Cause(ctx))
+		case <-tick.C:
+		}
 	}
 	return nil
 }

@@ -167,3 +167,71 @@ func shutDownDuring(t *testing.T, s *system, nc *nats.Conn, subject string, ente
 	}
 	return <-called
 }
+
+// The NATS endpoints drain within what is left of the servers' grace, not a grace of their own
+// after it: a stop stays within MaxShutdown however long the servers took.
+func TestTheNATSEndpointsDrainWithinTheServersGrace(t *testing.T) {
+	const grace = time.Second
+	s := &system{log: slog.New(slog.DiscardHandler), cfg: Config{Target: TargetAll, ShutdownGrace: grace}}
+	s.addServer(func(ctx context.Context) error {
+		<-ctx.Done()
+		time.Sleep(700 * time.Millisecond) // slow requests finishing in the grace
+		return nil
+	})
+	var drainBy atomic.Int64
+	s.natsDrains = append(s.natsDrains, func(ctx context.Context) error {
+		if d, ok := ctx.Deadline(); ok {
+			drainBy.Store(d.UnixNano())
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx, nil) }()
+	time.Sleep(50 * time.Millisecond)
+	stopped := time.Now()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if drainBy.Load() == 0 {
+		t.Fatal("the NATS endpoints were drained without a deadline")
+	}
+	if by := time.Unix(0, drainBy.Load()).Sub(stopped); by > grace+100*time.Millisecond {
+		t.Fatalf("the NATS endpoints had until %s after the stop to drain; want within the %s grace", by, grace)
+	}
+}
+
+// Closing the NATS connection waits for its drain (handlers finishing) only until the close
+// budget's end, then closes it: the client's own drain timeout is 30 s, past MaxShutdown.
+func TestDrainingTheNATSConnectionEndsWithItsContext(t *testing.T) {
+	nc := testenv.NATSConn(t, testenv.NATS(t))
+	release, busy := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	if _, err := nc.Subscribe("stuck", func(*nats.Msg) { close(busy); <-release }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish("stuck", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-busy:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never ran")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- drainConn(ctx, nc) }()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("drainConn past its deadline: %v; want the deadline's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("drainConn still waits for a handler that does not return, past its deadline")
+	}
+	if !nc.IsClosed() {
+		t.Fatal("the connection is still open after its drain ran out of time")
+	}
+}

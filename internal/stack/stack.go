@@ -31,6 +31,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/grpcserver"
+	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
@@ -107,7 +108,8 @@ type Config struct {
 	Currency string
 	// LoadDemo loads the demo chain into an empty database.
 	LoadDemo bool
-	// ShutdownGrace bounds graceful draining on stop.
+	// ShutdownGrace bounds graceful draining on stop: the servers' and then the NATS
+	// endpoints' drain share it (see MaxShutdown).
 	ShutdownGrace time.Duration
 
 	Logger *slog.Logger
@@ -211,8 +213,23 @@ type system struct {
 
 func (s *system) onClose(f func(context.Context) error) { s.closers = append(s.closers, f) }
 
+// closeBudget bounds closing what the system opened (the NATS connection's drain, the embedded
+// server, the private Postgres) once everything has drained: a closer still running then is cut
+// short, and what it held is safe anyway (the outbox and the consumers' inboxes are in
+// Postgres, which recovers from an immediate stop).
+const closeBudget = 10 * time.Second
+
+// MaxShutdown is the longest a stop takes, from the signal to the return of Run, with the given
+// grace: the servers and the NATS endpoints drain within one grace, the relays' last flush
+// follows (outbox.DefaultFinalFlush), then closing (closeBudget). An orchestrator's kill
+// timeout (Kubernetes' terminationGracePeriodSeconds) must exceed it, or a stop is cut short
+// by SIGKILL: nothing is lost then, but what was in flight is retried instead of finished.
+func MaxShutdown(grace time.Duration) time.Duration {
+	return grace + outbox.DefaultFinalFlush + closeBudget
+}
+
 func (s *system) closeAll() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace+20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), closeBudget)
 	defer cancel()
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		if err := s.closers[i](ctx); err != nil {
@@ -294,8 +311,12 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
+		// The servers drain within the grace from now; the NATS endpoints get what is left
+		// of it, not a grace of their own, so that a stop stays within MaxShutdown.
+		drainCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), time.Now().Add(s.cfg.ShutdownGrace))
+		defer cancel()
 		serving.Wait()
-		s.drainNATS(context.WithoutCancel(ctx))
+		s.drainNATS(drainCtx)
 		stopLoops()
 		return nil
 	})
