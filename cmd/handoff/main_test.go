@@ -50,6 +50,31 @@ func TestTokenCommandMintsTokensTheSystemAccepts(t *testing.T) {
 	if code := run([]string{"token", "-role", "staff", "-subject", "x", "-jwt-keys", testKeys}, func(string) string { return "" }, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "store") {
 		t.Fatalf("staff token without stores: exit %d, %q", code, errOut.String())
 	}
+
+	// Without -jwt-keys it signs with the development key the one-process mode keeps in its
+	// data dir, and never makes one of its own: a token signed by a key the running system does
+	// not know would only be refused later, with a less helpful message.
+	empty := t.TempDir()
+	errOut.Reset()
+	if code := run([]string{"token", "-subject", "x", "-data-dir", empty}, func(string) string { return "" }, io.Discard, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), filepath.Join(empty, "dev-jwt.key")) || !strings.Contains(errOut.String(), "-data-dir") {
+		t.Fatalf("token where there is no development key: exit %d, %q; want 1 and a message naming the key's path and -data-dir", code, errOut.String())
+	}
+	if entries, err := os.ReadDir(empty); err != nil || len(entries) != 0 {
+		t.Fatalf("token where there is no development key left %v (%v) in the data dir; want nothing", entries, err)
+	}
+	dataDir := t.TempDir()
+	devKeys, err := auth.DevKeySet(dataDir) // as the one-process mode makes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run([]string{"token", "-subject", "ana", "-data-dir", dataDir}, func(string) string { return "" }, &out, io.Discard); code != 0 {
+		t.Fatalf("token with the data dir's development key: exit %d", code)
+	}
+	if p, err := devKeys.Verify(strings.TrimSpace(out.String())); err != nil || p.Subject != "ana" {
+		t.Fatalf("a token minted with the data dir's key verifies as %+v, %v", p, err)
+	}
 }
 
 func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {

@@ -39,9 +39,9 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "handoff token: -subject is required")
 		return 2
 	}
-	ks, err := stack.LoadKeys(stack.Config{JWTKeys: *keys, DataDir: *dataDir})
+	ks, err := stack.ClientKeys(*keys, *dataDir)
 	if err != nil {
-		fmt.Fprintf(stderr, "handoff token: %v\n", err)
+		fmt.Fprintf(stderr, "handoff token: %v (run it where Handoff runs, or pass its -data-dir or -jwt-keys)\n", err)
 		return 1
 	}
 	tok, err := ks.Issue(p, *ttl)

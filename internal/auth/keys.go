@@ -60,7 +60,7 @@ func ParseKeySet(spec string) (*KeySet, error) {
 // dir so that tokens minted by `handoff token` keep working across restarts. Never for
 // production: set HANDOFF_JWT_KEYS there.
 func DevKeySet(dir string) (*KeySet, error) {
-	path := filepath.Join(dir, "dev-jwt.key")
+	path := filepath.Join(dir, devKeyFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		key := make([]byte, minKeyBytes)
@@ -75,6 +75,26 @@ func DevKeySet(dir string) (*KeySet, error) {
 			return nil, fmt.Errorf("write development key: %w", err)
 		}
 	} else if err != nil {
+		return nil, fmt.Errorf("read development key: %w", err)
+	}
+	return ParseKeySet(strings.TrimSpace(string(b)))
+}
+
+const devKeyFile = "dev-jwt.key"
+
+// ErrNoDevKey is ExistingDevKeySet's error where dir holds no development key.
+var ErrNoDevKey = errors.New("no development token key")
+
+// ExistingDevKeySet reads the development key a one-process Handoff made in dir, and never makes
+// one: a tool minting tokens for a running system (handoff token, mobile-mock) with a key of its
+// own would mint tokens that system refuses.
+func ExistingDevKeySet(dir string) (*KeySet, error) {
+	path := filepath.Join(dir, devKeyFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w at %s", ErrNoDevKey, path)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("read development key: %w", err)
 	}
 	return ParseKeySet(strings.TrimSpace(string(b)))

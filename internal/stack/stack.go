@@ -391,6 +391,20 @@ func LoadKeys(cfg Config) (*auth.KeySet, error) {
 	return ks, nil
 }
 
+// ClientKeys is LoadKeys for tools that mint tokens for a running system (handoff token,
+// mobile-mock): without configured keys they read the development key the system made in its
+// data dir, and fail where there is none rather than make one it would not know.
+func ClientKeys(jwtKeys, dataDir string) (*auth.KeySet, error) {
+	if jwtKeys != "" {
+		return LoadKeys(Config{JWTKeys: jwtKeys})
+	}
+	ks, err := auth.ExistingDevKeySet(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("development token key: %w", err)
+	}
+	return ks, nil
+}
+
 // loadSecret returns the configured secret, or a development secret kept in dir/name (made on
 // first use) for the one-process mode.
 func loadSecret(configured, dir, name string) ([]byte, error) {

@@ -29,9 +29,10 @@ type Endpoints struct {
 }
 
 // Keys loads the key set a running system uses, exactly as `handoff token` does: the key set
-// spec when given (HANDOFF_JWT_KEYS), else the one-process mode's development key in dataDir.
+// spec when given (HANDOFF_JWT_KEYS), else the one-process mode's development key in dataDir,
+// which must exist.
 func Keys(jwtKeys, dataDir string) (*auth.KeySet, error) {
-	return stack.LoadKeys(stack.Config{JWTKeys: jwtKeys, DataDir: dataDir})
+	return stack.ClientKeys(jwtKeys, dataDir)
 }
 
 // Token mints a token for p, valid for a day.
