@@ -239,6 +239,13 @@ func (s *system) closeAll() {
 }
 
 func (s *system) start(ctx context.Context) error {
+	if s.cfg.Target == TargetAll {
+		release, err := lockDataDir(s.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		s.onClose(func(context.Context) error { release(); return nil })
+	}
 	keys, err := LoadKeys(s.cfg)
 	if err != nil {
 		return err
