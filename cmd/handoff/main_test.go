@@ -91,6 +91,10 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 		{nil, map[string]string{"HANDOFF_STREAM_REPLICAS": "3x"}, `HANDOFF_STREAM_REPLICAS="3x": want a whole number`},
 		{nil, map[string]string{"HANDOFF_SHUTDOWN_GRACE": "10"}, `HANDOFF_SHUTDOWN_GRACE="10": want a duration`},
+		{[]string{"-currency", "EUR"}, nil, "the demo chain is priced in USD; run with -currency USD, or without the demo (-demo=false)"},
+		{[]string{"-currency", "EURO", "-demo=false"}, nil, `currency "EURO": want an ISO 4217 code`},
+		{[]string{"-db-max-conns", "-3"}, nil, "db max conns -3: want a positive number"},
+		{[]string{"-stream-replicas", "7"}, nil, "stream replicas 7: want 1 to 5"},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer

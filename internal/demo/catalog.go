@@ -235,7 +235,7 @@ func products() []Product {
 			if v.suffix != "" {
 				sku += "-" + v.suffix
 			}
-			p.Variants = append(p.Variants, Variant{SKU: sku, ProductID: p.ID, Name: v.name, PriceMinor: v.price, Currency: currency})
+			p.Variants = append(p.Variants, Variant{SKU: sku, ProductID: p.ID, Name: v.name, PriceMinor: v.price, Currency: Currency})
 		}
 		out = append(out, p)
 	}

@@ -160,7 +160,7 @@ const (
 func Seattle() Chain {
 	return Chain{
 		Name:       "Harbor Coffee & Market",
-		Currency:   currency,
+		Currency:   Currency,
 		TimeZone:   timeZone,
 		Stores:     seattleStores(),
 		Categories: categories(),

@@ -2,10 +2,10 @@ package demo
 
 import "time"
 
-const (
-	currency = "USD"
-	timeZone = "America/Los_Angeles"
-)
+// Currency is the ISO 4217 code the demo chain is priced in.
+const Currency = "USD"
+
+const timeZone = "America/Los_Angeles"
 
 // hoursProfile names a weekly opening-hours pattern shared by several stores.
 type hoursProfile int

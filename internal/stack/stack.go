@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/text/currency"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -145,11 +146,28 @@ func (c *Config) Validate() error {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
-	if c.StreamReplicas <= 0 {
+	if c.StreamReplicas < 0 || c.StreamReplicas > 5 {
+		return fmt.Errorf("stream replicas %d: want 1 to 5 (JetStream's limit), 3 in a production cluster", c.StreamReplicas)
+	}
+	if c.StreamReplicas == 0 {
 		c.StreamReplicas = 1
 	}
-	if c.DBMaxConns <= 0 {
+	if c.DBMaxConns < 0 {
+		return fmt.Errorf("db max conns %d: want a positive number, or 0 for the default", c.DBMaxConns)
+	}
+	if c.DBMaxConns == 0 {
 		c.DBMaxConns = 16
+	}
+	if c.Currency == "" {
+		c.Currency = demo.Currency
+	}
+	unit, err := currency.ParseISO(c.Currency)
+	if err != nil {
+		return fmt.Errorf("currency %q: want an ISO 4217 code such as USD or EUR", c.Currency)
+	}
+	c.Currency = unit.String()
+	if c.LoadDemo && c.Currency != demo.Currency {
+		return fmt.Errorf("currency %s: the demo chain is priced in %s; run with -currency %s, or without the demo (-demo=false)", c.Currency, demo.Currency, demo.Currency)
 	}
 	if c.Target != TargetAll {
 		if c.NATSURL == "" {
