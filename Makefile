@@ -26,7 +26,13 @@ run: ## Run the whole system in one process, demo data loaded (Ctrl-C stops it)
 	go run ./cmd/handoff
 
 .PHONY: test
-test: deps tools lint checkgenerate web ## Everything CI checks: lint, generated code in step, go test -race ./..., short fuzzing
+test: deps ## Everything CI checks: lint, generated code in step, go test -race ./..., short fuzzing
+	$(MAKE) --no-print-directory tested
+
+# A make of its own after deps, so that it sees what deps installed (npm, read when the Makefile
+# is parsed).
+.PHONY: tested
+tested: tools lint checkgenerate web
 	go test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
 
@@ -47,7 +53,7 @@ test-short: ## Just the Go tests
 	go test -race ./...
 
 .PHONY: deps
-deps: ## Install what the machine lacks: PostgreSQL binaries, and Chromium for the browser test
+deps: ## Install what the machine lacks: PostgreSQL binaries, and Chromium and Node.js for the browser test
 	@.ci/system-deps
 
 .PHONY: tools

@@ -73,7 +73,7 @@ func (p Policy) Authorize(ks *KeySet, fullMethod, authorization string) (Princip
 		if access == AccessAnonymous {
 			return Principal{}, false, nil
 		}
-		return Principal{}, false, status.Errorf(codes.Unauthenticated, "%s needs a %s token (Authorization: Bearer <token>)", ServiceOf(fullMethod), access)
+		return Principal{}, false, status.Errorf(codes.Unauthenticated, "%s needs %s (Authorization: Bearer <token>)", ServiceOf(fullMethod), AToken(access.String()))
 	}
 	if err != nil {
 		return Principal{}, false, status.Error(codes.Unauthenticated, err.Error())
@@ -86,7 +86,7 @@ func (p Policy) Authorize(ks *KeySet, fullMethod, authorization string) (Princip
 		return Principal{}, false, status.Error(codes.Unauthenticated, "token rejected: not signed by a Handoff key, or malformed")
 	}
 	if !access.allows(principal.Role) {
-		return Principal{}, false, status.Errorf(codes.PermissionDenied, "%s needs a %s token; this is a %s token", ServiceOf(fullMethod), access, principal.Role)
+		return Principal{}, false, status.Errorf(codes.PermissionDenied, "%s needs %s; this is %s", ServiceOf(fullMethod), AToken(access.String()), AToken(string(principal.Role)))
 	}
 	return principal, true, nil
 }
@@ -103,6 +103,14 @@ func (a Access) allows(r Role) bool {
 		return r == RoleAdmin
 	}
 	return false
+}
+
+// AToken names a kind of token with its article, for messages: "an admin token".
+func AToken(kind string) string {
+	if kind != "" && strings.ContainsRune("aeiou", rune(kind[0])) {
+		return "an " + kind + " token"
+	}
+	return "a " + kind + " token"
 }
 
 func (a Access) String() string {

@@ -25,7 +25,7 @@ const CustomerIDMetadata = "x-handoff-customer-id"
 func callerID(ctx context.Context) (string, error) {
 	if p, ok := auth.FromContext(ctx); ok {
 		if p.Role != auth.RoleCustomer || p.Subject == "" {
-			return "", status.Errorf(codes.PermissionDenied, "carts belong to customers; this is a %s token", p.Role)
+			return "", status.Errorf(codes.PermissionDenied, "carts belong to customers; this is %s", auth.AToken(string(p.Role)))
 		}
 		return p.Subject, nil
 	}

@@ -193,7 +193,7 @@ func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.
 		case domain.HandOverLocked:
 			return nil, lockedError(lockedUntil.Sub(now))
 		case domain.CodeWrong:
-			return nil, &commitAnyway{rpcerr.PermissionDenied("wrong pickup code; %d more wrong codes lock hand-over for %s",
+			return nil, &commitAnyway{rpcerr.PermissionDenied("wrong pickup code; %d more and hand-over locks for %s",
 				s.cfg.PickupMaxWrong-wrong, s.cfg.PickupLockout)}
 		case domain.CodeWrongNowLocked:
 			c, err := o.step(domain.LockPickup, actor, fmt.Sprintf("%d wrong pickup codes in a row", s.cfg.PickupMaxWrong), "", now)

@@ -254,7 +254,7 @@ func TestWrongPickupCodesLockHandOverForAWhile(t *testing.T) {
 	}
 	for i := 1; i <= 4; i++ {
 		_, err := e.handOver("s1", o.GetId(), wrong)
-		wantCode(t, fmt.Sprintf("wrong code %d", i), err, codes.PermissionDenied, fmt.Sprintf("%d more wrong codes", 5-i))
+		wantCode(t, fmt.Sprintf("wrong code %d", i), err, codes.PermissionDenied, fmt.Sprintf("%d more and hand-over locks", 5-i))
 	}
 	_, err := e.handOver("s1", o.GetId(), wrong)
 	wantCode(t, "fifth wrong code", err, codes.ResourceExhausted, "locked")

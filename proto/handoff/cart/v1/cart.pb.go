@@ -98,7 +98,8 @@ type CartLine struct {
 	UnitPrice *v1.Money `protobuf:"bytes,7,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
 	// unit_price x quantity.
 	LineTotal *v1.Money `protobuf:"bytes,8,opt,name=line_total,json=lineTotal,proto3" json:"line_total,omitempty"`
-	// Units the chosen store can promise now (-1 when no store is chosen).
+	// Units the chosen store can promise now: -1 when no store is chosen, or once the cart is
+	// checked out (its order holds the units; the order shows what it got).
 	AvailableAtStore int32 `protobuf:"varint,9,opt,name=available_at_store,json=availableAtStore,proto3" json:"available_at_store,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache

@@ -83,7 +83,8 @@ export type CartLine = Message<"handoff.cart.v1.CartLine"> & {
   lineTotal?: Money | undefined;
 
   /**
-   * Units the chosen store can promise now (-1 when no store is chosen).
+   * Units the chosen store can promise now: -1 when no store is chosen, or once the cart is
+   * checked out (its order holds the units; the order shows what it got).
    *
    * @generated from field: int32 available_at_store = 9;
    */
