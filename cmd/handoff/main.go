@@ -73,10 +73,15 @@ func readyMessage(target string, r stack.Ready) string {
 	if r.POSAdapterAddr != "" {
 		parts = append(parts, "pos-adapter http://"+r.POSAdapterAddr)
 	}
+	// The services' own gRPC ports carry the admin and staff APIs the gateway does not serve.
+	var services []string
 	for _, name := range stack.Targets {
-		if addr := r.ServiceAddrs[name]; addr != "" && target != stack.TargetAll {
-			parts = append(parts, name+" gRPC "+addr)
+		if addr := r.ServiceAddrs[name]; addr != "" {
+			services = append(services, name+" "+addr)
 		}
+	}
+	if len(services) > 0 {
+		parts = append(parts, "gRPC (admin APIs) "+strings.Join(services, ", "))
 	}
 	if r.MetricsAddr != "" {
 		parts = append(parts, "metrics http://"+r.MetricsAddr+"/metrics")

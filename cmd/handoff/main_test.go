@@ -23,6 +23,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
@@ -328,5 +329,18 @@ func TestTargetsRunAsSeparateProcessesAgainstExternalNATSAndPostgres(t *testing.
 		if err := p.waitExit(t); err != nil {
 			t.Fatalf("exit after SIGTERM: %v", err)
 		}
+	}
+}
+
+// The ready line names every port a person may call, the services' own gRPC ports (where the
+// admin APIs are) in the one-process mode too.
+func TestReadyLineNamesTheAdminPorts(t *testing.T) {
+	line := readyMessage(stack.TargetAll, stack.Ready{GatewayAddr: "127.0.0.1:8080", NATSURL: "nats://127.0.0.1:4223",
+		ServiceAddrs: map[string]string{stack.TargetCatalog: "127.0.0.1:9101", stack.TargetFulfilment: "127.0.0.1:9104"}})
+	if !strings.Contains(line, "gRPC (admin APIs) catalog 127.0.0.1:9101, fulfilment 127.0.0.1:9104") {
+		t.Fatalf("ready line %q does not name the services' gRPC ports", line)
+	}
+	if !readyLine.MatchString(line) {
+		t.Fatalf("ready line %q no longer matches what scripts wait for", line)
 	}
 }
