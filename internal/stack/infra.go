@@ -135,7 +135,8 @@ func (s *system) startPostgres(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start private PostgreSQL (or set DATABASE_URL): %w", err)
 	}
-	s.onClose(cluster.Stop)
+	// Its own budget, not what the closers before it left (see postgresStopBudget).
+	s.onCloseWithin(postgresStopBudget, cluster.Stop)
 	if err := createDatabase(ctx, cluster.URL("postgres"), databaseName); err != nil {
 		return err
 	}

@@ -181,15 +181,13 @@ func (s *system) serveNATS(rpc *natsrpc.Service) {
 	})
 }
 
-// drainNATS stops the services' NATS endpoints taking requests and waits, within one grace,
-// for those in flight, callers before callees (the reverse of start order: the cart calls
+// drainNATS stops the services' NATS endpoints taking requests and waits, until ctx's deadline
+// (see serve), for those in flight, callers before callees (the reverse of start order: the cart calls
 // fulfilment, which calls inventory): a request in flight still reaches the endpoints it calls
 // next, in this process too. What those requests commit (a CONFIRMED order's ticket event, its
 // hold extension) is then relayed and worked by the loops, which stop after this, not at the
 // next start.
 func (s *system) drainNATS(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
-	defer cancel()
 	for i := len(s.natsDrains) - 1; i >= 0; i-- {
 		if err := s.natsDrains[i](ctx); err != nil {
 			s.log.Warn("NATS endpoints did not drain in the grace", "err", err)

@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) error {
 type system struct {
 	cfg     Config
 	log     *slog.Logger
-	closers []func(context.Context) error // run in reverse on shutdown
+	closers []closer // run in reverse on shutdown
 
 	keys        *auth.KeySet
 	nc          *nats.Conn
@@ -224,33 +224,89 @@ type system struct {
 	servers []func(ctx context.Context) error
 	// natsDrains stop the services' NATS endpoints, in start order (see serveNATS).
 	natsDrains []func(ctx context.Context) error
+	// drainFloor replaces natsDrainFloor where set (tests).
+	drainFloor time.Duration
 	loops      []func(ctx context.Context) error // background loops: see serve
 	// afterListen runs once every server is serving (demo loads).
 	afterListen []func(ctx context.Context) error
 }
 
-func (s *system) onClose(f func(context.Context) error) { s.closers = append(s.closers, f) }
+func (s *system) onClose(f func(context.Context) error) {
+	s.closers = append(s.closers, closer{close: f})
+}
 
-// closeBudget bounds closing what the system opened (the NATS connection's drain, the embedded
-// server, the private Postgres) once everything has drained: a closer still running then is cut
-// short, and what it held is safe anyway (the outbox and the consumers' inboxes are in
-// Postgres, which recovers from an immediate stop).
-const closeBudget = 10 * time.Second
+// onCloseWithin adds a closer with a budget of its own instead of a share of closeBudget.
+func (s *system) onCloseWithin(budget time.Duration, f func(context.Context) error) {
+	s.closers = append(s.closers, closer{close: f, budget: budget})
+}
+
+// closer is one step of closing, run in reverse order of adding.
+type closer struct {
+	close  func(context.Context) error
+	budget time.Duration // its own; 0: closeBudget's shared deadline
+}
+
+// closeWithin runs close until ctx ends, then leaves it running: some closers wait without a
+// context (pgxpool's Close for connections still held, the embedded NATS server's shutdown),
+// and the process is exiting anyway.
+func closeWithin(ctx context.Context, close func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() { done <- close(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("not closed within the close budget: %w", context.Cause(ctx))
+	}
+}
+
+func (s *system) natsDrainFloor() time.Duration {
+	if s.drainFloor > 0 {
+		return s.drainFloor
+	}
+	return natsDrainFloor
+}
+
+// Shutdown's phases after the servers' grace (see MaxShutdown).
+const (
+	// natsDrainFloor is the least time the NATS endpoints get to answer what they took: they
+	// take requests while the servers drain (a checkout the edge is finishing calls on), so a
+	// request taken in the grace's last moment is still answered, its commit relayed.
+	natsDrainFloor = 3 * time.Second
+	// closeBudget bounds closing what the system opened (pools, the NATS connection's drain,
+	// the embedded server): a closer still running then is not waited for, and what it held is
+	// safe anyway (the outbox and the consumers' inboxes are in Postgres).
+	closeBudget = 5 * time.Second
+	// postgresStopBudget is the private Postgres's own time to stop (a fast shutdown, its
+	// checkpoint), never what other closers left: killed, it would recover, but slower.
+	postgresStopBudget = 5 * time.Second
+)
 
 // MaxShutdown is the longest a stop takes, from the signal to the return of Run, with the given
-// grace: the servers and the NATS endpoints drain within one grace, the relays' last flush
-// follows (outbox.DefaultFinalFlush), then closing (closeBudget). An orchestrator's kill
-// timeout (Kubernetes' terminationGracePeriodSeconds) must exceed it, or a stop is cut short
-// by SIGKILL: nothing is lost then, but what was in flight is retried instead of finished.
+// grace: the servers drain within the grace, the NATS endpoints by its end or natsDrainFloor
+// after the servers, whichever is later; the relays' last round follows
+// (outbox.DefaultFinalFlush), then closing (closeBudget, and postgresStopBudget for the private
+// Postgres). An orchestrator's kill timeout (Kubernetes' terminationGracePeriodSeconds) must
+// exceed it, or a stop is cut short by SIGKILL: nothing is lost then, but what was in flight is
+// retried instead of finished. Not counted: a loop writing when told to stop finishes that
+// write, within its own timeout (5 s at most), which a slow Postgres can stretch 2 s past the
+// relays' last round.
 func MaxShutdown(grace time.Duration) time.Duration {
-	return grace + outbox.DefaultFinalFlush + closeBudget
+	return grace + natsDrainFloor + outbox.DefaultFinalFlush + closeBudget + postgresStopBudget
 }
 
 func (s *system) closeAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), closeBudget)
 	defer cancel()
 	for i := len(s.closers) - 1; i >= 0; i-- {
-		if err := s.closers[i](ctx); err != nil {
+		c := s.closers[i]
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if c.budget > 0 {
+			cctx, cancel = context.WithTimeout(context.Background(), c.budget)
+		}
+		err := closeWithin(cctx, c.close)
+		cancel()
+		if err != nil {
 			s.log.Warn("shutdown step failed", "err", err)
 		}
 	}
@@ -336,11 +392,16 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
-		// The servers drain within the grace from now; the NATS endpoints get what is left
-		// of it, not a grace of their own, so that a stop stays within MaxShutdown.
-		drainCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), time.Now().Add(s.cfg.ShutdownGrace))
-		defer cancel()
+		// The servers drain within the grace from now; the NATS endpoints by its end, or
+		// natsDrainFloor after the servers if that is later (see MaxShutdown).
+		stopped := time.Now()
 		serving.Wait()
+		by := stopped.Add(s.cfg.ShutdownGrace)
+		if floor := time.Now().Add(s.natsDrainFloor()); floor.After(by) {
+			by = floor
+		}
+		drainCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), by)
+		defer cancel()
 		s.drainNATS(drainCtx)
 		stopLoops()
 		return nil
