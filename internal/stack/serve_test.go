@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -68,44 +70,13 @@ func TestLoopsOutliveTheServersDrain(t *testing.T) {
 // answered before the background loops stop, and what it commits is relayed before serve
 // returns (the relay's last flush), not at the next start.
 func TestWhatARequestInFlightAtShutdownCommitsIsRelayedBeforeExit(t *testing.T) {
-	pool := testenv.Pool(t, "", nil)
-	ns := testenv.NATS(t)
-	nc := testenv.NATSConn(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := streams.Ensure(t.Context(), js, streams.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	rpc, err := natsrpc.AddService(nc, "slow", "0.0.1", "a slow service", testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	entered := make(chan struct{})
-	subject := natsrpc.Subject("slow", "place")
-	err = natsrpc.Handle(rpc, subject, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		close(entered)
-		time.Sleep(300 * time.Millisecond) // deciding the order
-		return req, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			_, err := outbox.Enqueue(ctx, tx, streams.EventSubject("catalog", "product", "created"), req)
-			return err
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newSlowOutboxService(t)
 	s := &system{log: testenv.Logger(t), cfg: Config{Target: TargetAll, ShutdownGrace: 5 * time.Second}}
-	s.serveNATS(rpc)
-	s.addLoop("relay", outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Run)
-	if err := shutDownDuring(t, s, nc, subject, entered); err != nil {
+	f.serveOn(s)
+	if err := shutDownDuring(t, s, f.nc, f.subject, f.entered); err != nil {
 		t.Fatalf("the request in flight at shutdown: %v", err)
 	}
-	var left int
-	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left != 0 {
+	if left := f.outboxLeft(t); left != 0 {
 		t.Fatalf("%d events committed by the request in flight were still in the outbox when serve returned", left)
 	}
 }
@@ -213,29 +184,7 @@ func TestTheNATSEndpointsDrainByTheGraceOrTheirFloor(t *testing.T) {
 // answered, and what it commits relayed before serve returns (review of ee845ab: it was left
 // in the outbox for the next start).
 func TestARequestTakenLateInTheServersGraceIsAnsweredAndRelayed(t *testing.T) {
-	pool := testenv.Pool(t, "", nil)
-	nc := testenv.NATSConn(t, testenv.NATS(t))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := streams.Ensure(t.Context(), js, streams.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	rpc, err := natsrpc.AddService(nc, "slow", "0.0.1", "a slow service", testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject := natsrpc.Subject("slow", "place")
-	if err := natsrpc.Handle(rpc, subject, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		time.Sleep(300 * time.Millisecond)
-		return req, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			_, err := outbox.Enqueue(ctx, tx, streams.EventSubject("catalog", "product", "created"), req)
-			return err
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	f := newSlowOutboxService(t)
 	const grace = time.Second
 	s := &system{log: testenv.Logger(t), cfg: Config{Target: TargetAll, ShutdownGrace: grace}}
 	s.addServer(func(ctx context.Context) error {
@@ -243,8 +192,7 @@ func TestARequestTakenLateInTheServersGraceIsAnsweredAndRelayed(t *testing.T) {
 		time.Sleep(grace) // the whole grace
 		return nil
 	})
-	s.serveNATS(rpc)
-	s.addLoop("relay", outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Run)
+	f.serveOn(s)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.serve(ctx, nil) }()
@@ -253,7 +201,7 @@ func TestARequestTakenLateInTheServersGraceIsAnsweredAndRelayed(t *testing.T) {
 	time.Sleep(grace - 150*time.Millisecond) // a checkout arrives near the end of the grace
 	called := make(chan error, 1)
 	go func() {
-		called <- natsrpc.Call(t.Context(), nc, subject, wrapperspb.String("order"), new(wrapperspb.StringValue))
+		called <- natsrpc.Call(t.Context(), f.nc, f.subject, wrapperspb.String("order"), new(wrapperspb.StringValue))
 	}()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
@@ -261,11 +209,7 @@ func TestARequestTakenLateInTheServersGraceIsAnsweredAndRelayed(t *testing.T) {
 	if err := <-called; err != nil {
 		t.Fatalf("the request taken late in the grace: %v", err)
 	}
-	var left int
-	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left != 0 {
+	if left := f.outboxLeft(t); left != 0 {
 		t.Fatalf("%d events committed by a request taken late in the grace were left in the outbox", left)
 	}
 }
@@ -336,4 +280,56 @@ func TestDrainingTheNATSConnectionEndsWithItsContext(t *testing.T) {
 	if !nc.IsClosed() {
 		t.Fatal("the connection is still open after its drain ran out of time")
 	}
+}
+
+// slowOutboxService is a service endpoint that takes 300 ms to decide and then commits an event
+// to the outbox, with the relay that publishes it: what shutdown must not strand.
+type slowOutboxService struct {
+	pool    *pgxpool.Pool
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	rpc     *natsrpc.Service
+	subject string
+	entered chan struct{} // closed when the first request arrives
+}
+
+func newSlowOutboxService(t *testing.T) *slowOutboxService {
+	f := &slowOutboxService{pool: testenv.Pool(t, "", nil), nc: testenv.NATSConn(t, testenv.NATS(t)), entered: make(chan struct{})}
+	var err error
+	if f.js, err = jetstream.New(f.nc); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(t.Context(), f.js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.rpc, err = natsrpc.AddService(f.nc, "slow", "0.0.1", "a slow service", testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	f.subject = natsrpc.Subject("slow", "place")
+	var once sync.Once
+	if err := natsrpc.Handle(f.rpc, f.subject, func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		once.Do(func() { close(f.entered) })
+		time.Sleep(300 * time.Millisecond) // deciding the order
+		return req, pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+			_, err := outbox.Enqueue(ctx, tx, streams.EventSubject("catalog", "product", "created"), req)
+			return err
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// serveOn has s drain the endpoint and run the relay, as the stack does.
+func (f *slowOutboxService) serveOn(s *system) {
+	s.serveNATS(f.rpc)
+	s.addLoop("relay", outbox.NewRelay(f.pool, f.js, outbox.RelayConfig{Logger: s.log}).Run)
+}
+
+func (f *slowOutboxService) outboxLeft(t *testing.T) int {
+	var left int
+	if err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	return left
 }
