@@ -38,14 +38,7 @@ func TestLoopsOutliveTheServersDrain(t *testing.T) {
 		loopEnded.Store(time.Now().UnixNano())
 		return nil
 	})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.serve(ctx, nil) }()
-	time.Sleep(50 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("serve: %v", err)
-	}
+	serveThenStop(t, s)
 	if loopEnded.Load() < drained.Load() {
 		t.Fatalf("the loop stopped %v before the server had drained", time.Duration(drained.Load()-loopEnded.Load()))
 	}
@@ -159,14 +152,7 @@ func TestTheNATSEndpointsDrainByTheGraceOrTheirFloor(t *testing.T) {
 		}
 		return nil
 	})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.serve(ctx, nil) }()
-	time.Sleep(50 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("serve: %v", err)
-	}
+	serveThenStop(t, s)
 	if drainBy.Load() == 0 {
 		t.Fatal("the NATS endpoints were drained without a deadline")
 	}
@@ -332,4 +318,17 @@ func (f *slowOutboxService) outboxLeft(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return left
+}
+
+// serveThenStop serves s for a moment, then stops it and waits for serve to return.
+func serveThenStop(t *testing.T, s *system) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx, nil) }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
 }
