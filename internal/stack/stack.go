@@ -109,8 +109,8 @@ type Config struct {
 	Currency string
 	// LoadDemo loads the demo chain into an empty database.
 	LoadDemo bool
-	// ShutdownGrace bounds graceful draining on stop: the servers' and then the NATS
-	// endpoints' drain share it (see MaxShutdown).
+	// ShutdownGrace bounds the servers' graceful draining on stop; a whole stop takes at most
+	// MaxShutdown of it.
 	ShutdownGrace time.Duration
 
 	Logger *slog.Logger

@@ -64,22 +64,6 @@ func (s *Service) PlaceOrder(ctx context.Context, req *fulfilmentv1.PlaceOrderRe
 	return o.proto(viewOwner, s.secret), nil
 }
 
-// findOrder reads the order with its history when there is one; nil when there is none. The
-// common case, a first attempt, costs one lookup of a key that is not there.
-func (s *Service) findOrder(ctx context.Context, id string) (*order, error) {
-	var found bool
-	if err := s.db.QueryRow(ctx, `SELECT true FROM orders WHERE id = $1`, id).Scan(&found); errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("look for order %s: %w", id, err)
-	}
-	o, err := readOrder(ctx, s.db, id, 0)
-	if err != nil {
-		return nil, fmt.Errorf("read order %s: %w", id, err)
-	}
-	return o, nil
-}
-
 // sameLines reports whether the order was placed for exactly these lines: the same line ids,
 // SKUs and quantities, in any order.
 func (o *order) sameLines(lines []*fulfilmentv1.PlaceOrderLine) bool {
@@ -129,11 +113,11 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	// A retry is answered from its order without reserving again, and a key used before for
 	// another cart or other lines is refused (PlaceOrder) before anything is held for it:
 	// reserving first held the other lines for a moment, enough to turn another shopper's
-	// checkout of the last unit away, and left them in inventory's ledger. One lookup by key;
-	// a retry racing its first attempt past it is still answered by the idempotent reserve and
-	// the insert that finds the order.
-	if o, err := s.findOrder(ctx, id); err != nil {
-		return nil, err
+	// checkout of the last unit away, and left them in inventory's ledger. One round trip by
+	// key (readOrder gives nil where there is no order); a retry racing its first attempt past
+	// it is still answered by the idempotent reserve and the insert that finds the order.
+	if o, err := readOrder(ctx, s.db, id, 0); err != nil {
+		return nil, fmt.Errorf("look for order %s: %w", id, err)
 	} else if o != nil {
 		return s.existing(ctx, o, heldNothing)
 	}
