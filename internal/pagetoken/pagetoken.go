@@ -65,11 +65,12 @@ func holdsNUL(v any) bool {
 	return false
 }
 
-// PageSize applies a list call's default and maximum, refusing negative sizes.
+// PageSize applies a list call's default and maximum, refusing negative sizes. A size above the
+// maximum is read as the maximum, as AIP-158 asks: the caller pages on with the token.
 func PageSize(requested int32, def, max int32) (int, error) {
 	switch {
 	case requested < 0:
-		return 0, rpcerr.Invalid("page_size", fmt.Sprintf("must be between 0 and %d, got %d", max, requested))
+		return 0, rpcerr.Invalid("page_size", fmt.Sprintf("must not be negative (0 means %d, at most %d a page), got %d", def, max, requested))
 	case requested == 0:
 		return int(def), nil
 	case requested > max:

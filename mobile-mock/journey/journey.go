@@ -341,10 +341,25 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 }
 
 func (j *journey) storeTime(t time.Time) string {
-	if loc, err := time.LoadLocation(j.store.GetTimeZone()); err == nil {
-		t = t.In(loc)
+	return storeClock(t, j.store.GetTimeZone(), time.Local)
+}
+
+// storeClock gives t on the store's clock, which is what its staff and shoppers go by, and
+// also on this machine's clock (local) where the two differ: every other line of the demo is
+// stamped with the machine's, and "ready by 14:25 EST" beside lines stamped 19:05 reads as
+// five hours away.
+func storeClock(t time.Time, zone string, local *time.Location) string {
+	loc, err := time.LoadLocation(zone)
+	if err != nil || zone == "" {
+		return t.In(local).Format("15:04 MST")
 	}
-	return t.Format("15:04 MST")
+	atStore, here := t.In(loc), t.In(local)
+	_, storeOffset := atStore.Zone()
+	_, hereOffset := here.Zone()
+	if storeOffset == hereOffset {
+		return atStore.Format("15:04 MST")
+	}
+	return fmt.Sprintf("%s, the store's time (%s here)", atStore.Format("15:04 MST"), here.Format("15:04 MST"))
 }
 
 func availability(m *inventoryv1.StoreMatch) string {
