@@ -63,7 +63,7 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 		ids[i], states[i], errs[i], attempts[i], waits[i] = o.id, o.state, o.lastError, int32(o.attempts), o.wait.Microseconds()
 	}
 	// Recorded even when shutting down: a delivery made and not recorded is made again.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), rounds.LastWrite)
 	defer cancel()
 	_, err := r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending)
 	now := time.Now()

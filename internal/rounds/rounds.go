@@ -9,6 +9,11 @@ import (
 	"time"
 )
 
+// LastWrite bounds a round's last write once its worker is told to stop: the round's outcomes
+// are recorded even then, so work done is not done again, but within the time a stop gives the
+// outbox relays' last flush (stack.MaxShutdown counts that, not more).
+const LastWrite = 3 * time.Second
+
 // Schedule is one worker's schedule. The zero value with Gap set is ready; set Kick to start
 // with a round.
 type Schedule struct {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/rounds"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
@@ -330,5 +331,13 @@ func serveThenStop(t *testing.T, s *system) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
+	}
+}
+
+// A loop stopped mid-round records its outcomes (rounds.LastWrite) while the relays make their
+// last flush, which is all the time MaxShutdown gives the loops.
+func TestALoopsLastWriteFitsInTheRelaysLastFlush(t *testing.T) {
+	if rounds.LastWrite > outbox.DefaultFinalFlush {
+		t.Fatalf("rounds.LastWrite %v outlasts the relays' last flush %v: MaxShutdown would not hold", rounds.LastWrite, outbox.DefaultFinalFlush)
 	}
 }

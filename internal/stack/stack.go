@@ -288,9 +288,8 @@ const (
 // (outbox.DefaultFinalFlush), then closing (closeBudget, and postgresStopBudget for the private
 // Postgres). An orchestrator's kill timeout (Kubernetes' terminationGracePeriodSeconds) must
 // exceed it, or a stop is cut short by SIGKILL: nothing is lost then, but what was in flight is
-// retried instead of finished. Not counted: a loop writing when told to stop finishes that
-// write, within its own timeout (5 s at most), which a slow Postgres can stretch 2 s past the
-// relays' last round.
+// retried instead of finished. A loop told to stop in the middle of a round records its
+// outcomes within the relays' last round (rounds.LastWrite).
 func MaxShutdown(grace time.Duration) time.Duration {
 	return grace + natsDrainFloor + outbox.DefaultFinalFlush + closeBudget + postgresStopBudget
 }

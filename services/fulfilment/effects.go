@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/rounds"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 )
@@ -126,7 +127,7 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 	errs := s.applyEffects(ctx, batch)
 
 	// Record outcomes even when shutting down, so done effects are not done again.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rounds.LastWrite)
 	defer cancel()
 	var w writeBatch
 	var done []int64

@@ -78,7 +78,7 @@ func (r *recorder) write(batch []outcome) {
 		waits[i], handOver[i] = o.wait.Microseconds(), o.handOver
 	}
 	// Recorded even when shutting down, so the rows do not wait out their lease.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), rounds.LastWrite)
 	defer cancel()
 	_, err := r.d.pool.Exec(ctx, recordSQL, ids, tokens, attempts, states, errs, waits, handOver)
 	now := time.Now()
