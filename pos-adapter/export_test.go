@@ -1,4 +1,22 @@
 package posadapter
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
 // KeyedStatements are statements that find their rows by key, by name.
 var KeyedStatements = map[string]string{"record deliveries": recordDeliveriesSQL}
+
+// RaiseTickets raises tickets in tx as the event consumers do and gives those raised.
+func (a *Adapter) RaiseTickets(ctx context.Context, tx pgx.Tx, tickets ...*posv1.Ticket) ([]*posv1.Ticket, error) {
+	items := make([]ticketToRaise, len(tickets))
+	for i, t := range tickets {
+		items[i] = ticketToRaise{t: t}
+	}
+	raised, _, err := a.raiseTickets(ctx, tx, items)
+	return raised, err
+}

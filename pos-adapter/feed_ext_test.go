@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -574,4 +575,112 @@ func TestEveryOrderEventDeliveredAgainLaterChangesNothing(t *testing.T) {
 		t.Fatalf("the events delivered again changed the store's feed:\nbefore %s\nafter  %s", before, after)
 	}
 	e.waitTickets("red-1", tickets)
+}
+
+// An order's events can be handled out of order (a publish retried after later ones, a batch
+// retried after the messages behind it, two copies side by side). Once its cancellation or
+// expiry is on the board, nothing of the order comes after it: a late confirmed event would
+// show a cancelled order as new, to be prepared.
+func TestNoTicketOfAnOrderFollowsItsEnd(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "end-1")
+	f := e.openFeed(e.terminal(overGRPC, cred), "end-1")
+
+	cancelled, expired := order("end-1", 1), order("end-1", 2)
+	e.publish("cancelled", then(cancelled, fulfilmentv1.OrderState_ORDER_STATE_CANCELLED), nil)
+	e.publish("confirmed", cancelled, nil)
+	e.publish("checked_in", cancelled, nil)
+	e.publish("expired", then(expired, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED), nil)
+	e.publish("expiring_soon", expired, nil)
+	e.publish("line_unavailable", expired, nil)
+	e.publish("confirmed", expired, nil)
+	marker := order("end-1", 3) // handled after all of the above: the stream keeps their order
+	e.publish("confirmed", marker, nil)
+
+	got := f.take(3, 5*time.Second)
+	want := []struct {
+		kind  posv1.TicketKind
+		order string
+	}{
+		{posv1.TicketKind_TICKET_KIND_ORDER_CANCELLED, cancelled.GetId()},
+		{posv1.TicketKind_TICKET_KIND_ORDER_EXPIRED, expired.GetId()},
+		{posv1.TicketKind_TICKET_KIND_NEW_ORDER, marker.GetId()},
+	}
+	for i, w := range want {
+		if got[i].GetKind() != w.kind || got[i].GetOrderId() != w.order {
+			t.Fatalf("ticket %d: %v of %s; want %v of %s (an ended order's late events raise nothing)",
+				i+1, got[i].GetKind(), got[i].GetOrderId(), w.kind, w.order)
+		}
+	}
+	f.quiet(300 * time.Millisecond)
+}
+
+// Two copies handling one order's cancellation and its late confirmed event at once: the one
+// that raises second sees the first's tickets, so the cancelled order is not raised as new
+// after its cancellation.
+func TestALateNewOrderWaitsForAConcurrentCancellationAndRaisesNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.mu.Lock()
+	a := e.adapter
+	e.mu.Unlock()
+	o := order("end-2", 1)
+	ticket := func(kind posv1.TicketKind) *posv1.Ticket {
+		return &posv1.Ticket{TicketId: uuid.NewString(), StoreId: "end-2", Kind: kind, OrderId: o.GetId(), Order: o, CreateTime: timestamppb.Now()}
+	}
+	// The store has a feed already, as every store with orders does.
+	if _, err := e.pool.Exec(ctx, `INSERT INTO store_feeds (store_id, last_seq) VALUES ('end-2', 0)`); err != nil {
+		t.Fatal(err)
+	}
+
+	cancelling, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancelling.Rollback(ctx)
+	if raised, err := a.RaiseTickets(ctx, cancelling, ticket(posv1.TicketKind_TICKET_KIND_ORDER_CANCELLED)); err != nil || len(raised) != 1 {
+		t.Fatalf("raise the cancellation: %v, %v", raised, err)
+	}
+
+	late := make(chan []*posv1.Ticket, 1)
+	go func() {
+		tx, err := e.pool.Begin(ctx)
+		if err != nil {
+			t.Error(err)
+			late <- nil
+			return
+		}
+		defer tx.Rollback(ctx)
+		raised, err := a.RaiseTickets(ctx, tx, ticket(posv1.TicketKind_TICKET_KIND_NEW_ORDER))
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		late <- raised
+	}()
+	// The late raise waits on the feed's lock; the cancellation commits meanwhile.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var waiting int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the late raise never waited on the cancellation's lock")
+		}
+	}
+	if err := cancelling.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if raised := <-late; len(raised) != 0 {
+		t.Fatalf("raised %v (seq %d) after the order's cancellation", raised[0].GetKind(), raised[0].GetSequence())
+	}
+	var n int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE order_id = $1`, o.GetId()).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the order has %d tickets (%v); want only its cancellation", n, err)
+	}
 }

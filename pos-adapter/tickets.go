@@ -277,7 +277,10 @@ type statement struct {
 // raiseTicketsSQL raises the tickets given as columns, in their order: each new ticket id gets
 // its store's next sequence number (store_feeds, under its row lock, taken in store order), is
 // stored, and gets a webhook delivery if its store has a webhook for its kind. A ticket id
-// raised before (or twice in the input) is left alone without using up a sequence number.
+// raised before (or twice in the input) is left alone without using up a sequence number, and
+// so is any ticket of an order whose feed has ended (endsFeed: cancelled or expired, raised
+// before or earlier in the input): events of one order can be handled out of order, and a late
+// confirmed event must not put a cancelled order on the board as new.
 const raiseTicketsSQL = `
 WITH input AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[], $7::uuid[], $8::bool[])
@@ -286,6 +289,8 @@ fresh AS (
 	SELECT DISTINCT ON (i.ticket_id) i.* FROM input i
 	WHERE NOT EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = i.ticket_id)
 		AND NOT (i.unless_own_timer AND EXISTS (SELECT 1 FROM escalation_timers e WHERE e.order_id = i.order_id))
+		AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.order_id = i.order_id AND t.kind IN ` + endsFeed + `)
+		AND NOT EXISTS (SELECT 1 FROM input j WHERE j.order_id = i.order_id AND j.ord < i.ord AND j.kind IN ` + endsFeed + `)
 	ORDER BY i.ticket_id, i.ord),
 counts AS (SELECT store_id, count(*) AS n FROM fresh GROUP BY store_id),
 next AS (
@@ -307,6 +312,17 @@ hook AS (
 	ON CONFLICT (store_id, ticket_id) DO NOTHING
 	RETURNING 1)
 SELECT ticket_id::text, seq, (SELECT count(*) FROM hook) FROM ins`
+
+// endsFeed are the kinds of ticket after which an order has no more (as a SQL list; the index
+// tickets_final_by_order, migration 00004, is on the same list).
+const endsFeed = `('order_cancelled', 'order_expired')`
+
+// lockFeedsSQL takes the feeds' row locks of the stores given, in store order, before the
+// tickets are raised: the raising statement then looks for an order's ending ticket in a
+// snapshot taken after any other transaction raising tickets for these stores has committed.
+// Without it two copies could raise an order's cancellation and its late new-order ticket side
+// by side, each unseen by the other, the new one last.
+const lockFeedsSQL = `SELECT 1 FROM store_feeds WHERE store_id = ANY ($1) ORDER BY store_id FOR UPDATE`
 
 // raiseTickets raises items in their order (see raiseTicketsSQL) and enqueues TicketRaised for
 // each ticket raised, in tx, sending pre first in the same round trip. It returns the tickets
@@ -339,6 +355,9 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 		payloads[i], created[i], unless[i] = payload, t.GetCreateTime().AsTime(), it.unlessOwnTimer
 	}
 	if n > 0 {
+		// After pre, whose statements lock escalation timers: every transaction here locks
+		// timers before feeds.
+		b.Queue(lockFeedsSQL, stores)
 		b.Queue(raiseTicketsSQL, stores, ids, kinds, orders, payloads, created, deliveries, unless)
 	}
 	if b.Len() == 0 {
@@ -355,6 +374,9 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 		}
 		if n == 0 {
 			return nil
+		}
+		if _, err := res.Exec(); err != nil {
+			return fmt.Errorf("lock store feeds: %w", err)
 		}
 		rows, err := res.Query()
 		if err != nil {
