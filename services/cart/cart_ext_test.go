@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
@@ -370,6 +372,8 @@ func TestCheckoutRefusesBadInputBeforeTouchingTheCart(t *testing.T) {
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "short"}, "idempotency_key"},
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: strings.Repeat("k", 129)}, "idempotency_key"},
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", Email: "not an address"}, "email"},
+		// Its bare address, amy b@example.com, is none: the order could not carry it.
+		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", Email: `"amy b"@example.com`}, "email"},
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", CustomerNote: strings.Repeat("n", 281)}, "customer_note"},
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", PickupName: strings.Repeat("p", 65)}, "pickup_name"},
 		{&cartv1.CheckoutRequest{IdempotencyKey: "key-12345678"}, "cart_id"},
@@ -586,5 +590,49 @@ func TestAFailedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
 	}
 	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-1" {
 		t.Fatalf("cart = %v; want checked out as order-1", got)
+	}
+}
+
+// A retry that fulfilment refuses made no order, but its first request may be placing one under
+// the same key: the lease is the first request's, and the refusal leaves it running, so the
+// cart cannot change (and take a second order) while that order is written.
+func TestARefusedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	e.addLine("alice", c.GetId(), sku, 1)
+	ctx := e.as("alice")
+	if _, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	placing, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	e.serveNATS("fulfilment", func(svc *natsrpc.Service) error {
+		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "place_order"), func(_ context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
+			if calls.Add(1) > 1 {
+				return nil, rpcerr.Invalid("pickup_name", "refused for this test") // the retry
+			}
+			close(placing)
+			<-release
+			return &fulfilmentv1.PlaceOrderResponse{Order: &fulfilmentv1.Order{Id: "order-1", CartId: req.GetCartId(),
+				State: fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}}, nil
+		})
+	})
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+		first <- err
+	}()
+	<-placing
+	_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+	wantCode(t, "the retry, refused by fulfilment", err, codes.InvalidArgument, "pickup_name")
+	_, err = e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+	wantCode(t, "a change while the first request places its order", err, codes.Aborted, "being checked out")
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first request: %v", err)
+	}
+	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-1" || len(got.GetLines()) != 1 {
+		t.Fatalf("cart = %v; want checked out as order-1 with its one line", got)
 	}
 }

@@ -98,7 +98,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	err = natsrpc.Call(placeCtx, s.nc, subjectPlaceOrder, placeReq, &res)
 	cancel()
 	if err != nil {
-		return nil, nil, s.placeFailed(ctx, c.ID, key, err)
+		return nil, nil, s.placeFailed(ctx, c, key, err)
 	}
 	order := res.GetOrder()
 
@@ -201,9 +201,19 @@ func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
 		v.Addf("pickup_name", "must be at most %d characters", maxPickupName)
 	}
 	if e := req.GetEmail(); e != "" {
+		// The order carries the bare address (shopper@example.com from "Ann <shopper@...>"),
+		// and only one that reads back as itself: a quoted local part loses its quotes
+		// ("amy b"@example.com gives amy b@example.com), which no mailer takes and fulfilment
+		// refuses, after the cart has been claimed for the checkout.
 		a, err := mail.ParseAddress(e)
+		if err == nil {
+			var bare *mail.Address
+			if bare, err = mail.ParseAddress(a.Address); err == nil && bare.Address != a.Address {
+				err = errors.New("not its own bare address")
+			}
+		}
 		if err != nil || len(a.Address) > maxEmailAddrSize {
-			v.Add("email", "must be an email address")
+			v.Add("email", "must be an email address like shopper@example.com")
 		} else {
 			email = a.Address
 		}
@@ -248,10 +258,13 @@ func (s *Service) priceForOrder(ctx context.Context, c *cartRow, current bool) (
 }
 
 // placeFailed decides what a failed place_order means for the cart. A refusal (bad input,
-// broken rule) means no order was made: the lease ends and the refusal is returned. No answer
-// means the order may exist: the lease stays, so the cart cannot change under it, and the
-// client is told to retry with the same key.
-func (s *Service) placeFailed(ctx context.Context, cartID, key string, err error) error {
+// broken rule) means this request made no order: the lease ends, if this request started it,
+// and the refusal is returned. A retry's lease is its first request's, which may be placing
+// the order now: it is left to run (or lapse and be settled). No answer means the order may
+// exist: the lease stays, so the cart cannot change under it, and the client is told to retry
+// with the same key.
+func (s *Service) placeFailed(ctx context.Context, c *cartRow, key string, err error) error {
+	cartID := c.ID
 	switch code := status.Code(err); code {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Internal, codes.Unknown, codes.Aborted, codes.ResourceExhausted:
 		s.log.WarnContext(ctx, "checkout: fulfilment gave no order; the cart stays frozen until its lease ends", "cart_id", cartID, "code", code, "err", err)
@@ -260,7 +273,9 @@ func (s *Service) placeFailed(ctx context.Context, cartID, key string, err error
 		}
 		return status.Errorf(codes.Unavailable, "the order could not be confirmed in time; retry with the same idempotency_key (%s)", code)
 	default:
-		s.endLease(ctx, cartID, key)
+		if c.freshClaim {
+			s.endLease(ctx, cartID, key)
+		}
 		return err
 	}
 }
