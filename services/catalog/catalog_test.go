@@ -239,6 +239,7 @@ func TestBadProductsAreRefusedNamingTheFieldAndNothingIsStored(t *testing.T) {
 		{"other currency", func(p *catalogv1.Product) { p.Variants[0].Price.CurrencyCode = "EUR" }, "product.variants[0].price.currency_code"},
 		{"missing price", func(p *catalogv1.Product) { p.Variants[0].Price = nil }, "product.variants[0].price"},
 		{"relative image", func(p *catalogv1.Product) { p.Images[0].Url = "/img.jpg" }, "product.images[0].url"},
+		{"long alt text", func(p *catalogv1.Product) { p.Images[0].AltText = strings.Repeat("x", 501) }, "product.images[0].alt_text"},
 		{"bad id", func(p *catalogv1.Product) { p.Id = "Has Spaces" }, "product.id"},
 		{"long name", func(p *catalogv1.Product) { p.Name = strings.Repeat("x", 201) }, "product.name"},
 	}
@@ -391,4 +392,21 @@ func TestBadPagingIsInvalidArgumentNamingTheField(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "page_size")
 	_, err = e.public.GetProduct(t.Context(), &catalogv1.GetProductRequest{ProductId: "prd-nope"})
 	wantCode(t, err, codes.NotFound, "prd-nope")
+}
+
+// A category naming itself as its parent passes the foreign key (the row is there once
+// inserted), and no root would reach it: refused, naming the field, nothing stored.
+func TestACategoryCannotBeItsOwnParent(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []*catalogv1.Category{
+		{Id: "cat-loop", Slug: "loop", Name: "Loop", ParentId: "cat-loop"},
+		{Slug: "loop", Name: "Loop", ParentId: "cat-loop"}, // the id the server would give it
+	} {
+		_, err := e.admin.CreateCategory(t.Context(), &catalogv1.CreateCategoryRequest{Category: c})
+		wantCode(t, err, codes.InvalidArgument, "category.parent_id")
+	}
+	res, err := e.public.ListCategories(t.Context(), &catalogv1.ListCategoriesRequest{})
+	if err != nil || len(res.GetCategories()) != 0 {
+		t.Fatalf("categories after the refusals: %v, %v; want none", res.GetCategories(), err)
+	}
 }

@@ -239,6 +239,10 @@ func createCategory(ctx context.Context, tx pgx.Tx, c *catalogv1.Category) (*cat
 	if out.Id == "" {
 		out.Id = "cat-" + out.Slug
 	}
+	if out.ParentId == out.Id {
+		// The foreign key accepts a row naming itself; the tree would have a node no root reaches.
+		return nil, rpcerr.Invalid("category.parent_id", fmt.Sprintf("%q is the category itself", out.ParentId))
+	}
 	_, err := tx.Exec(ctx, `INSERT INTO categories (id, slug, name, parent_id, position) VALUES ($1, $2, $3, NULLIF($4, ''), $5)`,
 		out.Id, out.Slug, out.Name, out.ParentId, out.Position)
 	var pgErr *pgconn.PgError

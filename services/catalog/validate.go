@@ -28,6 +28,7 @@ const (
 	maxTagLen         = 40
 	maxVariants       = 50
 	maxURLLen         = 2048
+	maxAltTextLen     = 500
 )
 
 // validateProduct checks a product as it will be stored, reporting every bad field under
@@ -55,6 +56,7 @@ func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr
 		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 			v.Add(field, "must be an absolute http(s) URL")
 		}
+		checkText(v, fmt.Sprintf("%s.images[%d].alt_text", prefix, i), img.GetAltText(), maxAltTextLen, false)
 	}
 	if n := len(p.GetTags()); n > maxTags {
 		v.Addf(prefix+".tags", "at most %d tags, got %d", maxTags, n)
