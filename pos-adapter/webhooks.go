@@ -392,6 +392,12 @@ type failedPosition struct {
 	ID   string    `json:"id"`
 }
 
+// Check implements pagetoken.Checker: the query reads ID as a uuid.
+func (p *failedPosition) Check() error {
+	_, err := uuid.Parse(p.ID)
+	return err
+}
+
 func (api adminAPI) ListFailedDeliveries(ctx context.Context, req *connect.Request[posv1.ListFailedDeliveriesRequest]) (*connect.Response[posv1.ListFailedDeliveriesResponse], error) {
 	a := api.a
 	m := req.Msg

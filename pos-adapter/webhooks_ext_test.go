@@ -3,6 +3,7 @@ package posadapter_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -187,6 +188,12 @@ func TestFailedWebhookDeliveriesBecomeDeadLettersAnOperatorCanReplay(t *testing.
 	left, err := e.admin().ListFailedDeliveries(context.Background(), req(&posv1.ListFailedDeliveriesRequest{}))
 	if err != nil || len(left.Msg.GetDeliveries()) != 0 {
 		t.Fatalf("dead letters after the replay: %v, %v; want none", left, err)
+	}
+	// A token of the right shape with an id no delivery can have (the query reads it as a uuid).
+	forged := base64.RawURLEncoding.EncodeToString([]byte(`{"t":"2026-01-01T00:00:00Z","id":"not-a-uuid"}`))
+	_, err = e.admin().ListFailedDeliveries(context.Background(), req(&posv1.ListFailedDeliveriesRequest{PageToken: forged}))
+	if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "page_token") {
+		t.Fatalf("a forged page token: %v; want InvalidArgument naming page_token", err)
 	}
 	_, err = e.admin().ReplayDelivery(context.Background(), req(&posv1.ReplayDeliveryRequest{DeliveryId: d.GetId()}))
 	if codeOf(err) != connect.CodeFailedPrecondition {

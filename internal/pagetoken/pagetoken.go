@@ -24,10 +24,17 @@ func Encode(pos any) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// Checker is a position whose fields a query reads as types of their own (a uuid, say): Check
+// says whether they are such values, so that a forged token is refused like any other instead
+// of failing in the query as an internal error.
+type Checker interface {
+	Check() error
+}
+
 // Decode reads token into pos. An empty token leaves pos untouched and reports false; a token
 // Encode did not make for a position of pos's type (one that does not decode, lacks fields or
-// has others, "{}" say) is an InvalidArgument naming the page_token field, and so is one
-// holding a NUL, which no stored key has and Postgres cannot take.
+// has others, "{}" say, or one its Check refuses) is an InvalidArgument naming the page_token
+// field, and so is one holding a NUL, which no stored key has and Postgres cannot take.
 func Decode(token string, pos any) (bool, error) {
 	if token == "" {
 		return false, nil
@@ -43,6 +50,9 @@ func Decode(token string, pos any) (bool, error) {
 	}
 	// Encode's output is canonical: a token that does not encode back to itself is forged.
 	if again, err := json.Marshal(pos); err != nil || !bytes.Equal(again, b) {
+		return false, invalid
+	}
+	if c, ok := pos.(Checker); ok && c.Check() != nil {
 		return false, invalid
 	}
 	return true, nil

@@ -2,6 +2,7 @@ package pagetoken_test
 
 import (
 	"encoding/base64"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,5 +71,29 @@ func TestPageSizeDefaultsCapsAndRefusesNegative(t *testing.T) {
 	}
 	if _, err := pagetoken.PageSize(-1, 20, 100); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("negative page size: err = %v", err)
+	}
+}
+
+// keyed is a position whose ID a query reads as a number of its own kind.
+type keyed struct {
+	ID string `json:"i"`
+}
+
+func (k *keyed) Check() error {
+	if _, err := strconv.Atoi(k.ID); err != nil {
+		return err
+	}
+	return nil
+}
+
+// A token of the right shape whose values its position's Check refuses is forged, and refused
+// like any other: the query would otherwise fail on it as an internal error.
+func TestTokensThePositionsCheckRefusesAreRefused(t *testing.T) {
+	var got keyed
+	if _, err := pagetoken.Decode(pagetoken.Encode(keyed{ID: "not-a-number"}), &got); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a token its position's Check refuses: %v; want InvalidArgument", err)
+	}
+	if ok, err := pagetoken.Decode(pagetoken.Encode(keyed{ID: "42"}), &got); !ok || err != nil || got.ID != "42" {
+		t.Errorf("a token its position's Check takes: %v, %v, %v", ok, err, got)
 	}
 }

@@ -48,6 +48,12 @@ type deadPosition struct {
 	ID       string    `json:"id"`
 }
 
+// Check implements pagetoken.Checker: the query reads ID as a uuid.
+func (p *deadPosition) Check() error {
+	_, err := uuid.Parse(p.ID)
+	return err
+}
+
 // ListFailedNotifications lists dead letters, newest first.
 func (a *Admin) ListFailedNotifications(ctx context.Context, req *fulfilmentv1.ListFailedNotificationsRequest) (*fulfilmentv1.ListFailedNotificationsResponse, error) {
 	size, err := pagetoken.PageSize(req.GetPageSize(), 50, 200)

@@ -2,6 +2,7 @@ package notify_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -616,9 +617,12 @@ func TestAdminRefusesBadReplaysAndPagesDeadLetters(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("replay of a delivered notification = %v, want FailedPrecondition", err)
 	}
-	_, err = admin.ListFailedNotifications(t.Context(), &fulfilmentv1.ListFailedNotificationsRequest{PageToken: "garbage!"})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "page_token") {
-		t.Errorf("list with a bad token = %v, want InvalidArgument naming page_token", err)
+	forged := base64.RawURLEncoding.EncodeToString([]byte(`{"t":"2026-01-01T00:00:00Z","id":"not-a-uuid"}`))
+	for _, token := range []string{"garbage!", forged} {
+		_, err = admin.ListFailedNotifications(t.Context(), &fulfilmentv1.ListFailedNotificationsRequest{PageToken: token})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "page_token") {
+			t.Errorf("list with the token %q = %v, want InvalidArgument naming page_token", token, err)
+		}
 	}
 }
 
