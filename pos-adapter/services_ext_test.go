@@ -37,6 +37,7 @@ var pickupSecret = []byte("pos-adapter-tests-pickup-secret")
 // production way).
 type services struct {
 	inv      *inventory.Service
+	invPool  *pgxpool.Pool // inventory's tables, to hold a stock row locked
 	ful      *fulfilment.Service
 	fulPool  *pgxpool.Pool // fulfilment's tables, to bring a timer forward
 	invAdmin inventoryv1.InventoryAdminServiceClient
@@ -78,7 +79,8 @@ func withServices(s *services, edit ...func(*fulfilment.Config)) envOption {
 		}
 
 		invNC := testenv.NATSConn(t, e.ns)
-		s.inv = inventory.New(inventory.Config{Pool: testenv.Pool(t, "", inventory.Migrations()), Logger: testenv.Logger(t)})
+		s.invPool = testenv.Pool(t, "", inventory.Migrations())
+		s.inv = inventory.New(inventory.Config{Pool: s.invPool, Logger: testenv.Logger(t)})
 		rpc, err := natsrpc.AddService(invNC, "inventory", "0.0.1", "inventory for pos-adapter tests", testenv.Logger(t))
 		if err != nil {
 			t.Fatal(err)

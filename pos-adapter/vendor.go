@@ -138,7 +138,7 @@ func (a *Adapter) applyVendorEvent(ctx context.Context, log *slog.Logger, store 
 		WHERE store_id = $1 AND vendor_event_id = $2`, store, ev.EventID).Scan(&typ, &sku, &qty, &state, &result, &request)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		request, err = a.vendorRequest(ctx, store, ev)
+		request, err = vendorRequest(store, ev)
 		if err != nil {
 			return a.vendorFailure(ctx, log, store, ev, err)
 		}
@@ -196,9 +196,10 @@ func (a *Adapter) applyVendorEvent(ctx context.Context, log *slog.Logger, store 
 	return http.StatusOK, VendorResult{Status: "applied"}
 }
 
-// vendorRequest builds the inventory request for ev. A count keeps the SKU's safety stock,
-// which SetStock would otherwise overwrite.
-func (a *Adapter) vendorRequest(ctx context.Context, store string, ev VendorEvent) ([]byte, error) {
+// vendorRequest builds the inventory request for ev. A count keeps the SKU's safety stock as
+// inventory has it when the count is applied: the vendor knows nothing of it, and a value read
+// now would, sent again on the vendor's retry, undo an operator's change made meanwhile.
+func vendorRequest(store string, ev VendorEvent) ([]byte, error) {
 	key := "vendor:" + ev.EventID
 	note := "vendor POS " + ev.Type + " " + ev.EventID
 	switch ev.Type {
@@ -212,23 +213,7 @@ func (a *Adapter) vendorRequest(ctx context.Context, store string, ev VendorEven
 		}
 		return proto.Marshal(req)
 	default:
-		ictx, err := a.adminContext(ctx, "vendor:"+store)
-		if err != nil {
-			return nil, err
-		}
-		ictx, cancel := a.callContext(ictx)
-		defer cancel()
-		res, err := a.inventory.ListStock(ictx, &inventoryv1.ListStockRequest{StoreId: store, Skus: []string{ev.SKU}})
-		if err != nil {
-			return nil, err
-		}
-		var safety int32
-		for _, l := range res.GetLevels() {
-			if l.GetSku() == ev.SKU {
-				safety = l.GetSafetyStock()
-			}
-		}
-		return proto.Marshal(&inventoryv1.SetStockRequest{StoreId: store, Sku: ev.SKU, OnHand: ev.Quantity, SafetyStock: safety,
+		return proto.Marshal(&inventoryv1.SetStockRequest{StoreId: store, Sku: ev.SKU, OnHand: ev.Quantity, KeepSafetyStock: true,
 			IdempotencyKey: key, Note: note, ClampToReserved: true})
 	}
 }

@@ -335,6 +335,55 @@ func TestVendorInStoreEventsAdjustStockOnceAndForgedOnesChangeNothing(t *testing
 // units it is applied clamped (on hand kept at what is reserved, so nothing more is promised,
 // the shortfall in the ledger for staff to settle), never refused and forgotten, which left
 // stock already sold to be promised again.
+// A vendor's count that inventory could not take at first (503, the event left pending) is
+// applied on the vendor's retry with the store's safety stock as it is then: an operator's
+// change made in between stays. (The request built at the first attempt used to carry the
+// safety stock read then, and the retry set it back.)
+func TestARetriedVendorCountKeepsTheSafetyStockSetMeanwhile(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s), withConfig(func(c *posadapter.Config) { c.CallTimeout = time.Second }))
+	ctx := context.Background()
+	s.addStore(t, "ven-9", map[string]int32{"LATTE-16": 10})
+	setSafety := func(key string, safety int32) {
+		t.Helper()
+		if _, err := s.invAdmin.SetStock(ctx, &inventoryv1.SetStockRequest{StoreId: "ven-9", Sku: "LATTE-16", OnHand: 10, SafetyStock: safety, IdempotencyKey: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setSafety("safety-2", 2)
+	secret := e.vendorWebhook("ven-9")
+
+	// Inventory cannot apply the count in time: its stock row is held by another change.
+	held, err := s.invPool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Exec(ctx, `SELECT 1 FROM stock WHERE store_id = 'ven-9' AND sku = 'LATTE-16' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	count := vendorEvent("c-1", "count", "LATTE-16", 20)
+	code, out := e.vendorPost("ven-9", secret, time.Now(), count, nil)
+	if err := held.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("the count while inventory is held up: HTTP %d %+v; want 503, to be retried", code, out)
+	}
+
+	setSafety("safety-6", 6) // an operator, meanwhile
+	code, out = e.vendorPost("ven-9", secret, time.Now(), count, nil)
+	if code != http.StatusOK || out.Status != "applied" {
+		t.Fatalf("the vendor's retry: HTTP %d %+v; want 200 applied", code, out)
+	}
+	res, err := s.invAdmin.ListStock(ctx, &inventoryv1.ListStockRequest{StoreId: "ven-9", Skus: []string{"LATTE-16"}})
+	if err != nil || len(res.GetLevels()) != 1 {
+		t.Fatalf("ListStock: %v, %v", res, err)
+	}
+	if l := res.GetLevels()[0]; l.GetOnHand() != 20 || l.GetSafetyStock() != 6 {
+		t.Fatalf("after the retried count: on hand %d, safety stock %d; want 20 and the operator's 6", l.GetOnHand(), l.GetSafetyStock())
+	}
+}
+
 func TestVendorSalesPastWhatIsReservedAreAppliedClampedNotRefused(t *testing.T) {
 	var s services
 	e := newEnv(t, withServices(&s))

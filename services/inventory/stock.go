@@ -48,8 +48,11 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	if oh := req.GetOnHand(); oh < 0 || oh > maxStockLevel {
 		v.Addf("on_hand", "must be between 0 and %d, got %d", maxStockLevel, oh)
 	}
-	if ss := req.GetSafetyStock(); ss < 0 || ss > maxStockLevel {
+	switch ss := req.GetSafetyStock(); {
+	case ss < 0 || ss > maxStockLevel:
 		v.Addf("safety_stock", "must be between 0 and %d, got %d", maxStockLevel, ss)
+	case ss != 0 && req.GetKeepSafetyStock():
+		v.Addf("safety_stock", "must be 0 with keep_safety_stock, got %d", ss)
 	}
 	if err := v.Err(); err != nil {
 		return nil, nil, err
@@ -58,6 +61,9 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: kindSet,
 		apply: func(cur level) (level, string, error) {
 			next := level{onHand: req.GetOnHand(), reserved: cur.reserved, safety: req.GetSafetyStock()}
+			if req.GetKeepSafetyStock() {
+				next.safety = cur.safety
+			}
 			if req.GetOnHand() < cur.reserved {
 				if !req.GetClampToReserved() {
 					return level{}, "", rpcerr.FailedPrecondition("on_hand: %d would be below the %d units reserved for open orders of %s at %s; release or commit holds first",
@@ -72,7 +78,7 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 			// A clamped count left on hand at the reserved units, above the count.
 			after := m.GetOnHandAfter() == req.GetOnHand() || req.GetClampToReserved() && m.GetOnHandAfter() > req.GetOnHand()
 			return m.GetKind() == inventoryv1.MovementKind_MOVEMENT_KIND_SET && m.GetSku() == req.GetSku() &&
-				after && m.GetSafetyStockAfter() == req.GetSafetyStock()
+				after && (req.GetKeepSafetyStock() || m.GetSafetyStockAfter() == req.GetSafetyStock())
 		},
 	})
 }

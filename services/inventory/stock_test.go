@@ -218,3 +218,31 @@ func TestListStockPagesBySKUAndAvailabilityAnswersUnknownSKUsWithZero(t *testing
 	_, err = e.admin.ListStock(e.ctx(), &inventoryv1.ListStockRequest{StoreId: "s1", PageToken: "garbage"})
 	requireStatus(t, err, codes.InvalidArgument, "page_token")
 }
+
+// A count that keeps the safety stock sets on hand and leaves safety stock as it is when the
+// count is applied, even when it changed after the count was made; retried with its key it
+// changes nothing again. A safety stock given with it is refused, naming the field.
+func TestACountCanKeepTheSafetyStock(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "TEA", 10, 3)
+	count := &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "TEA", OnHand: 20, KeepSafetyStock: true, IdempotencyKey: "vendor-count-1"}
+	for range 2 {
+		res, err := e.admin.SetStock(e.ctx(), count)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := res.GetLevel(); l.GetOnHand() != 20 || l.GetSafetyStock() != 3 {
+			t.Fatalf("after the count: on hand %d, safety stock %d; want 20 and 3 kept", l.GetOnHand(), l.GetSafetyStock())
+		}
+	}
+	// A SKU new to the store starts with none.
+	res, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "NEW", OnHand: 4, KeepSafetyStock: true, IdempotencyKey: "vendor-count-2"})
+	if err != nil || res.GetLevel().GetSafetyStock() != 0 || res.GetLevel().GetOnHand() != 4 {
+		t.Fatalf("a new SKU's count: %v, %v; want on hand 4, no safety stock", res.GetLevel(), err)
+	}
+	_, err = e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "TEA", OnHand: 5, SafetyStock: 1, KeepSafetyStock: true, IdempotencyKey: "both"})
+	requireStatus(t, err, codes.InvalidArgument, "safety_stock")
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}

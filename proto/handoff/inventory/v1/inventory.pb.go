@@ -1986,6 +1986,11 @@ type SetStockRequest struct {
 	// promised, and the movement's note records how many units are short. Staff then settle
 	// the shortfall (cancel orders, or mark lines unavailable).
 	ClampToReserved bool `protobuf:"varint,7,opt,name=clamp_to_reserved,json=clampToReserved,proto3" json:"clamp_to_reserved,omitempty"`
+	// Keep the SKU's safety stock as it is when the count is applied (0 for a SKU new to the
+	// store), for a count from a system that knows nothing of it (a vendor POS): safety stock
+	// read beforehand and sent back would undo an operator's change made in between, as on a
+	// retried request. safety_stock must then be 0.
+	KeepSafetyStock bool `protobuf:"varint,8,opt,name=keep_safety_stock,json=keepSafetyStock,proto3" json:"keep_safety_stock,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -2065,6 +2070,13 @@ func (x *SetStockRequest) GetNote() string {
 func (x *SetStockRequest) GetClampToReserved() bool {
 	if x != nil {
 		return x.ClampToReserved
+	}
+	return false
+}
+
+func (x *SetStockRequest) GetKeepSafetyStock() bool {
+	if x != nil {
+		return x.KeepSafetyStock
 	}
 	return false
 }
@@ -2857,7 +2869,7 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\border_id\x18\f \x01(\tR\aorderId\x12'\n" +
 	"\x0fidempotency_key\x18\r \x01(\tR\x0eidempotencyKey\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xe3\x01\n" +
+	"createTime\"\x8f\x02\n" +
 	"\x0fSetStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x17\n" +
@@ -2865,7 +2877,8 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\fsafety_stock\x18\x04 \x01(\x05R\vsafetyStock\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x12\n" +
 	"\x04note\x18\x06 \x01(\tR\x04note\x12*\n" +
-	"\x11clamp_to_reserved\x18\a \x01(\bR\x0fclampToReserved\"\x8b\x01\n" +
+	"\x11clamp_to_reserved\x18\a \x01(\bR\x0fclampToReserved\x12*\n" +
+	"\x11keep_safety_stock\x18\b \x01(\bR\x0fkeepSafetyStock\"\x8b\x01\n" +
 	"\x10SetStockResponse\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x12?\n" +
 	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"\x80\x02\n" +
