@@ -2,9 +2,11 @@ package cart
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/mail"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -111,7 +113,8 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 		s.endLease(ctx, c.ID, key)
 		c.CheckingOut, c.Unsettled = false, false
 	default:
-		marked, err := s.markCheckedOut(ctx, c.ID, key, order.GetId())
+		lines := linesOf(c.Lines, order)
+		marked, err := s.markCheckedOut(ctx, c.ID, key, order.GetId(), lines)
 		s.rows.drop(c.ID) // no edit follows a checkout
 		if err != nil {
 			// The order exists; the retry with the same key marks the cart.
@@ -127,6 +130,7 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 		// change them meanwhile), priced a moment ago in step 2.
 		orderID := order.GetId()
 		c.State, c.OrderID, c.CheckoutKey, c.CheckingOut, c.Unsettled = stateCheckedOut, &orderID, &key, false, false
+		c.Lines = lines
 		c.Version, c.UpdateTime = marked.version, marked.updateTime
 	}
 	return order, s.viewWith(ctx, c, learned{variants: variants}), nil
@@ -280,10 +284,27 @@ func (s *Service) placeFailed(ctx context.Context, c *cartRow, key string, err e
 	}
 }
 
-// markCheckedOut records the order on the cart, in one statement. Another request with the
-// same key may have done it already; that changes nothing, and marked is nil. Otherwise marked
-// is the cart's new version and update time.
-func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID string) (marked *cartMark, err error) {
+// linesOf is the cart's lines as order has them: the names and prices it was placed with,
+// which a checked-out cart shows from then on (the catalog's later changes are not the order's).
+func linesOf(lines []lineRow, order *fulfilmentv1.Order) []lineRow {
+	out := slices.Clone(lines)
+	for i := range out {
+		for _, ol := range order.GetLines() {
+			if ol.GetLineId() == out[i].LineID {
+				out[i].ProductName, out[i].VariantName = ol.GetProductName(), ol.GetVariantName()
+				out[i].PriceMinor, out[i].Currency = ol.GetUnitPrice().GetAmountMinor(), ol.GetUnitPrice().GetCurrencyCode()
+				break
+			}
+		}
+	}
+	return out
+}
+
+// markCheckedOut records the order on the cart, with its lines as the order has them
+// (linesOf), in one statement. Another request with the same key may have done it already;
+// that changes nothing, and marked is nil. Otherwise marked is the cart's new version and
+// update time.
+func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID string, lines []lineRow) (marked *cartMark, err error) {
 	if orderID == "" {
 		return nil, status.Error(codes.Internal, "fulfilment answered without an order id")
 	}
@@ -292,7 +313,11 @@ func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID strin
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
 	defer cancel()
 	// Together with the concurrent checkouts' marks; what that did not mark, alone.
-	if m, err := s.marks.Do(ctx, markReq{cartID: cartID, key: key, orderID: orderID}); m != nil && err == nil {
+	linesJSON, err := json.Marshal(lines)
+	if err != nil {
+		return nil, fmt.Errorf("mark cart %s checked out: %w", cartID, err)
+	}
+	if m, err := s.marks.Do(ctx, markReq{cartID: cartID, key: key, orderID: orderID, lines: linesJSON}); m != nil && err == nil {
 		return m, nil
 	}
 	// One statement instead of lock, read, write: the UPDATE's row lock orders it after any
@@ -302,10 +327,10 @@ func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID strin
 		at      time.Time
 	)
 	err = s.db.QueryRow(ctx, `
-		UPDATE carts SET state = 'checked_out', order_id = $2, checkout_key = $3, checkout_until = NULL,
+		UPDATE carts SET state = 'checked_out', order_id = $2, checkout_key = $3, checkout_until = NULL, lines = $4,
 		       version = version + 1, update_time = now()
 		WHERE id = $1 AND state <> 'checked_out'
-		RETURNING version, update_time`, cartID, orderID, key).Scan(&version, &at)
+		RETURNING version, update_time`, cartID, orderID, key, linesJSON).Scan(&version, &at)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Checked out already (or gone): read what it holds, after whoever did it committed.
 		var existing *string
@@ -361,7 +386,7 @@ func (s *Service) settle(ctx context.Context, c *cartRow) error {
 		return status.Errorf(codes.Unavailable, "cart %q has a checkout whose outcome is not known yet (idempotency_key %q), and fulfilment cannot say now (%s): try again in a moment",
 			c.ID, key, status.Code(err))
 	}
-	if _, err := s.markCheckedOut(ctx, c.ID, key, res.GetOrder().GetId()); err != nil {
+	if _, err := s.markCheckedOut(ctx, c.ID, key, res.GetOrder().GetId(), linesOf(c.Lines, res.GetOrder())); err != nil {
 		return err
 	}
 	s.log.InfoContext(ctx, "checkout settled: its order was made", "cart_id", c.ID, "order_id", res.GetOrder().GetId())

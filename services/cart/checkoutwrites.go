@@ -84,13 +84,16 @@ func (s *Service) claimMany(ctx context.Context, reqs []claimReq) []coalesce.Res
 }
 
 // markReq is one checkout's mark (see markCheckedOut).
-type markReq struct{ cartID, key, orderID string }
+type markReq struct {
+	cartID, key, orderID string
+	lines                []byte // carts.lines as the order has them (linesOf)
+}
 
 // markManySQL is markCheckedOut's UPDATE for many carts.
 const markManySQL = `
 	UPDATE carts SET state = 'checked_out', order_id = u.r_order, checkout_key = u.r_key, checkout_until = NULL,
-	       version = version + 1, update_time = now()
-	FROM unnest($1::text[], $2::text[], $3::text[]) AS u(r_id, r_key, r_order)
+	       lines = u.r_lines, version = version + 1, update_time = now()
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(r_id, r_key, r_order, r_lines)
 	WHERE id = u.r_id AND state <> 'checked_out'
 	RETURNING id, order_id, version, update_time`
 
@@ -102,8 +105,9 @@ func (s *Service) markMany(ctx context.Context, reqs []markReq) []coalesce.Resul
 	out := make([]coalesce.Result[*cartMark], len(reqs))
 	sorted := slices.SortedFunc(slices.Values(reqs), func(a, b markReq) int { return cmp.Compare(a.cartID, b.cartID) })
 	ids, keys, orders := make([]string, len(reqs)), make([]string, len(reqs)), make([]string, len(reqs))
+	lines := make([]string, len(reqs))
 	for i, r := range sorted {
-		ids[i], keys[i], orders[i] = r.cartID, r.key, r.orderID
+		ids[i], keys[i], orders[i], lines[i] = r.cartID, r.key, r.orderID, string(r.lines)
 	}
 	fail := func(err error) []coalesce.Result[*cartMark] {
 		for i := range out {
@@ -111,7 +115,7 @@ func (s *Service) markMany(ctx context.Context, reqs []markReq) []coalesce.Resul
 		}
 		return out
 	}
-	rows, err := s.db.Query(ctx, markManySQL, ids, keys, orders)
+	rows, err := s.db.Query(ctx, markManySQL, ids, keys, orders, lines)
 	if err != nil {
 		return fail(err)
 	}

@@ -194,6 +194,9 @@ func (s *Service) viewWith(ctx context.Context, c *cartRow, l learned) *cartv1.C
 		asks      []func()
 	)
 	for _, line := range c.Lines {
+		if c.State == stateCheckedOut {
+			break // shown as its order has it (linesOf), not as the catalog has it today
+		}
 		if v, ok := l.variants[line.SKU]; ok {
 			variants[line.SKU] = v
 		} else if v, ok := s.variantCache.get(line.SKU); ok {

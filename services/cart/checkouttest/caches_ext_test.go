@@ -2,7 +2,6 @@ package checkout_test
 
 import (
 	"fmt"
-	"github.com/handoff-dev/handoff/services/cart"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/cart"
 )
 
 // The cart's questions to other services, as the request spy names them.
@@ -103,30 +103,8 @@ func TestCatalogPriceChangeReachesTheCartAndItsCheckoutPromptly(t *testing.T) {
 		t.Fatalf("a view of a cart whose SKU and store were just looked up asked %v; want both from the cache", reqs)
 	}
 
-	p, err := e.catalogPublic.GetProduct(t.Context(), &catalogv1.GetProductRequest{ProductId: e.productOf(sku)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range p.GetProduct().GetVariants() {
-		if v.GetSku() == sku {
-			v.Price = &commonv1.Money{AmountMinor: price + 25, CurrencyCode: "USD"}
-		}
-	}
-	if _, err := e.catalogAdmin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{
-		Product: p.GetProduct(), UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}},
-	}); err != nil {
-		t.Fatalf("UpdateProduct: %v", err)
-	}
-	testenv.CheckFor(t, 3*time.Second, 10*time.Millisecond, func() error {
-		res, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
-		if err != nil {
-			return err
-		}
-		if got := res.GetCart().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != price+25 {
-			return fmt.Errorf("cart shows unit price %d after the change to %d", got, price+25)
-		}
-		return nil
-	})
+	e.changePrice(sku, price+25)
+	e.waitForPrice("alice", c.GetId(), price+25)
 	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "new-price-checkout"})
 	if err != nil {
 		t.Fatalf("Checkout: %v", err)
@@ -284,4 +262,70 @@ func TestAClosedCartStopsListeningToItsOwnersEvents(t *testing.T) {
 		t.Fatalf("after Close %d subscriptions remain; want none", n)
 	}
 	svc.Close() // twice is harmless
+}
+
+// changePrice sets sku's price in the catalog.
+func (e *env) changePrice(sku string, amount int64) {
+	e.t.Helper()
+	p, err := e.catalogPublic.GetProduct(e.t.Context(), &catalogv1.GetProductRequest{ProductId: e.productOf(sku)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, v := range p.GetProduct().GetVariants() {
+		if v.GetSku() == sku {
+			v.Price = &commonv1.Money{AmountMinor: amount, CurrencyCode: "USD"}
+		}
+	}
+	if _, err := e.catalogAdmin.UpdateProduct(e.t.Context(), &catalogv1.UpdateProductRequest{
+		Product: p.GetProduct(), UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}},
+	}); err != nil {
+		e.t.Fatalf("UpdateProduct: %v", err)
+	}
+}
+
+// waitForPrice waits until customer's cart shows its first line at amount: the catalog's
+// change has reached the cart service.
+func (e *env) waitForPrice(customer, cartID string, amount int64) {
+	e.t.Helper()
+	testenv.CheckFor(e.t, 3*time.Second, 10*time.Millisecond, func() error {
+		res, err := e.carts.GetCart(e.as(customer), &cartv1.GetCartRequest{CartId: cartID})
+		if err != nil {
+			return err
+		}
+		if got := res.GetCart().GetLines()[0].GetUnitPrice().GetAmountMinor(); got != amount {
+			return fmt.Errorf("cart shows unit price %d after the change to %d", got, amount)
+		}
+		return nil
+	})
+}
+
+// A checked-out cart is the record of what was ordered: after a price change it still shows
+// the prices its order was placed with, and their subtotal is the order's total.
+func TestACheckedOutCartShowsWhatItsOrderCharged(t *testing.T) {
+	e := newEnv(t)
+	sku := e.skus(1)[0]
+	c := e.filledCart("cat", 2, sku)
+	res, err := e.carts.Checkout(e.as("cat"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "charged-price-checkout"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+		t.Fatalf("Checkout: %v, %v", res.GetOrder().GetState(), err)
+	}
+	charged := res.GetOrder().GetLines()[0].GetUnitPrice().GetAmountMinor()
+	if shown := res.GetCart().GetLines()[0].GetUnitPrice().GetAmountMinor(); shown != charged {
+		t.Fatalf("the checkout's cart shows %d; its order charged %d", shown, charged)
+	}
+
+	e.changePrice(sku, charged+1000)
+	open := e.filledCart("dot", 1, sku)
+	e.waitForPrice("dot", open.GetId(), charged+1000) // the change has reached the cart service
+
+	got, err := e.carts.GetCart(e.as("cat"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown := got.GetCart().GetLines()[0].GetUnitPrice().GetAmountMinor(); shown != charged {
+		t.Errorf("the checked-out cart shows unit price %d after the catalog's change; its order charged %d", shown, charged)
+	}
+	if sub, total := got.GetCart().GetSubtotal().GetAmountMinor(), res.GetOrder().GetTotal().GetAmountMinor(); sub != total {
+		t.Errorf("the checked-out cart's subtotal %d; its order's total %d", sub, total)
+	}
 }
