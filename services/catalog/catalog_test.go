@@ -410,3 +410,28 @@ func TestACategoryCannotBeItsOwnParent(t *testing.T) {
 		t.Fatalf("categories after the refusals: %v, %v; want none", res.GetCategories(), err)
 	}
 }
+
+// Replacing a product's variants to change a price, without saying whether each is available,
+// leaves a switched-off variant off; a variant new to the product is available.
+func TestAVariantSentAgainWithoutAvailableKeepsIt(t *testing.T) {
+	e := newEnv(t)
+	e.createTestCategory(t)
+	p := validProduct()
+	p.Variants[1].Available = proto.Bool(false) // out of season
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p}); err != nil {
+		t.Fatal(err)
+	}
+	edit := validProduct() // no availability given
+	edit.Variants[0].Price.AmountMinor = 350
+	edit.Variants = append(edit.Variants, &catalogv1.Variant{Sku: "TEST-BREW-20", Name: "20 oz", Price: &commonv1.Money{AmountMinor: 425, CurrencyCode: "USD"}})
+	res, err := e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: edit, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"TEST-BREW-12": true, "TEST-BREW-16": false, "TEST-BREW-20": true}
+	for _, v := range res.GetProduct().GetVariants() {
+		if v.GetAvailable() != want[v.GetSku()] || v.GetOrderable() != want[v.GetSku()] {
+			t.Errorf("%s after the update: available %v, orderable %v; want %v", v.GetSku(), v.GetAvailable(), v.GetOrderable(), want[v.GetSku()])
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/fieldmask"
@@ -350,6 +351,7 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 			next.Id, next.Name, next.Description, next.CategoryId, images, nonNil(next.Tags), searchText(next)); err != nil {
 			return fmt.Errorf("update product: %w", err)
 		}
+		keepAvailability(next, cur)
 		if _, err := tx.Exec(ctx, `DELETE FROM variants WHERE product_id = $1`, next.Id); err != nil {
 			return fmt.Errorf("replace variants: %w", err)
 		}
@@ -407,6 +409,23 @@ func checkCategory(ctx context.Context, tx pgx.Tx, id, field string) error {
 		return rpcerr.Invalid(field, fmt.Sprintf("category %q does not exist", id))
 	}
 	return nil
+}
+
+// keepAvailability gives each of next's variants sent without available what cur had for its
+// SKU: a client replacing the variants to change a price must not switch a seasonal variant
+// back on. A variant new to the product is available, as on create.
+func keepAvailability(next, cur *catalogv1.Product) {
+	for _, v := range next.GetVariants() {
+		if v.Available != nil {
+			continue
+		}
+		for _, was := range cur.GetVariants() {
+			if was.GetSku() == v.GetSku() {
+				v.Available = proto.Bool(was.GetAvailable())
+				break
+			}
+		}
+	}
 }
 
 func writeVariants(ctx context.Context, tx pgx.Tx, p *catalogv1.Product) error {

@@ -230,7 +230,8 @@ type Variant struct {
 	// Unit price.
 	Price *v1.Money `protobuf:"bytes,5,opt,name=price,proto3" json:"price,omitempty"`
 	// Whether the merchant offers this variant at all right now (seasonal items are switched off
-	// here); true when not set on create. Per-store stock is inventory's business, not the catalog's.
+	// here); when not set, true on create and for a variant new to its product, and unchanged for
+	// one an update sends again. Per-store stock is inventory's business, not the catalog's.
 	Available *bool `protobuf:"varint,6,opt,name=available,proto3,oneof" json:"available,omitempty"`
 	// True when the variant can be put in a cart: available and its product active (output only).
 	Orderable     bool `protobuf:"varint,7,opt,name=orderable,proto3" json:"orderable,omitempty"`

@@ -138,7 +138,8 @@ export type Variant = Message<"handoff.catalog.v1.Variant"> & {
 
   /**
    * Whether the merchant offers this variant at all right now (seasonal items are switched off
-   * here); true when not set on create. Per-store stock is inventory's business, not the catalog's.
+   * here); when not set, true on create and for a variant new to its product, and unchanged for
+   * one an update sends again. Per-store stock is inventory's business, not the catalog's.
    *
    * @generated from field: optional bool available = 6;
    */
