@@ -20,6 +20,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
@@ -28,11 +29,12 @@ import (
 
 // Limits of the admin API.
 const (
-	maxTerminalName     = 100
-	maxTerminalStores   = 100
-	maxEscalateAfter    = 24 * time.Hour
-	maxTerminalsListed  = 1000
-	maxWebhookURLLength = 2000
+	maxTerminalName      = 100
+	maxTerminalStores    = 100
+	maxEscalateAfter     = 24 * time.Hour
+	defaultTerminalsPage = 100
+	maxTerminalsPage     = 1000
+	maxWebhookURLLength  = 2000
 )
 
 // storeIDPattern is what a store id may look like: inventory's rule, and a valid NATS subject
@@ -179,9 +181,20 @@ func (api adminAPI) ListTerminals(ctx context.Context, req *connect.Request[posv
 			return nil, a.fail(ctx, "", rpcerr.Invalid("store_id", err.Error()))
 		}
 	}
+	size, err := pagetoken.PageSize(req.Msg.GetPageSize(), defaultTerminalsPage, maxTerminalsPage)
+	if err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
+	var after terminalPosition
+	hasAfter, err := pagetoken.Decode(req.Msg.GetPageToken(), &after)
+	if err != nil {
+		return nil, a.fail(ctx, "", err)
+	}
 	rows, err := a.db.Query(ctx, `SELECT `+terminalColumns+` FROM terminals
 		WHERE ($1 = '' OR $1 = ANY (store_ids)) AND ($2 OR revoke_time IS NULL)
-		ORDER BY create_time, id LIMIT $3`, store, req.Msg.GetIncludeRevoked(), maxTerminalsListed)
+			AND (NOT $3 OR (create_time, id) > ($4, $5))
+		ORDER BY create_time, id LIMIT $6`,
+		store, req.Msg.GetIncludeRevoked(), hasAfter, time.UnixMicro(after.Time), after.ID, size+1)
 	if err != nil {
 		return nil, a.internal(ctx, "list terminals", err)
 	}
@@ -189,7 +202,20 @@ func (api adminAPI) ListTerminals(ctx context.Context, req *connect.Request[posv
 	if err != nil {
 		return nil, a.internal(ctx, "list terminals", err)
 	}
-	return connect.NewResponse(&posv1.ListTerminalsResponse{Terminals: ts}), nil
+	res := &posv1.ListTerminalsResponse{Terminals: ts}
+	if len(ts) > size {
+		res.Terminals = ts[:size]
+		last := ts[size-1]
+		res.NextPageToken = pagetoken.Encode(terminalPosition{Time: last.GetCreateTime().AsTime().UnixMicro(), ID: last.GetId()})
+	}
+	return connect.NewResponse(res), nil
+}
+
+// terminalPosition is ListTerminals' page position: the last terminal's create time (Unix
+// microseconds, as stored) and id.
+type terminalPosition struct {
+	Time int64  `json:"t"`
+	ID   string `json:"i"`
 }
 
 func (api adminAPI) SetStoreSettings(ctx context.Context, req *connect.Request[posv1.SetStoreSettingsRequest]) (*connect.Response[posv1.SetStoreSettingsResponse], error) {

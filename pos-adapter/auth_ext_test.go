@@ -3,7 +3,9 @@ package posadapter_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -260,5 +262,45 @@ func TestAStaffTokensTicketStreamEndsWhenTheTokenExpires(t *testing.T) {
 	f.quiet(time.Second) // open, and nothing to send
 	if err := f.end(20 * time.Second); codeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("the stream of an expired staff token ended with %v; want Unauthenticated", err)
+	}
+}
+
+// ListTerminals pages: every terminal of a store once, oldest first, however the pages fall;
+// a bad page size or token is refused naming the field.
+func TestListTerminalsPagesThroughEveryTerminalOnce(t *testing.T) {
+	e := newEnv(t)
+	var want []string
+	for i := range 7 {
+		id, _ := e.register(fmt.Sprintf("Till %d", i), "page-1")
+		want = append(want, id)
+	}
+	e.register("Elsewhere", "page-2")
+	var got []string
+	token := ""
+	for pages := 0; ; pages++ {
+		if pages > 7 {
+			t.Fatalf("still paging after %d pages: %v", pages, got)
+		}
+		res, err := e.admin().ListTerminals(context.Background(), req(&posv1.ListTerminalsRequest{StoreId: "page-1", PageSize: 3, PageToken: token}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, term := range res.Msg.GetTerminals() {
+			got = append(got, term.GetId())
+		}
+		if token = res.Msg.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("paged terminals %v; want %v, in the order registered", got, want)
+	}
+	for field, bad := range map[string]*posv1.ListTerminalsRequest{
+		"page_size":  {PageSize: -1},
+		"page_token": {PageToken: "not-a-token"},
+	} {
+		if _, err := e.admin().ListTerminals(context.Background(), req(bad)); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), field) {
+			t.Errorf("ListTerminals with a bad %s: %v; want InvalidArgument naming it", field, err)
+		}
 	}
 }

@@ -1569,8 +1569,12 @@ type ListTerminalsRequest struct {
 	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	// Include revoked terminals.
 	IncludeRevoked bool `protobuf:"varint,2,opt,name=include_revoked,json=includeRevoked,proto3" json:"include_revoked,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// At most this many terminals (0 means 100; above 1000 reads as 1000).
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// A previous response's next_page_token, to continue from there.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListTerminalsRequest) Reset() {
@@ -1617,11 +1621,27 @@ func (x *ListTerminalsRequest) GetIncludeRevoked() bool {
 	return false
 }
 
+func (x *ListTerminalsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTerminalsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // Response for ListTerminals.
 type ListTerminalsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Terminals.
-	Terminals     []*Terminal `protobuf:"bytes,1,rep,name=terminals,proto3" json:"terminals,omitempty"`
+	// Terminals, oldest first.
+	Terminals []*Terminal `protobuf:"bytes,1,rep,name=terminals,proto3" json:"terminals,omitempty"`
+	// Token for the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1661,6 +1681,13 @@ func (x *ListTerminalsResponse) GetTerminals() []*Terminal {
 		return x.Terminals
 	}
 	return nil
+}
+
+func (x *ListTerminalsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // StoreWebhook sends a store's tickets to a vendor POS.
@@ -2490,12 +2517,16 @@ const file_handoff_pos_v1_pos_proto_rawDesc = "" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\"N\n" +
 	"\x16RevokeTerminalResponse\x124\n" +
-	"\bterminal\x18\x01 \x01(\v2\x18.handoff.pos.v1.TerminalR\bterminal\"Z\n" +
+	"\bterminal\x18\x01 \x01(\v2\x18.handoff.pos.v1.TerminalR\bterminal\"\x96\x01\n" +
 	"\x14ListTerminalsRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12'\n" +
-	"\x0finclude_revoked\x18\x02 \x01(\bR\x0eincludeRevoked\"O\n" +
+	"\x0finclude_revoked\x18\x02 \x01(\bR\x0eincludeRevoked\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"w\n" +
 	"\x15ListTerminalsResponse\x126\n" +
-	"\tterminals\x18\x01 \x03(\v2\x18.handoff.pos.v1.TerminalR\tterminals\"\xc4\x01\n" +
+	"\tterminals\x18\x01 \x03(\v2\x18.handoff.pos.v1.TerminalR\tterminals\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc4\x01\n" +
 	"\fStoreWebhook\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x120\n" +
