@@ -151,6 +151,9 @@ func EnqueueWithID(ctx context.Context, tx pgx.Tx, eventID, subject string, msg 
 		return fmt.Errorf("outbox: marshal %s for %s: %w", msg.ProtoReflect().Descriptor().FullName(), subject, err)
 	}
 	eventType := string(msg.ProtoReflect().Descriptor().FullName())
+	if err := checkSize(eventType, subject, payload); err != nil {
+		return err
+	}
 	sql := enqueueSQL
 	if shouldNotify(subject) {
 		sql = enqueueNotifySQL
@@ -207,6 +210,9 @@ func EnqueueBatch(ctx context.Context, tx pgx.Tx, events []Event) error {
 		if payloads[i], err = proto.Marshal(ev.Msg); err != nil {
 			return fmt.Errorf("outbox: marshal %s for %s: %w", types[i], ev.Subject, err)
 		}
+		if err := checkSize(types[i], ev.Subject, payloads[i]); err != nil {
+			return err
+		}
 		ids[i], subjects[i] = id.String(), ev.Subject
 		if shouldNotify(ev.Subject) {
 			notify = true
@@ -231,6 +237,20 @@ var handoffEventNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://hand
 // the same id, so JetStream and the consumers treat a rewrite as a duplicate.
 func DeterministicID(parts ...string) string {
 	return uuid.NewSHA1(handoffEventNamespace, []byte(strings.Join(parts, "\x00"))).String()
+}
+
+// MaxPayload is the largest event the outbox takes: NATS's default max_payload (Handoff's own
+// servers allow 4 MB), so an event fits any server it may be relayed to. Handoff's events are
+// far smaller (their fields are bounded at the edges); one that is not would stop every event
+// behind it, refused by the server at each relay round, so it is refused at write time instead.
+const MaxPayload = 1 << 20
+
+// checkSize refuses, at write time, an event too large to be published.
+func checkSize(eventType, subject string, payload []byte) error {
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("outbox: %s on %s is %d bytes, more than the %d an event may have", eventType, subject, len(payload), MaxPayload)
+	}
+	return nil
 }
 
 // checkSubject refuses, at write time, a subject the relay could never

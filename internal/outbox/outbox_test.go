@@ -546,6 +546,16 @@ func TestEnqueueBatchRecordsEventsInOrderOnceEach(t *testing.T) {
 	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return outbox.EnqueueBatch(ctx, tx, bad) }); err == nil {
 		t.Fatal("EnqueueBatch with a subject no stream stores succeeded")
 	}
+	// An event larger than a server may take would stop every event behind it: refused.
+	huge := outbox.Event{ID: outbox.DeterministicID("huge"), Subject: productCreated, Msg: wrapperspb.Bytes(make([]byte, outbox.MaxPayload))}
+	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return outbox.EnqueueBatch(ctx, tx, append(slices.Clone(events), huge)) }); err == nil {
+		t.Fatal("EnqueueBatch with an event past MaxPayload succeeded")
+	}
+	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		return outbox.EnqueueWithID(ctx, tx, huge.ID, huge.Subject, huge.Msg)
+	}); err == nil {
+		t.Fatal("EnqueueWithID with an event past MaxPayload succeeded")
+	}
 
 	if n, err := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Flush(ctx); err != nil || n != len(events) {
 		t.Fatalf("Flush = %d, %v; want %d", n, err, len(events))
