@@ -70,8 +70,12 @@ func (s *Service) claimMany(ctx context.Context, reqs []claimReq) []coalesce.Res
 		if err := rows.Scan(c.claimScanTargets()...); err != nil {
 			return fail(err)
 		}
+		// The row went to a request it matched, version included: requests for one cart
+		// with one key but different expected versions may share the batch, and one that
+		// named a stale version must not take the claim another's matching version won.
 		for i, r := range reqs {
-			if out[i].Value == nil && r.cartID == c.ID && r.customer == c.CustomerID && r.key == deref(c.CheckoutKey) {
+			if out[i].Value == nil && r.cartID == c.ID && r.customer == c.CustomerID && r.key == deref(c.CheckoutKey) &&
+				(r.expectedVersion == 0 || r.expectedVersion == c.Version) {
 				out[i].Value = c
 				break
 			}

@@ -132,3 +132,24 @@ func TestEditsWhoseRepliesAreLostCountOnce(t *testing.T) {
 		}
 	}
 }
+
+// Two claims of one cart under one key in one batch, one naming the cart's version and one a
+// stale version: the claim goes to the request whose version matched, never to the stale one.
+func TestABatchedClaimGoesToTheRequestWhoseVersionMatched(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	c = e.addLine("alice", c.GetId(), sku, 1)
+	res, err := e.client.SetPickup(e.as("alice"), &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := res.GetCart().GetVersion()
+	got, err := e.cart.ClaimTogether(t.Context(), c.GetId(), "alice", "key-same-for-both", v-1, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != -1 || got[1] != v {
+		t.Fatalf("claims (stale version %d, current %d) took %v; want only the current one's", v-1, v, got)
+	}
+}

@@ -20,3 +20,23 @@ var KeyedStatements = map[string]string{
 	"claim many": claimManySQL, "claim one": claimOneSQL, "edit many": editManySQL, "edit one": editOneSQL,
 	"reopen lapsed": reopenLapsedSQL, "end lease": endLeaseSQL,
 }
+
+// ClaimTogether claims in one batch, as concurrent checkouts' claims go, and gives each
+// request's claimed version, or -1 where its claim took nothing.
+func (s *Service) ClaimTogether(ctx context.Context, cartID, customer, key string, expectedVersions ...int64) ([]int64, error) {
+	reqs := make([]claimReq, len(expectedVersions))
+	for i, v := range expectedVersions {
+		reqs[i] = claimReq{cartID: cartID, customer: customer, key: key, expectedVersion: v}
+	}
+	out := make([]int64, len(reqs))
+	for i, r := range s.claimMany(ctx, reqs) {
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		out[i] = -1
+		if r.Value != nil {
+			out[i] = r.Value.Version
+		}
+	}
+	return out, nil
+}
