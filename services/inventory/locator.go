@@ -97,6 +97,7 @@ type candidate struct {
 	st       *storeEntry
 	distance float64
 	status   hours.Status
+	at       time.Time // when status was taken
 }
 
 // located is a candidate whose stock was read: what it has of each requested line.
@@ -107,7 +108,7 @@ type located struct {
 }
 
 func (s *Service) matchProto(m *located, totals []lineTotal) (*inventoryv1.StoreMatch, error) {
-	store, err := s.entryProto(m.st, m.st.openStatusProto(m.status))
+	store, err := s.entryProto(m.st, m.st.openStatusProto(m.status, m.at))
 	if err != nil {
 		return nil, err
 	}
@@ -187,10 +188,10 @@ func (sc *storeScan) next(ctx context.Context, need int) ([]*located, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !sc.q.includeAll && !c.st.accepting(st) {
+		if !sc.q.includeAll && !c.st.accepting(st, sc.now) {
 			continue
 		}
-		c.status = st
+		c.status, c.at = st, sc.now
 		chunk = append(chunk, c)
 		if len(chunk) == 1 {
 			switch {

@@ -418,6 +418,10 @@ func (s *Service) unavailable(st *storeEntry, now time.Time) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if st.lastOrdersPassed(status, now) {
+		return fmt.Sprintf("store %s closes at %s, within its %s prep time: it takes no more orders today",
+			st.row.id, status.Closes.In(st.hours.sched.Location).Format("15:04 MST"), time.Duration(st.row.prepSec)*time.Second), nil
+	}
 	if status.Open {
 		return "", nil
 	}

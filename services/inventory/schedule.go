@@ -99,13 +99,23 @@ func (s *Service) storeStatus(e *storeEntry, now time.Time) (hours.Status, error
 	return st, nil
 }
 
-// accepting reports whether a store with status st takes orders: open now and not paused or
-// closed.
-func (e *storeEntry) accepting(st hours.Status) bool { return st.Open && e.row.state == stateOpen }
+// accepting reports whether a store with status st at now takes orders: open, not paused or
+// closed, and not past its last orders (lastOrdersPassed).
+func (e *storeEntry) accepting(st hours.Status, now time.Time) bool {
+	return st.Open && e.row.state == stateOpen && !e.lastOrdersPassed(st, now)
+}
 
-// openStatusProto is the API form of a store's status.
-func (e *storeEntry) openStatusProto(st hours.Status) *inventoryv1.OpenStatus {
-	out := &inventoryv1.OpenStatus{OpenNow: st.Open, AcceptingOrders: e.accepting(st)}
+// lastOrdersPassed reports whether an open store closes within its prep time from now: an
+// order taken now could not be ready before it closes, nor collected, and would expire
+// overnight. Its last orders are a prep time before closing (an order behind a queue may
+// still be ready a little later: fulfilment's estimate counts the queue).
+func (e *storeEntry) lastOrdersPassed(st hours.Status, now time.Time) bool {
+	return st.Open && !st.Closes.IsZero() && now.Add(time.Duration(e.row.prepSec)*time.Second).After(st.Closes)
+}
+
+// openStatusProto is the API form of a store's status at now.
+func (e *storeEntry) openStatusProto(st hours.Status, now time.Time) *inventoryv1.OpenStatus {
+	out := &inventoryv1.OpenStatus{OpenNow: st.Open, AcceptingOrders: e.accepting(st, now)}
 	if !st.Closes.IsZero() {
 		out.ClosesTime = timestamp(st.Closes)
 	}

@@ -156,7 +156,7 @@ func (s *Service) storeProto(e *storeEntry, now time.Time) (*inventoryv1.Store, 
 	if err != nil {
 		return nil, err
 	}
-	return s.entryProto(e, e.openStatusProto(st))
+	return s.entryProto(e, e.openStatusProto(st, now))
 }
 
 // entryProto is a cached store's API form, from its shared parsed hours (no JSON decoding).

@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/inventory"
 )
@@ -193,4 +195,51 @@ func TestStoreOutsideItsHoursTakesNoOrders(t *testing.T) {
 	if n := e.count(`SELECT count(*) FROM holds`); n != 0 {
 		t.Errorf("%d holds", n)
 	}
+}
+
+// A store takes its last orders a prep time before it closes: an order taken later could not
+// be ready while it is open, nor collected. The locator leaves it out, and a reserve naming it
+// is told when it closes; a store closing later takes the order.
+func TestAStoreClosingWithinItsPrepTimeTakesNoMoreOrders(t *testing.T) {
+	e := newEnv(t)
+	// A zone where it is about midday now, so that closing in a few minutes stays today.
+	offset := 12 - time.Now().UTC().Hour()
+	zone := fmt.Sprintf("Etc/GMT%+d", -offset) // the Etc zones' signs are inverted
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().In(loc)
+	closingAt := func(id string, close time.Time) {
+		st := storeAt(id, 47.61, -122.33)
+		st.TimeZone = zone // prep time 5 minutes
+		st.HoursExceptions = []*inventoryv1.HoursException{{Date: now.Format("2006-01-02"), OpenTime: "00:00", CloseTime: close.Format("15:04")}}
+		e.createStore(st)
+		e.setStock(id, "LATTE", 10, 0)
+	}
+	closingAt("closing", now.Add(3*time.Minute))
+	closingAt("later", now.Add(2*time.Hour))
+
+	got := e.mustReserve(order("o1", "closing", "LATTE", 1))
+	if got.GetOutcome() != unavailable || !strings.Contains(got.GetMessage(), "closes at") {
+		t.Errorf("reserve at a store closing in 3 minutes, 5 minutes' prep: %v; want unavailable, saying when it closes", got)
+	}
+	if got := e.mustReserve(order("o2", "later", "LATTE", 1)); got.GetOutcome() != inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		t.Errorf("reserve at a store closing in 2 hours: %v", got)
+	}
+	res, err := e.locator.FindStores(e.ctx(), &inventoryv1.FindStoresRequest{
+		Location: &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33}, RadiusMeters: 1000, IncludeNotAccepting: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range res.GetStores() {
+		st := m.GetStore().GetOpenStatus()
+		if want := m.GetStore().GetId() == "later"; st.GetAcceptingOrders() != want || !st.GetOpenNow() {
+			t.Errorf("%s: open now %v, accepting orders %v; want open, accepting %v", m.GetStore().GetId(), st.GetOpenNow(), st.GetAcceptingOrders(), want)
+		}
+	}
+	if n := e.count(`SELECT count(*) FROM holds WHERE order_id = 'o1'`); n != 0 {
+		t.Errorf("%d holds for the refused order", n)
+	}
+	e.requireInvariants()
 }

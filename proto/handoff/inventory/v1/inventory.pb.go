@@ -545,7 +545,9 @@ type OpenStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Within opening hours now.
 	OpenNow bool `protobuf:"varint,1,opt,name=open_now,json=openNow,proto3" json:"open_now,omitempty"`
-	// Open now and in state OPEN: checkout to this store is possible.
+	// Open now, in state OPEN, and not closing within its prep time (its last orders are a prep
+	// time before closing, so an order can be ready while it is open): checkout to this store is
+	// possible.
 	AcceptingOrders bool `protobuf:"varint,2,opt,name=accepting_orders,json=acceptingOrders,proto3" json:"accepting_orders,omitempty"`
 	// When it next opens, if not open now.
 	NextOpenTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=next_open_time,json=nextOpenTime,proto3" json:"next_open_time,omitempty"`

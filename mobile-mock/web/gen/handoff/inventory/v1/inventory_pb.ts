@@ -172,7 +172,9 @@ export type OpenStatus = Message<"handoff.inventory.v1.OpenStatus"> & {
   openNow: boolean;
 
   /**
-   * Open now and in state OPEN: checkout to this store is possible.
+   * Open now, in state OPEN, and not closing within its prep time (its last orders are a prep
+   * time before closing, so an order can be ready while it is open): checkout to this store is
+   * possible.
    *
    * @generated from field: bool accepting_orders = 2;
    */
