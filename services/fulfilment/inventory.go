@@ -65,6 +65,7 @@ func uncertain(err error) bool {
 // storeInfo is what an order needs of its store.
 type storeInfo struct {
 	name         string
+	timeZone     string // IANA
 	prepTime     time.Duration
 	pickupWindow time.Duration
 }
@@ -118,7 +119,7 @@ func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error)
 		if err != nil {
 			return storeInfo{}, err
 		}
-		info := storeInfo{name: st.GetName(), prepTime: st.GetPrepTime().AsDuration(), pickupWindow: st.GetPickupWindow().AsDuration()}
+		info := storeInfo{name: st.GetName(), timeZone: st.GetTimeZone(), prepTime: st.GetPrepTime().AsDuration(), pickupWindow: st.GetPickupWindow().AsDuration()}
 		if info.name == "" {
 			info.name = storeID
 		}

@@ -593,14 +593,31 @@ func TestTimersPublishNotAcceptedAndExpiringSoonOnce(t *testing.T) {
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 4)
 	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	if o.GetStoreTimeZone() != "America/Los_Angeles" {
+		t.Errorf("order's store time zone %q; want its store's, America/Los_Angeles", o.GetStoreTimeZone())
+	}
 	e.waitEvents(o.GetId(), "confirmed", "not_accepted")
 	e.accept("s1", o.GetId())
-	e.markReady("s1", o.GetId())
+	r := e.markReady("s1", o.GetId())
 	e.waitEvents(o.GetId(), "confirmed", "not_accepted", "preparing", "ready", "expiring_soon")
 	time.Sleep(300 * time.Millisecond) // several timer rounds: nothing more may fire
 	e.waitEvents(o.GetId(), "confirmed", "not_accepted", "preparing", "ready", "expiring_soon")
 	if s := e.stateOf(o.GetId()); s != ready {
 		t.Fatalf("order is %s after its reminders, want READY", s)
+	}
+	// The reminder gives the pickup deadline on the store's clock, where the shopper will be.
+	got, err := e.orders.GetOrder(e.asCustomer("alice"), &fulfilmentv1.GetOrderRequest{OrderId: o.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	la, err := time.LoadLocation("America/Los_Angeles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := got.GetOrder().GetHistory()
+	want := r.GetPickupDeadline().AsTime().In(la).Format("15:04 MST")
+	if reason := h[len(h)-1].GetReason(); !strings.Contains(reason, want) {
+		t.Errorf("the reminder says %q; want the deadline on the store's clock, %s", reason, want)
 	}
 }
 

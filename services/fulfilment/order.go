@@ -20,6 +20,7 @@ type order struct {
 	State          domain.State
 	StoreID        string
 	StoreName      string
+	StoreTimeZone  string // IANA; "" before a store is assigned (and for orders from before the column)
 	Lines          []orderLine
 	Currency       string
 	CustomerNote   string
@@ -155,6 +156,7 @@ func (o *order) proto(v view, secret []byte) *fulfilmentv1.Order {
 		CustomerId:     o.CustomerID,
 		StoreId:        o.StoreID,
 		StoreName:      o.StoreName,
+		StoreTimeZone:  o.StoreTimeZone,
 		State:          o.State,
 		Total:          money(o.total()),
 		ReadyByTime:    ts(o.ReadyBy),

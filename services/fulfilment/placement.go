@@ -375,7 +375,7 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 		if err != nil {
 			return nil, err
 		}
-		o.StoreID, o.StoreName, o.PickupWindow = res.GetStoreId(), store.name, store.pickupWindow
+		o.StoreID, o.StoreName, o.StoreTimeZone, o.PickupWindow = res.GetStoreId(), store.name, store.timeZone, store.pickupWindow
 		o.ReadyBy = domain.ReadyBy(now, store.prepTime, ahead, s.cfg.ReadyByQueueCap)
 		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, time.Time{}, o.PickupWindow)
 		o.Timers.NotAcceptedAt = now.Add(s.cfg.NotAcceptedAfter)

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
 // timerActor is the timer loop in order histories.
@@ -111,7 +112,7 @@ func (s *Service) timerReason(o *order, a domain.Action) string {
 		}
 		return fmt.Sprintf("not collected within the pickup window of %s", o.PickupWindow)
 	case domain.RemindExpiringSoon:
-		return fmt.Sprintf("the pickup window ends at %s", o.Timers.PickupDeadline.Format("15:04 MST"))
+		return fmt.Sprintf("the pickup window ends at %s", o.Timers.PickupDeadline.In(notify.StoreLocation(o.StoreTimeZone, time.UTC)).Format("15:04 MST"))
 	case domain.EscalateNotAccepted:
 		return fmt.Sprintf("not accepted within %s of confirmation", s.cfg.NotAcceptedAfter)
 	}

@@ -39,7 +39,8 @@ type SMTPConfig struct {
 	HelloName string
 	// Timeout bounds one whole conversation. Default 30s.
 	Timeout time.Duration
-	// Location is the time zone times are shown in. Default UTC.
+	// Location is the time zone times are shown in for an order that does not name its store's
+	// (see StoreLocation). Default UTC.
 	Location *time.Location
 	// Now is the clock for the Date header; nil means time.Now.
 	Now func() time.Time
@@ -188,9 +189,11 @@ func (s *SMTPSender) compose(n Notification, to *mail.Address) []byte {
 	return b.Bytes()
 }
 
-// EmailText renders the subject and plain-text body (LF line ends) of n, with times in loc.
+// EmailText renders the subject and plain-text body (LF line ends) of n, with times on the
+// store's clock (StoreLocation), or in loc for an order that does not name its store's zone.
 func EmailText(n Notification, loc *time.Location) (subject, body string) {
 	o := n.Order
+	loc = StoreLocation(o.GetStoreTimeZone(), loc)
 	var headline string
 	switch n.Kind {
 	case KindConfirmed:

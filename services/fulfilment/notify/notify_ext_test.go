@@ -487,6 +487,22 @@ func TestExpiryEmailSaysWhoseFailureItWas(t *testing.T) {
 	}
 }
 
+// An email gives times on the store's clock, where the shopper will be: the order names its
+// store's zone. One that names none (kept from before orders had it) uses the configured zone.
+func TestEmailTimesAreOnTheStoresClock(t *testing.T) {
+	o := readyOrder("ord-la")
+	o.PickupDeadline = timestamppb.New(time.Date(2026, 11, 24, 20, 49, 0, 0, time.UTC))
+	o.StoreTimeZone = "America/Los_Angeles"
+	_, body := notify.EmailText(notify.Notification{Kind: notify.KindReady, Order: o}, time.UTC)
+	if !strings.Contains(body, "Tue 24 Nov 12:49 PST") {
+		t.Errorf("a Los Angeles store's collect-by time, 20:49 UTC, is not given as 12:49 PST:\n%s", body)
+	}
+	o.StoreTimeZone = ""
+	if _, body = notify.EmailText(notify.Notification{Kind: notify.KindReady, Order: o}, time.UTC); !strings.Contains(body, "Tue 24 Nov 20:49 UTC") {
+		t.Errorf("an order naming no zone is not given in the configured one:\n%s", body)
+	}
+}
+
 func TestSMTPTemporaryRejectionIsRetriedAndPermanentRejectionIsDeadLettered(t *testing.T) {
 	pool := newPool(t)
 	mailSrv := newSMTPServer(t)

@@ -434,6 +434,9 @@ type Order struct {
 	StoreId string `protobuf:"bytes,3,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	// Store display name.
 	StoreName string `protobuf:"bytes,4,opt,name=store_name,json=storeName,proto3" json:"store_name,omitempty"`
+	// The store's IANA time zone (e.g. "America/Los_Angeles"), set with the store: its ready-by
+	// and pickup times are best shown on its clock. Empty before a store is assigned.
+	StoreTimeZone string `protobuf:"bytes,21,opt,name=store_time_zone,json=storeTimeZone,proto3" json:"store_time_zone,omitempty"`
 	// State.
 	State OrderState `protobuf:"varint,5,opt,name=state,proto3,enum=handoff.fulfilment.v1.OrderState" json:"state,omitempty"`
 	// Lines in cart order.
@@ -524,6 +527,13 @@ func (x *Order) GetStoreId() string {
 func (x *Order) GetStoreName() string {
 	if x != nil {
 		return x.StoreName
+	}
+	return ""
+}
+
+func (x *Order) GetStoreTimeZone() string {
+	if x != nil {
+		return x.StoreTimeZone
 	}
 	return ""
 }
@@ -2144,14 +2154,15 @@ const file_handoff_fulfilment_v1_order_proto_rawDesc = "" +
 	"\aline_id\x18\x06 \x01(\tR\x06lineId\"O\n" +
 	"\vCheckInInfo\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x10\n" +
-	"\x03bay\x18\x02 \x01(\tR\x03bay\"\xfe\x06\n" +
+	"\x03bay\x18\x02 \x01(\tR\x03bay\"\xa6\a\n" +
 	"\x05Order\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
 	"customerId\x12\x19\n" +
 	"\bstore_id\x18\x03 \x01(\tR\astoreId\x12\x1d\n" +
 	"\n" +
-	"store_name\x18\x04 \x01(\tR\tstoreName\x127\n" +
+	"store_name\x18\x04 \x01(\tR\tstoreName\x12&\n" +
+	"\x0fstore_time_zone\x18\x15 \x01(\tR\rstoreTimeZone\x127\n" +
 	"\x05state\x18\x05 \x01(\x0e2!.handoff.fulfilment.v1.OrderStateR\x05state\x126\n" +
 	"\x05lines\x18\x06 \x03(\v2 .handoff.fulfilment.v1.OrderLineR\x05lines\x12.\n" +
 	"\x05total\x18\a \x01(\v2\x18.handoff.common.v1.MoneyR\x05total\x12\x1f\n" +
