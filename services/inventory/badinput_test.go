@@ -62,6 +62,9 @@ func TestBadInputIsRefusedNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"create a store at longitude -181", storeWith(func(s *inventoryv1.Store) { s.Location.Longitude = -181 }), codes.InvalidArgument, "store.location.longitude"},
 		{"create a store in an unknown time zone", storeWith(func(s *inventoryv1.Store) { s.TimeZone = "Mars/Olympus_Mons" }), codes.InvalidArgument, "store.time_zone"},
 		{"create a store in the server's zone", storeWith(func(s *inventoryv1.Store) { s.TimeZone = "Local" }), codes.InvalidArgument, "store.time_zone"},
+		{"create a store in the host's zone by its file name", storeWith(func(s *inventoryv1.Store) { s.TimeZone = "localtime" }), codes.InvalidArgument, "store.time_zone"},
+		{"create a store in the zoneinfo's default rules", storeWith(func(s *inventoryv1.Store) { s.TimeZone = "posixrules" }), codes.InvalidArgument, "store.time_zone"},
+		{"create a store in a zoneinfo copy", storeWith(func(s *inventoryv1.Store) { s.TimeZone = "right/America/New_York" }), codes.InvalidArgument, "store.time_zone"},
 		{"create a store closing before it opens", storeWith(func(s *inventoryv1.Store) {
 			s.OpeningHours[0].CloseTime = "05:00"
 			s.OpeningHours[0].OpenTime = "06:00"

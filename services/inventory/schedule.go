@@ -3,6 +3,7 @@ package inventory
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,19 @@ func loadZone(name string) (*time.Location, error) {
 		return nil, fmt.Errorf("%q is not an IANA time zone", name)
 	}
 	return l, nil
+}
+
+// checkZone is loadZone for a store being written, refusing too the other names a host's
+// zoneinfo directory holds beside the IANA zones: "localtime" (the server's zone again),
+// "posixrules", "Factory", and the posix/ and right/ copies. A store in one of those would be
+// read in whatever zone its server runs in, or, in a container whose only zone data is the
+// binary's own copy, in none. (Stores already written are read as they are.)
+func checkZone(name string) error {
+	if name == "localtime" || name == "posixrules" || name == "Factory" || strings.HasPrefix(name, "posix/") || strings.HasPrefix(name, "right/") {
+		return fmt.Errorf("%q is not an IANA time zone", name)
+	}
+	_, err := loadZone(name)
+	return err
 }
 
 // storeStatus is a store's open status at now, in its own zone (from the shared, memoised

@@ -95,7 +95,7 @@ func storeForWrite(in *inventoryv1.Store, prefix string, create bool) (*storeWri
 		checkLatLng(&v, prefix+".location", in.GetLocation())
 		w.lat, w.lng = in.GetLocation().GetLatitude(), in.GetLocation().GetLongitude()
 	}
-	if _, err := loadZone(w.timeZone); err != nil {
+	if err := checkZone(w.timeZone); err != nil {
 		v.Add(prefix+".time_zone", "required: an IANA time zone like \"America/Los_Angeles\"; "+err.Error())
 	}
 
