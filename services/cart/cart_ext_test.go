@@ -551,46 +551,76 @@ func TestCartWritesAreHeapOnlyUpdates(t *testing.T) {
 // A retry of a checkout while the first request is still placing the order (a double tap, a
 // client's retry) that fails on its own (here: the catalog stops answering its pricing) leaves
 // the lease to the first request: the cart cannot change while the order may be on its way.
-func TestAFailedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
-	e := newEnv(t, func(c *cart.Config) { c.CacheTTL = -1 }) // every pricing asks the catalog
+// heldCheckout is alice's checkout of a fresh cart with key "key-double-tap" whose order
+// fulfilment is placing: fulfilment holds the first place_order until release, then answers
+// with order-1, and answers any later one with retry.
+type heldCheckout struct {
+	ctx     context.Context
+	cartID  string
+	sku     string
+	release chan struct{}
+	first   chan error // the first request's outcome
+}
+
+func (e *env) holdCheckout(retry func(*fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error)) *heldCheckout {
+	e.t.Helper()
 	sku, _ := e.sku(0)
 	c := e.newCart("alice")
 	e.addLine("alice", c.GetId(), sku, 1)
-	ctx := e.as("alice")
-	if _, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)}); err != nil {
-		t.Fatal(err)
+	h := &heldCheckout{ctx: e.as("alice"), cartID: c.GetId(), sku: sku, release: make(chan struct{}), first: make(chan error, 1)}
+	if _, err := e.client.SetPickup(h.ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)}); err != nil {
+		e.t.Fatal(err)
 	}
-	placing, release := make(chan struct{}), make(chan struct{})
+	placing := make(chan struct{})
+	var calls atomic.Int32
 	e.serveNATS("fulfilment", func(svc *natsrpc.Service) error {
 		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "place_order"), func(_ context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
+			if calls.Add(1) > 1 {
+				if retry == nil {
+					return nil, rpcerr.Invalid("idempotency_key", "this test expects no retry to reach fulfilment")
+				}
+				return retry(req)
+			}
 			close(placing)
-			<-release
+			<-h.release
 			return &fulfilmentv1.PlaceOrderResponse{Order: &fulfilmentv1.Order{Id: "order-1", CartId: req.GetCartId(),
 				State: fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}}, nil
 		})
 	})
-	first := make(chan error, 1)
 	go func() {
-		_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
-		first <- err
+		_, err := e.client.Checkout(h.ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+		h.first <- err
 	}()
 	<-placing
+	return h
+}
+
+// finish lets the first request's order through and checks the cart is checked out as it,
+// with its one line.
+func (h *heldCheckout) finish(t *testing.T, e *env) {
+	t.Helper()
+	close(h.release)
+	if err := <-h.first; err != nil {
+		t.Fatalf("the first request: %v", err)
+	}
+	if got := e.get("alice", h.cartID); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-1" || len(got.GetLines()) != 1 {
+		t.Fatalf("cart = %v; want checked out as order-1 with its one line", got)
+	}
+}
+
+func TestAFailedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
+	e := newEnv(t, func(c *cart.Config) { c.CacheTTL = -1 }) // every pricing asks the catalog
+	h := e.holdCheckout(nil)
 	if err := e.catRPC.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+	_, err := e.client.Checkout(h.ctx, &cartv1.CheckoutRequest{CartId: h.cartID, IdempotencyKey: "key-double-tap"})
 	wantCode(t, "the retry, the catalog down", err, codes.Unavailable)
 	var leased bool
-	if err := e.pool.QueryRow(t.Context(), `SELECT checkout_until > now() FROM carts WHERE id = $1`, c.GetId()).Scan(&leased); err != nil || !leased {
+	if err := e.pool.QueryRow(t.Context(), `SELECT checkout_until > now() FROM carts WHERE id = $1`, h.cartID).Scan(&leased); err != nil || !leased {
 		t.Fatalf("after the retry failed, the first request's lease is running: %v (%v); want true", leased, err)
 	}
-	close(release)
-	if err := <-first; err != nil {
-		t.Fatalf("the first request: %v", err)
-	}
-	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-1" {
-		t.Fatalf("cart = %v; want checked out as order-1", got)
-	}
+	h.finish(t, e)
 }
 
 // A retry that fulfilment refuses made no order, but its first request may be placing one under
@@ -598,41 +628,12 @@ func TestAFailedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
 // cart cannot change (and take a second order) while that order is written.
 func TestARefusedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
 	e := newEnv(t)
-	sku, _ := e.sku(0)
-	c := e.newCart("alice")
-	e.addLine("alice", c.GetId(), sku, 1)
-	ctx := e.as("alice")
-	if _, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)}); err != nil {
-		t.Fatal(err)
-	}
-	placing, release := make(chan struct{}), make(chan struct{})
-	var calls atomic.Int32
-	e.serveNATS("fulfilment", func(svc *natsrpc.Service) error {
-		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "place_order"), func(_ context.Context, req *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
-			if calls.Add(1) > 1 {
-				return nil, rpcerr.Invalid("pickup_name", "refused for this test") // the retry
-			}
-			close(placing)
-			<-release
-			return &fulfilmentv1.PlaceOrderResponse{Order: &fulfilmentv1.Order{Id: "order-1", CartId: req.GetCartId(),
-				State: fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}}, nil
-		})
+	h := e.holdCheckout(func(*fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
+		return nil, rpcerr.Invalid("pickup_name", "refused for this test")
 	})
-	first := make(chan error, 1)
-	go func() {
-		_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
-		first <- err
-	}()
-	<-placing
-	_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+	_, err := e.client.Checkout(h.ctx, &cartv1.CheckoutRequest{CartId: h.cartID, IdempotencyKey: "key-double-tap"})
 	wantCode(t, "the retry, refused by fulfilment", err, codes.InvalidArgument, "pickup_name")
-	_, err = e.client.AddLine(ctx, &cartv1.AddLineRequest{CartId: c.GetId(), Sku: sku, Quantity: 1})
+	_, err = e.client.AddLine(h.ctx, &cartv1.AddLineRequest{CartId: h.cartID, Sku: h.sku, Quantity: 1})
 	wantCode(t, "a change while the first request places its order", err, codes.Aborted, "being checked out")
-	close(release)
-	if err := <-first; err != nil {
-		t.Fatalf("the first request: %v", err)
-	}
-	if got := e.get("alice", c.GetId()); got.GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetOrderId() != "order-1" || len(got.GetLines()) != 1 {
-		t.Fatalf("cart = %v; want checked out as order-1 with its one line", got)
-	}
+	h.finish(t, e)
 }
