@@ -289,6 +289,17 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 	}
 	sub.cursor.Store(cursor)
 
+	// revoked is checked before every send, not only between waits: a terminal revoked while
+	// it reads a long backlog slowly (a stolen tablet) gets nothing more.
+	revoked := func() error {
+		select {
+		case <-sub.revoked:
+			return connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential revoked"))
+		default:
+			return nil
+		}
+	}
+
 	// catchUp sends what the database has past the cursor. Rows are read a page at a time and
 	// sent after the page is read, so a slow client never holds a database connection.
 	catchUp := func() error {
@@ -315,6 +326,9 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 			}
 			for _, r := range batch {
 				if !r.acked {
+					if err := revoked(); err != nil {
+						return err
+					}
 					var t posv1.Ticket
 					if err := proto.Unmarshal(r.payload, &t); err != nil {
 						return a.streamEnd(ctx, "decode a stored ticket", fmt.Errorf("ticket %d of store %s: %w", r.seq, storeID, err))
@@ -341,7 +355,7 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 		case <-ctx.Done():
 			return a.streamEnd(ctx, "", nil)
 		case <-sub.revoked:
-			return connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential revoked"))
+			return revoked()
 		case <-sub.wake:
 			if err := catchUp(); err != nil {
 				return err
@@ -352,6 +366,9 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 			case seq <= cursor:
 				// Sent from the backlog already.
 			case seq == cursor+1:
+				if err := revoked(); err != nil {
+					return err
+				}
 				if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: t}); err != nil {
 					return a.streamEnd(ctx, "send a live ticket", err)
 				}

@@ -684,3 +684,54 @@ func TestALateNewOrderWaitsForAConcurrentCancellationAndRaisesNothing(t *testing
 		t.Fatalf("the order has %d tickets (%v); want only its cancellation", n, err)
 	}
 }
+
+// A terminal revoked while it reads a long backlog slowly (a stolen tablet) gets nothing more
+// than what was already on its way: the stream ends at the next ticket, not after the backlog.
+func TestARevokedTerminalGetsNoMoreOfItsBacklog(t *testing.T) {
+	e := newEnv(t)
+	const store, n = "revoked-1", 120
+	id, cred := e.register("Stolen tablet", store)
+	ctx := context.Background()
+	big := strings.Repeat("x", 100<<10) // ~100 KB a ticket: flow control holds the rest back
+	var ts []*posv1.Ticket
+	for range n {
+		ts = append(ts, &posv1.Ticket{TicketId: uuid.NewString(), StoreId: store, Kind: posv1.TicketKind_TICKET_KIND_NEW_ORDER,
+			OrderId: "ord-" + uuid.NewString(), Message: big, CreateTime: timestamppb.Now()})
+	}
+	e.mu.Lock()
+	a := e.adapter
+	e.mu.Unlock()
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RaiseTickets(ctx, tx, ts...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := e.terminal(overGRPC, cred).StreamTickets(sctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: store}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no first ticket: %v", stream.Err())
+	}
+	time.Sleep(500 * time.Millisecond) // the terminal reads no more; the adapter's sends wait
+	if _, err := e.admin().RevokeTerminal(ctx, req(&posv1.RevokeTerminalRequest{TerminalId: id})); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	got := 1
+	for stream.Receive() {
+		got++
+	}
+	if got == n || codeOf(stream.Err()) != connect.CodeUnauthenticated {
+		t.Fatalf("after its revocation the terminal received %d of %d tickets, then %v; want the stream ended Unauthenticated before the backlog's end", got, n, stream.Err())
+	}
+}

@@ -245,7 +245,12 @@ func (c *Config) setDefaults() {
 		c.WebhookMaxAttempts = 8
 	}
 	if c.WebhookClient == nil {
-		c.WebhookClient = &http.Client{Timeout: c.WebhookTimeout}
+		// A redirect is not followed: it would take the signed ticket wherever the vendor's
+		// endpoint points, past the URL rules SetStoreWebhook applies (https, or http to a
+		// loopback host). A 3xx is a failed attempt, retried like any other.
+		c.WebhookClient = &http.Client{Timeout: c.WebhookTimeout, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

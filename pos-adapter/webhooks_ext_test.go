@@ -12,10 +12,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -481,4 +483,64 @@ func TestRefusedVendorEventsLeaveNoTraceAndTheGenuineOneUnderTheirIDApplies(t *t
 	if code != 200 || out.Status != "applied" || s.onHand(t, "ven-1", "LATTE-16") != 7 {
 		t.Fatalf("the genuine event after the refused ones: HTTP %d %+v, on hand %d; want 200 applied, 7", code, out, s.onHand(t, "ven-1", "LATTE-16"))
 	}
+}
+
+// A vendor endpoint that answers with a redirect is not followed: the signed ticket would go
+// wherever it points, past the URL rules SetStoreWebhook applies. The attempt counts as failed.
+func TestAWebhookRedirectIsNotFollowed(t *testing.T) {
+	e := newEnv(t, withConfig(fastWebhooks))
+	var elsewhere atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	t.Cleanup(target.Close)
+	var redirected atomic.Int32
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redirected.Add(1)
+		http.Redirect(w, r, target.URL+"/internal", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+	if _, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "redir-1", Url: redirector.URL + "/hook", Enabled: true}})); err != nil {
+		t.Fatal(err)
+	}
+	e.publish("confirmed", order("redir-1", 1), nil)
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if redirected.Load() < 2 {
+			return fmt.Errorf("the vendor's endpoint was tried %d times; want it retried", redirected.Load())
+		}
+		return nil
+	})
+	if n := elsewhere.Load(); n > 0 {
+		t.Fatalf("the dispatcher followed the redirect: %d ticket(s) sent where it pointed", n)
+	}
+}
+
+// The janitor keeps every table to the retention: a vendor event (an idempotency record, one
+// per in-store sale, return and count) and a dead letter whose ticket is gone are deleted too.
+func TestTheJanitorDeletesOldVendorEventsAndDeadLetters(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	old := time.Now().Add(-90 * 24 * time.Hour)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := e.pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`INSERT INTO tickets (store_id, seq, ticket_id, kind, order_id, payload, create_time) VALUES ('jan-1', 1, $1, 'new_order', 'o1', '', $2)`, uuid.NewString(), old)
+	exec(`INSERT INTO vendor_events (store_id, vendor_event_id, type, sku, quantity, request, state, receive_time, done_time)
+		VALUES ('jan-1', 'ev-old', 'sale', 'LATTE-16', 1, '', 'applied', $1, $1), ('jan-1', 'ev-new', 'sale', 'LATTE-16', 1, '', 'applied', now(), now())`, old)
+	exec(`INSERT INTO webhook_deliveries (id, store_id, ticket_id, state, attempts, create_time, done_time)
+		VALUES ($1, 'jan-1', $2, 'failed', 8, $3, $3), ($4, 'jan-1', $5, 'failed', 8, now(), now())`, uuid.NewString(), uuid.NewString(), old, uuid.NewString(), uuid.NewString())
+	e.restart() // the janitor runs as the adapter starts
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var tickets, vendor, dead int
+		if err := e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tickets), (SELECT count(*) FROM vendor_events),
+			(SELECT count(*) FROM webhook_deliveries)`).Scan(&tickets, &vendor, &dead); err != nil {
+			return err
+		}
+		if tickets != 0 || vendor != 1 || dead != 1 {
+			return fmt.Errorf("%d tickets, %d vendor events, %d dead letters left; want 0, 1, 1 (the recent ones)", tickets, vendor, dead)
+		}
+		return nil
+	})
 }
