@@ -205,7 +205,8 @@ type Config struct {
 	// net for deliveries another copy queued and went away without sending (a copy wakes its
 	// own dispatcher when it queues some). Default 1m.
 	WebhookIdlePollInterval time.Duration
-	// WebhookClient sends outbound deliveries. Default: an http.Client with WebhookTimeout.
+	// WebhookClient sends outbound deliveries (a copy of it, that follows no redirect). Default:
+	// an http.Client with WebhookTimeout.
 	WebhookClient *http.Client
 	// SignatureTolerance is how far an inbound webhook's timestamp may be from now. Default 5m.
 	SignatureTolerance time.Duration
@@ -244,14 +245,16 @@ func (c *Config) setDefaults() {
 	if c.WebhookMaxAttempts <= 0 {
 		c.WebhookMaxAttempts = 8
 	}
-	if c.WebhookClient == nil {
-		// A redirect is not followed: it would take the signed ticket wherever the vendor's
-		// endpoint points, past the URL rules SetStoreWebhook applies (https, or http to a
-		// loopback host). A 3xx is a failed attempt, retried like any other.
-		c.WebhookClient = &http.Client{Timeout: c.WebhookTimeout, CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		}}
+	client := &http.Client{Timeout: c.WebhookTimeout}
+	if c.WebhookClient != nil {
+		copied := *c.WebhookClient // the redirect policy must not change the caller's client
+		client = &copied
 	}
+	// A redirect is not followed: it would take the signed ticket wherever the vendor's
+	// endpoint points, past the URL rules SetStoreWebhook applies (https, or http to a loopback
+	// host). A 3xx is a failed attempt, retried like any other.
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.WebhookClient = client
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
