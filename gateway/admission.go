@@ -33,8 +33,8 @@ func DefaultRateLimits() RateLimits {
 	return RateLimits{PerCaller: 20, PerCallerBurst: 40, PerAddress: 50, PerAddressBurst: 100, Checkout: 1, CheckoutBurst: 5, OpenStreams: 16}
 }
 
-// defaultUnaryDeadline caps a unary call whose client set no deadline, so a stuck backend
-// never holds a connection forever.
+// defaultUnaryDeadline caps every unary call (a client may ask for less, not more), so a stuck
+// backend never holds a connection forever.
 const defaultUnaryDeadline = 30 * time.Second
 
 // admission authorizes and rate-limits every call at the edge, then forwards the caller's token
@@ -59,7 +59,7 @@ func newAdmission(keys *auth.KeySet, l RateLimits) *admission {
 		perCaller: edge.NewLimiter(l.PerCaller, l.PerCallerBurst),
 		perAddr:   edge.NewLimiter(l.PerAddress, l.PerAddressBurst),
 		checkout:  edge.NewLimiter(l.Checkout, l.CheckoutBurst),
-		streams:   edge.NewStreamLimit(l.OpenStreams),
+		streams:   edge.NewStreamLimit(l.OpenStreams, "with this token"),
 	}
 }
 
@@ -98,11 +98,10 @@ func (i admissionInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFun
 		if err != nil {
 			return nil, err
 		}
-		if _, has := ctx.Deadline(); !has {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, defaultUnaryDeadline)
-			defer cancel()
-		}
+		// Whatever the client asked for (WithTimeout keeps an earlier deadline): a client asking
+		// for thirty days must not hold a backend call and its connection that long either.
+		ctx, cancel := context.WithTimeout(ctx, defaultUnaryDeadline)
+		defer cancel()
 		return next(ctx, req)
 	}
 }

@@ -2,8 +2,10 @@ package edge
 
 import (
 	"errors"
+	"strings"
 
 	"connectrpc.com/connect"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -24,7 +26,13 @@ func ConnectError(err error) error {
 	if !ok {
 		return connect.NewError(connect.CodeInternal, errors.New("internal error"))
 	}
-	out := connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
+	msg := st.Message()
+	if st.Code() == codes.Unavailable && transportFailure(msg) {
+		// The gRPC client's own words about a backend it cannot reach name internal addresses
+		// ("dial tcp 10.0.3.7:9101: connect: connection refused"): not for the edge's callers.
+		msg = "the service is unavailable; retry in a moment"
+	}
+	out := connect.NewError(connect.Code(st.Code()), errors.New(msg))
 	for _, d := range st.Details() {
 		msg, ok := d.(proto.Message)
 		if !ok {
@@ -35,4 +43,15 @@ func ConnectError(err error) error {
 		}
 	}
 	return out
+}
+
+// transportFailure reports whether an Unavailable status's message is the gRPC client's own,
+// about its connection, rather than a service's.
+func transportFailure(msg string) bool {
+	for _, s := range []string{"connection error", "transport", "error reading from server", "name resolver", "dial "} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }

@@ -25,9 +25,9 @@ const CompressMinBytes = 4096
 // mux, and returns the health status to flip on shutdown. They are open to anyone (probes and
 // grpcurl carry no token), so besides opts (a size limit, above all: a small compressed
 // reflection request can otherwise inflate to gigabytes) each address may make openPerAddress
-// calls a second to them.
+// calls (or stream messages) a second to them, and hold openStreamsPerAddress streams open.
 func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption) *Health {
-	opts = append(slices.Clip(opts), connect.WithInterceptors(LimitPerAddress(NewLimiter(openPerAddress, openPerAddressBurst))))
+	opts = append(slices.Clip(opts), connect.WithInterceptors(LimitPerAddress(NewLimiter(openPerAddress, openPerAddressBurst), openStreamsPerAddress)))
 	h := newHealth(services)
 	const healthService = "/grpc.health.v1.Health/"
 	mux.Handle(healthService+"Check", connect.NewUnaryHandler(healthService+"Check", h.check, opts...))
@@ -40,8 +40,9 @@ func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption)
 
 // The per-address limit of health and reflection: far above what probes and tools need.
 const (
-	openPerAddress      = 50
-	openPerAddressBurst = 100
+	openPerAddress        = 50
+	openPerAddressBurst   = 100
+	openStreamsPerAddress = 16
 )
 
 // ServeHTTP serves h on addr with HTTP/1.1 and cleartext HTTP/2 (gRPC needs HTTP/2; browsers

@@ -156,3 +156,56 @@ func TestSlowRequestBodiesAreCutOffAndStreamsLiveOn(t *testing.T) {
 		t.Fatalf("after %v the stream sent frame flags %#x; want its next message", 3*bodyTimeout, flags)
 	}
 }
+
+// A reflection stream carries any number of requests: each after the first counts against its
+// address's calls, as a call of its own would.
+func TestReflectionRequestsOnOneStreamAreLimitedPerAddress(t *testing.T) {
+	_, addr := serveMounted(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(grpcConn(t, addr)).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 10 * openPerAddressBurst
+	start := time.Now()
+	for i := range n {
+		err := stream.Send(&reflectionpb.ServerReflectionRequest{
+			MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "grpc.health.v1.Health"}})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if status.Code(err) == codes.ResourceExhausted {
+			return // refused once over the limit
+		}
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	// Without a refusal, n requests must have taken as long as the limit allows them.
+	if allowed := float64(openPerAddressBurst) + openPerAddress*time.Since(start).Seconds(); float64(n) > allowed {
+		t.Errorf("%d reflection requests answered on one stream in %s; the per-address limit allows %.0f", n, time.Since(start).Round(time.Millisecond), allowed)
+	}
+}
+
+// Anonymous streams (health Watch, reflection) are bounded in number per address, not only in
+// how fast they open: each holds a goroutine for as long as its client keeps it.
+func TestAnAddressHoldsABoundedNumberOfOpenStreams(t *testing.T) {
+	_, addr := serveMounted(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	client := healthpb.NewHealthClient(grpcConn(t, addr))
+	for i := range openStreamsPerAddress + 1 {
+		time.Sleep(time.Second / (openPerAddress / 2)) // well under the rate limit
+		w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			_, err = w.Recv()
+		}
+		switch {
+		case i < openStreamsPerAddress && err != nil:
+			t.Fatalf("stream %d: %v", i+1, err)
+		case i == openStreamsPerAddress && status.Code(err) != codes.ResourceExhausted:
+			t.Fatalf("stream %d of one address, %d open: %v; want ResourceExhausted", i+1, openStreamsPerAddress, err)
+		}
+	}
+}

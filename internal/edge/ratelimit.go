@@ -168,10 +168,18 @@ func ClientKey(peerAddr string) string {
 }
 
 // LimitPerAddress is an interceptor that limits every call, unary or stream, by the caller's
-// address (ClientKey): for procedures open to anyone, such as health and reflection.
-func LimitPerAddress(l *Limiter) connect.Interceptor { return perAddress{l} }
+// address (ClientKey): for procedures open to anyone, such as health and reflection. A stream
+// counts as a call when it opens and again for every further message its client sends (one
+// reflection stream can carry any number of requests), and each address may hold at most
+// maxStreams open at once.
+func LimitPerAddress(l *Limiter, maxStreams int) connect.Interceptor {
+	return perAddress{l: l, streams: NewStreamLimit(maxStreams, "from this address")}
+}
 
-type perAddress struct{ l *Limiter }
+type perAddress struct {
+	l       *Limiter
+	streams *StreamLimit
+}
 
 func (p perAddress) admit(peer connect.Peer) error {
 	if ok, wait := p.l.Allow(ClientKey(peer.Addr)); !ok {
@@ -198,6 +206,29 @@ func (p perAddress) WrapStreamingHandler(next connect.StreamingHandlerFunc) conn
 		if err := p.admit(conn.Peer()); err != nil {
 			return err
 		}
-		return next(ctx, conn)
+		done, err := p.streams.Open(ClientKey(conn.Peer().Addr))
+		if err != nil {
+			return err
+		}
+		defer done()
+		return next(ctx, &chargedConn{StreamingHandlerConn: conn, charge: func() error { return p.admit(conn.Peer()) }})
 	}
+}
+
+// chargedConn charges every message its client sends after the first (the opening paid for
+// that one).
+type chargedConn struct {
+	connect.StreamingHandlerConn
+	charge   func() error
+	received bool
+}
+
+func (c *chargedConn) Receive(msg any) error {
+	if c.received {
+		if err := c.charge(); err != nil {
+			return err
+		}
+	}
+	c.received = true
+	return c.StreamingHandlerConn.Receive(msg)
 }

@@ -15,13 +15,15 @@ import (
 // their openings.
 type StreamLimit struct {
 	max  int
+	per  string // what a key is, for the refusal: "with this token"
 	mu   sync.Mutex
 	open map[string]int
 }
 
-// NewStreamLimit allows max open streams per key.
-func NewStreamLimit(max int) *StreamLimit {
-	return &StreamLimit{max: max, open: map[string]int{}}
+// NewStreamLimit allows max open streams per key; per says what a key is ("with this token",
+// "from this address").
+func NewStreamLimit(max int, per string) *StreamLimit {
+	return &StreamLimit{max: max, per: per, open: map[string]int{}}
 }
 
 // Open counts a stream of key, or refuses it with ResourceExhausted when key has max open.
@@ -30,7 +32,7 @@ func (s *StreamLimit) Open(key string) (done func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.open[key] >= s.max {
-		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("too many open streams: %d at once with this token", s.max))
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("too many open streams: %d at once %s", s.max, s.per))
 	}
 	s.open[key]++
 	var once sync.Once
