@@ -67,6 +67,11 @@ func (a *admission) admit(ctx context.Context, procedure string, header http.Hea
 	authorization := header.Get("Authorization")
 	principal, ok, err := a.policy.Authorize(a.keys, procedure, authorization)
 	if err != nil {
+		// A refused token has no subject to count against: its address pays, or a flood of
+		// bad tokens would cost a signature check each, unlimited.
+		if allowed, wait := a.perAddr.Allow(edge.ClientKey(peerAddr)); !allowed {
+			return ctx, edge.RateLimited("calls from this address", wait)
+		}
 		st := status.Convert(err)
 		return ctx, connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
 	}
