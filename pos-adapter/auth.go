@@ -85,7 +85,7 @@ type authInterceptor struct{ a *Adapter }
 
 func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ctx, err := i.a.authenticate(ctx, req.Spec().Procedure, req.Header().Get("Authorization"))
+		ctx, err := i.a.admit(ctx, req.Peer().Addr, req.Spec().Procedure, req.Header().Get("Authorization"))
 		if err != nil {
 			return nil, err
 		}
@@ -99,7 +99,7 @@ func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) c
 
 func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := i.a.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
+		ctx, err := i.a.admit(ctx, conn.Peer().Addr, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
 		if err != nil {
 			return err
 		}
@@ -108,6 +108,19 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 }
 
 var policy = auth.DefaultPolicy()
+
+// admit authenticates a call from peerAddr, charging its address for a refusal (refusedAuth);
+// an address over its refusals is told to wait before its credential is even looked at.
+func (a *Adapter) admit(ctx context.Context, peerAddr, procedure, authorization string) (context.Context, error) {
+	done, ok, wait := a.refusedAuth.Attempt(edge.ClientKey(peerAddr))
+	if !ok {
+		return ctx, edge.RateLimited("refused credentials from this address", wait)
+	}
+	ctx, err := a.authenticate(ctx, procedure, authorization)
+	code := connect.CodeOf(err)
+	done(err != nil && (code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied))
+	return ctx, err
+}
 
 func (a *Adapter) authenticate(ctx context.Context, procedure, authorization string) (context.Context, error) {
 	token, err := auth.BearerToken(authorization)

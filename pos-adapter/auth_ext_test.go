@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
@@ -302,5 +303,34 @@ func TestListTerminalsPagesThroughEveryTerminalOnce(t *testing.T) {
 		if _, err := e.admin().ListTerminals(context.Background(), req(bad)); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), field) {
 			t.Errorf("ListTerminals with a bad %s: %v; want InvalidArgument naming it", field, err)
 		}
+	}
+}
+
+// Made-up credentials cost a lookup each: an address presenting many is limited
+// (ResourceExhausted with a delay) before its next one is looked at, while a terminal's working
+// credential is never charged.
+func TestAnAddressMakingUpCredentialsIsLimited(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "auth-lim-1")
+	good := e.terminal(overGRPCWeb, cred)
+	for range 100 { // working credentials, many more than the refusals allowed: never charged
+		if _, err := good.AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: "auth-lim-1", TicketId: uuid.NewString()})); codeOf(err) == connect.CodeResourceExhausted {
+			t.Fatalf("a working credential was limited: %v", err)
+		}
+	}
+	var limited error
+	for i := range 200 {
+		made := fmt.Sprintf("hot_trm%05d_%064d", i, i)
+		_, err := e.terminal(overGRPCWeb, made).AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: "auth-lim-1", TicketId: uuid.NewString()}))
+		if codeOf(err) == connect.CodeResourceExhausted {
+			limited = err
+			break
+		}
+		if codeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("made-up credential %d: %v; want Unauthenticated", i, err)
+		}
+	}
+	if limited == nil || !strings.Contains(limited.Error(), "retry in") {
+		t.Fatalf("200 made-up credentials from one address were all looked at (%v); want the address limited", limited)
 	}
 }

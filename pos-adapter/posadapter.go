@@ -286,6 +286,11 @@ type Adapter struct {
 	// locks an order after 5 wrong codes, and this keeps a stolen credential from trying codes
 	// on many orders quickly.
 	handOvers *edge.Limiter
+	// refusedAuth limits refused credentials and tokens per client address: each costs a
+	// lookup (a credential not in the cache is read from the database) or a signature check,
+	// and a flood of made-up ones would otherwise cost that without limit. Only refusals are
+	// charged, so a store's terminals behind one address never pay for working credentials.
+	refusedAuth *edge.Limiter
 	// acks are AckTicket's writes, batched (see ackwrites.go).
 	acks *coalesce.Batcher[ackReq, bool]
 }
@@ -295,6 +300,13 @@ type Adapter struct {
 const (
 	handOverRate  = 1.0 // a second, on average
 	handOverBurst = 10
+)
+
+// Refused credentials and tokens one address may present: far above a terminal retrying with
+// a revoked credential, far below a script making them up.
+const (
+	refusedAuthRate  = 10.0 // a second, on average
+	refusedAuthBurst = 50
 )
 
 // ConsumerName is the durable JetStream consumer (and processed_events key) of the adapter's
@@ -333,6 +345,7 @@ func New(cfg Config) (*Adapter, error) {
 	a.hub = newHub(a)
 	a.credentials.ttl = cfg.CredentialCacheTTL
 	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
+	a.refusedAuth = edge.NewLimiter(refusedAuthRate, refusedAuthBurst)
 	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 
 	opts := []connect.HandlerOption{
