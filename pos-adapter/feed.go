@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,8 +38,11 @@ type feedSub struct {
 	terminal string
 	live     chan *posv1.Ticket
 	wake     chan struct{} // catch up from the database
-	revoked  chan struct{}
-	once     sync.Once
+	// ended is closed when the stream must stop (its terminal was revoked, or the reader opened
+	// too many streams); why says how it ends, and is set before ended is closed.
+	ended chan struct{}
+	why   error
+	once  sync.Once
 	// cursor is the last sequence the stream has sent or skipped as acknowledged.
 	cursor atomic.Int64
 	// checked is the cursor seen by the previous check (hub goroutine, under hub.mu).
@@ -52,29 +56,64 @@ func (s *feedSub) poke() {
 	}
 }
 
-func (s *feedSub) revoke() { s.once.Do(func() { close(s.revoked) }) }
+// end stops the stream with err as its status; the first call wins.
+func (s *feedSub) end(err error) {
+	s.once.Do(func() {
+		s.why = err
+		close(s.ended)
+	})
+}
+
+func (s *feedSub) isEnded() bool {
+	select {
+	case <-s.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+var errTerminalRevoked = connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential revoked"))
 
 // hub routes live tickets from the process's one NATS subscription to the open streams of
 // their store, closes the streams of revoked terminals, and wakes streams that fell behind.
 type hub struct {
-	a       *Adapter
-	mu      sync.Mutex
-	stores  map[string]map[*feedSub]struct{}
-	readers map[string]map[*feedSub]struct{} // by terminal id
+	a         *Adapter
+	mu        sync.Mutex
+	stores    map[string]map[*feedSub]struct{}
+	terminals map[string]map[*feedSub]struct{} // by terminal id
+	// byReader holds each reader's streams, oldest first, to cap how many it keeps open.
+	byReader map[string][]*feedSub
 }
 
 func newHub(a *Adapter) *hub {
-	return &hub{a: a, stores: map[string]map[*feedSub]struct{}{}, readers: map[string]map[*feedSub]struct{}{}}
+	return &hub{a: a, stores: map[string]map[*feedSub]struct{}{}, terminals: map[string]map[*feedSub]struct{}{},
+		byReader: map[string][]*feedSub{}}
 }
 
+// add registers a new stream of c for store. Past Config.MaxStreamsPerReader open streams of
+// one reader, its oldest are ended: a terminal that reconnects keeps streams its network left
+// half-open, and one whose client leaks streams would otherwise pile them up without bound.
+// The newest wins because it is the one a working client is reading.
 func (h *hub) add(store string, c caller) *feedSub {
 	s := &feedSub{store: store, reader: c.reader(), terminal: c.terminal,
-		live: make(chan *posv1.Ticket, liveBuffer), wake: make(chan struct{}, 1), revoked: make(chan struct{})}
+		live: make(chan *posv1.Ticket, liveBuffer), wake: make(chan struct{}, 1), ended: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	addTo(h.stores, store, s)
 	if s.terminal != "" {
-		addTo(h.readers, s.terminal, s)
+		addTo(h.terminals, s.terminal, s)
+	}
+	h.byReader[s.reader] = append(h.byReader[s.reader], s)
+	var open []*feedSub
+	for _, o := range h.byReader[s.reader] {
+		if !o.isEnded() {
+			open = append(open, o)
+		}
+	}
+	for _, o := range open[:max(0, len(open)-h.a.cfg.MaxStreamsPerReader)] {
+		o.end(connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"more than %d ticket streams are open for this reader: the oldest is closed", h.a.cfg.MaxStreamsPerReader)))
 	}
 	return s
 }
@@ -84,7 +123,12 @@ func (h *hub) remove(s *feedSub) {
 	defer h.mu.Unlock()
 	removeFrom(h.stores, s.store, s)
 	if s.terminal != "" {
-		removeFrom(h.readers, s.terminal, s)
+		removeFrom(h.terminals, s.terminal, s)
+	}
+	if rest := slices.DeleteFunc(h.byReader[s.reader], func(o *feedSub) bool { return o == s }); len(rest) > 0 {
+		h.byReader[s.reader] = rest
+	} else {
+		delete(h.byReader, s.reader)
 	}
 }
 
@@ -106,8 +150,8 @@ func removeFrom(m map[string]map[*feedSub]struct{}, k string, s *feedSub) {
 func (h *hub) revoke(terminal string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.readers[terminal] {
-		s.revoke()
+	for s := range h.terminals[terminal] {
+		s.end(errTerminalRevoked)
 	}
 }
 
@@ -191,8 +235,8 @@ func (h *hub) check(ctx context.Context) error {
 	for s := range h.stores {
 		stores = append(stores, s)
 	}
-	terminals := make([]string, 0, len(h.readers))
-	for t := range h.readers {
+	terminals := make([]string, 0, len(h.terminals))
+	for t := range h.terminals {
 		terminals = append(terminals, t)
 	}
 	h.mu.Unlock()
@@ -289,15 +333,13 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 	}
 	sub.cursor.Store(cursor)
 
-	// revoked is checked before every send, not only between waits: a terminal revoked while
-	// it reads a long backlog slowly (a stolen tablet) gets nothing more.
-	revoked := func() error {
-		select {
-		case <-sub.revoked:
-			return connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential revoked"))
-		default:
-			return nil
+	// ended is checked before every send, not only between waits: a terminal revoked while it
+	// reads a long backlog slowly (a stolen tablet) gets nothing more.
+	ended := func() error {
+		if sub.isEnded() {
+			return sub.why
 		}
+		return nil
 	}
 
 	// catchUp sends what the database has past the cursor. Rows are read a page at a time and
@@ -326,7 +368,7 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 			}
 			for _, r := range batch {
 				if !r.acked {
-					if err := revoked(); err != nil {
+					if err := ended(); err != nil {
 						return err
 					}
 					var t posv1.Ticket
@@ -354,8 +396,8 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 		select {
 		case <-ctx.Done():
 			return a.streamEnd(ctx, "", nil)
-		case <-sub.revoked:
-			return revoked()
+		case <-sub.ended:
+			return sub.why
 		case <-sub.wake:
 			if err := catchUp(); err != nil {
 				return err
@@ -366,7 +408,7 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 			case seq <= cursor:
 				// Sent from the backlog already.
 			case seq == cursor+1:
-				if err := revoked(); err != nil {
+				if err := ended(); err != nil {
 					return err
 				}
 				if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: t}); err != nil {

@@ -735,3 +735,27 @@ func TestARevokedTerminalGetsNoMoreOfItsBacklog(t *testing.T) {
 		t.Fatalf("after its revocation the terminal received %d of %d tickets, then %v; want the stream ended Unauthenticated before the backlog's end", got, n, stream.Err())
 	}
 }
+
+// A terminal that keeps opening ticket streams without closing them (a leaking client, or
+// connections its network left half-open) holds at most eight: each one past that ends its
+// oldest, the newest all work, and another terminal of the store is not touched.
+func TestATerminalHoldsAtMostEightStreamsAndTheNewestWin(t *testing.T) {
+	e := newEnv(t)
+	const store = "many-1"
+	_, cred := e.register("Leaky tablet", store)
+	_, other := e.register("Counter", store)
+	fo := e.openFeed(e.terminal(overGRPC, other), store)
+	var feeds []*feed
+	for range 12 {
+		feeds = append(feeds, e.openFeed(e.terminal(overGRPC, cred), store))
+	}
+	for i, f := range feeds[:4] {
+		if err := f.end(5 * time.Second); codeOf(err) != connect.CodeResourceExhausted {
+			t.Fatalf("stream %d of 12 ended with %v; want ResourceExhausted (the oldest are closed)", i+1, err)
+		}
+	}
+	e.publish("confirmed", order(store, 1), nil)
+	for _, f := range append(feeds[4:], fo) {
+		f.take(1, 5*time.Second)
+	}
+}

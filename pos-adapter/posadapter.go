@@ -167,6 +167,9 @@ type Config struct {
 	ReplayWindow time.Duration
 	// TicketRetention is how long tickets and their acknowledgements are kept. Default 30 days.
 	TicketRetention time.Duration
+	// MaxStreamsPerReader caps the ticket streams one terminal (or one staff member) keeps open
+	// in this process; opening one more ends its oldest. Default 8.
+	MaxStreamsPerReader int
 	// CatchUpInterval is how often open streams are checked against the stores' last sequence
 	// (a ticket whose live message was lost) and revocations. Default 1s.
 	CatchUpInterval time.Duration
@@ -235,6 +238,9 @@ func (c *Config) setDefaults() {
 	def(&c.SignatureTolerance, 5*time.Minute)
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = 1 << 20
+	}
+	if c.MaxStreamsPerReader <= 0 {
+		c.MaxStreamsPerReader = 8
 	}
 	if c.ConsumerConcurrency <= 0 {
 		c.ConsumerConcurrency = 1
