@@ -158,11 +158,11 @@ const (
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = $2)
 		ORDER BY st.store_id, st.sku
 		FOR UPDATE OF st`
-	extendHoldsByIDSQL = `UPDATE holds h SET expire_time = u.expire_time
+	extendHoldsByIDSQL = `UPDATE holds h SET expire_time = greatest(h.expire_time, u.expire_time)
 		FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, expire_time)
 		WHERE h.id = u.id AND h.state = $3`
 	// extendOrderHoldsSQL extends the open holds of orders (each once in $1) and returns them.
-	extendOrderHoldsSQL = `UPDATE holds h SET expire_time = u.expire_time
+	extendOrderHoldsSQL = `UPDATE holds h SET expire_time = greatest(h.expire_time, u.expire_time)
 		FROM unnest($1::text[], $2::timestamptz[]) AS u(order_id, expire_time)
 		WHERE h.order_id = u.order_id AND h.state = $3
 		RETURNING h.id::text, h.order_id, h.line_id, h.store_id, h.sku, h.quantity, h.state, h.expire_time`
@@ -286,8 +286,11 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 				if _, again := deadline[h.id]; !again {
 					extended = append(extended, h)
 				}
-				deadline[h.id] = c.expire
-				h.expireTime = c.expire
+				// Never earlier: a late or replayed extension must not undo a later one.
+				if c.expire.After(h.expireTime) {
+					h.expireTime = c.expire
+				}
+				deadline[h.id] = h.expireTime
 				cp := *h // as it is now: a later change of this batch may end it
 				results[i] = append(results[i], &cp)
 			}

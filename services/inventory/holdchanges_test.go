@@ -253,3 +253,38 @@ func TestExtendingManyOrdersAtOnceExtendsOnlyTheirOpenHolds(t *testing.T) {
 	e.requireInvariants()
 	e.requireLedgerMatches()
 }
+
+// An extension delivered late or again (fulfilment retries one whose answer it lost) never
+// moves a deadline earlier than a later extension set: the ready order's stock would be freed
+// for someone else while the order still waits for its shopper. Every path is tried: the
+// extend-only round, a round mixed with other changes, and ExtendHolds.
+func TestALateExtensionNeverShortensAHold(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.mustReserve(order("o1", "s1", "LATTE", 1))
+	e.mustReserve(order("o2", "s1", "LATTE", 1))
+
+	later := time.Now().Add(3 * time.Hour).UTC().Truncate(time.Microsecond)
+	earlier := later.Add(-2 * time.Hour)
+	e.changeHolds(extendChange("o1", later))
+	expect := func(how string, hs []*inventoryv1.Hold) {
+		t.Helper()
+		if len(hs) != 1 || !hs[0].GetExpireTime().AsTime().Equal(later) {
+			t.Fatalf("%s: answered %v; want the hold still until %s", how, hs, later)
+		}
+		var until time.Time
+		if err := e.pool.QueryRow(t.Context(), `SELECT expire_time FROM holds WHERE order_id = 'o1'`).Scan(&until); err != nil || !until.Equal(later) {
+			t.Fatalf("%s: the hold is now until %s (%v); want %s", how, until, err, later)
+		}
+	}
+	expect("an extend-only round", e.changeHolds(extendChange("o1", earlier)).GetResults()[0].GetHolds())
+	expect("a mixed round", e.changeHolds(releaseChange("o2", ""), extendChange("o1", earlier)).GetResults()[1].GetHolds())
+	var res inventoryv1.ExtendHoldsResponse
+	if err := e.call(inventory.SubjectExtendHolds, &inventoryv1.ExtendHoldsRequest{OrderId: "o1", ExpireTime: timestamppb.New(earlier)}, &res); err != nil {
+		t.Fatal(err)
+	}
+	expect("ExtendHolds", res.GetHolds())
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}

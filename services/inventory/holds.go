@@ -358,7 +358,9 @@ func (s *Service) endHolds(ctx context.Context, tx pgx.Tx, hs []*hold, state str
 	return p.run(ctx, tx)
 }
 
-// ExtendHolds moves the deadline of an order's open holds and returns them.
+// ExtendHolds moves the deadline of an order's open holds later (never earlier: an extension
+// delivered late or again must not undo a later one and free stock a ready order still needs)
+// and returns them.
 func (s *Service) ExtendHolds(ctx context.Context, orderID string, expire *timestamppb.Timestamp) ([]*inventoryv1.Hold, error) {
 	var v rpcerr.Violations
 	checkText(&v, "order_id", orderID, maxIDLen, true)
@@ -366,7 +368,7 @@ func (s *Service) ExtendHolds(ctx context.Context, orderID string, expire *times
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.Query(ctx, `UPDATE holds SET expire_time = $2 WHERE order_id = $1 AND state = 'open'
+	rows, err := s.db.Query(ctx, `UPDATE holds SET expire_time = greatest(expire_time, $2) WHERE order_id = $1 AND state = 'open'
 		RETURNING `+holdColumns, orderID, t)
 	if err != nil {
 		return nil, fmt.Errorf("extend holds: %w", err)

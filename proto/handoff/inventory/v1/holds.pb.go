@@ -825,7 +825,9 @@ func (x *CommitHoldsResponse) GetCommitted() []*Hold {
 	return nil
 }
 
-// ExtendHoldsRequest moves the deadline of an order's open holds.
+// ExtendHoldsRequest moves the deadline of an order's open holds later. A deadline earlier than
+// a hold's own leaves it as it is, so an extension that arrives late or twice never undoes a
+// later one.
 type ExtendHoldsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Order id.

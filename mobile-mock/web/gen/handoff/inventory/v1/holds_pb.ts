@@ -366,7 +366,9 @@ export const CommitHoldsResponseSchema: GenMessage<CommitHoldsResponse> = /*@__P
   messageDesc(file_handoff_inventory_v1_holds, 8);
 
 /**
- * ExtendHoldsRequest moves the deadline of an order's open holds.
+ * ExtendHoldsRequest moves the deadline of an order's open holds later. A deadline earlier than
+ * a hold's own leaves it as it is, so an extension that arrives late or twice never undoes a
+ * later one.
  *
  * @generated from message handoff.inventory.v1.ExtendHoldsRequest
  */
