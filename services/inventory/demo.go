@@ -87,10 +87,10 @@ type initialLevel struct {
 // no events.
 func copyInitialStock(ctx context.Context, tx pgx.Tx, levels []initialLevel, actor *commonv1.Actor) error {
 	now := time.Now()
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{"stock"}, []string{"store_id", "sku", "on_hand", "reserved", "safety_stock", "update_time"},
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"stock"}, []string{"store_id", "sku", "on_hand", "reserved", "safety_stock", "update_time", "version"},
 		pgx.CopyFromSlice(len(levels), func(i int) ([]any, error) {
 			l := levels[i]
-			return []any{l.StoreID, l.SKU, l.OnHand, int32(0), l.SafetyStock, now}, nil
+			return []any{l.StoreID, l.SKU, l.OnHand, int32(0), l.SafetyStock, now, initialVersion(l)}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("copy stock: %w", err)
@@ -104,14 +104,23 @@ func copyInitialStock(ctx context.Context, tx pgx.Tx, levels []initialLevel, act
 			continue // nothing happened: the ledger sums to 0 already
 		}
 		moves = append(moves, []any{l.StoreID, l.SKU, kindSet, l.OnHand, int32(0), l.OnHand, int32(0), l.SafetyStock,
-			actorKinds[actor.GetKind()], actor.GetId(), "initial stock", now})
+			actorKinds[actor.GetKind()], actor.GetId(), "initial stock", now, initialVersion(l)})
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"movements"}, []string{"store_id", "sku", "kind", "on_hand_delta", "reserved_delta",
-		"on_hand_after", "reserved_after", "safety_stock_after", "actor_kind", "actor_id", "note", "create_time"},
+		"on_hand_after", "reserved_after", "safety_stock_after", "actor_kind", "actor_id", "note", "create_time", "stock_version"},
 		pgx.CopyFromRows(moves)); err != nil {
 		return fmt.Errorf("copy initial movements: %w", err)
 	}
 	return nil
+}
+
+// initialVersion is a loaded row's version: 1 for a level its SET movement made, 0 for an
+// empty row, which has none.
+func initialVersion(l initialLevel) int64 {
+	if l.OnHand == 0 && l.SafetyStock == 0 {
+		return 0
+	}
+	return 1
 }
 
 // demoStore is a demo store in the API's form, so it passes the same validation.

@@ -154,7 +154,7 @@ const (
 	// (release, commit) in (store, SKU) order: holds first, then stock, as every transaction
 	// that ends holds does. It runs after the holds are locked and sees at least their keys (a
 	// hold never changes its stock row).
-	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock FROM stock st
+	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version FROM stock st
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = $2)
 		ORDER BY st.store_id, st.sku
 		FOR UPDATE OF st`
@@ -333,11 +333,13 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	var ends holdEnds
 	now := time.Now()
 	for _, g := range groups {
-		if err := ends.add(ctx, &p, levels, g.holds, g.state, g.reason, actorHolds, now); err != nil {
+		if err := ends.add(&p, levels, g.holds, g.state, g.reason, actorHolds); err != nil {
 			return nil, err
 		}
 	}
-	ends.queue(&p)
+	if err := ends.queue(&p, levels, now); err != nil {
+		return nil, err
+	}
 	if err := p.commit(ctx); err != nil {
 		return nil, err
 	}
@@ -374,11 +376,12 @@ func readChangeLocks(br pgx.BatchResults) ([]*hold, map[stockKey]*level, error) 
 
 // holdEnds collects the ends of holds that a transaction has locked and found open, and what
 // they entail: the hold rows' new state, the stock deltas (reserved down; on hand down too for
-// a sale) and one ledger row per hold.
+// a sale), one ledger row per hold and the stock rows' events.
 type holdEnds struct {
 	ids, states, reasons []string
 	deltas               stockDeltas
 	ms                   []movement
+	kinds                map[stockKey]string // the last kind of change of each row
 }
 
 const endHoldsSQL = `UPDATE holds h SET state = u.state, release_reason = u.reason, end_time = now()
@@ -387,9 +390,8 @@ const endHoldsSQL = `UPDATE holds h SET state = u.state, release_reason = u.reas
 
 // add ends hs as state (for reason, when released): levels (locked by the caller) change in
 // memory, and p gets the holds' events (one per released hold, with an id derived from the
-// hold, so a rewrite could only be a duplicate) and StockLevelChanged for every row this group
-// changed, with its level after the group.
-func (e *holdEnds) add(ctx context.Context, p *pipeline, levels map[stockKey]*level, hs []*hold, state string, reason inventoryv1.ReleaseReason, actor *commonv1.Actor, now time.Time) error {
+// hold, so a rewrite could only be a duplicate).
+func (e *holdEnds) add(p *pipeline, levels map[stockKey]*level, hs []*hold, state string, reason inventoryv1.ReleaseReason, actor *commonv1.Actor) error {
 	if len(hs) == 0 {
 		return nil
 	}
@@ -401,7 +403,9 @@ func (e *holdEnds) add(ctx context.Context, p *pipeline, levels map[stockKey]*le
 	case holdExpired:
 		subject = SubjectHoldExpired
 	}
-	var group stockDeltas
+	if e.kinds == nil {
+		e.kinds = map[stockKey]string{}
+	}
 	for _, h := range hs {
 		l, ok := levels[h.key]
 		if !ok {
@@ -413,7 +417,7 @@ func (e *holdEnds) add(ctx context.Context, p *pipeline, levels map[stockKey]*le
 		}
 		l.onHand += dOnHand
 		l.reserved -= h.quantity
-		group.add(h.key, dOnHand, -h.quantity)
+		e.kinds[h.key] = kind
 		e.deltas.add(h.key, dOnHand, -h.quantity)
 		e.ms = append(e.ms, movement{key: h.key, kind: kind, onHandDelta: dOnHand, reservedDelta: -h.quantity, after: *l,
 			actor: actor, orderID: h.orderID, holdID: h.id})
@@ -426,15 +430,17 @@ func (e *holdEnds) add(ctx context.Context, p *pipeline, levels map[stockKey]*le
 			}
 		}
 	}
-	return p.queueLevelEvents(&group, levels, kind, now)
+	return nil
 }
 
-// queue adds the writes of every end added to p.
-func (e *holdEnds) queue(p *pipeline) {
+// queue adds the writes of every end added to p, and StockLevelChanged for every row they
+// changed, with its level after them all.
+func (e *holdEnds) queue(p *pipeline, levels map[stockKey]*level, now time.Time) error {
 	if len(e.ids) == 0 {
-		return
+		return nil
 	}
 	p.execRows(int64(len(e.ids)), "end holds", endHoldsSQL, e.ids, e.states, e.reasons, holdOpen)
 	p.queueDeltas(&e.deltas)
 	p.queueMovements(e.ms)
+	return p.queueLevelEvents(&e.deltas, levels, func(k stockKey) string { return e.kinds[k] }, now)
 }

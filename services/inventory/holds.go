@@ -351,10 +351,12 @@ func (s *Service) endHolds(ctx context.Context, tx pgx.Tx, hs []*hold, state str
 	}
 	var ends holdEnds
 	p := s.newPipeline()
-	if err := ends.add(ctx, &p, levels, hs, state, reason, actor, time.Now()); err != nil {
+	if err := ends.add(&p, levels, hs, state, reason, actor); err != nil {
 		return err
 	}
-	ends.queue(&p)
+	if err := ends.queue(&p, levels, time.Now()); err != nil {
+		return err
+	}
 	return p.run(ctx, tx)
 }
 

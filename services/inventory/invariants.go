@@ -18,6 +18,7 @@ const (
 	RuleLedgerReserved  = "reserved = sum(ledger reserved_delta)"
 	RuleStockRowExists  = "open holds and ledger rows have a stock row"
 	RuleHeldWithinStock = "every hold placed left reserved <= on_hand - safety_stock"
+	RuleVersionInOrder  = "version = the last ledger row's stock_version, which never goes back"
 )
 
 const maxViolations = 1000
@@ -26,14 +27,18 @@ const maxViolations = 1000
 // the ledger together (a key present in only one of them is checked too). %[1]s filters each
 // source by store.
 const invariantsSQL = `WITH
-	s AS (SELECT store_id, sku, on_hand, reserved, safety_stock FROM stock %[1]s),
+	s AS (SELECT store_id, sku, on_hand, reserved, safety_stock, version FROM stock %[1]s),
 	h AS (SELECT store_id, sku, sum(quantity)::bigint AS held FROM holds WHERE state = 'open' %[2]s GROUP BY store_id, sku),
 	l AS (SELECT store_id, sku, sum(on_hand_delta)::bigint AS oh, sum(reserved_delta)::bigint AS rs,
-		count(*) FILTER (WHERE kind = 'hold_placed' AND reserved_after > on_hand_after - safety_stock_after) AS over
-		FROM movements %[1]s GROUP BY store_id, sku),
+		count(*) FILTER (WHERE kind = 'hold_placed' AND reserved_after > on_hand_after - safety_stock_after) AS over,
+		max(stock_version) AS last_version, count(*) FILTER (WHERE back) AS back
+		FROM (SELECT *, stock_version < lag(stock_version) OVER (PARTITION BY store_id, sku ORDER BY id) AS back
+			FROM movements %[1]s) m
+		GROUP BY store_id, sku),
 	k AS (SELECT store_id, sku FROM s UNION SELECT store_id, sku FROM h UNION SELECT store_id, sku FROM l)
 SELECT k.store_id, k.sku, s.on_hand IS NOT NULL, coalesce(s.on_hand, 0), coalesce(s.reserved, 0), coalesce(s.safety_stock, 0),
-	coalesce(h.held, 0), coalesce(l.oh, 0), coalesce(l.rs, 0), coalesce(l.over, 0)
+	coalesce(h.held, 0), coalesce(l.oh, 0), coalesce(l.rs, 0), coalesce(l.over, 0),
+	coalesce(s.version, 0), l.last_version, coalesce(l.back, 0)
 FROM k
 	LEFT JOIN s ON s.store_id = k.store_id AND s.sku = k.sku
 	LEFT JOIN h ON h.store_id = k.store_id AND h.sku = k.sku
@@ -43,13 +48,15 @@ WHERE (s.on_hand IS NULL AND (coalesce(h.held, 0) <> 0 OR coalesce(l.oh, 0) <> 0
 	OR s.reserved <> coalesce(h.held, 0)
 	OR s.on_hand <> coalesce(l.oh, 0) OR s.reserved <> coalesce(l.rs, 0)
 	OR coalesce(l.over, 0) > 0
+	OR s.version <> l.last_version OR coalesce(l.back, 0) > 0
 ORDER BY k.store_id, k.sku
 LIMIT ` + "1000"
 
 // CheckInvariants verifies, for every stock level (of one store, or all): 0 <= reserved <=
 // on_hand, reserved = the sum of its open holds, that the ledger sums to the levels, and that
 // no hold was ever placed beyond on hand less safety stock (the levels each hold_placed row
-// recorded: no oversell at the time of reserving, whatever has changed since). It
+// recorded: no oversell at the time of reserving, whatever has changed since), and that the
+// row's version is its last ledger row's and never went back (versions order changes). It
 // reads one consistent snapshot and changes nothing; it is meant for operators and tests, and
 // scans the whole ledger, so run it off-peak on a large chain.
 func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*inventoryv1.CheckInvariantsResponse, error) {
@@ -83,9 +90,11 @@ func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*invento
 				hasRow                      bool
 				onHand, reserved, safety    int32
 				held, ledgerOH, ledgerResvd int64
-				over                        int64
+				over, version, back         int64
+				lastVersion                 *int64
 			)
-			if err := rows.Scan(&store, &sku, &hasRow, &onHand, &reserved, &safety, &held, &ledgerOH, &ledgerResvd, &over); err != nil {
+			if err := rows.Scan(&store, &sku, &hasRow, &onHand, &reserved, &safety, &held, &ledgerOH, &ledgerResvd, &over,
+				&version, &lastVersion, &back); err != nil {
 				return fmt.Errorf("check invariants: %w", err)
 			}
 			add := func(rule, format string, a ...any) {
@@ -111,6 +120,13 @@ func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*invento
 			}
 			if over > 0 {
 				add(RuleHeldWithinStock, "%d holds placed beyond on hand less safety stock", over)
+			}
+			// Ledger rows from before versions were kept have none; they check nothing here.
+			if lastVersion != nil && *lastVersion != version {
+				add(RuleVersionInOrder, "version %d, last ledger row's %d", version, *lastVersion)
+			}
+			if back > 0 {
+				add(RuleVersionInOrder, "%d ledger rows carry a lower version than the row before them", back)
 			}
 		}
 		return rows.Err()

@@ -37,21 +37,25 @@ func sortedKeys(keys []stockKey) []stockKey {
 	return slices.Compact(out)
 }
 
-// level is a stock row's numbers.
-type level struct{ onHand, reserved, safety int32 }
+// level is a stock row's numbers and version (see migration 00005). A level read under the
+// row's lock keeps the version it was read at; the transaction leaves the row at version+1.
+type level struct {
+	onHand, reserved, safety int32
+	version                  int64
+}
 
 // available is what may still be promised: on hand - reserved - safety stock, not below 0.
 func (l level) available() int32 { return max(0, l.onHand-l.reserved-l.safety) }
 
 func (l level) proto(k stockKey, at time.Time) *inventoryv1.StockLevel {
 	return &inventoryv1.StockLevel{StoreId: k.store, Sku: k.sku, OnHand: l.onHand, Reserved: l.reserved,
-		SafetyStock: l.safety, Available: l.available(), UpdateTime: timestamp(at)}
+		SafetyStock: l.safety, Available: l.available(), UpdateTime: timestamp(at), Version: l.version}
 }
 
 // lockLevelsSQL locks stock rows in (store_id, sku) order: every transaction that changes
 // several rows locks them this way (reserves, releases, commits, the sweeper), so two of them
 // can never wait for each other in a cycle.
-const lockLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock
+const lockLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version
 	FROM stock st JOIN unnest($1::text[], $2::text[]) AS k(store_id, sku) ON st.store_id = k.store_id AND st.sku = k.sku
 	ORDER BY st.store_id, st.sku
 	FOR UPDATE OF st`
@@ -69,7 +73,7 @@ func scanLevels(rows pgx.Rows) (map[stockKey]*level, error) {
 	for rows.Next() {
 		var k stockKey
 		var l level
-		if err := rows.Scan(&k.store, &k.sku, &l.onHand, &l.reserved, &l.safety); err != nil {
+		if err := rows.Scan(&k.store, &k.sku, &l.onHand, &l.reserved, &l.safety, &l.version); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -151,11 +155,11 @@ type movement struct {
 }
 
 const insertMovementsSQL = `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta, on_hand_after,
-		reserved_after, safety_stock_after, actor_kind, actor_id, note, order_id, hold_id)
-	SELECT u.store_id, u.sku, u.kind, u.dh, u.dr, u.oh, u.rs, u.ss, u.ak, u.ai, u.note, u.order_id, NULLIF(u.hold_id, '')::uuid
+		reserved_after, safety_stock_after, actor_kind, actor_id, note, order_id, hold_id, stock_version)
+	SELECT u.store_id, u.sku, u.kind, u.dh, u.dr, u.oh, u.rs, u.ss, u.ak, u.ai, u.note, u.order_id, NULLIF(u.hold_id, '')::uuid, u.sv
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], $8::int[],
-		$9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
-		AS u(store_id, sku, kind, dh, dr, oh, rs, ss, ak, ai, note, order_id, hold_id)`
+		$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
+		AS u(store_id, sku, kind, dh, dr, oh, rs, ss, ak, ai, note, order_id, hold_id, sv)`
 
 // queueMovements adds one INSERT of every movement in ms to p (hold movements: no
 // idempotency key, no returned ids).
@@ -168,22 +172,25 @@ func (p *pipeline) queueMovements(ms []movement) {
 		stores, skus, kinds, aks, ais, notes, orders, holds = make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		dh, dr, oh, rs, ss = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
+		sv                 = make([]int64, n)
 	)
 	for i, m := range ms {
 		stores[i], skus[i], kinds[i] = m.key.store, m.key.sku, m.kind
 		dh[i], dr[i], oh[i], rs[i], ss[i] = m.onHandDelta, m.reservedDelta, m.after.onHand, m.after.reserved, m.after.safety
 		aks[i], ais[i] = actorKinds[m.actor.GetKind()], m.actor.GetId()
 		notes[i], orders[i], holds[i] = m.note, m.orderID, m.holdID
+		sv[i] = m.after.version + 1 // the row's version once this transaction has written it
 	}
 	p.execRows(int64(n), "insert movements", insertMovementsSQL,
-		stores, skus, kinds, dh, dr, oh, rs, ss, aks, ais, notes, orders, holds)
+		stores, skus, kinds, dh, dr, oh, rs, ss, aks, ais, notes, orders, holds, sv)
 }
 
 // applyDeltasSQL changes many stock rows at once. The last condition refuses, as a defence
 // in depth, to raise reserved past what may be promised: the caller decided under the row
 // lock, so a row it skips means a bug, and the row count check (execRows, on the server)
 // aborts the transaction before its COMMIT.
-const applyDeltasSQL = `UPDATE stock st SET on_hand = st.on_hand + d.dh, reserved = st.reserved + d.dr, update_time = now()
+const applyDeltasSQL = `UPDATE stock st SET on_hand = st.on_hand + d.dh, reserved = st.reserved + d.dr, update_time = now(),
+		version = st.version + 1
 	FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS d(store_id, sku, dh, dr)
 	WHERE st.store_id = d.store_id AND st.sku = d.sku
 	  AND (d.dr <= 0 OR st.on_hand - st.reserved - st.safety_stock >= d.dr)`
@@ -225,10 +232,15 @@ func (p *pipeline) queueDeltas(d *stockDeltas) {
 	p.execRows(int64(len(keys)), "update stock levels", applyDeltasSQL, stores, skus, dh, dr)
 }
 
-// queueLevelEvents publishes StockLevelChanged for every changed row, with its final level.
-func (p *pipeline) queueLevelEvents(d *stockDeltas, levels map[stockKey]*level, kind string, at time.Time) error {
+// queueLevelEvents publishes StockLevelChanged for every changed row, with its final level and
+// version; kinds says what changed each row (the last change, when the transaction made
+// several). One event per row and transaction: two with one version would leave a reader that
+// orders by version unable to tell which came last.
+func (p *pipeline) queueLevelEvents(d *stockDeltas, levels map[stockKey]*level, kinds func(stockKey) string, at time.Time) error {
 	for _, k := range d.order {
-		ev := &inventoryv1.StockLevelChanged{Level: levels[k].proto(k, at), Kind: movementKinds[kind]}
+		after := *levels[k]
+		after.version++
+		ev := &inventoryv1.StockLevelChanged{Level: after.proto(k, at), Kind: movementKinds[kinds(k)]}
 		if err := p.enqueue(SubjectStockChanged, ev, ""); err != nil {
 			return err
 		}

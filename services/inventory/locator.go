@@ -227,7 +227,7 @@ func (sc *storeScan) next(ctx context.Context, need int) ([]*located, error) {
 // ANY($2)) has no such plan: generically planned it walks each store's every row and filters
 // the SKU (0.3 against 0.05 ms for 14 stores and 2 SKUs), so it had to be planned anew on every
 // call, which took as long as running it.
-const readStockSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock
+const readStockSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version
 	FROM stock st JOIN unnest($1::text[], $2::text[]) AS k(store_id, sku) ON st.store_id = k.store_id AND st.sku = k.sku`
 
 // readStock reads the requested SKUs' stock at the candidates (one query by primary key), in

@@ -344,7 +344,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	p.queueHolds(placed)
 	p.queueDeltas(&deltas)
 	p.queueMovements(ms)
-	if err := p.queueLevelEvents(&deltas, levels, kindHoldPlaced, now); err != nil {
+	if err := p.queueLevelEvents(&deltas, levels, func(stockKey) string { return kindHoldPlaced }, now); err != nil {
 		return nil, err
 	}
 	if err := p.commit(ctx); err != nil {

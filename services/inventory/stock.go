@@ -150,7 +150,8 @@ func checkAdminChange(v *rpcerr.Violations, storeID, sku, key, note string) {
 }
 
 const movementColumns = `id, store_id, sku, kind, on_hand_delta, reserved_delta, on_hand_after, reserved_after,
-	safety_stock_after, actor_kind, actor_id, note, order_id, COALESCE(idempotency_key, ''), create_time`
+	safety_stock_after, actor_kind, actor_id, note, order_id, COALESCE(idempotency_key, ''), create_time,
+	COALESCE(stock_version, 0)`
 
 func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 	var (
@@ -160,7 +161,7 @@ func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 		at       time.Time
 	)
 	if err := row.Scan(&m.Id, &m.StoreId, &m.Sku, &kind, &m.OnHandDelta, &m.ReservedDelta, &m.OnHandAfter, &m.ReservedAfter,
-		&m.SafetyStockAfter, &ak, &actorID, &m.Note, &m.OrderId, &m.IdempotencyKey, &at); err != nil {
+		&m.SafetyStockAfter, &ak, &actorID, &m.Note, &m.OrderId, &m.IdempotencyKey, &at, &m.StockVersion); err != nil {
 		return nil, err
 	}
 	m.Kind = movementKinds[kind]
@@ -171,7 +172,7 @@ func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 
 // levelAfter is the level a movement left behind: a retried request's original result.
 func levelAfter(m *inventoryv1.StockMovement) *inventoryv1.StockLevel {
-	l := level{onHand: m.GetOnHandAfter(), reserved: m.GetReservedAfter(), safety: m.GetSafetyStockAfter()}
+	l := level{onHand: m.GetOnHandAfter(), reserved: m.GetReservedAfter(), safety: m.GetSafetyStockAfter(), version: m.GetStockVersion()}
 	return l.proto(stockKey{m.GetStoreId(), m.GetSku()}, m.GetCreateTime().AsTime())
 }
 
@@ -214,22 +215,24 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 		if err != nil {
 			return err
 		}
+		next.version = cur.version + 1
 		note := c.note
 		if shortened != "" {
 			note = shortened
 			s.log.WarnContext(ctx, "stock change shortened to what is reserved: open orders are short", "store_id", c.storeID, "sku", c.sku,
 				"reserved", cur.reserved, "note", shortened)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now() WHERE store_id = $1 AND sku = $2`,
-			c.storeID, c.sku, next.onHand, next.safety); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now(), version = $5
+			WHERE store_id = $1 AND sku = $2`,
+			c.storeID, c.sku, next.onHand, next.safety, next.version); err != nil {
 			return fmt.Errorf("update stock: %w", err)
 		}
 		outMove, err = scanMovement(tx.QueryRow(ctx, `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta,
-				on_hand_after, reserved_after, safety_stock_after, actor_kind, actor_id, note, idempotency_key)
-			VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11)
+				on_hand_after, reserved_after, safety_stock_after, actor_kind, actor_id, note, idempotency_key, stock_version)
+			VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, $12)
 			RETURNING `+movementColumns,
 			c.storeID, c.sku, c.kind, next.onHand-cur.onHand, next.onHand, next.reserved, next.safety,
-			actorKinds[actor.GetKind()], actor.GetId(), note, c.key))
+			actorKinds[actor.GetKind()], actor.GetId(), note, c.key, next.version))
 		if err != nil {
 			return fmt.Errorf("record movement: %w", err)
 		}
@@ -282,7 +285,7 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 		return nil, err
 	}
 	skus := req.GetSkus()
-	rows, err := s.db.Query(ctx, `SELECT sku, on_hand, reserved, safety_stock, update_time FROM stock
+	rows, err := s.db.Query(ctx, `SELECT sku, on_hand, reserved, safety_stock, update_time, version FROM stock
 		WHERE store_id = $1 AND sku > $2 AND (cardinality($3::text[]) = 0 OR sku = ANY($3))
 		ORDER BY sku LIMIT $4`, req.GetStoreId(), after.SKU, nonNil(skus), size+1)
 	if err != nil {
@@ -294,7 +297,7 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 			l   level
 			at  time.Time
 		)
-		if err := r.Scan(&sku, &l.onHand, &l.reserved, &l.safety, &at); err != nil {
+		if err := r.Scan(&sku, &l.onHand, &l.reserved, &l.safety, &at, &l.version); err != nil {
 			return nil, err
 		}
 		return l.proto(stockKey{req.GetStoreId(), sku}, at), nil

@@ -1720,8 +1720,13 @@ type StockLevel struct {
 	SafetyStock int32 `protobuf:"varint,5,opt,name=safety_stock,json=safetyStock,proto3" json:"safety_stock,omitempty"`
 	// on_hand - reserved - safety_stock, not below 0.
 	Available int32 `protobuf:"varint,6,opt,name=available,proto3" json:"available,omitempty"`
-	// When last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When last changed: when the changing transaction began, so two changes close together may
+	// carry times out of their order. Use version to order levels.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Goes up by one with every transaction that changes the row. A cache of levels (from
+	// StockLevelChanged events, which can arrive late or twice) keeps, per store and SKU, the
+	// level with the highest version.
+	Version       int64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1805,6 +1810,13 @@ func (x *StockLevel) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StockLevel) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // StockMovement is one ledger entry: who changed what, why, and the levels after it.
 type StockMovement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1835,7 +1847,11 @@ type StockMovement struct {
 	// Idempotency key of the request that made it, for admin movements.
 	IdempotencyKey string `protobuf:"bytes,13,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// When.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The stock row's version once the transaction that recorded this movement had written it
+	// (a transaction that changes a row several times records one movement each, all with one
+	// version). 0 for movements recorded before versions were kept.
+	StockVersion  int64 `protobuf:"varint,15,opt,name=stock_version,json=stockVersion,proto3" json:"stock_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1966,6 +1982,13 @@ func (x *StockMovement) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *StockMovement) GetStockVersion() int64 {
+	if x != nil {
+		return x.StockVersion
+	}
+	return 0
 }
 
 // Request for SetStock.
@@ -2844,7 +2867,7 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12)\n" +
 	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"J\n" +
 	"\x15SetStoreStateResponse\x121\n" +
-	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xec\x01\n" +
+	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\x86\x02\n" +
 	"\n" +
 	"StockLevel\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
@@ -2854,7 +2877,8 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\fsafety_stock\x18\x05 \x01(\x05R\vsafetyStock\x12\x1c\n" +
 	"\tavailable\x18\x06 \x01(\x05R\tavailable\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x8d\x04\n" +
+	"updateTime\x12\x18\n" +
+	"\aversion\x18\b \x01(\x03R\aversion\"\xb2\x04\n" +
 	"\rStockMovement\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x10\n" +
@@ -2871,7 +2895,8 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\border_id\x18\f \x01(\tR\aorderId\x12'\n" +
 	"\x0fidempotency_key\x18\r \x01(\tR\x0eidempotencyKey\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x8f\x02\n" +
+	"createTime\x12#\n" +
+	"\rstock_version\x18\x0f \x01(\x03R\fstockVersion\"\x8f\x02\n" +
 	"\x0fSetStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x17\n" +
