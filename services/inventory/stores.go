@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -234,7 +235,8 @@ func enqueueStoreChanged(ctx context.Context, tx pgx.Tx, subject string, r *stor
 var updatableStoreFields = []string{"name", "address", "location", "time_zone", "opening_hours", "hours_exceptions", "prep_time", "pickup_window"}
 
 // UpdateStore changes the fields named in mask (all of them when empty), refusing a stale
-// expected version, and publishes StoreChanged on store.updated.
+// expected version, and publishes StoreChanged on store.updated. An update that changes
+// nothing writes nothing, publishes nothing and is never refused.
 func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask []string, expectedVersion int64) (*inventoryv1.Store, error) {
 	if in.GetId() == "" {
 		return nil, rpcerr.Invalid("store.id", "required")
@@ -248,19 +250,26 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 		if err != nil {
 			return err
 		}
-		if expectedVersion != 0 && cur.version != expectedVersion {
-			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
-		}
-		next, err := cur.proto(nil)
+		was, err := cur.proto(nil)
 		if err != nil {
 			return err
 		}
+		next := proto.CloneOf(was)
 		if err := fieldmask.Apply(next, in, mask, updatableStoreFields); err != nil {
 			return err
 		}
 		w, err := storeForWrite(next, "store", false)
 		if err != nil {
 			return err
+		}
+		// A change the store has already (a retry whose first answer was lost, with the version
+		// it read before) is done: nothing to refuse, write or publish.
+		if proto.Equal(next, was) {
+			stored = cur
+			return nil
+		}
+		if expectedVersion != 0 && cur.version != expectedVersion {
+			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
 		}
 		stored, err = scanStore(tx.QueryRow(ctx, `UPDATE stores SET name = $2, address = $3, lat = $4, lng = $5, time_zone = $6,
 				opening_hours = $7, hours_exceptions = $8, prep_seconds = $9, pickup_window_seconds = $10,
@@ -280,7 +289,7 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 
 // SetStoreState opens, pauses or closes a store and publishes StoreStateChanged, refusing a
 // stale expected version (when non-zero). Setting the state and reason it already has changes
-// nothing and publishes nothing.
+// nothing, publishes nothing and is never refused.
 func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv1.StoreState, reason string, expectedVersion int64) (*inventoryv1.Store, error) {
 	var v rpcerr.Violations
 	if id == "" {
@@ -303,12 +312,13 @@ func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv
 		if err != nil {
 			return err
 		}
-		if expectedVersion != 0 && cur.version != expectedVersion {
-			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
-		}
+		// Already so (a retry whose first answer was lost, say): done, whatever the version.
 		if cur.state == name && cur.stateReason == reason {
 			stored = cur
 			return nil
+		}
+		if expectedVersion != 0 && cur.version != expectedVersion {
+			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
 		}
 		stored, err = scanStore(tx.QueryRow(ctx, `UPDATE stores SET state = $2, state_reason = $3, version = version + 1, update_time = now()
 			WHERE id = $1 RETURNING `+storeColumns, id, name, reason))

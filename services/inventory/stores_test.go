@@ -91,6 +91,18 @@ func TestSetStoreStateRefusesAStaleExpectedVersion(t *testing.T) {
 	if err != nil || res.GetStore().GetVersion() != 2 {
 		t.Fatalf("pause at version 1: %v, %v; want version 2", res, err)
 	}
+	// The same request again (its answer was lost): done already, not refused, nothing new.
+	res, err = e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1",
+		State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "busy", ExpectedVersion: 1})
+	if err != nil || res.GetStore().GetVersion() != 2 {
+		t.Fatalf("the pause retried: %v, %v; want it answered at version 2", res, err)
+	}
+	if n := len(e.outboxEvents(inventory.SubjectStoreStateChanged)); n != 1 {
+		t.Fatalf("%d state events after a pause and its retry; want 1", n)
+	}
+	_, err = e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1",
+		State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "short of staff", ExpectedVersion: 1})
+	requireStatus(t, err, codes.Aborted, "expected_version")
 	_, err = e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1",
 		State: inventoryv1.StoreState_STORE_STATE_OPEN, ExpectedVersion: 1})
 	requireStatus(t, err, codes.Aborted, "expected_version")
@@ -116,7 +128,14 @@ func TestUpdateStoreChangesMaskedFieldsAndRefusesAStaleVersion(t *testing.T) {
 	if got.GetName() != "Renamed" || got.GetPrepTime().AsDuration() != 12*time.Minute || got.GetTimeZone() != "America/Los_Angeles" || got.GetVersion() != 2 {
 		t.Errorf("after update: %v; want name and prep time changed only, version 2", got)
 	}
-	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
+	// The same update again (its answer was lost): done already, not refused, nothing new.
+	res, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name", "prep_time"}}, ExpectedVersion: 1})
+	if err != nil || res.GetStore().GetVersion() != 2 {
+		t.Fatalf("the update retried: %v, %v; want it answered at version 2", res, err)
+	}
+	// Another change decided on version 1 is refused.
+	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: &inventoryv1.Store{Id: "s1", Name: "Renamed twice"},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}, ExpectedVersion: 1})
 	requireStatus(t, err, codes.Aborted, "expected_version")
 	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,

@@ -1482,7 +1482,8 @@ type UpdateStoreRequest struct {
 	// Fields to change: name, address, location, time_zone, opening_hours, hours_exceptions,
 	// prep_time, pickup_window. Empty means all of them.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
-	// When non-zero, refused (Aborted) unless the stored version matches.
+	// When non-zero, refused (Aborted) unless the stored version matches. An update the store
+	// has already (a retry whose answer was lost) succeeds whatever the version, changing nothing.
 	ExpectedVersion int64 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -1596,6 +1597,8 @@ type SetStoreStateRequest struct {
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// When non-zero, refused (Aborted) unless the stored version matches: a caller that decided
 	// on the state it read (staff may resume only a store that is not CLOSED) passes its version.
+	// A state and reason the store has already (a retry whose answer was lost) succeed whatever
+	// the version, changing nothing.
 	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

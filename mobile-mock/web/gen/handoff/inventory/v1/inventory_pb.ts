@@ -700,7 +700,8 @@ export type UpdateStoreRequest = Message<"handoff.inventory.v1.UpdateStoreReques
   updateMask?: FieldMask | undefined;
 
   /**
-   * When non-zero, refused (Aborted) unless the stored version matches.
+   * When non-zero, refused (Aborted) unless the stored version matches. An update the store
+   * has already (a retry whose answer was lost) succeeds whatever the version, changing nothing.
    *
    * @generated from field: int64 expected_version = 3;
    */
@@ -765,6 +766,8 @@ export type SetStoreStateRequest = Message<"handoff.inventory.v1.SetStoreStateRe
   /**
    * When non-zero, refused (Aborted) unless the stored version matches: a caller that decided
    * on the state it read (staff may resume only a store that is not CLOSED) passes its version.
+   * A state and reason the store has already (a retry whose answer was lost) succeed whatever
+   * the version, changing nothing.
    *
    * @generated from field: int64 expected_version = 4;
    */
