@@ -331,6 +331,18 @@ func TestVendorInStoreEventsAdjustStockOnceAndForgedOnesChangeNothing(t *testing
 	if vendorMoves != 3 {
 		t.Fatalf("%d vendor movements in the ledger, want 3 (sale, return, count)", vendorMoves)
 	}
+
+	// The webhook was set without enabled (no deliveries), and the vendor's own events were
+	// taken all the same. Rotating the secret is how to refuse them: the old one stops working.
+	res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "ven-1", Url: "https://pos.vendor.example/handoff"}, RotateSecret: true}))
+	if err != nil || res.Msg.GetSigningSecret() == "" || res.Msg.GetSigningSecret() == secret {
+		t.Fatalf("rotate: %v, %v; want a new secret", res, err)
+	}
+	code, out = e.vendorPost("ven-1", secret, now, vendorEvent("v-14", "sale", "LATTE-16", 1), nil)
+	expect("the old secret after a rotation", 401, "", code, out, 20)
+	code, out = e.vendorPost("ven-1", res.Msg.GetSigningSecret(), now, vendorEvent("v-14", "sale", "LATTE-16", 1), nil)
+	expect("the new secret", 200, "applied", code, out, 19)
 }
 
 // A sale at the till, or a count, has happened whatever is reserved online: past the reserved

@@ -1699,7 +1699,9 @@ type StoreWebhook struct {
 	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
 	// Ticket kinds to send; empty means all.
 	Kinds []TicketKind `protobuf:"varint,3,rep,packed,name=kinds,proto3,enum=handoff.pos.v1.TicketKind" json:"kinds,omitempty"`
-	// Deliveries are made only when enabled.
+	// Deliveries are made only when enabled. The vendor's own events (till sales, counts) are
+	// accepted either way, so that stock stays right while deliveries are paused; rotate the
+	// signing secret to refuse them.
 	Enabled bool `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
 	// When last changed.
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
