@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
@@ -39,6 +40,12 @@ type VendorEvent struct {
 	SKU string `json:"sku"`
 	// Quantity is units sold or returned (1 or more), or counted (0 or more).
 	Quantity int32 `json:"quantity"`
+	// OccurredAt is when the sale, return or count happened at the till (RFC 3339); unset, when
+	// it arrives. Events arrive out of order (a till that was offline sends its backlog): each
+	// applies as of when it happened, so a sale from before the last count is not taken off
+	// again and a count keeps the sales recorded since it was taken. Not in the future; a count
+	// at most 24 hours old.
+	OccurredAt time.Time `json:"occurred_at,omitzero"`
 }
 
 // VendorResult is the adapter's answer to a vendor event.
@@ -207,15 +214,23 @@ func vendorRequest(store string, ev VendorEvent) ([]byte, error) {
 		// A sale at the till has happened: it is applied even past what is reserved (clamped,
 		// the shortfall in the ledger), never refused, or the stock sold would be promised again.
 		req := &inventoryv1.AdjustStockRequest{StoreId: store, Sku: ev.SKU, Delta: -ev.Quantity,
-			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: key, Note: note, ClampToReserved: true}
+			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: key, Note: note, ClampToReserved: true,
+			OccurTime: occurTime(ev)}
 		if ev.Type == vendorReturn {
 			req.Delta, req.Reason = ev.Quantity, inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_RETURN
 		}
 		return proto.Marshal(req)
 	default:
 		return proto.Marshal(&inventoryv1.SetStockRequest{StoreId: store, Sku: ev.SKU, OnHand: ev.Quantity, KeepSafetyStock: true,
-			IdempotencyKey: key, Note: note, ClampToReserved: true})
+			IdempotencyKey: key, Note: note, ClampToReserved: true, OccurTime: occurTime(ev)})
 	}
+}
+
+func occurTime(ev VendorEvent) *timestamppb.Timestamp {
+	if ev.OccurredAt.IsZero() {
+		return nil
+	}
+	return timestamppb.New(ev.OccurredAt)
 }
 
 // vendorFailure answers an inventory refusal for good (422, recorded, so the same event id

@@ -556,3 +556,39 @@ func TestTheJanitorDeletesOldVendorEventsAndDeadLetters(t *testing.T) {
 		return nil
 	})
 }
+
+// A till that was offline sends its backlog out of order. Each event applies as of when it
+// happened (occurred_at): the count keeps the sale recorded after it was taken, and a sale from
+// before the count, in it already, is not taken off again.
+func TestVendorEventsArrivingOutOfOrderApplyAsOfWhenTheyHappened(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "ven-occ", nil)
+	secret := e.vendorWebhook("ven-occ")
+	now := time.Now()
+	post := func(id, typ string, q int32, minutesAgo int, want int32) {
+		t.Helper()
+		b, _ := json.Marshal(posadapter.VendorEvent{EventID: id, Type: typ, SKU: "LATTE-16", Quantity: q,
+			OccurredAt: now.Add(-time.Duration(minutesAgo) * time.Minute)})
+		if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 200 || out.Status != "applied" {
+			t.Fatalf("%s: HTTP %d %+v; want applied", id, code, out)
+		}
+		if got := s.onHand(t, "ven-occ", "LATTE-16"); got != want {
+			t.Fatalf("after %s: on hand %d, want %d", id, got, want)
+		}
+	}
+	post("count-an-hour-ago", "count", 20, 60, 20)
+	post("sale-10-min-ago", "sale", 2, 10, 18)
+	post("count-20-min-ago", "count", 17, 20, 15) // taken before that sale: 17 - 2
+	post("sale-30-min-ago", "sale", 1, 30, 15)    // in the count already
+	post("sale-just-now", "sale", 1, 0, 14)
+
+	b, _ := json.Marshal(posadapter.VendorEvent{EventID: "sale-tomorrow", Type: "sale", SKU: "LATTE-16", Quantity: 1,
+		OccurredAt: now.Add(24 * time.Hour)})
+	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 422 || !strings.Contains(out.Error, "future") {
+		t.Fatalf("a sale from tomorrow: HTTP %d %+v; want 422 saying it is in the future", code, out)
+	}
+	if got := s.onHand(t, "ven-occ", "LATTE-16"); got != 14 {
+		t.Fatalf("after a refused event: on hand %d, want 14", got)
+	}
+}

@@ -1,12 +1,15 @@
 package inventory
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pagetoken"
@@ -34,9 +37,13 @@ const maxStockLevel = 1_000_000_000
 type stockChange struct {
 	storeID, sku, key, note string
 	kind                    string
-	// apply computes the new level from the locked current one, or refuses.
-	// note, when not "", is what the ledger entry says of a change apply had to shorten.
-	apply func(cur level) (next level, note string, err error)
+	// occurred is when the change happened, when the request said (zero: now).
+	occurred time.Time
+	// apply computes the new level from the locked current one, or refuses. later is, for a
+	// count (kind set) that occurred in the past, the on-hand change recorded since that
+	// happened after it. note, when not "", is what the ledger entry says instead of the
+	// request's; short is how many units a change apply had to shorten leaves open orders short.
+	apply func(cur level, later int32) (next level, note string, short int32, err error)
 	// same reports whether a stored movement made with the same key is this very change.
 	same func(m *inventoryv1.StockMovement) bool
 }
@@ -54,33 +61,78 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	case ss != 0 && req.GetKeepSafetyStock():
 		v.Addf("safety_stock", "must be 0 with keep_safety_stock, got %d", ss)
 	}
+	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now(), maxCountAge)
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: kindSet,
-		apply: func(cur level) (level, string, error) {
-			next := level{onHand: req.GetOnHand(), reserved: cur.reserved, safety: req.GetSafetyStock()}
+		occurred: occurred,
+		apply: func(cur level, later int32) (level, string, int32, error) {
+			// The count, and what has changed since it was taken.
+			target := min(max(int64(req.GetOnHand())+int64(later), 0), maxStockLevel)
+			next := level{onHand: int32(target), reserved: cur.reserved, safety: req.GetSafetyStock()}
 			if req.GetKeepSafetyStock() {
 				next.safety = cur.safety
 			}
-			if req.GetOnHand() < cur.reserved {
-				if !req.GetClampToReserved() {
-					return level{}, "", rpcerr.FailedPrecondition("on_hand: %d would be below the %d units reserved for open orders of %s at %s; release or commit holds first",
-						req.GetOnHand(), cur.reserved, req.GetSku(), req.GetStoreId())
-				}
-				next.onHand = cur.reserved
-				return next, shortNote(req.GetNote(), cur.reserved-req.GetOnHand(), cur.reserved), nil
+			note := ""
+			if later != 0 {
+				note = strings.TrimSpace(fmt.Sprintf("%s [counted %d at %s; %+d recorded since]", req.GetNote(), req.GetOnHand(),
+					occurred.UTC().Format(time.RFC3339), later))
 			}
-			return next, "", nil
+			if next.onHand < cur.reserved {
+				if !req.GetClampToReserved() {
+					return level{}, "", 0, rpcerr.FailedPrecondition("on_hand: %d would be below the %d units reserved for open orders of %s at %s; release or commit holds first",
+						next.onHand, cur.reserved, req.GetSku(), req.GetStoreId())
+				}
+				short := cur.reserved - next.onHand
+				next.onHand = cur.reserved
+				return next, shortNote(cmp.Or(note, req.GetNote()), short, cur.reserved), short, nil
+			}
+			return next, note, 0, nil
 		},
 		same: func(m *inventoryv1.StockMovement) bool {
+			if m.GetKind() != inventoryv1.MovementKind_MOVEMENT_KIND_SET || m.GetSku() != req.GetSku() {
+				return false
+			}
+			if !occurred.IsZero() {
+				// On hand after it depends on what was recorded since; when it was taken is
+				// what names this count.
+				return m.GetOccurTime() != nil && m.GetOccurTime().AsTime().Equal(occurred)
+			}
 			// A clamped count left on hand at the reserved units, above the count.
 			after := m.GetOnHandAfter() == req.GetOnHand() || req.GetClampToReserved() && m.GetOnHandAfter() > req.GetOnHand()
-			return m.GetKind() == inventoryv1.MovementKind_MOVEMENT_KIND_SET && m.GetSku() == req.GetSku() &&
-				after && (req.GetKeepSafetyStock() || m.GetSafetyStockAfter() == req.GetSafetyStock())
+			return after && (req.GetKeepSafetyStock() || m.GetSafetyStockAfter() == req.GetSafetyStock())
 		},
 	})
+}
+
+// maxCountAge bounds how long ago a count reported after the fact may have been taken: the
+// changes recorded since are read back to then.
+const maxCountAge = 24 * time.Hour
+
+// maxClockSkew is how far in the future an occurrence time may be (the reporting system's
+// clock ahead of ours), and how much earlier than a change's occurrence its recording may be.
+const maxClockSkew = 5 * time.Minute
+
+// checkOccurTime validates a request's occur_time: zero when unset, else not in the future
+// (beyond maxClockSkew) and, when maxAge is not 0, not older than maxAge.
+func checkOccurTime(v *rpcerr.Violations, ts *timestamppb.Timestamp, now time.Time, maxAge time.Duration) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	if err := ts.CheckValid(); err != nil {
+		v.Addf("occur_time", "not a valid time: %v", err)
+		return time.Time{}
+	}
+	t := ts.AsTime().Truncate(time.Microsecond) // as Postgres keeps it
+	switch {
+	case t.After(now.Add(maxClockSkew)):
+		v.Addf("occur_time", "%s is in the future", t.Format(time.RFC3339))
+	case maxAge > 0 && t.Before(now.Add(-maxAge)):
+		v.Addf("occur_time", "%s is more than %s ago: count again", t.Format(time.RFC3339), maxAge)
+	}
+	return t
 }
 
 // AdjustStock changes on hand by a delta with a reason, idempotently by key. A change that
@@ -102,12 +154,14 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 	case ak.sign < 0 && d > 0:
 		v.Addf("delta", "must be negative for %v, got %d", req.GetReason(), d)
 	}
+	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now(), 0)
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: ak.kind,
-		apply: func(cur level) (level, string, error) {
+		occurred: occurred,
+		apply: func(cur level, _ int32) (level, string, int32, error) {
 			next := cur
 			next.onHand = cur.onHand + d
 			switch {
@@ -116,21 +170,23 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 				// take down: refused below, as without clamping.)
 				short := cur.reserved - next.onHand
 				next.onHand = cur.reserved
-				return next, shortNote(req.GetNote(), short, cur.reserved), nil
+				return next, shortNote(req.GetNote(), short, cur.reserved), short, nil
 			case next.onHand < 0:
-				return level{}, "", rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s below 0 (on hand %d)",
+				return level{}, "", 0, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s below 0 (on hand %d)",
 					d, req.GetSku(), req.GetStoreId(), cur.onHand)
 			case next.onHand < cur.reserved:
-				return level{}, "", rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s to %d, below the %d units reserved for open orders; release or commit holds first",
+				return level{}, "", 0, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s to %d, below the %d units reserved for open orders; release or commit holds first",
 					d, req.GetSku(), req.GetStoreId(), next.onHand, cur.reserved)
 			case next.onHand > maxStockLevel:
-				return level{}, "", rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s above %d", d, req.GetSku(), req.GetStoreId(), maxStockLevel)
+				return level{}, "", 0, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s above %d", d, req.GetSku(), req.GetStoreId(), maxStockLevel)
 			}
-			return next, "", nil
+			return next, "", 0, nil
 		},
 		same: func(m *inventoryv1.StockMovement) bool {
-			// A clamped change moved on hand less far than asked (possibly not at all).
-			delta := m.GetOnHandDelta() == d || req.GetClampToReserved() && d < 0 && m.GetOnHandDelta() > d && m.GetOnHandDelta() <= 0
+			// A clamped change moved on hand less far than asked (possibly not at all); one
+			// from before the last count did not move it.
+			delta := m.GetOnHandDelta() == d || req.GetClampToReserved() && d < 0 && m.GetOnHandDelta() > d && m.GetOnHandDelta() <= 0 ||
+				!occurred.IsZero() && m.GetOnHandDelta() == 0
 			return m.GetKind() == movementKinds[ak.kind] && m.GetSku() == req.GetSku() && delta
 		},
 	})
@@ -151,7 +207,7 @@ func checkAdminChange(v *rpcerr.Violations, storeID, sku, key, note string) {
 
 const movementColumns = `id, store_id, sku, kind, on_hand_delta, reserved_delta, on_hand_after, reserved_after,
 	safety_stock_after, actor_kind, actor_id, note, order_id, COALESCE(idempotency_key, ''), create_time,
-	COALESCE(stock_version, 0)`
+	COALESCE(stock_version, 0), occur_time`
 
 func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 	var (
@@ -159,10 +215,14 @@ func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 		kind, ak string
 		actorID  string
 		at       time.Time
+		occurred *time.Time
 	)
 	if err := row.Scan(&m.Id, &m.StoreId, &m.Sku, &kind, &m.OnHandDelta, &m.ReservedDelta, &m.OnHandAfter, &m.ReservedAfter,
-		&m.SafetyStockAfter, &ak, &actorID, &m.Note, &m.OrderId, &m.IdempotencyKey, &at, &m.StockVersion); err != nil {
+		&m.SafetyStockAfter, &ak, &actorID, &m.Note, &m.OrderId, &m.IdempotencyKey, &at, &m.StockVersion, &occurred); err != nil {
 		return nil, err
+	}
+	if occurred != nil {
+		m.OccurTime = timestamp(*occurred)
 	}
 	m.Kind = movementKinds[kind]
 	m.Actor = &commonv1.Actor{Kind: actorKindProto(ak), Id: actorID}
@@ -174,6 +234,111 @@ func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 func levelAfter(m *inventoryv1.StockMovement) *inventoryv1.StockLevel {
 	l := level{onHand: m.GetOnHandAfter(), reserved: m.GetReservedAfter(), safety: m.GetSafetyStockAfter(), version: m.GetStockVersion()}
 	return l.proto(stockKey{m.GetStoreId(), m.GetSku()}, m.GetCreateTime().AsTime())
+}
+
+// decision is what a stock change does to its locked row.
+type decision struct {
+	next level
+	// note is the ledger note when it is not the request's.
+	note string
+	// counts is true when the row's count time moves to the change's (a count that is not
+	// superseded).
+	counts bool
+}
+
+// decideChange is c's effect on the locked level cur: a change reported after the fact that
+// happened before the row's last count is in that count already, and changes nothing; a
+// count taken in the past keeps what was recorded since that happened after it, unless a
+// later count supersedes it.
+func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cur level) (decision, error) {
+	var counted *time.Time
+	if !c.occurred.IsZero() {
+		if err := tx.QueryRow(ctx, `SELECT count_time FROM stock WHERE store_id = $1 AND sku = $2`, c.storeID, c.sku).Scan(&counted); err != nil {
+			return decision{}, fmt.Errorf("read count time: %w", err)
+		}
+	}
+	before := func(at time.Time) (decision, error) {
+		what := "happened"
+		if c.kind == kindSet {
+			what = "counted"
+		}
+		return decision{next: cur, note: strings.TrimSpace(fmt.Sprintf("%s [%s at %s, before the count at %s: on hand unchanged]", c.note, what,
+			c.occurred.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)))}, nil
+	}
+	if counted != nil && !c.occurred.After(*counted) {
+		return before(*counted)
+	}
+	var later int32
+	if c.kind == kindSet && !c.occurred.IsZero() {
+		var (
+			superseded *time.Time
+			err        error
+		)
+		if later, superseded, err = changedSince(ctx, tx, c.storeID, c.sku, c.occurred); err != nil {
+			return decision{}, err
+		}
+		if superseded != nil {
+			return before(*superseded)
+		}
+	}
+	next, note, short, err := c.apply(cur, later)
+	if err != nil {
+		return decision{}, err
+	}
+	if short > 0 {
+		s.log.WarnContext(ctx, "stock change shortened to what is reserved: open orders are short", "store_id", c.storeID, "sku", c.sku,
+			"reserved", cur.reserved, "short", short, "note", note)
+	}
+	return decision{next: next, note: note, counts: c.kind == kindSet}, nil
+}
+
+// changedSince sums the on-hand changes of a stock row recorded with an occurrence (their own,
+// or when they were recorded) after t: a count taken at t did not see them. It reads the
+// ledger back from the newest row, a page at a time, to the rows recorded maxClockSkew
+// before t (nothing recorded earlier can have happened after t). superseded is set to the
+// occurrence of a count found after t (recorded before count times were kept).
+func changedSince(ctx context.Context, tx pgx.Tx, store, sku string, t time.Time) (sum int32, superseded *time.Time, err error) {
+	const page = 500
+	var total int64
+	last := int64(math.MaxInt64)
+	for {
+		rows, err := tx.Query(ctx, `SELECT id, kind, on_hand_delta, coalesce(occur_time, create_time), create_time FROM movements
+			WHERE store_id = $1 AND sku = $2 AND id < $3 ORDER BY id DESC LIMIT $4`, store, sku, last, page)
+		if err != nil {
+			return 0, nil, fmt.Errorf("read changes since the count: %w", err)
+		}
+		var (
+			n, id       int64
+			kind        string
+			delta       int32
+			at, created time.Time
+			done        bool
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &kind, &delta, &at, &created}, func() error {
+			n++
+			last = id
+			if done || created.Before(t.Add(-maxClockSkew)) {
+				done = true
+				return nil
+			}
+			if at.After(t) {
+				if kind == kindSet && superseded == nil {
+					superseded = &at
+				}
+				total += int64(delta)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, nil, fmt.Errorf("read changes since the count: %w", err)
+		}
+		if superseded != nil {
+			return 0, superseded, nil
+		}
+		if done || n < page {
+			return int32(max(min(total, maxStockLevel), -maxStockLevel)), nil, nil
+		}
+	}
 }
 
 func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stockChange) (*inventoryv1.StockLevel, *inventoryv1.StockMovement, error) {
@@ -211,28 +376,30 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 			return err
 		}
 		cur := *levels[stockKey{c.storeID, c.sku}]
-		next, shortened, err := c.apply(cur)
+		d, err := s.decideChange(ctx, tx, c, cur)
 		if err != nil {
 			return err
 		}
+		next := d.next
 		next.version = cur.version + 1
-		note := c.note
-		if shortened != "" {
-			note = shortened
-			s.log.WarnContext(ctx, "stock change shortened to what is reserved: open orders are short", "store_id", c.storeID, "sku", c.sku,
-				"reserved", cur.reserved, "note", shortened)
+		var occurred any // NULL when the request did not say
+		if !c.occurred.IsZero() {
+			occurred = c.occurred
 		}
-		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now(), version = $5
+		// A count moves the row's count time forward to when it was taken (now, unless the
+		// request said); a count from before the last one leaves it.
+		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now(), version = $5,
+				count_time = CASE WHEN $6 THEN greatest(count_time, coalesce($7::timestamptz, now())) ELSE count_time END
 			WHERE store_id = $1 AND sku = $2`,
-			c.storeID, c.sku, next.onHand, next.safety, next.version); err != nil {
+			c.storeID, c.sku, next.onHand, next.safety, next.version, d.counts, occurred); err != nil {
 			return fmt.Errorf("update stock: %w", err)
 		}
 		outMove, err = scanMovement(tx.QueryRow(ctx, `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta,
-				on_hand_after, reserved_after, safety_stock_after, actor_kind, actor_id, note, idempotency_key, stock_version)
-			VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, $12)
+				on_hand_after, reserved_after, safety_stock_after, actor_kind, actor_id, note, idempotency_key, stock_version, occur_time)
+			VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 			RETURNING `+movementColumns,
 			c.storeID, c.sku, c.kind, next.onHand-cur.onHand, next.onHand, next.reserved, next.safety,
-			actorKinds[actor.GetKind()], actor.GetId(), note, c.key, next.version))
+			actorKinds[actor.GetKind()], actor.GetId(), cmp.Or(d.note, c.note), c.key, next.version, occurred))
 		if err != nil {
 			return fmt.Errorf("record movement: %w", err)
 		}

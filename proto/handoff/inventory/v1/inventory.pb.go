@@ -1854,7 +1854,9 @@ type StockMovement struct {
 	// The stock row's version once the transaction that recorded this movement had written it
 	// (a transaction that changes a row several times records one movement each, all with one
 	// version). 0 for movements recorded before versions were kept.
-	StockVersion  int64 `protobuf:"varint,15,opt,name=stock_version,json=stockVersion,proto3" json:"stock_version,omitempty"`
+	StockVersion int64 `protobuf:"varint,15,opt,name=stock_version,json=stockVersion,proto3" json:"stock_version,omitempty"`
+	// When the change happened in the store, when its request said (SetStock, AdjustStock).
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1994,6 +1996,13 @@ func (x *StockMovement) GetStockVersion() int64 {
 	return 0
 }
 
+func (x *StockMovement) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
+}
+
 // Request for SetStock.
 type SetStockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2019,8 +2028,13 @@ type SetStockRequest struct {
 	// read beforehand and sent back would undo an operator's change made in between, as on a
 	// retried request. safety_stock must then be 0.
 	KeepSafetyStock bool `protobuf:"varint,8,opt,name=keep_safety_stock,json=keepSafetyStock,proto3" json:"keep_safety_stock,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When the count was taken, for one reported after the fact (a vendor POS's count). Unset:
+	// now. On hand becomes the count plus every change recorded since that happened after it (a
+	// till sale reported before the count), and a count taken before the row's last count
+	// changes nothing (its movement says so). At most 24 hours ago; not in the future.
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetStockRequest) Reset() {
@@ -2109,6 +2123,13 @@ func (x *SetStockRequest) GetKeepSafetyStock() bool {
 	return false
 }
 
+func (x *SetStockRequest) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
+}
+
 // Response for SetStock.
 type SetStockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2185,8 +2206,13 @@ type AdjustStockRequest struct {
 	// refused, so nothing more is promised, and the movement's note records how many units are
 	// short. Staff then settle the shortfall (cancel orders, or mark lines unavailable).
 	ClampToReserved bool `protobuf:"varint,7,opt,name=clamp_to_reserved,json=clampToReserved,proto3" json:"clamp_to_reserved,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When the change happened, for one reported after the fact (a vendor POS's sale). Unset:
+	// now. A change that happened before the row's last count (SetStock) is in that count
+	// already: it is recorded with no effect on on hand, and its movement's note says so. Not in
+	// the future.
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdjustStockRequest) Reset() {
@@ -2266,6 +2292,13 @@ func (x *AdjustStockRequest) GetClampToReserved() bool {
 		return x.ClampToReserved
 	}
 	return false
+}
+
+func (x *AdjustStockRequest) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
 }
 
 // Response for AdjustStock.
@@ -2881,7 +2914,7 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\tavailable\x18\x06 \x01(\x05R\tavailable\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
-	"\aversion\x18\b \x01(\x03R\aversion\"\xb2\x04\n" +
+	"\aversion\x18\b \x01(\x03R\aversion\"\xed\x04\n" +
 	"\rStockMovement\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x10\n" +
@@ -2899,7 +2932,9 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\r \x01(\tR\x0eidempotencyKey\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12#\n" +
-	"\rstock_version\x18\x0f \x01(\x03R\fstockVersion\"\x8f\x02\n" +
+	"\rstock_version\x18\x0f \x01(\x03R\fstockVersion\x129\n" +
+	"\n" +
+	"occur_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\xca\x02\n" +
 	"\x0fSetStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x17\n" +
@@ -2908,10 +2943,12 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x12\n" +
 	"\x04note\x18\x06 \x01(\tR\x04note\x12*\n" +
 	"\x11clamp_to_reserved\x18\a \x01(\bR\x0fclampToReserved\x12*\n" +
-	"\x11keep_safety_stock\x18\b \x01(\bR\x0fkeepSafetyStock\"\x8b\x01\n" +
+	"\x11keep_safety_stock\x18\b \x01(\bR\x0fkeepSafetyStock\x129\n" +
+	"\n" +
+	"occur_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\x8b\x01\n" +
 	"\x10SetStockResponse\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x12?\n" +
-	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"\x80\x02\n" +
+	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"\xbb\x02\n" +
 	"\x12AdjustStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x14\n" +
@@ -2919,7 +2956,9 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\x0e2&.handoff.inventory.v1.AdjustmentReasonR\x06reason\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x12\n" +
 	"\x04note\x18\x06 \x01(\tR\x04note\x12*\n" +
-	"\x11clamp_to_reserved\x18\a \x01(\bR\x0fclampToReserved\"\x8e\x01\n" +
+	"\x11clamp_to_reserved\x18\a \x01(\bR\x0fclampToReserved\x129\n" +
+	"\n" +
+	"occur_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\x8e\x01\n" +
 	"\x13AdjustStockResponse\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x12?\n" +
 	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"}\n" +
@@ -3094,41 +3133,44 @@ var file_handoff_inventory_v1_inventory_proto_depIdxs = []int32{
 	2,  // 28: handoff.inventory.v1.StockMovement.kind:type_name -> handoff.inventory.v1.MovementKind
 	42, // 29: handoff.inventory.v1.StockMovement.actor:type_name -> handoff.common.v1.Actor
 	38, // 30: handoff.inventory.v1.StockMovement.create_time:type_name -> google.protobuf.Timestamp
-	25, // 31: handoff.inventory.v1.SetStockResponse.level:type_name -> handoff.inventory.v1.StockLevel
-	26, // 32: handoff.inventory.v1.SetStockResponse.movement:type_name -> handoff.inventory.v1.StockMovement
-	3,  // 33: handoff.inventory.v1.AdjustStockRequest.reason:type_name -> handoff.inventory.v1.AdjustmentReason
-	25, // 34: handoff.inventory.v1.AdjustStockResponse.level:type_name -> handoff.inventory.v1.StockLevel
-	26, // 35: handoff.inventory.v1.AdjustStockResponse.movement:type_name -> handoff.inventory.v1.StockMovement
-	25, // 36: handoff.inventory.v1.ListStockResponse.levels:type_name -> handoff.inventory.v1.StockLevel
-	26, // 37: handoff.inventory.v1.ListMovementsResponse.movements:type_name -> handoff.inventory.v1.StockMovement
-	36, // 38: handoff.inventory.v1.CheckInvariantsResponse.violations:type_name -> handoff.inventory.v1.InvariantViolation
-	12, // 39: handoff.inventory.v1.StoreLocatorService.FindStores:input_type -> handoff.inventory.v1.FindStoresRequest
-	14, // 40: handoff.inventory.v1.StoreLocatorService.GetStore:input_type -> handoff.inventory.v1.GetStoreRequest
-	16, // 41: handoff.inventory.v1.StoreLocatorService.GetAvailability:input_type -> handoff.inventory.v1.GetAvailabilityRequest
-	19, // 42: handoff.inventory.v1.InventoryAdminService.CreateStore:input_type -> handoff.inventory.v1.CreateStoreRequest
-	21, // 43: handoff.inventory.v1.InventoryAdminService.UpdateStore:input_type -> handoff.inventory.v1.UpdateStoreRequest
-	23, // 44: handoff.inventory.v1.InventoryAdminService.SetStoreState:input_type -> handoff.inventory.v1.SetStoreStateRequest
-	27, // 45: handoff.inventory.v1.InventoryAdminService.SetStock:input_type -> handoff.inventory.v1.SetStockRequest
-	29, // 46: handoff.inventory.v1.InventoryAdminService.AdjustStock:input_type -> handoff.inventory.v1.AdjustStockRequest
-	31, // 47: handoff.inventory.v1.InventoryAdminService.ListStock:input_type -> handoff.inventory.v1.ListStockRequest
-	33, // 48: handoff.inventory.v1.InventoryAdminService.ListMovements:input_type -> handoff.inventory.v1.ListMovementsRequest
-	35, // 49: handoff.inventory.v1.InventoryAdminService.CheckInvariants:input_type -> handoff.inventory.v1.CheckInvariantsRequest
-	13, // 50: handoff.inventory.v1.StoreLocatorService.FindStores:output_type -> handoff.inventory.v1.FindStoresResponse
-	15, // 51: handoff.inventory.v1.StoreLocatorService.GetStore:output_type -> handoff.inventory.v1.GetStoreResponse
-	18, // 52: handoff.inventory.v1.StoreLocatorService.GetAvailability:output_type -> handoff.inventory.v1.GetAvailabilityResponse
-	20, // 53: handoff.inventory.v1.InventoryAdminService.CreateStore:output_type -> handoff.inventory.v1.CreateStoreResponse
-	22, // 54: handoff.inventory.v1.InventoryAdminService.UpdateStore:output_type -> handoff.inventory.v1.UpdateStoreResponse
-	24, // 55: handoff.inventory.v1.InventoryAdminService.SetStoreState:output_type -> handoff.inventory.v1.SetStoreStateResponse
-	28, // 56: handoff.inventory.v1.InventoryAdminService.SetStock:output_type -> handoff.inventory.v1.SetStockResponse
-	30, // 57: handoff.inventory.v1.InventoryAdminService.AdjustStock:output_type -> handoff.inventory.v1.AdjustStockResponse
-	32, // 58: handoff.inventory.v1.InventoryAdminService.ListStock:output_type -> handoff.inventory.v1.ListStockResponse
-	34, // 59: handoff.inventory.v1.InventoryAdminService.ListMovements:output_type -> handoff.inventory.v1.ListMovementsResponse
-	37, // 60: handoff.inventory.v1.InventoryAdminService.CheckInvariants:output_type -> handoff.inventory.v1.CheckInvariantsResponse
-	50, // [50:61] is the sub-list for method output_type
-	39, // [39:50] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	38, // 31: handoff.inventory.v1.StockMovement.occur_time:type_name -> google.protobuf.Timestamp
+	38, // 32: handoff.inventory.v1.SetStockRequest.occur_time:type_name -> google.protobuf.Timestamp
+	25, // 33: handoff.inventory.v1.SetStockResponse.level:type_name -> handoff.inventory.v1.StockLevel
+	26, // 34: handoff.inventory.v1.SetStockResponse.movement:type_name -> handoff.inventory.v1.StockMovement
+	3,  // 35: handoff.inventory.v1.AdjustStockRequest.reason:type_name -> handoff.inventory.v1.AdjustmentReason
+	38, // 36: handoff.inventory.v1.AdjustStockRequest.occur_time:type_name -> google.protobuf.Timestamp
+	25, // 37: handoff.inventory.v1.AdjustStockResponse.level:type_name -> handoff.inventory.v1.StockLevel
+	26, // 38: handoff.inventory.v1.AdjustStockResponse.movement:type_name -> handoff.inventory.v1.StockMovement
+	25, // 39: handoff.inventory.v1.ListStockResponse.levels:type_name -> handoff.inventory.v1.StockLevel
+	26, // 40: handoff.inventory.v1.ListMovementsResponse.movements:type_name -> handoff.inventory.v1.StockMovement
+	36, // 41: handoff.inventory.v1.CheckInvariantsResponse.violations:type_name -> handoff.inventory.v1.InvariantViolation
+	12, // 42: handoff.inventory.v1.StoreLocatorService.FindStores:input_type -> handoff.inventory.v1.FindStoresRequest
+	14, // 43: handoff.inventory.v1.StoreLocatorService.GetStore:input_type -> handoff.inventory.v1.GetStoreRequest
+	16, // 44: handoff.inventory.v1.StoreLocatorService.GetAvailability:input_type -> handoff.inventory.v1.GetAvailabilityRequest
+	19, // 45: handoff.inventory.v1.InventoryAdminService.CreateStore:input_type -> handoff.inventory.v1.CreateStoreRequest
+	21, // 46: handoff.inventory.v1.InventoryAdminService.UpdateStore:input_type -> handoff.inventory.v1.UpdateStoreRequest
+	23, // 47: handoff.inventory.v1.InventoryAdminService.SetStoreState:input_type -> handoff.inventory.v1.SetStoreStateRequest
+	27, // 48: handoff.inventory.v1.InventoryAdminService.SetStock:input_type -> handoff.inventory.v1.SetStockRequest
+	29, // 49: handoff.inventory.v1.InventoryAdminService.AdjustStock:input_type -> handoff.inventory.v1.AdjustStockRequest
+	31, // 50: handoff.inventory.v1.InventoryAdminService.ListStock:input_type -> handoff.inventory.v1.ListStockRequest
+	33, // 51: handoff.inventory.v1.InventoryAdminService.ListMovements:input_type -> handoff.inventory.v1.ListMovementsRequest
+	35, // 52: handoff.inventory.v1.InventoryAdminService.CheckInvariants:input_type -> handoff.inventory.v1.CheckInvariantsRequest
+	13, // 53: handoff.inventory.v1.StoreLocatorService.FindStores:output_type -> handoff.inventory.v1.FindStoresResponse
+	15, // 54: handoff.inventory.v1.StoreLocatorService.GetStore:output_type -> handoff.inventory.v1.GetStoreResponse
+	18, // 55: handoff.inventory.v1.StoreLocatorService.GetAvailability:output_type -> handoff.inventory.v1.GetAvailabilityResponse
+	20, // 56: handoff.inventory.v1.InventoryAdminService.CreateStore:output_type -> handoff.inventory.v1.CreateStoreResponse
+	22, // 57: handoff.inventory.v1.InventoryAdminService.UpdateStore:output_type -> handoff.inventory.v1.UpdateStoreResponse
+	24, // 58: handoff.inventory.v1.InventoryAdminService.SetStoreState:output_type -> handoff.inventory.v1.SetStoreStateResponse
+	28, // 59: handoff.inventory.v1.InventoryAdminService.SetStock:output_type -> handoff.inventory.v1.SetStockResponse
+	30, // 60: handoff.inventory.v1.InventoryAdminService.AdjustStock:output_type -> handoff.inventory.v1.AdjustStockResponse
+	32, // 61: handoff.inventory.v1.InventoryAdminService.ListStock:output_type -> handoff.inventory.v1.ListStockResponse
+	34, // 62: handoff.inventory.v1.InventoryAdminService.ListMovements:output_type -> handoff.inventory.v1.ListMovementsResponse
+	37, // 63: handoff.inventory.v1.InventoryAdminService.CheckInvariants:output_type -> handoff.inventory.v1.CheckInvariantsResponse
+	53, // [53:64] is the sub-list for method output_type
+	42, // [42:53] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_handoff_inventory_v1_inventory_proto_init() }
