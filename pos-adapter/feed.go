@@ -82,17 +82,22 @@ type hub struct {
 	mu        sync.Mutex
 	stores    map[string]map[*feedSub]struct{}
 	terminals map[string]map[*feedSub]struct{} // by terminal id
-	// byReader holds each reader's streams, oldest first, to cap how many it keeps open.
-	byReader map[string][]*feedSub
+	// byReader holds each reader's streams of each store, oldest first, to cap how many it
+	// keeps open (readerStore keys).
+	byReader map[readerStore][]*feedSub
 }
 
 func newHub(a *Adapter) *hub {
 	return &hub{a: a, stores: map[string]map[*feedSub]struct{}{}, terminals: map[string]map[*feedSub]struct{}{},
-		byReader: map[string][]*feedSub{}}
+		byReader: map[readerStore][]*feedSub{}}
 }
 
+// readerStore is one reader's feed of one store: a terminal of several stores (or a member of
+// staff following several) keeps a stream per store, and only more than that is a pile-up.
+type readerStore struct{ reader, store string }
+
 // add registers a new stream of c for store. Past Config.MaxStreamsPerReader open streams of
-// one reader, its oldest are ended: a terminal that reconnects keeps streams its network left
+// one reader for one store, its oldest are ended: a terminal that reconnects keeps streams its network left
 // half-open, and one whose client leaks streams would otherwise pile them up without bound.
 // The newest wins because it is the one a working client is reading.
 func (h *hub) add(store string, c caller) *feedSub {
@@ -104,16 +109,17 @@ func (h *hub) add(store string, c caller) *feedSub {
 	if s.terminal != "" {
 		addTo(h.terminals, s.terminal, s)
 	}
-	h.byReader[s.reader] = append(h.byReader[s.reader], s)
+	k := readerStore{s.reader, store}
+	h.byReader[k] = append(h.byReader[k], s)
 	var open []*feedSub
-	for _, o := range h.byReader[s.reader] {
+	for _, o := range h.byReader[k] {
 		if !o.isEnded() {
 			open = append(open, o)
 		}
 	}
 	for _, o := range open[:max(0, len(open)-h.a.cfg.MaxStreamsPerReader)] {
 		o.end(connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-			"more than %d ticket streams are open for this reader: the oldest is closed", h.a.cfg.MaxStreamsPerReader)))
+			"more than %d ticket streams of store %s are open for this reader: the oldest is closed", h.a.cfg.MaxStreamsPerReader, store)))
 	}
 	return s
 }
@@ -125,10 +131,11 @@ func (h *hub) remove(s *feedSub) {
 	if s.terminal != "" {
 		removeFrom(h.terminals, s.terminal, s)
 	}
-	if rest := slices.DeleteFunc(h.byReader[s.reader], func(o *feedSub) bool { return o == s }); len(rest) > 0 {
-		h.byReader[s.reader] = rest
+	k := readerStore{s.reader, s.store}
+	if rest := slices.DeleteFunc(h.byReader[k], func(o *feedSub) bool { return o == s }); len(rest) > 0 {
+		h.byReader[k] = rest
 	} else {
-		delete(h.byReader, s.reader)
+		delete(h.byReader, k)
 	}
 }
 

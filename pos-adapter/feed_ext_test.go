@@ -736,15 +736,17 @@ func TestARevokedTerminalGetsNoMoreOfItsBacklog(t *testing.T) {
 	}
 }
 
-// A terminal that keeps opening ticket streams without closing them (a leaking client, or
-// connections its network left half-open) holds at most eight: each one past that ends its
-// oldest, the newest all work, and another terminal of the store is not touched.
+// A terminal that keeps opening ticket streams of a store without closing them (a leaking
+// client, or connections its network left half-open) holds at most eight: each one past that
+// ends its oldest, the newest all work, and another terminal of the store is not touched, nor
+// the same terminal's stream of another store.
 func TestATerminalHoldsAtMostEightStreamsAndTheNewestWin(t *testing.T) {
 	e := newEnv(t)
 	const store = "many-1"
-	_, cred := e.register("Leaky tablet", store)
+	_, cred := e.register("Leaky tablet", store, "many-2")
 	_, other := e.register("Counter", store)
 	fo := e.openFeed(e.terminal(overGRPC, other), store)
+	f2 := e.openFeed(e.terminal(overGRPC, cred), "many-2")
 	var feeds []*feed
 	for range 12 {
 		feeds = append(feeds, e.openFeed(e.terminal(overGRPC, cred), store))
@@ -756,6 +758,29 @@ func TestATerminalHoldsAtMostEightStreamsAndTheNewestWin(t *testing.T) {
 	}
 	e.publish("confirmed", order(store, 1), nil)
 	for _, f := range append(feeds[4:], fo) {
+		f.take(1, 5*time.Second)
+	}
+	e.publish("confirmed", order("many-2", 2), nil)
+	f2.take(1, 5*time.Second)
+}
+
+// A terminal of many stores (a regional kiosk) keeps a stream per store: that is no pile-up,
+// and none of them is ended.
+func TestATerminalOfNineStoresKeepsAStreamOfEach(t *testing.T) {
+	e := newEnv(t)
+	var stores []string
+	for i := range 9 {
+		stores = append(stores, fmt.Sprintf("kiosk-%d", i))
+	}
+	_, cred := e.register("Regional kiosk", stores...)
+	var feeds []*feed
+	for _, s := range stores {
+		feeds = append(feeds, e.openFeed(e.terminal(overGRPC, cred), s))
+	}
+	for i, s := range stores {
+		e.publish("confirmed", order(s, i+1), nil)
+	}
+	for _, f := range feeds {
 		f.take(1, 5*time.Second)
 	}
 }

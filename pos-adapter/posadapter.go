@@ -167,8 +167,8 @@ type Config struct {
 	ReplayWindow time.Duration
 	// TicketRetention is how long tickets and their acknowledgements are kept. Default 30 days.
 	TicketRetention time.Duration
-	// MaxStreamsPerReader caps the ticket streams one terminal (or one staff member) keeps open
-	// in this process; opening one more ends its oldest. Default 8.
+	// MaxStreamsPerReader caps the ticket streams of one store that one terminal (or one staff
+	// member) keeps open in this process; opening one more ends its oldest. Default 8.
 	MaxStreamsPerReader int
 	// CatchUpInterval is how often open streams are checked against the stores' last sequence
 	// (a ticket whose live message was lost) and revocations. Default 1s.
