@@ -263,8 +263,9 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 			return err
 		}
 		// A change the store has already (a retry whose first answer was lost, with the version
-		// it read before) is done: nothing to refuse, write or publish.
-		if proto.Equal(next, was) {
+		// it read before) is done: nothing to refuse, write or publish. Compared as stored, so
+		// that hours given in another order, or a default left unset, are still the same.
+		if as, err := storeForWrite(was, "store", false); err == nil && w.sameAs(as) {
 			stored = cur
 			return nil
 		}

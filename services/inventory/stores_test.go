@@ -262,3 +262,22 @@ func TestAStoreClosingWithinItsPrepTimeTakesNoMoreOrders(t *testing.T) {
 	}
 	e.requireInvariants()
 }
+
+// A retried update whose values were not in stored form (hours out of week order, a default
+// left unset) is still recognised as done: compared as it would be stored, not as sent.
+func TestUpdateStoreRetriedInAnotherFormIsAnsweredAsDone(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	change := &inventoryv1.Store{Id: "s1", OpeningHours: []*inventoryv1.OpeningHours{
+		{Weekday: inventoryv1.Weekday_WEEKDAY_SUNDAY, OpenTime: "10:00", CloseTime: "16:00"},
+		{Weekday: inventoryv1.Weekday_WEEKDAY_MONDAY, OpenTime: "07:00", CloseTime: "19:00"},
+	}}
+	req := &inventoryv1.UpdateStoreRequest{Store: change, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"opening_hours"}}, ExpectedVersion: 1}
+	if _, err := e.admin.UpdateStore(e.ctx(), req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.admin.UpdateStore(e.ctx(), req)
+	if err != nil || res.GetStore().GetVersion() != 2 {
+		t.Fatalf("the update retried: %v, %v; want it answered at version 2", res, err)
+	}
+}

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -48,6 +49,13 @@ type storeWrite struct {
 	hours, exceptions  []byte
 	prepSec, windowSec int32
 	state, stateReason string
+}
+
+// sameAs reports whether w and o would store the same values.
+func (w *storeWrite) sameAs(o *storeWrite) bool {
+	return w.id == o.id && w.name == o.name && w.timeZone == o.timeZone && bytes.Equal(w.address, o.address) &&
+		w.lat == o.lat && w.lng == o.lng && bytes.Equal(w.hours, o.hours) && bytes.Equal(w.exceptions, o.exceptions) &&
+		w.prepSec == o.prepSec && w.windowSec == o.windowSec && w.state == o.state && w.stateReason == o.stateReason
 }
 
 // storeForWrite validates a store as it will be stored, reporting every bad field under
