@@ -87,10 +87,11 @@ type initialLevel struct {
 // no events.
 func copyInitialStock(ctx context.Context, tx pgx.Tx, levels []initialLevel, actor *commonv1.Actor) error {
 	now := time.Now()
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{"stock"}, []string{"store_id", "sku", "on_hand", "reserved", "safety_stock", "update_time", "version"},
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"stock"}, []string{"store_id", "sku", "on_hand", "reserved", "safety_stock", "update_time", "version", "count_time"},
 		pgx.CopyFromSlice(len(levels), func(i int) ([]any, error) {
 			l := levels[i]
-			return []any{l.StoreID, l.SKU, l.OnHand, int32(0), l.SafetyStock, now, initialVersion(l)}, nil
+			// The loaded level is a count as of now: a till sale from before it is in it.
+			return []any{l.StoreID, l.SKU, l.OnHand, int32(0), l.SafetyStock, now, initialVersion(l), now}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("copy stock: %w", err)

@@ -1,13 +1,16 @@
 package inventory_test
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/demo"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
@@ -82,6 +85,117 @@ func TestStockChangesReportedAfterTheFactApplyInTheOrderTheyHappened(t *testing.
 	requireStatus(t, err, codes.InvalidArgument, "occur_time")
 	if got := e.level(store, sku).GetOnHand(); got != 14 {
 		t.Fatalf("after refused changes: on hand %d, want 14", got)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A till sale shortened to what was reserved (on hand kept at the reserved units) still took
+// its units off the shelf: a count from before it, arriving after, keeps the whole sale, not
+// only what was applied.
+func TestALateCountKeepsAShortenedSaleWhole(t *testing.T) {
+	e := newEnv(t)
+	const store, sku = "occ-2", "LATTE"
+	e.createStore(storeAt(store, 47.61, -122.33))
+	now := time.Now()
+	ago := func(m int) *timestamppb.Timestamp { return timestamppb.New(now.Add(-time.Duration(m) * time.Minute)) }
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: 5,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DELIVERY, IdempotencyKey: "d", OccurTime: ago(60)}); err != nil {
+		t.Fatal(err)
+	}
+	e.mustReserve(order("o1", store, sku, 5)) // all 5 held for an order
+	sale, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: -2,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "s", OccurTime: ago(10), ClampToReserved: true})
+	if err != nil || sale.GetMovement().GetOnHandDelta() != 0 || sale.GetMovement().GetRequested() != -2 {
+		t.Fatalf("the till's sale of 2: %v, %v; want it kept at the reserved 5, recording -2 asked", sale, err)
+	}
+	res, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: store, Sku: sku, OnHand: 9, KeepSafetyStock: true,
+		IdempotencyKey: "c", OccurTime: ago(20), ClampToReserved: true})
+	if err != nil || res.GetLevel().GetOnHand() != 7 || res.GetMovement().GetRequested() != 9 {
+		t.Fatalf("a count of 9 from before the sale: %v, %v; want on hand 7, recording 9 counted", res, err)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A count applied once and retried after it turned 24 hours old (the vendor's retry of an
+// answer it lost) is answered as the first time, not refused for its age.
+func TestACountRetriedOnceItIsOldIsAnsweredAsFirst(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("occ-3", 47.61, -122.33))
+	req := &inventoryv1.SetStockRequest{StoreId: "occ-3", Sku: "LATTE", OnHand: 4, KeepSafetyStock: true, IdempotencyKey: "c",
+		OccurTime: timestamppb.New(time.Now().Add(-24*time.Hour + time.Second))}
+	first, err := e.admin.SetStock(e.ctx(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	again, err := e.admin.SetStock(e.ctx(), req)
+	if err != nil || again.GetMovement().GetId() != first.GetMovement().GetId() {
+		t.Fatalf("the count retried: %v, %v; want the first answer", again, err)
+	}
+	req.IdempotencyKey = "c-new"
+	_, err = e.admin.SetStock(e.ctx(), req)
+	requireStatus(t, err, codes.InvalidArgument, "occur_time")
+}
+
+// The demo load is a count as of its time: a till sale from before it, reported after, is in
+// it already.
+func TestASaleFromBeforeTheInitialLoadIsInItAlready(t *testing.T) {
+	e := newEnv(t)
+	chain := demo.Seattle()
+	before := time.Now().Add(-time.Minute)
+	if _, err := e.copies[0].LoadDemo(e.ctx(), chain); err != nil {
+		t.Fatal(err)
+	}
+	sku := chain.SKUs()[0].SKU
+	want := chain.Stock("sea-pike-place-01", sku).OnHand
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: "sea-pike-place-01", Sku: sku, Delta: -1,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "s", OccurTime: timestamppb.New(before),
+		ClampToReserved: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.level("sea-pike-place-01", sku).GetOnHand(); got != want {
+		t.Fatalf("on hand %d; want %d (the sale came before the load)", got, want)
+	}
+}
+
+// A count taken a moment ago arrives while shoppers' orders of that SKU are being placed and
+// collected: every sale committed since the count was taken is kept, whichever side of the
+// count's scan (before or after it locks the row) it landed on.
+func TestALateCountAmidConcurrentSalesKeepsEverySaleSince(t *testing.T) {
+	e := newEnv(t)
+	e.addCopy()
+	const store, sku, buyers = "occ-4", "HOT", 60
+	e.createStore(storeAt(store, 47.61, -122.33))
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: 500,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DELIVERY, IdempotencyKey: "d",
+		OccurTime: timestamppb.New(time.Now().Add(-time.Hour))}); err != nil {
+		t.Fatal(err)
+	}
+	takenAt := timestamppb.New(time.Now().Add(-time.Second)) // before every sale below
+	var wg sync.WaitGroup
+	for i := range buyers {
+		wg.Go(func() {
+			id := fmt.Sprintf("buyer-%02d", i)
+			if res, err := e.reserve(order(id, store, sku, 1)); err != nil || res.GetOutcome() != reserved {
+				t.Errorf("reserve %s: %v, %v", id, res, err)
+				return
+			}
+			e.changeHolds(commitChange(id))
+		})
+		if i == buyers/2 {
+			wg.Go(func() {
+				if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: store, Sku: sku, OnHand: 300,
+					KeepSafetyStock: true, IdempotencyKey: "count", OccurTime: takenAt}); err != nil {
+					t.Errorf("count: %v", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if got := e.level(store, sku).GetOnHand(); got != 300-buyers {
+		t.Fatalf("on hand %d; want %d (counted 300, then %d sold)", got, 300-buyers, buyers)
 	}
 	e.requireInvariants()
 	e.requireLedgerMatches()

@@ -4,12 +4,10 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pagetoken"
@@ -39,6 +37,8 @@ type stockChange struct {
 	kind                    string
 	// occurred is when the change happened, when the request said (zero: now).
 	occurred time.Time
+	// requested is what the request asked: a count's on hand, a change's delta.
+	requested int32
 	// apply computes the new level from the locked current one, or refuses. later is, for a
 	// count (kind set) that occurred in the past, the on-hand change recorded since that
 	// happened after it. note, when not "", is what the ledger entry says instead of the
@@ -61,13 +61,13 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	case ss != 0 && req.GetKeepSafetyStock():
 		v.Addf("safety_stock", "must be 0 with keep_safety_stock, got %d", ss)
 	}
-	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now(), maxCountAge)
+	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now())
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: kindSet,
-		occurred: occurred,
+		occurred: occurred, requested: req.GetOnHand(),
 		apply: func(cur level, later int32) (level, string, int32, error) {
 			// The count, and what has changed since it was taken.
 			target := min(max(int64(req.GetOnHand())+int64(later), 0), maxStockLevel)
@@ -95,44 +95,20 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 			if m.GetKind() != inventoryv1.MovementKind_MOVEMENT_KIND_SET || m.GetSku() != req.GetSku() {
 				return false
 			}
-			if !occurred.IsZero() {
-				// On hand after it depends on what was recorded since; when it was taken is
-				// what names this count.
-				return m.GetOccurTime() != nil && m.GetOccurTime().AsTime().Equal(occurred)
+			// A clamped count left on hand at the reserved units, above the count (movements
+			// from before requested was kept say no more).
+			counted := m.GetOnHandAfter() == req.GetOnHand() || req.GetClampToReserved() && m.GetOnHandAfter() > req.GetOnHand()
+			if m.Requested != nil {
+				counted = m.GetRequested() == req.GetOnHand()
 			}
-			// A clamped count left on hand at the reserved units, above the count.
-			after := m.GetOnHandAfter() == req.GetOnHand() || req.GetClampToReserved() && m.GetOnHandAfter() > req.GetOnHand()
-			return after && (req.GetKeepSafetyStock() || m.GetSafetyStockAfter() == req.GetSafetyStock())
+			if !occurred.IsZero() {
+				// Taken in the past: on hand after it, and whether it set the safety stock,
+				// depend on what was recorded since; when it was taken names it.
+				return counted && m.GetOccurTime() != nil && m.GetOccurTime().AsTime().Equal(occurred)
+			}
+			return counted && (req.GetKeepSafetyStock() || m.GetSafetyStockAfter() == req.GetSafetyStock())
 		},
 	})
-}
-
-// maxCountAge bounds how long ago a count reported after the fact may have been taken: the
-// changes recorded since are read back to then.
-const maxCountAge = 24 * time.Hour
-
-// maxClockSkew is how far in the future an occurrence time may be (the reporting system's
-// clock ahead of ours), and how much earlier than a change's occurrence its recording may be.
-const maxClockSkew = 5 * time.Minute
-
-// checkOccurTime validates a request's occur_time: zero when unset, else not in the future
-// (beyond maxClockSkew) and, when maxAge is not 0, not older than maxAge.
-func checkOccurTime(v *rpcerr.Violations, ts *timestamppb.Timestamp, now time.Time, maxAge time.Duration) time.Time {
-	if ts == nil {
-		return time.Time{}
-	}
-	if err := ts.CheckValid(); err != nil {
-		v.Addf("occur_time", "not a valid time: %v", err)
-		return time.Time{}
-	}
-	t := ts.AsTime().Truncate(time.Microsecond) // as Postgres keeps it
-	switch {
-	case t.After(now.Add(maxClockSkew)):
-		v.Addf("occur_time", "%s is in the future", t.Format(time.RFC3339))
-	case maxAge > 0 && t.Before(now.Add(-maxAge)):
-		v.Addf("occur_time", "%s is more than %s ago: count again", t.Format(time.RFC3339), maxAge)
-	}
-	return t
 }
 
 // AdjustStock changes on hand by a delta with a reason, idempotently by key. A change that
@@ -154,13 +130,13 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 	case ak.sign < 0 && d > 0:
 		v.Addf("delta", "must be negative for %v, got %d", req.GetReason(), d)
 	}
-	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now(), 0)
+	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now())
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: ak.kind,
-		occurred: occurred,
+		occurred: occurred, requested: d,
 		apply: func(cur level, _ int32) (level, string, int32, error) {
 			next := cur
 			next.onHand = cur.onHand + d
@@ -183,10 +159,13 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 			return next, "", 0, nil
 		},
 		same: func(m *inventoryv1.StockMovement) bool {
-			// A clamped change moved on hand less far than asked (possibly not at all); one
-			// from before the last count did not move it.
-			delta := m.GetOnHandDelta() == d || req.GetClampToReserved() && d < 0 && m.GetOnHandDelta() > d && m.GetOnHandDelta() <= 0 ||
-				!occurred.IsZero() && m.GetOnHandDelta() == 0
+			// A clamped change moved on hand less far than asked (possibly not at all), and
+			// one from before the last count did not move it: what was asked is kept when it
+			// differs (movements from before requested was kept say no more).
+			delta := m.GetOnHandDelta() == d || req.GetClampToReserved() && d < 0 && m.GetOnHandDelta() > d && m.GetOnHandDelta() <= 0
+			if m.Requested != nil {
+				delta = m.GetRequested() == d
+			}
 			return m.GetKind() == movementKinds[ak.kind] && m.GetSku() == req.GetSku() && delta
 		},
 	})
@@ -207,7 +186,7 @@ func checkAdminChange(v *rpcerr.Violations, storeID, sku, key, note string) {
 
 const movementColumns = `id, store_id, sku, kind, on_hand_delta, reserved_delta, on_hand_after, reserved_after,
 	safety_stock_after, actor_kind, actor_id, note, order_id, COALESCE(idempotency_key, ''), create_time,
-	COALESCE(stock_version, 0), occur_time`
+	COALESCE(stock_version, 0), occur_time, requested`
 
 func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 	var (
@@ -218,7 +197,7 @@ func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 		occurred *time.Time
 	)
 	if err := row.Scan(&m.Id, &m.StoreId, &m.Sku, &kind, &m.OnHandDelta, &m.ReservedDelta, &m.OnHandAfter, &m.ReservedAfter,
-		&m.SafetyStockAfter, &ak, &actorID, &m.Note, &m.OrderId, &m.IdempotencyKey, &at, &m.StockVersion, &occurred); err != nil {
+		&m.SafetyStockAfter, &ak, &actorID, &m.Note, &m.OrderId, &m.IdempotencyKey, &at, &m.StockVersion, &occurred, &m.Requested); err != nil {
 		return nil, err
 	}
 	if occurred != nil {
@@ -234,111 +213,6 @@ func scanMovement(row pgx.Row) (*inventoryv1.StockMovement, error) {
 func levelAfter(m *inventoryv1.StockMovement) *inventoryv1.StockLevel {
 	l := level{onHand: m.GetOnHandAfter(), reserved: m.GetReservedAfter(), safety: m.GetSafetyStockAfter(), version: m.GetStockVersion()}
 	return l.proto(stockKey{m.GetStoreId(), m.GetSku()}, m.GetCreateTime().AsTime())
-}
-
-// decision is what a stock change does to its locked row.
-type decision struct {
-	next level
-	// note is the ledger note when it is not the request's.
-	note string
-	// counts is true when the row's count time moves to the change's (a count that is not
-	// superseded).
-	counts bool
-}
-
-// decideChange is c's effect on the locked level cur: a change reported after the fact that
-// happened before the row's last count is in that count already, and changes nothing; a
-// count taken in the past keeps what was recorded since that happened after it, unless a
-// later count supersedes it.
-func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cur level) (decision, error) {
-	var counted *time.Time
-	if !c.occurred.IsZero() {
-		if err := tx.QueryRow(ctx, `SELECT count_time FROM stock WHERE store_id = $1 AND sku = $2`, c.storeID, c.sku).Scan(&counted); err != nil {
-			return decision{}, fmt.Errorf("read count time: %w", err)
-		}
-	}
-	before := func(at time.Time) (decision, error) {
-		what := "happened"
-		if c.kind == kindSet {
-			what = "counted"
-		}
-		return decision{next: cur, note: strings.TrimSpace(fmt.Sprintf("%s [%s at %s, before the count at %s: on hand unchanged]", c.note, what,
-			c.occurred.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)))}, nil
-	}
-	if counted != nil && !c.occurred.After(*counted) {
-		return before(*counted)
-	}
-	var later int32
-	if c.kind == kindSet && !c.occurred.IsZero() {
-		var (
-			superseded *time.Time
-			err        error
-		)
-		if later, superseded, err = changedSince(ctx, tx, c.storeID, c.sku, c.occurred); err != nil {
-			return decision{}, err
-		}
-		if superseded != nil {
-			return before(*superseded)
-		}
-	}
-	next, note, short, err := c.apply(cur, later)
-	if err != nil {
-		return decision{}, err
-	}
-	if short > 0 {
-		s.log.WarnContext(ctx, "stock change shortened to what is reserved: open orders are short", "store_id", c.storeID, "sku", c.sku,
-			"reserved", cur.reserved, "short", short, "note", note)
-	}
-	return decision{next: next, note: note, counts: c.kind == kindSet}, nil
-}
-
-// changedSince sums the on-hand changes of a stock row recorded with an occurrence (their own,
-// or when they were recorded) after t: a count taken at t did not see them. It reads the
-// ledger back from the newest row, a page at a time, to the rows recorded maxClockSkew
-// before t (nothing recorded earlier can have happened after t). superseded is set to the
-// occurrence of a count found after t (recorded before count times were kept).
-func changedSince(ctx context.Context, tx pgx.Tx, store, sku string, t time.Time) (sum int32, superseded *time.Time, err error) {
-	const page = 500
-	var total int64
-	last := int64(math.MaxInt64)
-	for {
-		rows, err := tx.Query(ctx, `SELECT id, kind, on_hand_delta, coalesce(occur_time, create_time), create_time FROM movements
-			WHERE store_id = $1 AND sku = $2 AND id < $3 ORDER BY id DESC LIMIT $4`, store, sku, last, page)
-		if err != nil {
-			return 0, nil, fmt.Errorf("read changes since the count: %w", err)
-		}
-		var (
-			n, id       int64
-			kind        string
-			delta       int32
-			at, created time.Time
-			done        bool
-		)
-		_, err = pgx.ForEachRow(rows, []any{&id, &kind, &delta, &at, &created}, func() error {
-			n++
-			last = id
-			if done || created.Before(t.Add(-maxClockSkew)) {
-				done = true
-				return nil
-			}
-			if at.After(t) {
-				if kind == kindSet && superseded == nil {
-					superseded = &at
-				}
-				total += int64(delta)
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, nil, fmt.Errorf("read changes since the count: %w", err)
-		}
-		if superseded != nil {
-			return 0, superseded, nil
-		}
-		if done || n < page {
-			return int32(max(min(total, maxStockLevel), -maxStockLevel)), nil, nil
-		}
-	}
 }
 
 func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stockChange) (*inventoryv1.StockLevel, *inventoryv1.StockMovement, error) {
@@ -371,20 +245,31 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 		if _, err := tx.Exec(ctx, `INSERT INTO stock (store_id, sku, on_hand) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING`, c.storeID, c.sku); err != nil {
 			return fmt.Errorf("create stock row: %w", err)
 		}
+		// A count taken in the past reads the ledger since then, mostly before the row is
+		// locked: reserves of a busy SKU wait for its lock.
+		var pre ledgerScan
+		if c.kind == kindSet && !c.occurred.IsZero() {
+			if pre, err = changedSince(ctx, tx, c.storeID, c.sku, c.occurred, 0); err != nil {
+				return err
+			}
+		}
 		levels, err := lockLevels(ctx, tx, []stockKey{{c.storeID, c.sku}})
 		if err != nil {
 			return err
 		}
 		cur := *levels[stockKey{c.storeID, c.sku}]
-		d, err := s.decideChange(ctx, tx, c, cur)
+		d, err := s.decideChange(ctx, tx, c, cur, pre)
 		if err != nil {
 			return err
 		}
 		next := d.next
 		next.version = cur.version + 1
-		var occurred any // NULL when the request did not say
+		var occurred, requested any // NULL when the request did not say, or when it is what was done
 		if !c.occurred.IsZero() {
 			occurred = c.occurred
+		}
+		if done := next.onHand - cur.onHand; c.kind == kindSet && next.onHand != c.requested || c.kind != kindSet && done != c.requested {
+			requested = c.requested
 		}
 		// A count moves the row's count time forward to when it was taken (now, unless the
 		// request said); a count from before the last one leaves it.
@@ -395,11 +280,12 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 			return fmt.Errorf("update stock: %w", err)
 		}
 		outMove, err = scanMovement(tx.QueryRow(ctx, `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta,
-				on_hand_after, reserved_after, safety_stock_after, actor_kind, actor_id, note, idempotency_key, stock_version, occur_time)
-			VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+				on_hand_after, reserved_after, safety_stock_after, actor_kind, actor_id, note, idempotency_key, stock_version, occur_time,
+				requested)
+			VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			RETURNING `+movementColumns,
 			c.storeID, c.sku, c.kind, next.onHand-cur.onHand, next.onHand, next.reserved, next.safety,
-			actorKinds[actor.GetKind()], actor.GetId(), cmp.Or(d.note, c.note), c.key, next.version, occurred))
+			actorKinds[actor.GetKind()], actor.GetId(), cmp.Or(d.note, c.note), c.key, next.version, occurred, requested))
 		if err != nil {
 			return fmt.Errorf("record movement: %w", err)
 		}

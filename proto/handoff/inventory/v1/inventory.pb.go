@@ -1856,7 +1856,11 @@ type StockMovement struct {
 	// version). 0 for movements recorded before versions were kept.
 	StockVersion int64 `protobuf:"varint,15,opt,name=stock_version,json=stockVersion,proto3" json:"stock_version,omitempty"`
 	// When the change happened in the store, when its request said (SetStock, AdjustStock).
-	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
+	OccurTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
+	// What the request asked, when it is not what was done: a count's units, when on hand was
+	// set otherwise (changes recorded since it was taken, a later count, open orders); a
+	// change's delta, when it was shortened to what is reserved or came before the last count.
+	Requested     *int32 `protobuf:"varint,17,opt,name=requested,proto3,oneof" json:"requested,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2003,6 +2007,13 @@ func (x *StockMovement) GetOccurTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StockMovement) GetRequested() int32 {
+	if x != nil && x.Requested != nil {
+		return *x.Requested
+	}
+	return 0
+}
+
 // Request for SetStock.
 type SetStockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2030,8 +2041,10 @@ type SetStockRequest struct {
 	KeepSafetyStock bool `protobuf:"varint,8,opt,name=keep_safety_stock,json=keepSafetyStock,proto3" json:"keep_safety_stock,omitempty"`
 	// When the count was taken, for one reported after the fact (a vendor POS's count). Unset:
 	// now. On hand becomes the count plus every change recorded since that happened after it (a
-	// till sale reported before the count), and a count taken before the row's last count
-	// changes nothing (its movement says so). At most 24 hours ago; not in the future.
+	// till sale reported before the count, as sold even where it was shortened to what was
+	// reserved), and a count taken before the row's last count leaves on hand as it is (its
+	// movement says so). At most 24 hours ago when first applied (a retry is answered as the
+	// first time); not in the future.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2207,9 +2220,9 @@ type AdjustStockRequest struct {
 	// short. Staff then settle the shortfall (cancel orders, or mark lines unavailable).
 	ClampToReserved bool `protobuf:"varint,7,opt,name=clamp_to_reserved,json=clampToReserved,proto3" json:"clamp_to_reserved,omitempty"`
 	// When the change happened, for one reported after the fact (a vendor POS's sale). Unset:
-	// now. A change that happened before the row's last count (SetStock) is in that count
-	// already: it is recorded with no effect on on hand, and its movement's note says so. Not in
-	// the future.
+	// now. A change that happened before the row's last count (SetStock, or the initial load) is
+	// in that count already: it is recorded with no effect on on hand, and its movement's note
+	// says so. Not in the future.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2914,7 +2927,7 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\tavailable\x18\x06 \x01(\x05R\tavailable\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
-	"\aversion\x18\b \x01(\x03R\aversion\"\xed\x04\n" +
+	"\aversion\x18\b \x01(\x03R\aversion\"\x9e\x05\n" +
 	"\rStockMovement\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x10\n" +
@@ -2934,7 +2947,10 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"createTime\x12#\n" +
 	"\rstock_version\x18\x0f \x01(\x03R\fstockVersion\x129\n" +
 	"\n" +
-	"occur_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\xca\x02\n" +
+	"occur_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\x12!\n" +
+	"\trequested\x18\x11 \x01(\x05H\x00R\trequested\x88\x01\x01B\f\n" +
+	"\n" +
+	"_requested\"\xca\x02\n" +
 	"\x0fSetStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x17\n" +
@@ -3178,6 +3194,7 @@ func file_handoff_inventory_v1_inventory_proto_init() {
 	if File_handoff_inventory_v1_inventory_proto != nil {
 		return
 	}
+	file_handoff_inventory_v1_inventory_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

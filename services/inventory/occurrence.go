@@ -1,0 +1,173 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+)
+
+// Changes reported after the fact (a vendor POS's till sales and counts) can arrive out of the
+// order they happened in; each applies as of when it happened. A stock row keeps when its last
+// count was taken (count_time): a change that happened before it is in the count already, and
+// a count keeps the changes recorded since it was taken. Times compare as given, so the
+// reporting system's clock should be right.
+
+// maxCountAge bounds how long ago a count reported after the fact may have been taken: the
+// changes recorded since are read back to then.
+const maxCountAge = 24 * time.Hour
+
+// maxClockSkew is how far in the future an occurrence time may be (the reporting system's
+// clock ahead of ours), and how much earlier than a change's occurrence its recording may be.
+const maxClockSkew = 5 * time.Minute
+
+// checkOccurTime validates a request's occur_time: zero when unset, else not in the future
+// (beyond maxClockSkew). How old it may be is decided once the request is known to be new
+// (decideChange): a retry of a change applied long ago is answered as the first time.
+func checkOccurTime(v *rpcerr.Violations, ts *timestamppb.Timestamp, now time.Time) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	if err := ts.CheckValid(); err != nil {
+		v.Addf("occur_time", "not a valid time: %v", err)
+		return time.Time{}
+	}
+	t := ts.AsTime().Truncate(time.Microsecond) // as Postgres keeps it
+	if t.After(now.Add(maxClockSkew)) {
+		v.Addf("occur_time", "%s is in the future", t.Format(time.RFC3339))
+	}
+	return t
+}
+
+// ledgerScan is what changedSince read.
+type ledgerScan struct {
+	// sum is the on-hand change asked by the ledger rows that happened after the count.
+	sum int64
+	// newest is the id of the newest ledger row read: a second scan starts above it.
+	newest int64
+	// superseded, when set, is when a count found among them was taken.
+	superseded *time.Time
+}
+
+// changedSince sums the on-hand changes of a stock row above ledger id above that happened
+// (their own occurrence, or when they were recorded) after t: a count taken at t did not see
+// them. A change shortened to what was reserved counts as asked (the units left the shelf
+// all the same). It reads the ledger back from the newest row, a page at a time, to the rows
+// recorded maxClockSkew before t (nothing recorded earlier can have happened after t).
+//
+// Every ledger row of a stock row is written under the row's lock, so once a scan has seen
+// row N every row below N is there: a scan before the lock and one above its newest row after
+// it read each row once.
+func changedSince(ctx context.Context, tx pgx.Tx, store, sku string, t time.Time, above int64) (ledgerScan, error) {
+	const page = 500
+	out := ledgerScan{newest: above}
+	last := int64(math.MaxInt64)
+	for {
+		rows, err := tx.Query(ctx, `SELECT id, kind, coalesce(requested, on_hand_delta), coalesce(occur_time, create_time), create_time
+			FROM movements WHERE store_id = $1 AND sku = $2 AND id > $3 AND id < $4 ORDER BY id DESC LIMIT $5`,
+			store, sku, above, last, page)
+		if err != nil {
+			return ledgerScan{}, fmt.Errorf("read changes since the count: %w", err)
+		}
+		var (
+			n, id       int64
+			kind        string
+			delta       int32
+			at, created time.Time
+			done        bool
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &kind, &delta, &at, &created}, func() error {
+			n++
+			last, out.newest = id, max(out.newest, id)
+			if done || created.Before(t.Add(-maxClockSkew)) {
+				done = true
+				return nil
+			}
+			if !at.After(t) {
+				return nil
+			}
+			if kind == kindSet {
+				// A later count (one from before count times were kept: count_time catches
+				// the others first).
+				if out.superseded == nil {
+					out.superseded = &at
+				}
+				return nil
+			}
+			out.sum += int64(delta)
+			return nil
+		})
+		if err != nil {
+			return ledgerScan{}, fmt.Errorf("read changes since the count: %w", err)
+		}
+		if done || n < page {
+			return out, nil
+		}
+	}
+}
+
+// decision is what a stock change does to its locked row.
+type decision struct {
+	next level
+	// note is the ledger note when it is not the request's.
+	note string
+	// counts is true when the row's count time moves to the change's (a count that is not
+	// superseded).
+	counts bool
+}
+
+// decideChange is c's effect on the locked level cur: a change reported after the fact that
+// happened before the row's last count is in that count already, and leaves on hand as it
+// is; a count taken in the past keeps what was recorded since that happened after it (pre:
+// what the scan before the lock read), unless a later count supersedes it.
+func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cur level, pre ledgerScan) (decision, error) {
+	var counted *time.Time
+	if !c.occurred.IsZero() {
+		if c.kind == kindSet && c.occurred.Before(time.Now().Add(-maxCountAge)) {
+			return decision{}, rpcerr.Invalid("occur_time", fmt.Sprintf("%s is more than %s ago: count again",
+				c.occurred.Format(time.RFC3339), maxCountAge))
+		}
+		if err := tx.QueryRow(ctx, `SELECT count_time FROM stock WHERE store_id = $1 AND sku = $2`, c.storeID, c.sku).Scan(&counted); err != nil {
+			return decision{}, fmt.Errorf("read count time: %w", err)
+		}
+	}
+	before := func(at time.Time) decision {
+		what := "happened"
+		if c.kind == kindSet {
+			what = "counted"
+		}
+		return decision{next: cur, note: strings.TrimSpace(fmt.Sprintf("%s [%s at %s, before the count at %s: on hand unchanged]", c.note, what,
+			c.occurred.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)))}
+	}
+	if counted != nil && !c.occurred.After(*counted) {
+		return before(*counted), nil
+	}
+	var later int64
+	if c.kind == kindSet && !c.occurred.IsZero() {
+		rest, err := changedSince(ctx, tx, c.storeID, c.sku, c.occurred, pre.newest)
+		if err != nil {
+			return decision{}, err
+		}
+		for _, at := range []*time.Time{rest.superseded, pre.superseded} {
+			if at != nil {
+				return before(*at), nil
+			}
+		}
+		later = max(min(pre.sum+rest.sum, maxStockLevel), -maxStockLevel)
+	}
+	next, note, short, err := c.apply(cur, int32(later))
+	if err != nil {
+		return decision{}, err
+	}
+	if short > 0 {
+		s.log.WarnContext(ctx, "stock change shortened to what is reserved: open orders are short", "store_id", c.storeID, "sku", c.sku,
+			"reserved", cur.reserved, "short", short, "note", note)
+	}
+	return decision{next: next, note: note, counts: c.kind == kindSet}, nil
+}
