@@ -162,7 +162,7 @@ func (a *Adapter) applyVendorEvent(ctx context.Context, log *slog.Logger, store 
 	case err != nil:
 		log.ErrorContext(ctx, "vendor webhook: read event", "err", err)
 		return http.StatusServiceUnavailable, VendorResult{Error: "try again"}
-	case typ != ev.Type || sku != ev.SKU || qty != ev.Quantity:
+	case typ != ev.Type || sku != ev.SKU || qty != ev.Quantity || !proto.Equal(storedOccurTime(typ, request), occurTime(ev)):
 		log.WarnContext(ctx, "vendor webhook refused: event id reused for another change")
 		return http.StatusConflict, VendorResult{Status: "refused",
 			Error: fmt.Sprintf("event_id %q was already used for a %s of %d %s", ev.EventID, typ, qty, sku)}
@@ -224,6 +224,22 @@ func vendorRequest(store string, ev VendorEvent) ([]byte, error) {
 		return proto.Marshal(&inventoryv1.SetStockRequest{StoreId: store, Sku: ev.SKU, OnHand: ev.Quantity, KeepSafetyStock: true,
 			IdempotencyKey: key, Note: note, ClampToReserved: true, OccurTime: occurTime(ev)})
 	}
+}
+
+// storedOccurTime is when the recorded request of an event says it happened (nil: unsaid; a
+// time no event says when the request cannot be read).
+func storedOccurTime(typ string, request []byte) *timestamppb.Timestamp {
+	var m interface {
+		proto.Message
+		GetOccurTime() *timestamppb.Timestamp
+	} = &inventoryv1.AdjustStockRequest{}
+	if typ == vendorCount {
+		m = &inventoryv1.SetStockRequest{}
+	}
+	if proto.Unmarshal(request, m) != nil {
+		return &timestamppb.Timestamp{Seconds: -1}
+	}
+	return m.GetOccurTime()
 }
 
 func occurTime(ev VendorEvent) *timestamppb.Timestamp {

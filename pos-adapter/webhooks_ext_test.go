@@ -583,7 +583,15 @@ func TestVendorEventsArrivingOutOfOrderApplyAsOfWhenTheyHappened(t *testing.T) {
 	post("sale-30-min-ago", "sale", 1, 30, 15)    // in the count already
 	post("sale-just-now", "sale", 1, 0, 14)
 
-	b, _ := json.Marshal(posadapter.VendorEvent{EventID: "sale-tomorrow", Type: "sale", SKU: "LATTE-16", Quantity: 1,
+	// An event id used again for a sale at another time is another sale: refused as a reused
+	// id, not answered as a duplicate (which would drop it).
+	b, _ := json.Marshal(posadapter.VendorEvent{EventID: "sale-10-min-ago", Type: "sale", SKU: "LATTE-16", Quantity: 2,
+		OccurredAt: now.Add(-3 * time.Minute)})
+	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 409 || out.Status != "refused" {
+		t.Fatalf("an event id reused for a sale at another time: HTTP %d %+v; want 409 refused", code, out)
+	}
+
+	b, _ = json.Marshal(posadapter.VendorEvent{EventID: "sale-tomorrow", Type: "sale", SKU: "LATTE-16", Quantity: 1,
 		OccurredAt: now.Add(24 * time.Hour)})
 	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 422 || !strings.Contains(out.Error, "future") {
 		t.Fatalf("a sale from tomorrow: HTTP %d %+v; want 422 saying it is in the future", code, out)

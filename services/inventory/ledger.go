@@ -113,6 +113,7 @@ var movementKinds = map[string]inventoryv1.MovementKind{
 
 const (
 	kindSet           = "set"
+	kindCount         = "count" // a correction found by counting: a count too (see occurrence.go)
 	kindHoldPlaced    = "hold_placed"
 	kindHoldReleased  = "hold_released"
 	kindHoldCommitted = "hold_committed"

@@ -200,3 +200,92 @@ func TestALateCountAmidConcurrentSalesKeepsEverySaleSince(t *testing.T) {
 	e.requireInvariants()
 	e.requireLedgerMatches()
 }
+
+// A till sale reported while the SKU shows nothing on hand (the till restocked without saying)
+// is recorded with what was sold, not refused: a count from before it, arriving later, must
+// keep it.
+func TestATillSaleAtNothingOnHandIsKeptForALateCount(t *testing.T) {
+	e := newEnv(t)
+	const store, sku = "occ-5", "LATTE"
+	e.createStore(storeAt(store, 47.61, -122.33))
+	now := time.Now()
+	ago := func(m int) *timestamppb.Timestamp { return timestamppb.New(now.Add(-time.Duration(m) * time.Minute)) }
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: 2,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DELIVERY, IdempotencyKey: "d", OccurTime: ago(60)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: -2,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "s-1", OccurTime: ago(50)}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: -1, ClampToReserved: true,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "s-2", OccurTime: ago(10)})
+	if err != nil || res.GetMovement().GetOnHandDelta() != 0 || res.GetMovement().GetRequested() != -1 ||
+		!strings.Contains(res.GetMovement().GetNote(), "more than on hand") {
+		t.Fatalf("a till sale at nothing on hand: %v, %v; want it recorded at 0, -1 asked", res, err)
+	}
+	if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: store, Sku: sku, OnHand: 6, KeepSafetyStock: true,
+		IdempotencyKey: "c", OccurTime: ago(20)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.level(store, sku).GetOnHand(); got != 5 {
+		t.Fatalf("on hand %d; want 5 (counted 6, then 1 sold)", got)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A correction found by counting (AdjustStock's COUNT) is a count too: an absolute count
+// taken before it, arriving after, changes nothing, and the correction is not added to it.
+func TestACountCorrectionIsACount(t *testing.T) {
+	e := newEnv(t)
+	const store, sku = "occ-6", "LATTE"
+	e.createStore(storeAt(store, 47.61, -122.33))
+	now := time.Now()
+	ago := func(m int) *timestamppb.Timestamp { return timestamppb.New(now.Add(-time.Duration(m) * time.Minute)) }
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: 10,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DELIVERY, IdempotencyKey: "d", OccurTime: ago(60)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: -2,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT, IdempotencyKey: "missing", OccurTime: ago(5)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: store, Sku: sku, OnHand: 8, KeepSafetyStock: true,
+		IdempotencyKey: "till-count", OccurTime: ago(10)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.level(store, sku).GetOnHand(); got != 8 {
+		t.Fatalf("on hand %d; want 8 (the correction at -5m is the newer count)", got)
+	}
+}
+
+// A count superseded by a later one leaves on hand, but the safety stock it sets is a
+// setting, not part of the count: it applies. A retry under its key with another safety
+// stock, or a sale's key used again for another time, is another change: refused.
+func TestASupersededCountStillSetsTheSafetyStock(t *testing.T) {
+	e := newEnv(t)
+	const store, sku = "occ-7", "LATTE"
+	e.createStore(storeAt(store, 47.61, -122.33))
+	e.setStock(store, sku, 10, 0)
+	old := &inventoryv1.SetStockRequest{StoreId: store, Sku: sku, OnHand: 4, SafetyStock: 3, IdempotencyKey: "c-old",
+		OccurTime: timestamppb.New(time.Now().Add(-10 * time.Minute))}
+	res, err := e.admin.SetStock(e.ctx(), old)
+	if err != nil || res.GetLevel().GetOnHand() != 10 || res.GetLevel().GetSafetyStock() != 3 {
+		t.Fatalf("a superseded count with safety stock 3: %v, %v; want on hand 10, safety stock 3", res, err)
+	}
+	old.SafetyStock = 5
+	_, err = e.admin.SetStock(e.ctx(), old)
+	requireStatus(t, err, codes.FailedPrecondition, "idempotency_key")
+
+	sale := &inventoryv1.AdjustStockRequest{StoreId: store, Sku: sku, Delta: -1, IdempotencyKey: "s",
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, OccurTime: timestamppb.New(time.Now().Add(time.Minute))}
+	if _, err := e.admin.AdjustStock(e.ctx(), sale); err != nil {
+		t.Fatal(err)
+	}
+	sale.OccurTime = timestamppb.New(time.Now().Add(2 * time.Minute))
+	_, err = e.admin.AdjustStock(e.ctx(), sale)
+	requireStatus(t, err, codes.FailedPrecondition, "idempotency_key")
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}

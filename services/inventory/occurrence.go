@@ -11,12 +11,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
 // Changes reported after the fact (a vendor POS's till sales and counts) can arrive out of the
 // order they happened in; each applies as of when it happened. A stock row keeps when its last
-// count was taken (count_time): a change that happened before it is in the count already, and
-// a count keeps the changes recorded since it was taken. Times compare as given, so the
+// count was taken (count_time: SetStock, AdjustStock's COUNT correction, the initial load): a
+// change that happened before it is in the count already, and a count keeps the changes
+// recorded since it was taken. Times compare as given, so the
 // reporting system's clock should be right.
 
 // maxCountAge bounds how long ago a count reported after the fact may have been taken: the
@@ -92,7 +94,7 @@ func changedSince(ctx context.Context, tx pgx.Tx, store, sku string, t time.Time
 			if !at.After(t) {
 				return nil
 			}
-			if kind == kindSet {
+			if kind == kindSet || kind == kindCount {
 				// A later count (one from before count times were kept: count_time catches
 				// the others first).
 				if out.superseded == nil {
@@ -138,11 +140,14 @@ func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cu
 		}
 	}
 	before := func(at time.Time) decision {
-		what := "happened"
+		what, next := "happened", cur
 		if c.kind == kindSet {
 			what = "counted"
+			if c.safety != nil {
+				next.safety = *c.safety
+			}
 		}
-		return decision{next: cur, note: strings.TrimSpace(fmt.Sprintf("%s [%s at %s, before the count at %s: on hand unchanged]", c.note, what,
+		return decision{next: next, note: strings.TrimSpace(fmt.Sprintf("%s [%s at %s, before the count at %s: on hand unchanged]", c.note, what,
 			c.occurred.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)))}
 	}
 	if counted != nil && !c.occurred.After(*counted) {
@@ -169,5 +174,16 @@ func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cu
 		s.log.WarnContext(ctx, "stock change shortened to what is reserved: open orders are short", "store_id", c.storeID, "sku", c.sku,
 			"reserved", cur.reserved, "short", short, "note", note)
 	}
-	return decision{next: next, note: note, counts: c.kind == kindSet}, nil
+	// A correction found by counting (AdjustStock's COUNT) is a count too: what happened
+	// before it is in it.
+	return decision{next: next, note: note, counts: c.kind == kindSet || c.kind == kindCount}, nil
+}
+
+// sameOccurrence reports whether a stored movement says it happened when a retried request
+// does (neither saying is the same too).
+func sameOccurrence(m *inventoryv1.StockMovement, occurred time.Time) bool {
+	if occurred.IsZero() {
+		return m.GetOccurTime() == nil
+	}
+	return m.GetOccurTime() != nil && m.GetOccurTime().AsTime().Equal(occurred)
 }

@@ -23,7 +23,7 @@ var adjustmentKinds = map[inventoryv1.AdjustmentReason]struct {
 	sign int32
 }{
 	inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DELIVERY:      {"delivery", +1},
-	inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT:         {"count", 0},
+	inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT:         {kindCount, 0},
 	inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE: {"in_store_sale", -1},
 	inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_RETURN:        {"return", +1},
 	inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DAMAGE:        {"damage", -1},
@@ -39,6 +39,9 @@ type stockChange struct {
 	occurred time.Time
 	// requested is what the request asked: a count's on hand, a change's delta.
 	requested int32
+	// safety is the safety stock a count sets (nil: kept). A setting, not part of the count,
+	// so it applies even when a later count supersedes the count.
+	safety *int32
 	// apply computes the new level from the locked current one, or refuses. later is, for a
 	// count (kind set) that occurred in the past, the on-hand change recorded since that
 	// happened after it. note, when not "", is what the ledger entry says instead of the
@@ -65,9 +68,13 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
+	var safety *int32
+	if !req.GetKeepSafetyStock() {
+		safety = &req.SafetyStock
+	}
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: kindSet,
-		occurred: occurred, requested: req.GetOnHand(),
+		occurred: occurred, requested: req.GetOnHand(), safety: safety,
 		apply: func(cur level, later int32) (level, string, int32, error) {
 			// The count, and what has changed since it was taken.
 			target := min(max(int64(req.GetOnHand())+int64(later), 0), maxStockLevel)
@@ -101,12 +108,7 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 			if m.Requested != nil {
 				counted = m.GetRequested() == req.GetOnHand()
 			}
-			if !occurred.IsZero() {
-				// Taken in the past: on hand after it, and whether it set the safety stock,
-				// depend on what was recorded since; when it was taken names it.
-				return counted && m.GetOccurTime() != nil && m.GetOccurTime().AsTime().Equal(occurred)
-			}
-			return counted && (req.GetKeepSafetyStock() || m.GetSafetyStockAfter() == req.GetSafetyStock())
+			return counted && sameOccurrence(m, occurred) && (req.GetKeepSafetyStock() || m.GetSafetyStockAfter() == req.GetSafetyStock())
 		},
 	})
 }
@@ -141,9 +143,10 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 			next := cur
 			next.onHand = cur.onHand + d
 			switch {
-			case next.onHand < cur.reserved && req.GetClampToReserved() && cur.onHand > 0:
-				// (With nothing on hand, as for a SKU never stocked here, there is nothing to
-				// take down: refused below, as without clamping.)
+			case next.onHand < cur.reserved && req.GetClampToReserved() && (cur.onHand > 0 || cur.version > 0):
+				// (A row that never changed, a SKU never stocked here, has nothing to take
+				// down: refused below, as without clamping. One at 0 records the change, with
+				// what was asked: a count from before it must know it happened.)
 				short := cur.reserved - next.onHand
 				next.onHand = cur.reserved
 				return next, shortNote(req.GetNote(), short, cur.reserved), short, nil
@@ -166,7 +169,7 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 			if m.Requested != nil {
 				delta = m.GetRequested() == d
 			}
-			return m.GetKind() == movementKinds[ak.kind] && m.GetSku() == req.GetSku() && delta
+			return m.GetKind() == movementKinds[ak.kind] && m.GetSku() == req.GetSku() && delta && sameOccurrence(m, occurred)
 		},
 	})
 }
@@ -174,6 +177,9 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 // shortNote is the ledger note of a change shortened to the reserved units: note, and how many
 // units the open orders are short.
 func shortNote(note string, short, reserved int32) string {
+	if reserved == 0 {
+		return strings.TrimSpace(fmt.Sprintf("%s [%d units more than on hand: kept at 0; count them]", note, short))
+	}
 	return strings.TrimSpace(fmt.Sprintf("%s [%d units short: on hand kept at the %d reserved for open orders; settle them]", note, short, reserved))
 }
 

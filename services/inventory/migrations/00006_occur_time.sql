@@ -9,9 +9,10 @@
 ALTER TABLE stock ADD COLUMN count_time timestamptz;
 ALTER TABLE movements ADD COLUMN occur_time timestamptz;
 ALTER TABLE movements ADD COLUMN requested int;
--- A row's last count so far is its last SET (an operator's count, or the initial load).
+-- A row's last count so far is its last SET (an operator's count, the initial load) or COUNT
+-- correction.
 UPDATE stock st SET count_time = m.last
-FROM (SELECT store_id, sku, max(create_time) AS last FROM movements WHERE kind = 'set' GROUP BY store_id, sku) m
+FROM (SELECT store_id, sku, max(create_time) AS last FROM movements WHERE kind IN ('set', 'count') GROUP BY store_id, sku) m
 WHERE st.store_id = m.store_id AND st.sku = m.sku;
 
 -- +goose Down

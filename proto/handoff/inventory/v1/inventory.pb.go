@@ -2043,7 +2043,7 @@ type SetStockRequest struct {
 	// now. On hand becomes the count plus every change recorded since that happened after it (a
 	// till sale reported before the count, as sold even where it was shortened to what was
 	// reserved), and a count taken before the row's last count leaves on hand as it is (its
-	// movement says so). At most 24 hours ago when first applied (a retry is answered as the
+	// movement says so; the safety stock it sets, a setting, still applies). At most 24 hours ago when first applied (a retry is answered as the
 	// first time); not in the future.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2217,12 +2217,15 @@ type AdjustStockRequest struct {
 	// For a change that has already happened in the store (a vendor POS's sale): a delta that
 	// would take on hand below what is reserved takes it to the reserved units instead of being
 	// refused, so nothing more is promised, and the movement's note records how many units are
-	// short. Staff then settle the shortfall (cancel orders, or mark lines unavailable).
+	// short. Staff then settle the shortfall (cancel orders, or mark lines unavailable). With
+	// nothing on hand or reserved the change is recorded without effect (what was asked in
+	// requested), unless the SKU was never stocked at the store: then it is refused.
 	ClampToReserved bool `protobuf:"varint,7,opt,name=clamp_to_reserved,json=clampToReserved,proto3" json:"clamp_to_reserved,omitempty"`
 	// When the change happened, for one reported after the fact (a vendor POS's sale). Unset:
-	// now. A change that happened before the row's last count (SetStock, or the initial load) is
-	// in that count already: it is recorded with no effect on on hand, and its movement's note
-	// says so. Not in the future.
+	// now. A change that happened before the row's last count (SetStock, a COUNT correction, or
+	// the initial load) is in that count already: it is recorded with no effect on on hand, and
+	// its movement's note says so. A COUNT correction is a count: it moves the row's count time.
+	// Not in the future.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
