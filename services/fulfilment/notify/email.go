@@ -12,6 +12,7 @@ import (
 	"net/mail"
 	"net/smtp"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"time"
 
@@ -182,6 +183,7 @@ func (s *SMTPSender) compose(n Notification, to *mail.Address) []byte {
 	h("Content-Transfer-Encoding", "quoted-printable")
 	h(EventIDHeader, n.ID)
 	h(EventTypeHeader, n.Kind)
+	h(OrderVersionHeader, strconv.FormatInt(n.Order.GetVersion(), 10))
 	b.WriteString("\r\n")
 	qp := quotedprintable.NewWriter(&b)
 	_, _ = qp.Write([]byte(strings.ReplaceAll(body, "\n", "\r\n")))

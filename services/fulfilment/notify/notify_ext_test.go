@@ -215,6 +215,10 @@ func TestWebhookReceivesSignedNotificationOnlyForCommittedTransitions(t *testing
 	if _, hasCode := order["pickupCode"]; hasCode {
 		t.Fatalf("webhook body carries the pickup code: %v", order)
 	}
+	// Deliveries can arrive out of order: the order's version says which is newest.
+	if v := rcv.orderVersion(ids[0]); v != "4" || order["version"] != "4" {
+		t.Fatalf("order version header %q, body %v; want 4 in both", v, order["version"])
+	}
 	if _, hasHistory := order["history"]; hasHistory {
 		t.Fatalf("webhook body carries the order history: %v", order)
 	}
@@ -440,6 +444,9 @@ func TestEmailReachesTheShopperWithOrderStoreStateAndPickupCode(t *testing.T) {
 	}
 	if got := p.Header.Get("Message-Id"); got != "<"+ids[0]+"@handoff>" {
 		t.Errorf("Message-ID = %q, want the notification id", got)
+	}
+	if got := p.Header.Get("Handoff-Order-Version"); got != "4" {
+		t.Errorf("Handoff-Order-Version = %q, want the order's version, 4", got)
 	}
 	for _, want := range []string{"Hello Ada", "ord-mail", "Capitol Hill Café", "State:       Ready", "Pickup code: 4821", "2 x Caffè Latte (Large)  10.50 USD", "Collect by:"} {
 		if !strings.Contains(p.Body, want) {

@@ -32,6 +32,7 @@ type webhookReceiver struct {
 	requests  map[string][]time.Time                // by event id, every request
 	delivered map[string]int                        // by event id, 2xx answers
 	bodies    map[string]map[string]any             // by event id, the last body
+	versions  map[string]string                     // by event id, the order version header
 	problems  []string                              // signature or header faults
 }
 
@@ -42,6 +43,7 @@ func newWebhookReceiver(t *testing.T, secret string) *webhookReceiver {
 		requests:  map[string][]time.Time{},
 		delivered: map[string]int{},
 		bodies:    map[string]map[string]any{},
+		versions:  map[string]string{},
 	}
 	r.srv = httptest.NewServer(r)
 	t.Cleanup(r.srv.Close)
@@ -72,6 +74,7 @@ func (r *webhookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		var m map[string]any
 		_ = json.Unmarshal(body, &m)
 		r.bodies[id] = m
+		r.versions[id] = req.Header.Get("Handoff-Order-Version")
 	}
 	r.mu.Unlock()
 	w.WriteHeader(code)
@@ -117,6 +120,12 @@ func (r *webhookReceiver) body(id string) map[string]any {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.bodies[id]
+}
+
+func (r *webhookReceiver) orderVersion(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.versions[id]
 }
 
 // smtpServer is a real, minimal SMTP server (RFC 5321 subset: EHLO/HELO, MAIL, RCPT, DATA,

@@ -27,6 +27,10 @@ const (
 	EventIDHeader = "Handoff-Event-Id"
 	// EventTypeHeader is the kind, e.g. order.ready.
 	EventTypeHeader = "Handoff-Event-Type"
+	// OrderVersionHeader is the order's version after the change (as in the body). Deliveries
+	// are retried, so they can arrive out of order: a receiver keeps, per order, the
+	// notification with the highest version.
+	OrderVersionHeader = "Handoff-Order-Version"
 )
 
 // WebhookConfig configures a WebhookSender.
@@ -104,6 +108,7 @@ func (w *WebhookSender) Send(ctx context.Context, n Notification) error {
 	req.Header.Set("User-Agent", "Handoff-Notify/1")
 	req.Header.Set(EventIDHeader, n.ID)
 	req.Header.Set(EventTypeHeader, n.Kind)
+	req.Header.Set(OrderVersionHeader, strconv.FormatInt(n.Order.GetVersion(), 10))
 	req.Header.Set(SignatureHeader, Sign(w.secret, w.now(), body))
 	res, err := w.client.Do(req)
 	if err != nil {
