@@ -91,6 +91,17 @@ func TestBadInputIsRefusedNamingTheFieldAndChangesNothing(t *testing.T) {
 			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT, IdempotencyKey: "k3"}), codes.InvalidArgument, "delta"},
 		{"adjust stock below zero", adjust(&inventoryv1.AdjustStockRequest{StoreId: "s1", Sku: "LATTE", Delta: -11,
 			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT, IdempotencyKey: "k4"}), codes.FailedPrecondition, "delta"},
+		{"adjust stock as of an impossible time", adjust(&inventoryv1.AdjustStockRequest{StoreId: "s1", Sku: "LATTE", Delta: -1,
+			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "k6",
+			OccurTime: &timestamppb.Timestamp{Seconds: 1, Nanos: 2_000_000_000}}), codes.InvalidArgument, "occur_time"},
+		{"adjust stock as of next week", adjust(&inventoryv1.AdjustStockRequest{StoreId: "s1", Sku: "LATTE", Delta: -1,
+			Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, IdempotencyKey: "k7",
+			OccurTime: timestamppb.New(time.Now().Add(7 * 24 * time.Hour))}), codes.InvalidArgument, "occur_time"},
+		{"count stock taken two days ago", func() error {
+			_, err := e.admin.SetStock(context.Background(), &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "LATTE", OnHand: 3, IdempotencyKey: "k8",
+				OccurTime: timestamppb.New(time.Now().Add(-48 * time.Hour))})
+			return err
+		}, codes.InvalidArgument, "occur_time"},
 		{"set a negative stock", func() error {
 			_, err := e.admin.SetStock(context.Background(), &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "LATTE", OnHand: -1, IdempotencyKey: "k5"})
 			return err
