@@ -20,3 +20,14 @@ func (a *Adapter) RaiseTickets(ctx context.Context, tx pgx.Tx, tickets ...*posv1
 	raised, _, err := a.raiseTickets(ctx, tx, items)
 	return raised, err
 }
+
+// OpenStreams is how many ticket streams this adapter's hub holds.
+func (a *Adapter) OpenStreams() int {
+	a.hub.mu.Lock()
+	defer a.hub.mu.Unlock()
+	n := 0
+	for _, subs := range a.hub.stores {
+		n += len(subs)
+	}
+	return n
+}

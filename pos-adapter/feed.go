@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
 
 // AllTicketsSubject is every store's tickets; the hub's one subscription.
@@ -43,6 +45,13 @@ type feedSub struct {
 	ended chan struct{}
 	why   error
 	once  sync.Once
+	// rc cuts the response's writes (see cut); nil when the request came without it.
+	rc *http.ResponseController
+	// grace is how long the stream may take to stop once ended before its writes are cut.
+	grace time.Duration
+	// mu guards finished against cut: a response is not touched once its handler is done.
+	mu       sync.Mutex
+	finished bool
 	// cursor is the last sequence the stream has sent or skipped as acknowledged.
 	cursor atomic.Int64
 	// checked is the cursor seen by the previous check (hub goroutine, under hub.mu).
@@ -56,11 +65,46 @@ func (s *feedSub) poke() {
 	}
 }
 
-// end stops the stream with err as its status; the first call wins.
+// end stops the stream with err as its status; the first call wins. A stream that stops sends
+// nothing more at once; one stuck in a send (its client reads nothing: a half-open connection,
+// a stolen tablet set aside) has its writes cut after the grace, so that it ends then rather
+// than when TCP gives up, minutes later, holding its goroutine and buffers till then.
 func (s *feedSub) end(err error) {
 	s.once.Do(func() {
 		s.why = err
 		close(s.ended)
+		if s.rc != nil {
+			time.AfterFunc(s.grace, s.cut)
+		}
+	})
+}
+
+// cut fails the response's writes from now on (HTTP/2: the stream is reset; HTTP/1.1: the
+// connection's writes fail), unless the handler has finished.
+func (s *feedSub) cut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.finished {
+		_ = s.rc.SetWriteDeadline(time.Now())
+	}
+}
+
+// finish marks the handler done: cut leaves the response alone from now on.
+func (s *feedSub) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = true
+}
+
+type writeControlKey struct{}
+
+// withWriteControl gives StreamTickets handlers their response's controller (feedSub.cut).
+func withWriteControl(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == posv1connect.TerminalServiceStreamTicketsProcedure {
+			r = r.WithContext(context.WithValue(r.Context(), writeControlKey{}, http.NewResponseController(w)))
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -100,9 +144,10 @@ type readerStore struct{ reader, store string }
 // one reader for one store, its oldest are ended: a terminal that reconnects keeps streams its network left
 // half-open, and one whose client leaks streams would otherwise pile them up without bound.
 // The newest wins because it is the one a working client is reading.
-func (h *hub) add(store string, c caller) *feedSub {
+func (h *hub) add(store string, c caller, rc *http.ResponseController) *feedSub {
 	s := &feedSub{store: store, reader: c.reader(), terminal: c.terminal,
-		live: make(chan *posv1.Ticket, liveBuffer), wake: make(chan struct{}, 1), ended: make(chan struct{})}
+		live: make(chan *posv1.Ticket, liveBuffer), wake: make(chan struct{}, 1), ended: make(chan struct{}),
+		rc: rc, grace: h.a.cfg.StreamEndGrace}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	addTo(h.stores, store, s)
@@ -309,7 +354,9 @@ func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *con
 func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, stream *connect.ServerStream[posv1.StreamTicketsResponse]) error {
 	// Registered before the backlog is read: a ticket committed from now on arrives live, one
 	// committed before is in the backlog, some are in both and are sent once.
-	sub := a.hub.add(storeID, c)
+	rc, _ := ctx.Value(writeControlKey{}).(*http.ResponseController)
+	sub := a.hub.add(storeID, c, rc)
+	defer sub.finish()
 	defer a.hub.remove(sub)
 	streamsOpen.Inc()
 	defer streamsOpen.Dec()

@@ -2,10 +2,15 @@ package posadapter_test
 
 import (
 	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -782,5 +787,84 @@ func TestATerminalOfNineStoresKeepsAStreamOfEach(t *testing.T) {
 	}
 	for _, f := range feeds {
 		f.take(1, 5*time.Second)
+	}
+}
+
+// slowReader is an HTTP client that buffers little of what it is sent (a small socket receive
+// buffer and, over HTTP/2, a small stream window), so a server soon waits on a client that
+// reads nothing.
+func slowReader(t *testing.T, h2 bool) *http.Client {
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	tr := &http.Transport{DialContext: dialer.DialContext,
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 64 << 10}}
+	if h2 {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// A stream that must end while its client reads nothing (a stolen tablet set aside, a
+// connection its network left half-open) is stuck in a send: after the grace its writes are
+// cut and it ends, over HTTP/2 (gRPC) and HTTP/1.1 (gRPC-web) alike, instead of holding its
+// goroutine until TCP gives up.
+func TestAnEndedStreamStuckInASendIsCutAfterTheGrace(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *posadapter.Config) { c.StreamEndGrace = 300 * time.Millisecond }))
+	e.mu.Lock()
+	a := e.adapter
+	e.mu.Unlock()
+	noise := make([]byte, 50<<10)
+	_, _ = cryptorand.Read(noise)
+	big := hex.EncodeToString(noise) // ~100 KB a ticket, incompressible
+	for i, p := range []protocol{overGRPC, overGRPCWeb} {
+		store := fmt.Sprintf("stuck-%d", i)
+		id, cred := e.register("Set-aside tablet", store)
+		var ts []*posv1.Ticket
+		for range 100 {
+			ts = append(ts, &posv1.Ticket{TicketId: uuid.NewString(), StoreId: store, Kind: posv1.TicketKind_TICKET_KIND_NEW_ORDER,
+				OrderId: "ord-" + uuid.NewString(), Message: big, CreateTime: timestamppb.Now()})
+		}
+		tx, err := e.pool.Begin(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.RaiseTickets(t.Context(), tx, ts...); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		client := posv1connect.NewTerminalServiceClient(slowReader(t, p.h2), e.base,
+			append([]connect.ClientOption{connect.WithInterceptors(bearer(cred))}, p.opts...)...)
+		sctx, cancel := context.WithCancel(t.Context())
+		stream, err := client.StreamTickets(sctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: store}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !stream.Receive() {
+			t.Fatalf("%v: no first ticket: %v", p.name, stream.Err())
+		}
+		// The client reads no more, and the terminal is revoked.
+		time.Sleep(500 * time.Millisecond)
+		if _, err := e.admin().RevokeTerminal(t.Context(), req(&posv1.RevokeTerminalRequest{TerminalId: id})); err != nil {
+			t.Fatal(err)
+		}
+		testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			if n := a.OpenStreams(); n != 0 {
+				return fmt.Errorf("%v: %d streams still open while the client reads nothing", p.name, n)
+			}
+			return nil
+		})
+		cancel()
+		_ = stream.Close()
 	}
 }

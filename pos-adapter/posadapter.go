@@ -167,6 +167,10 @@ type Config struct {
 	ReplayWindow time.Duration
 	// TicketRetention is how long tickets and their acknowledgements are kept. Default 30 days.
 	TicketRetention time.Duration
+	// StreamEndGrace is how long a ticket stream that must end (its terminal revoked, or
+	// superseded past MaxStreamsPerReader) may stay stuck in a send its client does not read
+	// before its writes are cut. Default 5s.
+	StreamEndGrace time.Duration
 	// MaxStreamsPerReader caps the ticket streams of one store that one terminal (or one staff
 	// member) keeps open in this process; opening one more ends its oldest. Default 8.
 	MaxStreamsPerReader int
@@ -224,6 +228,7 @@ func (c *Config) setDefaults() {
 	def(&c.ReplayWindow, 72*time.Hour)
 	def(&c.TicketRetention, 30*24*time.Hour)
 	def(&c.CatchUpInterval, time.Second)
+	def(&c.StreamEndGrace, 5*time.Second)
 	def(&c.EscalationInterval, time.Second)
 	def(&c.TokenTTL, time.Minute)
 	if c.CredentialCacheTTL == 0 {
@@ -362,7 +367,8 @@ func New(cfg Config) (*Adapter, error) {
 		connect.WithCompressMinBytes(edge.CompressMinBytes),
 	}
 	mux := http.NewServeMux()
-	mux.Handle(posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...))
+	terminalPath, terminalHandler := posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...)
+	mux.Handle(terminalPath, withWriteControl(terminalHandler))
 	mux.Handle(posv1connect.NewTerminalAdminServiceHandler(adminAPI{a: a}, opts...))
 	mux.Handle("POST "+VendorWebhookPath+"{store_id}", http.HandlerFunc(a.serveVendorWebhook))
 	a.health = edge.Mount(mux, []string{posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName},
