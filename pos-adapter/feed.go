@@ -45,13 +45,10 @@ type feedSub struct {
 	ended chan struct{}
 	why   error
 	once  sync.Once
-	// rc cuts the response's writes (see cut); nil when the request came without it.
-	rc *http.ResponseController
+	// wc cuts the response's writes; nil when the request came without it.
+	wc *writeControl
 	// grace is how long the stream may take to stop once ended before its writes are cut.
 	grace time.Duration
-	// mu guards finished against cut: a response is not touched once its handler is done.
-	mu       sync.Mutex
-	finished bool
 	// cursor is the last sequence the stream has sent or skipped as acknowledged.
 	cursor atomic.Int64
 	// checked is the cursor seen by the previous check (hub goroutine, under hub.mu).
@@ -73,39 +70,63 @@ func (s *feedSub) end(err error) {
 	s.once.Do(func() {
 		s.why = err
 		close(s.ended)
-		if s.rc != nil {
-			time.AfterFunc(s.grace, s.cut)
+		if s.wc != nil {
+			s.wc.cutAfter(s.grace)
 		}
 	})
 }
 
-// cut fails the response's writes from now on (HTTP/2: the stream is reset; HTTP/1.1: the
-// connection's writes fail), unless the handler has finished.
-func (s *feedSub) cut() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.finished {
-		_ = s.rc.SetWriteDeadline(time.Now())
-	}
-}
-
-// finish marks the handler done: cut leaves the response alone from now on.
-func (s *feedSub) finish() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.finished = true
+// writeControl cuts a stream's response: its writes fail from then on (HTTP/2: the stream is
+// reset; HTTP/1.1: the connection's writes fail), whether the handler is stuck sending a
+// ticket or, once feedTickets has returned, the stream's end. Never once the net/http handler
+// has returned: the response is not ours to touch then.
+type writeControl struct {
+	rc    *http.ResponseController
+	mu    sync.Mutex
+	done  bool
+	timer *time.Timer
 }
 
 type writeControlKey struct{}
 
-// withWriteControl gives StreamTickets handlers their response's controller (feedSub.cut).
+// withWriteControl gives StreamTickets handlers a writeControl of their response, done when
+// the handler returns.
 func withWriteControl(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == posv1connect.TerminalServiceStreamTicketsProcedure {
-			r = r.WithContext(context.WithValue(r.Context(), writeControlKey{}, http.NewResponseController(w)))
+			wc := &writeControl{rc: http.NewResponseController(w)}
+			defer wc.finish()
+			r = r.WithContext(context.WithValue(r.Context(), writeControlKey{}, wc))
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// cutAfter cuts the response after d, unless its handler has returned by then.
+func (wc *writeControl) cutAfter(d time.Duration) {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if !wc.done && wc.timer == nil {
+		wc.timer = time.AfterFunc(d, wc.cut)
+	}
+}
+
+func (wc *writeControl) cut() {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if !wc.done {
+		_ = wc.rc.SetWriteDeadline(time.Now())
+	}
+}
+
+// finish marks the handler returned, and drops a cut still to come.
+func (wc *writeControl) finish() {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	wc.done = true
+	if wc.timer != nil {
+		wc.timer.Stop()
+	}
 }
 
 func (s *feedSub) isEnded() bool {
@@ -144,10 +165,10 @@ type readerStore struct{ reader, store string }
 // one reader for one store, its oldest are ended: a terminal that reconnects keeps streams its network left
 // half-open, and one whose client leaks streams would otherwise pile them up without bound.
 // The newest wins because it is the one a working client is reading.
-func (h *hub) add(store string, c caller, rc *http.ResponseController) *feedSub {
+func (h *hub) add(store string, c caller, wc *writeControl) *feedSub {
 	s := &feedSub{store: store, reader: c.reader(), terminal: c.terminal,
 		live: make(chan *posv1.Ticket, liveBuffer), wake: make(chan struct{}, 1), ended: make(chan struct{}),
-		rc: rc, grace: h.a.cfg.StreamEndGrace}
+		wc: wc, grace: h.a.cfg.StreamEndGrace}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	addTo(h.stores, store, s)
@@ -354,9 +375,8 @@ func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *con
 func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, stream *connect.ServerStream[posv1.StreamTicketsResponse]) error {
 	// Registered before the backlog is read: a ticket committed from now on arrives live, one
 	// committed before is in the backlog, some are in both and are sent once.
-	rc, _ := ctx.Value(writeControlKey{}).(*http.ResponseController)
-	sub := a.hub.add(storeID, c, rc)
-	defer sub.finish()
+	wc, _ := ctx.Value(writeControlKey{}).(*writeControl)
+	sub := a.hub.add(storeID, c, wc)
 	defer a.hub.remove(sub)
 	streamsOpen.Inc()
 	defer streamsOpen.Dec()

@@ -1,10 +1,14 @@
 package posadapter_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	cryptorand "crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -16,6 +20,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -866,5 +871,82 @@ func TestAnEndedStreamStuckInASendIsCutAfterTheGrace(t *testing.T) {
 		})
 		cancel()
 		_ = stream.Close()
+	}
+}
+
+// pipeListener serves the server ends of net.Pipe connections: a write there waits until the
+// client reads it, as a TCP write does once the socket's buffers are full.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error   { return nil }
+func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// An idle stream whose client stopped reading just as its buffers filled is revoked: the
+// stream itself returns at once, but writing its end (the trailers) waits on the client. That
+// write is cut after the grace too: the client that reads again finds the connection closed,
+// not a status that was left waiting.
+func TestAStreamStuckWritingItsEndIsCutAfterTheGrace(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	e := newEnv(t, withConfig(func(c *posadapter.Config) { c.StreamEndGrace = grace }))
+	e.mu.Lock()
+	a := e.adapter
+	e.mu.Unlock()
+	lis := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan struct{})
+	go func() { defer close(served); _ = a.Serve(ctx, lis, time.Second) }()
+	t.Cleanup(func() { close(lis.done); cancel(); <-served })
+
+	const store = "stuck-end"
+	id, cred := e.register("Set-aside tablet", store)
+	e.publish("confirmed", order(store, 1), nil)
+	e.waitTickets(store, 1)
+
+	client, server := net.Pipe()
+	defer client.Close()
+	lis.conns <- server
+	msg, _ := proto.Marshal(&posv1.StreamTicketsRequest{StoreId: store})
+	body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))) // a gRPC-web frame
+	hreq, _ := http.NewRequest(http.MethodPost, "http://pipe"+posv1connect.TerminalServiceStreamTicketsProcedure, bytes.NewReader(append(body, msg...)))
+	hreq.Header.Set("Content-Type", "application/grpc-web+proto")
+	hreq.Header.Set("Authorization", "Bearer "+cred)
+	go func() { _ = hreq.Write(client) }()
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(client), hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func() (flags byte, payload []byte, err error) {
+		var h [5]byte
+		if _, err := io.ReadFull(res.Body, h[:]); err != nil {
+			return 0, nil, err
+		}
+		payload = make([]byte, binary.BigEndian.Uint32(h[1:]))
+		_, err = io.ReadFull(res.Body, payload)
+		return h[0], payload, err
+	}
+	if flags, _, err := frame(); err != nil || flags != 0 {
+		t.Fatalf("the ticket: flags %#x, %v", flags, err)
+	}
+	// The client reads nothing more; the terminal is revoked while its stream is idle.
+	if _, err := e.admin().RevokeTerminal(t.Context(), req(&posv1.RevokeTerminalRequest{TerminalId: id})); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(grace + time.Second)
+	_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if flags, payload, err := frame(); err == nil && flags&0x80 != 0 {
+		t.Fatalf("the stream's end %q was still waiting for the client after the grace: not cut", strings.TrimSpace(string(payload)))
 	}
 }
