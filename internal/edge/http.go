@@ -45,6 +45,17 @@ const (
 	openStreamsPerAddress = 16
 )
 
+// HTTP/2 connections are checked for a live peer: one that has sent nothing for pingAfter is
+// pinged, and closed when no answer comes within pingTimeout, or when nothing could be written
+// to it for writeByteTimeout. A half-open connection (a phone gone out of coverage, a tablet
+// switched off) otherwise holds its streams — WatchOrder, StreamTickets — until TCP gives up,
+// many minutes later. Variables so tests can shorten them.
+var (
+	pingAfter        = 30 * time.Second
+	pingTimeout      = 15 * time.Second
+	writeByteTimeout = 30 * time.Second
+)
+
 // ServeHTTP serves h on addr with HTTP/1.1 and cleartext HTTP/2 (gRPC needs HTTP/2; browsers
 // speaking gRPC-web use HTTP/1.1), with timeouts that protect against slow clients while
 // letting server streams live. beforeShutdown runs first when ctx ends.
@@ -59,6 +70,7 @@ func ServeHTTP(ctx context.Context, lis net.Listener, h http.Handler, grace time
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		HTTP2:             &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout, WriteByteTimeout: writeByteTimeout},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)

@@ -209,3 +209,29 @@ func TestAnAddressHoldsABoundedNumberOfOpenStreams(t *testing.T) {
 		}
 	}
 }
+
+// An HTTP/2 client that goes silent (a half-open connection: it answers nothing, not even a
+// ping) has its connection closed once a ping goes unanswered, long before the idle timeout.
+func TestASilentHTTP2ConnectionIsClosedWhenItsPingGoesUnanswered(t *testing.T) {
+	wasAfter, wasTimeout := pingAfter, pingTimeout
+	t.Cleanup(func() { pingAfter, pingTimeout = wasAfter, wasTimeout }) // after the server has stopped
+	pingAfter, pingTimeout = 200*time.Millisecond, 200*time.Millisecond
+	_, addr := serveMounted(t)
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The client preface and an empty SETTINGS frame; then nothing, whatever the server sends.
+	if _, err := io.WriteString(conn, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("a silent HTTP/2 connection was still open after 5 s")
+		}
+	}
+}
