@@ -43,8 +43,8 @@ type VendorEvent struct {
 	// OccurredAt is when the sale, return or count happened at the till (RFC 3339); unset, when
 	// it arrives. Events arrive out of order (a till that was offline sends its backlog): each
 	// applies as of when it happened, so a sale from before the last count is not taken off
-	// again and a count keeps the sales recorded since it was taken. Not in the future; a count
-	// at most 24 hours old.
+	// again and a count keeps the sales recorded since it was taken. At most 5 minutes ahead of
+	// the server's clock; a count at most 24 hours old.
 	OccurredAt time.Time `json:"occurred_at,omitzero"`
 }
 
@@ -162,10 +162,14 @@ func (a *Adapter) applyVendorEvent(ctx context.Context, log *slog.Logger, store 
 	case err != nil:
 		log.ErrorContext(ctx, "vendor webhook: read event", "err", err)
 		return http.StatusServiceUnavailable, VendorResult{Error: "try again"}
-	case typ != ev.Type || sku != ev.SKU || qty != ev.Quantity || !proto.Equal(storedOccurTime(typ, request), occurTime(ev)):
+	case typ != ev.Type || sku != ev.SKU || qty != ev.Quantity || !sameOccurrence(storedOccurTime(typ, request), ev):
 		log.WarnContext(ctx, "vendor webhook refused: event id reused for another change")
+		what := fmt.Sprintf("a %s of %d %s", typ, qty, sku)
+		if at := storedOccurTime(typ, request); at != nil {
+			what += " at " + at.AsTime().UTC().Format(time.RFC3339Nano)
+		}
 		return http.StatusConflict, VendorResult{Status: "refused",
-			Error: fmt.Sprintf("event_id %q was already used for a %s of %d %s", ev.EventID, typ, qty, sku)}
+			Error: fmt.Sprintf("event_id %q was already used for %s", ev.EventID, what)}
 	case state == "applied":
 		return http.StatusOK, VendorResult{Status: "duplicate"}
 	case state == "refused":
@@ -240,6 +244,12 @@ func storedOccurTime(typ string, request []byte) *timestamppb.Timestamp {
 		return &timestamppb.Timestamp{Seconds: -1}
 	}
 	return m.GetOccurTime()
+}
+
+// sameOccurrence reports whether ev happened when the event recorded under its id did. One
+// recorded without a time (by a copy from before occurred_at was known) matches any.
+func sameOccurrence(stored *timestamppb.Timestamp, ev VendorEvent) bool {
+	return stored == nil || proto.Equal(stored, occurTime(ev))
 }
 
 func occurTime(ev VendorEvent) *timestamppb.Timestamp {

@@ -591,12 +591,23 @@ func TestVendorEventsArrivingOutOfOrderApplyAsOfWhenTheyHappened(t *testing.T) {
 		t.Fatalf("an event id reused for a sale at another time: HTTP %d %+v; want 409 refused", code, out)
 	}
 
+	// One recorded without a time (by a copy from before occurred_at was known) is the same
+	// event when it comes again with one: a duplicate, not a reused id.
+	untimed, _ := json.Marshal(posadapter.VendorEvent{EventID: "sale-untimed", Type: "sale", SKU: "LATTE-16", Quantity: 1})
+	if code, out := e.vendorPost("ven-occ", secret, time.Now(), untimed, nil); code != 200 || out.Status != "applied" {
+		t.Fatalf("a sale without a time: HTTP %d %+v; want applied", code, out)
+	}
+	b, _ = json.Marshal(posadapter.VendorEvent{EventID: "sale-untimed", Type: "sale", SKU: "LATTE-16", Quantity: 1, OccurredAt: now})
+	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 200 || out.Status != "duplicate" {
+		t.Fatalf("the same sale again with its time: HTTP %d %+v; want a duplicate", code, out)
+	}
+
 	b, _ = json.Marshal(posadapter.VendorEvent{EventID: "sale-tomorrow", Type: "sale", SKU: "LATTE-16", Quantity: 1,
 		OccurredAt: now.Add(24 * time.Hour)})
 	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 422 || !strings.Contains(out.Error, "future") {
 		t.Fatalf("a sale from tomorrow: HTTP %d %+v; want 422 saying it is in the future", code, out)
 	}
-	if got := s.onHand(t, "ven-occ", "LATTE-16"); got != 14 {
-		t.Fatalf("after a refused event: on hand %d, want 14", got)
+	if got := s.onHand(t, "ven-occ", "LATTE-16"); got != 13 {
+		t.Fatalf("after a refused event: on hand %d, want 13", got)
 	}
 }

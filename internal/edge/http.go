@@ -45,16 +45,19 @@ const (
 	openStreamsPerAddress = 16
 )
 
-// HTTP/2 connections are checked for a live peer: one that has sent nothing for pingAfter is
-// pinged, and closed when no answer comes within pingTimeout, or when nothing could be written
-// to it for writeByteTimeout. A half-open connection (a phone gone out of coverage, a tablet
-// switched off) otherwise holds its streams — WatchOrder, StreamTickets — until TCP gives up,
-// many minutes later. Variables so tests can shorten them.
+// HTTP/2 connections (gRPC clients: terminals, tools, anything calling the edges over gRPC)
+// are checked for a live peer: one that has sent nothing for pingAfter is pinged, and closed
+// when no answer comes within pingTimeout, or when nothing could be written to it for
+// writeByteTimeout. A half-open connection (its client's host gone without closing it)
+// otherwise holds its streams, WatchOrder and StreamTickets, until TCP gives up, many minutes
+// later. gRPC-web over HTTP/1.1 has TCP keep-alive only; behind a proxy that ends the clients'
+// connections, the proxy is what is checked. Variables so tests can shorten them.
 var (
-	pingAfter        = 30 * time.Second
-	pingTimeout      = 15 * time.Second
-	writeByteTimeout = 30 * time.Second
+	pingAfter   = 30 * time.Second
+	pingTimeout = 15 * time.Second
 )
+
+const writeByteTimeout = 30 * time.Second
 
 // ServeHTTP serves h on addr with HTTP/1.1 and cleartext HTTP/2 (gRPC needs HTTP/2; browsers
 // speaking gRPC-web use HTTP/1.1), with timeouts that protect against slow clients while

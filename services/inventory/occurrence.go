@@ -127,8 +127,9 @@ type decision struct {
 // decideChange is c's effect on the locked level cur: a change reported after the fact that
 // happened before the row's last count is in that count already, and leaves on hand as it
 // is; a count taken in the past keeps what was recorded since that happened after it (pre:
-// what the scan before the lock read), unless a later count supersedes it.
-func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cur level, pre ledgerScan) (decision, error) {
+// what the scan before the lock read), unless a later count supersedes it. fresh says the
+// row was created by this change.
+func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cur level, pre ledgerScan, fresh bool) (decision, error) {
 	var counted *time.Time
 	if !c.occurred.IsZero() {
 		if c.kind == kindSet && c.occurred.Before(time.Now().Add(-maxCountAge)) {
@@ -166,7 +167,7 @@ func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cu
 		}
 		later = max(min(pre.sum+rest.sum, maxStockLevel), -maxStockLevel)
 	}
-	next, note, short, err := c.apply(cur, int32(later))
+	next, note, short, err := c.apply(cur, int32(later), fresh)
 	if err != nil {
 		return decision{}, err
 	}

@@ -44,9 +44,10 @@ type stockChange struct {
 	safety *int32
 	// apply computes the new level from the locked current one, or refuses. later is, for a
 	// count (kind set) that occurred in the past, the on-hand change recorded since that
-	// happened after it. note, when not "", is what the ledger entry says instead of the
-	// request's; short is how many units a change apply had to shorten leaves open orders short.
-	apply func(cur level, later int32) (next level, note string, short int32, err error)
+	// happened after it; fresh says the row was created by this change (a SKU never stocked
+	// at the store). note, when not "", is what the ledger entry says instead of the request's;
+	// short is how many units a change apply had to shorten leaves open orders short.
+	apply func(cur level, later int32, fresh bool) (next level, note string, short int32, err error)
 	// same reports whether a stored movement made with the same key is this very change.
 	same func(m *inventoryv1.StockMovement) bool
 }
@@ -75,7 +76,7 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: kindSet,
 		occurred: occurred, requested: req.GetOnHand(), safety: safety,
-		apply: func(cur level, later int32) (level, string, int32, error) {
+		apply: func(cur level, later int32, _ bool) (level, string, int32, error) {
 			// The count, and what has changed since it was taken.
 			target := min(max(int64(req.GetOnHand())+int64(later), 0), maxStockLevel)
 			next := level{onHand: int32(target), reserved: cur.reserved, safety: req.GetSafetyStock()}
@@ -139,13 +140,13 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 	return s.changeStock(ctx, actor, stockChange{
 		storeID: req.GetStoreId(), sku: req.GetSku(), key: req.GetIdempotencyKey(), note: req.GetNote(), kind: ak.kind,
 		occurred: occurred, requested: d,
-		apply: func(cur level, _ int32) (level, string, int32, error) {
+		apply: func(cur level, _ int32, fresh bool) (level, string, int32, error) {
 			next := cur
 			next.onHand = cur.onHand + d
 			switch {
-			case next.onHand < cur.reserved && req.GetClampToReserved() && (cur.onHand > 0 || cur.version > 0):
-				// (A row that never changed, a SKU never stocked here, has nothing to take
-				// down: refused below, as without clamping. One at 0 records the change, with
+			case next.onHand < cur.reserved && req.GetClampToReserved() && !fresh:
+				// (A SKU never stocked here, its row made by this change, has nothing to take
+				// down: refused below, as without clamping. A row at 0 records the change, with
 				// what was asked: a count from before it must know it happened.)
 				short := cur.reserved - next.onHand
 				next.onHand = cur.reserved
@@ -248,9 +249,11 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 			return fmt.Errorf("look up idempotency key: %w", err)
 		}
 		// Make sure the row exists (a first delivery of a SKU), then lock it.
-		if _, err := tx.Exec(ctx, `INSERT INTO stock (store_id, sku, on_hand) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING`, c.storeID, c.sku); err != nil {
+		tag, err := tx.Exec(ctx, `INSERT INTO stock (store_id, sku, on_hand) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING`, c.storeID, c.sku)
+		if err != nil {
 			return fmt.Errorf("create stock row: %w", err)
 		}
+		fresh := tag.RowsAffected() == 1
 		// A count taken in the past reads the ledger since then, mostly before the row is
 		// locked: reserves of a busy SKU wait for its lock.
 		var pre ledgerScan
@@ -264,7 +267,7 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 			return err
 		}
 		cur := *levels[stockKey{c.storeID, c.sku}]
-		d, err := s.decideChange(ctx, tx, c, cur, pre)
+		d, err := s.decideChange(ctx, tx, c, cur, pre, fresh)
 		if err != nil {
 			return err
 		}

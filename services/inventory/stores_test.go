@@ -263,9 +263,10 @@ func TestAStoreClosingWithinItsPrepTimeTakesNoMoreOrders(t *testing.T) {
 	e.requireInvariants()
 }
 
-// A retried update whose values were not in stored form (hours out of week order, a default
-// left unset) is still recognised as done: compared as it would be stored, not as sent.
-func TestUpdateStoreRetriedInAnotherFormIsAnsweredAsDone(t *testing.T) {
+// A retried update whose values differ from the stored form (hours out of week order, which
+// the store keeps sorted) is still recognised as done: compared as it would be stored, not as
+// sent.
+func TestUpdateStoreRetryIsComparedAsStored(t *testing.T) {
 	e := newEnv(t)
 	e.createStore(storeAt("s1", 47.61, -122.33))
 	change := &inventoryv1.Store{Id: "s1", OpeningHours: []*inventoryv1.OpeningHours{

@@ -27,9 +27,10 @@ const (
 	EventIDHeader = "Handoff-Event-Id"
 	// EventTypeHeader is the kind, e.g. order.ready.
 	EventTypeHeader = "Handoff-Event-Type"
-	// OrderVersionHeader is the order's version after the change (as in the body). Deliveries
-	// are retried, so they can arrive out of order: a receiver keeps, per order, the
-	// notification with the highest version.
+	// OrderVersionHeader is the order's version after the change. Deliveries are retried, so
+	// they can arrive out of order: a receiver keeps, per order, the notification with the
+	// highest version. Not signed: a webhook receiver that must trust it reads the signed
+	// body's order.version; this is for routing without parsing the body.
 	OrderVersionHeader = "Handoff-Order-Version"
 )
 

@@ -3,17 +3,13 @@
 -- and what the request asked when that is not what was done (a sale shortened to what was
 -- reserved, a count made against changes recorded since); a stock row records when its last
 -- count was taken, so a sale from before it (already in the count) is not taken off again, and
--- a count taken before sales already recorded keeps them.
+-- a count taken before sales already recorded keeps them. Columns only, without defaults: a
+-- change of the catalog, quick whatever the tables hold (00007 fills count_time in).
 
 -- +goose Up
 ALTER TABLE stock ADD COLUMN count_time timestamptz;
 ALTER TABLE movements ADD COLUMN occur_time timestamptz;
 ALTER TABLE movements ADD COLUMN requested int;
--- A row's last count so far is its last SET (an operator's count, the initial load) or COUNT
--- correction.
-UPDATE stock st SET count_time = m.last
-FROM (SELECT store_id, sku, max(create_time) AS last FROM movements WHERE kind IN ('set', 'count') GROUP BY store_id, sku) m
-WHERE st.store_id = m.store_id AND st.sku = m.sku;
 
 -- +goose Down
 ALTER TABLE movements DROP COLUMN requested;

@@ -2043,8 +2043,9 @@ type SetStockRequest struct {
 	// now. On hand becomes the count plus every change recorded since that happened after it (a
 	// till sale reported before the count, as sold even where it was shortened to what was
 	// reserved), and a count taken before the row's last count leaves on hand as it is (its
-	// movement says so; the safety stock it sets, a setting, still applies). At most 24 hours ago when first applied (a retry is answered as the
-	// first time); not in the future.
+	// movement says so; the safety stock it sets, a setting, still applies). At most 24 hours
+	// ago when first applied (a retry is answered as the first time), and at most 5 minutes
+	// ahead of the server's clock.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2219,13 +2220,14 @@ type AdjustStockRequest struct {
 	// refused, so nothing more is promised, and the movement's note records how many units are
 	// short. Staff then settle the shortfall (cancel orders, or mark lines unavailable). With
 	// nothing on hand or reserved the change is recorded without effect (what was asked in
-	// requested), unless the SKU was never stocked at the store: then it is refused.
+	// requested), unless the store has no stock row for the SKU (never stocked there): then it
+	// is refused.
 	ClampToReserved bool `protobuf:"varint,7,opt,name=clamp_to_reserved,json=clampToReserved,proto3" json:"clamp_to_reserved,omitempty"`
 	// When the change happened, for one reported after the fact (a vendor POS's sale). Unset:
 	// now. A change that happened before the row's last count (SetStock, a COUNT correction, or
 	// the initial load) is in that count already: it is recorded with no effect on on hand, and
 	// its movement's note says so. A COUNT correction is a count: it moves the row's count time.
-	// Not in the future.
+	// At most 5 minutes ahead of the server's clock.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
