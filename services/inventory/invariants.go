@@ -18,7 +18,7 @@ const (
 	RuleLedgerReserved  = "reserved = sum(ledger reserved_delta)"
 	RuleStockRowExists  = "open holds and ledger rows have a stock row"
 	RuleHeldWithinStock = "every hold placed left reserved <= on_hand - safety_stock"
-	RuleVersionInOrder  = "version = the last ledger row's stock_version, which never goes back"
+	RuleVersionInOrder  = "version = the last ledger row's stock_version, which never goes back or repeats"
 )
 
 const maxViolations = 1000
@@ -35,20 +35,27 @@ const invariantsSQL = `WITH
 		FROM (SELECT *, stock_version < lag(stock_version) OVER (PARTITION BY store_id, sku ORDER BY id) AS back
 			FROM movements %[1]s) m
 		GROUP BY store_id, sku),
+	-- A version written by two transactions (ledger rows of one version with two inserting
+	-- transaction ids, xmin): one transaction's rows share a version, another's must not.
+	r AS (SELECT store_id, sku, count(*) AS repeated FROM (
+			SELECT store_id, sku FROM movements WHERE stock_version IS NOT NULL %[2]s
+			GROUP BY store_id, sku, stock_version HAVING count(DISTINCT xmin::text) > 1) x
+		GROUP BY store_id, sku),
 	k AS (SELECT store_id, sku FROM s UNION SELECT store_id, sku FROM h UNION SELECT store_id, sku FROM l)
 SELECT k.store_id, k.sku, s.on_hand IS NOT NULL, coalesce(s.on_hand, 0), coalesce(s.reserved, 0), coalesce(s.safety_stock, 0),
 	coalesce(h.held, 0), coalesce(l.oh, 0), coalesce(l.rs, 0), coalesce(l.over, 0),
-	coalesce(s.version, 0), l.last_version, coalesce(l.back, 0)
+	coalesce(s.version, 0), l.last_version, coalesce(l.back, 0), coalesce(r.repeated, 0)
 FROM k
 	LEFT JOIN s ON s.store_id = k.store_id AND s.sku = k.sku
 	LEFT JOIN h ON h.store_id = k.store_id AND h.sku = k.sku
 	LEFT JOIN l ON l.store_id = k.store_id AND l.sku = k.sku
+	LEFT JOIN r ON r.store_id = k.store_id AND r.sku = k.sku
 WHERE (s.on_hand IS NULL AND (coalesce(h.held, 0) <> 0 OR coalesce(l.oh, 0) <> 0 OR coalesce(l.rs, 0) <> 0))
 	OR s.reserved < 0 OR s.reserved > s.on_hand OR s.safety_stock < 0
 	OR s.reserved <> coalesce(h.held, 0)
 	OR s.on_hand <> coalesce(l.oh, 0) OR s.reserved <> coalesce(l.rs, 0)
 	OR coalesce(l.over, 0) > 0
-	OR s.version <> l.last_version OR coalesce(l.back, 0) > 0
+	OR s.version <> l.last_version OR coalesce(l.back, 0) > 0 OR coalesce(r.repeated, 0) > 0
 ORDER BY k.store_id, k.sku
 LIMIT ` + "1000"
 
@@ -56,9 +63,9 @@ LIMIT ` + "1000"
 // on_hand, reserved = the sum of its open holds, that the ledger sums to the levels, and that
 // no hold was ever placed beyond on hand less safety stock (the levels each hold_placed row
 // recorded: no oversell at the time of reserving, whatever has changed since), and that the
-// row's version is its last ledger row's and never went back (versions order changes). It
-// reads one consistent snapshot and changes nothing; it is meant for operators and tests, and
-// scans the whole ledger, so run it off-peak on a large chain.
+// row's version is its last ledger row's and never went back or repeated (versions order
+// changes). It reads one consistent snapshot and changes nothing; it is meant for operators
+// and tests, and scans the whole ledger, so run it off-peak on a large chain.
 func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*inventoryv1.CheckInvariantsResponse, error) {
 	if storeID != "" {
 		var v rpcerr.Violations
@@ -91,10 +98,11 @@ func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*invento
 				onHand, reserved, safety    int32
 				held, ledgerOH, ledgerResvd int64
 				over, version, back         int64
+				repeated                    int64
 				lastVersion                 *int64
 			)
 			if err := rows.Scan(&store, &sku, &hasRow, &onHand, &reserved, &safety, &held, &ledgerOH, &ledgerResvd, &over,
-				&version, &lastVersion, &back); err != nil {
+				&version, &lastVersion, &back, &repeated); err != nil {
 				return fmt.Errorf("check invariants: %w", err)
 			}
 			add := func(rule, format string, a ...any) {
@@ -127,6 +135,9 @@ func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*invento
 			}
 			if back > 0 {
 				add(RuleVersionInOrder, "%d ledger rows carry a lower version than the row before them", back)
+			}
+			if repeated > 0 {
+				add(RuleVersionInOrder, "%d versions were written by more than one transaction", repeated)
 			}
 		}
 		return rows.Err()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -125,8 +126,8 @@ func TestOneRoundOfChangesPublishesOneEventPerRow(t *testing.T) {
 	e.requireInvariants()
 }
 
-// CheckInvariants reports a row whose version is not its last ledger row's, or a ledger whose
-// versions go back.
+// CheckInvariants reports a row whose version is not its last ledger row's, a ledger whose
+// versions go back, and a version written by two transactions.
 func TestCheckInvariantsFindsVersionsOutOfOrder(t *testing.T) {
 	e := newEnv(t)
 	e.createStore(storeAt("ver-3", 47.61, -122.33))
@@ -143,5 +144,34 @@ func TestCheckInvariantsFindsVersionsOutOfOrder(t *testing.T) {
 	}
 	if res.GetOk() || len(res.GetViolations()) == 0 || res.GetViolations()[0].GetRule() != inventory.RuleVersionInOrder {
 		t.Fatalf("CheckInvariants = ok %v, %v; want a violation of %q", res.GetOk(), res.GetViolations(), inventory.RuleVersionInOrder)
+	}
+}
+
+func TestCheckInvariantsFindsAVersionWrittenTwice(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("ver-4", 47.61, -122.33))
+	e.setStock("ver-4", "LATTE", 10, 0)
+	e.mustReserve(order("o1", "ver-4", "LATTE", 2)) // version 2
+	e.requireInvariants()
+
+	// A second transaction's ledger row claiming version 2 too (its deltas are zero: every
+	// sum still adds up, and the row's version is still the last one's).
+	if _, err := e.pool.Exec(e.ctx(), `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta,
+		on_hand_after, reserved_after, safety_stock_after, actor_kind, actor_id, order_id, stock_version)
+		VALUES ('ver-4', 'LATTE', 'hold_placed', 0, 0, 10, 2, 0, 'system', 'forged', 'o2', 2)`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.admin.CheckInvariants(e.ctx(), &inventoryv1.CheckInvariantsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetOk() || len(res.GetViolations()) != 1 || res.GetViolations()[0].GetRule() != inventory.RuleVersionInOrder ||
+		!strings.Contains(res.GetViolations()[0].GetDetail(), "more than one transaction") {
+		t.Fatalf("CheckInvariants = ok %v, %v; want a version written twice", res.GetOk(), res.GetViolations())
+	}
+	// Per store too.
+	res, err = e.admin.CheckInvariants(e.ctx(), &inventoryv1.CheckInvariantsRequest{StoreId: "ver-4"})
+	if err != nil || res.GetOk() {
+		t.Fatalf("CheckInvariants of the store = %v, %v; want the violation", res, err)
 	}
 }
