@@ -36,7 +36,8 @@ const invariantsSQL = `WITH
 			FROM movements %[1]s) m
 		GROUP BY store_id, sku),
 	-- A version written by two transactions (ledger rows of one version with two inserting
-	-- transaction ids, xmin): one transaction's rows share a version, another's must not.
+	-- transaction ids, xmin): one transaction's rows share a version, another's must not. The
+	-- ledger is never written in a subtransaction, whose rows would carry an id of their own.
 	r AS (SELECT store_id, sku, count(*) AS repeated FROM (
 			SELECT store_id, sku FROM movements WHERE stock_version IS NOT NULL %[2]s
 			GROUP BY store_id, sku, stock_version HAVING count(DISTINCT xmin::text) > 1) x
