@@ -2,19 +2,14 @@ package gateway_test
 
 import (
 	"context"
-	"encoding/base64"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/handoff-dev/handoff/gateway"
-	"github.com/handoff-dev/handoff/internal/auth"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
 )
@@ -46,29 +41,9 @@ func TestAClientsDeadlineIsCappedAtTheGateway(t *testing.T) {
 	catalogv1.RegisterCatalogServiceServer(srv, cat)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	keys, err := auth.ParseKeySet("k:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Catalog: conn, Inventory: conn, Cart: conn, Fulfilment: conn, Keys: keys})
-	if err != nil {
-		t.Fatal(err)
-	}
-	glis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gw.Serve(ctx, glis, time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
+	g := gatewayTo(t, lis.Addr().String(), time.Second)
 
-	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+glis.Addr().String())
+	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+g.addr)
 	for _, asked := range []time.Duration{30 * 24 * time.Hour, 5 * time.Second} {
 		callCtx, callCancel := context.WithTimeout(t.Context(), asked)
 		_, err := c.ListCategories(callCtx, connect.NewRequest(&catalogv1.ListCategoriesRequest{}))

@@ -18,8 +18,8 @@ import (
 // order they happened in; each applies as of when it happened. A stock row keeps when its last
 // count was taken (count_time: SetStock, AdjustStock's COUNT correction, the initial load): a
 // change that happened before it is in the count already, and a count keeps the changes
-// recorded since it was taken. Times compare as given, so the
-// reporting system's clock should be right.
+// recorded since it was taken. Times compare as given, so the reporting system's clock should
+// be right.
 
 // maxCountAge bounds how long ago a count reported after the fact may have been taken: the
 // changes recorded since are read back to then.

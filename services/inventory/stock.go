@@ -79,9 +79,9 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 		apply: func(cur level, later int32, _ bool) (level, string, int32, error) {
 			// The count, and what has changed since it was taken.
 			target := min(max(int64(req.GetOnHand())+int64(later), 0), maxStockLevel)
-			next := level{onHand: int32(target), reserved: cur.reserved, safety: req.GetSafetyStock()}
-			if req.GetKeepSafetyStock() {
-				next.safety = cur.safety
+			next := level{onHand: int32(target), reserved: cur.reserved, safety: cur.safety}
+			if safety != nil {
+				next.safety = *safety
 			}
 			note := ""
 			if later != 0 {
