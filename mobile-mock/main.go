@@ -168,6 +168,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	orders := fs.Int("orders", 0, "place this many checkouts in all instead of running for -duration")
 	hotSKU := fs.String("hot-sku", "", "every order is one unit of this SKU (e.g. LATTE-16): all shoppers compete for it")
 	near := fs.String("near", "", "every shopper orders from this point, LAT,LNG (default: random points over the chain's area)")
+	basket := fs.Bool("basket", false, "each shopper sends its cart whole, lines and pickup in one CreateCart, as an app keeping its own basket does (default: one change at a time: CreateCart, AddLine per line, SetPickup)")
 	radius := fs.Float64("radius", 25_000, "pickup store search radius in metres")
 	out := fs.String("out", "", "write the results as JSON to this file")
 	histogram := fs.String("histogram", "", "draw the latency histograms as SVG into this file")
@@ -180,7 +181,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintln(stderr, "mobile-mock load: need -shoppers ≥ 1 and a positive -duration or -orders")
 		return 2
 	}
-	cfg := load.Config{Shoppers: *shoppers, Orders: *orders, HotSKU: strings.TrimSpace(*hotSKU), RadiusMeters: *radius, MaxInFlight: *inFlight}
+	cfg := load.Config{Shoppers: *shoppers, Orders: *orders, HotSKU: strings.TrimSpace(*hotSKU), RadiusMeters: *radius, MaxInFlight: *inFlight, Basket: *basket}
 	if *orders == 0 {
 		cfg.Duration = *duration
 	}

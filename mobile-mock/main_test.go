@@ -167,6 +167,32 @@ func TestLoadRunsOrdersToCollectedAndMeasuresThem(t *testing.T) {
 	}
 }
 
+// With -basket each shopper sends its cart whole: one CreateCart with the lines and the
+// pickup choice, then the checkout, and every order still goes through its whole life.
+func TestLoadWithBasketsMakesEachCartInOneCall(t *testing.T) {
+	ready, flags := startHandoff(t)
+	res, summary, _ := loadRun(t, ready, flags, "-shoppers", "2", "-orders", "8", "-basket")
+	t.Logf("summary:\n%s", summary)
+	if !res.Basket || !strings.Contains(summary, "sent whole in one CreateCart") {
+		t.Errorf("the results do not say the carts were sent whole:\n%s", summary)
+	}
+	if res.Checkouts != 8 || res.Confirmed == 0 || res.Confirmed+res.Rejected != 8 || res.Collected != res.Confirmed || len(res.Errors) != 0 {
+		t.Errorf("8 checkouts from whole carts: %d checkouts, %d confirmed, %d rejected, %d collected, errors %v",
+			res.Checkouts, res.Confirmed, res.Rejected, res.Collected, res.Errors)
+	}
+	for _, rpc := range []string{"AddLine", "SetPickup"} {
+		if _, ok := res.Calls[rpc]; ok {
+			t.Errorf("%s was called; whole carts need only CreateCart and Checkout", rpc)
+		}
+	}
+	if res.Calls["CreateCart"].Count != 8 {
+		t.Errorf("CreateCart calls: %+v, want 8", res.Calls["CreateCart"])
+	}
+	if !res.Sound() {
+		t.Errorf("oversold %d, unchecked %d units, invariants %+v", res.OversoldUnits, res.UncheckedUnits, res.Invariants)
+	}
+}
+
 // Every shopper after the same scarce SKU: some are turned away, none gets stock that was not
 // there.
 func TestLoadOnAScarceHotSKUOversellsNothing(t *testing.T) {

@@ -69,6 +69,10 @@ type Config struct {
 	RadiusMeters float64
 	// OrderTimeout bounds one order's whole lifecycle; 0 means 30s.
 	OrderTimeout time.Duration
+	// Basket makes each shopper send its cart whole, lines and pickup choice in one CreateCart,
+	// as an app that keeps the basket itself (or "order again") does; otherwise the cart is
+	// made one change at a time: CreateCart, AddLine per line, SetPickup.
+	Basket bool
 	// MaxInFlight is how many orders one shopper may have open at once (from checkout to
 	// COLLECTED or another end); 0 means 4. A shopper starts its next order once the last one
 	// is CONFIRMED, as long as fewer than MaxInFlight are open.
@@ -437,22 +441,8 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	ctx, cancel := context.WithTimeout(shopper.WithToken(ctx, r.token(who)), r.cfg.OrderTimeout)
 	defer cancel()
 
-	cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(&cartv1.CreateCartRequest{}))
-	if err != nil {
-		r.fail("CreateCart", err)
-		return
-	}
-	cartID := cres.Msg.GetCart().GetId()
-	for _, l := range r.pickLines(rng) {
-		if _, err := r.app.Cart.AddLine(ctx, connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: l.GetSku(), Quantity: l.GetQuantity()})); err != nil {
-			r.fail("AddLine", err)
-			return
-		}
-	}
-	if _, err := r.app.Cart.SetPickup(ctx, connect.NewRequest(&cartv1.SetPickupRequest{CartId: cartID, Pickup: &cartv1.Pickup{
-		Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{Location: r.pickPoint(rng), RadiusMeters: r.cfg.RadiusMeters}},
-	}})); err != nil {
-		r.fail("SetPickup", err)
+	cartID, ok := r.fillCart(ctx, rng)
+	if !ok {
 		return
 	}
 
@@ -461,7 +451,10 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	// No answer is not no order: as the cart asks, the shopper retries with the same key to
 	// learn the order's fate (else its units would be missing from the oversold check).
 	key := "load-" + uuid.NewString()
-	var kres *connect.Response[cartv1.CheckoutResponse]
+	var (
+		kres *connect.Response[cartv1.CheckoutResponse]
+		err  error
+	)
 	for attempt := 1; ; attempt++ {
 		kres, err = r.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: key}))
 		if err == nil || attempt == checkoutAttempts || ctx.Err() != nil || !retryCheckout(connect.CodeOf(err)) {
@@ -560,6 +553,42 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		err = connect.NewError(connect.CodeUnknown, fmt.Errorf("stream ended with the order %s", state))
 	}
 	r.fail("WatchOrder", err)
+}
+
+// fillCart makes the order's cart, whole or change by change as configured, and returns its
+// id; false when a call failed (counted).
+func (r *run) fillCart(ctx context.Context, rng *rand.Rand) (string, bool) {
+	lines := r.pickLines(rng)
+	pickup := &cartv1.Pickup{Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{Location: r.pickPoint(rng), RadiusMeters: r.cfg.RadiusMeters}}}
+	if r.cfg.Basket {
+		basket := &cartv1.CreateCartRequest{Pickup: pickup}
+		for _, l := range lines {
+			basket.Lines = append(basket.Lines, &cartv1.NewCartLine{Sku: l.GetSku(), Quantity: l.GetQuantity()})
+		}
+		cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(basket))
+		if err != nil {
+			r.fail("CreateCart", err)
+			return "", false
+		}
+		return cres.Msg.GetCart().GetId(), true
+	}
+	cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(&cartv1.CreateCartRequest{}))
+	if err != nil {
+		r.fail("CreateCart", err)
+		return "", false
+	}
+	cartID := cres.Msg.GetCart().GetId()
+	for _, l := range lines {
+		if _, err := r.app.Cart.AddLine(ctx, connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: l.GetSku(), Quantity: l.GetQuantity()})); err != nil {
+			r.fail("AddLine", err)
+			return "", false
+		}
+	}
+	if _, err := r.app.Cart.SetPickup(ctx, connect.NewRequest(&cartv1.SetPickupRequest{CartId: cartID, Pickup: pickup})); err != nil {
+		r.fail("SetPickup", err)
+		return "", false
+	}
+	return cartID, true
 }
 
 // pickLines makes an order: one unit of the hot SKU, or 1-3 menu lines of 1-2 units.

@@ -28,6 +28,9 @@ type Result struct {
 	// MaxInFlight is how many orders one shopper could have open at once: it starts the next
 	// checkout once an order is CONFIRMED, while the pickup goes on.
 	MaxInFlight int `json:"max_in_flight_per_shopper"`
+	// Basket is whether each cart was sent whole in one CreateCart, rather than made one
+	// change at a time.
+	Basket bool `json:"basket"`
 	// Mode is "spread" (menu orders over the chain) or "hot-sku".
 	Mode    string `json:"mode"`
 	HotSKU  string `json:"hot_sku,omitempty"`
@@ -168,6 +171,7 @@ func (r *run) result(ctx context.Context) *Result {
 		Started:       r.start,
 		Shoppers:      r.cfg.Shoppers,
 		MaxInFlight:   r.cfg.MaxInFlight,
+		Basket:        r.cfg.Basket,
 		Mode:          "spread",
 		HotSKU:        r.cfg.HotSKU,
 		Gateway:       r.cfg.Endpoints.GatewayURL,
@@ -275,8 +279,12 @@ func (res *Result) PrintSummary(w io.Writer) {
 	}
 	fmt.Fprintf(w, "Handoff load: %d shoppers, %.1fs, %s; %d stores with a terminal\n", res.Shoppers, res.WindowSeconds, what, res.Stores)
 	fmt.Fprintf(w, "  shoppers → gateway %s (gRPC-web); terminals → pos-adapter %s (gRPC-web)\n", res.Gateway, res.POS)
+	cart := "made one change at a time (CreateCart, AddLine per line, SetPickup)"
+	if res.Basket {
+		cart = "sent whole in one CreateCart"
+	}
 	if res.MaxInFlight > 0 {
-		fmt.Fprintf(w, "  model: a shopper checks out again once its order is CONFIRMED; the pickup runs on beside it, ≤ %d open orders per shopper\n", res.MaxInFlight)
+		fmt.Fprintf(w, "  model: a shopper checks out again once its order is CONFIRMED; the pickup runs on beside it, ≤ %d open orders per shopper; each cart %s\n", res.MaxInFlight, cart)
 	}
 	fmt.Fprintf(w, "  host: %d CPUs, load average %.1f at the start, %.1f at the end\n", res.Host.CPUs, res.Host.LoadAverageStart, res.Host.LoadAverageEnd)
 	fmt.Fprintf(w, "  orders/s          %8.1f   checkouts CONFIRMED with the ticket at a terminal (%d in all)\n", res.OrdersPerSecond, res.OrdersWithTicket)

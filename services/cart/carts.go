@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
@@ -279,15 +280,71 @@ func (s *Service) tryMutate(ctx context.Context, q querier, customer, cartID str
 	return next, nil
 }
 
-// CreateCart starts an empty cart for customer.
-func (s *Service) CreateCart(ctx context.Context, customer string) (*cartv1.Cart, error) {
-	req := createReq{id: uuid.Must(uuid.NewV7()).String(), customer: customer}
-	c, err := s.creates.Do(ctx, req)
+// CreateCart starts a cart for customer, holding the lines and pickup choice of req if it has
+// any: what AddLine and SetPickup would make of them, decided and stored at once. Anything
+// refused refuses the whole request, before any cart is made.
+func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.CreateCartRequest) (*cartv1.Cart, error) {
+	lines := req.GetLines()
+	var v rpcerr.Violations
+	for i, l := range lines {
+		if l.GetSku() == "" {
+			v.Add(fmt.Sprintf("lines[%d].sku", i), "is required")
+		}
+		if q := l.GetQuantity(); q < minQuantity || q > maxQuantity {
+			v.Addf(fmt.Sprintf("lines[%d].quantity", i), "must be between %d and %d, got %d", minQuantity, maxQuantity, q)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	c := &cartRow{}
+	var pickup pickupChoice
+	if req.GetPickup() != nil {
+		var err error
+		if pickup, err = s.choosePickup(ctx, req.GetPickup()); err != nil {
+			return nil, err
+		}
+		pickup.apply(c)
+	}
+	var variants map[string]*catalogv1.Variant
+	if len(lines) > 0 {
+		skus := make([]string, 0, len(lines))
+		for _, l := range lines {
+			if !slices.Contains(skus, l.GetSku()) {
+				skus = append(skus, l.GetSku())
+			}
+		}
+		if len(skus) > maxLines {
+			return nil, rpcerr.Invalid("lines", fmt.Sprintf("a cart has at most %d lines, got %d different SKUs", maxLines, len(skus)))
+		}
+		var err error
+		if variants, err = s.variants(ctx, skus); err != nil {
+			return nil, lookupFailed("catalog", err)
+		}
+		for i, l := range lines {
+			variant, ok := variants[l.GetSku()]
+			if err := s.checkOrderable(l.GetSku(), variant, ok); err != nil {
+				return nil, status.Errorf(status.Code(err), "lines[%d]: %s", i, status.Convert(err).Message())
+			}
+			if err := addUnits(c, fmt.Sprintf("lines[%d].quantity", i), variant, l.GetQuantity()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.Lines == nil {
+		c.Lines = []lineRow{} // the column holds an array, never null
+	}
+	linesJSON, err := json.Marshal(c.Lines)
+	if err != nil {
+		return nil, fmt.Errorf("encode lines of a new cart: %w", err)
+	}
+	created, err := s.creates.Do(ctx, createReq{id: uuid.Must(uuid.NewV7()).String(), customer: customer, lines: string(linesJSON),
+		storeID: c.StoreID, nearLat: c.NearLat, nearLng: c.NearLng, nearRadius: c.NearRadius})
 	if err != nil {
 		return nil, err
 	}
-	s.rows.put(c.clone())
-	return s.view(ctx, c), nil
+	s.rows.put(created.clone())
+	return s.viewWith(ctx, created, learned{variants: variants, store: pickup.store}), nil
 }
 
 // GetCart returns customer's cart, repriced, with availability at the chosen store.
@@ -330,27 +387,34 @@ func (s *Service) AddLine(ctx context.Context, customer string, req *cartv1.AddL
 	if err != nil {
 		return nil, err
 	}
-	price := variant.GetPrice()
 	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
-		l := c.lineBySKU(req.GetSku())
-		if l == nil {
-			if len(c.Lines) >= maxLines {
-				return rpcerr.FailedPrecondition("cart %q already has the maximum of %d lines", c.ID, maxLines)
-			}
-			c.Lines = append(c.Lines, lineRow{LineID: uuid.Must(uuid.NewV7()).String(), SKU: req.GetSku()})
-			l = &c.Lines[len(c.Lines)-1]
-		} else if total := l.Quantity + req.GetQuantity(); total > maxQuantity {
-			return rpcerr.Invalid("quantity", fmt.Sprintf("line %s already has %d of sku %q; adding %d would make %d, more than %d", l.LineID, l.Quantity, l.SKU, req.GetQuantity(), total, maxQuantity))
-		}
-		l.Quantity += req.GetQuantity()
-		l.ProductID, l.ProductName, l.VariantName = variant.GetProductId(), variant.GetProductName(), variant.GetName()
-		l.PriceMinor, l.Currency = price.GetAmountMinor(), price.GetCurrencyCode()
-		return nil
+		return addUnits(c, "quantity", variant, req.GetQuantity())
 	})
 	if err != nil {
 		return nil, err
 	}
 	return s.viewWith(ctx, c, learned{variants: map[string]*catalogv1.Variant{req.GetSku(): variant}}), nil
+}
+
+// addUnits adds quantity of variant to c: a new line, or more of the line that has its SKU,
+// up to maxQuantity (field names the quantity when that is passed). Either way the line takes
+// the variant's names and price.
+func addUnits(c *cartRow, field string, variant *catalogv1.Variant, quantity int32) error {
+	l := c.lineBySKU(variant.GetSku())
+	if l == nil {
+		if len(c.Lines) >= maxLines {
+			return rpcerr.FailedPrecondition("cart %q already has the maximum of %d lines", c.ID, maxLines)
+		}
+		c.Lines = append(c.Lines, lineRow{LineID: uuid.Must(uuid.NewV7()).String(), SKU: variant.GetSku()})
+		l = &c.Lines[len(c.Lines)-1]
+	} else if total := l.Quantity + quantity; total > maxQuantity {
+		return rpcerr.Invalid(field, fmt.Sprintf("line %s already has %d of sku %q; adding %d would make %d, more than %d", l.LineID, l.Quantity, l.SKU, quantity, total, maxQuantity))
+	}
+	price := variant.GetPrice()
+	l.Quantity += quantity
+	l.ProductID, l.ProductName, l.VariantName = variant.GetProductId(), variant.GetProductName(), variant.GetName()
+	l.PriceMinor, l.Currency = price.GetAmountMinor(), price.GetCurrencyCode()
+	return nil
 }
 
 // UpdateLine sets a line's quantity.
@@ -408,20 +472,45 @@ func (s *Service) ClearCart(ctx context.Context, customer string, req *cartv1.Cl
 
 // SetPickup chooses a named store (which must exist) or the nearest store around a point.
 func (s *Service) SetPickup(ctx context.Context, customer string, req *cartv1.SetPickupRequest) (*cartv1.Cart, error) {
-	var storeID *string
-	var lat, lng, radius *float64
-	var store *inventoryv1.Store
-	switch ch := req.GetPickup().GetChoice().(type) {
+	// Before reading the cart: an unknown store costs no cart read.
+	pickup, err := s.choosePickup(ctx, req.GetPickup())
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
+		pickup.apply(c)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.viewWith(ctx, c, learned{store: pickup.store}), nil
+}
+
+// pickupChoice is a checked Pickup: a named store, or a point and a radius.
+type pickupChoice struct {
+	storeID          *string
+	lat, lng, radius *float64
+	store            *inventoryv1.Store // the named store, as inventory has it
+}
+
+func (p pickupChoice) apply(c *cartRow) {
+	c.StoreID, c.NearLat, c.NearLng, c.NearRadius = p.storeID, p.lat, p.lng, p.radius
+}
+
+// choosePickup checks p (the request's field "pickup"): a named store must exist, a point
+// must be on the globe and its radius within bounds.
+func (s *Service) choosePickup(ctx context.Context, p *cartv1.Pickup) (pickupChoice, error) {
+	switch ch := p.GetChoice().(type) {
 	case *cartv1.Pickup_StoreId:
 		if ch.StoreId == "" {
-			return nil, rpcerr.Invalid("pickup.store_id", "must not be empty")
+			return pickupChoice{}, rpcerr.Invalid("pickup.store_id", "must not be empty")
 		}
-		// Before reading the cart: an unknown store costs no cart read.
-		var err error
-		if store, err = s.store(ctx, ch.StoreId); err != nil {
-			return nil, err
+		store, err := s.store(ctx, ch.StoreId)
+		if err != nil {
+			return pickupChoice{}, err
 		}
-		storeID = &ch.StoreId
+		return pickupChoice{storeID: &ch.StoreId, store: store}, nil
 	case *cartv1.Pickup_Nearest:
 		var v rpcerr.Violations
 		loc := ch.Nearest.GetLocation()
@@ -439,21 +528,13 @@ func (s *Service) SetPickup(ctx context.Context, customer string, req *cartv1.Se
 			v.Addf("pickup.nearest.radius_meters", "must be between 0 and %d, got %v", maxRadiusMeters, r)
 		}
 		if err := v.Err(); err != nil {
-			return nil, err
+			return pickupChoice{}, err
 		}
 		la, ln, r := loc.GetLatitude(), loc.GetLongitude(), ch.Nearest.GetRadiusMeters()
-		lat, lng, radius = &la, &ln, &r
+		return pickupChoice{lat: &la, lng: &ln, radius: &r}, nil
 	default:
-		return nil, rpcerr.Invalid("pickup", "choose a store_id or nearest")
+		return pickupChoice{}, rpcerr.Invalid("pickup", "choose a store_id or nearest")
 	}
-	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
-		c.StoreID, c.NearLat, c.NearLng, c.NearRadius = storeID, lat, lng, radius
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return s.viewWith(ctx, c, learned{store: store}), nil
 }
 
 func deref(s *string) string {

@@ -13,10 +13,18 @@ import (
 // statement and one commit. Should a batch fail, each of its carts is inserted alone
 // (coalesce.FailAll), which gives a failing one its own error.
 
-// createReq is one new cart: its fresh id and its owner.
-type createReq struct{ id, customer string }
+// createReq is one new cart: its fresh id, its owner, and what it starts with (lines as
+// stored, "[]" for none; pickup columns nil for no choice).
+type createReq struct {
+	id, customer, lines          string
+	storeID                      *string
+	nearLat, nearLng, nearRadius *float64
+}
 
-const createManySQL = `INSERT INTO carts (id, customer_id) SELECT * FROM unnest($1::text[], $2::text[])
+const createManySQL = `INSERT INTO carts (id, customer_id, lines, pickup_store_id, near_lat, near_lng, near_radius_m)
+	SELECT id, customer_id, lines::jsonb, store_id, lat, lng, radius
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::float8[])
+		AS t(id, customer_id, lines, store_id, lat, lng, radius)
 	RETURNING ` + cartColumns
 
 // createMany inserts the carts of reqs in one statement and returns each one's stored row.
@@ -34,13 +42,16 @@ func (s *Service) createMany(ctx context.Context, reqs []createReq) []coalesce.R
 		}
 		return coalesce.FailAll[*cartRow](len(reqs), fmt.Errorf("create cart: %w", err))
 	}
-	ids, customers := make([]string, len(reqs)), make([]string, len(reqs))
+	ids, customers, lines := make([]string, len(reqs)), make([]string, len(reqs)), make([]string, len(reqs))
+	stores := make([]*string, len(reqs))
+	lats, lngs, radii := make([]*float64, len(reqs)), make([]*float64, len(reqs)), make([]*float64, len(reqs))
 	at := make(map[string]int, len(reqs))
 	for i, r := range reqs {
-		ids[i], customers[i] = r.id, r.customer
+		ids[i], customers[i], lines[i] = r.id, r.customer, r.lines
+		stores[i], lats[i], lngs[i], radii[i] = r.storeID, r.nearLat, r.nearLng, r.nearRadius
 		at[r.id] = i
 	}
-	rows, err := s.db.Query(ctx, createManySQL, ids, customers)
+	rows, err := s.db.Query(ctx, createManySQL, ids, customers, lines, stores, lats, lngs, radii)
 	if err != nil {
 		return fail(err)
 	}

@@ -4,7 +4,7 @@ import "context"
 
 // InsertCartAlone is a new cart's write made alone, as after a failed batch; tests only.
 func (s *Service) InsertCartAlone(ctx context.Context, id, customer string) (string, int64, error) {
-	out := s.createMany(ctx, []createReq{{id: id, customer: customer}})
+	out := s.createMany(ctx, []createReq{{id: id, customer: customer, lines: "[]"}})
 	if out[0].Err != nil {
 		return "", 0, out[0].Err
 	}

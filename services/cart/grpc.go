@@ -21,12 +21,12 @@ type api struct {
 	s *Service
 }
 
-func (a api) CreateCart(ctx context.Context, _ *cartv1.CreateCartRequest) (*cartv1.CreateCartResponse, error) {
+func (a api) CreateCart(ctx context.Context, req *cartv1.CreateCartRequest) (*cartv1.CreateCartResponse, error) {
 	customer, err := callerID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c, err := a.s.CreateCart(ctx, customer)
+	c, err := a.s.CreateCart(ctx, customer, req)
 	if err != nil {
 		return nil, err
 	}

@@ -476,9 +476,15 @@ func (x *Cart) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
-// Request for CreateCart.
+// Request for CreateCart. Both fields are optional; either refused refuses the whole request
+// and no cart is made.
 type CreateCartRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lines to start with, as AddLine would add them in this order: a SKU given twice makes one
+	// line of both quantities (at most 99). At most 100 lines.
+	Lines []*NewCartLine `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	// Where to pick up, as SetPickup takes it (store_name is ignored).
+	Pickup        *Pickup `protobuf:"bytes,2,opt,name=pickup,proto3" json:"pickup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +519,75 @@ func (*CreateCartRequest) Descriptor() ([]byte, []int) {
 	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{4}
 }
 
+func (x *CreateCartRequest) GetLines() []*NewCartLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *CreateCartRequest) GetPickup() *Pickup {
+	if x != nil {
+		return x.Pickup
+	}
+	return nil
+}
+
+// NewCartLine is a line to start a cart with.
+type NewCartLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SKU code; must exist and be orderable.
+	Sku string `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	// Units, 1-99.
+	Quantity      int32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewCartLine) Reset() {
+	*x = NewCartLine{}
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewCartLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewCartLine) ProtoMessage() {}
+
+func (x *NewCartLine) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewCartLine.ProtoReflect.Descriptor instead.
+func (*NewCartLine) Descriptor() ([]byte, []int) {
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NewCartLine) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *NewCartLine) GetQuantity() int32 {
+	if x != nil {
+		return x.Quantity
+	}
+	return 0
+}
+
 // Response for CreateCart.
 type CreateCartResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -524,7 +599,7 @@ type CreateCartResponse struct {
 
 func (x *CreateCartResponse) Reset() {
 	*x = CreateCartResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[5]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +611,7 @@ func (x *CreateCartResponse) String() string {
 func (*CreateCartResponse) ProtoMessage() {}
 
 func (x *CreateCartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[5]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +624,7 @@ func (x *CreateCartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCartResponse.ProtoReflect.Descriptor instead.
 func (*CreateCartResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{5}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateCartResponse) GetCart() *Cart {
@@ -570,7 +645,7 @@ type GetCartRequest struct {
 
 func (x *GetCartRequest) Reset() {
 	*x = GetCartRequest{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[6]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +657,7 @@ func (x *GetCartRequest) String() string {
 func (*GetCartRequest) ProtoMessage() {}
 
 func (x *GetCartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[6]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +670,7 @@ func (x *GetCartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCartRequest.ProtoReflect.Descriptor instead.
 func (*GetCartRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{6}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetCartRequest) GetCartId() string {
@@ -616,7 +691,7 @@ type GetCartResponse struct {
 
 func (x *GetCartResponse) Reset() {
 	*x = GetCartResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[7]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +703,7 @@ func (x *GetCartResponse) String() string {
 func (*GetCartResponse) ProtoMessage() {}
 
 func (x *GetCartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[7]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +716,7 @@ func (x *GetCartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCartResponse.ProtoReflect.Descriptor instead.
 func (*GetCartResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{7}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetCartResponse) GetCart() *Cart {
@@ -668,7 +743,7 @@ type AddLineRequest struct {
 
 func (x *AddLineRequest) Reset() {
 	*x = AddLineRequest{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[8]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +755,7 @@ func (x *AddLineRequest) String() string {
 func (*AddLineRequest) ProtoMessage() {}
 
 func (x *AddLineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[8]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +768,7 @@ func (x *AddLineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddLineRequest.ProtoReflect.Descriptor instead.
 func (*AddLineRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{8}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AddLineRequest) GetCartId() string {
@@ -735,7 +810,7 @@ type AddLineResponse struct {
 
 func (x *AddLineResponse) Reset() {
 	*x = AddLineResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[9]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +822,7 @@ func (x *AddLineResponse) String() string {
 func (*AddLineResponse) ProtoMessage() {}
 
 func (x *AddLineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[9]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +835,7 @@ func (x *AddLineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddLineResponse.ProtoReflect.Descriptor instead.
 func (*AddLineResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{9}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AddLineResponse) GetCart() *Cart {
@@ -787,7 +862,7 @@ type UpdateLineRequest struct {
 
 func (x *UpdateLineRequest) Reset() {
 	*x = UpdateLineRequest{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[10]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +874,7 @@ func (x *UpdateLineRequest) String() string {
 func (*UpdateLineRequest) ProtoMessage() {}
 
 func (x *UpdateLineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[10]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +887,7 @@ func (x *UpdateLineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLineRequest.ProtoReflect.Descriptor instead.
 func (*UpdateLineRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{10}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateLineRequest) GetCartId() string {
@@ -854,7 +929,7 @@ type UpdateLineResponse struct {
 
 func (x *UpdateLineResponse) Reset() {
 	*x = UpdateLineResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[11]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +941,7 @@ func (x *UpdateLineResponse) String() string {
 func (*UpdateLineResponse) ProtoMessage() {}
 
 func (x *UpdateLineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[11]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +954,7 @@ func (x *UpdateLineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLineResponse.ProtoReflect.Descriptor instead.
 func (*UpdateLineResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{11}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateLineResponse) GetCart() *Cart {
@@ -904,7 +979,7 @@ type RemoveLineRequest struct {
 
 func (x *RemoveLineRequest) Reset() {
 	*x = RemoveLineRequest{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[12]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +991,7 @@ func (x *RemoveLineRequest) String() string {
 func (*RemoveLineRequest) ProtoMessage() {}
 
 func (x *RemoveLineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[12]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1004,7 @@ func (x *RemoveLineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveLineRequest.ProtoReflect.Descriptor instead.
 func (*RemoveLineRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{12}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveLineRequest) GetCartId() string {
@@ -964,7 +1039,7 @@ type RemoveLineResponse struct {
 
 func (x *RemoveLineResponse) Reset() {
 	*x = RemoveLineResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[13]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1051,7 @@ func (x *RemoveLineResponse) String() string {
 func (*RemoveLineResponse) ProtoMessage() {}
 
 func (x *RemoveLineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[13]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1064,7 @@ func (x *RemoveLineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveLineResponse.ProtoReflect.Descriptor instead.
 func (*RemoveLineResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{13}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveLineResponse) GetCart() *Cart {
@@ -1012,7 +1087,7 @@ type ClearCartRequest struct {
 
 func (x *ClearCartRequest) Reset() {
 	*x = ClearCartRequest{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[14]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1099,7 @@ func (x *ClearCartRequest) String() string {
 func (*ClearCartRequest) ProtoMessage() {}
 
 func (x *ClearCartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[14]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1112,7 @@ func (x *ClearCartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearCartRequest.ProtoReflect.Descriptor instead.
 func (*ClearCartRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{14}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClearCartRequest) GetCartId() string {
@@ -1065,7 +1140,7 @@ type ClearCartResponse struct {
 
 func (x *ClearCartResponse) Reset() {
 	*x = ClearCartResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[15]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1152,7 @@ func (x *ClearCartResponse) String() string {
 func (*ClearCartResponse) ProtoMessage() {}
 
 func (x *ClearCartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[15]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1165,7 @@ func (x *ClearCartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearCartResponse.ProtoReflect.Descriptor instead.
 func (*ClearCartResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{15}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClearCartResponse) GetCart() *Cart {
@@ -1115,7 +1190,7 @@ type SetPickupRequest struct {
 
 func (x *SetPickupRequest) Reset() {
 	*x = SetPickupRequest{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[16]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1202,7 @@ func (x *SetPickupRequest) String() string {
 func (*SetPickupRequest) ProtoMessage() {}
 
 func (x *SetPickupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[16]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1215,7 @@ func (x *SetPickupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPickupRequest.ProtoReflect.Descriptor instead.
 func (*SetPickupRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{16}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetPickupRequest) GetCartId() string {
@@ -1175,7 +1250,7 @@ type SetPickupResponse struct {
 
 func (x *SetPickupResponse) Reset() {
 	*x = SetPickupResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[17]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1262,7 @@ func (x *SetPickupResponse) String() string {
 func (*SetPickupResponse) ProtoMessage() {}
 
 func (x *SetPickupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[17]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1275,7 @@ func (x *SetPickupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPickupResponse.ProtoReflect.Descriptor instead.
 func (*SetPickupResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{17}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetPickupResponse) GetCart() *Cart {
@@ -1233,7 +1308,7 @@ type CheckoutRequest struct {
 
 func (x *CheckoutRequest) Reset() {
 	*x = CheckoutRequest{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[18]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1320,7 @@ func (x *CheckoutRequest) String() string {
 func (*CheckoutRequest) ProtoMessage() {}
 
 func (x *CheckoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[18]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1333,7 @@ func (x *CheckoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckoutRequest.ProtoReflect.Descriptor instead.
 func (*CheckoutRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{18}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckoutRequest) GetCartId() string {
@@ -1317,7 +1392,7 @@ type CheckoutResponse struct {
 
 func (x *CheckoutResponse) Reset() {
 	*x = CheckoutResponse{}
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[19]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1404,7 @@ func (x *CheckoutResponse) String() string {
 func (*CheckoutResponse) ProtoMessage() {}
 
 func (x *CheckoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_cart_v1_cart_proto_msgTypes[19]
+	mi := &file_handoff_cart_v1_cart_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1417,7 @@ func (x *CheckoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckoutResponse.ProtoReflect.Descriptor instead.
 func (*CheckoutResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{19}
+	return file_handoff_cart_v1_cart_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CheckoutResponse) GetOrder() *v11.Order {
@@ -1400,8 +1475,13 @@ const file_handoff_cart_v1_cart_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x13\n" +
-	"\x11CreateCartRequest\"?\n" +
+	"updateTime\"x\n" +
+	"\x11CreateCartRequest\x122\n" +
+	"\x05lines\x18\x01 \x03(\v2\x1c.handoff.cart.v1.NewCartLineR\x05lines\x12/\n" +
+	"\x06pickup\x18\x02 \x01(\v2\x17.handoff.cart.v1.PickupR\x06pickup\";\n" +
+	"\vNewCartLine\x12\x10\n" +
+	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1a\n" +
+	"\bquantity\x18\x02 \x01(\x05R\bquantity\"?\n" +
 	"\x12CreateCartResponse\x12)\n" +
 	"\x04cart\x18\x01 \x01(\v2\x15.handoff.cart.v1.CartR\x04cart\")\n" +
 	"\x0eGetCartRequest\x12\x17\n" +
@@ -1481,7 +1561,7 @@ func file_handoff_cart_v1_cart_proto_rawDescGZIP() []byte {
 }
 
 var file_handoff_cart_v1_cart_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_handoff_cart_v1_cart_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_handoff_cart_v1_cart_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_handoff_cart_v1_cart_proto_goTypes = []any{
 	(CartState)(0),                // 0: handoff.cart.v1.CartState
 	(*CartLine)(nil),              // 1: handoff.cart.v1.CartLine
@@ -1489,68 +1569,71 @@ var file_handoff_cart_v1_cart_proto_goTypes = []any{
 	(*Pickup)(nil),                // 3: handoff.cart.v1.Pickup
 	(*Cart)(nil),                  // 4: handoff.cart.v1.Cart
 	(*CreateCartRequest)(nil),     // 5: handoff.cart.v1.CreateCartRequest
-	(*CreateCartResponse)(nil),    // 6: handoff.cart.v1.CreateCartResponse
-	(*GetCartRequest)(nil),        // 7: handoff.cart.v1.GetCartRequest
-	(*GetCartResponse)(nil),       // 8: handoff.cart.v1.GetCartResponse
-	(*AddLineRequest)(nil),        // 9: handoff.cart.v1.AddLineRequest
-	(*AddLineResponse)(nil),       // 10: handoff.cart.v1.AddLineResponse
-	(*UpdateLineRequest)(nil),     // 11: handoff.cart.v1.UpdateLineRequest
-	(*UpdateLineResponse)(nil),    // 12: handoff.cart.v1.UpdateLineResponse
-	(*RemoveLineRequest)(nil),     // 13: handoff.cart.v1.RemoveLineRequest
-	(*RemoveLineResponse)(nil),    // 14: handoff.cart.v1.RemoveLineResponse
-	(*ClearCartRequest)(nil),      // 15: handoff.cart.v1.ClearCartRequest
-	(*ClearCartResponse)(nil),     // 16: handoff.cart.v1.ClearCartResponse
-	(*SetPickupRequest)(nil),      // 17: handoff.cart.v1.SetPickupRequest
-	(*SetPickupResponse)(nil),     // 18: handoff.cart.v1.SetPickupResponse
-	(*CheckoutRequest)(nil),       // 19: handoff.cart.v1.CheckoutRequest
-	(*CheckoutResponse)(nil),      // 20: handoff.cart.v1.CheckoutResponse
-	(*v1.Money)(nil),              // 21: handoff.common.v1.Money
-	(*v1.LatLng)(nil),             // 22: handoff.common.v1.LatLng
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*v11.Order)(nil),             // 24: handoff.fulfilment.v1.Order
+	(*NewCartLine)(nil),           // 6: handoff.cart.v1.NewCartLine
+	(*CreateCartResponse)(nil),    // 7: handoff.cart.v1.CreateCartResponse
+	(*GetCartRequest)(nil),        // 8: handoff.cart.v1.GetCartRequest
+	(*GetCartResponse)(nil),       // 9: handoff.cart.v1.GetCartResponse
+	(*AddLineRequest)(nil),        // 10: handoff.cart.v1.AddLineRequest
+	(*AddLineResponse)(nil),       // 11: handoff.cart.v1.AddLineResponse
+	(*UpdateLineRequest)(nil),     // 12: handoff.cart.v1.UpdateLineRequest
+	(*UpdateLineResponse)(nil),    // 13: handoff.cart.v1.UpdateLineResponse
+	(*RemoveLineRequest)(nil),     // 14: handoff.cart.v1.RemoveLineRequest
+	(*RemoveLineResponse)(nil),    // 15: handoff.cart.v1.RemoveLineResponse
+	(*ClearCartRequest)(nil),      // 16: handoff.cart.v1.ClearCartRequest
+	(*ClearCartResponse)(nil),     // 17: handoff.cart.v1.ClearCartResponse
+	(*SetPickupRequest)(nil),      // 18: handoff.cart.v1.SetPickupRequest
+	(*SetPickupResponse)(nil),     // 19: handoff.cart.v1.SetPickupResponse
+	(*CheckoutRequest)(nil),       // 20: handoff.cart.v1.CheckoutRequest
+	(*CheckoutResponse)(nil),      // 21: handoff.cart.v1.CheckoutResponse
+	(*v1.Money)(nil),              // 22: handoff.common.v1.Money
+	(*v1.LatLng)(nil),             // 23: handoff.common.v1.LatLng
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*v11.Order)(nil),             // 25: handoff.fulfilment.v1.Order
 }
 var file_handoff_cart_v1_cart_proto_depIdxs = []int32{
-	21, // 0: handoff.cart.v1.CartLine.unit_price:type_name -> handoff.common.v1.Money
-	21, // 1: handoff.cart.v1.CartLine.line_total:type_name -> handoff.common.v1.Money
-	22, // 2: handoff.cart.v1.NearestStore.location:type_name -> handoff.common.v1.LatLng
+	22, // 0: handoff.cart.v1.CartLine.unit_price:type_name -> handoff.common.v1.Money
+	22, // 1: handoff.cart.v1.CartLine.line_total:type_name -> handoff.common.v1.Money
+	23, // 2: handoff.cart.v1.NearestStore.location:type_name -> handoff.common.v1.LatLng
 	2,  // 3: handoff.cart.v1.Pickup.nearest:type_name -> handoff.cart.v1.NearestStore
 	0,  // 4: handoff.cart.v1.Cart.state:type_name -> handoff.cart.v1.CartState
 	1,  // 5: handoff.cart.v1.Cart.lines:type_name -> handoff.cart.v1.CartLine
 	3,  // 6: handoff.cart.v1.Cart.pickup:type_name -> handoff.cart.v1.Pickup
-	21, // 7: handoff.cart.v1.Cart.subtotal:type_name -> handoff.common.v1.Money
-	23, // 8: handoff.cart.v1.Cart.create_time:type_name -> google.protobuf.Timestamp
-	23, // 9: handoff.cart.v1.Cart.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 10: handoff.cart.v1.CreateCartResponse.cart:type_name -> handoff.cart.v1.Cart
-	4,  // 11: handoff.cart.v1.GetCartResponse.cart:type_name -> handoff.cart.v1.Cart
-	4,  // 12: handoff.cart.v1.AddLineResponse.cart:type_name -> handoff.cart.v1.Cart
-	4,  // 13: handoff.cart.v1.UpdateLineResponse.cart:type_name -> handoff.cart.v1.Cart
-	4,  // 14: handoff.cart.v1.RemoveLineResponse.cart:type_name -> handoff.cart.v1.Cart
-	4,  // 15: handoff.cart.v1.ClearCartResponse.cart:type_name -> handoff.cart.v1.Cart
-	3,  // 16: handoff.cart.v1.SetPickupRequest.pickup:type_name -> handoff.cart.v1.Pickup
-	4,  // 17: handoff.cart.v1.SetPickupResponse.cart:type_name -> handoff.cart.v1.Cart
-	24, // 18: handoff.cart.v1.CheckoutResponse.order:type_name -> handoff.fulfilment.v1.Order
-	4,  // 19: handoff.cart.v1.CheckoutResponse.cart:type_name -> handoff.cart.v1.Cart
-	5,  // 20: handoff.cart.v1.CartService.CreateCart:input_type -> handoff.cart.v1.CreateCartRequest
-	7,  // 21: handoff.cart.v1.CartService.GetCart:input_type -> handoff.cart.v1.GetCartRequest
-	9,  // 22: handoff.cart.v1.CartService.AddLine:input_type -> handoff.cart.v1.AddLineRequest
-	11, // 23: handoff.cart.v1.CartService.UpdateLine:input_type -> handoff.cart.v1.UpdateLineRequest
-	13, // 24: handoff.cart.v1.CartService.RemoveLine:input_type -> handoff.cart.v1.RemoveLineRequest
-	15, // 25: handoff.cart.v1.CartService.ClearCart:input_type -> handoff.cart.v1.ClearCartRequest
-	17, // 26: handoff.cart.v1.CartService.SetPickup:input_type -> handoff.cart.v1.SetPickupRequest
-	19, // 27: handoff.cart.v1.CartService.Checkout:input_type -> handoff.cart.v1.CheckoutRequest
-	6,  // 28: handoff.cart.v1.CartService.CreateCart:output_type -> handoff.cart.v1.CreateCartResponse
-	8,  // 29: handoff.cart.v1.CartService.GetCart:output_type -> handoff.cart.v1.GetCartResponse
-	10, // 30: handoff.cart.v1.CartService.AddLine:output_type -> handoff.cart.v1.AddLineResponse
-	12, // 31: handoff.cart.v1.CartService.UpdateLine:output_type -> handoff.cart.v1.UpdateLineResponse
-	14, // 32: handoff.cart.v1.CartService.RemoveLine:output_type -> handoff.cart.v1.RemoveLineResponse
-	16, // 33: handoff.cart.v1.CartService.ClearCart:output_type -> handoff.cart.v1.ClearCartResponse
-	18, // 34: handoff.cart.v1.CartService.SetPickup:output_type -> handoff.cart.v1.SetPickupResponse
-	20, // 35: handoff.cart.v1.CartService.Checkout:output_type -> handoff.cart.v1.CheckoutResponse
-	28, // [28:36] is the sub-list for method output_type
-	20, // [20:28] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	22, // 7: handoff.cart.v1.Cart.subtotal:type_name -> handoff.common.v1.Money
+	24, // 8: handoff.cart.v1.Cart.create_time:type_name -> google.protobuf.Timestamp
+	24, // 9: handoff.cart.v1.Cart.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 10: handoff.cart.v1.CreateCartRequest.lines:type_name -> handoff.cart.v1.NewCartLine
+	3,  // 11: handoff.cart.v1.CreateCartRequest.pickup:type_name -> handoff.cart.v1.Pickup
+	4,  // 12: handoff.cart.v1.CreateCartResponse.cart:type_name -> handoff.cart.v1.Cart
+	4,  // 13: handoff.cart.v1.GetCartResponse.cart:type_name -> handoff.cart.v1.Cart
+	4,  // 14: handoff.cart.v1.AddLineResponse.cart:type_name -> handoff.cart.v1.Cart
+	4,  // 15: handoff.cart.v1.UpdateLineResponse.cart:type_name -> handoff.cart.v1.Cart
+	4,  // 16: handoff.cart.v1.RemoveLineResponse.cart:type_name -> handoff.cart.v1.Cart
+	4,  // 17: handoff.cart.v1.ClearCartResponse.cart:type_name -> handoff.cart.v1.Cart
+	3,  // 18: handoff.cart.v1.SetPickupRequest.pickup:type_name -> handoff.cart.v1.Pickup
+	4,  // 19: handoff.cart.v1.SetPickupResponse.cart:type_name -> handoff.cart.v1.Cart
+	25, // 20: handoff.cart.v1.CheckoutResponse.order:type_name -> handoff.fulfilment.v1.Order
+	4,  // 21: handoff.cart.v1.CheckoutResponse.cart:type_name -> handoff.cart.v1.Cart
+	5,  // 22: handoff.cart.v1.CartService.CreateCart:input_type -> handoff.cart.v1.CreateCartRequest
+	8,  // 23: handoff.cart.v1.CartService.GetCart:input_type -> handoff.cart.v1.GetCartRequest
+	10, // 24: handoff.cart.v1.CartService.AddLine:input_type -> handoff.cart.v1.AddLineRequest
+	12, // 25: handoff.cart.v1.CartService.UpdateLine:input_type -> handoff.cart.v1.UpdateLineRequest
+	14, // 26: handoff.cart.v1.CartService.RemoveLine:input_type -> handoff.cart.v1.RemoveLineRequest
+	16, // 27: handoff.cart.v1.CartService.ClearCart:input_type -> handoff.cart.v1.ClearCartRequest
+	18, // 28: handoff.cart.v1.CartService.SetPickup:input_type -> handoff.cart.v1.SetPickupRequest
+	20, // 29: handoff.cart.v1.CartService.Checkout:input_type -> handoff.cart.v1.CheckoutRequest
+	7,  // 30: handoff.cart.v1.CartService.CreateCart:output_type -> handoff.cart.v1.CreateCartResponse
+	9,  // 31: handoff.cart.v1.CartService.GetCart:output_type -> handoff.cart.v1.GetCartResponse
+	11, // 32: handoff.cart.v1.CartService.AddLine:output_type -> handoff.cart.v1.AddLineResponse
+	13, // 33: handoff.cart.v1.CartService.UpdateLine:output_type -> handoff.cart.v1.UpdateLineResponse
+	15, // 34: handoff.cart.v1.CartService.RemoveLine:output_type -> handoff.cart.v1.RemoveLineResponse
+	17, // 35: handoff.cart.v1.CartService.ClearCart:output_type -> handoff.cart.v1.ClearCartResponse
+	19, // 36: handoff.cart.v1.CartService.SetPickup:output_type -> handoff.cart.v1.SetPickupResponse
+	21, // 37: handoff.cart.v1.CartService.Checkout:output_type -> handoff.cart.v1.CheckoutResponse
+	30, // [30:38] is the sub-list for method output_type
+	22, // [22:30] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_handoff_cart_v1_cart_proto_init() }
@@ -1568,7 +1651,7 @@ func file_handoff_cart_v1_cart_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_cart_v1_cart_proto_rawDesc), len(file_handoff_cart_v1_cart_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,7 +39,8 @@ const (
 // Every change takes an optional expected_version: when set and stale, the change is refused
 // with Aborted and the cart is left exactly as it was.
 type CartServiceClient interface {
-	// CreateCart starts an empty cart for the caller.
+	// CreateCart starts a cart for the caller: empty, or already filled with lines and a pickup
+	// choice (a basket the app kept itself, or "order again") in one call.
 	CreateCart(ctx context.Context, in *CreateCartRequest, opts ...grpc.CallOption) (*CreateCartResponse, error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(ctx context.Context, in *GetCartRequest, opts ...grpc.CallOption) (*GetCartResponse, error)
@@ -153,7 +154,8 @@ func (c *cartServiceClient) Checkout(ctx context.Context, in *CheckoutRequest, o
 // Every change takes an optional expected_version: when set and stale, the change is refused
 // with Aborted and the cart is left exactly as it was.
 type CartServiceServer interface {
-	// CreateCart starts an empty cart for the caller.
+	// CreateCart starts a cart for the caller: empty, or already filled with lines and a pickup
+	// choice (a basket the app kept itself, or "order again") in one call.
 	CreateCart(context.Context, *CreateCartRequest) (*CreateCartResponse, error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(context.Context, *GetCartRequest) (*GetCartResponse, error)

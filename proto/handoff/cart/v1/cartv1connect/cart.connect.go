@@ -54,7 +54,8 @@ const (
 
 // CartServiceClient is a client for the handoff.cart.v1.CartService service.
 type CartServiceClient interface {
-	// CreateCart starts an empty cart for the caller.
+	// CreateCart starts a cart for the caller: empty, or already filled with lines and a pickup
+	// choice (a basket the app kept itself, or "order again") in one call.
 	CreateCart(context.Context, *connect.Request[v1.CreateCartRequest]) (*connect.Response[v1.CreateCartResponse], error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(context.Context, *connect.Request[v1.GetCartRequest]) (*connect.Response[v1.GetCartResponse], error)
@@ -188,7 +189,8 @@ func (c *cartServiceClient) Checkout(ctx context.Context, req *connect.Request[v
 
 // CartServiceHandler is an implementation of the handoff.cart.v1.CartService service.
 type CartServiceHandler interface {
-	// CreateCart starts an empty cart for the caller.
+	// CreateCart starts a cart for the caller: empty, or already filled with lines and a pickup
+	// choice (a basket the app kept itself, or "order again") in one call.
 	CreateCart(context.Context, *connect.Request[v1.CreateCartRequest]) (*connect.Response[v1.CreateCartResponse], error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(context.Context, *connect.Request[v1.GetCartRequest]) (*connect.Response[v1.GetCartResponse], error)

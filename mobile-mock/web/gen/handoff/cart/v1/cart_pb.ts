@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file handoff/cart/v1/cart.proto.
  */
 export const file_handoff_cart_v1_cart: GenFile = /*@__PURE__*/
-  fileDesc("ChpoYW5kb2ZmL2NhcnQvdjEvY2FydC5wcm90bxIPaGFuZG9mZi5jYXJ0LnYxIvIBCghDYXJ0TGluZRIPCgdsaW5lX2lkGAEgASgJEgsKA3NrdRgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJEhQKDHByb2R1Y3RfbmFtZRgEIAEoCRIUCgx2YXJpYW50X25hbWUYBSABKAkSEAoIcXVhbnRpdHkYBiABKAUSLAoKdW5pdF9wcmljZRgHIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLk1vbmV5EiwKCmxpbmVfdG90YWwYCCABKAsyGC5oYW5kb2ZmLmNvbW1vbi52MS5Nb25leRIaChJhdmFpbGFibGVfYXRfc3RvcmUYCSABKAUiUgoMTmVhcmVzdFN0b3JlEisKCGxvY2F0aW9uGAEgASgLMhkuaGFuZG9mZi5jb21tb24udjEuTGF0TG5nEhUKDXJhZGl1c19tZXRlcnMYAiABKAEibAoGUGlja3VwEhIKCHN0b3JlX2lkGAEgASgJSAASMAoHbmVhcmVzdBgCIAEoCzIdLmhhbmRvZmYuY2FydC52MS5OZWFyZXN0U3RvcmVIABISCgpzdG9yZV9uYW1lGAMgASgJQggKBmNob2ljZSLWAgoEQ2FydBIKCgJpZBgBIAEoCRITCgtjdXN0b21lcl9pZBgCIAEoCRIpCgVzdGF0ZRgDIAEoDjIaLmhhbmRvZmYuY2FydC52MS5DYXJ0U3RhdGUSKAoFbGluZXMYBCADKAsyGS5oYW5kb2ZmLmNhcnQudjEuQ2FydExpbmUSJwoGcGlja3VwGAUgASgLMhcuaGFuZG9mZi5jYXJ0LnYxLlBpY2t1cBIqCghzdWJ0b3RhbBgGIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLk1vbmV5Eg8KB3ZlcnNpb24YByABKAMSEAoIb3JkZXJfaWQYCCABKAkSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCITChFDcmVhdGVDYXJ0UmVxdWVzdCI5ChJDcmVhdGVDYXJ0UmVzcG9uc2USIwoEY2FydBgBIAEoCzIVLmhhbmRvZmYuY2FydC52MS5DYXJ0IiEKDkdldENhcnRSZXF1ZXN0Eg8KB2NhcnRfaWQYASABKAkiNgoPR2V0Q2FydFJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCJaCg5BZGRMaW5lUmVxdWVzdBIPCgdjYXJ0X2lkGAEgASgJEgsKA3NrdRgCIAEoCRIQCghxdWFudGl0eRgDIAEoBRIYChBleHBlY3RlZF92ZXJzaW9uGAQgASgDIjYKD0FkZExpbmVSZXNwb25zZRIjCgRjYXJ0GAEgASgLMhUuaGFuZG9mZi5jYXJ0LnYxLkNhcnQiYQoRVXBkYXRlTGluZVJlcXVlc3QSDwoHY2FydF9pZBgBIAEoCRIPCgdsaW5lX2lkGAIgASgJEhAKCHF1YW50aXR5GAMgASgFEhgKEGV4cGVjdGVkX3ZlcnNpb24YBCABKAMiOQoSVXBkYXRlTGluZVJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCJPChFSZW1vdmVMaW5lUmVxdWVzdBIPCgdjYXJ0X2lkGAEgASgJEg8KB2xpbmVfaWQYAiABKAkSGAoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoAyI5ChJSZW1vdmVMaW5lUmVzcG9uc2USIwoEY2FydBgBIAEoCzIVLmhhbmRvZmYuY2FydC52MS5DYXJ0Ij0KEENsZWFyQ2FydFJlcXVlc3QSDwoHY2FydF9pZBgBIAEoCRIYChBleHBlY3RlZF92ZXJzaW9uGAIgASgDIjgKEUNsZWFyQ2FydFJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCJmChBTZXRQaWNrdXBSZXF1ZXN0Eg8KB2NhcnRfaWQYASABKAkSJwoGcGlja3VwGAIgASgLMhcuaGFuZG9mZi5jYXJ0LnYxLlBpY2t1cBIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDIjgKEVNldFBpY2t1cFJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCKQAQoPQ2hlY2tvdXRSZXF1ZXN0Eg8KB2NhcnRfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAMSFQoNY3VzdG9tZXJfbm90ZRgEIAEoCRITCgtwaWNrdXBfbmFtZRgFIAEoCRINCgVlbWFpbBgGIAEoCSJkChBDaGVja291dFJlc3BvbnNlEisKBW9yZGVyGAEgASgLMhwuaGFuZG9mZi5mdWxmaWxtZW50LnYxLk9yZGVyEiMKBGNhcnQYAiABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCpYCglDYXJ0U3RhdGUSGgoWQ0FSVF9TVEFURV9VTlNQRUNJRklFRBAAEhMKD0NBUlRfU1RBVEVfT1BFThABEhoKFkNBUlRfU1RBVEVfQ0hFQ0tFRF9PVVQQAjKnBQoLQ2FydFNlcnZpY2USVQoKQ3JlYXRlQ2FydBIiLmhhbmRvZmYuY2FydC52MS5DcmVhdGVDYXJ0UmVxdWVzdBojLmhhbmRvZmYuY2FydC52MS5DcmVhdGVDYXJ0UmVzcG9uc2USTAoHR2V0Q2FydBIfLmhhbmRvZmYuY2FydC52MS5HZXRDYXJ0UmVxdWVzdBogLmhhbmRvZmYuY2FydC52MS5HZXRDYXJ0UmVzcG9uc2USTAoHQWRkTGluZRIfLmhhbmRvZmYuY2FydC52MS5BZGRMaW5lUmVxdWVzdBogLmhhbmRvZmYuY2FydC52MS5BZGRMaW5lUmVzcG9uc2USVQoKVXBkYXRlTGluZRIiLmhhbmRvZmYuY2FydC52MS5VcGRhdGVMaW5lUmVxdWVzdBojLmhhbmRvZmYuY2FydC52MS5VcGRhdGVMaW5lUmVzcG9uc2USVQoKUmVtb3ZlTGluZRIiLmhhbmRvZmYuY2FydC52MS5SZW1vdmVMaW5lUmVxdWVzdBojLmhhbmRvZmYuY2FydC52MS5SZW1vdmVMaW5lUmVzcG9uc2USUgoJQ2xlYXJDYXJ0EiEuaGFuZG9mZi5jYXJ0LnYxLkNsZWFyQ2FydFJlcXVlc3QaIi5oYW5kb2ZmLmNhcnQudjEuQ2xlYXJDYXJ0UmVzcG9uc2USUgoJU2V0UGlja3VwEiEuaGFuZG9mZi5jYXJ0LnYxLlNldFBpY2t1cFJlcXVlc3QaIi5oYW5kb2ZmLmNhcnQudjEuU2V0UGlja3VwUmVzcG9uc2USTwoIQ2hlY2tvdXQSIC5oYW5kb2ZmLmNhcnQudjEuQ2hlY2tvdXRSZXF1ZXN0GiEuaGFuZG9mZi5jYXJ0LnYxLkNoZWNrb3V0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_handoff_common_v1_common, file_handoff_fulfilment_v1_order]);
+  fileDesc("ChpoYW5kb2ZmL2NhcnQvdjEvY2FydC5wcm90bxIPaGFuZG9mZi5jYXJ0LnYxIvIBCghDYXJ0TGluZRIPCgdsaW5lX2lkGAEgASgJEgsKA3NrdRgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJEhQKDHByb2R1Y3RfbmFtZRgEIAEoCRIUCgx2YXJpYW50X25hbWUYBSABKAkSEAoIcXVhbnRpdHkYBiABKAUSLAoKdW5pdF9wcmljZRgHIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLk1vbmV5EiwKCmxpbmVfdG90YWwYCCABKAsyGC5oYW5kb2ZmLmNvbW1vbi52MS5Nb25leRIaChJhdmFpbGFibGVfYXRfc3RvcmUYCSABKAUiUgoMTmVhcmVzdFN0b3JlEisKCGxvY2F0aW9uGAEgASgLMhkuaGFuZG9mZi5jb21tb24udjEuTGF0TG5nEhUKDXJhZGl1c19tZXRlcnMYAiABKAEibAoGUGlja3VwEhIKCHN0b3JlX2lkGAEgASgJSAASMAoHbmVhcmVzdBgCIAEoCzIdLmhhbmRvZmYuY2FydC52MS5OZWFyZXN0U3RvcmVIABISCgpzdG9yZV9uYW1lGAMgASgJQggKBmNob2ljZSLWAgoEQ2FydBIKCgJpZBgBIAEoCRITCgtjdXN0b21lcl9pZBgCIAEoCRIpCgVzdGF0ZRgDIAEoDjIaLmhhbmRvZmYuY2FydC52MS5DYXJ0U3RhdGUSKAoFbGluZXMYBCADKAsyGS5oYW5kb2ZmLmNhcnQudjEuQ2FydExpbmUSJwoGcGlja3VwGAUgASgLMhcuaGFuZG9mZi5jYXJ0LnYxLlBpY2t1cBIqCghzdWJ0b3RhbBgGIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLk1vbmV5Eg8KB3ZlcnNpb24YByABKAMSEAoIb3JkZXJfaWQYCCABKAkSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJpChFDcmVhdGVDYXJ0UmVxdWVzdBIrCgVsaW5lcxgBIAMoCzIcLmhhbmRvZmYuY2FydC52MS5OZXdDYXJ0TGluZRInCgZwaWNrdXAYAiABKAsyFy5oYW5kb2ZmLmNhcnQudjEuUGlja3VwIiwKC05ld0NhcnRMaW5lEgsKA3NrdRgBIAEoCRIQCghxdWFudGl0eRgCIAEoBSI5ChJDcmVhdGVDYXJ0UmVzcG9uc2USIwoEY2FydBgBIAEoCzIVLmhhbmRvZmYuY2FydC52MS5DYXJ0IiEKDkdldENhcnRSZXF1ZXN0Eg8KB2NhcnRfaWQYASABKAkiNgoPR2V0Q2FydFJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCJaCg5BZGRMaW5lUmVxdWVzdBIPCgdjYXJ0X2lkGAEgASgJEgsKA3NrdRgCIAEoCRIQCghxdWFudGl0eRgDIAEoBRIYChBleHBlY3RlZF92ZXJzaW9uGAQgASgDIjYKD0FkZExpbmVSZXNwb25zZRIjCgRjYXJ0GAEgASgLMhUuaGFuZG9mZi5jYXJ0LnYxLkNhcnQiYQoRVXBkYXRlTGluZVJlcXVlc3QSDwoHY2FydF9pZBgBIAEoCRIPCgdsaW5lX2lkGAIgASgJEhAKCHF1YW50aXR5GAMgASgFEhgKEGV4cGVjdGVkX3ZlcnNpb24YBCABKAMiOQoSVXBkYXRlTGluZVJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCJPChFSZW1vdmVMaW5lUmVxdWVzdBIPCgdjYXJ0X2lkGAEgASgJEg8KB2xpbmVfaWQYAiABKAkSGAoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoAyI5ChJSZW1vdmVMaW5lUmVzcG9uc2USIwoEY2FydBgBIAEoCzIVLmhhbmRvZmYuY2FydC52MS5DYXJ0Ij0KEENsZWFyQ2FydFJlcXVlc3QSDwoHY2FydF9pZBgBIAEoCRIYChBleHBlY3RlZF92ZXJzaW9uGAIgASgDIjgKEUNsZWFyQ2FydFJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCJmChBTZXRQaWNrdXBSZXF1ZXN0Eg8KB2NhcnRfaWQYASABKAkSJwoGcGlja3VwGAIgASgLMhcuaGFuZG9mZi5jYXJ0LnYxLlBpY2t1cBIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDIjgKEVNldFBpY2t1cFJlc3BvbnNlEiMKBGNhcnQYASABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCKQAQoPQ2hlY2tvdXRSZXF1ZXN0Eg8KB2NhcnRfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAMSFQoNY3VzdG9tZXJfbm90ZRgEIAEoCRITCgtwaWNrdXBfbmFtZRgFIAEoCRINCgVlbWFpbBgGIAEoCSJkChBDaGVja291dFJlc3BvbnNlEisKBW9yZGVyGAEgASgLMhwuaGFuZG9mZi5mdWxmaWxtZW50LnYxLk9yZGVyEiMKBGNhcnQYAiABKAsyFS5oYW5kb2ZmLmNhcnQudjEuQ2FydCpYCglDYXJ0U3RhdGUSGgoWQ0FSVF9TVEFURV9VTlNQRUNJRklFRBAAEhMKD0NBUlRfU1RBVEVfT1BFThABEhoKFkNBUlRfU1RBVEVfQ0hFQ0tFRF9PVVQQAjKnBQoLQ2FydFNlcnZpY2USVQoKQ3JlYXRlQ2FydBIiLmhhbmRvZmYuY2FydC52MS5DcmVhdGVDYXJ0UmVxdWVzdBojLmhhbmRvZmYuY2FydC52MS5DcmVhdGVDYXJ0UmVzcG9uc2USTAoHR2V0Q2FydBIfLmhhbmRvZmYuY2FydC52MS5HZXRDYXJ0UmVxdWVzdBogLmhhbmRvZmYuY2FydC52MS5HZXRDYXJ0UmVzcG9uc2USTAoHQWRkTGluZRIfLmhhbmRvZmYuY2FydC52MS5BZGRMaW5lUmVxdWVzdBogLmhhbmRvZmYuY2FydC52MS5BZGRMaW5lUmVzcG9uc2USVQoKVXBkYXRlTGluZRIiLmhhbmRvZmYuY2FydC52MS5VcGRhdGVMaW5lUmVxdWVzdBojLmhhbmRvZmYuY2FydC52MS5VcGRhdGVMaW5lUmVzcG9uc2USVQoKUmVtb3ZlTGluZRIiLmhhbmRvZmYuY2FydC52MS5SZW1vdmVMaW5lUmVxdWVzdBojLmhhbmRvZmYuY2FydC52MS5SZW1vdmVMaW5lUmVzcG9uc2USUgoJQ2xlYXJDYXJ0EiEuaGFuZG9mZi5jYXJ0LnYxLkNsZWFyQ2FydFJlcXVlc3QaIi5oYW5kb2ZmLmNhcnQudjEuQ2xlYXJDYXJ0UmVzcG9uc2USUgoJU2V0UGlja3VwEiEuaGFuZG9mZi5jYXJ0LnYxLlNldFBpY2t1cFJlcXVlc3QaIi5oYW5kb2ZmLmNhcnQudjEuU2V0UGlja3VwUmVzcG9uc2USTwoIQ2hlY2tvdXQSIC5oYW5kb2ZmLmNhcnQudjEuQ2hlY2tvdXRSZXF1ZXN0GiEuaGFuZG9mZi5jYXJ0LnYxLkNoZWNrb3V0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_handoff_common_v1_common, file_handoff_fulfilment_v1_order]);
 
 /**
  * CartLine is one SKU in the cart.
@@ -255,11 +255,26 @@ export const CartSchema: GenMessage<Cart> = /*@__PURE__*/
   messageDesc(file_handoff_cart_v1_cart, 3);
 
 /**
- * Request for CreateCart.
+ * Request for CreateCart. Both fields are optional; either refused refuses the whole request
+ * and no cart is made.
  *
  * @generated from message handoff.cart.v1.CreateCartRequest
  */
 export type CreateCartRequest = Message<"handoff.cart.v1.CreateCartRequest"> & {
+  /**
+   * Lines to start with, as AddLine would add them in this order: a SKU given twice makes one
+   * line of both quantities (at most 99). At most 100 lines.
+   *
+   * @generated from field: repeated handoff.cart.v1.NewCartLine lines = 1;
+   */
+  lines: NewCartLine[];
+
+  /**
+   * Where to pick up, as SetPickup takes it (store_name is ignored).
+   *
+   * @generated from field: handoff.cart.v1.Pickup pickup = 2;
+   */
+  pickup?: Pickup | undefined;
 };
 
 /**
@@ -268,6 +283,34 @@ export type CreateCartRequest = Message<"handoff.cart.v1.CreateCartRequest"> & {
  */
 export const CreateCartRequestSchema: GenMessage<CreateCartRequest> = /*@__PURE__*/
   messageDesc(file_handoff_cart_v1_cart, 4);
+
+/**
+ * NewCartLine is a line to start a cart with.
+ *
+ * @generated from message handoff.cart.v1.NewCartLine
+ */
+export type NewCartLine = Message<"handoff.cart.v1.NewCartLine"> & {
+  /**
+   * SKU code; must exist and be orderable.
+   *
+   * @generated from field: string sku = 1;
+   */
+  sku: string;
+
+  /**
+   * Units, 1-99.
+   *
+   * @generated from field: int32 quantity = 2;
+   */
+  quantity: number;
+};
+
+/**
+ * Describes the message handoff.cart.v1.NewCartLine.
+ * Use `create(NewCartLineSchema)` to create a new message.
+ */
+export const NewCartLineSchema: GenMessage<NewCartLine> = /*@__PURE__*/
+  messageDesc(file_handoff_cart_v1_cart, 5);
 
 /**
  * Response for CreateCart.
@@ -288,7 +331,7 @@ export type CreateCartResponse = Message<"handoff.cart.v1.CreateCartResponse"> &
  * Use `create(CreateCartResponseSchema)` to create a new message.
  */
 export const CreateCartResponseSchema: GenMessage<CreateCartResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 5);
+  messageDesc(file_handoff_cart_v1_cart, 6);
 
 /**
  * Request for GetCart.
@@ -309,7 +352,7 @@ export type GetCartRequest = Message<"handoff.cart.v1.GetCartRequest"> & {
  * Use `create(GetCartRequestSchema)` to create a new message.
  */
 export const GetCartRequestSchema: GenMessage<GetCartRequest> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 6);
+  messageDesc(file_handoff_cart_v1_cart, 7);
 
 /**
  * Response for GetCart.
@@ -330,7 +373,7 @@ export type GetCartResponse = Message<"handoff.cart.v1.GetCartResponse"> & {
  * Use `create(GetCartResponseSchema)` to create a new message.
  */
 export const GetCartResponseSchema: GenMessage<GetCartResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 7);
+  messageDesc(file_handoff_cart_v1_cart, 8);
 
 /**
  * Request for AddLine.
@@ -372,7 +415,7 @@ export type AddLineRequest = Message<"handoff.cart.v1.AddLineRequest"> & {
  * Use `create(AddLineRequestSchema)` to create a new message.
  */
 export const AddLineRequestSchema: GenMessage<AddLineRequest> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 8);
+  messageDesc(file_handoff_cart_v1_cart, 9);
 
 /**
  * Response for AddLine.
@@ -393,7 +436,7 @@ export type AddLineResponse = Message<"handoff.cart.v1.AddLineResponse"> & {
  * Use `create(AddLineResponseSchema)` to create a new message.
  */
 export const AddLineResponseSchema: GenMessage<AddLineResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 9);
+  messageDesc(file_handoff_cart_v1_cart, 10);
 
 /**
  * Request for UpdateLine.
@@ -435,7 +478,7 @@ export type UpdateLineRequest = Message<"handoff.cart.v1.UpdateLineRequest"> & {
  * Use `create(UpdateLineRequestSchema)` to create a new message.
  */
 export const UpdateLineRequestSchema: GenMessage<UpdateLineRequest> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 10);
+  messageDesc(file_handoff_cart_v1_cart, 11);
 
 /**
  * Response for UpdateLine.
@@ -456,7 +499,7 @@ export type UpdateLineResponse = Message<"handoff.cart.v1.UpdateLineResponse"> &
  * Use `create(UpdateLineResponseSchema)` to create a new message.
  */
 export const UpdateLineResponseSchema: GenMessage<UpdateLineResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 11);
+  messageDesc(file_handoff_cart_v1_cart, 12);
 
 /**
  * Request for RemoveLine.
@@ -491,7 +534,7 @@ export type RemoveLineRequest = Message<"handoff.cart.v1.RemoveLineRequest"> & {
  * Use `create(RemoveLineRequestSchema)` to create a new message.
  */
 export const RemoveLineRequestSchema: GenMessage<RemoveLineRequest> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 12);
+  messageDesc(file_handoff_cart_v1_cart, 13);
 
 /**
  * Response for RemoveLine.
@@ -512,7 +555,7 @@ export type RemoveLineResponse = Message<"handoff.cart.v1.RemoveLineResponse"> &
  * Use `create(RemoveLineResponseSchema)` to create a new message.
  */
 export const RemoveLineResponseSchema: GenMessage<RemoveLineResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 13);
+  messageDesc(file_handoff_cart_v1_cart, 14);
 
 /**
  * Request for ClearCart.
@@ -540,7 +583,7 @@ export type ClearCartRequest = Message<"handoff.cart.v1.ClearCartRequest"> & {
  * Use `create(ClearCartRequestSchema)` to create a new message.
  */
 export const ClearCartRequestSchema: GenMessage<ClearCartRequest> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 14);
+  messageDesc(file_handoff_cart_v1_cart, 15);
 
 /**
  * Response for ClearCart.
@@ -561,7 +604,7 @@ export type ClearCartResponse = Message<"handoff.cart.v1.ClearCartResponse"> & {
  * Use `create(ClearCartResponseSchema)` to create a new message.
  */
 export const ClearCartResponseSchema: GenMessage<ClearCartResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 15);
+  messageDesc(file_handoff_cart_v1_cart, 16);
 
 /**
  * Request for SetPickup.
@@ -596,7 +639,7 @@ export type SetPickupRequest = Message<"handoff.cart.v1.SetPickupRequest"> & {
  * Use `create(SetPickupRequestSchema)` to create a new message.
  */
 export const SetPickupRequestSchema: GenMessage<SetPickupRequest> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 16);
+  messageDesc(file_handoff_cart_v1_cart, 17);
 
 /**
  * Response for SetPickup.
@@ -617,7 +660,7 @@ export type SetPickupResponse = Message<"handoff.cart.v1.SetPickupResponse"> & {
  * Use `create(SetPickupResponseSchema)` to create a new message.
  */
 export const SetPickupResponseSchema: GenMessage<SetPickupResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 17);
+  messageDesc(file_handoff_cart_v1_cart, 18);
 
 /**
  * Request for Checkout.
@@ -675,7 +718,7 @@ export type CheckoutRequest = Message<"handoff.cart.v1.CheckoutRequest"> & {
  * Use `create(CheckoutRequestSchema)` to create a new message.
  */
 export const CheckoutRequestSchema: GenMessage<CheckoutRequest> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 18);
+  messageDesc(file_handoff_cart_v1_cart, 19);
 
 /**
  * Response for Checkout.
@@ -704,7 +747,7 @@ export type CheckoutResponse = Message<"handoff.cart.v1.CheckoutResponse"> & {
  * Use `create(CheckoutResponseSchema)` to create a new message.
  */
 export const CheckoutResponseSchema: GenMessage<CheckoutResponse> = /*@__PURE__*/
-  messageDesc(file_handoff_cart_v1_cart, 19);
+  messageDesc(file_handoff_cart_v1_cart, 20);
 
 /**
  * CartState is whether a cart can still change.
@@ -749,7 +792,8 @@ export const CartStateSchema: GenEnum<CartState> = /*@__PURE__*/
  */
 export const CartService: GenService<{
   /**
-   * CreateCart starts an empty cart for the caller.
+   * CreateCart starts a cart for the caller: empty, or already filled with lines and a pickup
+   * choice (a basket the app kept itself, or "order again") in one call.
    *
    * @generated from rpc handoff.cart.v1.CartService.CreateCart
    */
