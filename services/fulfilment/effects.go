@@ -160,7 +160,7 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 
 // applyEffects carries out a round's effects with one change_holds request (inventory makes
 // them in one transaction, in order), then checks what inventory did: orders whose extension
-// found fewer open holds than lines are cancelled (lapseIfUnheld), and commits that ended
+// found an active line without its open hold are cancelled (lapseIfUnheld), and commits that ended
 // fewer holds than the order's active lines are reported (checkCommit). It returns each
 // effect's error.
 func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
@@ -199,10 +199,16 @@ func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
 			// end, so the order cannot have more active now: nothing lapsed.
 			continue
 		}
+		held := make(map[string]bool, len(r.GetHolds()))
+		for _, h := range r.GetHolds() {
+			if h.GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN {
+				held[h.GetLineId()] = true
+			}
+		}
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			errs[i] = s.lapseIfUnheld(ctx, batch[i].orderID, openHolds(r.GetHolds()))
+			errs[i] = s.lapseIfUnheld(ctx, batch[i].orderID, held)
 		})
 	}
 	wg.Wait()
@@ -268,14 +274,23 @@ func openHolds(holds []*inventoryv1.Hold) int {
 // lapseReason is what the shopper and the store are told when an order's reservation lapsed.
 const lapseReason = "the stock held for this order was released before it could be kept for pickup; nothing will be charged"
 
-// lapseIfUnheld cancels an open order when inventory holds fewer of its lines than it has
-// active: its holds ended while inventory could not be reached to extend them (an outage longer
-// than the placement hold). Keeping it open would promise units that may be promised to someone
-// else already, and hand-over would commit nothing, leaving on-hand too high. The rest of its
-// holds are released by the cancellation's effect.
-func (s *Service) lapseIfUnheld(ctx context.Context, orderID string, open int) error {
+// lapseIfUnheld cancels an open order when inventory holds none of one of its active lines
+// (held: the lines whose holds the extension found open): their holds ended while inventory
+// could not be reached to extend them (an outage longer than the placement hold). Keeping it
+// open would promise units that may be promised to someone else already, and hand-over would
+// commit nothing for them, leaving on-hand too high. The lines are compared, not counted: a
+// line marked unavailable since the extension was recorded still has its hold (its release
+// comes after the extension), which must not stand in for a lapsed one. The rest of its holds
+// are released by the cancellation's effect.
+func (s *Service) lapseIfUnheld(ctx context.Context, orderID string, held map[string]bool) error {
 	_, err := s.transact(ctx, orderID, scope{}, func(o *order, now time.Time) ([]change, error) {
-		if open >= o.activeLines() {
+		var lapsed []string
+		for _, l := range o.Lines {
+			if !l.Unavailable && !held[l.ID] {
+				lapsed = append(lapsed, l.ID)
+			}
+		}
+		if len(lapsed) == 0 {
 			return nil, nil
 		}
 		c, err := o.step(domain.LapseReservation, lapseActor, lapseReason, "", now)
@@ -286,7 +301,7 @@ func (s *Service) lapseIfUnheld(ctx context.Context, orderID string, open int) e
 		if err != nil {
 			return nil, err
 		}
-		s.log.Error("order cancelled: inventory no longer holds its stock", "order_id", o.ID, "held_lines", open, "active_lines", o.activeLines())
+		s.log.Error("order cancelled: inventory no longer holds its stock", "order_id", o.ID, "unheld_lines", lapsed, "active_lines", o.activeLines())
 		o.Reason = lapseReason
 		return []change{c}, nil
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/testenv"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
@@ -873,4 +874,94 @@ func TestOrderWhoseHoldsLapsedIsCancelledNotKeptOpen(t *testing.T) {
 		t.Fatalf("available %d, want all 4 (nothing held for a cancelled order)", got)
 	}
 	e.checkInvariants()
+}
+
+// A two-line order's latte hold lapses during an outage; meanwhile staff mark the muffin
+// unavailable, whose hold is still open (its release waits behind the extension). The
+// extension finds one open hold for one active line, but it is the wrong line: the latte is
+// held for nobody, and the order must be cancelled, not kept open to be handed over with
+// nothing committed.
+func TestAnOrderIsCancelledWhenAnActiveLineLapsedThoughAsManyHoldsAreOpen(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	o := e.placeAndLapseFirstLine()
+	e.waitEffectTried(o.GetId(), domain.ExtendHolds)
+	if _, err := e.store.MarkLineUnavailable(e.asStaff("s1"), &fulfilmentv1.MarkLineUnavailableRequest{StoreId: "s1", OrderId: o.GetId(), LineId: "l2", Reason: "sold out"}); err != nil {
+		t.Fatal(err)
+	}
+	e.invRPC = e.serveInventory()
+	testenv.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != cancelled {
+			return fmt.Errorf("order is %s with its latte's hold lapsed, want CANCELLED", s)
+		}
+		return nil
+	})
+	e.waitHolds(o.GetId(), map[string]int{"expired": 1, "released": 1})
+	for _, sku := range []string{"LATTE-16", "MUFFIN"} {
+		if got := e.available("s1", sku); got != 4 {
+			t.Fatalf("%s available %d, want all 4", sku, got)
+		}
+	}
+	e.checkInvariants()
+}
+
+// The holds a lapsed order still had are released as the cancellation's, and inventory's
+// ledger says so.
+func TestALapsedOrdersRemainingHoldsAreReleasedAsCancelled(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	o := e.placeAndLapseFirstLine()
+	e.invRPC = e.serveInventory()
+	testenv.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != cancelled {
+			return fmt.Errorf("order is %s, want CANCELLED", s)
+		}
+		return nil
+	})
+	e.waitHolds(o.GetId(), map[string]int{"expired": 1, "released": 1})
+	var reason string
+	if err := e.invPool.QueryRow(e.ctx, `SELECT release_reason FROM holds WHERE order_id = $1 AND line_id = 'l2'`, o.GetId()).Scan(&reason); err != nil {
+		t.Fatal(err)
+	}
+	if reason != "order_cancelled" {
+		t.Fatalf("the muffin's hold was released for %q, want order_cancelled", reason)
+	}
+}
+
+// placeAndLapseFirstLine places a latte-and-muffin order at s1, accepted, then cuts fulfilment
+// off from inventory (e.invRPC stopped), lets inventory's sweeper end the latte's hold (l1),
+// and makes the order's timer due to extend its holds.
+func (e *env) placeAndLapseFirstLine() *fulfilmentv1.Order {
+	e.t.Helper()
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	e.setStock("s1", "MUFFIN", 4)
+	o := e.mustPlace(checkout("alice", "k1", "s1", line{"LATTE-16", 1}, line{"MUFFIN", 1}), confirmed)
+	e.waitHoldsExpireAfter(o.GetId(), time.Now().Add(time.Hour))
+	e.accept("s1", o.GetId())
+	e.waitNoEffects()
+	if err := e.invRPC.Stop(); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.invPool.Exec(e.ctx, `UPDATE holds SET expire_time = now() - interval '1 second' WHERE order_id = $1 AND line_id = 'l1'`, o.GetId()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitHolds(o.GetId(), map[string]int{"expired": 1, "open": 1})
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET hold_deadline = now() + interval '30 seconds', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
+		e.t.Fatal(err)
+	}
+	return o
+}
+
+// waitEffectTried waits until an effect of kind for the order has been tried at least once.
+func (e *env) waitEffectTried(orderID string, kind domain.Effect) {
+	e.t.Helper()
+	testenv.CheckFor(e.t, 10*time.Second, 10*time.Millisecond, func() error {
+		var attempts int
+		if err := e.pool.QueryRow(e.ctx, `SELECT coalesce(max(attempts), 0) FROM order_effects WHERE order_id = $1 AND kind = $2`, orderID, int16(kind)).Scan(&attempts); err != nil {
+			return err
+		}
+		if attempts == 0 {
+			return errors.New("the effect has not been tried yet")
+		}
+		return nil
+	})
 }

@@ -67,7 +67,7 @@ func releaseReason(a domain.Action) inventoryv1.ReleaseReason {
 	switch a {
 	case domain.Reject:
 		return inventoryv1.ReleaseReason_RELEASE_REASON_ORDER_REJECTED
-	case domain.CustomerCancel, domain.StaffCancel:
+	case domain.CustomerCancel, domain.StaffCancel, domain.LapseReservation:
 		return inventoryv1.ReleaseReason_RELEASE_REASON_ORDER_CANCELLED
 	case domain.Expire:
 		return inventoryv1.ReleaseReason_RELEASE_REASON_ORDER_EXPIRED
