@@ -215,15 +215,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// DeleteAbandoned deletes open carts unchanged for longer than AbandonAfter (not those being
-// checked out) and returns how many.
+// DeleteAbandoned deletes open carts neither changed nor checked out for longer than
+// AbandonAfter and returns how many.
 func (s *Service) DeleteAbandoned(ctx context.Context) (int64, error) {
 	tag, err := s.db.Exec(ctx, `
 		DELETE FROM carts
 		WHERE state = 'open'
 		  AND create_time < now() - $1::bigint * interval '1 microsecond' -- the index's column
 		  AND update_time < now() - $1::bigint * interval '1 microsecond'
-		  AND (checkout_until IS NULL OR checkout_until < now())`, s.abandonAfter.Microseconds())
+		  AND (checkout_until IS NULL OR checkout_until < now())
+		  AND (checkout_time IS NULL OR checkout_time < now() - $1::bigint * interval '1 microsecond')`, s.abandonAfter.Microseconds())
 	if err != nil {
 		return 0, err
 	}

@@ -70,11 +70,25 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	// 2. Price. A cart already checked out asks fulfilment for the order it has: the last known
 	// prices fill the request, which fulfilment answers from the order it stored.
 	lines, variants, err := s.priceForOrder(ctx, c, !already)
+	if err != nil && !c.freshClaim && rpcerr.IsStatus(err) && status.Code(err) != codes.Unavailable {
+		// A retry that joined the lease, refused by today's catalog (a product archived since):
+		// its first request may have placed the order at the prices it read, and fulfilment
+		// answers a retry from that order whatever the catalog says now.
+		order, ferr := s.findCheckoutOrder(ctx, c, key)
+		switch {
+		case ferr != nil:
+			return nil, nil, ferr
+		case order != nil:
+			return s.finishCheckout(ctx, customer, c, key, already, order, nil)
+		}
+		return nil, nil, status.Errorf(codes.Unavailable, "a checkout of cart %q with this idempotency_key is still under way (%s); retry with the same key to learn its outcome",
+			c.ID, status.Convert(err).Message())
+	}
 	if err != nil {
-		// Nothing was placed by this request. A retry's lease, though, is its first request's,
-		// which may be placing the order now: it is left to run (or lapse and be settled).
+		// Nothing was placed by this request; unless another joined the lease, the cart opens
+		// again (endOwnLease).
 		if c.freshClaim {
-			s.endLease(ctx, c.ID, key)
+			s.endOwnLease(ctx, c.ID, key)
 		}
 		return nil, nil, err
 	}
@@ -102,10 +116,14 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	if err != nil {
 		return nil, nil, s.placeFailed(ctx, c, key, err)
 	}
-	order := res.GetOrder()
+	return s.finishCheckout(ctx, customer, c, key, already, res.GetOrder(), variants)
+}
 
-	// 4. Settle the cart. The cart shown is the one in hand, as the settling left it; it is
-	// read again only when another request with this key marked it meanwhile.
+// finishCheckout is step 4 of Checkout: the cart c, claimed with key, as fulfilment's order
+// leaves it, and both as answered. The cart shown is the one in hand, as the settling left it;
+// it is read again only when another request with this key marked it meanwhile.
+func (s *Service) finishCheckout(ctx context.Context, customer string, c *cartRow, key string, already bool, order *fulfilmentv1.Order,
+	variants map[string]*catalogv1.Variant) (*fulfilmentv1.Order, *cartv1.Cart, error) {
 	switch {
 	case already:
 		// Read checked out with this key in step 1: nothing changes it any more.
@@ -278,7 +296,7 @@ func (s *Service) placeFailed(ctx context.Context, c *cartRow, key string, err e
 		return status.Errorf(codes.Unavailable, "the order could not be confirmed in time; retry with the same idempotency_key (%s)", code)
 	default:
 		if c.freshClaim {
-			s.endLease(ctx, cartID, key)
+			s.endOwnLease(ctx, cartID, key)
 		}
 		return err
 	}
@@ -368,13 +386,10 @@ type cartMark struct {
 // is: Unavailable.
 func (s *Service) settle(ctx context.Context, c *cartRow) error {
 	key := deref(c.CheckoutKey)
-	fctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
-	var res fulfilmentv1.FindCheckoutOrderResponse
-	err := natsrpc.Call(fctx, s.nc, subjectFindCheckout, &fulfilmentv1.FindCheckoutOrderRequest{CustomerId: c.CustomerID, IdempotencyKey: key, CartId: c.ID}, &res)
-	cancel()
+	order, err := s.findCheckoutOrder(ctx, c, key)
 	s.rows.drop(c.ID)
 	switch {
-	case status.Code(err) == codes.NotFound, err == nil && res.GetOrder().GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+	case err == nil && (order == nil || order.GetState() == fulfilmentv1.OrderState_ORDER_STATE_REJECTED):
 		wctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 		defer cancel()
 		if _, err := s.db.Exec(wctx, reopenLapsedSQL, c.ID, key, stateOpen); err != nil {
@@ -383,21 +398,47 @@ func (s *Service) settle(ctx context.Context, c *cartRow) error {
 		s.log.InfoContext(ctx, "checkout settled: no order was made; the cart is open again", "cart_id", c.ID)
 		return nil
 	case err != nil:
-		return status.Errorf(codes.Unavailable, "cart %q has a checkout whose outcome is not known yet (idempotency_key %q), and fulfilment cannot say now (%s): try again in a moment",
-			c.ID, key, status.Code(err))
-	}
-	if _, err := s.markCheckedOut(ctx, c.ID, key, res.GetOrder().GetId(), linesOf(c.Lines, res.GetOrder())); err != nil {
 		return err
 	}
-	s.log.InfoContext(ctx, "checkout settled: its order was made", "cart_id", c.ID, "order_id", res.GetOrder().GetId())
+	if _, err := s.markCheckedOut(ctx, c.ID, key, order.GetId(), linesOf(c.Lines, order)); err != nil {
+		return err
+	}
+	s.log.InfoContext(ctx, "checkout settled: its order was made", "cart_id", c.ID, "order_id", order.GetId())
 	return nil
 }
 
-// endLease unfreezes the cart after a checkout that made no order (or a rejected one).
+// findCheckoutOrder asks fulfilment for the order placed under key for cart c, placing
+// nothing: nil when there is none. Fulfilment not answering is Unavailable.
+func (s *Service) findCheckoutOrder(ctx context.Context, c *cartRow, key string) (*fulfilmentv1.Order, error) {
+	fctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
+	defer cancel()
+	var res fulfilmentv1.FindCheckoutOrderResponse
+	err := natsrpc.Call(fctx, s.nc, subjectFindCheckout, &fulfilmentv1.FindCheckoutOrderRequest{CustomerId: c.CustomerID, IdempotencyKey: key, CartId: c.ID}, &res)
+	switch {
+	case status.Code(err) == codes.NotFound:
+		return nil, nil
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "cart %q has a checkout whose outcome is not known yet (idempotency_key %q), and fulfilment cannot say now (%s): try again in a moment",
+			c.ID, key, status.Code(err))
+	}
+	return res.GetOrder(), nil
+}
+
+// endLease unfreezes the cart after a checkout whose key has a rejected order.
 func (s *Service) endLease(ctx context.Context, cartID, key string) {
+	s.execLeaseEnd(ctx, endLeaseSQL, cartID, key)
+}
+
+// endOwnLease unfreezes the cart after the request that started its lease failed without an
+// order, unless another request joined the lease meanwhile (endOwnLeaseSQL).
+func (s *Service) endOwnLease(ctx context.Context, cartID, key string) {
+	s.execLeaseEnd(ctx, endOwnLeaseSQL, cartID, key)
+}
+
+func (s *Service) execLeaseEnd(ctx context.Context, sql, cartID, key string) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
 	defer cancel()
-	if _, err := s.db.Exec(wctx, endLeaseSQL, cartID, key, stateOpen); err != nil {
+	if _, err := s.db.Exec(wctx, sql, cartID, key, stateOpen); err != nil {
 		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart's next change settles it", "cart_id", cartID, "err", err)
 	}
 }

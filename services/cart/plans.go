@@ -11,7 +11,9 @@ const (
 	// claimOneSQL is claimManySQL for one cart, run after a batch's claim missed.
 	claimOneSQL = `
 		UPDATE carts SET checkout_key = $3,
-		       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END
+		       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END,
+		       checkout_joins = CASE WHEN checkout_until IS NULL THEN 0 ELSE checkout_joins + 1 END,
+		       checkout_time = CASE WHEN checkout_until IS NULL THEN now() ELSE checkout_time END
 		WHERE id = $1 AND customer_id = $2 AND state = $6
 		  AND (checkout_until IS NULL OR (checkout_key = $3 AND checkout_until > now()))
 		  AND ($4::bigint = 0 OR version = $4)
@@ -31,6 +33,13 @@ const (
 	reopenLapsedSQL = `UPDATE carts SET checkout_until = NULL
 		WHERE id = $1 AND checkout_key = $2 AND state = $3 AND checkout_until <= now()`
 
-	// endLeaseSQL opens a cart after a checkout that made no order.
+	// endLeaseSQL opens a cart after a checkout whose key has a rejected order: every request
+	// with the key is answered that order.
 	endLeaseSQL = `UPDATE carts SET checkout_until = NULL WHERE id = $1 AND checkout_key = $2 AND state = $3`
+
+	// endOwnLeaseSQL opens a cart after the request that started its lease failed without an
+	// order, unless another request joined the lease: that one may be placing the order now,
+	// and the lease then runs out and is settled.
+	endOwnLeaseSQL = `UPDATE carts SET checkout_until = NULL
+		WHERE id = $1 AND checkout_key = $2 AND state = $3 AND checkout_joins = 0`
 )
