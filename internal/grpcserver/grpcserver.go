@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,13 +47,20 @@ type Server struct {
 	*grpc.Server
 	Health *health.Server
 	logger *slog.Logger
+	// draining ends when the server starts to stop; its server streams end with it.
+	draining context.Context
+	drain    context.CancelFunc
 }
 
 // New returns a server with Handoff's interceptors; register services on it, then call Serve.
 // With keys, every call is authorized by auth.DefaultPolicy and carries its caller in the
 // context; nil keys (tests of a single service) leave calls anonymous.
 func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Server {
+	s := &Server{logger: logger}
+	s.draining, s.drain = context.WithCancel(context.Background())
 	unary, stream := interceptors(logger, keys)
+	// Inside metrics and request logs, so a stream ended by the stop is counted as it ends.
+	stream = slices.Insert(stream, 2, s.endOnDrain)
 	base := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -63,12 +71,38 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 		grpc.MaxRecvMsgSize(4 << 20),
 		grpc.ForceServerCodecV2(newLenientCodec()), // see codec.go
 	}
-	srv := grpc.NewServer(append(base, opts...)...)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	reflection.Register(srv)
-	return &Server{Server: srv, Health: hs, logger: logger}
+	s.Server = grpc.NewServer(append(base, opts...)...)
+	s.Health = health.NewServer()
+	healthpb.RegisterHealthServer(s.Server, s.Health)
+	reflection.Register(s.Server)
+	return s
 }
+
+// endOnDrain ends a server stream (WatchOrder, a health Watch) once the server starts to stop:
+// such a stream stays open for hours and would hold the graceful stop for its whole grace,
+// every restart. Its caller is told Unavailable, so it calls again: another copy, or this one
+// restarted. Unary calls and the other stream kinds are left to finish within the grace.
+func (s *Server) endOnDrain(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if !info.IsServerStream || info.IsClientStream {
+		return handler(srv, ss)
+	}
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	defer context.AfterFunc(s.draining, cancel)()
+	err := handler(srv, drainableStream{ServerStream: ss, ctx: ctx})
+	if s.draining.Err() != nil && ss.Context().Err() == nil {
+		return status.Error(codes.Unavailable, "the server is shutting down; call again to go on")
+	}
+	return err
+}
+
+// drainableStream is a server stream whose context also ends when the server stops.
+type drainableStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (d drainableStream) Context() context.Context { return d.ctx }
 
 // interceptors are every server's, outermost first: metrics, request logs, the refusal of
 // messages that could not be decoded (codec.go), internal failures as statuses (status.go), panic recovery, with keys the authorization of each call, and the
@@ -192,7 +226,8 @@ func chainStream(interceptors []grpc.StreamServerInterceptor) grpc.StreamServerI
 }
 
 // Serve serves on lis until ctx is cancelled, then stops gracefully: health turns NOT_SERVING,
-// in-flight calls get up to grace to finish, and remaining streams are cut.
+// server streams end (endOnDrain), other calls in flight get up to grace to finish, and what
+// remains is cut.
 func (s *Server) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
 	addr := lis.Addr().String()
 	metrics().InitializeMetrics(s.Server)
@@ -207,6 +242,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, grace time.Duratio
 	case <-ctx.Done():
 	}
 	s.Health.Shutdown()
+	s.drain()
 	done := make(chan struct{})
 	go func() { s.GracefulStop(); close(done) }()
 	select {
