@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/semver"
 
 	"github.com/handoff-dev/handoff/internal/pgcluster"
 )
@@ -48,6 +49,9 @@ func (s *system) startNATS(ctx context.Context) error {
 		return fmt.Errorf("connect to NATS at %s: %w (start nats-server with -js, or leave NATS_URL empty with the all target)", RedactURL(url), err)
 	}
 	s.onClose(func(ctx context.Context) error { return drainConn(ctx, nc) })
+	if err := checkNATSVersion(nc.ConnectedServerVersion()); err != nil {
+		return fmt.Errorf("NATS at %s: %w", RedactURL(url), err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("JetStream context: %w", err)
@@ -56,6 +60,21 @@ func (s *system) startNATS(ctx context.Context) error {
 	s.ready.NATSURL = url
 	if err := s.ensureStreams(ctx); err != nil {
 		return fmt.Errorf("declare JetStream streams: %w", err)
+	}
+	return nil
+}
+
+// minNATSVersion is the oldest nats-server Handoff runs on: its durable consumers filter on
+// several subjects at once (2.10). Atomic batches (2.12) are used only where the server has them.
+const minNATSVersion = "2.10.0"
+
+// checkNATSVersion refuses a server older than minNATSVersion at start, naming both, rather
+// than letting a part come up and fail at its first consumer (or, worse, get a consumer with
+// its filters dropped: an older server ignores what it does not know).
+func checkNATSVersion(version string) error {
+	v := "v" + version
+	if semver.IsValid(v) && semver.Compare(v, "v"+minNATSVersion) < 0 {
+		return fmt.Errorf("nats-server %s is too old: Handoff needs %s or later (JetStream consumers with several filter subjects); upgrade it, or leave NATS_URL empty with the all target to use the embedded server", version, minNATSVersion)
 	}
 	return nil
 }
