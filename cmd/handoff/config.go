@@ -115,7 +115,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", envInt("stream-replicas", "1"), "JetStream replicas per stream (3 in a production cluster)")
 	fs.StringVar(&c.GatewayAddr, "gateway-addr", env("gateway-addr", "127.0.0.1:8080"), "gateway listen address (gRPC-web, gRPC, Connect)")
 	fs.StringVar(&c.POSAdapterAddr, "pos-addr", env("pos-addr", "127.0.0.1:8090"), "pos-adapter listen address")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("metrics-addr", "127.0.0.1:9090"), "Prometheus /metrics listen address (empty: off)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("metrics-addr", "127.0.0.1:9090"), "Prometheus /metrics listen address (off, or empty on the command line: none)")
 	fs.StringVar(&c.CatalogAddr, "catalog-addr", env("catalog-addr", "127.0.0.1:9101"), "catalog gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&c.InventoryAddr, "inventory-addr", env("inventory-addr", "127.0.0.1:9102"), "inventory gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&c.CartAddr, "cart-addr", env("cart-addr", "127.0.0.1:9103"), "cart gRPC address (listen, or dial from the edges)")
@@ -168,6 +168,10 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		}
 	case c.Target == stack.TargetAll:
 		c.AllowedOrigins = []string{"*"} // a laptop: any local web app may call it
+	}
+	if c.MetricsAddr == "off" {
+		// An empty variable means the default, as for every setting; off says none.
+		c.MetricsAddr = ""
 	}
 	switch demo {
 	case "":

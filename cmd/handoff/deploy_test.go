@@ -93,3 +93,27 @@ func TestDeployFilesWaitForAWholeShutdown(t *testing.T) {
 		}
 	}
 }
+
+// Metrics are switched off by off, from a flag or the environment alike: an empty variable
+// means the default, as for every setting, so the environment could not switch them off.
+func TestMetricsAreSwitchedOffByOffFromTheEnvironmentToo(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, map[string]string{"HANDOFF_METRICS_ADDR": "off"}, ""},
+		{[]string{"-metrics-addr", "off"}, nil, ""},
+		{[]string{"-metrics-addr", ""}, nil, ""},
+		{nil, map[string]string{"HANDOFF_METRICS_ADDR": ""}, "127.0.0.1:9090"},
+		{nil, map[string]string{"HANDOFF_METRICS_ADDR": "0.0.0.0:9464"}, "0.0.0.0:9464"},
+	} {
+		set, err := parseSettings(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.args, tc.env, err)
+		}
+		if set.stack.MetricsAddr != tc.want {
+			t.Errorf("%v %v: metrics address %q, want %q", tc.args, tc.env, set.stack.MetricsAddr, tc.want)
+		}
+	}
+}

@@ -520,14 +520,21 @@ func loadSecret(configured, dir, name string) ([]byte, error) {
 	return b, nil
 }
 
+// roundRobin spreads an edge's calls over every address its service's name resolves to (a
+// headless Kubernetes Service, a scaled compose service), and moves them off a copy that is
+// gone; gRPC's default would send every call down one connection to one copy.
+const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+
 // dial connects to a service's gRPC API: in the one-process mode in process (the same
-// handlers and interceptors, without loopback HTTP/2), else at its configured address.
-// Connections are lazy; a service that is down gives Unavailable.
+// handlers and interceptors, without loopback HTTP/2), else at its configured address, over
+// every copy it names (roundRobin). Connections are lazy; a service that is down gives
+// Unavailable.
 func (s *system) dial(name, configured string) (grpc.ClientConnInterface, error) {
 	if ch, ok := s.inproc[name]; ok {
 		return ch, nil
 	}
-	conn, err := grpc.NewClient(configured, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(configured, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(roundRobin))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s at %s: %w", name, configured, err)
 	}
