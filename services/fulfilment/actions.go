@@ -181,6 +181,11 @@ func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.
 	}
 	limits := domain.PickupAttempts{MaxWrong: s.cfg.PickupMaxWrong, Lockout: s.cfg.PickupLockout}
 	return s.transact(ctx, orderID, scope{storeID: storeID}, func(o *order, now time.Time) ([]change, error) {
+		if o.State == domain.Collected && domain.CheckPickupCode(s.secret, o.ID, code) {
+			// A retry of the hand-over that collected it (its answer lost on the way to the
+			// terminal) gets the collected order, not a refusal that reads like a failure.
+			return nil, nil
+		}
 		if _, _, err := domain.Decide(o.State, domain.HandOver); err != nil {
 			return nil, err
 		}

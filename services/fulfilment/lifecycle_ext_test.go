@@ -241,6 +241,38 @@ func TestIllegalTransitionsAreRefusedWithAMessageAndLeaveTheOrderUnchanged(t *te
 	e.checkInvariants()
 }
 
+// A terminal whose hand-over answer was lost retries it: it gets the collected order, as the
+// first call did, and nothing is done twice. Another code for the collected order is still
+// refused.
+func TestARetriedHandOverGetsTheCollectedOrder(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	code := e.codeOf("alice", o.GetId())
+	first, err := e.handOver("s1", o.GetId(), code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.handOver("s1", o.GetId(), code)
+	if err != nil || again.GetState() != fulfilmentv1.OrderState_ORDER_STATE_COLLECTED || again.GetVersion() != first.GetVersion() {
+		t.Fatalf("the retried hand-over: %v, %v; want the collected order at version %d", again, err, first.GetVersion())
+	}
+	wrong := "000000"
+	if wrong == code {
+		wrong = "111111"
+	}
+	_, err = e.handOver("s1", o.GetId(), wrong)
+	wantCode(t, "another code for the collected order", err, codes.FailedPrecondition)
+	e.waitHolds(o.GetId(), map[string]int{"committed": 1})
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "collected")
+	if got := e.available("s1", "LATTE-16"); got != 9 {
+		t.Fatalf("available %d after one sale of 10, want 9", got)
+	}
+}
+
 func TestWrongPickupCodesLockHandOverForAWhile(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.PickupMaxWrong, c.PickupLockout = 5, 2*time.Second }})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
