@@ -81,14 +81,17 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 		case order != nil:
 			return s.finishCheckout(ctx, customer, c, key, already, order, nil)
 		}
-		return nil, nil, status.Errorf(codes.Unavailable, "a checkout of cart %q with this idempotency_key is still under way (%s); retry with the same key to learn its outcome",
-			c.ID, status.Convert(err).Message())
+		if !s.leaveLease(ctx, c.ID, key) {
+			return nil, nil, status.Errorf(codes.Unavailable, "a checkout of cart %q with this idempotency_key is still under way (%s); retry with the same key to learn its outcome",
+				c.ID, status.Convert(err).Message())
+		}
+		return nil, nil, err // the last request in the lease: nothing is under way
 	}
 	if err != nil {
-		// Nothing was placed by this request; unless another joined the lease, the cart opens
-		// again (endOwnLease).
-		if c.freshClaim {
-			s.endOwnLease(ctx, c.ID, key)
+		// Nothing was placed by this request: it leaves the lease, which opens the cart if no
+		// other request is in it.
+		if !already {
+			s.leaveLease(ctx, c.ID, key)
 		}
 		return nil, nil, err
 	}
@@ -295,9 +298,7 @@ func (s *Service) placeFailed(ctx context.Context, c *cartRow, key string, err e
 		}
 		return status.Errorf(codes.Unavailable, "the order could not be confirmed in time; retry with the same idempotency_key (%s)", code)
 	default:
-		if c.freshClaim {
-			s.endOwnLease(ctx, cartID, key)
-		}
+		s.leaveLease(ctx, cartID, key) // a checked-out cart is not open: nothing to leave
 		return err
 	}
 }
@@ -429,10 +430,18 @@ func (s *Service) endLease(ctx context.Context, cartID, key string) {
 	s.execLeaseEnd(ctx, endLeaseSQL, cartID, key)
 }
 
-// endOwnLease unfreezes the cart after the request that started its lease failed without an
-// order, unless another request joined the lease meanwhile (endOwnLeaseSQL).
-func (s *Service) endOwnLease(ctx context.Context, cartID, key string) {
-	s.execLeaseEnd(ctx, endOwnLeaseSQL, cartID, key)
+// leaveLease takes a request that failed without an order out of the cart's lease
+// (leaveLeaseSQL) and reports whether that opened the cart. On a failure to write, the lease
+// stays: it runs out and is settled.
+func (s *Service) leaveLease(ctx context.Context, cartID, key string) bool {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
+	defer cancel()
+	var opened bool
+	err := s.db.QueryRow(wctx, leaveLeaseSQL, cartID, key, stateOpen).Scan(&opened)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		s.log.WarnContext(ctx, "checkout: leaving the lease failed; it runs out and is settled", "cart_id", cartID, "err", err)
+	}
+	return opened
 }
 
 func (s *Service) execLeaseEnd(ctx context.Context, sql, cartID, key string) {

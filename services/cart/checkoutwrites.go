@@ -34,7 +34,7 @@ type claimReq struct {
 const claimManySQL = `
 	UPDATE carts SET checkout_key = u.r_key,
 	       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END,
-	       checkout_joins = CASE WHEN checkout_until IS NULL THEN 0 ELSE checkout_joins + 1 END,
+	       checkout_joins = CASE WHEN checkout_until IS NULL THEN 1 ELSE checkout_joins + 1 END,
 	       checkout_time = CASE WHEN checkout_until IS NULL THEN now() ELSE checkout_time END
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(r_id, r_customer, r_key, r_version)
 	WHERE id = u.r_id AND customer_id = u.r_customer AND state = $6

@@ -75,6 +75,8 @@ func TestCreateCartRefusesBadLinesOrPickupAndMakesNoCart(t *testing.T) {
 			codes.InvalidArgument, []string{"lines[2].quantity", "99"}},
 		{"101 different skus", &cartv1.CreateCartRequest{Lines: tooMany},
 			codes.InvalidArgument, []string{"lines", "100"}},
+		{"101 entries of one sku", &cartv1.CreateCartRequest{Lines: sameSKU(sku, 101)},
+			codes.InvalidArgument, []string{"lines", "at most 100 lines, got 101"}},
 		{"an unknown sku", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}, {Sku: "NO-SUCH-SKU", Quantity: 1}}},
 			codes.NotFound, []string{"lines[1]", "NO-SUCH-SKU"}},
 		{"a pickup point off the globe", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}}, Pickup: nearest(91, 0, 0)},
@@ -102,4 +104,13 @@ func unnamed(c *cartv1.Cart) *cartv1.Cart {
 		l.LineId = ""
 	}
 	return c
+}
+
+// sameSKU is n entries of one unit of sku.
+func sameSKU(sku string, n int) []*cartv1.NewCartLine {
+	out := make([]*cartv1.NewCartLine, n)
+	for i := range out {
+		out[i] = &cartv1.NewCartLine{Sku: sku, Quantity: 1}
+	}
+	return out
 }

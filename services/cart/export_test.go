@@ -18,7 +18,7 @@ func (s *Service) LoseEditReplies(n int32) { s.loseEditReplies.Store(n) }
 // KeyedStatements are the statements that find a cart by id, by name.
 var KeyedStatements = map[string]string{
 	"claim many": claimManySQL, "claim one": claimOneSQL, "edit many": editManySQL, "edit one": editOneSQL,
-	"reopen lapsed": reopenLapsedSQL, "end lease": endLeaseSQL, "end own lease": endOwnLeaseSQL,
+	"reopen lapsed": reopenLapsedSQL, "end lease": endLeaseSQL, "leave lease": leaveLeaseSQL,
 }
 
 // ClaimTogether claims in one batch, as concurrent checkouts' claims go, and gives each

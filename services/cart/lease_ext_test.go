@@ -169,3 +169,49 @@ func TestACartJustCheckedOutIsNotSweptAsAbandoned(t *testing.T) {
 		t.Fatalf("the cart was swept as abandoned 1.5 s after its checkout: %v", err)
 	}
 }
+
+// A double tap that fulfilment refuses both times (the store closed): the last request to
+// leave the lease opens the cart, so the shopper can change what the refusal asks for, at
+// once rather than after the lease runs out.
+func TestADoubleTapRefusedTwiceLeavesTheCartOpen(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	e.addLine("alice", c.GetId(), sku, 1)
+	ctx := e.as("alice")
+	if _, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	placing, release := make(chan struct{}), make(chan struct{})
+	var places atomic.Int32
+	e.serveNATS("fulfilment", func(svc *natsrpc.Service) error {
+		return natsrpc.Handle(svc, natsrpc.Subject("fulfilment", "place_order"), func(context.Context, *fulfilmentv1.PlaceOrderRequest) (*fulfilmentv1.PlaceOrderResponse, error) {
+			if places.Add(1) == 1 {
+				close(placing)
+				<-release
+			}
+			return nil, status.Error(codes.FailedPrecondition, "store is closed")
+		})
+	})
+	checkout := func(out chan<- error) {
+		_, err := e.client.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-double-tap"})
+		out <- err
+	}
+	first, second := make(chan error, 1), make(chan error, 1)
+	go checkout(first)
+	<-placing
+	go checkout(second)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { // the second joined and was refused
+		if places.Load() < 2 {
+			return status.Error(codes.Internal, "the second request has not reached fulfilment")
+		}
+		return nil
+	})
+	close(release)
+	for _, ch := range []chan error{first, second} {
+		wantCode(t, "a refused checkout", <-ch, codes.FailedPrecondition, "store is closed")
+	}
+	if _, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.7, -122.3, 0)}); err != nil {
+		t.Fatalf("both checkouts were refused, yet the cart cannot change: %v", err)
+	}
+}

@@ -12,7 +12,7 @@ const (
 	claimOneSQL = `
 		UPDATE carts SET checkout_key = $3,
 		       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END,
-		       checkout_joins = CASE WHEN checkout_until IS NULL THEN 0 ELSE checkout_joins + 1 END,
+		       checkout_joins = CASE WHEN checkout_until IS NULL THEN 1 ELSE checkout_joins + 1 END,
 		       checkout_time = CASE WHEN checkout_until IS NULL THEN now() ELSE checkout_time END
 		WHERE id = $1 AND customer_id = $2 AND state = $6
 		  AND (checkout_until IS NULL OR (checkout_key = $3 AND checkout_until > now()))
@@ -37,9 +37,11 @@ const (
 	// with the key is answered that order.
 	endLeaseSQL = `UPDATE carts SET checkout_until = NULL WHERE id = $1 AND checkout_key = $2 AND state = $3`
 
-	// endOwnLeaseSQL opens a cart after the request that started its lease failed without an
-	// order, unless another request joined the lease: that one may be placing the order now,
-	// and the lease then runs out and is settled.
-	endOwnLeaseSQL = `UPDATE carts SET checkout_until = NULL
-		WHERE id = $1 AND checkout_key = $2 AND state = $3 AND checkout_joins = 0`
+	// leaveLeaseSQL takes a request that failed without an order out of its cart's lease
+	// (checkout_joins counts the requests in it) and opens the cart when it was the last: any
+	// other may be placing the order at that moment. It says whether the cart opened.
+	leaveLeaseSQL = `UPDATE carts SET checkout_joins = checkout_joins - 1,
+		       checkout_until = CASE WHEN checkout_joins <= 1 THEN NULL ELSE checkout_until END
+		WHERE id = $1 AND checkout_key = $2 AND state = $3 AND checkout_until IS NOT NULL
+		RETURNING checkout_until IS NULL`
 )

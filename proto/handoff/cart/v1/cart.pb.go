@@ -481,7 +481,7 @@ func (x *Cart) GetUpdateTime() *timestamppb.Timestamp {
 type CreateCartRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lines to start with, as AddLine would add them in this order: a SKU given twice makes one
-	// line of both quantities (at most 99). At most 100 lines.
+	// line of both quantities (at most 99). At most 100 entries.
 	Lines []*NewCartLine `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
 	// Where to pick up, as SetPickup takes it (store_name is ignored).
 	Pickup        *Pickup `protobuf:"bytes,2,opt,name=pickup,proto3" json:"pickup,omitempty"`

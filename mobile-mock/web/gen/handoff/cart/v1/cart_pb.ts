@@ -263,7 +263,7 @@ export const CartSchema: GenMessage<Cart> = /*@__PURE__*/
 export type CreateCartRequest = Message<"handoff.cart.v1.CreateCartRequest"> & {
   /**
    * Lines to start with, as AddLine would add them in this order: a SKU given twice makes one
-   * line of both quantities (at most 99). At most 100 lines.
+   * line of both quantities (at most 99). At most 100 entries.
    *
    * @generated from field: repeated handoff.cart.v1.NewCartLine lines = 1;
    */
