@@ -44,7 +44,6 @@ type cartRow struct {
 	CheckoutKey           *string
 	CheckingOut           bool // a checkout's lease is running
 	Unsettled             bool // a checkout's lease lapsed without an answer: it may have an order
-	freshClaim            bool // read by a claim that started the lease (not a retry's, under a running one)
 	OrderID               *string
 	CreateTime            time.Time
 	UpdateTime            time.Time
@@ -122,12 +121,6 @@ func loadCart(ctx context.Context, q querier, customer, id string, forUpdate boo
 	}
 	return c, nil
 }
-
-// claimColumns are what a checkout's claim returns: cartColumns, then whether it started the
-// lease (a retry under a running lease leaves its end as it was). $5 is the lease's length.
-const claimColumns = cartColumns + `, checkout_until = now() + $5::bigint * interval '1 microsecond'`
-
-func (c *cartRow) claimScanTargets() []any { return append(c.scanTargets(), &c.freshClaim) }
 
 // cartColumns are the carts columns a cartRow holds, in scanTargets' order.
 const cartColumns = `id, customer_id, state, pickup_store_id, near_lat, near_lng, near_radius_m, version,

@@ -38,8 +38,9 @@ const (
 //     key, at the expected version, with lines and a pickup choice, record the key and start the
 //     checkout lease, returning the cart as claimed. While the lease runs every other change is
 //     refused (their UPDATEs require no running lease), so the cart cannot change under the
-//     order. Concurrent retries with the same key go through; a different key is refused with
-//     Aborted. Only when the claim matches nothing is the cart read, to say why (or, already
+//     order. Concurrent retries with the same key join the lease (checkout_joins counts the
+//     requests in it; one that ends without an order leaves, and the last to leave opens the
+//     cart); a different key is refused with Aborted. Only when the claim matches nothing is the cart read, to say why (or, already
 //     checked out with this same key, to fetch that order again). Concurrent checkouts'
 //     claims share one statement (checkoutwrites.go).
 //  2. Price every line as the cart shows it: the catalog's answers the cart keeps, the catalog
@@ -70,10 +71,16 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	// 2. Price. A cart already checked out asks fulfilment for the order it has: the last known
 	// prices fill the request, which fulfilment answers from the order it stored.
 	lines, variants, err := s.priceForOrder(ctx, c, !already)
-	if err != nil && !c.freshClaim && rpcerr.IsStatus(err) && status.Code(err) != codes.Unavailable {
-		// A retry that joined the lease, refused by today's catalog (a product archived since):
-		// its first request may have placed the order at the prices it read, and fulfilment
-		// answers a retry from that order whatever the catalog says now.
+	if err != nil {
+		// Nothing was placed by this request: it leaves the lease, which opens the cart if no
+		// other request with the key is in it.
+		if already || s.leaveLease(ctx, c.ID, key) || !rpcerr.IsStatus(err) || status.Code(err) == codes.Unavailable {
+			return nil, nil, err
+		}
+		// Another request with the key is in the lease. Refused by today's catalog (a product
+		// archived since), this one may still have an order: the other may have placed it at the
+		// prices it read, and fulfilment answers a retry from that order whatever the catalog
+		// says now.
 		order, ferr := s.findCheckoutOrder(ctx, c, key)
 		switch {
 		case ferr != nil:
@@ -81,19 +88,8 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 		case order != nil:
 			return s.finishCheckout(ctx, customer, c, key, already, order, nil)
 		}
-		if !s.leaveLease(ctx, c.ID, key) {
-			return nil, nil, status.Errorf(codes.Unavailable, "a checkout of cart %q with this idempotency_key is still under way (%s); retry with the same key to learn its outcome",
-				c.ID, status.Convert(err).Message())
-		}
-		return nil, nil, err // the last request in the lease: nothing is under way
-	}
-	if err != nil {
-		// Nothing was placed by this request: it leaves the lease, which opens the cart if no
-		// other request is in it.
-		if !already {
-			s.leaveLease(ctx, c.ID, key)
-		}
-		return nil, nil, err
+		return nil, nil, status.Errorf(codes.Unavailable, "a checkout of cart %q with this idempotency_key is still under way (%s); retry with the same key to learn its outcome",
+			c.ID, status.Convert(err).Message())
 	}
 
 	// 3. Place.
@@ -173,7 +169,7 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 	for range 3 {
 		c = &cartRow{}
 		err = s.db.QueryRow(ctx, claimOneSQL,
-			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds(), stateOpen).Scan(c.claimScanTargets()...)
+			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds(), stateOpen).Scan(c.scanTargets()...)
 		if err == nil {
 			return c, false, nil
 		}
@@ -283,11 +279,11 @@ func (s *Service) priceForOrder(ctx context.Context, c *cartRow, current bool) (
 }
 
 // placeFailed decides what a failed place_order means for the cart. A refusal (bad input,
-// broken rule) means this request made no order: the lease ends, if this request started it,
-// and the refusal is returned. A retry's lease is its first request's, which may be placing
-// the order now: it is left to run (or lapse and be settled). No answer means the order may
-// exist: the lease stays, so the cart cannot change under it, and the client is told to retry
-// with the same key.
+// broken rule) means this request made no order: it leaves the lease (leaveLease), which
+// opens the cart unless another request with the key is still in it, and the refusal is
+// returned. No answer means the order may exist: the request stays in the lease, so the cart
+// cannot change under it until the lease lapses and is settled, and the client is told to
+// retry with the same key.
 func (s *Service) placeFailed(ctx context.Context, c *cartRow, key string, err error) error {
 	cartID := c.ID
 	switch code := status.Code(err); code {
@@ -427,7 +423,11 @@ func (s *Service) findCheckoutOrder(ctx context.Context, c *cartRow, key string)
 
 // endLease unfreezes the cart after a checkout whose key has a rejected order.
 func (s *Service) endLease(ctx context.Context, cartID, key string) {
-	s.execLeaseEnd(ctx, endLeaseSQL, cartID, key)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
+	defer cancel()
+	if _, err := s.db.Exec(wctx, endLeaseSQL, cartID, key, stateOpen); err != nil {
+		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart's next change settles it", "cart_id", cartID, "err", err)
+	}
 }
 
 // leaveLease takes a request that failed without an order out of the cart's lease
@@ -442,12 +442,4 @@ func (s *Service) leaveLease(ctx context.Context, cartID, key string) bool {
 		s.log.WarnContext(ctx, "checkout: leaving the lease failed; it runs out and is settled", "cart_id", cartID, "err", err)
 	}
 	return opened
-}
-
-func (s *Service) execLeaseEnd(ctx context.Context, sql, cartID, key string) {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cartWriteTimeout)
-	defer cancel()
-	if _, err := s.db.Exec(wctx, sql, cartID, key, stateOpen); err != nil {
-		s.log.WarnContext(ctx, "checkout: ending the lease failed; the cart's next change settles it", "cart_id", cartID, "err", err)
-	}
 }

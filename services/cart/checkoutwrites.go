@@ -42,7 +42,7 @@ const claimManySQL = `
 	  AND (u.r_version = 0 OR version = u.r_version)
 	  AND jsonb_array_length(lines) > 0
 	  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)
-	RETURNING ` + claimColumns
+	RETURNING ` + cartColumns
 
 // claimMany claims the carts of reqs in one statement. A request whose cart did not match
 // (refused, or another request of the batch claimed it first) gets a nil cart.
@@ -69,7 +69,7 @@ func (s *Service) claimMany(ctx context.Context, reqs []claimReq) []coalesce.Res
 	defer rows.Close()
 	for rows.Next() {
 		c := &cartRow{}
-		if err := rows.Scan(c.claimScanTargets()...); err != nil {
+		if err := rows.Scan(c.scanTargets()...); err != nil {
 			return fail(err)
 		}
 		// The row went to a request it matched, version included: requests for one cart

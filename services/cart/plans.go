@@ -19,7 +19,7 @@ const (
 		  AND ($4::bigint = 0 OR version = $4)
 		  AND jsonb_array_length(lines) > 0
 		  AND (pickup_store_id IS NOT NULL OR near_lat IS NOT NULL)
-		RETURNING ` + claimColumns
+		RETURNING ` + cartColumns
 
 	// editOneSQL is editManySQL for one cart, in a transaction's edit.
 	editOneSQL = `
