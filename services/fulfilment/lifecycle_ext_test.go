@@ -923,13 +923,7 @@ func TestAnOrderIsCancelledWhenAnActiveLineLapsedThoughAsManyHoldsAreOpen(t *tes
 		t.Fatal(err)
 	}
 	e.invRPC = e.serveInventory()
-	testenv.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if s := e.stateOf(o.GetId()); s != cancelled {
-			return fmt.Errorf("order is %s with its latte's hold lapsed, want CANCELLED", s)
-		}
-		return nil
-	})
-	e.waitHolds(o.GetId(), map[string]int{"expired": 1, "released": 1})
+	e.waitFirstLineLapsed(o.GetId())
 	for _, sku := range []string{"LATTE-16", "MUFFIN"} {
 		if got := e.available("s1", sku); got != 4 {
 			t.Fatalf("%s available %d, want all 4", sku, got)
@@ -944,13 +938,7 @@ func TestALapsedOrdersRemainingHoldsAreReleasedAsCancelled(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	o := e.placeAndLapseFirstLine()
 	e.invRPC = e.serveInventory()
-	testenv.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if s := e.stateOf(o.GetId()); s != cancelled {
-			return fmt.Errorf("order is %s, want CANCELLED", s)
-		}
-		return nil
-	})
-	e.waitHolds(o.GetId(), map[string]int{"expired": 1, "released": 1})
+	e.waitFirstLineLapsed(o.GetId())
 	var reason string
 	if err := e.invPool.QueryRow(e.ctx, `SELECT release_reason FROM holds WHERE order_id = $1 AND line_id = 'l2'`, o.GetId()).Scan(&reason); err != nil {
 		t.Fatal(err)
@@ -983,6 +971,20 @@ func (e *env) placeAndLapseFirstLine() *fulfilmentv1.Order {
 		e.t.Fatal(err)
 	}
 	return o
+}
+
+// waitFirstLineLapsed waits for placeAndLapseFirstLine's order to be cancelled for its lapsed
+// latte, with the muffin's hold released. Generous: on a loaded machine an inventory call may
+// time out and be retried with backoff.
+func (e *env) waitFirstLineLapsed(orderID string) {
+	e.t.Helper()
+	testenv.CheckFor(e.t, 30*time.Second, 10*time.Millisecond, func() error {
+		if s := e.stateOf(orderID); s != cancelled {
+			return fmt.Errorf("order is %s with its latte's hold lapsed, want CANCELLED", s)
+		}
+		return nil
+	})
+	e.waitHolds(orderID, map[string]int{"expired": 1, "released": 1})
 }
 
 // waitEffectTried waits until an effect of kind for the order has been tried at least once.
