@@ -54,7 +54,8 @@ type Server struct {
 
 // New returns a server with Handoff's interceptors; register services on it, then call Serve.
 // With keys, every call is authorized by auth.DefaultPolicy and carries its caller in the
-// context; nil keys (tests of a single service) leave calls anonymous.
+// context; nil keys (tests of a single service) leave calls anonymous. Options given replace
+// the defaults they name (MaxConnectionAge, say).
 func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Server {
 	s := &Server{logger: logger}
 	s.draining, s.drain = context.WithCancel(context.Background())
@@ -64,9 +65,7 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 	base := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		// Streams (WatchOrder, ticket feeds) stay open for hours; pings keep NATs and load
-		// balancers from dropping them silently.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		MaxConnectionAge(DefaultMaxConnectionAge),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4 << 20),
 		grpc.ForceServerCodecV2(newLenientCodec()), // see codec.go
@@ -76,6 +75,23 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 	healthpb.RegisterHealthServer(s.Server, s.Health)
 	reflection.Register(s.Server)
 	return s
+}
+
+// DefaultMaxConnectionAge is how long a client's connection lives before the server asks it to
+// reconnect. gRPC clients resolve a service's name again only when a connection goes, so
+// without an age a copy added by scaling out would take no calls from a running edge until
+// something broke; with it, every edge finds the new copy within about this long.
+const DefaultMaxConnectionAge = 2 * time.Minute
+
+// MaxConnectionAge gives the server's keepalive settings with connections aged out after age
+// (±10%, gRPC's jitter, so an edge's connections do not all go at once). The server sends
+// GOAWAY: calls in flight, and streams (WatchOrder) however long, finish on the old
+// connection while new calls go to a new one, so an age out is never an error for a caller.
+// Pings every 30 s keep NATs and load balancers from dropping long streams silently.
+func MaxConnectionAge(age time.Duration) grpc.ServerOption {
+	return grpc.KeepaliveParams(keepalive.ServerParameters{
+		Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionAge: age,
+	})
 }
 
 // endOnDrain ends a server stream (WatchOrder, a health Watch) once the server starts to stop:

@@ -4,12 +4,16 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/handoff-dev/handoff/internal/grpcserver"
+	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
 // countingHealth answers health checks and counts them.
@@ -60,5 +64,56 @@ func TestAnEdgeSpreadsItsCallsOverEveryCopyOfAService(t *testing.T) {
 		if len(c) == 0 {
 			t.Fatalf("copy %d (%s) took none of 20 calls", i, addrs[i].Addr)
 		}
+	}
+}
+
+// A copy added by scaling out takes calls from an edge that was already running: the first
+// copy ages its connection out (grpcserver.MaxConnectionAge), the edge resolves the name
+// again and finds the new copy. No call fails on the way. Without the age the edge would
+// keep every call on the first copy until a connection broke.
+func TestAnEdgeFindsACopyAddedWhileItRuns(t *testing.T) {
+	listen := func() net.Listener {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lis
+	}
+	first, added := listen(), listen()
+	old := grpcserver.New(testenv.Logger(t), nil, grpcserver.MaxConnectionAge(300*time.Millisecond))
+	go func() { _ = old.Server.Serve(first) }()
+	t.Cleanup(old.Stop)
+	calls := make(chan struct{}, 1000)
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, countingHealth{Server: health.NewServer(), calls: calls})
+	go func() { _ = srv.Serve(added) }()
+	t.Cleanup(srv.Stop)
+
+	// The name resolves to the first copy only until it is resolved again.
+	r := manual.NewBuilderWithScheme("scaled")
+	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: first.Addr().String()}}})
+	r.ResolveNowCallback = func(resolver.ResolveNowOptions) {
+		go r.UpdateState(resolver.State{Addresses: []resolver.Address{
+			{Addr: first.Addr().String()}, {Addr: added.Addr().String()},
+		}})
+	}
+	resolver.Register(r)
+
+	s := &system{}
+	conn, err := s.dial(TargetFulfilment, "scaled:///fulfilment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closers[0].close(context.Background())
+	client := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 0; len(calls) == 0; n++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the added copy took none of %d calls in 10 s", n)
+		}
+		if _, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("call %d failed while the first copy aged its connection out: %v", n, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
