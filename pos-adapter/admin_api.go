@@ -186,7 +186,7 @@ func (api adminAPI) ListTerminals(ctx context.Context, req *connect.Request[posv
 		return nil, a.fail(ctx, "", err)
 	}
 	var after terminalPosition
-	hasAfter, err := pagetoken.Decode(req.Msg.GetPageToken(), &after)
+	hasAfter, err := pagetoken.Decode(req.Msg, &after)
 	if err != nil {
 		return nil, a.fail(ctx, "", err)
 	}
@@ -206,7 +206,7 @@ func (api adminAPI) ListTerminals(ctx context.Context, req *connect.Request[posv
 	if len(ts) > size {
 		res.Terminals = ts[:size]
 		last := ts[size-1]
-		res.NextPageToken = pagetoken.Encode(terminalPosition{Time: last.GetCreateTime().AsTime().UnixMicro(), ID: last.GetId()})
+		res.NextPageToken = pagetoken.Encode(req.Msg, terminalPosition{Time: last.GetCreateTime().AsTime().UnixMicro(), ID: last.GetId()})
 	}
 	return connect.NewResponse(res), nil
 }

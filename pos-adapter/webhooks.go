@@ -411,7 +411,7 @@ func (api adminAPI) ListFailedDeliveries(ctx context.Context, req *connect.Reque
 		return nil, a.fail(ctx, "", err)
 	}
 	pos := failedPosition{Time: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), ID: "ffffffff-ffff-ffff-ffff-ffffffffffff"}
-	if _, err := pagetoken.Decode(m.GetPageToken(), &pos); err != nil {
+	if _, err := pagetoken.Decode(m, &pos); err != nil {
 		return nil, a.fail(ctx, "", err)
 	}
 	rows, err := a.db.Query(ctx, `
@@ -441,7 +441,7 @@ func (api adminAPI) ListFailedDeliveries(ctx context.Context, req *connect.Reque
 	if len(list) > size {
 		list = list[:size]
 		last := list[size-1]
-		out.NextPageToken = pagetoken.Encode(failedPosition{Time: last.done, ID: last.d.GetId()})
+		out.NextPageToken = pagetoken.Encode(m, failedPosition{Time: last.done, ID: last.d.GetId()})
 	}
 	for _, f := range list {
 		out.Deliveries = append(out.Deliveries, f.d)

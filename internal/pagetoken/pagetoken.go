@@ -1,27 +1,42 @@
 // Package pagetoken makes the opaque page tokens of list RPCs: a keyset position (the sort key
-// of the last item returned) serialised as URL-safe base64 JSON. Keyset paging stays fast and
-// stable while rows are inserted, unlike OFFSET.
+// of the last item returned) and the call it belongs to, serialised as URL-safe base64 JSON.
+// Keyset paging stays fast and stable while rows are inserted, unlike OFFSET.
 package pagetoken
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 )
 
-// Encode returns the token for position pos.
-func Encode(pos any) string {
-	b, err := json.Marshal(pos)
+// Encode returns the token for position pos of the list call req asked for. The token is bound
+// to req's other arguments (see Decode).
+func Encode(req proto.Message, pos any) string {
+	p, err := json.Marshal(pos)
 	if err != nil {
 		// Positions are plain structs of strings and numbers; failure is a programming error.
 		panic(fmt.Sprintf("pagetoken: encode %T: %v", pos, err))
 	}
+	b, err := json.Marshal(envelope{Call: fingerprint(req), Pos: p})
+	if err != nil {
+		panic(fmt.Sprintf("pagetoken: encode %T: %v", pos, err))
+	}
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// envelope is a token's content: the call it continues and the position in it.
+type envelope struct {
+	Call string          `json:"c"`
+	Pos  json.RawMessage `json:"p"`
 }
 
 // Checker is a position whose fields a query reads as types of their own (a uuid, say): Check
@@ -31,17 +46,26 @@ type Checker interface {
 	Check() error
 }
 
-// Decode reads token into pos. An empty token leaves pos untouched and reports false; a token
-// Encode did not make for a position of pos's type (one that does not decode, lacks fields or
-// has others, "{}" say, or one its Check refuses) is an InvalidArgument naming the page_token
-// field, and so is one holding a NUL, which no stored key has and Postgres cannot take.
-func Decode(token string, pos any) (bool, error) {
+// Decode reads req's page_token into pos. An empty token leaves pos untouched and reports
+// false. These are InvalidArgument errors naming the page_token field:
+//   - a token Encode did not make for a position of pos's type (one that does not decode, lacks
+//     fields or has others, "{}" say, or one its Check refuses);
+//   - one holding a NUL, which no stored key has and Postgres cannot take;
+//   - one made for a call with other arguments. A position means nothing under other filters: it
+//     would skip or repeat items without a word. AIP-158 asks for the refusal. Only page_size
+//     may change from page to page.
+func Decode(req proto.Message, pos any) (bool, error) {
+	token := tokenOf(req)
 	if token == "" {
 		return false, nil
 	}
 	invalid := rpcerr.Invalid("page_token", "not a token returned by this list call")
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || json.Unmarshal(b, pos) != nil {
+	if err != nil {
+		return false, invalid
+	}
+	var env envelope
+	if json.Unmarshal(b, &env) != nil || json.Unmarshal(env.Pos, pos) != nil {
 		return false, invalid
 	}
 	var values any
@@ -49,13 +73,50 @@ func Decode(token string, pos any) (bool, error) {
 		return false, invalid
 	}
 	// Encode's output is canonical: a token that does not encode back to itself is forged.
-	if again, err := json.Marshal(pos); err != nil || !bytes.Equal(again, b) {
+	p, err := json.Marshal(pos)
+	if err != nil {
+		return false, invalid
+	}
+	if again, err := json.Marshal(envelope{Call: env.Call, Pos: p}); err != nil || !bytes.Equal(again, b) {
 		return false, invalid
 	}
 	if c, ok := pos.(Checker); ok && c.Check() != nil {
 		return false, invalid
 	}
+	if env.Call != fingerprint(req) {
+		return false, rpcerr.Invalid("page_token", "made for this list call with other arguments: send every field but page_size as on the first page, or start again without a token")
+	}
 	return true, nil
+}
+
+// tokenOf is req's page_token. Every list request has one; one without is a programming error.
+func tokenOf(req proto.Message) string {
+	r := req.ProtoReflect()
+	f := r.Descriptor().Fields().ByName(pageToken)
+	if f == nil || f.Kind() != protoreflect.StringKind {
+		panic(fmt.Sprintf("pagetoken: %s has no string field page_token", r.Descriptor().FullName()))
+	}
+	return r.Get(f).String()
+}
+
+const pageToken, pageSize protoreflect.Name = "page_token", "page_size"
+
+// fingerprint names a list call by its arguments but the paging ones: a short hash of the
+// request's deterministic encoding with page_token and page_size cleared. Copies of one build
+// encode alike, so a token made by one copy is read by any other.
+func fingerprint(req proto.Message) string {
+	m := proto.Clone(req).ProtoReflect()
+	for _, name := range []protoreflect.Name{pageToken, pageSize} {
+		if f := m.Descriptor().Fields().ByName(name); f != nil {
+			m.Clear(f)
+		}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.Interface())
+	if err != nil {
+		panic(fmt.Sprintf("pagetoken: encode %s: %v", m.Descriptor().FullName(), err))
+	}
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
 // holdsNUL reports whether a decoded JSON value has a string with a NUL anywhere in it.

@@ -394,6 +394,23 @@ func TestBadPagingIsInvalidArgumentNamingTheField(t *testing.T) {
 	wantCode(t, err, codes.NotFound, "prd-nope")
 }
 
+// A page token continues the listing it came from: sent with another search it is refused
+// naming page_token, where its position would have skipped products of the new search.
+func TestAPageTokenUsedWithAnotherSearchIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.loadDemo(t)
+	first, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{PageSize: 2})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("first page: %v, %v", first, err)
+	}
+	_, err = e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{Query: "latte", PageSize: 2, PageToken: first.GetNextPageToken()})
+	wantCode(t, err, codes.InvalidArgument, "page_token")
+	// The same listing, a page size changed, goes on.
+	if _, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{PageSize: 5, PageToken: first.GetNextPageToken()}); err != nil {
+		t.Fatalf("the same listing with another page size: %v", err)
+	}
+}
+
 // A category naming itself as its parent passes the foreign key (the row is there once
 // inserted), and no root would reach it: refused, naming the field, nothing stored.
 func TestACategoryCannotBeItsOwnParent(t *testing.T) {

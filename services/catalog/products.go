@@ -49,7 +49,7 @@ func (s *Service) ListProducts(ctx context.Context, req *catalogv1.ListProductsR
 		return nil, err
 	}
 	var after listPosition
-	hasAfter, err := pagetoken.Decode(req.GetPageToken(), &after)
+	hasAfter, err := pagetoken.Decode(req, &after)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (s *Service) ListProducts(ctx context.Context, req *catalogv1.ListProductsR
 	if len(products) > size {
 		res.Products = products[:size]
 		last := res.Products[size-1]
-		res.NextPageToken = pagetoken.Encode(listPosition{Name: last.GetName(), ID: last.GetId()})
+		res.NextPageToken = pagetoken.Encode(req, listPosition{Name: last.GetName(), ID: last.GetId()})
 	}
 	return res, nil
 }

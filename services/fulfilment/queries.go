@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -57,7 +59,7 @@ func (s *Service) ListOrders(ctx context.Context, customerID string, req *fulfil
 		return nil, "", err
 	}
 	var after listPosition
-	hasAfter, err := pagetoken.Decode(req.GetPageToken(), &after)
+	hasAfter, err := pagetoken.Decode(req, &after)
 	if err != nil {
 		return nil, "", err
 	}
@@ -74,7 +76,7 @@ func (s *Service) ListOrders(ctx context.Context, customerID string, req *fulfil
 	if err != nil {
 		return nil, "", err
 	}
-	return page(orders, size)
+	return page(req, orders, size)
 }
 
 // ListStoreOrders pages through a store's orders, oldest first; by default the open ones (its
@@ -92,7 +94,7 @@ func (s *Service) ListStoreOrders(ctx context.Context, storeID string, req *fulf
 		states = []int16{int16(domain.Confirmed), int16(domain.Preparing), int16(domain.Ready)}
 	}
 	var after listPosition
-	hasAfter, err := pagetoken.Decode(req.GetPageToken(), &after)
+	hasAfter, err := pagetoken.Decode(req, &after)
 	if err != nil {
 		return nil, "", err
 	}
@@ -106,14 +108,14 @@ func (s *Service) ListStoreOrders(ctx context.Context, storeID string, req *fulf
 	if err != nil {
 		return nil, "", err
 	}
-	return page(orders, size)
+	return page(req, orders, size)
 }
 
-func page(orders []*order, size int) ([]*order, string, error) {
+func page(req proto.Message, orders []*order, size int) ([]*order, string, error) {
 	if len(orders) <= size {
 		return orders, "", nil
 	}
 	orders = orders[:size]
 	last := orders[size-1]
-	return orders, pagetoken.Encode(listPosition{Time: last.CreateTime.UnixMicro(), ID: last.ID}), nil
+	return orders, pagetoken.Encode(req, listPosition{Time: last.CreateTime.UnixMicro(), ID: last.ID}), nil
 }

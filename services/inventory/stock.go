@@ -340,7 +340,7 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 		return nil, err
 	}
 	var after stockPosition
-	if _, err := pagetoken.Decode(req.GetPageToken(), &after); err != nil {
+	if _, err := pagetoken.Decode(req, &after); err != nil {
 		return nil, err
 	}
 	if err := s.requireStore(ctx, req.GetStoreId()); err != nil {
@@ -370,7 +370,7 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 	res := &inventoryv1.ListStockResponse{Levels: levels}
 	if len(levels) > size {
 		res.Levels = levels[:size]
-		res.NextPageToken = pagetoken.Encode(stockPosition{SKU: res.Levels[size-1].GetSku()})
+		res.NextPageToken = pagetoken.Encode(req, stockPosition{SKU: res.Levels[size-1].GetSku()})
 	}
 	return res, nil
 }
@@ -395,7 +395,7 @@ func (s *Service) ListMovements(ctx context.Context, req *inventoryv1.ListMoveme
 		return nil, err
 	}
 	after := movementPosition{ID: 1<<63 - 1}
-	if _, err := pagetoken.Decode(req.GetPageToken(), &after); err != nil {
+	if _, err := pagetoken.Decode(req, &after); err != nil {
 		return nil, err
 	}
 	if err := s.requireStore(ctx, req.GetStoreId()); err != nil {
@@ -418,7 +418,7 @@ func (s *Service) ListMovements(ctx context.Context, req *inventoryv1.ListMoveme
 	res := &inventoryv1.ListMovementsResponse{Movements: ms}
 	if len(ms) > size {
 		res.Movements = ms[:size]
-		res.NextPageToken = pagetoken.Encode(movementPosition{ID: res.Movements[size-1].GetId()})
+		res.NextPageToken = pagetoken.Encode(req, movementPosition{ID: res.Movements[size-1].GetId()})
 	}
 	return res, nil
 }

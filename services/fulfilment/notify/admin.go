@@ -61,7 +61,7 @@ func (a *Admin) ListFailedNotifications(ctx context.Context, req *fulfilmentv1.L
 		return nil, err
 	}
 	var pos deadPosition
-	after, err := pagetoken.Decode(req.GetPageToken(), &pos)
+	after, err := pagetoken.Decode(req, &pos)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func (a *Admin) ListFailedNotifications(ctx context.Context, req *fulfilmentv1.L
 			return nil, a.internal(ctx, "scan dead notification", err)
 		}
 		if len(res.Notifications) == size {
-			res.NextPageToken = pagetoken.Encode(last)
+			res.NextPageToken = pagetoken.Encode(req, last)
 			break
 		}
 		n.FailTime = timestamppb.New(failTime)

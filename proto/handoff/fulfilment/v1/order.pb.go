@@ -748,6 +748,7 @@ type ListOrdersRequest struct {
 	// Maximum orders per page, 1-100; 0 means 20.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response.
+	// Every other field but page_size must be as on the first page (else InvalidArgument).
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only these states; empty means all.
 	States        []OrderState `protobuf:"varint,3,rep,packed,name=states,proto3,enum=handoff.fulfilment.v1.OrderState" json:"states,omitempty"`
@@ -1174,6 +1175,7 @@ type ListStoreOrdersRequest struct {
 	// Maximum orders per page, 1-200; 0 means 50.
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response.
+	// Every other field but page_size must be as on the first page (else InvalidArgument).
 	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1939,6 +1941,7 @@ type ListFailedNotificationsRequest struct {
 	// Maximum entries per page, 1-200; 0 means 50.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response.
+	// Every other field but page_size must be as on the first page (else InvalidArgument).
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

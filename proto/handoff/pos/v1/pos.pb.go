@@ -609,6 +609,7 @@ type ListStoreOrdersRequest struct {
 	// Maximum orders per page, 1-200; 0 means 50.
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response.
+	// Every other field but page_size must be as on the first page (else InvalidArgument).
 	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1572,6 +1573,7 @@ type ListTerminalsRequest struct {
 	// At most this many terminals (0 means 100; above 1000 reads as 1000).
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// A previous response's next_page_token, to continue from there.
+	// Every other field but page_size must be as on the first page (else InvalidArgument).
 	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1983,6 +1985,7 @@ type ListFailedDeliveriesRequest struct {
 	// Maximum entries, 1-200; 0 means 50.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response.
+	// Every other field but page_size must be as on the first page (else InvalidArgument).
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

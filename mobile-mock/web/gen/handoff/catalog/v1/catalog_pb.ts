@@ -266,6 +266,7 @@ export type ListProductsRequest = Message<"handoff.catalog.v1.ListProductsReques
 
   /**
    * Token from a previous response's next_page_token; empty for the first page.
+   * Every other field but page_size must be as on the first page (else InvalidArgument).
    *
    * @generated from field: string page_token = 2;
    */

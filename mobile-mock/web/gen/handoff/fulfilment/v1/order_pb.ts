@@ -400,6 +400,7 @@ export type ListOrdersRequest = Message<"handoff.fulfilment.v1.ListOrdersRequest
 
   /**
    * Token from a previous response.
+   * Every other field but page_size must be as on the first page (else InvalidArgument).
    *
    * @generated from field: string page_token = 2;
    */
@@ -624,6 +625,7 @@ export type ListStoreOrdersRequest = Message<"handoff.fulfilment.v1.ListStoreOrd
 
   /**
    * Token from a previous response.
+   * Every other field but page_size must be as on the first page (else InvalidArgument).
    *
    * @generated from field: string page_token = 4;
    */
@@ -1016,6 +1018,7 @@ export type ListFailedNotificationsRequest = Message<"handoff.fulfilment.v1.List
 
   /**
    * Token from a previous response.
+   * Every other field but page_size must be as on the first page (else InvalidArgument).
    *
    * @generated from field: string page_token = 2;
    */

@@ -1267,6 +1267,7 @@ export type ListStockRequest = Message<"handoff.inventory.v1.ListStockRequest"> 
 
   /**
    * Token from a previous response.
+   * Every other field but page_size must be as on the first page (else InvalidArgument).
    *
    * @generated from field: string page_token = 4;
    */
@@ -1337,6 +1338,7 @@ export type ListMovementsRequest = Message<"handoff.inventory.v1.ListMovementsRe
 
   /**
    * Token from a previous response.
+   * Every other field but page_size must be as on the first page (else InvalidArgument).
    *
    * @generated from field: string page_token = 4;
    */
