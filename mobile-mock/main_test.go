@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -238,5 +241,53 @@ func TestLoadSpawnsItsOwnHandoff(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "Handoff ready") {
 		t.Errorf("no word of the system starting:\n%s", stderr.String())
+	}
+}
+
+// refusingCarts is a way to the gateway on which every CreateCart fails as if the edge were
+// down, counted; every other call goes through.
+type refusingCarts struct {
+	http.RoundTripper
+	refused atomic.Int64
+}
+
+func (c *refusingCarts) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/CreateCart") {
+		c.refused.Add(1)
+		return nil, errors.New("connection refused (the test's edge is down)")
+	}
+	return c.RoundTripper.RoundTrip(req)
+}
+
+// While the gateway refuses, shoppers wait longer and longer before their next try instead of
+// calling again at once, which for as long as an edge is down would hammer it with thousands
+// of calls a second.
+func TestLoadShoppersBackOffWhileCallsFail(t *testing.T) {
+	ready, flags := startHandoff(t)
+	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	carts := &refusingCarts{RoundTripper: http.DefaultTransport.(*http.Transport).Clone()}
+	const shoppers, window = 4, 2 * time.Second
+	res, err := load.Run(t.Context(), load.Config{
+		Endpoints: system.Endpoints{
+			GatewayURL: "http://" + ready.GatewayAddr, POSURL: "http://" + ready.POSAdapterAddr,
+			InventoryAddr: ready.ServiceAddrs[stack.TargetInventory], Keys: keys,
+		},
+		HTTPClient: &http.Client{Transport: carts},
+		Shoppers:   shoppers, Duration: window,
+	})
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	// Each shopper's waits from 50 ms doubling to 2 s (each at least half its nominal length)
+	// allow at most about nine tries in 2 s; calling again at once makes hundreds.
+	n := carts.refused.Load()
+	if n == 0 || n > shoppers*12 {
+		t.Errorf("%d CreateCart calls refused from %d shoppers in %v; want some, and at most %d", n, shoppers, window, shoppers*12)
+	}
+	if res.Checkouts != 0 || len(res.Errors) == 0 {
+		t.Errorf("with every cart refused: %d checkouts, errors %v", res.Checkouts, res.Errors)
 	}
 }

@@ -405,7 +405,10 @@ func (r *run) reportProgress(stop <-chan struct{}) {
 func (r *run) shopper(ctx context.Context, id int) {
 	rng := rand.New(rand.NewPCG(uint64(id), uint64(r.start.UnixNano())))
 	slots := make(chan struct{}, r.cfg.MaxInFlight)
-	var open sync.WaitGroup
+	var (
+		open  sync.WaitGroup
+		pause time.Duration
+	)
 	defer open.Wait()
 	for n := 0; ctx.Err() == nil; n++ {
 		select {
@@ -422,27 +425,44 @@ func (r *run) shopper(ctx context.Context, id int) {
 			<-slots
 			return
 		}
-		confirmed := make(chan struct{})
+		confirmed := make(chan bool, 1)
 		open.Go(func() {
 			defer func() { <-slots }()
 			r.order(ctx, fmt.Sprintf("s%d-o%d", id, n), rng, confirmed)
 		})
-		<-confirmed
+		if failed := <-confirmed; !failed {
+			pause = 0
+			continue
+		}
+		// A call failed before the order was placed: an edge down or refusing. Trying again at
+		// once would hammer it (and fill the error counts) for as long as it is down.
+		pause = min(max(2*pause, minPause), maxPause)
+		select {
+		case <-time.After(pause/2 + rand.N(pause/2)):
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
+// minPause and maxPause bound a shopper's wait after an order failed before it was placed,
+// doubling while failures go on.
+const minPause, maxPause = 50 * time.Millisecond, 2 * time.Second
+
 // order is one shopper's whole order: cart, checkout, watching it, handing over the code. It
-// closes confirmed once the order is CONFIRMED or has ended without being confirmed; rng is
-// used only before that.
-func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed chan<- struct{}) {
+// sends on confirmed once the order is CONFIRMED or has ended without being confirmed: true
+// when a call failed before the order was placed. rng is used only before that.
+func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed chan<- bool) {
 	var once sync.Once
-	release := func() { once.Do(func() { close(confirmed) }) }
+	failed := false
+	release := func() { once.Do(func() { confirmed <- failed }) }
 	defer release()
 	ctx, cancel := context.WithTimeout(shopper.WithToken(ctx, r.token(who)), r.cfg.OrderTimeout)
 	defer cancel()
 
 	cartID, ok := r.fillCart(ctx, rng)
 	if !ok {
+		failed = true
 		return
 	}
 
@@ -465,6 +485,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	}
 	if err != nil {
 		r.fail("Checkout", err)
+		failed = true
 		return
 	}
 	r.checkout.Record(time.Since(began))
