@@ -109,26 +109,36 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 
 var policy = auth.DefaultPolicy()
 
-// admit authenticates a call from peerAddr, charging its address for a refusal (refusedAuth);
-// an address over its refusals is told to wait before its credential is even looked at.
+// admit authenticates a call from peerAddr, charging its address for a refusal (refusedAuth).
+// An address over its refusals is told to wait, unless its credential is one this process has
+// seen working (credentialCache; read again if its row is old) or a token (a signature
+// check). A store's terminals and staff share its one public address (NAT), and made-up
+// credentials from it must not lock them out; only unknown credentials, each a database read,
+// wait.
 func (a *Adapter) admit(ctx context.Context, peerAddr, procedure, authorization string) (context.Context, error) {
 	done, ok, wait := a.refusedAuth.Attempt(edge.ClientKey(peerAddr))
 	if !ok {
+		if ctx, err := a.authenticate(ctx, procedure, authorization, false); err == nil {
+			return ctx, nil
+		}
 		return ctx, edge.RateLimited("refused credentials from this address", wait)
 	}
-	ctx, err := a.authenticate(ctx, procedure, authorization)
+	ctx, err := a.authenticate(ctx, procedure, authorization, true)
 	code := connect.CodeOf(err)
 	done(err != nil && (code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied))
 	return ctx, err
 }
 
-func (a *Adapter) authenticate(ctx context.Context, procedure, authorization string) (context.Context, error) {
+// authenticate finds the caller. Without lookup, a terminal credential is read from the
+// database only if this process has seen it work before (credentialCache.known); any other is
+// refused (errNeedsLookup) unread.
+func (a *Adapter) authenticate(ctx context.Context, procedure, authorization string, lookup bool) (context.Context, error) {
 	token, err := auth.BearerToken(authorization)
 	if err == nil && strings.HasPrefix(token, credentialPrefix) {
 		if service := auth.ServiceOf(procedure); service != posv1connect.TerminalServiceName {
 			return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s needs an admin token; this is a terminal credential", service))
 		}
-		c, err := a.terminalCaller(ctx, token)
+		c, err := a.terminalCaller(ctx, token, lookup)
 		if err != nil {
 			return ctx, err
 		}
@@ -145,12 +155,15 @@ func (a *Adapter) authenticate(ctx context.Context, procedure, authorization str
 	return context.WithValue(auth.NewContext(ctx, p), callerKey{}, c), nil
 }
 
-var errBadCredential = connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential rejected: unknown, malformed or revoked"))
+var (
+	errBadCredential = connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential rejected: unknown, malformed or revoked"))
+	errNeedsLookup   = connect.NewError(connect.CodeUnauthenticated, errors.New("terminal credential not checked: it needs a lookup"))
+)
 
 // terminalCaller checks a terminal credential against the terminals table, or against the row
 // as read less than Config.CredentialCacheTTL ago (see credentialCache: a revocation takes
-// effect at once all the same).
-func (a *Adapter) terminalCaller(ctx context.Context, cred string) (caller, error) {
+// effect at once all the same). Without lookup, one never seen working is errNeedsLookup.
+func (a *Adapter) terminalCaller(ctx context.Context, cred string, lookup bool) (caller, error) {
 	id, secret, ok := parseTerminalCredential(cred)
 	if !ok {
 		return caller{}, errBadCredential
@@ -162,6 +175,9 @@ func (a *Adapter) terminalCaller(ctx context.Context, cred string) (caller, erro
 			return caller{}, errBadCredential
 		}
 		return terminalCallerOf(id, slices.Clone(t.stores)), nil
+	}
+	if !lookup && !a.credentials.known(id, sum) {
+		return caller{}, errNeedsLookup
 	}
 	gen := a.credentials.generation()
 	var (

@@ -334,3 +334,60 @@ func TestAnAddressMakingUpCredentialsIsLimited(t *testing.T) {
 		t.Fatalf("200 made-up credentials from one address were all looked at (%v); want the address limited", limited)
 	}
 }
+
+// Made-up credentials from a store's address (its terminals share one behind NAT) do not lock
+// its working terminals and staff out: while the address is over its refusals, a credential
+// seen working before is still let through, read again once its cached row is old (the
+// cache's TTL is 1 s here, so both happen), and so is a signed token; a new made-up credential
+// is still refused unread.
+func TestMadeUpCredentialsDoNotLockOutTheStoresTerminals(t *testing.T) {
+	e := newEnv(t)
+	_, cred := e.register("Counter", "auth-lim-2")
+	good := e.terminal(overGRPCWeb, cred)
+	staff := e.terminal(overGRPCWeb, e.token(auth.Principal{Subject: "barista-2", Role: auth.RoleStaff, Stores: []string{"auth-lim-2"}}))
+	ack := func(c posv1connect.TerminalServiceClient) error {
+		_, err := c.AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: "auth-lim-2", TicketId: uuid.NewString()}))
+		return err
+	}
+	if err := ack(good); codeOf(err) == connect.CodeResourceExhausted || codeOf(err) == connect.CodeUnauthenticated {
+		t.Fatalf("the terminal's first call: %v", err)
+	}
+	madeUp := func(i int) error {
+		return ack(e.terminal(overGRPCWeb, fmt.Sprintf("hot_trm%05d_%064d", i, i)))
+	}
+	limited := false
+	for i := range 200 {
+		if codeOf(madeUp(i)) == connect.CodeResourceExhausted {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("200 made-up credentials from one address were all looked at; want the address limited")
+	}
+	// The made-up credentials go on, 20 a second, while the terminal and a barista work.
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1000; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			_ = madeUp(i)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 25 { // 2.5 s: the terminal's cached row goes old at least twice
+		time.Sleep(100 * time.Millisecond)
+		for who, c := range map[string]posv1connect.TerminalServiceClient{"the terminal": good, "a barista's token": staff} {
+			if err := ack(c); codeOf(err) == connect.CodeResourceExhausted || codeOf(err) == connect.CodeUnauthenticated {
+				t.Fatalf("call %d from %s at the address making up credentials: %v", i, who, err)
+			}
+		}
+	}
+	if err := madeUp(5000); codeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("a new made-up credential during the flood: %v; want ResourceExhausted, unread", err)
+	}
+}

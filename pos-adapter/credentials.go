@@ -1,6 +1,7 @@
 package posadapter
 
 import (
+	"crypto/subtle"
 	"slices"
 	"sync"
 	"time"
@@ -43,6 +44,16 @@ func (c *credentialCache) get(id string, now time.Time) (cachedTerminal, bool) {
 		return cachedTerminal{}, false
 	}
 	return t, true
+}
+
+// known reports whether the terminal was read with a credential of this hash and not revoked
+// since, however long ago: a credential proven once, not one made up, so worth a lookup even
+// when its address is over its refusals.
+func (c *credentialCache) known(id string, hash [32]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.m[id]
+	return ok && subtle.ConstantTimeCompare(hash[:], t.hash[:]) == 1
 }
 
 // generation is to be read before the row is, and handed to put.

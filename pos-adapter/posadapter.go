@@ -300,7 +300,9 @@ type Adapter struct {
 	// refusedAuth limits refused credentials and tokens per client address: each costs a
 	// lookup (a credential not in the cache is read from the database) or a signature check,
 	// and a flood of made-up ones would otherwise cost that without limit. Only refusals are
-	// charged, so a store's terminals behind one address never pay for working credentials.
+	// charged, and an address over its limit still gets through with a credential checked
+	// without a lookup (admit), so a store's terminals behind one address keep working while
+	// made-up credentials come from it.
 	refusedAuth *edge.Limiter
 	// acks are AckTicket's writes, batched (see ackwrites.go).
 	acks *coalesce.Batcher[ackReq, bool]
