@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -77,6 +78,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS,
 	for k := range keyedPlanParams {
 		delete(cfg.ConnConfig.RuntimeParams, k)
 	}
+	if _, set := cfg.ConnConfig.RuntimeParams["lock_timeout"]; !set {
+		cfg.ConnConfig.RuntimeParams["lock_timeout"] = MigrationLockTimeout
+	}
 	migratePool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("pgdb: migrate %s: connect: %w", schema, err)
@@ -98,21 +102,48 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS,
 	if err != nil {
 		return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
 	}
-	results, err := provider.Up(ctx)
-	for _, r := range results {
-		if r.Error == nil {
-			logger.Info("migration applied", "schema", schema, "version", r.Source.Version,
-				"source", migrationName(r.Source), "duration", r.Duration)
+	applied := 0
+	for attempt := 1; ; attempt++ {
+		results, err := provider.Up(ctx)
+		for _, r := range results {
+			if r.Error == nil {
+				applied++
+				logger.Info("migration applied", "schema", schema, "version", r.Source.Version,
+					"source", migrationName(r.Source), "duration", r.Duration)
+			}
+		}
+		if err == nil {
+			break
+		}
+		if !hasCode(err, "55P03") || attempt == lockRetries { // lock_not_available
+			return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
+		}
+		// The migration gave up its locks (rolled back); the service's work goes on while it
+		// waits to try again.
+		wait := min(time.Second<<(attempt-1), 30*time.Second)
+		logger.Warn("migration waited too long for a lock and will try again; a long transaction on its table is in the way",
+			"schema", schema, "attempt", attempt, "retry_in", wait, "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("pgdb: migrate %s: %w", schema, ctx.Err())
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("pgdb: migrate %s: %w", schema, err)
-	}
-	if len(results) == 0 {
+	if applied == 0 {
 		logger.Debug("schema up to date", "schema", schema)
 	}
 	return nil
 }
+
+// MigrationLockTimeout bounds each lock a migration waits for, unless the pool's connections
+// set lock_timeout themselves. A migration altering a table queues behind every transaction
+// reading it, and while it queues every later reader and writer of the table (and of tables
+// it already altered) queues behind it: without a bound, one long report would stop
+// reservations for as long as it ran. With one, the migration gives its locks up, waits, and
+// tries again (up to lockRetries times, about 10 minutes).
+const MigrationLockTimeout = "2s"
+
+const lockRetries = 25
 
 func newProvider(db *sql.DB, schema string, fsys fs.FS, logger *slog.Logger) (*goose.Provider, error) {
 	// The lock id is per schema: services sharing a database migrate in

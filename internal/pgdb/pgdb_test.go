@@ -127,6 +127,43 @@ func TestMigrateAppliesANewMigrationBelowOneApplied(t *testing.T) {
 	}
 }
 
+// A migration's lock waits are bounded (pgdb.MigrationLockTimeout), unless the pool's
+// connections bound them themselves: a migration queued behind a long reader of its table
+// would otherwise stop that table's writers for as long as the reader ran.
+func TestMigrationsWaitForLocksABoundedTime(t *testing.T) {
+	record := fstest.MapFS{"00002_seen.sql": {Data: []byte("-- +goose Up\nCREATE TABLE seen AS SELECT current_setting('lock_timeout') AS lock_timeout;\n")}}
+	seen := func(pool *pgxpool.Pool) (v string) {
+		t.Helper()
+		if err := pool.QueryRow(t.Context(), "SELECT lock_timeout FROM seen").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	schema := testenv.UniqueSchema(t, "locks")
+	pool := open(t, schema)
+	if err := pgdb.Migrate(t.Context(), pool, schema, record, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := seen(pool); got != pgdb.MigrationLockTimeout {
+		t.Errorf("a migration waited for locks with lock_timeout %q; want %q", got, pgdb.MigrationLockTimeout)
+	}
+
+	schema = testenv.UniqueSchema(t, "ownlocks")
+	cfg := open(t, schema).Config()
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "7s"
+	own, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if err := pgdb.Migrate(t.Context(), own, schema, record, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := seen(own); got != "7s" {
+		t.Errorf("with the pool's own lock_timeout of 7s a migration waited with %q", got)
+	}
+}
+
 func TestConcurrentMigrationsOfOneSchemaApplyOnce(t *testing.T) {
 	schema := testenv.UniqueSchema(t, "fulfilment")
 	url := testenv.DatabaseURL(t)

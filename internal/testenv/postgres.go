@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -119,6 +120,27 @@ func Pool(t testing.TB, schema string, migrations fs.FS, opts ...pgdb.Option) *p
 		t.Fatalf("testenv: migrate: %v", err)
 	}
 	return pool
+}
+
+// MigrationsUpTo is migrations' SQL files up to and including version (the file name's first
+// five characters, "00004"): a schema as an older build left it, for tests of an upgrade.
+func MigrationsUpTo(t testing.TB, migrations fs.FS, version string) fs.FS {
+	t.Helper()
+	out := fstest.MapFS{}
+	entries, err := fs.ReadDir(migrations, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if len(e.Name()) >= 5 && e.Name()[:5] <= version {
+			b, err := fs.ReadFile(migrations, e.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[e.Name()] = &fstest.MapFile{Data: b}
+		}
+	}
+	return out
 }
 
 var notIdent = regexp.MustCompile(`[^a-z0-9_]+`)
