@@ -113,14 +113,21 @@ func (s *Service) Accept(ctx context.Context, storeID string, actor *commonv1.Ac
 	})
 }
 
-// MarkReady finishes preparation: PREPARING → READY; the pickup window starts now.
+// MarkReady finishes preparation: PREPARING → READY; the pickup window starts now and counts
+// the store's open hours only (storeInfo.pickupDeadline). Should the store's details be
+// unreadable (inventory away, nothing cached), the window runs in plain time: the order is
+// ready, and staff are not held up for it.
 func (s *Service) MarkReady(ctx context.Context, storeID string, actor *commonv1.Actor, orderID string) (*order, error) {
+	store, err := s.stores.get(ctx, storeID)
+	if err != nil {
+		s.log.WarnContext(ctx, "store's hours unknown; the pickup window runs in plain time", "store", storeID, "order", orderID, "err", err)
+	}
 	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.MarkReady, actor, "ready for pickup", func(o *order, now time.Time) {
 		window := o.PickupWindow
 		if window <= 0 {
 			window = defaultPickupWindow
 		}
-		o.Timers.OnReady(now, window, s.cfg.ExpiringSoonBefore)
+		o.Timers.OnReady(now, store.pickupDeadline(now, window), s.cfg.ExpiringSoonBefore)
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -68,6 +69,52 @@ type storeInfo struct {
 	timeZone     string // IANA
 	prepTime     time.Duration
 	pickupWindow time.Duration
+	// hours are the store's trading hours; nil when it has none or they cannot be read, and
+	// then a pickup window runs in plain time.
+	hours *hours.Schedule
+}
+
+// pickupDeadline is when a window opened at readyAt ends: after window of the store's open
+// time, so that one opened just before closing does not run out overnight while the shopper
+// cannot collect. It is at most maxPickupAhead away (a store shut for weeks lets it end).
+func (i storeInfo) pickupDeadline(readyAt time.Time, window time.Duration) time.Time {
+	if i.hours == nil {
+		return readyAt.Add(window)
+	}
+	if d := i.hours.AddOpen(readyAt, window); d.Before(readyAt.Add(maxPickupAhead)) {
+		return d
+	}
+	return readyAt.Add(maxPickupAhead)
+}
+
+// maxPickupAhead bounds a pickup deadline: inventory keeps a hold at most seven days ahead.
+const maxPickupAhead = 7 * 24 * time.Hour
+
+// scheduleOf reads a store's trading hours; nil when it has none or they cannot be read.
+func scheduleOf(st *inventoryv1.Store) *hours.Schedule {
+	if len(st.GetOpeningHours()) == 0 && len(st.GetHoursExceptions()) == 0 {
+		return nil
+	}
+	if tz := st.GetTimeZone(); tz == "" || tz == "Local" {
+		return nil
+	}
+	loc, err := time.LoadLocation(st.GetTimeZone())
+	if err != nil {
+		return nil
+	}
+	weekly := make([]hours.Weekly, 0, len(st.GetOpeningHours()))
+	for _, h := range st.GetOpeningHours() {
+		weekly = append(weekly, hours.Weekly{Weekday: int(h.GetWeekday()), Open: h.GetOpenTime(), Close: h.GetCloseTime()})
+	}
+	exceptions := make([]hours.Exception, 0, len(st.GetHoursExceptions()))
+	for _, e := range st.GetHoursExceptions() {
+		exceptions = append(exceptions, hours.Exception{Date: e.GetDate(), Closed: e.GetClosed(), Open: e.GetOpenTime(), Close: e.GetCloseTime()})
+	}
+	s, err := hours.Build(loc, weekly, exceptions)
+	if err != nil {
+		return nil
+	}
+	return s
 }
 
 // Fallbacks for a store that leaves prep time or pickup window unset.
@@ -119,7 +166,8 @@ func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error)
 		if err != nil {
 			return storeInfo{}, err
 		}
-		info := storeInfo{name: st.GetName(), timeZone: st.GetTimeZone(), prepTime: st.GetPrepTime().AsDuration(), pickupWindow: st.GetPickupWindow().AsDuration()}
+		info := storeInfo{name: st.GetName(), timeZone: st.GetTimeZone(), prepTime: st.GetPrepTime().AsDuration(),
+			pickupWindow: st.GetPickupWindow().AsDuration(), hours: scheduleOf(st)}
 		if info.name == "" {
 			info.name = storeID
 		}

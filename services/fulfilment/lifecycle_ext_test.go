@@ -13,10 +13,13 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/testenv"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
@@ -344,6 +347,60 @@ func TestCancelledOrdersGiveTheirStockBack(t *testing.T) {
 	e.waitEvents(byShopper.GetId(), "confirmed", "cancelled")
 	e.waitEvents(byStaff.GetId(), "confirmed", "preparing", "ready", "cancelled")
 	e.checkInvariants()
+}
+
+// A pickup window counts the store's open hours only: an order made ready half an hour before
+// closing has the rest of its hour once the store opens again, not while it is shut, and its
+// stock stays held until then. The store is put in a zone where it is about noon now, closing
+// 30 minutes from now and opening at 09:00 tomorrow.
+func TestAPickupWindowPausesWhileTheStoreIsShut(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	now := time.Now()
+	offset := 12 - now.UTC().Hour()            // hours east of UTC where it is about noon
+	zone := fmt.Sprintf("Etc/GMT%+d", -offset) // the Etc zones count west as positive
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := now.In(loc)
+	closes := local.Add(30 * time.Minute).Truncate(time.Minute)
+	tomorrow := local.AddDate(0, 0, 1)
+	opens := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
+	if _, err := e.inv.CreateStore(e.ctx, &inventoryv1.Store{
+		Id: "s1", Name: "Store s1", TimeZone: zone,
+		Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
+		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
+		OpeningHours: openAllDay(),
+		HoursExceptions: []*inventoryv1.HoursException{
+			{Date: local.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+			{Date: tomorrow.Format(time.DateOnly), OpenTime: "09:00", CloseTime: "17:00"},
+		},
+		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.setStock("s1", "LATTE-16", 2)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 2)
+	e.accept("s1", o.GetId())
+	r := e.markReady("s1", o.GetId())
+	readyAt := r.GetUpdateTime().AsTime()
+	want := opens.Add(time.Hour - closes.Sub(readyAt))
+	if got := r.GetPickupDeadline().AsTime(); got.Sub(want).Abs() > time.Second {
+		t.Fatalf("ready at %s, the store closing at %s and opening at %s: pickup deadline %s, want %s (the hour's rest once open again)",
+			readyAt.In(loc).Format(time.RFC3339), closes.Format(time.RFC3339), opens.Format(time.RFC3339),
+			got.In(loc).Format(time.RFC3339), want.Format(time.RFC3339))
+	}
+	// The stock is held to the new deadline, not released overnight.
+	var holdUntil time.Time
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if err := e.invPool.QueryRow(e.ctx, `SELECT max(expire_time) FROM holds WHERE order_id = $1 AND state = 'open'`, o.GetId()).Scan(&holdUntil); err != nil {
+			return err
+		}
+		if holdUntil.Before(want) {
+			return fmt.Errorf("the order's stock is held until %s, before its pickup deadline %s", holdUntil.In(loc).Format(time.RFC3339), want.Format(time.RFC3339))
+		}
+		return nil
+	})
 }
 
 func TestReadyOrderLeftPastItsPickupWindowExpiresAndItsStockIsAvailableAgain(t *testing.T) {

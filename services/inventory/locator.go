@@ -8,10 +8,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
-	"github.com/handoff-dev/handoff/services/inventory/hours"
 )
 
 // The locator: the stores within the radius come from the store cache (storecache.go), whose

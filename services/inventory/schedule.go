@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
-	"github.com/handoff-dev/handoff/services/inventory/hours"
 )
 
 // hoursJSON is one weekly opening as stored in stores.opening_hours.
@@ -27,39 +27,18 @@ type exceptionJSON struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// goWeekday maps an ISO weekday (1 = Monday … 7 = Sunday) to Go's (Sunday = 0).
-func goWeekday(iso int) time.Weekday { return time.Weekday(iso % 7) }
-
 // buildSchedule turns stored hours into a schedule. The inputs were validated when written;
 // an error here means the row was changed behind the service's back.
 func buildSchedule(loc *time.Location, weekly []hoursJSON, exceptions []exceptionJSON) (*hours.Schedule, error) {
-	s := &hours.Schedule{Location: loc, Exceptions: make(map[hours.Date][]hours.Span, len(exceptions))}
-	for _, h := range weekly {
-		open, err1 := hours.ParseClock(h.Open)
-		closeAt, err2 := hours.ParseClock(h.Close)
-		if err1 != nil || err2 != nil || h.Weekday < 1 || h.Weekday > 7 {
-			return nil, fmt.Errorf("opening hours %+v", h)
-		}
-		d := goWeekday(h.Weekday)
-		s.Weekly[d] = append(s.Weekly[d], hours.Span{Open: open, Close: closeAt})
+	w := make([]hours.Weekly, len(weekly))
+	for i, h := range weekly {
+		w[i] = hours.Weekly{Weekday: h.Weekday, Open: h.Open, Close: h.Close}
 	}
-	for _, e := range exceptions {
-		d, err := hours.ParseDate(e.Date)
-		if err != nil {
-			return nil, fmt.Errorf("hours exception %+v", e)
-		}
-		spans := []hours.Span{}
-		if !e.Closed {
-			open, err1 := hours.ParseClock(e.Open)
-			closeAt, err2 := hours.ParseClock(e.Close)
-			if err1 != nil || err2 != nil {
-				return nil, fmt.Errorf("hours exception %+v", e)
-			}
-			spans = append(spans, hours.Span{Open: open, Close: closeAt})
-		}
-		s.Exceptions[d] = spans
+	ex := make([]hours.Exception, len(exceptions))
+	for i, e := range exceptions {
+		ex[i] = hours.Exception{Date: e.Date, Closed: e.Closed, Open: e.Open, Close: e.Close}
 	}
-	return s, nil
+	return hours.Build(loc, w, ex)
 }
 
 // zoneCache keeps loaded time zones: time.LoadLocation reads and parses zone data on every

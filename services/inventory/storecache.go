@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/streams"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
-	"github.com/handoff-dev/handoff/services/inventory/hours"
 )
 
 // The store cache: every store, with its parsed schedule, in this process's memory, so that

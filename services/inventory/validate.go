@@ -13,10 +13,10 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
-	"github.com/handoff-dev/handoff/services/inventory/hours"
 )
 
 var (

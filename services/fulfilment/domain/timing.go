@@ -124,12 +124,12 @@ func (t *Timers) Fired(a Action) {
 	}
 }
 
-// OnReady sets the timers of an order that became READY at now with the given pickup window:
-// the deadline, and the reminder remindBefore it when the window is longer than that.
-func (t *Timers) OnReady(now time.Time, window, remindBefore time.Duration) {
-	t.PickupDeadline = now.Add(window)
+// OnReady sets the timers of an order that became READY at now with its pickup window ending
+// at deadline: the deadline, and the reminder remindBefore it when the window is longer.
+func (t *Timers) OnReady(now, deadline time.Time, remindBefore time.Duration) {
+	t.PickupDeadline = deadline
 	t.ExpiringSoonAt = time.Time{}
-	if remindBefore > 0 && window > remindBefore {
+	if remindBefore > 0 && deadline.Sub(now) > remindBefore {
 		t.ExpiringSoonAt = t.PickupDeadline.Add(-remindBefore)
 	}
 }

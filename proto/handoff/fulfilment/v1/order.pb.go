@@ -447,7 +447,8 @@ type Order struct {
 	PickupCode string `protobuf:"bytes,8,opt,name=pickup_code,json=pickupCode,proto3" json:"pickup_code,omitempty"`
 	// Estimated ready time, from the store's prep time and queue.
 	ReadyByTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=ready_by_time,json=readyByTime,proto3" json:"ready_by_time,omitempty"`
-	// When a READY order expires if not collected.
+	// When a READY order expires if not collected: the store's pickup window after it was made
+	// ready, counting only the store's open hours (at most seven days ahead).
 	PickupDeadline *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=pickup_deadline,json=pickupDeadline,proto3" json:"pickup_deadline,omitempty"`
 	// Shopper's note to the store.
 	CustomerNote string `protobuf:"bytes,11,opt,name=customer_note,json=customerNote,proto3" json:"customer_note,omitempty"`

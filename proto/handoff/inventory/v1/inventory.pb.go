@@ -634,7 +634,8 @@ type Store struct {
 	HoursExceptions []*HoursException `protobuf:"bytes,7,rep,name=hours_exceptions,json=hoursExceptions,proto3" json:"hours_exceptions,omitempty"`
 	// How long a typical order takes to prepare.
 	PrepTime *durationpb.Duration `protobuf:"bytes,8,opt,name=prep_time,json=prepTime,proto3" json:"prep_time,omitempty"`
-	// How long a ready order waits for its shopper before it expires.
+	// How long a ready order waits for its shopper before it expires, counting only the hours
+	// the store is open: a window opened just before closing goes on once it opens again.
 	PickupWindow *durationpb.Duration `protobuf:"bytes,9,opt,name=pickup_window,json=pickupWindow,proto3" json:"pickup_window,omitempty"`
 	// Order-taking state.
 	State StoreState `protobuf:"varint,10,opt,name=state,proto3,enum=handoff.inventory.v1.StoreState" json:"state,omitempty"`

@@ -259,7 +259,8 @@ export type Order = Message<"handoff.fulfilment.v1.Order"> & {
   readyByTime?: Timestamp | undefined;
 
   /**
-   * When a READY order expires if not collected.
+   * When a READY order expires if not collected: the store's pickup window after it was made
+   * ready, counting only the store's open hours (at most seven days ahead).
    *
    * @generated from field: google.protobuf.Timestamp pickup_deadline = 10;
    */

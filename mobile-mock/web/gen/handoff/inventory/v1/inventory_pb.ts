@@ -265,7 +265,8 @@ export type Store = Message<"handoff.inventory.v1.Store"> & {
   prepTime?: Duration | undefined;
 
   /**
-   * How long a ready order waits for its shopper before it expires.
+   * How long a ready order waits for its shopper before it expires, counting only the hours
+   * the store is open: a window opened just before closing goes on once it opens again.
    *
    * @generated from field: google.protobuf.Duration pickup_window = 9;
    */

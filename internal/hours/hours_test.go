@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/services/inventory/hours"
+	"github.com/handoff-dev/handoff/internal/hours"
 )
 
 const la = "America/Los_Angeles"
@@ -221,6 +221,75 @@ func TestParseDate(t *testing.T) {
 	for _, s := range []string{"2027-02-29", "2026-13-01", "26-01-01", "2026/01/01", ""} {
 		if _, err := hours.ParseDate(s); err == nil {
 			t.Errorf("ParseDate(%q) accepted", s)
+		}
+	}
+}
+
+// A span of open time counted from an instant skips the hours the store is shut: overnight,
+// over a lunch break, over a day closed by an exception; a store open around the clock, and
+// one that never opens again, count plain time.
+func TestAddOpen(t *testing.T) {
+	l := loc(t, la)
+	daily := &hours.Schedule{Location: l, Weekly: every(span(t, "07:00", "22:00"))}
+	lunch := &hours.Schedule{Location: l, Weekly: every(span(t, "08:00", "12:00"), span(t, "13:00", "17:00"))}
+	closedXmas := &hours.Schedule{Location: l, Weekly: every(span(t, "07:00", "22:00")),
+		Exceptions: map[hours.Date][]hours.Span{date(t, "2026-12-25"): {}}}
+	allDay := &hours.Schedule{Location: l, Weekly: every(span(t, "00:00", "24:00"))}
+	for _, c := range []struct {
+		name string
+		s    *hours.Schedule
+		from string
+		d    time.Duration
+		want string
+	}{
+		{"within the day", daily, "2026-11-24T10:00:00-08:00", time.Hour, "2026-11-24T11:00:00-08:00"},
+		{"ending at closing", daily, "2026-11-24T21:00:00-08:00", time.Hour, "2026-11-24T22:00:00-08:00"},
+		{"over the night", daily, "2026-11-24T21:55:00-08:00", time.Hour, "2026-11-25T07:55:00-08:00"},
+		{"from while shut", daily, "2026-11-24T23:30:00-08:00", time.Hour, "2026-11-25T08:00:00-08:00"},
+		{"over lunch", lunch, "2026-11-24T11:30:00-08:00", time.Hour, "2026-11-24T13:30:00-08:00"},
+		{"over lunch and the night", lunch, "2026-11-24T11:30:00-08:00", 5 * time.Hour, "2026-11-25T08:30:00-08:00"},
+		{"over a day closed", closedXmas, "2026-12-24T21:30:00-08:00", time.Hour, "2026-12-26T07:30:00-08:00"},
+		{"around the clock", allDay, "2026-11-24T23:30:00-08:00", time.Hour, "2026-11-25T00:30:00-08:00"},
+		{"never open", &hours.Schedule{Location: l}, "2026-11-24T23:30:00-08:00", time.Hour, "2026-11-25T00:30:00-08:00"},
+	} {
+		if got := c.s.AddOpen(rfc(t, c.from), c.d); !got.Equal(rfc(t, c.want)) {
+			t.Errorf("%s: AddOpen(%s, %v) = %s, want %s", c.name, c.from, c.d, got.In(l).Format(time.RFC3339), c.want)
+		}
+	}
+}
+
+// Hours as written build the schedule they say; anything unreadable is refused.
+func TestBuild(t *testing.T) {
+	l := loc(t, la)
+	s, err := hours.Build(l, []hours.Weekly{{Weekday: 1, Open: "07:00", Close: "22:00"}, {Weekday: 7, Open: "09:00", Close: "17:00"}},
+		[]hours.Exception{{Date: "2026-11-30", Closed: true}, {Date: "2026-12-06", Open: "10:00", Close: "14:00"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for at, open := range map[string]bool{
+		"2026-11-23T08:00:00-08:00": true,  // a Monday
+		"2026-11-24T08:00:00-08:00": false, // a Tuesday: no hours
+		"2026-11-29T16:00:00-08:00": true,  // a Sunday
+		"2026-11-30T08:00:00-08:00": false, // a Monday closed by exception
+		"2026-12-06T09:30:00-08:00": false, // a Sunday opening late by exception
+		"2026-12-06T13:30:00-08:00": true,
+	} {
+		if got := s.OpenAt(rfc(t, at)); got != open {
+			t.Errorf("open at %s = %v, want %v", at, got, open)
+		}
+	}
+	for _, bad := range []struct {
+		w  []hours.Weekly
+		ex []hours.Exception
+	}{
+		{w: []hours.Weekly{{Weekday: 0, Open: "07:00", Close: "22:00"}}},
+		{w: []hours.Weekly{{Weekday: 8, Open: "07:00", Close: "22:00"}}},
+		{w: []hours.Weekly{{Weekday: 1, Open: "7am", Close: "22:00"}}},
+		{ex: []hours.Exception{{Date: "2026-02-30", Closed: true}}},
+		{ex: []hours.Exception{{Date: "2026-12-06", Open: "10:00"}}},
+	} {
+		if _, err := hours.Build(l, bad.w, bad.ex); err == nil {
+			t.Errorf("Build(%+v, %+v) took hours it cannot read", bad.w, bad.ex)
 		}
 	}
 }

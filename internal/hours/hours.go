@@ -167,6 +167,77 @@ func (s *Schedule) StatusAt(now time.Time) Status {
 	}
 }
 
+// maxStretches bounds AddOpen's walk: a week of several openings a day is well within it.
+const maxStretches = 64
+
+// AddOpen is when the store will have been open for d, counting from from: time while it is
+// shut does not count. A pickup window of an hour that starts five minutes before closing
+// thus ends 55 minutes after the store next opens, not overnight while it is shut. A schedule
+// that does not open again within its look-ahead counts plain time from there.
+func (s *Schedule) AddOpen(from time.Time, d time.Duration) time.Time {
+	t := from
+	for range maxStretches {
+		st := s.StatusAt(t)
+		switch {
+		case st.Open && (st.Closes.IsZero() || !t.Add(d).After(st.Closes)):
+			return t.Add(d)
+		case st.Open:
+			d -= st.Closes.Sub(t)
+			t = st.Closes
+		case st.NextOpen.IsZero():
+			return t.Add(d)
+		default:
+			t = st.NextOpen
+		}
+	}
+	return t.Add(d)
+}
+
+// Weekly is one weekly opening as written: an ISO weekday (1 = Monday … 7 = Sunday) and
+// "HH:MM" times.
+type Weekly struct {
+	Weekday     int
+	Open, Close string
+}
+
+// Exception is one dated override as written: closed all day, or open from Open to Close.
+type Exception struct {
+	Date        string // "YYYY-MM-DD"
+	Closed      bool
+	Open, Close string
+}
+
+// Build makes a schedule in loc from hours as written (an API's, a stored row's).
+func Build(loc *time.Location, weekly []Weekly, exceptions []Exception) (*Schedule, error) {
+	s := &Schedule{Location: loc, Exceptions: make(map[Date][]Span, len(exceptions))}
+	for _, h := range weekly {
+		open, err1 := ParseClock(h.Open)
+		closeAt, err2 := ParseClock(h.Close)
+		if err1 != nil || err2 != nil || h.Weekday < 1 || h.Weekday > 7 {
+			return nil, fmt.Errorf("opening hours %+v", h)
+		}
+		d := time.Weekday(h.Weekday % 7)
+		s.Weekly[d] = append(s.Weekly[d], Span{Open: open, Close: closeAt})
+	}
+	for _, e := range exceptions {
+		d, err := ParseDate(e.Date)
+		if err != nil {
+			return nil, fmt.Errorf("hours exception %+v", e)
+		}
+		spans := []Span{}
+		if !e.Closed {
+			open, err1 := ParseClock(e.Open)
+			closeAt, err2 := ParseClock(e.Close)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("hours exception %+v", e)
+			}
+			spans = append(spans, Span{Open: open, Close: closeAt})
+		}
+		s.Exceptions[d] = spans
+	}
+	return s, nil
+}
+
 // OpenAt reports whether the store is open at t.
 func (s *Schedule) OpenAt(t time.Time) bool { return s.StatusAt(t).Open }
 
