@@ -19,7 +19,11 @@ import (
 // a Content-Length when it is small. Streams keep flushing every message.
 
 // serveProcedures serves h, with unary procedures' responses written once, and a time limit on
-// reading the request of unary and server-streaming procedures (limitBodyTime).
+// reading the request of unary and server-streaming procedures (limitBodyTime), and of
+// anything else over HTTP/1.1: an unknown path, or a client or bidi stream, which HTTP/1.1
+// cannot carry. Those are answered without reading the body, and net/http then reads what is
+// left of it before the reply; a client trickling a long one would hold the connection for
+// as long as it liked. Over HTTP/2 a stream's body does not hold the connection.
 func serveProcedures(h http.Handler) http.Handler {
 	var kinds procedureKinds
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -29,6 +33,10 @@ func serveProcedures(h http.Handler) http.Handler {
 			w = unflushed{w}
 		case serverStreamProcedure:
 			limitBodyTime(w, r)
+		default:
+			if r.ProtoMajor == 1 {
+				limitBodyTime(w, r)
+			}
 		}
 		h.ServeHTTP(w, r)
 	})

@@ -112,28 +112,48 @@ func TestDrainEndsWatchStreams(t *testing.T) {
 	}
 }
 
-// A client sending a call's body slower than bodyTimeout is cut off, while a stream whose
-// request arrived lives on past it.
+// A client sending a request's body slower than bodyTimeout is cut off, whatever the path,
+// while a stream whose request arrived lives on past it.
 func TestSlowRequestBodiesAreCutOffAndStreamsLiveOn(t *testing.T) {
 	was := bodyTimeout
 	t.Cleanup(func() { bodyTimeout = was }) // after the server has stopped
 	bodyTimeout = 200 * time.Millisecond
 	health, addr := serveMounted(t)
 
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := io.WriteString(conn, "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: edge\r\n"+
-		"Content-Type: application/grpc-web+proto\r\nContent-Length: 100\r\n\r\n\x00\x00\x00\x00"); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadAll(conn); err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatal("a request whose body stopped half-way still held its connection after 5 s")
+	// A procedure, and paths answered without reading the body: unknown ones, and a bidi
+	// stream, which HTTP/1.1 cannot carry. The client sends a byte a second, never the rest.
+	for _, path := range []string{"/grpc.health.v1.Health/Check", "/nope", "/grpc.health.v1.Health/Nope",
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: edge\r\n"+
+			"Content-Type: application/grpc-web+proto\r\nContent-Length: 100000\r\n\r\n\x00\x00\x00\x00"); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Second):
+					if _, err := conn.Write([]byte{0}); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(conn)
+		close(stop)
+		_ = conn.Close()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("a request to %s trickling its body still held its connection after 5 s", path)
+			}
 		}
 	}
 
