@@ -3,14 +3,18 @@ package stack
 import (
 	"context"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/grpcserver"
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -115,5 +119,112 @@ func TestAnEdgeFindsACopyAddedWhileItRuns(t *testing.T) {
 			t.Fatalf("call %d failed while the first copy aged its connection out: %v", n, err)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// freezer passes TCP between a client and a server until frozen; then it forwards nothing more
+// while keeping every socket open, as a hung process or a paused machine does.
+type freezer struct {
+	lis    net.Listener
+	target string
+	frozen atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func (f *freezer) serve() {
+	for {
+		c, err := f.lis.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", f.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		f.mu.Lock()
+		f.conns = append(f.conns, c, b)
+		f.mu.Unlock()
+		go f.pipe(b, c)
+		go f.pipe(c, b)
+	}
+}
+
+func (f *freezer) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for f.frozen.Load() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (f *freezer) close() {
+	_ = f.lis.Close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		_ = c.Close()
+	}
+}
+
+// A stream through an edge to a copy of a service that hangs with its connection open (a
+// shopper's WatchOrder, here a health Watch) ends as Unavailable once the copy stops answering
+// the edge's pings, so the caller watches again elsewhere; without them it stayed open and
+// silent until the caller's token expired. Pings here come after 10 s (gRPC's least) and are
+// given 1 s.
+func TestAStreamThroughAHungCopyEnds(t *testing.T) {
+	was := dialKeepalive
+	t.Cleanup(func() { dialKeepalive = was })
+	dialKeepalive.Time, dialKeepalive.Timeout = 10*time.Second, time.Second
+
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(backend) }()
+	t.Cleanup(srv.Stop)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fz := &freezer{lis: lis, target: backend.Addr().String()}
+	go fz.serve()
+	t.Cleanup(fz.close)
+
+	s := &system{}
+	conn, err := s.dial(TargetFulfilment, lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closers[0].close(context.Background())
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	fz.frozen.Store(true)
+	_, err = watch.Recv()
+	if ctx.Err() != nil {
+		t.Fatal("the stream through the hung copy was still open a minute later")
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("the stream through the hung copy ended with %v; want Unavailable", err)
 	}
 }

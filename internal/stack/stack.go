@@ -26,6 +26,7 @@ import (
 	"golang.org/x/text/currency"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/internal/auth"
@@ -525,6 +526,14 @@ func loadSecret(configured, dir, name string) ([]byte, error) {
 // gone; gRPC's default would send every call down one connection to one copy.
 const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 
+// dialKeepalive has an edge ping each copy of a service it has a connection to, and give the
+// connection up when a ping goes unanswered: a copy that hangs with its socket open (a stuck
+// process, a paused VM) would otherwise keep every stream through it (a shopper's WatchOrder)
+// open and silent until its token expired, and take its share of calls to wait out their
+// deadlines. Calls and streams on it fail as Unavailable, and the edge moves on to the other
+// copies. The services permit pings this often (grpcserver's enforcement policy).
+var dialKeepalive = keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
+
 // dial connects to a service's gRPC API: in the one-process mode in process (the same
 // handlers and interceptors, without loopback HTTP/2), else at its configured address, over
 // every copy it names (roundRobin). Connections are lazy; a service that is down gives
@@ -534,7 +543,7 @@ func (s *system) dial(name, configured string) (grpc.ClientConnInterface, error)
 		return ch, nil
 	}
 	conn, err := grpc.NewClient(configured, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(roundRobin))
+		grpc.WithDefaultServiceConfig(roundRobin), grpc.WithKeepaliveParams(dialKeepalive))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s at %s: %w", name, configured, err)
 	}
