@@ -188,18 +188,22 @@ func (a *Adapter) terminalCaller(ctx context.Context, cred string, lookup bool) 
 	err := a.db.QueryRow(ctx, `SELECT store_ids, credential_hash, revoke_time FROM terminals WHERE id = $1`, id).
 		Scan(&stores, &hash, &revoked)
 	if errors.Is(err, pgx.ErrNoRows) {
+		a.credentials.proved(id, sum, false)
 		return caller{}, errBadCredential
 	}
 	if err != nil {
 		return caller{}, a.internal(ctx, "look up terminal", err)
 	}
 	if revoked != nil {
+		a.credentials.proved(id, sum, false)
 		return caller{}, errBadCredential
 	}
 	a.credentials.put(id, hash, stores, gen, now)
 	if subtle.ConstantTimeCompare(sum[:], hash) != 1 {
+		// Another secret presented for the terminal proves nothing about the one it has.
 		return caller{}, errBadCredential
 	}
+	a.credentials.proved(id, sum, true)
 	return terminalCallerOf(id, stores), nil
 }
 

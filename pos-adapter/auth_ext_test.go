@@ -338,10 +338,21 @@ func TestAnAddressMakingUpCredentialsIsLimited(t *testing.T) {
 // Made-up credentials from a store's address (its terminals share one behind NAT) do not lock
 // its working terminals and staff out: while the address is over its refusals, a credential
 // seen working before is still let through, read again once its cached row is old (the
-// cache's TTL is 1 s here, so both happen), and so is a signed token; a new made-up credential
-// is still refused unread.
+// cache's TTL is 1 s here, so both happen; and with the cache off, every call), and so is a
+// signed token; a new made-up credential is still refused unread.
 func TestMadeUpCredentialsDoNotLockOutTheStoresTerminals(t *testing.T) {
-	e := newEnv(t)
+	for _, c := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"cached for 1s", 0}, {"cache off", -1}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, withConfig(func(cfg *posadapter.Config) { cfg.CredentialCacheTTL = c.ttl }))
+			madeUpCredentialsFromAStore(t, e)
+		})
+	}
+}
+
+func madeUpCredentialsFromAStore(t *testing.T, e *env) {
 	_, cred := e.register("Counter", "auth-lim-2")
 	good := e.terminal(overGRPCWeb, cred)
 	staff := e.terminal(overGRPCWeb, e.token(auth.Principal{Subject: "barista-2", Role: auth.RoleStaff, Stores: []string{"auth-lim-2"}}))

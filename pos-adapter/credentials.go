@@ -24,6 +24,9 @@ type credentialCache struct {
 	gen uint64                    // revocations heard of
 	// seen is when this process last recorded a terminal as seen (terminals.last_seen_time).
 	seen map[string]time.Time
+	// proven are the credentials (SHA-256 of the secret, by terminal id) that worked at their
+	// last lookup, whatever the TTL: see known.
+	proven map[string][32]byte
 }
 
 type cachedTerminal struct {
@@ -46,14 +49,30 @@ func (c *credentialCache) get(id string, now time.Time) (cachedTerminal, bool) {
 	return t, true
 }
 
-// known reports whether the terminal was read with a credential of this hash and not revoked
-// since, however long ago: a credential proven once, not one made up, so worth a lookup even
-// when its address is over its refusals.
+// known reports whether a credential of this hash worked for the terminal at its last lookup,
+// however long ago, with no revocation heard of since: not one made up, so worth a lookup
+// even when its address is over its refusals. It grants only the lookup, which still refuses
+// a credential revoked meanwhile.
 func (c *credentialCache) known(id string, hash [32]byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t, ok := c.m[id]
-	return ok && subtle.ConstantTimeCompare(hash[:], t.hash[:]) == 1
+	h, ok := c.proven[id]
+	return ok && subtle.ConstantTimeCompare(hash[:], h[:]) == 1
+}
+
+// proved records the outcome of a lookup of the terminal's credential: worked (with this
+// hash), or the terminal is unknown or revoked.
+func (c *credentialCache) proved(id string, hash [32]byte, worked bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !worked {
+		delete(c.proven, id)
+		return
+	}
+	if c.proven == nil || len(c.proven) >= maxCachedTerminals {
+		c.proven = make(map[string][32]byte)
+	}
+	c.proven[id] = hash
 }
 
 // generation is to be read before the row is, and handed to put.
@@ -88,6 +107,7 @@ func (c *credentialCache) revoke(id string) {
 	defer c.mu.Unlock()
 	c.gen++
 	delete(c.m, id)
+	delete(c.proven, id)
 }
 
 // recordSeen reports whether the terminal's last-seen time should be written now: not when
