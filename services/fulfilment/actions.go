@@ -127,7 +127,7 @@ func (s *Service) MarkReady(ctx context.Context, storeID string, actor *commonv1
 		if window <= 0 {
 			window = defaultPickupWindow
 		}
-		o.Timers.OnReady(now, store.pickupDeadline(now, window), s.cfg.ExpiringSoonBefore)
+		o.Timers.OnReady(store.pickupTimes(now, window, s.cfg.ExpiringSoonBefore))
 	})
 }
 

@@ -74,6 +74,16 @@ type storeInfo struct {
 	hours *hours.Schedule
 }
 
+// pickupTimes are the deadline of a pickup window opened at readyAt (pickupDeadline) and when
+// to remind the shopper remindBefore it: when the window has that long left of the store's
+// open time, so never while it is shut; zero, no reminder, for a window no longer than that.
+func (i storeInfo) pickupTimes(readyAt time.Time, window, remindBefore time.Duration) (deadline, remind time.Time) {
+	if remindBefore > 0 && window > remindBefore {
+		remind = i.pickupDeadline(readyAt, window-remindBefore)
+	}
+	return i.pickupDeadline(readyAt, window), remind
+}
+
 // pickupDeadline is when a window opened at readyAt ends: after window of the store's open
 // time, so that one opened just before closing does not run out overnight while the shopper
 // cannot collect. It is at most maxPickupAhead away (a store shut for weeks lets it end).

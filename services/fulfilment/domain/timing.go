@@ -124,12 +124,9 @@ func (t *Timers) Fired(a Action) {
 	}
 }
 
-// OnReady sets the timers of an order that became READY at now with its pickup window ending
-// at deadline: the deadline, and the reminder remindBefore it when the window is longer.
-func (t *Timers) OnReady(now, deadline time.Time, remindBefore time.Duration) {
+// OnReady sets the timers of an order that became READY: its pickup deadline, and its
+// "expiring soon" reminder at remindAt (zero for none).
+func (t *Timers) OnReady(deadline, remindAt time.Time) {
 	t.PickupDeadline = deadline
-	t.ExpiringSoonAt = time.Time{}
-	if remindBefore > 0 && deadline.Sub(now) > remindBefore {
-		t.ExpiringSoonAt = t.PickupDeadline.Add(-remindBefore)
-	}
+	t.ExpiringSoonAt = remindAt
 }

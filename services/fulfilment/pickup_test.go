@@ -1,0 +1,54 @@
+package fulfilment
+
+import (
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/hours"
+)
+
+// A pickup window and its reminder count the store's open hours: the reminder comes when the
+// window has its lead left of open time, so never while the store is shut; a window no longer
+// than the lead has none; a store shut for weeks lets the window end seven days on; a store
+// without hours counts plain time.
+func TestPickupTimesCountTheStoresOpenHours(t *testing.T) {
+	london, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var weekly []hours.Weekly
+	for d := 1; d <= 7; d++ {
+		weekly = append(weekly, hours.Weekly{Weekday: d, Open: "09:00", Close: "17:00"})
+	}
+	daily, err := hours.Build(london, weekly, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faraway, err := hours.Build(london, nil, []hours.Exception{{Date: "2026-03-30", Open: "09:00", Close: "17:00"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(day, hour, minute int) time.Time { return time.Date(2026, 3, day, hour, minute, 0, 0, london) }
+	for _, c := range []struct {
+		name           string
+		store          storeInfo
+		ready          time.Time
+		window         time.Duration
+		deadline, warn time.Time
+	}{
+		{"reminder before closing", storeInfo{hours: daily}, at(10, 16, 5), time.Hour, at(11, 9, 5), at(10, 16, 55)},
+		{"reminder after opening", storeInfo{hours: daily}, at(10, 16, 45), time.Hour, at(11, 9, 45), at(11, 9, 35)},
+		{"a window shorter than the lead", storeInfo{hours: daily}, at(10, 16, 55), 8 * time.Minute, at(11, 9, 3), time.Time{}},
+		{"shut for weeks", storeInfo{hours: faraway}, at(10, 16, 5), time.Hour, at(17, 16, 5), at(17, 16, 5)},
+		{"no hours", storeInfo{}, at(10, 16, 5), time.Hour, at(10, 17, 5), at(10, 16, 55)},
+	} {
+		deadline, warn := c.store.pickupTimes(c.ready, c.window, 10*time.Minute)
+		if !deadline.Equal(c.deadline) || !warn.Equal(c.warn) {
+			t.Errorf("%s: ready %s, window %v: deadline %s, reminder %s; want %s, %s", c.name, c.ready.Format(time.DateTime), c.window,
+				deadline.In(london).Format(time.DateTime), warn.In(london).Format(time.DateTime), c.deadline.Format(time.DateTime), c.warn.Format(time.DateTime))
+		}
+		if c.store.hours != nil && c.store.hours != faraway && !warn.IsZero() && !c.store.hours.OpenAt(warn) {
+			t.Errorf("%s: the reminder at %s comes while the store is shut", c.name, warn.In(london).Format(time.DateTime))
+		}
+	}
+}
