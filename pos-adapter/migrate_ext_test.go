@@ -1,7 +1,11 @@
 package posadapter_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,5 +56,65 @@ func TestBuildingTheTicketsIndexLetsTicketsBeRaised(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = 'tickets_final_by_order' AND n.nspname = $1`, schema).Scan(&valid); err != nil || !valid {
 		t.Fatalf("the index after the migration: valid %v, %v", valid, err)
+	}
+}
+
+// lockedBuffer is a log sink safe for the migration's goroutine and the test's.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A concurrent index build waits for every older transaction in the database, whatever it
+// reads (here a report on another schema), holding up no one: it waits as long as that takes,
+// not failing try after try on the migrations' lock timeout and then the start. Once the
+// report ends, the index is built.
+func TestTheIndexBuildsWaitForAnUnrelatedReport(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "poscic")
+	pool := testenv.Pool(t, schema, testenv.MigrationsUpTo(t, posadapter.Migrations(), "00003"))
+	ctx := t.Context()
+	report, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = report.Rollback(context.Background()) }()
+	if _, err := report.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := report.QueryRow(ctx, `SELECT count(*) FROM pg_class`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	migrated := make(chan error, 1)
+	go func() {
+		migrated <- pgdb.Migrate(ctx, pool, schema, posadapter.Migrations(), slog.New(slog.NewTextHandler(&logs, nil)))
+	}()
+	time.Sleep(2*time.Second + 500*time.Millisecond) // past pgdb.MigrationLockTimeout
+	select {
+	case err := <-migrated:
+		t.Fatalf("the migration ended while an older transaction was open: %v", err)
+	default:
+	}
+	if err := report.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-migrated; err != nil {
+		t.Fatalf("migrate: %v\n%s", err, logs.String())
+	}
+	if strings.Contains(logs.String(), "waited too long") {
+		t.Fatalf("the index build gave up waiting and tried again:\n%s", logs.String())
 	}
 }

@@ -71,7 +71,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS,
 
 	// A pool of our own: the advisory lock pins one connection for the whole
 	// run and migrations need another, which a caller's pool of one (or a
-	// busy one) could never give.
+	// busy one) could never give. Two at most, so every statement of every
+	// migration runs on that one other connection, and a migration may SET
+	// something for its later statements (and RESET it).
 	cfg := pool.Config()
 	cfg.MinConns, cfg.MaxConns = 0, 2
 	// Migrations plan as Postgres likes: a backfill should scan a table, not walk an index.
@@ -121,7 +123,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS,
 		// The migration gave up its locks (rolled back); the service's work goes on while it
 		// waits to try again.
 		wait := min(time.Second<<(attempt-1), 30*time.Second)
-		logger.Warn("migration waited too long for a lock and will try again; a long transaction on its table is in the way",
+		logger.Warn("migration waited too long for a lock and will try again; a long transaction using its table is in the way",
 			"schema", schema, "attempt", attempt, "retry_in", wait, "err", err)
 		select {
 		case <-time.After(wait):
