@@ -354,7 +354,9 @@ func TestCancelledOrdersGiveTheirStockBack(t *testing.T) {
 // stock stays held until then. The store is put in a zone where it is about noon now, closing
 // 30 minutes from now and opening at 09:00 tomorrow.
 func TestAPickupWindowPausesWhileTheStoreIsShut(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
+		c.ExpiringSoonBefore = time.Hour - 300*time.Millisecond // the reminder falls due 300ms after READY
+	}})
 	now := time.Now()
 	offset := 12 - now.UTC().Hour()            // hours east of UTC where it is about noon
 	zone := fmt.Sprintf("Etc/GMT%+d", -offset) // the Etc zones count west as positive
@@ -401,6 +403,16 @@ func TestAPickupWindowPausesWhileTheStoreIsShut(t *testing.T) {
 		}
 		return nil
 	})
+	// The reminder, today, gives the deadline with its day: tomorrow.
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "expiring_soon")
+	got, err := e.orders.GetOrder(e.asCustomer("alice"), &fulfilmentv1.GetOrderRequest{OrderId: o.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := got.GetOrder().GetHistory()
+	if reason, day := h[len(h)-1].GetReason(), r.GetPickupDeadline().AsTime().In(loc).Format("Mon 2 Jan 15:04"); !strings.Contains(reason, day) {
+		t.Errorf("the reminder says %q; want the deadline with its day, %s", reason, day)
+	}
 }
 
 func TestReadyOrderLeftPastItsPickupWindowExpiresAndItsStockIsAvailableAgain(t *testing.T) {

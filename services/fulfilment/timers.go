@@ -91,7 +91,7 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 // fire applies the timer action a to o in memory, with the reason the shopper is given.
 func (s *Service) fire(o *order, a domain.Action, now time.Time) (change, error) {
 	wasReady := o.State == domain.Ready
-	c, err := o.step(a, timerActor, s.timerReason(o, a), "", now)
+	c, err := o.step(a, timerActor, s.timerReason(o, a, now), "", now)
 	if err != nil {
 		return change{}, err
 	}
@@ -104,7 +104,7 @@ func (s *Service) fire(o *order, a domain.Action, now time.Time) (change, error)
 	return c, nil
 }
 
-func (s *Service) timerReason(o *order, a domain.Action) string {
+func (s *Service) timerReason(o *order, a domain.Action, now time.Time) string {
 	switch a {
 	case domain.Expire:
 		if o.State != domain.Ready {
@@ -112,7 +112,14 @@ func (s *Service) timerReason(o *order, a domain.Action) string {
 		}
 		return fmt.Sprintf("not collected within the pickup window of %s", o.PickupWindow)
 	case domain.RemindExpiringSoon:
-		return fmt.Sprintf("the pickup window ends at %s", o.Timers.PickupDeadline.In(notify.StoreLocation(o.StoreTimeZone, time.UTC)).Format("15:04 MST"))
+		// On the store's clock, with the day when it is not today there: a window counts open
+		// hours only, so one reminded of before closing ends the next day.
+		loc := notify.StoreLocation(o.StoreTimeZone, time.UTC)
+		end, layout := o.Timers.PickupDeadline.In(loc), "15:04 MST"
+		if y, m, d := now.In(loc).Date(); end.Year() != y || end.Month() != m || end.Day() != d {
+			layout = "Mon 2 Jan 15:04 MST"
+		}
+		return fmt.Sprintf("the pickup window ends at %s", end.Format(layout))
 	case domain.EscalateNotAccepted:
 		return fmt.Sprintf("not accepted within %s of confirmation", s.cfg.NotAcceptedAfter)
 	}
