@@ -49,6 +49,9 @@ type Config struct {
 	// AllowedOrigins lists the browser origins allowed by CORS ("*" allows any; empty allows
 	// none, which suits native mobile apps and server-to-server callers).
 	AllowedOrigins []string
+	// TrustedProxies are the reverse proxies in front of the gateway whose X-Forwarded-For
+	// names the client (edge.WithClientAddress); none means the peer is the client.
+	TrustedProxies []net.IPNet
 	// MaxRequestBytes caps one request message; larger ones get ResourceExhausted.
 	MaxRequestBytes int
 	// Logger receives the gateway's logs.
@@ -98,7 +101,7 @@ func New(cfg Config) (*Gateway, error) {
 	mux.Handle(fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...))
 	// Health and reflection stay open: probes and grpcurl carry no token.
 	health := edge.Mount(mux, PublicServices, connect.WithReadMaxBytes(cfg.MaxRequestBytes))
-	return &Gateway{handler: edge.WithCORS(mux, cfg.AllowedOrigins), health: health, drain: drain, log: log.With("component", "gateway")}, nil
+	return &Gateway{handler: edge.WithClientAddress(edge.WithCORS(mux, cfg.AllowedOrigins), cfg.TrustedProxies), health: health, drain: drain, log: log.With("component", "gateway")}, nil
 }
 
 // Handler is the gateway's whole HTTP surface.

@@ -402,3 +402,44 @@ func madeUpCredentialsFromAStore(t *testing.T, e *env) {
 		t.Fatalf("a new made-up credential during the flood: %v; want ResourceExhausted, unread", err)
 	}
 }
+
+// Stores' terminals reaching the adapter through a load balancer each keep their own
+// refused-credential allowance when the balancer is trusted: one store making up credentials
+// does not get every other store's terminals refused unread.
+func TestTerminalsBehindATrustedProxyAreLimitedByTheirOwnAddress(t *testing.T) {
+	e := newEnv(t, withConfig(func(cfg *posadapter.Config) {
+		cfg.TrustedProxies = []net.IPNet{{IP: net.IPv4(127, 0, 0, 0), Mask: net.CIDRMask(8, 32)}}
+	}))
+	// madeUp presents a made-up credential from a store whose address the balancer saw as from.
+	madeUp := func(i int, from string) error {
+		c := posv1connect.NewTerminalServiceClient(e.http1, e.base, connect.WithGRPCWeb(), connect.WithInterceptors(bearer(fmt.Sprintf("hot_trm%05d_%064d", i, i)), forwardedFor(from)))
+		_, err := c.AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: "auth-lim-3", TicketId: uuid.NewString()}))
+		return err
+	}
+	limited := false
+	for i := range 200 {
+		if codeOf(madeUp(i, "203.0.113.1")) == connect.CodeResourceExhausted {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("200 made-up credentials from one store were all looked at; want its address limited")
+	}
+	if err := madeUp(1000, "192.0.2.66, 203.0.113.1"); codeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("the limited store writing another address before the balancer's: %v; want still limited", err)
+	}
+	if err := madeUp(1001, "203.0.113.2"); codeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("a made-up credential from another store: %v; want it looked at and refused, Unauthenticated", err)
+	}
+}
+
+// forwardedFor sets X-Forwarded-For on every unary call, as a load balancer in front would.
+func forwardedFor(addr string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, r connect.AnyRequest) (connect.AnyResponse, error) {
+			r.Header().Set("X-Forwarded-For", addr)
+			return next(ctx, r)
+		}
+	}
+}

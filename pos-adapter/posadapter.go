@@ -157,6 +157,9 @@ type Config struct {
 	Inventory grpc.ClientConnInterface
 	// AllowedOrigins lists browser origins allowed by CORS (browser-based terminals).
 	AllowedOrigins []string
+	// TrustedProxies are the reverse proxies in front of the adapter whose X-Forwarded-For
+	// names the terminal or vendor (edge.WithClientAddress); none means the peer is.
+	TrustedProxies []net.IPNet
 	// Logger receives the adapter's logs.
 	Logger *slog.Logger
 	// MaxRequestBytes caps one request message or webhook body. Default 1 MiB.
@@ -375,7 +378,7 @@ func New(cfg Config) (*Adapter, error) {
 	mux.Handle("POST "+VendorWebhookPath+"{store_id}", http.HandlerFunc(a.serveVendorWebhook))
 	a.health = edge.Mount(mux, []string{posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName},
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes))
-	a.handler = edge.WithCORS(mux, cfg.AllowedOrigins)
+	a.handler = edge.WithClientAddress(edge.WithCORS(mux, cfg.AllowedOrigins), cfg.TrustedProxies)
 	return a, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/stack"
 )
 
@@ -39,6 +40,7 @@ var envVar = map[string]string{
 	"cart-addr":             "HANDOFF_CART_ADDR",
 	"fulfilment-addr":       "HANDOFF_FULFILMENT_ADDR",
 	"allowed-origins":       "HANDOFF_ALLOWED_ORIGINS",
+	"trusted-proxies":       "HANDOFF_TRUSTED_PROXIES",
 	"currency":              "HANDOFF_CURRENCY",
 	"jwt-keys":              "HANDOFF_JWT_KEYS",
 	"pickup-code-secret":    "HANDOFF_PICKUP_CODE_SECRET",
@@ -101,6 +103,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	var (
 		s       settings
 		origins string
+		proxies string
 		demo    string
 		level   string
 	)
@@ -121,6 +124,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.CartAddr, "cart-addr", env("cart-addr", "127.0.0.1:9103"), "cart gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&c.FulfilmentAddr, "fulfilment-addr", env("fulfilment-addr", "127.0.0.1:9104"), "fulfilment gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&origins, "allowed-origins", env("allowed-origins", ""), "comma-separated browser origins for CORS; empty: * with the all target, none otherwise")
+	fs.StringVar(&proxies, "trusted-proxies", env("trusted-proxies", ""), "comma-separated addresses and CIDR ranges of the reverse proxies in front of the gateway and pos-adapter: their X-Forwarded-For names the client for rate limits (empty: the peer is the client)")
 	fs.StringVar(&c.Currency, "currency", env("currency", "USD"), "ISO 4217 currency of the catalog")
 	fs.StringVar(&c.PickupCodeSecret, "pickup-code-secret", env("pickup-code-secret", ""), "secret pickup codes are derived from, 16+ bytes (empty with the all target: a development secret in the data dir)")
 	fs.StringVar(&c.Notify.WebhookURL, "notify-webhook-url", env("notify-webhook-url", ""), "customer notifications as signed webhooks to this URL (empty: off)")
@@ -169,6 +173,11 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	case c.Target == stack.TargetAll:
 		c.AllowedOrigins = []string{"*"} // a laptop: any local web app may call it
 	}
+	trusted, err := edge.ParseTrustedProxies(proxies)
+	if err != nil {
+		return s, fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	c.TrustedProxies = trusted
 	if c.MetricsAddr == "off" {
 		// An empty variable means the default, as for every setting; off says none.
 		c.MetricsAddr = ""

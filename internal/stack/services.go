@@ -218,7 +218,7 @@ func (s *system) startPOSAdapter(ctx context.Context) error {
 	}
 	a, err := posadapter.New(posadapter.Config{
 		Pool: pool, NC: s.nc, JS: s.js, Keys: s.keys, Fulfilment: ful, Inventory: inv,
-		AllowedOrigins: s.cfg.AllowedOrigins, Logger: s.log,
+		AllowedOrigins: s.cfg.AllowedOrigins, TrustedProxies: s.cfg.TrustedProxies, Logger: s.log,
 	})
 	if err != nil {
 		return err

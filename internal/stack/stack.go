@@ -104,6 +104,9 @@ type Config struct {
 
 	// AllowedOrigins are the browser origins the gateway accepts (CORS).
 	AllowedOrigins []string
+	// TrustedProxies are the reverse proxies in front of the gateway and the pos-adapter whose
+	// X-Forwarded-For is believed (edge.WithClientAddress).
+	TrustedProxies []net.IPNet
 	// RateLimits at the gateway; zero means its defaults.
 	RateLimits gateway.RateLimits
 	// Currency is the catalog's ISO 4217 currency.
@@ -565,7 +568,7 @@ func (s *system) startGateway() error {
 	}
 	gw, err := gateway.New(gateway.Config{
 		Catalog: conns[0], Inventory: conns[1], Cart: conns[2], Fulfilment: conns[3],
-		Keys: s.keys, RateLimits: s.cfg.RateLimits, AllowedOrigins: s.cfg.AllowedOrigins, Logger: s.log,
+		Keys: s.keys, RateLimits: s.cfg.RateLimits, AllowedOrigins: s.cfg.AllowedOrigins, TrustedProxies: s.cfg.TrustedProxies, Logger: s.log,
 	})
 	if err != nil {
 		return err
