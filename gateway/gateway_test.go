@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/internal/auth"
@@ -137,6 +139,26 @@ func TestHealthAndReflectionAnswerStandardGRPCClients(t *testing.T) {
 	}
 	if got[catalogv1connect.CatalogAdminServiceName] {
 		t.Fatalf("reflection exposes the admin API at the public edge: %v", names)
+	}
+	// The files describing the public services share .proto files with admin and staff APIs:
+	// the edge describes them without those.
+	for _, svc := range gateway.PublicServices {
+		files, err := stream.FileContainingSymbol(protoreflect.FullName(svc))
+		if err != nil {
+			t.Fatalf("reflection cannot describe %s: %v", svc, err)
+		}
+		for _, f := range files {
+			for _, s := range f.GetService() {
+				if full := f.GetPackage() + "." + s.GetName(); !slices.Contains(gateway.PublicServices, full) {
+					t.Errorf("describing %s, reflection hands out %s (file %s), which the gateway does not serve", svc, full, f.GetName())
+				}
+			}
+		}
+	}
+	for _, hidden := range []string{catalogv1connect.CatalogAdminServiceName, fulfilmentv1connect.StoreOrderServiceName, fulfilmentv1connect.FulfilmentAdminServiceName, "handoff.inventory.v1.InventoryAdminService"} {
+		if _, err := stream.FileContainingSymbol(protoreflect.FullName(hidden)); err == nil {
+			t.Errorf("reflection describes %s at the public edge", hidden)
+		}
 	}
 }
 

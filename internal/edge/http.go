@@ -22,7 +22,7 @@ import (
 const CompressMinBytes = 4096
 
 // Mount adds grpc.health.v1 and server reflection (v1 and v1alpha) for the named services to
-// mux, and returns the health status to flip on shutdown. They are open to anyone (probes and
+// mux, describing those services and no others (servedFiles), and returns the health status to flip on shutdown. They are open to anyone (probes and
 // grpcurl carry no token), so besides opts (a size limit, above all: a small compressed
 // reflection request can otherwise inflate to gigabytes) each address may make openPerAddress
 // calls (or stream messages) a second to them, and hold openStreamsPerAddress streams open.
@@ -32,7 +32,13 @@ func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption)
 	const healthService = "/grpc.health.v1.Health/"
 	mux.Handle(healthService+"Check", connect.NewUnaryHandler(healthService+"Check", h.check, opts...))
 	mux.Handle(healthService+"Watch", connect.NewServerStreamHandler(healthService+"Watch", h.watch, opts...))
-	reflector := grpcreflect.NewStaticReflector(append([]string{healthpb.Health_ServiceDesc.ServiceName}, services...)...)
+	served := append([]string{healthpb.Health_ServiceDesc.ServiceName}, services...)
+	files, err := servedFiles(served)
+	if err != nil {
+		// Only descriptors that are wrong from the start fail here: a programming error.
+		panic(err)
+	}
+	reflector := grpcreflect.NewReflector(grpcreflect.NamerFunc(func() []string { return served }), grpcreflect.WithDescriptorResolver(files))
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts...))
 	return h
