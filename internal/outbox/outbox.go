@@ -239,11 +239,17 @@ func DeterministicID(parts ...string) string {
 	return uuid.NewSHA1(handoffEventNamespace, []byte(strings.Join(parts, "\x00"))).String()
 }
 
-// MaxPayload is the largest event the outbox takes: NATS's default max_payload (Handoff's own
-// servers allow 4 MB), so an event fits any server it may be relayed to. Handoff's events are
-// far smaller (their fields are bounded at the edges); one that is not would stop every event
-// behind it, refused by the server at each relay round, so it is refused at write time instead.
-const MaxPayload = 1 << 20
+// MaxPayload is the largest event the outbox takes: what fits, with the headers the relay adds
+// (message id, event type, occurrence time), in NATS's default max_payload of 1 MiB (Handoff's
+// own servers allow 4 MB), so an event fits any server it may be relayed to. The server counts
+// headers and payload together: an event of the whole 1 MiB was taken here and then refused at
+// every relay round. Handoff's events are far smaller (their fields are bounded at the edges);
+// one that is not would stop every event behind it, so it is refused at write time instead.
+const MaxPayload = 1<<20 - headerRoom
+
+// headerRoom is what MaxPayload leaves of 1 MiB for the relay's headers: about 150 bytes and
+// the event type's name.
+const headerRoom = 4 << 10
 
 // checkSize refuses, at write time, an event too large to be published.
 func checkSize(eventType, subject string, payload []byte) error {

@@ -565,6 +565,27 @@ func TestEnqueueBatchRecordsEventsInOrderOnceEach(t *testing.T) {
 	}
 }
 
+// The largest event the outbox takes reaches a server with NATS's default max_payload (1 MiB,
+// the test server's), headers and all, and so does the event behind it.
+func TestTheLargestEventTakenIsPublished(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	largest := wrapperspb.Bytes(make([]byte, outbox.MaxPayload-8))
+	if n := proto.Size(largest); n < outbox.MaxPayload-4 || n > outbox.MaxPayload {
+		t.Fatalf("the event is %d bytes; want just within MaxPayload (%d)", n, outbox.MaxPayload)
+	}
+	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		_, err := outbox.Enqueue(ctx, tx, productCreated, largest)
+		return err
+	}); err != nil {
+		t.Fatalf("an event within MaxPayload was refused: %v", err)
+	}
+	enqueue(t, e.pool, "behind it")
+	if n, err := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Flush(ctx); err != nil || n != 2 {
+		t.Fatalf("Flush = %d, %v; want both events published", n, err)
+	}
+}
+
 // allowAtomic sets whether the events stream takes atomic batches.
 func allowAtomic(t *testing.T, js jetstream.JetStream, allowed bool) {
 	t.Helper()

@@ -187,6 +187,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer r.js.CleanupPublisher() // its reply subscription, on the caller's connection
 	}
 	logger := r.logger.With("schema", r.schema)
+	if mp := r.js.Conn().MaxPayload(); mp > 0 && mp < MaxPayload+headerRoom {
+		// An event the outbox took but this server refuses would stop every event behind it.
+		logger.Error("the NATS server's max_payload is below the events the outbox takes; raise it to 1MB or more (Handoff's own servers use 4MB)", "max_payload", mp, "outbox_max", MaxPayload+headerRoom)
+	}
 
 	wake := make(chan struct{}, 1)
 	listenDone := make(chan struct{})
