@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
@@ -392,6 +393,58 @@ func TestRelayCrashAfterPublishingRepublishesWithoutDuplicates(t *testing.T) {
 	}
 	if n := outboxRows(t, e.pool); n != 0 {
 		t.Fatalf("outbox holds %d rows after the fresh relay", n)
+	}
+	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
+		t.Fatalf("stream holds %v, want each event exactly once: %v", got, ids)
+	}
+}
+
+// A relay copy frozen mid-round (SIGSTOP, a paused VM, a partition) keeps its connection open,
+// idle in the round's transaction, and with it the lock no other copy relays without: Postgres
+// ends that session at its idle bound (pgdb.IdleInTransactionTimeout; 1 s here), and another
+// copy relays what the frozen one had published, once each, and what came after.
+func TestAFrozenRelayCopyHoldsTheOutboxOnlyUntilItsIdleBound(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	var schema string
+	if err := e.pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	frozenPool, err := pgdb.Open(ctx, testenv.DatabaseURLWith(t, "idle_in_transaction_session_timeout", "1s"), schema, pgdb.WithLogger(testenv.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer frozenPool.Close()
+	ids := enqueue(t, e.pool, "a", "b")
+
+	frozen := outbox.NewRelay(frozenPool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)})
+	frozenNow, thaw := make(chan struct{}), make(chan struct{})
+	outbox.SetAfterPublish(frozen, func(context.Context, *pgx.Conn) error {
+		close(frozenNow)
+		<-thaw // frozen here, the round's transaction open
+		return nil
+	})
+	frozenDone := make(chan error, 1)
+	go func() {
+		_, err := frozen.Flush(context.Background())
+		frozenDone <- err
+	}()
+	<-frozenNow
+	ids = append(ids, enqueue(t, e.pool, "c")...)
+
+	other := outbox.NewRelay(e.pool, newJS(t, e.nats), outbox.RelayConfig{Logger: testenv.Logger(t)})
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		if _, err := other.Flush(ctx); err != nil {
+			return err
+		}
+		if n := outboxRows(t, e.pool); n != 0 {
+			return fmt.Errorf("the outbox still holds %d rows", n)
+		}
+		return nil
+	})
+	close(thaw)
+	if err := <-frozenDone; err == nil {
+		t.Fatal("the frozen copy's round succeeded after its session was ended; want an error")
 	}
 	if got := msgIDs(published(t, e.js)); !slices.Equal(got, ids) {
 		t.Fatalf("stream holds %v, want each event exactly once: %v", got, ids)

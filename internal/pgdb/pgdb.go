@@ -73,6 +73,16 @@ var KeyedPlansSQL = func() string {
 // WithLogger sets where Open logs.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
+// IdleInTransactionTimeout is how long Postgres lets a session of a pool from Open sit idle
+// inside a transaction before it ends the session (idle_in_transaction_session_timeout), unless
+// the database URL sets its own. A process frozen or cut off mid-transaction (SIGSTOP, a paused
+// VM, a partition: its connection stays open, and TCP takes hours to give up) otherwise keeps
+// its locks: the outbox relay's advisory lock, with which no other copy relays a single event,
+// or an inbox row another copy's redelivery waits on. No Handoff transaction waits on its
+// client anywhere near this long: the longest, a relay round, waits at most its AckTimeout
+// (10 s) for JetStream.
+const IdleInTransactionTimeout = "30s"
+
 // schemaName is what Handoff accepts as a schema: a plain lower-case
 // identifier, so it means the same quoted or not, and not pg_* (reserved).
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -112,6 +122,9 @@ func Open(ctx context.Context, url, schema string, opts ...Option) (*pgxpool.Poo
 	}
 	if o.appName != "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = o.appName
+	}
+	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = IdleInTransactionTimeout
 	}
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns

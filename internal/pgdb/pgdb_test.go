@@ -543,3 +543,27 @@ func (p *stallingProxy) cut() {
 		c.Close()
 	}
 }
+
+// A session of a pool from Open may sit idle in a transaction only IdleInTransactionTimeout,
+// unless the database URL says otherwise: a frozen process must not keep its locks for hours.
+func TestOpenBoundsIdleTransactions(t *testing.T) {
+	show := func(pool *pgxpool.Pool) string {
+		var v string
+		if err := pool.QueryRow(t.Context(), "SHOW idle_in_transaction_session_timeout").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := show(open(t, testenv.UniqueSchema(t, "idle"))); got != pgdb.IdleInTransactionTimeout {
+		t.Fatalf("idle_in_transaction_session_timeout = %q; want %q", got, pgdb.IdleInTransactionTimeout)
+	}
+	pool, err := pgdb.Open(t.Context(), testenv.DatabaseURLWith(t, "idle_in_transaction_session_timeout", "5min"), testenv.UniqueSchema(t, "idle"), pgdb.WithLogger(testenv.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if got := show(pool); got != "5min" {
+		t.Fatalf("with the URL's own setting: %q; want 5min", got)
+	}
+}
+

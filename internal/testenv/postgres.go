@@ -98,6 +98,20 @@ func DatabaseURL(t testing.TB) string {
 	return pg.dbURL
 }
 
+// DatabaseURLWith is DatabaseURL with one more connection setting (a Postgres setting such as
+// idle_in_transaction_session_timeout, sent when each session starts).
+func DatabaseURLWith(t testing.TB, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // Pool returns a pool on this binary's database whose search_path is schema,
 // with the shared tables and migrations applied (migrations may be nil).
 // schema == "" means a fresh unique schema. opts are the service's own (its PoolOptions), so
