@@ -566,4 +566,3 @@ func TestOpenBoundsIdleTransactions(t *testing.T) {
 		t.Fatalf("with the URL's own setting: %q; want 5min", got)
 	}
 }
-
