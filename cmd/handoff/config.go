@@ -139,13 +139,17 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&level, "log-level", env("log-level", "info"), "debug | info | warn | error")
 	fs.StringVar(&s.logFormat, "log-format", env("log-format", "text"), "text | json")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: handoff [flags]\n\nRuns Handoff. With no flags, the whole system in one process with demo data.\nEvery flag can also be set by the environment variable in brackets.\n\n")
+		fmt.Fprintf(stderr, "Usage: handoff [flags]\n       handoff token -role customer|staff|admin -subject ID (mints a token for local use; handoff token -help)\n\nRuns Handoff. With no flags, the whole system in one process with demo data.\nEvery flag can also be set by the environment variable in brackets.\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
-			def := strconv.Quote(f.DefValue)
-			if secretFlags[f.Name] && f.DefValue != "" {
-				def = "set in " + envVar[f.Name] + ", not shown"
+			def := ""
+			switch {
+			case secretFlags[f.Name] && f.DefValue != "":
+				def = " (default set in " + envVar[f.Name] + ", not shown)"
+			case f.DefValue != "":
+				// An empty default is explained by the usage text itself ("empty: ...").
+				def = " (default " + strconv.Quote(f.DefValue) + ")"
 			}
-			fmt.Fprintf(stderr, "  -%s [%s]\n    \t%s (default %s)\n", f.Name, envVar[f.Name], f.Usage, def)
+			fmt.Fprintf(stderr, "  -%s [%s]\n    \t%s%s\n", f.Name, envVar[f.Name], f.Usage, def)
 		})
 	}
 	if err := fs.Parse(args); err != nil {

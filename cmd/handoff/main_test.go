@@ -115,11 +115,18 @@ func TestUsageNeverPrintsSecrets(t *testing.T) {
 		"HANDOFF_JWT_KEYS": testKeys, "HANDOFF_PICKUP_CODE_SECRET": "pickup-secret-3-0123456789",
 		"HANDOFF_NOTIFY_WEBHOOK_SECRET": "webhook-secret-4", "HANDOFF_SMTP_PASSWORD": "smtp-password-5",
 	}
-	for _, args := range [][]string{{"-help"}, {"-shutdown-grace", "10"}} {
+	for _, args := range [][]string{{"-help"}, {"-shutdown-grace", "10"}, {"token", "-help"}} {
 		var stderr bytes.Buffer
-		run(args, func(k string) string { return env[k] }, io.Discard, &stderr)
+		code := run(args, func(k string) string { return env[k] }, io.Discard, &stderr)
 		out := stderr.String()
-		if !strings.Contains(out, "set in HANDOFF_JWT_KEYS, not shown") {
+		if args[len(args)-1] == "-help" && code != 0 {
+			t.Errorf("run(%v) = %d; asking for help is no error", args, code)
+		}
+		if args[0] == "token" {
+			if !strings.Contains(out, "HANDOFF_JWT_KEYS") {
+				t.Errorf("handoff token -help does not say where the keys come from:\n%s", out)
+			}
+		} else if !strings.Contains(out, "set in HANDOFF_JWT_KEYS, not shown") {
 			t.Errorf("run(%v): the usage does not say where the keys come from:\n%s", args, out)
 		}
 		for _, secret := range []string{"db-password-1", "nats-password-2", testKeys, "pickup-secret-3", "webhook-secret-4", "smtp-password-5"} {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,13 +22,19 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	stores := fs.String("stores", "", "comma-separated store ids a staff token acts for")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
 	dataDir := fs.String("data-dir", or(getenv("HANDOFF_DATA_DIR"), ".data"), "data dir holding the development key")
-	keys := fs.String("jwt-keys", getenv("HANDOFF_JWT_KEYS"), "key set kid:base64key[,...] (default: the development key)")
+	// Not defaulted to HANDOFF_JWT_KEYS here: the usage text prints defaults, and keys are secret.
+	keys := fs.String("jwt-keys", "", "key set kid:base64key[,...] (default: HANDOFF_JWT_KEYS, else the development key)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: handoff token -role customer|staff|admin -subject ID [-stores a,b] [-ttl 24h]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
 		return 2
+	}
+	if *keys == "" {
+		*keys = getenv("HANDOFF_JWT_KEYS")
 	}
 	p := auth.Principal{Subject: *subject, Role: auth.Role(*role)}
 	for _, s := range strings.Split(*stores, ",") {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -141,7 +142,7 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 		svc.RegisterGRPC(ch)
 		s.inproc[spec.name] = ch
 	}
-	lis, err := s.listen(spec.addr(&s.cfg))
+	lis, err := s.listen(spec.addr(&s.cfg), "HANDOFF_"+strings.ToUpper(spec.name)+"_ADDR")
 	if err != nil {
 		return "", err
 	}
@@ -223,7 +224,7 @@ func (s *system) startPOSAdapter(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lis, err := s.listen(s.cfg.POSAdapterAddr)
+	lis, err := s.listen(s.cfg.POSAdapterAddr, "HANDOFF_POS_ADDR")
 	if err != nil {
 		return err
 	}

@@ -203,6 +203,12 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) error {
 	s := &system{cfg: cfg, log: cfg.Logger}
 	defer s.closeAll()
 	if err := s.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Stopped (Ctrl-C) while starting: whatever the step it cut short says about that
+			// (a migration's "context canceled", initdb's transcript) is not a failure.
+			s.log.Info("Handoff stopped before it was ready")
+			return nil
+		}
 		return err
 	}
 	return s.serve(ctx, ready)
@@ -435,10 +441,11 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 }
 
 // listen binds addr now, so that addresses are known (port 0 resolved) before anything serves.
-func (s *system) listen(addr string) (net.Listener, error) {
+// setting names where addr comes from, for the error a taken port gives.
+func (s *system) listen(addr, setting string) (net.Listener, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("listen on %s: %w (another Handoff running? set %s)", addr, err, setting)
 	}
 	s.onClose(func(context.Context) error { lis.Close(); return nil })
 	return lis, nil
@@ -573,7 +580,7 @@ func (s *system) startGateway() error {
 	if err != nil {
 		return err
 	}
-	lis, err := s.listen(s.cfg.GatewayAddr)
+	lis, err := s.listen(s.cfg.GatewayAddr, "HANDOFF_GATEWAY_ADDR")
 	if err != nil {
 		return err
 	}
@@ -589,9 +596,9 @@ func (s *system) startMetrics() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.Handler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	lis, err := s.listen(s.cfg.MetricsAddr)
+	lis, err := s.listen(s.cfg.MetricsAddr, "HANDOFF_METRICS_ADDR (or off)")
 	if err != nil {
-		return err
+		return fmt.Errorf("metrics: %w", err)
 	}
 	s.ready.MetricsAddr = lis.Addr().String()
 	s.addServer(func(ctx context.Context) error { return edge.ServeHTTP(ctx, lis, mux, time.Second, s.log, nil) })
