@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +44,12 @@ func TestDeployFilesUseTheBinarysVariablesAndFlags(t *testing.T) {
 		for _, need := range []string{"DATABASE_URL", "NATS_URL", "HANDOFF_JWT_KEYS", "HANDOFF_PICKUP_CODE_SECRET"} {
 			if !slices.Contains(set, need) {
 				t.Errorf("%s does not set %s, without which the split parts do not start", file, need)
+			}
+		}
+		for _, target := range stack.Targets {
+			// Every part runs: a file that leaves one out starts a system whose edges dial nothing.
+			if target != stack.TargetAll && !strings.Contains(string(b), `"-target", "`+target+`"`) {
+				t.Errorf("%s does not run the %s target", file, target)
 			}
 		}
 		for _, m := range flag.FindAllStringSubmatch(string(b), -1) {
