@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -244,15 +245,35 @@ func TestLoadSpawnsItsOwnHandoff(t *testing.T) {
 	}
 }
 
-// refusingCarts is a way to the gateway on which every CreateCart fails as if the edge were
-// down, counted; every other call goes through.
+// loadConfig is a load run against the system of startHandoff, its calls going through
+// transport.
+func loadConfig(t *testing.T, ready stack.Ready, flags []string, transport http.RoundTripper) load.Config {
+	t.Helper()
+	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return load.Config{
+		Endpoints: system.Endpoints{
+			GatewayURL: "http://" + ready.GatewayAddr, POSURL: "http://" + ready.POSAdapterAddr,
+			InventoryAddr: ready.ServiceAddrs[stack.TargetInventory], Keys: keys,
+		},
+		HTTPClient: &http.Client{Transport: transport},
+	}
+}
+
+func newTransport() http.RoundTripper { return http.DefaultTransport.(*http.Transport).Clone() }
+
+// refusingCarts is a way to the gateway on which CreateCart fails as if the edge were down
+// (every one, or the first first), counted; every other call goes through.
 type refusingCarts struct {
 	http.RoundTripper
+	first   int64
 	refused atomic.Int64
 }
 
 func (c *refusingCarts) RoundTrip(req *http.Request) (*http.Response, error) {
-	if strings.HasSuffix(req.URL.Path, "/CreateCart") {
+	if strings.HasSuffix(req.URL.Path, "/CreateCart") && (c.first == 0 || c.refused.Load() < c.first) {
 		c.refused.Add(1)
 		return nil, errors.New("connection refused (the test's edge is down)")
 	}
@@ -264,20 +285,11 @@ func (c *refusingCarts) RoundTrip(req *http.Request) (*http.Response, error) {
 // of calls a second.
 func TestLoadShoppersBackOffWhileCallsFail(t *testing.T) {
 	ready, flags := startHandoff(t)
-	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	carts := &refusingCarts{RoundTripper: http.DefaultTransport.(*http.Transport).Clone()}
+	carts := &refusingCarts{RoundTripper: newTransport()}
 	const shoppers, window = 4, 2 * time.Second
-	res, err := load.Run(t.Context(), load.Config{
-		Endpoints: system.Endpoints{
-			GatewayURL: "http://" + ready.GatewayAddr, POSURL: "http://" + ready.POSAdapterAddr,
-			InventoryAddr: ready.ServiceAddrs[stack.TargetInventory], Keys: keys,
-		},
-		HTTPClient: &http.Client{Transport: carts},
-		Shoppers:   shoppers, Duration: window,
-	})
+	cfg := loadConfig(t, ready, flags, carts)
+	cfg.Shoppers, cfg.Duration = shoppers, window
+	res, err := load.Run(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
@@ -289,5 +301,50 @@ func TestLoadShoppersBackOffWhileCallsFail(t *testing.T) {
 	}
 	if res.Checkouts != 0 || len(res.Errors) == 0 {
 		t.Errorf("with every cart refused: %d checkouts, errors %v", res.Checkouts, res.Errors)
+	}
+}
+
+// -orders N makes N checkouts: an order whose cart could not be made is tried again and is not
+// one of them. A run whose carts all fail gives up, and says so, rather than trying for ever.
+func TestLoadOrdersCountsCheckoutsMadeAndGivesUpWhenNoneCanBe(t *testing.T) {
+	ready, flags := startHandoff(t)
+	carts := &refusingCarts{RoundTripper: newTransport(), first: 3}
+	cfg := loadConfig(t, ready, flags, carts)
+	cfg.Shoppers, cfg.Orders, cfg.Basket = 2, 4, true
+	res, err := load.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if carts.refused.Load() != 3 || res.Checkouts != 4 || res.Calls["CreateCart"].Count != 4 || res.GaveUp != "" {
+		t.Errorf("-orders 4 with the first 3 carts refused: %d refused, %d checkouts, %d carts made, gave up %q; want 3, 4, 4 and not given up",
+			carts.refused.Load(), res.Checkouts, res.Calls["CreateCart"].Count, res.GaveUp)
+	}
+
+	cfg = loadConfig(t, ready, flags, &refusingCarts{RoundTripper: newTransport()})
+	cfg.Shoppers, cfg.Orders, cfg.Basket, cfg.GiveUpAfter = 2, 4, true, time.Second
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan *load.Result, 1)
+	go func() {
+		res, err := load.Run(ctx, cfg)
+		if err != nil {
+			t.Errorf("load: %v", err)
+		}
+		done <- res
+	}()
+	select {
+	case res = <-done:
+	case <-time.After(15 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("-orders 4 with every cart refused still running after 15 s (giving up after 1 s without a checkout)")
+	}
+	if res == nil {
+		return
+	}
+	var summary bytes.Buffer
+	res.PrintSummary(&summary)
+	if res.Checkouts != 0 || res.OrdersAsked != 4 || res.GaveUp == "" || !strings.Contains(summary.String(), "GAVE UP: 0 of the 4 checkouts asked") {
+		t.Errorf("every cart refused: %d checkouts of %d, gave up %q; summary:\n%s", res.Checkouts, res.OrdersAsked, res.GaveUp, summary.String())
 	}
 }

@@ -54,8 +54,13 @@ type Config struct {
 	// Duration is how long shoppers start new orders (when Orders is 0). Orders in flight at the
 	// end are completed, but only what happened within Duration counts towards the rates.
 	Duration time.Duration
-	// Orders, when positive, is how many checkouts to make in all instead of a duration.
+	// Orders, when positive, is how many checkouts to make in all instead of a duration: an
+	// order whose cart could not be made is tried again and does not count.
 	Orders int
+	// GiveUpAfter, with Orders, stops the run when no checkout has been made for this long
+	// while orders kept failing before it (an edge down or refusing); 0 means 30s. The result
+	// says so.
+	GiveUpAfter time.Duration
 	// HotSKU, when set, makes every order one unit of this SKU: every shopper competes for the
 	// same stock. Otherwise orders are 1-3 lines of the made-to-order menu.
 	HotSKU string
@@ -118,7 +123,11 @@ type run struct {
 	// cpuStart and cpuEnd frame the CPU the run used: from the first shopper to the last order's end.
 	cpuStart, cpuEnd cpuUse
 	cpuWindow        time.Duration
-	budget           atomic.Int64
+	budget           orderBudget
+	// lastCheckout is when a checkout was last made (Unix nanoseconds), to give up in count
+	// mode when none can be; gaveUp is set then.
+	lastCheckout atomic.Int64
+	gaveUp       atomic.Bool
 
 	checkout  Histogram
 	toTicket  Histogram
@@ -172,6 +181,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4
+	}
+	if cfg.GiveUpAfter <= 0 {
+		cfg.GiveUpAfter = 30 * time.Second
 	}
 	if cfg.Centre == nil {
 		cfg.Centre = cfg.Near
@@ -335,8 +347,9 @@ func (r *run) measure(ctx context.Context) {
 	r.loadAvgStart = loadAverage()
 	r.cpuStart = readCPUUse()
 	r.start = time.Now()
+	r.lastCheckout.Store(r.start.UnixNano())
 	if r.cfg.Orders > 0 {
-		r.budget.Store(int64(r.cfg.Orders))
+		r.budget.init(r.cfg.Orders)
 	} else {
 		r.end.Store(r.start.Add(r.cfg.Duration).UnixNano())
 	}
@@ -410,14 +423,14 @@ func (r *run) shopper(ctx context.Context, id int) {
 		pause time.Duration
 	)
 	defer open.Wait()
-	for n := 0; ctx.Err() == nil; n++ {
+	for n := 0; ctx.Err() == nil && !r.gaveUp.Load(); n++ {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
 		if r.cfg.Orders > 0 {
-			if r.budget.Add(-1) < 0 {
+			if !r.budget.take(ctx) {
 				<-slots
 				return
 			}
@@ -435,7 +448,12 @@ func (r *run) shopper(ctx context.Context, id int) {
 			continue
 		}
 		// A call failed before the order was placed: an edge down or refusing. Trying again at
-		// once would hammer it (and fill the error counts) for as long as it is down.
+		// once would hammer it (and fill the error counts) for as long as it is down; asked for
+		// a number of checkouts, the run would never end while it is.
+		if r.cfg.Orders > 0 && time.Since(time.Unix(0, r.lastCheckout.Load())) > r.cfg.GiveUpAfter {
+			r.gaveUp.Store(true)
+			return
+		}
 		pause = min(max(2*pause, minPause), maxPause)
 		select {
 		case <-time.After(pause/2 + rand.N(pause/2)):
@@ -443,6 +461,54 @@ func (r *run) shopper(ctx context.Context, id int) {
 			return
 		}
 	}
+}
+
+// orderBudget is the checkouts still to make in count mode. A shopper takes one before making
+// its order's cart and gives it back if the cart fails, so only a checkout made uses one up; a
+// shopper finding none left while other shoppers' carts are being made waits to see whether
+// theirs are given back.
+type orderBudget struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced at every settle
+	left    int           // neither made nor taken
+	taken   int           // taken by carts being made
+}
+
+func (b *orderBudget) init(n int) { b.left, b.changed = n, make(chan struct{}) }
+
+// take takes one checkout for a cart about to be made; false when none is left (or ctx ended).
+func (b *orderBudget) take(ctx context.Context) bool {
+	for {
+		b.mu.Lock()
+		if b.left > 0 {
+			b.left--
+			b.taken++
+			b.mu.Unlock()
+			return true
+		}
+		changed, waiting := b.changed, b.taken > 0
+		b.mu.Unlock()
+		if !waiting {
+			return false
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// settle ends a take: used when the checkout is made, else the checkout is given back.
+func (b *orderBudget) settle(used bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.taken--
+	if !used {
+		b.left++
+	}
+	close(b.changed)
+	b.changed = make(chan struct{})
 }
 
 // minPause and maxPause bound a shopper's wait after an order failed before it was placed,
@@ -461,12 +527,16 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	defer cancel()
 
 	cartID, ok := r.fillCart(ctx, rng)
+	if r.cfg.Orders > 0 {
+		r.budget.settle(ok) // only a checkout made uses up one of the orders asked
+	}
 	if !ok {
 		failed = true
 		return
 	}
 
 	r.checkouts.Add(1)
+	r.lastCheckout.Store(time.Now().UnixNano())
 	began := time.Now()
 	// No answer is not no order: as the cart asks, the shopper retries with the same key to
 	// learn the order's fate (else its units would be missing from the oversold check).

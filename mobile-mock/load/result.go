@@ -37,6 +37,11 @@ type Result struct {
 	Gateway string `json:"gateway"`
 	POS     string `json:"pos_adapter"`
 	Stores  int    `json:"stores_with_terminals"`
+	// OrdersAsked is the checkouts asked for (-orders); 0 for a run of a duration.
+	OrdersAsked int `json:"orders_asked,omitempty"`
+	// GaveUp, when set, says why a run asked for a number of checkouts stopped before making
+	// them all (Checkouts were made).
+	GaveUp string `json:"gave_up,omitempty"`
 	// WindowSeconds is the measuring window: the duration, or until the last order in count mode.
 	WindowSeconds float64 `json:"window_seconds"`
 	// Host is the machine the load ran on: what else ran there skews every figure.
@@ -177,6 +182,7 @@ func (r *run) result(ctx context.Context) *Result {
 		Gateway:       r.cfg.Endpoints.GatewayURL,
 		POS:           r.cfg.Endpoints.POSURL,
 		Stores:        len(r.fleet.stores),
+		OrdersAsked:   r.cfg.Orders,
 		WindowSeconds: window,
 		Host: Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage(),
 			MachineCPUSeconds: (r.cpuEnd.machine - r.cpuStart.machine).Seconds(),
@@ -202,6 +208,9 @@ func (r *run) result(ctx context.Context) *Result {
 	}
 	if r.cfg.HotSKU != "" {
 		res.Mode = "hot-sku"
+	}
+	if r.gaveUp.Load() {
+		res.GaveUp = fmt.Sprintf("no checkout could be made for %s (every order failed before it)", r.cfg.GiveUpAfter)
 	}
 	res.CheckoutsPerSecond = float64(res.CheckoutLatency.Count) / window
 	res.Histograms.Checkout = r.checkout.Buckets()
@@ -285,6 +294,9 @@ func (res *Result) PrintSummary(w io.Writer) {
 	}
 	if res.MaxInFlight > 0 {
 		fmt.Fprintf(w, "  model: a shopper checks out again once its order is CONFIRMED; the pickup runs on beside it, ≤ %d open orders per shopper; each cart %s\n", res.MaxInFlight, cart)
+	}
+	if res.GaveUp != "" {
+		fmt.Fprintf(w, "  GAVE UP: %d of the %d checkouts asked were made: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
 	}
 	fmt.Fprintf(w, "  host: %d CPUs, load average %.1f at the start, %.1f at the end\n", res.Host.CPUs, res.Host.LoadAverageStart, res.Host.LoadAverageEnd)
 	fmt.Fprintf(w, "  orders/s          %8.1f   checkouts CONFIRMED with the ticket at a terminal (%d in all)\n", res.OrdersPerSecond, res.OrdersWithTicket)
