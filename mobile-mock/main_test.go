@@ -48,20 +48,7 @@ func noEnv(string) string { return "" }
 // development key (in the -data-dir of flags).
 func stockScarce(t *testing.T, ready stack.Ready, flags []string, sku string, units int32, n int) {
 	t.Helper()
-	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := keys.Issue(auth.Principal{Subject: "test", Role: auth.RoleAdmin}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(ready.ServiceAddrs[stack.TargetInventory], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token)
+	ctx, cc := inventoryAdmin(t, ready, flags)
 	found, err := inventoryv1.NewStoreLocatorServiceClient(cc).FindStores(ctx, &inventoryv1.FindStoresRequest{
 		Location: load.DemoCityCentre, RadiusMeters: 100_000, MaxResults: int32(n)})
 	if err != nil || len(found.GetStores()) == 0 {
@@ -74,6 +61,50 @@ func stockScarce(t *testing.T, ready stack.Ready, flags []string, sku string, un
 			t.Fatalf("set %s at %s: %v", sku, id, err)
 		}
 	}
+}
+
+// inventoryAdmin is a connection to inventory's gRPC API and a context carrying an admin token
+// signed by the system's development key (in the -data-dir of flags).
+func inventoryAdmin(t *testing.T, ready stack.Ready, flags []string) (context.Context, *grpc.ClientConn) {
+	t.Helper()
+	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := keys.Issue(auth.Principal{Subject: "test", Role: auth.RoleAdmin}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(ready.ServiceAddrs[stack.TargetInventory], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token), cc
+}
+
+// available is how much of sku the stores a load run finds (the 50 nearest the demo city's
+// centre) have available in all, as inventory says.
+func available(t *testing.T, ready stack.Ready, flags []string, sku string) int64 {
+	t.Helper()
+	ctx, cc := inventoryAdmin(t, ready, flags)
+	locator := inventoryv1.NewStoreLocatorServiceClient(cc)
+	found, err := locator.FindStores(ctx, &inventoryv1.FindStoresRequest{
+		Location: load.DemoCityCentre, RadiusMeters: 100_000, MaxResults: 50, IncludeNotAccepting: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, m := range found.GetStores() {
+		res, err := locator.GetAvailability(ctx, &inventoryv1.GetAvailabilityRequest{StoreId: m.GetStore().GetId(), Skus: []string{sku}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range res.GetAvailability() {
+			n += int64(a.GetAvailable())
+		}
+	}
+	return n
 }
 
 // The demo plays one order from the store search to the hand-over, and says so step by step.
@@ -346,5 +377,90 @@ func TestLoadOrdersCountsCheckoutsMadeAndGivesUpWhenNoneCanBe(t *testing.T) {
 	res.PrintSummary(&summary)
 	if res.Checkouts != 0 || res.OrdersAsked != 4 || res.GaveUp == "" || !strings.Contains(summary.String(), "GAVE UP: 0 of the 4 checkouts asked") {
 		t.Errorf("every cart refused: %d checkouts of %d, gave up %q; summary:\n%s", res.Checkouts, res.OrdersAsked, res.GaveUp, summary.String())
+	}
+}
+
+// losingCheckouts is a way to the gateway on which the answers to the Checkout calls numbered
+// from lose[0] to lose[1] (from 1, in the order they are sent) are lost after the gateway
+// has taken them: the order is made, the shopper never learns of it. With unsent, those calls
+// never reach the gateway; with noLookups, every ListOrders fails as well.
+type losingCheckouts struct {
+	http.RoundTripper
+	lose              [2]int64
+	unsent, noLookups bool
+	calls             atomic.Int64
+}
+
+func (c *losingCheckouts) RoundTrip(req *http.Request) (*http.Response, error) {
+	if c.noLookups && strings.HasSuffix(req.URL.Path, "/ListOrders") {
+		return nil, errors.New("connection refused (the test's edge is down)")
+	}
+	if !strings.HasSuffix(req.URL.Path, "/Checkout") {
+		return c.RoundTripper.RoundTrip(req)
+	}
+	n := c.calls.Add(1)
+	lost := n >= c.lose[0] && n <= c.lose[1]
+	if lost && c.unsent {
+		return nil, errors.New("connection refused (the test's edge is down)")
+	}
+	res, err := c.RoundTripper.RoundTrip(req)
+	if err != nil || !lost {
+		return res, err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return nil, errors.New("connection reset (the test lost the answer)")
+}
+
+// An order whose checkout's answer was lost, every try, was made all the same: its units are
+// counted, from its ticket at the terminal, and the run's count of units confirmed is what
+// inventory lost.
+func TestLoadCountsTheUnitsOfAnOrderWhoseCheckoutGotNoAnswer(t *testing.T) {
+	ready, flags := startHandoff(t)
+	const sku = "LATTE-16"
+	before := available(t, ready, flags, sku)
+	// One shopper checks out one after the other: calls 2 to 4 are the second checkout's
+	// three tries.
+	cfg := loadConfig(t, ready, flags, &losingCheckouts{RoundTripper: newTransport(), lose: [2]int64{2, 4}})
+	cfg.Shoppers, cfg.Orders, cfg.HotSKU, cfg.Basket = 1, 3, sku, true
+	res, err := load.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	var summary bytes.Buffer
+	res.PrintSummary(&summary)
+	t.Logf("summary:\n%s", summary.String())
+	sold := before - available(t, ready, flags, sku)
+	if sold != 3 || res.ConfirmedUnits != sold || res.Confirmed != 2 || res.ConfirmedUnanswered != 1 || res.Errors["Checkout unavailable"] != 1 {
+		t.Errorf("3 checkouts, the second's answer lost: inventory lost %d units, the run counted %d; %d confirmed, %d confirmed without an answer, errors %v; want 3, 3, 2, 1 and one Checkout unavailable",
+			sold, res.ConfirmedUnits, res.Confirmed, res.ConfirmedUnanswered, res.Errors)
+	}
+	if !res.Sound() {
+		t.Errorf("oversold %d, unchecked %d units, %d checkouts unknown, invariants %+v", res.OversoldUnits, res.UncheckedUnits, res.UnknownCheckouts, res.Invariants)
+	}
+}
+
+// A checkout that got no answer and no ticket is looked up after the run: one that made no
+// order leaves the run sound; one that cannot be looked up leaves it unchecked, never sound.
+func TestLoadLooksUpCheckoutsThatGotNoAnswer(t *testing.T) {
+	ready, flags := startHandoff(t)
+	for _, lookups := range []bool{true, false} {
+		cfg := loadConfig(t, ready, flags, &losingCheckouts{RoundTripper: newTransport(), lose: [2]int64{1, 3}, unsent: true, noLookups: !lookups})
+		cfg.Shoppers, cfg.Orders, cfg.Basket = 1, 1, true
+		res, err := load.Run(t.Context(), cfg)
+		if err != nil {
+			t.Fatalf("load: %v", err)
+		}
+		var summary bytes.Buffer
+		res.PrintSummary(&summary)
+		unknown := 1
+		if lookups {
+			unknown = 0
+		}
+		if res.Checkouts != 1 || res.ConfirmedUnits != 0 || res.UnknownCheckouts != unknown || res.Sound() != lookups ||
+			strings.Contains(summary.String(), "NOT CHECKED") == lookups {
+			t.Errorf("a checkout never sent, looked up after: %v: %d checkouts, %d units, %d unknown, sound %v; summary:\n%s",
+				lookups, res.Checkouts, res.ConfirmedUnits, res.UnknownCheckouts, res.Sound(), summary.String())
+		}
 	}
 }

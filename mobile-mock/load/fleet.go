@@ -133,7 +133,7 @@ func (f *fleet) handle(term *terminal.Terminal, t *posv1.Ticket) {
 	if t.GetCreateTime() != nil {
 		raised = t.GetCreateTime().AsTime()
 	}
-	if !f.r.ticketArrived(t.GetOrderId(), time.Now(), raised) {
+	if !f.r.ticketArrived(t.GetOrder(), time.Now(), raised) {
 		return
 	}
 	f.wg.Go(func() {

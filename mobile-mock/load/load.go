@@ -15,13 +15,17 @@
 // the terminal), and the full lifecycle to COLLECTED; orders/s counts checkouts CONFIRMED whose
 // ticket reached a terminal within the run's window, collected/s orders seen COLLECTED within
 // it. Afterwards it checks nothing was oversold: the units confirmed per store and SKU against
-// what the store had available when the run began, and inventory's own invariant check.
+// what the store had available when the run began, and inventory's own invariant check. An
+// order's units are counted once, when the shopper sees it confirmed or when its ticket reaches
+// the terminal, whichever comes first: a checkout whose answer was lost still made its order.
+// Checkouts left without an answer and without a ticket are asked about after the run.
 package load
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -149,6 +153,13 @@ type run struct {
 	units    map[stockKey]int64 // confirmed units per store and SKU
 	initial  map[stockKey]int64 // available at the start
 	snapshot map[string]bool    // stores whose availability was taken at the start
+	// unanswered are the checkouts that got no answer and may have made an order, by cart id:
+	// the shopper (its customer) who made it. A ticket for the cart's order settles one.
+	unanswered map[string]string
+	counted    map[string]bool // carts whose orders' units are counted
+	// unknown is how many of them could not be settled after the run: an order may exist whose
+	// units were not counted.
+	unknown int
 }
 
 type stockKey struct{ store, sku string }
@@ -162,6 +173,7 @@ type tracked struct {
 	ticketAt    time.Time
 	raisedAt    time.Time // the ticket's create_time: when the pos-adapter raised it
 	acted       bool      // the terminal has taken it in hand
+	unitsIn     bool      // its units are counted
 }
 
 // Run runs the load and returns its results. It fails only when the run could not start; what
@@ -198,13 +210,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.HTTPClient = shopper.HTTPClient((cfg.MaxInFlight+3)*cfg.Shoppers + 128)
 	}
 	r := &run{
-		cfg:      cfg,
-		prefix:   "load-" + uuid.NewString()[:8] + "-",
-		errors:   map[string]uint64{},
-		rejects:  map[string]uint64{},
-		units:    map[stockKey]int64{},
-		initial:  map[stockKey]int64{},
-		snapshot: map[string]bool{},
+		cfg:        cfg,
+		prefix:     "load-" + uuid.NewString()[:8] + "-",
+		errors:     map[string]uint64{},
+		rejects:    map[string]uint64{},
+		units:      map[stockKey]int64{},
+		initial:    map[stockKey]int64{},
+		snapshot:   map[string]bool{},
+		unanswered: map[string]string{},
+		counted:    map[string]bool{},
 	}
 	r.app = shopper.New(cfg.HTTPClient, cfg.Endpoints.GatewayURL, "", connect.WithInterceptors(&r.calls))
 	defer r.cfg.HTTPClient.CloseIdleConnections()
@@ -217,6 +231,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.calls.reset() // only the run's own calls count
 	r.measure(ctx)
+	r.settleUnanswered(ctx)
 	return r.result(ctx), nil
 }
 
@@ -545,7 +560,8 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		kres *connect.Response[cartv1.CheckoutResponse]
 		err  error
 	)
-	for attempt := 1; ; attempt++ {
+	attempt := 1
+	for ; ; attempt++ {
 		kres, err = r.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: key}))
 		if err == nil || attempt == checkoutAttempts || ctx.Err() != nil || !retryCheckout(connect.CodeOf(err)) {
 			break
@@ -555,6 +571,15 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	}
 	if err != nil {
 		r.fail("Checkout", err)
+		if code := connect.CodeOf(err); attempt > 1 || retryCheckout(code) || code == connect.CodeCanceled {
+			// The order may exist all the same: its units are counted when its ticket
+			// reaches the terminal, or it is asked about after the run.
+			r.mu.Lock()
+			if !r.counted[cartID] { // else its ticket has come already
+				r.unanswered[cartID] = who
+			}
+			r.mu.Unlock()
+		}
 		failed = true
 		return
 	}
@@ -738,26 +763,40 @@ func confirmedOrLater(s fulfilmentv1.OrderState) bool {
 func (r *run) confirm(order *fulfilmentv1.Order) {
 	now := time.Now()
 	r.confirmed.Add(1)
+	t := r.track(order.GetId())
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r.countUnits(t, order)
+	t.receivedAt, t.confirmedAt = now, confirmedTime(order, now)
+	r.completeTicket(t)
+}
+
+// countUnits counts a confirmed order's units towards the oversold check, once. t.mu is held.
+func (r *run) countUnits(t *tracked, order *fulfilmentv1.Order) {
+	if t.unitsIn {
+		return
+	}
+	t.unitsIn = true
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, l := range order.GetLines() {
 		if l.GetState() != fulfilmentv1.OrderLineState_ORDER_LINE_STATE_UNAVAILABLE {
 			r.units[stockKey{order.GetStoreId(), l.GetSku()}] += int64(l.GetQuantity())
 		}
 	}
-	r.mu.Unlock()
+	r.counted[order.GetCartId()] = true
+	delete(r.unanswered, order.GetCartId())
+}
+
+// ticketArrived records a NEW_ORDER ticket of this run reaching its store's terminal: the order
+// was confirmed, and its units are counted if the shopper has not seen it confirmed (its
+// checkout's answer lost). It reports whether the terminal should now take the order in hand
+// (false for a duplicate).
+func (r *run) ticketArrived(order *fulfilmentv1.Order, at, raised time.Time) bool {
 	t := r.track(order.GetId())
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.receivedAt, t.confirmedAt = now, confirmedTime(order, now)
-	r.completeTicket(t)
-}
-
-// ticketArrived records a NEW_ORDER ticket of this run reaching its store's terminal. It
-// reports whether the terminal should now take the order in hand (false for a duplicate).
-func (r *run) ticketArrived(orderID string, at, raised time.Time) bool {
-	t := r.track(orderID)
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	r.countUnits(t, order)
 	if t.ticketAt.IsZero() {
 		t.ticketAt, t.raisedAt = at, raised
 		r.completeTicket(t)
@@ -786,6 +825,79 @@ func (r *run) completeTicket(t *tracked) {
 func (r *run) track(orderID string) *tracked {
 	t, _ := r.orders.LoadOrStore(orderID, &tracked{})
 	return t.(*tracked)
+}
+
+// settleUnanswered learns the fate of the checkouts left without an answer and without a
+// ticket: each was made by a customer of its own, so the order, if any, is the only one the
+// customer's ListOrders shows. A confirmed one has its units counted; one that cannot be
+// learnt (the call fails, or it is still PENDING after a while) is counted unknown. It runs on
+// a context of its own, bounded, as the run's may have ended.
+func (r *run) settleUnanswered(ctx context.Context) {
+	r.mu.Lock()
+	left := maps.Clone(r.unanswered)
+	r.mu.Unlock()
+	if len(left) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	// Its calls are not the run's: they are left out of its call times.
+	app := shopper.New(r.cfg.HTTPClient, r.cfg.Endpoints.GatewayURL, "")
+	for cartID, who := range left {
+		if !r.settle(ctx, app, cartID, who) {
+			r.mu.Lock()
+			r.unknown++
+			r.mu.Unlock()
+		}
+	}
+}
+
+// settleTimeout bounds settleUnanswered.
+const settleTimeout = 10 * time.Second
+
+// settle learns the fate of one unanswered checkout; false when it could not.
+func (r *run) settle(ctx context.Context, app *shopper.App, cartID, who string) bool {
+	ctx = shopper.WithToken(ctx, r.token(who))
+	for {
+		res, err := app.Orders.ListOrders(ctx, connect.NewRequest(&fulfilmentv1.ListOrdersRequest{}))
+		if err != nil {
+			return false
+		}
+		pending := false
+		for _, o := range res.Msg.GetOrders() {
+			switch {
+			case o.GetCartId() != cartID:
+			case o.GetState() == fulfilmentv1.OrderState_ORDER_STATE_PENDING:
+				pending = true
+			case wasConfirmed(o):
+				t := r.track(o.GetId())
+				t.mu.Lock()
+				r.countUnits(t, o)
+				t.mu.Unlock()
+			}
+		}
+		if !pending {
+			return true
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// wasConfirmed reports whether an order was confirmed at some time: its units were sold.
+func wasConfirmed(o *fulfilmentv1.Order) bool {
+	if confirmedOrLater(o.GetState()) {
+		return true
+	}
+	for _, tr := range o.GetHistory() {
+		if tr.GetToState() == fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+			return true
+		}
+	}
+	return false
 }
 
 // ours says whether an order was placed by this run (its customer ids carry the run's prefix).

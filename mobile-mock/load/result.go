@@ -75,6 +75,16 @@ type Result struct {
 	// Rejections counts REJECTED orders by reason (not errors: stock ran out).
 	Rejections map[string]uint64 `json:"rejections"`
 
+	// ConfirmedUnits is the units of every order of the run that was confirmed, counted when
+	// its shopper saw it confirmed or its ticket reached the terminal, or found after the run.
+	ConfirmedUnits int64 `json:"confirmed_units"`
+	// ConfirmedUnanswered is how many of those orders the shopper never saw confirmed: its
+	// checkout got no answer (lost, timed out), yet the order was made. Their units are in the
+	// oversold check; the orders are not in orders/s.
+	ConfirmedUnanswered uint64 `json:"confirmed_unanswered"`
+	// UnknownCheckouts got no answer, no ticket, and could not be looked up after the run: an
+	// order may exist whose units are not counted, so the run cannot be shown sound.
+	UnknownCheckouts int `json:"unknown_checkouts"`
 	// OversoldUnits is the units confirmed beyond what stores had available when the run began
 	// (must be 0). It assumes nobody else orders from those stores meanwhile.
 	OversoldUnits int64          `json:"oversold_units"`
@@ -217,10 +227,21 @@ func (r *run) result(ctx context.Context) *Result {
 	res.Histograms.ConfirmedToTicket = r.toTicket.Buckets()
 	res.fillCPUPerOrder()
 
+	r.orders.Range(func(_, v any) bool {
+		t := v.(*tracked)
+		t.mu.Lock()
+		if t.unitsIn && t.receivedAt.IsZero() {
+			res.ConfirmedUnanswered++
+		}
+		t.mu.Unlock()
+		return true
+	})
 	r.mu.Lock()
 	res.Errors = maps.Clone(r.errors)
 	res.Rejections = maps.Clone(r.rejects)
+	res.UnknownCheckouts = r.unknown
 	for k, n := range r.units {
+		res.ConfirmedUnits += n
 		if !r.snapshot[k.store] {
 			res.UncheckedUnits += n
 			continue
@@ -265,10 +286,10 @@ func (r *run) checkInvariants(ctx context.Context) Invariants {
 }
 
 // Sound reports whether the run showed that Handoff kept its promises: nothing oversold, every
-// confirmed unit checked against a store's availability, and inventory's invariants checked and
-// holding. A run whose checks could not be made shows nothing.
+// confirmed unit counted and checked against a store's availability, and inventory's invariants
+// checked and holding. A run whose checks could not be made shows nothing.
 func (res *Result) Sound() bool {
-	return res.OversoldUnits == 0 && res.UncheckedUnits == 0 && res.Invariants.Checked && res.Invariants.OK
+	return res.OversoldUnits == 0 && res.UncheckedUnits == 0 && res.UnknownCheckouts == 0 && res.Invariants.Checked && res.Invariants.OK
 }
 
 // WriteJSON writes the result to path.
@@ -322,11 +343,17 @@ func (res *Result) PrintSummary(w io.Writer) {
 	if len(res.Rejections) > 0 {
 		fmt.Fprintf(w, "  rejections        %s\n", counts(res.Rejections))
 	}
-	fmt.Fprintf(w, "  oversold units    %8d   confirmed beyond each store's availability at the start", res.OversoldUnits)
-	if res.UncheckedUnits > 0 {
-		fmt.Fprintf(w, " (%d units at stores not snapshotted)", res.UncheckedUnits)
+	fmt.Fprintf(w, "  oversold units    %8d   confirmed beyond each store's availability at the start (of %d units confirmed", res.OversoldUnits, res.ConfirmedUnits)
+	if res.ConfirmedUnanswered > 0 {
+		fmt.Fprintf(w, ", with %d orders whose checkout got no answer", res.ConfirmedUnanswered)
 	}
-	fmt.Fprintln(w)
+	if res.UncheckedUnits > 0 {
+		fmt.Fprintf(w, "; %d units at stores not snapshotted", res.UncheckedUnits)
+	}
+	fmt.Fprintln(w, ")")
+	if res.UnknownCheckouts > 0 {
+		fmt.Fprintf(w, "  NOT CHECKED       %d checkouts got no answer, no ticket, and could not be looked up: their orders' units may be missing\n", res.UnknownCheckouts)
+	}
 	for _, o := range res.Oversold {
 		fmt.Fprintf(w, "    %s %s: %d confirmed, %d were available\n", o.Store, o.SKU, o.Confirmed, o.Available)
 	}

@@ -17,11 +17,12 @@ func TestARunIsSoundOnlyWhenItsChecksWereMadeAndHeld(t *testing.T) {
 		res  Result
 		want bool
 	}{
-		"all checked and holding":  {Result{Invariants: ok}, true},
-		"units oversold":           {Result{Invariants: ok, OversoldUnits: 1}, false},
-		"units not checked":        {Result{Invariants: ok, UncheckedUnits: 3}, false},
-		"invariants broken":        {Result{Invariants: Invariants{Checked: true}}, false},
-		"invariants not checkable": {Result{Invariants: Invariants{Note: "inventory's gRPC address not given"}}, false},
+		"all checked and holding":   {Result{Invariants: ok}, true},
+		"units oversold":            {Result{Invariants: ok, OversoldUnits: 1}, false},
+		"units not checked":         {Result{Invariants: ok, UncheckedUnits: 3}, false},
+		"checkouts of unknown fate": {Result{Invariants: ok, UnknownCheckouts: 1}, false},
+		"invariants broken":         {Result{Invariants: Invariants{Checked: true}}, false},
+		"invariants not checkable":  {Result{Invariants: Invariants{Note: "inventory's gRPC address not given"}}, false},
 	} {
 		if got := c.res.Sound(); got != c.want {
 			t.Errorf("%s: Sound() = %v, want %v", name, got, c.want)
