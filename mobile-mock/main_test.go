@@ -464,3 +464,51 @@ func TestLoadLooksUpCheckoutsThatGotNoAnswer(t *testing.T) {
 		}
 	}
 }
+
+// slowHandOvers is a way to the pos-adapter on which every HandOver waits delay first: the
+// shoppers' pickups, and so a run of a number of orders, end that much later.
+type slowHandOvers struct {
+	http.RoundTripper
+	delay time.Duration
+}
+
+func (s *slowHandOvers) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/HandOver") {
+		select {
+		case <-time.After(s.delay):
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	return s.RoundTripper.RoundTrip(req)
+}
+
+// With -orders, orders/s is over the time from the start to the last ticket received, not until
+// the last pickup has ended: pickups 3 s slow do not dilute it.
+func TestLoadOrdersRatesEndAtTheirLastEvent(t *testing.T) {
+	ready, flags := startHandoff(t)
+	const delay = 3 * time.Second
+	cfg := loadConfig(t, ready, flags, &slowHandOvers{RoundTripper: newTransport(), delay: delay})
+	cfg.Shoppers, cfg.Orders, cfg.Basket = 2, 4, true
+	res, err := load.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	var summary bytes.Buffer
+	res.PrintSummary(&summary)
+	t.Logf("summary:\n%s", summary.String())
+	n := float64(res.OrdersWithTicket)
+	if res.OrdersWithTicket == 0 || res.Collected != res.OrdersWithTicket || res.WindowSeconds < delay.Seconds() {
+		t.Fatalf("%d orders with a ticket, %d collected, in %.2fs; want all collected after the %v hand-overs", res.OrdersWithTicket, res.Collected, res.WindowSeconds, delay)
+	}
+	// Every ticket is in well before the first hand-over is through.
+	if res.OrdersPerSecond < n/(res.WindowSeconds-delay.Seconds()+1) {
+		t.Errorf("orders/s %.2f for %d orders with a ticket in a run of %.2fs with hand-overs %v slow: the window includes the pickups", res.OrdersPerSecond, res.OrdersWithTicket, res.WindowSeconds, delay)
+	}
+	if res.OrdersWindowSeconds <= 0 || res.OrdersWindowSeconds > res.WindowSeconds-delay.Seconds()+1 || res.OrdersPerSecond != n/res.OrdersWindowSeconds ||
+		res.CollectedWindowSeconds < delay.Seconds() || res.CollectedPerSecond != float64(res.Collected)/res.CollectedWindowSeconds ||
+		!strings.Contains(summary.String(), "to the last ticket") {
+		t.Errorf("windows: orders %.2fs, collected %.2fs, run %.2fs; rates %.2f, %.2f; summary:\n%s",
+			res.OrdersWindowSeconds, res.CollectedWindowSeconds, res.WindowSeconds, res.OrdersPerSecond, res.CollectedPerSecond, summary.String())
+	}
+}

@@ -14,7 +14,10 @@
 // ticket-at-terminal latency (the order's CONFIRMED time to the NEW_ORDER ticket arriving at
 // the terminal), and the full lifecycle to COLLECTED; orders/s counts checkouts CONFIRMED whose
 // ticket reached a terminal within the run's window, collected/s orders seen COLLECTED within
-// it. Afterwards it checks nothing was oversold: the units confirmed per store and SKU against
+// it. A run of a number of orders (Config.Orders) has no window of its own: each rate is over
+// the time from the start to the last event it counts (the last ticket received, the last order
+// collected), so the pickups still finishing after the last ticket do not dilute orders/s.
+// Afterwards it checks nothing was oversold: the units confirmed per store and SKU against
 // what the store had available when the run began, and inventory's own invariant check. An
 // order's units are counted once, when the shopper sees it confirmed or when its ticket reaches
 // the terminal, whichever comes first: a checkout whose answer was lost still made its order.
@@ -144,6 +147,9 @@ type run struct {
 	checkouts, confirmed, rejected, failed atomic.Uint64
 	withTicket, collected                  atomic.Uint64 // in total
 	withTicketInWindow, collectedInWindow  atomic.Uint64
+	// When the last event each rate counts happened (Unix nanoseconds): an order's ticket
+	// received with the shopper knowing it confirmed, an order collected, a checkout answered.
+	lastTicket, lastCollected, lastAnswered atomic.Int64
 
 	orders sync.Map // order id -> *tracked
 
@@ -387,6 +393,16 @@ func (r *run) measure(ctx context.Context) {
 
 func (r *run) inWindow(t time.Time) bool { e := r.end.Load(); return e == 0 || t.UnixNano() <= e }
 
+// latest moves last (Unix nanoseconds) on to t if t is later.
+func latest(last *atomic.Int64, t time.Time) {
+	for n := t.UnixNano(); ; {
+		old := last.Load()
+		if old >= n || last.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
 // endTime is the end of the measuring window (zero until known).
 func (r *run) endTime() time.Time {
 	if e := r.end.Load(); e != 0 {
@@ -583,7 +599,9 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		failed = true
 		return
 	}
-	r.checkout.Record(time.Since(began))
+	answered := time.Now()
+	r.checkout.Record(answered.Sub(began))
+	latest(&r.lastAnswered, answered)
 	order := kres.Msg.GetOrder()
 	switch order.GetState() {
 	case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
@@ -645,6 +663,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 			r.collected.Add(1)
 			if r.inWindow(now) {
 				r.collectedInWindow.Add(1)
+				latest(&r.lastCollected, now)
 			}
 			return
 		case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
@@ -819,6 +838,8 @@ func (r *run) completeTicket(t *tracked) {
 	r.withTicket.Add(1)
 	if r.inWindow(t.receivedAt) && r.inWindow(t.ticketAt) {
 		r.withTicketInWindow.Add(1)
+		latest(&r.lastTicket, t.receivedAt)
+		latest(&r.lastTicket, t.ticketAt)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,8 +43,17 @@ type Result struct {
 	// GaveUp, when set, says why a run asked for a number of checkouts stopped before making
 	// them all (Checkouts were made).
 	GaveUp string `json:"gave_up,omitempty"`
-	// WindowSeconds is the measuring window: the duration, or until the last order in count mode.
+	// WindowSeconds is the measuring window of a run of a duration: the duration. A run of a
+	// number of orders lasts until its last order has ended (pickups included), which this is
+	// then; its rates are each over a window of their own, below.
 	WindowSeconds float64 `json:"window_seconds"`
+	// The windows orders/s, collected/s and checkouts/s are over: WindowSeconds in a run of a
+	// duration; in a run of a number of orders, from the start to the last event the rate
+	// counts: the last ticket received at a terminal (of a checkout seen CONFIRMED), the last
+	// order collected, the last checkout answered.
+	OrdersWindowSeconds    float64 `json:"orders_window_seconds"`
+	CollectedWindowSeconds float64 `json:"collected_window_seconds"`
+	CheckoutsWindowSeconds float64 `json:"checkouts_window_seconds"`
 	// Host is the machine the load ran on: what else ran there skews every figure.
 	Host Host `json:"host"`
 
@@ -199,22 +209,20 @@ func (r *run) result(ctx context.Context) *Result {
 			ProcessCPUSeconds: (r.cpuEnd.process - r.cpuStart.process).Seconds(),
 			StolenCPUSeconds:  (r.cpuEnd.stolen - r.cpuStart.stolen).Seconds(),
 			CPUWindowSeconds:  r.cpuWindow.Seconds()},
-		Checkouts:          r.checkouts.Load(),
-		Confirmed:          r.confirmed.Load(),
-		Rejected:           r.rejected.Load(),
-		Failed:             r.failed.Load(),
-		OrdersWithTicket:   r.withTicket.Load(),
-		Collected:          r.collected.Load(),
-		OrdersPerSecond:    float64(r.withTicketInWindow.Load()) / window,
-		CollectedPerSecond: float64(r.collectedInWindow.Load()) / window,
-		CheckoutLatency:    r.checkout.Stats(),
-		ConfirmedToTicket:  r.toTicket.Stats(),
-		ConfirmedToRaised:  r.toRaised.Stats(),
-		RaisedToTerminal:   r.raisedToTerminal.Stats(),
-		OrderToCollected:   r.lifecycle.Stats(),
-		Calls:              r.calls.stats(),
-		checkout:           &r.checkout,
-		toTicket:           &r.toTicket,
+		Checkouts:         r.checkouts.Load(),
+		Confirmed:         r.confirmed.Load(),
+		Rejected:          r.rejected.Load(),
+		Failed:            r.failed.Load(),
+		OrdersWithTicket:  r.withTicket.Load(),
+		Collected:         r.collected.Load(),
+		CheckoutLatency:   r.checkout.Stats(),
+		ConfirmedToTicket: r.toTicket.Stats(),
+		ConfirmedToRaised: r.toRaised.Stats(),
+		RaisedToTerminal:  r.raisedToTerminal.Stats(),
+		OrderToCollected:  r.lifecycle.Stats(),
+		Calls:             r.calls.stats(),
+		checkout:          &r.checkout,
+		toTicket:          &r.toTicket,
 	}
 	if r.cfg.HotSKU != "" {
 		res.Mode = "hot-sku"
@@ -222,7 +230,15 @@ func (r *run) result(ctx context.Context) *Result {
 	if r.gaveUp.Load() {
 		res.GaveUp = fmt.Sprintf("no checkout could be made for %s (every order failed before it)", r.cfg.GiveUpAfter)
 	}
-	res.CheckoutsPerSecond = float64(res.CheckoutLatency.Count) / window
+	res.OrdersWindowSeconds, res.CollectedWindowSeconds, res.CheckoutsWindowSeconds = window, window, window
+	if r.cfg.Orders > 0 {
+		res.OrdersWindowSeconds = r.until(&r.lastTicket)
+		res.CollectedWindowSeconds = r.until(&r.lastCollected)
+		res.CheckoutsWindowSeconds = r.until(&r.lastAnswered)
+	}
+	res.OrdersPerSecond = rate(r.withTicketInWindow.Load(), res.OrdersWindowSeconds)
+	res.CollectedPerSecond = rate(r.collectedInWindow.Load(), res.CollectedWindowSeconds)
+	res.CheckoutsPerSecond = rate(res.CheckoutLatency.Count, res.CheckoutsWindowSeconds)
 	res.Histograms.Checkout = r.checkout.Buckets()
 	res.Histograms.ConfirmedToTicket = r.toTicket.Buckets()
 	res.fillCPUPerOrder()
@@ -254,6 +270,22 @@ func (r *run) result(ctx context.Context) *Result {
 	r.mu.Unlock()
 	res.Invariants = r.checkInvariants(ctx)
 	return res
+}
+
+// until is the seconds from the run's start to last (Unix nanoseconds), 0 if it never was.
+func (r *run) until(last *atomic.Int64) float64 {
+	if n := last.Load(); n != 0 {
+		return time.Unix(0, n).Sub(r.start).Seconds()
+	}
+	return 0
+}
+
+// rate is n over seconds; 0 over none.
+func rate[N uint64 | int64](n N, seconds float64) float64 {
+	if seconds <= 0 {
+		return 0
+	}
+	return float64(n) / seconds
 }
 
 // checkInvariants asks inventory (its gRPC API, with an admin token) whether every stock level
@@ -307,7 +339,11 @@ func (res *Result) PrintSummary(w io.Writer) {
 	if res.HotSKU != "" {
 		what = "every order one " + res.HotSKU
 	}
-	fmt.Fprintf(w, "Handoff load: %d shoppers, %.1fs, %s; %d stores with a terminal\n", res.Shoppers, res.WindowSeconds, what, res.Stores)
+	length := fmt.Sprintf("%.1fs", res.WindowSeconds)
+	if res.OrdersAsked > 0 {
+		length = fmt.Sprintf("%d checkouts asked, %.1fs to the last order's end", res.OrdersAsked, res.WindowSeconds)
+	}
+	fmt.Fprintf(w, "Handoff load: %d shoppers, %s, %s; %d stores with a terminal\n", res.Shoppers, length, what, res.Stores)
 	fmt.Fprintf(w, "  shoppers → gateway %s (gRPC-web); terminals → pos-adapter %s (gRPC-web)\n", res.Gateway, res.POS)
 	cart := "made one change at a time (CreateCart, AddLine per line, SetPickup)"
 	if res.Basket {
@@ -320,8 +356,14 @@ func (res *Result) PrintSummary(w io.Writer) {
 		fmt.Fprintf(w, "  GAVE UP: %d of the %d checkouts asked were made: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
 	}
 	fmt.Fprintf(w, "  host: %d CPUs, load average %.1f at the start, %.1f at the end\n", res.Host.CPUs, res.Host.LoadAverageStart, res.Host.LoadAverageEnd)
-	fmt.Fprintf(w, "  orders/s          %8.1f   checkouts CONFIRMED with the ticket at a terminal (%d in all)\n", res.OrdersPerSecond, res.OrdersWithTicket)
-	fmt.Fprintf(w, "  collected/s       %8.1f   full lifecycle to COLLECTED (%d in all)\n", res.CollectedPerSecond, res.Collected)
+	over := func(seconds float64, last string) string {
+		if res.OrdersAsked == 0 {
+			return ""
+		}
+		return fmt.Sprintf(", over the %.2fs from the start to the last %s", seconds, last)
+	}
+	fmt.Fprintf(w, "  orders/s          %8.1f   checkouts CONFIRMED with the ticket at a terminal (%d in all%s)\n", res.OrdersPerSecond, res.OrdersWithTicket, over(res.OrdersWindowSeconds, "ticket"))
+	fmt.Fprintf(w, "  collected/s       %8.1f   full lifecycle to COLLECTED (%d in all%s)\n", res.CollectedPerSecond, res.Collected, over(res.CollectedWindowSeconds, "collected"))
 	fmt.Fprintf(w, "  checkouts         %8d   %d confirmed, %d rejected (no stock), %d failed calls or orders\n", res.Checkouts, res.Confirmed, res.Rejected, res.Failed)
 	fmt.Fprint(w, cpuLine(res))
 	fmt.Fprintf(w, "  checkout latency             %s\n", latencies(res.CheckoutLatency))
