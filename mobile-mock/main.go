@@ -248,6 +248,10 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintln(stderr, "mobile-mock load: stock was oversold, inventory's invariants do not hold, or they could not be checked (see the summary)")
 		return 1
 	}
+	if res.Interrupted {
+		fmt.Fprintf(stderr, "mobile-mock load: interrupted after %.1fs; the figures are of the run until then\n", res.WindowSeconds)
+		return 1
+	}
 	if res.GaveUp != "" {
 		fmt.Fprintf(stderr, "mobile-mock load: gave up after %d of the %d checkouts asked: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
 		return 1

@@ -512,3 +512,35 @@ func TestLoadOrdersRatesEndAtTheirLastEvent(t *testing.T) {
 			res.OrdersWindowSeconds, res.CollectedWindowSeconds, res.WindowSeconds, res.OrdersPerSecond, res.CollectedPerSecond, summary.String())
 	}
 }
+
+// A run interrupted (Ctrl-C) is measured until the interrupt, not over the duration it was
+// to have; the orders it cut off are counted apart, not as errors of the system; and the
+// checks after the run are still made.
+func TestLoadInterruptedIsMeasuredUntilTheInterrupt(t *testing.T) {
+	ready, flags := startHandoff(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfg := loadConfig(t, ready, flags, newTransport())
+	cfg.Shoppers, cfg.Duration = 4, 4*time.Second
+	cfg.Progress = func(p load.Progress) {
+		if p.Elapsed >= time.Second {
+			cancel()
+		}
+	}
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	var summary bytes.Buffer
+	res.PrintSummary(&summary)
+	t.Logf("summary:\n%s", summary.String())
+	if !res.Interrupted || res.WindowSeconds < 0.9 || res.WindowSeconds > 2.5 || !strings.Contains(summary.String(), "INTERRUPTED after") {
+		t.Errorf("a 4 s run interrupted after about 1 s: interrupted %v, window %.2fs", res.Interrupted, res.WindowSeconds)
+	}
+	if res.OrdersWithTicket == 0 || res.InterruptedOrders == 0 || len(res.Errors) != 0 || res.Failed != 0 {
+		t.Errorf("%d orders with a ticket, %d cut off; errors %v (%d); want some of each and no errors", res.OrdersWithTicket, res.InterruptedOrders, res.Errors, res.Failed)
+	}
+	if !res.Sound() {
+		t.Errorf("oversold %d, unchecked %d units, %d checkouts unknown, invariants %+v", res.OversoldUnits, res.UncheckedUnits, res.UnknownCheckouts, res.Invariants)
+	}
+}

@@ -59,7 +59,9 @@ type Config struct {
 	// Shoppers is how many shoppers order at once.
 	Shoppers int
 	// Duration is how long shoppers start new orders (when Orders is 0). Orders in flight at the
-	// end are completed, but only what happened within Duration counts towards the rates.
+	// end are completed, but only what happened within Duration counts towards the rates. A run
+	// whose context ends (Ctrl-C) stops there: its window ends then, the orders in flight are
+	// cut off and counted apart, not as errors, and the checks after the run still run.
 	Duration time.Duration
 	// Orders, when positive, is how many checkouts to make in all instead of a duration: an
 	// order whose cart could not be made is tried again and does not count.
@@ -150,6 +152,12 @@ type run struct {
 	// When the last event each rate counts happened (Unix nanoseconds): an order's ticket
 	// received with the shopper knowing it confirmed, an order collected, a checkout answered.
 	lastTicket, lastCollected, lastAnswered atomic.Int64
+	// runCtx is the context the shoppers order on. interruptedAt is when it ended while they
+	// did (Unix nanoseconds; 0 if it did not): the window ends there. interrupted counts the
+	// orders it cut off.
+	runCtx        context.Context
+	interruptedAt atomic.Int64
+	interrupted   atomic.Uint64
 
 	orders sync.Map // order id -> *tracked
 
@@ -380,15 +388,44 @@ func (r *run) measure(ctx context.Context) {
 		defer close(progressDone)
 		r.reportProgress(stopProgress)
 	}()
+	// An interrupt (Ctrl-C) ends the window: what happens after, as the orders in flight are
+	// cut off, is not the system's doing.
+	r.runCtx = ctx
+	shopped, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-ctx.Done():
+			r.interrupt()
+		case <-shopped:
+		}
+	}()
 	var wg sync.WaitGroup
 	for i := range r.cfg.Shoppers {
 		wg.Go(func() { r.shopper(ctx, i) })
 	}
 	wg.Wait()
+	close(shopped)
+	<-watched
+	if ctx.Err() != nil && r.interruptedAt.Load() == 0 {
+		r.interrupt() // as the last orders ended
+	}
 	r.cpuEnd, r.cpuWindow = readCPUUse(), time.Since(r.start)
 	r.end.CompareAndSwap(0, time.Now().UnixNano())
 	close(stopProgress)
 	<-progressDone
+}
+
+// interrupt ends the window now, if it has not ended already.
+func (r *run) interrupt() {
+	now := time.Now().UnixNano()
+	r.interruptedAt.Store(now)
+	for {
+		e := r.end.Load()
+		if (e != 0 && e <= now) || r.end.CompareAndSwap(e, now) {
+			return
+		}
+	}
 }
 
 func (r *run) inWindow(t time.Time) bool { e := r.end.Load(); return e == 0 || t.UnixNano() <= e }
@@ -586,7 +623,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 	}
 	if err != nil {
-		r.fail("Checkout", err)
+		r.orderFail(ctx, "Checkout", err)
 		if code := connect.CodeOf(err); attempt > 1 || retryCheckout(code) || code == connect.CodeCanceled {
 			// The order may exist all the same: its units are counted when its ticket
 			// reaches the terminal, or it is asked about after the run.
@@ -623,7 +660,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	// The shopper watches the order and, once it is READY, shows the pickup code at the counter.
 	stream, err := r.app.Orders.WatchOrder(ctx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
 	if err != nil {
-		r.fail("WatchOrder", err)
+		r.orderFail(ctx, "WatchOrder", err)
 		return
 	}
 	final := false
@@ -653,7 +690,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 			}
 			handedOver = true
 			if err := r.fleet.handOver(ctx, order.GetStoreId(), order.GetId(), order.GetPickupCode()); err != nil {
-				r.fail("HandOver", err)
+				r.orderFail(ctx, "HandOver", err)
 				return
 			}
 		case fulfilmentv1.OrderState_ORDER_STATE_COLLECTED:
@@ -677,6 +714,9 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		}
 	}
 	err = stream.Err()
+	if r.cutOff(ctx) {
+		return
+	}
 	if ctx.Err() != nil {
 		r.mu.Lock()
 		r.errors["order timed out "+strings.TrimPrefix(state.String(), "ORDER_STATE_")]++
@@ -687,7 +727,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	if err == nil {
 		err = connect.NewError(connect.CodeUnknown, fmt.Errorf("stream ended with the order %s", state))
 	}
-	r.fail("WatchOrder", err)
+	r.orderFail(ctx, "WatchOrder", err)
 }
 
 // fillCart makes the order's cart, whole or change by change as configured, and returns its
@@ -702,25 +742,25 @@ func (r *run) fillCart(ctx context.Context, rng *rand.Rand) (string, bool) {
 		}
 		cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(basket))
 		if err != nil {
-			r.fail("CreateCart", err)
+			r.orderFail(ctx, "CreateCart", err)
 			return "", false
 		}
 		return cres.Msg.GetCart().GetId(), true
 	}
 	cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(&cartv1.CreateCartRequest{}))
 	if err != nil {
-		r.fail("CreateCart", err)
+		r.orderFail(ctx, "CreateCart", err)
 		return "", false
 	}
 	cartID := cres.Msg.GetCart().GetId()
 	for _, l := range lines {
 		if _, err := r.app.Cart.AddLine(ctx, connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: l.GetSku(), Quantity: l.GetQuantity()})); err != nil {
-			r.fail("AddLine", err)
+			r.orderFail(ctx, "AddLine", err)
 			return "", false
 		}
 	}
 	if _, err := r.app.Cart.SetPickup(ctx, connect.NewRequest(&cartv1.SetPickupRequest{CartId: cartID, Pickup: pickup})); err != nil {
-		r.fail("SetPickup", err)
+		r.orderFail(ctx, "SetPickup", err)
 		return "", false
 	}
 	return cartID, true
@@ -957,6 +997,24 @@ func (r *run) failState(order *fulfilmentv1.Order) {
 	r.mu.Lock()
 	r.errors["order ended "+strings.TrimPrefix(order.GetState().String(), "ORDER_STATE_")]++
 	r.mu.Unlock()
+}
+
+// orderFail counts a call of an order (on ctx) that failed, unless the run's interrupt cut the
+// order off.
+func (r *run) orderFail(ctx context.Context, rpc string, err error) {
+	if !r.cutOff(ctx) {
+		r.fail(rpc, err)
+	}
+}
+
+// cutOff reports whether an order (on ctx) was cut off by the run's interrupt, and counts it
+// if so: it is not an error of the system.
+func (r *run) cutOff(ctx context.Context) bool {
+	if ctx.Err() == nil || r.runCtx.Err() == nil {
+		return false
+	}
+	r.interrupted.Add(1)
+	return true
 }
 
 // fail counts an RPC that failed, by RPC and code.

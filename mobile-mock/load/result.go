@@ -38,6 +38,10 @@ type Result struct {
 	Gateway string `json:"gateway"`
 	POS     string `json:"pos_adapter"`
 	Stores  int    `json:"stores_with_terminals"`
+	// Interrupted is whether the run was cut short (Ctrl-C): WindowSeconds ends then, and
+	// InterruptedOrders were cut off in flight (not errors).
+	Interrupted       bool   `json:"interrupted"`
+	InterruptedOrders uint64 `json:"interrupted_orders"`
 	// OrdersAsked is the checkouts asked for (-orders); 0 for a run of a duration.
 	OrdersAsked int `json:"orders_asked,omitempty"`
 	// GaveUp, when set, says why a run asked for a number of checkouts stopped before making
@@ -45,7 +49,7 @@ type Result struct {
 	GaveUp string `json:"gave_up,omitempty"`
 	// WindowSeconds is the measuring window of a run of a duration: the duration. A run of a
 	// number of orders lasts until its last order has ended (pickups included), which this is
-	// then; its rates are each over a window of their own, below.
+	// then; its rates are each over a window of their own, below. Either ends at an interrupt.
 	WindowSeconds float64 `json:"window_seconds"`
 	// The windows orders/s, collected/s and checkouts/s are over: WindowSeconds in a run of a
 	// duration; in a run of a number of orders, from the start to the last event the rate
@@ -203,6 +207,7 @@ func (r *run) result(ctx context.Context) *Result {
 		POS:           r.cfg.Endpoints.POSURL,
 		Stores:        len(r.fleet.stores),
 		OrdersAsked:   r.cfg.Orders,
+		Interrupted:   r.interruptedAt.Load() != 0,
 		WindowSeconds: window,
 		Host: Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage(),
 			MachineCPUSeconds: (r.cpuEnd.machine - r.cpuStart.machine).Seconds(),
@@ -227,6 +232,7 @@ func (r *run) result(ctx context.Context) *Result {
 	if r.cfg.HotSKU != "" {
 		res.Mode = "hot-sku"
 	}
+	res.InterruptedOrders = r.interrupted.Load()
 	if r.gaveUp.Load() {
 		res.GaveUp = fmt.Sprintf("no checkout could be made for %s (every order failed before it)", r.cfg.GiveUpAfter)
 	}
@@ -304,7 +310,8 @@ func (r *run) checkInvariants(ctx context.Context) Invariants {
 		return Invariants{Note: err.Error()}
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), time.Minute)
+	// Its own context: the run's has ended if the run was interrupted.
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.WithoutCancel(ctx), "authorization", "Bearer "+token), time.Minute)
 	defer cancel()
 	res, err := inventoryv1.NewInventoryAdminServiceClient(conn).CheckInvariants(ctx, &inventoryv1.CheckInvariantsRequest{})
 	if err != nil {
@@ -351,6 +358,9 @@ func (res *Result) PrintSummary(w io.Writer) {
 	}
 	if res.MaxInFlight > 0 {
 		fmt.Fprintf(w, "  model: a shopper checks out again once its order is CONFIRMED; the pickup runs on beside it, ≤ %d open orders per shopper; each cart %s\n", res.MaxInFlight, cart)
+	}
+	if res.Interrupted {
+		fmt.Fprintf(w, "  INTERRUPTED after %.1fs: the window ends there; %d orders cut off in flight (not counted as errors)\n", res.WindowSeconds, res.InterruptedOrders)
 	}
 	if res.GaveUp != "" {
 		fmt.Fprintf(w, "  GAVE UP: %d of the %d checkouts asked were made: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
