@@ -74,19 +74,25 @@ type target struct {
 	dataDir, jwtKeys        string
 	spawn                   bool
 	databaseURL             string
+	getenv                  func(string) string
 }
 
+// register adds the target's flags. Their defaults follow the running Handoff's variables
+// (HANDOFF_GATEWAY_ADDR, …), except the secret ones, read only when used: the usage text
+// prints every default.
 func (t *target) register(fs *flag.FlagSet, getenv func(string) string) {
-	fs.StringVar(&t.gateway, "gateway", "http://127.0.0.1:8080", "the gateway's URL (gRPC-web)")
-	fs.StringVar(&t.pos, "pos", "http://127.0.0.1:8090", "the pos-adapter's URL")
+	t.getenv = getenv
+	fs.StringVar(&t.gateway, "gateway", "http://"+or(getenv("HANDOFF_GATEWAY_ADDR"), "127.0.0.1:8080"), "the gateway's URL (gRPC-web)")
+	fs.StringVar(&t.pos, "pos", "http://"+or(getenv("HANDOFF_POS_ADDR"), "127.0.0.1:8090"), "the pos-adapter's URL")
 	fs.StringVar(&t.dataDir, "data-dir", or(getenv("HANDOFF_DATA_DIR"), ".data"), "data dir of the running one-process Handoff, holding its development token key")
-	fs.StringVar(&t.jwtKeys, "jwt-keys", getenv("HANDOFF_JWT_KEYS"), "token key set kid:base64key[,...] of the running system (default: the development key in -data-dir)")
+	fs.StringVar(&t.jwtKeys, "jwt-keys", "", "token key set kid:base64key[,...] of the running system (default: HANDOFF_JWT_KEYS, else the development key in -data-dir)")
 	fs.BoolVar(&t.spawn, "spawn", false, "start the whole system in this process first (fresh data dir, demo chain) instead of using a running one")
-	fs.StringVar(&t.databaseURL, "database-url", getenv("DATABASE_URL"), "with -spawn: PostgreSQL to use (default: a private cluster in the fresh data dir)")
+	fs.StringVar(&t.databaseURL, "database-url", "", "with -spawn: PostgreSQL to use (default: DATABASE_URL, else a private cluster in the fresh data dir)")
 }
 
 // endpoints resolves the target, starting the system when asked to. stop is never nil.
 func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stderr io.Writer) (system.Endpoints, func(), error) {
+	t.jwtKeys, t.databaseURL = or(t.jwtKeys, t.getenv("HANDOFF_JWT_KEYS")), or(t.databaseURL, t.getenv("DATABASE_URL"))
 	if !t.spawn {
 		keys, err := system.Keys(t.jwtKeys, t.dataDir)
 		if err != nil {

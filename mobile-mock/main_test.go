@@ -544,3 +544,29 @@ func TestLoadInterruptedIsMeasuredUntilTheInterrupt(t *testing.T) {
 		t.Errorf("oversold %d, unchecked %d units, %d checkouts unknown, invariants %+v", res.OversoldUnits, res.UncheckedUnits, res.UnknownCheckouts, res.Invariants)
 	}
 }
+
+// The usage text of demo and load follows the running Handoff's addresses and never prints a
+// secret from the environment.
+func TestUsageFollowsTheSystemsAddressesAndPrintsNoSecret(t *testing.T) {
+	env := map[string]string{
+		"HANDOFF_GATEWAY_ADDR": "127.0.0.1:18080", "HANDOFF_POS_ADDR": "127.0.0.1:18090",
+		"HANDOFF_JWT_KEYS": "k1:c2VjcmV0LWtleS1ieXRlcy0wMTIzNDU2Nzg5YWJjZGVm", "DATABASE_URL": "postgres://u:db-password-7@db/x",
+	}
+	for _, cmd := range []string{"demo", "load"} {
+		var stderr bytes.Buffer
+		if code := run(t.Context(), []string{cmd, "-h"}, func(k string) string { return env[k] }, io.Discard, &stderr); code != 0 {
+			t.Errorf("%s -h = %d; want 0", cmd, code)
+		}
+		out := stderr.String()
+		for _, want := range []string{"http://127.0.0.1:18080", "http://127.0.0.1:18090"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s -h does not default to the running system's %s:\n%s", cmd, want, out)
+			}
+		}
+		for _, secret := range []string{"c2VjcmV0LWtleS1ieXRlcy0wMTIzNDU2Nzg5YWJjZGVm", "db-password-7"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("%s -h printed the secret %q", cmd, secret)
+			}
+		}
+	}
+}
