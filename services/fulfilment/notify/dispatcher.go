@@ -42,7 +42,9 @@ type DispatcherConfig struct {
 	// meanwhile are served by one round, so a busy dispatcher claims in batches. It adds at
 	// most this much to a notification's wait. Default 10ms.
 	RoundInterval time.Duration
-	// Concurrency is how many sends run at once. Default 8.
+	// Concurrency is how many sends of each channel run at once. Each channel has send slots
+	// of its own, so a receiver that hangs or fails slowly holds back only its own channel's
+	// notifications; at most Concurrency times the number of senders run at once. Default 8.
 	Concurrency int
 	// MaxAttempts is how many sends a notification gets before it is dead-lettered. Default 10.
 	MaxAttempts int
@@ -156,12 +158,15 @@ const (
 // Run delivers until ctx is canceled, then returns nil after the sends in flight have ended
 // and their outcomes are recorded. It returns an error only if it cannot start.
 //
-// A round is one statement: it claims the due rows of the channels served here, marks due rows
-// of the others skipped, and learns when the next pending row falls due. Rounds happen when a
-// NOTIFY comes (Enqueue, replays; see followUp for the writers that leave it out), when a row
-// falls due, when a send frees a slot while due rows wait, and every PollInterval while rows
-// are pending; never more often than RoundInterval (PollInterval without senders). A dispatcher
-// with nothing pending and nothing arriving sends no statement for IdlePollInterval.
+// Each channel has Concurrency send slots of its own. A round is one statement: it claims the
+// due rows of each channel served here that has a free slot, as many as it has free, oldest
+// first; marks due rows of the other channels skipped; and learns when each channel's next
+// pending row falls due. Rounds happen when a NOTIFY comes (Enqueue, replays; see followUp for
+// the writers that leave it out), when a row of a channel with a free slot falls due, when a
+// send frees a slot of a channel whose due rows waited for one, and every PollInterval while
+// rows are pending; never more often than RoundInterval (PollInterval without senders). A
+// dispatcher with nothing pending and nothing arriving sends no statement for
+// IdlePollInterval.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if err := d.setup(ctx); err != nil {
 		return err
@@ -181,7 +186,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		rec.close() // after the last send: it records what they handed over, then ends
 	}()
 
-	slots := make(chan struct{}, d.cfg.Concurrency)
+	lanes := make(map[string]*lane, len(d.channels))
+	for _, ch := range d.channels {
+		lanes[ch] = &lane{slots: make(chan struct{}, d.cfg.Concurrency)}
+	}
 	freed := make(chan struct{}, 1)
 	s := rounds.Schedule{Gap: d.cfg.RoundInterval}
 	if len(d.channels) == 0 {
@@ -193,13 +201,23 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		now := time.Now()
-		free := cap(slots) - len(slots)
+		// The channels with a free slot, and how many each has: a round claims those.
+		open, free := []string{}, []int{}
+		for _, ch := range d.channels {
+			if n := lanes[ch].free(); n > 0 {
+				open, free = append(open, ch), append(free, n)
+			}
+		}
+		// Without senders a round only marks rows skipped, which needs no slot.
+		canClaim := len(open) > 0 || len(lanes) == 0
 		at, wanted := s.Next(hint, hint.Add(followUp), hint.Add(lateFollowUp))
 		if wanted && !at.After(now) {
-			if free == 0 {
-				s.More = true // a finished send frees a slot and wakes us
+			if !canClaim {
+				for _, l := range lanes {
+					l.more = true // a finished send frees a slot and wakes us
+				}
 			} else {
-				claimed, info, err := d.round(ctx, free)
+				claimed, info, err := d.round(ctx, open, free)
 				switch {
 				case ctx.Err() != nil:
 					return nil
@@ -207,7 +225,30 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 					d.log.Warn("notify: round failed; trying again", "err", err, "retry_in", s.Failed(time.Now()))
 					continue
 				}
-				s.Done(now, time.Now(), info.pending, info.nextDue, len(claimed) == free)
+				// A channel whose every free slot was filled (or that had none) may have left
+				// due rows behind: the next of its slots to come free wants a round. Until then
+				// its due rows want none, or a channel whose receiver hangs would have rounds
+				// run for it back to back while the others' sends go on.
+				for _, l := range lanes {
+					l.more = true
+				}
+				counts := make(map[string]int, len(open))
+				for _, n := range claimed {
+					counts[n.Channel]++
+				}
+				for i, ch := range open {
+					lanes[ch].more = counts[ch] == free[i]
+				}
+				due, nextDue := false, time.Duration(0)
+				for ch, next := range info.nextDue {
+					if l := lanes[ch]; l != nil && l.more {
+						continue
+					}
+					if !due || next < nextDue {
+						due, nextDue = true, next
+					}
+				}
+				s.Done(now, time.Now(), due, nextDue, false)
 				if info.pending || !listening.Load() {
 					s.Poll = now.Add(d.cfg.PollInterval)
 				} else {
@@ -219,6 +260,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 					d.log.Debug("notifications skipped: no sender for their channel", "count", info.skipped)
 				}
 				for _, n := range claimed {
+					slots := lanes[n.Channel].slots
 					slots <- struct{}{}
 					sends.Go(func() {
 						defer func() { <-slots; signal(freed) }()
@@ -230,7 +272,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 
 		var fire <-chan time.Time
-		if wanted && free > 0 {
+		if wanted && canClaim {
 			timer.Reset(at.Sub(now))
 			fire = timer.C
 		}
@@ -240,7 +282,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-hints:
 			hint = time.Now()
 		case <-freed:
-			s.FreedSlot(time.Now())
+			for _, l := range lanes {
+				if l.more && l.free() > 0 {
+					l.more, s.Kick = false, time.Now()
+				}
+			}
 		case <-rec.retries.C():
 			s.RetryAt(rec.retries.Take())
 		case <-fire:
@@ -262,6 +308,16 @@ func (d *Dispatcher) setup(ctx context.Context) error {
 	return d.setupErr
 }
 
+// lane is one channel's send slots in Run's loop.
+type lane struct {
+	slots chan struct{} // one per send in flight
+	// more: the last round filled every free slot of the channel (or it had none), so due
+	// rows may wait for a slot; the next one to come free wants a round.
+	more bool
+}
+
+func (l *lane) free() int { return cap(l.slots) - len(l.slots) }
+
 // claimed is a notification this dispatcher holds the lease of.
 type claimed struct {
 	Notification
@@ -271,30 +327,35 @@ type claimed struct {
 // roundInfo is what a round learnt besides the rows it claimed.
 type roundInfo struct {
 	skipped int64
-	pending bool          // some row is pending (not counting the ones just claimed or skipped)
-	nextDue time.Duration // until the earliest of them falls due (≤ 0: due already)
+	pending bool // some row is pending (not counting the ones just claimed or skipped)
+	// nextDue is, by channel, until the earliest of those rows falls due (≤ 0: due already);
+	// the channels not served here are under "".
+	nextDue map[string]time.Duration
 }
 
-// roundSQL is a round in one statement. It claims up to $2 due rows of the channels served
-// here ($1): SKIP LOCKED lets dispatchers claim side by side, and moving next_attempt_at one
-// lease ($3) ahead keeps the rows out of everyone's reach until the send is recorded. It marks
-// due rows of the other channels skipped. Its last row (id NULL) tells how many were skipped
-// and when the next pending row falls due; the subquery sees the rows as they were before the
-// statement, so the ones claimed or skipped here are left out by id.
+// roundSQL is a round in one statement. It claims, for each channel in $1, up to as many due
+// rows as $2 gives it, oldest first: SKIP LOCKED lets dispatchers claim side by side, and moving
+// next_attempt_at one lease ($4) ahead keeps the rows out of everyone's reach until the send is
+// recorded. It marks due rows of the channels not served here (not in $3) skipped. Its last rows
+// (id NULL) tell how many were skipped and, per served channel and for the others together
+// (channel NULL), when the next pending row falls due; those subqueries see the rows as they
+// were before the statement, so the ones claimed or skipped here are left out by id.
 const roundSQL = `
 WITH due AS MATERIALIZED (
-	SELECT id FROM notifications
-	WHERE state = 'pending' AND next_attempt_at <= now() AND channel = ANY($1)
-	ORDER BY next_attempt_at LIMIT $2
-	FOR UPDATE SKIP LOCKED),
+	SELECT d.id FROM unnest($1::text[], $2::int[]) AS c(channel, n)
+	CROSS JOIN LATERAL (
+		SELECT id FROM notifications
+		WHERE state = 'pending' AND next_attempt_at <= now() AND channel = c.channel
+		ORDER BY next_attempt_at LIMIT c.n
+		FOR UPDATE SKIP LOCKED) d),
 claimed AS (
 	UPDATE notifications n
-	SET attempts = n.attempts + 1, next_attempt_at = now() + $3::bigint * interval '1 microsecond'
+	SET attempts = n.attempts + 1, next_attempt_at = now() + $4::bigint * interval '1 microsecond'
 	FROM due WHERE n.id = due.id
 	RETURNING n.id, n.kind, n.channel, n.recipient, n.order_snapshot, n.attempts, n.create_time),
 unserved AS MATERIALIZED (
 	SELECT id FROM notifications
-	WHERE state = 'pending' AND next_attempt_at <= now() AND channel <> ALL($1)
+	WHERE state = 'pending' AND next_attempt_at <= now() AND channel <> ALL($3)
 	FOR UPDATE SKIP LOCKED),
 skipped AS (
 	UPDATE notifications n
@@ -304,14 +365,20 @@ skipped AS (
 SELECT id::text, kind, channel, recipient, order_snapshot, attempts, create_time, NULL::bigint, NULL::bigint
 FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM skipped),
-	(SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1e6)::bigint FROM notifications
-	 WHERE state = 'pending' AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM unserved))`
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM skipped), NULL
+UNION ALL
+SELECT NULL, NULL, c.channel, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM nx.at - now()) * 1e6)::bigint
+FROM unnest(array_append($3::text[], NULL)) AS c(channel)
+CROSS JOIN LATERAL (
+	SELECT next_attempt_at AS at FROM notifications
+	WHERE state = 'pending' AND (channel = c.channel OR (c.channel IS NULL AND channel <> ALL($3)))
+		AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM unserved)
+	ORDER BY next_attempt_at LIMIT 1) nx`
 
-// round claims up to n due rows (see roundSQL).
-func (d *Dispatcher) round(ctx context.Context, n int) ([]claimed, roundInfo, error) {
-	var info roundInfo
-	rows, err := d.pool.Query(ctx, roundSQL, d.channels, n, d.lease.Microseconds())
+// round claims, for each of channels, up to the matching count of due rows (see roundSQL).
+func (d *Dispatcher) round(ctx context.Context, channels []string, counts []int) ([]claimed, roundInfo, error) {
+	info := roundInfo{nextDue: map[string]time.Duration{}}
+	rows, err := d.pool.Query(ctx, roundSQL, channels, counts, d.channels, d.lease.Microseconds())
 	if err != nil {
 		return nil, info, fmt.Errorf("claim notifications: %w", err)
 	}
@@ -333,7 +400,11 @@ func (d *Dispatcher) round(ctx context.Context, n int) ([]claimed, roundInfo, er
 				info.skipped = *skipped
 			}
 			if nextUS != nil {
-				info.pending, info.nextDue = true, time.Duration(*nextUS)*time.Microsecond
+				ch := ""
+				if channel != nil {
+					ch = *channel
+				}
+				info.pending, info.nextDue[ch] = true, time.Duration(*nextUS)*time.Microsecond
 			}
 			continue
 		}

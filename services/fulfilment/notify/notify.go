@@ -10,7 +10,9 @@
 //     "webhook" always, "email" when the shopper gave an address and the kind is one worth an
 //     email. With no sender configured it writes nothing, so a deployment without
 //     notifications pays nothing for them on each order. Each row is delivered, retried and
-//     dead-lettered on its own, so a failing mail server never holds back the webhook.
+//     dead-lettered on its own, and each channel has send slots of its own
+//     (DispatcherConfig.Concurrency), so a failing or hung mail server never holds back the
+//     webhook, nor a hung webhook receiver the shopper's email.
 //  2. A [Dispatcher] (started from the fulfilment service's Run) claims due rows with FOR UPDATE
 //     SKIP LOCKED and hands them to the [Sender] of their channel: [WebhookSender] (signed JSON
 //     POST) or [SMTPSender] (plain-text email). Any number of dispatchers, in any number of

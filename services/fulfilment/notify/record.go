@@ -53,7 +53,7 @@ type recorder struct {
 }
 
 func newRecorder(d *Dispatcher) *recorder {
-	return &recorder{d: d, in: make(chan outcome, d.cfg.Concurrency), retries: rounds.NewRetries()}
+	return &recorder{d: d, in: make(chan outcome, d.cfg.Concurrency*max(len(d.channels), 1)), retries: rounds.NewRetries()}
 }
 
 // add hands over a send's outcome; it waits while the recorder is behind.
