@@ -74,10 +74,13 @@ func fastConfig(senders ...notify.Sender) notify.DispatcherConfig {
 	}
 }
 
-// startDispatcher runs a dispatcher until the test ends.
+// startDispatcher runs a dispatcher until the test ends, logging to the test's log unless
+// cfg has a logger.
 func startDispatcher(t *testing.T, pool *pgxpool.Pool, cfg notify.DispatcherConfig) {
 	t.Helper()
-	cfg.Logger = testenv.Logger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testenv.Logger(t)
+	}
 	d := notify.NewDispatcher(pool, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,8 +59,15 @@ type WebhookConfig struct {
 // with headers Handoff-Event-Id, Handoff-Event-Type and Handoff-Signature (see [Sign]). A 2xx
 // answer is delivered; 408, 429 (Retry-After honoured), 3xx, 5xx and network errors are
 // retried; any other 4xx is permanent.
+//
+// The URL may carry secrets (a password, a token in the path as Slack's do, or in the query
+// string), and Send's errors are logged, stored as the notification's last_error and listed to
+// operators: they name the receiver as scheme://host only, and the URL's secrets are cut out of
+// what the receiver answered.
 type WebhookSender struct {
 	url     string
+	origin  string   // scheme://host of url: how errors name the receiver
+	hide    []string // the URL's secrets, longest first, as they may appear in an error
 	secret  []byte
 	timeout time.Duration
 	client  *http.Client
@@ -68,9 +76,17 @@ type WebhookSender struct {
 
 // NewWebhookSender checks cfg and returns the sender.
 func NewWebhookSender(cfg WebhookConfig) (*WebhookSender, error) {
+	// Neither error repeats the URL: it may carry secrets, and this one is logged at start.
 	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("notify: webhook URL %q must be an absolute http(s) URL", cfg.URL)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("notify: webhook URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("notify: webhook URL must be an absolute http(s) URL")
 	}
 	if len(cfg.Secret) < 16 {
 		return nil, errors.New("notify: webhook secret must be at least 16 bytes")
@@ -87,7 +103,86 @@ func NewWebhookSender(cfg WebhookConfig) (*WebhookSender, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &WebhookSender{url: cfg.URL, secret: []byte(cfg.Secret), timeout: cfg.Timeout, client: client, now: cfg.Now}, nil
+	return &WebhookSender{
+		url: cfg.URL, origin: u.Scheme + "://" + u.Host, hide: urlSecrets(cfg.URL, u),
+		secret: []byte(cfg.Secret), timeout: cfg.Timeout, client: client, now: cfg.Now,
+	}, nil
+}
+
+// urlSecrets are the parts of a webhook URL to keep out of errors, longest first: the URL
+// itself, its user information and password, its path and query string (escaped and not), and
+// each path segment and query value long enough to be a token. A receiver may echo any of them
+// ("Cannot POST /hooks/…").
+func urlSecrets(raw string, u *url.URL) []string {
+	parts := []string{raw, u.String(), u.Path, u.EscapedPath(), u.RawPath, u.RawQuery, u.Fragment, u.RawFragment}
+	if q, err := url.QueryUnescape(u.RawQuery); err == nil {
+		parts = append(parts, q)
+	}
+	if u.User != nil {
+		parts = append(parts, u.User.String())
+		if p, ok := u.User.Password(); ok {
+			parts = append(parts, p, url.QueryEscape(p), url.PathEscape(p))
+		}
+	}
+	const token = 8 // shorter segments ("hooks", "v1") are not worth cutting out
+	for seg := range strings.SplitSeq(u.Path, "/") {
+		if len(seg) >= token {
+			parts = append(parts, seg, url.PathEscape(seg))
+		}
+	}
+	for _, vs := range u.Query() {
+		for _, v := range vs {
+			if len(v) >= token {
+				parts = append(parts, v, url.QueryEscape(v))
+			}
+		}
+	}
+	var out []string
+	for _, p := range parts {
+		if len(p) > 1 && !slices.Contains(out, p) { // "/" is no secret
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+// snippetLen is how much of a receiver's answer an error quotes.
+const snippetLen = 256
+
+func (w *WebhookSender) longestHidden() int {
+	if len(w.hide) == 0 {
+		return 0
+	}
+	return len(w.hide[0])
+}
+
+// redact cuts the URL's secrets out of s.
+func (w *WebhookSender) redact(s string) string {
+	for _, h := range w.hide {
+		s = strings.ReplaceAll(s, h, "[redacted]")
+	}
+	return s
+}
+
+// webhookError is a failed send as it is logged and stored: its text names the receiver by
+// scheme://host and leaves the URL's secrets out. It unwraps to the cause (a network error,
+// the deadline), never to the url.Error that names the whole URL.
+type webhookError struct {
+	msg   string
+	cause error
+}
+
+func (e *webhookError) Error() string { return e.msg }
+func (e *webhookError) Unwrap() error { return e.cause }
+
+// fail returns the error "webhook <what> <origin>: <cause>" without the URL's secrets.
+func (w *WebhookSender) fail(what string, cause error) error {
+	var uerr *url.Error
+	if errors.As(cause, &uerr) {
+		cause = uerr.Err // its text is the whole URL (password hidden) and then this
+	}
+	return &webhookError{msg: "webhook " + what + " " + w.origin + ": " + w.redact(cause.Error()), cause: cause}
 }
 
 // Channel is "webhook".
@@ -103,7 +198,7 @@ func (w *WebhookSender) Send(ctx context.Context, n Notification) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
-		return Permanent(fmt.Errorf("webhook request: %w", err))
+		return Permanent(w.fail("request", err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Handoff-Notify/1")
@@ -113,18 +208,20 @@ func (w *WebhookSender) Send(ctx context.Context, n Notification) error {
 	req.Header.Set(SignatureHeader, Sign(w.secret, w.now(), body))
 	res, err := w.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook POST: %w", err)
+		return w.fail("POST", err)
 	}
 	defer res.Body.Close()
-	// Read a little for the error message, and drain so the connection can be reused.
-	snippet, _ := io.ReadAll(io.LimitReader(res.Body, 256))
+	// Read a little for the error message (with room for a secret that starts in it, to be cut
+	// out whole), and drain so the connection can be reused.
+	snippet, _ := io.ReadAll(io.LimitReader(res.Body, int64(snippetLen+w.longestHidden())))
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 
 	code := res.StatusCode
 	if code >= 200 && code < 300 {
 		return nil
 	}
-	err = fmt.Errorf("webhook answered %s: %s", res.Status, strings.TrimSpace(strings.ToValidUTF8(string(snippet), "")))
+	err = &webhookError{msg: fmt.Sprintf("webhook POST %s answered %s: %s", w.origin, res.Status,
+		strings.TrimSpace(truncate(strings.ToValidUTF8(w.redact(string(snippet)), ""), snippetLen)))}
 	switch {
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
 		if d := parseRetryAfter(res.Header.Get("Retry-After"), w.now()); d > 0 {
