@@ -377,14 +377,56 @@ func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryCla
 	req.Header.Set(TicketIDHeader, c.ticketID)
 	res, err := a.cfg.WebhookClient.Do(req)
 	if err != nil {
-		return err
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err // the url.Error's text is the whole URL
+		}
+		return fmt.Errorf("POST %s: %s", origin(req.URL), cutURLSecrets(err.Error(), req.URL))
 	}
 	defer res.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(res.Body, 200))
 	if res.StatusCode < 200 || res.StatusCode > 299 {
-		return fmt.Errorf("HTTP %d: %s", res.StatusCode, strings.TrimSpace(string(snippet)))
+		return fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, origin(req.URL), cutURLSecrets(strings.TrimSpace(string(snippet)), req.URL))
 	}
 	return nil
+}
+
+// A store's webhook URL may carry secrets (a password, a token in its path or query string, as
+// many vendors' do), and a delivery's error is logged, kept as its last_error and listed to
+// operators: it names the vendor as scheme://host, and cuts the URL's other parts out of what
+// the vendor answered (a "Cannot POST /hooks/…" echoes the path).
+
+// origin is u's scheme://host.
+func origin(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+// cutURLSecrets removes u's user information, path and query string from s, longest first.
+func cutURLSecrets(s string, u *url.URL) string {
+	parts := []string{u.RawQuery, u.EscapedPath(), u.Path}
+	// And each part long enough to be a token, which an answer may quote alone.
+	for _, seg := range strings.Split(u.Path, "/") {
+		if len(seg) >= 8 {
+			parts = append(parts, seg)
+		}
+	}
+	for _, vs := range u.Query() {
+		for _, v := range vs {
+			if len(v) >= 8 {
+				parts = append(parts, v)
+			}
+		}
+	}
+	if u.User != nil {
+		parts = append(parts, u.User.String(), u.User.Username())
+		if p, ok := u.User.Password(); ok {
+			parts = append(parts, p)
+		}
+	}
+	slices.SortFunc(parts, func(a, b string) int { return len(b) - len(a) })
+	for _, p := range parts {
+		if len(p) > 1 { // not the bare "/"
+			s = strings.ReplaceAll(s, p, "…")
+		}
+	}
+	return s
 }
 
 type failedPosition struct {

@@ -611,3 +611,49 @@ func TestVendorEventsArrivingOutOfOrderApplyAsOfWhenTheyHappened(t *testing.T) {
 		t.Fatalf("after a refused event: on hand %d, want 13", got)
 	}
 }
+
+// A store's webhook URL may carry secrets: a failed delivery's last error, listed to operators
+// and logged, names the vendor by scheme://host, says what went wrong, and quotes none of them,
+// not even where the vendor's answer echoes its path.
+func TestAFailedDeliveryKeepsTheWebhookURLsSecretsOut(t *testing.T) {
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "Cannot POST "+r.URL.RequestURI()+" (token "+r.URL.Query().Get("token")+")", http.StatusNotFound)
+	}))
+	defer echo.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // nothing listens there now
+	secrets := []string{"PATHSECRET123", "QUERYSECRET456"} // credentials in the URL are refused at SetStoreWebhook
+	e := newEnv(t, withConfig(fastWebhooks))
+	for store, c := range map[string]struct{ base, says string }{
+		"leak-1": {closed.URL, "connection refused"},
+		"leak-2": {echo.URL, "HTTP 404"},
+	} {
+		target := c.base + "/hooks/PATHSECRET123?token=QUERYSECRET456"
+		if _, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+			Webhook: &posv1.StoreWebhook{StoreId: store, Url: target, Enabled: true, Kinds: []posv1.TicketKind{posv1.TicketKind_TICKET_KIND_NEW_ORDER}}})); err != nil {
+			t.Fatal(err)
+		}
+		e.publish("confirmed", order(store, 1), nil)
+		var failed []*posv1.FailedDelivery
+		testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			res, err := e.admin().ListFailedDeliveries(context.Background(), req(&posv1.ListFailedDeliveriesRequest{StoreId: store}))
+			if err != nil {
+				return err
+			}
+			if failed = res.Msg.GetDeliveries(); len(failed) != 1 {
+				return fmt.Errorf("%d dead letters, want 1", len(failed))
+			}
+			return nil
+		})
+		last := failed[0].GetLastError()
+		host := strings.TrimPrefix(c.base, "http://")
+		if !strings.Contains(last, c.says) || !strings.Contains(last, host) {
+			t.Errorf("%s: last error %q; want what went wrong (%s) and the vendor's host", store, last, c.says)
+		}
+		for _, s := range secrets {
+			if strings.Contains(last, s) {
+				t.Errorf("%s: last error %q quotes the URL's secret %q", store, last, s)
+			}
+		}
+	}
+}
