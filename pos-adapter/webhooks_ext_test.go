@@ -621,7 +621,7 @@ func TestAFailedDeliveryKeepsTheWebhookURLsSecretsOut(t *testing.T) {
 	}))
 	defer echo.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
-	closed.Close() // nothing listens there now
+	closed.Close()                                         // nothing listens there now
 	secrets := []string{"PATHSECRET123", "QUERYSECRET456"} // credentials in the URL are refused at SetStoreWebhook
 	e := newEnv(t, withConfig(fastWebhooks))
 	for store, c := range map[string]struct{ base, says string }{
