@@ -96,6 +96,7 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		{[]string{"-currency", "EURO", "-demo=false"}, nil, `currency "EURO": want an ISO 4217 code`},
 		{[]string{"-db-max-conns", "-3"}, nil, "db max conns -3: want a positive number"},
 		{[]string{"-stream-replicas", "7"}, nil, "stream replicas 7: want 1 to 5"},
+		{[]string{"-shutdown-grace", "-1s"}, nil, "shutdown grace -1s: want a positive duration"},
 		{nil, map[string]string{"HANDOFF_TRUSTED_PROXIES": "10.0.0.0/8,ingress.internal"}, "-trusted-proxies: trusted proxies \"10.0.0.0/8,ingress.internal\": want addresses and CIDR ranges"},
 	}
 	for _, c := range cases {

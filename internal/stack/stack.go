@@ -147,7 +147,12 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.ShutdownGrace <= 0 {
+	if c.ShutdownGrace < 0 {
+		// As a negative connection count is refused: taken for the default, it would be a
+		// 10 s drain nobody asked for.
+		return fmt.Errorf("shutdown grace %s: want a positive duration, or 0 for the default", c.ShutdownGrace)
+	}
+	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
 	if c.StreamReplicas < 0 || c.StreamReplicas > 5 {
