@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/rounds"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/urlsecret"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 )
 
@@ -103,7 +102,11 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 	if err := tx.Commit(ctx); err != nil {
 		return nil, a.internal(ctx, "set webhook", err)
 	}
-	a.log.InfoContext(ctx, "store webhook set", "store_id", w.GetStoreId(), "url", w.GetUrl(), "enabled", w.GetEnabled(),
+	origin := "" // the URL's path and query string may hold the vendor's token: not for logs
+	if u, err := url.Parse(w.GetUrl()); err == nil {
+		origin = urlsecret.Origin(u)
+	}
+	a.log.InfoContext(ctx, "store webhook set", "store_id", w.GetStoreId(), "origin", origin, "enabled", w.GetEnabled(),
 		"new_secret", newSecret != "", "by", adminName(ctx))
 	out := proto.Clone(w).(*posv1.StoreWebhook)
 	out.UpdateTime = timestamppb.New(updated)
@@ -376,57 +379,21 @@ func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryCla
 	req.Header.Set(DeliveryIDHeader, c.id)
 	req.Header.Set(TicketIDHeader, c.ticketID)
 	res, err := a.cfg.WebhookClient.Do(req)
+	// A store's webhook URL may carry secrets (a token in its path or query string, as many
+	// vendors' do), and a delivery's error is logged, kept as its last_error and listed to
+	// operators: it names the vendor by its origin and leaves the URL's parts out.
+	hide := urlsecret.Parts(target, req.URL)
 	if err != nil {
 		if ue := (*url.Error)(nil); errors.As(err, &ue) {
 			err = ue.Err // the url.Error's text is the whole URL
 		}
-		return fmt.Errorf("POST %s: %s", origin(req.URL), cutURLSecrets(err.Error(), req.URL))
+		return fmt.Errorf("POST %s: %s", urlsecret.Origin(req.URL), urlsecret.Redacted(err.Error(), hide))
 	}
 	defer res.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(res.Body, 200))
 	if res.StatusCode < 200 || res.StatusCode > 299 {
-		return fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, origin(req.URL), cutURLSecrets(strings.TrimSpace(string(snippet)), req.URL))
+		return fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, urlsecret.Origin(req.URL), urlsecret.Snippet(res.Body, 200, hide))
 	}
 	return nil
-}
-
-// A store's webhook URL may carry secrets (a password, a token in its path or query string, as
-// many vendors' do), and a delivery's error is logged, kept as its last_error and listed to
-// operators: it names the vendor as scheme://host, and cuts the URL's other parts out of what
-// the vendor answered (a "Cannot POST /hooks/…" echoes the path).
-
-// origin is u's scheme://host.
-func origin(u *url.URL) string { return u.Scheme + "://" + u.Host }
-
-// cutURLSecrets removes u's user information, path and query string from s, longest first.
-func cutURLSecrets(s string, u *url.URL) string {
-	parts := []string{u.RawQuery, u.EscapedPath(), u.Path}
-	// And each part long enough to be a token, which an answer may quote alone.
-	for _, seg := range strings.Split(u.Path, "/") {
-		if len(seg) >= 8 {
-			parts = append(parts, seg)
-		}
-	}
-	for _, vs := range u.Query() {
-		for _, v := range vs {
-			if len(v) >= 8 {
-				parts = append(parts, v)
-			}
-		}
-	}
-	if u.User != nil {
-		parts = append(parts, u.User.String(), u.User.Username())
-		if p, ok := u.User.Password(); ok {
-			parts = append(parts, p)
-		}
-	}
-	slices.SortFunc(parts, func(a, b string) int { return len(b) - len(a) })
-	for _, p := range parts {
-		if len(p) > 1 { // not the bare "/"
-			s = strings.ReplaceAll(s, p, "…")
-		}
-	}
-	return s
 }
 
 type failedPosition struct {

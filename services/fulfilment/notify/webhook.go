@@ -12,12 +12,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/handoff-dev/handoff/internal/urlsecret"
 )
 
 // Webhook request headers.
@@ -104,66 +105,16 @@ func NewWebhookSender(cfg WebhookConfig) (*WebhookSender, error) {
 		cfg.Now = time.Now
 	}
 	return &WebhookSender{
-		url: cfg.URL, origin: u.Scheme + "://" + u.Host, hide: urlSecrets(cfg.URL, u),
+		url: cfg.URL, origin: urlsecret.Origin(u), hide: urlsecret.Parts(cfg.URL, u),
 		secret: []byte(cfg.Secret), timeout: cfg.Timeout, client: client, now: cfg.Now,
 	}, nil
-}
-
-// urlSecrets are the parts of a webhook URL to keep out of errors, longest first: the URL
-// itself, its user information and password, its path and query string (escaped and not), and
-// each path segment and query value long enough to be a token. A receiver may echo any of them
-// ("Cannot POST /hooks/…").
-func urlSecrets(raw string, u *url.URL) []string {
-	parts := []string{raw, u.String(), u.Path, u.EscapedPath(), u.RawPath, u.RawQuery, u.Fragment, u.RawFragment}
-	if q, err := url.QueryUnescape(u.RawQuery); err == nil {
-		parts = append(parts, q)
-	}
-	if u.User != nil {
-		parts = append(parts, u.User.String())
-		if p, ok := u.User.Password(); ok {
-			parts = append(parts, p, url.QueryEscape(p), url.PathEscape(p))
-		}
-	}
-	const token = 8 // shorter segments ("hooks", "v1") are not worth cutting out
-	for seg := range strings.SplitSeq(u.Path, "/") {
-		if len(seg) >= token {
-			parts = append(parts, seg, url.PathEscape(seg))
-		}
-	}
-	for _, vs := range u.Query() {
-		for _, v := range vs {
-			if len(v) >= token {
-				parts = append(parts, v, url.QueryEscape(v))
-			}
-		}
-	}
-	var out []string
-	for _, p := range parts {
-		if len(p) > 1 && !slices.Contains(out, p) { // "/" is no secret
-			out = append(out, p)
-		}
-	}
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return out
 }
 
 // snippetLen is how much of a receiver's answer an error quotes.
 const snippetLen = 256
 
-func (w *WebhookSender) longestHidden() int {
-	if len(w.hide) == 0 {
-		return 0
-	}
-	return len(w.hide[0])
-}
-
 // redact cuts the URL's secrets out of s.
-func (w *WebhookSender) redact(s string) string {
-	for _, h := range w.hide {
-		s = strings.ReplaceAll(s, h, "[redacted]")
-	}
-	return s
-}
+func (w *WebhookSender) redact(s string) string { return urlsecret.Redacted(s, w.hide) }
 
 // webhookError is a failed send as it is logged and stored: its text names the receiver by
 // scheme://host and leaves the URL's secrets out. It unwraps to the cause (a network error,
@@ -211,17 +162,16 @@ func (w *WebhookSender) Send(ctx context.Context, n Notification) error {
 		return w.fail("POST", err)
 	}
 	defer res.Body.Close()
-	// Read a little for the error message (with room for a secret that starts in it, to be cut
-	// out whole), and drain so the connection can be reused.
-	snippet, _ := io.ReadAll(io.LimitReader(res.Body, int64(snippetLen+w.longestHidden())))
+	// Read a little for the error message, the URL's secrets cut out, and drain so the
+	// connection can be reused.
+	snippet := urlsecret.Snippet(res.Body, snippetLen, w.hide)
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 
 	code := res.StatusCode
 	if code >= 200 && code < 300 {
 		return nil
 	}
-	err = &webhookError{msg: fmt.Sprintf("webhook POST %s answered %s: %s", w.origin, res.Status,
-		strings.TrimSpace(truncate(strings.ToValidUTF8(w.redact(string(snippet)), ""), snippetLen)))}
+	err = &webhookError{msg: fmt.Sprintf("webhook POST %s answered %s: %s", w.origin, res.Status, snippet)}
 	switch {
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
 		if d := parseRetryAfter(res.Header.Get("Retry-After"), w.now()); d > 0 {
