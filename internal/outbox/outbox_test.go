@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -732,6 +733,47 @@ func TestRelayPublishesAtomicBatchesOfBigRoundsWhereTheStreamAllowsThem(t *testi
 // publishes again once the stream answers. This holds for a JetStream client built without a
 // publish timeout, as given here: such a client keeps them pending until it reconnects, and
 // past 4,000 pending every publish stalls.
+// JetStream stalling mid-round (its server hung with the connection open) holds the round's
+// transaction open only AckTimeout, for all the round's waits together: the stream check, the
+// atomic batch's commit and the acknowledgements of the fallback one by one. Each had the whole
+// bound of its own, three in a row with one stream, which a stall could take past the
+// database's idle-in-transaction limit and get the session ended.
+func TestAStalledJetStreamHoldsARoundOnlyItsAckTimeout(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	allowAtomic(t, e.js, true)
+	values := make([]string, 30) // an atomic batch's worth
+	for i := range values {
+		values[i] = fmt.Sprint(i)
+	}
+	enqueue(t, e.pool, values...)
+	fz := testenv.NewFreezer(t, strings.TrimPrefix(e.nats.ClientURL(), "nats://"))
+	nc, err := nats.Connect("nats://"+fz.Addr(), nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ackTimeout = time.Second
+	r := outbox.NewRelay(e.pool, js, outbox.RelayConfig{Logger: testenv.Logger(t), AckTimeout: ackTimeout})
+	fz.Freeze()
+	began := time.Now()
+	n, err := r.Flush(ctx)
+	took := time.Since(began)
+	if err == nil || n != 0 {
+		t.Fatalf("Flush with JetStream hung = %d, %v; want nothing relayed and an error", n, err)
+	}
+	if took >= ackTimeout*7/4 { // each wait with its own bound, 2 s or more
+		t.Fatalf("the round took %s with JetStream hung; want about its AckTimeout, %s", took.Round(time.Millisecond), ackTimeout)
+	}
+	if left := outboxRows(t, e.pool); left != len(values) {
+		t.Fatalf("the outbox holds %d rows after the failed round, want all %d", left, len(values))
+	}
+}
+
 func TestRelayPublishesAgainAfterManyAcksThatNeverCame(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()

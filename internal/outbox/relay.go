@@ -33,8 +33,9 @@ type RelayConfig struct {
 	// notified: the fallback for a lost LISTEN connection or a NOTIFY-less
 	// connection pooler. Default 1s.
 	PollInterval time.Duration
-	// AckTimeout bounds the wait for all acknowledgements of one batch.
-	// Default 10s.
+	// AckTimeout bounds all of one round's waits for JetStream together: the stream check,
+	// atomic batches' commits and the acknowledgements of the rest. Default 10s; keep it well
+	// under pgdb.IdleInTransactionTimeout, as the round's transaction stays open meanwhile.
 	AckTimeout time.Duration
 	// MaxBackoff caps the wait between failed rounds (it doubles from 100ms).
 	// Default 10s.
@@ -459,6 +460,13 @@ func readBatch(res pgx.BatchResults) ([]outboxRow, error) {
 // atomic batches), they are published one by one without waiting in between, then their
 // acknowledgements awaited. Each stream's rows go one way or the other, in order.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, err error) {
+	// Every wait of the round shares one bound, AckTimeout: the stream check, each atomic
+	// batch's commit and the acknowledgements of the events sent one by one. The round holds its
+	// transaction open meanwhile, and a JetStream that stalls must not keep it open past that
+	// bound, one wait after another, or past the database's idle-in-transaction limit
+	// (pgdb.IdleInTransactionTimeout), which would end the session.
+	round, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
 	var (
 		single  []int                // indexes to publish one by one
 		atomics = map[string][]int{} // by stream: indexes, then only those for atomic batches
@@ -476,7 +484,7 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 		atomics[st] = append(atomics[st], i)
 	}
 	for _, st := range order {
-		if idx := atomics[st]; len(idx) < atomicMin || !r.atomicAllowed(ctx, st) {
+		if idx := atomics[st]; len(idx) < atomicMin || !r.atomicAllowed(round, st) {
 			single = append(single, idx...)
 			delete(atomics, st)
 		}
@@ -491,7 +499,7 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 			continue
 		}
 		for chunk := range slices.Chunk(idx, maxAtomicBatch) {
-			if aerr := r.publishAtomic(ctx, batch, chunk); aerr != nil {
+			if aerr := r.publishAtomic(round, batch, chunk); aerr != nil {
 				r.logger.Debug("outbox: atomic batch refused; publishing its events one by one", "stream", st, "events", len(chunk), "err", aerr)
 				fs, perr := r.publishAsync(batch, chunk)
 				futures = append(futures, fs...)
@@ -505,18 +513,17 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 		}
 	}
 
-	timeout := time.NewTimer(r.cfg.AckTimeout)
-	defer timeout.Stop()
 	for n, f := range futures {
 		select {
 		case <-f.Ok():
 			acked = append(acked, f.idx)
 		case ackErr := <-f.Err():
 			err = errors.Join(err, fmt.Errorf("outbox: publish event %s on %s: %w", batch[f.idx].eventID, batch[f.idx].subject, ackErr))
-		case <-timeout.C:
+		case <-round.Done():
+			if ctx.Err() != nil {
+				return acked, errors.Join(err, ctx.Err())
+			}
 			return acked, errors.Join(err, fmt.Errorf("outbox: no acknowledgement within %s for %d of %d events", r.cfg.AckTimeout, len(futures)-n, len(batch)))
-		case <-ctx.Done():
-			return acked, errors.Join(err, ctx.Err())
 		}
 	}
 	return acked, err

@@ -80,7 +80,7 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // its locks: the outbox relay's advisory lock, with which no other copy relays a single event,
 // or an inbox row another copy's redelivery waits on. No Handoff transaction waits on its
 // client anywhere near this long: the longest, a relay round, waits at most its AckTimeout
-// (10 s) for JetStream.
+// (10 s) for JetStream, all its waits together.
 const IdleInTransactionTimeout = "30s"
 
 // schemaName is what Handoff accepts as a schema: a plain lower-case

@@ -3,8 +3,6 @@ package stack
 import (
 	"context"
 	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,62 +120,6 @@ func TestAnEdgeFindsACopyAddedWhileItRuns(t *testing.T) {
 	}
 }
 
-// freezer passes TCP between a client and a server until frozen; then it forwards nothing more
-// while keeping every socket open, as a hung process or a paused machine does.
-type freezer struct {
-	lis    net.Listener
-	target string
-	frozen atomic.Bool
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func (f *freezer) serve() {
-	for {
-		c, err := f.lis.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", f.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		f.mu.Lock()
-		f.conns = append(f.conns, c, b)
-		f.mu.Unlock()
-		go f.pipe(b, c)
-		go f.pipe(c, b)
-	}
-}
-
-func (f *freezer) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		for f.frozen.Load() {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (f *freezer) close() {
-	_ = f.lis.Close()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.conns {
-		_ = c.Close()
-	}
-}
-
 // A stream through an edge to a copy of a service that hangs with its connection open (a
 // shopper's WatchOrder, here a health Watch) ends as Unavailable once the copy stops answering
 // the edge's pings, so the caller watches again elsewhere; without them it stayed open and
@@ -196,16 +138,10 @@ func TestAStreamThroughAHungCopyEnds(t *testing.T) {
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go func() { _ = srv.Serve(backend) }()
 	t.Cleanup(srv.Stop)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fz := &freezer{lis: lis, target: backend.Addr().String()}
-	go fz.serve()
-	t.Cleanup(fz.close)
+	fz := testenv.NewFreezer(t, backend.Addr().String())
 
 	s := &system{}
-	conn, err := s.dial(TargetFulfilment, lis.Addr().String())
+	conn, err := s.dial(TargetFulfilment, fz.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +155,7 @@ func TestAStreamThroughAHungCopyEnds(t *testing.T) {
 	if _, err := watch.Recv(); err != nil {
 		t.Fatalf("first message: %v", err)
 	}
-	fz.frozen.Store(true)
+	fz.Freeze()
 	_, err = watch.Recv()
 	if ctx.Err() != nil {
 		t.Fatal("the stream through the hung copy was still open a minute later")
