@@ -161,6 +161,14 @@ func TestNoRespondersIsUnavailable(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("Call with nobody serving = %v; want Unavailable", err)
 	}
+	// Told further on, it names no subject.
+	if m := natsrpc.Message(err); strings.Contains(m, "handoff.") || strings.Contains(m, "natsrpc") || m == "" {
+		t.Fatalf("Message = %q; want plain words", m)
+	}
+	// What a service answered is told as it is.
+	if m := natsrpc.Message(status.Error(codes.FailedPrecondition, "store s1 is paused")); m != "store s1 is paused" {
+		t.Fatalf("Message of a service's answer = %q", m)
+	}
 }
 
 func TestHandlerSlowerThanTheDeadlineIsDeadlineExceeded(t *testing.T) {

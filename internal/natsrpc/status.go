@@ -117,3 +117,27 @@ var codeNames = map[codes.Code]string{
 	codes.DataLoss:           "DATA_LOSS",
 	codes.Unauthenticated:    "UNAUTHENTICATED",
 }
+
+// callFailurePrefix starts the message of every status the client makes itself about its call
+// (no service answered, none in time, the connection), as opposed to one the service sent.
+const callFailurePrefix = "natsrpc: "
+
+// Message is err's status message as it may be shown further on, to a shopper or in an order's
+// history: a failure of the call itself is told in plain words for its code, since the client's
+// own message names an internal subject and NATS's error.
+func Message(err error) string {
+	st := status.Convert(err)
+	if !strings.HasPrefix(st.Message(), callFailurePrefix) {
+		return st.Message()
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return "the service did not answer"
+	case codes.DeadlineExceeded:
+		return "the service did not answer in time"
+	case codes.Canceled:
+		return "the call was canceled"
+	default:
+		return "internal error"
+	}
+}

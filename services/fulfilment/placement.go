@@ -10,10 +10,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/singleflight"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -139,12 +139,12 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 			}
 			return nil, err
 		}
-		return s.placePending(ctx, id, req, now, heldUncertain, "reservation not settled yet: "+status.Convert(err).Message())
+		return s.placePending(ctx, id, req, now, heldUncertain, "reservation not settled yet: "+natsrpc.Message(err))
 	}
 	var store storeInfo
 	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
 		if store, err = s.stores.get(ctx, res.GetStoreId()); err != nil {
-			return s.placePending(ctx, id, req, now, heldReserved, "store details not available yet: "+status.Convert(err).Message())
+			return s.placePending(ctx, id, req, now, heldReserved, "store details not available yet: "+natsrpc.Message(err))
 		}
 	}
 	o := newOrder(id, req)
@@ -585,7 +585,7 @@ func (s *Service) driveOne(ctx context.Context, tx pgx.Tx, o *order, a driveAtte
 		o.DriveAt = now.Add(s.cfg.PendingAfter)
 		return nil, nil
 	case a.err != nil:
-		msg := status.Convert(a.err).Message()
+		msg := natsrpc.Message(a.err)
 		c, err := o.step(domain.Reject, sagaActor, "inventory refused the reservation: "+msg, "", now)
 		o.Reason, o.Placement = msg, nil
 		return []change{c}, err

@@ -250,6 +250,12 @@ func TestPendingOrderIsDrivenOnOnceInventoryAnswers(t *testing.T) {
 	if o.GetPickupCode() != "" || o.GetStoreId() != "" {
 		t.Fatal("a pending order shows a store or a pickup code")
 	}
+	// The shopper reads why in the order's history, without the NATS client's own words.
+	for _, h := range o.GetHistory() {
+		if r := h.GetReason(); strings.Contains(r, "natsrpc") || strings.Contains(r, "handoff.") || strings.Contains(r, "nats:") {
+			t.Errorf("the pending order's history says %q to its shopper", r)
+		}
+	}
 
 	e.startInventory()
 
