@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) error {
 		if ctx.Err() != nil {
 			// Stopped (Ctrl-C) while starting: whatever the step it cut short says about that
 			// (a migration's "context canceled", initdb's transcript) is not a failure.
-			s.log.Info("Handoff stopped before it was ready")
+			s.log.Info("Handoff stopped before it was ready", "cut_short", err) // which step was under way
 			return nil
 		}
 		return err
