@@ -545,6 +545,34 @@ func TestLoadInterruptedIsMeasuredUntilTheInterrupt(t *testing.T) {
 	}
 }
 
+// Interrupted after its window, while its last orders finish, a run keeps its measurement:
+// only the drain is cut short.
+func TestLoadInterruptedAfterItsWindowKeepsItsMeasurement(t *testing.T) {
+	ready, flags := startHandoff(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfg := loadConfig(t, ready, flags, &slowHandOvers{RoundTripper: newTransport(), delay: 3 * time.Second})
+	cfg.Shoppers, cfg.Duration, cfg.Basket = 2, time.Second, true
+	cfg.Progress = func(p load.Progress) {
+		if p.Elapsed >= 1500*time.Millisecond {
+			cancel() // the hand-overs are still under way
+		}
+	}
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	var summary bytes.Buffer
+	res.PrintSummary(&summary)
+	t.Logf("summary:\n%s", summary.String())
+	if res.Interrupted || res.WindowSeconds < 0.95 || res.WindowSeconds > 1.1 || strings.Contains(summary.String(), "INTERRUPTED") {
+		t.Errorf("a 1 s run interrupted in its drain: interrupted %v, window %.2fs; want its whole window of 1 s", res.Interrupted, res.WindowSeconds)
+	}
+	if res.OrdersWithTicket == 0 || res.InterruptedOrders == 0 || len(res.Errors) != 0 {
+		t.Errorf("%d orders with a ticket, %d cut off, errors %v; want some of each and no errors", res.OrdersWithTicket, res.InterruptedOrders, res.Errors)
+	}
+}
+
 // The usage text of demo and load follows the running Handoff's addresses and never prints a
 // secret from the environment.
 func TestUsageFollowsTheSystemsAddressesAndPrintsNoSecret(t *testing.T) {

@@ -416,13 +416,17 @@ func (r *run) measure(ctx context.Context) {
 	<-progressDone
 }
 
-// interrupt ends the window now, if it has not ended already.
+// interrupt ends the window now, if it has not ended already. Once it has, the measurement
+// stands: only the drain is cut short, and the orders it cuts off are counted apart.
 func (r *run) interrupt() {
 	now := time.Now().UnixNano()
-	r.interruptedAt.Store(now)
 	for {
 		e := r.end.Load()
-		if (e != 0 && e <= now) || r.end.CompareAndSwap(e, now) {
+		if e != 0 && e <= now {
+			return
+		}
+		if r.end.CompareAndSwap(e, now) {
+			r.interruptedAt.Store(now)
 			return
 		}
 	}

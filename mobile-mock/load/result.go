@@ -359,8 +359,11 @@ func (res *Result) PrintSummary(w io.Writer) {
 	if res.MaxInFlight > 0 {
 		fmt.Fprintf(w, "  model: a shopper checks out again once its order is CONFIRMED; the pickup runs on beside it, ≤ %d open orders per shopper; each cart %s\n", res.MaxInFlight, cart)
 	}
-	if res.Interrupted {
+	switch {
+	case res.Interrupted:
 		fmt.Fprintf(w, "  INTERRUPTED after %.1fs: the window ends there; %d orders cut off in flight (not counted as errors)\n", res.WindowSeconds, res.InterruptedOrders)
+	case res.InterruptedOrders > 0:
+		fmt.Fprintf(w, "  interrupted after the window: %d orders cut off while they finished (not counted as errors)\n", res.InterruptedOrders)
 	}
 	if res.GaveUp != "" {
 		fmt.Fprintf(w, "  GAVE UP: %d of the %d checkouts asked were made: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
