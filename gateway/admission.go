@@ -81,11 +81,14 @@ func (a *admission) admit(ctx context.Context, procedure string, header http.Hea
 		}
 		return ctx, nil
 	}
-	if allowed, wait := a.perCaller.Allow(principal.Subject); !allowed {
+	// Keyed by role and subject: a staff member and a customer may have the same id in their
+	// systems, and neither may spend the other's allowance.
+	caller := string(principal.Role) + ":" + principal.Subject
+	if allowed, wait := a.perCaller.Allow(caller); !allowed {
 		return ctx, edge.RateLimited("calls with this token", wait)
 	}
 	if procedure == cartv1connect.CartServiceCheckoutProcedure {
-		if allowed, wait := a.checkout.Allow(principal.Subject); !allowed {
+		if allowed, wait := a.checkout.Allow(caller); !allowed {
 			return ctx, edge.RateLimited("checkouts", wait)
 		}
 	}
@@ -135,7 +138,7 @@ func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 		}
 		var expires time.Time // anonymous: no token to expire
 		if p, ok := auth.FromContext(ctx); ok {
-			done, err := i.a.streams.Open(p.Subject)
+			done, err := i.a.streams.Open(string(p.Role) + ":" + p.Subject)
 			if err != nil {
 				return err
 			}

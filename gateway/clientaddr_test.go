@@ -5,10 +5,12 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
@@ -70,5 +72,38 @@ func TestShoppersBehindATrustedProxyHaveTheirOwnAddressLimits(t *testing.T) {
 				t.Fatalf("another shopper behind the same proxy: %v; want its own allowance", other)
 			}
 		})
+	}
+}
+
+// A customer and a staff member with the same id (from two systems) each have their own
+// per-token allowance: one spending it does not limit the other.
+func TestCallersWithOneIDInTwoRolesHaveTheirOwnLimits(t *testing.T) {
+	ready := stacktest.Start(t, func(sc *stack.Config) {
+		sc.RateLimits = gateway.RateLimits{PerCaller: 2, PerCallerBurst: 3, PerAddress: 50, PerAddressBurst: 100, Checkout: 1, CheckoutBurst: 1}
+	})
+	call := func(p auth.Principal) error {
+		tok, err := ready.Keys.Issue(p, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+ready.GatewayAddr, connect.WithInterceptors(bearer(tok)))
+		_, err = c.ListCategories(context.Background(), connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
+		return err
+	}
+	customer := auth.Principal{Subject: "1042", Role: auth.RoleCustomer}
+	limited := false
+	for range 10 {
+		if err := call(customer); connect.CodeOf(err) == connect.CodeResourceExhausted {
+			limited = true
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !limited {
+		t.Fatal("10 quick calls with one token over a burst of 3 were never limited")
+	}
+	if err := call(auth.Principal{Subject: "1042", Role: auth.RoleStaff, Stores: []string{"sea-capitol-hill-01"}}); err != nil {
+		t.Fatalf("staff member 1042 while customer 1042 is limited: %v; want its own allowance", err)
 	}
 }
