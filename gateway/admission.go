@@ -14,18 +14,18 @@ import (
 	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 )
 
-// RateLimits bound how fast callers may go. Authenticated callers are limited per token
-// subject; anonymous ones per client address (many shoppers can share a carrier's address, so
+// RateLimits bound how fast callers may go. Authenticated callers are limited per token role
+// and subject; anonymous ones per client address (many shoppers can share a carrier's address, so
 // tokens are the fairer key when there is one). An address is an IPv4 address or an IPv6 /64
 // (edge.ClientKey).
 type RateLimits struct {
-	PerCaller       float64 // calls/s per token subject
+	PerCaller       float64 // calls/s per caller: a token's role and subject
 	PerCallerBurst  int
 	PerAddress      float64 // calls/s per client IP, anonymous calls
 	PerAddressBurst int
 	Checkout        float64 // checkouts/s per customer
 	CheckoutBurst   int
-	OpenStreams     int // streams (WatchOrder) open at once per token subject; 0: the default
+	OpenStreams     int // streams (WatchOrder) open at once per caller (role and subject); 0: the default
 }
 
 // DefaultRateLimits suit shoppers using an app; load tests raise them.

@@ -499,6 +499,12 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 			continue
 		}
 		for chunk := range slices.Chunk(idx, maxAtomicBatch) {
+			if round.Err() != nil {
+				// No time left: staging a batch whose commit cannot be awaited would only leave
+				// it half sent; its rows stay for the next round.
+				err = fmt.Errorf("outbox: the round's %s ran out before %d events were sent", r.cfg.AckTimeout, len(chunk))
+				break
+			}
 			if aerr := r.publishAtomic(round, batch, chunk); aerr != nil {
 				r.logger.Debug("outbox: atomic batch refused; publishing its events one by one", "stream", st, "events", len(chunk), "err", aerr)
 				fs, perr := r.publishAsync(batch, chunk)

@@ -33,7 +33,8 @@ func Parts(raw string, u *url.URL) []string {
 			parts = append(parts, p, url.QueryEscape(p), url.PathEscape(p))
 		}
 	}
-	for seg := range strings.SplitSeq(u.Path, "/") {
+	// The escaped path's segments too: a token holding an escaped slash is one segment there.
+	for seg := range strings.SplitSeq(u.Path+"/"+u.EscapedPath(), "/") {
 		if len(seg) >= tokenLen {
 			parts = append(parts, seg, url.PathEscape(seg))
 		}
@@ -64,28 +65,29 @@ func Redacted(s string, parts []string) string {
 }
 
 // Snippet reads at most n bytes' worth of r for an error message, with parts cut out. It reads
-// more than n, room for the longest part to be seen whole where it starts within n; a part the
-// read itself cut short at its end is cut too (its beginning is as secret as the rest), since a
-// redaction earlier in the text may bring it within n. The snippet is valid UTF-8 and trimmed.
+// more than n, room for the longest part to be seen whole where it starts within n. Where the
+// read stopped short of the answer's end (its limit, or an error such as a timeout), the text
+// after the last part cut out that is the beginning of a part is cut too: its beginning is as
+// secret as the rest, and the redactions before it may bring it within n. The snippet is valid
+// UTF-8 and trimmed.
 func Snippet(r io.Reader, n int, parts []string) string {
 	room := 0
 	if len(parts) > 0 {
 		room = len(parts[0])
 	}
-	b, _ := io.ReadAll(io.LimitReader(r, int64(n+room)))
-	s := string(b)
-	if len(b) == n+room {
-		// There may be more: a part may begin in the last bytes read and go on past them.
+	b, err := io.ReadAll(io.LimitReader(r, int64(n+room)))
+	s := Redacted(string(b), parts)
+	if len(b) == n+room || err != nil {
 		s = cutPartialTail(s, parts)
 	}
-	s = Redacted(s, parts)
 	if len(s) > n {
 		s = s[:n]
 	}
 	return strings.TrimSpace(strings.ToValidUTF8(s, ""))
 }
 
-// cutPartialTail cuts from s the longest ending that is the beginning of one of parts.
+// cutPartialTail cuts from s (redacted already, so its whole parts are gone) the longest ending
+// that is the beginning of one of parts.
 func cutPartialTail(s string, parts []string) string {
 	longest := 0
 	for _, p := range parts {

@@ -1,6 +1,8 @@
 package urlsecret_test
 
 import (
+	"errors"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
@@ -62,6 +64,51 @@ func TestSnippetsQuoteNoneOfTheURLsSecrets(t *testing.T) {
 	// What holds no secret is quoted as it is.
 	if got := urlsecret.Snippet(strings.NewReader("  upstream timed out\n"), 200, hide); got != "upstream timed out" {
 		t.Fatalf("a plain answer quoted as %q", got)
+	}
+}
+
+// A whole token at the very end of what was read is cut out whole wherever the answer puts it,
+// even where its last byte could begin another of the URL's parts.
+func TestATokenEndingTheReadIsCutWhole(t *testing.T) {
+	hide := parts(t)
+	echo := "POST /services/T000/" + token + "\n"
+	for pad := range len(echo) {
+		answer := strings.Repeat("x", pad) + strings.Repeat(echo, 20)
+		if got := urlsecret.Snippet(strings.NewReader(answer), 200, hide); len(secretsIn(got)) > 0 {
+			t.Errorf("shifted by %d: the snippet %q quotes %q", pad, got, secretsIn(got))
+		}
+	}
+}
+
+// failingAfter ends its reader with an error instead of EOF: a timeout or a reset mid-answer.
+type failingAfter struct{ r io.Reader }
+
+func (f failingAfter) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		err = errors.New("connection reset by peer")
+	}
+	return n, err
+}
+
+// A read ended by an error may have stopped inside a secret: its beginning is cut too.
+func TestAReadEndedByAnErrorQuotesNoSecretsBeginning(t *testing.T) {
+	got := urlsecret.Snippet(failingAfter{strings.NewReader("Cannot POST /services/T000/SLACKSECRETabcdefgh")}, 200, parts(t))
+	if found := secretsIn(got); len(found) > 0 || !strings.Contains(got, "Cannot POST") {
+		t.Fatalf("the snippet %q quotes %q, or lost the answer", got, found)
+	}
+}
+
+// A token holding an escaped slash is cut out whole when echoed alone.
+func TestATokenWithAnEscapedSlashIsCutWhole(t *testing.T) {
+	raw := "https://hooks.example.com/h/AbC%2FdEfGhIjKlMnOpQ"
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := urlsecret.Snippet(strings.NewReader("invalid token AbC%2FdEfGhIjKlMnOpQ"), 200, urlsecret.Parts(raw, u))
+	if strings.Contains(got, "AbC") || strings.Contains(got, "MnOpQ") {
+		t.Fatalf("the snippet %q quotes the token", got)
 	}
 }
 

@@ -139,12 +139,12 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 			}
 			return nil, err
 		}
-		return s.placePending(ctx, id, req, now, heldUncertain, "reservation not settled yet: "+natsrpc.Message(err))
+		return s.placePending(ctx, id, req, now, heldUncertain, "reservation not settled yet: "+natsrpc.Message(err), err)
 	}
 	var store storeInfo
 	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
 		if store, err = s.stores.get(ctx, res.GetStoreId()); err != nil {
-			return s.placePending(ctx, id, req, now, heldReserved, "store details not available yet: "+natsrpc.Message(err))
+			return s.placePending(ctx, id, req, now, heldReserved, "store details not available yet: "+natsrpc.Message(err), err)
 		}
 	}
 	o := newOrder(id, req)
@@ -443,7 +443,9 @@ func earliestHoldDeadline(res *inventoryv1.ReserveHoldsResponse) time.Time {
 // placePending writes the order PENDING with its request, for the recovery loop to drive on;
 // held is what the checkout's reserve may hold, released if the order was written before and
 // has ended (see existing).
-func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time, held holding, reason string) (*order, error) {
+// reason is for the order's history, which its shopper reads; cause, the failure itself, is
+// for the log.
+func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1.PlaceOrderRequest, now time.Time, held holding, reason string, cause error) (*order, error) {
 	placement, err := proto.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("keep the placement of order %s: %w", id, err)
@@ -468,7 +470,7 @@ func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1
 	if err != nil {
 		return nil, err
 	}
-	s.log.Warn("order left PENDING; the recovery loop will settle it", "order_id", id, "reason", reason)
+	s.log.Warn("order left PENDING; the recovery loop will settle it", "order_id", id, "reason", reason, "err", cause)
 	o.History = []historyEntry{changes[0].entry}
 	return o, nil
 }
