@@ -16,8 +16,8 @@ import (
 
 // RateLimits bound how fast callers may go. Authenticated callers are limited per token role
 // and subject; anonymous ones per client address (many shoppers can share a carrier's address, so
-// tokens are the fairer key when there is one). An address is an IPv4 address or an IPv6 /64
-// (edge.ClientKey).
+// tokens are the fairer key when there is one). An address is an IPv4 address or an IPv6 /64,
+// and its /48 is limited too (edge.AddressLimiter).
 type RateLimits struct {
 	PerCaller       float64 // calls/s per caller: a token's role and subject
 	PerCallerBurst  int
@@ -43,7 +43,7 @@ type admission struct {
 	keys      *auth.KeySet
 	policy    auth.Policy
 	perCaller *edge.Limiter
-	perAddr   *edge.Limiter
+	perAddr   *edge.AddressLimiter
 	checkout  *edge.Limiter
 	streams   *edge.StreamLimit
 	draining  context.Context // done when the gateway shuts down: streams end
@@ -57,7 +57,7 @@ func newAdmission(keys *auth.KeySet, l RateLimits) *admission {
 		keys:      keys,
 		policy:    auth.DefaultPolicy(),
 		perCaller: edge.NewLimiter(l.PerCaller, l.PerCallerBurst),
-		perAddr:   edge.NewLimiter(l.PerAddress, l.PerAddressBurst),
+		perAddr:   edge.NewAddressLimiter(l.PerAddress, l.PerAddressBurst),
 		checkout:  edge.NewLimiter(l.Checkout, l.CheckoutBurst),
 		streams:   edge.NewStreamLimit(l.OpenStreams, "with this token"),
 	}
@@ -69,14 +69,14 @@ func (a *admission) admit(ctx context.Context, procedure string, header http.Hea
 	if err != nil {
 		// A refused token has no subject to count against: its address pays, or a flood of
 		// bad tokens would cost a signature check each, unlimited.
-		if allowed, wait := a.perAddr.Allow(edge.ClientKey(peerAddr)); !allowed {
+		if allowed, wait := a.perAddr.Allow(peerAddr); !allowed {
 			return ctx, edge.RateLimited("calls from this address", wait)
 		}
 		st := status.Convert(err)
 		return ctx, connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
 	}
 	if !ok {
-		if allowed, wait := a.perAddr.Allow(edge.ClientKey(peerAddr)); !allowed {
+		if allowed, wait := a.perAddr.Allow(peerAddr); !allowed {
 			return ctx, edge.RateLimited("calls from this address", wait)
 		}
 		return ctx, nil

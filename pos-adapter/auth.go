@@ -116,7 +116,7 @@ var policy = auth.DefaultPolicy()
 // credentials from it must not lock them out; only unknown credentials, each a database read,
 // wait.
 func (a *Adapter) admit(ctx context.Context, peerAddr, procedure, authorization string) (context.Context, error) {
-	done, ok, wait := a.refusedAuth.Attempt(edge.ClientKey(peerAddr))
+	done, ok, wait := a.refusedAuth.Attempt(peerAddr)
 	if !ok {
 		if ctx, err := a.authenticate(ctx, procedure, authorization, false); err == nil {
 			return ctx, nil

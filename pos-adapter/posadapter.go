@@ -306,7 +306,7 @@ type Adapter struct {
 	// charged, and an address over its limit still gets through with a credential checked
 	// without a lookup (admit), so a store's terminals behind one address keep working while
 	// made-up credentials come from it.
-	refusedAuth *edge.Limiter
+	refusedAuth *edge.AddressLimiter
 	// acks are AckTicket's writes, batched (see ackwrites.go).
 	acks *coalesce.Batcher[ackReq, bool]
 }
@@ -361,7 +361,7 @@ func New(cfg Config) (*Adapter, error) {
 	a.hub = newHub(a)
 	a.credentials.ttl = cfg.CredentialCacheTTL
 	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
-	a.refusedAuth = edge.NewLimiter(refusedAuthRate, refusedAuthBurst)
+	a.refusedAuth = edge.NewAddressLimiter(refusedAuthRate, refusedAuthBurst)
 	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 
 	opts := []connect.HandlerOption{

@@ -100,6 +100,22 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
+// peek reports whether key could make a call now, using up nothing; if not, how long until it
+// could. A key not yet known could.
+func (l *Limiter) peek(key string) (bool, time.Duration) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		return true, 0
+	}
+	if tokens := b.lim.TokensAt(now); tokens < 1 {
+		return false, time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second))
+	}
+	return true, 0
+}
+
 // attemptsAtOnce bounds, as a multiple of the burst, the attempts a key with no failures may
 // have under way: a busy counter hands over a few orders at once, not dozens.
 const attemptsAtOnce = 4
@@ -168,21 +184,21 @@ func ClientKey(peerAddr string) string {
 }
 
 // LimitPerAddress is an interceptor that limits every call, unary or stream, by the caller's
-// address (ClientKey): for procedures open to anyone, such as health and reflection. A stream
+// address (AddressLimiter): for procedures open to anyone, such as health and reflection. A stream
 // counts as a call when it opens and again for every further message its client sends (one
 // reflection stream can carry any number of requests), and each address may hold at most
 // maxStreams open at once.
-func LimitPerAddress(l *Limiter, maxStreams int) connect.Interceptor {
+func LimitPerAddress(l *AddressLimiter, maxStreams int) connect.Interceptor {
 	return perAddress{l: l, streams: NewStreamLimit(maxStreams, "from this address")}
 }
 
 type perAddress struct {
-	l       *Limiter
+	l       *AddressLimiter
 	streams *StreamLimit
 }
 
 func (p perAddress) admit(peer connect.Peer) error {
-	if ok, wait := p.l.Allow(ClientKey(peer.Addr)); !ok {
+	if ok, wait := p.l.Allow(peer.Addr); !ok {
 		return RateLimited("calls from this address", wait)
 	}
 	return nil
