@@ -1,10 +1,6 @@
 package edge
 
-import (
-	"net"
-	"net/netip"
-	"time"
-)
+import "time"
 
 // siteFactor is how many client addresses' allowance an IPv6 /48 may spend in all. One IPv6
 // client commonly holds a /64, which ClientKey limits as one address; but a site (a home, an
@@ -67,18 +63,11 @@ func (l *AddressLimiter) Attempt(peerAddr string) (done func(failed bool), ok bo
 
 // siteKey is the /48 of an IPv6 peer address, "" for IPv4 (and what does not parse).
 func siteKey(peerAddr string) string {
-	host, _, err := net.SplitHostPort(peerAddr)
-	if err != nil {
-		host = peerAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
+	_, ip, ok := peerIP(peerAddr)
+	if !ok || ip.Is4() {
 		return ""
 	}
-	if ip = ip.Unmap(); ip.Is4() {
-		return ""
-	}
-	p, err := ip.WithZone("").Prefix(48)
+	p, err := ip.Prefix(48)
 	if err != nil {
 		return ""
 	}

@@ -164,23 +164,32 @@ func RateLimited(what string, retryAfter time.Duration) error {
 // /64 of an IPv6 one, since one IPv6 client commonly holds a whole /64 and could otherwise call
 // from a fresh address, with a fresh allowance, every time.
 func ClientKey(peerAddr string) string {
+	host, ip, ok := peerIP(peerAddr)
+	if !ok {
+		return host
+	}
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return host
+	}
+	return p.String()
+}
+
+// peerIP is the host of a peer address ("host:port", or a bare host) and, when it is an IP
+// address, that address: IPv4-mapped IPv6 as IPv4, without a zone.
+func peerIP(peerAddr string) (string, netip.Addr, bool) {
 	host, _, err := net.SplitHostPort(peerAddr)
 	if err != nil {
 		host = peerAddr
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return host
+		return host, netip.Addr{}, false
 	}
-	ip = ip.Unmap()
-	if ip.Is4() {
-		return ip.String()
-	}
-	p, err := ip.WithZone("").Prefix(64)
-	if err != nil {
-		return host
-	}
-	return p.String()
+	return host, ip.Unmap().WithZone(""), true
 }
 
 // LimitPerAddress is an interceptor that limits every call, unary or stream, by the caller's
