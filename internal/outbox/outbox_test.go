@@ -774,6 +774,51 @@ func TestAStalledJetStreamHoldsARoundOnlyItsAckTimeout(t *testing.T) {
 	}
 }
 
+// One event the stream refuses every time (larger than its messages may be) does not hold back
+// the events committed after it for longer and longer: a round that relayed some of its events
+// is tried again soon, whatever failed in it.
+func TestAnEventRefusedEveryTimeDoesNotSlowTheOthersMoreAndMore(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	st, err := e.js.Stream(ctx, streams.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = 4 << 10
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.Bytes(make([]byte, 8<<10)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: 50 * time.Millisecond})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	// Events keep coming while the refused one is retried, round after failed round.
+	var slowest time.Duration
+	for i := range 12 {
+		time.Sleep(250 * time.Millisecond)
+		written := time.Now()
+		enqueue(t, e.pool, fmt.Sprint(i))
+		for outboxRows(t, e.pool) > 1 {
+			if time.Since(written) > 20*time.Second {
+				t.Fatalf("event %d not relayed in 20s", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		slowest = max(slowest, time.Since(written))
+	}
+	if slowest > 1500*time.Millisecond {
+		t.Fatalf("an event committed behind the refused one took %s to be relayed; want its round soon, not after a backoff grown by each failure", slowest.Round(time.Millisecond))
+	}
+}
+
 func TestRelayPublishesAgainAfterManyAcksThatNeverCame(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()

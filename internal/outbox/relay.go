@@ -218,6 +218,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			r.failures.Inc()
+			if n > 0 {
+				// Some of the round went out: what failed (one event a stream refuses, say)
+				// must not hold back the events still coming behind it for longer and longer.
+				backoff = 0
+			}
 			backoff = min(max(2*backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
 			logger.Warn("outbox relay round failed; rows stay for the next round", "err", err, "retry_in", backoff)
 			if !sleep(ctx, backoff) {
