@@ -299,14 +299,19 @@ func newTransport() http.RoundTripper { return http.DefaultTransport.(*http.Tran
 // (every one, or the first first), counted; every other call goes through.
 type refusingCarts struct {
 	http.RoundTripper
-	first   int64
+	first   int64 // refuse the first this many (0: all), or
+	nth     int64 // only the nth
+	carts   atomic.Int64
 	refused atomic.Int64
 }
 
 func (c *refusingCarts) RoundTrip(req *http.Request) (*http.Response, error) {
-	if strings.HasSuffix(req.URL.Path, "/CreateCart") && (c.first == 0 || c.refused.Load() < c.first) {
-		c.refused.Add(1)
-		return nil, errors.New("connection refused (the test's edge is down)")
+	if strings.HasSuffix(req.URL.Path, "/CreateCart") {
+		n := c.carts.Add(1)
+		if c.nth > 0 && n == c.nth || c.nth == 0 && (c.first == 0 || c.refused.Load() < c.first) {
+			c.refused.Add(1)
+			return nil, errors.New("connection refused (the test's edge is down)")
+		}
 	}
 	return c.RoundTripper.RoundTrip(req)
 }
@@ -467,6 +472,23 @@ func TestLoadLooksUpCheckoutsThatGotNoAnswer(t *testing.T) {
 
 // slowHandOvers is a way to the pos-adapter on which every HandOver waits delay first: the
 // shoppers' pickups, and so a run of a number of orders, end that much later.
+// A wait with no checkout made, every order of the run still in its pickup, ended by one
+// refused cart is no outage: the run goes on and makes every checkout asked for.
+func TestLoadOrdersDoesNotGiveUpOnOneFailureAfterALongPickup(t *testing.T) {
+	ready, flags := startHandoff(t)
+	carts := &refusingCarts{RoundTripper: newTransport(), nth: 2}
+	cfg := loadConfig(t, ready, flags, &slowHandOvers{RoundTripper: carts, delay: 2 * time.Second})
+	cfg.Shoppers, cfg.Orders, cfg.Basket, cfg.MaxInFlight, cfg.GiveUpAfter = 1, 3, true, 1, time.Second
+	res, err := load.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if carts.refused.Load() != 1 || res.GaveUp != "" || res.Checkouts != 3 {
+		t.Fatalf("-orders 3, one order after another with 2 s hand-overs, the second cart refused: %d refused, gave up %q, %d checkouts; want 1, not given up, 3",
+			carts.refused.Load(), res.GaveUp, res.Checkouts)
+	}
+}
+
 type slowHandOvers struct {
 	http.RoundTripper
 	delay time.Duration

@@ -133,9 +133,10 @@ type run struct {
 	cpuStart, cpuEnd cpuUse
 	cpuWindow        time.Duration
 	budget           orderBudget
-	// lastCheckout is when a checkout was last made (Unix nanoseconds), to give up in count
-	// mode when none can be; gaveUp is set then.
-	lastCheckout atomic.Int64
+	// failingSince is when orders began to fail before their checkout with none made since
+	// (Unix nanoseconds; 0 while checkouts are made), to give up in count mode when none can
+	// be; gaveUp is set then.
+	failingSince atomic.Int64
 	gaveUp       atomic.Bool
 
 	checkout  Histogram
@@ -376,7 +377,6 @@ func (r *run) measure(ctx context.Context) {
 	r.loadAvgStart = loadAverage()
 	r.cpuStart = readCPUUse()
 	r.start = time.Now()
-	r.lastCheckout.Store(r.start.UnixNano())
 	if r.cfg.Orders > 0 {
 		r.budget.init(r.cfg.Orders)
 	} else {
@@ -522,9 +522,15 @@ func (r *run) shopper(ctx context.Context, id int) {
 		// A call failed before the order was placed: an edge down or refusing. Trying again at
 		// once would hammer it (and fill the error counts) for as long as it is down; asked for
 		// a number of checkouts, the run would never end while it is.
-		if r.cfg.Orders > 0 && time.Since(time.Unix(0, r.lastCheckout.Load())) > r.cfg.GiveUpAfter {
-			r.gaveUp.Store(true)
-			return
+		if r.cfg.Orders > 0 {
+			// Given up only once orders have kept failing for GiveUpAfter: a long wait with no
+			// checkout (every order still in its pickup, say) ended by one failure is no outage.
+			now := time.Now().UnixNano()
+			r.failingSince.CompareAndSwap(0, now)
+			if time.Duration(now-r.failingSince.Load()) > r.cfg.GiveUpAfter {
+				r.gaveUp.Store(true)
+				return
+			}
 		}
 		pause = min(max(2*pause, minPause), maxPause)
 		select {
@@ -608,7 +614,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	}
 
 	r.checkouts.Add(1)
-	r.lastCheckout.Store(time.Now().UnixNano())
+	r.failingSince.Store(0)
 	began := time.Now()
 	// No answer is not no order: as the cart asks, the shopper retries with the same key to
 	// learn the order's fate (else its units would be missing from the oversold check).
