@@ -378,10 +378,9 @@ func TestLoadOrdersCountsCheckoutsMadeAndGivesUpWhenNoneCanBe(t *testing.T) {
 	if res == nil {
 		return
 	}
-	var summary bytes.Buffer
-	res.PrintSummary(&summary)
-	if res.Checkouts != 0 || res.OrdersAsked != 4 || res.GaveUp == "" || !strings.Contains(summary.String(), "GAVE UP: 0 of the 4 checkouts asked") {
-		t.Errorf("every cart refused: %d checkouts of %d, gave up %q; summary:\n%s", res.Checkouts, res.OrdersAsked, res.GaveUp, summary.String())
+	summary := summaryOf(res)
+	if res.Checkouts != 0 || res.OrdersAsked != 4 || res.GaveUp == "" || !strings.Contains(summary, "GAVE UP: 0 of the 4 checkouts asked") {
+		t.Errorf("every cart refused: %d checkouts of %d, gave up %q; summary:\n%s", res.Checkouts, res.OrdersAsked, res.GaveUp, summary)
 	}
 }
 
@@ -432,9 +431,8 @@ func TestLoadCountsTheUnitsOfAnOrderWhoseCheckoutGotNoAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	var summary bytes.Buffer
-	res.PrintSummary(&summary)
-	t.Logf("summary:\n%s", summary.String())
+	summary := summaryOf(res)
+	t.Logf("summary:\n%s", summary)
 	sold := before - available(t, ready, flags, sku)
 	if sold != 3 || res.ConfirmedUnits != sold || res.Confirmed != 2 || res.ConfirmedUnanswered != 1 || res.Errors["Checkout unavailable"] != 1 {
 		t.Errorf("3 checkouts, the second's answer lost: inventory lost %d units, the run counted %d; %d confirmed, %d confirmed without an answer, errors %v; want 3, 3, 2, 1 and one Checkout unavailable",
@@ -456,16 +454,15 @@ func TestLoadLooksUpCheckoutsThatGotNoAnswer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("load: %v", err)
 		}
-		var summary bytes.Buffer
-		res.PrintSummary(&summary)
+		summary := summaryOf(res)
 		unknown := 1
 		if lookups {
 			unknown = 0
 		}
 		if res.Checkouts != 1 || res.ConfirmedUnits != 0 || res.UnknownCheckouts != unknown || res.Sound() != lookups ||
-			strings.Contains(summary.String(), "NOT CHECKED") == lookups {
+			strings.Contains(summary, "NOT CHECKED") == lookups {
 			t.Errorf("a checkout never sent, looked up after: %v: %d checkouts, %d units, %d unknown, sound %v; summary:\n%s",
-				lookups, res.Checkouts, res.ConfirmedUnits, res.UnknownCheckouts, res.Sound(), summary.String())
+				lookups, res.Checkouts, res.ConfirmedUnits, res.UnknownCheckouts, res.Sound(), summary)
 		}
 	}
 }
@@ -487,6 +484,13 @@ func TestLoadOrdersDoesNotGiveUpOnOneFailureAfterALongPickup(t *testing.T) {
 		t.Fatalf("-orders 3, one order after another with 2 s hand-overs, the second cart refused: %d refused, gave up %q, %d checkouts; want 1, not given up, 3",
 			carts.refused.Load(), res.GaveUp, res.Checkouts)
 	}
+}
+
+// summaryOf is the summary the load command prints for res.
+func summaryOf(res *load.Result) string {
+	var b bytes.Buffer
+	res.PrintSummary(&b)
+	return b.String()
 }
 
 type slowHandOvers struct {
@@ -516,9 +520,8 @@ func TestLoadOrdersRatesEndAtTheirLastEvent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	var summary bytes.Buffer
-	res.PrintSummary(&summary)
-	t.Logf("summary:\n%s", summary.String())
+	summary := summaryOf(res)
+	t.Logf("summary:\n%s", summary)
 	n := float64(res.OrdersWithTicket)
 	if res.OrdersWithTicket == 0 || res.Collected != res.OrdersWithTicket || res.WindowSeconds < delay.Seconds() {
 		t.Fatalf("%d orders with a ticket, %d collected, in %.2fs; want all collected after the %v hand-overs", res.OrdersWithTicket, res.Collected, res.WindowSeconds, delay)
@@ -529,9 +532,9 @@ func TestLoadOrdersRatesEndAtTheirLastEvent(t *testing.T) {
 	}
 	if res.OrdersWindowSeconds <= 0 || res.OrdersWindowSeconds > res.WindowSeconds-delay.Seconds()+1 || res.OrdersPerSecond != n/res.OrdersWindowSeconds ||
 		res.CollectedWindowSeconds < delay.Seconds() || res.CollectedPerSecond != float64(res.Collected)/res.CollectedWindowSeconds ||
-		!strings.Contains(summary.String(), "to the last ticket") {
+		!strings.Contains(summary, "to the last ticket") {
 		t.Errorf("windows: orders %.2fs, collected %.2fs, run %.2fs; rates %.2f, %.2f; summary:\n%s",
-			res.OrdersWindowSeconds, res.CollectedWindowSeconds, res.WindowSeconds, res.OrdersPerSecond, res.CollectedPerSecond, summary.String())
+			res.OrdersWindowSeconds, res.CollectedWindowSeconds, res.WindowSeconds, res.OrdersPerSecond, res.CollectedPerSecond, summary)
 	}
 }
 
@@ -553,10 +556,9 @@ func TestLoadInterruptedIsMeasuredUntilTheInterrupt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	var summary bytes.Buffer
-	res.PrintSummary(&summary)
-	t.Logf("summary:\n%s", summary.String())
-	if !res.Interrupted || res.WindowSeconds < 0.9 || res.WindowSeconds > 2.5 || !strings.Contains(summary.String(), "INTERRUPTED after") {
+	summary := summaryOf(res)
+	t.Logf("summary:\n%s", summary)
+	if !res.Interrupted || res.WindowSeconds < 0.9 || res.WindowSeconds > 2.5 || !strings.Contains(summary, "INTERRUPTED after") {
 		t.Errorf("a 4 s run interrupted after about 1 s: interrupted %v, window %.2fs", res.Interrupted, res.WindowSeconds)
 	}
 	if res.OrdersWithTicket == 0 || res.InterruptedOrders == 0 || len(res.Errors) != 0 || res.Failed != 0 {
@@ -584,10 +586,9 @@ func TestLoadInterruptedAfterItsWindowKeepsItsMeasurement(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	var summary bytes.Buffer
-	res.PrintSummary(&summary)
-	t.Logf("summary:\n%s", summary.String())
-	if res.Interrupted || res.WindowSeconds < 0.95 || res.WindowSeconds > 1.1 || strings.Contains(summary.String(), "INTERRUPTED") {
+	summary := summaryOf(res)
+	t.Logf("summary:\n%s", summary)
+	if res.Interrupted || res.WindowSeconds < 0.95 || res.WindowSeconds > 1.1 || strings.Contains(summary, "INTERRUPTED") {
 		t.Errorf("a 1 s run interrupted in its drain: interrupted %v, window %.2fs; want its whole window of 1 s", res.Interrupted, res.WindowSeconds)
 	}
 	if res.OrdersWithTicket == 0 || res.InterruptedOrders == 0 || len(res.Errors) != 0 {

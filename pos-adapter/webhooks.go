@@ -382,16 +382,15 @@ func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryCla
 	// A store's webhook URL may carry secrets (a token in its path or query string, as many
 	// vendors' do), and a delivery's error is logged, kept as its last_error and listed to
 	// operators: it names the vendor by its origin and leaves the URL's parts out.
-	hide := urlsecret.Parts(target, req.URL)
 	if err != nil {
 		if ue := (*url.Error)(nil); errors.As(err, &ue) {
 			err = ue.Err // the url.Error's text is the whole URL
 		}
-		return fmt.Errorf("POST %s: %s", urlsecret.Origin(req.URL), urlsecret.Redacted(err.Error(), hide))
+		return fmt.Errorf("POST %s: %s", urlsecret.Origin(req.URL), urlsecret.Redacted(err.Error(), urlsecret.Parts(target, req.URL)))
 	}
 	defer res.Body.Close()
 	if res.StatusCode < 200 || res.StatusCode > 299 {
-		return fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, urlsecret.Origin(req.URL), urlsecret.Snippet(res.Body, 200, hide))
+		return fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, urlsecret.Origin(req.URL), urlsecret.Snippet(res.Body, 200, urlsecret.Parts(target, req.URL)))
 	}
 	return nil
 }

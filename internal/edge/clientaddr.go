@@ -63,17 +63,12 @@ func WithClientAddress(h http.Handler, trusted []net.IPNet) http.Handler {
 
 // peerTrusted reports whether the peer address ("host:port") is one of the trusted proxies.
 func peerTrusted(remoteAddr string, trusted []net.IPNet) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	host, _ = realclientip.SplitHostZone(host)
-	ip := net.ParseIP(host)
-	if ip == nil {
+	_, ip, ok := peerIP(remoteAddr)
+	if !ok {
 		return false
 	}
 	for _, n := range trusted {
-		if n.Contains(ip) {
+		if n.Contains(ip.AsSlice()) {
 			return true
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/natsrpc"
 )
 
 // ConnectError turns a backend's gRPC status into the same Connect error for an edge's client:
@@ -26,12 +28,12 @@ func ConnectError(err error) error {
 	if !ok {
 		return connect.NewError(connect.CodeInternal, errors.New("internal error"))
 	}
-	msg := st.Message()
-	if st.Code() == codes.Unavailable && transportFailure(msg) || strings.HasPrefix(msg, natsrpcPrefix) {
-		// The gRPC client's own words about a backend it cannot reach name internal addresses
-		// ("dial tcp 10.0.3.7:9101: connect: connection refused"), and a service's NATS client
-		// names internal subjects and NATS's errors: not for the edge's callers.
-		msg = plumbingMessage(st.Code())
+	// A service's NATS client's own words about a failed call name internal subjects and NATS's
+	// errors, and the gRPC client's about a backend it cannot reach name internal addresses
+	// ("dial tcp 10.0.3.7:9101: connect: connection refused"): not for the edge's callers.
+	msg := natsrpc.Message(err)
+	if st.Code() == codes.Unavailable && transportFailure(msg) {
+		msg = "the service is unavailable; retry in a moment"
 	}
 	out := connect.NewError(connect.Code(st.Code()), errors.New(msg))
 	for _, d := range st.Details() {
@@ -44,24 +46,6 @@ func ConnectError(err error) error {
 		}
 	}
 	return out
-}
-
-// natsrpcPrefix starts the messages of the statuses a service's NATS client makes itself (package
-// natsrpc), about its call rather than from the service it called.
-const natsrpcPrefix = "natsrpc: "
-
-// plumbingMessage stands in for the transport's own words about a call that failed with code.
-func plumbingMessage(code codes.Code) string {
-	switch code {
-	case codes.Unavailable:
-		return "the service is unavailable; retry in a moment"
-	case codes.DeadlineExceeded:
-		return "the service did not answer before the deadline"
-	case codes.Canceled:
-		return "the call was canceled"
-	default:
-		return "internal error"
-	}
 }
 
 // transportFailure reports whether an Unavailable status's message is the gRPC client's own,

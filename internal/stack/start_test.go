@@ -5,16 +5,15 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/handoff-dev/handoff/internal/stack"
-	"github.com/handoff-dev/handoff/internal/testenv"
+	"github.com/handoff-dev/handoff/internal/stacktest"
 )
 
 // Stopped while it starts (Ctrl-C during a migration, say), Handoff stops quietly: what the
 // step it cut short says about being cut short is no failure.
 func TestAStopDuringTheStartIsNoFailure(t *testing.T) {
-	cfg := startConfig(t)
+	cfg := stacktest.Config(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the signal came before the first step was done
 	if err := stack.Run(ctx, cfg, func(stack.Ready) { t.Error("ready, though stopped before it started") }); err != nil {
@@ -41,7 +40,7 @@ func TestATakenPortNamesTheSettingToChange(t *testing.T) {
 		{func(c *stack.Config) { c.CartAddr = taken.Addr().String() }, []string{"cart", "HANDOFF_CART_ADDR"}},
 		{func(c *stack.Config) { c.MetricsAddr = taken.Addr().String() }, []string{"metrics: ", "HANDOFF_METRICS_ADDR"}},
 	} {
-		cfg := startConfig(t)
+		cfg := stacktest.Config(t)
 		c.set(&cfg)
 		err := stack.Run(context.Background(), cfg, func(stack.Ready) { t.Error("ready on a taken port") })
 		for _, w := range c.want {
@@ -49,17 +48,5 @@ func TestATakenPortNamesTheSettingToChange(t *testing.T) {
 				t.Errorf("start on a taken port: %v; want a message naming %s", err, w)
 			}
 		}
-	}
-}
-
-// startConfig is a whole system on free ports, with its own database and the test's NATS.
-func startConfig(t *testing.T) stack.Config {
-	t.Helper()
-	ns := testenv.NATS(t)
-	return stack.Config{
-		Target: stack.TargetAll, DataDir: t.TempDir(), DatabaseURL: testenv.FreshDatabaseURL(t), NATSURL: ns.ClientURL(),
-		EmbeddedNATSAddr: "127.0.0.1:0", GatewayAddr: "127.0.0.1:0", POSAdapterAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
-		CatalogAddr: "127.0.0.1:0", InventoryAddr: "127.0.0.1:0", CartAddr: "127.0.0.1:0", FulfilmentAddr: "127.0.0.1:0",
-		Currency: "USD", LoadDemo: true, ShutdownGrace: time.Second, Logger: testenv.Logger(t),
 	}
 }

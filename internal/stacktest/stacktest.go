@@ -12,12 +12,12 @@ import (
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
-// Start runs the system until t ends and returns where its parts listen. edit may change the
-// configuration before start (e.g. allowed origins).
-func Start(t testing.TB, edit ...func(*stack.Config)) stack.Ready {
+// Config is the configuration Start runs: every part on a free loopback port, a fresh database,
+// an in-process NATS server of its own and the demo chain.
+func Config(t testing.TB) stack.Config {
 	t.Helper()
 	ns := testenv.NATS(t)
-	cfg := stack.Config{
+	return stack.Config{
 		Target:           stack.TargetAll,
 		DataDir:          t.TempDir(),
 		DatabaseURL:      testenv.FreshDatabaseURL(t),
@@ -36,6 +36,13 @@ func Start(t testing.TB, edit ...func(*stack.Config)) stack.Ready {
 		ShutdownGrace:    2 * time.Second,
 		Logger:           testenv.Logger(t),
 	}
+}
+
+// Start runs the system until t ends and returns where its parts listen. edit may change the
+// configuration before start (e.g. allowed origins).
+func Start(t testing.TB, edit ...func(*stack.Config)) stack.Ready {
+	t.Helper()
+	cfg := Config(t)
 	for _, e := range edit {
 		e(&cfg)
 	}
