@@ -12,10 +12,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 
+	"github.com/handoff-dev/handoff/internal/backlog"
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/grpcserver"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
@@ -58,6 +60,8 @@ type serviceSpec struct {
 	schema      string
 	migrations  fs.FS
 	poolOptions []pgdb.Option // the service's own
+	// backlog is the service's queues beside its outbox, for /metrics (package backlog).
+	backlog     func() []backlog.Query
 	description string
 	addr        func(*Config) string
 	build       func(deps) (service, error)
@@ -75,7 +79,7 @@ func services() []serviceSpec {
 			},
 		},
 		{
-			name: TargetInventory, schema: inventory.Schema, migrations: inventory.Migrations(),
+			name: TargetInventory, schema: inventory.Schema, migrations: inventory.Migrations(), backlog: inventory.Backlog,
 			description: "Handoff inventory: stores, stock, holds, locator",
 			addr:        func(c *Config) string { return c.InventoryAddr },
 			build: func(d deps) (service, error) {
@@ -83,7 +87,7 @@ func services() []serviceSpec {
 			},
 		},
 		{
-			name: TargetFulfilment, schema: fulfilment.Schema, migrations: fulfilment.Migrations(),
+			name: TargetFulfilment, schema: fulfilment.Schema, migrations: fulfilment.Migrations(), backlog: fulfilment.Backlog,
 			description: "Handoff fulfilment: orders and their life",
 			addr:        func(c *Config) string { return c.FulfilmentAddr },
 			build: func(d deps) (service, error) {
@@ -119,6 +123,13 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	}
 	s.onClose(func(context.Context) error { pool.Close(); return nil })
 	if err := pgdb.Migrate(ctx, pool, spec.schema, spec.migrations, log); err != nil {
+		return "", err
+	}
+	queries := []backlog.Query{outbox.Backlog()}
+	if spec.backlog != nil {
+		queries = append(queries, spec.backlog()...)
+	}
+	if err := s.reportBacklog(backlog.New(pool, spec.schema, queries, log)); err != nil {
 		return "", err
 	}
 	svc, err := spec.build(deps{Pool: pool, NC: s.nc, JS: s.js, Logger: s.log, Config: &s.cfg})
@@ -209,6 +220,9 @@ func (s *system) startPOSAdapter(ctx context.Context) error {
 	if err := pgdb.Migrate(ctx, pool, posadapter.Schema, posadapter.Migrations(), log); err != nil {
 		return err
 	}
+	if err := s.reportBacklog(backlog.New(pool, posadapter.Schema, append([]backlog.Query{outbox.Backlog()}, posadapter.Backlog()...), log)); err != nil {
+		return err
+	}
 	ful, err := s.dial(TargetFulfilment, s.cfg.FulfilmentAddr)
 	if err != nil {
 		return err
@@ -240,4 +254,18 @@ func keepStatistics(pool *pgxpool.Pool, schema string, log *slog.Logger) func(co
 	return func(ctx context.Context) error {
 		return pgstats.Run(ctx, pool, schema, pgstats.Config{Logger: log})
 	}
+}
+
+// reportBacklog has c read at every scrape of /metrics while the system runs (nothing is read
+// where no metrics are served).
+func (s *system) reportBacklog(c prometheus.Collector) error {
+	if s.cfg.MetricsAddr == "" {
+		return nil
+	}
+	unregister, err := backlog.Register(prometheus.DefaultRegisterer, c)
+	if err != nil {
+		return err
+	}
+	s.onClose(func(context.Context) error { unregister(); return nil })
+	return nil
 }

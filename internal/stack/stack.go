@@ -30,6 +30,7 @@ import (
 
 	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/backlog"
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/grpcserver"
@@ -376,6 +377,12 @@ func (s *system) start(ctx context.Context) error {
 	if s.cfg.runs(TargetPOSAdapter) {
 		if err := s.startPOSAdapter(ctx); err != nil {
 			return fmt.Errorf("pos-adapter: %w", err)
+		}
+	}
+	if s.cfg.Target != TargetGateway {
+		// Every part that consumes reports how far behind the durable consumers are.
+		if err := s.reportBacklog(backlog.NewConsumers(s.js, []string{streams.EventsStream, streams.TicketsStream}, s.log)); err != nil {
+			return err
 		}
 	}
 	return s.startMetrics()

@@ -62,6 +62,7 @@ type envOptions struct {
 	noFulfilment bool // start only inventory (fulfilment runs as a child process)
 	noInventory  bool // start inventory later with startInventory
 	copies       int  // copies of fulfilment side by side on one schema (default 1)
+	noLoops      bool // fulfilment's background loops (Run) not started: e.run(e.svc.Run) later
 	config       func(*fulfilment.Config)
 }
 
@@ -139,7 +140,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		if err := svc.RegisterNATS(rpc); err != nil {
 			t.Fatal(err)
 		}
-		run("fulfilment", svc.Run)
+		if !opts.noLoops {
+			run("fulfilment", svc.Run)
+		}
 		run("fulfilment outbox relay", outbox.NewRelay(e.pool, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}).Run)
 	}
 	svc := e.svc
