@@ -177,6 +177,25 @@ func (e *env) serveInventory() *natsrpc.Service {
 	return rpc
 }
 
+// addInventoryCopy serves a second copy of inventory on the same schema, in the same queue
+// group, as a scaled deployment runs it: a reserve goes to either copy.
+func (e *env) addInventoryCopy() {
+	e.t.Helper()
+	var schema string
+	if err := e.invPool.QueryRow(e.ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		e.t.Fatal(err)
+	}
+	inv := inventory.New(inventory.Config{Pool: testenv.Pool(e.t, schema, inventory.Migrations()), Logger: testenv.Logger(e.t)})
+	rpc, err := natsrpc.AddService(testenv.NATSConn(e.t, e.ns), "inventory", "0.0.1", "second inventory for fulfilment tests", testenv.Logger(e.t))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = rpc.Stop() })
+	if err := inv.RegisterNATS(rpc); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // openAllDay is a week of 00:00–24:00: test stores take orders whenever the tests run.
 func openAllDay() []*inventoryv1.OpeningHours {
 	var out []*inventoryv1.OpeningHours

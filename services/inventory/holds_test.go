@@ -248,16 +248,23 @@ func TestSameOrderTwiceInOneBatchIsDecidedAtEachStore(t *testing.T) {
 	e.requireLedgerMatches()
 }
 
-func TestSameOrderAtTwoStoresAtOnceIsHeldAtOne(t *testing.T) {
-	// Two copies deciding the same order at different stores lock different rows: only the
-	// holds' unique (order, line) key can stop the second set, and the loser must answer with
-	// the winner's holds.
+// twoCopiesTwoStores is inventory in two copies, with two stores (s1, s2) that have onHand
+// units of CAKE each.
+func twoCopiesTwoStores(t *testing.T, onHand int32) *env {
 	e := newEnv(t)
 	e.addCopy()
 	for _, id := range []string{"s1", "s2"} {
 		e.createStore(storeAt(id, 47.61, -122.33))
-		e.setStock(id, "CAKE", 1000, 0)
+		e.setStock(id, "CAKE", onHand, 0)
 	}
+	return e
+}
+
+func TestSameOrderAtTwoStoresAtOnceIsHeldAtOne(t *testing.T) {
+	// Two copies deciding the same order at different stores lock different stock rows: the
+	// order's own lock makes the second wait for the first and find its holds (the holds'
+	// unique (order, line) key backs it up), and the loser must answer with the winner's holds.
+	e := twoCopiesTwoStores(t, 1000)
 	for round := range 20 {
 		id := fmt.Sprintf("o-split-%d", round)
 		var a, b *inventoryv1.ReserveHoldsResponse
@@ -274,6 +281,68 @@ func TestSameOrderAtTwoStoresAtOnceIsHeldAtOne(t *testing.T) {
 		t.Errorf("%d holds for 20 orders of one line", n)
 	}
 	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// One order id asked at once for other lines at another store (one idempotency key sent with
+// two carts' checkouts, decided by two copies): the two transactions lock different stock rows
+// and the holds' unique (order, line) key cannot see lines with other ids, so only the order's
+// own lock makes the second wait and find the first's holds. Both are let go at the same
+// moment, from behind a transaction that has both stores' stock locked, so without that lock
+// each reads the order's holds before the other has committed and both hold.
+func TestSameOrderForOtherLinesAtTwoStoresAtOnceIsHeldOnce(t *testing.T) {
+	e := twoCopiesTwoStores(t, 100)
+	const rounds = 5
+	for round := range rounds {
+		id := fmt.Sprintf("o-two-carts-%d", round)
+		reqs := []*inventoryv1.ReserveHoldsRequest{order(id, "s1", "CAKE", 1), order(id, "s2", "CAKE", 2)}
+		reqs[0].Lines[0].LineId, reqs[1].Lines[0].LineId = "cart-a-line", "cart-b-line"
+
+		ctx := e.ctx()
+		blocker, err := e.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := blocker.Exec(ctx, `SELECT 1 FROM stock WHERE sku = 'CAKE' FOR UPDATE`); err != nil {
+			t.Fatal(err)
+		}
+		res, errs := make([]*inventoryv1.ReserveHoldsResponse, 2), make([]error, 2)
+		var wg sync.WaitGroup
+		for i, req := range reqs {
+			wg.Go(func() { res[i], errs[i] = e.copies[i].ReserveHolds(ctx, req) })
+		}
+		// Both wait for a lock (the stock rows, or the order's) before they are let go.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			waiting := e.count(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`)
+			if waiting >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d reserves waiting behind the locked stock, want 2", round, waiting)
+			}
+		}
+		if err := blocker.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+
+		held := 0
+		for i := range reqs {
+			switch {
+			case errs[i] == nil && res[i].GetOutcome() == reserved:
+				held++
+			case status.Code(errs[i]) != codes.FailedPrecondition:
+				t.Fatalf("round %d, request %d: %v, %v; want the holds or FailedPrecondition", round, i, res[i], errs[i])
+			}
+		}
+		if held != 1 {
+			t.Errorf("round %d: %d of the two sets of lines held for order %s; want one held, the other refused", round, held, id)
+		}
+		if n := e.count(`SELECT count(*) FROM holds WHERE order_id = $1`, id); n != 1 {
+			t.Errorf("round %d: order %s has %d holds, want 1", round, id, n)
+		}
+	}
+	e.requireInvariants() // reserved is the sum of the open holds: nothing left over from the refused
 	e.requireLedgerMatches()
 }
 

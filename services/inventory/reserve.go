@@ -27,8 +27,10 @@ import (
 // commit per batch instead of per order, and many stores' orders share a commit too.
 //
 // Correctness does not rest on the coalescing: the rows are locked, the decisions use the
-// locked values, the stock UPDATE re-checks availability, and the holds' unique (order, line)
-// key stops a duplicate from another copy of the service.
+// locked values, the stock UPDATE re-checks availability, a lock per order id (orderLocksSQL)
+// makes a second transaction for an order wait for the first and see its holds, and the holds'
+// unique (order, line) key stops a duplicate from a copy of an older build, which takes no such
+// lock.
 
 var (
 	reserveBatchSize = promauto.NewHistogram(prometheus.HistogramOpts{
@@ -38,7 +40,7 @@ var (
 	})
 	reservePhase = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "handoff_inventory_reserve_batch_seconds",
-		Help:    "Time of each phase of a reserve transaction: begin (get a connection), lock (BEGIN, lock stock rows, read existing holds and the stores whose row the cache does not have), decide, write_commit (holds, levels, ledger, events, COMMIT).",
+		Help:    "Time of each phase of a reserve transaction: begin (get a connection), lock (BEGIN, lock the orders and stock rows, read existing holds and the stores whose row the cache does not have), decide, write_commit (holds, levels, ledger, events, COMMIT).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 	}, []string{"phase"})
 	reserveQueueWait = promauto.NewHistogram(prometheus.HistogramOpts{
@@ -148,8 +150,9 @@ func outcomeLabel(o inventoryv1.ReserveOutcome) string {
 }
 
 // reserveBatchWithRetry runs a batch, again when it lost a race: a deadlock or serialization
-// failure, or a duplicate order committed by another copy of the service between our read of
-// existing holds and our insert (the rerun then finds those holds and returns them).
+// failure, or a duplicate order committed between our read of existing holds and our insert by
+// a copy of an older build, which does not take the order locks (the rerun then finds those
+// holds and returns them).
 func (s *Service) reserveBatchWithRetry(ctx context.Context, jobs []*reserveJob) ([]reserveAnswer, error) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -177,6 +180,11 @@ const (
 	changedStoresSQL = `SELECT ` + storeColumns + ` FROM stores
 		JOIN unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS c(cid, cversion, ccreated) ON id = c.cid
 		WHERE version <> c.cversion OR create_time <> c.ccreated`
+	// orderLocksSQL takes a transaction-scoped advisory lock per order id of the batch (keys
+	// from orderLockKeys, sorted, each once; unnest gives them in array order), in the two-key
+	// space, which the single-key locks of migrations and the demo load never share, under a
+	// class of its own beside the outbox relay's.
+	orderLocksSQL  = `SELECT pg_advisory_xact_lock(hashtext('handoff.inventory.reserve'), k) FROM unnest($1::int4[]) AS k`
 	batchHoldsSQL  = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) ORDER BY order_id, line_id`
 	insertHoldsSQL = `INSERT INTO holds (id, order_id, line_id, store_id, sku, quantity, state, expire_time)
 		SELECT u.id, u.order_id, u.line_id, u.store_id, u.sku, u.quantity, 'open', u.expire_time
@@ -240,13 +248,27 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	phase := time.Now()
 	reservePhase.WithLabelValues("begin").Observe(phase.Sub(began).Seconds())
 
-	// Lock the stock rows, then (seeing everything committed before the locks were granted)
-	// read any holds these orders already have, and the stores the cache does not have as they
-	// are.
+	// Lock the orders, then the stock rows, then (seeing everything committed before the locks
+	// were granted) read any holds these orders already have, and the stores the cache does not
+	// have as they are.
+	//
+	// The order locks come first. Without them two transactions for one order id with other
+	// line ids at two stores (two copies, or two shards of one) lock disjoint stock rows, each
+	// reads the holds before the other commits, the (order, line) key cannot tell, and the order
+	// ends up holding both sets of lines. With them the second waits for the first to end and
+	// its read of the holds finds the first's, which refuse other lines (existingAnswer).
+	//
+	// No deadlock: only reserves take these locks, all of them at the start of the transaction,
+	// in ascending key order, before any row lock. So a transaction waiting for an order lock
+	// holds nothing but order locks of smaller keys, and whoever holds the lock it waits for is
+	// either further along in the same ascending order or past its order locks, waiting only on
+	// row locks (stock, holds) whose holders (reserves past their order locks, commits,
+	// releases, extensions, the sweeper, stock changes) never wait for an order lock.
 	var b pgx.Batch
 	lockStores, skus := keyArrays(keys)
 	b.Queue("BEGIN")
 	b.Queue(keyedPlansSQL)
+	b.Queue(orderLocksSQL, orderLockKeys(orderIDs))
 	b.Queue(lockLevelsSQL, lockStores, skus)
 	b.Queue(batchHoldsSQL, orderIDs)
 	b.Queue(changedStoresSQL, checkIDs, checkVersions, checkCreated)
@@ -358,7 +380,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 }
 
 func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string][]*hold, []*storeRow, error) {
-	for range 2 { // BEGIN, the plan settings
+	for range 3 { // BEGIN, the plan settings, the order locks
 		if _, err := br.Exec(); err != nil {
 			return nil, nil, nil, err
 		}
@@ -391,6 +413,20 @@ func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string][]*hol
 		return nil, nil, nil, err
 	}
 	return levels, existing, stores, nil
+}
+
+// orderLockKeys returns the advisory lock keys of orderIDs (orderLocksSQL), sorted, each once:
+// every transaction takes them in the same order. Two order ids may share a key; they then
+// only wait for each other, never deadlock.
+func orderLockKeys(orderIDs []string) []int32 {
+	keys := make([]int32, 0, len(orderIDs))
+	for _, id := range orderIDs {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(id))
+		keys = append(keys, int32(h.Sum32()))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 func (p *pipeline) queueHolds(hs []*hold) {
