@@ -82,7 +82,9 @@
 //
 // Outbound: each ticket of a store with an enabled webhook is delivered as JSON (TicketRaised)
 // with "Handoff-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>", retried with
-// exponential backoff and jitter, and after Config.WebhookMaxAttempts kept as a dead letter an
+// exponential backoff (capped at Config.WebhookMaxBackoff) and jitter for as long as its ticket
+// is of use (Config.WebhookGiveUpAfter, the replay window by default), so a vendor POS gets, when
+// it answers again, what a terminal reconnecting would; only then is it kept as a dead letter an
 // operator lists (ListFailedDeliveries) and replays (ReplayDelivery). Inbound: POST
 // /webhooks/vendor/{store_id} with the same signature scheme and the store's secret accepts
 // sales, returns and stock counts and applies them at inventory, idempotently by the vendor's
@@ -201,11 +203,15 @@ type Config struct {
 
 	// WebhookTimeout bounds one outbound delivery. Default 10s.
 	WebhookTimeout time.Duration
-	// WebhookMaxAttempts: a delivery that failed this many times becomes a dead letter.
-	// Default 8.
-	WebhookMaxAttempts int
+	// WebhookGiveUpAfter is how long a failing delivery is retried, from when it was queued
+	// (its ticket raised, or an operator's replay), before it is kept as a dead letter.
+	// Default ReplayWindow: a vendor POS that comes back (a router rebooted, a weekend's
+	// outage) gets every ticket a terminal reconnecting then would, not only those of the last
+	// few minutes; nothing else retries a dead letter.
+	WebhookGiveUpAfter time.Duration
 	// WebhookBackoff is the wait after the first failure; it doubles per attempt, with ±20%
-	// jitter, up to WebhookMaxBackoff. Defaults 2s and 10m.
+	// jitter, up to WebhookMaxBackoff. Defaults 2s and 1m: the cap is how late a ticket may
+	// reach a vendor POS after it answers again.
 	WebhookBackoff    time.Duration
 	WebhookMaxBackoff time.Duration
 	// WebhookPollInterval is how often due deliveries are looked for, unwoken, while some are
@@ -240,7 +246,7 @@ func (c *Config) setDefaults() {
 	def(&c.CallTimeout, 10*time.Second)
 	def(&c.WebhookTimeout, 10*time.Second)
 	def(&c.WebhookBackoff, 2*time.Second)
-	def(&c.WebhookMaxBackoff, 10*time.Minute)
+	def(&c.WebhookMaxBackoff, time.Minute)
 	def(&c.WebhookPollInterval, time.Second)
 	def(&c.WebhookIdlePollInterval, time.Minute)
 	def(&c.SignatureTolerance, 5*time.Minute)
@@ -256,9 +262,6 @@ func (c *Config) setDefaults() {
 	if c.ConsumerBatchSize <= 0 {
 		c.ConsumerBatchSize = 64
 	}
-	if c.WebhookMaxAttempts <= 0 {
-		c.WebhookMaxAttempts = 8
-	}
 	client := &http.Client{Timeout: c.WebhookTimeout}
 	if c.WebhookClient != nil {
 		copied := *c.WebhookClient // the redirect policy must not change the caller's client
@@ -273,6 +276,7 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	c.ReplayWindow = min(c.ReplayWindow, c.TicketRetention)
+	def(&c.WebhookGiveUpAfter, c.ReplayWindow)
 }
 
 // Adapter is the pos-adapter: its edge server and its background work.

@@ -244,11 +244,15 @@ type deliveryClaim struct {
 	payload               []byte
 	seq                   int64
 	kind                  string
+	// giveUpAt is when a failed attempt makes it a dead letter: WebhookGiveUpAfter past its
+	// queueing, by this process's clock (the age is the database's, so clocks need not agree).
+	giveUpAt time.Time
 }
 
 // claimDeliveriesSQL claims up to $1 due deliveries for $2 microseconds, returning each with
-// its ticket and its store's webhook, and, in a last row (id NULL), how long until the
-// earliest other pending delivery falls due. The subquery sees the rows as they were before
+// its ticket, its store's webhook and its age in microseconds (since create_time: when it was
+// queued, or replayed), and, in a last row (id NULL), how long until the earliest other pending
+// delivery falls due. The subquery sees the rows as they were before
 // the statement, so the ones claimed here are left out by id.
 const claimDeliveriesSQL = `
 WITH due AS MATERIALIZED (
@@ -258,15 +262,15 @@ WITH due AS MATERIALIZED (
 claimed AS (
 	UPDATE webhook_deliveries d SET next_attempt_time = now() + $2::bigint * interval '1 microsecond'
 	FROM due WHERE d.id = due.id
-	RETURNING d.id, d.store_id, d.ticket_id, d.attempts)
+	RETURNING d.id, d.store_id, d.ticket_id, d.attempts, (extract(epoch FROM now() - d.create_time) * 1e6)::bigint AS age_us)
 SELECT c.id::text, c.store_id, c.ticket_id::text, c.attempts, t.ticket_id IS NOT NULL,
 	coalesce(w.url, ''), coalesce(w.signing_secret, ''), coalesce(w.enabled, false), coalesce(w.kinds, '{}'),
-	t.payload, t.seq, t.kind, NULL::bigint
+	t.payload, t.seq, t.kind, c.age_us, NULL::bigint
 FROM claimed c
 LEFT JOIN tickets t ON t.ticket_id = c.ticket_id AND t.store_id = c.store_id
 LEFT JOIN store_webhooks w ON w.store_id = c.store_id
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	(SELECT (extract(epoch FROM min(next_attempt_time) - now()) * 1e6)::bigint FROM webhook_deliveries
 	 WHERE state = 'pending' AND id NOT IN (SELECT id FROM due))`
 
@@ -276,6 +280,7 @@ func (a *Adapter) webhookLease() time.Duration { return a.cfg.WebhookTimeout + 3
 
 // claimDeliveries claims up to limit due deliveries (see claimDeliveriesSQL).
 func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deliveryClaim, next *time.Duration, err error) {
+	start := time.Now() // before the database read the ages: a give-up falls no later than due
 	rows, err := a.db.Query(ctx, claimDeliveriesSQL, limit, a.webhookLease().Microseconds())
 	if err != nil {
 		return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
@@ -288,9 +293,9 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deli
 			found, enabled                              *bool
 			kinds                                       []string
 			payload                                     []byte
-			seq, nextUS                                 *int64
+			seq, ageUS, nextUS                          *int64
 		)
-		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &nextUS); err != nil {
+		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &ageUS, &nextUS); err != nil {
 			return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
 		}
 		if id == nil {
@@ -301,7 +306,8 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deli
 			continue
 		}
 		c := deliveryClaim{id: *id, storeID: *storeID, ticketID: *ticketID, attempts: int(*attempts), found: *found,
-			target: *target, secret: *secret, enabled: *enabled, kinds: kinds, payload: payload}
+			target: *target, secret: *secret, enabled: *enabled, kinds: kinds, payload: payload,
+			giveUpAt: start.Add(a.cfg.WebhookGiveUpAfter - time.Duration(*ageUS)*time.Microsecond)}
 		if c.found {
 			c.seq, c.kind = *seq, *kind
 		}
@@ -344,12 +350,17 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 	if ctx.Err() != nil {
 		return deliveryOutcome{}, false
 	}
+	// Retried for as long as the ticket is of use, not for a number of attempts: a vendor POS
+	// offline for longer than a short run of retries (a router reboot) must get its tickets when
+	// it answers again, and nothing but an operator retries a dead letter.
 	attempts := c.attempts + 1
-	if attempts >= a.cfg.WebhookMaxAttempts {
-		log.Warn("webhook delivery failed for the last time; kept as a dead letter", "attempts", attempts, "err", sendErr)
+	left := time.Until(c.giveUpAt)
+	if left <= 0 {
+		log.Warn("webhook delivery failed for the last time; kept as a dead letter", "attempts", attempts,
+			"give_up_after", a.cfg.WebhookGiveUpAfter, "err", sendErr)
 		return done("failed", sendErr.Error())
 	}
-	wait := a.webhookBackoff(attempts)
+	wait := min(a.webhookBackoff(attempts), left) // the last attempt is made when the time is up
 	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "err", sendErr)
 	return deliveryOutcome{id: c.id, state: deliveryPending, attempts: attempts, lastError: truncate(sendErr.Error(), 500), wait: wait}, true
 }
@@ -457,7 +468,8 @@ func (api adminAPI) ListFailedDeliveries(ctx context.Context, req *connect.Reque
 	return connect.NewResponse(out), nil
 }
 
-// ReplayDelivery puts a dead letter back in the queue with a fresh retry budget.
+// ReplayDelivery puts a dead letter back in the queue with a fresh retry budget: its
+// create_time, from which its give-up time counts, becomes the replay's.
 func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[posv1.ReplayDeliveryRequest]) (*connect.Response[posv1.ReplayDeliveryResponse], error) {
 	a := api.a
 	id := req.Msg.GetDeliveryId()
@@ -467,7 +479,7 @@ func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[pos
 	var state string
 	err := a.db.QueryRow(ctx, `
 		WITH cur AS (SELECT state FROM webhook_deliveries WHERE id = $1 FOR UPDATE),
-		upd AS (UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_time = now(), done_time = NULL
+		upd AS (UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_time = now(), done_time = NULL, create_time = now()
 			WHERE id = $1 AND state = 'failed' RETURNING 1)
 		SELECT state FROM cur`, id).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {
