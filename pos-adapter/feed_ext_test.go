@@ -627,20 +627,27 @@ func TestNoTicketOfAnOrderFollowsItsEnd(t *testing.T) {
 
 // Two copies handling one order's cancellation and its late confirmed event at once: the one
 // that raises second sees the first's tickets, so the cancelled order is not raised as new
-// after its cancellation.
+// after its cancellation. So too for a store's very first tickets, when it has no feed row yet
+// for the first to lock.
 func TestALateNewOrderWaitsForAConcurrentCancellationAndRaisesNothing(t *testing.T) {
 	e := newEnv(t)
+	t.Run("a store with a feed", func(t *testing.T) { lateNewOrderAfterCancellation(t, e, "end-2", true) })
+	t.Run("a store's first tickets", func(t *testing.T) { lateNewOrderAfterCancellation(t, e, "end-3", false) })
+}
+
+func lateNewOrderAfterCancellation(t *testing.T, e *env, store string, hasFeed bool) {
 	ctx := context.Background()
 	e.mu.Lock()
 	a := e.adapter
 	e.mu.Unlock()
-	o := order("end-2", 1)
+	o := order(store, 1)
 	ticket := func(kind posv1.TicketKind) *posv1.Ticket {
-		return &posv1.Ticket{TicketId: uuid.NewString(), StoreId: "end-2", Kind: kind, OrderId: o.GetId(), Order: o, CreateTime: timestamppb.Now()}
+		return &posv1.Ticket{TicketId: uuid.NewString(), StoreId: store, Kind: kind, OrderId: o.GetId(), Order: o, CreateTime: timestamppb.Now()}
 	}
-	// The store has a feed already, as every store with orders does.
-	if _, err := e.pool.Exec(ctx, `INSERT INTO store_feeds (store_id, last_seq) VALUES ('end-2', 0)`); err != nil {
-		t.Fatal(err)
+	if hasFeed {
+		if _, err := e.pool.Exec(ctx, `INSERT INTO store_feeds (store_id, last_seq) VALUES ($1, 0)`, store); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	cancelling, err := e.pool.Begin(ctx)
@@ -670,7 +677,8 @@ func TestALateNewOrderWaitsForAConcurrentCancellationAndRaisesNothing(t *testing
 		}
 		late <- raised
 	}()
-	// The late raise waits on the feed's lock; the cancellation commits meanwhile.
+	// The late raise waits on the feed's lock (or the cancellation's new feed row); the
+	// cancellation commits meanwhile.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		var waiting int
 		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting); err != nil {

@@ -324,6 +324,17 @@ const endsFeed = `('order_cancelled', 'order_expired')`
 // by side, each unseen by the other, the new one last.
 const lockFeedsSQL = `SELECT 1 FROM store_feeds WHERE store_id = ANY ($1) ORDER BY store_id FOR UPDATE`
 
+// ensureFeedsSQL makes the feed rows of the stores given that have none yet, in store order,
+// before lockFeedsSQL: a store's first tickets have no row to lock, and two copies raising an
+// order's cancellation and its new-order ticket would each judge theirs new. An insert that
+// meets another transaction's uncommitted row for the store waits for it to end, so the lock
+// (a statement, and snapshot, later) finds the row and the raising statement that other
+// transaction's tickets. A row there already is left alone, without a lock.
+const ensureFeedsSQL = `
+INSERT INTO store_feeds (store_id, last_seq)
+SELECT DISTINCT store_id, 0 FROM unnest($1::text[]) AS s(store_id) ORDER BY store_id
+ON CONFLICT (store_id) DO NOTHING`
+
 // raiseTickets raises items in their order (see raiseTicketsSQL) and enqueues TicketRaised for
 // each ticket raised, in tx, sending pre first in the same round trip. It returns the tickets
 // raised, with their sequence numbers, in order, and whether webhook deliveries were queued
@@ -357,6 +368,7 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 	if n > 0 {
 		// After pre, whose statements lock escalation timers: every transaction here locks
 		// timers before feeds.
+		b.Queue(ensureFeedsSQL, stores)
 		b.Queue(lockFeedsSQL, stores)
 		b.Queue(raiseTicketsSQL, stores, ids, kinds, orders, payloads, created, deliveries, unless)
 	}
@@ -374,6 +386,9 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 		}
 		if n == 0 {
 			return nil
+		}
+		if _, err := res.Exec(); err != nil {
+			return fmt.Errorf("make store feeds: %w", err)
 		}
 		if _, err := res.Exec(); err != nil {
 			return fmt.Errorf("lock store feeds: %w", err)
