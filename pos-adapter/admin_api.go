@@ -218,6 +218,9 @@ type terminalPosition struct {
 	ID   string `json:"i"`
 }
 
+// Check implements pagetoken.Checker: the query reads Time as a timestamptz.
+func (p *terminalPosition) Check() error { return pagetoken.CheckUnixMicro(p.Time) }
+
 func (api adminAPI) SetStoreSettings(ctx context.Context, req *connect.Request[posv1.SetStoreSettingsRequest]) (*connect.Response[posv1.SetStoreSettingsResponse], error) {
 	a := api.a
 	s := req.Msg.GetSettings()

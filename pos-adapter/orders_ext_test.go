@@ -3,6 +3,7 @@ package posadapter_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -349,4 +351,36 @@ func TestTimerAndShopperTicketsComeOnceEachFromTheRealServices(t *testing.T) {
 	next(posv1.TicketKind_TICKET_KIND_ORDER_EXPIRED)
 	f.quiet(500 * time.Millisecond)
 	e.waitTickets("tmr-1", 5)
+}
+
+// forgedPosition has the shape of the page positions of ListTerminals and of fulfilment's
+// ListStoreOrders, for forging tokens: their hash binds a token to its call but has no key.
+type forgedPosition struct {
+	Time int64  `json:"t"`
+	ID   string `json:"i"`
+}
+
+// A forged page token whose time Postgres cannot hold is refused naming page_token, by
+// ListTerminals and by a terminal's ListStoreOrders (whose token fulfilment reads), instead of
+// failing as Internal in the query ("timestamp out of range").
+func TestForgedPageTokenTimesAreRefused(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "forge-1", map[string]int32{"LATTE-16": 10})
+	_, cred := e.register("Counter", "forge-1")
+	term := e.terminal(overGRPCWeb, cred)
+	ctx := context.Background()
+	for _, us := range []int64{math.MinInt64, math.MaxInt64, -300000000000000000} {
+		terminals := &posv1.ListTerminalsRequest{StoreId: "forge-1"}
+		terminals.PageToken = pagetoken.Encode(terminals, forgedPosition{Time: us, ID: "x"})
+		if _, err := e.admin().ListTerminals(ctx, req(terminals)); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "page_token") {
+			t.Errorf("ListTerminals with a token at %d µs: %v; want InvalidArgument naming page_token", us, err)
+		}
+		// The terminal's request becomes fulfilment's, whose fingerprint the token carries.
+		board := &fulfilmentv1.ListStoreOrdersRequest{StoreId: "forge-1"}
+		tok := pagetoken.Encode(board, forgedPosition{Time: us, ID: "x"})
+		if _, err := term.ListStoreOrders(ctx, req(&posv1.ListStoreOrdersRequest{StoreId: "forge-1", PageToken: tok})); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "page_token") {
+			t.Errorf("ListStoreOrders with a token at %d µs: %v; want InvalidArgument naming page_token", us, err)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -44,6 +45,24 @@ type envelope struct {
 // of failing in the query as an internal error.
 type Checker interface {
 	Check() error
+}
+
+// Positions keeping a time as Unix microseconds (an int64 any token may set) keep it between
+// these: years 1 to 9999, which Postgres's timestamptz holds, as do Go's time.Time and the
+// protobuf Timestamp. Outside them the query would fail as an internal error ("timestamp out of
+// range"), or the time overflow on its way there.
+var (
+	minUnixMicro = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
+	maxUnixMicro = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro() - 1
+)
+
+// CheckUnixMicro is for a Checker whose position holds a time as Unix microseconds: it refuses
+// one outside years 1 to 9999, which no stored row has.
+func CheckUnixMicro(us int64) error {
+	if us < minUnixMicro || us > maxUnixMicro {
+		return fmt.Errorf("time %d µs from the Unix epoch is outside years 1 to 9999", us)
+	}
+	return nil
 }
 
 // Decode reads req's page_token into pos. An empty token leaves pos untouched and reports

@@ -2,9 +2,11 @@ package pagetoken_test
 
 import (
 	"encoding/base64"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -142,5 +144,27 @@ func TestTokensThePositionsCheckRefusesAreRefused(t *testing.T) {
 	}
 	if ok, err := pagetoken.Decode(call(pagetoken.Encode(call(""), keyed{ID: "42"})), &got); !ok || err != nil || got.ID != "42" {
 		t.Errorf("a token its position's Check takes: %v, %v, %v", ok, err, got)
+	}
+}
+
+// A time kept as Unix microseconds is one Postgres holds (years 1 to 9999) or refused.
+func TestCheckUnixMicroKeepsTimesPostgresHolds(t *testing.T) {
+	for _, ok := range []time.Time{
+		time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Now(),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
+	} {
+		if err := pagetoken.CheckUnixMicro(ok.UnixMicro()); err != nil {
+			t.Errorf("CheckUnixMicro(%s) = %v; want nil", ok, err)
+		}
+	}
+	for _, bad := range []int64{
+		math.MinInt64, math.MaxInt64, -300000000000000000,
+		time.Date(0, 12, 31, 23, 59, 59, 999999000, time.UTC).UnixMicro(),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro(),
+	} {
+		if err := pagetoken.CheckUnixMicro(bad); err == nil {
+			t.Errorf("CheckUnixMicro(%d) = nil; want an error", bad)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package fulfilment_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -1069,4 +1071,38 @@ func (e *env) waitEffectTried(orderID string, kind domain.Effect) {
 		}
 		return nil
 	})
+}
+
+// forgedListPosition has the shape of the order lists' page position, for forging tokens: its
+// hash binds a token to its call but has no key, so anyone can make one.
+type forgedListPosition struct {
+	Time int64  `json:"t"`
+	ID   string `json:"i"`
+}
+
+// A forged page token whose time Postgres cannot hold is refused naming page_token, not
+// failed as Internal by the query ("timestamp out of range"); the first and last instants it
+// can hold are taken.
+func TestForgedPageTokenTimesAreRefused(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	list := func(us int64) (error, error) {
+		mine := &fulfilmentv1.ListOrdersRequest{}
+		mine.PageToken = pagetoken.Encode(mine, forgedListPosition{Time: us, ID: "x"})
+		_, errMine := e.orders.ListOrders(e.asCustomer("alice"), mine)
+		board := &fulfilmentv1.ListStoreOrdersRequest{StoreId: "s1"}
+		board.PageToken = pagetoken.Encode(board, forgedListPosition{Time: us, ID: "x"})
+		_, errBoard := e.store.ListStoreOrders(e.asStaff("s1"), board)
+		return errMine, errBoard
+	}
+	for _, us := range []int64{math.MinInt64, math.MaxInt64, -300000000000000000, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()} {
+		errMine, errBoard := list(us)
+		wantCode(t, fmt.Sprintf("ListOrders with a token at %d µs", us), errMine, codes.InvalidArgument, "page_token")
+		wantCode(t, fmt.Sprintf("ListStoreOrders with a token at %d µs", us), errBoard, codes.InvalidArgument, "page_token")
+	}
+	for _, at := range []time.Time{time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)} {
+		if errMine, errBoard := list(at.UnixMicro()); errMine != nil || errBoard != nil {
+			t.Errorf("a token at %s: ListOrders %v, ListStoreOrders %v; want both listed", at, errMine, errBoard)
+		}
+	}
 }

@@ -36,6 +36,9 @@ type listPosition struct {
 	ID   string `json:"i"`
 }
 
+// Check implements pagetoken.Checker: the query reads Time as a timestamptz.
+func (p *listPosition) Check() error { return pagetoken.CheckUnixMicro(p.Time) }
+
 func stateFilter(field string, states []fulfilmentv1.OrderState) ([]int16, error) {
 	out := make([]int16, 0, len(states))
 	for i, st := range states {
