@@ -21,6 +21,11 @@ import (
 const (
 	maxReasonLen = 500
 	maxBayLen    = 32
+	// maxCheckIns caps an order's check-ins: the first and at most 4 changes of bay. Each one
+	// writes a history entry and an order.checked_in event, and puts a ticket on every terminal
+	// of the store (and its webhook), so a shopper changing bays without end would flood them.
+	// A shopper who moves more often than that can tell the staff.
+	maxCheckIns = 5
 )
 
 // textProblem says what is wrong with a free-text field, or "".
@@ -81,7 +86,8 @@ func (s *Service) CancelByCustomer(ctx context.Context, customerID string, actor
 }
 
 // CheckIn records that the shopper has arrived (at a bay, optionally). Checking in again with
-// the same bay changes nothing.
+// the same bay changes nothing; a change of bay is one more check-in, and one beyond
+// maxCheckIns is refused (FailedPrecondition) with nothing written or told to the store.
 func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv1.Actor, orderID, bay string) (*order, error) {
 	if err := checkText("bay", bay, maxBayLen, false); err != nil {
 		return nil, err
@@ -89,6 +95,14 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 	return s.transact(ctx, orderID, scope{customerID: customerID}, func(o *order, now time.Time) ([]change, error) {
 		if !o.CheckInTime.IsZero() && o.CheckInBay == bay && domain.Open(o.State) {
 			return nil, nil
+		}
+		// The order's state is judged first: a check-in it does not allow is refused for that.
+		if _, _, err := domain.Decide(o.State, domain.CheckIn); err != nil {
+			return nil, err
+		}
+		if o.CheckIns >= maxCheckIns {
+			return nil, rpcerr.FailedPrecondition("bay: the order has been checked in %d times (the first and %d changes of bay), the most it may be: tell the store's staff where you are",
+				o.CheckIns, o.CheckIns-1)
 		}
 		reason := "arrived"
 		if bay != "" {
@@ -99,6 +113,7 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 			return nil, err
 		}
 		o.CheckInTime, o.CheckInBay = now, bay
+		o.CheckIns++
 		return []change{c}, nil
 	})
 }

@@ -746,6 +746,37 @@ func TestCheckInIsRecordedOnceAndToldToTheStore(t *testing.T) {
 	wantCode(t, "long bay", err, codes.InvalidArgument, "bay")
 }
 
+// Each check-in puts a ticket on every terminal of the store, so an order's are capped: the
+// first and 4 changes of bay. One beyond is refused naming bay, writing and publishing nothing;
+// a repeat at the bay already given is still a quiet success.
+func TestCheckInsOfAnOrderAreCapped(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	checkIn := func(bay string) (*fulfilmentv1.CheckInResponse, error) {
+		return e.orders.CheckIn(e.asCustomer("alice"), &fulfilmentv1.CheckInRequest{OrderId: o.GetId(), Bay: bay})
+	}
+	bays := []string{"bay 1", "bay 2", "bay 1", "bay 2", "bay 1"}
+	for _, bay := range bays {
+		if _, err := checkIn(bay); err != nil {
+			t.Fatalf("check-in at %s: %v", bay, err)
+		}
+	}
+	e.waitEvents(o.GetId(), "confirmed", "checked_in", "checked_in", "checked_in", "checked_in", "checked_in")
+	before := e.snapshot()
+	_, err := checkIn("bay 2")
+	wantCode(t, "a sixth check-in", err, codes.FailedPrecondition, "bay", "5 times")
+	res, err := checkIn("bay 1")
+	if err != nil || res.GetOrder().GetCheckIn().GetBay() != "bay 1" {
+		t.Fatalf("a repeat at the bay given: %v, %v; want the order at bay 1", res.GetOrder().GetCheckIn(), err)
+	}
+	time.Sleep(50 * time.Millisecond) // an event wrongly written would be on its way
+	if after := e.snapshot(); after != before {
+		t.Fatalf("a check-in beyond the cap or at the same bay changed something:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
 func TestShoppersAndStaffSeeOnlyTheirOwnOrders(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)

@@ -38,6 +38,7 @@ type order struct {
 	HoldDeadline      time.Time
 	CheckInTime       time.Time
 	CheckInBay        string
+	CheckIns          int16 // the first check-in and each change of bay since (see maxCheckIns)
 	WrongCodes        int
 	PickupLockedUntil time.Time
 	Placement         []byte

@@ -7,11 +7,14 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -282,27 +285,38 @@ func TestWatchOrderNeverGoesBackUnderConcurrentChangesFromTwoProcesses(t *testin
 	last := watchNext(t, stream)
 	shopper := &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_CUSTOMER, Id: "alice"}
 
-	// Both processes check the shopper in at changing bays at once: every call is a new
-	// transition, committed in some order, heard here directly or through events.
-	const perProcess = 15
+	// Both processes check the shopper in at changing bays at once: every call taken is a new
+	// transition, committed in some order, heard here directly or through events. An order
+	// takes 5 check-ins (the first and 4 changes of bay); the others are refused, however
+	// many come at once.
+	const perProcess, taken = 15, 5
 	var wg sync.WaitGroup
+	var refused atomic.Int32
 	for p, svc := range []*fulfilment.Service{e.svc, other} {
 		for i := range perProcess {
 			wg.Go(func() {
-				if _, err := svc.CheckIn(e.ctx, "alice", shopper, o.GetId(), fmt.Sprintf("bay %d-%d", p, i)); err != nil {
+				_, err := svc.CheckIn(e.ctx, "alice", shopper, o.GetId(), fmt.Sprintf("bay %d-%d", p, i))
+				switch status.Code(err) {
+				case codes.OK:
+				case codes.FailedPrecondition:
+					refused.Add(1)
+				default:
 					t.Error(err)
 				}
 			})
 		}
 	}
 	wg.Wait()
+	if refused.Load() != 2*perProcess-taken {
+		t.Fatalf("%d of %d check-ins refused; want all but %d", refused.Load(), 2*perProcess, taken)
+	}
 	var want int64
 	var bay string
 	if err := e.pool.QueryRow(e.ctx, `SELECT version, check_in_bay FROM orders WHERE id = $1`, o.GetId()).Scan(&want, &bay); err != nil {
 		t.Fatal(err)
 	}
-	if want != last.GetOrder().GetVersion()+2*perProcess {
-		t.Fatalf("order at version %d after %d check-ins from version %d", want, 2*perProcess, last.GetOrder().GetVersion())
+	if want != last.GetOrder().GetVersion()+taken {
+		t.Fatalf("order at version %d after %d check-ins from version %d", want, taken, last.GetOrder().GetVersion())
 	}
 	for last.GetOrder().GetVersion() < want {
 		m := watchNext(t, stream)

@@ -43,7 +43,9 @@ type OrderServiceClient interface {
 	WatchOrder(ctx context.Context, in *WatchOrderRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchOrderResponse], error)
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(ctx context.Context, in *CancelOrderRequest, opts ...grpc.CallOption) (*CancelOrderResponse, error)
-	// CheckIn tells the store the shopper has arrived.
+	// CheckIn tells the store the shopper has arrived. Checking in again at the bay given changes
+	// nothing. Each check-in puts a ticket on every terminal of the store, so an order takes at
+	// most 5 (the first and 4 changes of bay): the next is refused, FAILED_PRECONDITION naming bay.
 	CheckIn(ctx context.Context, in *CheckInRequest, opts ...grpc.CallOption) (*CheckInResponse, error)
 }
 
@@ -129,7 +131,9 @@ type OrderServiceServer interface {
 	WatchOrder(*WatchOrderRequest, grpc.ServerStreamingServer[WatchOrderResponse]) error
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(context.Context, *CancelOrderRequest) (*CancelOrderResponse, error)
-	// CheckIn tells the store the shopper has arrived.
+	// CheckIn tells the store the shopper has arrived. Checking in again at the bay given changes
+	// nothing. Each check-in puts a ticket on every terminal of the store, so an order takes at
+	// most 5 (the first and 4 changes of bay): the next is refused, FAILED_PRECONDITION naming bay.
 	CheckIn(context.Context, *CheckInRequest) (*CheckInResponse, error)
 	mustEmbedUnimplementedOrderServiceServer()
 }

@@ -86,7 +86,9 @@ type OrderServiceClient interface {
 	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest]) (*connect.ServerStreamForClient[v1.WatchOrderResponse], error)
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
-	// CheckIn tells the store the shopper has arrived.
+	// CheckIn tells the store the shopper has arrived. Checking in again at the bay given changes
+	// nothing. Each check-in puts a ticket on every terminal of the store, so an order takes at
+	// most 5 (the first and 4 changes of bay): the next is refused, FAILED_PRECONDITION naming bay.
 	CheckIn(context.Context, *connect.Request[v1.CheckInRequest]) (*connect.Response[v1.CheckInResponse], error)
 }
 
@@ -179,7 +181,9 @@ type OrderServiceHandler interface {
 	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest], *connect.ServerStream[v1.WatchOrderResponse]) error
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
-	// CheckIn tells the store the shopper has arrived.
+	// CheckIn tells the store the shopper has arrived. Checking in again at the bay given changes
+	// nothing. Each check-in puts a ticket on every terminal of the store, so an order takes at
+	// most 5 (the first and 4 changes of bay): the next is refused, FAILED_PRECONDITION naming bay.
 	CheckIn(context.Context, *connect.Request[v1.CheckInRequest]) (*connect.Response[v1.CheckInResponse], error)
 }
 

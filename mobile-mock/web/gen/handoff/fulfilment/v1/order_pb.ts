@@ -1258,7 +1258,9 @@ export const OrderService: GenService<{
     output: typeof CancelOrderResponseSchema;
   },
   /**
-   * CheckIn tells the store the shopper has arrived.
+   * CheckIn tells the store the shopper has arrived. Checking in again at the bay given changes
+   * nothing. Each check-in puts a ticket on every terminal of the store, so an order takes at
+   * most 5 (the first and 4 changes of bay): the next is refused, FAILED_PRECONDITION naming bay.
    *
    * @generated from rpc handoff.fulfilment.v1.OrderService.CheckIn
    */
