@@ -288,3 +288,27 @@ func TestATillSaleAtNothingOnHandOfARowFromBeforeTheUpgradeIsKept(t *testing.T) 
 	_, err := (&till{t: t, e: e, store: tl.store, sku: "NEVER-HERE"}).change(tillSale, -1, "s-3", nil)
 	requireStatus(t, err, codes.FailedPrecondition, "below 0")
 }
+
+// 0001-01-01T00:00:00Z is Go's zero time, yet a time the request gave like any other: a count
+// taken then is refused as too old, naming occur_time, as one a second later is (it was
+// applied as a count taken now), and a sale then is recorded as happening then, before the
+// last count, leaving on hand as it is (it was taken off now).
+func TestTheFirstInstantOfYearOneIsAnOccurTimeLikeAnyOther(t *testing.T) {
+	e := newEnv(t)
+	tl := newTill(t, e, "occ-y1", "LATTE")
+	tl.mustCount(10, "c-1", tl.ago(5))
+	yearOne := timestamppb.New(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC))
+	for _, at := range []*timestamppb.Timestamp{yearOne, {Seconds: yearOne.GetSeconds() + 1}} {
+		_, err := tl.count(3, fmt.Sprint("c-", at.GetSeconds()), at)
+		requireStatus(t, err, codes.InvalidArgument, "occur_time")
+		tl.expect(fmt.Sprintf("a count taken at %s", at.AsTime()), 10)
+	}
+	sale := tl.mustChange(tillSale, -2, "s-y1", yearOne)
+	tl.expect("a sale at the first instant of year 1", 10)
+	if !sale.GetOccurTime().AsTime().Equal(yearOne.AsTime()) {
+		t.Fatalf("the sale's movement says it happened at %v; want %s", sale.GetOccurTime(), yearOne.AsTime())
+	}
+	if again := tl.mustChange(tillSale, -2, "s-y1", yearOne); again.GetId() != sale.GetId() {
+		t.Fatalf("a retry of the sale recorded movement %d; want %d again", again.GetId(), sale.GetId())
+	}
+}

@@ -29,22 +29,24 @@ const maxCountAge = 24 * time.Hour
 // clock ahead of ours), and how much earlier than a change's occurrence its recording may be.
 const maxClockSkew = 5 * time.Minute
 
-// checkOccurTime validates a request's occur_time: zero when unset, else not in the future
+// checkOccurTime validates a request's occur_time: nil when unset, else not in the future
 // (beyond maxClockSkew). How old it may be is decided once the request is known to be new
-// (decideChange): a retry of a change applied long ago is answered as the first time.
-func checkOccurTime(v *rpcerr.Violations, ts *timestamppb.Timestamp, now time.Time) time.Time {
+// (decideChange): a retry of a change applied long ago is answered as the first time. Set is
+// told by the field's presence, not by the time: 0001-01-01T00:00:00Z is Go's zero time, and
+// was taken for unset (a count now) while a second later was refused as too old.
+func checkOccurTime(v *rpcerr.Violations, ts *timestamppb.Timestamp, now time.Time) *time.Time {
 	if ts == nil {
-		return time.Time{}
+		return nil
 	}
 	if err := ts.CheckValid(); err != nil {
 		v.Addf("occur_time", "not a valid time: %v", err)
-		return time.Time{}
+		return nil
 	}
 	t := ts.AsTime().Truncate(time.Microsecond) // as Postgres keeps it
 	if t.After(now.Add(maxClockSkew)) {
 		v.Addf("occur_time", "%s is in the future", t.Format(time.RFC3339))
 	}
-	return t
+	return &t
 }
 
 // ledgerScan is what changedSince read.
@@ -131,7 +133,7 @@ type decision struct {
 // row was created by this change.
 func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cur level, pre ledgerScan, fresh bool) (decision, error) {
 	var counted *time.Time
-	if !c.occurred.IsZero() {
+	if c.occurred != nil {
 		if c.kind == kindSet && c.occurred.Before(time.Now().Add(-maxCountAge)) {
 			return decision{}, rpcerr.Invalid("occur_time", fmt.Sprintf("%s is more than %s ago: count again",
 				c.occurred.Format(time.RFC3339), maxCountAge))
@@ -155,8 +157,8 @@ func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cu
 		return before(*counted), nil
 	}
 	var later int64
-	if c.kind == kindSet && !c.occurred.IsZero() {
-		rest, err := changedSince(ctx, tx, c.storeID, c.sku, c.occurred, pre.newest)
+	if c.kind == kindSet && c.occurred != nil {
+		rest, err := changedSince(ctx, tx, c.storeID, c.sku, *c.occurred, pre.newest)
 		if err != nil {
 			return decision{}, err
 		}
@@ -182,9 +184,9 @@ func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cu
 
 // sameOccurrence reports whether a stored movement says it happened when a retried request
 // does (neither saying is the same too).
-func sameOccurrence(m *inventoryv1.StockMovement, occurred time.Time) bool {
-	if occurred.IsZero() {
+func sameOccurrence(m *inventoryv1.StockMovement, occurred *time.Time) bool {
+	if occurred == nil {
 		return m.GetOccurTime() == nil
 	}
-	return m.GetOccurTime() != nil && m.GetOccurTime().AsTime().Equal(occurred)
+	return m.GetOccurTime() != nil && m.GetOccurTime().AsTime().Equal(*occurred)
 }

@@ -35,8 +35,8 @@ const maxStockLevel = 1_000_000_000
 type stockChange struct {
 	storeID, sku, key, note string
 	kind                    string
-	// occurred is when the change happened, when the request said (zero: now).
-	occurred time.Time
+	// occurred is when the change happened, when the request said (nil: now).
+	occurred *time.Time
 	// requested is what the request asked: a count's on hand, a change's delta.
 	requested int32
 	// safety is the safety stock a count sets (nil: kept). A setting, not part of the count,
@@ -257,8 +257,8 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 		// A count taken in the past reads the ledger since then, mostly before the row is
 		// locked: reserves of a busy SKU wait for its lock.
 		var pre ledgerScan
-		if c.kind == kindSet && !c.occurred.IsZero() {
-			if pre, err = changedSince(ctx, tx, c.storeID, c.sku, c.occurred, 0); err != nil {
+		if c.kind == kindSet && c.occurred != nil {
+			if pre, err = changedSince(ctx, tx, c.storeID, c.sku, *c.occurred, 0); err != nil {
 				return err
 			}
 		}
@@ -274,8 +274,8 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 		next := d.next
 		next.version = cur.version + 1
 		var occurred, requested any // NULL when the request did not say, or when it is what was done
-		if !c.occurred.IsZero() {
-			occurred = c.occurred
+		if c.occurred != nil {
+			occurred = *c.occurred
 		}
 		if done := next.onHand - cur.onHand; c.kind == kindSet && next.onHand != c.requested || c.kind != kindSet && done != c.requested {
 			requested = c.requested
