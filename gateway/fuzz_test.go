@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
 )
 
@@ -23,13 +23,7 @@ import (
 // Unavailable, every frame that does not as a clean protocol error, never a panic or a hang.
 func fuzzGateway(f *testing.F) (http.Handler, *auth.KeySet) {
 	f.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
-	conn, err := grpc.NewClient(dead, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(testenv.FreeAddr(f), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		f.Fatal(err)
 	}

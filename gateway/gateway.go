@@ -89,6 +89,7 @@ func New(cfg Config) (*Gateway, error) {
 	admit.draining = draining
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
+		edge.WithCodec(),
 		connect.WithInterceptors(admit.interceptor()),
 		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.

@@ -265,19 +265,12 @@ func gatewayTo(t *testing.T, addr string, grace time.Duration) *servedGateway {
 }
 
 func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
-	// A catalog address nobody listens on.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
-	g := gatewayTo(t, dead, time.Second)
+	g := gatewayTo(t, testenv.FreeAddr(t), time.Second)
 
 	c := catalogv1connect.NewCatalogServiceClient(http.DefaultClient, "http://"+g.addr, connect.WithGRPCWeb())
 	callCtx, callCancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer callCancel()
-	_, err = c.ListCategories(callCtx, connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
+	_, err := c.ListCategories(callCtx, connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("catalog down: %v; want Unavailable", err)
 	}
@@ -635,5 +628,28 @@ func TestShutdownEndsOpenStreamsAsUnavailable(t *testing.T) {
 	<-g.served
 	if took := time.Since(began); took > grace/2 {
 		t.Fatalf("shutdown took %v with a stream open; want it ended, not waited for", took)
+	}
+}
+
+// A string that is not UTF-8 is refused naming the field, in each protocol, before the call
+// goes on to a backend (here there is none).
+func TestInvalidUTF8IsRefusedNamingTheField(t *testing.T) {
+	g := gatewayTo(t, testenv.FreeAddr(t), time.Second)
+	bad := []byte{0x0a, 0x03, 0xff, 0xfe, 0x41} // product_id: 3 bytes, not UTF-8
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			c := catalogv1connect.NewCatalogServiceClient(p.client(), "http://"+g.addr, append(slices.Clip(p.opts), testenv.SendBytes(bad))...)
+			_, err := c.GetProduct(t.Context(), connect.NewRequest(&catalogv1.GetProductRequest{}))
+			if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "product_id: not valid UTF-8") {
+				t.Fatalf("GetProduct with a product_id that is not UTF-8: %v; want InvalidArgument naming product_id", err)
+			}
+		})
+	}
+	// Health, open to anyone, decodes the same way.
+	health := connect.NewClient[healthpb.HealthCheckRequest, healthpb.HealthCheckResponse](http.DefaultClient,
+		"http://"+g.addr+"/grpc.health.v1.Health/Check", connect.WithGRPCWeb(), testenv.SendBytes(bad))
+	if _, err := health.CallUnary(t.Context(), connect.NewRequest(&healthpb.HealthCheckRequest{})); connect.CodeOf(err) != connect.CodeInvalidArgument ||
+		!strings.Contains(err.Error(), "service: not valid UTF-8") {
+		t.Fatalf("health Check with a service that is not UTF-8: %v; want InvalidArgument naming service", err)
 	}
 }

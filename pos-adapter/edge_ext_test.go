@@ -16,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/handoff-dev/handoff/internal/testenv"
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
@@ -180,4 +181,16 @@ func TestAbandonedPickupCodeGuessesAreChargedToTheTerminal(t *testing.T) {
 		}
 	}
 	t.Fatal("20 abandoned guesses in a burst were never limited")
+}
+
+// A string that is not UTF-8 is refused naming the field, whoever sends it: the pos-adapter
+// decodes it before anything else looks at the call.
+func TestInvalidUTF8IsRefusedNamingTheField(t *testing.T) {
+	e := newEnv(t)
+	bad := []byte{0x0a, 0x03, 0xff, 0xfe, 0x41} // store_id: 3 bytes, not UTF-8
+	c := posv1connect.NewTerminalServiceClient(http.DefaultClient, e.base, connect.WithGRPCWeb(), testenv.SendBytes(bad))
+	_, err := c.AckTicket(t.Context(), req(&posv1.AckTicketRequest{}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "store_id: not valid UTF-8") {
+		t.Fatalf("AckTicket with a store_id that is not UTF-8: %v; want InvalidArgument naming store_id", err)
+	}
 }

@@ -370,6 +370,7 @@ func New(cfg Config) (*Adapter, error) {
 
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
+		edge.WithCodec(),
 		connect.WithInterceptors(authInterceptor{a: a}, edge.StorableText()),
 		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.

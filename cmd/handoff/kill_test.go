@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,7 +30,7 @@ func TestKillingTheSystemMidLoadLosesNothing(t *testing.T) {
 	bin := buildBinary(t)
 	dataDir := t.TempDir()
 	dbURL := testenv.FreshDatabaseURL(t)
-	posAddr, invAddr := freeAddr(t), freeAddr(t)
+	posAddr, invAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	env := []string{"HANDOFF_DATA_DIR=" + dataDir, "DATABASE_URL=" + dbURL, "NATS_URL=",
 		"HANDOFF_EMBEDDED_NATS_ADDR=127.0.0.1:0", "HANDOFF_GATEWAY_ADDR=127.0.0.1:0", "HANDOFF_POS_ADDR=" + posAddr,
 		"HANDOFF_METRICS_ADDR=127.0.0.1:0", "HANDOFF_CATALOG_ADDR=127.0.0.1:0", "HANDOFF_INVENTORY_ADDR=" + invAddr,
@@ -199,15 +198,4 @@ func byState(t *testing.T, db *pgxpool.Pool) string {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// freeAddr is a loopback address nobody listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
 }

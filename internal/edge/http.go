@@ -27,7 +27,7 @@ const CompressMinBytes = 4096
 // reflection request can otherwise inflate to gigabytes) each address may make openPerAddress
 // calls (or stream messages) a second to them, and hold openStreamsPerAddress streams open.
 func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption) *Health {
-	opts = append(slices.Clip(opts), connect.WithInterceptors(LimitPerAddress(NewAddressLimiter(openPerAddress, openPerAddressBurst), openStreamsPerAddress)))
+	opts = append(slices.Clip(opts), WithCodec(), connect.WithInterceptors(LimitPerAddress(NewAddressLimiter(openPerAddress, openPerAddressBurst), openStreamsPerAddress)))
 	h := newHealth(services)
 	const healthService = "/grpc.health.v1.Health/"
 	mux.Handle(healthService+"Check", connect.NewUnaryHandler(healthService+"Check", h.check, opts...))

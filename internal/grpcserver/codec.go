@@ -11,6 +11,9 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/utf8field"
 )
 
 // grpc-go answers a request message it cannot decode with Internal, before any interceptor
@@ -37,13 +40,21 @@ func (c lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return err
 	}
+	// Invalid UTF-8 in a string is refused naming the field (protobuf's error names none).
+	if path, ok := utf8field.Of(data.Materialize(), m.ProtoReflect().Descriptor(), err); ok {
+		err = rpcerr.Invalid(path, utf8field.Problem)
+	}
 	proto.Reset(m)
 	undecodable.Store(m, err)
 	return nil
 }
 
-// malformed is the refusal of a request message that could not be decoded.
+// malformed is the refusal of a request message that could not be decoded: err itself when it
+// is a refusal already (one naming the field).
 func malformed(m any, err any) error {
+	if e, ok := err.(error); ok && rpcerr.IsStatus(e) {
+		return e
+	}
 	name := "request"
 	if pm, ok := m.(proto.Message); ok {
 		name = string(pm.ProtoReflect().Descriptor().FullName())

@@ -25,3 +25,15 @@ func GRPC(t testing.TB, srv *grpc.Server) *grpc.ClientConn {
 	t.Cleanup(func() { conn.Close() })
 	return conn
 }
+
+// FreeAddr is a loopback address nobody listens on now: a server that is down, or a port to
+// start one on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: listen: %v", err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}
