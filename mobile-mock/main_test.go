@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/stack"
@@ -26,6 +29,8 @@ import (
 	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/mobile-mock/load"
 	"github.com/handoff-dev/handoff/mobile-mock/system"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
@@ -619,5 +624,68 @@ func TestUsageFollowsTheSystemsAddressesAndPrintsNoSecret(t *testing.T) {
 				t.Errorf("%s -h printed the secret %q", cmd, secret)
 			}
 		}
+	}
+}
+
+// pendingCheckouts is a way to the gateway and the pos-adapter on which every Checkout's
+// answer is turned into PENDING (as when inventory is too slow to answer within the
+// checkout), every WatchOrder fails, and no terminal's ticket feed can be followed: the
+// shopper never learns that its order was confirmed.
+type pendingCheckouts struct{ http.RoundTripper }
+
+func (c pendingCheckouts) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch path := req.URL.Path; {
+	case strings.HasSuffix(path, "/WatchOrder"), strings.HasSuffix(path, "/StreamTickets"):
+		return nil, errors.New("connection reset (the test's network)")
+	case !strings.HasSuffix(path, "/Checkout"):
+		return c.RoundTripper.RoundTrip(req)
+	}
+	res, err := c.RoundTripper.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	// A gRPC-web body: a message frame (flag 0, 4-byte length, message), then the trailers'.
+	if len(body) < 5 || body[0] != 0 {
+		return nil, fmt.Errorf("the test cannot read this Checkout answer (%d bytes)", len(body))
+	}
+	n := binary.BigEndian.Uint32(body[1:5])
+	var msg cartv1.CheckoutResponse
+	if err := proto.Unmarshal(body[5:5+n], &msg); err != nil {
+		return nil, err
+	}
+	msg.GetOrder().State = fulfilmentv1.OrderState_ORDER_STATE_PENDING
+	out, err := proto.Marshal(&msg)
+	if err != nil {
+		return nil, err
+	}
+	frame := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(out)))
+	res.Body = io.NopCloser(bytes.NewReader(slices.Concat(frame, out, body[5+n:])))
+	res.ContentLength = -1
+	res.Header.Del("Content-Length")
+	return res, nil
+}
+
+// An order answered PENDING whose watch then fails, and whose ticket no terminal receives, is
+// looked up after the run: it was confirmed, so its units are counted, and the run's count of
+// units confirmed is what inventory lost.
+func TestLoadLooksUpAnOrderAnsweredPendingWhoseFateItNeverLearnt(t *testing.T) {
+	ready, flags := startHandoff(t)
+	const sku = "LATTE-16"
+	before := available(t, ready, flags, sku)
+	cfg := loadConfig(t, ready, flags, pendingCheckouts{newTransport()})
+	cfg.Shoppers, cfg.Orders, cfg.HotSKU, cfg.Basket = 1, 1, sku, true
+	res, err := load.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	sold := before - available(t, ready, flags, sku)
+	if res.Checkouts != 1 || sold != 1 || res.ConfirmedUnits != sold || res.UnknownCheckouts != 0 {
+		t.Errorf("1 checkout answered PENDING, confirmed unseen: %d checkouts, inventory lost %d units, the run counted %d, %d unknown; want 1, 1, 1, 0; summary:\n%s",
+			res.Checkouts, sold, res.ConfirmedUnits, res.UnknownCheckouts, summaryOf(res))
 	}
 }

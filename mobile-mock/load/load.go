@@ -635,13 +635,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	if err != nil {
 		r.orderFail(ctx, "Checkout", err)
 		if code := connect.CodeOf(err); attempt > 1 || retryCheckout(code) || code == connect.CodeCanceled {
-			// The order may exist all the same: its units are counted when its ticket
-			// reaches the terminal, or it is asked about after the run.
-			r.mu.Lock()
-			if !r.counted[cartID] { // else its ticket has come already
-				r.unanswered[cartID] = who
-			}
-			r.mu.Unlock()
+			r.lookUpLater(cartID, who) // the order may exist all the same
 		}
 		failed = true
 		return
@@ -666,6 +660,14 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		}
 	}
 	count(order)
+	final := false
+	defer func() {
+		if !counted && !final {
+			// Answered PENDING and its fate never learnt (the watch failed or the run ended):
+			// it may have been confirmed since.
+			r.lookUpLater(cartID, who)
+		}
+	}()
 
 	// The shopper watches the order and, once it is READY, shows the pickup code at the counter.
 	stream, err := r.app.Orders.WatchOrder(ctx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
@@ -673,7 +675,6 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		r.orderFail(ctx, "WatchOrder", err)
 		return
 	}
-	final := false
 	defer func() {
 		if final {
 			// The service ends the stream right after a final state. Reading it to its end
@@ -840,6 +841,17 @@ func (r *run) confirm(order *fulfilmentv1.Order) {
 	r.completeTicket(t)
 }
 
+// lookUpLater has the after-run lookup (settleUnanswered) learn the fate of a checkout whose
+// order the shopper has not seen confirmed: its units are counted when its ticket reaches the
+// terminal, or else when the lookup finds it confirmed.
+func (r *run) lookUpLater(cartID, who string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.counted[cartID] { // else its ticket has come already
+		r.unanswered[cartID] = who
+	}
+}
+
 // countUnits counts a confirmed order's units towards the oversold check, once. t.mu is held.
 func (r *run) countUnits(t *tracked, order *fulfilmentv1.Order) {
 	if t.unitsIn {
@@ -898,8 +910,8 @@ func (r *run) track(orderID string) *tracked {
 	return t.(*tracked)
 }
 
-// settleUnanswered learns the fate of the checkouts left without an answer and without a
-// ticket: each was made by a customer of its own, so the order, if any, is the only one the
+// settleUnanswered learns the fate of the checkouts left without an answer (or answered PENDING
+// with no later word) and without a ticket: each was made by a customer of its own, so the order, if any, is the only one the
 // customer's ListOrders shows. A confirmed one has its units counted; one that cannot be
 // learnt (the call fails, or it is still PENDING after a while) is counted unknown. It runs on
 // a context of its own, bounded, as the run's may have ended.

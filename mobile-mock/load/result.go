@@ -96,7 +96,7 @@ type Result struct {
 	// checkout got no answer (lost, timed out), yet the order was made. Their units are in the
 	// oversold check; the orders are not in orders/s.
 	ConfirmedUnanswered uint64 `json:"confirmed_unanswered"`
-	// UnknownCheckouts got no answer, no ticket, and could not be looked up after the run: an
+	// UnknownCheckouts got no answer (or only PENDING), no ticket, and could not be looked up after the run: an
 	// order may exist whose units are not counted, so the run cannot be shown sound.
 	UnknownCheckouts int `json:"unknown_checkouts"`
 	// OversoldUnits is the units confirmed beyond what stores had available when the run began
