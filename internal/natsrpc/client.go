@@ -21,6 +21,8 @@ import (
 //   - nobody serves subject → Unavailable;
 //   - ctx's deadline passes first → DeadlineExceeded; ctx canceled → Canceled;
 //   - connection trouble → Unavailable (safe to retry);
+//   - a request or a reply bigger than the NATS max payload → ResourceExhausted (not sent, or
+//     handled with its answer lost: retrying the same request cannot succeed);
 //   - a response that does not decode → Internal.
 //
 // ctx's deadline travels to the handler; without one the call gets
@@ -57,7 +59,7 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, res proto.Mes
 	}
 	reply, err := nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		return transportStatus(subject, err)
+		return transportStatus(subject, err, len(data), nc.MaxPayload())
 	}
 	if reply.Header.Get(micro.ErrorCodeHeader) != "" {
 		return replyStatus(reply).Err()
@@ -68,7 +70,7 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, res proto.Mes
 	return nil
 }
 
-func transportStatus(subject string, err error) error {
+func transportStatus(subject string, err error, size int, maxPayload int64) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return status.Errorf(codes.Unavailable, "natsrpc: no service answers %s", subject)
@@ -76,6 +78,9 @@ func transportStatus(subject string, err error) error {
 		return status.Errorf(codes.DeadlineExceeded, "natsrpc: %s: no answer before the deadline", subject)
 	case errors.Is(err, context.Canceled):
 		return status.Errorf(codes.Canceled, "natsrpc: %s: call canceled", subject)
+	case errors.Is(err, nats.ErrMaxPayload):
+		// Never sendable as it is: Unavailable would have it retried for ever.
+		return status.Errorf(codes.ResourceExhausted, "natsrpc: %s: the request of %d bytes exceeds the NATS max payload of %d bytes", subject, size, maxPayload)
 	default:
 		return status.Errorf(codes.Unavailable, "natsrpc: %s: %v", subject, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -426,5 +427,68 @@ func TestARequestPastItsDeadlineIsNotHandled(t *testing.T) {
 	// In time, it is handled.
 	if got, err := call(t.Context(), cli, "on time"); err != nil || got != "on time" {
 		t.Fatalf("a request in time: %q, %v", got, err)
+	}
+}
+
+// smallPayload is the max_payload of the servers of the size tests: well under the replies and
+// requests they send.
+const smallPayload = 16 << 10
+
+func setupSmallPayload(t *testing.T) (server, client *nats.Conn) {
+	t.Helper()
+	s := testenv.NATS(t, func(o *natsserver.Options) { o.MaxPayload = smallPayload })
+	return testenv.NATSConn(t, s), testenv.NATSConn(t, s)
+}
+
+func TestReplyTooBigIsAnsweredAsResourceExhausted(t *testing.T) {
+	srv, cli := setupSmallPayload(t)
+	var handled atomic.Int32
+	big := wrapperspb.String(strings.Repeat("x", 4*smallPayload))
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		if req.GetValue() != "big" {
+			return req, nil
+		}
+		handled.Add(1)
+		return big, nil
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := call(ctx, cli, "big")
+	// Dropped, the reply leaves the caller waiting out its deadline (DeadlineExceeded: it cannot
+	// tell whether the work was done); the caller must hear at once that the answer was too big.
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Call error = %v after %v; want ResourceExhausted", err, time.Since(start))
+	}
+	msg := status.Convert(err).Message()
+	for _, want := range []string{echoSubject, strconv.Itoa(proto.Size(big)), strconv.Itoa(smallPayload)} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q does not name %q", msg, want)
+		}
+	}
+	if handled.Load() != 1 {
+		t.Errorf("handler ran %d times, want 1", handled.Load())
+	}
+	// Small answers still go through on the same service.
+	if got, err := call(t.Context(), cli, "small"); err != nil || got != "small" {
+		t.Fatalf("small call = %q, %v", got, err)
+	}
+}
+
+func TestRequestTooBigIsResourceExhaustedNotUnavailable(t *testing.T) {
+	srv, cli := setupSmallPayload(t)
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return req, nil
+	})
+	// Unavailable would tell the caller to retry what can never be sent.
+	_, err := call(t.Context(), cli, strings.Repeat("x", 2*smallPayload))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Call error = %v; want ResourceExhausted", err)
+	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, echoSubject) || !strings.Contains(msg, strconv.Itoa(smallPayload)) {
+		t.Errorf("message %q names neither the subject nor the limit", msg)
+	}
+	if got, err := call(t.Context(), cli, "small"); err != nil || got != "small" {
+		t.Fatalf("small call = %q, %v", got, err)
 	}
 }

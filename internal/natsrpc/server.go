@@ -234,26 +234,53 @@ func (svc *Service) serve(r micro.Request, subject string, serve func(context.Co
 			st = hst
 		}
 	}()
-	svc.reply(r, subject, body, st)
+	st = svc.reply(r, subject, body, st)
 }
 
 // reply answers r by publishing to its reply subject itself: the request runs in a goroutine of
 // its own (see Handle), and micro's Request.Respond records outcomes on the request that micro
 // reads, unsynchronised, once its handler has returned. So micro's own stats count requests
 // but not errors or time; this package's Prometheus metrics have those.
-func (svc *Service) reply(r micro.Request, subject string, body []byte, st *status.Status) {
+//
+// A reply bigger than the connection's max payload cannot be sent: it is answered instead with
+// ResourceExhausted naming its size and the limit, so that the caller learns at once, and for
+// certain, that the answer was lost (it must ask for less), rather than time out not knowing
+// whether the work was done. It returns the status sent.
+func (svc *Service) reply(r micro.Request, subject string, body []byte, st *status.Status) *status.Status {
 	msg := &nats.Msg{Data: body}
 	if st.Code() != codes.OK {
 		msg = errorReply(st)
 	}
 	msg.Subject = r.Reply()
 	if msg.Subject == "" {
-		return // a publish with no reply subject: nobody is waiting
+		return st // a publish with no reply subject: nobody is waiting
 	}
-	if err := svc.nc.PublishMsg(msg); err != nil {
+	err := svc.nc.PublishMsg(msg)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		st = status.Newf(codes.ResourceExhausted, "natsrpc: %s: the reply of %d bytes exceeds the NATS max payload of %d bytes; it was handled, but its answer cannot be sent",
+			subject, len(msg.Data)+headerSize(msg.Header), svc.nc.MaxPayload())
+		svc.logger.Error("natsrpc: reply too big to send; answered with an error", "subject", subject, "err", st.Message())
+		tooBig := errorReply(st)
+		tooBig.Subject = msg.Subject
+		err = svc.nc.PublishMsg(tooBig)
+	}
+	if err != nil {
 		// The caller times out; nothing else to do but say so.
 		svc.logger.Warn("natsrpc: send reply", "subject", subject, "err", err)
 	}
+	return st
+}
+
+// headerSize is about what h adds to a message's size ("Name: value\r\n" per value), which
+// counts against the max payload.
+func headerSize(h nats.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // requestDeadline reads the caller's deadline from its header, if it sent one (a malformed

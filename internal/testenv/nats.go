@@ -10,8 +10,10 @@ import (
 )
 
 // NATS starts an in-process NATS server with JetStream on a free port of
-// 127.0.0.1, storing in a temporary dir; it is shut down when t ends.
-func NATS(t testing.TB) *server.Server {
+// 127.0.0.1, storing in a temporary dir; it is shut down when t ends. Each of
+// configure, if any, may change the server's options before it starts (a smaller
+// max_payload, say).
+func NATS(t testing.TB, configure ...func(*server.Options)) *server.Server {
 	t.Helper()
 	opts := &server.Options{
 		ServerName: "testenv",
@@ -24,6 +26,9 @@ func NATS(t testing.TB) *server.Server {
 		JetStreamMaxStore:  1 << 30,
 		NoLog:              true,
 		NoSigs:             true,
+	}
+	for _, c := range configure {
+		c(opts)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
