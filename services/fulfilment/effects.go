@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/rounds"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 )
@@ -38,6 +39,9 @@ type effect struct {
 	// wantHolds is how many holds a commit should end, or an extension find open (0: not
 	// checked).
 	wantHolds int
+	// resent: sent again in this round, after a request with it was done but its answer was
+	// too big to come back (see changeHoldsInParts); a commit then finds its holds ended.
+	resent bool
 }
 
 // runEffects carries out recorded inventory effects until ctx ends: at once when a transition
@@ -159,31 +163,21 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 }
 
 // applyEffects carries out a round's effects with one change_holds request (inventory makes
-// them in one transaction, in order), then checks what inventory did: orders whose extension
+// them in one transaction, in order; more when the answer would not fit in one NATS message,
+// see changeHoldsInParts), then checks what inventory did: orders whose extension
 // found an active line without its open hold are cancelled (lapseIfUnheld), and commits that ended
 // fewer holds than the order's active lines are reported (checkCommit). It returns each
 // effect's error.
 func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
 	errs := make([]error, len(batch))
-	changes := make([]*inventoryv1.HoldChange, len(batch))
-	for i, e := range batch {
-		changes[i] = e.change()
-	}
-	cctx, cancel := context.WithTimeout(ctx, inventoryCallTimeout)
-	res, err := s.inv.changeHolds(cctx, changes)
-	cancel()
-	if err == nil && len(res.GetResults()) != len(batch) {
-		err = fmt.Errorf("inventory answered %d hold changes with %d results", len(batch), len(res.GetResults()))
-	}
-	if err != nil {
-		for i := range errs {
-			errs[i] = err
-		}
-		return errs
-	}
+	results := make([]*inventoryv1.HoldChangeResult, len(batch))
+	s.changeHoldsInParts(ctx, batch, results, errs)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, 16)
-	for i, r := range res.GetResults() {
+	for i, r := range results {
+		if errs[i] != nil {
+			continue
+		}
 		if r.GetErrorCode() != 0 {
 			errs[i] = status.Error(codes.Code(r.GetErrorCode()), r.GetErrorMessage())
 			continue
@@ -215,6 +209,75 @@ func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
 	return errs
 }
 
+// holdAnswerBytes is about the most one hold takes in change_holds' answer: four ids of up to
+// 128 bytes (order, line, store, SKU), its own id, a time, the framing.
+const holdAnswerBytes = 640
+
+// answerHolds is about how many holds inventory answers e with: an extension every open hold
+// of the order, a commit or a release those it ends. An effect that does not say (a release of
+// the whole order) is counted as one: most orders are small, and an answer too big all the
+// same is sent again in halves (changeHoldsPart), rather than every round of releases being
+// split for the few orders of 100 lines.
+func (e effect) answerHolds() int {
+	return max(e.wantHolds, 1)
+}
+
+// changeHoldsInParts sends batch to inventory in as few change_holds requests as keep each
+// answer within the NATS max payload (a round of 64 orders of 100 lines answers with up to
+// 6,400 holds, megabytes), one after another, and fills in each effect's result or error.
+// Should an answer be too big all the same (ResourceExhausted: inventory made the changes, but
+// its answer could not be sent), the part is sent again in halves, which is safe as every
+// change is idempotent; without this, the same round would fail for ever, and the effects
+// queued behind its extensions wait until the holds expire.
+func (s *Service) changeHoldsInParts(ctx context.Context, batch []effect, results []*inventoryv1.HoldChangeResult, errs []error) {
+	limit := int64(1 << 20) // NATS's default, until connected
+	if mp := s.inv.nc.MaxPayload(); mp > 0 {
+		limit = mp
+	}
+	budget := max(int(limit/holdAnswerBytes), 1)
+	for start := 0; start < len(batch); {
+		end, holds := start+1, batch[start].answerHolds()
+		for end < len(batch) && holds+batch[end].answerHolds() <= budget {
+			holds += batch[end].answerHolds()
+			end++
+		}
+		s.changeHoldsPart(ctx, batch[start:end], results[start:end], errs[start:end])
+		start = end
+	}
+}
+
+// changeHoldsPart sends part in one change_holds request, in halves should its answer be too
+// big to come back (see changeHoldsInParts).
+func (s *Service) changeHoldsPart(ctx context.Context, part []effect, results []*inventoryv1.HoldChangeResult, errs []error) {
+	changes := make([]*inventoryv1.HoldChange, len(part))
+	for i, e := range part {
+		changes[i] = e.change()
+	}
+	cctx, cancel := context.WithTimeout(ctx, inventoryCallTimeout)
+	res, err := s.inv.changeHolds(cctx, changes)
+	cancel()
+	if rpcerr.Code(err) == codes.ResourceExhausted && len(part) > 1 && ctx.Err() == nil {
+		s.log.Warn("inventory's answer to a round of effects was too big; sending it again in halves", "effects", len(part), "err", err)
+		for i := range part {
+			part[i].resent = true
+		}
+		h := len(part) / 2
+		s.changeHoldsPart(ctx, part[:h], results[:h], errs[:h])
+		s.changeHoldsPart(ctx, part[h:], results[h:], errs[h:])
+		return
+	}
+	if err == nil && len(res.GetResults()) != len(part) {
+		err = fmt.Errorf("inventory answered %d hold changes with %d results", len(part), len(res.GetResults()))
+	}
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return
+	}
+	copy(results, res.GetResults())
+}
+
 // change is the request for e.
 func (e effect) change() *inventoryv1.HoldChange {
 	switch e.kind {
@@ -244,13 +307,14 @@ var commitShortfalls = promauto.NewCounterVec(prometheus.CounterOpts{
 // holds had ended before the hand-over (expired by inventory's sweeper, say), so the goods
 // handed over were not held and on-hand does not drop for them. Nothing can undo the
 // hand-over; an operator must correct the stock. On a commit's first claim the answer is
-// certain; on a later one the earlier attempt may have committed the holds (inventory answers
-// a repeated commit with nothing), so it is reported as uncertain.
+// certain; on a later one, or one sent again in its round (resent), the earlier attempt may
+// have committed the holds (inventory answers a repeated commit with nothing), so it is
+// reported as uncertain.
 func (s *Service) checkCommit(e effect, committed int) {
 	if e.wantHolds == 0 || committed >= e.wantHolds {
 		return
 	}
-	if e.claims <= 1 {
+	if e.claims <= 1 && !e.resent {
 		commitShortfalls.WithLabelValues("true").Inc()
 		s.log.Error("hand-over committed fewer holds than the order's lines: stock left without being held; correct on-hand",
 			"order_id", e.orderID, "committed_holds", committed, "active_lines", e.wantHolds)

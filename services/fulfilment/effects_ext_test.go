@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -296,5 +297,56 @@ func TestHandOverWithItsHoldsReportsNoCommitShortfall(t *testing.T) {
 	e.waitNoEffects()
 	if errs := errorLogs(); len(errs) > 0 {
 		t.Fatalf("errors logged for a hand-over with its holds: %v", errs)
+	}
+}
+
+// A round of effects whose answer is bigger than the NATS max payload: ten confirmed orders of
+// 80 lines, their extensions due together, answer with 800 holds, about twice the 64 KiB the
+// server takes. The worker sends them in parts its answers fit in; sent as one request, the
+// answer could not come back (inventory extended the holds, the worker heard nothing), and
+// the same round failed for ever, the commits and releases behind those extensions waiting
+// until the holds expired.
+func TestAnEffectsRoundTooBigForOneAnswerIsSentInParts(t *testing.T) {
+	const maxPayload = 64 << 10
+	e := newEnv(t, envOptions{nats: func(o *server.Options) { o.MaxPayload = maxPayload }})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	const orders, lines = 10, 80
+	var ls []line
+	for i := range lines {
+		sku := fmt.Sprintf("SKU-%03d", i)
+		e.setStock("s1", sku, 100)
+		ls = append(ls, line{sku, 1})
+	}
+	ids := make([]string, orders)
+	for i := range orders {
+		ids[i] = e.mustPlace(checkout(fmt.Sprintf("shopper-%d", i), "k", "s1", ls...), confirmed).GetId()
+	}
+	e.waitNoEffects() // the confirmations' own extensions
+	spy := e.spyHoldChanges()
+	// want_holds is what the worker expects each answer to hold: right first, then far too
+	// low, so that the part it sends comes back too big and is sent again in halves.
+	for round, want := range []int{lines, 1} {
+		deadline := time.Now().Add(time.Duration(3+round) * time.Hour)
+		if _, err := e.pool.Exec(e.ctx, `INSERT INTO order_effects (order_id, kind, deadline, want_holds)
+			SELECT unnest($1::text[]), $2, $3, $4`, ids, int16(domain.ExtendHolds), deadline, want); err != nil {
+			t.Fatal(err)
+		}
+		e.waitNoEffects()
+		if sizes := spy.take(); len(sizes) < 2 {
+			t.Errorf("round %d: the %d extensions went to inventory as %v, want more than one request", round, orders, sizes)
+		}
+		var extended int
+		if err := e.invPool.QueryRow(e.ctx, `SELECT count(*) FROM holds WHERE order_id = ANY($1) AND state = 'open' AND expire_time >= $2`,
+			ids, deadline.Truncate(time.Microsecond)).Scan(&extended); err != nil {
+			t.Fatal(err)
+		}
+		if extended != orders*lines {
+			t.Fatalf("round %d: %d holds extended, want %d", round, extended, orders*lines)
+		}
+	}
+	for _, id := range ids {
+		if st := e.stateOf(id); st != confirmed {
+			t.Fatalf("order %s is %v, want it confirmed still", id, st)
+		}
 	}
 }

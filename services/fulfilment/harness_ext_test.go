@@ -64,6 +64,7 @@ type envOptions struct {
 	copies       int  // copies of fulfilment side by side on one schema (default 1)
 	noLoops      bool // fulfilment's background loops (Run) not started: e.run(e.svc.Run) later
 	config       func(*fulfilment.Config)
+	nats         func(*server.Options) // changes the NATS server's options (a small max_payload)
 }
 
 // fastTimers are the timings tests run fulfilment with: loops every few milliseconds.
@@ -76,7 +77,11 @@ func fastTimers(c *fulfilment.Config) {
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ns := testenv.NATS(t)
+	var configure []func(*server.Options)
+	if opts.nats != nil {
+		configure = append(configure, opts.nats)
+	}
+	ns := testenv.NATS(t, configure...)
 	e := &env{t: t, ctx: ctx, ns: ns, cart: testenv.NATSConn(t, ns), events: &eventLog{}}
 	js, err := jetstream.New(testenv.NATSConn(t, ns), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
