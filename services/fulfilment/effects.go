@@ -135,6 +135,7 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 	defer cancel()
 	var w writeBatch
 	var done []int64
+	var refused []effect
 	for i, e := range batch {
 		if errs[i] == nil {
 			done = append(done, e.id)
@@ -142,9 +143,10 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 		}
 		if e.kind == domain.ExtendHolds && !uncertain(errs[i]) {
 			// A refused extension (a deadline passed meanwhile, say) cannot succeed later; the
-			// timer loop asks again with a fresh deadline while the order is open.
-			s.log.Error("inventory refused to extend holds; dropped", "order_id", e.orderID, "deadline", e.deadline, "err", errs[i])
+			// timer loop asks again with a fresh deadline while the order is open (refuseExtensions).
+			s.log.Error("inventory refused to extend holds; dropped, and the order looked at again", "order_id", e.orderID, "deadline", e.deadline, "err", errs[i])
 			done = append(done, e.id)
+			refused = append(refused, e)
 			continue
 		}
 		backoff := min(time.Second<<min(e.attempt, 6), time.Minute)
@@ -156,10 +158,36 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 	if len(done) > 0 {
 		_, _ = w.Exec(ctx, `DELETE FROM order_effects WHERE id = ANY($1)`, done)
 	}
+	refuseExtensions(ctx, &w, refused)
 	if err := w.sendAlone(ctx, s.db); err != nil {
 		return 0, fmt.Errorf("record effect outcomes (they run again after their lease): %w", err)
 	}
 	return len(batch), nil
+}
+
+// refuseExtensionsSQL has the open orders whose extension was dropped ($1, with the deadline
+// it asked for, $2) looked at by the timer loop at once, their holds taken as ending now. The
+// order took that deadline when the extension was recorded (keepHolds), so it would not ask
+// again before its next timer, or at all once the deadline had passed (order.timerAt), while
+// its holds could be swept: an order kept open on stock nobody holds. Now keepHolds records a
+// fresh extension, whose answer runs the lapse check (lapseIfUnheld). An order that has asked
+// for another deadline since is left alone: that extension is queued already. The orders are
+// locked in id order, as combined changes lock them.
+const refuseExtensionsSQL = `UPDATE orders o SET hold_deadline = now(), timer_at = now()
+	FROM (SELECT r.id, r.deadline FROM unnest($1::text[], $2::timestamptz[]) AS r(id, deadline)
+		JOIN orders x ON x.id = r.id ORDER BY r.id FOR UPDATE OF x) r
+	WHERE o.id = r.id AND o.hold_deadline = r.deadline AND o.state IN (2, 3, 4)`
+
+// refuseExtensions queues in w the write of refuseExtensionsSQL for the dropped extensions.
+func refuseExtensions(ctx context.Context, w *writeBatch, refused []effect) {
+	if len(refused) == 0 {
+		return
+	}
+	ids, deadlines := make([]string, len(refused)), make([]time.Time, len(refused))
+	for i, e := range refused {
+		ids[i], deadlines[i] = e.orderID, e.deadline
+	}
+	_, _ = w.Exec(ctx, refuseExtensionsSQL, ids, deadlines)
 }
 
 // applyEffects carries out a round's effects with one change_holds request (inventory makes

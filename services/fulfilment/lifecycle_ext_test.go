@@ -970,23 +970,29 @@ func TestHoldsFollowAnOrderReadyLateOrOpenLong(t *testing.T) {
 	e.checkInvariants()
 }
 
-// Inventory was out of reach for longer than the holds lived: its sweeper ended them, and
-// another order may already hold those units. Fulfilment must not keep the order open as if
-// its stock were held (staff would hand over units promised twice, and the hand-over would
-// commit nothing): it cancels it, says why, and tells the store and the shopper.
-func TestOrderWhoseHoldsLapsedIsCancelledNotKeptOpen(t *testing.T) {
+// acceptedOrderWhoseHoldWasSwept places and accepts an order of one latte at s1 (4 in stock),
+// whose hold then reaches its deadline during an outage and is ended by inventory's sweeper.
+func acceptedOrderWhoseHoldWasSwept(t *testing.T) (*env, *fulfilmentv1.Order) {
+	t.Helper()
 	e := newEnv(t, envOptions{})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 4)
 	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
 	e.accept("s1", o.GetId())
 	e.waitHoldsExpireAfter(o.GetId(), time.Now().Add(time.Hour)) // the confirmation's extension
-
-	// The outage: the hold reaches its deadline and inventory's sweeper ends it.
 	if _, err := e.invPool.Exec(e.ctx, `UPDATE holds SET expire_time = now() - interval '1 second' WHERE order_id = $1`, o.GetId()); err != nil {
 		t.Fatal(err)
 	}
 	e.waitHolds(o.GetId(), map[string]int{"expired": 1})
+	return e, o
+}
+
+// Inventory was out of reach for longer than the holds lived: its sweeper ended them, and
+// another order may already hold those units. Fulfilment must not keep the order open as if
+// its stock were held (staff would hand over units promised twice, and the hand-over would
+// commit nothing): it cancels it, says why, and tells the store and the shopper.
+func TestOrderWhoseHoldsLapsedIsCancelledNotKeptOpen(t *testing.T) {
+	e, o := acceptedOrderWhoseHoldWasSwept(t)
 	// Inventory is back; fulfilment's timer comes to extend the holds and finds none.
 	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET hold_deadline = now() + interval '30 seconds', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
 		t.Fatal(err)
@@ -1006,6 +1012,35 @@ func TestOrderWhoseHoldsLapsedIsCancelledNotKeptOpen(t *testing.T) {
 		t.Fatalf("the shopper is not told why: reason %q", res.GetOrder().GetReason())
 	}
 	e.waitEvents(o.GetId(), "confirmed", "preparing", "cancelled")
+	if got := e.available("s1", "LATTE-16"); got != 4 {
+		t.Fatalf("available %d, want all 4 (nothing held for a cancelled order)", got)
+	}
+	e.checkInvariants()
+}
+
+// An extension inventory refuses (its deadline passed while it waited behind a long outage) is
+// dropped; the order must be looked at again at once, not keep the deadline it asked for and
+// wait for its next timer (an hour away here) while its holds are gone: the timer loop records
+// a fresh extension, which finds the holds swept, and the order is cancelled.
+func TestARefusedExtensionHasTheOrderLookedAtAgainAtOnce(t *testing.T) {
+	e, o := acceptedOrderWhoseHoldWasSwept(t)
+	// Meanwhile an extension was recorded whose deadline has passed by the time it is sent:
+	// inventory refuses it. The order took that deadline, and its next timer is an hour away.
+	var deadline time.Time
+	if err := e.pool.QueryRow(e.ctx, `UPDATE orders SET hold_deadline = now() - interval '1 second', timer_at = now() + interval '1 hour'
+		WHERE id = $1 RETURNING hold_deadline`, o.GetId()).Scan(&deadline); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO order_effects (order_id, kind, deadline, want_holds) VALUES ($1, $2, $3, 1)`,
+		o.GetId(), int16(domain.ExtendHolds), deadline); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != cancelled {
+			return fmt.Errorf("order is %s after its extension was refused and its holds lapsed, want CANCELLED", s)
+		}
+		return nil
+	})
 	if got := e.available("s1", "LATTE-16"); got != 4 {
 		t.Fatalf("available %d, want all 4 (nothing held for a cancelled order)", got)
 	}
