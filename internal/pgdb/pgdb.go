@@ -204,3 +204,45 @@ func Acquire(ctx context.Context, pool *pgxpool.Pool) (conn *pgxpool.Conn, relea
 
 // rollbackTimeout bounds the rollback of a transaction left open at release (see Acquire).
 var rollbackTimeout = 5 * time.Second
+
+// XactIDSQL reads the current transaction's id, for [Committed]: queue it in the transaction
+// before its writes.
+const XactIDSQL = `SELECT pg_current_xact_id()::text`
+
+// Committed reports whether the transaction xid (read with XactIDSQL) committed although the
+// round trip that ended it failed with err. An error Postgres answered means it did not, as
+// does one pgconn says nothing was sent for; anything else (the connection lost, the deadline
+// passed during COMMIT) may hide a commit, which Postgres is asked about on another connection
+// of db, for up to timeout (ctx's cancellation aside: the caller's work is done or not
+// whether it still waits). Doing the work again as if it had not committed would find it
+// done. The outcome, when one is found, and a failure to ask (false) go to log.
+func Committed(ctx context.Context, db interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, xid string, err error, timeout time.Duration, log *slog.Logger) bool {
+	if _, answered := errors.AsType[*pgconn.PgError](err); answered || xid == "" || pgconn.SafeToRetry(err) {
+		return false // Postgres refused it, or nothing of it was sent
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	for {
+		var st *string
+		if qerr := db.QueryRow(ctx, `SELECT pg_xact_status($1::xid8)`, xid).Scan(&st); qerr != nil {
+			log.Warn("pgdb: the outcome of a transaction whose end was not answered is unknown; taken as not committed", "xid", xid, "err", err, "status_err", qerr)
+			return false
+		}
+		switch {
+		case st != nil && *st == "committed":
+			log.Info("pgdb: a transaction committed though the answer to its end was lost", "xid", xid, "err", err)
+			return true
+		case st == nil || *st != "in progress":
+			return false
+		}
+		// The server has not finished with it yet (the connection broke mid-COMMIT).
+		select {
+		case <-ctx.Done():
+			log.Warn("pgdb: a transaction whose end was not answered is still in progress; taken as not committed", "xid", xid, "err", err)
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/pgdb"
@@ -153,7 +152,7 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 	}
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	b.Queue(`SELECT pg_current_xact_id()::text`) // to learn its fate should COMMIT's reply be lost
+	b.Queue(pgdb.XactIDSQL) // to learn its fate should COMMIT's reply be lost
 	b.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id `+lock, ids)
 	b.Queue(`SELECT order_id, seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
 		FROM order_history WHERE order_id = ANY($1) ORDER BY order_id, seq`, ids)
@@ -212,43 +211,13 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 	if err == nil && s.loseCommitReply.Load() {
 		err = errors.New("test: the connection was lost during COMMIT")
 	}
-	if err != nil && !s.committed(ctx, xid, err) {
+	// A commit whose reply was lost must not be decided again, alone: that would refuse its
+	// changes as illegal now (an accept of an order already accepted) and count a wrong pickup
+	// code twice.
+	if err != nil && !pgdb.Committed(ctx, s.db, xid, err, settleTimeout, s.log) {
 		return nil, fmt.Errorf("write %d orders' changes: %w", len(pending), err)
 	}
 	return pending, nil
-}
-
-// committed reports whether the transaction xid committed although its write round trip
-// failed with err. An error Postgres answered means it did not; anything else (the connection
-// lost, the deadline passed during COMMIT) may hide a commit, which Postgres is asked about on
-// another connection: deciding committed changes again, alone, would refuse them as illegal now
-// (an accept of an order already accepted) and count a wrong pickup code twice.
-func (s *Service) committed(ctx context.Context, xid string, err error) bool {
-	if _, answered := errors.AsType[*pgconn.PgError](err); answered || xid == "" || pgconn.SafeToRetry(err) {
-		return false // Postgres refused it, or nothing of it was sent
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	for {
-		var st *string
-		if qerr := s.db.QueryRow(ctx, `SELECT pg_xact_status($1::xid8)`, xid).Scan(&st); qerr != nil {
-			s.log.Warn("the outcome of a combined change is unknown; its changes are decided again", "xid", xid, "err", qerr)
-			return false
-		}
-		switch {
-		case st != nil && *st == "committed":
-			s.log.Info("a combined change committed though its reply was lost", "xid", xid, "err", err)
-			return true
-		case st == nil || *st != "in progress":
-			return false
-		}
-		// The server has not finished with it yet (the connection broke mid-COMMIT).
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // readOrdersWithHistory reads the transaction's id into xid, then the two locking reads of

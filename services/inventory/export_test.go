@@ -54,3 +54,7 @@ func ReserveInOneBatch(s *Service, reqs ...*inventoryv1.ReserveHoldsRequest) ([]
 	}
 	return res, errs, nil
 }
+
+// LoseCommitReplies makes s's change_holds transactions fail after they commit, as a
+// connection lost during COMMIT does, for tests.
+func LoseCommitReplies(s *Service, on bool) { s.loseCommitReply.Store(on) }

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -77,7 +78,8 @@ func validateHoldChange(c *inventoryv1.HoldChange, prefix string, now time.Time)
 
 // ChangeHolds makes the hold changes of a request, in order, in one transaction. A change
 // with bad input is refused in its result and the others are made; should the transaction
-// fail, each change is tried alone, so that one cannot hold up the rest.
+// fail (and not have committed with its reply lost, see pgdb.Committed), each change is tried alone,
+// so that one cannot hold up the rest.
 func (s *Service) ChangeHolds(ctx context.Context, req *inventoryv1.ChangeHoldsRequest) (*inventoryv1.ChangeHoldsResponse, error) {
 	n := len(req.GetChanges())
 	if n == 0 || n > maxHoldChanges {
@@ -244,11 +246,12 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 
 	var b pgx.Batch
 	b.Queue("BEGIN")
+	b.Queue(pgdb.XactIDSQL) // to learn its fate should COMMIT's reply be lost
 	b.Queue(keyedPlansSQL)
 	b.Queue(lockOrderHoldsSQL, orderIDs, holdOpen)
 	b.Queue(lockOrderLevelsSQL, endingIDs, holdOpen)
 	br := conn.SendBatch(ctx, &b)
-	locked, levels, err := readChangeLocks(br)
+	xid, locked, levels, err := readChangeLocks(br)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
@@ -343,35 +346,49 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	if err := p.commit(ctx); err != nil {
 		return nil, err
 	}
-	if err := p.run(ctx, conn); err != nil {
+	err = p.run(ctx, conn)
+	if err == nil && s.loseCommitReply.Load() {
+		err = errors.New("test: the connection was lost during COMMIT")
+	}
+	// Committed with its reply lost, the changes must not be made again one by one
+	// (ChangeHolds): they would find their holds ended and answer that a commit ended nothing,
+	// which fulfilment takes for certain proof that goods left the store unheld.
+	if err != nil && !pgdb.Committed(ctx, s.db, xid, err, commitCheckTimeout, s.log) {
 		return nil, fmt.Errorf("change holds: %w", err)
 	}
 	return results, nil
 }
 
-func readChangeLocks(br pgx.BatchResults) ([]*hold, map[stockKey]*level, error) {
-	for range 2 { // BEGIN, the plan settings
-		if _, err := br.Exec(); err != nil {
-			return nil, nil, err
-		}
+// commitCheckTimeout bounds asking Postgres how a transaction whose COMMIT reply was lost
+// ended.
+const commitCheckTimeout = 5 * time.Second
+
+// readChangeLocks reads the results of changeHolds' first round trip: the transaction's id,
+// then the locked holds and stock rows.
+func readChangeLocks(br pgx.BatchResults) (xid string, hs []*hold, levels map[stockKey]*level, err error) {
+	if _, err = br.Exec(); err != nil { // BEGIN
+		return "", nil, nil, err
+	}
+	if err = br.QueryRow().Scan(&xid); err != nil {
+		return "", nil, nil, err
+	}
+	if _, err = br.Exec(); err != nil { // the plan settings
+		return "", nil, nil, err
 	}
 	rows, err := br.Query()
 	if err != nil {
-		return nil, nil, err
+		return "", nil, nil, err
 	}
-	hs, err := scanHolds(rows)
-	if err != nil {
-		return nil, nil, err
+	if hs, err = scanHolds(rows); err != nil {
+		return "", nil, nil, err
 	}
-	rows, err = br.Query()
-	if err != nil {
-		return nil, nil, err
+	if rows, err = br.Query(); err != nil {
+		return "", nil, nil, err
 	}
-	levels, err := scanLevels(rows)
-	if err != nil {
-		return nil, nil, err
+	if levels, err = scanLevels(rows); err != nil {
+		return "", nil, nil, err
 	}
-	return hs, levels, nil
+	return xid, hs, levels, nil
 }
 
 // holdEnds collects the ends of holds that a transaction has locked and found open, and what

@@ -288,3 +288,34 @@ func TestALateExtensionNeverShortensAHold(t *testing.T) {
 	e.requireInvariants()
 	e.requireLedgerMatches()
 }
+
+// The combined transaction of a change_holds request committed, but its COMMIT's reply was
+// lost (the connection broke): the changes must not be made again one by one, which would find
+// the holds ended already and answer that the commits ended nothing, for fulfilment a certain
+// sign that goods left the store unheld although their sale was recorded. Inventory asks
+// Postgres how the transaction ended and answers with the holds it changed.
+func TestChangeHoldsAnswersWhatACommitWhoseReplyWasLostDid(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.setStock("s1", "MUFFIN", 10, 0)
+	e.mustReserve(order("o1", "s1", "LATTE", 2, "MUFFIN", 1))
+	e.mustReserve(order("o2", "s1", "LATTE", 1))
+	inventory.LoseCommitReplies(e.copies[0], true)
+	res := e.changeHolds(commitChange("o1"), releaseChange("o2", ""))
+	inventory.LoseCommitReplies(e.copies[0], false)
+	for i, want := range []int{2, 1} {
+		r := res.GetResults()[i]
+		if r.GetErrorCode() != 0 || len(r.GetHolds()) != want {
+			t.Errorf("change %d: %d holds, error %d %q; want the %d it ended", i, len(r.GetHolds()), r.GetErrorCode(), r.GetErrorMessage(), want)
+		}
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 8 || l.GetReserved() != 0 {
+		t.Fatalf("LATTE on hand %d reserved %d, want 8 and 0", l.GetOnHand(), l.GetReserved())
+	}
+	if n := e.count(`SELECT count(*) FROM movements WHERE kind IN ('hold_committed', 'hold_released')`); n != 3 {
+		t.Fatalf("%d ledger rows for ended holds, want 3", n)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}

@@ -112,6 +112,9 @@ type Service struct {
 	// failDropDelta is a failpoint for tests (set through export_test.go): the stock UPDATE of
 	// the next transactions leaves out one row it should change.
 	failDropDelta atomic.Bool
+	// loseCommitReply, set by tests, fails a change_holds transaction's write round trip after
+	// it has committed, as a connection lost during COMMIT does.
+	loseCommitReply atomic.Bool
 }
 
 // New returns the inventory service.
