@@ -85,7 +85,11 @@
 // exponential backoff (capped at Config.WebhookMaxBackoff) and jitter for as long as its ticket
 // is of use (Config.WebhookGiveUpAfter, the replay window by default), so a vendor POS gets, when
 // it answers again, what a terminal reconnecting would; only then is it kept as a dead letter an
-// operator lists (ListFailedDeliveries) and replays (ReplayDelivery). Inbound: POST
+// operator lists (ListFailedDeliveries) and replays (ReplayDelivery). A store's endpoint also
+// backs off as a whole: after a failed attempt the store's deliveries wait, and one at a time
+// tries it (a probe) once the store's backoff is over; an answered probe sends the rest at
+// once. An endpoint that never answers holds one send slot per backoff, not one per ticket
+// waiting for it (claimDeliveriesSQL). Inbound: POST
 // /webhooks/vendor/{store_id} with the same signature scheme and the store's secret accepts
 // sales, returns and stock counts and applies them at inventory, idempotently by the vendor's
 // event id; a bad signature or a timestamp more than Config.SignatureTolerance away is refused
@@ -211,7 +215,8 @@ type Config struct {
 	WebhookGiveUpAfter time.Duration
 	// WebhookBackoff is the wait after the first failure; it doubles per attempt, with ±20%
 	// jitter, up to WebhookMaxBackoff. Defaults 2s and 1m: the cap is how late a ticket may
-	// reach a vendor POS after it answers again.
+	// reach a vendor POS after it answers again. A store's endpoint backs off the same way,
+	// per failed try in a row: meanwhile its deliveries wait, and one at a time tries it.
 	WebhookBackoff    time.Duration
 	WebhookMaxBackoff time.Duration
 	// WebhookPollInterval is how often due deliveries are looked for, unwoken, while some are

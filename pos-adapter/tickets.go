@@ -306,8 +306,9 @@ ins AS (
 	SELECT store_id, seq, ticket_id, kind, order_id, payload, create_time FROM numbered
 	RETURNING ticket_id, seq),
 hook AS (
-	INSERT INTO webhook_deliveries (id, store_id, ticket_id)
-	SELECT nb.delivery_id, nb.store_id, nb.ticket_id FROM numbered nb JOIN store_webhooks w ON w.store_id = nb.store_id
+	INSERT INTO webhook_deliveries (id, store_id, ticket_id, next_attempt_time)
+	SELECT nb.delivery_id, nb.store_id, nb.ticket_id, greatest(now(), w.retry_time) -- a store in backoff: after it
+	FROM numbered nb JOIN store_webhooks w ON w.store_id = nb.store_id
 	WHERE w.enabled AND (cardinality(w.kinds) = 0 OR nb.kind = ANY (w.kinds))
 	ON CONFLICT (store_id, ticket_id) DO NOTHING
 	RETURNING 1)

@@ -2,7 +2,11 @@ package posadapter
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/handoff-dev/handoff/internal/gather"
 	"github.com/handoff-dev/handoff/internal/rounds"
@@ -10,11 +14,15 @@ import (
 
 // deliveryOutcome is what an attempt came to, for its row.
 type deliveryOutcome struct {
-	id        string
-	state     string // deliveryPending (a retry), "delivered", "failed" (dead letter) or "dropped"
-	attempts  int
-	lastError string
-	wait      time.Duration // until the retry, for "pending"
+	id, storeID string
+	state       string // deliveryPending (a retry), "delivered", "failed" (dead letter) or "dropped"
+	attempts    int
+	lastError   string
+	wait        time.Duration // until the retry, for "pending"
+	// probe: the attempt tried the endpoint of a store in backoff (claimDeliveriesSQL).
+	probe bool
+	// unanswered: the store's endpoint did not take the delivery (no answer, or not a 2xx).
+	unanswered bool
 }
 
 // deliveryPending is the state of a delivery still to be made (again).
@@ -65,7 +73,17 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 	// Recorded even when shutting down: a delivery made and not recorded is made again.
 	ctx, cancel := context.WithTimeout(context.Background(), rounds.LastWrite)
 	defer cancel()
-	_, err := r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending)
+	var (
+		due []time.Time
+		err error
+	)
+	// The common case, every endpoint answering, is the one statement it always was; only a
+	// failed attempt or a probe's outcome changes a store's backoff.
+	if slices.ContainsFunc(batch, func(o deliveryOutcome) bool { return o.probe || o.unanswered }) {
+		due, err = r.writeWithBackoff(ctx, batch, ids, states, attempts, errs, waits)
+	} else {
+		_, err = r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending)
+	}
 	now := time.Now()
 	if err != nil {
 		// The deliveries keep their claim and fall due again when it lapses.
@@ -78,4 +96,153 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 			r.retries.Note(now.Add(o.wait))
 		}
 	}
+	for _, t := range due {
+		r.retries.Note(t)
+	}
+}
+
+// lockStoreWebhooksSQL locks the webhooks of the stores given, in store order, and reads their
+// backoff. A transaction that changes a store's backoff or moves its deliveries holds it first,
+// as the claim does (SKIP LOCKED), so that no two of them take the same locks in two orders.
+const lockStoreWebhooksSQL = `SELECT store_id, retry_time, failures FROM store_webhooks WHERE store_id = ANY ($1) ORDER BY store_id FOR UPDATE`
+
+// backOffStoresSQL starts or holds the backoff of stores whose endpoint did not answer: the
+// store waits until retry_time ($2 µs from now; NULL keeps the wait it has, when the failure
+// was not its probe but an attempt claimed before the backoff began), and its pending
+// deliveries are put off until then: those due sooner, and those parked at the old wait ($4)
+// for a probe that has now failed. So no delivery of the store is due before its wait is over,
+// when one of them probes the endpoint again (claimDeliveriesSQL). A delivery past its give-up
+// time ($6 µs after it was queued) is not put off but kept as a dead letter: its store's
+// endpoint failed when its time was up, and nothing else would try it.
+const backOffStoresSQL = `
+WITH s AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[])
+	AS s(store_id, wait_us, failures, old_retry, last_error)),
+g AS (
+	UPDATE store_webhooks w SET retry_time = coalesce(now() + s.wait_us * interval '1 microsecond', w.retry_time),
+		failures = coalesce(s.failures, w.failures)
+	FROM s WHERE w.store_id = s.store_id
+	RETURNING w.store_id, w.retry_time, s.old_retry, s.last_error),
+moved AS (
+	UPDATE webhook_deliveries d SET next_attempt_time = g.retry_time,
+		state = CASE WHEN d.create_time <= now() - $6::bigint * interval '1 microsecond' THEN 'failed' ELSE d.state END,
+		done_time = CASE WHEN d.create_time <= now() - $6::bigint * interval '1 microsecond' THEN now() ELSE d.done_time END,
+		last_error = CASE WHEN d.create_time <= now() - $6::bigint * interval '1 microsecond' THEN g.last_error ELSE d.last_error END
+	FROM g WHERE d.store_id = g.store_id AND d.state = 'pending'
+		AND (d.next_attempt_time < g.retry_time OR d.next_attempt_time = g.old_retry)
+	RETURNING d.state)
+SELECT count(*) FILTER (WHERE state = 'failed') FROM moved`
+
+// endBackoffSQL ends the backoff of stores whose probe was answered ($3 true), or opens it at
+// once for stores whose probe sent nothing ($3 false: the webhook was turned off or narrowed,
+// the ticket is gone), and makes the deliveries parked for the probe ($2) due now: a vendor POS
+// that answers again gets the rest at once.
+const endBackoffSQL = `
+WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bool[]) AS s(store_id, old_retry, answered)),
+g AS (
+	UPDATE store_webhooks w SET retry_time = CASE WHEN s.answered THEN NULL ELSE now() END,
+		failures = CASE WHEN s.answered THEN 0 ELSE w.failures END
+	FROM s WHERE w.store_id = s.store_id)
+UPDATE webhook_deliveries d SET next_attempt_time = now()
+FROM s WHERE d.store_id = s.store_id AND d.state = 'pending' AND d.next_attempt_time = s.old_retry`
+
+// writeWithBackoff records a batch with a failed attempt or a probe's outcome, and changes
+// the backoff of the stores concerned (claimDeliveriesSQL): an endpoint that did not answer
+// puts its store in backoff, or doubles it when a probe failed; one that answered ends it. It
+// gives the times the dispatcher should look again.
+func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliveryOutcome, ids, states []string, attempts []int32, errs []string, waits []int64) ([]time.Time, error) {
+	type store struct {
+		retry                       *time.Time
+		failures                    int
+		answered, unanswered, probe bool // in this batch: a delivery made, one not, a probe's outcome
+		lastError                   string
+	}
+	stores := map[string]*store{}
+	var storeIDs []string
+	for _, o := range batch {
+		s := stores[o.storeID]
+		if s == nil {
+			s = &store{}
+			stores[o.storeID] = s
+			storeIDs = append(storeIDs, o.storeID)
+		}
+		s.answered = s.answered || o.state == "delivered"
+		if o.unanswered {
+			s.unanswered, s.lastError = true, o.lastError
+		}
+		s.probe = s.probe || o.probe
+	}
+	var due []time.Time
+	err := pgx.BeginFunc(ctx, r.a.db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, lockStoreWebhooksSQL, storeIDs)
+		if err != nil {
+			return fmt.Errorf("lock store webhooks: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var retry *time.Time
+			var failures int32
+			if err := rows.Scan(&id, &retry, &failures); err != nil {
+				rows.Close()
+				return fmt.Errorf("lock store webhooks: %w", err)
+			}
+			stores[id].retry, stores[id].failures = retry, int(failures)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("lock store webhooks: %w", err)
+		}
+		if _, err := tx.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending); err != nil {
+			return fmt.Errorf("record outcomes: %w", err)
+		}
+
+		var (
+			backOff, backOffErrs []string
+			backOffWaits         []*int64
+			backOffFailures      []*int32
+			backOffOld, endOld   []*time.Time
+			end                  []string
+			endAnswered          []bool
+		)
+		now := time.Now()
+		for _, id := range storeIDs {
+			s := stores[id]
+			switch {
+			case s.answered && s.retry != nil: // the endpoint answers again
+				end, endOld, endAnswered = append(end, id), append(endOld, s.retry), append(endAnswered, true)
+			case s.answered:
+			case s.unanswered && (s.retry == nil || s.probe): // a backoff starts, or the next wait
+				failures := int32(s.failures + 1)
+				wait := r.a.webhookBackoff(int(failures)).Microseconds()
+				backOff, backOffErrs = append(backOff, id), append(backOffErrs, s.lastError)
+				backOffWaits, backOffFailures, backOffOld = append(backOffWaits, &wait), append(backOffFailures, &failures), append(backOffOld, s.retry)
+				due = append(due, now.Add(time.Duration(wait)*time.Microsecond))
+			case s.unanswered: // sent before the backoff began: it waits with the others
+				backOff, backOffErrs = append(backOff, id), append(backOffErrs, s.lastError)
+				backOffWaits, backOffFailures, backOffOld = append(backOffWaits, nil), append(backOffFailures, nil), append(backOffOld, s.retry)
+			case s.probe && s.retry != nil: // the probe sent nothing: another may try at once
+				end, endOld, endAnswered = append(end, id), append(endOld, s.retry), append(endAnswered, false)
+			}
+		}
+		if len(backOff) > 0 {
+			var givenUp int64
+			if err := tx.QueryRow(ctx, backOffStoresSQL, backOff, backOffWaits, backOffFailures, backOffOld, backOffErrs,
+				r.a.cfg.WebhookGiveUpAfter.Microseconds()).Scan(&givenUp); err != nil {
+				return fmt.Errorf("back off stores: %w", err)
+			}
+			if givenUp > 0 {
+				r.a.log.Warn("webhook deliveries of stores whose endpoint fails kept as dead letters: their time is up",
+					"count", givenUp, "give_up_after", r.a.cfg.WebhookGiveUpAfter)
+			}
+		}
+		if len(end) > 0 {
+			if _, err := tx.Exec(ctx, endBackoffSQL, end, endOld, endAnswered); err != nil {
+				return fmt.Errorf("end store backoff: %w", err)
+			}
+			due = append(due, now)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record webhook outcomes: %w", err)
+	}
+	return due, nil
 }

@@ -80,7 +80,8 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	var secret string
-	err = tx.QueryRow(ctx, `SELECT signing_secret FROM store_webhooks WHERE store_id = $1 FOR UPDATE`, w.GetStoreId()).Scan(&secret)
+	var retry *time.Time
+	err = tx.QueryRow(ctx, `SELECT signing_secret, retry_time FROM store_webhooks WHERE store_id = $1 FOR UPDATE`, w.GetStoreId()).Scan(&secret, &retry)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, a.internal(ctx, "set webhook", err)
 	}
@@ -95,12 +96,23 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 	if err := tx.QueryRow(ctx, `
 		INSERT INTO store_webhooks (store_id, url, kinds, enabled, signing_secret, update_time) VALUES ($1, $2, $3, $4, $5, now())
 		ON CONFLICT (store_id) DO UPDATE SET url = excluded.url, kinds = excluded.kinds, enabled = excluded.enabled,
-			signing_secret = excluded.signing_secret, update_time = now()
+			signing_secret = excluded.signing_secret, update_time = now(), retry_time = NULL, failures = 0
 		RETURNING update_time`, w.GetStoreId(), w.GetUrl(), kinds, w.GetEnabled(), secret).Scan(&updated); err != nil {
 		return nil, a.internal(ctx, "set webhook", err)
 	}
+	// A webhook set anew ends its store's backoff: a new URL is tried at once, and a webhook
+	// turned off or narrowed drops the deliveries waiting at once, not one per backoff.
+	if retry != nil {
+		if _, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_time = now()
+			WHERE store_id = $1 AND state = 'pending' AND next_attempt_time = $2`, w.GetStoreId(), *retry); err != nil {
+			return nil, a.internal(ctx, "set webhook", err)
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, a.internal(ctx, "set webhook", err)
+	}
+	if retry != nil {
+		a.wakeWebhooks()
 	}
 	origin := "" // the URL's path and query string may hold the vendor's token: not for logs
 	if u, err := url.Parse(w.GetUrl()); err == nil {
@@ -247,32 +259,68 @@ type deliveryClaim struct {
 	// giveUpAt is when a failed attempt makes it a dead letter: WebhookGiveUpAfter past its
 	// queueing, by this process's clock (the age is the database's, so clocks need not agree).
 	giveUpAt time.Time
+	// probe: the store was in backoff, and this one attempt tries its endpoint again.
+	probe bool
 }
 
 // claimDeliveriesSQL claims up to $1 due deliveries for $2 microseconds, returning each with
-// its ticket, its store's webhook and its age in microseconds (since create_time: when it was
-// queued, or replayed), and, in a last row (id NULL), how long until the earliest other pending
-// delivery falls due. The subquery sees the rows as they were before
-// the statement, so the ones claimed here are left out by id.
+// its ticket, its store's webhook, its age in microseconds (since create_time: when it was
+// queued, or replayed) and whether it is a probe, and, in a last row (id NULL), how long until
+// the earliest other pending delivery falls due. The subqueries see the rows as they were
+// before the statement, so the ones claimed or parked here are left out by id.
+//
+// A store whose endpoint failed is in backoff (store_webhooks.retry_time set; see
+// recordGatedSQL): its deliveries are not claimed with the others. Once its wait is over, one
+// of its due deliveries (the earliest, the oldest ticket first) is claimed as a probe, and the
+// store's wait and its other pending deliveries are put off for the claim's lease, so that one
+// attempt, not one per delivery, tries an endpoint that may not answer; the probe's outcome
+// ends the backoff or starts the next wait (deliveryRecorder). The store's row is locked
+// (SKIP LOCKED) so that two copies do not probe it at once.
 const claimDeliveriesSQL = `
-WITH due AS MATERIALIZED (
+WITH gates AS MATERIALIZED (
+	SELECT w.store_id FROM store_webhooks w
+	WHERE w.retry_time <= now() AND EXISTS (SELECT 1 FROM webhook_deliveries p
+		WHERE p.store_id = w.store_id AND p.state = 'pending' AND p.next_attempt_time <= now())
+	ORDER BY w.retry_time LIMIT $1
+	FOR UPDATE OF w SKIP LOCKED),
+probes AS MATERIALIZED (
+	SELECT p.id, g.store_id FROM gates g CROSS JOIN LATERAL (
+		SELECT d.id FROM webhook_deliveries d
+		WHERE d.store_id = g.store_id AND d.state = 'pending' AND d.next_attempt_time <= now()
+		ORDER BY d.next_attempt_time, d.create_time LIMIT 1
+		FOR UPDATE SKIP LOCKED) p),
+others AS MATERIALIZED (
 	SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_time <= now()
-	ORDER BY next_attempt_time LIMIT $1
+		AND NOT EXISTS (SELECT 1 FROM store_webhooks w WHERE w.store_id = webhook_deliveries.store_id AND w.retry_time IS NOT NULL)
+	ORDER BY next_attempt_time LIMIT $1 - (SELECT count(*) FROM probes)
 	FOR UPDATE SKIP LOCKED),
+due AS (SELECT id FROM probes UNION ALL SELECT id FROM others),
+gated AS (
+	UPDATE store_webhooks w SET retry_time = now() + $2::bigint * interval '1 microsecond'
+	FROM probes p WHERE w.store_id = p.store_id),
+parked AS (
+	UPDATE webhook_deliveries d SET next_attempt_time = now() + $2::bigint * interval '1 microsecond'
+	FROM (SELECT o.id FROM webhook_deliveries o JOIN probes p ON o.store_id = p.store_id
+		WHERE o.state = 'pending' AND o.next_attempt_time < now() + $2::bigint * interval '1 microsecond' AND o.id <> p.id
+		FOR UPDATE OF o SKIP LOCKED) x
+	WHERE d.id = x.id
+	RETURNING d.id),
 claimed AS (
 	UPDATE webhook_deliveries d SET next_attempt_time = now() + $2::bigint * interval '1 microsecond'
 	FROM due WHERE d.id = due.id
 	RETURNING d.id, d.store_id, d.ticket_id, d.attempts, (extract(epoch FROM now() - d.create_time) * 1e6)::bigint AS age_us)
 SELECT c.id::text, c.store_id, c.ticket_id::text, c.attempts, t.ticket_id IS NOT NULL,
 	coalesce(w.url, ''), coalesce(w.signing_secret, ''), coalesce(w.enabled, false), coalesce(w.kinds, '{}'),
-	t.payload, t.seq, t.kind, c.age_us, NULL::bigint
+	t.payload, t.seq, t.kind, c.age_us, c.id IN (SELECT id FROM probes), NULL::bigint
 FROM claimed c
 LEFT JOIN tickets t ON t.ticket_id = c.ticket_id AND t.store_id = c.store_id
 LEFT JOIN store_webhooks w ON w.store_id = c.store_id
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-	(SELECT (extract(epoch FROM min(next_attempt_time) - now()) * 1e6)::bigint FROM webhook_deliveries
-	 WHERE state = 'pending' AND id NOT IN (SELECT id FROM due))`
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+	(extract(epoch FROM least(
+		(SELECT min(next_attempt_time) FROM webhook_deliveries
+		 WHERE state = 'pending' AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM parked)),
+		CASE WHEN EXISTS (SELECT 1 FROM parked) THEN now() + $2::bigint * interval '1 microsecond' END) - now()) * 1e6)::bigint`
 
 // webhookLease is how long a claim keeps a delivery from other copies: past the send's
 // timeout, so only a copy that died mid-send lets another send it again.
@@ -294,8 +342,9 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deli
 			kinds                                       []string
 			payload                                     []byte
 			seq, ageUS, nextUS                          *int64
+			probe                                       *bool
 		)
-		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &ageUS, &nextUS); err != nil {
+		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &ageUS, &probe, &nextUS); err != nil {
 			return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
 		}
 		if id == nil {
@@ -306,7 +355,7 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deli
 			continue
 		}
 		c := deliveryClaim{id: *id, storeID: *storeID, ticketID: *ticketID, attempts: int(*attempts), found: *found,
-			target: *target, secret: *secret, enabled: *enabled, kinds: kinds, payload: payload,
+			target: *target, secret: *secret, enabled: *enabled, kinds: kinds, payload: payload, probe: *probe,
 			giveUpAt: start.Add(a.cfg.WebhookGiveUpAfter - time.Duration(*ageUS)*time.Microsecond)}
 		if c.found {
 			c.seq, c.kind = *seq, *kind
@@ -328,7 +377,7 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 		if state != "dropped" {
 			attempts++
 		}
-		return deliveryOutcome{id: c.id, state: state, attempts: attempts, lastError: truncate(lastErr, 500)}, true
+		return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: state, attempts: attempts, lastError: truncate(lastErr, 500)}, true
 	}
 	if !c.found || !c.enabled || (len(c.kinds) > 0 && !slices.Contains(c.kinds, c.kind)) {
 		// The webhook was turned off or narrowed (or the ticket is past retention).
@@ -358,11 +407,14 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 	if left <= 0 {
 		log.Warn("webhook delivery failed for the last time; kept as a dead letter", "attempts", attempts,
 			"give_up_after", a.cfg.WebhookGiveUpAfter, "err", sendErr)
-		return done("failed", sendErr.Error())
+		o, ok := done("failed", sendErr.Error())
+		o.unanswered = true
+		return o, ok
 	}
 	wait := min(a.webhookBackoff(attempts), left) // the last attempt is made when the time is up
 	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "err", sendErr)
-	return deliveryOutcome{id: c.id, state: deliveryPending, attempts: attempts, lastError: truncate(sendErr.Error(), 500), wait: wait}, true
+	return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: deliveryPending, attempts: attempts,
+		lastError: truncate(sendErr.Error(), 500), wait: wait, unanswered: true}, true
 }
 
 // webhookBackoff is the wait after the n-th failed attempt: WebhookBackoff doubled per
@@ -469,7 +521,8 @@ func (api adminAPI) ListFailedDeliveries(ctx context.Context, req *connect.Reque
 }
 
 // ReplayDelivery puts a dead letter back in the queue with a fresh retry budget: its
-// create_time, from which its give-up time counts, becomes the replay's.
+// create_time, from which its give-up time counts, becomes the replay's. It is due at once, or,
+// should its store be in backoff, when the backoff lets one try.
 func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[posv1.ReplayDeliveryRequest]) (*connect.Response[posv1.ReplayDeliveryResponse], error) {
 	a := api.a
 	id := req.Msg.GetDeliveryId()
@@ -479,7 +532,8 @@ func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[pos
 	var state string
 	err := a.db.QueryRow(ctx, `
 		WITH cur AS (SELECT state FROM webhook_deliveries WHERE id = $1 FOR UPDATE),
-		upd AS (UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_time = now(), done_time = NULL, create_time = now()
+		upd AS (UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, done_time = NULL, create_time = now(),
+			next_attempt_time = greatest(now(), (SELECT w.retry_time FROM store_webhooks w WHERE w.store_id = d.store_id))
 			WHERE id = $1 AND state = 'failed' RETURNING 1)
 		SELECT state FROM cur`, id).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {

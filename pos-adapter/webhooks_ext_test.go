@@ -722,3 +722,115 @@ func TestAFailedDeliveryKeepsTheWebhookURLsSecretsOut(t *testing.T) {
 		}
 	}
 }
+
+// blackHole is a vendor's endpoint that, while down, takes each request and never answers
+// (as when packets are dropped): the sender waits for its whole timeout. Up, it is the vendor
+// POS behind it.
+type blackHole struct {
+	pos  *vendorPOS
+	down atomic.Bool
+	held atomic.Int64 // requests taken and not answered
+}
+
+func newBlackHole(t testing.TB) (*blackHole, string) {
+	b := &blackHole{pos: &vendorPOS{t: t, attempts: map[string][]time.Time{}, delivered: map[string]*posv1.Ticket{},
+		status: func(int) int { return http.StatusOK }}}
+	b.down.Store(true)
+	closed := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b.down.Load() {
+			b.held.Add(1)
+			_, _ = io.Copy(io.Discard, r.Body) // so that the server sees the sender hang up
+			select {
+			case <-r.Context().Done(): // the sender gave up
+			case <-closed:
+			}
+			return
+		}
+		b.pos.serve(w, r)
+	}))
+	t.Cleanup(func() { close(closed); srv.Close() })
+	return b, srv.URL + "/handoff"
+}
+
+// A store whose endpoint never answers, with many deliveries pending, backs off as a whole:
+// one delivery at a time tries it, about once per backoff, instead of each delivery holding a
+// send slot for the whole timeout about once per backoff, which kept every slot busy and held
+// up every other store's deliveries. Another store's tickets still go out at once, with two
+// adapter copies side by side as with one; when the endpoint answers again, the store gets
+// all of its tickets.
+func TestAStoreWhoseEndpointNeverAnswersDoesNotHoldUpOtherStores(t *testing.T) {
+	const (
+		timeout    = time.Second
+		maxBackoff = 500 * time.Millisecond
+		pending    = 100
+		live       = 10
+	)
+	e := newEnv(t, withConfig(func(c *posadapter.Config) {
+		c.WebhookTimeout = timeout
+		c.WebhookBackoff = 100 * time.Millisecond
+		c.WebhookMaxBackoff = maxBackoff
+		c.WebhookGiveUpAfter = time.Minute
+		c.WebhookPollInterval = 20 * time.Millisecond
+	}))
+	e.startCopy()
+	hole, holeURL := newBlackHole(t)
+	vendor, vendorURL := newVendorPOS(t)
+	for store, v := range map[string]struct {
+		pos *vendorPOS
+		url string
+	}{"hole-1": {hole.pos, holeURL}, "alive-1": {vendor, vendorURL}} {
+		res, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+			Webhook: &posv1.StoreWebhook{StoreId: store, Url: v.url, Enabled: true}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.pos.setSecret(res.Msg.GetSigningSecret())
+	}
+	for i := range pending {
+		e.publish("confirmed", order("hole-1", i), nil)
+	}
+	e.waitTickets("hole-1", pending)
+	time.Sleep(2 * timeout) // every delivery of the store has been tried, or is waiting to be
+
+	held := hole.held.Load()
+	start := time.Now()
+	for i := range live {
+		e.publish("confirmed", order("alive-1", i), nil)
+	}
+	testenv.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := len(vendor.deliveredKinds()); n != live {
+			return fmt.Errorf("the other store's vendor has %d of its %d tickets", n, live)
+		}
+		return nil
+	})
+	took := time.Since(start)
+	time.Sleep(max(0, 3*time.Second-took))
+	window := time.Since(start)
+	tries := hole.held.Load() - held
+	t.Logf("the other store's %d tickets took %v; the endpoint that never answers was tried %d times in %v", live, took, tries, window)
+	if took > time.Second {
+		t.Errorf("the other store's %d tickets took %v to go out; want them promptly, not behind the deliveries that wait for a timeout", live, took)
+	}
+	// A try takes the timeout, then the store waits its backoff (at most maxBackoff): about
+	// one try per timeout and backoff, not one per delivery (about 30 a second here).
+	if limit := int64(window/timeout) + 2; tries > limit {
+		t.Errorf("the endpoint that never answers was tried %d times in %v; want at most %d, about one per timeout and backoff", tries, window, limit)
+	}
+
+	hole.down.Store(false)
+	testenv.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := len(hole.pos.deliveredKinds()); n != pending {
+			return fmt.Errorf("the store back has %d of its %d tickets", n, pending)
+		}
+		return nil
+	})
+	res, err := e.admin().ListFailedDeliveries(context.Background(), req(&posv1.ListFailedDeliveriesRequest{}))
+	if err != nil || len(res.Msg.GetDeliveries()) != 0 {
+		t.Fatalf("dead letters: %v, %v; want none", res, err)
+	}
+	var waiting int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'`).Scan(&waiting); err != nil || waiting != 0 {
+		t.Fatalf("%d deliveries still pending (%v); want none", waiting, err)
+	}
+}
