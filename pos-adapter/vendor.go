@@ -44,8 +44,10 @@ type VendorEvent struct {
 	// it arrives. Events arrive out of order (a till that was offline sends its backlog): each
 	// applies as of when it happened, so a sale from before the last count is not taken off
 	// again and a count keeps the sales recorded since it was taken. At most 5 minutes ahead of
-	// the server's clock; a count at most 24 hours old.
-	OccurredAt time.Time `json:"occurred_at,omitzero"`
+	// the server's clock; a count at most 24 hours old. Given or not is read from the field's
+	// presence, not its value: 0001-01-01T00:00:00Z is a time like any other (refused for a
+	// count as too old), not "unset", which would apply the event as happening now.
+	OccurredAt *time.Time `json:"occurred_at,omitempty"`
 }
 
 // VendorResult is the adapter's answer to a vendor event.
@@ -253,10 +255,10 @@ func sameOccurrence(stored *timestamppb.Timestamp, ev VendorEvent) bool {
 }
 
 func occurTime(ev VendorEvent) *timestamppb.Timestamp {
-	if ev.OccurredAt.IsZero() {
+	if ev.OccurredAt == nil {
 		return nil
 	}
-	return timestamppb.New(ev.OccurredAt)
+	return timestamppb.New(*ev.OccurredAt)
 }
 
 // vendorFailure answers an inventory refusal for good (422, recorded, so the same event id

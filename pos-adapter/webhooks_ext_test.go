@@ -634,7 +634,7 @@ func TestVendorEventsArrivingOutOfOrderApplyAsOfWhenTheyHappened(t *testing.T) {
 	post := func(id, typ string, q int32, minutesAgo int, want int32) {
 		t.Helper()
 		b, _ := json.Marshal(posadapter.VendorEvent{EventID: id, Type: typ, SKU: "LATTE-16", Quantity: q,
-			OccurredAt: now.Add(-time.Duration(minutesAgo) * time.Minute)})
+			OccurredAt: new(now.Add(-time.Duration(minutesAgo) * time.Minute))})
 		if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 200 || out.Status != "applied" {
 			t.Fatalf("%s: HTTP %d %+v; want applied", id, code, out)
 		}
@@ -651,7 +651,7 @@ func TestVendorEventsArrivingOutOfOrderApplyAsOfWhenTheyHappened(t *testing.T) {
 	// An event id used again for a sale at another time is another sale: refused as a reused
 	// id, not answered as a duplicate (which would drop it).
 	b, _ := json.Marshal(posadapter.VendorEvent{EventID: "sale-10-min-ago", Type: "sale", SKU: "LATTE-16", Quantity: 2,
-		OccurredAt: now.Add(-3 * time.Minute)})
+		OccurredAt: new(now.Add(-3 * time.Minute))})
 	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 409 || out.Status != "refused" {
 		t.Fatalf("an event id reused for a sale at another time: HTTP %d %+v; want 409 refused", code, out)
 	}
@@ -662,18 +662,51 @@ func TestVendorEventsArrivingOutOfOrderApplyAsOfWhenTheyHappened(t *testing.T) {
 	if code, out := e.vendorPost("ven-occ", secret, time.Now(), untimed, nil); code != 200 || out.Status != "applied" {
 		t.Fatalf("a sale without a time: HTTP %d %+v; want applied", code, out)
 	}
-	b, _ = json.Marshal(posadapter.VendorEvent{EventID: "sale-untimed", Type: "sale", SKU: "LATTE-16", Quantity: 1, OccurredAt: now})
+	b, _ = json.Marshal(posadapter.VendorEvent{EventID: "sale-untimed", Type: "sale", SKU: "LATTE-16", Quantity: 1, OccurredAt: &now})
 	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 200 || out.Status != "duplicate" {
 		t.Fatalf("the same sale again with its time: HTTP %d %+v; want a duplicate", code, out)
 	}
 
 	b, _ = json.Marshal(posadapter.VendorEvent{EventID: "sale-tomorrow", Type: "sale", SKU: "LATTE-16", Quantity: 1,
-		OccurredAt: now.Add(24 * time.Hour)})
+		OccurredAt: new(now.Add(24 * time.Hour))})
 	if code, out := e.vendorPost("ven-occ", secret, time.Now(), b, nil); code != 422 || !strings.Contains(out.Error, "future") {
 		t.Fatalf("a sale from tomorrow: HTTP %d %+v; want 422 saying it is in the future", code, out)
 	}
 	if got := s.onHand(t, "ven-occ", "LATTE-16"); got != 13 {
 		t.Fatalf("after a refused event: on hand %d, want 13", got)
+	}
+}
+
+// occurred_at is given or not by its presence: 0001-01-01T00:00:00Z (Go's zero time) is an
+// instant like any other. A count then is refused as too old, naming the field, as one a second
+// later is (it was applied as a count taken now), and a sale then happened before the last
+// count, in it already (it was taken off as a sale now).
+func TestAVendorEventAtTheZeroInstantIsOfThatTimeNotUndated(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "ven-zero", nil)
+	secret := e.vendorWebhook("ven-zero")
+	post := func(body string) (int, posadapter.VendorResult) {
+		t.Helper()
+		return e.vendorPost("ven-zero", secret, time.Now(), []byte(body), nil)
+	}
+	if code, out := post(`{"event_id":"count-now","type":"count","sku":"LATTE-16","quantity":20}`); code != 200 || out.Status != "applied" {
+		t.Fatalf("a count now: HTTP %d %+v; want applied", code, out)
+	}
+	for _, at := range []string{"0001-01-01T00:00:01Z", "0001-01-01T00:00:00Z"} {
+		code, out := post(`{"event_id":"count-` + at + `","type":"count","sku":"LATTE-16","quantity":5,"occurred_at":"` + at + `"}`)
+		if code != 422 || out.Status != "refused" || !strings.Contains(out.Error, "occur_time") || !strings.Contains(out.Error, "ago") {
+			t.Fatalf("a count at %s: HTTP %d %+v; want 422 refused as too old, naming occur_time", at, code, out)
+		}
+		if got := s.onHand(t, "ven-zero", "LATTE-16"); got != 20 {
+			t.Fatalf("after a count at %s: on hand %d, want 20 (unchanged)", at, got)
+		}
+	}
+	if code, out := post(`{"event_id":"sale-year-1","type":"sale","sku":"LATTE-16","quantity":1,"occurred_at":"0001-01-01T00:00:00Z"}`); code != 200 || out.Status != "applied" {
+		t.Fatalf("a sale at 0001-01-01T00:00:00Z: HTTP %d %+v; want applied", code, out)
+	}
+	if got := s.onHand(t, "ven-zero", "LATTE-16"); got != 20 {
+		t.Fatalf("after a sale at 0001-01-01T00:00:00Z, before the last count: on hand %d, want 20 (in the count already)", got)
 	}
 }
 
