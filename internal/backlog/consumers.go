@@ -12,7 +12,8 @@ import (
 
 // Consumers reports, at each scrape, how far behind every durable consumer of the given
 // streams is: the events it has not been handed yet, those handed and not yet acknowledged,
-// and those among them handed more than once. A consumer whose handler fails on one event
+// those among them handed more than once, and the sequence below which all are acknowledged. A
+// consumer whose handler fails on one event
 // again and again (a poison event) shows as redelivered; one that is down or too slow shows as
 // pending.
 type Consumers struct {
@@ -21,6 +22,7 @@ type Consumers struct {
 	pending  *prometheus.Desc
 	acking   *prometheus.Desc
 	redeliv  *prometheus.Desc
+	floor    *prometheus.Desc
 	failures prometheus.Counter
 	logger   *slog.Logger
 }
@@ -39,6 +41,8 @@ func NewConsumers(js jetstream.JetStream, streams []string, logger *slog.Logger)
 			"Events handed to a durable consumer and not yet acknowledged (being handled, or waiting to be handed again after a failure).", labels, nil),
 		redeliv: prometheus.NewDesc("handoff_jetstream_consumer_redelivered_events",
 			"Events handed to a durable consumer more than once and still not acknowledged: handlers failing on them.", labels, nil),
+		floor: prometheus.NewDesc("handoff_jetstream_consumer_ack_floor_sequence",
+			"The stream sequence below which a durable consumer has acknowledged every event. It stops while one event stays unacknowledged, however many after it are handled.", labels, nil),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "handoff_jetstream_consumer_scrape_failures_total",
 			Help: "Scrapes that could not read the durable consumers' state from JetStream; their gauges were left out.",
@@ -51,6 +55,7 @@ func (c *Consumers) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pending
 	ch <- c.acking
 	ch <- c.redeliv
+	ch <- c.floor
 	c.failures.Describe(ch)
 }
 
@@ -70,6 +75,7 @@ func (c *Consumers) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(in.NumPending), labels...)
 		ch <- prometheus.MustNewConstMetric(c.acking, prometheus.GaugeValue, float64(in.NumAckPending), labels...)
 		ch <- prometheus.MustNewConstMetric(c.redeliv, prometheus.GaugeValue, float64(in.NumRedelivered), labels...)
+		ch <- prometheus.MustNewConstMetric(c.floor, prometheus.GaugeValue, float64(in.AckFloor.Stream), labels...)
 	}
 }
 

@@ -44,9 +44,12 @@ func TestConsumersReportWhatTheyHaveLeft(t *testing.T) {
 	if _, err := backlog.Register(reg, backlog.NewConsumers(js, []string{streams.EventsStream, streams.TicketsStream}, nil)); err != nil {
 		t.Fatal(err)
 	}
-	check := func(what string, pending, unacked, redelivered int) {
+	check := func(what string, pending, unacked, redelivered, floor int) {
 		t.Helper()
 		want := `
+# HELP handoff_jetstream_consumer_ack_floor_sequence The stream sequence below which a durable consumer has acknowledged every event. It stops while one event stays unacknowledged, however many after it are handled.
+# TYPE handoff_jetstream_consumer_ack_floor_sequence gauge
+handoff_jetstream_consumer_ack_floor_sequence{consumer="kitchen",stream="HANDOFF_EVENTS"} ` + strconv.Itoa(floor) + `
 # HELP handoff_jetstream_consumer_pending_events Events in the stream a durable consumer has not been handed yet. Near zero while its service keeps up.
 # TYPE handoff_jetstream_consumer_pending_events gauge
 handoff_jetstream_consumer_pending_events{consumer="kitchen",stream="HANDOFF_EVENTS"} ` + strconv.Itoa(pending) + `
@@ -57,12 +60,12 @@ handoff_jetstream_consumer_redelivered_events{consumer="kitchen",stream="HANDOFF
 # TYPE handoff_jetstream_consumer_unacknowledged_events gauge
 handoff_jetstream_consumer_unacknowledged_events{consumer="kitchen",stream="HANDOFF_EVENTS"} ` + strconv.Itoa(unacked) + `
 `
-		if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "handoff_jetstream_consumer_pending_events",
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "handoff_jetstream_consumer_pending_events", "handoff_jetstream_consumer_ack_floor_sequence",
 			"handoff_jetstream_consumer_unacknowledged_events", "handoff_jetstream_consumer_redelivered_events"); err != nil {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
-	check("4 events, none handed over", 4, 0, 0)
+	check("4 events, none handed over", 4, 0, 0, 0)
 
 	fetch := func(n int) []jetstream.Msg {
 		t.Helper()
@@ -83,7 +86,7 @@ handoff_jetstream_consumer_unacknowledged_events{consumer="kitchen",stream="HAND
 	if err := msgs[0].DoubleAck(ctx); err != nil {
 		t.Fatal(err)
 	}
-	check("2 handed over, 1 acknowledged", 2, 1, 0)
+	check("2 handed over, the first acknowledged", 2, 1, 0, 1)
 
 	// The other one's handler fails: no ack within AckWait, and JetStream hands it over again
 	// before any new event.
@@ -91,5 +94,12 @@ handoff_jetstream_consumer_unacknowledged_events{consumer="kitchen",stream="HAND
 	if meta, err := fetch(1)[0].Metadata(); err != nil || meta.NumDelivered != 2 {
 		t.Fatalf("the next event handed over: %+v, %v; want the unacknowledged one, a second time", meta, err)
 	}
-	check("the failed one handed again, not yet acknowledged", 2, 1, 1)
+	check("the failed one handed again, not yet acknowledged", 2, 1, 1, 1)
+
+	for _, m := range fetch(2) {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("the events after it handled: the floor stays below the failing one", 0, 1, 1, 1)
 }

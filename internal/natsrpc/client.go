@@ -70,6 +70,18 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, res proto.Mes
 	return nil
 }
 
+// ErrNotSent matches (errors.Is) the error of a call whose request never left this process: too
+// big to send, so nothing was done. A ResourceExhausted without it is a reply too big to come
+// back, of a request that was handled.
+var ErrNotSent = errors.New("natsrpc: request not sent")
+
+// notSent is a call's status error that also matches ErrNotSent.
+type notSent struct{ st *status.Status }
+
+func (e notSent) Error() string              { return e.st.Err().Error() }
+func (e notSent) GRPCStatus() *status.Status { return e.st }
+func (e notSent) Is(target error) bool       { return target == ErrNotSent }
+
 func transportStatus(subject string, err error, size int, maxPayload int64) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -80,7 +92,7 @@ func transportStatus(subject string, err error, size int, maxPayload int64) erro
 		return status.Errorf(codes.Canceled, "natsrpc: %s: call canceled", subject)
 	case errors.Is(err, nats.ErrMaxPayload):
 		// Never sendable as it is: Unavailable would have it retried for ever.
-		return status.Errorf(codes.ResourceExhausted, "natsrpc: %s: the request of %d bytes exceeds the NATS max payload of %d bytes", subject, size, maxPayload)
+		return notSent{status.Newf(codes.ResourceExhausted, "natsrpc: %s: the request of %d bytes exceeds the NATS max payload of %d bytes", subject, size, maxPayload)}
 	default:
 		return status.Errorf(codes.Unavailable, "natsrpc: %s: %v", subject, err)
 	}

@@ -466,8 +466,8 @@ func TestReplyTooBigIsAnsweredAsResourceExhausted(t *testing.T) {
 			t.Errorf("message %q does not name %q", msg, want)
 		}
 	}
-	if handled.Load() != 1 {
-		t.Errorf("handler ran %d times, want 1", handled.Load())
+	if handled.Load() != 1 || errors.Is(err, natsrpc.ErrNotSent) {
+		t.Errorf("handler ran %d times, want 1; error matches ErrNotSent: %v, want false", handled.Load(), errors.Is(err, natsrpc.ErrNotSent))
 	}
 	// Small answers still go through on the same service.
 	if got, err := call(t.Context(), cli, "small"); err != nil || got != "small" {
@@ -487,6 +487,10 @@ func TestRequestTooBigIsResourceExhaustedNotUnavailable(t *testing.T) {
 	}
 	if msg := status.Convert(err).Message(); !strings.Contains(msg, echoSubject) || !strings.Contains(msg, strconv.Itoa(smallPayload)) {
 		t.Errorf("message %q names neither the subject nor the limit", msg)
+	}
+	// The caller can tell that nothing was done: a reply too big came of a handled request.
+	if !errors.Is(err, natsrpc.ErrNotSent) {
+		t.Errorf("Call error = %v; want it to match ErrNotSent", err)
 	}
 	if got, err := call(t.Context(), cli, "small"); err != nil || got != "small" {
 		t.Fatalf("small call = %q, %v", got, err)

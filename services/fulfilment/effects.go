@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/rounds"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -285,9 +286,13 @@ func (s *Service) changeHoldsPart(ctx context.Context, part []effect, results []
 	res, err := s.inv.changeHolds(cctx, changes)
 	cancel()
 	if rpcerr.Code(err) == codes.ResourceExhausted && len(part) > 1 && ctx.Err() == nil {
-		s.log.Warn("inventory's answer to a round of effects was too big; sending it again in halves", "effects", len(part), "err", err)
-		for i := range part {
-			part[i].resent = true
+		s.log.Warn("a round of effects or its answer was too big for NATS; sending it again in halves", "effects", len(part), "err", err)
+		if !errors.Is(err, natsrpc.ErrNotSent) {
+			// Inventory made the changes: a commit sent again may find its holds ended by this
+			// attempt, and a shortfall it then sees is not certain.
+			for i := range part {
+				part[i].resent = true
+			}
 		}
 		h := len(part) / 2
 		s.changeHoldsPart(ctx, part[:h], results[:h], errs[:h])
