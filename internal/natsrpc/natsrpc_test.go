@@ -225,6 +225,30 @@ func TestMalformedRequestIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T
 	}
 }
 
+// A string that is not valid UTF-8 is refused before the handler, naming the field (protobuf's
+// own refusal names none).
+func TestRequestWithInvalidUTF8NamesTheField(t *testing.T) {
+	srv, cli := setup(t)
+	var called atomic.Bool
+	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		called.Store(true)
+		return req, nil
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	// Field 1 (value), 3 bytes, not UTF-8.
+	reply, err := cli.RequestWithContext(ctx, echoSubject, []byte{0x0a, 0x03, 0xff, 0xfe, 0x41})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, msg := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); got != strconv.Itoa(int(codes.InvalidArgument)) || !strings.HasPrefix(msg, "value:") {
+		t.Fatalf("reply code %q, message %q; want InvalidArgument (3) naming value", got, msg)
+	}
+	if called.Load() {
+		t.Fatal("handler ran on a request that is not UTF-8")
+	}
+}
+
 // Text Postgres cannot store is refused before the handler, naming the field: a handler that
 // reserves stock and then writes would otherwise hold the stock and fail at the write.
 func TestRequestWithANULIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T) {

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/pgtext"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/utf8field"
 )
 
 // Service is a micro service (discovery, stats, Stop) that knows the logger its
@@ -90,6 +92,9 @@ func Handle[Req, Res any, PReq interface {
 	serve := func(ctx context.Context, data []byte) ([]byte, *status.Status) {
 		req := PReq(new(Req))
 		if err := proto.Unmarshal(data, req); err != nil {
+			if path, ok := utf8field.Of(data, req.ProtoReflect().Descriptor(), err); ok {
+				return nil, status.Convert(rpcerr.Invalid(path, utf8field.Problem))
+			}
 			return nil, status.Newf(codes.InvalidArgument, "malformed %s request: %v", req.ProtoReflect().Descriptor().FullName(), err)
 		}
 		// A NUL in any string is a zero byte on the wire: most requests have none, and skip

@@ -119,7 +119,8 @@ func entry(fd protoreflect.FieldDescriptor, b []byte, name string) (string, bool
 	if valType < 0 {
 		return "", false
 	}
-	// The key as pgtext names one: decoded alone, it is valid whatever the value holds.
+	// The key is named by its value: decoded alone (the value left out), it decodes whatever the
+	// value holds, as the key was found valid above.
 	k := dynamicpb.NewMessage(fd.Message())
 	if proto.Unmarshal(key, k) != nil {
 		return "", false
