@@ -2,6 +2,7 @@ package posadapter
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -30,4 +31,11 @@ func (a *Adapter) OpenStreams() int {
 		n += len(subs)
 	}
 	return n
+}
+
+// ClaimDeliveries runs one claim round as the dispatcher does, with room for limit deliveries,
+// and gives how many it claimed and how long until the next pending one falls due (nil: none).
+func (a *Adapter) ClaimDeliveries(ctx context.Context, limit int) (int, *time.Duration, error) {
+	claims, next, err := a.claimDeliveries(ctx, limit)
+	return len(claims), next, err
 }

@@ -132,3 +132,65 @@ func TestWebhookBurstIsClaimedAndRecordedInBatches(t *testing.T) {
 		t.Fatalf("%d claims and %d other statements for %d deliveries; want them in batches, fewer than one per delivery", claims, others, tickets)
 	}
 }
+
+// A store waiting out its backoff may have a delivery due already: a ticket raised as the
+// backoff began, whose raise did not see the new retry_time nor the backoff its delivery. It
+// is not claimed before the wait is over, and the dispatcher does not look for it meanwhile;
+// it used to claim, and find nothing, every webhookRoundGap (10ms) until the wait was over.
+func TestADeliveryDueWhileItsStoreBacksOffDoesNotSpinTheDispatcher(t *testing.T) {
+	var st webhookStatements
+	e := newEnv(t, countWebhookStatements(t, &st)) // polls every second while deliveries are pending
+	ctx := context.Background()
+	vendors := map[string]*vendorPOS{}
+	for _, store := range []string{"waiting-1", "other-1"} {
+		v, url := newVendorPOS(t)
+		res, err := e.admin().SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{
+			Webhook: &posv1.StoreWebhook{StoreId: store, Url: url, Enabled: true}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.setSecret(res.Msg.GetSigningSecret())
+		vendors[store] = v
+	}
+	if _, err := e.pool.Exec(ctx, `UPDATE store_webhooks SET retry_time = now() + interval '1 minute', failures = 1 WHERE store_id = 'waiting-1'`); err != nil {
+		t.Fatal(err)
+	}
+	e.publish("confirmed", order("waiting-1", 1), nil)
+	e.waitTickets("waiting-1", 1)
+	// As a raise that missed the backoff's start leaves it: due now.
+	tag, err := e.pool.Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_time = now() WHERE store_id = 'waiting-1' AND state = 'pending'`)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("make the delivery due: %v, %v", tag, err)
+	}
+	// Another store's ticket wakes the dispatcher: a round that finds the delivery due.
+	e.publish("confirmed", order("other-1", 1), nil)
+	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := len(vendors["other-1"].deliveredKinds()); n != 1 {
+			return fmt.Errorf("the other store's vendor has %d tickets, want 1", n)
+		}
+		return nil
+	})
+	st.claims.Store(0)
+	time.Sleep(300 * time.Millisecond)
+	if n := st.claims.Load(); n > 3 {
+		t.Errorf("%d claim rounds in 300ms with a delivery waiting for its store's backoff to end in a minute; want next to none", n)
+	}
+
+	e.mu.Lock()
+	a := e.adapter
+	e.mu.Unlock()
+	claimed, next, err := a.ClaimDeliveries(ctx, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claimed != 0 || next == nil || *next < 50*time.Second {
+		due := "never"
+		if next != nil {
+			due = next.String()
+		}
+		t.Errorf("a claim round claimed %d and gave the next due in %s; want none claimed and the next due when the store's backoff ends, in about a minute", claimed, due)
+	}
+	if n := len(vendors["waiting-1"].deliveredKinds()); n != 0 {
+		t.Errorf("the store in backoff got %d tickets; want none before its wait is over", n)
+	}
+}

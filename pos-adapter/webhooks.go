@@ -267,7 +267,11 @@ type deliveryClaim struct {
 // its ticket, its store's webhook, its age in microseconds (since create_time: when it was
 // queued, or replayed) and whether it is a probe, and, in a last row (id NULL), how long until
 // the earliest other pending delivery falls due. The subqueries see the rows as they were
-// before the statement, so the ones claimed or parked here are left out by id.
+// before the statement, so the ones claimed or parked here are left out by id. A delivery of a
+// store still waiting out its backoff falls due no sooner than the wait is over, whatever its
+// own next_attempt_time: one can be due already (a ticket raised as the backoff began, its
+// raise not seeing the new retry_time nor the backoff seeing its delivery), and counted as due
+// it made the dispatcher claim, and find nothing, every webhookRoundGap until then.
 //
 // A store whose endpoint failed is in backoff (store_webhooks.retry_time set; see
 // recordGatedSQL): its deliveries are not claimed with the others. Once its wait is over, one
@@ -318,8 +322,14 @@ LEFT JOIN store_webhooks w ON w.store_id = c.store_id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	(extract(epoch FROM least(
-		(SELECT min(next_attempt_time) FROM webhook_deliveries
-		 WHERE state = 'pending' AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM parked)),
+		(SELECT d.next_attempt_time FROM webhook_deliveries d
+		 WHERE d.state = 'pending' AND d.id NOT IN (SELECT id FROM due) AND d.id NOT IN (SELECT id FROM parked)
+			AND NOT EXISTS (SELECT 1 FROM store_webhooks w WHERE w.store_id = d.store_id AND w.retry_time > now())
+		 ORDER BY d.next_attempt_time LIMIT 1),
+		(SELECT min(greatest(w.retry_time, p.next_attempt_time)) FROM store_webhooks w CROSS JOIN LATERAL (
+			SELECT p.next_attempt_time FROM webhook_deliveries p WHERE p.store_id = w.store_id AND p.state = 'pending'
+			ORDER BY p.next_attempt_time LIMIT 1) p
+		 WHERE w.retry_time > now()),
 		CASE WHEN EXISTS (SELECT 1 FROM parked) THEN now() + $2::bigint * interval '1 microsecond' END) - now()) * 1e6)::bigint`
 
 // webhookLease is how long a claim keeps a delivery from other copies: past the send's
