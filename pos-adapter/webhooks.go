@@ -273,13 +273,13 @@ type deliveryClaim struct {
 // raise not seeing the new retry_time nor the backoff seeing its delivery), and counted as due
 // it made the dispatcher claim, and find nothing, every webhookRoundGap until then.
 //
-// A store whose endpoint failed is in backoff (store_webhooks.retry_time set; see
-// recordGatedSQL): its deliveries are not claimed with the others. Once its wait is over, one
-// of its due deliveries (the earliest, the oldest ticket first) is claimed as a probe, and the
-// store's wait and its other pending deliveries are put off for the claim's lease, so that one
-// attempt, not one per delivery, tries an endpoint that may not answer; the probe's outcome
-// ends the backoff or starts the next wait (deliveryRecorder). The store's row is locked
-// (SKIP LOCKED) so that two copies do not probe it at once.
+// A store whose endpoint failed is in backoff (store_webhooks.retry_time set by
+// writeWithBackoff; see backOffStoresSQL): its deliveries are not claimed with the others.
+// Once its wait is over, one of its due deliveries (the earliest, the oldest ticket first) is
+// claimed as a probe, and the store's wait and its other pending deliveries are put off for
+// the claim's lease, so that one attempt, not one per delivery, tries an endpoint that may not
+// answer; the probe's outcome ends the backoff or starts the next wait (deliveryRecorder). The
+// store's row is locked (SKIP LOCKED) so that two copies do not probe it at once.
 const claimDeliveriesSQL = `
 WITH gates AS MATERIALIZED (
 	SELECT w.store_id FROM store_webhooks w
