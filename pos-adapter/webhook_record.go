@@ -32,12 +32,17 @@ const deliveryPending = "pending"
 // is a parameter ($6), not the constant: the generic plan would otherwise walk the partial index
 // of pending deliveries (the dispatcher's), whose entries of delivered rows stay until a vacuum,
 // instead of looking each delivery up by id.
+//
+// A delivery made wins over a dead letter: a row that got an outcome was pending when claimed,
+// so one found failed was made a dead letter while in flight (backOffStoresSQL gives up on a
+// store's pending deliveries past their time, the one in flight among them; or a copy whose
+// claim lapsed sent it too), and the vendor has taken its ticket all the same.
 const recordDeliveriesSQL = `
 UPDATE webhook_deliveries d SET state = o.state, attempts = o.attempts, last_error = o.last_error,
 	done_time = CASE WHEN o.state = 'pending' THEN d.done_time ELSE now() END,
 	next_attempt_time = CASE WHEN o.state = 'pending' THEN now() + o.wait_us * interval '1 microsecond' ELSE d.next_attempt_time END
 FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bigint[]) AS o(id, state, attempts, last_error, wait_us)
-WHERE d.id = o.id AND d.state = $6`
+WHERE d.id = o.id AND (d.state = $6 OR (d.state = 'failed' AND o.state = 'delivered'))`
 
 // maxRecordBatch bounds one recording statement.
 const maxRecordBatch = 500
@@ -113,7 +118,9 @@ const lockStoreWebhooksSQL = `SELECT store_id, retry_time, failures FROM store_w
 // for a probe that has now failed. So no delivery of the store is due before its wait is over,
 // when one of them probes the endpoint again (claimDeliveriesSQL). A delivery past its give-up
 // time ($6 µs after it was queued) is not put off but kept as a dead letter: its store's
-// endpoint failed when its time was up, and nothing else would try it.
+// endpoint failed when its time was up, and nothing else would try it. (One in flight is given
+// up on too, when its claim ends before the wait; should the vendor take it after all, its
+// outcome still makes it delivered: recordDeliveriesSQL.)
 const backOffStoresSQL = `
 WITH s AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[])
 	AS s(store_id, wait_us, failures, old_retry, last_error)),

@@ -867,3 +867,73 @@ func TestAStoreWhoseEndpointNeverAnswersDoesNotHoldUpOtherStores(t *testing.T) {
 		t.Fatalf("%d deliveries still pending (%v); want none", waiting, err)
 	}
 }
+
+// A delivery in flight when another of its store's deliveries fails can be kept as a dead
+// letter meanwhile: the failure puts the store in backoff and its pending deliveries past their
+// give-up time become dead letters, the one in flight among them when its claim ends before the
+// store's wait does. When the vendor then takes it, it is delivered, not a dead letter an
+// operator would be asked to replay (it used to stay one: the outcome only updated a row
+// still pending).
+func TestADeliveryTakenWhileItWasKeptAsADeadLetterIsDelivered(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *posadapter.Config) {
+		c.WebhookTimeout = 2 * time.Second                               // a claim's lease is 32 s...
+		c.WebhookBackoff, c.WebhookMaxBackoff = time.Minute, time.Minute // ...and the store's wait 48–72 s
+		c.WebhookGiveUpAfter = 300 * time.Millisecond
+	}))
+	var (
+		arrived atomic.Int32
+		held    atomic.Value // the ticket id of the delivery held in flight
+	)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		switch arrived.Add(1) {
+		case 1: // in flight until the test lets it be taken
+			held.Store(r.Header.Get(posadapter.TicketIDHeader))
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		case 2: // fails past its give-up time: the store backs off
+			time.Sleep(500 * time.Millisecond)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	if _, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "flaky-1", Url: srv.URL + "/handoff", Enabled: true}})); err != nil {
+		t.Fatal(err)
+	}
+	e.publish("confirmed", order("flaky-1", 1), nil)
+	e.publish("confirmed", order("flaky-1", 2), nil)
+
+	state := func() (string, error) {
+		id, _ := held.Load().(string)
+		if id == "" {
+			return "", fmt.Errorf("no delivery held yet")
+		}
+		var s string
+		err := e.pool.QueryRow(context.Background(), `SELECT state FROM webhook_deliveries WHERE ticket_id = $1`, id).Scan(&s)
+		return s, err
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s, err := state(); err != nil || s != "failed" {
+			return fmt.Errorf("the delivery in flight is %q (%v); want it kept as a dead letter by the other's failure", s, err)
+		}
+		return nil
+	})
+	close(release)
+	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if s, err := state(); err != nil || s != "delivered" {
+			return fmt.Errorf("the delivery the vendor took is %q (%v); want delivered", s, err)
+		}
+		return nil
+	})
+	res, err := e.admin().ListFailedDeliveries(context.Background(), req(&posv1.ListFailedDeliveriesRequest{StoreId: "flaky-1"}))
+	if err != nil || len(res.Msg.GetDeliveries()) != 1 {
+		t.Fatalf("dead letters %v, %v; want the one that failed only", res, err)
+	}
+}
