@@ -764,6 +764,7 @@ func TestCheckInsOfAnOrderAreCapped(t *testing.T) {
 		}
 	}
 	e.waitEvents(o.GetId(), "confirmed", "checked_in", "checked_in", "checked_in", "checked_in", "checked_in")
+	e.waitSettled(6)
 	before := e.snapshot()
 	_, err := checkIn("bay 2")
 	wantCode(t, "a sixth check-in", err, codes.FailedPrecondition, "bay", "5 times")

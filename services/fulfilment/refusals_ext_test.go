@@ -32,19 +32,7 @@ func TestRefusedActionsChangeNothing(t *testing.T) {
 	if _, err := e.orders.CancelOrder(e.asCustomer("amy"), &fulfilmentv1.CancelOrderRequest{OrderId: done.GetId()}); err != nil {
 		t.Fatal(err)
 	}
-	e.waitNoEffects()
-	// And the relay has published all six events so far: the outbox and the events seen are in
-	// the snapshot.
-	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		var left int
-		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
-			return err
-		}
-		if n := e.events.count(); left != 0 || n != 6 {
-			return fmt.Errorf("%d events in the outbox, %d published; want 0 and 6", left, n)
-		}
-		return nil
-	})
+	e.waitSettled(6)
 	code := e.codeOf("amy", preparing.GetId())
 	long := strings.Repeat("x", 2000)
 
@@ -156,6 +144,24 @@ func TestRefusedActionsChangeNothing(t *testing.T) {
 }
 
 // snapshot sums up everything fulfilment and inventory have written: any write changes it.
+// waitSettled waits until the effects worker has nothing left and the relay has published every
+// event, published in all: the outbox and the events seen are in a snapshot, which is then
+// still until something changes.
+func (e *env) waitSettled(published int) {
+	e.t.Helper()
+	e.waitNoEffects()
+	testenv.CheckFor(e.t, 10*time.Second, 20*time.Millisecond, func() error {
+		var left int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+			return err
+		}
+		if n := e.events.count(); left != 0 || n != published {
+			return fmt.Errorf("%d events in the outbox, %d published; want 0 and %d", left, n, published)
+		}
+		return nil
+	})
+}
+
 func (e *env) snapshot() string {
 	e.t.Helper()
 	var f, i string
