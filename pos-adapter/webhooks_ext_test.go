@@ -102,11 +102,17 @@ func fastWebhooks(c *posadapter.Config) {
 func TestWebhookDeliveriesAreSignedAndRetriedWithBackoffUntilTheVendorAnswers(t *testing.T) {
 	e := newEnv(t, withConfig(func(c *posadapter.Config) {
 		fastWebhooks(c)
-		c.WebhookGiveUpAfter = 10 * time.Second // six tries one after another, never given up
+		c.WebhookGiveUpAfter = 10 * time.Second // never given up here
 	}))
 	vendor, url := newVendorPOS(t)
-	vendor.setStatus(func(attempt int) int {
-		if attempt < 3 {
+	// The endpoint is down for its first three tries, whatever ticket they carry, then answers.
+	// The store backs off as its endpoint does: a vendor refusing each ticket's first tries
+	// instead would answer one ticket's probe and refuse the next ticket sent at once, a new
+	// run of failures that rightly starts the backoff over from WebhookBackoff.
+	const refused = 3
+	tries := 0 // under vendor.mu, as status is called
+	vendor.setStatus(func(int) int {
+		if tries++; tries <= refused {
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusOK
@@ -126,6 +132,19 @@ func TestWebhookDeliveriesAreSignedAndRetriedWithBackoffUntilTheVendorAnswers(t 
 
 	o := order("hook-1", 1)
 	e.publish("confirmed", o, nil)
+	// The second ticket is raised once the first try failed and put the store in backoff, so
+	// that every try but the first is one the backoff let through (one claimed with the first,
+	// before its failure was recorded, would come at once).
+	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		var backingOff bool
+		if err := e.pool.QueryRow(context.Background(), `SELECT retry_time IS NOT NULL FROM store_webhooks WHERE store_id = 'hook-1'`).Scan(&backingOff); err != nil {
+			return err
+		}
+		if !backingOff {
+			return fmt.Errorf("store hook-1 not in backoff")
+		}
+		return nil
+	})
 	e.publish("cancelled", then(o, fulfilmentv1.OrderState_ORDER_STATE_CANCELLED), &fulfilmentv1.Transition{Reason: "no milk"})
 	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := len(vendor.deliveredKinds()); n != 2 {
@@ -138,28 +157,31 @@ func TestWebhookDeliveriesAreSignedAndRetriedWithBackoffUntilTheVendorAnswers(t 
 	if vendor.badSigs > 0 {
 		t.Fatalf("%d deliveries with a bad signature", vendor.badSigs)
 	}
-	// The store backs off as a whole: after the first claim (both tickets at once), one
-	// ticket at a time tries the endpoint, each try further from the last, until one is taken.
-	var tries []time.Time
-	for id, times := range vendor.attempts {
-		if len(times) != 3 {
-			t.Fatalf("ticket %s took %d attempts, want 3", id, len(times))
-		}
-		tries = append(tries, times...)
+	// The store backs off as a whole: after the failed first try, one ticket at a time tries
+	// the endpoint, after the store's wait (100 ms ±20%, doubling per failure in a row), until
+	// one is taken; then the other goes at once. A wait starts when the failure is recorded,
+	// after the try, and a loaded machine only makes it longer: each gap is at least the wait's
+	// least, 80% of 100 ms, 200 ms, 400 ms. Tries at each delivery's own backoff would come two
+	// at a time; tries with no backoff, back to back.
+	var all []time.Time
+	for _, times := range vendor.attempts {
+		all = append(all, times...)
 	}
-	slices.SortFunc(tries, time.Time.Compare)
-	first := 0
-	for first+1 < len(tries) && tries[first+1].Sub(tries[0]) < 30*time.Millisecond {
-		first++ // the first claim's
-	}
+	slices.SortFunc(all, time.Time.Compare)
 	var gaps []time.Duration
-	for i := first + 1; i < len(tries); i++ {
-		if gap := tries[i].Sub(tries[i-1]); gap >= 30*time.Millisecond {
-			gaps = append(gaps, gap) // the last, taken at once after the first answer, is not one
+	for i := 1; i < len(all); i++ {
+		gaps = append(gaps, all[i].Sub(all[i-1]))
+	}
+	if len(all) != refused+2 {
+		t.Fatalf("the endpoint was tried %d times (%d ms apart), want %d: %d refused, then each ticket taken once", len(all), millis(gaps), refused+2, refused)
+	}
+	for i := range refused {
+		if least := 100 * time.Millisecond << i * 8 / 10; gaps[i] < least {
+			t.Fatalf("the store's tries %d ms apart; want the backoff (100ms) doubling from the first failure: try %d came %v after the last, before the least wait %v", millis(gaps), i+2, gaps[i], least)
 		}
 	}
-	if len(gaps) < 2 || gaps[0] < 70*time.Millisecond || gaps[len(gaps)-1] < gaps[0]*3/2 {
-		t.Fatalf("the store's tries %d ms apart; want the backoff (100ms) growing from the first failure", millis(gaps))
+	if last := gaps[refused]; last >= time.Second {
+		t.Fatalf("the store's tries %d ms apart; want the last ticket sent at once after the endpoint answered, not %v later", millis(gaps), last)
 	}
 }
 
