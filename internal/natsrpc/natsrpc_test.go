@@ -206,13 +206,20 @@ func TestPanicIsInternalAndTheServiceKeepsAnswering(t *testing.T) {
 	}
 }
 
-func TestMalformedRequestIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T) {
-	srv, cli := setup(t)
+// serveEcho serves an echo on srv and returns whether its handler was ever called.
+func serveEcho(t *testing.T, srv *nats.Conn) *atomic.Bool {
+	t.Helper()
 	var called atomic.Bool
 	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 		called.Store(true)
 		return req, nil
 	})
+	return &called
+}
+
+func TestMalformedRequestIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T) {
+	srv, cli := setup(t)
+	called := serveEcho(t, srv)
 	reply, err := cli.Request(echoSubject, []byte{0xff, 0xff, 0xff}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -229,11 +236,7 @@ func TestMalformedRequestIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T
 // own refusal names none).
 func TestRequestWithInvalidUTF8NamesTheField(t *testing.T) {
 	srv, cli := setup(t)
-	var called atomic.Bool
-	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		called.Store(true)
-		return req, nil
-	})
+	called := serveEcho(t, srv)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	// Field 1 (value), 3 bytes, not UTF-8.
@@ -253,11 +256,7 @@ func TestRequestWithInvalidUTF8NamesTheField(t *testing.T) {
 // reserves stock and then writes would otherwise hold the stock and fail at the write.
 func TestRequestWithANULIsInvalidArgumentAndNeverReachesTheHandler(t *testing.T) {
 	srv, cli := setup(t)
-	var called atomic.Bool
-	serve(t, srv, func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		called.Store(true)
-		return req, nil
-	})
+	called := serveEcho(t, srv)
 	_, err := call(t.Context(), cli, "a\x00b")
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), "value:") {
 		t.Fatalf("a request with a NUL: %v; want InvalidArgument naming value", err)
