@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -268,16 +269,42 @@ func (a *Adapter) vendorFailure(ctx context.Context, log *slog.Logger, store str
 	if ok {
 		switch st.Code() {
 		case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.OutOfRange:
-			log.WarnContext(ctx, "vendor event refused by inventory", "type", ev.Type, "sku", ev.SKU, "err", st.Message())
+			msg := vendorMessage(st)
+			log.WarnContext(ctx, "vendor event refused by inventory", "type", ev.Type, "sku", ev.SKU, "err", msg)
 			if _, err := a.db.Exec(ctx, `UPDATE vendor_events SET state = 'refused', result = $3, done_time = now()
-				WHERE store_id = $1 AND vendor_event_id = $2 AND state = 'pending'`, store, ev.EventID, truncate(st.Message(), 500)); err != nil {
+				WHERE store_id = $1 AND vendor_event_id = $2 AND state = 'pending'`, store, ev.EventID, truncate(msg, 500)); err != nil {
 				log.ErrorContext(ctx, "vendor webhook: record refused event", "err", err)
 			}
-			return http.StatusUnprocessableEntity, VendorResult{Status: "refused", Error: st.Message()}
+			return http.StatusUnprocessableEntity, VendorResult{Status: "refused", Error: msg}
 		}
 	}
 	log.WarnContext(ctx, "vendor event not applied yet; the vendor should retry", "err", err)
 	return http.StatusServiceUnavailable, VendorResult{Error: "inventory unavailable; retry later"}
+}
+
+// vendorFields names, for the fields of inventory's requests a vendor event fills, the event's
+// own: a refusal then points at what the vendor sent.
+var vendorFields = map[string]string{"occur_time": "occurred_at", "on_hand": "quantity", "delta": "quantity"}
+
+// vendorMessage is inventory's refusal in the vendor's words: its field violations (see
+// rpcerr.Violations) name the event's fields; a refusal without them is kept as it is.
+func vendorMessage(st *status.Status) string {
+	for _, d := range st.Details() {
+		br, ok := d.(*errdetails.BadRequest)
+		if !ok || len(br.GetFieldViolations()) == 0 {
+			continue
+		}
+		parts := make([]string, len(br.GetFieldViolations()))
+		for i, fv := range br.GetFieldViolations() {
+			field := fv.GetField()
+			if own, ok := vendorFields[field]; ok {
+				field = own
+			}
+			parts[i] = field + ": " + fv.GetDescription()
+		}
+		return strings.Join(parts, "; ")
+	}
+	return st.Message()
 }
 
 func writeVendor(w http.ResponseWriter, code int, res VendorResult) {

@@ -742,8 +742,8 @@ func TestAVendorEventAtTheZeroInstantIsOfThatTimeNotUndated(t *testing.T) {
 	}
 	for _, at := range []string{"0001-01-01T00:00:01Z", "0001-01-01T00:00:00Z"} {
 		code, out := post(`{"event_id":"count-` + at + `","type":"count","sku":"LATTE-16","quantity":5,"occurred_at":"` + at + `"}`)
-		if code != 422 || out.Status != "refused" || !strings.Contains(out.Error, "occur_time") || !strings.Contains(out.Error, "ago") {
-			t.Fatalf("a count at %s: HTTP %d %+v; want 422 refused as too old, naming occur_time", at, code, out)
+		if code != 422 || out.Status != "refused" || !strings.HasPrefix(out.Error, "occurred_at: ") || !strings.Contains(out.Error, "ago") {
+			t.Fatalf("a count at %s: HTTP %d %+v; want 422 refused as too old, naming occurred_at (the event's field, not inventory's)", at, code, out)
 		}
 		if got := s.onHand(t, "ven-zero", "LATTE-16"); got != 20 {
 			t.Fatalf("after a count at %s: on hand %d, want 20 (unchanged)", at, got)
