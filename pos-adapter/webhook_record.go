@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/handoff-dev/handoff/internal/gather"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/rounds"
 )
 
@@ -47,6 +48,9 @@ WHERE d.id = o.id AND (d.state = $6 OR (d.state = 'failed' AND o.state = 'delive
 // maxRecordBatch bounds one recording statement.
 const maxRecordBatch = 500
 
+// maxRecordTries bounds the writes of one batch that lose a race (pgdb.LostRace).
+const maxRecordTries = 3
+
 // deliveryRecorder writes the outcomes of attempts: those that come within webhookRoundGap
 // of the first go in one statement, so a busy dispatcher records many per round trip. The wait
 // delays only the row's update, never a delivery.
@@ -84,10 +88,21 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 	)
 	// The common case, every endpoint answering, is the one statement it always was; only a
 	// failed attempt or a probe's outcome changes a store's backoff.
-	if slices.ContainsFunc(batch, func(o deliveryOutcome) bool { return o.probe || o.unanswered }) {
-		due, err = r.writeWithBackoff(ctx, batch, ids, states, attempts, errs, waits)
-	} else {
-		_, err = r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending)
+	backoff := slices.ContainsFunc(batch, func(o deliveryOutcome) bool { return o.probe || o.unanswered })
+	// Two copies' writes can deadlock: a statement locks its rows in the order its plan meets
+	// them, and a backoff puts off the store's deliveries in flight at another copy. Postgres
+	// aborts one, which did nothing; written again at once, its deliveries are not left
+	// claimed until the lease lapses and then sent again.
+	for try := 1; ; try++ {
+		if backoff {
+			due, err = r.writeWithBackoff(ctx, batch, ids, states, attempts, errs, waits)
+		} else {
+			_, err = r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending)
+		}
+		if err == nil || try == maxRecordTries || !pgdb.LostRace(err) {
+			break
+		}
+		r.a.log.Info("webhook outcomes lost a race with another copy's write; writing them again", "count", n, "err", err)
 	}
 	now := time.Now()
 	if err != nil {
@@ -108,7 +123,8 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 
 // lockStoreWebhooksSQL locks the webhooks of the stores given, in store order, and reads their
 // backoff. A transaction that changes a store's backoff or moves its deliveries holds it first,
-// as the claim does (SKIP LOCKED), so that no two of them take the same locks in two orders.
+// as the claim does (SKIP LOCKED), so that no two of them take the store locks in two orders.
+// (The deliveries' own locks have no one order: see write.)
 const lockStoreWebhooksSQL = `SELECT store_id, retry_time, failures FROM store_webhooks WHERE store_id = ANY ($1) ORDER BY store_id FOR UPDATE`
 
 // backOffStoresSQL starts or holds the backoff of stores whose endpoint did not answer: the

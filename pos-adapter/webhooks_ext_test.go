@@ -988,3 +988,107 @@ func TestADeliveryTakenWhileItWasKeptAsADeadLetterIsDelivered(t *testing.T) {
 		t.Fatalf("dead letters %v, %v; want the one that failed only", res, err)
 	}
 }
+
+// Two adapter copies recording outcomes can deadlock: one copy's statement locks the rows of
+// its batch as its plan meets them, while another's backoff puts off every pending delivery of
+// a store, among them the first copy's in flight. Postgres aborts one; its outcomes must be
+// written at once, not left claimed until the lease lapses and then sent again.
+func TestAnOutcomeWriteLostToADeadlockIsWrittenAgainAtOnce(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *posadapter.Config) {
+		c.WebhookTimeout = 2 * time.Second                               // a claim's lease is 32 s
+		c.WebhookBackoff, c.WebhookMaxBackoff = time.Minute, time.Minute // the store's wait 48–72 s
+	}))
+	ctx := context.Background()
+	var arrived atomic.Int32
+	fail, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if arrived.Add(1) == 1 {
+			<-fail
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		select { // the second stays in flight: pending, claimed, put off by the backoff
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); srv.Close() })
+	if _, err := e.admin().SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "locked-1", Url: srv.URL + "/handoff", Enabled: true}})); err != nil {
+		t.Fatal(err)
+	}
+	e.publish("confirmed", order("locked-1", 1), nil)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := arrived.Load(); n != 1 {
+			return fmt.Errorf("%d deliveries at the vendor, want 1", n)
+		}
+		return nil
+	})
+	e.publish("confirmed", order("locked-1", 2), nil)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := arrived.Load(); n != 2 {
+			return fmt.Errorf("%d deliveries at the vendor, want 2", n)
+		}
+		return nil
+	})
+	var first, second string
+	if err := e.pool.QueryRow(ctx, `SELECT
+		(SELECT d.id::text FROM webhook_deliveries d JOIN tickets t USING (ticket_id) WHERE d.store_id = 'locked-1' ORDER BY t.seq LIMIT 1),
+		(SELECT d.id::text FROM webhook_deliveries d JOIN tickets t USING (ticket_id) WHERE d.store_id = 'locked-1' ORDER BY t.seq DESC LIMIT 1)`).
+		Scan(&first, &second); err != nil {
+		t.Fatal(err)
+	}
+
+	// The other copy: it holds the second delivery, and will want the first.
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	other, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Rollback(ctx) }()
+	// The recorder's own deadlock check runs first, so it is the one aborted.
+	if _, err := other.Exec(ctx, `SET LOCAL deadlock_timeout = '30s'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, `SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE`, second); err != nil {
+		t.Fatal(err)
+	}
+	close(fail)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var waiting int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil || waiting != 1 {
+			return fmt.Errorf("%d sessions waiting for a lock (%v); want the recorder's backoff, waiting for the second delivery", waiting, err)
+		}
+		return nil
+	})
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := other.Exec(wctx, `UPDATE webhook_deliveries SET last_error = last_error WHERE id = $1`, first); err != nil {
+		t.Fatalf("the other copy's update: %v; want the recorder's transaction aborted as the deadlock's victim", err)
+	}
+	if err := other.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		var lastError string
+		var backingOff bool
+		if err := e.pool.QueryRow(ctx, `SELECT d.last_error, w.retry_time IS NOT NULL FROM webhook_deliveries d
+			JOIN store_webhooks w USING (store_id) WHERE d.id = $1`, first).Scan(&lastError, &backingOff); err != nil {
+			return err
+		}
+		if lastError == "" || !backingOff {
+			return fmt.Errorf("the failed attempt is not written (last error %q, store backing off %v); want it written again at once, not after the 32 s lease", lastError, backingOff)
+		}
+		return nil
+	})
+	if n := arrived.Load(); n != 2 {
+		t.Errorf("the vendor got %d deliveries; want the 2 made, none sent again", n)
+	}
+}

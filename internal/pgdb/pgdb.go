@@ -174,6 +174,10 @@ func IsUniqueViolation(err error) bool { return hasCode(err, "23505") }
 // (40001): the transaction did nothing and may be retried as a whole.
 func IsSerializationFailure(err error) bool { return hasCode(err, "40001") }
 
+// LostRace reports a transaction Postgres aborted to settle a conflict with another, a
+// serialization failure (40001) or a deadlock (40P01): it did nothing and may simply run again.
+func LostRace(err error) bool { return hasCode(err, "40001") || hasCode(err, "40P01") }
+
 func hasCode(err error, code string) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == code
