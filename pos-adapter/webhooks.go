@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -134,8 +135,15 @@ func checkWebhookURL(raw string) error {
 		return fmt.Errorf("at most %d characters", maxWebhookURLLength)
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.User != nil {
+	if err != nil || u.Hostname() == "" || u.User != nil {
 		return errors.New("not an absolute URL without credentials")
+	}
+	// url.Parse takes any digits as a port; one no connection can use would make every
+	// delivery fail and the store's tickets dead letters.
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %s is not 1-65535", p)
+		}
 	}
 	switch u.Scheme {
 	case "https":
@@ -473,9 +481,13 @@ type failedPosition struct {
 	ID   string    `json:"id"`
 }
 
-// Check implements pagetoken.Checker: the query reads ID as a uuid.
+// Check implements pagetoken.Checker: the query reads ID as a uuid, in the canonical form
+// the list wrote (uuid.Parse also takes urn:uuid:…, which Postgres refuses).
 func (p *failedPosition) Check() error {
-	_, err := uuid.Parse(p.ID)
+	id, err := uuid.Parse(p.ID)
+	if err == nil && id.String() != p.ID {
+		err = fmt.Errorf("id %q is not in canonical form", p.ID)
+	}
 	return err
 }
 
@@ -535,12 +547,13 @@ func (api adminAPI) ListFailedDeliveries(ctx context.Context, req *connect.Reque
 // should its store be in backoff, when the backoff lets one try.
 func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[posv1.ReplayDeliveryRequest]) (*connect.Response[posv1.ReplayDeliveryResponse], error) {
 	a := api.a
-	id := req.Msg.GetDeliveryId()
-	if _, err := uuid.Parse(id); err != nil {
+	parsed, err := uuid.Parse(req.Msg.GetDeliveryId())
+	if err != nil {
 		return nil, a.fail(ctx, "", rpcerr.Invalid("delivery_id", "not a delivery id"))
 	}
+	id := parsed.String() // canonical: uuid.Parse also takes urn:uuid:…, which Postgres refuses
 	var state string
-	err := a.db.QueryRow(ctx, `
+	err = a.db.QueryRow(ctx, `
 		WITH cur AS (SELECT state FROM webhook_deliveries WHERE id = $1 FOR UPDATE),
 		upd AS (UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, done_time = NULL, create_time = now(),
 			next_attempt_time = greatest(now(), (SELECT w.retry_time FROM store_webhooks w WHERE w.store_id = d.store_id))

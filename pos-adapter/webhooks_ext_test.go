@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -248,7 +249,8 @@ func TestFailedWebhookDeliveriesBecomeDeadLettersAnOperatorCanReplay(t *testing.
 	if codeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("replaying a delivered delivery: %v; want FailedPrecondition", err)
 	}
-	for _, bad := range []string{"http://vendor.example/hook", "ftp://127.0.0.1/x", "https://user:pw@vendor.example/"} {
+	for _, bad := range []string{"http://vendor.example/hook", "ftp://127.0.0.1/x", "https://user:pw@vendor.example/",
+		"https://vendor.example:99999/hook", "https://vendor.example:0/hook", "https://:443/hook"} {
 		_, err := e.admin().SetStoreWebhook(context.Background(), req(&posv1.SetStoreWebhookRequest{Webhook: &posv1.StoreWebhook{StoreId: "dead-1", Url: bad}}))
 		if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "webhook.url") {
 			t.Fatalf("webhook URL %s: %v; want InvalidArgument naming webhook.url", bad, err)
@@ -1090,5 +1092,31 @@ func TestAnOutcomeWriteLostToADeadlockIsWrittenAgainAtOnce(t *testing.T) {
 	})
 	if n := arrived.Load(); n != 2 {
 		t.Errorf("the vendor got %d deliveries; want the 2 made, none sent again", n)
+	}
+}
+
+// A delivery id in a form uuid.Parse takes and Postgres refuses (urn:uuid:…) is bad input:
+// InvalidArgument naming delivery_id, or NotFound; never Internal.
+func TestADeliveryIDSpeltAsAURNIsLookedUpNotAnInternalError(t *testing.T) {
+	e := newEnv(t)
+	id := "urn:uuid:" + uuid.NewString()
+	_, err := e.admin().ReplayDelivery(context.Background(), connect.NewRequest(&posv1.ReplayDeliveryRequest{DeliveryId: id}))
+	if c := codeOf(err); c != connect.CodeInvalidArgument && c != connect.CodeNotFound {
+		t.Fatalf("ReplayDelivery(%q) = %v; want InvalidArgument naming delivery_id, or NotFound", id, err)
+	}
+}
+
+// A page token the adapter's own checks pass (it re-encodes to itself and its id parses as a
+// UUID) but whose id Postgres refuses is bad input naming page_token, never Internal.
+func TestAPageTokenWithAURNSpeltIDIsRefusedNamingPageToken(t *testing.T) {
+	e := newEnv(t)
+	req := &posv1.ListFailedDeliveriesRequest{}
+	req.PageToken = pagetoken.Encode(req, struct {
+		Time time.Time `json:"t"`
+		ID   string    `json:"id"`
+	}{time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), "urn:uuid:" + uuid.NewString()})
+	_, err := e.admin().ListFailedDeliveries(context.Background(), connect.NewRequest(req))
+	if c := codeOf(err); c != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "page_token") {
+		t.Fatalf("ListFailedDeliveries with a urn:uuid token = %v; want InvalidArgument naming page_token", err)
 	}
 }

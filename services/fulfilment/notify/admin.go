@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -48,9 +49,13 @@ type deadPosition struct {
 	ID       string    `json:"id"`
 }
 
-// Check implements pagetoken.Checker: the query reads ID as a uuid.
+// Check implements pagetoken.Checker: the query reads ID as a uuid, in the canonical form
+// the list wrote (uuid.Parse also takes urn:uuid:…, which Postgres refuses).
 func (p *deadPosition) Check() error {
-	_, err := uuid.Parse(p.ID)
+	id, err := uuid.Parse(p.ID)
+	if err == nil && id.String() != p.ID {
+		err = fmt.Errorf("id %q is not in canonical form", p.ID)
+	}
 	return err
 }
 
@@ -64,11 +69,6 @@ func (a *Admin) ListFailedNotifications(ctx context.Context, req *fulfilmentv1.L
 	after, err := pagetoken.Decode(req, &pos)
 	if err != nil {
 		return nil, err
-	}
-	if after {
-		if _, err := uuid.Parse(pos.ID); err != nil {
-			return nil, rpcerr.Invalid("page_token", "not a token returned by this list call")
-		}
 	}
 	rows, err := a.pool.Query(ctx, `
 		SELECT id::text, order_id, channel, kind, attempts, last_error, fail_time
@@ -106,11 +106,12 @@ func (a *Admin) ListFailedNotifications(ctx context.Context, req *fulfilmentv1.L
 // ReplayNotification makes a dead letter due again now, with a fresh allowance of attempts,
 // and wakes the dispatchers. Its id stays the same, so receivers can still drop a duplicate.
 func (a *Admin) ReplayNotification(ctx context.Context, req *fulfilmentv1.ReplayNotificationRequest) (*fulfilmentv1.ReplayNotificationResponse, error) {
-	id := req.GetNotificationId()
-	if _, err := uuid.Parse(id); err != nil {
+	parsed, err := uuid.Parse(req.GetNotificationId())
+	if err != nil {
 		return nil, rpcerr.Invalid("notification_id", "must be a notification id (a UUID)")
 	}
-	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+	id := parsed.String() // canonical: uuid.Parse also takes urn:uuid:…, which Postgres refuses
+	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		var state string
 		err := tx.QueryRow(ctx, `SELECT state FROM notifications WHERE id = $1 FOR UPDATE`, id).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) {

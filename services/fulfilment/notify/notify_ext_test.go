@@ -14,6 +14,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pressly/goose/v3"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -696,4 +698,25 @@ func mustCollectBytes(t *testing.T, rows pgx.Rows) [][]byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// uuid.Parse takes "urn:uuid:…", which Postgres refuses: such an id is looked up as the UUID
+// it names, and such a page token is refused naming page_token; neither fails as Internal.
+func TestANotificationIDSpeltAsAURNIsLookedUpNotAnInternalError(t *testing.T) {
+	pool := newPool(t)
+	admin := adminClient(t, pool)
+	id := "urn:uuid:" + uuid.NewString()
+	_, err := admin.ReplayNotification(t.Context(), &fulfilmentv1.ReplayNotificationRequest{NotificationId: id})
+	if c := status.Code(err); c != codes.NotFound {
+		t.Errorf("ReplayNotification(%q) = %v; want NotFound", id, err)
+	}
+	req := &fulfilmentv1.ListFailedNotificationsRequest{}
+	req.PageToken = pagetoken.Encode(req, struct {
+		FailTime time.Time `json:"t"`
+		ID       string    `json:"id"`
+	}{time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), id})
+	_, err = admin.ListFailedNotifications(t.Context(), req)
+	if c := status.Code(err); c != codes.InvalidArgument || !strings.Contains(err.Error(), "page_token") {
+		t.Errorf("ListFailedNotifications with a urn:uuid token = %v; want InvalidArgument naming page_token", err)
+	}
 }
