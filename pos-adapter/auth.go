@@ -263,7 +263,7 @@ func (a *Adapter) staffContext(ctx context.Context, c caller, storeID string) (c
 // on behalf of actor ("kind:id"), whose right to it the adapter has checked (the store, or a
 // vendor's signature).
 func (a *Adapter) adminContext(ctx context.Context, actor string) (context.Context, error) {
-	tok, err := a.keys.Issue(auth.Principal{Subject: "pos-adapter/" + actor, Role: auth.RoleAdmin}, a.cfg.TokenTTL)
+	tok, err := a.keys.Issue(auth.Principal{Subject: auth.DelegateSubject(actor), Role: auth.RoleAdmin}, a.cfg.TokenTTL)
 	if err != nil {
 		return nil, a.internal(ctx, "mint admin token", err)
 	}

@@ -56,6 +56,22 @@ func (p Principal) ActsForStore(id string) bool {
 // Actor is "kind:id" for histories and ledgers.
 func (p Principal) Actor() string { return string(p.Role) + ":" + p.Subject }
 
+// delegatePrefix starts the subject of an admin token the pos-adapter mints for one call made
+// on behalf of someone it has checked (a terminal's stock change, a vendor's signed count).
+const delegatePrefix = "pos-adapter/"
+
+// DelegateSubject is the subject of an admin token minted to act for actor ("kind:id").
+func DelegateSubject(actor string) string { return delegatePrefix + actor }
+
+// OnBehalfOf gives the actor ("kind:id") an admin token minted by DelegateSubject acts for.
+// The subject carries it, signed, so an admin's own token cannot name someone else.
+func (p Principal) OnBehalfOf() (actor string, ok bool) {
+	if p.Role != RoleAdmin {
+		return "", false
+	}
+	return strings.CutPrefix(p.Subject, delegatePrefix)
+}
+
 // claims is the token body.
 type claims struct {
 	Role   Role     `json:"role"`

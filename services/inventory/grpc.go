@@ -97,30 +97,32 @@ func (s *Service) RegisterNATS(svc *natsrpc.Service) error {
 // "kind:id" (kind one of customer, staff, admin, system, vendor), for the ledger.
 const ActorMetadataKey = "x-handoff-actor"
 
-// actorFromContext says who is calling, for ledger rows: the verified caller of the token. An
-// admin caller may name on whose behalf it acts in x-handoff-actor (the pos-adapter applying a
-// vendor's stock count, say); nobody else can. A server without keys (a test of this service
-// alone) trusts the metadata. This is the one place inventory learns who calls.
+// actorFromContext says who is calling, for ledger rows: the verified caller of the token. The
+// pos-adapter's calls on behalf of a terminal or a vendor carry that actor in their token's
+// subject (auth.OnBehalfOf); an admin's own changes are the admin's, whatever its metadata
+// says. A server without keys (a test of this service alone) trusts x-handoff-actor. This is
+// the one place inventory learns who calls.
 func actorFromContext(ctx context.Context) *commonv1.Actor {
 	unknown := &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_ADMIN, Id: "unknown"}
+	var named string
 	if p, ok := auth.FromContext(ctx); ok {
-		unknown = &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_ADMIN, Id: p.Subject}
 		switch p.Role {
 		case auth.RoleCustomer:
 			return &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_CUSTOMER, Id: p.Subject}
 		case auth.RoleStaff:
 			return &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_STAFF, Id: p.Subject}
 		}
+		admin := &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_ADMIN, Id: p.Subject}
+		if named, ok = p.OnBehalfOf(); !ok {
+			return admin
+		}
+		unknown = admin
+	} else if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if vals := md.Get(ActorMetadataKey); len(vals) > 0 {
+			named = vals[0]
+		}
 	}
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return unknown
-	}
-	vals := md.Get(ActorMetadataKey)
-	if len(vals) == 0 {
-		return unknown
-	}
-	kind, id, ok := strings.Cut(vals[0], ":")
+	kind, id, ok := strings.Cut(named, ":")
 	if !ok || id == "" || len(id) > maxIDLen {
 		return unknown
 	}
