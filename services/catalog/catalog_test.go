@@ -239,6 +239,8 @@ func TestBadProductsAreRefusedNamingTheFieldAndNothingIsStored(t *testing.T) {
 		{"other currency", func(p *catalogv1.Product) { p.Variants[0].Price.CurrencyCode = "EUR" }, "product.variants[0].price.currency_code"},
 		{"missing price", func(p *catalogv1.Product) { p.Variants[0].Price = nil }, "product.variants[0].price"},
 		{"relative image", func(p *catalogv1.Product) { p.Images[0].Url = "/img.jpg" }, "product.images[0].url"},
+		{"plain http image (mixed content in an https app)", func(p *catalogv1.Product) { p.Images[0].Url = "http://images.example.com/a.jpg" }, "product.images[0].url"},
+		{"image URL with credentials", func(p *catalogv1.Product) { p.Images[0].Url = "https://u:p@images.example.com/a.jpg" }, "product.images[0].url"},
 		{"long alt text", func(p *catalogv1.Product) { p.Images[0].AltText = strings.Repeat("x", 501) }, "product.images[0].alt_text"},
 		{"bad id", func(p *catalogv1.Product) { p.Id = "Has Spaces" }, "product.id"},
 		{"long name", func(p *catalogv1.Product) { p.Name = strings.Repeat("x", 201) }, "product.name"},

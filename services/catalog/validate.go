@@ -53,8 +53,9 @@ func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr
 			v.Add(field, "required")
 		case len(img.GetUrl()) > maxURLLen:
 			v.Addf(field, "longer than %d characters", maxURLLen)
-		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-			v.Add(field, "must be an absolute http(s) URL")
+		case err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil:
+			// https only, as the contract says: an app served over https shows no mixed content.
+			v.Add(field, "must be an absolute https URL without credentials")
 		}
 		checkText(v, fmt.Sprintf("%s.images[%d].alt_text", prefix, i), img.GetAltText(), maxAltTextLen, false)
 	}
