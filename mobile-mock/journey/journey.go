@@ -195,6 +195,7 @@ func (j *journey) run(ctx context.Context) (*fulfilmentv1.Order, error) {
 	checkoutStart := time.Now()
 	kres, err := j.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{
 		CartId: cart.GetId(), IdempotencyKey: key, PickupName: "Demo Shopper",
+		ExpectedSubtotal: cart.GetSubtotal(), // the order charges what the shopper was shown, or is refused
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("check out: %w", err)

@@ -604,7 +604,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	ctx, cancel := context.WithTimeout(shopper.WithToken(ctx, r.token(who)), r.cfg.OrderTimeout)
 	defer cancel()
 
-	cartID, ok := r.fillCart(ctx, rng)
+	cart, ok := r.fillCart(ctx, rng)
 	if r.cfg.Orders > 0 {
 		r.budget.settle(ok) // only a checkout made uses up one of the orders asked
 	}
@@ -625,7 +625,9 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	)
 	attempt := 1
 	for ; ; attempt++ {
-		kres, err = r.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{CartId: cartID, IdempotencyKey: key}))
+		// As an app does: the order is to charge the subtotal the shopper was shown.
+		kres, err = r.app.Cart.Checkout(ctx, connect.NewRequest(&cartv1.CheckoutRequest{CartId: cart.GetId(), IdempotencyKey: key,
+			ExpectedSubtotal: cart.GetSubtotal()}))
 		if err == nil || attempt == checkoutAttempts || ctx.Err() != nil || !retryCheckout(connect.CodeOf(err)) {
 			break
 		}
@@ -635,7 +637,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	if err != nil {
 		r.orderFail(ctx, "Checkout", err)
 		if code := connect.CodeOf(err); attempt > 1 || retryCheckout(code) || code == connect.CodeCanceled {
-			r.lookUpLater(cartID, who) // the order may exist all the same
+			r.lookUpLater(cart.GetId(), who) // the order may exist all the same
 		}
 		failed = true
 		return
@@ -665,7 +667,7 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		if !counted && !final {
 			// Answered PENDING and its fate never learnt (the watch failed or the run ended):
 			// it may have been confirmed since.
-			r.lookUpLater(cartID, who)
+			r.lookUpLater(cart.GetId(), who)
 		}
 	}()
 
@@ -741,9 +743,9 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	r.orderFail(ctx, "WatchOrder", err)
 }
 
-// fillCart makes the order's cart, whole or change by change as configured, and returns its
-// id; false when a call failed (counted).
-func (r *run) fillCart(ctx context.Context, rng *rand.Rand) (string, bool) {
+// fillCart makes the order's cart, whole or change by change as configured, and returns it as
+// last answered; false when a call failed (counted).
+func (r *run) fillCart(ctx context.Context, rng *rand.Rand) (*cartv1.Cart, bool) {
 	lines := r.pickLines(rng)
 	pickup := &cartv1.Pickup{Choice: &cartv1.Pickup_Nearest{Nearest: &cartv1.NearestStore{Location: r.pickPoint(rng), RadiusMeters: r.cfg.RadiusMeters}}}
 	if r.cfg.Basket {
@@ -754,27 +756,28 @@ func (r *run) fillCart(ctx context.Context, rng *rand.Rand) (string, bool) {
 		cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(basket))
 		if err != nil {
 			r.orderFail(ctx, "CreateCart", err)
-			return "", false
+			return nil, false
 		}
-		return cres.Msg.GetCart().GetId(), true
+		return cres.Msg.GetCart(), true
 	}
 	cres, err := r.app.Cart.CreateCart(ctx, connect.NewRequest(&cartv1.CreateCartRequest{}))
 	if err != nil {
 		r.orderFail(ctx, "CreateCart", err)
-		return "", false
+		return nil, false
 	}
 	cartID := cres.Msg.GetCart().GetId()
 	for _, l := range lines {
 		if _, err := r.app.Cart.AddLine(ctx, connect.NewRequest(&cartv1.AddLineRequest{CartId: cartID, Sku: l.GetSku(), Quantity: l.GetQuantity()})); err != nil {
 			r.orderFail(ctx, "AddLine", err)
-			return "", false
+			return nil, false
 		}
 	}
-	if _, err := r.app.Cart.SetPickup(ctx, connect.NewRequest(&cartv1.SetPickupRequest{CartId: cartID, Pickup: pickup})); err != nil {
+	sres, err := r.app.Cart.SetPickup(ctx, connect.NewRequest(&cartv1.SetPickupRequest{CartId: cartID, Pickup: pickup}))
+	if err != nil {
 		r.orderFail(ctx, "SetPickup", err)
-		return "", false
+		return nil, false
 	}
-	return cartID, true
+	return sres.Msg.GetCart(), true
 }
 
 // pickLines makes an order: one unit of the hot SKU, or 1-3 menu lines of 1-2 units.

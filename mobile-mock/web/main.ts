@@ -100,10 +100,15 @@ async function shop(): Promise<void> {
   if (!cart) throw new Error("CreateCart returned no cart");
   results.cartId = cart.id;
   await carts.addLine({ cartId: cart.id, sku, quantity: 1 });
-  await carts.setPickup({ cartId: cart.id, pickup: { choice: { case: "storeId", value: match.store.id } } });
+  const picked = await carts.setPickup({ cartId: cart.id, pickup: { choice: { case: "storeId", value: match.store.id } } });
   log(`cart ${cart.id}: 1 × ${sku}, pickup at ${match.store.id}`);
 
-  const checkout = await carts.checkout({ cartId: cart.id, idempotencyKey: `browser-${crypto.randomUUID()}` });
+  // The order charges the subtotal shown, or is refused (a price changed meanwhile).
+  const checkout = await carts.checkout({
+    cartId: cart.id,
+    idempotencyKey: `browser-${crypto.randomUUID()}`,
+    expectedSubtotal: picked.cart?.subtotal,
+  });
   if (!checkout.order) throw new Error("Checkout returned no order");
   showOrder(checkout.order);
   log(`Checkout: order ${checkout.order.id} ${stateName(checkout.order.state)}`);

@@ -71,6 +71,9 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 	// 2. Price. A cart already checked out asks fulfilment for the order it has: the last known
 	// prices fill the request, which fulfilment answers from the order it stored.
 	lines, variants, err := s.priceForOrder(ctx, c, !already)
+	if err == nil && !already {
+		err = checkSubtotal(req.GetExpectedSubtotal(), lines)
+	}
 	if err != nil {
 		// Nothing was placed by this request: it leaves the lease, which opens the cart if no
 		// other request with the key is in it.
@@ -215,6 +218,9 @@ func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
 	if v2 := req.GetExpectedVersion(); v2 < 0 {
 		v.Add("expected_version", "must not be negative")
 	}
+	if m := req.GetExpectedSubtotal(); m != nil && (m.GetAmountMinor() < 0 || len(m.GetCurrencyCode()) != 3) {
+		v.Add("expected_subtotal", "must be a non-negative amount with its ISO 4217 currency code")
+	}
 	if !utf8.ValidString(req.GetCustomerNote()) || utf8.RuneCountInString(req.GetCustomerNote()) > maxNoteRunes {
 		v.Addf("customer_note", "must be at most %d characters", maxNoteRunes)
 	}
@@ -240,6 +246,27 @@ func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
 		}
 	}
 	return email, v.Err()
+}
+
+// checkSubtotal refuses a checkout whose lines, priced now, do not add up to the subtotal the
+// shopper was shown (nil: not checked). The order would otherwise charge a price changed since
+// the cart was read, which the shopper never saw.
+func checkSubtotal(want *commonv1.Money, lines []*fulfilmentv1.PlaceOrderLine) error {
+	if want == nil {
+		return nil
+	}
+	got := &commonv1.Money{CurrencyCode: want.GetCurrencyCode()}
+	for _, l := range lines {
+		got.AmountMinor += l.GetUnitPrice().GetAmountMinor() * int64(l.GetQuantity())
+		if c := l.GetUnitPrice().GetCurrencyCode(); c != want.GetCurrencyCode() {
+			got.CurrencyCode = c
+		}
+	}
+	if got.GetAmountMinor() == want.GetAmountMinor() && got.GetCurrencyCode() == want.GetCurrencyCode() {
+		return nil
+	}
+	return rpcerr.FailedPrecondition("expected_subtotal: the lines now come to %d %s, not %d %s (a price changed); show the cart again and check out with its subtotal",
+		got.GetAmountMinor(), got.GetCurrencyCode(), want.GetAmountMinor(), want.GetCurrencyCode())
 }
 
 // priceForOrder turns the cart's lines into order lines. current prices them as the cart is

@@ -114,6 +114,46 @@ func TestCatalogPriceChangeReachesTheCartAndItsCheckoutPromptly(t *testing.T) {
 	}
 }
 
+// A shopper is charged no price they were not shown: a checkout pinned to the subtotal the
+// cart showed is refused once a price has changed, makes no order and leaves the cart open;
+// pinned to the subtotal shown again, it goes through at the new price.
+func TestACheckoutPinnedToTheSubtotalShownIsRefusedWhenAPriceChanged(t *testing.T) {
+	e := newEnv(t)
+	sku := e.skus(1)[0]
+	c := e.filledCart("alice", 2, sku)
+	price, shown := c.GetLines()[0].GetUnitPrice().GetAmountMinor(), c.GetSubtotal()
+
+	_, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "pinned-bad",
+		ExpectedSubtotal: &commonv1.Money{AmountMinor: -1, CurrencyCode: "USD"}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "expected_subtotal") {
+		t.Fatalf("Checkout with a negative expected_subtotal = %v; want InvalidArgument naming expected_subtotal", err)
+	}
+
+	e.changePrice(sku, price+25)
+	e.waitForPrice("alice", c.GetId(), price+25)
+	_, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "pinned-old", ExpectedSubtotal: shown})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "expected_subtotal") {
+		t.Fatalf("Checkout pinned to the subtotal before the price change = %v; want FailedPrecondition naming expected_subtotal", err)
+	}
+	got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	if err != nil || got.GetCart().GetState() != cartv1.CartState_CART_STATE_OPEN || got.GetCart().GetVersion() != c.GetVersion() {
+		t.Fatalf("cart after the refused checkout = %v, %v; want open and unchanged", got.GetCart(), err)
+	}
+	orders, err := e.orders.ListOrders(e.as("alice"), &fulfilmentv1.ListOrdersRequest{})
+	if err != nil || len(orders.GetOrders()) != 0 {
+		t.Fatalf("orders after the refused checkout: %v, %v; want none", orders.GetOrders(), err)
+	}
+
+	now := got.GetCart().GetSubtotal()
+	if now.GetAmountMinor() != 2*(price+25) {
+		t.Fatalf("the cart shows a subtotal of %v; want %d", now, 2*(price+25))
+	}
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "pinned-new", ExpectedSubtotal: now})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED || res.GetOrder().GetTotal().GetAmountMinor() != now.GetAmountMinor() {
+		t.Fatalf("Checkout pinned to the subtotal shown now = %v, %v; want CONFIRMED with total %d", res.GetOrder(), err, now.GetAmountMinor())
+	}
+}
+
 func TestArchivedProductIsRefusedByAddLineAndCheckoutPromptly(t *testing.T) {
 	e := newEnv(t)
 	// Two SKUs of different products: one is archived, the other stays.

@@ -1301,9 +1301,14 @@ type CheckoutRequest struct {
 	// Name to call out at pickup, up to 64 characters.
 	PickupName string `protobuf:"bytes,5,opt,name=pickup_name,json=pickupName,proto3" json:"pickup_name,omitempty"`
 	// Email for notifications, optional.
-	Email         string `protobuf:"bytes,6,opt,name=email,proto3" json:"email,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Email string `protobuf:"bytes,6,opt,name=email,proto3" json:"email,omitempty"`
+	// The subtotal the shopper was shown (Cart.subtotal). When set, the checkout is refused
+	// (FailedPrecondition naming expected_subtotal, the cart left open) unless the lines, priced
+	// now, add up to it: a price changed since the cart was read is shown before it is charged.
+	// Unset skips the check.
+	ExpectedSubtotal *v1.Money `protobuf:"bytes,7,opt,name=expected_subtotal,json=expectedSubtotal,proto3" json:"expected_subtotal,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CheckoutRequest) Reset() {
@@ -1376,6 +1381,13 @@ func (x *CheckoutRequest) GetEmail() string {
 		return x.Email
 	}
 	return ""
+}
+
+func (x *CheckoutRequest) GetExpectedSubtotal() *v1.Money {
+	if x != nil {
+		return x.ExpectedSubtotal
+	}
+	return nil
 }
 
 // Response for Checkout.
@@ -1518,7 +1530,7 @@ const file_handoff_cart_v1_cart_proto_rawDesc = "" +
 	"\x06pickup\x18\x02 \x01(\v2\x17.handoff.cart.v1.PickupR\x06pickup\x12)\n" +
 	"\x10expected_version\x18\x03 \x01(\x03R\x0fexpectedVersion\">\n" +
 	"\x11SetPickupResponse\x12)\n" +
-	"\x04cart\x18\x01 \x01(\v2\x15.handoff.cart.v1.CartR\x04cart\"\xda\x01\n" +
+	"\x04cart\x18\x01 \x01(\v2\x15.handoff.cart.v1.CartR\x04cart\"\xa1\x02\n" +
 	"\x0fCheckoutRequest\x12\x17\n" +
 	"\acart_id\x18\x01 \x01(\tR\x06cartId\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12)\n" +
@@ -1526,7 +1538,8 @@ const file_handoff_cart_v1_cart_proto_rawDesc = "" +
 	"\rcustomer_note\x18\x04 \x01(\tR\fcustomerNote\x12\x1f\n" +
 	"\vpickup_name\x18\x05 \x01(\tR\n" +
 	"pickupName\x12\x14\n" +
-	"\x05email\x18\x06 \x01(\tR\x05email\"q\n" +
+	"\x05email\x18\x06 \x01(\tR\x05email\x12E\n" +
+	"\x11expected_subtotal\x18\a \x01(\v2\x18.handoff.common.v1.MoneyR\x10expectedSubtotal\"q\n" +
 	"\x10CheckoutResponse\x122\n" +
 	"\x05order\x18\x01 \x01(\v2\x1c.handoff.fulfilment.v1.OrderR\x05order\x12)\n" +
 	"\x04cart\x18\x02 \x01(\v2\x15.handoff.cart.v1.CartR\x04cart*X\n" +
@@ -1611,29 +1624,30 @@ var file_handoff_cart_v1_cart_proto_depIdxs = []int32{
 	4,  // 17: handoff.cart.v1.ClearCartResponse.cart:type_name -> handoff.cart.v1.Cart
 	3,  // 18: handoff.cart.v1.SetPickupRequest.pickup:type_name -> handoff.cart.v1.Pickup
 	4,  // 19: handoff.cart.v1.SetPickupResponse.cart:type_name -> handoff.cart.v1.Cart
-	25, // 20: handoff.cart.v1.CheckoutResponse.order:type_name -> handoff.fulfilment.v1.Order
-	4,  // 21: handoff.cart.v1.CheckoutResponse.cart:type_name -> handoff.cart.v1.Cart
-	5,  // 22: handoff.cart.v1.CartService.CreateCart:input_type -> handoff.cart.v1.CreateCartRequest
-	8,  // 23: handoff.cart.v1.CartService.GetCart:input_type -> handoff.cart.v1.GetCartRequest
-	10, // 24: handoff.cart.v1.CartService.AddLine:input_type -> handoff.cart.v1.AddLineRequest
-	12, // 25: handoff.cart.v1.CartService.UpdateLine:input_type -> handoff.cart.v1.UpdateLineRequest
-	14, // 26: handoff.cart.v1.CartService.RemoveLine:input_type -> handoff.cart.v1.RemoveLineRequest
-	16, // 27: handoff.cart.v1.CartService.ClearCart:input_type -> handoff.cart.v1.ClearCartRequest
-	18, // 28: handoff.cart.v1.CartService.SetPickup:input_type -> handoff.cart.v1.SetPickupRequest
-	20, // 29: handoff.cart.v1.CartService.Checkout:input_type -> handoff.cart.v1.CheckoutRequest
-	7,  // 30: handoff.cart.v1.CartService.CreateCart:output_type -> handoff.cart.v1.CreateCartResponse
-	9,  // 31: handoff.cart.v1.CartService.GetCart:output_type -> handoff.cart.v1.GetCartResponse
-	11, // 32: handoff.cart.v1.CartService.AddLine:output_type -> handoff.cart.v1.AddLineResponse
-	13, // 33: handoff.cart.v1.CartService.UpdateLine:output_type -> handoff.cart.v1.UpdateLineResponse
-	15, // 34: handoff.cart.v1.CartService.RemoveLine:output_type -> handoff.cart.v1.RemoveLineResponse
-	17, // 35: handoff.cart.v1.CartService.ClearCart:output_type -> handoff.cart.v1.ClearCartResponse
-	19, // 36: handoff.cart.v1.CartService.SetPickup:output_type -> handoff.cart.v1.SetPickupResponse
-	21, // 37: handoff.cart.v1.CartService.Checkout:output_type -> handoff.cart.v1.CheckoutResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	22, // 20: handoff.cart.v1.CheckoutRequest.expected_subtotal:type_name -> handoff.common.v1.Money
+	25, // 21: handoff.cart.v1.CheckoutResponse.order:type_name -> handoff.fulfilment.v1.Order
+	4,  // 22: handoff.cart.v1.CheckoutResponse.cart:type_name -> handoff.cart.v1.Cart
+	5,  // 23: handoff.cart.v1.CartService.CreateCart:input_type -> handoff.cart.v1.CreateCartRequest
+	8,  // 24: handoff.cart.v1.CartService.GetCart:input_type -> handoff.cart.v1.GetCartRequest
+	10, // 25: handoff.cart.v1.CartService.AddLine:input_type -> handoff.cart.v1.AddLineRequest
+	12, // 26: handoff.cart.v1.CartService.UpdateLine:input_type -> handoff.cart.v1.UpdateLineRequest
+	14, // 27: handoff.cart.v1.CartService.RemoveLine:input_type -> handoff.cart.v1.RemoveLineRequest
+	16, // 28: handoff.cart.v1.CartService.ClearCart:input_type -> handoff.cart.v1.ClearCartRequest
+	18, // 29: handoff.cart.v1.CartService.SetPickup:input_type -> handoff.cart.v1.SetPickupRequest
+	20, // 30: handoff.cart.v1.CartService.Checkout:input_type -> handoff.cart.v1.CheckoutRequest
+	7,  // 31: handoff.cart.v1.CartService.CreateCart:output_type -> handoff.cart.v1.CreateCartResponse
+	9,  // 32: handoff.cart.v1.CartService.GetCart:output_type -> handoff.cart.v1.GetCartResponse
+	11, // 33: handoff.cart.v1.CartService.AddLine:output_type -> handoff.cart.v1.AddLineResponse
+	13, // 34: handoff.cart.v1.CartService.UpdateLine:output_type -> handoff.cart.v1.UpdateLineResponse
+	15, // 35: handoff.cart.v1.CartService.RemoveLine:output_type -> handoff.cart.v1.RemoveLineResponse
+	17, // 36: handoff.cart.v1.CartService.ClearCart:output_type -> handoff.cart.v1.ClearCartResponse
+	19, // 37: handoff.cart.v1.CartService.SetPickup:output_type -> handoff.cart.v1.SetPickupResponse
+	21, // 38: handoff.cart.v1.CartService.Checkout:output_type -> handoff.cart.v1.CheckoutResponse
+	31, // [31:39] is the sub-list for method output_type
+	23, // [23:31] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_handoff_cart_v1_cart_proto_init() }
