@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"os"
 	"regexp"
@@ -10,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
 	"github.com/handoff-dev/handoff/internal/stack"
+	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
 // The deploy files are kept in step with the binary: every variable they set is one it reads,
@@ -23,6 +29,8 @@ func TestDeployFilesUseTheBinarysVariablesAndFlags(t *testing.T) {
 	for _, v := range serviceDatabaseEnv {
 		known[v] = true
 	}
+	// Read by deploy/nats-server.conf, for the NATS nodes (deployNATS checks it is).
+	known["HANDOFF_NATS_PASSWORD"] = true
 	flags := map[string]bool{"help": true}
 	for f := range envVar {
 		flags[f] = true
@@ -123,4 +131,37 @@ func TestMetricsAreSwitchedOffByOffFromTheEnvironmentToo(t *testing.T) {
 			t.Errorf("%v %v: metrics address %q, want %q", tc.args, tc.env, set.stack.MetricsAddr, tc.want)
 		}
 	}
+}
+
+// deployNATS starts a NATS server as deploy/nats-server.conf configures one (its clients'
+// authorization, syncs and payload limit; one node, on a free port) and gives the NATS_URL a
+// Handoff process connects to it with. It checks that the server refuses a client without the
+// password, the one way in for anything that could otherwise reserve or release stock.
+func deployNATS(t *testing.T) string {
+	t.Helper()
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	password := hex.EncodeToString(b[:])
+	t.Setenv("HANDOFF_NATS_PASSWORD", password) // the file reads it from the environment
+	dep, err := server.ProcessConfigFile("../../deploy/nats-server.conf")
+	if err != nil {
+		t.Fatalf("deploy/nats-server.conf: %v", err)
+	}
+	if dep.Username != "handoff" || dep.Password != password {
+		t.Fatalf("deploy/nats-server.conf lets clients in as %q with a password that is not HANDOFF_NATS_PASSWORD's; want the user handoff with it", dep.Username)
+	}
+	if dep.Cluster.Username == "" || dep.Cluster.Password != password {
+		t.Errorf("deploy/nats-server.conf's routes take no password, or not HANDOFF_NATS_PASSWORD's")
+	}
+	if !dep.SyncAlways {
+		t.Errorf("deploy/nats-server.conf does not sync before acknowledging (sync_interval: always)")
+	}
+	ns := testenv.NATS(t, func(o *server.Options) {
+		o.Username, o.Password, o.SyncAlways, o.MaxPayload = dep.Username, dep.Password, dep.SyncAlways, dep.MaxPayload
+	})
+	if nc, err := nats.Connect(ns.ClientURL()); err == nil {
+		nc.Close()
+		t.Fatal("the NATS server configured as deploy/nats-server.conf says took a client without credentials")
+	}
+	return strings.Replace(ns.ClientURL(), "nats://", "nats://handoff:"+password+"@", 1)
 }

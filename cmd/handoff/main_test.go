@@ -305,10 +305,11 @@ func TestBinaryStopsCleanlyAndRestartsOnItsData(t *testing.T) {
 	}
 }
 
-// Production shape: each part its own process, against an external NATS and PostgreSQL.
+// Production shape: each part its own process, against an external NATS (configured as
+// deploy/nats-server.conf says: it takes only Handoff's authenticated clients) and PostgreSQL.
 func TestTargetsRunAsSeparateProcessesAgainstExternalNATSAndPostgres(t *testing.T) {
 	bin := buildBinary(t)
-	ns := testenv.NATS(t)
+	natsURL := deployNATS(t)
 	dbURL := testenv.FreshDatabaseURL(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -316,7 +317,7 @@ func TestTargetsRunAsSeparateProcessesAgainstExternalNATSAndPostgres(t *testing.
 	}
 	catalogAddr := lis.Addr().String()
 	lis.Close()
-	common := []string{"NATS_URL=" + ns.ClientURL(), "HANDOFF_CATALOG_ADDR=" + catalogAddr, "HANDOFF_JWT_KEYS=" + testKeys}
+	common := []string{"NATS_URL=" + natsURL, "HANDOFF_CATALOG_ADDR=" + catalogAddr, "HANDOFF_JWT_KEYS=" + testKeys}
 
 	// The catalog has a database of its own (CATALOG_DATABASE_URL) and none other: no private
 	// PostgreSQL is started for it in its data dir.
