@@ -122,8 +122,8 @@ type Status struct {
 }
 
 const (
-	// closeLookAhead bounds the search for the end of an open stretch: a store that has not
-	// closed within two weeks is reported as open around the clock.
+	// closeLookAhead bounds the search for the end of an open stretch: a store open without a
+	// break for two weeks is reported as open around the clock.
 	closeLookAhead = 14
 	// openLookAhead bounds the search for the next opening (a year and a bit covers a store
 	// whose only hours are a dated exception).
@@ -154,7 +154,12 @@ func (s *Schedule) StatusAt(now time.Time) Status {
 		for {
 			nx, ok := it.peek()
 			if !ok {
-				return Status{Open: true} // no end in sight
+				if end.Before(Instant(loc, it.last.AddDays(1), 0)) {
+					// It closes, and does not open again within the look-ahead: the last day
+					// before a long closure has its closing time (and its last orders) too.
+					return Status{Open: true, Closes: end}
+				}
+				return Status{Open: true} // open through the whole look-ahead: no end in sight
 			}
 			if nx.start.After(end) {
 				return Status{Open: true, Closes: end}

@@ -293,3 +293,30 @@ func TestBuild(t *testing.T) {
 		}
 	}
 }
+
+// A store that shuts for longer than the close look-ahead (two weeks: a refurbishment,
+// a seasonal closure, a pop-up whose hours are dated exceptions) is open on its last day until
+// its closing time, not "around the clock" for want of a later opening to compare with.
+func TestTheLastDayBeforeALongClosureHasItsClosingTime(t *testing.T) {
+	l := loc(t, "Europe/London")
+	s := &hours.Schedule{Location: l, Weekly: every(span(t, "09:00", "17:00")), Exceptions: map[hours.Date][]hours.Span{}}
+	for i := 1; i <= 21; i++ { // shut 1–21 July for a refurbishment
+		s.Exceptions[date(t, "2026-06-30").AddDays(i)] = []hours.Span{}
+	}
+	now := rfc(t, "2026-06-30T16:55:00+01:00")
+	got := s.StatusAt(now)
+	if want := rfc(t, "2026-06-30T17:00:00+01:00"); !got.Open || !got.Closes.Equal(want) {
+		t.Errorf("StatusAt(%s) = open %v, closes %v; want open, closing at %s", now.Format(time.RFC3339), got.Open, got.Closes, want.Format(time.RFC3339))
+	}
+	// A pop-up trading on one date only.
+	pop := &hours.Schedule{Location: l, Exceptions: map[hours.Date][]hours.Span{date(t, "2026-08-01"): {span(t, "10:00", "16:00")}}}
+	now = rfc(t, "2026-08-01T12:00:00+01:00")
+	if got, want := pop.StatusAt(now), rfc(t, "2026-08-01T16:00:00+01:00"); !got.Open || !got.Closes.Equal(want) {
+		t.Errorf("pop-up StatusAt(%s) = open %v, closes %v; want open, closing at %s", now.Format(time.RFC3339), got.Open, got.Closes, want.Format(time.RFC3339))
+	}
+	// And a pickup window opened 10 minutes before the refurbishment closing has its other 50
+	// minutes once the store reopens, as it would before a shorter closure.
+	if got, want := s.AddOpen(rfc(t, "2026-06-30T16:50:00+01:00"), time.Hour), rfc(t, "2026-07-22T09:50:00+01:00"); !got.Equal(want) {
+		t.Errorf("AddOpen(16:50, 1h) on the last day before the refurbishment = %s, want %s: the window runs out while the store is shut", got.In(l).Format(time.RFC3339), want.Format(time.RFC3339))
+	}
+}

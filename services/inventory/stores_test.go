@@ -158,6 +158,50 @@ func TestUpdateStoreChangesMaskedFieldsAndRefusesAStaleVersion(t *testing.T) {
 	}
 }
 
+// A store whose next opening is more than two weeks away (a refurbishment, a seasonal closure, a
+// pop-up trading on dated exceptions only) still takes its last orders a prep time before it
+// closes, and says when it closes.
+func TestAStoreClosingForMoreThanTwoWeeksTakesItsLastOrdersInTime(t *testing.T) {
+	e := newEnv(t)
+	// A zone where it is about midday now, so that closing in a few minutes stays today.
+	offset := 12 - time.Now().UTC().Hour()
+	zone := fmt.Sprintf("Etc/GMT%+d", -offset)
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().In(loc)
+	closes := now.Add(3 * time.Minute)
+	today := []*inventoryv1.HoursException{{Date: now.Format("2006-01-02"), OpenTime: "00:00", CloseTime: closes.Format("15:04")}}
+
+	popup := storeAt("popup", 47.61, -122.33) // prep time 5 minutes
+	popup.TimeZone, popup.OpeningHours, popup.HoursExceptions = zone, nil, today
+	e.createStore(popup)
+
+	refurb := storeAt("refurb", 47.61, -122.33)
+	refurb.TimeZone, refurb.HoursExceptions = zone, today
+	for i := 1; i <= 20; i++ {
+		refurb.HoursExceptions = append(refurb.HoursExceptions, &inventoryv1.HoursException{Date: now.AddDate(0, 0, i).Format("2006-01-02"), Closed: true, Reason: "refurbishment"})
+	}
+	e.createStore(refurb)
+
+	for _, id := range []string{"popup", "refurb"} {
+		e.setStock(id, "LATTE", 10, 0)
+		got := e.mustReserve(order("o-"+id, id, "LATTE", 1))
+		if got.GetOutcome() != unavailable || !strings.Contains(got.GetMessage(), "closes at") {
+			t.Errorf("%s: reserve at a store closing in 3 minutes with 5 minutes' prep: %v %q; want unavailable, saying when it closes", id, got.GetOutcome(), got.GetMessage())
+		}
+		res, err := e.locator.GetStore(e.ctx(), &inventoryv1.GetStoreRequest{StoreId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := res.GetStore().GetOpenStatus()
+		if st.GetAcceptingOrders() || st.GetClosesTime() == nil {
+			t.Errorf("%s: open status %v; want not accepting orders, closing at %s", id, st, closes.Truncate(time.Minute).Format(time.RFC3339))
+		}
+	}
+}
+
 func TestPausedOrClosedStoreTakesNoNewOrders(t *testing.T) {
 	e := newEnv(t)
 	e.createStore(storeAt("s1", 47.61, -122.33))
