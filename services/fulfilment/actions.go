@@ -120,11 +120,20 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 
 // Accept starts preparation: CONFIRMED → PREPARING. An order accepted after its estimate
 // has passed (a queue longer than the estimate counts) is given its time to be made ready
-// from now: staff are preparing it, and it must not expire under their hands.
+// from now: staff are preparing it, and it must not expire under their hands. That time counts
+// the store's open hours, as the pickup window does (domain.AbandonAt). Should the store's
+// details be unreadable (inventory away, nothing cached), it counts plain time, and the order
+// keeps the abandon time of its confirmation if that is later: staff are not held up for it.
 func (s *Service) Accept(ctx context.Context, storeID string, actor *commonv1.Actor, orderID string) (*order, error) {
+	store, err := s.stores.get(ctx, storeID)
+	if err != nil {
+		s.log.WarnContext(ctx, "store's hours unknown; the time to make the order ready runs in plain time", "store", storeID, "order", orderID, "err", err)
+	}
 	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.Accept, actor, "accepted", func(o *order, now time.Time) {
 		o.AcceptTime = now
-		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, o.AcceptTime, o.PickupWindow)
+		if at := domain.AbandonAt(o.ReadyBy, o.AcceptTime, o.PickupWindow, store.pickupDeadline); at.After(o.Timers.AbandonAt) {
+			o.Timers.AbandonAt = at
+		}
 	})
 }
 

@@ -222,7 +222,7 @@ func TestKilledRightAfterAReleasingChangeReleasesOnceAfterRestart(t *testing.T) 
 			// Not made ready in time (due two hours ago) and the timer loop behind: the
 			// accept expires it.
 			if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours',
-				not_accepted_at = NULL, timer_at = now() + interval '1 hour' WHERE id = $1`, o.GetId()); err != nil {
+				abandon_at = now() - interval '45 minutes', not_accepted_at = NULL, timer_at = now() + interval '1 hour' WHERE id = $1`, o.GetId()); err != nil {
 				return err
 			}
 			_, err := e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: o.GetId()})

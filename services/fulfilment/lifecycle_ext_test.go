@@ -351,6 +351,19 @@ func TestCancelledOrdersGiveTheirStockBack(t *testing.T) {
 	e.checkInvariants()
 }
 
+// noonZone is an Etc zone where it is about noon now, so that times an hour or two either side
+// stay on today's date there.
+func noonZone(t *testing.T) (string, *time.Location) {
+	t.Helper()
+	offset := 12 - time.Now().UTC().Hour()     // hours east of UTC where it is about noon
+	zone := fmt.Sprintf("Etc/GMT%+d", -offset) // the Etc zones count west as positive
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zone, loc
+}
+
 // A pickup window counts the store's open hours only: an order made ready half an hour before
 // closing has the rest of its hour once the store opens again, not while it is shut, and its
 // stock stays held until then. The store is put in a zone where it is about noon now, closing
@@ -359,14 +372,8 @@ func TestAPickupWindowPausesWhileTheStoreIsShut(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
 		c.ExpiringSoonBefore = time.Hour - 300*time.Millisecond // the reminder falls due 300ms after READY
 	}})
-	now := time.Now()
-	offset := 12 - now.UTC().Hour()            // hours east of UTC where it is about noon
-	zone := fmt.Sprintf("Etc/GMT%+d", -offset) // the Etc zones count west as positive
-	loc, err := time.LoadLocation(zone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := now.In(loc)
+	zone, loc := noonZone(t)
+	local := time.Now().In(loc)
 	closes := local.Add(30 * time.Minute).Truncate(time.Minute)
 	tomorrow := local.AddDate(0, 0, 1)
 	opens := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
@@ -512,6 +519,7 @@ func TestAcceptingOrReadyingAnOverdueOrderExpiresItInstead(t *testing.T) {
 		// has not got to it.
 		if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours',
 			accept_time = CASE WHEN accept_time IS NULL THEN NULL ELSE now() - interval '2 hours' END,
+			abandon_at = now() - interval '45 minutes',
 			not_accepted_at = NULL, timer_at = now() + interval '1 hour' WHERE id = $1`, o.GetId()); err != nil {
 			t.Fatal(err)
 		}
@@ -633,10 +641,11 @@ func TestAnOrderNeverMadeReadyExpiresAndGivesItsStockBack(t *testing.T) {
 	e.accept("s1", forgotten.GetId())
 	waiting := e.placeAt("s1", "bob", "k1", "LATTE-16", 1)
 	e.waitNoEffects()
-	// Both were due ready long ago, and the accepted one was accepted long ago too; the timer
-	// loop will see them at once.
+	// Both were due ready long ago, and the accepted one was accepted long ago too (so their
+	// time ran out 45 minutes ago); the timer loop will see them at once.
 	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '2 hours', timer_at = now(),
-		accept_time = CASE WHEN accept_time IS NULL THEN NULL ELSE now() - interval '2 hours' END WHERE id = ANY ($1)`,
+		accept_time = CASE WHEN accept_time IS NULL THEN NULL ELSE now() - interval '2 hours' END,
+		abandon_at = now() - interval '45 minutes' WHERE id = ANY ($1)`,
 		[]string{forgotten.GetId(), waiting.GetId()}); err != nil {
 		t.Fatal(err)
 	}
@@ -666,17 +675,20 @@ func TestAnOrderAcceptedLateHasItsTimeFromTheAcceptance(t *testing.T) {
 	o := e.placeAt("s1", "amy", "k1", "LATTE-16", 1)
 	e.waitNoEffects()
 	// Its estimate passed 74 minutes ago: a minute short of its abandon time when accepted.
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '74 minutes' WHERE id = $1`, o.GetId()); err != nil {
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '74 minutes',
+		abandon_at = now() + interval '1 minute' WHERE id = $1`, o.GetId()); err != nil {
 		t.Fatal(err)
 	}
 	e.accept("s1", o.GetId())
-	// Two hours later by the estimate's clock, the timer loop looks at it again.
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = ready_by - interval '1 hour', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
+	// An hour later (the order's times moved back an hour), 15 minutes short of the end of the
+	// time it has from its acceptance, the timer loop looks at it again.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = ready_by - interval '1 hour',
+		accept_time = accept_time - interval '1 hour', abandon_at = abandon_at - interval '1 hour', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
 		t.Fatal(err)
 	}
 	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		var looked bool // ended (no timer) or its timer moved on
-		if err := e.pool.QueryRow(e.ctx, `SELECT timer_at IS NULL OR timer_at > now() + interval '70 minutes' FROM orders WHERE id = $1`, o.GetId()).Scan(&looked); err != nil {
+		if err := e.pool.QueryRow(e.ctx, `SELECT timer_at IS NULL OR timer_at > now() + interval '10 minutes' FROM orders WHERE id = $1`, o.GetId()).Scan(&looked); err != nil {
 			return err
 		}
 		if !looked {
@@ -687,6 +699,78 @@ func TestAnOrderAcceptedLateHasItsTimeFromTheAcceptance(t *testing.T) {
 	if s := e.stateOf(o.GetId()); s != preparing {
 		t.Fatalf("an order accepted late is %s; want PREPARING (it expired under staff's hands)", s)
 	}
+	e.markReady("s1", o.GetId())
+	e.checkInvariants()
+}
+
+// An order not made ready has the pickup window it would have had counted in the store's open
+// hours too, as a ready one has its own: one due ready 5 minutes before closing, accepted, and
+// still not ready when the store shuts does not expire overnight with its stock released (and
+// staff refused when they mark it ready in the morning), but 15 minutes after the rest of its
+// hour the next day. The store is put where it is about noon now, closing in about 10 minutes
+// and opening at 09:00 tomorrow; the night is then made to pass by moving the order's times
+// (estimate, acceptance, abandon time) 90 minutes back, when in plain time its hour and the
+// grace would have ended 10 minutes ago.
+func TestAnOrderDueReadyJustBeforeClosingDoesNotExpireOvernight(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	zone, loc := noonZone(t)
+	local := time.Now().In(loc)
+	closes := local.Add(10 * time.Minute).Truncate(time.Minute)
+	tomorrow := local.AddDate(0, 0, 1)
+	opens := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
+	if _, err := e.inv.CreateStore(e.ctx, &inventoryv1.Store{
+		Id: "s1", Name: "Store s1", TimeZone: zone,
+		Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
+		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
+		OpeningHours: openAllDay(),
+		HoursExceptions: []*inventoryv1.HoursException{
+			{Date: local.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+			{Date: tomorrow.Format(time.DateOnly), OpenTime: "09:00", CloseTime: "17:00"},
+		},
+		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.setStock("s1", "LATTE-16", 2)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	readyBy := o.GetReadyByTime().AsTime()
+	if left := closes.Sub(readyBy); left <= 0 || left > 5*time.Minute {
+		t.Fatalf("the order is due ready at %s, the store closing at %s; want it due at most 5 minutes before",
+			readyBy.In(loc).Format(time.TimeOnly), closes.Format(time.TimeOnly))
+	}
+	want := opens.Add(time.Hour - closes.Sub(readyBy) + domain.AbandonGrace) // about 10:10
+	var abandonAt time.Time
+	if err := e.pool.QueryRow(e.ctx, `SELECT abandon_at FROM orders WHERE id = $1`, o.GetId()).Scan(&abandonAt); err != nil {
+		t.Fatal(err)
+	}
+	if abandonAt.Sub(want).Abs() > time.Second {
+		t.Fatalf("due ready at %s, the store closing at %s and opening at %s: the order expires at %s if not made ready; want %s (the hour's rest once open again, and the grace)",
+			readyBy.In(loc).Format(time.RFC3339), closes.Format(time.RFC3339), opens.Format(time.RFC3339),
+			abandonAt.In(loc).Format(time.RFC3339), want.Format(time.RFC3339))
+	}
+	// Its stock is held until then, not released overnight.
+	e.waitHoldsExpireAfter(o.GetId(), want.Add(-time.Second))
+
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = ready_by - interval '90 minutes',
+		accept_time = accept_time - interval '90 minutes', abandon_at = abandon_at - interval '90 minutes',
+		timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var looked bool // ended (no timer) or its timer moved on
+		if err := e.pool.QueryRow(e.ctx, `SELECT timer_at IS NULL OR timer_at > now() + interval '1 minute' FROM orders WHERE id = $1`, o.GetId()).Scan(&looked); err != nil {
+			return err
+		}
+		if !looked {
+			return errors.New("the timer loop has not looked at the order yet")
+		}
+		return nil
+	})
+	if s := e.stateOf(o.GetId()); s != preparing {
+		t.Fatalf("an order due ready 5 minutes before its store closed is %s overnight; want PREPARING until 15 minutes past the end of the window it would have had, the next morning", s)
+	}
+	// Staff making it ready in the morning can.
 	e.markReady("s1", o.GetId())
 	e.checkInvariants()
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/hours"
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 )
 
 // A pickup window and its reminder count the store's open hours: the reminder comes when the
@@ -49,6 +50,39 @@ func TestPickupTimesCountTheStoresOpenHours(t *testing.T) {
 		}
 		if c.store.hours != nil && c.store.hours != faraway && !warn.IsZero() && !c.store.hours.OpenAt(warn) {
 			t.Errorf("%s: the reminder at %s comes while the store is shut", c.name, warn.In(london).Format(time.DateTime))
+		}
+	}
+}
+
+// An order not made ready has the pickup window it would have had counted the same way: one
+// due ready 5 minutes before closing expires 15 minutes after the rest of its hour the next
+// morning, not overnight; a store without hours counts plain time.
+func TestAbandonTimeCountsTheStoresOpenHours(t *testing.T) {
+	london, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var weekly []hours.Weekly
+	for d := 1; d <= 7; d++ {
+		weekly = append(weekly, hours.Weekly{Weekday: d, Open: "09:00", Close: "17:00"})
+	}
+	daily, err := hours.Build(london, weekly, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(day, hour, minute int) time.Time { return time.Date(2026, 3, day, hour, minute, 0, 0, london) }
+	for _, c := range []struct {
+		name              string
+		store             storeInfo
+		readyBy, accepted time.Time
+		want              time.Time
+	}{
+		{"due ready before closing", storeInfo{hours: daily}, at(10, 16, 55), time.Time{}, at(11, 10, 10)},
+		{"accepted late, after closing", storeInfo{hours: daily}, at(10, 16, 55), at(10, 17, 30), at(11, 10, 15)},
+		{"no hours", storeInfo{}, at(10, 16, 55), time.Time{}, at(10, 18, 10)},
+	} {
+		if got := domain.AbandonAt(c.readyBy, c.accepted, time.Hour, c.store.pickupDeadline); !got.Equal(c.want) {
+			t.Errorf("%s: abandon time %s, want %s", c.name, got.In(london).Format(time.DateTime), c.want.Format(time.DateTime))
 		}
 	}
 }

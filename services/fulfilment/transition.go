@@ -195,7 +195,7 @@ const maxHoldAhead = 6 * 24 * time.Hour
 
 // holdTarget is the deadline o's holds should have (see domain.HoldDeadline).
 func (s *Service) holdTarget(o *order, now time.Time) time.Time {
-	t := domain.HoldDeadline(o.State, now, o.ReadyBy, o.Timers.PickupDeadline, o.PickupWindow, s.cfg.HoldGrace)
+	t := domain.HoldDeadline(o.State, now, o.ReadyBy, o.Timers.PickupDeadline, o.Timers.AbandonAt, o.PickupWindow, s.cfg.HoldGrace)
 	if limit := now.Add(maxHoldAhead); t.After(limit) {
 		return limit
 	}
@@ -206,9 +206,10 @@ func (s *Service) holdTarget(o *order, now time.Time) time.Time {
 // (holdTarget) is later than the one asked for so far by more than a minute (so that a slightly
 // changed estimate costs nothing), the order takes the new deadline and record writes an extend
 // effect in the same transaction. So the short placement holds are extended right after the
-// confirmation, to ready-by + pickup window + grace: from then on the order keeps its stock
-// through an outage between fulfilment and inventory of that length, however soon or late
-// staff act. Extending only near the deadline would leave the order hanging on inventory being
+// confirmation, to the end of the pickup window the order would have if ready by its estimate
+// (counting the store's open hours, as its abandon time does) + grace: from then on the order
+// keeps its stock through an outage between fulfilment and inventory of that length, however
+// soon or late staff act. Extending only near the deadline would leave the order hanging on inventory being
 // reachable at that one moment; a hold swept then is stock sold twice, and a hand-over that
 // commits nothing. The extension is no request of its own: the effects worker sends it with
 // every other effect of its round in one change_holds request.

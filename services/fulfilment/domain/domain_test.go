@@ -187,16 +187,28 @@ func TestHoldDeadlineCoversThePickupWindowWithGrace(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	window, grace := time.Hour, 15*time.Minute
 	readyBy := now.Add(10 * time.Minute)
-	if got := domain.HoldDeadline(domain.Confirmed, now, readyBy, time.Time{}, window, grace); !got.Equal(readyBy.Add(75 * time.Minute)) {
+	abandonAt := domain.AbandonAt(readyBy, time.Time{}, window, nil)
+	if got := domain.HoldDeadline(domain.Confirmed, now, readyBy, time.Time{}, abandonAt, window, grace); !got.Equal(readyBy.Add(75 * time.Minute)) {
 		t.Errorf("confirmed: %s, want ready-by + window + grace", got)
 	}
 	late := now.Add(time.Hour)
-	if got := domain.HoldDeadline(domain.Preparing, late, readyBy, time.Time{}, window, grace); !got.Equal(late.Add(75 * time.Minute)) {
+	if got := domain.HoldDeadline(domain.Preparing, late, readyBy, time.Time{}, abandonAt, window, grace); !got.Equal(late.Add(75 * time.Minute)) {
 		t.Errorf("late order: %s, want now + window + grace", got)
 	}
 	deadline := now.Add(30 * time.Minute)
-	if got := domain.HoldDeadline(domain.Ready, now, readyBy, deadline, window, grace); !got.Equal(deadline.Add(grace)) {
+	if got := domain.HoldDeadline(domain.Ready, now, readyBy, deadline, abandonAt, window, grace); !got.Equal(deadline.Add(grace)) {
 		t.Errorf("ready: %s, want pickup deadline + grace", got)
+	}
+	// A window counted in the store's open hours (ready-by just before closing, the rest of the
+	// hour the next morning): the holds last until its end + grace, past the abandon time.
+	overnight := domain.AbandonAt(readyBy, time.Time{}, window, func(start time.Time, w time.Duration) time.Time {
+		return start.Add(w + 20*time.Hour)
+	})
+	for _, at := range []time.Time{now, late} {
+		got := domain.HoldDeadline(domain.Preparing, at, readyBy, time.Time{}, overnight, window, grace)
+		if want := overnight.Add(-domain.AbandonGrace + grace); !got.Equal(want) || got.Before(overnight) {
+			t.Errorf("window overnight, at %s: %s, want its end + grace, %s", at.Format(time.TimeOnly), got, want)
+		}
 	}
 }
 
@@ -238,20 +250,25 @@ func TestTimersFireInStateAndOnce(t *testing.T) {
 // the grace: confirmed or being prepared alike, whatever else is scheduled.
 func TestAnOrderNeverMadeReadyExpires(t *testing.T) {
 	readyBy := time.Date(2026, 1, 1, 12, 10, 0, 0, time.UTC)
-	at := domain.AbandonAt(readyBy, time.Time{}, time.Hour)
+	at := domain.AbandonAt(readyBy, time.Time{}, time.Hour, nil)
 	if want := readyBy.Add(time.Hour + domain.AbandonGrace); !at.Equal(want) {
 		t.Fatalf("AbandonAt = %s, want %s", at, want)
 	}
 	// Accepted before its estimate: the estimate rules. Accepted after it (a queue longer than
 	// the estimate counts): the time to be made ready runs from the acceptance.
-	if got := domain.AbandonAt(readyBy, readyBy.Add(-time.Minute), time.Hour); !got.Equal(at) {
+	if got := domain.AbandonAt(readyBy, readyBy.Add(-time.Minute), time.Hour, nil); !got.Equal(at) {
 		t.Fatalf("accepted early: AbandonAt = %s, want %s", got, at)
 	}
 	late := readyBy.Add(3 * time.Hour)
-	if got, want := domain.AbandonAt(readyBy, late, time.Hour), late.Add(time.Hour+domain.AbandonGrace); !got.Equal(want) {
+	if got, want := domain.AbandonAt(readyBy, late, time.Hour, nil), late.Add(time.Hour+domain.AbandonGrace); !got.Equal(want) {
 		t.Fatalf("accepted late: AbandonAt = %s, want %s", got, want)
 	}
-	if !domain.AbandonAt(time.Time{}, time.Time{}, time.Hour).IsZero() {
+	// The store's window (its open hours, here a night shut in the middle) from the same start.
+	overnight := func(start time.Time, w time.Duration) time.Time { return start.Add(w + 16*time.Hour) }
+	if got, want := domain.AbandonAt(readyBy, late, time.Hour, overnight), late.Add(17*time.Hour+domain.AbandonGrace); !got.Equal(want) {
+		t.Fatalf("accepted late, the window overnight: AbandonAt = %s, want %s", got, want)
+	}
+	if !domain.AbandonAt(time.Time{}, time.Time{}, time.Hour, nil).IsZero() {
 		t.Fatal("an order without an estimate got an abandon time")
 	}
 	tm := domain.Timers{NotAcceptedAt: readyBy, AbandonAt: at}

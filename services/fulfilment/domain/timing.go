@@ -18,10 +18,12 @@ func ReadyBy(now time.Time, prep time.Duration, ahead, queueCap int) time.Time {
 
 // HoldDeadline is the deadline an open order's holds at inventory should have at now. For a
 // READY order it is the end of its pickup window; for an order not ready yet, the end of the
-// window it would get if it were ready by its estimate (or now, when it is late). Grace is
-// added either way, so that fulfilment's own expiry always acts first and inventory's sweeper
-// only ever catches holds that fulfilment has lost track of.
-func HoldDeadline(s State, now, readyBy, pickupDeadline time.Time, window, grace time.Duration) time.Time {
+// window it would get if it were ready by its estimate (or now, when it is late), and never
+// before the end of the one its abandon time counts (abandonAt less AbandonGrace: a window
+// counted in the store's open hours, see AbandonAt). Grace is added either way, so that
+// fulfilment's own expiry always acts first and inventory's sweeper only ever catches holds
+// that fulfilment has lost track of.
+func HoldDeadline(s State, now, readyBy, pickupDeadline, abandonAt time.Time, window, grace time.Duration) time.Time {
 	if s == Ready && !pickupDeadline.IsZero() {
 		return pickupDeadline.Add(grace)
 	}
@@ -29,7 +31,13 @@ func HoldDeadline(s State, now, readyBy, pickupDeadline time.Time, window, grace
 	if start.Before(now) {
 		start = now
 	}
-	return start.Add(window + grace)
+	end := start.Add(window)
+	if !abandonAt.IsZero() {
+		if e := abandonAt.Add(-AbandonGrace); e.After(end) {
+			end = e
+		}
+	}
+	return end.Add(grace)
 }
 
 // AbandonGrace is how long past the end of the pickup window it would have had an order may
@@ -43,7 +51,11 @@ const AbandonGrace = 15 * time.Minute
 // counts from its acceptance instead: the estimate caps the queue it counts, so a busy store
 // may start an order late, and one being prepared must not expire under staff's hands. Zero
 // when there is no estimate.
-func AbandonAt(readyBy, accepted time.Time, window time.Duration) time.Time {
+//
+// windowEnd(start, window) is when a pickup window opened at start ends: the store's, which
+// counts its open hours only, so that an order due ready just before closing does not expire
+// overnight while the store is shut. nil counts plain time (the store's hours unknown).
+func AbandonAt(readyBy, accepted time.Time, window time.Duration, windowEnd func(start time.Time, window time.Duration) time.Time) time.Time {
 	if readyBy.IsZero() {
 		return time.Time{}
 	}
@@ -51,7 +63,10 @@ func AbandonAt(readyBy, accepted time.Time, window time.Duration) time.Time {
 	if accepted.After(from) {
 		from = accepted
 	}
-	return from.Add(window + AbandonGrace)
+	if windowEnd == nil {
+		return from.Add(window + AbandonGrace)
+	}
+	return windowEnd(from, window).Add(AbandonGrace)
 }
 
 // Timers are the moments at which an open order needs the timer loop. A zero time is unset.
