@@ -183,7 +183,12 @@ func (a adminAPI) SetStoreState(ctx context.Context, req *inventoryv1.SetStoreSt
 	if err != nil {
 		return nil, err
 	}
-	return &inventoryv1.SetStoreStateResponse{Store: st}, nil
+	// The orders a closing leaves open, for the caller to deal with: no state ends them.
+	n, err := a.s.ordersHoldingStock(ctx, st.GetId())
+	if err != nil {
+		return nil, err // the change stands; a retry of it succeeds, changing nothing
+	}
+	return &inventoryv1.SetStoreStateResponse{Store: st, OrdersHoldingStock: n}, nil
 }
 
 func (a adminAPI) SetStock(ctx context.Context, req *inventoryv1.SetStockRequest) (*inventoryv1.SetStockResponse, error) {

@@ -337,6 +337,15 @@ func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv
 	return s.storeWithStatus(stored, time.Now())
 }
 
+// ordersHoldingStock counts the orders with open holds at store id (holds_open_by_stock).
+func (s *Service) ordersHoldingStock(ctx context.Context, id string) (int32, error) {
+	var n int32
+	if err := s.db.QueryRow(ctx, `SELECT count(DISTINCT order_id) FROM holds WHERE store_id = $1 AND state = 'open'`, id).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count orders holding stock at store %s: %w", id, err)
+	}
+	return n, nil
+}
+
 func lockStore(ctx context.Context, tx pgx.Tx, id string) (*storeRow, error) {
 	r, err := scanStore(tx.QueryRow(ctx, "SELECT "+storeColumns+" FROM stores WHERE id = $1 FOR UPDATE", id))
 	if err == pgx.ErrNoRows {

@@ -207,6 +207,7 @@ func TestPausedOrClosedStoreTakesNoNewOrders(t *testing.T) {
 	e.createStore(storeAt("s1", 47.61, -122.33))
 	e.setStock("s1", "LATTE", 10, 0)
 	e.mustReserve(order("before", "s1", "LATTE", 1))
+	e.mustReserve(order("also-before", "s1", "LATTE", 2))
 
 	res, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "morning rush"})
 	if err != nil {
@@ -214,6 +215,9 @@ func TestPausedOrClosedStoreTakesNoNewOrders(t *testing.T) {
 	}
 	if st := res.GetStore(); st.GetState() != inventoryv1.StoreState_STORE_STATE_PAUSED || st.GetOpenStatus().GetAcceptingOrders() || !st.GetOpenStatus().GetOpenNow() {
 		t.Errorf("paused store: %v", st)
+	}
+	if n := res.GetOrdersHoldingStock(); n != 2 {
+		t.Errorf("pausing a store with two open orders answered %d orders holding stock; want 2, for the caller to deal with", n)
 	}
 	got := e.mustReserve(order("during", "s1", "LATTE", 1))
 	if got.GetOutcome() != unavailable || !strings.Contains(got.GetMessage(), "paused: morning rush") {
@@ -227,8 +231,12 @@ func TestPausedOrClosedStoreTakesNoNewOrders(t *testing.T) {
 	if _, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "morning rush"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED}); err != nil {
+	closed, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if n := closed.GetOrdersHoldingStock(); n != 1 {
+		t.Errorf("closing the store after one of its two orders was sold answered %d orders holding stock; want 1", n)
 	}
 	events := e.outboxEvents(inventory.SubjectStoreStateChanged)
 	if len(events) != 2 {

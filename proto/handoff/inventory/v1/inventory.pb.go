@@ -37,7 +37,8 @@ const (
 	StoreState_STORE_STATE_OPEN StoreState = 1
 	// Temporarily takes no new orders (e.g. rush); open orders continue.
 	StoreState_STORE_STATE_PAUSED StoreState = 2
-	// Not trading (refit, closed for good).
+	// Not trading (refit, closed for good): no new orders, and staff may not resume it. Open
+	// orders are not ended by it (SetStoreStateResponse.orders_holding_stock counts them).
 	StoreState_STORE_STATE_CLOSED StoreState = 3
 )
 
@@ -1667,9 +1668,13 @@ func (x *SetStoreStateRequest) GetExpectedVersion() int64 {
 type SetStoreStateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The store after the change.
-	Store         *Store `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Store *Store `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
+	// How many orders still hold stock at the store (confirmed, being prepared or ready). No
+	// state ends them: they are handed over or cancelled by staff
+	// (StoreOrderService.CancelOrder, which tells the shopper), or they expire as usual.
+	OrdersHoldingStock int32 `protobuf:"varint,2,opt,name=orders_holding_stock,json=ordersHoldingStock,proto3" json:"orders_holding_stock,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SetStoreStateResponse) Reset() {
@@ -1707,6 +1712,13 @@ func (x *SetStoreStateResponse) GetStore() *Store {
 		return x.Store
 	}
 	return nil
+}
+
+func (x *SetStoreStateResponse) GetOrdersHoldingStock() int32 {
+	if x != nil {
+		return x.OrdersHoldingStock
+	}
+	return 0
 }
 
 // StockLevel is one store's stock of one SKU.
@@ -2922,9 +2934,10 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .handoff.inventory.v1.StoreStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12)\n" +
-	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"J\n" +
+	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"|\n" +
 	"\x15SetStoreStateResponse\x121\n" +
-	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\x86\x02\n" +
+	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\x120\n" +
+	"\x14orders_holding_stock\x18\x02 \x01(\x05R\x12ordersHoldingStock\"\x86\x02\n" +
 	"\n" +
 	"StockLevel\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
