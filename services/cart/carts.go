@@ -350,6 +350,17 @@ func (s *Service) GetCart(ctx context.Context, customer, cartID string) (*cartv1
 	if err != nil {
 		return nil, err
 	}
+	if c.Unsettled {
+		// A checkout's lease lapsed without an answer: its order may exist. Shown as it is
+		// stored, the cart would read open, with no order, for as long as nothing changes it;
+		// settled first, it reads as what it is. Fulfilment not able to say is Unavailable.
+		if err := s.settle(ctx, c); err != nil {
+			return nil, err
+		}
+		if c, err = loadCart(ctx, s.db, customer, cartID, false); err != nil {
+			return nil, err
+		}
+	}
 	return s.view(ctx, c), nil
 }
 

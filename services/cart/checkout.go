@@ -51,7 +51,7 @@ const (
 //     like the claims). REJECTED: end the lease and leave the cart open for the shopper to
 //     change; the rejected order is returned. No answer: the lease stays until it expires, as
 //     the order may exist; the client retries with the same key and gets it. Once the lease has
-//     lapsed, the next change or checkout of the cart first settles it (settle): fulfilment is
+//     lapsed, the next read, change or checkout of the cart first settles it (settle): fulfilment is
 //     asked for the order under the lapsed key, without placing one; the cart is checked out as
 //     that order if there is one, and opens again if there is none. So a cart never has two
 //     orders, nor an order for lines it no longer shows.

@@ -124,9 +124,14 @@ func TestACheckoutWhoseOrderIsWrittenLateOrNeverMakesAtMostOneOrder(t *testing.T
 		return nil
 	})
 	lapse(late.GetId())
+	// Read before anything changes it, the cart shows the order it has, not an open cart.
+	got, err := e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: late.GetId()})
+	if err != nil || got.GetCart().GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetCart().GetOrderId() == "" {
+		t.Fatalf("cart whose order was written late, read once its lease lapsed: %v, %v; want it checked out as that order", got.GetCart(), err)
+	}
 	_, err = e.carts.AddLine(ctx, &cartv1.AddLineRequest{CartId: late.GetId(), Sku: sku, Quantity: 1})
 	want("change after the lease lapsed, the order written", err, codes.FailedPrecondition)
-	got, err := e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: late.GetId()})
+	got, err = e.carts.GetCart(ctx, &cartv1.GetCartRequest{CartId: late.GetId()})
 	if err != nil || got.GetCart().GetState() != cartv1.CartState_CART_STATE_CHECKED_OUT || got.GetCart().GetOrderId() == "" {
 		t.Fatalf("cart whose order was written late: %v, %v; want it checked out as that order", got.GetCart(), err)
 	}
