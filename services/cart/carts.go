@@ -353,11 +353,11 @@ func (s *Service) GetCart(ctx context.Context, customer, cartID string) (*cartv1
 	if c.Unsettled {
 		// A checkout's lease lapsed without an answer: its order may exist. Shown as it is
 		// stored, the cart would read open, with no order, for as long as nothing changes it;
-		// settled first, it reads as what it is. Fulfilment not able to say is Unavailable.
+		// settled first, it reads as what it is. While fulfilment cannot say, the cart is shown
+		// as stored (a change of it is refused as Unavailable until then).
 		if err := s.settle(ctx, c); err != nil {
-			return nil, err
-		}
-		if c, err = loadCart(ctx, s.db, customer, cartID, false); err != nil {
+			s.log.InfoContext(ctx, "cart shown unsettled: its lapsed checkout's outcome is not known yet", "cart_id", c.ID, "err", err)
+		} else if c, err = loadCart(ctx, s.db, customer, cartID, false); err != nil {
 			return nil, err
 		}
 	}
