@@ -56,7 +56,7 @@ const (
 //     that order if there is one, and opens again if there is none. So a cart never has two
 //     orders, nor an order for lines it no longer shows.
 func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.CheckoutRequest) (*fulfilmentv1.Order, *cartv1.Cart, error) {
-	email, err := checkCheckout(req)
+	email, err := checkCheckout(req, s.currency)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -207,7 +207,7 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 	return nil, false, rpcerr.Aborted("cart %q kept changing during checkout; reload it and try again", cartID)
 }
 
-func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
+func checkCheckout(req *cartv1.CheckoutRequest, currency string) (email string, err error) {
 	var v rpcerr.Violations
 	if req.GetCartId() == "" {
 		v.Add("cart_id", "is required")
@@ -218,8 +218,15 @@ func checkCheckout(req *cartv1.CheckoutRequest) (email string, err error) {
 	if v2 := req.GetExpectedVersion(); v2 < 0 {
 		v.Add("expected_version", "must not be negative")
 	}
-	if m := req.GetExpectedSubtotal(); m != nil && (m.GetAmountMinor() < 0 || len(m.GetCurrencyCode()) != 3) {
-		v.Add("expected_subtotal", "must be a non-negative amount with its ISO 4217 currency code")
+	if m := req.GetExpectedSubtotal(); m != nil {
+		if m.GetAmountMinor() < 0 {
+			v.Add("expected_subtotal.amount_minor", "must not be negative")
+		}
+		// Another currency is the client's mistake, not a price change: every line is priced in
+		// the catalog's (checkOrderable).
+		if m.GetCurrencyCode() != currency {
+			v.Addf("expected_subtotal.currency_code", "must be the cart's currency, %s, got %q", currency, m.GetCurrencyCode())
+		}
 	}
 	if !utf8.ValidString(req.GetCustomerNote()) || utf8.RuneCountInString(req.GetCustomerNote()) > maxNoteRunes {
 		v.Addf("customer_note", "must be at most %d characters", maxNoteRunes)
@@ -255,18 +262,15 @@ func checkSubtotal(want *commonv1.Money, lines []*fulfilmentv1.PlaceOrderLine) e
 	if want == nil {
 		return nil
 	}
-	got := &commonv1.Money{CurrencyCode: want.GetCurrencyCode()}
+	var got int64 // in the currency checkCheckout has matched: the catalog's, every line's
 	for _, l := range lines {
-		got.AmountMinor += l.GetUnitPrice().GetAmountMinor() * int64(l.GetQuantity())
-		if c := l.GetUnitPrice().GetCurrencyCode(); c != want.GetCurrencyCode() {
-			got.CurrencyCode = c
-		}
+		got += l.GetUnitPrice().GetAmountMinor() * int64(l.GetQuantity())
 	}
-	if got.GetAmountMinor() == want.GetAmountMinor() && got.GetCurrencyCode() == want.GetCurrencyCode() {
+	if got == want.GetAmountMinor() {
 		return nil
 	}
-	return rpcerr.FailedPrecondition("expected_subtotal: the lines now come to %d %s, not %d %s (a price changed); show the cart again and check out with its subtotal",
-		got.GetAmountMinor(), got.GetCurrencyCode(), want.GetAmountMinor(), want.GetCurrencyCode())
+	return rpcerr.FailedPrecondition("expected_subtotal: the lines now come to %d %s, not %d (a price changed); show the cart again and check out with its subtotal",
+		got, want.GetCurrencyCode(), want.GetAmountMinor())
 }
 
 // priceForOrder turns the cart's lines into order lines. current prices them as the cart is

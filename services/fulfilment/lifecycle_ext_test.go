@@ -1257,3 +1257,51 @@ func TestForgedPageTokenTimesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// The confirmation alone gives an order due ready just before closing its abandon time in the
+// store's open hours, and so does a late acceptance, each on its own (the test above accepts at
+// once, which either would satisfy).
+func TestTheConfirmationAndALateAcceptanceEachCountTheStoresOpenHours(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	zone, loc := noonZone(t)
+	local := time.Now().In(loc)
+	closes := local.Add(10 * time.Minute).Truncate(time.Minute)
+	tomorrow := local.AddDate(0, 0, 1)
+	opens := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
+	if _, err := e.inv.CreateStore(e.ctx, &inventoryv1.Store{
+		Id: "s1", Name: "Store s1", TimeZone: zone,
+		Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
+		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
+		OpeningHours: openAllDay(),
+		HoursExceptions: []*inventoryv1.HoursException{
+			{Date: local.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+			{Date: tomorrow.Format(time.DateOnly), OpenTime: "09:00", CloseTime: "17:00"},
+		},
+		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.setStock("s1", "LATTE-16", 2)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	readyBy := o.GetReadyByTime().AsTime()
+	want := opens.Add(time.Hour - closes.Sub(readyBy) + domain.AbandonGrace)
+	var abandonAt time.Time
+	if err := e.pool.QueryRow(e.ctx, `SELECT abandon_at FROM orders WHERE id = $1`, o.GetId()).Scan(&abandonAt); err != nil {
+		t.Fatal(err)
+	}
+	if abandonAt.Sub(want).Abs() > time.Second {
+		t.Errorf("confirmed, not accepted: abandon_at %s, want %s", abandonAt.In(loc), want.In(loc))
+	}
+	// Accepted "after closing": move the estimate and the stored abandon time back so that the
+	// acceptance (now) is after both; the abandon time should then be counted in open hours from now.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '1 minute', abandon_at = now() + interval '1 minute' WHERE id = $1`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	e.accept("s1", o.GetId())
+	if err := e.pool.QueryRow(e.ctx, `SELECT abandon_at FROM orders WHERE id = $1`, o.GetId()).Scan(&abandonAt); err != nil {
+		t.Fatal(err)
+	}
+	if !abandonAt.After(opens) {
+		t.Errorf("accepted 10 minutes before closing: abandon_at %s; want after the store reopens at %s", abandonAt.In(loc), opens)
+	}
+}

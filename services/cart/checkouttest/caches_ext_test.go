@@ -123,15 +123,19 @@ func TestACheckoutPinnedToTheSubtotalShownIsRefusedWhenAPriceChanged(t *testing.
 	c := e.filledCart("alice", 2, sku)
 	price, shown := c.GetLines()[0].GetUnitPrice().GetAmountMinor(), c.GetSubtotal()
 
-	_, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "pinned-bad",
-		ExpectedSubtotal: &commonv1.Money{AmountMinor: -1, CurrencyCode: "USD"}})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "expected_subtotal") {
-		t.Fatalf("Checkout with a negative expected_subtotal = %v; want InvalidArgument naming expected_subtotal", err)
+	// Bad input, not a price change: a negative amount, another currency, one spelt otherwise.
+	for i, bad := range []*commonv1.Money{{AmountMinor: -1, CurrencyCode: "USD"}, {AmountMinor: shown.GetAmountMinor(), CurrencyCode: "EUR"},
+		{AmountMinor: shown.GetAmountMinor(), CurrencyCode: "usd"}} {
+		_, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: fmt.Sprintf("pinned-bad-%d", i),
+			ExpectedSubtotal: bad})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "expected_subtotal") {
+			t.Fatalf("Checkout with expected_subtotal %v on a USD cart = %v; want InvalidArgument naming expected_subtotal", bad, err)
+		}
 	}
 
 	e.changePrice(sku, price+25)
 	e.waitForPrice("alice", c.GetId(), price+25)
-	_, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "pinned-old", ExpectedSubtotal: shown})
+	_, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "pinned-old", ExpectedSubtotal: shown})
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "expected_subtotal") {
 		t.Fatalf("Checkout pinned to the subtotal before the price change = %v; want FailedPrecondition naming expected_subtotal", err)
 	}

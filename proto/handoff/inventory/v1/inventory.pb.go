@@ -1669,9 +1669,10 @@ type SetStoreStateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The store after the change.
 	Store *Store `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
-	// How many orders still hold stock at the store (confirmed, being prepared or ready). No
-	// state ends them: they are handed over or cancelled by staff
-	// (StoreOrderService.CancelOrder, which tells the shopper), or they expire as usual.
+	// How many orders hold stock at the store now: open ones (confirmed, being prepared or
+	// ready), and any being placed or whose release is still on its way. No state ends them:
+	// they are handed over or cancelled by staff (StoreOrderService.CancelOrder, which tells the
+	// shopper), or they expire as usual.
 	OrdersHoldingStock int32 `protobuf:"varint,2,opt,name=orders_holding_stock,json=ordersHoldingStock,proto3" json:"orders_holding_stock,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache

@@ -796,9 +796,10 @@ export type SetStoreStateResponse = Message<"handoff.inventory.v1.SetStoreStateR
   store?: Store | undefined;
 
   /**
-   * How many orders still hold stock at the store (confirmed, being prepared or ready). No
-   * state ends them: they are handed over or cancelled by staff
-   * (StoreOrderService.CancelOrder, which tells the shopper), or they expire as usual.
+   * How many orders hold stock at the store now: open ones (confirmed, being prepared or
+   * ready), and any being placed or whose release is still on its way. No state ends them:
+   * they are handed over or cancelled by staff (StoreOrderService.CancelOrder, which tells the
+   * shopper), or they expire as usual.
    *
    * @generated from field: int32 orders_holding_stock = 2;
    */
