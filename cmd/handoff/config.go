@@ -52,6 +52,7 @@ var envVar = map[string]string{
 	"smtp-password":         "HANDOFF_SMTP_PASSWORD",
 	"demo":                  "HANDOFF_DEMO",
 	"shutdown-grace":        "HANDOFF_SHUTDOWN_GRACE",
+	"start-wait":            "HANDOFF_START_WAIT",
 	"log-level":             "HANDOFF_LOG_LEVEL",
 	"log-format":            "HANDOFF_LOG_FORMAT",
 }
@@ -135,6 +136,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.Notify.SMTPPassword, "smtp-password", env("smtp-password", ""), "SMTP password")
 	fs.StringVar(&c.JWTKeys, "jwt-keys", env("jwt-keys", ""), "token keys kid:base64key[,...], first signs (empty with the all target: a development key in the data dir)")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
+	fs.DurationVar(&c.StartWait, "start-wait", envDuration("start-wait", stack.DefaultStartWait.String()), "how long a start waits for an external NATS or PostgreSQL that does not answer yet")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", envDuration("shutdown-grace", "10s"), "how long to drain on SIGTERM (a whole stop takes at most this + "+stack.MaxShutdown(0).String()+")")
 	fs.StringVar(&level, "log-level", env("log-level", "info"), "debug | info | warn | error")
 	fs.StringVar(&s.logFormat, "log-format", env("log-format", "text"), "text | json")

@@ -35,7 +35,7 @@ func (s *system) startNATS(ctx context.Context) error {
 		// CPU, measured with BenchmarkCheckout). Other processes still connect on url.
 		opts = append(opts, nats.InProcessServer(ns))
 	}
-	nc, err := nats.Connect(url, append(opts,
+	nc, err := s.connectNATS(ctx, url, append(opts,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -132,9 +132,21 @@ func (s *system) embedNATS() (*server.Server, error) {
 // one-process mode without DATABASE_URL): never for a part given its own.
 func (s *system) startPostgres(ctx context.Context) error {
 	s.databaseURL = s.cfg.DatabaseURL
+	for _, spec := range services() {
+		if u := s.cfg.ServiceDatabaseURLs[spec.name]; u != "" && s.cfg.runs(spec.name) {
+			if err := s.waitForPostgres(ctx, u); err != nil {
+				return err
+			}
+		}
+	}
+	if u := s.cfg.ServiceDatabaseURLs[TargetPOSAdapter]; u != "" && s.cfg.runs(TargetPOSAdapter) {
+		if err := s.waitForPostgres(ctx, u); err != nil {
+			return err
+		}
+	}
 	if s.databaseURL != "" {
 		s.ready.DatabaseURL = s.databaseURL
-		return nil
+		return s.waitForPostgres(ctx, s.databaseURL)
 	}
 	needed := false
 	for _, spec := range services() {

@@ -117,6 +117,9 @@ type Config struct {
 	// ShutdownGrace bounds the servers' graceful draining on stop; a whole stop takes at most
 	// MaxShutdown of it.
 	ShutdownGrace time.Duration
+	// StartWait is how long a start waits for an external NATS or PostgreSQL that does not
+	// answer yet (started at the same moment, say); 0 means DefaultStartWait.
+	StartWait time.Duration
 
 	Logger *slog.Logger
 }
@@ -155,6 +158,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.StartWait < 0 {
+		return fmt.Errorf("start wait %s: want a positive duration, or 0 for the default", c.StartWait)
+	}
+	if c.StartWait == 0 {
+		c.StartWait = DefaultStartWait
 	}
 	if c.StreamReplicas < 0 || c.StreamReplicas > 5 {
 		return fmt.Errorf("stream replicas %d: want 1 to 5 (JetStream's limit), 3 in a production cluster", c.StreamReplicas)
