@@ -384,3 +384,55 @@ func TestForgedPageTokenTimesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// An operator closing a store and asking for its open orders to be cancelled: each order is
+// cancelled with the closing's reason, and the store's terminal gets a cancellation ticket for
+// each, as if staff had cancelled them.
+func TestClosingAStoreWithCancellationSendsItsTerminalsTheCancellations(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "shut-1", map[string]int32{"LATTE-16": 10})
+	_, cred := e.register("Counter", "shut-1")
+	term := e.terminal(overGRPCWeb, cred)
+	f := e.openFeed(term, "shut-1")
+	ctx := context.Background()
+
+	first := s.placeOrder(t, "shut-1", "k1", map[string]int32{"LATTE-16": 2})
+	second := s.placeOrder(t, "shut-1", "k2", map[string]int32{"LATTE-16": 1})
+	f.take(2, 10*time.Second)
+	if _, err := term.AcceptOrder(ctx, req(&posv1.AcceptOrderRequest{StoreId: "shut-1", OrderId: second.GetId()})); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.invAdmin.SetStoreState(ctx, &inventoryv1.SetStoreStateRequest{StoreId: "shut-1",
+		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "burst pipe", CancelOpenOrders: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := res.GetOrdersHoldingStock(); n != 2 {
+		t.Errorf("closing answered %d orders holding stock; want the 2 about to be cancelled", n)
+	}
+	got := map[string]bool{}
+	for _, tk := range f.take(2, 10*time.Second) {
+		if tk.GetKind() != posv1.TicketKind_TICKET_KIND_ORDER_CANCELLED || !strings.Contains(tk.GetMessage(), "burst pipe") {
+			t.Errorf("ticket %v %q; want a cancellation with the closing's reason", tk.GetKind(), tk.GetMessage())
+		}
+		got[tk.GetOrderId()] = true
+	}
+	if !got[first.GetId()] || !got[second.GetId()] {
+		t.Fatalf("cancellation tickets for %v; want both orders", got)
+	}
+	board, err := term.ListStoreOrders(ctx, req(&posv1.ListStoreOrdersRequest{StoreId: "shut-1"}))
+	if err != nil || len(board.Msg.GetOrders()) != 0 {
+		t.Fatalf("board after the closing = %v, %v; want it empty", board, err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		av, err := s.locator.GetAvailability(ctx, &inventoryv1.GetAvailabilityRequest{StoreId: "shut-1", Skus: []string{"LATTE-16"}})
+		if err != nil {
+			return err
+		}
+		if got := av.GetAvailability()[0].GetAvailable(); got != 10 {
+			return errorf("%d LATTE-16 available, want 10: the orders' holds released", got)
+		}
+		return nil
+	})
+}

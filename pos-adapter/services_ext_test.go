@@ -90,6 +90,8 @@ func withServices(s *services, edit ...func(*fulfilment.Config)) envOption {
 			t.Fatal(err)
 		}
 		run("inventory", s.inv.Run)
+		// Inventory's store events reach fulfilment (a closing that cancels open orders).
+		run("inventory outbox relay", outbox.NewRelay(s.invPool, e.js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}).Run)
 		invConn := serve(s.inv.RegisterGRPC)
 		// The test's own admin calls carry an admin token; the adapter's carry what it mints.
 		adminTok := "Bearer " + e.token(auth.Principal{Subject: "test-operator", Role: auth.RoleAdmin})

@@ -96,7 +96,7 @@ func services() []serviceSpec {
 					return nil, fmt.Errorf("notification senders: %w", err)
 				}
 				return fulfilment.New(fulfilment.Config{
-					Pool: d.Pool, NATS: d.NC, PickupCodeSecret: d.Config.pickupSecret, Logger: d.Logger,
+					Pool: d.Pool, NATS: d.NC, JS: d.JS, PickupCodeSecret: d.Config.pickupSecret, Logger: d.Logger,
 					Notify: notify.DispatcherConfig{Senders: senders, Logger: d.Logger},
 				})
 			},

@@ -80,6 +80,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
@@ -111,6 +112,9 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// NATS reaches inventory (request/reply) and carries the order events WatchOrder follows.
 	NATS *nats.Conn
+	// JS consumes inventory's store state events (a closing that cancels open orders). Default:
+	// JetStream over NATS.
+	JS jetstream.JetStream
 	// PickupCodeSecret derives pickup codes (HMAC-SHA256); at least 16 bytes, the same in every
 	// copy of the service. Changing it changes the code of every open order.
 	PickupCodeSecret []byte
@@ -204,6 +208,7 @@ func (c *Config) setDefaults() {
 type Service struct {
 	db     *pgxpool.Pool
 	nc     *nats.Conn
+	js     jetstream.JetStream
 	cfg    Config
 	log    *slog.Logger
 	secret []byte
@@ -237,6 +242,13 @@ func New(cfg Config) (*Service, error) {
 	case len(cfg.PickupCodeSecret) < domain.MinSecretLen:
 		return nil, fmt.Errorf("fulfilment: Config.PickupCodeSecret must be at least %d bytes", domain.MinSecretLen)
 	}
+	if cfg.JS == nil {
+		js, err := jetstream.New(cfg.NATS)
+		if err != nil {
+			return nil, fmt.Errorf("fulfilment: JetStream: %w", err)
+		}
+		cfg.JS = js
+	}
 	cfg.setDefaults()
 	if cfg.HoldRefreshMargin >= cfg.PlacementHoldTTL {
 		return nil, fmt.Errorf("fulfilment: HoldRefreshMargin (%s) must be shorter than PlacementHoldTTL (%s)", cfg.HoldRefreshMargin, cfg.PlacementHoldTTL)
@@ -245,6 +257,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		db:          cfg.Pool,
 		nc:          cfg.NATS,
+		js:          cfg.JS,
 		cfg:         cfg,
 		log:         log,
 		secret:      append([]byte(nil), cfg.PickupCodeSecret...),
@@ -272,6 +285,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { s.runRecovery(ctx); return nil })
 	g.Go(func() error { s.runTimers(ctx); return nil })
 	g.Go(func() error { s.runEffects(ctx); return nil })
+	g.Go(func() error { return s.consumeStoreStates(ctx, s.js) })
 	ncfg := s.cfg.Notify
 	if ncfg.PickupCode == nil {
 		ncfg.PickupCode = s.PickupCode

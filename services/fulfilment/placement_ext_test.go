@@ -22,6 +22,7 @@ import (
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 const (
@@ -232,7 +233,7 @@ func TestPausedStoreRejectsTheOrderWithTheReason(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 5)
-	if _, err := e.inv.SetStoreState(e.ctx, "s1", inventoryv1.StoreState_STORE_STATE_PAUSED, "espresso machine down", 0); err != nil {
+	if _, err := e.inv.SetStoreState(e.ctx, "s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "espresso machine down"}); err != nil {
 		t.Fatal(err)
 	}
 	o := e.mustPlace(checkout("erin", "k", "s1", line{"LATTE-16", 1}), rejected)

@@ -179,11 +179,15 @@ func (a adminAPI) UpdateStore(ctx context.Context, req *inventoryv1.UpdateStoreR
 }
 
 func (a adminAPI) SetStoreState(ctx context.Context, req *inventoryv1.SetStoreStateRequest) (*inventoryv1.SetStoreStateResponse, error) {
-	st, err := a.s.SetStoreState(ctx, req.GetStoreId(), req.GetState(), req.GetReason(), req.GetExpectedVersion())
+	st, err := a.s.SetStoreState(ctx, req.GetStoreId(), StateChange{
+		State: req.GetState(), Reason: req.GetReason(), ExpectedVersion: req.GetExpectedVersion(),
+		CancelOpenOrders: req.GetCancelOpenOrders(), Actor: actorFromContext(ctx),
+	})
 	if err != nil {
 		return nil, err
 	}
-	// The orders a closing leaves open, for the caller to deal with: no state ends them.
+	// The orders a closing leaves open, for the caller to deal with (or those fulfilment is
+	// about to cancel, when asked to).
 	n, err := a.s.ordersHoldingStock(ctx, st.GetId())
 	if err != nil {
 		return nil, err // the change stands; a retry of it succeeds, changing nothing

@@ -288,10 +288,27 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 	return s.storeWithStatus(stored, time.Now())
 }
 
+// StateChange is one SetStoreState request.
+type StateChange struct {
+	State  inventoryv1.StoreState
+	Reason string
+	// ExpectedVersion, when non-zero, refuses the change if the store is at another version.
+	ExpectedVersion int64
+	// CancelOpenOrders (closing only) asks fulfilment, through the event, to cancel the
+	// store's open orders.
+	CancelOpenOrders bool
+	// Actor is who asked, named in the event (and so in the cancelled orders' histories).
+	Actor *commonv1.Actor
+}
+
 // SetStoreState opens, pauses or closes a store and publishes StoreStateChanged, refusing a
 // stale expected version (when non-zero). Setting the state and reason it already has changes
-// nothing, publishes nothing and is never refused.
-func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv1.StoreState, reason string, expectedVersion int64) (*inventoryv1.Store, error) {
+// nothing, publishes nothing and is never refused, unless it asks for the open orders to be
+// cancelled: that is a new request even of a store closed already (the first closing may not
+// have asked), so the version moves on and the event goes out again; fulfilment cancelling
+// twice changes nothing the second time.
+func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (*inventoryv1.Store, error) {
+	state, reason, expectedVersion := c.State, c.Reason, c.ExpectedVersion
 	var v rpcerr.Violations
 	if id == "" {
 		v.Add("store_id", "required")
@@ -299,6 +316,9 @@ func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv
 	name, ok := stateNames[state]
 	if !ok {
 		v.Addf("state", "must be STORE_STATE_OPEN, STORE_STATE_PAUSED or STORE_STATE_CLOSED, got %v", state)
+	}
+	if c.CancelOpenOrders && ok && state != inventoryv1.StoreState_STORE_STATE_CLOSED {
+		v.Addf("cancel_open_orders", "only with state STORE_STATE_CLOSED, not %v", state)
 	}
 	checkText(&v, "reason", reason, maxReasonLen, false)
 	if expectedVersion < 0 {
@@ -314,11 +334,12 @@ func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv
 			return err
 		}
 		// Already so (a retry whose first answer was lost, say): done, whatever the version.
-		if cur.state == name && cur.stateReason == reason {
+		already := cur.state == name && cur.stateReason == reason
+		if already && !c.CancelOpenOrders {
 			stored = cur
 			return nil
 		}
-		if expectedVersion != 0 && cur.version != expectedVersion {
+		if !already && expectedVersion != 0 && cur.version != expectedVersion {
 			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
 		}
 		stored, err = scanStore(tx.QueryRow(ctx, `UPDATE stores SET state = $2, state_reason = $3, version = version + 1, update_time = now()
@@ -328,6 +349,7 @@ func (s *Service) SetStoreState(ctx context.Context, id string, state inventoryv
 		}
 		_, err = outbox.Enqueue(ctx, tx, SubjectStoreStateChanged, &inventoryv1.StoreStateChanged{
 			StoreId: id, PreviousState: stateProto(cur.state), State: state, Reason: reason,
+			CancelOpenOrders: c.CancelOpenOrders, Version: stored.version, Actor: c.Actor,
 		})
 		return err
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -332,5 +333,58 @@ func TestUpdateStoreRetryIsComparedAsStored(t *testing.T) {
 	res, err := e.admin.UpdateStore(e.ctx(), req)
 	if err != nil || res.GetStore().GetVersion() != 2 {
 		t.Fatalf("the update retried: %v, %v; want it answered at version 2", res, err)
+	}
+}
+
+func TestClosingAskingForCancellationTellsFulfilmentThroughTheEvent(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	version := func() int64 {
+		res, err := e.locator.GetStore(e.ctx(), &inventoryv1.GetStoreRequest{StoreId: "s1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.GetStore().GetVersion()
+	}
+	before := version()
+	// Only a closing may ask: anything else is refused, naming the field, and changes nothing.
+	for _, s := range []inventoryv1.StoreState{inventoryv1.StoreState_STORE_STATE_PAUSED, inventoryv1.StoreState_STORE_STATE_OPEN} {
+		_, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: s, Reason: "x", CancelOpenOrders: true})
+		requireStatus(t, err, codes.InvalidArgument, "cancel_open_orders")
+	}
+	if v := version(); v != before || len(e.outboxEvents(inventory.SubjectStoreStateChanged)) != 0 {
+		t.Fatalf("refused requests changed the store (version %d, was %d) or published", v, before)
+	}
+
+	ctx := metadata.AppendToOutgoingContext(e.ctx(), inventory.ActorMetadataKey, "admin:ops@example.com")
+	closeWithCancel := &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood", CancelOpenOrders: true}
+	if _, err := e.admin.SetStoreState(ctx, closeWithCancel); err != nil {
+		t.Fatal(err)
+	}
+	// Asked again of the store already closed (a retry, or a closing that first did not ask):
+	// the request goes out again, with the store's next version.
+	if _, err := e.admin.SetStoreState(ctx, closeWithCancel); err != nil {
+		t.Fatal(err)
+	}
+	// Closing again without asking is a retry of nothing new: no event.
+	if _, err := e.admin.SetStoreState(ctx, &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood"}); err != nil {
+		t.Fatal(err)
+	}
+	events := e.outboxEvents(inventory.SubjectStoreStateChanged)
+	if len(events) != 2 {
+		t.Fatalf("%d state_changed events, want 2", len(events))
+	}
+	for i, data := range events {
+		var ev inventoryv1.StoreStateChanged
+		if err := proto.Unmarshal(data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if !ev.GetCancelOpenOrders() || ev.GetVersion() != before+int64(i)+1 || ev.GetState() != inventoryv1.StoreState_STORE_STATE_CLOSED ||
+			ev.GetActor().GetKind() != commonv1.ActorKind_ACTOR_KIND_ADMIN || ev.GetActor().GetId() != "ops@example.com" {
+			t.Errorf("event %d: %v", i, &ev)
+		}
+	}
+	if v := version(); v != before+2 {
+		t.Errorf("store at version %d, want %d", v, before+2)
 	}
 }

@@ -9,6 +9,7 @@
 package inventoryv1
 
 import (
+	v1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -134,7 +135,15 @@ type StoreStateChanged struct {
 	// State after.
 	State StoreState `protobuf:"varint,3,opt,name=state,proto3,enum=handoff.inventory.v1.StoreState" json:"state,omitempty"`
 	// Why.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Whether the closing asked for the store's open orders to be cancelled
+	// (SetStoreStateRequest.cancel_open_orders); only ever with state STORE_STATE_CLOSED.
+	CancelOpenOrders bool `protobuf:"varint,5,opt,name=cancel_open_orders,json=cancelOpenOrders,proto3" json:"cancel_open_orders,omitempty"`
+	// The store's version after the change: consumers apply a store's events in version order
+	// and drop one older than what they have (events may be redelivered or arrive late).
+	Version int64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	// Who changed it.
+	Actor         *v1.Actor `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +206,27 @@ func (x *StoreStateChanged) GetReason() string {
 	return ""
 }
 
+func (x *StoreStateChanged) GetCancelOpenOrders() bool {
+	if x != nil {
+		return x.CancelOpenOrders
+	}
+	return false
+}
+
+func (x *StoreStateChanged) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *StoreStateChanged) GetActor() *v1.Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
 // HoldReleased is published on handoff.inventory.hold.released (and .expired for the sweeper).
 type HoldReleased struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -256,17 +286,20 @@ var File_handoff_inventory_v1_events_proto protoreflect.FileDescriptor
 
 const file_handoff_inventory_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"!handoff/inventory/v1/events.proto\x12\x14handoff.inventory.v1\x1a handoff/inventory/v1/holds.proto\x1a$handoff/inventory/v1/inventory.proto\"\x83\x01\n" +
+	"!handoff/inventory/v1/events.proto\x12\x14handoff.inventory.v1\x1a\x1ehandoff/common/v1/common.proto\x1a handoff/inventory/v1/holds.proto\x1a$handoff/inventory/v1/inventory.proto\"\x83\x01\n" +
 	"\x11StockLevelChanged\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x126\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\".handoff.inventory.v1.MovementKindR\x04kind\"A\n" +
 	"\fStoreChanged\x121\n" +
-	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xc7\x01\n" +
+	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xbf\x02\n" +
 	"\x11StoreStateChanged\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12G\n" +
 	"\x0eprevious_state\x18\x02 \x01(\x0e2 .handoff.inventory.v1.StoreStateR\rpreviousState\x126\n" +
 	"\x05state\x18\x03 \x01(\x0e2 .handoff.inventory.v1.StoreStateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"{\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12,\n" +
+	"\x12cancel_open_orders\x18\x05 \x01(\bR\x10cancelOpenOrders\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\x12.\n" +
+	"\x05actor\x18\a \x01(\v2\x18.handoff.common.v1.ActorR\x05actor\"{\n" +
 	"\fHoldReleased\x12.\n" +
 	"\x04hold\x18\x01 \x01(\v2\x1a.handoff.inventory.v1.HoldR\x04hold\x12;\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.handoff.inventory.v1.ReleaseReasonR\x06reasonB\xe0\x01\n" +
@@ -294,22 +327,24 @@ var file_handoff_inventory_v1_events_proto_goTypes = []any{
 	(MovementKind)(0),         // 5: handoff.inventory.v1.MovementKind
 	(*Store)(nil),             // 6: handoff.inventory.v1.Store
 	(StoreState)(0),           // 7: handoff.inventory.v1.StoreState
-	(*Hold)(nil),              // 8: handoff.inventory.v1.Hold
-	(ReleaseReason)(0),        // 9: handoff.inventory.v1.ReleaseReason
+	(*v1.Actor)(nil),          // 8: handoff.common.v1.Actor
+	(*Hold)(nil),              // 9: handoff.inventory.v1.Hold
+	(ReleaseReason)(0),        // 10: handoff.inventory.v1.ReleaseReason
 }
 var file_handoff_inventory_v1_events_proto_depIdxs = []int32{
-	4, // 0: handoff.inventory.v1.StockLevelChanged.level:type_name -> handoff.inventory.v1.StockLevel
-	5, // 1: handoff.inventory.v1.StockLevelChanged.kind:type_name -> handoff.inventory.v1.MovementKind
-	6, // 2: handoff.inventory.v1.StoreChanged.store:type_name -> handoff.inventory.v1.Store
-	7, // 3: handoff.inventory.v1.StoreStateChanged.previous_state:type_name -> handoff.inventory.v1.StoreState
-	7, // 4: handoff.inventory.v1.StoreStateChanged.state:type_name -> handoff.inventory.v1.StoreState
-	8, // 5: handoff.inventory.v1.HoldReleased.hold:type_name -> handoff.inventory.v1.Hold
-	9, // 6: handoff.inventory.v1.HoldReleased.reason:type_name -> handoff.inventory.v1.ReleaseReason
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	4,  // 0: handoff.inventory.v1.StockLevelChanged.level:type_name -> handoff.inventory.v1.StockLevel
+	5,  // 1: handoff.inventory.v1.StockLevelChanged.kind:type_name -> handoff.inventory.v1.MovementKind
+	6,  // 2: handoff.inventory.v1.StoreChanged.store:type_name -> handoff.inventory.v1.Store
+	7,  // 3: handoff.inventory.v1.StoreStateChanged.previous_state:type_name -> handoff.inventory.v1.StoreState
+	7,  // 4: handoff.inventory.v1.StoreStateChanged.state:type_name -> handoff.inventory.v1.StoreState
+	8,  // 5: handoff.inventory.v1.StoreStateChanged.actor:type_name -> handoff.common.v1.Actor
+	9,  // 6: handoff.inventory.v1.HoldReleased.hold:type_name -> handoff.inventory.v1.Hold
+	10, // 7: handoff.inventory.v1.HoldReleased.reason:type_name -> handoff.inventory.v1.ReleaseReason
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_handoff_inventory_v1_events_proto_init() }

@@ -38,7 +38,8 @@ const (
 	// Temporarily takes no new orders (e.g. rush); open orders continue.
 	StoreState_STORE_STATE_PAUSED StoreState = 2
 	// Not trading (refit, closed for good): no new orders, and staff may not resume it. Open
-	// orders are not ended by it (SetStoreStateResponse.orders_holding_stock counts them).
+	// orders are ended only when asked (SetStoreStateRequest.cancel_open_orders); otherwise
+	// SetStoreStateResponse.orders_holding_stock counts them.
 	StoreState_STORE_STATE_CLOSED StoreState = 3
 )
 
@@ -1602,8 +1603,15 @@ type SetStoreStateRequest struct {
 	// A state and reason the store has already (a retry whose answer was lost) succeed whatever
 	// the version, changing nothing.
 	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// With state STORE_STATE_CLOSED only: fulfilment cancels every order still open at the store
+	// (confirmed, being prepared or ready; one still being placed once it is confirmed), releasing
+	// its stock and telling its shopper and the store's terminals, with the reason. It happens
+	// moments after the answer, through the store event (StoreStateChanged.cancel_open_orders).
+	// Asking it of a store already closed (with this reason or not) asks it again, which cancels
+	// what is open and changes nothing else.
+	CancelOpenOrders bool `protobuf:"varint,5,opt,name=cancel_open_orders,json=cancelOpenOrders,proto3" json:"cancel_open_orders,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SetStoreStateRequest) Reset() {
@@ -1664,15 +1672,23 @@ func (x *SetStoreStateRequest) GetExpectedVersion() int64 {
 	return 0
 }
 
+func (x *SetStoreStateRequest) GetCancelOpenOrders() bool {
+	if x != nil {
+		return x.CancelOpenOrders
+	}
+	return false
+}
+
 // Response for SetStoreState.
 type SetStoreStateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The store after the change.
 	Store *Store `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
 	// How many orders hold stock at the store now: open ones (confirmed, being prepared or
-	// ready), and any being placed or whose release is still on its way. No state ends them:
-	// they are handed over or cancelled by staff (StoreOrderService.CancelOrder, which tells the
-	// shopper), or they expire as usual.
+	// ready), and any being placed or whose release is still on its way. No state ends them by
+	// itself: they are handed over or cancelled by staff (StoreOrderService.CancelOrder, which
+	// tells the shopper), or they expire as usual, unless cancel_open_orders was asked, when
+	// these are the orders fulfilment is about to cancel.
 	OrdersHoldingStock int32 `protobuf:"varint,2,opt,name=orders_holding_stock,json=ordersHoldingStock,proto3" json:"orders_holding_stock,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
@@ -2930,12 +2946,13 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"updateMask\x12)\n" +
 	"\x10expected_version\x18\x03 \x01(\x03R\x0fexpectedVersion\"H\n" +
 	"\x13UpdateStoreResponse\x121\n" +
-	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xac\x01\n" +
+	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xda\x01\n" +
 	"\x14SetStoreStateRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .handoff.inventory.v1.StoreStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12)\n" +
-	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"|\n" +
+	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\x12,\n" +
+	"\x12cancel_open_orders\x18\x05 \x01(\bR\x10cancelOpenOrders\"|\n" +
 	"\x15SetStoreStateResponse\x121\n" +
 	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\x120\n" +
 	"\x14orders_holding_stock\x18\x02 \x01(\x05R\x12ordersHoldingStock\"\x86\x02\n" +

@@ -231,7 +231,8 @@ type InventoryAdminServiceClient interface {
 	CreateStore(ctx context.Context, in *CreateStoreRequest, opts ...grpc.CallOption) (*CreateStoreResponse, error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(ctx context.Context, in *UpdateStoreRequest, opts ...grpc.CallOption) (*UpdateStoreResponse, error)
-	// SetStoreState opens, pauses (no new orders) or closes a store.
+	// SetStoreState opens, pauses (no new orders) or closes a store, and with
+	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(ctx context.Context, in *SetStoreStateRequest, opts ...grpc.CallOption) (*SetStoreStateResponse, error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	SetStock(ctx context.Context, in *SetStockRequest, opts ...grpc.CallOption) (*SetStockResponse, error)
@@ -345,7 +346,8 @@ type InventoryAdminServiceServer interface {
 	CreateStore(context.Context, *CreateStoreRequest) (*CreateStoreResponse, error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(context.Context, *UpdateStoreRequest) (*UpdateStoreResponse, error)
-	// SetStoreState opens, pauses (no new orders) or closes a store.
+	// SetStoreState opens, pauses (no new orders) or closes a store, and with
+	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *SetStoreStateRequest) (*SetStoreStateResponse, error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	SetStock(context.Context, *SetStockRequest) (*SetStockResponse, error)

@@ -209,7 +209,8 @@ type InventoryAdminServiceClient interface {
 	CreateStore(context.Context, *connect.Request[v1.CreateStoreRequest]) (*connect.Response[v1.CreateStoreResponse], error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(context.Context, *connect.Request[v1.UpdateStoreRequest]) (*connect.Response[v1.UpdateStoreResponse], error)
-	// SetStoreState opens, pauses (no new orders) or closes a store.
+	// SetStoreState opens, pauses (no new orders) or closes a store, and with
+	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	SetStock(context.Context, *connect.Request[v1.SetStockRequest]) (*connect.Response[v1.SetStockResponse], error)
@@ -346,7 +347,8 @@ type InventoryAdminServiceHandler interface {
 	CreateStore(context.Context, *connect.Request[v1.CreateStoreRequest]) (*connect.Response[v1.CreateStoreResponse], error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(context.Context, *connect.Request[v1.UpdateStoreRequest]) (*connect.Response[v1.UpdateStoreResponse], error)
-	// SetStoreState opens, pauses (no new orders) or closes a store.
+	// SetStoreState opens, pauses (no new orders) or closes a store, and with
+	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	SetStock(context.Context, *connect.Request[v1.SetStockRequest]) (*connect.Response[v1.SetStockResponse], error)
