@@ -74,6 +74,7 @@ type target struct {
 	dataDir, jwtKeys        string
 	spawn                   bool
 	databaseURL             string
+	demoZone                string // with spawn: the demo chain's stores' zone ("": their own)
 	getenv                  func(string) string
 }
 
@@ -112,7 +113,10 @@ func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stder
 	fmt.Fprintf(stderr, "mobile-mock: starting Handoff in this process (data in %s)…\n", dir)
 	began := time.Now()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ep, stopSystem, err := system.Spawn(ctx, system.SpawnConfig{DataDir: dir, DatabaseURL: t.databaseURL, RateLimits: limits, Logger: logger})
+	if t.demoZone != "" {
+		fmt.Fprintf(stderr, "mobile-mock: the demo chain keeps its stores' hours in %s, where it is %s now\n", t.demoZone, localClock(t.demoZone))
+	}
+	ep, stopSystem, err := system.Spawn(ctx, system.SpawnConfig{DataDir: dir, DatabaseURL: t.databaseURL, RateLimits: limits, Logger: logger, DemoTimeZone: t.demoZone})
 	if err != nil {
 		os.RemoveAll(dir)
 		return system.Endpoints{}, func() {}, err
@@ -180,8 +184,17 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	histogram := fs.String("histogram", "", "draw the latency histograms as SVG into this file")
 	quiet := fs.Bool("quiet", false, "no live progress line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process during the run (with -spawn: of the whole system too)")
+	hours := fs.String("demo-hours", "busy", "with -spawn: busy keeps the demo chain's store hours in a zone where it is late morning now, so that all its stores take orders whatever the time here; local keeps them in Seattle's, where at night only its three all-night stores do")
 	if err := fs.Parse(args); err != nil {
 		return exitForParse(err)
+	}
+	switch *hours {
+	case "busy":
+		t.demoZone = system.LateMorningZone(time.Now())
+	case "local":
+	default:
+		fmt.Fprintf(stderr, "mobile-mock load: -demo-hours %q: want busy or local\n", *hours)
+		return 2
 	}
 	if *shoppers < 1 || (*duration <= 0 && *orders <= 0) {
 		fmt.Fprintln(stderr, "mobile-mock load: need -shoppers ≥ 1 and a positive -duration or -orders")
@@ -323,4 +336,13 @@ func or(s, def string) string {
 		return s
 	}
 	return def
+}
+
+// localClock is the time now in zone, "15:04".
+func localClock(zone string) string {
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return "unknown"
+	}
+	return time.Now().In(loc).Format("15:04")
 }

@@ -279,6 +279,20 @@ func TestLoadSpawnsItsOwnHandoff(t *testing.T) {
 	if !strings.Contains(stderr.String(), "Handoff ready") {
 		t.Errorf("no word of the system starting:\n%s", stderr.String())
 	}
+	// The chain keeps late-morning hours: more stores take orders than the three open all night.
+	var found, accepting int
+	for l := range strings.Lines(stderr.String()) {
+		if _, err := fmt.Sscanf(l, "mobile-mock: %d stores found, %d accepting orders now", &found, &accepting); err == nil {
+			break
+		}
+	}
+	if !strings.Contains(stderr.String(), "keeps its stores' hours in Etc/GMT") || accepting <= 3 {
+		t.Errorf("%d of %d stores accepting orders; want the chain in a late-morning zone, most of them open:\n%s", accepting, found, stderr.String())
+	}
+	var usage bytes.Buffer
+	if code := run(t.Context(), []string{"load", "-spawn", "-demo-hours", "noon"}, noEnv, &usage, &usage); code != 2 {
+		t.Errorf("-demo-hours noon exited %d, want 2 (a usage error)", code)
+	}
 }
 
 // loadConfig is a load run against the system of startHandoff, its calls going through

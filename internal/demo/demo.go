@@ -168,6 +168,17 @@ func Seattle() Chain {
 	}
 }
 
+// InTimeZone returns c with the chain and every store keeping their hours in zone instead: the
+// same local hours, at another moment of the world's day.
+func (c Chain) InTimeZone(zone string) Chain {
+	c.TimeZone = zone
+	c.Stores = slices.Clone(c.Stores)
+	for i := range c.Stores {
+		c.Stores[i].TimeZone = zone
+	}
+	return c
+}
+
 // SKUs returns every variant of every product, flattened in product order.
 func (c Chain) SKUs() []Variant {
 	var out []Variant

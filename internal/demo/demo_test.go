@@ -291,3 +291,22 @@ func TestStoresOpenAroundTheClockNeverRunOut(t *testing.T) {
 		t.Fatal("no store of the demo chain is open around the clock")
 	}
 }
+
+func TestInTimeZoneMovesEveryStoreAndLeavesTheChainItCameFrom(t *testing.T) {
+	c := Seattle()
+	moved := c.InTimeZone("Etc/GMT-3")
+	if moved.TimeZone != "Etc/GMT-3" {
+		t.Errorf("chain zone %q", moved.TimeZone)
+	}
+	for i, s := range moved.Stores {
+		if s.TimeZone != "Etc/GMT-3" {
+			t.Errorf("store %s in %q", s.ID, s.TimeZone)
+		}
+		if c.Stores[i].TimeZone != timeZone {
+			t.Errorf("the original's store %s moved to %q", s.ID, c.Stores[i].TimeZone)
+		}
+		if !reflect.DeepEqual(s.Hours, c.Stores[i].Hours) {
+			t.Errorf("store %s's hours changed", s.ID)
+		}
+	}
+}

@@ -16,3 +16,15 @@ func TestValidateNormalisesTheCurrencyAndFillsDefaults(t *testing.T) {
 		t.Fatalf("the demo without a currency: %v, currency %q; want the demo's USD", err, withDemo.Currency)
 	}
 }
+
+// A demo time zone must be one the machine can load; a typo fails the start, not the first order.
+func TestValidateRefusesAnUnknownDemoTimeZone(t *testing.T) {
+	bad := Config{LoadDemo: true, DemoTimeZone: "Etc/GMT-99"}
+	if err := bad.Validate(); err == nil {
+		t.Fatal("an unknown demo time zone was accepted")
+	}
+	good := Config{LoadDemo: true, DemoTimeZone: "Etc/GMT-3"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

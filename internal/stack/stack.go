@@ -114,6 +114,10 @@ type Config struct {
 	Currency string
 	// LoadDemo loads the demo chain into an empty database.
 	LoadDemo bool
+	// DemoTimeZone, when set, is the IANA zone the demo chain's stores keep their hours in,
+	// instead of the chain's own (America/Los_Angeles): a load run picks one where it is late
+	// morning now, so that every store takes orders whatever the time of day here.
+	DemoTimeZone string
 	// ShutdownGrace bounds the servers' graceful draining on stop; a whole stop takes at most
 	// MaxShutdown of it.
 	ShutdownGrace time.Duration
@@ -185,6 +189,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("currency %q: want an ISO 4217 code such as USD or EUR", c.Currency)
 	}
 	c.Currency = unit.String()
+	if c.DemoTimeZone != "" {
+		if _, err := time.LoadLocation(c.DemoTimeZone); err != nil {
+			return fmt.Errorf("demo time zone %q: %w", c.DemoTimeZone, err)
+		}
+	}
 	if c.LoadDemo && c.Currency != demo.Currency {
 		return fmt.Errorf("currency %s: the demo chain is priced in %s; run with -currency %s, or without the demo (-demo=false)", c.Currency, demo.Currency, demo.Currency)
 	}
@@ -627,7 +636,13 @@ func (s *system) startMetrics() error {
 }
 
 // chain is the demo data, loaded by each service into its own empty schema.
-func (s *system) chain() demo.Chain { return demo.Seattle() }
+func (s *system) chain() demo.Chain {
+	c := demo.Seattle()
+	if s.cfg.DemoTimeZone != "" {
+		c = c.InTimeZone(s.cfg.DemoTimeZone)
+	}
+	return c
+}
 
 func dataPath(dir, name string) string { return filepath.Join(dir, name) }
 
