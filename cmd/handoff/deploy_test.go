@@ -156,8 +156,14 @@ func deployNATS(t *testing.T) string {
 	if !dep.SyncAlways {
 		t.Errorf("deploy/nats-server.conf does not sync before acknowledging (sync_interval: always)")
 	}
+	// A frozen copy of a service keeps its share of the queue groups' requests until the server
+	// cuts it off: within half a minute, not the default's minutes.
+	if cutOff := dep.PingInterval * time.Duration(dep.MaxPingsOut+1); dep.PingInterval <= 0 || cutOff > 30*time.Second {
+		t.Errorf("deploy/nats-server.conf cuts off a client that stopped answering after up to %s (ping_interval %s, ping_max %d); want 30s at most", cutOff, dep.PingInterval, dep.MaxPingsOut)
+	}
 	ns := testenv.NATS(t, func(o *server.Options) {
 		o.Username, o.Password, o.SyncAlways, o.MaxPayload = dep.Username, dep.Password, dep.SyncAlways, dep.MaxPayload
+		o.PingInterval, o.MaxPingsOut = dep.PingInterval, dep.MaxPingsOut
 	})
 	if nc, err := nats.Connect(ns.ClientURL()); err == nil {
 		nc.Close()
