@@ -305,8 +305,8 @@ type StateChange struct {
 // stale expected version (when non-zero). Setting the state and reason it already has changes
 // nothing, publishes nothing and is never refused, unless it asks for the open orders to be
 // cancelled: that is a new request even of a store closed already (the first closing may not
-// have asked), so the version moves on and the event goes out again; fulfilment cancelling
-// twice changes nothing the second time.
+// have asked), so the expected version is checked, the version moves on and the event goes out
+// again; fulfilment cancelling twice changes nothing the second time.
 func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (*inventoryv1.Store, error) {
 	state, reason, expectedVersion := c.State, c.Reason, c.ExpectedVersion
 	var v rpcerr.Violations
@@ -339,7 +339,9 @@ func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (
 			stored = cur
 			return nil
 		}
-		if !already && expectedVersion != 0 && cur.version != expectedVersion {
+		// A cancelling request is never a no-op, so a stale version refuses it even when the
+		// state and reason are the same.
+		if (!already || c.CancelOpenOrders) && expectedVersion != 0 && cur.version != expectedVersion {
 			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
 		}
 		stored, err = scanStore(tx.QueryRow(ctx, `UPDATE stores SET state = $2, state_reason = $3, version = version + 1, update_time = now()
@@ -350,6 +352,7 @@ func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (
 		_, err = outbox.Enqueue(ctx, tx, SubjectStoreStateChanged, &inventoryv1.StoreStateChanged{
 			StoreId: id, PreviousState: stateProto(cur.state), State: state, Reason: reason,
 			CancelOpenOrders: c.CancelOpenOrders, Version: stored.version, Actor: c.Actor,
+			ChangeTime: timestamppb.New(stored.updateTime),
 		})
 		return err
 	})

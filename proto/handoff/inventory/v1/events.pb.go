@@ -12,6 +12,7 @@ import (
 	v1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -137,13 +138,15 @@ type StoreStateChanged struct {
 	// Why.
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Whether the closing asked for the store's open orders to be cancelled
-	// (SetStoreStateRequest.cancel_open_orders); only ever with state STORE_STATE_CLOSED.
+	// (SetStoreStateRequest.cancel_open_orders); only ever with state STORE_STATE_CLOSED. It is
+	// about the orders placed up to change_time, whenever the event is handled.
 	CancelOpenOrders bool `protobuf:"varint,5,opt,name=cancel_open_orders,json=cancelOpenOrders,proto3" json:"cancel_open_orders,omitempty"`
-	// The store's version after the change: consumers apply a store's events in version order
-	// and drop one older than what they have (events may be redelivered or arrive late).
+	// The store's version after the change (events may be redelivered or arrive out of order).
 	Version int64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	// Who changed it.
-	Actor         *v1.Actor `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
+	Actor *v1.Actor `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
+	// When the change was made, on inventory's database clock.
+	ChangeTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,6 +230,13 @@ func (x *StoreStateChanged) GetActor() *v1.Actor {
 	return nil
 }
 
+func (x *StoreStateChanged) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
 // HoldReleased is published on handoff.inventory.hold.released (and .expired for the sweeper).
 type HoldReleased struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -286,12 +296,12 @@ var File_handoff_inventory_v1_events_proto protoreflect.FileDescriptor
 
 const file_handoff_inventory_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"!handoff/inventory/v1/events.proto\x12\x14handoff.inventory.v1\x1a\x1ehandoff/common/v1/common.proto\x1a handoff/inventory/v1/holds.proto\x1a$handoff/inventory/v1/inventory.proto\"\x83\x01\n" +
+	"!handoff/inventory/v1/events.proto\x12\x14handoff.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ehandoff/common/v1/common.proto\x1a handoff/inventory/v1/holds.proto\x1a$handoff/inventory/v1/inventory.proto\"\x83\x01\n" +
 	"\x11StockLevelChanged\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x126\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\".handoff.inventory.v1.MovementKindR\x04kind\"A\n" +
 	"\fStoreChanged\x121\n" +
-	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xbf\x02\n" +
+	"\x05store\x18\x01 \x01(\v2\x1b.handoff.inventory.v1.StoreR\x05store\"\xfc\x02\n" +
 	"\x11StoreStateChanged\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12G\n" +
 	"\x0eprevious_state\x18\x02 \x01(\x0e2 .handoff.inventory.v1.StoreStateR\rpreviousState\x126\n" +
@@ -299,7 +309,9 @@ const file_handoff_inventory_v1_events_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12,\n" +
 	"\x12cancel_open_orders\x18\x05 \x01(\bR\x10cancelOpenOrders\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\x03R\aversion\x12.\n" +
-	"\x05actor\x18\a \x01(\v2\x18.handoff.common.v1.ActorR\x05actor\"{\n" +
+	"\x05actor\x18\a \x01(\v2\x18.handoff.common.v1.ActorR\x05actor\x12;\n" +
+	"\vchange_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"changeTime\"{\n" +
 	"\fHoldReleased\x12.\n" +
 	"\x04hold\x18\x01 \x01(\v2\x1a.handoff.inventory.v1.HoldR\x04hold\x12;\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.handoff.inventory.v1.ReleaseReasonR\x06reasonB\xe0\x01\n" +
@@ -319,17 +331,18 @@ func file_handoff_inventory_v1_events_proto_rawDescGZIP() []byte {
 
 var file_handoff_inventory_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_handoff_inventory_v1_events_proto_goTypes = []any{
-	(*StockLevelChanged)(nil), // 0: handoff.inventory.v1.StockLevelChanged
-	(*StoreChanged)(nil),      // 1: handoff.inventory.v1.StoreChanged
-	(*StoreStateChanged)(nil), // 2: handoff.inventory.v1.StoreStateChanged
-	(*HoldReleased)(nil),      // 3: handoff.inventory.v1.HoldReleased
-	(*StockLevel)(nil),        // 4: handoff.inventory.v1.StockLevel
-	(MovementKind)(0),         // 5: handoff.inventory.v1.MovementKind
-	(*Store)(nil),             // 6: handoff.inventory.v1.Store
-	(StoreState)(0),           // 7: handoff.inventory.v1.StoreState
-	(*v1.Actor)(nil),          // 8: handoff.common.v1.Actor
-	(*Hold)(nil),              // 9: handoff.inventory.v1.Hold
-	(ReleaseReason)(0),        // 10: handoff.inventory.v1.ReleaseReason
+	(*StockLevelChanged)(nil),     // 0: handoff.inventory.v1.StockLevelChanged
+	(*StoreChanged)(nil),          // 1: handoff.inventory.v1.StoreChanged
+	(*StoreStateChanged)(nil),     // 2: handoff.inventory.v1.StoreStateChanged
+	(*HoldReleased)(nil),          // 3: handoff.inventory.v1.HoldReleased
+	(*StockLevel)(nil),            // 4: handoff.inventory.v1.StockLevel
+	(MovementKind)(0),             // 5: handoff.inventory.v1.MovementKind
+	(*Store)(nil),                 // 6: handoff.inventory.v1.Store
+	(StoreState)(0),               // 7: handoff.inventory.v1.StoreState
+	(*v1.Actor)(nil),              // 8: handoff.common.v1.Actor
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Hold)(nil),                  // 10: handoff.inventory.v1.Hold
+	(ReleaseReason)(0),            // 11: handoff.inventory.v1.ReleaseReason
 }
 var file_handoff_inventory_v1_events_proto_depIdxs = []int32{
 	4,  // 0: handoff.inventory.v1.StockLevelChanged.level:type_name -> handoff.inventory.v1.StockLevel
@@ -338,13 +351,14 @@ var file_handoff_inventory_v1_events_proto_depIdxs = []int32{
 	7,  // 3: handoff.inventory.v1.StoreStateChanged.previous_state:type_name -> handoff.inventory.v1.StoreState
 	7,  // 4: handoff.inventory.v1.StoreStateChanged.state:type_name -> handoff.inventory.v1.StoreState
 	8,  // 5: handoff.inventory.v1.StoreStateChanged.actor:type_name -> handoff.common.v1.Actor
-	9,  // 6: handoff.inventory.v1.HoldReleased.hold:type_name -> handoff.inventory.v1.Hold
-	10, // 7: handoff.inventory.v1.HoldReleased.reason:type_name -> handoff.inventory.v1.ReleaseReason
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	9,  // 6: handoff.inventory.v1.StoreStateChanged.change_time:type_name -> google.protobuf.Timestamp
+	10, // 7: handoff.inventory.v1.HoldReleased.hold:type_name -> handoff.inventory.v1.Hold
+	11, // 8: handoff.inventory.v1.HoldReleased.reason:type_name -> handoff.inventory.v1.ReleaseReason
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_handoff_inventory_v1_events_proto_init() }

@@ -6,6 +6,8 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Actor } from "../../common/v1/common_pb";
 import { file_handoff_common_v1_common } from "../../common/v1/common_pb";
 import type { Hold, ReleaseReason } from "./holds_pb";
@@ -18,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file handoff/inventory/v1/events.proto.
  */
 export const file_handoff_inventory_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("CiFoYW5kb2ZmL2ludmVudG9yeS92MS9ldmVudHMucHJvdG8SFGhhbmRvZmYuaW52ZW50b3J5LnYxInYKEVN0b2NrTGV2ZWxDaGFuZ2VkEi8KBWxldmVsGAEgASgLMiAuaGFuZG9mZi5pbnZlbnRvcnkudjEuU3RvY2tMZXZlbBIwCgRraW5kGAIgASgOMiIuaGFuZG9mZi5pbnZlbnRvcnkudjEuTW92ZW1lbnRLaW5kIjoKDFN0b3JlQ2hhbmdlZBIqCgVzdG9yZRgBIAEoCzIbLmhhbmRvZmYuaW52ZW50b3J5LnYxLlN0b3JlIvYBChFTdG9yZVN0YXRlQ2hhbmdlZBIQCghzdG9yZV9pZBgBIAEoCRI4Cg5wcmV2aW91c19zdGF0ZRgCIAEoDjIgLmhhbmRvZmYuaW52ZW50b3J5LnYxLlN0b3JlU3RhdGUSLwoFc3RhdGUYAyABKA4yIC5oYW5kb2ZmLmludmVudG9yeS52MS5TdG9yZVN0YXRlEg4KBnJlYXNvbhgEIAEoCRIaChJjYW5jZWxfb3Blbl9vcmRlcnMYBSABKAgSDwoHdmVyc2lvbhgGIAEoAxInCgVhY3RvchgHIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLkFjdG9yIm0KDEhvbGRSZWxlYXNlZBIoCgRob2xkGAEgASgLMhouaGFuZG9mZi5pbnZlbnRvcnkudjEuSG9sZBIzCgZyZWFzb24YAiABKA4yIy5oYW5kb2ZmLmludmVudG9yeS52MS5SZWxlYXNlUmVhc29uYgZwcm90bzM", [file_handoff_common_v1_common, file_handoff_inventory_v1_holds, file_handoff_inventory_v1_inventory]);
+  fileDesc("CiFoYW5kb2ZmL2ludmVudG9yeS92MS9ldmVudHMucHJvdG8SFGhhbmRvZmYuaW52ZW50b3J5LnYxInYKEVN0b2NrTGV2ZWxDaGFuZ2VkEi8KBWxldmVsGAEgASgLMiAuaGFuZG9mZi5pbnZlbnRvcnkudjEuU3RvY2tMZXZlbBIwCgRraW5kGAIgASgOMiIuaGFuZG9mZi5pbnZlbnRvcnkudjEuTW92ZW1lbnRLaW5kIjoKDFN0b3JlQ2hhbmdlZBIqCgVzdG9yZRgBIAEoCzIbLmhhbmRvZmYuaW52ZW50b3J5LnYxLlN0b3JlIqcCChFTdG9yZVN0YXRlQ2hhbmdlZBIQCghzdG9yZV9pZBgBIAEoCRI4Cg5wcmV2aW91c19zdGF0ZRgCIAEoDjIgLmhhbmRvZmYuaW52ZW50b3J5LnYxLlN0b3JlU3RhdGUSLwoFc3RhdGUYAyABKA4yIC5oYW5kb2ZmLmludmVudG9yeS52MS5TdG9yZVN0YXRlEg4KBnJlYXNvbhgEIAEoCRIaChJjYW5jZWxfb3Blbl9vcmRlcnMYBSABKAgSDwoHdmVyc2lvbhgGIAEoAxInCgVhY3RvchgHIAEoCzIYLmhhbmRvZmYuY29tbW9uLnYxLkFjdG9yEi8KC2NoYW5nZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJtCgxIb2xkUmVsZWFzZWQSKAoEaG9sZBgBIAEoCzIaLmhhbmRvZmYuaW52ZW50b3J5LnYxLkhvbGQSMwoGcmVhc29uGAIgASgOMiMuaGFuZG9mZi5pbnZlbnRvcnkudjEuUmVsZWFzZVJlYXNvbmIGcHJvdG8z", [file_google_protobuf_timestamp, file_handoff_common_v1_common, file_handoff_inventory_v1_holds, file_handoff_inventory_v1_inventory]);
 
 /**
  * StockLevelChanged is published on handoff.inventory.stock.changed, for availability caches.
@@ -105,15 +107,15 @@ export type StoreStateChanged = Message<"handoff.inventory.v1.StoreStateChanged"
 
   /**
    * Whether the closing asked for the store's open orders to be cancelled
-   * (SetStoreStateRequest.cancel_open_orders); only ever with state STORE_STATE_CLOSED.
+   * (SetStoreStateRequest.cancel_open_orders); only ever with state STORE_STATE_CLOSED. It is
+   * about the orders placed up to change_time, whenever the event is handled.
    *
    * @generated from field: bool cancel_open_orders = 5;
    */
   cancelOpenOrders: boolean;
 
   /**
-   * The store's version after the change: consumers apply a store's events in version order
-   * and drop one older than what they have (events may be redelivered or arrive late).
+   * The store's version after the change (events may be redelivered or arrive out of order).
    *
    * @generated from field: int64 version = 6;
    */
@@ -125,6 +127,13 @@ export type StoreStateChanged = Message<"handoff.inventory.v1.StoreStateChanged"
    * @generated from field: handoff.common.v1.Actor actor = 7;
    */
   actor?: Actor | undefined;
+
+  /**
+   * When the change was made, on inventory's database clock.
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 8;
+   */
+  changeTime?: Timestamp | undefined;
 };
 
 /**

@@ -768,19 +768,20 @@ export type SetStoreStateRequest = Message<"handoff.inventory.v1.SetStoreStateRe
    * When non-zero, refused (Aborted) unless the stored version matches: a caller that decided
    * on the state it read (staff may resume only a store that is not CLOSED) passes its version.
    * A state and reason the store has already (a retry whose answer was lost) succeed whatever
-   * the version, changing nothing.
+   * the version, changing nothing, unless cancel_open_orders is asked: that is always checked.
    *
    * @generated from field: int64 expected_version = 4;
    */
   expectedVersion: bigint;
 
   /**
-   * With state STORE_STATE_CLOSED only: fulfilment cancels every order still open at the store
-   * (confirmed, being prepared or ready; one still being placed once it is confirmed), releasing
-   * its stock and telling its shopper and the store's terminals, with the reason. It happens
-   * moments after the answer, through the store event (StoreStateChanged.cancel_open_orders).
-   * Asking it of a store already closed (with this reason or not) asks it again, which cancels
-   * what is open and changes nothing else.
+   * With state STORE_STATE_CLOSED only: fulfilment cancels every order placed at the store up
+   * to the closing and still open (confirmed, being prepared or ready; one still being placed,
+   * once it is confirmed), releasing its stock and telling its shopper and the store's
+   * terminals, with the reason. It happens moments after the answer, through the store event
+   * (StoreStateChanged.cancel_open_orders); orders placed after a later reopening are never
+   * touched by it. Asking it of a store already closed asks it again: the store's version
+   * moves on and what is open is cancelled.
    *
    * @generated from field: bool cancel_open_orders = 5;
    */

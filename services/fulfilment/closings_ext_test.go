@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
@@ -33,28 +34,19 @@ func (e *env) setStoreState(store string, c inventory.StateChange) {
 	}
 }
 
-// storeVersionSeen waits until fulfilment has handled the store's state event of version v.
-func (e *env) storeVersionSeen(store string, v int64) {
+// storeEventsHandled waits until fulfilment has handled n store state events.
+func (e *env) storeEventsHandled(n int) {
 	e.t.Helper()
 	testenv.CheckFor(e.t, 10*time.Second, 10*time.Millisecond, func() error {
-		var got int64
-		if err := e.pool.QueryRow(e.ctx, `SELECT version FROM store_closures WHERE store_id = $1`, store).Scan(&got); err != nil {
+		var got int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM processed_events WHERE consumer = 'fulfilment-store-states'`).Scan(&got); err != nil {
 			return err
 		}
-		if got != v {
-			return fmt.Errorf("store %s at version %d in fulfilment, want %d", store, got, v)
+		if got != n {
+			return fmt.Errorf("fulfilment handled %d store state events, want %d", got, n)
 		}
 		return nil
 	})
-}
-
-func (e *env) storeVersion(store string) int64 {
-	e.t.Helper()
-	st, err := e.inv.GetStore(e.ctx, store)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return st.GetVersion()
 }
 
 // waitState waits until the order is in state want and returns it as its shopper sees it.
@@ -102,7 +94,8 @@ func TestClosingAStoreWithCancellationCancelsItsOpenOrdersOnly(t *testing.T) {
 
 	// Closed without asking: nothing is cancelled.
 	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "refit", Actor: closingAdmin})
-	e.storeVersionSeen("s1", e.storeVersion("s1"))
+	e.storeEventsHandled(1)
+	time.Sleep(100 * time.Millisecond) // several sweeps (fastTimers: every 20 ms)
 	for _, id := range []string{conf.GetId(), prep.GetId(), rdy.GetId()} {
 		if s := e.stateOf(id); s == cancelled {
 			t.Fatalf("closing without cancel_open_orders cancelled order %s", id)
@@ -152,56 +145,72 @@ func (e *env) publishStoreState(ev *inventoryv1.StoreStateChanged) {
 	}
 }
 
-func TestOrderConfirmedAtAStoreClosedWithCancellationIsCancelledByTheSweep(t *testing.T) {
-	e := newEnv(t, envOptions{})
+// closingEvent is inventory's event of s1 closed with cancellation ("flood") at closedAt.
+func closingEvent(closedAt time.Time, version int64) *inventoryv1.StoreStateChanged {
+	return &inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_OPEN,
+		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood", CancelOpenOrders: true, Version: version,
+		Actor: closingAdmin, ChangeTime: timestamppb.New(closedAt)}
+}
+
+// An order whose reserve raced the closing is placed before it and confirmed after the closing
+// was handled: the timer loop cancels it.
+func TestOrderConfirmedLateAtAStoreClosedWithCancellationIsCancelled(t *testing.T) {
+	e := newEnv(t, envOptions{noInventory: true})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 20)
-	// Fulfilment hears of a closing with cancellation that inventory has not applied yet, as
-	// when a reserve that read the store open commits after the closing: the order that reserve
-	// places is confirmed after fulfilment handled the closing.
-	v := e.storeVersion("s1")
-	e.publishStoreState(&inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_OPEN,
-		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood", CancelOpenOrders: true, Version: v + 1, Actor: closingAdmin})
-	e.storeVersionSeen("s1", v+1)
-	late := e.placeAt("s1", "ann", "k1", "LATTE-16", 2)
+	// Inventory's endpoints do not answer yet: the order stays PENDING, its reserve in doubt.
+	late := e.mustPlace(checkout("ann", "k1", "s1", line{"LATTE-16", 2}), pending)
+	// Fulfilment hears of the closing (inventory's own tables still have the store open, as the
+	// racing reserve read it), then inventory answers and the order is confirmed.
+	e.publishStoreState(closingEvent(time.Now(), 2))
+	e.storeEventsHandled(1)
+	e.startInventory()
 	if o := e.waitState("ann", late.GetId(), cancelled); o.GetReason() != "the store has closed: flood" {
 		t.Errorf("late order cancelled with reason %q", o.GetReason())
 	}
 	e.waitHolds(late.GetId(), map[string]int{"released": 1})
+	e.checkInvariants()
+}
 
-	// Reopened: the store's new orders stand.
-	e.publishStoreState(&inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_CLOSED,
-		State: inventoryv1.StoreState_STORE_STATE_OPEN, Version: v + 2, Actor: closingAdmin})
-	e.storeVersionSeen("s1", v+2)
+// A closing is about the orders placed up to it: handled again (a late copy, a consumer reading
+// the stream from its start) after the store reopened, it cancels none placed since, and still
+// cancels one placed before it that is open.
+func TestClosingNeverCancelsOrdersPlacedAfterIt(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 20)
+	closedAt := time.Now().Add(-time.Minute)
+	e.publishStoreState(closingEvent(closedAt, 2))
+	e.storeEventsHandled(1)
+	before := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
 	after := e.placeAt("s1", "bob", "k2", "LATTE-16", 1)
-
-	// A late copy of the closing (older than the reopening) changes nothing, nor does a
-	// closing that did not ask for cancellation.
-	e.publishStoreState(&inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_OPEN,
-		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood", CancelOpenOrders: true, Version: v + 1, Actor: closingAdmin})
-	e.publishStoreState(&inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_OPEN,
-		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "storm", Version: v + 3, Actor: closingAdmin})
-	e.storeVersionSeen("s1", v+3)
+	// ann's order was placed before the closing (and somehow left open); bob's after it.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET create_time = $2 WHERE id = $1`, before.GetId(), closedAt.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	e.publishStoreState(closingEvent(closedAt, 2))
+	e.storeEventsHandled(2)
+	e.waitState("ann", before.GetId(), cancelled)
 	time.Sleep(100 * time.Millisecond) // several sweeps (fastTimers: every 20 ms)
 	if s := e.stateOf(after.GetId()); s != confirmed {
-		t.Fatalf("order placed after the reopening is %s", s)
+		t.Fatalf("order placed after the closing is %s", s)
 	}
 	e.checkInvariants()
 }
 
-func TestStoreClosedWithCancellationStaysCancellingUntilReopened(t *testing.T) {
+// Events may be handled out of order (a failed one is retried after those behind it): a later
+// closing without cancellation (a corrected reason) handled first does not undo the request.
+func TestClosingWithCancellationHandledAfterALaterEventStillCancels(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 20)
-	v := e.storeVersion("s1")
-	e.publishStoreState(&inventoryv1.StoreStateChanged{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED,
-		Reason: "flood", CancelOpenOrders: true, Version: v + 1, Actor: closingAdmin})
-	// A new reason while still closed keeps the request (the closing asked once).
+	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 2)
+	closedAt := time.Now()
 	e.publishStoreState(&inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_CLOSED,
-		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood, day two", Version: v + 2, Actor: closingAdmin})
-	e.storeVersionSeen("s1", v+2)
-	late := e.placeAt("s1", "ann", "k1", "LATTE-16", 2)
-	if o := e.waitState("ann", late.GetId(), cancelled); o.GetReason() != "the store has closed: flood" {
-		t.Errorf("late order cancelled with reason %q", o.GetReason())
+		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood, day two", Version: 3, Actor: closingAdmin,
+		ChangeTime: timestamppb.New(closedAt.Add(time.Second))})
+	e.publishStoreState(closingEvent(closedAt, 2))
+	if got := e.waitState("ann", o.GetId(), cancelled); got.GetReason() != "the store has closed: flood" {
+		t.Errorf("cancelled with reason %q", got.GetReason())
 	}
 }
