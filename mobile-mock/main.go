@@ -114,7 +114,7 @@ func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stder
 	began := time.Now()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if t.demoZone != "" {
-		fmt.Fprintf(stderr, "mobile-mock: the demo chain keeps its stores' hours in %s, where it is %s now\n", t.demoZone, localClock(t.demoZone))
+		fmt.Fprintf(stderr, "mobile-mock: the demo chain, loaded into an empty database, keeps its stores' hours in %s, where it is %s now\n", t.demoZone, localClock(t.demoZone))
 	}
 	ep, stopSystem, err := system.Spawn(ctx, system.SpawnConfig{DataDir: dir, DatabaseURL: t.databaseURL, RateLimits: limits, Logger: logger, DemoTimeZone: t.demoZone})
 	if err != nil {

@@ -165,8 +165,12 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	s.addLoop(spec.name+" background work", svc.Run)
 	if s.cfg.LoadDemo {
 		s.afterListen = append(s.afterListen, func(ctx context.Context) error {
-			if _, err := svc.LoadDemo(ctx, s.chain()); err != nil {
+			loaded, err := svc.LoadDemo(ctx, s.chain())
+			if err != nil {
 				return fmt.Errorf("%s demo data: %w", spec.name, err)
+			}
+			if !loaded && spec.name == TargetInventory && s.cfg.DemoTimeZone != "" {
+				log.Warn("the demo chain is loaded into an empty database only: its stores keep the time zone they have", "demo_time_zone", s.cfg.DemoTimeZone)
 			}
 			return nil
 		})

@@ -19,22 +19,26 @@ import (
 // Closing a store with its open orders cancelled (SetStoreStateRequest.cancel_open_orders):
 // inventory owns the store's state and fulfilment the orders, so the request travels as the
 // store's StoreStateChanged event, consumed here through the inbox (once per event, whatever
-// is redelivered). Handling it cancels, in the same transaction, every order placed at the
-// store up to the closing and still open, as staff cancelling each would: holds released, the
-// shopper told, a cancellation ticket to the store's terminals.
+// is redelivered). Handling it cancels, in the same transaction, every order open at the store
+// whose holds were placed before the closing, as staff cancelling each would: holds released,
+// the shopper told, a cancellation ticket to the store's terminals.
 //
-// The request is bounded by the closing's time, not by the store's state as fulfilment last
-// heard it: events arrive late, out of order (a failed one is retried after those behind it;
-// two copies share the consumer) or again (a new consumer reads the stream from its start), and
-// an order placed after a reopening must never be cancelled by the closing before it, while the
-// orders a closing was about must be cancelled even if the store has reopened since.
+// Which orders a closing is about is decided by the store's version, not by clocks or by the
+// store's state as fulfilment last heard it: each hold carries the store version its reserve
+// read (Hold.store_version, kept on the order as store_version), and the closing covers the
+// orders below its own version. Events arrive late, out of order (a failed one is retried
+// after those behind it; two copies share the consumer) or again (a new consumer reads the
+// stream from its start); whenever one is handled it cancels the same orders, and never one
+// whose stock was held after a reopening, which has a later version.
 //
-// An order can still be confirmed at the store after the handling: a reserve that read the store
-// as open commits after the closing (inventory checks a store's state without locking its row,
-// so that reserves do not queue on it), and its order is confirmed once the reserve answers, or
-// by the recovery loop up to PendingGiveUp later. Such an order was placed before the closing,
-// so for closingWatch after the handling the timer loop also cancels the orders placed shortly
-// before the closing that are open now (closedStoresRound).
+// An order the closing covers can be confirmed after the handling: a reserve that read the
+// store as open commits after the closing (inventory checks a store's state without locking
+// its row, so that reserves do not queue on it) and its order is confirmed once the reserve
+// answers, or by the recovery loop up to PendingGiveUp later; or a checkout whose order was
+// never written is retried within its holds' placement deadline, and inventory answers with the
+// holds it made before the closing. So for closingWatch after the handling the timer loop also
+// cancels the covered orders placed since shortly before it (closedStoresRound), and does once
+// more as it forgets the closing.
 
 // storeStatesConsumer is the durable consumer of inventory's store state events.
 const storeStatesConsumer = "fulfilment-store-states"
@@ -42,21 +46,18 @@ const storeStatesConsumer = "fulfilment-store-states"
 // subjectStoreStateChanged is inventory's StoreStateChanged subject.
 var subjectStoreStateChanged = streams.EventSubject("inventory", "store", "state_changed")
 
-// closingSlack is how much later than the closing's time (inventory's database clock) an order
-// that raced it may have been placed (fulfilment's clock): the closing's own transaction, and
-// the two clocks' difference where the services have databases of their own.
-const closingSlack = 10 * time.Second
-
-// closingWatch is how long after a closing is handled the timer loop looks for orders
-// confirmed there late: the longest a racing reserve's order can stay PENDING, and a minute.
+// closingWatch is how long after a closing is handled an order it covers can still be
+// confirmed, and how long before it such an order can have been placed: a placement left
+// PENDING (PendingGiveUp) or a checkout retried within its holds' placement deadline
+// (PlacementHoldTTL), each with a late reserve's time, and a minute.
 func (s *Service) closingWatch() time.Duration {
-	return s.cfg.PendingGiveUp + s.lateReserve() + time.Minute
+	return max(s.cfg.PendingGiveUp, s.cfg.PlacementHoldTTL) + s.lateReserve() + time.Minute
 }
 
 // closing is a store's closing with cancellation, as store_closings keeps it.
 type closing struct {
 	storeID   string
-	closedAt  time.Time
+	version   int64 // the store's version after the closing: it covers the orders below it
 	reason    string
 	actor     *commonv1.Actor
 	handledAt time.Time
@@ -84,23 +85,17 @@ func (s *Service) handleStoreState(ctx context.Context, tx pgx.Tx, msg jetstream
 	if ev.GetStoreId() == "" {
 		return inbox.Permanent(errors.New("store closing without a store id"))
 	}
-	now := s.now()
-	c := closing{storeID: ev.GetStoreId(), reason: closingReason(ev.GetReason()), actor: ev.GetActor(), handledAt: now}
-	switch md, err := msg.Metadata(); {
-	case ev.GetChangeTime().IsValid():
-		c.closedAt = ev.GetChangeTime().AsTime()
-	case err == nil:
-		c.closedAt = md.Timestamp // published after the closing committed: later than it, never earlier
-	default:
-		c.closedAt = now
+	if ev.GetVersion() <= 0 {
+		return inbox.Permanent(fmt.Errorf("closing of store %s without the store's version", ev.GetStoreId()))
 	}
-	c.closedAt = c.closedAt.UTC().Truncate(time.Microsecond)
+	now := s.now()
+	c := closing{storeID: ev.GetStoreId(), version: ev.GetVersion(), reason: closingReason(ev.GetReason()), actor: ev.GetActor(), handledAt: now}
 	if c.actor.GetKind() == commonv1.ActorKind_ACTOR_KIND_UNSPECIFIED {
 		c.actor = systemActor("inventory")
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO store_closings (store_id, closed_at, reason, actor_kind, actor_id, handled_at)
+	if _, err := tx.Exec(ctx, `INSERT INTO store_closings (store_id, version, reason, actor_kind, actor_id, handled_at)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-		c.storeID, c.closedAt, c.reason, int16(c.actor.GetKind()), c.actor.GetId(), now); err != nil {
+		c.storeID, c.version, c.reason, int16(c.actor.GetKind()), c.actor.GetId(), now); err != nil {
 		return fmt.Errorf("record the closing of store %s: %w", c.storeID, err)
 	}
 	done, err := s.cancelAtStore(ctx, tx, c, time.Time{}, true, now)
@@ -129,23 +124,22 @@ type cancelled struct {
 	effects bool
 }
 
-// cancelAtStore cancels, inside tx, the orders open at c's store that were placed from since up
-// to the closing (and closingSlack): all of them, waiting for those another transaction holds
-// (wait), or those no other transaction holds. One statement locks them all, in id order as
-// combined changes and refused extensions lock orders, so none of them can deadlock with it.
-// Without wait it never waits, so it cannot deadlock either. The timer loop's narrow range of
-// placement times reads a few index entries (orders_by_store); the handler's, all of the
-// store's past, costs a read of it once per closing (no index of open orders by store, which
-// every order's changes would pay for): 30 ms for a store with 4,000 orders, 0.5 s for one
-// with 300,000, among 2.3 million.
+// cancelAtStore cancels, inside tx, the orders open at c's store that c covers (store_version
+// below c's) and were placed from since: all of them, waiting for those another transaction
+// holds (wait), or those no other transaction holds. One statement locks them all, in id order
+// as combined changes and refused extensions lock orders, so none of them can deadlock with it;
+// without wait it never waits. The timer loop's range of placement times reads a few index
+// entries (orders_by_store); the handler's, all of the store's past, costs a read of it once per
+// closing (no index of open orders by store, which every order's changes would pay for): 30 ms
+// for a store with 4,000 orders, 0.5 s for one with 300,000, among 2.3 million.
 func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since time.Time, wait bool, now time.Time) ([]cancelled, error) {
 	lock := "FOR UPDATE"
 	if !wait {
 		lock = "FOR UPDATE SKIP LOCKED"
 	}
 	orders, err := queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
-		WHERE store_id = $1 AND create_time >= $2 AND create_time <= $3 AND state IN (2, 3, 4)
-		ORDER BY id `+lock, c.storeID, since, c.closedAt.Add(closingSlack))
+		WHERE store_id = $1 AND create_time >= $2 AND state IN (2, 3, 4) AND store_version < $3
+		ORDER BY id `+lock, c.storeID, since, c.version)
 	if err != nil {
 		return nil, fmt.Errorf("open orders at closed store %s: %w", c.storeID, err)
 	}
@@ -181,13 +175,14 @@ func (s *Service) afterCancels(done []cancelled) {
 }
 
 // closedStoresRound cancels the orders confirmed late at stores closed with cancellation (see
-// the top of this file): for each closing handled in the last closingWatch, the orders placed
-// in the closingWatch before it and open now, one transaction per closing. Closings past their
-// watch are forgotten. It returns how many orders it cancelled.
+// the top of this file): for each closing taken on, the covered orders placed since closingWatch
+// before its handling and open now, one transaction per closing. A closing past its watch is
+// looked at once more (a late confirmation while every copy was down) and forgotten in the same
+// transaction. It returns how many orders it cancelled.
 func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 	now := s.now()
 	watch := s.closingWatch()
-	rows, err := s.db.Query(ctx, `SELECT store_id, closed_at, reason, actor_kind, actor_id, handled_at FROM store_closings`)
+	rows, err := s.db.Query(ctx, `SELECT store_id, version, reason, actor_kind, actor_id, handled_at FROM store_closings`)
 	if err != nil {
 		return 0, fmt.Errorf("store closings: %w", err)
 	}
@@ -197,7 +192,7 @@ func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 			kind int16
 			id   string
 		)
-		err := r.Scan(&c.storeID, &c.closedAt, &c.reason, &kind, &id, &c.handledAt)
+		err := r.Scan(&c.storeID, &c.version, &c.reason, &kind, &id, &c.handledAt)
 		c.actor = &commonv1.Actor{Kind: commonv1.ActorKind(kind), Id: id}
 		return c, err
 	})
@@ -207,21 +202,21 @@ func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 	var (
 		n    int
 		errs []error
-		over bool
 	)
 	for _, c := range closings {
-		if !c.handledAt.After(now.Add(-watch)) {
-			over = true
-			continue
-		}
+		over := !c.handledAt.After(now.Add(-watch))
 		var done []cancelled
 		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 			var err error
-			done, err = s.cancelAtStore(ctx, tx, c, c.closedAt.Add(-watch), false, now)
+			// The last look waits for orders another transaction holds: none may be missed.
+			if done, err = s.cancelAtStore(ctx, tx, c, c.handledAt.Add(-watch), over, now); err != nil || !over {
+				return err
+			}
+			_, err = tx.Exec(ctx, `DELETE FROM store_closings WHERE store_id = $1 AND version = $2`, c.storeID, c.version)
 			return err
 		})
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("store %s closing at version %d: %w", c.storeID, c.version, err))
 			continue
 		}
 		if len(done) > 0 {
@@ -229,11 +224,6 @@ func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 		}
 		s.afterCancels(done)
 		n += len(done)
-	}
-	if over {
-		if _, err := s.db.Exec(ctx, `DELETE FROM store_closings WHERE handled_at <= $1`, now.Add(-watch)); err != nil {
-			errs = append(errs, fmt.Errorf("forget store closings: %w", err))
-		}
 	}
 	return n, errors.Join(errs...)
 }

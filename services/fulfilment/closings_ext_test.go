@@ -145,24 +145,34 @@ func (e *env) publishStoreState(ev *inventoryv1.StoreStateChanged) {
 	}
 }
 
-// closingEvent is inventory's event of s1 closed with cancellation ("flood") at closedAt.
-func closingEvent(closedAt time.Time, version int64) *inventoryv1.StoreStateChanged {
+// closingEvent is inventory's event of s1 closed with cancellation ("flood") at version.
+func closingEvent(version int64) *inventoryv1.StoreStateChanged {
 	return &inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_OPEN,
 		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood", CancelOpenOrders: true, Version: version,
-		Actor: closingAdmin, ChangeTime: timestamppb.New(closedAt)}
+		Actor: closingAdmin, ChangeTime: timestamppb.Now()}
 }
 
-// An order whose reserve raced the closing is placed before it and confirmed after the closing
-// was handled: the timer loop cancels it.
+func (e *env) storeVersion(store string) int64 {
+	e.t.Helper()
+	st, err := e.inv.GetStore(e.ctx, store)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st.GetVersion()
+}
+
+// An order whose reserve raced the closing (read the store open, committed after it) is
+// confirmed after the closing was handled: the timer loop cancels it.
 func TestOrderConfirmedLateAtAStoreClosedWithCancellationIsCancelled(t *testing.T) {
 	e := newEnv(t, envOptions{noInventory: true})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 20)
 	// Inventory's endpoints do not answer yet: the order stays PENDING, its reserve in doubt.
 	late := e.mustPlace(checkout("ann", "k1", "s1", line{"LATTE-16", 2}), pending)
-	// Fulfilment hears of the closing (inventory's own tables still have the store open, as the
-	// racing reserve read it), then inventory answers and the order is confirmed.
-	e.publishStoreState(closingEvent(time.Now(), 2))
+	// Fulfilment hears of the closing at the store's next version, while inventory's table still
+	// has the store open at this one, as the racing reserve read it; then inventory answers and
+	// the order is confirmed.
+	e.publishStoreState(closingEvent(e.storeVersion("s1") + 1))
 	e.storeEventsHandled(1)
 	e.startInventory()
 	if o := e.waitState("ann", late.GetId(), cancelled); o.GetReason() != "the store has closed: flood" {
@@ -172,28 +182,25 @@ func TestOrderConfirmedLateAtAStoreClosedWithCancellationIsCancelled(t *testing.
 	e.checkInvariants()
 }
 
-// A closing is about the orders placed up to it: handled again (a late copy, a consumer reading
-// the stream from its start) after the store reopened, it cancels none placed since, and still
-// cancels one placed before it that is open.
-func TestClosingNeverCancelsOrdersPlacedAfterIt(t *testing.T) {
+// A closing covers the orders held before it: reopened at once, the store's new orders stand
+// while the timer loop watches it, and a late copy of the closing (a consumer reading the
+// stream from its start) cancels none of them either.
+func TestClosingNeverCancelsOrdersHeldAfterAReopening(t *testing.T) {
 	e := newEnv(t, envOptions{})
+	e.relayInventory()
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 20)
-	closedAt := time.Now().Add(-time.Minute)
-	e.publishStoreState(closingEvent(closedAt, 2))
-	e.storeEventsHandled(1)
 	before := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
-	after := e.placeAt("s1", "bob", "k2", "LATTE-16", 1)
-	// ann's order was placed before the closing (and somehow left open); bob's after it.
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET create_time = $2 WHERE id = $1`, before.GetId(), closedAt.Add(-time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	e.publishStoreState(closingEvent(closedAt, 2))
-	e.storeEventsHandled(2)
+	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood", CancelOpenOrders: true, Actor: closingAdmin})
+	closedAt := e.storeVersion("s1")
 	e.waitState("ann", before.GetId(), cancelled)
+	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_OPEN, Actor: closingAdmin})
+	after := e.placeAt("s1", "bob", "k2", "LATTE-16", 1)
+	e.publishStoreState(closingEvent(closedAt))
+	e.storeEventsHandled(3)
 	time.Sleep(100 * time.Millisecond) // several sweeps (fastTimers: every 20 ms)
 	if s := e.stateOf(after.GetId()); s != confirmed {
-		t.Fatalf("order placed after the closing is %s", s)
+		t.Fatalf("order held after the reopening is %s", s)
 	}
 	e.checkInvariants()
 }
@@ -205,12 +212,37 @@ func TestClosingWithCancellationHandledAfterALaterEventStillCancels(t *testing.T
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 20)
 	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 2)
-	closedAt := time.Now()
+	v := e.storeVersion("s1")
 	e.publishStoreState(&inventoryv1.StoreStateChanged{StoreId: "s1", PreviousState: inventoryv1.StoreState_STORE_STATE_CLOSED,
-		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood, day two", Version: 3, Actor: closingAdmin,
-		ChangeTime: timestamppb.New(closedAt.Add(time.Second))})
-	e.publishStoreState(closingEvent(closedAt, 2))
+		State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood, day two", Version: v + 2, Actor: closingAdmin})
+	e.publishStoreState(closingEvent(v + 1))
 	if got := e.waitState("ann", o.GetId(), cancelled); got.GetReason() != "the store has closed: flood" {
 		t.Errorf("cancelled with reason %q", got.GetReason())
 	}
+}
+
+// Every copy was down past a closing's watch, and an order it covers was confirmed just before:
+// the timer loop's last look at the closing, as it forgets it, cancels the order.
+func TestClosingPastItsWatchIsLookedAtOnceMoreBeforeItIsForgotten(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 20)
+	// A closing handled an hour ago, at the store's next version (inventory still has it open,
+	// as a racing reserve read it); its order confirmed then, and no loop ran since.
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO store_closings (store_id, version, reason, actor_kind, actor_id, handled_at)
+		VALUES ('s1', $1, 'the store has closed: flood', $2, $3, now() - interval '1 hour')`,
+		e.storeVersion("s1")+1, int16(closingAdmin.GetKind()), closingAdmin.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	e.run("fulfilment", e.svc.Run)
+	e.waitState("ann", o.GetId(), cancelled)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM store_closings`).Scan(&n); err != nil || n != 0 {
+			return fmt.Errorf("%d closings kept (%v), want the closing past its watch forgotten", n, err)
+		}
+		return nil
+	})
+	e.checkInvariants()
 }

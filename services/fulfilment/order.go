@@ -21,6 +21,7 @@ type order struct {
 	StoreID        string
 	StoreName      string
 	StoreTimeZone  string // IANA; "" before a store is assigned (and for orders from before the column)
+	StoreVersion   int64  // the store version its holds were placed against (Hold.store_version); 0 before confirmation
 	Lines          []orderLine
 	Currency       string
 	CustomerNote   string

@@ -380,6 +380,10 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, time.Time{}, o.PickupWindow, store.pickupDeadline)
 		o.Timers.NotAcceptedAt = now.Add(s.cfg.NotAcceptedAfter)
 		o.HoldDeadline = earliestHoldDeadline(res)
+		o.StoreVersion = 0
+		for _, h := range res.GetHolds() {
+			o.StoreVersion = max(o.StoreVersion, h.GetStoreVersion())
+		}
 		o.Placement, o.DriveAt = nil, time.Time{}
 		return []change{c}, nil
 	case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK, inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE:

@@ -167,7 +167,7 @@ const (
 	extendOrderHoldsSQL = `UPDATE holds h SET expire_time = greatest(h.expire_time, u.expire_time)
 		FROM unnest($1::text[], $2::timestamptz[]) AS u(order_id, expire_time)
 		WHERE h.order_id = u.order_id AND h.state = $3
-		RETURNING h.id::text, h.order_id, h.line_id, h.store_id, h.sku, h.quantity, h.state, h.expire_time`
+		RETURNING h.id::text, h.order_id, h.line_id, h.store_id, h.sku, h.quantity, h.state, h.expire_time, h.store_version`
 )
 
 // extendOnly makes cs, when they are all extensions of distinct orders (fulfilment's round

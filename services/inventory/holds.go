@@ -37,21 +37,23 @@ type hold struct {
 	quantity            int32
 	state               string
 	expireTime          time.Time
+	// storeVersion is the store's version the reserve decided on (see Hold.store_version).
+	storeVersion int64
 }
 
-const holdColumns = `id::text, order_id, line_id, store_id, sku, quantity, state, expire_time`
+const holdColumns = `id::text, order_id, line_id, store_id, sku, quantity, state, expire_time, store_version`
 
 func scanHolds(rows pgx.Rows) ([]*hold, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*hold, error) {
 		var h hold
-		err := r.Scan(&h.id, &h.orderID, &h.lineID, &h.key.store, &h.key.sku, &h.quantity, &h.state, &h.expireTime)
+		err := r.Scan(&h.id, &h.orderID, &h.lineID, &h.key.store, &h.key.sku, &h.quantity, &h.state, &h.expireTime, &h.storeVersion)
 		return &h, err
 	})
 }
 
 func (h *hold) proto() *inventoryv1.Hold {
 	return &inventoryv1.Hold{HoldId: h.id, OrderId: h.orderID, LineId: h.lineID, StoreId: h.key.store, Sku: h.key.sku,
-		Quantity: h.quantity, State: holdStates[h.state], ExpireTime: timestamp(h.expireTime)}
+		Quantity: h.quantity, State: holdStates[h.state], ExpireTime: timestamp(h.expireTime), StoreVersion: h.storeVersion}
 }
 
 func holdsProto(hs []*hold) []*inventoryv1.Hold {

@@ -186,10 +186,10 @@ const (
 	// class of its own beside the outbox relay's.
 	orderLocksSQL  = `SELECT pg_advisory_xact_lock(hashtext('handoff.inventory.reserve'), k) FROM unnest($1::int4[]) AS k`
 	batchHoldsSQL  = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) ORDER BY order_id, line_id`
-	insertHoldsSQL = `INSERT INTO holds (id, order_id, line_id, store_id, sku, quantity, state, expire_time)
-		SELECT u.id, u.order_id, u.line_id, u.store_id, u.sku, u.quantity, 'open', u.expire_time
-		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[])
-			AS u(id, order_id, line_id, store_id, sku, quantity, expire_time)`
+	insertHoldsSQL = `INSERT INTO holds (id, order_id, line_id, store_id, sku, quantity, state, expire_time, store_version)
+		SELECT u.id, u.order_id, u.line_id, u.store_id, u.sku, u.quantity, 'open', u.expire_time, u.store_version
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[], $8::bigint[])
+			AS u(id, order_id, line_id, store_id, sku, quantity, expire_time, store_version)`
 )
 
 // reserveBatch decides jobs in one transaction and returns their answers in order.
@@ -346,8 +346,10 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 			if err != nil {
 				return nil, fmt.Errorf("hold id: %w", err)
 			}
+			// The version the store was read at in this transaction: a closing that commits
+			// after it has a later one, and covers this order (see Hold.store_version).
 			h := &hold{id: id.String(), orderID: r.orderID, lineID: line.GetLineId(), key: k, quantity: line.GetQuantity(),
-				state: holdOpen, expireTime: r.expire}
+				state: holdOpen, expireTime: r.expire, storeVersion: st.row.version}
 			hs = append(hs, h)
 			deltas.add(k, 0, line.GetQuantity())
 			ms = append(ms, movement{key: k, kind: kindHoldPlaced, reservedDelta: line.GetQuantity(), after: *l,
@@ -432,12 +434,12 @@ func orderLockKeys(orderIDs []string) []int32 {
 func (p *pipeline) queueHolds(hs []*hold) {
 	n := len(hs)
 	ids, orders, lines, stores, skus := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	qty, exp := make([]int32, n), make([]time.Time, n)
+	qty, exp, versions := make([]int32, n), make([]time.Time, n), make([]int64, n)
 	for i, h := range hs {
 		ids[i], orders[i], lines[i], stores[i], skus[i] = h.id, h.orderID, h.lineID, h.key.store, h.key.sku
-		qty[i], exp[i] = h.quantity, h.expireTime
+		qty[i], exp[i], versions[i] = h.quantity, h.expireTime, h.storeVersion
 	}
-	p.execRows(int64(n), "insert holds", insertHoldsSQL, ids, orders, lines, stores, skus, qty, exp)
+	p.execRows(int64(n), "insert holds", insertHoldsSQL, ids, orders, lines, stores, skus, qty, exp, versions)
 }
 
 // unavailable says why a store takes no orders now ("" when it does).

@@ -394,3 +394,31 @@ func TestClosingAskingForCancellationTellsFulfilmentThroughTheEvent(t *testing.T
 		t.Errorf("store at version %d, want %d", v, before+2)
 	}
 }
+
+// A hold records the store version its reserve decided on, and a retry's answer gives the
+// first one's: a closing at a later version covers the order, one before it does not.
+func TestHoldsCarryTheStoreVersionTheirReserveReadEvenOnARetry(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	version := func() int64 {
+		res, err := e.locator.GetStore(e.ctx(), &inventoryv1.GetStoreRequest{StoreId: "s1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.GetStore().GetVersion()
+	}
+	v := version()
+	first := e.mustReserve(order("o1", "s1", "LATTE", 2))
+	if got := first.GetHolds()[0].GetStoreVersion(); got != v {
+		t.Fatalf("hold placed against store version %d, want %d", got, v)
+	}
+	if _, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED,
+		CancelOpenOrders: true}); err != nil {
+		t.Fatal(err)
+	}
+	retry := e.mustReserve(order("o1", "s1", "LATTE", 2))
+	if retry.GetOutcome() != inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED || retry.GetHolds()[0].GetStoreVersion() != v || version() <= v {
+		t.Fatalf("retry after the closing answered %v (store now at version %d), want the holds of version %d", retry, version(), v)
+	}
+}

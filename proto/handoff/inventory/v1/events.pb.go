@@ -139,13 +139,14 @@ type StoreStateChanged struct {
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Whether the closing asked for the store's open orders to be cancelled
 	// (SetStoreStateRequest.cancel_open_orders); only ever with state STORE_STATE_CLOSED. It is
-	// about the orders placed up to change_time, whenever the event is handled.
+	// about the orders whose holds have a store_version below version, whenever and in whatever
+	// order the event is handled.
 	CancelOpenOrders bool `protobuf:"varint,5,opt,name=cancel_open_orders,json=cancelOpenOrders,proto3" json:"cancel_open_orders,omitempty"`
 	// The store's version after the change (events may be redelivered or arrive out of order).
 	Version int64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	// Who changed it.
 	Actor *v1.Actor `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
-	// When the change was made, on inventory's database clock.
+	// When the change was made: the start of its transaction, on inventory's database clock.
 	ChangeTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

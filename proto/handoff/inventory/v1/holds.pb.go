@@ -292,7 +292,11 @@ type Hold struct {
 	// State.
 	State HoldState `protobuf:"varint,7,opt,name=state,proto3,enum=handoff.inventory.v1.HoldState" json:"state,omitempty"`
 	// Deadline: an open hold past it is released by the sweeper.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The store's version (Store.version) the hold was placed against: a closing of the store
+	// that asks for its open orders to be cancelled (StoreStateChanged.cancel_open_orders) is
+	// about the orders whose holds have an earlier version. 0 for holds placed before the field.
+	StoreVersion  int64 `protobuf:"varint,9,opt,name=store_version,json=storeVersion,proto3" json:"store_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +385,13 @@ func (x *Hold) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *Hold) GetStoreVersion() int64 {
+	if x != nil {
+		return x.StoreVersion
+	}
+	return 0
 }
 
 // Shortage is a line a store (or every store searched) could not fill.
@@ -1200,7 +1211,7 @@ const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
 	"\bHoldLine\x12\x17\n" +
 	"\aline_id\x18\x01 \x01(\tR\x06lineId\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x1a\n" +
-	"\bquantity\x18\x03 \x01(\x05R\bquantity\"\x90\x02\n" +
+	"\bquantity\x18\x03 \x01(\x05R\bquantity\"\xb5\x02\n" +
 	"\x04Hold\x12\x17\n" +
 	"\ahold_id\x18\x01 \x01(\tR\x06holdId\x12\x19\n" +
 	"\border_id\x18\x02 \x01(\tR\aorderId\x12\x17\n" +
@@ -1210,7 +1221,8 @@ const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
 	"\bquantity\x18\x06 \x01(\x05R\bquantity\x125\n" +
 	"\x05state\x18\a \x01(\x0e2\x1f.handoff.inventory.v1.HoldStateR\x05state\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"X\n" +
+	"expireTime\x12#\n" +
+	"\rstore_version\x18\t \x01(\x03R\fstoreVersion\"X\n" +
 	"\bShortage\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1c\n" +
 	"\trequested\x18\x02 \x01(\x05R\trequested\x12\x1c\n" +

@@ -1603,13 +1603,13 @@ type SetStoreStateRequest struct {
 	// A state and reason the store has already (a retry whose answer was lost) succeed whatever
 	// the version, changing nothing, unless cancel_open_orders is asked: that is always checked.
 	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	// With state STORE_STATE_CLOSED only: fulfilment cancels every order placed at the store up
-	// to the closing and still open (confirmed, being prepared or ready; one still being placed,
-	// once it is confirmed), releasing its stock and telling its shopper and the store's
-	// terminals, with the reason. It happens moments after the answer, through the store event
-	// (StoreStateChanged.cancel_open_orders); orders placed after a later reopening are never
-	// touched by it. Asking it of a store already closed asks it again: the store's version
-	// moves on and what is open is cancelled.
+	// With state STORE_STATE_CLOSED only: fulfilment cancels every order whose stock was held at
+	// the store before the closing and that is still open (confirmed, being prepared or ready;
+	// one still being placed, once it is confirmed), releasing its stock and telling its shopper
+	// and the store's terminals, with the reason. It happens moments after the answer, through
+	// the store event (StoreStateChanged.cancel_open_orders); orders held for after a later
+	// reopening are never touched by it. Asking it of a store already closed asks it again: the
+	// store's version moves on and what is open is cancelled.
 	CancelOpenOrders bool `protobuf:"varint,5,opt,name=cancel_open_orders,json=cancelOpenOrders,proto3" json:"cancel_open_orders,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
@@ -1688,8 +1688,9 @@ type SetStoreStateResponse struct {
 	// How many orders hold stock at the store now: open ones (confirmed, being prepared or
 	// ready), and any being placed or whose release is still on its way. No state ends them by
 	// itself: they are handed over or cancelled by staff (StoreOrderService.CancelOrder, which
-	// tells the shopper), or they expire as usual, unless cancel_open_orders was asked, when
-	// these are the orders fulfilment is about to cancel.
+	// tells the shopper), or they expire as usual, unless cancel_open_orders was asked: then
+	// fulfilment is about to cancel them, those being placed once they are confirmed (holds of a
+	// checkout whose order is never made end with their placement deadline).
 	OrdersHoldingStock int32 `protobuf:"varint,2,opt,name=orders_holding_stock,json=ordersHoldingStock,proto3" json:"orders_holding_stock,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache

@@ -108,7 +108,8 @@ export type StoreStateChanged = Message<"handoff.inventory.v1.StoreStateChanged"
   /**
    * Whether the closing asked for the store's open orders to be cancelled
    * (SetStoreStateRequest.cancel_open_orders); only ever with state STORE_STATE_CLOSED. It is
-   * about the orders placed up to change_time, whenever the event is handled.
+   * about the orders whose holds have a store_version below version, whenever and in whatever
+   * order the event is handled.
    *
    * @generated from field: bool cancel_open_orders = 5;
    */
@@ -129,7 +130,7 @@ export type StoreStateChanged = Message<"handoff.inventory.v1.StoreStateChanged"
   actor?: Actor | undefined;
 
   /**
-   * When the change was made, on inventory's database clock.
+   * When the change was made: the start of its transaction, on inventory's database clock.
    *
    * @generated from field: google.protobuf.Timestamp change_time = 8;
    */

@@ -775,13 +775,13 @@ export type SetStoreStateRequest = Message<"handoff.inventory.v1.SetStoreStateRe
   expectedVersion: bigint;
 
   /**
-   * With state STORE_STATE_CLOSED only: fulfilment cancels every order placed at the store up
-   * to the closing and still open (confirmed, being prepared or ready; one still being placed,
-   * once it is confirmed), releasing its stock and telling its shopper and the store's
-   * terminals, with the reason. It happens moments after the answer, through the store event
-   * (StoreStateChanged.cancel_open_orders); orders placed after a later reopening are never
-   * touched by it. Asking it of a store already closed asks it again: the store's version
-   * moves on and what is open is cancelled.
+   * With state STORE_STATE_CLOSED only: fulfilment cancels every order whose stock was held at
+   * the store before the closing and that is still open (confirmed, being prepared or ready;
+   * one still being placed, once it is confirmed), releasing its stock and telling its shopper
+   * and the store's terminals, with the reason. It happens moments after the answer, through
+   * the store event (StoreStateChanged.cancel_open_orders); orders held for after a later
+   * reopening are never touched by it. Asking it of a store already closed asks it again: the
+   * store's version moves on and what is open is cancelled.
    *
    * @generated from field: bool cancel_open_orders = 5;
    */
@@ -812,8 +812,9 @@ export type SetStoreStateResponse = Message<"handoff.inventory.v1.SetStoreStateR
    * How many orders hold stock at the store now: open ones (confirmed, being prepared or
    * ready), and any being placed or whose release is still on its way. No state ends them by
    * itself: they are handed over or cancelled by staff (StoreOrderService.CancelOrder, which
-   * tells the shopper), or they expire as usual, unless cancel_open_orders was asked, when
-   * these are the orders fulfilment is about to cancel.
+   * tells the shopper), or they expire as usual, unless cancel_open_orders was asked: then
+   * fulfilment is about to cancel them, those being placed once they are confirmed (holds of a
+   * checkout whose order is never made end with their placement deadline).
    *
    * @generated from field: int32 orders_holding_stock = 2;
    */
