@@ -110,6 +110,9 @@ func withServices(s *services, edit ...func(*fulfilment.Config)) envOption {
 		s.fulPool = fulPool
 		cfg := fulfilment.Config{Pool: fulPool, NATS: testenv.NATSConn(t, e.ns), PickupCodeSecret: pickupSecret,
 			Logger: testenv.Logger(t), SweepInterval: 20 * time.Millisecond, PendingAfter: 100 * time.Millisecond}
+		// Cleanups run last first: the loops are told to stop before this connection closes
+		// under them (fulfilment's consumer would take the closing for a failure).
+		t.Cleanup(cancel)
 		for _, f := range edit {
 			f(&cfg)
 		}

@@ -36,9 +36,11 @@ import (
 // its row, so that reserves do not queue on it) and its order is confirmed once the reserve
 // answers, or by the recovery loop up to PendingGiveUp later; or a checkout whose order was
 // never written is retried within its holds' placement deadline, and inventory answers with the
-// holds it made before the closing. So for closingWatch after the handling the timer loop also
-// cancels the covered orders placed since shortly before it (closedStoresRound), and does once
-// more as it forgets the closing.
+// holds it made before the closing. Such an order was placed at most closingWatch before or
+// after the handling, so a loop of its own (closedStoresRound, every SweepInterval) also
+// cancels the covered orders placed in that span, for closingMemory (a copy stalled for long
+// between its reserve's answer and its commit confirms late), and once more, waiting for locked
+// rows, as it forgets the closing.
 
 // storeStatesConsumer is the durable consumer of inventory's store state events.
 const storeStatesConsumer = "fulfilment-store-states"
@@ -46,13 +48,20 @@ const storeStatesConsumer = "fulfilment-store-states"
 // subjectStoreStateChanged is inventory's StoreStateChanged subject.
 var subjectStoreStateChanged = streams.EventSubject("inventory", "store", "state_changed")
 
-// closingWatch is how long after a closing is handled an order it covers can still be
-// confirmed, and how long before it such an order can have been placed: a placement left
-// PENDING (PendingGiveUp) or a checkout retried within its holds' placement deadline
-// (PlacementHoldTTL), each with a late reserve's time, and a minute.
+// closingWatch bounds when an order that a closing covers and that is confirmed after its
+// handling was placed, before or after the handling: a placement left PENDING (PendingGiveUp) or
+// a checkout retried within its holds' placement deadline (PlacementHoldTTL), each with a late
+// reserve's time, and a minute (also for the copies' clocks differing).
 func (s *Service) closingWatch() time.Duration {
 	return max(s.cfg.PendingGiveUp, s.cfg.PlacementHoldTTL) + s.lateReserve() + time.Minute
 }
+
+// closingMemory is how long a closing is watched for orders it covers confirmed late.
+const closingMemory = 24 * time.Hour
+
+// lastLookLockTimeout bounds the wait of a closing's last look for an order another transaction
+// holds: it is tried again the next round rather than holding up the loop.
+const lastLookLockTimeout = "2s"
 
 // closing is a store's closing with cancellation, as store_closings keeps it.
 type closing struct {
@@ -98,7 +107,7 @@ func (s *Service) handleStoreState(ctx context.Context, tx pgx.Tx, msg jetstream
 		c.storeID, c.version, c.reason, int16(c.actor.GetKind()), c.actor.GetId(), now); err != nil {
 		return fmt.Errorf("record the closing of store %s: %w", c.storeID, err)
 	}
-	done, err := s.cancelAtStore(ctx, tx, c, time.Time{}, true, now)
+	done, err := s.cancelAtStore(ctx, tx, c, time.Time{}, now.Add(s.closingWatch()), true, now)
 	if err != nil {
 		return err
 	}
@@ -125,21 +134,21 @@ type cancelled struct {
 }
 
 // cancelAtStore cancels, inside tx, the orders open at c's store that c covers (store_version
-// below c's) and were placed from since: all of them, waiting for those another transaction
-// holds (wait), or those no other transaction holds. One statement locks them all, in id order
+// below c's) and were placed from since until until: all of them, waiting for those another
+// transaction holds (wait), or those no other transaction holds. One statement locks them all, in id order
 // as combined changes and refused extensions lock orders, so none of them can deadlock with it;
 // without wait it never waits. The timer loop's range of placement times reads a few index
 // entries (orders_by_store); the handler's, all of the store's past, costs a read of it once per
 // closing (no index of open orders by store, which every order's changes would pay for): 30 ms
 // for a store with 4,000 orders, 0.5 s for one with 300,000, among 2.3 million.
-func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since time.Time, wait bool, now time.Time) ([]cancelled, error) {
+func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since, until time.Time, wait bool, now time.Time) ([]cancelled, error) {
 	lock := "FOR UPDATE"
 	if !wait {
 		lock = "FOR UPDATE SKIP LOCKED"
 	}
 	orders, err := queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
-		WHERE store_id = $1 AND create_time >= $2 AND state IN (2, 3, 4) AND store_version < $3
-		ORDER BY id `+lock, c.storeID, since, c.version)
+		WHERE store_id = $1 AND create_time >= $2 AND create_time <= $3 AND state IN (2, 3, 4) AND store_version < $4
+		ORDER BY id `+lock, c.storeID, since, until, c.version)
 	if err != nil {
 		return nil, fmt.Errorf("open orders at closed store %s: %w", c.storeID, err)
 	}
@@ -174,11 +183,25 @@ func (s *Service) afterCancels(done []cancelled) {
 	}
 }
 
+// runClosings runs closedStoresRound every SweepInterval until ctx ends. A loop of its own: a
+// closing's last look may wait for a locked order, and no other timer should wait with it.
+func (s *Service) runClosings(ctx context.Context) {
+	for {
+		if _, err := s.closedStoresRound(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("closed stores round failed; trying again", "err", err)
+		}
+		if !sleep(ctx, s.cfg.SweepInterval) {
+			return
+		}
+	}
+}
+
 // closedStoresRound cancels the orders confirmed late at stores closed with cancellation (see
-// the top of this file): for each closing taken on, the covered orders placed since closingWatch
-// before its handling and open now, one transaction per closing. A closing past its watch is
-// looked at once more (a late confirmation while every copy was down) and forgotten in the same
-// transaction. It returns how many orders it cancelled.
+// the top of this file): for each closing taken on, the covered orders placed within
+// closingWatch of its handling and open now, one transaction per closing. A closing past
+// closingMemory is looked at once more, waiting up to lastLookLockTimeout for orders other
+// transactions hold, and forgotten in the same transaction (kept for the next round if the wait
+// runs out). It returns how many orders it cancelled.
 func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 	now := s.now()
 	watch := s.closingWatch()
@@ -204,12 +227,16 @@ func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 		errs []error
 	)
 	for _, c := range closings {
-		over := !c.handledAt.After(now.Add(-watch))
+		over := !c.handledAt.After(now.Add(-closingMemory))
 		var done []cancelled
 		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			if over {
+				if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lastLookLockTimeout+`'`); err != nil {
+					return err
+				}
+			}
 			var err error
-			// The last look waits for orders another transaction holds: none may be missed.
-			if done, err = s.cancelAtStore(ctx, tx, c, c.handledAt.Add(-watch), over, now); err != nil || !over {
+			if done, err = s.cancelAtStore(ctx, tx, c, c.handledAt.Add(-watch), c.handledAt.Add(watch), over, now); err != nil || !over {
 				return err
 			}
 			_, err = tx.Exec(ctx, `DELETE FROM store_closings WHERE store_id = $1 AND version = $2`, c.storeID, c.version)

@@ -16,6 +16,7 @@ import (
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
 	"github.com/handoff-dev/handoff/services/inventory"
 )
 
@@ -221,28 +222,85 @@ func TestClosingWithCancellationHandledAfterALaterEventStillCancels(t *testing.T
 	}
 }
 
-// Every copy was down past a closing's watch, and an order it covers was confirmed just before:
-// the timer loop's last look at the closing, as it forgets it, cancels the order.
-func TestClosingPastItsWatchIsLookedAtOnceMoreBeforeItIsForgotten(t *testing.T) {
+// insertClosing records a closing of s1 with cancellation at the store's next version as
+// handled ago (inventory's table still has the store open, as a racing reserve read it).
+func (e *env) insertClosing(ago time.Duration) {
+	e.t.Helper()
+	if _, err := e.pool.Exec(e.ctx, `INSERT INTO store_closings (store_id, version, reason, actor_kind, actor_id, handled_at)
+		VALUES ('s1', $1, 'the store has closed: flood', $2, $3, $4)`,
+		e.storeVersion("s1")+1, int16(closingAdmin.GetKind()), closingAdmin.GetId(), time.Now().Add(-ago)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// age moves an order's placement into the past.
+func (e *env) age(orderID string, by time.Duration) {
+	e.t.Helper()
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET create_time = create_time - $2::bigint * interval '1 microsecond' WHERE id = $1`,
+		orderID, by.Microseconds()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) closingsKept() int {
+	e.t.Helper()
+	var n int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM store_closings`).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// A copy stalled a day between its reserve's answer and its commit confirmed an order the
+// closing covers: the last look at the closing, as it is forgotten, cancels the order.
+func TestClosingIsLookedAtOnceMoreBeforeItIsForgotten(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 20)
-	// A closing handled an hour ago, at the store's next version (inventory still has it open,
-	// as a racing reserve read it); its order confirmed then, and no loop ran since.
-	if _, err := e.pool.Exec(e.ctx, `INSERT INTO store_closings (store_id, version, reason, actor_kind, actor_id, handled_at)
-		VALUES ('s1', $1, 'the store has closed: flood', $2, $3, now() - interval '1 hour')`,
-		e.storeVersion("s1")+1, int16(closingAdmin.GetKind()), closingAdmin.GetId()); err != nil {
-		t.Fatal(err)
-	}
+	e.insertClosing(25 * time.Hour)
 	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	e.age(o.GetId(), 25*time.Hour)
 	e.run("fulfilment", e.svc.Run)
 	e.waitState("ann", o.GetId(), cancelled)
 	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		var n int
-		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM store_closings`).Scan(&n); err != nil || n != 0 {
-			return fmt.Errorf("%d closings kept (%v), want the closing past its watch forgotten", n, err)
+		if n := e.closingsKept(); n != 0 {
+			return fmt.Errorf("%d closings kept, want the closing past its memory forgotten", n)
 		}
 		return nil
 	})
 	e.checkInvariants()
+}
+
+// The last look waits for an order another transaction holds (a copy stalled in a staff
+// change), but not for ever, and no other timer waits with it: the closing is kept and looked
+// at again once the order is free.
+func TestClosingsLastLookHoldsUpNoOtherTimer(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true, config: func(c *fulfilment.Config) { c.NotAcceptedAfter = 300 * time.Millisecond }})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.addStore("s2", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 20)
+	e.setStock("s2", "LATTE-16", 20)
+	covered := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	e.age(covered.GetId(), 25*time.Hour)
+	e.insertClosing(25 * time.Hour)
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(e.ctx) }()
+	if _, err := tx.Exec(e.ctx, `SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, covered.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	other := e.placeAt("s2", "bob", "k2", "LATTE-16", 1)
+	e.run("fulfilment", e.svc.Run)
+	// s2's order is escalated 300 ms after its confirmation, by the timer loop.
+	e.waitEvents(other.GetId(), "confirmed", "not_accepted")
+	time.Sleep(2500 * time.Millisecond) // past the last look's lock timeout
+	if n := e.closingsKept(); n != 1 || e.stateOf(covered.GetId()) != confirmed {
+		t.Fatalf("%d closings kept, the covered order %s, while it is locked; want the closing kept", n, e.stateOf(covered.GetId()))
+	}
+	if err := tx.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("ann", covered.GetId(), cancelled)
 }

@@ -286,6 +286,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { s.runTimers(ctx); return nil })
 	g.Go(func() error { s.runEffects(ctx); return nil })
 	g.Go(func() error { return s.consumeStoreStates(ctx, s.js) })
+	g.Go(func() error { s.runClosings(ctx); return nil })
 	ncfg := s.cfg.Notify
 	if ncfg.PickupCode == nil {
 		ncfg.PickupCode = s.PickupCode

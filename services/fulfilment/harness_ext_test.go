@@ -126,6 +126,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 
 	for i := range max(opts.copies, 1) {
 		cfg := fulfilment.Config{Pool: e.pool, NATS: testenv.NATSConn(t, ns), PickupCodeSecret: testSecret, Logger: testenv.Logger(t)}
+		// Cleanups run last first: the loops are told to stop before this connection closes
+		// under them (its consumer would take the closing for a failure).
+		t.Cleanup(cancel)
 		fastTimers(&cfg)
 		if opts.config != nil {
 			opts.config(&cfg)

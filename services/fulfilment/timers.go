@@ -19,20 +19,11 @@ const timersBatch = 64
 
 // runTimers fires the timers of open orders until ctx ends: expiry of READY orders past their
 // pickup deadline (their holds are released), the expiring-soon reminder, the not-accepted
-// escalation, the refresh of holds whose deadline comes near while the order is still open, and
-// the cancelling of orders confirmed late at a store closed with cancellation (closings.go).
+// escalation, and the refresh of holds whose deadline comes near while the order is still open.
 // The timers are columns of the order, so they survive restarts; a timer that came due while no
 // process ran fires at the next round.
 func (s *Service) runTimers(ctx context.Context) {
-	var closingsAt time.Time
 	for {
-		// Once a sweep interval, however busy the timers are.
-		if time.Since(closingsAt) >= s.cfg.SweepInterval {
-			closingsAt = time.Now()
-			if _, err := s.closedStoresRound(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("closed stores round failed; trying again", "err", err)
-			}
-		}
 		n, err := s.timersRound(ctx)
 		if ctx.Err() != nil {
 			return

@@ -1,9 +1,9 @@
 -- Closing a store with its open orders cancelled (closings.go). orders.store_version is the
 -- store's version an order's holds were placed against (Hold.store_version; 0 for orders from
 -- before the column, placed before any closing made after it): a closing covers the orders
--- below its version. store_closings keeps each closing fulfilment has taken on while the timer
--- loop watches the store for orders confirmed late (their reserve raced the closing, or their
--- checkout was retried after it). A database already at notify's 00020 applies it out of order,
+-- below its version. store_closings keeps each closing fulfilment has taken on for the day its
+-- closings loop watches the store for orders confirmed late (their reserve raced the closing, or
+-- their checkout was retried after it). A database already at notify's 00020 applies it out of order,
 -- as 00004.
 
 -- +goose Up
