@@ -122,6 +122,8 @@ type run struct {
 	app    *shopper.App
 	prefix string // customer ids of this run start with it
 	fleet  *fleet
+	// accepting is how many of the chain's stores took orders at the start.
+	accepting int
 
 	menu  []string // SKUs orders are made of
 	box   [2]*commonv1.LatLng
@@ -279,6 +281,7 @@ func (r *run) prepare(ctx context.Context) error {
 			accepting++
 		}
 	}
+	r.accepting = accepting
 	r.cfg.Logf("%d stores found, %d accepting orders now; menu of %d SKUs", len(stores), accepting, len(r.menu))
 
 	adminToken, err := r.cfg.Endpoints.Token(auth.Principal{Subject: "mobile-mock-load", Role: auth.RoleAdmin})

@@ -38,6 +38,10 @@ type Result struct {
 	Gateway string `json:"gateway"`
 	POS     string `json:"pos_adapter"`
 	Stores  int    `json:"stores_with_terminals"`
+	// StoresAccepting is how many of them took orders at the start (their state and opening
+	// hours): concurrent orders at fewer stores share more work, so runs compare only at equal
+	// counts.
+	StoresAccepting int `json:"stores_accepting"`
 	// Interrupted is whether the run was cut short (Ctrl-C): WindowSeconds ends then, and
 	// InterruptedOrders were cut off in flight (not errors).
 	Interrupted       bool   `json:"interrupted"`
@@ -197,18 +201,19 @@ type Invariants struct {
 func (r *run) result(ctx context.Context) *Result {
 	window := r.endTime().Sub(r.start).Seconds()
 	res := &Result{
-		Started:       r.start,
-		Shoppers:      r.cfg.Shoppers,
-		MaxInFlight:   r.cfg.MaxInFlight,
-		Basket:        r.cfg.Basket,
-		Mode:          "spread",
-		HotSKU:        r.cfg.HotSKU,
-		Gateway:       r.cfg.Endpoints.GatewayURL,
-		POS:           r.cfg.Endpoints.POSURL,
-		Stores:        len(r.fleet.stores),
-		OrdersAsked:   r.cfg.Orders,
-		Interrupted:   r.interruptedAt.Load() != 0,
-		WindowSeconds: window,
+		Started:         r.start,
+		Shoppers:        r.cfg.Shoppers,
+		MaxInFlight:     r.cfg.MaxInFlight,
+		Basket:          r.cfg.Basket,
+		Mode:            "spread",
+		HotSKU:          r.cfg.HotSKU,
+		Gateway:         r.cfg.Endpoints.GatewayURL,
+		POS:             r.cfg.Endpoints.POSURL,
+		Stores:          len(r.fleet.stores),
+		StoresAccepting: r.accepting,
+		OrdersAsked:     r.cfg.Orders,
+		Interrupted:     r.interruptedAt.Load() != 0,
+		WindowSeconds:   window,
 		Host: Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage(),
 			MachineCPUSeconds: (r.cpuEnd.machine - r.cpuStart.machine).Seconds(),
 			ProcessCPUSeconds: (r.cpuEnd.process - r.cpuStart.process).Seconds(),
@@ -350,7 +355,7 @@ func (res *Result) PrintSummary(w io.Writer) {
 	if res.OrdersAsked > 0 {
 		length = fmt.Sprintf("%d checkouts asked, %.1fs to the last order's end", res.OrdersAsked, res.WindowSeconds)
 	}
-	fmt.Fprintf(w, "Handoff load: %d shoppers, %s, %s; %d stores with a terminal\n", res.Shoppers, length, what, res.Stores)
+	fmt.Fprintf(w, "Handoff load: %d shoppers, %s, %s; %d stores with a terminal, %d of them taking orders\n", res.Shoppers, length, what, res.Stores, res.StoresAccepting)
 	fmt.Fprintf(w, "  shoppers → gateway %s (gRPC-web); terminals → pos-adapter %s (gRPC-web)\n", res.Gateway, res.POS)
 	cart := "made one change at a time (CreateCart, AddLine per line, SetPickup)"
 	if res.Basket {
