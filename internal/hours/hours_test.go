@@ -320,3 +320,21 @@ func TestTheLastDayBeforeALongClosureHasItsClosingTime(t *testing.T) {
 		t.Errorf("AddOpen(16:50, 1h) on the last day before the refurbishment = %s, want %s: the window runs out while the store is shut", got.In(l).Format(time.RFC3339), want.Format(time.RFC3339))
 	}
 }
+
+// At every minute of a day, for every hour asked, the zone has it that hour there.
+func TestZoneWhereItIsHasTheHourAskedWhateverTheTimeHere(t *testing.T) {
+	start := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	for m := 0; m < 24*60; m += 7 {
+		now := start.Add(time.Duration(m) * time.Minute)
+		for hour := range 24 {
+			zone := hours.ZoneWhereItIs(hour, now)
+			loc, err := time.LoadLocation(zone)
+			if err != nil {
+				t.Fatalf("%s, hour %d: zone %q: %v", now.Format(time.TimeOnly), hour, zone, err)
+			}
+			if got := now.In(loc).Hour(); got != hour {
+				t.Fatalf("%s UTC: it is %02d:xx in %s, want %02d:xx", now.Format(time.TimeOnly), got, zone, hour)
+			}
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/stack"
 )
 
@@ -56,21 +57,11 @@ type SpawnConfig struct {
 	DemoTimeZone string
 }
 
-// LateMorningZone is a fixed-offset IANA zone in which it is 11:00–11:59 at now. The demo chain
-// kept in it has every store open, as at a busy time of the day, whatever the time here: in
-// its own zone at night only its three all-night stores take orders, and a load run over the
-// chain would measure three stores, not fifty.
-func LateMorningZone(now time.Time) string {
-	offset := 11 - now.UTC().Hour() // -12 to 11
-	switch {
-	case offset == 0:
-		return "Etc/GMT"
-	case offset > 0:
-		return fmt.Sprintf("Etc/GMT-%d", offset) // the IANA Etc zones' signs are POSIX's: inverted
-	default:
-		return fmt.Sprintf("Etc/GMT+%d", -offset)
-	}
-}
+// LateMorningZone is a fixed-offset zone in which it is 11:00–11:59 at now. The demo chain kept
+// in it has every store open, as at a busy time of the day, whatever the time here: in its own
+// zone at night only its three all-night stores take orders, and a load run over the chain
+// would measure three stores, not fifty.
+func LateMorningZone(now time.Time) string { return hours.ZoneWhereItIs(11, now) }
 
 // Spawn starts the whole system (demo chain loaded, every part on a free loopback port) and
 // returns its endpoints once every part serves. stop shuts it down and waits for it.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -353,10 +354,9 @@ func TestCancelledOrdersGiveTheirStockBack(t *testing.T) {
 
 // noonZone is an Etc zone where it is about noon now, so that times an hour or two either side
 // stay on today's date there.
-func noonZone(t *testing.T) (string, *time.Location) {
+func noonZone(t testing.TB) (string, *time.Location) {
 	t.Helper()
-	offset := 12 - time.Now().UTC().Hour()     // hours east of UTC where it is about noon
-	zone := fmt.Sprintf("Etc/GMT%+d", -offset) // the Etc zones count west as positive
+	zone := hours.ZoneWhereItIs(12, time.Now())
 	loc, err := time.LoadLocation(zone)
 	if err != nil {
 		t.Fatal(err)
@@ -682,13 +682,28 @@ func TestAnOrderAcceptedLateHasItsTimeFromTheAcceptance(t *testing.T) {
 	e.accept("s1", o.GetId())
 	// An hour later (the order's times moved back an hour), 15 minutes short of the end of the
 	// time it has from its acceptance, the timer loop looks at it again.
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = ready_by - interval '1 hour',
-		accept_time = accept_time - interval '1 hour', abandon_at = abandon_at - interval '1 hour', timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
-		t.Fatal(err)
+	e.letTimePass(o.GetId(), time.Hour, 10*time.Minute)
+	if s := e.stateOf(o.GetId()); s != preparing {
+		t.Fatalf("an order accepted late is %s; want PREPARING (it expired under staff's hands)", s)
 	}
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		var looked bool // ended (no timer) or its timer moved on
-		if err := e.pool.QueryRow(e.ctx, `SELECT timer_at IS NULL OR timer_at > now() + interval '10 minutes' FROM orders WHERE id = $1`, o.GetId()).Scan(&looked); err != nil {
+	e.markReady("s1", o.GetId())
+	e.checkInvariants()
+}
+
+// letTimePass makes d pass for an order not ready yet (its ready-by, acceptance and abandon
+// times moved d back) and waits until the timer loop has looked at it: it ended, or its next
+// timer is more than next away.
+func (e *env) letTimePass(orderID string, d, next time.Duration) {
+	e.t.Helper()
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = ready_by - $2::bigint * interval '1 microsecond',
+		accept_time = accept_time - $2::bigint * interval '1 microsecond', abandon_at = abandon_at - $2::bigint * interval '1 microsecond',
+		timer_at = now() WHERE id = $1`, orderID, d.Microseconds()); err != nil {
+		e.t.Fatal(err)
+	}
+	testenv.CheckFor(e.t, 10*time.Second, 10*time.Millisecond, func() error {
+		var looked bool
+		if err := e.pool.QueryRow(e.ctx, `SELECT timer_at IS NULL OR timer_at > now() + $2::bigint * interval '1 microsecond' FROM orders WHERE id = $1`,
+			orderID, next.Microseconds()).Scan(&looked); err != nil {
 			return err
 		}
 		if !looked {
@@ -696,11 +711,32 @@ func TestAnOrderAcceptedLateHasItsTimeFromTheAcceptance(t *testing.T) {
 		}
 		return nil
 	})
-	if s := e.stateOf(o.GetId()); s != preparing {
-		t.Fatalf("an order accepted late is %s; want PREPARING (it expired under staff's hands)", s)
+}
+
+// addStoreClosingSoon creates store s1 (5 minutes' prep, an hour's pickup window) in a zone
+// where it is about noon now, closing in about 10 minutes and opening at 09:00 tomorrow, and
+// gives the zone, today's closing and tomorrow's opening.
+func (e *env) addStoreClosingSoon() (loc *time.Location, closes, opens time.Time) {
+	e.t.Helper()
+	zone, loc := noonZone(e.t)
+	local := time.Now().In(loc)
+	closes = local.Add(10 * time.Minute).Truncate(time.Minute)
+	tomorrow := local.AddDate(0, 0, 1)
+	opens = time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
+	if _, err := e.inv.CreateStore(e.ctx, &inventoryv1.Store{
+		Id: "s1", Name: "Store s1", TimeZone: zone,
+		Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
+		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
+		OpeningHours: openAllDay(),
+		HoursExceptions: []*inventoryv1.HoursException{
+			{Date: local.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+			{Date: tomorrow.Format(time.DateOnly), OpenTime: "09:00", CloseTime: "17:00"},
+		},
+		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+	}); err != nil {
+		e.t.Fatal(err)
 	}
-	e.markReady("s1", o.GetId())
-	e.checkInvariants()
+	return loc, closes, opens
 }
 
 // An order not made ready has the pickup window it would have had counted in the store's open
@@ -713,24 +749,7 @@ func TestAnOrderAcceptedLateHasItsTimeFromTheAcceptance(t *testing.T) {
 // grace would have ended 10 minutes ago.
 func TestAnOrderDueReadyJustBeforeClosingDoesNotExpireOvernight(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	zone, loc := noonZone(t)
-	local := time.Now().In(loc)
-	closes := local.Add(10 * time.Minute).Truncate(time.Minute)
-	tomorrow := local.AddDate(0, 0, 1)
-	opens := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
-	if _, err := e.inv.CreateStore(e.ctx, &inventoryv1.Store{
-		Id: "s1", Name: "Store s1", TimeZone: zone,
-		Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
-		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
-		OpeningHours: openAllDay(),
-		HoursExceptions: []*inventoryv1.HoursException{
-			{Date: local.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
-			{Date: tomorrow.Format(time.DateOnly), OpenTime: "09:00", CloseTime: "17:00"},
-		},
-		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	loc, closes, opens := e.addStoreClosingSoon()
 	e.setStock("s1", "LATTE-16", 2)
 	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
 	e.accept("s1", o.GetId())
@@ -752,21 +771,7 @@ func TestAnOrderDueReadyJustBeforeClosingDoesNotExpireOvernight(t *testing.T) {
 	// Its stock is held until then, not released overnight.
 	e.waitHoldsExpireAfter(o.GetId(), want.Add(-time.Second))
 
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = ready_by - interval '90 minutes',
-		accept_time = accept_time - interval '90 minutes', abandon_at = abandon_at - interval '90 minutes',
-		timer_at = now() WHERE id = $1`, o.GetId()); err != nil {
-		t.Fatal(err)
-	}
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		var looked bool // ended (no timer) or its timer moved on
-		if err := e.pool.QueryRow(e.ctx, `SELECT timer_at IS NULL OR timer_at > now() + interval '1 minute' FROM orders WHERE id = $1`, o.GetId()).Scan(&looked); err != nil {
-			return err
-		}
-		if !looked {
-			return errors.New("the timer loop has not looked at the order yet")
-		}
-		return nil
-	})
+	e.letTimePass(o.GetId(), 90*time.Minute, time.Minute)
 	if s := e.stateOf(o.GetId()); s != preparing {
 		t.Fatalf("an order due ready 5 minutes before its store closed is %s overnight; want PREPARING until 15 minutes past the end of the window it would have had, the next morning", s)
 	}
@@ -1263,24 +1268,7 @@ func TestForgedPageTokenTimesAreRefused(t *testing.T) {
 // once, which either would satisfy).
 func TestTheConfirmationAndALateAcceptanceEachCountTheStoresOpenHours(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	zone, loc := noonZone(t)
-	local := time.Now().In(loc)
-	closes := local.Add(10 * time.Minute).Truncate(time.Minute)
-	tomorrow := local.AddDate(0, 0, 1)
-	opens := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
-	if _, err := e.inv.CreateStore(e.ctx, &inventoryv1.Store{
-		Id: "s1", Name: "Store s1", TimeZone: zone,
-		Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
-		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
-		OpeningHours: openAllDay(),
-		HoursExceptions: []*inventoryv1.HoursException{
-			{Date: local.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
-			{Date: tomorrow.Format(time.DateOnly), OpenTime: "09:00", CloseTime: "17:00"},
-		},
-		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	loc, closes, opens := e.addStoreClosingSoon()
 	e.setStock("s1", "LATTE-16", 2)
 	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
 	readyBy := o.GetReadyByTime().AsTime()

@@ -8,11 +8,9 @@ import (
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 )
 
-// A pickup window and its reminder count the store's open hours: the reminder comes when the
-// window has its lead left of open time, so never while the store is shut; a window no longer
-// than the lead has none; a store shut for weeks lets the window end seven days on; a store
-// without hours counts plain time.
-func TestPickupTimesCountTheStoresOpenHours(t *testing.T) {
+// londonNineToFive is London and a store there open 09:00–17:00 every day.
+func londonNineToFive(t *testing.T) (*time.Location, *hours.Schedule) {
+	t.Helper()
 	london, err := time.LoadLocation("Europe/London")
 	if err != nil {
 		t.Fatal(err)
@@ -25,6 +23,15 @@ func TestPickupTimesCountTheStoresOpenHours(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return london, daily
+}
+
+// A pickup window and its reminder count the store's open hours: the reminder comes when the
+// window has its lead left of open time, so never while the store is shut; a window no longer
+// than the lead has none; a store shut for weeks lets the window end seven days on; a store
+// without hours counts plain time.
+func TestPickupTimesCountTheStoresOpenHours(t *testing.T) {
+	london, daily := londonNineToFive(t)
 	faraway, err := hours.Build(london, nil, []hours.Exception{{Date: "2026-03-30", Open: "09:00", Close: "17:00"}})
 	if err != nil {
 		t.Fatal(err)
@@ -58,18 +65,7 @@ func TestPickupTimesCountTheStoresOpenHours(t *testing.T) {
 // due ready 5 minutes before closing expires 15 minutes after the rest of its hour the next
 // morning, not overnight; a store without hours counts plain time.
 func TestAbandonTimeCountsTheStoresOpenHours(t *testing.T) {
-	london, err := time.LoadLocation("Europe/London")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var weekly []hours.Weekly
-	for d := 1; d <= 7; d++ {
-		weekly = append(weekly, hours.Weekly{Weekday: d, Open: "09:00", Close: "17:00"})
-	}
-	daily, err := hours.Build(london, weekly, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	london, daily := londonNineToFive(t)
 	at := func(day, hour, minute int) time.Time { return time.Date(2026, 3, day, hour, minute, 0, 0, london) }
 	for _, c := range []struct {
 		name              string
