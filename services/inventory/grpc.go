@@ -179,20 +179,10 @@ func (a adminAPI) UpdateStore(ctx context.Context, req *inventoryv1.UpdateStoreR
 }
 
 func (a adminAPI) SetStoreState(ctx context.Context, req *inventoryv1.SetStoreStateRequest) (*inventoryv1.SetStoreStateResponse, error) {
-	st, err := a.s.SetStoreState(ctx, req.GetStoreId(), StateChange{
+	return a.s.SetStoreState(ctx, req.GetStoreId(), StateChange{
 		State: req.GetState(), Reason: req.GetReason(), ExpectedVersion: req.GetExpectedVersion(),
 		CancelOpenOrders: req.GetCancelOpenOrders(), Actor: actorFromContext(ctx),
 	})
-	if err != nil {
-		return nil, err
-	}
-	// The orders a closing leaves open, for the caller to deal with (or those fulfilment is
-	// about to cancel, when asked to).
-	n, err := a.s.ordersHoldingStock(ctx, st.GetId())
-	if err != nil {
-		return nil, err // the change stands; a retry of it succeeds, changing nothing
-	}
-	return &inventoryv1.SetStoreStateResponse{Store: st, OrdersHoldingStock: n}, nil
 }
 
 func (a adminAPI) SetStock(ctx context.Context, req *inventoryv1.SetStockRequest) (*inventoryv1.SetStockResponse, error) {

@@ -307,7 +307,7 @@ type StateChange struct {
 // cancelled: that is a new request even of a store closed already (the first closing may not
 // have asked), so the expected version is checked, the version moves on and the event goes out
 // again; fulfilment cancelling twice changes nothing the second time.
-func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (*inventoryv1.Store, error) {
+func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (*inventoryv1.SetStoreStateResponse, error) {
 	state, reason, expectedVersion := c.State, c.Reason, c.ExpectedVersion
 	var v rpcerr.Violations
 	if id == "" {
@@ -327,10 +327,20 @@ func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	var stored *storeRow
+	var (
+		stored  *storeRow
+		holding int32
+	)
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		cur, err := lockStore(ctx, tx, id)
 		if err != nil {
+			return err
+		}
+		// The orders the change leaves holding stock, for the caller to deal with (or those
+		// fulfilment is about to cancel, when asked to), counted before the commit: a count
+		// that fails then leaves the change undone, so the caller's retry, with the
+		// expected_version it read, is not refused as stale by its own first try.
+		if holding, err = ordersHoldingStock(ctx, tx, id); err != nil {
 			return err
 		}
 		// Already so (a retry whose first answer was lost, say): done, whatever the version.
@@ -359,13 +369,17 @@ func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (
 	if err != nil {
 		return nil, err
 	}
-	return s.storeWithStatus(stored, time.Now())
+	st, err := s.storeWithStatus(stored, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &inventoryv1.SetStoreStateResponse{Store: st, OrdersHoldingStock: holding}, nil
 }
 
 // ordersHoldingStock counts the orders with open holds at store id (holds_open_by_stock).
-func (s *Service) ordersHoldingStock(ctx context.Context, id string) (int32, error) {
+func ordersHoldingStock(ctx context.Context, tx pgx.Tx, id string) (int32, error) {
 	var n int32
-	if err := s.db.QueryRow(ctx, `SELECT count(DISTINCT order_id) FROM holds WHERE store_id = $1 AND state = 'open'`, id).Scan(&n); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT count(DISTINCT order_id) FROM holds WHERE store_id = $1 AND state = 'open'`, id).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count orders holding stock at store %s: %w", id, err)
 	}
 	return n, nil

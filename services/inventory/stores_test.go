@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -392,6 +393,52 @@ func TestClosingAskingForCancellationTellsFulfilmentThroughTheEvent(t *testing.T
 	}
 	if v := version(); v != before+2 {
 		t.Errorf("store at version %d, want %d", v, before+2)
+	}
+}
+
+// A state change whose answer cannot be made (here: the count of orders holding stock, held up
+// until the caller gives up) changes nothing, so the caller's retry with the version it read
+// goes through instead of being refused as stale by its own first try.
+func TestStoreStateChangeThatCannotBeAnsweredChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	before := e.createStore(storeAt("s1", 47.61, -122.33)).GetVersion()
+	e.setStock("s1", "LATTE", 10, 0)
+	e.mustReserve(order("open", "s1", "LATTE", 1))
+
+	lock, err := e.pool.Begin(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Rollback(e.ctx()) }()
+	if _, err := lock.Exec(e.ctx(), `LOCK TABLE holds IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	req := &inventoryv1.SetStoreStateRequest{StoreId: "s1", State: inventoryv1.StoreState_STORE_STATE_CLOSED,
+		Reason: "flood", CancelOpenOrders: true, ExpectedVersion: before}
+	ctx, cancel := context.WithTimeout(e.ctx(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := e.admin.SetStoreState(ctx, req); err == nil {
+		t.Fatal("the change was answered while the holds could not be counted")
+	}
+	if err := lock.Rollback(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.locator.GetStore(e.ctx(), &inventoryv1.GetStoreRequest{StoreId: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := res.GetStore(); st.GetVersion() != before || st.GetState() != inventoryv1.StoreState_STORE_STATE_OPEN {
+		t.Fatalf("a change that failed left the store %v at version %d; want open at %d", st.GetState(), st.GetVersion(), before)
+	}
+	if n := len(e.outboxEvents(inventory.SubjectStoreStateChanged)); n != 0 {
+		t.Fatalf("a change that failed published %d state_changed events", n)
+	}
+	closed, err := e.admin.SetStoreState(e.ctx(), req)
+	if err != nil {
+		t.Fatalf("the retry with the version read before: %v", err)
+	}
+	if closed.GetStore().GetVersion() != before+1 || closed.GetOrdersHoldingStock() != 1 {
+		t.Errorf("the retry answered %v, %d orders holding stock; want version %d, 1", closed.GetStore(), closed.GetOrdersHoldingStock(), before+1)
 	}
 }
 
