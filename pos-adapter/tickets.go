@@ -589,9 +589,9 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	return len(dues), nil
 }
 
-// runJanitor deletes tickets, acknowledgements, finished and dead-lettered deliveries, vendor
-// events and processed event ids past TicketRetention, hourly, in small batches. (A dead letter
-// past it could not be replayed anyway: its ticket is gone.)
+// runJanitor deletes tickets, acknowledgements, finished and dead-lettered deliveries and vendor
+// events past TicketRetention, hourly, in small batches. (A dead letter past it could not be
+// replayed anyway: its ticket is gone.) Processed event ids are the inbox's to prune.
 func (a *Adapter) runJanitor(ctx context.Context) {
 	for {
 		keep, replay := a.cfg.TicketRetention.Microseconds(), a.cfg.ReplayWindow.Microseconds()
@@ -604,7 +604,6 @@ func (a *Adapter) runJanitor(ctx context.Context) {
 			{`DELETE FROM webhook_deliveries WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhook_deliveries WHERE state IN ('delivered', 'dropped') AND done_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
 			{`DELETE FROM webhook_deliveries WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhook_deliveries WHERE state = 'failed' AND done_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
 			{`DELETE FROM vendor_events WHERE ctid = ANY (ARRAY(SELECT ctid FROM vendor_events WHERE receive_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
-			{`DELETE FROM processed_events WHERE ctid = ANY (ARRAY(SELECT ctid FROM processed_events WHERE processed_at < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, keep},
 			// A cleared timer is needed only while its order's confirmed event could still be
 			// read: events older than the replay window are skipped.
 			{`DELETE FROM escalation_timers WHERE ctid = ANY (ARRAY(SELECT ctid FROM escalation_timers WHERE cleared_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, replay},

@@ -38,6 +38,11 @@
 // A consumer's name ([Config.Durable]) is also its key in processed_events:
 // every copy of a service uses the same durable, shares the same consumer
 // (JetStream splits the messages between them) and the same processed ids.
+//
+// A processed id is kept as long as its stream keeps events (the stream's MaxAge, read
+// hourly, and an hour more for the servers' clocks): a consumer declared anew reads the stream
+// from its start, and an event found again must find its id. After that the event is gone
+// from the stream and its id is deleted; a stream that keeps events forever keeps ids forever.
 package inbox
 
 import (
@@ -226,6 +231,16 @@ func Run(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, cfg Co
 	if err != nil {
 		return err
 	}
+	pruneCtx, stopPruning := context.WithCancel(ctx)
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		c.runPrune(pruneCtx, js)
+	}()
+	defer func() {
+		stopPruning()
+		<-pruned
+	}()
 	var backoff time.Duration
 	for {
 		err := c.consume(ctx, cons)
@@ -312,6 +327,55 @@ func (c *consumer) ensure(ctx context.Context, js jetstream.JetStream) (jetstrea
 		return nil, fmt.Errorf("inbox: declare consumer %s on stream %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
 	return cons, nil
+}
+
+// Pruning processed ids.
+const (
+	pruneEvery = time.Hour
+	// pruneClockSlack is kept beyond the stream's MaxAge: the stream ages events by the NATS
+	// server's clock, processed_at is Postgres's.
+	pruneClockSlack = time.Hour
+	pruneBatch      = 5000
+)
+
+// runPrune deletes the consumer's processed ids its stream no longer holds events for, at
+// start and then every pruneEvery, until ctx ends. Every copy does: their deletes of the same
+// rows are harmless.
+func (c *consumer) runPrune(ctx context.Context, js jetstream.JetStream) {
+	for {
+		if _, err := c.prune(ctx, js); err != nil && ctx.Err() == nil {
+			c.logger.Warn("inbox: pruning processed event ids failed; trying again later", "consumer", c.cfg.Durable, "err", err)
+		}
+		if !sleep(ctx, pruneEvery) {
+			return
+		}
+	}
+}
+
+// prune deletes, pruneBatch rows at a time, the consumer's processed ids older than its
+// stream's MaxAge and pruneClockSlack, and returns how many it deleted.
+func (c *consumer) prune(ctx context.Context, js jetstream.JetStream) (int64, error) {
+	st, err := js.Stream(ctx, c.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", c.cfg.Stream, err)
+	}
+	maxAge := st.CachedInfo().Config.MaxAge
+	if maxAge <= 0 {
+		return 0, nil
+	}
+	var n int64
+	for {
+		tag, err := c.pool.Exec(ctx, `DELETE FROM processed_events WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM processed_events WHERE consumer = $1 AND processed_at < now() - $2::bigint * interval '1 microsecond' LIMIT $3))`,
+			c.cfg.Durable, (maxAge + pruneClockSlack).Microseconds(), pruneBatch)
+		if err != nil {
+			return n, fmt.Errorf("delete processed ids: %w", err)
+		}
+		n += tag.RowsAffected()
+		if tag.RowsAffected() < pruneBatch {
+			return n, nil
+		}
+	}
 }
 
 // consume runs one Consume session until ctx ends (nil) or the session stops
