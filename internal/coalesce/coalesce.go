@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 )
 
 // Batcher hands the requests of concurrent Do calls to run in batches, one batch at a time.
@@ -33,6 +34,28 @@ type call[Req, Res any] struct {
 	ctx  context.Context
 	req  Req
 	done chan Result[Res]
+	// undo, when set (DoUndo), takes back what a batch decided for a caller that has gone;
+	// state says whether the answer or the caller's leaving came first.
+	undo  func(Res)
+	state atomic.Int32
+}
+
+// A call with undo is answered or left, whichever comes first.
+const (
+	callWaiting int32 = iota
+	callAnswered
+	callLeft
+)
+
+// answer gives c its batch's result, or, its caller gone, undoes what the batch decided.
+func (c *call[Req, Res]) answer(r Result[Res]) {
+	if c.undo != nil && !c.state.CompareAndSwap(callWaiting, callAnswered) {
+		if r.Err == nil {
+			go c.undo(r.Value) // off the batch's goroutine: the next batch does not wait for it
+		}
+		return
+	}
+	c.done <- r
 }
 
 // New returns a batcher that calls run with at most max requests at a time. run must return
@@ -65,7 +88,15 @@ func FailAll[Res any](n int, err error) []Result[Res] {
 // ctx ends gets ctx's error; its request is still decided if its batch had begun. A request
 // its batch answered ErrRunAlone is run again by itself, with run's context of its own.
 func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
-	res, err := b.together(ctx, req)
+	return b.DoUndo(ctx, req, nil)
+}
+
+// DoUndo is Do for a request whose effect must not outlast a caller that does not learn of it
+// (a claim that would otherwise hold until it lapses): when ctx ends before the answer, and the
+// batch then decides the request all the same (a result without error), undo is called with
+// that result, on a goroutine of its own. A caller that gets the result gets no undo.
+func (b *Batcher[Req, Res]) DoUndo(ctx context.Context, req Req, undo func(Res)) (Res, error) {
+	res, err := b.together(ctx, req, undo)
 	if !errors.Is(err, ErrRunAlone) {
 		return res, err
 	}
@@ -74,12 +105,17 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 		var zero Res
 		return zero, errMissing
 	}
+	if undo != nil && r[0].Err == nil && ctx.Err() != nil {
+		go undo(r[0].Value)
+		var zero Res
+		return zero, ctx.Err()
+	}
 	return r[0].Value, r[0].Err
 }
 
 // together runs req in the next batch.
-func (b *Batcher[Req, Res]) together(ctx context.Context, req Req) (Res, error) {
-	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan Result[Res], 1)}
+func (b *Batcher[Req, Res]) together(ctx context.Context, req Req, undo func(Res)) (Res, error) {
+	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan Result[Res], 1), undo: undo}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
 	start := !b.running
@@ -92,6 +128,10 @@ func (b *Batcher[Req, Res]) together(ctx context.Context, req Req) (Res, error) 
 	case r := <-c.done:
 		return r.Value, r.Err
 	case <-ctx.Done():
+		if c.undo != nil && !c.state.CompareAndSwap(callWaiting, callLeft) {
+			r := <-c.done // answered as the caller was leaving: the result stands
+			return r.Value, r.Err
+		}
 		var zero Res
 		return zero, ctx.Err()
 	}
@@ -127,7 +167,7 @@ func (b *Batcher[Req, Res]) runBatch(calls []*call[Req, Res]) {
 	reqs := make([]Req, 0, len(calls))
 	for _, c := range calls {
 		if err := c.ctx.Err(); err != nil {
-			c.done <- Result[Res]{Err: err} // gone before its batch began: nothing to decide
+			c.answer(Result[Res]{Err: err}) // gone before its batch began: nothing to decide
 			continue
 		}
 		live = append(live, c)
@@ -139,9 +179,9 @@ func (b *Batcher[Req, Res]) runBatch(calls []*call[Req, Res]) {
 	results := b.runSafely(context.Background(), reqs)
 	for i, c := range live {
 		if i < len(results) {
-			c.done <- results[i]
+			c.answer(results[i])
 		} else {
-			c.done <- Result[Res]{Err: errMissing}
+			c.answer(Result[Res]{Err: errMissing})
 		}
 	}
 }

@@ -272,3 +272,46 @@ func TestABatchThatPanicsFailsItsRequestsNotTheProcess(t *testing.T) {
 		t.Errorf("a batch after the panic: %q, %v; want its result", res, err)
 	}
 }
+
+// A caller that leaves while its batch runs gets its context's error, and what the batch
+// decided for it is undone; one that stays gets its result and no undo, and a request the batch
+// refused has nothing to undo.
+func TestWhatABatchDecidesForACallerThatLeftIsUndone(t *testing.T) {
+	g := newGate()
+	b := coalesce.New(10, g.run)
+	undone := make(chan string, 10)
+	undo := func(v string) { undone <- v }
+
+	ctx, cancel := context.WithCancel(t.Context())
+	left := make(chan error, 1)
+	go func() { _, err := b.DoUndo(ctx, 1, undo); left <- err }()
+	<-g.started // its batch has begun: the request will be decided
+	refusedCtx, cancelRefused := context.WithCancel(t.Context())
+	refused := make(chan error, 1)
+	go func() { _, err := b.DoUndo(refusedCtx, -2, undo); refused <- err }()
+	stays := make(chan string, 1)
+	go func() { v, _ := b.DoUndo(t.Context(), 3, undo); stays <- v }()
+	waitQueued(t, b, 2)
+	cancel()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that left got %v; want context.Canceled", err)
+	}
+	g.release <- struct{}{}
+	if v := <-undone; v != "done 1" {
+		t.Fatalf("undone %q; want the left caller's result", v)
+	}
+	<-g.started // the second batch: -2 and 3 together
+	cancelRefused()
+	if err := <-refused; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the refused caller that left got %v", err)
+	}
+	g.release <- struct{}{}
+	if v := <-stays; v != "done 3" {
+		t.Fatalf("the caller that stayed got %q", v)
+	}
+	select {
+	case v := <-undone:
+		t.Fatalf("undone %q: only a result decided for a caller that left is undone", v)
+	case <-time.After(50 * time.Millisecond):
+	}
+}

@@ -160,8 +160,12 @@ func (s *Service) finishCheckout(ctx context.Context, customer string, c *cartRo
 // and returns the cart as claimed; or, when the cart is already checked out with key, returns
 // it with already set. Anything else is refused with the reason.
 func (s *Service) claim(ctx context.Context, customer, cartID, key string, expectedVersion int64) (c *cartRow, already bool, err error) {
-	// Together with the concurrent checkouts' claims; what that did not claim, alone.
-	if c, err := s.claims.Do(ctx, claimReq{cartID: cartID, customer: customer, key: key, expectedVersion: expectedVersion}); c != nil && err == nil {
+	// Together with the concurrent checkouts' claims; what that did not claim, alone. A claim
+	// whose batch had begun is decided even if its caller has gone (a deadline, an app closed):
+	// it is left at once, or the cart would read "being checked out", refusing every edit,
+	// until the lease lapsed, for a checkout that placed nothing.
+	leave := func(*cartRow) { s.leaveLease(context.WithoutCancel(ctx), cartID, key) }
+	if c, err := s.claims.DoUndo(ctx, claimReq{cartID: cartID, customer: customer, key: key, expectedVersion: expectedVersion}, leave); c != nil && err == nil {
 		return c, false, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -174,6 +178,10 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 		err = s.db.QueryRow(ctx, claimOneSQL,
 			cartID, customer, key, expectedVersion, s.checkoutLease.Microseconds(), stateOpen).Scan(c.scanTargets()...)
 		if err == nil {
+			if ctx.Err() != nil { // claimed as the caller went: likewise left
+				leave(c)
+				return nil, false, fmt.Errorf("claim cart %s for checkout: %w", cartID, ctx.Err())
+			}
 			return c, false, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {

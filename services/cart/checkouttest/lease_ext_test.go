@@ -162,3 +162,44 @@ func TestACheckoutWhoseOrderIsWrittenLateOrNeverMakesAtMostOneOrder(t *testing.T
 		t.Fatalf("%d orders of the cart, want 1", n)
 	}
 }
+
+// A checkout whose caller gives up (a deadline, an app closed) while its claim waits for the
+// cart's row: the claim's batch runs on and takes the lease, which is then left at once. Before,
+// nobody left it, and the cart refused every edit (Aborted, "being checked out") until the lease
+// lapsed, CheckoutTimeout + 30 s later, though no order was ever asked for.
+func TestACheckoutGivenUpDuringItsClaimLeavesNoLease(t *testing.T) {
+	e := newEnv(t)
+	skus := e.skus(1)
+	c := e.filledCart("alice", 1, skus...)
+
+	tx, err := e.cartDB.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `SELECT 1 FROM carts WHERE id = $1 FOR UPDATE`, c.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(e.as("alice"), 500*time.Millisecond)
+	_, err = e.carts.Checkout(ctx, &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "given-up-key-1"})
+	cancel()
+	if err == nil {
+		t.Fatal("checkout finished although its cart row was locked")
+	}
+	t.Logf("checkout given up: %v", err)
+	_ = tx.Rollback(t.Context()) // the claim's batch, still running, now goes through
+
+	// The lease is left just after the claim commits: the edit goes through within moments.
+	var err2 error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err2 = e.carts.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: skus[0], Quantity: 1}); err2 == nil {
+			break
+		}
+	}
+	if err2 != nil {
+		t.Fatalf("AddLine after a checkout that was given up before placing anything: %v", err2)
+	}
+	got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	if err != nil || got.GetCart().GetState() != cartv1.CartState_CART_STATE_OPEN || got.GetCart().GetLines()[0].GetQuantity() != 2 {
+		t.Fatalf("the cart after: %v, %v; want open, the edit applied once", got.GetCart(), err)
+	}
+}
