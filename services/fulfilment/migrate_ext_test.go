@@ -11,8 +11,9 @@ import (
 )
 
 // Every existing database is at notify's 00020 already: fulfilment's 00008 (store versions and
-// closings) is applied out of order there, and its orders get store version 0.
-func TestStoreClosingsMigrationUpgradesADatabaseAtNotifysMigrations(t *testing.T) {
+// closings) and 00009 (the pickup asked for) are applied out of order there, and its orders get
+// store version 0 and no requested pickup.
+func TestLaterMigrationsUpgradeADatabaseAtNotifysMigrations(t *testing.T) {
 	old := testenv.MigrationsUpTo(t, fulfilment.Migrations(), "00007").(fstest.MapFS)
 	entries, err := fs.ReadDir(fulfilment.Migrations(), ".")
 	if err != nil {
@@ -43,5 +44,9 @@ func TestStoreClosingsMigrationUpgradesADatabaseAtNotifysMigrations(t *testing.T
 	}
 	if _, err := upgraded.Exec(t.Context(), `SELECT store_id, version, reason, actor_kind, actor_id, handled_at FROM store_closings`); err != nil {
 		t.Fatalf("store_closings after the upgrade: %v", err)
+	}
+	var pickup string
+	if err := upgraded.QueryRow(t.Context(), `SELECT requested_pickup FROM orders WHERE id = 'o1'`).Scan(&pickup); err != nil || pickup != "" {
+		t.Fatalf("the existing order's requested pickup: %q, %v; want none", pickup, err)
 	}
 }

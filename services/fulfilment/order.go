@@ -22,14 +22,17 @@ type order struct {
 	StoreName      string
 	StoreTimeZone  string // IANA; "" before a store is assigned (and for orders from before the column)
 	StoreVersion   int64  // the store version its holds were placed against (Hold.store_version); 0 before confirmation
-	Lines          []orderLine
-	Currency       string
-	CustomerNote   string
-	PickupName     string
-	Email          string
-	Shortages      []shortage
-	Reason         string
-	ReadyBy        time.Time
+	// RequestedPickup is the pickup its checkout asked for (requestedPickup); "" for orders from
+	// before it was kept.
+	RequestedPickup string
+	Lines           []orderLine
+	Currency        string
+	CustomerNote    string
+	PickupName      string
+	Email           string
+	Shortages       []shortage
+	Reason          string
+	ReadyBy         time.Time
 	// AcceptTime is when staff accepted the order (zero before).
 	AcceptTime   time.Time
 	PickupWindow time.Duration

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -61,7 +62,22 @@ func (s *Service) PlaceOrder(ctx context.Context, req *fulfilmentv1.PlaceOrderRe
 		// the cart. What this attempt's reserve held, existing gave back.
 		return nil, rpcerr.FailedPrecondition("idempotency_key %q was used for a checkout of other lines (the cart has changed since); check out with a new key", req.GetIdempotencyKey())
 	}
+	if o.RequestedPickup != "" && o.RequestedPickup != requestedPickup(req) {
+		// Likewise for the pickup: a rejection at the store asked before says nothing of the
+		// store asked now.
+		return nil, rpcerr.FailedPrecondition("idempotency_key %q was used for a checkout with another pickup (the cart has changed since); check out with a new key", req.GetIdempotencyKey())
+	}
 	return o.proto(viewOwner, s.secret), nil
+}
+
+// requestedPickup is the pickup req asks for, as orders.requested_pickup keeps it: its store,
+// or its point and radius.
+func requestedPickup(req *fulfilmentv1.PlaceOrderRequest) string {
+	if id := req.GetStoreId(); id != "" {
+		return "store:" + id
+	}
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	return "near:" + f(req.GetNear().GetLatitude()) + "," + f(req.GetNear().GetLongitude()) + "," + f(req.GetRadiusMeters())
 }
 
 // sameLines reports whether the order was placed for exactly these lines: the same line ids,
@@ -237,6 +253,8 @@ func newOrder(id string, req *fulfilmentv1.PlaceOrderRequest) *order {
 		PickupName:     req.GetPickupName(),
 		Email:          req.GetEmail(),
 		Currency:       req.GetLines()[0].GetUnitPrice().GetCurrencyCode(),
+
+		RequestedPickup: requestedPickup(req),
 	}
 	for _, l := range req.GetLines() {
 		o.Lines = append(o.Lines, orderLine{

@@ -31,7 +31,7 @@ const orderColumns = `id, customer_id, idempotency_key, cart_id, state, store_id
 	customer_note, pickup_name, email, shortages, reason, ready_by, pickup_window_ms, pickup_deadline,
 	expiring_soon_at, not_accepted_at, timer_at, hold_deadline, check_in_time, check_in_bay, wrong_codes,
 	pickup_locked_until, placement, version, create_time, update_time, accept_time, store_time_zone, check_ins,
-	abandon_at, store_version`
+	abandon_at, store_version, requested_pickup`
 
 // scanOrder reads one row of orderColumns.
 func scanOrder(row pgx.Row) (*order, error) {
@@ -46,7 +46,7 @@ func scanOrder(row pgx.Row) (*order, error) {
 		&o.CustomerNote, &o.PickupName, &o.Email, &o.Shortages, &o.Reason, &readyBy, &windowMS, &deadline,
 		&soon, &notAccepted, &timerAt, &holdDeadline, &checkIn, &o.CheckInBay, &o.WrongCodes,
 		&lockedUntil, &o.Placement, &o.Version, &o.CreateTime, &o.UpdateTime, &accepted, &o.StoreTimeZone, &o.CheckIns,
-		&abandonAt, &o.StoreVersion)
+		&abandonAt, &o.StoreVersion, &o.RequestedPickup)
 	if err != nil {
 		return nil, err
 	}
@@ -222,12 +222,12 @@ func nullJSON[T any](v []T) any {
 func insertOrder(ctx context.Context, w execer, o *order, timerAt time.Time) error {
 	_, err := w.Exec(ctx, `INSERT INTO orders (`+orderColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-		        $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)`,
+		        $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`,
 		o.ID, o.CustomerID, o.IdempotencyKey, o.CartID, int16(o.State), o.StoreID, o.StoreName, o.Lines, o.Currency,
 		o.CustomerNote, o.PickupName, o.Email, nullJSON(o.Shortages), o.Reason, nullTime(o.ReadyBy), o.PickupWindow.Milliseconds(), nullTime(o.Timers.PickupDeadline),
 		nullTime(o.Timers.ExpiringSoonAt), nullTime(o.Timers.NotAcceptedAt), nullTime(timerAt), nullTime(o.HoldDeadline), nullTime(o.CheckInTime), o.CheckInBay, o.WrongCodes,
 		nullTime(o.PickupLockedUntil), o.Placement, o.Version, o.CreateTime, o.UpdateTime, nullTime(o.AcceptTime), o.StoreTimeZone, o.CheckIns,
-		nullTime(o.Timers.AbandonAt), o.StoreVersion)
+		nullTime(o.Timers.AbandonAt), o.StoreVersion, o.RequestedPickup)
 	if err != nil {
 		return fmt.Errorf("insert order %s: %w", o.ID, err)
 	}

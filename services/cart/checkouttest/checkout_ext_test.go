@@ -334,6 +334,51 @@ func TestAKeyUsedAgainForAnotherCartIsRefused(t *testing.T) {
 	}
 }
 
+// A key used for a checkout rejected at one store, used again after the shopper chose another
+// store that has the stock, is refused naming the key, as after a change of lines; answering
+// with the first order would tell the shopper the new store cannot fill the cart. With a new key
+// the cart is ordered at the new store.
+func TestAKeyUsedAgainAfterThePickupChangedIsRefused(t *testing.T) {
+	e := newEnv(t)
+	skus := e.skus(1)
+	e.setStock(skus[0], 1)
+	const other = "test-always-open-other"
+	var hours []*inventoryv1.OpeningHours
+	for d := inventoryv1.Weekday_WEEKDAY_MONDAY; d <= inventoryv1.Weekday_WEEKDAY_SUNDAY; d++ {
+		hours = append(hours, &inventoryv1.OpeningHours{Weekday: d, OpenTime: "00:00", CloseTime: "24:00"})
+	}
+	if _, err := e.inventory.CreateStore(t.Context(), &inventoryv1.Store{
+		Id: other, Name: "The Other Store",
+		Address:  &inventoryv1.Address{Line1: "2 Test Street", City: "Testville", Region: "TS", PostalCode: "00000", CountryCode: "US"},
+		Location: &commonv1.LatLng{Latitude: -10, Longitude: -10}, TimeZone: "UTC", OpeningHours: hours,
+		PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(2 * time.Hour),
+		State: inventoryv1.StoreState_STORE_STATE_OPEN,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.inventory.SetStock(t.Context(), &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_ADMIN, Id: "test"},
+		&inventoryv1.SetStockRequest{StoreId: other, Sku: skus[0], OnHand: 50, IdempotencyKey: "other-store-stock", Note: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.filledCart("alice", 3, skus...)
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-used-twice"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
+		t.Fatalf("checkout of 3 at a store with 1 = %v, %v; want REJECTED", res.GetOrder(), err)
+	}
+	if _, err := e.carts.SetPickup(e.as("alice"), &cartv1.SetPickupRequest{CartId: c.GetId(),
+		Pickup: &cartv1.Pickup{Choice: &cartv1.Pickup_StoreId{StoreId: other}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-used-twice"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "idempotency_key") {
+		t.Fatalf("the key again after the pickup changed = %v; want FailedPrecondition naming idempotency_key", err)
+	}
+	res, err = e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-new-after-pickup"})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED || res.GetOrder().GetStoreId() != other {
+		t.Fatalf("checkout with a new key = %v, %v; want CONFIRMED at %s", res.GetOrder(), err, other)
+	}
+}
+
 func TestSameCheckoutSentTwentyTimesConcurrentlyMakesOneOrder(t *testing.T) {
 	e := newEnv(t)
 	c := e.filledCart("alice", 1, e.skus(3)...)

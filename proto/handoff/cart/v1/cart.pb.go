@@ -1291,8 +1291,8 @@ type CheckoutRequest struct {
 	// Cart id.
 	CartId string `protobuf:"bytes,1,opt,name=cart_id,json=cartId,proto3" json:"cart_id,omitempty"`
 	// Client-chosen key, 8-128 characters, new for each checkout attempt and reused on retries.
-	// A key already used for this cart with other lines (the cart edited since) is refused
-	// (FailedPrecondition).
+	// A key already used for this cart with other lines or another pickup (the cart edited since)
+	// is refused (FailedPrecondition).
 	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Refuse (Aborted) unless the cart is at this version; 0 skips the check.
 	ExpectedVersion int64 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`

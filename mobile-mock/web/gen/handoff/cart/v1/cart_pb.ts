@@ -677,8 +677,8 @@ export type CheckoutRequest = Message<"handoff.cart.v1.CheckoutRequest"> & {
 
   /**
    * Client-chosen key, 8-128 characters, new for each checkout attempt and reused on retries.
-   * A key already used for this cart with other lines (the cart edited since) is refused
-   * (FailedPrecondition).
+   * A key already used for this cart with other lines or another pickup (the cart edited since)
+   * is refused (FailedPrecondition).
    *
    * @generated from field: string idempotency_key = 2;
    */
