@@ -31,10 +31,10 @@ import (
 // stream from its start); whenever one is handled it cancels the same orders, and never one
 // whose stock was held after a reopening, which has a later version.
 //
-// An order the closing covers can be confirmed after the handling: a reserve that read the
-// store as open commits after the closing (inventory checks a store's state without locking
-// its row, so that reserves do not queue on it) and its order is confirmed once the reserve
-// answers, or by the recovery loop up to PendingGiveUp later; or a checkout whose order was
+// An order the closing covers can be confirmed after the handling: a reserve that committed
+// just before the closing (which waits for reserves under way at the store) is answered, and
+// its order confirmed, after the closing's event was handled, or the order is confirmed by the
+// recovery loop up to PendingGiveUp later; or a checkout whose order was
 // never written is retried within its holds' placement deadline, and inventory answers with the
 // holds it made before the closing. Such an order was placed at most closingWatch before or
 // after the handling, so a loop of its own (closedStoresRound, every SweepInterval) also

@@ -162,8 +162,8 @@ func (e *env) storeVersion(store string) int64 {
 	return st.GetVersion()
 }
 
-// An order whose reserve raced the closing (read the store open, committed after it) is
-// confirmed after the closing was handled: the timer loop cancels it.
+// An order whose reserve raced the closing (held before it, answered after the closing was
+// handled) is confirmed after the handling: the timer loop cancels it.
 func TestOrderConfirmedLateAtAStoreClosedWithCancellationIsCancelled(t *testing.T) {
 	e := newEnv(t, envOptions{noInventory: true})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)

@@ -181,10 +181,17 @@ const (
 		JOIN unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS c(cid, cversion, ccreated) ON id = c.cid
 		WHERE version <> c.cversion OR create_time <> c.ccreated`
 	// orderLocksSQL takes a transaction-scoped advisory lock per order id of the batch (keys
-	// from orderLockKeys, sorted, each once; unnest gives them in array order), in the two-key
+	// from lockKeys, sorted, each once; unnest gives them in array order), in the two-key
 	// space, which the single-key locks of migrations and the demo load never share, under a
 	// class of its own beside the outbox relay's.
-	orderLocksSQL  = `SELECT pg_advisory_xact_lock(hashtext('handoff.inventory.reserve'), k) FROM unnest($1::int4[]) AS k`
+	orderLocksSQL = `SELECT pg_advisory_xact_lock(hashtext('handoff.inventory.reserve'), k) FROM unnest($1::int4[]) AS k`
+	// storeLocksSQL takes a shared transaction-scoped advisory lock per store of the batch (keys
+	// from lockKeys), which SetStoreState takes exclusively (storeStateLockSQL): a change of a
+	// store's state waits for the reserves that may have read the state before it to commit,
+	// so its count of orders holding stock includes theirs, and a reserve that comes after it
+	// reads the new state (its store read is a later statement, with a later snapshot).
+	// Reserves do not wait for one another on it, and it writes nothing to the stores' rows.
+	storeLocksSQL  = `SELECT pg_advisory_xact_lock_shared(hashtext('handoff.inventory.store'), k) FROM unnest($1::int4[]) AS k`
 	batchHoldsSQL  = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) ORDER BY order_id, line_id`
 	insertHoldsSQL = `INSERT INTO holds (id, order_id, line_id, store_id, sku, quantity, state, expire_time, store_version)
 		SELECT u.id, u.order_id, u.line_id, u.store_id, u.sku, u.quantity, 'open', u.expire_time, u.store_version
@@ -264,11 +271,18 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	// either further along in the same ascending order or past its order locks, waiting only on
 	// row locks (stock, holds) whose holders (reserves past their order locks, commits,
 	// releases, extensions, the sweeper, stock changes) never wait for an order lock.
+	//
+	// The store locks come next, shared, in ascending key order too. Their one exclusive taker,
+	// SetStoreState, holds only its store's row lock (which no reserve takes) while it waits, so
+	// it waits for reserves that hold the store's lock, and they never wait for it; a reserve
+	// queued behind it holds order locks and store locks of smaller keys, which SetStoreState
+	// never asks for.
 	var b pgx.Batch
 	lockStores, skus := keyArrays(keys)
 	b.Queue("BEGIN")
 	b.Queue(keyedPlansSQL)
-	b.Queue(orderLocksSQL, orderLockKeys(orderIDs))
+	b.Queue(orderLocksSQL, lockKeys(orderIDs))
+	b.Queue(storeLocksSQL, lockKeys(storeIDs))
 	b.Queue(lockLevelsSQL, lockStores, skus)
 	b.Queue(batchHoldsSQL, orderIDs)
 	b.Queue(changedStoresSQL, checkIDs, checkVersions, checkCreated)
@@ -382,7 +396,7 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 }
 
 func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string][]*hold, []*storeRow, error) {
-	for range 3 { // BEGIN, the plan settings, the order locks
+	for range 4 { // BEGIN, the plan settings, the order locks, the store locks
 		if _, err := br.Exec(); err != nil {
 			return nil, nil, nil, err
 		}
@@ -417,12 +431,12 @@ func readBatchState(br pgx.BatchResults) (map[stockKey]*level, map[string][]*hol
 	return levels, existing, stores, nil
 }
 
-// orderLockKeys returns the advisory lock keys of orderIDs (orderLocksSQL), sorted, each once:
-// every transaction takes them in the same order. Two order ids may share a key; they then
-// only wait for each other, never deadlock.
-func orderLockKeys(orderIDs []string) []int32 {
-	keys := make([]int32, 0, len(orderIDs))
-	for _, id := range orderIDs {
+// lockKeys returns the advisory lock keys of ids, order or store ids (orderLocksSQL,
+// storeLocksSQL), sorted, each once: every transaction takes them in the same order. Two ids
+// may share a key; they then only wait for each other, never deadlock.
+func lockKeys(ids []string) []int32 {
+	keys := make([]int32, 0, len(ids))
+	for _, id := range ids {
 		h := fnv.New32a()
 		_, _ = h.Write([]byte(id))
 		keys = append(keys, int32(h.Sum32()))

@@ -336,6 +336,12 @@ func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (
 		if err != nil {
 			return err
 		}
+		// Reserves that may have read the store's state before this change commit first
+		// (storeLocksSQL), so that the count below includes their orders, and none reads the
+		// old state after it.
+		if _, err := tx.Exec(ctx, storeStateLockSQL, lockKeys([]string{id})[0]); err != nil {
+			return fmt.Errorf("wait for reserves at store %s: %w", id, err)
+		}
 		// The orders the change leaves holding stock, for the caller to deal with (or those
 		// fulfilment is about to cancel, when asked to), counted before the commit: a count
 		// that fails then leaves the change undone, so the caller's retry, with the
@@ -375,6 +381,9 @@ func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (
 	}
 	return &inventoryv1.SetStoreStateResponse{Store: st, OrdersHoldingStock: holding}, nil
 }
+
+// storeStateLockSQL takes a store's reserve lock exclusively (see storeLocksSQL).
+const storeStateLockSQL = `SELECT pg_advisory_xact_lock(hashtext('handoff.inventory.store'), $1::int4)`
 
 // ordersHoldingStock counts the orders with open holds at store id (holds_open_by_stock).
 func ordersHoldingStock(ctx context.Context, tx pgx.Tx, id string) (int32, error) {

@@ -442,6 +442,53 @@ func TestStoreStateChangeThatCannotBeAnsweredChangesNothing(t *testing.T) {
 	}
 }
 
+// A pause racing a reserve that has read the store as open and not yet committed (its hold
+// insert slowed down by a trigger): the pause waits for the reserve, so its count of orders
+// holding stock includes that order; a reserve after it is refused. Before, the pause answered
+// 0 and the order was then reserved at the paused store.
+func TestStoreStateChangeWaitsForTheReservesThatReadTheStoreBeforeIt(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	if _, err := e.pool.Exec(e.ctx(), `
+		CREATE FUNCTION slow_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.order_id = 'slow-order' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$;
+		CREATE TRIGGER slow_hold BEFORE INSERT ON holds FOR EACH ROW EXECUTE FUNCTION slow_hold();`); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		res *inventoryv1.ReserveHoldsResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := e.reserve(order("slow-order", "s1", "LATTE", 1))
+		done <- result{res, err}
+	}()
+	// The reserve has read the store as open and is writing its hold.
+	for deadline := time.Now().Add(10 * time.Second); e.count(`SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the reserve never reached its hold insert")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	paused, err := e.admin.SetStoreState(e.ctx(), &inventoryv1.SetStoreStateRequest{StoreId: "s1",
+		State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "power cut"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.res.GetOutcome() != inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		t.Fatalf("the reserve under way: %v, %v; want RESERVED (it read the store open)", r.res, r.err)
+	}
+	if n := paused.GetOrdersHoldingStock(); n != 1 {
+		t.Fatalf("the pause answered %d orders holding stock, and the reserve under way when it was asked then held stock at the store; want it counted", n)
+	}
+	if got := e.mustReserve(order("after", "s1", "LATTE", 1)); got.GetOutcome() != unavailable {
+		t.Errorf("a reserve after the pause: %v; want the store unavailable", got)
+	}
+}
+
 // A hold records the store version its reserve decided on, and a retry's answer gives the
 // first one's: a closing at a later version covers the order, one before it does not.
 func TestHoldsCarryTheStoreVersionTheirReserveReadEvenOnARetry(t *testing.T) {
