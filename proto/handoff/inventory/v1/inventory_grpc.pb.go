@@ -240,7 +240,11 @@ type InventoryAdminServiceClient interface {
 	AdjustStock(ctx context.Context, in *AdjustStockRequest, opts ...grpc.CallOption) (*AdjustStockResponse, error)
 	// ListStock pages through a store's stock levels.
 	ListStock(ctx context.Context, in *ListStockRequest, opts ...grpc.CallOption) (*ListStockResponse, error)
-	// ListMovements pages through the stock ledger, newest first.
+	// ListMovements pages through the stock ledger, newest first. An entry's id is taken when it
+	// is written, not when its transaction commits, so an entry committed a moment late can have
+	// a lower id than one already listed: a reader that mirrors the ledger pages down to entries
+	// a minute older than its last read (create_time is when the entry's transaction began, which
+	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(ctx context.Context, in *ListMovementsRequest, opts ...grpc.CallOption) (*ListMovementsResponse, error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
@@ -355,7 +359,11 @@ type InventoryAdminServiceServer interface {
 	AdjustStock(context.Context, *AdjustStockRequest) (*AdjustStockResponse, error)
 	// ListStock pages through a store's stock levels.
 	ListStock(context.Context, *ListStockRequest) (*ListStockResponse, error)
-	// ListMovements pages through the stock ledger, newest first.
+	// ListMovements pages through the stock ledger, newest first. An entry's id is taken when it
+	// is written, not when its transaction commits, so an entry committed a moment late can have
+	// a lower id than one already listed: a reader that mirrors the ledger pages down to entries
+	// a minute older than its last read (create_time is when the entry's transaction began, which
+	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(context.Context, *ListMovementsRequest) (*ListMovementsResponse, error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less

@@ -218,7 +218,11 @@ type InventoryAdminServiceClient interface {
 	AdjustStock(context.Context, *connect.Request[v1.AdjustStockRequest]) (*connect.Response[v1.AdjustStockResponse], error)
 	// ListStock pages through a store's stock levels.
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)
-	// ListMovements pages through the stock ledger, newest first.
+	// ListMovements pages through the stock ledger, newest first. An entry's id is taken when it
+	// is written, not when its transaction commits, so an entry committed a moment late can have
+	// a lower id than one already listed: a reader that mirrors the ledger pages down to entries
+	// a minute older than its last read (create_time is when the entry's transaction began, which
+	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(context.Context, *connect.Request[v1.ListMovementsRequest]) (*connect.Response[v1.ListMovementsResponse], error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
@@ -356,7 +360,11 @@ type InventoryAdminServiceHandler interface {
 	AdjustStock(context.Context, *connect.Request[v1.AdjustStockRequest]) (*connect.Response[v1.AdjustStockResponse], error)
 	// ListStock pages through a store's stock levels.
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)
-	// ListMovements pages through the stock ledger, newest first.
+	// ListMovements pages through the stock ledger, newest first. An entry's id is taken when it
+	// is written, not when its transaction commits, so an entry committed a moment late can have
+	// a lower id than one already listed: a reader that mirrors the ledger pages down to entries
+	// a minute older than its last read (create_time is when the entry's transaction began, which
+	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(context.Context, *connect.Request[v1.ListMovementsRequest]) (*connect.Response[v1.ListMovementsResponse], error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less

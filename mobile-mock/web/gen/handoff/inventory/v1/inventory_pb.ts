@@ -1862,7 +1862,11 @@ export const InventoryAdminService: GenService<{
     output: typeof ListStockResponseSchema;
   },
   /**
-   * ListMovements pages through the stock ledger, newest first.
+   * ListMovements pages through the stock ledger, newest first. An entry's id is taken when it
+   * is written, not when its transaction commits, so an entry committed a moment late can have
+   * a lower id than one already listed: a reader that mirrors the ledger pages down to entries
+   * a minute older than its last read (create_time is when the entry's transaction began, which
+   * commits within seconds) and keeps the ids it has not seen. Entries never change.
    *
    * @generated from rpc handoff.inventory.v1.InventoryAdminService.ListMovements
    */
