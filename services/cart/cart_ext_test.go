@@ -153,6 +153,10 @@ func TestUnknownOrArchivedSKUIsNotFoundNamingIt(t *testing.T) {
 
 	_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: "NO-SUCH-SKU", Quantity: 1})
 	wantCode(t, "unknown sku", err, codes.NotFound, "NO-SUCH-SKU")
+	// A SKU longer than any the catalog gives is refused as such, not sent to be looked up (one
+	// of megabytes would not fit the catalog's request, and the caller would be told to retry).
+	_, err = e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: strings.Repeat("X", 2<<20), Quantity: 1})
+	wantCode(t, "a sku of two megabytes", err, codes.InvalidArgument, "sku", "at most 64")
 
 	if _, err := e.catalogAdmin.ArchiveProduct(t.Context(), &catalogv1.ArchiveProductRequest{ProductId: e.productOf(archived)}); err != nil {
 		t.Fatal(err)

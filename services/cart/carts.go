@@ -284,9 +284,7 @@ func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.C
 	}
 	var v rpcerr.Violations
 	for i, l := range lines {
-		if l.GetSku() == "" {
-			v.Add(fmt.Sprintf("lines[%d].sku", i), "is required")
-		}
+		checkSKU(&v, fmt.Sprintf("lines[%d].sku", i), l.GetSku())
 		if q := l.GetQuantity(); q < minQuantity || q > maxQuantity {
 			v.Addf(fmt.Sprintf("lines[%d].quantity", i), "must be between %d and %d, got %d", minQuantity, maxQuantity, q)
 		}
@@ -364,6 +362,19 @@ func (s *Service) GetCart(ctx context.Context, customer, cartID string) (*cartv1
 	return s.view(ctx, c), nil
 }
 
+// maxSKULen is the longest SKU the catalog gives a variant: a longer one names nothing, and is
+// refused before it is looked up (a SKU of megabytes would not fit the catalog's request).
+const maxSKULen = 64
+
+func checkSKU(v *rpcerr.Violations, field, sku string) {
+	switch {
+	case sku == "":
+		v.Add(field, "is required")
+	case len(sku) > maxSKULen:
+		v.Addf(field, "must be at most %d characters, got %d", maxSKULen, len(sku))
+	}
+}
+
 func checkQuantity(q int32) error {
 	if q < minQuantity || q > maxQuantity {
 		return rpcerr.Invalid("quantity", fmt.Sprintf("must be between %d and %d, got %d", minQuantity, maxQuantity, q))
@@ -378,9 +389,7 @@ func (s *Service) AddLine(ctx context.Context, customer string, req *cartv1.AddL
 	if req.GetCartId() == "" {
 		v.Add("cart_id", "is required")
 	}
-	if req.GetSku() == "" {
-		v.Add("sku", "is required")
-	}
+	checkSKU(&v, "sku", req.GetSku())
 	if q := req.GetQuantity(); q < minQuantity || q > maxQuantity {
 		v.Addf("quantity", "must be between %d and %d, got %d", minQuantity, maxQuantity, q)
 	}

@@ -2,6 +2,7 @@ package cart_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -77,6 +78,8 @@ func TestCreateCartRefusesBadLinesOrPickupAndMakesNoCart(t *testing.T) {
 			codes.InvalidArgument, []string{"lines", "100"}},
 		{"101 entries of one sku", &cartv1.CreateCartRequest{Lines: sameSKU(sku, 101)},
 			codes.InvalidArgument, []string{"lines", "at most 100 lines, got 101"}},
+		{"a sku longer than the catalog gives any, of two megabytes", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}, {Sku: strings.Repeat("X", 2<<20), Quantity: 1}}},
+			codes.InvalidArgument, []string{"lines[1].sku", "at most 64"}},
 		{"an unknown sku", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}, {Sku: "NO-SUCH-SKU", Quantity: 1}}},
 			codes.NotFound, []string{"lines[1]", "NO-SUCH-SKU"}},
 		{"a pickup point off the globe", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}}, Pickup: nearest(91, 0, 0)},
