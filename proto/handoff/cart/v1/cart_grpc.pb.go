@@ -44,7 +44,10 @@ type CartServiceClient interface {
 	CreateCart(ctx context.Context, in *CreateCartRequest, opts ...grpc.CallOption) (*CreateCartResponse, error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(ctx context.Context, in *GetCartRequest, opts ...grpc.CallOption) (*GetCartResponse, error)
-	// AddLine adds a SKU, or raises the quantity of its existing line.
+	// AddLine adds a SKU, or raises the quantity of its existing line. A retry after a lost answer
+	// adds again unless it carries expected_version (the version the cart had before the first
+	// try: a change that went through makes the retry Aborted); UpdateLine, which sets a
+	// quantity, may simply be sent again.
 	AddLine(ctx context.Context, in *AddLineRequest, opts ...grpc.CallOption) (*AddLineResponse, error)
 	// UpdateLine sets a line's quantity.
 	UpdateLine(ctx context.Context, in *UpdateLineRequest, opts ...grpc.CallOption) (*UpdateLineResponse, error)
@@ -159,7 +162,10 @@ type CartServiceServer interface {
 	CreateCart(context.Context, *CreateCartRequest) (*CreateCartResponse, error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(context.Context, *GetCartRequest) (*GetCartResponse, error)
-	// AddLine adds a SKU, or raises the quantity of its existing line.
+	// AddLine adds a SKU, or raises the quantity of its existing line. A retry after a lost answer
+	// adds again unless it carries expected_version (the version the cart had before the first
+	// try: a change that went through makes the retry Aborted); UpdateLine, which sets a
+	// quantity, may simply be sent again.
 	AddLine(context.Context, *AddLineRequest) (*AddLineResponse, error)
 	// UpdateLine sets a line's quantity.
 	UpdateLine(context.Context, *UpdateLineRequest) (*UpdateLineResponse, error)

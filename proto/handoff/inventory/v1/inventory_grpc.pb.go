@@ -227,7 +227,8 @@ const (
 //
 // InventoryAdminService manages stores and stock. Admin token only.
 type InventoryAdminServiceClient interface {
-	// CreateStore adds a store.
+	// CreateStore adds a store. Give it an id to make a retry safe: a store with that id is
+	// refused (AlreadyExists), where one left to the server to name is created again.
 	CreateStore(ctx context.Context, in *CreateStoreRequest, opts ...grpc.CallOption) (*CreateStoreResponse, error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(ctx context.Context, in *UpdateStoreRequest, opts ...grpc.CallOption) (*UpdateStoreResponse, error)
@@ -346,7 +347,8 @@ func (c *inventoryAdminServiceClient) CheckInvariants(ctx context.Context, in *C
 //
 // InventoryAdminService manages stores and stock. Admin token only.
 type InventoryAdminServiceServer interface {
-	// CreateStore adds a store.
+	// CreateStore adds a store. Give it an id to make a retry safe: a store with that id is
+	// refused (AlreadyExists), where one left to the server to name is created again.
 	CreateStore(context.Context, *CreateStoreRequest) (*CreateStoreResponse, error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(context.Context, *UpdateStoreRequest) (*UpdateStoreResponse, error)

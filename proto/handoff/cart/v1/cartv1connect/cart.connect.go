@@ -59,7 +59,10 @@ type CartServiceClient interface {
 	CreateCart(context.Context, *connect.Request[v1.CreateCartRequest]) (*connect.Response[v1.CreateCartResponse], error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(context.Context, *connect.Request[v1.GetCartRequest]) (*connect.Response[v1.GetCartResponse], error)
-	// AddLine adds a SKU, or raises the quantity of its existing line.
+	// AddLine adds a SKU, or raises the quantity of its existing line. A retry after a lost answer
+	// adds again unless it carries expected_version (the version the cart had before the first
+	// try: a change that went through makes the retry Aborted); UpdateLine, which sets a
+	// quantity, may simply be sent again.
 	AddLine(context.Context, *connect.Request[v1.AddLineRequest]) (*connect.Response[v1.AddLineResponse], error)
 	// UpdateLine sets a line's quantity.
 	UpdateLine(context.Context, *connect.Request[v1.UpdateLineRequest]) (*connect.Response[v1.UpdateLineResponse], error)
@@ -194,7 +197,10 @@ type CartServiceHandler interface {
 	CreateCart(context.Context, *connect.Request[v1.CreateCartRequest]) (*connect.Response[v1.CreateCartResponse], error)
 	// GetCart returns the cart, repriced, with live availability at the chosen store.
 	GetCart(context.Context, *connect.Request[v1.GetCartRequest]) (*connect.Response[v1.GetCartResponse], error)
-	// AddLine adds a SKU, or raises the quantity of its existing line.
+	// AddLine adds a SKU, or raises the quantity of its existing line. A retry after a lost answer
+	// adds again unless it carries expected_version (the version the cart had before the first
+	// try: a change that went through makes the retry Aborted); UpdateLine, which sets a
+	// quantity, may simply be sent again.
 	AddLine(context.Context, *connect.Request[v1.AddLineRequest]) (*connect.Response[v1.AddLineResponse], error)
 	// UpdateLine sets a line's quantity.
 	UpdateLine(context.Context, *connect.Request[v1.UpdateLineRequest]) (*connect.Response[v1.UpdateLineResponse], error)

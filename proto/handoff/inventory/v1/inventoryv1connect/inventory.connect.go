@@ -205,7 +205,8 @@ func (UnimplementedStoreLocatorServiceHandler) GetAvailability(context.Context, 
 // InventoryAdminServiceClient is a client for the handoff.inventory.v1.InventoryAdminService
 // service.
 type InventoryAdminServiceClient interface {
-	// CreateStore adds a store.
+	// CreateStore adds a store. Give it an id to make a retry safe: a store with that id is
+	// refused (AlreadyExists), where one left to the server to name is created again.
 	CreateStore(context.Context, *connect.Request[v1.CreateStoreRequest]) (*connect.Response[v1.CreateStoreResponse], error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(context.Context, *connect.Request[v1.UpdateStoreRequest]) (*connect.Response[v1.UpdateStoreResponse], error)
@@ -347,7 +348,8 @@ func (c *inventoryAdminServiceClient) CheckInvariants(ctx context.Context, req *
 // InventoryAdminServiceHandler is an implementation of the
 // handoff.inventory.v1.InventoryAdminService service.
 type InventoryAdminServiceHandler interface {
-	// CreateStore adds a store.
+	// CreateStore adds a store. Give it an id to make a retry safe: a store with that id is
+	// refused (AlreadyExists), where one left to the server to name is created again.
 	CreateStore(context.Context, *connect.Request[v1.CreateStoreRequest]) (*connect.Response[v1.CreateStoreResponse], error)
 	// UpdateStore changes the fields named in update_mask.
 	UpdateStore(context.Context, *connect.Request[v1.UpdateStoreRequest]) (*connect.Response[v1.UpdateStoreResponse], error)

@@ -823,7 +823,10 @@ export const CartService: GenService<{
     output: typeof GetCartResponseSchema;
   },
   /**
-   * AddLine adds a SKU, or raises the quantity of its existing line.
+   * AddLine adds a SKU, or raises the quantity of its existing line. A retry after a lost answer
+   * adds again unless it carries expected_version (the version the cart had before the first
+   * try: a change that went through makes the retry Aborted); UpdateLine, which sets a
+   * quantity, may simply be sent again.
    *
    * @generated from rpc handoff.cart.v1.CartService.AddLine
    */

@@ -1801,7 +1801,8 @@ export const StoreLocatorService: GenService<{
  */
 export const InventoryAdminService: GenService<{
   /**
-   * CreateStore adds a store.
+   * CreateStore adds a store. Give it an id to make a retry safe: a store with that id is
+   * refused (AlreadyExists), where one left to the server to name is created again.
    *
    * @generated from rpc handoff.inventory.v1.InventoryAdminService.CreateStore
    */
