@@ -430,6 +430,25 @@ func TestACategoryCannotBeItsOwnParent(t *testing.T) {
 	}
 }
 
+// A category left to the server to name gets cat-<slug>: with a slug of more than 60
+// characters that would pass the 64 an id may have, and no product could name the category.
+// It is refused, asking for an id; with one given, the long slug is fine.
+func TestACategoryWithALongSlugNeedsAnID(t *testing.T) {
+	e := newEnv(t)
+	slug := strings.Repeat("s", 61)
+	_, err := e.admin.CreateCategory(t.Context(), &catalogv1.CreateCategoryRequest{Category: &catalogv1.Category{Slug: slug, Name: "Long"}})
+	wantCode(t, err, codes.InvalidArgument, "category.id")
+	res, err := e.admin.CreateCategory(t.Context(), &catalogv1.CreateCategoryRequest{Category: &catalogv1.Category{Id: "cat-long", Slug: slug, Name: "Long"}})
+	if err != nil || res.GetCategory().GetId() != "cat-long" {
+		t.Fatalf("the long slug with an id: %v, %v", res, err)
+	}
+	p := validProduct()
+	p.CategoryId = "cat-long"
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p}); err != nil {
+		t.Fatalf("a product in the category: %v", err)
+	}
+}
+
 // Replacing a product's variants to change a price, without saying whether each is available,
 // leaves a switched-off variant off; a variant new to the product is available.
 func TestAVariantSentAgainWithoutAvailableKeepsIt(t *testing.T) {

@@ -238,7 +238,7 @@ func createCategory(ctx context.Context, tx pgx.Tx, c *catalogv1.Category) (*cat
 	}
 	out := &catalogv1.Category{Id: c.GetId(), Slug: c.GetSlug(), Name: c.GetName(), ParentId: c.GetParentId(), Position: c.GetPosition()}
 	if out.Id == "" {
-		out.Id = "cat-" + out.Slug
+		out.Id = defaultCategoryID(out.Slug)
 	}
 	if out.ParentId == out.Id {
 		// The foreign key accepts a row naming itself; the tree would have a node no root reaches.

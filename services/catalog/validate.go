@@ -103,6 +103,9 @@ func validateCategory(c *catalogv1.Category, v *rpcerr.Violations) {
 	}
 	if !idPattern.MatchString(c.GetSlug()) {
 		v.Add("category.slug", "required: 1-64 of a-z, 0-9, '-', '_'")
+	} else if c.GetId() == "" && !idPattern.MatchString(defaultCategoryID(c.GetSlug())) {
+		// Else the category would get an id no product could name in its category_ids.
+		v.Addf("category.id", "required with a slug of more than %d characters: the id made from the slug, %s, would be longer than 64", 64-len(categoryIDPrefix), defaultCategoryID("<slug>"))
 	}
 	checkText(v, "category.name", c.GetName(), maxNameLen, true)
 }
@@ -117,3 +120,8 @@ func checkText(v *rpcerr.Violations, field, s string, max int, required bool) {
 		v.Addf(field, "at most %d characters, got %d", max, utf8.RuneCountInString(s))
 	}
 }
+
+// categoryIDPrefix makes a category's id from its slug when the id is not given.
+const categoryIDPrefix = "cat-"
+
+func defaultCategoryID(slug string) string { return categoryIDPrefix + slug }

@@ -82,7 +82,8 @@ func (ProductStatus) EnumDescriptor() ([]byte, []int) {
 // Category groups products for browsing (e.g. "Espresso", "Whole bean").
 type Category struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable id, e.g. "cat-espresso". Server-assigned when empty on create.
+	// Stable id, e.g. "cat-espresso", 1-64 of a-z, 0-9, '-', '_'. When empty on create, "cat-"
+	// and the slug: required then for a slug of more than 60 characters.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// URL-friendly name, unique.
 	Slug string `protobuf:"bytes,2,opt,name=slug,proto3" json:"slug,omitempty"`

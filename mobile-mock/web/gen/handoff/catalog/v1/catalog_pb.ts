@@ -25,7 +25,8 @@ export const file_handoff_catalog_v1_catalog: GenFile = /*@__PURE__*/
  */
 export type Category = Message<"handoff.catalog.v1.Category"> & {
   /**
-   * Stable id, e.g. "cat-espresso". Server-assigned when empty on create.
+   * Stable id, e.g. "cat-espresso", 1-64 of a-z, 0-9, '-', '_'. When empty on create, "cat-"
+   * and the slug: required then for a slug of more than 60 characters.
    *
    * @generated from field: string id = 1;
    */
