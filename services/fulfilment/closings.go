@@ -72,13 +72,14 @@ type closing struct {
 	handledAt time.Time
 }
 
-func (s *Service) consumeStoreStates(ctx context.Context, js jetstream.JetStream) error {
+// consumeInventory consumes inventory's events on subject as durable, one at a time, in order.
+func (s *Service) consumeInventory(ctx context.Context, js jetstream.JetStream, durable, subject string, h inbox.Handler) error {
 	return inbox.Run(ctx, s.db, js, inbox.Config{
 		Stream:         streams.EventsStream,
-		Durable:        storeStatesConsumer,
-		FilterSubjects: []string{subjectStoreStateChanged},
+		Durable:        durable,
+		FilterSubjects: []string{subject},
 		Logger:         s.log,
-	}, s.handleStoreState)
+	}, h)
 }
 
 // handleStoreState takes on a closing with cancellation; every other state event changes
@@ -114,7 +115,7 @@ func (s *Service) handleStoreState(ctx context.Context, tx pgx.Tx, msg jetstream
 	if len(done) > 0 {
 		s.log.Info("store closed: its open orders cancelled", "store_id", c.storeID, "orders", len(done))
 	}
-	inbox.OnCommit(ctx, func() { s.afterCancels(done) })
+	inbox.OnCommit(ctx, func() { s.afterWritten(done) })
 	return nil
 }
 
@@ -126,8 +127,8 @@ func closingReason(storeReason string) string {
 	return "the store has closed: " + storeReason
 }
 
-// cancelled is one order cancelled by a closing, for afterCommit.
-type cancelled struct {
+// written is one order changed by a closing or an hours change, for afterCommit.
+type written struct {
 	o       *order
 	changes []change
 	effects bool
@@ -141,7 +142,7 @@ type cancelled struct {
 // entries (orders_by_store); the handler's, all of the store's past, costs a read of it once per
 // closing (no index of open orders by store, which every order's changes would pay for): 30 ms
 // for a store with 4,000 orders, 0.5 s for one with 300,000, among 2.3 million.
-func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since, until time.Time, wait bool, now time.Time) ([]cancelled, error) {
+func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since, until time.Time, wait bool, now time.Time) ([]written, error) {
 	lock := "FOR UPDATE"
 	if !wait {
 		lock = "FOR UPDATE SKIP LOCKED"
@@ -157,7 +158,7 @@ func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since
 	}
 	var (
 		w    writeBatch
-		done = make([]cancelled, 0, len(orders))
+		done = make([]written, 0, len(orders))
 	)
 	for _, o := range orders {
 		ch, err := o.step(domain.StaffCancel, c.actor, c.reason, "", now)
@@ -169,7 +170,7 @@ func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since
 		if err != nil {
 			return nil, err
 		}
-		done = append(done, cancelled{o, []change{ch}, effects})
+		done = append(done, written{o, []change{ch}, effects})
 	}
 	if err := w.sendIn(ctx, tx); err != nil {
 		return nil, fmt.Errorf("cancel orders at closed store %s: %w", c.storeID, err)
@@ -177,7 +178,7 @@ func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since
 	return done, nil
 }
 
-func (s *Service) afterCancels(done []cancelled) {
+func (s *Service) afterWritten(done []written) {
 	for _, d := range done {
 		s.afterCommit(d.o, d.changes, d.effects)
 	}
@@ -228,7 +229,7 @@ func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 	)
 	for _, c := range closings {
 		over := !c.handledAt.After(now.Add(-closingMemory))
-		var done []cancelled
+		var done []written
 		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 			if over {
 				if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lastLookLockTimeout+`'`); err != nil {
@@ -249,7 +250,7 @@ func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
 		if len(done) > 0 {
 			s.log.Info("order confirmed late at a store closed with cancellation: cancelled", "store_id", c.storeID, "orders", len(done))
 		}
-		s.afterCancels(done)
+		s.afterWritten(done)
 		n += len(done)
 	}
 	return n, errors.Join(errs...)

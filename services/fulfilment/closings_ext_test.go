@@ -38,13 +38,19 @@ func (e *env) setStoreState(store string, c inventory.StateChange) {
 // storeEventsHandled waits until fulfilment has handled n store state events.
 func (e *env) storeEventsHandled(n int) {
 	e.t.Helper()
+	e.eventsHandled("fulfilment-store-states", n)
+}
+
+// eventsHandled waits until fulfilment's consumer has handled n events.
+func (e *env) eventsHandled(consumer string, n int) {
+	e.t.Helper()
 	testenv.CheckFor(e.t, 10*time.Second, 10*time.Millisecond, func() error {
 		var got int
-		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM processed_events WHERE consumer = 'fulfilment-store-states'`).Scan(&got); err != nil {
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM processed_events WHERE consumer = $1`, consumer).Scan(&got); err != nil {
 			return err
 		}
 		if got != n {
-			return fmt.Errorf("fulfilment handled %d store state events, want %d", got, n)
+			return fmt.Errorf("%s handled %d events, want %d", consumer, got, n)
 		}
 		return nil
 	})

@@ -285,7 +285,12 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { s.runRecovery(ctx); return nil })
 	g.Go(func() error { s.runTimers(ctx); return nil })
 	g.Go(func() error { s.runEffects(ctx); return nil })
-	g.Go(func() error { return s.consumeStoreStates(ctx, s.js) })
+	g.Go(func() error {
+		return s.consumeInventory(ctx, s.js, storeStatesConsumer, subjectStoreStateChanged, s.handleStoreState)
+	})
+	g.Go(func() error {
+		return s.consumeInventory(ctx, s.js, storeHoursConsumer, subjectStoreUpdated, s.handleStoreUpdated)
+	})
 	g.Go(func() error { s.runClosings(ctx); return nil })
 	ncfg := s.cfg.Notify
 	if ncfg.PickupCode == nil {

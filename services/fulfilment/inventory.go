@@ -100,6 +100,23 @@ func (i storeInfo) pickupDeadline(readyAt time.Time, window time.Duration) time.
 // maxPickupAhead bounds a pickup deadline: inventory keeps a hold at most seven days ahead.
 const maxPickupAhead = 7 * 24 * time.Hour
 
+// storeInfoOf is what an order needs of store st (id storeID), with the fallbacks for what it
+// leaves unset.
+func storeInfoOf(storeID string, st *inventoryv1.Store) storeInfo {
+	info := storeInfo{name: st.GetName(), timeZone: st.GetTimeZone(), prepTime: st.GetPrepTime().AsDuration(),
+		pickupWindow: st.GetPickupWindow().AsDuration(), hours: scheduleOf(st)}
+	if info.name == "" {
+		info.name = storeID
+	}
+	if info.prepTime <= 0 {
+		info.prepTime = defaultPrepTime
+	}
+	if info.pickupWindow <= 0 {
+		info.pickupWindow = defaultPickupWindow
+	}
+	return info
+}
+
 // scheduleOf reads a store's trading hours; nil when it has none or they cannot be read.
 func scheduleOf(st *inventoryv1.Store) *hours.Schedule {
 	if len(st.GetOpeningHours()) == 0 && len(st.GetHoursExceptions()) == 0 {
@@ -176,17 +193,7 @@ func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error)
 		if err != nil {
 			return storeInfo{}, err
 		}
-		info := storeInfo{name: st.GetName(), timeZone: st.GetTimeZone(), prepTime: st.GetPrepTime().AsDuration(),
-			pickupWindow: st.GetPickupWindow().AsDuration(), hours: scheduleOf(st)}
-		if info.name == "" {
-			info.name = storeID
-		}
-		if info.prepTime <= 0 {
-			info.prepTime = defaultPrepTime
-		}
-		if info.pickupWindow <= 0 {
-			info.pickupWindow = defaultPickupWindow
-		}
+		info := storeInfoOf(storeID, st)
 		c.mu.Lock()
 		c.entries[storeID] = cachedStore{info: info, fetched: time.Now()}
 		c.mu.Unlock()

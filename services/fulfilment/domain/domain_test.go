@@ -27,6 +27,7 @@ var allowed = map[domain.State]map[domain.Action]domain.State{
 		domain.EscalateNotAccepted: domain.Confirmed,
 		domain.LapseReservation:    domain.Cancelled,
 		domain.Expire:              domain.Expired,
+		domain.Reschedule:          domain.Confirmed,
 	},
 	domain.Preparing: {
 		domain.MarkLineUnavailable: domain.Preparing,
@@ -35,6 +36,7 @@ var allowed = map[domain.State]map[domain.Action]domain.State{
 		domain.CheckIn:             domain.Preparing,
 		domain.LapseReservation:    domain.Cancelled,
 		domain.Expire:              domain.Expired,
+		domain.Reschedule:          domain.Preparing,
 	},
 	domain.Ready: {
 		domain.HandOver:           domain.Collected,
@@ -44,6 +46,7 @@ var allowed = map[domain.State]map[domain.Action]domain.State{
 		domain.RemindExpiringSoon: domain.Ready,
 		domain.LockPickup:         domain.Ready,
 		domain.LapseReservation:   domain.Cancelled,
+		domain.Reschedule:         domain.Ready,
 	},
 	// Final states allow nothing.
 	domain.Collected: {},

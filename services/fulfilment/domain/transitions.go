@@ -81,11 +81,14 @@ const (
 	// inventory could not be reached to extend them); the order is cancelled rather than
 	// promising units that may already be promised to someone else (system).
 	LapseReservation
+	// Reschedule: the store's opening hours changed, and the order's deadlines, counted in
+	// them, move later (system; never earlier: the shopper keeps the time they were given).
+	Reschedule
 )
 
 // Actions lists every action, for exhaustive tests and documentation.
 var Actions = []Action{Confirm, Reject, Accept, MarkLineUnavailable, MarkReady, HandOver,
-	CustomerCancel, StaffCancel, Expire, CheckIn, RemindExpiringSoon, EscalateNotAccepted, LockPickup, LapseReservation}
+	CustomerCancel, StaffCancel, Expire, CheckIn, RemindExpiringSoon, EscalateNotAccepted, LockPickup, LapseReservation, Reschedule}
 
 // Effect is what inventory must do once a transition has committed. Effects are recorded in
 // the transition's transaction and carried out (retried until done) afterwards.
@@ -157,6 +160,8 @@ var table = map[Action]Rule{
 		Event: "pickup_locked"},
 	LapseReservation: {Verb: "cancel the order for a lapsed reservation", From: []State{Confirmed, Preparing, Ready},
 		To: Cancelled, Event: "cancelled", Notify: "order.cancelled", Effect: ReleaseAll},
+	Reschedule: {Verb: "move the order's deadlines", From: []State{Confirmed, Preparing, Ready},
+		Event: "rescheduled"},
 }
 
 // RuleOf returns the table row of a. Every Action has one.

@@ -25,7 +25,9 @@ const (
 
 // OrderChanged is published on handoff.fulfilment.order.<event> for every transition, where
 // <event> is the new state in lower case (confirmed, preparing, ready, collected, rejected,
-// cancelled, expired) or line_unavailable / checked_in. The order carries no pickup code.
+// cancelled, expired) or, for a change that keeps the state, line_unavailable, checked_in,
+// expiring_soon, not_accepted, pickup_locked or rescheduled (the store's hours changed and the
+// order's deadlines moved later). The order carries no pickup code.
 type OrderChanged struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The order after the change (history omitted).

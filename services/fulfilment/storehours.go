@@ -1,0 +1,160 @@
+package fulfilment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/handoff-dev/handoff/internal/inbox"
+	"github.com/handoff-dev/handoff/internal/streams"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment/domain"
+)
+
+// A store's opening hours changed (UpdateStore: a holiday closure added, the hours cut or moved)
+// after some of its orders were given deadlines counted in them: a READY order's pickup
+// deadline (and its reminder), an order not yet ready its abandon time. Fulfilment hears it from
+// inventory's StoreChanged event, through the inbox, and counts each open order's deadlines
+// again in the new hours. A deadline moves only later, never earlier: the shopper keeps the time
+// they were given, and staff the time they had. So a holiday closure added for tomorrow carries
+// today's late orders over to the day after, as the hours the order was given would have.
+// Each order moved gets a "rescheduled" transition (the store named, the new hours the reason),
+// which its WatchOrder shows, and its holds are extended with it.
+//
+// Events arrive late, again or out of order: an order is only counted in hours at least as new
+// as those its holds were placed against (its store_version), and counting again in the same
+// hours moves nothing.
+
+// storeHoursConsumer is the durable consumer of inventory's store updates.
+const storeHoursConsumer = "fulfilment-store-hours"
+
+// subjectStoreUpdated is inventory's StoreChanged subject after UpdateStore.
+var subjectStoreUpdated = streams.EventSubject("inventory", "store", "updated")
+
+// openOrderMaxAge bounds how long ago an open order was placed: its deadlines are at most
+// maxPickupAhead past its estimate or acceptance, so a fortnight and a little; the range keeps
+// the read of a store's orders to its recent ones (orders_by_store).
+const openOrderMaxAge = 30 * 24 * time.Hour
+
+// handleStoreUpdated moves later the deadlines of the store's open orders that its new hours
+// end later (see the top of this file).
+func (s *Service) handleStoreUpdated(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
+	var ev inventoryv1.StoreChanged
+	if err := inbox.Decode(msg, &ev); err != nil {
+		return inbox.Permanent(err)
+	}
+	st := ev.GetStore()
+	if st.GetId() == "" {
+		return inbox.Permanent(errors.New("store update without a store id"))
+	}
+	info := storeInfoOf(st.GetId(), st)
+	if info.hours == nil {
+		return nil // plain time now: no deadline it gives is later than one counted in open hours
+	}
+	now := s.now()
+	orders, err := queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
+		WHERE store_id = $1 AND create_time >= $2 AND state IN (2, 3, 4) AND store_version <= $3
+		ORDER BY id FOR UPDATE`, st.GetId(), now.Add(-openOrderMaxAge), st.GetVersion())
+	if err != nil {
+		return fmt.Errorf("open orders at store %s: %w", st.GetId(), err)
+	}
+	if len(orders) == 0 {
+		return nil
+	}
+	readyAt, err := readyTimes(ctx, tx, orders)
+	if err != nil {
+		return err
+	}
+	var (
+		w     writeBatch
+		moved []written
+	)
+	for _, o := range orders {
+		if !s.reschedule(o, info, readyAt[o.ID]) {
+			continue
+		}
+		ch, err := o.step(domain.Reschedule, systemActor("inventory"), "the store's opening hours changed", "", now)
+		if err != nil {
+			return fmt.Errorf("reschedule order %s: %w", o.ID, err)
+		}
+		effects, err := s.write(ctx, &w, o, []change{ch}, false, now)
+		if err != nil {
+			return err
+		}
+		moved = append(moved, written{o, []change{ch}, effects})
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	if err := w.sendIn(ctx, tx); err != nil {
+		return fmt.Errorf("reschedule orders at store %s: %w", st.GetId(), err)
+	}
+	s.log.Info("store hours changed: open orders' deadlines moved later", "store_id", st.GetId(), "orders", len(moved))
+	inbox.OnCommit(ctx, func() { s.afterWritten(moved) })
+	return nil
+}
+
+// reschedule sets o's deadlines to those info's hours give, where they are later, and reports
+// whether any moved. readyAt is when o became READY (zero for an order not ready).
+func (s *Service) reschedule(o *order, info storeInfo, readyAt time.Time) bool {
+	window := o.PickupWindow
+	if window <= 0 {
+		window = defaultPickupWindow
+	}
+	moved := false
+	switch o.State {
+	case domain.Ready:
+		if readyAt.IsZero() {
+			return false
+		}
+		deadline, remind := info.pickupTimes(readyAt, window, s.cfg.ExpiringSoonBefore)
+		if deadline.After(o.Timers.PickupDeadline) {
+			o.Timers.PickupDeadline, moved = deadline, true
+			// A reminder not yet sent follows the deadline; one sent stays sent.
+			if !o.Timers.ExpiringSoonAt.IsZero() && remind.After(o.Timers.ExpiringSoonAt) {
+				o.Timers.ExpiringSoonAt = remind
+			}
+		}
+	case domain.Confirmed, domain.Preparing:
+		if at := domain.AbandonAt(o.ReadyBy, o.AcceptTime, window, info.pickupDeadline); at.After(o.Timers.AbandonAt) {
+			o.Timers.AbandonAt, moved = at, true
+		}
+	}
+	return moved
+}
+
+// readyTimes gives, for each READY order of orders, when it became READY (its MarkReady, not a
+// check-in since, which keeps the state).
+func readyTimes(ctx context.Context, tx pgx.Tx, orders []*order) (map[string]time.Time, error) {
+	var ids []string
+	for _, o := range orders {
+		if o.State == domain.Ready {
+			ids = append(ids, o.ID)
+		}
+	}
+	out := make(map[string]time.Time, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT order_id, max(time) FROM order_history
+		WHERE order_id = ANY($1) AND to_state = $2 AND from_state <> $2 GROUP BY order_id`, ids, int16(domain.Ready))
+	if err != nil {
+		return nil, fmt.Errorf("ready times: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id string
+			at time.Time
+		)
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, fmt.Errorf("ready times: %w", err)
+		}
+		out[id] = at.UTC()
+	}
+	return out, rows.Err()
+}
