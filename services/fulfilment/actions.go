@@ -100,6 +100,11 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 		if _, _, err := domain.Decide(o.State, domain.CheckIn); err != nil {
 			return nil, err
 		}
+		// An order whose time is up expires, rather than the shopper being told they are
+		// checked in for it and the store ticketed.
+		if cs, err := s.expireOverdue(o, now); cs != nil {
+			return cs, err
+		}
 		if o.CheckIns >= maxCheckIns {
 			return nil, rpcerr.FailedPrecondition("bay: the order has been checked in %d times (the first and %d changes of bay), the most it may be: tell the store's staff where you are",
 				o.CheckIns, o.CheckIns-1)
@@ -182,6 +187,9 @@ func (s *Service) MarkLineUnavailable(ctx context.Context, storeID string, actor
 		if _, _, err := domain.Decide(o.State, domain.MarkLineUnavailable); err != nil {
 			return nil, err
 		}
+		if cs, err := s.expireOverdue(o, now); cs != nil {
+			return cs, err
+		}
 		l := o.line(lineID)
 		switch {
 		case l == nil:
@@ -204,11 +212,13 @@ func (s *Service) MarkLineUnavailable(ctx context.Context, storeID string, actor
 // turns the holds into a sale. Wrong codes are counted on the order; PickupMaxWrong of them in
 // a row lock hand-over for PickupLockout (published as pickup_locked).
 func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.Actor, orderID, code string) (*order, error) {
-	if code == "" {
-		return nil, rpcerr.Invalid("pickup_code", "required")
-	}
 	if len(code) > 32 {
 		return nil, rpcerr.Invalid("pickup_code", "at most 32 characters")
+	}
+	// A code that could never be one (blank, a slip of the keyboard) is refused as such, and
+	// not counted against the order's tries: it guesses nothing.
+	if p := domain.PickupCodeProblem(code); p != "" {
+		return nil, rpcerr.Invalid("pickup_code", p)
 	}
 	limits := domain.PickupAttempts{MaxWrong: s.cfg.PickupMaxWrong, Lockout: s.cfg.PickupLockout}
 	return s.transact(ctx, orderID, scope{storeID: storeID}, func(o *order, now time.Time) ([]change, error) {
@@ -257,10 +267,11 @@ func lockedError(retryIn time.Duration) error {
 }
 
 // expireOverdue expires o when its expiry is due but the timer loop has not got to it yet (a
-// backlog after an outage), and answers the action staff asked for with FailedPrecondition; it
-// returns no changes when o is not overdue. Accepting, readying or handing over such an order
-// would otherwise give it a new lease of life on holds inventory may already have swept at
-// their deadline, and hand over stock that is no longer held for it.
+// backlog after an outage), and answers the action asked for with FailedPrecondition; it
+// returns no changes when o is not overdue. Accepting, readying, handing over or dropping a
+// line of such an order would otherwise give it a new lease of life on holds inventory may
+// already have swept at their deadline, and hand over stock that is no longer held for it; a
+// check-in would tell the shopper and the store of an order about to expire.
 func (s *Service) expireOverdue(o *order, now time.Time) ([]change, error) {
 	if a, due := o.Timers.Due(o.State, now); !due || a != domain.Expire {
 		return nil, nil

@@ -65,6 +65,15 @@ func (e *env) handOver(store, id, code string) (*fulfilmentv1.Order, error) {
 	return res.GetOrder(), err
 }
 
+// otherCode is a pickup code that is not code: each digit moved on by one.
+func otherCode(code string) string {
+	b := []byte(code)
+	for i, c := range b {
+		b[i] = '0' + (c-'0'+1)%10
+	}
+	return string(b)
+}
+
 // codeOf is the pickup code the shopper sees in their app.
 func (e *env) codeOf(customer, id string) string {
 	e.t.Helper()
@@ -223,7 +232,7 @@ func TestIllegalTransitionsAreRefusedWithAMessageAndLeaveTheOrderUnchanged(t *te
 
 	_, err = e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: o.GetId()})
 	wantCode(t, "READY → PREPARING", err, codes.FailedPrecondition, "ORDER_STATE_READY", "accept")
-	_, err = e.handOver("s1", o.GetId(), "000000-not-it")
+	_, err = e.handOver("s1", o.GetId(), otherCode(e.codeOf("alice", o.GetId())))
 	wantCode(t, "wrong pickup code", err, codes.PermissionDenied, "wrong pickup code")
 	if s := e.stateOf(o.GetId()); s != ready {
 		t.Fatalf("after refusals the order is %s, want READY", s)
@@ -239,7 +248,7 @@ func TestIllegalTransitionsAreRefusedWithAMessageAndLeaveTheOrderUnchanged(t *te
 	wantCode(t, "COLLECTED → CANCELLED by the shopper", err, codes.FailedPrecondition, "ORDER_STATE_COLLECTED")
 	// The right code again is a retry, answered with the collected order (see
 	// TestARetriedHandOverGetsTheCollectedOrder); any other is refused.
-	_, err = e.handOver("s1", o.GetId(), "000000-not-it")
+	_, err = e.handOver("s1", o.GetId(), otherCode(code))
 	wantCode(t, "COLLECTED → COLLECTED", err, codes.FailedPrecondition, "ORDER_STATE_COLLECTED")
 	if s := e.stateOf(o.GetId()); s != collected {
 		t.Fatalf("after refusals the order is %s, want COLLECTED", s)
@@ -247,6 +256,65 @@ func TestIllegalTransitionsAreRefusedWithAMessageAndLeaveTheOrderUnchanged(t *te
 	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "collected")
 	e.waitHolds(o.GetId(), map[string]int{"committed": 1})
 	e.checkInvariants()
+}
+
+// A pickup code that could never be one (blank, spaces and dashes only, not six digits) is
+// refused naming the field, and not counted against the order's tries: a slip at the counter
+// must not bring the shopper nearer a lock-out. The right code typed with a space and a dash
+// hands the order over.
+func TestAPickupCodeThatCouldNeverBeOneIsRefusedUncounted(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	for _, bad := range []string{"   ", "- -", "12345", "1234567", "12345a", "１２３４５６"} {
+		_, err := e.handOver("s1", o.GetId(), bad)
+		wantCode(t, fmt.Sprintf("pickup code %q", bad), err, codes.InvalidArgument, "pickup_code")
+	}
+	var wrong int
+	if err := e.pool.QueryRow(e.ctx, `SELECT wrong_codes FROM orders WHERE id = $1`, o.GetId()).Scan(&wrong); err != nil || wrong != 0 {
+		t.Fatalf("wrong codes counted after codes that could never be one: %d, %v; want 0", wrong, err)
+	}
+	code := e.codeOf("alice", o.GetId())
+	if got, err := e.handOver("s1", o.GetId(), code[:3]+" "+code[3:4]+"-"+code[4:]); err != nil || got.GetState() != fulfilmentv1.OrderState_ORDER_STATE_COLLECTED {
+		t.Fatalf("the right code with a space and a dash: %v, %v", got, err)
+	}
+}
+
+// A check-in or a line dropped for an order whose time is up, the timer loop not there yet,
+// expires it instead, as accepting or handing over does: the shopper is not told they are
+// checked in, nor the store ticketed, for an order about to expire, and no dropped line gives
+// it a new lease of life.
+func TestCheckingInOrDroppingALineOfAnOverdueOrderExpiresItInstead(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	e.setStock("s1", "MUFFIN", 10)
+	ready := e.placeAt("s1", "amy", "k1", "LATTE-16", 1)
+	e.accept("s1", ready.GetId())
+	e.markReady("s1", ready.GetId())
+	preparing := e.mustPlace(checkout("amy", "k2", "s1", line{"LATTE-16", 1}, line{"MUFFIN", 1}), confirmed)
+	e.accept("s1", preparing.GetId())
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET pickup_deadline = now() - interval '1 minute', expiring_soon_at = NULL WHERE id = $1`, ready.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '3 hours', accept_time = now() - interval '3 hours',
+		abandon_at = now() - interval '1 minute' WHERE id = $1`, preparing.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.orders.CheckIn(e.asCustomer("amy"), &fulfilmentv1.CheckInRequest{OrderId: ready.GetId(), Bay: "B3"})
+	wantCode(t, "check-in past the pickup deadline", err, codes.FailedPrecondition, "pickup window")
+	_, err = e.store.MarkLineUnavailable(e.asStaff("s1"), &fulfilmentv1.MarkLineUnavailableRequest{StoreId: "s1", OrderId: preparing.GetId(), LineId: "l2"})
+	wantCode(t, "a line dropped past the time to make it ready", err, codes.FailedPrecondition, "not made ready")
+	for _, id := range []string{ready.GetId(), preparing.GetId()} {
+		if s := e.stateOf(id); s != expired {
+			t.Errorf("order %s is %s; want EXPIRED", id, s)
+		}
+	}
+	e.waitEvents(ready.GetId(), "confirmed", "preparing", "ready", "expired")
+	e.waitEvents(preparing.GetId(), "confirmed", "preparing", "expired")
 }
 
 // A terminal whose hand-over answer was lost retries it: it gets the collected order, as the

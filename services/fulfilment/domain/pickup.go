@@ -36,10 +36,26 @@ func PickupCode(secret []byte, orderID string) string {
 	return fmt.Sprintf("%06d", n)
 }
 
+// pickupCodeTyping removes the spaces and dashes the shopper or staff may type.
+var pickupCodeTyping = strings.NewReplacer(" ", "", "-", "")
+
+// PickupCodeProblem says what makes code, as typed, not a pickup code at all, or "": such a
+// code is refused as bad input rather than counted as a wrong guess.
+func PickupCodeProblem(code string) string {
+	code = pickupCodeTyping.Replace(code)
+	switch {
+	case code == "":
+		return "required"
+	case len(code) != PickupCodeDigits || strings.Trim(code, "0123456789") != "":
+		return fmt.Sprintf("must be %d digits", PickupCodeDigits)
+	}
+	return ""
+}
+
 // CheckPickupCode reports whether code is the order's pickup code, ignoring spaces and dashes
 // the shopper or staff may type. The comparison takes the same time whatever the input.
 func CheckPickupCode(secret []byte, orderID, code string) bool {
-	code = strings.NewReplacer(" ", "", "-", "").Replace(code)
+	code = pickupCodeTyping.Replace(code)
 	want := PickupCode(secret, orderID)
 	return subtle.ConstantTimeCompare([]byte(code), []byte(want)) == 1
 }
