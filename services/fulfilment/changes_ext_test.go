@@ -123,7 +123,7 @@ func TestConcurrentChangesOfOrdersAreMadeTogetherEachWithItsOwnOutcome(t *testin
 	for i := range codes0 {
 		codes0[i] = e.codeOf(fmt.Sprint("shopper-", i), ids[i])
 		if i >= 10 {
-			codes0[i] = "WRONG" + codes0[i]
+			codes0[i] = otherCode(codes0[i])
 		}
 	}
 	calls = calls[:0]
