@@ -15,8 +15,10 @@ import (
 	"connectrpc.com/grpcreflect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/handoff-dev/handoff/gateway"
@@ -121,6 +123,12 @@ func TestHealthAndReflectionAnswerStandardGRPCClients(t *testing.T) {
 	}
 	if _, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "handoff.catalog.v1.CatalogAdminService"}); err == nil {
 		t.Fatal("health answered for an admin service the edge does not serve")
+	}
+	// An unknown name is not echoed whole: 900 KiB back would amplify the request, and overflow
+	// the header limit of a proxy on the way.
+	_, err = hc.Check(t.Context(), &healthpb.HealthCheckRequest{Service: strings.Repeat("x", 900<<10)})
+	if st, _ := status.FromError(err); st.Code() != codes.NotFound || len(st.Message()) > 400 {
+		t.Fatalf("health of a 900 KiB unknown name: %v, a message of %d bytes; want NotFound, the name cut", st.Code(), len(st.Message()))
 	}
 
 	rc := grpcreflect.NewClient(h2cClient(), "http://"+ready.GatewayAddr, connect.WithGRPC())
@@ -273,6 +281,39 @@ func TestBackendDownIsUnavailableNotAHang(t *testing.T) {
 	_, err := c.ListCategories(callCtx, connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("catalog down: %v; want Unavailable", err)
+	}
+}
+
+// A token in an Authorization header with characters no bearer token has (a tab after the
+// scheme, a letter outside ASCII after it) is refused as Unauthenticated; before, it was verified,
+// forwarded as it came, refused by gRPC on the way to the service, and the caller got Internal.
+// The same token with plain spaces goes through to the service.
+func TestATokenWithCharactersNoTokenHasIsUnauthenticatedNotInternal(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := grpc.NewServer()
+	fulfilmentv1.RegisterOrderServiceServer(backend, fulfilmentv1.UnimplementedOrderServiceServer{})
+	go func() { _ = backend.Serve(lis) }()
+	t.Cleanup(backend.Stop)
+	g := gatewayTo(t, lis.Addr().String(), time.Second)
+	tok := tokens(t, g.keys)["customer"]
+	orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+g.addr, connect.WithGRPCWeb())
+	for _, tc := range []struct {
+		header string
+		want   connect.Code
+	}{
+		{"Bearer " + tok, connect.CodeUnimplemented}, // the stub service's answer: forwarded
+		{"Bearer   " + tok + " ", connect.CodeUnimplemented},
+		{"Bearer \t" + tok, connect.CodeUnauthenticated},
+		{"Bearer " + tok + "é", connect.CodeUnauthenticated},
+	} {
+		req := connect.NewRequest(&fulfilmentv1.ListOrdersRequest{})
+		req.Header().Set("Authorization", tc.header)
+		if _, err := orders.ListOrders(t.Context(), req); connect.CodeOf(err) != tc.want {
+			t.Errorf("Authorization %q…: %v; want %v", tc.header[:9], err, tc.want)
+		}
 	}
 }
 

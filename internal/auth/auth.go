@@ -105,10 +105,31 @@ func BearerToken(header string) (string, error) {
 		return "", ErrNoToken
 	}
 	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(token) == "" {
+	token = strings.Trim(token, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" || !isToken68(token) {
 		return "", fmt.Errorf("%w: Authorization header is not \"Bearer <token>\"", ErrInvalidToken)
 	}
-	return strings.TrimSpace(token), nil
+	return token, nil
+}
+
+// isToken68 reports whether token is made of the characters a bearer token may have (RFC 6750's
+// b64token). Anything else (a tab, a control or non-ASCII character) is refused here: verified
+// all the same, it would be forwarded in the header to the services, where gRPC refuses it, and
+// the caller would get Internal for their own bad header.
+func isToken68(token string) bool {
+	body := strings.TrimRight(token, "=")
+	if body == "" {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Customer returns the calling customer, or Unauthenticated when the call carries none (the

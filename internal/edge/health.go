@@ -2,11 +2,13 @@ package edge
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"sync"
 
 	"connectrpc.com/connect"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 )
 
 // Health serves grpc.health.v1 over gRPC, gRPC-web and Connect on an edge port, so load
@@ -63,7 +65,7 @@ func (h *Health) known(service string) bool { return service == "" || h.services
 
 func (h *Health) check(_ context.Context, req *connect.Request[healthpb.HealthCheckRequest]) (*connect.Response[healthpb.HealthCheckResponse], error) {
 	if !h.known(req.Msg.GetService()) {
-		return nil, connect.NewError(connect.CodeNotFound, errors.New("unknown service "+req.Msg.GetService()))
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", rpcerr.Echo(req.Msg.GetService())))
 	}
 	st, _, _ := h.status()
 	return connect.NewResponse(&healthpb.HealthCheckResponse{Status: st}), nil

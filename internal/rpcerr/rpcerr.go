@@ -60,11 +60,17 @@ func Invalid(field, description string) error {
 
 // NotFound says which kind of thing, with which id, does not exist.
 func NotFound(kind, id string) error {
+	return status.Errorf(codes.NotFound, "%s %q not found", kind, Echo(id))
+}
+
+// Echo is id as a refusal repeats it: cut after maxEchoedID characters. No stored id is this
+// long; echoing a megabyte back would only amplify the request (and overflow the header a
+// proxy passes on).
+func Echo(id string) string {
 	if r := []rune(id); len(r) > maxEchoedID {
-		// No stored id is this long; echoing a megabyte back would only amplify the request.
-		id = string(r[:maxEchoedID]) + "…"
+		return string(r[:maxEchoedID]) + "…"
 	}
-	return status.Errorf(codes.NotFound, "%s %q not found", kind, id)
+	return id
 }
 
 // maxEchoedID bounds the part of an unknown id a NotFound repeats.
