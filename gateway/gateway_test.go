@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -246,7 +247,7 @@ type servedGateway struct {
 }
 
 // gatewayTo serves a gateway whose backends are all at addr, on a fresh port with a test key set.
-func gatewayTo(t *testing.T, addr string, grace time.Duration) *servedGateway {
+func gatewayTo(t *testing.T, addr string, grace time.Duration, edits ...func(*gateway.Config)) *servedGateway {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -257,7 +258,11 @@ func gatewayTo(t *testing.T, addr string, grace time.Duration) *servedGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Catalog: conn, Inventory: conn, Cart: conn, Fulfilment: conn, Keys: keys, Logger: testenv.Logger(t)})
+	cfg := gateway.Config{Catalog: conn, Inventory: conn, Cart: conn, Fulfilment: conn, Keys: keys, Logger: testenv.Logger(t)}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	gw, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,6 +275,43 @@ func gatewayTo(t *testing.T, addr string, grace time.Duration) *servedGateway {
 	go func() { defer close(g.served); _ = gw.Serve(ctx, glis, grace) }()
 	t.Cleanup(func() { cancel(); <-g.served })
 	return g
+}
+
+// An IPv6 site (/48) may hold 16 addresses' worth of open health and reflection streams, as it
+// may spend 16 addresses' rate: before, streams were counted per /64 only, and one site could
+// hold 16 from each of its 65,536 /64s, a million goroutines. (The addresses come from a trusted
+// proxy's X-Forwarded-For.)
+func TestAnIPv6SiteHoldsSixteenAddressesWorthOfOpenStreams(t *testing.T) {
+	g := gatewayTo(t, testenv.FreeAddr(t), time.Second, func(c *gateway.Config) {
+		c.TrustedProxies = []net.IPNet{{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(32, 32)}}
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	const perAddr, addrs = 16, 20
+	open, refused := 0, 0
+	for a := range addrs {
+		watch := connect.NewClient[healthpb.HealthCheckRequest, healthpb.HealthCheckResponse](h2cClient(),
+			"http://"+g.addr+"/grpc.health.v1.Health/Watch", connect.WithGRPC())
+		for range perAddr {
+			req := connect.NewRequest(&healthpb.HealthCheckRequest{})
+			req.Header().Set("X-Forwarded-For", fmt.Sprintf("2001:db8:1:%x::1", a+1)) // a /64 of 2001:db8:1::/48
+			s, err := watch.CallServerStream(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case s.Receive():
+				open++
+			case connect.CodeOf(s.Err()) == connect.CodeResourceExhausted:
+				refused++
+			default:
+				t.Fatalf("stream: %v", s.Err())
+			}
+		}
+	}
+	if open != 16*perAddr || refused != (addrs-16)*perAddr {
+		t.Fatalf("one /48 opened %d health streams at once, %d refused; want %d open (16 addresses' worth), the rest refused", open, refused, 16*perAddr)
+	}
 }
 
 func TestBackendDownIsUnavailableNotAHang(t *testing.T) {

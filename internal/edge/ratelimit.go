@@ -198,12 +198,16 @@ func peerIP(peerAddr string) (string, netip.Addr, bool) {
 // reflection stream can carry any number of requests), and each address may hold at most
 // maxStreams open at once.
 func LimitPerAddress(l *AddressLimiter, maxStreams int) connect.Interceptor {
-	return perAddress{l: l, streams: NewStreamLimit(maxStreams, "from this address")}
+	return perAddress{l: l, streams: NewStreamLimit(maxStreams, "from this address"),
+		siteStreams: NewStreamLimit(maxStreams*siteFactor, "from this network")}
 }
 
 type perAddress struct {
 	l       *AddressLimiter
 	streams *StreamLimit
+	// siteStreams caps an IPv6 /48's open streams at siteFactor addresses' worth, as its rate
+	// is capped: else one site, opening 16 from each of its 65,536 /64s, holds a million.
+	siteStreams *StreamLimit
 }
 
 func (p perAddress) admit(peer connect.Peer) error {
@@ -236,6 +240,13 @@ func (p perAddress) WrapStreamingHandler(next connect.StreamingHandlerFunc) conn
 			return err
 		}
 		defer done()
+		if site := siteKey(conn.Peer().Addr); site != "" {
+			doneSite, err := p.siteStreams.Open(site)
+			if err != nil {
+				return err
+			}
+			defer doneSite()
+		}
 		return next(ctx, &chargedConn{StreamingHandlerConn: conn, charge: func() error { return p.admit(conn.Peer()) }})
 	}
 }
