@@ -94,7 +94,8 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 // DoUndo is Do for a request whose effect must not outlast a caller that does not learn of it
 // (a claim that would otherwise hold until it lapses): when ctx ends before the answer, and the
 // batch then decides the request all the same (a result without error), undo is called with
-// that result, on a goroutine of its own. A caller that gets the result gets no undo.
+// that result, on a goroutine of its own. A caller that gets the result gets no undo. A result
+// without error may still say nothing was done (a zero value, say): undo must tell.
 func (b *Batcher[Req, Res]) DoUndo(ctx context.Context, req Req, undo func(Res)) (Res, error) {
 	res, err := b.together(ctx, req, undo)
 	if !errors.Is(err, ErrRunAlone) {

@@ -164,7 +164,11 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 	// whose batch had begun is decided even if its caller has gone (a deadline, an app closed):
 	// it is left at once, or the cart would read "being checked out", refusing every edit,
 	// until the lease lapsed, for a checkout that placed nothing.
-	leave := func(*cartRow) { s.leaveLease(context.WithoutCancel(ctx), cartID, key) }
+	leave := func(c *cartRow) {
+		if c != nil { // claimed: nil is a claim refused or taken by another, nothing to leave
+			s.leaveLease(context.WithoutCancel(ctx), cartID, key)
+		}
+	}
 	if c, err := s.claims.DoUndo(ctx, claimReq{cartID: cartID, customer: customer, key: key, expectedVersion: expectedVersion}, leave); c != nil && err == nil {
 		return c, false, nil
 	}

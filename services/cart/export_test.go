@@ -40,3 +40,12 @@ func (s *Service) ClaimTogether(ctx context.Context, cartID, customer, key strin
 	}
 	return out, nil
 }
+
+// ClaimForCheckout is Checkout's claim (step 1) alone; it gives the cart's version claimed.
+func (s *Service) ClaimForCheckout(ctx context.Context, customer, cartID, key string, expectedVersion int64) (int64, error) {
+	c, _, err := s.claim(ctx, customer, cartID, key, expectedVersion)
+	if err != nil {
+		return 0, err
+	}
+	return c.Version, nil
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -213,5 +214,51 @@ func TestADoubleTapRefusedTwiceLeavesTheCartOpen(t *testing.T) {
 	}
 	if _, err := e.client.SetPickup(ctx, &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.7, -122.3, 0)}); err != nil {
 		t.Fatalf("both checkouts were refused, yet the cart cannot change: %v", err)
+	}
+}
+
+// A checkout holds the lease under a key; a second request with that key but a stale
+// expected_version gives up while its batched claim waits for a connection. Its batch then
+// claims nothing for it, and it leaves nothing: the first checkout's lease stands. (The undo of
+// a given-up claim once left the lease whatever the batch decided, and opened the cart while
+// the first checkout was still placing its order.)
+func TestAClaimGivenUpThatTookNothingLeavesNoLease(t *testing.T) {
+	e := newEnv(t)
+	sku, _ := e.sku(0)
+	c := e.newCart("alice")
+	c = e.addLine("alice", c.GetId(), sku, 1)
+	res, err := e.client.SetPickup(e.as("alice"), &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "key-of-both-requests"
+	if _, err := e.cart.ClaimForCheckout(t.Context(), "alice", c.GetId(), key, 0); err != nil {
+		t.Fatalf("the first checkout's claim: %v", err)
+	}
+	// Every connection of the cart's pool taken: the second claim's batch begins, then waits.
+	var held []*pgxpool.Conn
+	for range e.pool.Stat().MaxConns() {
+		conn, err := e.pool.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	_, err = e.cart.ClaimForCheckout(ctx, "alice", c.GetId(), key, res.GetCart().GetVersion()-1)
+	cancel()
+	if err == nil {
+		t.Fatal("a claim with a stale version succeeded")
+	}
+	for _, conn := range held {
+		conn.Release()
+	}
+	time.Sleep(500 * time.Millisecond) // time for a wrong undo to be made
+	var leased bool
+	if err := e.pool.QueryRow(t.Context(), `SELECT checkout_until IS NOT NULL FROM carts WHERE id = $1`, c.GetId()).Scan(&leased); err != nil {
+		t.Fatal(err)
+	}
+	if !leased {
+		t.Fatal("the first checkout's lease was left by a request whose claim took nothing: the cart is open while that checkout places its order")
 	}
 }

@@ -25,9 +25,10 @@ import (
 // Each order moved gets a "rescheduled" transition (the store named, the new hours the reason),
 // which its WatchOrder shows, and its holds are extended with it.
 //
-// Events arrive late, again or out of order: an order is only counted in hours at least as new
-// as those its holds were placed against (its store_version), and counting again in the same
-// hours moves nothing.
+// Events arrive late, again or out of order: an update older than the store as inventory has it
+// now is passed over (the later update's event counts the orders), an order is only counted in
+// hours at least as new as those its holds were placed against (its store_version), and
+// counting again in the same hours moves nothing.
 
 // storeHoursConsumer is the durable consumer of inventory's store updates.
 const storeHoursConsumer = "fulfilment-store-hours"
@@ -50,6 +51,15 @@ func (s *Service) handleStoreUpdated(ctx context.Context, tx pgx.Tx, msg jetstre
 	st := ev.GetStore()
 	if st.GetId() == "" {
 		return inbox.Permanent(errors.New("store update without a store id"))
+	}
+	// An update handled after a later one (events out of order, or read again) would count the
+	// orders in hours no longer the store's: the later update's event counts them instead.
+	cur, err := s.inv.getStore(ctx, st.GetId())
+	if err != nil {
+		return fmt.Errorf("store %s as it is now: %w", st.GetId(), err)
+	}
+	if cur.GetVersion() > st.GetVersion() {
+		return nil
 	}
 	info := storeInfoOf(st.GetId(), st)
 	if info.hours == nil {

@@ -5,6 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/streams"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -100,6 +105,31 @@ func TestStoreHoursChangedMoveOpenOrdersDeadlinesOnlyLater(t *testing.T) {
 	}
 	if evs := e.events.of(ready.GetId()); slices.Index(evs, "rescheduled") != len(evs)-1 || len(evs) != 4 {
 		t.Errorf("events %v; want one rescheduling only", evs)
+	}
+
+	// An update older than the store as it is now, read again (or late), with hours that would
+	// move the window later still (two days closed): passed over, the store's hours being others.
+	cur, err := e.inv.GetStore(e.ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := proto.CloneOf(cur)
+	stale.Version--
+	stale.HoursExceptions = []*inventoryv1.HoursException{
+		{Date: today.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+		{Date: tomorrow.Format(time.DateOnly), Closed: true}, {Date: dayAfter.Format(time.DateOnly), Closed: true}}
+	data, err := proto.Marshal(&inventoryv1.StoreChanged{Store: stale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: streams.EventSubject("inventory", "store", "updated"), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, "stale-store-update")
+	if _, err := e.js.PublishMsg(e.ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	e.eventsHandled("fulfilment-store-hours", 3)
+	if again, _ := e.deadlines(ready.GetId()); !again.Equal(newPickup) {
+		t.Errorf("pickup by %s after a stale update was read; want it kept, %s", again.In(loc).Format(time.RFC3339), newPickup.In(loc).Format(time.RFC3339))
 	}
 	e.checkInvariants()
 }
