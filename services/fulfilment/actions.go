@@ -51,7 +51,7 @@ func checkText(field, v string, max int, required bool) error {
 // simple applies one table action with no fields of its own besides the reason. Staff moving
 // on an order whose expiry is due expire it instead (see expireOverdue).
 func (s *Service) simple(ctx context.Context, id string, sc scope, a domain.Action, actor *commonv1.Actor, reason string, mutate func(o *order, now time.Time)) (*order, error) {
-	return s.transact(ctx, id, sc, func(o *order, now time.Time) ([]change, error) {
+	o, err := s.transact(ctx, id, sc, func(o *order, now time.Time) ([]change, error) {
 		if a == domain.Accept || a == domain.MarkReady {
 			if _, _, err := domain.Decide(o.State, a); err != nil {
 				return nil, err
@@ -69,6 +69,30 @@ func (s *Service) simple(ctx context.Context, id string, sc scope, a domain.Acti
 		}
 		return []change{c}, nil
 	})
+	if status.Code(err) == codes.FailedPrecondition {
+		if done := s.repeated(ctx, id, sc, a, actor); done != nil {
+			return done, nil
+		}
+	}
+	return o, err
+}
+
+// repeated returns the order when its last change was a, made by actor: a retry of a change
+// whose answer was lost (a deadline, a dropped connection; the change committed all the same)
+// gets the order that change made, as a retried hand-over gets the collected order, not a
+// refusal that reads like a failure. nil when it was not, or the order cannot be read.
+func (s *Service) repeated(ctx context.Context, id string, sc scope, a domain.Action, actor *commonv1.Actor) *order {
+	o, err := readOrder(ctx, s.db, id, 0)
+	if err != nil || o == nil || !sc.allows(o) || len(o.History) == 0 {
+		return nil
+	}
+	last := o.History[len(o.History)-1]
+	rule := domain.RuleOf(a)
+	if last.Event != rule.Event || (rule.To != 0 && last.To != rule.To) ||
+		last.Actor.GetKind() != actor.GetKind() || last.Actor.GetId() != actor.GetId() {
+		return nil
+	}
+	return o
 }
 
 // CancelByCustomer cancels one of the shopper's orders before preparation starts; its holds

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -77,7 +78,14 @@ func TestConcurrentChangesOfOrdersAreMadeTogetherEachWithItsOwnOutcome(t *testin
 	for i := range 20 {
 		calls = append(calls, accept("s1", ids[i]))
 	}
-	calls = append(calls, accept("s1", ids[0]), markReady(ids[20]), markReady(ids[21]), accept("s2", ids[22]))
+	// Order 0's second accept is another member of staff's: the same one's would be a retry,
+	// answered with the order as accepted (TestARetriedChangeGetsTheOrderItMade).
+	acceptByAnother := func() error {
+		ctx := metadata.AppendToOutgoingContext(e.ctx, fulfilment.MetadataStaffStores, "s1", fulfilment.MetadataActor, "staff:barista-2")
+		_, err := e.store.AcceptOrder(ctx, &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: ids[0]})
+		return err
+	}
+	calls = append(calls, acceptByAnother, markReady(ids[20]), markReady(ids[21]), accept("s2", ids[22]))
 	errs := all(calls)
 	t.Logf("round 1: %d changes in %d transactions", len(calls), locks.batches.Load())
 	if got := locks.batches.Load(); got >= int64(len(calls)) {

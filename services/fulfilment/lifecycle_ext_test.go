@@ -258,6 +258,41 @@ func TestIllegalTransitionsAreRefusedWithAMessageAndLeaveTheOrderUnchanged(t *te
 	e.checkInvariants()
 }
 
+// A change whose answer was lost (a deadline, a dropped connection: it committed all the same)
+// is retried by the same caller: the retry gets the order the change made, as a retried
+// hand-over does, not a refusal that reads like a failure. Anyone else is still refused.
+func TestARetriedChangeGetsTheOrderItMade(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	first := e.accept("s1", o.GetId())
+	again, err := e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: o.GetId()})
+	if err != nil || again.GetOrder().GetVersion() != first.GetVersion() || again.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_PREPARING {
+		t.Fatalf("the accept retried: %v, %v; want the accepted order at version %d", again.GetOrder(), err, first.GetVersion())
+	}
+	ready := e.markReady("s1", o.GetId())
+	if again, err := e.store.MarkReady(e.asStaff("s1"), &fulfilmentv1.MarkReadyRequest{StoreId: "s1", OrderId: o.GetId()}); err != nil || again.GetOrder().GetVersion() != ready.GetVersion() {
+		t.Fatalf("mark ready retried: %v, %v; want the ready order at version %d", again.GetOrder(), err, ready.GetVersion())
+	}
+
+	c := e.placeAt("s1", "bob", "k2", "LATTE-16", 1)
+	req := &fulfilmentv1.CancelOrderRequest{OrderId: c.GetId(), Reason: "changed my mind"}
+	cancelled, err := e.orders.CancelOrder(e.asCustomer("bob"), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := e.orders.CancelOrder(e.asCustomer("bob"), req); err != nil || again.GetOrder().GetVersion() != cancelled.GetOrder().GetVersion() {
+		t.Fatalf("the shopper's cancel retried: %v, %v; want the cancelled order at version %d", again.GetOrder(), err, cancelled.GetOrder().GetVersion())
+	}
+	// Staff did not cancel it: their cancel is refused, as before.
+	_, err = e.store.CancelOrder(e.asStaff("s1"), &fulfilmentv1.StoreOrderServiceCancelOrderRequest{StoreId: "s1", OrderId: c.GetId(), Reason: "out of milk"})
+	wantCode(t, "staff cancel of an order the shopper cancelled", err, codes.FailedPrecondition, "ORDER_STATE_CANCELLED")
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready")
+	e.waitEvents(c.GetId(), "confirmed", "cancelled")
+	e.checkInvariants()
+}
+
 // A pickup code that could never be one (blank, spaces and dashes only, not six digits) is
 // refused naming the field, and not counted against the order's tries: a slip at the counter
 // must not bring the shopper nearer a lock-out. The right code typed with a space and a dash

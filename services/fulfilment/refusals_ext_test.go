@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/services/fulfilment"
 )
 
 // Every refused shopper or staff action (an illegal transition, another store's or shopper's
@@ -43,8 +45,9 @@ func TestRefusedActionsChangeNothing(t *testing.T) {
 		code  codes.Code
 		names string // a fragment the message must have
 	}{
-		{"accept an order being prepared", func() error {
-			_, err := e.store.AcceptOrder(staff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: preparing.GetId()})
+		{"accept an order another member of staff is preparing", func() error {
+			ctx := metadata.AppendToOutgoingContext(e.ctx, fulfilment.MetadataStaffStores, "s1", fulfilment.MetadataActor, "staff:barista-2")
+			_, err := e.store.AcceptOrder(ctx, &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: preparing.GetId()})
 			return err
 		}, codes.FailedPrecondition, ""},
 		{"accept another store's order", func() error {

@@ -312,7 +312,10 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // StoreOrderService is what store staff do to orders, reached through the pos-adapter. Every
-// request names the store; an order of another store is NotFound.
+// request names the store; an order of another store is NotFound. An action retried by the
+// caller whose change it was, its answer lost (AcceptOrder, MarkReady, CancelOrder, and the
+// shopper's CancelOrder), gets the order that change made, as HandOver retried with the right
+// code gets the collected order; anyone else's is refused.
 type StoreOrderServiceClient interface {
 	// ListStoreOrders is the store's order board, oldest first.
 	ListStoreOrders(ctx context.Context, in *ListStoreOrdersRequest, opts ...grpc.CallOption) (*ListStoreOrdersResponse, error)
@@ -405,7 +408,10 @@ func (c *storeOrderServiceClient) CancelOrder(ctx context.Context, in *StoreOrde
 // for forward compatibility.
 //
 // StoreOrderService is what store staff do to orders, reached through the pos-adapter. Every
-// request names the store; an order of another store is NotFound.
+// request names the store; an order of another store is NotFound. An action retried by the
+// caller whose change it was, its answer lost (AcceptOrder, MarkReady, CancelOrder, and the
+// shopper's CancelOrder), gets the order that change made, as HandOver retried with the right
+// code gets the collected order; anyone else's is refused.
 type StoreOrderServiceServer interface {
 	// ListStoreOrders is the store's order board, oldest first.
 	ListStoreOrders(context.Context, *ListStoreOrdersRequest) (*ListStoreOrdersResponse, error)
