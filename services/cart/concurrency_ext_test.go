@@ -133,18 +133,25 @@ func TestEditsWhoseRepliesAreLostCountOnce(t *testing.T) {
 	}
 }
 
+// cartToCheckOut is a new cart of customer's with one line and a pickup near a point, and its
+// version.
+func (e *env) cartToCheckOut(customer string) (*cartv1.Cart, int64) {
+	e.t.Helper()
+	sku, _ := e.sku(0)
+	c := e.newCart(customer)
+	c = e.addLine(customer, c.GetId(), sku, 1)
+	res, err := e.client.SetPickup(e.as(customer), &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res.GetCart(), res.GetCart().GetVersion()
+}
+
 // Two claims of one cart under one key in one batch, one naming the cart's version and one a
 // stale version: the claim goes to the request whose version matched, never to the stale one.
 func TestABatchedClaimGoesToTheRequestWhoseVersionMatched(t *testing.T) {
 	e := newEnv(t)
-	sku, _ := e.sku(0)
-	c := e.newCart("alice")
-	c = e.addLine("alice", c.GetId(), sku, 1)
-	res, err := e.client.SetPickup(e.as("alice"), &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := res.GetCart().GetVersion()
+	c, v := e.cartToCheckOut("alice")
 	got, err := e.cart.ClaimTogether(t.Context(), c.GetId(), "alice", "key-same-for-both", v-1, v)
 	if err != nil {
 		t.Fatal(err)

@@ -224,13 +224,7 @@ func TestADoubleTapRefusedTwiceLeavesTheCartOpen(t *testing.T) {
 // the first checkout was still placing its order.)
 func TestAClaimGivenUpThatTookNothingLeavesNoLease(t *testing.T) {
 	e := newEnv(t)
-	sku, _ := e.sku(0)
-	c := e.newCart("alice")
-	c = e.addLine("alice", c.GetId(), sku, 1)
-	res, err := e.client.SetPickup(e.as("alice"), &cartv1.SetPickupRequest{CartId: c.GetId(), Pickup: nearest(47.6, -122.3, 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, version := e.cartToCheckOut("alice")
 	const key = "key-of-both-requests"
 	if _, err := e.cart.ClaimForCheckout(t.Context(), "alice", c.GetId(), key, 0); err != nil {
 		t.Fatalf("the first checkout's claim: %v", err)
@@ -245,7 +239,7 @@ func TestAClaimGivenUpThatTookNothingLeavesNoLease(t *testing.T) {
 		held = append(held, conn)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	_, err = e.cart.ClaimForCheckout(ctx, "alice", c.GetId(), key, res.GetCart().GetVersion()-1)
+	_, err := e.cart.ClaimForCheckout(ctx, "alice", c.GetId(), key, version-1)
 	cancel()
 	if err == nil {
 		t.Fatal("a claim with a stale version succeeded")
