@@ -70,25 +70,26 @@ func (s *Service) simple(ctx context.Context, id string, sc scope, a domain.Acti
 		return []change{c}, nil
 	})
 	if status.Code(err) == codes.FailedPrecondition {
-		if done := s.repeated(ctx, id, sc, a, actor); done != nil {
+		if done := s.repeated(ctx, id, sc, a, actor, ""); done != nil {
 			return done, nil
 		}
 	}
 	return o, err
 }
 
-// repeated returns the order when its last change was a, made by actor: a retry of a change
+// repeated returns the order when its last change was a (of line lineID, for a line's), made by
+// actor: a retry of a change
 // whose answer was lost (a deadline, a dropped connection; the change committed all the same)
 // gets the order that change made, as a retried hand-over gets the collected order, not a
 // refusal that reads like a failure. nil when it was not, or the order cannot be read.
-func (s *Service) repeated(ctx context.Context, id string, sc scope, a domain.Action, actor *commonv1.Actor) *order {
+func (s *Service) repeated(ctx context.Context, id string, sc scope, a domain.Action, actor *commonv1.Actor, lineID string) *order {
 	o, err := readOrder(ctx, s.db, id, 0)
 	if err != nil || o == nil || !sc.allows(o) || len(o.History) == 0 {
 		return nil
 	}
 	last := o.History[len(o.History)-1]
 	rule := domain.RuleOf(a)
-	if last.Event != rule.Event || (rule.To != 0 && last.To != rule.To) ||
+	if last.Event != rule.Event || (rule.To != 0 && last.To != rule.To) || last.LineID != lineID ||
 		last.Actor.GetKind() != actor.GetKind() || last.Actor.GetId() != actor.GetId() {
 		return nil
 	}
@@ -207,7 +208,7 @@ func (s *Service) MarkLineUnavailable(ctx context.Context, storeID string, actor
 	if reason == "" {
 		reason = "not available at the store"
 	}
-	return s.transact(ctx, orderID, scope{storeID: storeID}, func(o *order, now time.Time) ([]change, error) {
+	o, err := s.transact(ctx, orderID, scope{storeID: storeID}, func(o *order, now time.Time) ([]change, error) {
 		if _, _, err := domain.Decide(o.State, domain.MarkLineUnavailable); err != nil {
 			return nil, err
 		}
@@ -230,6 +231,12 @@ func (s *Service) MarkLineUnavailable(ctx context.Context, storeID string, actor
 		l.Unavailable, l.Reason = true, reason
 		return []change{c}, nil
 	})
+	if status.Code(err) == codes.FailedPrecondition {
+		if done := s.repeated(ctx, orderID, scope{storeID: storeID}, domain.MarkLineUnavailable, actor, lineID); done != nil {
+			return done, nil
+		}
+	}
+	return o, err
 }
 
 // HandOver checks the pickup code and completes the order: READY → COLLECTED, and inventory

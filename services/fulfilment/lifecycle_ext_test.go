@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -290,6 +291,23 @@ func TestARetriedChangeGetsTheOrderItMade(t *testing.T) {
 	wantCode(t, "staff cancel of an order the shopper cancelled", err, codes.FailedPrecondition, "ORDER_STATE_CANCELLED")
 	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready")
 	e.waitEvents(c.GetId(), "confirmed", "cancelled")
+
+	// A line dropped, retried: the same; another member of staff's repeat is refused.
+	e.setStock("s1", "CROISSANT", 5)
+	two := e.mustPlace(checkout("cy", "k3", "s1", line{"LATTE-16", 1}, line{"CROISSANT", 1}), confirmed)
+	drop := &fulfilmentv1.MarkLineUnavailableRequest{StoreId: "s1", OrderId: two.GetId(), LineId: "l2"}
+	dropped, err := e.store.MarkLineUnavailable(e.asStaff("s1"), drop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := e.store.MarkLineUnavailable(e.asStaff("s1"), drop); err != nil || again.GetOrder().GetVersion() != dropped.GetOrder().GetVersion() {
+		t.Fatalf("the line dropped, retried: %v, %v; want the order at version %d", again.GetOrder(), err, dropped.GetOrder().GetVersion())
+	}
+	other := metadata.AppendToOutgoingContext(e.ctx, fulfilment.MetadataStaffStores, "s1", fulfilment.MetadataActor, "staff:barista-2")
+	_, err = e.store.MarkLineUnavailable(other, drop)
+	wantCode(t, "another's repeat of a line dropped", err, codes.FailedPrecondition, "already marked unavailable")
+	e.waitEvents(two.GetId(), "confirmed", "line_unavailable")
+	e.waitHolds(two.GetId(), map[string]int{"open": 1, "released": 1})
 	e.checkInvariants()
 }
 

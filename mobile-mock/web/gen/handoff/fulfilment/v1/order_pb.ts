@@ -1275,8 +1275,8 @@ export const OrderService: GenService<{
 /**
  * StoreOrderService is what store staff do to orders, reached through the pos-adapter. Every
  * request names the store; an order of another store is NotFound. An action retried by the
- * caller whose change it was, its answer lost (AcceptOrder, MarkReady, CancelOrder, and the
- * shopper's CancelOrder), gets the order that change made, as HandOver retried with the right
+ * caller whose change it was, its answer lost (AcceptOrder, MarkLineUnavailable, MarkReady,
+ * CancelOrder, and the shopper's CancelOrder), gets the order that change made, as HandOver retried with the right
  * code gets the collected order; anyone else's is refused.
  *
  * @generated from service handoff.fulfilment.v1.StoreOrderService
