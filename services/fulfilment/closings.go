@@ -156,24 +156,43 @@ func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since
 	if len(orders) == 0 {
 		return nil, nil
 	}
+	done, err := s.stepAll(ctx, tx, orders, domain.StaffCancel, c.actor, c.reason, now, func(o *order) bool {
+		o.Reason = c.reason
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cancel orders at closed store %s: %w", c.storeID, err)
+	}
+	return done, nil
+}
+
+// stepAll takes each of orders, locked in tx, through action a by actor (reason for its
+// history) where apply says so, having made its changes, and writes them all in tx, together.
+func (s *Service) stepAll(ctx context.Context, tx pgx.Tx, orders []*order, a domain.Action, actor *commonv1.Actor, reason string, now time.Time,
+	apply func(o *order) bool) ([]written, error) {
 	var (
 		w    writeBatch
-		done = make([]written, 0, len(orders))
+		done []written
 	)
 	for _, o := range orders {
-		ch, err := o.step(domain.StaffCancel, c.actor, c.reason, "", now)
-		if err != nil {
-			return nil, fmt.Errorf("cancel order %s at closed store %s: %w", o.ID, c.storeID, err)
+		if !apply(o) {
+			continue
 		}
-		o.Reason = c.reason
+		ch, err := o.step(a, actor, reason, "", now)
+		if err != nil {
+			return nil, fmt.Errorf("order %s: %w", o.ID, err)
+		}
 		effects, err := s.write(ctx, &w, o, []change{ch}, false, now)
 		if err != nil {
 			return nil, err
 		}
 		done = append(done, written{o, []change{ch}, effects})
 	}
+	if len(done) == 0 {
+		return nil, nil
+	}
 	if err := w.sendIn(ctx, tx); err != nil {
-		return nil, fmt.Errorf("cancel orders at closed store %s: %w", c.storeID, err)
+		return nil, err
 	}
 	return done, nil
 }

@@ -79,29 +79,13 @@ func (s *Service) handleStoreUpdated(ctx context.Context, tx pgx.Tx, msg jetstre
 	if err != nil {
 		return err
 	}
-	var (
-		w     writeBatch
-		moved []written
-	)
-	for _, o := range orders {
-		if !s.reschedule(o, info, readyAt[o.ID]) {
-			continue
-		}
-		ch, err := o.step(domain.Reschedule, systemActor("inventory"), "the store's opening hours changed", "", now)
-		if err != nil {
-			return fmt.Errorf("reschedule order %s: %w", o.ID, err)
-		}
-		effects, err := s.write(ctx, &w, o, []change{ch}, false, now)
-		if err != nil {
-			return err
-		}
-		moved = append(moved, written{o, []change{ch}, effects})
+	moved, err := s.stepAll(ctx, tx, orders, domain.Reschedule, systemActor("inventory"), "the store's opening hours changed", now,
+		func(o *order) bool { return s.reschedule(o, info, readyAt[o.ID]) })
+	if err != nil {
+		return fmt.Errorf("reschedule orders at store %s: %w", st.GetId(), err)
 	}
 	if len(moved) == 0 {
 		return nil
-	}
-	if err := w.sendIn(ctx, tx); err != nil {
-		return fmt.Errorf("reschedule orders at store %s: %w", st.GetId(), err)
 	}
 	s.log.Info("store hours changed: open orders' deadlines moved later", "store_id", st.GetId(), "orders", len(moved))
 	inbox.OnCommit(ctx, func() { s.afterWritten(moved) })
