@@ -2,7 +2,9 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -19,10 +21,14 @@ type Health struct {
 	serving  bool
 	draining bool          // the server is shutting down: Watch streams end
 	changed  chan struct{} // closed and replaced on every change, to wake Watch streams
+	// drained ends with Drain: reflection streams, waiting on their client, end with it.
+	drained context.Context
+	drain   context.CancelFunc
 }
 
 func newHealth(services []string) *Health {
 	h := &Health{services: map[string]bool{}, serving: true, changed: make(chan struct{})}
+	h.drained, h.drain = context.WithCancel(context.Background())
 	for _, s := range services {
 		h.services[s] = true
 	}
@@ -49,6 +55,40 @@ func (h *Health) Drain() {
 	h.draining = true
 	close(h.changed)
 	h.changed = make(chan struct{})
+	h.drain()
+}
+
+// endOnDrain ends a reflection stream when the server starts to stop. Its handler waits for
+// the client's next request, which an idle grpcurl session may never send, and so would hold
+// the drain until the grace runs out. Closing the request body wakes that wait: over HTTP/2
+// a close may race a read, and bidi streams need HTTP/2 (connect refuses them over HTTP/1.1).
+func (h *Health) endOnDrain(pattern string, next http.Handler) (string, http.Handler) {
+	return pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor >= 2 {
+			defer context.AfterFunc(h.drained, func() { _ = r.Body.Close() })()
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// restartOnDrain tells a client whose stream ended with the server's drain to open it again
+// (Unavailable), rather than passing on the error of a body closed under it.
+type restartOnDrain struct{ h *Health }
+
+func (d restartOnDrain) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc { return next }
+
+func (d restartOnDrain) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (d restartOnDrain) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		err := next(ctx, conn)
+		if err != nil && d.h.drained.Err() != nil {
+			return connect.NewError(connect.CodeUnavailable, errors.New("the server is restarting: open the stream again"))
+		}
+		return err
+	}
 }
 
 func (h *Health) status() (st healthpb.HealthCheckResponse_ServingStatus, changed <-chan struct{}, draining bool) {

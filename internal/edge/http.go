@@ -39,8 +39,9 @@ func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption)
 		panic(err)
 	}
 	reflector := grpcreflect.NewReflector(grpcreflect.NamerFunc(func() []string { return served }), grpcreflect.WithDescriptorResolver(files))
-	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts...))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts...))
+	opts = append(opts, connect.WithInterceptors(restartOnDrain{h}))
+	mux.Handle(h.endOnDrain(grpcreflect.NewHandlerV1(reflector, opts...)))
+	mux.Handle(h.endOnDrain(grpcreflect.NewHandlerV1Alpha(reflector, opts...)))
 	return h
 }
 

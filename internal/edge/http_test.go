@@ -112,6 +112,49 @@ func TestDrainEndsWatchStreams(t *testing.T) {
 	}
 }
 
+// On shutdown an idle reflection stream (a grpcurl session left open) ends at once, telling its
+// client to open it again, instead of holding the drain for the whole grace.
+func TestDrainEndsIdleReflectionStreams(t *testing.T) {
+	mux := http.NewServeMux()
+	health := Mount(mux, []string{"handoff.test.v1.Nothing"})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	served := make(chan error, 1)
+	const grace = 10 * time.Minute
+	go func() { served <- ServeHTTP(ctx, lis, mux, grace, slog.New(slog.DiscardHandler), health.Drain) }()
+
+	rctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(grpcConn(t, lis.Addr().String())).ServerReflectionInfo(rctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("listing services: %v", err)
+	}
+	stop() // the stream now waits, idle, for a next request that never comes
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("an idle reflection stream on shutdown: %v; want Unavailable (open it again)", err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-rctx.Done():
+		t.Fatalf("the server was still draining a minute after its reflection stream ended (grace %v)", grace)
+	}
+}
+
 // A client sending a request's body slower than bodyTimeout is cut off, whatever the path,
 // while a stream whose request arrived lives on past it.
 func TestSlowRequestBodiesAreCutOffAndStreamsLiveOn(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/grpcserver"
@@ -31,7 +32,7 @@ func (watching) WatchOrder(_ *fulfilmentv1.WatchOrderRequest, stream grpc.Server
 }
 
 // A stop does not wait out its grace for streams that would stay open for hours (an order
-// watched, a health watch): they end at once, as Unavailable, so their callers call again.
+// watched, a health watch, an idle reflection session): they end at once, as Unavailable, so their callers call again.
 func TestAStopEndsServerStreamsAtOnceAsUnavailable(t *testing.T) {
 	srv := grpcserver.New(testenv.Logger(t), nil)
 	fulfilmentv1.RegisterOrderServiceServer(srv, watching{})
@@ -64,7 +65,20 @@ func TestAStopEndsServerStreamsAtOnceAsUnavailable(t *testing.T) {
 		t.Fatalf("health watch: %v, %v; want SERVING", res, err)
 	}
 
-	stop()
+	reflect, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reflect.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reflect.Recv(); err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+
+	stop() // the reflection stream now waits, idle, for a next request that never comes
 	select {
 	case err := <-served:
 		if err != nil {
@@ -72,6 +86,9 @@ func TestAStopEndsServerStreamsAtOnceAsUnavailable(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the stop is waiting for the open streams (its grace is a minute)")
+	}
+	if _, err := reflect.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the idle reflection stream ended with %v, want Unavailable", err)
 	}
 	if _, err := order.Recv(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("the order watch ended with %v, want Unavailable", err)

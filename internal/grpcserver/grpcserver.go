@@ -12,6 +12,7 @@ import (
 	"net"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,18 +95,24 @@ func MaxConnectionAge(age time.Duration) grpc.ServerOption {
 	})
 }
 
-// endOnDrain ends a server stream (WatchOrder, a health Watch) once the server starts to stop:
-// such a stream stays open for hours and would hold the graceful stop for its whole grace,
-// every restart. Its caller is told Unavailable, so it calls again: another copy, or this one
+// endOnDrain ends a server stream (WatchOrder, a health Watch) or a reflection stream once the
+// server starts to stop: such a stream stays open for hours (a reflection stream waits, idle,
+// for its tool's next request) and would hold the graceful stop for its whole grace, every
+// restart. Its caller is told Unavailable, so it calls again: another copy, or this one
 // restarted. Unary calls and the other stream kinds are left to finish within the grace.
 func (s *Server) endOnDrain(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if !info.IsServerStream || info.IsClientStream {
+	var err error
+	switch {
+	case info.IsServerStream && !info.IsClientStream:
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		defer context.AfterFunc(s.draining, cancel)()
+		err = handler(srv, drainableStream{ServerStream: ss, ctx: ctx})
+	case strings.HasPrefix(info.FullMethod, "/grpc.reflection."):
+		err = handler(srv, drainingReceiver{ServerStream: ss, draining: s.draining})
+	default:
 		return handler(srv, ss)
 	}
-	ctx, cancel := context.WithCancel(ss.Context())
-	defer cancel()
-	defer context.AfterFunc(s.draining, cancel)()
-	err := handler(srv, drainableStream{ServerStream: ss, ctx: ctx})
 	if s.draining.Err() != nil && ss.Context().Err() == nil {
 		return status.Error(codes.Unavailable, "the server is shutting down; call again to go on")
 	}
@@ -119,6 +126,25 @@ type drainableStream struct {
 }
 
 func (d drainableStream) Context() context.Context { return d.ctx }
+
+// drainingReceiver is a stream whose wait for the client's next message ends when the server
+// stops. The abandoned receive returns as the stream ends; each receive decodes into a fresh
+// message (reflection's do), so nothing reads what it writes.
+type drainingReceiver struct {
+	grpc.ServerStream
+	draining context.Context
+}
+
+func (d drainingReceiver) RecvMsg(m any) error {
+	got := make(chan error, 1)
+	go func() { got <- d.ServerStream.RecvMsg(m) }()
+	select {
+	case err := <-got:
+		return err
+	case <-d.draining.Done():
+		return status.Error(codes.Unavailable, "the server is shutting down")
+	}
+}
 
 // interceptors are every server's, outermost first: metrics, request logs, the refusal of
 // messages that could not be decoded (codec.go), internal failures as statuses (status.go), panic recovery, with keys the authorization of each call, and the
