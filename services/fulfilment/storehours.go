@@ -25,8 +25,8 @@ import (
 // Each order moved gets a "rescheduled" transition (the store named, the new hours the reason),
 // which its WatchOrder shows, and its holds are extended with it.
 //
-// Events arrive late, again or out of order: an update older than the store as inventory has it
-// now is passed over (the later update's event counts the orders), an order is only counted in
+// Events arrive late, again or out of order: the orders are counted in the store's hours as
+// inventory has them when the event is handled, an order is only counted in
 // hours at least as new as those its holds were placed against (its store_version), and
 // counting again in the same hours moves nothing.
 
@@ -52,14 +52,16 @@ func (s *Service) handleStoreUpdated(ctx context.Context, tx pgx.Tx, msg jetstre
 	if st.GetId() == "" {
 		return inbox.Permanent(errors.New("store update without a store id"))
 	}
-	// An update handled after a later one (events out of order, or read again) would count the
-	// orders in hours no longer the store's: the later update's event counts them instead.
+	// The orders are counted in the store's hours as inventory has them now, not as the event
+	// carried them: an update handled late (out of order, read again, or after a pause, whose
+	// event this consumer does not read but which moves the version on) would otherwise count
+	// them in hours no longer the store's, or, passed over, leave them in the old ones.
 	cur, err := s.inv.getStore(ctx, st.GetId())
 	if err != nil {
 		return fmt.Errorf("store %s as it is now: %w", st.GetId(), err)
 	}
 	if cur.GetVersion() > st.GetVersion() {
-		return nil
+		st = cur
 	}
 	info := storeInfoOf(st.GetId(), st)
 	if info.hours == nil {

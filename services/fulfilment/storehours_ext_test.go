@@ -13,6 +13,7 @@ import (
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // setHoursExceptions replaces store s1's exceptions to its weekly hours.
@@ -108,7 +109,8 @@ func TestStoreHoursChangedMoveOpenOrdersDeadlinesOnlyLater(t *testing.T) {
 	}
 
 	// An update older than the store as it is now, read again (or late), with hours that would
-	// move the window later still (two days closed): passed over, the store's hours being others.
+	// move the window later still (two days closed): counted in the store's hours as they are
+	// now, which move nothing.
 	cur, err := e.inv.GetStore(e.ctx, "s1")
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +132,38 @@ func TestStoreHoursChangedMoveOpenOrdersDeadlinesOnlyLater(t *testing.T) {
 	e.eventsHandled("fulfilment-store-hours", 3)
 	if again, _ := e.deadlines(ready.GetId()); !again.Equal(newPickup) {
 		t.Errorf("pickup by %s after a stale update was read; want it kept, %s", again.In(loc).Format(time.RFC3339), newPickup.In(loc).Format(time.RFC3339))
+	}
+	e.checkInvariants()
+}
+
+// An hours change whose event fulfilment handles only after the store was paused and resumed
+// (a consumer a moment behind): the pause moved the store's version on, and its event is not
+// one this consumer reads, so no later update will come. The orders are still counted in the
+// hours the store has now, the holiday among them.
+func TestStoreHoursChangedThenPausedStillMoveDeadlines(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	loc, closes, _ := e.addStoreClosingSoon()
+	e.setStock("s1", "LATTE-16", 4)
+	ready := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	e.accept("s1", ready.GetId())
+	e.markReady("s1", ready.GetId())
+	pickup, _ := e.deadlines(ready.GetId())
+
+	today := time.Now().In(loc)
+	tomorrow := today.AddDate(0, 0, 1)
+	e.setHoursExceptions(
+		&inventoryv1.HoursException{Date: today.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+		&inventoryv1.HoursException{Date: tomorrow.Format(time.DateOnly), Closed: true, Reason: "holiday"},
+	)
+	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "short-staffed"})
+	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_OPEN})
+	e.relayInventory() // only now does fulfilment hear of the hours change
+	e.eventsHandled("fulfilment-store-hours", 1)
+
+	dayAfter := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day()+1, 0, 0, 0, 0, loc)
+	if got, _ := e.deadlines(ready.GetId()); !got.After(dayAfter) {
+		t.Errorf("pickup by %s (was %s) though tomorrow is now a holiday; want it moved past %s",
+			got.In(loc).Format(time.RFC3339), pickup.In(loc).Format(time.RFC3339), dayAfter.Format(time.RFC3339))
 	}
 	e.checkInvariants()
 }
