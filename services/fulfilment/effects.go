@@ -212,7 +212,7 @@ func (s *Service) applyEffects(ctx context.Context, batch []effect) []error {
 			continue
 		}
 		if batch[i].kind == domain.CommitAll {
-			s.checkCommit(batch[i], len(r.GetHolds()))
+			s.checkCommit(batch[i], len(r.GetHolds()), len(r.GetSoldLate()))
 		}
 		if batch[i].kind != domain.ExtendHolds {
 			continue
@@ -336,14 +336,27 @@ var commitShortfalls = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Hand-overs whose commit ended fewer holds at inventory than the order had active lines: goods left the store without their stock being held, so on-hand stays too high. certain=false: the commit was sent before (its outcome unknown), and that attempt may have committed the rest.",
 }, []string{"certain"})
 
-// checkCommit reports a commit that ended fewer holds than the order's active lines: their
-// holds had ended before the hand-over (expired by inventory's sweeper, say), so the goods
-// handed over were not held and on-hand does not drop for them. Nothing can undo the
-// hand-over; an operator must correct the stock. On a commit's first claim the answer is
-// certain; on a later one, or one sent again in its round (resent), the earlier attempt may
-// have committed the holds (inventory answers a repeated commit with nothing), so it is
-// reported as uncertain.
-func (s *Service) checkCommit(e effect, committed int) {
+// lateSales counts hand-overs whose holds had expired before their commit reached inventory.
+var lateSales = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "handoff_fulfilment_late_sales_total",
+	Help: "Hand-overs with holds that had expired before their commit reached inventory (out of reach past the holds' grace): inventory sold the goods late, on hand no lower than what open orders reserve; its ledger notes any units short.",
+})
+
+// checkCommit reports a hand-over's commit that found holds expired (soldLate: inventory,
+// out of reach past their grace, swept them before the commit came, and sold their goods
+// late), or that ended fewer holds than the order's active lines: those had been released
+// behind fulfilment's back, so the goods handed over were not held and on-hand does not drop
+// for them. Nothing can undo the hand-over; an operator must correct the stock. On a commit's
+// first claim the answer is certain; on a later one, or one sent again in its round (resent),
+// the earlier attempt may have committed the holds (inventory answers a repeated commit with
+// nothing), so it is reported as uncertain.
+func (s *Service) checkCommit(e effect, committed, soldLate int) {
+	if soldLate > 0 {
+		lateSales.Inc()
+		s.log.Warn("hand-over committed after some of its holds expired; inventory sold their goods late",
+			"order_id", e.orderID, "committed_holds", committed, "sold_late", soldLate)
+	}
+	committed += soldLate
 	if e.wantHolds == 0 || committed >= e.wantHolds {
 		return
 	}

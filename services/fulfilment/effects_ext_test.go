@@ -214,21 +214,24 @@ func attrs(rec slog.Record) map[string]string {
 	return out
 }
 
-// commitShortfalls reads handoff_fulfilment_commit_shortfall_total{certain} from the default
-// registry.
-func commitShortfalls(t *testing.T, certain string) float64 {
+// counterValue reads the counter name (with label = value, when label is given) from the
+// default registry.
+func counterValue(t *testing.T, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "handoff_fulfilment_commit_shortfall_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "certain" && l.GetValue() == certain {
+				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
 				}
 			}
@@ -237,13 +240,24 @@ func commitShortfalls(t *testing.T, certain string) float64 {
 	return 0
 }
 
-// The holds of a READY order ended behind fulfilment's back (inventory's sweeper expired them
-// during an outage, say): the stock may be sold to someone else, and the hand-over that still
-// happens commits nothing, so on-hand never drops for the goods that left. Fulfilment cannot
-// undo the hand-over, but it must not stay silent: it logs the shortfall at Error and counts it.
-func TestHandOverOfAnOrderWhoseHoldsExpiredIsReportedAsACommitShortfall(t *testing.T) {
-	var errorLogs func() []slog.Record
-	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.Logger, errorLogs = recordErrors(c.Logger) }})
+func commitShortfalls(t *testing.T) float64 {
+	return counterValue(t, "handoff_fulfilment_commit_shortfall_total", "certain", "true")
+}
+
+// onHand reads sku's on hand at store from inventory.
+func (e *env) onHand(store, sku string) int32 {
+	e.t.Helper()
+	var n int32
+	if err := e.invPool.QueryRow(e.ctx, `SELECT on_hand FROM stock WHERE store_id = $1 AND sku = $2`, store, sku).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// readyWithTwoLines places, accepts and readies an order of two lines at a fresh store s1, its
+// holds extended and no effect left to make.
+func (e *env) readyWithTwoLines() *fulfilmentv1.Order {
+	e.t.Helper()
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 10)
 	e.setStock("s1", "MUFFIN", 10)
@@ -252,20 +266,63 @@ func TestHandOverOfAnOrderWhoseHoldsExpiredIsReportedAsACommitShortfall(t *testi
 	e.markReady("s1", o.GetId())
 	e.waitHoldsExpireAfter(o.GetId(), time.Now().Add(time.Hour))
 	e.waitNoEffects()
+	return o
+}
 
-	// One of its two holds expires at inventory; fulfilment is not told.
+// A hold of a READY order expired at inventory before its hand-over's commit came (inventory
+// out of reach past the hold's grace; fulfilment is not told): the goods left the store all the
+// same, so inventory sells them late and on hand drops for them. Fulfilment warns and counts
+// it; nothing is short.
+func TestHandOverAfterAHoldExpiredSellsItsGoodsLate(t *testing.T) {
+	var errorLogs func() []slog.Record
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.Logger, errorLogs = recordErrors(c.Logger) }})
+	o := e.readyWithTwoLines()
 	if _, err := e.invPool.Exec(e.ctx, `UPDATE holds SET expire_time = now() - interval '1 second' WHERE order_id = $1 AND line_id = 'l2'`, o.GetId()); err != nil {
 		t.Fatal(err)
 	}
 	e.waitHolds(o.GetId(), map[string]int{"open": 1, "expired": 1})
 
-	before := commitShortfalls(t, "true")
+	shortBefore := commitShortfalls(t)
+	lateBefore := counterValue(t, "handoff_fulfilment_late_sales_total", "", "")
 	if _, err := e.handOver("s1", o.GetId(), o.GetPickupCode()); err != nil {
 		t.Fatal(err)
 	}
 	e.waitHolds(o.GetId(), map[string]int{"committed": 1, "expired": 1})
 	e.waitNoEffects()
-	if got := commitShortfalls(t, "true") - before; got != 1 {
+	if latte, muffin := e.onHand("s1", "LATTE-16"), e.onHand("s1", "MUFFIN"); latte != 8 || muffin != 9 {
+		t.Errorf("on hand after the hand-over: LATTE-16 %d, MUFFIN %d; want 8 and 9", latte, muffin)
+	}
+	if got := counterValue(t, "handoff_fulfilment_late_sales_total", "", "") - lateBefore; got != 1 {
+		t.Errorf("late sales counter rose by %v, want 1", got)
+	}
+	if got := commitShortfalls(t) - shortBefore; got != 0 {
+		t.Errorf("commit shortfall counter rose by %v, want 0: the expired hold's goods were sold", got)
+	}
+	if errs := errorLogs(); len(errs) > 0 {
+		t.Errorf("errors logged for a hand-over whose goods were all sold: %v", errs)
+	}
+	e.checkInvariants()
+}
+
+// A hold of a READY order released behind fulfilment's back (an operator's ReleaseHolds): the
+// hand-over that still happens commits nothing for it, so on-hand never drops for the goods
+// that left. Fulfilment cannot undo the hand-over, but it must not stay silent: it logs the
+// shortfall at Error and counts it.
+func TestHandOverOfAnOrderWhoseHoldWasReleasedIsReportedAsACommitShortfall(t *testing.T) {
+	var errorLogs func() []slog.Record
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.Logger, errorLogs = recordErrors(c.Logger) }})
+	o := e.readyWithTwoLines()
+	if _, err := e.inv.ReleaseHolds(e.ctx, o.GetId(), "l2", inventoryv1.ReleaseReason_RELEASE_REASON_ORDER_CANCELLED); err != nil {
+		t.Fatal(err)
+	}
+
+	before := commitShortfalls(t)
+	if _, err := e.handOver("s1", o.GetId(), o.GetPickupCode()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHolds(o.GetId(), map[string]int{"committed": 1, "released": 1})
+	e.waitNoEffects()
+	if got := commitShortfalls(t) - before; got != 1 {
 		t.Fatalf("commit shortfall counter rose by %v, want 1", got)
 	}
 	var found bool

@@ -53,11 +53,7 @@ func (s *Service) RegisterNATS(svc *natsrpc.Service) error {
 		},
 		func() error {
 			return natsrpc.Handle(svc, SubjectCommitHolds, func(ctx context.Context, req *inventoryv1.CommitHoldsRequest) (*inventoryv1.CommitHoldsResponse, error) {
-				hs, err := s.CommitHolds(ctx, req.GetOrderId())
-				if err != nil {
-					return nil, err
-				}
-				return &inventoryv1.CommitHoldsResponse{Committed: hs}, nil
+				return s.CommitHolds(ctx, req.GetOrderId())
 			})
 		},
 		func() error {

@@ -112,7 +112,7 @@ func (s *Service) ChangeHolds(ctx context.Context, req *inventoryv1.ChangeHoldsR
 				res.Results[at[j]] = failedChange(err)
 				continue
 			}
-			res.Results[at[j]] = &inventoryv1.HoldChangeResult{Holds: holdsProto(one[0])}
+			res.Results[at[j]] = changeResult(one[0])
 		}
 		return res, nil
 	}
@@ -120,9 +120,22 @@ func (s *Service) ChangeHolds(ctx context.Context, req *inventoryv1.ChangeHoldsR
 		return nil, err
 	}
 	for j, hs := range done {
-		res.Results[at[j]] = &inventoryv1.HoldChangeResult{Holds: holdsProto(hs)}
+		res.Results[at[j]] = changeResult(hs)
 	}
 	return res, nil
+}
+
+// changeResult answers one change; a commit's holds sold late (state expired) apart.
+func changeResult(hs []*hold) *inventoryv1.HoldChangeResult {
+	r := &inventoryv1.HoldChangeResult{}
+	for _, h := range hs {
+		if h.state == holdExpired {
+			r.SoldLate = append(r.SoldLate, h.proto())
+		} else {
+			r.Holds = append(r.Holds, h.proto())
+		}
+	}
+	return r
 }
 
 func failedChange(err error) *inventoryv1.HoldChangeResult {
@@ -158,6 +171,17 @@ const (
 	// hold never changes its stock row).
 	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version FROM stock st
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = $2)
+		ORDER BY st.store_id, st.sku
+		FOR UPDATE OF st`
+	// lockLateHoldsSQL locks, after the open holds, the holds of committing orders that
+	// expired before the commit came and whose goods have not been sold late yet.
+	lockLateHoldsSQL = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) AND state = $2 AND NOT sold_late
+		ORDER BY order_id, line_id FOR UPDATE`
+	// lockOrderLevelsLateSQL is lockOrderLevelsSQL for a batch with commits: the stock rows of
+	// those late holds are locked too, in the same (store, SKU) turn.
+	lockOrderLevelsLateSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version FROM stock st
+		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds
+			WHERE order_id = ANY($1) AND state = $2 OR order_id = ANY($3) AND state = $4 AND NOT sold_late)
 		ORDER BY st.store_id, st.sku
 		FOR UPDATE OF st`
 	extendHoldsByIDSQL = `UPDATE holds h SET expire_time = greatest(h.expire_time, u.expire_time)
@@ -226,8 +250,8 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	seen := map[string]bool{}
 	// Only ending a hold changes stock; an extension must not lock stock rows, which every
 	// reserve at those stores would then wait for.
-	var endingIDs []string
-	ending := map[string]bool{}
+	var endingIDs, committingIDs []string
+	ending, committing := map[string]bool{}, map[string]bool{}
 	for _, c := range cs {
 		if !seen[c.orderID] {
 			seen[c.orderID] = true
@@ -236,6 +260,10 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		if c.kind != changeExtend && !ending[c.orderID] {
 			ending[c.orderID] = true
 			endingIDs = append(endingIDs, c.orderID)
+		}
+		if c.kind == changeCommit && !committing[c.orderID] {
+			committing[c.orderID] = true
+			committingIDs = append(committingIDs, c.orderID)
 		}
 	}
 	conn, release, err := pgdb.Acquire(ctx, s.db)
@@ -249,9 +277,14 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	b.Queue(pgdb.XactIDSQL) // to learn its fate should COMMIT's reply be lost
 	b.Queue(keyedPlansSQL)
 	b.Queue(lockOrderHoldsSQL, orderIDs, holdOpen)
-	b.Queue(lockOrderLevelsSQL, endingIDs, holdOpen)
+	if len(committingIDs) > 0 {
+		b.Queue(lockLateHoldsSQL, committingIDs, holdExpired)
+		b.Queue(lockOrderLevelsLateSQL, endingIDs, holdOpen, committingIDs, holdExpired)
+	} else {
+		b.Queue(lockOrderLevelsSQL, endingIDs, holdOpen)
+	}
 	br := conn.SendBatch(ctx, &b)
-	xid, locked, levels, err := readChangeLocks(br)
+	xid, locked, late, levels, err := readChangeLocks(br, len(committingIDs) > 0)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
@@ -261,10 +294,14 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 
 	// Decide in request order against the locked holds: a hold ended by one change is not
 	// there for the next.
-	open := map[string][]*hold{}
+	open, expired := map[string][]*hold{}, map[string][]*hold{}
 	for _, h := range locked {
 		open[h.orderID] = append(open[h.orderID], h)
 	}
+	for _, h := range late {
+		expired[h.orderID] = append(expired[h.orderID], h)
+	}
+	var soldLate []*hold
 	type endGroup struct {
 		state  string
 		reason inventoryv1.ReleaseReason
@@ -318,6 +355,15 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		}
 		g.holds = append(g.holds, hs...)
 		results[i] = hs
+		if c.kind == changeCommit {
+			for _, h := range expired[c.orderID] {
+				if !ended[h.id] {
+					ended[h.id] = true
+					soldLate = append(soldLate, h)
+					results[i] = append(results[i], h)
+				}
+			}
+		}
 	}
 	if len(extended) == 0 && len(ended) == 0 {
 		return results, nil // a retry: nothing to write; the deferred rollback ends the transaction
@@ -339,6 +385,9 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		if err := ends.add(&p, levels, g.holds, g.state, g.reason, actorHolds); err != nil {
 			return nil, err
 		}
+	}
+	if err := ends.addLateSales(levels, soldLate, actorHolds); err != nil {
+		return nil, err
 	}
 	if err := ends.queue(&p, levels, now); err != nil {
 		return nil, err
@@ -364,31 +413,41 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 const commitCheckTimeout = 5 * time.Second
 
 // readChangeLocks reads the results of changeHolds' first round trip: the transaction's id,
-// then the locked holds and stock rows.
-func readChangeLocks(br pgx.BatchResults) (xid string, hs []*hold, levels map[stockKey]*level, err error) {
+// then the locked open holds, the late ones (withLate: the batch commits) and stock rows.
+func readChangeLocks(br pgx.BatchResults, withLate bool) (xid string, hs, late []*hold, levels map[stockKey]*level, err error) {
 	if _, err = br.Exec(); err != nil { // BEGIN
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	if err = br.QueryRow().Scan(&xid); err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	if _, err = br.Exec(); err != nil { // the plan settings
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
+	}
+	if hs, err = queryHolds(br); err != nil {
+		return "", nil, nil, nil, err
+	}
+	if withLate {
+		if late, err = queryHolds(br); err != nil {
+			return "", nil, nil, nil, err
+		}
 	}
 	rows, err := br.Query()
 	if err != nil {
-		return "", nil, nil, err
-	}
-	if hs, err = scanHolds(rows); err != nil {
-		return "", nil, nil, err
-	}
-	if rows, err = br.Query(); err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
 	if levels, err = scanLevels(rows); err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, nil, err
 	}
-	return xid, hs, levels, nil
+	return xid, hs, late, levels, nil
+}
+
+func queryHolds(br pgx.BatchResults) ([]*hold, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	return scanHolds(rows)
 }
 
 // holdEnds collects the ends of holds that a transaction has locked and found open, and what
@@ -396,6 +455,7 @@ func readChangeLocks(br pgx.BatchResults) (xid string, hs []*hold, levels map[st
 // a sale), one ledger row per hold and the stock rows' events.
 type holdEnds struct {
 	ids, states, reasons []string
+	soldLate             []string // ids of expired holds whose goods are sold now
 	deltas               stockDeltas
 	ms                   []movement
 	kinds                map[stockKey]string // the last kind of change of each row
@@ -450,13 +510,51 @@ func (e *holdEnds) add(p *pipeline, levels map[stockKey]*level, hs []*hold, stat
 	return nil
 }
 
+// addLateSales sells the goods of hs, holds of orders handed over whose holds had expired
+// before the commit came (inventory unreachable past their deadline and grace): the goods left
+// the store all the same, and on hand left as it was would promise them to the next order, to
+// be found missing at its pickup. Each is an in-store sale of the order's hold, once (the hold
+// is marked sold_late); it takes on hand no lower than what is reserved for open orders (their
+// stock may be these very goods, freed by the expiry and reserved since), the ledger noting any
+// units short for staff to settle.
+func (e *holdEnds) addLateSales(levels map[stockKey]*level, hs []*hold, actor *commonv1.Actor) error {
+	if e.kinds == nil {
+		e.kinds = map[stockKey]string{}
+	}
+	for _, h := range hs {
+		l, ok := levels[h.key]
+		if !ok {
+			return fmt.Errorf("hold %s: no stock row for %s at %s", h.id, h.key.sku, h.key.store)
+		}
+		sold := max(min(h.quantity, l.onHand-l.reserved), 0)
+		note := fmt.Sprintf("handed over for order %s after its hold expired", h.orderID)
+		if short := h.quantity - sold; short > 0 {
+			note = shortNote(note, short, l.reserved)
+		}
+		l.onHand -= sold
+		e.kinds[h.key] = kindInStoreSale
+		e.deltas.add(h.key, -sold, 0)
+		e.ms = append(e.ms, movement{key: h.key, kind: kindInStoreSale, onHandDelta: -sold, after: *l,
+			actor: actor, note: note, orderID: h.orderID, holdID: h.id})
+		e.soldLate = append(e.soldLate, h.id)
+	}
+	return nil
+}
+
+const markSoldLateSQL = `UPDATE holds SET sold_late = true WHERE id = ANY($1::uuid[]) AND state = $2 AND NOT sold_late`
+
 // queue adds the writes of every end added to p, and StockLevelChanged for every row they
 // changed, with its level after them all.
 func (e *holdEnds) queue(p *pipeline, levels map[stockKey]*level, now time.Time) error {
-	if len(e.ids) == 0 {
+	if len(e.ids) == 0 && len(e.soldLate) == 0 {
 		return nil
 	}
-	p.execRows(int64(len(e.ids)), "end holds", endHoldsSQL, e.ids, e.states, e.reasons, holdOpen)
+	if len(e.ids) > 0 {
+		p.execRows(int64(len(e.ids)), "end holds", endHoldsSQL, e.ids, e.states, e.reasons, holdOpen)
+	}
+	if len(e.soldLate) > 0 {
+		p.execRows(int64(len(e.soldLate)), "sell late holds", markSoldLateSQL, e.soldLate, holdExpired)
+	}
 	p.queueDeltas(&e.deltas)
 	p.queueMovements(e.ms)
 	return p.queueLevelEvents(&e.deltas, levels, func(k stockKey) string { return e.kinds[k] }, now)

@@ -318,13 +318,19 @@ func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reas
 	return s.changeOne(ctx, holdChange{kind: changeRelease, orderID: orderID, lineID: lineID, reason: reason})
 }
 
-// CommitHolds turns an order's open holds into a sale: on hand and reserved fall together. A
-// retry commits nothing and returns an empty list.
-func (s *Service) CommitHolds(ctx context.Context, orderID string) ([]*inventoryv1.Hold, error) {
+// CommitHolds turns an order's open holds into a sale: on hand and reserved fall together.
+// Holds of the order that expired before it came are sold late (holdEnds.addLateSales). A
+// retry commits nothing and returns an empty answer.
+func (s *Service) CommitHolds(ctx context.Context, orderID string) (*inventoryv1.CommitHoldsResponse, error) {
 	if orderID == "" {
 		return nil, rpcerr.Invalid("order_id", "required")
 	}
-	return s.changeOne(ctx, holdChange{kind: changeCommit, orderID: orderID})
+	done, err := s.changeHoldsWithRetry(ctx, []holdChange{{kind: changeCommit, orderID: orderID}})
+	if err != nil {
+		return nil, err
+	}
+	r := changeResult(done[0])
+	return &inventoryv1.CommitHoldsResponse{Committed: r.GetHolds(), SoldLate: r.GetSoldLate()}, nil
 }
 
 // changeOne makes one order's change the way ChangeHolds makes many.

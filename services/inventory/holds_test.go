@@ -510,3 +510,68 @@ func TestMultiLineOrdersInOppositeOrdersNeverDeadlock(t *testing.T) {
 	e.requireInvariants()
 	e.requireLedgerMatches()
 }
+
+// A hand-over whose commit reaches inventory only after the order's holds expired (inventory
+// out of reach past their grace): the goods left the store all the same. They are sold then,
+// once, as in-store sales of the order's holds, so on hand does not go on promising them; but
+// no lower than what a later order reserved of the stock the expiry freed, the ledger noting
+// the units short for staff to settle.
+func TestACommitAfterItsHoldsExpiredSellsTheGoodsLateOnce(t *testing.T) {
+	e := newEnv(t, withSweeper(50*time.Millisecond))
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.setStock("s1", "SCONE", 3, 0)
+	req := order("o1", "s1", "LATTE", 2, "SCONE", 2)
+	req.ExpireTime = timestamppb.New(time.Now().Add(time.Second))
+	e.mustReserve(req)
+	testenv.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if n := e.count(`SELECT count(*) FROM holds WHERE order_id = 'o1' AND state = 'expired'`); n != 2 {
+			return fmt.Errorf("%d of o1's holds expired", n)
+		}
+		return nil
+	})
+	// The next shopper reserves two of the three scones the expiry freed.
+	if res := e.mustReserve(order("o2", "s1", "SCONE", 2)); res.GetOutcome() != reserved {
+		t.Fatalf("reserve o2: %v", res)
+	}
+
+	commit := func() *inventoryv1.CommitHoldsResponse {
+		t.Helper()
+		var res inventoryv1.CommitHoldsResponse
+		if err := e.call(inventory.SubjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: "o1"}, &res); err != nil {
+			t.Fatalf("commit o1: %v", err)
+		}
+		return &res
+	}
+	res := commit()
+	if len(res.GetCommitted()) != 0 || len(res.GetSoldLate()) != 2 {
+		t.Fatalf("commit after expiry: committed %v, sold late %v; want both lines sold late", res.GetCommitted(), res.GetSoldLate())
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 8 || l.GetReserved() != 0 {
+		t.Errorf("LATTE on hand %d, reserved %d; want 8, 0: the two handed over sold", l.GetOnHand(), l.GetReserved())
+	}
+	// One scone of the two left was free; the other is o2's, which keeps it.
+	if l := e.level("s1", "SCONE"); l.GetOnHand() != 2 || l.GetReserved() != 2 {
+		t.Errorf("SCONE on hand %d, reserved %d; want 2, 2", l.GetOnHand(), l.GetReserved())
+	}
+	if n := e.count(`SELECT count(*) FROM movements WHERE kind = 'in_store_sale' AND order_id = 'o1' AND hold_id IS NOT NULL`); n != 2 {
+		t.Errorf("%d in-store sales of o1's holds in the ledger, want 2", n)
+	}
+	if n := e.count(`SELECT count(*) FROM movements WHERE kind = 'in_store_sale' AND sku = 'SCONE' AND on_hand_delta = -1 AND note LIKE '%1 units short%'`); n != 1 {
+		t.Errorf("%d scone sales noting the unit short, want 1", n)
+	}
+
+	// The commit sent again (its answer lost): nothing more is sold.
+	if again := commit(); len(again.GetCommitted())+len(again.GetSoldLate()) != 0 {
+		t.Errorf("commit retried: %v; want nothing", again)
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 8 {
+		t.Errorf("LATTE on hand %d after a retried commit, want 8", l.GetOnHand())
+	}
+	// A release of an expired hold sells nothing.
+	if got := e.release("o1", ""); len(got) != 0 {
+		t.Errorf("released %v of o1", got)
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}

@@ -117,6 +117,7 @@ const (
 	kindHoldPlaced    = "hold_placed"
 	kindHoldReleased  = "hold_released"
 	kindHoldCommitted = "hold_committed"
+	kindInStoreSale   = "in_store_sale"
 )
 
 // Stored actor kinds.

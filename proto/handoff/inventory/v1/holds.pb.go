@@ -745,6 +745,9 @@ func (x *ReleaseHoldsResponse) GetReleased() []*Hold {
 }
 
 // CommitHoldsRequest turns an order's open holds into a sale (on hand and reserved both fall).
+// The order was handed over: holds of it that expired before the commit came (inventory out of
+// reach past their deadline) are sold all the same, once, as in-store sales that take on hand
+// no lower than what open orders have reserved (the ledger notes any units short).
 type CommitHoldsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Order id.
@@ -794,7 +797,9 @@ func (x *CommitHoldsRequest) GetOrderId() string {
 type CommitHoldsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Holds committed now.
-	Committed     []*Hold `protobuf:"bytes,1,rep,name=committed,proto3" json:"committed,omitempty"`
+	Committed []*Hold `protobuf:"bytes,1,rep,name=committed,proto3" json:"committed,omitempty"`
+	// Holds of the order that had expired, whose goods were sold now (empty on a retry).
+	SoldLate      []*Hold `protobuf:"bytes,2,rep,name=sold_late,json=soldLate,proto3" json:"sold_late,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -832,6 +837,13 @@ func (*CommitHoldsResponse) Descriptor() ([]byte, []int) {
 func (x *CommitHoldsResponse) GetCommitted() []*Hold {
 	if x != nil {
 		return x.Committed
+	}
+	return nil
+}
+
+func (x *CommitHoldsResponse) GetSoldLate() []*Hold {
+	if x != nil {
+		return x.SoldLate
 	}
 	return nil
 }
@@ -1147,7 +1159,10 @@ type HoldChangeResult struct {
 	// A refused change: its gRPC status code (google.rpc.Code); 0 when done.
 	ErrorCode int32 `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	// A refused change: why.
-	ErrorMessage  string `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorMessage string `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// Commit: the order's holds that had expired, whose goods were sold now (see
+	// CommitHoldsRequest; empty on a retry).
+	SoldLate      []*Hold `protobuf:"bytes,4,rep,name=sold_late,json=soldLate,proto3" json:"sold_late,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1203,6 +1218,13 @@ func (x *HoldChangeResult) GetErrorMessage() string {
 	return ""
 }
 
+func (x *HoldChangeResult) GetSoldLate() []*Hold {
+	if x != nil {
+		return x.SoldLate
+	}
+	return nil
+}
+
 var File_handoff_inventory_v1_holds_proto protoreflect.FileDescriptor
 
 const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
@@ -1248,9 +1270,10 @@ const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
 	"\x14ReleaseHoldsResponse\x126\n" +
 	"\breleased\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\breleased\"/\n" +
 	"\x12CommitHoldsRequest\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\"O\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\"\x88\x01\n" +
 	"\x13CommitHoldsResponse\x128\n" +
-	"\tcommitted\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\tcommitted\"l\n" +
+	"\tcommitted\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\tcommitted\x127\n" +
+	"\tsold_late\x18\x02 \x03(\v2\x1a.handoff.inventory.v1.HoldR\bsoldLate\"l\n" +
 	"\x12ExtendHoldsRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1266,12 +1289,13 @@ const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
 	"\x06extend\x18\x03 \x01(\v2(.handoff.inventory.v1.ExtendHoldsRequestH\x00R\x06extendB\b\n" +
 	"\x06change\"W\n" +
 	"\x13ChangeHoldsResponse\x12@\n" +
-	"\aresults\x18\x01 \x03(\v2&.handoff.inventory.v1.HoldChangeResultR\aresults\"\x88\x01\n" +
+	"\aresults\x18\x01 \x03(\v2&.handoff.inventory.v1.HoldChangeResultR\aresults\"\xc1\x01\n" +
 	"\x10HoldChangeResult\x120\n" +
 	"\x05holds\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\x05holds\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x02 \x01(\x05R\terrorCode\x12#\n" +
-	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage*\x87\x01\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x127\n" +
+	"\tsold_late\x18\x04 \x03(\v2\x1a.handoff.inventory.v1.HoldR\bsoldLate*\x87\x01\n" +
 	"\tHoldState\x12\x1a\n" +
 	"\x16HOLD_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fHOLD_STATE_OPEN\x10\x01\x12\x18\n" +
@@ -1341,19 +1365,21 @@ var file_handoff_inventory_v1_holds_proto_depIdxs = []int32{
 	1,  // 8: handoff.inventory.v1.ReleaseHoldsRequest.reason:type_name -> handoff.inventory.v1.ReleaseReason
 	4,  // 9: handoff.inventory.v1.ReleaseHoldsResponse.released:type_name -> handoff.inventory.v1.Hold
 	4,  // 10: handoff.inventory.v1.CommitHoldsResponse.committed:type_name -> handoff.inventory.v1.Hold
-	18, // 11: handoff.inventory.v1.ExtendHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 12: handoff.inventory.v1.ExtendHoldsResponse.holds:type_name -> handoff.inventory.v1.Hold
-	15, // 13: handoff.inventory.v1.ChangeHoldsRequest.changes:type_name -> handoff.inventory.v1.HoldChange
-	8,  // 14: handoff.inventory.v1.HoldChange.release:type_name -> handoff.inventory.v1.ReleaseHoldsRequest
-	10, // 15: handoff.inventory.v1.HoldChange.commit:type_name -> handoff.inventory.v1.CommitHoldsRequest
-	12, // 16: handoff.inventory.v1.HoldChange.extend:type_name -> handoff.inventory.v1.ExtendHoldsRequest
-	17, // 17: handoff.inventory.v1.ChangeHoldsResponse.results:type_name -> handoff.inventory.v1.HoldChangeResult
-	4,  // 18: handoff.inventory.v1.HoldChangeResult.holds:type_name -> handoff.inventory.v1.Hold
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	4,  // 11: handoff.inventory.v1.CommitHoldsResponse.sold_late:type_name -> handoff.inventory.v1.Hold
+	18, // 12: handoff.inventory.v1.ExtendHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 13: handoff.inventory.v1.ExtendHoldsResponse.holds:type_name -> handoff.inventory.v1.Hold
+	15, // 14: handoff.inventory.v1.ChangeHoldsRequest.changes:type_name -> handoff.inventory.v1.HoldChange
+	8,  // 15: handoff.inventory.v1.HoldChange.release:type_name -> handoff.inventory.v1.ReleaseHoldsRequest
+	10, // 16: handoff.inventory.v1.HoldChange.commit:type_name -> handoff.inventory.v1.CommitHoldsRequest
+	12, // 17: handoff.inventory.v1.HoldChange.extend:type_name -> handoff.inventory.v1.ExtendHoldsRequest
+	17, // 18: handoff.inventory.v1.ChangeHoldsResponse.results:type_name -> handoff.inventory.v1.HoldChangeResult
+	4,  // 19: handoff.inventory.v1.HoldChangeResult.holds:type_name -> handoff.inventory.v1.Hold
+	4,  // 20: handoff.inventory.v1.HoldChangeResult.sold_late:type_name -> handoff.inventory.v1.Hold
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_handoff_inventory_v1_holds_proto_init() }
