@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/pgtext"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
@@ -272,7 +273,7 @@ func (a *Adapter) vendorFailure(ctx context.Context, log *slog.Logger, store str
 			msg := vendorMessage(st)
 			log.WarnContext(ctx, "vendor event refused by inventory", "type", ev.Type, "sku", ev.SKU, "err", msg)
 			if _, err := a.db.Exec(ctx, `UPDATE vendor_events SET state = 'refused', result = $3, done_time = now()
-				WHERE store_id = $1 AND vendor_event_id = $2 AND state = 'pending'`, store, ev.EventID, truncate(msg, 500)); err != nil {
+				WHERE store_id = $1 AND vendor_event_id = $2 AND state = 'pending'`, store, ev.EventID, pgtext.Clip(msg, 500)); err != nil {
 				log.ErrorContext(ctx, "vendor webhook: record refused event", "err", err)
 			}
 			return http.StatusUnprocessableEntity, VendorResult{Status: "refused", Error: msg}

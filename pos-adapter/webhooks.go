@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/pagetoken"
+	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/rounds"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/urlsecret"
@@ -395,7 +396,7 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 		if state != "dropped" {
 			attempts++
 		}
-		return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: state, attempts: attempts, lastError: truncate(lastErr, 500)}, true
+		return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: state, attempts: attempts, lastError: pgtext.Clip(lastErr, 500)}, true
 	}
 	if !c.found || !c.enabled || (len(c.kinds) > 0 && !slices.Contains(c.kinds, c.kind)) {
 		// The webhook was turned off or narrowed (or the ticket is past retention).
@@ -432,7 +433,7 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 	wait := min(a.webhookBackoff(attempts), left) // the last attempt is made when the time is up
 	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "err", sendErr)
 	return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: deliveryPending, attempts: attempts,
-		lastError: truncate(sendErr.Error(), 500), wait: wait, unanswered: true}, true
+		lastError: pgtext.Clip(sendErr.Error(), 500), wait: wait, unanswered: true}, true
 }
 
 // webhookBackoff is the wait after the n-th failed attempt: WebhookBackoff doubled per
@@ -571,11 +572,4 @@ func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[pos
 	a.wakeWebhooks()
 	a.log.InfoContext(ctx, "webhook delivery replayed", "delivery", id, "by", adminName(ctx))
 	return connect.NewResponse(&posv1.ReplayDeliveryResponse{}), nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -64,6 +64,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pgtext"
 )
 
 // Handler applies one event inside tx. It must do all its writes through tx
@@ -482,11 +483,11 @@ func (c *consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	case IsPermanent(err):
 		result = "terminated"
 		logger.Error("inbox: event cannot be handled; terminated", "err", err)
-		settleErr = msg.TermWithReason(truncate(err.Error(), 256))
+		settleErr = msg.TermWithReason(pgtext.Clip(err.Error(), 256))
 	case c.cfg.MaxDeliver > 0 && delivered >= uint64(c.cfg.MaxDeliver):
 		result = "terminated"
 		logger.Error("inbox: event failed on its last delivery; terminated", "err", err, "max_deliver", c.cfg.MaxDeliver)
-		settleErr = msg.TermWithReason("max deliveries: " + truncate(err.Error(), 200))
+		settleErr = msg.TermWithReason("max deliveries: " + pgtext.Clip(err.Error(), 200))
 	default:
 		result = "retried"
 		delay := c.cfg.Backoff[min(int(delivered)-1, len(c.cfg.Backoff)-1)]
@@ -575,13 +576,6 @@ func keepInProgress(msgs []jetstream.Msg, interval time.Duration) (stop func()) 
 		close(done)
 		<-finished // no progress signal may follow the ack
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

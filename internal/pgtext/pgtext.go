@@ -8,12 +8,28 @@ package pgtext
 import (
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 )
+
+// Clip makes s text Postgres can store, of at most n bytes: invalid UTF-8 and NUL characters
+// become U+FFFD, and a cut falls between characters. For what the system writes of others' text
+// (a vendor's error, a host name in its Unicode form): cut mid-character or holding a NUL, its
+// write fails with SQLSTATE 22021, and whatever shares the statement with it.
+func Clip(s string, n int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
 
 // Check returns InvalidArgument naming the first string field of m, at any depth (lines[2].sku,
 // labels["k"]), that holds a NUL character; nil when there is none. Bytes fields may hold

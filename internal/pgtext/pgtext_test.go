@@ -46,3 +46,25 @@ func TestNULIsRefusedNamingTheFieldAtAnyDepth(t *testing.T) {
 		})
 	}
 }
+
+// Clip cuts between characters and leaves nothing Postgres refuses (invalid UTF-8, NUL).
+func TestClipKeepsTextPostgresCanStore(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdef", 3, "abc"},
+		{"ab中", 4, "ab"}, // 中 is 3 bytes: a cut at 4 would split it
+		{"ab中", 5, "ab中"},
+		{"a\x00b", 10, "a\uFFFDb"},
+		{"a\xe4\xb8b", 10, "a\uFFFDb"},
+		{"中中", 1, ""},
+	} {
+		got := pgtext.Clip(c.in, c.n)
+		if got != c.want || len(got) > c.n || strings.ContainsRune(got, 0) {
+			t.Errorf("Clip(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}
