@@ -2,6 +2,7 @@ package inventory_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,6 +114,14 @@ func TestBadInputIsRefusedNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"release without an order id", func() error {
 			var res inventoryv1.ReleaseHoldsResponse
 			return e.call(inventory.SubjectReleaseHolds, &inventoryv1.ReleaseHoldsRequest{}, &res)
+		}, codes.InvalidArgument, "order_id"},
+		{"commit a blank order id", func() error {
+			var res inventoryv1.CommitHoldsResponse
+			return e.call(inventory.SubjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: "   "}, &res)
+		}, codes.InvalidArgument, "order_id"},
+		{"commit an order id of 129 characters", func() error {
+			var res inventoryv1.CommitHoldsResponse
+			return e.call(inventory.SubjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: strings.Repeat("x", 129)}, &res)
 		}, codes.InvalidArgument, "order_id"},
 	}
 	before := e.snapshot()

@@ -173,15 +173,15 @@ const (
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = $2)
 		ORDER BY st.store_id, st.sku
 		FOR UPDATE OF st`
-	// lockLateHoldsSQL locks, after the open holds, the holds of committing orders that
-	// expired before the commit came and whose goods have not been sold late yet.
-	lockLateHoldsSQL = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) AND state = $2 AND NOT sold_late
+	// lockLateHoldsSQL locks, after the open holds, the holds of orders committed or released
+	// that expired before the change came and that no change has settled since.
+	lockLateHoldsSQL = `SELECT ` + holdColumns + ` FROM holds WHERE order_id = ANY($1) AND state = $2 AND NOT settled_late
 		ORDER BY order_id, line_id FOR UPDATE`
-	// lockOrderLevelsLateSQL is lockOrderLevelsSQL for a batch with commits: the stock rows of
-	// those late holds are locked too, in the same (store, SKU) turn.
+	// lockOrderLevelsLateSQL is lockOrderLevelsSQL for a batch that commits or releases: the
+	// stock rows of those late holds are locked too, in the same (store, SKU) turn.
 	lockOrderLevelsLateSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version FROM stock st
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds
-			WHERE order_id = ANY($1) AND state = $2 OR order_id = ANY($3) AND state = $4 AND NOT sold_late)
+			WHERE order_id = ANY($1) AND state = $2 OR order_id = ANY($3) AND state = $4 AND NOT settled_late)
 		ORDER BY st.store_id, st.sku
 		FOR UPDATE OF st`
 	extendHoldsByIDSQL = `UPDATE holds h SET expire_time = greatest(h.expire_time, u.expire_time)
@@ -250,8 +250,8 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	seen := map[string]bool{}
 	// Only ending a hold changes stock; an extension must not lock stock rows, which every
 	// reserve at those stores would then wait for.
-	var endingIDs, committingIDs []string
-	ending, committing := map[string]bool{}, map[string]bool{}
+	var endingIDs []string
+	ending := map[string]bool{}
 	for _, c := range cs {
 		if !seen[c.orderID] {
 			seen[c.orderID] = true
@@ -260,10 +260,6 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		if c.kind != changeExtend && !ending[c.orderID] {
 			ending[c.orderID] = true
 			endingIDs = append(endingIDs, c.orderID)
-		}
-		if c.kind == changeCommit && !committing[c.orderID] {
-			committing[c.orderID] = true
-			committingIDs = append(committingIDs, c.orderID)
 		}
 	}
 	conn, release, err := pgdb.Acquire(ctx, s.db)
@@ -277,14 +273,14 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	b.Queue(pgdb.XactIDSQL) // to learn its fate should COMMIT's reply be lost
 	b.Queue(keyedPlansSQL)
 	b.Queue(lockOrderHoldsSQL, orderIDs, holdOpen)
-	if len(committingIDs) > 0 {
-		b.Queue(lockLateHoldsSQL, committingIDs, holdExpired)
-		b.Queue(lockOrderLevelsLateSQL, endingIDs, holdOpen, committingIDs, holdExpired)
+	if len(endingIDs) > 0 {
+		b.Queue(lockLateHoldsSQL, endingIDs, holdExpired)
+		b.Queue(lockOrderLevelsLateSQL, endingIDs, holdOpen, endingIDs, holdExpired)
 	} else {
 		b.Queue(lockOrderLevelsSQL, endingIDs, holdOpen)
 	}
 	br := conn.SendBatch(ctx, &b)
-	xid, locked, late, levels, err := readChangeLocks(br, len(committingIDs) > 0)
+	xid, locked, late, levels, err := readChangeLocks(br, len(endingIDs) > 0)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
@@ -301,7 +297,7 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	for _, h := range late {
 		expired[h.orderID] = append(expired[h.orderID], h)
 	}
-	var soldLate []*hold
+	var soldLate, droppedLate []*hold
 	type endGroup struct {
 		state  string
 		reason inventoryv1.ReleaseReason
@@ -355,13 +351,18 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		}
 		g.holds = append(g.holds, hs...)
 		results[i] = hs
-		if c.kind == changeCommit {
-			for _, h := range expired[c.orderID] {
-				if !ended[h.id] {
-					ended[h.id] = true
-					soldLate = append(soldLate, h)
-					results[i] = append(results[i], h)
-				}
+		// The order's holds that expired before this change came are settled by it: a commit
+		// sells their goods, a release (the line dropped, the order cancelled) leaves them.
+		for _, h := range expired[c.orderID] {
+			if ended[h.id] || c.lineID != "" && h.lineID != c.lineID {
+				continue
+			}
+			ended[h.id] = true
+			if c.kind == changeCommit {
+				soldLate = append(soldLate, h)
+				results[i] = append(results[i], h)
+			} else {
+				droppedLate = append(droppedLate, h)
 			}
 		}
 	}
@@ -388,6 +389,9 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	}
 	if err := ends.addLateSales(levels, soldLate, actorHolds); err != nil {
 		return nil, err
+	}
+	for _, h := range droppedLate {
+		ends.settledLate = append(ends.settledLate, h.id)
 	}
 	if err := ends.queue(&p, levels, now); err != nil {
 		return nil, err
@@ -455,7 +459,7 @@ func queryHolds(br pgx.BatchResults) ([]*hold, error) {
 // a sale), one ledger row per hold and the stock rows' events.
 type holdEnds struct {
 	ids, states, reasons []string
-	soldLate             []string // ids of expired holds whose goods are sold now
+	settledLate          []string // ids of expired holds settled now (addLateSales)
 	deltas               stockDeltas
 	ms                   []movement
 	kinds                map[stockKey]string // the last kind of change of each row
@@ -514,9 +518,10 @@ func (e *holdEnds) add(p *pipeline, levels map[stockKey]*level, hs []*hold, stat
 // before the commit came (inventory unreachable past their deadline and grace): the goods left
 // the store all the same, and on hand left as it was would promise them to the next order, to
 // be found missing at its pickup. Each is an in-store sale of the order's hold, once (the hold
-// is marked sold_late); it takes on hand no lower than what is reserved for open orders (their
-// stock may be these very goods, freed by the expiry and reserved since), the ledger noting any
-// units short for staff to settle.
+// is marked settled_late, as a late release marks one it leaves); it takes on hand no lower
+// than what is reserved for open orders (their stock may be these very goods, freed by the
+// expiry and reserved since), the ledger noting any units short for staff to settle, and the
+// units asked (requested) for a count reported later to take off.
 func (e *holdEnds) addLateSales(levels map[stockKey]*level, hs []*hold, actor *commonv1.Actor) error {
 	if e.kinds == nil {
 		e.kinds = map[stockKey]string{}
@@ -534,26 +539,30 @@ func (e *holdEnds) addLateSales(levels map[stockKey]*level, hs []*hold, actor *c
 		l.onHand -= sold
 		e.kinds[h.key] = kindInStoreSale
 		e.deltas.add(h.key, -sold, 0)
-		e.ms = append(e.ms, movement{key: h.key, kind: kindInStoreSale, onHandDelta: -sold, after: *l,
-			actor: actor, note: note, orderID: h.orderID, holdID: h.id})
-		e.soldLate = append(e.soldLate, h.id)
+		m := movement{key: h.key, kind: kindInStoreSale, onHandDelta: -sold, after: *l,
+			actor: actor, note: note, orderID: h.orderID, holdID: h.id}
+		if sold != h.quantity {
+			m.requested = -h.quantity
+		}
+		e.ms = append(e.ms, m)
+		e.settledLate = append(e.settledLate, h.id)
 	}
 	return nil
 }
 
-const markSoldLateSQL = `UPDATE holds SET sold_late = true WHERE id = ANY($1::uuid[]) AND state = $2 AND NOT sold_late`
+const markSettledLateSQL = `UPDATE holds SET settled_late = true WHERE id = ANY($1::uuid[]) AND state = $2 AND NOT settled_late`
 
 // queue adds the writes of every end added to p, and StockLevelChanged for every row they
 // changed, with its level after them all.
 func (e *holdEnds) queue(p *pipeline, levels map[stockKey]*level, now time.Time) error {
-	if len(e.ids) == 0 && len(e.soldLate) == 0 {
+	if len(e.ids) == 0 && len(e.settledLate) == 0 {
 		return nil
 	}
 	if len(e.ids) > 0 {
 		p.execRows(int64(len(e.ids)), "end holds", endHoldsSQL, e.ids, e.states, e.reasons, holdOpen)
 	}
-	if len(e.soldLate) > 0 {
-		p.execRows(int64(len(e.soldLate)), "sell late holds", markSoldLateSQL, e.soldLate, holdExpired)
+	if len(e.settledLate) > 0 {
+		p.execRows(int64(len(e.settledLate)), "settle late holds", markSettledLateSQL, e.settledLate, holdExpired)
 	}
 	p.queueDeltas(&e.deltas)
 	p.queueMovements(e.ms)

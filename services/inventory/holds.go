@@ -322,8 +322,10 @@ func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reas
 // Holds of the order that expired before it came are sold late (holdEnds.addLateSales). A
 // retry commits nothing and returns an empty answer.
 func (s *Service) CommitHolds(ctx context.Context, orderID string) (*inventoryv1.CommitHoldsResponse, error) {
-	if orderID == "" {
-		return nil, rpcerr.Invalid("order_id", "required")
+	var v rpcerr.Violations
+	checkText(&v, "order_id", orderID, maxIDLen, true)
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	done, err := s.changeHoldsWithRetry(ctx, []holdChange{{kind: changeCommit, orderID: orderID}})
 	if err != nil {

@@ -575,3 +575,96 @@ func TestACommitAfterItsHoldsExpiredSellsTheGoodsLateOnce(t *testing.T) {
 	e.requireInvariants()
 	e.requireLedgerMatches()
 }
+
+// waitExpired waits until n holds of orderID were swept.
+func (e *env) waitExpired(orderID string, n int) {
+	e.t.Helper()
+	testenv.CheckFor(e.t, 15*time.Second, 20*time.Millisecond, func() error {
+		if got := e.count(`SELECT count(*) FROM holds WHERE order_id = $1 AND state = 'expired'`, orderID); got != n {
+			return fmt.Errorf("%d of %s's holds expired", got, orderID)
+		}
+		return nil
+	})
+}
+
+// shortExpiry is o's reserve request with holds expiring in a second.
+func shortExpiry(o *inventoryv1.ReserveHoldsRequest) *inventoryv1.ReserveHoldsRequest {
+	o.ExpireTime = timestamppb.New(time.Now().Add(time.Second))
+	return o
+}
+
+// A line dropped (marked unavailable) before the hand-over, both reaching inventory after the
+// order's holds expired: its goods never left the store, so the late commit does not sell
+// them, whether the release comes in the commit's batch (fulfilment's round) or before it.
+func TestALateReleaseKeepsItsLineFromTheLateSale(t *testing.T) {
+	e := newEnv(t, withSweeper(50*time.Millisecond))
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.setStock("s1", "MUFFIN", 10, 0)
+	e.mustReserve(shortExpiry(order("batched", "s1", "LATTE", 2, "MUFFIN", 3)))
+	e.mustReserve(shortExpiry(order("apart", "s1", "LATTE", 1, "MUFFIN", 4)))
+	e.waitExpired("batched", 2)
+	e.waitExpired("apart", 2)
+
+	res := e.changeHolds(releaseChange("batched", "l2"), commitChange("batched"))
+	if sold := res.GetResults()[1].GetSoldLate(); len(sold) != 1 || sold[0].GetLineId() != "l1" {
+		t.Errorf("the commit after its line l2 was dropped sold late %v; want l1 only", sold)
+	}
+	e.release("apart", "l2")
+	var apart inventoryv1.CommitHoldsResponse
+	if err := e.call(inventory.SubjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: "apart"}, &apart); err != nil {
+		t.Fatal(err)
+	}
+	if sold := apart.GetSoldLate(); len(sold) != 1 || sold[0].GetLineId() != "l1" {
+		t.Errorf("the commit after its line l2 was released sold late %v; want l1 only", sold)
+	}
+	if l := e.level("s1", "MUFFIN"); l.GetOnHand() != 10 {
+		t.Errorf("MUFFIN on hand %d, want 10: the dropped lines' muffins never left the store", l.GetOnHand())
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 7 {
+		t.Errorf("LATTE on hand %d, want 7", l.GetOnHand())
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A late sale cut short (the stock its expiry freed reserved since) still left the shelf in
+// full: a count taken before it and reported after takes all of it off, as it does a till sale
+// clamped the same way (the control, at s2).
+func TestACountReportedLateTakesOffAShortenedLateSaleInFull(t *testing.T) {
+	e := newEnv(t, withSweeper(50*time.Millisecond))
+	for _, st := range []string{"s1", "s2"} {
+		e.createStore(storeAt(st, 47.61, -122.33))
+		e.setStock(st, "LATTE", 10, 0)
+	}
+	e.mustReserve(shortExpiry(order("o1", "s1", "LATTE", 5)))
+	e.waitExpired("o1", 1)
+	e.mustReserve(order("o2", "s1", "LATTE", 8))
+	e.mustReserve(order("c2", "s2", "LATTE", 8))
+
+	time.Sleep(20 * time.Millisecond)
+	countedAt := time.Now() // staff count 10 on the shelf of each store, then 5 lattes leave each
+	time.Sleep(20 * time.Millisecond)
+	if res := e.changeHolds(commitChange("o1")); len(res.GetResults()[0].GetSoldLate()) != 1 {
+		t.Fatalf("o1's commit: %v", res)
+	}
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: "s2", Sku: "LATTE", Delta: -5,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE, ClampToReserved: true, IdempotencyKey: nextKey("sale")}); err != nil {
+		t.Fatal(err)
+	}
+	e.release("o2", "")
+	e.release("c2", "")
+	for _, st := range []string{"s2", "s1"} {
+		if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: st, Sku: "LATTE", OnHand: 10, KeepSafetyStock: true,
+			OccurTime: timestamppb.New(countedAt), IdempotencyKey: nextKey("count")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := e.level("s2", "LATTE"); l.GetOnHand() != 5 {
+		t.Fatalf("control: s2 on hand %d after the count, want 5", l.GetOnHand())
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 5 {
+		t.Errorf("s1 on hand %d after the count, want 5: 10 counted, 5 handed over since", l.GetOnHand())
+	}
+	e.requireLedgerMatches()
+}

@@ -154,14 +154,18 @@ type movement struct {
 	actor                      *commonv1.Actor
 	note, orderID, holdID      string
 	idempotencyKey             string
+	// requested is the on-hand change asked, when it differs from the one made (a late sale
+	// cut short); 0 otherwise.
+	requested int32
 }
 
 const insertMovementsSQL = `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta, on_hand_after,
-		reserved_after, safety_stock_after, actor_kind, actor_id, note, order_id, hold_id, stock_version)
-	SELECT u.store_id, u.sku, u.kind, u.dh, u.dr, u.oh, u.rs, u.ss, u.ak, u.ai, u.note, u.order_id, NULLIF(u.hold_id, '')::uuid, u.sv
+		reserved_after, safety_stock_after, actor_kind, actor_id, note, order_id, hold_id, stock_version, requested)
+	SELECT u.store_id, u.sku, u.kind, u.dh, u.dr, u.oh, u.rs, u.ss, u.ak, u.ai, u.note, u.order_id, NULLIF(u.hold_id, '')::uuid, u.sv,
+		NULLIF(u.rq, 0)
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], $8::int[],
-		$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
-		AS u(store_id, sku, kind, dh, dr, oh, rs, ss, ak, ai, note, order_id, hold_id, sv)`
+		$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[], $15::int[])
+		AS u(store_id, sku, kind, dh, dr, oh, rs, ss, ak, ai, note, order_id, hold_id, sv, rq)`
 
 // queueMovements adds one INSERT of every movement in ms to p (hold movements: no
 // idempotency key, no returned ids).
@@ -173,8 +177,8 @@ func (p *pipeline) queueMovements(ms []movement) {
 	var (
 		stores, skus, kinds, aks, ais, notes, orders, holds = make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		dh, dr, oh, rs, ss = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
-		sv                 = make([]int64, n)
+		dh, dr, oh, rs, ss, rq = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
+		sv                     = make([]int64, n)
 	)
 	for i, m := range ms {
 		stores[i], skus[i], kinds[i] = m.key.store, m.key.sku, m.kind
@@ -182,9 +186,10 @@ func (p *pipeline) queueMovements(ms []movement) {
 		aks[i], ais[i] = actorKinds[m.actor.GetKind()], m.actor.GetId()
 		notes[i], orders[i], holds[i] = m.note, m.orderID, m.holdID
 		sv[i] = m.after.version + 1 // the row's version once this transaction has written it
+		rq[i] = m.requested
 	}
 	p.execRows(int64(n), "insert movements", insertMovementsSQL,
-		stores, skus, kinds, dh, dr, oh, rs, ss, aks, ais, notes, orders, holds, sv)
+		stores, skus, kinds, dh, dr, oh, rs, ss, aks, ais, notes, orders, holds, sv, rq)
 }
 
 // applyDeltasSQL changes many stock rows at once. The last condition refuses, as a defence
