@@ -95,6 +95,14 @@ func (a *admission) admit(ctx context.Context, procedure string, header http.Hea
 	return auth.OutgoingContext(auth.NewContext(ctx, principal), authorization), nil
 }
 
+// admitOnce admits a call unless edge.AdmitBeforeBody has.
+func (a *admission) admitOnce(ctx context.Context, procedure string, header http.Header, peerAddr string) (context.Context, error) {
+	if edge.Admitted(ctx) {
+		return ctx, nil
+	}
+	return a.admit(ctx, procedure, header, peerAddr)
+}
+
 // interceptor applies admission to unary and streaming handlers.
 func (a *admission) interceptor() connect.Interceptor { return admissionInterceptor{a} }
 
@@ -102,7 +110,7 @@ type admissionInterceptor struct{ a *admission }
 
 func (i admissionInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ctx, err := i.a.admit(ctx, req.Spec().Procedure, req.Header(), req.Peer().Addr)
+		ctx, err := i.a.admitOnce(ctx, req.Spec().Procedure, req.Header(), req.Peer().Addr)
 		if err != nil {
 			return nil, err
 		}
@@ -126,7 +134,7 @@ var errDraining = errors.New("the gateway is shutting down")
 // watches again).
 func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := i.a.admit(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr)
+		ctx, err := i.a.admitOnce(ctx, conn.Spec().Procedure, conn.RequestHeader(), conn.Peer().Addr)
 		if err != nil {
 			return err
 		}

@@ -95,11 +95,14 @@ func New(cfg Config) (*Gateway, error) {
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
 		connect.WithCompressMinBytes(edge.CompressMinBytes),
 	}
+	admitted := func(path string, h http.Handler) (string, http.Handler) {
+		return edge.AdmitBeforeBody(path, h, admit.admit, opts...)
+	}
 	mux := http.NewServeMux()
-	mux.Handle(catalogv1connect.NewCatalogServiceHandler(catalogProxy{c: catalogv1.NewCatalogServiceClient(cfg.Catalog)}, opts...))
-	mux.Handle(inventoryv1connect.NewStoreLocatorServiceHandler(locatorProxy{c: inventoryv1.NewStoreLocatorServiceClient(cfg.Inventory)}, opts...))
-	mux.Handle(cartv1connect.NewCartServiceHandler(cartProxy{c: cartv1.NewCartServiceClient(cfg.Cart)}, opts...))
-	mux.Handle(fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...))
+	mux.Handle(admitted(catalogv1connect.NewCatalogServiceHandler(catalogProxy{c: catalogv1.NewCatalogServiceClient(cfg.Catalog)}, opts...)))
+	mux.Handle(admitted(inventoryv1connect.NewStoreLocatorServiceHandler(locatorProxy{c: inventoryv1.NewStoreLocatorServiceClient(cfg.Inventory)}, opts...)))
+	mux.Handle(admitted(cartv1connect.NewCartServiceHandler(cartProxy{c: cartv1.NewCartServiceClient(cfg.Cart)}, opts...)))
+	mux.Handle(admitted(fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...)))
 	// Health and reflection stay open: probes and grpcurl carry no token.
 	health := edge.Mount(mux, PublicServices, connect.WithReadMaxBytes(cfg.MaxRequestBytes))
 	return &Gateway{handler: edge.WithClientAddress(edge.WithCORS(mux, cfg.AllowedOrigins), cfg.TrustedProxies), health: health, drain: drain, log: log.With("component", "gateway")}, nil

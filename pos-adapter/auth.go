@@ -85,7 +85,7 @@ type authInterceptor struct{ a *Adapter }
 
 func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ctx, err := i.a.admit(ctx, req.Peer().Addr, req.Spec().Procedure, req.Header().Get("Authorization"))
+		ctx, err := i.a.admitOnce(ctx, req.Peer().Addr, req.Spec().Procedure, req.Header().Get("Authorization"))
 		if err != nil {
 			return nil, err
 		}
@@ -99,7 +99,7 @@ func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) c
 
 func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := i.a.admit(ctx, conn.Peer().Addr, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
+		ctx, err := i.a.admitOnce(ctx, conn.Peer().Addr, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
 		if err != nil {
 			return err
 		}
@@ -108,6 +108,14 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 }
 
 var policy = auth.DefaultPolicy()
+
+// admitOnce admits a call unless edge.AdmitBeforeBody has.
+func (a *Adapter) admitOnce(ctx context.Context, peerAddr, procedure, authorization string) (context.Context, error) {
+	if edge.Admitted(ctx) {
+		return ctx, nil
+	}
+	return a.admit(ctx, peerAddr, procedure, authorization)
+}
 
 // admit authenticates a call from peerAddr, charging its address for a refusal (refusedAuth).
 // An address over its refusals is told to wait, unless its credential is one this process has

@@ -1,12 +1,16 @@
 package posadapter_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
@@ -183,14 +187,41 @@ func TestAbandonedPickupCodeGuessesAreChargedToTheTerminal(t *testing.T) {
 	t.Fatal("20 abandoned guesses in a burst were never limited")
 }
 
-// A string that is not UTF-8 is refused naming the field, whoever sends it: the pos-adapter
-// decodes it before anything else looks at the call.
+// A string that is not UTF-8 is refused naming the field, by a caller with a credential (one
+// without is refused as such first, before its body is read).
 func TestInvalidUTF8IsRefusedNamingTheField(t *testing.T) {
 	e := newEnv(t)
+	_, cred := e.register("Counter", "utf-1")
 	bad := []byte{0x0a, 0x03, 0xff, 0xfe, 0x41} // store_id: 3 bytes, not UTF-8
-	c := posv1connect.NewTerminalServiceClient(http.DefaultClient, e.base, connect.WithGRPCWeb(), testenv.SendBytes(bad))
+	c := posv1connect.NewTerminalServiceClient(http.DefaultClient, e.base, connect.WithGRPCWeb(), testenv.SendBytes(bad),
+		connect.WithInterceptors(bearer(cred)))
 	_, err := c.AckTicket(t.Context(), req(&posv1.AckTicketRequest{}))
 	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "store_id: not valid UTF-8") {
 		t.Fatalf("AckTicket with a store_id that is not UTF-8: %v; want InvalidArgument naming store_id", err)
+	}
+}
+
+// A call is authenticated when its headers are in: one without a credential is refused at once,
+// not after a body its caller may trickle in for as long as the edge waits (30 s), holding a
+// connection and a goroutine, unauthenticated, per call.
+func TestACallWithoutACredentialIsRefusedBeforeItsBody(t *testing.T) {
+	e := newEnv(t)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST "+posv1connect.TerminalServiceAckTicketProcedure+" HTTP/1.1\r\nHost: pos\r\n"+
+		"Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: 100\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("a call without a credential, its body not sent: %v; want it refused at once", err)
+	}
+	_ = res.Body.Close()
+	if got := res.Header.Get("Grpc-Status"); got != fmt.Sprint(int(codes.Unauthenticated)) {
+		t.Fatalf("grpc-status %q (%s); want Unauthenticated", got, res.Header.Get("Grpc-Message"))
 	}
 }

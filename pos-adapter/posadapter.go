@@ -382,9 +382,15 @@ func New(cfg Config) (*Adapter, error) {
 		connect.WithCompressMinBytes(edge.CompressMinBytes),
 	}
 	mux := http.NewServeMux()
+	// Calls are authenticated as soon as their headers are in (edge.AdmitBeforeBody): an unknown
+	// caller trickling bodies holds nothing for long.
+	admit := func(ctx context.Context, procedure string, header http.Header, peerAddr string) (context.Context, error) {
+		return a.admit(ctx, peerAddr, procedure, header.Get("Authorization"))
+	}
 	terminalPath, terminalHandler := posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...)
-	mux.Handle(terminalPath, withWriteControl(terminalHandler))
-	mux.Handle(posv1connect.NewTerminalAdminServiceHandler(adminAPI{a: a}, opts...))
+	mux.Handle(edge.AdmitBeforeBody(terminalPath, withWriteControl(terminalHandler), admit, opts...))
+	adminPath, adminHandler := posv1connect.NewTerminalAdminServiceHandler(adminAPI{a: a}, opts...)
+	mux.Handle(edge.AdmitBeforeBody(adminPath, adminHandler, admit, opts...))
 	mux.Handle("POST "+VendorWebhookPath+"{store_id}", http.HandlerFunc(a.serveVendorWebhook))
 	a.health = edge.Mount(mux, []string{posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName},
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes))
