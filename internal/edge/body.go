@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -45,6 +46,48 @@ func (b *timedBody) Read(p []byte) (int, error) {
 		b.lift.Do(func() { _ = b.rc.SetReadDeadline(time.Time{}) })
 	case b.http1 && errors.As(err, &ne) && ne.Timeout():
 		b.w.Header().Set("Connection", "close")
+	}
+	return n, err
+}
+
+// limitMessageTime gives each message of r's body, a client or bidi stream over HTTP/2, until
+// bodyTimeout to arrive once its first byte has: the stream may wait as long as it likes
+// between messages (an idle reflection session), but a client that stalls mid-message would
+// otherwise hold the stream and its handler for good, its connection kept alive by pings.
+func limitMessageTime(w http.ResponseWriter, r *http.Request) {
+	r.Body = &messageTimedBody{ReadCloser: r.Body, rc: http.NewResponseController(w)}
+}
+
+// messageTimedBody follows the gRPC envelopes (a flag byte and a 4-byte length, then the
+// message) of the body it reads, with a read deadline while one is under way.
+type messageTimedBody struct {
+	io.ReadCloser
+	rc     *http.ResponseController
+	prefix [5]byte
+	got    int    // bytes of the current message's prefix read
+	left   uint32 // bytes of its message still to come, once the prefix is read
+}
+
+func (b *messageTimedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	for read := p[:n]; len(read) > 0; {
+		if b.got < len(b.prefix) {
+			if b.got == 0 {
+				_ = b.rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+			}
+			k := copy(b.prefix[b.got:], read)
+			b.got, read = b.got+k, read[k:]
+			if b.got == len(b.prefix) {
+				b.left = binary.BigEndian.Uint32(b.prefix[1:])
+			}
+		} else {
+			k := min(uint32(len(read)), b.left)
+			b.left, read = b.left-k, read[k:]
+		}
+		if b.got == len(b.prefix) && b.left == 0 { // the message is whole
+			b.got = 0
+			_ = b.rc.SetReadDeadline(time.Time{})
+		}
 	}
 	return n, err
 }

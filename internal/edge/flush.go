@@ -23,7 +23,8 @@ import (
 // anything else over HTTP/1.1: an unknown path, or a client or bidi stream, which HTTP/1.1
 // cannot carry. Those are answered without reading the body, and net/http then reads what is
 // left of it before the reply; a client trickling a long one would hold the connection for
-// as long as it liked. Over HTTP/2 a stream's body does not hold the connection.
+// as long as it liked. Over HTTP/2 a stream's body does not hold the connection, but each
+// message of a client or bidi stream has the time limit once it has begun (limitMessageTime).
 func serveProcedures(h http.Handler) http.Handler {
 	var kinds procedureKinds
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -33,6 +34,12 @@ func serveProcedures(h http.Handler) http.Handler {
 			w = unflushed{w}
 		case serverStreamProcedure:
 			limitBodyTime(w, r)
+		case clientStreamProcedure:
+			if r.ProtoMajor == 1 {
+				limitBodyTime(w, r)
+			} else {
+				limitMessageTime(w, r)
+			}
 		default:
 			if r.ProtoMajor == 1 {
 				limitBodyTime(w, r)
@@ -52,9 +59,10 @@ func (u unflushed) Unwrap() http.ResponseWriter { return u.ResponseWriter }
 type procedureKind uint8
 
 const (
-	otherPath             procedureKind = iota // unknown, not a method, or a client or bidi stream
+	otherPath             procedureKind = iota // unknown, not a method
 	unaryProcedure                             // one request, one response
 	serverStreamProcedure                      // one request, a stream of responses
+	clientStreamProcedure                      // a stream of requests (bidi: reflection)
 )
 
 // procedureKinds remembers what gRPC paths ("/package.Service/Method") name among the methods
@@ -76,6 +84,8 @@ func (k *procedureKinds) of(path string) procedureKind {
 		kind = unaryProcedure
 	case !md.IsStreamingClient():
 		kind = serverStreamProcedure
+	default:
+		kind = clientStreamProcedure
 	}
 	k.known.Store(path, kind)
 	return kind

@@ -94,7 +94,7 @@ func TestProceduresAreKnownByTheirKind(t *testing.T) {
 	for path, want := range map[string]procedureKind{
 		"/grpc.health.v1.Health/Check":                              unaryProcedure,
 		"/grpc.health.v1.Health/Watch":                              serverStreamProcedure,
-		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": otherPath, // bidi stream
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": clientStreamProcedure, // bidi
 		"/grpc.health.v1.Health/Nope":                               otherPath,
 		"/no.such.v1.Service/Check":                                 otherPath,
 		"/grpc.health.v1.Health":                                    otherPath,

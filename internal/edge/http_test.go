@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // serveMounted serves health and reflection (Mount, with opts) on a fresh port.
@@ -152,6 +153,78 @@ func TestDrainEndsIdleReflectionStreams(t *testing.T) {
 		}
 	case <-rctx.Done():
 		t.Fatalf("the server was still draining a minute after its reflection stream ended (grace %v)", grace)
+	}
+}
+
+// A reflection stream over HTTP/2 may idle between requests as long as its client likes, but
+// a request begun must arrive within bodyTimeout: one stalled mid-message would otherwise hold
+// the stream and its handler for good (pings keep the connection alive).
+func TestAStreamStalledMidMessageEndsAndAnIdleOneLivesOn(t *testing.T) {
+	was := bodyTimeout
+	t.Cleanup(func() { bodyTimeout = was }) // after the server has stopped
+	bodyTimeout = 200 * time.Millisecond
+	_, addr := serveMounted(t)
+
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+	body, send := io.Pipe()
+	defer send.Close()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	msg, err := proto.Marshal(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	envelope := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
+	envelope = append(envelope, msg...)
+	sent := make(chan error, 1)
+	go func() { _, err := send.Write(envelope); sent <- err }() // the request's headers go with it
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	answer := func() error {
+		var prefix [5]byte
+		if _, err := io.ReadFull(res.Body, prefix[:]); err != nil {
+			return err
+		}
+		_, err := io.CopyN(io.Discard, res.Body, int64(binary.BigEndian.Uint32(prefix[1:])))
+		return err
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if err := answer(); err != nil {
+		t.Fatalf("first answer: %v", err)
+	}
+
+	time.Sleep(3 * bodyTimeout) // idle between requests: allowed
+	if _, err := send.Write(envelope); err != nil {
+		t.Fatal(err)
+	}
+	if err := answer(); err != nil {
+		t.Fatalf("answer after idling %v between requests: %v", 3*bodyTimeout, err)
+	}
+
+	if _, err := send.Write(envelope[:3]); err != nil { // a request begun, then nothing
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- answer() }()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("a stalled request got an answer")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a stream stalled mid-message was still open 10 s later (limit %v)", bodyTimeout)
 	}
 }
 
