@@ -52,8 +52,10 @@ func (s *system) connectNATS(ctx context.Context, url string, opts ...nats.Optio
 	return nc, err
 }
 
-// waitForPostgres waits while the server at url does not answer; one that answers, even with
-// a refusal (a wrong password, a missing database), is left to the pools to report.
+// waitForPostgres waits while the server at url does not answer, or answers that it cannot
+// take connections yet (starting up: crash recovery after a restart, a standby not yet
+// consistent; or shutting down for a restart); one that answers otherwise, even with a refusal
+// (a wrong password, a missing database), is left to the pools to report.
 func (s *system) waitForPostgres(ctx context.Context, url string) error {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
@@ -68,9 +70,17 @@ func (s *system) waitForPostgres(ctx context.Context, url string) error {
 			_ = conn.Close(cctx)
 			return false, nil
 		}
-		if _, answered := errors.AsType[*pgconn.PgError](err); answered {
-			return false, nil
+		if pe, answered := errors.AsType[*pgconn.PgError](err); answered {
+			if !notReady[pe.Code] {
+				return false, nil
+			}
+			return true, fmt.Errorf("%s is not ready: %w", what, err)
 		}
 		return true, fmt.Errorf("%s does not answer: %w", what, err)
 	})
 }
+
+// notReady are the SQLSTATEs of a server that will take connections in a moment: 57P03
+// cannot_connect_now (starting up), 57P01 admin_shutdown and 57P02 crash_shutdown (going down
+// for a restart).
+var notReady = map[string]bool{"57P03": true, "57P01": true, "57P02": true}
