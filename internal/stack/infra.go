@@ -168,6 +168,17 @@ func (s *system) startPostgres(ctx context.Context) error {
 	}
 	// Its own budget, not what the closers before it left (see postgresStopBudget).
 	s.onCloseWithin(postgresStopBudget, cluster.Stop)
+	// A server that dies under a running Handoff (killed, out of memory) takes every call with
+	// it: Handoff stops with an error, to be started again (by its supervisor), rather than
+	// run on reporting itself healthy. On shutdown the loops end before the server is stopped.
+	s.addLoop("private PostgreSQL", func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-cluster.Done():
+			return errors.New("the server exited under Handoff; start Handoff again")
+		}
+	})
 	if err := createDatabase(ctx, cluster.URL("postgres"), databaseName); err != nil {
 		return err
 	}
