@@ -43,6 +43,9 @@ type service interface {
 	Run(ctx context.Context) error
 	// LoadDemo loads the demo chain into an empty schema; a filled one is left alone.
 	LoadDemo(ctx context.Context, chain demo.Chain) (bool, error)
+	// OwnData reports whether the schema holds data that is not the demo chain's (a retailer's
+	// own stores or products), in which case no part of the demo is loaded anywhere.
+	OwnData(ctx context.Context, chain demo.Chain) (bool, error)
 }
 
 // deps are what a service is built from.
@@ -164,18 +167,47 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	s.addLoop(spec.name+" planner statistics", keepStatistics(pool, spec.schema, log))
 	s.addLoop(spec.name+" background work", svc.Run)
 	if s.cfg.LoadDemo {
-		s.afterListen = append(s.afterListen, func(ctx context.Context) error {
-			loaded, err := svc.LoadDemo(ctx, s.chain())
-			if err != nil {
-				return fmt.Errorf("%s demo data: %w", spec.name, err)
-			}
-			if !loaded && spec.name == TargetInventory && s.cfg.DemoTimeZone != "" {
-				log.Warn("the demo chain is loaded into an empty database only: its stores keep the time zone they have", "demo_time_zone", s.cfg.DemoTimeZone)
-			}
-			return nil
-		})
+		if len(s.demoParts) == 0 {
+			s.afterListen = append(s.afterListen, s.loadDemo)
+		}
+		s.demoParts = append(s.demoParts, demoPart{name: spec.name, svc: svc, log: log})
 	}
 	return lis.Addr().String(), nil
+}
+
+// demoPart is a service of this process that loads its part of the demo chain.
+type demoPart struct {
+	name string
+	svc  service
+	log  *slog.Logger
+}
+
+// loadDemo loads the demo chain into the services' empty schemas, unless one of them holds
+// data of its own (its demo part loaded, the chain's, is no reason not to: a start cut short
+// completes it): a retailer's own catalog must not get the demo's stores, nor its stores the
+// demo's products.
+func (s *system) loadDemo(ctx context.Context) error {
+	chain := s.chain()
+	for _, p := range s.demoParts {
+		own, err := p.svc.OwnData(ctx, chain)
+		if err != nil {
+			return fmt.Errorf("%s demo data: %w", p.name, err)
+		}
+		if own {
+			p.log.Warn("the database holds data that is not the demo chain's: the demo is not loaded")
+			return nil
+		}
+	}
+	for _, p := range s.demoParts {
+		loaded, err := p.svc.LoadDemo(ctx, chain)
+		if err != nil {
+			return fmt.Errorf("%s demo data: %w", p.name, err)
+		}
+		if !loaded && p.name == TargetInventory && s.cfg.DemoTimeZone != "" {
+			p.log.Warn("the demo chain is loaded into an empty database only: its stores keep the time zone they have", "demo_time_zone", s.cfg.DemoTimeZone)
+		}
+	}
+	return nil
 }
 
 // serveNATS has a service's NATS endpoints drained on shutdown, after the servers and before

@@ -263,6 +263,7 @@ type system struct {
 	loops      []func(ctx context.Context) error // background loops: see serve
 	// afterListen runs once every server is serving (demo loads).
 	afterListen []func(ctx context.Context) error
+	demoParts   []demoPart // services loading the demo chain (loadDemo)
 }
 
 func (s *system) onClose(f func(context.Context) error) {

@@ -187,6 +187,9 @@ func (s *Service) RegisterNATS(*natsrpc.Service) error { return nil }
 // LoadDemo loads nothing: the demo chain has no carts.
 func (s *Service) LoadDemo(context.Context, demo.Chain) (bool, error) { return false, nil }
 
+// OwnData reports false: carts, the demo's or not, are no reason to leave the demo out.
+func (s *Service) OwnData(context.Context, demo.Chain) (bool, error) { return false, nil }
+
 // Run deletes abandoned open carts every hour until ctx ends. Checked-out carts are kept: an
 // order points at its cart.
 func (s *Service) Run(ctx context.Context) error {

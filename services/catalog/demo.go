@@ -57,3 +57,21 @@ func (s *Service) LoadDemo(ctx context.Context, chain demo.Chain) (loaded bool, 
 	}
 	return loaded, nil
 }
+
+// OwnData reports whether the catalog has categories or products other than chain's.
+func (s *Service) OwnData(ctx context.Context, chain demo.Chain) (bool, error) {
+	var categories, products []string
+	for _, c := range chain.Categories {
+		categories = append(categories, c.ID)
+	}
+	for _, p := range chain.Products {
+		products = append(products, p.ID)
+	}
+	var own bool
+	err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM categories WHERE id <> ALL($1))
+		OR EXISTS (SELECT 1 FROM products WHERE id <> ALL($2))`, categories, products).Scan(&own)
+	if err != nil {
+		return false, fmt.Errorf("look for data other than the demo's: %w", err)
+	}
+	return own, nil
+}

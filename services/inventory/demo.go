@@ -149,3 +149,16 @@ func demoStore(st demo.Store) *inventoryv1.Store {
 	}
 	return out
 }
+
+// OwnData reports whether inventory has stores other than chain's.
+func (s *Service) OwnData(ctx context.Context, chain demo.Chain) (bool, error) {
+	var stores []string
+	for _, st := range chain.Stores {
+		stores = append(stores, st.ID)
+	}
+	var own bool
+	if err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM stores WHERE id <> ALL($1))`, stores).Scan(&own); err != nil {
+		return false, fmt.Errorf("look for data other than the demo's: %w", err)
+	}
+	return own, nil
+}
