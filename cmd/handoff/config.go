@@ -84,12 +84,18 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	}
 	// Numbers and durations from the environment are checked here, as flag parsing checks
 	// those on the command line: a bad value stops the process, never becomes a default.
-	var envErrs []error
+	// A flag given wins over its variable, so a bad variable counts only when its flag is not
+	// given (see the check after parsing).
+	type envErr struct {
+		flag string
+		err  error
+	}
+	var envErrs []envErr
 	envInt := func(name, def string) int {
 		v := env(name, def)
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a whole number", envVar[name], v))
+			envErrs = append(envErrs, envErr{name, fmt.Errorf("%s=%q: want a whole number", envVar[name], v)})
 		}
 		return n
 	}
@@ -97,7 +103,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		v := env(name, def)
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a duration such as 10s", envVar[name], v))
+			envErrs = append(envErrs, envErr{name, fmt.Errorf("%s=%q: want a duration such as 10s", envVar[name], v)})
 		}
 		return d
 	}
@@ -157,17 +163,32 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
-	if err := errors.Join(envErrs...); err != nil {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	for _, e := range envErrs {
+		if !given[e.flag] {
+			errs = append(errs, e.err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return s, err
+	}
+	// setting names where a refused value came from: the flag given, or its variable.
+	setting := func(name, value string) string {
+		if !given[name] && getenv(envVar[name]) != "" {
+			return fmt.Sprintf("%s=%q", envVar[name], value)
+		}
+		return fmt.Sprintf("-%s %q", name, value)
 	}
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected argument %q (see -help)", fs.Arg(0))
 	}
 	if err := s.logLevel.UnmarshalText([]byte(level)); err != nil {
-		return s, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+		return s, fmt.Errorf("%s: want debug, info, warn or error", setting("log-level", level))
 	}
 	if s.logFormat != "text" && s.logFormat != "json" {
-		return s, fmt.Errorf("-log-format %q: want text or json", s.logFormat)
+		return s, fmt.Errorf("%s: want text or json", setting("log-format", s.logFormat))
 	}
 	switch {
 	case origins != "":
@@ -181,7 +202,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	}
 	trusted, err := edge.ParseTrustedProxies(proxies)
 	if err != nil {
-		return s, fmt.Errorf("-trusted-proxies: %w", err)
+		return s, fmt.Errorf("%s: %w", setting("trusted-proxies", proxies), err)
 	}
 	c.TrustedProxies = trusted
 	if c.MetricsAddr == "off" {
@@ -194,7 +215,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	default:
 		b, err := strconv.ParseBool(demo)
 		if err != nil {
-			return s, fmt.Errorf("-demo %q: want true or false", demo)
+			return s, fmt.Errorf("%s: want true or false", setting("demo", demo))
 		}
 		c.LoadDemo = b
 	}

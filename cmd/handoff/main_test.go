@@ -78,6 +78,18 @@ func TestTokenCommandMintsTokensTheSystemAccepts(t *testing.T) {
 	}
 }
 
+// A token is minted only for a time ahead: one with a TTL that is not positive would be refused
+// by every service as expired.
+func TestTokenRefusesATTLThatIsNotPositive(t *testing.T) {
+	for _, ttl := range []string{"-1h", "0s"} {
+		var errOut bytes.Buffer
+		code := run([]string{"token", "-subject", "alice", "-ttl", ttl, "-jwt-keys", testKeys}, func(string) string { return "" }, io.Discard, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "-ttl") {
+			t.Errorf("token -ttl %s: exit %d, %q; want 2 and a message naming -ttl", ttl, code, errOut.String())
+		}
+	}
+}
+
 func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 	cases := []struct {
 		args []string
@@ -97,7 +109,13 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		{[]string{"-db-max-conns", "-3"}, nil, "db max conns -3: want a positive number"},
 		{[]string{"-stream-replicas", "7"}, nil, "stream replicas 7: want 1 to 5"},
 		{[]string{"-shutdown-grace", "-1s"}, nil, "shutdown grace -1s: want a positive duration"},
-		{nil, map[string]string{"HANDOFF_TRUSTED_PROXIES": "10.0.0.0/8,ingress.internal"}, "-trusted-proxies: trusted proxies \"10.0.0.0/8,ingress.internal\": want addresses and CIDR ranges"},
+		{nil, map[string]string{"HANDOFF_TRUSTED_PROXIES": "10.0.0.0/8,ingress.internal"}, "HANDOFF_TRUSTED_PROXIES=\"10.0.0.0/8,ingress.internal\": trusted proxies \"10.0.0.0/8,ingress.internal\": want addresses and CIDR ranges"},
+		// Each refusal names where the value came from: the variable, when no flag was given.
+		{nil, map[string]string{"HANDOFF_DEMO": "yes"}, `HANDOFF_DEMO="yes": want true or false`},
+		{[]string{"-demo", "yes"}, map[string]string{"HANDOFF_DEMO": "true"}, `-demo "yes": want true or false`},
+		{nil, map[string]string{"HANDOFF_LOG_LEVEL": "loud"}, `HANDOFF_LOG_LEVEL="loud": want debug`},
+		{[]string{"-db-max-conns", "4294967297"}, nil, "db max conns 4294967297: want a positive number up to 10000"},
+		{[]string{"-stream-replicas", "3"}, nil, "stream replicas 3: the embedded NATS server keeps one copy"},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer
@@ -110,6 +128,18 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 
 // The usage text, printed for -help and after any flag error, names where a secret comes from
 // but never prints it.
+// A flag given wins over its variable: a variable it overrides is not checked.
+func TestAFlagGivenOverridesABadVariable(t *testing.T) {
+	env := map[string]string{"HANDOFF_SHUTDOWN_GRACE": "10", "HANDOFF_DB_MAX_CONNS": "many"}
+	s, err := parseSettings([]string{"-shutdown-grace", "10s", "-db-max-conns", "8"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatalf("flags given over bad variables: %v", err)
+	}
+	if s.stack.ShutdownGrace != 10*time.Second || s.stack.DBMaxConns != 8 {
+		t.Fatalf("shutdown grace %v, db max conns %d; want the flags' 10s and 8", s.stack.ShutdownGrace, s.stack.DBMaxConns)
+	}
+}
+
 func TestUsageNeverPrintsSecrets(t *testing.T) {
 	env := map[string]string{
 		"DATABASE_URL": "postgres://handoff:db-password-1@db/handoff", "NATS_URL": "nats://user:nats-password-2@nats:4222",

@@ -46,6 +46,10 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "handoff token: -subject is required")
 		return 2
 	}
+	if *ttl <= 0 {
+		fmt.Fprintf(stderr, "handoff token: -ttl %s: want a positive duration such as 24h\n", *ttl)
+		return 2
+	}
 	ks, err := stack.ClientKeys(*keys, *dataDir)
 	if err != nil {
 		fmt.Fprintf(stderr, "handoff token: %v (run it where Handoff runs, or pass its -data-dir or -jwt-keys)\n", err)

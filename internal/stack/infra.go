@@ -59,7 +59,7 @@ func (s *system) startNATS(ctx context.Context) error {
 	s.nc, s.js = nc, js
 	s.ready.NATSURL = url
 	if err := s.ensureStreams(ctx); err != nil {
-		return fmt.Errorf("declare JetStream streams: %w", err)
+		return fmt.Errorf("declare JetStream streams with %d replicas (HANDOFF_STREAM_REPLICAS; more than 1 needs a NATS cluster): %w", s.cfg.StreamReplicas, err)
 	}
 	return nil
 }

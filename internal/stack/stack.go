@@ -144,6 +144,10 @@ type Ready struct {
 
 func (c *Config) runs(part string) bool { return c.Target == TargetAll || c.Target == part }
 
+// maxDBConns bounds a pool's connections: far beyond what PostgreSQL serves well (its default
+// max_connections is 100), and within the driver's int32.
+const maxDBConns = 10_000
+
 // Validate checks the configuration and fills defaults.
 func (c *Config) Validate() error {
 	if c.Target == "" {
@@ -175,8 +179,11 @@ func (c *Config) Validate() error {
 	if c.StreamReplicas == 0 {
 		c.StreamReplicas = 1
 	}
-	if c.DBMaxConns < 0 {
-		return fmt.Errorf("db max conns %d: want a positive number, or 0 for the default", c.DBMaxConns)
+	if c.StreamReplicas > 1 && c.NATSURL == "" {
+		return fmt.Errorf("stream replicas %d: the embedded NATS server keeps one copy; use 1, or a NATS cluster (NATS_URL)", c.StreamReplicas)
+	}
+	if c.DBMaxConns < 0 || c.DBMaxConns > maxDBConns {
+		return fmt.Errorf("db max conns %d: want a positive number up to %d, or 0 for the default", c.DBMaxConns, maxDBConns)
 	}
 	if c.DBMaxConns == 0 {
 		c.DBMaxConns = 16
