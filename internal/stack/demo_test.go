@@ -17,22 +17,29 @@ import (
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 )
 
-// runUntilReady starts cfg and waits until it is ready; stop stops it.
-func runUntilReady(t *testing.T, cfg stack.Config) (r stack.Ready, stop func()) {
+// startStack starts cfg and waits until it is ready; errc says how Run ended, after cancel.
+func startStack(t *testing.T, cfg stack.Config) (r stack.Ready, errc <-chan error, cancel context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan stack.Ready, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- stack.Run(ctx, cfg, func(r stack.Ready) { ready <- r }) }()
+	done := make(chan error, 1)
+	go func() { done <- stack.Run(ctx, cfg, func(r stack.Ready) { ready <- r }) }()
 	select {
 	case r = <-ready:
-	case err := <-errc:
+	case err := <-done:
 		cancel()
 		t.Fatalf("start: %v", err)
 	case <-time.After(2 * time.Minute):
 		cancel()
 		t.Fatal("not ready in 2 minutes")
 	}
+	return r, done, cancel
+}
+
+// runUntilReady starts cfg and waits until it is ready; stop stops it.
+func runUntilReady(t *testing.T, cfg stack.Config) (r stack.Ready, stop func()) {
+	t.Helper()
+	r, errc, cancel := startStack(t, cfg)
 	return r, func() {
 		cancel()
 		if err := <-errc; err != nil {

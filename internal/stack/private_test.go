@@ -1,7 +1,6 @@
 package stack_test
 
 import (
-	"context"
 	"encoding/base64"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
 )
 
@@ -24,19 +22,8 @@ func TestHandoffStopsWhenItsPrivatePostgresDies(t *testing.T) {
 	cfg.JWTKeys = "test:" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	cfg.LoadDemo = false
 
-	ctx, cancel := context.WithCancel(context.Background())
+	_, errc, cancel := startStack(t, cfg)
 	defer cancel()
-	ready := make(chan struct{}, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- stack.Run(ctx, cfg, func(stack.Ready) { ready <- struct{}{} }) }()
-	select {
-	case <-ready:
-	case err := <-errc:
-		t.Fatalf("start: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("not ready in 2 minutes")
-	}
-
 	time.Sleep(3 * time.Second) // every part settled in: relays, consumers, sweepers running
 	pidFile, err := os.ReadFile(filepath.Join(cfg.DataDir, "postgres", "pgdata", "postmaster.pid"))
 	if err != nil {

@@ -1,7 +1,6 @@
 package stack_test
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"io"
@@ -90,20 +89,6 @@ func TestAStartWaitsForAPostgresStartingUp(t *testing.T) {
 	cfg.StartWait = time.Minute
 	time.AfterFunc(2*time.Second, func() { up.Store(true) }) // recovery done
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan struct{}, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- stack.Run(ctx, cfg, func(stack.Ready) { ready <- struct{}{} }) }()
-	select {
-	case <-ready:
-		cancel()
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	case err := <-errc:
-		t.Fatalf("PostgreSQL starting up for 2 s, -start-wait a minute: the start failed: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("not ready a minute later")
-	}
+	_, stop := runUntilReady(t, cfg) // fails the test should the start fail
+	stop()
 }

@@ -484,13 +484,10 @@ func (e *holdEnds) add(p *pipeline, levels map[stockKey]*level, hs []*hold, stat
 	case holdExpired:
 		subject = SubjectHoldExpired
 	}
-	if e.kinds == nil {
-		e.kinds = map[stockKey]string{}
-	}
 	for _, h := range hs {
-		l, ok := levels[h.key]
-		if !ok {
-			return fmt.Errorf("hold %s: no stock row for %s at %s", h.id, h.key.sku, h.key.store)
+		l, err := e.levelOf(levels, h)
+		if err != nil {
+			return err
 		}
 		var dOnHand int32
 		if state == holdCommitted {
@@ -523,13 +520,10 @@ func (e *holdEnds) add(p *pipeline, levels map[stockKey]*level, hs []*hold, stat
 // expiry and reserved since), the ledger noting any units short for staff to settle, and the
 // units asked (requested) for a count reported later to take off.
 func (e *holdEnds) addLateSales(levels map[stockKey]*level, hs []*hold, actor *commonv1.Actor) error {
-	if e.kinds == nil {
-		e.kinds = map[stockKey]string{}
-	}
 	for _, h := range hs {
-		l, ok := levels[h.key]
-		if !ok {
-			return fmt.Errorf("hold %s: no stock row for %s at %s", h.id, h.key.sku, h.key.store)
+		l, err := e.levelOf(levels, h)
+		if err != nil {
+			return err
 		}
 		sold := max(min(h.quantity, l.onHand-l.reserved), 0)
 		note := fmt.Sprintf("handed over for order %s after its hold expired", h.orderID)
@@ -548,6 +542,18 @@ func (e *holdEnds) addLateSales(levels map[stockKey]*level, hs []*hold, actor *c
 		e.settledLate = append(e.settledLate, h.id)
 	}
 	return nil
+}
+
+// levelOf is the locked level of h's stock row.
+func (e *holdEnds) levelOf(levels map[stockKey]*level, h *hold) (*level, error) {
+	if e.kinds == nil {
+		e.kinds = map[stockKey]string{}
+	}
+	l, ok := levels[h.key]
+	if !ok {
+		return nil, fmt.Errorf("hold %s: no stock row for %s at %s", h.id, h.key.sku, h.key.store)
+	}
+	return l, nil
 }
 
 const markSettledLateSQL = `UPDATE holds SET settled_late = true WHERE id = ANY($1::uuid[]) AND state = $2 AND NOT settled_late`
