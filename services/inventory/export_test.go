@@ -30,7 +30,8 @@ var KeyedStatements = map[string]string{
 	"insert holds": insertHoldsSQL, "lock order holds": lockOrderHoldsSQL, "lock order levels": lockOrderLevelsSQL,
 	"extend holds": extendHoldsByIDSQL, "end holds": endHoldsSQL, "apply deltas": applyDeltasSQL,
 	"insert movements": insertMovementsSQL, "extend order holds": extendOrderHoldsSQL,
-	"read stock": readStockSQL,
+	"read stock": readStockSQL, "lock late holds": lockLateHoldsSQL, "lock order levels and late": lockOrderLevelsLateSQL,
+	"settle late holds": markSettledLateSQL,
 }
 
 // ReserveInOneBatch decides reqs in one reserve batch, as concurrent requests sharing a
