@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/rounds"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 )
@@ -428,6 +428,12 @@ func (d *Dispatcher) round(ctx context.Context, channels []string, counts []int)
 func (d *Dispatcher) deliver(ctx context.Context, n claimed) outcome {
 	log := d.log.With("notification_id", n.ID, "order_id", n.Order.GetId(), "kind", n.Kind, "channel", n.Channel, "attempt", n.attempts)
 	var err error
+	if ended, stale := d.endedSince(ctx, n, log); stale {
+		deliveries.WithLabelValues(n.Channel, "skipped").Inc()
+		log.Info("notification not sent: the order has ended since", "ended", ended)
+		return outcome{id: n.ID, token: n.attempts, attempts: n.attempts, state: "skipped",
+			lastError: "not sent: the order has ended since (" + ended + "), which the shopper is told instead"}
+	}
 	if n.Order == nil {
 		err = Permanent(errors.New("stored order snapshot does not decode"))
 	} else {
@@ -449,20 +455,45 @@ func (d *Dispatcher) deliver(ctx context.Context, n claimed) outcome {
 		// Interrupted by shutdown, not the receiver's fault: due again at once for another
 		// copy, and the attempt is not counted.
 		o.attempts--
-		o.lastError = "interrupted by shutdown: " + err.Error()
+		o.lastError = pgtext.Clip("interrupted by shutdown: "+err.Error(), 1000)
 		o.handOver = true
 		log.Debug("notification send interrupted by shutdown", "err", err)
 	case IsPermanent(err) || n.attempts >= d.cfg.MaxAttempts:
 		o.state, label = "dead", "dead"
-		o.lastError = truncate(err.Error(), 1000)
+		o.lastError = pgtext.Clip(err.Error(), 1000)
 		log.Warn("notification dead-lettered; an operator can replay it", "err", err, "permanent", IsPermanent(err))
 	default:
 		o.wait = d.backoff(n.attempts, retryAfterOf(err))
-		o.lastError = truncate(err.Error(), 1000)
+		o.lastError = pgtext.Clip(err.Error(), 1000)
 		log.Debug("notification delivery failed; will retry", "err", err, "retry_in", o.wait)
 	}
 	deliveries.WithLabelValues(n.Channel, label).Inc()
 	return o
+}
+
+// endKinds announce an order's end: no notification of it follows one of them.
+var endKinds = []string{KindCollected, KindCancelled, KindExpired, KindRejected}
+
+// endedSince reports, for an email telling the shopper the order can still be collected (a
+// reminder or "ready" retried after a refusal, say), whether the order has ended since: a
+// notification of its end exists for the same channel. Sent after that one, it would send the
+// shopper, pickup code in hand, to collect an order released or already collected. A webhook
+// goes out all the same: its receiver keeps the highest order version (package doc). A failed
+// check sends it, as before.
+func (d *Dispatcher) endedSince(ctx context.Context, n claimed, log *slog.Logger) (ended string, stale bool) {
+	if n.Channel != ChannelEmail || !codeKinds[n.Kind] {
+		return "", false
+	}
+	err := d.pool.QueryRow(ctx, `SELECT kind FROM notifications WHERE order_id = $1 AND channel = $2 AND kind = ANY($3) LIMIT 1`,
+		n.Order.GetId(), n.Channel, endKinds).Scan(&ended)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", false
+	case err != nil:
+		log.Warn("notify: could not check whether the order has ended since; sending", "err", err)
+		return "", false
+	}
+	return ended, true
 }
 
 // safeSend turns a panicking sender into a retryable error instead of a dead process.
@@ -587,11 +618,4 @@ func signal(wake chan<- struct{}) {
 	case wake <- struct{}{}:
 	default:
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") // never cut a character in half: Postgres refuses it
 }

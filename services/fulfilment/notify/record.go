@@ -15,7 +15,7 @@ type outcome struct {
 	// again meanwhile is left to its new holder.
 	token     int
 	attempts  int
-	state     string // "pending" (a retry, or handed over), "sent" or "dead"
+	state     string // "pending" (a retry, or handed over), "sent", "skipped" (stale) or "dead"
 	lastError string
 	wait      time.Duration // until the retry, for "pending"
 	// handOver: interrupted by shutdown, due again at once; other copies are woken for it.
@@ -34,7 +34,7 @@ upd AS (
 		attempts = o.attempts,
 		last_error = o.last_error,
 		next_attempt_at = CASE WHEN o.state = 'pending' THEN now() + o.wait_us * interval '1 microsecond' ELSE n.next_attempt_at END,
-		sent_time = CASE WHEN o.state = 'sent' THEN now() ELSE n.sent_time END,
+		sent_time = CASE WHEN o.state IN ('sent', 'skipped') THEN now() ELSE n.sent_time END,
 		fail_time = CASE WHEN o.state = 'dead' THEN now() ELSE n.fail_time END
 	FROM o WHERE n.id = o.id AND n.attempts = o.token AND n.state = 'pending'
 	RETURNING o.hand_over)
