@@ -421,8 +421,9 @@ type cartMark struct {
 // be: fulfilment takes a place_order only before its deadline (CheckoutTimeout after the cart
 // sent it; natsrpc refuses it unhandled later, however long it waited) and writes the order at
 // most 12 s after taking it (ReserveTimeout 2 s, then 5 s to settle and 5 s for the write
-// batch); the cart sent it at most LookupTimeout (pricing) after the claim, and the lease
-// lapses CheckoutTimeout + 30 s after the claim. Fulfilment not answering leaves the cart as it
+// batch); the cart sent it at most LookupTimeout (pricing) after its request's claim, and the
+// lease lapses no sooner than CheckoutTimeout + 30 s after the last claim (a retry joining the
+// lease moves it on). Fulfilment not answering leaves the cart as it
 // is: Unavailable.
 func (s *Service) settle(ctx context.Context, c *cartRow) error {
 	key := deref(c.CheckoutKey)

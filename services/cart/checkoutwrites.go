@@ -30,10 +30,13 @@ type claimReq struct {
 }
 
 // claimManySQL is claim's UPDATE for many carts: the same conditions, one row each. The
-// request columns are named apart from the cart's so the cart's columns need no prefix.
+// request columns are named apart from the cart's so the cart's columns need no prefix. Every
+// claim, a retry joining the lease too, moves the lease to at least a whole lease from now: a
+// request places its order only after its own claim, so the lease must outlast that order's
+// place_order and write (see settle), or the cart could open before the order lands.
 const claimManySQL = `
 	UPDATE carts SET checkout_key = u.r_key,
-	       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END,
+	       checkout_until = greatest(checkout_until, now() + $5::bigint * interval '1 microsecond'),
 	       checkout_joins = CASE WHEN checkout_until IS NULL THEN 1 ELSE checkout_joins + 1 END,
 	       checkout_time = CASE WHEN checkout_until IS NULL THEN now() ELSE checkout_time END
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(r_id, r_customer, r_key, r_version)

@@ -256,3 +256,30 @@ func TestAClaimGivenUpThatTookNothingLeavesNoLease(t *testing.T) {
 		t.Fatal("the first checkout's lease was left by a request whose claim took nothing: the cart is open while that checkout places its order")
 	}
 }
+
+// A retry that joins a checkout's lease near its end moves the lease on: it places its own order
+// only now, and the lease must outlast that order's place_order and write. Left at the first
+// claim's end, the lease could lapse first; the cart, settled with no order yet, would open to
+// edits and another key's checkout while the retry's order landed: two orders of one cart.
+func TestARetryJoiningALeaseNearItsEndMovesItOn(t *testing.T) {
+	e := newEnv(t)
+	c, _ := e.cartToCheckOut("alice")
+	const key = "key-retried-late"
+	if _, err := e.cart.ClaimForCheckout(t.Context(), "alice", c.GetId(), key, 0); err != nil {
+		t.Fatalf("the first request's claim: %v", err)
+	}
+	// Time passing, compressed: the lease has a second left when the retry comes.
+	if _, err := e.pool.Exec(t.Context(), `UPDATE carts SET checkout_until = now() + interval '1 second' WHERE id = $1`, c.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cart.ClaimForCheckout(t.Context(), "alice", c.GetId(), key, 0); err != nil {
+		t.Fatalf("the retry's claim: %v", err)
+	}
+	var left float64
+	if err := e.pool.QueryRow(t.Context(), `SELECT extract(epoch FROM checkout_until - now()) FROM carts WHERE id = $1`, c.GetId()).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left < 30 {
+		t.Fatalf("the lease has %.1f s left after a retry joined it; want at least the 30 s beyond the retry's own place_order", left)
+	}
+}

@@ -11,7 +11,7 @@ const (
 	// claimOneSQL is claimManySQL for one cart, run after a batch's claim missed.
 	claimOneSQL = `
 		UPDATE carts SET checkout_key = $3,
-		       checkout_until = CASE WHEN checkout_until IS NULL THEN now() + $5::bigint * interval '1 microsecond' ELSE checkout_until END,
+		       checkout_until = greatest(checkout_until, now() + $5::bigint * interval '1 microsecond'),
 		       checkout_joins = CASE WHEN checkout_until IS NULL THEN 1 ELSE checkout_joins + 1 END,
 		       checkout_time = CASE WHEN checkout_until IS NULL THEN now() ELSE checkout_time END
 		WHERE id = $1 AND customer_id = $2 AND state = $6
