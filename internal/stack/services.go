@@ -109,7 +109,7 @@ func services() []serviceSpec {
 			description: "Handoff cart: carts and checkout",
 			addr:        func(c *Config) string { return c.CartAddr },
 			build: func(d deps) (service, error) {
-				return cart.New(cart.Config{Pool: d.Pool, NATS: d.NC, Currency: d.Config.Currency, Logger: d.Logger}), nil
+				return cart.New(cart.Config{Pool: d.Pool, NATS: d.NC, JS: d.JS, Currency: d.Config.Currency, Logger: d.Logger}), nil
 			},
 		},
 	}

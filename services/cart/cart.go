@@ -33,6 +33,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/demo"
@@ -70,6 +72,9 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// NATS asks catalog (prices), inventory (stores, availability) and fulfilment (orders).
 	NATS *nats.Conn
+	// JS delivers fulfilment's order events: a cart checked out as an order answered PENDING
+	// opens again when that order is rejected later (see rejected.go). Nil: not heard.
+	JS jetstream.JetStream
 	// Currency is the catalog's ISO 4217 currency, e.g. "USD"; every price must be in it.
 	// Default "USD".
 	Currency string
@@ -93,6 +98,7 @@ type Config struct {
 type Service struct {
 	db       *pgxpool.Pool
 	nc       *nats.Conn
+	js       jetstream.JetStream
 	currency string
 	log      *slog.Logger
 
@@ -145,6 +151,7 @@ func New(cfg Config) *Service {
 	s := &Service{
 		db:              cfg.Pool,
 		nc:              cfg.NATS,
+		js:              cfg.JS,
 		currency:        cfg.Currency,
 		log:             cfg.Logger.With("service", "cart"),
 		checkoutTimeout: cfg.CheckoutTimeout,
@@ -190,10 +197,20 @@ func (s *Service) LoadDemo(context.Context, demo.Chain) (bool, error) { return f
 // OwnData reports false: carts, the demo's or not, are no reason to leave the demo out.
 func (s *Service) OwnData(context.Context, demo.Chain) (bool, error) { return false, nil }
 
-// Run deletes abandoned open carts every hour until ctx ends. Checked-out carts are kept: an
-// order points at its cart.
+// Run deletes abandoned open carts every hour until ctx ends (checked-out carts are kept: an
+// order points at its cart) and opens again the carts whose PENDING orders are rejected.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	if s.js != nil {
+		g.Go(func() error { return s.consumeRejected(ctx) })
+	}
+	g.Go(func() error { return s.deleteAbandonedLoop(ctx) })
+	return g.Wait()
+}
+
+// deleteAbandonedLoop deletes abandoned carts (DeleteAbandoned) hourly until ctx ends.
+func (s *Service) deleteAbandonedLoop(ctx context.Context) error {
 	if s.abandonAfter < 0 {
 		<-ctx.Done()
 		return nil

@@ -122,17 +122,19 @@ func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 	}
 	e.serveNATS("fulfilment", ful.RegisterNATS)
 	run("fulfilment", ful.Run)
+	run("fulfilment outbox relay", outbox.NewRelay(e.fulfilmentDB, js, outbox.RelayConfig{Logger: log}).Run)
 
 	// The cart's caches keep answers for an hour: a change seen in these tests came by event.
 	e.cartDB = testenv.Pool(t, "", cart.Migrations(), cart.PoolOptions()...)
 	cfg := cart.Config{
-		Pool: e.countedPool(e.cartDB), NATS: e.spiedConn(), Currency: "USD", Logger: log,
+		Pool: e.countedPool(e.cartDB), NATS: e.spiedConn(), JS: js, Currency: "USD", Logger: log,
 		CheckoutTimeout: 10 * time.Second, CacheTTL: time.Hour,
 	}
 	for _, f := range configure {
 		f(&cfg)
 	}
 	c := cart.New(cfg)
+	run("cart", c.Run)
 
 	srv := grpc.NewServer()
 	c.RegisterGRPC(srv)
