@@ -271,6 +271,10 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "mobile-mock load: interrupted after %.1fs; the figures are of the run until then\n", res.WindowSeconds)
 		return 1
 	}
+	if !res.Measured() {
+		fmt.Fprintf(stderr, "mobile-mock load: none of the %d checkouts placed an order (see the errors): the run measured nothing\n", res.Checkouts)
+		return 1
+	}
 	if res.GaveUp != "" {
 		fmt.Fprintf(stderr, "mobile-mock load: gave up after %d of the %d checkouts asked: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
 		return 1

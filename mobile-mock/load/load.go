@@ -152,6 +152,7 @@ type run struct {
 	checkouts, confirmed, rejected, failed atomic.Uint64
 	withTicket, collected                  atomic.Uint64 // in total
 	withTicketInWindow, collectedInWindow  atomic.Uint64
+	answeredInWindow                       atomic.Uint64 // checkouts answered within the window
 	// When the last event each rate counts happened (Unix nanoseconds): an order's ticket
 	// received with the shopper knowing it confirmed, an order collected, a checkout answered.
 	lastTicket, lastCollected, lastAnswered atomic.Int64
@@ -647,7 +648,10 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	}
 	answered := time.Now()
 	r.checkout.Record(answered.Sub(began))
-	latest(&r.lastAnswered, answered)
+	if r.inWindow(answered) {
+		r.answeredInWindow.Add(1)
+		latest(&r.lastAnswered, answered)
+	}
 	order := kres.Msg.GetOrder()
 	switch order.GetState() {
 	case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
@@ -665,6 +669,14 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 		}
 	}
 	count(order)
+	if counted {
+		// A store beyond those found before the clock started (the chain's 50 nearest) gets
+		// its terminal now: its order's ticket comes to it, as one store's does to its till.
+		if _, err := r.fleet.terminal(ctx, order.GetStoreId()); err != nil {
+			r.orderFail(ctx, "RegisterTerminal", err)
+			return
+		}
+	}
 	final := false
 	defer func() {
 		if !counted && !final {

@@ -249,7 +249,7 @@ func (r *run) result(ctx context.Context) *Result {
 	}
 	res.OrdersPerSecond = rate(r.withTicketInWindow.Load(), res.OrdersWindowSeconds)
 	res.CollectedPerSecond = rate(r.collectedInWindow.Load(), res.CollectedWindowSeconds)
-	res.CheckoutsPerSecond = rate(res.CheckoutLatency.Count, res.CheckoutsWindowSeconds)
+	res.CheckoutsPerSecond = rate(r.answeredInWindow.Load(), res.CheckoutsWindowSeconds)
 	res.Histograms.Checkout = r.checkout.Buckets()
 	res.Histograms.ConfirmedToTicket = r.toTicket.Buckets()
 	res.fillCPUPerOrder()
@@ -335,6 +335,10 @@ func (r *run) checkInvariants(ctx context.Context) Invariants {
 func (res *Result) Sound() bool {
 	return res.OversoldUnits == 0 && res.UncheckedUnits == 0 && res.UnknownCheckouts == 0 && res.Invariants.Checked && res.Invariants.OK
 }
+
+// Measured reports whether the run placed anything: a run whose every checkout failed (no
+// order confirmed or rejected) measured nothing, whatever else it shows.
+func (res *Result) Measured() bool { return res.Checkouts == 0 || res.Confirmed+res.Rejected > 0 }
 
 // WriteJSON writes the result to path.
 func (res *Result) WriteJSON(path string) error {
