@@ -23,9 +23,8 @@ type admittedKey struct{}
 // Interceptors ask Admitted before admitting a call again.
 func AdmitBeforeBody(path string, h http.Handler, admit Admit, opts ...connect.HandlerOption) (string, http.Handler) {
 	refuse := connect.NewErrorWriter(opts...)
-	var kinds procedureKinds
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if kinds.of(r.URL.Path) == otherPath || !refuse.IsSupported(r) {
+		if procedures.of(r.URL.Path) == otherPath || !refuse.IsSupported(r) {
 			h.ServeHTTP(w, r)
 			return
 		}

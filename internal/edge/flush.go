@@ -26,9 +26,8 @@ import (
 // as long as it liked. Over HTTP/2 a stream's body does not hold the connection, but each
 // message of a client or bidi stream has the time limit once it has begun (limitMessageTime).
 func serveProcedures(h http.Handler) http.Handler {
-	var kinds procedureKinds
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch kinds.of(r.URL.Path) {
+		switch procedures.of(r.URL.Path) {
 		case unaryProcedure:
 			limitBodyTime(w, r)
 			w = unflushed{w}
@@ -69,6 +68,9 @@ const (
 // of the services linked into this binary. Anything else (unknown paths, other handlers) is
 // otherPath. Only methods that exist are remembered, so callers inventing paths cannot grow it.
 type procedureKinds struct{ known sync.Map } // path → procedureKind
+
+// procedures is the process's one memory of procedure kinds, read by every handler of a call.
+var procedures procedureKinds
 
 func (k *procedureKinds) of(path string) procedureKind {
 	if v, ok := k.known.Load(path); ok {

@@ -26,17 +26,28 @@ import (
 // serveMounted serves health and reflection (Mount, with opts) on a fresh port.
 func serveMounted(t *testing.T, opts ...connect.HandlerOption) (*Health, string) {
 	t.Helper()
+	health, addr, _, _ := serveMountedWithGrace(t, time.Second, opts...)
+	return health, addr
+}
+
+// serveMountedWithGrace is serveMounted with a shutdown grace; stop starts the shutdown, and
+// served tells how ServeHTTP ended.
+func serveMountedWithGrace(t *testing.T, grace time.Duration, opts ...connect.HandlerOption) (health *Health, addr string, stop func(), served <-chan error) {
+	t.Helper()
 	mux := http.NewServeMux()
-	health := Mount(mux, []string{"handoff.test.v1.Nothing"}, opts...)
+	health = Mount(mux, []string{"handoff.test.v1.Nothing"}, opts...)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ServeHTTP(ctx, lis, mux, time.Second, slog.New(slog.DiscardHandler), health.Drain) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return health, lis.Addr().String()
+	done, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(exited)
+		done <- ServeHTTP(ctx, lis, mux, grace, slog.New(slog.DiscardHandler), health.Drain)
+	}()
+	t.Cleanup(func() { cancel(); <-exited })
+	return health, lis.Addr().String(), cancel, done
 }
 
 func grpcConn(t *testing.T, addr string) *grpc.ClientConn {
@@ -116,21 +127,11 @@ func TestDrainEndsWatchStreams(t *testing.T) {
 // On shutdown an idle reflection stream (a grpcurl session left open) ends at once, telling its
 // client to open it again, instead of holding the drain for the whole grace.
 func TestDrainEndsIdleReflectionStreams(t *testing.T) {
-	mux := http.NewServeMux()
-	health := Mount(mux, []string{"handoff.test.v1.Nothing"})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(t.Context())
-	defer stop()
-	served := make(chan error, 1)
 	const grace = 10 * time.Minute
-	go func() { served <- ServeHTTP(ctx, lis, mux, grace, slog.New(slog.DiscardHandler), health.Drain) }()
-
+	_, addr, stop, served := serveMountedWithGrace(t, grace)
 	rctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	stream, err := reflectionpb.NewServerReflectionClient(grpcConn(t, lis.Addr().String())).ServerReflectionInfo(rctx)
+	stream, err := reflectionpb.NewServerReflectionClient(grpcConn(t, addr)).ServerReflectionInfo(rctx)
 	if err != nil {
 		t.Fatal(err)
 	}
