@@ -43,6 +43,8 @@ type effect struct {
 	// resent: sent again in this round, after a request with it was done but its answer was
 	// too big to come back (see changeHoldsInParts); a commit then finds its holds ended.
 	resent bool
+	// created is when the effect was recorded, with its transition: a commit's hand-over.
+	created time.Time
 }
 
 // runEffects carries out recorded inventory effects until ctx ends: at once when a transition
@@ -95,7 +97,7 @@ const claimEffectsSQL = `
 		WHERE h.due <= now()
 		ORDER BY h.id LIMIT $1))
 	  AND due <= now()
-	RETURNING id, order_id, kind, line_id, reason, deadline, attempts, claims, coalesce(want_holds, 0)`
+	RETURNING id, order_id, kind, line_id, reason, deadline, attempts, claims, coalesce(want_holds, 0), create_time`
 
 // effectsRound claims due effects (claimEffectsSQL), sends them to inventory in one
 // change_holds request, and deletes those done; failures are retried with backoff.
@@ -112,7 +114,7 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 		var e effect
 		var kind, reason int16
 		var deadline *time.Time
-		if err := rows.Scan(&e.id, &e.orderID, &kind, &e.lineID, &reason, &deadline, &e.attempt, &e.claims, &e.wantHolds); err != nil {
+		if err := rows.Scan(&e.id, &e.orderID, &kind, &e.lineID, &reason, &deadline, &e.attempt, &e.claims, &e.wantHolds, &e.created); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("scan effect: %w", err)
 		}
@@ -322,7 +324,9 @@ func (e effect) change() *inventoryv1.HoldChange {
 		return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Release{Release: &inventoryv1.ReleaseHoldsRequest{
 			OrderId: e.orderID, LineId: line, Reason: e.reason}}}
 	case domain.CommitAll:
-		return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Commit{Commit: &inventoryv1.CommitHoldsRequest{OrderId: e.orderID}}}
+		// The hand-over's time: a count inventory has taken since did not find the goods.
+		return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Commit{Commit: &inventoryv1.CommitHoldsRequest{
+			OrderId: e.orderID, OccurTime: timestamppb.New(e.created)}}}
 	case domain.ExtendHolds:
 		return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Extend{Extend: &inventoryv1.ExtendHoldsRequest{
 			OrderId: e.orderID, ExpireTime: timestamppb.New(e.deadline)}}}

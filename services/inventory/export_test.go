@@ -31,7 +31,7 @@ var KeyedStatements = map[string]string{
 	"extend holds": extendHoldsByIDSQL, "end holds": endHoldsSQL, "apply deltas": applyDeltasSQL,
 	"insert movements": insertMovementsSQL, "extend order holds": extendOrderHoldsSQL,
 	"read stock": readStockSQL, "lock late holds": lockLateHoldsSQL, "lock order levels and late": lockOrderLevelsLateSQL,
-	"settle late holds": markSettledLateSQL,
+	"settle late holds": markSettledLateSQL, "take from count short": takeCountShortSQL,
 }
 
 // ReserveInOneBatch decides reqs in one reserve batch, as concurrent requests sharing a

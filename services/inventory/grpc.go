@@ -53,7 +53,7 @@ func (s *Service) RegisterNATS(svc *natsrpc.Service) error {
 		},
 		func() error {
 			return natsrpc.Handle(svc, SubjectCommitHolds, func(ctx context.Context, req *inventoryv1.CommitHoldsRequest) (*inventoryv1.CommitHoldsResponse, error) {
-				return s.CommitHolds(ctx, req.GetOrderId())
+				return s.CommitHolds(ctx, req)
 			})
 		},
 		func() error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +44,8 @@ type holdChange struct {
 	lineID  string // release: only this line's hold
 	reason  inventoryv1.ReleaseReason
 	expire  time.Time // extend: the new deadline
+	// handedOver is when a commit's order was handed over (nil: not said, now).
+	handedOver *time.Time
 }
 
 func checkRelease(v *rpcerr.Violations, prefix, orderID, lineID string, reason inventoryv1.ReleaseReason) {
@@ -65,6 +68,7 @@ func validateHoldChange(c *inventoryv1.HoldChange, prefix string, now time.Time)
 	case *inventoryv1.HoldChange_Commit:
 		hc = holdChange{kind: changeCommit, orderID: ch.Commit.GetOrderId()}
 		checkText(&v, prefix+"commit.order_id", hc.orderID, maxIDLen, true)
+		hc.handedOver = checkOccurTime(&v, prefix+"commit.occur_time", ch.Commit.GetOccurTime(), now)
 	case *inventoryv1.HoldChange_Extend:
 		e := ch.Extend
 		hc = holdChange{kind: changeExtend, orderID: e.GetOrderId()}
@@ -169,7 +173,8 @@ const (
 	// (release, commit) in (store, SKU) order: holds first, then stock, as every transaction
 	// that ends holds does. It runs after the holds are locked and sees at least their keys (a
 	// hold never changes its stock row).
-	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version FROM stock st
+	lockOrderLevelsSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version, st.count_time, st.count_short
+		FROM stock st
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds WHERE order_id = ANY($1) AND state = $2)
 		ORDER BY st.store_id, st.sku
 		FOR UPDATE OF st`
@@ -179,7 +184,8 @@ const (
 		ORDER BY order_id, line_id FOR UPDATE`
 	// lockOrderLevelsLateSQL is lockOrderLevelsSQL for a batch that commits or releases: the
 	// stock rows of those late holds are locked too, in the same (store, SKU) turn.
-	lockOrderLevelsLateSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version FROM stock st
+	lockOrderLevelsLateSQL = `SELECT st.store_id, st.sku, st.on_hand, st.reserved, st.safety_stock, st.version, st.count_time, st.count_short
+		FROM stock st
 		WHERE (st.store_id, st.sku) IN (SELECT store_id, sku FROM holds
 			WHERE order_id = ANY($1) AND state = $2 OR order_id = ANY($3) AND state = $4 AND NOT settled_late)
 		ORDER BY st.store_id, st.sku
@@ -297,7 +303,10 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 	for _, h := range late {
 		expired[h.orderID] = append(expired[h.orderID], h)
 	}
-	var soldLate, droppedLate []*hold
+	var (
+		soldLate, droppedLate []*hold
+		ends                  holdEnds
+	)
 	type endGroup struct {
 		state  string
 		reason inventoryv1.ReleaseReason
@@ -351,6 +360,9 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		}
 		g.holds = append(g.holds, hs...)
 		results[i] = hs
+		if c.handedOver != nil {
+			ends.handedOver(c.orderID, *c.handedOver)
+		}
 		// The order's holds that expired before this change came are settled by it: a commit
 		// sells their goods, a release (the line dropped, the order cancelled) leaves them.
 		for _, h := range expired[c.orderID] {
@@ -380,7 +392,6 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		}
 		p.execRows(int64(len(ids)), "extend holds", extendHoldsByIDSQL, ids, times, holdOpen)
 	}
-	var ends holdEnds
 	now := time.Now()
 	for _, g := range groups {
 		if err := ends.add(&p, levels, g.holds, g.state, g.reason, actorHolds); err != nil {
@@ -440,7 +451,7 @@ func readChangeLocks(br pgx.BatchResults, withLate bool) (xid string, hs, late [
 	if err != nil {
 		return "", nil, nil, nil, err
 	}
-	if levels, err = scanLevels(rows); err != nil {
+	if levels, err = scanLevelsOf(rows, true); err != nil {
 		return "", nil, nil, nil, err
 	}
 	return xid, hs, late, levels, nil
@@ -463,6 +474,53 @@ type holdEnds struct {
 	deltas               stockDeltas
 	ms                   []movement
 	kinds                map[stockKey]string // the last kind of change of each row
+	// handed is when each committed order was handed over, where its commit said.
+	handed map[string]time.Time
+	// countTaken is what the commits took from each row's count_short (afterCount).
+	countTaken map[stockKey]int32
+}
+
+// handedOver notes when order was handed over, for its commit's ledger rows and on hand.
+func (e *holdEnds) handedOver(order string, at time.Time) {
+	if e.handed == nil {
+		e.handed = map[string]time.Time{}
+	}
+	e.handed[order] = at
+}
+
+// afterCount is for a commit of h's goods, which left the store at its order's hand-over:
+// when that was no later than the row's last count, which did not find them, it gives what
+// on hand should lose still, at most want: what that count could not take off (count_short:
+// units it left because they were reserved, this hold's among them), and takes it from there.
+// counted is false when the count came before the hand-over, or no hand-over time was given:
+// on hand then loses want, as for any sale.
+func (e *holdEnds) afterCount(l *level, h *hold, want int32) (take int32, note string, counted bool) {
+	at, ok := e.handed[h.orderID]
+	if !ok || l.counted == nil || at.After(*l.counted) {
+		return want, "", false
+	}
+	take = max(min(want, l.countShort), 0)
+	l.countShort -= take
+	if take > 0 {
+		if e.countTaken == nil {
+			e.countTaken = map[stockKey]int32{}
+		}
+		e.countTaken[h.key] += take
+	}
+	what := "in that count already: on hand unchanged"
+	if take > 0 {
+		what = fmt.Sprintf("on hand down by the %d of them that count left as reserved", take)
+	}
+	return take, fmt.Sprintf("handed over at %s, before the count at %s: %s", at.UTC().Format(time.RFC3339),
+		l.counted.UTC().Format(time.RFC3339), what), true
+}
+
+// occurredOf is when h's order was handed over, where its commit said.
+func (e *holdEnds) occurredOf(h *hold) *time.Time {
+	if at, ok := e.handed[h.orderID]; ok {
+		return &at
+	}
+	return nil
 }
 
 const endHoldsSQL = `UPDATE holds h SET state = u.state, release_reason = u.reason, end_time = now()
@@ -489,16 +547,24 @@ func (e *holdEnds) add(p *pipeline, levels map[stockKey]*level, hs []*hold, stat
 		if err != nil {
 			return err
 		}
-		var dOnHand int32
+		var (
+			dOnHand, requested int32
+			note               string
+			occurred           *time.Time
+		)
 		if state == holdCommitted {
-			dOnHand = -h.quantity
+			take, countNote, _ := e.afterCount(l, h, h.quantity)
+			dOnHand, note, occurred = -take, countNote, e.occurredOf(h)
+			if take != h.quantity {
+				requested = -h.quantity // the units that left the shelf, for a count reported later
+			}
 		}
 		l.onHand += dOnHand
 		l.reserved -= h.quantity
 		e.kinds[h.key] = kind
 		e.deltas.add(h.key, dOnHand, -h.quantity)
 		e.ms = append(e.ms, movement{key: h.key, kind: kind, onHandDelta: dOnHand, reservedDelta: -h.quantity, after: *l,
-			actor: actor, orderID: h.orderID, holdID: h.id})
+			actor: actor, note: note, orderID: h.orderID, holdID: h.id, requested: requested, occurred: occurred})
 		e.ids, e.states, e.reasons = append(e.ids, h.id), append(e.states, state), append(e.reasons, reasonName)
 		h.state = state
 		if state != holdCommitted {
@@ -525,16 +591,26 @@ func (e *holdEnds) addLateSales(levels map[stockKey]*level, hs []*hold, actor *c
 		if err != nil {
 			return err
 		}
-		sold := max(min(h.quantity, l.onHand-l.reserved), 0)
+		// A count taken since the hand-over did not find the goods: only what it left (none,
+		// unless it was cut short at what open orders reserved) is still to go.
+		want, countNote, counted := e.afterCount(l, h, h.quantity)
+		sold := max(min(want, l.onHand-l.reserved), 0)
+		if counted && sold < want {
+			l.countShort += want - sold // not taken after all
+			e.countTaken[h.key] -= want - sold
+		}
 		note := fmt.Sprintf("handed over for order %s after its hold expired", h.orderID)
-		if short := h.quantity - sold; short > 0 {
+		if countNote != "" {
+			note += "; " + countNote
+		}
+		if short := want - sold; short > 0 {
 			note = shortNote(note, short, l.reserved)
 		}
 		l.onHand -= sold
 		e.kinds[h.key] = kindInStoreSale
 		e.deltas.add(h.key, -sold, 0)
 		m := movement{key: h.key, kind: kindInStoreSale, onHandDelta: -sold, after: *l,
-			actor: actor, note: note, orderID: h.orderID, holdID: h.id}
+			actor: actor, note: note, orderID: h.orderID, holdID: h.id, occurred: e.occurredOf(h)}
 		if sold != h.quantity {
 			m.requested = -h.quantity
 		}
@@ -556,6 +632,12 @@ func (e *holdEnds) levelOf(levels map[stockKey]*level, h *hold) (*level, error) 
 	return l, nil
 }
 
+// takeCountShortSQL takes what commits of goods handed over before a count took off on hand
+// from what that count could not (holdEnds.afterCount).
+const takeCountShortSQL = `UPDATE stock st SET count_short = st.count_short - u.taken
+	FROM unnest($1::text[], $2::text[], $3::int[]) AS u(store_id, sku, taken)
+	WHERE st.store_id = u.store_id AND st.sku = u.sku`
+
 const markSettledLateSQL = `UPDATE holds SET settled_late = true WHERE id = ANY($1::uuid[]) AND state = $2 AND NOT settled_late`
 
 // queue adds the writes of every end added to p, and StockLevelChanged for every row they
@@ -569,6 +651,15 @@ func (e *holdEnds) queue(p *pipeline, levels map[stockKey]*level, now time.Time)
 	}
 	if len(e.settledLate) > 0 {
 		p.execRows(int64(len(e.settledLate)), "settle late holds", markSettledLateSQL, e.settledLate, holdExpired)
+	}
+	if keys := slices.Collect(maps.Keys(e.countTaken)); len(keys) > 0 {
+		keys = sortedKeys(keys)
+		stores, skus := keyArrays(keys)
+		taken := make([]int32, len(keys))
+		for i, k := range keys {
+			taken[i] = e.countTaken[k]
+		}
+		p.execRows(int64(len(keys)), "take from count short", takeCountShortSQL, stores, skus, taken)
 	}
 	p.queueDeltas(&e.deltas)
 	p.queueMovements(e.ms)

@@ -321,13 +321,14 @@ func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reas
 // CommitHolds turns an order's open holds into a sale: on hand and reserved fall together.
 // Holds of the order that expired before it came are sold late (holdEnds.addLateSales). A
 // retry commits nothing and returns an empty answer.
-func (s *Service) CommitHolds(ctx context.Context, orderID string) (*inventoryv1.CommitHoldsResponse, error) {
+func (s *Service) CommitHolds(ctx context.Context, req *inventoryv1.CommitHoldsRequest) (*inventoryv1.CommitHoldsResponse, error) {
 	var v rpcerr.Violations
-	checkText(&v, "order_id", orderID, maxIDLen, true)
+	checkText(&v, "order_id", req.GetOrderId(), maxIDLen, true)
+	handedOver := checkOccurTime(&v, "occur_time", req.GetOccurTime(), time.Now())
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	done, err := s.changeHoldsWithRetry(ctx, []holdChange{{kind: changeCommit, orderID: orderID}})
+	done, err := s.changeHoldsWithRetry(ctx, []holdChange{{kind: changeCommit, orderID: req.GetOrderId(), handedOver: handedOver}})
 	if err != nil {
 		return nil, err
 	}

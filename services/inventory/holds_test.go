@@ -668,3 +668,140 @@ func TestACountReportedLateTakesOffAShortenedLateSaleInFull(t *testing.T) {
 	}
 	e.requireLedgerMatches()
 }
+
+// handedOverAt is commitChange for an order handed over at at.
+func handedOverAt(orderID string, at time.Time) *inventoryv1.HoldChange {
+	return &inventoryv1.HoldChange{Change: &inventoryv1.HoldChange_Commit{Commit: &inventoryv1.CommitHoldsRequest{
+		OrderId: orderID, OccurTime: timestamppb.New(at)}}}
+}
+
+// countStock is a count of sku at store, reported now.
+func (e *env) countStock(store, sku string, onHand int32, clamp bool) {
+	e.t.Helper()
+	if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: store, Sku: sku, OnHand: onHand, KeepSafetyStock: true,
+		ClampToReserved: clamp, IdempotencyKey: nextKey("count")}); err != nil {
+		e.t.Fatalf("count %s at %s: %v", sku, store, err)
+	}
+}
+
+// Goods handed over before a count whose commit reaches inventory only after it (fulfilment
+// out of touch with inventory meanwhile): the count did not find them, so the commit must not
+// take them off on hand again. Where the count was cut short at what open orders reserved
+// (these goods' own holds among them), the commit takes off what the count could not. A
+// hand-over after the count is a sale like any other.
+func TestACommitOfGoodsHandedOverBeforeACountTakesOffOnlyWhatTheCountLeft(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.setStock("s1", "SCONE", 10, 0)
+	e.mustReserve(order("o1", "s1", "LATTE", 2))
+	e.mustReserve(order("o2", "s1", "LATTE", 4))
+	e.mustReserve(order("o3", "s1", "SCONE", 4))
+	e.mustReserve(order("o4", "s1", "LATTE", 1))
+	e.mustReserve(order("o5", "s1", "SCONE", 2))
+	e.setStock("s1", "CAKE", 10, 0)
+	e.mustReserve(order("o6", "s1", "CAKE", 3))
+	e.mustReserve(order("o7", "s1", "CAKE", 3))
+
+	handedOver := time.Now() // o1, o3, o6 and o7 leave the store
+	time.Sleep(20 * time.Millisecond)
+	e.countStock("s1", "LATTE", 8, false) // 10 less o1's 2
+	// 10 less o3's 4, and one scone gone missing: 5 found, which the count may not take on
+	// hand below the 6 reserved (o3's 4, o5's 2).
+	e.countStock("s1", "SCONE", 5, true)
+	e.countStock("s1", "CAKE", 3, true) // 10 less 6, one missing: kept at the 6 reserved
+	time.Sleep(20 * time.Millisecond)
+	afterCount := time.Now() // o4 leaves after the count
+
+	res := e.changeHolds(handedOverAt("o1", handedOver), handedOverAt("o3", handedOver), handedOverAt("o4", afterCount))
+	for i, r := range res.GetResults() {
+		if len(r.GetHolds()) != 1 || r.GetErrorCode() != 0 {
+			t.Fatalf("commit %d: %v", i, r)
+		}
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 7 || l.GetReserved() != 4 {
+		t.Errorf("LATTE on hand %d, reserved %d; want 7, 4: counted 8 after o1 left, o4's 1 sold since, o2's 4 held",
+			l.GetOnHand(), l.GetReserved())
+	}
+	if l := e.level("s1", "SCONE"); l.GetOnHand() != 5 || l.GetReserved() != 2 {
+		t.Errorf("SCONE on hand %d, reserved %d; want 5, 2: 5 found after o3's 4 left, o5's 2 held", l.GetOnHand(), l.GetReserved())
+	}
+	if n := e.count(`SELECT count(*) FROM movements WHERE order_id = 'o1' AND kind = 'hold_committed' AND on_hand_delta = 0
+		AND occur_time IS NOT NULL AND note LIKE '%before the count%'`); n != 1 {
+		t.Errorf("%d ledger rows of o1's commit noting the count, want 1", n)
+	}
+	// Sent again, the commits change nothing, and what the count left is not taken twice.
+	e.changeHolds(handedOverAt("o1", handedOver), handedOverAt("o3", handedOver))
+	if l := e.level("s1", "SCONE"); l.GetOnHand() != 5 {
+		t.Errorf("SCONE on hand %d after the commits were sent again, want 5", l.GetOnHand())
+	}
+	// Two orders' goods gone before one count: each commit takes off only what the count left
+	// and the other has not taken.
+	e.changeHolds(handedOverAt("o6", handedOver))
+	e.changeHolds(handedOverAt("o7", handedOver))
+	if l := e.level("s1", "CAKE"); l.GetOnHand() != 3 || l.GetReserved() != 0 {
+		t.Errorf("CAKE on hand %d, reserved %d; want 3, 0: 3 found after o6's and o7's 6 left", l.GetOnHand(), l.GetReserved())
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A count taken after a hand-over, reported after the hand-over's commit was recorded, does
+// not take the goods off again: the commit's ledger row says when they left. So too a late
+// sale (the order's holds expired before its commit came) of goods handed over before a count
+// recorded meanwhile: the count did not find them.
+func TestACountTakenAfterAHandOverDoesNotTakeItsGoodsOffAgain(t *testing.T) {
+	e := newEnv(t, withSweeper(50*time.Millisecond))
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "MUFFIN", 10, 0)
+	e.setStock("s1", "BAGEL", 10, 0)
+	e.mustReserve(order("o1", "s1", "MUFFIN", 3))
+	e.mustReserve(shortExpiry(order("o2", "s1", "BAGEL", 2)))
+	e.waitExpired("o2", 1)
+
+	handedOver := time.Now() // o1 and o2 leave the store
+	time.Sleep(20 * time.Millisecond)
+	countedAt := time.Now() // 7 muffins counted, reported later
+	time.Sleep(20 * time.Millisecond)
+	e.countStock("s1", "BAGEL", 8, false) // 10 less o2's 2
+	if res := e.changeHolds(handedOverAt("o1", handedOver), handedOverAt("o2", handedOver)); len(res.GetResults()[1].GetSoldLate()) != 1 {
+		t.Fatalf("commits: %v", res)
+	}
+	if l := e.level("s1", "BAGEL"); l.GetOnHand() != 8 {
+		t.Errorf("BAGEL on hand %d, want 8: counted after o2's 2 left", l.GetOnHand())
+	}
+	if l := e.level("s1", "MUFFIN"); l.GetOnHand() != 7 {
+		t.Fatalf("MUFFIN on hand %d after o1's commit, want 7", l.GetOnHand())
+	}
+	if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "MUFFIN", OnHand: 7, KeepSafetyStock: true,
+		OccurTime: timestamppb.New(countedAt), IdempotencyKey: nextKey("count")}); err != nil {
+		t.Fatal(err)
+	}
+	if l := e.level("s1", "MUFFIN"); l.GetOnHand() != 7 {
+		t.Errorf("MUFFIN on hand %d after the count reported late, want 7: counted after o1's 3 left", l.GetOnHand())
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A hand-over time in the future (beyond the clocks' skew) is refused, naming the field, and
+// commits nothing.
+func TestACommitHandedOverInTheFutureIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	e.mustReserve(order("o1", "s1", "LATTE", 2))
+	future := time.Now().Add(time.Hour)
+	r := e.changeHolds(handedOverAt("o1", future)).GetResults()[0]
+	if codes.Code(r.GetErrorCode()) != codes.InvalidArgument || !strings.Contains(r.GetErrorMessage(), "changes[0].commit.occur_time") {
+		t.Errorf("change_holds: %v; want InvalidArgument naming changes[0].commit.occur_time", r)
+	}
+	var res inventoryv1.CommitHoldsResponse
+	err := e.call(inventory.SubjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: "o1", OccurTime: timestamppb.New(future)}, &res)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "occur_time") {
+		t.Errorf("commit_holds: %v; want InvalidArgument naming occur_time", err)
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 10 || l.GetReserved() != 2 {
+		t.Errorf("LATTE on hand %d, reserved %d; want 10, 2: nothing committed", l.GetOnHand(), l.GetReserved())
+	}
+}

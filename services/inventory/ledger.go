@@ -42,6 +42,10 @@ func sortedKeys(keys []stockKey) []stockKey {
 type level struct {
 	onHand, reserved, safety int32
 	version                  int64
+	// counted and countShort are when the row's last count was taken (nil: never) and the
+	// units it could not take off (migration 00010), read only where holds are committed.
+	counted    *time.Time
+	countShort int32
 }
 
 // available is what may still be promised: on hand - reserved - safety stock, not below 0.
@@ -68,12 +72,19 @@ func keyArrays(keys []stockKey) (stores, skus []string) {
 	return stores, skus
 }
 
-func scanLevels(rows pgx.Rows) (map[stockKey]*level, error) {
+func scanLevels(rows pgx.Rows) (map[stockKey]*level, error) { return scanLevelsOf(rows, false) }
+
+// scanLevelsOf scans levels; withCount: each row ends with count_time and count_short.
+func scanLevelsOf(rows pgx.Rows, withCount bool) (map[stockKey]*level, error) {
 	out := map[stockKey]*level{}
 	for rows.Next() {
 		var k stockKey
 		var l level
-		if err := rows.Scan(&k.store, &k.sku, &l.onHand, &l.reserved, &l.safety, &l.version); err != nil {
+		dest := []any{&k.store, &k.sku, &l.onHand, &l.reserved, &l.safety, &l.version}
+		if withCount {
+			dest = append(dest, &l.counted, &l.countShort)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -157,15 +168,17 @@ type movement struct {
 	// requested is the on-hand change asked, when it differs from the one made (a late sale
 	// cut short); 0 otherwise.
 	requested int32
+	// occurred is when it happened, when that was not now (a commit's hand-over).
+	occurred *time.Time
 }
 
 const insertMovementsSQL = `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta, on_hand_after,
-		reserved_after, safety_stock_after, actor_kind, actor_id, note, order_id, hold_id, stock_version, requested)
+		reserved_after, safety_stock_after, actor_kind, actor_id, note, order_id, hold_id, stock_version, requested, occur_time)
 	SELECT u.store_id, u.sku, u.kind, u.dh, u.dr, u.oh, u.rs, u.ss, u.ak, u.ai, u.note, u.order_id, NULLIF(u.hold_id, '')::uuid, u.sv,
-		NULLIF(u.rq, 0)
+		NULLIF(u.rq, 0), u.oc
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], $8::int[],
-		$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[], $15::int[])
-		AS u(store_id, sku, kind, dh, dr, oh, rs, ss, ak, ai, note, order_id, hold_id, sv, rq)`
+		$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[], $15::int[], $16::timestamptz[])
+		AS u(store_id, sku, kind, dh, dr, oh, rs, ss, ak, ai, note, order_id, hold_id, sv, rq, oc)`
 
 // queueMovements adds one INSERT of every movement in ms to p (hold movements: no
 // idempotency key, no returned ids).
@@ -179,6 +192,7 @@ func (p *pipeline) queueMovements(ms []movement) {
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		dh, dr, oh, rs, ss, rq = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
 		sv                     = make([]int64, n)
+		oc                     = make([]*time.Time, n)
 	)
 	for i, m := range ms {
 		stores[i], skus[i], kinds[i] = m.key.store, m.key.sku, m.kind
@@ -186,10 +200,10 @@ func (p *pipeline) queueMovements(ms []movement) {
 		aks[i], ais[i] = actorKinds[m.actor.GetKind()], m.actor.GetId()
 		notes[i], orders[i], holds[i] = m.note, m.orderID, m.holdID
 		sv[i] = m.after.version + 1 // the row's version once this transaction has written it
-		rq[i] = m.requested
+		rq[i], oc[i] = m.requested, m.occurred
 	}
 	p.execRows(int64(n), "insert movements", insertMovementsSQL,
-		stores, skus, kinds, dh, dr, oh, rs, ss, aks, ais, notes, orders, holds, sv, rq)
+		stores, skus, kinds, dh, dr, oh, rs, ss, aks, ais, notes, orders, holds, sv, rq, oc)
 }
 
 // applyDeltasSQL changes many stock rows at once. The last condition refuses, as a defence

@@ -29,22 +29,22 @@ const maxCountAge = 24 * time.Hour
 // clock ahead of ours), and how much earlier than a change's occurrence its recording may be.
 const maxClockSkew = 5 * time.Minute
 
-// checkOccurTime validates a request's occur_time: nil when unset, else not in the future
+// checkOccurTime validates a request's occur_time (named field): nil when unset, else not in the future
 // (beyond maxClockSkew). How old it may be is decided once the request is known to be new
 // (decideChange): a retry of a change applied long ago is answered as the first time. Set is
 // told by the field's presence, not by the time: 0001-01-01T00:00:00Z is Go's zero time, and
 // was taken for unset (a count now) while a second later was refused as too old.
-func checkOccurTime(v *rpcerr.Violations, ts *timestamppb.Timestamp, now time.Time) *time.Time {
+func checkOccurTime(v *rpcerr.Violations, field string, ts *timestamppb.Timestamp, now time.Time) *time.Time {
 	if ts == nil {
 		return nil
 	}
 	if err := ts.CheckValid(); err != nil {
-		v.Addf("occur_time", "not a valid time: %v", err)
+		v.Addf(field, "not a valid time: %v", err)
 		return nil
 	}
 	t := ts.AsTime().Truncate(time.Microsecond) // as Postgres keeps it
 	if t.After(now.Add(maxClockSkew)) {
-		v.Addf("occur_time", "%s is in the future", t.Format(time.RFC3339))
+		v.Addf(field, "%s is in the future", t.Format(time.RFC3339))
 	}
 	return &t
 }
@@ -124,6 +124,9 @@ type decision struct {
 	// counts is true when the row's count time moves to the change's (a count that is not
 	// superseded).
 	counts bool
+	// short is, for a count, the units it could not take off because open orders reserved them
+	// (clamped to reserved): the row's count_short.
+	short int32
 }
 
 // decideChange is c's effect on the locked level cur: a change reported after the fact that
@@ -179,7 +182,7 @@ func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cu
 	}
 	// A correction found by counting (AdjustStock's COUNT) is a count too: what happened
 	// before it is in it.
-	return decision{next: next, note: note, counts: c.kind == kindSet || c.kind == kindCount}, nil
+	return decision{next: next, note: note, counts: c.kind == kindSet || c.kind == kindCount, short: short}, nil
 }
 
 // sameOccurrence reports whether a stored movement says it happened when a retried request

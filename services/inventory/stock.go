@@ -65,7 +65,7 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	case ss != 0 && req.GetKeepSafetyStock():
 		v.Addf("safety_stock", "must be 0 with keep_safety_stock, got %d", ss)
 	}
-	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now())
+	occurred := checkOccurTime(&v, "occur_time", req.GetOccurTime(), time.Now())
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
@@ -133,7 +133,7 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 	case ak.sign < 0 && d > 0:
 		v.Addf("delta", "must be negative for %v, got %d", req.GetReason(), d)
 	}
-	occurred := checkOccurTime(&v, req.GetOccurTime(), time.Now())
+	occurred := checkOccurTime(&v, "occur_time", req.GetOccurTime(), time.Now())
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
@@ -281,11 +281,13 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 			requested = c.requested
 		}
 		// A count moves the row's count time forward to when it was taken (now, unless the
-		// request said); a count from before the last one leaves it.
+		// request said), with what it could not take off; a count from before the last one
+		// leaves them.
 		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now(), version = $5,
-				count_time = CASE WHEN $6 THEN greatest(count_time, coalesce($7::timestamptz, now())) ELSE count_time END
+				count_time = CASE WHEN $6 THEN greatest(count_time, coalesce($7::timestamptz, now())) ELSE count_time END,
+				count_short = CASE WHEN $6 THEN $8 ELSE count_short END
 			WHERE store_id = $1 AND sku = $2`,
-			c.storeID, c.sku, next.onHand, next.safety, next.version, d.counts, occurred); err != nil {
+			c.storeID, c.sku, next.onHand, next.safety, next.version, d.counts, occurred, d.short); err != nil {
 			return fmt.Errorf("update stock: %w", err)
 		}
 		outMove, err = scanMovement(tx.QueryRow(ctx, `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta,

@@ -751,7 +751,12 @@ func (x *ReleaseHoldsResponse) GetReleased() []*Hold {
 type CommitHoldsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Order id.
-	OrderId       string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// When the order was handed over (unset: now). The goods left the store then: a count of a
+	// SKU taken since did not find them, so the commit takes off on hand only what that count
+	// could not (units it left because they were reserved), and a count reported later that was
+	// taken after this time does not take them off again. Not more than 5 minutes ahead.
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -791,6 +796,13 @@ func (x *CommitHoldsRequest) GetOrderId() string {
 		return x.OrderId
 	}
 	return ""
+}
+
+func (x *CommitHoldsRequest) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
 }
 
 // CommitHoldsResponse lists the holds committed by this call (empty on a retry).
@@ -1268,9 +1280,11 @@ const file_handoff_inventory_v1_holds_proto_rawDesc = "" +
 	"\aline_id\x18\x02 \x01(\tR\x06lineId\x12;\n" +
 	"\x06reason\x18\x03 \x01(\x0e2#.handoff.inventory.v1.ReleaseReasonR\x06reason\"N\n" +
 	"\x14ReleaseHoldsResponse\x126\n" +
-	"\breleased\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\breleased\"/\n" +
+	"\breleased\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\breleased\"j\n" +
 	"\x12CommitHoldsRequest\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\"\x88\x01\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x129\n" +
+	"\n" +
+	"occur_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\x88\x01\n" +
 	"\x13CommitHoldsResponse\x128\n" +
 	"\tcommitted\x18\x01 \x03(\v2\x1a.handoff.inventory.v1.HoldR\tcommitted\x127\n" +
 	"\tsold_late\x18\x02 \x03(\v2\x1a.handoff.inventory.v1.HoldR\bsoldLate\"l\n" +
@@ -1364,22 +1378,23 @@ var file_handoff_inventory_v1_holds_proto_depIdxs = []int32{
 	5,  // 7: handoff.inventory.v1.ReserveHoldsResponse.shortages:type_name -> handoff.inventory.v1.Shortage
 	1,  // 8: handoff.inventory.v1.ReleaseHoldsRequest.reason:type_name -> handoff.inventory.v1.ReleaseReason
 	4,  // 9: handoff.inventory.v1.ReleaseHoldsResponse.released:type_name -> handoff.inventory.v1.Hold
-	4,  // 10: handoff.inventory.v1.CommitHoldsResponse.committed:type_name -> handoff.inventory.v1.Hold
-	4,  // 11: handoff.inventory.v1.CommitHoldsResponse.sold_late:type_name -> handoff.inventory.v1.Hold
-	18, // 12: handoff.inventory.v1.ExtendHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 13: handoff.inventory.v1.ExtendHoldsResponse.holds:type_name -> handoff.inventory.v1.Hold
-	15, // 14: handoff.inventory.v1.ChangeHoldsRequest.changes:type_name -> handoff.inventory.v1.HoldChange
-	8,  // 15: handoff.inventory.v1.HoldChange.release:type_name -> handoff.inventory.v1.ReleaseHoldsRequest
-	10, // 16: handoff.inventory.v1.HoldChange.commit:type_name -> handoff.inventory.v1.CommitHoldsRequest
-	12, // 17: handoff.inventory.v1.HoldChange.extend:type_name -> handoff.inventory.v1.ExtendHoldsRequest
-	17, // 18: handoff.inventory.v1.ChangeHoldsResponse.results:type_name -> handoff.inventory.v1.HoldChangeResult
-	4,  // 19: handoff.inventory.v1.HoldChangeResult.holds:type_name -> handoff.inventory.v1.Hold
-	4,  // 20: handoff.inventory.v1.HoldChangeResult.sold_late:type_name -> handoff.inventory.v1.Hold
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	18, // 10: handoff.inventory.v1.CommitHoldsRequest.occur_time:type_name -> google.protobuf.Timestamp
+	4,  // 11: handoff.inventory.v1.CommitHoldsResponse.committed:type_name -> handoff.inventory.v1.Hold
+	4,  // 12: handoff.inventory.v1.CommitHoldsResponse.sold_late:type_name -> handoff.inventory.v1.Hold
+	18, // 13: handoff.inventory.v1.ExtendHoldsRequest.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 14: handoff.inventory.v1.ExtendHoldsResponse.holds:type_name -> handoff.inventory.v1.Hold
+	15, // 15: handoff.inventory.v1.ChangeHoldsRequest.changes:type_name -> handoff.inventory.v1.HoldChange
+	8,  // 16: handoff.inventory.v1.HoldChange.release:type_name -> handoff.inventory.v1.ReleaseHoldsRequest
+	10, // 17: handoff.inventory.v1.HoldChange.commit:type_name -> handoff.inventory.v1.CommitHoldsRequest
+	12, // 18: handoff.inventory.v1.HoldChange.extend:type_name -> handoff.inventory.v1.ExtendHoldsRequest
+	17, // 19: handoff.inventory.v1.ChangeHoldsResponse.results:type_name -> handoff.inventory.v1.HoldChangeResult
+	4,  // 20: handoff.inventory.v1.HoldChangeResult.holds:type_name -> handoff.inventory.v1.Hold
+	4,  // 21: handoff.inventory.v1.HoldChangeResult.sold_late:type_name -> handoff.inventory.v1.Hold
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_handoff_inventory_v1_holds_proto_init() }
