@@ -118,17 +118,18 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 		return nil, err
 	}
 	return s.transact(ctx, orderID, scope{customerID: customerID}, func(o *order, now time.Time) ([]change, error) {
-		if !o.CheckInTime.IsZero() && o.CheckInBay == bay && domain.Open(o.State) {
-			return nil, nil
-		}
+		again := !o.CheckInTime.IsZero() && o.CheckInBay == bay && domain.Open(o.State)
 		// The order's state is judged first: a check-in it does not allow is refused for that.
-		if _, _, err := domain.Decide(o.State, domain.CheckIn); err != nil {
+		if _, _, err := domain.Decide(o.State, domain.CheckIn); err != nil && !again {
 			return nil, err
 		}
 		// An order whose time is up expires, rather than the shopper being told they are
-		// checked in for it and the store ticketed.
+		// checked in for it (again, too) and the store ticketed.
 		if cs, err := s.expireOverdue(o, now); cs != nil {
 			return cs, err
+		}
+		if again {
+			return nil, nil
 		}
 		if o.CheckIns >= maxCheckIns {
 			return nil, rpcerr.FailedPrecondition("bay: the order has been checked in %d times (the first and %d changes of bay), the most it may be: tell the store's staff where you are",

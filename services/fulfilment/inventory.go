@@ -86,7 +86,8 @@ func (i storeInfo) pickupTimes(readyAt time.Time, window, remindBefore time.Dura
 
 // pickupDeadline is when a window opened at readyAt ends: after window of the store's open
 // time, so that one opened just before closing does not run out overnight while the shopper
-// cannot collect. It is at most maxPickupAhead away (a store shut for weeks lets it end).
+// cannot collect. It is at most maxPickupAhead away (a store shut for weeks lets it end). An
+// order's estimate counts its preparation the same way (domain.ReadyBy).
 func (i storeInfo) pickupDeadline(readyAt time.Time, window time.Duration) time.Time {
 	if i.hours == nil {
 		return readyAt.Add(window)

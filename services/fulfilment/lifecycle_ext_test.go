@@ -350,23 +350,35 @@ func TestCheckingInOrDroppingALineOfAnOverdueOrderExpiresItInstead(t *testing.T)
 	e.markReady("s1", ready.GetId())
 	preparing := e.mustPlace(checkout("amy", "k2", "s1", line{"LATTE-16", 1}, line{"MUFFIN", 1}), confirmed)
 	e.accept("s1", preparing.GetId())
-	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET pickup_deadline = now() - interval '1 minute', expiring_soon_at = NULL WHERE id = $1`, ready.GetId()); err != nil {
+	// One checked in already: checking in again at the same bay changes nothing, unless its
+	// time is up.
+	arrived := e.placeAt("s1", "amy", "k3", "LATTE-16", 1)
+	e.accept("s1", arrived.GetId())
+	e.markReady("s1", arrived.GetId())
+	if _, err := e.orders.CheckIn(e.asCustomer("amy"), &fulfilmentv1.CheckInRequest{OrderId: arrived.GetId(), Bay: "B1"}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET pickup_deadline = now() - interval '1 minute', expiring_soon_at = NULL WHERE id = ANY($1)`,
+		[]string{ready.GetId(), arrived.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.orders.CheckIn(e.asCustomer("amy"), &fulfilmentv1.CheckInRequest{OrderId: arrived.GetId(), Bay: "B1"})
+	wantCode(t, "a check-in again at the same bay past the pickup deadline", err, codes.FailedPrecondition, "pickup window")
 	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET ready_by = now() - interval '3 hours', accept_time = now() - interval '3 hours',
 		abandon_at = now() - interval '1 minute' WHERE id = $1`, preparing.GetId()); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.orders.CheckIn(e.asCustomer("amy"), &fulfilmentv1.CheckInRequest{OrderId: ready.GetId(), Bay: "B3"})
+	_, err = e.orders.CheckIn(e.asCustomer("amy"), &fulfilmentv1.CheckInRequest{OrderId: ready.GetId(), Bay: "B3"})
 	wantCode(t, "check-in past the pickup deadline", err, codes.FailedPrecondition, "pickup window")
 	_, err = e.store.MarkLineUnavailable(e.asStaff("s1"), &fulfilmentv1.MarkLineUnavailableRequest{StoreId: "s1", OrderId: preparing.GetId(), LineId: "l2"})
 	wantCode(t, "a line dropped past the time to make it ready", err, codes.FailedPrecondition, "not made ready")
-	for _, id := range []string{ready.GetId(), preparing.GetId()} {
+	for _, id := range []string{ready.GetId(), preparing.GetId(), arrived.GetId()} {
 		if s := e.stateOf(id); s != expired {
 			t.Errorf("order %s is %s; want EXPIRED", id, s)
 		}
 	}
 	e.waitEvents(ready.GetId(), "confirmed", "preparing", "ready", "expired")
+	e.waitEvents(arrived.GetId(), "confirmed", "preparing", "ready", "checked_in", "expired")
 	e.waitEvents(preparing.GetId(), "confirmed", "preparing", "expired")
 }
 
@@ -832,6 +844,27 @@ func (e *env) letTimePass(orderID string, d, next time.Duration) {
 		}
 		return nil
 	})
+}
+
+// A shopper whose order is queued behind others at a store closing soon is never promised it
+// for while the store is shut: the estimate counts the store's open hours, as the pickup
+// window does. The store closes in about 10 minutes and opens at 09:00 tomorrow; with 5
+// minutes' prep, the third order in the queue is due 15 minutes of open time from now.
+func TestAnOrderQueuedUpToClosingIsPromisedForAfterTheStoreOpens(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	loc, closes, opens := e.addStoreClosingSoon()
+	e.setStock("s1", "LATTE-16", 10)
+	for i := range 3 {
+		o := e.placeAt("s1", "alice", fmt.Sprintf("k%d", i), "LATTE-16", 1)
+		rb := o.GetReadyByTime().AsTime()
+		if rb.After(closes) && rb.Before(opens) {
+			t.Errorf("order %d: promised ready by %s, while the store is shut (it closes at %s and opens at %s)",
+				i+1, rb.In(loc).Format(time.RFC3339), closes.Format(time.RFC3339), opens.Format(time.RFC3339))
+		}
+		if i == 2 && !rb.After(opens) {
+			t.Errorf("the third order is promised ready by %s; want after the store opens at %s", rb.In(loc).Format(time.RFC3339), opens.Format(time.RFC3339))
+		}
+	}
 }
 
 // addStoreClosingSoon creates store s1 (5 minutes' prep, an hour's pickup window) in a zone

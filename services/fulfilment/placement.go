@@ -394,7 +394,7 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 			return nil, err
 		}
 		o.StoreID, o.StoreName, o.StoreTimeZone, o.PickupWindow = res.GetStoreId(), store.name, store.timeZone, store.pickupWindow
-		o.ReadyBy = domain.ReadyBy(now, store.prepTime, ahead, s.cfg.ReadyByQueueCap)
+		o.ReadyBy = domain.ReadyBy(now, store.prepTime, ahead, s.cfg.ReadyByQueueCap, store.pickupDeadline)
 		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, time.Time{}, o.PickupWindow, store.pickupDeadline)
 		o.Timers.NotAcceptedAt = now.Add(s.cfg.NotAcceptedAfter)
 		o.HoldDeadline = earliestHoldDeadline(res)

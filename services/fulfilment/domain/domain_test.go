@@ -180,7 +180,7 @@ func TestReadyByGrowsWithTheQueueUpToTheCap(t *testing.T) {
 		want  time.Duration
 	}{{0, 6 * time.Minute}, {1, 12 * time.Minute}, {4, 30 * time.Minute}, {10, 36 * time.Minute}, {-1, 6 * time.Minute}}
 	for _, c := range cases {
-		if got := domain.ReadyBy(now, prep, c.ahead, 5).Sub(now); got != c.want {
+		if got := domain.ReadyBy(now, prep, c.ahead, 5, nil).Sub(now); got != c.want {
 			t.Errorf("ahead %d: ready in %s, want %s", c.ahead, got, c.want)
 		}
 	}

@@ -11,9 +11,17 @@ import "time"
 // assumes staff work through the queue one order at a time, which overestimates for a busy
 // store with several baristas; the cap keeps a burst of orders from promising a time hours away
 // (past queueCap orders the estimate says more about the queue than about this order).
-func ReadyBy(now time.Time, prep time.Duration, ahead, queueCap int) time.Time {
+//
+// The time is the store's working time: openAfter(now, d) is when d of the store's open hours
+// from now has passed (nil: plain time, the hours unknown), so an order queued up to closing is
+// promised for after the store opens again, never for while it is shut.
+func ReadyBy(now time.Time, prep time.Duration, ahead, queueCap int, openAfter func(from time.Time, d time.Duration) time.Time) time.Time {
 	ahead = max(0, min(ahead, queueCap))
-	return now.Add(prep * time.Duration(1+ahead))
+	d := prep * time.Duration(1+ahead)
+	if openAfter == nil {
+		return now.Add(d)
+	}
+	return openAfter(now, d)
 }
 
 // HoldDeadline is the deadline an open order's holds at inventory should have at now. For a
