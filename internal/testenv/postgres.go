@@ -118,10 +118,15 @@ func DatabaseURLWith(t testing.TB, key, value string) string {
 // tests plan as production does. The pool closes when t ends.
 func Pool(t testing.TB, schema string, migrations fs.FS, opts ...pgdb.Option) *pgxpool.Pool {
 	t.Helper()
+	return PoolOn(t, DatabaseURL(t), schema, migrations, opts...)
+}
+
+// PoolOn is Pool on the database at url (FreshDatabaseURL's, say).
+func PoolOn(t testing.TB, url, schema string, migrations fs.FS, opts ...pgdb.Option) *pgxpool.Pool {
+	t.Helper()
 	if schema == "" {
 		schema = UniqueSchema(t, "test")
 	}
-	url := DatabaseURL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	logger := Logger(t)
@@ -379,8 +384,9 @@ func randomHex(n int) string {
 }
 
 // FreshDatabaseURL creates one more database on this binary's server, for a test that needs
-// fixed schema names to itself (a whole Handoff stack), and drops it when t ends.
-func FreshDatabaseURL(t testing.TB) string {
+// fixed schema names to itself (a whole Handoff stack) or settings of its own (with: the
+// options of CREATE DATABASE, such as a locale), and drops it when t ends.
+func FreshDatabaseURL(t testing.TB, with ...string) string {
 	t.Helper()
 	DatabaseURL(t) // finds or starts the server
 	pg.mu.Lock()
@@ -394,7 +400,7 @@ func FreshDatabaseURL(t testing.TB) string {
 	}
 	defer conn.Close(context.Background())
 	name := dbPrefix + truncate(packageName(), 20) + "_" + strconv.FormatInt(time.Now().Unix(), 10) + "_" + randomHex(4)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, strings.Join(append([]string{"CREATE DATABASE", pgx.Identifier{name}.Sanitize()}, with...), " ")); err != nil {
 		t.Fatalf("testenv: create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {

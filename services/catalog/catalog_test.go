@@ -40,8 +40,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvOn(t, testenv.Pool(t, "", catalog.Migrations()))
+}
+
+// newEnvOn is newEnv on pool's database.
+func newEnvOn(t *testing.T, pool *pgxpool.Pool) *env {
+	t.Helper()
 	ctx := t.Context()
-	pool := testenv.Pool(t, "", catalog.Migrations())
 	ns := testenv.NATS(t)
 	nc := testenv.NATSConn(t, ns)
 	js, err := jetstream.New(nc)
@@ -210,6 +215,73 @@ func validProduct() *catalogv1.Product {
 			{Sku: "TEST-BREW-12", Name: "12 oz", Price: &commonv1.Money{AmountMinor: 325, CurrencyCode: "USD"}},
 			{Sku: "TEST-BREW-16", Name: "16 oz", Price: &commonv1.Money{AmountMinor: 375, CurrencyCode: "USD"}},
 		},
+	}
+}
+
+// searchFinds fails t unless a search for query lists the product id.
+func (e *env) searchFinds(t *testing.T, query, id string) {
+	t.Helper()
+	res, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{Query: query, PageSize: 100})
+	if err != nil {
+		t.Fatalf("search %q: %v", query, err)
+	}
+	var ids []string
+	for _, p := range res.GetProducts() {
+		if p.GetId() == id {
+			return
+		}
+		ids = append(ids, p.GetId())
+	}
+	t.Errorf("search %q found %v; want %s among them", query, ids, id)
+}
+
+// What a product shows can be typed back to find it: a name or description with a decimal
+// point ("1.5L", "2.5 oz"), or a SKU with dots or a hyphen before a digit. The words of a
+// query are split as the stored text's are.
+func TestSearchFindsAProductByWhatItShows(t *testing.T) {
+	e := newEnv(t)
+	e.createTestCategory(t)
+	p := validProduct()
+	p.Id, p.Name, p.Description = "prd-sparkling", "Sparkling Water 1.5L", "Chilled, 2.5 oz of bubbles."
+	p.Variants = p.Variants[:1]
+	p.Variants[0].Sku = "SPRK.WATER.15"
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: validProduct()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"sparkling", "Sparkling Water 1.5L", "water 1.", "SPRK.WATER.15", "chilled 2.5 oz"} {
+		e.searchFinds(t, q, "prd-sparkling")
+	}
+	e.searchFinds(t, "TEST-BREW-16", "prd-test-brew")
+	e.searchFinds(t, "test brew", "prd-test-brew")
+	res, err := e.public.ListProducts(t.Context(), &catalogv1.ListProductsRequest{Query: "water 2.6"})
+	if err != nil || len(res.GetProducts()) != 0 {
+		t.Errorf("search %q = %v, %v; want nothing", "water 2.6", res.GetProducts(), err)
+	}
+}
+
+// A database whose ctype is C (the one-process mode's own cluster is made so) lower-cases
+// ASCII only: a name with a non-ASCII capital is still found by typing it either way.
+func TestSearchFindsNonASCIINamesInACLocaleDatabase(t *testing.T) {
+	url := testenv.FreshDatabaseURL(t, "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+	e := newEnvOn(t, testenv.PoolOn(t, url, "", catalog.Migrations()))
+	e.createTestCategory(t)
+	for _, n := range []struct{ id, name, sku string }{{"prd-eclair", "Éclair", "ECLAIR-1"}, {"prd-kofe", "Кофе Латте", "KOFE-1"}} {
+		p := validProduct()
+		p.Id, p.Name = n.id, n.name
+		p.Variants = p.Variants[:1]
+		p.Variants[0].Sku = n.sku
+		if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{"Éclair", "éclair", "ÉCL"} {
+		e.searchFinds(t, q, "prd-eclair")
+	}
+	for _, q := range []string{"Кофе", "кофе латте", "ЛАТ"} {
+		e.searchFinds(t, q, "prd-kofe")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,9 +70,9 @@ func (s *Service) ListProducts(ctx context.Context, req *catalogv1.ListProductsR
 				UNION SELECT c.id FROM categories c JOIN tree t ON c.parent_id = t.id)
 			SELECT id FROM tree)`)
 	}
-	if q := searchQuery(req.GetQuery()); q != "" {
-		where = append(where, "search @@ to_tsquery('simple', "+arg(q)+")")
-	} else if strings.TrimSpace(req.GetQuery()) != "" {
+	if q := req.GetQuery(); searchWord.MatchString(q) {
+		where = append(where, "search @@ "+searchQuerySQL(arg(strings.ToLower(q))))
+	} else if strings.TrimSpace(q) != "" {
 		return &catalogv1.ListProductsResponse{}, nil // nothing searchable in the query
 	}
 	if hasAfter {
@@ -96,17 +97,23 @@ func (s *Service) ListProducts(ctx context.Context, req *catalogv1.ListProductsR
 	return res, nil
 }
 
-// searchWord keeps letters and digits: everything else could be tsquery syntax.
-var searchWord = regexp.MustCompile(`[\p{L}\p{N}]+`)
+// searchWord finds a letter or digit: a query without one has nothing to search for.
+var searchWord = regexp.MustCompile(`[\p{L}\p{N}]`)
 
-// searchQuery turns free text into a prefix-matching tsquery ("oat lat" finds "Oat Milk
-// Latte"), or "" when it holds no word.
-func searchQuery(q string) string {
-	words := searchWord.FindAllString(strings.ToLower(q), 8)
-	for i, w := range words {
-		words[i] = w + ":*"
-	}
-	return strings.Join(words, " & ")
+// maxSearchWords bounds the words of a query searched for (the first ones typed).
+const maxSearchWords = 16
+
+// searchQuerySQL is the prefix-matching tsquery of the free text in param ("oat lat" finds
+// "Oat Milk Latte"). Its words are split by the parser that split the stored text
+// (to_tsvector 'simple'), so that whatever a product shows can be typed back: "2.5", "1.5L",
+// "LATTE-16" are words to it that a split of our own would break ("2" and "5" match no
+// word). Each is quoted as a tsquery lexeme, so nothing typed is tsquery syntax. Both sides
+// are lower-cased by the service (searchText), not by Postgres: in a database whose ctype is C
+// (the one-process mode's own cluster) Postgres lower-cases ASCII only.
+func searchQuerySQL(param string) string {
+	return `(SELECT string_agg('''' || replace(replace(w.lexeme, '\', '\\'), '''', '''''') || ''':*', ' & ')::tsquery
+		FROM (SELECT lexeme FROM unnest(to_tsvector('simple', ` + param + `::text)) ORDER BY positions[1]
+			LIMIT ` + strconv.Itoa(maxSearchWords) + `) w)`
 }
 
 // GetProduct returns one product, archived or not (old orders still link to it).
@@ -548,7 +555,8 @@ func searchText(p *catalogv1.Product) string {
 	for _, v := range p.GetVariants() {
 		parts = append(parts, v.GetSku())
 	}
-	return strings.Join(parts, " ")
+	// Lower-cased here, whatever the database's ctype (searchQuerySQL).
+	return strings.ToLower(strings.Join(parts, " "))
 }
 
 // cloneForWrite copies the client-settable fields, dropping output-only ones.
