@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -735,4 +736,76 @@ func TestInvalidUTF8IsRefusedNamingTheField(t *testing.T) {
 		!strings.Contains(err.Error(), "service: not valid UTF-8") {
 		t.Fatalf("health Check with a service that is not UTF-8: %v; want InvalidArgument naming service", err)
 	}
+}
+
+// A WatchOrder stream whose token expires ends as Unauthenticated ("open the stream again with
+// a fresh one") with the order service in another process too (every deployment but the
+// one-process mode). An expiry set as a deadline travelled to the service as grpc-timeout, and
+// when the service's copy fired first the stream ended cleanly (the app took the watch for
+// over) or as DeadlineExceeded (the app retried with its dead token).
+func TestAWatchWhoseTokenExpiresEndsUnauthenticatedWithARemoteService(t *testing.T) {
+	blis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := grpc.NewServer()
+	fulfilmentv1.RegisterOrderServiceServer(backend, watchUntilGone{})
+	go func() { _ = backend.Serve(blis) }()
+	defer backend.Stop()
+	g := gatewayTo(t, blis.Addr().String(), time.Second)
+
+	var (
+		mu    sync.Mutex
+		wrong []string
+		total int
+		wg    sync.WaitGroup
+	)
+	for round := range 3 {
+		for _, p := range protocols {
+			for i := range 5 {
+				wg.Go(func() {
+					tok, err := g.keys.Issue(auth.Principal{Subject: fmt.Sprintf("%s-%d-%d", p.name, round, i), Role: auth.RoleCustomer}, 2*time.Second)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					orders := fulfilmentv1connect.NewOrderServiceClient(p.client(), "http://"+g.addr, p.opts...)
+					req := connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: "o-1"})
+					req.Header().Set("Authorization", "Bearer "+tok)
+					stream, err := orders.WatchOrder(t.Context(), req)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					for stream.Receive() {
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					total++
+					if connect.CodeOf(stream.Err()) != connect.CodeUnauthenticated {
+						wrong = append(wrong, fmt.Sprintf("%s: %v (%v)", p.name, connect.CodeOf(stream.Err()), stream.Err()))
+					}
+				})
+			}
+		}
+		wg.Wait()
+	}
+	if len(wrong) > 0 {
+		t.Fatalf("%d of %d streams whose token expired did not end as Unauthenticated:\n%v", len(wrong), total, wrong)
+	}
+}
+
+// watchUntilGone is an order service whose WatchOrder, as fulfilment's does
+// (services/fulfilment/watch.go), sends the order and then ends without an error once its
+// caller's context ends.
+type watchUntilGone struct {
+	fulfilmentv1.UnimplementedOrderServiceServer
+}
+
+func (watchUntilGone) WatchOrder(req *fulfilmentv1.WatchOrderRequest, stream grpc.ServerStreamingServer[fulfilmentv1.WatchOrderResponse]) error {
+	if err := stream.Send(&fulfilmentv1.WatchOrderResponse{Order: &fulfilmentv1.Order{Id: req.GetOrderId()}}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
 }

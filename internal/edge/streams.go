@@ -52,12 +52,19 @@ var errTokenExpired = errors.New("the token expired")
 // UntilExpiry runs a stream's handler until the token that opened it expires, then ends it with
 // Unauthenticated, so the client opens it again with a fresh token: a stream must not outlive
 // its caller's right to it. A zero expires means the token does not expire.
+//
+// The expiry cancels the stream rather than setting a deadline: gRPC would send a deadline on
+// to the service (grpc-timeout), whose own timer could then end the stream first, cleanly or as
+// DeadlineExceeded, before this one had fired, and the client would read that as the watch
+// being over or retry with its dead token.
 func UntilExpiry(ctx context.Context, expires time.Time, run func(context.Context) error) error {
 	if expires.IsZero() {
 		return run(ctx)
 	}
-	ctx, cancel := context.WithDeadlineCause(ctx, expires, errTokenExpired)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timer := time.AfterFunc(time.Until(expires), func() { cancel(errTokenExpired) })
+	defer timer.Stop()
 	err := run(ctx)
 	if errors.Is(context.Cause(ctx), errTokenExpired) {
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("the token expired; open the stream again with a fresh one"))
