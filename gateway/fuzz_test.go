@@ -68,8 +68,19 @@ func FuzzGRPCWebFrames(f *testing.F) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		code := rec.Header().Get("Grpc-Status")
+		respBody := rec.Body.Bytes()
+		if text && rec.Header().Get("Content-Type") == "application/grpc-web-text+proto" {
+			var frames []byte
+			if err := textFrames(bytes.NewReader(respBody), func(flags byte, payload []byte) bool {
+				frames = append(frames, frame(flags, payload)...)
+				return true
+			}); err != nil {
+				t.Fatalf("text-mode answer to body %x: %v", body, err)
+			}
+			respBody = frames
+		}
 		if code == "" {
-			code = trailerStatus(rec.Body.Bytes())
+			code = trailerStatus(respBody)
 		}
 		if code == "" && rec.Code == http.StatusOK {
 			t.Fatalf("HTTP 200 without a grpc-status for body %x", body)

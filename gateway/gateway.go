@@ -105,7 +105,7 @@ func New(cfg Config) (*Gateway, error) {
 	mux.Handle(admitted(fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...)))
 	// Health and reflection stay open: probes and grpcurl carry no token.
 	health := edge.Mount(mux, PublicServices, connect.WithReadMaxBytes(cfg.MaxRequestBytes))
-	return &Gateway{handler: edge.WithClientAddress(edge.WithCORS(mux, cfg.AllowedOrigins), cfg.TrustedProxies), health: health, drain: drain, log: log.With("component", "gateway")}, nil
+	return &Gateway{handler: edge.WithClientAddress(edge.WithCORS(edge.WithGRPCWebText(mux), cfg.AllowedOrigins), cfg.TrustedProxies), health: health, drain: drain, log: log.With("component", "gateway")}, nil
 }
 
 // Handler is the gateway's whole HTTP surface.

@@ -394,7 +394,7 @@ func New(cfg Config) (*Adapter, error) {
 	mux.Handle("POST "+VendorWebhookPath+"{store_id}", http.HandlerFunc(a.serveVendorWebhook))
 	a.health = edge.Mount(mux, []string{posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName},
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes))
-	a.handler = edge.WithClientAddress(edge.WithCORS(mux, cfg.AllowedOrigins), cfg.TrustedProxies)
+	a.handler = edge.WithClientAddress(edge.WithCORS(edge.WithGRPCWebText(mux), cfg.AllowedOrigins), cfg.TrustedProxies)
 	return a, nil
 }
 
