@@ -68,7 +68,7 @@ func validateHoldChange(c *inventoryv1.HoldChange, prefix string, now time.Time)
 	case *inventoryv1.HoldChange_Commit:
 		hc = holdChange{kind: changeCommit, orderID: ch.Commit.GetOrderId()}
 		checkText(&v, prefix+"commit.order_id", hc.orderID, maxIDLen, true)
-		hc.handedOver = checkOccurTime(&v, prefix+"commit.occur_time", ch.Commit.GetOccurTime(), now)
+		hc.handedOver = handOverTime(checkOccurTime(&v, prefix+"commit.occur_time", ch.Commit.GetOccurTime(), now), now)
 	case *inventoryv1.HoldChange_Extend:
 		e := ch.Extend
 		hc = holdChange{kind: changeExtend, orderID: e.GetOrderId()}
@@ -144,6 +144,27 @@ func changeResult(hs []*hold) *inventoryv1.HoldChangeResult {
 
 func failedChange(err error) *inventoryv1.HoldChangeResult {
 	return &inventoryv1.HoldChangeResult{ErrorCode: int32(rpcerr.Code(err)), ErrorMessage: status.Convert(err).Message()}
+}
+
+// handOverClocks is how far fulfilment's clock, which times a hand-over, may be behind
+// inventory's, which times a count.
+const handOverClocks = time.Minute
+
+// handOverTime is the time a commit's goods are taken to have left the store: the hand-over's,
+// as fulfilment's clock had it, plus handOverClocks (no later than now). A hand-over taken for
+// earlier than it was would pass a count just after it as having seen its goods gone, and leave
+// them on hand, to be promised again; taken for later, a count within the minute has them
+// taken off twice, on hand too low until the next count. So only a hand-over more than a
+// minute before a count counts as before it: an outage of inventory longer than that.
+func handOverTime(at *time.Time, now time.Time) *time.Time {
+	if at == nil {
+		return nil
+	}
+	t := at.Add(handOverClocks)
+	if n := now.Truncate(time.Microsecond); t.After(n) {
+		t = n
+	}
+	return &t
 }
 
 // changeHoldsWithRetry runs changeHolds, again when it lost a race (a deadlock or

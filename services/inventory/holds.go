@@ -324,7 +324,8 @@ func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reas
 func (s *Service) CommitHolds(ctx context.Context, req *inventoryv1.CommitHoldsRequest) (*inventoryv1.CommitHoldsResponse, error) {
 	var v rpcerr.Violations
 	checkText(&v, "order_id", req.GetOrderId(), maxIDLen, true)
-	handedOver := checkOccurTime(&v, "occur_time", req.GetOccurTime(), time.Now())
+	now := time.Now()
+	handedOver := handOverTime(checkOccurTime(&v, "occur_time", req.GetOccurTime(), now), now)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}

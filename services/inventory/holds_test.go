@@ -675,6 +675,16 @@ func handedOverAt(orderID string, at time.Time) *inventoryv1.HoldChange {
 		OrderId: orderID, OccurTime: timestamppb.New(at)}}}
 }
 
+// stockCountedAgo sets sku's stock at store as counted ago before now: hand-overs the test
+// times in the last minutes then came after the row's last count.
+func (e *env) stockCountedAgo(store, sku string, onHand int32, ago time.Duration) {
+	e.t.Helper()
+	if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: store, Sku: sku, OnHand: onHand,
+		OccurTime: timestamppb.New(time.Now().Add(-ago)), IdempotencyKey: nextKey("set")}); err != nil {
+		e.t.Fatalf("SetStock(%s, %s): %v", store, sku, err)
+	}
+}
+
 // countStock is a count of sku at store, reported now.
 func (e *env) countStock(store, sku string, onHand int32, clamp bool) {
 	e.t.Helper()
@@ -692,20 +702,23 @@ func (e *env) countStock(store, sku string, onHand int32, clamp bool) {
 func TestACommitOfGoodsHandedOverBeforeACountTakesOffOnlyWhatTheCountLeft(t *testing.T) {
 	e := newEnv(t)
 	e.createStore(storeAt("s1", 47.61, -122.33))
-	e.setStock("s1", "LATTE", 10, 0)
-	e.setStock("s1", "SCONE", 10, 0)
+	e.stockCountedAgo("s1", "LATTE", 12, 10*time.Minute)
+	e.stockCountedAgo("s1", "SCONE", 10, 10*time.Minute)
 	e.mustReserve(order("o1", "s1", "LATTE", 2))
 	e.mustReserve(order("o2", "s1", "LATTE", 4))
 	e.mustReserve(order("o3", "s1", "SCONE", 4))
 	e.mustReserve(order("o4", "s1", "LATTE", 1))
 	e.mustReserve(order("o5", "s1", "SCONE", 2))
-	e.setStock("s1", "CAKE", 10, 0)
+	e.stockCountedAgo("s1", "CAKE", 10, 10*time.Minute)
 	e.mustReserve(order("o6", "s1", "CAKE", 3))
 	e.mustReserve(order("o7", "s1", "CAKE", 3))
 
-	handedOver := time.Now() // o1, o3, o6 and o7 leave the store
-	time.Sleep(20 * time.Millisecond)
-	e.countStock("s1", "LATTE", 8, false) // 10 less o1's 2
+	e.mustReserve(order("o8", "s1", "LATTE", 1))
+
+	// o1, o3, o6 and o7 left the store two minutes before the count; o8 ten seconds before it,
+	// which is within the clocks' margin (handOverTime): taken for after the count.
+	handedOver, justBefore := time.Now().Add(-2*time.Minute), time.Now().Add(-10*time.Second)
+	e.countStock("s1", "LATTE", 9, false) // 12 less o1's 2 and o8's 1
 	// 10 less o3's 4, and one scone gone missing: 5 found, which the count may not take on
 	// hand below the 6 reserved (o3's 4, o5's 2).
 	e.countStock("s1", "SCONE", 5, true)
@@ -713,14 +726,15 @@ func TestACommitOfGoodsHandedOverBeforeACountTakesOffOnlyWhatTheCountLeft(t *tes
 	time.Sleep(20 * time.Millisecond)
 	afterCount := time.Now() // o4 leaves after the count
 
-	res := e.changeHolds(handedOverAt("o1", handedOver), handedOverAt("o3", handedOver), handedOverAt("o4", afterCount))
+	res := e.changeHolds(handedOverAt("o1", handedOver), handedOverAt("o3", handedOver), handedOverAt("o4", afterCount),
+		handedOverAt("o8", justBefore))
 	for i, r := range res.GetResults() {
 		if len(r.GetHolds()) != 1 || r.GetErrorCode() != 0 {
 			t.Fatalf("commit %d: %v", i, r)
 		}
 	}
 	if l := e.level("s1", "LATTE"); l.GetOnHand() != 7 || l.GetReserved() != 4 {
-		t.Errorf("LATTE on hand %d, reserved %d; want 7, 4: counted 8 after o1 left, o4's 1 sold since, o2's 4 held",
+		t.Errorf("LATTE on hand %d, reserved %d; want 7, 4: counted 9 after o1 left, o4's 1 sold since, o8's 1 taken off again, o2's 4 held",
 			l.GetOnHand(), l.GetReserved())
 	}
 	if l := e.level("s1", "SCONE"); l.GetOnHand() != 5 || l.GetReserved() != 2 {
@@ -753,17 +767,15 @@ func TestACommitOfGoodsHandedOverBeforeACountTakesOffOnlyWhatTheCountLeft(t *tes
 func TestACountTakenAfterAHandOverDoesNotTakeItsGoodsOffAgain(t *testing.T) {
 	e := newEnv(t, withSweeper(50*time.Millisecond))
 	e.createStore(storeAt("s1", 47.61, -122.33))
-	e.setStock("s1", "MUFFIN", 10, 0)
-	e.setStock("s1", "BAGEL", 10, 0)
+	e.stockCountedAgo("s1", "MUFFIN", 10, 10*time.Minute)
+	e.stockCountedAgo("s1", "BAGEL", 10, 10*time.Minute)
 	e.mustReserve(order("o1", "s1", "MUFFIN", 3))
 	e.mustReserve(shortExpiry(order("o2", "s1", "BAGEL", 2)))
 	e.waitExpired("o2", 1)
 
-	handedOver := time.Now() // o1 and o2 leave the store
-	time.Sleep(20 * time.Millisecond)
-	countedAt := time.Now() // 7 muffins counted, reported later
-	time.Sleep(20 * time.Millisecond)
-	e.countStock("s1", "BAGEL", 8, false) // 10 less o2's 2
+	handedOver := time.Now().Add(-3 * time.Minute) // o1 and o2 left the store
+	countedAt := time.Now().Add(-time.Minute)      // 7 muffins counted, reported later
+	e.countStock("s1", "BAGEL", 8, false)          // 10 less o2's 2
 	if res := e.changeHolds(handedOverAt("o1", handedOver), handedOverAt("o2", handedOver)); len(res.GetResults()[1].GetSoldLate()) != 1 {
 		t.Fatalf("commits: %v", res)
 	}
@@ -779,6 +791,64 @@ func TestACountTakenAfterAHandOverDoesNotTakeItsGoodsOffAgain(t *testing.T) {
 	}
 	if l := e.level("s1", "MUFFIN"); l.GetOnHand() != 7 {
 		t.Errorf("MUFFIN on hand %d after the count reported late, want 7: counted after o1's 3 left", l.GetOnHand())
+	}
+	e.requireInvariants()
+	e.requireLedgerMatches()
+}
+
+// A count dated ahead of inventory's clock (a POS clock running fast, within the skew allowed)
+// is taken as of when it was recorded: an order reserved and handed over after that is sold
+// as ever, not passed as counted already.
+func TestACountDatedAheadDoesNotSwallowLaterSales(t *testing.T) {
+	e := newEnv(t)
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 10, 0)
+	if _, err := e.admin.SetStock(e.ctx(), &inventoryv1.SetStockRequest{StoreId: "s1", Sku: "LATTE", OnHand: 10, KeepSafetyStock: true,
+		OccurTime: timestamppb.New(time.Now().Add(3 * time.Minute)), IdempotencyKey: nextKey("count")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	e.mustReserve(order("o1", "s1", "LATTE", 2))
+	if r := e.changeHolds(handedOverAt("o1", time.Now())).GetResults()[0]; len(r.GetHolds()) != 1 {
+		t.Fatalf("commit: %v", r)
+	}
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 8 || l.GetReserved() != 0 {
+		t.Errorf("LATTE on hand %d, reserved %d; want 8, 0: 2 sold after the count was recorded", l.GetOnHand(), l.GetReserved())
+	}
+	e.requireLedgerMatches()
+}
+
+// Orders handed over before a clamped count commit from two copies at once while the count is
+// taken again: every good is gone, and what the counts could not take off is taken once.
+func TestConcurrentCommitsOfGoodsHandedOverBeforeAClampedCount(t *testing.T) {
+	e := newEnv(t)
+	e.addCopy()
+	e.createStore(storeAt("s1", 47.61, -122.33))
+	e.setStock("s1", "LATTE", 100, 0)
+	for i := range 20 {
+		e.mustReserve(order(fmt.Sprintf("o%02d", i), "s1", "LATTE", 5))
+	}
+	handedOver := time.Now().Add(-2 * time.Minute)
+	e.countStock("s1", "LATTE", 0, true)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			var res inventoryv1.CommitHoldsResponse
+			if err := e.call(inventory.SubjectCommitHolds, &inventoryv1.CommitHoldsRequest{OrderId: fmt.Sprintf("o%02d", i),
+				OccurTime: timestamppb.New(handedOver)}, &res); err != nil {
+				t.Errorf("commit %d: %v", i, err)
+			}
+		})
+		if i == 10 {
+			wg.Go(func() { e.countStock("s1", "LATTE", 0, true) })
+		}
+	}
+	wg.Wait()
+	if l := e.level("s1", "LATTE"); l.GetOnHand() != 0 || l.GetReserved() != 0 {
+		t.Errorf("on hand %d, reserved %d; want 0, 0", l.GetOnHand(), l.GetReserved())
+	}
+	if n := e.count(`SELECT count(*) FROM stock WHERE count_short <> 0`); n != 0 {
+		t.Errorf("%d rows with count_short left", n)
 	}
 	e.requireInvariants()
 	e.requireLedgerMatches()

@@ -282,9 +282,10 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 		}
 		// A count moves the row's count time forward to when it was taken (now, unless the
 		// request said), with what it could not take off; a count from before the last one
-		// leaves them.
+		// leaves them. A count is taken no later than it is recorded: one dated ahead (a
+		// clock running fast) would otherwise pass every sale until then as in it already.
 		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now(), version = $5,
-				count_time = CASE WHEN $6 THEN greatest(count_time, coalesce($7::timestamptz, now())) ELSE count_time END,
+				count_time = CASE WHEN $6 THEN greatest(count_time, least(coalesce($7::timestamptz, now()), now())) ELSE count_time END,
 				count_short = CASE WHEN $6 THEN $8 ELSE count_short END
 			WHERE store_id = $1 AND sku = $2`,
 			c.storeID, c.sku, next.onHand, next.safety, next.version, d.counts, occurred, d.short); err != nil {

@@ -2259,7 +2259,10 @@ type AdjustStockRequest struct {
 	// now. A change that happened before the row's last count (SetStock, a COUNT correction, or
 	// the initial load) is in that count already: it is recorded with no effect on on hand, and
 	// its movement's note says so. A COUNT correction is a count: it moves the row's count time.
-	// At most 5 minutes ahead of the server's clock.
+	// Its delta applies to on hand as it stands when the correction arrives (the reporter's book
+	// is not known here); a count taken some time ago is better reported whole, as SetStock with
+	// its occur_time, which keeps what has been recorded since. At most 5 minutes ahead of the
+	// server's clock.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1222,7 +1222,10 @@ export type AdjustStockRequest = Message<"handoff.inventory.v1.AdjustStockReques
    * now. A change that happened before the row's last count (SetStock, a COUNT correction, or
    * the initial load) is in that count already: it is recorded with no effect on on hand, and
    * its movement's note says so. A COUNT correction is a count: it moves the row's count time.
-   * At most 5 minutes ahead of the server's clock.
+   * Its delta applies to on hand as it stands when the correction arrives (the reporter's book
+   * is not known here); a count taken some time ago is better reported whole, as SetStock with
+   * its occur_time, which keeps what has been recorded since. At most 5 minutes ahead of the
+   * server's clock.
    *
    * @generated from field: google.protobuf.Timestamp occur_time = 8;
    */
