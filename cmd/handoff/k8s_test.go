@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"os"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/handoff-dev/handoff/internal/stack"
 )
 
 // k8sObject is what the Kubernetes manifest's checks read of each object.
@@ -30,7 +34,9 @@ type k8sObject struct {
 					RunAsNonRoot bool `yaml:"runAsNonRoot"`
 				} `yaml:"securityContext"`
 				Containers []struct {
-					Name            string `yaml:"name"`
+					Name            string    `yaml:"name"`
+					LivenessProbe   *k8sProbe `yaml:"livenessProbe"`
+					StartupProbe    *k8sProbe `yaml:"startupProbe"`
 					SecurityContext struct {
 						AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
 						ReadOnlyRootFilesystem   bool  `yaml:"readOnlyRootFilesystem"`
@@ -47,6 +53,29 @@ type k8sObject struct {
 		} `yaml:"template"`
 	} `yaml:"spec"`
 }
+
+// k8sProbe is what the checks read of a container's probe.
+type k8sProbe struct {
+	HTTPGet *struct {
+		Path string `yaml:"path"`
+		Port int    `yaml:"port"`
+	} `yaml:"httpGet"`
+	InitialDelaySeconds int `yaml:"initialDelaySeconds"`
+	PeriodSeconds       int `yaml:"periodSeconds"`
+	FailureThreshold    int `yaml:"failureThreshold"`
+}
+
+// budget is how long the kubelet lets the probe fail before it acts (Kubernetes' defaults:
+// no initial delay, every 10 s, 3 failures).
+func (p k8sProbe) budget() time.Duration {
+	period, failures := cmp.Or(p.PeriodSeconds, 10), cmp.Or(p.FailureThreshold, 3)
+	return time.Duration(p.InitialDelaySeconds+period*failures) * time.Second
+}
+
+// longestStart is how long a healthy part may take to start: the start wait for NATS and
+// PostgreSQL, another copy's migrations (the advisory lock, polled for up to 5 minutes), then
+// its own, whose locks are tried again for about 10 minutes (pgdb.MigrationLockTimeout).
+const longestStart = stack.DefaultStartWait + 5*time.Minute + 10*time.Minute
 
 // Every part on Kubernetes runs locked down (no root, no writes, no capabilities: with a
 // database and NATS to talk to, no part writes a file), says what it needs and may use (a
@@ -95,6 +124,18 @@ func TestKubernetesPartsRunLockedDownWithLimitsAndDisruptionBudgets(t *testing.T
 			}
 			if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" || c.Resources.Limits["memory"] == "" {
 				t.Errorf("%s/%s: resources %+v; want CPU and memory requested and a memory limit", name, c.Name, c.Resources)
+			}
+			// /healthz answers once the part has started: until then only a startup probe
+			// may judge it, with time for the longest start, or the kubelet kills a part
+			// still waiting or migrating, again and again.
+			if c.LivenessProbe != nil {
+				killedAfter := c.LivenessProbe.budget()
+				if c.StartupProbe != nil {
+					killedAfter = max(killedAfter, c.StartupProbe.budget())
+				}
+				if killedAfter < longestStart {
+					t.Errorf("%s/%s: a part still starting is killed after %s; want a startup probe allowing %s", name, c.Name, killedAfter, longestStart)
+				}
 			}
 		}
 	}

@@ -654,7 +654,32 @@ func (s *system) chain() demo.Chain {
 
 func dataPath(dir, name string) string { return filepath.Join(dir, name) }
 
-// ensureStreams declares the JetStream topology (idempotent, safe from two processes at once).
+// ensureStreams declares the JetStream topology (idempotent, safe from two processes at once),
+// waiting, as for a server that does not answer, while a JetStream cluster is still forming:
+// parts started beside their NATS cluster (compose, a rollout) meet it before it has elected
+// a leader or before all its nodes have joined.
 func (s *system) ensureStreams(ctx context.Context) error {
-	return streams.Ensure(ctx, s.js, streams.Config{Replicas: s.cfg.StreamReplicas, Logger: s.log})
+	return s.untilAnswered(ctx, "JetStream (a NATS cluster still forming?)", func() (bool, error) {
+		err := streams.Ensure(ctx, s.js, streams.Config{Replicas: s.cfg.StreamReplicas, Logger: s.log})
+		return jetStreamForming(err), err
+	})
 }
+
+// jetStreamForming reports whether err is what a JetStream cluster answers while it forms: no
+// answer (no meta leader yet to take the request), unavailable (503), or too few peers joined
+// for the replicas asked (10005).
+func jetStreamForming(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+		return true
+	}
+	if api, ok := errors.AsType[*jetstream.APIError](err); ok {
+		return api.Code == 503 || api.ErrorCode == jsNoSuitablePeers
+	}
+	return false
+}
+
+// jsNoSuitablePeers is JetStream's "insufficient resources / no suitable peers for placement".
+const jsNoSuitablePeers jetstream.ErrorCode = 10005
