@@ -45,8 +45,9 @@ type pageResults struct {
 		From  string `json:"from"`
 		To    string `json:"to"`
 	} `json:"updates"`
-	FinalState string `json:"finalState"`
-	Done       bool   `json:"done"`
+	TextModeStates []string `json:"textModeStates"`
+	FinalState     string   `json:"finalState"`
+	Done           bool     `json:"done"`
 	Error      string `json:"error"`
 }
 
@@ -65,7 +66,8 @@ type driveEvent struct {
 // and calls the gateway on another (CORS allows exactly the page's origin), over gRPC-web with
 // connect-web and protoc-gen-es code. It lists products, checks out, and its WatchOrder stream
 // shows the order going through PREPARING and READY to COLLECTED as a terminal of the store
-// works it through the pos-adapter.
+// works it through the pos-adapter. The same order is watched at once with the official
+// gRPC-Web client (grpc-web on npm) in its default text mode, which must see it too.
 func TestBrowserListsProductsChecksOutAndWatchesTheOrderOverGRPCWeb(t *testing.T) {
 	chromium := findChromium(t)
 	node := findNode(t)
@@ -173,10 +175,15 @@ func TestBrowserListsProductsChecksOutAndWatchesTheOrderOverGRPCWeb(t *testing.T
 			t.Errorf("the browser's WatchOrder stream never showed the change to %s (it saw %v)", want, seen)
 		}
 	}
+	for _, want := range []string{"READY", "COLLECTED"} {
+		if !slices.Contains(r.TextModeStates, want) {
+			t.Errorf("the official gRPC-Web client's text-mode watch never showed %s (it saw %v)", want, r.TextModeStates)
+		}
+	}
 	if done.DOM.Products != len(r.Products) || !strings.Contains(done.DOM.Order, "COLLECTED") {
 		t.Errorf("the page's DOM shows %d products and order %q; want %d and COLLECTED", done.DOM.Products, done.DOM.Order, len(r.Products))
 	}
-	t.Logf("browser: %d products; %s at %s (%.0f m); WatchOrder saw %v", len(r.Products), r.Order.ID, r.Store.Name, r.Store.DistanceMeters, seen)
+	t.Logf("browser: %d products; %s at %s (%.0f m); WatchOrder saw %v; in text mode %v", len(r.Products), r.Order.ID, r.Store.Name, r.Store.DistanceMeters, seen, r.TextModeStates)
 }
 
 // workOrder plays the store: a terminal registered for it accepts the order, marks it ready and

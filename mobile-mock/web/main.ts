@@ -4,11 +4,21 @@
 // browser test reads.
 import { createClient, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { GrpcWebClientBase, MethodDescriptor, MethodType, type RpcError } from "grpc-web";
 import { CatalogService } from "./gen/handoff/catalog/v1/catalog_pb";
 import { StoreLocatorService } from "./gen/handoff/inventory/v1/inventory_pb";
 import { CartService } from "./gen/handoff/cart/v1/cart_pb";
-import { OrderService, OrderState, type Order } from "./gen/handoff/fulfilment/v1/order_pb";
+import {
+  OrderService,
+  OrderState,
+  WatchOrderRequestSchema,
+  WatchOrderResponseSchema,
+  type Order,
+  type WatchOrderRequest,
+  type WatchOrderResponse,
+} from "./gen/handoff/fulfilment/v1/order_pb";
 
 interface Update {
   state: string;
@@ -24,6 +34,8 @@ interface Results {
   cartId?: string;
   order?: { id: string; state: string; storeId: string; pickupCode: string; total: string };
   updates: Update[];
+  // The states the same order showed through the official gRPC-Web client, in its text mode.
+  textModeStates: string[];
   finalState?: string;
   done: boolean;
   error?: string;
@@ -35,7 +47,7 @@ declare global {
   }
 }
 
-const results: Results = { products: [], updates: [], done: false };
+const results: Results = { products: [], updates: [], textModeStates: [], done: false };
 window.results = results;
 
 const params = new URLSearchParams(location.search);
@@ -72,6 +84,33 @@ function showOrder(o: Order): void {
   results.order = { id: o.id, state: stateName(o.state), storeId: o.storeId, pickupCode: o.pickupCode, total: money(o.total) };
   document.getElementById("order")!.textContent =
     `${o.id}: ${stateName(o.state)} at ${o.storeName || "?"}, total ${money(o.total)}, pickup code ${o.pickupCode || "-"}`;
+}
+
+// watchInTextMode watches the order with the official gRPC-Web client (grpc-web on npm) in its
+// default mode, application/grpc-web-text, as an app built with protoc-gen-grpc-web does; the
+// messages are the protobuf-es ones, serialized by hand where such an app's generated code
+// would. It resolves when the order reaches a final state.
+function watchInTextMode(orderId: string): Promise<void> {
+  const client = new GrpcWebClientBase({ format: "text" });
+  const path = `/${OrderService.typeName}/${OrderService.method.watchOrder.name}`;
+  const method = new MethodDescriptor<WatchOrderRequest, WatchOrderResponse>(
+    path,
+    MethodType.SERVER_STREAMING,
+    Object as never,
+    Object as never,
+    (req: WatchOrderRequest) => toBinary(WatchOrderRequestSchema, req),
+    (bytes: Uint8Array) => fromBinary(WatchOrderResponseSchema, bytes),
+  );
+  return new Promise((resolve, reject) => {
+    const stream = client.serverStreaming(gateway + path, create(WatchOrderRequestSchema, { orderId }), { Authorization: `Bearer ${token}` }, method);
+    stream.on("data", (msg: WatchOrderResponse) => {
+      if (!msg.order) return;
+      results.textModeStates.push(stateName(msg.order.state));
+      if (final.has(msg.order.state)) resolve();
+    });
+    stream.on("error", (err: RpcError) => reject(new Error(`grpc-web text-mode WatchOrder: code ${err.code}: ${err.message}`)));
+    stream.on("end", () => resolve());
+  });
 }
 
 async function shop(): Promise<void> {
@@ -113,6 +152,7 @@ async function shop(): Promise<void> {
   showOrder(checkout.order);
   log(`Checkout: order ${checkout.order.id} ${stateName(checkout.order.state)}`);
 
+  const textMode = watchInTextMode(checkout.order.id);
   for await (const msg of orders.watchOrder({ orderId: checkout.order.id })) {
     if (!msg.order) continue;
     showOrder(msg.order);
@@ -133,6 +173,8 @@ async function shop(): Promise<void> {
       break;
     }
   }
+  await textMode;
+  log(`WatchOrder in gRPC-web text mode (grpc-web): ${results.textModeStates.join(" → ")}`);
 }
 
 shop()
