@@ -147,8 +147,8 @@ type Config struct {
 	// deadline (its pickup horizon, set at confirmation) is nearer than this. It must be
 	// shorter than PlacementHoldTTL. Default PlacementHoldTTL/2.
 	HoldRefreshMargin time.Duration
-	// NotAcceptedAfter publishes not_accepted for an order still CONFIRMED this long after
-	// confirmation (the POS escalates it). Default 5m.
+	// NotAcceptedAfter publishes not_accepted for an order still CONFIRMED this long of the
+	// store's open hours after confirmation (the POS escalates it). Default 5m.
 	NotAcceptedAfter time.Duration
 	// ExpiringSoonBefore sends the expiring-soon reminder this long before the pickup
 	// deadline (none for shorter windows). Default 10m.

@@ -867,6 +867,23 @@ func TestAnOrderQueuedUpToClosingIsPromisedForAfterTheStoreOpens(t *testing.T) {
 	}
 }
 
+// The not-accepted escalation of an order placed just before closing counts the store's open
+// hours too: it reaches the store after it opens again, not at night while nobody is there.
+func TestTheNotAcceptedEscalationCountsTheStoresOpenHours(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.NotAcceptedAfter = 15 * time.Minute }})
+	loc, closes, opens := e.addStoreClosingSoon()
+	e.setStock("s1", "LATTE-16", 10)
+	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 1)
+	var at time.Time
+	if err := e.pool.QueryRow(e.ctx, `SELECT not_accepted_at FROM orders WHERE id = $1`, o.GetId()).Scan(&at); err != nil {
+		t.Fatal(err)
+	}
+	if !at.After(opens) || at.After(opens.Add(15*time.Minute)) {
+		t.Errorf("the escalation is due at %s; want within the 15 minutes after the store opens at %s (it closes at %s)",
+			at.In(loc).Format(time.RFC3339), opens.Format(time.RFC3339), closes.Format(time.RFC3339))
+	}
+}
+
 // addStoreClosingSoon creates store s1 (5 minutes' prep, an hour's pickup window) in a zone
 // where it is about noon now, closing in about 10 minutes and opening at 09:00 tomorrow, and
 // gives the zone, today's closing and tomorrow's opening.

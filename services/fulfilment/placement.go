@@ -396,7 +396,8 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 		o.StoreID, o.StoreName, o.StoreTimeZone, o.PickupWindow = res.GetStoreId(), store.name, store.timeZone, store.pickupWindow
 		o.ReadyBy = domain.ReadyBy(now, store.prepTime, ahead, s.cfg.ReadyByQueueCap, store.pickupDeadline)
 		o.Timers.AbandonAt = domain.AbandonAt(o.ReadyBy, time.Time{}, o.PickupWindow, store.pickupDeadline)
-		o.Timers.NotAcceptedAt = now.Add(s.cfg.NotAcceptedAfter)
+		// Counted in open hours too: escalating an order to a store that is shut helps no one.
+		o.Timers.NotAcceptedAt = store.pickupDeadline(now, s.cfg.NotAcceptedAfter)
 		o.HoldDeadline = earliestHoldDeadline(res)
 		o.StoreVersion = 0
 		for _, h := range res.GetHolds() {
