@@ -48,7 +48,7 @@ type pageResults struct {
 	TextModeStates []string `json:"textModeStates"`
 	FinalState     string   `json:"finalState"`
 	Done           bool     `json:"done"`
-	Error      string `json:"error"`
+	Error          string   `json:"error"`
 }
 
 type driveEvent struct {
