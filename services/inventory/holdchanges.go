@@ -517,11 +517,13 @@ func (e *holdEnds) handedOver(order string, at time.Time) {
 // on hand then loses want, as for any sale.
 func (e *holdEnds) afterCount(l *level, h *hold, want int32) (take int32, note string, counted bool) {
 	at, ok := e.handed[h.orderID]
-	if !ok || l.counted == nil || at.After(*l.counted) {
+	if !ok || l.counted == nil || at.After(*l.counted) || l.countShort == nil {
+		// A count from before count_short was kept may have left these goods on hand: they
+		// come off in full, as they did then.
 		return want, "", false
 	}
-	take = max(min(want, l.countShort), 0)
-	l.countShort -= take
+	take = max(min(want, *l.countShort), 0)
+	*l.countShort -= take
 	if take > 0 {
 		if e.countTaken == nil {
 			e.countTaken = map[stockKey]int32{}
@@ -617,7 +619,7 @@ func (e *holdEnds) addLateSales(levels map[stockKey]*level, hs []*hold, actor *c
 		want, countNote, counted := e.afterCount(l, h, h.quantity)
 		sold := max(min(want, l.onHand-l.reserved), 0)
 		if counted && sold < want {
-			l.countShort += want - sold // not taken after all
+			*l.countShort += want - sold // not taken after all
 			e.countTaken[h.key] -= want - sold
 		}
 		note := fmt.Sprintf("handed over for order %s after its hold expired", h.orderID)

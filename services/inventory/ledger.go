@@ -43,9 +43,10 @@ type level struct {
 	onHand, reserved, safety int32
 	version                  int64
 	// counted and countShort are when the row's last count was taken (nil: never) and the
-	// units it could not take off (migration 00010), read only where holds are committed.
+	// units it could not take off (nil: not known, a count from before migration 00010), read
+	// only where holds are committed.
 	counted    *time.Time
-	countShort int32
+	countShort *int32
 }
 
 // available is what may still be promised: on hand - reserved - safety stock, not below 0.
