@@ -182,46 +182,18 @@ const maxNearestAttempts = 5
 // reserved" are the order's holds looked up (it may have been held at a store that has closed
 // or sold out since).
 func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inventoryv1.ReserveHoldsResponse, error) {
-	q := locatorQuery{center: r.near, radius: r.radius, totals: r.totals, maxResults: maxNearestAttempts, onlyFillable: true}
-	sc, err := s.scanStores(ctx, q, time.Now())
-	if err != nil {
-		return nil, err
+	res, nearest, shortages, err := s.tryNearest(ctx, r)
+	if res != nil || err != nil {
+		return res, err
 	}
-	var (
-		nearest   *located
-		shortages []*inventoryv1.Shortage
-		attempts  int
-	)
-	for attempts < maxNearestAttempts {
-		chunk, err := sc.next(ctx, maxNearestAttempts-attempts)
-		if err != nil {
-			return nil, err
-		}
-		if chunk == nil {
-			break
-		}
-		for _, m := range chunk {
-			if nearest == nil {
-				nearest, shortages = m, m.shortages(r.totals)
-			}
-			if !m.fills || attempts == maxNearestAttempts {
-				continue
-			}
-			attempts++
-			at := *r
-			at.storeID = m.st.row.id
-			res, err := s.res.submit(ctx, &at)
-			if err != nil {
-				return nil, err
-			}
-			switch res.GetOutcome() {
-			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
-				return res, nil
-			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK:
-				if m == nearest {
-					shortages = res.GetShortages() // fresher than the unlocked read
-				}
-			}
+	// Not reserved: the stores in the radius may have changed at another copy since the
+	// cache heard (a store resumed is not a candidate until it does). Only a rejection pays
+	// for the check, and the scan runs again only when it found a change.
+	if changed, err := s.stores.recheckWithin(ctx, r.near.GetLatitude(), r.near.GetLongitude(), r.radius); err != nil {
+		return nil, err
+	} else if changed {
+		if res, nearest, shortages, err = s.tryNearest(ctx, r); res != nil || err != nil {
+			return res, err
 		}
 	}
 	existing, err := s.orderHolds(ctx, r.orderID)
@@ -244,6 +216,57 @@ func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inven
 		Message: fmt.Sprintf("no store within %.0f m can fill every line; the nearest, %s, is short of %s",
 			r.radius, nearest.st.row.id, describeShortages(shortages)),
 	}, nil
+}
+
+// tryNearest tries the candidates of reserveNearest, nearest first, and returns the answer of
+// the first that holds the order, or, with none, the nearest store taking orders and what it
+// is short of (nil: none takes orders). A candidate the locked reserve finds not taking orders
+// (paused, closed, past its last orders since the cache read it) is no candidate: the next
+// one is the nearest.
+func (s *Service) tryNearest(ctx context.Context, r *reserveRequest) (reserved *inventoryv1.ReserveHoldsResponse, nearest *located, shortages []*inventoryv1.Shortage, err error) {
+	q := locatorQuery{center: r.near, radius: r.radius, totals: r.totals, maxResults: maxNearestAttempts, onlyFillable: true}
+	sc, err := s.scanStores(ctx, q, time.Now())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var attempts int
+	for attempts < maxNearestAttempts {
+		chunk, err := sc.next(ctx, maxNearestAttempts-attempts)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if chunk == nil {
+			break
+		}
+		for _, m := range chunk {
+			if nearest == nil {
+				nearest, shortages = m, m.shortages(r.totals)
+			}
+			if !m.fills || attempts == maxNearestAttempts {
+				continue
+			}
+			attempts++
+			at := *r
+			at.storeID = m.st.row.id
+			res, err := s.res.submit(ctx, &at)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			switch res.GetOutcome() {
+			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+				return res, nil, nil, nil
+			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK:
+				if m == nearest {
+					shortages = res.GetShortages() // fresher than the unlocked read
+				}
+			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE:
+				if m == nearest {
+					nearest, shortages = nil, nil // the next one taking orders is the nearest
+				}
+			}
+		}
+	}
+	return nil, nearest, shortages, nil
 }
 
 func describeShortages(sh []*inventoryv1.Shortage) string {

@@ -496,6 +496,53 @@ func (c *storeCache) within(lat, lng, radius float64) []*candidate {
 	return out
 }
 
+// recheckWithin compares the cache's stores within radius metres of (lat, lng) with the table
+// and re-reads those that differ (or are gone), reporting whether any did: for a decision the
+// cache's staleness would get wrong (a nearest-store reserve about to answer that none can take
+// the order). Stores the cache does not have yet are left to its next whole check.
+func (c *storeCache) recheckWithin(ctx context.Context, lat, lng, radius float64) (bool, error) {
+	cands := c.within(lat, lng, radius)
+	if len(cands) == 0 {
+		return false, nil
+	}
+	ids := make([]string, len(cands))
+	for i, cd := range cands {
+		ids[i] = cd.st.row.id
+	}
+	rows, err := c.db.Query(ctx, `SELECT id, version, create_time FROM stores WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return false, fmt.Errorf("check stores in the radius: %w", err)
+	}
+	type stamp struct {
+		version int64
+		created time.Time
+	}
+	now := map[string]stamp{}
+	for rows.Next() {
+		var id string
+		var st stamp
+		if err := rows.Scan(&id, &st.version, &st.created); err != nil {
+			rows.Close()
+			return false, fmt.Errorf("check stores in the radius: %w", err)
+		}
+		now[id] = st
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("check stores in the radius: %w", err)
+	}
+	var changed []string
+	for _, cd := range cands {
+		r := cd.st.row
+		if st, ok := now[r.id]; !ok || st.version != r.version || !st.created.Equal(r.createTime) {
+			changed = append(changed, r.id)
+		}
+	}
+	if len(changed) == 0 {
+		return false, nil
+	}
+	return true, c.reload(ctx, changed)
+}
+
 // reload re-reads stores another copy changed (their event names them) and drops those gone.
 func (c *storeCache) reload(ctx context.Context, ids []string) error {
 	start := time.Now()
