@@ -19,6 +19,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -282,6 +283,33 @@ func TestSearchFindsNonASCIINamesInACLocaleDatabase(t *testing.T) {
 	}
 	for _, q := range []string{"Кофе", "кофе латте", "ЛАТ"} {
 		e.searchFinds(t, q, "prd-kofe")
+	}
+}
+
+// A product written before the service lower-cased its search text (its name's capitals
+// kept) is lower-cased by the upgrade's migration: found in a C-ctype database too.
+func TestAnUpgradeLowerCasesTheSearchTextOfProductsWrittenBefore(t *testing.T) {
+	url := testenv.FreshDatabaseURL(t, "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+	schema := testenv.UniqueSchema(t, "catmig")
+	pool := testenv.PoolOn(t, url, schema, testenv.MigrationsUpTo(t, catalog.Migrations(), "00002"))
+	e := newEnvOn(t, pool)
+	e.createTestCategory(t)
+	p := validProduct()
+	p.Id, p.Name = "prd-eclair", "Éclair"
+	p.Variants = p.Variants[:1]
+	p.Variants[0].Sku = "ECLAIR-1"
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p}); err != nil {
+		t.Fatal(err)
+	}
+	// As the service before wrote it.
+	if _, err := pool.Exec(t.Context(), `UPDATE products SET search_text = 'Éclair A coffee for tests. ECLAIR-1' WHERE id = 'prd-eclair'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgdb.Migrate(t.Context(), pool, schema, catalog.Migrations(), testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"Éclair", "éclair", "eclair-1"} {
+		e.searchFinds(t, q, "prd-eclair")
 	}
 }
 
