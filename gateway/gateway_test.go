@@ -651,6 +651,21 @@ func TestWatchStreamsAreCappedPerCustomerAndEndWhenTheTokenExpires(t *testing.T)
 	}
 }
 
+// orderBackend serves svc as the order service on a port of its own, as fulfilment in another
+// process does, until t ends, and gives its address.
+func orderBackend(t *testing.T, svc fulfilmentv1.OrderServiceServer) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := grpc.NewServer()
+	fulfilmentv1.RegisterOrderServiceServer(backend, svc)
+	go func() { _ = backend.Serve(lis) }()
+	t.Cleanup(backend.Stop)
+	return lis.Addr().String()
+}
+
 // watchForever is an order service whose WatchOrder sends the order once and then waits for
 // its caller to go.
 type watchForever struct {
@@ -668,16 +683,8 @@ func (watchForever) WatchOrder(req *fulfilmentv1.WatchOrderRequest, stream grpc.
 // On shutdown the gateway ends its open streams as Unavailable (the client watches again)
 // instead of holding its drain until the grace runs out.
 func TestShutdownEndsOpenStreamsAsUnavailable(t *testing.T) {
-	blis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend := grpc.NewServer()
-	fulfilmentv1.RegisterOrderServiceServer(backend, watchForever{})
-	go func() { _ = backend.Serve(blis) }()
-	defer backend.Stop()
 	const grace = 20 * time.Second
-	g := gatewayTo(t, blis.Addr().String(), grace)
+	g := gatewayTo(t, orderBackend(t, watchForever{}), grace)
 
 	tok, err := g.keys.Issue(auth.Principal{Subject: "dana", Role: auth.RoleCustomer}, time.Hour)
 	if err != nil {
@@ -744,15 +751,7 @@ func TestInvalidUTF8IsRefusedNamingTheField(t *testing.T) {
 // when the service's copy fired first the stream ended cleanly (the app took the watch for
 // over) or as DeadlineExceeded (the app retried with its dead token).
 func TestAWatchWhoseTokenExpiresEndsUnauthenticatedWithARemoteService(t *testing.T) {
-	blis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend := grpc.NewServer()
-	fulfilmentv1.RegisterOrderServiceServer(backend, watchUntilGone{})
-	go func() { _ = backend.Serve(blis) }()
-	defer backend.Stop()
-	g := gatewayTo(t, blis.Addr().String(), time.Second)
+	g := gatewayTo(t, orderBackend(t, watchUntilGone{}), time.Second)
 
 	var (
 		mu    sync.Mutex

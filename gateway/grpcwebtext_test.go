@@ -7,13 +7,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/auth"
@@ -129,15 +127,7 @@ func TestTheGRPCWebTextModeIsServed(t *testing.T) {
 
 // A WatchOrder stream in text mode delivers the order while the stream stays open.
 func TestATextModeWatchDeliversEachMessageAsItIsSent(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend := grpc.NewServer()
-	fulfilmentv1.RegisterOrderServiceServer(backend, watchForever{})
-	go func() { _ = backend.Serve(lis) }()
-	t.Cleanup(backend.Stop)
-	g := gatewayTo(t, lis.Addr().String(), time.Second)
+	g := gatewayTo(t, orderBackend(t, watchForever{}), time.Second)
 	tok, err := g.keys.Issue(auth.Principal{Subject: "frank", Role: auth.RoleCustomer}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
