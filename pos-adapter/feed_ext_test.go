@@ -958,3 +958,45 @@ func TestAStreamStuckWritingItsEndIsCutAfterTheGrace(t *testing.T) {
 		t.Fatalf("the stream's end %q was still waiting for the client after the grace: not cut", strings.TrimSpace(string(payload)))
 	}
 }
+
+// An order accepted in time, while the pos-adapter was restarting (a deploy), is not escalated
+// as "not accepted in time" when the adapter comes back with the acceptance's event still
+// waiting in JetStream: timers fire only once the events published before they fell due are
+// handled. Before, the sweep started with the consumer and won the race.
+func TestAnOrderAcceptedInTimeWhileTheAdapterRestartsIsNotEscalated(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.admin().SetStoreSettings(context.Background(), connect.NewRequest(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: "resc-1", EscalateAfter: durationpb.New(2 * time.Second)}})); err != nil {
+		t.Fatal(err)
+	}
+	_, cred := e.register("Counter", "resc-1")
+	f := e.openFeed(e.terminal(overGRPC, cred), "resc-1")
+	o := order("resc-1", 1)
+	confirmedAt := time.Now()
+	e.publish("confirmed", o, &fulfilmentv1.Transition{ToState: o.GetState(), Time: timestamppb.New(confirmedAt)})
+	if got := f.take(1, 5*time.Second)[0]; got.GetKind() != posv1.TicketKind_TICKET_KIND_NEW_ORDER {
+		t.Fatalf("got %v; want the new order", got.GetKind())
+	}
+	f.close()
+
+	e.stopAdapter()
+	// Staff accept it half a second after confirmation: well within the store's 2s.
+	acc := then(o, fulfilmentv1.OrderState_ORDER_STATE_PREPARING)
+	e.publish("preparing", acc, &fulfilmentv1.Transition{ToState: acc.GetState(), Time: timestamppb.New(confirmedAt.Add(500 * time.Millisecond))})
+	time.Sleep(time.Until(confirmedAt.Add(3 * time.Second))) // the adapter is back after the store's time
+	e.start()
+
+	f2 := e.openFeed(e.terminal(overGRPC, cred), "resc-1")
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case tk := <-f2.tickets:
+			if tk.GetKind() == posv1.TicketKind_TICKET_KIND_ESCALATION {
+				t.Fatalf("order %s accepted 0.5s after confirmation (store escalates after 2s) got an ESCALATION ticket %q after the adapter restarted",
+					tk.GetOrderId(), tk.GetMessage())
+			}
+		case <-deadline:
+			return
+		}
+	}
+}

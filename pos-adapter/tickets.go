@@ -2,6 +2,7 @@ package posadapter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -538,7 +539,7 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	rows, err := tx.Query(ctx, `
-		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload
+		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload, due_time
 		FROM escalation_timers WHERE due_time <= now() AND cleared_time IS NULL ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	if err != nil {
 		return 0, err
@@ -547,13 +548,25 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 		orderID, storeID string
 		afterUS          int64
 		payload          []byte
+		at               time.Time
 	}
 	dues, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
 		var d due
-		return d, r.Scan(&d.orderID, &d.storeID, &d.afterUS, &d.payload)
+		return d, r.Scan(&d.orderID, &d.storeID, &d.afterUS, &d.payload, &d.at)
 	})
 	if err != nil || len(dues) == 0 {
 		return 0, err
+	}
+	// A timer ends when the order's acceptance event is handled, which may still be on its way
+	// (the adapter restarting, its consumer behind): only timers due before every order event
+	// published until then has been handled are fired; the others wait for the consumer.
+	handled, err := a.eventsHandledUntil(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("how far the order events are handled: %w", err)
+	}
+	dues = slices.DeleteFunc(dues, func(d due) bool { return d.at.After(handled) })
+	if len(dues) == 0 {
+		return 0, nil
 	}
 	items := make([]ticketToRaise, len(dues))
 	orderIDs := make([]string, len(dues))
@@ -587,6 +600,39 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 		a.wakeWebhooks()
 	}
 	return len(dues), nil
+}
+
+// eventsHandledUntil is a time before which every order event published has been handled by
+// the adapter's consumer (whichever copy took it): now when none waits, else when the first
+// event not yet acknowledged, or one published just before it, was published. An event of
+// those that has since gone from the stream (past its age) has nothing to wait for.
+func (a *Adapter) eventsHandledUntil(ctx context.Context) (time.Time, error) {
+	now := time.Now()
+	cons, err := a.cfg.JS.Consumer(ctx, streams.EventsStream, ConsumerName)
+	if err != nil {
+		return time.Time{}, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if info.NumPending == 0 && info.NumAckPending == 0 {
+		return now, nil
+	}
+	stream, err := a.cfg.JS.Stream(ctx, streams.EventsStream)
+	if err != nil {
+		return time.Time{}, err
+	}
+	// The ack floor's next message in the stream (of any subject) was published no later than
+	// the consumer's first one waiting.
+	msg, err := stream.GetMsg(ctx, info.AckFloor.Stream+1)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return now, nil
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return msg.Time, nil
 }
 
 // runJanitor deletes tickets, acknowledgements, finished and dead-lettered deliveries and vendor
