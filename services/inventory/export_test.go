@@ -59,3 +59,6 @@ func ReserveInOneBatch(s *Service, reqs ...*inventoryv1.ReserveHoldsRequest) ([]
 // LoseCommitReplies makes s's change_holds transactions fail after they commit, as a
 // connection lost during COMMIT does, for tests.
 func LoseCommitReplies(s *Service, on bool) { s.loseCommitReply.Store(on) }
+
+// InvalidateStoreCache makes s's next use of its store cache check the whole table first.
+func InvalidateStoreCache(s *Service) { s.stores.invalidate() }

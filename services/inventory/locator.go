@@ -186,7 +186,10 @@ func (sc *storeScan) next(ctx context.Context, need int) ([]*located, error) {
 		sc.pos++
 		st, err := sc.s.storeStatus(c.st, sc.now)
 		if err != nil {
-			return nil, err
+			// Hours unreadable (a row written behind the service's back): that store is left
+			// out, not every search of its area failed with it.
+			sc.s.log.ErrorContext(ctx, "store left out of the locator: its hours cannot be read", "store_id", c.st.row.id, "err", err)
+			continue
 		}
 		if !sc.q.includeAll && !c.st.accepting(st, sc.now) {
 			continue

@@ -7,6 +7,7 @@ import (
 
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // Search centre for the locator tests, and a store that far north of it.
@@ -143,5 +144,23 @@ func TestFindStoresAcrossTheAntimeridian(t *testing.T) {
 	}
 	if got := ids(res.GetStores()); got != "east,west" && got != "west,east" {
 		t.Errorf("stores %q; want both sides of ±180°", got)
+	}
+}
+
+// A store whose hours cannot be read (its row written behind the service's back) is left out
+// of the locator's answers, logged; the other stores of its area are still found, where every
+// search there failed before.
+func TestAStoreWithUnreadableHoursIsLeftOutOfTheLocator(t *testing.T) {
+	e := locatorChain(t)
+	if _, err := e.pool.Exec(e.ctx(), `UPDATE stores SET opening_hours = '{"not": "hours"}', version = version + 1 WHERE id = 'mid'`); err != nil {
+		t.Fatal(err)
+	}
+	inventory.InvalidateStoreCache(e.copies[0])
+	res, err := e.locator.FindStores(e.ctx(), &inventoryv1.FindStoresRequest{Location: centre})
+	if err != nil {
+		t.Fatalf("FindStores with one store's hours unreadable: %v", err)
+	}
+	if ids(res.GetStores()) != "near,farther" {
+		t.Errorf("stores %s; want near,farther (mid's hours unreadable)", ids(res.GetStores()))
 	}
 }
