@@ -10,10 +10,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/handoff-dev/handoff/internal/money"
 	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -137,17 +139,18 @@ func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.
 	return next
 }
 
-// Money formats an amount of a two-decimal currency for people: "$4.50", "12.00 EUR".
+// Money formats an amount for people, in its currency's own minor unit: "$4.50", "12.00 EUR",
+// "1.500 KWD".
 func Money(m *commonv1.Money) string {
 	if m == nil {
 		return "-"
 	}
-	sign, a := "", m.GetAmountMinor()
-	if a < 0 {
-		sign, a = "-", -a
+	if m.GetCurrencyCode() != "USD" {
+		return money.Format(m.GetAmountMinor(), m.GetCurrencyCode())
 	}
-	if m.GetCurrencyCode() == "USD" {
-		return fmt.Sprintf("%s$%d.%02d", sign, a/100, a%100)
+	amount := strings.TrimSuffix(money.Format(m.GetAmountMinor(), "USD"), " USD")
+	if rest, negative := strings.CutPrefix(amount, "-"); negative {
+		return "-$" + rest
 	}
-	return fmt.Sprintf("%s%d.%02d %s", sign, a/100, a%100, m.GetCurrencyCode())
+	return "$" + amount
 }

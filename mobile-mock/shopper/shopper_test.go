@@ -15,6 +15,7 @@ import (
 
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 )
 
 // countingConn counts the writes made on a connection.
@@ -86,3 +87,22 @@ func TestOneWriteLeavesOtherRequestsAlone(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The shopper app shows amounts in their currency's own minor unit, dollars with their sign.
+func TestMoneyShowsEachCurrencysOwnMinorUnit(t *testing.T) {
+	for _, c := range []struct {
+		m    *commonv1.Money
+		want string
+	}{
+		{&commonv1.Money{AmountMinor: 450, CurrencyCode: "USD"}, "$4.50"},
+		{&commonv1.Money{AmountMinor: -450, CurrencyCode: "USD"}, "-$4.50"},
+		{&commonv1.Money{AmountMinor: 1200, CurrencyCode: "EUR"}, "12.00 EUR"},
+		{&commonv1.Money{AmountMinor: 1500, CurrencyCode: "KWD"}, "1.500 KWD"},
+		{&commonv1.Money{AmountMinor: 500, CurrencyCode: "JPY"}, "500 JPY"},
+		{nil, "-"},
+	} {
+		if got := Money(c.m); got != c.want {
+			t.Errorf("Money(%v) = %q, want %q", c.m, got, c.want)
+		}
+	}
+}

@@ -6,12 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
@@ -154,5 +156,32 @@ func checkPrompt(t *testing.T, what string, d time.Duration) {
 	t.Logf("%s arrived %v after its commit", what, d)
 	if d > 500*time.Millisecond {
 		t.Fatalf("%s arrived %v after its commit while the other channel's receiver hung; want well under its 2s timeout", what, d)
+	}
+}
+
+// A shop in Kuwait prices in KWD, whose minor unit is the fils (1 KWD = 1000 fils, ISO 4217
+// exponent 3). An order of 1.500 KWD (1500 fils) is shown as such in the shopper's email; it
+// was shown as 15.00 KWD, ten times the price.
+func TestAnEmailShowsAmountsInTheCurrencysOwnMinorUnit(t *testing.T) {
+	pool := newPool(t)
+	mailSrv := newSMTPServer(t)
+	cfg := fastConfig(smtpSender(t, mailSrv.addr()))
+	cfg.PickupCode = func(string) string { return "4821" }
+	startDispatcher(t, pool, cfg)
+
+	kwd := func(minor int64) *commonv1.Money { return &commonv1.Money{AmountMinor: minor, CurrencyCode: "KWD"} }
+	o := readyOrder("ord-kwd")
+	o.Lines[0].Quantity, o.Lines[0].UnitPrice, o.Lines[0].LineTotal = 1, kwd(1500), kwd(1500)
+	o.Total = kwd(1500)
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: o, Email: "ada@example.com"})
+	ids := notificationIDs(t, pool, "ord-kwd", notify.ChannelEmail)
+	waitForState(t, pool, ids[0], "sent")
+	mails := mailSrv.received()
+	if len(mails) != 1 {
+		t.Fatalf("%d mails, want 1", len(mails))
+	}
+	body := parseMail(t, mails[0].Data).Body
+	if !strings.Contains(body, "1.500 KWD") || strings.Contains(body, "15.00 KWD") {
+		t.Fatalf("an order of 1500 fils (1.500 KWD) is shown as:\n%s", body)
 	}
 }

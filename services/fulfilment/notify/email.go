@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/money"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 )
@@ -291,21 +292,10 @@ func stateName(s fulfilmentv1.OrderState) string {
 	return name[:1] + strings.ToLower(name[1:])
 }
 
-// zeroDecimal are ISO 4217 currencies without minor units, common at retail.
-var zeroDecimal = map[string]bool{"JPY": true, "KRW": true, "VND": true, "CLP": true, "ISK": true, "UGX": true, "XOF": true, "XAF": true}
-
-// formatMoney shows integer minor units as "12.50 USD".
+// formatMoney shows integer minor units as "12.50 USD", in the currency's own minor unit.
 func formatMoney(m *commonv1.Money) string {
 	if m == nil {
 		return ""
 	}
-	a := m.GetAmountMinor()
-	if zeroDecimal[m.GetCurrencyCode()] {
-		return fmt.Sprintf("%d %s", a, m.GetCurrencyCode())
-	}
-	sign := ""
-	if a < 0 {
-		sign, a = "-", -a
-	}
-	return fmt.Sprintf("%s%d.%02d %s", sign, a/100, a%100, m.GetCurrencyCode())
+	return money.Format(m.GetAmountMinor(), m.GetCurrencyCode())
 }
