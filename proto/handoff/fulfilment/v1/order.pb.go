@@ -909,12 +909,15 @@ func (x *WatchOrderRequest) GetOrderId() string {
 	return ""
 }
 
-// Response for WatchOrder: one per change, the first being the state at subscription.
+// Response for WatchOrder: one per change, the first being the state at subscription. A
+// reader that falls behind (more than 16 changes not yet read) or a change heard out of turn
+// gets one message for the changes since its last: the order as it is now, whose history holds
+// every one of them, and the latest of them as its transition. Versions only go up.
 type WatchOrderResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The order after the change.
+	// The order after the change(s).
 	Order *Order `protobuf:"bytes,1,opt,name=order,proto3" json:"order,omitempty"`
-	// The change that produced this message (absent in the first message).
+	// The (latest) change that produced this message (absent in the first message).
 	Transition    *Transition `protobuf:"bytes,2,opt,name=transition,proto3" json:"transition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

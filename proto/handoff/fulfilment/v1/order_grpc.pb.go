@@ -38,8 +38,9 @@ type OrderServiceClient interface {
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
 	// ListOrders pages through the caller's orders, newest first.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
-	// WatchOrder streams the order: its current state first, then every change, until it ends
-	// (COLLECTED, REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
+	// WatchOrder streams the order: its current state first, then every change (a reader far
+	// behind gets several in one message, see WatchOrderResponse), until it ends (COLLECTED,
+	// REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
 	WatchOrder(ctx context.Context, in *WatchOrderRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchOrderResponse], error)
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(ctx context.Context, in *CancelOrderRequest, opts ...grpc.CallOption) (*CancelOrderResponse, error)
@@ -126,8 +127,9 @@ type OrderServiceServer interface {
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
 	// ListOrders pages through the caller's orders, newest first.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
-	// WatchOrder streams the order: its current state first, then every change, until it ends
-	// (COLLECTED, REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
+	// WatchOrder streams the order: its current state first, then every change (a reader far
+	// behind gets several in one message, see WatchOrderResponse), until it ends (COLLECTED,
+	// REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
 	WatchOrder(*WatchOrderRequest, grpc.ServerStreamingServer[WatchOrderResponse]) error
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(context.Context, *CancelOrderRequest) (*CancelOrderResponse, error)

@@ -81,8 +81,9 @@ type OrderServiceClient interface {
 	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
 	// ListOrders pages through the caller's orders, newest first.
 	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
-	// WatchOrder streams the order: its current state first, then every change, until it ends
-	// (COLLECTED, REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
+	// WatchOrder streams the order: its current state first, then every change (a reader far
+	// behind gets several in one message, see WatchOrderResponse), until it ends (COLLECTED,
+	// REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
 	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest]) (*connect.ServerStreamForClient[v1.WatchOrderResponse], error)
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
@@ -176,8 +177,9 @@ type OrderServiceHandler interface {
 	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
 	// ListOrders pages through the caller's orders, newest first.
 	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
-	// WatchOrder streams the order: its current state first, then every change, until it ends
-	// (COLLECTED, REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
+	// WatchOrder streams the order: its current state first, then every change (a reader far
+	// behind gets several in one message, see WatchOrderResponse), until it ends (COLLECTED,
+	// REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
 	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest], *connect.ServerStream[v1.WatchOrderResponse]) error
 	// CancelOrder cancels an order that staff have not started preparing.
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)

@@ -472,20 +472,23 @@ export const WatchOrderRequestSchema: GenMessage<WatchOrderRequest> = /*@__PURE_
   messageDesc(file_handoff_fulfilment_v1_order, 8);
 
 /**
- * Response for WatchOrder: one per change, the first being the state at subscription.
+ * Response for WatchOrder: one per change, the first being the state at subscription. A
+ * reader that falls behind (more than 16 changes not yet read) or a change heard out of turn
+ * gets one message for the changes since its last: the order as it is now, whose history holds
+ * every one of them, and the latest of them as its transition. Versions only go up.
  *
  * @generated from message handoff.fulfilment.v1.WatchOrderResponse
  */
 export type WatchOrderResponse = Message<"handoff.fulfilment.v1.WatchOrderResponse"> & {
   /**
-   * The order after the change.
+   * The order after the change(s).
    *
    * @generated from field: handoff.fulfilment.v1.Order order = 1;
    */
   order?: Order | undefined;
 
   /**
-   * The change that produced this message (absent in the first message).
+   * The (latest) change that produced this message (absent in the first message).
    *
    * @generated from field: handoff.fulfilment.v1.Transition transition = 2;
    */
@@ -1237,8 +1240,9 @@ export const OrderService: GenService<{
     output: typeof ListOrdersResponseSchema;
   },
   /**
-   * WatchOrder streams the order: its current state first, then every change, until it ends
-   * (COLLECTED, REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
+   * WatchOrder streams the order: its current state first, then every change (a reader far
+   * behind gets several in one message, see WatchOrderResponse), until it ends (COLLECTED,
+   * REJECTED, CANCELLED, EXPIRED) or the client goes away. Works over gRPC-web.
    *
    * @generated from rpc handoff.fulfilment.v1.OrderService.WatchOrder
    */
