@@ -76,9 +76,10 @@
 // Fulfilment publishes not_accepted (an order still CONFIRMED after its deployment-wide
 // NotAcceptedAfter) and expiring_soon; both become tickets. A store may set its own escalation
 // time (SetStoreSettings); then the adapter runs the timer itself (escalation_timers, swept by
-// Run) and ignores fulfilment's not_accepted for that store. A timer fires only once every
-// order event published before it fell due has been handled (the acceptance that clears it
-// may be one, waiting through a restart).
+// Run) and ignores fulfilment's not_accepted for that store. The time counts the store's open
+// hours (read from inventory when a timer falls due; plain time should inventory not answer),
+// as fulfilment's does. A timer fires only once every order event published before it fell due
+// has been handled (the acceptance that clears it may be one, waiting through a restart).
 //
 // # Vendor POS webhooks
 //

@@ -18,6 +18,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/grpcserver"
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -261,5 +262,97 @@ func TestAdminNamesOnlyStoresInventoryKnows(t *testing.T) {
 	}
 	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM terminals`).Scan(&stored); err != nil || stored != 1 {
 		t.Errorf("terminals stored = %d, %v; want only the first", stored, err)
+	}
+}
+
+// A store's own escalation time counts its open hours, as fulfilment's not_accepted does: an
+// order confirmed ten minutes before closing, with the store's escalation after 15 minutes, is
+// not escalated at night but five minutes into the store's next opening. The timer is made due
+// now, as it would be at night; an order at a store open round the clock, due likewise, is
+// escalated (the control).
+func TestAStoresOwnEscalationCountsItsOpenHours(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	ctx := context.Background()
+	zone := hours.ZoneWhereItIs(12, time.Now())
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := time.Now().In(loc)
+	closes := local.Add(10 * time.Minute).Truncate(time.Minute)
+	tomorrow := local.AddDate(0, 0, 1)
+	opens := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 9, 0, 0, 0, loc)
+	var allDay []*inventoryv1.OpeningHours
+	for d := 1; d <= 7; d++ {
+		allDay = append(allDay, &inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(d), OpenTime: "00:00", CloseTime: "24:00"})
+	}
+	for _, st := range []struct {
+		id         string
+		exceptions []*inventoryv1.HoursException
+	}{
+		{"night-1", []*inventoryv1.HoursException{
+			{Date: local.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+			{Date: tomorrow.Format(time.DateOnly), OpenTime: "09:00", CloseTime: "17:00"},
+		}},
+		{"day-1", nil},
+	} {
+		if _, err := s.inv.CreateStore(ctx, &inventoryv1.Store{
+			Id: st.id, Name: "Store " + st.id, TimeZone: zone,
+			Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
+			Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
+			OpeningHours: allDay, HoursExceptions: st.exceptions,
+			PrepTime: durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.inv.SetStock(ctx, &commonv1.Actor{Kind: commonv1.ActorKind_ACTOR_KIND_ADMIN, Id: "test"},
+			&inventoryv1.SetStockRequest{StoreId: st.id, Sku: "LATTE-16", OnHand: 10, IdempotencyKey: "seed-" + st.id}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.admin().SetStoreSettings(ctx, req(&posv1.SetStoreSettingsRequest{
+			Settings: &posv1.StoreSettings{StoreId: st.id, EscalateAfter: durationpb.New(15 * time.Minute)}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	night := s.placeOrder(t, "night-1", "k-night", map[string]int32{"LATTE-16": 1})
+	day := s.placeOrder(t, "day-1", "k-day", map[string]int32{"LATTE-16": 1})
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM escalation_timers WHERE order_id = ANY($1)`, []string{night.GetId(), day.GetId()}).Scan(&n); err != nil || n != 2 {
+			return fmt.Errorf("%d escalation timers (%v), want 2", n, err)
+		}
+		return nil
+	})
+	// Fifteen minutes on, in plain time: the night store has been shut five of them; the day
+	// store's order was confirmed a quarter of an hour ago.
+	if _, err := e.pool.Exec(ctx, `UPDATE escalation_timers SET due_time = now() - interval '1 second',
+		confirm_time = CASE WHEN order_id = $2 THEN now() - interval '15 minutes 1 second' ELSE confirm_time END
+		WHERE order_id = ANY($1)`, []string{night.GetId(), day.GetId()}, day.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	escalations := func(orderID string) int {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE order_id = $1 AND kind = $2`, orderID,
+			"escalation").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if n := escalations(day.GetId()); n != 1 {
+			return fmt.Errorf("the day store's order has %d escalations, want 1", n)
+		}
+		return nil
+	})
+	if n := escalations(night.GetId()); n != 0 {
+		t.Errorf("the night store's order was escalated %d times while the store is shut (it closed at %s)", n, closes.Format(time.RFC3339))
+	}
+	var due time.Time
+	if err := e.pool.QueryRow(ctx, `SELECT due_time FROM escalation_timers WHERE order_id = $1`, night.GetId()).Scan(&due); err != nil {
+		t.Fatal(err)
+	}
+	if due.Before(opens) || due.After(opens.Add(15*time.Minute)) {
+		t.Errorf("the night store's escalation is due at %s; want within the 15 minutes after it opens at %s", due.In(loc).Format(time.RFC3339), opens.Format(time.RFC3339))
 	}
 }

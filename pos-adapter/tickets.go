@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -13,10 +14,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/inbox"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 )
 
@@ -209,8 +212,8 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 	}
 	if len(set.orderIDs) > 0 {
 		pre = append(pre, statement{"set escalation timers", `
-			INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload)
-			SELECT t.order_id, t.store_id, t.confirmed + s.escalate_after, s.escalate_after, t.payload
+			INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload, confirm_time)
+			SELECT t.order_id, t.store_id, t.confirmed + s.escalate_after, s.escalate_after, t.payload, t.confirmed
 			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bytea[]) AS t(order_id, store_id, confirmed, payload)
 			JOIN store_settings s ON s.store_id = t.store_id AND s.escalate_after > interval '0'
 			ORDER BY t.order_id
@@ -539,7 +542,8 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	rows, err := tx.Query(ctx, `
-		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload, due_time
+		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload, due_time,
+			coalesce(confirm_time, due_time - escalate_after)
 		FROM escalation_timers WHERE due_time <= now() AND cleared_time IS NULL ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	if err != nil {
 		return 0, err
@@ -548,11 +552,11 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 		orderID, storeID string
 		afterUS          int64
 		payload          []byte
-		at               time.Time
+		at, confirmed    time.Time
 	}
 	dues, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
 		var d due
-		return d, r.Scan(&d.orderID, &d.storeID, &d.afterUS, &d.payload, &d.at)
+		return d, r.Scan(&d.orderID, &d.storeID, &d.afterUS, &d.payload, &d.at, &d.confirmed)
 	})
 	if err != nil || len(dues) == 0 {
 		return 0, err
@@ -567,6 +571,43 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	dues = slices.DeleteFunc(dues, func(d due) bool { return d.at.After(handled) })
 	if len(dues) == 0 {
 		return 0, nil
+	}
+	// The store's time counts its open hours, as fulfilment's not_accepted does: a timer that
+	// falls due while the store is shut is moved on to when that much of its open time has
+	// passed since the confirmation, and fires then.
+	stores := map[string]bool{}
+	for _, d := range dues {
+		stores[d.storeID] = true
+	}
+	schedules := a.storeSchedules(ctx, slices.Collect(maps.Keys(stores)))
+	var movedIDs []string
+	var movedTo []time.Time
+	now := time.Now()
+	dues = slices.DeleteFunc(dues, func(d due) bool {
+		s := schedules[d.storeID]
+		if s == nil {
+			return false
+		}
+		after := time.Duration(d.afterUS) * time.Microsecond
+		at := s.AddOpen(d.confirmed, after)
+		if at.After(d.confirmed.Add(maxEscalationAhead)) {
+			at = d.confirmed.Add(maxEscalationAhead) // a store shut for weeks
+		}
+		if !at.After(now) {
+			return false
+		}
+		movedIDs, movedTo = append(movedIDs, d.orderID), append(movedTo, at)
+		return true
+	})
+	if len(movedIDs) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE escalation_timers e SET due_time = m.due_time
+			FROM unnest($1::text[], $2::timestamptz[]) AS m(order_id, due_time)
+			WHERE e.order_id = m.order_id AND e.cleared_time IS NULL`, movedIDs, movedTo); err != nil {
+			return 0, fmt.Errorf("move escalation timers to the stores' open hours: %w", err)
+		}
+		if len(dues) == 0 {
+			return 0, tx.Commit(ctx)
+		}
 	}
 	items := make([]ticketToRaise, len(dues))
 	orderIDs := make([]string, len(dues))
@@ -601,6 +642,34 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	}
 	return len(dues), nil
 }
+
+// maxEscalationAhead bounds how far the stores' open hours move an escalation from its order's
+// confirmation: a store shut for weeks has it raised a week on (its holds end by then).
+const maxEscalationAhead = 7 * 24 * time.Hour
+
+// storeSchedules reads the opening hours of stores from inventory: nil for one that has none,
+// or that inventory did not answer for (its timers then count plain time, as before).
+func (a *Adapter) storeSchedules(ctx context.Context, storeIDs []string) map[string]*hours.Schedule {
+	out := make(map[string]*hours.Schedule, len(storeIDs))
+	for _, id := range storeIDs {
+		cctx, cancel := context.WithTimeout(ctx, escalationLookupTimeout)
+		cctx, err := a.adminContext(cctx, "system:pos-adapter")
+		if err == nil {
+			var res *inventoryv1.GetStoreResponse
+			if res, err = a.locator.GetStore(cctx, &inventoryv1.GetStoreRequest{StoreId: id}); err == nil {
+				out[id] = hours.OfStore(res.GetStore())
+			}
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("escalations: the store's hours are unknown; its timers count plain time", "store_id", id, "err", err)
+		}
+	}
+	return out
+}
+
+// escalationLookupTimeout bounds reading a store's hours for its escalations.
+const escalationLookupTimeout = 5 * time.Second
 
 // eventsHandledUntil is a time before which every order event published has been handled by
 // the adapter's consumer (whichever copy took it): now when none waits, else when the first

@@ -105,7 +105,7 @@ const maxPickupAhead = 7 * 24 * time.Hour
 // leaves unset.
 func storeInfoOf(storeID string, st *inventoryv1.Store) storeInfo {
 	info := storeInfo{name: st.GetName(), timeZone: st.GetTimeZone(), prepTime: st.GetPrepTime().AsDuration(),
-		pickupWindow: st.GetPickupWindow().AsDuration(), hours: scheduleOf(st)}
+		pickupWindow: st.GetPickupWindow().AsDuration(), hours: hours.OfStore(st)}
 	if info.name == "" {
 		info.name = storeID
 	}
@@ -116,33 +116,6 @@ func storeInfoOf(storeID string, st *inventoryv1.Store) storeInfo {
 		info.pickupWindow = defaultPickupWindow
 	}
 	return info
-}
-
-// scheduleOf reads a store's trading hours; nil when it has none or they cannot be read.
-func scheduleOf(st *inventoryv1.Store) *hours.Schedule {
-	if len(st.GetOpeningHours()) == 0 && len(st.GetHoursExceptions()) == 0 {
-		return nil
-	}
-	if tz := st.GetTimeZone(); tz == "" || tz == "Local" {
-		return nil
-	}
-	loc, err := time.LoadLocation(st.GetTimeZone())
-	if err != nil {
-		return nil
-	}
-	weekly := make([]hours.Weekly, 0, len(st.GetOpeningHours()))
-	for _, h := range st.GetOpeningHours() {
-		weekly = append(weekly, hours.Weekly{Weekday: int(h.GetWeekday()), Open: h.GetOpenTime(), Close: h.GetCloseTime()})
-	}
-	exceptions := make([]hours.Exception, 0, len(st.GetHoursExceptions()))
-	for _, e := range st.GetHoursExceptions() {
-		exceptions = append(exceptions, hours.Exception{Date: e.GetDate(), Closed: e.GetClosed(), Open: e.GetOpenTime(), Close: e.GetCloseTime()})
-	}
-	s, err := hours.Build(loc, weekly, exceptions)
-	if err != nil {
-		return nil
-	}
-	return s
 }
 
 // Fallbacks for a store that leaves prep time or pickup window unset.

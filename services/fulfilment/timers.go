@@ -121,7 +121,7 @@ func (s *Service) timerReason(o *order, a domain.Action, now time.Time) string {
 		}
 		return fmt.Sprintf("the pickup window ends at %s", end.Format(layout))
 	case domain.EscalateNotAccepted:
-		return fmt.Sprintf("not accepted within %s of confirmation", s.cfg.NotAcceptedAfter)
+		return fmt.Sprintf("not accepted within %s of the store's open time since confirmation", s.cfg.NotAcceptedAfter)
 	}
 	return ""
 }
