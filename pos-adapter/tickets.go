@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -536,15 +536,38 @@ func (a *Adapter) runEscalations(ctx context.Context) {
 }
 
 func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) {
+	// What the sweep must ask NATS and inventory (how far the order events are handled, the
+	// stores' hours) is asked before the timers are locked: a transaction holding them while
+	// inventory is slow would hold back the consumer that clears them, every store's new
+	// orders behind it, and be cut off by the database's idle-in-transaction timeout.
+	var stores []string
+	rows, err := a.db.Query(ctx, `SELECT DISTINCT store_id FROM (SELECT store_id FROM escalation_timers
+		WHERE due_time <= now() AND cleared_time IS NULL ORDER BY due_time LIMIT $1) d`, limit)
+	if err == nil {
+		stores, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil || len(stores) == 0 {
+		return 0, err
+	}
+	// A timer ends when the order's acceptance event is handled, which may still be on its way
+	// (the adapter restarting, its consumer behind): only timers due before every order event
+	// published until then has been handled are fired; the others wait for the consumer.
+	handled, err := a.eventsHandledUntil(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("how far the order events are handled: %w", err)
+	}
+	schedules := a.storeSchedules(ctx, stores)
+
 	tx, err := a.db.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err := tx.Query(ctx, `
+	rows, err = tx.Query(ctx, `
 		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload, due_time,
 			coalesce(confirm_time, due_time - escalate_after)
-		FROM escalation_timers WHERE due_time <= now() AND cleared_time IS NULL ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+		FROM escalation_timers WHERE due_time <= least(now(), $2) AND cleared_time IS NULL AND store_id = ANY($3)
+		ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit, handled, stores)
 	if err != nil {
 		return 0, err
 	}
@@ -561,27 +584,15 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	if err != nil || len(dues) == 0 {
 		return 0, err
 	}
-	// A timer ends when the order's acceptance event is handled, which may still be on its way
-	// (the adapter restarting, its consumer behind): only timers due before every order event
-	// published until then has been handled are fired; the others wait for the consumer.
-	handled, err := a.eventsHandledUntil(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("how far the order events are handled: %w", err)
-	}
-	dues = slices.DeleteFunc(dues, func(d due) bool { return d.at.After(handled) })
-	if len(dues) == 0 {
-		return 0, nil
-	}
 	// The store's time counts its open hours, as fulfilment's not_accepted does: a timer that
 	// falls due while the store is shut is moved on to when that much of its open time has
 	// passed since the confirmation, and fires then.
-	stores := map[string]bool{}
-	for _, d := range dues {
-		stores[d.storeID] = true
+	type moved struct {
+		orderID   string
+		due       time.Time
+		confirmed time.Time
 	}
-	schedules := a.storeSchedules(ctx, slices.Collect(maps.Keys(stores)))
-	var movedIDs []string
-	var movedTo []time.Time
+	var move []moved
 	now := time.Now()
 	dues = slices.DeleteFunc(dues, func(d due) bool {
 		s := schedules[d.storeID]
@@ -596,13 +607,19 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 		if !at.After(now) {
 			return false
 		}
-		movedIDs, movedTo = append(movedIDs, d.orderID), append(movedTo, at)
+		move = append(move, moved{d.orderID, at, d.confirmed})
 		return true
 	})
-	if len(movedIDs) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE escalation_timers e SET due_time = m.due_time
-			FROM unnest($1::text[], $2::timestamptz[]) AS m(order_id, due_time)
-			WHERE e.order_id = m.order_id AND e.cleared_time IS NULL`, movedIDs, movedTo); err != nil {
+	if len(move) > 0 {
+		ids, dueTimes, confirmed := make([]string, len(move)), make([]time.Time, len(move)), make([]time.Time, len(move))
+		for i, m := range move {
+			ids[i], dueTimes[i], confirmed[i] = m.orderID, m.due, m.confirmed
+		}
+		// The confirmation is kept with it: a moved due time no longer tells it (a timer set
+		// before confirm_time was kept has none).
+		if _, err := tx.Exec(ctx, `UPDATE escalation_timers e SET due_time = m.due_time, confirm_time = m.confirmed
+			FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS m(order_id, due_time, confirmed)
+			WHERE e.order_id = m.order_id AND e.cleared_time IS NULL`, ids, dueTimes, confirmed); err != nil {
 			return 0, fmt.Errorf("move escalation timers to the stores' open hours: %w", err)
 		}
 		if len(dues) == 0 {
@@ -647,25 +664,37 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 // confirmation: a store shut for weeks has it raised a week on (its holds end by then).
 const maxEscalationAhead = 7 * 24 * time.Hour
 
-// storeSchedules reads the opening hours of stores from inventory: nil for one that has none,
-// or that inventory did not answer for (its timers then count plain time, as before).
+// storeSchedules reads the opening hours of stores from inventory, all at once within one
+// escalationLookupTimeout: nil for one that has none, or that inventory did not answer for (its
+// timers then count plain time, as before).
 func (a *Adapter) storeSchedules(ctx context.Context, storeIDs []string) map[string]*hours.Schedule {
-	out := make(map[string]*hours.Schedule, len(storeIDs))
-	for _, id := range storeIDs {
-		cctx, cancel := context.WithTimeout(ctx, escalationLookupTimeout)
-		cctx, err := a.adminContext(cctx, "system:pos-adapter")
-		if err == nil {
-			var res *inventoryv1.GetStoreResponse
-			if res, err = a.locator.GetStore(cctx, &inventoryv1.GetStoreRequest{StoreId: id}); err == nil {
-				out[id] = hours.OfStore(res.GetStore())
-			}
-		}
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			a.log.Warn("escalations: the store's hours are unknown; its timers count plain time", "store_id", id, "err", err)
-		}
+	ctx, cancel := context.WithTimeout(ctx, escalationLookupTimeout)
+	defer cancel()
+	actx, err := a.adminContext(ctx, "system:pos-adapter")
+	if err != nil {
+		a.log.Warn("escalations: the stores' hours are unknown; their timers count plain time", "err", err)
+		return nil
 	}
-	return out
+	out := make([]*hours.Schedule, len(storeIDs))
+	var wg sync.WaitGroup
+	for i, id := range storeIDs {
+		wg.Go(func() {
+			res, err := a.locator.GetStore(actx, &inventoryv1.GetStoreRequest{StoreId: id})
+			if err != nil {
+				if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					a.log.Warn("escalations: the store's hours are unknown; its timers count plain time", "store_id", id, "err", err)
+				}
+				return
+			}
+			out[i] = hours.OfStore(res.GetStore())
+		})
+	}
+	wg.Wait()
+	m := make(map[string]*hours.Schedule, len(storeIDs))
+	for i, id := range storeIDs {
+		m[id] = out[i]
+	}
+	return m
 }
 
 // escalationLookupTimeout bounds reading a store's hours for its escalations.

@@ -1,0 +1,206 @@
+package posadapter_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/handoff-dev/handoff/internal/hours"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// hangingStores is inventory that, once hang is set, answers no GetStore (a hung or partitioned
+// inventory: the call waits for its deadline); before, it is anyStore.
+type hangingStores struct {
+	anyStore
+	hang *atomic.Bool
+}
+
+func (h hangingStores) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if h.hang.Load() && method == inventoryv1.StoreLocatorService_GetStore_FullMethodName {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return h.anyStore.Invoke(ctx, method, args, reply, opts...)
+}
+
+// With inventory hung, a store's own escalations count plain time, as they do when it does not
+// answer. The sweep asked for each due store's hours one after another (5 s each) inside its
+// transaction: with 7 stores due, 35 s idle in transaction, past the pool's 30 s, and the
+// sweep failed for ever, raising nothing. The hours are now asked all at once, before the
+// timers are locked.
+func TestEscalationsFireInPlainTimeWhileInventoryHangs(t *testing.T) {
+	var hang atomic.Bool
+	e := newEnv(t, withConfig(func(c *posadapter.Config) { c.Inventory = hangingStores{anyStore{deadConn(t)}, &hang} }))
+	ctx := context.Background()
+	const stores = 7
+	for i := range stores {
+		if _, err := e.admin().SetStoreSettings(ctx, req(&posv1.SetStoreSettingsRequest{
+			Settings: &posv1.StoreSettings{StoreId: fmt.Sprintf("hang-%d", i), EscalateAfter: durationpb.New(time.Second)}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hang.Store(true) // inventory stops answering
+	var ids []string
+	for i := range stores {
+		o := order(fmt.Sprintf("hang-%d", i), 1)
+		ids = append(ids, o.GetId())
+		e.publish("confirmed", o, &fulfilmentv1.Transition{ToState: o.GetState(), Time: timestamppb.Now()})
+	}
+	start := time.Now()
+	testenv.CheckFor(t, 30*time.Second, 500*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE kind = 'escalation' AND order_id = ANY($1)`, ids).Scan(&n); err != nil {
+			return err
+		}
+		var timers int
+		_ = e.pool.QueryRow(ctx, `SELECT count(*) FROM escalation_timers WHERE order_id = ANY($1)`, ids).Scan(&timers)
+		if n != stores {
+			return fmt.Errorf("%s after the orders were confirmed (store time 1s, inventory hung): %d of %d orders escalated, %d timers still waiting",
+				time.Since(start).Round(time.Second), n, stores, timers)
+		}
+		return nil
+	})
+}
+
+// While the sweep waits on a hung inventory, the consumer of order events goes on: a new order
+// at another store reaches its terminals at once. The sweep used to hold its due timers locked
+// while it waited, and the consumer's clearing of one (staff accepted it) waited on that lock,
+// holding back every store's tickets behind it.
+func TestANewOrderIsNotHeldBackWhileInventoryHangs(t *testing.T) {
+	var hang atomic.Bool
+	e := newEnv(t, withConfig(func(c *posadapter.Config) { c.Inventory = hangingStores{anyStore{deadConn(t)}, &hang} }))
+	ctx := context.Background()
+	const stores = 3
+	for i := range stores {
+		if _, err := e.admin().SetStoreSettings(ctx, req(&posv1.SetStoreSettingsRequest{
+			Settings: &posv1.StoreSettings{StoreId: fmt.Sprintf("hold-%d", i), EscalateAfter: durationpb.New(time.Second)}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, cred := e.register("Counter", "fresh-1")
+	f := e.openFeed(e.terminal(overGRPC, cred), "fresh-1")
+	defer f.close()
+	hang.Store(true) // inventory stops answering
+	var first *fulfilmentv1.Order
+	for i := range stores {
+		o := order(fmt.Sprintf("hold-%d", i), 1)
+		if first == nil {
+			first = o
+		}
+		e.publish("confirmed", o, &fulfilmentv1.Transition{ToState: o.GetState(), Time: timestamppb.Now()})
+	}
+	time.Sleep(3 * time.Second) // the timers are due; the sweep is waiting on inventory
+	acc := then(first, fulfilmentv1.OrderState_ORDER_STATE_PREPARING)
+	e.publish("preparing", acc, &fulfilmentv1.Transition{ToState: acc.GetState(), Time: timestamppb.Now()})
+	time.Sleep(200 * time.Millisecond)
+	fresh := order("fresh-1", 1)
+	sent := time.Now()
+	e.publish("confirmed", fresh, &fulfilmentv1.Transition{ToState: fresh.GetState(), Time: timestamppb.Now()})
+	select {
+	case tk := <-f.tickets:
+		t.Logf("new order at fresh-1 reached its terminal after %s (%v)", time.Since(sent).Round(time.Millisecond), tk.GetKind())
+		if d := time.Since(sent); d > 3*time.Second {
+			t.Errorf("the new order at fresh-1 (a store without an escalation time) reached its terminal %s after it was confirmed", d.Round(time.Second))
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("the new order at fresh-1 never reached its terminal within 40s")
+	}
+}
+
+// A timer set before migration 00007 has no confirm_time; the sweep reads its confirmation as
+// due_time - escalate_after. Moved past the store's closed hours, it keeps that confirmation:
+// were only its due time moved, the confirmation read at the moved time would fall inside the
+// closure, and the escalation would come that much late (here 5 minutes).
+//
+// Store: open all day except a closure of an hour that ended ~8-9 minutes ago (R). The order
+// was confirmed 5 minutes before the closure began, the store escalates after 5 min + d, with
+// d chosen so the right due time (5 open minutes before the closure, d after it) is 5 s from now.
+func TestAnOldTimerMovedPastAClosureFiresWhenItsOpenTimeIsUp(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	ctx := context.Background()
+	zone := hours.ZoneWhereItIs(12, time.Now())
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().In(loc)
+	reopened := now.Truncate(time.Minute).Add(-8 * time.Minute) // R
+	closed := reopened.Add(-time.Hour)                         // C
+	confirmed := closed.Add(-5 * time.Minute)
+	rightDue := now.Add(5 * time.Second)
+	after := 5*time.Minute + rightDue.Sub(reopened)
+	after = after.Truncate(time.Microsecond)
+	rightDue = reopened.Add(after - 5*time.Minute)
+
+	isoToday := int(now.Weekday())
+	if isoToday == 0 {
+		isoToday = 7
+	}
+	var weekly []*inventoryv1.OpeningHours
+	for d := 1; d <= 7; d++ {
+		if d == isoToday {
+			weekly = append(weekly,
+				&inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(d), OpenTime: "00:00", CloseTime: closed.Format("15:04")},
+				&inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(d), OpenTime: reopened.Format("15:04"), CloseTime: "24:00"})
+			continue
+		}
+		weekly = append(weekly, &inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(d), OpenTime: "00:00", CloseTime: "24:00"})
+	}
+	const store = "oldtimer-1"
+	if _, err := s.inv.CreateStore(ctx, &inventoryv1.Store{
+		Id: store, Name: "Store " + store, TimeZone: zone,
+		Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
+		Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
+		OpeningHours: weekly,
+		PrepTime:     durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin().SetStoreSettings(ctx, req(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: store, EscalateAfter: durationpb.New(after)}})); err != nil {
+		t.Fatal(err)
+	}
+	// The timer as the build before migration 00007 set it: due at confirmation + escalate_after
+	// in plain time, no confirm_time.
+	o := order(store, 1)
+	payload, err := proto.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload)
+		VALUES ($1, $2, $3, $4::bigint * interval '1 microsecond', $5)`,
+		o.GetId(), store, confirmed.Add(after), after.Microseconds(), payload); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("confirmed %s, closed %s-%s, escalate after %s: due %s (now %s)", confirmed.Format("15:04:05"),
+		closed.Format("15:04"), reopened.Format("15:04"), after, rightDue.Format("15:04:05"), now.Format("15:04:05"))
+
+	time.Sleep(time.Until(rightDue))
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE order_id = $1 AND kind = 'escalation'`, o.GetId()).Scan(&n); err != nil {
+			return err
+		}
+		if n == 1 {
+			return nil
+		}
+		var due time.Time
+		_ = e.pool.QueryRow(ctx, `SELECT due_time FROM escalation_timers WHERE order_id = $1`, o.GetId()).Scan(&due)
+		return fmt.Errorf("not escalated %s after its store's open time was up (due %s); the timer is now due at %s",
+			time.Since(rightDue).Round(time.Second), rightDue.Format("15:04:05"), due.In(loc).Format("15:04:05"))
+	})
+}
