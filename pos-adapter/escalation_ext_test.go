@@ -139,7 +139,7 @@ func TestAnOldTimerMovedPastAClosureFiresWhenItsOpenTimeIsUp(t *testing.T) {
 	}
 	now := time.Now().In(loc)
 	reopened := now.Truncate(time.Minute).Add(-8 * time.Minute) // R
-	closed := reopened.Add(-time.Hour)                         // C
+	closed := reopened.Add(-time.Hour)                          // C
 	confirmed := closed.Add(-5 * time.Minute)
 	rightDue := now.Add(5 * time.Second)
 	after := 5*time.Minute + rightDue.Sub(reopened)
