@@ -4,6 +4,7 @@ package money
 
 import (
 	"fmt"
+	"maps"
 	"math"
 )
 
@@ -22,6 +23,10 @@ var minorDigits = map[string]int{
 	"BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
 	"CLF": 4, "UYW": 4,
 }
+
+// NotHundredths lists the currencies whose minor unit is not a hundredth, with how many decimal
+// digits it has (a copy: for checking other tables against this one).
+func NotHundredths() map[string]int { return maps.Clone(minorDigits) }
 
 // MinorDigits is how many decimal digits currency's minor unit has: 2 unless ISO 4217 says
 // otherwise.

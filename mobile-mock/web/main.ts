@@ -7,6 +7,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { GrpcWebClientBase, MethodDescriptor, MethodType, type RpcError } from "grpc-web";
+import { money } from "./money";
 import { CatalogService } from "./gen/handoff/catalog/v1/catalog_pb";
 import { StoreLocatorService } from "./gen/handoff/inventory/v1/inventory_pb";
 import { CartService } from "./gen/handoff/cart/v1/cart_pb";
@@ -76,8 +77,6 @@ const carts = createClient(CartService, transport);
 const orders = createClient(OrderService, transport);
 
 const stateName = (s: OrderState): string => OrderState[s] ?? String(s);
-const money = (m?: { amountMinor: bigint; currencyCode: string }): string =>
-  m ? `${(Number(m.amountMinor) / 100).toFixed(2)} ${m.currencyCode}` : "-";
 const final = new Set([OrderState.COLLECTED, OrderState.REJECTED, OrderState.CANCELLED, OrderState.EXPIRED]);
 
 function showOrder(o: Order): void {
