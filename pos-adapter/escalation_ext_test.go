@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -132,11 +131,7 @@ func TestAnOldTimerMovedPastAClosureFiresWhenItsOpenTimeIsUp(t *testing.T) {
 	var s services
 	e := newEnv(t, withServices(&s))
 	ctx := context.Background()
-	zone := hours.ZoneWhereItIs(12, time.Now())
-	loc, err := time.LoadLocation(zone)
-	if err != nil {
-		t.Fatal(err)
-	}
+	zone, loc := noonZone(t)
 	now := time.Now().In(loc)
 	reopened := now.Truncate(time.Minute).Add(-8 * time.Minute) // R
 	closed := reopened.Add(-time.Hour)                          // C

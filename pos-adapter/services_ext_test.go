@@ -274,11 +274,7 @@ func TestAStoresOwnEscalationCountsItsOpenHours(t *testing.T) {
 	var s services
 	e := newEnv(t, withServices(&s))
 	ctx := context.Background()
-	zone := hours.ZoneWhereItIs(12, time.Now())
-	loc, err := time.LoadLocation(zone)
-	if err != nil {
-		t.Fatal(err)
-	}
+	zone, loc := noonZone(t)
 	local := time.Now().In(loc)
 	closes := local.Add(10 * time.Minute).Truncate(time.Minute)
 	tomorrow := local.AddDate(0, 0, 1)
@@ -355,4 +351,16 @@ func TestAStoresOwnEscalationCountsItsOpenHours(t *testing.T) {
 	if due.Before(opens) || due.After(opens.Add(15*time.Minute)) {
 		t.Errorf("the night store's escalation is due at %s; want within the 15 minutes after it opens at %s", due.In(loc).Format(time.RFC3339), opens.Format(time.RFC3339))
 	}
+}
+
+// noonZone is a time zone where it is about noon now, and its location: a store's hours set
+// around now then stay on one local day.
+func noonZone(t testing.TB) (string, *time.Location) {
+	t.Helper()
+	zone := hours.ZoneWhereItIs(12, time.Now())
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zone, loc
 }
