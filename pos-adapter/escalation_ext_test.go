@@ -199,3 +199,88 @@ func TestAnOldTimerMovedPastAClosureFiresWhenItsOpenTimeIsUp(t *testing.T) {
 			time.Since(rightDue).Round(time.Second), rightDue.Format("15:04:05"), due.In(loc).Format("15:04:05"))
 	})
 }
+
+// The sweep does not sleep while escalations are due: a batch of timers only moved on (their
+// store shut now) is work done, and the next batch follows at once. 500 timers of a shut store
+// fell due before one of a store open round the clock; the open store's escalation came after
+// one sweep interval per batch moved (here 3 s each, 18 s in all), not at the next sweep.
+func TestAnOpenStoresEscalationIsNotHeldBackByAShutStoresTimers(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s), withConfig(func(c *posadapter.Config) { c.EscalationInterval = 3 * time.Second }))
+	ctx := context.Background()
+	zone, loc := noonZone(t)
+	local := time.Now().In(loc)
+	var allDay, nightOnly []*inventoryv1.OpeningHours
+	for d := 1; d <= 7; d++ {
+		allDay = append(allDay, &inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(d), OpenTime: "00:00", CloseTime: "24:00"})
+		nightOnly = append(nightOnly, &inventoryv1.OpeningHours{Weekday: inventoryv1.Weekday(d), OpenTime: "00:00", CloseTime: "01:00"})
+	}
+	for _, st := range []struct {
+		id    string
+		hours []*inventoryv1.OpeningHours
+	}{{"shut-1", nightOnly}, {"open-1", allDay}} {
+		if _, err := s.inv.CreateStore(ctx, &inventoryv1.Store{
+			Id: st.id, Name: "Store " + st.id, TimeZone: zone,
+			Address:      &inventoryv1.Address{Line1: "1 Test St", City: "Seattle", CountryCode: "US"},
+			Location:     &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33},
+			OpeningHours: st.hours,
+			PrepTime:     durationpb.New(5 * time.Minute), PickupWindow: durationpb.New(time.Hour),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.admin().SetStoreSettings(ctx, req(&posv1.SetStoreSettingsRequest{
+			Settings: &posv1.StoreSettings{StoreId: st.id, EscalateAfter: durationpb.New(time.Minute)}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const shut = 500
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	insert := func(store string, n int, confirmed time.Time) string {
+		o := order(store, n)
+		payload, err := proto.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO escalation_timers (order_id, store_id, due_time, escalate_after, order_payload, confirm_time)
+			VALUES ($1, $2, $3, interval '1 minute', $4, $5)`, o.GetId(), store, confirmed.Add(time.Minute), payload, confirmed); err != nil {
+			t.Fatal(err)
+		}
+		return o.GetId()
+	}
+	for i := range shut {
+		insert("shut-1", i, local.Add(-10*time.Minute).Add(time.Duration(i)*time.Millisecond))
+	}
+	openID := insert("open-1", 1, local.Add(-2*time.Minute))
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
+	for {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE order_id = $1 AND kind = 'escalation'`, openID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("open-1's escalation never raised")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(start)
+	var stillDue int
+	_ = e.pool.QueryRow(ctx, `SELECT count(*) FROM escalation_timers WHERE store_id = 'shut-1' AND due_time <= now()`).Scan(&stillDue)
+	t.Logf("open-1's escalation (due since a minute) raised %s after its timer was stored; shut-1 timers still due: %d", took.Round(10*time.Millisecond), stillDue)
+	if took > 9*time.Second { // one interval, and some: three
+		t.Errorf("open-1's escalation, due, was raised only %s later: the sweep slept a full interval after each batch of shut-1's timers it moved, with work due", took.Round(100*time.Millisecond))
+	}
+	if stillDue != 0 {
+		t.Errorf("%d of shut-1's timers still due; want every one moved to its open hours", stillDue)
+	}
+}

@@ -535,6 +535,8 @@ func (a *Adapter) runEscalations(ctx context.Context) {
 	}
 }
 
+// sweepEscalations fires or moves on up to limit due timers, and says how many it handled:
+// limit, when more may be due at once.
 func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) {
 	// What the sweep must ask NATS and inventory (how far the order events are handled, the
 	// stores' hours) is asked before the timers are locked: a transaction holding them while
@@ -623,7 +625,7 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 			return 0, fmt.Errorf("move escalation timers to the stores' open hours: %w", err)
 		}
 		if len(dues) == 0 {
-			return 0, tx.Commit(ctx)
+			return len(move), tx.Commit(ctx) // moved on: handled, and the next batch may be due
 		}
 	}
 	items := make([]ticketToRaise, len(dues))
@@ -657,7 +659,7 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	if webhooks {
 		a.wakeWebhooks()
 	}
-	return len(dues), nil
+	return len(dues) + len(move), nil
 }
 
 // maxEscalationAhead bounds how far the stores' open hours move an escalation from its order's
