@@ -110,6 +110,26 @@ func TestTheGRPCWebTextModeIsServed(t *testing.T) {
 		t.Errorf("ListProducts in text mode: products %q, trailer %q; want lattes and grpc-status 0", products, status)
 	}
 
+	// A client that encodes its body in pieces, each padded: the same answer.
+	f := frame(0, msg)
+	pieces := base64.StdEncoding.EncodeToString(f[:4]) + base64.StdEncoding.EncodeToString(f[4:])
+	if !strings.Contains(pieces[:8], "=") {
+		t.Fatalf("the pieces %q are not padded between them; the case proves nothing", pieces)
+	}
+	res = textCall(t, ready.GatewayAddr, catalogv1connect.CatalogServiceListProductsProcedure, "", []byte(pieces))
+	status = ""
+	if err := textFrames(res.Body, func(flags byte, payload []byte) bool {
+		if flags&0x80 != 0 {
+			status = strings.ReplaceAll(string(payload), " ", "")
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(status, "grpc-status:0") {
+		t.Errorf("ListProducts with a body in padded pieces: trailer %q; want grpc-status 0", status)
+	}
+
 	bad := textCall(t, ready.GatewayAddr, catalogv1connect.CatalogServiceListProductsProcedure, "", []byte("AAAA*not base64*"))
 	var trailer string
 	if err := textFrames(bad.Body, func(flags byte, payload []byte) bool {

@@ -107,20 +107,20 @@ func (b *textBody) Close() error { return b.src.Close() }
 
 // decodeText decodes whole 4-character groups of base64, padded ones anywhere among them.
 func decodeText(in []byte) ([]byte, bool) {
-	out := make([]byte, 0, base64.StdEncoding.DecodedLen(len(in)))
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(in)))
+	n := 0
 	for len(in) > 0 {
 		end := len(in)
 		if i := bytes.IndexByte(in, '='); i >= 0 {
 			end = (i/4 + 1) * 4 // up to the end of the padded group
 		}
-		buf := make([]byte, base64.StdEncoding.DecodedLen(end))
-		n, err := base64.StdEncoding.Decode(buf, in[:end])
+		m, err := base64.StdEncoding.Decode(out[n:], in[:end])
 		if err != nil {
 			return nil, false
 		}
-		out, in = append(out, buf[:n]...), in[end:]
+		n, in = n+m, in[end:]
 	}
-	return out, true
+	return out[:n], true
 }
 
 // textWriter encodes a binary gRPC-web response as text. Whole 3-byte groups are encoded as

@@ -56,6 +56,14 @@ func checkRelease(v *rpcerr.Violations, prefix, orderID, lineID string, reason i
 	}
 }
 
+// checkCommit reads a commit (field names prefixed with prefix).
+func checkCommit(v *rpcerr.Violations, prefix string, c *inventoryv1.CommitHoldsRequest, now time.Time) holdChange {
+	hc := holdChange{kind: changeCommit, orderID: c.GetOrderId()}
+	checkText(v, prefix+"order_id", hc.orderID, maxIDLen, true)
+	hc.handedOver = handOverTime(checkOccurTime(v, prefix+"occur_time", c.GetOccurTime(), now), now)
+	return hc
+}
+
 // validateHoldChange reads change i of a request (field names prefixed with prefix).
 func validateHoldChange(c *inventoryv1.HoldChange, prefix string, now time.Time) (holdChange, error) {
 	var v rpcerr.Violations
@@ -66,9 +74,7 @@ func validateHoldChange(c *inventoryv1.HoldChange, prefix string, now time.Time)
 		hc = holdChange{kind: changeRelease, orderID: r.GetOrderId(), lineID: r.GetLineId(), reason: r.GetReason()}
 		checkRelease(&v, prefix+"release.", hc.orderID, hc.lineID, hc.reason)
 	case *inventoryv1.HoldChange_Commit:
-		hc = holdChange{kind: changeCommit, orderID: ch.Commit.GetOrderId()}
-		checkText(&v, prefix+"commit.order_id", hc.orderID, maxIDLen, true)
-		hc.handedOver = handOverTime(checkOccurTime(&v, prefix+"commit.occur_time", ch.Commit.GetOccurTime(), now), now)
+		hc = checkCommit(&v, prefix+"commit.", ch.Commit, now)
 	case *inventoryv1.HoldChange_Extend:
 		e := ch.Extend
 		hc = holdChange{kind: changeExtend, orderID: e.GetOrderId()}

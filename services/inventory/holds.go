@@ -346,13 +346,11 @@ func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reas
 // retry commits nothing and returns an empty answer.
 func (s *Service) CommitHolds(ctx context.Context, req *inventoryv1.CommitHoldsRequest) (*inventoryv1.CommitHoldsResponse, error) {
 	var v rpcerr.Violations
-	checkText(&v, "order_id", req.GetOrderId(), maxIDLen, true)
-	now := time.Now()
-	handedOver := handOverTime(checkOccurTime(&v, "occur_time", req.GetOccurTime(), now), now)
+	c := checkCommit(&v, "", req, time.Now())
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	done, err := s.changeHoldsWithRetry(ctx, []holdChange{{kind: changeCommit, orderID: req.GetOrderId(), handedOver: handedOver}})
+	done, err := s.changeHoldsWithRetry(ctx, []holdChange{c})
 	if err != nil {
 		return nil, err
 	}

@@ -277,6 +277,36 @@ func (c *storeCache) invalidate() {
 
 const storeVersionsSQL = `SELECT id, version, create_time FROM stores`
 
+// storeStamp tells two reads of a store apart: a change moves its version on, and a store
+// deleted and created again with the same id has another create time.
+type storeStamp struct {
+	version int64
+	created time.Time
+}
+
+// is reports whether e is the store as st stamps it.
+func (e *storeEntry) is(st storeStamp) bool {
+	return e.row.version == st.version && e.row.createTime.Equal(st.created)
+}
+
+// stamps reads the stamps of the stores sql selects (id, version, create_time).
+func (c *storeCache) stamps(ctx context.Context, sql string, args ...any) (map[string]storeStamp, error) {
+	rows, err := c.db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]storeStamp{}
+	var (
+		id string
+		st storeStamp
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &st.version, &st.created}, func() error {
+		out[id] = st
+		return nil
+	})
+	return out, err
+}
+
 // refreshLocked loads every store, or, once loaded, compares every store's version with the
 // cache's and re-reads those that differ. The caller holds refreshMu.
 func (c *storeCache) refreshLocked(ctx context.Context) error {
@@ -298,31 +328,14 @@ func (c *storeCache) refreshLocked(ctx context.Context) error {
 			seen[r.id] = true
 		}
 	} else {
-		type version struct {
-			v  int64
-			ct time.Time
-		}
-		res, err := c.db.Query(ctx, storeVersionsSQL)
-		if err != nil {
-			return fmt.Errorf("check stores: %w", err)
-		}
-		current := map[string]version{}
-		var (
-			id string
-			v  version
-		)
-		_, err = pgx.ForEachRow(res, []any{&id, &v.v, &v.ct}, func() error {
-			current[id] = v
-			return nil
-		})
+		current, err := c.stamps(ctx, storeVersionsSQL)
 		if err != nil {
 			return fmt.Errorf("check stores: %w", err)
 		}
 		var changed []string
 		c.mu.RLock()
-		for id, v := range current {
-			e := c.byID[id]
-			if e == nil || e.row.version != v.v || !e.row.createTime.Equal(v.ct) {
+		for id, st := range current {
+			if e := c.byID[id]; e == nil || !e.is(st) {
 				changed = append(changed, id)
 			}
 		}
@@ -509,32 +522,14 @@ func (c *storeCache) recheckWithin(ctx context.Context, lat, lng, radius float64
 	for i, cd := range cands {
 		ids[i] = cd.st.row.id
 	}
-	rows, err := c.db.Query(ctx, `SELECT id, version, create_time FROM stores WHERE id = ANY($1)`, ids)
+	now, err := c.stamps(ctx, storeVersionsSQL+` WHERE id = ANY($1)`, ids)
 	if err != nil {
-		return false, fmt.Errorf("check stores in the radius: %w", err)
-	}
-	type stamp struct {
-		version int64
-		created time.Time
-	}
-	now := map[string]stamp{}
-	for rows.Next() {
-		var id string
-		var st stamp
-		if err := rows.Scan(&id, &st.version, &st.created); err != nil {
-			rows.Close()
-			return false, fmt.Errorf("check stores in the radius: %w", err)
-		}
-		now[id] = st
-	}
-	if err := rows.Err(); err != nil {
 		return false, fmt.Errorf("check stores in the radius: %w", err)
 	}
 	var changed []string
 	for _, cd := range cands {
-		r := cd.st.row
-		if st, ok := now[r.id]; !ok || st.version != r.version || !st.created.Equal(r.createTime) {
-			changed = append(changed, r.id)
+		if st, ok := now[cd.st.row.id]; !ok || !cd.st.is(st) {
+			changed = append(changed, cd.st.row.id)
 		}
 	}
 	if len(changed) == 0 {
