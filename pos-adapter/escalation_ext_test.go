@@ -3,11 +3,15 @@ package posadapter_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -33,6 +37,148 @@ func (h hangingStores) Invoke(ctx context.Context, method string, args, reply an
 		return ctx.Err()
 	}
 	return h.anyStore.Invoke(ctx, method, args, reply, opts...)
+}
+
+// board is fulfilment as far as the escalation sweep asks it: ListStoreOrders of CONFIRMED
+// orders answers with the ids marked waiting (the truth, whatever events were published);
+// every other call goes on to the connection it wraps.
+type board struct {
+	grpc.ClientConnInterface
+	mu      sync.Mutex
+	waiting map[string][]string // store id → ids of its orders still CONFIRMED
+	asked   atomic.Int32
+}
+
+func newBoard(next grpc.ClientConnInterface) *board {
+	return &board{ClientConnInterface: next, waiting: map[string][]string{}}
+}
+
+func (b *board) wait(store, orderID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.waiting[store] = append(b.waiting[store], orderID)
+}
+
+func (b *board) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if method != fulfilmentv1.StoreOrderService_ListStoreOrders_FullMethodName {
+		return b.ClientConnInterface.Invoke(ctx, method, args, reply, opts...)
+	}
+	b.asked.Add(1)
+	r := args.(*fulfilmentv1.ListStoreOrdersRequest)
+	if !slices.Equal(r.GetStates(), []fulfilmentv1.OrderState{fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}) {
+		return status.Errorf(codes.Unimplemented, "board answers only for CONFIRMED, asked %v", r.GetStates())
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	res := reply.(*fulfilmentv1.ListStoreOrdersResponse)
+	for _, id := range b.waiting[r.GetStoreId()] {
+		res.Orders = append(res.Orders, &fulfilmentv1.Order{Id: id, StoreId: r.GetStoreId(), State: fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED})
+	}
+	return nil
+}
+
+// boardEnv runs the adapter with fulfilment's answers from a board, sweeping often, and store
+// escalating after after.
+func boardEnv(t *testing.T, store string, after time.Duration) (*env, *board) {
+	fulfilment := newBoard(nil)
+	e := newEnv(t, withConfig(func(c *posadapter.Config) {
+		fulfilment.ClientConnInterface = c.Fulfilment
+		c.Fulfilment = fulfilment
+		c.EscalationInterval = 200 * time.Millisecond
+	}))
+	if _, err := e.admin().SetStoreSettings(context.Background(), req(&posv1.SetStoreSettingsRequest{
+		Settings: &posv1.StoreSettings{StoreId: store, EscalateAfter: durationpb.New(after)}})); err != nil {
+		t.Fatal(err)
+	}
+	return e, fulfilment
+}
+
+// An order staff accepted in time is not escalated while the acceptance's event is still on its
+// way (fulfilment's outbox not yet relayed, or a JetStream outage): the sweep asks fulfilment,
+// whose tables are the truth, and clears the timer. Before, with every event published so far
+// handled, the timer fired: "not accepted in time" for an order being prepared.
+func TestAnOrderAcceptedBeforeItsEventArrivesIsNotEscalated(t *testing.T) {
+	e, fulfilment := boardEnv(t, "lag-1", time.Second)
+	ctx := context.Background()
+	accepted, waiting := order("lag-1", 1), order("lag-1", 2)
+	fulfilment.wait("lag-1", waiting.GetId()) // accepted: PREPARING at fulfilment, its event not sent
+	for _, o := range []*fulfilmentv1.Order{accepted, waiting} {
+		e.publish("confirmed", o, &fulfilmentv1.Transition{ToState: o.GetState(), Time: timestamppb.Now()})
+	}
+	testenv.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE kind = 'escalation' AND order_id = $1`, waiting.GetId()).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("the order still waiting at fulfilment has %d escalations; want 1", n)
+		}
+		return nil
+	})
+	var escalated int
+	var cleared bool
+	if err := e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tickets WHERE kind = 'escalation' AND order_id = $1),
+		coalesce((SELECT cleared_time IS NOT NULL FROM escalation_timers WHERE order_id = $1), false)`, accepted.GetId()).Scan(&escalated, &cleared); err != nil {
+		t.Fatal(err)
+	}
+	if escalated != 0 {
+		t.Errorf("the order accepted at fulfilment (its event not yet here) was escalated as not accepted in time")
+	}
+	if !cleared {
+		t.Errorf("the accepted order's timer was not cleared")
+	}
+	if fulfilment.asked.Load() == 0 {
+		t.Error("the sweep never asked fulfilment")
+	}
+}
+
+// An order event the adapter's consumer cannot handle yet (here: its store's feed row locked,
+// as by a stuck transaction) holds the consumer's ack floor back. Stores' escalations are not
+// held back with it while fulfilment answers which orders wait: before, every store's timer
+// due after that event was published waited for it.
+func TestEscalationsAreNotHeldBackByAnEventNotYetHandled(t *testing.T) {
+	e, fulfilment := boardEnv(t, "held-1", 2 * time.Second)
+	ctx := context.Background()
+	// stuck-1 gets a feed row, then a transaction holds it: its next ticket cannot be raised.
+	first := order("stuck-1", 1)
+	e.publish("confirmed", first, nil)
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE order_id = $1`, first.GetId()).Scan(&n); err != nil || n == 0 {
+			return fmt.Errorf("stuck-1's first ticket not raised yet (%v)", err)
+		}
+		return nil
+	})
+	lock, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Rollback(ctx) }()
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM store_feeds WHERE store_id = 'stuck-1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	o := order("held-1", 1)
+	fulfilment.wait("held-1", o.GetId())
+	e.publish("confirmed", o, nil)
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM escalation_timers WHERE order_id = $1`, o.GetId()).Scan(&n); err != nil || n == 0 {
+			return fmt.Errorf("held-1's timer not set yet (%v)", err)
+		}
+		return nil
+	})
+	e.publish("confirmed", order("stuck-1", 2), nil) // waits on the lock, unacknowledged
+	start := time.Now()
+	testenv.CheckFor(t, 12*time.Second, 100*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE kind = 'escalation' AND order_id = $1`, o.GetId()).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("%s on, held-1's order (store time 2 s) is not escalated while an event of stuck-1 waits", time.Since(start).Round(time.Second))
+		}
+		return nil
+	})
 }
 
 // With inventory hung, a store's own escalations count plain time, as they do when it does not
@@ -129,7 +275,11 @@ func TestANewOrderIsNotHeldBackWhileInventoryHangs(t *testing.T) {
 // d chosen so the right due time (5 open minutes before the closure, d after it) is 5 s from now.
 func TestAnOldTimerMovedPastAClosureFiresWhenItsOpenTimeIsUp(t *testing.T) {
 	var s services
-	e := newEnv(t, withServices(&s))
+	fulfilment := newBoard(nil) // the order, made up here, waits there
+	e := newEnv(t, withServices(&s), withConfig(func(c *posadapter.Config) {
+		fulfilment.ClientConnInterface = c.Fulfilment
+		c.Fulfilment = fulfilment
+	}))
 	ctx := context.Background()
 	zone, loc := noonZone(t)
 	now := time.Now().In(loc)
@@ -172,6 +322,7 @@ func TestAnOldTimerMovedPastAClosureFiresWhenItsOpenTimeIsUp(t *testing.T) {
 	// The timer as the build before migration 00007 set it: due at confirmation + escalate_after
 	// in plain time, no confirm_time.
 	o := order(store, 1)
+	fulfilment.wait(store, o.GetId())
 	payload, err := proto.Marshal(o)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +357,12 @@ func TestAnOldTimerMovedPastAClosureFiresWhenItsOpenTimeIsUp(t *testing.T) {
 // one sweep interval per batch moved (here 3 s each, 18 s in all), not at the next sweep.
 func TestAnOpenStoresEscalationIsNotHeldBackByAShutStoresTimers(t *testing.T) {
 	var s services
-	e := newEnv(t, withServices(&s), withConfig(func(c *posadapter.Config) { c.EscalationInterval = 3 * time.Second }))
+	fulfilment := newBoard(nil)
+	e := newEnv(t, withServices(&s), withConfig(func(c *posadapter.Config) {
+		c.EscalationInterval = 3 * time.Second
+		fulfilment.ClientConnInterface = c.Fulfilment
+		c.Fulfilment = fulfilment
+	}))
 	ctx := context.Background()
 	zone, loc := noonZone(t)
 	local := time.Now().In(loc)
@@ -255,6 +411,7 @@ func TestAnOpenStoresEscalationIsNotHeldBackByAShutStoresTimers(t *testing.T) {
 		insert("shut-1", i, local.Add(-10*time.Minute).Add(time.Duration(i)*time.Millisecond))
 	}
 	openID := insert("open-1", 1, local.Add(-2*time.Minute))
+	fulfilment.wait("open-1", openID)
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

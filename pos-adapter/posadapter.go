@@ -78,8 +78,10 @@
 // time (SetStoreSettings); then the adapter runs the timer itself (escalation_timers, swept by
 // Run) and ignores fulfilment's not_accepted for that store. The time counts the store's open
 // hours (read from inventory when a timer falls due; plain time should inventory not answer),
-// as fulfilment's does. A timer fires only once every order event published before it fell due
-// has been handled (the acceptance that clears it may be one, waiting through a restart).
+// as fulfilment's does. Before a timer fires, fulfilment is asked whether its order still
+// waits: the acceptance that clears it may not have reached the adapter yet (fulfilment's outbox
+// not yet relayed, the adapter restarting, its consumer behind). Should fulfilment not answer,
+// a timer fires only once every order event published before it fell due has been handled.
 //
 // # Vendor POS webhooks
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -535,30 +536,48 @@ func (a *Adapter) runEscalations(ctx context.Context) {
 	}
 }
 
-// sweepEscalations fires or moves on up to limit due timers, and says how many it handled:
-// limit, when more may be due at once.
+// sweepEscalations fires, moves on or clears up to limit due timers, and says how many it
+// handled: limit, when more may be due at once.
 func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) {
-	// What the sweep must ask NATS and inventory (how far the order events are handled, the
-	// stores' hours) is asked before the timers are locked: a transaction holding them while
-	// inventory is slow would hold back the consumer that clears them, every store's new
-	// orders behind it, and be cut off by the database's idle-in-transaction timeout.
-	var stores []string
-	rows, err := a.db.Query(ctx, `SELECT DISTINCT store_id FROM (SELECT store_id FROM escalation_timers
-		WHERE due_time <= now() AND cleared_time IS NULL ORDER BY due_time LIMIT $1) d`, limit)
-	if err == nil {
-		stores, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
-	if err != nil || len(stores) == 0 {
+	// What the sweep must ask fulfilment and inventory (which orders still wait, the stores'
+	// hours) is asked before the timers are locked: a transaction holding them while a service
+	// is slow would hold back the consumer that clears them, every store's new orders behind
+	// it, and be cut off by the database's idle-in-transaction timeout.
+	type candidate struct{ OrderID, StoreID string }
+	rows, err := a.db.Query(ctx, `SELECT order_id, store_id FROM escalation_timers
+		WHERE due_time <= now() AND cleared_time IS NULL ORDER BY due_time LIMIT $1`, limit)
+	if err != nil {
 		return 0, err
 	}
-	// A timer ends when the order's acceptance event is handled, which may still be on its way
-	// (the adapter restarting, its consumer behind): only timers due before every order event
-	// published until then has been handled are fired; the others wait for the consumer.
-	handled, err := a.eventsHandledUntil(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("how far the order events are handled: %w", err)
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByPos[candidate])
+	if err != nil || len(found) == 0 {
+		return 0, err
 	}
-	schedules := a.storeSchedules(ctx, stores)
+	candidates := make([]string, len(found))
+	byStore := map[string][]string{}
+	for i, c := range found {
+		candidates[i] = c.OrderID
+		byStore[c.StoreID] = append(byStore[c.StoreID], c.OrderID)
+	}
+	var (
+		schedules map[string]*hours.Schedule
+		awaiting  map[string]map[string]bool
+		lookups   sync.WaitGroup
+	)
+	lookups.Go(func() { schedules = a.storeSchedules(ctx, slices.Collect(maps.Keys(byStore))) })
+	lookups.Go(func() { awaiting = a.awaitingAcceptance(ctx, byStore) })
+	lookups.Wait()
+	// A store fulfilment did not answer for falls back on the order events handled here: only
+	// its timers due before every event published until then has been handled (an acceptance
+	// may be among them: the adapter restarting, its consumer behind) are fired; the others
+	// wait for the consumer, or for fulfilment to answer.
+	var handled time.Time
+	if len(awaiting) < len(byStore) {
+		if handled, err = a.eventsHandledUntil(ctx); err != nil {
+			a.log.Warn("escalations: fulfilment did not answer and how far the order events are handled is unknown; those timers wait",
+				"err", err)
+		}
+	}
 
 	tx, err := a.db.Begin(ctx)
 	if err != nil {
@@ -568,8 +587,8 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	rows, err = tx.Query(ctx, `
 		SELECT order_id, store_id, (extract(epoch FROM escalate_after) * 1000000)::bigint, order_payload, due_time,
 			coalesce(confirm_time, due_time - escalate_after)
-		FROM escalation_timers WHERE due_time <= least(now(), $2) AND cleared_time IS NULL AND store_id = ANY($3)
-		ORDER BY due_time LIMIT $1 FOR UPDATE SKIP LOCKED`, limit, handled, stores)
+		FROM escalation_timers WHERE order_id = ANY($1) AND due_time <= now() AND cleared_time IS NULL
+		ORDER BY due_time FOR UPDATE SKIP LOCKED`, candidates)
 	if err != nil {
 		return 0, err
 	}
@@ -594,23 +613,31 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 		due       time.Time
 		confirmed time.Time
 	}
-	var move []moved
+	var (
+		move    []moved
+		cleared []string // accepted or ended at fulfilment
+	)
 	now := time.Now()
 	dues = slices.DeleteFunc(dues, func(d due) bool {
-		s := schedules[d.storeID]
-		if s == nil {
+		if s := schedules[d.storeID]; s != nil {
+			after := time.Duration(d.afterUS) * time.Microsecond
+			at := s.AddOpen(d.confirmed, after)
+			if at.After(d.confirmed.Add(maxEscalationAhead)) {
+				at = d.confirmed.Add(maxEscalationAhead) // a store shut for weeks
+			}
+			if at.After(now) {
+				move = append(move, moved{d.orderID, at, d.confirmed})
+				return true
+			}
+		}
+		if w, answered := awaiting[d.storeID]; answered {
+			if !w[d.orderID] {
+				cleared = append(cleared, d.orderID)
+				return true
+			}
 			return false
 		}
-		after := time.Duration(d.afterUS) * time.Microsecond
-		at := s.AddOpen(d.confirmed, after)
-		if at.After(d.confirmed.Add(maxEscalationAhead)) {
-			at = d.confirmed.Add(maxEscalationAhead) // a store shut for weeks
-		}
-		if !at.After(now) {
-			return false
-		}
-		move = append(move, moved{d.orderID, at, d.confirmed})
-		return true
+		return d.at.After(handled) // waits for the consumer
 	})
 	if len(move) > 0 {
 		ids, dueTimes, confirmed := make([]string, len(move)), make([]time.Time, len(move)), make([]time.Time, len(move))
@@ -624,9 +651,17 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 			WHERE e.order_id = m.order_id AND e.cleared_time IS NULL`, ids, dueTimes, confirmed); err != nil {
 			return 0, fmt.Errorf("move escalation timers to the stores' open hours: %w", err)
 		}
-		if len(dues) == 0 {
-			return len(move), tx.Commit(ctx) // moved on: handled, and the next batch may be due
+	}
+	if len(cleared) > 0 {
+		// As the consumer clears a timer on the acceptance's event, which may not have come yet:
+		// the row stays as a tombstone.
+		if _, err := tx.Exec(ctx, `UPDATE escalation_timers SET due_time = 'infinity', cleared_time = now()
+			WHERE order_id = ANY($1) AND cleared_time IS NULL`, cleared); err != nil {
+			return 0, fmt.Errorf("clear escalation timers of orders no longer waiting: %w", err)
 		}
+	}
+	if len(dues) == 0 {
+		return len(move) + len(cleared), tx.Commit(ctx) // handled; the next batch may be due
 	}
 	items := make([]ticketToRaise, len(dues))
 	orderIDs := make([]string, len(dues))
@@ -659,7 +694,7 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	if webhooks {
 		a.wakeWebhooks()
 	}
-	return len(dues) + len(move), nil
+	return len(dues) + len(move) + len(cleared), nil
 }
 
 // maxEscalationAhead bounds how far the stores' open hours move an escalation from its order's
@@ -698,6 +733,76 @@ func (a *Adapter) storeSchedules(ctx context.Context, storeIDs []string) map[str
 	}
 	return m
 }
+
+// awaitingAcceptance asks fulfilment, whose orders they are, which of the given orders of each
+// store still wait to be accepted (CONFIRMED), all stores at once within one
+// escalationLookupTimeout. A store it did not answer for is missing from the result. The
+// order events this adapter has handled may be behind fulfilment's tables: an acceptance not
+// yet relayed from its outbox, this consumer behind, or held back by an event it cannot handle.
+func (a *Adapter) awaitingAcceptance(ctx context.Context, byStore map[string][]string) map[string]map[string]bool {
+	ctx, cancel := context.WithTimeout(ctx, escalationLookupTimeout)
+	defer cancel()
+	actx, err := a.adminContext(ctx, "system:pos-adapter")
+	if err != nil {
+		a.log.Warn("escalations: cannot ask fulfilment which orders wait", "err", err)
+		return nil
+	}
+	var (
+		mu  sync.Mutex
+		out = make(map[string]map[string]bool, len(byStore))
+		wg  sync.WaitGroup
+	)
+	for store, ids := range byStore {
+		wg.Go(func() {
+			waiting, err := a.confirmedAmong(actx, store, ids)
+			if err != nil {
+				if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					a.log.Warn("escalations: fulfilment did not say which of the store's orders wait; going by the events handled",
+						"store_id", store, "err", err)
+				}
+				return
+			}
+			mu.Lock()
+			out[store] = waiting
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// confirmedAmong pages through the store's CONFIRMED orders, oldest first, until it has seen
+// every one of ids or the last page, and returns which of ids it saw. The due orders are the
+// store's oldest unaccepted ones, so this is nearly always one page; a store with more than
+// maxAwaitingPages pages of orders waiting before them is left to the events handled.
+func (a *Adapter) confirmedAmong(ctx context.Context, storeID string, ids []string) (map[string]bool, error) {
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	seen := make(map[string]bool, len(ids))
+	req := &fulfilmentv1.ListStoreOrdersRequest{StoreId: storeID, PageSize: 200,
+		States: []fulfilmentv1.OrderState{fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED}}
+	for range maxAwaitingPages {
+		res, err := a.fulfilment.ListStoreOrders(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range res.GetOrders() {
+			if want[o.GetId()] {
+				seen[o.GetId()] = true
+			}
+		}
+		if len(seen) == len(want) || res.GetNextPageToken() == "" {
+			return seen, nil
+		}
+		req.PageToken = res.GetNextPageToken()
+	}
+	return nil, fmt.Errorf("more than %d orders wait at the store", maxAwaitingPages*200)
+}
+
+// maxAwaitingPages bounds the pages of a store's waiting orders read for one sweep.
+const maxAwaitingPages = 10
 
 // escalationLookupTimeout bounds reading a store's hours for its escalations.
 const escalationLookupTimeout = 5 * time.Second

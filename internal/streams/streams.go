@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"time"
 
@@ -128,10 +129,10 @@ func Topology(cfg Config) []jetstream.StreamConfig {
 	}
 }
 
-// Ensure creates the streams, or updates them to the declared configuration.
-// It is safe to call from several processes at the same time: the server
-// accepts an identical create twice, and a lost create race is retried as an
-// update.
+// Ensure creates the streams, or updates them to the declared configuration
+// (see [Merge]: an operator's limits stay, replicas never go down). It is safe
+// to call from several processes at the same time: a lost create race is
+// retried as an update.
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	logger := cfg.Logger
 	if logger == nil {
@@ -142,7 +143,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		return err
 	}
 	for _, sc := range topology {
-		if err := ensureStream(ctx, js, sc); err != nil {
+		if err := ensureStream(ctx, js, sc, logger); err != nil {
 			return err
 		}
 		logger.InfoContext(ctx, "stream ensured", "stream", sc.Name, "subjects", sc.Subjects, "replicas", sc.Replicas)
@@ -150,20 +151,62 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	return nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, logger *slog.Logger) error {
 	const attempts = 3
 	var err error
 	for range attempts {
-		// CreateOrUpdateStream is update-then-create: between the two another
-		// process may create the stream. Then the next update wins.
-		if _, err = js.CreateOrUpdateStream(ctx, sc); err == nil {
-			return nil
+		var st jetstream.Stream
+		st, err = js.Stream(ctx, sc.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			// Another process may create it between the look and the create: then look again.
+			if _, err = js.CreateStream(ctx, sc); err == nil {
+				return nil
+			}
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				continue
+			}
+		case err == nil:
+			have := st.CachedInfo().Config
+			want, kept := Merge(have, sc)
+			if kept != "" {
+				logger.WarnContext(ctx, "stream left as it is in part", "stream", sc.Name, "kept", kept)
+			}
+			if reflect.DeepEqual(have, want) {
+				return nil
+			}
+			if _, err = js.UpdateStream(ctx, want); err == nil {
+				return nil
+			}
 		}
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			break
-		}
+		break
 	}
 	return fmt.Errorf("streams: ensure stream %s: %w", sc.Name, err)
+}
+
+// Merge returns the configuration to give a stream that exists as have, of which Handoff
+// declares want. Handoff sets what its delivery rests on (subjects, retention, duplicate
+// window, age, atomic batches); the rest is the operator's and kept: limits such as MaxBytes,
+// placement, compression. Replicas never go down: a process started without the cluster's
+// setting (a one-off run by hand, a forgotten variable) would otherwise turn an R3 stream into
+// R1, which keeps no copy of anything; lowering them is left to the operator. kept says what
+// of want was not applied, for the log.
+func Merge(have, want jetstream.StreamConfig) (merged jetstream.StreamConfig, kept string) {
+	merged = have
+	merged.Description = want.Description
+	merged.Subjects = want.Subjects
+	merged.Retention = want.Retention
+	merged.Discard = want.Discard
+	merged.Storage = want.Storage
+	merged.Duplicates = want.Duplicates
+	merged.MaxAge = want.MaxAge
+	merged.AllowAtomicPublish = want.AllowAtomicPublish
+	if want.Replicas >= have.Replicas {
+		merged.Replicas = want.Replicas
+	} else {
+		kept = fmt.Sprintf("replicas %d, not the %d declared here: lower them deliberately (nats stream edit) if meant", have.Replicas, want.Replicas)
+	}
+	return merged, kept
 }
 
 // Capturing returns the stream that stores messages published on the concrete

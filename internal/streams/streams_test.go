@@ -138,3 +138,63 @@ func TestSubjectsOverlap(t *testing.T) {
 		}
 	}
 }
+
+// A process started against a cluster without its replica setting (a one-off run by hand, a
+// variable forgotten) must not turn the cluster's R3 streams into R1: Ensure's update lowered
+// them to the 1 it declared by default.
+func TestMergeNeverLowersReplicas(t *testing.T) {
+	for _, want := range streams.Topology(streams.Config{Replicas: 1}) {
+		have := want
+		have.Replicas = 3
+		merged, kept := streams.Merge(have, want)
+		if merged.Replicas != 3 {
+			t.Errorf("%s at R3, declared R1: merged to R%d; want R3 kept", want.Name, merged.Replicas)
+		}
+		if kept == "" {
+			t.Errorf("%s: replicas kept, but nothing said so", want.Name)
+		}
+		up, _ := streams.Merge(want, have) // declared higher: scaled up
+		if up.Replicas != 3 {
+			t.Errorf("%s at R1, declared R3: merged to R%d; want R3", want.Name, up.Replicas)
+		}
+	}
+}
+
+// An operator's limits on a stream (here MaxBytes and MaxMsgSize, as a capacity plan sets them)
+// survive every process's start; what Handoff's delivery rests on is set again. Before, each
+// start's update put the declared configuration back whole, removing the limits.
+func TestEnsureKeepsTheOperatorsLimits(t *testing.T) {
+	s := testenv.NATS(t)
+	ctx := t.Context()
+	js, err := jetstream.New(testenv.NATSConn(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, streams.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxBytes, cfg.MaxMsgSize = 1<<30, 1<<20
+	cfg.Duplicates = time.Minute // Handoff's own: set back
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(ctx, js, streams.Config{Logger: testenv.Logger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	st, err = js.Stream(ctx, streams.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := st.CachedInfo().Config
+	if got.MaxBytes != 1<<30 || got.MaxMsgSize != 1<<20 {
+		t.Errorf("after a start: max bytes %d, max message size %d; want the operator's %d and %d kept", got.MaxBytes, got.MaxMsgSize, 1<<30, 1<<20)
+	}
+	if got.Duplicates != streams.DuplicateWindow || !got.AllowAtomicPublish {
+		t.Errorf("after a start: duplicate window %v, atomic publish %v; want Handoff's %v and true", got.Duplicates, got.AllowAtomicPublish, streams.DuplicateWindow)
+	}
+}
