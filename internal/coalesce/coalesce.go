@@ -58,11 +58,12 @@ func (c *call[Req, Res]) answer(r Result[Res]) {
 	c.done <- r
 }
 
-// New returns a batcher that calls run with at most max requests at a time. run must return
+// New returns a batcher that calls run with at most size requests at a time. run must return
 // one result per request, in their order. It gets a context of its own, without deadline,
 // since a batch outlives any one caller who gives up: it should bound itself.
-func New[Req, Res any](max int, run func(ctx context.Context, reqs []Req) []Result[Res]) *Batcher[Req, Res] {
-	return &Batcher[Req, Res]{run: run, max: max}
+func New[Req, Res any](size int, run func(ctx context.Context, reqs []Req) []Result[Res]) *Batcher[Req, Res] {
+	// A batch of none would be taken for an empty queue, and every request left unanswered.
+	return &Batcher[Req, Res]{run: run, max: max(size, 1)}
 }
 
 // ErrRunAlone is the result run gives the requests of a batch that failed as a whole (see

@@ -315,3 +315,20 @@ func TestWhatABatchDecidesForACallerThatLeftIsUndone(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// A batcher made with a size below one answers its requests, one at a time. Before, its
+// batches of none were taken for an empty queue and every caller waited for ever.
+func TestABatcherOfSizeZeroStillAnswers(t *testing.T) {
+	b := coalesce.New(0, func(_ context.Context, reqs []int) []coalesce.Result[int] {
+		out := make([]coalesce.Result[int], len(reqs))
+		for i, r := range reqs {
+			out[i].Value = r
+		}
+		return out
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if v, err := b.Do(ctx, 7); err != nil || v != 7 {
+		t.Fatalf("Do on a batcher of size 0 = %d, %v; want 7", v, err)
+	}
+}

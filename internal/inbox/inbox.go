@@ -304,6 +304,21 @@ func newConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*consumer, error) {
 	}, nil
 }
 
+// cutShortDeliveries is how many deliveries of one message, past MaxDeliver, JetStream still
+// makes: a delivery cut short (handed back at shutdown, or never answered by a process killed)
+// did not fail, yet JetStream counts it, and after its last one delivers the message no more.
+// Without them an event in hand at a deploy on its last delivery was dropped, neither handled
+// nor terminated. handle itself terminates a message at the MaxDeliver-th failure.
+const cutShortDeliveries = 3
+
+// serverMaxDeliver is the consumer's MaxDeliver for a configured one (-1: no limit).
+func serverMaxDeliver(max int) int {
+	if max <= 0 {
+		return -1
+	}
+	return max + cutShortDeliveries
+}
+
 // ensure declares the durable pull consumer. Every copy of the service
 // declares the same configuration, which JetStream accepts as a no-op.
 func (c *consumer) ensure(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
@@ -311,7 +326,7 @@ func (c *consumer) ensure(ctx context.Context, js jetstream.JetStream) (jetstrea
 		Durable:       c.cfg.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.cfg.AckWait,
-		MaxDeliver:    c.cfg.MaxDeliver,
+		MaxDeliver:    serverMaxDeliver(c.cfg.MaxDeliver),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	// One filter goes in FilterSubject, which every server version

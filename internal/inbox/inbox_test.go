@@ -430,3 +430,35 @@ func TestAStoppedConsumerLeavesNothingForTheServerToDeliverToIt(t *testing.T) {
 		return nil
 	})
 }
+
+// A handler cut short at shutdown on a message's last allowed delivery hands it back, and the
+// next copy handles it: JetStream counts the delivery cut short, and made none after it, so the
+// event was dropped, neither handled nor terminated (and nothing logged).
+func TestAnEventHandedBackAtShutdownOnItsLastDeliveryIsHandledByTheNextCopy(t *testing.T) {
+	e := setup(t)
+	cfg := config(t, "last-delivery")
+	cfg.MaxDeliver = 1
+	started := make(chan struct{}, 1)
+	stop := run(t, e.pool, e.js, cfg, func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done() // still at work when the process is told to stop
+		return ctx.Err()
+	})
+	publish(t, e.js, orderConfirmed, "evt-last", "order-1")
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never started")
+	}
+	stop()
+	run(t, e.pool, e.js, cfg, recordEffect)
+	testenv.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if rows, _ := effects(t, e.pool); rows != 1 {
+			return fmt.Errorf("the event handed back on its last delivery has %d effects; want 1", rows)
+		}
+		return nil
+	})
+}

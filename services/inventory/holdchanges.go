@@ -224,7 +224,7 @@ const (
 	extendOrderHoldsSQL = `UPDATE holds h SET expire_time = greatest(h.expire_time, u.expire_time)
 		FROM unnest($1::text[], $2::timestamptz[]) AS u(order_id, expire_time)
 		WHERE h.order_id = u.order_id AND h.state = $3
-		RETURNING h.id::text, h.order_id, h.line_id, h.store_id, h.sku, h.quantity, h.state, h.expire_time, h.store_version`
+		RETURNING h.id::text, h.order_id, h.line_id, h.store_id, h.sku, h.quantity, h.state, h.expire_time, h.store_version, h.create_time`
 )
 
 // extendOnly makes cs, when they are all extensions of distinct orders (fulfilment's round
@@ -388,7 +388,16 @@ func (s *Service) changeHolds(ctx context.Context, cs []holdChange) ([][]*hold, 
 		g.holds = append(g.holds, hs...)
 		results[i] = hs
 		if c.handedOver != nil {
-			ends.handedOver(c.orderID, *c.handedOver)
+			// Goods cannot have left before they were held: a hand-over dated earlier (a zero
+			// time, a clock far behind) would pass every count since as having seen them gone,
+			// and take nothing off on hand.
+			at := *c.handedOver
+			for _, h := range slices.Concat(hs, expired[c.orderID]) {
+				if at.Before(h.createTime) {
+					at = h.createTime
+				}
+			}
+			ends.handedOver(c.orderID, at)
 		}
 		// The order's holds that expired before this change came are settled by it: a commit
 		// sells their goods, a release (the line dropped, the order cancelled) leaves them.

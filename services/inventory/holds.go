@@ -39,14 +39,16 @@ type hold struct {
 	expireTime          time.Time
 	// storeVersion is the store's version the reserve decided on (see Hold.store_version).
 	storeVersion int64
+	// createTime is when it was placed: its goods cannot have left the store before.
+	createTime time.Time
 }
 
-const holdColumns = `id::text, order_id, line_id, store_id, sku, quantity, state, expire_time, store_version`
+const holdColumns = `id::text, order_id, line_id, store_id, sku, quantity, state, expire_time, store_version, create_time`
 
 func scanHolds(rows pgx.Rows) ([]*hold, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*hold, error) {
 		var h hold
-		err := r.Scan(&h.id, &h.orderID, &h.lineID, &h.key.store, &h.key.sku, &h.quantity, &h.state, &h.expireTime, &h.storeVersion)
+		err := r.Scan(&h.id, &h.orderID, &h.lineID, &h.key.store, &h.key.sku, &h.quantity, &h.state, &h.expireTime, &h.storeVersion, &h.createTime)
 		return &h, err
 	})
 }

@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,6 +20,8 @@ const (
 	RuleStockRowExists  = "open holds and ledger rows have a stock row"
 	RuleHeldWithinStock = "every hold placed left reserved <= on_hand - safety_stock"
 	RuleVersionInOrder  = "version = the last ledger row's stock_version, which never goes back or repeats"
+	RuleHoldEndsOnce    = "each hold has one hold_placed row and, once ended, one end row of its kind (hold_committed if committed, else hold_released)"
+	RuleHoldEndsInTime  = "no hold is open past its deadline plus a sweep"
 )
 
 const maxViolations = 1000
@@ -60,12 +63,37 @@ WHERE (s.on_hand IS NULL AND (coalesce(h.held, 0) <> 0 OR coalesce(l.oh, 0) <> 0
 ORDER BY k.store_id, k.sku
 LIMIT ` + "1000"
 
+// holdRulesSQL finds every hold that breaks a rule of its own: open past its deadline plus
+// $1 µs, or whose ledger rows do not tell its life (placed once; ended once, as it ended; not
+// ended while open). %[1]s / %[2]s filter the ledger and the holds by store ($2).
+const holdRulesSQL = `
+SELECT h.store_id, h.sku, h.id::text, h.order_id, h.state,
+	h.state = 'open' AND h.expire_time < now() - $1::bigint * interval '1 microsecond',
+	coalesce(m.placed, 0), coalesce(m.committed, 0), coalesce(m.released, 0)
+FROM holds h LEFT JOIN (
+	SELECT hold_id, count(*) FILTER (WHERE kind = 'hold_placed') AS placed,
+		count(*) FILTER (WHERE kind = 'hold_committed') AS committed,
+		count(*) FILTER (WHERE kind = 'hold_released') AS released
+	FROM movements WHERE hold_id IS NOT NULL %[1]s GROUP BY hold_id) m ON m.hold_id = h.id
+WHERE (h.state = 'open' AND h.expire_time < now() - $1::bigint * interval '1 microsecond'
+	OR coalesce(m.placed, 0) <> 1
+	OR coalesce(m.committed, 0) + coalesce(m.released, 0) <> CASE WHEN h.state = 'open' THEN 0 ELSE 1 END
+	OR h.state = 'committed' AND coalesce(m.committed, 0) <> 1
+	OR h.state IN ('released', 'expired') AND coalesce(m.released, 0) <> 1) %[2]s
+ORDER BY h.store_id, h.sku, h.id
+LIMIT ` + "1000"
+
+// sweepGrace is how long past a sweep's interval an overdue hold may wait for it before
+// CheckInvariants reports it: a sweep's own work, and a copy taking over from one stopped.
+const sweepGrace = 30 * time.Second
+
 // CheckInvariants verifies, for every stock level (of one store, or all): 0 <= reserved <=
 // on_hand, reserved = the sum of its open holds, that the ledger sums to the levels, and that
 // no hold was ever placed beyond on hand less safety stock (the levels each hold_placed row
 // recorded: no oversell at the time of reserving, whatever has changed since), and that the
 // row's version is its last ledger row's and never went back or repeated (versions order
-// changes). It reads one consistent snapshot and changes nothing; it is meant for operators
+// changes); and, for every hold, that it is not open past its deadline plus a sweep and that
+// the ledger tells its life (placed once, ended once as it ended). It reads one consistent snapshot and changes nothing; it is meant for operators
 // and tests, and scans the whole ledger, so run it off-peak on a large chain.
 func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*inventoryv1.CheckInvariantsResponse, error) {
 	if storeID != "" {
@@ -141,11 +169,49 @@ func (s *Service) CheckInvariants(ctx context.Context, storeID string) (*invento
 				add(RuleVersionInOrder, "%d versions were written by more than one transaction", repeated)
 			}
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("check invariants: %w", err)
+		}
+		return s.checkHolds(ctx, tx, storeID, res)
 	})
 	if err != nil {
 		return nil, err
 	}
 	res.Ok = len(res.Violations) == 0
 	return res, nil
+}
+
+// checkHolds adds to res the holds that break RuleHoldEndsInTime or RuleHoldEndsOnce.
+func (s *Service) checkHolds(ctx context.Context, tx pgx.Tx, storeID string, res *inventoryv1.CheckInvariantsResponse) error {
+	grace := s.cfg.SweepInterval + sweepGrace
+	ledger, holds, args := "", "", []any{grace.Microseconds()}
+	if storeID != "" {
+		ledger, holds, args = "AND store_id = $2", "AND h.store_id = $2", append(args, storeID)
+	}
+	rows, err := tx.Query(ctx, fmt.Sprintf(holdRulesSQL, ledger, holds), args...)
+	if err != nil {
+		return fmt.Errorf("check holds: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			store, sku, id, order, state string
+			overdue                      bool
+			placed, committed, released  int64
+		)
+		if err := rows.Scan(&store, &sku, &id, &order, &state, &overdue, &placed, &committed, &released); err != nil {
+			return fmt.Errorf("check holds: %w", err)
+		}
+		if len(res.Violations) >= maxViolations {
+			break
+		}
+		v := &inventoryv1.InvariantViolation{StoreId: store, Sku: sku, Rule: RuleHoldEndsOnce,
+			Detail: fmt.Sprintf("hold %s of order %s, %s: ledger has %d hold_placed, %d hold_committed, %d hold_released rows",
+				id, order, state, placed, committed, released)}
+		if overdue {
+			v.Rule, v.Detail = RuleHoldEndsInTime, fmt.Sprintf("hold %s of order %s open more than %s past its deadline", id, order, grace)
+		}
+		res.Violations = append(res.Violations, v)
+	}
+	return rows.Err()
 }

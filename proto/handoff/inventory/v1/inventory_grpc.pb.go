@@ -248,8 +248,10 @@ type InventoryAdminServiceClient interface {
 	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(ctx context.Context, in *ListMovementsRequest, opts ...grpc.CallOption) (*ListMovementsResponse, error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
-	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
-	// safety stock at the time (the levels the ledger recorded).
+	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
+	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
+	// as it ended).
 	CheckInvariants(ctx context.Context, in *CheckInvariantsRequest, opts ...grpc.CallOption) (*CheckInvariantsResponse, error)
 }
 
@@ -368,8 +370,10 @@ type InventoryAdminServiceServer interface {
 	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(context.Context, *ListMovementsRequest) (*ListMovementsResponse, error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
-	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
-	// safety stock at the time (the levels the ledger recorded).
+	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
+	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
+	// as it ended).
 	CheckInvariants(context.Context, *CheckInvariantsRequest) (*CheckInvariantsResponse, error)
 	mustEmbedUnimplementedInventoryAdminServiceServer()
 }

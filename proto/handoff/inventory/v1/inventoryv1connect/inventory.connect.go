@@ -226,8 +226,10 @@ type InventoryAdminServiceClient interface {
 	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(context.Context, *connect.Request[v1.ListMovementsRequest]) (*connect.Response[v1.ListMovementsResponse], error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
-	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
-	// safety stock at the time (the levels the ledger recorded).
+	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
+	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
+	// as it ended).
 	CheckInvariants(context.Context, *connect.Request[v1.CheckInvariantsRequest]) (*connect.Response[v1.CheckInvariantsResponse], error)
 }
 
@@ -369,8 +371,10 @@ type InventoryAdminServiceHandler interface {
 	// commits within seconds) and keeps the ids it has not seen. Entries never change.
 	ListMovements(context.Context, *connect.Request[v1.ListMovementsRequest]) (*connect.Response[v1.ListMovementsResponse], error)
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
-	// that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
-	// safety stock at the time (the levels the ledger recorded).
+	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
+	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
+	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
+	// as it ended).
 	CheckInvariants(context.Context, *connect.Request[v1.CheckInvariantsRequest]) (*connect.Response[v1.CheckInvariantsResponse], error)
 }
 

@@ -1723,7 +1723,8 @@ export enum AdjustmentReason {
   DELIVERY = 1,
 
   /**
-   * Correction after a count.
+   * Correction of the last count by delta (units found or missed): what that count could not
+   * take off, being reserved, still comes off when those orders' goods are committed.
    *
    * @generated from enum value: ADJUSTMENT_REASON_COUNT = 2;
    */
@@ -1881,8 +1882,10 @@ export const InventoryAdminService: GenService<{
   },
   /**
    * CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
-   * that the ledger sums to the levels, and that no hold was ever placed beyond on hand less
-   * safety stock at the time (the levels the ledger recorded).
+   * that the ledger sums to the levels, that no hold was ever placed beyond on hand less
+   * safety stock at the time (the levels the ledger recorded), that no hold is open past its
+   * deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
+   * as it ended).
    *
    * @generated from rpc handoff.inventory.v1.InventoryAdminService.CheckInvariants
    */
