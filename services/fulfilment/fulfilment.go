@@ -78,6 +78,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -296,6 +297,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if ncfg.PickupCode == nil {
 		ncfg.PickupCode = s.PickupCode
 	}
+	if ncfg.OrderEnded == nil {
+		ncfg.OrderEnded = s.orderEnded
+	}
 	g.Go(func() error { return notify.NewDispatcher(s.db, ncfg).Run(ctx) })
 	return g.Wait()
 }
@@ -318,4 +322,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// orderEnded names the state of order id once it has ended ("" while it is open, or not
+// found), for the notification dispatcher: an email carrying the pickup code is not sent for
+// an order that has ended.
+func (s *Service) orderEnded(ctx context.Context, id string) (string, error) {
+	var st int16
+	err := s.db.QueryRow(ctx, `SELECT state FROM orders WHERE id = $1`, id).Scan(&st)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("read order %s: %w", id, err)
+	case !domain.Final(domain.State(st)):
+		return "", nil
+	}
+	return domain.StateName(domain.State(st)), nil
 }

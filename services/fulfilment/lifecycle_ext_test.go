@@ -1464,3 +1464,44 @@ func TestTheConfirmationAndALateAcceptanceEachCountTheStoresOpenHours(t *testing
 		t.Errorf("accepted 10 minutes before closing: abandon_at %s; want after the store reopens at %s", abandonAt.In(loc), opens)
 	}
 }
+
+// A "ready" email replayed after its order was collected is not sent, whatever notifications of
+// the order are left: the dispatcher asks fulfilment's orders (OrderEnded). Here no end email
+// is left to tell it (the shopper's end emails gone, as a retention would take them).
+func TestAReadyEmailReplayedAfterCollectionIsSkippedFromTheOrdersOwnState(t *testing.T) {
+	e := newEnv(t, envOptions{config: withSenders(notify.ChannelEmail)})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 10)
+	o := e.placeAt("s1", "alice", "k-replay", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	e.markReady("s1", o.GetId())
+	if _, err := e.handOver("s1", o.GetId(), e.codeOf("alice", o.GetId())); err != nil {
+		t.Fatal(err)
+	}
+	var readyID string
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		return e.pool.QueryRow(e.ctx, `SELECT id::text FROM notifications WHERE order_id = $1 AND channel = 'email'
+			AND kind = $2 AND state = 'sent'`, o.GetId(), notify.KindReady).Scan(&readyID)
+	})
+	// As ReplayNotification does, with the end emails gone.
+	if _, err := e.pool.Exec(e.ctx, `DELETE FROM notifications WHERE order_id = $1 AND id <> $2`, o.GetId(), readyID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(e.ctx, `UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = now(), fail_time = NULL
+		WHERE id = $1`, readyID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var state, lastError string
+		if err := e.pool.QueryRow(e.ctx, `SELECT state, last_error FROM notifications WHERE id = $1`, readyID).Scan(&state, &lastError); err != nil {
+			return err
+		}
+		if state == "pending" {
+			return fmt.Errorf("the replayed ready email is still pending")
+		}
+		if state != "skipped" || !strings.Contains(lastError, "collected") {
+			t.Fatalf("the ready email of a collected order, replayed, is %s (%q); want skipped: the order was collected", state, lastError)
+		}
+		return nil
+	})
+}

@@ -23,7 +23,9 @@ import (
 
 // DispatcherConfig configures a Dispatcher. Zero values take the defaults.
 type DispatcherConfig struct {
-	// Senders deliver, one per channel. Rows of a channel without a sender are marked skipped.
+	// Senders deliver, one per channel. Rows of a channel without a sender here are left to
+	// the copies that have one; they are marked skipped only once no copy has served the
+	// channel for servedGrace (see heartbeatEvery).
 	Senders []Sender
 	// Logger receives dead letters (warn), retries (debug) and trouble with the database
 	// (warn). Nil discards.
@@ -59,9 +61,18 @@ type DispatcherConfig struct {
 	// PickupCode derives an order's pickup code (fulfilment's HMAC), for the shopper's own
 	// email while the order can still be collected. Nil sends emails without the code.
 	PickupCode func(orderID string) string
-	// Retention is how long delivered and skipped rows are kept before they are deleted;
-	// dead letters are kept until replayed. Default 7 days; negative keeps them forever.
+	// OrderEnded names the state of an order that has ended ("" while it is open, or unknown),
+	// from fulfilment's orders: an email carrying the pickup code is not sent for an order
+	// that has ended. Nil looks for the order's end notification instead, which retention
+	// keeps while such an email of the order may still be sent.
+	OrderEnded func(ctx context.Context, orderID string) (string, error)
+	// Retention is how long delivered and skipped rows are kept before they are deleted.
+	// Default 7 days; negative keeps them forever.
 	Retention time.Duration
+	// DeadRetention is how long a dead letter is kept for an operator to replay before it is
+	// deleted (by the same passes as Retention's). Default 30 days; negative keeps them
+	// forever.
+	DeadRetention time.Duration
 }
 
 func (c *DispatcherConfig) setDefaults() {
@@ -95,6 +106,9 @@ func (c *DispatcherConfig) setDefaults() {
 	}
 	if c.Retention == 0 {
 		c.Retention = 7 * 24 * time.Hour
+	}
+	if c.DeadRetention == 0 {
+		c.DeadRetention = 30 * 24 * time.Hour
 	}
 }
 
@@ -160,15 +174,19 @@ const (
 //
 // Each channel has Concurrency send slots of its own. A round is one statement: it claims the
 // due rows of each channel served here that has a free slot, as many as it has free, oldest
-// first; marks due rows of the other channels skipped; and learns when each channel's next
-// pending row falls due. Rounds happen when a NOTIFY comes (Enqueue, replays; see followUp for
-// the writers that leave it out), when a row of a channel with a free slot falls due, when a
-// send frees a slot of a channel whose due rows waited for one, and every PollInterval while
-// rows are pending; never more often than RoundInterval (PollInterval without senders). A
+// first; marks due rows of the channels no copy serves skipped (those another copy serves are
+// left to it); and learns when each channel's next pending row falls due. Rounds happen when a
+// NOTIFY comes (Enqueue, replays; see followUp for the writers that leave it out), when a row
+// of a channel with a free slot falls due, when a send frees a slot of a channel whose due rows
+// waited for one, and every PollInterval while rows are pending; never more often than
+// RoundInterval (PollInterval without senders). A
 // dispatcher with nothing pending and nothing arriving sends no statement for
 // IdlePollInterval.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if err := d.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: not a failure to start
+		}
 		return err
 	}
 	hints := make(chan struct{}, 1)
@@ -177,6 +195,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer bg.Wait()
 	bg.Go(func() { d.listen(ctx, hints, &listening) })
 	bg.Go(func() { d.runRetention(ctx) })
+	bg.Go(func() { d.runHeartbeat(ctx) })
 
 	rec := newRecorder(d)
 	bg.Go(rec.run)
@@ -295,13 +314,18 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// setup learns the schema's NOTIFY channel once.
+// setup learns the schema's NOTIFY channel, once, and
+// stamps the channels served here before the first round (see heartbeatEvery).
 func (d *Dispatcher) setup(ctx context.Context) error {
 	d.setupOnce.Do(func() {
 		if d.setupErr != nil {
 			return
 		}
 		if err := d.pool.QueryRow(ctx, `SELECT `+channelSQL).Scan(&d.channel); err != nil {
+			d.setupErr = fmt.Errorf("notify: dispatcher setup: %w", err)
+			return
+		}
+		if err := d.heartbeat(ctx); err != nil {
 			d.setupErr = fmt.Errorf("notify: dispatcher setup: %w", err)
 		}
 	})
@@ -336,10 +360,12 @@ type roundInfo struct {
 // roundSQL is a round in one statement. It claims, for each channel in $1, up to as many due
 // rows as $2 gives it, oldest first: SKIP LOCKED lets dispatchers claim side by side, and moving
 // next_attempt_at one lease ($4) ahead keeps the rows out of everyone's reach until the send is
-// recorded. It marks due rows of the channels not served here (not in $3) skipped. Its last rows
-// (id NULL) tell how many were skipped and, per served channel and for the others together
-// (channel NULL), when the next pending row falls due; those subqueries see the rows as they
-// were before the statement, so the ones claimed or skipped here are left out by id.
+// recorded. It marks due rows skipped whose channel nobody serves: not here (not in $3), nor by
+// another copy within the grace ($5 µs; see heartbeatEvery). Its last rows (id NULL) tell how
+// many were skipped and, per served channel and for the unserved ones together (channel NULL),
+// when the next pending row falls due; those subqueries see the rows as they were before the
+// statement, so the ones claimed or skipped here are left out by id. Rows of a channel another
+// copy serves are not this dispatcher's business at all.
 const roundSQL = `
 WITH due AS MATERIALIZED (
 	SELECT d.id FROM unnest($1::text[], $2::int[]) AS c(channel, n)
@@ -355,7 +381,7 @@ claimed AS (
 	RETURNING n.id, n.kind, n.channel, n.recipient, n.order_snapshot, n.attempts, n.create_time),
 unserved AS MATERIALIZED (
 	SELECT id FROM notifications
-	WHERE state = 'pending' AND next_attempt_at <= now() AND channel <> ALL($3)
+	WHERE state = 'pending' AND next_attempt_at <= now() AND ` + unservedSQL + `
 	FOR UPDATE SKIP LOCKED),
 skipped AS (
 	UPDATE notifications n
@@ -371,14 +397,20 @@ SELECT NULL, NULL, c.channel, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM 
 FROM unnest(array_append($3::text[], NULL)) AS c(channel)
 CROSS JOIN LATERAL (
 	SELECT next_attempt_at AS at FROM notifications
-	WHERE state = 'pending' AND (channel = c.channel OR (c.channel IS NULL AND channel <> ALL($3)))
+	WHERE state = 'pending' AND (channel = c.channel OR (c.channel IS NULL AND ` + unservedSQL + `))
 		AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM unserved)
 	ORDER BY next_attempt_at LIMIT 1) nx`
+
+// unservedSQL holds for a notifications row whose channel is served neither here ($3) nor, within
+// the grace ($5 µs), by another copy.
+const unservedSQL = `channel <> ALL($3) AND NOT EXISTS (
+		SELECT 1 FROM notification_channels s
+		WHERE s.channel = notifications.channel AND s.served_time > now() - $5::bigint * interval '1 microsecond')`
 
 // round claims, for each of channels, up to the matching count of due rows (see roundSQL).
 func (d *Dispatcher) round(ctx context.Context, channels []string, counts []int) ([]claimed, roundInfo, error) {
 	info := roundInfo{nextDue: map[string]time.Duration{}}
-	rows, err := d.pool.Query(ctx, roundSQL, channels, counts, d.channels, d.lease.Microseconds())
+	rows, err := d.pool.Query(ctx, roundSQL, channels, counts, d.channels, d.lease.Microseconds(), servedGrace.Microseconds())
 	if err != nil {
 		return nil, info, fmt.Errorf("claim notifications: %w", err)
 	}
@@ -428,11 +460,10 @@ func (d *Dispatcher) round(ctx context.Context, channels []string, counts []int)
 func (d *Dispatcher) deliver(ctx context.Context, n claimed) outcome {
 	log := d.log.With("notification_id", n.ID, "order_id", n.Order.GetId(), "kind", n.Kind, "channel", n.Channel, "attempt", n.attempts)
 	var err error
-	if ended, stale := d.endedSince(ctx, n, log); stale {
+	if why := d.stale(ctx, n, log); why != "" {
 		deliveries.WithLabelValues(n.Channel, "skipped").Inc()
-		log.Info("notification not sent: the order has ended since", "ended", ended)
-		return outcome{id: n.ID, token: n.attempts, attempts: n.attempts, state: "skipped",
-			lastError: "not sent: the order has ended since (" + ended + "), which the shopper is told instead"}
+		log.Info("notification not sent: " + why)
+		return outcome{id: n.ID, token: n.attempts, attempts: n.attempts, state: "skipped", lastError: "not sent: " + why}
 	}
 	if n.Order == nil {
 		err = Permanent(errors.New("stored order snapshot does not decode"))
@@ -474,26 +505,78 @@ func (d *Dispatcher) deliver(ctx context.Context, n claimed) outcome {
 // endKinds announce an order's end: no notification of it follows one of them.
 var endKinds = []string{KindCollected, KindCancelled, KindExpired, KindRejected}
 
-// endedSince reports, for an email telling the shopper the order can still be collected (a
-// reminder or "ready" retried after a refusal, say), whether the order has ended since: a
-// notification of its end exists for the same channel. Sent after that one, it would send the
-// shopper, pickup code in hand, to collect an order released or already collected. A webhook
-// goes out all the same: its receiver keeps the highest order version (package doc). A failed
-// check sends it, as before.
-func (d *Dispatcher) endedSince(ctx context.Context, n claimed, log *slog.Logger) (ended string, stale bool) {
-	if n.Channel != ChannelEmail || !codeKinds[n.Kind] {
-		return "", false
+// stale says why an email must not go out any more, or "" when it may. Emails are retried and
+// replayed, so one can come due long after it was written:
+//   - one telling the shopper the order can still be collected (codeKinds: a reminder or
+//     "ready" retried after a refusal, or a dead letter replayed days later) whose order has
+//     ended since would send the shopper, pickup code in hand, to collect an order released or
+//     already collected (endedSince);
+//   - one of an earlier order version than an email already sent would arrive out of order
+//     ("confirmed, we will tell you when it is ready" after "ready"; supersededBy): the later
+//     one already told the shopper where the order stands.
+//
+// A webhook goes out all the same: its receiver keeps the highest order version (package
+// doc). A failed check sends the email, as before the check existed.
+func (d *Dispatcher) stale(ctx context.Context, n claimed, log *slog.Logger) string {
+	if n.Channel != ChannelEmail || n.Order == nil {
+		return ""
 	}
+	if codeKinds[n.Kind] {
+		ended, err := d.endedSince(ctx, n)
+		if err != nil {
+			log.Warn("notify: could not check whether the order has ended since; sending", "err", err)
+		} else if ended != "" {
+			return "the order has ended since (" + ended + "), which the shopper is told instead"
+		}
+	}
+	later, err := d.supersededBy(ctx, n)
+	if err != nil {
+		log.Warn("notify: could not check for a later email of the order; sending", "err", err)
+	} else if later != "" {
+		return "a later email of the order (" + later + ") was sent already"
+	}
+	return ""
+}
+
+// endedSince names the end of n's order ("" while it is open): as fulfilment's orders have it
+// (DispatcherConfig.OrderEnded); without that, a notification of the order's end on n's
+// channel, which retention keeps while a code-carrying email of the order may still be
+// replayed (retentionSQL).
+func (d *Dispatcher) endedSince(ctx context.Context, n claimed) (string, error) {
+	if d.cfg.OrderEnded != nil {
+		return d.cfg.OrderEnded(ctx, n.Order.GetId())
+	}
+	var ended string
 	err := d.pool.QueryRow(ctx, `SELECT kind FROM notifications WHERE order_id = $1 AND channel = $2 AND kind = ANY($3) LIMIT 1`,
 		n.Order.GetId(), n.Channel, endKinds).Scan(&ended)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return "", false
+		return "", nil
 	case err != nil:
-		log.Warn("notify: could not check whether the order has ended since; sending", "err", err)
-		return "", false
+		return "", fmt.Errorf("look for the end of order %s: %w", n.Order.GetId(), err)
 	}
-	return ended, true
+	return ended, nil
+}
+
+// supersededBy names the notification of a later version of n's order already sent on n's
+// channel, if any ("" if none). Rows of unknown version (0) are never compared.
+func (d *Dispatcher) supersededBy(ctx context.Context, n claimed) (string, error) {
+	v := n.Order.GetVersion()
+	if v <= 0 {
+		return "", nil
+	}
+	var kind string
+	var later int64
+	err := d.pool.QueryRow(ctx, `SELECT kind, order_version FROM notifications
+		WHERE order_id = $1 AND channel = $2 AND state = 'sent' AND order_version > $3
+		ORDER BY order_version DESC LIMIT 1`, n.Order.GetId(), n.Channel, v).Scan(&kind, &later)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("look for later emails of order %s: %w", n.Order.GetId(), err)
+	}
+	return fmt.Sprintf("%s, version %d", kind, later), nil
 }
 
 // safeSend turns a panicking sender into a retryable error instead of a dead process.
@@ -519,37 +602,65 @@ func (d *Dispatcher) backoff(attempt int, atLeast time.Duration) time.Duration {
 	return min(max(b, atLeast), d.cfg.MaxBackoff)
 }
 
-// Retention passes: at start, then every retentionEvery once something was delivered or
-// skipped, each deleting old rows retentionBatch at a time until fewer are left.
+// Retention passes: at start, then every retentionEvery once something was delivered, skipped
+// or dead-lettered, each deleting old rows retentionBatch at a time until fewer are left.
 const (
 	retentionEvery = time.Minute
 	retentionBatch = 5000
 )
 
-// runRetention deletes delivered and skipped rows older than Retention. Failures are logged;
-// the next pass tries again.
+// retentionSQL deletes up to $2 rows in the states spliced in as %[1]s (literals, so that the
+// partial index of those states serves) whose time column %[2]s is older than $1 µs. An email
+// ($5) of an order's end ($3) is kept while an email of the order that carries the pickup code
+// ($4) may still be sent (pending, or dead and replayable): without fulfilment's orders table,
+// it is what tells the dispatcher that the order has ended (endedSince).
+const retentionSQL = `
+DELETE FROM notifications WHERE id IN (
+	SELECT id FROM notifications n
+	WHERE n.state IN (%[1]s) AND n.%[2]s < now() - $1::bigint * interval '1 microsecond'
+		AND NOT (n.channel = $5 AND n.kind = ANY($3) AND EXISTS (
+			SELECT 1 FROM notifications c
+			WHERE c.order_id = n.order_id AND c.channel = n.channel AND c.state IN ('pending', 'dead') AND c.kind = ANY($4)))
+	LIMIT $2)`
+
+// runRetention deletes delivered and skipped rows older than Retention and dead letters older
+// than DeadRetention. Failures are logged; the next pass tries again.
 func (d *Dispatcher) runRetention(ctx context.Context) {
-	if d.cfg.Retention <= 0 {
+	type sweep struct {
+		what string
+		sql  string
+		keep time.Duration
+	}
+	var sweeps []sweep
+	if d.cfg.Retention > 0 {
+		sweeps = append(sweeps, sweep{"delivered", fmt.Sprintf(retentionSQL, "'sent', 'skipped'", "sent_time"), d.cfg.Retention})
+	}
+	if d.cfg.DeadRetention > 0 {
+		sweeps = append(sweeps, sweep{"dead", fmt.Sprintf(retentionSQL, "'dead'", "fail_time"), d.cfg.DeadRetention})
+	}
+	if len(sweeps) == 0 {
 		return
+	}
+	codes := make([]string, 0, len(codeKinds))
+	for k := range codeKinds {
+		codes = append(codes, k)
 	}
 	t := time.NewTicker(retentionEvery)
 	defer t.Stop()
 	for first := true; ; first = false {
 		if first || d.worked.Swap(false) {
-			for ctx.Err() == nil {
-				tag, err := d.pool.Exec(ctx, `
-					DELETE FROM notifications WHERE id IN (
-						SELECT id FROM notifications
-						WHERE state IN ('sent', 'skipped') AND sent_time < now() - $1::bigint * interval '1 microsecond'
-						LIMIT $2)`, d.cfg.Retention.Microseconds(), retentionBatch)
-				if err != nil {
-					if ctx.Err() == nil {
-						d.log.Warn("notify: deleting old delivered notifications failed", "err", err)
+			for _, sw := range sweeps {
+				for ctx.Err() == nil {
+					tag, err := d.pool.Exec(ctx, sw.sql, sw.keep.Microseconds(), retentionBatch, endKinds, codes, ChannelEmail)
+					if err != nil {
+						if ctx.Err() == nil {
+							d.log.Warn("notify: deleting old "+sw.what+" notifications failed", "err", err)
+						}
+						break
 					}
-					break
-				}
-				if tag.RowsAffected() < retentionBatch {
-					break
+					if tag.RowsAffected() < retentionBatch {
+						break
+					}
 				}
 			}
 		}

@@ -53,8 +53,11 @@ type SMTPConfig struct {
 // can still be collected — the pickup code. Each message carries Message-ID
 // <notification id@handoff> so mail clients fold duplicates.
 //
-// A 5xx SMTP reply (mailbox unknown, message refused) and an address that does not parse are
-// permanent; 4xx replies and connection trouble are retried.
+// A 5xx reply about the recipient or the message (to RCPT TO: mailbox unknown; to DATA or the
+// message: refused) and an address that does not parse are permanent. Everything else is
+// retried: 4xx replies, connection trouble, and 5xx replies before the recipient (greeting,
+// EHLO, STARTTLS, AUTH, MAIL FROM), which are about this deployment (a wrong or rotated
+// password, a sender address not allowed) and would dead-letter every email alike.
 type SMTPSender struct {
 	cfg  SMTPConfig
 	host string
@@ -159,11 +162,17 @@ func (s *SMTPSender) Send(ctx context.Context, n Notification) error {
 	return nil
 }
 
-// classifySMTP makes a 5xx reply permanent; anything else is worth another try.
+// messageSteps are the steps whose 5xx reply is about this recipient or message, so no retry
+// can help; a 5xx at any other step is about the deployment (its credentials, its sender
+// address, the server) and is retried with backoff, bounded by MaxAttempts, until it is fixed.
+var messageSteps = map[string]bool{"RCPT TO": true, "DATA": true, "end of DATA": true}
+
+// classifySMTP makes a 5xx reply to a step of messageSteps permanent; anything else is worth
+// another try.
 func classifySMTP(step string, err error) error {
 	err = fmt.Errorf("SMTP %s: %w", step, err)
 	var te *textproto.Error
-	if errors.As(err, &te) && te.Code >= 500 && te.Code < 600 {
+	if messageSteps[step] && errors.As(err, &te) && te.Code >= 500 && te.Code < 600 {
 		return Permanent(err)
 	}
 	return err

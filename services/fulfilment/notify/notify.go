@@ -1,26 +1,31 @@
 // Package notify delivers customer notifications (order confirmed, ready, line unavailable,
 // cancelled, expiring soon, ...) through one notification outbox to pluggable senders.
 //
-// It owns the notifications table in the fulfilment schema (migration 00020 and up in
-// services/fulfilment/migrations). The flow:
+// It owns the notifications and notification_channels tables in the fulfilment schema
+// (migration 00020 and up in services/fulfilment/migrations). The flow:
 //
 //  1. Fulfilment calls [Enqueue] inside the transaction that changes the order, so a
 //     notification exists if and only if the change committed. Enqueue writes one row per
-//     channel that applies and has a sender in this deployment ([Message].Channels):
-//     "webhook" always, "email" when the shopper gave an address and the kind is one worth an
-//     email. With no sender configured it writes nothing, so a deployment without
-//     notifications pays nothing for them on each order. Each row is delivered, retried and
-//     dead-lettered on its own, and each channel has send slots of its own
-//     (DispatcherConfig.Concurrency), so a failing or hung mail server never holds back the
-//     webhook, nor a hung webhook receiver the shopper's email.
+//     channel that applies and has a sender in this copy ([Message].Channels) or in another
+//     live copy (see heartbeatEvery): "webhook" always, "email" when the shopper gave an
+//     address and the kind is one worth an email. With no sender configured anywhere it writes
+//     nothing, so a deployment without notifications pays nothing for them on each order.
+//     Each row is delivered, retried and dead-lettered on its own, and each channel has send
+//     slots of its own (DispatcherConfig.Concurrency), so a failing or hung mail server never
+//     holds back the webhook, nor a hung webhook receiver the shopper's email.
 //  2. A [Dispatcher] (started from the fulfilment service's Run) claims due rows with FOR UPDATE
 //     SKIP LOCKED and hands them to the [Sender] of their channel: [WebhookSender] (signed JSON
 //     POST) or [SMTPSender] (plain-text email). Any number of dispatchers, in any number of
 //     processes, share the work; claiming moves a row one lease ahead, so two never send the
 //     same row at once. A failure is retried with exponential backoff and jitter; a permanent
 //     failure, or the last allowed attempt, moves the row to the dead-letter list ("dead").
-//     A row whose channel has no sender in this deployment is marked "skipped" (copies of the
-//     fulfilment service must therefore share one sender configuration).
+//     A copy leaves the rows of a channel it has no sender for to the copies that have one, so
+//     copies with different senders may run side by side (a rolling deploy); a row whose
+//     channel no copy has served for a generous grace is marked "skipped". An email is also
+//     skipped when it has gone stale while it waited (a retry, a replay): one carrying the
+//     pickup code of an order that has ended, or one older than an email of the same order
+//     already sent. Delivered and skipped rows are deleted after DispatcherConfig.Retention,
+//     dead letters after DeadRetention.
 //     Its cost does not grow with each order: writers wake it with a NOTIFY at most once per
 //     notifyGap, a round (one statement) claims every due row it has room for, rounds are at
 //     least RoundInterval apart, sends' outcomes are written many per statement, and with
@@ -99,9 +104,9 @@ type Message struct {
 	Order *fulfilmentv1.Order
 	// Email is the shopper's email address; may be empty (then no email is sent).
 	Email string
-	// Channels are the channels this deployment has senders for (ChannelsOf): rows are
-	// written for those only. Nil writes every channel, and the dispatcher marks the rows of
-	// a channel without a sender skipped.
+	// Channels are the channels this copy has senders for (ChannelsOf): rows are written for
+	// those, and for the others while another copy serves them. Nil writes every channel, and
+	// the dispatcher marks the rows of a channel no copy serves skipped.
 	Channels Channels
 }
 
@@ -118,15 +123,36 @@ func ChannelsOf(senders []Sender) Channels {
 }
 
 // enqueueSQL inserts a message's rows, one per channel ($1 ids, $4 channels, $5 recipients).
-const enqueueSQL = `INSERT INTO notifications (id, order_id, kind, channel, recipient, order_snapshot)
-	SELECT r.id, $2, $3, r.channel, r.recipient, $6
-	FROM unnest($1::uuid[], $4::text[], $5::text[]) AS r(id, channel, recipient)
+const enqueueSQL = `INSERT INTO notifications (id, order_id, kind, channel, recipient, order_snapshot, order_version)
+	SELECT r.id, $2, $3, r.channel, r.recipient, $6, $7
+	FROM unnest($1::uuid[], $4::text[], $5::text[]) AS r(id, channel, recipient)` + enqueueOnConflict
+
+const enqueueOnConflict = `
 	ON CONFLICT (id) DO NOTHING`
 
-// enqueueNotifySQL is enqueueSQL that also wakes the schema's dispatchers once the caller
+// enqueueServedSQL is enqueueSQL for a writer that lacks the sender of some of the channels:
+// it writes a row of those only while another copy serves the channel (notification_channels,
+// stamped within servedGrace, $9 µs); the channels in $8 (configured here) are written always.
+// The check rides in the insert itself, so it costs no query of its own (and works in a
+// caller's write-only batch).
+const enqueueServedSQL = `INSERT INTO notifications (id, order_id, kind, channel, recipient, order_snapshot, order_version)
+	SELECT r.id, $2, $3, r.channel, r.recipient, $6, $7
+	FROM unnest($1::uuid[], $4::text[], $5::text[]) AS r(id, channel, recipient)
+	WHERE r.channel = ANY($8::text[]) OR EXISTS (
+		SELECT 1 FROM notification_channels s
+		WHERE s.channel = r.channel AND s.served_time > now() - $9::bigint * interval '1 microsecond')` + enqueueOnConflict
+
+// withNotify makes an enqueue statement also wake the schema's dispatchers once the caller
 // commits (NOTIFY is transactional).
-const enqueueNotifySQL = `WITH ins AS (` + enqueueSQL + ` RETURNING 1)
+func withNotify(insert string) string {
+	return `WITH ins AS (` + insert + ` RETURNING 1)
 SELECT pg_notify(` + channelSQL + `, '') WHERE EXISTS (SELECT 1 FROM ins)`
+}
+
+var (
+	enqueueNotifySQL       = withNotify(enqueueSQL)
+	enqueueServedNotifySQL = withNotify(enqueueServedSQL)
+)
 
 // notifyGap spaces the NOTIFYs of one process's Enqueue calls. A transaction that NOTIFYs
 // takes a lock that is global to the PostgreSQL server and holds it through its commit's disk
@@ -154,8 +180,10 @@ const channelSQL = `CASE WHEN octet_length('handoff_notify_' || current_schema()
 
 // Enqueue records m in the notification outbox inside tx, the caller's transition transaction
 // (schema fulfilment, search_path set): one row for the webhook and, when m.Email is set and
-// the kind is worth an email, one for the email, in one statement. Nothing is sent unless tx
-// commits. It wakes the dispatchers with a NOTIFY at most once per notifyGap per process.
+// the kind is worth an email, one for the email, in one statement, for the channels of
+// m.Channels and those another copy serves. Nothing is sent unless tx commits. It wakes the
+// dispatchers with a NOTIFY at most once per notifyGap per process. It only Execs, so tx may
+// be a write-only batch.
 //
 // Enqueue is idempotent per (order, order version, kind, channel): the notification id is
 // derived from them, so writing the same transition's notification twice sends it once.
@@ -167,17 +195,26 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if m.Order.GetId() == "" {
 		return errors.New("notify: message has no order id")
 	}
+	// The channels that apply, and of those the ones configured here (all of them when
+	// m.Channels is nil).
 	var channels, recipients []string
+	local := []string{} // not nil: NULL would make ANY($8) NULL
 	add := func(channel, recipient string) {
+		channels, recipients = append(channels, channel), append(recipients, recipient)
 		if m.Channels == nil || m.Channels[channel] {
-			channels, recipients = append(channels, channel), append(recipients, recipient)
+			local = append(local, channel)
 		}
 	}
 	add(ChannelWebhook, "")
 	if m.Email != "" && emailKinds[m.Kind] {
 		add(ChannelEmail, m.Email)
 	}
-	if len(channels) == 0 {
+	// A channel without a sender here is written only while another copy serves it (checked
+	// in the statement). Without any sender here, the statement is left out altogether unless
+	// this process's dispatcher saw a copy serving something lately (servedHint): a deployment
+	// without notifications pays nothing for them on each order.
+	checkServed := len(local) < len(channels)
+	if len(local) == 0 && !servedHint.recent() {
 		return nil
 	}
 
@@ -195,11 +232,16 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	for i, ch := range channels {
 		ids[i] = notificationID(snap, m.Kind, ch)
 	}
-	sql := enqueueSQL
-	if shouldNotify() {
-		sql = enqueueNotifySQL
+	args := []any{ids, snap.GetId(), m.Kind, channels, recipients, payload, snap.GetVersion()}
+	sql, notifySQL := enqueueSQL, enqueueNotifySQL
+	if checkServed {
+		sql, notifySQL = enqueueServedSQL, enqueueServedNotifySQL
+		args = append(args, local, servedGrace.Microseconds())
 	}
-	if _, err := tx.Exec(ctx, sql, ids, snap.GetId(), m.Kind, channels, recipients, payload); err != nil {
+	if shouldNotify() {
+		sql = notifySQL
+	}
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("notify: enqueue %s for order %s: %w", m.Kind, snap.GetId(), err)
 	}
 	return nil

@@ -1,8 +1,10 @@
 package notify_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,5 +69,146 @@ func TestAReminderRetriedAfterTheOrderEndedIsNotSent(t *testing.T) {
 	}
 	if len(subjects) != 1 || !strings.Contains(subjects[0], "was not collected") {
 		t.Fatalf("the shopper got %q; want only the expiry's email", subjects)
+	}
+}
+
+// A dead "ready" email (with the pickup code) replayed after the order's "collected" email has
+// aged out under Retention is not sent: the shopper would be told, pickup code in hand, that an
+// order collected days ago is ready for pickup. (Without fulfilment's orders table, as here,
+// the end notification is what tells the order has ended: retention keeps it while such an
+// email may still be replayed.)
+func TestAReadyEmailReplayedAfterRetentionIsNotSentForACollectedOrder(t *testing.T) {
+	pool := newPool(t)
+	mta := newSMTPServer(t)
+
+	ready := readyOrder("ord-old")
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: ready, Email: "ada@example.com"})
+	readyID := notificationIDs(t, pool, "ord-old", notify.ChannelEmail)[0]
+	collected := readyOrder("ord-old")
+	collected.Version = 5
+	collected.State = fulfilmentv1.OrderState_ORDER_STATE_COLLECTED
+	enqueue(t, pool, notify.Message{Kind: notify.KindCollected, Order: collected, Email: "ada@example.com"})
+	// Eight days ago: the ready email was dead-lettered (mail outage), the collected one sent.
+	if _, err := pool.Exec(t.Context(), `UPDATE notifications SET state = 'dead', attempts = 10, last_error = 'SMTP down',
+		fail_time = now() - interval '8 days' WHERE id = $1`, readyID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `UPDATE notifications SET state = 'sent', sent_time = now() - interval '8 days'
+		WHERE order_id = 'ord-old' AND kind = 'order.collected'`); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := fastConfig(smtpSender(t, mta.addr()))
+	cfg.PickupCode = func(string) string { return "4821" }
+	startDispatcher(t, pool, cfg) // default Retention (7 days): its first pass runs at start
+	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		var n int
+		_ = pool.QueryRow(t.Context(), `SELECT count(*) FROM notifications WHERE kind = 'order.collected' AND channel = 'webhook'`).Scan(&n)
+		if n != 0 {
+			return fmt.Errorf("collected webhook row not yet deleted by retention")
+		}
+		return nil
+	})
+
+	// The operator replays the dead letters after fixing mail.
+	if _, err := adminClient(t, pool).ReplayNotification(t.Context(), &fulfilmentv1.ReplayNotificationRequest{NotificationId: readyID}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if s, _ := stateOf(t, pool, readyID); s == "pending" {
+			return fmt.Errorf("replayed ready still pending")
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond)
+	for _, m := range mta.received() {
+		p := parseMail(t, m.Data)
+		if strings.Contains(p.Body, "4821") {
+			t.Fatalf("a collected order's shopper was emailed %q with the pickup code:\n%s", p.Subject, p.Body)
+		}
+	}
+	if s, _ := stateOf(t, pool, readyID); s != "skipped" {
+		t.Fatalf("the replayed ready email of a collected order is %s; want skipped", s)
+	}
+}
+
+// An order's end is read from the order itself, as fulfilment has it (OrderEnded): a replayed "ready" email of an order that has been collected is
+// not sent, though no notification of its end exists (it was never written for this channel, or
+// has been deleted).
+func TestAReadyEmailOfAnOrderTheOrdersTableShowsEndedIsNotSent(t *testing.T) {
+	pool := newPool(t)
+	mta := newSMTPServer(t)
+	cfg := fastConfig(smtpSender(t, mta.addr()))
+	cfg.PickupCode = func(string) string { return "4821" }
+	// As fulfilment's orders have them: ord-gone collected, ord-open ready.
+	cfg.OrderEnded = func(_ context.Context, id string) (string, error) {
+		if id == "ord-gone" {
+			return "collected", nil
+		}
+		return "", nil
+	}
+	startDispatcher(t, pool, cfg)
+
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-gone"), Email: "ada@example.com"})
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-open"), Email: "bob@example.com"})
+	gone := notificationIDs(t, pool, "ord-gone", notify.ChannelEmail)[0]
+	waitForState(t, pool, gone, "skipped")
+	waitForState(t, pool, notificationIDs(t, pool, "ord-open", notify.ChannelEmail)[0], "sent")
+	for _, m := range mta.received() {
+		if m.To[0] == "ada@example.com" {
+			t.Fatalf("the shopper of a collected order was emailed its pickup code:\n%s", m.Data)
+		}
+	}
+	var lastError string
+	if err := pool.QueryRow(t.Context(), `SELECT last_error FROM notifications WHERE id = $1`, gone).Scan(&lastError); err != nil ||
+		!strings.Contains(lastError, "ended since (collected)") {
+		t.Fatalf("last_error = %q, %v; want it to say the order was collected", lastError, err)
+	}
+}
+
+// Ordering: the "confirmed" email, refused once (451), comes due again after the "ready"
+// email went out; it is not sent, or the shopper would read "ready for pickup" and then
+// "confirmed ... we will tell you when it is ready". The later email told them already.
+func TestAConfirmedEmailRetriedAfterReadyWasSentIsNotSent(t *testing.T) {
+	pool := newPool(t)
+	mta := newSMTPServer(t)
+	var rcpts atomic.Int64
+	mta.rcptReply = func(string, int) string {
+		if rcpts.Add(1) == 1 {
+			return "451 4.3.0 try again later"
+		}
+		return ""
+	}
+	cfg := fastConfig(smtpSender(t, mta.addr()))
+	cfg.InitialBackoff = 800 * time.Millisecond
+	cfg.MaxBackoff = 800 * time.Millisecond
+	startDispatcher(t, pool, cfg)
+
+	conf := readyOrder("ord-order")
+	conf.Version, conf.State = 2, fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED
+	enqueue(t, pool, notify.Message{Kind: notify.KindConfirmed, Order: conf, Email: "ada@example.com"})
+	confID := notificationIDs(t, pool, "ord-order", notify.ChannelEmail)[0]
+	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if rcpts.Load() < 1 {
+			return fmt.Errorf("confirmed not tried yet")
+		}
+		return nil
+	})
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-order"), Email: "ada@example.com"})
+	testenv.CheckFor(t, 8*time.Second, 20*time.Millisecond, func() error {
+		if s, _ := stateOf(t, pool, confID); s == "pending" || len(mta.received()) < 1 {
+			return fmt.Errorf("confirmed is %s, %d emails", s, len(mta.received()))
+		}
+		return nil
+	})
+	var subjects []string
+	for _, m := range mta.received() {
+		subjects = append(subjects, parseMail(t, m.Data).Subject)
+	}
+	if strings.Contains(subjects[len(subjects)-1], "is confirmed") {
+		t.Fatalf("the shopper's emails arrived as %q: \"confirmed, we will tell you when it is ready\" after \"ready\"", subjects)
+	}
+	if s, _ := stateOf(t, pool, confID); s != "skipped" {
+		t.Fatalf("the confirmed email retried after ready was sent is %s (emails %q); want skipped", s, subjects)
 	}
 }

@@ -58,8 +58,9 @@ type WebhookConfig struct {
 //	{"id": "<notification id>", "type": "order.ready", "create_time": "<RFC 3339>", "order": {<handoff.fulfilment.v1.Order in proto3 JSON, no pickup code, no history>}}
 //
 // with headers Handoff-Event-Id, Handoff-Event-Type and Handoff-Signature (see [Sign]). A 2xx
-// answer is delivered; 408, 429 (Retry-After honoured), 3xx, 5xx and network errors are
-// retried; any other 4xx is permanent.
+// answer is delivered; 408, 429, 503 (Retry-After honoured), 401, 403, 404 (the receiver's
+// configuration: a secret being rotated, a route not deployed yet), 3xx, 5xx and network
+// errors are retried; any other 4xx is permanent.
 //
 // The URL may carry secrets (a password, a token in the path as Slack's do, or in the query
 // string), and Send's errors are logged, stored as the notification's last_error and listed to
@@ -173,10 +174,14 @@ func (w *WebhookSender) Send(ctx context.Context, n Notification) error {
 	}
 	err = &webhookError{msg: fmt.Sprintf("webhook POST %s answered %s: %s", w.origin, res.Status, snippet)}
 	switch {
-	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
+	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		if d := parseRetryAfter(res.Header.Get("Retry-After"), w.now()); d > 0 {
 			return RetryAfter(err, d)
 		}
+		return err
+	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound:
+		// About the receiver's setup, not this notification: every notification would be
+		// refused alike until it is fixed, so retry (MaxAttempts bounds it).
 		return err
 	case code >= 400 && code < 500:
 		return Permanent(err)
