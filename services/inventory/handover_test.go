@@ -31,12 +31,13 @@ func TestACommitHandedOverBeforeItsHoldExistedStillSells(t *testing.T) {
 	}
 }
 
-// A correction of a count (AdjustStock COUNT, a delta) keeps what that count could not take off.
-// Here 10 on hand, 5 held by an order handed over before the count; the count finds 2 (the 5
-// gone, 3 more lost) and is clamped at the 5 reserved, leaving 3 to take off at the commit; one
-// more unit is then found (COUNT +1: the shelf holds 3). The commit must leave 3. Before, the
-// correction reset what the count could not take off to its own (0), and on hand stayed at 6.
-func TestACountCorrectionKeepsWhatTheCountCouldNotTakeOff(t *testing.T) {
+// A correction found by counting (AdjustStock COUNT) is what was counted less on hand as Handoff
+// shows it, so it measures the shelf again, as a count does. Here 10 on hand, 5 held by an order
+// handed over before the counts; a count finds 2 (the 5 gone, 3 more lost) and is clamped at the
+// 5 reserved; one more unit is then found: the shelf holds 3, Handoff shows 5, so the
+// correction is -2 (clamped too). The commit must leave the 3 on the shelf: it takes off what
+// the correction could not, not that and what the count before it could not as well.
+func TestACountCorrectionMeasuresTheShelfAgain(t *testing.T) {
 	e := newEnv(t)
 	e.createStore(storeAt("ho-2", 47.61, -122.33))
 	e.setStock("ho-2", "SKU-C", 10, 0)
@@ -50,8 +51,9 @@ func TestACountCorrectionKeepsWhatTheCountCouldNotTakeOff(t *testing.T) {
 		ClampToReserved: true, IdempotencyKey: nextKey("set")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: "ho-2", Sku: "SKU-C", Delta: 1,
-		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT, IdempotencyKey: nextKey("adj")}); err != nil {
+	shown := e.level("ho-2", "SKU-C").GetOnHand()
+	if _, err := e.admin.AdjustStock(e.ctx(), &inventoryv1.AdjustStockRequest{StoreId: "ho-2", Sku: "SKU-C", Delta: 3 - shown,
+		Reason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT, ClampToReserved: true, IdempotencyKey: nextKey("adj")}); err != nil {
 		t.Fatal(err)
 	}
 	var res inventoryv1.CommitHoldsResponse

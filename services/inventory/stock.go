@@ -282,15 +282,16 @@ func (s *Service) changeStock(ctx context.Context, actor *commonv1.Actor, c stoc
 		}
 		// A count moves the row's count time forward to when it was taken (now, unless the
 		// request said), with what it could not take off; a count from before the last one
-		// leaves them. A correction of a count (COUNT) changes that count by its delta and
-		// measures nothing else: what the count could not take off still stands, and what the
-		// correction could not is added to it. A count is taken no later than it is recorded: one dated ahead (a
-		// clock running fast) would otherwise pass every sale until then as in it already.
+		// leaves them. A correction found by counting (COUNT: what was found less on hand as
+		// Handoff shows it) measures the shelf again, as a count does: what it could not take
+		// off replaces what the count before it could not. A count is taken no later than it
+		// is recorded: one dated ahead (a clock running fast) would otherwise pass every sale
+		// until then as in it already.
 		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = $3, safety_stock = $4, update_time = now(), version = $5,
 				count_time = CASE WHEN $6 THEN greatest(count_time, least(coalesce($7::timestamptz, now()), now())) ELSE count_time END,
-				count_short = CASE WHEN NOT $6 THEN count_short WHEN $9 THEN count_short + $8 ELSE $8 END
+				count_short = CASE WHEN $6 THEN $8 ELSE count_short END
 			WHERE store_id = $1 AND sku = $2`,
-			c.storeID, c.sku, next.onHand, next.safety, next.version, d.counts, occurred, d.short, c.kind == kindCount); err != nil {
+			c.storeID, c.sku, next.onHand, next.safety, next.version, d.counts, occurred, d.short); err != nil {
 			return fmt.Errorf("update stock: %w", err)
 		}
 		outMove, err = scanMovement(tx.QueryRow(ctx, `INSERT INTO movements (store_id, sku, kind, on_hand_delta, reserved_delta,

@@ -511,9 +511,11 @@ var endKinds = []string{KindCollected, KindCancelled, KindExpired, KindRejected}
 //     "ready" retried after a refusal, or a dead letter replayed days later) whose order has
 //     ended since would send the shopper, pickup code in hand, to collect an order released or
 //     already collected (endedSince);
-//   - one of an earlier order version than an email already sent would arrive out of order
-//     ("confirmed, we will tell you when it is ready" after "ready"; supersededBy): the later
-//     one already told the shopper where the order stands.
+//   - one of an earlier order version than an email sent, or on its way (due, in flight or
+//     retrying), would arrive out of order ("confirmed, we will tell you when it is ready"
+//     after "ready"; supersededBy): the later one tells the shopper where the order stands.
+//     Two due together may be sent in parallel, so the earlier gives way to a later one still
+//     pending too, not only to one already sent.
 //
 // A webhook goes out all the same: its receiver keeps the highest order version (package
 // doc). A failed check sends the email, as before the check existed.
@@ -533,7 +535,7 @@ func (d *Dispatcher) stale(ctx context.Context, n claimed, log *slog.Logger) str
 	if err != nil {
 		log.Warn("notify: could not check for a later email of the order; sending", "err", err)
 	} else if later != "" {
-		return "a later email of the order (" + later + ") was sent already"
+		return "a later email of the order (" + later + ") is sent or on its way"
 	}
 	return ""
 }
@@ -558,8 +560,8 @@ func (d *Dispatcher) endedSince(ctx context.Context, n claimed) (string, error) 
 	return ended, nil
 }
 
-// supersededBy names the notification of a later version of n's order already sent on n's
-// channel, if any ("" if none). Rows of unknown version (0) are never compared.
+// supersededBy names the notification of a later version of n's order sent, or still to be
+// sent, on n's channel, if any ("" if none). Rows of unknown version (0) are never compared.
 func (d *Dispatcher) supersededBy(ctx context.Context, n claimed) (string, error) {
 	v := n.Order.GetVersion()
 	if v <= 0 {
@@ -568,7 +570,7 @@ func (d *Dispatcher) supersededBy(ctx context.Context, n claimed) (string, error
 	var kind string
 	var later int64
 	err := d.pool.QueryRow(ctx, `SELECT kind, order_version FROM notifications
-		WHERE order_id = $1 AND channel = $2 AND state = 'sent' AND order_version > $3
+		WHERE order_id = $1 AND channel = $2 AND state IN ('sent', 'pending') AND order_version > $3
 		ORDER BY order_version DESC LIMIT 1`, n.Order.GetId(), n.Channel, v).Scan(&kind, &later)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):

@@ -3,7 +3,9 @@ package notify_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,5 +212,74 @@ func TestAConfirmedEmailRetriedAfterReadyWasSentIsNotSent(t *testing.T) {
 	}
 	if s, _ := stateOf(t, pool, confID); s != "skipped" {
 		t.Fatalf("the confirmed email retried after ready was sent is %s (emails %q); want skipped", s, subjects)
+	}
+}
+
+// gatedEmail sends a "ready" and a "confirmed" email in parallel, the confirmed one finishing
+// last, as two SMTP sessions may.
+type gatedEmail struct {
+	mu             sync.Mutex
+	done           []string
+	confirmedStart chan struct{}
+	readyDone      chan struct{}
+}
+
+func (g *gatedEmail) Channel() string { return notify.ChannelEmail }
+
+func (g *gatedEmail) Send(ctx context.Context, n notify.Notification) error {
+	switch n.Kind {
+	case notify.KindReady:
+		select {
+		case <-g.confirmedStart:
+		case <-time.After(2 * time.Second):
+		}
+		g.mu.Lock()
+		g.done = append(g.done, n.Kind)
+		g.mu.Unlock()
+		close(g.readyDone)
+	case notify.KindConfirmed:
+		close(g.confirmedStart)
+		select {
+		case <-g.readyDone:
+		case <-time.After(5 * time.Second):
+		}
+		g.mu.Lock()
+		g.done = append(g.done, n.Kind)
+		g.mu.Unlock()
+	}
+	return nil
+}
+
+// Two emails of one order due together (after a mail outage) are claimed in one round and would
+// be sent in parallel, in no set order: the earlier gives way to the later, still pending, so the
+// shopper never reads "confirmed" after "ready". Before, only a later email already sent
+// counted.
+func TestTwoDueEmailsOfOneOrderAreNotSentOutOfOrder(t *testing.T) {
+	pool := newPool(t)
+	confirmed := readyOrder("ord-ooo")
+	confirmed.Version = 2
+	confirmed.State = fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED
+	enqueue(t, pool, notify.Message{Kind: notify.KindConfirmed, Order: confirmed, Email: "ada@example.com"})
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-ooo"), Email: "ada@example.com"})
+	if _, err := pool.Exec(t.Context(), `UPDATE notifications SET attempts = 2, next_attempt_at = now() WHERE order_id = 'ord-ooo'`); err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedEmail{confirmedStart: make(chan struct{}), readyDone: make(chan struct{})}
+	startDispatcher(t, pool, fastConfig(g))
+	for _, id := range notificationIDs(t, pool, "ord-ooo", notify.ChannelEmail) {
+		testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if s, _ := stateOf(t, pool, id); s == "pending" {
+				return fmt.Errorf("notification %s still pending", id)
+			}
+			return nil
+		})
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if i := slices.Index(g.done, notify.KindConfirmed); i >= 0 && slices.Contains(g.done[:i], notify.KindReady) {
+		t.Fatalf("emails delivered in the order %v: the shopper was told 'confirmed' after 'ready'", g.done)
+	}
+	if !slices.Contains(g.done, notify.KindReady) {
+		t.Fatalf("emails delivered: %v; want the ready one", g.done)
 	}
 }

@@ -248,8 +248,8 @@ const (
 	AdjustmentReason_ADJUSTMENT_REASON_UNSPECIFIED AdjustmentReason = 0
 	// Goods received (delta > 0).
 	AdjustmentReason_ADJUSTMENT_REASON_DELIVERY AdjustmentReason = 1
-	// Correction of the last count by delta (units found or missed): what that count could not
-	// take off, being reserved, still comes off when those orders' goods are committed.
+	// Correction found by counting: delta is what was counted less on hand as Handoff shows it
+	// now. Like a count, it measures the shelf as of when it is recorded.
 	AdjustmentReason_ADJUSTMENT_REASON_COUNT AdjustmentReason = 2
 	// Sold at the till (delta < 0).
 	AdjustmentReason_ADJUSTMENT_REASON_IN_STORE_SALE AdjustmentReason = 3

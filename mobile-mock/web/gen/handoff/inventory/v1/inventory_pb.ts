@@ -1723,8 +1723,8 @@ export enum AdjustmentReason {
   DELIVERY = 1,
 
   /**
-   * Correction of the last count by delta (units found or missed): what that count could not
-   * take off, being reserved, still comes off when those orders' goods are committed.
+   * Correction found by counting: delta is what was counted less on hand as Handoff shows it
+   * now. Like a count, it measures the shelf as of when it is recorded.
    *
    * @generated from enum value: ADJUSTMENT_REASON_COUNT = 2;
    */
