@@ -137,7 +137,7 @@ func TestAnOrderAcceptedBeforeItsEventArrivesIsNotEscalated(t *testing.T) {
 // held back with it while fulfilment answers which orders wait: before, every store's timer
 // due after that event was published waited for it.
 func TestEscalationsAreNotHeldBackByAnEventNotYetHandled(t *testing.T) {
-	e, fulfilment := boardEnv(t, "held-1", 2 * time.Second)
+	e, fulfilment := boardEnv(t, "held-1", 2*time.Second)
 	ctx := context.Background()
 	// stuck-1 gets a feed row, then a transaction holds it: its next ticket cannot be raised.
 	first := order("stuck-1", 1)
