@@ -8,12 +8,15 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/status"
 
+	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/utf8field"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -167,8 +170,10 @@ const optimisticAttempts = 4
 // be stale: it is forgotten and the change is decided again on the row as stored, so every
 // refusal is one the stored cart gives.
 func (s *Service) mutate(ctx context.Context, customer, cartID string, expectedVersion int64, change func(c *cartRow) error) (*cartRow, error) {
-	if cartID == "" {
-		return nil, rpcerr.Invalid("cart_id", "is required")
+	var v rpcerr.Violations
+	checkCartID(&v, cartID)
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	if c := s.rows.get(cartID, customer); c != nil {
 		if out, err := s.tryMutate(ctx, s.db, customer, cartID, expectedVersion, c, change); out != nil && err == nil {
@@ -282,6 +287,11 @@ func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.C
 		// Before anything walks them: a request may carry tens of thousands.
 		return nil, rpcerr.Invalid("lines", fmt.Sprintf("a cart has at most %d lines, got %d", maxLines, len(lines)))
 	}
+	// Text Postgres cannot store (a NUL) is refused naming its field before anything is asked
+	// or written, as every method here does: they do not rely on their server checking it.
+	if err := pgtext.Check(req); err != nil {
+		return nil, err
+	}
 	var v rpcerr.Violations
 	for i, l := range lines {
 		checkSKU(&v, fmt.Sprintf("lines[%d].sku", i), l.GetSku())
@@ -311,7 +321,7 @@ func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.C
 		}
 		var err error
 		if variants, err = s.variants(ctx, skus); err != nil {
-			return nil, lookupFailed("catalog", err)
+			return nil, lookupFailed("catalog", "lines", err)
 		}
 		for i, l := range lines {
 			variant, ok := variants[l.GetSku()]
@@ -341,8 +351,13 @@ func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.C
 
 // GetCart returns customer's cart, repriced, with availability at the chosen store.
 func (s *Service) GetCart(ctx context.Context, customer, cartID string) (*cartv1.Cart, error) {
-	if cartID == "" {
-		return nil, rpcerr.Invalid("cart_id", "is required")
+	if err := pgtext.Check(&cartv1.GetCartRequest{CartId: cartID}); err != nil {
+		return nil, err
+	}
+	var v rpcerr.Violations
+	checkCartID(&v, cartID)
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	c, err := loadCart(ctx, s.db, customer, cartID, false)
 	if err != nil {
@@ -370,9 +385,35 @@ func checkSKU(v *rpcerr.Violations, field, sku string) {
 	switch {
 	case sku == "":
 		v.Add(field, "is required")
+	case !utf8.ValidString(sku):
+		v.Add(field, utf8field.Problem)
 	case len(sku) > maxSKULen:
 		v.Addf(field, "must be at most %d characters, got %d", maxSKULen, len(sku))
 	}
+}
+
+// checkCartID checks the request's cart_id. Invalid UTF-8 never comes over the wire (protobuf
+// refuses it) but an in-process caller can pass it; like a NUL (refused before, by pgtext.Check
+// of the whole request) it would fail the cart's first statement as Internal (SQLSTATE 22021),
+// or a whole batch shared with other requests.
+func checkCartID(v *rpcerr.Violations, id string) {
+	switch {
+	case id == "":
+		v.Add("cart_id", "is required")
+	case !utf8.ValidString(id):
+		v.Add("cart_id", utf8field.Problem)
+	}
+}
+
+// checkLineID checks the request's line_id (see checkCartID).
+func checkLineID(id string) error {
+	switch {
+	case id == "":
+		return rpcerr.Invalid("line_id", "is required")
+	case !utf8.ValidString(id):
+		return rpcerr.Invalid("line_id", utf8field.Problem)
+	}
+	return nil
 }
 
 func checkQuantity(q int32) error {
@@ -385,10 +426,11 @@ func checkQuantity(q int32) error {
 // AddLine adds quantity of sku, or raises its existing line, after the catalog has confirmed
 // the SKU can be ordered.
 func (s *Service) AddLine(ctx context.Context, customer string, req *cartv1.AddLineRequest) (*cartv1.Cart, error) {
-	var v rpcerr.Violations
-	if req.GetCartId() == "" {
-		v.Add("cart_id", "is required")
+	if err := pgtext.Check(req); err != nil {
+		return nil, err
 	}
+	var v rpcerr.Violations
+	checkCartID(&v, req.GetCartId())
 	checkSKU(&v, "sku", req.GetSku())
 	if q := req.GetQuantity(); q < minQuantity || q > maxQuantity {
 		v.Addf("quantity", "must be between %d and %d, got %d", minQuantity, maxQuantity, q)
@@ -433,8 +475,11 @@ func addUnits(c *cartRow, field string, variant *catalogv1.Variant, quantity int
 
 // UpdateLine sets a line's quantity.
 func (s *Service) UpdateLine(ctx context.Context, customer string, req *cartv1.UpdateLineRequest) (*cartv1.Cart, error) {
-	if req.GetLineId() == "" {
-		return nil, rpcerr.Invalid("line_id", "is required")
+	if err := pgtext.Check(req); err != nil {
+		return nil, err
+	}
+	if err := checkLineID(req.GetLineId()); err != nil {
+		return nil, err
 	}
 	if err := checkQuantity(req.GetQuantity()); err != nil {
 		return nil, err
@@ -455,8 +500,11 @@ func (s *Service) UpdateLine(ctx context.Context, customer string, req *cartv1.U
 
 // RemoveLine removes a line.
 func (s *Service) RemoveLine(ctx context.Context, customer string, req *cartv1.RemoveLineRequest) (*cartv1.Cart, error) {
-	if req.GetLineId() == "" {
-		return nil, rpcerr.Invalid("line_id", "is required")
+	if err := pgtext.Check(req); err != nil {
+		return nil, err
+	}
+	if err := checkLineID(req.GetLineId()); err != nil {
+		return nil, err
 	}
 	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
 		i := slices.IndexFunc(c.Lines, func(l lineRow) bool { return l.LineID == req.GetLineId() })
@@ -474,6 +522,9 @@ func (s *Service) RemoveLine(ctx context.Context, customer string, req *cartv1.R
 
 // ClearCart removes every line; the pickup choice stays.
 func (s *Service) ClearCart(ctx context.Context, customer string, req *cartv1.ClearCartRequest) (*cartv1.Cart, error) {
+	if err := pgtext.Check(req); err != nil {
+		return nil, err
+	}
 	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
 		c.Lines = nil
 		return nil
@@ -486,6 +537,9 @@ func (s *Service) ClearCart(ctx context.Context, customer string, req *cartv1.Cl
 
 // SetPickup chooses a named store (which must exist) or the nearest store around a point.
 func (s *Service) SetPickup(ctx context.Context, customer string, req *cartv1.SetPickupRequest) (*cartv1.Cart, error) {
+	if err := pgtext.Check(req); err != nil {
+		return nil, err
+	}
 	// Before reading the cart: an unknown store costs no cart read.
 	pickup, err := s.choosePickup(ctx, req.GetPickup())
 	if err != nil {
@@ -519,6 +573,9 @@ func (s *Service) choosePickup(ctx context.Context, p *cartv1.Pickup) (pickupCho
 	case *cartv1.Pickup_StoreId:
 		if ch.StoreId == "" {
 			return pickupChoice{}, rpcerr.Invalid("pickup.store_id", "must not be empty")
+		}
+		if !utf8.ValidString(ch.StoreId) { // see checkCartID
+			return pickupChoice{}, rpcerr.Invalid("pickup.store_id", utf8field.Problem)
 		}
 		store, err := s.store(ctx, ch.StoreId)
 		if err != nil {

@@ -15,7 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/utf8field"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -123,7 +125,8 @@ func (s *Service) Checkout(ctx context.Context, customer string, req *cartv1.Che
 
 // finishCheckout is step 4 of Checkout: the cart c, claimed with key, as fulfilment's order
 // leaves it, and both as answered. The cart shown is the one in hand, as the settling left it;
-// it is read again only when another request with this key marked it meanwhile.
+// it is read again only when this request did not mark it: another request with this key marked
+// it meanwhile, or the lease ended first (the order rejected meanwhile, the cart opened again).
 func (s *Service) finishCheckout(ctx context.Context, customer string, c *cartRow, key string, already bool, order *fulfilmentv1.Order,
 	variants map[string]*catalogv1.Variant) (*fulfilmentv1.Order, *cartv1.Cart, error) {
 	switch {
@@ -220,11 +223,16 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 }
 
 func checkCheckout(req *cartv1.CheckoutRequest, currency string) (email string, err error) {
-	var v rpcerr.Violations
-	if req.GetCartId() == "" {
-		v.Add("cart_id", "is required")
+	// Before the claim: a NUL in the key would fail the claim's batch, every request in it.
+	if err := pgtext.Check(req); err != nil {
+		return "", err
 	}
-	if n := len(req.GetIdempotencyKey()); n < minKeyLen || n > maxKeyLen {
+	var v rpcerr.Violations
+	checkCartID(&v, req.GetCartId())
+	// Characters, as the API documents and fulfilment counts them, not bytes.
+	if key := req.GetIdempotencyKey(); !utf8.ValidString(key) {
+		v.Add("idempotency_key", utf8field.Problem)
+	} else if n := utf8.RuneCountInString(key); n < minKeyLen || n > maxKeyLen {
 		v.Addf("idempotency_key", "must be %d to %d characters, got %d", minKeyLen, maxKeyLen, n)
 	}
 	if v2 := req.GetExpectedVersion(); v2 < 0 {
@@ -297,7 +305,7 @@ func (s *Service) priceForOrder(ctx context.Context, c *cartRow, current bool) (
 	if current {
 		var err error
 		if variants, err = s.variants(ctx, c.skus()); err != nil {
-			return nil, nil, lookupFailed("catalog", err)
+			return nil, nil, lookupFailed("catalog", "", err) // its stored lines: not the caller's to fix
 		}
 		for _, l := range c.Lines {
 			v, ok := variants[l.SKU]
@@ -359,9 +367,10 @@ func linesOf(lines []lineRow, order *fulfilmentv1.Order) []lineRow {
 }
 
 // markCheckedOut records the order on the cart, with its lines as the order has them
-// (linesOf), in one statement. Another request with the same key may have done it already;
-// that changes nothing, and marked is nil. Otherwise marked is the cart's new version and
-// update time.
+// (linesOf), in one statement, provided the cart is still under the lease of key. Another
+// request with the same key may have done it already, or the lease may have ended since (the
+// order rejected and the cart opened again); that changes nothing, and marked is nil.
+// Otherwise marked is the cart's new version and update time.
 func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID string, lines []lineRow) (marked *cartMark, err error) {
 	if orderID == "" {
 		return nil, status.Error(codes.Internal, "fulfilment answered without an order id")
@@ -387,10 +396,11 @@ func (s *Service) markCheckedOut(ctx context.Context, cartID, key, orderID strin
 	err = s.db.QueryRow(ctx, `
 		UPDATE carts SET state = 'checked_out', order_id = $2, checkout_key = $3, checkout_until = NULL, lines = $4,
 		       version = version + 1, update_time = now()
-		WHERE id = $1 AND state <> 'checked_out'
+		WHERE id = $1 AND state <> 'checked_out' AND checkout_key = $3 AND checkout_until IS NOT NULL
 		RETURNING version, update_time`, cartID, orderID, key, linesJSON).Scan(&version, &at)
 	if errors.Is(err, pgx.ErrNoRows) {
-		// Checked out already (or gone): read what it holds, after whoever did it committed.
+		// Checked out already, no longer under this key's lease (see markManySQL), or gone:
+		// read what it holds, after whoever changed it committed.
 		var existing *string
 		err = s.db.QueryRow(ctx, `SELECT order_id FROM carts WHERE id = $1`, cartID).Scan(&existing)
 		if err != nil {

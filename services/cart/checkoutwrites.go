@@ -98,16 +98,20 @@ type markReq struct {
 	lines                []byte // carts.lines as the order has them (linesOf)
 }
 
-// markManySQL is markCheckedOut's UPDATE for many carts.
+// markManySQL is markCheckedOut's UPDATE for many carts. Only a cart still under the lease of
+// the checkout's key (running, or lapsed and being settled) is marked: once that lease has ended
+// (its order rejected, the cart opened and perhaps edited since, or claimed by another key) a
+// late mark, such as a slow duplicate request's, must not check it out.
 const markManySQL = `
 	UPDATE carts SET state = 'checked_out', order_id = u.r_order, checkout_key = u.r_key, checkout_until = NULL,
 	       lines = u.r_lines, version = version + 1, update_time = now()
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(r_id, r_key, r_order, r_lines)
-	WHERE id = u.r_id AND state <> 'checked_out'
+	WHERE id = u.r_id AND state <> 'checked_out' AND checkout_key = u.r_key AND checkout_until IS NOT NULL
 	RETURNING id, order_id, version, update_time`
 
 // markMany marks the carts of reqs checked out in one statement. A request whose cart was
-// not marked by it (checked out already, or by another request of the batch) gets nil.
+// not marked by it (checked out already, by another request of the batch, or no longer under
+// its key's lease) gets nil.
 func (s *Service) markMany(ctx context.Context, reqs []markReq) []coalesce.Result[*cartMark] {
 	ctx, cancel := context.WithTimeout(ctx, cartWriteTimeout)
 	defer cancel()

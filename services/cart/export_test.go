@@ -49,3 +49,19 @@ func (s *Service) ClaimForCheckout(ctx context.Context, customer, cartID, key st
 	}
 	return c.Version, nil
 }
+
+// ReopenRejected is what the cart does on hearing that orderID, the order of cartID, was
+// rejected (handleRejected's write); it says whether the cart opened. Tests only.
+func (s *Service) ReopenRejected(ctx context.Context, cartID, orderID string) (bool, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	opened, err := s.reopenRejected(ctx, tx, cartID, orderID)
+	if err != nil {
+		return false, err
+	}
+	s.rows.drop(cartID)
+	return opened, tx.Commit(ctx)
+}

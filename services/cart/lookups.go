@@ -108,7 +108,7 @@ func (s *Service) fetchVariants(ctx context.Context, skus []string) (map[string]
 func (s *Service) orderableVariant(ctx context.Context, sku string) (*catalogv1.Variant, error) {
 	vs, err := s.variants(ctx, []string{sku})
 	if err != nil {
-		return nil, lookupFailed("catalog", err)
+		return nil, lookupFailed("catalog", "sku", err)
 	}
 	v, ok := vs[sku]
 	if err := s.checkOrderable(sku, v, ok); err != nil {
@@ -150,22 +150,30 @@ func (s *Service) store(ctx context.Context, storeID string) (*inventoryv1.Store
 	case codes.NotFound:
 		return nil, status.Errorf(codes.NotFound, "pickup.store_id: store %q not found", storeID)
 	default:
-		return nil, lookupFailed("inventory", err)
+		return nil, lookupFailed("inventory", "pickup.store_id", err)
 	}
 }
 
-// lookupFailed turns a failed question to another service into the cart's answer: the other
-// service's refusal of bad input would be our bug (Internal); its absence is Unavailable, so the
-// client retries.
-func lookupFailed(service string, err error) error {
+// lookupFailed turns a failed question to another service into the cart's answer. Its absence
+// is Unavailable, so the client retries. Its refusal of what the cart passed on from the request
+// (a SKU, a store id) is the caller's bad input, not ours: InvalidArgument naming field, the
+// request's own field, with the owner's reason. The cart checks such text up front (pgtext.Check, checkSKU), so
+// this is a backstop for what an owner refuses and the cart does not foresee. Any other failure,
+// and a refusal of what the cart asked of its own (field ""; its stored lines, say), is ours
+// (Internal).
+func lookupFailed(service, field string, err error) error {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 		return status.Errorf(codes.Unavailable, "the %s service did not answer in time; try again", service)
 	case codes.Canceled:
 		return status.Error(codes.Canceled, "request canceled")
-	default:
-		return fmt.Errorf("ask %s: %v", service, err) // %v: its status is not ours to pass on
+	case codes.InvalidArgument:
+		if field == "" {
+			break
+		}
+		return rpcerr.Invalid(field, fmt.Sprintf("refused by the %s service (%s)", service, status.Convert(err).Message()))
 	}
+	return fmt.Errorf("ask %s: %v", service, err) // %v: its status is not ours to pass on
 }
 
 // view renders c for the shopper: today's prices from the catalog, availability at the chosen

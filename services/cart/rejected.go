@@ -2,6 +2,7 @@ package cart
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -41,6 +42,9 @@ const reopenRejectedSQL = `UPDATE carts SET state = $3, order_id = NULL, checkou
 	version = version + 1, update_time = now()
 	WHERE id = $1 AND order_id = $2 AND state = $4`
 
+// leasedSQL says whether a checkout's lease is running on the open cart given.
+const leasedSQL = `SELECT EXISTS (SELECT 1 FROM carts WHERE id = $1 AND state = $2 AND checkout_until > now())`
+
 func (s *Service) handleRejected(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
 	var ev fulfilmentv1.OrderChanged
 	if err := inbox.Decode(msg, &ev); err != nil {
@@ -50,13 +54,41 @@ func (s *Service) handleRejected(ctx context.Context, tx pgx.Tx, msg jetstream.M
 	if o.GetCartId() == "" {
 		return nil // placed without a cart: nothing to open
 	}
-	tag, err := tx.Exec(ctx, reopenRejectedSQL, o.GetCartId(), o.GetId(), stateOpen, stateCheckedOut)
-	if err != nil {
-		return fmt.Errorf("open cart %s of rejected order %s: %w", o.GetCartId(), o.GetId(), err)
+	opened, err := s.reopenRejected(ctx, tx, o.GetCartId(), o.GetId())
+	if err != nil || opened {
+		return err
 	}
-	if tag.RowsAffected() > 0 {
-		inbox.OnCommit(ctx, func() { s.rows.drop(o.GetCartId()) })
-		s.log.InfoContext(ctx, "order rejected after its checkout: its cart is open again", "cart_id", o.GetCartId(), "order_id", o.GetId())
+	// Not checked out as this order. While a checkout's lease runs on the cart, the order may be
+	// that checkout's, answered PENDING and rejected before the checkout has recorded it on the
+	// cart: dropped now, the event would be lost, and the mark to come would leave the cart
+	// checked out as a REJECTED order for ever. So it is heard again later (the inbox's backoff),
+	// once the lease has ended: marked as this order, the cart then opens; opened or marked as
+	// another, it is left alone. A lease that lapsed is settled by asking fulfilment (settle),
+	// which opens the cart of a rejected order: the event is not needed for it.
+	var leased bool
+	if err := tx.QueryRow(ctx, leasedSQL, o.GetCartId(), stateOpen).Scan(&leased); err != nil {
+		return fmt.Errorf("read the lease of cart %s of rejected order %s: %w", o.GetCartId(), o.GetId(), err)
+	}
+	if leased {
+		return fmt.Errorf("cart %s of rejected order %s is being checked out: %w", o.GetCartId(), o.GetId(), errCheckoutUnderWay)
 	}
 	return nil
+}
+
+// errCheckoutUnderWay asks the inbox to deliver a rejected order's event again later.
+var errCheckoutUnderWay = errors.New("the checkout has not recorded its order yet; hear the event again later")
+
+// reopenRejected opens cartID if it is checked out as orderID, rejected, and says whether it
+// did.
+func (s *Service) reopenRejected(ctx context.Context, tx pgx.Tx, cartID, orderID string) (bool, error) {
+	tag, err := tx.Exec(ctx, reopenRejectedSQL, cartID, orderID, stateOpen, stateCheckedOut)
+	if err != nil {
+		return false, fmt.Errorf("open cart %s of rejected order %s: %w", cartID, orderID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	inbox.OnCommit(ctx, func() { s.rows.drop(cartID) })
+	s.log.InfoContext(ctx, "order rejected after its checkout: its cart is open again", "cart_id", cartID, "order_id", orderID)
+	return true, nil
 }

@@ -116,6 +116,8 @@ func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 		NATS:             testenv.NATSConn(t, e.nats),
 		PickupCodeSecret: []byte("checkout-test-secret-0123456789"),
 		Logger:           log,
+		// Tests may make fulfilment's recovery loop quick (rejected_race_ext_test.go).
+		PendingAfter: fulfilmentTimings.pendingAfter, PendingGiveUp: fulfilmentTimings.pendingGiveUp,
 	})
 	if err != nil {
 		t.Fatalf("fulfilment.New: %v", err)

@@ -1,0 +1,140 @@
+package checkout_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/services/cart"
+)
+
+// fulfilmentTimings overrides fulfilment's recovery timings in newEnv (zero: the defaults).
+var fulfilmentTimings struct{ pendingAfter, pendingGiveUp time.Duration }
+
+// holdMark blocks the cart's first "mark checked out" statement until release is closed.
+type holdMark struct {
+	once    sync.Once
+	reached chan struct{}
+	release chan struct{}
+}
+
+func (h *holdMark) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "SET state = 'checked_out'") {
+		h.once.Do(func() { close(h.reached); <-h.release })
+	}
+	return ctx
+}
+func (h *holdMark) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A checkout answered PENDING whose order is rejected, and the rejected event handed to the
+// cart, before the checkout has recorded the order on its cart (the mark held here): the event
+// must not be lost on the cart still open under the checkout's lease. Once the mark lands, the
+// cart opens again, as rejected.go promises for a PENDING order rejected later. (The event used
+// to be recorded as processed and dropped, and the cart then stayed checked out as a REJECTED
+// order for ever.)
+func TestAnOrderRejectedBeforeItsCartIsMarkedStillOpensTheCart(t *testing.T) {
+	fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 50*time.Millisecond, 200*time.Millisecond
+	t.Cleanup(func() { fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 0, 0 })
+	h := &holdMark{reached: make(chan struct{}), release: make(chan struct{})}
+	var released sync.Once
+	release := func() { released.Do(func() { close(h.release) }) }
+	t.Cleanup(release)
+	e := newEnv(t, func(c *cart.Config) {
+		cfg := c.Pool.Config()
+		cfg.ConnConfig.Tracer = h
+		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		c.Pool = pool
+	})
+	t.Cleanup(release) // before the env's own cleanups, which wait for the held statement
+	skus := e.skus(1)
+	c := e.filledCart("alice", 1, skus...)
+	if err := e.invRPC.Stop(); err != nil { // inventory away: fulfilment answers PENDING
+		t.Fatal(err)
+	}
+	type result struct {
+		res *cartv1.CheckoutResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "pending-rejected-before-mark"})
+		done <- result{res, err}
+	}()
+	select {
+	case <-h.reached:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the checkout never came to mark its cart")
+	}
+	// Fulfilment gives the PENDING order up; the cart's consumer is handed the rejected event.
+	js, err := jetstream.New(testenv.NATSConn(t, e.nats))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		cons, err := js.Consumer(t.Context(), streams.EventsStream, "cart-rejected-orders")
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if info.Delivered.Consumer == 0 {
+			return errors.New("the rejected event not delivered to the cart yet")
+		}
+		return nil
+	})
+	// Time for the handler to be done with it (recorded, or asked again) before the mark lands.
+	for range 40 {
+		var n int
+		if err := e.cartDB.QueryRow(t.Context(), `SELECT count(*) FROM processed_events WHERE consumer = 'cart-rejected-orders'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	release()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("checkout: %v", r.err)
+	}
+	t.Logf("checkout answered order %s %v, cart %v", r.res.GetOrder().GetId(), r.res.GetOrder().GetState(), r.res.GetCart().GetState())
+	o, err := e.orders.GetOrder(e.as("alice"), &fulfilmentv1.GetOrderRequest{OrderId: r.res.GetOrder().GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
+		t.Fatalf("order %s is %v; want it given up (REJECTED)", o.GetOrder().GetId(), o.GetOrder().GetState())
+	}
+	testenv.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+		if err != nil {
+			return err
+		}
+		if st := got.GetCart().GetState(); st != cartv1.CartState_CART_STATE_OPEN {
+			return fmt.Errorf("order %s is REJECTED but its cart stays %v (order_id %q)", o.GetOrder().GetId(), st, got.GetCart().GetOrderId())
+		}
+		return nil
+	})
+	if _, err := e.carts.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: skus[0], Quantity: 1}); err != nil {
+		t.Fatalf("changing the cart open again: %v", err)
+	}
+}
