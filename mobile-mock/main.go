@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -40,6 +41,15 @@ func main() {
 	gcpolicy.Apply(os.Getenv) // a load run with -spawn is the whole system in this process
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first SIGINT/SIGTERM ends the run; what comes after it (the figures, the after-run
+	// checks, stopping a spawned system) runs on contexts of its own and may take a minute. Once
+	// the first is taken the signals go back to Go's default, so a second one ends the process at
+	// once, killed by that signal (a shell reports 130 for SIGINT, 143 for SIGTERM), as in
+	// `handoff`. A spawned system's temporary data dir is then left behind.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
@@ -142,6 +152,10 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	if err := fs.Parse(args); err != nil {
 		return exitForParse(err)
 	}
+	if !validRadius(*radius) {
+		fmt.Fprintf(stderr, "mobile-mock demo: -radius %v: want metres, 0 or more\n", *radius)
+		return 2
+	}
 	point, err := parseLatLng(*near)
 	if err != nil {
 		fmt.Fprintf(stderr, "mobile-mock demo: -near: %v\n", err)
@@ -198,6 +212,21 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	if *shoppers < 1 || (*duration <= 0 && *orders <= 0) {
 		fmt.Fprintln(stderr, "mobile-mock load: need -shoppers ≥ 1 and a positive -duration or -orders")
+		return 2
+	}
+	// Refused here, before a system is looked for or spawned: load.Run would refuse a negative
+	// -orders only after the set-up, turn an -in-flight below 1 into its default, and run with
+	// a negative -radius, every SetPickup then refused.
+	if *orders < 0 {
+		fmt.Fprintf(stderr, "mobile-mock load: -orders %d: want a number of checkouts, or 0 to run for -duration\n", *orders)
+		return 2
+	}
+	if *inFlight < 1 {
+		fmt.Fprintf(stderr, "mobile-mock load: -in-flight %d: want 1 or more\n", *inFlight)
+		return 2
+	}
+	if !validRadius(*radius) {
+		fmt.Fprintf(stderr, "mobile-mock load: -radius %v: want metres, 0 or more\n", *radius)
 		return 2
 	}
 	cfg := load.Config{Shoppers: *shoppers, Orders: *orders, HotSKU: strings.TrimSpace(*hotSKU), RadiusMeters: *radius, MaxInFlight: *inFlight, Basket: *basket}
@@ -271,12 +300,13 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "mobile-mock load: interrupted after %.1fs; the figures are of the run until then\n", res.WindowSeconds)
 		return 1
 	}
-	if !res.Measured() {
-		fmt.Fprintf(stderr, "mobile-mock load: none of the %d checkouts placed an order (see the errors): the run measured nothing\n", res.Checkouts)
-		return 1
-	}
+	// Before Measured: a run that gave up measured nothing either, and this says why.
 	if res.GaveUp != "" {
 		fmt.Fprintf(stderr, "mobile-mock load: gave up after %d of the %d checkouts asked: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
+		return 1
+	}
+	if why := res.Unmeasured(); why != "" {
+		fmt.Fprintf(stderr, "mobile-mock load: the run measured nothing: %s\n", why)
 		return 1
 	}
 	return 0
@@ -322,11 +352,16 @@ func parseLatLng(s string) (*commonv1.LatLng, error) {
 	}
 	la, err1 := strconv.ParseFloat(strings.TrimSpace(lat), 64)
 	lo, err2 := strconv.ParseFloat(strings.TrimSpace(lng), 64)
-	if err := errors.Join(err1, err2); err != nil || la < -90 || la > 90 || lo < -180 || lo > 180 {
+	// Written as what is wanted, not what is refused: ParseFloat reads "NaN", which compares
+	// false with everything.
+	if err := errors.Join(err1, err2); err != nil || !(la >= -90 && la <= 90 && lo >= -180 && lo <= 180) {
 		return nil, fmt.Errorf("%q: want LAT,LNG in degrees", s)
 	}
 	return &commonv1.LatLng{Latitude: la, Longitude: lo}, nil
 }
+
+// validRadius reports whether r is a search radius: metres, 0 or more (not NaN or infinite).
+func validRadius(r float64) bool { return r >= 0 && !math.IsInf(r, 1) }
 
 func exitForParse(err error) int {
 	if errors.Is(err, flag.ErrHelp) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,7 +37,8 @@ type Item struct {
 	Quantity int32
 }
 
-// ParseItems reads "LATTE-16:2,CROISSANT" (quantity 1 when omitted).
+// ParseItems reads "LATTE-16:2,CROISSANT" (quantity 1 when omitted). A SKU named more than
+// once is one item of the quantities added up.
 func ParseItems(s string) ([]Item, error) {
 	var items []Item
 	for _, part := range strings.Split(s, ",") {
@@ -46,19 +48,49 @@ func ParseItems(s string) ([]Item, error) {
 		}
 		sku, qty, found := strings.Cut(part, ":")
 		it := Item{SKU: strings.TrimSpace(sku), Quantity: 1}
+		if it.SKU == "" {
+			return nil, fmt.Errorf("item %q: no SKU", part)
+		}
 		if found {
-			var n int32
-			if _, err := fmt.Sscanf(qty, "%d", &n); err != nil || n < 1 || n > 99 {
-				return nil, fmt.Errorf("item %q: quantity must be 1-99", part)
+			// Atoi reads the whole field: Sscanf("%d") took "2x" for 2.
+			n, err := strconv.Atoi(strings.TrimSpace(qty))
+			if err != nil || n < 1 || n > maxQuantity {
+				return nil, fmt.Errorf("item %q: quantity must be a whole number 1-%d", part, maxQuantity)
 			}
-			it.Quantity = n
+			it.Quantity = int32(n)
 		}
 		items = append(items, it)
 	}
 	if len(items) == 0 {
 		return nil, errors.New("no items: want e.g. LATTE-16:2,CROISSANT")
 	}
+	items = mergeItems(items)
+	for _, it := range items {
+		if it.Quantity > maxQuantity {
+			return nil, fmt.Errorf("%s: %d in all, more than the %d a cart line holds", it.SKU, it.Quantity, maxQuantity)
+		}
+	}
 	return items, nil
+}
+
+// maxQuantity is the most of one SKU a cart line holds.
+const maxQuantity = 99
+
+// mergeItems makes each SKU one item, its quantities added up, in the order SKUs first come.
+// The catalog answers a SKU asked twice once, and the cart adds a line's second AddLine to the
+// first: items repeating a SKU would be told with the wrong quantities.
+func mergeItems(items []Item) []Item {
+	var merged []Item
+	at := map[string]int{}
+	for _, it := range items {
+		if i, ok := at[it.SKU]; ok {
+			merged[i].Quantity += it.Quantity
+			continue
+		}
+		at[it.SKU] = len(merged)
+		merged = append(merged, it)
+	}
+	return merged
 }
 
 // Config is one journey.
@@ -112,17 +144,23 @@ func (j *journey) run(ctx context.Context) (*fulfilmentv1.Order, error) {
 	j.app = shopper.New(cfg.HTTPClient, cfg.Endpoints.GatewayURL, customerToken)
 	j.p.say("shopper", "%s at %.4f,%.4f; gateway %s (gRPC-web)", cfg.Customer, cfg.Near.GetLatitude(), cfg.Near.GetLongitude(), cfg.Endpoints.GatewayURL)
 
-	// 1. What the shopper wants, as the catalog lists it.
+	// 1. What the shopper wants, as the catalog lists it. Each variant's quantity is looked up
+	// by its SKU, not its position: the items are merged (a SKU named twice is one line of both
+	// quantities), and the catalog answers each SKU once.
+	cfg.Items = mergeItems(cfg.Items)
+	j.cfg.Items = cfg.Items
 	skus := make([]string, len(cfg.Items))
+	wanted := make(map[string]int32, len(cfg.Items))
 	for i, it := range cfg.Items {
 		skus[i] = it.SKU
+		wanted[it.SKU] = it.Quantity
 	}
 	vres, err := j.app.Catalog.BatchGetVariants(ctx, connect.NewRequest(&catalogv1.BatchGetVariantsRequest{Skus: skus}))
 	if err != nil {
 		return nil, fmt.Errorf("look up %s in the catalog: %w", strings.Join(skus, ", "), err)
 	}
-	for i, v := range vres.Msg.GetVariants() {
-		j.p.say("catalog", "%-10s %s, %s  %s × %d", v.GetSku(), v.GetProductName(), v.GetName(), shopper.Money(v.GetPrice()), cfg.Items[i].Quantity)
+	for _, v := range vres.Msg.GetVariants() {
+		j.p.say("catalog", "%-10s %s, %s  %s × %d", v.GetSku(), v.GetProductName(), v.GetName(), shopper.Money(v.GetPrice()), wanted[v.GetSku()])
 	}
 
 	// 2. The nearest open store that has all of it.
@@ -160,7 +198,7 @@ func (j *journey) run(ctx context.Context) (*fulfilmentv1.Order, error) {
 	tickets := make(chan *posv1.Ticket, 1024)
 	followErr := make(chan error, 1)
 	go func() {
-		followErr <- j.term.Follow(followCtx, nil, func(t *posv1.Ticket) {
+		followErr <- j.term.Follow(followCtx, nil, nil, func(t *posv1.Ticket) {
 			select {
 			case tickets <- t:
 			case <-followCtx.Done():

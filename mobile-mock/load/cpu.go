@@ -12,36 +12,54 @@ import (
 // cpuUse is the CPU time spent so far: by the whole machine (every process on it, Postgres
 // included) and by this process (with -spawn, the whole system but Postgres, and the load
 // generator itself), and the time the hypervisor gave the machine's CPUs to others while the
-// machine had work for them (steal). Each is 0 where the platform does not say.
-type cpuUse struct{ machine, process, stolen time.Duration }
+// machine had work for them (steal). Each is 0 where the platform does not say. cpus is how
+// many CPUs machine and stolen are of (0 where not known).
+type cpuUse struct {
+	machine, process, stolen time.Duration
+	cpus                     int
+}
 
 // userHZ is the unit of /proc/stat: 100 ticks a second on every Linux the kernel's ABI allows
 // (USER_HZ), whatever the kernel's own tick rate.
 const userHZ = 100
 
 func readCPUUse() cpuUse {
-	busy, stolen := machineBusy("/proc/stat")
-	return cpuUse{machine: busy, process: processCPU(), stolen: stolen}
+	busy, stolen, cpus := machineBusy("/proc/stat")
+	return cpuUse{machine: busy, process: processCPU(), stolen: stolen, cpus: cpus}
 }
 
 // machineBusy is the time every CPU of the machine spent working (user, nice, system, irq,
-// softirq) and the time stolen from them (steal), according to the stat file at path; zeros if
-// it cannot be read.
-func machineBusy(path string) (busy, stolen time.Duration) {
+// softirq) and the time stolen from them (steal), according to the stat file at path, and how
+// many CPUs that is (its cpuN lines, whose sum the aggregate line is); zeros if it cannot be
+// read.
+//
+// The count is the file's, not runtime.NumCPU(): that is the CPUs this process may run on (its
+// affinity mask: taskset, a container's cpuset), while the busy time is the whole machine's,
+// Postgres and every other process included, which is what a run's CPU per order is meant to
+// cover. Dividing the one by the other said "157% of its 1 CPUs busy" in a pinned process.
+func machineBusy(path string) (busy, stolen time.Duration, cpus int) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	defer f.Close()
-	line, err := bufio.NewReader(f).ReadString('\n')
-	if err != nil {
-		return 0, 0
+	s := bufio.NewScanner(f)
+	if !s.Scan() {
+		return 0, 0, 0
 	}
-	busy, stolen, err = parseCPULine(line)
+	busy, stolen, err = parseCPULine(s.Text())
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
-	return busy, stolen
+	for s.Scan() {
+		if l := s.Text(); strings.HasPrefix(l, "cpu") && len(l) > 3 && l[3] >= '0' && l[3] <= '9' {
+			cpus++
+		}
+	}
+	if s.Err() != nil || cpus == 0 {
+		return 0, 0, 0
+	}
+	return busy, stolen, cpus
 }
 
 // parseCPULine reads the aggregate "cpu" line of /proc/stat: its work and its steal.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -28,9 +29,12 @@ type fleet struct {
 }
 
 type storeTerminal struct {
-	once sync.Once
-	term *terminal.Terminal
-	err  error
+	// term is the store's terminal once registered. registering is held by the one caller
+	// registering it; a failed registration is not kept, so the next caller tries again (a
+	// registration cut off by its shopper's context must not leave the store without a
+	// terminal for the rest of the run).
+	term        atomic.Pointer[terminal.Terminal]
+	registering chan struct{}
 	// counter is the store's counter: shoppers are handed their orders a few at a time, as at
 	// a real one. (Tens of hand-overs at once from one terminal, which a loaded machine would
 	// otherwise pile up, are what the pos-adapter limits as pickup-code guessing.)
@@ -81,27 +85,37 @@ func (f *fleet) terminal(ctx context.Context, storeID string) (*terminal.Termina
 	f.mu.Lock()
 	st, ok := f.stores[storeID]
 	if !ok {
-		st = &storeTerminal{counter: make(chan struct{}, counterLanes)}
+		st = &storeTerminal{registering: make(chan struct{}, 1), counter: make(chan struct{}, counterLanes)}
 		f.stores[storeID] = st
 	}
 	f.mu.Unlock()
-	st.once.Do(func() {
-		st.term, st.err = f.admin.Register(ctx, storeID, "mobile-mock load "+f.r.prefix)
-		if st.err != nil {
-			return
-		}
-		f.wg.Go(func() {
-			err := st.term.Follow(f.ctx, nil, func(t *posv1.Ticket) { f.handle(st.term, t) })
-			if err != nil && f.ctx.Err() == nil {
-				f.r.fail("StreamTickets", err)
-				f.r.cfg.Logf("ticket feed of %s stopped: %v", storeID, err)
-			}
-		})
-	})
-	if st.err != nil {
-		return nil, fmt.Errorf("terminal for %s: %w", storeID, st.err)
+	if term := st.term.Load(); term != nil {
+		return term, nil
 	}
-	return st.term, nil
+	select {
+	case st.registering <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("terminal for %s: %w", storeID, ctx.Err())
+	}
+	defer func() { <-st.registering }()
+	if term := st.term.Load(); term != nil { // registered while this caller waited
+		return term, nil
+	}
+	term, err := f.admin.Register(ctx, storeID, "mobile-mock load "+f.r.prefix)
+	if err != nil {
+		return nil, fmt.Errorf("terminal for %s: %w", storeID, err)
+	}
+	st.term.Store(term)
+	f.wg.Go(func() {
+		// A feed that breaks is reopened; each break is counted among the errors, so that a
+		// feed down for the whole run shows there and not only as orders timing out CONFIRMED.
+		err := term.Follow(f.ctx, nil, func(err error) { f.r.fail("StreamTickets", err) }, func(t *posv1.Ticket) { f.handle(term, t) })
+		if err != nil && f.ctx.Err() == nil {
+			f.r.fail("StreamTickets", err)
+			f.r.cfg.Logf("ticket feed of %s stopped: %v", storeID, err)
+		}
+	})
+	return term, nil
 }
 
 // handOver hands the order over at its store's counter, waiting for a free lane.

@@ -527,11 +527,7 @@ func (r *run) shopper(ctx context.Context, id int) {
 		// once would hammer it (and fill the error counts) for as long as it is down; asked for
 		// a number of checkouts, the run would never end while it is.
 		if r.cfg.Orders > 0 {
-			// Given up only once orders have kept failing for GiveUpAfter: a long wait with no
-			// checkout (every order still in its pickup, say) ended by one failure is no outage.
-			now := time.Now().UnixNano()
-			r.failingSince.CompareAndSwap(0, now)
-			if time.Duration(now-r.failingSince.Load()) > r.cfg.GiveUpAfter {
+			if r.failingTooLong(time.Now().UnixNano()) {
 				r.gaveUp.Store(true)
 				return
 			}
@@ -543,6 +539,20 @@ func (r *run) shopper(ctx context.Context, id int) {
 			return
 		}
 	}
+}
+
+// failingTooLong notes an order failed before its checkout at now (Unix nanoseconds) and
+// reports whether orders have kept failing, no checkout made, for longer than GiveUpAfter. Given
+// up only then: a long wait with no checkout (every order still in its pickup, say) ended by one
+// failure is no outage. failingSince is read once: a checkout made by another shopper may reset
+// it to 0 at any moment, and a second read taking that 0 for the start would give up at once.
+func (r *run) failingTooLong(now int64) bool {
+	since := r.failingSince.Load()
+	if since == 0 {
+		r.failingSince.CompareAndSwap(0, now)
+		return false
+	}
+	return time.Duration(now-since) > r.cfg.GiveUpAfter
 }
 
 // orderBudget is the checkouts still to make in count mode. A shopper takes one before making

@@ -121,6 +121,8 @@ type Result struct {
 
 // Host describes the load generator's machine.
 type Host struct {
+	// CPUs is the machine's, whose time MachineCPUSeconds is (where it is known), even when this
+	// process may run on fewer.
 	CPUs int `json:"cpus"`
 	// LoadAverage is the 1-minute load average at the start and at the end (Linux; 0 elsewhere).
 	LoadAverageStart float64 `json:"load_average_start"`
@@ -214,7 +216,7 @@ func (r *run) result(ctx context.Context) *Result {
 		OrdersAsked:     r.cfg.Orders,
 		Interrupted:     r.interruptedAt.Load() != 0,
 		WindowSeconds:   window,
-		Host: Host{CPUs: runtime.NumCPU(), LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage(),
+		Host: Host{CPUs: r.cpuStart.cpus, LoadAverageStart: r.loadAvgStart, LoadAverageEnd: loadAverage(),
 			MachineCPUSeconds: (r.cpuEnd.machine - r.cpuStart.machine).Seconds(),
 			ProcessCPUSeconds: (r.cpuEnd.process - r.cpuStart.process).Seconds(),
 			StolenCPUSeconds:  (r.cpuEnd.stolen - r.cpuStart.stolen).Seconds(),
@@ -233,6 +235,9 @@ func (r *run) result(ctx context.Context) *Result {
 		Calls:             r.calls.stats(),
 		checkout:          &r.checkout,
 		toTicket:          &r.toTicket,
+	}
+	if res.Host.CPUs == 0 { // no /proc/stat: no machine figures either
+		res.Host.CPUs = runtime.NumCPU()
 	}
 	if r.cfg.HotSKU != "" {
 		res.Mode = "hot-sku"
@@ -336,9 +341,25 @@ func (res *Result) Sound() bool {
 	return res.OversoldUnits == 0 && res.UncheckedUnits == 0 && res.UnknownCheckouts == 0 && res.Invariants.Checked && res.Invariants.OK
 }
 
-// Measured reports whether the run placed anything: a run whose every checkout failed (no
-// order confirmed or rejected) measured nothing, whatever else it shows.
-func (res *Result) Measured() bool { return res.Checkouts == 0 || res.Confirmed+res.Rejected > 0 }
+// Measured reports whether the run measured what it is for; Unmeasured says why not.
+func (res *Result) Measured() bool { return res.Unmeasured() == "" }
+
+// Unmeasured says why the run measured nothing, whatever else it shows; "" when it measured
+// something. A run measured nothing when no checkout could be made at all (every cart refused:
+// an edge down, a rate limit), when every checkout failed (no order confirmed or rejected), or
+// when orders were confirmed but the ticket of none reached a terminal (the ticket feed down):
+// its orders/s is then 0 for want of the feed, not a figure of the system.
+func (res *Result) Unmeasured() string {
+	switch {
+	case res.Checkouts == 0:
+		return "no checkout could be made: every order failed before it (see the errors)"
+	case res.Confirmed+res.Rejected == 0:
+		return fmt.Sprintf("none of the %d checkouts placed an order (see the errors)", res.Checkouts)
+	case res.Confirmed > 0 && res.OrdersWithTicket == 0:
+		return fmt.Sprintf("%d orders were confirmed, but the ticket of none reached a terminal (see the errors: StreamTickets is the ticket feed)", res.Confirmed)
+	}
+	return ""
+}
 
 // WriteJSON writes the result to path.
 func (res *Result) WriteJSON(path string) error {

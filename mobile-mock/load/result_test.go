@@ -1,6 +1,7 @@
 package load
 
 import (
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -50,6 +51,32 @@ func TestAnOrderIsConfirmedFromAnyStateAtOrPastConfirmation(t *testing.T) {
 	} {
 		if got := retryCheckout(code); got != want {
 			t.Errorf("retryCheckout(%v) = %v, want %v", code, got, want)
+		}
+	}
+}
+
+// A run measured nothing, and says why, when no checkout could be made at all, when no
+// checkout placed an order, or when orders were confirmed but not one's ticket reached a
+// terminal (orders/s is then 0 for want of the feed). Before, a run with no checkout at all
+// and one whose tickets never came both counted as measured.
+func TestARunMeasuredNothingWithoutCheckoutsOrdersOrTickets(t *testing.T) {
+	for name, c := range map[string]struct {
+		res  Result
+		want string // in Unmeasured; "" for measured
+	}{
+		"no checkout at all":          {Result{}, "no checkout could be made"},
+		"no checkout placed an order": {Result{Checkouts: 4, Failed: 4}, "none of the 4 checkouts placed an order"},
+		"no ticket reached a terminal": {Result{Checkouts: 4, Confirmed: 3, Rejected: 1},
+			"3 orders were confirmed, but the ticket of none reached a terminal"},
+		"orders with their tickets": {Result{Checkouts: 4, Confirmed: 3, Rejected: 1, OrdersWithTicket: 2}, ""},
+		"every order rejected":      {Result{Checkouts: 4, Rejected: 4}, ""},
+	} {
+		got := c.res.Unmeasured()
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("%s: Unmeasured() = %q, want %q", name, got, c.want)
+		}
+		if c.res.Measured() != (c.want == "") {
+			t.Errorf("%s: Measured() = %v", name, c.res.Measured())
 		}
 	}
 }

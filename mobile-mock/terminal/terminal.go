@@ -63,9 +63,11 @@ type Terminal struct {
 // Follow receives the store's tickets and calls handle for each, in feed order, until ctx
 // ends. The feed is resumable (every ticket this terminal has not acknowledged is sent again on
 // reconnect), so a broken stream is reopened after a short pause rather than reported.
-// connected is called each time a stream is opened. Follow returns ctx's error, or the error
+// connected is called each time a stream is opened; broken, with the error of each stream that
+// could not be opened or broke, before it is reopened (a feed down for good would otherwise go
+// unseen: the retries are silent). Either may be nil. Follow returns ctx's error, or the error
 // of a stream that was refused outright (bad credential, wrong store).
-func (t *Terminal) Follow(ctx context.Context, connected func(), handle func(*posv1.Ticket)) error {
+func (t *Terminal) Follow(ctx context.Context, connected func(), broken func(error), handle func(*posv1.Ticket)) error {
 	backoff := 50 * time.Millisecond
 	for {
 		stream, err := t.client.StreamTickets(ctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: t.StoreID}))
@@ -86,6 +88,9 @@ func (t *Terminal) Follow(ctx context.Context, connected func(), handle func(*po
 		switch connect.CodeOf(err) {
 		case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument, connect.CodeNotFound:
 			return fmt.Errorf("ticket feed of store %s: %w", t.StoreID, err)
+		}
+		if err != nil && broken != nil {
+			broken(err)
 		}
 		select {
 		case <-ctx.Done():
