@@ -33,9 +33,10 @@ func (a *Adapter) OpenStreams() int {
 	return n
 }
 
-// ClaimDeliveries runs one claim round as the dispatcher does, with room for limit deliveries,
-// and gives how many it claimed and how long until the next pending one falls due (nil: none).
+// ClaimDeliveries runs one claim round as the dispatcher does, with room for limit deliveries
+// and nothing under way, and gives how many it claimed and how long until the next pending one
+// falls due (nil: none).
 func (a *Adapter) ClaimDeliveries(ctx context.Context, limit int) (int, *time.Duration, error) {
-	claims, next, err := a.claimDeliveries(ctx, limit)
+	claims, next, _, err := a.claimDeliveries(ctx, limit, min(limit, webhookProbeSlots), nil, nil, "")
 	return len(claims), next, err
 }

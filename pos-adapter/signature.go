@@ -47,42 +47,64 @@ func signature(secret string, ts int64, body []byte) []byte {
 // timestamp is within tolerance of now. Several v1 values may be given (a sender rotating its
 // secret); one match is enough.
 func VerifySignature(secret, header string, body []byte, now time.Time, tolerance time.Duration) error {
+	sig, err := parseSignature(header, now, tolerance)
+	if err != nil {
+		return err
+	}
+	return sig.verify(secret, body)
+}
+
+// signedHeader is a Handoff-Signature header read and found fresh, not yet checked against a
+// secret.
+type signedHeader struct {
+	ts   int64
+	sigs [][]byte
+}
+
+// parseSignature reads a Handoff-Signature header and checks its timestamp: what can be
+// checked without the secret, so a receiver refuses a request without one, a malformed or a
+// stale one before it looks the secret up.
+func parseSignature(header string, now time.Time, tolerance time.Duration) (signedHeader, error) {
 	if header == "" {
-		return ErrNoSignature
+		return signedHeader{}, ErrNoSignature
 	}
 	var (
-		ts    int64
+		h     signedHeader
 		haveT bool
-		sigs  [][]byte
 	)
 	for _, part := range strings.Split(header, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
-			return ErrMalformedSignature
+			return signedHeader{}, ErrMalformedSignature
 		}
 		switch k {
 		case "t":
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || haveT {
-				return ErrMalformedSignature
+				return signedHeader{}, ErrMalformedSignature
 			}
-			ts, haveT = n, true
+			h.ts, haveT = n, true
 		case "v1":
 			b, err := hex.DecodeString(v)
 			if err != nil || len(b) != sha256.Size {
-				return ErrMalformedSignature
+				return signedHeader{}, ErrMalformedSignature
 			}
-			sigs = append(sigs, b)
+			h.sigs = append(h.sigs, b)
 		}
 	}
-	if !haveT || len(sigs) == 0 {
-		return ErrMalformedSignature
+	if !haveT || len(h.sigs) == 0 {
+		return signedHeader{}, ErrMalformedSignature
 	}
-	if d := now.Sub(time.Unix(ts, 0)); d > tolerance || d < -tolerance {
-		return fmt.Errorf("%w (%s off, tolerance %s)", ErrStaleSignature, d.Round(time.Second), tolerance)
+	if d := now.Sub(time.Unix(h.ts, 0)); d > tolerance || d < -tolerance {
+		return signedHeader{}, fmt.Errorf("%w (%s off, tolerance %s)", ErrStaleSignature, d.Round(time.Second), tolerance)
 	}
-	want := signature(secret, ts, body)
-	for _, s := range sigs {
+	return h, nil
+}
+
+// verify checks the header's signatures against body signed with secret.
+func (h signedHeader) verify(secret string, body []byte) error {
+	want := signature(secret, h.ts, body)
+	for _, s := range h.sigs {
 		if hmac.Equal(s, want) {
 			return nil
 		}

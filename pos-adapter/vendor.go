@@ -1,6 +1,7 @@
 package posadapter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -40,7 +43,8 @@ type VendorEvent struct {
 	Type string `json:"type"`
 	// SKU is the SKU code.
 	SKU string `json:"sku"`
-	// Quantity is units sold or returned (1 or more), or counted (0 or more).
+	// Quantity is units sold or returned (1 or more), or counted (0 or more). Required: a
+	// count posted without one is refused, not taken as 0.
 	Quantity int32 `json:"quantity"`
 	// OccurredAt is when the sale, return or count happened at the till (RFC 3339); unset, when
 	// it arrives. Events arrive out of order (a till that was offline sends its backlog): each
@@ -55,8 +59,14 @@ type VendorEvent struct {
 // VendorResult is the adapter's answer to a vendor event.
 type VendorResult struct {
 	EventID string `json:"event_id,omitempty"`
-	// Status is "applied", "duplicate" (applied before; nothing done now) or "refused"
-	// (inventory refused it for good, e.g. an unknown SKU).
+	// Status is "applied" (HTTP 200), "duplicate" (200: applied before; nothing done now),
+	// "refused" (422: inventory refused it for good, e.g. an unknown store; the same event id
+	// gets the same answer) or "deferred" (503, with Retry-After: inventory cannot apply it as
+	// stock stands now, e.g. a sale of a SKU it has no count of yet, whose earlier count is still
+	// to arrive; nothing is recorded, and a retry applies it once it can). Other answers without
+	// a status are 400 (the event is malformed; Error names the field), 401 (the signature),
+	// 409 (the event id was used for another change), 429 (too many refused requests from the
+	// address; Retry-After) and 503 (try again later).
 	Status string `json:"status,omitempty"`
 	Error  string `json:"error,omitempty"`
 }
@@ -70,10 +80,23 @@ const (
 
 // serveVendorWebhook checks the signature and timestamp before reading anything else, then
 // applies the event at inventory once per (store, vendor event id).
+//
+// Refused signatures are charged to the client's address (refusedAuth, shared with refused
+// terminal credentials): each costs a log line, and a well-formed one a database read of the
+// store's secret, and a flood of made-up ones must not cost that without limit. An address
+// over its refusals is told to wait (429) before anything is read.
 func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	store := r.PathValue("store_id")
 	log := a.log.With("store_id", store, "remote", r.RemoteAddr)
+	done, ok, wait := a.refusedAuth.Attempt(r.RemoteAddr)
+	if !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(wait.Round(time.Second), time.Second)/time.Second)))
+		writeVendor(w, http.StatusTooManyRequests, VendorResult{Error: "too many refused requests from this address; retry later"})
+		return
+	}
+	refused := false
+	defer func() { done(refused) }()
 	if checkStoreID(store) != nil {
 		writeVendor(w, http.StatusNotFound, VendorResult{Error: "unknown store"})
 		return
@@ -83,36 +106,107 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 		writeVendor(w, http.StatusRequestEntityTooLarge, VendorResult{Error: fmt.Sprintf("body over %d bytes", maxVendorBody)})
 		return
 	}
-	var secret string
-	err = a.db.QueryRow(ctx, `SELECT signing_secret FROM store_webhooks WHERE store_id = $1`, store).Scan(&secret)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		log.ErrorContext(ctx, "vendor webhook: read signing secret", "err", err)
-		writeVendor(w, http.StatusServiceUnavailable, VendorResult{Error: "try again"})
-		return
+	// What can be checked without the secret is, before it is read.
+	sig, err := parseSignature(r.Header.Get(SignatureHeader), time.Now(), a.cfg.SignatureTolerance)
+	if err == nil {
+		var secret string
+		err = a.db.QueryRow(ctx, `SELECT signing_secret FROM store_webhooks WHERE store_id = $1`, store).Scan(&secret)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows) || err == nil && secret == "":
+			err = errors.New("the store has no webhook secret")
+		case err != nil:
+			log.ErrorContext(ctx, "vendor webhook: read signing secret", "err", err)
+			writeVendor(w, http.StatusServiceUnavailable, VendorResult{Error: "try again"})
+			return
+		default:
+			err = sig.verify(secret, body)
+		}
 	}
-	if secret == "" {
-		log.WarnContext(ctx, "vendor webhook refused: the store has no webhook secret")
-		writeVendor(w, http.StatusUnauthorized, VendorResult{Error: "signature rejected"})
-		return
-	}
-	if err := VerifySignature(secret, r.Header.Get(SignatureHeader), body, time.Now(), a.cfg.SignatureTolerance); err != nil {
+	if err != nil {
+		refused = true
 		log.WarnContext(ctx, "vendor webhook refused", "reason", err)
-		writeVendor(w, http.StatusUnauthorized, VendorResult{Error: "signature rejected: " + err.Error()})
+		msg := "signature rejected" // not which stores have a secret
+		if errors.Is(err, ErrNoSignature) || errors.Is(err, ErrMalformedSignature) || errors.Is(err, ErrStaleSignature) || errors.Is(err, ErrBadSignature) {
+			msg += ": " + err.Error()
+		}
+		writeVendor(w, http.StatusUnauthorized, VendorResult{Error: msg})
 		return
 	}
 
-	var ev VendorEvent
-	if err := json.Unmarshal(body, &ev); err != nil {
-		writeVendor(w, http.StatusBadRequest, VendorResult{Error: "body is not a JSON vendor event: " + err.Error()})
-		return
+	ev, msg := decodeVendorEvent(body)
+	if msg == "" {
+		msg = ev.check()
 	}
-	if msg := ev.check(); msg != "" {
+	if msg != "" {
 		writeVendor(w, http.StatusBadRequest, VendorResult{EventID: ev.EventID, Error: msg})
 		return
 	}
 	code, res := a.applyVendorEvent(ctx, log.With("vendor_event", ev.EventID), store, ev)
 	res.EventID = ev.EventID
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", vendorRetryAfter)
+	}
 	writeVendor(w, code, res)
+}
+
+// vendorRetryAfter is the Retry-After (seconds) of an answer telling the vendor to retry.
+const vendorRetryAfter = "30"
+
+// vendorEventJSON is a vendor event as posted: Quantity is a pointer so that a missing one (left
+// out, null, misspelt) is told from 0, which for a count would wipe the SKU's stock; OccurredAt
+// is parsed apart so that a bad one is refused naming the field.
+type vendorEventJSON struct {
+	EventID    string          `json:"event_id"`
+	Type       string          `json:"type"`
+	SKU        string          `json:"sku"`
+	Quantity   *int32          `json:"quantity"`
+	OccurredAt json.RawMessage `json:"occurred_at"`
+}
+
+// decodeVendorEvent reads a posted event, or says what is wrong with it, naming the field.
+// Fields a vendor event does not have are refused: a misspelt occurred_at would otherwise apply
+// the event as happening now, a misspelt quantity read as missing.
+func decodeVendorEvent(body []byte) (VendorEvent, string) {
+	var in vendorEventJSON
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&in)
+	if err == nil && len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
+		err = errors.New("more after the JSON object")
+	}
+	ev := VendorEvent{EventID: in.EventID, Type: in.Type, SKU: in.SKU}
+	if in.Quantity != nil {
+		ev.Quantity = *in.Quantity
+	}
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te) && te.Field != "":
+		want := "string"
+		if te.Type.Kind() != reflect.String {
+			want = "whole number (32 bits)"
+		}
+		return ev, fmt.Sprintf("%s: want a %s, got %s", te.Field, want, te.Value)
+	case err != nil && strings.HasPrefix(err.Error(), "json: unknown field "):
+		// The decoder says no more than this of an unknown field (no typed error).
+		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		msg := fmt.Sprintf("%s: not a field of a vendor event (event_id, type, sku, quantity, occurred_at)", field)
+		if in.Quantity == nil {
+			msg = "quantity: required; " + msg
+		}
+		return ev, msg
+	case err != nil:
+		return ev, "body is not a JSON vendor event: " + err.Error()
+	case in.Quantity == nil:
+		return ev, "quantity: required (0 or more for a count, 1 or more for a sale or return)"
+	}
+	if len(in.OccurredAt) > 0 && string(in.OccurredAt) != "null" {
+		var at time.Time
+		if err := json.Unmarshal(in.OccurredAt, &at); err != nil {
+			return ev, fmt.Sprintf("occurred_at: want an RFC 3339 time (2006-01-02T15:04:05Z07:00), got %s", pgtext.Clip(string(in.OccurredAt), 60))
+		}
+		ev.OccurredAt = &at
+	}
+	return ev, ""
 }
 
 func (ev VendorEvent) check() string {
@@ -264,13 +358,18 @@ func occurTime(ev VendorEvent) *timestamppb.Timestamp {
 }
 
 // vendorFailure answers an inventory refusal for good (422, recorded, so the same event id
-// gets the same answer) or a failure worth retrying (503, the event stays pending).
+// gets the same answer), one that depends on the stock as it stands (503 "deferred", the event
+// stays pending: stockRefusal) or a failure worth retrying (503, the event stays pending).
 func (a *Adapter) vendorFailure(ctx context.Context, log *slog.Logger, store string, ev VendorEvent, err error) (int, VendorResult) {
 	st, ok := status.FromError(err)
 	if ok {
 		switch st.Code() {
 		case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.OutOfRange:
-			msg := vendorMessage(st)
+			msg := vendorMessage(st, ev)
+			if stockRefusal(st) {
+				log.InfoContext(ctx, "vendor event not applicable as stock stands; the vendor should retry", "type", ev.Type, "sku", ev.SKU, "err", msg)
+				return http.StatusServiceUnavailable, VendorResult{Status: "deferred", Error: msg}
+			}
 			log.WarnContext(ctx, "vendor event refused by inventory", "type", ev.Type, "sku", ev.SKU, "err", msg)
 			if _, err := a.db.Exec(ctx, `UPDATE vendor_events SET state = 'refused', result = $3, done_time = now()
 				WHERE store_id = $1 AND vendor_event_id = $2 AND state = 'pending'`, store, ev.EventID, pgtext.Clip(msg, 500)); err != nil {
@@ -283,13 +382,26 @@ func (a *Adapter) vendorFailure(ctx context.Context, log *slog.Logger, store str
 	return http.StatusServiceUnavailable, VendorResult{Error: "inventory unavailable; retry later"}
 }
 
+// stockRefusal reports whether inventory refused a change for the stock as it stands (on hand
+// would go below 0 or the reserved units, or above the maximum): events arrive out of order,
+// and a sale that comes before the count it follows (of a SKU never counted, say) applies once
+// the count is in. Recorded as refused for good, it would be lost. Inventory says so only in a
+// FailedPrecondition naming the delta or on_hand; its other one, an idempotency key used for
+// another change, is for good.
+func stockRefusal(st *status.Status) bool {
+	return st.Code() == codes.FailedPrecondition &&
+		(strings.HasPrefix(st.Message(), "delta: ") || strings.HasPrefix(st.Message(), "on_hand: "))
+}
+
 // vendorFields names, for the fields of inventory's requests a vendor event fills, the event's
 // own: a refusal then points at what the vendor sent.
 var vendorFields = map[string]string{"occur_time": "occurred_at", "on_hand": "quantity", "delta": "quantity"}
 
-// vendorMessage is inventory's refusal in the vendor's words: its field violations (see
-// rpcerr.Violations) name the event's fields; a refusal without them is kept as it is.
-func vendorMessage(st *status.Status) string {
+// vendorMessage is inventory's refusal of ev in the vendor's words: its field violations (see
+// rpcerr.Violations) name the event's fields, and so does a plain message that starts with one
+// of inventory's ("delta: -2 would take …" is "quantity: a sale of 2 would take …": the vendor
+// sent no delta, nor a negative number).
+func vendorMessage(st *status.Status, ev VendorEvent) string {
 	for _, d := range st.Details() {
 		br, ok := d.(*errdetails.BadRequest)
 		if !ok || len(br.GetFieldViolations()) == 0 {
@@ -305,7 +417,21 @@ func vendorMessage(st *status.Status) string {
 		}
 		return strings.Join(parts, "; ")
 	}
-	return st.Message()
+	msg := st.Message()
+	field, rest, ok := strings.Cut(msg, ": ")
+	own, mapped := vendorFields[field]
+	if !ok || !mapped {
+		return msg
+	}
+	if field == "delta" {
+		// Inventory's delta is the quantity, negated for a sale.
+		if n, after, ok := strings.Cut(rest, " "); ok {
+			if _, err := strconv.Atoi(n); err == nil {
+				rest = fmt.Sprintf("a %s of %d %s", ev.Type, ev.Quantity, after)
+			}
+		}
+	}
+	return own + ": " + rest
 }
 
 func writeVendor(w http.ResponseWriter, code int, res VendorResult) {

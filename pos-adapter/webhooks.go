@@ -41,6 +41,17 @@ const (
 // webhookWorkers is how many deliveries one adapter makes at once.
 const webhookWorkers = 16
 
+// Shares of the send slots (claimDeliveriesSQL). A store has at most webhookStoreSends
+// deliveries under way at once (per adapter copy), so that a slow vendor's backlog does not
+// hold every slot; probes of stores in backoff, which may each hold a slot for the whole
+// timeout, hold at most webhookProbeSlots, so that many stores of one vendor down at once leave
+// slots for the others. A round's walk visits at most webhookWalkStores stores.
+const (
+	webhookStoreSends = 4
+	webhookProbeSlots = webhookWorkers / 2
+	webhookWalkStores = 256
+)
+
 func (a *Adapter) wakeWebhooks() {
 	select {
 	case a.webhookWake <- struct{}{}:
@@ -81,18 +92,30 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 		return nil, a.internal(ctx, "set webhook", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	var secret string
-	var retry *time.Time
-	err = tx.QueryRow(ctx, `SELECT signing_secret, retry_time FROM store_webhooks WHERE store_id = $1 FOR UPDATE`, w.GetStoreId()).Scan(&secret, &retry)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	// The row is made first, then locked: a SELECT … FOR UPDATE locks nothing that is not there,
+	// and two first calls at once would each hand out a secret of their own, only one of them
+	// stored. Made here, the other call waits for this one and finds its secret.
+	newSecret, err := newSigningSecret()
+	if err != nil {
 		return nil, a.internal(ctx, "set webhook", err)
 	}
-	newSecret := ""
-	if secret == "" || req.Msg.GetRotateSecret() {
-		if newSecret, err = newSigningSecret(); err != nil {
-			return nil, a.internal(ctx, "set webhook", err)
-		}
+	tag, err := tx.Exec(ctx, `INSERT INTO store_webhooks (store_id, url, kinds, enabled, signing_secret) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (store_id) DO NOTHING`, w.GetStoreId(), w.GetUrl(), kinds, w.GetEnabled(), newSecret)
+	if err != nil {
+		return nil, a.internal(ctx, "set webhook", fmt.Errorf("create the row: %w", err))
+	}
+	created := tag.RowsAffected() == 1
+	var secret string
+	var retry *time.Time
+	if err := tx.QueryRow(ctx, `SELECT signing_secret, retry_time FROM store_webhooks WHERE store_id = $1 FOR UPDATE`,
+		w.GetStoreId()).Scan(&secret, &retry); err != nil {
+		return nil, a.internal(ctx, "set webhook", fmt.Errorf("lock the row: %w", err))
+	}
+	switch {
+	case created || secret == "" || req.Msg.GetRotateSecret():
 		secret = newSecret
+	default:
+		newSecret = "" // the store keeps the secret it has: not shown again
 	}
 	var updated time.Time
 	if err := tx.QueryRow(ctx, `
@@ -188,6 +211,8 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 
 	slots := make(chan struct{}, webhookWorkers)
 	freed := make(chan struct{}, 1)
+	var inFlight sendsInFlight
+	cursor := "" // where the next round's walk of the stores starts (after it)
 	s := rounds.Schedule{Gap: webhookRoundGap, Kick: time.Now()}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -199,7 +224,8 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 			if free == 0 {
 				s.More = true // a finished send frees a slot and wakes us
 			} else {
-				claims, next, err := a.claimDeliveries(ctx, free)
+				stores, sendsOf, probes := inFlight.load()
+				claims, next, after, err := a.claimDeliveries(ctx, free, max(min(free, webhookProbeSlots-probes), 0), stores, sendsOf, cursor)
 				switch {
 				case ctx.Err() != nil:
 					return
@@ -207,16 +233,26 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 					a.log.Warn("claim webhook deliveries failed; retrying", "err", err, "retry_in", s.Failed(time.Now()))
 					continue
 				}
-				nextDue, poll := time.Duration(0), a.cfg.WebhookIdlePollInterval
-				if next != nil {
-					nextDue, poll = *next, a.cfg.WebhookPollInterval
+				cursor = after
+				// A store or the probes at their share, as the claim saw it, leave due deliveries the
+				// next due time does not count: a send ending (even one that ended during the claim)
+				// starts a round, as when every slot is taken.
+				capped := atShare(stores, sendsOf, probes, claims)
+				for _, c := range claims {
+					inFlight.add(c.storeID, c.probe)
 				}
-				s.Done(now, time.Now(), next != nil, nextDue, len(claims) == free)
+				nextDue, poll := time.Duration(0), a.cfg.WebhookPollInterval
+				if next != nil {
+					nextDue = *next
+				} else if !capped {
+					poll = a.cfg.WebhookIdlePollInterval
+				}
+				s.Done(now, time.Now(), next != nil, nextDue, len(claims) == free || capped)
 				s.Poll = now.Add(poll)
 				for _, c := range claims {
 					slots <- struct{}{}
 					sends.Go(func() {
-						defer func() { <-slots; signal(freed) }()
+						defer func() { inFlight.remove(c.storeID, c.probe); <-slots; signal(freed) }()
 						if o, ok := a.deliver(ctx, c); ok {
 							rec.add(o)
 						}
@@ -244,6 +280,71 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 		}
 		timer.Stop()
 	}
+}
+
+// sendsInFlight counts the dispatcher's sends under way, per store and probes, for the shares
+// of the slots (webhookStoreSends, webhookProbeSlots).
+type sendsInFlight struct {
+	mu       sync.Mutex
+	perStore map[string]int32
+	probes   int
+}
+
+func (f *sendsInFlight) add(store string, probe bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.perStore == nil {
+		f.perStore = map[string]int32{}
+	}
+	f.perStore[store]++
+	if probe {
+		f.probes++
+	}
+}
+
+func (f *sendsInFlight) remove(store string, probe bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.perStore[store]--; f.perStore[store] <= 0 {
+		delete(f.perStore, store)
+	}
+	if probe {
+		f.probes--
+	}
+}
+
+// load is the stores with sends under way, how many each, and the probes under way.
+func (f *sendsInFlight) load() (stores []string, sends []int32, probes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for s, n := range f.perStore {
+		stores, sends = append(stores, s), append(sends, n)
+	}
+	return stores, sends, f.probes
+}
+
+// atShare reports whether, with claims added to the sends under way (stores, sends, probes)
+// that the claim was given, a store or the probes are at their share of the slots.
+func atShare(stores []string, sends []int32, probes int, claims []deliveryClaim) bool {
+	per := make(map[string]int32, len(stores))
+	for i, s := range stores {
+		per[s] = sends[i]
+	}
+	for _, c := range claims {
+		per[c.storeID]++
+		if c.probe {
+			probes++
+		}
+	}
+	if probes >= webhookProbeSlots {
+		return true
+	}
+	for _, n := range per {
+		if n >= webhookStoreSends {
+			return true
+		}
+	}
+	return false
 }
 
 // signal wakes a loop without blocking; one pending wake is enough.
@@ -275,12 +376,13 @@ type deliveryClaim struct {
 // claimDeliveriesSQL claims up to $1 due deliveries for $2 microseconds, returning each with
 // its ticket, its store's webhook, its age in microseconds (since create_time: when it was
 // queued, or replayed) and whether it is a probe, and, in a last row (id NULL), how long until
-// the earliest other pending delivery falls due. The subqueries see the rows as they were
-// before the statement, so the ones claimed or parked here are left out by id. A delivery of a
-// store still waiting out its backoff falls due no sooner than the wait is over, whatever its
-// own next_attempt_time: one can be due already (a ticket raised as the backoff began, its
-// raise not seeing the new retry_time nor the backoff seeing its delivery), and counted as due
-// it made the dispatcher claim, and find nothing, every webhookRoundGap until then.
+// the earliest other pending delivery falls due and the store the next round's walk starts
+// after. The subqueries see the rows as they were before the statement, so the ones claimed or
+// parked here are left out by id. A delivery of a store still waiting out its backoff falls
+// due no sooner than the wait is over, whatever its own next_attempt_time: one can be due
+// already (a ticket raised as the backoff began, its raise not seeing the new retry_time nor
+// the backoff seeing its delivery), and counted as due it made the dispatcher claim, and find
+// nothing, every webhookRoundGap until then.
 //
 // A store whose endpoint failed is in backoff (store_webhooks.retry_time set by
 // writeWithBackoff; see backOffStoresSQL): its deliveries are not claimed with the others.
@@ -288,13 +390,35 @@ type deliveryClaim struct {
 // claimed as a probe, and the store's wait and its other pending deliveries are put off for
 // the claim's lease, so that one attempt, not one per delivery, tries an endpoint that may not
 // answer; the probe's outcome ends the backoff or starts the next wait (deliveryRecorder). The
-// store's row is locked (SKIP LOCKED) so that two copies do not probe it at once.
+// store's row is locked (SKIP LOCKED) so that two copies do not probe it at once. At most $3
+// probes are claimed (the dispatcher keeps part of its slots from probes, which may each hold
+// one for the whole timeout: many stores of one vendor down at once must not starve the rest).
+//
+// The others are claimed store by store, not oldest first, so that one store's backlog (a slow
+// vendor's, answering) does not hold every slot: a walk visits the stores with pending
+// deliveries in store order, from the one after $7 round to it, at most $8 of them (a step is
+// an index probe of webhook_deliveries_pending_by_store: the round's cost is bounded by $8, not
+// by how many deliveries wait), and takes from each its earliest due ones, up to $4 less what
+// the dispatcher has in flight for it ($5, $6). Across stores, the ones with the fewest sends
+// under way go first. Stores left full count in the next due time no more (a send of theirs
+// ending starts a round: runWebhookDispatcher), nor, when the probes were capped, stores in
+// backoff; a walk cut short leaves the next round due at once.
 const claimDeliveriesSQL = `
-WITH gates AS MATERIALIZED (
+WITH RECURSIVE walk(store_id, first, n) AS (
+	SELECT s.store_id, s.store_id, 1 FROM (SELECT coalesce(
+		(SELECT min(store_id) FROM webhook_deliveries WHERE state = 'pending' AND store_id > $7),
+		(SELECT min(store_id) FROM webhook_deliveries WHERE state = 'pending')) AS store_id) s
+	WHERE s.store_id IS NOT NULL
+	UNION ALL
+	SELECT s.store_id, w.first, w.n + 1 FROM walk w CROSS JOIN LATERAL (SELECT coalesce(
+		(SELECT min(d.store_id) FROM webhook_deliveries d WHERE d.state = 'pending' AND d.store_id > w.store_id),
+		(SELECT min(d.store_id) FROM webhook_deliveries d WHERE d.state = 'pending')) AS store_id) s
+	WHERE w.n < $8 AND s.store_id <> w.first),
+gates AS MATERIALIZED (
 	SELECT w.store_id FROM store_webhooks w
 	WHERE w.retry_time <= now() AND EXISTS (SELECT 1 FROM webhook_deliveries p
 		WHERE p.store_id = w.store_id AND p.state = 'pending' AND p.next_attempt_time <= now())
-	ORDER BY w.retry_time LIMIT $1
+	ORDER BY w.retry_time LIMIT $3
 	FOR UPDATE OF w SKIP LOCKED),
 probes AS MATERIALIZED (
 	SELECT p.id, g.store_id FROM gates g CROSS JOIN LATERAL (
@@ -302,11 +426,24 @@ probes AS MATERIALIZED (
 		WHERE d.store_id = g.store_id AND d.state = 'pending' AND d.next_attempt_time <= now()
 		ORDER BY d.next_attempt_time, d.create_time LIMIT 1
 		FOR UPDATE SKIP LOCKED) p),
+load AS MATERIALIZED (SELECT * FROM unnest($5::text[], $6::int[]) AS l(store_id, sends)),
+walked AS MATERIALIZED (
+	SELECT w.store_id, w.n, coalesce(l.sends, 0) AS sends, sw.retry_time, sw.store_id IS NOT NULL AND sw.retry_time IS NOT NULL AS backoff
+	FROM walk w LEFT JOIN load l ON l.store_id = w.store_id LEFT JOIN store_webhooks sw ON sw.store_id = w.store_id),
+cand AS MATERIALIZED (
+	SELECT c.id, w.store_id, w.n, w.sends, c.next_attempt_time FROM walked w CROSS JOIN LATERAL (
+		SELECT d.id, d.next_attempt_time FROM webhook_deliveries d
+		WHERE d.store_id = w.store_id AND d.state = 'pending' AND d.next_attempt_time <= now()
+		ORDER BY d.next_attempt_time LIMIT greatest($4 - w.sends, 0)
+		FOR UPDATE SKIP LOCKED) c
+	WHERE NOT w.backoff),
 others AS MATERIALIZED (
-	SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_time <= now()
-		AND NOT EXISTS (SELECT 1 FROM store_webhooks w WHERE w.store_id = webhook_deliveries.store_id AND w.retry_time IS NOT NULL)
-	ORDER BY next_attempt_time LIMIT $1 - (SELECT count(*) FROM probes)
-	FOR UPDATE SKIP LOCKED),
+	SELECT r.id, r.store_id FROM (SELECT c.*, row_number() OVER (PARTITION BY c.store_id ORDER BY c.next_attempt_time) AS rn FROM cand c) r
+	ORDER BY r.sends + r.rn, r.n, r.next_attempt_time
+	LIMIT $1 - (SELECT count(*) FROM probes)),
+full_stores AS (
+	SELECT store_id FROM (SELECT store_id, sends FROM load UNION ALL SELECT store_id, 1 FROM others) x
+	GROUP BY store_id HAVING sum(sends) >= $4),
 due AS (SELECT id FROM probes UNION ALL SELECT id FROM others),
 gated AS (
 	UPDATE store_webhooks w SET retry_time = now() + $2::bigint * interval '1 microsecond'
@@ -324,33 +461,41 @@ claimed AS (
 	RETURNING d.id, d.store_id, d.ticket_id, d.attempts, (extract(epoch FROM now() - d.create_time) * 1e6)::bigint AS age_us)
 SELECT c.id::text, c.store_id, c.ticket_id::text, c.attempts, t.ticket_id IS NOT NULL,
 	coalesce(w.url, ''), coalesce(w.signing_secret, ''), coalesce(w.enabled, false), coalesce(w.kinds, '{}'),
-	t.payload, t.seq, t.kind, c.age_us, c.id IN (SELECT id FROM probes), NULL::bigint
+	t.payload, t.seq, t.kind, c.age_us, c.id IN (SELECT id FROM probes), NULL::bigint, NULL::text
 FROM claimed c
 LEFT JOIN tickets t ON t.ticket_id = c.ticket_id AND t.store_id = c.store_id
 LEFT JOIN store_webhooks w ON w.store_id = c.store_id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	(extract(epoch FROM least(
-		(SELECT d.next_attempt_time FROM webhook_deliveries d
-		 WHERE d.state = 'pending' AND d.id NOT IN (SELECT id FROM due) AND d.id NOT IN (SELECT id FROM parked)
-			AND NOT EXISTS (SELECT 1 FROM store_webhooks w WHERE w.store_id = d.store_id AND w.retry_time > now())
-		 ORDER BY d.next_attempt_time LIMIT 1),
+		CASE WHEN (SELECT count(*) FROM walk) >= $8 THEN now() END,
+		(SELECT min(x.next_attempt_time) FROM walked w CROSS JOIN LATERAL (
+			SELECT d.next_attempt_time FROM webhook_deliveries d
+			WHERE d.store_id = w.store_id AND d.state = 'pending' AND d.id NOT IN (SELECT id FROM due) AND d.id NOT IN (SELECT id FROM parked)
+			ORDER BY d.next_attempt_time LIMIT 1) x
+		 WHERE w.store_id NOT IN (SELECT store_id FROM full_stores)
+			AND (NOT w.backoff OR w.retry_time <= now() AND (SELECT count(*) FROM probes) < $3)),
 		(SELECT min(greatest(w.retry_time, p.next_attempt_time)) FROM store_webhooks w CROSS JOIN LATERAL (
 			SELECT p.next_attempt_time FROM webhook_deliveries p WHERE p.store_id = w.store_id AND p.state = 'pending'
 			ORDER BY p.next_attempt_time LIMIT 1) p
 		 WHERE w.retry_time > now()),
-		CASE WHEN EXISTS (SELECT 1 FROM parked) THEN now() + $2::bigint * interval '1 microsecond' END) - now()) * 1e6)::bigint`
+		CASE WHEN EXISTS (SELECT 1 FROM parked) THEN now() + $2::bigint * interval '1 microsecond' END) - now()) * 1e6)::bigint,
+	coalesce((SELECT w.store_id FROM walk w WHERE w.store_id IN (SELECT store_id FROM others) ORDER BY w.n DESC LIMIT 1),
+		(SELECT w.store_id FROM walk w ORDER BY w.n DESC LIMIT 1), $7)`
 
 // webhookLease is how long a claim keeps a delivery from other copies: past the send's
 // timeout, so only a copy that died mid-send lets another send it again.
 func (a *Adapter) webhookLease() time.Duration { return a.cfg.WebhookTimeout + 30*time.Second }
 
-// claimDeliveries claims up to limit due deliveries (see claimDeliveriesSQL).
-func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deliveryClaim, next *time.Duration, err error) {
+// claimDeliveries claims up to limit due deliveries, at most probes of them probes, given the
+// sends under way per store, walking the stores from after cursor (see claimDeliveriesSQL). It
+// returns the cursor of the next round.
+func (a *Adapter) claimDeliveries(ctx context.Context, limit, probes int, stores []string, sends []int32, cursor string) (claims []deliveryClaim, next *time.Duration, after string, err error) {
 	start := time.Now() // before the database read the ages: a give-up falls no later than due
-	rows, err := a.db.Query(ctx, claimDeliveriesSQL, limit, a.webhookLease().Microseconds())
+	rows, err := a.db.Query(ctx, claimDeliveriesSQL, limit, a.webhookLease().Microseconds(), probes, webhookStoreSends,
+		stores, sends, cursor, webhookWalkStores)
 	if err != nil {
-		return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
+		return nil, nil, cursor, fmt.Errorf("claim webhook deliveries: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -362,14 +507,18 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deli
 			payload                                     []byte
 			seq, ageUS, nextUS                          *int64
 			probe                                       *bool
+			walkEnd                                     *string
 		)
-		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &ageUS, &probe, &nextUS); err != nil {
-			return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
+		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &ageUS, &probe, &nextUS, &walkEnd); err != nil {
+			return nil, nil, cursor, fmt.Errorf("claim webhook deliveries: %w", err)
 		}
 		if id == nil {
 			if nextUS != nil {
 				d := time.Duration(*nextUS) * time.Microsecond
 				next = &d
+			}
+			if walkEnd != nil {
+				after = *walkEnd
 			}
 			continue
 		}
@@ -382,9 +531,9 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit int) (claims []deli
 		claims = append(claims, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("claim webhook deliveries: %w", err)
+		return nil, nil, cursor, fmt.Errorf("claim webhook deliveries: %w", err)
 	}
-	return claims, next, nil
+	return claims, next, after, nil
 }
 
 // deliver makes one attempt of a claimed delivery and returns the outcome to record; none when
@@ -553,13 +702,27 @@ func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[pos
 		return nil, a.fail(ctx, "", rpcerr.Invalid("delivery_id", "not a delivery id"))
 	}
 	id := parsed.String() // canonical: uuid.Parse also takes urn:uuid:…, which Postgres refuses
-	var state string
+	// A dead letter is put back only if the dispatcher would send it: one of a store whose
+	// webhook is off or no longer wants the ticket's kind (or whose ticket is gone) would be
+	// dropped unsent, and the operator's dead letter lost with an OK.
+	var state, why string
 	err = a.db.QueryRow(ctx, `
-		WITH cur AS (SELECT state FROM webhook_deliveries WHERE id = $1 FOR UPDATE),
+		WITH cur AS (
+			SELECT d.state, CASE
+				WHEN w.store_id IS NULL THEN 'the store has no webhook'
+				WHEN NOT w.enabled THEN 'the store''s webhook is disabled'
+				WHEN t.ticket_id IS NULL THEN 'its ticket is gone (past retention)'
+				WHEN cardinality(w.kinds) > 0 AND NOT t.kind = ANY (w.kinds) THEN
+					'the store''s webhook kinds (' || array_to_string(w.kinds, ', ') || ') leave out its ticket''s kind (' || t.kind || ')'
+				ELSE '' END AS why
+			FROM webhook_deliveries d
+			LEFT JOIN store_webhooks w ON w.store_id = d.store_id
+			LEFT JOIN tickets t ON t.ticket_id = d.ticket_id AND t.store_id = d.store_id
+			WHERE d.id = $1 FOR UPDATE OF d),
 		upd AS (UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, done_time = NULL, create_time = now(),
 			next_attempt_time = greatest(now(), (SELECT w.retry_time FROM store_webhooks w WHERE w.store_id = d.store_id))
-			WHERE id = $1 AND state = 'failed' RETURNING 1)
-		SELECT state FROM cur`, id).Scan(&state)
+			WHERE id = $1 AND state = 'failed' AND (SELECT why FROM cur) = '' RETURNING 1)
+		SELECT state, why FROM cur`, id).Scan(&state, &why)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, a.fail(ctx, "", rpcerr.NotFound("webhook delivery", id))
 	}
@@ -568,6 +731,9 @@ func (api adminAPI) ReplayDelivery(ctx context.Context, req *connect.Request[pos
 	}
 	if state != "failed" {
 		return nil, a.fail(ctx, "", rpcerr.FailedPrecondition("delivery_id: delivery %s is %s, not failed; only dead letters are replayed", id, state))
+	}
+	if why != "" {
+		return nil, a.fail(ctx, "", rpcerr.FailedPrecondition("delivery_id: delivery %s would not be sent: %s; kept as a dead letter", id, why))
 	}
 	a.wakeWebhooks()
 	a.log.InfoContext(ctx, "webhook delivery replayed", "delivery", id, "by", adminName(ctx))

@@ -40,6 +40,10 @@ type DispatcherConfig struct {
 	// net for a notification whose writer left the NOTIFY to another transaction that then
 	// rolled back (see Enqueue). Default 10s.
 	IdlePollInterval time.Duration
+	// UnservedWait is how long a notification of a channel no copy serves waits before it is
+	// marked skipped: a copy that has the sender may be starting, its first heartbeat not yet
+	// recorded (a new deployment, its copies started in any order). Default 10 minutes.
+	UnservedWait time.Duration
 	// RoundInterval is the least time between two claiming rounds: the wake-ups that come
 	// meanwhile are served by one round, so a busy dispatcher claims in batches. It adds at
 	// most this much to a notification's wait. Default 10ms.
@@ -84,6 +88,9 @@ func (c *DispatcherConfig) setDefaults() {
 	}
 	if c.IdlePollInterval <= 0 {
 		c.IdlePollInterval = 10 * time.Second
+	}
+	if c.UnservedWait <= 0 {
+		c.UnservedWait = servedGrace
 	}
 	if c.RoundInterval <= 0 {
 		c.RoundInterval = 10 * time.Millisecond
@@ -402,15 +409,16 @@ CROSS JOIN LATERAL (
 	ORDER BY next_attempt_at LIMIT 1) nx`
 
 // unservedSQL holds for a notifications row whose channel is served neither here ($3) nor, within
-// the grace ($5 µs), by another copy.
-const unservedSQL = `channel <> ALL($3) AND NOT EXISTS (
+// the grace ($5 µs), by another copy, and that has waited DispatcherConfig.UnservedWait ($6 µs).
+const unservedSQL = `channel <> ALL($3) AND create_time < now() - $6::bigint * interval '1 microsecond' AND NOT EXISTS (
 		SELECT 1 FROM notification_channels s
 		WHERE s.channel = notifications.channel AND s.served_time > now() - $5::bigint * interval '1 microsecond')`
 
 // round claims, for each of channels, up to the matching count of due rows (see roundSQL).
 func (d *Dispatcher) round(ctx context.Context, channels []string, counts []int) ([]claimed, roundInfo, error) {
 	info := roundInfo{nextDue: map[string]time.Duration{}}
-	rows, err := d.pool.Query(ctx, roundSQL, channels, counts, d.channels, d.lease.Microseconds(), servedGrace.Microseconds())
+	rows, err := d.pool.Query(ctx, roundSQL, channels, counts, d.channels, d.lease.Microseconds(), servedGrace.Microseconds(),
+		d.cfg.UnservedWait.Microseconds())
 	if err != nil {
 		return nil, info, fmt.Errorf("claim notifications: %w", err)
 	}

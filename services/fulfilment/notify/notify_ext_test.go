@@ -73,6 +73,7 @@ func fastConfig(senders ...notify.Sender) notify.DispatcherConfig {
 		InitialBackoff: 40 * time.Millisecond,
 		MaxBackoff:     400 * time.Millisecond,
 		SendTimeout:    5 * time.Second,
+		UnservedWait:   time.Microsecond,
 	}
 }
 

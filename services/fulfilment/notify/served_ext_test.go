@@ -24,6 +24,23 @@ func stampServed(t *testing.T, pool *pgxpool.Pool, channel string, ago time.Dura
 	}
 }
 
+// A copy without a sender does not skip a notification written just before the copy that has
+// the sender recorded its first heartbeat (a new deployment, its copies starting in any order):
+// it waits UnservedWait. Before, the copy without the sender skipped it at once.
+func TestANotificationWrittenBeforeItsSendersCopyStartedIsLeftForIt(t *testing.T) {
+	pool := newPool(t)
+	startDispatcher(t, pool, notify.DispatcherConfig{PollInterval: 50 * time.Millisecond}) // no senders, the default wait
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-early")})
+	id := notificationIDs(t, pool, "ord-early", notify.ChannelWebhook)[0]
+	time.Sleep(500 * time.Millisecond) // ten of its rounds
+	if s, _ := stateOf(t, pool, id); s != "pending" {
+		t.Fatalf("the webhook written before its sender's copy started is %s; want it left pending for that copy", s)
+	}
+	sender := &recordingSender{channel: notify.ChannelWebhook}
+	startDispatcher(t, pool, fastConfig(sender))
+	waitForState(t, pool, id, "sent")
+}
+
 // Two copies whose sender configuration differs for a moment (a rolling deploy that adds a
 // channel, a pod whose SMTP/webhook secret failed to mount) must not drop notifications: the
 // copy without a sender must not mark "skipped" the due rows the copy that has one is merely
