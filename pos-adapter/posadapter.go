@@ -409,6 +409,10 @@ func (a *Adapter) Handler() http.Handler { return a.handler }
 
 // Serve serves on lis until ctx is cancelled, then reports NOT_SERVING, ends open ticket
 // streams (terminals reconnect and replay what they have not acknowledged) and drains unary
+// SetServing reports the adapter's health SERVING or NOT_SERVING (a dependency of its process
+// down); it has no effect once the adapter has begun to stop.
+func (a *Adapter) SetServing(serving bool) { a.health.SetServing(serving) }
+
 // calls for up to grace.
 func (a *Adapter) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
 	return edge.ServeHTTP(ctx, lis, a.handler, grace, a.log, func() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -200,6 +201,20 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	case c.Target == stack.TargetAll:
 		c.AllowedOrigins = []string{"*"} // a laptop: any local web app may call it
 	}
+	// Ports and addresses are checked here, naming the setting: past here a bad one fails deep
+	// in a start (initdb run, then PostgreSQL's own complaint), or as a port taken.
+	if c.PostgresPort < 0 || c.PostgresPort > 65535 {
+		return s, fmt.Errorf("%s: want a port from 1 to 65535, or 0 for any free one", setting("postgres-port", strconv.Itoa(c.PostgresPort)))
+	}
+	for _, a := range []struct{ name, value string }{
+		{"embedded-nats-addr", c.EmbeddedNATSAddr}, {"gateway-addr", c.GatewayAddr}, {"pos-addr", c.POSAdapterAddr},
+		{"catalog-addr", c.CatalogAddr}, {"inventory-addr", c.InventoryAddr}, {"cart-addr", c.CartAddr},
+		{"fulfilment-addr", c.FulfilmentAddr}, {"metrics-addr", c.MetricsAddr},
+	} {
+		if err := checkAddr(a.value); err != nil && !(a.name == "metrics-addr" && (a.value == "" || a.value == "off")) {
+			return s, fmt.Errorf("%s: %w", setting(a.name, a.value), err)
+		}
+	}
 	trusted, err := edge.ParseTrustedProxies(proxies)
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", setting("trusted-proxies", proxies), err)
@@ -226,4 +241,17 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		}
 	}
 	return s, c.Validate()
+}
+
+// checkAddr refuses an address that is not host:port with a port from 0 to 65535 (a service's
+// may be a name that resolves to many copies: only its form is checked).
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q: want 0 to 65535", port)
+	}
+	return nil
 }

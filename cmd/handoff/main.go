@@ -86,6 +86,8 @@ func readyMessage(target string, r stack.Ready) string {
 	if r.MetricsAddr != "" {
 		parts = append(parts, "metrics http://"+r.MetricsAddr+"/metrics")
 	}
-	parts = append(parts, "NATS "+stack.RedactURL(r.NATSURL))
+	if r.NATSURL != "" { // the gateway alone uses none
+		parts = append(parts, "NATS "+stack.RedactURL(r.NATSURL))
+	}
 	return "Handoff is ready (" + target + "): " + strings.Join(parts, " · ")
 }

@@ -35,10 +35,14 @@ func newHealth(services []string) *Health {
 	return h
 }
 
-// SetServing flips the overall status (false while draining on shutdown).
+// SetServing flips the overall status: false while a dependency is down. Once draining (Drain)
+// it stays NOT_SERVING.
 func (h *Health) SetServing(serving bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.draining {
+		return
+	}
 	if h.serving != serving {
 		h.serving = serving
 		close(h.changed)

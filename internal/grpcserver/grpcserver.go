@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fullstorydev/grpchan/inprocgrpc"
@@ -51,6 +52,8 @@ type Server struct {
 	// draining ends when the server starts to stop; its server streams end with it.
 	draining context.Context
 	drain    context.CancelFunc
+	// notServing is set while a dependency of the process is down (SetServing).
+	notServing atomic.Bool
 }
 
 // New returns a server with Handoff's interceptors; register services on it, then call Serve.
@@ -267,12 +270,34 @@ func chainStream(interceptors []grpc.StreamServerInterceptor) grpc.StreamServerI
 	}
 }
 
+// SetServing reports the server, and each service on it, SERVING or NOT_SERVING (a dependency
+// of the process down). Once the server has begun to stop, health stays NOT_SERVING.
+func (s *Server) SetServing(serving bool) {
+	s.notServing.Store(!serving)
+	s.reportHealth()
+}
+
+// reportHealth sets the status of the server ("") and of each service registered on it, so
+// that a probe naming a service (grpc-health-probe -service, a Kubernetes gRPC probe's
+// service) is answered on the service's own port as on the edges.
+func (s *Server) reportHealth() {
+	st := healthpb.HealthCheckResponse_SERVING
+	if s.notServing.Load() {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.Health.SetServingStatus("", st)
+	for name := range s.Server.GetServiceInfo() {
+		s.Health.SetServingStatus(name, st)
+	}
+}
+
 // Serve serves on lis until ctx is cancelled, then stops gracefully: health turns NOT_SERVING,
 // server streams end (endOnDrain), other calls in flight get up to grace to finish, and what
 // remains is cut.
 func (s *Server) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
 	addr := lis.Addr().String()
 	metrics().InitializeMetrics(s.Server)
+	s.reportHealth() // each service registered by now is known to health by its own name
 	errc := make(chan error, 1)
 	go func() { errc <- s.Server.Serve(lis) }()
 	select {

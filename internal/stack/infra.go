@@ -42,8 +42,12 @@ func (s *system) startNATS(ctx context.Context) error {
 			if err != nil {
 				s.log.Warn("NATS disconnected", "err", err)
 			}
+			s.natsDown(err)
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())
+			s.natsBack()
+		}),
 	)...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w (start nats-server with -js, or leave NATS_URL empty with the all target)", RedactURL(url), err)

@@ -151,6 +151,8 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 
 	gs := grpcserver.New(log, s.keys)
 	svc.RegisterGRPC(gs)
+	s.readiness.add(gs)
+	s.addLoop(spec.name+" database check", s.watchDatabase("PostgreSQL of "+spec.name, pool))
 	if s.inproc != nil {
 		ch := grpcserver.InProcess(log, s.keys)
 		svc.RegisterGRPC(ch)
@@ -279,6 +281,8 @@ func (s *system) startPOSAdapter(ctx context.Context) error {
 		return err
 	}
 	s.ready.POSAdapterAddr = lis.Addr().String()
+	s.readiness.add(a)
+	s.addLoop("pos-adapter database check", s.watchDatabase("PostgreSQL of the pos-adapter", pool))
 	s.addServer(func(ctx context.Context) error { return a.Serve(ctx, lis, s.cfg.ShutdownGrace) })
 	s.addLoop("pos-adapter", a.Run)
 	s.addLoop("pos-adapter planner statistics", keepStatistics(pool, posadapter.Schema, log))

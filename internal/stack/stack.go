@@ -205,7 +205,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("currency %s: the demo chain is priced in %s; run with -currency %s, or without the demo (-demo=false)", c.Currency, demo.Currency, demo.Currency)
 	}
 	if c.Target != TargetAll {
-		if c.NATSURL == "" {
+		// The gateway reaches the services over gRPC only: it needs no NATS.
+		if c.NATSURL == "" && c.Target != TargetGateway {
 			return fmt.Errorf("target %s needs NATS_URL (only the all target embeds NATS)", c.Target)
 		}
 		if c.JWTKeys == "" {
@@ -232,6 +233,7 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) error {
 		return err
 	}
 	s := &system{cfg: cfg, log: cfg.Logger}
+	s.readiness.log = cfg.Logger
 	defer s.closeAll()
 	if err := s.start(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -255,6 +257,7 @@ type system struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	databaseURL string
+	readiness   readiness
 	// inproc, in the one-process mode, holds each service's in-process channel, where it is
 	// also registered for the gateway and the pos-adapter to call directly
 	// (grpcserver.InProcess); nil otherwise.
@@ -371,8 +374,10 @@ func (s *system) start(ctx context.Context) error {
 			return fmt.Errorf("pickup code secret: %w", err)
 		}
 	}
-	if err := s.startNATS(ctx); err != nil {
-		return err
+	if s.cfg.Target != TargetGateway {
+		if err := s.startNATS(ctx); err != nil {
+			return err
+		}
 	}
 	if s.cfg.Target == TargetAll {
 		s.inproc = map[string]*grpcserver.Channel{}
@@ -623,6 +628,7 @@ func (s *system) startGateway() error {
 		return err
 	}
 	s.ready.GatewayAddr = lis.Addr().String()
+	s.readiness.add(gw)
 	s.addServer(func(ctx context.Context) error { return gw.Serve(ctx, lis, s.cfg.ShutdownGrace) })
 	return nil
 }

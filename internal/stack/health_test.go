@@ -1,0 +1,203 @@
+package stack_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/demo"
+	"github.com/handoff-dev/handoff/internal/pgcluster"
+	"github.com/handoff-dev/handoff/internal/stack"
+	"github.com/handoff-dev/handoff/internal/stacktest"
+	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+)
+
+// healthOf asks addr's grpc.health.v1 for service ("" the server as a whole).
+func healthOf(t *testing.T, addr, service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	return res.GetStatus(), err
+}
+
+// waitHealth waits until every address of addrs answers want for the server as a whole.
+func waitHealth(t *testing.T, addrs map[string]string, want healthpb.HealthCheckResponse_ServingStatus, within time.Duration) {
+	t.Helper()
+	testenv.CheckFor(t, within, 200*time.Millisecond, func() error {
+		for name, addr := range addrs {
+			if st, err := healthOf(t, addr, ""); err != nil || st != want {
+				return fmt.Errorf("%s health: %v (%v); want %v", name, st, err, want)
+			}
+		}
+		return nil
+	})
+}
+
+// startNATSAt runs a NATS server with JetStream on port, its store in dir.
+func startNATSAt(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().(*net.TCPAddr).Port
+}
+
+// A probe naming a service on the service's own port (grpc-health-probe -service, a Kubernetes
+// gRPC probe's service) is answered, as the gateway answers it. Before, each service port knew
+// only "" and answered NotFound for its own services.
+func TestServicePortsKnowTheirOwnServicesInHealth(t *testing.T) {
+	r := stacktest.Start(t)
+	for svc, name := range map[string]string{
+		stack.TargetCatalog:    "handoff.catalog.v1.CatalogService",
+		stack.TargetInventory:  "handoff.inventory.v1.StoreLocatorService",
+		stack.TargetCart:       "handoff.cart.v1.CartService",
+		stack.TargetFulfilment: "handoff.fulfilment.v1.OrderService",
+	} {
+		if st, err := healthOf(t, r.ServiceAddrs[svc], name); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health of %s on %s's own port: %v, %v; want SERVING", name, svc, st, err)
+		}
+	}
+}
+
+// While NATS is away every server of the process says NOT_SERVING (a readiness probe takes the
+// copy out of rotation: no checkout can work without NATS), and SERVING again once it is back.
+// Before, health said SERVING throughout.
+func TestHealthIsNotServingWhileNATSIsDown(t *testing.T) {
+	port, dir := freePort(t), t.TempDir()
+	ns := startNATSAt(t, port, dir)
+	r := stacktest.Start(t, func(c *stack.Config) { c.NATSURL = ns.ClientURL() })
+	addrs := map[string]string{"cart": r.ServiceAddrs[stack.TargetCart], "fulfilment": r.ServiceAddrs[stack.TargetFulfilment],
+		"gateway": r.GatewayAddr, "pos-adapter": r.POSAdapterAddr}
+	waitHealth(t, addrs, healthpb.HealthCheckResponse_SERVING, 5*time.Second)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitHealth(t, addrs, healthpb.HealthCheckResponse_NOT_SERVING, 10*time.Second)
+	startNATSAt(t, port, dir)
+	waitHealth(t, addrs, healthpb.HealthCheckResponse_SERVING, 20*time.Second)
+}
+
+// While a service's PostgreSQL is away its health says NOT_SERVING, and SERVING once it is
+// back; the process runs on throughout and serves again.
+func TestHealthIsNotServingWhileTheDatabaseIsDown(t *testing.T) {
+	port, dir := freePort(t), t.TempDir()
+	ctx := context.Background()
+	start := func() *pgcluster.Cluster {
+		pg, err := pgcluster.Start(ctx, pgcluster.Options{DataDir: dir, Port: port, Ephemeral: true, Logger: testenv.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pg.Stop(context.Background()) })
+		return pg
+	}
+	pg := start()
+	cfg := stacktest.Config(t)
+	cfg.DatabaseURL = pg.URL("postgres")
+	r, errc, cancel := startStack(t, cfg)
+	defer cancel()
+	catalog := map[string]string{"catalog": r.ServiceAddrs[stack.TargetCatalog]}
+	waitHealth(t, catalog, healthpb.HealthCheckResponse_SERVING, 5*time.Second)
+	if err := pg.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(t, catalog, healthpb.HealthCheckResponse_NOT_SERVING, 30*time.Second)
+	start()
+	waitHealth(t, catalog, healthpb.HealthCheckResponse_SERVING, 30*time.Second)
+	select {
+	case err := <-errc:
+		t.Fatalf("Handoff stopped while its database was away: %v", err)
+	default:
+	}
+	conn, err := grpc.NewClient(r.ServiceAddrs[stack.TargetCatalog], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	if _, err := catalogv1.NewCatalogServiceClient(conn).ListProducts(cctx, &catalogv1.ListProductsRequest{PageSize: 3}); err != nil {
+		t.Errorf("ListProducts after the database came back: %v", err)
+	}
+}
+
+// A NATS server that comes back without its JetStream store (a pod without its volume, a store
+// reset) gets the streams declared again, and events flow. Before, they were declared only at
+// start: every relay failed until each process was restarted by hand.
+func TestEventsFlowAgainAfterNATSComesBackWithoutItsStreams(t *testing.T) {
+	port := freePort(t)
+	ns := startNATSAt(t, port, t.TempDir())
+	r := stacktest.Start(t, func(c *stack.Config) { c.NATSURL = ns.ClientURL() })
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns2 := startNATSAt(t, port, t.TempDir()) // a fresh store
+	nc, err := nats.Connect(ns2.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := r.Keys.Issue(auth.Principal{Subject: "ops", Role: auth.RoleAdmin}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(r.ServiceAddrs[stack.TargetCatalog], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	if _, err := catalogv1.NewCatalogAdminServiceClient(conn).CreateProduct(ctx, &catalogv1.CreateProductRequest{Product: &catalogv1.Product{
+		Name: "After the restart", CategoryId: demo.Seattle().Categories[0].ID,
+		Variants: []*catalogv1.Variant{{Sku: "AFTER-1", Name: "one", Price: &commonv1.Money{AmountMinor: 100, CurrencyCode: "USD"}}},
+	}}); err != nil {
+		t.Fatalf("create a product after NATS came back: %v", err)
+	}
+	testenv.CheckFor(t, 30*time.Second, 500*time.Millisecond, func() error {
+		st, err := js.Stream(context.Background(), streams.EventsStream)
+		if err != nil {
+			return fmt.Errorf("the events stream after NATS came back without its store: %w", err)
+		}
+		if st.CachedInfo().State.Msgs == 0 {
+			return fmt.Errorf("the product's event is not in the stream yet")
+		}
+		return nil
+	})
+}
