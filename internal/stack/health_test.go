@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -200,4 +201,38 @@ func TestEventsFlowAgainAfterNATSComesBackWithoutItsStreams(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Until the demo chain is loaded, health says NOT_SERVING: a script or probe that waits for
+// SERVING rather than the ready line must not find a chain without its stores and products.
+// Before, health said SERVING from the moment the servers listened. Here the catalog's part of
+// the load waits on its advisory lock, held by the test.
+func TestHealthIsNotServingUntilTheDemoChainIsLoaded(t *testing.T) {
+	cfg := stacktest.Config(t)
+	cfg.GatewayAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	lock, err := pgx.Connect(context.Background(), cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close(context.Background())
+	if _, err := lock.Exec(context.Background(), `SELECT pg_advisory_lock(hashtext('catalog.demo'))`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- stack.Run(ctx, cfg, nil) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("stack stopped with an error: %v", err)
+		}
+	}()
+	gateway := map[string]string{"gateway": cfg.GatewayAddr}
+	waitHealth(t, gateway, healthpb.HealthCheckResponse_NOT_SERVING, 20*time.Second)
+	time.Sleep(time.Second) // still loading
+	waitHealth(t, gateway, healthpb.HealthCheckResponse_NOT_SERVING, time.Second)
+	if _, err := lock.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtext('catalog.demo'))`); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(t, gateway, healthpb.HealthCheckResponse_SERVING, 20*time.Second)
 }

@@ -22,6 +22,9 @@ type readiness struct {
 	mu      sync.Mutex
 	down    map[string]error // dependency → why it is down
 	servers []servingSetter
+	// starting is set until the start's last steps (the demo chain's load) are done: a probe
+	// that waits for SERVING, not the ready line, must not find a chain without its stores.
+	starting bool
 }
 
 // servingSetter is a server whose health readiness sets.
@@ -32,14 +35,35 @@ func (r *readiness) add(s servingSetter) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.servers = append(r.servers, s)
-	s.SetServing(len(r.down) == 0)
+	s.SetServing(r.serving())
+}
+
+// serving is whether the servers report SERVING; r.mu is held.
+func (r *readiness) serving() bool { return len(r.down) == 0 && !r.starting }
+
+// setStarting marks the start as under way (true) or done (false).
+func (r *readiness) setStarting(starting bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.serving()
+	r.starting = starting
+	r.changed(was)
+}
+
+// changed tells the servers the status, if it is not was; r.mu is held.
+func (r *readiness) changed(was bool) {
+	if now := r.serving(); now != was {
+		for _, s := range r.servers {
+			s.SetServing(now)
+		}
+	}
 }
 
 // set records dependency dep as down (err) or up (nil).
 func (r *readiness) set(dep string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	was := len(r.down) == 0
+	was := r.serving()
 	if err != nil {
 		if r.down == nil {
 			r.down = map[string]error{}
@@ -52,11 +76,7 @@ func (r *readiness) set(dep string, err error) {
 		delete(r.down, dep)
 		r.log.Info("a dependency is back", "dependency", dep, "still_down", slices.Sorted(maps.Keys(r.down)))
 	}
-	if now := len(r.down) == 0; now != was {
-		for _, s := range r.servers {
-			s.SetServing(now)
-		}
-	}
+	r.changed(was)
 }
 
 // How a service's PostgreSQL is watched: pinged every dbCheckEvery, each ping given

@@ -171,6 +171,7 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	if s.cfg.LoadDemo {
 		if len(s.demoParts) == 0 {
 			s.afterListen = append(s.afterListen, s.loadDemo)
+			s.readiness.setStarting(true) // until the chain is loaded
 		}
 		s.demoParts = append(s.demoParts, demoPart{name: spec.name, svc: svc, log: log})
 	}

@@ -467,6 +467,7 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 				return err
 			}
 		}
+		s.readiness.setStarting(false)
 		r := s.ready
 		s.log.Info("Handoff is ready", "target", s.cfg.Target, "gateway", r.GatewayAddr, "pos_adapter", r.POSAdapterAddr,
 			"metrics", r.MetricsAddr, "nats", RedactURL(r.NATSURL))
