@@ -111,12 +111,12 @@ func New(cfg Config) (*Gateway, error) {
 // Handler is the gateway's whole HTTP surface.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// Serve serves on lis until ctx is cancelled, then reports NOT_SERVING, ends open streams
-// (clients watch again, through another copy or this one restarted) and drains unary calls for
 // SetServing reports the gateway's health SERVING or NOT_SERVING (a dependency of its process
 // down); it has no effect once the gateway has begun to stop.
 func (g *Gateway) SetServing(serving bool) { g.health.SetServing(serving) }
 
+// Serve serves on lis until ctx is cancelled, then reports NOT_SERVING, ends open streams
+// (clients watch again, through another copy or this one restarted) and drains unary calls for
 // up to grace.
 func (g *Gateway) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
 	return edge.ServeHTTP(ctx, lis, g.handler, grace, g.log, func() {

@@ -321,6 +321,10 @@ type Adapter struct {
 	// without a lookup (admit), so a store's terminals behind one address keep working while
 	// made-up credentials come from it.
 	refusedAuth *edge.AddressLimiter
+	// refusedVendorAddr and refusedVendor limit refused inbound vendor events (see
+	// serveVendorWebhook): per address, and per address and store.
+	refusedVendorAddr *edge.AddressLimiter
+	refusedVendor     *edge.Limiter
 	// acks are AckTicket's writes, batched (see ackwrites.go).
 	acks *coalesce.Batcher[ackReq, bool]
 }
@@ -376,6 +380,8 @@ func New(cfg Config) (*Adapter, error) {
 	a.credentials.ttl = cfg.CredentialCacheTTL
 	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
 	a.refusedAuth = edge.NewAddressLimiter(refusedAuthRate, refusedAuthBurst)
+	a.refusedVendorAddr = edge.NewAddressLimiter(refusedAuthRate, refusedAuthBurst)
+	a.refusedVendor = edge.NewLimiter(refusedAuthRate, refusedAuthBurst)
 	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 
 	opts := []connect.HandlerOption{
@@ -407,12 +413,12 @@ func New(cfg Config) (*Adapter, error) {
 // (gRPC, gRPC-web, Connect), health, reflection and the inbound vendor webhook.
 func (a *Adapter) Handler() http.Handler { return a.handler }
 
-// Serve serves on lis until ctx is cancelled, then reports NOT_SERVING, ends open ticket
-// streams (terminals reconnect and replay what they have not acknowledged) and drains unary
 // SetServing reports the adapter's health SERVING or NOT_SERVING (a dependency of its process
 // down); it has no effect once the adapter has begun to stop.
 func (a *Adapter) SetServing(serving bool) { a.health.SetServing(serving) }
 
+// Serve serves on lis until ctx is cancelled, then reports NOT_SERVING, ends open ticket
+// streams (terminals reconnect and replay what they have not acknowledged) and drains unary
 // calls for up to grace.
 func (a *Adapter) Serve(ctx context.Context, lis net.Listener, grace time.Duration) error {
 	return edge.ServeHTTP(ctx, lis, a.handler, grace, a.log, func() {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/pgtext"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
@@ -81,22 +82,38 @@ const (
 // serveVendorWebhook checks the signature and timestamp before reading anything else, then
 // applies the event at inventory once per (store, vendor event id).
 //
-// Refused signatures are charged to the client's address (refusedAuth, shared with refused
-// terminal credentials): each costs a log line, and a well-formed one a database read of the
-// store's secret, and a flood of made-up ones must not cost that without limit. An address
-// over its refusals is told to wait (429) before anything is read.
+// Refused signatures are limited, each costing a log line and a well-formed one a database read
+// of the store's secret, so a flood of made-up ones costs little. They are counted apart from
+// refused terminal credentials (a store's misconfigured vendor must not lock out the terminals
+// behind its address), and per store and address (a vendor's cloud posts for many stores from
+// a few addresses: one store's stale secret must not lock out the others'):
+//   - refusedVendor, per address and store: a bad signature for a store that has a secret;
+//   - refusedVendorAddr, per address: anything refused before a store's secret is known to
+//     exist (no signature, a malformed or stale one, a store without a secret), which a
+//     flood of made-up store ids would otherwise use without limit.
+//
+// A client over either is told to wait (429) before anything more is read.
 func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	store := r.PathValue("store_id")
 	log := a.log.With("store_id", store, "remote", r.RemoteAddr)
-	done, ok, wait := a.refusedAuth.Attempt(r.RemoteAddr)
-	if !ok {
+	tooMany := func(wait time.Duration) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(wait.Round(time.Second), time.Second)/time.Second)))
 		writeVendor(w, http.StatusTooManyRequests, VendorResult{Error: "too many refused requests from this address; retry later"})
+	}
+	doneAddr, ok, wait := a.refusedVendorAddr.Attempt(r.RemoteAddr)
+	if !ok {
+		tooMany(wait)
 		return
 	}
-	refused := false
-	defer func() { done(refused) }()
+	doneStore, ok, wait := a.refusedVendor.Attempt(edge.ClientKey(r.RemoteAddr) + " " + store)
+	if !ok {
+		doneAddr(false)
+		tooMany(wait)
+		return
+	}
+	var refusedAddr, refusedStore bool
+	defer func() { doneAddr(refusedAddr); doneStore(refusedStore) }()
 	if checkStoreID(store) != nil {
 		writeVendor(w, http.StatusNotFound, VendorResult{Error: "unknown store"})
 		return
@@ -123,7 +140,11 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		refused = true
+		if errors.Is(err, ErrBadSignature) {
+			refusedStore = true // the store has a secret: this store's sender is wrong
+		} else {
+			refusedAddr = true
+		}
 		log.WarnContext(ctx, "vendor webhook refused", "reason", err)
 		msg := "signature rejected" // not which stores have a secret
 		if errors.Is(err, ErrNoSignature) || errors.Is(err, ErrMalformedSignature) || errors.Is(err, ErrStaleSignature) || errors.Is(err, ErrBadSignature) {
@@ -366,7 +387,7 @@ func (a *Adapter) vendorFailure(ctx context.Context, log *slog.Logger, store str
 		switch st.Code() {
 		case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.OutOfRange:
 			msg := vendorMessage(st, ev)
-			if stockRefusal(st) {
+			if stockRefusal(st) && !a.pastCountHorizon(ctx, store, ev) {
 				log.InfoContext(ctx, "vendor event not applicable as stock stands; the vendor should retry", "type", ev.Type, "sku", ev.SKU, "err", msg)
 				return http.StatusServiceUnavailable, VendorResult{Status: "deferred", Error: msg}
 			}
@@ -389,8 +410,28 @@ func (a *Adapter) vendorFailure(ctx context.Context, log *slog.Logger, store str
 // FailedPrecondition naming the delta or on_hand; its other one, an idempotency key used for
 // another change, is for good.
 func stockRefusal(st *status.Status) bool {
+	msg := st.Message()
 	return st.Code() == codes.FailedPrecondition &&
-		(strings.HasPrefix(st.Message(), "delta: ") || strings.HasPrefix(st.Message(), "on_hand: "))
+		(strings.HasPrefix(msg, "delta: ") || strings.HasPrefix(msg, "on_hand: ")) &&
+		!strings.Contains(msg, " above ") // past the maximum level: no count makes it fit
+}
+
+// countHorizon is how old a count inventory still takes (its maxCountAge): a change waiting
+// for a count from before it waits at most this long after it happened. No count that could
+// make it apply can come later, so it is then refused for good: a sale of a SKU never stocked
+// (a typo, an item sold only at the till) is not deferred for ever.
+const countHorizon = 24 * time.Hour
+
+// pastCountHorizon reports whether ev happened longer than countHorizon ago: when it says, else
+// when it was first received (a vendor that sends no time retries with none).
+func (a *Adapter) pastCountHorizon(ctx context.Context, store string, ev VendorEvent) bool {
+	at := ev.OccurredAt
+	var received time.Time
+	if err := a.db.QueryRow(ctx, `SELECT receive_time FROM vendor_events WHERE store_id = $1 AND vendor_event_id = $2`,
+		store, ev.EventID).Scan(&received); err == nil && (at == nil || received.Before(*at)) {
+		at = &received
+	}
+	return at != nil && time.Since(*at) > countHorizon
 }
 
 // vendorFields names, for the fields of inventory's requests a vendor event fills, the event's

@@ -1,6 +1,7 @@
 package posadapter_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -38,5 +39,35 @@ func TestVendorSaleArrivingBeforeItsEarlierCountOfANewSKUIsAppliedOnRetry(t *tes
 	}
 	if got := s.onHand(t, "ven-e4", "MUFFIN-1"); got != 8 {
 		t.Fatalf("on hand %d after a count of 10 (20 min ago) and a sale of 2 (10 min ago) that arrived first; want 8", got)
+	}
+}
+
+// A sale that cannot apply as stock stands (here of a SKU the store never stocked: a typo, an
+// item sold only at the till) is deferred only while a count from before it could still come:
+// once it happened longer ago than inventory takes counts (24 h), it is refused for good, and
+// so is one first received that long ago without a time of its own. Before, it was deferred
+// (503) for ever, the vendor retrying it for as long as it kept trying.
+func TestAVendorSaleNoCountCanEverMakeFitIsRefusedInTheEnd(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "ven-hz", map[string]int32{"LATTE-16": 10})
+	secret := e.vendorWebhook("ven-hz")
+	post := func(id string, occurred *time.Time) (int, posadapter.VendorResult) {
+		b, _ := json.Marshal(posadapter.VendorEvent{EventID: id, Type: "sale", SKU: "LATTE-61", Quantity: 1, OccurredAt: occurred})
+		return e.vendorPost("ven-hz", secret, time.Now(), b, nil)
+	}
+	if code, out := post("typo-now", nil); code != http.StatusServiceUnavailable || out.Status != "deferred" {
+		t.Fatalf("a sale of a SKU not stocked, just now: HTTP %d %+v; want 503 deferred (its count may yet come)", code, out)
+	}
+	if code, out := post("typo-old", new(time.Now().Add(-25*time.Hour))); code != http.StatusUnprocessableEntity || out.Status != "refused" {
+		t.Fatalf("a sale of a SKU not stocked, 25 h ago: HTTP %d %+v; want 422 refused (no count that old is taken)", code, out)
+	}
+	// The first one, without a time of its own, retried a day later.
+	if _, err := e.pool.Exec(context.Background(), `UPDATE vendor_events SET receive_time = now() - interval '25 hours'
+		WHERE store_id = 'ven-hz' AND vendor_event_id = 'typo-now'`); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := post("typo-now", nil); code != http.StatusUnprocessableEntity || out.Status != "refused" {
+		t.Fatalf("the same sale retried 25 h after it was first received: HTTP %d %+v; want 422 refused", code, out)
 	}
 }

@@ -1,9 +1,15 @@
 package posadapter_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 )
 
 // Refused vendor requests (no signature, a bad one) are limited per client address, as
@@ -28,8 +34,49 @@ func TestUnsignedVendorRequestsAreLimitedPerAddress(t *testing.T) {
 		codes[code]++
 	}
 	t.Logf("300 badly signed posts from one address: %v", codes)
-	// The address has its refusals' refill (10 a second) and no more.
-	if codes[http.StatusTooManyRequests] == 0 || codes[http.StatusUnauthorized] >= 50 {
-		t.Fatalf("an address over its refusals had badly signed posts read and refused (%v); want them limited (429)", codes)
+	// Bad signatures for a store with a secret are counted per address and store: its burst
+	// (50) and refill (10 a second), and no more.
+	if codes[http.StatusTooManyRequests] == 0 || codes[http.StatusUnauthorized] > 80 {
+		t.Fatalf("badly signed posts for one store from one address: %v; want them limited (429) after about 50", codes)
+	}
+}
+
+// One store's refused vendor signatures (its secret rotated, its vendor's backlog still signed
+// with the old one) do not lock out correctly signed events of other stores posted from the same
+// address (a vendor's cloud posts for many stores from a few addresses). Before, every refusal
+// was charged to the address alone, and the others' events got 429.
+func TestOneStoresStaleVendorSecretDoesNotLockOutOtherStoresFromTheSameAddress(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "lim-good", map[string]int32{"LATTE-16": 100})
+	s.addStore(t, "lim-stale", map[string]int32{"LATTE-16": 100})
+	good := e.vendorWebhook("lim-good")
+	stale := e.vendorWebhook("lim-stale")
+	for i := range 80 {
+		e.vendorPost("lim-stale", stale+"old", time.Now(), vendorEvent(fmt.Sprintf("s-%d", i), "sale", "LATTE-16", 1), nil)
+	}
+	if code, out := e.vendorPost("lim-good", good, time.Now(), vendorEvent("g-1", "sale", "LATTE-16", 1), nil); code != http.StatusOK || out.Status != "applied" {
+		t.Fatalf("a correctly signed sale of another store from the same address: HTTP %d %+v; want 200 applied", code, out)
+	}
+}
+
+// A store's misconfigured vendor, posting from the address its terminals share (an on-premise
+// POS behind the store's NAT), does not lock out those terminals, even just after the adapter
+// restarted (no credential yet seen working). Before, vendor refusals and refused terminal
+// credentials shared one limit per address.
+func TestAStoresStaleVendorDoesNotLockOutItsTerminals(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "lim-nat", map[string]int32{"LATTE-16": 100})
+	_, cred := e.register("till-1", "lim-nat")
+	stale := e.vendorWebhook("lim-nat")
+	e.restart()
+	for i := range 80 {
+		e.vendorPost("lim-nat", stale+"old", time.Now(), vendorEvent(fmt.Sprintf("s-%d", i), "sale", "LATTE-16", 1), nil)
+		e.vendorPost("lim-nat", "", time.Now(), vendorEvent(fmt.Sprintf("u-%d", i), "sale", "LATTE-16", 1), nil)
+	}
+	c := e.terminal(protocol{name: "connect"}, cred)
+	if _, err := c.ListStoreOrders(context.Background(), connect.NewRequest(&posv1.ListStoreOrdersRequest{StoreId: "lim-nat"})); connect.CodeOf(err) == connect.CodeResourceExhausted {
+		t.Fatalf("a registered terminal with a valid credential was refused: %v; want it admitted (its store's vendor's refusals are not its own)", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -79,18 +80,42 @@ func (r *readiness) set(dep string, err error) {
 	r.changed(was)
 }
 
-// How a service's PostgreSQL is watched: pinged every dbCheckEvery, each ping given
-// dbCheckTimeout (a pool busy under load answers within it), down after dbDownAfter failures
-// in a row, so a moment's stall does not take every copy out of rotation at once.
+// How a service's PostgreSQL is watched: pinged every dbCheckEvery on a connection of its own
+// (through the service's pool, a ping would wait behind the work of a busy moment and take
+// every copy out of rotation at once, the database answering all along), each ping and
+// connection given dbCheckTimeout, down after dbDownAfter failures in a row.
 const (
 	dbCheckEvery   = 5 * time.Second
 	dbCheckTimeout = 5 * time.Second
 	dbDownAfter    = 2
 )
 
-// watchDatabase is a loop that keeps readiness told whether pool's database answers.
+// watchDatabase is a loop that keeps readiness told whether the database of pool answers.
 func (s *system) watchDatabase(dep string, pool *pgxpool.Pool) func(context.Context) error {
 	return func(ctx context.Context) error {
+		var conn *pgx.Conn // the check's own, kept between checks; nil after a failure
+		defer func() {
+			if conn != nil {
+				_ = conn.Close(context.WithoutCancel(ctx))
+			}
+		}()
+		check := func(ctx context.Context) error {
+			if conn == nil {
+				cfg := pool.Config().ConnConfig.Copy()
+				cfg.ConnectTimeout = dbCheckTimeout
+				c, err := pgx.ConnectConfig(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				conn = c
+			}
+			if err := conn.Ping(ctx); err != nil {
+				_ = conn.Close(context.WithoutCancel(ctx))
+				conn = nil
+				return err
+			}
+			return nil
+		}
 		t := time.NewTicker(dbCheckEvery)
 		defer t.Stop()
 		fails := 0
@@ -100,8 +125,8 @@ func (s *system) watchDatabase(dep string, pool *pgxpool.Pool) func(context.Cont
 				return nil
 			case <-t.C:
 			}
-			pctx, cancel := context.WithTimeout(ctx, dbCheckTimeout)
-			err := pool.Ping(pctx)
+			cctx, cancel := context.WithTimeout(ctx, dbCheckTimeout)
+			err := check(cctx)
 			cancel()
 			switch {
 			case ctx.Err() != nil:

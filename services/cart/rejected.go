@@ -42,8 +42,11 @@ const reopenRejectedSQL = `UPDATE carts SET state = $3, order_id = NULL, checkou
 	version = version + 1, update_time = now()
 	WHERE id = $1 AND order_id = $2 AND state = $4`
 
-// leasedSQL says whether a checkout's lease is running on the open cart given.
-const leasedSQL = `SELECT EXISTS (SELECT 1 FROM carts WHERE id = $1 AND state = $2 AND checkout_until > now())`
+// lockCartSQL reads, and locks, what the rejected handler decides by: the cart's state, the
+// order it is checked out as, and whether a checkout's lease runs on it. Read apart, a mark
+// committing between two reads would be seen by neither (open at the first, checked out at the
+// second), and the event dropped.
+const lockCartSQL = `SELECT state, coalesce(order_id, ''), coalesce(checkout_until > now(), false) FROM carts WHERE id = $1 FOR UPDATE`
 
 func (s *Service) handleRejected(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
 	var ev fulfilmentv1.OrderChanged
@@ -54,25 +57,30 @@ func (s *Service) handleRejected(ctx context.Context, tx pgx.Tx, msg jetstream.M
 	if o.GetCartId() == "" {
 		return nil // placed without a cart: nothing to open
 	}
-	opened, err := s.reopenRejected(ctx, tx, o.GetCartId(), o.GetId())
-	if err != nil || opened {
+	var (
+		state, orderID string
+		leased         bool
+	)
+	err := tx.QueryRow(ctx, lockCartSQL, o.GetCartId()).Scan(&state, &orderID, &leased)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil // deleted (abandoned): nothing to open
+	case err != nil:
+		return fmt.Errorf("read cart %s of rejected order %s: %w", o.GetCartId(), o.GetId(), err)
+	case state == stateCheckedOut && orderID == o.GetId():
+		_, err := s.reopenRejected(ctx, tx, o.GetCartId(), o.GetId())
 		return err
-	}
-	// Not checked out as this order. While a checkout's lease runs on the cart, the order may be
-	// that checkout's, answered PENDING and rejected before the checkout has recorded it on the
-	// cart: dropped now, the event would be lost, and the mark to come would leave the cart
-	// checked out as a REJECTED order for ever. So it is heard again later (the inbox's backoff),
-	// once the lease has ended: marked as this order, the cart then opens; opened or marked as
-	// another, it is left alone. A lease that lapsed is settled by asking fulfilment (settle),
-	// which opens the cart of a rejected order: the event is not needed for it.
-	var leased bool
-	if err := tx.QueryRow(ctx, leasedSQL, o.GetCartId(), stateOpen).Scan(&leased); err != nil {
-		return fmt.Errorf("read the lease of cart %s of rejected order %s: %w", o.GetCartId(), o.GetId(), err)
-	}
-	if leased {
+	case state == stateOpen && leased:
+		// While a checkout's lease runs on the cart, the order may be that checkout's, answered
+		// PENDING and rejected before the checkout has recorded it on the cart: dropped now, the
+		// event would be lost, and the mark to come would leave the cart checked out as a
+		// REJECTED order for ever. So it is heard again later (the inbox's backoff), once the
+		// lease has ended: marked as this order, the cart then opens; opened or marked as
+		// another, it is left alone. A lease that lapsed is settled by asking fulfilment
+		// (settle), which opens the cart of a rejected order: the event is not needed for it.
 		return fmt.Errorf("cart %s of rejected order %s is being checked out: %w", o.GetCartId(), o.GetId(), errCheckoutUnderWay)
 	}
-	return nil
+	return nil // open, or checked out as another order: left as it is
 }
 
 // errCheckoutUnderWay asks the inbox to deliver a rejected order's event again later.

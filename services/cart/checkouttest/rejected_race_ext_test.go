@@ -138,3 +138,105 @@ func TestAnOrderRejectedBeforeItsCartIsMarkedStillOpensTheCart(t *testing.T) {
 		t.Fatalf("changing the cart open again: %v", err)
 	}
 }
+
+// interleave orders the cart's statements: the checkout's mark starts only once the rejected
+// handler's first read of the cart has ended, and any later read of the handler waits until the
+// mark has committed. So the mark lands between the handler's looking and its deciding.
+type interleave struct {
+	handlerRead, markDone chan struct{}
+	o1, o2, o3, o4        sync.Once
+}
+
+type markKey struct{}
+type handlerReadKey struct{}
+
+func (h *interleave) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	switch {
+	case strings.Contains(d.SQL, "SET state = 'checked_out'"):
+		h.o1.Do(func() {
+			select {
+			case <-h.handlerRead:
+			case <-time.After(30 * time.Second):
+			}
+		})
+		return context.WithValue(ctx, markKey{}, true)
+	case strings.Contains(d.SQL, "checkout_until > now()") && strings.Contains(d.SQL, "FROM carts WHERE id = $1"):
+		// A second look at the cart by the handler (the lease): after the mark.
+		if isClosed(h.handlerRead) {
+			h.o2.Do(func() {
+				select {
+				case <-h.markDone:
+				case <-time.After(30 * time.Second):
+				}
+			})
+			return ctx
+		}
+		return context.WithValue(ctx, handlerReadKey{}, true)
+	case strings.Contains(d.SQL, "order_id = NULL, checkout_until = NULL") && !isClosed(h.handlerRead):
+		return context.WithValue(ctx, handlerReadKey{}, true)
+	}
+	return ctx
+}
+
+func (h *interleave) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if ctx.Value(markKey{}) != nil {
+		h.o3.Do(func() { close(h.markDone) })
+	}
+	if ctx.Value(handlerReadKey{}) != nil {
+		h.o4.Do(func() { close(h.handlerRead) })
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// The rejected handler decides from one locked read of the cart: a checkout's mark committing
+// between its looking and its deciding cannot make it drop the event. Before, it read the cart
+// twice (reopen if checked out as the order; else redeliver if leased): a mark between the two
+// was seen by neither, the event was dropped, and the cart stayed checked out as a REJECTED
+// order for ever.
+func TestAMarkLandingWhileTheRejectedHandlerDecidesStillOpensTheCart(t *testing.T) {
+	fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 50*time.Millisecond, 200*time.Millisecond
+	t.Cleanup(func() { fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 0, 0 })
+	h := &interleave{handlerRead: make(chan struct{}), markDone: make(chan struct{})}
+	e := newEnv(t, func(c *cart.Config) {
+		cfg := c.Pool.Config()
+		cfg.ConnConfig.Tracer = h
+		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		c.Pool = pool
+	})
+	skus := e.skus(1)
+	c := e.filledCart("alice", 1, skus...)
+	if err := e.invRPC.Stop(); err != nil { // inventory away: fulfilment answers PENDING, then gives up
+		t.Fatal(err)
+	}
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "mark-while-deciding"})
+	if err != nil {
+		t.Fatalf("checkout: %v", err)
+	}
+	testenv.CheckFor(t, 20*time.Second, 200*time.Millisecond, func() error {
+		o, err := e.orders.GetOrder(e.as("alice"), &fulfilmentv1.GetOrderRequest{OrderId: res.GetOrder().GetId()})
+		if err != nil {
+			return err
+		}
+		got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+		if err != nil {
+			return err
+		}
+		if o.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_REJECTED || got.GetCart().GetState() != cartv1.CartState_CART_STATE_OPEN {
+			return fmt.Errorf("order %v, cart %v (order_id %q); want the REJECTED order's cart open again",
+				o.GetOrder().GetState(), got.GetCart().GetState(), got.GetCart().GetOrderId())
+		}
+		return nil
+	})
+}
