@@ -341,6 +341,9 @@ const (
 const (
 	refusedAuthRate  = 10.0 // a second, on average
 	refusedAuthBurst = 50
+	// vendorAddrRoom is how many stores' worth of refused vendor signatures one address may
+	// send before it is told to wait (see serveVendorWebhook).
+	vendorAddrRoom = 4
 )
 
 // ConsumerName is the durable JetStream consumer (and processed_events key) of the adapter's
@@ -380,7 +383,7 @@ func New(cfg Config) (*Adapter, error) {
 	a.credentials.ttl = cfg.CredentialCacheTTL
 	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
 	a.refusedAuth = edge.NewAddressLimiter(refusedAuthRate, refusedAuthBurst)
-	a.refusedVendorAddr = edge.NewAddressLimiter(refusedAuthRate, refusedAuthBurst)
+	a.refusedVendorAddr = edge.NewAddressLimiter(vendorAddrRoom*refusedAuthRate, vendorAddrRoom*refusedAuthBurst)
 	a.refusedVendor = edge.NewLimiter(refusedAuthRate, refusedAuthBurst)
 	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 

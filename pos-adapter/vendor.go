@@ -85,14 +85,17 @@ const (
 // Refused signatures are limited, each costing a log line and a well-formed one a database read
 // of the store's secret, so a flood of made-up ones costs little. They are counted apart from
 // refused terminal credentials (a store's misconfigured vendor must not lock out the terminals
-// behind its address), and per store and address (a vendor's cloud posts for many stores from
-// a few addresses: one store's stale secret must not lock out the others'):
-//   - refusedVendor, per address and store: a bad signature for a store that has a secret;
-//   - refusedVendorAddr, per address: anything refused before a store's secret is known to
-//     exist (no signature, a malformed or stale one, a store without a secret), which a
-//     flood of made-up store ids would otherwise use without limit.
+// behind its address), and twice:
+//   - refusedVendorAddr, per address (and site: an IPv6 /48), every refusal, with room for
+//     many stores' worth: the bound on what one client may cost, whatever store ids it names;
+//   - refusedVendor, per address and store, a refused signature of a well-formed, fresh
+//     header: one store's stale secret (its vendor's backlog still signed with the old one)
+//     is stopped there, long before it uses up its address's room, so the other stores a
+//     vendor's cloud posts for from the same address go on.
 //
-// A client over either is told to wait (429) before anything more is read.
+// A store without a secret is refused as one with another secret is, in the answer and in what
+// is charged: neither tells which stores have one. A client over either limit is told to wait
+// (429) before anything more is read.
 func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	store := r.PathValue("store_id")
@@ -112,8 +115,8 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 		tooMany(wait)
 		return
 	}
-	var refusedAddr, refusedStore bool
-	defer func() { doneAddr(refusedAddr); doneStore(refusedStore) }()
+	var refused, refusedStore bool
+	defer func() { doneAddr(refused); doneStore(refusedStore) }()
 	if checkStoreID(store) != nil {
 		writeVendor(w, http.StatusNotFound, VendorResult{Error: "unknown store"})
 		return
@@ -130,7 +133,7 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 		err = a.db.QueryRow(ctx, `SELECT signing_secret FROM store_webhooks WHERE store_id = $1`, store).Scan(&secret)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows) || err == nil && secret == "":
-			err = errors.New("the store has no webhook secret")
+			err = fmt.Errorf("%w (the store has no webhook secret)", ErrBadSignature)
 		case err != nil:
 			log.ErrorContext(ctx, "vendor webhook: read signing secret", "err", err)
 			writeVendor(w, http.StatusServiceUnavailable, VendorResult{Error: "try again"})
@@ -140,15 +143,11 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, ErrBadSignature) {
-			refusedStore = true // the store has a secret: this store's sender is wrong
-		} else {
-			refusedAddr = true
-		}
+		refused, refusedStore = true, errors.Is(err, ErrBadSignature)
 		log.WarnContext(ctx, "vendor webhook refused", "reason", err)
-		msg := "signature rejected" // not which stores have a secret
-		if errors.Is(err, ErrNoSignature) || errors.Is(err, ErrMalformedSignature) || errors.Is(err, ErrStaleSignature) || errors.Is(err, ErrBadSignature) {
-			msg += ": " + err.Error()
+		msg := "signature rejected: " + err.Error()
+		if errors.Is(err, ErrBadSignature) {
+			msg = "signature rejected: " + ErrBadSignature.Error() // not whether the store has a secret
 		}
 		writeVendor(w, http.StatusUnauthorized, VendorResult{Error: msg})
 		return

@@ -1,14 +1,18 @@
 package posadapter_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 )
 
@@ -78,5 +82,74 @@ func TestAStoresStaleVendorDoesNotLockOutItsTerminals(t *testing.T) {
 	c := e.terminal(protocol{name: "connect"}, cred)
 	if _, err := c.ListStoreOrders(context.Background(), connect.NewRequest(&posv1.ListStoreOrdersRequest{StoreId: "lim-nat"})); connect.CodeOf(err) == connect.CodeResourceExhausted {
 		t.Fatalf("a registered terminal with a valid credential was refused: %v; want it admitted (its store's vendor's refusals are not its own)", err)
+	}
+}
+
+// vendorPostFrom is vendorPost from client (X-Forwarded-For, the adapter trusting loopback).
+func (e *env) vendorPostFrom(client, store, secret string, body []byte) int {
+	e.t.Helper()
+	r, _ := http.NewRequest(http.MethodPost, e.base+posadapter.VendorWebhookPath+store, bytes.NewReader(body))
+	r.Header.Set(posadapter.SignatureHeader, posadapter.Sign(secret, time.Now(), body))
+	r.Header.Set("X-Forwarded-For", client)
+	res, err := e.http1.Do(r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode
+}
+
+func trustLoopback(c *posadapter.Config) {
+	_, n, _ := net.ParseCIDR("127.0.0.1/32")
+	c.TrustedProxies = []net.IPNet{*n}
+}
+
+// What one address may cost in refused signatures (a read of a store's secret, a log line each)
+// is bounded whatever stores it names: the limit per address and store does not multiply it by
+// the chain's stores (their ids are public). Before, one address got 50 at once and 10 a second
+// for every store with a secret.
+func TestRefusedVendorSignaturesFromOneAddressAreBoundedAcrossStores(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s), withConfig(trustLoopback))
+	const stores, rounds = 20, 50
+	secrets := map[string]string{}
+	for i := range stores {
+		id := fmt.Sprintf("lim-s%02d", i)
+		s.addStore(t, id, map[string]int32{"LATTE-16": 100})
+		secrets[id] = e.vendorWebhook(id)
+	}
+	codes := map[int]int{}
+	start := time.Now()
+	for round := range rounds {
+		for id, sec := range secrets {
+			codes[e.vendorPostFrom("198.51.100.7", id, sec+"x", vendorEvent(fmt.Sprint(round), "sale", "LATTE-16", 1))]++
+		}
+	}
+	took := time.Since(start)
+	t.Logf("%d badly signed posts from one address over %d stores in %s: %v", stores*rounds, stores, took.Round(time.Millisecond), codes)
+	// The address's room: 4 stores' worth at once (200), and 40 a second.
+	if bound := 200 + int(40*took.Seconds()) + 10; codes[http.StatusUnauthorized] > bound {
+		t.Fatalf("one address had %d bad signatures read and refused over %d stores in %s; want at most about %d", codes[http.StatusUnauthorized], stores, took, bound)
+	}
+}
+
+// The same bound holds for a site (an IPv6 /48) that takes a fresh /64 for each post.
+func TestRefusedVendorSignaturesFromOneIPv6SiteAreBounded(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s), withConfig(trustLoopback))
+	s.addStore(t, "lim-v6", map[string]int32{"LATTE-16": 100})
+	secret := e.vendorWebhook("lim-v6")
+	const posts = 8000
+	codes := map[int]int{}
+	start := time.Now()
+	for i := range posts {
+		codes[e.vendorPostFrom(fmt.Sprintf("2001:db8:1:%x::1", i), "lim-v6", secret+"x", vendorEvent("x", "sale", "LATTE-16", 1))]++
+	}
+	took := time.Since(start)
+	t.Logf("%d badly signed posts from one /48 in %s: %v", posts, took.Round(time.Millisecond), codes)
+	// The site's room: 16 addresses' (3,200 at once, 640 a second).
+	if bound := 3200 + int(640*took.Seconds()) + 10; codes[http.StatusTooManyRequests] == 0 || codes[http.StatusUnauthorized] > bound {
+		t.Fatalf("one IPv6 /48 had %d of %d bad signatures read and refused in %s; want the site limited, at most about %d", codes[http.StatusUnauthorized], posts, took, bound)
 	}
 }

@@ -211,7 +211,8 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		{"catalog-addr", c.CatalogAddr}, {"inventory-addr", c.InventoryAddr}, {"cart-addr", c.CartAddr},
 		{"fulfilment-addr", c.FulfilmentAddr}, {"metrics-addr", c.MetricsAddr},
 	} {
-		if err := checkAddr(a.value); err != nil && !(a.name == "metrics-addr" && (a.value == "" || a.value == "off")) {
+		if err := checkAddr(a.value); err != nil && !(a.name == "metrics-addr" && (a.value == "" || a.value == "off")) &&
+			!strings.Contains(a.value, "://") { // a gRPC target the edges dial (dns:///…, unix:///…)
 			return s, fmt.Errorf("%s: %w", setting(a.name, a.value), err)
 		}
 	}

@@ -76,3 +76,16 @@ func TestOutOfRangePortsAreRefusedNamingTheSetting(t *testing.T) {
 		}
 	}
 }
+
+// Service addresses the edges dial may be gRPC targets (dns:///name:port for a headless
+// Service, unix:///path): they are not refused as host:port. The check added for ports first
+// refused them.
+func TestTheEdgesTakeGRPCTargetsForTheServices(t *testing.T) {
+	for _, target := range []string{"dns:///handoff-catalog.handoff.svc.cluster.local:9101", "unix:///run/handoff/catalog.sock"} {
+		env := map[string]string{"HANDOFF_TARGET": "gateway", "HANDOFF_JWT_KEYS": testKeys, "HANDOFF_CATALOG_ADDR": target}
+		var stderr bytes.Buffer
+		if _, err := parseSettings(nil, func(k string) string { return env[k] }, &stderr); err != nil {
+			t.Errorf("gateway with catalog at gRPC target %q: %v; want it accepted", target, err)
+		}
+	}
+}

@@ -52,8 +52,10 @@ type Server struct {
 	// draining ends when the server starts to stop; its server streams end with it.
 	draining context.Context
 	drain    context.CancelFunc
-	// notServing is set while a dependency of the process is down (SetServing).
+	// notServing is set while a dependency of the process is down (SetServing); healthMu
+	// orders its reports, so that one read before a change is not written after it.
 	notServing atomic.Bool
+	healthMu   sync.Mutex
 }
 
 // New returns a server with Handoff's interceptors; register services on it, then call Serve.
@@ -281,6 +283,8 @@ func (s *Server) SetServing(serving bool) {
 // that a probe naming a service (grpc-health-probe -service, a Kubernetes gRPC probe's
 // service) is answered on the service's own port as on the edges.
 func (s *Server) reportHealth() {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
 	st := healthpb.HealthCheckResponse_SERVING
 	if s.notServing.Load() {
 		st = healthpb.HealthCheckResponse_NOT_SERVING

@@ -3,7 +3,10 @@ package stack_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,4 +238,37 @@ func TestHealthIsNotServingUntilTheDemoChainIsLoaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitHealth(t, gateway, healthpb.HealthCheckResponse_SERVING, 20*time.Second)
+}
+
+// records keeps the messages logged, for tests of what a run says.
+type records struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Level.String()+" "+rec.Message)
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+// A clean stop closes the NATS connection on purpose: that is not NATS going down. Before,
+// every stop warned "a dependency is down".
+func TestACleanStopDoesNotReportNATSDown(t *testing.T) {
+	rec := &records{}
+	cfg := stacktest.Config(t)
+	cfg.Logger = slog.New(rec)
+	_, stop := runUntilReady(t, cfg)
+	stop()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, m := range rec.msgs {
+		if strings.Contains(m, "a dependency is down") {
+			t.Errorf("a clean stop logged %q", m)
+		}
+	}
 }

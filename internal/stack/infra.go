@@ -39,10 +39,10 @@ func (s *system) startNATS(ctx context.Context) error {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
+			if err != nil { // nil: closed on purpose (shutting down), not an outage
 				s.log.Warn("NATS disconnected", "err", err)
+				s.natsDown(err)
 			}
-			s.natsDown(err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())

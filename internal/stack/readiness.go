@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -131,7 +132,9 @@ func (s *system) watchDatabase(dep string, pool *pgxpool.Pool) func(context.Cont
 			switch {
 			case ctx.Err() != nil:
 				return nil
-			case err == nil:
+			case err == nil || atConnectionLimit(err):
+				// A server at its connection limit answers: it is full, not down, and the
+				// service's own pool has its connections already.
 				fails = 0
 				s.readiness.set(dep, nil)
 			default:
@@ -143,13 +146,18 @@ func (s *system) watchDatabase(dep string, pool *pgxpool.Pool) func(context.Cont
 	}
 }
 
-// natsDown and natsBack keep readiness told of the NATS connection. Back, the streams are
+// atConnectionLimit reports whether err is PostgreSQL refusing a connection for its limit
+// (server-wide or the role's): too_many_connections.
+func atConnectionLimit(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "53300" // too_many_connections
+}
+
+// natsDown (given the connection's error) and natsBack keep readiness told of the NATS
+// connection. Back, the streams are
 // declared again: a server that came back without its JetStream store (a pod without its
 // volume, a store reset) has none, and every relay and consumer would fail until a restart.
 func (s *system) natsDown(err error) {
-	if err == nil {
-		err = errors.New("disconnected")
-	}
 	s.readiness.set("NATS", err)
 }
 

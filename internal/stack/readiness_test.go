@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -75,5 +76,53 @@ func TestABusyPoolIsNotTakenForADatabaseDown(t *testing.T) {
 	busy.Wait()
 	if log.everNotServing() {
 		t.Fatalf("health went NOT_SERVING (%v) while PostgreSQL answered: the pool was only busy", log.seen)
+	}
+}
+
+// A server at its connection limit (here the role's) answers: the check, which needs a
+// connection of its own, is refused with too_many_connections, while the service's pool has its
+// connections and works. That is not a database down. Before, every copy of a busy fleet at the
+// limit went NOT_SERVING.
+func TestADatabaseAtItsConnectionLimitIsNotTakenForDown(t *testing.T) {
+	url := testenv.DatabaseURL(t)
+	admin, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	role := fmt.Sprintf("limited_%d", time.Now().UnixNano())
+	if _, err := admin.Exec(t.Context(), `CREATE ROLE `+role+` LOGIN CONNECTION LIMIT 2`); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.User = role
+	cfg.MaxConns, cfg.MinConns = 2, 2
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		_, _ = admin.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	for pool.Stat().TotalConns() < 2 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := &system{log: testenv.Logger(t)}
+	s.readiness.log = s.log
+	log := &servingLog{}
+	s.readiness.add(log)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*dbCheckEvery+time.Second)
+	defer cancel()
+	_ = s.watchDatabase("PostgreSQL of cart", pool)(ctx)
+	var one int
+	if err := pool.QueryRow(t.Context(), `SELECT 1`).Scan(&one); err != nil {
+		t.Fatalf("the pool's own query: %v", err)
+	}
+	if log.everNotServing() {
+		t.Fatalf("health went NOT_SERVING (%v) while the service's pool answered: the check was over the connection limit", log.seen)
 	}
 }
