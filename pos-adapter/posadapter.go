@@ -236,6 +236,12 @@ type Config struct {
 	WebhookClient *http.Client
 	// SignatureTolerance is how far an inbound webhook's timestamp may be from now. Default 5m.
 	SignatureTolerance time.Duration
+	// VendorRefusalRate and VendorRefusalBurst are the refused inbound vendor signatures one
+	// client address may send for one store, a second on average and at once; every store's
+	// together from one address get vendorAddrRoom times as many (see serveVendorWebhook).
+	// Default 10 and 50.
+	VendorRefusalRate  float64
+	VendorRefusalBurst int
 }
 
 func (c *Config) setDefaults() {
@@ -383,8 +389,15 @@ func New(cfg Config) (*Adapter, error) {
 	a.credentials.ttl = cfg.CredentialCacheTTL
 	a.handOvers = edge.NewLimiter(handOverRate, handOverBurst)
 	a.refusedAuth = edge.NewAddressLimiter(refusedAuthRate, refusedAuthBurst)
-	a.refusedVendorAddr = edge.NewAddressLimiter(vendorAddrRoom*refusedAuthRate, vendorAddrRoom*refusedAuthBurst)
-	a.refusedVendor = edge.NewLimiter(refusedAuthRate, refusedAuthBurst)
+	rate, burst := cfg.VendorRefusalRate, cfg.VendorRefusalBurst
+	if rate <= 0 {
+		rate = refusedAuthRate
+	}
+	if burst <= 0 {
+		burst = refusedAuthBurst
+	}
+	a.refusedVendorAddr = edge.NewAddressLimiter(vendorAddrRoom*rate, vendorAddrRoom*burst)
+	a.refusedVendor = edge.NewLimiter(rate, burst)
 	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 
 	opts := []connect.HandlerOption{

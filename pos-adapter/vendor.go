@@ -198,6 +198,9 @@ func decodeVendorEvent(body []byte) (VendorEvent, string) {
 	if in.Quantity != nil {
 		ev.Quantity = *in.Quantity
 	}
+	if err == nil {
+		err = exactKeys(body)
+	}
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &te) && te.Field != "":
@@ -214,6 +217,8 @@ func decodeVendorEvent(body []byte) (VendorEvent, string) {
 			msg = "quantity: required; " + msg
 		}
 		return ev, msg
+	case err != nil && strings.HasSuffix(err.Error(), ": given twice"):
+		return ev, err.Error()
 	case err != nil:
 		return ev, "body is not a JSON vendor event: " + err.Error()
 	case in.Quantity == nil:
@@ -227,6 +232,40 @@ func decodeVendorEvent(body []byte) (VendorEvent, string) {
 		ev.OccurredAt = &at
 	}
 	return ev, ""
+}
+
+// vendorKeys are a vendor event's fields, as they must be spelt.
+var vendorKeys = map[string]bool{"event_id": true, "type": true, "sku": true, "quantity": true, "occurred_at": true}
+
+// exactKeys refuses a top-level key of body that is a vendor event's field spelt otherwise
+// ("Quantity") or given twice: Go's JSON decoding takes the one case-insensitively and the other
+// as its last value, so a body another reader takes differently would be applied. body is
+// known to be one JSON object.
+func exactKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // {
+		return err
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := t.(string)
+		switch {
+		case !vendorKeys[key]:
+			return fmt.Errorf("json: unknown field %q", key)
+		case seen[key]:
+			return fmt.Errorf("%s: given twice", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (ev VendorEvent) check() string {

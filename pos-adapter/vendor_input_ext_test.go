@@ -57,6 +57,25 @@ func TestVendorEventWithAnUnknownFieldIsRefusedNamingIt(t *testing.T) {
 	}
 }
 
+// A field spelt otherwise than a vendor event's ("Quantity") or given twice is refused naming it,
+// and changes nothing. Before, Go's JSON decoding took the one case-insensitively and the other
+// as its last value: a body another reader takes differently was applied.
+func TestVendorEventWithAFieldMisspeltInCaseOrGivenTwiceIsRefused(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	s.addStore(t, "ven-keys", map[string]int32{"LATTE-16": 12})
+	secret := e.vendorWebhook("ven-keys")
+	for _, tc := range []struct{ body, names string }{
+		{`{"event_id":"c-1","type":"count","sku":"LATTE-16","Quantity":7}`, `"Quantity"`},
+		{`{"event_id":"c-2","type":"count","sku":"LATTE-16","quantity":5,"quantity":9}`, "quantity: given twice"},
+	} {
+		code, out := e.vendorPost("ven-keys", secret, time.Now(), []byte(tc.body), nil)
+		if got := s.onHand(t, "ven-keys", "LATTE-16"); code != http.StatusBadRequest || !strings.Contains(out.Error, tc.names) || got != 12 {
+			t.Errorf("%s: HTTP %d %+v, on hand %d; want 400 naming %s and on hand still 12", tc.body, code, out, got, tc.names)
+		}
+	}
+}
+
 // A sale inventory refuses (here: nothing on hand to take down yet) is answered in the
 // vendor's words: its quantity, not inventory's "delta" and its negated value.
 func TestVendorInventoryRefusalNamesTheVendorsField(t *testing.T) {

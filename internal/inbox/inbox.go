@@ -58,6 +58,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -811,13 +812,17 @@ func (c *consumer) applyBatch(ctx context.Context, ids []string, msgs []jetstrea
 }
 
 // onConsumeError keeps a consume session's last error for the caller, and ends the session
-// when the consumer is gone (the caller declares it again).
+// when the consumer may be gone (the caller declares it again): deleted, not found, or pulls
+// that nobody answers and heartbeats that stop, as after a NATS server came back without its
+// JetStream store (a pod without its volume): the stream is declared again on reconnect, but
+// the consumer only here. Declaring it again when it is there changes nothing.
 func (c *consumer) onConsumeError(mu *sync.Mutex, lastErr *error) jetstream.PullConsumeOpt {
 	return jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
 		mu.Lock()
 		*lastErr = err
 		mu.Unlock()
-		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+			errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat) {
 			cc.Stop()
 			return
 		}

@@ -272,3 +272,32 @@ func TestACleanStopDoesNotReportNATSDown(t *testing.T) {
 		}
 	}
 }
+
+// After NATS comes back without its JetStream store, the durable consumers are declared again
+// too, not only the streams: orders reach the terminals again without a restart. Before, each
+// consumer's session only complained ("no responders", no heartbeat) for ever.
+func TestConsumersAreDeclaredAgainAfterNATSComesBackWithoutItsStore(t *testing.T) {
+	port := freePort(t)
+	ns := startNATSAt(t, port, t.TempDir())
+	stacktest.Start(t, func(c *stack.Config) { c.NATSURL = ns.ClientURL() })
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns2 := startNATSAt(t, port, t.TempDir()) // a fresh store
+	nc, err := nats.Connect(ns2.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 90*time.Second, time.Second, func() error {
+		for _, durable := range []string{"pos-adapter-order-events", "cart-rejected-orders", "fulfilment-store-states"} {
+			if _, err := js.Consumer(context.Background(), streams.EventsStream, durable); err != nil {
+				return fmt.Errorf("consumer %s after NATS came back without its store: %w", durable, err)
+			}
+		}
+		return nil
+	})
+}

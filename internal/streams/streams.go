@@ -143,15 +143,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		return err
 	}
 	for _, sc := range topology {
-		if err := ensureStream(ctx, js, sc, logger); err != nil {
+		replicas, err := ensureStream(ctx, js, sc, logger)
+		if err != nil {
 			return err
 		}
-		logger.InfoContext(ctx, "stream ensured", "stream", sc.Name, "subjects", sc.Subjects, "replicas", sc.Replicas)
+		logger.InfoContext(ctx, "stream ensured", "stream", sc.Name, "subjects", sc.Subjects, "replicas", replicas)
 	}
 	return nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, logger *slog.Logger) error {
+// ensureStream creates or updates the stream sc declares, and says how many replicas it has.
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, logger *slog.Logger) (int, error) {
 	const attempts = 3
 	var err error
 	for range attempts {
@@ -161,7 +163,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			// Another process may create it between the look and the create: then look again.
 			if _, err = js.CreateStream(ctx, sc); err == nil {
-				return nil
+				return sc.Replicas, nil
 			}
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 				continue
@@ -173,15 +175,15 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 				logger.WarnContext(ctx, "stream left as it is in part", "stream", sc.Name, "kept", kept)
 			}
 			if reflect.DeepEqual(have, want) {
-				return nil
+				return want.Replicas, nil
 			}
 			if _, err = js.UpdateStream(ctx, want); err == nil {
-				return nil
+				return want.Replicas, nil
 			}
 		}
 		break
 	}
-	return fmt.Errorf("streams: ensure stream %s: %w", sc.Name, err)
+	return 0, fmt.Errorf("streams: ensure stream %s: %w", sc.Name, err)
 }
 
 // Merge returns the configuration to give a stream that exists as have, of which Handoff

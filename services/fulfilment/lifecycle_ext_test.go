@@ -1478,10 +1478,11 @@ func TestAReadyEmailReplayedAfterCollectionIsSkippedFromTheOrdersOwnState(t *tes
 	if _, err := e.handOver("s1", o.GetId(), e.codeOf("alice", o.GetId())); err != nil {
 		t.Fatal(err)
 	}
+	// Sent, or skipped if the collected email was already on its way when it came due.
 	var readyID string
 	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		return e.pool.QueryRow(e.ctx, `SELECT id::text FROM notifications WHERE order_id = $1 AND channel = 'email'
-			AND kind = $2 AND state = 'sent'`, o.GetId(), notify.KindReady).Scan(&readyID)
+			AND kind = $2 AND state IN ('sent', 'skipped')`, o.GetId(), notify.KindReady).Scan(&readyID)
 	})
 	// As ReplayNotification does, with the end emails gone.
 	if _, err := e.pool.Exec(e.ctx, `DELETE FROM notifications WHERE order_id = $1 AND id <> $2`, o.GetId(), readyID); err != nil {

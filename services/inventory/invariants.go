@@ -21,7 +21,7 @@ const (
 	RuleHeldWithinStock = "every hold placed left reserved <= on_hand - safety_stock"
 	RuleVersionInOrder  = "version = the last ledger row's stock_version, which never goes back or repeats"
 	RuleHoldEndsOnce    = "each hold has one hold_placed row and, once ended, one end row of its kind (hold_committed if committed, else hold_released)"
-	RuleHoldEndsInTime  = "no hold is open past its deadline plus a sweep"
+	RuleHoldEndsInTime  = "no hold is open past its deadline plus a sweep interval and 30 s"
 )
 
 const maxViolations = 1000

@@ -2714,7 +2714,7 @@ func (x *CheckInvariantsRequest) GetStoreId() string {
 	return ""
 }
 
-// InvariantViolation is one stock level that breaks a rule.
+// InvariantViolation is one stock level, or one hold, that breaks a rule.
 type InvariantViolation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Store id.

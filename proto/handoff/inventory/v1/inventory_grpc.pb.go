@@ -250,8 +250,8 @@ type InventoryAdminServiceClient interface {
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
 	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
-	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
-	// as it ended).
+	// deadline plus a sweep interval and 30 s, and that the ledger tells each hold's life (placed
+	// once, ended once, as it ended).
 	CheckInvariants(ctx context.Context, in *CheckInvariantsRequest, opts ...grpc.CallOption) (*CheckInvariantsResponse, error)
 }
 
@@ -372,8 +372,8 @@ type InventoryAdminServiceServer interface {
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
 	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
-	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
-	// as it ended).
+	// deadline plus a sweep interval and 30 s, and that the ledger tells each hold's life (placed
+	// once, ended once, as it ended).
 	CheckInvariants(context.Context, *CheckInvariantsRequest) (*CheckInvariantsResponse, error)
 	mustEmbedUnimplementedInventoryAdminServiceServer()
 }

@@ -228,8 +228,8 @@ type InventoryAdminServiceClient interface {
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
 	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
-	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
-	// as it ended).
+	// deadline plus a sweep interval and 30 s, and that the ledger tells each hold's life (placed
+	// once, ended once, as it ended).
 	CheckInvariants(context.Context, *connect.Request[v1.CheckInvariantsRequest]) (*connect.Response[v1.CheckInvariantsResponse], error)
 }
 
@@ -373,8 +373,8 @@ type InventoryAdminServiceHandler interface {
 	// CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
 	// that the ledger sums to the levels, that no hold was ever placed beyond on hand less
 	// safety stock at the time (the levels the ledger recorded), that no hold is open past its
-	// deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
-	// as it ended).
+	// deadline plus a sweep interval and 30 s, and that the ledger tells each hold's life (placed
+	// once, ended once, as it ended).
 	CheckInvariants(context.Context, *connect.Request[v1.CheckInvariantsRequest]) (*connect.Response[v1.CheckInvariantsResponse], error)
 }
 

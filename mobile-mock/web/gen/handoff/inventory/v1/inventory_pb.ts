@@ -1431,7 +1431,7 @@ export const CheckInvariantsRequestSchema: GenMessage<CheckInvariantsRequest> = 
   messageDesc(file_handoff_inventory_v1_inventory, 31);
 
 /**
- * InvariantViolation is one stock level that breaks a rule.
+ * InvariantViolation is one stock level, or one hold, that breaks a rule.
  *
  * @generated from message handoff.inventory.v1.InvariantViolation
  */
@@ -1884,8 +1884,8 @@ export const InventoryAdminService: GenService<{
    * CheckInvariants verifies reserved = sum of open holds and 0 <= reserved <= on_hand everywhere,
    * that the ledger sums to the levels, that no hold was ever placed beyond on hand less
    * safety stock at the time (the levels the ledger recorded), that no hold is open past its
-   * deadline plus a sweep, and that the ledger tells each hold's life (placed once, ended once,
-   * as it ended).
+   * deadline plus a sweep interval and 30 s, and that the ledger tells each hold's life (placed
+   * once, ended once, as it ended).
    *
    * @generated from rpc handoff.inventory.v1.InventoryAdminService.CheckInvariants
    */
