@@ -238,10 +238,12 @@ type Config struct {
 	SignatureTolerance time.Duration
 	// VendorRefusalRate and VendorRefusalBurst are the refused inbound vendor signatures one
 	// client address may send for one store, a second on average and at once; every store's
-	// together from one address get vendorAddrRoom times as many (see serveVendorWebhook).
-	// Default 10 and 50.
+	// together from one address get VendorAddressRoom times as many (see serveVendorWebhook).
+	// Default 10, 50 and 16: a vendor's address posting for up to 16 stores whose secrets it
+	// has wrong (a partial rotation) still gets the others' events through.
 	VendorRefusalRate  float64
 	VendorRefusalBurst int
+	VendorAddressRoom  int
 }
 
 func (c *Config) setDefaults() {
@@ -348,8 +350,8 @@ const (
 	refusedAuthRate  = 10.0 // a second, on average
 	refusedAuthBurst = 50
 	// vendorAddrRoom is how many stores' worth of refused vendor signatures one address may
-	// send before it is told to wait (see serveVendorWebhook).
-	vendorAddrRoom = 4
+	// send before it is told to wait, by default (Config.VendorAddressRoom).
+	vendorAddrRoom = 16
 )
 
 // ConsumerName is the durable JetStream consumer (and processed_events key) of the adapter's
@@ -396,7 +398,11 @@ func New(cfg Config) (*Adapter, error) {
 	if burst <= 0 {
 		burst = refusedAuthBurst
 	}
-	a.refusedVendorAddr = edge.NewAddressLimiter(vendorAddrRoom*rate, vendorAddrRoom*burst)
+	room := cfg.VendorAddressRoom
+	if room <= 0 {
+		room = vendorAddrRoom
+	}
+	a.refusedVendorAddr = edge.NewAddressLimiter(float64(room)*rate, room*burst)
 	a.refusedVendor = edge.NewLimiter(rate, burst)
 	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 

@@ -87,7 +87,8 @@ const (
 // refused terminal credentials (a store's misconfigured vendor must not lock out the terminals
 // behind its address), and twice:
 //   - refusedVendorAddr, per address (and site: an IPv6 /48), every refusal, with room for
-//     many stores' worth: the bound on what one client may cost, whatever store ids it names;
+//     many stores' worth (Config.VendorAddressRoom): the bound on what one client may cost,
+//     whatever store ids it names;
 //   - refusedVendor, per address and store, a refused signature of a well-formed, fresh
 //     header: one store's stale secret (its vendor's backlog still signed with the old one)
 //     is stopped there, long before it uses up its address's room, so the other stores a

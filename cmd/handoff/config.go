@@ -206,13 +206,19 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	if c.PostgresPort < 0 || c.PostgresPort > 65535 {
 		return s, fmt.Errorf("%s: want a port from 1 to 65535, or 0 for any free one", setting("postgres-port", strconv.Itoa(c.PostgresPort)))
 	}
-	for _, a := range []struct{ name, value string }{
-		{"embedded-nats-addr", c.EmbeddedNATSAddr}, {"gateway-addr", c.GatewayAddr}, {"pos-addr", c.POSAdapterAddr},
-		{"catalog-addr", c.CatalogAddr}, {"inventory-addr", c.InventoryAddr}, {"cart-addr", c.CartAddr},
-		{"fulfilment-addr", c.FulfilmentAddr}, {"metrics-addr", c.MetricsAddr},
+	for _, a := range []struct{ name, value, service string }{
+		{"embedded-nats-addr", c.EmbeddedNATSAddr, ""}, {"gateway-addr", c.GatewayAddr, ""}, {"pos-addr", c.POSAdapterAddr, ""},
+		{"catalog-addr", c.CatalogAddr, stack.TargetCatalog}, {"inventory-addr", c.InventoryAddr, stack.TargetInventory},
+		{"cart-addr", c.CartAddr, stack.TargetCart}, {"fulfilment-addr", c.FulfilmentAddr, stack.TargetFulfilment},
+		{"metrics-addr", c.MetricsAddr, ""},
 	} {
-		if err := checkAddr(a.value); err != nil && !(a.name == "metrics-addr" && (a.value == "" || a.value == "off")) &&
-			!strings.Contains(a.value, "://") { // a gRPC target the edges dial (dns:///…, unix:///…)
+		switch {
+		case a.name == "metrics-addr" && (a.value == "" || a.value == "off"):
+			continue
+		case a.service != "" && c.Target != stack.TargetAll && c.Target != a.service && strings.Contains(a.value, "://"):
+			continue // a gRPC target an edge dials (dns:///…, unix:///…), not an address to listen on
+		}
+		if err := checkAddr(a.value); err != nil {
 			return s, fmt.Errorf("%s: %w", setting(a.name, a.value), err)
 		}
 	}

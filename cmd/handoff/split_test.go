@@ -89,3 +89,20 @@ func TestTheEdgesTakeGRPCTargetsForTheServices(t *testing.T) {
 		}
 	}
 }
+
+// Only a service address an edge dials may be a gRPC target: an address to listen on given as a
+// URL is still refused naming the setting.
+func TestListenAddressesGivenAsURLsAreRefused(t *testing.T) {
+	for _, tc := range []struct{ target, name, value string }{
+		{"all", "HANDOFF_METRICS_ADDR", "http://0.0.0.0:9090"},
+		{"all", "HANDOFF_GATEWAY_ADDR", "http://0.0.0.0:8080"},
+		{"catalog", "HANDOFF_CATALOG_ADDR", "dns:///catalog:9101"},
+	} {
+		env := map[string]string{"HANDOFF_TARGET": tc.target, "HANDOFF_JWT_KEYS": testKeys, "NATS_URL": "nats://127.0.0.1:4222",
+			"DATABASE_URL": "postgres://x@127.0.0.1/x", tc.name: tc.value}
+		var stderr bytes.Buffer
+		if _, err := parseSettings(nil, func(k string) string { return env[k] }, &stderr); err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("%s target with %s=%q: %v; want it refused naming %s", tc.target, tc.name, tc.value, err, tc.name)
+		}
+	}
+}

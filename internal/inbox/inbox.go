@@ -54,6 +54,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -245,12 +246,16 @@ func Run(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, cfg Co
 	}()
 	var backoff time.Duration
 	for {
+		started, handled := time.Now(), c.handled.Load()
 		err := c.consume(ctx, cons)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if js.Conn().IsClosed() {
 			return fmt.Errorf("inbox: consumer %s: NATS connection closed", cfg.Durable)
+		}
+		if time.Since(started) >= healthySession || c.handled.Load() != handled {
+			backoff = 0 // the session worked: a new blip starts again from the shortest wait
 		}
 		backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
 		c.logger.Warn("inbox: consuming stopped; declaring the consumer again", "err", err, "retry_in", backoff)
@@ -265,11 +270,17 @@ func Run(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, cfg Co
 	}
 }
 
+// healthySession is how long a consume session must have run, if it handled no message, for
+// its end to count as a new blip, not the same trouble again: the wait before declaring the
+// consumer again then starts from the shortest.
+const healthySession = 10 * time.Second
+
 type consumer struct {
 	pool    *pgxpool.Pool
 	cfg     Config
 	handler Handler
 	logger  *slog.Logger
+	handled atomic.Int64 // messages handed to the handler, for Run's backoff
 }
 
 func newConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*consumer, error) {
@@ -459,6 +470,7 @@ func (c *consumer) consume(ctx context.Context, cons jetstream.Consumer) error {
 
 // handle applies one message exactly once and acks, naks or terms it.
 func (c *consumer) handle(ctx context.Context, msg jetstream.Msg) {
+	c.handled.Add(1)
 	start := time.Now()
 	result := "processed"
 	defer func() {
@@ -697,6 +709,7 @@ func (c *consumer) consumeBatches(ctx context.Context, cons jetstream.Consumer) 
 // handleBatch applies msgs in one transaction and acks them all, or, if that fails, handles
 // each on its own as handle does.
 func (c *consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
+	c.handled.Add(int64(len(msgs)))
 	if len(msgs) == 1 {
 		c.handle(ctx, msgs[0])
 		return

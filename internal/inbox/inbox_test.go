@@ -462,3 +462,32 @@ func TestAnEventHandedBackAtShutdownOnItsLastDeliveryIsHandledByTheNextCopy(t *t
 		return nil
 	})
 }
+
+// The wait before a consumer is declared again starts from the shortest after a session that
+// worked: blips spread over a process's life (a NATS restart, a cluster's election) each hold
+// events back a moment, not the 10 s the wait grows to. Before, it never came down.
+func TestTheWaitBeforeDeclaringAgainStartsOverAfterASessionThatWorked(t *testing.T) {
+	e := setup(t)
+	run(t, e.pool, e.js, config(t, "blips"), recordEffect)
+	exists := func() {
+		t.Helper()
+		testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			_, err := e.js.Consumer(t.Context(), streams.EventsStream, "blips")
+			return err
+		})
+	}
+	n := 0
+	for range 9 {
+		exists()
+		if err := e.js.DeleteConsumer(t.Context(), streams.EventsStream, "blips"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		publish(t, e.js, orderConfirmed, fmt.Sprint("evt-", n), "v")
+		n++
+		waitForEffects(t, e.pool, n)
+		if took := time.Since(start); took > 3*time.Second {
+			t.Fatalf("blip %d, after sessions that handled events, held events back %s", n, took.Round(100*time.Millisecond))
+		}
+	}
+}

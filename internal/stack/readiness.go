@@ -132,9 +132,10 @@ func (s *system) watchDatabase(dep string, pool *pgxpool.Pool) func(context.Cont
 			switch {
 			case ctx.Err() != nil:
 				return nil
-			case err == nil || atConnectionLimit(err):
-				// A server at its connection limit answers: it is full, not down, and the
-				// service's own pool has its connections already.
+			case err == nil || atConnectionLimit(err) && pool.Stat().TotalConns() > 0:
+				// A server at its connection limit answers: it is full, not down, while the
+				// service's own pool has connections to work with (none: this copy can do
+				// nothing, and is not ready).
 				fails = 0
 				s.readiness.set(dep, nil)
 			default:

@@ -84,30 +84,7 @@ func TestABusyPoolIsNotTakenForADatabaseDown(t *testing.T) {
 // connections and works. That is not a database down. Before, every copy of a busy fleet at the
 // limit went NOT_SERVING.
 func TestADatabaseAtItsConnectionLimitIsNotTakenForDown(t *testing.T) {
-	url := testenv.DatabaseURL(t)
-	admin, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
-	role := fmt.Sprintf("limited_%d", time.Now().UnixNano())
-	if _, err := admin.Exec(t.Context(), `CREATE ROLE `+role+` LOGIN CONNECTION LIMIT 2`); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.User = role
-	cfg.MaxConns, cfg.MinConns = 2, 2
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		pool.Close()
-		_, _ = admin.Exec(context.Background(), `DROP ROLE `+role)
-	})
+	pool := limitedPool(t, limitedRole(t), 2)
 	for pool.Stat().TotalConns() < 2 {
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -125,4 +102,64 @@ func TestADatabaseAtItsConnectionLimitIsNotTakenForDown(t *testing.T) {
 	if log.everNotServing() {
 		t.Fatalf("health went NOT_SERVING (%v) while the service's pool answered: the check was over the connection limit", log.seen)
 	}
+}
+
+// A server at its connection limit with every slot held by other clients, this copy's pool
+// holding none (it lost them to a database restart, and others took the slots first): this copy
+// can run no query, so it is not ready. The limit counts as up only while the pool has
+// connections of its own.
+func TestADatabaseFullOfOthersConnectionsIsDownForACopyWithNone(t *testing.T) {
+	role := limitedRole(t)
+	limitedPool(t, role, 2) // other clients, holding every slot
+	pool := limitedPool(t, role, 0)
+	s := &system{log: testenv.Logger(t)}
+	s.readiness.log = s.log
+	log := &servingLog{}
+	s.readiness.add(log)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*dbCheckEvery+time.Second)
+	defer cancel()
+	_ = s.watchDatabase("PostgreSQL of cart", pool)(ctx)
+	if !log.everNotServing() {
+		t.Fatalf("this copy's pool holds no connection and the server takes no more, yet health stayed SERVING (%v)", log.seen)
+	}
+}
+
+// limitedRole makes a role that may hold 2 connections at once, dropped when t ends.
+func limitedRole(t *testing.T) string {
+	t.Helper()
+	url := testenv.DatabaseURL(t)
+	admin, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := fmt.Sprintf("limited_%d", time.Now().UnixNano())
+	if _, err := admin.Exec(t.Context(), `CREATE ROLE `+role+` LOGIN CONNECTION LIMIT 2`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), `DROP ROLE `+role)
+		_ = admin.Close(context.Background())
+	})
+	return role
+}
+
+// limitedPool opens a pool of at most 2 connections to the test database as role, holding min
+// of them open from the start; it closes before the role is dropped.
+func limitedPool(t *testing.T, role string, min int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.User = role
+	cfg.MaxConns, cfg.MinConns = 2, min
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	for pool.Stat().TotalConns() < min {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return pool
 }
