@@ -60,13 +60,7 @@ func TestABusyPoolIsNotTakenForADatabaseDown(t *testing.T) {
 			_, _ = c.Exec(context.Background(), `SELECT pg_sleep($1)`, busyFor.Seconds())
 		})
 	}
-	s := &system{log: testenv.Logger(t)}
-	s.readiness.log = s.log
-	log := &servingLog{}
-	s.readiness.add(log)
-	ctx, cancel := context.WithTimeout(t.Context(), busyFor-time.Second)
-	defer cancel()
-	_ = s.watchDatabase("PostgreSQL of cart", pool)(ctx)
+	log := watchFor(t, pool, busyFor-time.Second)
 	// The database answered a fresh connection all along.
 	c, err := pgx.Connect(t.Context(), url)
 	if err != nil {
@@ -88,13 +82,7 @@ func TestADatabaseAtItsConnectionLimitIsNotTakenForDown(t *testing.T) {
 	for pool.Stat().TotalConns() < 2 {
 		time.Sleep(50 * time.Millisecond)
 	}
-	s := &system{log: testenv.Logger(t)}
-	s.readiness.log = s.log
-	log := &servingLog{}
-	s.readiness.add(log)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*dbCheckEvery+time.Second)
-	defer cancel()
-	_ = s.watchDatabase("PostgreSQL of cart", pool)(ctx)
+	log := watchFor(t, pool, 3*dbCheckEvery+time.Second)
 	var one int
 	if err := pool.QueryRow(t.Context(), `SELECT 1`).Scan(&one); err != nil {
 		t.Fatalf("the pool's own query: %v", err)
@@ -112,13 +100,7 @@ func TestADatabaseFullOfOthersConnectionsIsDownForACopyWithNone(t *testing.T) {
 	role := limitedRole(t)
 	limitedPool(t, role, 2) // other clients, holding every slot
 	pool := limitedPool(t, role, 0)
-	s := &system{log: testenv.Logger(t)}
-	s.readiness.log = s.log
-	log := &servingLog{}
-	s.readiness.add(log)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*dbCheckEvery+time.Second)
-	defer cancel()
-	_ = s.watchDatabase("PostgreSQL of cart", pool)(ctx)
+	log := watchFor(t, pool, 3*dbCheckEvery+time.Second)
 	if !log.everNotServing() {
 		t.Fatalf("this copy's pool holds no connection and the server takes no more, yet health stayed SERVING (%v)", log.seen)
 	}
@@ -162,4 +144,17 @@ func limitedPool(t *testing.T, role string, min int32) *pgxpool.Pool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return pool
+}
+
+// watchFor runs the database check of pool for d and gives what it reported.
+func watchFor(t *testing.T, pool *pgxpool.Pool, d time.Duration) *servingLog {
+	t.Helper()
+	s := &system{log: testenv.Logger(t)}
+	s.readiness.log = s.log
+	log := &servingLog{}
+	s.readiness.add(log)
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	_ = s.watchDatabase("PostgreSQL of cart", pool)(ctx)
+	return log
 }
