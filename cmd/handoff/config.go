@@ -13,6 +13,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/stack"
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
 // settings is the parsed command line and environment: every flag has an environment variable,
@@ -51,6 +52,7 @@ var envVar = map[string]string{
 	"smtp-from":             "HANDOFF_SMTP_FROM",
 	"smtp-username":         "HANDOFF_SMTP_USERNAME",
 	"smtp-password":         "HANDOFF_SMTP_PASSWORD",
+	"smtp-tls":              "HANDOFF_SMTP_TLS",
 	"demo":                  "HANDOFF_DEMO",
 	"shutdown-grace":        "HANDOFF_SHUTDOWN_GRACE",
 	"start-wait":            "HANDOFF_START_WAIT",
@@ -141,6 +143,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.Notify.SMTPFrom, "smtp-from", env("smtp-from", ""), "sender address of shopper emails")
 	fs.StringVar(&c.Notify.SMTPUsername, "smtp-username", env("smtp-username", ""), "SMTP user, when the server needs one")
 	fs.StringVar(&c.Notify.SMTPPassword, "smtp-password", env("smtp-password", ""), "SMTP password")
+	fs.StringVar(&c.Notify.SMTPTLS, "smtp-tls", env("smtp-tls", notify.SMTPStartTLS), "encryption of shopper emails: starttls (when offered), require (STARTTLS or nothing sent), implicit (TLS from the first byte, port 465)")
 	fs.StringVar(&c.JWTKeys, "jwt-keys", env("jwt-keys", ""), "token keys kid:base64key[,...], first signs (empty with the all target: a development key in the data dir)")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
 	fs.DurationVar(&c.StartWait, "start-wait", envDuration("start-wait", stack.DefaultStartWait.String()), "how long a start waits for an external NATS or PostgreSQL that does not answer yet")
@@ -200,6 +203,9 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		}
 	case c.Target == stack.TargetAll:
 		c.AllowedOrigins = []string{"*"} // a laptop: any local web app may call it
+	}
+	if err := notify.CheckSMTPTLS(c.Notify.SMTPTLS); err != nil {
+		return s, fmt.Errorf("%s: %w", setting("smtp-tls", c.Notify.SMTPTLS), err)
 	}
 	// Ports and addresses are checked here, naming the setting: past here a bad one fails deep
 	// in a start (initdb run, then PostgreSQL's own complaint), or as a port taken.

@@ -106,3 +106,24 @@ func TestListenAddressesGivenAsURLsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// The SMTP TLS mode is one of starttls, require and implicit; anything else is refused naming
+// the setting.
+func TestTheSMTPTLSModeIsCheckedNamingTheSetting(t *testing.T) {
+	for _, mode := range []string{"starttls", "require", "implicit"} {
+		var stderr bytes.Buffer
+		s, err := parseSettings([]string{"-smtp-tls", mode}, func(string) string { return "" }, &stderr)
+		if err != nil || s.stack.Notify.SMTPTLS != mode {
+			t.Errorf("-smtp-tls %s: %v (mode %q); want it taken", mode, err, s.stack.Notify.SMTPTLS)
+		}
+	}
+	var stderr bytes.Buffer
+	if _, err := parseSettings(nil, func(k string) string {
+		if k == "HANDOFF_SMTP_TLS" {
+			return "always"
+		}
+		return ""
+	}, &stderr); err == nil || !strings.Contains(err.Error(), "HANDOFF_SMTP_TLS") {
+		t.Errorf("HANDOFF_SMTP_TLS=always: %v; want it refused naming HANDOFF_SMTP_TLS", err)
+	}
+}
