@@ -152,6 +152,11 @@ func newSMTPServer(t *testing.T) *smtpServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveSMTP(t, ln)
+}
+
+// serveSMTP answers SMTP on ln until the test ends.
+func serveSMTP(t *testing.T, ln net.Listener) *smtpServer {
 	s := &smtpServer{t: t, ln: ln, rcpts: map[string]int{}, rcptReply: func(string, int) string { return "" }}
 	s.wg.Add(1)
 	go func() {

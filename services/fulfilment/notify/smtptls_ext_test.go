@@ -1,6 +1,9 @@
 package notify_test
 
 import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -45,5 +48,31 @@ func TestRequiredSMTPTLSSendsNothingInTheClear(t *testing.T) {
 
 	if _, err := (notify.Config{SMTPAddr: mta.addr(), SMTPFrom: "orders@handoff.test", SMTPTLS: "always"}).Senders(); err == nil {
 		t.Fatal(`SMTP TLS "always" accepted; want it refused`)
+	}
+}
+
+// With implicit TLS (port 465) the conversation is encrypted from its first byte: the email
+// reaches a server that speaks only TLS.
+func TestImplicitSMTPTLSSendsOverTLSFromTheFirstByte(t *testing.T) {
+	tlsSrv := httptest.NewUnstartedServer(nil) // for its certificate, trusted by its client
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsSrv.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mta := serveSMTP(t, ln)
+	roots := tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	sender, err := notify.NewSMTPSender(notify.SMTPConfig{Addr: mta.addr(), From: "orders@handoff.test", ImplicitTLS: true,
+		TLSConfig: &tls.Config{RootCAs: roots, ServerName: "example.com"}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newPool(t)
+	startDispatcher(t, pool, fastConfig(sender))
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-465"), Email: "ada@example.com"})
+	waitForState(t, pool, notificationIDs(t, pool, "ord-465", notify.ChannelEmail)[0], "sent")
+	if n := len(mta.received()); n != 1 {
+		t.Fatalf("the TLS-only server received %d emails; want 1", n)
 	}
 }
