@@ -57,6 +57,11 @@ func asStatus(ctx context.Context, logger *slog.Logger, method string, err error
 	return status.Error(codes.Internal, "internal error")
 }
 
+// UnaryText is the check every server of New and InProcess makes of each request, for tests
+// that serve a service on a plain grpc.Server: it refuses, naming the field, a request holding
+// text Postgres cannot store (pgtext.Check).
+var UnaryText grpc.UnaryServerInterceptor = unaryText
+
 // unaryText refuses a request holding text Postgres cannot store (pgtext.Check).
 func unaryText(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if m, ok := req.(proto.Message); ok {

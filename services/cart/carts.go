@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/status"
 
-	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/utf8field"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
@@ -287,11 +286,6 @@ func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.C
 		// Before anything walks them: a request may carry tens of thousands.
 		return nil, rpcerr.Invalid("lines", fmt.Sprintf("a cart has at most %d lines, got %d", maxLines, len(lines)))
 	}
-	// Text Postgres cannot store (a NUL) is refused naming its field before anything is asked
-	// or written, as every method here does: they do not rely on their server checking it.
-	if err := pgtext.Check(req); err != nil {
-		return nil, err
-	}
 	var v rpcerr.Violations
 	for i, l := range lines {
 		checkSKU(&v, fmt.Sprintf("lines[%d].sku", i), l.GetSku())
@@ -351,9 +345,6 @@ func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.C
 
 // GetCart returns customer's cart, repriced, with availability at the chosen store.
 func (s *Service) GetCart(ctx context.Context, customer, cartID string) (*cartv1.Cart, error) {
-	if err := pgtext.Check(&cartv1.GetCartRequest{CartId: cartID}); err != nil {
-		return nil, err
-	}
 	var v rpcerr.Violations
 	checkCartID(&v, cartID)
 	if err := v.Err(); err != nil {
@@ -393,9 +384,9 @@ func checkSKU(v *rpcerr.Violations, field, sku string) {
 }
 
 // checkCartID checks the request's cart_id. Invalid UTF-8 never comes over the wire (protobuf
-// refuses it) but an in-process caller can pass it; like a NUL (refused before, by pgtext.Check
-// of the whole request) it would fail the cart's first statement as Internal (SQLSTATE 22021),
-// or a whole batch shared with other requests.
+// refuses it) but an in-process caller can pass it; like a NUL (refused by the server's check
+// of every request, grpcserver) it would fail the cart's first statement as Internal (SQLSTATE
+// 22021), or a whole batch shared with other requests.
 func checkCartID(v *rpcerr.Violations, id string) {
 	switch {
 	case id == "":
@@ -426,9 +417,6 @@ func checkQuantity(q int32) error {
 // AddLine adds quantity of sku, or raises its existing line, after the catalog has confirmed
 // the SKU can be ordered.
 func (s *Service) AddLine(ctx context.Context, customer string, req *cartv1.AddLineRequest) (*cartv1.Cart, error) {
-	if err := pgtext.Check(req); err != nil {
-		return nil, err
-	}
 	var v rpcerr.Violations
 	checkCartID(&v, req.GetCartId())
 	checkSKU(&v, "sku", req.GetSku())
@@ -475,9 +463,6 @@ func addUnits(c *cartRow, field string, variant *catalogv1.Variant, quantity int
 
 // UpdateLine sets a line's quantity.
 func (s *Service) UpdateLine(ctx context.Context, customer string, req *cartv1.UpdateLineRequest) (*cartv1.Cart, error) {
-	if err := pgtext.Check(req); err != nil {
-		return nil, err
-	}
 	if err := checkLineID(req.GetLineId()); err != nil {
 		return nil, err
 	}
@@ -500,9 +485,6 @@ func (s *Service) UpdateLine(ctx context.Context, customer string, req *cartv1.U
 
 // RemoveLine removes a line.
 func (s *Service) RemoveLine(ctx context.Context, customer string, req *cartv1.RemoveLineRequest) (*cartv1.Cart, error) {
-	if err := pgtext.Check(req); err != nil {
-		return nil, err
-	}
 	if err := checkLineID(req.GetLineId()); err != nil {
 		return nil, err
 	}
@@ -522,9 +504,6 @@ func (s *Service) RemoveLine(ctx context.Context, customer string, req *cartv1.R
 
 // ClearCart removes every line; the pickup choice stays.
 func (s *Service) ClearCart(ctx context.Context, customer string, req *cartv1.ClearCartRequest) (*cartv1.Cart, error) {
-	if err := pgtext.Check(req); err != nil {
-		return nil, err
-	}
 	c, err := s.mutate(ctx, customer, req.GetCartId(), req.GetExpectedVersion(), func(c *cartRow) error {
 		c.Lines = nil
 		return nil
@@ -537,9 +516,6 @@ func (s *Service) ClearCart(ctx context.Context, customer string, req *cartv1.Cl
 
 // SetPickup chooses a named store (which must exist) or the nearest store around a point.
 func (s *Service) SetPickup(ctx context.Context, customer string, req *cartv1.SetPickupRequest) (*cartv1.Cart, error) {
-	if err := pgtext.Check(req); err != nil {
-		return nil, err
-	}
 	// Before reading the cart: an unknown store costs no cart read.
 	pickup, err := s.choosePickup(ctx, req.GetPickup())
 	if err != nil {

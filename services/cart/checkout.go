@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
-	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/utf8field"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
@@ -223,10 +222,6 @@ func (s *Service) claim(ctx context.Context, customer, cartID, key string, expec
 }
 
 func checkCheckout(req *cartv1.CheckoutRequest, currency string) (email string, err error) {
-	// Before the claim: a NUL in the key would fail the claim's batch, every request in it.
-	if err := pgtext.Check(req); err != nil {
-		return "", err
-	}
 	var v rpcerr.Violations
 	checkCartID(&v, req.GetCartId())
 	// Characters, as the API documents and fulfilment counts them, not bytes.

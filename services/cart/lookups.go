@@ -157,8 +157,9 @@ func (s *Service) store(ctx context.Context, storeID string) (*inventoryv1.Store
 // lookupFailed turns a failed question to another service into the cart's answer. Its absence
 // is Unavailable, so the client retries. Its refusal of what the cart passed on from the request
 // (a SKU, a store id) is the caller's bad input, not ours: InvalidArgument naming field, the
-// request's own field, with the owner's reason. The cart checks such text up front (pgtext.Check, checkSKU), so
-// this is a backstop for what an owner refuses and the cart does not foresee. Any other failure,
+// request's own field, with the owner's reason. Such text is checked up front (its server's check
+// of every request, checkSKU), so this is a backstop for what an owner refuses and the cart does
+// not foresee. Any other failure,
 // and a refusal of what the cart asked of its own (field ""; its stored lines, say), is ours
 // (Internal).
 func lookupFailed(service, field string, err error) error {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/handoff-dev/handoff/internal/demo"
+	"github.com/handoff-dev/handoff/internal/grpcserver"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
@@ -138,7 +139,8 @@ func newEnv(t *testing.T, configure ...func(*cart.Config)) *env {
 	c := cart.New(cfg)
 	run("cart", c.Run)
 
-	srv := grpc.NewServer()
+	// As the stack serves them, each request's text checked first (a NUL refused naming its field).
+	srv := grpc.NewServer(grpc.UnaryInterceptor(grpcserver.UnaryText))
 	c.RegisterGRPC(srv)
 	ful.RegisterGRPC(srv)
 	cat.RegisterGRPC(srv)
