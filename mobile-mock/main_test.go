@@ -325,7 +325,8 @@ type refusingCarts struct {
 func (c *refusingCarts) RoundTrip(req *http.Request) (*http.Response, error) {
 	if strings.HasSuffix(req.URL.Path, "/CreateCart") {
 		n := c.carts.Add(1)
-		if c.nth > 0 && n == c.nth || c.nth == 0 && (c.first == 0 || c.refused.Load() < c.first) {
+		// By the call's own number: two shoppers reading refused at once both fell under first.
+		if c.nth > 0 && n == c.nth || c.nth == 0 && (c.first == 0 || n <= c.first) {
 			c.refused.Add(1)
 			return nil, errors.New("connection refused (the test's edge is down)")
 		}
