@@ -386,6 +386,11 @@ func (s *system) start(ctx context.Context) error {
 		if err := s.startPostgres(ctx); err != nil {
 			return err
 		}
+		if s.cfg.NATSURL == "" {
+			if err := s.claimDatabases(ctx); err != nil {
+				return err
+			}
+		}
 	}
 	for _, spec := range services() {
 		if !s.cfg.runs(spec.name) {
