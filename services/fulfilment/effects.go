@@ -73,8 +73,21 @@ func (s *Service) runEffects(ctx context.Context) {
 }
 
 // effectLease is how long a claimed effect is left to its worker before another may take it
-// (the worker died mid-call, say). Longer than any inventory call.
-const effectLease = 30 * time.Second
+// (the worker died mid-call, say). Longer than any inventory call. A variable for tests.
+var effectLease = 30 * time.Second
+
+// effectsRoundTime bounds a round's inventory calls and lapse checks, counted from before its
+// claim: half the lease, so that its outcomes (rounds.LastWrite more) are recorded while the
+// lease holds. A round may otherwise outlive its lease (several parts of 5 s each, halves sent
+// again, lapse checks waiting on locks), and another copy takes the same effects while it still
+// works them: sent twice side by side, and the next effect of an order sent while the one before
+// it is still in flight, so that inventory may make them out of order. What is not sent by then
+// is left for the next claim (errRoundOver).
+func effectsRoundTime() time.Duration { return effectLease / 2 }
+
+// errRoundOver is the error of effects not sent because their round's time was up (or its
+// worker stopping): nothing was done, so they are due again at once, not as a failed attempt.
+var errRoundOver = errors.New("not sent: the effects round ran out of time")
 
 // claimEffectsSQL claims up to $1 due effects that are first in line for their order (the
 // lowest id of the order's rows, due or not: an order's effects run in the order they were
@@ -105,6 +118,7 @@ const claimEffectsSQL = `
 // Inventory's release, commit and extend are idempotent, so an effect done again (its worker
 // died before the delete) changes nothing.
 func (s *Service) effectsRound(ctx context.Context) (int, error) {
+	start := time.Now() // before the claim, so the lease ends no sooner than start+effectLease
 	rows, err := s.db.Query(ctx, claimEffectsSQL, effectsBatch, effectLease.Milliseconds())
 	if err != nil {
 		return 0, fmt.Errorf("claim effects: %w", err)
@@ -131,35 +145,45 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 
-	errs := s.applyEffects(ctx, batch)
+	rctx, cancelRound := context.WithDeadline(ctx, start.Add(effectsRoundTime()))
+	errs := s.applyEffects(rctx, batch)
+	cancelRound()
 
 	// Record outcomes even when shutting down, so done effects are not done again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rounds.LastWrite)
 	defer cancel()
+	// Every write is fenced by the claim count: an effect claimed again since (this round
+	// outlived its lease after all) is left to the worker that has it now.
 	var w writeBatch
 	var done []int64
+	var doneClaims []int32
 	var refused []effect
 	for i, e := range batch {
 		if errs[i] == nil {
-			done = append(done, e.id)
+			done, doneClaims = append(done, e.id), append(doneClaims, int32(e.claims))
+			continue
+		}
+		if errors.Is(errs[i], errRoundOver) {
+			_, _ = w.Exec(ctx, `UPDATE order_effects SET due = now() WHERE id = $1 AND claims = $2`, e.id, e.claims)
 			continue
 		}
 		if e.kind == domain.ExtendHolds && !uncertain(errs[i]) {
 			// A refused extension (a deadline passed meanwhile, say) cannot succeed later; the
 			// timer loop asks again with a fresh deadline while the order is open (refuseExtensions).
 			s.log.Error("inventory refused to extend holds; dropped, and the order looked at again", "order_id", e.orderID, "deadline", e.deadline, "err", errs[i])
-			done = append(done, e.id)
+			done, doneClaims = append(done, e.id), append(doneClaims, int32(e.claims))
 			refused = append(refused, e)
 			continue
 		}
 		backoff := min(time.Second<<min(e.attempt, 6), time.Minute)
 		s.log.Warn("inventory effect failed; will retry", "order_id", e.orderID, "effect", e.kind, "attempt", e.attempt+1, "retry_in", backoff, "err", errs[i])
 		_, _ = w.Exec(ctx, `UPDATE order_effects SET attempts = attempts + 1, last_error = $2,
-			due = now() + $3::bigint * interval '1 millisecond' WHERE id = $1`,
-			e.id, status.Convert(errs[i]).Message(), backoff.Milliseconds())
+			due = now() + $3::bigint * interval '1 millisecond' WHERE id = $1 AND claims = $4`,
+			e.id, status.Convert(errs[i]).Message(), backoff.Milliseconds(), e.claims)
 	}
 	if len(done) > 0 {
-		_, _ = w.Exec(ctx, `DELETE FROM order_effects WHERE id = ANY($1)`, done)
+		_, _ = w.Exec(ctx, `DELETE FROM order_effects o USING unnest($1::bigint[], $2::int[]) d(id, claims)
+			WHERE o.id = d.id AND o.claims = d.claims`, done, doneClaims)
 	}
 	refuseExtensions(ctx, &w, refused)
 	if err := w.sendAlone(ctx, s.db); err != nil {
@@ -280,6 +304,12 @@ func (s *Service) changeHoldsInParts(ctx context.Context, batch []effect, result
 // changeHoldsPart sends part in one change_holds request, in halves should its answer be too
 // big to come back (see changeHoldsInParts).
 func (s *Service) changeHoldsPart(ctx context.Context, part []effect, results []*inventoryv1.HoldChangeResult, errs []error) {
+	if ctx.Err() != nil {
+		for i := range errs {
+			errs[i] = errRoundOver
+		}
+		return
+	}
 	changes := make([]*inventoryv1.HoldChange, len(part))
 	for i, e := range part {
 		changes[i] = e.change()
@@ -287,7 +317,7 @@ func (s *Service) changeHoldsPart(ctx context.Context, part []effect, results []
 	cctx, cancel := context.WithTimeout(ctx, inventoryCallTimeout)
 	res, err := s.inv.changeHolds(cctx, changes)
 	cancel()
-	if rpcerr.Code(err) == codes.ResourceExhausted && len(part) > 1 && ctx.Err() == nil {
+	if rpcerr.Code(err) == codes.ResourceExhausted && len(part) > 1 {
 		s.log.Warn("a round of effects or its answer was too big for NATS; sending it again in halves", "effects", len(part), "err", err)
 		if !errors.Is(err, natsrpc.ErrNotSent) {
 			// Inventory made the changes: a commit sent again may find its holds ended by this

@@ -1,6 +1,9 @@
 package fulfilment
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // QueueAhead is queueAhead as a checkout calls it (the shared read on the pool), for tests.
 func (s *Service) QueueAhead(ctx context.Context, storeID string) (int, error) {
@@ -19,3 +22,11 @@ func LoseCommitReplies(s *Service, on bool) { s.loseCommitReply.Store(on) }
 
 // FailStoreLookups makes lookups of stores not cached fail as Unavailable, for tests.
 func FailStoreLookups(s *Service, on bool) { s.stores.failLookups.Store(on) }
+
+// SetEffectLease sets how long a claimed effect is left to its worker (rounds take half), for
+// tests; it must be called before any worker runs, and the returned func restores it.
+func SetEffectLease(d time.Duration) (restore func()) {
+	old := effectLease
+	effectLease = d
+	return func() { effectLease = old }
+}
