@@ -24,6 +24,8 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,18 +41,98 @@ import (
 
 func main() {
 	gcpolicy.Apply(os.Getenv) // a load run with -spawn is the whole system in this process
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	// The first SIGINT/SIGTERM ends the run; what comes after it (the figures, the after-run
-	// checks, stopping a spawned system) runs on contexts of its own and may take a minute. Once
-	// the first is taken the signals go back to Go's default, so a second one ends the process at
-	// once, killed by that signal (a shell reports 130 for SIGINT, 143 for SIGTERM), as in
-	// `handoff`. A spawned system's temporary data dir is then left behind.
+	// checks, stopping a spawned system) runs on contexts of its own and may take a minute. A
+	// second one ends the process at once, killed by that signal (a shell reports 130 for
+	// SIGINT, 143 for SIGTERM), as in `handoff`, after the fast cleanups of onAbort (a spawned
+	// system's private PostgreSQL and temporary data dir, which would be left behind), cut
+	// short by a third.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 3)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-ctx.Done()
-		stop()
+		<-sigs
+		cancel()
+		sig := <-sigs
+		aborting.Store(true)
+		cleaned := make(chan struct{})
+		go func() {
+			onAbort.run()
+			close(cleaned)
+		}()
+		select {
+		case <-cleaned:
+		case <-sigs:
+		}
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		if p, err := os.FindProcess(os.Getpid()); err == nil {
+			_ = p.Signal(sig)
+		}
+		time.Sleep(time.Second) // the signal ends the process; should it not, exit as a shell would report it
+		if sig == syscall.SIGTERM {
+			os.Exit(143)
+		}
+		os.Exit(130)
 	}()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if aborting.Load() {
+		select {} // the run failed under the cleanups; the second signal ends the process
+	}
+	os.Exit(code)
+}
+
+// aborting is set once a second signal is taken.
+var aborting atomic.Bool
+
+// abortTime bounds the cleanups a second signal still runs before the process ends.
+const abortTime = 3 * time.Second
+
+// onAbort holds the cleanups a second signal runs before the process ends at once.
+var onAbort abortHooks
+
+// abortHooks are fast, bounded cleanups (each returns within abortTime) of what the process
+// would otherwise leave behind on the machine.
+type abortHooks struct {
+	mu   sync.Mutex
+	next int
+	fns  map[int]func()
+}
+
+// add registers f until the returned remove is called.
+func (h *abortHooks) add(f func()) (remove func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fns == nil {
+		h.fns = map[int]func(){}
+	}
+	id := h.next
+	h.next++
+	h.fns[id] = f
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.fns, id)
+	}
+}
+
+// run runs every registered cleanup side by side and returns when all have, or after
+// abortTime.
+func (h *abortHooks) run() {
+	h.mu.Lock()
+	var wg sync.WaitGroup
+	for _, f := range h.fns {
+		wg.Go(f)
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(abortTime):
+	}
 }
 
 const usage = `Usage:
@@ -115,9 +197,18 @@ func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stder
 	if err != nil {
 		return system.Endpoints{}, func() {}, err
 	}
+	// Ended at once by a second signal, the process still stops the system's private
+	// PostgreSQL and removes the dir: nothing else would, and a cluster is hundreds of MB.
+	forget := onAbort.add(func() {
+		if err := system.Discard(dir, abortTime-100*time.Millisecond); err != nil {
+			fmt.Fprintf(stderr, "mobile-mock: cleaning up %s: %v\n", dir, err)
+		}
+	})
 	// The private PostgreSQL runs as an unprivileged user when we are root: it must reach its
 	// folder inside this one.
 	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		forget()
 		return system.Endpoints{}, func() {}, err
 	}
 	fmt.Fprintf(stderr, "mobile-mock: starting Handoff in this process (data in %s)…\n", dir)
@@ -129,6 +220,7 @@ func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stder
 	ep, stopSystem, err := system.Spawn(ctx, system.SpawnConfig{DataDir: dir, DatabaseURL: t.databaseURL, RateLimits: limits, Logger: logger, DemoTimeZone: t.demoZone})
 	if err != nil {
 		os.RemoveAll(dir)
+		forget()
 		return system.Endpoints{}, func() {}, err
 	}
 	fmt.Fprintf(stderr, "mobile-mock: Handoff ready in %s: gateway %s · pos-adapter %s\n", time.Since(began).Round(100*time.Millisecond), ep.GatewayURL, ep.POSURL)
@@ -137,6 +229,7 @@ func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stder
 			fmt.Fprintf(stderr, "mobile-mock: stopping Handoff: %v\n", err)
 		}
 		os.RemoveAll(dir)
+		forget()
 	}, nil
 }
 
