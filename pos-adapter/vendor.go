@@ -24,6 +24,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/pgtext"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
@@ -443,17 +444,39 @@ func (a *Adapter) vendorFailure(ctx context.Context, log *slog.Logger, store str
 }
 
 // stockRefusal reports whether inventory refused a change for the stock as it stands (on hand
-// would go below 0 or the reserved units, or above the maximum): events arrive out of order,
-// and a sale that comes before the count it follows (of a SKU never counted, say) applies once
-// the count is in. Recorded as refused for good, it would be lost. Inventory says so only in a
-// FailedPrecondition naming the delta or on_hand; its other one, an idempotency key used for
-// another change, is for good.
+// would go below 0 or the reserved units): events arrive out of order, and a sale that comes
+// before the count it follows (of a SKU never counted, say) applies once the count is in.
+// Recorded as refused for good, it would be lost. Inventory says so with the reason of the
+// status's google.rpc.ErrorInfo (services/inventory's Reason constants); the message is for
+// people and may be reworded. Its other FailedPreconditions are for good: past the maximum
+// level (no count makes it fit), an idempotency key used for another change.
 func stockRefusal(st *status.Status) bool {
-	msg := st.Message()
-	return st.Code() == codes.FailedPrecondition &&
-		(strings.HasPrefix(msg, "delta: ") || strings.HasPrefix(msg, "on_hand: ")) &&
-		!strings.Contains(msg, " above ") // past the maximum level: no count makes it fit
+	if st.Code() != codes.FailedPrecondition {
+		return false
+	}
+	switch rpcerr.Reason(st.Err(), inventoryErrorDomain) {
+	case inventoryStockBelowZero, inventoryStockBelowReserved:
+		return true
+	case "":
+		// An inventory copy older than its reasons (a rolling upgrade runs one next to a newer
+		// adapter) names the field alone: told from its text, as before, lest a sale that a
+		// later count would make fit be refused for good. Remove once every inventory sends
+		// the reason.
+		msg := st.Message()
+		return (strings.HasPrefix(msg, "delta: ") || strings.HasPrefix(msg, "on_hand: ")) &&
+			!strings.Contains(msg, " above ")
+	}
+	return false
 }
+
+// Inventory's ErrorInfo domain and the reasons of its refusals for the stock as it stands
+// (services/inventory ErrorDomain and Reason*: a contract on the wire, spelt here so that the
+// adapter does not build against the service's package).
+const (
+	inventoryErrorDomain        = "inventory.handoff.dev"
+	inventoryStockBelowZero     = "STOCK_BELOW_ZERO"
+	inventoryStockBelowReserved = "STOCK_BELOW_RESERVED"
+)
 
 // countHorizon is how old a count inventory still takes (its maxCountAge): a change waiting
 // for a count from before it waits at most this long after it happened. No count that could

@@ -81,6 +81,33 @@ func FailedPrecondition(format string, args ...any) error {
 	return status.Errorf(codes.FailedPrecondition, format, args...)
 }
 
+// FailedPreconditionReason is FailedPrecondition with a machine-readable reason: a
+// google.rpc.ErrorInfo of domain and reason (an UPPER_SNAKE_CASE constant of the domain's), so
+// that a caller decides from it (Reason) rather than from the message, which stays for people
+// and may be reworded.
+func FailedPreconditionReason(domain, reason, format string, args ...any) error {
+	st := status.Newf(codes.FailedPrecondition, format, args...)
+	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason}); err == nil {
+		st = withInfo
+	}
+	return st.Err()
+}
+
+// Reason is the reason of err's google.rpc.ErrorInfo of domain, looking through wrapping; ""
+// when it has none.
+func Reason(err error, domain string) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return ""
+	}
+	for _, d := range se.GRPCStatus().Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == domain {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 // Aborted refuses a write made against a stale version (optimistic concurrency).
 func Aborted(format string, args ...any) error {
 	return status.Errorf(codes.Aborted, format, args...)

@@ -57,3 +57,23 @@ func TestNotFoundEchoesAnIDBoundedInLength(t *testing.T) {
 		t.Fatalf("a huge unknown id: %d bytes of message %.80q…", len(st.Message()), st.Message())
 	}
 }
+
+func TestFailedPreconditionReasonCarriesAnErrorInfoReasonReads(t *testing.T) {
+	err := rpcerr.FailedPreconditionReason("inventory.handoff.dev", "STOCK_BELOW_ZERO", "delta: %d would take on hand below 0", -3)
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition || st.Message() != "delta: -3 would take on hand below 0" {
+		t.Fatalf("status = %v %q; want FailedPrecondition with the message", st.Code(), st.Message())
+	}
+	wrapped := fmt.Errorf("adjust stock: %w", err)
+	if got := rpcerr.Reason(wrapped, "inventory.handoff.dev"); got != "STOCK_BELOW_ZERO" {
+		t.Fatalf("Reason = %q; want STOCK_BELOW_ZERO", got)
+	}
+	if got := rpcerr.Reason(err, "other.handoff.dev"); got != "" {
+		t.Fatalf("Reason of another domain = %q; want none", got)
+	}
+	for _, none := range []error{nil, fmt.Errorf("plain"), rpcerr.FailedPrecondition("no reason")} {
+		if got := rpcerr.Reason(none, "inventory.handoff.dev"); got != "" {
+			t.Fatalf("Reason(%v) = %q; want none", none, got)
+		}
+	}
+}

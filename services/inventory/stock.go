@@ -52,6 +52,18 @@ type stockChange struct {
 	same func(m *inventoryv1.StockMovement) bool
 }
 
+// The reasons (google.rpc.ErrorInfo, domain ErrorDomain) of the refusals of a stock change
+// for the stock as it stands, so that a caller tells them apart without reading the message:
+// on hand would go below 0 or below the units reserved (a later count or release may make the
+// change fit), or above the maximum level (nothing will). They are a contract, like the
+// message's field name: the pos-adapter defers a vendor's change refused below.
+const (
+	ErrorDomain              = "inventory.handoff.dev"
+	ReasonStockBelowZero     = "STOCK_BELOW_ZERO"
+	ReasonStockBelowReserved = "STOCK_BELOW_RESERVED"
+	ReasonStockAboveMaximum  = "STOCK_ABOVE_MAXIMUM"
+)
+
 // SetStock sets on hand and safety stock to absolute values (a count), idempotently by key.
 func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inventoryv1.SetStockRequest) (*inventoryv1.StockLevel, *inventoryv1.StockMovement, error) {
 	var v rpcerr.Violations
@@ -90,7 +102,7 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 			}
 			if next.onHand < cur.reserved {
 				if !req.GetClampToReserved() {
-					return level{}, "", 0, rpcerr.FailedPrecondition("on_hand: %d would be below the %d units reserved for open orders of %s at %s; release or commit holds first",
+					return level{}, "", 0, rpcerr.FailedPreconditionReason(ErrorDomain, ReasonStockBelowReserved, "on_hand: %d would be below the %d units reserved for open orders of %s at %s; release or commit holds first",
 						next.onHand, cur.reserved, req.GetSku(), req.GetStoreId())
 				}
 				short := cur.reserved - next.onHand
@@ -152,13 +164,13 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 				next.onHand = cur.reserved
 				return next, shortNote(req.GetNote(), short, cur.reserved), short, nil
 			case next.onHand < 0:
-				return level{}, "", 0, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s below 0 (on hand %d)",
+				return level{}, "", 0, rpcerr.FailedPreconditionReason(ErrorDomain, ReasonStockBelowZero, "delta: %d would take on hand of %s at %s below 0 (on hand %d)",
 					d, req.GetSku(), req.GetStoreId(), cur.onHand)
 			case next.onHand < cur.reserved:
-				return level{}, "", 0, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s to %d, below the %d units reserved for open orders; release or commit holds first",
+				return level{}, "", 0, rpcerr.FailedPreconditionReason(ErrorDomain, ReasonStockBelowReserved, "delta: %d would take on hand of %s at %s to %d, below the %d units reserved for open orders; release or commit holds first",
 					d, req.GetSku(), req.GetStoreId(), next.onHand, cur.reserved)
 			case next.onHand > maxStockLevel:
-				return level{}, "", 0, rpcerr.FailedPrecondition("delta: %d would take on hand of %s at %s above %d", d, req.GetSku(), req.GetStoreId(), maxStockLevel)
+				return level{}, "", 0, rpcerr.FailedPreconditionReason(ErrorDomain, ReasonStockAboveMaximum, "delta: %d would take on hand of %s at %s above %d", d, req.GetSku(), req.GetStoreId(), maxStockLevel)
 			}
 			return next, "", 0, nil
 		},

@@ -236,8 +236,13 @@ type InventoryAdminServiceClient interface {
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(ctx context.Context, in *SetStoreStateRequest, opts ...grpc.CallOption) (*SetStoreStateResponse, error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
+	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
+	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
+	// STOCK_BELOW_ZERO or STOCK_BELOW_RESERVED (a later count may let it apply) or
+	// STOCK_ABOVE_MAXIMUM.
 	SetStock(ctx context.Context, in *SetStockRequest, opts ...grpc.CallOption) (*SetStockResponse, error)
 	// AdjustStock changes on-hand by a delta with a reason (delivery, sale, damage...).
+	// Its refusals for the stock as it stands carry reasons as SetStock's do.
 	AdjustStock(ctx context.Context, in *AdjustStockRequest, opts ...grpc.CallOption) (*AdjustStockResponse, error)
 	// ListStock pages through a store's stock levels.
 	ListStock(ctx context.Context, in *ListStockRequest, opts ...grpc.CallOption) (*ListStockResponse, error)
@@ -358,8 +363,13 @@ type InventoryAdminServiceServer interface {
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *SetStoreStateRequest) (*SetStoreStateResponse, error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
+	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
+	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
+	// STOCK_BELOW_ZERO or STOCK_BELOW_RESERVED (a later count may let it apply) or
+	// STOCK_ABOVE_MAXIMUM.
 	SetStock(context.Context, *SetStockRequest) (*SetStockResponse, error)
 	// AdjustStock changes on-hand by a delta with a reason (delivery, sale, damage...).
+	// Its refusals for the stock as it stands carry reasons as SetStock's do.
 	AdjustStock(context.Context, *AdjustStockRequest) (*AdjustStockResponse, error)
 	// ListStock pages through a store's stock levels.
 	ListStock(context.Context, *ListStockRequest) (*ListStockResponse, error)

@@ -214,8 +214,13 @@ type InventoryAdminServiceClient interface {
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
+	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
+	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
+	// STOCK_BELOW_ZERO or STOCK_BELOW_RESERVED (a later count may let it apply) or
+	// STOCK_ABOVE_MAXIMUM.
 	SetStock(context.Context, *connect.Request[v1.SetStockRequest]) (*connect.Response[v1.SetStockResponse], error)
 	// AdjustStock changes on-hand by a delta with a reason (delivery, sale, damage...).
+	// Its refusals for the stock as it stands carry reasons as SetStock's do.
 	AdjustStock(context.Context, *connect.Request[v1.AdjustStockRequest]) (*connect.Response[v1.AdjustStockResponse], error)
 	// ListStock pages through a store's stock levels.
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)
@@ -359,8 +364,13 @@ type InventoryAdminServiceHandler interface {
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
+	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
+	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
+	// STOCK_BELOW_ZERO or STOCK_BELOW_RESERVED (a later count may let it apply) or
+	// STOCK_ABOVE_MAXIMUM.
 	SetStock(context.Context, *connect.Request[v1.SetStockRequest]) (*connect.Response[v1.SetStockResponse], error)
 	// AdjustStock changes on-hand by a delta with a reason (delivery, sale, damage...).
+	// Its refusals for the stock as it stands carry reasons as SetStock's do.
 	AdjustStock(context.Context, *connect.Request[v1.AdjustStockRequest]) (*connect.Response[v1.AdjustStockResponse], error)
 	// ListStock pages through a store's stock levels.
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)

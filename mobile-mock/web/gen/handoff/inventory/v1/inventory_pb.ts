@@ -1838,6 +1838,10 @@ export const InventoryAdminService: GenService<{
   },
   /**
    * SetStock sets on-hand and safety stock to absolute values (a stock count).
+   * A stock change refused for the stock as it stands (FailedPrecondition) carries a
+   * google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
+   * STOCK_BELOW_ZERO or STOCK_BELOW_RESERVED (a later count may let it apply) or
+   * STOCK_ABOVE_MAXIMUM.
    *
    * @generated from rpc handoff.inventory.v1.InventoryAdminService.SetStock
    */
@@ -1848,6 +1852,7 @@ export const InventoryAdminService: GenService<{
   },
   /**
    * AdjustStock changes on-hand by a delta with a reason (delivery, sale, damage...).
+   * Its refusals for the stock as it stands carry reasons as SetStock's do.
    *
    * @generated from rpc handoff.inventory.v1.InventoryAdminService.AdjustStock
    */
