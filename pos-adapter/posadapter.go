@@ -221,7 +221,8 @@ type Config struct {
 	// WebhookBackoff is the wait after the first failure; it doubles per attempt, with ±20%
 	// jitter, up to WebhookMaxBackoff. Defaults 2s and 1m: the cap is how late a ticket may
 	// reach a vendor POS after it answers again. A store's endpoint backs off the same way,
-	// per failed try in a row: meanwhile its deliveries wait, and one at a time tries it.
+	// per failed try in a row: meanwhile its deliveries wait, and one at a time tries it. A
+	// vendor's Retry-After (on a 429 or 503) makes it wait at least that long (at most 1 h).
 	WebhookBackoff    time.Duration
 	WebhookMaxBackoff time.Duration
 	// WebhookPollInterval is how often due deliveries are looked for, unwoken, while some are

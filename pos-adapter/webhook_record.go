@@ -24,6 +24,9 @@ type deliveryOutcome struct {
 	probe bool
 	// unanswered: the store's endpoint did not take the delivery (no answer, or not a 2xx).
 	unanswered bool
+	// retryAfter: the vendor asked for this wait (Retry-After on a 429 or 503), which its store
+	// then waits at least (writeWithBackoff).
+	retryAfter time.Duration
 }
 
 // deliveryPending is the state of a delivery still to be made (again).
@@ -178,6 +181,7 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 		failures                    int
 		answered, unanswered, probe bool // in this batch: a delivery made, one not, a probe's outcome
 		lastError                   string
+		retryAfter                  time.Duration // the longest wait the vendor asked for in this batch
 	}
 	stores := map[string]*store{}
 	var storeIDs []string
@@ -193,6 +197,7 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 			s.unanswered, s.lastError = true, o.lastError
 		}
 		s.probe = s.probe || o.probe
+		s.retryAfter = max(s.retryAfter, o.retryAfter)
 	}
 	var due []time.Time
 	err := pgx.BeginFunc(ctx, r.a.db, func(tx pgx.Tx) error {
@@ -229,6 +234,23 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 		for _, id := range storeIDs {
 			s := stores[id]
 			switch {
+			// A vendor asking for a wait (Retry-After) gets it, whatever else the batch saw of its
+			// store (another delivery taken just before): the store waits that long, and at least
+			// its usual step, before it is probed.
+			case s.retryAfter > 0 && (s.retry == nil || s.probe):
+				failures := int32(s.failures + 1)
+				wait := max(r.a.webhookBackoff(int(failures)), s.retryAfter).Microseconds()
+				backOff, backOffErrs = append(backOff, id), append(backOffErrs, s.lastError)
+				backOffWaits, backOffFailures, backOffOld = append(backOffWaits, &wait), append(backOffFailures, &failures), append(backOffOld, s.retry)
+				due = append(due, now.Add(time.Duration(wait)*time.Microsecond))
+			case s.retryAfter > 0 && s.retry != nil && now.Add(s.retryAfter).After(*s.retry): // sent before the backoff began: the vendor's wait is the longer
+				wait := s.retryAfter.Microseconds()
+				backOff, backOffErrs = append(backOff, id), append(backOffErrs, s.lastError)
+				backOffWaits, backOffFailures, backOffOld = append(backOffWaits, &wait), append(backOffFailures, nil), append(backOffOld, s.retry)
+				due = append(due, now.Add(s.retryAfter))
+			case s.retryAfter > 0: // sent before the backoff began, which outlasts the vendor's wait: kept
+				backOff, backOffErrs = append(backOff, id), append(backOffErrs, s.lastError)
+				backOffWaits, backOffFailures, backOffOld = append(backOffWaits, nil), append(backOffFailures, nil), append(backOffOld, s.retry)
 			case s.answered && s.retry != nil: // the endpoint answers again
 				end, endOld, endAnswered = append(end, id), append(endOld, s.retry), append(endAnswered, true)
 			case s.answered:

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -570,7 +571,18 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 	// Retried for as long as the ticket is of use, not for a number of attempts: a vendor POS
 	// offline for longer than a short run of retries (a router reboot) must get its tickets when
 	// it answers again, and nothing but an operator retries a dead letter.
+	//
+	// A vendor that asks for a wait (429, or 503 with Retry-After: a throttle) gets it: its store
+	// waits at least that long (writeWithBackoff), never less than the usual step. The time spent
+	// waiting counts toward the give-up, which is how long a ticket is worth sending whatever the
+	// vendor's pace (and keeps a vendor throttling for ever from holding deliveries for ever).
+	// But a throttle does not bring a dead letter forward: its wait is not cut short at the
+	// give-up time, since an attempt inside the window the vendor just refused would surely be
+	// refused again (and, past the give-up time, make a dead letter); the attempt that decides
+	// comes after the vendor's wait, and is taken if the vendor takes it then.
 	attempts := c.attempts + 1
+	var busy *vendorBusyError
+	throttled := errors.As(sendErr, &busy)
 	left := time.Until(c.giveUpAt)
 	if left <= 0 {
 		log.Warn("webhook delivery failed for the last time; kept as a dead letter", "attempts", attempts,
@@ -580,9 +592,65 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 		return o, ok
 	}
 	wait := min(a.webhookBackoff(attempts), left) // the last attempt is made when the time is up
-	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "err", sendErr)
-	return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: deliveryPending, attempts: attempts,
-		lastError: pgtext.Clip(sendErr.Error(), 500), wait: wait, unanswered: true}, true
+	o := deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: deliveryPending, attempts: attempts,
+		lastError: pgtext.Clip(sendErr.Error(), 500), unanswered: true}
+	if throttled {
+		o.retryAfter = busy.retryAfter
+		wait = max(wait, busy.retryAfter)
+	}
+	o.wait = wait
+	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "throttled", throttled, "err", sendErr)
+	return o, true
+}
+
+// webhookMaxRetryAfter caps the wait a vendor's Retry-After asks for: a vendor's mistake (a
+// wait of days) must not hold a store's tickets past what an operator would look into.
+const webhookMaxRetryAfter = time.Hour
+
+// vendorBusyError is a vendor's answer asking for a wait: 429 Too Many Requests, with or
+// without Retry-After, or 503 Service Unavailable with one. retryAfter is the wait asked for
+// (capped at webhookMaxRetryAfter; 0 when none or one already over).
+type vendorBusyError struct {
+	err        error
+	retryAfter time.Duration
+}
+
+func (e *vendorBusyError) Error() string { return e.err.Error() }
+func (e *vendorBusyError) Unwrap() error { return e.err }
+
+// retryAfter reads a Retry-After header (RFC 9110 §10.2.3): delta-seconds, or an HTTP-date,
+// taken against the response's Date when it has one (the vendor's clock, so that a clock
+// skew between the two does not change the wait) and against now otherwise. ok is false for
+// no header or one that does not parse; the wait is capped at webhookMaxRetryAfter.
+func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if isDigits(v) {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n > int64(webhookMaxRetryAfter/time.Second) { // too many digits: past the cap
+			return webhookMaxRetryAfter, true
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	at, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	if date, err := http.ParseTime(h.Get("Date")); err == nil {
+		now = date
+	}
+	return min(max(at.Sub(now), 0), webhookMaxRetryAfter), true
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // webhookBackoff is the wait after the n-th failed attempt: WebhookBackoff doubled per
@@ -621,7 +689,12 @@ func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryCla
 	}
 	defer res.Body.Close()
 	if res.StatusCode < 200 || res.StatusCode > 299 {
-		return fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, urlsecret.Origin(req.URL), urlsecret.Snippet(res.Body, 200, urlsecret.Parts(target, req.URL)))
+		err := fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, urlsecret.Origin(req.URL), urlsecret.Snippet(res.Body, 200, urlsecret.Parts(target, req.URL)))
+		wait, asked := retryAfter(res.Header, time.Now())
+		if res.StatusCode == http.StatusTooManyRequests || (res.StatusCode == http.StatusServiceUnavailable && asked) {
+			return &vendorBusyError{err: err, retryAfter: wait}
+		}
+		return err
 	}
 	return nil
 }
