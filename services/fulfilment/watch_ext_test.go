@@ -125,11 +125,15 @@ func counter(t *testing.T, name string, want map[string]string) float64 {
 }
 
 // secondCopy runs another fulfilment process on e's schema (no place_order, no gRPC): its
-// transitions reach e's streams only through the order events.
-func (e *env) secondCopy() *fulfilment.Service {
+// transitions reach e's streams only through the order events. configure, if given, edits its
+// configuration.
+func (e *env) secondCopy(configure ...func(*fulfilment.Config)) *fulfilment.Service {
 	e.t.Helper()
 	cfg := fulfilment.Config{Pool: e.pool, NATS: testenv.NATSConn(e.t, e.ns), PickupCodeSecret: testSecret, Logger: testenv.Logger(e.t)}
 	fastTimers(&cfg)
+	for _, c := range configure {
+		c(&cfg)
+	}
 	svc, err := fulfilment.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
