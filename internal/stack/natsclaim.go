@@ -31,7 +31,10 @@ const (
 
 // natsClaimRetry is how often a claim lost with its connection (the database restarted) is
 // taken again.
-const natsClaimRetry = 5 * time.Second
+var natsClaimRetry = 5 * time.Second // a variable for tests
+
+// natsClaimPingTimeout bounds the check that a claim's connection is alive.
+const natsClaimPingTimeout = 30 * time.Second
 
 type natsClaim struct {
 	url   string
@@ -51,9 +54,14 @@ func (s *system) claimDatabases(ctx context.Context) error {
 	}
 	token := hex.EncodeToString(b[:])
 	seen := map[string]bool{}
+	// Every part with an outbox or a consumer: the services and the pos-adapter.
+	parts := []string{TargetPOSAdapter}
 	for _, spec := range services() {
-		url := s.databaseURLFor(spec.name)
-		if !s.cfg.runs(spec.name) || url == "" || seen[url] {
+		parts = append(parts, spec.name)
+	}
+	for _, part := range parts {
+		url := s.databaseURLFor(part)
+		if !s.cfg.runs(part) || url == "" || seen[url] {
 			continue
 		}
 		seen[url] = true
@@ -63,19 +71,35 @@ func (s *system) claimDatabases(ctx context.Context) error {
 				return fmt.Errorf("the database of %s %w; "+
 					"two processes each with its own embedded NATS on one database would split its events between them: "+
 					"stop the other, give this one its own database (DATABASE_URL), or run both against one NATS server (NATS_URL)",
-					spec.name, err)
+					part, err)
 			}
-			return fmt.Errorf("claim the database of %s for this process's embedded NATS: %w", spec.name, err)
+			return fmt.Errorf("claim the database of %s for this process's embedded NATS: %w", part, err)
+		}
+		if c.conn == nil {
+			continue // held by this process's claim of another URL, which keeps it
 		}
 		s.onClose(func(ctx context.Context) error { c.close(ctx); return nil })
-		s.addLoop(spec.name+" database claim", c.keep(s))
+		s.addLoop(part+" database claim", c.keep(s))
 	}
 	return nil
 }
 
 // take connects and takes the lock. A lock held by a session of this same process (another URL
-// naming this database) counts as taken.
+// naming this database) counts as taken, with c.conn left nil. A lock let go while its holder
+// is looked up (another process stopping) is tried again.
 func (c *natsClaim) take(ctx context.Context) error {
+	for range 3 {
+		if err := c.try(ctx); !errors.Is(err, errLetGo) {
+			return err
+		}
+	}
+	return fmt.Errorf("take the claim: %w three times", errLetGo)
+}
+
+// errLetGo is a claim found held and then not, while its holder was looked up.
+var errLetGo = errors.New("held, then let go")
+
+func (c *natsClaim) try(ctx context.Context) error {
 	cfg, err := pgx.ParseConfig(c.url)
 	if err != nil {
 		return fmt.Errorf("parse database URL: %w", err)
@@ -106,7 +130,7 @@ func (c *natsClaim) take(ctx context.Context) error {
 		int64(natsClaimClass), int64(natsClaimObj)).Scan(&pid, &holder, &addr, &since)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("take the claim: held, then let go; try again")
+		return errLetGo
 	case err != nil:
 		return fmt.Errorf("find the claim's holder: %w", err)
 	case holder == cfg.RuntimeParams["application_name"]:
@@ -128,7 +152,8 @@ func (c *natsClaim) keep(s *system) func(context.Context) error {
 			case <-t.C:
 			}
 			if c.conn != nil {
-				pctx, cancel := context.WithTimeout(ctx, dbCheckTimeout)
+				// Generous: a ping cut short closes the connection, and with it the claim.
+				pctx, cancel := context.WithTimeout(ctx, natsClaimPingTimeout)
 				err := c.conn.Ping(pctx)
 				cancel()
 				if err == nil || ctx.Err() != nil {

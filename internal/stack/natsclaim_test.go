@@ -1,10 +1,14 @@
 package stack_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
@@ -62,4 +66,71 @@ func TestOneProcessClaimsADatabaseNamedTwice(t *testing.T) {
 	cfg.ServiceDatabaseURLs = map[string]string{"cart": u.String()}
 	_, stop := runUntilReady(t, cfg)
 	stop()
+}
+
+// A second process whose pos-adapter alone shares the first's database (its outbox and its
+// ticket consumer) would split the tickets: it is refused too.
+func TestASecondEmbeddedNATSSharingOnlyThePOSAdaptersDatabaseIsRefused(t *testing.T) {
+	first := stacktest.Config(t)
+	first.NATSURL = ""
+	first.LoadDemo = false
+	_, stop := runUntilReady(t, first)
+	defer stop()
+
+	second := stacktest.Config(t) // a database of its own for the services
+	second.NATSURL = ""
+	second.LoadDemo = false
+	second.ServiceDatabaseURLs = map[string]string{stack.TargetPOSAdapter: first.DatabaseURL}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := stack.Run(ctx, second, func(stack.Ready) {
+		t.Error("a second embedded NATS sharing the pos-adapter's database started")
+		cancel()
+	})
+	if err == nil || !strings.Contains(err.Error(), "pos-adapter") {
+		t.Fatalf("second embedded NATS sharing the pos-adapter's database: %v; want a refusal naming it", err)
+	}
+}
+
+// A database named by two URLs is claimed once: the claim is not taken again, with a new
+// connection and a log line, every retry.
+func TestADatabaseNamedTwiceIsNotClaimedAgainAndAgain(t *testing.T) {
+	stack.SetNATSClaimRetry(t, 50*time.Millisecond)
+	cfg := stacktest.Config(t)
+	cfg.NATSURL = ""
+	cfg.LoadDemo = false
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	u, err := url.Parse(cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", "another-name")
+	u.RawQuery = q.Encode()
+	cfg.ServiceDatabaseURLs = map[string]string{"cart": u.String()}
+	_, stop := runUntilReady(t, cfg)
+	time.Sleep(500 * time.Millisecond) // ten retry periods; the database never restarted
+	stop()
+	if n := strings.Count(logs.String(), "claimed again"); n > 0 {
+		t.Fatalf("%d \"claimed again\" log lines with no database restart", n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
