@@ -18,7 +18,7 @@ import (
 // connection pool is the bottleneck. Sent inside a transaction (sendIn) they join it.
 //
 // It satisfies pgx.Tx for the writers that take the caller's transaction (outbox.EnqueueWithID,
-// notify.Enqueue): they only Exec, and Exec here queues the statement and reports success; a
+// notify.Writer.Enqueue): they only Exec, and Exec here queues the statement and reports success; a
 // failure surfaces when the batch is sent, and then nothing of it is written. Every other
 // method is refused, so a writer that starts reading its transaction fails loudly here rather
 // than silently misbehaving.

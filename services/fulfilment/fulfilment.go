@@ -225,6 +225,8 @@ type Service struct {
 	hub     *watchHub
 	// notifyChannels are the notification channels with a sender: only theirs are written.
 	notifyChannels notify.Channels
+	// notifications writes this schema's notification rows, spacing its own NOTIFYs.
+	notifications notify.Writer
 
 	effectsWake chan struct{}
 

@@ -113,7 +113,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 		}
 		if c.rule.Notify != "" {
 			// The pickup code stays out: notifications are stored, and the code never is.
-			if err := notify.Enqueue(ctx, tx, notify.Message{Kind: c.rule.Notify, Order: snap, Email: o.Email, Channels: s.notifyChannels}); err != nil {
+			if err := s.notifications.Enqueue(ctx, tx, notify.Message{Kind: c.rule.Notify, Order: snap, Email: o.Email, Channels: s.notifyChannels}); err != nil {
 				return false, err
 			}
 		}

@@ -247,7 +247,7 @@ func TestNotificationsWrittenWithoutNotifyGoOutPromptly(t *testing.T) {
 	time.Sleep(time.Second) // past the follow-up rounds
 	time.Sleep(notify.NotifyGap)
 	err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
-		if err := notify.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-rolled-back")}); err != nil {
+		if err := writer.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-rolled-back")}); err != nil {
 			return err
 		}
 		return fmt.Errorf("roll back")

@@ -167,7 +167,7 @@ var deliveries = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Customer notification delivery outcomes by channel: sent, retry, dead, skipped.",
 }, []string{"channel", "outcome"})
 
-// Follow-up rounds after a NOTIFY. A writer leaves the NOTIFY out when this process sent one
+// Follow-up rounds after a NOTIFY. A writer leaves the NOTIFY out when its Writer sent one
 // less than notifyGap ago (see Enqueue), so the rows it wrote are found by a round after the
 // NOTIFY: one once the writers' gap has passed, and one later for a transaction that took
 // long to commit. IdlePollInterval covers what is slower still.

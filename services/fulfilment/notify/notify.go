@@ -9,7 +9,8 @@
 //     channel that applies and has a sender in this copy ([Message].Channels) or in another
 //     live copy (see heartbeatEvery): "webhook" always, "email" when the shopper gave an
 //     address and the kind is one worth an email. With no sender configured anywhere it writes
-//     nothing, so a deployment without notifications pays nothing for them on each order.
+//     no row, so a deployment without notifications pays for them only a statement that
+//     inserts nothing, in the order's own round trip.
 //     Each row is delivered, retried and dead-lettered on its own, and each channel has send
 //     slots of its own (DispatcherConfig.Concurrency), so a failing or hung mail server never
 //     holds back the webhook, nor a hung webhook receiver the shopper's email.
@@ -154,7 +155,7 @@ var (
 	enqueueServedNotifySQL = withNotify(enqueueServedSQL)
 )
 
-// notifyGap spaces the NOTIFYs of one process's Enqueue calls. A transaction that NOTIFYs
+// notifyGap spaces the NOTIFYs of one [Writer]'s Enqueue calls. A transaction that NOTIFYs
 // takes a lock that is global to the PostgreSQL server and holds it through its commit's disk
 // flush (see outbox.NotifyGap), so a NOTIFY with every order transition would make every
 // notifying commit on the server wait in one line. A writer that finds the last NOTIFY younger
@@ -162,14 +163,21 @@ var (
 // followUp) and find its rows then.
 const notifyGap = 15 * time.Millisecond
 
-// lastNotify is when this process last enqueued with a NOTIFY, in UnixNano.
-var lastNotify atomic.Int64
+// Writer enqueues the notifications of one schema (a fulfilment service instance holds one).
+// It spaces their NOTIFYs (notifyGap): a NOTIFY wakes only its own schema's dispatchers, so a
+// writer that left its NOTIFY out because another schema's writer had just sent one would
+// leave its rows waiting for the dispatchers' idle poll (IdlePollInterval). The zero value is
+// ready to use; use one per schema.
+type Writer struct {
+	// lastNotify is when this writer last enqueued with a NOTIFY, in UnixNano.
+	lastNotify atomic.Int64
+}
 
 // shouldNotify reports whether an Enqueue now should NOTIFY, and claims the slot if so.
-func shouldNotify() bool {
+func (w *Writer) shouldNotify() bool {
 	now := time.Now().UnixNano()
-	prev := lastNotify.Load()
-	return now-prev >= int64(notifyGap) && lastNotify.CompareAndSwap(prev, now)
+	prev := w.lastNotify.Load()
+	return now-prev >= int64(notifyGap) && w.lastNotify.CompareAndSwap(prev, now)
 }
 
 // channelSQL is the NOTIFY channel of the schema's dispatchers; channel names are limited to
@@ -182,13 +190,13 @@ const channelSQL = `CASE WHEN octet_length('handoff_notify_' || current_schema()
 // (schema fulfilment, search_path set): one row for the webhook and, when m.Email is set and
 // the kind is worth an email, one for the email, in one statement, for the channels of
 // m.Channels and those another copy serves. Nothing is sent unless tx commits. It wakes the
-// dispatchers with a NOTIFY at most once per notifyGap per process. It only Execs, so tx may
+// dispatchers with a NOTIFY at most once per notifyGap per Writer. It only Execs, so tx may
 // be a write-only batch.
 //
 // Enqueue is idempotent per (order, order version, kind, channel): the notification id is
 // derived from them, so writing the same transition's notification twice sends it once.
 // An order without a version gets a fresh id every time.
-func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
+func (w *Writer) Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if !kindPattern.MatchString(m.Kind) {
 		return fmt.Errorf("notify: kind %q is not order.<event>", m.Kind)
 	}
@@ -209,14 +217,12 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if m.Email != "" && emailKinds[m.Kind] {
 		add(ChannelEmail, m.Email)
 	}
-	// A channel without a sender here is written only while another copy serves it (checked
-	// in the statement). Without any sender here, the statement is left out altogether unless
-	// this process's dispatcher saw a copy serving something lately (servedHint): a deployment
-	// without notifications pays nothing for them on each order.
+	// A channel without a sender here is written only while another copy serves it, checked
+	// by the statement itself against notification_channels, also when this copy has no sender
+	// at all: only the table knows that a copy with the sender started a moment ago (in another
+	// process), and a row not written then is lost, not delayed. The check costs no round trip
+	// (the statement rides in the caller's batch) and, with nothing served, writes nothing.
 	checkServed := len(local) < len(channels)
-	if len(local) == 0 && !servedHint.recent() {
-		return nil
-	}
 
 	snap := proto.Clone(m.Order).(*fulfilmentv1.Order)
 	snap.History = nil
@@ -238,7 +244,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 		sql, notifySQL = enqueueServedSQL, enqueueServedNotifySQL
 		args = append(args, local, servedGrace.Microseconds())
 	}
-	if shouldNotify() {
+	if w.shouldNotify() {
 		sql = notifySQL
 	}
 	if _, err := tx.Exec(ctx, sql, args...); err != nil {

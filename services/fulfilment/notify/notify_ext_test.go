@@ -31,6 +31,9 @@ import (
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
+// writer enqueues the tests' notifications, as a fulfilment instance's does.
+var writer notify.Writer
+
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 const secret = "whsec_test_0123456789abcdef"
@@ -136,7 +139,7 @@ func readyOrder(id string) *fulfilmentv1.Order {
 // enqueue writes m in a committed transaction, as fulfilment does in its transitions.
 func enqueue(t *testing.T, pool *pgxpool.Pool, m notify.Message) {
 	t.Helper()
-	if err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error { return notify.Enqueue(t.Context(), tx, m) }); err != nil {
+	if err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error { return writer.Enqueue(t.Context(), tx, m) }); err != nil {
 		t.Fatalf("Enqueue %s for %s: %v", m.Kind, m.Order.GetId(), err)
 	}
 }
@@ -187,7 +190,7 @@ func TestWebhookReceivesSignedNotificationOnlyForCommittedTransitions(t *testing
 	// A transition that rolls back leaves no notification behind.
 	rolledBack := errors.New("transition failed")
 	err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
-		if err := notify.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-rolled-back")}); err != nil {
+		if err := writer.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-rolled-back")}); err != nil {
 			return err
 		}
 		return rolledBack
@@ -580,7 +583,7 @@ func TestEnqueueDecidesChannelsAndIsIdempotentPerTransition(t *testing.T) {
 	}
 
 	err = pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
-		return notify.Enqueue(t.Context(), tx, notify.Message{Kind: "ready", Order: o})
+		return writer.Enqueue(t.Context(), tx, notify.Message{Kind: "ready", Order: o})
 	})
 	if err == nil || !strings.Contains(err.Error(), "order.<event>") {
 		t.Fatalf("Enqueue with kind %q = %v; want an error naming the expected form", "ready", err)

@@ -116,7 +116,7 @@ func TestACopySkipsAChannelsRowsOnlyOnceNoCopyHasServedItForTheGrace(t *testing.
 
 // Enqueue in a copy without a sender for a channel writes the channel's row while another copy
 // serves it, so that copy sends it; not once no copy has for the grace. A copy with no sender
-// at all does the same once its dispatcher has seen a copy serve something.
+// at all does the same.
 func TestEnqueueWritesTheRowsOfChannelsAnotherCopyServes(t *testing.T) {
 	pool := newPool(t)
 	webhookOnly := notify.Channels{notify.ChannelWebhook: true}
@@ -142,14 +142,76 @@ func TestEnqueueWritesTheRowsOfChannelsAnotherCopyServes(t *testing.T) {
 		t.Fatalf("rows written by a copy without email when no copy has served it for long: %q; want webhook", got)
 	}
 
-	// A copy with no sender, whose dispatcher has seen the webhook served (here the dispatcher
-	// with the webhook sender shares the process).
-	startDispatcher(t, pool, fastConfig(&recordingSender{channel: notify.ChannelWebhook}))
-	testenv.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		// Enqueue is idempotent per transition: written again until its dispatcher has started.
-		enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-none-here"), Email: "ada@example.com", Channels: notify.Channels{}})
-		if got := rows("ord-none-here"); got != "webhook" {
-			return fmt.Errorf("rows written by a copy without senders while another serves the webhook: %q; want webhook", got)
+	// A copy with no sender while another serves the webhook.
+	stampServed(t, pool, notify.ChannelWebhook, time.Minute)
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-none-here"), Email: "ada@example.com", Channels: notify.Channels{}})
+	if got := rows("ord-none-here"); got != "webhook" {
+		t.Fatalf("rows written by a copy without senders while another serves the webhook: %q; want webhook", got)
+	}
+}
+
+// A copy with no sender at all writes the row of a channel another copy serves from the moment
+// that copy's heartbeat is recorded, however lately this copy's own dispatcher looked: the
+// decision is the table's, in the enqueueing statement. Before, such a copy wrote nothing until
+// its own dispatcher's next heartbeat (up to 10s later, or never while its dispatcher had not
+// started) saw the other copy, and the notifications of the orders it changed meanwhile were
+// lost, not delayed. The other copy runs in another process: its heartbeat is stamped by hand.
+func TestACopyWithoutSendersWritesRowsForACopyThatStartedJustNow(t *testing.T) {
+	pool := newPool(t)
+	startDispatcher(t, pool, notify.DispatcherConfig{}) // this copy: no senders, production intervals
+	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var n int
+		_ = pool.QueryRow(t.Context(), `SELECT count(*) FROM notification_channels`).Scan(&n)
+		if n > 0 {
+			return fmt.Errorf("%d channels served before any copy with a sender started", n)
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // its first heartbeat has found nothing served
+
+	stampServed(t, pool, notify.ChannelWebhook, 0) // the copy with the webhook sender starts
+	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-just-served"), Email: "ada@example.com", Channels: notify.Channels{}})
+	ids := notificationIDs(t, pool, "ord-just-served", notify.ChannelWebhook)
+	if len(ids) != 1 {
+		t.Fatalf("a copy without senders wrote %d webhook rows for an order changed just after a copy with the webhook "+
+			"sender started; want 1, for that copy to send", len(ids))
+	}
+	if got := notificationIDs(t, pool, "ord-just-served", notify.ChannelEmail); len(got) != 0 {
+		t.Fatalf("wrote %d email rows though no copy serves email; want none", len(got))
+	}
+}
+
+// Two schemas written by one process (two fulfilment instances), each with its own Writer: a
+// NOTIFY sent for one schema does not make the other's writer leave its own out. Before, the
+// gap between NOTIFYs was one for the whole process, and the second schema's notification
+// waited for its dispatchers' idle poll (10s) although nothing woke them.
+func TestAWritersNotifyGapIsItsOwn(t *testing.T) {
+	x, y := newPool(t), newPool(t)
+	for _, pool := range []*pgxpool.Pool{x, y} {
+		cfg := fastConfig(&recordingSender{channel: notify.ChannelWebhook})
+		cfg.IdlePollInterval = 10 * time.Second
+		startDispatcher(t, pool, cfg)
+	}
+	time.Sleep(time.Second) // both dispatchers idle, listening
+	var wx, wy notify.Writer
+	write := func(w *notify.Writer, pool *pgxpool.Pool, orderID string) {
+		t.Helper()
+		if err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+			return w.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder(orderID)})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	write(&wx, x, "ord-x")
+	write(&wy, y, "ord-y") // well within notifyGap of the first
+	if time.Since(start) >= notify.NotifyGap {
+		t.Skip("the two writes were further apart than the gap; nothing to compare")
+	}
+	id := notificationIDs(t, y, "ord-y", notify.ChannelWebhook)[0]
+	testenv.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if s, _ := stateOf(t, y, id); s != "sent" {
+			return fmt.Errorf("the second schema's notification is %s %v after it was written; want it sent at once", s, time.Since(start))
 		}
 		return nil
 	})
