@@ -30,9 +30,19 @@ var (
 )
 
 // Sign returns the Handoff-Signature value for body sent at t, signed with secret.
-func Sign(secret string, t time.Time, body []byte) string {
+func Sign(secret string, t time.Time, body []byte) string { return SignWith([]string{secret}, t, body) }
+
+// SignWith returns the Handoff-Signature value for body sent at t with a v1 signature made with
+// each of secrets (a rotation's new secret and the one it replaces): a receiver takes it when
+// one of them matches the secret it has.
+func SignWith(secrets []string, t time.Time, body []byte) string {
 	ts := t.Unix()
-	return "t=" + strconv.FormatInt(ts, 10) + ",v1=" + hex.EncodeToString(signature(secret, ts, body))
+	var b strings.Builder
+	b.WriteString("t=" + strconv.FormatInt(ts, 10))
+	for _, s := range secrets {
+		b.WriteString(",v1=" + hex.EncodeToString(signature(s, ts, body)))
+	}
+	return b.String()
 }
 
 func signature(secret string, ts int64, body []byte) []byte {

@@ -131,8 +131,9 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 	// What can be checked without the secret is, before it is read.
 	sig, err := parseSignature(r.Header.Get(SignatureHeader), time.Now(), a.cfg.SignatureTolerance)
 	if err == nil {
-		var secret string
-		err = a.db.QueryRow(ctx, `SELECT signing_secret FROM store_webhooks WHERE store_id = $1`, store).Scan(&secret)
+		var secret, previous string // previous: the secret replaced, while a rotation's grace runs
+		err = a.db.QueryRow(ctx, `SELECT signing_secret, CASE WHEN previous_secret_expire_time > now() THEN previous_secret ELSE '' END
+			FROM store_webhooks WHERE store_id = $1`, store).Scan(&secret, &previous)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows) || err == nil && secret == "":
 			err = fmt.Errorf("%w (the store has no webhook secret)", ErrBadSignature)
@@ -141,7 +142,9 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 			writeVendor(w, http.StatusServiceUnavailable, VendorResult{Error: "try again"})
 			return
 		default:
-			err = sig.verify(secret, body)
+			if err = sig.verify(secret, body); err != nil && previous != "" {
+				err = sig.verify(previous, body)
+			}
 		}
 	}
 	if err != nil {

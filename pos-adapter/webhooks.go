@@ -81,6 +81,18 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 			kinds = append(kinds, KindToken(k))
 		}
 	}
+	var grace time.Duration
+	if t := req.Msg.GetPreviousSecretTtl(); t != nil {
+		grace = t.AsDuration()
+		switch {
+		case !t.IsValid() || grace < 0:
+			v.Add("previous_secret_ttl", "not a valid duration of 0 or more")
+		case grace > maxSecretGrace:
+			v.Addf("previous_secret_ttl", "at most %s", maxSecretGrace)
+		case grace > 0 && !req.Msg.GetRotateSecret():
+			v.Add("previous_secret_ttl", "only with rotate_secret")
+		}
+	}
 	if err := v.Err(); err != nil {
 		return nil, a.fail(ctx, "", err)
 	}
@@ -112,18 +124,33 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 		w.GetStoreId()).Scan(&secret, &retry); err != nil {
 		return nil, a.internal(ctx, "set webhook", fmt.Errorf("lock the row: %w", err))
 	}
+	// previous and its expiry: kept as they are ($6 NULL) unless the secret is replaced, when the
+	// one replaced stays valid for the grace asked (none: it and any earlier grace end now).
+	var previous *string
+	var graceUS *int64
 	switch {
 	case created || secret == "" || req.Msg.GetRotateSecret():
+		old := secret
 		secret = newSecret
+		us := grace.Microseconds()
+		graceUS = &us
+		if !created && old != "" && grace > 0 {
+			previous = &old
+		}
 	default:
 		newSecret = "" // the store keeps the secret it has: not shown again
 	}
 	var updated time.Time
+	var previousExpire *time.Time
 	if err := tx.QueryRow(ctx, `
 		INSERT INTO store_webhooks (store_id, url, kinds, enabled, signing_secret, update_time) VALUES ($1, $2, $3, $4, $5, now())
 		ON CONFLICT (store_id) DO UPDATE SET url = excluded.url, kinds = excluded.kinds, enabled = excluded.enabled,
-			signing_secret = excluded.signing_secret, update_time = now(), retry_time = NULL, failures = 0
-		RETURNING update_time`, w.GetStoreId(), w.GetUrl(), kinds, w.GetEnabled(), secret).Scan(&updated); err != nil {
+			signing_secret = excluded.signing_secret, update_time = now(), retry_time = NULL, failures = 0,
+			previous_secret = CASE WHEN $6::bigint IS NULL THEN store_webhooks.previous_secret ELSE $7 END,
+			previous_secret_expire_time = CASE WHEN $6::bigint IS NULL THEN store_webhooks.previous_secret_expire_time
+				WHEN $7::text IS NULL THEN NULL ELSE now() + $6::bigint * interval '1 microsecond' END
+		RETURNING update_time, CASE WHEN previous_secret_expire_time > now() THEN previous_secret_expire_time END`,
+		w.GetStoreId(), w.GetUrl(), kinds, w.GetEnabled(), secret, graceUS, previous).Scan(&updated, &previousExpire); err != nil {
 		return nil, a.internal(ctx, "set webhook", err)
 	}
 	// A webhook set anew ends its store's backoff: a new URL is tried at once, and a webhook
@@ -145,11 +172,19 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 		origin = urlsecret.Origin(u)
 	}
 	a.log.InfoContext(ctx, "store webhook set", "store_id", w.GetStoreId(), "origin", origin, "enabled", w.GetEnabled(),
-		"new_secret", newSecret != "", "by", adminName(ctx))
+		"new_secret", newSecret != "", "previous_secret_until", previousExpire, "by", adminName(ctx))
 	out := proto.Clone(w).(*posv1.StoreWebhook)
 	out.UpdateTime = timestamppb.New(updated)
-	return connect.NewResponse(&posv1.SetStoreWebhookResponse{Webhook: out, SigningSecret: newSecret}), nil
+	res := &posv1.SetStoreWebhookResponse{Webhook: out, SigningSecret: newSecret}
+	if previousExpire != nil {
+		res.PreviousSecretExpireTime = timestamppb.New(*previousExpire)
+	}
+	return connect.NewResponse(res), nil
 }
+
+// maxSecretGrace bounds previous_secret_ttl: a rotation is finished within days, and a
+// secret replaced must not stay valid for good by mistake.
+const maxSecretGrace = 7 * 24 * time.Hour
 
 // checkWebhookURL accepts https URLs, and http ones on a loopback host (development).
 func checkWebhookURL(raw string) error {
@@ -362,6 +397,7 @@ type deliveryClaim struct {
 	attempts              int
 	found                 bool // the ticket is still there
 	target, secret        string
+	previousSecret        string // the secret replaced, while its grace runs: deliveries are signed with both
 	enabled               bool
 	kinds                 []string
 	payload               []byte
@@ -462,7 +498,8 @@ claimed AS (
 	RETURNING d.id, d.store_id, d.ticket_id, d.attempts, (extract(epoch FROM now() - d.create_time) * 1e6)::bigint AS age_us)
 SELECT c.id::text, c.store_id, c.ticket_id::text, c.attempts, t.ticket_id IS NOT NULL,
 	coalesce(w.url, ''), coalesce(w.signing_secret, ''), coalesce(w.enabled, false), coalesce(w.kinds, '{}'),
-	t.payload, t.seq, t.kind, c.age_us, c.id IN (SELECT id FROM probes), NULL::bigint, NULL::text
+	t.payload, t.seq, t.kind, c.age_us, c.id IN (SELECT id FROM probes), NULL::bigint, NULL::text,
+	CASE WHEN w.previous_secret_expire_time > now() THEN w.previous_secret END
 FROM claimed c
 LEFT JOIN tickets t ON t.ticket_id = c.ticket_id AND t.store_id = c.store_id
 LEFT JOIN store_webhooks w ON w.store_id = c.store_id
@@ -482,7 +519,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
 		 WHERE w.retry_time > now()),
 		CASE WHEN EXISTS (SELECT 1 FROM parked) THEN now() + $2::bigint * interval '1 microsecond' END) - now()) * 1e6)::bigint,
 	coalesce((SELECT w.store_id FROM walk w WHERE w.store_id IN (SELECT store_id FROM others) ORDER BY w.n DESC LIMIT 1),
-		(SELECT w.store_id FROM walk w ORDER BY w.n DESC LIMIT 1), $7)`
+		(SELECT w.store_id FROM walk w ORDER BY w.n DESC LIMIT 1), $7), NULL`
 
 // webhookLease is how long a claim keeps a delivery from other copies: past the send's
 // timeout, so only a copy that died mid-send lets another send it again.
@@ -508,9 +545,9 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit, probes int, stores
 			payload                                     []byte
 			seq, ageUS, nextUS                          *int64
 			probe                                       *bool
-			walkEnd                                     *string
+			walkEnd, previous                           *string
 		)
-		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &ageUS, &probe, &nextUS, &walkEnd); err != nil {
+		if err := rows.Scan(&id, &storeID, &ticketID, &attempts, &found, &target, &secret, &enabled, &kinds, &payload, &seq, &kind, &ageUS, &probe, &nextUS, &walkEnd, &previous); err != nil {
 			return nil, nil, cursor, fmt.Errorf("claim webhook deliveries: %w", err)
 		}
 		if id == nil {
@@ -528,6 +565,9 @@ func (a *Adapter) claimDeliveries(ctx context.Context, limit, probes int, stores
 			giveUpAt: start.Add(a.cfg.WebhookGiveUpAfter - time.Duration(*ageUS)*time.Microsecond)}
 		if c.found {
 			c.seq, c.kind = *seq, *kind
+		}
+		if previous != nil {
+			c.previousSecret = *previous
 		}
 		claims = append(claims, c)
 	}
@@ -674,7 +714,11 @@ func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryCla
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Handoff-Webhooks/1")
-	req.Header.Set(SignatureHeader, Sign(secret, time.Now(), body))
+	secrets := []string{secret}
+	if c.previousSecret != "" {
+		secrets = append(secrets, c.previousSecret) // a rotation's grace: the vendor may still check with it
+	}
+	req.Header.Set(SignatureHeader, SignWith(secrets, time.Now(), body))
 	req.Header.Set(DeliveryIDHeader, c.id)
 	req.Header.Set(TicketIDHeader, c.ticketID)
 	res, err := a.cfg.WebhookClient.Do(req)

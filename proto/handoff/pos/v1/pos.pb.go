@@ -1782,9 +1782,15 @@ type SetStoreWebhookRequest struct {
 	// The webhook.
 	Webhook *StoreWebhook `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
 	// Make a new signing secret (always done for the first set).
-	RotateSecret  bool `protobuf:"varint,2,opt,name=rotate_secret,json=rotateSecret,proto3" json:"rotate_secret,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RotateSecret bool `protobuf:"varint,2,opt,name=rotate_secret,json=rotateSecret,proto3" json:"rotate_secret,omitempty"`
+	// With rotate_secret: how long the secret replaced stays valid beside the new one (at most
+	// 7 days), so that the vendor switches without a gap: deliveries carry a signature made with
+	// each, and vendor events signed with either are taken. Unset or zero: the old secret is
+	// refused at once (a secret that leaked), and a grace still running from an earlier rotation
+	// ends too.
+	PreviousSecretTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=previous_secret_ttl,json=previousSecretTtl,proto3" json:"previous_secret_ttl,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SetStoreWebhookRequest) Reset() {
@@ -1831,6 +1837,13 @@ func (x *SetStoreWebhookRequest) GetRotateSecret() bool {
 	return false
 }
 
+func (x *SetStoreWebhookRequest) GetPreviousSecretTtl() *durationpb.Duration {
+	if x != nil {
+		return x.PreviousSecretTtl
+	}
+	return nil
+}
+
 // Response for SetStoreWebhook.
 type SetStoreWebhookResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1838,8 +1851,10 @@ type SetStoreWebhookResponse struct {
 	Webhook *StoreWebhook `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
 	// The HMAC-SHA256 signing secret, when new. Shown only here.
 	SigningSecret string `protobuf:"bytes,2,opt,name=signing_secret,json=signingSecret,proto3" json:"signing_secret,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Until when the secret replaced stays valid (previous_secret_ttl); unset when it is not.
+	PreviousSecretExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=previous_secret_expire_time,json=previousSecretExpireTime,proto3" json:"previous_secret_expire_time,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *SetStoreWebhookResponse) Reset() {
@@ -1884,6 +1899,13 @@ func (x *SetStoreWebhookResponse) GetSigningSecret() string {
 		return x.SigningSecret
 	}
 	return ""
+}
+
+func (x *SetStoreWebhookResponse) GetPreviousSecretExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousSecretExpireTime
+	}
+	return nil
 }
 
 // FailedDelivery is a webhook delivery that exhausted its retries.
@@ -2538,13 +2560,15 @@ const file_handoff_pos_v1_pos_proto_rawDesc = "" +
 	"\x05kinds\x18\x03 \x03(\x0e2\x1a.handoff.pos.v1.TicketKindR\x05kinds\x12\x18\n" +
 	"\aenabled\x18\x04 \x01(\bR\aenabled\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"u\n" +
+	"updateTime\"\xc0\x01\n" +
 	"\x16SetStoreWebhookRequest\x126\n" +
 	"\awebhook\x18\x01 \x01(\v2\x1c.handoff.pos.v1.StoreWebhookR\awebhook\x12#\n" +
-	"\rrotate_secret\x18\x02 \x01(\bR\frotateSecret\"x\n" +
+	"\rrotate_secret\x18\x02 \x01(\bR\frotateSecret\x12I\n" +
+	"\x13previous_secret_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11previousSecretTtl\"\xd3\x01\n" +
 	"\x17SetStoreWebhookResponse\x126\n" +
 	"\awebhook\x18\x01 \x01(\v2\x1c.handoff.pos.v1.StoreWebhookR\awebhook\x12%\n" +
-	"\x0esigning_secret\x18\x02 \x01(\tR\rsigningSecret\"\xcc\x01\n" +
+	"\x0esigning_secret\x18\x02 \x01(\tR\rsigningSecret\x12Y\n" +
+	"\x1bprevious_secret_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x18previousSecretExpireTime\"\xcc\x01\n" +
 	"\x0eFailedDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x1b\n" +
@@ -2700,55 +2724,57 @@ var file_handoff_pos_v1_pos_proto_depIdxs = []int32{
 	0,  // 19: handoff.pos.v1.StoreWebhook.kinds:type_name -> handoff.pos.v1.TicketKind
 	43, // 20: handoff.pos.v1.StoreWebhook.update_time:type_name -> google.protobuf.Timestamp
 	29, // 21: handoff.pos.v1.SetStoreWebhookRequest.webhook:type_name -> handoff.pos.v1.StoreWebhook
-	29, // 22: handoff.pos.v1.SetStoreWebhookResponse.webhook:type_name -> handoff.pos.v1.StoreWebhook
-	43, // 23: handoff.pos.v1.FailedDelivery.fail_time:type_name -> google.protobuf.Timestamp
-	32, // 24: handoff.pos.v1.ListFailedDeliveriesResponse.deliveries:type_name -> handoff.pos.v1.FailedDelivery
-	46, // 25: handoff.pos.v1.StoreSettings.escalate_after:type_name -> google.protobuf.Duration
-	43, // 26: handoff.pos.v1.StoreSettings.update_time:type_name -> google.protobuf.Timestamp
-	37, // 27: handoff.pos.v1.SetStoreSettingsRequest.settings:type_name -> handoff.pos.v1.StoreSettings
-	37, // 28: handoff.pos.v1.SetStoreSettingsResponse.settings:type_name -> handoff.pos.v1.StoreSettings
-	37, // 29: handoff.pos.v1.GetStoreSettingsResponse.settings:type_name -> handoff.pos.v1.StoreSettings
-	2,  // 30: handoff.pos.v1.TerminalService.StreamTickets:input_type -> handoff.pos.v1.StreamTicketsRequest
-	4,  // 31: handoff.pos.v1.TerminalService.AckTicket:input_type -> handoff.pos.v1.AckTicketRequest
-	6,  // 32: handoff.pos.v1.TerminalService.PauseStore:input_type -> handoff.pos.v1.PauseStoreRequest
-	8,  // 33: handoff.pos.v1.TerminalService.ResumeStore:input_type -> handoff.pos.v1.ResumeStoreRequest
-	10, // 34: handoff.pos.v1.TerminalService.ListStoreOrders:input_type -> handoff.pos.v1.ListStoreOrdersRequest
-	12, // 35: handoff.pos.v1.TerminalService.AcceptOrder:input_type -> handoff.pos.v1.AcceptOrderRequest
-	14, // 36: handoff.pos.v1.TerminalService.MarkLineUnavailable:input_type -> handoff.pos.v1.MarkLineUnavailableRequest
-	16, // 37: handoff.pos.v1.TerminalService.MarkReady:input_type -> handoff.pos.v1.MarkReadyRequest
-	18, // 38: handoff.pos.v1.TerminalService.HandOver:input_type -> handoff.pos.v1.HandOverRequest
-	20, // 39: handoff.pos.v1.TerminalService.CancelOrder:input_type -> handoff.pos.v1.CancelOrderRequest
-	23, // 40: handoff.pos.v1.TerminalAdminService.RegisterTerminal:input_type -> handoff.pos.v1.RegisterTerminalRequest
-	25, // 41: handoff.pos.v1.TerminalAdminService.RevokeTerminal:input_type -> handoff.pos.v1.RevokeTerminalRequest
-	27, // 42: handoff.pos.v1.TerminalAdminService.ListTerminals:input_type -> handoff.pos.v1.ListTerminalsRequest
-	30, // 43: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:input_type -> handoff.pos.v1.SetStoreWebhookRequest
-	33, // 44: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:input_type -> handoff.pos.v1.ListFailedDeliveriesRequest
-	35, // 45: handoff.pos.v1.TerminalAdminService.ReplayDelivery:input_type -> handoff.pos.v1.ReplayDeliveryRequest
-	38, // 46: handoff.pos.v1.TerminalAdminService.SetStoreSettings:input_type -> handoff.pos.v1.SetStoreSettingsRequest
-	40, // 47: handoff.pos.v1.TerminalAdminService.GetStoreSettings:input_type -> handoff.pos.v1.GetStoreSettingsRequest
-	3,  // 48: handoff.pos.v1.TerminalService.StreamTickets:output_type -> handoff.pos.v1.StreamTicketsResponse
-	5,  // 49: handoff.pos.v1.TerminalService.AckTicket:output_type -> handoff.pos.v1.AckTicketResponse
-	7,  // 50: handoff.pos.v1.TerminalService.PauseStore:output_type -> handoff.pos.v1.PauseStoreResponse
-	9,  // 51: handoff.pos.v1.TerminalService.ResumeStore:output_type -> handoff.pos.v1.ResumeStoreResponse
-	11, // 52: handoff.pos.v1.TerminalService.ListStoreOrders:output_type -> handoff.pos.v1.ListStoreOrdersResponse
-	13, // 53: handoff.pos.v1.TerminalService.AcceptOrder:output_type -> handoff.pos.v1.AcceptOrderResponse
-	15, // 54: handoff.pos.v1.TerminalService.MarkLineUnavailable:output_type -> handoff.pos.v1.MarkLineUnavailableResponse
-	17, // 55: handoff.pos.v1.TerminalService.MarkReady:output_type -> handoff.pos.v1.MarkReadyResponse
-	19, // 56: handoff.pos.v1.TerminalService.HandOver:output_type -> handoff.pos.v1.HandOverResponse
-	21, // 57: handoff.pos.v1.TerminalService.CancelOrder:output_type -> handoff.pos.v1.CancelOrderResponse
-	24, // 58: handoff.pos.v1.TerminalAdminService.RegisterTerminal:output_type -> handoff.pos.v1.RegisterTerminalResponse
-	26, // 59: handoff.pos.v1.TerminalAdminService.RevokeTerminal:output_type -> handoff.pos.v1.RevokeTerminalResponse
-	28, // 60: handoff.pos.v1.TerminalAdminService.ListTerminals:output_type -> handoff.pos.v1.ListTerminalsResponse
-	31, // 61: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:output_type -> handoff.pos.v1.SetStoreWebhookResponse
-	34, // 62: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:output_type -> handoff.pos.v1.ListFailedDeliveriesResponse
-	36, // 63: handoff.pos.v1.TerminalAdminService.ReplayDelivery:output_type -> handoff.pos.v1.ReplayDeliveryResponse
-	39, // 64: handoff.pos.v1.TerminalAdminService.SetStoreSettings:output_type -> handoff.pos.v1.SetStoreSettingsResponse
-	41, // 65: handoff.pos.v1.TerminalAdminService.GetStoreSettings:output_type -> handoff.pos.v1.GetStoreSettingsResponse
-	48, // [48:66] is the sub-list for method output_type
-	30, // [30:48] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	46, // 22: handoff.pos.v1.SetStoreWebhookRequest.previous_secret_ttl:type_name -> google.protobuf.Duration
+	29, // 23: handoff.pos.v1.SetStoreWebhookResponse.webhook:type_name -> handoff.pos.v1.StoreWebhook
+	43, // 24: handoff.pos.v1.SetStoreWebhookResponse.previous_secret_expire_time:type_name -> google.protobuf.Timestamp
+	43, // 25: handoff.pos.v1.FailedDelivery.fail_time:type_name -> google.protobuf.Timestamp
+	32, // 26: handoff.pos.v1.ListFailedDeliveriesResponse.deliveries:type_name -> handoff.pos.v1.FailedDelivery
+	46, // 27: handoff.pos.v1.StoreSettings.escalate_after:type_name -> google.protobuf.Duration
+	43, // 28: handoff.pos.v1.StoreSettings.update_time:type_name -> google.protobuf.Timestamp
+	37, // 29: handoff.pos.v1.SetStoreSettingsRequest.settings:type_name -> handoff.pos.v1.StoreSettings
+	37, // 30: handoff.pos.v1.SetStoreSettingsResponse.settings:type_name -> handoff.pos.v1.StoreSettings
+	37, // 31: handoff.pos.v1.GetStoreSettingsResponse.settings:type_name -> handoff.pos.v1.StoreSettings
+	2,  // 32: handoff.pos.v1.TerminalService.StreamTickets:input_type -> handoff.pos.v1.StreamTicketsRequest
+	4,  // 33: handoff.pos.v1.TerminalService.AckTicket:input_type -> handoff.pos.v1.AckTicketRequest
+	6,  // 34: handoff.pos.v1.TerminalService.PauseStore:input_type -> handoff.pos.v1.PauseStoreRequest
+	8,  // 35: handoff.pos.v1.TerminalService.ResumeStore:input_type -> handoff.pos.v1.ResumeStoreRequest
+	10, // 36: handoff.pos.v1.TerminalService.ListStoreOrders:input_type -> handoff.pos.v1.ListStoreOrdersRequest
+	12, // 37: handoff.pos.v1.TerminalService.AcceptOrder:input_type -> handoff.pos.v1.AcceptOrderRequest
+	14, // 38: handoff.pos.v1.TerminalService.MarkLineUnavailable:input_type -> handoff.pos.v1.MarkLineUnavailableRequest
+	16, // 39: handoff.pos.v1.TerminalService.MarkReady:input_type -> handoff.pos.v1.MarkReadyRequest
+	18, // 40: handoff.pos.v1.TerminalService.HandOver:input_type -> handoff.pos.v1.HandOverRequest
+	20, // 41: handoff.pos.v1.TerminalService.CancelOrder:input_type -> handoff.pos.v1.CancelOrderRequest
+	23, // 42: handoff.pos.v1.TerminalAdminService.RegisterTerminal:input_type -> handoff.pos.v1.RegisterTerminalRequest
+	25, // 43: handoff.pos.v1.TerminalAdminService.RevokeTerminal:input_type -> handoff.pos.v1.RevokeTerminalRequest
+	27, // 44: handoff.pos.v1.TerminalAdminService.ListTerminals:input_type -> handoff.pos.v1.ListTerminalsRequest
+	30, // 45: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:input_type -> handoff.pos.v1.SetStoreWebhookRequest
+	33, // 46: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:input_type -> handoff.pos.v1.ListFailedDeliveriesRequest
+	35, // 47: handoff.pos.v1.TerminalAdminService.ReplayDelivery:input_type -> handoff.pos.v1.ReplayDeliveryRequest
+	38, // 48: handoff.pos.v1.TerminalAdminService.SetStoreSettings:input_type -> handoff.pos.v1.SetStoreSettingsRequest
+	40, // 49: handoff.pos.v1.TerminalAdminService.GetStoreSettings:input_type -> handoff.pos.v1.GetStoreSettingsRequest
+	3,  // 50: handoff.pos.v1.TerminalService.StreamTickets:output_type -> handoff.pos.v1.StreamTicketsResponse
+	5,  // 51: handoff.pos.v1.TerminalService.AckTicket:output_type -> handoff.pos.v1.AckTicketResponse
+	7,  // 52: handoff.pos.v1.TerminalService.PauseStore:output_type -> handoff.pos.v1.PauseStoreResponse
+	9,  // 53: handoff.pos.v1.TerminalService.ResumeStore:output_type -> handoff.pos.v1.ResumeStoreResponse
+	11, // 54: handoff.pos.v1.TerminalService.ListStoreOrders:output_type -> handoff.pos.v1.ListStoreOrdersResponse
+	13, // 55: handoff.pos.v1.TerminalService.AcceptOrder:output_type -> handoff.pos.v1.AcceptOrderResponse
+	15, // 56: handoff.pos.v1.TerminalService.MarkLineUnavailable:output_type -> handoff.pos.v1.MarkLineUnavailableResponse
+	17, // 57: handoff.pos.v1.TerminalService.MarkReady:output_type -> handoff.pos.v1.MarkReadyResponse
+	19, // 58: handoff.pos.v1.TerminalService.HandOver:output_type -> handoff.pos.v1.HandOverResponse
+	21, // 59: handoff.pos.v1.TerminalService.CancelOrder:output_type -> handoff.pos.v1.CancelOrderResponse
+	24, // 60: handoff.pos.v1.TerminalAdminService.RegisterTerminal:output_type -> handoff.pos.v1.RegisterTerminalResponse
+	26, // 61: handoff.pos.v1.TerminalAdminService.RevokeTerminal:output_type -> handoff.pos.v1.RevokeTerminalResponse
+	28, // 62: handoff.pos.v1.TerminalAdminService.ListTerminals:output_type -> handoff.pos.v1.ListTerminalsResponse
+	31, // 63: handoff.pos.v1.TerminalAdminService.SetStoreWebhook:output_type -> handoff.pos.v1.SetStoreWebhookResponse
+	34, // 64: handoff.pos.v1.TerminalAdminService.ListFailedDeliveries:output_type -> handoff.pos.v1.ListFailedDeliveriesResponse
+	36, // 65: handoff.pos.v1.TerminalAdminService.ReplayDelivery:output_type -> handoff.pos.v1.ReplayDeliveryResponse
+	39, // 66: handoff.pos.v1.TerminalAdminService.SetStoreSettings:output_type -> handoff.pos.v1.SetStoreSettingsResponse
+	41, // 67: handoff.pos.v1.TerminalAdminService.GetStoreSettings:output_type -> handoff.pos.v1.GetStoreSettingsResponse
+	50, // [50:68] is the sub-list for method output_type
+	32, // [32:50] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_handoff_pos_v1_pos_proto_init() }
