@@ -171,3 +171,60 @@ func TestAStreamThroughAHungCopyEnds(t *testing.T) {
 		t.Fatalf("the stream through the hung copy ended with %v; want Unavailable", err)
 	}
 }
+
+// An edge reaches a service again within about two seconds of its coming back, however long
+// it was down: gRPC's own reconnect backoff grows towards two minutes, and the edge failed
+// every call for as long after the service had answered again. Here the service answers, is
+// stopped for 10 s (calls failing meanwhile), then answers again on its address, and a call
+// made then must succeed within 3 s.
+func TestAnEdgeReachesAServiceSoonAfterItComesBack(t *testing.T) {
+	addr := testenv.FreeAddr(t)
+	serve := func() *grpc.Server {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		healthpb.RegisterHealthServer(srv, health.NewServer())
+		go func() { _ = srv.Serve(lis) }()
+		t.Cleanup(srv.Stop)
+		return srv
+	}
+	s := &system{}
+	conn, err := s.dial(TargetFulfilment, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closers[0].close(context.Background())
+	client := healthpb.NewHealthClient(conn)
+	check := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	first := serve()
+	if err := check(); err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	first.Stop()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if check() == nil {
+			t.Fatal("a call succeeded with the service stopped")
+		}
+	}
+
+	serve()
+	back := time.Now()
+	for {
+		err := check()
+		if err == nil {
+			t.Logf("reached %s after it came back", time.Since(back).Round(10*time.Millisecond))
+			return
+		}
+		if time.Since(back) > 3*time.Second {
+			t.Fatalf("the service still unreached %s after it came back: %v", time.Since(back).Round(10*time.Millisecond), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
