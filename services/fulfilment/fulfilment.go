@@ -303,6 +303,7 @@ func (s *Service) Run(ctx context.Context) error {
 		ncfg.OrderEnded = s.orderEnded
 	}
 	g.Go(func() error { return notify.NewDispatcher(s.db, ncfg).Run(ctx) })
+	g.Go(func() error { s.notifications.WatchServed(ctx, s.db); return nil })
 	return g.Wait()
 }
 

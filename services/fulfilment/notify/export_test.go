@@ -1,4 +1,16 @@
 package notify
 
+import (
+	"testing"
+	"time"
+)
+
 // NotifyGap is how long after a NOTIFY an Enqueue of this process leaves its own out.
 const NotifyGap = notifyGap
+
+// SetServedLookEvery sets how often Writers look whether a channel is served, until t ends.
+func SetServedLookEvery(t *testing.T, d time.Duration) {
+	old := servedLookEvery
+	servedLookEvery = d
+	t.Cleanup(func() { servedLookEvery = old })
+}

@@ -9,8 +9,8 @@
 //     channel that applies and has a sender in this copy ([Message].Channels) or in another
 //     live copy (see heartbeatEvery): "webhook" always, "email" when the shopper gave an
 //     address and the kind is one worth an email. With no sender configured anywhere it writes
-//     no row, so a deployment without notifications pays for them only a statement that
-//     inserts nothing, in the order's own round trip.
+//     nothing, so a deployment without notifications pays nothing for them on each order
+//     (see [Writer.WatchServed]).
 //     Each row is delivered, retried and dead-lettered on its own, and each channel has send
 //     slots of its own (DispatcherConfig.Concurrency), so a failing or hung mail server never
 //     holds back the webhook, nor a hung webhook receiver the shopper's email.
@@ -171,6 +171,9 @@ const notifyGap = 15 * time.Millisecond
 type Writer struct {
 	// lastNotify is when this writer last enqueued with a NOTIFY, in UnixNano.
 	lastNotify atomic.Int64
+	// noneServed: WatchServed's last look found no copy serving any channel (false until it
+	// has looked).
+	noneServed atomic.Bool
 }
 
 // shouldNotify reports whether an Enqueue now should NOTIFY, and claims the slot if so.
@@ -178,6 +181,11 @@ func (w *Writer) shouldNotify() bool {
 	now := time.Now().UnixNano()
 	prev := w.lastNotify.Load()
 	return now-prev >= int64(notifyGap) && w.lastNotify.CompareAndSwap(prev, now)
+}
+
+// slotFree reports whether an Enqueue now may NOTIFY, without claiming the slot.
+func (w *Writer) slotFree() bool {
+	return time.Now().UnixNano()-w.lastNotify.Load() >= int64(notifyGap)
 }
 
 // channelSQL is the NOTIFY channel of the schema's dispatchers; channel names are limited to
@@ -218,11 +226,12 @@ func (w *Writer) Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 		add(ChannelEmail, m.Email)
 	}
 	// A channel without a sender here is written only while another copy serves it, checked
-	// by the statement itself against notification_channels, also when this copy has no sender
-	// at all: only the table knows that a copy with the sender started a moment ago (in another
-	// process), and a row not written then is lost, not delayed. The check costs no round trip
-	// (the statement rides in the caller's batch) and, with nothing served, writes nothing.
+	// by the statement itself against notification_channels. With no sender here and none
+	// anywhere as this writer last looked (WatchServed), there is nothing to write.
 	checkServed := len(local) < len(channels)
+	if len(local) == 0 && w.noneServed.Load() {
+		return nil
+	}
 
 	snap := proto.Clone(m.Order).(*fulfilmentv1.Order)
 	snap.History = nil
@@ -244,7 +253,10 @@ func (w *Writer) Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 		sql, notifySQL = enqueueServedSQL, enqueueServedNotifySQL
 		args = append(args, local, servedGrace.Microseconds())
 	}
-	if w.shouldNotify() {
+	// A statement sure to write a row takes the NOTIFY slot; one that may write none (every
+	// channel checked) NOTIFYs while the slot is free but leaves it to the next writer, whose
+	// rows would otherwise wait for the dispatchers' idle poll behind a NOTIFY never sent.
+	if len(local) > 0 && w.shouldNotify() || len(local) == 0 && w.slotFree() {
 		sql = notifySQL
 	}
 	if _, err := tx.Exec(ctx, sql, args...); err != nil {

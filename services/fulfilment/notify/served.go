@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Copies of the service may run with different senders for a while: a rolling deploy that adds
@@ -14,9 +16,14 @@ import (
 //   - a dispatcher marks a channel's due rows skipped only when it has no sender for the
 //     channel and no copy has stamped it within servedGrace (roundSQL), and
 //   - Enqueue writes a row for a channel without a sender here while a copy has stamped it
-//     within servedGrace (enqueueServedSQL). It asks the table in the enqueueing statement,
-//     never a cache of this process's: a copy with the sender may have started a moment ago,
-//     and a row not written is lost.
+//     within servedGrace (enqueueServedSQL), asking the table in the enqueueing statement.
+//     A Writer without any sender here leaves even that statement out once its own look at
+//     the table (Writer.WatchServed, every heartbeatEvery) found no channel served anywhere: a
+//     deployment without notifications pays nothing for them on each order. Until its first
+//     look, or should a look fail, it writes as though one were. So a channel is served by
+//     such a copy from at most heartbeatEvery after another copy first stamps it: the moment
+//     the channel is turned on, as this copy sees it. A channel served all along (a copy
+//     restarting, a stamp refreshed) never goes unwritten.
 //
 // The grace is generous: a copy that serves a channel may be restarting or briefly cut off
 // from the database. After the last copy with a sender for a channel has gone, its rows wait
@@ -58,6 +65,38 @@ func (d *Dispatcher) runHeartbeat(ctx context.Context) {
 		}
 		if err := d.heartbeat(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("notify: heartbeat failed; trying again", "err", err, "retry_in", heartbeatEvery)
+		}
+	}
+}
+
+// servedLookEvery is how often a Writer looks whether any channel is served (a variable for
+// tests).
+var servedLookEvery = heartbeatEvery
+
+// servedSQL reports whether some copy stamped a channel within the grace ($1 µs).
+const servedSQL = `SELECT EXISTS (SELECT 1 FROM notification_channels
+	WHERE served_time > now() - $1::bigint * interval '1 microsecond')`
+
+// querier is what WatchServed reads the table with (a pool).
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// WatchServed looks at notification_channels now and every heartbeatEvery until ctx ends,
+// telling w whether any copy serves a channel (see the top of this file).
+func (w *Writer) WatchServed(ctx context.Context, db querier) {
+	t := time.NewTicker(servedLookEvery)
+	defer t.Stop()
+	for {
+		var served bool
+		if err := db.QueryRow(ctx, servedSQL, servedGrace.Microseconds()).Scan(&served); err != nil {
+			served = true // not known: write as though it were, never lose one
+		}
+		w.noneServed.Store(!served)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package notify_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -150,34 +152,118 @@ func TestEnqueueWritesTheRowsOfChannelsAnotherCopyServes(t *testing.T) {
 	}
 }
 
-// A copy with no sender at all writes the row of a channel another copy serves from the moment
-// that copy's heartbeat is recorded, however lately this copy's own dispatcher looked: the
-// decision is the table's, in the enqueueing statement. Before, such a copy wrote nothing until
-// its own dispatcher's next heartbeat (up to 10s later, or never while its dispatcher had not
-// started) saw the other copy, and the notifications of the orders it changed meanwhile were
-// lost, not delayed. The other copy runs in another process: its heartbeat is stamped by hand.
-func TestACopyWithoutSendersWritesRowsForACopyThatStartedJustNow(t *testing.T) {
+// execCounter is a transaction that counts the statements Enqueue sends and runs them on tx.
+type execCounter struct {
+	pgx.Tx
+	n int
+}
+
+func (c *execCounter) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c.n++
+	return c.Tx.Exec(ctx, sql, args...)
+}
+
+// A writer without senders writes the rows of a channel another copy serves, and nothing,
+// not even a statement, once it has seen that no copy serves any (a deployment without
+// notifications pays nothing for them). Until it has looked it writes as though one did, so
+// a copy starting beside one that serves a channel all along loses none of its rows; a
+// channel first served elsewhere is written from its next look on.
+func TestAWriterWithoutSendersWritesWhileAChannelIsServedAndNothingOnceNoneIs(t *testing.T) {
+	notify.SetServedLookEvery(t, 50*time.Millisecond)
 	pool := newPool(t)
-	startDispatcher(t, pool, notify.DispatcherConfig{}) // this copy: no senders, production intervals
+	var w notify.Writer
+	statements := func(orderID string) int {
+		t.Helper()
+		var c execCounter
+		if err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+			c.Tx = tx
+			return w.Enqueue(t.Context(), &c, notify.Message{Kind: notify.KindReady, Order: readyOrder(orderID), Email: "ada@example.com", Channels: notify.Channels{}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return c.n
+	}
+	if n := statements("ord-before-looking"); n != 1 {
+		t.Fatalf("a writer that has not looked yet sent %d statements; want 1, the checked insert", n)
+	}
+
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); w.WatchServed(ctx, pool) }()
+	t.Cleanup(func() { stop(); <-done })
 	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		var n int
-		_ = pool.QueryRow(t.Context(), `SELECT count(*) FROM notification_channels`).Scan(&n)
-		if n > 0 {
-			return fmt.Errorf("%d channels served before any copy with a sender started", n)
+		if n := statements("ord-none-served"); n != 0 {
+			return fmt.Errorf("%d statements with no channel served anywhere; want none", n)
 		}
 		return nil
 	})
-	time.Sleep(100 * time.Millisecond) // its first heartbeat has found nothing served
 
-	stampServed(t, pool, notify.ChannelWebhook, 0) // the copy with the webhook sender starts
-	enqueue(t, pool, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-just-served"), Email: "ada@example.com", Channels: notify.Channels{}})
-	ids := notificationIDs(t, pool, "ord-just-served", notify.ChannelWebhook)
-	if len(ids) != 1 {
-		t.Fatalf("a copy without senders wrote %d webhook rows for an order changed just after a copy with the webhook "+
-			"sender started; want 1, for that copy to send", len(ids))
-	}
-	if got := notificationIDs(t, pool, "ord-just-served", notify.ChannelEmail); len(got) != 0 {
+	stampServed(t, pool, notify.ChannelWebhook, 0) // a copy with the webhook sender starts
+	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		enqueue := func() error {
+			return pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+				return w.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-served"), Email: "ada@example.com", Channels: notify.Channels{}})
+			})
+		}
+		if err := enqueue(); err != nil {
+			t.Fatal(err)
+		}
+		if ids := notificationIDs(t, pool, "ord-served", notify.ChannelWebhook); len(ids) != 1 {
+			return fmt.Errorf("%d webhook rows written while a copy serves the webhook; want 1", len(ids))
+		}
+		return nil
+	})
+	if got := notificationIDs(t, pool, "ord-served", notify.ChannelEmail); len(got) != 0 {
 		t.Fatalf("wrote %d email rows though no copy serves email; want none", len(got))
+	}
+}
+
+// An Enqueue that writes no row (a channel served nowhere: an email-only deployment's
+// preparing, or an order without an email) does not take the writer's NOTIFY slot: the next
+// one, which writes a row within the gap, NOTIFYs, and its email goes out at once, not at the
+// dispatchers' idle poll.
+func TestAnEnqueueThatWritesNothingDoesNotSilenceTheNext(t *testing.T) {
+	pool := newPool(t)
+	sender := &recordingSender{channel: notify.ChannelEmail}
+	cfg := fastConfig(sender)
+	cfg.IdlePollInterval = 10 * time.Second // the default
+	startDispatcher(t, pool, cfg)
+	time.Sleep(time.Second) // past the start-up rounds; the heartbeat stamped email
+
+	var w notify.Writer
+	emailOnly := notify.Channels{notify.ChannelEmail: true}
+	// Both in open transactions, written well within the gap of each other, then committed.
+	var txs []pgx.Tx
+	for _, m := range []notify.Message{
+		{Kind: notify.KindPreparing, Order: readyOrder("ord-prep"), Email: "bob@example.com", Channels: emailOnly},
+		{Kind: notify.KindReady, Order: readyOrder("ord-ready"), Email: "ada@example.com", Channels: emailOnly},
+	} {
+		tx, err := pool.Begin(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		txs = append(txs, tx)
+		if err := w.Enqueue(t.Context(), tx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tx := range txs {
+		if err := tx.Commit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if len(notificationIDs(t, pool, "ord-ready", notify.ChannelEmail)) != 1 {
+		t.Fatal("the email was not written")
+	}
+	testenv.CheckFor(t, 12*time.Second, 10*time.Millisecond, func() error {
+		if _, ok := sender.sentAt("ord-ready"); !ok {
+			return fmt.Errorf("not sent")
+		}
+		return nil
+	})
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the email went out %v after it was written (idle poll %v); want the NOTIFY's promptness", d.Round(time.Millisecond), cfg.IdlePollInterval)
 	}
 }
 
@@ -194,20 +280,27 @@ func TestAWritersNotifyGapIsItsOwn(t *testing.T) {
 	}
 	time.Sleep(time.Second) // both dispatchers idle, listening
 	var wx, wy notify.Writer
-	write := func(w *notify.Writer, pool *pgxpool.Pool, orderID string) {
-		t.Helper()
-		if err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
-			return w.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder(orderID)})
-		}); err != nil {
+	// Both written in open transactions, well within notifyGap of each other, then committed.
+	tx, err := x.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ty, err := y.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wx.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wy.Enqueue(t.Context(), ty, notify.Message{Kind: notify.KindReady, Order: readyOrder("ord-y")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []pgx.Tx{tx, ty} {
+		if err := c.Commit(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	start := time.Now()
-	write(&wx, x, "ord-x")
-	write(&wy, y, "ord-y") // well within notifyGap of the first
-	if time.Since(start) >= notify.NotifyGap {
-		t.Skip("the two writes were further apart than the gap; nothing to compare")
-	}
 	id := notificationIDs(t, y, "ord-y", notify.ChannelWebhook)[0]
 	testenv.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
 		if s, _ := stateOf(t, y, id); s != "sent" {
