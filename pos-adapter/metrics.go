@@ -19,6 +19,10 @@ var (
 		Name: "handoff_pos_tickets_sent_total",
 		Help: "Tickets sent to terminals, by source: backlog (replayed from Postgres) or live.",
 	}, []string{"source"})
+	webhookRounds = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "handoff_pos_webhook_rounds_total",
+		Help: "Rounds of the webhook dispatcher's claim of due deliveries (one statement each).",
+	})
 	ticketSendDelay = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "handoff_pos_ticket_send_delay_seconds",
 		Help:    "Time from a ticket being raised to it being sent to a terminal, by source.",

@@ -53,6 +53,12 @@ const (
 	webhookWalkStores = 256
 )
 
+// webhookFruitlessWalkGap is the pause after a round whose walk visited webhookWalkStores
+// stores and found nothing due: with more stores than that waiting out a backoff, rounds
+// walked them on without a pause, a statement every webhookRoundGap. A due delivery of a
+// store further on waits at most this much per webhookWalkStores stores in backoff before it.
+const webhookFruitlessWalkGap = 250 * time.Millisecond
+
 func (a *Adapter) wakeWebhooks() {
 	select {
 	case a.webhookWake <- struct{}{}:
@@ -439,7 +445,9 @@ type deliveryClaim struct {
 // the dispatcher has in flight for it ($5, $6). Across stores, the ones with the fewest sends
 // under way go first. Stores left full count in the next due time no more (a send of theirs
 // ending starts a round: runWebhookDispatcher), nor, when the probes were capped, stores in
-// backoff; a walk cut short leaves the next round due at once.
+// backoff; a walk cut short leaves the next round due at once, or, when it found nothing due
+// (its stores all waiting out a backoff: one vendor down for hundreds of stores), after $9
+// microseconds (webhookFruitlessWalkGap), rather than walking on without a pause.
 const claimDeliveriesSQL = `
 WITH RECURSIVE walk(store_id, first, n) AS (
 	SELECT s.store_id, s.store_id, 1 FROM (SELECT coalesce(
@@ -506,7 +514,8 @@ LEFT JOIN store_webhooks w ON w.store_id = c.store_id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	(extract(epoch FROM least(
-		CASE WHEN (SELECT count(*) FROM walk) >= $8 THEN now() END,
+		CASE WHEN (SELECT count(*) FROM walk) >= $8 THEN
+			now() + CASE WHEN EXISTS (SELECT 1 FROM due) THEN 0 ELSE $9::bigint END * interval '1 microsecond' END,
 		(SELECT min(x.next_attempt_time) FROM walked w CROSS JOIN LATERAL (
 			SELECT d.next_attempt_time FROM webhook_deliveries d
 			WHERE d.store_id = w.store_id AND d.state = 'pending' AND d.id NOT IN (SELECT id FROM due) AND d.id NOT IN (SELECT id FROM parked)
@@ -530,8 +539,9 @@ func (a *Adapter) webhookLease() time.Duration { return a.cfg.WebhookTimeout + 3
 // returns the cursor of the next round.
 func (a *Adapter) claimDeliveries(ctx context.Context, limit, probes int, stores []string, sends []int32, cursor string) (claims []deliveryClaim, next *time.Duration, after string, err error) {
 	start := time.Now() // before the database read the ages: a give-up falls no later than due
+	webhookRounds.Inc()
 	rows, err := a.db.Query(ctx, claimDeliveriesSQL, limit, a.webhookLease().Microseconds(), probes, webhookStoreSends,
-		stores, sends, cursor, webhookWalkStores)
+		stores, sends, cursor, webhookWalkStores, webhookFruitlessWalkGap.Microseconds())
 	if err != nil {
 		return nil, nil, cursor, fmt.Errorf("claim webhook deliveries: %w", err)
 	}

@@ -1,0 +1,57 @@
+package posadapter_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+)
+
+// A vendor down for more stores than a round of the dispatcher walks (hundreds of stores on
+// one vendor's cloud, each with tickets pending and its endpoint in backoff) does not keep the
+// dispatcher claiming without a pause: before, every round's walk came back full and due at
+// once, a statement every 10 ms for as long as the outage lasted. A healthy store further on
+// in the walk still gets its tickets promptly.
+func TestHundredsOfStoresInBackoffDoNotKeepTheDispatcherClaiming(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	ctx := context.Background()
+	if _, err := e.pool.Exec(ctx, `INSERT INTO store_webhooks (store_id, url, enabled, signing_secret, retry_time, failures)
+		SELECT 'down-' || lpad(i::text, 3, '0'), 'https://pos.vendor.example/handoff', true, 'whsec_down', now() + interval '1 hour', 5
+		FROM generate_series(1, 300) i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, store_id, ticket_id)
+		SELECT gen_random_uuid(), 'down-' || lpad(i::text, 3, '0'), gen_random_uuid() FROM generate_series(1, 300) i`); err != nil {
+		t.Fatal(err)
+	}
+	s.addStore(t, "zz-alive", nil)
+	vendor, url := newVendorPOS(t)
+	res, err := e.admin().SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "zz-alive", Url: url, Enabled: true}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor.setSecret(res.Msg.GetSigningSecret())
+
+	before := metricValue(t, "handoff_pos_webhook_rounds_total", "", "")
+	start := time.Now()
+	e.publish("confirmed", order("zz-alive", 1), nil)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := len(vendor.deliveredKinds()); n != 1 {
+			return fmt.Errorf("the healthy store's vendor has %d tickets", n)
+		}
+		return nil
+	})
+	t.Logf("the healthy store's ticket went out %v after it was raised, behind 300 stores in backoff", time.Since(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	rounds := metricValue(t, "handoff_pos_webhook_rounds_total", "", "") - before
+	t.Logf("%.0f rounds in %v", rounds, time.Since(start).Round(time.Millisecond))
+	if rounds > 25 {
+		t.Fatalf("%.0f claiming rounds in %v with nothing to send but 300 stores in backoff; want a pause between fruitless walks",
+			rounds, time.Since(start).Round(time.Millisecond))
+	}
+}
