@@ -40,6 +40,7 @@ type natsClaim struct {
 	url   string
 	token string // this process's, in the claim connections' application_name
 	conn  *pgx.Conn
+	held  bool // this claim has held the lock itself (not through another URL's claim)
 }
 
 // errClaimedElsewhere is a claim held by another process.
@@ -116,7 +117,7 @@ func (c *natsClaim) try(ctx context.Context) error {
 		return fmt.Errorf("take the claim: %w", err)
 	}
 	if ok {
-		c.conn = conn
+		c.conn, c.held = conn, true
 		return nil
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
@@ -133,8 +134,15 @@ func (c *natsClaim) try(ctx context.Context) error {
 		return errLetGo
 	case err != nil:
 		return fmt.Errorf("find the claim's holder: %w", err)
-	case holder == cfg.RuntimeParams["application_name"]:
+	case holder == cfg.RuntimeParams["application_name"] && !c.held:
 		return nil // ours, through another URL
+	case holder == cfg.RuntimeParams["application_name"]:
+		// This claim's own session from before its connection was given up (a network cut):
+		// the server has not noticed it gone. Ended, and the claim taken again.
+		if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, pid); err != nil { // waits until it has ended
+			return fmt.Errorf("end this claim's stale session (backend %d): %w", pid, err)
+		}
+		return errLetGo
 	}
 	return fmt.Errorf("is %w (Postgres backend %d, from %s since %s)", errClaimedElsewhere, pid, addr, since.Format(time.RFC3339))
 }
