@@ -18,13 +18,16 @@ import (
 //	Handoff-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 //
 // The timestamp is inside the signed bytes, so a captured request cannot be replayed later
-// with a fresh time; receivers refuse timestamps too far from their clock.
+// with a fresh time; receivers refuse timestamps too far from their clock. While a rotated
+// secret's grace runs (SetStoreWebhook's previous_secret_ttl) a delivery carries one v1 per
+// secret, the new one's first: a receiver takes the request when any v1 matches its secret,
+// so it must check them all, not only the first or the last.
 const SignatureHeader = "Handoff-Signature"
 
 // Errors VerifySignature returns.
 var (
 	ErrNoSignature        = errors.New("no " + SignatureHeader + " header")
-	ErrMalformedSignature = errors.New(SignatureHeader + " is not t=<unix>,v1=<hex>")
+	ErrMalformedSignature = errors.New(SignatureHeader + " is not t=<unix>,v1=<hex>[,v1=<hex>…]")
 	ErrStaleSignature     = errors.New("signature timestamp is too far from now")
 	ErrBadSignature       = errors.New("signature does not match the body")
 )
