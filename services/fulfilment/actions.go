@@ -156,16 +156,22 @@ func (s *Service) CheckIn(ctx context.Context, customerID string, actor *commonv
 // details be unreadable (inventory away, nothing cached), it counts plain time, and the order
 // keeps the abandon time of its confirmation if that is later: staff are not held up for it.
 func (s *Service) Accept(ctx context.Context, storeID string, actor *commonv1.Actor, orderID string) (*order, error) {
-	store, err := s.stores.get(ctx, storeID)
+	gen := s.stores.generation()
+	store, err := s.stores.get(ctx, storeID, 0)
 	if err != nil {
 		s.log.WarnContext(ctx, "store's hours unknown; the time to make the order ready runs in plain time", "store", storeID, "order", orderID, "err", err)
 	}
-	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.Accept, actor, "accepted", func(o *order, now time.Time) {
+	s.afterStoreRead()
+	o, err := s.simple(ctx, orderID, scope{storeID: storeID}, domain.Accept, actor, "accepted", func(o *order, now time.Time) {
 		o.AcceptTime = now
 		if at := domain.AbandonAt(o.ReadyBy, o.AcceptTime, o.PickupWindow, store.pickupDeadline); at.After(o.Timers.AbandonAt) {
 			o.Timers.AbandonAt = at
 		}
 	})
+	if err == nil {
+		s.recountIfStoreChanged(ctx, o, gen)
+	}
+	return o, err
 }
 
 // MarkReady finishes preparation: PREPARING → READY; the pickup window starts now and counts
@@ -173,17 +179,23 @@ func (s *Service) Accept(ctx context.Context, storeID string, actor *commonv1.Ac
 // unreadable (inventory away, nothing cached), the window runs in plain time: the order is
 // ready, and staff are not held up for it.
 func (s *Service) MarkReady(ctx context.Context, storeID string, actor *commonv1.Actor, orderID string) (*order, error) {
-	store, err := s.stores.get(ctx, storeID)
+	gen := s.stores.generation()
+	store, err := s.stores.get(ctx, storeID, 0)
 	if err != nil {
 		s.log.WarnContext(ctx, "store's hours unknown; the pickup window runs in plain time", "store", storeID, "order", orderID, "err", err)
 	}
-	return s.simple(ctx, orderID, scope{storeID: storeID}, domain.MarkReady, actor, "ready for pickup", func(o *order, now time.Time) {
+	s.afterStoreRead()
+	o, err := s.simple(ctx, orderID, scope{storeID: storeID}, domain.MarkReady, actor, "ready for pickup", func(o *order, now time.Time) {
 		window := o.PickupWindow
 		if window <= 0 {
 			window = defaultPickupWindow
 		}
 		o.Timers.OnReady(store.pickupTimes(now, window, s.cfg.ExpiringSoonBefore))
 	})
+	if err == nil {
+		s.recountIfStoreChanged(ctx, o, gen)
+	}
+	return o, err
 }
 
 // CancelByStaff cancels an order of the store at any point before collection, with a reason

@@ -20,8 +20,22 @@ const ClaimEffectsSQL = claimEffectsSQL
 // COMMIT does, for tests.
 func LoseCommitReplies(s *Service, on bool) { s.loseCommitReply.Store(on) }
 
-// FailStoreLookups makes lookups of stores not cached fail as Unavailable, for tests.
+// FailStoreLookups makes reads of stores from inventory fail as Unavailable (a store cached,
+// even stale, is still used), for tests.
 func FailStoreLookups(s *Service, on bool) { s.stores.failLookups.Store(on) }
+
+// AfterStoreRead makes Accept and MarkReady call fn between reading the store's details and
+// their transition, for tests (nil: nothing).
+func AfterStoreRead(s *Service, fn func()) {
+	if fn == nil {
+		s.storeReadHook.Store(nil)
+		return
+	}
+	s.storeReadHook.Store(&fn)
+}
+
+// StoreCacheGeneration is how many times the store cache marked stores stale, for tests.
+func StoreCacheGeneration(s *Service) uint64 { return s.stores.generation() }
 
 // SetEffectLease sets how long a claimed effect is left to its worker (rounds take half), for
 // tests; it must be called before any worker runs, and the returned func restores it.

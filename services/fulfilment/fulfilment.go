@@ -163,11 +163,13 @@ type Config struct {
 	// SweepInterval is how often the recovery, timer and effects loops look at the database
 	// without being woken. Default 1s.
 	SweepInterval time.Duration
-	// StoreCacheTTL is how long a store's name, prep time and pickup window are reused.
-	// Default 30s.
+	// StoreCacheTTL is how long a store's details (name, prep time, pickup window, hours) are
+	// reused at most: a change is heard from inventory's store events at once, so this only
+	// bounds one whose event was lost (see storecache.go). Default 30s.
 	StoreCacheTTL time.Duration
 	// QueueCountTTL is how long a store's queue count (orders ahead, for the ready-by
-	// estimate) is reused, with this process's confirmations counted on top. Default 2s.
+	// estimate) is reused, with this process's confirmations counted on top (not other
+	// copies': see queueCounts). Default 2s.
 	QueueCountTTL time.Duration
 	// WatchPoll is how often WatchOrder re-reads an order without hearing of a change: the
 	// safety net for events lost on the way (core NATS is at most once). Default 15s.
@@ -230,6 +232,9 @@ type Service struct {
 
 	effectsWake chan struct{}
 
+	// storeReadHook, set by tests, runs in Accept and MarkReady between reading the store's
+	// details and the transition.
+	storeReadHook atomic.Pointer[func()]
 	// loseCommitReply, set by tests, fails a combined change's write round trip after it has
 	// committed, as a connection lost during COMMIT does.
 	loseCommitReply atomic.Bool
@@ -272,7 +277,11 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.placements = coalesce.New(maxPlacementBatch, s.sendPlacements)
 	s.changes = coalesce.New(maxChangeBatch, s.changeTogether)
-	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL)
+	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL, log)
+	if err := s.stores.watch(cfg.NATS); err != nil {
+		// Without the events a cached store could keep hours it no longer has for a whole TTL.
+		log.Warn("store cache off: cannot hear inventory's store events; every use reads the store", "err", err)
+	}
 	s.queue = newQueueCounts(cfg.QueueCountTTL)
 	return s, nil
 }
@@ -281,8 +290,10 @@ func New(cfg Config) (*Service, error) {
 // the timer loop (expiry, reminders, escalations, refreshing the holds of long-open orders),
 // the effects worker (releases, commits and extensions at inventory), the WatchOrder event feed
 // and the customer-notification dispatcher. Its events leave through the outbox relay the stack
-// runs for the schema. Every loop is safe to run in several copies at once.
+// runs for the schema. Every loop is safe to run in several copies at once. When ctx ends, Run
+// also stops what New started, as Close does.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.hub.run(ctx, s.nc, s.log) })
 	g.Go(func() error { s.runRecovery(ctx); return nil })
@@ -305,6 +316,19 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return notify.NewDispatcher(s.db, ncfg).Run(ctx) })
 	g.Go(func() error { s.notifications.WatchServed(ctx, s.db); return nil })
 	return g.Wait()
+}
+
+// Close stops hearing inventory's store events (New subscribes to them for the store cache)
+// and, since it could no longer hear of changes, switches the cache off. Run closes the service
+// when it returns; a service that never runs may be closed by its owner, or hears them as long
+// as its NATS connection lives.
+func (s *Service) Close() { s.stores.close() }
+
+// afterStoreRead runs the test hook set for it, if any.
+func (s *Service) afterStoreRead() {
+	if h := s.storeReadHook.Load(); h != nil {
+		(*h)()
+	}
 }
 
 // PickupCode returns an order's pickup code. It is never stored; whoever needs to show it to

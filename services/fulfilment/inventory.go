@@ -2,14 +2,10 @@ package fulfilment
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
@@ -123,69 +119,3 @@ const (
 	defaultPrepTime     = 10 * time.Minute
 	defaultPickupWindow = time.Hour
 )
-
-// storeCache keeps stores' details for a while: every checkout needs them, and they change
-// rarely (a changed prep time reaching new orders a little late does no harm).
-type storeCache struct {
-	inv     inventoryClient
-	ttl     time.Duration
-	mu      sync.Mutex
-	entries map[string]cachedStore
-	loading singleflight.Group
-	// failLookups makes lookups of stores not cached fail, for tests (FailStoreLookups).
-	failLookups atomic.Bool
-}
-
-type cachedStore struct {
-	info    storeInfo
-	fetched time.Time
-}
-
-// storeLoadTimeout bounds reading a store's details from inventory.
-const storeLoadTimeout = 2 * time.Second
-
-func newStoreCache(inv inventoryClient, ttl time.Duration) *storeCache {
-	return &storeCache{inv: inv, ttl: ttl, entries: map[string]cachedStore{}}
-}
-
-func (c *storeCache) get(ctx context.Context, storeID string) (storeInfo, error) {
-	c.mu.Lock()
-	e, ok := c.entries[storeID]
-	c.mu.Unlock()
-	if ok && time.Since(e.fetched) < c.ttl {
-		return e.info, nil
-	}
-	if c.failLookups.Load() {
-		return storeInfo{}, status.Error(codes.Unavailable, "store lookups fail (test hook)")
-	}
-	// Shared by every checkout at the store meanwhile, so detached from the first caller's
-	// context (one that gives up must not fail the others), with a timeout of its own.
-	ch := c.loading.DoChan(storeID, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeLoadTimeout)
-		defer cancel()
-		st, err := c.inv.getStore(ctx, storeID)
-		if err != nil {
-			return storeInfo{}, err
-		}
-		info := storeInfoOf(storeID, st)
-		c.mu.Lock()
-		c.entries[storeID] = cachedStore{info: info, fetched: time.Now()}
-		c.mu.Unlock()
-		return info, nil
-	})
-	var v any
-	var err error
-	select {
-	case <-ctx.Done():
-		err = ctx.Err()
-	case r := <-ch:
-		v, err = r.Val, r.Err
-	}
-	if err != nil {
-		if ok {
-			return e.info, nil // stale beats nothing while inventory is away
-		}
-		return storeInfo{}, err
-	}
-	return v.(storeInfo), nil
-}

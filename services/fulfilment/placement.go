@@ -158,8 +158,9 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 		return s.placePending(ctx, id, req, now, heldUncertain, "reservation not settled yet: "+natsrpc.Message(err), err)
 	}
 	var store storeInfo
+	storeGen := s.stores.generation()
 	if res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
-		if store, err = s.stores.get(ctx, res.GetStoreId()); err != nil {
+		if store, err = s.stores.get(ctx, res.GetStoreId(), heldVersion(res)); err != nil {
 			return s.placePending(ctx, id, req, now, heldReserved, "store details not available yet: "+natsrpc.Message(err), err)
 		}
 	}
@@ -203,7 +204,18 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 		o.History = append(o.History, c.entry)
 	}
 	s.afterCommit(o, changes, effects)
+	s.recountIfStoreChanged(ctx, o, storeGen)
 	return o, nil
+}
+
+// heldVersion is the store version res's holds were placed against (the newest of them): the
+// order's deadlines are counted in hours at least that new.
+func heldVersion(res *inventoryv1.ReserveHoldsResponse) int64 {
+	var v int64
+	for _, h := range res.GetHolds() {
+		v = max(v, h.GetStoreVersion())
+	}
+	return v
 }
 
 // holding is what a checkout's own reserve may have left held.
@@ -284,7 +296,16 @@ func (s *Service) holdRequest(id string, req *fulfilmentv1.PlaceOrderRequest, no
 // queueCounts keeps each store's queue (orders CONFIRMED or PREPARING, counted up to the
 // ready-by estimate's cap) for Config.QueueCountTTL: every checkout needs it, and an estimate
 // that far behind is as good. Confirmations of this process count on top until the next read,
-// so consecutive checkouts at one store still queue up behind each other.
+// so consecutive checkouts at one store through one copy still queue up behind each other.
+//
+// Those of other copies do not: each copy sees only its own until its next read, so with N
+// copies sharing a store's checkouts a burst within QueueCountTTL is under-counted (each copy
+// counts about 1/N of it) and its orders are estimated ready, and abandoned if never accepted
+// (domain.AbandonAt), up to that many prep times early, as the cap (ReadyByQueueCap) already
+// makes them for longer queues. Not fixed: other copies' confirmations reach this one as order
+// events only after the outbox relay's delay, often after the next checkout, and counting the
+// table for every checkout costs the query this cache saves. An estimate: staff accepting an
+// order late give it its time from then.
 type queueCounts struct {
 	ttl     time.Duration
 	mu      sync.Mutex
@@ -399,10 +420,7 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 		// Counted in open hours too: escalating an order to a store that is shut helps no one.
 		o.Timers.NotAcceptedAt = store.pickupDeadline(now, s.cfg.NotAcceptedAfter)
 		o.HoldDeadline = earliestHoldDeadline(res)
-		o.StoreVersion = 0
-		for _, h := range res.GetHolds() {
-			o.StoreVersion = max(o.StoreVersion, h.GetStoreVersion())
-		}
+		o.StoreVersion = heldVersion(res)
 		o.Placement, o.DriveAt = nil, time.Time{}
 		return []change{c}, nil
 	case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK, inventoryv1.ReserveOutcome_RESERVE_OUTCOME_STORE_UNAVAILABLE:
@@ -514,9 +532,10 @@ func (s *Service) drivePendingOrder(ctx context.Context, id string) (*order, err
 // PendingGiveUp after it was placed is rejected and anything it may hold released.
 func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]*order, error) {
 	type settled struct {
-		o       *order
-		changes []change
-		effects bool
+		o        *order
+		changes  []change
+		effects  bool
+		storeGen uint64
 	}
 	var done []settled
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
@@ -546,7 +565,7 @@ func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]
 			if err != nil {
 				return err
 			}
-			done = append(done, settled{o, changes, effects})
+			done = append(done, settled{o, changes, effects, asked[i].storeGen})
 		}
 		if len(orders) == 0 {
 			return nil
@@ -561,6 +580,11 @@ func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]
 		s.afterCommit(d.o, d.changes, d.effects)
 		out[i] = d.o
 	}
+	for _, d := range done {
+		if d.changes != nil {
+			s.recountIfStoreChanged(ctx, d.o, d.storeGen)
+		}
+	}
 	return out, nil
 }
 
@@ -571,6 +595,7 @@ type driveAttempt struct {
 	res      *inventoryv1.ReserveHoldsResponse
 	err      error // of the reserve
 	store    storeInfo
+	storeGen uint64 // the store cache's generation when store was read
 	storeErr error
 }
 
@@ -589,7 +614,8 @@ func (s *Service) askInventory(ctx context.Context, o *order) driveAttempt {
 	a.res, a.err = s.inv.reserve(rctx, s.holdRequest(o.ID, a.req, a.now))
 	cancel()
 	if a.err == nil && a.res.GetOutcome() == inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
-		a.store, a.storeErr = s.stores.get(ctx, a.res.GetStoreId())
+		a.storeGen = s.stores.generation()
+		a.store, a.storeErr = s.stores.get(ctx, a.res.GetStoreId(), heldVersion(a.res))
 	}
 	return a
 }

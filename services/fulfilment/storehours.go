@@ -56,42 +56,92 @@ func (s *Service) handleStoreUpdated(ctx context.Context, tx pgx.Tx, msg jetstre
 	// carried them: an update handled late (out of order, read again, or after a pause, whose
 	// event this consumer does not read but which moves the version on) would otherwise count
 	// them in hours no longer the store's, or, passed over, leave them in the old ones.
+	gen := s.stores.generation()
 	cur, err := s.inv.getStore(ctx, st.GetId())
 	if err != nil {
 		return fmt.Errorf("store %s as it is now: %w", st.GetId(), err)
 	}
+	// Inventory's store as it is now is what this copy's next acceptance or MarkReady there needs.
+	s.stores.put(cur, gen)
 	if cur.GetVersion() > st.GetVersion() {
 		st = cur
 	}
-	info := storeInfoOf(st.GetId(), st)
-	if info.hours == nil {
-		return nil // plain time now: no deadline it gives is later than one counted in open hours
-	}
-	now := s.now()
-	orders, err := queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
-		WHERE store_id = $1 AND create_time >= $2 AND state IN (2, 3, 4) AND store_version <= $3
-		ORDER BY id FOR UPDATE`, st.GetId(), now.Add(-openOrderMaxAge), st.GetVersion())
-	if err != nil {
-		return fmt.Errorf("open orders at store %s: %w", st.GetId(), err)
-	}
-	if len(orders) == 0 {
-		return nil
-	}
-	readyAt, err := readyTimes(ctx, tx, orders)
-	if err != nil {
+	moved, err := s.rescheduleAtStore(ctx, tx, st, "")
+	if err != nil || len(moved) == 0 {
 		return err
-	}
-	moved, err := s.stepAll(ctx, tx, orders, domain.Reschedule, systemActor("inventory"), "the store's opening hours changed", now,
-		func(o *order) bool { return s.reschedule(o, info, readyAt[o.ID]) })
-	if err != nil {
-		return fmt.Errorf("reschedule orders at store %s: %w", st.GetId(), err)
-	}
-	if len(moved) == 0 {
-		return nil
 	}
 	s.log.Info("store hours changed: open orders' deadlines moved later", "store_id", st.GetId(), "orders", len(moved))
 	inbox.OnCommit(ctx, func() { s.afterWritten(moved) })
 	return nil
+}
+
+// rescheduleAtStore counts again, in store st's hours, the deadlines of its open orders placed
+// against st's version or an earlier one (only order orderID, if given), and writes in tx those
+// that end later. The caller shows the orders moved (afterWritten) once tx commits.
+func (s *Service) rescheduleAtStore(ctx context.Context, tx pgx.Tx, st *inventoryv1.Store, orderID string) ([]written, error) {
+	info := storeInfoOf(st.GetId(), st)
+	if info.hours == nil {
+		return nil, nil // plain time now: no deadline it gives is later than one counted in open hours
+	}
+	now := s.now()
+	sql := `SELECT ` + orderColumns + ` FROM orders
+		WHERE store_id = $1 AND create_time >= $2 AND state IN (2, 3, 4) AND store_version <= $3`
+	args := []any{st.GetId(), now.Add(-openOrderMaxAge), st.GetVersion()}
+	if orderID != "" {
+		sql += ` AND id = $4`
+		args = append(args, orderID)
+	}
+	orders, err := queryOrders(ctx, tx, sql+` ORDER BY id FOR UPDATE`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("open orders at store %s: %w", st.GetId(), err)
+	}
+	if len(orders) == 0 {
+		return nil, nil
+	}
+	readyAt, err := readyTimes(ctx, tx, orders)
+	if err != nil {
+		return nil, err
+	}
+	moved, err := s.stepAll(ctx, tx, orders, domain.Reschedule, systemActor("inventory"), "the store's opening hours changed", now,
+		func(o *order) bool { return s.reschedule(o, info, readyAt[o.ID]) })
+	if err != nil {
+		return nil, fmt.Errorf("reschedule orders at store %s: %w", st.GetId(), err)
+	}
+	return moved, nil
+}
+
+// recountTimeout bounds counting one order's deadlines again after its transition.
+const recountTimeout = 5 * time.Second
+
+// recountIfStoreChanged counts order o's deadlines again in its store's hours as inventory has
+// them now, if this copy heard the store change (or missed events: a reconnect) since
+// generation gen, when o's transition read the store's details: that transition, which has
+// just committed, may have counted them in the old hours, after the hours consumer had looked
+// at the store's orders (see storecache.go). Moving deadlines only later, as the consumer
+// does, it changes nothing when they were counted in the new hours already. A failure is
+// logged: the order keeps the deadlines its transition gave it.
+func (s *Service) recountIfStoreChanged(ctx context.Context, o *order, gen uint64) {
+	if o == nil || o.StoreID == "" || !domain.Open(o.State) || !s.stores.changedSince(o.StoreID, gen) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recountTimeout)
+	defer cancel()
+	read := s.stores.generation()
+	st, err := s.inv.getStore(ctx, o.StoreID)
+	if err == nil {
+		s.stores.put(st, read)
+		var moved []written
+		err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			moved, err = s.rescheduleAtStore(ctx, tx, st, o.ID)
+			return err
+		})
+		if err == nil {
+			s.afterWritten(moved)
+			return
+		}
+	}
+	s.log.Warn("store changed while an order's deadlines were counted; counting them again failed, the order keeps them",
+		"store_id", o.StoreID, "order_id", o.ID, "err", err)
 }
 
 // reschedule sets o's deadlines to those info's hours give, where they are later, and reports

@@ -24,6 +24,19 @@ func (e *env) setHoursExceptions(exceptions ...*inventoryv1.HoursException) {
 	}
 }
 
+// closeTomorrow makes tomorrow a holiday at s1, today's hours kept (closing at closes), and
+// returns the start of the day after, when s1 opens again (all day from 00:00).
+func (e *env) closeTomorrow(loc *time.Location, closes time.Time) (dayAfter time.Time) {
+	today := time.Now().In(loc)
+	tomorrow := today.AddDate(0, 0, 1)
+	e.setHoursExceptions(
+		&inventoryv1.HoursException{Date: today.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
+		&inventoryv1.HoursException{Date: tomorrow.Format(time.DateOnly), Closed: true, Reason: "holiday"},
+	)
+	return time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day()+1, 0, 0, 0, 0, loc)
+}
+
+// deadlines reads an order's pickup deadline and abandon time as stored.
 func (e *env) deadlines(id string) (pickup, abandon time.Time) {
 	e.t.Helper()
 	var p, a *time.Time
@@ -149,18 +162,12 @@ func TestStoreHoursChangedThenPausedStillMoveDeadlines(t *testing.T) {
 	e.markReady("s1", ready.GetId())
 	pickup, _ := e.deadlines(ready.GetId())
 
-	today := time.Now().In(loc)
-	tomorrow := today.AddDate(0, 0, 1)
-	e.setHoursExceptions(
-		&inventoryv1.HoursException{Date: today.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
-		&inventoryv1.HoursException{Date: tomorrow.Format(time.DateOnly), Closed: true, Reason: "holiday"},
-	)
+	dayAfter := e.closeTomorrow(loc, closes)
 	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_PAUSED, Reason: "short-staffed"})
 	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_OPEN})
 	e.relayInventory() // only now does fulfilment hear of the hours change
 	e.eventsHandled("fulfilment-store-hours", 1)
 
-	dayAfter := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day()+1, 0, 0, 0, 0, loc)
 	if got, _ := e.deadlines(ready.GetId()); !got.After(dayAfter) {
 		t.Errorf("pickup by %s (was %s) though tomorrow is now a holiday; want it moved past %s",
 			got.In(loc).Format(time.RFC3339), pickup.In(loc).Format(time.RFC3339), dayAfter.Format(time.RFC3339))
