@@ -163,6 +163,9 @@ type Config struct {
 	// SweepInterval is how often the recovery, timer and effects loops look at the database
 	// without being woken. Default 1s.
 	SweepInterval time.Duration
+	// Clock is this process's clock (tests set one running wrong). Default time.Now. The
+	// timer and recovery loops fire by the database's clock, not this one: see timersRound.
+	Clock func() time.Time
 	// StoreCacheTTL is how long a store's details (name, prep time, pickup window, hours) are
 	// reused at most: a change is heard from inventory's store events at once, so this only
 	// bounds one whose event was lost (see storecache.go). Default 30s.
@@ -205,6 +208,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 }
 
 // Service is fulfilment: its rules, its storage, its APIs and its background loops.
@@ -229,6 +235,9 @@ type Service struct {
 	notifyChannels notify.Channels
 	// notifications writes this schema's notification rows, spacing its own NOTIFYs.
 	notifications notify.Writer
+	// clockGapWarned is when a gap between this copy's clock and the database's was last
+	// logged (UnixNano).
+	clockGapWarned atomic.Int64
 
 	effectsWake chan struct{}
 
@@ -337,7 +346,7 @@ func (s *Service) PickupCode(orderID string) string { return domain.PickupCode(s
 
 // now is the service's clock, at the database's precision, so that times written and read back
 // compare equal.
-func (s *Service) now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+func (s *Service) now() time.Time { return s.cfg.Clock().UTC().Truncate(time.Microsecond) }
 
 // sleep waits d or until ctx ends, and reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -659,8 +659,9 @@ func (s *Service) driveOne(ctx context.Context, tx pgx.Tx, o *order, a driveAtte
 func (s *Service) runRecovery(ctx context.Context) {
 	const batch = 8
 	for {
+		// Due by the database's clock, as the timers are (timersRound).
 		orders, err := s.drivePending(ctx, `SELECT `+orderColumns+` FROM orders
-			WHERE state = 1 AND timer_at <= $1 ORDER BY timer_at LIMIT $2 FOR UPDATE SKIP LOCKED`, s.now(), batch)
+			WHERE state = 1 AND timer_at <= statement_timestamp() ORDER BY timer_at LIMIT $1 FOR UPDATE SKIP LOCKED`, batch)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("recovery of pending orders failed; trying again", "err", err)
 		}

@@ -41,6 +41,11 @@ func (s *Service) runTimers(ctx context.Context) {
 
 // timersRound fires what is due on up to timersBatch orders in one transaction. Rows another
 // copy has locked are skipped: it is firing them.
+//
+// What is due is decided by the database's clock, one for every copy: a copy whose own clock
+// ran ahead (a VM resumed, NTP stepping) fired expiries and escalations early by as much, and
+// one behind fired them late. The copy's clock is compared with it and a gap logged
+// (clockGapWarned).
 func (s *Service) timersRound(ctx context.Context) (int, error) {
 	type fired struct {
 		o       *order
@@ -48,8 +53,12 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 		effects bool
 	}
 	var done []fired
-	now := s.now()
+	var now time.Time
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var err error
+		if now, err = s.databaseNow(ctx, tx); err != nil {
+			return err
+		}
 		orders, err := queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
 			WHERE state IN (2, 3, 4) AND timer_at <= $1 ORDER BY timer_at LIMIT $2 FOR UPDATE SKIP LOCKED`, now, timersBatch)
 		if err != nil {
@@ -125,3 +134,23 @@ func (s *Service) timerReason(o *order, a domain.Action, now time.Time) string {
 	}
 	return ""
 }
+
+// databaseNow reads the database's clock (the statement's time, at the database's precision)
+// and logs, at most once a minute, a gap of more than maxClockGap between it and this copy's.
+func (s *Service) databaseNow(ctx context.Context, q querier) (time.Time, error) {
+	var db time.Time
+	if err := q.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&db); err != nil {
+		return time.Time{}, fmt.Errorf("read the database's clock: %w", err)
+	}
+	db = db.UTC()
+	if gap := s.now().Sub(db); gap.Abs() > maxClockGap {
+		if last := s.clockGapWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.clockGapWarned.CompareAndSwap(last, time.Now().UnixNano()) {
+			s.log.Warn("this copy's clock is off the database's; timers fire by the database's, but times this copy writes (history, deadlines set) are off by as much",
+				"ahead_by", gap.Round(time.Millisecond))
+		}
+	}
+	return db, nil
+}
+
+// maxClockGap is the gap between this copy's clock and the database's that is logged.
+const maxClockGap = 2 * time.Second

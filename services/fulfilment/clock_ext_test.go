@@ -1,0 +1,49 @@
+package fulfilment_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/services/fulfilment"
+)
+
+// A copy whose clock runs an hour ahead (a VM resumed, NTP about to step it back) neither
+// expires a READY order early nor escalates a CONFIRMED one: the timer loop fires by the
+// database's clock, the same for every copy (as the recovery of PENDING orders does). Before,
+// it fired by the copy's own, and such a copy expired every order due within the hour.
+func TestACopyWhoseClockRunsAheadFiresNoTimerEarly(t *testing.T) {
+	var ahead atomic.Int64 // set once the orders are made: the copy's clock then jumps
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
+		c.Clock = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	}})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	collectable := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	e.accept("s1", collectable.GetId())
+	e.markReady("s1", collectable.GetId())
+	unaccepted := e.placeAt("s1", "bob", "k2", "LATTE-16", 1)
+	// Due in a minute by the database's clock: the pickup deadline of one, the escalation of
+	// the other.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET pickup_deadline = now() + interval '1 minute',
+		expiring_soon_at = NULL, timer_at = now() + interval '1 minute' WHERE id = $1`, collectable.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(e.ctx, `UPDATE orders SET not_accepted_at = now() + interval '1 minute',
+		timer_at = now() + interval '1 minute' WHERE id = $1`, unaccepted.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	ahead.Store(int64(time.Hour))
+	time.Sleep(500 * time.Millisecond) // 25 sweeps
+	if s := e.stateOf(collectable.GetId()); s != ready {
+		t.Errorf("the READY order is %s after a copy's clock jumped an hour ahead; want it READY until its deadline", s)
+	}
+	var escalated int
+	if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM order_history WHERE order_id = $1 AND actor_id = 'timers'`,
+		unaccepted.GetId()).Scan(&escalated); err != nil {
+		t.Fatal(err)
+	}
+	if escalated != 0 {
+		t.Errorf("the CONFIRMED order was escalated %d times before its time", escalated)
+	}
+}
