@@ -67,8 +67,10 @@ func (a *admission) admit(ctx context.Context, procedure string, header http.Hea
 	authorization := header.Get("Authorization")
 	principal, ok, err := a.policy.Authorize(a.keys, procedure, authorization)
 	if err != nil {
-		// A refused token has no subject to count against: its address pays, or a flood of
-		// bad tokens would cost a signature check each, unlimited.
+		// A refused token has no subject to count against: its address pays, so that a flood
+		// of bad tokens is refused at the address's limit. Each is still checked first (an
+		// HMAC, a microsecond or so, over a header of at most 64 KB): the address's allowance
+		// is not spent by its valid callers, which may be many behind one NAT.
 		if allowed, wait := a.perAddr.Allow(peerAddr); !allowed {
 			return ctx, edge.RateLimited("calls from this address", wait)
 		}

@@ -172,6 +172,32 @@ func TestHealthAndReflectionAnswerStandardGRPCClients(t *testing.T) {
 	}
 }
 
+// A health Watch of a service the edge does not answer for says SERVICE_UNKNOWN and stays open,
+// as grpc.health.v1 has it: a standard watcher whose call ended would call again in a loop.
+func TestAHealthWatchOfAnUnknownServiceStaysOpen(t *testing.T) {
+	g := gatewayTo(t, testenv.FreeAddr(t), time.Second)
+	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := healthpb.NewHealthClient(conn).Watch(t.Context(), &healthpb.HealthCheckRequest{Service: "handoff.nope.v1.Nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+		t.Fatalf("first message %v, %v; want SERVICE_UNKNOWN", first, err)
+	}
+	ended := make(chan error, 1)
+	go func() { _, err := stream.Recv(); ended <- err }()
+	select {
+	case err := <-ended:
+		t.Fatalf("the watch of an unknown service ended after SERVICE_UNKNOWN (%v); want it kept open", err)
+	case <-time.After(time.Second):
+	}
+}
+
 func TestBrowserPreflightMayReadGRPCStatus(t *testing.T) {
 	ready := stacktest.Start(t, func(c *stack.Config) { c.AllowedOrigins = []string{"http://shop.example"} })
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodOptions, "http://"+ready.GatewayAddr+catalogv1connect.CatalogServiceListProductsProcedure, nil)

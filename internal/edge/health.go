@@ -117,7 +117,22 @@ func (h *Health) check(_ context.Context, req *connect.Request[healthpb.HealthCh
 
 func (h *Health) watch(ctx context.Context, req *connect.Request[healthpb.HealthCheckRequest], stream *connect.ServerStream[healthpb.HealthCheckResponse]) error {
 	if !h.known(req.Msg.GetService()) {
-		return stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVICE_UNKNOWN})
+		// Said once, and the call kept open (grpc.health.v1): a watcher whose call ended would
+		// only call again, in a loop, charged each time to its address's limit.
+		if err := stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVICE_UNKNOWN}); err != nil {
+			return err
+		}
+		for {
+			_, changed, draining := h.status()
+			if draining {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
+		}
 	}
 	for {
 		st, changed, draining := h.status()
