@@ -37,6 +37,6 @@ func (a *Adapter) OpenStreams() int {
 // and nothing under way, and gives how many it claimed and how long until the next pending one
 // falls due (nil: none).
 func (a *Adapter) ClaimDeliveries(ctx context.Context, limit int) (int, *time.Duration, error) {
-	claims, next, _, err := a.claimDeliveries(ctx, limit, min(limit, webhookProbeSlots), nil, nil, "")
+	claims, next, _, err := a.claimDeliveries(ctx, limit, min(limit, webhookProbeSlots), nil, nil, "", false)
 	return len(claims), next, err
 }

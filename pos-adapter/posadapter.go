@@ -109,6 +109,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -317,6 +318,9 @@ type Adapter struct {
 	draining    context.Context
 	stopStreams context.CancelFunc
 	webhookWake chan struct{}
+	// webhookHint is a store that has just had deliveries queued here: the next round's walk
+	// starts at it (see runWebhookDispatcher).
+	webhookHint atomic.Pointer[string]
 	staffTokens mintedTokens
 	credentials credentialCache
 	// handOvers limits refused pickup-code attempts per caller across all orders: fulfilment

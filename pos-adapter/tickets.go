@@ -231,7 +231,7 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 		inbox.OnCommit(ctx, func() {
 			a.hub.deliver(raised...)
 			if webhooks {
-				a.wakeWebhooks()
+				a.wakeWebhooksAt(raised[0].GetStoreId())
 			}
 		})
 	}
@@ -692,7 +692,7 @@ func (a *Adapter) sweepEscalations(ctx context.Context, limit int) (int, error) 
 	}
 	a.hub.deliver(raised...)
 	if webhooks {
-		a.wakeWebhooks()
+		a.wakeWebhooksAt(raised[0].GetStoreId())
 	}
 	return len(dues) + len(move) + len(cleared), nil
 }

@@ -55,3 +55,56 @@ func TestHundredsOfStoresInBackoffDoNotKeepTheDispatcherClaiming(t *testing.T) {
 			rounds, time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// A healthy store with a run of tickets beside a thousand stores in backoff is not held to
+// its share of sends per lap of them: once a send of its ends while it is at its share, the
+// next round starts at it, not where the walk had got to. Before, each of its four sends at a
+// time waited for a lap of four walks that found nothing, paused 250 ms each.
+func TestABusyStoreBesideAThousandStoresInBackoffIsNotThrottled(t *testing.T) {
+	var s services
+	e := newEnv(t, withServices(&s))
+	ctx := context.Background()
+	if _, err := e.pool.Exec(ctx, `INSERT INTO store_webhooks (store_id, url, enabled, signing_secret, retry_time, failures)
+		SELECT 'down-' || lpad(i::text, 4, '0'), 'https://pos.vendor.example/handoff', true, 'whsec_down', now() + interval '1 hour', 5
+		FROM generate_series(1, 1000) i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, store_id, ticket_id)
+		SELECT gen_random_uuid(), 'down-' || lpad(i::text, 4, '0'), gen_random_uuid() FROM generate_series(1, 1000) i`); err != nil {
+		t.Fatal(err)
+	}
+	s.addStore(t, "zz-alive", nil)
+	vendor, url := newVendorPOS(t)
+	res, err := e.admin().SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "zz-alive", Url: url, Enabled: true}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor.setSecret(res.Msg.GetSigningSecret())
+
+	const n = 24
+	start := time.Now()
+	for i := range n {
+		e.publish("confirmed", order("zz-alive", i+1), nil)
+	}
+	// The first ones wait for the walk to reach the store (a lap of the stores in backoff, a
+	// pause per 256 of them); the rest go as fast as the vendor answers.
+	var first time.Time
+	testenv.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		got := len(vendor.deliveredKinds())
+		if got > 0 && first.IsZero() {
+			first = time.Now()
+		}
+		if got != n {
+			return fmt.Errorf("the healthy store's vendor has %d of %d tickets", got, n)
+		}
+		return nil
+	})
+	rest := time.Since(first)
+	t.Logf("%d tickets of a healthy store: the first %v after they were raised, the rest %v later, beside 1000 stores in backoff",
+		n, first.Sub(start).Round(time.Millisecond), rest.Round(time.Millisecond))
+	if rest > time.Second {
+		t.Fatalf("after its first ticket, a healthy, fast vendor's other %d took %v beside 1000 stores in backoff; want them well under 1 s",
+			n-1, rest.Round(time.Millisecond))
+	}
+}

@@ -59,6 +59,14 @@ const (
 // store further on waits at most this much per webhookWalkStores stores in backoff before it.
 const webhookFruitlessWalkGap = 250 * time.Millisecond
 
+// wakeWebhooksAt wakes the dispatcher with store's deliveries just queued: its walk starts at
+// the store (one of them, when several had some), so that they need not wait for a lap of
+// hundreds of stores in backoff.
+func (a *Adapter) wakeWebhooksAt(store string) {
+	a.webhookHint.Store(&store)
+	a.wakeWebhooks()
+}
+
 func (a *Adapter) wakeWebhooks() {
 	select {
 	case a.webhookWake <- struct{}{}:
@@ -254,7 +262,8 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 	slots := make(chan struct{}, webhookWorkers)
 	freed := make(chan struct{}, 1)
 	var inFlight sendsInFlight
-	cursor := "" // where the next round's walk of the stores starts (after it)
+	cursor := ""    // where the next round's walk of the stores starts (after it)
+	hinted := false // the last round walked from a store just freed or queued to, not the cursor
 	s := rounds.Schedule{Gap: webhookRoundGap, Kick: time.Now()}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -267,7 +276,21 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 				s.More = true // a finished send frees a slot and wakes us
 			} else {
 				stores, sendsOf, probes := inFlight.load()
-				claims, next, after, err := a.claimDeliveries(ctx, free, max(min(free, webhookProbeSlots-probes), 0), stores, sendsOf, cursor)
+				// A store whose send just ended, or that just had deliveries queued here, is
+				// walked from first: it may have more to send, and the cursor has moved on, maybe
+				// past hundreds of stores in backoff. Such a walk leaves the cursor where it was,
+				// and every other round walks from the cursor, so that the rounds still go round
+				// every store however busy a few are.
+				from, fromCursor := cursor, false
+				if !hinted {
+					if st := inFlight.takeFreed(); st != "" {
+						from, fromCursor = st, true
+					} else if st := a.webhookHint.Swap(nil); st != nil {
+						from, fromCursor = *st, true
+					}
+				}
+				hinted = fromCursor
+				claims, next, after, err := a.claimDeliveries(ctx, free, max(min(free, webhookProbeSlots-probes), 0), stores, sendsOf, from, fromCursor)
 				switch {
 				case ctx.Err() != nil:
 					return
@@ -275,7 +298,9 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 					a.log.Warn("claim webhook deliveries failed; retrying", "err", err, "retry_in", s.Failed(time.Now()))
 					continue
 				}
-				cursor = after
+				if !fromCursor {
+					cursor = after
+				}
 				// A store or the probes at their share, as the claim saw it, leave due deliveries the
 				// next due time does not count: a send ending (even one that ended during the claim)
 				// starts a round, as when every slot is taken.
@@ -330,6 +355,8 @@ type sendsInFlight struct {
 	mu       sync.Mutex
 	perStore map[string]int32
 	probes   int
+	// freed is the last store whose send ended.
+	freed string
 }
 
 func (f *sendsInFlight) add(store string, probe bool) {
@@ -347,12 +374,22 @@ func (f *sendsInFlight) add(store string, probe bool) {
 func (f *sendsInFlight) remove(store string, probe bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.freed = store
 	if f.perStore[store]--; f.perStore[store] <= 0 {
 		delete(f.perStore, store)
 	}
 	if probe {
 		f.probes--
 	}
+}
+
+// takeFreed returns, once, the last store whose send ended.
+func (f *sendsInFlight) takeFreed() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.freed
+	f.freed = ""
+	return st
 }
 
 // load is the stores with sends under way, how many each, and the probes under way.
@@ -447,10 +484,13 @@ type deliveryClaim struct {
 // ending starts a round: runWebhookDispatcher), nor, when the probes were capped, stores in
 // backoff; a walk cut short leaves the next round due at once, or, when it found nothing due
 // (its stores all waiting out a backoff: one vendor down for hundreds of stores), after $9
-// microseconds (webhookFruitlessWalkGap), rather than walking on without a pause.
+// microseconds (webhookFruitlessWalkGap), rather than walking on without a pause. With $10 the
+// walk starts at store $7 itself: a store whose send just ended or that just had deliveries
+// queued, so that its next ones go at once, not after a lap of the stores in backoff.
 const claimDeliveriesSQL = `
 WITH RECURSIVE walk(store_id, first, n) AS (
 	SELECT s.store_id, s.store_id, 1 FROM (SELECT coalesce(
+		CASE WHEN $10::boolean AND EXISTS (SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND store_id = $7) THEN $7 END,
 		(SELECT min(store_id) FROM webhook_deliveries WHERE state = 'pending' AND store_id > $7),
 		(SELECT min(store_id) FROM webhook_deliveries WHERE state = 'pending')) AS store_id) s
 	WHERE s.store_id IS NOT NULL
@@ -535,13 +575,13 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
 func (a *Adapter) webhookLease() time.Duration { return a.cfg.WebhookTimeout + 30*time.Second }
 
 // claimDeliveries claims up to limit due deliveries, at most probes of them probes, given the
-// sends under way per store, walking the stores from after cursor (see claimDeliveriesSQL). It
-// returns the cursor of the next round.
-func (a *Adapter) claimDeliveries(ctx context.Context, limit, probes int, stores []string, sends []int32, cursor string) (claims []deliveryClaim, next *time.Duration, after string, err error) {
+// sends under way per store, walking the stores from after cursor, or from cursor itself with
+// fromCursor (see claimDeliveriesSQL). It returns where the walk ended.
+func (a *Adapter) claimDeliveries(ctx context.Context, limit, probes int, stores []string, sends []int32, cursor string, fromCursor bool) (claims []deliveryClaim, next *time.Duration, after string, err error) {
 	start := time.Now() // before the database read the ages: a give-up falls no later than due
 	webhookRounds.Inc()
 	rows, err := a.db.Query(ctx, claimDeliveriesSQL, limit, a.webhookLease().Microseconds(), probes, webhookStoreSends,
-		stores, sends, cursor, webhookWalkStores, webhookFruitlessWalkGap.Microseconds())
+		stores, sends, cursor, webhookWalkStores, webhookFruitlessWalkGap.Microseconds(), fromCursor)
 	if err != nil {
 		return nil, nil, cursor, fmt.Errorf("claim webhook deliveries: %w", err)
 	}
