@@ -14,3 +14,6 @@ func SetServedLookEvery(t *testing.T, d time.Duration) {
 	servedLookEvery = d
 	t.Cleanup(func() { servedLookEvery = old })
 }
+
+// Looked reports whether w's WatchServed has looked at the table (and the look succeeded).
+func Looked(w *Writer) bool { return w.served.Load() != nil }

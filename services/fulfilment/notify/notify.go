@@ -49,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -171,9 +172,9 @@ const notifyGap = 15 * time.Millisecond
 type Writer struct {
 	// lastNotify is when this writer last enqueued with a NOTIFY, in UnixNano.
 	lastNotify atomic.Int64
-	// noneServed: WatchServed's last look found no copy serving any channel (false until it
-	// has looked).
-	noneServed atomic.Bool
+	// served is the channels some copy served at WatchServed's last look; nil until it has
+	// looked, or when its last look failed.
+	served atomic.Pointer[map[string]bool]
 }
 
 // shouldNotify reports whether an Enqueue now should NOTIFY, and claims the slot if so.
@@ -225,13 +226,24 @@ func (w *Writer) Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if m.Email != "" && emailKinds[m.Kind] {
 		add(ChannelEmail, m.Email)
 	}
-	// A channel without a sender here is written only while another copy serves it, checked
-	// by the statement itself against notification_channels. With no sender here and none
-	// anywhere as this writer last looked (WatchServed), there is nothing to write.
-	checkServed := len(local) < len(channels)
-	if len(local) == 0 && w.noneServed.Load() {
-		return nil
+	// A channel without a sender here is written only while another copy serves it: left out
+	// when none did as this writer last looked (WatchServed), and checked by the statement
+	// itself against notification_channels otherwise. Nothing left, nothing is sent.
+	served := w.served.Load()
+	if served != nil {
+		kept := 0
+		for i, ch := range channels {
+			if slices.Contains(local, ch) || (*served)[ch] {
+				channels[kept], recipients[kept] = ch, recipients[i]
+				kept++
+			}
+		}
+		channels, recipients = channels[:kept], recipients[:kept]
+		if len(channels) == 0 {
+			return nil
+		}
 	}
+	checkServed := len(local) < len(channels)
 
 	snap := proto.Clone(m.Order).(*fulfilmentv1.Order)
 	snap.History = nil
@@ -253,10 +265,12 @@ func (w *Writer) Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 		sql, notifySQL = enqueueServedSQL, enqueueServedNotifySQL
 		args = append(args, local, servedGrace.Microseconds())
 	}
-	// A statement sure to write a row takes the NOTIFY slot; one that may write none (every
-	// channel checked) NOTIFYs while the slot is free but leaves it to the next writer, whose
-	// rows would otherwise wait for the dispatchers' idle poll behind a NOTIFY never sent.
-	if len(local) > 0 && w.shouldNotify() || len(local) == 0 && w.slotFree() {
+	// A statement that will write a row (a channel served here, or one another copy served at
+	// the last look) takes the NOTIFY slot. One that may write none (every channel checked, the
+	// writer not having looked yet) NOTIFYs while the slot is free but leaves it to the next
+	// writer, whose rows would otherwise wait for the dispatchers' idle poll behind a NOTIFY
+	// never sent.
+	if expectRows := len(local) > 0 || served != nil; expectRows && w.shouldNotify() || !expectRows && w.slotFree() {
 		sql = notifySQL
 	}
 	if _, err := tx.Exec(ctx, sql, args...); err != nil {

@@ -17,13 +17,13 @@ import (
 //     channel and no copy has stamped it within servedGrace (roundSQL), and
 //   - Enqueue writes a row for a channel without a sender here while a copy has stamped it
 //     within servedGrace (enqueueServedSQL), asking the table in the enqueueing statement.
-//     A Writer without any sender here leaves even that statement out once its own look at
-//     the table (Writer.WatchServed, every heartbeatEvery) found no channel served anywhere: a
-//     deployment without notifications pays nothing for them on each order. Until its first
-//     look, or should a look fail, it writes as though one were. So a channel is served by
-//     such a copy from at most heartbeatEvery after another copy first stamps it: the moment
-//     the channel is turned on, as this copy sees it. A channel served all along (a copy
-//     restarting, a stamp refreshed) never goes unwritten.
+//     A Writer leaves out the channels without a sender here that its own look at the table
+//     (Writer.WatchServed, every heartbeatEvery) found served nowhere, and the statement
+//     altogether when none is left: a deployment without notifications pays nothing for them
+//     on each order. Until its first look, or should a look fail, it writes as though each
+//     were. So a channel is written by such a copy from at most heartbeatEvery after another
+//     copy first stamps it: the moment the channel is turned on, as this copy sees it. A
+//     channel served all along (a copy restarting, a stamp refreshed) never goes unwritten.
 //
 // The grace is generous: a copy that serves a channel may be restarting or briefly cut off
 // from the database. After the last copy with a sender for a channel has gone, its rows wait
@@ -73,9 +73,9 @@ func (d *Dispatcher) runHeartbeat(ctx context.Context) {
 // tests).
 var servedLookEvery = heartbeatEvery
 
-// servedSQL reports whether some copy stamped a channel within the grace ($1 µs).
-const servedSQL = `SELECT EXISTS (SELECT 1 FROM notification_channels
-	WHERE served_time > now() - $1::bigint * interval '1 microsecond')`
+// servedSQL lists the channels some copy stamped within the grace ($1 µs).
+const servedSQL = `SELECT coalesce(array_agg(channel), '{}') FROM notification_channels
+	WHERE served_time > now() - $1::bigint * interval '1 microsecond'`
 
 // querier is what WatchServed reads the table with (a pool).
 type querier interface {
@@ -83,16 +83,21 @@ type querier interface {
 }
 
 // WatchServed looks at notification_channels now and every heartbeatEvery until ctx ends,
-// telling w whether any copy serves a channel (see the top of this file).
+// telling w which channels some copy serves (see the top of this file).
 func (w *Writer) WatchServed(ctx context.Context, db querier) {
 	t := time.NewTicker(servedLookEvery)
 	defer t.Stop()
 	for {
-		var served bool
-		if err := db.QueryRow(ctx, servedSQL, servedGrace.Microseconds()).Scan(&served); err != nil {
-			served = true // not known: write as though it were, never lose one
+		var channels []string
+		if err := db.QueryRow(ctx, servedSQL, servedGrace.Microseconds()).Scan(&channels); err != nil {
+			w.served.Store(nil) // not known: write as though each were, never lose one
+		} else {
+			served := make(map[string]bool, len(channels))
+			for _, ch := range channels {
+				served[ch] = true
+			}
+			w.served.Store(&served)
 		}
-		w.noneServed.Store(!served)
 		select {
 		case <-ctx.Done():
 			return

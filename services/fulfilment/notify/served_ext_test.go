@@ -309,3 +309,82 @@ func TestAWritersNotifyGapIsItsOwn(t *testing.T) {
 		return nil
 	})
 }
+
+// A writer spaces its NOTIFYs (one per notifyGap) whether or not a sender is here: without one,
+// while another copy serves the webhook (a rolling deploy, a sender's secret that failed to
+// mount), every transition's statement writes a row and would NOTIFY, each holding a lock
+// global to the server through its commit.
+func TestAWriterSpacesItsNotifiesWithOrWithoutASenderHere(t *testing.T) {
+	notify.SetServedLookEvery(t, 20*time.Millisecond)
+	for _, tc := range []struct {
+		name     string
+		channels notify.Channels
+	}{
+		{"webhook sender here", notify.Channels{notify.ChannelWebhook: true}},
+		{"no sender here, webhook served elsewhere", notify.Channels{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := newPool(t)
+			stampServed(t, pool, notify.ChannelWebhook, 0)
+			var w notify.Writer
+			ctx, stop := context.WithCancel(t.Context())
+			done := make(chan struct{})
+			go func() { defer close(done); w.WatchServed(ctx, pool) }()
+			t.Cleanup(func() { stop(); <-done })
+			testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+				if !notify.Looked(&w) {
+					return fmt.Errorf("the writer has not looked at the channels served")
+				}
+				return nil
+			})
+
+			conn, err := pool.Acquire(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Release()
+			var channel string
+			if err := conn.QueryRow(t.Context(), `SELECT 'handoff_notify_' || current_schema()`).Scan(&channel); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Exec(t.Context(), "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+				t.Fatal(err)
+			}
+			// Three transitions in open transactions, written well within one gap, then committed.
+			const n = 3 // the pool has 4 connections, one listening
+			var txs []pgx.Tx
+			for range n {
+				tx, err := pool.Begin(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+				txs = append(txs, tx)
+			}
+			for i, tx := range txs {
+				o := readyOrder(fmt.Sprintf("ord-gap-%d", i))
+				if err := w.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: o, Channels: tc.channels}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, tx := range txs {
+				if err := tx.Commit(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := 0
+			for {
+				wctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+				_, err := conn.Conn().WaitForNotification(wctx)
+				cancel()
+				if err != nil {
+					break
+				}
+				got++
+			}
+			if got != 1 {
+				t.Errorf("%d NOTIFYs for %d Enqueues written within one gap by one writer; want 1", got, n)
+			}
+		})
+	}
+}
