@@ -283,10 +283,11 @@ func (a *Adapter) runWebhookDispatcher(ctx context.Context) {
 				// every store however busy a few are.
 				from, fromCursor := cursor, false
 				if !hinted {
-					if st := inFlight.takeFreed(); st != "" {
-						from, fromCursor = st, true
-					} else if st := a.webhookHint.Swap(nil); st != nil {
+					// Deliveries just queued first: sends end all the time while any store is busy.
+					if st := a.webhookHint.Swap(nil); st != nil {
 						from, fromCursor = *st, true
+					} else if st := inFlight.takeFreed(); st != "" {
+						from, fromCursor = st, true
 					}
 				}
 				hinted = fromCursor

@@ -1,10 +1,14 @@
 package fulfilment_test
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/natsrpc"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
 )
 
@@ -45,5 +49,44 @@ func TestACopyWhoseClockRunsAheadFiresNoTimerEarly(t *testing.T) {
 	}
 	if escalated != 0 {
 		t.Errorf("the CONFIRMED order was escalated %d times before its time", escalated)
+	}
+}
+
+// A copy whose clock runs an hour behind the database's tries a PENDING order it could not
+// settle again once per PendingAfter, as one with a right clock does: the recovery loop picks
+// orders by the database's clock and sets their next try by it. Set by the copy's clock, the
+// next try lay in the database's past, and inventory was asked again every sweep (132 times in
+// 3 s).
+func TestASlowClockRetriesAPendingOrderNoMoreOftenThanPendingAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		offset time.Duration
+	}{{"right clock", 0}, {"clock an hour behind", -time.Hour}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{noInventory: true, config: func(c *fulfilment.Config) {
+				c.PendingAfter = 2 * time.Second
+				c.Clock = func() time.Time { return time.Now().Add(tc.offset) }
+			}})
+			odd := e.mustPlace(checkout("ivan", "k-odd", "s1", line{"LATTE-16", 1}), pending)
+			nc := testenv.NATSConn(t, e.ns)
+			rpc, err := natsrpc.AddService(nc, "inventory", "0.0.1", "an inventory that never settles", testenv.Logger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rpc.Stop() })
+			var asked atomic.Int32
+			if err := natsrpc.Handle(rpc, natsrpc.Subject("inventory", "reserve_holds"), func(_ context.Context, req *inventoryv1.ReserveHoldsRequest) (*inventoryv1.ReserveHoldsResponse, error) {
+				if req.GetOrderId() == odd.GetId() {
+					asked.Add(1)
+				}
+				return &inventoryv1.ReserveHoldsResponse{}, nil // no outcome: not settled, tried again later
+			}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(3 * time.Second)
+			if n := asked.Load(); n > 3 {
+				t.Errorf("inventory asked %d times in 3 s for one PENDING order; want at most 3 (PendingAfter 2 s)", n)
+			}
+		})
 	}
 }

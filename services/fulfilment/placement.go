@@ -543,12 +543,19 @@ func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]
 		if err != nil {
 			return err
 		}
+		// By the database's clock, which selected them (runRecovery): the next try, the give-up
+		// and the times written. By this copy's, one behind the database's would set each next
+		// try in the past, and ask inventory again every sweep.
+		now, err := s.databaseNow(ctx, tx)
+		if err != nil {
+			return err
+		}
 		// Ask inventory for every order at once: the transaction (and its connection) waits
 		// for the slowest answer, not for their sum.
 		asked := make([]driveAttempt, len(orders))
 		var wg sync.WaitGroup
 		for i, o := range orders {
-			wg.Go(func() { asked[i] = s.askInventory(ctx, o) })
+			wg.Go(func() { asked[i] = s.askInventory(ctx, o, now) })
 		}
 		wg.Wait()
 		done = done[:0]
@@ -561,7 +568,7 @@ func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]
 				s.log.Warn("pending order not settled; trying it again later", "order_id", o.ID, "err", err)
 				o.DriveAt, changes = asked[i].now.Add(s.cfg.PendingAfter), nil
 			}
-			effects, err := s.write(ctx, &w, o, changes, false, s.now())
+			effects, err := s.write(ctx, &w, o, changes, false, now)
 			if err != nil {
 				return err
 			}
@@ -600,9 +607,9 @@ type driveAttempt struct {
 }
 
 // askInventory reserves again for a PENDING order (idempotent by order id), unless it is to be
-// given up on, and reads its store.
-func (s *Service) askInventory(ctx context.Context, o *order) driveAttempt {
-	a := driveAttempt{now: s.now(), req: &fulfilmentv1.PlaceOrderRequest{}}
+// given up on, and reads its store, at now.
+func (s *Service) askInventory(ctx context.Context, o *order, now time.Time) driveAttempt {
+	a := driveAttempt{now: now, req: &fulfilmentv1.PlaceOrderRequest{}}
 	if err := proto.Unmarshal(o.Placement, a.req); err != nil || len(a.req.GetLines()) == 0 {
 		a.req = nil
 		return a
