@@ -103,8 +103,8 @@ func TestABusyStoreBesideAThousandStoresInBackoffIsNotThrottled(t *testing.T) {
 	rest := time.Since(first)
 	t.Logf("%d tickets of a healthy store: the first %v after they were raised, the rest %v later, beside 1000 stores in backoff",
 		n, first.Sub(start).Round(time.Millisecond), rest.Round(time.Millisecond))
-	if rest > time.Second {
-		t.Fatalf("after its first ticket, a healthy, fast vendor's other %d took %v beside 1000 stores in backoff; want them well under 1 s",
+	if rest > 2*time.Second {
+		t.Fatalf("after its first ticket, a healthy, fast vendor's other %d took %v beside 1000 stores in backoff; want them well under 2 s",
 			n-1, rest.Round(time.Millisecond))
 	}
 }

@@ -361,12 +361,16 @@ func TestAWriterSpacesItsNotifiesWithOrWithoutASenderHere(t *testing.T) {
 				t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 				txs = append(txs, tx)
 			}
+			start := time.Now()
 			for i, tx := range txs {
 				o := readyOrder(fmt.Sprintf("ord-gap-%d", i))
 				if err := w.Enqueue(t.Context(), tx, notify.Message{Kind: notify.KindReady, Order: o, Channels: tc.channels}); err != nil {
 					t.Fatal(err)
 				}
 			}
+			// One per gap begun: one when written within a gap (a few ms here), more on a
+			// machine slow enough to take longer.
+			allowed := 1 + int(time.Since(start)/notify.NotifyGap)
 			for _, tx := range txs {
 				if err := tx.Commit(t.Context()); err != nil {
 					t.Fatal(err)
@@ -382,8 +386,8 @@ func TestAWriterSpacesItsNotifiesWithOrWithoutASenderHere(t *testing.T) {
 				}
 				got++
 			}
-			if got != 1 {
-				t.Errorf("%d NOTIFYs for %d Enqueues written within one gap by one writer; want 1", got, n)
+			if got < 1 || got > allowed {
+				t.Errorf("%d NOTIFYs for %d Enqueues written by one writer within %d gaps; want 1 to %d", got, n, allowed, allowed)
 			}
 		})
 	}
