@@ -9,10 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
 // A load run with -spawn and no database starts a private PostgreSQL cluster in a temporary
@@ -20,9 +21,6 @@ import (
 // cluster's server stopped (immediate shutdown) and the data dir removed. Ended by the signal
 // alone, the dir (a database cluster, an embedded NATS store) stayed behind at every such run.
 func TestASecondCtrlCLeavesNoSpawnedDataDirOrPostgresBehind(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a private PostgreSQL cluster and the whole system")
-	}
 	bin := filepath.Join(t.TempDir(), "mm")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -53,7 +51,7 @@ func TestASecondCtrlCLeavesNoSpawnedDataDirOrPostgresBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	var out lockedBuffer
+	var out testenv.LockedBuffer
 	ready := make(chan string, 1)
 	go func() {
 		dirRE := regexp.MustCompile(`data in (\S+)\)`)
@@ -144,22 +142,4 @@ func postgresOf(pgdata string) []int {
 		}
 	}
 	return pids
-}
-
-// lockedBuffer is a buffer written by one goroutine and read by another.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,11 +1,9 @@
 package posadapter_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -59,24 +57,6 @@ func TestBuildingTheTicketsIndexLetsTicketsBeRaised(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the migration's goroutine and the test's.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A concurrent index build waits for every older transaction in the database, whatever it
 // reads (here a report on another schema), holding up no one: it waits as long as that takes,
 // not failing try after try on the migrations' lock timeout and then the start. Once the
@@ -97,7 +77,7 @@ func TestTheIndexBuildsWaitForAnUnrelatedReport(t *testing.T) {
 	if err := report.QueryRow(ctx, `SELECT count(*) FROM pg_class`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testenv.LockedBuffer
 	migrated := make(chan error, 1)
 	go func() {
 		migrated <- pgdb.Migrate(ctx, pool, schema, posadapter.Migrations(), slog.New(slog.NewTextHandler(&logs, nil)))

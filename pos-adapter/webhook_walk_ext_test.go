@@ -16,26 +16,7 @@ import (
 // once, a statement every 10 ms for as long as the outage lasted. A healthy store further on
 // in the walk still gets its tickets promptly.
 func TestHundredsOfStoresInBackoffDoNotKeepTheDispatcherClaiming(t *testing.T) {
-	var s services
-	e := newEnv(t, withServices(&s))
-	ctx := context.Background()
-	if _, err := e.pool.Exec(ctx, `INSERT INTO store_webhooks (store_id, url, enabled, signing_secret, retry_time, failures)
-		SELECT 'down-' || lpad(i::text, 3, '0'), 'https://pos.vendor.example/handoff', true, 'whsec_down', now() + interval '1 hour', 5
-		FROM generate_series(1, 300) i`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, store_id, ticket_id)
-		SELECT gen_random_uuid(), 'down-' || lpad(i::text, 3, '0'), gen_random_uuid() FROM generate_series(1, 300) i`); err != nil {
-		t.Fatal(err)
-	}
-	s.addStore(t, "zz-alive", nil)
-	vendor, url := newVendorPOS(t)
-	res, err := e.admin().SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{
-		Webhook: &posv1.StoreWebhook{StoreId: "zz-alive", Url: url, Enabled: true}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vendor.setSecret(res.Msg.GetSigningSecret())
+	e, vendor := healthyStoreBesideStoresInBackoff(t, 300)
 
 	before := metricValue(t, "handoff_pos_webhook_rounds_total", "", "")
 	start := time.Now()
@@ -61,26 +42,7 @@ func TestHundredsOfStoresInBackoffDoNotKeepTheDispatcherClaiming(t *testing.T) {
 // next round starts at it, not where the walk had got to. Before, each of its four sends at a
 // time waited for a lap of four walks that found nothing, paused 250 ms each.
 func TestABusyStoreBesideAThousandStoresInBackoffIsNotThrottled(t *testing.T) {
-	var s services
-	e := newEnv(t, withServices(&s))
-	ctx := context.Background()
-	if _, err := e.pool.Exec(ctx, `INSERT INTO store_webhooks (store_id, url, enabled, signing_secret, retry_time, failures)
-		SELECT 'down-' || lpad(i::text, 4, '0'), 'https://pos.vendor.example/handoff', true, 'whsec_down', now() + interval '1 hour', 5
-		FROM generate_series(1, 1000) i`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, store_id, ticket_id)
-		SELECT gen_random_uuid(), 'down-' || lpad(i::text, 4, '0'), gen_random_uuid() FROM generate_series(1, 1000) i`); err != nil {
-		t.Fatal(err)
-	}
-	s.addStore(t, "zz-alive", nil)
-	vendor, url := newVendorPOS(t)
-	res, err := e.admin().SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{
-		Webhook: &posv1.StoreWebhook{StoreId: "zz-alive", Url: url, Enabled: true}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vendor.setSecret(res.Msg.GetSigningSecret())
+	e, vendor := healthyStoreBesideStoresInBackoff(t, 1000)
 
 	const n = 24
 	start := time.Now()
@@ -107,4 +69,32 @@ func TestABusyStoreBesideAThousandStoresInBackoffIsNotThrottled(t *testing.T) {
 		t.Fatalf("after its first ticket, a healthy, fast vendor's other %d took %v beside 1000 stores in backoff; want them well under 2 s",
 			n-1, rest.Round(time.Millisecond))
 	}
+}
+
+// healthyStoreBesideStoresInBackoff makes n stores whose webhook endpoint failed, waiting out
+// an hour's backoff with a delivery pending each (one vendor's cloud down), and a store after
+// them in the walk's order, zz-alive, whose vendor answers.
+func healthyStoreBesideStoresInBackoff(t *testing.T, n int) (*env, *vendorPOS) {
+	t.Helper()
+	var s services
+	e := newEnv(t, withServices(&s))
+	ctx := context.Background()
+	if _, err := e.pool.Exec(ctx, `INSERT INTO store_webhooks (store_id, url, enabled, signing_secret, retry_time, failures)
+		SELECT 'down-' || lpad(i::text, 4, '0'), 'https://pos.vendor.example/handoff', true, 'whsec_down', now() + interval '1 hour', 5
+		FROM generate_series(1, $1::int) i`, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, store_id, ticket_id)
+		SELECT gen_random_uuid(), 'down-' || lpad(i::text, 4, '0'), gen_random_uuid() FROM generate_series(1, $1::int) i`, n); err != nil {
+		t.Fatal(err)
+	}
+	s.addStore(t, "zz-alive", nil)
+	vendor, url := newVendorPOS(t)
+	res, err := e.admin().SetStoreWebhook(ctx, req(&posv1.SetStoreWebhookRequest{
+		Webhook: &posv1.StoreWebhook{StoreId: "zz-alive", Url: url, Enabled: true}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor.setSecret(res.Msg.GetSigningSecret())
+	return e, vendor
 }

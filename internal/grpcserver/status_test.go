@@ -1,12 +1,10 @@
 package grpcserver_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,19 +48,6 @@ func (failing) UpdateLine(ctx context.Context, _ *cartv1.UpdateLineRequest) (*ca
 	return nil, fmt.Errorf("write cart c1 (user=handoff database=secret): %w", own.Err())
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // A handler's failure, its own timeouts included, reaches the caller as Internal "internal
 // error", its text only in the server's log; a refusal keeps its code and message; a call whose
 // deadline passed is DeadlineExceeded. The same over the network and in process, where nothing
@@ -76,7 +61,7 @@ func TestHandlerFailuresAreInternalAndLoggedRefusalsPassUnchanged(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 
 	srv := grpcserver.New(logger, keys)

@@ -1,17 +1,16 @@
 package stack_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
+	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
 // Two processes, each with its own embedded NATS, on one database would split its events
@@ -99,7 +98,7 @@ func TestADatabaseNamedTwiceIsNotClaimedAgainAndAgain(t *testing.T) {
 	cfg := stacktest.Config(t)
 	cfg.NATSURL = ""
 	cfg.LoadDemo = false
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	u, err := url.Parse(cfg.DatabaseURL)
 	if err != nil {
@@ -115,22 +114,4 @@ func TestADatabaseNamedTwiceIsNotClaimedAgainAndAgain(t *testing.T) {
 	if n := strings.Count(logs.String(), "claimed again"); n > 0 {
 		t.Fatalf("%d \"claimed again\" log lines with no database restart", n)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,18 +9,14 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/streams"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
-	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/catalog"
 	"github.com/handoff-dev/handoff/services/inventory"
 )
 
-// Events of the owners of what the cart caches (subscription filters, hence the wildcard):
-// every product event (services/catalog/products.go: created, updated, archived) and every
-// store event (services/inventory/stores.go: created, updated, state_changed).
-var (
-	productEvents = streams.EventSubject("catalog", "product", "*")
-	storeEvents   = streams.EventSubject("inventory", "store", "*")
-)
+// productEvents are every product event of the catalog (services/catalog/products.go: created,
+// updated, archived): a subscription filter, hence the wildcard. Store events are
+// inventory.SubjectStoreEvents.
+var productEvents = streams.EventSubject("catalog", "product", "*")
 
 // watchOwners keeps the caches honest: a product's variants are dropped when the catalog
 // publishes a change to it, a store when inventory does, and everything when the NATS
@@ -35,10 +31,10 @@ func (s *Service) watchOwners() error {
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", productEvents, err)
 	}
-	stores, err := s.nc.Subscribe(storeEvents, s.onStoreEvent)
+	stores, err := s.nc.Subscribe(inventory.SubjectStoreEvents, s.onStoreEvent)
 	if err != nil {
 		_ = products.Unsubscribe()
-		return fmt.Errorf("subscribe to %s: %w", storeEvents, err)
+		return fmt.Errorf("subscribe to %s: %w", inventory.SubjectStoreEvents, err)
 	}
 	// A status listener, not the connection's reconnect/disconnect handlers: those are the
 	// owner's (the stack logs with them) and there is only one of each.
@@ -108,18 +104,7 @@ func (s *Service) onProductEvent(m *nats.Msg) {
 
 // onStoreEvent drops the store.
 func (s *Service) onStoreEvent(m *nats.Msg) {
-	var id string
-	var err error
-	switch m.Subject {
-	case inventory.SubjectStoreCreated, inventory.SubjectStoreUpdated:
-		var ev inventoryv1.StoreChanged
-		err = proto.Unmarshal(m.Data, &ev)
-		id = ev.GetStore().GetId()
-	case inventory.SubjectStoreStateChanged:
-		var ev inventoryv1.StoreStateChanged
-		err = proto.Unmarshal(m.Data, &ev)
-		id = ev.GetStoreId()
-	}
+	id, err := inventory.StoreOfEvent(m.Subject, m.Data)
 	if err != nil || id == "" {
 		s.log.Warn("unreadable inventory store event; all cached stores dropped", "subject", m.Subject, "err", err)
 		s.storeCache.clear()

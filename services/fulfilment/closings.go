@@ -45,9 +45,6 @@ import (
 // storeStatesConsumer is the durable consumer of inventory's store state events.
 const storeStatesConsumer = "fulfilment-store-states"
 
-// subjectStoreStateChanged is inventory's StoreStateChanged subject.
-var subjectStoreStateChanged = streams.EventSubject("inventory", "store", "state_changed")
-
 // closingWatch bounds when an order that a closing covers and that is confirmed after its
 // handling was placed, before or after the handling: a placement left PENDING (PendingGiveUp) or
 // a checkout retried within its holds' placement deadline (PlacementHoldTTL), each with a late

@@ -88,6 +88,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // Schema is the Postgres schema fulfilment owns by default.
@@ -309,10 +310,10 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { s.runTimers(ctx); return nil })
 	g.Go(func() error { s.runEffects(ctx); return nil })
 	g.Go(func() error {
-		return s.consumeInventory(ctx, s.js, storeStatesConsumer, subjectStoreStateChanged, s.handleStoreState)
+		return s.consumeInventory(ctx, s.js, storeStatesConsumer, inventory.SubjectStoreStateChanged, s.handleStoreState)
 	})
 	g.Go(func() error {
-		return s.consumeInventory(ctx, s.js, storeHoursConsumer, subjectStoreUpdated, s.handleStoreUpdated)
+		return s.consumeInventory(ctx, s.js, storeHoursConsumer, inventory.SubjectStoreUpdated, s.handleStoreUpdated)
 	})
 	g.Go(func() error { s.runClosings(ctx); return nil })
 	ncfg := s.cfg.Notify

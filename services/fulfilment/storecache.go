@@ -14,10 +14,9 @@ import (
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/handoff-dev/handoff/internal/streams"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // The store cache keeps what orders need of their stores (name, prep time, pickup window,
@@ -187,12 +186,6 @@ func (c *storeCache) markStale(storeID string) {
 	}
 }
 
-// storeEvents are every store event inventory publishes (a subscription filter).
-var storeEvents = streams.EventSubject("inventory", "store", "*")
-
-// subjectStoreCreated is inventory's StoreChanged subject for a new store.
-var subjectStoreCreated = streams.EventSubject("inventory", "store", "created")
-
 // storeEventsFlushTimeout bounds making sure the server knows the subscription.
 const storeEventsFlushTimeout = 5 * time.Second
 
@@ -200,10 +193,10 @@ const storeEventsFlushTimeout = 5 * time.Second
 // for the hours consumer, and every store on a disconnect or reconnect. If it cannot subscribe,
 // the cache is switched off rather than trusted blind.
 func (c *storeCache) watch(nc *nats.Conn) error {
-	sub, err := nc.Subscribe(storeEvents, c.onStoreEvent)
+	sub, err := nc.Subscribe(inventory.SubjectStoreEvents, c.onStoreEvent)
 	if err != nil {
 		c.switchOff()
-		return fmt.Errorf("subscribe to %s: %w", storeEvents, err)
+		return fmt.Errorf("subscribe to %s: %w", inventory.SubjectStoreEvents, err)
 	}
 	// A status listener, not the connection's reconnect/disconnect handlers: those are the
 	// owner's, and there is only one of each.
@@ -230,7 +223,7 @@ func (c *storeCache) watch(nc *nats.Conn) error {
 	// a store is first read can slip by unheard.
 	if err := nc.FlushTimeout(storeEventsFlushTimeout); err != nil {
 		c.close()
-		return fmt.Errorf("flush subscription to %s: %w", storeEvents, err)
+		return fmt.Errorf("flush subscription to %s: %w", inventory.SubjectStoreEvents, err)
 	}
 	return nil
 }
@@ -255,18 +248,7 @@ func (c *storeCache) switchOff() {
 }
 
 func (c *storeCache) onStoreEvent(m *nats.Msg) {
-	var id string
-	var err error
-	switch m.Subject {
-	case subjectStoreCreated, subjectStoreUpdated:
-		var ev inventoryv1.StoreChanged
-		err = proto.Unmarshal(m.Data, &ev)
-		id = ev.GetStore().GetId()
-	case subjectStoreStateChanged:
-		var ev inventoryv1.StoreStateChanged
-		err = proto.Unmarshal(m.Data, &ev)
-		id = ev.GetStoreId()
-	}
+	id, err := inventory.StoreOfEvent(m.Subject, m.Data)
 	if err != nil || id == "" {
 		// A store event we cannot read (or a new kind): every store is read again, to be safe.
 		c.log.Warn("unreadable inventory store event; every cached store will be read again", "subject", m.Subject, "err", err)

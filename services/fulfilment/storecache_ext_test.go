@@ -10,7 +10,6 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/testenv"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
-	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
 )
 
@@ -37,14 +36,8 @@ func TestMarkReadyOnAnotherCopyAfterAnHoursChangeUsesTheNewHours(t *testing.T) {
 	}
 
 	// Tomorrow is made a holiday through inventory (any copy); fulfilment's consumer handles it.
-	today := time.Now().In(loc)
-	tomorrow := today.AddDate(0, 0, 1)
-	e.setHoursExceptions(
-		&inventoryv1.HoursException{Date: today.Format(time.DateOnly), OpenTime: "00:00", CloseTime: closes.Format("15:04")},
-		&inventoryv1.HoursException{Date: tomorrow.Format(time.DateOnly), Closed: true, Reason: "holiday"},
-	)
+	dayAfter := e.closeTomorrow(loc, closes)
 	e.eventsHandled("fulfilment-store-hours", 1)
-	dayAfter := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day()+1, 0, 0, 0, 0, loc)
 
 	// Made ready through copy B, after the change was handled.
 	res, err := other.MarkReady(e.asStaff("s1"), &fulfilmentv1.MarkReadyRequest{StoreId: "s1", OrderId: o.GetId()})
@@ -53,7 +46,7 @@ func TestMarkReadyOnAnotherCopyAfterAnHoursChangeUsesTheNewHours(t *testing.T) {
 	}
 	pickup := res.GetOrder().GetPickupDeadline().AsTime()
 	t.Logf("closes %s, old opening %s, holiday %s: pickup by %s",
-		closes.Format(time.RFC3339), opens.Format(time.RFC3339), tomorrow.Format(time.DateOnly), pickup.In(loc).Format(time.RFC3339))
+		closes.Format(time.RFC3339), opens.Format(time.RFC3339), dayAfter.AddDate(0, 0, -1).Format(time.DateOnly), pickup.In(loc).Format(time.RFC3339))
 	if !pickup.After(dayAfter) {
 		t.Errorf("made ready after tomorrow became a holiday: pickup by %s, inside the holiday (the store's old hours); want after the day after's opening %s",
 			pickup.In(loc).Format(time.RFC3339), dayAfter.Format(time.RFC3339))

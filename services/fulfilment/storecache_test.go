@@ -11,6 +11,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/testenv"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // fakeStores answers inventory's get_store with store s1 at the version and name it is set to,
@@ -108,7 +109,7 @@ func TestStoreCacheReadBegunBeforeAStoreEventIsNotKept(t *testing.T) {
 	// Inventory changes the store and publishes its event while the old answer is on its way.
 	f.set(2, "New Name")
 	b, _ := proto.Marshal(&inventoryv1.StoreChanged{Store: &inventoryv1.Store{Id: "s1", Version: 2}})
-	if err := nc.Publish(subjectStoreUpdated, b); err != nil {
+	if err := nc.Publish(inventory.SubjectStoreUpdated, b); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -138,7 +139,7 @@ func TestStoreCacheStateChangeEventMakesTheStoreReadAgain(t *testing.T) {
 	storeName(t, c, 0)
 	f.set(2, "New Name")
 	b, _ := proto.Marshal(&inventoryv1.StoreStateChanged{StoreId: "s1", Version: 2})
-	if err := nc.Publish(subjectStoreStateChanged, b); err != nil {
+	if err := nc.Publish(inventory.SubjectStoreStateChanged, b); err != nil {
 		t.Fatal(err)
 	}
 	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {

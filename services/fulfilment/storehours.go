@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/handoff-dev/handoff/internal/inbox"
-	"github.com/handoff-dev/handoff/internal/streams"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 )
@@ -32,9 +31,6 @@ import (
 
 // storeHoursConsumer is the durable consumer of inventory's store updates.
 const storeHoursConsumer = "fulfilment-store-hours"
-
-// subjectStoreUpdated is inventory's StoreChanged subject after UpdateStore.
-var subjectStoreUpdated = streams.EventSubject("inventory", "store", "updated")
 
 // openOrderMaxAge bounds how long ago an open order was placed: its deadlines are at most
 // maxPickupAhead past its estimate or acceptance, so a fortnight and a little; the range keeps

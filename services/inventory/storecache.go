@@ -15,11 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/hours"
-	"github.com/handoff-dev/handoff/internal/streams"
-	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
 // The store cache: every store, with its parsed schedule, in this process's memory, so that
@@ -561,9 +558,6 @@ func (c *storeCache) reload(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// storeEvents are every store event inventory publishes (a subscription filter).
-var storeEvents = streams.EventSubject("inventory", "store", "*")
-
 // storeEventReloadTimeout bounds the re-read an event causes.
 const storeEventReloadTimeout = 5 * time.Second
 
@@ -575,10 +569,10 @@ func (c *storeCache) watch(nc *nats.Conn) error {
 	if !c.enter() {
 		return errors.New("store cache closed")
 	}
-	sub, err := nc.Subscribe(storeEvents, c.onStoreEvent)
+	sub, err := nc.Subscribe(SubjectStoreEvents, c.onStoreEvent)
 	if err != nil {
 		c.bg.Done()
-		return fmt.Errorf("subscribe to %s: %w", storeEvents, err)
+		return fmt.Errorf("subscribe to %s: %w", SubjectStoreEvents, err)
 	}
 	// A status listener, not the connection's reconnect handler: that is the owner's, and there
 	// is only one.
@@ -605,24 +599,13 @@ func (c *storeCache) watch(nc *nats.Conn) error {
 		c.bgMu.Lock()
 		c.sub, c.statusLis = nil, nil
 		c.bgMu.Unlock()
-		return fmt.Errorf("flush subscription to %s: %w", storeEvents, err)
+		return fmt.Errorf("flush subscription to %s: %w", SubjectStoreEvents, err)
 	}
 	return nil
 }
 
 func (c *storeCache) onStoreEvent(m *nats.Msg) {
-	var id string
-	var err error
-	switch m.Subject {
-	case SubjectStoreCreated, SubjectStoreUpdated:
-		var ev inventoryv1.StoreChanged
-		err = proto.Unmarshal(m.Data, &ev)
-		id = ev.GetStore().GetId()
-	case SubjectStoreStateChanged:
-		var ev inventoryv1.StoreStateChanged
-		err = proto.Unmarshal(m.Data, &ev)
-		id = ev.GetStoreId()
-	}
+	id, err := StoreOfEvent(m.Subject, m.Data)
 	if !c.enter() {
 		return // closed: the subscription is going away
 	}

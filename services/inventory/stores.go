@@ -35,7 +35,26 @@ var (
 	SubjectHoldReleased = streams.EventSubject("inventory", "hold", "released")
 	// SubjectHoldExpired carries HoldReleased for a hold the sweeper released at its deadline.
 	SubjectHoldExpired = streams.EventSubject("inventory", "hold", "expired")
+	// SubjectStoreEvents matches every store event (a subscription filter for store caches).
+	SubjectStoreEvents = streams.EventSubject("inventory", "store", "*")
 )
+
+// StoreOfEvent reads which store a store event is about (StoreChanged or StoreStateChanged, by
+// its subject). A subject of another kind gives "" and no error: a cache should take an event
+// it cannot place as about any store.
+func StoreOfEvent(subject string, data []byte) (string, error) {
+	switch subject {
+	case SubjectStoreCreated, SubjectStoreUpdated:
+		var ev inventoryv1.StoreChanged
+		err := proto.Unmarshal(data, &ev)
+		return ev.GetStore().GetId(), err
+	case SubjectStoreStateChanged:
+		var ev inventoryv1.StoreStateChanged
+		err := proto.Unmarshal(data, &ev)
+		return ev.GetStoreId(), err
+	}
+	return "", nil
+}
 
 // Stored store states.
 const (

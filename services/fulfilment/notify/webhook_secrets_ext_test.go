@@ -1,37 +1,18 @@
 package notify_test
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/testenv"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
-
-// logBuffer is an slog handler's output, safe to write from many goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A webhook URL's secrets (Slack-style: a token in the path; or in the query string; or a
 // password) never reach what a failed send leaves behind: the error stored as last_error and
@@ -75,7 +56,7 @@ func TestWebhookErrorsLeaveTheURLsSecretsOut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			logs := &logBuffer{}
+			logs := &testenv.LockedBuffer{}
 			cfg := fastConfig(sender)
 			cfg.MaxAttempts = 2 // a retry (logged at debug), then a dead letter (warn)
 			cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
