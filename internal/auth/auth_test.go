@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,37 @@ func TestPolicyGivesEachCallerTheRightCode(t *testing.T) {
 		if got := status.Code(err); got != c.want {
 			t.Errorf("%s with %.20q: %v (%v), want %v", c.method, c.authz, got, err, c.want)
 		}
+	}
+}
+
+// A customer token's subject is the customer id every order carries (at most
+// MaxCustomerIDLen characters): a longer one would let a shopper fill carts that no checkout
+// can ever turn into an order, so it is refused when issued and, signed elsewhere with the
+// deployment's key, when verified.
+func TestACustomerSubjectLongerThanAnOrderTakesIsRefused(t *testing.T) {
+	ks := keySet(t, "k1", 'a')
+	fits := strings.Repeat("é", auth.MaxCustomerIDLen) // characters, not bytes
+	if _, err := ks.Issue(auth.Principal{Subject: fits, Role: auth.RoleCustomer}, time.Hour); err != nil {
+		t.Fatalf("a subject of %d characters: %v", auth.MaxCustomerIDLen, err)
+	}
+	long := strings.Repeat("a", auth.MaxCustomerIDLen-11) + "@example.com"
+	if _, err := ks.Issue(auth.Principal{Subject: long, Role: auth.RoleCustomer}, time.Hour); err == nil {
+		t.Fatalf("issued a customer token whose subject has %d characters", len(long))
+	}
+	signed := func(sub string) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": sub, "role": "customer", "iss": auth.Issuer,
+			"exp": time.Now().Add(time.Hour).Unix()})
+		tok.Header["kid"] = "k1"
+		s, err := tok.SignedString([]byte(strings.Repeat("a", 32)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if _, err := ks.Verify(signed(fits)); err != nil {
+		t.Fatalf("verify a subject of %d characters: %v", auth.MaxCustomerIDLen, err)
+	}
+	if p, err := ks.Verify(signed(long)); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("verify a customer subject of %d characters = %+v, %v; want ErrInvalidToken", len(long), p, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
@@ -106,7 +107,11 @@ func (ks *KeySet) Issue(p Principal, ttl time.Duration) (string, error) {
 		return "", errors.New("issue token: empty subject")
 	}
 	switch p.Role {
-	case RoleCustomer, RoleAdmin:
+	case RoleCustomer:
+		if n := utf8.RuneCountInString(p.Subject); n > MaxCustomerIDLen {
+			return "", fmt.Errorf("issue token: a customer's subject is at most %d characters, got %d", MaxCustomerIDLen, n)
+		}
+	case RoleAdmin:
 	case RoleStaff:
 		if len(p.Stores) == 0 {
 			return "", errors.New("issue token: a staff token needs at least one store")
@@ -138,6 +143,10 @@ func (ks *KeySet) Issue(p Principal, ttl time.Duration) (string, error) {
 	}
 	return s, nil
 }
+
+// MaxCustomerIDLen is the longest customer id, in characters, an order may carry: a customer
+// token's subject is that id, so a longer one is refused when issued and when verified.
+const MaxCustomerIDLen = 128
 
 // leeway is the clock skew Verify allows on expiry and not-before.
 const leeway = 30 * time.Second
@@ -223,6 +232,9 @@ func (ks *KeySet) verify(token string) (Principal, error) {
 		return Principal{}, fmt.Errorf("%w: unknown role %q", ErrInvalidToken, p.Role)
 	case p.Role == RoleStaff && len(p.Stores) == 0:
 		return Principal{}, fmt.Errorf("%w: staff token without stores", ErrInvalidToken)
+	case p.Role == RoleCustomer && utf8.RuneCountInString(p.Subject) > MaxCustomerIDLen:
+		// Refused here, at the door, rather than by the first checkout after a cart was made.
+		return Principal{}, fmt.Errorf("%w: a customer's subject is at most %d characters", ErrInvalidToken, MaxCustomerIDLen)
 	}
 	return p, nil
 }

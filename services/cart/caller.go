@@ -3,6 +3,7 @@ package cart
 import (
 	"context"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -34,7 +35,7 @@ func callerID(ctx context.Context) (string, error) {
 	if len(vals) != 1 || strings.TrimSpace(vals[0]) == "" {
 		return "", status.Error(codes.Unauthenticated, "no customer identity: sign in to use a cart")
 	}
-	if len(vals[0]) > 128 {
+	if utf8.RuneCountInString(vals[0]) > auth.MaxCustomerIDLen {
 		return "", status.Error(codes.Unauthenticated, "customer identity is malformed")
 	}
 	return vals[0], nil

@@ -6,6 +6,7 @@ import (
 	"net/mail"
 	"regexp"
 
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/money"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -33,7 +34,7 @@ func validatePlaceOrder(req *fulfilmentv1.PlaceOrderRequest) error {
 		}
 	}
 	text("idempotency_key", req.GetIdempotencyKey(), maxIDLen, true)
-	text("customer_id", req.GetCustomerId(), maxIDLen, true)
+	text("customer_id", req.GetCustomerId(), auth.MaxCustomerIDLen, true) // a customer token's subject
 	text("cart_id", req.GetCartId(), maxIDLen, false)
 	text("store_id", req.GetStoreId(), maxIDLen, false)
 	text("customer_note", req.GetCustomerNote(), maxNoteLen, false)
