@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -236,15 +237,43 @@ func (s *Service) deleteAbandonedLoop(ctx context.Context) error {
 }
 
 // DeleteAbandoned deletes open carts neither changed nor checked out for longer than
-// AbandonAfter and returns how many.
+// AbandonAfter and returns how many. A cart whose checkout's lease lapsed unsettled may have an
+// order (its answer lost, the cart never looked at since): it is settled first, so the cart of
+// an order is kept checked out, and one that made none opens and goes with the others. When
+// fulfilment cannot say now, the sweep settles no more and those carts wait for the next one.
 func (s *Service) DeleteAbandoned(ctx context.Context) (int64, error) {
+	age := s.abandonAfter.Microseconds()
+	rows, err := s.db.Query(ctx, `
+		SELECT `+cartColumns+` FROM carts
+		WHERE state = 'open' AND checkout_until < now()
+		  AND create_time < now() - $1::bigint * interval '1 microsecond'
+		  AND update_time < now() - $1::bigint * interval '1 microsecond'
+		  AND checkout_time < now() - $1::bigint * interval '1 microsecond'
+		LIMIT 1000`, age)
+	if err != nil {
+		return 0, err
+	}
+	lapsed, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*cartRow, error) {
+		c := &cartRow{}
+		return c, r.Scan(c.scanTargets()...)
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, c := range lapsed {
+		if err := s.settle(ctx, c); err != nil {
+			// Fulfilment cannot say now; the others would wait as long each. The next sweep asks again.
+			s.log.InfoContext(ctx, "abandoned-cart sweep: a lapsed checkout's outcome is not known yet; its cart and the rest are kept for the next sweep", "cart_id", c.ID, "err", err)
+			break
+		}
+	}
 	tag, err := s.db.Exec(ctx, `
 		DELETE FROM carts
 		WHERE state = 'open'
 		  AND create_time < now() - $1::bigint * interval '1 microsecond' -- the index's column
 		  AND update_time < now() - $1::bigint * interval '1 microsecond'
-		  AND (checkout_until IS NULL OR checkout_until < now())
-		  AND (checkout_time IS NULL OR checkout_time < now() - $1::bigint * interval '1 microsecond')`, s.abandonAfter.Microseconds())
+		  AND checkout_until IS NULL
+		  AND (checkout_time IS NULL OR checkout_time < now() - $1::bigint * interval '1 microsecond')`, age)
 	if err != nil {
 		return 0, err
 	}
