@@ -222,7 +222,7 @@ func decodeVendorEvent(body []byte) (VendorEvent, string) {
 			msg = "quantity: required; " + msg
 		}
 		return ev, msg
-	case err != nil && strings.HasSuffix(err.Error(), ": given twice"):
+	case err != nil && (strings.HasSuffix(err.Error(), ": given twice") || strings.HasSuffix(err.Error(), ": not valid UTF-8")):
 		return ev, err.Error()
 	case err != nil:
 		return ev, "body is not a JSON vendor event: " + err.Error()
@@ -269,8 +269,48 @@ func exactKeys(body []byte) error {
 		if err := dec.Decode(&skip); err != nil {
 			return err
 		}
+		if !exactText(skip) {
+			return fmt.Errorf("%s: not valid UTF-8", key)
+		}
 	}
 	return nil
+}
+
+// exactText reports whether a raw JSON value decodes to exactly the text it spells: valid
+// UTF-8 with no unpaired surrogate escape (\ud800). Go's JSON decoding turns each of those
+// into U+FFFD, so two vendor event ids that differ only there would be taken for one, and the
+// second event answered "duplicate" and never applied.
+func exactText(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	surrogate := func(i int) (rune, bool) { // the \uXXXX escape at raw[i:], if it is one
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		r, ok := surrogate(i)
+		switch {
+		case !ok:
+			i++ // another escape: skip its second character
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return false // a low surrogate with no high one before it
+		case r >= 0xD800 && r <= 0xDBFF:
+			if lo, ok := surrogate(i + 6); !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return false
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return true
 }
 
 func (ev VendorEvent) check() string {

@@ -19,12 +19,13 @@ import (
 // a Content-Length when it is small. Streams keep flushing every message.
 
 // serveProcedures serves h, with unary procedures' responses written once, and a time limit on
-// reading the request of unary and server-streaming procedures (limitBodyTime), and of
-// anything else over HTTP/1.1: an unknown path, or a client or bidi stream, which HTTP/1.1
-// cannot carry. Those are answered without reading the body, and net/http then reads what is
-// left of it before the reply; a client trickling a long one would hold the connection for
-// as long as it liked. Over HTTP/2 a stream's body does not hold the connection, but each
-// message of a client or bidi stream has the time limit once it has begun (limitMessageTime).
+// reading the request of unary and server-streaming procedures (limitBodyTime), of a client or
+// bidi stream over HTTP/1.1, which cannot carry one (answered without reading the body, and
+// net/http then reads what is left of it before the reply; a client trickling a long one would
+// hold the connection for as long as it liked), and of any other path over either protocol: an
+// unknown one, or a plain handler that reads its body (the pos-adapter's vendor webhook, which
+// over HTTP/2 would otherwise wait for a trickled body for good). Over HTTP/2 each message of a
+// client or bidi stream has the time limit once it has begun (limitMessageTime).
 func serveProcedures(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch procedures.of(r.URL.Path) {
@@ -40,9 +41,9 @@ func serveProcedures(h http.Handler) http.Handler {
 				limitMessageTime(w, r)
 			}
 		default:
-			if r.ProtoMajor == 1 {
-				limitBodyTime(w, r)
-			}
+			// Over HTTP/2 too: a plain handler that reads its body (the pos-adapter's vendor
+			// webhook) would otherwise wait for a trickled one for good.
+			limitBodyTime(w, r)
 		}
 		h.ServeHTTP(w, r)
 	})
