@@ -74,10 +74,28 @@ type storeInfo struct {
 // to remind the shopper remindBefore it: when the window has that long left of the store's
 // open time, so never while it is shut; zero, no reminder, for a window no longer than that.
 func (i storeInfo) pickupTimes(readyAt time.Time, window, remindBefore time.Duration) (deadline, remind time.Time) {
-	if remindBefore > 0 && window > remindBefore {
-		remind = i.pickupDeadline(readyAt, window-remindBefore)
+	deadline = i.pickupDeadline(readyAt, window)
+	if remindBefore <= 0 || window <= remindBefore {
+		return deadline, time.Time{}
 	}
-	return i.pickupDeadline(readyAt, window), remind
+	remind = i.pickupDeadline(readyAt, window-remindBefore)
+	if i.hours == nil {
+		return deadline, remind
+	}
+	if !remind.Before(deadline) {
+		// The deadline was cut to maxPickupAhead, the reminder with it: the expiry would win
+		// over it and it would never be sent. Remind the lead before the deadline instead,
+		// when the store is open then (one shut all along has nothing to remind of).
+		if early := deadline.Add(-remindBefore); i.hours.OpenAt(early) {
+			remind = early
+		}
+	}
+	// The lead left exactly at closing: the store is shut at that instant, and the window's
+	// last lead of open time starts when it opens again.
+	if st := i.hours.StatusAt(remind); !st.Open && !st.NextOpen.IsZero() && st.NextOpen.Before(deadline) {
+		remind = st.NextOpen
+	}
+	return deadline, remind
 }
 
 // pickupDeadline is when a window opened at readyAt ends: after window of the store's open
