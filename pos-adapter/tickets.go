@@ -458,6 +458,12 @@ func pickupCodeHint(o *fulfilmentv1.Order) string {
 	return ""
 }
 
+// onStoreClock gives t as staff read it: on the order's store's clock, with the day when it is
+// not today there (UTC for an order that names no zone).
+func onStoreClock(o *fulfilmentv1.Order, t time.Time) string {
+	return hours.ClockText(t, hours.Location(o.GetStoreTimeZone(), time.UTC), time.Now())
+}
+
 // ticketMessage is the ticket's one line of text for the terminal's screen.
 func ticketMessage(kind posv1.TicketKind, o *fulfilmentv1.Order, tr *fulfilmentv1.Transition) string {
 	who := o.GetPickupName()
@@ -480,7 +486,7 @@ func ticketMessage(kind posv1.TicketKind, o *fulfilmentv1.Order, tr *fulfilmentv
 		}
 		s := fmt.Sprintf("New order for %s: %d item(s)", who, items)
 		if rb := o.GetReadyByTime(); rb.IsValid() {
-			s += ", ready by " + rb.AsTime().UTC().Format("15:04 MST")
+			s += ", ready by " + onStoreClock(o, rb.AsTime())
 		}
 		if n := o.GetCustomerNote(); n != "" {
 			s += "; note: " + n
@@ -503,7 +509,7 @@ func ticketMessage(kind posv1.TicketKind, o *fulfilmentv1.Order, tr *fulfilmentv
 		return who + " is here"
 	case posv1.TicketKind_TICKET_KIND_EXPIRY_REMINDER:
 		if d := o.GetPickupDeadline(); d.IsValid() {
-			return "Pickup window of " + who + " ends at " + d.AsTime().UTC().Format("15:04 MST")
+			return "Pickup window of " + who + " ends at " + onStoreClock(o, d.AsTime())
 		}
 		return "Pickup window of " + who + " ends soon"
 	case posv1.TicketKind_TICKET_KIND_ESCALATION:

@@ -338,3 +338,26 @@ func TestZoneWhereItIsHasTheHourAskedWhateverTheTimeHere(t *testing.T) {
 		}
 	}
 }
+
+// A time read on a store's clock names its day only when that is not today there, and an
+// unknown zone falls back to the one given.
+func TestClockTextNamesTheDayOnlyWhenItIsNotTodayAtTheStore(t *testing.T) {
+	pdt := hours.Location("America/Los_Angeles", time.UTC)
+	now := time.Date(2026, 7, 2, 1, 0, 0, 0, time.UTC) // 18:00 PDT on Wednesday 1 July
+	for _, c := range []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2026, 7, 2, 1, 30, 0, 0, time.UTC), "18:30 PDT"},           // today there, tomorrow in UTC
+		{time.Date(2026, 7, 2, 16, 0, 0, 0, time.UTC), "Thu 2 Jul 09:00 PDT"}, // tomorrow there
+	} {
+		if got := hours.ClockText(c.at, pdt, now); got != c.want {
+			t.Errorf("ClockText(%s) = %q, want %q", c.at, got, c.want)
+		}
+	}
+	for _, zone := range []string{"", "Local", "Nowhere/Such"} {
+		if got := hours.Location(zone, time.UTC); got != time.UTC {
+			t.Errorf("Location(%q) = %v, want the fallback", zone, got)
+		}
+	}
+}

@@ -7,8 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
-	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
 // timerActor is the timer loop in order histories.
@@ -123,12 +123,7 @@ func (s *Service) timerReason(o *order, a domain.Action, now time.Time) string {
 	case domain.RemindExpiringSoon:
 		// On the store's clock, with the day when it is not today there: a window counts open
 		// hours only, so one reminded of before closing ends the next day.
-		loc := notify.StoreLocation(o.StoreTimeZone, time.UTC)
-		end, layout := o.Timers.PickupDeadline.In(loc), "15:04 MST"
-		if y, m, d := now.In(loc).Date(); end.Year() != y || end.Month() != m || end.Day() != d {
-			layout = "Mon 2 Jan 15:04 MST"
-		}
-		return fmt.Sprintf("the pickup window ends at %s", end.Format(layout))
+		return "the pickup window ends at " + hours.ClockText(o.Timers.PickupDeadline, hours.Location(o.StoreTimeZone, time.UTC), now)
 	case domain.EscalateNotAccepted:
 		return fmt.Sprintf("not accepted within %s of the store's open time since confirmation", s.cfg.NotAcceptedAfter)
 	}

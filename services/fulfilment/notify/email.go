@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/money"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -42,7 +43,7 @@ type SMTPConfig struct {
 	// Timeout bounds one whole conversation. Default 30s.
 	Timeout time.Duration
 	// Location is the time zone times are shown in for an order that does not name its store's
-	// (see StoreLocation). Default UTC.
+	// (see hours.Location). Default UTC.
 	Location *time.Location
 	// Now is the clock for the Date header; nil means time.Now.
 	Now func() time.Time
@@ -202,10 +203,10 @@ func (s *SMTPSender) compose(n Notification, to *mail.Address) []byte {
 }
 
 // EmailText renders the subject and plain-text body (LF line ends) of n, with times on the
-// store's clock (StoreLocation), or in loc for an order that does not name its store's zone.
+// store's clock (hours.Location), or in loc for an order that does not name its store's zone.
 func EmailText(n Notification, loc *time.Location) (subject, body string) {
 	o := n.Order
-	loc = StoreLocation(o.GetStoreTimeZone(), loc)
+	loc = hours.Location(o.GetStoreTimeZone(), loc)
 	var headline string
 	switch n.Kind {
 	case KindConfirmed:
