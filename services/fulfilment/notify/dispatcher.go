@@ -378,12 +378,13 @@ WITH due AS MATERIALIZED (
 	SELECT d.id FROM unnest($1::text[], $2::int[]) AS c(channel, n)
 	CROSS JOIN LATERAL (
 		SELECT id FROM notifications
-		WHERE state = 'pending' AND next_attempt_at <= now() AND channel = c.channel
+		WHERE state = 'pending' AND next_attempt_at <= now() AND channel = c.channel AND NOT ` + behindSQL + `
 		ORDER BY next_attempt_at LIMIT c.n
 		FOR UPDATE SKIP LOCKED) d),
 claimed AS (
 	UPDATE notifications n
-	SET attempts = n.attempts + 1, next_attempt_at = now() + $4::bigint * interval '1 microsecond'
+	SET attempts = n.attempts + 1, next_attempt_at = now() + $4::bigint * interval '1 microsecond',
+		sending_until = now() + $4::bigint * interval '1 microsecond'
 	FROM due WHERE n.id = due.id
 	RETURNING n.id, n.kind, n.channel, n.recipient, n.order_snapshot, n.attempts, n.create_time),
 unserved AS MATERIALIZED (
@@ -405,8 +406,20 @@ FROM unnest(array_append($3::text[], NULL)) AS c(channel)
 CROSS JOIN LATERAL (
 	SELECT next_attempt_at AS at FROM notifications
 	WHERE state = 'pending' AND (channel = c.channel OR (c.channel IS NULL AND ` + unservedSQL + `))
-		AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM unserved)
+		AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM unserved) AND NOT ` + behindSQL + `
 	ORDER BY next_attempt_at LIMIT 1) nx`
+
+// behindSQL holds for an email (a notifications row) while an earlier email of its order (a
+// lower order version) is being sent: claimed, its outcome not recorded, its lease not over.
+// Such an email is not claimed, nor counted as due (the earlier one's end is found by the
+// PollInterval look that pending rows get). Sent side by side, the two could reach the
+// shopper in either order ("cancelled", then "confirmed" with the pickup code): the stale
+// check (supersededBy) sees only later emails, so it stops an earlier one only when the
+// later one was written before the earlier one was sent.
+const behindSQL = `(notifications.channel = 'email' AND notifications.order_version > 0 AND EXISTS (
+		SELECT 1 FROM notifications e
+		WHERE e.order_id = notifications.order_id AND e.channel = notifications.channel AND e.state = 'pending'
+			AND e.order_version > 0 AND e.order_version < notifications.order_version AND e.sending_until > now()))`
 
 // unservedSQL holds for a notifications row whose channel is served neither here ($3) nor, within
 // the grace ($5 µs), by another copy, and that has waited DispatcherConfig.UnservedWait ($6 µs).

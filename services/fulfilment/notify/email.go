@@ -12,6 +12,7 @@ import (
 	"net/mail"
 	"net/smtp"
 	"net/textproto"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -96,12 +97,45 @@ func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
 // Channel is "email".
 func (*SMTPSender) Channel() string { return ChannelEmail }
 
-// Send emails n to n.Recipient.
+// Send emails n to n.Recipient. Its errors are logged and stored as the notification's
+// last_error: the shopper's address is cut out of them, mail servers' replies included (which
+// often quote it: "550 5.1.1 <ada@example.com>: Recipient address rejected").
 func (s *SMTPSender) Send(ctx context.Context, n Notification) error {
 	to, err := mail.ParseAddress(n.Recipient)
 	if err != nil {
-		return Permanent(fmt.Errorf("recipient %q is not an email address: %w", n.Recipient, err))
+		return hideRecipient(Permanent(fmt.Errorf("recipient is not an email address: %w", err)), n.Recipient)
 	}
+	return hideRecipient(s.send(ctx, n, to), n.Recipient, to.Address)
+}
+
+// recipientError is an error whose text has the recipient's address cut out; it unwraps to
+// the original, so that Permanent and the reply code are still seen.
+type recipientError struct {
+	msg   string
+	cause error
+}
+
+func (e *recipientError) Error() string { return e.msg }
+func (e *recipientError) Unwrap() error { return e.cause }
+
+// hideRecipient replaces the addresses (any case) in err's text with "<recipient>".
+func hideRecipient(err error, addrs ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, a := range addrs {
+		if a != "" {
+			msg = regexp.MustCompile(`(?i)`+regexp.QuoteMeta(a)).ReplaceAllLiteralString(msg, "<recipient>")
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &recipientError{msg: msg, cause: err}
+}
+
+func (s *SMTPSender) send(ctx context.Context, n Notification, to *mail.Address) error {
 	msg := s.compose(n, to)
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)

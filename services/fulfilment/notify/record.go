@@ -33,6 +33,7 @@ upd AS (
 		state = o.state,
 		attempts = o.attempts,
 		last_error = o.last_error,
+		sending_until = NULL,
 		next_attempt_at = CASE WHEN o.state = 'pending' THEN now() + o.wait_us * interval '1 microsecond' ELSE n.next_attempt_at END,
 		sent_time = CASE WHEN o.state IN ('sent', 'skipped') THEN now() ELSE n.sent_time END,
 		fail_time = CASE WHEN o.state = 'dead' THEN now() ELSE n.fail_time END
