@@ -189,16 +189,18 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 // Merge returns the configuration to give a stream that exists as have, of which Handoff
 // declares want. Handoff sets what its delivery rests on (subjects, retention, duplicate
 // window, age, atomic batches); the rest is the operator's and kept: limits such as MaxBytes,
-// placement, compression. Replicas never go down: a process started without the cluster's
-// setting (a one-off run by hand, a forgotten variable) would otherwise turn an R3 stream into
-// R1, which keeps no copy of anything; lowering them is left to the operator. kept says what
-// of want was not applied, for the log.
+// placement, compression, and what the stream does when such a limit is reached (the discard
+// policy: an operator's DiscardNew refuses new events, which the outbox keeps and alerts on,
+// rather than deleting events no consumer has read yet; it goes with the limits it applies
+// to, and DiscardNewPerSubject requires it). Replicas never go down: a process started
+// without the cluster's setting (a one-off run by hand, a forgotten variable) would otherwise
+// turn an R3 stream into R1, which keeps no copy of anything; lowering them is left to the
+// operator. kept says what of want was not applied, for the log.
 func Merge(have, want jetstream.StreamConfig) (merged jetstream.StreamConfig, kept string) {
 	merged = have
 	merged.Description = want.Description
 	merged.Subjects = want.Subjects
 	merged.Retention = want.Retention
-	merged.Discard = want.Discard
 	merged.Storage = want.Storage
 	merged.Duplicates = want.Duplicates
 	merged.MaxAge = want.MaxAge
