@@ -32,6 +32,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,18 +91,81 @@ const NotifyGap = 15 * time.Millisecond
 var lastNotify sync.Map // string → *atomic.Int64
 
 // shouldNotify reports whether an event on subject should wake the relay now, and claims the
-// slot if so.
+// slot if so. When it says no, the relays of this process that relay the subject's events are
+// told (skipSignal): the transaction that has the slot may roll back, or commit after this
+// one, and its NOTIFY goes with it.
 func shouldNotify(subject string) bool {
-	source := subject
-	if parts := strings.SplitN(subject, ".", 3); len(parts) >= 2 {
-		source = parts[1]
-	}
+	source := sourceOf(subject)
 	v, _ := lastNotify.LoadOrStore(source, new(atomic.Int64))
 	last := v.(*atomic.Int64)
 	now := time.Now().UnixNano()
 	prev := last.Load()
-	return now-prev >= int64(NotifyGap) && last.CompareAndSwap(prev, now)
+	if now-prev >= int64(NotifyGap) && last.CompareAndSwap(prev, now) {
+		return true
+	}
+	skipSignalOf(source).fire(now)
+	return false
 }
+
+// sourceOf is the event source of subject: its service token (handoff.<service>...).
+func sourceOf(subject string) string {
+	if parts := strings.SplitN(subject, ".", 3); len(parts) >= 2 {
+		return parts[1]
+	}
+	return subject
+}
+
+// skipSignals holds a skipSignal per event source.
+var skipSignals sync.Map // string → *skipSignal
+
+func skipSignalOf(source string) *skipSignal {
+	if v, ok := skipSignals.Load(source); ok {
+		return v.(*skipSignal)
+	}
+	v, _ := skipSignals.LoadOrStore(source, new(skipSignal))
+	return v.(*skipSignal)
+}
+
+// skipSignal tells the idle relays of this process that relay a source's events when a writer
+// left out its NOTIFY; they then look every gap for a while (fastPollFor), as after a round
+// that published, so the event waits about one gap, not a poll interval, whatever became of
+// the NOTIFY it counted on. It fires at most once per NotifyGap, so a busy writer pays an
+// atomic load per event.
+type skipSignal struct {
+	last atomic.Int64 // UnixNano of the last fire
+	mu   sync.Mutex
+	subs []chan struct{} // relays' wake-ups, each of capacity 1
+}
+
+func (s *skipSignal) fire(now int64) {
+	prev := s.last.Load()
+	if now-prev < int64(NotifyGap) || !s.last.CompareAndSwap(prev, now) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *skipSignal) subscribe(ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs = append(s.subs, ch)
+}
+
+func (s *skipSignal) unsubscribe(ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs = slices.DeleteFunc(s.subs, func(c chan struct{}) bool { return c == ch })
+}
+
+// lastFire is when a writer last left out its NOTIFY (as fired).
+func (s *skipSignal) lastFire() time.Time { return time.Unix(0, s.last.Load()) }
 
 var (
 	relayedEvents = promauto.NewCounterVec(prometheus.CounterOpts{
