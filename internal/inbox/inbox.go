@@ -351,6 +351,13 @@ func (c *consumer) ensure(ctx context.Context, js jetstream.JetStream) (jetstrea
 		cc.FilterSubjects = c.cfg.FilterSubjects
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
+	if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+		// The server answers the first update of a consumer it recovered from its store with
+		// the configuration it recovered (nats-server's initial consumer info), so an update
+		// from one filter to several looks refused although it was made (an upgrade after the
+		// server restarted). Its answer to the same declaration again is the consumer as it is.
+		cons, err = js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("inbox: declare consumer %s on stream %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
