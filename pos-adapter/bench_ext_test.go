@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
@@ -135,4 +136,82 @@ func benchOrders() int {
 		return n
 	}
 	return 1000
+}
+
+// BenchmarkReconnectCatchUp measures a terminal's reconnect to a busy store's feed: the time
+// from opening StreamTickets to receiving the one ticket it has not acknowledged, behind
+// HANDOFF_BENCH_TICKETS (default 20,000) tickets of the replay window that it has. Every
+// terminal of a chain does this after an adapter restart or a rolling upgrade.
+func BenchmarkReconnectCatchUp(b *testing.B) {
+	n := 20000
+	if v, err := strconv.Atoi(os.Getenv("HANDOFF_BENCH_TICKETS")); err == nil && v > 0 {
+		n = v
+	}
+	e := newEnv(b)
+	const store = "reconnect-1"
+	terminal, cred := e.register("Counter", store)
+	seedFeed(e, store, n+1, terminal, func(seq int) bool { return seq <= n })
+	ctx := context.Background()
+	c := posv1connect.NewTerminalServiceClient(e.h2c, e.base, connect.WithGRPC(), connect.WithInterceptors(bearer(cred)))
+	reconnects := max(b.N, 20)
+	took := make([]time.Duration, 0, reconnects)
+	b.ResetTimer()
+	for range reconnects {
+		start := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		stream, err := c.StreamTickets(sctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: store}))
+		if err != nil {
+			cancel()
+			b.Fatal(err)
+		}
+		if !stream.Receive() {
+			cancel()
+			b.Fatalf("no ticket: %v", stream.Err())
+		}
+		if seq := stream.Msg().GetTicket().GetSequence(); seq != uint64(n+1) {
+			b.Fatalf("first ticket %d, want the one not acknowledged, %d", seq, n+1)
+		}
+		took = append(took, time.Since(start))
+		cancel()
+		_ = stream.Close()
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-ms")
+	b.Logf("%d reconnects behind %d acknowledged tickets: p50 %s, max %s", reconnects, n, took[len(took)/2], took[len(took)-1])
+}
+
+// seedFeed writes n tickets of store straight into the feed, as raised ones are, those whose
+// sequence acked says acknowledged by reader.
+func seedFeed(e *env, store string, n int, reader string, acked func(seq int) bool) {
+	e.t.Helper()
+	payload, err := proto.Marshal(&posv1.Ticket{Kind: posv1.TicketKind_TICKET_KIND_NEW_ORDER, StoreId: store, Order: order(store, 0),
+		Message: "New order for Shopper 0: 2 item(s), ready by 18:30 PDT; note: extra hot"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var ackedSeqs []int
+	for seq := 1; seq <= n; seq++ {
+		if acked(seq) {
+			ackedSeqs = append(ackedSeqs, seq)
+		}
+	}
+	ctx := context.Background()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO store_feeds (store_id, last_seq) VALUES ($1, $2)`, []any{store, n}},
+		{`INSERT INTO tickets (store_id, seq, ticket_id, kind, order_id, payload, create_time)
+			SELECT $1, g, gen_random_uuid(), 'new', 'ord-' || g, $2, now() FROM generate_series(1, $3::int) g`, []any{store, payload, n}},
+		{`INSERT INTO ticket_acks (reader, ticket_id, store_id) SELECT $1, ticket_id, store_id FROM tickets WHERE store_id = $2 AND seq = ANY($3)`,
+			[]any{reader, store, ackedSeqs}},
+		{`ANALYZE tickets`, nil},
+		{`ANALYZE ticket_acks`, nil},
+	} {
+		if _, err := e.pool.Exec(ctx, q.sql, q.args...); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 }

@@ -416,49 +416,68 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 		return nil
 	}
 
-	// catchUp sends what the database has past the cursor. Rows are read a page at a time and
-	// sent after the page is read, so a slow client never holds a database connection.
+	// catchUp sends what the database has past the cursor that this reader has not
+	// acknowledged. Rows are read a page at a time and sent after the page is read, so a slow
+	// client never holds a database connection. Tickets the reader acknowledged are passed over
+	// in the database: a terminal reconnecting to a busy store's feed (every terminal, after a
+	// restart of the adapter) would otherwise fetch and skip the whole replay window. The page
+	// comes with the feed's last sequence as the same statement saw it: every ticket up to it had
+	// committed (they commit in sequence order, see store_feeds), so once the page is not full
+	// the cursor moves there, past the acknowledged ones.
 	catchUp := func() error {
 		const page = 256
 		type row struct {
-			seq     int64
+			feedEnd int64
+			seq     *int64
 			payload []byte
-			acked   bool
 		}
 		for {
 			rows, err := a.db.Query(ctx, `
-				SELECT t.seq, t.payload, EXISTS (SELECT 1 FROM ticket_acks k WHERE k.reader = $3 AND k.ticket_id = t.ticket_id)
-				FROM tickets t WHERE t.store_id = $1 AND t.seq > $2 ORDER BY t.seq LIMIT $4`,
+				SELECT f.last_seq, t.seq, t.payload
+				FROM store_feeds f
+				LEFT JOIN LATERAL (
+					SELECT t.seq, t.payload FROM tickets t
+					WHERE t.store_id = f.store_id AND t.seq > $2
+						AND NOT EXISTS (SELECT 1 FROM ticket_acks k WHERE k.reader = $3 AND k.ticket_id = t.ticket_id)
+					ORDER BY t.seq LIMIT $4) t ON true
+				WHERE f.store_id = $1`,
 				storeID, cursor, sub.reader, page)
 			if err != nil {
 				return a.streamEnd(ctx, "read the feed", err)
 			}
 			batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 				var x row
-				return x, r.Scan(&x.seq, &x.payload, &x.acked)
+				return x, r.Scan(&x.feedEnd, &x.seq, &x.payload)
 			})
 			if err != nil {
 				return a.streamEnd(ctx, "read the feed", err)
 			}
+			sentRows := 0
 			for _, r := range batch {
-				if !r.acked {
-					if err := ended(); err != nil {
-						return err
-					}
-					var t posv1.Ticket
-					if err := proto.Unmarshal(r.payload, &t); err != nil {
-						return a.streamEnd(ctx, "decode a stored ticket", fmt.Errorf("ticket %d of store %s: %w", r.seq, storeID, err))
-					}
-					t.Sequence = uint64(r.seq)
-					if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: &t}); err != nil {
-						return a.streamEnd(ctx, "send the feed", err)
-					}
-					sent("backlog", &t)
+				if r.seq == nil {
+					continue // the feed has nothing more for this reader
 				}
-				cursor = r.seq
-				sub.cursor.Store(r.seq)
+				sentRows++
+				if err := ended(); err != nil {
+					return err
+				}
+				var t posv1.Ticket
+				if err := proto.Unmarshal(r.payload, &t); err != nil {
+					return a.streamEnd(ctx, "decode a stored ticket", fmt.Errorf("ticket %d of store %s: %w", *r.seq, storeID, err))
+				}
+				t.Sequence = uint64(*r.seq)
+				if err := stream.Send(&posv1.StreamTicketsResponse{Ticket: &t}); err != nil {
+					return a.streamEnd(ctx, "send the feed", err)
+				}
+				sent("backlog", &t)
+				cursor = *r.seq
+				sub.cursor.Store(cursor)
 			}
-			if len(batch) < page {
+			if sentRows < page {
+				if len(batch) > 0 && batch[0].feedEnd > cursor {
+					cursor = batch[0].feedEnd
+					sub.cursor.Store(cursor)
+				}
 				return nil
 			}
 		}

@@ -372,6 +372,39 @@ func TestAcknowledgedTicketsAreNotSentAgainToThatTerminalOnly(t *testing.T) {
 	}
 }
 
+// A terminal reconnecting to a feed of several pages, some of it acknowledged here and there,
+// gets exactly what it has not acknowledged, in order, and then the tickets raised after: the
+// acknowledged ones are passed over in the database, and the feed's end moves its cursor past
+// those at the end.
+func TestAReconnectGetsWhatItHasNotAcknowledgedAcrossPagesAndThenWhatComes(t *testing.T) {
+	e := newEnv(t)
+	const store, n = "ack-pages", 700
+	terminal, cred := e.register("Counter", store)
+	acked := func(seq int) bool { return seq%3 != 0 || seq > 690 } // the last ten acknowledged
+	seedFeed(e, store, n, terminal, acked)
+	var want []uint64
+	for seq := 1; seq <= n; seq++ {
+		if !acked(seq) {
+			want = append(want, uint64(seq))
+		}
+	}
+	f := e.openFeed(e.terminal(overGRPC, cred), store)
+	defer f.close()
+	got := f.take(len(want), 10*time.Second)
+	for i, tk := range got {
+		if tk.GetSequence() != want[i] {
+			t.Fatalf("ticket %d of the backlog is %d, want %d", i, tk.GetSequence(), want[i])
+		}
+	}
+	f.quiet(300 * time.Millisecond)
+	o := order(store, 1)
+	e.publish("confirmed", o, nil)
+	live := f.take(1, 10*time.Second)
+	if live[0].GetOrderId() != o.GetId() || live[0].GetSequence() != n+1 {
+		t.Fatalf("after the backlog: ticket %d of order %s, want %d of %s", live[0].GetSequence(), live[0].GetOrderId(), n+1, o.GetId())
+	}
+}
+
 // reconnectingTerminal is a well-behaved terminal app: it keeps its stream open, reconnecting
 // after any error, drops duplicates by ticket id and acknowledges what it handled.
 type reconnectingTerminal struct {
