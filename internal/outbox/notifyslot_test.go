@@ -34,21 +34,27 @@ func TestAnEventWhoseNotifySlotWasTakenByARolledBackWriterIsStillRelayedPromptly
 	waitForStreamCount(t, e.js, 1, 10*time.Second)
 	time.Sleep(2 * time.Second) // past its fast looks after that round: the relay is idle
 
-	// Writer A enqueues first (it claims the NOTIFY slot) and will roll back.
+	// Writer A enqueues first (it claims the NOTIFY slot) and will roll back; writer B enqueues
+	// within the gap and commits. Both transactions are open before either enqueues, so that
+	// the second enqueue comes within the gap even on a slow machine.
 	a, err := e.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = a.Rollback(ctx) }()
+	b, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Rollback(ctx) }()
 	if _, err := outbox.Enqueue(ctx, a, productCreated, wrapperspb.String("abandoned")); err != nil {
 		t.Fatal(err)
 	}
-	// Writer B enqueues within the gap and commits.
+	if _, err := outbox.Enqueue(ctx, b, productCreated, wrapperspb.String("committed")); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.String("committed"))
-		return err
-	}); err != nil {
+	if err := b.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Rollback(ctx); err != nil {

@@ -103,8 +103,8 @@ func shouldNotify(subject string) bool {
 	if now-prev >= int64(NotifyGap) && last.CompareAndSwap(prev, now) {
 		return true
 	}
-	skipSignalOf(source).fire(now)
-	return false
+	// No relay of this process is told (none has relayed the source yet): NOTIFY after all.
+	return !skipSignalOf(source).fire(now)
 }
 
 // sourceOf is the event source of subject: its service token (handoff.<service>...).
@@ -135,33 +135,43 @@ type skipSignal struct {
 	last atomic.Int64 // UnixNano of the last fire
 	mu   sync.Mutex
 	subs []chan struct{} // relays' wake-ups, each of capacity 1
+	// watched: subs is not empty (read without mu on a writer's path).
+	watched atomic.Bool
 }
 
-func (s *skipSignal) fire(now int64) {
+// fire reports whether a relay of this process watches the source (and so is, or was just,
+// told).
+func (s *skipSignal) fire(now int64) bool {
 	prev := s.last.Load()
 	if now-prev < int64(NotifyGap) || !s.last.CompareAndSwap(prev, now) {
-		return
+		return s.watched.Load()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.subs) == 0 {
+		return false
+	}
 	for _, ch := range s.subs {
 		select {
 		case ch <- struct{}{}:
 		default:
 		}
 	}
+	return true
 }
 
 func (s *skipSignal) subscribe(ch chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subs = append(s.subs, ch)
+	s.watched.Store(true)
 }
 
 func (s *skipSignal) unsubscribe(ch chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subs = slices.DeleteFunc(s.subs, func(c chan struct{}) bool { return c == ch })
+	s.watched.Store(len(s.subs) > 0)
 }
 
 // lastFire is when a writer last left out its NOTIFY (as fired).

@@ -88,6 +88,23 @@ func (i storeInfo) pickupTimes(readyAt time.Time, window, remindBefore time.Dura
 		// when the store is open then (one shut all along has nothing to remind of).
 		if early := deadline.Add(-remindBefore); i.hours.OpenAt(early) {
 			remind = early
+		} else {
+			// Shut then (the deadline is made-ready's clock time, seven days on): the last
+			// lead of open time before the deadline, found over the window's open time.
+			lo, hi := time.Duration(0), window-remindBefore
+			if !i.hours.AddOpen(readyAt, remindBefore).After(deadline) {
+				for hi-lo > time.Minute {
+					mid := lo + (hi-lo)/2
+					if i.hours.AddOpen(readyAt, mid+remindBefore).After(deadline) {
+						hi = mid
+					} else {
+						lo = mid
+					}
+				}
+				if r := i.hours.AddOpen(readyAt, lo); r.Before(deadline) {
+					remind = r
+				}
+			}
 		}
 	}
 	// The lead left exactly at closing: the store is shut at that instant, and the window's

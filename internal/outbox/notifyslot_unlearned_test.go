@@ -1,0 +1,79 @@
+package outbox_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/testenv"
+)
+
+// The skip signal reaches only the relays of this process that have relayed the source's events
+// themselves (Relay.watch, called from publish). A relay that has not (it just started; or, with
+// two copies side by side, the other copy's relay took every round of this source so far: the
+// advisory lock is a try-lock, so a NOTIFY wakes both and one of them relays) is not told when a
+// writer of its process leaves out its NOTIFY, and the other copy's relay is in another process.
+// So the defect of f230d34 is still there by that path: the slot's transaction rolls back, and
+// the committed event waits for the next poll.
+func TestAnEventWhoseNotifySlotWasTakenByARolledBackWriterIsRelayedPromptlyByARelayThatHasNotRelayedItsSourceYet(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+
+	// The other copy's relay relays this schema's events for a while, then that copy stops (a
+	// rolling upgrade): this process's relay, started meanwhile, took none of its rounds.
+	other, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Minute}).Run(other)
+	}()
+	waitListening(t, e.pool)
+	time.Sleep(2 * outbox.NotifyGap)
+	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.String("earlier"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitForStreamCount(t, e.js, 1, 10*time.Second)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	runRelay(t, outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: time.Minute}))
+	waitListening(t, e.pool)
+	time.Sleep(time.Second) // the relay is idle
+
+	// Both transactions are open before either enqueues, so that the second enqueue comes
+	// within the gap even on a slow machine.
+	a, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.Rollback(ctx) }()
+	b, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Rollback(ctx) }()
+	if _, err := outbox.Enqueue(ctx, a, productCreated, wrapperspb.String("abandoned")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := outbox.Enqueue(ctx, b, productCreated, wrapperspb.String("committed")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// As the fixed test: 2 s is over a hundred gaps.
+	waitForStreamCount(t, e.js, 2, 2*time.Second)
+	t.Logf("published %v after its commit", time.Since(start))
+}
