@@ -120,6 +120,24 @@ func (h *watchHub) publish(u orderUpdate) {
 	}
 }
 
+// rereadAll tells every stream of this process to read its order again: after a NATS
+// reconnect, the order events published while the connection was down were missed.
+func (h *watchHub) rereadAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ws := range h.watchers {
+		for w := range ws {
+			w.mu.Lock()
+			w.pending, w.reread = w.pending[:0], true
+			w.mu.Unlock()
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // take empties the mailbox: the updates by version, and whether to read the order again.
 func (w *watcher) take() ([]orderUpdate, bool) {
 	w.mu.Lock()
@@ -183,9 +201,25 @@ func (h *watchHub) run(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 	if err != nil {
 		return fmt.Errorf("fulfilment: subscribe to order events: %w", err)
 	}
-	<-ctx.Done()
-	_ = sub.Unsubscribe()
-	return nil
+	// Events published while the connection was down are lost to this subscription (core NATS):
+	// on the reconnect every stream reads its order again rather than wait for WatchPoll.
+	lis := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(lis)
+	for {
+		select {
+		case <-ctx.Done():
+			_ = sub.Unsubscribe()
+			return nil
+		case _, ok := <-lis:
+			if !ok {
+				<-ctx.Done()
+				_ = sub.Unsubscribe()
+				return nil
+			}
+			log.Info("NATS reconnected; WatchOrder streams read their orders again (order events sent meanwhile were missed)")
+			h.rereadAll()
+		}
+	}
 }
 
 // watchStream is what one WatchOrder stream has sent: the order as its shopper saw it last.
