@@ -188,6 +188,11 @@ func TestLoadRunsOrdersToCollectedAndMeasuresThem(t *testing.T) {
 	if res.OrdersWithTicket == 0 || res.Collected == 0 || res.OrdersPerSecond <= 0 || res.CollectedPerSecond <= 0 {
 		t.Errorf("no order went through: %d with a ticket, %d collected", res.OrdersWithTicket, res.Collected)
 	}
+	// orders/s can be worked out again from the results: the orders ticketed within the window
+	// over the window.
+	if res.OrdersInWindow == 0 || res.OrdersInWindow > res.OrdersWithTicket || res.OrdersPerSecond != float64(res.OrdersInWindow)/res.OrdersWindowSeconds {
+		t.Errorf("orders/s %.3f from %d of %d orders ticketed within %.3fs", res.OrdersPerSecond, res.OrdersInWindow, res.OrdersWithTicket, res.OrdersWindowSeconds)
+	}
 	if res.CheckoutLatency.Count == 0 || res.CheckoutLatency.P99MS <= 0 || res.ConfirmedToTicket.Count == 0 {
 		t.Errorf("latencies not measured: checkout %+v, confirmed→ticket %+v", res.CheckoutLatency, res.ConfirmedToTicket)
 	}

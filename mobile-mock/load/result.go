@@ -65,11 +65,14 @@ type Result struct {
 	// Host is the machine the load ran on: what else ran there skews every figure.
 	Host Host `json:"host"`
 
-	Checkouts          uint64  `json:"checkouts"`
-	Confirmed          uint64  `json:"confirmed"`
-	Rejected           uint64  `json:"rejected"`
-	Failed             uint64  `json:"failed"`
-	OrdersWithTicket   uint64  `json:"orders_with_ticket"`
+	Checkouts        uint64 `json:"checkouts"`
+	Confirmed        uint64 `json:"confirmed"`
+	Rejected         uint64 `json:"rejected"`
+	Failed           uint64 `json:"failed"`
+	OrdersWithTicket uint64 `json:"orders_with_ticket"`
+	// OrdersInWindow are those of OrdersWithTicket whose ticket came within the window:
+	// OrdersPerSecond is OrdersInWindow over OrdersWindowSeconds.
+	OrdersInWindow     uint64  `json:"orders_in_window"`
 	Collected          uint64  `json:"collected"`
 	OrdersPerSecond    float64 `json:"orders_per_second"`
 	CollectedPerSecond float64 `json:"collected_per_second"`
@@ -252,7 +255,8 @@ func (r *run) result(ctx context.Context) *Result {
 		res.CollectedWindowSeconds = r.until(&r.lastCollected)
 		res.CheckoutsWindowSeconds = r.until(&r.lastAnswered)
 	}
-	res.OrdersPerSecond = rate(r.withTicketInWindow.Load(), res.OrdersWindowSeconds)
+	res.OrdersInWindow = r.withTicketInWindow.Load()
+	res.OrdersPerSecond = rate(res.OrdersInWindow, res.OrdersWindowSeconds)
 	res.CollectedPerSecond = rate(r.collectedInWindow.Load(), res.CollectedWindowSeconds)
 	res.CheckoutsPerSecond = rate(r.answeredInWindow.Load(), res.CheckoutsWindowSeconds)
 	res.Histograms.Checkout = r.checkout.Buckets()
@@ -357,6 +361,10 @@ func (res *Result) Unmeasured() string {
 		return fmt.Sprintf("none of the %d checkouts placed an order (see the errors)", res.Checkouts)
 	case res.Confirmed > 0 && res.OrdersWithTicket == 0:
 		return fmt.Sprintf("%d orders were confirmed, but the ticket of none reached a terminal (see the errors: StreamTickets is the ticket feed)", res.Confirmed)
+	case res.Confirmed > 0 && res.WindowSeconds > 0 && res.OrdersPerSecond == 0:
+		// Tickets came only after the window (a feed down for all of it): orders/s is 0 for
+		// want of the feed as surely as when none came at all.
+		return fmt.Sprintf("%d orders were confirmed, but the ticket of none reached a terminal within the %.1fs window (%d after it; see the errors: StreamTickets is the ticket feed)", res.Confirmed, res.WindowSeconds, res.OrdersWithTicket)
 	}
 	return ""
 }
