@@ -8,3 +8,6 @@ func SetRollbackTimeout(d time.Duration) (restore func()) {
 	rollbackTimeout = d
 	return func() { rollbackTimeout = old }
 }
+
+// SharedTables is the text of the shared migration (version 1) every service schema runs.
+const SharedTables = sharedTables

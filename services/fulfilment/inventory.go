@@ -85,12 +85,14 @@ func (i storeInfo) pickupTimes(readyAt time.Time, window, remindBefore time.Dura
 	if !remind.Before(deadline) {
 		// The deadline was cut to maxPickupAhead, the reminder with it: the expiry would win
 		// over it and it would never be sent. Remind the lead before the deadline instead,
-		// when the store is open then (one shut all along has nothing to remind of).
-		if early := deadline.Add(-remindBefore); i.hours.OpenAt(early) {
+		// when the store is open from then to the deadline (one shut all along has nothing to
+		// remind of).
+		if early := deadline.Add(-remindBefore); i.hours.OpenAt(early) && !i.hours.AddOpen(early, remindBefore).After(deadline) {
 			remind = early
 		} else {
-			// Shut then (the deadline is made-ready's clock time, seven days on): the last
-			// lead of open time before the deadline, found over the window's open time.
+			// Shut then, or before the deadline (the deadline is made-ready's clock time, seven
+			// days on): the last lead of open time before the deadline, found over the window's
+			// open time.
 			lo, hi := time.Duration(0), window-remindBefore
 			if !i.hours.AddOpen(readyAt, remindBefore).After(deadline) {
 				for hi-lo > time.Minute {
