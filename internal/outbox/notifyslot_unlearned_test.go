@@ -12,13 +12,11 @@ import (
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
-// The skip signal reaches only the relays of this process that have relayed the source's events
-// themselves (Relay.watch, called from publish). A relay that has not (it just started; or, with
-// two copies side by side, the other copy's relay took every round of this source so far: the
-// advisory lock is a try-lock, so a NOTIFY wakes both and one of them relays) is not told when a
-// writer of its process leaves out its NOTIFY, and the other copy's relay is in another process.
-// So the defect of f230d34 is still there by that path: the slot's transaction rolls back, and
-// the committed event waits for the next poll.
+// A relay is told of a writer of its process leaving out its NOTIFY from its start, whether or
+// not it has relayed its schema's events yet: it may have just started, or the other copy's
+// relay may have taken every round so far (the advisory lock is a try-lock, so a NOTIFY wakes
+// both and one of them relays). A review of the first fix (f230d34), which told only relays
+// that had relayed an event's source, found this one left waiting for its next poll.
 func TestAnEventWhoseNotifySlotWasTakenByARolledBackWriterIsRelayedPromptlyByARelayThatHasNotRelayedItsSourceYet(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()

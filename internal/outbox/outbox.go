@@ -43,6 +43,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/pgdb"
 )
 
 // Headers set on every relayed message, besides Nats-Msg-Id (= event id).
@@ -90,11 +92,12 @@ const NotifyGap = 15 * time.Millisecond
 // enqueued with a NOTIFY, in UnixNano.
 var lastNotify sync.Map // string → *atomic.Int64
 
-// shouldNotify reports whether an event on subject should wake the relay now, and claims the
-// slot if so. When it says no, the relays of this process that relay the subject's events are
-// told (skipSignal): the transaction that has the slot may roll back, or commit after this
-// one, and its NOTIFY goes with it.
-func shouldNotify(subject string) bool {
+// shouldNotify reports whether an event on subject, written in tx, should wake the relay now,
+// and claims the slot if so. When it says no, the relays of this process that relay tx's schema
+// are told (skipSignal): the transaction that has the slot may roll back, or commit after this
+// one, and its NOTIFY goes with it. With no such relay here (a process that writes events it
+// does not relay, or a pool not from pgdb.Open), it says yes after all: nobody else would be told.
+func shouldNotify(tx pgx.Tx, subject string) bool {
 	source := sourceOf(subject)
 	v, _ := lastNotify.LoadOrStore(source, new(atomic.Int64))
 	last := v.(*atomic.Int64)
@@ -103,8 +106,7 @@ func shouldNotify(subject string) bool {
 	if now-prev >= int64(NotifyGap) && last.CompareAndSwap(prev, now) {
 		return true
 	}
-	// No relay of this process is told (none has relayed the source yet): NOTIFY after all.
-	return !skipSignalOf(source).fire(now)
+	return !skipSignalOf(pgdb.SchemaOf(tx.Conn())).fire(now)
 }
 
 // sourceOf is the event source of subject: its service token (handoff.<service>...).
@@ -115,18 +117,18 @@ func sourceOf(subject string) string {
 	return subject
 }
 
-// skipSignals holds a skipSignal per event source.
+// skipSignals holds a skipSignal per schema.
 var skipSignals sync.Map // string → *skipSignal
 
-func skipSignalOf(source string) *skipSignal {
-	if v, ok := skipSignals.Load(source); ok {
+func skipSignalOf(schema string) *skipSignal {
+	if v, ok := skipSignals.Load(schema); ok {
 		return v.(*skipSignal)
 	}
-	v, _ := skipSignals.LoadOrStore(source, new(skipSignal))
+	v, _ := skipSignals.LoadOrStore(schema, new(skipSignal))
 	return v.(*skipSignal)
 }
 
-// skipSignal tells the idle relays of this process that relay a source's events when a writer
+// skipSignal tells the idle relays of this process that relay a schema's outbox when a writer
 // left out its NOTIFY; they then look every gap for a while (fastPollFor), as after a round
 // that published, so the event waits about one gap, not a poll interval, whatever became of
 // the NOTIFY it counted on. It fires at most once per NotifyGap, so a busy writer pays an
@@ -139,7 +141,7 @@ type skipSignal struct {
 	watched atomic.Bool
 }
 
-// fire reports whether a relay of this process watches the source (and so is, or was just,
+// fire reports whether a relay of this process watches the schema (and so is, or was just,
 // told).
 func (s *skipSignal) fire(now int64) bool {
 	prev := s.last.Load()
@@ -229,7 +231,7 @@ func EnqueueWithID(ctx context.Context, tx pgx.Tx, eventID, subject string, msg 
 		return err
 	}
 	sql := enqueueSQL
-	if shouldNotify(subject) {
+	if shouldNotify(tx, subject) {
 		sql = enqueueNotifySQL
 	}
 	if _, err := tx.Exec(ctx, sql, id.String(), subject, eventType, payload); err != nil {
@@ -288,7 +290,7 @@ func EnqueueBatch(ctx context.Context, tx pgx.Tx, events []Event) error {
 			return err
 		}
 		ids[i], subjects[i] = id.String(), ev.Subject
-		if shouldNotify(ev.Subject) {
+		if shouldNotify(tx, ev.Subject) {
 			notify = true
 		}
 	}

@@ -96,11 +96,9 @@ type Relay struct {
 	atomicMu sync.Mutex
 	atomic   map[string]atomicCheck // by stream: whether it allows atomic batches
 
-	// skipWake is woken when a writer of this process leaves out its NOTIFY for one of the
-	// sources this relay has relayed events of (watched).
+	// skipWake is woken when a writer of this process leaves out its NOTIFY for the relay's
+	// schema (see shouldNotify).
 	skipWake chan struct{}
-	watchMu  sync.Mutex
-	watched  map[string]*skipSignal
 
 	// The schema's metrics, once known.
 	relayed  prometheus.Counter
@@ -142,49 +140,8 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, cfg RelayConfig) *Rela
 	return &Relay{pool: pool, js: pub, ownJS: pub != js, cfg: cfg, logger: cfg.Logger, skipWake: make(chan struct{}, 1)}
 }
 
-// watch subscribes the relay to the skip signals of the sources of batch's events it does not
-// watch yet (see shouldNotify): a relay learns its sources from what it relays, and the first
-// event of a source in a process always NOTIFYs.
-func (r *Relay) watch(batch []outboxRow) {
-	r.watchMu.Lock()
-	defer r.watchMu.Unlock()
-	for i := range batch {
-		src := sourceOf(batch[i].subject)
-		if _, ok := r.watched[src]; ok {
-			continue
-		}
-		if r.watched == nil {
-			r.watched = map[string]*skipSignal{}
-		}
-		sig := skipSignalOf(src)
-		sig.subscribe(r.skipWake)
-		r.watched[src] = sig
-	}
-}
-
-// unwatch ends the relay's subscriptions to skip signals.
-func (r *Relay) unwatch() {
-	r.watchMu.Lock()
-	defer r.watchMu.Unlock()
-	for src, sig := range r.watched {
-		sig.unsubscribe(r.skipWake)
-		delete(r.watched, src)
-	}
-}
-
-// lastSkip is when a writer of this process last left out its NOTIFY for a source the relay
-// watches.
-func (r *Relay) lastSkip() time.Time {
-	r.watchMu.Lock()
-	defer r.watchMu.Unlock()
-	var last time.Time
-	for _, sig := range r.watched {
-		if t := sig.lastFire(); t.After(last) {
-			last = t
-		}
-	}
-	return last
-}
+// lastSkip is when a writer of this process last left out its NOTIFY for the relay's schema.
+func (r *Relay) lastSkip() time.Time { return skipSignalOf(r.schema).lastFire() }
 
 // asyncPublisher is a JetStream client of the relay's own, on js's connection and API, whose
 // asynchronous publishes are forgotten after ackTimeout, as the relay forgets them. A client
@@ -237,7 +194,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.ownJS {
 		defer r.js.CleanupPublisher() // its reply subscription, on the caller's connection
 	}
-	defer r.unwatch()
+	skips := skipSignalOf(r.schema)
+	skips.subscribe(r.skipWake)
+	defer skips.unsubscribe(r.skipWake)
 	logger := r.logger.With("schema", r.schema)
 	if mp := r.js.Conn().MaxPayload(); mp > 0 && mp < MaxPayload+headerRoom {
 		// An event the outbox took but this server refuses would stop every event behind it.
@@ -527,7 +486,6 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 	// transaction open meanwhile, and a JetStream that stalls must not keep it open past that
 	// bound, one wait after another, or past the database's idle-in-transaction limit
 	// (pgdb.IdleInTransactionTimeout), which would end the session.
-	r.watch(batch)
 	round, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
 	var (

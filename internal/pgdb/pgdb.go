@@ -95,6 +95,18 @@ func ValidSchema(name string) error {
 	return nil
 }
 
+// SchemaKey names, in each connection's pgconn.PgConn.CustomData of a pool from Open, the
+// schema its search_path leads to: code handed only a transaction (the outbox's writers) can
+// tell which service's tables it writes without asking the server.
+const SchemaKey = "handoff.schema"
+
+// SchemaOf is the schema of the pool c came from (see SchemaKey), or "" for a connection not
+// made by Open.
+func SchemaOf(c *pgx.Conn) string {
+	s, _ := c.PgConn().CustomData()[SchemaKey].(string)
+	return s
+}
+
 // Open connects to url and returns a pool whose every connection has
 // search_path set to schema, so service SQL names its tables unqualified. It
 // creates the schema when missing and fails if the server cannot be reached.
@@ -128,6 +140,10 @@ func Open(ctx context.Context, url, schema string, opts ...Option) (*pgxpool.Poo
 	}
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns
+	}
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		c.PgConn().CustomData()[SchemaKey] = schema
+		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
