@@ -183,6 +183,7 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 		lastError                   string
 		retryAfter                  time.Duration // the longest wait the vendor asked for in this batch
 	}
+	var deadLetters int64 // deliveries given up by the committed transaction
 	stores := map[string]*store{}
 	var storeIDs []string
 	for _, o := range batch {
@@ -273,6 +274,7 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 				r.a.cfg.WebhookGiveUpAfter.Microseconds()).Scan(&givenUp); err != nil {
 				return fmt.Errorf("back off stores: %w", err)
 			}
+			deadLetters = givenUp
 			if givenUp > 0 {
 				r.a.log.Warn("webhook deliveries of stores whose endpoint fails kept as dead letters: their time is up",
 					"count", givenUp, "give_up_after", r.a.cfg.WebhookGiveUpAfter)
@@ -289,5 +291,6 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 	if err != nil {
 		return nil, fmt.Errorf("record webhook outcomes: %w", err)
 	}
+	webhookDeliveries.WithLabelValues("dead").Add(float64(deadLetters)) // once committed
 	return due, nil
 }

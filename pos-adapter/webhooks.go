@@ -637,6 +637,11 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 		if state != "dropped" {
 			attempts++
 		}
+		if state == "failed" {
+			webhookDeliveries.WithLabelValues("dead").Inc()
+		} else {
+			webhookDeliveries.WithLabelValues(state).Inc()
+		}
 		return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: state, attempts: attempts, lastError: pgtext.Clip(lastErr, 500)}, true
 	}
 	if !c.found || !c.enabled || (len(c.kinds) > 0 && !slices.Contains(c.kinds, c.kind)) {
@@ -690,6 +695,7 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 		wait = max(wait, busy.retryAfter)
 	}
 	o.wait = wait
+	webhookDeliveries.WithLabelValues("retry").Inc()
 	log.Info("webhook delivery failed; will retry", "attempts", attempts, "retry_in", wait, "throttled", throttled, "err", sendErr)
 	return o, true
 }

@@ -308,6 +308,11 @@ func newConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*consumer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Every result's series is on /metrics from the start, at 0: an alert on the first
+	// terminated message (increase(…) > 0) sees it grow, where a series born at 1 shows none.
+	for _, result := range []string{"processed", "duplicate", "retried", "terminated"} {
+		inboxMessages.WithLabelValues(cfg.Durable, result)
+	}
 	return &consumer{
 		pool:    pool,
 		cfg:     cfg,

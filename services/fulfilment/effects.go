@@ -370,6 +370,12 @@ var commitShortfalls = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Hand-overs whose commit ended fewer holds at inventory than the order had active lines: goods left the store without their stock being held, so on-hand stays too high. certain=false: the commit was sent before (its outcome unknown), and that attempt may have committed the rest.",
 }, []string{"certain"})
 
+// Both series are on /metrics from the start, at 0, so that an alert sees the first shortfall.
+func init() {
+	commitShortfalls.WithLabelValues("true")
+	commitShortfalls.WithLabelValues("false")
+}
+
 // lateSales counts hand-overs whose holds had expired before their commit reached inventory.
 var lateSales = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "handoff_fulfilment_late_sales_total",

@@ -167,6 +167,17 @@ var deliveries = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Customer notification delivery outcomes by channel: sent, retry, dead, skipped.",
 }, []string{"channel", "outcome"})
 
+// Every channel's outcomes are on /metrics from the start, at 0: an alert on the first dead
+// letter (increase(…{outcome="dead"}) > 0) sees it grow, where a series born at 1 shows none.
+func init() {
+	for _, ch := range []string{ChannelWebhook, ChannelEmail} {
+		for _, outcome := range []string{"sent", "retry", "dead", "skipped"} {
+			deliveries.WithLabelValues(ch, outcome)
+		}
+	}
+	deliveries.WithLabelValues("unconfigured", "skipped")
+}
+
 // Follow-up rounds after a NOTIFY. A writer leaves the NOTIFY out when its Writer sent one
 // less than notifyGap ago (see Enqueue), so the rows it wrote are found by a round after the
 // NOTIFY: one once the writers' gap has passed, and one later for a transaction that took
