@@ -106,7 +106,30 @@ func shouldNotify(tx pgx.Tx, subject string) bool {
 	if now-prev >= int64(NotifyGap) && last.CompareAndSwap(prev, now) {
 		return true
 	}
-	return !skipSignalOf(pgdb.SchemaOf(tx.Conn())).fire(now)
+	return !skipSignalOf(txSchema(tx)).fire(now)
+}
+
+// schemaNamer is a pgx.Tx that names the schema its statements will run in (see InSchema).
+type schemaNamer interface{ outboxSchema() string }
+
+// InSchema is tx naming schema as the one its statements will run in: for a writer that
+// only queues them (a pgx.Batch behind a pgx.Tx, with no connection yet), so that its skipped
+// NOTIFYs still wake this process's relays of schema (see shouldNotify).
+func InSchema(tx pgx.Tx, schema string) pgx.Tx { return schemaTx{Tx: tx, schema: schema} }
+
+type schemaTx struct {
+	pgx.Tx
+	schema string
+}
+
+func (t schemaTx) outboxSchema() string { return t.schema }
+
+// txSchema is the schema tx writes in, or "" when it cannot tell.
+func txSchema(tx pgx.Tx) string {
+	if s, ok := tx.(schemaNamer); ok {
+		return s.outboxSchema()
+	}
+	return pgdb.SchemaOf(tx.Conn())
 }
 
 // sourceOf is the event source of subject: its service token (handoff.<service>...).

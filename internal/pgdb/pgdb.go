@@ -101,9 +101,22 @@ func ValidSchema(name string) error {
 const SchemaKey = "handoff.schema"
 
 // SchemaOf is the schema of the pool c came from (see SchemaKey), or "" for a connection not
-// made by Open.
+// made by Open (or none: a writer that only queues its statements has no connection).
 func SchemaOf(c *pgx.Conn) string {
+	if c == nil || c.PgConn() == nil {
+		return ""
+	}
 	s, _ := c.PgConn().CustomData()[SchemaKey].(string)
+	return s
+}
+
+// PoolSchema is the schema of a pool from Open (the search_path it gives every connection),
+// or "" for another pool.
+func PoolSchema(p *pgxpool.Pool) string {
+	s := strings.Trim(p.Config().ConnConfig.RuntimeParams["search_path"], `"`)
+	if ValidSchema(s) != nil {
+		return ""
+	}
 	return s
 }
 

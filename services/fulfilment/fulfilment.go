@@ -86,6 +86,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 	"github.com/handoff-dev/handoff/services/inventory"
@@ -217,6 +218,7 @@ func (c *Config) setDefaults() {
 // Service is fulfilment: its rules, its storage, its APIs and its background loops.
 type Service struct {
 	db     *pgxpool.Pool
+	schema string // db's (pgdb.PoolSchema)
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	cfg    Config
@@ -273,6 +275,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	log := cfg.Logger.With("service", "fulfilment")
 	s := &Service{
+		schema:      pgdb.PoolSchema(cfg.Pool),
 		db:          cfg.Pool,
 		nc:          cfg.NATS,
 		js:          cfg.JS,

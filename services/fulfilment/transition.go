@@ -108,7 +108,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 		snap.State, snap.Version = c.entry.To, c.entry.Seq
 		ev := &fulfilmentv1.OrderChanged{Order: snap, Transition: c.entry.proto()}
 		id := outbox.DeterministicID("order", o.ID, strconv.FormatInt(c.entry.Seq, 10))
-		if err := outbox.EnqueueWithID(ctx, tx, id, streams.EventSubject("fulfilment", "order", c.rule.Event), ev); err != nil {
+		if err := outbox.EnqueueWithID(ctx, outbox.InSchema(tx, s.schema), id, streams.EventSubject("fulfilment", "order", c.rule.Event), ev); err != nil {
 			return false, err
 		}
 		if c.rule.Notify != "" {

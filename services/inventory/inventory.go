@@ -39,6 +39,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+
+	"github.com/handoff-dev/handoff/internal/pgdb"
 )
 
 // Schema is the Postgres schema inventory owns by default.
@@ -103,6 +105,7 @@ const (
 // Service is inventory: its rules, its storage and its APIs.
 type Service struct {
 	db     *pgxpool.Pool
+	schema string // db's (pgdb.PoolSchema)
 	log    *slog.Logger
 	cfg    Config
 	zones  zoneCache
@@ -140,7 +143,7 @@ func New(cfg Config) *Service {
 	if cfg.StoreCacheMaxAge <= 0 {
 		cfg.StoreCacheMaxAge = 10 * time.Second
 	}
-	s := &Service{db: cfg.Pool, log: cfg.Logger.With("service", "inventory"), cfg: cfg}
+	s := &Service{db: cfg.Pool, schema: pgdb.PoolSchema(cfg.Pool), log: cfg.Logger.With("service", "inventory"), cfg: cfg}
 	s.stores = newStoreCache(cfg.Pool, s.log, &s.zones, cfg.StoreCacheMaxAge)
 	if cfg.NATS == nil {
 		s.log.Info("store cache without store events (no NATS connection given): store changes made by other copies are seen within StoreCacheMaxAge",

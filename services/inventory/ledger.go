@@ -279,12 +279,13 @@ type pipeline struct {
 	checks    []func(pgconn.CommandTag) error
 	events    []outbox.Event
 	committed bool
-	dropDelta bool // failpoint, tests only: see Service.failDropDelta
+	dropDelta bool   // failpoint, tests only: see Service.failDropDelta
+	schema    string // the service's schema, for the outbox (its statements are only queued)
 }
 
 // newPipeline starts the writes of one transaction.
 func (s *Service) newPipeline() pipeline {
-	return pipeline{dropDelta: s.failDropDelta.Load()}
+	return pipeline{dropDelta: s.failDropDelta.Load(), schema: s.schema}
 }
 
 func (p *pipeline) exec(check func(pgconn.CommandTag) error, sql string, args ...any) {
@@ -324,7 +325,7 @@ func (p *pipeline) queueEvents(ctx context.Context) error {
 		return nil
 	}
 	before := p.batch.Len()
-	if err := outbox.EnqueueBatch(ctx, queuedTx{batch: &p.batch}, p.events); err != nil {
+	if err := outbox.EnqueueBatch(ctx, outbox.InSchema(queuedTx{batch: &p.batch}, p.schema), p.events); err != nil {
 		return err
 	}
 	for range p.batch.Len() - before {
