@@ -87,16 +87,19 @@ func New(cfg Config) (*Gateway, error) {
 	draining, drain := context.WithCancel(context.Background())
 	admit := newAdmission(cfg.Keys, cfg.RateLimits)
 	admit.draining = draining
+	// Every call answered is counted once (handoff_edge_requests_total{edge="gateway"}),
+	// refusals included: its interceptor comes first, so it sees what admission refuses.
+	requests := edge.NewRequests("gateway", PublicServices...)
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		edge.WithCodec(),
-		connect.WithInterceptors(admit.interceptor()),
+		connect.WithInterceptors(requests.Interceptor(), admit.interceptor()),
 		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
 		connect.WithCompressMinBytes(edge.CompressMinBytes),
 	}
 	admitted := func(path string, h http.Handler) (string, http.Handler) {
-		return edge.AdmitBeforeBody(path, h, admit.admit, opts...)
+		return requests.AdmitBeforeBody(path, h, admit.admit, opts...)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(admitted(catalogv1connect.NewCatalogServiceHandler(catalogProxy{c: catalogv1.NewCatalogServiceClient(cfg.Catalog)}, opts...)))

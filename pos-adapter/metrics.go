@@ -34,6 +34,10 @@ var (
 	}, []string{"source"})
 )
 
+// metricsEdge is the adapter's edge label on the edges' request metrics
+// (handoff_edge_requests_total, handoff_edge_request_duration_seconds; package edge).
+const metricsEdge = "pos"
+
 // Every outcome's series is on /metrics from the start, at 0, so that an alert on the first
 // dead letter (increase(…) > 0) sees it grow.
 func init() {

@@ -411,10 +411,14 @@ func New(cfg Config) (*Adapter, error) {
 	a.refusedVendor = edge.NewLimiter(rate, burst)
 	a.acks = coalesce.New(maxAckBatch, a.ackMany)
 
+	// Every TerminalService and TerminalAdminService call answered is counted once
+	// (handoff_edge_requests_total{edge="pos"}), refusals included: its interceptor comes
+	// first, so it sees what authentication refuses.
+	requests := edge.NewRequests(metricsEdge, posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName)
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		edge.WithCodec(),
-		connect.WithInterceptors(authInterceptor{a: a}, edge.StorableText()),
+		connect.WithInterceptors(requests.Interceptor(), authInterceptor{a: a}, edge.StorableText()),
 		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
 		connect.WithCompressMinBytes(edge.CompressMinBytes),
@@ -426,9 +430,9 @@ func New(cfg Config) (*Adapter, error) {
 		return a.admit(ctx, peerAddr, procedure, header.Get("Authorization"))
 	}
 	terminalPath, terminalHandler := posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...)
-	mux.Handle(edge.AdmitBeforeBody(terminalPath, withWriteControl(terminalHandler), admit, opts...))
+	mux.Handle(requests.AdmitBeforeBody(terminalPath, withWriteControl(terminalHandler), admit, opts...))
 	adminPath, adminHandler := posv1connect.NewTerminalAdminServiceHandler(adminAPI{a: a}, opts...)
-	mux.Handle(edge.AdmitBeforeBody(adminPath, adminHandler, admit, opts...))
+	mux.Handle(requests.AdmitBeforeBody(adminPath, adminHandler, admit, opts...))
 	mux.Handle("POST "+VendorWebhookPath+"{store_id}", http.HandlerFunc(a.serveVendorWebhook))
 	a.health = edge.Mount(mux, []string{posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName},
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes))

@@ -12,8 +12,6 @@ import (
 // its handler runs with.
 type Admit func(ctx context.Context, procedure string, header http.Header, peerAddr string) (context.Context, error)
 
-type admittedKey struct{}
-
 // AdmitBeforeBody admits each call to h's procedures (unary and server streams) as soon as its
 // headers are in, before a byte of its body is read: a token and rate limits need nothing else.
 // Admitted only in an interceptor, after the body, a client trickling bodies (up to
@@ -22,14 +20,32 @@ type admittedKey struct{}
 // handler would; a path that is no such procedure (an unknown method) is left to h to answer.
 // Interceptors ask Admitted before admitting a call again.
 func AdmitBeforeBody(path string, h http.Handler, admit Admit, opts ...connect.HandlerOption) (string, http.Handler) {
+	return admitBeforeBody(path, h, admit, nil, opts...)
+}
+
+// admitBeforeBody is AdmitBeforeBody, counting each call once in requests unless nil.
+func admitBeforeBody(path string, h http.Handler, admit Admit, requests *Requests, opts ...connect.HandlerOption) (string, http.Handler) {
 	refuse := connect.NewErrorWriter(opts...)
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if procedures.of(r.URL.Path) == otherPath || !refuse.IsSupported(r) {
-			h.ServeHTTP(w, r)
+			if requests == nil {
+				h.ServeHTTP(w, r)
+				return
+			}
+			// Connect answers these itself (an unknown method, a content type it does not
+			// speak), or the interceptors admit the call and count it.
+			c := &call{Context: r.Context()}
+			h.ServeHTTP(c.writer(w), r.WithContext(c))
+			if !c.counted {
+				requests.procedure(r.URL.Path).counter(c.code()).Inc()
+			}
 			return
 		}
 		ctx, err := admit(r.Context(), r.URL.Path, r.Header, r.RemoteAddr)
 		if err != nil {
+			if requests != nil {
+				requests.procedure(r.URL.Path).count(err)
+			}
 			if r.ProtoMajor == 1 {
 				// The body is left unread: HTTP/1.1 would wait for it before the answer, and
 				// then for its end to reuse the connection, which closes after the answer.
@@ -39,9 +55,21 @@ func AdmitBeforeBody(path string, h http.Handler, admit Admit, opts ...connect.H
 			_ = refuse.Write(w, r, err)
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, admittedKey{}, true)))
+		c := &call{Context: ctx, admitted: true}
+		if requests == nil {
+			h.ServeHTTP(w, r.WithContext(c))
+			return
+		}
+		h.ServeHTTP(c.writer(w), r.WithContext(c))
+		if !c.counted {
+			// Answered before the interceptors ran: a request too large or malformed.
+			requests.procedure(r.URL.Path).counter(c.code()).Inc()
+		}
 	})
 }
 
 // Admitted reports whether AdmitBeforeBody admitted the call of ctx.
-func Admitted(ctx context.Context) bool { return ctx.Value(admittedKey{}) != nil }
+func Admitted(ctx context.Context) bool {
+	c, ok := ctx.Value(callKey{}).(*call)
+	return ok && c.admitted
+}

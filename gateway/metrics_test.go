@@ -1,0 +1,167 @@
+package gateway_test
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
+	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+)
+
+// edgeCounts reads handoff_edge_requests_total{edge="gateway"} of procedure, by code.
+func edgeCounts(t *testing.T, procedure string) map[string]float64 {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "handoff_edge_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["edge"] == "gateway" && l["procedure"] == procedure {
+				out[l["code"]] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+// wantCountedOnce checks that procedure's answers grew by one, under code, since before.
+func wantCountedOnce(t *testing.T, procedure, code string, before map[string]float64) {
+	t.Helper()
+	after := edgeCounts(t, procedure)
+	var grew float64
+	for c, v := range after {
+		grew += v - before[c]
+	}
+	if after[code]-before[code] != 1 || grew != 1 {
+		t.Errorf("%s: counted %v, before %v; want one more under code %q and nothing else", procedure, after, before, code)
+	}
+}
+
+// An on-call operator sees at the gateway what shoppers get: answers, refusals for no token or
+// over a rate limit (which no service behind it ever sees), a request too large, and calls
+// failing Unavailable because the service behind is down, each counted once under its code;
+// and the series an alert on failures reads are there at 0 before any failure.
+func TestTheGatewayCountsEveryAnswerOnceByProcedureAndCode(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			// Its backends down: anonymous calls get Unavailable; a burst of 3 calls per address.
+			down := gatewayTo(t, testenv.FreeAddr(t), time.Second, func(c *gateway.Config) {
+				c.RateLimits = gateway.RateLimits{PerCaller: 1, PerCallerBurst: 1, PerAddress: 0.001, PerAddressBurst: 3, Checkout: 1, CheckoutBurst: 1}
+				c.MaxRequestBytes = 1024
+			})
+			got := edgeCounts(t, catalogv1connect.CatalogServiceGetProductProcedure)
+			if _, ok := got["unavailable"]; !ok {
+				t.Fatalf("GetProduct's series before any call: %v; want unavailable and internal there, at 0 or more", got)
+			}
+			if _, ok := got["internal"]; !ok {
+				t.Fatalf("GetProduct's series before any call: %v; want unavailable and internal there, at 0 or more", got)
+			}
+			catalog := catalogv1connect.NewCatalogServiceClient(p.client(), "http://"+down.addr, p.opts...)
+			cart := cartv1connect.NewCartServiceClient(p.client(), "http://"+down.addr, p.opts...)
+
+			before := edgeCounts(t, catalogv1connect.CatalogServiceListCategoriesProcedure)
+			_, err := catalog.ListCategories(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{}))
+			if connect.CodeOf(err) != connect.CodeUnavailable {
+				t.Fatalf("ListCategories with catalog down: %v; want Unavailable", err)
+			}
+			wantCountedOnce(t, catalogv1connect.CatalogServiceListCategoriesProcedure, "unavailable", before)
+
+			before = edgeCounts(t, catalogv1connect.CatalogServiceListProductsProcedure)
+			_, err = catalog.ListProducts(t.Context(), connect.NewRequest(&catalogv1.ListProductsRequest{PageToken: strings.Repeat("x", 4096)}))
+			if connect.CodeOf(err) != connect.CodeResourceExhausted {
+				t.Fatalf("ListProducts of 4 KB over a 1 KB limit: %v; want ResourceExhausted", err)
+			}
+			wantCountedOnce(t, catalogv1connect.CatalogServiceListProductsProcedure, "resource_exhausted", before)
+
+			before = edgeCounts(t, cartv1connect.CartServiceGetCartProcedure)
+			_, err = cart.GetCart(t.Context(), connect.NewRequest(&cartv1.GetCartRequest{}))
+			if connect.CodeOf(err) != connect.CodeUnauthenticated {
+				t.Fatalf("GetCart without a token: %v; want Unauthenticated", err)
+			}
+			wantCountedOnce(t, cartv1connect.CartServiceGetCartProcedure, "unauthenticated", before)
+
+			before = edgeCounts(t, catalogv1connect.CatalogServiceGetProductProcedure)
+			_, err = catalog.GetProduct(t.Context(), connect.NewRequest(&catalogv1.GetProductRequest{ProductId: "prd-1"}))
+			if connect.CodeOf(err) != connect.CodeResourceExhausted {
+				t.Fatalf("a fourth call over a burst of 3: %v; want ResourceExhausted", err)
+			}
+			wantCountedOnce(t, catalogv1connect.CatalogServiceGetProductProcedure, "resource_exhausted", before)
+
+			// A backend that answers: ok, and timed.
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := grpc.NewServer()
+			catalogv1.RegisterCatalogServiceServer(srv, deadlineCatalog{left: make(chan time.Duration, 1)})
+			go func() { _ = srv.Serve(lis) }()
+			t.Cleanup(srv.Stop)
+			up := gatewayTo(t, lis.Addr().String(), time.Second)
+			catalog = catalogv1connect.NewCatalogServiceClient(p.client(), "http://"+up.addr, p.opts...)
+			before = edgeCounts(t, catalogv1connect.CatalogServiceListCategoriesProcedure)
+			timed := edgeTimed(t, catalogv1connect.CatalogServiceListCategoriesProcedure)
+			if _, err := catalog.ListCategories(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{})); err != nil {
+				t.Fatal(err)
+			}
+			wantCountedOnce(t, catalogv1connect.CatalogServiceListCategoriesProcedure, "ok", before)
+			if got := edgeTimed(t, catalogv1connect.CatalogServiceListCategoriesProcedure); got != timed+1 {
+				t.Errorf("ListCategories timed %d times, was %d; want one more", got, timed)
+			}
+
+			// A method the service does not have: one value, however many are made up.
+			before = edgeCounts(t, "unknown")
+			unknown := connect.NewClient[catalogv1.ListCategoriesRequest, catalogv1.ListCategoriesResponse](p.client(),
+				"http://"+up.addr+"/"+catalogv1connect.CatalogServiceName+"/NoSuchMethod", p.opts...)
+			if _, err := unknown.CallUnary(t.Context(), connect.NewRequest(&catalogv1.ListCategoriesRequest{})); connect.CodeOf(err) != connect.CodeUnimplemented {
+				t.Fatalf("an unknown method: %v; want Unimplemented", err)
+			}
+			wantCountedOnce(t, "unknown", "unimplemented", before)
+		})
+	}
+}
+
+// edgeTimed is how many calls of procedure handoff_edge_request_duration_seconds observed.
+func edgeTimed(t *testing.T, procedure string) uint64 {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, f := range families {
+		if f.GetName() != "handoff_edge_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := 0
+			for _, l := range m.GetLabel() {
+				if (l.GetName() == "edge" && l.GetValue() == "gateway") || (l.GetName() == "procedure" && l.GetValue() == procedure) {
+					match++
+				}
+			}
+			if match == 2 {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
+}
