@@ -41,12 +41,19 @@ const deliveryPending = "pending"
 // so one found failed was made a dead letter while in flight (backOffStoresSQL gives up on a
 // store's pending deliveries past their time, the one in flight among them; or a copy whose
 // claim lapsed sent it too), and the vendor has taken its ticket all the same.
+//
+// It answers how many deliveries it made dead letters (pending until then): those are counted
+// on handoff_pos_webhook_deliveries_total once the write commits, and only those (one made a
+// dead letter in flight by backOffStoresSQL is counted there).
 const recordDeliveriesSQL = `
+WITH u AS (
 UPDATE webhook_deliveries d SET state = o.state, attempts = o.attempts, last_error = o.last_error,
 	done_time = CASE WHEN o.state = 'pending' THEN d.done_time ELSE now() END,
 	next_attempt_time = CASE WHEN o.state = 'pending' THEN now() + o.wait_us * interval '1 microsecond' ELSE d.next_attempt_time END
 FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bigint[]) AS o(id, state, attempts, last_error, wait_us)
-WHERE d.id = o.id AND (d.state = $6 OR (d.state = 'failed' AND o.state = 'delivered'))`
+WHERE d.id = o.id AND (d.state = $6 OR (d.state = 'failed' AND o.state = 'delivered'))
+RETURNING o.state)
+SELECT count(*) FILTER (WHERE state = 'failed') FROM u`
 
 // maxRecordBatch bounds one recording statement.
 const maxRecordBatch = 500
@@ -100,7 +107,10 @@ func (r *deliveryRecorder) write(batch []deliveryOutcome) {
 		if backoff {
 			due, err = r.writeWithBackoff(ctx, batch, ids, states, attempts, errs, waits)
 		} else {
-			_, err = r.a.db.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending)
+			var dead int64
+			if err = r.a.db.QueryRow(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending).Scan(&dead); err == nil {
+				webhookDeliveries.WithLabelValues("dead").Add(float64(dead))
+			}
 		}
 		if err == nil || try == maxRecordTries || !pgdb.LostRace(err) {
 			break
@@ -219,9 +229,11 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("lock store webhooks: %w", err)
 		}
-		if _, err := tx.Exec(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending); err != nil {
+		var dead int64
+		if err := tx.QueryRow(ctx, recordDeliveriesSQL, ids, states, attempts, errs, waits, deliveryPending).Scan(&dead); err != nil {
 			return fmt.Errorf("record outcomes: %w", err)
 		}
+		deadLetters = dead
 
 		var (
 			backOff, backOffErrs []string
@@ -274,7 +286,7 @@ func (r *deliveryRecorder) writeWithBackoff(ctx context.Context, batch []deliver
 				r.a.cfg.WebhookGiveUpAfter.Microseconds()).Scan(&givenUp); err != nil {
 				return fmt.Errorf("back off stores: %w", err)
 			}
-			deadLetters = givenUp
+			deadLetters += givenUp
 			if givenUp > 0 {
 				r.a.log.Warn("webhook deliveries of stores whose endpoint fails kept as dead letters: their time is up",
 					"count", givenUp, "give_up_after", r.a.cfg.WebhookGiveUpAfter)

@@ -637,9 +637,7 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 		if state != "dropped" {
 			attempts++
 		}
-		if state == "failed" {
-			webhookDeliveries.WithLabelValues("dead").Inc()
-		} else {
+		if state != "failed" { // a dead letter is counted once its recording commits
 			webhookDeliveries.WithLabelValues(state).Inc()
 		}
 		return deliveryOutcome{id: c.id, storeID: c.storeID, probe: c.probe, state: state, attempts: attempts, lastError: pgtext.Clip(lastErr, 500)}, true
