@@ -253,7 +253,23 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 			c.ServiceDatabaseURLs[svc] = v
 		}
 	}
-	return s, c.Validate()
+	if err := c.Validate(); err != nil {
+		var se *stack.SettingError
+		if errors.As(err, &se) {
+			if _, known := envVar[se.Setting]; known {
+				where := setting(se.Setting, se.Value)
+				if se.Secret { // named, not repeated
+					where = "-" + se.Setting
+					if !given[se.Setting] && getenv(envVar[se.Setting]) != "" {
+						where = envVar[se.Setting]
+					}
+				}
+				return s, fmt.Errorf("%s: %s", where, se.Problem)
+			}
+		}
+		return s, err
+	}
+	return s, nil
 }
 
 // checkAddr refuses an address that is not host:port with a port from 0 to 65535 (a service's

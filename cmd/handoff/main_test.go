@@ -96,7 +96,7 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{[]string{"-target", "warehouse"}, nil, `unknown target "warehouse"`},
+		{[]string{"-target", "warehouse"}, nil, `-target "warehouse": want one of all,`},
 		{[]string{"-target", "catalog"}, nil, "needs NATS_URL"},
 		{nil, map[string]string{"HANDOFF_TARGET": "catalog", "NATS_URL": "nats://127.0.0.1:4222"}, "needs HANDOFF_JWT_KEYS"},
 		{nil, map[string]string{"HANDOFF_TARGET": "catalog", "NATS_URL": "nats://127.0.0.1:4222", "HANDOFF_JWT_KEYS": testKeys}, "needs DATABASE_URL"},
@@ -105,23 +105,34 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		{nil, map[string]string{"HANDOFF_STREAM_REPLICAS": "3x"}, `HANDOFF_STREAM_REPLICAS="3x": want a whole number`},
 		{nil, map[string]string{"HANDOFF_SHUTDOWN_GRACE": "10"}, `HANDOFF_SHUTDOWN_GRACE="10": want a duration`},
 		{[]string{"-currency", "EUR"}, nil, "the demo chain is priced in USD; run with -currency USD, or without the demo (-demo=false)"},
-		{[]string{"-currency", "EURO", "-demo=false"}, nil, `currency "EURO": want an ISO 4217 code`},
-		{[]string{"-db-max-conns", "-3"}, nil, "db max conns -3: want a positive number"},
-		{[]string{"-stream-replicas", "7"}, nil, "stream replicas 7: want 1 to 5"},
-		{[]string{"-shutdown-grace", "-1s"}, nil, "shutdown grace -1s: want a positive duration"},
+		{[]string{"-currency", "EURO", "-demo=false"}, nil, `-currency "EURO": want an ISO 4217 code`},
+		{[]string{"-db-max-conns", "-3"}, nil, `-db-max-conns "-3": want a positive number`},
+		{[]string{"-stream-replicas", "7"}, nil, `-stream-replicas "7": want 1 to 5`},
+		{[]string{"-shutdown-grace", "-1s"}, nil, `-shutdown-grace "-1s": want a positive duration`},
 		{nil, map[string]string{"HANDOFF_TRUSTED_PROXIES": "10.0.0.0/8,ingress.internal"}, "HANDOFF_TRUSTED_PROXIES=\"10.0.0.0/8,ingress.internal\": trusted proxies \"10.0.0.0/8,ingress.internal\": want addresses and CIDR ranges"},
 		// Each refusal names where the value came from: the variable, when no flag was given.
 		{nil, map[string]string{"HANDOFF_DEMO": "yes"}, `HANDOFF_DEMO="yes": want true or false`},
 		{[]string{"-demo", "yes"}, map[string]string{"HANDOFF_DEMO": "true"}, `-demo "yes": want true or false`},
 		{nil, map[string]string{"HANDOFF_LOG_LEVEL": "loud"}, `HANDOFF_LOG_LEVEL="loud": want debug`},
-		{[]string{"-db-max-conns", "4294967297"}, nil, "db max conns 4294967297: want a positive number up to 10000"},
-		{[]string{"-stream-replicas", "3"}, nil, "stream replicas 3: the embedded NATS server keeps one copy"},
+		{[]string{"-db-max-conns", "4294967297"}, nil, `-db-max-conns "4294967297": want a positive number up to 10000`},
+		{[]string{"-stream-replicas", "3"}, nil, `-stream-replicas "3": the embedded NATS server keeps one copy`},
+		// Refusals of the stack's own checks name the setting too, the variable when it was one.
+		{nil, map[string]string{"HANDOFF_DB_MAX_CONNS": "-3"}, `HANDOFF_DB_MAX_CONNS="-3": want a positive number`},
+		{nil, map[string]string{"HANDOFF_START_WAIT": "-2s"}, `HANDOFF_START_WAIT="-2s": want a positive duration`},
+		// A secret too short is refused at once, named and not repeated.
+		{[]string{"-pickup-code-secret", "short-secret"}, nil, "-pickup-code-secret: want at least 16 bytes, the same in every copy; got 12"},
+		{nil, map[string]string{"HANDOFF_NOTIFY_WEBHOOK_SECRET": "tiny"}, "HANDOFF_NOTIFY_WEBHOOK_SECRET: want at least 16 bytes; got 4"},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer
 		code := run(c.args, func(k string) string { return c.env[k] }, io.Discard, &stderr)
 		if code != 2 || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("run(%v, %v) = %d, %q; want 2 and a message containing %q", c.args, c.env, code, stderr.String(), c.want)
+		}
+		for _, secret := range []string{"short-secret", "tiny"} {
+			if strings.Contains(stderr.String(), secret) {
+				t.Errorf("run(%v, %v) printed the secret: %q", c.args, c.env, stderr.String())
+			}
 		}
 	}
 }

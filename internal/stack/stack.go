@@ -149,13 +149,34 @@ func (c *Config) runs(part string) bool { return c.Target == TargetAll || c.Targ
 // max_connections is 100), and within the driver's int32.
 const maxDBConns = 10_000
 
+// SettingError is a configuration value Validate refuses. Setting is its name as the handoff
+// command's flag has it (shutdown-grace), so the command can say where the value came from: the
+// flag, or its variable.
+type SettingError struct {
+	Setting string
+	Value   string
+	Secret  bool // Value is left out: it is a secret
+	Problem string
+}
+
+func (e *SettingError) Error() string {
+	if e.Secret {
+		return fmt.Sprintf("%s: %s", strings.ReplaceAll(e.Setting, "-", " "), e.Problem)
+	}
+	return fmt.Sprintf("%s %q: %s", strings.ReplaceAll(e.Setting, "-", " "), e.Value, e.Problem)
+}
+
+func settingError(setting string, value any, problem string, args ...any) error {
+	return &SettingError{Setting: setting, Value: fmt.Sprint(value), Problem: fmt.Sprintf(problem, args...)}
+}
+
 // Validate checks the configuration and fills defaults.
 func (c *Config) Validate() error {
 	if c.Target == "" {
 		c.Target = TargetAll
 	}
 	if !slices.Contains(Targets, c.Target) {
-		return fmt.Errorf("unknown target %q: want one of %s", c.Target, strings.Join(Targets, ", "))
+		return settingError("target", c.Target, "want one of %s", strings.Join(Targets, ", "))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -163,28 +184,28 @@ func (c *Config) Validate() error {
 	if c.ShutdownGrace < 0 {
 		// As a negative connection count is refused: taken for the default, it would be a
 		// 10 s drain nobody asked for.
-		return fmt.Errorf("shutdown grace %s: want a positive duration, or 0 for the default", c.ShutdownGrace)
+		return settingError("shutdown-grace", c.ShutdownGrace, "want a positive duration, or 0 for the default")
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
 	if c.StartWait < 0 {
-		return fmt.Errorf("start wait %s: want a positive duration, or 0 for the default", c.StartWait)
+		return settingError("start-wait", c.StartWait, "want a positive duration, or 0 for the default")
 	}
 	if c.StartWait == 0 {
 		c.StartWait = DefaultStartWait
 	}
 	if c.StreamReplicas < 0 || c.StreamReplicas > 5 {
-		return fmt.Errorf("stream replicas %d: want 1 to 5 (JetStream's limit), 3 in a production cluster", c.StreamReplicas)
+		return settingError("stream-replicas", c.StreamReplicas, "want 1 to 5 (JetStream's limit), 3 in a production cluster")
 	}
 	if c.StreamReplicas == 0 {
 		c.StreamReplicas = 1
 	}
 	if c.StreamReplicas > 1 && c.NATSURL == "" {
-		return fmt.Errorf("stream replicas %d: the embedded NATS server keeps one copy; use 1, or a NATS cluster (NATS_URL)", c.StreamReplicas)
+		return settingError("stream-replicas", c.StreamReplicas, "the embedded NATS server keeps one copy; use 1, or a NATS cluster (NATS_URL)")
 	}
 	if c.DBMaxConns < 0 || c.DBMaxConns > maxDBConns {
-		return fmt.Errorf("db max conns %d: want a positive number up to %d, or 0 for the default", c.DBMaxConns, maxDBConns)
+		return settingError("db-max-conns", c.DBMaxConns, "want a positive number up to %d, or 0 for the default", maxDBConns)
 	}
 	if c.DBMaxConns == 0 {
 		c.DBMaxConns = 16
@@ -194,7 +215,7 @@ func (c *Config) Validate() error {
 	}
 	unit, err := currency.ParseISO(c.Currency)
 	if err != nil {
-		return fmt.Errorf("currency %q: want an ISO 4217 code such as USD or EUR", c.Currency)
+		return settingError("currency", c.Currency, "want an ISO 4217 code such as USD or EUR")
 	}
 	c.Currency = unit.String()
 	if c.DemoTimeZone != "" {
@@ -203,7 +224,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.LoadDemo && c.Currency != demo.Currency {
-		return fmt.Errorf("currency %s: the demo chain is priced in %s; run with -currency %s, or without the demo (-demo=false)", c.Currency, demo.Currency, demo.Currency)
+		return settingError("currency", c.Currency, "the demo chain is priced in %s; run with -currency %s, or without the demo (-demo=false)", demo.Currency, demo.Currency)
 	}
 	if c.Target != TargetAll {
 		// The gateway reaches the services over gRPC only: it needs no NATS.
@@ -220,6 +241,14 @@ func (c *Config) Validate() error {
 		if needsDB && c.DatabaseURL == "" && c.ServiceDatabaseURLs[c.Target] == "" {
 			return fmt.Errorf("target %s needs DATABASE_URL (only the all target starts a private PostgreSQL)", c.Target)
 		}
+	}
+	// Secrets too short are refused here, naming the setting, not at the start of the part that
+	// uses them (the value is not repeated: it is a secret).
+	if n := len(c.PickupCodeSecret); n > 0 && n < 16 {
+		return &SettingError{Setting: "pickup-code-secret", Secret: true, Problem: fmt.Sprintf("want at least 16 bytes, the same in every copy; got %d", n)}
+	}
+	if n := len(c.Notify.WebhookSecret); n > 0 && n < 16 {
+		return &SettingError{Setting: "notify-webhook-secret", Secret: true, Problem: fmt.Sprintf("want at least 16 bytes; got %d", n)}
 	}
 	if c.DataDir == "" {
 		c.DataDir = ".data"
