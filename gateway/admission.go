@@ -157,7 +157,7 @@ func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 		}
 		err = edge.UntilExpiry(ctx, expires, func(ctx context.Context) error { return next(ctx, conn) })
 		if errors.Is(context.Cause(ctx), errDraining) {
-			return connect.NewError(connect.CodeUnavailable, errors.New("the gateway is restarting: open the stream again"))
+			return connect.NewError(connect.CodeUnavailable, edge.Restarting("the gateway is restarting: open the stream again"))
 		}
 		return err
 	}

@@ -526,7 +526,7 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 // logged and hidden.
 func (a *Adapter) streamEnd(ctx context.Context, what string, err error) error {
 	if a.draining.Err() != nil {
-		return connect.NewError(connect.CodeUnavailable, errors.New("pos-adapter is restarting: reconnect to resume the feed"))
+		return connect.NewError(connect.CodeUnavailable, edge.Restarting("pos-adapter is restarting: reconnect to resume the feed"))
 	}
 	if ctx.Err() != nil {
 		return connect.NewError(connect.CodeCanceled, ctx.Err())

@@ -2,9 +2,12 @@ package edge
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -116,10 +119,24 @@ func (p *procedureMetrics) counter(slot int) prometheus.Counter {
 // count counts one answer with err (nil: ok).
 func (p *procedureMetrics) count(err error) { p.counter(codeSlot(err)).Inc() }
 
+// ErrRestarting is in the error with which an edge ends an open stream because the edge itself
+// is shutting down (see Restarting): the client opens it again, through another copy.
+var ErrRestarting = errors.New("edge restarting")
+
+// Restarting is an error saying msg that is ErrRestarting, for the Unavailable with which an
+// edge ends its open streams when it shuts down. Such a stream was served until then, and is
+// counted ok: a rolling restart is no service behind the edge failing (HandoffEdgeFailing).
+func Restarting(msg string) error { return restartingError(msg) }
+
+type restartingError string
+
+func (e restartingError) Error() string      { return string(e) }
+func (restartingError) Is(target error) bool { return target == ErrRestarting }
+
 // codeSlot is err's code as connect writes it: nil is ok, a context's error its code, any
-// other error without a code Unknown.
+// other error without a code Unknown; a stream ended by the edge's own restart is ok.
 func codeSlot(err error) int {
-	if err == nil {
+	if err == nil || errors.Is(err, ErrRestarting) {
 		return 0
 	}
 	code := connect.CodeOf(err)
@@ -150,6 +167,7 @@ type requestsInterceptor struct{ r *Requests }
 
 func (i requestsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		started(ctx)
 		p := i.r.procedure(req.Spec().Procedure)
 		start := time.Now()
 		res, err := next(ctx, req)
@@ -165,9 +183,18 @@ func (i requestsInterceptor) WrapStreamingClient(next connect.StreamingClientFun
 
 func (i requestsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		started(ctx)
 		err := next(ctx, conn)
 		i.r.answered(ctx, i.r.procedure(conn.Spec().Procedure), err)
 		return err
+	}
+}
+
+// started marks ctx's call (if AdmitBeforeBody made one) as in the Interceptor's hands: what is
+// written from then on is the handler's.
+func started(ctx context.Context) {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		c.started = true
 	}
 }
 
@@ -198,9 +225,16 @@ type call struct {
 	context.Context
 	admitted bool
 	counted  bool
+	started  bool // the Interceptor has run (see started)
 	status   int
 	w        http.ResponseWriter
+	// early is the start of the body written before the Interceptor ran: an answer connect made
+	// itself, such as a Connect stream's end-of-stream message with its error.
+	early []byte
 }
+
+// earlyMax bounds what is kept of a body written before the Interceptor ran.
+const earlyMax = 4096
 
 func (c *call) Value(key any) any {
 	if key == (callKey{}) {
@@ -221,7 +255,8 @@ func (c *call) writer(w http.ResponseWriter) http.ResponseWriter {
 
 // code is the code of the response written, read from its headers: grpc-status (gRPC's
 // trailers, or gRPC-web's trailers-only response), else the HTTP status as Connect maps codes
-// to it. Only answers written before the handler ran are read so: nothing of them is in a body.
+// to it, or, for a Connect stream (HTTP 200), the end-of-stream message written (early). Only
+// answers written before the handler ran are read so.
 func (c *call) code() int {
 	h := c.w.Header()
 	for _, k := range [...]string{"Grpc-Status", http.TrailerPrefix + "Grpc-Status"} {
@@ -232,6 +267,9 @@ func (c *call) code() int {
 			}
 			return slotOf(n)
 		}
+	}
+	if c.status == http.StatusOK && strings.HasPrefix(h.Get("Content-Type"), "application/connect+") {
+		return connectEndCode(c.early)
 	}
 	switch c.status {
 	case 0, http.StatusOK:
@@ -270,6 +308,9 @@ func (w callWriter) Write(b []byte) (int, error) {
 	if w.c.status == 0 {
 		w.c.status = http.StatusOK
 	}
+	if !w.c.started && len(w.c.early) < earlyMax {
+		w.c.early = append(w.c.early, b[:min(len(b), earlyMax-len(w.c.early))]...)
+	}
 	return w.c.w.Write(b)
 }
 
@@ -290,4 +331,28 @@ func (w flushingCallWriter) Flush() {
 		w.c.status = http.StatusOK
 	}
 	w.c.w.(http.Flusher).Flush()
+}
+
+// connectEndCode is the code of a Connect stream answered with only its end-of-stream message
+// (a flags byte with 0x02, a 4-byte length, then JSON with the error if any), as body holds it.
+func connectEndCode(body []byte) int {
+	if len(body) < 5 || body[0]&0x02 == 0 {
+		return int(connect.CodeUnknown)
+	}
+	n := int(binary.BigEndian.Uint32(body[1:5]))
+	if len(body) < 5+n {
+		return int(connect.CodeUnknown)
+	}
+	var end struct {
+		Error *struct {
+			Code connect.Code `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body[5:5+n], &end); err != nil {
+		return int(connect.CodeUnknown)
+	}
+	if end.Error == nil {
+		return 0
+	}
+	return slotOf(int(end.Error.Code))
 }
