@@ -21,26 +21,7 @@ import (
 // edgeCounts reads handoff_edge_requests_total{edge="gateway"} of procedure, by code.
 func edgeCounts(t *testing.T, procedure string) map[string]float64 {
 	t.Helper()
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		if f.GetName() != "handoff_edge_requests_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["edge"] == "gateway" && l["procedure"] == procedure {
-				out[l["code"]] += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return out
+	return testenv.CounterSums(t, "handoff_edge_requests_total", map[string]string{"edge": "gateway", "procedure": procedure}, "code")
 }
 
 // wantCountedOnce checks that procedure's answers grew by one, under code, since before.

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/handoff-dev/handoff/internal/testenv"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
@@ -14,26 +14,7 @@ import (
 // posAnswers reads handoff_edge_requests_total{edge="pos"} of procedure, by code.
 func posAnswers(t *testing.T, procedure string) map[string]float64 {
 	t.Helper()
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		if f.GetName() != "handoff_edge_requests_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["edge"] == "pos" && l["procedure"] == procedure {
-				out[l["code"]] += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return out
+	return testenv.CounterSums(t, "handoff_edge_requests_total", map[string]string{"edge": "pos", "procedure": procedure}, "code")
 }
 
 // wantAnswered checks that procedure's answers grew by n, all under code, since before.

@@ -4,37 +4,18 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 )
 
-// webhookOutcomes sums, per label value, the counters on /metrics whose name starts with
-// handoff_pos_webhook: what an operator can graph and alert on of the deliveries to vendor POS
-// webhooks.
+// webhookOutcomes is handoff_pos_webhook_deliveries_total by outcome: what an operator can
+// graph and alert on of the deliveries to vendor POS webhooks.
 func webhookOutcomes(t *testing.T) map[string]float64 {
 	t.Helper()
-	families, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		if !strings.HasPrefix(f.GetName(), "handoff_pos_webhook") {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				out[l.GetValue()] += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return out
+	return testenv.CounterSums(t, "handoff_pos_webhook_deliveries_total", nil, "outcome")
 }
 
 // A store's vendor POS that refuses every ticket gets none for as long as the deliveries are

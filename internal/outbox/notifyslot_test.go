@@ -34,9 +34,17 @@ func TestAnEventWhoseNotifySlotWasTakenByARolledBackWriterIsStillRelayedPromptly
 	waitForStreamCount(t, e.js, 1, 10*time.Second)
 	time.Sleep(2 * time.Second) // past its fast looks after that round: the relay is idle
 
-	// Writer A enqueues first (it claims the NOTIFY slot) and will roll back; writer B enqueues
-	// within the gap and commits. Both transactions are open before either enqueues, so that
-	// the second enqueue comes within the gap even on a slow machine.
+	slotTakenByARollback(t, e)
+}
+
+// slotTakenByARollback has writer A enqueue first (it claims the NOTIFY slot) and roll back,
+// and writer B enqueue within the gap and commit; B's event must be relayed within about one
+// gap (2 s is over a hundred: production polls every 1 s, these relays every minute). Both
+// transactions are open before either enqueues, so that the second enqueue comes within the
+// gap even on a slow machine.
+func slotTakenByARollback(t *testing.T, e env) {
+	t.Helper()
+	ctx := context.Background()
 	a, err := e.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -60,9 +68,6 @@ func TestAnEventWhoseNotifySlotWasTakenByARolledBackWriterIsStillRelayedPromptly
 	if err := a.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-
-	// About one gap is promised; 2 s is over a hundred gaps (production polls every 1 s, this
-	// relay every minute).
 	waitForStreamCount(t, e.js, 2, 2*time.Second)
 	t.Logf("published %v after its commit", time.Since(start))
 }
