@@ -248,7 +248,7 @@ func (s *Service) DeleteAbandoned(ctx context.Context) (int64, error) {
 		WHERE state = 'open' AND checkout_until < now()
 		  AND create_time < now() - $1::bigint * interval '1 microsecond'
 		  AND update_time < now() - $1::bigint * interval '1 microsecond'
-		  AND checkout_time < now() - $1::bigint * interval '1 microsecond'
+		  AND (checkout_time IS NULL OR checkout_time < now() - $1::bigint * interval '1 microsecond') -- NULL: leased before cart's 00006
 		LIMIT 1000`, age)
 	if err != nil {
 		return 0, err
