@@ -93,6 +93,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 		return false, err
 	}
 	var base *fulfilmentv1.Order
+	events := outbox.InSchema(tx, s.schema) // tx may only queue its statements (writeBatch)
 	for _, c := range changes {
 		if c.rule.Event == "" {
 			continue // the creation entry: announced by the transition that follows it
@@ -108,7 +109,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 		snap.State, snap.Version = c.entry.To, c.entry.Seq
 		ev := &fulfilmentv1.OrderChanged{Order: snap, Transition: c.entry.proto()}
 		id := outbox.DeterministicID("order", o.ID, strconv.FormatInt(c.entry.Seq, 10))
-		if err := outbox.EnqueueWithID(ctx, outbox.InSchema(tx, s.schema), id, streams.EventSubject("fulfilment", "order", c.rule.Event), ev); err != nil {
+		if err := outbox.EnqueueWithID(ctx, events, id, streams.EventSubject("fulfilment", "order", c.rule.Event), ev); err != nil {
 			return false, err
 		}
 		if c.rule.Notify != "" {
