@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
@@ -45,6 +46,10 @@ var envVar = map[string]string{
 	"trusted-proxies":       "HANDOFF_TRUSTED_PROXIES",
 	"currency":              "HANDOFF_CURRENCY",
 	"jwt-keys":              "HANDOFF_JWT_KEYS",
+	"jwt-jwks-url":          "HANDOFF_JWT_JWKS_URL",
+	"jwt-issuer":            "HANDOFF_JWT_ISSUER",
+	"jwt-audience":          "HANDOFF_JWT_AUDIENCE",
+	"jwt-jwks-refresh":      "HANDOFF_JWT_JWKS_REFRESH",
 	"pickup-code-secret":    "HANDOFF_PICKUP_CODE_SECRET",
 	"notify-webhook-url":    "HANDOFF_NOTIFY_WEBHOOK_URL",
 	"notify-webhook-secret": "HANDOFF_NOTIFY_WEBHOOK_SECRET",
@@ -111,11 +116,12 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		return d
 	}
 	var (
-		s       settings
-		origins string
-		proxies string
-		demo    string
-		level   string
+		s        settings
+		origins  string
+		jwksURLs string
+		proxies  string
+		demo     string
+		level    string
 	)
 	c := &s.stack
 	fs.StringVar(&c.Target, "target", env("target", stack.TargetAll), "part to run: "+strings.Join(stack.Targets, " | "))
@@ -145,6 +151,10 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.Notify.SMTPPassword, "smtp-password", env("smtp-password", ""), "SMTP password")
 	fs.StringVar(&c.Notify.SMTPTLS, "smtp-tls", env("smtp-tls", notify.SMTPStartTLS), "encryption of shopper emails: starttls (when offered), require (STARTTLS or nothing sent), implicit (TLS from the first byte, port 465)")
 	fs.StringVar(&c.JWTKeys, "jwt-keys", env("jwt-keys", ""), "token keys kid:base64key[,...], first signs (empty with the all target: a development key in the data dir)")
+	fs.StringVar(&jwksURLs, "jwt-jwks-url", env("jwt-jwks-url", ""), "comma-separated JWK Set URLs (jwks_uri) of the retailer's identity provider, whose tokens are accepted besides Handoff's own (empty: none)")
+	fs.StringVar(&c.IdentityProvider.Issuer, "jwt-issuer", env("jwt-issuer", ""), "the identity provider's issuer (iss claim), exactly; needed with -jwt-jwks-url")
+	fs.StringVar(&c.IdentityProvider.Audience, "jwt-audience", env("jwt-audience", ""), "the audience (aud claim) the identity provider puts in tokens for Handoff; needed with -jwt-jwks-url")
+	fs.DurationVar(&c.IdentityProvider.Refresh, "jwt-jwks-refresh", envDuration("jwt-jwks-refresh", auth.DefaultProviderRefresh.String()), "how often the identity provider's keys are fetched again: a withdrawn key is refused from the next fetch")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
 	fs.DurationVar(&c.StartWait, "start-wait", envDuration("start-wait", stack.DefaultStartWait.String()), "how long a start waits for an external NATS or PostgreSQL that does not answer yet")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", envDuration("shutdown-grace", "10s"), "how long to drain on SIGTERM (a whole stop takes at most this + "+stack.MaxShutdown(0).String()+")")
@@ -203,6 +213,11 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		}
 	case c.Target == stack.TargetAll:
 		c.AllowedOrigins = []string{"*"} // a laptop: any local web app may call it
+	}
+	for _, u := range strings.Split(jwksURLs, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			c.IdentityProvider.JWKSURLs = append(c.IdentityProvider.JWKSURLs, u)
+		}
 	}
 	if err := notify.CheckSMTPTLS(c.Notify.SMTPTLS); err != nil {
 		return s, fmt.Errorf("%s: %w", setting("smtp-tls", c.Notify.SMTPTLS), err)

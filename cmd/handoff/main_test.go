@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,6 +120,10 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		// Refusals of the stack's own checks name the setting too, the variable when it was one.
 		{nil, map[string]string{"HANDOFF_DB_MAX_CONNS": "-3"}, `HANDOFF_DB_MAX_CONNS="-3": want a positive number`},
 		{nil, map[string]string{"HANDOFF_START_WAIT": "-2s"}, `HANDOFF_START_WAIT="-2s": want a positive duration`},
+		// The identity provider's settings go together, and its keys come over https.
+		{[]string{"-jwt-jwks-url", "http://login.example/jwks", "-jwt-issuer", "i", "-jwt-audience", "a"}, nil, `-jwt-jwks-url "http://login.example/jwks": want https (http only to a loopback address)`},
+		{nil, map[string]string{"HANDOFF_JWT_JWKS_URL": "https://login.example/jwks", "HANDOFF_JWT_AUDIENCE": "handoff"}, `-jwt-issuer "": needed with jwt-jwks-url`},
+		{nil, map[string]string{"HANDOFF_JWT_ISSUER": "https://login.example/"}, `-jwt-jwks-url "": needed with jwt-issuer and jwt-audience`},
 		// A secret too short is refused at once, named and not repeated.
 		{[]string{"-pickup-code-secret", "short-secret"}, nil, "-pickup-code-secret: want at least 16 bytes, the same in every copy; got 12"},
 		{nil, map[string]string{"HANDOFF_NOTIFY_WEBHOOK_SECRET": "tiny"}, "HANDOFF_NOTIFY_WEBHOOK_SECRET: want at least 16 bytes; got 4"},
@@ -148,6 +153,18 @@ func TestAFlagGivenOverridesABadVariable(t *testing.T) {
 	}
 	if s.stack.ShutdownGrace != 10*time.Second || s.stack.DBMaxConns != 8 {
 		t.Fatalf("shutdown grace %v, db max conns %d; want the flags' 10s and 8", s.stack.ShutdownGrace, s.stack.DBMaxConns)
+	}
+}
+
+func TestIdentityProviderSettingsAreRead(t *testing.T) {
+	env := map[string]string{"HANDOFF_JWT_JWKS_URL": "https://a.example/jwks, https://b.example/jwks", "HANDOFF_JWT_ISSUER": "https://a.example/", "HANDOFF_JWT_AUDIENCE": "handoff-api"}
+	s, err := parseSettings([]string{"-jwt-jwks-refresh", "90s"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := s.stack.IdentityProvider
+	if !slices.Equal(idp.JWKSURLs, []string{"https://a.example/jwks", "https://b.example/jwks"}) || idp.Issuer != "https://a.example/" || idp.Audience != "handoff-api" || idp.Refresh != 90*time.Second {
+		t.Fatalf("identity provider %+v; want both URLs, the issuer, the audience and 90s", idp)
 	}
 }
 

@@ -21,7 +21,8 @@ import (
 // operator rotate: add the new key, sign with it, drop the old one once its tokens expired.
 type KeySet struct {
 	keys     map[string][]byte
-	signing  string // key id new tokens are signed with
+	signing  string    // key id new tokens are signed with
+	provider *provider // the retailer's identity provider, if trusted (TrustProvider)
 	verified verifiedCache
 }
 
@@ -156,28 +157,34 @@ const verifiedCap = 16384
 
 // verifiedCache remembers tokens that verified: a token is checked at the edge and again by
 // the service it is forwarded to, on every call of the same shopper or terminal, and parsing
-// and checking it (JSON, HMAC) was a few percent of the whole system's CPU. A KeySet's keys
-// never change, so a token that verified once verifies again until it expires; expiry is
-// checked on every hit. Only tokens that verified are kept.
+// and checking it (JSON, HMAC) was a few percent of the whole system's CPU. A KeySet's own keys
+// never change, so a token they verified verifies again until it expires; expiry is checked on
+// every hit. An identity provider's keys may be withdrawn, so its tokens are verified again
+// once their recheck time passes. Only tokens that verified are kept.
 type verifiedCache struct {
 	mu sync.Mutex
-	m  map[string]Principal
+	m  map[string]verifiedToken
 }
 
-func (v *verifiedCache) get(token string) (Principal, bool) {
+type verifiedToken struct {
+	p       Principal
+	recheck time.Time // zero: until it expires
+}
+
+func (v *verifiedCache) get(token string) (verifiedToken, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	p, ok := v.m[token]
-	return p, ok
+	t, ok := v.m[token]
+	return t, ok
 }
 
-func (v *verifiedCache) put(token string, p Principal) {
+func (v *verifiedCache) put(token string, t verifiedToken) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.m == nil || len(v.m) >= verifiedCap {
-		v.m = make(map[string]Principal, 256)
+		v.m = make(map[string]verifiedToken, 256)
 	}
-	v.m[token] = p
+	v.m[token] = t
 }
 
 func (v *verifiedCache) drop(token string) {
@@ -186,21 +193,38 @@ func (v *verifiedCache) drop(token string) {
 	delete(v.m, token)
 }
 
-// Verify checks a token's signature, issuer, expiry and claims and returns its Principal.
+// Verify checks a token's signature, issuer, expiry and claims and returns its Principal: a
+// token signed with one of the set's keys, or by the identity provider it trusts.
 func (ks *KeySet) Verify(token string) (Principal, error) {
-	if p, ok := ks.verified.get(token); ok {
-		if time.Now().After(p.Expires.Add(leeway)) {
+	now := time.Now()
+	if t, ok := ks.verified.get(token); ok && (t.recheck.IsZero() || now.Before(t.recheck)) {
+		if now.After(t.p.Expires.Add(leeway)) {
 			ks.verified.drop(token)
 			return Principal{}, ErrExpired
 		}
+		p := t.p
 		p.Stores = slices.Clone(p.Stores)
 		return p, nil
 	}
-	p, err := ks.verify(token)
-	if err == nil {
-		ks.verified.put(token, Principal{Subject: p.Subject, Role: p.Role, Stores: slices.Clone(p.Stores), TokenID: p.TokenID, Expires: p.Expires})
+	var (
+		p       Principal
+		err     error
+		recheck time.Time
+	)
+	if ks.provider != nil && !signedWithHMAC(token) {
+		p, err = ks.provider.verify(token)
+		recheck = now.Add(ks.provider.recheck)
+	} else {
+		p, err = ks.verify(token)
 	}
-	return p, err
+	if err != nil {
+		ks.verified.drop(token)
+		return Principal{}, err
+	}
+	cached := p
+	cached.Stores = slices.Clone(p.Stores)
+	ks.verified.put(token, verifiedToken{p: cached, recheck: recheck})
+	return p, nil
 }
 
 func (ks *KeySet) verify(token string) (Principal, error) {
@@ -224,17 +248,22 @@ func (ks *KeySet) verify(token string) (Principal, error) {
 	case err != nil:
 		return Principal{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
+	return principalOf(c)
+}
+
+// principalOf is the caller a verified token's claims name, or why they name none.
+func principalOf(c claims) (Principal, error) {
 	p := Principal{Subject: c.Subject, Role: c.Role, Stores: c.Stores, TokenID: c.ID, Expires: c.ExpiresAt.Time}
 	switch {
 	case p.Subject == "":
-		return Principal{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
+		return Principal{}, &RejectedError{Reason: "no subject (sub)"}
 	case p.Role != RoleCustomer && p.Role != RoleStaff && p.Role != RoleAdmin:
-		return Principal{}, fmt.Errorf("%w: unknown role %q", ErrInvalidToken, p.Role)
+		return Principal{}, &RejectedError{Reason: fmt.Sprintf("role %q is none of customer, staff, admin", p.Role)}
 	case p.Role == RoleStaff && len(p.Stores) == 0:
-		return Principal{}, fmt.Errorf("%w: staff token without stores", ErrInvalidToken)
+		return Principal{}, &RejectedError{Reason: "a staff token without stores"}
 	case p.Role == RoleCustomer && utf8.RuneCountInString(p.Subject) > MaxCustomerIDLen:
 		// Refused here, at the door, rather than by the first checkout after a cart was made.
-		return Principal{}, fmt.Errorf("%w: a customer's subject is at most %d characters", ErrInvalidToken, MaxCustomerIDLen)
+		return Principal{}, &RejectedError{Reason: fmt.Sprintf("a customer's subject is at most %d characters", MaxCustomerIDLen)}
 	}
 	return p, nil
 }

@@ -83,7 +83,11 @@ func (p Policy) Authorize(ks *KeySet, fullMethod, authorization string) (Princip
 	case errors.Is(err, ErrExpired):
 		return Principal{}, false, status.Error(codes.Unauthenticated, "token expired: get a new one")
 	case err != nil:
-		return Principal{}, false, status.Error(codes.Unauthenticated, "token rejected: not signed by a Handoff key, or malformed")
+		var rejected *RejectedError
+		if errors.As(err, &rejected) {
+			return Principal{}, false, status.Error(codes.Unauthenticated, "token rejected: "+rejected.Reason)
+		}
+		return Principal{}, false, status.Error(codes.Unauthenticated, "token rejected: not signed by a key Handoff trusts, or malformed")
 	}
 	if !access.allows(principal.Role) {
 		return Principal{}, false, status.Errorf(codes.PermissionDenied, "%s needs %s; this is %s", ServiceOf(fullMethod), AToken(access.String()), AToken(string(principal.Role)))

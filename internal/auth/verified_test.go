@@ -46,7 +46,7 @@ func TestVerifiedTokensAreRememberedButStillExpire(t *testing.T) {
 
 	// Expiry is checked on the cached path too (leeway included).
 	cached, _ := ks.verified.get(tok)
-	cached.Expires = time.Now().Add(-leeway - time.Second)
+	cached.p.Expires = time.Now().Add(-leeway - time.Second)
 	ks.verified.put(tok, cached)
 	if _, err := ks.Verify(tok); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired cached token: %v, want ErrExpired", err)
@@ -67,7 +67,7 @@ func TestVerifiedTokensAreRememberedButStillExpire(t *testing.T) {
 func TestVerifiedCacheStaysBounded(t *testing.T) {
 	var v verifiedCache
 	for i := range verifiedCap + 10 {
-		v.put(strings.Repeat("t", 1+i%7)+string(rune('a'+i%26))+time.Duration(i).String(), Principal{Subject: "x"})
+		v.put(strings.Repeat("t", 1+i%7)+string(rune('a'+i%26))+time.Duration(i).String(), verifiedToken{p: Principal{Subject: "x"}})
 	}
 	if n := len(v.m); n > verifiedCap {
 		t.Fatalf("%d cached tokens, cap %d", n, verifiedCap)

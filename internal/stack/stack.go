@@ -97,6 +97,9 @@ type Config struct {
 	// JWTKeys is the token key set, "kid:base64key[,...]" (first signs). Empty with the all
 	// target uses a development key kept in DataDir.
 	JWTKeys string
+	// IdentityProvider, when its JWKSURLs are set, is the retailer's identity provider: every
+	// part accepts the tokens it signs besides Handoff's own (auth.Provider).
+	IdentityProvider auth.Provider
 	// PickupCodeSecret derives pickup codes (fulfilment); the same in every copy. Empty with
 	// the all target uses a secret kept in DataDir.
 	PickupCodeSecret string
@@ -242,6 +245,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("target %s needs DATABASE_URL (only the all target starts a private PostgreSQL)", c.Target)
 		}
 	}
+	if err := c.validateIdentityProvider(); err != nil {
+		return err
+	}
 	// Secrets too short are refused here, naming the setting, not at the start of the part that
 	// uses them (the value is not repeated: it is a secret).
 	if n := len(c.PickupCodeSecret); n > 0 && n < 16 {
@@ -252,6 +258,31 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		c.DataDir = ".data"
+	}
+	return nil
+}
+
+// validateIdentityProvider checks the identity provider's settings, which go together: its
+// keys' URL, its issuer and the audience it names Handoff by.
+func (c *Config) validateIdentityProvider() error {
+	p := c.IdentityProvider
+	if len(p.JWKSURLs) == 0 && p.Issuer == "" && p.Audience == "" {
+		return nil
+	}
+	for _, u := range p.JWKSURLs {
+		if err := auth.CheckJWKSURL(u); err != nil {
+			return settingError("jwt-jwks-url", u, "%v", err)
+		}
+	}
+	switch {
+	case len(p.JWKSURLs) == 0:
+		return settingError("jwt-jwks-url", "", "needed with jwt-issuer and jwt-audience: where the identity provider publishes its keys (its jwks_uri)")
+	case p.Issuer == "":
+		return settingError("jwt-issuer", "", "needed with jwt-jwks-url: the identity provider's iss claim, exactly")
+	case p.Audience == "":
+		return settingError("jwt-audience", "", "needed with jwt-jwks-url: the aud the identity provider puts in tokens for Handoff")
+	case p.Refresh < 0:
+		return settingError("jwt-jwks-refresh", p.Refresh, "want a positive interval")
 	}
 	return nil
 }
@@ -397,6 +428,18 @@ func (s *system) start(ctx context.Context) error {
 	keys, err := LoadKeys(s.cfg)
 	if err != nil {
 		return err
+	}
+	if len(s.cfg.IdentityProvider.JWKSURLs) > 0 {
+		idp := s.cfg.IdentityProvider
+		if idp.Logger == nil {
+			idp.Logger = s.log
+		}
+		// The key set's refreshes end with the process, not with a start that is cut short.
+		refreshes, stop := context.WithCancel(context.WithoutCancel(ctx))
+		s.onClose(func(context.Context) error { stop(); return nil })
+		if err := keys.TrustProvider(refreshes, idp); err != nil {
+			return err
+		}
 	}
 	s.keys, s.ready.Keys = keys, keys
 	if s.cfg.runs(TargetFulfilment) {

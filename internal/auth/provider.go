@@ -1,0 +1,221 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
+)
+
+// A retailer's shoppers and staff already sign in somewhere: an OpenID Connect provider
+// (Auth0, Okta, Keycloak, Cognito, Entra ID...) that signs tokens with a private key and
+// publishes the public keys as a JWK Set (its jwks_uri). Trusting that provider lets its tokens
+// reach Handoff as they are, and Handoff never holds a key that could mint them. Handoff's own
+// HMAC keys stay: they sign the tokens the pos-adapter mints for terminals, and
+// `handoff token`'s.
+
+// Provider is an identity provider whose tokens a KeySet accepts besides its own.
+type Provider struct {
+	// JWKSURLs are where the provider publishes its public keys: https, or http to a loopback
+	// address (a provider on the same host, in development).
+	JWKSURLs []string
+	// Issuer is the provider's iss claim, exactly as it writes it.
+	Issuer string
+	// Audience is the aud the provider puts in tokens meant for Handoff (its API's identifier):
+	// a token the same provider issued for another of the retailer's APIs is refused.
+	Audience string
+	// Refresh is how often the key set is fetched again. A key the provider withdrew is refused
+	// from the next fetch, and a token already seen is verified again after Refresh. Default 5m.
+	Refresh time.Duration
+	// Client fetches the key set; nil means http.DefaultClient. Each fetch is given 10 s.
+	Client *http.Client
+	// Logger receives failed fetches; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultProviderRefresh is Provider.Refresh's default.
+const DefaultProviderRefresh = 5 * time.Minute
+
+// providerFetchTimeout bounds one fetch of the provider's key set.
+const providerFetchTimeout = 10 * time.Second
+
+// providerMethods are the signing algorithms accepted from a provider: public-key ones only, so
+// that a token cannot be "signed" with a public key used as an HMAC secret.
+var providerMethods = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// Validate checks p's settings, naming what is wrong.
+func (p Provider) Validate() error {
+	if len(p.JWKSURLs) == 0 {
+		return errors.New("no JWK Set URL")
+	}
+	for _, raw := range p.JWKSURLs {
+		if err := CheckJWKSURL(raw); err != nil {
+			return fmt.Errorf("JWK Set URL %q: %w", raw, err)
+		}
+	}
+	if p.Issuer == "" {
+		return errors.New("the provider's issuer (iss) is needed with its JWK Set URL")
+	}
+	if p.Audience == "" {
+		return errors.New("the audience (aud) the provider puts in tokens for Handoff is needed with its JWK Set URL")
+	}
+	if p.Refresh < 0 {
+		return fmt.Errorf("refresh %v: want a positive interval", p.Refresh)
+	}
+	return nil
+}
+
+// CheckJWKSURL refuses a key set URL that is not https, unless it is on a loopback address:
+// keys fetched in the clear could be replaced on the way, and with them anyone's tokens made.
+func CheckJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return errors.New("not an absolute URL")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+			return nil
+		}
+		return errors.New("want https (http only to a loopback address)")
+	default:
+		return errors.New("want https")
+	}
+}
+
+// provider verifies one identity provider's tokens.
+type provider struct {
+	keys    keyfunc.Keyfunc
+	parser  *jwt.Parser
+	recheck time.Duration
+}
+
+// TrustProvider makes ks accept tokens signed by p's published keys, carrying p's issuer and
+// audience and the claims Handoff's own tokens carry (role, and stores for staff). The key set
+// is fetched now and every p.Refresh until ctx ends, and again (at most every 30 s) when a token
+// names a key not in it: the provider rotating keys. A first fetch that fails is logged, not
+// returned: Handoff starts while its provider is down, its own tokens work meanwhile, and the
+// provider's are accepted once a fetch succeeds. Call it before ks verifies tokens.
+func (ks *KeySet) TrustProvider(ctx context.Context, p Provider) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("identity provider: %w", err)
+	}
+	if p.Refresh == 0 {
+		p.Refresh = DefaultProviderRefresh
+	}
+	log := p.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, p.JWKSURLs, keyfunc.Override{
+		Client:          p.Client,
+		HTTPTimeout:     providerFetchTimeout,
+		RefreshInterval: p.Refresh,
+		// A token naming an unknown key fetches the set again, at most every 30 s, and waits at
+		// most a fetch's time for its turn: a flood of made-up key ids is refused, not queued.
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(30*time.Second), 1),
+		RateLimitWaitMax:  providerFetchTimeout,
+		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
+			return func(_ context.Context, err error) {
+				log.Error("identity provider's keys could not be fetched: its tokens are refused until they are", "url", u, "err", err)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("identity provider's keys: %w", err)
+	}
+	ks.provider = &provider{
+		keys: keys,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods(providerMethods),
+			jwt.WithIssuer(p.Issuer),
+			jwt.WithAudience(p.Audience),
+			jwt.WithExpirationRequired(),
+			jwt.WithLeeway(leeway),
+		),
+		recheck: p.Refresh,
+	}
+	return nil
+}
+
+func (pv *provider) verify(token string) (Principal, error) {
+	var c claims
+	_, err := pv.parser.ParseWithClaims(token, &c, pv.keys.Keyfunc)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Principal{}, ErrExpired
+	case err != nil:
+		return Principal{}, &RejectedError{Reason: providerReason(err, c)}
+	}
+	p, err := principalOf(c)
+	if err != nil {
+		return Principal{}, err
+	}
+	if _, delegated := strings.CutPrefix(p.Subject, delegatePrefix); delegated {
+		// Only the pos-adapter, with Handoff's own key, speaks for someone else (OnBehalfOf).
+		return Principal{}, &RejectedError{Reason: fmt.Sprintf("a subject starting %q is Handoff's own", delegatePrefix)}
+	}
+	return p, nil
+}
+
+// providerReason says why the provider's token was refused, in words safe to give its caller.
+func providerReason(err error, c claims) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "issuer (iss) is not the identity provider's"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "audience (aud) does not name Handoff"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "not valid yet (nbf, iat)"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && len(c.Audience) == 0:
+		return "no audience (aud) naming Handoff"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "no expiry (exp)"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "not signed by a key the identity provider publishes"
+	}
+	return "malformed"
+}
+
+// RejectedError is a token refused for a reason its caller may be told (a provider's token
+// with the wrong audience, say). It is an ErrInvalidToken.
+type RejectedError struct{ Reason string }
+
+func (e *RejectedError) Error() string { return ErrInvalidToken.Error() + ": " + e.Reason }
+
+// Is makes a RejectedError an ErrInvalidToken.
+func (e *RejectedError) Is(target error) bool { return target == ErrInvalidToken }
+
+// signedWithHMAC reports whether token's header names HS256, Handoff's own algorithm; a token
+// whose header cannot be read is treated as Handoff's, whose parser refuses it.
+func signedWithHMAC(token string) bool {
+	head, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return true
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(head, "="))
+	if err != nil {
+		return true
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return true
+	}
+	return h.Alg == jwt.SigningMethodHS256.Alg()
+}
