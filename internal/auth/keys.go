@@ -211,11 +211,16 @@ func (ks *KeySet) Verify(token string) (Principal, error) {
 		err     error
 		recheck time.Time
 	)
-	if ks.provider != nil && !signedWithHMAC(token) {
-		p, err = ks.provider.verify(token)
+	switch alg := algOf(token); {
+	case ks.provider != nil && alg != jwt.SigningMethodHS256.Alg():
+		p, err = ks.provider.verify(token, alg)
 		recheck = now.Add(ks.provider.recheck)
-	} else {
+	default:
 		p, err = ks.verify(token)
+		if err != nil && !errors.Is(err, ErrExpired) && ks.provider != nil && issuerOf(token) == ks.provider.issuer {
+			// Not Handoff's: the provider's, signed with a shared secret Handoff does not hold.
+			err = &RejectedError{Reason: "the identity provider's token is signed with HMAC (HS256): only its public-key signatures (RS, PS, ES, EdDSA) are taken"}
+		}
 	}
 	if err != nil {
 		ks.verified.drop(token)

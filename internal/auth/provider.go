@@ -2,17 +2,22 @@ package auth
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
@@ -99,10 +104,105 @@ func CheckJWKSURL(raw string) error {
 
 // provider verifies one identity provider's tokens.
 type provider struct {
-	keys    keyfunc.Keyfunc
+	keys    jwkset.Storage // refreshed in the background, and on an unknown kid
+	issuer  string
 	parser  *jwt.Parser
 	recheck time.Duration
 }
+
+// maxJWKSBytes bounds a key set's response: a few keys take a few KB.
+const maxJWKSBytes = 1 << 20
+
+// jwksClient is c (nil: a client of its own) following only redirects that keep to the rule
+// CheckJWKSURL sets for the URL itself, and reading at most maxJWKSBytes of a key set.
+func jwksClient(c *http.Client) *http.Client {
+	out := http.Client{}
+	if c != nil {
+		out = *c
+	}
+	next := out.CheckRedirect
+	out.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if err := CheckJWKSURL(req.URL.String()); err != nil {
+			return fmt.Errorf("redirected to %s: %w", req.URL.Redacted(), err)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		return nil
+	}
+	rt := out.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	out.Transport = limitedBodies{rt}
+	return &out
+}
+
+// limitedBodies cuts every response body at maxJWKSBytes, as an error.
+type limitedBodies struct{ next http.RoundTripper }
+
+func (l limitedBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := l.next.RoundTrip(req)
+	if err == nil {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxJWKSBytes}
+	}
+	return resp, err
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("key set larger than %d bytes", maxJWKSBytes)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// key is the public key a provider's token t is verified with: the published key its kid
+// names, meant for signatures, of the algorithm t names, and of a size the algorithm allows.
+// A token must name its key: without a kid, each published key would be tried, an encryption
+// key and keys of other algorithms among them.
+func (pv *provider) key(t *jwt.Token) (any, error) {
+	kid, _ := t.Header["kid"].(string)
+	if kid == "" {
+		return nil, &RejectedError{Reason: "no key id (kid) in its header"}
+	}
+	jwk, err := pv.keys.KeyRead(context.Background(), kid)
+	if err != nil {
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not one the identity provider publishes", echo(kid))}
+	}
+	m := jwk.Marshal()
+	switch {
+	case m.USE == jwkset.UseEnc:
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is published for encryption, not signatures", echo(kid))}
+	case len(m.KEYOPS) > 0 && !slices.Contains(m.KEYOPS, jwkset.KeyOpsVerify):
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not published to verify signatures (key_ops)", echo(kid))}
+	case m.ALG != "" && m.ALG.String() != t.Method.Alg():
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is published for %s, the token names %s", echo(kid), m.ALG, t.Method.Alg())}
+	}
+	key := jwk.Key()
+	if priv, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+		key = priv.Public() // a provider that published a private key: only its public half is used
+	}
+	if pub, ok := key.(*rsa.PublicKey); ok && pub.Size()*8 < minRSABits {
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is %d-bit RSA, under the %d bits RFC 7518 asks", echo(kid), pub.Size()*8, minRSABits)}
+	}
+	return key, nil
+}
+
+// minRSABits is the smallest RSA key RFC 7518 (3.3, 3.5) lets sign a token.
+const minRSABits = 2048
 
 // TrustProvider makes ks accept tokens signed by p's published keys, carrying p's issuer and
 // audience and the claims Handoff's own tokens carry (role, and stores for staff). The key set
@@ -122,7 +222,7 @@ func (ks *KeySet) TrustProvider(ctx context.Context, p Provider) error {
 		log = slog.Default()
 	}
 	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, p.JWKSURLs, keyfunc.Override{
-		Client:          p.Client,
+		Client:          jwksClient(p.Client),
 		HTTPTimeout:     providerFetchTimeout,
 		RefreshInterval: p.Refresh,
 		// A token naming an unknown key fetches the set again, at most every 30 s, and waits at
@@ -139,7 +239,8 @@ func (ks *KeySet) TrustProvider(ctx context.Context, p Provider) error {
 		return fmt.Errorf("identity provider's keys: %w", err)
 	}
 	ks.provider = &provider{
-		keys: keys,
+		keys:   keys.Storage(),
+		issuer: p.Issuer,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods(providerMethods),
 			jwt.WithIssuer(p.Issuer),
@@ -152,12 +253,18 @@ func (ks *KeySet) TrustProvider(ctx context.Context, p Provider) error {
 	return nil
 }
 
-func (pv *provider) verify(token string) (Principal, error) {
+func (pv *provider) verify(token, alg string) (Principal, error) {
+	if !slices.Contains(providerMethods, alg) {
+		return Principal{}, &RejectedError{Reason: fmt.Sprintf("signed with %q: only public-key signatures (RS, PS, ES, EdDSA) are taken from the identity provider", echo(alg))}
+	}
 	var c claims
-	_, err := pv.parser.ParseWithClaims(token, &c, pv.keys.Keyfunc)
+	_, err := pv.parser.ParseWithClaims(token, &c, pv.key)
+	var rejected *RejectedError
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, ErrExpired
+	case errors.As(err, &rejected):
+		return Principal{}, rejected
 	case err != nil:
 		return Principal{}, &RejectedError{Reason: providerReason(err, c)}
 	}
@@ -200,22 +307,42 @@ func (e *RejectedError) Error() string { return ErrInvalidToken.Error() + ": " +
 // Is makes a RejectedError an ErrInvalidToken.
 func (e *RejectedError) Is(target error) bool { return target == ErrInvalidToken }
 
-// signedWithHMAC reports whether token's header names HS256, Handoff's own algorithm; a token
-// whose header cannot be read is treated as Handoff's, whose parser refuses it.
-func signedWithHMAC(token string) bool {
-	head, _, ok := strings.Cut(token, ".")
-	if !ok {
-		return true
-	}
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(head, "="))
-	if err != nil {
-		return true
-	}
+// algOf is the alg a token's header names, or "" when the header cannot be read.
+func algOf(token string) string {
 	var h struct {
 		Alg string `json:"alg"`
 	}
-	if json.Unmarshal(b, &h) != nil {
-		return true
+	decodeSegment(token, 0, &h)
+	return h.Alg
+}
+
+// issuerOf is the iss a token claims, unverified, or "": only for saying why it was refused.
+func issuerOf(token string) string {
+	var c struct {
+		Iss string `json:"iss"`
 	}
-	return h.Alg == jwt.SigningMethodHS256.Alg()
+	decodeSegment(token, 1, &c)
+	return c.Iss
+}
+
+// decodeSegment decodes the i-th dot-separated segment of token as JSON into v, leaving v as it
+// is when it is not JSON.
+func decodeSegment(token string, i int, v any) {
+	parts := strings.SplitN(token, ".", 3)
+	if len(parts) < 3 {
+		return
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[i], "="))
+	if err != nil {
+		return
+	}
+	_ = json.Unmarshal(b, v)
+}
+
+// echo is a value of a refused token as a refusal repeats it: cut short.
+func echo(s string) string {
+	if r := []rune(s); len(r) > 64 {
+		return string(r[:64]) + "…"
+	}
+	return s
 }

@@ -2,15 +2,26 @@ package auth_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -254,5 +265,208 @@ func TestProviderSettingsAreChecked(t *testing.T) {
 	}
 	if err := handoffKeys(t).TrustProvider(t.Context(), auth.Provider{JWKSURLs: []string{"http://login.example/jwks"}, Issuer: "i", Audience: "a"}); err == nil {
 		t.Error("TrustProvider took settings Validate refuses")
+	}
+}
+
+// pubKey is a key a provider publishes, with its metadata.
+type pubKey struct {
+	kid, alg string
+	use      jwkset.USE
+	pub      crypto.PublicKey
+}
+
+// jwksServer publishes keys (their public halves), as a provider would.
+func jwksServer(t *testing.T, keys ...pubKey) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		set := jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{}}
+		for _, k := range keys {
+			j, err := jwkset.NewJWKFromKey(k.pub, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: k.kid, ALG: jwkset.ALG(k.alg), USE: k.use}})
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			set.Keys = append(set.Keys, j.Marshal())
+		}
+		_ = json.NewEncoder(w).Encode(set)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/jwks"
+}
+
+// trustURL is a key set trusting the provider publishing its keys at u.
+func trustURL(t *testing.T, u string) *auth.KeySet {
+	t.Helper()
+	ks := handoffKeys(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := ks.TrustProvider(ctx, auth.Provider{JWKSURLs: []string{u}, Issuer: authtest.Issuer, Audience: authtest.Audience, Refresh: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+// signWith signs c with key, naming kid in the header unless it is empty.
+func signWith(t *testing.T, m jwt.SigningMethod, kid string, key crypto.Signer, c authtest.Claims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(m, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A key the provider publishes for encryption ("use": "enc", e.g. Keycloak's RSA-OAEP key) is
+// not a signing key: RFC 7517 4.2, OIDC Core 10.1.1. A token signed with it must be refused.
+func TestAKeyPublishedForEncryptionDoesNotVerifyTokens(t *testing.T) {
+	sig, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	enc, _ := rsa.GenerateKey(rand.Reader, 2048)
+	enc2, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ks := trustURL(t, jwksServer(t,
+		pubKey{kid: "sig-1", alg: "ES256", use: jwkset.UseSig, pub: sig.Public()},
+		pubKey{kid: "enc-1", alg: "RSA-OAEP", use: jwkset.UseEnc, pub: enc.Public()},
+		pubKey{kid: "enc-2", use: jwkset.UseEnc, pub: enc2.Public()},
+	))
+	// Naming an encryption key that has no alg: keyfunc checks no "use".
+	if p, err := ks.Verify(signWith(t, jwt.SigningMethodRS256, "enc-2", enc2, authtest.Staff("mallory", "sea-1"))); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("token naming the provider's encryption key enc-2 (use enc, no alg): %+v, %v; want refused", p, err)
+	}
+	if _, err := ks.Verify(signWith(t, jwt.SigningMethodES256, "sig-1", sig, authtest.Customer("alice"))); err != nil {
+		t.Fatalf("the signing key: %v", err)
+	}
+	// Without a kid keyfunc tries every published key, the encryption key too.
+	tok := signWith(t, jwt.SigningMethodRS256, "", enc, authtest.Staff("mallory", "sea-1"))
+	if p, err := ks.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("token without kid signed with the provider's encryption key (use enc): %+v, %v; want refused", p, err)
+	}
+}
+
+// RFC 7518 3.3: a key of 2048 bits or larger MUST be used with RS256.
+func TestAnRSAKeyUnder2048BitsIsRefused(t *testing.T) {
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := trustURL(t, jwksServer(t, pubKey{kid: "rs-small", alg: "RS256", use: jwkset.UseSig, pub: small.Public()}))
+	if p, err := ks.Verify(signWith(t, jwt.SigningMethodRS256, "rs-small", small, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("token signed by a 1024-bit RSA key: %+v, %v; want refused", p, err)
+	}
+}
+
+// The JWK's alg pins the algorithm its key is used with; keyfunc checks it only when the token
+// names a kid.
+func TestAProviderTokenMustNameItsKeyWhoseAlgorithmItKeeps(t *testing.T) {
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ks := trustURL(t, jwksServer(t, pubKey{kid: "rs-1", alg: "RS256", use: jwkset.UseSig, pub: k.Public()}))
+	if _, err := ks.Verify(signWith(t, jwt.SigningMethodPS256, "rs-1", k, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("PS256 naming an RS256 key: %v; want refused", err)
+	}
+	if p, err := ks.Verify(signWith(t, jwt.SigningMethodPS256, "", k, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("PS256 with no kid, the only key RS256: %+v, %v; want refused", p, err)
+	}
+}
+
+// roundTrips answers a client's requests in memory: a provider reached over https whose
+// answers a test decides.
+type roundTrips func(*http.Request) *http.Response
+
+func (f roundTrips) RoundTrip(r *http.Request) (*http.Response, error) { return f(r), nil }
+
+func answer(r *http.Request, code int, body string, header ...string) *http.Response {
+	h := http.Header{}
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	return &http.Response{StatusCode: code, Header: h, Body: io.NopCloser(strings.NewReader(body)), Request: r}
+}
+
+// jwksOf is the key set publishing key as kid, ES256, for signatures, with padding bytes of an
+// extra member.
+func jwksOf(t *testing.T, kid string, key crypto.PublicKey, padding int) string {
+	t.Helper()
+	j, err := jwkset.NewJWKFromKey(key, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: kid, ALG: "ES256", USE: jwkset.UseSig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{j.Marshal()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if padding == 0 {
+		return string(b)
+	}
+	// Padding inside the object: a decoder reads it all before it has the set.
+	return strings.TrimSuffix(string(b), "}") + `,"x-padding":"` + strings.Repeat("x", padding) + `"}`
+}
+
+// The key set's URL must be https (keys fetched in the clear could be replaced on the way, and
+// anyone's tokens made with them): a redirect to plain http elsewhere is not followed.
+func TestKeysAreNeverFetchedInTheClearAfterARedirect(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var plain atomic.Int64
+	client := &http.Client{Transport: roundTrips(func(r *http.Request) *http.Response {
+		if r.URL.Scheme == "http" {
+			plain.Add(1)
+			return answer(r, http.StatusOK, jwksOf(t, "es-1", k.Public(), 0), "Content-Type", "application/json")
+		}
+		return answer(r, http.StatusFound, "", "Location", "http://keys.login.example/jwks")
+	})}
+	ks := handoffKeys(t)
+	if err := ks.TrustProvider(t.Context(), auth.Provider{JWKSURLs: []string{"https://login.example/.well-known/jwks.json"},
+		Issuer: authtest.Issuer, Audience: authtest.Audience, Refresh: time.Hour, Client: client}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ks.Verify(signWith(t, jwt.SigningMethodES256, "es-1", k, authtest.Customer("alice")))
+	if !errors.Is(err, auth.ErrInvalidToken) || plain.Load() > 0 {
+		t.Fatalf("the key set redirected to plain http: fetched in the clear %d times; token %+v, %v; want never fetched, the token refused", plain.Load(), p, err)
+	}
+}
+
+// A key set is a few keys: an answer over a megabyte is refused, not read into memory whole
+// at every refresh.
+func TestAnOversizedKeySetIsRefused(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	padding := 0
+	client := &http.Client{Transport: roundTrips(func(r *http.Request) *http.Response {
+		return answer(r, http.StatusOK, jwksOf(t, "es-1", k.Public(), padding), "Content-Type", "application/json")
+	})}
+	trust := func() *auth.KeySet {
+		ks := handoffKeys(t)
+		if err := ks.TrustProvider(t.Context(), auth.Provider{JWKSURLs: []string{"https://login.example/jwks"},
+			Issuer: authtest.Issuer, Audience: authtest.Audience, Refresh: time.Hour, Client: client}); err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	}
+	tok := signWith(t, jwt.SigningMethodES256, "es-1", k, authtest.Customer("alice"))
+	if _, err := trust().Verify(tok); err != nil {
+		t.Fatalf("a key set of normal size: %v", err)
+	}
+	padding = 2 << 20
+	if p, err := trust().Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("a key set of 2 MiB: %+v, %v; want it refused and the token with it", p, err)
+	}
+}
+
+// The provider's token signed with a shared secret is refused saying so, whichever HMAC it is.
+func TestAProvidersHMACTokenIsRefusedSayingSo(t *testing.T) {
+	idp := authtest.New(t)
+	ks := trusting(t, idp, time.Hour)
+	for _, m := range []jwt.SigningMethod{jwt.SigningMethodHS256, jwt.SigningMethodHS512} {
+		tok := jwt.NewWithClaims(m, authtest.Customer("alice"))
+		tok.Header["kid"] = "hs-1"
+		s, err := tok.SignedString([]byte("the provider's client secret, 32+ bytes long"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = auth.DefaultPolicy().Authorize(ks, cartv1connect.CartServiceCreateCartProcedure, "Bearer "+s)
+		msg := status.Convert(err).Message()
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(msg, "HMAC") && !strings.Contains(msg, "public-key signatures") {
+			t.Errorf("the provider's %s token: %v; want Unauthenticated saying it is signed with HMAC", m.Alg(), err)
+		}
 	}
 }
