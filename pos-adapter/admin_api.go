@@ -43,7 +43,7 @@ var storeIDPattern = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 
 func checkStoreID(id string) error {
 	if !storeIDPattern.MatchString(id) {
-		return fmt.Errorf("%q is not a store id (1-64 of a-z, 0-9, '-', '_')", id)
+		return fmt.Errorf("%q is not a store id (1-64 of a-z, 0-9, '-', '_')", rpcerr.Echo(id))
 	}
 	return nil
 }

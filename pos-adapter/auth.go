@@ -224,6 +224,11 @@ func (a *Adapter) forStore(ctx context.Context, storeID string) (caller, error) 
 	if storeID == "" {
 		return caller{}, edge.ConnectError(rpcerr.Invalid("store_id", "required"))
 	}
+	// An id no store can have is refused as the admin API refuses it: a staff token minted
+	// for a misspelt store would otherwise open a feed that stays empty for good.
+	if err := checkStoreID(storeID); err != nil {
+		return caller{}, edge.ConnectError(rpcerr.Invalid("store_id", err.Error()))
+	}
 	c, ok := callerFrom(ctx)
 	if !ok {
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("not authenticated"))
