@@ -19,13 +19,14 @@ const DefaultStartWait = time.Minute
 
 // untilAnswered runs try until it succeeds, fails in a way waiting cannot mend (retry false),
 // or the start wait is over, pausing 250 ms and up to 5 s between tries, and saying once that
-// it waits for what.
+// it waits for what. The last try is made as the wait ends: what answers within it is taken.
 func (s *system) untilAnswered(ctx context.Context, what string, try func() (retry bool, err error)) error {
 	deadline := time.Now().Add(s.cfg.StartWait)
 	pause := 250 * time.Millisecond
 	for said := false; ; said = true {
 		retry, err := try()
-		if err == nil || !retry || time.Now().Add(pause).After(deadline) {
+		left := time.Until(deadline)
+		if err == nil || !retry || left <= 0 {
 			return err
 		}
 		if !said {
@@ -34,7 +35,7 @@ func (s *system) untilAnswered(ctx context.Context, what string, try func() (ret
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(pause):
+		case <-time.After(min(pause, left)):
 		}
 		pause = min(2*pause, 5*time.Second)
 	}
