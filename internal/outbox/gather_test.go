@@ -227,8 +227,8 @@ func waitListening(t *testing.T, pool *pgxpool.Pool) string {
 
 // While events trickle in and the relay is woken far more often than they come (the NOTIFYs of
 // many writer copies), a round waits Gather after one that relayed a few events, so rounds
-// carry several events instead of one each; and every event still goes out within about
-// Gather plus NotifyGap.
+// carry several events instead of one each; and every event still goes out as it is notified
+// (the test logs the waits: about Gather plus NotifyGap on a quiet machine).
 func TestRelayGathersEventsWhileTheyTrickleIn(t *testing.T) {
 	e := setup(t)
 	const gather = 10 * time.Millisecond
@@ -292,8 +292,10 @@ func TestRelayGathersEventsWhileTheyTrickleIn(t *testing.T) {
 	if n > events/3 {
 		t.Fatalf("%d rounds for %d events; want rounds of several events", n, events)
 	}
-	if p99 := waits[len(waits)*99/100]; p99 > gather+outbox.NotifyGap+100*time.Millisecond {
-		t.Fatalf("wait p99 %v; want about Gather (%v) plus NotifyGap at most", p99, gather)
+	// Woken, not polled (the poll is a minute away): the bound is far above Gather plus NotifyGap
+	// (typically tens of ms here) because the machine is shared, and a test asserts no timing.
+	if p99 := waits[len(waits)*99/100]; p99 > 2*time.Second {
+		t.Fatalf("wait p99 %v; want the events relayed as they were notified, not at a poll", p99)
 	}
 }
 
