@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/internal/tracing"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
@@ -90,10 +92,14 @@ func New(cfg Config) (*Gateway, error) {
 	// Every call answered is counted once (handoff_edge_requests_total{edge="gateway"}),
 	// refusals included: its interceptor comes first, so it sees what admission refuses.
 	requests := edge.NewRequests("gateway", PublicServices...)
+	interceptors := []connect.Interceptor{requests.Interceptor(), admit.interceptor()}
+	if tracing.Enabled() {
+		interceptors = slices.Insert(interceptors, 0, tracing.EdgeInterceptor())
+	}
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		edge.WithCodec(),
-		connect.WithInterceptors(requests.Interceptor(), admit.interceptor()),
+		connect.WithInterceptors(interceptors...),
 		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
 		connect.WithCompressMinBytes(edge.CompressMinBytes),

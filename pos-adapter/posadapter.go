@@ -109,6 +109,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -124,6 +125,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pgdb"
+	"github.com/handoff-dev/handoff/internal/tracing"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
@@ -415,10 +417,14 @@ func New(cfg Config) (*Adapter, error) {
 	// (handoff_edge_requests_total{edge="pos"}), refusals included: its interceptor comes
 	// first, so it sees what authentication refuses.
 	requests := edge.NewRequests(metricsEdge, posv1connect.TerminalServiceName, posv1connect.TerminalAdminServiceName)
+	interceptors := []connect.Interceptor{requests.Interceptor(), authInterceptor{a: a}, edge.StorableText()}
+	if tracing.Enabled() {
+		interceptors = slices.Insert(interceptors, 0, tracing.EdgeInterceptor())
+	}
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		edge.WithCodec(),
-		connect.WithInterceptors(requests.Interceptor(), authInterceptor{a: a}, edge.StorableText()),
+		connect.WithInterceptors(interceptors...),
 		// Only responses worth it are gzipped for clients that accept it: a fresh gzip state per
 		// message cost more CPU than the whole protobuf encoding of a small reply saved in bytes.
 		connect.WithCompressMinBytes(edge.CompressMinBytes),

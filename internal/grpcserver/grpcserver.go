@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/tracing"
 )
 
 // metrics is shared by every gRPC server of the process: in the one-process mode several
@@ -68,6 +69,7 @@ func New(logger *slog.Logger, keys *auth.KeySet, opts ...grpc.ServerOption) *Ser
 	unary, stream := interceptors(logger, keys)
 	// Inside metrics and request logs, so a stream ended by the stop is counted as it ends.
 	stream = slices.Insert(stream, 2, s.endOnDrain)
+	unary, stream = traced(unary, stream)
 	base := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -158,6 +160,13 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 	m := metrics()
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
+		// A call's log line names its trace, when it is traced, to find the one in the other.
+		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			if id := tracing.TraceID(ctx); id != "" {
+				return logging.Fields{"trace_id", id}
+			}
+			return nil
+		}),
 		// Refusals of bad input are the caller's business; only server-side faults are warnings.
 		logging.WithLevels(func(c codes.Code) logging.Level {
 			switch c {
@@ -194,13 +203,23 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 	return append(unary, unaryText), append(stream, streamText)
 }
 
+// traced puts the tracing interceptors outermost when tracing is on, so that a refused call
+// has its span too; off, it leaves the chains as they are.
+func traced(unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	if !tracing.Enabled() {
+		return unary, stream
+	}
+	tu, ts := tracing.ServerInterceptors()
+	return slices.Insert(unary, 0, tu), slices.Insert(stream, 0, ts)
+}
+
 // InProcess returns a channel on which services register as on a server and which callers in
 // the same process use as a client connection: a call runs the service's handler directly,
 // through the same interceptors as New's servers, with no HTTP/2 framing, socket or
 // serialization in between (messages are cloned). The one-process mode's gateway and
 // pos-adapter reach the services this way; a service's own server still listens for the rest.
 func InProcess(logger *slog.Logger, keys *auth.KeySet) *Channel {
-	unary, stream := interceptors(logger, keys)
+	unary, stream := traced(interceptors(logger, keys))
 	chained := chainUnary(unary)
 	return &Channel{
 		Channel: new(inprocgrpc.Channel).
@@ -225,7 +244,7 @@ type Channel struct {
 // only io.EOF once the handler has returned, so the caller would see "EOF" where a network
 // stream gives the status (Unauthenticated, NotFound), depending on which side ran first.
 func (c *Channel) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	s, err := c.Channel.NewStream(ctx, desc, method, opts...)
+	s, err := c.Channel.NewStream(tracing.Outgoing(ctx), desc, method, opts...)
 	if err != nil || desc.ClientStreams || !desc.ServerStreams {
 		return s, err
 	}

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/tracing"
 )
 
 // The in-process channel runs a unary call's handler on the caller's goroutine.
@@ -74,6 +76,7 @@ func (c *Channel) RegisterService(desc *grpc.ServiceDesc, srv any) {
 
 // Invoke runs a unary call on the caller's goroutine (see above).
 func (c *Channel) Invoke(ctx context.Context, method string, req, resp any, opts ...grpc.CallOption) error {
+	ctx = tracing.Outgoing(ctx)
 	m, ok := c.unary.lookup(method)
 	in, inOK := req.(proto.Message)
 	out, outOK := resp.(proto.Message)

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/internal/tracing"
 )
 
 // Call sends req to subject and decodes the answer into res. Every error it
@@ -57,6 +59,8 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, res proto.Mes
 			DeadlineHeader: []string{strconv.FormatInt(deadline.UnixMilli(), 10)},
 		},
 	}
+	ctx, span := tracing.StartRequest(ctx, subject, msg.Header)
+	defer func() { tracing.End(span, err) }()
 	reply, err := nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		return transportStatus(subject, err, len(data), nc.MaxPayload())

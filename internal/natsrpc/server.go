@@ -20,6 +20,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/tracing"
 	"github.com/handoff-dev/handoff/internal/utf8field"
 )
 
@@ -225,6 +226,8 @@ func (svc *Service) serve(r micro.Request, subject string, serve func(context.Co
 		defer cancelAt()
 	}
 
+	ctx, span := tracing.StartHandling(ctx, subject, r.Headers())
+	defer func() { tracing.End(span, st.Err()) }()
 	var body []byte
 	func() {
 		defer func() {

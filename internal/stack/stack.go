@@ -37,6 +37,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/grpcserver"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/tracing"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
@@ -418,6 +419,13 @@ func (s *system) closeAll() {
 }
 
 func (s *system) start(ctx context.Context) error {
+	// First, so that every part built after it is traced when an OTLP endpoint is configured;
+	// its flush is the last thing a stop does.
+	stopTracing, err := tracing.Start(ctx, "handoff-"+s.cfg.Target)
+	if err != nil {
+		return err
+	}
+	s.onClose(stopTracing) // spans are best effort: within what closing has left
 	if s.cfg.Target == TargetAll {
 		release, err := lockDataDir(s.cfg.DataDir)
 		if err != nil {
@@ -680,9 +688,15 @@ func (s *system) dial(name, configured string) (grpc.ClientConnInterface, error)
 	if ch, ok := s.inproc[name]; ok {
 		return ch, nil
 	}
-	conn, err := grpc.NewClient(configured, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(roundRobin), grpc.WithKeepaliveParams(dialKeepalive),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: dialBackoff, MinConnectTimeout: 5 * time.Second}))
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: dialBackoff, MinConnectTimeout: 5 * time.Second})}
+	if tracing.Enabled() {
+		// The calls' trace context goes in their metadata to the other process.
+		unary, stream := tracing.ClientInterceptors()
+		opts = append(opts, grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream))
+	}
+	conn, err := grpc.NewClient(configured, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s at %s: %w", name, configured, err)
 	}
