@@ -47,9 +47,12 @@ FUZZTIME ?= 30000x
 # whole budget on one input instead of fuzzing (seen in CI: 11 executions in 10s).
 FUZZMINIMIZETIME ?= 1s
 .PHONY: fuzz
-fuzz: ## Fuzz the edge's gRPC-web frame and token parsing for FUZZTIME each
+fuzz: ## Fuzz the parsers of what comes from outside (frames, tokens, page tokens, vendor events, echoed answers) for FUZZTIME each
 	go test -run '^$$' -fuzz '^FuzzGRPCWebFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./gateway
 	go test -run '^$$' -fuzz '^FuzzBearerTokens$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./gateway
+	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./internal/pagetoken
+	go test -run '^$$' -fuzz '^FuzzDecodeVendorEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./pos-adapter
+	go test -run '^$$' -fuzz '^FuzzSnippet$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./internal/urlsecret
 
 .PHONY: test-short
 test-short: ## Just the Go tests

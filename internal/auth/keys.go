@@ -37,6 +37,11 @@ func ParseKeySet(spec string) (*KeySet, error) {
 		if !ok || kid == "" {
 			return nil, fmt.Errorf("key %d: want kid:base64key", i+1)
 		}
+		if !utf8.ValidString(kid) {
+			// A token's header is JSON: such an id would come back changed, and no token signed
+			// with the key would ever verify.
+			return nil, fmt.Errorf("key %d: its id is not valid UTF-8", i+1)
+		}
 		key, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil {
 			key, err = base64.RawURLEncoding.DecodeString(b64)

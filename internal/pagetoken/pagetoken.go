@@ -79,7 +79,9 @@ func Decode(req proto.Message, pos any) (bool, error) {
 		return false, nil
 	}
 	invalid := rpcerr.Invalid("page_token", "not a token returned by this list call")
-	b, err := base64.RawURLEncoding.DecodeString(token)
+	// Strict: a token's last character may carry bits the decoding drops, and a token other
+	// than the one returned must not be taken for it.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(token)
 	if err != nil {
 		return false, invalid
 	}

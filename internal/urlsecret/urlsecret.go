@@ -76,14 +76,16 @@ func Snippet(r io.Reader, n int, parts []string) string {
 		room = len(parts[0])
 	}
 	b, err := io.ReadAll(io.LimitReader(r, int64(n+room)))
-	s := Redacted(string(b), parts)
+	// Made valid before the parts are cut out, not after: a byte dropped from within a part
+	// would otherwise join it again once the part had been looked for.
+	s := Redacted(strings.ToValidUTF8(string(b), ""), parts)
 	if len(b) == n+room || err != nil {
 		s = cutPartialTail(s, parts)
 	}
 	if len(s) > n {
 		s = s[:n]
 	}
-	return strings.TrimSpace(strings.ToValidUTF8(s, ""))
+	return strings.TrimSpace(strings.ToValidUTF8(s, "")) // a rune cut at n
 }
 
 // cutPartialTail cuts from s (redacted already, so its whole parts are gone) the longest ending

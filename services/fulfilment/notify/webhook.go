@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -256,13 +257,22 @@ func VerifySignature(secret []byte, header string, body []byte, now time.Time, t
 	return errors.New("signature does not match the body")
 }
 
+// maxRetryAfter bounds a Retry-After as read: longer than any backoff the dispatcher keeps to.
+const maxRetryAfter = 24 * time.Hour
+
 // parseRetryAfter reads Retry-After as seconds or an HTTP date; 0 when absent or unreadable.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
+	s, err := strconv.ParseUint(v, 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		s, err = math.MaxUint64, nil
+	}
+	if err == nil && s > 0 {
+		// Cut before it is a Duration: a number of seconds past what one holds would wrap, and
+		// a receiver asking for a very long wait would be retried at once.
+		return time.Duration(min(s, uint64(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(t.Sub(now), 0)
