@@ -160,13 +160,6 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 	m := metrics()
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
-		// A call's log line names its trace, when it is traced, to find the one in the other.
-		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-			if id := tracing.TraceID(ctx); id != "" {
-				return logging.Fields{"trace_id", id}
-			}
-			return nil
-		}),
 		// Refusals of bad input are the caller's business; only server-side faults are warnings.
 		logging.WithLevels(func(c codes.Code) logging.Level {
 			switch c {
@@ -176,6 +169,16 @@ func interceptors(logger *slog.Logger, keys *auth.KeySet) ([]grpc.UnaryServerInt
 				return logging.LevelDebug
 			}
 		}),
+	}
+	if tracing.Enabled() {
+		// A call's log line names its trace, to find the one from the other. Only when traced:
+		// the option rebuilds every call's log fields, a cost on every call.
+		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			if id := tracing.TraceID(ctx); id != "" {
+				return logging.Fields{"trace_id", id}
+			}
+			return nil
+		}))
 	}
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		logger.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -28,13 +29,13 @@ func ServerInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterce
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, span := startServer(ctx, info.FullMethod)
 		res, err := handler(ctx, req)
-		endRPC(span, err)
+		End(span, err)
 		return res, err
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, span := startServer(ss.Context(), info.FullMethod)
 		err := handler(srv, tracedStream{ServerStream: ss, ctx: ctx})
-		endRPC(span, err)
+		End(span, err)
 		return err
 	}
 	return unary, stream
@@ -46,7 +47,7 @@ func ClientInterceptors() (grpc.UnaryClientInterceptor, grpc.StreamClientInterce
 	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		ctx, span := startClient(ctx, method)
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		endRPC(span, err)
+		End(span, err)
 		return err
 	}
 	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -54,7 +55,7 @@ func ClientInterceptors() (grpc.UnaryClientInterceptor, grpc.StreamClientInterce
 		s, err := streamer(ctx, desc, cc, method, opts...)
 		// A stream's span covers its opening: when it ends is the caller's business, and a
 		// WatchOrder lasts as long as the shopper looks.
-		endRPC(span, err)
+		End(span, err)
 		return s, err
 	}
 	return unary, stream
@@ -95,9 +96,10 @@ func rpcAttributes(fullMethod string) []attribute.KeyValue {
 	return []attribute.KeyValue{semconv.RPCSystemNameGRPC, semconv.RPCMethod(spanName(fullMethod))}
 }
 
-// endRPC ends span with the call's outcome: an error status for the codes that say the server
-// failed (a refusal of bad input is the caller's, recorded but not an error).
-func endRPC(span trace.Span, err error) {
+// End ends span, a gRPC call's or a NATS request's, with the call's outcome, err's status code:
+// an error status for the codes that say the server failed (a refusal of bad input, an order
+// the stock cannot fill, is the caller's: recorded, but not an error).
+func End(span trace.Span, err error) {
 	code := status.Code(err)
 	span.SetAttributes(semconv.RPCResponseStatusCode(code.String()))
 	switch code {
@@ -140,7 +142,8 @@ func (c metadataCarrier) Keys() []string {
 // over gRPC, gRPC-web and Connect alike. A client's own trace context is linked, not
 // continued: the edges face the internet, and a caller must not choose what is sampled.
 func EdgeInterceptor() connect.Interceptor {
-	i, err := otelconnect.NewInterceptor(otelconnect.WithoutMetrics(), otelconnect.WithoutTraceEvents())
+	i, err := otelconnect.NewInterceptor(otelconnect.WithoutMetrics(), otelconnect.WithoutTraceEvents(),
+		otelconnect.WithPropagator(propagation.TraceContext{})) // no caller's baggage
 	if err != nil {
 		panic(fmt.Sprintf("tracing: edge interceptor: %v", err)) // only bad options fail, and these are fixed
 	}

@@ -5,7 +5,6 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -31,14 +30,6 @@ func StartHandling(ctx context.Context, subject string, h Headers) (context.Cont
 	}
 	ctx = otel.GetTextMapPropagator().Extract(ctx, headerCarrier(h))
 	return tracer().Start(ctx, "nats "+subject, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(natsAttributes(subject)...))
-}
-
-// End ends span, an error marking it failed.
-func End(span trace.Span, err error) {
-	if err != nil {
-		span.SetStatus(otelcodes.Error, err.Error())
-	}
-	span.End()
 }
 
 func natsAttributes(subject string) []attribute.KeyValue {

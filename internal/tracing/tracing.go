@@ -5,8 +5,9 @@
 // order placed over NATS, the reservation behind it.
 //
 // It is off unless an OTLP endpoint is configured, with OpenTelemetry's own variables
-// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; OTEL_TRACES_SAMPLER,
-// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES as the SDK reads them). Off, nothing is
+// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, over gRPC or, with
+// OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, HTTP; OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME and
+// OTEL_RESOURCE_ATTRIBUTES as the SDK reads them). Off, nothing is
 // installed on the order path: the interceptors are left out when servers are built.
 //
 // Events relayed through the outbox and JetStream start traces of their own: a consumer acts
@@ -23,6 +24,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -57,9 +59,9 @@ func Start(ctx context.Context, service string) (stop func(context.Context) erro
 	if !Configured(os.Getenv) {
 		return func(context.Context) error { return nil }, nil
 	}
-	exp, err := otlptracegrpc.New(ctx)
+	exp, err := exporter(ctx, os.Getenv)
 	if err != nil {
-		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
+		return nil, err
 	}
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(service)),
@@ -81,13 +83,40 @@ func Start(ctx context.Context, service string) (stop func(context.Context) erro
 	}, nil
 }
 
+// exporter is the OTLP exporter of the protocol the environment names (OpenTelemetry's
+// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL): grpc, the default, or
+// http/protobuf. Both exporters read the endpoint and the rest from the environment themselves.
+func exporter(ctx context.Context, getenv func(string) string) (sdktrace.SpanExporter, error) {
+	name, protocol := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if protocol == "" {
+		name, protocol = "OTEL_EXPORTER_OTLP_PROTOCOL", getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	var (
+		exp sdktrace.SpanExporter
+		err error
+	)
+	switch strings.TrimSpace(protocol) {
+	case "", "grpc":
+		exp, err = otlptracegrpc.New(ctx)
+	case "http/protobuf":
+		exp, err = otlptracehttp.New(ctx)
+	default:
+		return nil, fmt.Errorf("tracing: %s=%q: want grpc or http/protobuf", name, protocol)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
+	}
+	return exp, nil
+}
+
 // Install makes tp the provider of every span, with W3C trace context as the propagator, and
 // turns tracing on; the returned restore puts back what was there. Start calls it; tests give
 // an in-memory provider.
 func Install(tp trace.TracerProvider) (restore func()) {
 	prevTP, prevProp, prevOn := otel.GetTracerProvider(), otel.GetTextMapPropagator(), enabled.Load()
 	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	// Trace context only: baggage from an outside caller would ride along into every part.
+	otel.SetTextMapPropagator(propagation.TraceContext{})
 	enabled.Store(true)
 	return func() {
 		otel.SetTracerProvider(prevTP)
