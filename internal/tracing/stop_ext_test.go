@@ -2,12 +2,8 @@ package tracing_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
-
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/grpc"
 
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
@@ -17,16 +13,7 @@ import (
 // Spans still in the batch processor's buffer when Handoff stops (default 5 s schedule delay)
 // reach the collector by the time Run returns, and the globals are put back.
 func TestAStopFlushesTheSpansStillBuffered(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	col := &collector{spans: map[string]string{}}
-	srv := grpc.NewServer()
-	coltracepb.RegisterTraceServiceServer(srv, col)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
+	col := startCollector(t)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000") // nothing exported but by the stop's flush
 
 	cfg := stacktest.Config(t)

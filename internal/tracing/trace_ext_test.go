@@ -169,9 +169,9 @@ func (c *collector) serviceOf(span string) (string, bool) {
 	return s, ok
 }
 
-// With OpenTelemetry's variables naming a collector, a running Handoff sends it its spans,
-// named for the part that made them.
-func TestSpansAreExportedToTheConfiguredCollector(t *testing.T) {
+// startCollector runs a collector until t ends, named by OTEL_EXPORTER_OTLP_ENDPOINT meanwhile.
+func startCollector(t *testing.T) *collector {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +182,13 @@ func TestSpansAreExportedToTheConfiguredCollector(t *testing.T) {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
-	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	return col
+}
+
+// With OpenTelemetry's variables naming a collector, a running Handoff sends it its spans,
+// named for the part that made them.
+func TestSpansAreExportedToTheConfiguredCollector(t *testing.T) {
+	col := startCollector(t)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
 
 	ready := stacktest.Start(t)
