@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
@@ -176,6 +178,11 @@ func (s *Service) lateReserve() time.Duration { return s.cfg.ReserveTimeout + s.
 // driven from the database and the order events, so a crash before this point only delays
 // them.
 func (s *Service) afterCommit(o *order, changes []change, effects bool) {
+	for _, c := range changes {
+		if c.entry.To != c.entry.From {
+			orderTransitions.WithLabelValues(domain.StateName(c.entry.To)).Inc()
+		}
+	}
 	if effects {
 		if slices.ContainsFunc(changes, func(c change) bool { return c.rule.Effect != domain.NoEffect && !c.nothingHeld }) {
 			failpoint(failpointAfterTransition)
@@ -189,6 +196,19 @@ func (s *Service) afterCommit(o *order, changes []change, effects bool) {
 		s.hub.publish(*u)
 	}
 }
+
+// orderTransitions counts orders reaching each state: the business at a glance (orders placed,
+// confirmed, rejected for want of stock, collected, expired), and the dashboard's first panel.
+var orderTransitions = func() *prometheus.CounterVec {
+	c := promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_fulfilment_order_transitions_total",
+		Help: "Orders that reached each state (pending: placed), counted by the copy that committed the change.",
+	}, []string{"state"})
+	for _, st := range domain.States {
+		c.WithLabelValues(domain.StateName(st)) // every series from the start, at 0: a rate needs two samples
+	}
+	return c
+}()
 
 // maxHoldAhead caps how far ahead a hold deadline is set: inventory accepts at most seven days.
 // An order open for longer gets its holds refreshed by the timer loop.
