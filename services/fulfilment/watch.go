@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -276,6 +277,12 @@ func (st *watchStream) reread(ctx context.Context, sc scope) (*fulfilmentv1.Watc
 	return msg, nil
 }
 
+// jittered is d give or take a fifth, at random: streams opened together (every app
+// reconnecting after a restart) then poll spread out, not all in the same instant.
+func jittered(d time.Duration) time.Duration {
+	return d - d/5 + rand.N(2*d/5+1)
+}
+
 // WatchOrder streams one of the shopper's orders: its current state first, then a message for
 // every change (with the latest transition), until the order reaches a final state or ctx
 // ends. A client that reconnects simply starts again and gets the current state first.
@@ -294,7 +301,7 @@ func (s *Service) WatchOrder(ctx context.Context, customerID, orderID string, se
 		return err
 	}
 	watchMessages.WithLabelValues("first").Inc()
-	poll := time.NewTicker(s.cfg.WatchPoll)
+	poll := time.NewTicker(jittered(s.cfg.WatchPoll))
 	defer poll.Stop()
 	for !domain.Final(st.sent.GetState()) {
 		reread := false
