@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/storeid"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
@@ -37,13 +37,9 @@ const (
 	maxWebhookURLLength  = 2000
 )
 
-// storeIDPattern is what a store id may look like: inventory's rule, and a valid NATS subject
-// token (store ids are part of the ticket subjects).
-var storeIDPattern = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
-
 func checkStoreID(id string) error {
-	if !storeIDPattern.MatchString(id) {
-		return fmt.Errorf("%q is not a store id (1-64 of a-z, 0-9, '-', '_')", rpcerr.Echo(id))
+	if !storeid.Valid(id) {
+		return fmt.Errorf("%q is not a store id (%s)", rpcerr.Echo(id), storeid.Rule)
 	}
 	return nil
 }

@@ -17,24 +17,25 @@ import (
 // that stays empty for good, shown on the device as connected.
 func TestAStoreIDNoStoreCanHaveIsRefusedNamingTheField(t *testing.T) {
 	e := newEnv(t)
-	const bad = "Not A Store!"
 	long := strings.Repeat("x", 5000)
-	for who, tok := range map[string]string{
-		"admin token": e.token(auth.Principal{Subject: "ops", Role: auth.RoleAdmin}),
-		"staff token": e.token(auth.Principal{Subject: "till-9", Role: auth.RoleStaff, Stores: []string{bad, long}}),
-	} {
-		c := e.terminal(overGRPC, tok)
-		f := e.openFeed(c, bad)
-		if err := f.end(10 * time.Second); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "store_id") {
-			t.Errorf("%s: StreamTickets(%q): %v; want InvalidArgument naming store_id", who, bad, err)
-		}
-		_, err := c.AcceptOrder(context.Background(), req(&posv1.AcceptOrderRequest{StoreId: bad, OrderId: "o-1"}))
-		if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "store_id") {
-			t.Errorf("%s: AcceptOrder at %q: %v; want InvalidArgument naming store_id", who, bad, err)
-		}
-		_, err = c.AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: long, TicketId: "t-1"}))
-		if codeOf(err) != connect.CodeInvalidArgument || len(err.Error()) > 400 {
-			t.Errorf("%s: AckTicket at a 5,000-character store id: %d characters, %.200v; want InvalidArgument, the id cut short", who, len(err.Error()), err)
+	for _, bad := range []string{"Not A Store!", "-sea-ballard-01"} {
+		for who, tok := range map[string]string{
+			"admin token": e.token(auth.Principal{Subject: "ops", Role: auth.RoleAdmin}),
+			"staff token": e.token(auth.Principal{Subject: "till-9", Role: auth.RoleStaff, Stores: []string{bad, long}}),
+		} {
+			c := e.terminal(overGRPC, tok)
+			f := e.openFeed(c, bad)
+			if err := f.end(10 * time.Second); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "store_id") {
+				t.Errorf("%s: StreamTickets(%q): %v; want InvalidArgument naming store_id", who, bad, err)
+			}
+			_, err := c.AcceptOrder(context.Background(), req(&posv1.AcceptOrderRequest{StoreId: bad, OrderId: "o-1"}))
+			if codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "store_id") {
+				t.Errorf("%s: AcceptOrder at %q: %v; want InvalidArgument naming store_id", who, bad, err)
+			}
+			_, err = c.AckTicket(context.Background(), req(&posv1.AckTicketRequest{StoreId: long, TicketId: "t-1"}))
+			if codeOf(err) != connect.CodeInvalidArgument || len(err.Error()) > 400 {
+				t.Errorf("%s: AckTicket at a 5,000-character store id: %d characters, %.200v; want InvalidArgument, the id cut short", who, len(err.Error()), err)
+			}
 		}
 	}
 }

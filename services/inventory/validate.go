@@ -15,15 +15,14 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/storeid"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
 var (
 	// SKU codes travel through POS systems and printed labels: the catalog's rule.
-	skuPattern = regexp.MustCompile(`^[A-Z0-9][A-Z0-9._-]{0,63}$`)
-	// Store ids appear in URLs and NATS subjects (handoff.store.<id>.ticket.*).
-	storeIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	skuPattern     = regexp.MustCompile(`^[A-Z0-9][A-Z0-9._-]{0,63}$`)
 	countryPattern = regexp.MustCompile(`^[A-Z]{2}$`)
 )
 
@@ -66,8 +65,8 @@ func storeForWrite(in *inventoryv1.Store, prefix string, create bool) (*storeWri
 	if create {
 		if w.id == "" {
 			w.id = newStoreID()
-		} else if !storeIDPattern.MatchString(w.id) {
-			v.Add(prefix+".id", "must be 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit")
+		} else if !storeid.Valid(w.id) {
+			v.Add(prefix+".id", "must be "+storeid.Rule)
 		}
 		w.state = stateOpen
 		if st := in.GetState(); st != inventoryv1.StoreState_STORE_STATE_UNSPECIFIED {
@@ -256,8 +255,8 @@ func checkStoreID(v *rpcerr.Violations, field, id string) {
 	switch {
 	case id == "":
 		v.Add(field, "required")
-	case !storeIDPattern.MatchString(id):
-		v.Addf(field, "%q is not a store id (1-64 of a-z, 0-9, '-', '_')", id)
+	case !storeid.Valid(id):
+		v.Addf(field, "%q is not a store id (%s)", rpcerr.Echo(id), storeid.Rule)
 	}
 }
 
