@@ -79,10 +79,10 @@ func Decode(req proto.Message, pos any) (bool, error) {
 		return false, nil
 	}
 	invalid := rpcerr.Invalid("page_token", "not a token returned by this list call")
-	// Strict: a token's last character may carry bits the decoding drops, and a token other
-	// than the one returned must not be taken for it.
-	b, err := base64.RawURLEncoding.Strict().DecodeString(token)
-	if err != nil {
+	// Only the token returned, as it was: decoding would also take one with line breaks in it,
+	// or stray bits in its last character, for it.
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || base64.RawURLEncoding.EncodeToString(b) != token {
 		return false, invalid
 	}
 	var env envelope

@@ -100,6 +100,9 @@ func rpcAttributes(fullMethod string) []attribute.KeyValue {
 // an error status for the codes that say the server failed (a refusal of bad input, an order
 // the stock cannot fill, is the caller's: recorded, but not an error).
 func End(span trace.Span, err error) {
+	if !span.IsRecording() {
+		return // tracing off, or not sampled: nothing to add, and nothing to allocate
+	}
 	code := status.Code(err)
 	span.SetAttributes(semconv.RPCResponseStatusCode(code.String()))
 	switch code {
