@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/pgtext"
+	"github.com/handoff-dev/handoff/internal/retryafter"
 	"github.com/handoff-dev/handoff/internal/rounds"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/urlsecret"
@@ -713,41 +713,6 @@ type vendorBusyError struct {
 func (e *vendorBusyError) Error() string { return e.err.Error() }
 func (e *vendorBusyError) Unwrap() error { return e.err }
 
-// retryAfter reads a Retry-After header (RFC 9110 §10.2.3): delta-seconds, or an HTTP-date,
-// taken against the response's Date when it has one (the vendor's clock, so that a clock
-// skew between the two does not change the wait) and against now otherwise. ok is false for
-// no header or one that does not parse; the wait is capped at webhookMaxRetryAfter.
-func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
-	if isDigits(v) {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n > int64(webhookMaxRetryAfter/time.Second) { // too many digits: past the cap
-			return webhookMaxRetryAfter, true
-		}
-		return time.Duration(n) * time.Second, true
-	}
-	at, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	if date, err := http.ParseTime(h.Get("Date")); err == nil {
-		now = date
-	}
-	return min(max(at.Sub(now), 0), webhookMaxRetryAfter), true
-}
-
-func isDigits(s string) bool {
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
-
 // webhookBackoff is the wait after the n-th failed attempt: WebhookBackoff doubled per
 // attempt, capped, with ±20% jitter so that a receiver coming back is not hit by every retry
 // at once.
@@ -789,7 +754,7 @@ func (a *Adapter) send(ctx context.Context, target, secret string, c deliveryCla
 	defer res.Body.Close()
 	if res.StatusCode < 200 || res.StatusCode > 299 {
 		err := fmt.Errorf("HTTP %d from %s: %s", res.StatusCode, urlsecret.Origin(req.URL), urlsecret.Snippet(res.Body, 200, urlsecret.Parts(target, req.URL)))
-		wait, asked := retryAfter(res.Header, time.Now())
+		wait, asked := retryafter.Parse(res.Header, time.Now(), webhookMaxRetryAfter)
 		if res.StatusCode == http.StatusTooManyRequests || (res.StatusCode == http.StatusServiceUnavailable && asked) {
 			return &vendorBusyError{err: err, retryAfter: wait}
 		}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/handoff-dev/handoff/internal/retryafter"
 	"github.com/handoff-dev/handoff/internal/urlsecret"
 )
 
@@ -176,7 +176,7 @@ func (w *WebhookSender) Send(ctx context.Context, n Notification) error {
 	err = &webhookError{msg: fmt.Sprintf("webhook POST %s answered %s: %s", w.origin, res.Status, snippet)}
 	switch {
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-		if d := parseRetryAfter(res.Header.Get("Retry-After"), w.now()); d > 0 {
+		if d, _ := retryafter.Parse(res.Header, w.now(), maxRetryAfter); d > 0 {
 			return RetryAfter(err, d)
 		}
 		return err
@@ -257,25 +257,6 @@ func VerifySignature(secret []byte, header string, body []byte, now time.Time, t
 	return errors.New("signature does not match the body")
 }
 
-// maxRetryAfter bounds a Retry-After as read: longer than any backoff the dispatcher keeps to.
+// maxRetryAfter caps the wait a receiver's Retry-After asks for: longer than any backoff the
+// dispatcher keeps to, which caps it again (MaxBackoff).
 const maxRetryAfter = 24 * time.Hour
-
-// parseRetryAfter reads Retry-After as seconds or an HTTP date; 0 when absent or unreadable.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	s, err := strconv.ParseUint(v, 10, 64)
-	if errors.Is(err, strconv.ErrRange) {
-		s, err = math.MaxUint64, nil
-	}
-	if err == nil && s > 0 {
-		// Cut before it is a Duration: a number of seconds past what one holds would wrap, and
-		// a receiver asking for a very long wait would be retried at once.
-		return time.Duration(min(s, uint64(maxRetryAfter/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0)
-	}
-	return 0
-}
