@@ -22,9 +22,10 @@ import (
 const dashboardFile = "../../deploy/grafana/handoff.json"
 
 // The Grafana dashboard shipped in deploy/ asks only what a running system answers: every query
-// parses as PromQL, every handoff_ metric it names is registered, and each label it selects on
-// by equality (an edge, a procedure, a side) has a series with that value once an order has gone
-// through. A renamed metric or label would otherwise leave a panel empty for good.
+// parses as PromQL, every handoff_ metric it names is registered, each label it selects on by
+// equality (an edge, a procedure, a side) has a series with that value, and each label it sums
+// by is one the metric has, once an order has gone through. A renamed metric or label would
+// otherwise leave a panel empty, or its lines merged into one, for good.
 func TestTheDashboardAsksOnlyWhatTheSystemServes(t *testing.T) {
 	b, err := os.ReadFile(dashboardFile)
 	if err != nil {
@@ -68,6 +69,7 @@ func TestTheDashboardAsksOnlyWhatTheSystemServes(t *testing.T) {
 			for _, sel := range parser.ExtractSelectors(expr) {
 				checkSelector(t, p.Title, sel, byName)
 			}
+			checkGrouping(t, p.Title, expr, byName)
 		}
 	}
 }
@@ -129,4 +131,40 @@ func placeOneOrder(t *testing.T, ready stack.Ready) {
 	if err != nil {
 		t.Fatalf("one order's journey: %v", err)
 	}
+}
+
+// checkGrouping checks that every label a panel's query aggregates by (sum by (state)) is a label
+// of the handoff_ metrics under that aggregation: a misspelt one merges the panel's lines.
+func checkGrouping(t *testing.T, panel string, expr parser.Expr, byName map[string]*dto.MetricFamily) {
+	t.Helper()
+	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+		agg, ok := node.(*parser.AggregateExpr)
+		if !ok || agg.Without {
+			return nil
+		}
+		for _, sel := range parser.ExtractSelectors(agg.Expr) {
+			for _, m := range sel {
+				if m.Name != labels.MetricName || !strings.HasPrefix(m.Value, "handoff_") {
+					continue
+				}
+				histogram := strings.HasSuffix(m.Value, "_bucket")
+				f := byName[strings.TrimSuffix(m.Value, "_bucket")]
+				if f == nil || len(f.GetMetric()) == 0 {
+					continue
+				}
+				has := map[string]bool{"le": histogram}
+				for _, series := range f.GetMetric() {
+					for _, l := range series.GetLabel() {
+						has[l.GetName()] = true
+					}
+				}
+				for _, by := range agg.Grouping {
+					if !has[by] {
+						t.Errorf("panel %q sums %s by %q, a label it does not have", panel, m.Value, by)
+					}
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 )
 
 // A retailer's shoppers and staff already sign in somewhere: an OpenID Connect provider
@@ -180,23 +182,23 @@ func (pv *provider) key(t *jwt.Token) (any, error) {
 	}
 	jwk, err := pv.keys.KeyRead(context.Background(), kid)
 	if err != nil {
-		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not one the identity provider publishes", echo(kid))}
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not one the identity provider publishes", rpcerr.Echo(kid))}
 	}
 	m := jwk.Marshal()
 	switch {
 	case m.USE == jwkset.UseEnc:
-		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is published for encryption, not signatures", echo(kid))}
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is published for encryption, not signatures", rpcerr.Echo(kid))}
 	case len(m.KEYOPS) > 0 && !slices.Contains(m.KEYOPS, jwkset.KeyOpsVerify):
-		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not published to verify signatures (key_ops)", echo(kid))}
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not published to verify signatures (key_ops)", rpcerr.Echo(kid))}
 	case m.ALG != "" && m.ALG.String() != t.Method.Alg():
-		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is published for %s, the token names %s", echo(kid), m.ALG, t.Method.Alg())}
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is published for %s, the token names %s", rpcerr.Echo(kid), m.ALG, t.Method.Alg())}
 	}
 	key := jwk.Key()
 	if priv, ok := key.(interface{ Public() crypto.PublicKey }); ok {
 		key = priv.Public() // a provider that published a private key: only its public half is used
 	}
 	if pub, ok := key.(*rsa.PublicKey); ok && pub.Size()*8 < minRSABits {
-		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is %d-bit RSA, under the %d bits RFC 7518 asks", echo(kid), pub.Size()*8, minRSABits)}
+		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is %d-bit RSA, under the %d bits RFC 7518 asks", rpcerr.Echo(kid), pub.Size()*8, minRSABits)}
 	}
 	return key, nil
 }
@@ -254,8 +256,11 @@ func (ks *KeySet) TrustProvider(ctx context.Context, p Provider) error {
 }
 
 func (pv *provider) verify(token, alg string) (Principal, error) {
+	if alg == "" {
+		return Principal{}, &RejectedError{Reason: "malformed: no algorithm (alg) in its header"}
+	}
 	if !slices.Contains(providerMethods, alg) {
-		return Principal{}, &RejectedError{Reason: fmt.Sprintf("signed with %q: only public-key signatures (RS, PS, ES, EdDSA) are taken from the identity provider", echo(alg))}
+		return Principal{}, &RejectedError{Reason: fmt.Sprintf("signed with %q: only public-key signatures (RS, PS, ES, EdDSA) are taken from the identity provider", rpcerr.Echo(alg))}
 	}
 	var c claims
 	_, err := pv.parser.ParseWithClaims(token, &c, pv.key)
@@ -337,12 +342,4 @@ func decodeSegment(token string, i int, v any) {
 		return
 	}
 	_ = json.Unmarshal(b, v)
-}
-
-// echo is a value of a refused token as a refusal repeats it: cut short.
-func echo(s string) string {
-	if r := []rune(s); len(r) > 64 {
-		return string(r[:64]) + "…"
-	}
-	return s
 }
