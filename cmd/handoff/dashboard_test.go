@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
@@ -69,7 +71,9 @@ func TestTheDashboardAsksOnlyWhatTheSystemServes(t *testing.T) {
 			for _, sel := range parser.ExtractSelectors(expr) {
 				checkSelector(t, p.Title, sel, byName)
 			}
-			checkGrouping(t, p.Title, expr, byName)
+			for _, problem := range groupingProblems(expr, byName) {
+				t.Errorf("panel %q %s", p.Title, problem)
+			}
 		}
 	}
 }
@@ -133,10 +137,10 @@ func placeOneOrder(t *testing.T, ready stack.Ready) {
 	}
 }
 
-// checkGrouping checks that every label a panel's query aggregates by (sum by (state)) is a label
-// of the handoff_ metrics under that aggregation: a misspelt one merges the panel's lines.
-func checkGrouping(t *testing.T, panel string, expr parser.Expr, byName map[string]*dto.MetricFamily) {
-	t.Helper()
+// groupingProblems says which labels expr aggregates by (sum by (state)) that the handoff_
+// metrics under that aggregation do not have: a misspelt one merges a panel's lines.
+func groupingProblems(expr parser.Expr, byName map[string]*dto.MetricFamily) []string {
+	var problems []string
 	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
 		agg, ok := node.(*parser.AggregateExpr)
 		if !ok || agg.Without {
@@ -147,12 +151,13 @@ func checkGrouping(t *testing.T, panel string, expr parser.Expr, byName map[stri
 				if m.Name != labels.MetricName || !strings.HasPrefix(m.Value, "handoff_") {
 					continue
 				}
-				histogram := strings.HasSuffix(m.Value, "_bucket")
-				f := byName[strings.TrimSuffix(m.Value, "_bucket")]
+				// A histogram's series: _bucket (by le too), _sum and _count, of one family.
+				family := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m.Value, "_bucket"), "_sum"), "_count")
+				f := byName[family]
 				if f == nil || len(f.GetMetric()) == 0 {
 					continue
 				}
-				has := map[string]bool{"le": histogram}
+				has := map[string]bool{"le": strings.HasSuffix(m.Value, "_bucket")}
 				for _, series := range f.GetMetric() {
 					for _, l := range series.GetLabel() {
 						has[l.GetName()] = true
@@ -160,11 +165,38 @@ func checkGrouping(t *testing.T, panel string, expr parser.Expr, byName map[stri
 				}
 				for _, by := range agg.Grouping {
 					if !has[by] {
-						t.Errorf("panel %q sums %s by %q, a label it does not have", panel, m.Value, by)
+						problems = append(problems, fmt.Sprintf("sums %s by %q, a label it does not have", m.Value, by))
 					}
 				}
 			}
 		}
 		return nil
 	})
+	return problems
+}
+
+// The grouping check holds a histogram's _count and _sum to the labels of its family, as its
+// _bucket.
+func TestTheGroupingCheckKnowsAHistogramsSeries(t *testing.T) {
+	byName := map[string]*dto.MetricFamily{"handoff_x_seconds": {
+		Name:   proto.String("handoff_x_seconds"),
+		Type:   dto.MetricType_HISTOGRAM.Enum(),
+		Metric: []*dto.Metric{{Label: []*dto.LabelPair{{Name: proto.String("edge"), Value: proto.String("gateway")}}}},
+	}}
+	for q, want := range map[string]int{
+		`sum by (le, edge) (rate(handoff_x_seconds_bucket[5m]))`:  0,
+		`sum by (edge) (rate(handoff_x_seconds_count[5m]))`:       0,
+		`sum by (le, edgee) (rate(handoff_x_seconds_bucket[5m]))`: 1,
+		`sum by (edgee) (rate(handoff_x_seconds_count[5m]))`:      1,
+		`sum by (edgee) (rate(handoff_x_seconds_sum[5m]))`:        1,
+		`sum by (le) (rate(handoff_x_seconds_count[5m]))`:         1,
+	} {
+		expr, err := parser.NewParser(parser.Options{}).ParseExpr(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := groupingProblems(expr, byName); len(got) != want {
+			t.Errorf("%s: %v; want %d problems", q, got, want)
+		}
+	}
 }
