@@ -122,22 +122,35 @@ func (h *watchHub) publish(u orderUpdate) {
 }
 
 // rereadAll tells every stream of this process to read its order again: after a NATS
-// reconnect, the order events published while the connection was down were missed.
+// reconnect, the order events published while the connection was down were missed. The streams
+// are woken spread over up to rereadSpread, one millisecond's worth each (a thousand reads a
+// second), so that ten thousand streams do not all ask the database at once; a stream woken
+// sooner by an update of its own reads at once.
 func (h *watchHub) rereadAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	n := 0
+	for _, ws := range h.watchers {
+		n += len(ws)
+	}
+	spread := min(time.Duration(n)*time.Millisecond, rereadSpread)
 	for _, ws := range h.watchers {
 		for w := range ws {
 			w.mu.Lock()
 			w.pending, w.reread = w.pending[:0], true
 			w.mu.Unlock()
-			select {
-			case w.wake <- struct{}{}:
-			default:
-			}
+			time.AfterFunc(rand.N(spread+1), func() {
+				select {
+				case w.wake <- struct{}{}:
+				default:
+				}
+			})
 		}
 	}
 }
+
+// rereadSpread bounds how long after a NATS reconnect a stream may wait to read its order again.
+const rereadSpread = 5 * time.Second
 
 // take empties the mailbox: the updates by version, and whether to read the order again.
 func (w *watcher) take() ([]orderUpdate, bool) {
