@@ -1,16 +1,10 @@
 package main
 
 import (
-	"context"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/rulefmt"
-	"github.com/prometheus/prometheus/promql"
-	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 )
@@ -24,21 +18,7 @@ import (
 // second, all answered, and 600 open watches ended by each of two copies restarted 45 s apart,
 // it must not page.
 func TestHandoffEdgeFailingDoesNotPageOnARollingRestartThatEndsOpenStreams(t *testing.T) {
-	groups, errs := rulefmt.ParseFile(alertsFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
-	if len(errs) > 0 || groups == nil {
-		t.Fatalf("%s: %v", alertsFile, errs)
-	}
-	var rule *rulefmt.Rule
-	for _, g := range groups.Groups {
-		for i, r := range g.Rules {
-			if r.Alert == "HandoffEdgeFailing" {
-				rule = &g.Rules[i]
-			}
-		}
-	}
-	if rule == nil {
-		t.Fatal("no HandoffEdgeFailing in " + alertsFile)
-	}
+	rule := alertRule(t, "HandoffEdgeFailing")
 
 	const scrape = 15 * time.Second
 	const span = 30 * time.Minute
@@ -67,33 +47,7 @@ func TestHandoffEdgeFailingDoesNotPageOnARollingRestartThatEndsOpenStreams(t *te
 		}),
 	}}
 
-	fires := func(db *memQueryable) (time.Duration, bool) {
-		p := parser.NewParser(parser.Options{})
-		engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1_000_000, Timeout: time.Minute, Parser: p})
-		defer func() { _ = engine.Close() }()
-		var activeAt time.Duration = -1
-		for d := 6 * time.Minute; d <= span; d += scrape { // evaluated as often as scraped
-			q, err := engine.NewInstantQuery(context.Background(), db, nil, rule.Expr, time.Unix(0, 0).Add(d))
-			if err != nil {
-				t.Fatal(err)
-			}
-			res := q.Exec(context.Background())
-			if res.Err != nil {
-				t.Fatal(res.Err)
-			}
-			v, _ := res.Vector()
-			q.Close()
-			switch {
-			case len(v) == 0:
-				activeAt = -1
-			case activeAt < 0:
-				activeAt = d
-			case d-activeAt >= time.Duration(rule.For):
-				return d, true
-			}
-		}
-		return 0, false
-	}
+	fires := func(db *memQueryable) (time.Duration, bool) { return firesAt(t, rule, db, 6*time.Minute, span, scrape) }
 	if at, ok := fires(db); ok {
 		t.Errorf("HandoffEdgeFailing fires at %v: two copies restarted 45 s apart, every unary call answered; a page on every deploy", at)
 	}
