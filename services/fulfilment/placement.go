@@ -513,6 +513,7 @@ func (s *Service) placePending(ctx context.Context, id string, req *fulfilmentv1
 	}
 	s.log.Warn("order left PENDING; the recovery loop will settle it", "order_id", id, "reason", reason, "err", cause)
 	o.History = []historyEntry{changes[0].entry}
+	s.afterCommit(o, changes, false) // counted as placed; its creation has no effect to wake for
 	return o, nil
 }
 
