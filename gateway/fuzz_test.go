@@ -125,7 +125,7 @@ func FuzzBearerTokens(f *testing.F) {
 	f.Add("bearer   ")
 	f.Add("Basic dXNlcjpwYXNz")
 	f.Fuzz(func(t *testing.T, header string) {
-		p, ok, err := auth.DefaultPolicy().Authorize(keys, "/handoff.cart.v1.CartService/GetCart", header)
+		p, ok, err := auth.DefaultPolicy().Authorize(t.Context(), keys, "/handoff.cart.v1.CartService/GetCart", header)
 		if err == nil && (!ok || p.Subject == "") {
 			t.Fatalf("header %q admitted without a verified caller", header)
 		}

@@ -152,7 +152,7 @@ func (a *Adapter) authenticate(ctx context.Context, procedure, authorization str
 		}
 		return context.WithValue(auth.NewContext(ctx, c.principal), callerKey{}, c), nil
 	}
-	p, ok, err := policy.Authorize(a.keys, procedure, authorization)
+	p, ok, err := policy.Authorize(ctx, a.keys, procedure, authorization)
 	if err != nil {
 		return ctx, edge.ConnectError(err)
 	}

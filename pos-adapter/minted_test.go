@@ -31,7 +31,7 @@ func TestMintedStaffTokensAreReusedForHalfTheirLifetime(t *testing.T) {
 		t.Fatal("two stores share one token")
 	}
 	for tok, store := range map[string]string{first: "s1", other: "s2"} {
-		p, err := keys.Verify(tok)
+		p, err := keys.Verify(t.Context(), tok)
 		if err != nil || p.Role != auth.RoleStaff || p.Subject != "till-1" || !slices.Equal(p.Stores, []string{store}) {
 			t.Fatalf("token for %s: %+v, %v", store, p, err)
 		}

@@ -44,7 +44,7 @@ func TestTokenCommandMintsTokensTheSystemAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ks.Verify(strings.TrimSpace(out.String()))
+	p, err := ks.Verify(t.Context(), strings.TrimSpace(out.String()))
 	if err != nil || p.Role != auth.RoleStaff || !p.ActsForStore("sea-b") || p.Subject != "till-1" {
 		t.Fatalf("minted token verifies as %+v, %v", p, err)
 	}
@@ -74,7 +74,7 @@ func TestTokenCommandMintsTokensTheSystemAccepts(t *testing.T) {
 	if code := run([]string{"token", "-subject", "ana", "-data-dir", dataDir}, func(string) string { return "" }, &out, io.Discard); code != 0 {
 		t.Fatalf("token with the data dir's development key: exit %d", code)
 	}
-	if p, err := devKeys.Verify(strings.TrimSpace(out.String())); err != nil || p.Subject != "ana" {
+	if p, err := devKeys.Verify(t.Context(), strings.TrimSpace(out.String())); err != nil || p.Subject != "ana" {
 		t.Fatalf("a token minted with the data dir's key verifies as %+v, %v", p, err)
 	}
 }

@@ -29,7 +29,7 @@ func TestIssuedTokensVerifyWithTheirClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ks.Verify(tok)
+	p, err := ks.Verify(t.Context(), tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,15 +50,15 @@ func TestForgedExpiredAndMalformedTokensAreRejected(t *testing.T) {
 	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(strings.Replace(string(body), "customer", "admin", 1))) + "." + parts[2]
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "role": "admin", "iss": "handoff", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
 
-	if _, err := ks.Verify(good); err != nil {
+	if _, err := ks.Verify(t.Context(), good); err != nil {
 		t.Fatalf("good token: %v", err)
 	}
 	for name, tok := range map[string]string{"other key": forged, "tampered": tampered, "alg none": none, "garbage": "a.b.c", "empty": ""} {
-		if _, err := ks.Verify(tok); err == nil {
+		if _, err := ks.Verify(t.Context(), tok); err == nil {
 			t.Errorf("%s token accepted", name)
 		}
 	}
-	if _, err := ks.Verify(expired); err != auth.ErrExpired {
+	if _, err := ks.Verify(t.Context(), expired); err != auth.ErrExpired {
 		t.Errorf("expired token: err = %v, want ErrExpired", err)
 	}
 }
@@ -70,11 +70,11 @@ func TestKeyRotationAcceptsOldKeysAndSignsWithTheFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := both.Verify(oldTok); err != nil {
+	if _, err := both.Verify(t.Context(), oldTok); err != nil {
 		t.Fatalf("token of the old key rejected during rotation: %v", err)
 	}
 	newTok, _ := both.Issue(auth.Principal{Subject: "alice", Role: auth.RoleCustomer}, time.Hour)
-	if _, err := old.Verify(newTok); err == nil {
+	if _, err := old.Verify(t.Context(), newTok); err == nil {
 		t.Fatal("new tokens are still signed with the old key")
 	}
 	if _, err := auth.ParseKeySet("short:" + base64.StdEncoding.EncodeToString([]byte("tiny"))); err == nil {
@@ -114,7 +114,7 @@ func TestPolicyGivesEachCallerTheRightCode(t *testing.T) {
 		{"/handoff.secret.v1.NewService/Anything", admin, codes.PermissionDenied},
 	}
 	for _, c := range cases {
-		_, _, err := pol.Authorize(ks, c.method, c.authz)
+		_, _, err := pol.Authorize(t.Context(), ks, c.method, c.authz)
 		if got := status.Code(err); got != c.want {
 			t.Errorf("%s with %.20q: %v (%v), want %v", c.method, c.authz, got, err, c.want)
 		}
@@ -145,10 +145,10 @@ func TestACustomerSubjectLongerThanAnOrderTakesIsRefused(t *testing.T) {
 		}
 		return s
 	}
-	if _, err := ks.Verify(signed(fits)); err != nil {
+	if _, err := ks.Verify(t.Context(), signed(fits)); err != nil {
 		t.Fatalf("verify a subject of %d characters: %v", auth.MaxCustomerIDLen, err)
 	}
-	if p, err := ks.Verify(signed(long)); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := ks.Verify(t.Context(), signed(long)); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("verify a customer subject of %d characters = %+v, %v; want ErrInvalidToken", len(long), p, err)
 	}
 }

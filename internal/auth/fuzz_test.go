@@ -46,7 +46,7 @@ func FuzzParseKeySet(f *testing.F) {
 		if err != nil {
 			t.Fatalf("ParseKeySet(%q): Issue: %v", spec, err)
 		}
-		if p, err := ks.Verify(tok); err != nil || p.Subject != "alice" {
+		if p, err := ks.Verify(t.Context(), tok); err != nil || p.Subject != "alice" {
 			t.Fatalf("ParseKeySet(%q): its own token verified as %+v, %v", spec, p, err)
 		}
 	})

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -199,8 +200,10 @@ func (v *verifiedCache) drop(token string) {
 }
 
 // Verify checks a token's signature, issuer, expiry and claims and returns its Principal: a
-// token signed with one of the set's keys, or by the identity provider it trusts.
-func (ks *KeySet) Verify(token string) (Principal, error) {
+// token signed with one of the set's keys, or by the identity provider it trusts. Only a
+// provider's token naming a key not yet fetched can wait (for the key set), and at most until
+// ctx ends.
+func (ks *KeySet) Verify(ctx context.Context, token string) (Principal, error) {
 	now := time.Now()
 	if t, ok := ks.verified.get(token); ok && (t.recheck.IsZero() || now.Before(t.recheck)) {
 		if now.After(t.p.Expires.Add(leeway)) {
@@ -219,7 +222,7 @@ func (ks *KeySet) Verify(token string) (Principal, error) {
 	if ks.provider == nil {
 		p, err = ks.verify(token) // the header is read once, by the parser
 	} else if alg := algOf(token); alg != jwt.SigningMethodHS256.Alg() {
-		p, err = ks.provider.verify(token, alg)
+		p, err = ks.provider.verify(ctx, token, alg)
 		recheck = now.Add(ks.provider.recheck)
 	} else {
 		p, err = ks.verify(token)

@@ -62,8 +62,9 @@ func ServiceOf(fullMethod string) string {
 // Authorize verifies the bearer token in authorization (may be empty) against the policy for
 // fullMethod and returns the caller (zero Principal and false for an anonymous call). Errors
 // are gRPC statuses: Unauthenticated for a missing, bad or expired token, PermissionDenied for
-// the wrong role.
-func (p Policy) Authorize(ks *KeySet, fullMethod, authorization string) (Principal, bool, error) {
+// the wrong role; the context's own error when ctx ends first (an identity provider's new key
+// still being fetched).
+func (p Policy) Authorize(ctx context.Context, ks *KeySet, fullMethod, authorization string) (Principal, bool, error) {
 	access, ok := p[ServiceOf(fullMethod)]
 	if !ok {
 		return Principal{}, false, status.Errorf(codes.PermissionDenied, "%s is not open to any caller", ServiceOf(fullMethod))
@@ -78,8 +79,10 @@ func (p Policy) Authorize(ks *KeySet, fullMethod, authorization string) (Princip
 	if err != nil {
 		return Principal{}, false, status.Error(codes.Unauthenticated, err.Error())
 	}
-	principal, err := ks.Verify(token)
+	principal, err := ks.Verify(ctx, token)
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return Principal{}, false, status.FromContextError(ctx.Err()).Err()
 	case errors.Is(err, ErrExpired):
 		return Principal{}, false, status.Error(codes.Unauthenticated, "token expired: get a new one")
 	case err != nil:
@@ -160,7 +163,7 @@ func (p Policy) authorizeIncoming(ctx context.Context, ks *KeySet, fullMethod st
 			authorization = v[0]
 		}
 	}
-	principal, ok, err := p.Authorize(ks, fullMethod, authorization)
+	principal, ok, err := p.Authorize(ctx, ks, fullMethod, authorization)
 	if err != nil {
 		return ctx, err
 	}

@@ -175,13 +175,16 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 // names, meant for signatures, of the algorithm t names, and of a size the algorithm allows.
 // A token must name its key: without a kid, each published key would be tried, an encryption
 // key and keys of other algorithms among them.
-func (pv *provider) key(t *jwt.Token) (any, error) {
+func (pv *provider) key(ctx context.Context, t *jwt.Token) (any, error) {
 	kid, _ := t.Header["kid"].(string)
 	if kid == "" {
 		return nil, &RejectedError{Reason: "no key id (kid) in its header"}
 	}
-	jwk, err := pv.keys.KeyRead(context.Background(), kid)
+	jwk, err := pv.keyRead(ctx, kid)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("waiting for the identity provider's keys: %w", context.Cause(ctx))
+		}
 		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not one the identity provider publishes", rpcerr.Echo(kid))}
 	}
 	m := jwk.Marshal()
@@ -201,6 +204,28 @@ func (pv *provider) key(t *jwt.Token) (any, error) {
 		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is %d-bit RSA, under the %d bits RFC 7518 asks", rpcerr.Echo(kid), pub.Size()*8, minRSABits)}
 	}
 	return key, nil
+}
+
+// keyRead looks kid up in the key set, which fetches the set again for a kid it does not hold
+// (at most every 30 s, up to providerFetchTimeout). The caller waits for that only until ctx
+// ends; the fetch itself is not tied to ctx and goes on for the callers after it, so a client
+// giving up early (or on purpose, every 30 s) cannot keep a rotated key from being loaded.
+func (pv *provider) keyRead(ctx context.Context, kid string) (jwkset.JWK, error) {
+	type read struct {
+		jwk jwkset.JWK
+		err error
+	}
+	done := make(chan read, 1)
+	go func() {
+		jwk, err := pv.keys.KeyRead(context.WithoutCancel(ctx), kid)
+		done <- read{jwk, err}
+	}()
+	select {
+	case r := <-done:
+		return r.jwk, r.err
+	case <-ctx.Done():
+		return jwkset.JWK{}, context.Cause(ctx)
+	}
 }
 
 // minRSABits is the smallest RSA key RFC 7518 (3.3, 3.5) lets sign a token.
@@ -255,7 +280,7 @@ func (ks *KeySet) TrustProvider(ctx context.Context, p Provider) error {
 	return nil
 }
 
-func (pv *provider) verify(token, alg string) (Principal, error) {
+func (pv *provider) verify(ctx context.Context, token, alg string) (Principal, error) {
 	if alg == "" {
 		return Principal{}, &RejectedError{Reason: "malformed: no algorithm (alg) in its header"}
 	}
@@ -263,9 +288,11 @@ func (pv *provider) verify(token, alg string) (Principal, error) {
 		return Principal{}, &RejectedError{Reason: fmt.Sprintf("signed with %q: only public-key signatures (RS, PS, ES, EdDSA) are taken from the identity provider", rpcerr.Echo(alg))}
 	}
 	var c claims
-	_, err := pv.parser.ParseWithClaims(token, &c, pv.key)
+	_, err := pv.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return pv.key(ctx, t) })
 	var rejected *RejectedError
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return Principal{}, fmt.Errorf("identity provider's token: %w", context.Cause(ctx))
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, ErrExpired
 	case errors.As(err, &rejected):

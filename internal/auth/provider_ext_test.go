@@ -59,11 +59,11 @@ func TestAProvidersTokensAreAcceptedBesideHandoffsOwn(t *testing.T) {
 	idp := authtest.New(t)
 	ks := trusting(t, idp, 0)
 
-	p, err := ks.Verify(idp.Sign("es-1", authtest.Customer("auth0|alice")))
+	p, err := ks.Verify(t.Context(), idp.Sign("es-1", authtest.Customer("auth0|alice")))
 	if err != nil || p.Role != auth.RoleCustomer || p.Subject != "auth0|alice" {
 		t.Fatalf("customer token signed ES256 by the provider: %+v, %v", p, err)
 	}
-	p, err = ks.Verify(idp.Sign("rs-1", authtest.Staff("till-7", "sea-1", "sea-2")))
+	p, err = ks.Verify(t.Context(), idp.Sign("rs-1", authtest.Staff("till-7", "sea-1", "sea-2")))
 	if err != nil || p.Role != auth.RoleStaff || !slices.Equal(p.Stores, []string{"sea-1", "sea-2"}) {
 		t.Fatalf("staff token signed RS256 by the provider: %+v, %v", p, err)
 	}
@@ -71,7 +71,7 @@ func TestAProvidersTokensAreAcceptedBesideHandoffsOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := ks.Verify(own); err != nil || p.Subject != "bob" {
+	if p, err := ks.Verify(t.Context(), own); err != nil || p.Subject != "bob" {
 		t.Fatalf("Handoff's own token beside a provider: %+v, %v", p, err)
 	}
 }
@@ -130,7 +130,7 @@ func TestAProvidersTokenIsRefusedUnlessEverythingInItHolds(t *testing.T) {
 		"the signature of another token":      {reSigned(idp.Sign("es-1", authtest.Customer("alice")), idp.Sign("es-1", authtest.Customer("bob"))), ""},
 	}
 	for name, c := range cases {
-		p, err := ks.Verify(c.token)
+		p, err := ks.Verify(t.Context(), c.token)
 		if !errors.Is(err, auth.ErrInvalidToken) {
 			t.Errorf("%s: %+v, %v; want ErrInvalidToken", name, p, err)
 			continue
@@ -139,18 +139,18 @@ func TestAProvidersTokenIsRefusedUnlessEverythingInItHolds(t *testing.T) {
 			t.Errorf("%s: %v; want the reason (%s) named", name, err, c.reason)
 		}
 		// Refused again, not remembered.
-		if _, err := ks.Verify(c.token); !errors.Is(err, auth.ErrInvalidToken) {
+		if _, err := ks.Verify(t.Context(), c.token); !errors.Is(err, auth.ErrInvalidToken) {
 			t.Errorf("%s, again: %v", name, err)
 		}
 	}
 
 	expired := idp.Sign("es-1", with(func(c *authtest.Claims) { c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Hour)) }))
-	if _, err := ks.Verify(expired); !errors.Is(err, auth.ErrExpired) {
+	if _, err := ks.Verify(t.Context(), expired); !errors.Is(err, auth.ErrExpired) {
 		t.Errorf("expired provider token: %v; want ErrExpired", err)
 	}
 
 	// At the door the caller is told why, naming the claim.
-	_, _, err := auth.DefaultPolicy().Authorize(ks, cartv1connect.CartServiceCreateCartProcedure, "Bearer "+cases["another API's audience"].token)
+	_, _, err := auth.DefaultPolicy().Authorize(t.Context(), ks, cartv1connect.CartServiceCreateCartProcedure, "Bearer "+cases["another API's audience"].token)
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "audience (aud)") {
 		t.Errorf("CreateCart with another API's token: %v; want Unauthenticated naming the audience", err)
 	}
@@ -163,7 +163,7 @@ func reSigned(a, b string) string {
 
 func TestWithoutAProviderItsTokensAreRefused(t *testing.T) {
 	idp := authtest.New(t)
-	if _, err := handoffKeys(t).Verify(idp.Sign("es-1", authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
+	if _, err := handoffKeys(t).Verify(t.Context(), idp.Sign("es-1", authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("a provider's token, no provider trusted: %v; want ErrInvalidToken", err)
 	}
 }
@@ -172,13 +172,13 @@ func TestAKeyTheProviderWithdrewIsRefusedFromItsNextRefresh(t *testing.T) {
 	idp := authtest.New(t)
 	ks := trusting(t, idp, 200*time.Millisecond)
 	tok := idp.Sign("es-1", authtest.Customer("alice"))
-	if _, err := ks.Verify(tok); err != nil {
+	if _, err := ks.Verify(t.Context(), tok); err != nil {
 		t.Fatalf("before the key is withdrawn: %v", err)
 	}
 	idp.Withdraw("es-1")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, err := ks.Verify(tok) // remembered, then verified again after a refresh interval
+		_, err := ks.Verify(t.Context(), tok) // remembered, then verified again after a refresh interval
 		if errors.Is(err, auth.ErrInvalidToken) {
 			break
 		}
@@ -188,7 +188,7 @@ func TestAKeyTheProviderWithdrewIsRefusedFromItsNextRefresh(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// The provider's other key is untouched.
-	if _, err := ks.Verify(idp.Sign("rs-1", authtest.Customer("alice"))); err != nil {
+	if _, err := ks.Verify(t.Context(), idp.Sign("rs-1", authtest.Customer("alice"))); err != nil {
 		t.Fatalf("the key still published: %v", err)
 	}
 }
@@ -197,7 +197,7 @@ func TestAKeyTheProviderAddedIsFetchedWhenATokenNamesIt(t *testing.T) {
 	idp := authtest.New(t)
 	ks := trusting(t, idp, time.Hour) // no refresh due within the test
 	idp.AddKey("es-2", jwt.SigningMethodES256, true)
-	if p, err := ks.Verify(idp.Sign("es-2", authtest.Customer("alice"))); err != nil || p.Subject != "alice" {
+	if p, err := ks.Verify(t.Context(), idp.Sign("es-2", authtest.Customer("alice"))); err != nil || p.Subject != "alice" {
 		t.Fatalf("a token signed with a key published after the last fetch: %+v, %v", p, err)
 	}
 	// Made-up key ids do not fetch the set on every call.
@@ -210,12 +210,55 @@ func TestAKeyTheProviderAddedIsFetchedWhenATokenNamesIt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ks.Verify(s); !errors.Is(err, auth.ErrInvalidToken) {
+		if _, err := ks.Verify(t.Context(), s); !errors.Is(err, auth.ErrInvalidToken) {
 			t.Fatalf("a token naming a made-up key: %v", err)
 		}
 	}
 	if n := idp.Fetches() - before; n > 1 {
 		t.Fatalf("20 tokens naming made-up keys fetched the key set %d times; want at most once", n)
+	}
+}
+
+// A token naming a key not yet fetched waits for the fetch only as long as its caller does, and
+// a caller giving up does not stop the fetch: else a client with short deadlines, sending a
+// made-up key id every 30 s, would keep the provider's rotated keys from ever loading.
+func TestACallerWaitsForANewKeyOnlyUntilItsDeadline(t *testing.T) {
+	idp := authtest.New(t)
+	ks := trusting(t, idp, time.Hour) // no refresh due within the test
+	idp.AddKey("es-2", jwt.SigningMethodES256, true)
+	release := idp.Stall()
+	tok := idp.Sign("es-2", authtest.Customer("alice"))
+
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := ks.Verify(ctx, tok)
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("Verify waited %v for a stalled provider past its caller's 200ms deadline", waited)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("a token whose key is still being fetched, its caller out of time: %v; want the deadline, not a refusal", err)
+	}
+	_, _, err = auth.DefaultPolicy().Authorize(ctx, ks, cartv1connect.CartServiceGetCartProcedure, "Bearer "+tok)
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("Authorize past its deadline: %v; want DeadlineExceeded", err)
+	}
+
+	// The fetch the first caller started goes on and loads the key for the callers after it.
+	release()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := ks.Verify(t.Context(), tok)
+		if err == nil && p.Subject == "alice" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the provider answered, yet its new key's token is still refused: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := idp.Fetches(); n != 2 {
+		t.Fatalf("key set fetched %d times; want 2 (at start, and once for the new key)", n)
 	}
 }
 
@@ -227,11 +270,11 @@ func TestAProviderDownAtStartIsTrustedOnceItAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ks.Verify(own); err != nil {
+	if _, err := ks.Verify(t.Context(), own); err != nil {
 		t.Fatalf("Handoff's own token while the provider is down: %v", err)
 	}
 	idp.SetDown(false)
-	if p, err := ks.Verify(idp.Sign("es-1", authtest.Customer("alice"))); err != nil || p.Subject != "alice" {
+	if p, err := ks.Verify(t.Context(), idp.Sign("es-1", authtest.Customer("alice"))); err != nil || p.Subject != "alice" {
 		t.Fatalf("the provider's token once it answers: %+v, %v", p, err)
 	}
 }
@@ -332,15 +375,15 @@ func TestAKeyPublishedForEncryptionDoesNotVerifyTokens(t *testing.T) {
 		pubKey{kid: "enc-2", use: jwkset.UseEnc, pub: enc2.Public()},
 	))
 	// Naming an encryption key that has no alg: keyfunc checks no "use".
-	if p, err := ks.Verify(signWith(t, jwt.SigningMethodRS256, "enc-2", enc2, authtest.Staff("mallory", "sea-1"))); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := ks.Verify(t.Context(), signWith(t, jwt.SigningMethodRS256, "enc-2", enc2, authtest.Staff("mallory", "sea-1"))); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("token naming the provider's encryption key enc-2 (use enc, no alg): %+v, %v; want refused", p, err)
 	}
-	if _, err := ks.Verify(signWith(t, jwt.SigningMethodES256, "sig-1", sig, authtest.Customer("alice"))); err != nil {
+	if _, err := ks.Verify(t.Context(), signWith(t, jwt.SigningMethodES256, "sig-1", sig, authtest.Customer("alice"))); err != nil {
 		t.Fatalf("the signing key: %v", err)
 	}
 	// Without a kid keyfunc tries every published key, the encryption key too.
 	tok := signWith(t, jwt.SigningMethodRS256, "", enc, authtest.Staff("mallory", "sea-1"))
-	if p, err := ks.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := ks.Verify(t.Context(), tok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("token without kid signed with the provider's encryption key (use enc): %+v, %v; want refused", p, err)
 	}
 }
@@ -352,7 +395,7 @@ func TestAnRSAKeyUnder2048BitsIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks := trustURL(t, jwksServer(t, pubKey{kid: "rs-small", alg: "RS256", use: jwkset.UseSig, pub: small.Public()}))
-	if p, err := ks.Verify(signWith(t, jwt.SigningMethodRS256, "rs-small", small, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := ks.Verify(t.Context(), signWith(t, jwt.SigningMethodRS256, "rs-small", small, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("token signed by a 1024-bit RSA key: %+v, %v; want refused", p, err)
 	}
 }
@@ -362,10 +405,10 @@ func TestAnRSAKeyUnder2048BitsIsRefused(t *testing.T) {
 func TestAProviderTokenMustNameItsKeyWhoseAlgorithmItKeeps(t *testing.T) {
 	k, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ks := trustURL(t, jwksServer(t, pubKey{kid: "rs-1", alg: "RS256", use: jwkset.UseSig, pub: k.Public()}))
-	if _, err := ks.Verify(signWith(t, jwt.SigningMethodPS256, "rs-1", k, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
+	if _, err := ks.Verify(t.Context(), signWith(t, jwt.SigningMethodPS256, "rs-1", k, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("PS256 naming an RS256 key: %v; want refused", err)
 	}
-	if p, err := ks.Verify(signWith(t, jwt.SigningMethodPS256, "", k, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := ks.Verify(t.Context(), signWith(t, jwt.SigningMethodPS256, "", k, authtest.Customer("alice"))); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("PS256 with no kid, the only key RS256: %+v, %v; want refused", p, err)
 	}
 }
@@ -420,7 +463,7 @@ func TestKeysAreNeverFetchedInTheClearAfterARedirect(t *testing.T) {
 		Issuer: authtest.Issuer, Audience: authtest.Audience, Refresh: time.Hour, Client: client}); err != nil {
 		t.Fatal(err)
 	}
-	p, err := ks.Verify(signWith(t, jwt.SigningMethodES256, "es-1", k, authtest.Customer("alice")))
+	p, err := ks.Verify(t.Context(), signWith(t, jwt.SigningMethodES256, "es-1", k, authtest.Customer("alice")))
 	if !errors.Is(err, auth.ErrInvalidToken) || plain.Load() > 0 {
 		t.Fatalf("the key set redirected to plain http: fetched in the clear %d times; token %+v, %v; want never fetched, the token refused", plain.Load(), p, err)
 	}
@@ -443,11 +486,11 @@ func TestAnOversizedKeySetIsRefused(t *testing.T) {
 		return ks
 	}
 	tok := signWith(t, jwt.SigningMethodES256, "es-1", k, authtest.Customer("alice"))
-	if _, err := trust().Verify(tok); err != nil {
+	if _, err := trust().Verify(t.Context(), tok); err != nil {
 		t.Fatalf("a key set of normal size: %v", err)
 	}
 	padding = 2 << 20
-	if p, err := trust().Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := trust().Verify(t.Context(), tok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("a key set of 2 MiB: %+v, %v; want it refused and the token with it", p, err)
 	}
 }
@@ -463,7 +506,7 @@ func TestAProvidersHMACTokenIsRefusedSayingSo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = auth.DefaultPolicy().Authorize(ks, cartv1connect.CartServiceCreateCartProcedure, "Bearer "+s)
+		_, _, err = auth.DefaultPolicy().Authorize(t.Context(), ks, cartv1connect.CartServiceCreateCartProcedure, "Bearer "+s)
 		msg := status.Convert(err).Message()
 		if status.Code(err) != codes.Unauthenticated || !strings.Contains(msg, "HMAC") && !strings.Contains(msg, "public-key signatures") {
 			t.Errorf("the provider's %s token: %v; want Unauthenticated saying it is signed with HMAC", m.Alg(), err)

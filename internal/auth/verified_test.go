@@ -26,12 +26,12 @@ func TestVerifiedTokensAreRememberedButStillExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ks.Verify(tok)
+	p, err := ks.Verify(t.Context(), tok)
 	if err != nil || p.Subject != "till-1" || !slices.Equal(p.Stores, []string{"s1", "s2"}) {
 		t.Fatalf("first verify: %+v, %v", p, err)
 	}
 	p.Stores[0] = "someone-elses-store"
-	again, err := ks.Verify(tok)
+	again, err := ks.Verify(t.Context(), tok)
 	if err != nil || !slices.Equal(again.Stores, []string{"s1", "s2"}) || again.Expires != p.Expires {
 		t.Fatalf("cached verify: %+v, %v; want the token's own claims", again, err)
 	}
@@ -40,7 +40,7 @@ func TestVerifiedTokensAreRememberedButStillExpire(t *testing.T) {
 	}
 
 	// Another key set (another deployment, a rotated-out key) does not see it.
-	if _, err := testKeys(t, 'b').Verify(tok); !errors.Is(err, ErrInvalidToken) {
+	if _, err := testKeys(t, 'b').Verify(t.Context(), tok); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("token of another key verified by a key set that never saw it: %v", err)
 	}
 
@@ -48,7 +48,7 @@ func TestVerifiedTokensAreRememberedButStillExpire(t *testing.T) {
 	cached, _ := ks.verified.get(tok)
 	cached.p.Expires = time.Now().Add(-leeway - time.Second)
 	ks.verified.put(tok, cached)
-	if _, err := ks.Verify(tok); !errors.Is(err, ErrExpired) {
+	if _, err := ks.Verify(t.Context(), tok); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired cached token: %v, want ErrExpired", err)
 	}
 	if _, ok := ks.verified.get(tok); ok {
@@ -56,7 +56,7 @@ func TestVerifiedTokensAreRememberedButStillExpire(t *testing.T) {
 	}
 
 	// Tokens that fail are never remembered.
-	if _, err := ks.Verify(tok + "x"); err == nil {
+	if _, err := ks.Verify(t.Context(), tok+"x"); err == nil {
 		t.Fatal("tampered token verified")
 	}
 	if _, ok := ks.verified.get(tok + "x"); ok {

@@ -40,6 +40,7 @@ type Provider struct {
 	published map[string]bool
 	down      atomic.Bool
 	fetches   atomic.Int64
+	stall     atomic.Pointer[chan struct{}] // while set, fetches wait for it to close
 }
 
 // Key is one of the provider's signing keys.
@@ -73,6 +74,19 @@ func (p *Provider) Fetches() int64 { return p.fetches.Load() }
 
 // SetDown makes the provider answer 503 (down) or its key set again.
 func (p *Provider) SetDown(down bool) { p.down.Store(down) }
+
+// Stall makes the key set's fetches from now on wait, answering only once the returned func is
+// called (at the latest when the test ends): a provider that is slow to answer.
+func (p *Provider) Stall() (release func()) {
+	ch := make(chan struct{})
+	p.stall.Store(&ch)
+	once := sync.OnceFunc(func() {
+		p.stall.CompareAndSwap(&ch, nil)
+		close(ch)
+	})
+	p.t.Cleanup(once)
+	return once
+}
 
 // AddKey makes a new signing key (ES256 or RS256) with id kid, published in the set or not.
 func (p *Provider) AddKey(kid string, method jwt.SigningMethod, publish bool) Key {
@@ -154,8 +168,15 @@ func (p *Provider) Sign(kid string, c Claims) string {
 	return s
 }
 
-func (p *Provider) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+func (p *Provider) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	p.fetches.Add(1)
+	if ch := p.stall.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if p.down.Load() {
 		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
 		return
