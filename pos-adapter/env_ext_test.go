@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -129,6 +130,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		CatchUpInterval:    200 * time.Millisecond,
 		EscalationInterval: 100 * time.Millisecond,
 		CallTimeout:        5 * time.Second,
+		// The vendor endpoints tests start listen on loopback, which webhooks reach only when allowed.
+		WebhookAllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 	}
 	e.cfg.JS, err = jetstream.New(e.cfg.NC, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {

@@ -109,6 +109,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -123,6 +124,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/internal/egress"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/tracing"
@@ -236,8 +238,16 @@ type Config struct {
 	// own dispatcher when it queues some). Default 1m.
 	WebhookIdlePollInterval time.Duration
 	// WebhookClient sends outbound deliveries (a copy of it, that follows no redirect). Default:
-	// an http.Client with WebhookTimeout.
+	// an http.Client with WebhookTimeout that connects only to public addresses and
+	// WebhookAllowNetworks.
 	WebhookClient *http.Client
+	// WebhookAllowNetworks are the networks besides the public internet that webhooks may
+	// reach: a vendor POS on the retailer's own network (10.20.0.0/16), loopback in development
+	// (127.0.0.0/8). None by default: a webhook URL is set through the admin API, and must not
+	// reach what only Handoff can (its own ports, cloud metadata, the cluster's services). A
+	// URL naming such an address is refused when set; a name resolving to one, at each
+	// connection.
+	WebhookAllowNetworks []netip.Prefix
 	// SignatureTolerance is how far an inbound webhook's timestamp may be from now. Default 5m.
 	SignatureTolerance time.Duration
 	// VendorRefusalRate and VendorRefusalBurst are the refused inbound vendor signatures one
@@ -250,7 +260,7 @@ type Config struct {
 	VendorAddressRoom  int
 }
 
-func (c *Config) setDefaults() {
+func (c *Config) setDefaults(guard *egress.Guard) {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -284,7 +294,7 @@ func (c *Config) setDefaults() {
 	if c.ConsumerBatchSize <= 0 {
 		c.ConsumerBatchSize = 64
 	}
-	client := &http.Client{Timeout: c.WebhookTimeout}
+	client := &http.Client{Timeout: c.WebhookTimeout, Transport: guard.Transport()}
 	if c.WebhookClient != nil {
 		copied := *c.WebhookClient // the redirect policy must not change the caller's client
 		client = &copied
@@ -300,6 +310,9 @@ func (c *Config) setDefaults() {
 	c.ReplayWindow = min(c.ReplayWindow, c.TicketRetention)
 	def(&c.WebhookGiveUpAfter, c.ReplayWindow)
 }
+
+// WebhookAllowNetworks's setting in the handoff command, named in refusals.
+const WebhookAllowNetworksSetting = "HANDOFF_WEBHOOK_ALLOW_NETWORKS (-webhook-allow-networks)"
 
 // Adapter is the pos-adapter: its edge server and its background work.
 type Adapter struct {
@@ -320,6 +333,7 @@ type Adapter struct {
 	draining    context.Context
 	stopStreams context.CancelFunc
 	webhookWake chan struct{}
+	webhookNets *egress.Guard // which addresses a webhook URL may name
 	// webhookHint is a store that has just had deliveries queued here: the next round's walk
 	// starts at it (see runWebhookDispatcher).
 	webhookHint atomic.Pointer[string]
@@ -379,7 +393,8 @@ func New(cfg Config) (*Adapter, error) {
 	case cfg.Inventory == nil:
 		return nil, errors.New("pos-adapter: Config.Inventory (inventory's gRPC connection) is required")
 	}
-	cfg.setDefaults()
+	guard := egress.New(cfg.WebhookAllowNetworks, WebhookAllowNetworksSetting)
+	cfg.setDefaults(guard)
 	log := cfg.Logger.With("component", "pos-adapter")
 	draining, stop := context.WithCancel(context.Background())
 	a := &Adapter{
@@ -393,6 +408,7 @@ func New(cfg Config) (*Adapter, error) {
 		draining:    draining,
 		stopStreams: stop,
 		webhookWake: make(chan struct{}, 1),
+		webhookNets: guard,
 	}
 	a.hub = newHub(a)
 	a.credentials.ttl = cfg.CredentialCacheTTL

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/handoff-dev/handoff/internal/egress"
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/pgtext"
 	"github.com/handoff-dev/handoff/internal/retryafter"
@@ -84,7 +85,7 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 	if err := checkStoreID(w.GetStoreId()); err != nil {
 		v.Add("webhook.store_id", err.Error())
 	}
-	if err := checkWebhookURL(w.GetUrl()); err != nil {
+	if err := checkWebhookURL(w.GetUrl(), a.webhookNets); err != nil {
 		v.Add("webhook.url", err.Error())
 	}
 	kinds := []string{}
@@ -200,8 +201,9 @@ func (api adminAPI) SetStoreWebhook(ctx context.Context, req *connect.Request[po
 // secret replaced must not stay valid for good by mistake.
 const maxSecretGrace = 7 * 24 * time.Hour
 
-// checkWebhookURL accepts https URLs, and http ones on a loopback host (development).
-func checkWebhookURL(raw string) error {
+// checkWebhookURL accepts https URLs, and http ones on a loopback host (development), whose
+// host is not an address nets refuses.
+func checkWebhookURL(raw string, nets *egress.Guard) error {
 	if raw == "" {
 		return errors.New("required")
 	}
@@ -221,15 +223,15 @@ func checkWebhookURL(raw string) error {
 	}
 	switch u.Scheme {
 	case "https":
-		return nil
 	case "http":
 		host := u.Hostname()
-		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-			return nil
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return errors.New("must be https (http only for a loopback host, in development)")
 		}
-		return errors.New("must be https (http only for a loopback host, in development)")
+	default:
+		return errors.New("must be https")
 	}
-	return errors.New("must be https")
+	return nets.CheckHost(u.Hostname())
 }
 
 // webhookRoundGap is the least time between two claiming rounds: the wake-ups that come

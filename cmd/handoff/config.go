@@ -13,6 +13,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/edge"
+	"github.com/handoff-dev/handoff/internal/egress"
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
@@ -27,42 +28,43 @@ type settings struct {
 
 // envVar names the environment variable behind each flag (documented in the README).
 var envVar = map[string]string{
-	"target":                "HANDOFF_TARGET",
-	"data-dir":              "HANDOFF_DATA_DIR",
-	"database-url":          "DATABASE_URL",
-	"postgres-port":         "HANDOFF_POSTGRES_PORT",
-	"db-max-conns":          "HANDOFF_DB_MAX_CONNS",
-	"nats-url":              "NATS_URL",
-	"embedded-nats-addr":    "HANDOFF_EMBEDDED_NATS_ADDR",
-	"stream-replicas":       "HANDOFF_STREAM_REPLICAS",
-	"gateway-addr":          "HANDOFF_GATEWAY_ADDR",
-	"pos-addr":              "HANDOFF_POS_ADDR",
-	"metrics-addr":          "HANDOFF_METRICS_ADDR",
-	"catalog-addr":          "HANDOFF_CATALOG_ADDR",
-	"inventory-addr":        "HANDOFF_INVENTORY_ADDR",
-	"cart-addr":             "HANDOFF_CART_ADDR",
-	"fulfilment-addr":       "HANDOFF_FULFILMENT_ADDR",
-	"allowed-origins":       "HANDOFF_ALLOWED_ORIGINS",
-	"trusted-proxies":       "HANDOFF_TRUSTED_PROXIES",
-	"currency":              "HANDOFF_CURRENCY",
-	"jwt-keys":              "HANDOFF_JWT_KEYS",
-	"jwt-jwks-url":          "HANDOFF_JWT_JWKS_URL",
-	"jwt-issuer":            "HANDOFF_JWT_ISSUER",
-	"jwt-audience":          "HANDOFF_JWT_AUDIENCE",
-	"jwt-jwks-refresh":      "HANDOFF_JWT_JWKS_REFRESH",
-	"pickup-code-secret":    "HANDOFF_PICKUP_CODE_SECRET",
-	"notify-webhook-url":    "HANDOFF_NOTIFY_WEBHOOK_URL",
-	"notify-webhook-secret": "HANDOFF_NOTIFY_WEBHOOK_SECRET",
-	"smtp-addr":             "HANDOFF_SMTP_ADDR",
-	"smtp-from":             "HANDOFF_SMTP_FROM",
-	"smtp-username":         "HANDOFF_SMTP_USERNAME",
-	"smtp-password":         "HANDOFF_SMTP_PASSWORD",
-	"smtp-tls":              "HANDOFF_SMTP_TLS",
-	"demo":                  "HANDOFF_DEMO",
-	"shutdown-grace":        "HANDOFF_SHUTDOWN_GRACE",
-	"start-wait":            "HANDOFF_START_WAIT",
-	"log-level":             "HANDOFF_LOG_LEVEL",
-	"log-format":            "HANDOFF_LOG_FORMAT",
+	"target":                 "HANDOFF_TARGET",
+	"data-dir":               "HANDOFF_DATA_DIR",
+	"database-url":           "DATABASE_URL",
+	"postgres-port":          "HANDOFF_POSTGRES_PORT",
+	"db-max-conns":           "HANDOFF_DB_MAX_CONNS",
+	"nats-url":               "NATS_URL",
+	"embedded-nats-addr":     "HANDOFF_EMBEDDED_NATS_ADDR",
+	"stream-replicas":        "HANDOFF_STREAM_REPLICAS",
+	"gateway-addr":           "HANDOFF_GATEWAY_ADDR",
+	"pos-addr":               "HANDOFF_POS_ADDR",
+	"metrics-addr":           "HANDOFF_METRICS_ADDR",
+	"catalog-addr":           "HANDOFF_CATALOG_ADDR",
+	"inventory-addr":         "HANDOFF_INVENTORY_ADDR",
+	"cart-addr":              "HANDOFF_CART_ADDR",
+	"fulfilment-addr":        "HANDOFF_FULFILMENT_ADDR",
+	"allowed-origins":        "HANDOFF_ALLOWED_ORIGINS",
+	"trusted-proxies":        "HANDOFF_TRUSTED_PROXIES",
+	"webhook-allow-networks": "HANDOFF_WEBHOOK_ALLOW_NETWORKS",
+	"currency":               "HANDOFF_CURRENCY",
+	"jwt-keys":               "HANDOFF_JWT_KEYS",
+	"jwt-jwks-url":           "HANDOFF_JWT_JWKS_URL",
+	"jwt-issuer":             "HANDOFF_JWT_ISSUER",
+	"jwt-audience":           "HANDOFF_JWT_AUDIENCE",
+	"jwt-jwks-refresh":       "HANDOFF_JWT_JWKS_REFRESH",
+	"pickup-code-secret":     "HANDOFF_PICKUP_CODE_SECRET",
+	"notify-webhook-url":     "HANDOFF_NOTIFY_WEBHOOK_URL",
+	"notify-webhook-secret":  "HANDOFF_NOTIFY_WEBHOOK_SECRET",
+	"smtp-addr":              "HANDOFF_SMTP_ADDR",
+	"smtp-from":              "HANDOFF_SMTP_FROM",
+	"smtp-username":          "HANDOFF_SMTP_USERNAME",
+	"smtp-password":          "HANDOFF_SMTP_PASSWORD",
+	"smtp-tls":               "HANDOFF_SMTP_TLS",
+	"demo":                   "HANDOFF_DEMO",
+	"shutdown-grace":         "HANDOFF_SHUTDOWN_GRACE",
+	"start-wait":             "HANDOFF_START_WAIT",
+	"log-level":              "HANDOFF_LOG_LEVEL",
+	"log-format":             "HANDOFF_LOG_FORMAT",
 }
 
 // secretFlags hold passwords or keys (a database URL may carry its password): the usage text
@@ -116,12 +118,13 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		return d
 	}
 	var (
-		s        settings
-		origins  string
-		jwksURLs string
-		proxies  string
-		demo     string
-		level    string
+		s           settings
+		origins     string
+		jwksURLs    string
+		proxies     string
+		webhookNets string
+		demo        string
+		level       string
 	)
 	c := &s.stack
 	fs.StringVar(&c.Target, "target", env("target", stack.TargetAll), "part to run: "+strings.Join(stack.Targets, " | "))
@@ -141,6 +144,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&c.FulfilmentAddr, "fulfilment-addr", env("fulfilment-addr", "127.0.0.1:9104"), "fulfilment gRPC address (listen, or dial from the edges)")
 	fs.StringVar(&origins, "allowed-origins", env("allowed-origins", ""), "comma-separated browser origins for CORS; empty: * with the all target, none otherwise")
 	fs.StringVar(&proxies, "trusted-proxies", env("trusted-proxies", ""), "comma-separated addresses and CIDR ranges of the reverse proxies in front of the gateway and pos-adapter: their X-Forwarded-For names the client for rate limits (empty: the peer is the client)")
+	fs.StringVar(&webhookNets, "webhook-allow-networks", env("webhook-allow-networks", ""), "comma-separated CIDR ranges and addresses besides the public internet that stores' vendor webhooks may reach: a vendor POS on your own network, 127.0.0.0/8 in development (empty: public addresses only)")
 	fs.StringVar(&c.Currency, "currency", env("currency", "USD"), "ISO 4217 currency of the catalog")
 	fs.StringVar(&c.PickupCodeSecret, "pickup-code-secret", env("pickup-code-secret", ""), "secret pickup codes are derived from, 16+ bytes (empty with the all target: a development secret in the data dir)")
 	fs.StringVar(&c.Notify.WebhookURL, "notify-webhook-url", env("notify-webhook-url", ""), "customer notifications as signed webhooks to this URL (empty: off)")
@@ -248,6 +252,9 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		return s, fmt.Errorf("%s: %w", setting("trusted-proxies", proxies), err)
 	}
 	c.TrustedProxies = trusted
+	if c.WebhookAllowNetworks, err = egress.ParseNetworks(webhookNets); err != nil {
+		return s, fmt.Errorf("%s: %w", setting("webhook-allow-networks", webhookNets), err)
+	}
 	if c.MetricsAddr == "off" {
 		// An empty variable means the default, as for every setting; off says none.
 		c.MetricsAddr = ""

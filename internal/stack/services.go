@@ -273,6 +273,7 @@ func (s *system) startPOSAdapter(ctx context.Context) error {
 	a, err := posadapter.New(posadapter.Config{
 		Pool: pool, NC: s.nc, JS: s.js, Keys: s.keys, Fulfilment: ful, Inventory: inv,
 		AllowedOrigins: s.cfg.AllowedOrigins, TrustedProxies: s.cfg.TrustedProxies, Logger: s.log,
+		WebhookAllowNetworks: s.cfg.WebhookAllowNetworks,
 	})
 	if err != nil {
 		return err

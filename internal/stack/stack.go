@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,6 +114,9 @@ type Config struct {
 	// TrustedProxies are the reverse proxies in front of the gateway and the pos-adapter whose
 	// X-Forwarded-For is believed (edge.WithClientAddress).
 	TrustedProxies []net.IPNet
+	// WebhookAllowNetworks are the networks besides the public internet that stores' vendor
+	// webhooks may reach (posadapter.Config.WebhookAllowNetworks). None by default.
+	WebhookAllowNetworks []netip.Prefix
 	// RateLimits at the gateway; zero means its defaults.
 	RateLimits gateway.RateLimits
 	// Currency is the catalog's ISO 4217 currency.

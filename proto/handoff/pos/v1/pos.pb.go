@@ -1697,7 +1697,9 @@ type StoreWebhook struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Store id.
 	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
-	// https endpoint (http allowed for loopback in development).
+	// https endpoint (http allowed for loopback in development). Its address must be public, or
+	// in a network the operator allows (HANDOFF_WEBHOOK_ALLOW_NETWORKS): never loopback, private
+	// or link-local by default.
 	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
 	// Ticket kinds to send; empty means all.
 	Kinds []TicketKind `protobuf:"varint,3,rep,packed,name=kinds,proto3,enum=handoff.pos.v1.TicketKind" json:"kinds,omitempty"`
