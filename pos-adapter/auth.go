@@ -133,7 +133,10 @@ func (a *Adapter) admit(ctx context.Context, peerAddr, procedure, authorization 
 	}
 	ctx, err := a.authenticate(ctx, procedure, authorization, true)
 	code := connect.CodeOf(err)
-	done(err != nil && (code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied))
+	// A caller that stopped waiting for an identity provider's new key pays too: else tokens
+	// naming made-up keys, sent with short deadlines, would be checked for free.
+	done(err != nil && (code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied ||
+		code == connect.CodeDeadlineExceeded || code == connect.CodeCanceled))
 	return ctx, err
 }
 

@@ -62,8 +62,8 @@ func ServiceOf(fullMethod string) string {
 // Authorize verifies the bearer token in authorization (may be empty) against the policy for
 // fullMethod and returns the caller (zero Principal and false for an anonymous call). Errors
 // are gRPC statuses: Unauthenticated for a missing, bad or expired token, PermissionDenied for
-// the wrong role; the context's own error when ctx ends first (an identity provider's new key
-// still being fetched).
+// the wrong role; DeadlineExceeded or Canceled when ctx ends while an identity provider's new
+// key is still being fetched.
 func (p Policy) Authorize(ctx context.Context, ks *KeySet, fullMethod, authorization string) (Principal, bool, error) {
 	access, ok := p[ServiceOf(fullMethod)]
 	if !ok {
@@ -81,8 +81,9 @@ func (p Policy) Authorize(ctx context.Context, ks *KeySet, fullMethod, authoriza
 	}
 	principal, err := ks.Verify(ctx, token)
 	switch {
-	case err != nil && ctx.Err() != nil:
-		return Principal{}, false, status.FromContextError(ctx.Err()).Err()
+	case isContextErr(err):
+		// Not refused: the caller stopped waiting for an identity provider's new key.
+		return Principal{}, false, status.FromContextError(err).Err()
 	case errors.Is(err, ErrExpired):
 		return Principal{}, false, status.Error(codes.Unauthenticated, "token expired: get a new one")
 	case err != nil:

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -106,10 +107,12 @@ func CheckJWKSURL(raw string) error {
 
 // provider verifies one identity provider's tokens.
 type provider struct {
-	keys    jwkset.Storage // refreshed in the background, and on an unknown kid
-	issuer  string
-	parser  *jwt.Parser
-	recheck time.Duration
+	keys     jwkset.Storage // refreshed in the background, and on an unknown kid
+	mu       sync.Mutex
+	fetching chan struct{} // closed when the fetch for an unknown kid running now ends
+	issuer   string
+	parser   *jwt.Parser
+	recheck  time.Duration
 }
 
 // maxJWKSBytes bounds a key set's response: a few keys take a few KB.
@@ -182,8 +185,8 @@ func (pv *provider) key(ctx context.Context, t *jwt.Token) (any, error) {
 	}
 	jwk, err := pv.keyRead(ctx, kid)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("waiting for the identity provider's keys: %w", context.Cause(ctx))
+		if isContextErr(err) {
+			return nil, fmt.Errorf("waiting for the identity provider's keys: %w", err)
 		}
 		return nil, &RejectedError{Reason: fmt.Sprintf("key %q is not one the identity provider publishes", rpcerr.Echo(kid))}
 	}
@@ -206,26 +209,60 @@ func (pv *provider) key(ctx context.Context, t *jwt.Token) (any, error) {
 	return key, nil
 }
 
-// keyRead looks kid up in the key set, which fetches the set again for a kid it does not hold
-// (at most every 30 s, up to providerFetchTimeout). The caller waits for that only until ctx
-// ends; the fetch itself is not tied to ctx and goes on for the callers after it, so a client
-// giving up early (or on purpose, every 30 s) cannot keep a rotated key from being loaded.
+// keyRead looks kid up in the key set. A kid the set does not hold has the set fetched again
+// (at most every 30 s, up to providerFetchTimeout), once for all callers: those arriving while
+// a fetch runs wait for it too, and look again after it, so a rotated key's first tokens are
+// not refused while one of them fetches it. Each caller waits only until its ctx ends; the
+// fetch is not tied to any caller's ctx, so a client giving up early (or on purpose, every
+// 30 s) cannot keep a rotated key from being loaded.
 func (pv *provider) keyRead(ctx context.Context, kid string) (jwkset.JWK, error) {
-	type read struct {
-		jwk jwkset.JWK
-		err error
+	if jwk, ok := pv.lookup(ctx, kid); ok {
+		return jwk, nil
 	}
-	done := make(chan read, 1)
-	go func() {
-		jwk, err := pv.keys.KeyRead(context.WithoutCancel(ctx), kid)
-		done <- read{jwk, err}
-	}()
+	pv.mu.Lock()
+	fetched := pv.fetching
+	if fetched == nil {
+		fetched = make(chan struct{})
+		pv.fetching = fetched
+		go func() {
+			// The store's KeyRead fetches the set for a kid it does not hold, when its
+			// limiter allows.
+			_, _ = pv.keys.KeyRead(context.WithoutCancel(ctx), kid)
+			pv.mu.Lock()
+			pv.fetching = nil
+			pv.mu.Unlock()
+			close(fetched)
+		}()
+	}
+	pv.mu.Unlock()
 	select {
-	case r := <-done:
-		return r.jwk, r.err
+	case <-fetched:
 	case <-ctx.Done():
-		return jwkset.JWK{}, context.Cause(ctx)
+		return jwkset.JWK{}, ctx.Err()
 	}
+	if jwk, ok := pv.lookup(ctx, kid); ok {
+		return jwk, nil
+	}
+	return jwkset.JWK{}, jwkset.ErrKeyNotFound
+}
+
+// lookup finds kid among the keys fetched so far, fetching nothing.
+func (pv *provider) lookup(ctx context.Context, kid string) (jwkset.JWK, bool) {
+	all, err := pv.keys.KeyReadAll(ctx)
+	if err != nil {
+		return jwkset.JWK{}, false
+	}
+	for _, k := range all {
+		if k.Marshal().KID == kid {
+			return k, true
+		}
+	}
+	return jwkset.JWK{}, false
+}
+
+// isContextErr reports whether err is a caller's context ending (canceled, or its deadline).
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // minRSABits is the smallest RSA key RFC 7518 (3.3, 3.5) lets sign a token.
@@ -291,8 +328,9 @@ func (pv *provider) verify(ctx context.Context, token, alg string) (Principal, e
 	_, err := pv.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return pv.key(ctx, t) })
 	var rejected *RejectedError
 	switch {
-	case err != nil && ctx.Err() != nil:
-		return Principal{}, fmt.Errorf("identity provider's token: %w", context.Cause(ctx))
+	case isContextErr(err):
+		// Not refused: its caller stopped waiting for the key set.
+		return Principal{}, fmt.Errorf("identity provider's token: %w", err)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, ErrExpired
 	case errors.As(err, &rejected):

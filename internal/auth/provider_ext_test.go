@@ -28,6 +28,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/auth/authtest"
+	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 )
 
@@ -259,6 +260,58 @@ func TestACallerWaitsForANewKeyOnlyUntilItsDeadline(t *testing.T) {
 	}
 	if n := idp.Fetches(); n != 2 {
 		t.Fatalf("key set fetched %d times; want 2 (at start, and once for the new key)", n)
+	}
+}
+
+// While one caller's token has the provider's rotated-in key fetched, the tokens of that key
+// arriving meanwhile wait for the same fetch (until their own deadline) and are taken: they
+// are not refused as naming a key the provider does not publish, which would sign their users out.
+func TestTokensOfANewKeyArrivingDuringItsFetchWaitForIt(t *testing.T) {
+	idp := authtest.New(t)
+	ks := trusting(t, idp, time.Hour)
+	idp.AddKey("es-2", jwt.SigningMethodES256, true)
+	release := idp.Stall()
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := ks.Verify(t.Context(), idp.Sign("es-2", authtest.Customer("alice")))
+		first <- err
+	}()
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if idp.Fetches() < 2 {
+			return errors.New("the first caller's fetch has not started")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	go func() { time.Sleep(300 * time.Millisecond); release() }()
+	if p, err := ks.Verify(ctx, idp.Sign("es-2", authtest.Customer("bob"))); err != nil || p.Subject != "bob" {
+		t.Errorf("bob's token of the key being fetched for alice's: %+v, %v; want it taken once the fetch ends", p, err)
+	}
+	if err := <-first; err != nil {
+		t.Errorf("alice: %v", err)
+	}
+	if n := idp.Fetches(); n != 2 {
+		t.Errorf("key set fetched %d times; want 2 (at start, and once for the new key)", n)
+	}
+}
+
+// A token refused without waiting for anything (malformed, or not signed by a trusted key) is
+// refused as Unauthenticated whatever its caller's context: only a wait for the provider's
+// keys cut short by the caller is its context's error.
+func TestARefusalIsUnauthenticatedEvenWhenItsCallerIsOutOfTime(t *testing.T) {
+	idp := authtest.New(t)
+	ks := trusting(t, idp, time.Hour)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	otherAPI := authtest.Customer("alice")
+	otherAPI.Audience = jwt.ClaimStrings{"https://payments.retailer.example"}
+	for _, tok := range []string{"not.a.token", idp.Sign("es-1", otherAPI)} {
+		_, _, err := auth.DefaultPolicy().Authorize(ctx, ks, cartv1connect.CartServiceGetCartProcedure, "Bearer "+tok)
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("token %q, its caller's context done: %v; want Unauthenticated", tok, err)
+		}
 	}
 }
 

@@ -2,7 +2,9 @@ package edge
 
 import (
 	"context"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -41,7 +43,9 @@ func admitBeforeBody(path string, h http.Handler, admit Admit, requests *Request
 			}
 			return
 		}
-		ctx, err := admit(r.Context(), r.URL.Path, r.Header, r.RemoteAddr)
+		actx, cancel := callerDeadline(r)
+		defer cancel()
+		ctx, err := admit(actx, r.URL.Path, r.Header, r.RemoteAddr)
 		if err != nil {
 			if requests != nil {
 				requests.procedure(r.URL.Path).count(err)
@@ -72,4 +76,58 @@ func admitBeforeBody(path string, h http.Handler, admit Admit, requests *Request
 func Admitted(ctx context.Context) bool {
 	c, ok := ctx.Value(callKey{}).(*call)
 	return ok && c.admitted
+}
+
+// callerDeadline is r's context bounded by the timeout its caller asked for (grpc-timeout for
+// gRPC and gRPC-web, Connect-Timeout-Ms for Connect), which Connect applies only once the
+// call is admitted: an admission that waits (a token whose identity provider's key is being
+// fetched) waits no longer than its caller. A malformed timeout is left to Connect to refuse.
+func callerDeadline(r *http.Request) (context.Context, context.CancelFunc) {
+	if d, ok := requestTimeout(r.Header); ok {
+		return context.WithTimeout(r.Context(), d)
+	}
+	return r.Context(), func() {}
+}
+
+// requestTimeout parses a call's timeout header: grpc-timeout is up to 8 digits and a unit
+// (H, M, S, m, u, n); Connect-Timeout-Ms up to 10 digits of milliseconds.
+func requestTimeout(h http.Header) (time.Duration, bool) {
+	if v := h.Get("Grpc-Timeout"); v != "" {
+		if len(v) < 2 || len(v) > 9 {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(v[:len(v)-1], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		var unit time.Duration
+		switch v[len(v)-1] {
+		case 'H':
+			unit = time.Hour
+		case 'M':
+			unit = time.Minute
+		case 'S':
+			unit = time.Second
+		case 'm':
+			unit = time.Millisecond
+		case 'u':
+			unit = time.Microsecond
+		case 'n':
+			unit = time.Nanosecond
+		default:
+			return 0, false
+		}
+		if n > uint64(math.MaxInt64/unit) {
+			return math.MaxInt64, true
+		}
+		return time.Duration(n) * unit, true
+	}
+	if v := h.Get("Connect-Timeout-Ms"); v != "" && len(v) <= 10 {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		return time.Duration(n) * time.Millisecond, true
+	}
+	return 0, false
 }

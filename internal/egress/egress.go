@@ -72,8 +72,10 @@ func (g *Guard) Control(network, address string, _ syscall.RawConn) error {
 	return g.CheckAddr(ap.Addr())
 }
 
-// CheckAddr refuses an address the Guard does not allow.
+// CheckAddr refuses an address the Guard does not allow. An IPv4 address written as IPv6
+// (::ffff:10.20.0.5) is judged as the IPv4 address it is.
 func (g *Guard) CheckAddr(a netip.Addr) error {
+	a = a.Unmap()
 	if err := g.guardian.SafeAddr(a); err != nil {
 		return &RefusedError{Addr: a, setting: g.setting}
 	}
@@ -94,11 +96,12 @@ func (g *Guard) CheckHost(host string) error {
 	return nil
 }
 
-// Transport is an http.Transport as http.DefaultTransport is (a proxy from the environment
-// included: the proxy's own address must then be allowed), whose every connection the Guard
-// checks.
+// Transport is an http.Transport as http.DefaultTransport is, whose every connection the Guard
+// checks, and which connects directly: never through a proxy from the environment
+// (HTTPS_PROXY), which would connect wherever a name leads, past the Guard.
 func (g *Guard) Transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: g.Control}
 	t.DialContext = d.DialContext
 	return t
@@ -121,6 +124,13 @@ func ParseNetworks(list string) ([]netip.Prefix, error) {
 			if p != p.Masked() {
 				return nil, fmt.Errorf("%q has bits set past its /%d: did you mean %s?", e, p.Bits(), p.Masked())
 			}
+			if p.Addr().Is4In6() {
+				// Connections to IPv4 addresses are checked as IPv4: so is this network.
+				if p.Bits() < 96 {
+					return nil, fmt.Errorf("%q is wider than the IPv4 addresses written as IPv6 (::ffff:0:0/96): write IPv4 networks as such", e)
+				}
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
 			out = append(out, p)
 			continue
 		}
@@ -131,6 +141,7 @@ func ParseNetworks(list string) ([]netip.Prefix, error) {
 		if a.Zone() != "" {
 			return nil, errors.New("an address with a zone (" + e + ") names no network: leave the zone out")
 		}
+		a = a.Unmap()
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out, nil

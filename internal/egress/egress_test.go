@@ -18,9 +18,9 @@ func TestOnlyPublicAddressesAndAllowedNetworksAreReached(t *testing.T) {
 		"127.0.0.1", "127.8.9.10", "::1", // loopback: Handoff's own ports
 		"10.21.0.5", "172.16.3.4", "192.168.1.20", "fd00:2::1", // private, outside what is allowed
 		"169.254.169.254", "fe80::1", // link-local: cloud metadata
-		"100.100.100.200",                     // shared (CGNAT) space: a cloud's metadata too
+		"100.100.100.200",                       // shared (CGNAT) space: a cloud's metadata too
 		"0.0.0.0", "::", "224.0.0.1", "ff02::1", // unspecified, multicast
-		"::ffff:127.0.0.1", "::ffff:10.20.0.5", // IPv4 in IPv6 clothing
+		"::ffff:127.0.0.1", "::ffff:10.21.0.5", // IPv4 in IPv6 clothing
 		"64:ff9b::7f00:1", // NAT64 of 127.0.0.1
 		"192.0.2.7", "198.18.0.1", "240.0.0.1", "255.255.255.255",
 	} {
@@ -30,7 +30,7 @@ func TestOnlyPublicAddressesAndAllowedNetworksAreReached(t *testing.T) {
 			t.Errorf("%s: %v; want it refused, naming the setting", a, err)
 		}
 	}
-	for _, a := range []string{"8.8.8.8", "2606:4700::1111", "10.20.0.5", "10.20.255.255", "fd00:1::7"} {
+	for _, a := range []string{"8.8.8.8", "2606:4700::1111", "10.20.0.5", "10.20.255.255", "fd00:1::7", "::ffff:10.20.0.5", "::ffff:8.8.8.8"} {
 		if err := g.CheckAddr(netip.MustParseAddr(a)); err != nil {
 			t.Errorf("%s: %v; want it reached", a, err)
 		}
@@ -83,11 +83,11 @@ func TestTheTransportRefusesANameThatResolvesBehindHandoff(t *testing.T) {
 }
 
 func TestNetworksAreParsedAsOperatorsWriteThem(t *testing.T) {
-	got, err := egress.ParseNetworks(" 10.20.0.0/16, fd00:1::/64,192.0.2.7 ,, ::1")
+	got, err := egress.ParseNetworks(" 10.20.0.0/16, fd00:1::/64,192.0.2.7 ,, ::1, ::ffff:10.30.0.0/112, ::ffff:10.40.0.9")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"10.20.0.0/16", "fd00:1::/64", "192.0.2.7/32", "::1/128"}
+	want := []string{"10.20.0.0/16", "fd00:1::/64", "192.0.2.7/32", "::1/128", "10.30.0.0/16", "10.40.0.9/32"}
 	if len(got) != len(want) {
 		t.Fatalf("parsed %v; want %v", got, want)
 	}
@@ -99,9 +99,19 @@ func TestNetworksAreParsedAsOperatorsWriteThem(t *testing.T) {
 	if n, err := egress.ParseNetworks(""); err != nil || n != nil {
 		t.Fatalf("an empty list: %v, %v; want none", n, err)
 	}
-	for _, bad := range []string{"10.20.0.0/33", "10.20.0.1/16", "vendor.example", "fe80::1%eth0", "10.0.0.0/8 192.168.0.0/16"} {
+	for _, bad := range []string{"10.20.0.0/33", "10.20.0.1/16", "vendor.example", "fe80::1%eth0", "10.0.0.0/8 192.168.0.0/16", "::ffff:0:0/80"} {
 		if _, err := egress.ParseNetworks(bad); err == nil {
 			t.Errorf("%q: parsed; want it refused", bad)
 		}
+	}
+}
+
+// A proxy from the environment (HTTPS_PROXY) would connect wherever a name leads, past the
+// Guard, which would see only the proxy's address: the Guard's transport connects directly.
+// (net/http reads the environment once per process and never proxies loopback, so a proxy
+// started here could not show it: the transport's setting is what decides.)
+func TestTheTransportUsesNoProxyFromTheEnvironment(t *testing.T) {
+	if tr := egress.New(nil, "S").Transport(); tr.Proxy != nil {
+		t.Fatal("the guarded transport takes a proxy from the environment; want direct connections only")
 	}
 }
