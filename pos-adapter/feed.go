@@ -19,6 +19,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/edge"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/tracing"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
@@ -249,6 +250,10 @@ func (h *hub) deliver(tickets ...*posv1.Ticket) {
 	}
 }
 
+// ticketFeed names the live feed's processing of a ticket in traces: the order's trace ends
+// with its ticket handed to the store's open streams.
+const ticketFeed = "pos-adapter-ticket-feed"
+
 // run subscribes to every store's tickets and to revocations, and checks open streams against
 // the database every CatchUpInterval, until ctx ends.
 func (h *hub) run(ctx context.Context) error {
@@ -261,7 +266,9 @@ func (h *hub) run(ctx context.Context) error {
 		}
 		// No webhook wake-up here: the copy that raised the ticket wakes its own dispatcher
 		// when it queued a delivery, and a wake-up per ticket would cost a claim per order.
+		_, span := tracing.StartProcessing(context.Background(), ticketFeed, m.Subject, m.Header)
 		h.deliver(ev.GetTicket())
+		tracing.EndProcessing(span, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("pos-adapter: subscribe to %s: %w", AllTicketsSubject, err)

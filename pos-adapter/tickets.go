@@ -178,6 +178,7 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 			// Fulfilment's not_accepted is ignored for an order its store times itself (one
 			// confirmed while the store had its own escalation time).
 			unlessOwnTimer: event == "not_accepted",
+			trace:          inbox.TraceParent(ctx, msg),
 		})
 	}
 
@@ -270,6 +271,9 @@ type ticketToRaise struct {
 	t *posv1.Ticket
 	// unlessOwnTimer raises nothing when the store runs its own escalation timer.
 	unlessOwnTimer bool
+	// trace is the traceparent of the work the ticket is raised for ("" untraced), so that the
+	// ticket's event continues the order's trace.
+	trace string
 }
 
 // statement is one statement sent along with the tickets' (see raiseTickets).
@@ -432,6 +436,7 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 		raised = append(raised, t)
 		events = append(events, outbox.Event{
 			ID: t.GetTicketId(), Subject: streams.TicketSubject(t.GetStoreId(), KindToken(t.GetKind())), Msg: &posv1.TicketRaised{Ticket: t},
+			TraceParent: it.trace,
 		})
 	}
 	if err := outbox.EnqueueBatch(ctx, tx, events); err != nil {

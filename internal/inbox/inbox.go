@@ -63,10 +63,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/pgtext"
+	"github.com/handoff-dev/handoff/internal/tracing"
 )
 
 // Handler applies one event inside tx. It must do all its writes through tx
@@ -506,7 +508,9 @@ func (c *consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	// Tell JetStream we're still at it, so a slow handler is not handed
 	// to another copy meanwhile.
 	stopProgress := keepInProgress([]jetstream.Msg{msg}, c.cfg.AckWait/3)
+	ctx, span := tracing.StartProcessing(ctx, c.cfg.Durable, msg.Subject(), msg.Headers())
 	duplicate, err := c.apply(ctx, eventID, msg)
+	tracing.EndProcessing(span, err)
 	stopProgress()
 
 	var settleErr error
@@ -743,7 +747,9 @@ func (c *consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 		return
 	}
 	stopProgress := keepInProgress(msgs, c.cfg.AckWait/3)
-	done, err := c.applyBatch(ctx, ids, msgs)
+	bctx, spans := c.startProcessing(ctx, msgs)
+	done, err := c.applyBatch(bctx, ids, msgs)
+	spans.end(err)
 	stopProgress()
 	if err != nil {
 		inboxBatches.WithLabelValues(c.cfg.Durable, "fallback").Inc()
@@ -775,6 +781,62 @@ func (c *consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 			c.logger.Warn("inbox: settle message", "result", result, "event_id", ids[i], "err", err)
 		}
 	}
+}
+
+// processing holds the processing spans of a batch's messages (tracing on only): each message
+// continues the trace of the work that wrote its event, though they are handled together.
+type processing struct {
+	ctxs  map[jetstream.Msg]context.Context
+	spans []trace.Span
+}
+
+type processingKey struct{}
+
+// startProcessing starts a processing span for each of msgs; ctx itself with tracing off.
+func (c *consumer) startProcessing(ctx context.Context, msgs []jetstream.Msg) (context.Context, *processing) {
+	if !tracing.Enabled() {
+		return ctx, nil
+	}
+	p := &processing{ctxs: make(map[jetstream.Msg]context.Context, len(msgs)), spans: make([]trace.Span, 0, len(msgs))}
+	for _, msg := range msgs {
+		mctx, span := tracing.StartProcessing(ctx, c.cfg.Durable, msg.Subject(), msg.Headers())
+		p.ctxs[msg] = mctx
+		p.spans = append(p.spans, span)
+	}
+	return context.WithValue(ctx, processingKey{}, p), p
+}
+
+func (p *processing) end(err error) {
+	if p == nil {
+		return
+	}
+	for _, span := range p.spans {
+		tracing.EndProcessing(span, err)
+	}
+}
+
+// MessageContext is a batch handler's ctx carrying the processing span of msg, one of its
+// batch: what the handler writes for msg (its events) then continues msg's trace. ctx itself
+// when tracing is off (and for a handler of one message, whose ctx carries its span already).
+func MessageContext(ctx context.Context, msg jetstream.Msg) context.Context {
+	p, ok := ctx.Value(processingKey{}).(*processing)
+	if !ok {
+		return ctx
+	}
+	mctx, ok := p.ctxs[msg]
+	if !ok {
+		return ctx
+	}
+	return tracing.WithSpanContext(ctx, tracing.SpanContext(mctx))
+}
+
+// TraceParent is the traceparent of msg's processing span, for the events a batch handler
+// writes for msg (outbox.Event.TraceParent); "" when tracing is off.
+func TraceParent(ctx context.Context, msg jetstream.Msg) string {
+	if !tracing.Enabled() {
+		return ""
+	}
+	return tracing.TraceParent(MessageContext(ctx, msg))
 }
 
 // applyBatch records ids (those of msgs, in order) and runs the handler for each message whose

@@ -45,6 +45,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/pgdb"
+	"github.com/handoff-dev/handoff/internal/tracing"
 )
 
 // Headers set on every relayed message, besides Nats-Msg-Id (= event id).
@@ -70,13 +71,13 @@ const channelSQL = `CASE WHEN octet_length('handoff_outbox_' || current_schema()
 // folded into one, so a transaction that enqueues many events wakes the relay
 // once.
 const enqueueNotifySQL = `WITH ins AS (
-	INSERT INTO outbox (event_id, subject, event_type, payload) VALUES ($1, $2, $3, $4)
+	INSERT INTO outbox (event_id, subject, event_type, payload, trace_parent) VALUES ($1, $2, $3, $4, NULLIF($5, ''))
 	ON CONFLICT (event_id) DO NOTHING
 	RETURNING seq)
 SELECT pg_notify(` + channelSQL + `, '') FROM ins`
 
 // enqueueSQL inserts the event without waking the relay (see NotifyGap).
-const enqueueSQL = `INSERT INTO outbox (event_id, subject, event_type, payload) VALUES ($1, $2, $3, $4)
+const enqueueSQL = `INSERT INTO outbox (event_id, subject, event_type, payload, trace_parent) VALUES ($1, $2, $3, $4, NULLIF($5, ''))
 	ON CONFLICT (event_id) DO NOTHING`
 
 // NotifyGap spaces the NOTIFYs one process sends per event source. A transaction that
@@ -257,7 +258,7 @@ func EnqueueWithID(ctx context.Context, tx pgx.Tx, eventID, subject string, msg 
 	if shouldNotify(tx, subject) {
 		sql = enqueueNotifySQL
 	}
-	if _, err := tx.Exec(ctx, sql, id.String(), subject, eventType, payload); err != nil {
+	if _, err := tx.Exec(ctx, sql, id.String(), subject, eventType, payload, tracing.TraceParent(ctx)); err != nil {
 		return fmt.Errorf("outbox: enqueue %s on %s: %w", eventType, subject, err)
 	}
 	return nil
@@ -271,13 +272,16 @@ type Event struct {
 	Subject string
 	// Msg is the payload.
 	Msg proto.Message
+	// TraceParent is the traceparent of the work that wrote it (tracing.TraceParent), when that
+	// is not the context EnqueueBatch is given (a batch's, writing for many requests).
+	TraceParent string
 }
 
 // enqueueBatchSQL inserts many events in their order with one statement, and notifies the relay
 // once when it must (see NotifyGap).
-const enqueueBatchSQL = `INSERT INTO outbox (event_id, subject, event_type, payload)
-	SELECT id, subject, event_type, payload
-	FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS e(id, subject, event_type, payload, n)
+const enqueueBatchSQL = `INSERT INTO outbox (event_id, subject, event_type, payload, trace_parent)
+	SELECT id, subject, event_type, payload, NULLIF(trace_parent, '')
+	FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[]) WITH ORDINALITY AS e(id, subject, event_type, payload, trace_parent, n)
 	ORDER BY n
 	ON CONFLICT (event_id) DO NOTHING`
 
@@ -295,7 +299,9 @@ func EnqueueBatch(ctx context.Context, tx pgx.Tx, events []Event) error {
 		subjects = make([]string, len(events))
 		types    = make([]string, len(events))
 		payloads = make([][]byte, len(events))
+		traces   = make([]string, len(events))
 		notify   bool
+		ctxTrace = tracing.TraceParent(ctx)
 	)
 	for i, ev := range events {
 		id, err := uuid.Parse(ev.ID)
@@ -312,7 +318,10 @@ func EnqueueBatch(ctx context.Context, tx pgx.Tx, events []Event) error {
 		if err := checkSize(types[i], ev.Subject, payloads[i]); err != nil {
 			return err
 		}
-		ids[i], subjects[i] = id.String(), ev.Subject
+		ids[i], subjects[i], traces[i] = id.String(), ev.Subject, ev.TraceParent
+		if traces[i] == "" {
+			traces[i] = ctxTrace
+		}
 		if shouldNotify(tx, ev.Subject) {
 			notify = true
 		}
@@ -321,7 +330,7 @@ func EnqueueBatch(ctx context.Context, tx pgx.Tx, events []Event) error {
 	if notify {
 		sql = enqueueBatchNotifySQL
 	}
-	if _, err := tx.Exec(ctx, sql, ids, subjects, types, payloads); err != nil {
+	if _, err := tx.Exec(ctx, sql, ids, subjects, types, payloads, traces); err != nil {
 		return fmt.Errorf("outbox: enqueue %d events (first %s on %s): %w", len(events), types[0], subjects[0], err)
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/tracing"
 )
 
 // RelayConfig tunes a Relay. Zero values take the defaults.
@@ -351,6 +352,7 @@ type outboxRow struct {
 	payload    []byte
 	occurredAt time.Time
 	ageSeconds float64
+	trace      string // the writer's traceparent, "" when it was not traced
 }
 
 // Statements of a round. The advisory lock is taken in its own statement so that the select,
@@ -367,7 +369,7 @@ const (
 	// No FOR UPDATE: only the lock holder reads or deletes rows, and locking each row would
 	// write every row once more.
 	selectBatchSQL = `SELECT seq, event_id::text, subject, event_type, payload, occurred_at,
-		extract(epoch FROM clock_timestamp() - occurred_at)::float8
+		extract(epoch FROM clock_timestamp() - occurred_at)::float8, coalesce(trace_parent, '')
 		FROM outbox WHERE current_setting('handoff.outbox_relay_locked') = 'true'
 		ORDER BY seq LIMIT $1`
 	deleteBatchSQL = `DELETE FROM outbox WHERE seq = ANY($1)`
@@ -456,7 +458,7 @@ func readBatch(res pgx.BatchResults) ([]outboxRow, error) {
 	}
 	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
 		var o outboxRow
-		err := row.Scan(&o.seq, &o.eventID, &o.subject, &o.eventType, &o.payload, &o.occurredAt, &o.ageSeconds)
+		err := row.Scan(&o.seq, &o.eventID, &o.subject, &o.eventType, &o.payload, &o.occurredAt, &o.ageSeconds, &o.trace)
 		return o, err
 	})
 	if err != nil {
@@ -565,11 +567,13 @@ type pending struct {
 // message is the JetStream message of row o.
 func message(o *outboxRow) *nats.Msg {
 	// The keys are canonical already: no need for Header.Set to canonicalise each.
-	return &nats.Msg{Subject: o.subject, Data: o.payload, Header: nats.Header{
+	m := &nats.Msg{Subject: o.subject, Data: o.payload, Header: nats.Header{
 		jetstream.MsgIDHeader: {o.eventID},
 		EventTypeHeader:       {o.eventType},
 		OccurredAtHeader:      {o.occurredAt.UTC().Format(time.RFC3339Nano)},
 	}}
+	tracing.SetTraceParent(m.Header, o.trace)
+	return m
 }
 
 // publishAsync publishes the rows idx of batch without waiting for their acknowledgements.

@@ -11,3 +11,6 @@ func SetRollbackTimeout(d time.Duration) (restore func()) {
 
 // SharedTables is the text of the shared migration (version 1) every service schema runs.
 const SharedTables = sharedTables
+
+// SharedTraceColumn is the text of the shared migration SharedTraceVersion.
+const SharedTraceColumn = sharedTraceColumn

@@ -22,6 +22,22 @@ import (
 // service schema has; a service's own migrations start at 2.
 const SharedVersion = 1
 
+// Shared migrations after the first are numbered from sharedLaterFrom, above any service's own
+// numbers, so adding one never takes a number a service has used. Every schema runs them; a
+// service's migrations numbered below them and added later run after them, as goose's
+// out-of-order migrations (WithAllowOutofOrder).
+const (
+	sharedLaterFrom = 1_000_000_000
+	// SharedTraceVersion adds the outbox's trace_parent column.
+	SharedTraceVersion = sharedLaterFrom + 1
+)
+
+// sharedTraceColumn is shared migration SharedTraceVersion: each event keeps the W3C
+// traceparent of the traced work that wrote it (NULL: untraced), which the relay sends as the
+// message's header, so the event's consumers continue that work's trace. Nullable and without
+// a default, the column is added without rewriting the table, under a moment's lock.
+const sharedTraceColumn = `ALTER TABLE %[1]s.outbox ADD COLUMN trace_parent text;`
+
 // versionTable is goose's bookkeeping table, kept inside each schema so
 // services sharing a database never see each other's versions.
 const versionTable = "goose_db_version"
@@ -170,10 +186,20 @@ func newProvider(db *sql.DB, schema string, fsys fs.FS, logger *slog.Logger) (*g
 			return err
 		}},
 	)
+	trace := goose.NewGoMigration(SharedTraceVersion,
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, fmt.Sprintf(sharedTraceColumn, pgx.Identifier{schema}.Sanitize()))
+			return err
+		}},
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s.outbox DROP COLUMN trace_parent", pgx.Identifier{schema}.Sanitize()))
+			return err
+		}},
+	)
 	provider, err := goose.NewProvider(goose.DialectCustom, db, fsys,
 		goose.WithStore(store),
 		goose.WithSessionLocker(locker),
-		goose.WithGoMigrations(shared),
+		goose.WithGoMigrations(shared, trace),
 		// Only our own migrations, never ones another package registered globally.
 		goose.WithDisableGlobalRegistry(true),
 		// A service may number its migrations in ranges, one per package (fulfilment: its
@@ -205,15 +231,18 @@ func checkReservedVersion(fsys fs.FS) error {
 		return fmt.Errorf("list migrations: %w", err)
 	}
 	for _, f := range files {
-		if v, err := goose.NumericComponent(f); err == nil && v == SharedVersion {
-			return fmt.Errorf("migration %s uses version %d, reserved for the shared tables (outbox, processed_events); number service migrations from 2", f, SharedVersion)
+		if v, err := goose.NumericComponent(f); err == nil && (v == SharedVersion || v >= sharedLaterFrom) {
+			return fmt.Errorf("migration %s uses version %d, reserved for the shared migrations (version %d and from %d); number service migrations from 2", f, v, SharedVersion, sharedLaterFrom)
 		}
 	}
 	return nil
 }
 
 func migrationName(s *goose.Source) string {
-	if s.Path == "" {
+	switch {
+	case s.Path == "" && s.Version == SharedTraceVersion:
+		return "shared: the outbox's trace_parent"
+	case s.Path == "":
 		return "shared tables (outbox, processed_events)"
 	}
 	return path.Base(s.Path)

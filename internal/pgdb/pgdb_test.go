@@ -3,6 +3,7 @@ package pgdb_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"strconv"
@@ -84,8 +85,8 @@ func TestMigrateAppliesSharedTablesThenServiceMigrations(t *testing.T) {
 			t.Errorf("table %s.%s missing after Migrate", schema, table)
 		}
 	}
-	if got := versions(t, pool); got != "1,2,3" {
-		t.Fatalf("applied versions = %s, want 1,2,3", got)
+	if got := versions(t, pool); got != "1,2,3,1000000001" {
+		t.Fatalf("applied versions = %s, want 1,2,3,1000000001", got)
 	}
 }
 
@@ -95,8 +96,8 @@ func TestMigrateAgainChangesNothing(t *testing.T) {
 	migrate(t, pool, schema)
 	migrate(t, pool, schema)
 
-	if got := versions(t, pool); got != "1,2,3" {
-		t.Fatalf("applied versions = %s, want 1,2,3", got)
+	if got := versions(t, pool); got != "1,2,3,1000000001" {
+		t.Fatalf("applied versions = %s, want 1,2,3,1000000001", got)
 	}
 	if n := appliedCount(t, pool); n != 1 {
 		t.Fatalf("migration 3 ran %d times, want once", n)
@@ -119,8 +120,8 @@ func TestMigrateAppliesANewMigrationBelowOneApplied(t *testing.T) {
 	if err := pgdb.Migrate(t.Context(), pool, schema, ranges, testenv.Logger(t)); err != nil {
 		t.Fatalf("migrate with a new migration below an applied one: %v", err)
 	}
-	if got := versions(t, pool); got != "1,2,3,20" {
-		t.Fatalf("applied versions = %s, want 1,2,3,20", got)
+	if got := versions(t, pool); got != "1,2,3,20,1000000001" {
+		t.Fatalf("applied versions = %s, want 1,2,3,20,1000000001", got)
 	}
 	if n := appliedCount(t, pool); n != 2 {
 		t.Fatalf("applied rows = %d, want 2 (3 and 20, once each)", n)
@@ -190,8 +191,8 @@ func TestConcurrentMigrationsOfOneSchemaApplyOnce(t *testing.T) {
 			t.Fatalf("copy %d: %v", i, err)
 		}
 	}
-	if got := versions(t, pools[0]); got != "1,2,3" {
-		t.Fatalf("applied versions = %s, want 1,2,3 each once", got)
+	if got := versions(t, pools[0]); got != "1,2,3,1000000001" {
+		t.Fatalf("applied versions = %s, want 1,2,3,1000000001 each once", got)
 	}
 	if n := appliedCount(t, pools[0]); n != 1 {
 		t.Fatalf("migration 3 ran %d times, want once", n)
@@ -203,18 +204,50 @@ func TestSchemasInOneDatabaseMigrateIndependently(t *testing.T) {
 	poolA, poolB := open(t, a), open(t, b)
 	migrate(t, poolA, a)
 	migrate(t, poolB, b)
-	if got := versions(t, poolB); got != "1,2,3" {
-		t.Fatalf("second schema: applied versions = %s, want 1,2,3", got)
+	if got := versions(t, poolB); got != "1,2,3,1000000001" {
+		t.Fatalf("second schema: applied versions = %s, want 1,2,3,1000000001", got)
+	}
+}
+
+// A schema made before a shared migration was added (the outbox's trace_parent) runs it at its
+// next start, and a service's migrations added after it still run.
+func TestASchemaMadeBeforeASharedMigrationRunsIt(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "cart")
+	pool := open(t, schema)
+	migrate(t, pool, schema)
+	// As a build before the shared migration left it.
+	if _, err := pool.Exec(t.Context(), `ALTER TABLE outbox DROP COLUMN trace_parent`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `DELETE FROM goose_db_version WHERE version_id = $1`, pgdb.SharedTraceVersion); err != nil {
+		t.Fatal(err)
+	}
+	later := maps.Clone(storeMigrations)
+	later["00004_more.sql"] = &fstest.MapFile{Data: []byte("-- +goose Up\nINSERT INTO applied VALUES (4);\n-- +goose Down\nDELETE FROM applied WHERE migration = 4;\n")}
+	if err := pgdb.Migrate(t.Context(), pool, schema, later, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `INSERT INTO outbox (event_id, subject, event_type, payload, trace_parent)
+		VALUES (gen_random_uuid(), 's', 't', '', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01')`); err != nil {
+		t.Fatalf("the outbox after the shared migration: %v", err)
+	}
+	if got := versions(t, pool); got != "1,2,3,4,1000000001" {
+		t.Fatalf("applied versions = %s, want 1,2,3,4,1000000001", got)
+	}
+	if n := appliedCount(t, pool); n != 2 {
+		t.Fatalf("applied rows = %d, want 2 (3 and 4, once each)", n)
 	}
 }
 
 func TestMigrateRejectsServiceMigrationNumberedOne(t *testing.T) {
 	schema := testenv.UniqueSchema(t, "catalog")
 	pool := open(t, schema)
-	fsys := fstest.MapFS{"00001_products.sql": {Data: []byte("-- +goose Up\nSELECT 1;\n")}}
-	err := pgdb.Migrate(t.Context(), pool, schema, fsys, testenv.Logger(t))
-	if err == nil || !strings.Contains(err.Error(), "reserved") {
-		t.Fatalf("Migrate with 00001_products.sql: err = %v, want a 'reserved' error", err)
+	for _, name := range []string{"00001_products.sql", "1000000002_products.sql"} {
+		fsys := fstest.MapFS{name: {Data: []byte("-- +goose Up\nSELECT 1;\n")}}
+		err := pgdb.Migrate(t.Context(), pool, schema, fsys, testenv.Logger(t))
+		if err == nil || !strings.Contains(err.Error(), "reserved") {
+			t.Fatalf("Migrate with %s: err = %v, want a 'reserved' error", name, err)
+		}
 	}
 }
 

@@ -21,6 +21,9 @@ const pinnedSums = "testdata/migrations.sum"
 // sharedPin names pgdb's shared migration (sharedTables) in pinnedSums.
 const sharedPin = "internal/pgdb/migrate.go#sharedTables"
 
+// sharedTracePin names the shared migration sharedTraceColumn.
+const sharedTracePin = "internal/pgdb/migrate.go#sharedTraceColumn"
+
 // A migration once committed is never edited: goose records only its version, so a database
 // that ran the earlier text never runs the new one, and a build reading the new schema fails on
 // it (three such edits needed repair migrations). A change goes in a new migration. A new
@@ -50,6 +53,8 @@ func TestCommittedMigrationsAreNeverEdited(t *testing.T) {
 	// The shared migration (version 1 of every schema) is Go text, not a file: pinned the same.
 	shared := sha256.Sum256([]byte(pgdb.SharedTables))
 	have[sharedPin] = hex.EncodeToString(shared[:])
+	trace := sha256.Sum256([]byte(pgdb.SharedTraceColumn))
+	have[sharedTracePin] = hex.EncodeToString(trace[:])
 
 	pinned := map[string]string{}
 	fh, err := os.Open(pinnedSums)

@@ -2,6 +2,7 @@ package tracing_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,7 +71,47 @@ func TestACheckoutIsOneTraceFromTheGatewayToInventory(t *testing.T) {
 	ready := stacktest.Start(t)
 	checkout(t, ready.GatewayAddr, ready.Keys)
 
-	all := spans.GetSpans()
+	if err := checkoutTrace(spans.GetSpans(), []step{
+		{"handoff.cart.v1.CartService/Checkout", trace.SpanKindServer}, // the cart service, behind the gateway
+		{"nats handoff.rpc.fulfilment.place_order", trace.SpanKindClient},
+		{"nats handoff.rpc.fulfilment.place_order", trace.SpanKindServer},
+		{"nats handoff.rpc.inventory.reserve_holds", trace.SpanKindClient},
+		{"nats handoff.rpc.inventory.reserve_holds", trace.SpanKindServer},
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A checkout's trace runs on through the events its order's confirmation wrote: the
+// pos-adapter's processing of order.confirmed (a JetStream consumer, handling events in
+// batches) descends from fulfilment's handling of the order, and the ticket it raised, reaching
+// the store's live feed, from that: the trace shows where the time from checkout to ticket
+// went, the outbox relay's wait included.
+func TestACheckoutsTraceRunsOnToTheTicketAtTheStore(t *testing.T) {
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	t.Cleanup(tracing.Install(tp))
+	ready := stacktest.Start(t)
+	checkout(t, ready.GatewayAddr, ready.Keys)
+
+	testenv.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		return checkoutTrace(spans.GetSpans(), []step{
+			{"nats handoff.rpc.fulfilment.place_order", trace.SpanKindServer},
+			{"process pos-adapter-order-events", trace.SpanKindConsumer},
+			{"process pos-adapter-ticket-feed", trace.SpanKindConsumer},
+		})
+	})
+}
+
+// step is a span of a trace, found by its name and kind.
+type step struct {
+	name string
+	kind trace.SpanKind
+}
+
+// checkoutTrace checks that the trace of the gateway's Checkout span among all holds a span for
+// each of steps, each descending from the one before it.
+func checkoutTrace(all tracetest.SpanStubs, steps []step) error {
 	var edge *tracetest.SpanStub
 	for i, s := range all {
 		if s.Name == "handoff.cart.v1.CartService/Checkout" && s.InstrumentationScope.Name != "github.com/handoff-dev/handoff" {
@@ -78,24 +119,13 @@ func TestACheckoutIsOneTraceFromTheGatewayToInventory(t *testing.T) {
 		}
 	}
 	if edge == nil {
-		t.Fatalf("no span of the gateway's Checkout among %d spans: %v", len(all), names(all))
+		return fmt.Errorf("no span of the gateway's Checkout among %d spans: %v", len(all), names(all))
 	}
 	byID := map[trace.SpanID]tracetest.SpanStub{}
 	for _, s := range all {
 		if s.SpanContext.TraceID() == edge.SpanContext.TraceID() {
 			byID[s.SpanContext.SpanID()] = s
 		}
-	}
-	// Each step's span, found by name and kind, must descend from the step before it.
-	steps := []struct {
-		name string
-		kind trace.SpanKind
-	}{
-		{"handoff.cart.v1.CartService/Checkout", trace.SpanKindServer}, // the cart service, behind the gateway
-		{"nats handoff.rpc.fulfilment.place_order", trace.SpanKindClient},
-		{"nats handoff.rpc.fulfilment.place_order", trace.SpanKindServer},
-		{"nats handoff.rpc.inventory.reserve_holds", trace.SpanKindClient},
-		{"nats handoff.rpc.inventory.reserve_holds", trace.SpanKindServer},
 	}
 	parent := *edge
 	for _, step := range steps {
@@ -107,10 +137,11 @@ func TestACheckoutIsOneTraceFromTheGatewayToInventory(t *testing.T) {
 			}
 		}
 		if found == nil {
-			t.Fatalf("no %s span %q under %q in the checkout's trace: %v", step.kind, step.name, parent.Name, names(all))
+			return fmt.Errorf("no %s span %q under %q in the checkout's trace: %v", step.kind, step.name, parent.Name, names(all))
 		}
 		parent = *found
 	}
+	return nil
 }
 
 // descends reports whether s is a descendant of ancestor within spans.

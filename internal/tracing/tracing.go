@@ -10,8 +10,8 @@
 // OTEL_RESOURCE_ATTRIBUTES as the SDK reads them). Off, nothing is
 // installed on the order path: the interceptors are left out when servers are built.
 //
-// Events relayed through the outbox and JetStream start traces of their own: a consumer acts
-// later, for many orders at once, and its work is not part of the request that caused it.
+// Events relayed through the outbox and JetStream carry their writer's traceparent, and a
+// consumer's processing of each continues that trace (events.go).
 package tracing
 
 import (

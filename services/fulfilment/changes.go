@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/tracing"
 )
 
 // Concurrent changes of different orders (staff accepting, marking ready and handing over at
@@ -39,6 +41,9 @@ type changeRequest struct {
 	id string
 	sc scope
 	fn func(o *order, now time.Time) ([]change, error)
+	// span is the caller's span (tracing on): the change's events continue its trace, though
+	// the change is written on the batch's context.
+	span trace.SpanContext
 }
 
 // errNotTogether tells a request to be made alone: its combined transaction failed, another
@@ -55,7 +60,7 @@ func (s *Service) transact(ctx context.Context, id string, sc scope, fn func(o *
 	if id == "" {
 		return nil, rpcerr.Invalid("order_id", "required")
 	}
-	req := changeRequest{id: id, sc: sc, fn: fn}
+	req := changeRequest{id: id, sc: sc, fn: fn, span: tracing.SpanContext(ctx)}
 	o, err := s.changes.Do(ctx, req)
 	if !errors.Is(err, errNotTogether) {
 		return o, err
@@ -194,7 +199,7 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 			continue
 		}
 		p.changes = changes
-		if p.effects, err = s.write(ctx, &p.w, o, changes, false, now); err != nil {
+		if p.effects, err = s.write(tracing.WithSpanContext(ctx, r.span), &p.w, o, changes, false, now); err != nil {
 			out[i].Err = err
 			continue
 		}
