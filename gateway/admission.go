@@ -65,7 +65,14 @@ func newAdmission(keys *auth.KeySet, l RateLimits) *admission {
 
 func (a *admission) admit(ctx context.Context, procedure string, header http.Header, peerAddr string) (context.Context, error) {
 	authorization := header.Get("Authorization")
-	principal, ok, err := a.policy.Authorize(ctx, a.keys, procedure, authorization)
+	waiting, cancel := ctx, context.CancelFunc(func() {})
+	if a.keys.TrustsProvider() {
+		// The wait for an identity provider's new key is bounded by the call's own timeout,
+		// which Connect applies only once the call is admitted.
+		waiting, cancel = edge.CallerTimeout(ctx, header)
+	}
+	principal, ok, err := a.policy.Authorize(waiting, a.keys, procedure, authorization)
+	cancel()
 	if err != nil {
 		// A refused token has no subject to count against: its address pays, so that a flood
 		// of bad tokens is refused at the address's limit. Each is still checked first (an

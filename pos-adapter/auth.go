@@ -114,7 +114,7 @@ func (a *Adapter) admitOnce(ctx context.Context, peerAddr, procedure, authorizat
 	if edge.Admitted(ctx) {
 		return ctx, nil
 	}
-	return a.admit(ctx, peerAddr, procedure, authorization)
+	return a.admit(ctx, ctx, peerAddr, procedure, authorization)
 }
 
 // admit authenticates a call from peerAddr, charging its address for a refusal (refusedAuth).
@@ -123,15 +123,18 @@ func (a *Adapter) admitOnce(ctx context.Context, peerAddr, procedure, authorizat
 // check). A store's terminals and staff share its one public address (NAT), and made-up
 // credentials from it must not lock them out; only unknown credentials, each a database read,
 // wait.
-func (a *Adapter) admit(ctx context.Context, peerAddr, procedure, authorization string) (context.Context, error) {
+//
+// waiting bounds what the check may wait for (an identity provider's new key): ctx, or ctx
+// bounded by the call's own timeout when it is admitted before Connect applies that.
+func (a *Adapter) admit(ctx, waiting context.Context, peerAddr, procedure, authorization string) (context.Context, error) {
 	done, ok, wait := a.refusedAuth.Attempt(peerAddr)
 	if !ok {
-		if ctx, err := a.authenticate(ctx, procedure, authorization, false); err == nil {
+		if ctx, err := a.authenticate(ctx, waiting, procedure, authorization, false); err == nil {
 			return ctx, nil
 		}
 		return ctx, edge.RateLimited("refused credentials from this address", wait)
 	}
-	ctx, err := a.authenticate(ctx, procedure, authorization, true)
+	ctx, err := a.authenticate(ctx, waiting, procedure, authorization, true)
 	code := connect.CodeOf(err)
 	// A caller that stopped waiting for an identity provider's new key pays too: else tokens
 	// naming made-up keys, sent with short deadlines, would be checked for free.
@@ -143,7 +146,7 @@ func (a *Adapter) admit(ctx context.Context, peerAddr, procedure, authorization 
 // authenticate finds the caller. Without lookup, a terminal credential is read from the
 // database only if this process has seen it work before (credentialCache.known); any other is
 // refused (errNeedsLookup) unread.
-func (a *Adapter) authenticate(ctx context.Context, procedure, authorization string, lookup bool) (context.Context, error) {
+func (a *Adapter) authenticate(ctx, waiting context.Context, procedure, authorization string, lookup bool) (context.Context, error) {
 	token, err := auth.BearerToken(authorization)
 	if err == nil && strings.HasPrefix(token, credentialPrefix) {
 		if service := auth.ServiceOf(procedure); service != posv1connect.TerminalServiceName {
@@ -155,7 +158,7 @@ func (a *Adapter) authenticate(ctx context.Context, procedure, authorization str
 		}
 		return context.WithValue(auth.NewContext(ctx, c.principal), callerKey{}, c), nil
 	}
-	p, ok, err := policy.Authorize(ctx, a.keys, procedure, authorization)
+	p, ok, err := policy.Authorize(waiting, a.keys, procedure, authorization)
 	if err != nil {
 		return ctx, edge.ConnectError(err)
 	}

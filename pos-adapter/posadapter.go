@@ -449,7 +449,12 @@ func New(cfg Config) (*Adapter, error) {
 	// Calls are authenticated as soon as their headers are in (edge.AdmitBeforeBody): an unknown
 	// caller trickling bodies holds nothing for long.
 	admit := func(ctx context.Context, procedure string, header http.Header, peerAddr string) (context.Context, error) {
-		return a.admit(ctx, peerAddr, procedure, header.Get("Authorization"))
+		waiting, cancel := ctx, context.CancelFunc(func() {})
+		if cfg.Keys.TrustsProvider() {
+			waiting, cancel = edge.CallerTimeout(ctx, header)
+		}
+		defer cancel()
+		return a.admit(ctx, waiting, peerAddr, procedure, header.Get("Authorization"))
 	}
 	terminalPath, terminalHandler := posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...)
 	mux.Handle(requests.AdmitBeforeBody(terminalPath, withWriteControl(terminalHandler), admit, opts...))

@@ -268,6 +268,10 @@ func isContextErr(err error) bool {
 // minRSABits is the smallest RSA key RFC 7518 (3.3, 3.5) lets sign a token.
 const minRSABits = 2048
 
+// TrustsProvider reports whether ks accepts an identity provider's tokens, whose check may
+// wait for the provider's key set.
+func (ks *KeySet) TrustsProvider() bool { return ks.provider != nil }
+
 // TrustProvider makes ks accept tokens signed by p's published keys, carrying p's issuer and
 // audience and the claims Handoff's own tokens carry (role, and stores for staff). The key set
 // is fetched now and every p.Refresh until ctx ends, and again (at most every 30 s) when a token

@@ -43,9 +43,7 @@ func admitBeforeBody(path string, h http.Handler, admit Admit, requests *Request
 			}
 			return
 		}
-		actx, cancel := callerDeadline(r)
-		defer cancel()
-		ctx, err := admit(actx, r.URL.Path, r.Header, r.RemoteAddr)
+		ctx, err := admit(r.Context(), r.URL.Path, r.Header, r.RemoteAddr)
 		if err != nil {
 			if requests != nil {
 				requests.procedure(r.URL.Path).count(err)
@@ -78,15 +76,16 @@ func Admitted(ctx context.Context) bool {
 	return ok && c.admitted
 }
 
-// callerDeadline is r's context bounded by the timeout its caller asked for (grpc-timeout for
-// gRPC and gRPC-web, Connect-Timeout-Ms for Connect), which Connect applies only once the
-// call is admitted: an admission that waits (a token whose identity provider's key is being
-// fetched) waits no longer than its caller. A malformed timeout is left to Connect to refuse.
-func callerDeadline(r *http.Request) (context.Context, context.CancelFunc) {
-	if d, ok := requestTimeout(r.Header); ok {
-		return context.WithTimeout(r.Context(), d)
+// CallerTimeout is ctx bounded by the timeout a call's headers ask for (grpc-timeout for gRPC
+// and gRPC-web, Connect-Timeout-Ms for Connect), which Connect applies only once the call is
+// admitted: an admission that may wait (a token whose identity provider's key is being
+// fetched) then waits no longer than its caller. A malformed timeout is left to Connect to
+// refuse.
+func CallerTimeout(ctx context.Context, h http.Header) (context.Context, context.CancelFunc) {
+	if d, ok := requestTimeout(h); ok {
+		return context.WithTimeout(ctx, d)
 	}
-	return r.Context(), func() {}
+	return ctx, func() {}
 }
 
 // requestTimeout parses a call's timeout header: grpc-timeout is up to 8 digits and a unit
