@@ -508,7 +508,7 @@ func (c *consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	// Tell JetStream we're still at it, so a slow handler is not handed
 	// to another copy meanwhile.
 	stopProgress := keepInProgress([]jetstream.Msg{msg}, c.cfg.AckWait/3)
-	ctx, span := tracing.StartProcessing(ctx, c.cfg.Durable, msg.Subject(), msg.Headers())
+	ctx, span := c.startOne(ctx, msg)
 	duplicate, err := c.apply(ctx, eventID, msg)
 	tracing.EndProcessing(span, err)
 	stopProgress()
@@ -749,11 +749,11 @@ func (c *consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	stopProgress := keepInProgress(msgs, c.cfg.AckWait/3)
 	bctx, spans := c.startProcessing(ctx, msgs)
 	done, err := c.applyBatch(bctx, ids, msgs)
-	spans.end(err)
 	stopProgress()
 	if err != nil {
 		inboxBatches.WithLabelValues(c.cfg.Durable, "fallback").Inc()
 		if ctx.Err() != nil {
+			spans.end(err)
 			for _, msg := range msgs {
 				inboxMessages.WithLabelValues(c.cfg.Durable, "retried").Inc()
 				_ = msg.Nak() // shutting down: rolled back; redeliver at once
@@ -762,10 +762,11 @@ func (c *consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		c.logger.Warn("inbox: batch failed; handling its messages one by one", "messages", len(msgs), "err", err)
 		for _, msg := range msgs {
-			c.handle(ctx, msg)
+			c.handle(bctx, msg) // each message's span goes on, and ends with its handling alone
 		}
 		return
 	}
+	spans.end(nil)
 	inboxBatches.WithLabelValues(c.cfg.Durable, "committed").Inc()
 	inboxBatchMessages.WithLabelValues(c.cfg.Durable).Observe(float64(len(msgs)))
 	elapsed := time.Since(start).Seconds()
@@ -804,6 +805,19 @@ func (c *consumer) startProcessing(ctx context.Context, msgs []jetstream.Msg) (c
 		p.spans = append(p.spans, span)
 	}
 	return context.WithValue(ctx, processingKey{}, p), p
+}
+
+// startOne starts msg's processing span, or takes up the one its batch started (bctx): a
+// message of a failed batch, handled alone, has one span for both tries.
+func (c *consumer) startOne(ctx context.Context, msg jetstream.Msg) (context.Context, trace.Span) {
+	if p, ok := ctx.Value(processingKey{}).(*processing); ok {
+		if mctx, ok := p.ctxs[msg]; ok {
+			span := trace.SpanFromContext(mctx)
+			span.AddEvent("its batch failed: handled alone")
+			return mctx, span
+		}
+	}
+	return tracing.StartProcessing(ctx, c.cfg.Durable, msg.Subject(), msg.Headers())
 }
 
 func (p *processing) end(err error) {

@@ -607,7 +607,7 @@ func (e *holdEnds) add(p *pipeline, levels map[stockKey]*level, hs []*hold, stat
 		h.state = state
 		if state != holdCommitted {
 			ev := &inventoryv1.HoldReleased{Hold: h.proto(), Reason: reason}
-			if err := p.enqueue(subject, ev, outbox.DeterministicID("inventory", "hold", h.id, "ended")); err != nil {
+			if err := p.enqueue(subject, ev, outbox.DeterministicID("inventory", "hold", h.id, "ended"), ""); err != nil {
 				return err
 			}
 		}
@@ -701,5 +701,5 @@ func (e *holdEnds) queue(p *pipeline, levels map[stockKey]*level, now time.Time)
 	}
 	p.queueDeltas(&e.deltas)
 	p.queueMovements(e.ms)
-	return p.queueLevelEvents(&e.deltas, levels, func(k stockKey) string { return e.kinds[k] }, now)
+	return p.queueLevelEvents(&e.deltas, levels, func(k stockKey) string { return e.kinds[k] }, nil, now)
 }

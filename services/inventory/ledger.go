@@ -257,13 +257,18 @@ func (p *pipeline) queueDeltas(d *stockDeltas) {
 // queueLevelEvents publishes StockLevelChanged for every changed row, with its final level and
 // version; kinds says what changed each row (the last change, when the transaction made
 // several). One event per row and transaction: two with one version would leave a reader that
-// orders by version unable to tell which came last.
-func (p *pipeline) queueLevelEvents(d *stockDeltas, levels map[stockKey]*level, kinds func(stockKey) string, at time.Time) error {
+// orders by version unable to tell which came last. traceOf, when not nil, gives each row's
+// event the traceparent of the work that changed it (else the transaction's context's).
+func (p *pipeline) queueLevelEvents(d *stockDeltas, levels map[stockKey]*level, kinds func(stockKey) string, traceOf func(stockKey) string, at time.Time) error {
 	for _, k := range d.order {
 		after := *levels[k]
 		after.version++
 		ev := &inventoryv1.StockLevelChanged{Level: after.proto(k, at), Kind: movementKinds[kinds(k)]}
-		if err := p.enqueue(SubjectStockChanged, ev, ""); err != nil {
+		tp := ""
+		if traceOf != nil {
+			tp = traceOf(k)
+		}
+		if err := p.enqueue(SubjectStockChanged, ev, "", tp); err != nil {
 			return err
 		}
 	}
@@ -304,9 +309,10 @@ func (p *pipeline) execRows(n int64, what, sql string, args ...any) {
 	p.exec(expectTag("SELECT 1"), checked, append(slices.Clip(args), n, what)...)
 }
 
-// enqueue adds an outbox event (with a fresh time-ordered id when eventID is ""); the events
-// are written, in order, by one statement queued at commit (or at run).
-func (p *pipeline) enqueue(subject string, msg proto.Message, eventID string) error {
+// enqueue adds an outbox event (with a fresh time-ordered id when eventID is ""), of the trace
+// traceParent names ("": the transaction's context's); the events are written, in order, by
+// one statement queued at commit (or at run).
+func (p *pipeline) enqueue(subject string, msg proto.Message, eventID, traceParent string) error {
 	if eventID == "" {
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -314,7 +320,7 @@ func (p *pipeline) enqueue(subject string, msg proto.Message, eventID string) er
 		}
 		eventID = id.String()
 	}
-	p.events = append(p.events, outbox.Event{ID: eventID, Subject: subject, Msg: msg})
+	p.events = append(p.events, outbox.Event{ID: eventID, Subject: subject, Msg: msg, TraceParent: traceParent})
 	return nil
 }
 

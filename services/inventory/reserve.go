@@ -11,10 +11,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
 	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/tracing"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
@@ -58,6 +60,9 @@ var (
 type reserveJob struct {
 	req    *reserveRequest
 	queued time.Time
+	// span is the caller's span (tracing on): the stock events its holds write continue its
+	// trace, though the batch runs on a context of its own.
+	span trace.SpanContext
 }
 
 type reserveAnswer struct {
@@ -90,7 +95,7 @@ func (r *reserver) shardOf(storeID string) *coalesce.Batcher[*reserveJob, *inven
 // still has its request decided (and possibly committed) if its batch had begun: reserves are
 // idempotent by order id, so its retry gets the same holds.
 func (r *reserver) submit(ctx context.Context, req *reserveRequest) (*inventoryv1.ReserveHoldsResponse, error) {
-	return r.shardOf(req.storeID).Do(ctx, &reserveJob{req: req, queued: time.Now()})
+	return r.shardOf(req.storeID).Do(ctx, &reserveJob{req: req, queued: time.Now(), span: tracing.SpanContext(ctx)})
 }
 
 // batchTimeout bounds one reserve transaction, independently of any one caller.
@@ -310,7 +315,11 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 		placed  []*hold
 		ms      []movement
 		deltas  stockDeltas
+		traced  map[stockKey]trace.SpanContext // with tracing on: the last job to change each row
 	)
+	if tracing.Enabled() {
+		traced = map[stockKey]trace.SpanContext{}
+	}
 	for i, j := range jobs {
 		r := j.req
 		// Holds the order has, from before or from an earlier request of this batch (a retry
@@ -366,6 +375,9 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 				state: holdOpen, expireTime: r.expire, storeVersion: st.row.version}
 			hs = append(hs, h)
 			deltas.add(k, 0, line.GetQuantity())
+			if traced != nil {
+				traced[k] = j.span
+			}
 			ms = append(ms, movement{key: k, kind: kindHoldPlaced, reservedDelta: line.GetQuantity(), after: *l,
 				actor: actorHolds, orderID: r.orderID, holdID: h.id})
 		}
@@ -382,7 +394,13 @@ func (s *Service) reserveBatch(ctx context.Context, jobs []*reserveJob) ([]reser
 	p.queueHolds(placed)
 	p.queueDeltas(&deltas)
 	p.queueMovements(ms)
-	if err := p.queueLevelEvents(&deltas, levels, func(stockKey) string { return kindHoldPlaced }, now); err != nil {
+	var traceOf func(stockKey) string
+	if traced != nil {
+		// A row changed by several orders of the batch has one event: it goes on the trace of
+		// the last of them.
+		traceOf = func(k stockKey) string { return tracing.TraceParent(tracing.WithSpanContext(ctx, traced[k])) }
+	}
+	if err := p.queueLevelEvents(&deltas, levels, func(stockKey) string { return kindHoldPlaced }, traceOf, now); err != nil {
 		return nil, err
 	}
 	if err := p.commit(ctx); err != nil {
