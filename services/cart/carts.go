@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/handoff-dev/handoff/internal/rpcerr"
+	"github.com/handoff-dev/handoff/internal/storeid"
 	"github.com/handoff-dev/handoff/internal/utf8field"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
@@ -379,7 +380,7 @@ func checkSKU(v *rpcerr.Violations, field, sku string) {
 	case !utf8.ValidString(sku):
 		v.Add(field, utf8field.Problem)
 	case len(sku) > maxSKULen:
-		v.Addf(field, "must be at most %d characters, got %d", maxSKULen, len(sku))
+		v.Addf(field, "must be at most %d bytes, got %d", maxSKULen, len(sku))
 	}
 }
 
@@ -552,6 +553,11 @@ func (s *Service) choosePickup(ctx context.Context, p *cartv1.Pickup) (pickupCho
 		}
 		if !utf8.ValidString(ch.StoreId) { // see checkCartID
 			return pickupChoice{}, rpcerr.Invalid("pickup.store_id", utf8field.Problem)
+		}
+		if !storeid.Valid(ch.StoreId) {
+			// No store has it: refused here, not sent to inventory (one too big to send at
+			// all would come back as an outage, retried for ever).
+			return pickupChoice{}, rpcerr.Invalid("pickup.store_id", "not a store id: "+storeid.Rule)
 		}
 		store, err := s.store(ctx, ch.StoreId)
 		if err != nil {

@@ -2,6 +2,7 @@ package cart
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -163,6 +164,13 @@ func (s *Service) store(ctx context.Context, storeID string) (*inventoryv1.Store
 // and a refusal of what the cart asked of its own (field ""; its stored lines, say), is ours
 // (Internal).
 func lookupFailed(service, field string, err error) error {
+	if errors.Is(err, natsrpc.ErrNotSent) {
+		// Too big to send: no retry would ever get it there.
+		if field != "" {
+			return rpcerr.Invalid(field, fmt.Sprintf("too large to ask the %s service about", service))
+		}
+		return status.Errorf(codes.Internal, "the %s service could not be asked: %v", service, err)
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 		return status.Errorf(codes.Unavailable, "the %s service did not answer in time; try again", service)

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/google/uuid"
@@ -70,6 +71,10 @@ func (s *Service) ListProducts(ctx context.Context, req *catalogv1.ListProductsR
 				UNION SELECT c.id FROM categories c JOIN tree t ON c.parent_id = t.id)
 			SELECT id FROM tree)`)
 	}
+	if n := utf8.RuneCountInString(req.GetQuery()); n > maxQueryChars {
+		// Only the first words are searched, and Postgres cannot even split a text over 1 MB.
+		return nil, rpcerr.Invalid("query", fmt.Sprintf("%d characters: at most %d", n, maxQueryChars))
+	}
 	if q := req.GetQuery(); searchWord.MatchString(q) {
 		where = append(where, "search @@ "+searchQuerySQL(arg(strings.ToLower(q))))
 	} else if strings.TrimSpace(q) != "" {
@@ -102,6 +107,9 @@ var searchWord = regexp.MustCompile(`[\p{L}\p{N}]`)
 
 // maxSearchWords bounds the words of a query searched for (the first ones typed).
 const maxSearchWords = 16
+
+// maxQueryChars bounds a search text: far more than maxSearchWords words take.
+const maxQueryChars = 500
 
 // searchQuerySQL is the prefix-matching tsquery of the free text in param ("oat lat" finds
 // "Oat Milk Latte"). Its words are split by the parser that split the stored text

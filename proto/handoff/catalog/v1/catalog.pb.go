@@ -465,7 +465,8 @@ type ListProductsRequest struct {
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only products in this category (or its children).
 	CategoryId string `protobuf:"bytes,3,opt,name=category_id,json=categoryId,proto3" json:"category_id,omitempty"`
-	// Free-text search over names, descriptions and tags.
+	// Free-text search over names, descriptions and tags: its first 16 words, each matching
+	// words it begins. At most 500 characters.
 	Query string `protobuf:"bytes,4,opt,name=query,proto3" json:"query,omitempty"`
 	// Include archived products (admin callers only).
 	IncludeArchived bool `protobuf:"varint,5,opt,name=include_archived,json=includeArchived,proto3" json:"include_archived,omitempty"`

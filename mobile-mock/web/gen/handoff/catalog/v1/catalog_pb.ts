@@ -281,7 +281,8 @@ export type ListProductsRequest = Message<"handoff.catalog.v1.ListProductsReques
   categoryId: string;
 
   /**
-   * Free-text search over names, descriptions and tags.
+   * Free-text search over names, descriptions and tags: its first 16 words, each matching
+   * words it begins. At most 500 characters.
    *
    * @generated from field: string query = 4;
    */
