@@ -19,6 +19,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 )
 
 // Role is what a caller is.
@@ -149,7 +151,7 @@ func ForStore(ctx context.Context, storeID string) (Principal, error) {
 		return Principal{}, status.Error(codes.Unauthenticated, "this call needs a staff token")
 	}
 	if !p.ActsForStore(storeID) {
-		return Principal{}, status.Errorf(codes.PermissionDenied, "store_id: %s may not act for store %q", p.Actor(), storeID)
+		return Principal{}, status.Errorf(codes.PermissionDenied, "store_id: %s may not act for store %q", p.Actor(), rpcerr.Echo(storeID))
 	}
 	return p, nil
 }

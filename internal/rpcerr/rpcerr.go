@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -19,11 +20,45 @@ import (
 // Violations collects invalid fields so that one response reports all of them.
 type Violations struct {
 	list []*errdetails.BadRequest_FieldViolation
+	more int // violations past maxViolations, counted only
 }
 
 // Add records that field is invalid, with a description like "must be between 1 and 99".
+// Past maxViolations, violations are counted, not kept.
 func (v *Violations) Add(field, description string) {
-	v.list = append(v.list, &errdetails.BadRequest_FieldViolation{Field: field, Description: description})
+	if len(v.list) == maxViolations {
+		v.more++
+		return
+	}
+	v.list = append(v.list, &errdetails.BadRequest_FieldViolation{Field: clip(field, maxDescription), Description: clip(description, maxDescription)})
+}
+
+// A refusal repeats what it refuses in a bounded space, whatever the request held: input
+// echoed whole (a megabyte SKU, each control byte written as four characters by %q) made a
+// refusal several times its request, a header too big for HTTP/2 clients and proxies (the
+// connection dropped, the call answered Unavailable). Callers cut what they echo (Echo); these
+// bounds hold whatever they do.
+const (
+	maxDescription = 1 << 10 // of a field's name and of its description, in bytes
+	maxViolations  = 64      // violations detailed in one refusal
+	maxMessage     = 8 << 10 // of a refusal's message, in bytes
+)
+
+// clip is s cut to at most n bytes on a character boundary, marked "…" when cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// bounded is a refusal of code with a message, cut to maxMessage.
+func bounded(code codes.Code, format string, args ...any) *status.Status {
+	return status.New(code, clip(fmt.Sprintf(format, args...), maxMessage))
 }
 
 // Addf is Add with a formatted description.
@@ -40,11 +75,14 @@ func (v *Violations) Err() error {
 	if len(v.list) == 0 {
 		return nil
 	}
-	parts := make([]string, len(v.list))
+	parts := make([]string, len(v.list), len(v.list)+1)
 	for i, fv := range v.list {
 		parts[i] = fv.Field + ": " + fv.Description
 	}
-	st := status.New(codes.InvalidArgument, strings.Join(parts, "; "))
+	if v.more > 0 {
+		parts = append(parts, fmt.Sprintf("and %d more", v.more))
+	}
+	st := status.New(codes.InvalidArgument, clip(strings.Join(parts, "; "), maxMessage))
 	if withDetails, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: v.list}); err == nil {
 		st = withDetails
 	}
@@ -60,7 +98,7 @@ func Invalid(field, description string) error {
 
 // NotFound says which kind of thing, with which id, does not exist.
 func NotFound(kind, id string) error {
-	return status.Errorf(codes.NotFound, "%s %q not found", kind, Echo(id))
+	return bounded(codes.NotFound, "%s %q not found", kind, Echo(id)).Err()
 }
 
 // Echo is id as a refusal repeats it: cut after maxEchoedID characters. No stored id is this
@@ -78,7 +116,7 @@ const maxEchoedID = 128
 
 // FailedPrecondition refuses an action the current state does not allow.
 func FailedPrecondition(format string, args ...any) error {
-	return status.Errorf(codes.FailedPrecondition, format, args...)
+	return bounded(codes.FailedPrecondition, format, args...).Err()
 }
 
 // FailedPreconditionReason is FailedPrecondition with a machine-readable reason: a
@@ -86,7 +124,7 @@ func FailedPrecondition(format string, args ...any) error {
 // that a caller decides from it (Reason) rather than from the message, which stays for people
 // and may be reworded.
 func FailedPreconditionReason(domain, reason, format string, args ...any) error {
-	st := status.Newf(codes.FailedPrecondition, format, args...)
+	st := bounded(codes.FailedPrecondition, format, args...)
 	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason}); err == nil {
 		st = withInfo
 	}
@@ -110,17 +148,17 @@ func Reason(err error, domain string) string {
 
 // Aborted refuses a write made against a stale version (optimistic concurrency).
 func Aborted(format string, args ...any) error {
-	return status.Errorf(codes.Aborted, format, args...)
+	return bounded(codes.Aborted, format, args...).Err()
 }
 
 // AlreadyExists refuses to create what exists.
 func AlreadyExists(kind, id string) error {
-	return status.Errorf(codes.AlreadyExists, "%s %q already exists", kind, id)
+	return bounded(codes.AlreadyExists, "%s %q already exists", kind, Echo(id)).Err()
 }
 
 // PermissionDenied refuses an authenticated caller acting outside its scope.
 func PermissionDenied(format string, args ...any) error {
-	return status.Errorf(codes.PermissionDenied, format, args...)
+	return bounded(codes.PermissionDenied, format, args...).Err()
 }
 
 // Code returns the gRPC code of err (Unknown for plain errors, OK for nil), looking through

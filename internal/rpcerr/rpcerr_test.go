@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -75,5 +76,53 @@ func TestFailedPreconditionReasonCarriesAnErrorInfoReasonReads(t *testing.T) {
 		if got := rpcerr.Reason(none, "inventory.handoff.dev"); got != "" {
 			t.Fatalf("Reason(%v) = %q; want none", none, got)
 		}
+	}
+}
+
+// A refusal repeats what it refuses in a bounded space, whatever the request held: a refusal
+// many times its request overflowed the headers it travels in (the connection dropped, the
+// call answered Unavailable).
+func TestARefusalStaysSmallWhateverItRepeats(t *testing.T) {
+	huge := strings.Repeat("\x01é", 1<<18)
+	size := func(err error) int {
+		st := status.Convert(err)
+		n := len(st.Message())
+		for _, d := range st.Proto().GetDetails() {
+			n += len(d.GetValue())
+		}
+		return n
+	}
+	var many rpcerr.Violations
+	for i := range 10000 {
+		many.Addf(fmt.Sprintf("lines[%d].sku", i), "%q is not a SKU", strings.Repeat("\x01", 1000))
+	}
+	for name, err := range map[string]error{
+		"Invalid":            rpcerr.Invalid("skus[0]", fmt.Sprintf("%q is not a SKU", huge)),
+		"Invalid field":      rpcerr.Invalid(huge, "bad"),
+		"many violations":    many.Err(),
+		"FailedPrecondition": rpcerr.FailedPrecondition("store %q is paused", huge),
+		"PermissionDenied":   rpcerr.PermissionDenied("not allowed to act for store %q", huge),
+		"Aborted":            rpcerr.Aborted("version %q is stale", huge),
+		"AlreadyExists":      rpcerr.AlreadyExists("store", huge),
+		"NotFound":           rpcerr.NotFound("store", huge),
+		"with a reason":      rpcerr.FailedPreconditionReason("handoff.dev", "STORE_PAUSED", "store %q is paused", huge),
+	} {
+		if n := size(err); n > 80<<10 {
+			t.Errorf("%s: a refusal of %d bytes for a %d-byte input", name, n, len(huge))
+		}
+		if msg := status.Convert(err).Message(); !utf8.ValidString(msg) {
+			t.Errorf("%s: the message cut is not valid UTF-8", name)
+		}
+	}
+	msg := status.Convert(many.Err()).Message()
+	if !strings.HasPrefix(msg, "lines[0].sku: ") || !strings.Contains(status.Convert(many.Err()).Message(), "…") {
+		t.Errorf("10,000 violations: message %.100q…; want the first named, cut and marked", msg)
+	}
+	var few rpcerr.Violations
+	for i := range 70 {
+		few.Add(fmt.Sprintf("lines[%d].quantity", i), "must be 1-99")
+	}
+	if msg := status.Convert(few.Err()).Message(); !strings.HasSuffix(msg, "; and 6 more") {
+		t.Errorf("70 violations: message ends %q; want the 6 past the 64 detailed counted", msg[len(msg)-40:])
 	}
 }

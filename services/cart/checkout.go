@@ -240,7 +240,7 @@ func checkCheckout(req *cartv1.CheckoutRequest, currency string) (email string, 
 		// Another currency is the client's mistake, not a price change: every line is priced in
 		// the catalog's (checkOrderable).
 		if m.GetCurrencyCode() != currency {
-			v.Addf("expected_subtotal.currency_code", "must be the cart's currency, %s, got %q", currency, m.GetCurrencyCode())
+			v.Addf("expected_subtotal.currency_code", "must be the cart's currency, %s, got %q", currency, rpcerr.Echo(m.GetCurrencyCode()))
 		}
 	}
 	if !utf8.ValidString(req.GetCustomerNote()) || utf8.RuneCountInString(req.GetCustomerNote()) > maxNoteRunes {

@@ -78,10 +78,10 @@ func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr
 		case vr.GetSku() == "":
 			v.Add(field+".sku", "required")
 		case !skuPattern.MatchString(vr.GetSku()):
-			v.Addf(field+".sku", "%q must be 1-64 of A-Z, 0-9, '.', '_', '-'", vr.GetSku())
+			v.Addf(field+".sku", "%q must be 1-64 of A-Z, 0-9, '.', '_', '-'", rpcerr.Echo(vr.GetSku()))
 		default:
 			if j, dup := seen[vr.GetSku()]; dup {
-				v.Addf(field+".sku", "%q repeats variants[%d]", vr.GetSku(), j)
+				v.Addf(field+".sku", "%q repeats variants[%d]", rpcerr.Echo(vr.GetSku()), j)
 			}
 			seen[vr.GetSku()] = i
 		}

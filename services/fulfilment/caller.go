@@ -105,7 +105,7 @@ func requireStaff(ctx context.Context, storeID string) (*commonv1.Actor, error) 
 		return nil, status.Error(codes.Unauthenticated, "a staff sign-in is required (no staff stores from the edge)")
 	}
 	if !c.allStores && !slices.Contains(c.staffStores, storeID) {
-		return nil, rpcerr.PermissionDenied("not allowed to act for store %q", storeID)
+		return nil, rpcerr.PermissionDenied("not allowed to act for store %q", rpcerr.Echo(storeID))
 	}
 	actor := c.actor
 	if actor == nil {

@@ -72,7 +72,7 @@ func validatePlaceOrder(req *fulfilmentv1.PlaceOrderRequest) error {
 		text(f("line_id"), l.GetLineId(), 64, true)
 		if id := l.GetLineId(); id != "" {
 			if seen[id] {
-				v.Add(f("line_id"), fmt.Sprintf("%q is used by an earlier line", id))
+				v.Add(f("line_id"), fmt.Sprintf("%q is used by an earlier line", rpcerr.Echo(id)))
 			}
 			seen[id] = true
 		}

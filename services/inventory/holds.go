@@ -99,7 +99,7 @@ func (s *Service) validateReserve(req *inventoryv1.ReserveHoldsRequest, now time
 		f := fmt.Sprintf("lines[%d]", i)
 		checkText(&v, f+".line_id", l.GetLineId(), maxIDLen, true)
 		if j, dup := seenLine[l.GetLineId()]; dup && l.GetLineId() != "" {
-			v.Addf(f+".line_id", "%q repeats lines[%d]: one hold per order line", l.GetLineId(), j)
+			v.Addf(f+".line_id", "%q repeats lines[%d]: one hold per order line", rpcerr.Echo(l.GetLineId()), j)
 		}
 		seenLine[l.GetLineId()] = i
 		checkSKU(&v, f+".sku", l.GetSku())

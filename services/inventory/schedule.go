@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/hours"
+	"github.com/handoff-dev/handoff/internal/rpcerr"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
@@ -60,11 +61,11 @@ func (z *zoneCache) load(name string) (*time.Location, error) {
 // loadZone accepts IANA zone names only: not "" or "Local", which mean the server's zone.
 func loadZone(name string) (*time.Location, error) {
 	if name == "" || name == "Local" {
-		return nil, fmt.Errorf("%q is not an IANA time zone", name)
+		return nil, fmt.Errorf("%q is not an IANA time zone", rpcerr.Echo(name))
 	}
 	l, err := time.LoadLocation(name)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not an IANA time zone", name)
+		return nil, fmt.Errorf("%q is not an IANA time zone", rpcerr.Echo(name))
 	}
 	return l, nil
 }
@@ -76,7 +77,7 @@ func loadZone(name string) (*time.Location, error) {
 // binary's own copy, in none. (Stores already written are read as they are.)
 func checkZone(name string) error {
 	if name == "localtime" || name == "posixrules" || name == "Factory" || strings.HasPrefix(name, "posix/") || strings.HasPrefix(name, "right/") {
-		return fmt.Errorf("%q is not an IANA time zone", name)
+		return fmt.Errorf("%q is not an IANA time zone", rpcerr.Echo(name))
 	}
 	_, err := loadZone(name)
 	return err

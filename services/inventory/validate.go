@@ -90,7 +90,7 @@ func storeForWrite(in *inventoryv1.Store, prefix string, create bool) (*storeWri
 		checkText(&v, prefix+".address.region", a.GetRegion(), maxAddressLen, false)
 		checkText(&v, prefix+".address.postal_code", a.GetPostalCode(), 20, false)
 		if !countryPattern.MatchString(a.GetCountryCode()) {
-			v.Addf(prefix+".address.country_code", "must be an ISO 3166-1 alpha-2 code like \"US\", got %q", a.GetCountryCode())
+			v.Addf(prefix+".address.country_code", "must be an ISO 3166-1 alpha-2 code like \"US\", got %q", rpcerr.Echo(a.GetCountryCode()))
 		}
 		w.address, _ = json.Marshal(addressJSON{Line1: a.GetLine1(), Line2: a.GetLine2(), City: a.GetCity(), Region: a.GetRegion(),
 			PostalCode: a.GetPostalCode(), CountryCode: a.GetCountryCode()})
@@ -247,7 +247,7 @@ func checkSKU(v *rpcerr.Violations, field, sku string) {
 	case sku == "":
 		v.Add(field, "required")
 	case !skuPattern.MatchString(sku):
-		v.Addf(field, "%q must be 1-64 of A-Z, 0-9, '.', '_', '-'", sku)
+		v.Addf(field, "%q must be 1-64 of A-Z, 0-9, '.', '_', '-'", rpcerr.Echo(sku))
 	}
 }
 
