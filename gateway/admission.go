@@ -151,7 +151,10 @@ func (i admissionInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 			var cancel context.CancelCauseFunc
 			ctx, cancel = context.WithCancelCause(ctx)
 			defer cancel(nil)
-			defer context.AfterFunc(i.a.draining, func() { cancel(errDraining) })()
+			defer context.AfterFunc(i.a.draining, func() {
+				cancel(errDraining)
+				edge.WriteControlOf(ctx).CutLater() // a send stuck on a client that reads nothing
+			})()
 		}
 		var expires time.Time // anonymous: no token to expire
 		if p, ok := auth.FromContext(ctx); ok {

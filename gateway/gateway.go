@@ -111,7 +111,10 @@ func New(cfg Config) (*Gateway, error) {
 	mux.Handle(admitted(catalogv1connect.NewCatalogServiceHandler(catalogProxy{c: catalogv1.NewCatalogServiceClient(cfg.Catalog)}, opts...)))
 	mux.Handle(admitted(inventoryv1connect.NewStoreLocatorServiceHandler(locatorProxy{c: inventoryv1.NewStoreLocatorServiceClient(cfg.Inventory)}, opts...)))
 	mux.Handle(admitted(cartv1connect.NewCartServiceHandler(cartProxy{c: cartv1.NewCartServiceClient(cfg.Cart)}, opts...)))
-	mux.Handle(admitted(fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...)))
+	orderPath, orderHandler := fulfilmentv1connect.NewOrderServiceHandler(orderProxy{c: fulfilmentv1.NewOrderServiceClient(cfg.Fulfilment)}, opts...)
+	// A watch ended by the gateway (its token expired, a shutdown) while stuck sending to a
+	// client that reads nothing has its writes cut a grace later.
+	mux.Handle(admitted(orderPath, edge.WithWriteControl(orderHandler, edge.StreamEndGrace, fulfilmentv1connect.OrderServiceWatchOrderProcedure)))
 	// Health and reflection stay open: probes and grpcurl carry no token.
 	health := edge.Mount(mux, PublicServices, connect.WithReadMaxBytes(cfg.MaxRequestBytes))
 	return &Gateway{handler: edge.WithClientAddress(edge.WithCORS(edge.WithGRPCWebText(mux), cfg.AllowedOrigins), cfg.TrustedProxies), health: health, drain: drain, log: log.With("component", "gateway")}, nil

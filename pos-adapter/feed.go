@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,7 +20,6 @@ import (
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/tracing"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
-	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
 
 // AllTicketsSubject is every store's tickets; the hub's one subscription.
@@ -46,10 +44,9 @@ type feedSub struct {
 	ended chan struct{}
 	why   error
 	once  sync.Once
-	// wc cuts the response's writes; nil when the request came without it.
-	wc *writeControl
-	// grace is how long the stream may take to stop once ended before its writes are cut.
-	grace time.Duration
+	// wc cuts the response's writes, a grace after the stream is ended; nil when the request
+	// came without it.
+	wc *edge.WriteControl
 	// cursor is the last sequence the stream has sent or skipped as acknowledged.
 	cursor atomic.Int64
 	// checked is the cursor seen by the previous check (hub goroutine, under hub.mu).
@@ -71,63 +68,8 @@ func (s *feedSub) end(err error) {
 	s.once.Do(func() {
 		s.why = err
 		close(s.ended)
-		if s.wc != nil {
-			s.wc.cutAfter(s.grace)
-		}
+		s.wc.CutLater()
 	})
-}
-
-// writeControl cuts a stream's response: its writes fail from then on (HTTP/2: the stream is
-// reset; HTTP/1.1: the connection's writes fail), whether the handler is stuck sending a
-// ticket or, once feedTickets has returned, the stream's end. Never once the net/http handler
-// has returned: the response is not ours to touch then.
-type writeControl struct {
-	rc    *http.ResponseController
-	mu    sync.Mutex
-	done  bool
-	timer *time.Timer
-}
-
-type writeControlKey struct{}
-
-// withWriteControl gives StreamTickets handlers a writeControl of their response, done when
-// the handler returns.
-func withWriteControl(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == posv1connect.TerminalServiceStreamTicketsProcedure {
-			wc := &writeControl{rc: http.NewResponseController(w)}
-			defer wc.finish()
-			r = r.WithContext(context.WithValue(r.Context(), writeControlKey{}, wc))
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// cutAfter cuts the response after d, unless its handler has returned by then.
-func (wc *writeControl) cutAfter(d time.Duration) {
-	wc.mu.Lock()
-	defer wc.mu.Unlock()
-	if !wc.done && wc.timer == nil {
-		wc.timer = time.AfterFunc(d, wc.cut)
-	}
-}
-
-func (wc *writeControl) cut() {
-	wc.mu.Lock()
-	defer wc.mu.Unlock()
-	if !wc.done {
-		_ = wc.rc.SetWriteDeadline(time.Now())
-	}
-}
-
-// finish marks the handler returned, and drops a cut still to come.
-func (wc *writeControl) finish() {
-	wc.mu.Lock()
-	defer wc.mu.Unlock()
-	wc.done = true
-	if wc.timer != nil {
-		wc.timer.Stop()
-	}
 }
 
 func (s *feedSub) isEnded() bool {
@@ -166,10 +108,10 @@ type readerStore struct{ reader, store string }
 // one reader for one store, its oldest are ended: a terminal that reconnects keeps streams its network left
 // half-open, and one whose client leaks streams would otherwise pile them up without bound.
 // The newest wins because it is the one a working client is reading.
-func (h *hub) add(store string, c caller, wc *writeControl) *feedSub {
+func (h *hub) add(store string, c caller, wc *edge.WriteControl) *feedSub {
 	s := &feedSub{store: store, reader: c.reader(), terminal: c.terminal,
 		live: make(chan *posv1.Ticket, liveBuffer), wake: make(chan struct{}, 1), ended: make(chan struct{}),
-		wc: wc, grace: h.a.cfg.StreamEndGrace}
+		wc: wc}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	addTo(h.stores, store, s)
@@ -382,14 +324,17 @@ func (a *Adapter) streamTickets(ctx context.Context, storeID string, stream *con
 func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, stream *connect.ServerStream[posv1.StreamTicketsResponse]) error {
 	// Registered before the backlog is read: a ticket committed from now on arrives live, one
 	// committed before is in the backlog, some are in both and are sent once.
-	wc, _ := ctx.Value(writeControlKey{}).(*writeControl)
+	wc := edge.WriteControlOf(ctx)
 	sub := a.hub.add(storeID, c, wc)
 	defer a.hub.remove(sub)
 	streamsOpen.Inc()
 	defer streamsOpen.Dec()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopOnDrain := context.AfterFunc(a.draining, cancel)
+	stopOnDrain := context.AfterFunc(a.draining, func() {
+		cancel()
+		wc.CutLater() // a send stuck on a client that reads nothing must not hold the shutdown
+	})
 	defer stopOnDrain()
 
 	if c.terminal != "" {
@@ -416,9 +361,13 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 
 	// ended is checked before every send, not only between waits: a terminal revoked while it
 	// reads a long backlog slowly (a stolen tablet) gets nothing more.
+	// So is ctx: a staff token expired, or the adapter draining, sends nothing more either.
 	ended := func() error {
 		if sub.isEnded() {
 			return sub.why
+		}
+		if ctx.Err() != nil {
+			return a.streamEnd(ctx, "", nil)
 		}
 		return nil
 	}

@@ -457,7 +457,7 @@ func New(cfg Config) (*Adapter, error) {
 		return a.admit(ctx, waiting, peerAddr, procedure, header.Get("Authorization"))
 	}
 	terminalPath, terminalHandler := posv1connect.NewTerminalServiceHandler(terminalAPI{a: a}, opts...)
-	mux.Handle(requests.AdmitBeforeBody(terminalPath, withWriteControl(terminalHandler), admit, opts...))
+	mux.Handle(requests.AdmitBeforeBody(terminalPath, edge.WithWriteControl(terminalHandler, cfg.StreamEndGrace, posv1connect.TerminalServiceStreamTicketsProcedure), admit, opts...))
 	adminPath, adminHandler := posv1connect.NewTerminalAdminServiceHandler(adminAPI{a: a}, opts...)
 	mux.Handle(requests.AdmitBeforeBody(adminPath, adminHandler, admit, opts...))
 	mux.Handle("POST "+VendorWebhookPath+"{store_id}", http.HandlerFunc(a.serveVendorWebhook))

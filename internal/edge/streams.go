@@ -51,7 +51,8 @@ var errTokenExpired = errors.New("the token expired")
 
 // UntilExpiry runs a stream's handler until the token that opened it expires, then ends it with
 // Unauthenticated, so the client opens it again with a fresh token: a stream must not outlive
-// its caller's right to it. A zero expires means the token does not expire.
+// its caller's right to it; one stuck in a send has its writes cut (its WriteControl) a grace
+// later. A zero expires means the token does not expire.
 //
 // The expiry cancels the stream rather than setting a deadline: gRPC would send a deadline on
 // to the service (grpc-timeout), whose own timer could then end the stream first, cleanly or as
@@ -63,7 +64,10 @@ func UntilExpiry(ctx context.Context, expires time.Time, run func(context.Contex
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	timer := time.AfterFunc(time.Until(expires), func() { cancel(errTokenExpired) })
+	timer := time.AfterFunc(time.Until(expires), func() {
+		cancel(errTokenExpired)
+		WriteControlOf(ctx).CutLater() // a send stuck on a client that reads nothing
+	})
 	defer timer.Stop()
 	err := run(ctx)
 	if errors.Is(context.Cause(ctx), errTokenExpired) {

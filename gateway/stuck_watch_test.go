@@ -1,0 +1,159 @@
+package gateway_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/auth"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1/fulfilmentv1connect"
+)
+
+// stalledWatch opens WatchOrder over raw HTTP/2 with a stream window of 0 (a client that
+// reads nothing: no byte of the response body can be sent), answering pings and settings, and
+// reports whether the stream was ended (trailers or RST_STREAM) on the returned channel.
+func stalledWatch(t *testing.T, addr, token string) <-chan string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	var wmu sync.Mutex
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", addr},
+		{":path", fulfilmentv1connect.OrderServiceWatchOrderProcedure}, {"content-type", "application/grpc"}, {"te", "trailers"},
+		{"authorization", "Bearer " + token}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := proto.Marshal(&fulfilmentv1.WatchOrderRequest{OrderId: "o-1"})
+	body := append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))), msg...)
+	if err := fr.WriteData(1, true, body); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan string, 1)
+	go func() {
+		dec := hpack.NewDecoder(4096, nil)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					wmu.Lock()
+					_ = fr.WriteSettingsAck()
+					wmu.Unlock()
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					wmu.Lock()
+					_ = fr.WritePing(true, f.Data)
+					wmu.Unlock()
+				}
+			case *http2.HeadersFrame:
+				fields, _ := dec.DecodeFull(f.HeaderBlockFragment())
+				if f.StreamEnded() {
+					ended <- "trailers " + func() string {
+						s := ""
+						for _, h := range fields {
+							s += h.Name + "=" + h.Value + " "
+						}
+						return s
+					}()
+					return
+				}
+			case *http2.RSTStreamFrame:
+				ended <- "RST_STREAM " + f.ErrCode.String()
+				return
+			case *http2.GoAwayFrame:
+				// The connection is going away: stream 1 (at or below its last stream id) may
+				// still finish; not an end of the stream in itself.
+			}
+		}
+	}()
+	return ended
+}
+
+// A WatchOrder stream ends when its token expires, also when its client reads
+// nothing; it must not keep the customer's stream allowance (or a goroutine) after.
+func TestAWatchThatReadsNothingStillEndsWhenItsTokenExpires(t *testing.T) {
+	limits := gateway.DefaultRateLimits()
+	limits.OpenStreams = 1
+	g := gatewayTo(t, orderBackend(t, watchForever{}), time.Second, func(c *gateway.Config) { c.RateLimits = limits })
+	short, err := g.keys.Issue(auth.Principal{Subject: "erin", Role: auth.RoleCustomer}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := stalledWatch(t, g.addr, short)
+	select {
+	case how := <-ended:
+		t.Logf("stalled stream ended: %s", how)
+	case <-time.After(12 * time.Second):
+		t.Errorf("a watch whose client reads nothing was still open 10 s after its token expired")
+	}
+	// The same customer, with a fresh token, watches again.
+	fresh, err := g.keys.Issue(auth.Principal{Subject: "erin", Role: auth.RoleCustomer}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+g.addr, connect.WithGRPCWeb())
+	req := connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: "o-1"})
+	req.Header().Set("Authorization", "Bearer "+fresh)
+	stream, err := orders.WatchOrder(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("a fresh token's watch after the expired one: %v (the expired, unread stream still holds the customer's stream allowance)", stream.Err())
+	}
+}
+
+// On shutdown every stream ends at once as Unavailable, also one whose client reads
+// nothing; the drain does not wait out its grace for it.
+func TestAShutdownEndsAWatchThatReadsNothing(t *testing.T) {
+	const grace = 20 * time.Second
+	g := gatewayTo(t, orderBackend(t, watchForever{}), grace)
+	tok, err := g.keys.Issue(auth.Principal{Subject: "fred", Role: auth.RoleCustomer}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := stalledWatch(t, g.addr, tok)
+	time.Sleep(time.Second)
+	began := time.Now()
+	g.stop()
+	select {
+	case how := <-ended:
+		t.Logf("stalled stream ended after %v: %s", time.Since(began), how)
+	case <-time.After(grace / 2):
+		t.Errorf("a stream whose client reads nothing was still open %v into the shutdown", grace/2)
+	}
+	<-g.served
+	if took := time.Since(began); took > grace/2 {
+		t.Fatalf("shutdown took %v with a stalled stream open", took)
+	}
+}
