@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	cryptorand "crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -868,27 +866,10 @@ func TestAnEndedStreamStuckInASendIsCutAfterTheGrace(t *testing.T) {
 	e.mu.Lock()
 	a := e.adapter
 	e.mu.Unlock()
-	noise := make([]byte, 50<<10)
-	_, _ = cryptorand.Read(noise)
-	big := hex.EncodeToString(noise) // ~100 KB a ticket, incompressible
 	for i, p := range []protocol{overGRPC, overGRPCWeb} {
 		store := fmt.Sprintf("stuck-%d", i)
 		id, cred := e.register("Set-aside tablet", store)
-		var ts []*posv1.Ticket
-		for range 100 {
-			ts = append(ts, &posv1.Ticket{TicketId: uuid.NewString(), StoreId: store, Kind: posv1.TicketKind_TICKET_KIND_NEW_ORDER,
-				OrderId: "ord-" + uuid.NewString(), Message: big, CreateTime: timestamppb.Now()})
-		}
-		tx, err := e.pool.Begin(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := a.RaiseTickets(t.Context(), tx, ts...); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		raiseBigTickets(t, e, a, store)
 		client := posv1connect.NewTerminalServiceClient(slowReader(t, p.h2), e.base,
 			append([]connect.ClientOption{connect.WithInterceptors(bearer(cred))}, p.opts...)...)
 		sctx, cancel := context.WithCancel(t.Context())

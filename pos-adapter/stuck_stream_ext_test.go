@@ -25,7 +25,7 @@ func raiseBigTickets(t *testing.T, e *env, a *posadapter.Adapter, store string) 
 	t.Helper()
 	noise := make([]byte, 50<<10)
 	_, _ = cryptorand.Read(noise)
-	big := hex.EncodeToString(noise)
+	big := hex.EncodeToString(noise) // ~100 KB a ticket, incompressible
 	var ts []*posv1.Ticket
 	for range 100 {
 		ts = append(ts, &posv1.Ticket{TicketId: uuid.NewString(), StoreId: store, Kind: posv1.TicketKind_TICKET_KIND_NEW_ORDER,
