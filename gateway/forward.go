@@ -36,6 +36,11 @@ func forwardStream[Req, Res any](ctx context.Context, req *connect.Request[Req],
 		if err != nil {
 			return edge.ConnectError(err)
 		}
+		if ctx.Err() != nil {
+			// Ended (its token expired, a shutdown, the client gone): gRPC still hands over what
+			// it had buffered, and none of it may be sent.
+			return context.Cause(ctx)
+		}
 		if err := out.Send(msg); err != nil {
 			return err
 		}

@@ -101,17 +101,18 @@ func NotFound(kind, id string) error {
 	return bounded(codes.NotFound, "%s %q not found", kind, Echo(id)).Err()
 }
 
-// Echo is id as a refusal repeats it: cut after maxEchoedID characters. No stored id is this
-// long; echoing a megabyte back would only amplify the request (and overflow the header a
-// proxy passes on).
+// Echo is id as a refusal repeats it: cut after maxEchoedID bytes (on a character boundary).
+// No stored id is this long; echoing a megabyte back would only amplify the request (and
+// overflow the header a proxy passes on). Bytes, not characters: %q writes a character of four
+// bytes as up to ten, and the echo must leave room for the reason around it (maxDescription).
 func Echo(id string) string {
-	if r := []rune(id); len(r) > maxEchoedID {
-		return string(r[:maxEchoedID]) + "…"
+	if len(id) > maxEchoedID {
+		return clip(id, maxEchoedID+len("…"))
 	}
 	return id
 }
 
-// maxEchoedID bounds the part of an unknown id a NotFound repeats.
+// maxEchoedID bounds the part of an id, or any text, a refusal repeats, in bytes.
 const maxEchoedID = 128
 
 // FailedPrecondition refuses an action the current state does not allow.

@@ -54,7 +54,7 @@ func TestNotFoundEchoesAnIDBoundedInLength(t *testing.T) {
 	}
 	huge := strings.Repeat("é", 900_000)
 	st := status.Convert(rpcerr.NotFound("order", huge))
-	if st.Code() != codes.NotFound || len(st.Message()) > 400 || !strings.Contains(st.Message(), strings.Repeat("é", 128)+"…") {
+	if st.Code() != codes.NotFound || len(st.Message()) > 400 || !strings.Contains(st.Message(), strings.Repeat("é", 64)+"…") {
 		t.Fatalf("a huge unknown id: %d bytes of message %.80q…", len(st.Message()), st.Message())
 	}
 }
@@ -124,5 +124,21 @@ func TestARefusalStaysSmallWhateverItRepeats(t *testing.T) {
 	}
 	if msg := status.Convert(few.Err()).Message(); !strings.HasSuffix(msg, "; and 6 more") {
 		t.Errorf("70 violations: message ends %q; want the 6 past the 64 detailed counted", msg[len(msg)-40:])
+	}
+}
+
+// An echoed value leaves room for the reason around it: %q writes a character of four bytes
+// as up to ten, so an echo cut by characters filled a field's whole description.
+func TestAnEchoedValueDoesNotCrowdOutTheReason(t *testing.T) {
+	for _, echoed := range []string{strings.Repeat("\U000E0001", 200), strings.Repeat("\x01", 1000), strings.Repeat("é", 1000)} {
+		var v rpcerr.Violations
+		v.Addf("variants[0].sku", "%q must be 1-64 of A-Z, 0-9, '.', '_', '-'", rpcerr.Echo(echoed))
+		d := status.Convert(v.Err()).Details()[0].(*errdetails.BadRequest).GetFieldViolations()[0]
+		if d.GetField() != "variants[0].sku" || !strings.Contains(d.GetDescription(), "must be 1-64") {
+			t.Errorf("%.8q…: field %q, description of %d bytes ending %q; want the field and its reason", echoed, d.GetField(), len(d.GetDescription()), d.GetDescription()[len(d.GetDescription())-30:])
+		}
+	}
+	if got := rpcerr.Echo("sea-capitol-hill-01"); got != "sea-capitol-hill-01" {
+		t.Errorf("a short id echoed as %q", got)
 	}
 }
