@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
@@ -30,13 +29,7 @@ func TestACallWaitsForANewProviderKeyOnlyUntilItsTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	cfg := idp.Config()
-	cfg.Refresh = time.Hour
-	if err := keys.TrustProvider(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	idp.TrustedBy(t, keys, time.Hour)
 	conn, err := grpc.NewClient(testenv.FreeAddr(t), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package posadapter_test
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -24,13 +23,7 @@ func TestAStaffCallWaitsForANewProviderKeyOnlyUntilItsTimeout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		cfg := idp.Config()
-		cfg.Refresh = time.Hour
-		if err := keys.TrustProvider(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
+		idp.TrustedBy(t, keys, time.Hour)
 		e.cfg.Keys = keys
 	})
 	idp.AddKey("es-2", jwt.SigningMethodES256, true)

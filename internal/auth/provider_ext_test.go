@@ -46,13 +46,7 @@ func handoffKeys(t *testing.T) *auth.KeySet {
 func trusting(t *testing.T, idp *authtest.Provider, refresh time.Duration) *auth.KeySet {
 	t.Helper()
 	ks := handoffKeys(t)
-	cfg := idp.Config()
-	cfg.Refresh = refresh
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := ks.TrustProvider(ctx, cfg); err != nil {
-		t.Fatalf("trust provider: %v", err)
-	}
+	idp.TrustedBy(t, ks, refresh)
 	return ks
 }
 

@@ -5,6 +5,7 @@
 package authtest
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -67,6 +68,19 @@ func (p *Provider) URL() string { return p.srv.URL + "/.well-known/jwks.json" }
 // Config is the auth.Provider trusting p.
 func (p *Provider) Config() auth.Provider {
 	return auth.Provider{JWKSURLs: []string{p.URL()}, Issuer: Issuer, Audience: Audience}
+}
+
+// TrustedBy makes ks trust p until the test ends, its key set fetched again every refresh (0:
+// the default).
+func (p *Provider) TrustedBy(t testing.TB, ks *auth.KeySet, refresh time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cfg := p.Config()
+	cfg.Refresh = refresh
+	if err := ks.TrustProvider(ctx, cfg); err != nil {
+		t.Fatalf("authtest: trust the provider: %v", err)
+	}
 }
 
 // Fetches counts the key set's fetches so far.
