@@ -420,6 +420,16 @@ func (c *consumer) prune(ctx context.Context, js jetstream.JetStream) (int64, er
 	}
 }
 
+// A consume session's pull requests last pullExpiry, and while one waits the server sends a
+// heartbeat every pullHeartbeat: two missed end the session, and Run declares the consumer
+// again. That is the only sign of a consumer gone with nobody told (deleted while a pull was on
+// its way); nats.go's defaults (15 s, missed twice) held events back half a minute. Idle, each
+// session costs one small message per heartbeat.
+const (
+	pullExpiry    = 15 * time.Second
+	pullHeartbeat = 3 * time.Second
+)
+
 // consume runs one Consume session until ctx ends (nil) or the session stops
 // by itself (the reason, if known), and returns once every message it
 // started is handled.
@@ -460,6 +470,7 @@ func (c *consumer) consume(ctx context.Context, cons jetstream.Consumer) error {
 	cc, err := cons.Consume(dispatch,
 		// A small buffer: a buffered message's ack wait is already running.
 		jetstream.PullMaxMessages(max(16, 4*c.cfg.Concurrency)),
+		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
 		c.onConsumeError(&mu, &lastErr),
 	)
 	if err != nil {
@@ -687,6 +698,7 @@ func (c *consumer) consumeBatches(ctx context.Context, cons jetstream.Consumer) 
 	cc, err := cons.Consume(dispatch,
 		// A buffer about one batch per worker deep: a buffered message's ack wait is running.
 		jetstream.PullMaxMessages(max(16, 2*c.cfg.BatchSize*c.cfg.Concurrency)),
+		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
 		c.onConsumeError(&mu, &lastErr),
 	)
 	if err != nil {

@@ -469,11 +469,20 @@ func TestAnEventHandedBackAtShutdownOnItsLastDeliveryIsHandledByTheNextCopy(t *t
 func TestTheWaitBeforeDeclaringAgainStartsOverAfterASessionThatWorked(t *testing.T) {
 	e := setup(t)
 	run(t, e.pool, e.js, config(t, "blips"), recordEffect)
+	// Waiting for the session's pull request, not only the consumer, makes each deletion one
+	// the server answers at once (a deletion between the declaration and the first pull is
+	// noticed only by the missing heartbeats; TestASessionWhosePullsNobodyAnswersEndsWithinSeconds).
 	exists := func() {
 		t.Helper()
 		testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			_, err := e.js.Consumer(t.Context(), streams.EventsStream, "blips")
-			return err
+			cons, err := e.js.Consumer(t.Context(), streams.EventsStream, "blips")
+			if err != nil {
+				return err
+			}
+			if info := cons.CachedInfo(); info.NumWaiting == 0 {
+				return errors.New("no pull request waiting on the consumer yet")
+			}
+			return nil
 		})
 	}
 	n := 0
@@ -489,5 +498,48 @@ func TestTheWaitBeforeDeclaringAgainStartsOverAfterASessionThatWorked(t *testing
 		if took := time.Since(start); took > 3*time.Second {
 			t.Fatalf("blip %d, after sessions that handled events, held events back %s", n, took.Round(100*time.Millisecond))
 		}
+	}
+}
+
+// A consume session whose consumer is gone with nobody told (deleted while the session's first
+// pull was on its way: the server neither answers the pull nor says the consumer was deleted)
+// ends when the heartbeats it asked for do not come, and Run declares the consumer again. With
+// nats.go's defaults (a 15 s heartbeat, missed twice) that took half a minute, events held back
+// all the while; a deletion storm showed it about one time in four.
+func TestASessionWhosePullsNobodyAnswersEndsWithinSeconds(t *testing.T) {
+	e := setup(t)
+	cfg := config(t, "unanswered")
+	cons, err := e.js.CreateOrUpdateConsumer(t.Context(), streams.EventsStream, jetstream.ConsumerConfig{
+		Durable: cfg.Durable, FilterSubjects: cfg.FilterSubjects, AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.js.DeleteConsumer(t.Context(), streams.EventsStream, cfg.Durable); err != nil {
+		t.Fatal(err)
+	}
+	// Something takes the pulls and answers none: without it the server would say no one
+	// listens (no responders), which ends a session at once.
+	nc := testenv.NATSConn(t, e.nats)
+	swallow, err := nc.Subscribe(fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", streams.EventsStream, cfg.Durable), func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer swallow.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	err = inbox.ConsumeOnce(ctx, e.pool, cfg, cons)
+	took := time.Since(start)
+	if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+		t.Fatalf("the session ended with %v after %s; want the missing heartbeats", err, took.Round(100*time.Millisecond))
+	}
+	// 15 s: well above the 6 s it takes, well below the 30 s it took.
+	if took > 15*time.Second {
+		t.Fatalf("a session nobody answers ended after %s", took.Round(100*time.Millisecond))
 	}
 }
