@@ -125,10 +125,14 @@ const (
 	// closeLookAhead bounds the search for the end of an open stretch: a store open without a
 	// break for two weeks is reported as open around the clock.
 	closeLookAhead = 14
-	// openLookAhead bounds the search for the next opening (a year and a bit covers a store
-	// whose only hours are a dated exception).
-	openLookAhead = 370
+	// openLookAhead bounds the search for the next opening: past the longest closure dated
+	// exceptions can make, and a week of weekly hours after it. It covers a store whose only
+	// hours are a dated exception a year ahead too.
+	openLookAhead = MaxExceptions + 8
 )
+
+// MaxExceptions is how many dated exceptions a schedule may have (inventory refuses more).
+const MaxExceptions = 400
 
 // StatusAt reports whether the store is open at now, and when it closes or next opens.
 func (s *Schedule) StatusAt(now time.Time) Status {

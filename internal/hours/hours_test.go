@@ -321,6 +321,22 @@ func TestTheLastDayBeforeALongClosureHasItsClosingTime(t *testing.T) {
 	}
 }
 
+// A store shut for as many days as it may have exceptions, every one of them dated, still says
+// when it opens again. Before, the search for the next opening stopped at 370 days and the store
+// had no next opening at all.
+func TestTheLongestClosureExceptionsCanMakeStillHasANextOpening(t *testing.T) {
+	l := loc(t, "Europe/London")
+	s := &hours.Schedule{Location: l, Weekly: every(span(t, "09:00", "17:00")), Exceptions: map[hours.Date][]hours.Span{}}
+	first := date(t, "2026-06-30")
+	for i := range hours.MaxExceptions {
+		s.Exceptions[first.AddDays(i)] = []hours.Span{}
+	}
+	got := s.StatusAt(rfc(t, "2026-06-30T08:00:00+01:00"))
+	if want := hours.Instant(l, first.AddDays(hours.MaxExceptions), clock(t, "09:00")); got.Open || !got.NextOpen.Equal(want) {
+		t.Errorf("StatusAt = open %v, next open %s; want closed, opening at %s", got.Open, got.NextOpen, want)
+	}
+}
+
 // At every minute of a day, for every hour asked, the zone has it that hour there.
 func TestZoneWhereItIsHasTheHourAskedWhateverTheTimeHere(t *testing.T) {
 	start := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)

@@ -265,7 +265,7 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 	}
 	var stored *storeRow
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		cur, err := lockStore(ctx, tx, in.GetId())
+		cur, err := lockStore(ctx, tx, "store.id", in.GetId())
 		if err != nil {
 			return err
 		}
@@ -290,6 +290,11 @@ func (s *Service) UpdateStore(ctx context.Context, in *inventoryv1.Store, mask [
 		}
 		if expectedVersion != 0 && cur.version != expectedVersion {
 			return rpcerr.Aborted("store %q is at version %d, not expected_version %d: reload and retry", cur.id, cur.version, expectedVersion)
+		}
+		// Reserves that read the store before this change (its hours: a closing for today, say)
+		// commit first, and none reads it after, as for SetStoreState.
+		if _, err := tx.Exec(ctx, storeStateLockSQL, lockKeys([]string{cur.id})[0]); err != nil {
+			return fmt.Errorf("wait for reserves at store %s: %w", cur.id, err)
 		}
 		stored, err = scanStore(tx.QueryRow(ctx, `UPDATE stores SET name = $2, address = $3, lat = $4, lng = $5, time_zone = $6,
 				opening_hours = $7, hours_exceptions = $8, prep_seconds = $9, pickup_window_seconds = $10,
@@ -351,7 +356,7 @@ func (s *Service) SetStoreState(ctx context.Context, id string, c StateChange) (
 		holding int32
 	)
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		cur, err := lockStore(ctx, tx, id)
+		cur, err := lockStore(ctx, tx, "store_id", id)
 		if err != nil {
 			return err
 		}
@@ -413,10 +418,11 @@ func ordersHoldingStock(ctx context.Context, tx pgx.Tx, id string) (int32, error
 	return n, nil
 }
 
-func lockStore(ctx context.Context, tx pgx.Tx, id string) (*storeRow, error) {
+// lockStore reads store id for update; field names it in the request, for a NotFound.
+func lockStore(ctx context.Context, tx pgx.Tx, field, id string) (*storeRow, error) {
 	r, err := scanStore(tx.QueryRow(ctx, "SELECT "+storeColumns+" FROM stores WHERE id = $1 FOR UPDATE", id))
 	if err == pgx.ErrNoRows {
-		return nil, rpcerr.NotFound("store_id", id)
+		return nil, rpcerr.NotFound(field, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load store: %w", err)

@@ -149,6 +149,9 @@ func TestUpdateStoreChangesMaskedFieldsAndRefusesAStaleVersion(t *testing.T) {
 	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: change,
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"state"}}})
 	requireStatus(t, err, codes.InvalidArgument, "update_mask")
+	_, err = e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{Store: &inventoryv1.Store{Id: "nowhere", Name: "Renamed"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}})
+	requireStatus(t, err, codes.NotFound, "store.id")
 
 	events := e.outboxEvents(inventory.SubjectStoreUpdated)
 	if len(events) != 1 {
@@ -486,6 +489,60 @@ func TestStoreStateChangeWaitsForTheReservesThatReadTheStoreBeforeIt(t *testing.
 	}
 	if got := e.mustReserve(order("after", "s1", "LATTE", 1)); got.GetOutcome() != unavailable {
 		t.Errorf("a reserve after the pause: %v; want the store unavailable", got)
+	}
+}
+
+// Closing a store for today with an hours exception (UpdateStore) waits, as SetStoreState does,
+// for the reserves that read the old hours: once it answers, every hold placed against the store
+// open is committed, and none is placed after. Before, a reserve under way committed its hold at
+// the store after the update had answered it closed.
+func TestAnHoursChangeWaitsForTheReservesThatReadTheOldHours(t *testing.T) {
+	e := newEnv(t)
+	st := storeAt("s1", 47.61, -122.33)
+	e.createStore(st)
+	e.setStock("s1", "LATTE", 10, 0)
+	if _, err := e.pool.Exec(e.ctx(), `
+		CREATE FUNCTION slow_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.order_id = 'slow-order' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$;
+		CREATE TRIGGER slow_hold BEFORE INSERT ON holds FOR EACH ROW EXECUTE FUNCTION slow_hold();`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		res, err := e.reserve(order("slow-order", "s1", "LATTE", 1))
+		if err == nil && res.GetOutcome() != inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+			err = fmt.Errorf("outcome %v; want RESERVED (it read the store open)", res.GetOutcome())
+		}
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); e.count(`SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the reserve never reached its hold insert")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	loc, err := time.LoadLocation(st.TimeZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	today := time.Now().In(loc).Format(time.DateOnly)
+	upd, err := e.admin.UpdateStore(e.ctx(), &inventoryv1.UpdateStoreRequest{
+		Store:      &inventoryv1.Store{Id: "s1", HoursExceptions: []*inventoryv1.HoursException{{Date: today, Closed: true, Reason: "flood"}}},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"hours_exceptions"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upd.GetStore().GetOpenStatus().GetAcceptingOrders() {
+		t.Fatal("the store still takes orders after its closing for today")
+	}
+	if n := e.count(`SELECT count(*) FROM holds WHERE order_id = 'slow-order'`); n != 1 {
+		t.Fatalf("when the closing answered, the reserve that read the store open had %d holds committed; want it done first", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the reserve under way: %v", err)
+	}
+	if got := e.mustReserve(order("after", "s1", "LATTE", 1)); got.GetOutcome() != unavailable {
+		t.Errorf("a reserve after the closing: %v; want the store unavailable", got)
 	}
 }
 

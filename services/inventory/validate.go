@@ -33,7 +33,6 @@ const (
 	maxNoteLen       = 500
 	maxIDLen         = 128
 	maxWeeklySpans   = 28
-	maxExceptions    = 400
 	maxPrepTime      = 24 * time.Hour
 	minPickupWindow  = time.Minute
 	maxPickupWindow  = 7 * 24 * time.Hour
@@ -167,8 +166,8 @@ func checkWeeklyHours(v *rpcerr.Violations, field string, in []*inventoryv1.Open
 }
 
 func checkExceptions(v *rpcerr.Violations, field string, in []*inventoryv1.HoursException) []exceptionJSON {
-	if len(in) > maxExceptions {
-		v.Addf(field, "at most %d entries, got %d", maxExceptions, len(in))
+	if len(in) > hours.MaxExceptions {
+		v.Addf(field, "at most %d entries, got %d", hours.MaxExceptions, len(in))
 		return nil
 	}
 	out := make([]exceptionJSON, 0, len(in))
