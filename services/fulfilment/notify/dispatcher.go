@@ -126,7 +126,8 @@ type Dispatcher struct {
 	cfg      DispatcherConfig
 	log      *slog.Logger
 	senders  map[string]Sender
-	channels []string
+	channels []string // served here
+	unserved []string // of allChannels, those not served here
 	lease    time.Duration
 
 	setupOnce sync.Once
@@ -158,6 +159,12 @@ func NewDispatcher(pool *pgxpool.Pool, cfg DispatcherConfig) *Dispatcher {
 	}
 	if d.channels == nil {
 		d.channels = []string{} // ANY('{}') matches nothing, NULL would be an error
+	}
+	d.unserved = []string{}
+	for _, ch := range allChannels {
+		if _, ok := d.senders[ch]; !ok {
+			d.unserved = append(d.unserved, ch)
+		}
 	}
 	return d
 }
@@ -378,34 +385,46 @@ type roundInfo struct {
 // roundSQL is a round in one statement. It claims, for each channel in $1, up to as many due
 // rows as $2 gives it, oldest first: SKIP LOCKED lets dispatchers claim side by side, and moving
 // next_attempt_at one lease ($4) ahead keeps the rows out of everyone's reach until the send is
-// recorded. It marks due rows skipped whose channel nobody serves: not here (not in $3), nor by
-// another copy within the grace ($5 µs; see heartbeatEvery). Its last rows (id NULL) tell how
-// many were skipped and, per served channel and for the unserved ones together (channel NULL),
-// when the next pending row falls due; those subqueries see the rows as they were before the
-// statement, so the ones claimed or skipped here are left out by id. Rows of a channel another
-// copy serves are not this dispatcher's business at all.
+// recorded. It marks due rows skipped whose channel nobody serves: of the channels in $7 (those
+// Enqueue writes that are not served here), the ones no other copy served within the grace ($5
+// µs; see heartbeatEvery), once a row has waited DispatcherConfig.UnservedWait ($6 µs). Its last
+// rows (id NULL) tell how many were skipped and, per channel served here ($3) and for the
+// unserved ones together (channel NULL), when the next pending row falls due; those subqueries
+// see the rows as they were before the statement, so the ones claimed or skipped here are left
+// out by id. Rows of a channel another copy serves are not this dispatcher's business at all.
+//
+// Every look at the rows is by one channel (notifications_due_by_channel): a channel whose
+// receiver hangs keeps its lane full and its due rows piling up, and a look that walked them
+// would make every round of the other channels cost as much as that backlog.
 const roundSQL = `
 WITH due AS MATERIALIZED (
 	SELECT d.id FROM unnest($1::text[], $2::int[]) AS c(channel, n)
 	CROSS JOIN LATERAL (
 		SELECT id FROM notifications
-		WHERE state = 'pending' AND next_attempt_at <= now() AND channel = c.channel AND NOT ` + behindSQL + `
+		WHERE state = 'pending' AND channel = c.channel AND next_attempt_at <= now() AND NOT ` + behindSQL + `
 		ORDER BY next_attempt_at LIMIT c.n
 		FOR UPDATE SKIP LOCKED) d),
 claimed AS (
 	UPDATE notifications n
 	SET attempts = n.attempts + 1, next_attempt_at = now() + $4::bigint * interval '1 microsecond',
 		sending_until = now() + $4::bigint * interval '1 microsecond'
-	FROM due WHERE n.id = due.id
+	WHERE n.id = ANY (ARRAY(SELECT id FROM due)) -- by the key, not a join that may read the table
 	RETURNING n.id, n.kind, n.channel, n.recipient, n.order_snapshot, n.attempts, n.create_time),
+unserved_channels AS MATERIALIZED (
+	SELECT u.channel FROM unnest($7::text[]) AS u(channel)
+	WHERE NOT EXISTS (
+		SELECT 1 FROM notification_channels s
+		WHERE s.channel = u.channel AND s.served_time > now() - $5::bigint * interval '1 microsecond')),
 unserved AS MATERIALIZED (
-	SELECT id FROM notifications
-	WHERE state = 'pending' AND next_attempt_at <= now() AND ` + unservedSQL + `
-	FOR UPDATE SKIP LOCKED),
+	SELECT d.id FROM unserved_channels u
+	CROSS JOIN LATERAL (
+		SELECT id FROM notifications
+		WHERE state = 'pending' AND channel = u.channel AND ` + waitedSQL + `
+		FOR UPDATE SKIP LOCKED) d),
 skipped AS (
 	UPDATE notifications n
 	SET state = 'skipped', sent_time = now(), last_error = 'no ' || n.channel || ' sender configured'
-	FROM unserved WHERE n.id = unserved.id
+	WHERE n.id = ANY (ARRAY(SELECT id FROM unserved))
 	RETURNING 1)
 SELECT id::text, kind, channel, recipient, order_snapshot, attempts, create_time, NULL::bigint, NULL::bigint
 FROM claimed
@@ -413,12 +432,20 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM skipped), NULL
 UNION ALL
 SELECT NULL, NULL, c.channel, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM nx.at - now()) * 1e6)::bigint
-FROM unnest(array_append($3::text[], NULL)) AS c(channel)
+FROM unnest($3::text[]) AS c(channel)
 CROSS JOIN LATERAL (
 	SELECT next_attempt_at AS at FROM notifications
-	WHERE state = 'pending' AND (channel = c.channel OR (c.channel IS NULL AND ` + unservedSQL + `))
-		AND id NOT IN (SELECT id FROM due) AND id NOT IN (SELECT id FROM unserved) AND NOT ` + behindSQL + `
-	ORDER BY next_attempt_at LIMIT 1) nx`
+	WHERE state = 'pending' AND channel = c.channel AND id NOT IN (SELECT id FROM due) AND NOT ` + behindSQL + `
+	ORDER BY next_attempt_at LIMIT 1) nx
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM min(nx.at) - now()) * 1e6)::bigint
+FROM unserved_channels u
+CROSS JOIN LATERAL (
+	SELECT next_attempt_at AS at FROM notifications
+	WHERE state = 'pending' AND channel = u.channel AND ` + waitedSQL + `
+		AND id NOT IN (SELECT id FROM unserved) AND NOT ` + behindSQL + `
+	ORDER BY next_attempt_at LIMIT 1) nx
+HAVING min(nx.at) IS NOT NULL`
 
 // behindSQL holds for an email (a notifications row) while an earlier email of its order (a
 // lower order version) is being sent: claimed, its outcome not recorded, its lease not over.
@@ -432,17 +459,17 @@ const behindSQL = `(notifications.channel = 'email' AND notifications.order_vers
 		WHERE e.order_id = notifications.order_id AND e.channel = notifications.channel AND e.state = 'pending'
 			AND e.order_version > 0 AND e.order_version < notifications.order_version AND e.sending_until > now()))`
 
-// unservedSQL holds for a notifications row whose channel is served neither here ($3) nor, within
-// the grace ($5 µs), by another copy, and that has waited DispatcherConfig.UnservedWait ($6 µs).
-const unservedSQL = `channel <> ALL($3) AND create_time < now() - $6::bigint * interval '1 microsecond' AND NOT EXISTS (
-		SELECT 1 FROM notification_channels s
-		WHERE s.channel = notifications.channel AND s.served_time > now() - $5::bigint * interval '1 microsecond')`
+// waitedSQL holds for a row of a channel nobody serves that has waited
+// DispatcherConfig.UnservedWait ($6 µs): since it was written, and since it was last due (a row
+// tried before its channel lost its last sender). The second bounds the look by the index.
+const waitedSQL = `next_attempt_at <= now() - $6::bigint * interval '1 microsecond'
+		AND create_time < now() - $6::bigint * interval '1 microsecond'`
 
 // round claims, for each of channels, up to the matching count of due rows (see roundSQL).
 func (d *Dispatcher) round(ctx context.Context, channels []string, counts []int) ([]claimed, roundInfo, error) {
 	info := roundInfo{nextDue: map[string]time.Duration{}}
 	rows, err := d.pool.Query(ctx, roundSQL, channels, counts, d.channels, d.lease.Microseconds(), servedGrace.Microseconds(),
-		d.cfg.UnservedWait.Microseconds())
+		d.cfg.UnservedWait.Microseconds(), d.unserved)
 	if err != nil {
 		return nil, info, fmt.Errorf("claim notifications: %w", err)
 	}

@@ -17,3 +17,9 @@ func SetServedLookEvery(t *testing.T, d time.Duration) {
 
 // Looked reports whether w's WatchServed has looked at the table (and the look succeeded).
 func Looked(w *Writer) bool { return w.served.Load() != nil }
+
+// RoundSQL is the dispatcher's round, for tests that look at its plan.
+const RoundSQL = roundSQL
+
+// ServedGrace is how long a channel stamped by a copy counts as served.
+const ServedGrace = servedGrace

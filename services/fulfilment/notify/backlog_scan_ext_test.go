@@ -1,0 +1,102 @@
+package notify_test
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/handoff-dev/handoff/services/fulfilment/notify"
+)
+
+// A channel whose receiver hangs keeps its lane full, so its due rows pile up: 150,000 emails
+// behind a mail server that takes connections and never answers made a round claiming one
+// webhook row read all of them (390 ms). A round reads no other channel's rows, however many
+// are due: not to claim (email served here, its lane full), not to find rows to skip (email
+// served by another copy only, or by nobody and the rows too young to skip).
+func TestARoundReadsNoOtherChannelsBacklog(t *testing.T) {
+	pool := newPool(t)
+	snap, err := proto.Marshal(readyOrder("ord-mail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const backlog = 20000
+	if _, err := pool.Exec(t.Context(), `
+		INSERT INTO notifications (id, order_id, kind, channel, recipient, order_snapshot, next_attempt_at, create_time, order_version)
+		SELECT gen_random_uuid(), 'ord-mail-' || g, 'order.ready', 'email', 'ada@example.com', $1,
+			now() - interval '1 minute' + g * interval '1 ms', now() - interval '1 minute' + g * interval '1 ms', 4
+		FROM generate_series(1, $2::int) g`, snap, backlog); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `INSERT INTO notifications (id, order_id, kind, channel, order_snapshot, order_version)
+		VALUES (gen_random_uuid(), 'ord-hook', 'order.ready', 'webhook', $1, 4)`, snap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `ANALYZE notifications`); err != nil {
+		t.Fatal(err)
+	}
+	webhook, email := notify.ChannelWebhook, notify.ChannelEmail
+	for _, c := range []struct {
+		name          string
+		servedHere    []string // $3
+		unservedHere  []string // $7
+		servedByOther bool
+		wait          time.Duration
+	}{
+		{"email served here, its lane full", []string{webhook, email}, []string{}, false, 10 * time.Minute},
+		{"email served by another copy only", []string{webhook}, []string{email}, true, 10 * time.Minute},
+		{"email served by nobody, its rows younger than the wait", []string{webhook}, []string{email}, false, 10 * time.Minute},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var plan []struct {
+				Plan map[string]any
+			}
+			err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+				if c.servedByOther {
+					if _, err := tx.Exec(t.Context(), `INSERT INTO notification_channels VALUES ($1, now())`, email); err != nil {
+						return err
+					}
+				}
+				var raw []byte
+				if err := tx.QueryRow(t.Context(), `EXPLAIN (ANALYZE, FORMAT JSON) `+notify.RoundSQL,
+					[]string{webhook}, []int32{4}, c.servedHere, time.Minute.Microseconds(), notify.ServedGrace.Microseconds(),
+					c.wait.Microseconds(), c.unservedHere).Scan(&raw); err != nil {
+					return err
+				}
+				if err := json.Unmarshal(raw, &plan); err != nil {
+					return err
+				}
+				return errRollBack
+			})
+			if !errors.Is(err, errRollBack) {
+				t.Fatal(err)
+			}
+			read := rowsRead(plan[0].Plan)
+			if read > 100 {
+				t.Fatalf("a round claiming one webhook row read %.0f rows, with %d emails due: want the webhook's rows found without them", read, backlog)
+			}
+		})
+	}
+}
+
+var errRollBack = errors.New("roll back")
+
+// rowsRead is how many rows a plan's scans read: those they returned and those their filters
+// threw away, over every loop.
+func rowsRead(n map[string]any) float64 {
+	loops := max(n["Actual Loops"].(float64), 1)
+	var read float64
+	if t, _ := n["Node Type"].(string); t == "Index Scan" || t == "Index Only Scan" || t == "Seq Scan" || t == "Bitmap Heap Scan" {
+		removed, _ := n["Rows Removed by Filter"].(float64)
+		read = (n["Actual Rows"].(float64) + removed) * loops
+	}
+	if kids, ok := n["Plans"].([]any); ok {
+		for _, k := range kids {
+			read += rowsRead(k.(map[string]any))
+		}
+	}
+	return read
+}
