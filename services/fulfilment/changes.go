@@ -157,19 +157,26 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 	}
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	b.Queue(pgdb.XactIDSQL) // to learn its fate should COMMIT's reply be lost
+	// The transaction's id, to learn its fate should COMMIT's reply be lost, and the database's
+	// clock, by which every copy decides (an order overdue, the times written), as the timer
+	// loop does: a copy whose clock runs ahead would expire orders early in staff's hands.
+	b.Queue(`SELECT pg_current_xact_id()::text, statement_timestamp()`)
 	b.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id `+lock, ids)
 	b.Queue(`SELECT order_id, seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
 		FROM order_history WHERE order_id = ANY($1) ORDER BY order_id, seq`, ids)
 	br := conn.SendBatch(ctx, &b)
-	var xid string
-	orders, err := readOrdersWithHistory(br, &xid)
+	var (
+		xid string
+		now time.Time
+	)
+	orders, err := readOrdersWithHistory(br, &xid, &now)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lock %d orders: %w", len(ids), err)
 	}
+	now = s.databaseTime(now)
 
 	var (
 		pending []*pendingChange
@@ -189,7 +196,6 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 			continue
 		}
 		p := &pendingChange{at: i, o: o}
-		now := s.now()
 		changes, err := r.fn(o, now)
 		var keep *commitAnyway
 		if errors.As(err, &keep) {
@@ -225,15 +231,16 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 	return pending, nil
 }
 
-// readOrdersWithHistory reads the transaction's id into xid, then the two locking reads of
+// readOrdersWithHistory reads the transaction's id into xid and the database's clock into now,
+// then the two locking reads of
 // decideTogether: the orders by id, each
 // with its history as of its row (entries of a change committed between the two statements are
 // left out, as readOrder does).
-func readOrdersWithHistory(br pgx.BatchResults, xid *string) (map[string]*order, error) {
+func readOrdersWithHistory(br pgx.BatchResults, xid *string, now *time.Time) (map[string]*order, error) {
 	if _, err := br.Exec(); err != nil {
 		return nil, err
 	}
-	if err := br.QueryRow().Scan(xid); err != nil {
+	if err := br.QueryRow().Scan(xid, now); err != nil {
 		return nil, fmt.Errorf("read the transaction id: %w", err)
 	}
 	rows, err := br.Query()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
 	"github.com/handoff-dev/handoff/internal/testenv"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
 )
@@ -49,6 +50,34 @@ func TestACopyWhoseClockRunsAheadFiresNoTimerEarly(t *testing.T) {
 	}
 	if escalated != 0 {
 		t.Errorf("the CONFIRMED order was escalated %d times before its time", escalated)
+	}
+}
+
+// A staff action on a copy whose clock runs two hours ahead decides by the database's clock, as
+// the timer loop does: the hand-over of a READY order inside its pickup window goes through.
+// Before, the action's own look at the order's timers used the copy's clock, and such a copy
+// expired the order in the shopper's face, releasing its stock.
+func TestAnActionOnACopyWhoseClockRunsAheadExpiresNothingEarly(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ahead := e.secondStoreClient(func(c *fulfilment.Config) {
+		c.Clock = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	if _, err := ahead.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: o.GetId()}); err != nil {
+		t.Fatalf("accept at the copy ahead: %v", err)
+	}
+	if _, err := ahead.MarkReady(e.asStaff("s1"), &fulfilmentv1.MarkReadyRequest{StoreId: "s1", OrderId: o.GetId()}); err != nil {
+		t.Fatalf("mark ready at the copy ahead: %v", err)
+	}
+	res, err := ahead.HandOver(e.asStaff("s1"), &fulfilmentv1.HandOverRequest{StoreId: "s1", OrderId: o.GetId(), PickupCode: e.codeOf("ann", o.GetId())})
+	if err != nil {
+		t.Fatalf("hand-over with the right code, inside the pickup window by the database's clock, at the copy ahead: %v; the order is %s",
+			err, e.stateOf(o.GetId()))
+	}
+	if got := res.GetOrder().GetState(); got != collected {
+		t.Fatalf("order %s after its hand-over, want COLLECTED", got)
 	}
 }
 

@@ -137,14 +137,20 @@ func (s *Service) databaseNow(ctx context.Context, q querier) (time.Time, error)
 	if err := q.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&db); err != nil {
 		return time.Time{}, fmt.Errorf("read the database's clock: %w", err)
 	}
+	return s.databaseTime(db), nil
+}
+
+// databaseTime is db, a time read off the database's clock, in UTC, logging (as databaseNow does)
+// a gap of more than maxClockGap between it and this copy's clock.
+func (s *Service) databaseTime(db time.Time) time.Time {
 	db = db.UTC()
 	if gap := s.now().Sub(db); gap.Abs() > maxClockGap {
 		if last := s.clockGapWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.clockGapWarned.CompareAndSwap(last, time.Now().UnixNano()) {
-			s.log.Warn("this copy's clock is off the database's; timers fire by the database's, but times this copy writes (history, deadlines set) are off by as much",
+			s.log.Warn("this copy's clock is off the database's; timers and staff actions go by the database's, but times this copy writes elsewhere (placing an order, say) are off by as much",
 				"ahead_by", gap.Round(time.Millisecond))
 		}
 	}
-	return db, nil
+	return db
 }
 
 // maxClockGap is the gap between this copy's clock and the database's that is logged.
