@@ -101,3 +101,35 @@ func TestRevocationWhoseEventIsLostTakesEffectWithinTheTTL(t *testing.T) {
 		t.Fatalf("refused only after %s; want within about the 300ms TTL", took)
 	}
 }
+
+// A ticket stream opened with a credential this copy still holds as good, revoked meanwhile
+// where this copy has not heard of it yet (another copy's revocation, its event still on the
+// way), ends at once: the stream's own first look at the terminal's row sees the revocation.
+// Before, it streamed until the feed's next periodic check.
+func TestAStreamOpenedJustAfterARevocationEndsAtOnce(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *posadapter.Config) {
+		c.CredentialCacheTTL = time.Hour // only the revocation itself can end what the copy remembers
+		c.CatchUpInterval = time.Hour    // nor does the feed's periodic check come in time
+	}))
+	const store = "late-revoke-1"
+	id, cred := e.register("Stolen tablet", store)
+	here := e.terminal(overGRPC, cred)
+	if code := ackUnknown(here, store); code != connect.CodeNotFound {
+		t.Fatalf("before revocation: %v; want NotFound", code)
+	}
+	// Revoked as another copy does it, without this copy's cache or hub knowing yet.
+	if _, err := e.pool.Exec(t.Context(), `UPDATE terminals SET revoke_time = now() WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	f := e.openFeed(here, store)
+	select {
+	case err := <-f.done:
+		if codeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("the stream of a revoked terminal ended with %v; want Unauthenticated", err)
+		}
+	case tk := <-f.tickets:
+		t.Fatalf("the stream of a revoked terminal sent %v", tk)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream of a terminal revoked before it opened is still open after 10 s")
+	}
+}

@@ -40,3 +40,9 @@ func (a *Adapter) ClaimDeliveries(ctx context.Context, limit int) (int, *time.Du
 	claims, next, _, err := a.claimDeliveries(ctx, limit, min(limit, webhookProbeSlots), nil, nil, "", false)
 	return len(claims), next, err
 }
+
+// ListTerminalsSQL and ListStoreTerminalsSQL are ListTerminals' pages, of the chain and of a store.
+const (
+	ListTerminalsSQL      = listTerminalsSQL
+	ListStoreTerminalsSQL = listStoreTerminalsSQL
+)

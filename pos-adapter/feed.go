@@ -338,8 +338,16 @@ func (a *Adapter) feedTickets(ctx context.Context, c caller, storeID string, str
 	defer stopOnDrain()
 
 	if c.terminal != "" {
-		if _, err := a.db.Exec(ctx, `UPDATE terminals SET last_seen_time = now() WHERE id = $1`, c.terminal); err != nil {
+		// Also the stream's own look at the terminal, now that the hub would end it on a
+		// revocation: one committed before (by another copy, its event still on the way, while
+		// this copy's credential cache still holds the terminal as good) ends it here.
+		tag, err := a.db.Exec(ctx, `UPDATE terminals SET last_seen_time = now() WHERE id = $1 AND revoke_time IS NULL`, c.terminal)
+		if err != nil {
 			return a.internal(ctx, "record terminal seen", err)
+		}
+		if tag.RowsAffected() == 0 {
+			a.credentials.revoke(c.terminal)
+			return errTerminalRevoked
 		}
 	}
 	// Headers now, before any ticket: the client knows it is connected (and a Connect or

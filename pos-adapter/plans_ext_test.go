@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -43,5 +44,29 @@ func TestRecordingDeliveriesLooksUpEachByID(t *testing.T) {
 		if walks.MatchString(plan) || !strings.Contains(plan, "webhook_deliveries_pkey") {
 			t.Errorf("%s: the generic plan does not look each delivery up by id:\n%s", name, plan)
 		}
+	}
+}
+
+// ListTerminals reads a page, not the chain: with 5,000 terminals over 2,500 stores, a store's
+// page reads its own two (the store_ids index, which `$1 = ANY (store_ids)` could not use) and a
+// page of the chain its own 50 (terminals_by_create_time). Before, each read every terminal.
+func TestListingTerminalsReadsAPageNotTheChain(t *testing.T) {
+	pool := testenv.Pool(t, testenv.UniqueSchema(t, "plans"), posadapter.Migrations())
+	for _, sql := range []string{
+		`INSERT INTO terminals (id, name, store_ids, credential_hash, create_time)
+			SELECT 'term-' || g, 'till', ARRAY['store-' || (g % 2500)], '\x00', now() - g * interval '1 s'
+			FROM generate_series(1, 5000) g`,
+		`ANALYZE terminals`,
+	} {
+		if _, err := pool.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	first := time.Unix(0, 0)
+	if read := testenv.RowsRead(t, pool, nil, posadapter.ListStoreTerminalsSQL, false, false, first, "", 51, "store-7"); read > 10 {
+		t.Errorf("a store's terminals: %.0f rows read for its 2; want its own only", read)
+	}
+	if read := testenv.RowsRead(t, pool, nil, posadapter.ListTerminalsSQL, false, true, first, "", 51); read > 60 {
+		t.Errorf("a page of 50 of the chain's terminals: %.0f rows read; want about a page", read)
 	}
 }

@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -57,3 +59,47 @@ var (
 	param     = regexp.MustCompile(`\$(\d+)`)
 	planCalls atomic.Int64
 )
+
+// RowsRead runs sql with args under EXPLAIN ANALYZE, in a transaction of pool's that is rolled
+// back (so a statement that writes changes nothing), and returns how many rows its scans read:
+// those they returned and those their filters threw away, over every loop. Each of setup, if
+// any, runs in the transaction first.
+func RowsRead(t testing.TB, pool *pgxpool.Pool, setup []string, sql string, args ...any) float64 {
+	t.Helper()
+	var plan []struct{ Plan map[string]any }
+	errRollBack := errors.New("roll back")
+	err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+		for _, s := range setup {
+			if _, err := tx.Exec(t.Context(), s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		var raw []byte
+		if err := tx.QueryRow(t.Context(), "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
+			return err
+		}
+		if err := json.Unmarshal(raw, &plan); err != nil {
+			return err
+		}
+		return errRollBack
+	})
+	if !errors.Is(err, errRollBack) {
+		t.Fatalf("explain: %v", err)
+	}
+	return rowsRead(plan[0].Plan)
+}
+
+func rowsRead(n map[string]any) float64 {
+	var read float64
+	switch n["Node Type"] {
+	case "Index Scan", "Index Only Scan", "Seq Scan", "Bitmap Heap Scan":
+		removed, _ := n["Rows Removed by Filter"].(float64)
+		read = (n["Actual Rows"].(float64) + removed) * max(n["Actual Loops"].(float64), 1)
+	}
+	if kids, ok := n["Plans"].([]any); ok {
+		for _, k := range kids {
+			read += rowsRead(k.(map[string]any))
+		}
+	}
+	return read
+}

@@ -1,14 +1,12 @@
 package notify_test
 
 import (
-	"encoding/json"
-	"errors"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
 )
 
@@ -51,52 +49,16 @@ func TestARoundReadsNoOtherChannelsBacklog(t *testing.T) {
 		{"email served by nobody, its rows younger than the wait", []string{webhook}, []string{email}, false, 10 * time.Minute},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var plan []struct {
-				Plan map[string]any
+			var setup []string
+			if c.servedByOther {
+				setup = append(setup, `INSERT INTO notification_channels VALUES ('email', now())`)
 			}
-			err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
-				if c.servedByOther {
-					if _, err := tx.Exec(t.Context(), `INSERT INTO notification_channels VALUES ($1, now())`, email); err != nil {
-						return err
-					}
-				}
-				var raw []byte
-				if err := tx.QueryRow(t.Context(), `EXPLAIN (ANALYZE, FORMAT JSON) `+notify.RoundSQL,
-					[]string{webhook}, []int32{4}, c.servedHere, time.Minute.Microseconds(), notify.ServedGrace.Microseconds(),
-					c.wait.Microseconds(), c.unservedHere).Scan(&raw); err != nil {
-					return err
-				}
-				if err := json.Unmarshal(raw, &plan); err != nil {
-					return err
-				}
-				return errRollBack
-			})
-			if !errors.Is(err, errRollBack) {
-				t.Fatal(err)
-			}
-			read := rowsRead(plan[0].Plan)
+			read := testenv.RowsRead(t, pool, setup, notify.RoundSQL,
+				[]string{webhook}, []int32{4}, c.servedHere, time.Minute.Microseconds(), notify.ServedGrace.Microseconds(),
+				c.wait.Microseconds(), c.unservedHere)
 			if read > 100 {
 				t.Fatalf("a round claiming one webhook row read %.0f rows, with %d emails due: want the webhook's rows found without them", read, backlog)
 			}
 		})
 	}
-}
-
-var errRollBack = errors.New("roll back")
-
-// rowsRead is how many rows a plan's scans read: those they returned and those their filters
-// threw away, over every loop.
-func rowsRead(n map[string]any) float64 {
-	loops := max(n["Actual Loops"].(float64), 1)
-	var read float64
-	if t, _ := n["Node Type"].(string); t == "Index Scan" || t == "Index Only Scan" || t == "Seq Scan" || t == "Bitmap Heap Scan" {
-		removed, _ := n["Rows Removed by Filter"].(float64)
-		read = (n["Actual Rows"].(float64) + removed) * loops
-	}
-	if kids, ok := n["Plans"].([]any); ok {
-		for _, k := range kids {
-			read += rowsRead(k.(map[string]any))
-		}
-	}
-	return read
 }
