@@ -292,22 +292,18 @@ func TestAnUpgradeLowerCasesTheSearchTextOfProductsWrittenBefore(t *testing.T) {
 	url := testenv.FreshDatabaseURL(t, "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
 	schema := testenv.UniqueSchema(t, "catmig")
 	pool := testenv.PoolOn(t, url, schema, testenv.MigrationsUpTo(t, catalog.Migrations(), "00002"))
-	e := newEnvOn(t, pool)
-	e.createTestCategory(t)
-	p := validProduct()
-	p.Id, p.Name = "prd-eclair", "Éclair"
-	p.Variants = p.Variants[:1]
-	p.Variants[0].Sku = "ECLAIR-1"
-	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p}); err != nil {
-		t.Fatal(err)
-	}
-	// As the service before wrote it.
-	if _, err := pool.Exec(t.Context(), `UPDATE products SET search_text = 'Éclair A coffee for tests. ECLAIR-1' WHERE id = 'prd-eclair'`); err != nil {
+	// As the service before wrote it (its tables as they were then).
+	if _, err := pool.Exec(t.Context(), `
+		INSERT INTO categories (id, slug, name) VALUES ('cat-test', 'test', 'Test');
+		INSERT INTO products (id, name, description, category_id, search_text)
+			VALUES ('prd-eclair', 'Éclair', 'A coffee for tests.', 'cat-test', 'Éclair A coffee for tests. ECLAIR-1');
+		INSERT INTO variants (sku, product_id, name, price_minor, currency, position) VALUES ('ECLAIR-1', 'prd-eclair', '12 oz', 325, 'USD', 0)`); err != nil {
 		t.Fatal(err)
 	}
 	if err := pgdb.Migrate(t.Context(), pool, schema, catalog.Migrations(), testenv.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
+	e := newEnvOn(t, pool)
 	for _, q := range []string{"Éclair", "éclair", "eclair-1"} {
 		e.searchFinds(t, q, "prd-eclair")
 	}
@@ -341,6 +337,12 @@ func TestBadProductsAreRefusedNamingTheFieldAndNothingIsStored(t *testing.T) {
 		{"relative image", func(p *catalogv1.Product) { p.Images[0].Url = "/img.jpg" }, "product.images[0].url"},
 		{"plain http image (mixed content in an https app)", func(p *catalogv1.Product) { p.Images[0].Url = "http://images.example.com/a.jpg" }, "product.images[0].url"},
 		{"image URL with credentials", func(p *catalogv1.Product) { p.Images[0].Url = "https://u:p@images.example.com/a.jpg" }, "product.images[0].url"},
+		// Three an app cannot load, or that break the page showing them.
+		{"image URL with a port out of range", func(p *catalogv1.Product) { p.Images[0].Url = "https://images.example.com:99999/a.jpg" }, "product.images[0].url"},
+		{"image URL with a raw space", func(p *catalogv1.Product) { p.Images[0].Url = "https://images.example.com/a b.jpg" }, "product.images[0].url"},
+		{"image URL with a quote", func(p *catalogv1.Product) { p.Images[0].Url = `https://images.example.com/a.jpg?x="onerror="x` }, "product.images[0].url"},
+		{"image URL with a bad escape", func(p *catalogv1.Product) { p.Images[0].Url = "https://images.example.com/a.jpg?x=%zz" }, "product.images[0].url"},
+		{"image URL with a bad host", func(p *catalogv1.Product) { p.Images[0].Url = "https://images_example!.com/a.jpg" }, "product.images[0].url"},
 		{"long alt text", func(p *catalogv1.Product) { p.Images[0].AltText = strings.Repeat("x", 501) }, "product.images[0].alt_text"},
 		{"bad id", func(p *catalogv1.Product) { p.Id = "Has Spaces" }, "product.id"},
 		{"long name", func(p *catalogv1.Product) { p.Name = strings.Repeat("x", 201) }, "product.name"},
@@ -377,7 +379,7 @@ func nextEvent(t *testing.T, cons jetstream.Consumer, into proto.Message) jetstr
 func TestProductLifecyclePublishesEventsAndRefusesStaleUpdates(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	cons, err := e.js.OrderedConsumer(ctx, streams.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"handoff.catalog.>"}})
+	cons, err := e.js.OrderedConsumer(ctx, streams.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"handoff.catalog.product.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,6 +463,11 @@ func TestSKUOfAnotherProductIsRefused(t *testing.T) {
 	other.Id = "prd-other"
 	_, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: other})
 	wantCode(t, err, codes.InvalidArgument, "product.variants[0].sku", "TEST-BREW-12")
+	// A create retried without an id (its first answer lost) learns which product it made.
+	retry := validProduct()
+	retry.Id = ""
+	_, err = e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: retry})
+	wantCode(t, err, codes.InvalidArgument, "product.variants[0].sku", `"TEST-BREW-12" already belongs to product "prd-test-brew"`)
 	if n := e.countProducts(t); n != 1 {
 		t.Fatalf("%d products after the refused create, want 1", n)
 	}
@@ -571,5 +578,110 @@ func TestAVariantSentAgainWithoutAvailableKeepsIt(t *testing.T) {
 		if v.GetAvailable() != want[v.GetSku()] || v.GetOrderable() != want[v.GetSku()] {
 			t.Errorf("%s after the update: available %v, orderable %v; want %v", v.GetSku(), v.GetAvailable(), v.GetOrderable(), want[v.GetSku()])
 		}
+	}
+}
+
+// A variant an update leaves out is retired, not deleted: its SKU still resolves to what it was
+// (for the carts and orders that hold it), no longer orderable, and stays its product's, so no
+// other product can take it. Before, the row was deleted and the SKU free: a shopper's cart line
+// of "Test Brew, 16 oz" at 375 became another product at another price. Listed again, it is
+// orderable again.
+func TestAVariantLeftOutIsRetiredAndItsSKUStaysWithItsProduct(t *testing.T) {
+	e := newEnv(t)
+	e.createTestCategory(t)
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: validProduct()}); err != nil {
+		t.Fatal(err)
+	}
+	edit := validProduct()
+	edit.Variants = edit.Variants[:1]
+	res, err := e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: edit, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs := res.GetProduct().GetVariants(); len(vs) != 1 || vs[0].GetSku() != "TEST-BREW-12" {
+		t.Fatalf("variants after leaving one out: %v; want TEST-BREW-12 only", vs)
+	}
+	resolve := func() *catalogv1.Variant {
+		t.Helper()
+		var got catalogv1.BatchGetVariantsResponse
+		if err := natsrpc.Call(t.Context(), e.nc, catalog.SubjectBatchGetVariants, &catalogv1.BatchGetVariantsRequest{Skus: []string{"TEST-BREW-16"}}, &got); err != nil {
+			t.Fatalf("the SKU left out: %v; want it still resolved", err)
+		}
+		return got.GetVariants()[0]
+	}
+	if v := resolve(); v.GetProductId() != "prd-test-brew" || v.GetName() != "16 oz" || v.GetPrice().GetAmountMinor() != 375 || v.GetOrderable() {
+		t.Fatalf("the SKU left out resolves to %v; want its product's 16 oz at 375, not orderable", v)
+	}
+
+	other := validProduct()
+	other.Id, other.Variants = "prd-other", other.Variants[1:]
+	other.Variants[0].Price.AmountMinor = 5375
+	_, err = e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: other})
+	wantCode(t, err, codes.InvalidArgument, "product.variants[0].sku", `"TEST-BREW-16" already belongs to product "prd-test-brew" (retired there`)
+	if v := resolve(); v.GetProductId() != "prd-test-brew" || v.GetPrice().GetAmountMinor() != 375 {
+		t.Fatalf("after another product asked for it, the SKU resolves to %v", v)
+	}
+
+	if _, err := e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: validProduct(), UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := resolve(); !v.GetOrderable() {
+		t.Fatalf("listed again, the SKU resolves to %v; want it orderable", v)
+	}
+}
+
+// An update that changes nothing (a nightly sync sending what is there, a retry whose first
+// answer was lost) writes nothing, publishes nothing and is not refused as stale. Before, it
+// moved the version on, so an editor holding the version was refused for nothing, and its
+// event dropped every cart's cached prices of the product.
+func TestAnUpdateThatChangesNothingIsNoChange(t *testing.T) {
+	e := newEnv(t)
+	cons, err := e.js.OrderedConsumer(t.Context(), streams.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"handoff.catalog.product.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.createTestCategory(t)
+	created, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: validProduct()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []*catalogv1.UpdateProductRequest{
+		{Product: validProduct()}, // every field, as a sync sends it
+		{Product: validProduct(), UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}}, ExpectedVersion: 1},
+		{Product: &catalogv1.Product{Id: "prd-test-brew", Name: "Test Brew"}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}, ExpectedVersion: 9},
+	} {
+		res, err := e.admin.UpdateProduct(t.Context(), req)
+		if err != nil {
+			t.Fatalf("UpdateProduct(%v): %v; want the product as it is", req, err)
+		}
+		if got := res.GetProduct(); got.GetVersion() != 1 || !got.GetUpdateTime().AsTime().Equal(created.GetProduct().GetUpdateTime().AsTime()) {
+			t.Fatalf("after an update that changes nothing: version %d, updated %s; want version 1, untouched", got.GetVersion(), got.GetUpdateTime().AsTime())
+		}
+	}
+	if _, err := e.admin.ArchiveProduct(t.Context(), &catalogv1.ArchiveProductRequest{ProductId: "prd-test-brew"}); err != nil {
+		t.Fatal(err)
+	}
+	var ev catalogv1.ProductCreated
+	if msg := nextEvent(t, cons, &ev); msg.Subject() != catalog.SubjectProductCreated {
+		t.Fatalf("first event %s, want %s", msg.Subject(), catalog.SubjectProductCreated)
+	}
+	var next catalogv1.ProductArchived
+	if msg := nextEvent(t, cons, &next); msg.Subject() != catalog.SubjectProductArchived {
+		t.Fatalf("the event after the create is %s; want none for the updates that changed nothing, then %s", msg.Subject(), catalog.SubjectProductArchived)
+	}
+}
+
+// A new category is published, as every other catalog change is (the package says so, and an
+// integration mirroring the menu needs it). Before, categories were written without an event.
+func TestACreatedCategoryIsPublished(t *testing.T) {
+	e := newEnv(t)
+	cons, err := e.js.OrderedConsumer(t.Context(), streams.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"handoff.catalog.category.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.createTestCategory(t)
+	var ev catalogv1.CategoryCreated
+	if msg := nextEvent(t, cons, &ev); msg.Subject() != catalog.SubjectCategoryCreated || ev.GetCategory().GetId() != "cat-test" || ev.GetCategory().GetSlug() != "test" {
+		t.Fatalf("event %s = %v; want cat-test created", msg.Subject(), &ev)
 	}
 }

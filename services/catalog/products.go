@@ -34,6 +34,8 @@ var (
 	SubjectProductUpdated = streams.EventSubject("catalog", "product", "updated")
 	// SubjectProductArchived carries ProductArchived.
 	SubjectProductArchived = streams.EventSubject("catalog", "product", "archived")
+	// SubjectCategoryCreated carries CategoryCreated.
+	SubjectCategoryCreated = streams.EventSubject("catalog", "category", "created")
 )
 
 const productColumns = `id, name, description, category_id, images, tags, archived, version, create_time, update_time`
@@ -164,14 +166,14 @@ func (s *Service) BatchGetProducts(ctx context.Context, ids []string) ([]*catalo
 }
 
 // BatchGetVariants looks SKUs up in request order, duplicates answered once; an unknown SKU is
-// NotFound naming it. Archived products' variants are returned with orderable=false so the
-// caller decides (a cart refuses them; an order history shows them).
+// NotFound naming it. Archived products' variants, and variants an update retired, are returned
+// with orderable=false so the caller decides (a cart refuses them; an order history shows them).
 func (s *Service) BatchGetVariants(ctx context.Context, skus []string) ([]*catalogv1.Variant, error) {
 	if err := checkBatch("skus", skus, 200); err != nil {
 		return nil, err
 	}
 	rows, err := s.db.Query(ctx, `
-		SELECT v.sku, v.product_id, p.name, v.name, v.price_minor, v.currency, v.available, p.archived
+		SELECT v.sku, v.product_id, p.name, v.name, v.price_minor, v.currency, v.available, p.archived OR v.retired
 		FROM variants v JOIN products p ON p.id = v.product_id
 		WHERE v.sku = ANY($1)`, skus)
 	if err != nil {
@@ -180,12 +182,12 @@ func (s *Service) BatchGetVariants(ctx context.Context, skus []string) ([]*catal
 	bySKU := make(map[string]*catalogv1.Variant, len(skus))
 	for rows.Next() {
 		v := &catalogv1.Variant{Price: &commonv1.Money{}}
-		var archived, available bool
-		if err := rows.Scan(&v.Sku, &v.ProductId, &v.ProductName, &v.Name, &v.Price.AmountMinor, &v.Price.CurrencyCode, &available, &archived); err != nil {
+		var withdrawn, available bool
+		if err := rows.Scan(&v.Sku, &v.ProductId, &v.ProductName, &v.Name, &v.Price.AmountMinor, &v.Price.CurrencyCode, &available, &withdrawn); err != nil {
 			return nil, fmt.Errorf("scan variant: %w", err)
 		}
 		v.Available = &available
-		v.Orderable = available && !archived
+		v.Orderable = available && !withdrawn
 		bySKU[v.GetSku()] = v
 	}
 	if err := rows.Err(); err != nil {
@@ -270,6 +272,9 @@ func createCategory(ctx context.Context, tx pgx.Tx, c *catalogv1.Category) (*cat
 	case err != nil:
 		return nil, fmt.Errorf("insert category: %w", err)
 	}
+	if _, err := outbox.Enqueue(ctx, tx, SubjectCategoryCreated, &catalogv1.CategoryCreated{Category: out}); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -331,7 +336,8 @@ func (s *Service) createProduct(ctx context.Context, tx pgx.Tx, p *catalogv1.Pro
 var updatableProductFields = []string{"name", "description", "category_id", "images", "tags", "variants"}
 
 // UpdateProduct applies the fields named in mask (all mutable fields when empty), checking the
-// expected version when given, and publishes ProductUpdated.
+// expected version when given, and publishes ProductUpdated. An update that changes nothing
+// writes nothing, publishes nothing and is never refused as stale.
 func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask []string, expectedVersion int64) (*catalogv1.Product, error) {
 	if p.GetId() == "" {
 		return nil, rpcerr.Invalid("product.id", "required")
@@ -345,9 +351,6 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 		if err != nil {
 			return err
 		}
-		if expectedVersion != 0 && cur.GetVersion() != expectedVersion {
-			return rpcerr.Aborted("product %q is at version %d, not expected_version %d: reload and retry", cur.GetId(), cur.GetVersion(), expectedVersion)
-		}
 		next := cloneForWrite(cur)
 		if err := fieldmask.Apply(next, cloneForWrite(p), mask, updatableProductFields); err != nil {
 			return err
@@ -356,6 +359,17 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 		s.validateProduct(next, "product", &v)
 		if err := v.Err(); err != nil {
 			return err
+		}
+		keepAvailability(next, cur)
+		// A change the product has already (a retry whose first answer was lost, with the
+		// version it read before; a nightly sync sending what is there) is done: nothing to
+		// refuse, write or publish, and no cart's cached prices dropped for nothing.
+		if proto.Equal(next, cloneForWrite(cur)) {
+			stored = cur
+			return nil
+		}
+		if expectedVersion != 0 && cur.GetVersion() != expectedVersion {
+			return rpcerr.Aborted("product %q is at version %d, not expected_version %d: reload and retry", cur.GetId(), cur.GetVersion(), expectedVersion)
 		}
 		if err := checkCategory(ctx, tx, next.GetCategoryId(), "product.category_id"); err != nil {
 			return err
@@ -366,8 +380,8 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 			next.Id, next.Name, next.Description, next.CategoryId, images, nonNil(next.Tags), searchText(next)); err != nil {
 			return fmt.Errorf("update product: %w", err)
 		}
-		keepAvailability(next, cur)
-		if _, err := tx.Exec(ctx, `DELETE FROM variants WHERE product_id = $1`, next.Id); err != nil {
+		// Those left out are retired, not deleted: see writeVariants.
+		if _, err := tx.Exec(ctx, `UPDATE variants SET retired = true WHERE product_id = $1 AND NOT retired`, next.Id); err != nil {
 			return fmt.Errorf("replace variants: %w", err)
 		}
 		if err := writeVariants(ctx, tx, next); err != nil {
@@ -443,24 +457,44 @@ func keepAvailability(next, cur *catalogv1.Product) {
 	}
 }
 
+// writeVariants writes p's variants, each taking its SKU or, when p had it, taking it back (a
+// variant of p retired by an earlier update and listed again). A SKU is never deleted nor given
+// to another product: carts, holds and orders keep it, and it must go on meaning what they
+// bought (a retired variant resolves, not orderable).
 func writeVariants(ctx context.Context, tx pgx.Tx, p *catalogv1.Product) error {
 	for i, v := range p.GetVariants() {
 		tag, err := tx.Exec(ctx, `INSERT INTO variants (sku, product_id, name, price_minor, currency, available, position)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sku) DO NOTHING`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_minor = excluded.price_minor,
+				currency = excluded.currency, available = excluded.available, position = excluded.position, retired = false
+			WHERE variants.product_id = excluded.product_id`,
 			v.GetSku(), p.GetId(), v.GetName(), v.GetPrice().GetAmountMinor(), v.GetPrice().GetCurrencyCode(), v.Available == nil || v.GetAvailable(), i)
 		if err != nil {
 			return fmt.Errorf("insert variant %s: %w", v.GetSku(), err)
 		}
 		if tag.RowsAffected() == 0 {
-			return skuTaken(i, v.GetSku())
+			return skuTaken(ctx, tx, i, v.GetSku())
 		}
 	}
 	return nil
 }
 
-// skuTaken reports a SKU owned by another product: SKUs are unique across the catalog.
-func skuTaken(i int, sku string) error {
-	return rpcerr.Invalid(fmt.Sprintf("product.variants[%d].sku", i), fmt.Sprintf("%q already belongs to another product", sku))
+// skuTaken reports a SKU owned by another product, naming it: SKUs are unique across the
+// catalog. A create retried without an id (its first answer lost) learns so which product the
+// first try made.
+func skuTaken(ctx context.Context, tx pgx.Tx, i int, sku string) error {
+	var (
+		owner   string
+		retired bool
+	)
+	if err := tx.QueryRow(ctx, `SELECT product_id, retired FROM variants WHERE sku = $1`, sku).Scan(&owner, &retired); err != nil {
+		return fmt.Errorf("owner of sku %s: %w", sku, err)
+	}
+	why := fmt.Sprintf("%q already belongs to product %q", sku, owner)
+	if retired {
+		why += " (retired there: a SKU keeps meaning what was sold under it)"
+	}
+	return rpcerr.Invalid(fmt.Sprintf("product.variants[%d].sku", i), why)
 }
 
 // loadForUpdate reads a product inside tx, locking its row.
@@ -522,7 +556,7 @@ func (s *Service) queryProducts(ctx context.Context, q querier, sql string, args
 		byID[p.Id] = p
 	}
 	vrows, err := q.Query(ctx, `SELECT sku, product_id, name, price_minor, currency, available FROM variants
-		WHERE product_id = ANY($1) ORDER BY product_id, position`, ids)
+		WHERE product_id = ANY($1) AND NOT retired ORDER BY product_id, position`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("query variants: %w", err)
 	}

@@ -2,8 +2,10 @@ package catalog
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -47,15 +49,15 @@ func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr
 	}
 	for i, img := range p.GetImages() {
 		field := fmt.Sprintf("%s.images[%d].url", prefix, i)
-		u, err := url.Parse(img.GetUrl())
 		switch {
 		case img.GetUrl() == "":
 			v.Add(field, "required")
 		case len(img.GetUrl()) > maxURLLen:
 			v.Addf(field, "longer than %d characters", maxURLLen)
-		case err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil:
-			// https only, as the contract says: an app served over https shows no mixed content.
-			v.Add(field, "must be an absolute https URL without credentials")
+		default:
+			if why := checkImageURL(img.GetUrl()); why != "" {
+				v.Add(field, why)
+			}
 		}
 		checkText(v, fmt.Sprintf("%s.images[%d].alt_text", prefix, i), img.GetAltText(), maxAltTextLen, false)
 	}
@@ -125,3 +127,47 @@ func checkText(v *rpcerr.Violations, field, s string, max int, required bool) {
 const categoryIDPrefix = "cat-"
 
 func defaultCategoryID(slug string) string { return categoryIDPrefix + slug }
+
+// checkImageURL says what is wrong with an image's URL, or nothing. Apps put it in an <img> or
+// fetch it as given, so it must be one they can load, written as a URL is sent: https only (an
+// app served over https shows no mixed content), no credentials, a host name or address, a port
+// that exists, and only the characters a URL is made of, with whole %-escapes (a raw space or
+// quote would break the page that shows it).
+func checkImageURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil || u.Opaque != "" {
+		return "must be an absolute https URL without credentials"
+	}
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+				return "has a % not followed by two hex digits: escape it as %25"
+			}
+		case c >= 0x80 || !strings.ContainsRune(urlChars, rune(c)):
+			return fmt.Sprintf("has %q, which a URL carries %%-escaped", c)
+		}
+	}
+	host := u.Hostname()
+	if net.ParseIP(host) == nil && !hostName.MatchString(host) {
+		return fmt.Sprintf("host %q is not a host name", host)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("port %q is not 1 to 65535", p)
+		}
+	}
+	return ""
+}
+
+// urlChars are RFC 3986's unreserved and reserved characters, less ' (it ends an HTML
+// attribute quoted with it); % is checked on its own.
+const urlChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&()*+,;="
+
+// hostName is a DNS name: dot-separated labels of letters, digits and inner hyphens.
+var hostName = regexp.MustCompile(`^(?i:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.(?i:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?))*\.?$`)
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}

@@ -161,6 +161,52 @@ func (x *ProductArchived) GetProduct() *Product {
 	return nil
 }
 
+// CategoryCreated is published on handoff.catalog.category.created.
+type CategoryCreated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The category as stored.
+	Category      *Category `protobuf:"bytes,1,opt,name=category,proto3" json:"category,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CategoryCreated) Reset() {
+	*x = CategoryCreated{}
+	mi := &file_handoff_catalog_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CategoryCreated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CategoryCreated) ProtoMessage() {}
+
+func (x *CategoryCreated) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_catalog_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CategoryCreated.ProtoReflect.Descriptor instead.
+func (*CategoryCreated) Descriptor() ([]byte, []int) {
+	return file_handoff_catalog_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CategoryCreated) GetCategory() *Category {
+	if x != nil {
+		return x.Category
+	}
+	return nil
+}
+
 var File_handoff_catalog_v1_events_proto protoreflect.FileDescriptor
 
 const file_handoff_catalog_v1_events_proto_rawDesc = "" +
@@ -171,7 +217,9 @@ const file_handoff_catalog_v1_events_proto_rawDesc = "" +
 	"\x0eProductUpdated\x125\n" +
 	"\aproduct\x18\x01 \x01(\v2\x1b.handoff.catalog.v1.ProductR\aproduct\"H\n" +
 	"\x0fProductArchived\x125\n" +
-	"\aproduct\x18\x01 \x01(\v2\x1b.handoff.catalog.v1.ProductR\aproductB\xd2\x01\n" +
+	"\aproduct\x18\x01 \x01(\v2\x1b.handoff.catalog.v1.ProductR\aproduct\"K\n" +
+	"\x0fCategoryCreated\x128\n" +
+	"\bcategory\x18\x01 \x01(\v2\x1c.handoff.catalog.v1.CategoryR\bcategoryB\xd2\x01\n" +
 	"\x16com.handoff.catalog.v1B\vEventsProtoP\x01ZAgithub.com/handoff-dev/handoff/proto/handoff/catalog/v1;catalogv1\xa2\x02\x03HCX\xaa\x02\x12Handoff.Catalog.V1\xca\x02\x12Handoff\\Catalog\\V1\xe2\x02\x1eHandoff\\Catalog\\V1\\GPBMetadata\xea\x02\x14Handoff::Catalog::V1b\x06proto3"
 
 var (
@@ -186,22 +234,25 @@ func file_handoff_catalog_v1_events_proto_rawDescGZIP() []byte {
 	return file_handoff_catalog_v1_events_proto_rawDescData
 }
 
-var file_handoff_catalog_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_handoff_catalog_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_handoff_catalog_v1_events_proto_goTypes = []any{
 	(*ProductCreated)(nil),  // 0: handoff.catalog.v1.ProductCreated
 	(*ProductUpdated)(nil),  // 1: handoff.catalog.v1.ProductUpdated
 	(*ProductArchived)(nil), // 2: handoff.catalog.v1.ProductArchived
-	(*Product)(nil),         // 3: handoff.catalog.v1.Product
+	(*CategoryCreated)(nil), // 3: handoff.catalog.v1.CategoryCreated
+	(*Product)(nil),         // 4: handoff.catalog.v1.Product
+	(*Category)(nil),        // 5: handoff.catalog.v1.Category
 }
 var file_handoff_catalog_v1_events_proto_depIdxs = []int32{
-	3, // 0: handoff.catalog.v1.ProductCreated.product:type_name -> handoff.catalog.v1.Product
-	3, // 1: handoff.catalog.v1.ProductUpdated.product:type_name -> handoff.catalog.v1.Product
-	3, // 2: handoff.catalog.v1.ProductArchived.product:type_name -> handoff.catalog.v1.Product
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 0: handoff.catalog.v1.ProductCreated.product:type_name -> handoff.catalog.v1.Product
+	4, // 1: handoff.catalog.v1.ProductUpdated.product:type_name -> handoff.catalog.v1.Product
+	4, // 2: handoff.catalog.v1.ProductArchived.product:type_name -> handoff.catalog.v1.Product
+	5, // 3: handoff.catalog.v1.CategoryCreated.category:type_name -> handoff.catalog.v1.Category
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_handoff_catalog_v1_events_proto_init() }
@@ -216,7 +267,7 @@ func file_handoff_catalog_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_catalog_v1_events_proto_rawDesc), len(file_handoff_catalog_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -6,7 +6,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Product } from "./catalog_pb";
+import type { Category, Product } from "./catalog_pb";
 import { file_handoff_catalog_v1_catalog } from "./catalog_pb";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file handoff/catalog/v1/events.proto.
  */
 export const file_handoff_catalog_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch9oYW5kb2ZmL2NhdGFsb2cvdjEvZXZlbnRzLnByb3RvEhJoYW5kb2ZmLmNhdGFsb2cudjEiPgoOUHJvZHVjdENyZWF0ZWQSLAoHcHJvZHVjdBgBIAEoCzIbLmhhbmRvZmYuY2F0YWxvZy52MS5Qcm9kdWN0Ij4KDlByb2R1Y3RVcGRhdGVkEiwKB3Byb2R1Y3QYASABKAsyGy5oYW5kb2ZmLmNhdGFsb2cudjEuUHJvZHVjdCI/Cg9Qcm9kdWN0QXJjaGl2ZWQSLAoHcHJvZHVjdBgBIAEoCzIbLmhhbmRvZmYuY2F0YWxvZy52MS5Qcm9kdWN0YgZwcm90bzM", [file_handoff_catalog_v1_catalog]);
+  fileDesc("Ch9oYW5kb2ZmL2NhdGFsb2cvdjEvZXZlbnRzLnByb3RvEhJoYW5kb2ZmLmNhdGFsb2cudjEiPgoOUHJvZHVjdENyZWF0ZWQSLAoHcHJvZHVjdBgBIAEoCzIbLmhhbmRvZmYuY2F0YWxvZy52MS5Qcm9kdWN0Ij4KDlByb2R1Y3RVcGRhdGVkEiwKB3Byb2R1Y3QYASABKAsyGy5oYW5kb2ZmLmNhdGFsb2cudjEuUHJvZHVjdCI/Cg9Qcm9kdWN0QXJjaGl2ZWQSLAoHcHJvZHVjdBgBIAEoCzIbLmhhbmRvZmYuY2F0YWxvZy52MS5Qcm9kdWN0IkEKD0NhdGVnb3J5Q3JlYXRlZBIuCghjYXRlZ29yeRgBIAEoCzIcLmhhbmRvZmYuY2F0YWxvZy52MS5DYXRlZ29yeWIGcHJvdG8z", [file_handoff_catalog_v1_catalog]);
 
 /**
  * ProductCreated is published on handoff.catalog.product.created.
@@ -78,4 +78,25 @@ export type ProductArchived = Message<"handoff.catalog.v1.ProductArchived"> & {
  */
 export const ProductArchivedSchema: GenMessage<ProductArchived> = /*@__PURE__*/
   messageDesc(file_handoff_catalog_v1_events, 2);
+
+/**
+ * CategoryCreated is published on handoff.catalog.category.created.
+ *
+ * @generated from message handoff.catalog.v1.CategoryCreated
+ */
+export type CategoryCreated = Message<"handoff.catalog.v1.CategoryCreated"> & {
+  /**
+   * The category as stored.
+   *
+   * @generated from field: handoff.catalog.v1.Category category = 1;
+   */
+  category?: Category | undefined;
+};
+
+/**
+ * Describes the message handoff.catalog.v1.CategoryCreated.
+ * Use `create(CategoryCreatedSchema)` to create a new message.
+ */
+export const CategoryCreatedSchema: GenMessage<CategoryCreated> = /*@__PURE__*/
+  messageDesc(file_handoff_catalog_v1_events, 3);
 
