@@ -62,6 +62,7 @@ var envVar = map[string]string{
 	"smtp-tls":               "HANDOFF_SMTP_TLS",
 	"demo":                   "HANDOFF_DEMO",
 	"shutdown-grace":         "HANDOFF_SHUTDOWN_GRACE",
+	"drain-delay":            "HANDOFF_DRAIN_DELAY",
 	"start-wait":             "HANDOFF_START_WAIT",
 	"log-level":              "HANDOFF_LOG_LEVEL",
 	"log-format":             "HANDOFF_LOG_FORMAT",
@@ -161,7 +162,8 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	fs.DurationVar(&c.IdentityProvider.Refresh, "jwt-jwks-refresh", envDuration("jwt-jwks-refresh", auth.DefaultProviderRefresh.String()), "how often the identity provider's keys are fetched again: a withdrawn key is refused from the next fetch")
 	fs.StringVar(&demo, "demo", env("demo", ""), "load the demo chain into an empty database (default: true with the all target)")
 	fs.DurationVar(&c.StartWait, "start-wait", envDuration("start-wait", stack.DefaultStartWait.String()), "how long a start waits for an external NATS or PostgreSQL that does not answer yet")
-	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", envDuration("shutdown-grace", "10s"), "how long to drain on SIGTERM (a whole stop takes at most this + "+stack.MaxShutdown(0).String()+")")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", envDuration("shutdown-grace", "10s"), "how long to drain on SIGTERM (a whole stop takes at most this + the drain delay + "+stack.MaxShutdown(0, 0).String()+")")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", envDuration("drain-delay", "0s"), "how long, on SIGTERM, the servers go on taking calls while their health says NOT_SERVING, before they drain: a load balancer or Kubernetes Service stops sending new connections meanwhile (0: none)")
 	fs.StringVar(&level, "log-level", env("log-level", "info"), "debug | info | warn | error")
 	fs.StringVar(&s.logFormat, "log-format", env("log-format", "text"), "text | json")
 	fs.Usage = func() {

@@ -74,6 +74,7 @@ func TestDeployFilesUseTheBinarysVariablesAndFlags(t *testing.T) {
 // (stack.MaxShutdown). A kill midway loses nothing, but cuts off the requests being finished.
 func TestDeployFilesWaitForAWholeShutdown(t *testing.T) {
 	graceSetting := regexp.MustCompile(`(?m)^\s+HANDOFF_SHUTDOWN_GRACE:\s*"?([^"\s]+)"?`)
+	drainSetting := regexp.MustCompile(`(?m)HANDOFF_DRAIN_DELAY\W+(?:value:\s*)?"?([0-9][^"\s]*)"?`)
 	waits := map[string]*regexp.Regexp{
 		"../../deploy/k8s/handoff.yaml":   regexp.MustCompile(`terminationGracePeriodSeconds:\s*(\d+)()`),
 		"../../deploy/docker-compose.yml": regexp.MustCompile(`stop_grace_period:\s*(\d+)(s|m)`),
@@ -91,7 +92,16 @@ func TestDeployFilesWaitForAWholeShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
-		need := stack.MaxShutdown(set.stack.ShutdownGrace)
+		// Every wait must cover the longest drain delay any part of the file is given.
+		var drain time.Duration
+		for _, m := range drainSetting.FindAllSubmatch(b, -1) {
+			d, err := time.ParseDuration(string(m[1]))
+			if err != nil {
+				t.Fatalf("%s: HANDOFF_DRAIN_DELAY %q: %v", file, m[1], err)
+			}
+			drain = max(drain, d)
+		}
+		need := stack.MaxShutdown(set.stack.ShutdownGrace, drain)
 		found := wait.FindAllSubmatch(b, -1)
 		if len(found) == 0 {
 			t.Errorf("%s does not say how long to wait for a stop (%s needed)", file, need)

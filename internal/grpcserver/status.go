@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/grpc"
@@ -53,8 +54,28 @@ func asStatus(ctx context.Context, logger *slog.Logger, method string, err error
 		logger.WarnContext(ctx, "text refused by Postgres", "grpc.method", method, "err", err)
 		return status.Error(codes.InvalidArgument, "the request holds text that cannot be stored (NUL characters, say)")
 	}
+	if databaseUnreachable(err) {
+		logger.WarnContext(ctx, "database unreachable", "grpc.method", method, "err", err)
+		return status.Error(codes.Unavailable, "the service's database is unavailable; try again")
+	}
 	logger.ErrorContext(ctx, "internal error", "grpc.method", method, "err", err)
 	return status.Error(codes.Internal, "internal error")
+}
+
+// databaseUnreachable reports an error of a database that could not be reached, or went away,
+// before the statement ran: the copy cannot serve now, and a retry (here, once it is back, or at
+// another copy) may well succeed, which is what Unavailable tells a client; Internal would say
+// the server is broken. A connection lost mid-statement is not among them: whether the write
+// happened is not known, so it stays Internal.
+func databaseUnreachable(err error) bool {
+	if ce := (*pgconn.ConnectError)(nil); errors.As(err, &ce) {
+		return true
+	}
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) {
+		// Class 08 (connection exception), and the server shutting down or starting up.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	return false
 }
 
 // UnaryText is the check every server of New and InProcess makes of each request, for tests

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,6 +101,44 @@ func TestHandlerFailuresAreInternalAndLoggedRefusalsPassUnchanged(t *testing.T) 
 				t.Errorf("the server's own timeout: %v; want Internal \"internal error\"", err)
 			}
 		})
+	}
+}
+
+// unreachable answers as a service whose database cannot be reached does: GetCart cannot
+// connect, Checkout finds the server shutting down (57P01) before its statement ran.
+type unreachable struct {
+	cartv1.UnimplementedCartServiceServer
+}
+
+func (unreachable) GetCart(ctx context.Context, _ *cartv1.GetCartRequest) (*cartv1.GetCartResponse, error) {
+	_, err := pgconn.Connect(ctx, "postgres://handoff:secret@127.0.0.1:1/cart?connect_timeout=5")
+	return nil, fmt.Errorf("read cart c1: %w", err)
+}
+
+func (unreachable) Checkout(context.Context, *cartv1.CheckoutRequest) (*cartv1.CheckoutResponse, error) {
+	return nil, fmt.Errorf("check out c1: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+}
+
+// A service whose database cannot be reached (refused, shutting down) answers Unavailable, which
+// clients and their retry policies take as "try again", not Internal, which they take as a bug;
+// nothing of the address or the credentials reaches the caller. Before, such a copy answered
+// Internal "internal error" to every call until it was taken out of rotation.
+func TestAnUnreachableDatabaseIsUnavailable(t *testing.T) {
+	var logs testenv.LockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	srv := grpcserver.New(logger, nil)
+	cartv1.RegisterCartServiceServer(srv, unreachable{})
+	c := cartv1.NewCartServiceClient(testenv.GRPC(t, srv.Server))
+	_, err := c.GetCart(t.Context(), &cartv1.GetCartRequest{CartId: "c1"})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || strings.Contains(st.Message(), "secret") || strings.Contains(st.Message(), "127.0.0.1") {
+		t.Errorf("a database that refuses connections: %v; want Unavailable, nothing of its address", err)
+	}
+	_, err = c.Checkout(t.Context(), &cartv1.CheckoutRequest{CartId: "c1", IdempotencyKey: "k1"})
+	if st := status.Convert(err); st.Code() != codes.Unavailable {
+		t.Errorf("a database shutting down: %v; want Unavailable", err)
+	}
+	if !strings.Contains(logs.String(), "127.0.0.1:1") {
+		t.Errorf("the failure is not in the log:\n%s", logs.String())
 	}
 }
 

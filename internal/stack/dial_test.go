@@ -76,6 +76,74 @@ func TestAnEdgeSpreadsItsCallsOverEveryCopyOfAService(t *testing.T) {
 	})
 }
 
+// An edge sends no calls to a copy that says it cannot serve (NOT_SERVING: its database or NATS
+// is down, or it is shutting down), and sends it calls again once it can. Before, the edge kept
+// sending it its share over the connection it had, and half the shoppers' calls failed until
+// that connection aged out, whatever Kubernetes' readiness said.
+func TestAnEdgeSendsNoCallsToACopyThatSaysItCannotServe(t *testing.T) {
+	var addrs []resolver.Address
+	counts := make([]chan struct{}, 2)
+	servers := make([]*health.Server, 2)
+	for i := range counts {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[i], servers[i] = make(chan struct{}, 10000), health.NewServer()
+		srv := grpc.NewServer()
+		healthpb.RegisterHealthServer(srv, countingHealth{Server: servers[i], calls: counts[i]})
+		go func() { _ = srv.Serve(lis) }()
+		t.Cleanup(srv.Stop)
+		addrs = append(addrs, resolver.Address{Addr: lis.Addr().String()})
+	}
+	r := manual.NewBuilderWithScheme("sick-copies")
+	r.InitialState(resolver.State{Addresses: addrs})
+	resolver.Register(r)
+	s := &system{}
+	conn, err := s.dial(TargetInventory, "sick-copies:///inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closers[0].close(context.Background())
+	client := healthpb.NewHealthClient(conn)
+	// calls makes n calls and gives how many each copy took.
+	calls := func(n int) (took [2]int) {
+		for _, c := range counts {
+			for len(c) > 0 {
+				<-c
+			}
+		}
+		for range n {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			_, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "any"}, grpc.WaitForReady(true))
+			cancel()
+			if status.Code(err) != codes.NotFound { // the copies know no service "any": answered
+				t.Fatalf("call: %v", err)
+			}
+		}
+		return [2]int{len(counts[0]), len(counts[1])}
+	}
+	both := func() {
+		t.Helper()
+		testenv.CheckFor(t, 10*time.Second, 0, func() error {
+			if took := calls(20); took[0] == 0 || took[1] == 0 {
+				return fmt.Errorf("the copies took %v of 20 calls; want both some", took)
+			}
+			return nil
+		})
+	}
+	both()
+	servers[1].SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	testenv.CheckFor(t, 10*time.Second, 0, func() error {
+		if took := calls(20); took[1] != 0 {
+			return fmt.Errorf("the copy saying NOT_SERVING took %d of 20 calls", took[1])
+		}
+		return nil
+	})
+	servers[1].SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	both()
+}
+
 // A copy added by scaling out takes calls from an edge that was already running: the first
 // copy ages its connection out (grpcserver.MaxConnectionAge), the edge resolves the name
 // again and finds the new copy. No call fails on the way. Without the age the edge would

@@ -301,3 +301,42 @@ func TestConsumersAreDeclaredAgainAfterNATSComesBackWithoutItsStore(t *testing.T
 		return nil
 	})
 }
+
+// With a drain delay, a stop first turns health NOT_SERVING while every server goes on taking
+// new connections and calls, and drains only after the delay: a load balancer or Kubernetes
+// Service, which stop sending new connections a moment after the signal, sees the copy leave
+// instead of having its connections refused. Before, the listeners closed at the signal.
+func TestAStopWithADrainDelayKeepsTakingCallsWhileItSaysNotServing(t *testing.T) {
+	cfg := stacktest.Config(t)
+	cfg.DrainDelay = 3 * time.Second
+	r, errc, cancel := startStack(t, cfg)
+	edges := map[string]string{"gateway": r.GatewayAddr, "pos-adapter": r.POSAdapterAddr}
+	waitHealth(t, edges, healthpb.HealthCheckResponse_SERVING, 20*time.Second)
+	stopped := time.Now()
+	cancel()
+	// A new connection each time (healthOf dials), answered, NOT_SERVING.
+	waitHealth(t, edges, healthpb.HealthCheckResponse_NOT_SERVING, 2*time.Second)
+	if since := time.Since(stopped); since < cfg.DrainDelay {
+		conn, err := grpc.NewClient(r.GatewayAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancelCall := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancelCall()
+		if _, err := catalogv1.NewCatalogServiceClient(conn).ListProducts(ctx, &catalogv1.ListProductsRequest{PageSize: 1}); err != nil {
+			t.Errorf("a shopper's call on a new connection during the drain delay: %v; want it answered", err)
+		}
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if took := time.Since(stopped); took < cfg.DrainDelay {
+			t.Errorf("stopped %s after the signal, within the %s drain delay", took, cfg.DrainDelay)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("not stopped within a minute")
+	}
+}

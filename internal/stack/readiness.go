@@ -27,6 +27,8 @@ type readiness struct {
 	// starting is set until the start's last steps (the demo chain's load) are done: a probe
 	// that waits for SERVING, not the ready line, must not find a chain without its stores.
 	starting bool
+	// stopping is set once a stop has begun (Config.DrainDelay).
+	stopping bool
 }
 
 // servingSetter is a server whose health readiness sets.
@@ -41,7 +43,16 @@ func (r *readiness) add(s servingSetter) {
 }
 
 // serving is whether the servers report SERVING; r.mu is held.
-func (r *readiness) serving() bool { return len(r.down) == 0 && !r.starting }
+func (r *readiness) serving() bool { return len(r.down) == 0 && !r.starting && !r.stopping }
+
+// setStopping turns the servers NOT_SERVING for good: a stop has begun.
+func (r *readiness) setStopping() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.serving()
+	r.stopping = true
+	r.changed(was)
+}
 
 // setStarting marks the start as under way (true) or done (false).
 func (r *readiness) setStarting(starting bool) {

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // the client side of healthCheckConfig (roundRobin)
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/handoff-dev/handoff/gateway"
@@ -130,6 +131,12 @@ type Config struct {
 	// ShutdownGrace bounds the servers' graceful draining on stop; a whole stop takes at most
 	// MaxShutdown of it.
 	ShutdownGrace time.Duration
+	// DrainDelay is how long, once told to stop, every server goes on taking connections and
+	// calls while its health says NOT_SERVING, before it drains: behind a load balancer or a
+	// Kubernetes Service, which stop sending new connections only a moment after the signal,
+	// those would otherwise be refused. 0 (the default, right for one process on a laptop):
+	// none.
+	DrainDelay time.Duration
 	// StartWait is how long a start waits for an external NATS or PostgreSQL that does not
 	// answer yet (started at the same moment, say); 0 means DefaultStartWait.
 	StartWait time.Duration
@@ -196,6 +203,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.DrainDelay < 0 {
+		return settingError("drain-delay", c.DrainDelay, "want a positive duration, or 0 for none")
 	}
 	if c.StartWait < 0 {
 		return settingError("start-wait", c.StartWait, "want a positive duration, or 0 for the default")
@@ -394,15 +404,16 @@ const (
 )
 
 // MaxShutdown is the longest a stop takes, from the signal to the return of Run, with the given
-// grace: the servers drain within the grace, the NATS endpoints by its end or natsDrainFloor
+// grace and drain delay: the servers take calls for the delay (reporting NOT_SERVING), then
+// drain within the grace, the NATS endpoints by its end or natsDrainFloor
 // after the servers, whichever is later; the relays' last round follows
 // (outbox.DefaultFinalFlush), then closing (closeBudget, and postgresStopBudget for the private
 // Postgres). An orchestrator's kill timeout (Kubernetes' terminationGracePeriodSeconds) must
 // exceed it, or a stop is cut short by SIGKILL: nothing is lost then, but what was in flight is
 // retried instead of finished. A loop told to stop in the middle of a round records its
 // outcomes within the relays' last round (rounds.LastWrite).
-func MaxShutdown(grace time.Duration) time.Duration {
-	return grace + natsDrainFloor + outbox.DefaultFinalFlush + closeBudget + postgresStopBudget
+func MaxShutdown(grace, drainDelay time.Duration) time.Duration {
+	return drainDelay + grace + natsDrainFloor + outbox.DefaultFinalFlush + closeBudget + postgresStopBudget
 }
 
 func (s *system) closeAll() {
@@ -527,13 +538,26 @@ func (s *system) serve(ctx context.Context, ready func(Ready)) error {
 			stopLoops() // a failure, not a shutdown
 		}
 	})()
+	// The servers stop DrainDelay after a shutdown begins, reporting NOT_SERVING meanwhile; on a
+	// failure at once.
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	defer context.AfterFunc(gctx, func() {
+		if ctx.Err() == nil || s.cfg.DrainDelay <= 0 {
+			stopServing()
+			return
+		}
+		s.readiness.setStopping()
+		s.log.Info("stopping: health NOT_SERVING, calls still taken until the drain", "drain_delay", s.cfg.DrainDelay)
+		time.AfterFunc(s.cfg.DrainDelay, stopServing)
+	})()
 	var serving sync.WaitGroup
 	for _, run := range s.servers {
 		serving.Add(1)
-		g.Go(func() error { defer serving.Done(); return run(gctx) })
+		g.Go(func() error { defer serving.Done(); return run(serveCtx) })
 	}
 	g.Go(func() error {
-		<-gctx.Done()
+		<-serveCtx.Done()
 		// The servers drain within the grace from now; the NATS endpoints by its end, or
 		// natsDrainFloor after the servers if that is later (see MaxShutdown).
 		stopped := time.Now()
@@ -667,8 +691,19 @@ func loadSecret(configured, dir, name string) ([]byte, error) {
 
 // roundRobin spreads an edge's calls over every address its service's name resolves to (a
 // headless Kubernetes Service, a scaled compose service), and moves them off a copy that is
-// gone; gRPC's default would send every call down one connection to one copy.
-const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+// gone; gRPC's default would send every call down one connection to one copy. Each copy's
+// health (grpc.health.v1, the server as a whole) is watched, and a copy saying NOT_SERVING
+// (its database or NATS down, or shutting down) takes no calls until it says SERVING again:
+// readiness alone would only change what the name resolves to, which an edge holding its
+// connections looks up again only when one ages out. With every copy NOT_SERVING, calls fail
+// at once as Unavailable, as they would at the copies.
+const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}`
+
+// dialBackoff is how an edge tries a service's address again while it is down: gRPC's own
+// default grows to 2 minutes, so an edge kept failing calls for as long after a service that
+// had been down a while was back (a restart, a deploy). Capped at 2 s, a service is reached
+// again within about 2 s of answering; the attempts cost one connection each.
+var dialBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
 
 // dialKeepalive has an edge ping each copy of a service it has a connection to, and give the
 // connection up when a ping goes unanswered: a copy that hangs with its socket open (a stuck
@@ -676,12 +711,6 @@ const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 // open and silent until its token expired, and take its share of calls to wait out their
 // deadlines. Calls and streams on it fail as Unavailable, and the edge moves on to the other
 // copies. The services permit pings this often (grpcserver's enforcement policy).
-// dialBackoff is how an edge tries a service's address again while it is down: gRPC's own
-// default grows to 2 minutes, so an edge kept failing calls for as long after a service that
-// had been down a while was back (a restart, a deploy). Capped at 2 s, a service is reached
-// again within about 2 s of answering; the attempts cost one connection each.
-var dialBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
-
 var dialKeepalive = keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
 
 // dial connects to a service's gRPC API: in the one-process mode in process (the same
