@@ -263,6 +263,45 @@ func TestSearchFindsAProductByWhatItShows(t *testing.T) {
 	}
 }
 
+// Text composed either way is the same to a shopper: "Café" typed with a combining accent
+// (NFD, as some keyboards and pasted text give it) finds the product named with a composed one,
+// and the other way round. Before, neither found the other.
+func TestSearchFindsAWordWhicheverWayItsAccentsAreComposed(t *testing.T) {
+	e := newEnv(t)
+	e.createTestCategory(t)
+	composed, decomposed := validProduct(), validProduct()
+	composed.Id, composed.Name, composed.Variants = "prd-cafe", "Café Crème", composed.Variants[:1]
+	decomposed.Id, decomposed.Name, decomposed.Variants = "prd-the", "The\u0301 Glace\u0301", decomposed.Variants[1:]
+	for _, p := range []*catalogv1.Product{composed, decomposed} {
+		if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.searchFinds(t, "cafe\u0301 cre\u0300me", "prd-cafe")
+	e.searchFinds(t, "café", "prd-cafe")
+	e.searchFinds(t, "thé glacé", "prd-the")
+}
+
+// A product whose search text was stored decomposed, by the service before it composed text, is
+// found by the composed word once the upgrade's migration has run.
+func TestAnUpgradeComposesTheSearchTextOfProductsWrittenBefore(t *testing.T) {
+	schema := testenv.UniqueSchema(t, "catnfc")
+	pool := testenv.Pool(t, schema, testenv.MigrationsUpTo(t, catalog.Migrations(), "00004"))
+	for _, sql := range []string{
+		`INSERT INTO categories (id, slug, name) VALUES ('cat-test', 'test', 'Test')`,
+		`INSERT INTO products (id, name, category_id, search_text) VALUES ('prd-the', 'Thé', 'cat-test', 'the' || U&'\0301' || ' the-1')`,
+		`INSERT INTO variants (sku, product_id, name, price_minor, currency, position) VALUES ('THE-1', 'prd-the', 'Pot', 325, 'USD', 0)`,
+	} {
+		if _, err := pool.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := pgdb.Migrate(t.Context(), pool, schema, catalog.Migrations(), testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	newEnvOn(t, pool).searchFinds(t, "thé", "prd-the")
+}
+
 // A database whose ctype is C (the one-process mode's own cluster is made so) lower-cases
 // ASCII only: a name with a non-ASCII capital is still found by typing it either way.
 func TestSearchFindsNonASCIINamesInACLocaleDatabase(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/text/unicode/norm"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -78,7 +79,7 @@ func (s *Service) ListProducts(ctx context.Context, req *catalogv1.ListProductsR
 		return nil, rpcerr.Invalid("query", fmt.Sprintf("%d characters: at most %d", n, maxQueryChars))
 	}
 	if q := req.GetQuery(); searchWord.MatchString(q) {
-		where = append(where, "search @@ "+searchQuerySQL(arg(strings.ToLower(q))))
+		where = append(where, "search @@ "+searchQuerySQL(arg(searchForm(q))))
 	} else if strings.TrimSpace(q) != "" {
 		return &catalogv1.ListProductsResponse{}, nil // nothing searchable in the query
 	}
@@ -597,8 +598,14 @@ func searchText(p *catalogv1.Product) string {
 	for _, v := range p.GetVariants() {
 		parts = append(parts, v.GetSku())
 	}
-	// Lower-cased here, whatever the database's ctype (searchQuerySQL).
-	return strings.ToLower(strings.Join(parts, " "))
+	return searchForm(strings.Join(parts, " "))
+}
+
+// searchForm is text as searched, stored and asked alike: lower-cased here, whatever the
+// database's ctype (searchQuerySQL), and composed (NFC), so that an accent typed as a combining
+// mark finds the word written with the accented letter, and the other way round.
+func searchForm(s string) string {
+	return strings.ToLower(norm.NFC.String(s))
 }
 
 // cloneForWrite copies the client-settable fields, dropping output-only ones.
