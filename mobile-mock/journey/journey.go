@@ -107,6 +107,9 @@ type Config struct {
 	Customer string
 	// Out receives the story.
 	Out io.Writer
+	// Wait bounds how long the order may take from checkout to a final state; 0 means 2
+	// minutes.
+	Wait time.Duration
 }
 
 // Run plays the journey. It returns the final order, and an error unless the order was
@@ -117,6 +120,9 @@ func Run(ctx context.Context, cfg Config) (*fulfilmentv1.Order, error) {
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = shopper.HTTPClient(16)
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = 2 * time.Minute
 	}
 	p := &printer{out: cfg.Out, start: time.Now()}
 	j := &journey{cfg: cfg, p: p}
@@ -129,6 +135,43 @@ type journey struct {
 	app   *shopper.App
 	store *inventoryv1.Store
 	term  *terminal.Terminal
+	feed  feedState
+}
+
+// feedState is how the terminal's ticket feed fares. Follow retries a failing feed quietly;
+// this keeps its last error, so that an order left CONFIRMED for want of the feed says so.
+type feedState struct {
+	mu       sync.Mutex
+	lastErr  error
+	since    bool // no ticket has come since lastErr
+	reported bool
+}
+
+// broke records a failure of the feed and reports whether it is the first.
+func (f *feedState) broke(err error) (first bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	first = !f.reported
+	f.lastErr, f.since, f.reported = err, true, true
+	return first
+}
+
+// got records a ticket received: the feed works. (A stream asked for is no sign of it: its
+// failure shows only when it is read.)
+func (f *feedState) got() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.since = false
+}
+
+// why says what the feed may have to do with an order still waiting; "" when nothing.
+func (f *feedState) why() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.since {
+		return fmt.Sprintf("; no ticket has come since the store's ticket feed last failed: %v", f.lastErr)
+	}
+	return ""
 }
 
 func (j *journey) run(ctx context.Context) (*fulfilmentv1.Order, error) {
@@ -198,7 +241,12 @@ func (j *journey) run(ctx context.Context) (*fulfilmentv1.Order, error) {
 	tickets := make(chan *posv1.Ticket, 1024)
 	followErr := make(chan error, 1)
 	go func() {
-		followErr <- j.term.Follow(followCtx, nil, nil, func(t *posv1.Ticket) {
+		followErr <- j.term.Follow(followCtx, nil, func(err error) {
+			if j.feed.broke(err) {
+				j.p.say("store", "ticket feed failing (%v); retrying quietly", err)
+			}
+		}, func(t *posv1.Ticket) {
+			j.feed.got()
 			select {
 			case tickets <- t:
 			case <-followCtx.Done():
@@ -289,13 +337,16 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 		j.p.say("store", "HandOver → %s", stateName(o.GetState()))
 		return nil
 	}
-	deadline := time.After(2 * time.Minute)
+	deadline := time.After(j.cfg.Wait)
+	// The feed is at least once: a ticket not yet acknowledged when a stream breaks comes again
+	// on the next. Acted on twice, a NEW_ORDER would be accepted again once READY, and fail.
+	handled := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			return order, ctx.Err()
 		case <-deadline:
-			return order, fmt.Errorf("order %s still %s after 2 minutes", order.GetId(), stateName(order.GetState()))
+			return order, fmt.Errorf("order %s still %s after %s%s", order.GetId(), stateName(order.GetState()), j.cfg.Wait, j.feed.why())
 		case err := <-followErr:
 			return order, fmt.Errorf("terminal: %w", err)
 		case err := <-watchErr:
@@ -316,10 +367,12 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 			if h := t.GetPickupCodeHint(); h != "" {
 				hint = " (bag hint …" + h + ")"
 			}
-			j.p.say("store", "ticket #%d %s%s", t.GetSequence(), ticketKindName(t.GetKind()), hint)
-			if err := j.term.Ack(ctx, t.GetTicketId()); err != nil {
-				return order, fmt.Errorf("acknowledge ticket %s: %w", t.GetTicketId(), err)
+			if handled[t.GetTicketId()] {
+				j.p.say("store", "ticket #%d %s again (sent again after the feed reopened): a duplicate, dropped", t.GetSequence(), ticketKindName(t.GetKind()))
+				continue
 			}
+			handled[t.GetTicketId()] = true
+			j.p.say("store", "ticket #%d %s%s", t.GetSequence(), ticketKindName(t.GetKind()), hint)
 			switch t.GetKind() {
 			case posv1.TicketKind_TICKET_KIND_NEW_ORDER:
 				o, err := j.term.Accept(ctx, order.GetId())
@@ -337,6 +390,11 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 				if err := handOver("checked in"); err != nil {
 					return order, err
 				}
+			}
+			// Acknowledged once handled, as a till does: a ticket whose action failed is not
+			// marked done.
+			if err := j.term.Ack(ctx, t.GetTicketId()); err != nil {
+				return order, fmt.Errorf("acknowledge ticket %s: %w", t.GetTicketId(), err)
 			}
 		case u := <-updates:
 			order = u.GetOrder()
