@@ -235,6 +235,15 @@ func (j *journey) run(ctx context.Context) (*fulfilmentv1.Order, error) {
 	if j.term, err = admin.Register(ctx, j.store.GetId(), "mobile-mock demo counter"); err != nil {
 		return nil, err
 	}
+	// The terminal's credential is of no use once the demo ends: revoked then, on a context of
+	// its own (ctx may have ended: Ctrl-C), so the store's list keeps no live terminal of it.
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := admin.Revoke(rctx, j.term.ID); err != nil {
+			j.p.say("store", "%v", err)
+		}
+	}()
 	j.p.say("store", "terminal %s registered at %s; following its ticket feed on %s", j.term.ID, j.store.GetId(), cfg.Endpoints.POSURL)
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()

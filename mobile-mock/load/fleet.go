@@ -167,8 +167,41 @@ func (f *fleet) handle(term *terminal.Terminal, t *posv1.Ticket) {
 	})
 }
 
-// stop disconnects every terminal and waits for their work to end.
+// stop disconnects every terminal, waits for their work to end and revokes them: their
+// credentials are of no use after the run, and a running system would otherwise gather live
+// terminals run after run. It runs on a context of its own, as the run's may have ended
+// (Ctrl-C).
 func (f *fleet) stop() {
 	f.cancel()
 	f.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	f.mu.Lock()
+	var terms []*terminal.Terminal
+	for _, st := range f.stores {
+		if term := st.term.Load(); term != nil {
+			terms = append(terms, term)
+		}
+	}
+	f.mu.Unlock()
+	var g errgroup.Group
+	g.SetLimit(8)
+	var failed atomic.Int64
+	var lastErr atomic.Pointer[error]
+	for _, term := range terms {
+		g.Go(func() error {
+			if err := f.admin.Revoke(ctx, term.ID); err != nil {
+				failed.Add(1)
+				lastErr.Store(&err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if n := failed.Load(); n > 0 {
+		f.r.cfg.Logf("%d of the run's %d terminals could not be revoked (last: %v)", n, len(terms), *lastErr.Load())
+	}
 }
+
+// revokeTimeout bounds revoking the run's terminals.
+const revokeTimeout = 30 * time.Second

@@ -53,6 +53,15 @@ func (a *Admin) Register(ctx context.Context, storeID, name string) (*Terminal, 
 	}, nil
 }
 
+// Revoke revokes a terminal this admin registered: its credential stops working at once, so a
+// run that is over leaves no live terminal behind in the store's list.
+func (a *Admin) Revoke(ctx context.Context, terminalID string) error {
+	if _, err := a.client.RevokeTerminal(ctx, connect.NewRequest(&posv1.RevokeTerminalRequest{TerminalId: terminalID})); err != nil {
+		return fmt.Errorf("revoke terminal %s: %w", terminalID, err)
+	}
+	return nil
+}
+
 // Terminal is one registered terminal of one store.
 type Terminal struct {
 	StoreID string

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/stack"
+	"github.com/handoff-dev/handoff/mobile-mock/shopper"
+	"github.com/handoff-dev/handoff/mobile-mock/system"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
+)
+
+// liveMockTerminals counts the terminals mobile-mock registered that are not revoked, as the
+// pos-adapter lists them.
+func liveMockTerminals(t *testing.T, ready stack.Ready, flags []string) int {
+	t.Helper()
+	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := keys.Issue(auth.Principal{Subject: "test", Role: auth.RoleAdmin}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := posv1connect.NewTerminalAdminServiceClient(http.DefaultClient, "http://"+ready.POSAdapterAddr, connect.WithGRPCWeb(), connect.WithInterceptors(shopper.Bearer(token)))
+	live := 0
+	for page := ""; ; {
+		res, err := admin.ListTerminals(t.Context(), connect.NewRequest(&posv1.ListTerminalsRequest{PageSize: 1000, PageToken: page}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, term := range res.Msg.GetTerminals() {
+			if strings.HasPrefix(term.GetName(), "mobile-mock") {
+				live++
+			}
+		}
+		if page = res.Msg.GetNextPageToken(); page == "" {
+			return live
+		}
+	}
+}
+
+// Every demo registers a terminal and every load run one per store, each with a live
+// credential. None was revoked: against a running system (the README's first way to use both)
+// the stores' terminal lists filled, run after run, with live "mobile-mock" terminals whose
+// credentials nobody held any more. They are revoked as a run ends.
+func TestTerminalsOfAFinishedRunAreRevoked(t *testing.T) {
+	ready, flags := startHandoff(t)
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), append([]string{"demo"}, flags...), noEnv, &stdout, &stderr); code != 0 {
+		t.Fatalf("demo exited %d: %s", code, stderr.String())
+	}
+	if n := liveMockTerminals(t, ready, flags); n != 0 {
+		t.Errorf("%d mobile-mock terminals still live after the demo ended", n)
+	}
+	args := []string{"load", "-quiet", "-basket", "-shoppers", "2", "-orders", "2", "-inventory", ready.ServiceAddrs[stack.TargetInventory]}
+	if code := run(t.Context(), append(args, flags...), noEnv, &stdout, &stderr); code != 0 {
+		t.Fatalf("load exited %d: %s", code, stderr.String())
+	}
+	if n := liveMockTerminals(t, ready, flags); n != 0 {
+		t.Errorf("%d mobile-mock terminals still live after the load ended", n)
+	}
+}
+
+// A run ended by a first Ctrl-C (its context cancelled) still revokes its terminals: the
+// revocations run on a context of their own.
+func TestTerminalsOfAnInterruptedLoadAreRevoked(t *testing.T) {
+	ready, flags := startHandoff(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args := []string{"load", "-basket", "-shoppers", "2", "-duration", "5m", "-inventory", ready.ServiceAddrs[stack.TargetInventory]}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append(args, flags...), noEnv, &stdout, &stderr) }()
+	// Interrupted once the run is under way (its terminals registered).
+	deadline := time.Now().Add(2 * time.Minute)
+	for liveMockTerminals(t, ready, flags) == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	select {
+	case code := <-done:
+		t.Logf("exit %d\n%s%s", code, stdout.String(), stderr.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the interrupted load did not end within 2 minutes")
+	}
+	if n := liveMockTerminals(t, ready, flags); n != 0 {
+		t.Errorf("%d mobile-mock terminals still live after the interrupted load ended", n)
+	}
+}
