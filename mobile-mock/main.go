@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -334,6 +335,24 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		}
 		cfg.Near = p
 	}
+	// Output files are checked before the set-up (minutes with -spawn): a path that cannot be
+	// written is a bad flag value, found now rather than after the whole run.
+	for _, o := range []struct{ flag, path string }{{"-out", *out}, {"-histogram", *histogram}} {
+		if err := checkWritable(o.path); err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: %s: %v\n", o.flag, err)
+			return 2
+		}
+	}
+	var profile *os.File
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: -cpuprofile: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		profile = f
+	}
 	// A load run is many shoppers on one machine: the gateway's per-caller and per-address
 	// limits, meant for one person with an app, are lifted in the system started here. Against
 	// a running system every order is placed by a new customer, so per-customer limits do not
@@ -351,14 +370,8 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if !*quiet {
 		cfg.Progress, endProgress = progressPrinter(stderr)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
+	if profile != nil {
+		if err := pprof.StartCPUProfile(profile); err != nil {
 			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
 			return 1
 		}
@@ -371,38 +384,65 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		return 1
 	}
 	res.PrintSummary(stdout)
+	// Every output is written, and the verdict said, whatever fails: one failing write does
+	// not cost the others or the word on oversold stock.
+	code := 0
 	if *out != "" {
 		if err := res.WriteJSON(*out); err != nil {
-			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
-			return 1
+			fmt.Fprintf(stderr, "mobile-mock load: -out: %v\n", err)
+			code = 1
+		} else {
+			fmt.Fprintf(stdout, "  results           %s\n", *out)
 		}
-		fmt.Fprintf(stdout, "  results           %s\n", *out)
 	}
 	if *histogram != "" {
 		if err := res.WriteSVG(*histogram); err != nil {
-			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
-			return 1
+			fmt.Fprintf(stderr, "mobile-mock load: -histogram: %v\n", err)
+			code = 1
+		} else {
+			fmt.Fprintf(stdout, "  histogram         %s\n", *histogram)
 		}
-		fmt.Fprintf(stdout, "  histogram         %s\n", *histogram)
 	}
-	if !res.Sound() {
-		fmt.Fprintln(stderr, "mobile-mock load: stock was oversold, inventory's invariants do not hold, or they could not be checked (see the summary)")
-		return 1
+	if why := verdict(res); why != "" {
+		fmt.Fprintf(stderr, "mobile-mock load: %s\n", why)
+		code = 1
 	}
-	if res.Interrupted {
-		fmt.Fprintf(stderr, "mobile-mock load: interrupted after %.1fs; the figures are of the run until then\n", res.WindowSeconds)
-		return 1
-	}
-	// Before Measured: a run that gave up measured nothing either, and this says why.
-	if res.GaveUp != "" {
-		fmt.Fprintf(stderr, "mobile-mock load: gave up after %d of the %d checkouts asked: %s\n", res.Checkouts, res.OrdersAsked, res.GaveUp)
-		return 1
+	return code
+}
+
+// verdict says why a finished run does not exit 0; "" when it does.
+func verdict(res *load.Result) string {
+	switch {
+	case !res.Sound():
+		return "stock was oversold, inventory's invariants do not hold, or they could not be checked (see the summary)"
+	case res.Interrupted:
+		return fmt.Sprintf("interrupted after %.1fs; the figures are of the run until then", res.WindowSeconds)
+	case res.GaveUp != "":
+		// Before Unmeasured: a run that gave up measured nothing either, and this says why.
+		return fmt.Sprintf("gave up after %d of the %d checkouts asked: %s", res.Checkouts, res.OrdersAsked, res.GaveUp)
 	}
 	if why := res.Unmeasured(); why != "" {
-		fmt.Fprintf(stderr, "mobile-mock load: the run measured nothing: %s\n", why)
-		return 1
+		return "the run measured nothing: " + why
 	}
-	return 0
+	return ""
+}
+
+// checkWritable reports whether a file can be written at path ("" is no file), leaving
+// nothing behind: a file it had to create is removed again, an existing one is left as is.
+func checkWritable(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if errors.Is(statErr, fs.ErrNotExist) {
+		return os.Remove(path)
+	}
+	return nil
 }
 
 // progressPrinter rewrites one status line on a terminal, or prints a line every 5s elsewhere.
