@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/mobile-mock/load"
 )
 
@@ -55,5 +57,25 @@ func TestALoadWhoseTicketsAllCameAfterItsWindowIsNotASuccess(t *testing.T) {
 	if exit0 {
 		t.Errorf("orders/s %.1f: %d confirmed within the %.1fs window, no ticket at a terminal within it (%d after); errors %v; yet the command would exit 0",
 			res.OrdersPerSecond, res.Confirmed, res.WindowSeconds, res.OrdersWithTicket, res.Errors)
+	}
+}
+
+// A run whose window is shorter than any order's life (-duration 1ms) measures nothing and
+// exits 1, but with no error counted it must not blame the errors or the ticket feed: it ended
+// with "every order failed before it (see the errors)" while the errors were none.
+func TestATooShortWindowIsNotBlamedOnErrors(t *testing.T) {
+	ready, flags := startHandoff(t)
+	var stdout, stderr bytes.Buffer
+	args := []string{"load", "-quiet", "-basket", "-shoppers", "2", "-duration", "1ms", "-inventory", ready.ServiceAddrs[stack.TargetInventory]}
+	code := run(t.Context(), append(args, flags...), noEnv, &stdout, &stderr)
+	t.Logf("exit %d\n%s%s", code, stdout.String(), stderr.String())
+	if code != 1 {
+		t.Fatalf("a 1 ms run exited %d, want 1 (it measured nothing)", code)
+	}
+	if !strings.Contains(stdout.String(), "errors            none") {
+		t.Fatalf("errors were counted; the scenario did not happen")
+	}
+	if strings.Contains(stderr.String(), "see the errors") || !strings.Contains(stderr.String(), "try a longer -duration") {
+		t.Errorf("the verdict does not say the window was too short:\n%s", stderr.String())
 	}
 }

@@ -358,15 +358,25 @@ func (res *Result) Measured() bool { return res.Unmeasured() == "" }
 // something. A run measured nothing when no checkout could be made at all (every cart refused:
 // an edge down, a rate limit), when every checkout failed (no order confirmed or rejected), or
 // when orders were confirmed but the ticket of none reached a terminal (the ticket feed down):
-// its orders/s is then 0 for want of the feed, not a figure of the system.
+// its orders/s is then 0 for want of the feed, not a figure of the system. A run of a duration
+// that counted no error and measured nothing had a window shorter than an order's way through
+// the system: it says so, rather than point at errors there are none of.
 func (res *Result) Unmeasured() string {
+	short := res.OrdersAsked == 0 && res.Failed == 0 && len(res.Errors) == 0
+	const longer = "no error was counted: the window is shorter than an order takes; try a longer -duration"
 	switch {
+	case res.Checkouts == 0 && short:
+		return fmt.Sprintf("the %.3gs window ended before any checkout was made (%s)", res.WindowSeconds, longer)
 	case res.Checkouts == 0:
 		return "no checkout could be made: every order failed before it (see the errors)"
+	case res.Confirmed+res.Rejected == 0 && short:
+		return fmt.Sprintf("none of the %d checkouts had placed an order when the %.3gs window ended (%s)", res.Checkouts, res.WindowSeconds, longer)
 	case res.Confirmed+res.Rejected == 0:
 		return fmt.Sprintf("none of the %d checkouts placed an order (see the errors)", res.Checkouts)
 	case res.Confirmed > 0 && res.OrdersWithTicket == 0:
 		return fmt.Sprintf("%d orders were confirmed, but the ticket of none reached a terminal (see the errors: StreamTickets is the ticket feed)", res.Confirmed)
+	case res.Confirmed > 0 && res.WindowSeconds > 0 && res.OrdersPerSecond == 0 && short:
+		return fmt.Sprintf("%d orders were confirmed, but the %.3gs window ended before the ticket of any reached a terminal (%d after it; %s)", res.Confirmed, res.WindowSeconds, res.OrdersWithTicket, longer)
 	case res.Confirmed > 0 && res.WindowSeconds > 0 && res.OrdersPerSecond == 0:
 		// Tickets came only after the window (a feed down for all of it): orders/s is 0 for
 		// want of the feed as surely as when none came at all.

@@ -64,7 +64,7 @@ func TestARunMeasuredNothingWithoutCheckoutsOrdersOrTickets(t *testing.T) {
 		res  Result
 		want string // in Unmeasured; "" for measured
 	}{
-		"no checkout at all":          {Result{}, "no checkout could be made"},
+		"no checkout at all":          {Result{Failed: 3, Errors: map[string]uint64{"CreateCart unavailable": 3}}, "no checkout could be made"},
 		"no checkout placed an order": {Result{Checkouts: 4, Failed: 4}, "none of the 4 checkouts placed an order"},
 		"no ticket reached a terminal": {Result{Checkouts: 4, Confirmed: 3, Rejected: 1},
 			"3 orders were confirmed, but the ticket of none reached a terminal"},
@@ -77,6 +77,36 @@ func TestARunMeasuredNothingWithoutCheckoutsOrdersOrTickets(t *testing.T) {
 		}
 		if c.res.Measured() != (c.want == "") {
 			t.Errorf("%s: Measured() = %v", name, c.res.Measured())
+		}
+	}
+}
+
+// A run of a duration that counted no error yet measured nothing had a window shorter than an
+// order's way through the system (-duration 1ms): it says so and suggests a longer one. It
+// blamed errors there were none of: "every order failed before it (see the errors)", or the
+// ticket feed.
+func TestARunWhoseWindowWasTooShortSaysSo(t *testing.T) {
+	for name, c := range map[string]struct {
+		res  Result
+		want string
+	}{
+		"no checkout in the window":   {Result{WindowSeconds: 0.001}, "the 0.001s window ended before any checkout was made"},
+		"no order placed in it":       {Result{WindowSeconds: 0.001, Checkouts: 2}, "none of the 2 checkouts had placed an order when the 0.001s window ended"},
+		"no ticket within the window": {Result{WindowSeconds: 0.001, Checkouts: 2, Confirmed: 2, OrdersWithTicket: 2}, "the 0.001s window ended before the ticket of any reached a terminal (2 after it"},
+	} {
+		got := c.res.Unmeasured()
+		if !strings.Contains(got, c.want) || !strings.Contains(got, "try a longer -duration") || strings.Contains(got, "see the errors") {
+			t.Errorf("%s: Unmeasured() = %q, want %q, a longer -duration suggested and no word of errors", name, got, c.want)
+		}
+	}
+	// With errors counted, or in a run of a number of orders (no window to lengthen), the
+	// errors are still pointed at.
+	for _, res := range []Result{
+		{WindowSeconds: 0.001, Failed: 1, Errors: map[string]uint64{"CreateCart unavailable": 1}},
+		{OrdersAsked: 2, WindowSeconds: 0.001},
+	} {
+		if got := res.Unmeasured(); !strings.Contains(got, "see the errors") {
+			t.Errorf("%+v: Unmeasured() = %q, want the errors pointed at", res, got)
 		}
 	}
 }
