@@ -20,9 +20,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,12 +34,16 @@ import (
 
 	_ "time/tzdata" // stores' local times, on machines without tzdata
 
+	"connectrpc.com/connect"
+
 	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/internal/gcpolicy"
 	"github.com/handoff-dev/handoff/mobile-mock/journey"
 	"github.com/handoff-dev/handoff/mobile-mock/load"
+	"github.com/handoff-dev/handoff/mobile-mock/shopper"
 	"github.com/handoff-dev/handoff/mobile-mock/system"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
+	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
 func main() {
@@ -215,9 +221,6 @@ func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stder
 	fmt.Fprintf(stderr, "mobile-mock: starting Handoff in this process (data in %s)…\n", dir)
 	began := time.Now()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if t.demoZone != "" {
-		fmt.Fprintf(stderr, "mobile-mock: the demo chain, loaded into an empty database, keeps its stores' hours in %s, where it is %s now\n", t.demoZone, localClock(t.demoZone))
-	}
 	ep, stopSystem, err := system.Spawn(ctx, system.SpawnConfig{DataDir: dir, DatabaseURL: t.databaseURL, RateLimits: limits, Logger: logger, DemoTimeZone: t.demoZone})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -225,6 +228,9 @@ func (t *target) endpoints(ctx context.Context, limits gateway.RateLimits, stder
 		return system.Endpoints{}, func() {}, err
 	}
 	fmt.Fprintf(stderr, "mobile-mock: Handoff ready in %s: gateway %s · pos-adapter %s\n", time.Since(began).Round(100*time.Millisecond), ep.GatewayURL, ep.POSURL)
+	if t.demoZone != "" {
+		fmt.Fprintf(stderr, "mobile-mock: %s\n", chainHours(ctx, ep, t.demoZone))
+	}
 	return ep, func() {
 		if err := stopSystem(); err != nil {
 			fmt.Fprintf(stderr, "mobile-mock: stopping Handoff: %v\n", err)
@@ -292,7 +298,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	histogram := fs.String("histogram", "", "draw the latency histograms as SVG into this file")
 	quiet := fs.Bool("quiet", false, "no live progress line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process during the run (with -spawn: of the whole system too)")
-	hours := fs.String("demo-hours", "busy", "with -spawn: busy keeps the demo chain's store hours in a zone where it is late morning now, so that all its stores take orders whatever the time here; local keeps them in Seattle's, where at night only its three all-night stores do")
+	hours := fs.String("demo-hours", "busy", "with -spawn: busy keeps the demo chain's store hours in a zone where it is late morning now, so that all its stores take orders whatever the time here; local keeps them in Seattle's, where at night only its three all-night stores do. Only a chain loaded now, into an empty database, takes either: one already in the database (-database-url, DATABASE_URL) keeps its zone, and the run says which")
 	if err := fs.Parse(args); err != nil {
 		return exitForParse(err)
 	}
@@ -508,6 +514,41 @@ func or(s, def string) string {
 		return s
 	}
 	return def
+}
+
+// chainHours says, as the stores tell it, which zone the demo chain keeps its hours in and how
+// many of its stores take orders now. The chain takes the zone asked for (wanted) only when it
+// is loaded into an empty database; one already there (-database-url or DATABASE_URL naming a
+// database used before) keeps the zone it was first loaded in, and a late-morning promise
+// would then be false.
+func chainHours(ctx context.Context, ep system.Endpoints, wanted string) string {
+	app := shopper.New(http.DefaultClient, ep.GatewayURL, "")
+	res, err := app.Locator.FindStores(ctx, connect.NewRequest(&inventoryv1.FindStoresRequest{
+		Location: load.DemoCityCentre, RadiusMeters: 100_000, MaxResults: 50, IncludeNotAccepting: true,
+	}))
+	if err != nil {
+		return fmt.Sprintf("could not look at the demo chain's stores: %v", err)
+	}
+	var zones []string
+	accepting := 0
+	for _, m := range res.Msg.GetStores() {
+		if z := m.GetStore().GetTimeZone(); !slices.Contains(zones, z) {
+			zones = append(zones, z)
+		}
+		if m.GetStore().GetOpenStatus().GetAcceptingOrders() {
+			accepting++
+		}
+	}
+	stores := len(res.Msg.GetStores())
+	if len(zones) == 1 && zones[0] == wanted {
+		return fmt.Sprintf("the demo chain keeps its stores' hours in %s, where it is %s now: %d of its %d stores take orders", wanted, localClock(wanted), accepting, stores)
+	}
+	clocks := make([]string, len(zones))
+	for i, z := range zones {
+		clocks[i] = fmt.Sprintf("%s, where it is %s now", z, localClock(z))
+	}
+	return fmt.Sprintf("the database held the demo chain already: its stores keep their hours in %s, not in %s as asked (-demo-hours), and %d of its %d take orders now; for a fresh database leave out -database-url and DATABASE_URL",
+		strings.Join(clocks, "; "), wanted, accepting, stores)
 }
 
 // localClock is the time now in zone, "15:04".
