@@ -157,13 +157,14 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 	}
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	// The transaction's id, to learn its fate should COMMIT's reply be lost, and the database's
-	// clock, by which every copy decides (an order overdue, the times written), as the timer
-	// loop does: a copy whose clock runs ahead would expire orders early in staff's hands.
-	b.Queue(`SELECT pg_current_xact_id()::text, statement_timestamp()`)
+	b.Queue(pgdb.XactIDSQL) // to learn its fate should COMMIT's reply be lost
 	b.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id `+lock, ids)
 	b.Queue(`SELECT order_id, seq, from_state, to_state, event, actor_kind, actor_id, reason, line_id, time
 		FROM order_history WHERE order_id = ANY($1) ORDER BY order_id, seq`, ids)
+	// The database's clock, by which every copy decides (an order overdue, the times written),
+	// as the timer loop does: a copy whose clock runs ahead would expire orders early in staff's
+	// hands. Read once the rows are locked, not before a wait for them.
+	b.Queue(`SELECT statement_timestamp()`)
 	br := conn.SendBatch(ctx, &b)
 	var (
 		xid string
@@ -240,7 +241,7 @@ func readOrdersWithHistory(br pgx.BatchResults, xid *string, now *time.Time) (ma
 	if _, err := br.Exec(); err != nil {
 		return nil, err
 	}
-	if err := br.QueryRow().Scan(xid, now); err != nil {
+	if err := br.QueryRow().Scan(xid); err != nil {
 		return nil, fmt.Errorf("read the transaction id: %w", err)
 	}
 	rows, err := br.Query()
@@ -278,6 +279,10 @@ func readOrdersWithHistory(br pgx.BatchResults, xid *string, now *time.Time) (ma
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read history: %w", err)
+	}
+	rows.Close()
+	if err := br.QueryRow().Scan(now); err != nil {
+		return nil, fmt.Errorf("read the database's clock: %w", err)
 	}
 	return orders, nil
 }

@@ -119,3 +119,37 @@ func TestASlowClockRetriesAPendingOrderNoMoreOftenThanPendingAfter(t *testing.T)
 		})
 	}
 }
+
+// A copy whose clock runs an hour ahead places an order and accepts it: the order's history stays
+// in time order, every time written by the database's clock (as the copy last read it, where no
+// statement reads it first). Before, placing wrote by the copy's clock and the action by the
+// database's, and the history went back an hour between CONFIRMED and PREPARING.
+func TestAnOrdersHistoryStaysInTimeOrderOnACopyWhoseClockRunsAhead(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
+		c.Clock = func() time.Time { return time.Now().Add(time.Hour) }
+	}})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	e.accept("s1", o.GetId())
+	rows, err := e.pool.Query(e.ctx, `SELECT seq, event, time FROM order_history WHERE order_id = $1 ORDER BY seq`, o.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var last time.Time
+	for rows.Next() {
+		var (
+			seq int64
+			ev  string
+			at  time.Time
+		)
+		if err := rows.Scan(&seq, &ev, &at); err != nil {
+			t.Fatal(err)
+		}
+		if at.Before(last) {
+			t.Errorf("history entry %d (%s) at %s is %s before the entry before it", seq, ev, at.UTC(), last.Sub(at).Round(time.Second))
+		}
+		last = at
+	}
+}

@@ -241,6 +241,9 @@ type Service struct {
 	// clockGapWarned is when a gap between this copy's clock and the database's was last
 	// logged (UnixNano).
 	clockGapWarned atomic.Int64
+	// clockOffset is the database's clock less this copy's at the last read of the database's,
+	// in nanoseconds (databaseClock).
+	clockOffset atomic.Int64
 
 	effectsWake chan struct{}
 

@@ -144,13 +144,24 @@ func (s *Service) databaseNow(ctx context.Context, q querier) (time.Time, error)
 // a gap of more than maxClockGap between it and this copy's clock.
 func (s *Service) databaseTime(db time.Time) time.Time {
 	db = db.UTC()
-	if gap := s.now().Sub(db); gap.Abs() > maxClockGap {
+	local := s.now()
+	s.clockOffset.Store(int64(db.Sub(local)))
+	if gap := local.Sub(db); gap.Abs() > maxClockGap {
 		if last := s.clockGapWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.clockGapWarned.CompareAndSwap(last, time.Now().UnixNano()) {
-			s.log.Warn("this copy's clock is off the database's; timers and staff actions go by the database's, but times this copy writes elsewhere (placing an order, say) are off by as much",
+			s.log.Warn("this copy's clock is off the database's; Handoff goes by the database's (timers, actions and the times it writes), but fix the clock: other copies and services may not",
 				"ahead_by", gap.Round(time.Millisecond))
 		}
 	}
 	return db
+}
+
+// databaseClock is the database's clock as this copy last saw it: its own, moved by the gap
+// between the two at the last read of the database's (databaseTime; the timer loop reads it every
+// round). Times written where no statement reads the database's clock first (placing an order, a
+// store's closing or hours change) come from it, so an order's history keeps its order whatever
+// the copy's clock says. Before any read, the copy's own.
+func (s *Service) databaseClock() time.Time {
+	return s.now().Add(time.Duration(s.clockOffset.Load()))
 }
 
 // maxClockGap is the gap between this copy's clock and the database's that is logged.
