@@ -62,18 +62,20 @@ func asStatus(ctx context.Context, logger *slog.Logger, method string, err error
 	return status.Error(codes.Internal, "internal error")
 }
 
-// databaseUnreachable reports an error of a database that could not be reached, or went away,
-// before the statement ran: the copy cannot serve now, and a retry (here, once it is back, or at
-// another copy) may well succeed, which is what Unavailable tells a client; Internal would say
-// the server is broken. A connection lost mid-statement is not among them: whether the write
-// happened is not known, so it stays Internal.
+// databaseUnreachable reports an error of a database that could not be reached: no connection
+// to run the statement on, so nothing was done. The copy cannot serve now, and a retry (here,
+// once it is back, or at another copy) may well succeed, which is what Unavailable tells a
+// client; Internal would say the server is broken. A connection lost or ended mid-statement is
+// not among them, a server's shutdown (57P01) included, which can end a COMMIT whose record is
+// already on disk: whether the write happened is not known, so a retry could do it twice.
 func databaseUnreachable(err error) bool {
 	if ce := (*pgconn.ConnectError)(nil); errors.As(err, &ce) {
 		return true
 	}
 	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) {
-		// Class 08 (connection exception), and the server shutting down or starting up.
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+		// Refusing a connection: class 08 but a protocol violation, which can come at any time,
+		// and the server starting up.
+		return strings.HasPrefix(pe.Code, "08") && pe.Code != "08P01" || pe.Code == "57P03"
 	}
 	return false
 }

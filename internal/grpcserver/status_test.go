@@ -105,7 +105,8 @@ func TestHandlerFailuresAreInternalAndLoggedRefusalsPassUnchanged(t *testing.T) 
 }
 
 // unreachable answers as a service whose database cannot be reached does: GetCart cannot
-// connect, Checkout finds the server shutting down (57P01) before its statement ran.
+// connect, Checkout finds the server starting up (57P03); AddLine's connection was ended by the
+// server's shutdown (57P01), which can end a COMMIT already on disk.
 type unreachable struct {
 	cartv1.UnimplementedCartServiceServer
 }
@@ -116,10 +117,14 @@ func (unreachable) GetCart(ctx context.Context, _ *cartv1.GetCartRequest) (*cart
 }
 
 func (unreachable) Checkout(context.Context, *cartv1.CheckoutRequest) (*cartv1.CheckoutResponse, error) {
-	return nil, fmt.Errorf("check out c1: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+	return nil, fmt.Errorf("check out c1: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P03", Message: "the database system is starting up"})
 }
 
-// A service whose database cannot be reached (refused, shutting down) answers Unavailable, which
+func (unreachable) AddLine(context.Context, *cartv1.AddLineRequest) (*cartv1.AddLineResponse, error) {
+	return nil, fmt.Errorf("add line: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+}
+
+// A service whose database cannot be reached (refused, starting up) answers Unavailable, which
 // clients and their retry policies take as "try again", not Internal, which they take as a bug;
 // nothing of the address or the credentials reaches the caller. Before, such a copy answered
 // Internal "internal error" to every call until it was taken out of rotation.
@@ -135,7 +140,12 @@ func TestAnUnreachableDatabaseIsUnavailable(t *testing.T) {
 	}
 	_, err = c.Checkout(t.Context(), &cartv1.CheckoutRequest{CartId: "c1", IdempotencyKey: "k1"})
 	if st := status.Convert(err); st.Code() != codes.Unavailable {
-		t.Errorf("a database shutting down: %v; want Unavailable", err)
+		t.Errorf("a database starting up: %v; want Unavailable", err)
+	}
+	// Not known whether it was written: Internal, which no client retries by itself.
+	_, err = c.AddLine(t.Context(), &cartv1.AddLineRequest{CartId: "c1", Sku: "s", Quantity: 1})
+	if st := status.Convert(err); st.Code() != codes.Internal {
+		t.Errorf("a connection the database's shutdown ended: %v; want Internal", err)
 	}
 	if !strings.Contains(logs.String(), "127.0.0.1:1") {
 		t.Errorf("the failure is not in the log:\n%s", logs.String())

@@ -934,8 +934,14 @@ func (c *consumer) onConsumeError(mu *sync.Mutex, lastErr *error) jetstream.Pull
 		mu.Lock()
 		*lastErr = err
 		mu.Unlock()
-		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
-			errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+		switch {
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			// The consumer may well be there (heartbeats held up by a cluster's election): the
+			// messages in hand are handled, not dropped to wait out their ack wait.
+			cc.Drain()
+			return
+		case errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+			errors.Is(err, nats.ErrNoResponders):
 			cc.Stop()
 			return
 		}

@@ -696,7 +696,8 @@ func loadSecret(configured, dir, name string) ([]byte, error) {
 // (its database or NATS down, or shutting down) takes no calls until it says SERVING again:
 // readiness alone would only change what the name resolves to, which an edge holding its
 // connections looks up again only when one ages out. With every copy NOT_SERVING, calls fail
-// at once as Unavailable, as they would at the copies.
+// at once as Unavailable, reads a copy could still have answered included, as behind a
+// readiness-driven load balancer (a headless Service resolves to ready copies only).
 const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}`
 
 // dialBackoff is how an edge tries a service's address again while it is down: gRPC's own

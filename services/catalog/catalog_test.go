@@ -724,3 +724,43 @@ func TestACreatedCategoryIsPublished(t *testing.T) {
 		t.Fatalf("event %s = %v; want cat-test created", msg.Subject(), &ev)
 	}
 }
+
+// An image URL stored before the check of image URLs grew stricter (a raw space, an accented
+// letter) does not block later changes of its product: a price change, which never sends it,
+// and an update that changes nothing go through. A new URL like it is refused, the character
+// named as it is and with its escape. Before, every update of such a product was refused,
+// naming a field the caller had not sent.
+func TestAnImageStoredBeforeAStricterCheckBlocksNoUpdate(t *testing.T) {
+	e := newEnv(t)
+	e.createTestCategory(t)
+	if _, err := e.admin.CreateProduct(t.Context(), &catalogv1.CreateProductRequest{Product: validProduct()}); err != nil {
+		t.Fatal(err)
+	}
+	const old = "https://images.example.com/Café Crème.jpg"
+	if _, err := e.pool.Exec(t.Context(), `UPDATE products SET images = jsonb_build_array(jsonb_build_object('url', $1::text)) WHERE id = 'prd-test-brew'`, old); err != nil {
+		t.Fatal(err)
+	}
+	edit := validProduct()
+	edit.Variants[0].Price.AmountMinor = 350
+	if _, err := e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: edit, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}}}); err != nil {
+		t.Fatalf("a price change of a product with an image stored before: %v", err)
+	}
+	got, err := e.public.GetProduct(t.Context(), &catalogv1.GetProductRequest{ProductId: "prd-test-brew"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: got.GetProduct()}); err != nil {
+		t.Fatalf("an update that changes nothing, of a product with an image stored before: %v", err)
+	}
+	fresh := validProduct()
+	fresh.Images[0].Url = "https://images.example.com/thé.jpg"
+	_, err = e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: fresh, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"images"}}})
+	wantCode(t, err, codes.InvalidArgument, "product.images[0].url", `'é'`, "%C3%A9")
+	fresh.Images[0].Url = "https://bücher.example/a.jpg"
+	_, err = e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: fresh, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"images"}}})
+	wantCode(t, err, codes.InvalidArgument, "product.images[0].url", "punycode")
+	fresh.Images[0].Url = "https://my_bucket.storage.example.com/a.jpg"
+	if _, err := e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: fresh, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"images"}}}); err != nil {
+		t.Fatalf("a bucket host with an underscore: %v", err)
+	}
+}

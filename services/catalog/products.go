@@ -357,7 +357,7 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 			return err
 		}
 		var v rpcerr.Violations
-		s.validateProduct(next, "product", &v)
+		s.validateProduct(next, "product", &v, cur.GetImages()...)
 		if err := v.Err(); err != nil {
 			return err
 		}

@@ -34,8 +34,10 @@ const (
 )
 
 // validateProduct checks a product as it will be stored, reporting every bad field under
-// prefix (e.g. "product").
-func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr.Violations) {
+// prefix (e.g. "product"). An image URL the product has already (stored, of an update) is not
+// checked again: one taken by an older, laxer check must not block every later change of the
+// product, a price change that never sent it included.
+func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr.Violations, stored ...*catalogv1.Image) {
 	if p.GetId() != "" && !idPattern.MatchString(p.GetId()) {
 		v.Add(prefix+".id", "must be 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit")
 	}
@@ -47,9 +49,14 @@ func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr
 	if n := len(p.GetImages()); n > maxImages {
 		v.Addf(prefix+".images", "at most %d images, got %d", maxImages, n)
 	}
+	had := make(map[string]bool, len(stored))
+	for _, img := range stored {
+		had[img.GetUrl()] = true
+	}
 	for i, img := range p.GetImages() {
 		field := fmt.Sprintf("%s.images[%d].url", prefix, i)
 		switch {
+		case had[img.GetUrl()]: // checked when it was stored
 		case img.GetUrl() == "":
 			v.Add(field, "required")
 		case len(img.GetUrl()) > maxURLLen:
@@ -138,20 +145,22 @@ func checkImageURL(raw string) string {
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil || u.Opaque != "" {
 		return "must be an absolute https URL without credentials"
 	}
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
+	host := u.Hostname()
+	if net.ParseIP(host) == nil && !hostName.MatchString(host) {
+		if strings.ContainsFunc(host, func(r rune) bool { return r >= utf8.RuneSelf }) {
+			return fmt.Sprintf("host %q is to be given in its ASCII (punycode, xn--…) form", host)
+		}
+		return fmt.Sprintf("host %q is not a host name", host)
+	}
+	for i, r := range raw {
 		switch {
-		case c == '%':
+		case r == '%':
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
 				return "has a % not followed by two hex digits: escape it as %25"
 			}
-		case c >= 0x80 || !strings.ContainsRune(urlChars, rune(c)):
-			return fmt.Sprintf("has %q, which a URL carries %%-escaped", c)
+		case r >= utf8.RuneSelf || !strings.ContainsRune(urlChars, r):
+			return fmt.Sprintf("has %q, which a URL carries %%-escaped (%s)", r, url.PathEscape(string(r)))
 		}
-	}
-	host := u.Hostname()
-	if net.ParseIP(host) == nil && !hostName.MatchString(host) {
-		return fmt.Sprintf("host %q is not a host name", host)
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
@@ -165,8 +174,9 @@ func checkImageURL(raw string) string {
 // attribute quoted with it); % is checked on its own.
 const urlChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&()*+,;="
 
-// hostName is a DNS name: dot-separated labels of letters, digits and inner hyphens.
-var hostName = regexp.MustCompile(`^(?i:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.(?i:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?))*\.?$`)
+// hostName is a DNS name: dot-separated labels of letters, digits, inner hyphens and
+// underscores (which DNS allows, and some storage buckets' names have).
+var hostName = regexp.MustCompile(`^(?i:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)(?:\.(?i:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?))*\.?$`)
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'

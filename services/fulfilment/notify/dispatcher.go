@@ -127,7 +127,6 @@ type Dispatcher struct {
 	log      *slog.Logger
 	senders  map[string]Sender
 	channels []string // served here
-	unserved []string // of allChannels, those not served here
 	lease    time.Duration
 
 	setupOnce sync.Once
@@ -159,12 +158,6 @@ func NewDispatcher(pool *pgxpool.Pool, cfg DispatcherConfig) *Dispatcher {
 	}
 	if d.channels == nil {
 		d.channels = []string{} // ANY('{}') matches nothing, NULL would be an error
-	}
-	d.unserved = []string{}
-	for _, ch := range allChannels {
-		if _, ok := d.senders[ch]; !ok {
-			d.unserved = append(d.unserved, ch)
-		}
 	}
 	return d
 }
@@ -385,9 +378,9 @@ type roundInfo struct {
 // roundSQL is a round in one statement. It claims, for each channel in $1, up to as many due
 // rows as $2 gives it, oldest first: SKIP LOCKED lets dispatchers claim side by side, and moving
 // next_attempt_at one lease ($4) ahead keeps the rows out of everyone's reach until the send is
-// recorded. It marks due rows skipped whose channel nobody serves: of the channels in $7 (those
-// Enqueue writes that are not served here), the ones no other copy served within the grace ($5
-// µs; see heartbeatEvery), once a row has waited DispatcherConfig.UnservedWait ($6 µs). Its last
+// recorded. It marks due rows skipped whose channel nobody serves: of the channels with pending
+// rows, the ones not served here ($3) nor by another copy within the grace ($5 µs; see
+// heartbeatEvery), once a row has waited DispatcherConfig.UnservedWait ($6 µs). Its last
 // rows (id NULL) tell how many were skipped and, per channel served here ($3) and for the
 // unserved ones together (channel NULL), when the next pending row falls due; those subqueries
 // see the rows as they were before the statement, so the ones claimed or skipped here are left
@@ -397,7 +390,15 @@ type roundInfo struct {
 // receiver hangs keeps its lane full and its due rows piling up, and a look that walked them
 // would make every round of the other channels cost as much as that backlog.
 const roundSQL = `
-WITH due AS MATERIALIZED (
+WITH RECURSIVE pending_channels AS (
+	-- The channels with pending rows, one index probe each (a loose scan of
+	-- notifications_due_by_channel), whatever wrote them: a build that added a channel and was
+	-- rolled back, a row written by hand.
+	SELECT min(channel) AS channel FROM notifications WHERE state = 'pending'
+	UNION ALL
+	SELECT (SELECT min(n.channel) FROM notifications n WHERE n.state = 'pending' AND n.channel > p.channel)
+	FROM pending_channels p WHERE p.channel IS NOT NULL),
+due AS MATERIALIZED (
 	SELECT d.id FROM unnest($1::text[], $2::int[]) AS c(channel, n)
 	CROSS JOIN LATERAL (
 		SELECT id FROM notifications
@@ -411,8 +412,8 @@ claimed AS (
 	WHERE n.id = ANY (ARRAY(SELECT id FROM due)) -- by the key, not a join that may read the table
 	RETURNING n.id, n.kind, n.channel, n.recipient, n.order_snapshot, n.attempts, n.create_time),
 unserved_channels AS MATERIALIZED (
-	SELECT u.channel FROM unnest($7::text[]) AS u(channel)
-	WHERE NOT EXISTS (
+	SELECT u.channel FROM pending_channels u
+	WHERE u.channel IS NOT NULL AND u.channel <> ALL($3) AND NOT EXISTS (
 		SELECT 1 FROM notification_channels s
 		WHERE s.channel = u.channel AND s.served_time > now() - $5::bigint * interval '1 microsecond')),
 unserved AS MATERIALIZED (
@@ -469,7 +470,7 @@ const waitedSQL = `next_attempt_at <= now() - $6::bigint * interval '1 microseco
 func (d *Dispatcher) round(ctx context.Context, channels []string, counts []int) ([]claimed, roundInfo, error) {
 	info := roundInfo{nextDue: map[string]time.Duration{}}
 	rows, err := d.pool.Query(ctx, roundSQL, channels, counts, d.channels, d.lease.Microseconds(), servedGrace.Microseconds(),
-		d.cfg.UnservedWait.Microseconds(), d.unserved)
+		d.cfg.UnservedWait.Microseconds())
 	if err != nil {
 		return nil, info, fmt.Errorf("claim notifications: %w", err)
 	}

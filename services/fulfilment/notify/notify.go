@@ -80,9 +80,6 @@ const (
 	ChannelEmail   = "email"
 )
 
-// allChannels are the channels Enqueue writes rows for.
-var allChannels = []string{ChannelWebhook, ChannelEmail}
-
 // emailKinds are the kinds worth an email to the shopper; the rest (preparing, and any kind
 // added later) go to the webhook only.
 var emailKinds = map[string]bool{
