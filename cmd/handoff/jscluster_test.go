@@ -31,8 +31,8 @@ func TestAPartWaitsForAJetStreamClusterStillForming(t *testing.T) {
 // fails t unless the part comes up and stops cleanly.
 func partWithFormingCluster(t *testing.T, lag time.Duration) {
 	bin := buildBinary(t)
-	clientAddr := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
-	routeAddr := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	clientAddr := []string{testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)}
+	routeAddr := []string{testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)}
 	port := func(addr string) int {
 		_, p, _ := strings.Cut(addr, ":")
 		n, _ := strconv.Atoi(p)
@@ -88,7 +88,7 @@ func partWithFormingCluster(t *testing.T, lag time.Duration) {
 	for _, a := range clientAddr {
 		urls = append(urls, "nats://"+a)
 	}
-	p := startTarget(t, bin, []string{"-target", "catalog", "-metrics-addr", "127.0.0.1:0", "-catalog-addr", freeAddr(t)},
+	p := startTarget(t, bin, []string{"-target", "catalog", "-metrics-addr", "127.0.0.1:0", "-catalog-addr", testenv.FreeAddr(t)},
 		"NATS_URL="+strings.Join(urls, ","), "HANDOFF_STREAM_REPLICAS=3",
 		"CATALOG_DATABASE_URL="+testenv.FreshDatabaseURL(t), "DATABASE_URL=",
 		"HANDOFF_JWT_KEYS="+testKeys)

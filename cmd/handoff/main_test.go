@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -369,12 +368,7 @@ func TestTargetsRunAsSeparateProcessesAgainstExternalNATSAndPostgres(t *testing.
 	bin := buildBinary(t)
 	natsURL := deployNATS(t)
 	dbURL := testenv.FreshDatabaseURL(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	catalogAddr := lis.Addr().String()
-	lis.Close()
+	catalogAddr := testenv.FreeAddr(t)
 	common := []string{"NATS_URL=" + natsURL, "HANDOFF_CATALOG_ADDR=" + catalogAddr, "HANDOFF_JWT_KEYS=" + testKeys}
 
 	// The catalog has a database of its own (CATALOG_DATABASE_URL) and none other: no private

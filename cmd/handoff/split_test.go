@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -21,13 +20,7 @@ func TestTheGatewayTargetStartsWithoutNATS(t *testing.T) {
 	if _, err := parseSettings(nil, func(k string) string { return env[k] }, &stderr); err != nil {
 		t.Errorf("gateway with its key set and the services' addresses: %v; want it accepted (it uses no NATS)", err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
-	env["NATS_URL"] = "nats://" + dead
+	env["NATS_URL"] = "nats://" + testenv.FreeAddr(t)
 	s, err := parseSettings(nil, func(k string) string { return env[k] }, &stderr)
 	if err != nil {
 		t.Fatal(err)

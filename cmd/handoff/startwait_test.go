@@ -18,7 +18,7 @@ import (
 // only a moment after it starts waits for them, instead of exiting.
 func TestAPartStartedBeforeNATSAndPostgresWaitsForThem(t *testing.T) {
 	bin := buildBinary(t)
-	natsAddr, pgAddr, catalogAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	natsAddr, pgAddr, catalogAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	db, err := url.Parse(testenv.FreshDatabaseURL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -69,17 +69,6 @@ func TestAPartStartedBeforeNATSAndPostgresWaitsForThem(t *testing.T) {
 	if err := p.waitExit(t); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
-}
-
-// freeAddr is a loopback address nothing listens on (yet).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
 }
 
 // forward copies each connection lis takes to and from to, until lis is closed.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -72,16 +71,6 @@ func startNATSAt(t *testing.T, port int, dir string) *server.Server {
 	return ns
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().(*net.TCPAddr).Port
-}
-
 // A probe naming a service on the service's own port (grpc-health-probe -service, a Kubernetes
 // gRPC probe's service) is answered, as the gateway answers it. Before, each service port knew
 // only "" and answered NotFound for its own services.
@@ -103,7 +92,7 @@ func TestServicePortsKnowTheirOwnServicesInHealth(t *testing.T) {
 // copy out of rotation: no checkout can work without NATS), and SERVING again once it is back.
 // Before, health said SERVING throughout.
 func TestHealthIsNotServingWhileNATSIsDown(t *testing.T) {
-	port, dir := freePort(t), t.TempDir()
+	port, dir := testenv.FreePort(t), t.TempDir()
 	ns := startNATSAt(t, port, dir)
 	r := stacktest.Start(t, func(c *stack.Config) { c.NATSURL = ns.ClientURL() })
 	addrs := map[string]string{"cart": r.ServiceAddrs[stack.TargetCart], "fulfilment": r.ServiceAddrs[stack.TargetFulfilment],
@@ -119,7 +108,7 @@ func TestHealthIsNotServingWhileNATSIsDown(t *testing.T) {
 // While a service's PostgreSQL is away its health says NOT_SERVING, and SERVING once it is
 // back; the process runs on throughout and serves again.
 func TestHealthIsNotServingWhileTheDatabaseIsDown(t *testing.T) {
-	port, dir := freePort(t), t.TempDir()
+	port, dir := testenv.FreePort(t), t.TempDir()
 	ctx := context.Background()
 	start := func() *pgcluster.Cluster {
 		pg, err := pgcluster.Start(ctx, pgcluster.Options{DataDir: dir, Port: port, Ephemeral: true, Logger: testenv.Logger(t)})
@@ -163,7 +152,7 @@ func TestHealthIsNotServingWhileTheDatabaseIsDown(t *testing.T) {
 // reset) gets the streams declared again, and events flow. Before, they were declared only at
 // start: every relay failed until each process was restarted by hand.
 func TestEventsFlowAgainAfterNATSComesBackWithoutItsStreams(t *testing.T) {
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	ns := startNATSAt(t, port, t.TempDir())
 	r := stacktest.Start(t, func(c *stack.Config) { c.NATSURL = ns.ClientURL() })
 	ns.Shutdown()
@@ -212,7 +201,7 @@ func TestEventsFlowAgainAfterNATSComesBackWithoutItsStreams(t *testing.T) {
 // the load waits on its advisory lock, held by the test.
 func TestHealthIsNotServingUntilTheDemoChainIsLoaded(t *testing.T) {
 	cfg := stacktest.Config(t)
-	cfg.GatewayAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.GatewayAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	lock, err := pgx.Connect(context.Background(), cfg.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +266,7 @@ func TestACleanStopDoesNotReportNATSDown(t *testing.T) {
 // too, not only the streams: orders reach the terminals again without a restart. Before, each
 // consumer's session only complained ("no responders", no heartbeat) for ever.
 func TestConsumersAreDeclaredAgainAfterNATSComesBackWithoutItsStore(t *testing.T) {
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	ns := startNATSAt(t, port, t.TempDir())
 	stacktest.Start(t, func(c *stack.Config) { c.NATSURL = ns.ClientURL() })
 	ns.Shutdown()
