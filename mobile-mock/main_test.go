@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -114,7 +115,7 @@ func available(t *testing.T, ready stack.Ready, flags []string, sku string) int6
 
 // The demo plays one order from the store search to the hand-over, and says so step by step.
 func TestDemoTakesAnOrderFromSearchToCollected(t *testing.T) {
-	_, flags := startHandoff(t)
+	ready, flags := startHandoff(t)
 	var stdout, stderr bytes.Buffer
 	code := run(t.Context(), append([]string{"demo"}, flags...), noEnv, &stdout, &stderr)
 	out := stdout.String()
@@ -133,6 +134,11 @@ func TestDemoTakesAnOrderFromSearchToCollected(t *testing.T) {
 		}
 	}
 	t.Logf("demo output:\n%s", out)
+	// The demo's terminal is revoked as it ends: against a running system, the store's list
+	// filled with live terminals whose credentials nobody held.
+	if n := liveMockTerminals(t, ready, flags); n != 0 {
+		t.Errorf("%d mobile-mock terminals still live after the demo ended", n)
+	}
 }
 
 // The demo fails, and says why, when no store can fill the cart.
@@ -192,6 +198,27 @@ func TestLoadRunsOrdersToCollectedAndMeasuresThem(t *testing.T) {
 	// over the window.
 	if res.OrdersInWindow == 0 || res.OrdersInWindow > res.OrdersWithTicket || res.OrdersPerSecond != float64(res.OrdersInWindow)/res.OrdersWindowSeconds {
 		t.Errorf("orders/s %.3f from %d of %d orders ticketed within %.3fs", res.OrdersPerSecond, res.OrdersInWindow, res.OrdersWithTicket, res.OrdersWindowSeconds)
+	}
+	// So can collected/s and checkouts/s: their counts were in neither the results nor the
+	// summary ("(N in all)" took in the orders finished after the window).
+	for _, rate := range []struct {
+		name      string
+		perSecond float64
+		window    float64
+		count     uint64
+	}{
+		{"collected/s", res.CollectedPerSecond, res.CollectedWindowSeconds, res.CollectedInWindow},
+		{"checkouts/s", res.CheckoutsPerSecond, res.CheckoutsWindowSeconds, res.CheckoutsInWindow},
+	} {
+		if rate.count == 0 || math.Abs(rate.perSecond*rate.window-float64(rate.count)) > 0.01 {
+			t.Errorf("%s %.3f over %.3fs is not its count in the window, %d", rate.name, rate.perSecond, rate.window, rate.count)
+		}
+	}
+	if want := fmt.Sprintf("(%d in the window, %d in all)", res.CollectedInWindow, res.Collected); !strings.Contains(summary, want) {
+		t.Errorf("the summary does not give collected/s's count as %q", want)
+	}
+	if n := liveMockTerminals(t, ready, flags); n != 0 {
+		t.Errorf("%d mobile-mock terminals still live after the load ended", n)
 	}
 	if res.CheckoutLatency.Count == 0 || res.CheckoutLatency.P99MS <= 0 || res.ConfirmedToTicket.Count == 0 {
 		t.Errorf("latencies not measured: checkout %+v, confirmed→ticket %+v", res.CheckoutLatency, res.ConfirmedToTicket)

@@ -49,28 +49,6 @@ func liveMockTerminals(t *testing.T, ready stack.Ready, flags []string) int {
 	}
 }
 
-// Every demo registers a terminal and every load run one per store, each with a live
-// credential. None was revoked: against a running system (the README's first way to use both)
-// the stores' terminal lists filled, run after run, with live "mobile-mock" terminals whose
-// credentials nobody held any more. They are revoked as a run ends.
-func TestTerminalsOfAFinishedRunAreRevoked(t *testing.T) {
-	ready, flags := startHandoff(t)
-	var stdout, stderr bytes.Buffer
-	if code := run(t.Context(), append([]string{"demo"}, flags...), noEnv, &stdout, &stderr); code != 0 {
-		t.Fatalf("demo exited %d: %s", code, stderr.String())
-	}
-	if n := liveMockTerminals(t, ready, flags); n != 0 {
-		t.Errorf("%d mobile-mock terminals still live after the demo ended", n)
-	}
-	args := []string{"load", "-quiet", "-basket", "-shoppers", "2", "-orders", "2", "-inventory", ready.ServiceAddrs[stack.TargetInventory]}
-	if code := run(t.Context(), append(args, flags...), noEnv, &stdout, &stderr); code != 0 {
-		t.Fatalf("load exited %d: %s", code, stderr.String())
-	}
-	if n := liveMockTerminals(t, ready, flags); n != 0 {
-		t.Errorf("%d mobile-mock terminals still live after the load ended", n)
-	}
-}
-
 // A run ended by a first Ctrl-C (its context cancelled) still revokes its terminals: the
 // revocations run on a context of their own.
 func TestTerminalsOfAnInterruptedLoadAreRevoked(t *testing.T) {
