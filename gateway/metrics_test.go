@@ -1,7 +1,10 @@
 package gateway_test
 
 import (
+	"context"
+	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,11 +14,14 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/handoff-dev/handoff/gateway"
+	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	cartv1 "github.com/handoff-dev/handoff/proto/handoff/cart/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/cart/v1/cartv1connect"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/catalog/v1/catalogv1connect"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	"github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1/fulfilmentv1connect"
 )
 
 // edgeCounts reads handoff_edge_requests_total{edge="gateway"} of procedure, by code.
@@ -145,4 +151,40 @@ func edgeTimed(t *testing.T, procedure string) uint64 {
 		}
 	}
 	return n
+}
+
+// A shopper's open WatchOrder is counted while it is open, at the gateway: a stream's life is
+// no latency, and before, no edge metric showed streams at all until they ended.
+func TestTheGatewayCountsItsOpenStreams(t *testing.T) {
+	g := gatewayTo(t, orderBackend(t, watchForever{}), time.Second)
+	open := func() float64 {
+		return testenv.CounterSums(t, "handoff_edge_streams_open", map[string]string{"edge": "gateway"}, "procedure")[fulfilmentv1connect.OrderServiceWatchOrderProcedure]
+	}
+	before := open()
+	tok, err := g.keys.Issue(auth.Principal{Subject: "erin", Role: auth.RoleCustomer}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders := fulfilmentv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+g.addr, connect.WithGRPCWeb())
+	req := connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: "o-1"})
+	req.Header().Set("Authorization", "Bearer "+tok)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stream, err := orders.WatchOrder(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() {
+		t.Fatalf("first message: %v", stream.Err())
+	}
+	if got := open(); got != before+1 {
+		t.Fatalf("WatchOrder streams open at the gateway: %v with one open, %v before; want one more", got, before)
+	}
+	cancel()
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := open(); got != before {
+			return fmt.Errorf("WatchOrder streams open after the shopper left: %v, %v before", got, before)
+		}
+		return nil
+	})
 }

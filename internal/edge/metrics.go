@@ -34,6 +34,10 @@ var (
 		Help:    "Time an edge took to handle a unary call it admitted, from its request read to its handler's answer (the service behind it included), by procedure.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"edge", "procedure"})
+	edgeStreamsOpen = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "handoff_edge_streams_open",
+		Help: "Server streams open at a public edge (gateway: shoppers' WatchOrder; pos: terminals' StreamTickets), by procedure: a stream's life is no latency, so it is counted while open, and its answer in handoff_edge_requests_total when it ends.",
+	}, []string{"edge", "procedure"})
 )
 
 // UnknownProcedure is the procedure label of a path under a served service that names none of
@@ -63,6 +67,7 @@ type procedureMetrics struct {
 	edge, name string
 	codes      [codeSlots]atomic.Pointer[prometheus.Counter]
 	duration   prometheus.Observer
+	open       prometheus.Gauge // streaming methods only
 }
 
 // NewRequests counts the calls to the methods of services (full names) at edge ("gateway",
@@ -80,8 +85,12 @@ func NewRequests(edge string, services ...string) *Requests {
 			panic("edge: " + s + " is not a service")
 		}
 		for i := range sd.Methods().Len() {
-			name := "/" + s + "/" + string(sd.Methods().Get(i).Name())
+			m := sd.Methods().Get(i)
+			name := "/" + s + "/" + string(m.Name())
 			p := r.newProcedure(name)
+			if m.IsStreamingServer() || m.IsStreamingClient() {
+				p.open = edgeStreamsOpen.WithLabelValues(edge, name) // there at 0 from the start
+			}
 			for _, c := range alertedCodes {
 				p.counter(int(c))
 			}
@@ -184,8 +193,13 @@ func (i requestsInterceptor) WrapStreamingClient(next connect.StreamingClientFun
 func (i requestsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		started(ctx)
+		p := i.r.procedure(conn.Spec().Procedure)
+		if p.open != nil {
+			p.open.Inc()
+			defer p.open.Dec()
+		}
 		err := next(ctx, conn)
-		i.r.answered(ctx, i.r.procedure(conn.Spec().Procedure), err)
+		i.r.answered(ctx, p, err)
 		return err
 	}
 }

@@ -6,9 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// CounterSums reads the counters of metric name on the default registry whose labels include
-// every one of match, and sums them by the value of their label by: what an operator would
-// graph of it.
+// CounterSums reads the counters (or gauges) of metric name on the default registry whose
+// labels include every one of match, and sums them by the value of their label by: what an
+// operator would graph of it.
 func CounterSums(t testing.TB, name string, match map[string]string, by string) map[string]float64 {
 	t.Helper()
 	families, err := prometheus.DefaultGatherer.Gather()
@@ -31,7 +31,7 @@ func CounterSums(t testing.TB, name string, match map[string]string, by string) 
 					continue series
 				}
 			}
-			out[labels[by]] += m.GetCounter().GetValue()
+			out[labels[by]] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return out
