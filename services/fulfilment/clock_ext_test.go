@@ -2,6 +2,7 @@ package fulfilment_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 	"github.com/handoff-dev/handoff/services/fulfilment"
+	"github.com/handoff-dev/handoff/services/inventory"
 )
 
 // A copy whose clock runs an hour ahead (a VM resumed, NTP about to step it back) neither
@@ -125,16 +127,80 @@ func TestASlowClockRetriesAPendingOrderNoMoreOftenThanPendingAfter(t *testing.T)
 // statement reads it first). Before, placing wrote by the copy's clock and the action by the
 // database's, and the history went back an hour between CONFIRMED and PREPARING.
 func TestAnOrdersHistoryStaysInTimeOrderOnACopyWhoseClockRunsAhead(t *testing.T) {
-	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
-		c.Clock = func() time.Time { return time.Now().Add(time.Hour) }
-	}})
+	for _, loops := range []bool{true, false} {
+		// Without its loops, the copy has not read the database's clock before the placement
+		// (its timer loop's first round has not run), as just after a start.
+		t.Run(fmt.Sprintf("loops %v", loops), func(t *testing.T) {
+			e := newEnv(t, envOptions{noLoops: !loops, config: func(c *fulfilment.Config) {
+				c.Clock = func() time.Time { return time.Now().Add(time.Hour) }
+			}})
+			e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+			e.setStock("s1", "LATTE-16", 4)
+			o := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+			e.accept("s1", o.GetId())
+			e.historyInTimeOrder(o.GetId())
+		})
+	}
+}
+
+// A store's closing cancels an order a staff action holds once the action is done, and writes
+// the cancellation at the time it got the order, not at the time it began to wait for it: the
+// history stays in time order, every clock right. Before, the closing took its time before the
+// wait, and CANCELLED was written a second before the PREPARING it came after.
+func TestAClosingThatWaitedForAnOrderWritesItsCancellationAfterIt(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.relayInventory()
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
 	e.setStock("s1", "LATTE-16", 4)
 	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
-	e.accept("s1", o.GetId())
-	rows, err := e.pool.Query(e.ctx, `SELECT seq, event, time FROM order_history WHERE order_id = $1 ORDER BY seq`, o.GetId())
+
+	holder, err := e.pool.Begin(e.ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(e.ctx) }()
+	if _, err := holder.Exec(e.ctx, `SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, o.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(want int) {
+		t.Helper()
+		testenv.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+			var n int
+			if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n < want {
+				return fmt.Errorf("%d transactions waiting for the order, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := e.store.AcceptOrder(e.asStaff("s1"), &fulfilmentv1.AcceptOrderRequest{StoreId: "s1", OrderId: o.GetId()})
+		accepted <- err
+	}()
+	waiting(1)
+	e.setStoreState("s1", inventory.StateChange{State: inventoryv1.StoreState_STORE_STATE_CLOSED, Reason: "flood",
+		CancelOpenOrders: true, Actor: closingAdmin})
+	waiting(2)
+	time.Sleep(time.Second) // the closing's wait
+	if err := holder.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-accepted; err != nil {
+		t.Logf("accept: %v", err)
+	}
+	e.waitState("ann", o.GetId(), cancelled)
+	e.historyInTimeOrder(o.GetId())
+}
+
+// historyInTimeOrder fails the test unless order id's history entries are in time order.
+func (e *env) historyInTimeOrder(id string) {
+	e.t.Helper()
+	rows, err := e.pool.Query(e.ctx, `SELECT seq, event, time FROM order_history WHERE order_id = $1 ORDER BY seq`, id)
+	if err != nil {
+		e.t.Fatal(err)
 	}
 	defer rows.Close()
 	var last time.Time
@@ -145,10 +211,10 @@ func TestAnOrdersHistoryStaysInTimeOrderOnACopyWhoseClockRunsAhead(t *testing.T)
 			at  time.Time
 		)
 		if err := rows.Scan(&seq, &ev, &at); err != nil {
-			t.Fatal(err)
+			e.t.Fatal(err)
 		}
 		if at.Before(last) {
-			t.Errorf("history entry %d (%s) at %s is %s before the entry before it", seq, ev, at.UTC(), last.Sub(at).Round(time.Second))
+			e.t.Errorf("history entry %d (%s) at %s is %s before the entry before it", seq, ev, at.UTC(), last.Sub(at).Round(time.Millisecond))
 		}
 		last = at
 	}

@@ -95,7 +95,7 @@ func (s *Service) handleStoreState(ctx context.Context, tx pgx.Tx, msg jetstream
 	if ev.GetVersion() <= 0 {
 		return inbox.Permanent(fmt.Errorf("closing of store %s without the store's version", ev.GetStoreId()))
 	}
-	now := s.databaseClock()
+	now := s.databaseClock(ctx)
 	c := closing{storeID: ev.GetStoreId(), version: ev.GetVersion(), reason: closingReason(ev.GetReason()), actor: ev.GetActor(), handledAt: now}
 	if c.actor.GetKind() == commonv1.ActorKind_ACTOR_KIND_UNSPECIFIED {
 		c.actor = systemActor("inventory")
@@ -152,6 +152,11 @@ func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since
 	}
 	if len(orders) == 0 {
 		return nil, nil
+	}
+	// Their cancellations are written at the database's time once they are locked, not before a
+	// wait for them: an action that held one wrote its entry at its own lock's time.
+	if now, err = s.databaseNow(ctx, tx); err != nil {
+		return nil, err
 	}
 	done, err := s.stepAll(ctx, tx, orders, domain.StaffCancel, c.actor, c.reason, now, func(o *order) bool {
 		o.Reason = c.reason
@@ -220,7 +225,7 @@ func (s *Service) runClosings(ctx context.Context) {
 // transactions hold, and forgotten in the same transaction (kept for the next round if the wait
 // runs out). It returns how many orders it cancelled.
 func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
-	now := s.databaseClock()
+	now := s.databaseClock(ctx)
 	watch := s.closingWatch()
 	rows, err := s.db.Query(ctx, `SELECT store_id, version, reason, actor_kind, actor_id, handled_at FROM store_closings`)
 	if err != nil {

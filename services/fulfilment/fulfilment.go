@@ -244,6 +244,7 @@ type Service struct {
 	// clockOffset is the database's clock less this copy's at the last read of the database's,
 	// in nanoseconds (databaseClock).
 	clockOffset atomic.Int64
+	clockKnown  atomic.Bool // clockOffset has been measured
 
 	effectsWake chan struct{}
 

@@ -137,7 +137,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	} else if o != nil {
 		return s.existing(ctx, o, heldNothing)
 	}
-	now := s.databaseClock()
+	now := s.databaseClock(ctx)
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReserveTimeout)
 	res, err := s.inv.reserve(rctx, s.holdRequest(id, req, now))
 	cancel()

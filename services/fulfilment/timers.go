@@ -146,6 +146,7 @@ func (s *Service) databaseTime(db time.Time) time.Time {
 	db = db.UTC()
 	local := s.now()
 	s.clockOffset.Store(int64(db.Sub(local)))
+	s.clockKnown.Store(true)
 	if gap := local.Sub(db); gap.Abs() > maxClockGap {
 		if last := s.clockGapWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.clockGapWarned.CompareAndSwap(last, time.Now().UnixNano()) {
 			s.log.Warn("this copy's clock is off the database's; Handoff goes by the database's (timers, actions and the times it writes), but fix the clock: other copies and services may not",
@@ -157,10 +158,16 @@ func (s *Service) databaseTime(db time.Time) time.Time {
 
 // databaseClock is the database's clock as this copy last saw it: its own, moved by the gap
 // between the two at the last read of the database's (databaseTime; the timer loop reads it every
-// round). Times written where no statement reads the database's clock first (placing an order, a
-// store's closing or hours change) come from it, so an order's history keeps its order whatever
-// the copy's clock says. Before any read, the copy's own.
-func (s *Service) databaseClock() time.Time {
+// round). Times written where no statement reads the database's clock first (placing an order)
+// come from it, so an order's history keeps its order whatever the copy's clock says. Before
+// any read (a placement before the timer loop's first round), it reads the database's; should
+// that fail, the copy's own.
+func (s *Service) databaseClock(ctx context.Context) time.Time {
+	if !s.clockKnown.Load() {
+		if now, err := s.databaseNow(ctx, s.db); err == nil {
+			return now
+		}
+	}
 	return s.now().Add(time.Duration(s.clockOffset.Load()))
 }
 
