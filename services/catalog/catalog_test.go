@@ -727,7 +727,7 @@ func TestACreatedCategoryIsPublished(t *testing.T) {
 
 // An image URL stored before the check of image URLs grew stricter (a raw space, an accented
 // letter) does not block later changes of its product: a price change, which never sends it,
-// and an update that changes nothing go through. A new URL like it is refused, the character
+// and an update that changes nothing go through. A plain http one, never allowed, still does. A new URL like it is refused, the character
 // named as it is and with its escape. Before, every update of such a product was refused,
 // naming a field the caller had not sent.
 func TestAnImageStoredBeforeAStricterCheckBlocksNoUpdate(t *testing.T) {
@@ -752,6 +752,13 @@ func TestAnImageStoredBeforeAStricterCheckBlocksNoUpdate(t *testing.T) {
 	if _, err := e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: got.GetProduct()}); err != nil {
 		t.Fatalf("an update that changes nothing, of a product with an image stored before: %v", err)
 	}
+	// One that was never allowed (plain http, stored before ce25815) still is not: an app
+	// served over https would show mixed content.
+	if _, err := e.pool.Exec(t.Context(), `UPDATE products SET images = '[{"url": "http://images.example.com/a.jpg"}]' WHERE id = 'prd-test-brew'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: edit, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"variants"}}})
+	wantCode(t, err, codes.InvalidArgument, "product.images[0].url", "https")
 	fresh := validProduct()
 	fresh.Images[0].Url = "https://images.example.com/thé.jpg"
 	_, err = e.admin.UpdateProduct(t.Context(), &catalogv1.UpdateProductRequest{Product: fresh, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"images"}}})

@@ -34,9 +34,9 @@ const (
 )
 
 // validateProduct checks a product as it will be stored, reporting every bad field under
-// prefix (e.g. "product"). An image URL the product has already (stored, of an update) is not
-// checked again: one taken by an older, laxer check must not block every later change of the
-// product, a price change that never sent it included.
+// prefix (e.g. "product"). An image URL the product has already (stored, of an update) is held
+// to the rules of its day only (checkImageURL): one taken by an older, laxer check must not
+// block every later change of the product, a price change that never sent it included.
 func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr.Violations, stored ...*catalogv1.Image) {
 	if p.GetId() != "" && !idPattern.MatchString(p.GetId()) {
 		v.Add(prefix+".id", "must be 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit")
@@ -56,13 +56,12 @@ func (s *Service) validateProduct(p *catalogv1.Product, prefix string, v *rpcerr
 	for i, img := range p.GetImages() {
 		field := fmt.Sprintf("%s.images[%d].url", prefix, i)
 		switch {
-		case had[img.GetUrl()]: // checked when it was stored
 		case img.GetUrl() == "":
 			v.Add(field, "required")
 		case len(img.GetUrl()) > maxURLLen:
 			v.Addf(field, "longer than %d characters", maxURLLen)
 		default:
-			if why := checkImageURL(img.GetUrl()); why != "" {
+			if why := checkImageURL(img.GetUrl(), had[img.GetUrl()]); why != "" {
 				v.Add(field, why)
 			}
 		}
@@ -140,10 +139,17 @@ func defaultCategoryID(slug string) string { return categoryIDPrefix + slug }
 // app served over https shows no mixed content), no credentials, a host name or address, a port
 // that exists, and only the characters a URL is made of, with whole %-escapes (a raw space or
 // quote would break the page that shows it).
-func checkImageURL(raw string) string {
+//
+// A URL the product has already (stored) is held to the first rule only, https without
+// credentials, which every build since ce25815 has kept: the rest came later, and a URL stored
+// before must not block every later change of its product.
+func checkImageURL(raw string, stored bool) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil || u.Opaque != "" {
 		return "must be an absolute https URL without credentials"
+	}
+	if stored {
+		return ""
 	}
 	host := u.Hostname()
 	if net.ParseIP(host) == nil && !hostName.MatchString(host) {
