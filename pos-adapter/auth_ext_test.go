@@ -432,10 +432,18 @@ func TestTerminalsBehindATrustedProxyAreLimitedByTheirOwnAddress(t *testing.T) {
 	if !limited {
 		t.Fatal("200 made-up credentials from one store were all looked at; want its address limited")
 	}
-	if err := madeUp(1000, "192.0.2.66, 203.0.113.1"); codeOf(err) != connect.CodeResourceExhausted {
-		t.Fatalf("the limited store writing another address before the balancer's: %v; want still limited", err)
+	// The limit refills (10 a second): a call now and then may find a token back. Taken for
+	// the address it wrote, a fresh one, none of these would be limited (its burst is 50).
+	limitedCalls := 0
+	for i := range 20 {
+		if codeOf(madeUp(1000+i, "192.0.2.66, 203.0.113.1")) == connect.CodeResourceExhausted {
+			limitedCalls++
+		}
 	}
-	if err := madeUp(1001, "203.0.113.2"); codeOf(err) != connect.CodeUnauthenticated {
+	if limitedCalls == 0 {
+		t.Fatal("the limited store writing another address before the balancer's: none of 20 calls limited; want it still limited by the balancer's")
+	}
+	if err := madeUp(2000, "203.0.113.2"); codeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("a made-up credential from another store: %v; want it looked at and refused, Unauthenticated", err)
 	}
 }
