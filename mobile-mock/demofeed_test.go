@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -27,15 +24,12 @@ import (
 // up a second on the way.
 func TestTheDemoDropsATicketSentAgain(t *testing.T) {
 	ready, flags := startHandoff(t)
-	target, _ := url.Parse("http://" + ready.POSAdapterAddr)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1
 	var (
 		streams   atomic.Int64
 		firstStop atomic.Pointer[context.CancelFunc]
 		acks      atomic.Int64
 	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	pos := proxyTo(t, ready.POSAdapterAddr, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/StreamTickets"):
 			ctx, cancel := context.WithCancel(r.Context())
@@ -43,7 +37,7 @@ func TestTheDemoDropsATicketSentAgain(t *testing.T) {
 			if streams.Add(1) == 1 {
 				firstStop.Store(&cancel)
 			}
-			proxy.ServeHTTP(w, r.WithContext(ctx))
+			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		case strings.HasSuffix(r.URL.Path, "/AckTicket"):
 			if acks.Add(1) == 1 {
@@ -53,11 +47,10 @@ func TestTheDemoDropsATicketSentAgain(t *testing.T) {
 				time.Sleep(time.Second) // and the ack is late
 			}
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
+		next.ServeHTTP(w, r)
+	})
 	f := slices.Clone(flags)
-	f[slices.Index(f, "-pos")+1] = srv.URL
+	f[slices.Index(f, "-pos")+1] = pos
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer

@@ -18,24 +18,31 @@ import (
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
+// proxyTo fronts addr with a proxy whose every request goes to handle, with the proxy to pass
+// it on (streams flow through as they come), and gives the proxy's URL.
+func proxyTo(t *testing.T, addr string, handle func(w http.ResponseWriter, r *http.Request, next http.Handler)) string {
+	t.Helper()
+	target, _ := url.Parse("http://" + addr)
+	next := httputil.NewSingleHostReverseProxy(target)
+	next.FlushInterval = -1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handle(w, r, next) }))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 // failingCheckoutGateway fronts the gateway and answers every Checkout with HTTP 503 (gRPC-web
 // clients read it as Unavailable): no order can be placed. Everything else goes through.
 func failingCheckoutGateway(t *testing.T, gatewayAddr string) (string, *atomic.Int64) {
 	t.Helper()
-	target, _ := url.Parse("http://" + gatewayAddr)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1 // streams (WatchOrder) flow through
 	var refused atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return proxyTo(t, gatewayAddr, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		if strings.HasSuffix(r.URL.Path, "/Checkout") {
 			refused.Add(1)
 			http.Error(w, "checkout is down", http.StatusServiceUnavailable)
 			return
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL, &refused
+		next.ServeHTTP(w, r)
+	}), &refused
 }
 
 // withGateway replaces the -gateway of flags.
@@ -116,18 +123,14 @@ func TestAnOrderAtAStoreBeyondTheNearest50IsTakenInHand(t *testing.T) {
 // it (each here answered 1.5 s late, the window 1 s) are not in it.
 func TestCheckoutsPerSecondCountsOnlyCheckoutsAnsweredInTheWindow(t *testing.T) {
 	ready, flags := startHandoff(t)
-	target, _ := url.Parse("http://" + ready.GatewayAddr)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	gw := proxyTo(t, ready.GatewayAddr, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		if strings.HasSuffix(r.URL.Path, "/Checkout") {
 			time.Sleep(1500 * time.Millisecond) // every checkout is answered after the 1 s window
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
+		next.ServeHTTP(w, r)
+	})
 	cfg := loadConfig(t, ready, flags, newTransport())
-	cfg.Endpoints.GatewayURL = srv.URL
+	cfg.Endpoints.GatewayURL = gw
 	cfg.Shoppers, cfg.Duration, cfg.Basket, cfg.MaxInFlight = 2, time.Second, true, 1
 	res, err := load.Run(t.Context(), cfg)
 	if err != nil {

@@ -73,6 +73,19 @@ func stockScarce(t *testing.T, ready stack.Ready, flags []string, sku string, un
 // signed by the system's development key (in the -data-dir of flags).
 func inventoryAdmin(t *testing.T, ready stack.Ready, flags []string) (context.Context, *grpc.ClientConn) {
 	t.Helper()
+	token := adminToken(t, flags)
+	cc, err := grpc.NewClient(ready.ServiceAddrs[stack.TargetInventory], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token), cc
+}
+
+// adminToken is an admin token signed by the system's development key (in the -data-dir of
+// flags).
+func adminToken(t *testing.T, flags []string) string {
+	t.Helper()
 	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
 	if err != nil {
 		t.Fatal(err)
@@ -81,12 +94,7 @@ func inventoryAdmin(t *testing.T, ready stack.Ready, flags []string) (context.Co
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient(ready.ServiceAddrs[stack.TargetInventory], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token), cc
+	return token
 }
 
 // available is how much of sku the stores a load run finds (the 50 nearest the demo city's

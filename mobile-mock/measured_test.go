@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,22 +19,18 @@ import (
 // measured.
 func TestADurationLoadWithNoCheckoutAtAllExitsOne(t *testing.T) {
 	ready, flags := startHandoff(t)
-	target, _ := url.Parse("http://" + ready.GatewayAddr)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1
 	var refused atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	gw := proxyTo(t, ready.GatewayAddr, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		if strings.HasSuffix(r.URL.Path, "/CreateCart") {
 			refused.Add(1)
 			http.Error(w, "carts are down", http.StatusServiceUnavailable)
 			return
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
+		next.ServeHTTP(w, r)
+	})
 	args := []string{"load", "-quiet", "-basket", "-shoppers", "2", "-duration", "2s", "-inventory", ready.ServiceAddrs[stack.TargetInventory]}
 	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), append(args, withGateway(flags, srv.URL)...), noEnv, &stdout, &stderr)
+	code := run(t.Context(), append(args, withGateway(flags, gw)...), noEnv, &stdout, &stderr)
 	t.Logf("exit %d, %d CreateCart refused\n%s%s", code, refused.Load(), stdout.String(), stderr.String())
 	if refused.Load() == 0 {
 		t.Fatal("no CreateCart reached the proxy; the scenario did not happen")

@@ -4,17 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
-	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/mobile-mock/shopper"
-	"github.com/handoff-dev/handoff/mobile-mock/system"
 	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 	"github.com/handoff-dev/handoff/proto/handoff/pos/v1/posv1connect"
 )
@@ -23,15 +20,7 @@ import (
 // pos-adapter lists them.
 func liveMockTerminals(t *testing.T, ready stack.Ready, flags []string) int {
 	t.Helper()
-	keys, err := system.Keys("", flags[slices.Index(flags, "-data-dir")+1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := keys.Issue(auth.Principal{Subject: "test", Role: auth.RoleAdmin}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := posv1connect.NewTerminalAdminServiceClient(http.DefaultClient, "http://"+ready.POSAdapterAddr, connect.WithGRPCWeb(), connect.WithInterceptors(shopper.Bearer(token)))
+	admin := posv1connect.NewTerminalAdminServiceClient(http.DefaultClient, "http://"+ready.POSAdapterAddr, connect.WithGRPCWeb(), connect.WithInterceptors(shopper.Bearer(adminToken(t, flags))))
 	live := 0
 	for page := ""; ; {
 		res, err := admin.ListTerminals(t.Context(), connect.NewRequest(&posv1.ListTerminalsRequest{PageSize: 1000, PageToken: page}))

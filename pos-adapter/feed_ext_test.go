@@ -870,16 +870,7 @@ func TestAnEndedStreamStuckInASendIsCutAfterTheGrace(t *testing.T) {
 		store := fmt.Sprintf("stuck-%d", i)
 		id, cred := e.register("Set-aside tablet", store)
 		raiseBigTickets(t, e, a, store)
-		client := posv1connect.NewTerminalServiceClient(slowReader(t, p.h2), e.base,
-			append([]connect.ClientOption{connect.WithInterceptors(bearer(cred))}, p.opts...)...)
-		sctx, cancel := context.WithCancel(t.Context())
-		stream, err := client.StreamTickets(sctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: store}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !stream.Receive() {
-			t.Fatalf("%v: no first ticket: %v", p.name, stream.Err())
-		}
+		closeStream := stuckStream(t, e, p, store, cred)
 		// The client reads no more, and the terminal is revoked.
 		time.Sleep(500 * time.Millisecond)
 		if _, err := e.admin().RevokeTerminal(t.Context(), req(&posv1.RevokeTerminalRequest{TerminalId: id})); err != nil {
@@ -891,6 +882,28 @@ func TestAnEndedStreamStuckInASendIsCutAfterTheGrace(t *testing.T) {
 			}
 			return nil
 		})
+		closeStream()
+	}
+}
+
+// stuckStream opens store's ticket stream with credential (a terminal's or a staff token) over
+// p, on a client that reads nothing after the first ticket (slowReader), and gives what closes
+// it.
+func stuckStream(t *testing.T, e *env, p protocol, store, credential string) (closeStream func()) {
+	t.Helper()
+	client := posv1connect.NewTerminalServiceClient(slowReader(t, p.h2), e.base,
+		append([]connect.ClientOption{connect.WithInterceptors(bearer(credential))}, p.opts...)...)
+	ctx, cancel := context.WithCancel(t.Context())
+	stream, err := client.StreamTickets(ctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: store}))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if !stream.Receive() {
+		cancel()
+		t.Fatalf("%v: no first ticket: %v", p.name, stream.Err())
+	}
+	return func() {
 		cancel()
 		_ = stream.Close()
 	}

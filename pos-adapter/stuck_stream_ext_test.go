@@ -1,7 +1,6 @@
 package posadapter_test
 
 import (
-	"context"
 	cryptorand "crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -57,16 +56,7 @@ func TestAStaffStreamStuckInASendEndsWhenItsTokenExpires(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		client := posv1connect.NewTerminalServiceClient(slowReader(t, p.h2), e.base,
-			append([]connect.ClientOption{connect.WithInterceptors(bearer(tok))}, p.opts...)...)
-		sctx, cancel := context.WithCancel(t.Context())
-		stream, err := client.StreamTickets(sctx, connect.NewRequest(&posv1.StreamTicketsRequest{StoreId: store}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !stream.Receive() {
-			t.Fatalf("%v: no first ticket: %v", p.name, stream.Err())
-		}
+		closeStream := stuckStream(t, e, p, store, tok)
 		// The client reads no more; its token expires in 3 s.
 		testenv.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 			if n := a.OpenStreams(); n != 0 {
@@ -74,8 +64,7 @@ func TestAStaffStreamStuckInASendEndsWhenItsTokenExpires(t *testing.T) {
 			}
 			return nil
 		})
-		cancel()
-		_ = stream.Close()
+		closeStream()
 	}
 }
 
