@@ -21,7 +21,9 @@ import (
 // trusted, each shopper has the allowance of the address the balancer saw, and what a client
 // writes into X-Forwarded-For itself changes nothing. Untrusted, the header is ignored.
 func TestShoppersBehindATrustedProxyHaveTheirOwnAddressLimits(t *testing.T) {
-	limits := gateway.RateLimits{PerCaller: 5, PerCallerBurst: 3, PerAddress: 2, PerAddressBurst: 3, Checkout: 1, CheckoutBurst: 1}
+	// An address's allowance refills once in 100 s: the calls after the limit trips must find it
+	// still spent however slowly a loaded machine makes them (at 2/s, one did not, once).
+	limits := gateway.RateLimits{PerCaller: 5, PerCallerBurst: 3, PerAddress: 0.01, PerAddressBurst: 3, Checkout: 1, CheckoutBurst: 1}
 	for _, c := range []struct {
 		name    string
 		trusted []net.IPNet
@@ -79,7 +81,7 @@ func TestShoppersBehindATrustedProxyHaveTheirOwnAddressLimits(t *testing.T) {
 // per-token allowance: one spending it does not limit the other.
 func TestCallersWithOneIDInTwoRolesHaveTheirOwnLimits(t *testing.T) {
 	ready := stacktest.Start(t, func(sc *stack.Config) {
-		sc.RateLimits = gateway.RateLimits{PerCaller: 2, PerCallerBurst: 3, PerAddress: 50, PerAddressBurst: 100, Checkout: 1, CheckoutBurst: 1}
+		sc.RateLimits = gateway.RateLimits{PerCaller: 0.01, PerCallerBurst: 3, PerAddress: 50, PerAddressBurst: 100, Checkout: 1, CheckoutBurst: 1}
 	})
 	call := func(p auth.Principal) error {
 		tok, err := ready.Keys.Issue(p, time.Hour)
