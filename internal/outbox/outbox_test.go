@@ -819,6 +819,45 @@ func TestAnEventRefusedEveryTimeDoesNotSlowTheOthersMoreAndMore(t *testing.T) {
 	}
 }
 
+// An event larger than the server's max_payload, which the client refuses before sending it,
+// does not stop the events committed after it, whether they go one by one or, a round big
+// enough, as an atomic batch the server refuses for it. The outbox takes events up to about
+// 1 MiB; a server configured with less is only warned about at start.
+func TestAnEventPastTheServersMaxPayloadDoesNotStopTheOthers(t *testing.T) {
+	for _, behind := range []int{3, 40} {
+		t.Run(fmt.Sprint(behind, " behind"), func(t *testing.T) {
+			pool := testenv.Pool(t, "", nil)
+			s := testenv.NATS(t, func(o *server.Options) { o.MaxPayload = 64 << 10 })
+			js := newJS(t, s)
+			ctx := t.Context()
+			if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.Bytes(make([]byte, 100<<10)))
+				return err
+			}); err != nil {
+				t.Fatalf("the outbox refused a 100 KiB event: %v", err)
+			}
+			values := make([]string, behind)
+			for i := range values {
+				values[i] = fmt.Sprint(i)
+			}
+			enqueue(t, pool, values...)
+			r := outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: testenv.Logger(t), AckTimeout: 5 * time.Second})
+			if _, err := r.Flush(ctx); !errors.Is(err, nats.ErrMaxPayload) {
+				t.Fatalf("a round with an event past max_payload: %v; want it reported as nats.ErrMaxPayload", err)
+			}
+			if n, err := streamCount(js); err != nil || n != behind {
+				t.Fatalf("the stream holds %d events (%v); want the %d committed behind the oversized one", n, err, behind)
+			}
+			if n := outboxRows(t, pool); n != 1 {
+				t.Fatalf("%d rows left in the outbox; want the oversized event's alone, kept for an operator", n)
+			}
+		})
+	}
+}
+
 func TestRelayPublishesAgainAfterManyAcksThatNeverCame(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()

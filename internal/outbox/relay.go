@@ -514,7 +514,8 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 	}
 	slices.Sort(single)
 
-	futures, err := r.publishAsync(batch, single)
+	futures, refused, err := r.publishAsync(batch, single)
+	defer func() { err = errors.Join(err, refused) }()
 	acked = make([]int, 0, len(batch))
 	for _, st := range order {
 		idx, ok := atomics[st]
@@ -530,8 +531,9 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 			}
 			if aerr := r.publishAtomic(round, batch, chunk); aerr != nil {
 				r.logger.Debug("outbox: atomic batch refused; publishing its events one by one", "stream", st, "events", len(chunk), "err", aerr)
-				fs, perr := r.publishAsync(batch, chunk)
+				fs, ref, perr := r.publishAsync(batch, chunk)
 				futures = append(futures, fs...)
+				refused = errors.Join(refused, ref)
 				if perr != nil {
 					err = perr
 					break
@@ -577,18 +579,28 @@ func message(o *outboxRow) *nats.Msg {
 }
 
 // publishAsync publishes the rows idx of batch without waiting for their acknowledgements.
-func (r *Relay) publishAsync(batch []outboxRow, idx []int) ([]pending, error) {
-	futures := make([]pending, 0, len(idx))
+// refused reports the rows the client refused on their own, which stay in the outbox; err, a
+// failure that stopped the rest.
+func (r *Relay) publishAsync(batch []outboxRow, idx []int) (futures []pending, refused, err error) {
+	futures = make([]pending, 0, len(idx))
 	for _, i := range idx {
 		f, err := r.js.PublishMsgAsync(message(&batch[i]))
+		if errors.Is(err, nats.ErrMaxPayload) {
+			// Larger than the server takes: it would be refused every round, and stopping here
+			// would stop every event behind it for good. It stays in the outbox, counted in the
+			// backlog, until an operator raises max_payload or removes it; the stream's own
+			// size limit is handled the same way, through the acknowledgement.
+			refused = errors.Join(refused, fmt.Errorf("outbox: publish event %s on %s: %w", batch[i].eventID, batch[i].subject, err))
+			continue
+		}
 		if err != nil {
 			// Stop here: later events must not overtake this one more than they already may
 			// have.
-			return futures, fmt.Errorf("outbox: publish event %s on %s: %w", batch[i].eventID, batch[i].subject, err)
+			return futures, refused, fmt.Errorf("outbox: publish event %s on %s: %w", batch[i].eventID, batch[i].subject, err)
 		}
 		futures = append(futures, pending{f, i})
 	}
-	return futures, nil
+	return futures, refused, nil
 }
 
 // Atomic batches.

@@ -82,7 +82,7 @@ func BenchmarkSyncedPublish(b *testing.B) {
 				for j := i; j < min(i+inFlight, len(batch)); j++ {
 					idx = append(idx, j)
 				}
-				futures, err := r.publishAsync(batch, idx)
+				futures, _, err := r.publishAsync(batch, idx)
 				if err != nil {
 					return err
 				}
