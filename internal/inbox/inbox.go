@@ -378,7 +378,33 @@ const (
 	// server's clock, processed_at is Postgres's.
 	pruneClockSlack = time.Hour
 	pruneBatch      = 5000
+	// refreshAfter is how long after an id's processing a copy of its event found again moves
+	// the id's time to now. The outbox publishes an event again when its row outlived the
+	// publish (a delete that did not commit); past the stream's duplicate window (two minutes)
+	// that copy is stored anew, and its id must be kept until the copy too has aged out, or a
+	// consumer declared anew would apply it a second time. Copies seen sooner keep the time:
+	// the slack above covers them, and a redelivery costs no write.
+	refreshAfter = 10 * time.Minute
 )
+
+// refreshSQL moves the time of ids $2 found again to now, when refreshAfter has passed.
+var refreshSQL = fmt.Sprintf(`UPDATE processed_events SET processed_at = now()
+	WHERE consumer = $1 AND event_id = ANY($2::text[]) AND processed_at < now() - interval '%d seconds'`, int(refreshAfter.Seconds()))
+
+// refresh runs refreshSQL for ids, all of them found recorded, and commits.
+func (c *consumer) refresh(ctx context.Context, tx pgx.Tx, ids []string) error {
+	tag, err := tx.Exec(ctx, refreshSQL, c.cfg.Durable, ids)
+	if err != nil {
+		return fmt.Errorf("inbox: refresh processed ids found again: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("inbox: commit refreshed processed ids: %w", err)
+	}
+	return nil
+}
 
 // runPrune deletes the consumer's processed ids its stream no longer holds events for, at
 // start and then every pruneEvery, until ctx ends. Every copy does: their deletes of the same
@@ -574,6 +600,9 @@ func (c *consumer) apply(ctx context.Context, eventID string, msg jetstream.Msg)
 		return false, fmt.Errorf("inbox: record event id: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
+		if err := c.refresh(ctx, tx, []string{eventID}); err != nil {
+			return false, err
+		}
 		return true, nil
 	}
 	hctx, afterCommit := withCommitHooks(ctx)
@@ -894,6 +923,18 @@ func (c *consumer) applyBatch(ctx context.Context, ids []string, msgs []jetstrea
 	isNew := make(map[string]bool, len(recorded))
 	for _, id := range recorded {
 		isNew[id] = true
+	}
+	if len(recorded) < len(sorted) {
+		seen := make([]string, 0, len(sorted)-len(recorded))
+		for _, id := range sorted {
+			if !isNew[id] {
+				seen = append(seen, id)
+			}
+		}
+		// Refreshed in this transaction, committed with the batch's effects.
+		if _, err := tx.Exec(ctx, refreshSQL, c.cfg.Durable, seen); err != nil {
+			return nil, fmt.Errorf("inbox: refresh processed ids found again: %w", err)
+		}
 	}
 	hctx, afterCommit := withCommitHooks(ctx)
 	done = make([]bool, len(msgs))

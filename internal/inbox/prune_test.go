@@ -1,12 +1,20 @@
 package inbox_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/handoff-dev/handoff/internal/inbox"
 	"github.com/handoff-dev/handoff/internal/streams"
+	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
 // A processed id is kept while its stream may still hold the event (a consumer declared anew
@@ -88,5 +96,103 @@ func TestProcessedIDsAreKeptAsLongAsTheStreamKeepsEvents(t *testing.T) {
 	}
 	if got := ids("pruned"); !slices.Contains(got, "ancient") {
 		t.Errorf("ids with no MaxAge: %v; want the ancient one kept", got)
+	}
+}
+
+// A copy of an event stored again long after its first processing (the outbox publishes a row
+// again whose delete did not commit; past the duplicate window the stream keeps the copy) keeps
+// its id as long as the copy is in the stream: a consumer declared anew after the first
+// processing has aged out still finds the id. One by one and in batches.
+func TestAnEventStoredAgainLateKeepsItsIDUntilTheCopyAgesOut(t *testing.T) {
+	for _, batch := range []int{1, 10} {
+		t.Run(fmt.Sprint("batch ", batch), func(t *testing.T) {
+			e := setup(t)
+			ctx := t.Context()
+			// Events kept an hour, duplicates dropped for the shortest window the server allows.
+			const stream = "SHORT_AGE"
+			if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
+				Name: stream, Subjects: []string{"test.age.>"}, Duplicates: 100 * time.Millisecond, MaxAge: time.Hour,
+			}); err != nil {
+				t.Fatal(err)
+			}
+			cfg := config(t, "aged")
+			cfg.Stream, cfg.FilterSubjects, cfg.BatchSize = stream, nil, batch
+			handler := func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
+				id, err := inbox.EventID(msg)
+				if err != nil {
+					return err
+				}
+				_, err = tx.Exec(ctx, `INSERT INTO effects (event_id, value) VALUES ($1, 'x')`, id)
+				return err
+			}
+			ackFloor := func(want uint64) {
+				t.Helper()
+				testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+					cons, err := e.js.Consumer(ctx, stream, "aged")
+					if err != nil {
+						return err
+					}
+					info, err := cons.Info(ctx)
+					if err != nil {
+						return err
+					}
+					if info.AckFloor.Stream != want {
+						return fmt.Errorf("ack floor %d, want %d", info.AckFloor.Stream, want)
+					}
+					return nil
+				})
+			}
+
+			publish(t, e.js, "test.age.order", "evt-1", "order-1")
+			stop := run(t, e.pool, e.js, cfg, handler)
+			waitForEffects(t, e.pool, 1)
+			ackFloor(1)
+			stop()
+			// Its first processing was 100 minutes ago (within the hour's MaxAge and the hour's
+			// slack); now a second copy is stored.
+			age := func(d string) {
+				t.Helper()
+				if _, err := e.pool.Exec(ctx, `UPDATE processed_events SET processed_at = processed_at - $1::interval WHERE consumer = 'aged'`, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			age("100 minutes")
+			testenv.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+				m := nats.NewMsg("test.age.order")
+				m.Header.Set(jetstream.MsgIDHeader, "evt-1")
+				ack, err := e.js.PublishMsg(ctx, m)
+				if err != nil {
+					return err
+				}
+				if ack.Duplicate {
+					return errors.New("still inside the duplicate window")
+				}
+				return nil
+			})
+			last := uint64(2)
+			if batch > 1 {
+				// Another event behind the copy: the two are taken as one batch.
+				publish(t, e.js, "test.age.order", "evt-2", "order-2")
+				last = 3
+			}
+			stop = run(t, e.pool, e.js, cfg, handler)
+			ackFloor(last)
+			stop()
+			// 40 minutes later the copy is still in the stream; the first processing is past
+			// MaxAge and slack.
+			age("40 minutes")
+
+			if _, err := inbox.Prune(ctx, e.pool, e.js, cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.js.DeleteConsumer(ctx, stream, "aged"); err != nil {
+				t.Fatal(err)
+			}
+			run(t, e.pool, e.js, cfg, handler)
+			ackFloor(last)
+			if rows, distinct := effects(t, e.pool); rows != distinct || rows != int(last)-1 {
+				t.Fatalf("one event stored twice, its first processing aged out, the consumer declared anew: %d effects of %d events; want one each", rows, distinct)
+			}
+		})
 	}
 }
