@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/natsrpc"
-	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/orderkey"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
@@ -25,11 +25,10 @@ import (
 // sagaActor is the checkout saga in order histories.
 var sagaActor = systemActor("checkout")
 
-// OrderID is the id of the order that a customer's checkout with idempotency key creates:
-// derived, so that every retry of the checkout, in any process, works on the same order and
-// inventory (idempotent by order id) on the same holds.
+// OrderID is the id of the order that a customer's checkout with idempotency key creates
+// (orderkey.OrderID).
 func OrderID(customerID, idempotencyKey string) string {
-	return outbox.DeterministicID("fulfilment.order", customerID, idempotencyKey)
+	return orderkey.OrderID(customerID, idempotencyKey)
 }
 
 // settleTimeout bounds writing an order once inventory has answered: the holds exist by then,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,15 +24,18 @@ import (
 // fulfilmentTimings overrides fulfilment's recovery timings in newEnv (zero: the defaults).
 var fulfilmentTimings struct{ pendingAfter, pendingGiveUp time.Duration }
 
-// holdMark blocks the cart's first "mark checked out" statement until release is closed.
+// holdMark blocks the cart's first "mark checked out" statement until release is closed;
+// with later set, the first once armed.
 type holdMark struct {
+	later   bool
+	armed   atomic.Bool
 	once    sync.Once
 	reached chan struct{}
 	release chan struct{}
 }
 
 func (h *holdMark) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if strings.Contains(d.SQL, "SET state = 'checked_out'") {
+	if (!h.later || h.armed.Load()) && strings.Contains(d.SQL, "SET state = 'checked_out'") {
 		h.once.Do(func() { close(h.reached); <-h.release })
 	}
 	return ctx
@@ -239,4 +243,97 @@ func TestAMarkLandingWhileTheRejectedHandlerDecidesStillOpensTheCart(t *testing.
 		}
 		return nil
 	})
+}
+
+// A checkout whose cart copy died after fulfilment answered PENDING leaves the cart open with a
+// lapsed lease. The next read settles it: fulfilment says PENDING, and the settle marks the cart
+// checked out as that order. The order rejected, and its event handled, between fulfilment's
+// answer and that mark (held here) must still leave the cart open. (The handler used to leave
+// a lapsed lease to the settle and drop the event, and the settle's mark then left the cart
+// checked out as a REJECTED order for ever.)
+func TestAnOrderRejectedWhileALapsedCheckoutIsSettledStillOpensTheCart(t *testing.T) {
+	fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 100*time.Millisecond, 0
+	t.Cleanup(func() { fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 0, 0 })
+	h := &holdMark{later: true, reached: make(chan struct{}), release: make(chan struct{})}
+	var released sync.Once
+	release := func() { released.Do(func() { close(h.release) }) }
+	t.Cleanup(release)
+	e := newEnv(t, func(c *cart.Config) {
+		cfg := c.Pool.Config()
+		cfg.ConnConfig.Tracer = h
+		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		c.Pool = pool
+	})
+	skus := e.skus(1)
+	c := e.filledCart("alice", 1, skus...)
+	if err := e.invRPC.Stop(); err != nil { // inventory away: fulfilment answers PENDING
+		t.Fatal(err)
+	}
+	const key = "lapsed-settle-1"
+	res, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: key})
+	if err != nil || res.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_PENDING {
+		t.Fatalf("checkout with inventory away = %v, %v; want PENDING", res.GetOrder(), err)
+	}
+	orderID := res.GetOrder().GetId()
+	// The cart as a copy that died between fulfilment's answer and its mark left it: claimed
+	// under the key, the lease lapsed.
+	if _, err := e.cartDB.Exec(t.Context(), `UPDATE carts SET state = 'open', order_id = NULL, checkout_key = $2,
+		checkout_until = now() - interval '1 second', checkout_joins = 1 WHERE id = $1`, c.GetId(), key); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next read settles it; its mark is held once fulfilment has answered PENDING.
+	h.armed.Store(true)
+	readDone := make(chan error, 1)
+	go func() {
+		_, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+		readDone <- err
+	}()
+	select {
+	case <-h.reached:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the settle never came to mark the cart")
+	}
+	// Meanwhile inventory is back with no stock: fulfilment's recovery rejects the order, and
+	// the cart hears of it.
+	e.setStock(skus[0], 0)
+	e.serveNATS("inventory", e.inventory.RegisterNATS)
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		o, err := e.orders.GetOrder(e.as("alice"), &fulfilmentv1.GetOrderRequest{OrderId: orderID})
+		if err != nil {
+			return err
+		}
+		if o.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_REJECTED {
+			return fmt.Errorf("order %v", o.GetOrder().GetState())
+		}
+		var n int
+		if err := e.cartDB.QueryRow(t.Context(), `SELECT count(*) FROM processed_events WHERE consumer = 'cart-rejected-orders'`).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("the rejected event not handled by the cart yet")
+		}
+		return nil
+	})
+	release()
+	if err := <-readDone; err != nil {
+		t.Fatalf("GetCart: %v", err)
+	}
+	got, err := e.carts.GetCart(e.as("alice"), &cartv1.GetCartRequest{CartId: c.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := got.GetCart().GetState(); st != cartv1.CartState_CART_STATE_OPEN || got.GetCart().GetOrderId() != "" {
+		t.Fatalf("order %s is REJECTED but its cart is %v (order_id %q); want open again", orderID, st, got.GetCart().GetOrderId())
+	}
+	// And the shopper can check it out again (stock back), as a new order.
+	e.setStock(skus[0], 10)
+	again, err := e.carts.Checkout(e.as("alice"), &cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "lapsed-settle-2"})
+	if err != nil || again.GetOrder().GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+		t.Fatalf("checking the reopened cart out again = %v, %v; want CONFIRMED", again.GetOrder().GetState(), err)
+	}
 }
