@@ -375,6 +375,7 @@ func TestCheckoutRefusesBadInputBeforeTouchingTheCart(t *testing.T) {
 	}{
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "short"}, "idempotency_key"},
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: strings.Repeat("k", 129)}, "idempotency_key"},
+		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: " \t      \n"}, "idempotency_key"},
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", Email: "not an address"}, "email"},
 		// Its bare address, amy b@example.com, is none: the order could not carry it.
 		{&cartv1.CheckoutRequest{CartId: c.GetId(), IdempotencyKey: "key-12345678", Email: `"amy b"@example.com`}, "email"},
@@ -640,4 +641,30 @@ func TestARefusedRetryLeavesTheLeaseToTheCheckoutItRetries(t *testing.T) {
 	_, err = e.client.AddLine(h.ctx, &cartv1.AddLineRequest{CartId: h.cartID, Sku: h.sku, Quantity: 1})
 	wantCode(t, "a change while the first request places its order", err, codes.Aborted, "being checked out")
 	h.finish(t, e)
+}
+
+// A cart at its most lines refuses another SKU as a precondition that names the SKU, and the
+// cart is unchanged; more of a SKU it has still goes on that line.
+func TestAddLineToAFullCartNamesTheSKUAndChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	c := e.newCart("alice")
+	sku, _ := e.sku(0)
+	c = e.addLine("alice", c.GetId(), sku, 1)
+	// 99 more lines copied from the first (the demo menu has fewer SKUs than a cart may hold).
+	if _, err := e.pool.Exec(t.Context(), `UPDATE carts SET lines = lines || (
+		SELECT jsonb_agg(jsonb_set(jsonb_set(lines->0, '{line_id}', to_jsonb(gen_random_uuid()::text)), '{sku}', to_jsonb('FILL-' || i)))
+		FROM generate_series(1, 99) AS i), version = version + 1 WHERE id = $1`, c.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	full := e.get("alice", c.GetId())
+	if n := len(full.GetLines()); n != 100 {
+		t.Fatalf("the cart has %d lines; want 100", n)
+	}
+	other, _ := e.sku(1)
+	_, err := e.client.AddLine(e.as("alice"), &cartv1.AddLineRequest{CartId: c.GetId(), Sku: other, Quantity: 1})
+	wantCode(t, "AddLine of a 101st sku", err, codes.FailedPrecondition, other)
+	wantUnchanged(t, e, "alice", full)
+	if got := e.addLine("alice", c.GetId(), sku, 1); len(got.GetLines()) != 100 || got.GetLines()[0].GetQuantity() != 2 {
+		t.Fatalf("more of a sku the full cart has: %d lines, first %d units; want 100 lines, 2 units", len(got.GetLines()), got.GetLines()[0].GetQuantity())
+	}
 }

@@ -448,7 +448,7 @@ func addUnits(c *cartRow, field string, variant *catalogv1.Variant, quantity int
 	l := c.lineBySKU(variant.GetSku())
 	if l == nil {
 		if len(c.Lines) >= maxLines {
-			return rpcerr.FailedPrecondition("cart %q already has the maximum of %d lines", c.ID, maxLines)
+			return rpcerr.FailedPrecondition("cart %q already has the maximum of %d lines: sku %q cannot be a line more; remove a line first", c.ID, maxLines, variant.GetSku())
 		}
 		c.Lines = append(c.Lines, lineRow{LineID: uuid.Must(uuid.NewV7()).String(), SKU: variant.GetSku()})
 		l = &c.Lines[len(c.Lines)-1]

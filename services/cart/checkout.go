@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"net/mail"
 	"slices"
 	"time"
@@ -229,6 +230,9 @@ func checkCheckout(req *cartv1.CheckoutRequest, currency string) (email string, 
 		v.Add("idempotency_key", utf8field.Problem)
 	} else if n := utf8.RuneCountInString(key); n < minKeyLen || n > maxKeyLen {
 		v.Addf("idempotency_key", "must be %d to %d characters, got %d", minKeyLen, maxKeyLen, n)
+	} else if strings.TrimSpace(key) == "" {
+		// Fulfilment refuses it as missing; refused here, no lease is taken for it first.
+		v.Add("idempotency_key", "must not be blank")
 	}
 	if v2 := req.GetExpectedVersion(); v2 < 0 {
 		v.Add("expected_version", "must not be negative")
