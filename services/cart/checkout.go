@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"net/mail"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
