@@ -643,6 +643,21 @@ func TestWatchStreamsAreCappedPerCustomerAndEndWhenTheTokenExpires(t *testing.T)
 	if extra.Receive() || connect.CodeOf(extra.Err()) != connect.CodeResourceExhausted {
 		t.Fatalf("a stream beyond %d open ones: %v; want ResourceExhausted", len(open), extra.Err())
 	}
+	// Like every other limit's refusal, it tells the client when to try again.
+	var refused *connect.Error
+	retry := time.Duration(0)
+	if errors.As(extra.Err(), &refused) {
+		for _, d := range refused.Details() {
+			if v, err := d.Value(); err == nil {
+				if ri, ok := v.(*errdetails.RetryInfo); ok {
+					retry = ri.GetRetryDelay().AsDuration()
+				}
+			}
+		}
+	}
+	if retry <= 0 {
+		t.Fatalf("a stream beyond %d open ones: %v; want RetryInfo with a positive delay", len(open), extra.Err())
+	}
 	cancel()
 	for _, s := range open {
 		_ = s.Close()

@@ -26,13 +26,18 @@ func NewStreamLimit(max int, per string) *StreamLimit {
 	return &StreamLimit{max: max, per: per, open: map[string]int{}}
 }
 
+// streamRetry is the retry delay a refused stream is given: a place frees only when one of
+// the caller's streams ends, whenever that is; the delay spaces a client's attempts (as every
+// other refusal of the edge does) rather than promising a place.
+const streamRetry = 2 * time.Second
+
 // Open counts a stream of key, or refuses it with ResourceExhausted when key has max open.
 // done ends it.
 func (s *StreamLimit) Open(key string) (done func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.open[key] >= s.max {
-		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("too many open streams: %d at once %s", s.max, s.per))
+		return nil, RateLimited(fmt.Sprintf("open streams (%d at once %s)", s.max, s.per), streamRetry)
 	}
 	s.open[key]++
 	var once sync.Once
