@@ -152,3 +152,29 @@ func TestACustomerSubjectLongerThanAnOrderTakesIsRefused(t *testing.T) {
 		t.Fatalf("verify a customer subject of %d characters = %+v, %v; want ErrInvalidToken", len(long), p, err)
 	}
 }
+
+// A subject with a control character (a NUL, say) is refused when issued and when verified: no
+// table can store a NUL, and the holder would otherwise learn that only from a refusal of
+// their first cart that names none of its fields. Every role: staff and admin subjects are
+// written into order histories.
+func TestASubjectWithAControlCharacterIsRefused(t *testing.T) {
+	ks := keySet(t, "k1", 'a')
+	for _, sub := range []string{"eve\x00x", "eve\nadmin", "\x7f"} {
+		for _, role := range []auth.Role{auth.RoleCustomer, auth.RoleStaff, auth.RoleAdmin} {
+			p := auth.Principal{Subject: sub, Role: role, Stores: []string{"sea-capitol-hill-01"}}
+			if _, err := ks.Issue(p, time.Hour); err == nil {
+				t.Errorf("issued a %s token for subject %q", role, sub)
+			}
+			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": sub, "role": string(role), "stores": p.Stores,
+				"iss": auth.Issuer, "exp": time.Now().Add(time.Hour).Unix()})
+			tok.Header["kid"] = "k1"
+			signed, err := tok.SignedString([]byte(strings.Repeat("a", 32)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := ks.Verify(t.Context(), signed); !errors.Is(err, auth.ErrInvalidToken) || !strings.Contains(err.Error(), "sub") {
+				t.Errorf("verify a %s token for subject %q = %+v, %v; want ErrInvalidToken naming the subject (sub)", role, sub, got, err)
+			}
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -112,6 +113,9 @@ func ExistingDevKeySet(dir string) (*KeySet, error) {
 func (ks *KeySet) Issue(p Principal, ttl time.Duration) (string, error) {
 	if p.Subject == "" {
 		return "", errors.New("issue token: empty subject")
+	}
+	if strings.ContainsFunc(p.Subject, unicode.IsControl) {
+		return "", fmt.Errorf("issue token: subject %q holds a control character", p.Subject)
 	}
 	switch p.Role {
 	case RoleCustomer:
@@ -271,6 +275,10 @@ func principalOf(c claims) (Principal, error) {
 	switch {
 	case p.Subject == "":
 		return Principal{}, &RejectedError{Reason: "no subject (sub)"}
+	case strings.ContainsFunc(p.Subject, unicode.IsControl):
+		// A NUL cannot be stored (every cart, order and history row carries the subject), and
+		// the caller would only learn of it from a refusal naming none of its request's fields.
+		return Principal{}, &RejectedError{Reason: "the subject (sub) holds a control character"}
 	case p.Role != RoleCustomer && p.Role != RoleStaff && p.Role != RoleAdmin:
 		return Principal{}, &RejectedError{Reason: fmt.Sprintf("role %q is none of customer, staff, admin", p.Role)}
 	case p.Role == RoleStaff && len(p.Stores) == 0:
