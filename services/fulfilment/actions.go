@@ -253,8 +253,9 @@ func (s *Service) MarkLineUnavailable(ctx context.Context, storeID string, actor
 }
 
 // HandOver checks the pickup code and completes the order: READY → COLLECTED, and inventory
-// turns the holds into a sale. Wrong codes are counted on the order; PickupMaxWrong of them in
-// a row lock hand-over for PickupLockout (published as pickup_locked).
+// turns the holds into a sale. Wrong codes are counted on the order; each PickupMaxWrong of
+// them in a row lock hand-over, for PickupLockout and twice as long each time after
+// (domain.PickupAttempts; published as pickup_locked).
 func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.Actor, orderID, code string) (*order, error) {
 	if len(code) > 32 {
 		return nil, rpcerr.Invalid("pickup_code", "at most 32 characters")
@@ -283,14 +284,15 @@ func (s *Service) HandOver(ctx context.Context, storeID string, actor *commonv1.
 		case domain.HandOverLocked:
 			return nil, lockedError(lockedUntil.Sub(now))
 		case domain.CodeWrong:
+			left := limits.Left(wrong)
 			return nil, &commitAnyway{rpcerr.PermissionDenied("wrong pickup code; %d more and hand-over locks for %s",
-				s.cfg.PickupMaxWrong-wrong, s.cfg.PickupLockout)}
+				left, limits.LockoutAt(wrong+left))}
 		case domain.CodeWrongNowLocked:
-			c, err := o.step(domain.LockPickup, actor, fmt.Sprintf("%d wrong pickup codes in a row", s.cfg.PickupMaxWrong), "", now)
+			c, err := o.step(domain.LockPickup, actor, fmt.Sprintf("%d wrong pickup codes in a row", wrong), "", now)
 			if err != nil {
 				return nil, err
 			}
-			return []change{c}, &commitAnyway{lockedError(s.cfg.PickupLockout)}
+			return []change{c}, &commitAnyway{lockedError(lockedUntil.Sub(now))}
 		}
 		c, err := o.step(domain.HandOver, actor, "handed over", "", now)
 		if err != nil {

@@ -156,8 +156,8 @@ type Config struct {
 	// ExpiringSoonBefore sends the expiring-soon reminder this long before the pickup
 	// deadline (none for shorter windows). Default 10m.
 	ExpiringSoonBefore time.Duration
-	// PickupMaxWrong wrong pickup codes in a row lock hand-over for PickupLockout. Defaults 5
-	// and 5m.
+	// Each PickupMaxWrong wrong pickup codes in a row lock hand-over, for PickupLockout the
+	// first time and twice as long each time after, up to a day. Defaults 5 and 5m.
 	PickupMaxWrong int
 	PickupLockout  time.Duration
 	// ReadyByQueueCap caps the orders ahead counted in the ready-by estimate. Default 8.

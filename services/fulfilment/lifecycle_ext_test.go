@@ -414,6 +414,7 @@ func TestARetriedHandOverGetsTheCollectedOrder(t *testing.T) {
 	}
 }
 
+// Each round of wrong codes locks hand-over, the second time for twice as long as the first.
 func TestWrongPickupCodesLockHandOverForAWhile(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) { c.PickupMaxWrong, c.PickupLockout = 5, 2*time.Second }})
 	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
@@ -444,6 +445,21 @@ func TestWrongPickupCodesLockHandOverForAWhile(t *testing.T) {
 		t.Fatalf("locked hand-over gives no retry delay: %v", status.Convert(err).Details())
 	}
 	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "pickup_locked")
+
+	// Five wrong codes more, once the lock is over, lock it for twice as long.
+	time.Sleep(retry.GetRetryDelay().AsDuration())
+	for i := 1; i <= 4; i++ {
+		_, err := e.handOver("s1", o.GetId(), wrong)
+		if status.Code(err) == codes.ResourceExhausted { // the lock's last moments
+			time.Sleep(100 * time.Millisecond)
+			i--
+			continue
+		}
+		wantCode(t, fmt.Sprintf("wrong code %d after the lock", i), err, codes.PermissionDenied, fmt.Sprintf("%d more and hand-over locks for 4s", 5-i))
+	}
+	_, err = e.handOver("s1", o.GetId(), wrong)
+	wantCode(t, "tenth wrong code", err, codes.ResourceExhausted, "locked for 4s")
+	e.waitEvents(o.GetId(), "confirmed", "preparing", "ready", "pickup_locked", "pickup_locked")
 	testenv.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
 		_, err := e.handOver("s1", o.GetId(), right)
 		return err

@@ -172,6 +172,51 @@ func TestPickupAttemptsLockAfterTooManyWrongCodes(t *testing.T) {
 	}
 }
 
+// Each lock after the first lasts twice as long as the one before, up to a day, so guessing
+// through a week's pickup window tries few codes; a right code starts the count over.
+func TestPickupLocksGrowWithEachRoundOfWrongCodes(t *testing.T) {
+	p := domain.PickupAttempts{MaxWrong: 5, Lockout: 5 * time.Minute}
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	start := now
+	wrong, until := 0, time.Time{}
+	var locks []time.Duration
+	guesses := 0
+	for now.Sub(start) < 7*24*time.Hour {
+		v, w, u := p.Judge(now, wrong, until, false)
+		switch v {
+		case domain.HandOverLocked:
+			now = u
+			continue
+		case domain.CodeWrongNowLocked:
+			locks = append(locks, u.Sub(now))
+		case domain.CodeWrong:
+		default:
+			t.Fatalf("a wrong code at %s: verdict %d", now, v)
+		}
+		guesses++
+		wrong, until = w, u
+	}
+	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, 80 * time.Minute}
+	for i, d := range want {
+		if locks[i] != d {
+			t.Fatalf("lock %d lasts %s; want %s (locks %v)", i+1, locks[i], d, locks)
+		}
+	}
+	if last := locks[len(locks)-1]; last != domain.MaxPickupLockout {
+		t.Fatalf("the last lock of a week lasts %s; want the cap, %s", last, domain.MaxPickupLockout)
+	}
+	if guesses > 80 {
+		t.Fatalf("%d guesses fit in a week of locks; want at most 80 (of a million codes)", guesses)
+	}
+	// What is left before the next lock, and how long it will be, as the refusal tells staff.
+	if l, d := p.Left(7), p.LockoutAt(10); l != 3 || d != 10*time.Minute {
+		t.Fatalf("after 7 wrong codes: %d left, next lock %s; want 3 and 10m", l, d)
+	}
+	if v, w, u := p.Judge(now, wrong, time.Time{}, true); v != domain.CodeAccepted || w != 0 || !u.IsZero() {
+		t.Fatalf("the right code after many locks: verdict %d count %d lock %s; want accepted, count over", v, w, u)
+	}
+}
+
 func TestReadyByGrowsWithTheQueueUpToTheCap(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	prep := 6 * time.Minute

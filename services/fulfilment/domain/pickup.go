@@ -61,11 +61,36 @@ func CheckPickupCode(secret []byte, orderID, code string) bool {
 }
 
 // PickupAttempts is the rate limit on wrong pickup codes.
+//
+// Each MaxWrong wrong codes in a row lock hand-over, for Lockout the first time and twice as
+// long each time after, up to MaxPickupLockout: a fixed lock would let anyone trying codes
+// through a store's terminals make MaxWrong guesses every Lockout for as long as the order
+// waits (with the defaults, 60 an hour: 1% of the codes over a pickup window of a week), where
+// a doubling one allows about 70 in that week, and a shopper who mistypes a few times still
+// waits only Lockout.
 type PickupAttempts struct {
 	// MaxWrong wrong codes in a row lock hand-over.
 	MaxWrong int
-	// Lockout is how long hand-over stays locked.
+	// Lockout is how long hand-over stays locked the first time.
 	Lockout time.Duration
+}
+
+// MaxPickupLockout caps how long one lock of hand-over lasts.
+const MaxPickupLockout = 24 * time.Hour
+
+// LockoutAt is how long hand-over locks when wrong, counted since the last right code, is a
+// multiple of MaxWrong.
+func (p PickupAttempts) LockoutAt(wrong int) time.Duration {
+	d := p.Lockout
+	for n := wrong / p.MaxWrong; n > 1 && d < MaxPickupLockout; n-- {
+		d *= 2
+	}
+	return min(d, MaxPickupLockout)
+}
+
+// Left is how many more wrong codes lock hand-over, after wrong.
+func (p PickupAttempts) Left(wrong int) int {
+	return p.MaxWrong - wrong%p.MaxWrong
 }
 
 // PickupVerdict is the outcome of one hand-over attempt.
@@ -83,8 +108,9 @@ const (
 	HandOverLocked
 )
 
-// Judge decides a hand-over attempt made at now, given the wrong codes counted so far and the
-// end of any lock. It returns the verdict and the new count and lock end to store.
+// Judge decides a hand-over attempt made at now, given the wrong codes counted so far (since
+// the last right one, across locks) and the end of any lock. It returns the verdict and the
+// new count and lock end to store.
 func (p PickupAttempts) Judge(now time.Time, wrongSoFar int, lockedUntil time.Time, ok bool) (PickupVerdict, int, time.Time) {
 	if now.Before(lockedUntil) {
 		return HandOverLocked, wrongSoFar, lockedUntil
@@ -93,8 +119,8 @@ func (p PickupAttempts) Judge(now time.Time, wrongSoFar int, lockedUntil time.Ti
 		return CodeAccepted, 0, time.Time{}
 	}
 	wrong := wrongSoFar + 1
-	if wrong >= p.MaxWrong {
-		return CodeWrongNowLocked, 0, now.Add(p.Lockout)
+	if wrong%p.MaxWrong == 0 {
+		return CodeWrongNowLocked, wrong, now.Add(p.LockoutAt(wrong))
 	}
 	return CodeWrong, wrong, time.Time{}
 }
