@@ -219,3 +219,19 @@ func (e *env) historyInTimeOrder(id string) {
 		last = at
 	}
 }
+
+// A copy whose clock runs 20 minutes ahead of the database's (more than a placement hold
+// lasts) confirms the orders it places: the holds' deadlines were set by the database's clock,
+// and their lapse is judged by it too. Judged by the copy's clock, every fresh hold would look
+// ended and every order be rejected as lapsed.
+func TestACopyWhoseClockRunsAheadConfirmsWhatItPlaces(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *fulfilment.Config) {
+		c.Clock = func() time.Time { return time.Now().Add(20 * time.Minute) }
+	}})
+	e.addStore("s1", 47.61, -122.33, 5*time.Minute, time.Hour)
+	e.setStock("s1", "LATTE-16", 4)
+	o := e.placeAt("s1", "ann", "k1", "LATTE-16", 1)
+	if got := o.GetState(); got != confirmed {
+		t.Fatalf("an order placed on a copy 20 minutes ahead is %s (%q); want CONFIRMED", got, o.GetReason())
+	}
+}

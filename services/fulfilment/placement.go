@@ -171,7 +171,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 			return nil, err // the short holds end by themselves; a retry finds them again
 		}
 	}
-	settled, err := s.settle(o, res, store, ahead, now)
+	settled, err := s.settle(o, res, store, ahead, now, s.databaseClock(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -395,11 +395,12 @@ func (s *Service) countQueue(ctx context.Context, q querier, storeID string) (in
 
 // settle moves a PENDING order (in memory) to where inventory's answer leads: CONFIRMED at the
 // store that holds it (ahead: the orders before it in the store's queue), or REJECTED with the
-// shortages.
-func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store storeInfo, ahead int, now time.Time) ([]change, error) {
+// shortages. answered is when inventory's answer came, by the database's clock, which made
+// the holds' deadlines.
+func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store storeInfo, ahead int, now, answered time.Time) ([]change, error) {
 	switch res.GetOutcome() {
 	case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
-		if lapsed := lapsedHolds(o, res, s.lapseMargin()); lapsed != "" {
+		if lapsed := lapsedHolds(o, res, answered.Add(s.lapseMargin())); lapsed != "" {
 			// An idempotent reserve answered with holds made long ago that have ended since:
 			// the stock is no longer promised to this order.
 			c, err := o.step(domain.Reject, sagaActor, lapsed, "", now)
@@ -448,11 +449,11 @@ func (s *Service) settle(o *order, res *inventoryv1.ReserveHoldsResponse, store 
 
 // lapsedHolds explains why a RESERVED answer does not hold the order's lines any more, or "".
 // A hold at or near its deadline counts as ended even before the sweeper releases it: it may be
-// swept before the extension that the confirmation then records reaches it. margin is how close
-// to its deadline a hold may be and still be counted on (see lapseMargin).
-func lapsedHolds(o *order, res *inventoryv1.ReserveHoldsResponse, margin time.Duration) string {
+// swept before the extension that the confirmation then records reaches it: one ending before
+// soon (the answer's time by the database's clock, which set the deadlines, and lapseMargin) is
+// not counted on.
+func lapsedHolds(o *order, res *inventoryv1.ReserveHoldsResponse, soon time.Time) string {
 	open := 0
-	soon := time.Now().Add(margin)
 	for _, h := range res.GetHolds() {
 		if h.GetState() == inventoryv1.HoldState_HOLD_STATE_OPEN && (h.GetExpireTime() == nil || h.GetExpireTime().AsTime().After(soon)) {
 			open++
@@ -655,7 +656,7 @@ func (s *Service) driveOne(ctx context.Context, tx pgx.Tx, o *order, a driveAtte
 			return nil, err
 		}
 	}
-	changes, err := s.settle(o, a.res, a.store, ahead, now)
+	changes, err := s.settle(o, a.res, a.store, ahead, now, s.databaseClock(ctx))
 	for i := range changes {
 		changes[i].nothingHeld = false // an earlier attempt may have held something: release is harmless
 	}
