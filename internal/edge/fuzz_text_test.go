@@ -11,6 +11,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // chunked reads src in the pieces sizes gives (each 1 to 64 bytes), as a network might.
@@ -34,6 +37,36 @@ func (c *chunked) Read(p []byte) (int, error) {
 }
 
 func (c *chunked) Close() error { return nil }
+
+// A media type is case-insensitive (RFC 9110 8.3.1): the text mode is served whatever the case
+// of its content type, as connect serves the binary mode. Found by review: isGRPCWebText
+// compared the type's start case-sensitively, so "Application/GRPC-Web-Text" was answered a bare
+// HTTP 415 while "Application/GRPC-Web+Proto" was served.
+func TestTheTextModeIsServedWhateverTheCaseOfItsContentType(t *testing.T) {
+	mux := http.NewServeMux()
+	Mount(mux, []string{"handoff.test.v1.Nothing"})
+	h := WithGRPCWebText(mux)
+	msg, err := proto.Marshal(&healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := base64.StdEncoding.EncodeToString(envelope(0, msg))
+	for _, ct := range []string{"application/grpc-web-text", "Application/GRPC-Web-Text",
+		"APPLICATION/GRPC-WEB-TEXT+PROTO", "application/Grpc-Web-Text; charset=UTF-8"} {
+		req := httptest.NewRequest(http.MethodPost, "/grpc.health.v1.Health/Check", strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got := rec.Header().Get("Content-Type"); rec.Code != http.StatusOK || got != grpcWebTextProto {
+			t.Errorf("Content-Type %q: HTTP %d, Content-Type %q; want 200 and %s", ct, rec.Code, got, grpcWebTextProto)
+			continue
+		}
+		raw, ok := decodeText(rec.Body.Bytes()) // padded after the message, as it is flushed
+		if !ok || !bytes.Contains(raw, []byte("grpc-status: 0")) {
+			t.Errorf("Content-Type %q: answered %q; want a text reply ending grpc-status 0", ct, rec.Body.String())
+		}
+	}
+}
 
 // FuzzTextBody: a text-mode body made of base64 pieces, each padded as a client encoding its
 // messages one by one pads them, decodes to the pieces' bytes in order, however the network

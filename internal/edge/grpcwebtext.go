@@ -52,9 +52,10 @@ func WithGRPCWebText(h http.Handler) http.Handler {
 }
 
 // isGRPCWebText reports whether a request's content type is gRPC-web's text mode with protobuf
-// messages ("+json" is left to be refused as any unknown type is).
+// messages ("+json" is left to be refused as any unknown type is), in any case: media types
+// are case-insensitive, and connect serves the binary mode so.
 func isGRPCWebText(contentType string) bool {
-	if !strings.HasPrefix(contentType, grpcWebText) {
+	if len(contentType) < len(grpcWebText) || !strings.EqualFold(contentType[:len(grpcWebText)], grpcWebText) {
 		return false
 	}
 	t, _, err := mime.ParseMediaType(contentType)

@@ -50,6 +50,14 @@ func serveMountedWithGrace(t *testing.T, grace time.Duration, opts ...connect.Ha
 	return health, lis.Addr().String(), cancel, done
 }
 
+// envelope is payload in a gRPC envelope with flags: a flag byte, a 4-byte length, then payload.
+func envelope(flags byte, payload []byte) []byte {
+	b := make([]byte, 5, 5+len(payload))
+	b[0] = flags
+	binary.BigEndian.PutUint32(b[1:], uint32(len(payload)))
+	return append(b, payload...)
+}
+
 func grpcConn(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
