@@ -3,11 +3,15 @@ package edge
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
+
+	"connectrpc.com/connect"
 )
 
 // bodyTimeout is how long a client may take to send the request of a unary or server-streaming
@@ -40,15 +44,38 @@ type timedBody struct {
 
 func (b *timedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	var ne net.Error
 	switch {
 	case err == io.EOF:
 		b.lift.Do(func() { _ = b.rc.SetReadDeadline(time.Time{}) })
-	case b.http1 && errors.As(err, &ne) && ne.Timeout():
-		b.w.Header().Set("Connection", "close")
+	case isTimeout(err):
+		if b.http1 {
+			b.w.Header().Set("Connection", "close")
+		}
+		err = bodyNotReceived()
 	}
 	return n, err
 }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// bodyNotReceived is what a body not in within bodyTimeout reads as: DeadlineExceeded, saying
+// so. The read's own error (over HTTP/1.1 "read tcp 10.0.0.5:8080->...: i/o timeout") named
+// the server's socket to the client. It is still os.ErrDeadlineExceeded to errors.Is, for plain
+// handlers (the pos-adapter's vendor webhook) telling a late body from a lost one.
+func bodyNotReceived() error {
+	return connect.NewError(connect.CodeDeadlineExceeded, notReceived{within: bodyTimeout})
+}
+
+type notReceived struct{ within time.Duration }
+
+func (e notReceived) Error() string {
+	return fmt.Sprintf("request body not received within %s", e.within)
+}
+
+func (notReceived) Unwrap() error { return os.ErrDeadlineExceeded }
 
 // limitMessageTime gives each message of r's body, a client or bidi stream over HTTP/2, until
 // bodyTimeout to arrive once its first byte has: the stream may wait as long as it likes
@@ -88,6 +115,9 @@ func (b *messageTimedBody) Read(p []byte) (int, error) {
 			b.got = 0
 			_ = b.rc.SetReadDeadline(time.Time{})
 		}
+	}
+	if isTimeout(err) {
+		err = bodyNotReceived()
 	}
 	return n, err
 }

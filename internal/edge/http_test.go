@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -299,6 +300,100 @@ func TestSlowRequestBodiesAreCutOffAndStreamsLiveOn(t *testing.T) {
 	health.SetServing(false)
 	if flags := readFrame(); flags != 0 {
 		t.Fatalf("after %v the stream sent frame flags %#x; want its next message", 3*bodyTimeout, flags)
+	}
+}
+
+// webStatus is the gRPC status of a gRPC-web answer: in its headers (trailers-only) or in its
+// trailer frame.
+func webStatus(h http.Header, body []byte) (code, msg string) {
+	if c := h.Get("Grpc-Status"); c != "" {
+		return c, h.Get("Grpc-Message")
+	}
+	for len(body) >= 5 {
+		n := int(binary.BigEndian.Uint32(body[1:5]))
+		if 5+n > len(body) {
+			break
+		}
+		if body[0]&0x80 != 0 {
+			for _, line := range strings.Split(string(body[5:5+n]), "\r\n") {
+				k, v, _ := strings.Cut(line, ":")
+				switch strings.ToLower(strings.TrimSpace(k)) {
+				case "grpc-status":
+					code = strings.TrimSpace(v)
+				case "grpc-message":
+					msg = strings.TrimSpace(v)
+				}
+			}
+			return code, msg
+		}
+		body = body[5+n:]
+	}
+	return "", ""
+}
+
+// A request whose body is not in within bodyTimeout is answered DeadlineExceeded, saying so,
+// over HTTP/1.1 (a unary call's body) and HTTP/2 (a stream's message). Found by review: over
+// HTTP/1.1 the answer carried the read's own error, "read tcp
+// 127.0.0.1:45939->127.0.0.1:58384: i/o timeout", naming the server's socket to the client.
+func TestALateRequestBodyIsToldSoWithoutTheServersAddress(t *testing.T) {
+	was := bodyTimeout
+	t.Cleanup(func() { bodyTimeout = was }) // after the server has stopped
+	bodyTimeout = 300 * time.Millisecond
+	_, addr := serveMounted(t)
+	const want = "request body not received within 300ms"
+
+	for _, c := range []struct {
+		name string
+		sent []byte // then nothing, of the 100 bytes announced
+	}{
+		{"HTTP/1.1, mid-prefix", []byte{0, 0, 0}},
+		{"HTTP/1.1, mid-message", []byte{0, 0, 0, 0, 50, 1, 2, 3}},
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		req := "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: edge\r\nContent-Type: application/grpc-web+proto\r\nContent-Length: 100\r\n\r\n"
+		if _, err := conn.Write(append([]byte(req), c.sent...)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if code, msg := webStatus(res.Header, body); code != "4" || msg != want {
+			t.Errorf("%s: grpc-status %s %q; want 4 (DeadlineExceeded) %q", c.name, code, msg, want)
+		}
+	}
+
+	// A reflection stream's message stalled over HTTP/2.
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+	body, send := io.Pipe()
+	defer send.Close()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	go func() { _, _ = send.Write([]byte{0, 0, 0, 0, 50, 1}) }()
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	code, msg := res.Trailer.Get("Grpc-Status"), res.Trailer.Get("Grpc-Message")
+	if code == "" {
+		code, msg = res.Header.Get("Grpc-Status"), res.Header.Get("Grpc-Message")
+	}
+	if code != "4" || msg != want {
+		t.Errorf("HTTP/2, a stream's message stalled: grpc-status %s %q; want 4 (DeadlineExceeded) %q", code, msg, want)
 	}
 }
 
