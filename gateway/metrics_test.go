@@ -1,8 +1,10 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -151,6 +153,39 @@ func edgeTimed(t *testing.T, procedure string) uint64 {
 		}
 	}
 	return n
+}
+
+// A gRPC-web body that breaks the framing is the shopper's fault, refused InvalidArgument and
+// counted so. Found by review: connect answered each of these Internal, counted as
+// handoff_edge_requests_total{code="internal"}, on which HandoffEdgeFailing
+// (deploy/prometheus/alerts.yml) pages the on-call, saying a service behind the edge is down.
+func TestMalformedFramesAreCountedAsTheClientsFaultNotAsServerFailures(t *testing.T) {
+	down := gatewayTo(t, testenv.FreeAddr(t), time.Second)
+	proc := catalogv1connect.CatalogServiceListCategoriesProcedure
+	bodies := map[string][]byte{
+		"a length prefix past the body's end": {0, 0, 0, 0, 10, 0x08},
+		"a truncated prefix":                  {0, 0, 0},
+		"an unknown flag":                     {0x40, 0, 0, 0, 0},
+		"compressed, no grpc-encoding":        {0x01, 0, 0, 0, 0},
+	}
+	for name, body := range bodies {
+		before := edgeCounts(t, proc)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+down.addr+proc, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/grpc-web+proto")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if got := res.Header.Get("Grpc-Status"); got != "3" {
+			t.Errorf("%s: grpc-status %s %q; want 3 (InvalidArgument)", name, got, res.Header.Get("Grpc-Message"))
+		}
+		wantCountedOnce(t, proc, "invalid_argument", before)
+	}
 }
 
 // A shopper's open WatchOrder is counted while it is open, at the gateway: a stream's life is

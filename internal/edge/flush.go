@@ -25,7 +25,8 @@ import (
 // hold the connection for as long as it liked), and of any other path over either protocol: an
 // unknown one, or a plain handler that reads its body (the pos-adapter's vendor webhook, which
 // over HTTP/2 would otherwise wait for a trickled body for good). Over HTTP/2 each message of a
-// client or bidi stream has the time limit once it has begun (limitMessageTime).
+// client or bidi stream has the time limit once it has begun (limitMessageTime). A procedure's
+// gRPC or gRPC-web body is checked for its framing (checkFrames).
 func serveProcedures(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch procedures.of(r.URL.Path) {
@@ -44,7 +45,10 @@ func serveProcedures(h http.Handler) http.Handler {
 			// Over HTTP/2 too: a plain handler that reads its body (the pos-adapter's vendor
 			// webhook) would otherwise wait for a trickled one for good.
 			limitBodyTime(w, r)
+			h.ServeHTTP(w, r)
+			return
 		}
+		checkFrames(r)
 		h.ServeHTTP(w, r)
 	})
 }

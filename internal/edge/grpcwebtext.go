@@ -40,6 +40,7 @@ func WithGRPCWebText(h http.Handler) http.Handler {
 			binary.Header.Set("Accept", grpcWebBinaryType)
 		}
 		binary.Body = &textBody{src: r.Body}
+		checkFrames(binary) // as serveProcedures checks the binary mode's
 		binary.ContentLength = -1
 		tw := &textWriter{w: w}
 		if f, ok := w.(http.Flusher); ok {

@@ -2,13 +2,17 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -394,6 +398,80 @@ func TestALateRequestBodyIsToldSoWithoutTheServersAddress(t *testing.T) {
 	}
 	if code != "4" || msg != want {
 		t.Errorf("HTTP/2, a stream's message stalled: grpc-status %s %q; want 4 (DeadlineExceeded) %q", code, msg, want)
+	}
+}
+
+// A gRPC or gRPC-web body that breaks the framing is the client's fault: it is refused
+// InvalidArgument, in the binary and the text mode, while connect's own answers to the wrong
+// number of messages (Unimplemented) stay. Found by review: connect answered a length prefix
+// past the body's end, a truncated prefix, an unknown flag (0x40) and a message flagged
+// compressed in a call naming no compression Internal, which the edges count as
+// handoff_edge_requests_total{code="internal"}: HandoffEdgeFailing paged the on-call, saying a
+// service behind the edge was down.
+func TestMalformedFramesAreRefusedAsTheClientsFault(t *testing.T) {
+	mux := http.NewServeMux()
+	Mount(mux, []string{"handoff.test.v1.Nothing"}, connect.WithReadMaxBytes(1024))
+	h := serveProcedures(WithGRPCWebText(mux))
+	msg, err := proto.Marshal(&healthpb.HealthCheckRequest{Service: "handoff.test.v1.Nothing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	_, _ = zw.Write(msg)
+	_ = zw.Close()
+	for _, c := range []struct {
+		name     string
+		body     []byte
+		encoding string // grpc-encoding
+		want     string // grpc-status
+	}{
+		{"a length prefix past the body's end", append(envelope(0, msg)[:5], msg[:1]...), "", "3"},
+		{"a truncated prefix", []byte{0, 0, 0}, "", "3"},
+		{"a message after a truncated one", append(envelope(0, msg), 0, 0), "", "3"},
+		{"an unknown flag", envelope(0x40, msg), "", "3"},
+		{"an unknown flag on an empty message", envelope(0x40, nil), "", "3"},
+		{"compressed, no grpc-encoding", envelope(1, zipped.Bytes()), "", "3"},
+		{"compressed, grpc-encoding identity", envelope(1, zipped.Bytes()), "identity", "3"},
+		{"compressed, grpc-encoding gzip", envelope(1, zipped.Bytes()), "gzip", "0"},
+		{"two messages", append(envelope(0, msg), envelope(0, msg)...), "", "12"},
+		{"no message", nil, "", "12"},
+		{"trailers only", envelope(0x80, []byte("grpc-status: 0")), "", "12"},
+		{"one message", envelope(0, msg), "", "0"},
+	} {
+		for _, text := range []bool{false, true} {
+			body, ct := c.body, "application/grpc-web+proto"
+			if text {
+				body, ct = []byte(base64.StdEncoding.EncodeToString(c.body)), "application/grpc-web-text"
+			}
+			req := httptest.NewRequest(http.MethodPost, "/grpc.health.v1.Health/Check", bytes.NewReader(body))
+			req.Header.Set("Content-Type", ct)
+			if c.encoding != "" {
+				req.Header.Set("Grpc-Encoding", c.encoding)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			answer := rec.Body.Bytes()
+			if text {
+				answer, _ = decodeText(answer)
+			}
+			code, m := webStatus(rec.Header(), answer)
+			if c.encoding == "gzip" && code == "" && len(answer) > 0 && answer[0] == 1 {
+				code = "0" // a compressed reply, its trailers compressed too
+			}
+			if code != c.want {
+				t.Errorf("%s (%s): grpc-status %s %q; want %s", c.name, ct, code, m, c.want)
+			}
+		}
+	}
+
+	// A gRPC client sends no trailers: their flag is as unknown as 0x40.
+	req := httptest.NewRequest(http.MethodPost, "/grpc.health.v1.Health/Check", bytes.NewReader(envelope(0x80, nil)))
+	req.Header.Set("Content-Type", "application/grpc")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if tr := rec.Result().Trailer; tr.Get("Grpc-Status") != "3" {
+		t.Errorf("a trailer frame from a gRPC client: grpc-status %s %q; want 3", tr.Get("Grpc-Status"), tr.Get("Grpc-Message"))
 	}
 }
 
