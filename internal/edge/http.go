@@ -25,12 +25,15 @@ const CompressMinBytes = 4096
 // mux, describing those services and no others (servedFiles), and returns the health status to flip on shutdown. They are open to anyone (probes and
 // grpcurl carry no token), so besides opts (a size limit, above all: a small compressed
 // reflection request can otherwise inflate to gigabytes) each address may make openPerAddress
-// calls (or stream messages) a second to them, and hold openStreamsPerAddress streams open.
+// calls (or stream messages) a second to them, and hold openStreamsPerAddress streams open. A
+// unary call (Check) is charged as soon as its headers are in, as streams are when they open,
+// before its body is read.
 func Mount(mux *http.ServeMux, services []string, opts ...connect.HandlerOption) *Health {
-	opts = append(slices.Clip(opts), WithCodec(), connect.WithInterceptors(LimitPerAddress(NewAddressLimiter(openPerAddress, openPerAddressBurst), openStreamsPerAddress)))
+	limit := limitPerAddress(NewAddressLimiter(openPerAddress, openPerAddressBurst), openStreamsPerAddress)
+	opts = append(slices.Clip(opts), WithCodec(), connect.WithInterceptors(limit))
 	h := newHealth(services)
 	const healthService = "/grpc.health.v1.Health/"
-	mux.Handle(healthService+"Check", connect.NewUnaryHandler(healthService+"Check", h.check, opts...))
+	mux.Handle(admitBeforeBody(healthService+"Check", connect.NewUnaryHandler(healthService+"Check", h.check, opts...), limit.admitBeforeBody, nil, opts...))
 	mux.Handle(healthService+"Watch", connect.NewServerStreamHandler(healthService+"Watch", h.watch, opts...))
 	served := append([]string{healthpb.Health_ServiceDesc.ServiceName}, services...)
 	files, err := servedFiles(served)

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,6 +113,92 @@ func TestHealthAndReflectionAreLimitedPerAddress(t *testing.T) {
 	}
 	if limited == 0 {
 		t.Fatalf("%d health checks at once from one address were never limited", 3*openPerAddressBurst)
+	}
+}
+
+// Health's Check is charged to its address as soon as its headers are in, as the services'
+// procedures are (AdmitBeforeBody): calls from one address trickling their bodies hold no more
+// handlers at once than the address may make calls. Found by review: Check was charged only
+// once its body was in, so 400 such calls from one address held 400 handlers, each for up to
+// bodyTimeout, however many there were.
+func TestTrickledHealthChecksFromOneAddressAreChargedBeforeTheirBodies(t *testing.T) {
+	was := bodyTimeout
+	t.Cleanup(func() { bodyTimeout = was }) // after the server has stopped
+	bodyTimeout = 4 * time.Second
+	mux := http.NewServeMux()
+	Mount(mux, []string{"handoff.test.v1.Nothing"})
+
+	// Charged once: a burst's worth of calls, made at once, all go through.
+	msg, err := proto.Marshal(&healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range openPerAddressBurst {
+		req := httptest.NewRequest(http.MethodPost, "/grpc.health.v1.Health/Check", bytes.NewReader(envelope(0, msg)))
+		req.RemoteAddr = "192.0.2.7:4000"
+		req.Header.Set("Content-Type", "application/grpc-web+proto")
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if code, m := webStatus(rec.Header(), rec.Body.Bytes()); code != "0" {
+			t.Fatalf("call %d of a burst of %d: grpc-status %s %q; want each charged once", i+1, openPerAddressBurst, code, m)
+		}
+	}
+
+	var inFlight atomic.Int64
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Add(1)
+		defer inFlight.Add(-1)
+		mux.ServeHTTP(w, r)
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		_ = ServeHTTP(ctx, lis, counted, time.Second, slog.New(slog.DiscardHandler), nil)
+	}()
+	t.Cleanup(func() { cancel(); <-exited })
+
+	const n = 400
+	var senders []*io.PipeWriter
+	defer func() { // the calls end, their bodies cut short
+		for _, s := range senders {
+			_ = s.Close()
+		}
+	}()
+	start := time.Now()
+	for range 2 { // two connections, 200 streams each (HTTP/2 allows 250)
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		client := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+		for range n / 2 {
+			body, send := io.Pipe()
+			senders = append(senders, send)
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+lis.Addr().String()+"/grpc.health.v1.Health/Check", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			go func() { _, _ = send.Write([]byte{0, 0, 0, 0, 10}) }() // a message begun, then nothing
+			go func() {
+				if res, err := client.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, res.Body)
+					_ = res.Body.Close()
+				}
+			}()
+		}
+	}
+	time.Sleep(2 * time.Second)
+	held, elapsed := inFlight.Load(), time.Since(start)
+	// What the address may have made by now: its burst, and what refilled meanwhile.
+	allowed := openPerAddressBurst + int64(openPerAddress*elapsed.Seconds()) + 1
+	if held > allowed {
+		t.Errorf("%d Health/Check calls from one address trickling their bodies: %d handlers held at once after %v; want at most %d (burst %d, %d a second)",
+			n, held, elapsed.Round(time.Millisecond), allowed, openPerAddressBurst, openPerAddress)
 	}
 }
 

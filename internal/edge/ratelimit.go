@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -198,6 +199,10 @@ func peerIP(peerAddr string) (string, netip.Addr, bool) {
 // reflection stream can carry any number of requests), and each address may hold at most
 // maxStreams open at once.
 func LimitPerAddress(l *AddressLimiter, maxStreams int) connect.Interceptor {
+	return limitPerAddress(l, maxStreams)
+}
+
+func limitPerAddress(l *AddressLimiter, maxStreams int) perAddress {
 	return perAddress{l: l, streams: NewStreamLimit(maxStreams, "from this address"),
 		siteStreams: NewStreamLimit(maxStreams*siteFactor, "from this network")}
 }
@@ -217,10 +222,26 @@ func (p perAddress) admit(peer connect.Peer) error {
 	return nil
 }
 
+// chargedKey marks the context of a call charged before its body (admitBeforeBody) to the
+// AddressLimiter it holds.
+type chargedKey struct{}
+
+// admitBeforeBody charges a unary call to its address as soon as its headers are in (as an
+// Admit for AdmitBeforeBody): charged only in WrapUnary, after the body, calls trickling their
+// bodies from one address would each hold a handler up to bodyTimeout, as many as it liked.
+func (p perAddress) admitBeforeBody(ctx context.Context, _ string, _ http.Header, peerAddr string) (context.Context, error) {
+	if err := p.admit(connect.Peer{Addr: peerAddr}); err != nil {
+		return ctx, err
+	}
+	return context.WithValue(ctx, chargedKey{}, p.l), nil
+}
+
 func (p perAddress) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if err := p.admit(req.Peer()); err != nil {
-			return nil, err
+		if ctx.Value(chargedKey{}) != p.l { // not charged before its body
+			if err := p.admit(req.Peer()); err != nil {
+				return nil, err
+			}
 		}
 		return next(ctx, req)
 	}
