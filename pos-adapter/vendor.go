@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -125,7 +126,17 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxVendorBody))
 	if err != nil {
-		writeVendor(w, http.StatusRequestEntityTooLarge, VendorResult{Error: fmt.Sprintf("body over %d bytes", maxVendorBody)})
+		// Too large only when it is: a body cut off by the edge's time limit (os.ErrDeadlineExceeded)
+		// or by its connection is told so, for the vendor to send it again.
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			writeVendor(w, http.StatusRequestEntityTooLarge, VendorResult{Error: fmt.Sprintf("body over %d bytes", maxVendorBody)})
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			writeVendor(w, http.StatusRequestTimeout, VendorResult{Error: "body not received in time; send it again"})
+		default:
+			writeVendor(w, http.StatusBadRequest, VendorResult{Error: "body did not arrive whole; send it again"})
+		}
 		return
 	}
 	// What can be checked without the secret is, before it is read.

@@ -1,10 +1,17 @@
 package posadapter_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 )
 
 // A vendor event whose occurred_at is not RFC 3339 is refused naming the field, not with
@@ -88,5 +95,49 @@ func TestVendorInventoryRefusalNamesTheVendorsField(t *testing.T) {
 	// Refused as stock stands now, so answered for a retry (TestVendorSaleArrivingBeforeItsEarlierCountOfANewSKUIsAppliedOnRetry).
 	if code != http.StatusServiceUnavailable || !strings.HasPrefix(out.Error, "quantity: a sale of 2 ") || strings.Contains(out.Error, "delta") {
 		t.Fatalf("HTTP %d %q; want 503 naming quantity (the vendor's field), not inventory's delta", code, out.Error)
+	}
+}
+
+// cutBody gives the start of an event, then fails with err, as a body does whose read deadline
+// passed (the edge's time limit) or whose connection dropped.
+type cutBody struct {
+	sent bool
+	err  error
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, `{"event_id":"e-1"`), nil
+	}
+	return 0, b.err
+}
+
+// A vendor body that did not arrive is told so: 408 when it was cut off by the time limit, 400
+// when its connection dropped, for the vendor to send it again; only a body over the limit is
+// 413. Found by review: every failed read was answered 413 "body over 65536 bytes", a 17-byte
+// body that stalled included.
+func TestAVendorBodyThatDidNotArriveIsToldSoNotThatItIsTooLarge(t *testing.T) {
+	e := newEnv(t)
+	e.mu.Lock()
+	h := e.adapter.Handler()
+	e.mu.Unlock()
+	for _, c := range []struct {
+		name string
+		body io.Reader
+		want int
+	}{
+		{"stalled past the time limit", &cutBody{err: os.ErrDeadlineExceeded}, http.StatusRequestTimeout},
+		{"cut off", &cutBody{err: io.ErrUnexpectedEOF}, http.StatusBadRequest},
+		{"over 64 KiB", bytes.NewReader(make([]byte, 64<<10+1)), http.StatusRequestEntityTooLarge},
+	} {
+		req := httptest.NewRequest(http.MethodPost, posadapter.VendorWebhookPath+"ven-cut", io.NopCloser(c.body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var out posadapter.VendorResult
+		_ = json.Unmarshal(rec.Body.Bytes(), &out)
+		if rec.Code != c.want || c.want != http.StatusRequestEntityTooLarge && strings.Contains(out.Error, "body over") {
+			t.Errorf("a body %s: HTTP %d %q; want %d", c.name, rec.Code, out.Error, c.want)
+		}
 	}
 }
