@@ -203,8 +203,9 @@ func TestBrowserPreflightMayReadGRPCStatus(t *testing.T) {
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodOptions, "http://"+ready.GatewayAddr+catalogv1connect.CatalogServiceListProductsProcedure, nil)
 	req.Header.Set("Origin", "http://shop.example")
 	req.Header.Set("Access-Control-Request-Method", "POST")
-	// Browsers send the names lower-case and sorted (Fetch standard).
-	req.Header.Set("Access-Control-Request-Headers", "authorization,content-type,x-grpc-web,x-user-agent")
+	// Browsers send the names lower-case and sorted (Fetch standard); an app traced with
+	// OpenTelemetry's web SDK sends its trace context too, which the edge links to.
+	req.Header.Set("Access-Control-Request-Headers", "authorization,content-type,traceparent,tracestate,x-grpc-web,x-user-agent")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -114,7 +114,9 @@ func WithCORS(h http.Handler, origins []string) http.Handler {
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		AllowedHeaders: append(connectcors.AllowedHeaders(), "authorization"),
+		// The trace context (W3C) of an app traced in the browser, which the edge links its
+		// span to (tracing.EdgeInterceptor); refused, its preflight fails and so does every call.
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "authorization", "traceparent", "tracestate"),
 		ExposedHeaders: connectcors.ExposedHeaders(),
 		MaxAge:         7200,
 	}).Handler(h)
