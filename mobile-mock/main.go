@@ -343,21 +343,11 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	// Output files are checked before the set-up (minutes with -spawn): a path that cannot be
 	// written is a bad flag value, found now rather than after the whole run.
-	for _, o := range []struct{ flag, path string }{{"-out", *out}, {"-histogram", *histogram}} {
+	for _, o := range []struct{ flag, path string }{{"-out", *out}, {"-histogram", *histogram}, {"-cpuprofile", *cpuProfile}} {
 		if err := checkWritable(o.path); err != nil {
 			fmt.Fprintf(stderr, "mobile-mock load: %s: %v\n", o.flag, err)
 			return 2
 		}
-	}
-	var profile *os.File
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "mobile-mock load: -cpuprofile: %v\n", err)
-			return 2
-		}
-		defer f.Close()
-		profile = f
 	}
 	// A load run is many shoppers on one machine: the gateway's per-caller and per-address
 	// limits, meant for one person with an app, are lifted in the system started here. Against
@@ -376,7 +366,15 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if !*quiet {
 		cfg.Progress, endProgress = progressPrinter(stderr)
 	}
-	if profile != nil {
+	// The profile is created only now that the run can start: one that cannot (no system
+	// found) leaves an existing profile as it was, and no empty one behind.
+	if *cpuProfile != "" {
+		profile, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "mobile-mock load: -cpuprofile: %v\n", err)
+			return 1
+		}
+		defer profile.Close()
 		if err := pprof.StartCPUProfile(profile); err != nil {
 			fmt.Fprintf(stderr, "mobile-mock load: %v\n", err)
 			return 1

@@ -39,6 +39,31 @@ func TestUnwritableOutputsAreBadFlags(t *testing.T) {
 	}
 }
 
+// A load that cannot start (no system to find) leaves -cpuprofile's file as it was: the
+// profile was created before the set-up, so such a run truncated an existing profile to 0 bytes
+// and left an empty new one behind, though -out and -histogram were only checked.
+func TestALoadThatCannotStartLeavesTheCPUProfileAlone(t *testing.T) {
+	noSystem := []string{"-data-dir", t.TempDir()} // no key: the run fails at its set-up
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.pprof")
+	if err := os.WriteFile(old, []byte("yesterday's profile"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh := filepath.Join(dir, "new.pprof")
+	for _, p := range []string{old, fresh} {
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), append([]string{"load", "-cpuprofile", p}, noSystem...), noEnv, &stdout, &stderr); code != 1 {
+			t.Fatalf("exit %d, want 1 (no system): %s", code, stderr.String())
+		}
+	}
+	if b, _ := os.ReadFile(old); string(b) != "yesterday's profile" {
+		t.Errorf("a load that never started clobbered the existing -cpuprofile file: now %q", b)
+	}
+	if _, err := os.Stat(fresh); err == nil {
+		t.Errorf("a load that never started left an empty -cpuprofile file %s behind", fresh)
+	}
+}
+
 // A write that fails at the end (its folder gone during the run) does not cost the other
 // outputs or the verdict: the histogram was left unwritten and the exit decided by the first
 // failure.
