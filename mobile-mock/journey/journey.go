@@ -312,26 +312,53 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	updates := make(chan *fulfilmentv1.WatchOrderResponse)
-	watchErr := make(chan error, 1)
+	watchErr := make(chan error)
+	// A watch that breaks is opened again, as an app does, until the journey ends (its Wait,
+	// at most): the services end their streams on purpose when draining (Unavailable, to be
+	// called again), and a proxy or the network may cut one; the stream opens with the order
+	// as it is now. Each break is told to the journey, which says so.
 	go func() {
-		stream, err := j.app.Orders.WatchOrder(watchCtx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
-		if err != nil {
-			watchErr <- err
-			return
-		}
-		defer stream.Close()
-		for stream.Receive() {
+		pause := minWatchPause
+		for {
+			stream, err := j.app.Orders.WatchOrder(watchCtx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
+			if err == nil {
+				for stream.Receive() {
+					select {
+					case updates <- stream.Msg():
+						pause = minWatchPause
+					case <-watchCtx.Done():
+						_ = stream.Close()
+						return
+					}
+				}
+				if err = stream.Err(); err == nil {
+					err = errors.New("the stream ended")
+				}
+				_ = stream.Close()
+			}
 			select {
-			case updates <- stream.Msg():
+			case watchErr <- err:
 			case <-watchCtx.Done():
 				return
 			}
+			if !reopenWatch(err) {
+				return
+			}
+			select {
+			case <-time.After(pause):
+			case <-watchCtx.Done():
+				return
+			}
+			pause = min(2*pause, maxWatchPause)
 		}
-		watchErr <- stream.Err()
 	}()
 
 	code := order.GetPickupCode()
 	handedOver := false
+	// collected is the order as HandOver answered it COLLECTED: final, whatever the watch
+	// says or fails to say after.
+	var collected *fulfilmentv1.Order
+	var watchFailure error             // the watch's last break, told if the order does not end in time
 	var handOverAfter <-chan time.Time // set once the shopper has checked in
 	handOver := func(why string) error {
 		if handedOver {
@@ -344,6 +371,9 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 			return fmt.Errorf("hand over order %s: %w", order.GetId(), err)
 		}
 		j.p.say("store", "HandOver → %s", stateName(o.GetState()))
+		if o.GetState() == fulfilmentv1.OrderState_ORDER_STATE_COLLECTED {
+			collected = o
+		}
 		return nil
 	}
 	deadline := time.After(j.cfg.Wait)
@@ -355,14 +385,24 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 		case <-ctx.Done():
 			return order, ctx.Err()
 		case <-deadline:
-			return order, fmt.Errorf("order %s still %s after %s%s", order.GetId(), stateName(order.GetState()), j.cfg.Wait, j.feed.why())
+			why := j.feed.why()
+			if watchFailure != nil {
+				why += fmt.Sprintf(" (the shopper's watch last broke: %v)", watchFailure)
+			}
+			return order, fmt.Errorf("order %s still %s after %s%s", order.GetId(), stateName(order.GetState()), j.cfg.Wait, why)
 		case err := <-followErr:
 			return order, fmt.Errorf("terminal: %w", err)
 		case err := <-watchErr:
-			if err == nil {
-				err = errors.New("the stream ended")
+			if collected != nil {
+				j.p.say("done", "order %s COLLECTED at %s as HandOver answered (the shopper's watch broke before telling it: %v), %s after the journey began",
+					order.GetId(), collected.GetStoreName(), err, time.Since(j.p.start).Round(time.Millisecond))
+				return collected, nil
 			}
-			return order, fmt.Errorf("watch order %s: %w before a final state (last: %s)", order.GetId(), err, stateName(order.GetState()))
+			if !reopenWatch(err) {
+				return order, fmt.Errorf("watch order %s: %w before a final state (last: %s)", order.GetId(), err, stateName(order.GetState()))
+			}
+			watchFailure = err
+			j.p.say("watch", "the stream broke (%v) with the order %s; opening it again", err, stateName(order.GetState()))
 		case <-handOverAfter:
 			handOverAfter = nil
 			if err := handOver("no check-in ticket within 5s"); err != nil {
@@ -406,6 +446,9 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 				return order, fmt.Errorf("acknowledge ticket %s: %w", t.GetTicketId(), err)
 			}
 		case u := <-updates:
+			if u.GetOrder().GetVersion() < order.GetVersion() {
+				continue // older than what is known (a watch opened again may be behind it)
+			}
 			order = u.GetOrder()
 			if tr := u.GetTransition(); tr != nil {
 				j.p.say("watch", "%s → %s  at %s by %s%s", stateName(tr.GetFromState()), stateName(tr.GetToState()),
@@ -444,6 +487,22 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 			}
 		}
 	}
+}
+
+// minWatchPause and maxWatchPause bound the wait before a broken watch is opened again,
+// doubling while it keeps breaking without a message.
+const minWatchPause, maxWatchPause = 200 * time.Millisecond, 3 * time.Second
+
+// reopenWatch reports whether a watch that failed with err is worth opening again: not when
+// it was refused for what calling again cannot change (the order unknown, the shopper not
+// allowed, a bad request).
+func reopenWatch(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodePermissionDenied,
+		connect.CodeUnauthenticated, connect.CodeUnimplemented:
+		return false
+	}
+	return true
 }
 
 func (j *journey) storeTime(t time.Time) string {
