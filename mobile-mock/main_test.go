@@ -731,7 +731,8 @@ func TestLoadLooksUpAnOrderAnsweredPendingWhoseFateItNeverLearnt(t *testing.T) {
 	const sku = "LATTE-16"
 	before := available(t, ready, flags, sku)
 	cfg := loadConfig(t, ready, flags, pendingCheckouts{newTransport()})
-	cfg.Shoppers, cfg.Orders, cfg.HotSKU, cfg.Basket = 1, 1, sku, true
+	// The shopper opens its failing watch again until the order's time is up: 4 s, not 30.
+	cfg.Shoppers, cfg.Orders, cfg.HotSKU, cfg.Basket, cfg.OrderTimeout = 1, 1, sku, true, 4*time.Second
 	res, err := load.Run(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("load: %v", err)

@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/mobile-mock/load"
 )
 
 // The shopper's WatchOrder stream may break mid-order: a gateway or fulfilment copy draining
@@ -65,5 +69,71 @@ func TestTheDemoOpensItsOrderWatchAgainWhenItBreaks(t *testing.T) {
 				t.Errorf("the order went on to READY and COLLECTED with %d WatchOrder stream(s): the broken one was not opened again", watches.Load())
 			}
 		})
+	}
+}
+
+// breakingWatches is a way to the system on which every WatchOrder stream open breaks as an
+// AcceptOrder goes out (as a gateway or fulfilment copy draining ends it, so that the client
+// calls again); the bodies it closes are counted.
+type breakingWatches struct {
+	http.RoundTripper
+	mu     sync.Mutex
+	open   map[io.ReadCloser]bool
+	broken int
+}
+
+func (b *breakingWatches) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/AcceptOrder") {
+		b.mu.Lock()
+		for body := range b.open {
+			body.Close()
+			b.broken++
+		}
+		clear(b.open)
+		b.mu.Unlock()
+	}
+	res, err := b.RoundTripper.RoundTrip(req)
+	if err == nil && strings.HasSuffix(req.URL.Path, "/WatchOrder") {
+		b.mu.Lock()
+		b.open[res.Body] = true
+		b.mu.Unlock()
+	}
+	return res, err
+}
+
+// The load's shoppers open a WatchOrder that breaks again, and go on to collect the order.
+// They counted the break as an error and gave the order up: it was left READY on the system,
+// never handed over, its stock held until its pickup window ended.
+func TestLoadShoppersOpenABrokenOrderWatchAgain(t *testing.T) {
+	ready, flags := startHandoff(t)
+	watches := &breakingWatches{RoundTripper: newTransport(), open: map[io.ReadCloser]bool{}}
+	cfg := loadConfig(t, ready, flags, watches)
+	cfg.Shoppers, cfg.Orders, cfg.MaxInFlight, cfg.Basket, cfg.OrderTimeout = 1, 2, 1, true, 8*time.Second
+	res, err := load.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("summary:\n%s", summaryOf(res))
+	watches.mu.Lock()
+	broken := watches.broken
+	watches.mu.Unlock()
+	if res.Confirmed == 0 || broken == 0 {
+		t.Fatalf("%d orders confirmed, %d watches broken; the scenario did not happen", res.Confirmed, broken)
+	}
+	if res.Collected != res.Confirmed {
+		t.Fatalf("%d orders confirmed and taken in hand by the terminals, %d collected, errors %v: a watch that broke was not opened again and its order was given up",
+			res.Confirmed, res.Collected, res.Errors)
+	}
+	// Each break is told in the summary, apart from the failures that end an order.
+	var reopened uint64
+	for k, n := range res.Errors {
+		if !strings.HasPrefix(k, "WatchOrder (opened again) ") {
+			t.Errorf("errors %v: %q is not a watch opened again", res.Errors, k)
+		}
+		reopened += n
+	}
+	// (A body closed here may be of a stream already read to its end: broken counts at most.)
+	if reopened == 0 || reopened > uint64(broken) {
+		t.Errorf("%d watches cut, %d counted as opened again (errors %v); want 1 to %d", broken, reopened, res.Errors, broken)
 	}
 }

@@ -341,7 +341,7 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 			case <-watchCtx.Done():
 				return
 			}
-			if !reopenWatch(err) {
+			if !shopper.WatchAgain(err) {
 				return
 			}
 			select {
@@ -398,7 +398,7 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 					order.GetId(), collected.GetStoreName(), err, time.Since(j.p.start).Round(time.Millisecond))
 				return collected, nil
 			}
-			if !reopenWatch(err) {
+			if !shopper.WatchAgain(err) {
 				return order, fmt.Errorf("watch order %s: %w before a final state (last: %s)", order.GetId(), err, stateName(order.GetState()))
 			}
 			watchFailure = err
@@ -492,18 +492,6 @@ func (j *journey) follow(ctx context.Context, order *fulfilmentv1.Order, tickets
 // minWatchPause and maxWatchPause bound the wait before a broken watch is opened again,
 // doubling while it keeps breaking without a message.
 const minWatchPause, maxWatchPause = 200 * time.Millisecond, 3 * time.Second
-
-// reopenWatch reports whether a watch that failed with err is worth opening again: not when
-// it was refused for what calling again cannot change (the order unknown, the shopper not
-// allowed, a bad request).
-func reopenWatch(err error) bool {
-	switch connect.CodeOf(err) {
-	case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodePermissionDenied,
-		connect.CodeUnauthenticated, connect.CodeUnimplemented:
-		return false
-	}
-	return true
-}
 
 func (j *journey) storeTime(t time.Time) string {
 	return storeClock(t, j.store.GetTimeZone(), time.Local)

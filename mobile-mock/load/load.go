@@ -697,76 +697,107 @@ func (r *run) order(ctx context.Context, who string, rng *rand.Rand, confirmed c
 	}()
 
 	// The shopper watches the order and, once it is READY, shows the pickup code at the counter.
-	stream, err := r.app.Orders.WatchOrder(ctx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
-	if err != nil {
-		r.orderFail(ctx, "WatchOrder", err)
-		return
-	}
-	defer func() {
-		if final {
-			// The service ends the stream right after a final state. Reading it to its end
-			// lets the HTTP/1.1 connection carry the next call; closing it early would
-			// drop the connection and cost a new one for every order.
-			for stream.Receive() {
-			}
-		}
-		_ = stream.Close()
-	}()
 	state := order.GetState()
 	handedOver := false
-	for stream.Receive() {
-		o := stream.Msg().GetOrder()
-		if o.GetVersion() < order.GetVersion() {
-			continue
-		}
-		order, state = o, o.GetState()
-		count(order)
-		switch state {
-		case fulfilmentv1.OrderState_ORDER_STATE_READY:
-			if handedOver {
+	// watch reads one WatchOrder stream: done when the order's part here is over (a final
+	// state, or a hand-over that failed), else the stream's end.
+	watch := func(stream *connect.ServerStreamForClient[fulfilmentv1.WatchOrderResponse]) (done bool, err error) {
+		defer func() {
+			if final {
+				// The service ends the stream right after a final state. Reading it to its
+				// end lets the HTTP/1.1 connection carry the next call; closing it early
+				// would drop the connection and cost a new one for every order.
+				for stream.Receive() {
+				}
+			}
+			_ = stream.Close()
+		}()
+		for stream.Receive() {
+			o := stream.Msg().GetOrder()
+			if o.GetVersion() < order.GetVersion() {
 				continue
 			}
-			handedOver = true
-			if err := r.fleet.handOver(ctx, order.GetStoreId(), order.GetId(), order.GetPickupCode()); err != nil {
-				r.orderFail(ctx, "HandOver", err)
+			order, state = o, o.GetState()
+			count(order)
+			switch state {
+			case fulfilmentv1.OrderState_ORDER_STATE_READY:
+				if handedOver {
+					continue
+				}
+				handedOver = true
+				if err := r.fleet.handOver(ctx, order.GetStoreId(), order.GetId(), order.GetPickupCode()); err != nil {
+					r.orderFail(ctx, "HandOver", err)
+					return true, nil
+				}
+			case fulfilmentv1.OrderState_ORDER_STATE_COLLECTED:
+				final = true
+				now := time.Now()
+				r.lifecycle.Record(now.Sub(began))
+				r.collected.Add(1)
+				if r.inWindow(now) {
+					r.collectedInWindow.Add(1)
+					latest(&r.lastCollected, now)
+				}
+				return true, nil
+			case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
+				final = true
+				r.reject(order)
+				return true, nil
+			case fulfilmentv1.OrderState_ORDER_STATE_CANCELLED, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED:
+				final = true
+				r.failState(order)
+				return true, nil
+			}
+		}
+		return false, stream.Err()
+	}
+	// A watch that breaks is opened again while the order has time, as an app does: the
+	// services end their streams on purpose when draining (Unavailable, to be called again), a
+	// proxy may cut one, and a stream opens with the order as it is now. Each break is counted,
+	// apart from the failures that end an order ("WatchOrder (opened again)"), so that the
+	// summary shows streams breaking though every order was collected.
+	pause := minWatchPause
+	for {
+		stream, err := r.app.Orders.WatchOrder(ctx, connect.NewRequest(&fulfilmentv1.WatchOrderRequest{OrderId: order.GetId()}))
+		if err == nil {
+			seen := order.GetVersion()
+			var done bool
+			if done, err = watch(stream); done {
 				return
 			}
-		case fulfilmentv1.OrderState_ORDER_STATE_COLLECTED:
-			final = true
-			now := time.Now()
-			r.lifecycle.Record(now.Sub(began))
-			r.collected.Add(1)
-			if r.inWindow(now) {
-				r.collectedInWindow.Add(1)
-				latest(&r.lastCollected, now)
+			if order.GetVersion() > seen {
+				pause = minWatchPause // the stream served: a break now is a new one
 			}
-			return
-		case fulfilmentv1.OrderState_ORDER_STATE_REJECTED:
-			final = true
-			r.reject(order)
-			return
-		case fulfilmentv1.OrderState_ORDER_STATE_CANCELLED, fulfilmentv1.OrderState_ORDER_STATE_EXPIRED:
-			final = true
-			r.failState(order)
+		}
+		if r.cutOff(ctx) {
 			return
 		}
+		if ctx.Err() != nil {
+			r.mu.Lock()
+			r.errors["order timed out "+strings.TrimPrefix(state.String(), "ORDER_STATE_")]++
+			r.mu.Unlock()
+			r.failed.Add(1)
+			return
+		}
+		if err == nil {
+			err = connect.NewError(connect.CodeUnknown, fmt.Errorf("stream ended with the order %s", state))
+		}
+		if !shopper.WatchAgain(err) {
+			r.orderFail(ctx, "WatchOrder", err)
+			return
+		}
+		r.fail("WatchOrder (opened again)", err)
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done(): // the next WatchOrder fails at once, and the order is counted timed out
+		}
+		pause = min(2*pause, maxWatchPause)
 	}
-	err = stream.Err()
-	if r.cutOff(ctx) {
-		return
-	}
-	if ctx.Err() != nil {
-		r.mu.Lock()
-		r.errors["order timed out "+strings.TrimPrefix(state.String(), "ORDER_STATE_")]++
-		r.mu.Unlock()
-		r.failed.Add(1)
-		return
-	}
-	if err == nil {
-		err = connect.NewError(connect.CodeUnknown, fmt.Errorf("stream ended with the order %s", state))
-	}
-	r.orderFail(ctx, "WatchOrder", err)
 }
+
+// minWatchPause and maxWatchPause bound a shopper's wait before it opens a broken watch again,
+// doubling while it keeps breaking without news of the order.
+const minWatchPause, maxWatchPause = 100 * time.Millisecond, 2 * time.Second
 
 // fillCart makes the order's cart, whole or change by change as configured, and returns it as
 // last answered; false when a call failed (counted).

@@ -139,6 +139,19 @@ func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.
 	return next
 }
 
+// WatchAgain reports whether a server stream (WatchOrder) that failed with err is worth
+// opening again, as an app does: a service draining ends its streams with Unavailable to be
+// called again, and a proxy or the network may cut one. Not when it was refused for what
+// calling again cannot change: a bad request, the order unknown, the shopper not allowed.
+func WatchAgain(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodePermissionDenied,
+		connect.CodeUnauthenticated, connect.CodeUnimplemented:
+		return false
+	}
+	return true
+}
+
 // Money formats an amount for people, in its currency's own minor unit: "$4.50", "12.00 EUR",
 // "1.500 KWD".
 func Money(m *commonv1.Money) string {
