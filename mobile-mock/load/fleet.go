@@ -138,7 +138,10 @@ func (f *fleet) handOver(ctx context.Context, storeID, orderID, code string) err
 }
 
 // handle takes a ticket off the feed. Only the run's new orders are acted on, each once, off
-// the feed's goroutine so one slow call does not hold up the store's other tickets.
+// the feed's goroutine so one slow call does not hold up the store's other tickets. A call
+// that fails is tried again (act); one that still fails leaves the ticket to be acted on when
+// the feed sends it again (it is not acknowledged, so a reopened feed does), as a till shows
+// such a ticket again.
 func (f *fleet) handle(term *terminal.Terminal, t *posv1.Ticket) {
 	if t.GetKind() != posv1.TicketKind_TICKET_KIND_NEW_ORDER || !f.r.ours(t.GetOrder()) {
 		return
@@ -153,18 +156,57 @@ func (f *fleet) handle(term *terminal.Terminal, t *posv1.Ticket) {
 	f.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(f.ctx, f.r.cfg.OrderTimeout)
 		defer cancel()
-		if _, err := term.Accept(ctx, t.GetOrderId()); err != nil {
-			f.r.fail("AcceptOrder", err)
-			return
-		}
-		if _, err := term.MarkReady(ctx, t.GetOrderId()); err != nil {
-			f.r.fail("MarkReady", err)
+		accepted := f.act(ctx, "AcceptOrder", func() error {
+			_, err := term.Accept(ctx, t.GetOrderId())
+			return err
+		})
+		if !accepted || !f.act(ctx, "MarkReady", func() error {
+			_, err := term.MarkReady(ctx, t.GetOrderId())
+			return err
+		}) {
+			f.r.ticketFailed(t.GetOrder())
 			return
 		}
 		if err := term.Ack(ctx, t.GetTicketId()); err != nil {
 			f.r.fail("AckTicket", err)
 		}
 	})
+}
+
+// act makes one call of a ticket's action, trying it again after a failure that calling again
+// may mend (an edge draining, a dropped connection) at most actAttempts times while ctx lives;
+// each failure is counted. A call whose answer was lost but which took effect is answered as
+// done when made again by the same terminal (fulfilment's repeated action).
+func (f *fleet) act(ctx context.Context, rpc string, call func() error) bool {
+	pause := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := call()
+		if err == nil {
+			return true
+		}
+		f.r.fail(rpc, err)
+		if attempt == actAttempts || !retryAction(connect.CodeOf(err)) {
+			return false
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return false
+		}
+		pause *= 2
+	}
+}
+
+// actAttempts bounds the calls act makes for one step of a ticket's action.
+const actAttempts = 4
+
+// retryAction reports whether a terminal's call failing with code is worth making again.
+func retryAction(code connect.Code) bool {
+	switch code {
+	case connect.CodeUnavailable, connect.CodeAborted, connect.CodeInternal, connect.CodeUnknown, connect.CodeResourceExhausted:
+		return true
+	}
+	return false
 }
 
 // stop disconnects every terminal, waits for their work to end and revokes them: their

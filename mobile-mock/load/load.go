@@ -190,7 +190,7 @@ type tracked struct {
 	receivedAt  time.Time // when the shopper learnt it
 	ticketAt    time.Time
 	raisedAt    time.Time // the ticket's create_time: when the pos-adapter raised it
-	acted       bool      // the terminal has taken it in hand
+	acted       bool      // the terminal is taking it in hand or has (false again once that failed)
 	unitsIn     bool      // its units are counted
 }
 
@@ -944,6 +944,15 @@ func (r *run) ticketArrived(order *fulfilmentv1.Order, at, raised time.Time) boo
 	act := !t.acted
 	t.acted = true
 	return act
+}
+
+// ticketFailed notes that the terminal's action on order's ticket failed: the ticket, sent
+// again by the feed, is acted on again.
+func (r *run) ticketFailed(order *fulfilmentv1.Order) {
+	t := r.track(order.GetId())
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.acted = false
 }
 
 // completeTicket measures confirmed -> ticket once both halves are known. t.mu is held.
