@@ -124,9 +124,12 @@ func (c *storeCache) get(ctx context.Context, storeID string, minVersion int64) 
 		v, err = r.Val, r.Err
 	}
 	if err != nil {
-		if ok {
+		if ok && e.version >= minVersion {
 			return e.info, nil // stale beats nothing while inventory is away
 		}
+		// An entry older than the version asked for (a placement's holds were made at a later
+		// one) may hold hours a change has replaced since: the caller waits for a read instead
+		// (a placement stays PENDING for the recovery loop), as it would with no entry.
 		return storeInfo{}, err
 	}
 	return v.(storeInfo), nil

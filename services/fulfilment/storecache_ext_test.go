@@ -94,6 +94,55 @@ func TestOrderPlacedAfterAnHoursChangeCountsTheNewHours(t *testing.T) {
 	}
 }
 
+// The same on another copy whose read of the store fails: copy B has the store cached from an
+// earlier checkout and has heard of the hours change (another copy's consumer handled it), and
+// its next placement's holds are at the store's new version but its read of the store fails.
+// The order is not confirmed by the entry B has, older than its holds; it waits PENDING, and
+// the recovery loop confirms it in the new hours once the store can be read. (It used to be
+// confirmed by the old entry, "stale beats nothing", its abandon time inside the holiday, and
+// nothing counted it again.)
+func TestAPlacementWhoseStoreReadFailsIsNotCountedInHoursOlderThanItsHolds(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.relayInventory()
+	b, _ := e.storeCopyNotConsuming()
+	loc, closes, _ := e.addStoreClosingSoon()
+	e.setStock("s1", "LATTE-16", 4)
+	first, err := b.PlaceOrder(e.ctx, checkout("ann", "k1", "s1", line{"LATTE-16", 1}))
+	if err != nil || first.GetState() != confirmed {
+		t.Fatalf("first order through copy B: %v %v", first.GetState(), err)
+	}
+	before := fulfilment.StoreCacheGeneration(b)
+	dayAfter := e.closeTomorrow(loc, closes)
+	e.eventsHandled("fulfilment-store-hours", 1) // by the first copy
+	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if fulfilment.StoreCacheGeneration(b) == before {
+			return fmt.Errorf("copy B has not heard the store's event")
+		}
+		return nil
+	})
+	fulfilment.FailStoreLookups(b, true)
+	o, err := b.PlaceOrder(e.ctx, checkout("bob", "k2", "s1", line{"LATTE-16", 1}))
+	fulfilment.FailStoreLookups(b, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.GetState() != pending {
+		_, abandon := e.deadlines(o.GetId())
+		t.Fatalf("placed while its store could not be read: %s, abandons at %s (holiday until %s); want PENDING until the store can be read",
+			o.GetState(), abandon.In(loc).Format(time.RFC3339), dayAfter.Format(time.RFC3339))
+	}
+	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if s := e.stateOf(o.GetId()); s != confirmed {
+			return fmt.Errorf("order %s", s)
+		}
+		return nil
+	})
+	if _, abandon := e.deadlines(o.GetId()); !abandon.After(dayAfter) {
+		t.Errorf("confirmed by the recovery loop: abandons at %s, inside tomorrow's holiday; want after %s",
+			abandon.In(loc).Format(time.RFC3339), dayAfter.Format(time.RFC3339))
+	}
+}
+
 // The copy that handles a store's update for the hours consumer keeps the store as it read it:
 // its next MarkReady there counts the new hours without asking inventory again (here it could
 // not: lookups fail, and a pickup window would run in plain time, into the holiday).
