@@ -122,9 +122,11 @@ func tokenOf(req proto.Message) string {
 
 const pageToken, pageSize protoreflect.Name = "page_token", "page_size"
 
-// fingerprint names a list call by its arguments but the paging ones: a short hash of the
-// request's deterministic encoding with page_token and page_size cleared. Copies of one build
-// encode alike, so a token made by one copy is read by any other.
+// fingerprint names a list call by its request's type and its arguments but the paging ones: a
+// short hash of the type's full name and the request's deterministic encoding with page_token
+// and page_size cleared. Copies of one build encode alike, so a token made by one copy is read
+// by any other. The name keeps two list calls whose requests encode alike (both empty, say)
+// from taking each other's tokens.
 func fingerprint(req proto.Message) string {
 	m := proto.Clone(req).ProtoReflect()
 	for _, name := range []protoreflect.Name{pageToken, pageSize} {
@@ -136,8 +138,11 @@ func fingerprint(req proto.Message) string {
 	if err != nil {
 		panic(fmt.Sprintf("pagetoken: encode %s: %v", m.Descriptor().FullName(), err))
 	}
-	sum := sha256.Sum256(b)
-	return base64.RawURLEncoding.EncodeToString(sum[:12])
+	h := sha256.New()
+	h.Write([]byte(m.Descriptor().FullName()))
+	h.Write([]byte{0})
+	h.Write(b)
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
 }
 
 // holdsNUL reports whether a decoded JSON value has a string with a NUL anywhere in it.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/pagetoken"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
+	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
+	posv1 "github.com/handoff-dev/handoff/proto/handoff/pos/v1"
 )
 
 // call is a list request continued with token: one of coffee, three to a page.
@@ -166,5 +168,25 @@ func TestCheckUnixMicroKeepsTimesPostgresHolds(t *testing.T) {
 		if err := pagetoken.CheckUnixMicro(bad); err == nil {
 			t.Errorf("CheckUnixMicro(%d) = nil; want an error", bad)
 		}
+	}
+}
+
+// A token continues only the list call it was made for, also when another list call's request
+// encodes alike (both empty here) and its position has the same shape: ListTerminals' token
+// (the pos-adapter's, admin) is refused by ListOrders (fulfilment's, a shopper's). It used to be
+// taken, the request's type not being part of what a token is bound to.
+func TestATokenOfAnotherListCallIsRefused(t *testing.T) {
+	type timeID struct {
+		Time int64  `json:"t"`
+		ID   string `json:"i"`
+	}
+	tok := pagetoken.Encode(&posv1.ListTerminalsRequest{}, timeID{Time: 1_700_000_000_000_000, ID: "term-1"})
+	var pos timeID
+	ok, err := pagetoken.Decode(&fulfilmentv1.ListOrdersRequest{PageToken: tok}, &pos)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "page_token") {
+		t.Fatalf("ListOrders given ListTerminals' token = %v, %v, %+v; want InvalidArgument naming page_token", ok, err, pos)
+	}
+	if ok, err := pagetoken.Decode(&posv1.ListTerminalsRequest{PageToken: tok}, &pos); !ok || err != nil {
+		t.Fatalf("ListTerminals given its own token = %v, %v", ok, err)
 	}
 }
