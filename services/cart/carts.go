@@ -321,7 +321,7 @@ func (s *Service) CreateCart(ctx context.Context, customer string, req *cartv1.C
 		for i, l := range lines {
 			variant, ok := variants[l.GetSku()]
 			if err := s.checkOrderable(l.GetSku(), variant, ok); err != nil {
-				return nil, status.Errorf(status.Code(err), "lines[%d]: %s", i, status.Convert(err).Message())
+				return nil, status.Errorf(status.Code(err), "lines[%d].sku: %s", i, status.Convert(err).Message())
 			}
 			if err := addUnits(c, fmt.Sprintf("lines[%d].quantity", i), variant, l.GetQuantity()); err != nil {
 				return nil, err

@@ -81,7 +81,7 @@ func TestCreateCartRefusesBadLinesOrPickupAndMakesNoCart(t *testing.T) {
 		{"a sku longer than the catalog gives any, of two megabytes", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}, {Sku: strings.Repeat("X", 2<<20), Quantity: 1}}},
 			codes.InvalidArgument, []string{"lines[1].sku", "at most 64"}},
 		{"an unknown sku", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}, {Sku: "NO-SUCH-SKU", Quantity: 1}}},
-			codes.NotFound, []string{"lines[1]", "NO-SUCH-SKU"}},
+			codes.NotFound, []string{"lines[1].sku", "NO-SUCH-SKU"}},
 		{"a pickup point off the globe", &cartv1.CreateCartRequest{Lines: []*cartv1.NewCartLine{{Sku: sku, Quantity: 1}}, Pickup: nearest(91, 0, 0)},
 			codes.InvalidArgument, []string{"pickup.nearest.location.latitude"}},
 		{"a pickup that chooses nothing", &cartv1.CreateCartRequest{Pickup: &cartv1.Pickup{}},
