@@ -62,3 +62,6 @@ func LoseCommitReplies(s *Service, on bool) { s.loseCommitReply.Store(on) }
 
 // InvalidateStoreCache makes s's next use of its store cache check the whole table first.
 func InvalidateStoreCache(s *Service) { s.stores.invalidate() }
+
+// ScanBudgetPairs bounds the (store, SKU) pairs one locator scan reads.
+const ScanBudgetPairs = scanBudgetPairs

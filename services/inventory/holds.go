@@ -184,7 +184,7 @@ const maxNearestAttempts = 5
 // reserved" are the order's holds looked up (it may have been held at a store that has closed
 // or sold out since).
 func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inventoryv1.ReserveHoldsResponse, error) {
-	res, nearest, shortages, err := s.tryNearest(ctx, r)
+	res, nearest, shortages, looked, err := s.tryNearest(ctx, r)
 	if res != nil || err != nil {
 		return res, err
 	}
@@ -194,7 +194,7 @@ func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inven
 	if changed, err := s.stores.recheckWithin(ctx, r.near.GetLatitude(), r.near.GetLongitude(), r.radius); err != nil {
 		return nil, err
 	} else if changed {
-		if res, nearest, shortages, err = s.tryNearest(ctx, r); res != nil || err != nil {
+		if res, nearest, shortages, looked, err = s.tryNearest(ctx, r); res != nil || err != nil {
 			return res, err
 		}
 	}
@@ -212,30 +212,40 @@ func (s *Service) reserveNearest(ctx context.Context, r *reserveRequest) (*inven
 			Message: fmt.Sprintf("no store within %.0f m of (%.5f, %.5f) takes orders now", r.radius, r.near.GetLatitude(), r.near.GetLongitude()),
 		}, nil
 	}
+	which := fmt.Sprintf("no store within %.0f m", r.radius)
+	if looked > 0 {
+		which = fmt.Sprintf("none of the %d nearest stores taking orders within %.0f m", looked, r.radius)
+	}
 	return &inventoryv1.ReserveHoldsResponse{
 		Outcome:   inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK,
 		Shortages: shortages,
-		Message: fmt.Sprintf("no store within %.0f m can fill every line; the nearest, %s, is short of %s",
-			r.radius, nearest.st.row.id, describeShortages(shortages)),
+		Message: fmt.Sprintf("%s can fill every line; the nearest, %s, is short of %s",
+			which, nearest.st.row.id, describeShortages(shortages)),
 	}, nil
 }
 
 // tryNearest tries the candidates of reserveNearest, nearest first, and returns the answer of
 // the first that holds the order, or, with none, the nearest store taking orders and what it
-// is short of (nil: none takes orders). A candidate the locked reserve finds not taking orders
-// (paused, closed, past its last orders since the cache read it) is no candidate: the next
-// one is the nearest.
-func (s *Service) tryNearest(ctx context.Context, r *reserveRequest) (reserved *inventoryv1.ReserveHoldsResponse, nearest *located, shortages []*inventoryv1.Shortage, err error) {
+// is short of (nil: none takes orders), and how many stores were looked at when the scan
+// stopped at its budget with more in the radius (0: it looked at them all). A candidate the
+// locked reserve finds not taking orders (paused, closed, past its last orders since the cache
+// read it) is no candidate: the next one is the nearest.
+func (s *Service) tryNearest(ctx context.Context, r *reserveRequest) (reserved *inventoryv1.ReserveHoldsResponse, nearest *located, shortages []*inventoryv1.Shortage, looked int, err error) {
 	q := locatorQuery{center: r.near, radius: r.radius, totals: r.totals, maxResults: maxNearestAttempts, onlyFillable: true}
 	sc, err := s.scanStores(ctx, q, time.Now())
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, 0, err
 	}
+	defer func() {
+		if sc.cut {
+			looked = sc.checked
+		}
+	}()
 	var attempts int
 	for attempts < maxNearestAttempts {
 		chunk, err := sc.next(ctx, maxNearestAttempts-attempts)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, 0, err
 		}
 		if chunk == nil {
 			break
@@ -252,11 +262,11 @@ func (s *Service) tryNearest(ctx context.Context, r *reserveRequest) (reserved *
 			at.storeID = m.st.row.id
 			res, err := s.res.submit(ctx, &at)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, nil, nil, 0, err
 			}
 			switch res.GetOutcome() {
 			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
-				return res, nil, nil, nil
+				return res, nil, nil, 0, nil
 			case inventoryv1.ReserveOutcome_RESERVE_OUTCOME_INSUFFICIENT_STOCK:
 				if m == nearest {
 					shortages = res.GetShortages() // fresher than the unlocked read
@@ -268,7 +278,7 @@ func (s *Service) tryNearest(ctx context.Context, r *reserveRequest) (reserved *
 			}
 		}
 	}
-	return nil, nearest, shortages, nil
+	return nil, nearest, shortages, 0, nil
 }
 
 func describeShortages(sh []*inventoryv1.Shortage) string {

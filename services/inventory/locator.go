@@ -21,11 +21,20 @@ import (
 // store's schedule in its own zone (memoised until its next opening or closing). Then one
 // primary-key lookup of (candidate stores × requested SKUs) gives the availability.
 // Candidates are checked nearest first, in chunks, so a query that wants ten stores that can
-// fill an order reads the stock of a few dozen stores, not of the whole box.
+// fill an order reads the stock of a few dozen stores, not of the whole box. When few or none
+// can (an item nobody stocks), a scan stops after scanBudgetStores stores or scanBudgetPairs
+// (store, SKU) pairs read, whichever comes first: what one anonymous call may make the
+// database read is bounded, whatever the radius holds.
 
 const (
 	defaultMaxResults = 10
 	maxMaxResults     = 50
+	// scanBudgetPairs and scanBudgetStores bound the stock one scan reads. The pairs leave room
+	// for the largest query that most stores can fill (maxMaxResults stores, and a quarter
+	// more, of maxOrderLines SKUs: 6,250 pairs); about 10 ms of the database's time each
+	// 2,000. A scan that reached 300,000 pairs (3,000 stores × 100 SKUs) took 1.5 s.
+	scanBudgetPairs  = 10_000
+	scanBudgetStores = 500
 )
 
 // locatorQuery is a validated search.
@@ -168,6 +177,18 @@ type storeScan struct {
 	pos             int
 	target          int
 	checked, filled int
+	// cut is set when the scan stopped at its budget with candidates left unread.
+	cut bool
+}
+
+// budget is how many more stores the scan may read the stock of (scanBudgetStores,
+// scanBudgetPairs).
+func (sc *storeScan) budget() int {
+	left := scanBudgetStores - sc.checked
+	if n := len(sc.q.totals); n > 0 {
+		left = min(left, (scanBudgetPairs-sc.checked*n)/n)
+	}
+	return max(left, 0)
 }
 
 func (s *Service) scanStores(ctx context.Context, q locatorQuery, now time.Time) (*storeScan, error) {
@@ -181,7 +202,12 @@ func (s *Service) scanStores(ctx context.Context, q locatorQuery, now time.Time)
 // with their stock, sized for need more matches; nil when there are no more.
 func (sc *storeScan) next(ctx context.Context, need int) ([]*located, error) {
 	var chunk []*candidate
+	budget := sc.budget()
 	for sc.pos < len(sc.cands) && (len(chunk) == 0 || len(chunk) < sc.target) {
+		if len(chunk) == budget {
+			sc.cut = true
+			break
+		}
 		c := sc.cands[sc.pos]
 		sc.pos++
 		st, err := sc.s.storeStatus(c.st, sc.now)
