@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -795,7 +796,8 @@ func TestAnEventRefusedEveryTimeDoesNotSlowTheOthersMoreAndMore(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t), PollInterval: 50 * time.Millisecond})
+	var logs testenv.LockedBuffer
+	r := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil)), PollInterval: 50 * time.Millisecond})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(runCtx) }()
@@ -816,6 +818,10 @@ func TestAnEventRefusedEveryTimeDoesNotSlowTheOthersMoreAndMore(t *testing.T) {
 	}
 	if slowest > 1500*time.Millisecond {
 		t.Fatalf("an event committed behind the refused one took %s to be relayed; want its round soon, not after a backoff grown by each failure", slowest.Round(time.Millisecond))
+	}
+	// The stream's refusal is one it gives every time: said, not backed off for.
+	if got := logs.String(); strings.Contains(got, "round failed") || !strings.Contains(got, "NATS refuses") {
+		t.Fatalf("the relay's log:\n%s\nwant the refused event said to stay, and no failed rounds backing off", got)
 	}
 }
 
@@ -855,6 +861,52 @@ func TestAnEventPastTheServersMaxPayloadDoesNotStopTheOthers(t *testing.T) {
 				t.Fatalf("%d rows left in the outbox; want the oversized event's alone, kept for an operator", n)
 			}
 		})
+	}
+}
+
+// A relay whose only failing rows are ones NATS refuses every time (past the server's
+// max_payload) does not back off for them: an event committed behind one while the relay is
+// otherwise idle goes out at once, and the refusal is logged once, as an error, not every
+// round. It used to sleep its failure backoff, growing to MaxBackoff and deaf to NOTIFY
+// meanwhile, so every later event waited up to 10 s for as long as the refused one stayed.
+func TestARelayDoesNotBackOffForAnEventNATSRefusesEveryTime(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	s := testenv.NATS(t, func(o *server.Options) { o.MaxPayload = 64 << 10 })
+	js := newJS(t, s)
+	ctx := t.Context()
+	if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.Bytes(make([]byte, 100<<10)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LockedBuffer
+	r := outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil)), PollInterval: 200 * time.Millisecond})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	time.Sleep(3 * time.Second) // rounds keep finding the refused event
+	if got := logs.String(); strings.Contains(got, "round failed") || strings.Count(got, "NATS refuses") != 1 {
+		t.Fatalf("the relay's log over 3 s of rounds refusing one event:\n%s\nwant one error saying it stays, and no failed rounds backing off", got)
+	}
+	for i := range 3 {
+		written := time.Now()
+		enqueue(t, pool, fmt.Sprint("behind-", i))
+		for outboxRows(t, pool) > 1 {
+			if time.Since(written) > 10*time.Second {
+				t.Fatal("an event behind the refused one not relayed in 10 s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if took := time.Since(written); took > time.Second {
+			t.Fatalf("event %d behind the refused one took %s to be relayed; want it at once (NOTIFY)", i, took.Round(time.Millisecond))
+		}
+		time.Sleep(time.Second)
 	}
 }
 

@@ -222,8 +222,20 @@ func (r *Relay) Run(ctx context.Context) error {
 		// whose writer skipped the NOTIFY waits about one gap, not a poll interval.
 		fastUntil time.Time
 	)
+	var refusedLogged time.Time
 	for {
 		n, err := r.Flush(ctx)
+		if err != nil && ctx.Err() == nil && onlyRefused(err) {
+			// Rows NATS refuses every time stay until an operator acts; backing off for them
+			// would hold up every event behind them, whose rounds go through. Said once a
+			// minute, not every round.
+			r.failures.Inc()
+			if time.Since(refusedLogged) >= time.Minute {
+				refusedLogged = time.Now()
+				logger.Error("outbox: events NATS refuses stay in the outbox (raise max_payload or the stream's max_msg_size, or delete them); the others are relayed", "err", err)
+			}
+			err = nil
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -515,7 +527,11 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 	slices.Sort(single)
 
 	futures, refused, err := r.publishAsync(batch, single)
-	defer func() { err = errors.Join(err, refused) }()
+	defer func() {
+		if refused != nil {
+			err = errors.Join(err, &refusedError{refused})
+		}
+	}()
 	acked = make([]int, 0, len(batch))
 	for _, st := range order {
 		idx, ok := atomics[st]
@@ -549,7 +565,12 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 		case <-f.Ok():
 			acked = append(acked, f.idx)
 		case ackErr := <-f.Err():
-			err = errors.Join(err, fmt.Errorf("outbox: publish event %s on %s: %w", batch[f.idx].eventID, batch[f.idx].subject, ackErr))
+			ackErr = fmt.Errorf("outbox: publish event %s on %s: %w", batch[f.idx].eventID, batch[f.idx].subject, ackErr)
+			if errors.Is(ackErr, jetstream.ErrStreamMessageExceedsMaximum) {
+				refused = errors.Join(refused, ackErr) // larger than the stream takes: every time
+				continue
+			}
+			err = errors.Join(err, ackErr)
 		case <-round.Done():
 			if ctx.Err() != nil {
 				return acked, errors.Join(err, ctx.Err())
@@ -558,6 +579,32 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 		}
 	}
 	return acked, err
+}
+
+// refusedError reports the rows of a round that NATS refuses whatever the round (larger than
+// the server's max_payload or the stream's largest message): they stay in the outbox for an
+// operator, and the round's other rows went out.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+// onlyRefused reports whether every failure err joins is a refusedError.
+func onlyRefused(err error) bool {
+	switch e := err.(type) {
+	case *refusedError:
+		return true
+	case interface{ Unwrap() []error }:
+		for _, one := range e.Unwrap() {
+			if !onlyRefused(one) {
+				return false
+			}
+		}
+		return len(e.Unwrap()) > 0
+	case interface{ Unwrap() error }:
+		return onlyRefused(e.Unwrap())
+	}
+	return false
 }
 
 // pending is a row published on its own, waiting for its acknowledgement.
