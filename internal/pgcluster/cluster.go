@@ -268,19 +268,29 @@ func (c *Cluster) launch(ctx context.Context, binDir string, opts Options, acct 
 	return nil
 }
 
+// waitReady waits until our postgres accepts connections. It asks through the unix socket in
+// c.socketDir, a directory only our postmaster puts a socket in: over TCP, 127.0.0.1:port may
+// be answered by another server holding the port while ours fails to bind it.
 func (c *Cluster) waitReady(ctx context.Context) error {
+	cfg, err := pgx.ParseConfig(c.URL("postgres"))
+	if err != nil {
+		return fmt.Errorf("pgcluster: connection settings: %w", err)
+	}
+	cfg.Host = c.socketDir
+	cfg.Fallbacks = nil
+	cfg.TLSConfig = nil
 	deadline := time.Now().Add(readyTimeout)
 	var lastErr error
 	for {
 		select {
 		case <-c.done:
-			return &launchError{err: c.waitErr, output: c.out.tail()}
+			return &launchError{err: c.waitErr, output: c.out.tail(), port: c.port}
 		case <-ctx.Done():
 			return fmt.Errorf("pgcluster: waiting for postgres to accept connections: %w", ctx.Err())
 		default:
 		}
 		attemptCtx, cancel := context.WithTimeout(ctx, time.Second)
-		conn, err := pgx.Connect(attemptCtx, c.URL("postgres"))
+		conn, err := pgx.ConnectConfig(attemptCtx, cfg)
 		cancel()
 		if err == nil {
 			_ = conn.Close(ctx)
@@ -298,17 +308,49 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 }
 
+// ErrPortInUse is wrapped by Start's error when postgres could not listen on Options.Port
+// because another program holds it.
+var ErrPortInUse = errors.New("port in use")
+
 // launchError is postgres exiting before it was ready.
 type launchError struct {
 	err    error
-	output string
+	output string // the server's output of this launch
+	port   int
 }
 
 func (e *launchError) Error() string {
-	return fmt.Sprintf("pgcluster: postgres exited during start: %v\n%s", e.err, e.output)
+	if e.portInUse() {
+		return fmt.Sprintf("pgcluster: postgres could not listen on 127.0.0.1:%d, which another program holds (its log: %s)\n%s",
+			e.port, e.reason(), e.output)
+	}
+	return fmt.Sprintf("pgcluster: postgres exited during start (%v): %s\n%s", e.err, e.reason(), e.output)
 }
 
-func (e *launchError) Unwrap() error { return e.err }
+func (e *launchError) Unwrap() []error {
+	if e.portInUse() {
+		return []error{e.err, ErrPortInUse}
+	}
+	return []error{e.err}
+}
+
+func (e *launchError) portInUse() bool {
+	return strings.Contains(e.output, "could not bind") && strings.Contains(e.output, "already in use")
+}
+
+// reason is the line of the server's output that says why it stopped: the failed bind, else
+// the first FATAL or PANIC.
+func (e *launchError) reason() string {
+	lines := strings.Split(e.output, "\n")
+	for _, want := range []string{"could not bind", "FATAL:", "PANIC:"} {
+		for _, l := range lines {
+			if strings.Contains(l, want) {
+				return strings.TrimSpace(l)
+			}
+		}
+	}
+	return "no reason in its output; see postgres.log in the data directory"
+}
 
 // retryable reports a passing cause: a port picked by us and taken since, or
 // backends of a killed server still detaching from shared memory.

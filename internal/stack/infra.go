@@ -167,6 +167,10 @@ func (s *system) startPostgres(ctx context.Context) error {
 		Port:    s.cfg.PostgresPort,
 		Logger:  s.log,
 	})
+	if errors.Is(err, pgcluster.ErrPortInUse) {
+		return fmt.Errorf("start private PostgreSQL: port %d is taken: set -postgres-port / HANDOFF_POSTGRES_PORT to a free port, or 0 for any free one (or set DATABASE_URL): %w",
+			s.cfg.PostgresPort, err)
+	}
 	if err != nil {
 		return fmt.Errorf("start private PostgreSQL (or set DATABASE_URL): %w", err)
 	}

@@ -50,3 +50,24 @@ func TestATakenPortNamesTheSettingToChange(t *testing.T) {
 		}
 	}
 }
+
+// A -postgres-port held by another program stops the start with a message naming the setting to
+// change. Before, the private cluster's failed bind was reported only as "postgres exited during
+// start: exit status 1" over twenty lines of its log; and where the holder was a PostgreSQL
+// trusting local connections, Handoff started on that server instead.
+func TestATakenPostgresPortNamesTheSettingToChange(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := stacktest.Config(t)
+	cfg.DatabaseURL = "" // the private cluster, in the data dir
+	cfg.PostgresPort = taken.Addr().(*net.TCPAddr).Port
+	err = stack.Run(context.Background(), cfg, func(stack.Ready) { t.Error("ready on a taken PostgreSQL port") })
+	for _, w := range []string{"HANDOFF_POSTGRES_PORT", "-postgres-port", "Address already in use"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("start on a taken PostgreSQL port: %v; want a message naming %s", err, w)
+		}
+	}
+}
