@@ -89,18 +89,18 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	logger = logger.With("component", "pgcluster")
 
-	binDir, err := BinDir()
-	if err != nil {
-		return nil, err
-	}
 	dataDir, err := filepath.Abs(opts.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: resolve data dir: %w", err)
 	}
+	pgdata := filepath.Join(dataDir, "pgdata")
+	binDir, err := binDirFor(pgdata)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("pgcluster: create data dir: %w", err)
 	}
-	pgdata := filepath.Join(dataDir, "pgdata")
 
 	// PostgreSQL refuses to run as root, so root runs it as another account.
 	acct, err := serverAccount(pgdata)
@@ -339,7 +339,7 @@ func (e *launchError) portInUse() bool {
 }
 
 // reason is the line of the server's output that says why it stopped: the failed bind, else
-// the first FATAL or PANIC.
+// the first FATAL or PANIC, else its last line.
 func (e *launchError) reason() string {
 	lines := strings.Split(e.output, "\n")
 	for _, want := range []string{"could not bind", "FATAL:", "PANIC:"} {
@@ -349,7 +349,12 @@ func (e *launchError) reason() string {
 			}
 		}
 	}
-	return "no reason in its output; see postgres.log in the data directory"
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return "no output; see postgres.log in the data directory"
 }
 
 // retryable reports a passing cause: a port picked by us and taken since, or
