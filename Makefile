@@ -6,7 +6,10 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 BIN := $(abspath .tmp/bin)
-export PATH := $(BIN):$(PATH)
+# Node.js for the browser test's npm packages, where the machine's is too old for them: .ci/node
+# installs it there (make deps), and only then.
+NODE_BIN := $(abspath .tmp/node/bin)
+export PATH := $(BIN):$(NODE_BIN):$(PATH)
 
 BUF_VERSION                 := v1.75.0
 PROTOC_GEN_GO_VERSION       := v1.36.12
@@ -63,7 +66,7 @@ test-short: ## Just the Go tests
 	go test -race -p $(TEST_PARALLEL) ./...
 
 .PHONY: deps
-deps: ## Install what the machine lacks: PostgreSQL binaries, and Chromium and Node.js for the browser test
+deps: ## Install what the machine lacks: PostgreSQL binaries, and Chromium and Node.js 20+ for the browser test
 	@.ci/system-deps
 
 .PHONY: tools
@@ -130,9 +133,11 @@ ifdef HAVE_NPM
 endif
 
 .PHONY: web-deps
-web-deps: $(if $(HAVE_NPM),$(WEB)/node_modules/.installed) ## Install the browser test's npm packages
-ifndef HAVE_NPM
-	@echo "web-deps: no npm on this machine: the browser test (mobile-mock/web) will be SKIPPED. Install Node.js 18+ with npm." >&2
+web-deps: $(if $(HAVE_NPM),$(WEB)/node_modules/.installed) ## Install the browser test's npm packages (and Node.js 22 into .tmp/node where the machine's is older than 20)
+ifdef HAVE_NPM
+	@.ci/node >/dev/null
+else
+	@echo "web-deps: no npm on this machine: the browser test (mobile-mock/web) will be SKIPPED. Install Node.js 20+ with npm (or npm alone: make test then fetches Node.js 22 into .tmp/node where the machine's is older than 20)." >&2
 endif
 
 $(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json

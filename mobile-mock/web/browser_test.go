@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -75,8 +76,8 @@ func TestBrowserListsProductsChecksOutAndWatchesTheOrderOverGRPCWeb(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensureNodeModules(t, dir)
-	bundle := buildPage(t, dir)
+	ensureNodeModules(t, dir, node)
+	bundle := buildPage(t, dir, node)
 
 	// The page's own origin: index.html from here, the bundle from the test's build.
 	mux := http.NewServeMux()
@@ -105,7 +106,7 @@ func TestBrowserListsProductsChecksOutAndWatchesTheOrderOverGRPCWeb(t *testing.T
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "drive.mjs"), pageURL)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
+	cmd.Env = append(withNode(node), "CHROMIUM="+chromium)
 	var browserLog bytes.Buffer
 	cmd.Stderr = &browserLog
 	stdout, err := cmd.StdoutPipe()
@@ -222,13 +223,37 @@ func findChromium(t *testing.T) string {
 	return ""
 }
 
+// findNode returns a Node.js the pinned npm packages run on (20 or newer: playwright-core refuses
+// less), as .ci/node finds it: the machine's when new enough, else the pinned one it installs
+// into .tmp/node (what `make test` does first). It skips, loudly, only where there is no Node.js
+// and no npm to fetch one with; a Node.js too old and none to be had fails, saying what to install.
 func findNode(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("node")
+	script, err := filepath.Abs(filepath.Join("..", "..", ".ci", "node"))
 	if err != nil {
-		skipLoudly(t, "Node.js is not installed (it runs playwright-core to drive Chromium; install Node.js 18+ with npm)")
+		t.Fatal(err)
 	}
-	return p
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(t.Context(), script)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit) && exit.ExitCode() == 3:
+		skipLoudly(t, "Node.js is not installed (it runs playwright-core to drive Chromium; install Node.js 20+ with npm): "+strings.TrimSpace(stderr.String()))
+	case err != nil:
+		t.Fatalf("no Node.js the browser test's npm packages run on: %v\n%s", err, stderr.String())
+	}
+	if stderr.Len() > 0 {
+		t.Logf("%s", strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// withNode is the environment with node's directory first on PATH, for the npm packages' scripts
+// (#!/usr/bin/env node).
+func withNode(node string) []string {
+	return append(os.Environ(), "PATH="+filepath.Dir(node)+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
 
 func skipLoudly(t *testing.T, why string) {
@@ -239,7 +264,7 @@ func skipLoudly(t *testing.T, why string) {
 }
 
 // ensureNodeModules installs the pinned npm packages when `make web-deps` has not.
-func ensureNodeModules(t *testing.T, dir string) {
+func ensureNodeModules(t *testing.T, dir, node string) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core")); err == nil {
 		return
@@ -251,18 +276,20 @@ func ensureNodeModules(t *testing.T, dir string) {
 	t.Logf("installing mobile-mock/web's npm packages (npm ci)")
 	cmd := exec.CommandContext(t.Context(), npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error")
 	cmd.Dir = dir
+	cmd.Env = withNode(node)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
 	}
 }
 
 // buildPage bundles main.ts with esbuild into a temporary main.js.
-func buildPage(t *testing.T, dir string) string {
+func buildPage(t *testing.T, dir, node string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "main.js")
 	esbuild := filepath.Join(dir, "node_modules", ".bin", "esbuild")
 	cmd := exec.CommandContext(t.Context(), esbuild, "main.ts", "--bundle", "--format=esm", "--target=es2022", "--outfile="+out, "--log-level=warning")
 	cmd.Dir = dir
+	cmd.Env = withNode(node)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("esbuild main.ts: %v\n%s", err, b)
 	}

@@ -22,9 +22,10 @@ func TestThePageShowsAmountsAsTheEmailsDo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensureNodeModules(t, dir)
-	esbuild := filepath.Join(dir, "node_modules", ".bin", "esbuild")
-	js, err := exec.CommandContext(t.Context(), esbuild, "money.ts", "--bundle", "--format=iife", "--global-name=page", "--log-level=warning").Output()
+	ensureNodeModules(t, dir, node)
+	esbuild := exec.CommandContext(t.Context(), filepath.Join(dir, "node_modules", ".bin", "esbuild"), "money.ts", "--bundle", "--format=iife", "--global-name=page", "--log-level=warning")
+	esbuild.Env = withNode(node)
+	js, err := esbuild.Output()
 	if err != nil {
 		t.Fatalf("esbuild money.ts: %v", err)
 	}
