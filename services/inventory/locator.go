@@ -86,11 +86,11 @@ func (s *Service) FindStores(ctx context.Context, req *inventoryv1.FindStoresReq
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	found, err := s.locate(ctx, q, time.Now())
+	found, cut, err := s.locate(ctx, q, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	out := &inventoryv1.FindStoresResponse{Stores: make([]*inventoryv1.StoreMatch, 0, len(found))}
+	out := &inventoryv1.FindStoresResponse{Stores: make([]*inventoryv1.StoreMatch, 0, len(found)), SearchCutShort: cut}
 	for _, m := range found {
 		pm, err := s.matchProto(m, q.totals)
 		if err != nil {
@@ -140,17 +140,18 @@ func (m *located) shortages(totals []lineTotal) []*inventoryv1.Shortage {
 	return out
 }
 
-// locate runs a validated query: up to q.maxResults matches, nearest first.
-func (s *Service) locate(ctx context.Context, q locatorQuery, now time.Time) ([]*located, error) {
+// locate runs a validated query: up to q.maxResults matches, nearest first, and whether the
+// scan stopped at its budget with stores left unread.
+func (s *Service) locate(ctx context.Context, q locatorQuery, now time.Time) ([]*located, bool, error) {
 	sc, err := s.scanStores(ctx, q, now)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var out []*located
 	for len(out) < q.maxResults {
 		chunk, err := sc.next(ctx, q.maxResults-len(out))
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if chunk == nil {
 			break
@@ -161,7 +162,7 @@ func (s *Service) locate(ctx context.Context, q locatorQuery, now time.Time) ([]
 			}
 		}
 	}
-	return out, nil
+	return out, sc.cut && len(out) < q.maxResults, nil
 }
 
 // storeScan walks a query's candidates nearest first and reads their stock a chunk at a time.

@@ -101,9 +101,9 @@ func TestASearchNoStoreCanFillReadsABoundedAmountOfStock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := pairs.n.Load(); len(res.GetStores()) != 0 || n > inventory.ScanBudgetPairs {
-		t.Errorf("FindStores of an order no store can fill: %d stores, %d (store, SKU) pairs read; want none found, at most %d read",
-			len(res.GetStores()), n, inventory.ScanBudgetPairs)
+	if n := pairs.n.Load(); len(res.GetStores()) != 0 || n > inventory.ScanBudgetPairs || !res.GetSearchCutShort() {
+		t.Errorf("FindStores of an order no store can fill: %d stores, %d (store, SKU) pairs read, cut short %v; want none found, at most %d read, and the answer saying it was cut short",
+			len(res.GetStores()), n, res.GetSearchCutShort(), inventory.ScanBudgetPairs)
 	}
 
 	pairs.n.Store(0)
@@ -131,8 +131,8 @@ func TestTheLargestSearchStoresCanFillIsNotCutShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(res.GetStores()); n != 50 {
-		t.Fatalf("FindStores of 99 lines every store has, 50 at most: %d stores; want 50", n)
+	if n := len(res.GetStores()); n != 50 || res.GetSearchCutShort() {
+		t.Fatalf("FindStores of 99 lines every store has, 50 at most: %d stores, cut short %v; want 50, not cut short", n, res.GetSearchCutShort())
 	}
 	if n := pairs.n.Load(); n == 0 {
 		t.Fatal("no stock read was counted: the count sees none of the locator's reads")

@@ -1087,9 +1087,13 @@ func (x *FindStoresRequest) GetIncludeNotAccepting() bool {
 type FindStoresResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stores, nearest first.
-	Stores        []*StoreMatch `protobuf:"bytes,1,rep,name=stores,proto3" json:"stores,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Stores []*StoreMatch `protobuf:"bytes,1,rep,name=stores,proto3" json:"stores,omitempty"`
+	// Set when the search stopped at its budget (the stock of 500 stores, or of 10,000 store and
+	// SKU pairs) with stores in the radius it did not look at: fewer stores than asked for then
+	// does not mean that no other store in the radius can fill the lines.
+	SearchCutShort bool `protobuf:"varint,2,opt,name=search_cut_short,json=searchCutShort,proto3" json:"search_cut_short,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *FindStoresResponse) Reset() {
@@ -1127,6 +1131,13 @@ func (x *FindStoresResponse) GetStores() []*StoreMatch {
 		return x.Stores
 	}
 	return nil
+}
+
+func (x *FindStoresResponse) GetSearchCutShort() bool {
+	if x != nil {
+		return x.SearchCutShort
+	}
+	return false
 }
 
 // Request for GetStore.
@@ -2926,9 +2937,10 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\vmax_results\x18\x04 \x01(\x05R\n" +
 	"maxResults\x12)\n" +
 	"\x10only_fulfillable\x18\x05 \x01(\bR\x0fonlyFulfillable\x122\n" +
-	"\x15include_not_accepting\x18\x06 \x01(\bR\x13includeNotAccepting\"N\n" +
+	"\x15include_not_accepting\x18\x06 \x01(\bR\x13includeNotAccepting\"x\n" +
 	"\x12FindStoresResponse\x128\n" +
-	"\x06stores\x18\x01 \x03(\v2 .handoff.inventory.v1.StoreMatchR\x06stores\",\n" +
+	"\x06stores\x18\x01 \x03(\v2 .handoff.inventory.v1.StoreMatchR\x06stores\x12(\n" +
+	"\x10search_cut_short\x18\x02 \x01(\bR\x0esearchCutShort\",\n" +
 	"\x0fGetStoreRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\"E\n" +
 	"\x10GetStoreResponse\x121\n" +
