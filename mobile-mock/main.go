@@ -149,6 +149,9 @@ Run 'mobile-mock demo -h' or 'mobile-mock load -h' for the flags.
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	// A spawned system logs to stderr from its own goroutines while the command prints: each
+	// stream takes one write at a time, whatever writer it is given.
+	stdout, stderr = &oneAtATime{w: stdout}, &oneAtATime{w: stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -165,6 +168,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "mobile-mock: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
+}
+
+// oneAtATime passes writes on to w one at a time.
+type oneAtATime struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (o *oneAtATime) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.w.Write(p)
 }
 
 // target is where the system is, or how to start one: the flags demo and load share.
@@ -453,7 +468,11 @@ func checkWritable(path string) error {
 // end finishes the status line.
 func progressPrinter(w io.Writer) (progress func(load.Progress), end func()) {
 	tty := false
-	if f, ok := w.(*os.File); ok {
+	out := w
+	if o, ok := out.(*oneAtATime); ok {
+		out = o.w
+	}
+	if f, ok := out.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			tty = true
 		}
