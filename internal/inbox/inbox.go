@@ -387,23 +387,38 @@ const (
 	refreshAfter = 10 * time.Minute
 )
 
-// refreshSQL moves the time of ids $2 found again to now, when refreshAfter has passed.
-var refreshSQL = fmt.Sprintf(`UPDATE processed_events SET processed_at = now()
-	WHERE consumer = $1 AND event_id = ANY($2::text[]) AND processed_at < now() - interval '%d seconds'`, int(refreshAfter.Seconds()))
+// recordSQL records ids $2 of consumer $1, in id order (so that two copies recording
+// overlapping batches take the primary key's locks in the same order), and returns each with
+// whether it is new: an id recorded before is locked (a concurrent delivery of it waits), and
+// its time moved to now when refreshAfter has passed, so that prune keeps it while a copy found
+// again may still be in the stream; one refreshed comes back as not new (xmax is the updating
+// transaction's), one within refreshAfter not at all.
+var recordSQL = fmt.Sprintf(`INSERT INTO processed_events (consumer, event_id)
+	SELECT $1, id FROM unnest($2::text[]) AS u(id) ORDER BY id
+	ON CONFLICT (consumer, event_id) DO UPDATE SET processed_at = now()
+	WHERE processed_events.processed_at < now() - interval '%d seconds'
+	RETURNING event_id, xmax = 0`, int(refreshAfter.Seconds()))
 
-// refresh runs refreshSQL for ids, all of them found recorded, and commits.
-func (c *consumer) refresh(ctx context.Context, tx pgx.Tx, ids []string) error {
-	tag, err := tx.Exec(ctx, refreshSQL, c.cfg.Durable, ids)
+// record runs recordSQL for ids (sorted and unique) in tx and returns those new.
+func (c *consumer) record(ctx context.Context, tx pgx.Tx, ids []string) (map[string]bool, error) {
+	rows, err := tx.Query(ctx, recordSQL, c.cfg.Durable, ids)
 	if err != nil {
-		return fmt.Errorf("inbox: refresh processed ids found again: %w", err)
+		return nil, fmt.Errorf("inbox: record event ids: %w", err)
 	}
-	if tag.RowsAffected() == 0 {
+	isNew := make(map[string]bool, len(ids))
+	var (
+		id       string
+		inserted bool
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &inserted}, func() error {
+		if inserted {
+			isNew[id] = true
+		}
 		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("inbox: record event ids: %w", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("inbox: commit refreshed processed ids: %w", err)
-	}
-	return nil
+	return isNew, nil
 }
 
 // runPrune deletes the consumer's processed ids its stream no longer holds events for, at
@@ -593,15 +608,14 @@ func (c *consumer) apply(ctx context.Context, eventID string, msg jetstream.Msg)
 
 	// A concurrent delivery of the same id waits here on the primary key
 	// until the first commits (then sees a duplicate) or rolls back.
-	tag, err := tx.Exec(ctx,
-		`INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-		c.cfg.Durable, eventID)
+	isNew, err := c.record(ctx, tx, []string{eventID})
 	if err != nil {
-		return false, fmt.Errorf("inbox: record event id: %w", err)
+		return false, err
 	}
-	if tag.RowsAffected() == 0 {
-		if err := c.refresh(ctx, tx, []string{eventID}); err != nil {
-			return false, err
+	if !isNew[eventID] {
+		// Seen before; its time, if moved, is committed (the rollback after is a no-op).
+		if err := tx.Commit(ctx); err != nil {
+			return false, fmt.Errorf("inbox: commit: %w", err)
 		}
 		return true, nil
 	}
@@ -909,32 +923,9 @@ func (c *consumer) applyBatch(ctx context.Context, ids []string, msgs []jetstrea
 	sorted := slices.Clone(ids)
 	slices.Sort(sorted)
 	sorted = slices.Compact(sorted)
-	rows, err := tx.Query(ctx,
-		`INSERT INTO processed_events (consumer, event_id) SELECT $1, id FROM unnest($2::text[]) AS u(id) ORDER BY id
-		 ON CONFLICT DO NOTHING RETURNING event_id`,
-		c.cfg.Durable, sorted)
+	isNew, err := c.record(ctx, tx, sorted)
 	if err != nil {
-		return nil, fmt.Errorf("inbox: record event ids: %w", err)
-	}
-	recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("inbox: record event ids: %w", err)
-	}
-	isNew := make(map[string]bool, len(recorded))
-	for _, id := range recorded {
-		isNew[id] = true
-	}
-	if len(recorded) < len(sorted) {
-		seen := make([]string, 0, len(sorted)-len(recorded))
-		for _, id := range sorted {
-			if !isNew[id] {
-				seen = append(seen, id)
-			}
-		}
-		// Refreshed in this transaction, committed with the batch's effects.
-		if _, err := tx.Exec(ctx, refreshSQL, c.cfg.Durable, seen); err != nil {
-			return nil, fmt.Errorf("inbox: refresh processed ids found again: %w", err)
-		}
+		return nil, err
 	}
 	hctx, afterCommit := withCommitHooks(ctx)
 	done = make([]bool, len(msgs))
