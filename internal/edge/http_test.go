@@ -42,6 +42,14 @@ func serveMountedWithGrace(t *testing.T, grace time.Duration, opts ...connect.Ha
 	t.Helper()
 	mux := http.NewServeMux()
 	health = Mount(mux, []string{"handoff.test.v1.Nothing"}, opts...)
+	addr, stop, served = serveHandler(t, mux, grace, health.Drain)
+	return health, addr, stop, served
+}
+
+// serveHandler serves h with ServeHTTP on a loopback port until t ends; stop starts the
+// shutdown, and served tells how ServeHTTP ended.
+func serveHandler(t *testing.T, h http.Handler, grace time.Duration, beforeShutdown func()) (addr string, stop func(), served <-chan error) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,10 +58,10 @@ func serveMountedWithGrace(t *testing.T, grace time.Duration, opts ...connect.Ha
 	done, exited := make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(exited)
-		done <- ServeHTTP(ctx, lis, mux, grace, slog.New(slog.DiscardHandler), health.Drain)
+		done <- ServeHTTP(ctx, lis, h, grace, slog.New(slog.DiscardHandler), beforeShutdown)
 	}()
 	t.Cleanup(func() { cancel(); <-exited })
-	return health, lis.Addr().String(), cancel, done
+	return lis.Addr().String(), cancel, done
 }
 
 // envelope is payload in a gRPC envelope with flags: a flag byte, a 4-byte length, then payload.
@@ -150,17 +158,7 @@ func TestTrickledHealthChecksFromOneAddressAreChargedBeforeTheirBodies(t *testin
 		defer inFlight.Add(-1)
 		mux.ServeHTTP(w, r)
 	})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		_ = ServeHTTP(ctx, lis, counted, time.Second, slog.New(slog.DiscardHandler), nil)
-	}()
-	t.Cleanup(func() { cancel(); <-exited })
+	addr, _, _ := serveHandler(t, counted, time.Second, nil)
 
 	const n = 400
 	var senders []*io.PipeWriter
@@ -177,7 +175,7 @@ func TestTrickledHealthChecksFromOneAddressAreChargedBeforeTheirBodies(t *testin
 		for range n / 2 {
 			body, send := io.Pipe()
 			senders = append(senders, send)
-			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+lis.Addr().String()+"/grpc.health.v1.Health/Check", body)
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/grpc.health.v1.Health/Check", body)
 			if err != nil {
 				t.Fatal(err)
 			}

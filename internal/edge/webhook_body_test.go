@@ -1,11 +1,8 @@
 package edge
 
 import (
-	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -29,17 +26,7 @@ func TestAPlainHandlerReadingItsBodyOverHTTP2IsCutOffWhenTheBodyTrickles(t *test
 		read <- err
 		w.WriteHeader(http.StatusBadRequest)
 	})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		_ = ServeHTTP(ctx, lis, mux, time.Second, slog.New(slog.DiscardHandler), nil)
-	}()
-	t.Cleanup(func() { cancel(); <-exited })
+	addr, _, _ := serveHandler(t, mux, time.Second, nil)
 
 	for _, h2 := range []bool{false, true} {
 		var p http.Protocols
@@ -64,7 +51,7 @@ func TestAPlainHandlerReadingItsBodyOverHTTP2IsCutOffWhenTheBodyTrickles(t *test
 				}
 			}
 		}()
-		req, _ := http.NewRequest(http.MethodPost, "http://"+lis.Addr().String()+"/webhooks/vendor/store-1", pr)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/webhooks/vendor/store-1", pr)
 		go func() {
 			if res, err := client.Do(req); err == nil {
 				_ = res.Body.Close()

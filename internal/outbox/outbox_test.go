@@ -825,6 +825,25 @@ func TestAnEventRefusedEveryTimeDoesNotSlowTheOthersMoreAndMore(t *testing.T) {
 	}
 }
 
+// pastMaxPayload is an outbox holding one event of 100 KiB, and a NATS server (its streams
+// declared) whose max_payload is 64 KiB: the client refuses that event before sending it.
+func pastMaxPayload(t *testing.T) (*pgxpool.Pool, jetstream.JetStream) {
+	t.Helper()
+	pool := testenv.Pool(t, "", nil)
+	js := newJS(t, testenv.NATS(t, func(o *server.Options) { o.MaxPayload = 64 << 10 }))
+	ctx := t.Context()
+	if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.Bytes(make([]byte, 100<<10)))
+		return err
+	}); err != nil {
+		t.Fatalf("the outbox refused a 100 KiB event: %v", err)
+	}
+	return pool, js
+}
+
 // An event larger than the server's max_payload, which the client refuses before sending it,
 // does not stop the events committed after it, whether they go one by one or, a round big
 // enough, as an atomic batch the server refuses for it. The outbox takes events up to about
@@ -832,19 +851,8 @@ func TestAnEventRefusedEveryTimeDoesNotSlowTheOthersMoreAndMore(t *testing.T) {
 func TestAnEventPastTheServersMaxPayloadDoesNotStopTheOthers(t *testing.T) {
 	for _, behind := range []int{3, 40} {
 		t.Run(fmt.Sprint(behind, " behind"), func(t *testing.T) {
-			pool := testenv.Pool(t, "", nil)
-			s := testenv.NATS(t, func(o *server.Options) { o.MaxPayload = 64 << 10 })
-			js := newJS(t, s)
+			pool, js := pastMaxPayload(t)
 			ctx := t.Context()
-			if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.Bytes(make([]byte, 100<<10)))
-				return err
-			}); err != nil {
-				t.Fatalf("the outbox refused a 100 KiB event: %v", err)
-			}
 			values := make([]string, behind)
 			for i := range values {
 				values[i] = fmt.Sprint(i)
@@ -870,19 +878,8 @@ func TestAnEventPastTheServersMaxPayloadDoesNotStopTheOthers(t *testing.T) {
 // round. It used to sleep its failure backoff, growing to MaxBackoff and deaf to NOTIFY
 // meanwhile, so every later event waited up to 10 s for as long as the refused one stayed.
 func TestARelayDoesNotBackOffForAnEventNATSRefusesEveryTime(t *testing.T) {
-	pool := testenv.Pool(t, "", nil)
-	s := testenv.NATS(t, func(o *server.Options) { o.MaxPayload = 64 << 10 })
-	js := newJS(t, s)
+	pool, js := pastMaxPayload(t)
 	ctx := t.Context()
-	if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		_, err := outbox.Enqueue(ctx, tx, productCreated, wrapperspb.Bytes(make([]byte, 100<<10)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	var logs testenv.LockedBuffer
 	r := outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil)), PollInterval: 200 * time.Millisecond})
 	runCtx, stop := context.WithCancel(ctx)

@@ -24,6 +24,20 @@ import (
 // fulfilmentTimings overrides fulfilment's recovery timings in newEnv (zero: the defaults).
 var fulfilmentTimings struct{ pendingAfter, pendingGiveUp time.Duration }
 
+// tracedPool gives the cart a pool of its own whose statements tracer sees.
+func tracedPool(t *testing.T, tracer pgx.QueryTracer) func(*cart.Config) {
+	return func(c *cart.Config) {
+		cfg := c.Pool.Config()
+		cfg.ConnConfig.Tracer = tracer
+		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		c.Pool = pool
+	}
+}
+
 // holdMark blocks the cart's first "mark checked out" statement until release is closed;
 // with later set, the first once armed.
 type holdMark struct {
@@ -55,16 +69,7 @@ func TestAnOrderRejectedBeforeItsCartIsMarkedStillOpensTheCart(t *testing.T) {
 	var released sync.Once
 	release := func() { released.Do(func() { close(h.release) }) }
 	t.Cleanup(release)
-	e := newEnv(t, func(c *cart.Config) {
-		cfg := c.Pool.Config()
-		cfg.ConnConfig.Tracer = h
-		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		c.Pool = pool
-	})
+	e := newEnv(t, tracedPool(t, h))
 	t.Cleanup(release) // before the env's own cleanups, which wait for the held statement
 	skus := e.skus(1)
 	c := e.filledCart("alice", 1, skus...)
@@ -209,16 +214,7 @@ func TestAMarkLandingWhileTheRejectedHandlerDecidesStillOpensTheCart(t *testing.
 	fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 50*time.Millisecond, 200*time.Millisecond
 	t.Cleanup(func() { fulfilmentTimings.pendingAfter, fulfilmentTimings.pendingGiveUp = 0, 0 })
 	h := &interleave{handlerRead: make(chan struct{}), markDone: make(chan struct{})}
-	e := newEnv(t, func(c *cart.Config) {
-		cfg := c.Pool.Config()
-		cfg.ConnConfig.Tracer = h
-		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		c.Pool = pool
-	})
+	e := newEnv(t, tracedPool(t, h))
 	skus := e.skus(1)
 	c := e.filledCart("alice", 1, skus...)
 	if err := e.invRPC.Stop(); err != nil { // inventory away: fulfilment answers PENDING, then gives up
@@ -258,16 +254,8 @@ func TestAnOrderRejectedWhileALapsedCheckoutIsSettledStillOpensTheCart(t *testin
 	var released sync.Once
 	release := func() { released.Do(func() { close(h.release) }) }
 	t.Cleanup(release)
-	e := newEnv(t, func(c *cart.Config) {
-		cfg := c.Pool.Config()
-		cfg.ConnConfig.Tracer = h
-		pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		c.Pool = pool
-	})
+	e := newEnv(t, tracedPool(t, h))
+	t.Cleanup(release) // before the env's own cleanups, which wait for the held statement
 	skus := e.skus(1)
 	c := e.filledCart("alice", 1, skus...)
 	if err := e.invRPC.Stop(); err != nil { // inventory away: fulfilment answers PENDING
