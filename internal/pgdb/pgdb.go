@@ -28,14 +28,20 @@ import (
 type Option func(*options)
 
 type options struct {
-	maxConns   int32
-	appName    string
-	logger     *slog.Logger
-	keyedPlans bool
+	maxConns        int32
+	defaultMaxConns int32
+	appName         string
+	logger          *slog.Logger
+	keyedPlans      bool
 }
 
-// WithMaxConns caps the pool's connections (default: pgxpool's, max(4, CPUs)).
+// WithMaxConns caps the pool's connections, whatever the URL says (without it or
+// WithDefaultMaxConns: the URL's pool_max_conns, else pgxpool's max(4, CPUs)).
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+// WithDefaultMaxConns caps the pool's connections at n unless the URL sets pool_max_conns: an
+// operator's setting in the URL is not overridden by a default it never asked for.
+func WithDefaultMaxConns(n int32) Option { return func(o *options) { o.defaultMaxConns = n } }
 
 // WithAppName sets application_name, so pg_stat_activity shows who is who.
 func WithAppName(name string) Option { return func(o *options) { o.appName = name } }
@@ -120,6 +126,24 @@ func PoolSchema(p *pgxpool.Pool) string {
 	return s
 }
 
+// maxConnsKey is pgxpool's setting in a URL's query or a keyword/value string
+// ("pool_max_conns = 8" may have spaces around its '=').
+var maxConnsKey = regexp.MustCompile(`(^|[?&\s])pool_max_conns\s*=`)
+
+// setsMaxConns reports whether a database URL or connection string sets pool_max_conns.
+func setsMaxConns(url string) bool { return maxConnsKey.MatchString(url) }
+
+// ConnConfig parses a database URL for a connection of its own, outside any pool: pgxpool's
+// settings in it (pool_max_conns and the like) are left out, which pgx.ParseConfig would send
+// to the server as parameters, and the server refuses the connection for them.
+func ConnConfig(url string) (*pgx.ConnConfig, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.ConnConfig, nil
+}
+
 // Open connects to url and returns a pool whose every connection has
 // search_path set to schema, so service SQL names its tables unqualified. It
 // creates the schema when missing and fails if the server cannot be reached.
@@ -151,8 +175,11 @@ func Open(ctx context.Context, url, schema string, opts ...Option) (*pgxpool.Poo
 	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
 		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = IdleInTransactionTimeout
 	}
-	if o.maxConns > 0 {
+	switch {
+	case o.maxConns > 0:
 		cfg.MaxConns = o.maxConns
+	case o.defaultMaxConns > 0 && !setsMaxConns(url):
+		cfg.MaxConns = o.defaultMaxConns
 	}
 	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
 		c.PgConn().CustomData()[SchemaKey] = schema

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -13,6 +12,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
+	"github.com/handoff-dev/handoff/internal/testenv"
 	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 )
@@ -51,11 +51,7 @@ func runUntilReady(t *testing.T, cfg stack.Config) (r stack.Ready, stop func()) 
 // counts reads how many stores and products the database holds.
 func counts(t *testing.T, url string) (stores, products int) {
 	t.Helper()
-	conn, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := testenv.Connect(t, url)
 	if err := conn.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM inventory.stores), (SELECT count(*) FROM catalog.products)`).Scan(&stores, &products); err != nil {
 		t.Fatal(err)
 	}
@@ -102,10 +98,7 @@ func TestTheDemoIsNotLoadedBesideARetailersOwnData(t *testing.T) {
 	if full == 0 || products == 0 {
 		t.Fatalf("the demo loaded %d stores and %d products", full, products)
 	}
-	conn, err := pgx.Connect(t.Context(), cut.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testenv.Connect(t, cut.DatabaseURL)
 	// The stores' part of the load undone, as a stop between the parts would leave it.
 	if _, err := conn.Exec(t.Context(), `TRUNCATE inventory.stores, inventory.stock, inventory.movements, inventory.holds CASCADE`); err != nil {
 		t.Fatal(err)

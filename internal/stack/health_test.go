@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -202,11 +201,7 @@ func TestEventsFlowAgainAfterNATSComesBackWithoutItsStreams(t *testing.T) {
 func TestHealthIsNotServingUntilTheDemoChainIsLoaded(t *testing.T) {
 	cfg := stacktest.Config(t)
 	cfg.GatewayAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	lock, err := pgx.Connect(context.Background(), cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close(context.Background())
+	lock := testenv.Connect(t, cfg.DatabaseURL)
 	if _, err := lock.Exec(context.Background(), `SELECT pg_advisory_lock(hashtext('catalog.demo'))`); err != nil {
 		t.Fatal(err)
 	}

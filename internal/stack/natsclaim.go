@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/handoff-dev/handoff/internal/pgdb"
 )
 
 // A process with its own embedded NATS server claims each database its services use, for as
@@ -101,7 +103,7 @@ func (c *natsClaim) take(ctx context.Context) error {
 var errLetGo = errors.New("held, then let go")
 
 func (c *natsClaim) try(ctx context.Context) error {
-	cfg, err := pgx.ParseConfig(c.url)
+	cfg, err := pgdb.ConnConfig(c.url)
 	if err != nil {
 		return fmt.Errorf("parse database URL: %w", err)
 	}

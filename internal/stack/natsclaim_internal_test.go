@@ -31,7 +31,10 @@ func TestAClaimHeldByItsOwnStaleSessionIsTakenBack(t *testing.T) {
 	}
 	t.Cleanup(func() { c.close(context.Background()) })
 	var holder uint32
+	// This database's claim: another system's on the same server (a test beside this one) takes
+	// the same lock in its own database.
 	if err := c.conn.QueryRow(ctx, `SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2`, int64(natsClaimClass), int64(natsClaimObj)).Scan(&holder); err != nil {
 		t.Fatal(err)
 	}

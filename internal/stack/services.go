@@ -115,12 +115,21 @@ func services() []serviceSpec {
 	}
 }
 
+// poolSize is the pool cap option of every service's pool: DBMaxConns where set, else the URL's
+// pool_max_conns or DefaultDBMaxConns.
+func (c *Config) poolSize() pgdb.Option {
+	if c.DBMaxConns > 0 {
+		return pgdb.WithMaxConns(int32(c.DBMaxConns))
+	}
+	return pgdb.WithDefaultMaxConns(DefaultDBMaxConns)
+}
+
 // startService connects, migrates and starts one service: its gRPC server, its NATS endpoints,
 // its outbox relay and its background work. It returns the gRPC listen address.
 func (s *system) startService(ctx context.Context, spec serviceSpec) (string, error) {
 	log := s.log.With("service", spec.name)
 	pool, err := pgdb.Open(ctx, s.databaseURLFor(spec.name), spec.schema, slices.Concat(spec.poolOptions, []pgdb.Option{
-		pgdb.WithAppName("handoff-" + spec.name), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns))})...)
+		pgdb.WithAppName("handoff-" + spec.name), pgdb.WithLogger(log), s.cfg.poolSize()})...)
 	if err != nil {
 		return "", err
 	}
@@ -251,7 +260,7 @@ func (s *system) drainNATS(ctx context.Context) {
 func (s *system) startPOSAdapter(ctx context.Context) error {
 	log := s.log.With("component", "pos-adapter")
 	pool, err := pgdb.Open(ctx, s.databaseURLFor(TargetPOSAdapter), posadapter.Schema, slices.Concat(posadapter.PoolOptions(), []pgdb.Option{
-		pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log), pgdb.WithMaxConns(int32(s.cfg.DBMaxConns))})...)
+		pgdb.WithAppName("handoff-pos-adapter"), pgdb.WithLogger(log), s.cfg.poolSize()})...)
 	if err != nil {
 		return err
 	}

@@ -83,8 +83,7 @@ type Config struct {
 	// StreamReplicas is the JetStream replica count (1 on one server, 3 in a cluster).
 	StreamReplicas int
 	// DBMaxConns caps each service's Postgres pool (every service and the pos-adapter has
-	// one). Default 16: pgx's own default, max(4, CPUs), made checkouts wait for a connection
-	// under load while the database had room.
+	// one). 0: the database URL's pool_max_conns where it sets one, else DefaultDBMaxConns.
 	DBMaxConns int
 
 	// Listen addresses.
@@ -160,6 +159,11 @@ type Ready struct {
 
 func (c *Config) runs(part string) bool { return c.Target == TargetAll || c.Target == part }
 
+// DefaultDBMaxConns is a service pool's cap when neither the configuration nor the database URL
+// sets one: pgx's own default, max(4, CPUs), made checkouts wait for a connection under load
+// while the database had room.
+const DefaultDBMaxConns = 16
+
 // maxDBConns bounds a pool's connections: far beyond what PostgreSQL serves well (its default
 // max_connections is 100), and within the driver's int32.
 const maxDBConns = 10_000
@@ -224,9 +228,6 @@ func (c *Config) Validate() error {
 	}
 	if c.DBMaxConns < 0 || c.DBMaxConns > maxDBConns {
 		return settingError("db-max-conns", c.DBMaxConns, "want a positive number up to %d, or 0 for the default", maxDBConns)
-	}
-	if c.DBMaxConns == 0 {
-		c.DBMaxConns = 16
 	}
 	if c.Currency == "" {
 		c.Currency = demo.Currency

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
+
+	"github.com/handoff-dev/handoff/internal/pgdb"
 )
 
 // DefaultStartWait is how long a start waits for an external NATS or PostgreSQL that does not
@@ -58,7 +60,7 @@ func (s *system) connectNATS(ctx context.Context, url string, opts ...nats.Optio
 // consistent; or shutting down for a restart); one that answers otherwise, even with a refusal
 // (a wrong password, a missing database), is left to the pools to report.
 func (s *system) waitForPostgres(ctx context.Context, url string) error {
-	cfg, err := pgx.ParseConfig(url)
+	cfg, err := pgdb.ConnConfig(url)
 	if err != nil {
 		return nil // the pool reports a bad URL without echoing it
 	}

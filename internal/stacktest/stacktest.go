@@ -48,14 +48,22 @@ func Start(t testing.TB, edit ...func(*stack.Config)) stack.Ready {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	readyc := make(chan stack.Ready, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- stack.Run(ctx, cfg, func(r stack.Ready) { readyc <- r }) }()
+	// done closes when Run has returned runErr: the start's wait and the cleanup's both see it
+	// (a channel of the error would give it to the first only, and the cleanup of a failed
+	// start waited 30 s for it).
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = stack.Run(ctx, cfg, func(r stack.Ready) { readyc <- r })
+	}()
+	started := false
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("stack stopped with an error: %v", err)
+		case <-done:
+			if runErr != nil && started {
+				t.Errorf("stack stopped with an error: %v", runErr)
 			}
 		case <-time.After(30 * time.Second):
 			t.Errorf("stack did not stop within 30s of cancellation")
@@ -63,9 +71,10 @@ func Start(t testing.TB, edit ...func(*stack.Config)) stack.Ready {
 	})
 	select {
 	case r := <-readyc:
+		started = true
 		return r
-	case err := <-errc:
-		t.Fatalf("stack failed to start: %v", err)
+	case <-done:
+		t.Fatalf("stack failed to start: %v", runErr)
 	case <-time.After(2 * time.Minute):
 		t.Fatal("stack not ready after 2 minutes")
 	}

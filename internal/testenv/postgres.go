@@ -385,7 +385,8 @@ func randomHex(n int) string {
 
 // FreshDatabaseURL creates one more database on this binary's server, for a test that needs
 // fixed schema names to itself (a whole Handoff stack) or settings of its own (with: the
-// options of CREATE DATABASE, such as a locale), and drops it when t ends.
+// options of CREATE DATABASE, such as a locale), and drops it when t ends. Its URL caps each
+// pool opened on it at TestPoolConns (pool_max_conns), which a pool's explicit cap overrides.
 func FreshDatabaseURL(t testing.TB, with ...string) string {
 	t.Helper()
 	DatabaseURL(t) // finds or starts the server
@@ -410,5 +411,30 @@ func FreshDatabaseURL(t testing.TB, with ...string) string {
 	})
 	u, _ := url.Parse(serverURL)
 	u.Path = "/" + name
+	q := u.Query()
+	q.Set("pool_max_conns", strconv.Itoa(TestPoolConns))
+	u.RawQuery = q.Encode()
 	return u.String()
 }
+
+// Connect opens a connection of its own to the database at url (FreshDatabaseURL's: its pool
+// setting is left out, which the server would refuse) and closes it when t ends.
+func Connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgdb.ConnConfig(url)
+	if err != nil {
+		t.Fatalf("testenv: parse database URL: %v", err)
+	}
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("testenv: connect: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// TestPoolConns caps the pools of a database from FreshDatabaseURL. A whole Handoff there has
+// five pools, each up to 16 connections by default; several test packages' systems at once
+// (make test runs packages side by side) then passed a stock PostgreSQL's 100 connections
+// ("too many clients already"). Tests do not need a production pool's width.
+const TestPoolConns = 4

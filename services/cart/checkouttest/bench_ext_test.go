@@ -134,8 +134,9 @@ type benchStack struct {
 // every SKU the benchmarks order.
 func startBench(b *testing.B) *benchStack {
 	// The product's own NATS: embedded, syncing every JetStream write to disk, reached
-	// in-process (stacktest's default is a test server without the syncs).
-	ready := stacktest.Start(b, func(c *stack.Config) { c.NATSURL = "" })
+	// in-process (stacktest's default is a test server without the syncs); and the product's
+	// pools (a test database's URL caps them at testenv.TestPoolConns).
+	ready := stacktest.Start(b, func(c *stack.Config) { c.NATSURL, c.DBMaxConns = "", stack.DefaultDBMaxConns })
 	admin := dialAs(b, ready.ServiceAddrs["inventory"], ready.Keys, auth.Principal{Subject: "bench", Role: auth.RoleAdmin})
 	inv := inventoryv1.NewInventoryAdminServiceClient(admin)
 	bs := &benchStack{
