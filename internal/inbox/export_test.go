@@ -26,3 +26,6 @@ func ConsumeOnce(ctx context.Context, pool *pgxpool.Pool, cfg Config, cons jetst
 	}
 	return c.consume(ctx, cons)
 }
+
+// PruneSQL is a prune batch's statement.
+const PruneSQL = pruneSQL

@@ -435,6 +435,11 @@ func (c *consumer) runPrune(ctx context.Context, js jetstream.JetStream) {
 	}
 }
 
+// pruneSQL deletes up to $3 of consumer $1's processed ids older than $2 microseconds, found
+// through processed_events_by_age (pgdb's shared migration SharedPruneIndexVersion).
+const pruneSQL = `DELETE FROM processed_events WHERE ctid = ANY (ARRAY(
+	SELECT ctid FROM processed_events WHERE consumer = $1 AND processed_at < now() - $2::bigint * interval '1 microsecond' LIMIT $3))`
+
 // prune deletes, pruneBatch rows at a time, the consumer's processed ids older than its
 // stream's MaxAge and pruneClockSlack, and returns how many it deleted.
 func (c *consumer) prune(ctx context.Context, js jetstream.JetStream) (int64, error) {
@@ -448,9 +453,7 @@ func (c *consumer) prune(ctx context.Context, js jetstream.JetStream) (int64, er
 	}
 	var n int64
 	for {
-		tag, err := c.pool.Exec(ctx, `DELETE FROM processed_events WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM processed_events WHERE consumer = $1 AND processed_at < now() - $2::bigint * interval '1 microsecond' LIMIT $3))`,
-			c.cfg.Durable, (maxAge + pruneClockSlack).Microseconds(), pruneBatch)
+		tag, err := c.pool.Exec(ctx, pruneSQL, c.cfg.Durable, (maxAge + pruneClockSlack).Microseconds(), pruneBatch)
 		if err != nil {
 			return n, fmt.Errorf("delete processed ids: %w", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/handoff-dev/handoff/internal/inbox"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
@@ -194,5 +195,30 @@ func TestAnEventStoredAgainLateKeepsItsIDUntilTheCopyAgesOut(t *testing.T) {
 				t.Fatalf("one event stored twice, its first processing aged out, the consumer declared anew: %d effects of %d events; want one each", rows, distinct)
 			}
 		})
+	}
+}
+
+// A prune batch reads the ids it deletes, not the ones kept: with 50,000 of a consumer's ids
+// kept (random uuids, as events' are) and 100 due, a batch reads about the 100, through
+// processed_events_by_age, in the plans of a pool with keyed plans (the pos-adapter's) and of
+// one without. Before the index each batch walked the consumer's primary key, or scanned the
+// table, past every id kept: 10 s of the database's time an hour at 10,000 ids an hour.
+func TestAPruneBatchReadsTheDueIDsNotTheKeptOnes(t *testing.T) {
+	pool := testenv.Pool(t, "", nil)
+	ctx := t.Context()
+	if _, err := pool.Exec(ctx, `INSERT INTO processed_events (consumer, event_id, processed_at)
+		SELECT CASE WHEN g % 2 = 0 THEN 'kitchen' ELSE 'other' END, gen_random_uuid()::text,
+			CASE WHEN g < 200 THEN now() - interval '8 days' ELSE now() - g * interval '1 second' END
+		FROM generate_series(0, 99999) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE processed_events`); err != nil {
+		t.Fatal(err)
+	}
+	week := (7*24*time.Hour + time.Hour).Microseconds()
+	for name, setup := range map[string][]string{"keyed plans": {pgdb.KeyedPlansSQL}, "default plans": nil} {
+		if read := testenv.RowsRead(t, pool, setup, inbox.PruneSQL, "kitchen", week, 5000); read > 250 {
+			t.Errorf("%s: a prune batch of 100 due ids read %v rows", name, read)
+		}
 	}
 }

@@ -1,6 +1,9 @@
 package pgdb
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // SetRollbackTimeout sets the bound of Acquire's rollback at release, and returns the restore.
 func SetRollbackTimeout(d time.Duration) (restore func()) {
@@ -14,3 +17,6 @@ const SharedTables = sharedTables
 
 // SharedTraceColumn is the text of the shared migration SharedTraceVersion.
 const SharedTraceColumn = sharedTraceColumn
+
+// SharedPruneIndex is the text of the shared migration SharedPruneIndexVersion.
+var SharedPruneIndex = strings.Join(sharedPruneIndex, ";\n")

@@ -85,8 +85,8 @@ func TestMigrateAppliesSharedTablesThenServiceMigrations(t *testing.T) {
 			t.Errorf("table %s.%s missing after Migrate", schema, table)
 		}
 	}
-	if got := versions(t, pool); got != "1,2,3,1000000001" {
-		t.Fatalf("applied versions = %s, want 1,2,3,1000000001", got)
+	if got := versions(t, pool); got != "1,2,3,1000000001,1000000002" {
+		t.Fatalf("applied versions = %s, want 1,2,3,1000000001,1000000002", got)
 	}
 }
 
@@ -96,8 +96,8 @@ func TestMigrateAgainChangesNothing(t *testing.T) {
 	migrate(t, pool, schema)
 	migrate(t, pool, schema)
 
-	if got := versions(t, pool); got != "1,2,3,1000000001" {
-		t.Fatalf("applied versions = %s, want 1,2,3,1000000001", got)
+	if got := versions(t, pool); got != "1,2,3,1000000001,1000000002" {
+		t.Fatalf("applied versions = %s, want 1,2,3,1000000001,1000000002", got)
 	}
 	if n := appliedCount(t, pool); n != 1 {
 		t.Fatalf("migration 3 ran %d times, want once", n)
@@ -120,8 +120,8 @@ func TestMigrateAppliesANewMigrationBelowOneApplied(t *testing.T) {
 	if err := pgdb.Migrate(t.Context(), pool, schema, ranges, testenv.Logger(t)); err != nil {
 		t.Fatalf("migrate with a new migration below an applied one: %v", err)
 	}
-	if got := versions(t, pool); got != "1,2,3,20,1000000001" {
-		t.Fatalf("applied versions = %s, want 1,2,3,20,1000000001", got)
+	if got := versions(t, pool); got != "1,2,3,20,1000000001,1000000002" {
+		t.Fatalf("applied versions = %s, want 1,2,3,20,1000000001,1000000002", got)
 	}
 	if n := appliedCount(t, pool); n != 2 {
 		t.Fatalf("applied rows = %d, want 2 (3 and 20, once each)", n)
@@ -191,8 +191,8 @@ func TestConcurrentMigrationsOfOneSchemaApplyOnce(t *testing.T) {
 			t.Fatalf("copy %d: %v", i, err)
 		}
 	}
-	if got := versions(t, pools[0]); got != "1,2,3,1000000001" {
-		t.Fatalf("applied versions = %s, want 1,2,3,1000000001 each once", got)
+	if got := versions(t, pools[0]); got != "1,2,3,1000000001,1000000002" {
+		t.Fatalf("applied versions = %s, want 1,2,3,1000000001,1000000002 each once", got)
 	}
 	if n := appliedCount(t, pools[0]); n != 1 {
 		t.Fatalf("migration 3 ran %d times, want once", n)
@@ -204,8 +204,8 @@ func TestSchemasInOneDatabaseMigrateIndependently(t *testing.T) {
 	poolA, poolB := open(t, a), open(t, b)
 	migrate(t, poolA, a)
 	migrate(t, poolB, b)
-	if got := versions(t, poolB); got != "1,2,3,1000000001" {
-		t.Fatalf("second schema: applied versions = %s, want 1,2,3,1000000001", got)
+	if got := versions(t, poolB); got != "1,2,3,1000000001,1000000002" {
+		t.Fatalf("second schema: applied versions = %s, want 1,2,3,1000000001,1000000002", got)
 	}
 }
 
@@ -231,8 +231,8 @@ func TestASchemaMadeBeforeASharedMigrationRunsIt(t *testing.T) {
 		VALUES (gen_random_uuid(), 's', 't', '', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01')`); err != nil {
 		t.Fatalf("the outbox after the shared migration: %v", err)
 	}
-	if got := versions(t, pool); got != "1,2,3,4,1000000001" {
-		t.Fatalf("applied versions = %s, want 1,2,3,4,1000000001", got)
+	if got := versions(t, pool); got != "1,2,3,4,1000000001,1000000002" {
+		t.Fatalf("applied versions = %s, want 1,2,3,4,1000000001,1000000002", got)
 	}
 	if n := appliedCount(t, pool); n != 2 {
 		t.Fatalf("applied rows = %d, want 2 (3 and 4, once each)", n)

@@ -24,6 +24,9 @@ const sharedPin = "internal/pgdb/migrate.go#sharedTables"
 // sharedTracePin names the shared migration sharedTraceColumn.
 const sharedTracePin = "internal/pgdb/migrate.go#sharedTraceColumn"
 
+// sharedPruneIndexPin names the shared migration sharedPruneIndex.
+const sharedPruneIndexPin = "internal/pgdb/migrate.go#sharedPruneIndex"
+
 // A migration once committed is never edited: goose records only its version, so a database
 // that ran the earlier text never runs the new one, and a build reading the new schema fails on
 // it (three such edits needed repair migrations). A change goes in a new migration. A new
@@ -55,6 +58,8 @@ func TestCommittedMigrationsAreNeverEdited(t *testing.T) {
 	have[sharedPin] = hex.EncodeToString(shared[:])
 	trace := sha256.Sum256([]byte(pgdb.SharedTraceColumn))
 	have[sharedTracePin] = hex.EncodeToString(trace[:])
+	pruneIndex := sha256.Sum256([]byte(pgdb.SharedPruneIndex))
+	have[sharedPruneIndexPin] = hex.EncodeToString(pruneIndex[:])
 
 	pinned := map[string]string{}
 	fh, err := os.Open(pinnedSums)

@@ -88,6 +88,10 @@ type Config struct {
 	// AbandonAfter is how long an open cart may sit unchanged before Run deletes it.
 	// Default 30 days; negative keeps carts forever.
 	AbandonAfter time.Duration
+	// CheckedOutRetention is how long a checked-out cart is kept after its last change before
+	// Run deletes it: it answers a retry of its checkout, and its order keeps its lines. Default
+	// 30 days; negative keeps them forever.
+	CheckedOutRetention time.Duration
 	// CacheTTL is the longest the cart uses a catalog variant or an inventory store it was told
 	// about without asking again. The owners' events drop a changed one at once; the TTL only
 	// bounds how long an event missed without a visible disconnect can leave it stale.
@@ -107,8 +111,9 @@ type Service struct {
 	lookupTimeout   time.Duration
 	// checkoutLease freezes a cart while its order is placed; longer than checkoutTimeout so
 	// the lease outlives the call it protects.
-	checkoutLease time.Duration
-	abandonAfter  time.Duration
+	checkoutLease  time.Duration
+	abandonAfter   time.Duration
+	keepCheckedOut time.Duration
 
 	// What the catalog and inventory said, by SKU and by store id (see ownerevents.go).
 	variantCache *lookupCache[*catalogv1.Variant]
@@ -146,6 +151,9 @@ func New(cfg Config) *Service {
 	if cfg.AbandonAfter == 0 {
 		cfg.AbandonAfter = 30 * 24 * time.Hour
 	}
+	if cfg.CheckedOutRetention == 0 {
+		cfg.CheckedOutRetention = 30 * 24 * time.Hour
+	}
 	if cfg.CacheTTL == 0 {
 		cfg.CacheTTL = 5 * time.Second
 	}
@@ -159,6 +167,7 @@ func New(cfg Config) *Service {
 		lookupTimeout:   cfg.LookupTimeout,
 		checkoutLease:   cfg.CheckoutTimeout + 30*time.Second, // see settle
 		abandonAfter:    cfg.AbandonAfter,
+		keepCheckedOut:  cfg.CheckedOutRetention,
 		variantCache:    newLookupCache[*catalogv1.Variant](cfg.CacheTTL),
 		storeCache:      newLookupCache[*inventoryv1.Store](cfg.CacheTTL),
 		rows:            newRowCache(),
@@ -206,28 +215,18 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.js != nil {
 		g.Go(func() error { return s.consumeRejected(ctx) })
 	}
-	g.Go(func() error { return s.deleteAbandonedLoop(ctx) })
+	g.Go(func() error { return s.sweepLoop(ctx) })
 	return g.Wait()
 }
 
-// deleteAbandonedLoop deletes abandoned carts (DeleteAbandoned) hourly until ctx ends.
-func (s *Service) deleteAbandonedLoop(ctx context.Context) error {
-	if s.abandonAfter < 0 {
-		<-ctx.Done()
-		return nil
-	}
+// sweepLoop deletes abandoned carts (DeleteAbandoned) and old checked-out ones
+// (DeleteCheckedOut) hourly until ctx ends.
+func (s *Service) sweepLoop(ctx context.Context) error {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := s.DeleteAbandoned(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err != nil:
-			s.log.Warn("deleting abandoned carts failed; trying again in an hour", "err", err)
-		case n > 0:
-			s.log.Info("abandoned carts deleted", "count", n, "idle_for", s.abandonAfter)
-		}
+		s.sweep(ctx, "abandoned carts", s.abandonAfter, s.DeleteAbandoned)
+		s.sweep(ctx, "old checked-out carts", s.keepCheckedOut, s.DeleteCheckedOut)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -235,6 +234,51 @@ func (s *Service) deleteAbandonedLoop(ctx context.Context) error {
 		}
 	}
 }
+
+// sweep runs one of sweepLoop's deletions, unless its age is negative (keep for ever), and logs
+// what it did.
+func (s *Service) sweep(ctx context.Context, what string, age time.Duration, del func(context.Context) (int64, error)) {
+	if age < 0 {
+		return
+	}
+	n, err := del(ctx)
+	switch {
+	case ctx.Err() != nil:
+	case err != nil:
+		s.log.Warn("deleting "+what+" failed; trying again in an hour", "err", err)
+	case n > 0:
+		s.log.Info(what+" deleted", "count", n, "older_than", age)
+	}
+}
+
+// checkedOutBatch bounds the carts one statement of DeleteCheckedOut deletes, so that a first
+// sweep of a large table does not hold one long transaction.
+const checkedOutBatch = 5000
+
+// DeleteCheckedOut deletes checked-out carts neither created nor changed within
+// CheckedOutRetention and returns how many. Kept, they were one row per order for ever, read by
+// nobody once their checkout could no longer be retried.
+func (s *Service) DeleteCheckedOut(ctx context.Context) (int64, error) {
+	var n int64
+	for {
+		tag, err := s.db.Exec(ctx, deleteCheckedOutSQL, s.keepCheckedOut.Microseconds(), checkedOutBatch)
+		if err != nil {
+			return n, err
+		}
+		n += tag.RowsAffected()
+		if tag.RowsAffected() < checkedOutBatch {
+			return n, nil
+		}
+	}
+}
+
+// deleteCheckedOutSQL deletes up to $2 checked-out carts older than $1 microseconds, found
+// through carts_checked_out (cart's 00007).
+const deleteCheckedOutSQL = `DELETE FROM carts WHERE ctid = ANY (ARRAY(
+	SELECT ctid FROM carts WHERE state = 'checked_out'
+	  AND create_time < now() - $1::bigint * interval '1 microsecond' -- the index's column
+	  AND update_time < now() - $1::bigint * interval '1 microsecond'
+	LIMIT $2))`
 
 // DeleteAbandoned deletes open carts neither changed nor checked out for longer than
 // AbandonAfter and returns how many. A cart whose checkout's lease lapsed unsettled may have an

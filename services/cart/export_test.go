@@ -65,3 +65,6 @@ func (s *Service) ReopenRejected(ctx context.Context, cartID, orderID string) (b
 	s.rows.drop(cartID)
 	return opened, tx.Commit(ctx)
 }
+
+// DeleteCheckedOutSQL is DeleteCheckedOut's statement.
+const DeleteCheckedOutSQL = deleteCheckedOutSQL
