@@ -170,6 +170,11 @@ func TestHealthAndReflectionAnswerStandardGRPCClients(t *testing.T) {
 			t.Errorf("reflection describes %s at the public edge", hidden)
 		}
 	}
+	// A refusal's details are described too, so grpcurl shows the fields a BadRequest names.
+	files, err := stream.FileContainingSymbol("google.rpc.BadRequest")
+	if err != nil || len(files) == 0 || files[0].GetName() != "google/rpc/error_details.proto" {
+		t.Fatalf("reflection of google.rpc.BadRequest at the gateway: %d files, %v; want google/rpc/error_details.proto", len(files), err)
+	}
 }
 
 // A health Watch of a service the edge does not answer for says SERVICE_UNKNOWN and stays open,

@@ -22,7 +22,7 @@ import (
 const CompressMinBytes = 4096
 
 // Mount adds grpc.health.v1 and server reflection (v1 and v1alpha) for the named services to
-// mux, describing those services and no others (servedFiles), and returns the health status to flip on shutdown. They are open to anyone (probes and
+// mux, describing those services and no others, and the error details they send (servedFiles), and returns the health status to flip on shutdown. They are open to anyone (probes and
 // grpcurl carry no token), so besides opts (a size limit, above all: a small compressed
 // reflection request can otherwise inflate to gigabytes) each address may make openPerAddress
 // calls (or stream messages) a second to them, and hold openStreamsPerAddress streams open. A

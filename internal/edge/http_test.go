@@ -27,6 +27,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 // serveMounted serves health and reflection (Mount, with opts) on a fresh port.
@@ -101,6 +102,37 @@ func TestReflectionRefusesRequestsOverTheSizeLimit(t *testing.T) {
 	_, err = stream.Recv()
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("a 1 MiB reflection request with a 64 KiB limit: %v; want ResourceExhausted", err)
+	}
+}
+
+// The services' errors carry google.rpc details (BadRequest naming the fields, ErrorInfo,
+// RetryInfo), which no served file imports: reflection must describe them all the same, or a
+// client that resolves types through it (grpcurl) shows a refusal's details as raw bytes.
+func TestReflectionDescribesTheErrorDetails(t *testing.T) {
+	_, addr := serveMounted(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(grpcConn(t, addr)).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, symbol := range []string{"google.rpc.BadRequest", "google.rpc.ErrorInfo", "google.rpc.RetryInfo"} {
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+			MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: symbol}}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := res.GetErrorResponse(); e != nil {
+			t.Fatalf("reflection of %s: %s %s; want its file", symbol, codes.Code(e.GetErrorCode()), e.GetErrorMessage())
+		}
+		files := res.GetFileDescriptorResponse().GetFileDescriptorProto()
+		var first descriptorpb.FileDescriptorProto
+		if len(files) == 0 || proto.Unmarshal(files[0], &first) != nil || first.GetName() != "google/rpc/error_details.proto" {
+			t.Fatalf("reflection of %s: %d files, the first %q; want google/rpc/error_details.proto", symbol, len(files), first.GetName())
+		}
 	}
 }
 

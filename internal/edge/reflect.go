@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -16,6 +17,11 @@ import (
 // CatalogAdminService), and the edge must not advertise APIs it does not serve. The messages
 // of those files stay: removing the ones only a hidden service uses would take a dependency
 // analysis for no secret (the project is open source); the APIs are what is hidden.
+//
+// The files of the google.rpc error details (errorDetailFiles) are described too: the services'
+// refusals carry them (a BadRequest naming the fields), no served file imports them, and a
+// client that resolves an error's details through reflection (grpcurl) would otherwise show
+// them as raw bytes.
 func servedFiles(services []string) (*protoregistry.Files, error) {
 	files := new(protoregistry.Files)
 	var add func(fd protoreflect.FileDescriptor) error
@@ -54,5 +60,14 @@ func servedFiles(services []string) (*protoregistry.Files, error) {
 			return nil, err
 		}
 	}
+	for _, fd := range errorDetailFiles {
+		if err := add(fd); err != nil {
+			return nil, err
+		}
+	}
 	return files, nil
 }
+
+// errorDetailFiles are the files of the error details the services send (rpcerr: BadRequest,
+// ErrorInfo, RetryInfo), which reflection at an edge describes beside its services.
+var errorDetailFiles = []protoreflect.FileDescriptor{errdetails.File_google_rpc_error_details_proto}
