@@ -179,6 +179,14 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 			}
 			fmt.Fprintf(stderr, "  -%s [%s]\n    \t%s%s\n", f.Name, envVar[f.Name], f.Usage, def)
 		})
+		// The per-service database URLs have no flag; their values (passwords) are never shown.
+		var names []string
+		for _, t := range stack.Targets {
+			if name, ok := serviceDatabaseEnv[t]; ok {
+				names = append(names, name)
+			}
+		}
+		fmt.Fprintf(stderr, "\nEnvironment only:\n  %s\n    \tPostgreSQL URL of one service (catalog, inventory, cart, fulfilment, pos-adapter), to give it a database of its own (default: -database-url)\n", strings.Join(names, ", "))
 	}
 	if err := fs.Parse(args); err != nil {
 		return s, err

@@ -172,6 +172,7 @@ func TestUsageNeverPrintsSecrets(t *testing.T) {
 		"DATABASE_URL": "postgres://handoff:db-password-1@db/handoff", "NATS_URL": "nats://user:nats-password-2@nats:4222",
 		"HANDOFF_JWT_KEYS": testKeys, "HANDOFF_PICKUP_CODE_SECRET": "pickup-secret-3-0123456789",
 		"HANDOFF_NOTIFY_WEBHOOK_SECRET": "webhook-secret-4", "HANDOFF_SMTP_PASSWORD": "smtp-password-5",
+		"CATALOG_DATABASE_URL": "postgres://catalog:db-password-6@db/catalog",
 	}
 	for _, args := range [][]string{{"-help"}, {"-shutdown-grace", "10"}, {"token", "-help"}} {
 		var stderr bytes.Buffer
@@ -187,10 +188,23 @@ func TestUsageNeverPrintsSecrets(t *testing.T) {
 		} else if !strings.Contains(out, "set in HANDOFF_JWT_KEYS, not shown") {
 			t.Errorf("run(%v): the usage does not say where the keys come from:\n%s", args, out)
 		}
-		for _, secret := range []string{"db-password-1", "nats-password-2", testKeys, "pickup-secret-3", "webhook-secret-4", "smtp-password-5"} {
+		for _, secret := range []string{"db-password-1", "nats-password-2", testKeys, "pickup-secret-3", "webhook-secret-4", "smtp-password-5", "db-password-6"} {
 			if strings.Contains(out, secret) {
 				t.Errorf("run(%v) printed the secret %q in:\n%s", args, secret, out)
 			}
+		}
+	}
+}
+
+// -help lists every setting, the per-service database URLs too, which have no flag.
+func TestUsageNamesTheServiceDatabaseURLs(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"-help"}, func(string) string { return "" }, io.Discard, &stderr); code != 0 {
+		t.Fatalf("handoff -help = %d; want 0", code)
+	}
+	for _, name := range serviceDatabaseEnv {
+		if !strings.Contains(stderr.String(), name) {
+			t.Errorf("handoff -help does not name %s:\n%s", name, stderr.String())
 		}
 	}
 }
