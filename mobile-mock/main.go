@@ -433,7 +433,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 func verdict(res *load.Result) string {
 	switch {
 	case !res.Sound():
-		return "stock was oversold, inventory's invariants do not hold, or they could not be checked (see the summary)"
+		return res.Unsound() + " (see the summary)"
 	case res.Interrupted:
 		return fmt.Sprintf("interrupted after %.1fs; the figures are of the run until then", res.WindowSeconds)
 	case res.GaveUp != "":

@@ -39,6 +39,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/demo"
@@ -171,6 +172,8 @@ type run struct {
 	units    map[stockKey]int64 // confirmed units per store and SKU
 	initial  map[stockKey]int64 // available at the start
 	snapshot map[string]bool    // stores whose availability was taken at the start
+	// snapshotNote, when set, says why stores an order can land at may be missing from snapshot.
+	snapshotNote string
 	// unanswered are the checkouts that got no answer and may have made an order, by cart id:
 	// the shopper (its customer) who made it. A ticket for the cart's order settles one.
 	unanswered map[string]string
@@ -253,8 +256,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return r.result(ctx), nil
 }
 
-// prepare learns the menu and the stores, registers and connects a terminal per store and takes
-// the stores' availability, all before the clock starts.
+// prepare learns the menu and the stores, registers and connects a terminal per store found
+// (the 50 nearest the centre) and takes the availability of every store an order can land at,
+// all before the clock starts.
 func (r *run) prepare(ctx context.Context) error {
 	ctx = shopper.WithToken(ctx, r.token("setup"))
 	if err := r.loadMenu(ctx); err != nil {
@@ -298,7 +302,24 @@ func (r *run) prepare(ctx context.Context) error {
 		return err
 	}
 	r.cfg.Logf("%d terminals registered and following their stores' feeds", len(ids))
-	return r.takeAvailability(ctx, ids)
+	// The stock is taken of every store an order can land at, not only of the 50 found: in a
+	// bigger chain the nearest store able to fill an order may be another (its terminal is
+	// registered when an order lands there).
+	reach, crowded, calls, err := r.storesInReach(ctx, r.reachArea())
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		delete(reach, id)
+	}
+	all := slices.Concat(ids, slices.Sorted(maps.Keys(reach)))
+	if crowded > 0 {
+		r.snapshotNote = fmt.Sprintf("more than %d stores stand within %.0f m of each other (%d such spots), and the locator names %d at most: some of them may not have been found", findLimit, minCellMeters, crowded, findLimit)
+	}
+	if len(reach) > 0 {
+		r.cfg.Logf("%d more stores within %.0f m of the shoppers' area (%d FindStores calls): their stock is taken too", len(reach), min(r.cfg.RadiusMeters, findMaxRadius), calls)
+	}
+	return r.takeAvailability(ctx, all)
 }
 
 // loadMenu collects the SKUs orders are made of: the hot SKU, or every orderable variant of the
@@ -352,18 +373,25 @@ func (r *run) loadMenu(ctx context.Context) error {
 // takeAvailability records what each store can promise of the menu before the run, to check
 // afterwards that no more than that was confirmed.
 func (r *run) takeAvailability(ctx context.Context, stores []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
 	for _, id := range stores {
-		res, err := r.app.Locator.GetAvailability(shopper.WithToken(ctx, r.token("stock-"+id)),
-			connect.NewRequest(&inventoryv1.GetAvailabilityRequest{StoreId: id, Skus: r.menu}))
-		if err != nil {
-			return fmt.Errorf("availability at %s: %w", id, err)
-		}
-		for _, a := range res.Msg.GetAvailability() {
-			r.initial[stockKey{id, a.GetSku()}] = int64(a.GetAvailable())
-		}
-		r.snapshot[id] = true
+		g.Go(func() error {
+			res, err := r.app.Locator.GetAvailability(shopper.WithToken(gctx, r.token("stock-"+id)),
+				connect.NewRequest(&inventoryv1.GetAvailabilityRequest{StoreId: id, Skus: r.menu}))
+			if err != nil {
+				return fmt.Errorf("availability at %s: %w", id, err)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for _, a := range res.Msg.GetAvailability() {
+				r.initial[stockKey{id, a.GetSku()}] = int64(a.GetAvailable())
+			}
+			r.snapshot[id] = true
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // token mints a customer token of this run.

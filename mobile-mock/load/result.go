@@ -115,9 +115,17 @@ type Result struct {
 	// (must be 0). It assumes nobody else orders from those stores meanwhile.
 	OversoldUnits int64          `json:"oversold_units"`
 	Oversold      []OversoldLine `json:"oversold,omitempty"`
-	// UncheckedUnits were confirmed at stores whose availability was not taken at the start.
-	UncheckedUnits int64      `json:"unchecked_units"`
-	Invariants     Invariants `json:"invariants"`
+	// StoresSnapshotted is how many stores' availability was taken at the start: every store
+	// an order could land at (within the pickup radius of the shoppers' points), not only the
+	// 50 nearest the centre that get a terminal before the clock.
+	StoresSnapshotted int `json:"stores_snapshotted"`
+	// SnapshotNote, when set, says why stores an order could land at may be missing from them.
+	SnapshotNote string `json:"snapshot_note,omitempty"`
+	// UncheckedUnits were confirmed at stores whose availability was not taken at the start
+	// (UncheckedStores): created since, or missed as SnapshotNote says.
+	UncheckedUnits  int64      `json:"unchecked_units"`
+	UncheckedStores []string   `json:"unchecked_stores,omitempty"`
+	Invariants      Invariants `json:"invariants"`
 
 	Histograms struct {
 		Checkout          []Bucket `json:"checkout"`
@@ -282,10 +290,14 @@ func (r *run) result(ctx context.Context) *Result {
 	res.Errors = maps.Clone(r.errors)
 	res.Rejections = maps.Clone(r.rejects)
 	res.UnknownCheckouts = r.unknown
+	res.StoresSnapshotted, res.SnapshotNote = len(r.snapshot), r.snapshotNote
 	for k, n := range r.units {
 		res.ConfirmedUnits += n
 		if !r.snapshot[k.store] {
 			res.UncheckedUnits += n
+			if !slices.Contains(res.UncheckedStores, k.store) {
+				res.UncheckedStores = append(res.UncheckedStores, k.store)
+			}
 			continue
 		}
 		if avail := r.initial[k]; n > avail {
@@ -294,6 +306,7 @@ func (r *run) result(ctx context.Context) *Result {
 		}
 	}
 	r.mu.Unlock()
+	slices.Sort(res.UncheckedStores)
 	res.Invariants = r.checkInvariants(ctx)
 	return res
 }
@@ -347,8 +360,46 @@ func (r *run) checkInvariants(ctx context.Context) Invariants {
 // Sound reports whether the run showed that Handoff kept its promises: nothing oversold, every
 // confirmed unit counted and checked against a store's availability, and inventory's invariants
 // checked and holding. A run whose checks could not be made shows nothing.
-func (res *Result) Sound() bool {
-	return res.OversoldUnits == 0 && res.UncheckedUnits == 0 && res.UnknownCheckouts == 0 && res.Invariants.Checked && res.Invariants.OK
+func (res *Result) Sound() bool { return res.Unsound() == "" }
+
+// Unsound says why the run is not sound, each cause by name; "" when it is.
+func (res *Result) Unsound() string {
+	var why []string
+	if res.OversoldUnits > 0 {
+		why = append(why, fmt.Sprintf("%d units were oversold: confirmed beyond what their stores had available at the start", res.OversoldUnits))
+	}
+	if res.UncheckedUnits > 0 {
+		cause := "created since the run began, or beyond the area searched"
+		if res.SnapshotNote != "" {
+			cause = res.SnapshotNote
+		}
+		why = append(why, fmt.Sprintf("%d confirmed units could not be checked for overselling: they were sold at %s, whose stock was not taken at the start (%s)",
+			res.UncheckedUnits, storeList(res.UncheckedStores), cause))
+	}
+	if res.UnknownCheckouts > 0 {
+		why = append(why, fmt.Sprintf("%d checkouts got no answer, no ticket, and could not be looked up: their orders' units may be missing from the oversold check", res.UnknownCheckouts))
+	}
+	switch inv := res.Invariants; {
+	case !inv.Checked:
+		why = append(why, "inventory's invariants could not be checked: "+cmp.Or(inv.Note, "no reason given"))
+	case !inv.OK:
+		why = append(why, fmt.Sprintf("inventory's invariants do not hold: %d violations", len(inv.Violations)))
+	}
+	return strings.Join(why, "; ")
+}
+
+// storeList names stores for a message: a few by id, the rest by number.
+func storeList(ids []string) string {
+	const named = 5
+	switch {
+	case len(ids) == 0:
+		return "stores"
+	case len(ids) == 1:
+		return "store " + ids[0]
+	case len(ids) <= named:
+		return fmt.Sprintf("%d stores (%s)", len(ids), strings.Join(ids, ", "))
+	}
+	return fmt.Sprintf("%d stores (%s and %d more)", len(ids), strings.Join(ids[:named], ", "), len(ids)-named)
 }
 
 // Measured reports whether the run measured what it is for; Unmeasured says why not.
@@ -458,10 +509,14 @@ func (res *Result) PrintSummary(w io.Writer) {
 	if res.ConfirmedUnanswered > 0 {
 		fmt.Fprintf(w, ", with %d orders whose checkout got no answer", res.ConfirmedUnanswered)
 	}
+	fmt.Fprintf(w, "; the stock of %d stores taken", res.StoresSnapshotted)
 	if res.UncheckedUnits > 0 {
-		fmt.Fprintf(w, "; %d units at stores not snapshotted", res.UncheckedUnits)
+		fmt.Fprintf(w, "; %d units NOT CHECKED, at %s whose stock was not taken", res.UncheckedUnits, storeList(res.UncheckedStores))
 	}
 	fmt.Fprintln(w, ")")
+	if res.SnapshotNote != "" {
+		fmt.Fprintf(w, "  stores missed?    %s\n", res.SnapshotNote)
+	}
 	if res.UnknownCheckouts > 0 {
 		fmt.Fprintf(w, "  NOT CHECKED       %d checkouts got no answer, no ticket, and could not be looked up: their orders' units may be missing\n", res.UnknownCheckouts)
 	}

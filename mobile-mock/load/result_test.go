@@ -31,6 +31,41 @@ func TestARunIsSoundOnlyWhenItsChecksWereMadeAndHeld(t *testing.T) {
 	}
 }
 
+// A run that is not sound says why, each cause by name: units sold at a store whose stock was
+// not taken are not "oversold", and the message names the stores and why they were missed.
+func TestAnUnsoundRunNamesItsCause(t *testing.T) {
+	ok := Invariants{Checked: true, OK: true}
+	for name, c := range map[string]struct {
+		res  Result
+		want []string
+		not  []string
+	}{
+		"units not checked": {Result{Invariants: ok, UncheckedUnits: 3, UncheckedStores: []string{"north-51"}},
+			[]string{"3 confirmed units could not be checked", "store north-51", "not taken at the start", "created since the run began"}, []string{"oversold:", "invariants"}},
+		"stores missed": {Result{Invariants: ok, UncheckedUnits: 2, UncheckedStores: []string{"a", "b", "c", "d", "e", "f"}, SnapshotNote: "more than 50 stores stand within 50 m of each other"},
+			[]string{"6 stores (a, b, c, d, e and 1 more)", "more than 50 stores stand within 50 m of each other"}, []string{"created since"}},
+		"units oversold":   {Result{Invariants: ok, OversoldUnits: 2}, []string{"2 units were oversold"}, []string{"could not be checked"}},
+		"unknown":          {Result{Invariants: ok, UnknownCheckouts: 1}, []string{"1 checkouts got no answer"}, []string{"oversold:"}},
+		"invariants off":   {Result{Invariants: Invariants{Checked: true, Violations: []string{"x"}}}, []string{"invariants do not hold: 1 violations"}, nil},
+		"invariants unrun": {Result{Invariants: Invariants{Note: "inventory's gRPC address not given (-inventory)"}}, []string{"could not be checked: inventory's gRPC address not given"}, nil},
+	} {
+		why := c.res.Unsound()
+		for _, w := range c.want {
+			if !strings.Contains(why, w) {
+				t.Errorf("%s: %q does not say %q", name, why, w)
+			}
+		}
+		for _, w := range c.not {
+			if strings.Contains(why, w) {
+				t.Errorf("%s: %q says %q", name, why, w)
+			}
+		}
+	}
+	if why := (&Result{Invariants: ok}).Unsound(); why != "" {
+		t.Errorf("a sound run: %q", why)
+	}
+}
+
 // An order's units count as sold from the first state at or past CONFIRMED a shopper sees,
 // which a watch may show instead of CONFIRMED itself.
 func TestAnOrderIsConfirmedFromAnyStateAtOrPastConfirmation(t *testing.T) {
