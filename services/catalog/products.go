@@ -376,10 +376,17 @@ func (s *Service) UpdateProduct(ctx context.Context, p *catalogv1.Product, mask 
 			return err
 		}
 		images, _ := json.Marshal(imagesJSON(next.GetImages()))
-		if _, err := tx.Exec(ctx, `UPDATE products SET name = $2, description = $3, category_id = $4, images = $5, tags = $6,
-			search_text = $7, version = version + 1, update_time = now() WHERE id = $1`,
-			next.Id, next.Name, next.Description, next.CategoryId, images, nonNil(next.Tags), searchText(next)); err != nil {
+		// At the version read, besides the row lock: should the lock ever go, a writer that read
+		// the same version as another finds its row changed and is refused, never writing over
+		// the other's change.
+		tag, err := tx.Exec(ctx, `UPDATE products SET name = $2, description = $3, category_id = $4, images = $5, tags = $6,
+			search_text = $7, version = version + 1, update_time = now() WHERE id = $1 AND version = $8`,
+			next.Id, next.Name, next.Description, next.CategoryId, images, nonNil(next.Tags), searchText(next), cur.GetVersion())
+		if err != nil {
 			return fmt.Errorf("update product: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			return rpcerr.Aborted("product %q changed while it was updated: reload and retry", cur.GetId())
 		}
 		// Those left out are retired, not deleted: see writeVariants.
 		if _, err := tx.Exec(ctx, `UPDATE variants SET retired = true WHERE product_id = $1 AND NOT retired`, next.Id); err != nil {
