@@ -414,6 +414,8 @@ func TestExtendHoldsMovesTheDeadlineOfOpenHolds(t *testing.T) {
 	requireStatus(t, err, codes.InvalidArgument, "expire_time")
 }
 
+// Each expired hold is released once, by one of two sweepers, neither before its deadline nor
+// long after.
 func TestSweeperReleasesExpiredHoldsOnceBesideASecondSweeper(t *testing.T) {
 	const sweep = 50 * time.Millisecond
 	e := newEnv(t, withSweeper(sweep))
@@ -456,6 +458,10 @@ func TestSweeperReleasesExpiredHoldsOnceBesideASecondSweeper(t *testing.T) {
 	// Never later than the deadline plus a sweep (with room for a slow machine).
 	if n := e.count(`SELECT count(*) FROM holds WHERE state = 'expired' AND end_time > expire_time + interval '5 seconds'`); n != 0 {
 		t.Errorf("%d holds ended more than 5s after their deadline", n)
+	}
+	// Nor earlier: a hold is the order's until its deadline.
+	if n := e.count(`SELECT count(*) FROM holds WHERE state = 'expired' AND end_time < expire_time`); n != 0 {
+		t.Errorf("%d holds ended before their deadline", n)
 	}
 	if l := e.level("s1", "SCONE"); l.GetReserved() != staying {
 		t.Errorf("reserved %d, want %d", l.GetReserved(), staying)
