@@ -376,3 +376,9 @@ func isStatus(err error, code codes.Code) bool {
 	var se interface{ GRPCStatus() *status.Status }
 	return errors.As(err, &se) && se.GRPCStatus().Code() == code
 }
+
+// withLocalClock gives every copy a process clock skew off the real one (a machine whose
+// clock runs fast or slow).
+func withLocalClock(skew time.Duration) envOption {
+	return func(c *inventory.Config) { c.LocalClock = func() time.Time { return time.Now().Add(skew) } }
+}

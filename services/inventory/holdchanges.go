@@ -95,7 +95,7 @@ func (s *Service) ChangeHolds(ctx context.Context, req *inventoryv1.ChangeHoldsR
 	if n == 0 || n > maxHoldChanges {
 		return nil, rpcerr.Invalid("changes", fmt.Sprintf("between 1 and %d changes, got %d", maxHoldChanges, n))
 	}
-	now := time.Now()
+	now := s.clock.Now()
 	res := &inventoryv1.ChangeHoldsResponse{Results: make([]*inventoryv1.HoldChangeResult, n)}
 	var (
 		todo []holdChange

@@ -159,7 +159,7 @@ func checkDeadline(v *rpcerr.Violations, field string, ts *timestamppb.Timestamp
 // id. Out of stock and an unavailable store are answers (outcomes), not errors; malformed
 // input and an unknown store are errors.
 func (s *Service) ReserveHolds(ctx context.Context, req *inventoryv1.ReserveHoldsRequest) (*inventoryv1.ReserveHoldsResponse, error) {
-	r, err := s.validateReserve(req, time.Now())
+	r, err := s.validateReserve(req, s.clock.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +358,7 @@ func (s *Service) ReleaseHolds(ctx context.Context, orderID, lineID string, reas
 // retry commits nothing and returns an empty answer.
 func (s *Service) CommitHolds(ctx context.Context, req *inventoryv1.CommitHoldsRequest) (*inventoryv1.CommitHoldsResponse, error) {
 	var v rpcerr.Violations
-	c := checkCommit(&v, "", req, time.Now())
+	c := checkCommit(&v, "", req, s.clock.Now())
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -411,7 +411,7 @@ func (s *Service) endHolds(ctx context.Context, tx pgx.Tx, hs []*hold, state str
 func (s *Service) ExtendHolds(ctx context.Context, orderID string, expire *timestamppb.Timestamp) ([]*inventoryv1.Hold, error) {
 	var v rpcerr.Violations
 	checkText(&v, "order_id", orderID, maxIDLen, true)
-	t := checkDeadline(&v, "expire_time", expire, time.Now(), time.Time{}).Truncate(time.Microsecond)
+	t := checkDeadline(&v, "expire_time", expire, s.clock.Now(), time.Time{}).Truncate(time.Microsecond)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}

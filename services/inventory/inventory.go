@@ -40,6 +40,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
+	"github.com/handoff-dev/handoff/internal/dbclock"
 	"github.com/handoff-dev/handoff/internal/pgdb"
 )
 
@@ -90,6 +91,11 @@ type Config struct {
 	// last check began. A store another copy closed or changed is thus seen as before for at
 	// most this long, even when its event is lost. Default 10s.
 	StoreCacheMaxAge time.Duration
+	// LocalClock is this process's clock (nil: time.Now); tests give a fast or a slow one.
+	// Deadlines and occurrence times in requests are judged by the database's clock, read
+	// through this one and its measured offset (dbclock): the sweeps that end holds compare
+	// with the database's now().
+	LocalClock func() time.Time
 }
 
 // Limits of the APIs.
@@ -110,7 +116,9 @@ type Service struct {
 	cfg    Config
 	zones  zoneCache
 	stores *storeCache
-	res    *reserver
+	// clock is the database's, which deadlines in requests are judged by.
+	clock *dbclock.Clock
+	res   *reserver
 
 	// failDropDelta is a failpoint for tests (set through export_test.go): the stock UPDATE of
 	// the next transactions leaves out one row it should change.
@@ -143,7 +151,15 @@ func New(cfg Config) *Service {
 	if cfg.StoreCacheMaxAge <= 0 {
 		cfg.StoreCacheMaxAge = 10 * time.Second
 	}
-	s := &Service{db: cfg.Pool, schema: pgdb.PoolSchema(cfg.Pool), log: cfg.Logger.With("service", "inventory"), cfg: cfg}
+	s := &Service{db: cfg.Pool, schema: pgdb.PoolSchema(cfg.Pool), log: cfg.Logger.With("service", "inventory"), cfg: cfg,
+		clock: dbclock.New(cfg.LocalClock)}
+	// Measured before the first request, not only when Run starts; a failure leaves the
+	// process's own clock until Run measures again.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if _, err := s.clock.Measure(ctx, cfg.Pool); err != nil {
+		s.log.Debug("the database's clock not measured yet; this process's is used until it is", "err", err)
+	}
+	cancel()
 	s.stores = newStoreCache(cfg.Pool, s.log, &s.zones, cfg.StoreCacheMaxAge)
 	if cfg.NATS == nil {
 		s.log.Info("store cache without store events (no NATS connection given): store changes made by other copies are seen within StoreCacheMaxAge",
@@ -157,10 +173,17 @@ func New(cfg Config) *Service {
 }
 
 // Run does inventory's background work until ctx ends: the sweeper that releases open holds
-// past their deadline. Any number of copies may sweep at once; each hold ends once. When ctx
+// past their deadline, and the measurement of the database's clock (every minute). Any number
+// of copies may sweep at once; each hold ends once. When ctx
 // ends, Run also stops what New started, as Close does.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.Close()
+	clockDone := make(chan struct{})
+	go func() {
+		defer close(clockDone)
+		s.clock.Run(ctx, s.db, s.log)
+	}()
+	defer func() { <-clockDone }()
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
 	for {

@@ -137,7 +137,7 @@ type decision struct {
 func (s *Service) decideChange(ctx context.Context, tx pgx.Tx, c stockChange, cur level, pre ledgerScan, fresh bool) (decision, error) {
 	var counted *time.Time
 	if c.occurred != nil {
-		if c.kind == kindSet && c.occurred.Before(time.Now().Add(-maxCountAge)) {
+		if c.kind == kindSet && c.occurred.Before(s.clock.Now().Add(-maxCountAge)) {
 			return decision{}, rpcerr.Invalid("occur_time", fmt.Sprintf("%s is more than %s ago: count again",
 				c.occurred.Format(time.RFC3339), maxCountAge))
 		}

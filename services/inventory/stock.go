@@ -77,7 +77,7 @@ func (s *Service) SetStock(ctx context.Context, actor *commonv1.Actor, req *inve
 	case ss != 0 && req.GetKeepSafetyStock():
 		v.Addf("safety_stock", "must be 0 with keep_safety_stock, got %d", ss)
 	}
-	occurred := checkOccurTime(&v, "occur_time", req.GetOccurTime(), time.Now())
+	occurred := checkOccurTime(&v, "occur_time", req.GetOccurTime(), s.clock.Now())
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
@@ -145,7 +145,7 @@ func (s *Service) AdjustStock(ctx context.Context, actor *commonv1.Actor, req *i
 	case ak.sign < 0 && d > 0:
 		v.Addf("delta", "must be negative for %v, got %d", req.GetReason(), d)
 	}
-	occurred := checkOccurTime(&v, "occur_time", req.GetOccurTime(), time.Now())
+	occurred := checkOccurTime(&v, "occur_time", req.GetOccurTime(), s.clock.Now())
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
