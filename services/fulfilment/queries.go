@@ -82,7 +82,7 @@ func (s *Service) ListOrders(ctx context.Context, customerID string, req *fulfil
 	return page(req, orders, size)
 }
 
-// openStatesSQL is the predicate of the index orders_open_by_store (migration 00024).
+// openStatesSQL is the predicate of the index orders_open_by_store (migration 00011).
 const openStatesSQL = "state IN (2, 3, 4)"
 
 // onlyOpen reports whether every state asked for is an open one (CONFIRMED, PREPARING, READY).
