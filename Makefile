@@ -38,14 +38,16 @@ test: deps ## Everything CI checks: lint, generated code in step, go test -race 
 # A make of its own after deps, so that it sees what deps installed (npm, read when the Makefile
 # is parsed).
 # Test packages run at once. Most of a package's time is spent waiting (timers, leases,
-# backoffs), and four at a time took 8 minutes against 14 on this 2-core machine; but four
-# packages' pools together can pass a stock PostgreSQL's 100 connections ("too many clients
-# already" failed one CI run), so the default stays two. A server with max_connections of 300
-# or more can take TEST_PARALLEL=4.
-TEST_PARALLEL ?= 2
+# backoffs): four at a time took 8 minutes against 14 two at a time on this 2-core machine. A
+# stock PostgreSQL's 100 connections hold them: a test database's pools take at most 4
+# connections each (testenv.TestPoolConns), and at most two tests running a whole system hold
+# one at once, across packages (testenv.SystemSlots); a run peaked at 83. The timeout leaves room
+# for a package's wait for a system slot.
+TEST_PARALLEL ?= 4
+TEST_TIMEOUT ?= 20m
 .PHONY: tested
 tested: tools lint checkgenerate web
-	go test -race -count=1 -p $(TEST_PARALLEL) ./...
+	go test -race -count=1 -timeout $(TEST_TIMEOUT) -p $(TEST_PARALLEL) ./...
 	$(MAKE) --no-print-directory fuzz
 
 # A budget in executions, not seconds: with a duration, Go 1.26's fuzz coordinator can report its
@@ -65,7 +67,7 @@ fuzz: ## Fuzz the parsers of what comes from outside (frames, tokens, page token
 
 .PHONY: test-short
 test-short: ## Just the Go tests
-	go test -race -p $(TEST_PARALLEL) ./...
+	go test -race -timeout $(TEST_TIMEOUT) -p $(TEST_PARALLEL) ./...
 
 .PHONY: deps
 deps: ## Install what the machine lacks: PostgreSQL binaries, and Chromium and Node.js 20+ for the browser test

@@ -387,12 +387,14 @@ func randomHex(n int) string {
 // fixed schema names to itself (a whole Handoff stack) or settings of its own (with: the
 // options of CREATE DATABASE, such as a locale), and drops it when t ends. Its URL caps each
 // pool opened on it at TestPoolConns (pool_max_conns), which a pool's explicit cap overrides.
+// t holds one of SystemSlots meanwhile, waiting for one if need be.
 func FreshDatabaseURL(t testing.TB, with ...string) string {
 	t.Helper()
 	DatabaseURL(t) // finds or starts the server
 	pg.mu.Lock()
 	serverURL := pg.serverURL
 	pg.mu.Unlock()
+	takeSystemSlot(t, serverURL)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, serverURL)
