@@ -199,8 +199,9 @@ func (s *Service) effectsRound(ctx context.Context) (int, error) {
 // its holds could be swept: an order kept open on stock nobody holds. Now keepHolds records a
 // fresh extension, whose answer runs the lapse check (lapseIfUnheld). An order that has asked
 // for another deadline since is left alone: that extension is queued already. The orders are
-// locked in id order, as combined changes lock them.
-const refuseExtensionsSQL = `UPDATE orders o SET hold_deadline = now(), timer_at = now()
+// locked in id order, as combined changes lock them. The write is counted (writes), as
+// updateOrder counts its own: a copy of the order read before it is not written over it.
+const refuseExtensionsSQL = `UPDATE orders o SET hold_deadline = now(), timer_at = now(), writes = o.writes + 1
 	FROM (SELECT r.id, r.deadline FROM unnest($1::text[], $2::timestamptz[]) AS r(id, deadline)
 		JOIN orders x ON x.id = r.id ORDER BY r.id FOR UPDATE OF x) r
 	WHERE o.id = r.id AND o.hold_deadline = r.deadline AND o.state IN (2, 3, 4)`

@@ -44,3 +44,8 @@ func SetEffectLease(d time.Duration) (restore func()) {
 	effectLease = d
 	return func() { effectLease = old }
 }
+
+// MakeReadsStale makes the next n changes of orders (made together or alone) write their order
+// as if another transaction had written it since they read it, for tests: updateOrder refuses
+// each of them (40001).
+func MakeReadsStale(s *Service, n int32) { s.staleReads.Store(n) }

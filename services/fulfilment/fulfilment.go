@@ -254,6 +254,9 @@ type Service struct {
 	// loseCommitReply, set by tests, fails a combined change's write round trip after it has
 	// committed, as a connection lost during COMMIT does.
 	loseCommitReply atomic.Bool
+	// staleReads, set by tests, makes that many changes write their order as read before a
+	// write they did not see (its Writes one behind), so that updateOrder refuses them.
+	staleReads atomic.Int32
 }
 
 // New returns the fulfilment service. Nothing runs until Run.

@@ -47,8 +47,11 @@ type order struct {
 	PickupLockedUntil time.Time
 	Placement         []byte
 	Version           int64
-	CreateTime        time.Time
-	UpdateTime        time.Time
+	// Writes counts the writes of the row (orders.writes): updateOrder writes only over the
+	// row it was read as.
+	Writes     int64
+	CreateTime time.Time
+	UpdateTime time.Time
 
 	// History is loaded only where the caller shows it.
 	History []historyEntry

@@ -31,7 +31,7 @@ const orderColumns = `id, customer_id, idempotency_key, cart_id, state, store_id
 	customer_note, pickup_name, email, shortages, reason, ready_by, pickup_window_ms, pickup_deadline,
 	expiring_soon_at, not_accepted_at, timer_at, hold_deadline, check_in_time, check_in_bay, wrong_codes,
 	pickup_locked_until, placement, version, create_time, update_time, accept_time, store_time_zone, check_ins,
-	abandon_at, store_version, requested_pickup`
+	abandon_at, store_version, requested_pickup, writes`
 
 // scanOrder reads one row of orderColumns.
 func scanOrder(row pgx.Row) (*order, error) {
@@ -46,7 +46,7 @@ func scanOrder(row pgx.Row) (*order, error) {
 		&o.CustomerNote, &o.PickupName, &o.Email, &o.Shortages, &o.Reason, &readyBy, &windowMS, &deadline,
 		&soon, &notAccepted, &timerAt, &holdDeadline, &checkIn, &o.CheckInBay, &o.WrongCodes,
 		&lockedUntil, &o.Placement, &o.Version, &o.CreateTime, &o.UpdateTime, &accepted, &o.StoreTimeZone, &o.CheckIns,
-		&abandonAt, &o.StoreVersion, &o.RequestedPickup)
+		&abandonAt, &o.StoreVersion, &o.RequestedPickup, &o.Writes)
 	if err != nil {
 		return nil, err
 	}
@@ -222,12 +222,12 @@ func nullJSON[T any](v []T) any {
 func insertOrder(ctx context.Context, w execer, o *order, timerAt time.Time) error {
 	_, err := w.Exec(ctx, `INSERT INTO orders (`+orderColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-		        $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`,
+		        $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)`,
 		o.ID, o.CustomerID, o.IdempotencyKey, o.CartID, int16(o.State), o.StoreID, o.StoreName, o.Lines, o.Currency,
 		o.CustomerNote, o.PickupName, o.Email, nullJSON(o.Shortages), o.Reason, nullTime(o.ReadyBy), o.PickupWindow.Milliseconds(), nullTime(o.Timers.PickupDeadline),
 		nullTime(o.Timers.ExpiringSoonAt), nullTime(o.Timers.NotAcceptedAt), nullTime(timerAt), nullTime(o.HoldDeadline), nullTime(o.CheckInTime), o.CheckInBay, o.WrongCodes,
 		nullTime(o.PickupLockedUntil), o.Placement, o.Version, o.CreateTime, o.UpdateTime, nullTime(o.AcceptTime), o.StoreTimeZone, o.CheckIns,
-		nullTime(o.Timers.AbandonAt), o.StoreVersion, o.RequestedPickup)
+		nullTime(o.Timers.AbandonAt), o.StoreVersion, o.RequestedPickup, o.Writes)
 	if err != nil {
 		return fmt.Errorf("insert order %s: %w", o.ID, err)
 	}
@@ -241,22 +241,43 @@ func isOrderConflict(err error) bool {
 		(pgErr.ConstraintName == "orders_pkey" || pgErr.ConstraintName == "orders_one_per_key")
 }
 
-// updateOrder writes every field that can change.
-func updateOrder(ctx context.Context, w execer, o *order, timerAt time.Time) error {
-	_, err := w.Exec(ctx, `UPDATE orders SET state = $2, store_id = $3, store_name = $4, lines = $5, shortages = $6,
+// updateOrderSQL writes every field of an order that can change, over the row it was read as
+// only: where the row's writes ($27) is still the one read with it, and counting this write.
+// Otherwise (another transaction wrote the row since, or it is gone) the statement fails, by
+// order_written_meanwhile (migration 00012), with SQLSTATE 40001 naming the order, and so does
+// the transaction or write batch it is in: nothing of the change is written, where a stale copy
+// would silently have undone a newer change (a staff acceptance under a timer round's copy of
+// the order, say). A failure of the statement itself, not a count of rows, because in a
+// writeBatch nobody reads its command tag. Every writer locks the order's row before reading
+// it, so this never fails while they do; a lock ever dropped fails loudly instead.
+//
+// The order's version is no such guard: it moves with transitions only, not with check-ins,
+// wrong codes, timers or hold deadlines. An UPDATE waiting for another's lock on the row checks
+// writes again on the row that one committed, so a write queued behind a newer one fails too.
+const updateOrderSQL = `WITH written AS (
+		UPDATE orders SET state = $2, store_id = $3, store_name = $4, lines = $5, shortages = $6,
 		reason = $7, ready_by = $8, pickup_window_ms = $9, pickup_deadline = $10, expiring_soon_at = $11,
 		not_accepted_at = $12, timer_at = $13, hold_deadline = $14, check_in_time = $15, check_in_bay = $16,
 		wrong_codes = $17, pickup_locked_until = $18, placement = $19, version = $20, update_time = $21,
-		accept_time = $22, store_time_zone = $23, check_ins = $24, abandon_at = $25, store_version = $26
-		WHERE id = $1`,
+		accept_time = $22, store_time_zone = $23, check_ins = $24, abandon_at = $25, store_version = $26,
+		writes = writes + 1
+		WHERE id = $1 AND writes = $27
+		RETURNING 1)
+	SELECT order_written_meanwhile($1, $27) WHERE NOT EXISTS (SELECT FROM written)`
+
+// updateOrder writes every field that can change (see updateOrderSQL), and counts the write in
+// o.Writes: o is then the row as the write leaves it.
+func updateOrder(ctx context.Context, w execer, o *order, timerAt time.Time) error {
+	_, err := w.Exec(ctx, updateOrderSQL,
 		o.ID, int16(o.State), o.StoreID, o.StoreName, o.Lines, nullJSON(o.Shortages),
 		o.Reason, nullTime(o.ReadyBy), o.PickupWindow.Milliseconds(), nullTime(o.Timers.PickupDeadline), nullTime(o.Timers.ExpiringSoonAt),
 		nullTime(o.Timers.NotAcceptedAt), nullTime(timerAt), nullTime(o.HoldDeadline), nullTime(o.CheckInTime), o.CheckInBay,
 		o.WrongCodes, nullTime(o.PickupLockedUntil), o.Placement, o.Version, o.UpdateTime, nullTime(o.AcceptTime), o.StoreTimeZone, o.CheckIns,
-		nullTime(o.Timers.AbandonAt), o.StoreVersion)
+		nullTime(o.Timers.AbandonAt), o.StoreVersion, o.Writes)
 	if err != nil {
 		return fmt.Errorf("update order %s: %w", o.ID, err)
 	}
+	o.Writes++
 	return nil
 }
 
