@@ -179,9 +179,6 @@ func (a *Adapter) serveVendorWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	code, res := a.applyVendorEvent(ctx, log.With("vendor_event", ev.EventID), store, ev)
 	res.EventID = ev.EventID
-	if code == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", vendorRetryAfter)
-	}
 	writeVendor(w, code, res)
 }
 
@@ -593,6 +590,10 @@ func vendorMessage(st *status.Status, ev VendorEvent) string {
 
 func writeVendor(w http.ResponseWriter, code int, res VendorResult) {
 	w.Header().Set("Content-Type", "application/json")
+	if code == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		// Every "try again" says when: the secret's read failing as much as inventory away.
+		w.Header().Set("Retry-After", vendorRetryAfter)
+	}
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(res)
 }
