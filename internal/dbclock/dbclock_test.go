@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/dbclock"
+	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
@@ -50,5 +51,28 @@ func TestAFailedMeasurementKeepsTheOffset(t *testing.T) {
 	}
 	if c.Offset() != known {
 		t.Fatalf("offset %v after a failed measurement, want the known %v", c.Offset(), known)
+	}
+}
+
+// A wait for a connection is not taken for the round trip: with the pool's one connection held
+// for 900 ms by other work, and the database's clock this process's, the offset stays near 0
+// (the wait read as the database 450 ms ahead, which deadlines were then judged by).
+func TestAWaitForAConnectionIsNotTakenForTheRoundTrip(t *testing.T) {
+	pool := testenv.Pool(t, "", nil, pgdb.WithMaxConns(1))
+	c := dbclock.New(nil)
+	busy, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(900 * time.Millisecond)
+		busy.Release()
+	}()
+	offset, err := c.Measure(t.Context(), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offset.Abs() > 100*time.Millisecond {
+		t.Fatalf("measured through a busy pool, an offset of %v; want about 0 (one machine)", offset)
 	}
 }

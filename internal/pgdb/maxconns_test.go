@@ -24,7 +24,11 @@ func TestThePoolCapComesFromTheOptionTheURLOrTheDefault(t *testing.T) {
 	u.RawQuery = q.Encode()
 	withCap := u.String()
 	// The keyword/value form of the same server, with spaces around the setting's '='.
-	keywords := "host=" + u.Hostname() + " port=" + u.Port() + " user=" + u.User.Username() + " dbname=" + u.Path[1:] + " sslmode=disable pool_max_conns = 5"
+	server := "host=" + u.Hostname() + " port=" + u.Port() + " user=" + u.User.Username() + " dbname=" + u.Path[1:] + " sslmode=disable"
+	keywords := server + " pool_max_conns = 5"
+	// The setting's name inside another setting's value sets nothing; an encoded name does.
+	inValue := server + " application_name='x pool_max_conns=2'"
+	encoded := base + "&pool%5Fmax_conns=3"
 
 	for _, c := range []struct {
 		name string
@@ -38,6 +42,8 @@ func TestThePoolCapComesFromTheOptionTheURLOrTheDefault(t *testing.T) {
 		{"an explicit cap over the URL's", withCap, []pgdb.Option{pgdb.WithMaxConns(7)}, 7},
 		{"an explicit cap over the default", withCap, []pgdb.Option{pgdb.WithDefaultMaxConns(16), pgdb.WithMaxConns(7)}, 7},
 		{"the URL's with no cap given", withCap, nil, 3},
+		{"the default where only another setting's value names it", inValue, []pgdb.Option{pgdb.WithDefaultMaxConns(16)}, 16},
+		{"an encoded name's over the default", encoded, []pgdb.Option{pgdb.WithDefaultMaxConns(16)}, 3},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			pool, err := pgdb.Open(t.Context(), c.url, testenv.UniqueSchema(t, "maxconns"), c.opts...)

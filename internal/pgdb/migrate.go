@@ -288,6 +288,8 @@ func migrationName(s *goose.Source) string {
 	switch {
 	case s.Path == "" && s.Version == SharedTraceVersion:
 		return "shared: the outbox's trace_parent"
+	case s.Path == "" && s.Version == SharedPruneIndexVersion:
+		return "shared: processed_events_by_age"
 	case s.Path == "":
 		return "shared tables (outbox, processed_events)"
 	}

@@ -126,12 +126,17 @@ func PoolSchema(p *pgxpool.Pool) string {
 	return s
 }
 
-// maxConnsKey is pgxpool's setting in a URL's query or a keyword/value string
-// ("pool_max_conns = 8" may have spaces around its '=').
-var maxConnsKey = regexp.MustCompile(`(^|[?&\s])pool_max_conns\s*=`)
-
-// setsMaxConns reports whether a database URL or connection string sets pool_max_conns.
-func setsMaxConns(url string) bool { return maxConnsKey.MatchString(url) }
+// setsMaxConns reports whether a database URL or connection string sets pool_max_conns: the
+// settings pgx parses out of it (decoded, a service file's included) name it. Text that only
+// looks like it, inside a password or another setting's value, does not count.
+func setsMaxConns(url string) bool {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return false // Open refuses the URL anyway
+	}
+	_, set := cfg.RuntimeParams["pool_max_conns"]
+	return set
+}
 
 // ConnConfig parses a database URL for a connection of its own, outside any pool: pgxpool's
 // settings in it (pool_max_conns and the like) are left out, which pgx.ParseConfig would send

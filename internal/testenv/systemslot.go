@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -31,68 +33,93 @@ var slots = struct {
 }{held: map[string]*slot{}}
 
 type slot struct {
-	conn  *pgx.Conn // holds the advisory lock; the server ends it with the session
 	users int
+	ready chan struct{} // closed once conn holds the lock, or err says why it never will
+	conn  *pgx.Conn     // holds the advisory lock; the server ends it with the session
+	err   error
 }
+
+// slotHolderName is the application_name of this binary's slot sessions: pg_stat_activity
+// shows which test binary holds the slots.
+var slotHolderName = fmt.Sprintf("testenv-slot-%d", os.Getpid())
 
 // systemSlotWait bounds the wait for a slot: a slot is held for one test's life.
 const systemSlotWait = 8 * time.Minute
 
 // takeSystemSlot holds one of SystemSlots for t's top-level test until t ends, waiting while
-// others hold them all.
+// others hold them all. The test's entry is made before the wait, so that its parallel
+// subtests join one slot instead of each taking one (the second's would never be given back).
 func takeSystemSlot(t testing.TB, serverURL string) {
 	t.Helper()
 	name, _, _ := strings.Cut(t.Name(), "/")
 	slots.Lock()
-	if s := slots.held[name]; s != nil {
-		s.users++
-		slots.Unlock()
-		t.Cleanup(func() { releaseSystemSlot(name) })
-		return
+	s := slots.held[name]
+	first := s == nil
+	if first {
+		s = &slot{ready: make(chan struct{})}
+		slots.held[name] = s
 	}
+	s.users++
 	slots.Unlock()
+	t.Cleanup(func() { releaseSystemSlot(name, s) })
+	if first {
+		s.conn, s.err = lockSystemSlot(serverURL)
+		close(s.ready)
+	}
+	<-s.ready
+	if s.err != nil {
+		t.Fatalf("testenv: %v", s.err)
+	}
+}
 
+// lockSystemSlot connects to the server and takes a free slot's lock, waiting while there is
+// none, up to systemSlotWait.
+func lockSystemSlot(serverURL string) (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), systemSlotWait)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, serverURL)
+	cfg, err := pgx.ParseConfig(serverURL)
 	if err != nil {
-		t.Fatalf("testenv: connect to take a system slot: %v", err)
+		return nil, fmt.Errorf("parse the server's URL: %w", err)
+	}
+	cfg.RuntimeParams["application_name"] = slotHolderName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to take a system slot: %w", err)
 	}
 	for {
 		for i := range SystemSlots {
 			var got bool
 			if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(slotLockClass), int32(i)).Scan(&got); err != nil {
 				_ = conn.Close(context.Background())
-				t.Fatalf("testenv: take a system slot: %v", err)
+				return nil, fmt.Errorf("take a system slot: %w", err)
 			}
 			if got {
-				slots.Lock()
-				slots.held[name] = &slot{conn: conn, users: 1}
-				slots.Unlock()
-				t.Cleanup(func() { releaseSystemSlot(name) })
-				return
+				return conn, nil
 			}
 		}
 		select {
 		case <-ctx.Done():
 			_ = conn.Close(context.Background())
-			t.Fatalf("testenv: no system slot free within %v: %d whole systems run at once on this server, and other tests held them", systemSlotWait, SystemSlots)
+			return nil, fmt.Errorf("no system slot free within %v: %d whole systems run at once on this server, and other tests held them", systemSlotWait, SystemSlots)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// releaseSystemSlot gives the slot of the top-level test name back once its last user is done.
-func releaseSystemSlot(name string) {
+// releaseSystemSlot gives s, the slot of the top-level test name, back once its last user is
+// done.
+func releaseSystemSlot(name string, s *slot) {
 	slots.Lock()
-	defer slots.Unlock()
-	s := slots.held[name]
-	if s == nil {
-		return
+	s.users--
+	last := s.users == 0
+	if last && slots.held[name] == s {
+		delete(slots.held, name)
 	}
-	if s.users--; s.users > 0 {
-		return
+	slots.Unlock()
+	if last {
+		<-s.ready // closed by then: each user waits for it before its test goes on
+		if s.conn != nil {
+			_ = s.conn.Close(context.Background()) // the session's end releases the lock
+		}
 	}
-	delete(slots.held, name)
-	_ = s.conn.Close(context.Background()) // the session's end releases the lock
 }

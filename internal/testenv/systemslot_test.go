@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -57,4 +58,51 @@ func slotLocks(t *testing.T, serverURL string, pid uint32) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Parallel subtests of one test, each running a system, join one slot and give it back: before,
+// two starting at once each took one when neither found the other's, and the first taken was
+// never given back (two such leaks held every slot on the server).
+func TestParallelSubtestsOfOneTestJoinOneSlot(t *testing.T) {
+	DatabaseURL(t)
+	pg.mu.Lock()
+	serverURL := pg.serverURL
+	pg.mu.Unlock()
+	var (
+		mu   sync.Mutex
+		pids []uint32
+	)
+	t.Run("group", func(t *testing.T) {
+		for _, name := range []string{"a", "b", "c"} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				FreshDatabaseURL(t) // takes the slot
+				name, _, _ := strings.Cut(t.Name(), "/")
+				slots.Lock()
+				s := slots.held[name]
+				slots.Unlock()
+				if s == nil || s.conn == nil {
+					t.Fatal("the test's slot was given back while one of its subtests still ran")
+				}
+				mu.Lock()
+				pids = append(pids, s.conn.PgConn().PID())
+				mu.Unlock()
+				time.Sleep(200 * time.Millisecond) // its system runs a while
+			})
+		}
+	})
+	// Every slot this binary took is given back (a leaked one stays held by a session of this
+	// binary's, whichever subtest's entry it lost).
+	CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		conn := Connect(t, serverURL)
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE l.locktype = 'advisory' AND l.classid = $1 AND a.application_name = $2`, int64(slotLockClass), slotHolderName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			return fmt.Errorf("this binary's sessions still hold %d slots after their tests ended (sessions that held one: %v)", n, pids)
+		}
+		return nil
+	})
 }
