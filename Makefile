@@ -16,8 +16,9 @@ PROTOC_GEN_GO_VERSION       := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION  := v1.6.2
 PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 GRPCURL_VERSION             := v1.9.3
+STATICCHECK_VERSION         := v0.7.0
 
-TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-connect-go $(BIN)/grpcurl
+TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-connect-go $(BIN)/grpcurl $(BIN)/staticcheck
 
 .PHONY: help
 help: ## Show the targets
@@ -86,6 +87,8 @@ $(BIN)/protoc-gen-connect-go:
 	GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_GO_VERSION)
 $(BIN)/grpcurl:
 	GOBIN=$(BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 .PHONY: generate
 generate: tools ## Regenerate Go code from proto/ (removes stale generated files first), and the browser page's TypeScript
@@ -100,8 +103,9 @@ checkgenerate: tools ## Fail if the committed generated code differs from what p
 	diff -r --exclude='*.proto' proto .tmp/gencheck/proto || { echo "generated code is stale: run 'make generate' and commit" >&2; exit 1; }
 
 .PHONY: lint
-lint: tools ## go vet, gofmt, buf lint, buf format
+lint: tools ## go vet, staticcheck, gofmt, buf lint, buf format
 	go vet ./...
+	staticcheck ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$' | grep -v '\.connect\.go$$')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	buf lint

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"google.golang.org/protobuf/proto"
@@ -85,7 +86,7 @@ func checkSelector(t *testing.T, panel string, sel []*labels.Matcher, byName map
 	var equal []*labels.Matcher
 	for _, m := range sel {
 		switch {
-		case m.Name == labels.MetricName:
+		case m.Name == model.MetricNameLabel:
 			name = m.Value
 		case m.Type == labels.MatchEqual:
 			equal = append(equal, m)
@@ -148,7 +149,7 @@ func groupingProblems(expr parser.Expr, byName map[string]*dto.MetricFamily) []s
 		}
 		for _, sel := range parser.ExtractSelectors(agg.Expr) {
 			for _, m := range sel {
-				if m.Name != labels.MetricName || !strings.HasPrefix(m.Value, "handoff_") {
+				if m.Name != model.MetricNameLabel || !strings.HasPrefix(m.Value, "handoff_") {
 					continue
 				}
 				// A histogram's series: _bucket (by le too), _sum and _count, of one family.

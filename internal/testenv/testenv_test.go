@@ -88,8 +88,8 @@ func TestUniqueSchemaIsAValidIdentifier(t *testing.T) {
 			t.Errorf("UniqueSchema(%q) = %q: not a plain identifier", prefix, s)
 		}
 	}
-	if testenv.UniqueSchema(t, "x") == testenv.UniqueSchema(t, "x") {
-		t.Fatal("two calls gave the same schema")
+	if a, b := testenv.UniqueSchema(t, "x"), testenv.UniqueSchema(t, "x"); a == b {
+		t.Fatalf("two calls gave the same schema, %s", a)
 	}
 }
 

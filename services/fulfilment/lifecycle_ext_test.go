@@ -580,7 +580,7 @@ func TestReadyOrderLeftPastItsPickupWindowExpiresAndItsStockIsAvailableAgain(t *
 	o := e.placeAt("s1", "alice", "k1", "LATTE-16", 4)
 	e.accept("s1", o.GetId())
 	r := e.markReady("s1", o.GetId())
-	if got := r.GetPickupDeadline().AsTime().Sub(time.Now()).Round(time.Minute); got != time.Hour {
+	if got := time.Until(r.GetPickupDeadline().AsTime()).Round(time.Minute); got != time.Hour {
 		t.Fatalf("pickup deadline in %s, want the store's window of 1h", got)
 	}
 	if e.available("s1", "LATTE-16") != 0 {

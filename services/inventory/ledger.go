@@ -165,7 +165,6 @@ type movement struct {
 	after                      level
 	actor                      *commonv1.Actor
 	note, orderID, holdID      string
-	idempotencyKey             string
 	// requested is the on-hand change asked, when it differs from the one made (a late sale
 	// cut short); 0 otherwise.
 	requested int32
