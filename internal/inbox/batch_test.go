@@ -9,17 +9,14 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/handoff-dev/handoff/internal/inbox"
 	"github.com/handoff-dev/handoff/internal/streams"
-	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
 // batchEffects records, per handled event, its value, the order it was applied in and the
@@ -350,25 +347,7 @@ func TestCommitHooksRunAfterTheCommitAndNeverOnRollback(t *testing.T) {
 func TestTwoCopiesOfAnEventInOneBatchTakeEffectOnce(t *testing.T) {
 	e := setup(t)
 	batchEffects(t, e.pool)
-	if _, err := e.js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: "SHORT_WINDOW_B", Subjects: []string{"test.shortb.>"}, Duplicates: 100 * time.Millisecond,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	publish(t, e.js, "test.shortb.order", "evt-1", "order-1")
-	testenv.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
-		m := nats.NewMsg("test.shortb.order")
-		m.Header.Set(jetstream.MsgIDHeader, "evt-1")
-		m.Data = nil
-		ack, err := e.js.PublishMsg(t.Context(), m)
-		if err != nil {
-			return err
-		}
-		if ack.Duplicate {
-			return errors.New("still inside the duplicate window")
-		}
-		return nil
-	})
+	storedTwice(t, e, "SHORT_WINDOW_B", "test.shortb.order", "evt-1")
 	cfg := batchConfig(t, "shortb")
 	cfg.Stream, cfg.FilterSubjects = "SHORT_WINDOW_B", nil
 	var calls atomic.Int32
@@ -377,20 +356,7 @@ func TestTwoCopiesOfAnEventInOneBatchTakeEffectOnce(t *testing.T) {
 		_, err := tx.Exec(ctx, `INSERT INTO batch_effects (event_id, value) VALUES ('evt-1', 'x')`)
 		return err
 	})
-	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		cons, err := e.js.Consumer(t.Context(), "SHORT_WINDOW_B", "shortb")
-		if err != nil {
-			return err
-		}
-		info, err := cons.Info(t.Context())
-		if err != nil {
-			return err
-		}
-		if info.AckFloor.Stream != 2 {
-			return fmt.Errorf("ack floor %d, want both copies acked", info.AckFloor.Stream)
-		}
-		return nil
-	})
+	bothCopiesAcked(t, e, "SHORT_WINDOW_B", "shortb")
 	got, _ := applied(t, e.pool)
 	if len(got) != 1 || calls.Load() != 1 {
 		t.Fatalf("two copies of one event in a batch: %d effects, handler ran %d times; want 1 and 1", len(got), calls.Load())

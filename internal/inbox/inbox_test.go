@@ -191,19 +191,20 @@ func TestRedeliveryAfterConsumerResetChangesNothing(t *testing.T) {
 	}
 }
 
-func TestSameEventPublishedAgainBeyondTheDuplicateWindowTakesEffectOnce(t *testing.T) {
-	e := setup(t)
-	// A stream with the shortest duplicate window the server allows, so the
-	// second publish of the same id is stored, as it would be after 2 minutes.
+// storedTwice publishes event id on subject twice into a new stream with the shortest duplicate
+// window the server allows, the second time once the window has passed, so both copies are
+// stored, as after an outbox's publish again past the 2 minutes of a real stream.
+func storedTwice(t *testing.T, e env, stream, subject, id string) {
+	t.Helper()
 	if _, err := e.js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: "SHORT_WINDOW", Subjects: []string{"test.short.>"}, Duplicates: 100 * time.Millisecond,
+		Name: stream, Subjects: []string{subject}, Duplicates: 100 * time.Millisecond,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, e.js, "test.short.order", "evt-1", "order-1")
+	publish(t, e.js, subject, id, "order-1")
 	testenv.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
-		m := nats.NewMsg("test.short.order")
-		m.Header.Set(jetstream.MsgIDHeader, "evt-1")
+		m := nats.NewMsg(subject)
+		m.Header.Set(jetstream.MsgIDHeader, id)
 		ack, err := e.js.PublishMsg(t.Context(), m)
 		if err != nil {
 			return err
@@ -213,17 +214,13 @@ func TestSameEventPublishedAgainBeyondTheDuplicateWindowTakesEffectOnce(t *testi
 		}
 		return nil
 	})
+}
 
-	cfg := config(t, "short")
-	cfg.Stream, cfg.FilterSubjects = "SHORT_WINDOW", nil
-	var calls atomic.Int32
-	run(t, e.pool, e.js, cfg, func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
-		calls.Add(1)
-		_, err := tx.Exec(ctx, `INSERT INTO effects (event_id, value) VALUES ('evt-1', 'x')`)
-		return err
-	})
+// bothCopiesAcked waits until the durable consumer has acknowledged both of storedTwice's copies.
+func bothCopiesAcked(t *testing.T, e env, stream, durable string) {
+	t.Helper()
 	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		cons, err := e.js.Consumer(t.Context(), "SHORT_WINDOW", "short")
+		cons, err := e.js.Consumer(t.Context(), stream, durable)
 		if err != nil {
 			return err
 		}
@@ -236,6 +233,21 @@ func TestSameEventPublishedAgainBeyondTheDuplicateWindowTakesEffectOnce(t *testi
 		}
 		return nil
 	})
+}
+
+func TestSameEventPublishedAgainBeyondTheDuplicateWindowTakesEffectOnce(t *testing.T) {
+	e := setup(t)
+	storedTwice(t, e, "SHORT_WINDOW", "test.short.order", "evt-1")
+
+	cfg := config(t, "short")
+	cfg.Stream, cfg.FilterSubjects = "SHORT_WINDOW", nil
+	var calls atomic.Int32
+	run(t, e.pool, e.js, cfg, func(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
+		calls.Add(1)
+		_, err := tx.Exec(ctx, `INSERT INTO effects (event_id, value) VALUES ('evt-1', 'x')`)
+		return err
+	})
+	bothCopiesAcked(t, e, "SHORT_WINDOW", "short")
 	if rows, _ := effects(t, e.pool); rows != 1 || calls.Load() != 1 {
 		t.Fatalf("two copies of one event: %d effects, handler ran %d times; want 1 and 1", rows, calls.Load())
 	}
