@@ -16,7 +16,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func TestAClockOffTheDatabasesReadsTheDatabasesTime(t *testing.T) {
 	pool := testenv.Pool(t, "", nil)
 	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
-		c := dbclock.New(func() time.Time { return time.Now().Add(skew) })
+		c := dbclock.New(func() time.Time { return time.Now().Add(skew) }, testenv.Logger(t))
 		if got := time.Until(c.Now()); (got - skew).Abs() > time.Second {
 			t.Fatalf("before a measurement the clock is %v ahead, want the process's %v", got, skew)
 		}
@@ -40,7 +40,7 @@ func TestAClockOffTheDatabasesReadsTheDatabasesTime(t *testing.T) {
 // A failed reading keeps the offset known.
 func TestAFailedMeasurementKeepsTheOffset(t *testing.T) {
 	pool := testenv.Pool(t, "", nil)
-	c := dbclock.New(func() time.Time { return time.Now().Add(time.Hour) })
+	c := dbclock.New(func() time.Time { return time.Now().Add(time.Hour) }, testenv.Logger(t))
 	if _, err := c.Measure(t.Context(), pool); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestAFailedMeasurementKeepsTheOffset(t *testing.T) {
 // (the wait read as the database 450 ms ahead, which deadlines were then judged by).
 func TestAWaitForAConnectionIsNotTakenForTheRoundTrip(t *testing.T) {
 	pool := testenv.Pool(t, "", nil, pgdb.WithMaxConns(1))
-	c := dbclock.New(nil)
+	c := dbclock.New(nil, testenv.Logger(t))
 	busy, err := pool.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)

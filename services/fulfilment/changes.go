@@ -192,7 +192,7 @@ func (s *Service) decide(ctx context.Context, reqs []changeRequest, ids []string
 	if err != nil {
 		return nil, fmt.Errorf("lock %d orders: %w", len(ids), err)
 	}
-	now = s.databaseTime(now)
+	now = s.clock.Observe(now)
 
 	var (
 		pending []*pendingChange

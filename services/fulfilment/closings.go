@@ -95,7 +95,7 @@ func (s *Service) handleStoreState(ctx context.Context, tx pgx.Tx, msg jetstream
 	if ev.GetVersion() <= 0 {
 		return inbox.Permanent(fmt.Errorf("closing of store %s without the store's version", ev.GetStoreId()))
 	}
-	now := s.databaseClock(ctx)
+	now := s.clock.NowOrRead(ctx, s.db)
 	c := closing{storeID: ev.GetStoreId(), version: ev.GetVersion(), reason: closingReason(ev.GetReason()), actor: ev.GetActor(), handledAt: now}
 	if c.actor.GetKind() == commonv1.ActorKind_ACTOR_KIND_UNSPECIFIED {
 		c.actor = systemActor("inventory")
@@ -155,7 +155,7 @@ func (s *Service) cancelAtStore(ctx context.Context, tx pgx.Tx, c closing, since
 	}
 	// Their cancellations are written at the database's time once they are locked, not before a
 	// wait for them: an action that held one wrote its entry at its own lock's time.
-	now, err := s.databaseNow(ctx, tx)
+	now, err := s.clock.Read(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +226,7 @@ func (s *Service) runClosings(ctx context.Context) {
 // transactions hold, and forgotten in the same transaction (kept for the next round if the wait
 // runs out). It returns how many orders it cancelled.
 func (s *Service) closedStoresRound(ctx context.Context) (int, error) {
-	now := s.databaseClock(ctx)
+	now := s.clock.NowOrRead(ctx, s.db)
 	watch := s.closingWatch()
 	rows, err := s.db.Query(ctx, `SELECT store_id, version, reason, actor_kind, actor_id, handled_at FROM store_closings`)
 	if err != nil {

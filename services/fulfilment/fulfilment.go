@@ -86,6 +86,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/handoff-dev/handoff/internal/coalesce"
+	"github.com/handoff-dev/handoff/internal/dbclock"
 	"github.com/handoff-dev/handoff/internal/pgdb"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
 	"github.com/handoff-dev/handoff/services/fulfilment/notify"
@@ -238,13 +239,13 @@ type Service struct {
 	notifyChannels notify.Channels
 	// notifications writes this schema's notification rows, spacing its own NOTIFYs.
 	notifications notify.Writer
-	// clockGapWarned is when a gap between this copy's clock and the database's was last
-	// logged (UnixNano).
-	clockGapWarned atomic.Int64
-	// clockOffset is the database's clock less this copy's at the last read of the database's,
-	// in nanoseconds (databaseClock).
-	clockOffset atomic.Int64
-	clockKnown  atomic.Bool // clockOffset has been measured
+	// clock is the database's clock as this copy last read it. Statements that decide by the
+	// database's time read it in their transaction (statement_timestamp()) and pass it through
+	// clock.Observe or clock.Read, which keep the offset and warn of a wrong clock; times written
+	// where no statement reads it first (placing an order) come from clock.NowOrRead, without a
+	// round trip once an offset is known, so an order's history keeps its order whatever the
+	// copy's clock says.
+	clock *dbclock.Clock
 
 	effectsWake chan struct{}
 
@@ -295,6 +296,7 @@ func New(cfg Config) (*Service, error) {
 
 		notifyChannels: notify.ChannelsOf(cfg.Notify.Senders),
 	}
+	s.clock = dbclock.New(s.now, log)
 	s.placements = coalesce.New(maxPlacementBatch, s.sendPlacements)
 	s.changes = coalesce.New(maxChangeBatch, s.changeTogether)
 	s.stores = newStoreCache(s.inv, cfg.StoreCacheTTL, log)
@@ -355,8 +357,8 @@ func (s *Service) afterStoreRead() {
 // the order's shopper (an email sender, say) derives it here.
 func (s *Service) PickupCode(orderID string) string { return domain.PickupCode(s.secret, orderID) }
 
-// now is the service's clock, at the database's precision, so that times written and read back
-// compare equal.
+// now is the service's own clock, at the database's precision, so that times written and read
+// back compare equal; s.clock moves it to the database's.
 func (s *Service) now() time.Time { return s.cfg.Clock().UTC().Truncate(time.Microsecond) }
 
 // sleep waits d or until ctx ends, and reports whether d passed.

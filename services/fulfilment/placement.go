@@ -136,7 +136,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 	} else if o != nil {
 		return s.existing(ctx, o, heldNothing)
 	}
-	now := s.databaseClock(ctx)
+	now := s.clock.NowOrRead(ctx, s.db)
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReserveTimeout)
 	res, err := s.inv.reserve(rctx, s.holdRequest(id, req, now))
 	cancel()
@@ -171,7 +171,7 @@ func (s *Service) place(ctx context.Context, id string, req *fulfilmentv1.PlaceO
 			return nil, err // the short holds end by themselves; a retry finds them again
 		}
 	}
-	settled, err := s.settle(o, res, store, ahead, now, s.databaseClock(ctx))
+	settled, err := s.settle(o, res, store, ahead, now, s.clock.NowOrRead(ctx, s.db))
 	if err != nil {
 		return nil, err
 	}
@@ -547,7 +547,7 @@ func (s *Service) drivePending(ctx context.Context, sql string, args ...any) ([]
 		// By the database's clock, which selected them (runRecovery): the next try, the give-up
 		// and the times written. By this copy's, one behind the database's would set each next
 		// try in the past, and ask inventory again every sweep.
-		now, err := s.databaseNow(ctx, tx)
+		now, err := s.clock.Read(ctx, tx)
 		if err != nil {
 			return err
 		}
@@ -656,7 +656,7 @@ func (s *Service) driveOne(ctx context.Context, tx pgx.Tx, o *order, a driveAtte
 			return nil, err
 		}
 	}
-	changes, err := s.settle(o, a.res, a.store, ahead, now, s.databaseClock(ctx))
+	changes, err := s.settle(o, a.res, a.store, ahead, now, s.clock.NowOrRead(ctx, s.db))
 	for i := range changes {
 		changes[i].nothingHeld = false // an earlier attempt may have held something: release is harmless
 	}

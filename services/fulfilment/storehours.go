@@ -79,7 +79,7 @@ func (s *Service) rescheduleAtStore(ctx context.Context, tx pgx.Tx, st *inventor
 	if info.hours == nil {
 		return nil, nil // plain time now: no deadline it gives is later than one counted in open hours
 	}
-	now := s.databaseClock(ctx)
+	now := s.clock.NowOrRead(ctx, s.db)
 	sql := `SELECT ` + orderColumns + ` FROM orders
 		WHERE store_id = $1 AND create_time >= $2 AND state IN (2, 3, 4) AND store_version <= $3`
 	args := []any{st.GetId(), now.Add(-openOrderMaxAge), st.GetVersion()}
@@ -95,7 +95,7 @@ func (s *Service) rescheduleAtStore(ctx context.Context, tx pgx.Tx, st *inventor
 		return nil, nil
 	}
 	// Written at the database's time once they are locked, not before a wait for them.
-	if now, err = s.databaseNow(ctx, tx); err != nil {
+	if now, err = s.clock.Read(ctx, tx); err != nil {
 		return nil, err
 	}
 	readyAt, err := readyTimes(ctx, tx, orders)

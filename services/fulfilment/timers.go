@@ -44,8 +44,8 @@ func (s *Service) runTimers(ctx context.Context) {
 //
 // What is due is decided by the database's clock, one for every copy: a copy whose own clock
 // ran ahead (a VM resumed, NTP stepping) fired expiries and escalations early by as much, and
-// one behind fired them late. The copy's clock is compared with it and a gap logged
-// (clockGapWarned).
+// one behind fired them late. The reading also keeps the copy's offset from the database's clock
+// (dbclock) up to date, for the times written where nothing reads the database's clock first.
 func (s *Service) timersRound(ctx context.Context) (int, error) {
 	type fired struct {
 		o       *order
@@ -56,7 +56,7 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 	var now time.Time
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var err error
-		if now, err = s.databaseNow(ctx, tx); err != nil {
+		if now, err = s.clock.Read(ctx, tx); err != nil {
 			return err
 		}
 		orders, err := queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
@@ -129,47 +129,3 @@ func (s *Service) timerReason(o *order, a domain.Action, now time.Time) string {
 	}
 	return ""
 }
-
-// databaseNow reads the database's clock (the statement's time, at the database's precision)
-// and logs, at most once a minute, a gap of more than maxClockGap between it and this copy's.
-func (s *Service) databaseNow(ctx context.Context, q querier) (time.Time, error) {
-	var db time.Time
-	if err := q.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&db); err != nil {
-		return time.Time{}, fmt.Errorf("read the database's clock: %w", err)
-	}
-	return s.databaseTime(db), nil
-}
-
-// databaseTime is db, a time read off the database's clock, in UTC, logging (as databaseNow does)
-// a gap of more than maxClockGap between it and this copy's clock.
-func (s *Service) databaseTime(db time.Time) time.Time {
-	db = db.UTC()
-	local := s.now()
-	s.clockOffset.Store(int64(db.Sub(local)))
-	s.clockKnown.Store(true)
-	if gap := local.Sub(db); gap.Abs() > maxClockGap {
-		if last := s.clockGapWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.clockGapWarned.CompareAndSwap(last, time.Now().UnixNano()) {
-			s.log.Warn("this copy's clock is off the database's; Handoff goes by the database's (timers, actions and the times it writes), but fix the clock: other copies and services may not",
-				"ahead_by", gap.Round(time.Millisecond))
-		}
-	}
-	return db
-}
-
-// databaseClock is the database's clock as this copy last saw it: its own, moved by the gap
-// between the two at the last read of the database's (databaseTime; the timer loop reads it every
-// round). Times written where no statement reads the database's clock first (placing an order)
-// come from it, so an order's history keeps its order whatever the copy's clock says. Before
-// any read (a placement before the timer loop's first round), it reads the database's; should
-// that fail, the copy's own.
-func (s *Service) databaseClock(ctx context.Context) time.Time {
-	if !s.clockKnown.Load() {
-		if now, err := s.databaseNow(ctx, s.db); err == nil {
-			return now
-		}
-	}
-	return s.now().Add(time.Duration(s.clockOffset.Load()))
-}
-
-// maxClockGap is the gap between this copy's clock and the database's that is logged.
-const maxClockGap = 2 * time.Second

@@ -151,8 +151,9 @@ func New(cfg Config) *Service {
 	if cfg.StoreCacheMaxAge <= 0 {
 		cfg.StoreCacheMaxAge = 10 * time.Second
 	}
-	s := &Service{db: cfg.Pool, schema: pgdb.PoolSchema(cfg.Pool), log: cfg.Logger.With("service", "inventory"), cfg: cfg,
-		clock: dbclock.New(cfg.LocalClock)}
+	log := cfg.Logger.With("service", "inventory")
+	s := &Service{db: cfg.Pool, schema: pgdb.PoolSchema(cfg.Pool), log: log, cfg: cfg,
+		clock: dbclock.New(cfg.LocalClock, log)}
 	// Measured before the first request, not only when Run starts; a failure leaves the
 	// process's own clock until Run measures again.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -181,7 +182,7 @@ func (s *Service) Run(ctx context.Context) error {
 	clockDone := make(chan struct{})
 	go func() {
 		defer close(clockDone)
-		s.clock.Run(ctx, s.db, s.log)
+		s.clock.Run(ctx, s.db)
 	}()
 	defer func() { <-clockDone }()
 	t := time.NewTicker(s.cfg.SweepInterval)
