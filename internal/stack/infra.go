@@ -65,6 +65,7 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err := s.ensureStreams(ctx); err != nil {
 		return fmt.Errorf("declare JetStream streams with %d replicas (HANDOFF_STREAM_REPLICAS; more than 1 needs a NATS cluster): %w", s.cfg.StreamReplicas, err)
 	}
+	s.addLoop("JetStream streams check", s.watchStreams)
 	return nil
 }
 
