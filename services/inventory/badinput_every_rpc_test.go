@@ -70,6 +70,9 @@ func TestEveryInventoryRPCRefusesBadInputNamingTheField(t *testing.T) {
 	find := func(r *inventoryv1.FindStoresRequest) func() error {
 		return func() error { _, err := e.locator.FindStores(ctx, r); return err }
 	}
+	listStores := func(r *inventoryv1.ListStoresRequest) func() error {
+		return func() error { _, err := e.admin.ListStores(ctx, r); return err }
+	}
 	here := &commonv1.LatLng{Latitude: 47.61, Longitude: -122.33}
 	mvTok, err := e.admin.ListMovements(ctx, &inventoryv1.ListMovementsRequest{StoreId: "s1", PageSize: 1})
 	if err != nil || mvTok.GetNextPageToken() == "" {
@@ -192,6 +195,18 @@ func TestEveryInventoryRPCRefusesBadInputNamingTheField(t *testing.T) {
 		{Name: "AdjustStock note 100k", Do: adjust(func(r *inventoryv1.AdjustStockRequest) { r.Note = long }), Code: codes.InvalidArgument, Field: "note"},
 		{Name: "AdjustStock delivery to 1e9+", Do: adjust(func(r *inventoryv1.AdjustStockRequest) { r.Delta = 1_000_000_000 }), Code: codes.FailedPrecondition, Field: "delta"},
 		{Name: "AdjustStock occur invalid", Do: adjust(func(r *inventoryv1.AdjustStockRequest) { r.OccurTime = &timestamppb.Timestamp{Seconds: math.MaxInt64} }), Code: codes.InvalidArgument, Field: "occur_time"},
+		// ListStores
+		{Name: "ListStores state 99", Do: listStores(&inventoryv1.ListStoresRequest{States: []inventoryv1.StoreState{99}}), Code: codes.InvalidArgument, Field: "states[0]"},
+		{Name: "ListStores state unspecified", Do: listStores(&inventoryv1.ListStoresRequest{States: []inventoryv1.StoreState{
+			inventoryv1.StoreState_STORE_STATE_OPEN, inventoryv1.StoreState_STORE_STATE_UNSPECIFIED,
+		}}), Code: codes.InvalidArgument, Field: "states[1]"},
+		{Name: "ListStores state twice", Do: listStores(&inventoryv1.ListStoresRequest{States: []inventoryv1.StoreState{
+			inventoryv1.StoreState_STORE_STATE_CLOSED, inventoryv1.StoreState_STORE_STATE_OPEN, inventoryv1.StoreState_STORE_STATE_CLOSED,
+		}}), Code: codes.InvalidArgument, Field: "states[2]"},
+		{Name: "ListStores page_size -1", Do: listStores(&inventoryv1.ListStoresRequest{PageSize: -1}), Code: codes.InvalidArgument, Field: "page_size"},
+		{Name: "ListStores page_size MinInt32", Do: listStores(&inventoryv1.ListStoresRequest{PageSize: math.MinInt32}), Code: codes.InvalidArgument, Field: "page_size"},
+		{Name: "ListStores garbage token", Do: listStores(&inventoryv1.ListStoresRequest{PageToken: "%%%"}), Code: codes.InvalidArgument, Field: "page_token"},
+		{Name: "ListStores token of ListMovements", Do: listStores(&inventoryv1.ListStoresRequest{PageToken: mvTok.GetNextPageToken()}), Code: codes.InvalidArgument, Field: "page_token"},
 		// ListStock / ListMovements
 		{Name: "ListStock no store", Do: func() error { _, err := e.admin.ListStock(ctx, &inventoryv1.ListStockRequest{}); return err }, Code: codes.InvalidArgument, Field: "store_id"},
 		{Name: "ListStock unknown store", Do: func() error {

@@ -181,6 +181,10 @@ func (a adminAPI) SetStoreState(ctx context.Context, req *inventoryv1.SetStoreSt
 	})
 }
 
+func (a adminAPI) ListStores(ctx context.Context, req *inventoryv1.ListStoresRequest) (*inventoryv1.ListStoresResponse, error) {
+	return a.s.ListStores(ctx, req)
+}
+
 func (a adminAPI) SetStock(ctx context.Context, req *inventoryv1.SetStockRequest) (*inventoryv1.SetStockResponse, error) {
 	l, m, err := a.s.SetStock(ctx, actorFromContext(ctx), req)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/fieldmask"
 	"github.com/handoff-dev/handoff/internal/outbox"
+	"github.com/handoff-dev/handoff/internal/pagetoken"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
 	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
@@ -207,6 +209,66 @@ func (s *Service) GetStore(ctx context.Context, id string) (*inventoryv1.Store, 
 		return nil, fmt.Errorf("get store: %w", err)
 	}
 	return s.storeWithStatus(r, time.Now())
+}
+
+// storePosition is the keyset position of ListStores pages.
+type storePosition struct {
+	ID string `json:"i"`
+}
+
+// ListStores pages through the stores by id, optionally only those in some states. The rows
+// are read from the table, not the store cache: a listing that may lag by the cache's age
+// would miss a store just created by another copy.
+func (s *Service) ListStores(ctx context.Context, req *inventoryv1.ListStoresRequest) (*inventoryv1.ListStoresResponse, error) {
+	var v rpcerr.Violations
+	states := make([]string, 0, len(req.GetStates()))
+	for i, st := range req.GetStates() {
+		field := fmt.Sprintf("states[%d]", i)
+		name, ok := stateNames[st]
+		switch {
+		case !ok:
+			v.Addf(field, "must be STORE_STATE_OPEN, STORE_STATE_PAUSED or STORE_STATE_CLOSED, got %v", st)
+		case slices.Contains(states, name):
+			v.Addf(field, "%v is named twice", st)
+		default:
+			states = append(states, name)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	size, err := pagetoken.PageSize(req.GetPageSize(), 100, 500)
+	if err != nil {
+		return nil, err
+	}
+	var after storePosition
+	if _, err := pagetoken.Decode(req, &after); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, "SELECT "+storeColumns+` FROM stores
+		WHERE id > $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2))
+		ORDER BY id LIMIT $3`, after.ID, states, size+1)
+	if err != nil {
+		return nil, fmt.Errorf("list stores: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*storeRow, error) { return scanStore(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list stores: %w", err)
+	}
+	res := &inventoryv1.ListStoresResponse{}
+	if len(found) > size {
+		found = found[:size]
+		res.NextPageToken = pagetoken.Encode(req, storePosition{ID: found[size-1].id})
+	}
+	now := time.Now()
+	for _, e := range s.stores.put(found...) {
+		st, err := s.storeProto(e, now)
+		if err != nil {
+			return nil, fmt.Errorf("list stores: %w", err)
+		}
+		res.Stores = append(res.Stores, st)
+	}
+	return res, nil
 }
 
 // CreateStore validates and adds a store, and publishes StoreChanged on store.created.

@@ -2421,6 +2421,126 @@ func (x *AdjustStockResponse) GetMovement() *StockMovement {
 	return nil
 }
 
+// Request for ListStores.
+type ListStoresRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only stores in these states (each named once); empty means every state.
+	States []StoreState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=handoff.inventory.v1.StoreState" json:"states,omitempty"`
+	// Maximum stores per page, 1-500; 0 means 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response.
+	// Every other field but page_size must be as on the first page (else InvalidArgument).
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStoresRequest) Reset() {
+	*x = ListStoresRequest{}
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStoresRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStoresRequest) ProtoMessage() {}
+
+func (x *ListStoresRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStoresRequest.ProtoReflect.Descriptor instead.
+func (*ListStoresRequest) Descriptor() ([]byte, []int) {
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListStoresRequest) GetStates() []StoreState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListStoresRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListStoresRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Response for ListStores.
+type ListStoresResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stores ordered by id.
+	Stores []*Store `protobuf:"bytes,1,rep,name=stores,proto3" json:"stores,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStoresResponse) Reset() {
+	*x = ListStoresResponse{}
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStoresResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStoresResponse) ProtoMessage() {}
+
+func (x *ListStoresResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStoresResponse.ProtoReflect.Descriptor instead.
+func (*ListStoresResponse) Descriptor() ([]byte, []int) {
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListStoresResponse) GetStores() []*Store {
+	if x != nil {
+		return x.Stores
+	}
+	return nil
+}
+
+func (x *ListStoresResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // Request for ListStock.
 type ListStockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2439,7 +2559,7 @@ type ListStockRequest struct {
 
 func (x *ListStockRequest) Reset() {
 	*x = ListStockRequest{}
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[27]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2571,7 @@ func (x *ListStockRequest) String() string {
 func (*ListStockRequest) ProtoMessage() {}
 
 func (x *ListStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[27]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2584,7 @@ func (x *ListStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStockRequest.ProtoReflect.Descriptor instead.
 func (*ListStockRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{27}
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListStockRequest) GetStoreId() string {
@@ -2508,7 +2628,7 @@ type ListStockResponse struct {
 
 func (x *ListStockResponse) Reset() {
 	*x = ListStockResponse{}
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[28]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2640,7 @@ func (x *ListStockResponse) String() string {
 func (*ListStockResponse) ProtoMessage() {}
 
 func (x *ListStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[28]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2653,7 @@ func (x *ListStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStockResponse.ProtoReflect.Descriptor instead.
 func (*ListStockResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{28}
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListStockResponse) GetLevels() []*StockLevel {
@@ -2568,7 +2688,7 @@ type ListMovementsRequest struct {
 
 func (x *ListMovementsRequest) Reset() {
 	*x = ListMovementsRequest{}
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[29]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2700,7 @@ func (x *ListMovementsRequest) String() string {
 func (*ListMovementsRequest) ProtoMessage() {}
 
 func (x *ListMovementsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[29]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2713,7 @@ func (x *ListMovementsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovementsRequest.ProtoReflect.Descriptor instead.
 func (*ListMovementsRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{29}
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListMovementsRequest) GetStoreId() string {
@@ -2637,7 +2757,7 @@ type ListMovementsResponse struct {
 
 func (x *ListMovementsResponse) Reset() {
 	*x = ListMovementsResponse{}
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[30]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2769,7 @@ func (x *ListMovementsResponse) String() string {
 func (*ListMovementsResponse) ProtoMessage() {}
 
 func (x *ListMovementsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[30]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2782,7 @@ func (x *ListMovementsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovementsResponse.ProtoReflect.Descriptor instead.
 func (*ListMovementsResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{30}
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListMovementsResponse) GetMovements() []*StockMovement {
@@ -2690,7 +2810,7 @@ type CheckInvariantsRequest struct {
 
 func (x *CheckInvariantsRequest) Reset() {
 	*x = CheckInvariantsRequest{}
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[31]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2822,7 @@ func (x *CheckInvariantsRequest) String() string {
 func (*CheckInvariantsRequest) ProtoMessage() {}
 
 func (x *CheckInvariantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[31]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2835,7 @@ func (x *CheckInvariantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckInvariantsRequest.ProtoReflect.Descriptor instead.
 func (*CheckInvariantsRequest) Descriptor() ([]byte, []int) {
-	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{31}
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckInvariantsRequest) GetStoreId() string {
@@ -2742,7 +2862,7 @@ type InvariantViolation struct {
 
 func (x *InvariantViolation) Reset() {
 	*x = InvariantViolation{}
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[32]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2874,7 @@ func (x *InvariantViolation) String() string {
 func (*InvariantViolation) ProtoMessage() {}
 
 func (x *InvariantViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[32]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2887,7 @@ func (x *InvariantViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvariantViolation.ProtoReflect.Descriptor instead.
 func (*InvariantViolation) Descriptor() ([]byte, []int) {
-	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{32}
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *InvariantViolation) GetStoreId() string {
@@ -2813,7 +2933,7 @@ type CheckInvariantsResponse struct {
 
 func (x *CheckInvariantsResponse) Reset() {
 	*x = CheckInvariantsResponse{}
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[33]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +2945,7 @@ func (x *CheckInvariantsResponse) String() string {
 func (*CheckInvariantsResponse) ProtoMessage() {}
 
 func (x *CheckInvariantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[33]
+	mi := &file_handoff_inventory_v1_inventory_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +2958,7 @@ func (x *CheckInvariantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckInvariantsResponse.ProtoReflect.Descriptor instead.
 func (*CheckInvariantsResponse) Descriptor() ([]byte, []int) {
-	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{33}
+	return file_handoff_inventory_v1_inventory_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CheckInvariantsResponse) GetOk() bool {
@@ -3034,7 +3154,15 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"occur_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\x8e\x01\n" +
 	"\x13AdjustStockResponse\x126\n" +
 	"\x05level\x18\x01 \x01(\v2 .handoff.inventory.v1.StockLevelR\x05level\x12?\n" +
-	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"}\n" +
+	"\bmovement\x18\x02 \x01(\v2#.handoff.inventory.v1.StockMovementR\bmovement\"\x89\x01\n" +
+	"\x11ListStoresRequest\x128\n" +
+	"\x06states\x18\x01 \x03(\x0e2 .handoff.inventory.v1.StoreStateR\x06states\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"q\n" +
+	"\x12ListStoresResponse\x123\n" +
+	"\x06stores\x18\x01 \x03(\v2\x1b.handoff.inventory.v1.StoreR\x06stores\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"}\n" +
 	"\x10ListStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x12\n" +
 	"\x04skus\x18\x02 \x03(\tR\x04skus\x12\x1b\n" +
@@ -3103,11 +3231,13 @@ const file_handoff_inventory_v1_inventory_proto_rawDesc = "" +
 	"\n" +
 	"FindStores\x12'.handoff.inventory.v1.FindStoresRequest\x1a(.handoff.inventory.v1.FindStoresResponse\x12Y\n" +
 	"\bGetStore\x12%.handoff.inventory.v1.GetStoreRequest\x1a&.handoff.inventory.v1.GetStoreResponse\x12n\n" +
-	"\x0fGetAvailability\x12,.handoff.inventory.v1.GetAvailabilityRequest\x1a-.handoff.inventory.v1.GetAvailabilityResponse2\xc0\x06\n" +
+	"\x0fGetAvailability\x12,.handoff.inventory.v1.GetAvailabilityRequest\x1a-.handoff.inventory.v1.GetAvailabilityResponse2\xa1\a\n" +
 	"\x15InventoryAdminService\x12b\n" +
 	"\vCreateStore\x12(.handoff.inventory.v1.CreateStoreRequest\x1a).handoff.inventory.v1.CreateStoreResponse\x12b\n" +
 	"\vUpdateStore\x12(.handoff.inventory.v1.UpdateStoreRequest\x1a).handoff.inventory.v1.UpdateStoreResponse\x12h\n" +
-	"\rSetStoreState\x12*.handoff.inventory.v1.SetStoreStateRequest\x1a+.handoff.inventory.v1.SetStoreStateResponse\x12Y\n" +
+	"\rSetStoreState\x12*.handoff.inventory.v1.SetStoreStateRequest\x1a+.handoff.inventory.v1.SetStoreStateResponse\x12_\n" +
+	"\n" +
+	"ListStores\x12'.handoff.inventory.v1.ListStoresRequest\x1a(.handoff.inventory.v1.ListStoresResponse\x12Y\n" +
 	"\bSetStock\x12%.handoff.inventory.v1.SetStockRequest\x1a&.handoff.inventory.v1.SetStockResponse\x12b\n" +
 	"\vAdjustStock\x12(.handoff.inventory.v1.AdjustStockRequest\x1a).handoff.inventory.v1.AdjustStockResponse\x12\\\n" +
 	"\tListStock\x12&.handoff.inventory.v1.ListStockRequest\x1a'.handoff.inventory.v1.ListStockResponse\x12h\n" +
@@ -3128,7 +3258,7 @@ func file_handoff_inventory_v1_inventory_proto_rawDescGZIP() []byte {
 }
 
 var file_handoff_inventory_v1_inventory_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_handoff_inventory_v1_inventory_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_handoff_inventory_v1_inventory_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_handoff_inventory_v1_inventory_proto_goTypes = []any{
 	(StoreState)(0),                 // 0: handoff.inventory.v1.StoreState
 	(Weekday)(0),                    // 1: handoff.inventory.v1.Weekday
@@ -3161,36 +3291,38 @@ var file_handoff_inventory_v1_inventory_proto_goTypes = []any{
 	(*SetStockResponse)(nil),        // 28: handoff.inventory.v1.SetStockResponse
 	(*AdjustStockRequest)(nil),      // 29: handoff.inventory.v1.AdjustStockRequest
 	(*AdjustStockResponse)(nil),     // 30: handoff.inventory.v1.AdjustStockResponse
-	(*ListStockRequest)(nil),        // 31: handoff.inventory.v1.ListStockRequest
-	(*ListStockResponse)(nil),       // 32: handoff.inventory.v1.ListStockResponse
-	(*ListMovementsRequest)(nil),    // 33: handoff.inventory.v1.ListMovementsRequest
-	(*ListMovementsResponse)(nil),   // 34: handoff.inventory.v1.ListMovementsResponse
-	(*CheckInvariantsRequest)(nil),  // 35: handoff.inventory.v1.CheckInvariantsRequest
-	(*InvariantViolation)(nil),      // 36: handoff.inventory.v1.InvariantViolation
-	(*CheckInvariantsResponse)(nil), // 37: handoff.inventory.v1.CheckInvariantsResponse
-	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
-	(*v1.LatLng)(nil),               // 39: handoff.common.v1.LatLng
-	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),   // 41: google.protobuf.FieldMask
-	(*v1.Actor)(nil),                // 42: handoff.common.v1.Actor
+	(*ListStoresRequest)(nil),       // 31: handoff.inventory.v1.ListStoresRequest
+	(*ListStoresResponse)(nil),      // 32: handoff.inventory.v1.ListStoresResponse
+	(*ListStockRequest)(nil),        // 33: handoff.inventory.v1.ListStockRequest
+	(*ListStockResponse)(nil),       // 34: handoff.inventory.v1.ListStockResponse
+	(*ListMovementsRequest)(nil),    // 35: handoff.inventory.v1.ListMovementsRequest
+	(*ListMovementsResponse)(nil),   // 36: handoff.inventory.v1.ListMovementsResponse
+	(*CheckInvariantsRequest)(nil),  // 37: handoff.inventory.v1.CheckInvariantsRequest
+	(*InvariantViolation)(nil),      // 38: handoff.inventory.v1.InvariantViolation
+	(*CheckInvariantsResponse)(nil), // 39: handoff.inventory.v1.CheckInvariantsResponse
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*v1.LatLng)(nil),               // 41: handoff.common.v1.LatLng
+	(*durationpb.Duration)(nil),     // 42: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),   // 43: google.protobuf.FieldMask
+	(*v1.Actor)(nil),                // 44: handoff.common.v1.Actor
 }
 var file_handoff_inventory_v1_inventory_proto_depIdxs = []int32{
 	1,  // 0: handoff.inventory.v1.OpeningHours.weekday:type_name -> handoff.inventory.v1.Weekday
-	38, // 1: handoff.inventory.v1.OpenStatus.next_open_time:type_name -> google.protobuf.Timestamp
-	38, // 2: handoff.inventory.v1.OpenStatus.closes_time:type_name -> google.protobuf.Timestamp
+	40, // 1: handoff.inventory.v1.OpenStatus.next_open_time:type_name -> google.protobuf.Timestamp
+	40, // 2: handoff.inventory.v1.OpenStatus.closes_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: handoff.inventory.v1.Store.address:type_name -> handoff.inventory.v1.Address
-	39, // 4: handoff.inventory.v1.Store.location:type_name -> handoff.common.v1.LatLng
+	41, // 4: handoff.inventory.v1.Store.location:type_name -> handoff.common.v1.LatLng
 	5,  // 5: handoff.inventory.v1.Store.opening_hours:type_name -> handoff.inventory.v1.OpeningHours
 	6,  // 6: handoff.inventory.v1.Store.hours_exceptions:type_name -> handoff.inventory.v1.HoursException
-	40, // 7: handoff.inventory.v1.Store.prep_time:type_name -> google.protobuf.Duration
-	40, // 8: handoff.inventory.v1.Store.pickup_window:type_name -> google.protobuf.Duration
+	42, // 7: handoff.inventory.v1.Store.prep_time:type_name -> google.protobuf.Duration
+	42, // 8: handoff.inventory.v1.Store.pickup_window:type_name -> google.protobuf.Duration
 	0,  // 9: handoff.inventory.v1.Store.state:type_name -> handoff.inventory.v1.StoreState
 	7,  // 10: handoff.inventory.v1.Store.open_status:type_name -> handoff.inventory.v1.OpenStatus
-	38, // 11: handoff.inventory.v1.Store.create_time:type_name -> google.protobuf.Timestamp
-	38, // 12: handoff.inventory.v1.Store.update_time:type_name -> google.protobuf.Timestamp
+	40, // 11: handoff.inventory.v1.Store.create_time:type_name -> google.protobuf.Timestamp
+	40, // 12: handoff.inventory.v1.Store.update_time:type_name -> google.protobuf.Timestamp
 	8,  // 13: handoff.inventory.v1.StoreMatch.store:type_name -> handoff.inventory.v1.Store
 	10, // 14: handoff.inventory.v1.StoreMatch.lines:type_name -> handoff.inventory.v1.LineAvailability
-	39, // 15: handoff.inventory.v1.FindStoresRequest.location:type_name -> handoff.common.v1.LatLng
+	41, // 15: handoff.inventory.v1.FindStoresRequest.location:type_name -> handoff.common.v1.LatLng
 	9,  // 16: handoff.inventory.v1.FindStoresRequest.lines:type_name -> handoff.inventory.v1.StockLine
 	11, // 17: handoff.inventory.v1.FindStoresResponse.stores:type_name -> handoff.inventory.v1.StoreMatch
 	8,  // 18: handoff.inventory.v1.GetStoreResponse.store:type_name -> handoff.inventory.v1.Store
@@ -3198,52 +3330,56 @@ var file_handoff_inventory_v1_inventory_proto_depIdxs = []int32{
 	8,  // 20: handoff.inventory.v1.CreateStoreRequest.store:type_name -> handoff.inventory.v1.Store
 	8,  // 21: handoff.inventory.v1.CreateStoreResponse.store:type_name -> handoff.inventory.v1.Store
 	8,  // 22: handoff.inventory.v1.UpdateStoreRequest.store:type_name -> handoff.inventory.v1.Store
-	41, // 23: handoff.inventory.v1.UpdateStoreRequest.update_mask:type_name -> google.protobuf.FieldMask
+	43, // 23: handoff.inventory.v1.UpdateStoreRequest.update_mask:type_name -> google.protobuf.FieldMask
 	8,  // 24: handoff.inventory.v1.UpdateStoreResponse.store:type_name -> handoff.inventory.v1.Store
 	0,  // 25: handoff.inventory.v1.SetStoreStateRequest.state:type_name -> handoff.inventory.v1.StoreState
 	8,  // 26: handoff.inventory.v1.SetStoreStateResponse.store:type_name -> handoff.inventory.v1.Store
-	38, // 27: handoff.inventory.v1.StockLevel.update_time:type_name -> google.protobuf.Timestamp
+	40, // 27: handoff.inventory.v1.StockLevel.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 28: handoff.inventory.v1.StockMovement.kind:type_name -> handoff.inventory.v1.MovementKind
-	42, // 29: handoff.inventory.v1.StockMovement.actor:type_name -> handoff.common.v1.Actor
-	38, // 30: handoff.inventory.v1.StockMovement.create_time:type_name -> google.protobuf.Timestamp
-	38, // 31: handoff.inventory.v1.StockMovement.occur_time:type_name -> google.protobuf.Timestamp
-	38, // 32: handoff.inventory.v1.SetStockRequest.occur_time:type_name -> google.protobuf.Timestamp
+	44, // 29: handoff.inventory.v1.StockMovement.actor:type_name -> handoff.common.v1.Actor
+	40, // 30: handoff.inventory.v1.StockMovement.create_time:type_name -> google.protobuf.Timestamp
+	40, // 31: handoff.inventory.v1.StockMovement.occur_time:type_name -> google.protobuf.Timestamp
+	40, // 32: handoff.inventory.v1.SetStockRequest.occur_time:type_name -> google.protobuf.Timestamp
 	25, // 33: handoff.inventory.v1.SetStockResponse.level:type_name -> handoff.inventory.v1.StockLevel
 	26, // 34: handoff.inventory.v1.SetStockResponse.movement:type_name -> handoff.inventory.v1.StockMovement
 	3,  // 35: handoff.inventory.v1.AdjustStockRequest.reason:type_name -> handoff.inventory.v1.AdjustmentReason
-	38, // 36: handoff.inventory.v1.AdjustStockRequest.occur_time:type_name -> google.protobuf.Timestamp
+	40, // 36: handoff.inventory.v1.AdjustStockRequest.occur_time:type_name -> google.protobuf.Timestamp
 	25, // 37: handoff.inventory.v1.AdjustStockResponse.level:type_name -> handoff.inventory.v1.StockLevel
 	26, // 38: handoff.inventory.v1.AdjustStockResponse.movement:type_name -> handoff.inventory.v1.StockMovement
-	25, // 39: handoff.inventory.v1.ListStockResponse.levels:type_name -> handoff.inventory.v1.StockLevel
-	26, // 40: handoff.inventory.v1.ListMovementsResponse.movements:type_name -> handoff.inventory.v1.StockMovement
-	36, // 41: handoff.inventory.v1.CheckInvariantsResponse.violations:type_name -> handoff.inventory.v1.InvariantViolation
-	12, // 42: handoff.inventory.v1.StoreLocatorService.FindStores:input_type -> handoff.inventory.v1.FindStoresRequest
-	14, // 43: handoff.inventory.v1.StoreLocatorService.GetStore:input_type -> handoff.inventory.v1.GetStoreRequest
-	16, // 44: handoff.inventory.v1.StoreLocatorService.GetAvailability:input_type -> handoff.inventory.v1.GetAvailabilityRequest
-	19, // 45: handoff.inventory.v1.InventoryAdminService.CreateStore:input_type -> handoff.inventory.v1.CreateStoreRequest
-	21, // 46: handoff.inventory.v1.InventoryAdminService.UpdateStore:input_type -> handoff.inventory.v1.UpdateStoreRequest
-	23, // 47: handoff.inventory.v1.InventoryAdminService.SetStoreState:input_type -> handoff.inventory.v1.SetStoreStateRequest
-	27, // 48: handoff.inventory.v1.InventoryAdminService.SetStock:input_type -> handoff.inventory.v1.SetStockRequest
-	29, // 49: handoff.inventory.v1.InventoryAdminService.AdjustStock:input_type -> handoff.inventory.v1.AdjustStockRequest
-	31, // 50: handoff.inventory.v1.InventoryAdminService.ListStock:input_type -> handoff.inventory.v1.ListStockRequest
-	33, // 51: handoff.inventory.v1.InventoryAdminService.ListMovements:input_type -> handoff.inventory.v1.ListMovementsRequest
-	35, // 52: handoff.inventory.v1.InventoryAdminService.CheckInvariants:input_type -> handoff.inventory.v1.CheckInvariantsRequest
-	13, // 53: handoff.inventory.v1.StoreLocatorService.FindStores:output_type -> handoff.inventory.v1.FindStoresResponse
-	15, // 54: handoff.inventory.v1.StoreLocatorService.GetStore:output_type -> handoff.inventory.v1.GetStoreResponse
-	18, // 55: handoff.inventory.v1.StoreLocatorService.GetAvailability:output_type -> handoff.inventory.v1.GetAvailabilityResponse
-	20, // 56: handoff.inventory.v1.InventoryAdminService.CreateStore:output_type -> handoff.inventory.v1.CreateStoreResponse
-	22, // 57: handoff.inventory.v1.InventoryAdminService.UpdateStore:output_type -> handoff.inventory.v1.UpdateStoreResponse
-	24, // 58: handoff.inventory.v1.InventoryAdminService.SetStoreState:output_type -> handoff.inventory.v1.SetStoreStateResponse
-	28, // 59: handoff.inventory.v1.InventoryAdminService.SetStock:output_type -> handoff.inventory.v1.SetStockResponse
-	30, // 60: handoff.inventory.v1.InventoryAdminService.AdjustStock:output_type -> handoff.inventory.v1.AdjustStockResponse
-	32, // 61: handoff.inventory.v1.InventoryAdminService.ListStock:output_type -> handoff.inventory.v1.ListStockResponse
-	34, // 62: handoff.inventory.v1.InventoryAdminService.ListMovements:output_type -> handoff.inventory.v1.ListMovementsResponse
-	37, // 63: handoff.inventory.v1.InventoryAdminService.CheckInvariants:output_type -> handoff.inventory.v1.CheckInvariantsResponse
-	53, // [53:64] is the sub-list for method output_type
-	42, // [42:53] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	0,  // 39: handoff.inventory.v1.ListStoresRequest.states:type_name -> handoff.inventory.v1.StoreState
+	8,  // 40: handoff.inventory.v1.ListStoresResponse.stores:type_name -> handoff.inventory.v1.Store
+	25, // 41: handoff.inventory.v1.ListStockResponse.levels:type_name -> handoff.inventory.v1.StockLevel
+	26, // 42: handoff.inventory.v1.ListMovementsResponse.movements:type_name -> handoff.inventory.v1.StockMovement
+	38, // 43: handoff.inventory.v1.CheckInvariantsResponse.violations:type_name -> handoff.inventory.v1.InvariantViolation
+	12, // 44: handoff.inventory.v1.StoreLocatorService.FindStores:input_type -> handoff.inventory.v1.FindStoresRequest
+	14, // 45: handoff.inventory.v1.StoreLocatorService.GetStore:input_type -> handoff.inventory.v1.GetStoreRequest
+	16, // 46: handoff.inventory.v1.StoreLocatorService.GetAvailability:input_type -> handoff.inventory.v1.GetAvailabilityRequest
+	19, // 47: handoff.inventory.v1.InventoryAdminService.CreateStore:input_type -> handoff.inventory.v1.CreateStoreRequest
+	21, // 48: handoff.inventory.v1.InventoryAdminService.UpdateStore:input_type -> handoff.inventory.v1.UpdateStoreRequest
+	23, // 49: handoff.inventory.v1.InventoryAdminService.SetStoreState:input_type -> handoff.inventory.v1.SetStoreStateRequest
+	31, // 50: handoff.inventory.v1.InventoryAdminService.ListStores:input_type -> handoff.inventory.v1.ListStoresRequest
+	27, // 51: handoff.inventory.v1.InventoryAdminService.SetStock:input_type -> handoff.inventory.v1.SetStockRequest
+	29, // 52: handoff.inventory.v1.InventoryAdminService.AdjustStock:input_type -> handoff.inventory.v1.AdjustStockRequest
+	33, // 53: handoff.inventory.v1.InventoryAdminService.ListStock:input_type -> handoff.inventory.v1.ListStockRequest
+	35, // 54: handoff.inventory.v1.InventoryAdminService.ListMovements:input_type -> handoff.inventory.v1.ListMovementsRequest
+	37, // 55: handoff.inventory.v1.InventoryAdminService.CheckInvariants:input_type -> handoff.inventory.v1.CheckInvariantsRequest
+	13, // 56: handoff.inventory.v1.StoreLocatorService.FindStores:output_type -> handoff.inventory.v1.FindStoresResponse
+	15, // 57: handoff.inventory.v1.StoreLocatorService.GetStore:output_type -> handoff.inventory.v1.GetStoreResponse
+	18, // 58: handoff.inventory.v1.StoreLocatorService.GetAvailability:output_type -> handoff.inventory.v1.GetAvailabilityResponse
+	20, // 59: handoff.inventory.v1.InventoryAdminService.CreateStore:output_type -> handoff.inventory.v1.CreateStoreResponse
+	22, // 60: handoff.inventory.v1.InventoryAdminService.UpdateStore:output_type -> handoff.inventory.v1.UpdateStoreResponse
+	24, // 61: handoff.inventory.v1.InventoryAdminService.SetStoreState:output_type -> handoff.inventory.v1.SetStoreStateResponse
+	32, // 62: handoff.inventory.v1.InventoryAdminService.ListStores:output_type -> handoff.inventory.v1.ListStoresResponse
+	28, // 63: handoff.inventory.v1.InventoryAdminService.SetStock:output_type -> handoff.inventory.v1.SetStockResponse
+	30, // 64: handoff.inventory.v1.InventoryAdminService.AdjustStock:output_type -> handoff.inventory.v1.AdjustStockResponse
+	34, // 65: handoff.inventory.v1.InventoryAdminService.ListStock:output_type -> handoff.inventory.v1.ListStockResponse
+	36, // 66: handoff.inventory.v1.InventoryAdminService.ListMovements:output_type -> handoff.inventory.v1.ListMovementsResponse
+	39, // 67: handoff.inventory.v1.InventoryAdminService.CheckInvariants:output_type -> handoff.inventory.v1.CheckInvariantsResponse
+	56, // [56:68] is the sub-list for method output_type
+	44, // [44:56] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_handoff_inventory_v1_inventory_proto_init() }
@@ -3258,7 +3394,7 @@ func file_handoff_inventory_v1_inventory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_inventory_v1_inventory_proto_rawDesc), len(file_handoff_inventory_v1_inventory_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -214,6 +214,7 @@ const (
 	InventoryAdminService_CreateStore_FullMethodName     = "/handoff.inventory.v1.InventoryAdminService/CreateStore"
 	InventoryAdminService_UpdateStore_FullMethodName     = "/handoff.inventory.v1.InventoryAdminService/UpdateStore"
 	InventoryAdminService_SetStoreState_FullMethodName   = "/handoff.inventory.v1.InventoryAdminService/SetStoreState"
+	InventoryAdminService_ListStores_FullMethodName      = "/handoff.inventory.v1.InventoryAdminService/ListStores"
 	InventoryAdminService_SetStock_FullMethodName        = "/handoff.inventory.v1.InventoryAdminService/SetStock"
 	InventoryAdminService_AdjustStock_FullMethodName     = "/handoff.inventory.v1.InventoryAdminService/AdjustStock"
 	InventoryAdminService_ListStock_FullMethodName       = "/handoff.inventory.v1.InventoryAdminService/ListStock"
@@ -235,6 +236,9 @@ type InventoryAdminServiceClient interface {
 	// SetStoreState opens, pauses (no new orders) or closes a store, and with
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(ctx context.Context, in *SetStoreStateRequest, opts ...grpc.CallOption) (*SetStoreStateResponse, error)
+	// ListStores pages through the chain's stores by id, each with its open status now: every
+	// store, where the locator's FindStores answers the 50 nearest a point at most.
+	ListStores(ctx context.Context, in *ListStoresRequest, opts ...grpc.CallOption) (*ListStoresResponse, error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
 	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
@@ -292,6 +296,16 @@ func (c *inventoryAdminServiceClient) SetStoreState(ctx context.Context, in *Set
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetStoreStateResponse)
 	err := c.cc.Invoke(ctx, InventoryAdminService_SetStoreState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *inventoryAdminServiceClient) ListStores(ctx context.Context, in *ListStoresRequest, opts ...grpc.CallOption) (*ListStoresResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStoresResponse)
+	err := c.cc.Invoke(ctx, InventoryAdminService_ListStores_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -362,6 +376,9 @@ type InventoryAdminServiceServer interface {
 	// SetStoreState opens, pauses (no new orders) or closes a store, and with
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *SetStoreStateRequest) (*SetStoreStateResponse, error)
+	// ListStores pages through the chain's stores by id, each with its open status now: every
+	// store, where the locator's FindStores answers the 50 nearest a point at most.
+	ListStores(context.Context, *ListStoresRequest) (*ListStoresResponse, error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
 	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
@@ -403,6 +420,9 @@ func (UnimplementedInventoryAdminServiceServer) UpdateStore(context.Context, *Up
 }
 func (UnimplementedInventoryAdminServiceServer) SetStoreState(context.Context, *SetStoreStateRequest) (*SetStoreStateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetStoreState not implemented")
+}
+func (UnimplementedInventoryAdminServiceServer) ListStores(context.Context, *ListStoresRequest) (*ListStoresResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListStores not implemented")
 }
 func (UnimplementedInventoryAdminServiceServer) SetStock(context.Context, *SetStockRequest) (*SetStockResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetStock not implemented")
@@ -490,6 +510,24 @@ func _InventoryAdminService_SetStoreState_Handler(srv interface{}, ctx context.C
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(InventoryAdminServiceServer).SetStoreState(ctx, req.(*SetStoreStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InventoryAdminService_ListStores_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStoresRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InventoryAdminServiceServer).ListStores(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InventoryAdminService_ListStores_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InventoryAdminServiceServer).ListStores(ctx, req.(*ListStoresRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -602,6 +640,10 @@ var InventoryAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetStoreState",
 			Handler:    _InventoryAdminService_SetStoreState_Handler,
+		},
+		{
+			MethodName: "ListStores",
+			Handler:    _InventoryAdminService_ListStores_Handler,
 		},
 		{
 			MethodName: "SetStock",

@@ -54,6 +54,9 @@ const (
 	// InventoryAdminServiceSetStoreStateProcedure is the fully-qualified name of the
 	// InventoryAdminService's SetStoreState RPC.
 	InventoryAdminServiceSetStoreStateProcedure = "/handoff.inventory.v1.InventoryAdminService/SetStoreState"
+	// InventoryAdminServiceListStoresProcedure is the fully-qualified name of the
+	// InventoryAdminService's ListStores RPC.
+	InventoryAdminServiceListStoresProcedure = "/handoff.inventory.v1.InventoryAdminService/ListStores"
 	// InventoryAdminServiceSetStockProcedure is the fully-qualified name of the InventoryAdminService's
 	// SetStock RPC.
 	InventoryAdminServiceSetStockProcedure = "/handoff.inventory.v1.InventoryAdminService/SetStock"
@@ -213,6 +216,9 @@ type InventoryAdminServiceClient interface {
 	// SetStoreState opens, pauses (no new orders) or closes a store, and with
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error)
+	// ListStores pages through the chain's stores by id, each with its open status now: every
+	// store, where the locator's FindStores answers the 50 nearest a point at most.
+	ListStores(context.Context, *connect.Request[v1.ListStoresRequest]) (*connect.Response[v1.ListStoresResponse], error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
 	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
@@ -267,6 +273,12 @@ func NewInventoryAdminServiceClient(httpClient connect.HTTPClient, baseURL strin
 			connect.WithSchema(inventoryAdminServiceMethods.ByName("SetStoreState")),
 			connect.WithClientOptions(opts...),
 		),
+		listStores: connect.NewClient[v1.ListStoresRequest, v1.ListStoresResponse](
+			httpClient,
+			baseURL+InventoryAdminServiceListStoresProcedure,
+			connect.WithSchema(inventoryAdminServiceMethods.ByName("ListStores")),
+			connect.WithClientOptions(opts...),
+		),
 		setStock: connect.NewClient[v1.SetStockRequest, v1.SetStockResponse](
 			httpClient,
 			baseURL+InventoryAdminServiceSetStockProcedure,
@@ -305,6 +317,7 @@ type inventoryAdminServiceClient struct {
 	createStore     *connect.Client[v1.CreateStoreRequest, v1.CreateStoreResponse]
 	updateStore     *connect.Client[v1.UpdateStoreRequest, v1.UpdateStoreResponse]
 	setStoreState   *connect.Client[v1.SetStoreStateRequest, v1.SetStoreStateResponse]
+	listStores      *connect.Client[v1.ListStoresRequest, v1.ListStoresResponse]
 	setStock        *connect.Client[v1.SetStockRequest, v1.SetStockResponse]
 	adjustStock     *connect.Client[v1.AdjustStockRequest, v1.AdjustStockResponse]
 	listStock       *connect.Client[v1.ListStockRequest, v1.ListStockResponse]
@@ -325,6 +338,11 @@ func (c *inventoryAdminServiceClient) UpdateStore(ctx context.Context, req *conn
 // SetStoreState calls handoff.inventory.v1.InventoryAdminService.SetStoreState.
 func (c *inventoryAdminServiceClient) SetStoreState(ctx context.Context, req *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error) {
 	return c.setStoreState.CallUnary(ctx, req)
+}
+
+// ListStores calls handoff.inventory.v1.InventoryAdminService.ListStores.
+func (c *inventoryAdminServiceClient) ListStores(ctx context.Context, req *connect.Request[v1.ListStoresRequest]) (*connect.Response[v1.ListStoresResponse], error) {
+	return c.listStores.CallUnary(ctx, req)
 }
 
 // SetStock calls handoff.inventory.v1.InventoryAdminService.SetStock.
@@ -363,6 +381,9 @@ type InventoryAdminServiceHandler interface {
 	// SetStoreState opens, pauses (no new orders) or closes a store, and with
 	// cancel_open_orders has fulfilment cancel the orders still open there.
 	SetStoreState(context.Context, *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error)
+	// ListStores pages through the chain's stores by id, each with its open status now: every
+	// store, where the locator's FindStores answers the 50 nearest a point at most.
+	ListStores(context.Context, *connect.Request[v1.ListStoresRequest]) (*connect.Response[v1.ListStoresResponse], error)
 	// SetStock sets on-hand and safety stock to absolute values (a stock count).
 	// A stock change refused for the stock as it stands (FailedPrecondition) carries a
 	// google.rpc.ErrorInfo of domain "inventory.handoff.dev" whose reason says why:
@@ -413,6 +434,12 @@ func NewInventoryAdminServiceHandler(svc InventoryAdminServiceHandler, opts ...c
 		connect.WithSchema(inventoryAdminServiceMethods.ByName("SetStoreState")),
 		connect.WithHandlerOptions(opts...),
 	)
+	inventoryAdminServiceListStoresHandler := connect.NewUnaryHandler(
+		InventoryAdminServiceListStoresProcedure,
+		svc.ListStores,
+		connect.WithSchema(inventoryAdminServiceMethods.ByName("ListStores")),
+		connect.WithHandlerOptions(opts...),
+	)
 	inventoryAdminServiceSetStockHandler := connect.NewUnaryHandler(
 		InventoryAdminServiceSetStockProcedure,
 		svc.SetStock,
@@ -451,6 +478,8 @@ func NewInventoryAdminServiceHandler(svc InventoryAdminServiceHandler, opts ...c
 			inventoryAdminServiceUpdateStoreHandler.ServeHTTP(w, r)
 		case InventoryAdminServiceSetStoreStateProcedure:
 			inventoryAdminServiceSetStoreStateHandler.ServeHTTP(w, r)
+		case InventoryAdminServiceListStoresProcedure:
+			inventoryAdminServiceListStoresHandler.ServeHTTP(w, r)
 		case InventoryAdminServiceSetStockProcedure:
 			inventoryAdminServiceSetStockHandler.ServeHTTP(w, r)
 		case InventoryAdminServiceAdjustStockProcedure:
@@ -480,6 +509,10 @@ func (UnimplementedInventoryAdminServiceHandler) UpdateStore(context.Context, *c
 
 func (UnimplementedInventoryAdminServiceHandler) SetStoreState(context.Context, *connect.Request[v1.SetStoreStateRequest]) (*connect.Response[v1.SetStoreStateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handoff.inventory.v1.InventoryAdminService.SetStoreState is not implemented"))
+}
+
+func (UnimplementedInventoryAdminServiceHandler) ListStores(context.Context, *connect.Request[v1.ListStoresRequest]) (*connect.Response[v1.ListStoresResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handoff.inventory.v1.InventoryAdminService.ListStores is not implemented"))
 }
 
 func (UnimplementedInventoryAdminServiceHandler) SetStock(context.Context, *connect.Request[v1.SetStockRequest]) (*connect.Response[v1.SetStockResponse], error) {
