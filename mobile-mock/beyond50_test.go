@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/mobile-mock/load"
@@ -20,6 +24,9 @@ import (
 // the run checks its units against it and, nothing being oversold, exits 0. Before, the load
 // took the stock of the 50 nearest stores only, counted the 51st's units unchecked and exited 1
 // saying stock "was oversold, inventory's invariants do not hold, or they could not be checked".
+// The load finds the stores by paging through ListStores (500 a page, by id): a page's worth of
+// stores in Portland, out of the shoppers' reach, whose ids come first, puts the 51st on the
+// second page, so a load that read only the first would miss it.
 func TestALoadChecksTheStockOfStoresBeyondTheNearest50(t *testing.T) {
 	ready, flags := startHandoff(t)
 	ctx, cc := inventoryAdmin(t, ready, flags)
@@ -55,6 +62,20 @@ func TestALoadChecksTheStockOfStoresBeyondTheNearest50(t *testing.T) {
 	}
 	if _, err := admin.SetStock(ctx, &inventoryv1.SetStockRequest{StoreId: st.Id, Sku: "LATTE-16", OnHand: 50, IdempotencyKey: "north-51-stock"}); err != nil {
 		t.Fatalf("stock: %v", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i := range 500 {
+		far := proto.CloneOf(st)
+		far.Id, far.Name = fmt.Sprintf("far-%03d", i), fmt.Sprintf("Portland %d", i)
+		far.Location = &commonv1.LatLng{Latitude: 45.5 + float64(i%25)/100, Longitude: -122.7 + float64(i/25)/100}
+		g.Go(func() error {
+			_, err := admin.CreateStore(gctx, &inventoryv1.CreateStoreRequest{Store: far})
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("create the stores in Portland: %v", err)
 	}
 
 	// No -near: shoppers order from random points over the area of the 50 stores found.

@@ -305,19 +305,19 @@ func (r *run) prepare(ctx context.Context) error {
 	// The stock is taken of every store an order can land at, not only of the 50 found: in a
 	// bigger chain the nearest store able to fill an order may be another (its terminal is
 	// registered when an order lands there).
-	reach, crowded, calls, err := r.storesInReach(ctx, r.reachArea())
+	reach, listed, pages, err := r.storesInReach(ctx, r.reachArea())
 	if err != nil {
-		return err
+		// The run goes on with the stock of the stores found: units sold elsewhere are
+		// reported unchecked, saying why, so the run is not called sound.
+		r.snapshotNote = fmt.Sprintf("the chain's stores could not be listed, so only the stock of the %d found near the centre was taken: %v", len(ids), err)
+		r.cfg.Logf("%s", r.snapshotNote)
 	}
 	for _, id := range ids {
 		delete(reach, id)
 	}
 	all := slices.Concat(ids, slices.Sorted(maps.Keys(reach)))
-	if crowded > 0 {
-		r.snapshotNote = fmt.Sprintf("more than %d stores stand within %.0f m of each other (%d such spots), and the locator names %d at most: some of them may not have been found", findLimit, minCellMeters, crowded, findLimit)
-	}
 	if len(reach) > 0 {
-		r.cfg.Logf("%d more stores within %.0f m of the shoppers' area (%d FindStores calls): their stock is taken too", len(reach), min(r.cfg.RadiusMeters, findMaxRadius), calls)
+		r.cfg.Logf("%d more stores within %.0f m of the shoppers' area (of %d listed in %d ListStores calls): their stock is taken too", len(reach), min(r.cfg.RadiusMeters, maxOrderRadius), listed, pages)
 	}
 	return r.takeAvailability(ctx, all)
 }

@@ -14,11 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-
-	"github.com/handoff-dev/handoff/internal/auth"
 	inventoryv1 "github.com/handoff-dev/handoff/proto/handoff/inventory/v1"
 )
 
@@ -330,25 +325,17 @@ func rate[N uint64 | int64](n N, seconds float64) float64 {
 // checkInvariants asks inventory (its gRPC API, with an admin token) whether every stock level
 // still holds: 0 <= reserved <= on hand, reserved = the sum of open holds.
 func (r *run) checkInvariants(ctx context.Context) Invariants {
-	addr := r.cfg.Endpoints.InventoryAddr
-	if addr == "" {
-		return Invariants{Note: "inventory's gRPC address not given (-inventory)"}
-	}
-	token, err := r.cfg.Endpoints.Token(auth.Principal{Subject: "mobile-mock-load", Role: auth.RoleAdmin})
-	if err != nil {
-		return Invariants{Note: err.Error()}
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return Invariants{Note: err.Error()}
-	}
-	defer conn.Close()
 	// Its own context: the run's has ended if the run was interrupted.
-	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.WithoutCancel(ctx), "authorization", "Bearer "+token), time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	res, err := inventoryv1.NewInventoryAdminServiceClient(conn).CheckInvariants(ctx, &inventoryv1.CheckInvariantsRequest{})
+	admin, ctx, closeConn, err := r.inventoryAdmin(ctx)
 	if err != nil {
-		return Invariants{Note: fmt.Sprintf("CheckInvariants at %s: %v", addr, err)}
+		return Invariants{Note: err.Error()}
+	}
+	defer closeConn()
+	res, err := admin.CheckInvariants(ctx, &inventoryv1.CheckInvariantsRequest{})
+	if err != nil {
+		return Invariants{Note: fmt.Sprintf("CheckInvariants at %s: %v", r.cfg.Endpoints.InventoryAddr, err)}
 	}
 	inv := Invariants{Checked: true, OK: res.GetOk(), LevelsChecked: res.GetLevelsChecked()}
 	for _, v := range res.GetViolations() {
