@@ -17,6 +17,7 @@ import (
 
 	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/internal/inbox"
+	"github.com/handoff-dev/handoff/internal/orderkey"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -160,6 +161,26 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 			tc.set = &escalationTimer{orderID: o.GetId(), storeID: store, confirmed: confirmed, payload: payload}
 		}
 
+		if event != "confirmed" && o.GetState() == fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
+			// An order still CONFIRMED is new to its store: should its confirmed event never
+			// come (lost with the stream before this consumer read it; fulfilment then announces
+			// the order's current event again) or come later than this one, this event raises
+			// the NEW_ORDER ticket, first. It has the id the confirmed event's would have, so
+			// the order gets one whichever event comes first.
+			tickets = append(tickets, ticketToRaise{
+				t: &posv1.Ticket{
+					TicketId:       ticketID(posv1.TicketKind_TICKET_KIND_NEW_ORDER, orderkey.ConfirmedEventID(o.GetId()), o.GetId()),
+					StoreId:        store,
+					Kind:           posv1.TicketKind_TICKET_KIND_NEW_ORDER,
+					OrderId:        o.GetId(),
+					Order:          view,
+					PickupCodeHint: pickupCodeHint(o),
+					Message:        ticketMessage(posv1.TicketKind_TICKET_KIND_NEW_ORDER, o, ev.GetTransition()),
+					CreateTime:     timestamppb.Now(),
+				},
+				trace: inbox.TraceParent(ctx, msg),
+			})
+		}
 		kind, ok := eventTickets[event]
 		if !ok {
 			continue

@@ -49,3 +49,9 @@ func SetEffectLease(d time.Duration) (restore func()) {
 // as if another transaction had written it since they read it, for tests: updateOrder refuses
 // each of them (40001).
 func MakeReadsStale(s *Service, n int32) { s.staleReads.Store(n) }
+
+// CheckEventsStream is one look of the stream watch (re-announcing the open orders when the
+// events stream was made anew), for tests; it returns how many orders it announced again.
+func (s *Service) CheckEventsStream(ctx context.Context) (int, error) {
+	return s.checkEventsStream(ctx)
+}

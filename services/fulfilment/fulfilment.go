@@ -310,8 +310,9 @@ func New(cfg Config) (*Service, error) {
 
 // Run does fulfilment's background work until ctx ends: the recovery loop (PENDING orders),
 // the timer loop (expiry, reminders, escalations, refreshing the holds of long-open orders),
-// the effects worker (releases, commits and extensions at inventory), the WatchOrder event feed
-// and the customer-notification dispatcher. Its events leave through the outbox relay the stack
+// the effects worker (releases, commits and extensions at inventory), the WatchOrder event feed,
+// the customer-notification dispatcher and the re-announcement of open orders to an events
+// stream made anew (runStreamWatch). Its events leave through the outbox relay the stack
 // runs for the schema. Every loop is safe to run in several copies at once. When ctx ends, Run
 // also stops what New started, as Close does.
 func (s *Service) Run(ctx context.Context) error {
@@ -328,6 +329,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return s.consumeInventory(ctx, s.js, storeHoursConsumer, inventory.SubjectStoreUpdated, s.handleStoreUpdated)
 	})
 	g.Go(func() error { s.runClosings(ctx); return nil })
+	g.Go(func() error { s.runStreamWatch(ctx); return nil })
 	ncfg := s.cfg.Notify
 	if ncfg.PickupCode == nil {
 		ncfg.PickupCode = s.PickupCode

@@ -446,6 +446,19 @@ func (l *eventLog) of(orderID string) []string {
 	return out
 }
 
+// all returns the order's events, in publication order.
+func (l *eventLog) all(orderID string) []recordedEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []recordedEvent
+	for _, r := range l.events {
+		if r.ev.GetOrder().GetId() == orderID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // waitEvents waits until the order's events are exactly want.
 func (e *env) waitEvents(orderID string, want ...string) {
 	e.t.Helper()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/handoff-dev/handoff/internal/orderkey"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/rpcerr"
 	"github.com/handoff-dev/handoff/internal/streams"
@@ -64,6 +64,20 @@ func (o *order) step(a domain.Action, actor *commonv1.Actor, reason, lineID stri
 	}}, nil
 }
 
+// orderEvent is the OrderChanged event of one history entry (which has an event): the order
+// base (its view for others, without history) at the entry's state and version, with the id
+// derived from order and sequence. record and reannounce both build events here, so that an
+// event announced again is the same event, id and payload.
+func orderEvent(base *fulfilmentv1.Order, e historyEntry) outbox.Event {
+	snap := proto.CloneOf(base)
+	snap.State, snap.Version = e.To, e.Seq
+	return outbox.Event{
+		ID:      orderkey.EventID(base.GetId(), e.Seq),
+		Subject: streams.EventSubject("fulfilment", "order", e.Event),
+		Msg:     &fulfilmentv1.OrderChanged{Order: snap, Transition: e.proto()},
+	}
+}
+
 // releaseReason says why an action releases holds.
 func releaseReason(a domain.Action) inventoryv1.ReleaseReason {
 	switch a {
@@ -107,11 +121,9 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, o *order, changes []cha
 			base = o.proto(viewOthers, nil)
 			base.History = nil
 		}
-		snap := proto.CloneOf(base)
-		snap.State, snap.Version = c.entry.To, c.entry.Seq
-		ev := &fulfilmentv1.OrderChanged{Order: snap, Transition: c.entry.proto()}
-		id := outbox.DeterministicID("order", o.ID, strconv.FormatInt(c.entry.Seq, 10))
-		if err := outbox.EnqueueWithID(ctx, events, id, streams.EventSubject("fulfilment", "order", c.rule.Event), ev); err != nil {
+		ev := orderEvent(base, c.entry)
+		snap := ev.Msg.(*fulfilmentv1.OrderChanged).GetOrder()
+		if err := outbox.EnqueueWithID(ctx, events, ev.ID, ev.Subject, ev.Msg); err != nil {
 			return false, err
 		}
 		if c.rule.Notify != "" {
