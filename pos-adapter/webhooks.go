@@ -653,6 +653,7 @@ func (a *Adapter) deliver(ctx context.Context, c deliveryClaim) (deliveryOutcome
 		return done("failed", "stored ticket does not decode: "+err.Error())
 	}
 	t.Sequence = uint64(c.seq)
+	log = log.With("order_id", t.GetOrderId()) // what the on-call looks the store's orders up by
 	body, err := protojson.Marshal(&posv1.TicketRaised{Ticket: &t})
 	if err != nil {
 		return done("failed", "encode ticket: "+err.Error())

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+)
+
+// incidentScrape and incidentSpan are how often Prometheus scrapes and how long an incident
+// below lasts.
+const incidentScrape, incidentSpan = time.Minute, 90 * time.Minute
+
+// firing names the rules of deploy/prometheus/alerts.yml that fire (their for: held) on db
+// within incidentSpan.
+func firing(t *testing.T, db *memQueryable) []string {
+	t.Helper()
+	groups, errs := rulefmt.ParseFile(alertsFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
+	if len(errs) > 0 || groups == nil {
+		t.Fatalf("%s: %v", alertsFile, errs)
+	}
+	var fired []string
+	for _, g := range groups.Groups {
+		for i := range g.Rules {
+			if _, ok := firesAt(t, &g.Rules[i], db, 0, incidentSpan, incidentScrape); ok {
+				fired = append(fired, g.Rules[i].Alert)
+			}
+		}
+	}
+	return fired
+}
+
+// scrapedSeries is what a scrape every incidentScrape stores of the series named by kv over
+// incidentSpan, at(d) at each scrape.
+func scrapedSeries(at func(d time.Duration) float64, kv ...string) storage.Series {
+	var samples []chunks.Sample
+	for d := time.Duration(0); d <= incidentSpan; d += incidentScrape {
+		samples = append(samples, fsample{t: d.Milliseconds(), f: at(d)})
+	}
+	return storage.NewListSeries(labels.FromStrings(kv...), samples)
+}
+
+// steadyParts is what every part serves while nothing is wrong with its queues: each schema's
+// outbox relayed at once. Without them HandoffPartNotReporting fires on any incident.
+func steadyParts() []storage.Series {
+	var out []storage.Series
+	for _, schema := range []string{"catalog", "inventory", "cart", "fulfilment", "pos"} {
+		out = append(out,
+			scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_outbox_backlog_events", "schema", schema),
+			scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_outbox_oldest_event_age_seconds", "schema", schema))
+	}
+	return out
+}
+
+// One store's vendor POS stops answering at minute 5 (its tickets refused, or a firewall
+// change) while every other store's takes its tickets. The store's deliveries are retried with
+// backoff for WebhookGiveUpAfter (72 h), each due later than the last, so the dispatcher is
+// never late (handoff_pos_webhooks_late_seconds stays at 0) and no dead letter is counted for
+// three days, while the store prepares none of the orders it is sent. /metrics serves what the
+// pos-adapter serves then: retries counted beside deliveries, and the oldest undelivered
+// ticket's age growing. Some rule must fire within the hour and a half.
+func TestAnAlertFiresWhenAStoresVendorPOSRefusesEveryTicket(t *testing.T) {
+	const start = 5 * time.Minute
+	since := func(d time.Duration) float64 { return max(d-start, 0).Seconds() }
+	db := &memQueryable{series: append(steadyParts(),
+		scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_pos_webhooks_late_seconds", "schema", "pos"),
+		scrapedSeries(func(d time.Duration) float64 { return 2 + since(d) }, "__name__", "handoff_pos_webhook_oldest_undelivered_seconds", "schema", "pos"),
+		scrapedSeries(func(d time.Duration) float64 { return 3 * d.Seconds() }, "__name__", "handoff_pos_webhook_deliveries_total", "outcome", "delivered"),
+		scrapedSeries(func(d time.Duration) float64 { return since(d) / 60 }, "__name__", "handoff_pos_webhook_deliveries_total", "outcome", "retry"),
+		scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_pos_webhook_deliveries_total", "outcome", "dead"),
+		scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_pos_webhook_deliveries_total", "outcome", "dropped"),
+	)}
+	if fired := firing(t, db); len(fired) == 0 {
+		t.Errorf("a store's vendor POS has refused every ticket for %v and no rule of %s fires: the store prepares none of its orders for 72 h before HandoffPOSWebhooksDead", incidentSpan-start, alertsFile)
+	}
+
+	// Every vendor answering, each ticket delivered within seconds: nothing fires.
+	healthy := &memQueryable{series: append(steadyParts(),
+		scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_pos_webhooks_late_seconds", "schema", "pos"),
+		scrapedSeries(func(d time.Duration) float64 { return float64(int(d.Seconds()) % 3) }, "__name__", "handoff_pos_webhook_oldest_undelivered_seconds", "schema", "pos"),
+		scrapedSeries(func(d time.Duration) float64 { return 3 * d.Seconds() }, "__name__", "handoff_pos_webhook_deliveries_total", "outcome", "delivered"),
+		scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_pos_webhook_deliveries_total", "outcome", "retry"),
+		scrapedSeries(func(time.Duration) float64 { return 0 }, "__name__", "handoff_pos_webhook_deliveries_total", "outcome", "dead"),
+	)}
+	if fired := firing(t, healthy); len(fired) != 0 {
+		t.Errorf("every vendor takes its tickets at once, yet %v fire", fired)
+	}
+}
