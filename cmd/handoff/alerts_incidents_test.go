@@ -92,3 +92,34 @@ func TestAnAlertFiresWhenAStoresVendorPOSRefusesEveryTicket(t *testing.T) {
 		t.Errorf("every vendor takes its tickets at once, yet %v fire", fired)
 	}
 }
+
+// Postgres grows slow at minute 10 (a long transaction holding locks, a disk gone slow):
+// inventory's statements take ten times as long, its pool of 16 is always in use, and on
+// average three requests wait for a connection, a few giving up at their deadlines. The backlog
+// gauges read their queues in their own 2 s and show nothing wrong yet; some rule must say
+// which part's database is the trouble.
+func TestAnAlertFiresWhenAServicesDatabasePoolIsExhausted(t *testing.T) {
+	const start = 10 * time.Minute
+	since := func(d time.Duration) float64 { return max(d-start, 0).Seconds() }
+	pool := func(inUse, waiting, givenUpPerMinute float64) []storage.Series {
+		return []storage.Series{
+			scrapedSeries(func(d time.Duration) float64 {
+				if d < start {
+					return 2
+				}
+				return inUse
+			}, "__name__", "handoff_db_pool_acquired_connections", "schema", "inventory"),
+			scrapedSeries(func(time.Duration) float64 { return 16 }, "__name__", "handoff_db_pool_max_connections", "schema", "inventory"),
+			scrapedSeries(func(d time.Duration) float64 { return 0.001*d.Seconds() + waiting*since(d) },
+				"__name__", "handoff_db_pool_acquire_wait_seconds_total", "schema", "inventory"),
+			scrapedSeries(func(d time.Duration) float64 { return givenUpPerMinute * since(d) / 60 },
+				"__name__", "handoff_db_pool_canceled_acquires_total", "schema", "inventory"),
+		}
+	}
+	if fired := firing(t, &memQueryable{series: append(steadyParts(), pool(16, 3, 2)...)}); len(fired) == 0 {
+		t.Errorf("inventory's requests have queued for a database connection for %v and no rule of %s fires", incidentSpan-start, alertsFile)
+	}
+	if fired := firing(t, &memQueryable{series: append(steadyParts(), pool(4, 0.01, 0)...)}); len(fired) != 0 {
+		t.Errorf("inventory's pool has connections to spare, a request now and then waiting a moment for one, yet %v fire", fired)
+	}
+}

@@ -144,6 +144,9 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	if err := s.reportBacklog(backlog.New(pool, spec.schema, queries, log)); err != nil {
 		return "", err
 	}
+	if err := s.reportBacklog(pgdb.NewPoolCollector(pool, spec.schema)); err != nil {
+		return "", err
+	}
 	svc, err := spec.build(deps{Pool: pool, NC: s.nc, JS: s.js, Logger: s.log, Config: &s.cfg})
 	if err != nil {
 		return "", err
@@ -269,6 +272,9 @@ func (s *system) startPOSAdapter(ctx context.Context) error {
 		return err
 	}
 	if err := s.reportBacklog(backlog.New(pool, posadapter.Schema, append([]backlog.Query{outbox.Backlog()}, posadapter.Backlog()...), log)); err != nil {
+		return err
+	}
+	if err := s.reportBacklog(pgdb.NewPoolCollector(pool, posadapter.Schema)); err != nil {
 		return err
 	}
 	ful, err := s.dial(TargetFulfilment, s.cfg.FulfilmentAddr)
