@@ -486,13 +486,14 @@ func (a *Adapter) Serve(ctx context.Context, lis net.Listener, grace time.Durati
 }
 
 // Run does the adapter's background work until ctx ends: the order-event consumer that raises
-// tickets, the pos outbox relay that puts them on JetStream, the live hub that feeds open
+// tickets, the consumer of customer erasures (forget.go), the pos outbox relay that puts them on JetStream, the live hub that feeds open
 // streams (and closes revoked ones), the escalation sweeper, the webhook dispatcher and the
 // retention janitor. Every part is safe to run in several copies of the adapter at once.
 func (a *Adapter) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.hub.run(gctx) })
 	g.Go(func() error { return a.consumeOrderEvents(gctx) })
+	g.Go(func() error { return a.consumeForgotten(gctx) })
 	g.Go(func() error {
 		return outbox.NewRelay(a.db, a.cfg.JS, outbox.RelayConfig{Logger: a.log}).Run(gctx)
 	})

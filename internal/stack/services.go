@@ -100,7 +100,8 @@ func services() []serviceSpec {
 				}
 				return fulfilment.New(fulfilment.Config{
 					Pool: d.Pool, NATS: d.NC, JS: d.JS, PickupCodeSecret: d.Config.pickupSecret, Logger: d.Logger,
-					Notify: notify.DispatcherConfig{Senders: senders, Logger: d.Logger},
+					Notify:                notify.DispatcherConfig{Senders: senders, Logger: d.Logger},
+					PersonalDataRetention: d.Config.PersonalDataRetention,
 				})
 			},
 		},

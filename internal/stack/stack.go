@@ -136,6 +136,9 @@ type Config struct {
 	// those would otherwise be refused. 0 (the default, right for one process on a laptop):
 	// none.
 	DrainDelay time.Duration
+	// PersonalDataRetention is how long after an order ended fulfilment keeps its shopper's
+	// contact fields (pickup name, email, note); 0 means DefaultPersonalDataRetention.
+	PersonalDataRetention time.Duration
 	// StartWait is how long a start waits for an external NATS or PostgreSQL that does not
 	// answer yet (started at the same moment, say); 0 means DefaultStartWait.
 	StartWait time.Duration
@@ -158,6 +161,10 @@ type Ready struct {
 }
 
 func (c *Config) runs(part string) bool { return c.Target == TargetAll || c.Target == part }
+
+// DefaultPersonalDataRetention is how long after an order ended its shopper's contact fields
+// are kept by default: long enough for a complaint or a refund about it, no longer.
+const DefaultPersonalDataRetention = 90 * 24 * time.Hour
 
 // DefaultDBMaxConns is a service pool's cap when neither the configuration nor the database URL
 // sets one: pgx's own default, max(4, CPUs), made checkouts wait for a connection under load
@@ -207,6 +214,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.PersonalDataRetention < 0 {
+		return settingError("personal-data-retention", c.PersonalDataRetention, "want a positive duration, or 0 for the default")
+	}
+	if c.PersonalDataRetention == 0 {
+		c.PersonalDataRetention = DefaultPersonalDataRetention
 	}
 	if c.DrainDelay < 0 {
 		return settingError("drain-delay", c.DrainDelay, "want a positive duration, or 0 for none")

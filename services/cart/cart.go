@@ -208,12 +208,14 @@ func (s *Service) LoadDemo(context.Context, demo.Chain) (bool, error) { return f
 func (s *Service) OwnData(context.Context, demo.Chain) (bool, error) { return false, nil }
 
 // Run deletes abandoned open carts every hour until ctx ends (checked-out carts are kept: an
-// order points at its cart) and opens again the carts whose PENDING orders are rejected.
+// order points at its cart), opens again the carts whose PENDING orders are rejected, and
+// deletes the carts of customers fulfilment has forgotten (forget.go).
 func (s *Service) Run(ctx context.Context) error {
 	defer s.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	if s.js != nil {
 		g.Go(func() error { return s.consumeRejected(ctx) })
+		g.Go(func() error { return s.consumeForgotten(ctx) })
 	}
 	g.Go(func() error { return s.sweepLoop(ctx) })
 	return g.Wait()

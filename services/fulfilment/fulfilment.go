@@ -180,6 +180,10 @@ type Config struct {
 	// WatchPoll is how often WatchOrder re-reads an order without hearing of a change: the
 	// safety net for events lost on the way (core NATS is at most once). Default 15s.
 	WatchPoll time.Duration
+	// PersonalDataRetention is how long after an order ended its shopper's contact fields
+	// (pickup name, email, note) are kept before the hourly sweep clears them (redact.go).
+	// Default 90 days; negative keeps them for ever.
+	PersonalDataRetention time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -202,6 +206,9 @@ func (c *Config) setDefaults() {
 	def(&c.StoreCacheTTL, 30*time.Second)
 	def(&c.QueueCountTTL, 2*time.Second)
 	def(&c.WatchPoll, 15*time.Second)
+	if c.PersonalDataRetention == 0 {
+		c.PersonalDataRetention = 90 * 24 * time.Hour
+	}
 	if c.PickupMaxWrong <= 0 {
 		c.PickupMaxWrong = 5
 	}
@@ -330,6 +337,7 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { s.runClosings(ctx); return nil })
 	g.Go(func() error { s.runStreamWatch(ctx); return nil })
+	g.Go(func() error { s.runRedaction(ctx); return nil })
 	ncfg := s.cfg.Notify
 	if ncfg.PickupCode == nil {
 		ncfg.PickupCode = s.PickupCode

@@ -20,11 +20,22 @@ var SubjectFindCheckoutOrder = natsrpc.Subject("fulfilment", "find_checkout_orde
 
 // RegisterGRPC serves the shopper's OrderService, the staff's StoreOrderService (both read
 // the caller from the metadata the edges set, see caller.go) and the operators'
-// FulfilmentAdminService (package notify; the edge lets only admin tokens reach it) on srv.
+// FulfilmentAdminService (adminAPI; the edge lets only admin tokens reach it) on srv.
 func (s *Service) RegisterGRPC(srv grpc.ServiceRegistrar) {
 	fulfilmentv1.RegisterOrderServiceServer(srv, orderAPI{s: s})
 	fulfilmentv1.RegisterStoreOrderServiceServer(srv, storeAPI{s: s})
-	notify.NewAdmin(s.db, s.log).Register(srv)
+	fulfilmentv1.RegisterFulfilmentAdminServiceServer(srv, adminAPI{Admin: notify.NewAdmin(s.db, s.log), s: s})
+}
+
+// adminAPI is FulfilmentAdminService: the notifications' dead letters (package notify) and the
+// erasure of a shopper's personal data (forget.go).
+type adminAPI struct {
+	*notify.Admin
+	s *Service
+}
+
+func (a adminAPI) ForgetCustomer(ctx context.Context, req *fulfilmentv1.ForgetCustomerRequest) (*fulfilmentv1.ForgetCustomerResponse, error) {
+	return a.s.ForgetCustomer(ctx, req.GetCustomerId())
 }
 
 // RegisterNATS serves place_order and find_checkout_order on svc.

@@ -157,3 +157,17 @@ func nullUUID(s string) any {
 	}
 	return s
 }
+
+// ForgetOrders deletes every notification of the orders given, whatever its state, in tx, and
+// returns how many: each carries the shopper's email address (recipient) and a copy of the
+// order. Fulfilment calls it when it erases or redacts those orders' personal data.
+func ForgetOrders(ctx context.Context, tx pgx.Tx, orderIDs []string) (int64, error) {
+	if len(orderIDs) == 0 {
+		return 0, nil
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM notifications WHERE order_id = ANY ($1::text[])`, orderIDs)
+	if err != nil {
+		return 0, fmt.Errorf("delete the notifications of %d orders: %w", len(orderIDs), err)
+	}
+	return tag.RowsAffected(), nil
+}

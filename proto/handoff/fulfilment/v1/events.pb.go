@@ -11,6 +11,7 @@ package fulfilmentv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -82,16 +83,147 @@ func (x *OrderChanged) GetTransition() *Transition {
 	return nil
 }
 
+// CustomerForgotten is published on handoff.fulfilment.customer.forgotten when an operator
+// erases a shopper's personal data (FulfilmentAdminService.ForgetCustomer): every service
+// erases its own copies. A shopper with many orders gets several events, each naming some of
+// the orders and all naming the customer.
+type CustomerForgotten struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shopper erased.
+	CustomerId string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// Orders of theirs whose personal fields fulfilment cleared (some of them, see above).
+	Orders        []*ForgottenOrder `protobuf:"bytes,2,rep,name=orders,proto3" json:"orders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CustomerForgotten) Reset() {
+	*x = CustomerForgotten{}
+	mi := &file_handoff_fulfilment_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CustomerForgotten) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CustomerForgotten) ProtoMessage() {}
+
+func (x *CustomerForgotten) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_fulfilment_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CustomerForgotten.ProtoReflect.Descriptor instead.
+func (*CustomerForgotten) Descriptor() ([]byte, []int) {
+	return file_handoff_fulfilment_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CustomerForgotten) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+func (x *CustomerForgotten) GetOrders() []*ForgottenOrder {
+	if x != nil {
+		return x.Orders
+	}
+	return nil
+}
+
+// ForgottenOrder is one order of a CustomerForgotten event.
+type ForgottenOrder struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Order id.
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// Its store (empty when it never had one).
+	StoreId string `protobuf:"bytes,2,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// When it was placed: no ticket of it is older.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgottenOrder) Reset() {
+	*x = ForgottenOrder{}
+	mi := &file_handoff_fulfilment_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgottenOrder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgottenOrder) ProtoMessage() {}
+
+func (x *ForgottenOrder) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_fulfilment_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgottenOrder.ProtoReflect.Descriptor instead.
+func (*ForgottenOrder) Descriptor() ([]byte, []int) {
+	return file_handoff_fulfilment_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ForgottenOrder) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *ForgottenOrder) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *ForgottenOrder) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
 var File_handoff_fulfilment_v1_events_proto protoreflect.FileDescriptor
 
 const file_handoff_fulfilment_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\"handoff/fulfilment/v1/events.proto\x12\x15handoff.fulfilment.v1\x1a!handoff/fulfilment/v1/order.proto\"\x85\x01\n" +
+	"\"handoff/fulfilment/v1/events.proto\x12\x15handoff.fulfilment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!handoff/fulfilment/v1/order.proto\"\x85\x01\n" +
 	"\fOrderChanged\x122\n" +
 	"\x05order\x18\x01 \x01(\v2\x1c.handoff.fulfilment.v1.OrderR\x05order\x12A\n" +
 	"\n" +
 	"transition\x18\x02 \x01(\v2!.handoff.fulfilment.v1.TransitionR\n" +
-	"transitionB\xe7\x01\n" +
+	"transition\"s\n" +
+	"\x11CustomerForgotten\x12\x1f\n" +
+	"\vcustomer_id\x18\x01 \x01(\tR\n" +
+	"customerId\x12=\n" +
+	"\x06orders\x18\x02 \x03(\v2%.handoff.fulfilment.v1.ForgottenOrderR\x06orders\"\x83\x01\n" +
+	"\x0eForgottenOrder\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x19\n" +
+	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTimeB\xe7\x01\n" +
 	"\x19com.handoff.fulfilment.v1B\vEventsProtoP\x01ZGgithub.com/handoff-dev/handoff/proto/handoff/fulfilment/v1;fulfilmentv1\xa2\x02\x03HFX\xaa\x02\x15Handoff.Fulfilment.V1\xca\x02\x15Handoff\\Fulfilment\\V1\xe2\x02!Handoff\\Fulfilment\\V1\\GPBMetadata\xea\x02\x17Handoff::Fulfilment::V1b\x06proto3"
 
 var (
@@ -106,20 +238,25 @@ func file_handoff_fulfilment_v1_events_proto_rawDescGZIP() []byte {
 	return file_handoff_fulfilment_v1_events_proto_rawDescData
 }
 
-var file_handoff_fulfilment_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_handoff_fulfilment_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_handoff_fulfilment_v1_events_proto_goTypes = []any{
-	(*OrderChanged)(nil), // 0: handoff.fulfilment.v1.OrderChanged
-	(*Order)(nil),        // 1: handoff.fulfilment.v1.Order
-	(*Transition)(nil),   // 2: handoff.fulfilment.v1.Transition
+	(*OrderChanged)(nil),          // 0: handoff.fulfilment.v1.OrderChanged
+	(*CustomerForgotten)(nil),     // 1: handoff.fulfilment.v1.CustomerForgotten
+	(*ForgottenOrder)(nil),        // 2: handoff.fulfilment.v1.ForgottenOrder
+	(*Order)(nil),                 // 3: handoff.fulfilment.v1.Order
+	(*Transition)(nil),            // 4: handoff.fulfilment.v1.Transition
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_handoff_fulfilment_v1_events_proto_depIdxs = []int32{
-	1, // 0: handoff.fulfilment.v1.OrderChanged.order:type_name -> handoff.fulfilment.v1.Order
-	2, // 1: handoff.fulfilment.v1.OrderChanged.transition:type_name -> handoff.fulfilment.v1.Transition
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 0: handoff.fulfilment.v1.OrderChanged.order:type_name -> handoff.fulfilment.v1.Order
+	4, // 1: handoff.fulfilment.v1.OrderChanged.transition:type_name -> handoff.fulfilment.v1.Transition
+	2, // 2: handoff.fulfilment.v1.CustomerForgotten.orders:type_name -> handoff.fulfilment.v1.ForgottenOrder
+	5, // 3: handoff.fulfilment.v1.ForgottenOrder.create_time:type_name -> google.protobuf.Timestamp
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_handoff_fulfilment_v1_events_proto_init() }
@@ -134,7 +271,7 @@ func file_handoff_fulfilment_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_fulfilment_v1_events_proto_rawDesc), len(file_handoff_fulfilment_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

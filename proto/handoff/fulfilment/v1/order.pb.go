@@ -2133,6 +2133,126 @@ func (*ReplayNotificationResponse) Descriptor() ([]byte, []int) {
 	return file_handoff_fulfilment_v1_order_proto_rawDescGZIP(), []int{30}
 }
 
+// Request for ForgetCustomer.
+type ForgetCustomerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shopper's customer id (their token's subject); required, at most 128 bytes.
+	CustomerId    string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetCustomerRequest) Reset() {
+	*x = ForgetCustomerRequest{}
+	mi := &file_handoff_fulfilment_v1_order_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetCustomerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetCustomerRequest) ProtoMessage() {}
+
+func (x *ForgetCustomerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_fulfilment_v1_order_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetCustomerRequest.ProtoReflect.Descriptor instead.
+func (*ForgetCustomerRequest) Descriptor() ([]byte, []int) {
+	return file_handoff_fulfilment_v1_order_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ForgetCustomerRequest) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+// Response for ForgetCustomer: what fulfilment erased. The cart's and the pos-adapter's copies
+// are erased a moment later, when they hear the event; repeated, every count is 0.
+type ForgetCustomerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Orders whose personal fields were cleared.
+	Orders int32 `protobuf:"varint,1,opt,name=orders,proto3" json:"orders,omitempty"`
+	// History entries whose actor (the shopper) was cleared.
+	HistoryEntries int32 `protobuf:"varint,2,opt,name=history_entries,json=historyEntries,proto3" json:"history_entries,omitempty"`
+	// Customer notifications deleted (they carry the email address and a copy of the order).
+	Notifications int32 `protobuf:"varint,3,opt,name=notifications,proto3" json:"notifications,omitempty"`
+	// Events of those orders still waiting in the outbox, rewritten without the personal fields.
+	OutboxEvents  int32 `protobuf:"varint,4,opt,name=outbox_events,json=outboxEvents,proto3" json:"outbox_events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetCustomerResponse) Reset() {
+	*x = ForgetCustomerResponse{}
+	mi := &file_handoff_fulfilment_v1_order_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetCustomerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetCustomerResponse) ProtoMessage() {}
+
+func (x *ForgetCustomerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_handoff_fulfilment_v1_order_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetCustomerResponse.ProtoReflect.Descriptor instead.
+func (*ForgetCustomerResponse) Descriptor() ([]byte, []int) {
+	return file_handoff_fulfilment_v1_order_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ForgetCustomerResponse) GetOrders() int32 {
+	if x != nil {
+		return x.Orders
+	}
+	return 0
+}
+
+func (x *ForgetCustomerResponse) GetHistoryEntries() int32 {
+	if x != nil {
+		return x.HistoryEntries
+	}
+	return 0
+}
+
+func (x *ForgetCustomerResponse) GetNotifications() int32 {
+	if x != nil {
+		return x.Notifications
+	}
+	return 0
+}
+
+func (x *ForgetCustomerResponse) GetOutboxEvents() int32 {
+	if x != nil {
+		return x.OutboxEvents
+	}
+	return 0
+}
+
 var File_handoff_fulfilment_v1_order_proto protoreflect.FileDescriptor
 
 const file_handoff_fulfilment_v1_order_proto_rawDesc = "" +
@@ -2277,7 +2397,15 @@ const file_handoff_fulfilment_v1_order_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"D\n" +
 	"\x19ReplayNotificationRequest\x12'\n" +
 	"\x0fnotification_id\x18\x01 \x01(\tR\x0enotificationId\"\x1c\n" +
-	"\x1aReplayNotificationResponse*\xf8\x01\n" +
+	"\x1aReplayNotificationResponse\"8\n" +
+	"\x15ForgetCustomerRequest\x12\x1f\n" +
+	"\vcustomer_id\x18\x01 \x01(\tR\n" +
+	"customerId\"\xa4\x01\n" +
+	"\x16ForgetCustomerResponse\x12\x16\n" +
+	"\x06orders\x18\x01 \x01(\x05R\x06orders\x12'\n" +
+	"\x0fhistory_entries\x18\x02 \x01(\x05R\x0ehistoryEntries\x12$\n" +
+	"\rnotifications\x18\x03 \x01(\x05R\rnotifications\x12#\n" +
+	"\routbox_events\x18\x04 \x01(\x05R\foutboxEvents*\xf8\x01\n" +
 	"\n" +
 	"OrderState\x12\x1b\n" +
 	"\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -2307,10 +2435,11 @@ const file_handoff_fulfilment_v1_order_proto_rawDesc = "" +
 	"\x13MarkLineUnavailable\x121.handoff.fulfilment.v1.MarkLineUnavailableRequest\x1a2.handoff.fulfilment.v1.MarkLineUnavailableResponse\x12^\n" +
 	"\tMarkReady\x12'.handoff.fulfilment.v1.MarkReadyRequest\x1a(.handoff.fulfilment.v1.MarkReadyResponse\x12[\n" +
 	"\bHandOver\x12&.handoff.fulfilment.v1.HandOverRequest\x1a'.handoff.fulfilment.v1.HandOverResponse\x12\x86\x01\n" +
-	"\vCancelOrder\x12:.handoff.fulfilment.v1.StoreOrderServiceCancelOrderRequest\x1a;.handoff.fulfilment.v1.StoreOrderServiceCancelOrderResponse2\x9e\x02\n" +
+	"\vCancelOrder\x12:.handoff.fulfilment.v1.StoreOrderServiceCancelOrderRequest\x1a;.handoff.fulfilment.v1.StoreOrderServiceCancelOrderResponse2\x8d\x03\n" +
 	"\x16FulfilmentAdminService\x12\x88\x01\n" +
 	"\x17ListFailedNotifications\x125.handoff.fulfilment.v1.ListFailedNotificationsRequest\x1a6.handoff.fulfilment.v1.ListFailedNotificationsResponse\x12y\n" +
-	"\x12ReplayNotification\x120.handoff.fulfilment.v1.ReplayNotificationRequest\x1a1.handoff.fulfilment.v1.ReplayNotificationResponseB\xe6\x01\n" +
+	"\x12ReplayNotification\x120.handoff.fulfilment.v1.ReplayNotificationRequest\x1a1.handoff.fulfilment.v1.ReplayNotificationResponse\x12m\n" +
+	"\x0eForgetCustomer\x12,.handoff.fulfilment.v1.ForgetCustomerRequest\x1a-.handoff.fulfilment.v1.ForgetCustomerResponseB\xe6\x01\n" +
 	"\x19com.handoff.fulfilment.v1B\n" +
 	"OrderProtoP\x01ZGgithub.com/handoff-dev/handoff/proto/handoff/fulfilment/v1;fulfilmentv1\xa2\x02\x03HFX\xaa\x02\x15Handoff.Fulfilment.V1\xca\x02\x15Handoff\\Fulfilment\\V1\xe2\x02!Handoff\\Fulfilment\\V1\\GPBMetadata\xea\x02\x17Handoff::Fulfilment::V1b\x06proto3"
 
@@ -2327,7 +2456,7 @@ func file_handoff_fulfilment_v1_order_proto_rawDescGZIP() []byte {
 }
 
 var file_handoff_fulfilment_v1_order_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_handoff_fulfilment_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_handoff_fulfilment_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_handoff_fulfilment_v1_order_proto_goTypes = []any{
 	(OrderState)(0),                              // 0: handoff.fulfilment.v1.OrderState
 	(OrderLineState)(0),                          // 1: handoff.fulfilment.v1.OrderLineState
@@ -2362,30 +2491,32 @@ var file_handoff_fulfilment_v1_order_proto_goTypes = []any{
 	(*ListFailedNotificationsResponse)(nil),      // 30: handoff.fulfilment.v1.ListFailedNotificationsResponse
 	(*ReplayNotificationRequest)(nil),            // 31: handoff.fulfilment.v1.ReplayNotificationRequest
 	(*ReplayNotificationResponse)(nil),           // 32: handoff.fulfilment.v1.ReplayNotificationResponse
-	(*v1.Money)(nil),                             // 33: handoff.common.v1.Money
-	(*v1.Actor)(nil),                             // 34: handoff.common.v1.Actor
-	(*timestamppb.Timestamp)(nil),                // 35: google.protobuf.Timestamp
-	(*v11.Shortage)(nil),                         // 36: handoff.inventory.v1.Shortage
+	(*ForgetCustomerRequest)(nil),                // 33: handoff.fulfilment.v1.ForgetCustomerRequest
+	(*ForgetCustomerResponse)(nil),               // 34: handoff.fulfilment.v1.ForgetCustomerResponse
+	(*v1.Money)(nil),                             // 35: handoff.common.v1.Money
+	(*v1.Actor)(nil),                             // 36: handoff.common.v1.Actor
+	(*timestamppb.Timestamp)(nil),                // 37: google.protobuf.Timestamp
+	(*v11.Shortage)(nil),                         // 38: handoff.inventory.v1.Shortage
 }
 var file_handoff_fulfilment_v1_order_proto_depIdxs = []int32{
-	33, // 0: handoff.fulfilment.v1.OrderLine.unit_price:type_name -> handoff.common.v1.Money
-	33, // 1: handoff.fulfilment.v1.OrderLine.line_total:type_name -> handoff.common.v1.Money
+	35, // 0: handoff.fulfilment.v1.OrderLine.unit_price:type_name -> handoff.common.v1.Money
+	35, // 1: handoff.fulfilment.v1.OrderLine.line_total:type_name -> handoff.common.v1.Money
 	1,  // 2: handoff.fulfilment.v1.OrderLine.state:type_name -> handoff.fulfilment.v1.OrderLineState
 	0,  // 3: handoff.fulfilment.v1.Transition.from_state:type_name -> handoff.fulfilment.v1.OrderState
 	0,  // 4: handoff.fulfilment.v1.Transition.to_state:type_name -> handoff.fulfilment.v1.OrderState
-	34, // 5: handoff.fulfilment.v1.Transition.actor:type_name -> handoff.common.v1.Actor
-	35, // 6: handoff.fulfilment.v1.Transition.time:type_name -> google.protobuf.Timestamp
-	35, // 7: handoff.fulfilment.v1.CheckInInfo.time:type_name -> google.protobuf.Timestamp
+	36, // 5: handoff.fulfilment.v1.Transition.actor:type_name -> handoff.common.v1.Actor
+	37, // 6: handoff.fulfilment.v1.Transition.time:type_name -> google.protobuf.Timestamp
+	37, // 7: handoff.fulfilment.v1.CheckInInfo.time:type_name -> google.protobuf.Timestamp
 	0,  // 8: handoff.fulfilment.v1.Order.state:type_name -> handoff.fulfilment.v1.OrderState
 	2,  // 9: handoff.fulfilment.v1.Order.lines:type_name -> handoff.fulfilment.v1.OrderLine
-	33, // 10: handoff.fulfilment.v1.Order.total:type_name -> handoff.common.v1.Money
-	35, // 11: handoff.fulfilment.v1.Order.ready_by_time:type_name -> google.protobuf.Timestamp
-	35, // 12: handoff.fulfilment.v1.Order.pickup_deadline:type_name -> google.protobuf.Timestamp
+	35, // 10: handoff.fulfilment.v1.Order.total:type_name -> handoff.common.v1.Money
+	37, // 11: handoff.fulfilment.v1.Order.ready_by_time:type_name -> google.protobuf.Timestamp
+	37, // 12: handoff.fulfilment.v1.Order.pickup_deadline:type_name -> google.protobuf.Timestamp
 	4,  // 13: handoff.fulfilment.v1.Order.check_in:type_name -> handoff.fulfilment.v1.CheckInInfo
-	36, // 14: handoff.fulfilment.v1.Order.shortages:type_name -> handoff.inventory.v1.Shortage
+	38, // 14: handoff.fulfilment.v1.Order.shortages:type_name -> handoff.inventory.v1.Shortage
 	3,  // 15: handoff.fulfilment.v1.Order.history:type_name -> handoff.fulfilment.v1.Transition
-	35, // 16: handoff.fulfilment.v1.Order.create_time:type_name -> google.protobuf.Timestamp
-	35, // 17: handoff.fulfilment.v1.Order.update_time:type_name -> google.protobuf.Timestamp
+	37, // 16: handoff.fulfilment.v1.Order.create_time:type_name -> google.protobuf.Timestamp
+	37, // 17: handoff.fulfilment.v1.Order.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 18: handoff.fulfilment.v1.GetOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
 	0,  // 19: handoff.fulfilment.v1.ListOrdersRequest.states:type_name -> handoff.fulfilment.v1.OrderState
 	5,  // 20: handoff.fulfilment.v1.ListOrdersResponse.orders:type_name -> handoff.fulfilment.v1.Order
@@ -2400,7 +2531,7 @@ var file_handoff_fulfilment_v1_order_proto_depIdxs = []int32{
 	5,  // 29: handoff.fulfilment.v1.MarkReadyResponse.order:type_name -> handoff.fulfilment.v1.Order
 	5,  // 30: handoff.fulfilment.v1.HandOverResponse.order:type_name -> handoff.fulfilment.v1.Order
 	5,  // 31: handoff.fulfilment.v1.StoreOrderServiceCancelOrderResponse.order:type_name -> handoff.fulfilment.v1.Order
-	35, // 32: handoff.fulfilment.v1.FailedNotification.fail_time:type_name -> google.protobuf.Timestamp
+	37, // 32: handoff.fulfilment.v1.FailedNotification.fail_time:type_name -> google.protobuf.Timestamp
 	28, // 33: handoff.fulfilment.v1.ListFailedNotificationsResponse.notifications:type_name -> handoff.fulfilment.v1.FailedNotification
 	6,  // 34: handoff.fulfilment.v1.OrderService.GetOrder:input_type -> handoff.fulfilment.v1.GetOrderRequest
 	8,  // 35: handoff.fulfilment.v1.OrderService.ListOrders:input_type -> handoff.fulfilment.v1.ListOrdersRequest
@@ -2415,21 +2546,23 @@ var file_handoff_fulfilment_v1_order_proto_depIdxs = []int32{
 	26, // 44: handoff.fulfilment.v1.StoreOrderService.CancelOrder:input_type -> handoff.fulfilment.v1.StoreOrderServiceCancelOrderRequest
 	29, // 45: handoff.fulfilment.v1.FulfilmentAdminService.ListFailedNotifications:input_type -> handoff.fulfilment.v1.ListFailedNotificationsRequest
 	31, // 46: handoff.fulfilment.v1.FulfilmentAdminService.ReplayNotification:input_type -> handoff.fulfilment.v1.ReplayNotificationRequest
-	7,  // 47: handoff.fulfilment.v1.OrderService.GetOrder:output_type -> handoff.fulfilment.v1.GetOrderResponse
-	9,  // 48: handoff.fulfilment.v1.OrderService.ListOrders:output_type -> handoff.fulfilment.v1.ListOrdersResponse
-	11, // 49: handoff.fulfilment.v1.OrderService.WatchOrder:output_type -> handoff.fulfilment.v1.WatchOrderResponse
-	13, // 50: handoff.fulfilment.v1.OrderService.CancelOrder:output_type -> handoff.fulfilment.v1.CancelOrderResponse
-	15, // 51: handoff.fulfilment.v1.OrderService.CheckIn:output_type -> handoff.fulfilment.v1.CheckInResponse
-	17, // 52: handoff.fulfilment.v1.StoreOrderService.ListStoreOrders:output_type -> handoff.fulfilment.v1.ListStoreOrdersResponse
-	19, // 53: handoff.fulfilment.v1.StoreOrderService.AcceptOrder:output_type -> handoff.fulfilment.v1.AcceptOrderResponse
-	21, // 54: handoff.fulfilment.v1.StoreOrderService.MarkLineUnavailable:output_type -> handoff.fulfilment.v1.MarkLineUnavailableResponse
-	23, // 55: handoff.fulfilment.v1.StoreOrderService.MarkReady:output_type -> handoff.fulfilment.v1.MarkReadyResponse
-	25, // 56: handoff.fulfilment.v1.StoreOrderService.HandOver:output_type -> handoff.fulfilment.v1.HandOverResponse
-	27, // 57: handoff.fulfilment.v1.StoreOrderService.CancelOrder:output_type -> handoff.fulfilment.v1.StoreOrderServiceCancelOrderResponse
-	30, // 58: handoff.fulfilment.v1.FulfilmentAdminService.ListFailedNotifications:output_type -> handoff.fulfilment.v1.ListFailedNotificationsResponse
-	32, // 59: handoff.fulfilment.v1.FulfilmentAdminService.ReplayNotification:output_type -> handoff.fulfilment.v1.ReplayNotificationResponse
-	47, // [47:60] is the sub-list for method output_type
-	34, // [34:47] is the sub-list for method input_type
+	33, // 47: handoff.fulfilment.v1.FulfilmentAdminService.ForgetCustomer:input_type -> handoff.fulfilment.v1.ForgetCustomerRequest
+	7,  // 48: handoff.fulfilment.v1.OrderService.GetOrder:output_type -> handoff.fulfilment.v1.GetOrderResponse
+	9,  // 49: handoff.fulfilment.v1.OrderService.ListOrders:output_type -> handoff.fulfilment.v1.ListOrdersResponse
+	11, // 50: handoff.fulfilment.v1.OrderService.WatchOrder:output_type -> handoff.fulfilment.v1.WatchOrderResponse
+	13, // 51: handoff.fulfilment.v1.OrderService.CancelOrder:output_type -> handoff.fulfilment.v1.CancelOrderResponse
+	15, // 52: handoff.fulfilment.v1.OrderService.CheckIn:output_type -> handoff.fulfilment.v1.CheckInResponse
+	17, // 53: handoff.fulfilment.v1.StoreOrderService.ListStoreOrders:output_type -> handoff.fulfilment.v1.ListStoreOrdersResponse
+	19, // 54: handoff.fulfilment.v1.StoreOrderService.AcceptOrder:output_type -> handoff.fulfilment.v1.AcceptOrderResponse
+	21, // 55: handoff.fulfilment.v1.StoreOrderService.MarkLineUnavailable:output_type -> handoff.fulfilment.v1.MarkLineUnavailableResponse
+	23, // 56: handoff.fulfilment.v1.StoreOrderService.MarkReady:output_type -> handoff.fulfilment.v1.MarkReadyResponse
+	25, // 57: handoff.fulfilment.v1.StoreOrderService.HandOver:output_type -> handoff.fulfilment.v1.HandOverResponse
+	27, // 58: handoff.fulfilment.v1.StoreOrderService.CancelOrder:output_type -> handoff.fulfilment.v1.StoreOrderServiceCancelOrderResponse
+	30, // 59: handoff.fulfilment.v1.FulfilmentAdminService.ListFailedNotifications:output_type -> handoff.fulfilment.v1.ListFailedNotificationsResponse
+	32, // 60: handoff.fulfilment.v1.FulfilmentAdminService.ReplayNotification:output_type -> handoff.fulfilment.v1.ReplayNotificationResponse
+	34, // 61: handoff.fulfilment.v1.FulfilmentAdminService.ForgetCustomer:output_type -> handoff.fulfilment.v1.ForgetCustomerResponse
+	48, // [48:62] is the sub-list for method output_type
+	34, // [34:48] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
 	34, // [34:34] is the sub-list for extension extendee
 	0,  // [0:34] is the sub-list for field type_name
@@ -2446,7 +2579,7 @@ func file_handoff_fulfilment_v1_order_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_handoff_fulfilment_v1_order_proto_rawDesc), len(file_handoff_fulfilment_v1_order_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -627,6 +627,7 @@ var StoreOrderService_ServiceDesc = grpc.ServiceDesc{
 const (
 	FulfilmentAdminService_ListFailedNotifications_FullMethodName = "/handoff.fulfilment.v1.FulfilmentAdminService/ListFailedNotifications"
 	FulfilmentAdminService_ReplayNotification_FullMethodName      = "/handoff.fulfilment.v1.FulfilmentAdminService/ReplayNotification"
+	FulfilmentAdminService_ForgetCustomer_FullMethodName          = "/handoff.fulfilment.v1.FulfilmentAdminService/ForgetCustomer"
 )
 
 // FulfilmentAdminServiceClient is the client API for FulfilmentAdminService service.
@@ -639,6 +640,13 @@ type FulfilmentAdminServiceClient interface {
 	ListFailedNotifications(ctx context.Context, in *ListFailedNotificationsRequest, opts ...grpc.CallOption) (*ListFailedNotificationsResponse, error)
 	// ReplayNotification queues a failed notification for delivery again.
 	ReplayNotification(ctx context.Context, in *ReplayNotificationRequest, opts ...grpc.CallOption) (*ReplayNotificationResponse, error)
+	// ForgetCustomer erases a shopper's personal data (an erasure request): the customer id,
+	// pickup name, email and note of every order of theirs, their customer actions' ids in the
+	// orders' histories, and their notifications; the orders themselves (lines, amounts, states
+	// and times) stay. Refused (FAILED_PRECONDITION naming customer_id) while an order of theirs
+	// is open. The cart and the pos-adapter erase their own copies when they hear the
+	// CustomerForgotten event this writes. Safe to repeat.
+	ForgetCustomer(ctx context.Context, in *ForgetCustomerRequest, opts ...grpc.CallOption) (*ForgetCustomerResponse, error)
 }
 
 type fulfilmentAdminServiceClient struct {
@@ -669,6 +677,16 @@ func (c *fulfilmentAdminServiceClient) ReplayNotification(ctx context.Context, i
 	return out, nil
 }
 
+func (c *fulfilmentAdminServiceClient) ForgetCustomer(ctx context.Context, in *ForgetCustomerRequest, opts ...grpc.CallOption) (*ForgetCustomerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetCustomerResponse)
+	err := c.cc.Invoke(ctx, FulfilmentAdminService_ForgetCustomer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FulfilmentAdminServiceServer is the server API for FulfilmentAdminService service.
 // All implementations must embed UnimplementedFulfilmentAdminServiceServer
 // for forward compatibility.
@@ -679,6 +697,13 @@ type FulfilmentAdminServiceServer interface {
 	ListFailedNotifications(context.Context, *ListFailedNotificationsRequest) (*ListFailedNotificationsResponse, error)
 	// ReplayNotification queues a failed notification for delivery again.
 	ReplayNotification(context.Context, *ReplayNotificationRequest) (*ReplayNotificationResponse, error)
+	// ForgetCustomer erases a shopper's personal data (an erasure request): the customer id,
+	// pickup name, email and note of every order of theirs, their customer actions' ids in the
+	// orders' histories, and their notifications; the orders themselves (lines, amounts, states
+	// and times) stay. Refused (FAILED_PRECONDITION naming customer_id) while an order of theirs
+	// is open. The cart and the pos-adapter erase their own copies when they hear the
+	// CustomerForgotten event this writes. Safe to repeat.
+	ForgetCustomer(context.Context, *ForgetCustomerRequest) (*ForgetCustomerResponse, error)
 	mustEmbedUnimplementedFulfilmentAdminServiceServer()
 }
 
@@ -694,6 +719,9 @@ func (UnimplementedFulfilmentAdminServiceServer) ListFailedNotifications(context
 }
 func (UnimplementedFulfilmentAdminServiceServer) ReplayNotification(context.Context, *ReplayNotificationRequest) (*ReplayNotificationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplayNotification not implemented")
+}
+func (UnimplementedFulfilmentAdminServiceServer) ForgetCustomer(context.Context, *ForgetCustomerRequest) (*ForgetCustomerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetCustomer not implemented")
 }
 func (UnimplementedFulfilmentAdminServiceServer) mustEmbedUnimplementedFulfilmentAdminServiceServer() {
 }
@@ -753,6 +781,24 @@ func _FulfilmentAdminService_ReplayNotification_Handler(srv interface{}, ctx con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FulfilmentAdminService_ForgetCustomer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetCustomerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FulfilmentAdminServiceServer).ForgetCustomer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FulfilmentAdminService_ForgetCustomer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FulfilmentAdminServiceServer).ForgetCustomer(ctx, req.(*ForgetCustomerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FulfilmentAdminService_ServiceDesc is the grpc.ServiceDesc for FulfilmentAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -767,6 +813,10 @@ var FulfilmentAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplayNotification",
 			Handler:    _FulfilmentAdminService_ReplayNotification_Handler,
+		},
+		{
+			MethodName: "ForgetCustomer",
+			Handler:    _FulfilmentAdminService_ForgetCustomer_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

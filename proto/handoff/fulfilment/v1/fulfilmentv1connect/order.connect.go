@@ -73,6 +73,9 @@ const (
 	// FulfilmentAdminServiceReplayNotificationProcedure is the fully-qualified name of the
 	// FulfilmentAdminService's ReplayNotification RPC.
 	FulfilmentAdminServiceReplayNotificationProcedure = "/handoff.fulfilment.v1.FulfilmentAdminService/ReplayNotification"
+	// FulfilmentAdminServiceForgetCustomerProcedure is the fully-qualified name of the
+	// FulfilmentAdminService's ForgetCustomer RPC.
+	FulfilmentAdminServiceForgetCustomerProcedure = "/handoff.fulfilment.v1.FulfilmentAdminService/ForgetCustomer"
 )
 
 // OrderServiceClient is a client for the handoff.fulfilment.v1.OrderService service.
@@ -495,6 +498,13 @@ type FulfilmentAdminServiceClient interface {
 	ListFailedNotifications(context.Context, *connect.Request[v1.ListFailedNotificationsRequest]) (*connect.Response[v1.ListFailedNotificationsResponse], error)
 	// ReplayNotification queues a failed notification for delivery again.
 	ReplayNotification(context.Context, *connect.Request[v1.ReplayNotificationRequest]) (*connect.Response[v1.ReplayNotificationResponse], error)
+	// ForgetCustomer erases a shopper's personal data (an erasure request): the customer id,
+	// pickup name, email and note of every order of theirs, their customer actions' ids in the
+	// orders' histories, and their notifications; the orders themselves (lines, amounts, states
+	// and times) stay. Refused (FAILED_PRECONDITION naming customer_id) while an order of theirs
+	// is open. The cart and the pos-adapter erase their own copies when they hear the
+	// CustomerForgotten event this writes. Safe to repeat.
+	ForgetCustomer(context.Context, *connect.Request[v1.ForgetCustomerRequest]) (*connect.Response[v1.ForgetCustomerResponse], error)
 }
 
 // NewFulfilmentAdminServiceClient constructs a client for the
@@ -521,6 +531,12 @@ func NewFulfilmentAdminServiceClient(httpClient connect.HTTPClient, baseURL stri
 			connect.WithSchema(fulfilmentAdminServiceMethods.ByName("ReplayNotification")),
 			connect.WithClientOptions(opts...),
 		),
+		forgetCustomer: connect.NewClient[v1.ForgetCustomerRequest, v1.ForgetCustomerResponse](
+			httpClient,
+			baseURL+FulfilmentAdminServiceForgetCustomerProcedure,
+			connect.WithSchema(fulfilmentAdminServiceMethods.ByName("ForgetCustomer")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -528,6 +544,7 @@ func NewFulfilmentAdminServiceClient(httpClient connect.HTTPClient, baseURL stri
 type fulfilmentAdminServiceClient struct {
 	listFailedNotifications *connect.Client[v1.ListFailedNotificationsRequest, v1.ListFailedNotificationsResponse]
 	replayNotification      *connect.Client[v1.ReplayNotificationRequest, v1.ReplayNotificationResponse]
+	forgetCustomer          *connect.Client[v1.ForgetCustomerRequest, v1.ForgetCustomerResponse]
 }
 
 // ListFailedNotifications calls
@@ -541,6 +558,11 @@ func (c *fulfilmentAdminServiceClient) ReplayNotification(ctx context.Context, r
 	return c.replayNotification.CallUnary(ctx, req)
 }
 
+// ForgetCustomer calls handoff.fulfilment.v1.FulfilmentAdminService.ForgetCustomer.
+func (c *fulfilmentAdminServiceClient) ForgetCustomer(ctx context.Context, req *connect.Request[v1.ForgetCustomerRequest]) (*connect.Response[v1.ForgetCustomerResponse], error) {
+	return c.forgetCustomer.CallUnary(ctx, req)
+}
+
 // FulfilmentAdminServiceHandler is an implementation of the
 // handoff.fulfilment.v1.FulfilmentAdminService service.
 type FulfilmentAdminServiceHandler interface {
@@ -548,6 +570,13 @@ type FulfilmentAdminServiceHandler interface {
 	ListFailedNotifications(context.Context, *connect.Request[v1.ListFailedNotificationsRequest]) (*connect.Response[v1.ListFailedNotificationsResponse], error)
 	// ReplayNotification queues a failed notification for delivery again.
 	ReplayNotification(context.Context, *connect.Request[v1.ReplayNotificationRequest]) (*connect.Response[v1.ReplayNotificationResponse], error)
+	// ForgetCustomer erases a shopper's personal data (an erasure request): the customer id,
+	// pickup name, email and note of every order of theirs, their customer actions' ids in the
+	// orders' histories, and their notifications; the orders themselves (lines, amounts, states
+	// and times) stay. Refused (FAILED_PRECONDITION naming customer_id) while an order of theirs
+	// is open. The cart and the pos-adapter erase their own copies when they hear the
+	// CustomerForgotten event this writes. Safe to repeat.
+	ForgetCustomer(context.Context, *connect.Request[v1.ForgetCustomerRequest]) (*connect.Response[v1.ForgetCustomerResponse], error)
 }
 
 // NewFulfilmentAdminServiceHandler builds an HTTP handler from the service implementation. It
@@ -569,12 +598,20 @@ func NewFulfilmentAdminServiceHandler(svc FulfilmentAdminServiceHandler, opts ..
 		connect.WithSchema(fulfilmentAdminServiceMethods.ByName("ReplayNotification")),
 		connect.WithHandlerOptions(opts...),
 	)
+	fulfilmentAdminServiceForgetCustomerHandler := connect.NewUnaryHandler(
+		FulfilmentAdminServiceForgetCustomerProcedure,
+		svc.ForgetCustomer,
+		connect.WithSchema(fulfilmentAdminServiceMethods.ByName("ForgetCustomer")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/handoff.fulfilment.v1.FulfilmentAdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FulfilmentAdminServiceListFailedNotificationsProcedure:
 			fulfilmentAdminServiceListFailedNotificationsHandler.ServeHTTP(w, r)
 		case FulfilmentAdminServiceReplayNotificationProcedure:
 			fulfilmentAdminServiceReplayNotificationHandler.ServeHTTP(w, r)
+		case FulfilmentAdminServiceForgetCustomerProcedure:
+			fulfilmentAdminServiceForgetCustomerHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -590,4 +627,8 @@ func (UnimplementedFulfilmentAdminServiceHandler) ListFailedNotifications(contex
 
 func (UnimplementedFulfilmentAdminServiceHandler) ReplayNotification(context.Context, *connect.Request[v1.ReplayNotificationRequest]) (*connect.Response[v1.ReplayNotificationResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handoff.fulfilment.v1.FulfilmentAdminService.ReplayNotification is not implemented"))
+}
+
+func (UnimplementedFulfilmentAdminServiceHandler) ForgetCustomer(context.Context, *connect.Request[v1.ForgetCustomerRequest]) (*connect.Response[v1.ForgetCustomerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handoff.fulfilment.v1.FulfilmentAdminService.ForgetCustomer is not implemented"))
 }

@@ -6,6 +6,8 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Order, Transition } from "./order_pb";
 import { file_handoff_fulfilment_v1_order } from "./order_pb";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file handoff/fulfilment/v1/events.proto.
  */
 export const file_handoff_fulfilment_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("CiJoYW5kb2ZmL2Z1bGZpbG1lbnQvdjEvZXZlbnRzLnByb3RvEhVoYW5kb2ZmLmZ1bGZpbG1lbnQudjEicgoMT3JkZXJDaGFuZ2VkEisKBW9yZGVyGAEgASgLMhwuaGFuZG9mZi5mdWxmaWxtZW50LnYxLk9yZGVyEjUKCnRyYW5zaXRpb24YAiABKAsyIS5oYW5kb2ZmLmZ1bGZpbG1lbnQudjEuVHJhbnNpdGlvbmIGcHJvdG8z", [file_handoff_fulfilment_v1_order]);
+  fileDesc("CiJoYW5kb2ZmL2Z1bGZpbG1lbnQvdjEvZXZlbnRzLnByb3RvEhVoYW5kb2ZmLmZ1bGZpbG1lbnQudjEicgoMT3JkZXJDaGFuZ2VkEisKBW9yZGVyGAEgASgLMhwuaGFuZG9mZi5mdWxmaWxtZW50LnYxLk9yZGVyEjUKCnRyYW5zaXRpb24YAiABKAsyIS5oYW5kb2ZmLmZ1bGZpbG1lbnQudjEuVHJhbnNpdGlvbiJfChFDdXN0b21lckZvcmdvdHRlbhITCgtjdXN0b21lcl9pZBgBIAEoCRI1CgZvcmRlcnMYAiADKAsyJS5oYW5kb2ZmLmZ1bGZpbG1lbnQudjEuRm9yZ290dGVuT3JkZXIiZQoORm9yZ290dGVuT3JkZXISEAoIb3JkZXJfaWQYASABKAkSEAoIc3RvcmVfaWQYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_google_protobuf_timestamp, file_handoff_fulfilment_v1_order]);
 
 /**
  * OrderChanged is published on handoff.fulfilment.order.<event> for every transition, where
@@ -47,4 +49,70 @@ export type OrderChanged = Message<"handoff.fulfilment.v1.OrderChanged"> & {
  */
 export const OrderChangedSchema: GenMessage<OrderChanged> = /*@__PURE__*/
   messageDesc(file_handoff_fulfilment_v1_events, 0);
+
+/**
+ * CustomerForgotten is published on handoff.fulfilment.customer.forgotten when an operator
+ * erases a shopper's personal data (FulfilmentAdminService.ForgetCustomer): every service
+ * erases its own copies. A shopper with many orders gets several events, each naming some of
+ * the orders and all naming the customer.
+ *
+ * @generated from message handoff.fulfilment.v1.CustomerForgotten
+ */
+export type CustomerForgotten = Message<"handoff.fulfilment.v1.CustomerForgotten"> & {
+  /**
+   * The shopper erased.
+   *
+   * @generated from field: string customer_id = 1;
+   */
+  customerId: string;
+
+  /**
+   * Orders of theirs whose personal fields fulfilment cleared (some of them, see above).
+   *
+   * @generated from field: repeated handoff.fulfilment.v1.ForgottenOrder orders = 2;
+   */
+  orders: ForgottenOrder[];
+};
+
+/**
+ * Describes the message handoff.fulfilment.v1.CustomerForgotten.
+ * Use `create(CustomerForgottenSchema)` to create a new message.
+ */
+export const CustomerForgottenSchema: GenMessage<CustomerForgotten> = /*@__PURE__*/
+  messageDesc(file_handoff_fulfilment_v1_events, 1);
+
+/**
+ * ForgottenOrder is one order of a CustomerForgotten event.
+ *
+ * @generated from message handoff.fulfilment.v1.ForgottenOrder
+ */
+export type ForgottenOrder = Message<"handoff.fulfilment.v1.ForgottenOrder"> & {
+  /**
+   * Order id.
+   *
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * Its store (empty when it never had one).
+   *
+   * @generated from field: string store_id = 2;
+   */
+  storeId: string;
+
+  /**
+   * When it was placed: no ticket of it is older.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 3;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message handoff.fulfilment.v1.ForgottenOrder.
+ * Use `create(ForgottenOrderSchema)` to create a new message.
+ */
+export const ForgottenOrderSchema: GenMessage<ForgottenOrder> = /*@__PURE__*/
+  messageDesc(file_handoff_fulfilment_v1_events, 2);
 
