@@ -2,22 +2,27 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/stack"
 )
 
 // Once the first Ctrl-C has been taken, a second SIGINT ends the process at once. The after-run
 // work runs on contexts of its own (the invariant check up to a minute, the look-ups up to
 // 10 s, a spawned system's stop up to a minute); with the signals still registered after the
 // first (signal.NotifyContext until stop()), an operator whose run hung there could not stop it
-// with Ctrl-C at all. Here inventory's address answers TCP and says nothing, so CheckInvariants
-// waits; two SIGINTs a second apart must end the process within 5 s.
+// with Ctrl-C at all. Here inventory's address answers its first connection (the listing of the
+// chain's stores, before the run) through to inventory, and every later one (the invariant
+// check, after the run) takes TCP and says nothing, so CheckInvariants waits; two SIGINTs a
+// second apart must end the process within 5 s.
 func TestASecondCtrlCEndsTheLoadAtOnce(t *testing.T) {
-	_, flags := startHandoff(t)
+	ready, flags := startHandoff(t)
 	bin := filepath.Join(t.TempDir(), "mm")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -28,12 +33,15 @@ func TestASecondCtrlCEndsTheLoadAtOnce(t *testing.T) {
 	}
 	defer silent.Close()
 	go func() {
-		for {
+		for first := true; ; first = false {
 			c, err := silent.Accept()
 			if err != nil {
 				return
 			}
-			defer c.Close() // held open, never answered
+			defer c.Close() // held open; never answered unless first
+			if first {
+				go forward(c, ready.ServiceAddrs[stack.TargetInventory])
+			}
 		}
 	}()
 	var stdout, stderr bytes.Buffer
@@ -61,4 +69,15 @@ func TestASecondCtrlCEndsTheLoadAtOnce(t *testing.T) {
 		<-done
 		t.Errorf("still running 5 s after a second SIGINT (killed)\n%s%s", stdout.String(), stderr.String())
 	}
+}
+
+// forward relays c to addr both ways until either side ends.
+func forward(c net.Conn, addr string) {
+	up, err := net.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	go func() { _, _ = io.Copy(up, c) }()
+	_, _ = io.Copy(c, up)
 }
