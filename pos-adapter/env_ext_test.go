@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/auth"
+	"github.com/handoff-dev/handoff/internal/orderkey"
 	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
@@ -303,7 +304,7 @@ func order(store string, n int) *fulfilmentv1.Order {
 			UnitPrice: &commonv1.Money{AmountMinor: 450, CurrencyCode: "USD"},
 			State:     fulfilmentv1.OrderLineState_ORDER_LINE_STATE_ACTIVE,
 		}},
-		Version:    1,
+		Version:    orderkey.ConfirmSeq, // placed PENDING (1), then confirmed
 		CreateTime: timestamppb.New(now),
 		UpdateTime: timestamppb.New(now),
 	}
@@ -311,13 +312,15 @@ func order(store string, n int) *fulfilmentv1.Order {
 
 // publish puts an OrderChanged event on handoff.fulfilment.order.<event> exactly as
 // fulfilment's outbox relay does (Nats-Msg-Id = event id, event type header), and returns the
-// event id. The order's version makes the event id, as fulfilment's history sequence does.
+// event id. The order's version makes the event id, as fulfilment's history sequence does
+// (orderkey.EventID), so a confirmed order's NEW_ORDER ticket has the id a later event of the
+// order still CONFIRMED would raise it by.
 func (e *env) publish(event string, o *fulfilmentv1.Order, tr *fulfilmentv1.Transition) string {
 	e.t.Helper()
 	if tr == nil {
 		tr = &fulfilmentv1.Transition{ToState: o.GetState(), Time: timestamppb.Now()}
 	}
-	id := outbox.DeterministicID("order", o.GetId(), fmt.Sprint(o.GetVersion()), event)
+	id := orderkey.EventID(o.GetId(), o.GetVersion())
 	e.publishWithID(id, event, o, tr)
 	return id
 }

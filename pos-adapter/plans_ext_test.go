@@ -13,8 +13,9 @@ import (
 
 // A running adapter has delivered most of its webhook calls and has a few pending. Recording
 // outcomes must then look each delivery up by id, as planned once per connection, not walk a
-// partial index of pending deliveries (webhook_deliveries_due, the dispatcher's, or
-// webhook_deliveries_pending_by_store, a store's), whose entries of delivered rows remain until
+// partial index of pending deliveries (webhook_deliveries_due, the dispatcher's,
+// webhook_deliveries_pending_by_store, a store's, or webhook_deliveries_pending_since, the
+// backlog gauge's), whose entries of delivered rows remain until
 // a vacuum. With the pending state written as a constant it does (checked below, else this test
 // would prove nothing).
 func TestRecordingDeliveriesLooksUpEachByID(t *testing.T) {
@@ -29,7 +30,7 @@ func TestRecordingDeliveriesLooksUpEachByID(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	walks := regexp.MustCompile(`webhook_deliveries_(due|pending_by_store)`)
+	walks := regexp.MustCompile(`webhook_deliveries_(due|pending_by_store|pending_since)`)
 	stateParam := regexp.MustCompile(`state = \$\d+`)
 	constant := map[string]string{}
 	for name, sql := range posadapter.KeyedStatements {
