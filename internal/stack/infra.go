@@ -129,7 +129,7 @@ func (s *system) embedNATS() (*server.Server, error) {
 		ns.WaitForShutdown()
 		return nil
 	})
-	s.log.Info("embedded NATS started", "url", ns.ClientURL(), "store", opts.StoreDir)
+	s.log.Info("embedded NATS started", "url", ns.ClientURL(), "store_dir", opts.StoreDir)
 	return ns, nil
 }
 

@@ -159,7 +159,7 @@ func (s *Service) Accept(ctx context.Context, storeID string, actor *commonv1.Ac
 	gen := s.stores.generation()
 	store, err := s.stores.get(ctx, storeID, 0)
 	if err != nil {
-		s.log.WarnContext(ctx, "store's hours unknown; the time to make the order ready runs in plain time", "store", storeID, "order", orderID, "err", err)
+		s.log.WarnContext(ctx, "store's hours unknown; the time to make the order ready runs in plain time", "store_id", storeID, "order_id", orderID, "err", err)
 	}
 	s.afterStoreRead()
 	o, err := s.simple(ctx, orderID, scope{storeID: storeID}, domain.Accept, actor, "accepted", func(o *order, now time.Time) {
@@ -182,7 +182,7 @@ func (s *Service) MarkReady(ctx context.Context, storeID string, actor *commonv1
 	gen := s.stores.generation()
 	store, err := s.stores.get(ctx, storeID, 0)
 	if err != nil {
-		s.log.WarnContext(ctx, "store's hours unknown; the pickup window runs in plain time", "store", storeID, "order", orderID, "err", err)
+		s.log.WarnContext(ctx, "store's hours unknown; the pickup window runs in plain time", "store_id", storeID, "order_id", orderID, "err", err)
 	}
 	s.afterStoreRead()
 	o, err := s.simple(ctx, orderID, scope{storeID: storeID}, domain.MarkReady, actor, "ready for pickup", func(o *order, now time.Time) {

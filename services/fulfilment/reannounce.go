@@ -177,7 +177,7 @@ func (s *Service) reannounceBatch(ctx context.Context, tx pgx.Tx, after openOrde
 		if !ok || e.Event == "" {
 			// Every open order's last entry is a transition with an event; one without is
 			// logged rather than stopping the others.
-			s.log.Error("open order has no last history entry with an event: not announced again", "order", o.ID, "version", o.Version)
+			s.log.Error("open order has no last history entry with an event: not announced again", "order_id", o.ID, "version", o.Version)
 			continue
 		}
 		base := o.proto(viewOthers, nil)
