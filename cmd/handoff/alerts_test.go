@@ -18,8 +18,9 @@ import (
 const alertsFile = "../../deploy/prometheus/alerts.yml"
 
 // The alerting rules shipped in deploy/ are ones Prometheus loads (promtool's own parsing and
-// checks), and every handoff_ metric they name is one a running system registers: a renamed
-// metric would otherwise leave its alert silent for ever.
+// checks), and every handoff_ metric they name, in their expressions or in the text that says
+// where to look, is one a running system registers: a renamed metric would otherwise leave its
+// alert silent for ever, or send the operator to a metric that is not there.
 func TestAlertRulesLoadAndNameMetricsTheSystemServes(t *testing.T) {
 	groups, errs := rulefmt.ParseFile(alertsFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
 	for _, err := range errs {
@@ -40,6 +41,14 @@ func TestAlertRulesLoadAndNameMetricsTheSystemServes(t *testing.T) {
 			for _, name := range metric.FindAllString(r.Expr, -1) {
 				if !slices.Contains(named, name) {
 					named = append(named, name)
+				}
+			}
+			// What the runbook text tells the operator to look at must exist too.
+			for _, text := range r.Annotations {
+				for _, name := range metric.FindAllString(text, -1) {
+					if !registered(name) {
+						t.Errorf("%s: %s's annotations name %s, which the system does not register", alertsFile, r.Alert, name)
+					}
 				}
 			}
 		}

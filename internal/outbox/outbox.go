@@ -217,6 +217,13 @@ var (
 		Name: "handoff_outbox_relay_failures_total",
 		Help: "Relay rounds that failed (publish, ack or database error) and will be retried, by schema.",
 	}, []string{"schema"})
+	// refusedEvents tells the outbox's two ways of growing old apart: no relay running (this
+	// stays) and an event NATS refuses every time (this grows at every round while the rest
+	// are relayed).
+	refusedEvents = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_outbox_refused_events_total",
+		Help: "Events NATS refused to take (larger than the server's max_payload or the stream's max_msg_size), once per round that tried them; they stay in the outbox, by schema.",
+	}, []string{"schema"})
 )
 
 // Enqueue records msg as an event on subject in tx, with a fresh time-ordered

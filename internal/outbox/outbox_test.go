@@ -952,3 +952,45 @@ func TestRelayPublishesAgainAfterManyAcksThatNeverCame(t *testing.T) {
 		t.Fatalf("flush once the stream answers: relayed %d, %v; want all %d", n, err, rows)
 	}
 }
+
+// An event NATS refuses every time and a relay that does not run both leave the outbox's
+// oldest event growing old (HandoffOutboxNotRelayed); the refusals are counted, by schema, so
+// an operator can tell them apart. The series is served at 0 from the relay's first round,
+// for increase() to see the first refusal.
+func TestEventsNATSRefusesAreCountedBySchema(t *testing.T) {
+	refusals := func(schema string) (float64, bool) {
+		v, ok := testenv.CounterSums(t, "handoff_outbox_refused_events_total", map[string]string{"schema": schema}, "schema")[schema]
+		return v, ok
+	}
+	schemaOf := func(pool *pgxpool.Pool) string {
+		var s string
+		if err := pool.QueryRow(t.Context(), `SELECT current_schema()`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	// A relay with nothing refused serves the series at 0.
+	e := setup(t)
+	enqueue(t, e.pool, "fine")
+	if _, err := outbox.NewRelay(e.pool, e.js, outbox.RelayConfig{Logger: testenv.Logger(t)}).Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := refusals(schemaOf(e.pool)); !ok || n != 0 {
+		t.Fatalf("after a round with nothing refused: handoff_outbox_refused_events_total %v (served: %v); want served at 0", n, ok)
+	}
+
+	// An event past the server's max_payload, tried in two rounds: two refusals.
+	pool, js := pastMaxPayload(t)
+	schema := schemaOf(pool)
+	before, _ := refusals(schema)
+	r := outbox.NewRelay(pool, js, outbox.RelayConfig{Logger: testenv.Logger(t), AckTimeout: 5 * time.Second})
+	for range 2 {
+		if _, err := r.Flush(t.Context()); !errors.Is(err, nats.ErrMaxPayload) {
+			t.Fatalf("a round with an event past max_payload: %v; want nats.ErrMaxPayload", err)
+		}
+	}
+	if after, _ := refusals(schema); after-before != 2 {
+		t.Fatalf("two rounds refused the event: handoff_outbox_refused_events_total{schema=%q} grew by %v; want 2", schema, after-before)
+	}
+}

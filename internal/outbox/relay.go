@@ -105,6 +105,7 @@ type Relay struct {
 	relayed  prometheus.Counter
 	lag      prometheus.Observer
 	failures prometheus.Counter
+	refused  prometheus.Counter
 }
 
 // NewRelay returns a relay for the outbox in pool's schema, publishing through js's
@@ -353,6 +354,7 @@ func (r *Relay) setup(ctx context.Context) error {
 	r.relayed = relayedEvents.WithLabelValues(r.schema)
 	r.lag = relayLag.WithLabelValues(r.schema)
 	r.failures = relayFailures.WithLabelValues(r.schema)
+	r.refused = refusedEvents.WithLabelValues(r.schema) // at 0 from the start: an increase needs it
 	return nil
 }
 
@@ -568,6 +570,7 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) (acked []int, er
 			ackErr = fmt.Errorf("outbox: publish event %s on %s: %w", batch[f.idx].eventID, batch[f.idx].subject, ackErr)
 			if errors.Is(ackErr, jetstream.ErrStreamMessageExceedsMaximum) {
 				refused = errors.Join(refused, ackErr) // larger than the stream takes: every time
+				r.refused.Inc()
 				continue
 			}
 			err = errors.Join(err, ackErr)
@@ -638,6 +641,7 @@ func (r *Relay) publishAsync(batch []outboxRow, idx []int) (futures []pending, r
 			// backlog, until an operator raises max_payload or removes it; the stream's own
 			// size limit is handled the same way, through the acknowledgement.
 			refused = errors.Join(refused, fmt.Errorf("outbox: publish event %s on %s: %w", batch[i].eventID, batch[i].subject, err))
+			r.refused.Inc()
 			continue
 		}
 		if err != nil {
