@@ -123,3 +123,33 @@ func TestAnAlertFiresWhenAServicesDatabasePoolIsExhausted(t *testing.T) {
 		t.Errorf("inventory's pool has connections to spare, a request now and then waiting a moment for one, yet %v fire", fired)
 	}
 }
+
+// A fulfilment copy's machine stops keeping time (NTP stopped, a VM resumed after a pause) and
+// its clock falls 40 s behind the database's at minute 10. Its timers go by the database's
+// clock, so no order shows it; its log lines and traces are 40 s off, which only the warning
+// logged once says. Some rule must fire while it lasts. A busy moment, in which an observed
+// reading is late by a round trip of a few seconds, must not.
+func TestAnAlertFiresWhenAMachinesClockIsOffTheDatabases(t *testing.T) {
+	const start = 10 * time.Minute
+	offset := func(at func(d time.Duration) float64) storage.Series {
+		return scrapedSeries(at, "__name__", "handoff_db_clock_offset_seconds", "schema", "fulfilment", "instance", "fulfilment-1:9090")
+	}
+	off := offset(func(d time.Duration) float64 {
+		if d < start {
+			return 0.002
+		}
+		return 40
+	})
+	if fired := firing(t, &memQueryable{series: append(steadyParts(), off)}); len(fired) == 0 {
+		t.Errorf("a copy's clock has been 40 s off the database's for %v and no rule of %s fires", incidentSpan-start, alertsFile)
+	}
+	busy := offset(func(d time.Duration) float64 {
+		if int(d.Minutes())%7 == 3 {
+			return -2.5 // a reading observed behind a slow statement
+		}
+		return -0.004
+	})
+	if fired := firing(t, &memQueryable{series: append(steadyParts(), busy)}); len(fired) != 0 {
+		t.Errorf("a copy's clock right, now and then a reading late by a busy round trip, yet %v fire", fired)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	posadapter "github.com/handoff-dev/handoff/pos-adapter"
 
 	"github.com/handoff-dev/handoff/internal/backlog"
+	"github.com/handoff-dev/handoff/internal/dbclock"
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/internal/grpcserver"
 	"github.com/handoff-dev/handoff/internal/natsrpc"
@@ -46,6 +47,12 @@ type service interface {
 	// OwnData reports whether the schema holds data that is not the demo chain's (a retailer's
 	// own stores or products), in which case no part of the demo is loaded anywhere.
 	OwnData(ctx context.Context, chain demo.Chain) (bool, error)
+}
+
+// clocked is a service that goes by the database's clock (dbclock): its offset is served on
+// /metrics.
+type clocked interface {
+	DBClock() *dbclock.Clock
 }
 
 // deps are what a service is built from.
@@ -151,6 +158,11 @@ func (s *system) startService(ctx context.Context, spec serviceSpec) (string, er
 	svc, err := spec.build(deps{Pool: pool, NC: s.nc, JS: s.js, Logger: s.log, Config: &s.cfg})
 	if err != nil {
 		return "", err
+	}
+	if c, ok := svc.(clocked); ok {
+		if err := s.reportBacklog(c.DBClock().Collector(spec.schema)); err != nil {
+			return "", err
+		}
 	}
 
 	rpc, err := natsrpc.AddService(s.nc, spec.name, Version, spec.description, log)

@@ -350,6 +350,10 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// DBClock is the database's clock as this copy goes by it; its offset is served on /metrics
+// (dbclock.Clock.Collector).
+func (s *Service) DBClock() *dbclock.Clock { return s.clock }
+
 // Close stops hearing inventory's store events (New subscribes to them for the store cache)
 // and, since it could no longer hear of changes, switches the cache off. Run closes the service
 // when it returns; a service that never runs may be closed by its owner, or hears them as long

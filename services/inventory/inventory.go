@@ -204,6 +204,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
+// DBClock is the database's clock as this copy goes by it; its offset is served on /metrics
+// (dbclock.Clock.Collector).
+func (s *Service) DBClock() *dbclock.Clock { return s.clock }
+
 // Close stops the background work New started: the store cache's subscription to the store
 // events, its NATS status listener and any check of the cache nobody waits for, and waits for
 // them, so none of it touches the pool or the NATS connection after their owner closes them.
