@@ -153,3 +153,31 @@ func TestAnAlertFiresWhenAMachinesClockIsOffTheDatabases(t *testing.T) {
 		t.Errorf("a copy's clock right, now and then a reading late by a busy round trip, yet %v fire", fired)
 	}
 }
+
+// Every terminal of one store disconnects at minute 5 and nobody notices: its orders keep
+// coming, four an hour, and each is escalated as not accepted and then, its time to be made
+// ready over, expires, 40 minutes after it was placed. The chain's other stores work theirs,
+// a few shoppers not coming for theirs. Some rule must fire within the hour and a half; with
+// only the expiries that shoppers cause, and a forgotten order now and then, none.
+func TestAnAlertFiresWhenAStoreStopsWorkingItsOrders(t *testing.T) {
+	const start = 5 * time.Minute
+	timers := func(unmadePerHour float64, from time.Duration) []storage.Series {
+		series := func(action string, at func(d time.Duration) float64) storage.Series {
+			return scrapedSeries(at, "__name__", "handoff_fulfilment_timer_actions_total", "action", action)
+		}
+		unmade := func(d time.Duration) float64 { return float64(int(max(d-from, 0).Hours() * unmadePerHour)) }
+		return []storage.Series{
+			series("escalated_not_accepted", func(d time.Duration) float64 { return unmade(d + 30*time.Minute) }),
+			series("expired_not_accepted", unmade),
+			series("expired_not_ready", func(time.Duration) float64 { return 0 }),
+			series("expired_not_collected", func(d time.Duration) float64 { return float64(int(d.Hours() * 3)) }),
+			series("reminded_expiring_soon", func(d time.Duration) float64 { return d.Minutes() * 2 }),
+		}
+	}
+	if fired := firing(t, &memQueryable{series: append(steadyParts(), timers(4, start+40*time.Minute)...)}); len(fired) == 0 {
+		t.Errorf("a store's orders have expired unmade since minute 45, four an hour, and no rule of %s fires", alertsFile)
+	}
+	if fired := firing(t, &memQueryable{series: append(steadyParts(), timers(1, 0)...)}); len(fired) != 0 {
+		t.Errorf("shoppers not coming for some orders and one order forgotten an hour, yet %v fire", fired)
+	}
+}

@@ -3,9 +3,12 @@ package fulfilment
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/handoff-dev/handoff/internal/hours"
 	"github.com/handoff-dev/handoff/services/fulfilment/domain"
@@ -95,6 +98,65 @@ func (s *Service) timersRound(ctx context.Context) (int, error) {
 		s.afterCommit(f.o, f.changes, f.effects)
 	}
 	return len(done), nil
+}
+
+// timerKind is what a timer did to an order, as counted and logged: an expiry's cause is what
+// tells a store that does not work its orders (expired_not_accepted, expired_not_ready) from
+// shoppers who do not come (expired_not_collected), which the order's state alone does not.
+type timerKind string
+
+const (
+	escalatedNotAccepted timerKind = "escalated_not_accepted"
+	expiredNotAccepted   timerKind = "expired_not_accepted"
+	expiredNotReady      timerKind = "expired_not_ready"
+	expiredNotCollected  timerKind = "expired_not_collected"
+	remindedExpiringSoon timerKind = "reminded_expiring_soon"
+)
+
+var timerKinds = []timerKind{escalatedNotAccepted, expiredNotAccepted, expiredNotReady, expiredNotCollected, remindedExpiringSoon}
+
+// kindOf names timer action a on an order in state from; "" for an action no timer takes.
+func kindOf(a domain.Action, from domain.State) timerKind {
+	switch {
+	case a == domain.EscalateNotAccepted:
+		return escalatedNotAccepted
+	case a == domain.RemindExpiringSoon:
+		return remindedExpiringSoon
+	case a != domain.Expire:
+		return ""
+	case from == domain.Ready:
+		return expiredNotCollected
+	case from == domain.Confirmed:
+		return expiredNotAccepted
+	default:
+		return expiredNotReady
+	}
+}
+
+// timerActions counts what the timers did, by kind (see timerKind); every kind is served at 0
+// from the start, for rate() and increase() to see the first.
+var timerActions = func() *prometheus.CounterVec {
+	c := promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "handoff_fulfilment_timer_actions_total",
+		Help: "Order timers fired, by action: escalated_not_accepted, expired_not_accepted and expired_not_ready (the store did not work the order), expired_not_collected (the shopper did not come), reminded_expiring_soon.",
+	}, []string{"action"})
+	for _, k := range timerKinds {
+		c.WithLabelValues(string(k))
+	}
+	return c
+}()
+
+// timerFired counts and logs what a timer did to o, once committed (by the timer loop, or by a
+// staff action that found the order overdue: expireOverdue): one line per order and action, naming the store, so that a store whose orders escalate and expire unmade (its
+// terminals all gone, say) can be found in the logs. Reminders, the normal course of every
+// ready order, are logged at debug.
+func (s *Service) timerFired(o *order, kind timerKind) {
+	timerActions.WithLabelValues(string(kind)).Inc()
+	level := slog.LevelInfo
+	if kind == remindedExpiringSoon {
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "order timer fired", "action", string(kind), "order_id", o.ID, "store_id", o.StoreID)
 }
 
 // fire applies the timer action a to o in memory, with the reason the shopper is given.

@@ -194,6 +194,9 @@ func (s *Service) afterCommit(o *order, changes []change, effects bool) {
 		if c.entry.To != c.entry.From {
 			orderTransitions.WithLabelValues(domain.StateName(c.entry.To)).Inc()
 		}
+		if k := kindOf(c.action, c.entry.From); k != "" {
+			s.timerFired(o, k)
+		}
 	}
 	if effects {
 		if slices.ContainsFunc(changes, func(c change) bool { return c.rule.Effect != domain.NoEffect && !c.nothingHeld }) {
