@@ -124,7 +124,7 @@ func TestModelRandomOrderLifecycle(t *testing.T) {
 			e.t = t
 			m := &model{t: t, e: e, rng: rand.New(rand.NewPCG(seed, 7)), store: fmt.Sprintf("m%d", seed),
 				onHand: map[string]int32{}, byKey: map[string]*mOrder{}, staff2: staff2, topT: topT, storeSt: inventoryv1.StoreState_STORE_STATE_OPEN}
-			e.addStore(m.store, 10+float64(seed%1000)/10, 10, 5*time.Minute, time.Hour)
+			e.addStore(m.store, 10+float64(seed%700)/10, 10, 5*time.Minute, time.Hour) // a latitude of its own, 10° to 79.9°
 			for _, s := range modelSKUs {
 				n := int32(m.rng.IntN(6) + 3)
 				e.setStock(m.store, s, n)
