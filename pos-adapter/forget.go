@@ -2,13 +2,11 @@ package posadapter
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/handoff-dev/handoff/internal/inbox"
 	"github.com/handoff-dev/handoff/internal/personal"
@@ -81,85 +79,19 @@ func (a *Adapter) handleForgotten(ctx context.Context, tx pgx.Tx, msg jetstream.
 // forgetTickets rewrites the tickets of one order without the shopper's personal fields and
 // returns how many it changed.
 func forgetTickets(ctx context.Context, tx pgx.Tx, o *fulfilmentv1.ForgottenOrder) (int, error) {
-	rows, err := tx.Query(ctx, forgetTicketsSQL, o.GetStoreId(), o.GetCreateTime().AsTime().Add(-ticketClockSlack), o.GetOrderId())
-	if err != nil {
-		return 0, fmt.Errorf("read the tickets of order %s: %w", o.GetOrderId(), err)
-	}
-	redacted := map[int64][]byte{}
-	for rows.Next() {
-		var (
-			seq     int64
-			payload []byte
-		)
-		if err := rows.Scan(&seq, &payload); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("read the tickets of order %s: %w", o.GetOrderId(), err)
-		}
-		var t posv1.Ticket
-		if err := proto.Unmarshal(payload, &t); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("decode ticket %d of order %s: %w", seq, o.GetOrderId(), err)
-		}
-		if !redactTicket(&t) {
-			continue
-		}
-		if redacted[seq], err = proto.Marshal(&t); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("encode ticket %d of order %s: %w", seq, o.GetOrderId(), err)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("read the tickets of order %s: %w", o.GetOrderId(), err)
-	}
-	for seq, payload := range redacted {
-		if _, err := tx.Exec(ctx, `UPDATE tickets SET payload = $3 WHERE store_id = $1 AND seq = $2`, o.GetStoreId(), seq, payload); err != nil {
-			return 0, fmt.Errorf("rewrite ticket %d of order %s: %w", seq, o.GetOrderId(), err)
-		}
-	}
-	return len(redacted), nil
+	return personal.Rewrite[int64](ctx, tx, "ticket of order "+o.GetOrderId(),
+		forgetTicketsSQL, []any{o.GetStoreId(), o.GetCreateTime().AsTime().Add(-ticketClockSlack), o.GetOrderId()},
+		`UPDATE tickets SET payload = $2 WHERE seq = $1 AND store_id = $3`, []any{o.GetStoreId()},
+		func() *posv1.Ticket { return new(posv1.Ticket) }, redactTicket)
 }
 
 // forgetEscalationTimers rewrites the orders kept with the escalation timers of orderIDs
 // (cleared timers keep theirs a while) and returns how many it changed.
 func forgetEscalationTimers(ctx context.Context, tx pgx.Tx, orderIDs []string) (int, error) {
-	rows, err := tx.Query(ctx, `SELECT order_id, order_payload FROM escalation_timers WHERE order_id = ANY ($1::text[]) FOR UPDATE`, orderIDs)
-	if err != nil {
-		return 0, fmt.Errorf("read escalation timers: %w", err)
-	}
-	redacted := map[string][]byte{}
-	for rows.Next() {
-		var (
-			id      string
-			payload []byte
-		)
-		if err := rows.Scan(&id, &payload); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("read escalation timers: %w", err)
-		}
-		var o fulfilmentv1.Order
-		if err := proto.Unmarshal(payload, &o); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("decode the escalation timer of order %s: %w", id, err)
-		}
-		if !personal.RedactOrder(&o) {
-			continue
-		}
-		if redacted[id], err = proto.Marshal(&o); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("encode the escalation timer of order %s: %w", id, err)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("read escalation timers: %w", err)
-	}
-	for id, payload := range redacted {
-		if _, err := tx.Exec(ctx, `UPDATE escalation_timers SET order_payload = $2 WHERE order_id = $1`, id, payload); err != nil {
-			return 0, fmt.Errorf("rewrite the escalation timer of order %s: %w", id, err)
-		}
-	}
-	return len(redacted), nil
+	return personal.Rewrite[string](ctx, tx, "escalation timer of order",
+		`SELECT order_id, order_payload FROM escalation_timers WHERE order_id = ANY ($1::text[]) FOR UPDATE`, []any{orderIDs},
+		`UPDATE escalation_timers SET order_payload = $2 WHERE order_id = $1`, nil,
+		func() *fulfilmentv1.Order { return new(fulfilmentv1.Order) }, personal.RedactOrder)
 }
 
 // forgetOutbox rewrites the ticket events of orderIDs the relay has not published yet and
@@ -169,44 +101,14 @@ func forgetOutbox(ctx context.Context, tx pgx.Tx, orderIDs []string) (int, error
 	for _, id := range orderIDs {
 		forgotten[id] = true
 	}
-	rows, err := tx.Query(ctx, `SELECT seq, payload FROM outbox WHERE event_type = $1 FOR UPDATE`,
-		string((&posv1.TicketRaised{}).ProtoReflect().Descriptor().FullName()))
-	if err != nil {
-		return 0, fmt.Errorf("read the outbox's tickets: %w", err)
-	}
-	redacted := map[int64][]byte{}
-	for rows.Next() {
-		var (
-			seq     int64
-			payload []byte
-		)
-		if err := rows.Scan(&seq, &payload); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("read the outbox's tickets: %w", err)
-		}
-		var ev posv1.TicketRaised
-		if err := proto.Unmarshal(payload, &ev); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("decode outbox event %d: %w", seq, err)
-		}
-		if !forgotten[ev.GetTicket().GetOrderId()] || !redactTicket(ev.GetTicket()) {
-			continue
-		}
-		if redacted[seq], err = proto.Marshal(&ev); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("encode outbox event %d: %w", seq, err)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("read the outbox's tickets: %w", err)
-	}
-	for seq, payload := range redacted {
-		if _, err := tx.Exec(ctx, `UPDATE outbox SET payload = $2 WHERE seq = $1`, seq, payload); err != nil {
-			return 0, fmt.Errorf("rewrite outbox event %d: %w", seq, err)
-		}
-	}
-	return len(redacted), nil
+	return personal.Rewrite[int64](ctx, tx, "outbox ticket event",
+		`SELECT seq, payload FROM outbox WHERE event_type = $1 ORDER BY seq FOR UPDATE`,
+		[]any{string((&posv1.TicketRaised{}).ProtoReflect().Descriptor().FullName())},
+		`UPDATE outbox SET payload = $2 WHERE seq = $1`, nil,
+		func() *posv1.TicketRaised { return new(posv1.TicketRaised) },
+		func(ev *posv1.TicketRaised) bool {
+			return forgotten[ev.GetTicket().GetOrderId()] && redactTicket(ev.GetTicket())
+		})
 }
 
 // redactTicket clears the shopper's personal fields from the ticket's order and from its line

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/handoff-dev/handoff/internal/auth"
@@ -142,48 +141,13 @@ func redactOutbox(ctx context.Context, tx pgx.Tx, orderIDs []string) (int64, err
 	for _, id := range orderIDs {
 		erased[id] = true
 	}
-	rows, err := tx.Query(ctx, `SELECT seq, payload FROM outbox WHERE event_type = $1 ORDER BY seq FOR UPDATE`,
-		string((&fulfilmentv1.OrderChanged{}).ProtoReflect().Descriptor().FullName()))
-	if err != nil {
-		return 0, fmt.Errorf("read the outbox's order events: %w", err)
-	}
-	type rewrite struct {
-		seq     int64
-		payload []byte
-	}
-	var rewrites []rewrite
-	for rows.Next() {
-		var (
-			seq     int64
-			payload []byte
-		)
-		if err := rows.Scan(&seq, &payload); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("read the outbox's order events: %w", err)
-		}
-		var ev fulfilmentv1.OrderChanged
-		if err := proto.Unmarshal(payload, &ev); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("decode outbox event %d: %w", seq, err)
-		}
-		if !erased[ev.GetOrder().GetId()] || !personal.RedactOrderChanged(&ev) {
-			continue
-		}
-		b, err := proto.Marshal(&ev)
-		if err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("encode outbox event %d: %w", seq, err)
-		}
-		rewrites = append(rewrites, rewrite{seq, b})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("read the outbox's order events: %w", err)
-	}
-	for _, r := range rewrites {
-		if _, err := tx.Exec(ctx, `UPDATE outbox SET payload = $2 WHERE seq = $1`, r.seq, r.payload); err != nil {
-			return 0, fmt.Errorf("rewrite outbox event %d: %w", r.seq, err)
-		}
-	}
-	return int64(len(rewrites)), nil
+	n, err := personal.Rewrite[int64](ctx, tx, "outbox order event",
+		`SELECT seq, payload FROM outbox WHERE event_type = $1 ORDER BY seq FOR UPDATE`,
+		[]any{string((&fulfilmentv1.OrderChanged{}).ProtoReflect().Descriptor().FullName())},
+		`UPDATE outbox SET payload = $2 WHERE seq = $1`, nil,
+		func() *fulfilmentv1.OrderChanged { return new(fulfilmentv1.OrderChanged) },
+		func(ev *fulfilmentv1.OrderChanged) bool {
+			return erased[ev.GetOrder().GetId()] && personal.RedactOrderChanged(ev)
+		})
+	return int64(n), err
 }
