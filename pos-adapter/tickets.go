@@ -29,11 +29,14 @@ import (
 const OrderEventsFilter = "handoff.fulfilment.order.>"
 
 // OrderEventsFilters are the OrderChanged events the adapter's consumer reads: those that raise
-// a ticket (eventTickets) and preparing, which ends a store's own escalation timer (an order
-// leaves CONFIRMED only by preparing or by a ticket-raising event: cancelled or expired). ready, collected and rejected raise nothing and touch nothing here, so they are not
-// read at all: they were half of a served order's events, each a transaction of the consumer.
+// a ticket (eventTickets); preparing, which ends a store's own escalation timer (an order
+// leaves CONFIRMED only by preparing or by a ticket-raising event: cancelled or expired); and
+// rescheduled, which an order still CONFIRMED may have as its last event, the one fulfilment
+// announces again to a stream made anew, and which then raises its NEW_ORDER. ready, collected
+// and rejected raise nothing and touch nothing here, so they are not read at all: they were
+// half of a served order's events, each a transaction of the consumer.
 var OrderEventsFilters = func() []string {
-	f := []string{"handoff.fulfilment.order.preparing"}
+	f := []string{"handoff.fulfilment.order.preparing", "handoff.fulfilment.order.rescheduled"}
 	for ev := range eventTickets {
 		f = append(f, "handoff.fulfilment.order."+ev)
 	}
