@@ -55,3 +55,11 @@ func MakeReadsStale(s *Service, n int32) { s.staleReads.Store(n) }
 func (s *Service) CheckEventsStream(ctx context.Context) (int, error) {
 	return s.checkEventsStream(ctx)
 }
+
+// SetReannounceBatch sets how many open orders a re-announcement's transaction takes, for
+// tests; the returned func restores it.
+func SetReannounceBatch(n int) (restore func()) {
+	old := reannounceBatch
+	reannounceBatch = n
+	return func() { reannounceBatch = old }
+}

@@ -19,8 +19,9 @@ import (
 const streamCheckEvery = 5 * time.Second
 
 // reannounceBatch is how many open orders one transaction of a re-announcement reads and
-// announces: a store chain's open orders take a few short transactions, not one long one.
-const reannounceBatch = 500
+// announces: a store chain's open orders take a few short transactions, not one long one. A
+// variable only so that a test can page through a few orders.
+var reannounceBatch = 500
 
 // runStreamWatch re-announces the open orders whenever the events stream has been made anew
 // (see checkEventsStream), at start and every streamCheckEvery, until ctx ends.

@@ -1,6 +1,7 @@
 package fulfilment_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -150,4 +151,33 @@ func notifications(t *testing.T, e *env) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// A re-announcement pages through the open orders of every store, however many batches they
+// take, and announces each once: here one order a batch, over two stores.
+func TestAReannouncementPagesThroughEveryStoresOpenOrders(t *testing.T) {
+	defer fulfilment.SetReannounceBatch(1)()
+	e := newEnv(t, envOptions{noLoops: true})
+	e.addStore("s1", 47.6, -122.3, 10*time.Minute, 30*time.Minute)
+	e.addStore("s2", 47.7, -122.3, 10*time.Minute, 30*time.Minute)
+	e.setStock("s1", "LATTE", 100)
+	e.setStock("s2", "LATTE", 100)
+	var ids []string
+	for i, store := range []string{"s1", "s2", "s1"} {
+		o := e.mustPlace(checkout("alice", fmt.Sprintf("k%d", i), store, line{"LATTE", 1}), fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED)
+		ids = append(ids, o.GetId())
+	}
+	for _, id := range ids {
+		e.waitEvents(id, "confirmed")
+	}
+	if n, err := e.svc.CheckEventsStream(e.ctx); err != nil || n != 0 {
+		t.Fatalf("first look: %d announced again (%v), want 0", n, err)
+	}
+	renewStream(t, e)
+	if n, err := e.svc.CheckEventsStream(e.ctx); err != nil || n != len(ids) {
+		t.Fatalf("look at a stream made anew, one order a batch: %d announced again (%v), want the %d open orders", n, err, len(ids))
+	}
+	for _, id := range ids {
+		e.waitEvents(id, "confirmed", "confirmed")
+	}
 }
