@@ -29,8 +29,11 @@ func (s *Service) runStreamWatch(ctx context.Context) {
 	t := time.NewTicker(streamCheckEvery)
 	defer t.Stop()
 	for {
-		if _, err := s.checkEventsStream(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("checking whether the events stream lost order events failed; checking again later", "err", err)
+		// While NATS is away there is nothing to look at, and the reconnect says so already.
+		if s.nc == nil || s.nc.IsConnected() {
+			if _, err := s.checkEventsStream(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("checking whether the events stream lost order events failed; checking again later", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
