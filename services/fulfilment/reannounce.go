@@ -43,18 +43,21 @@ func (s *Service) runStreamWatch(ctx context.Context) {
 	}
 }
 
-// checkEventsStream compares the events stream's creation time with the one remembered in
-// event_streams, and when they differ announces every open order's current event again
-// (reannounce) and then remembers the new time; it returns how many it announced. The relay
-// deletes an event once JetStream has it, so an event a consumer had not read when the stream
-// was lost (deleted by an operator, or its server back without its store) is gone: the store of
-// an order confirmed then would never get its NEW_ORDER ticket. The time is written only after
+// checkEventsStream compares the events stream with the one remembered in event_streams (its
+// creation time and the last sequence seen), and when it has been made anew, or its last
+// sequence has gone back, announces every open order's current event again (reannounce) and
+// then remembers the stream as it is; it returns how many it announced. The relay deletes an
+// event once JetStream has it, so an event a consumer had not read when the stream was lost
+// (deleted by an operator, its server back without its store, or restored from a backup, which
+// keeps the creation time but goes back to the snapshot's sequence) is gone: the store of an
+// order confirmed then would never get its NEW_ORDER ticket. The stream is remembered only after
 // the re-announcement has committed, so a crash in between announces again (harmless, see
-// reannounce). With no time remembered (the first start with this table) the stream is taken
-// as the one every event so far went to, and nothing is announced.
+// reannounce). With nothing remembered (the first start with this table) the stream is taken as
+// the one every event so far went to, and nothing is announced. A stream found as remembered
+// but further on has its last sequence remembered (one small write a look while events flow).
 //
-// Two copies may both see a new stream and both re-announce: every event keeps its original id,
-// so the outbox keeps one row per id, JetStream drops a second publication within its
+// Two copies may both see a stream lost and both re-announce: every event keeps its original
+// id, so the outbox keeps one row per id, JetStream drops a second publication within its
 // duplicate window, and a consumer that has an event's id in its inbox skips it.
 func (s *Service) checkEventsStream(ctx context.Context) (int, error) {
 	cctx, cancel := context.WithTimeout(ctx, streamCheckEvery)
@@ -66,14 +69,18 @@ func (s *Service) checkEventsStream(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("look at stream %s: %w", streams.EventsStream, err)
 	}
+	info := st.CachedInfo()
 	// Postgres keeps microseconds; JetStream's time has nanoseconds.
-	created := st.CachedInfo().Created.UTC().Truncate(time.Microsecond)
+	created, lastSeq := info.Created.UTC().Truncate(time.Microsecond), info.State.LastSeq
 
-	var seen time.Time
-	err = s.db.QueryRow(ctx, `SELECT created FROM event_streams WHERE stream = $1`, streams.EventsStream).Scan(&seen)
+	var (
+		seen    time.Time
+		seenSeq uint64
+	)
+	err = s.db.QueryRow(ctx, `SELECT created, last_seq FROM event_streams WHERE stream = $1`, streams.EventsStream).Scan(&seen, &seenSeq)
 	if errors.Is(err, pgx.ErrNoRows) {
-		if _, err := s.db.Exec(ctx, `INSERT INTO event_streams (stream, created) VALUES ($1, $2) ON CONFLICT (stream) DO NOTHING`,
-			streams.EventsStream, created); err != nil {
+		if _, err := s.db.Exec(ctx, `INSERT INTO event_streams (stream, created, last_seq) VALUES ($1, $2, $3) ON CONFLICT (stream) DO NOTHING`,
+			streams.EventsStream, created, lastSeq); err != nil {
 			return 0, fmt.Errorf("remember the creation of stream %s: %w", streams.EventsStream, err)
 		}
 		return 0, nil
@@ -81,20 +88,32 @@ func (s *Service) checkEventsStream(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read the remembered creation of stream %s: %w", streams.EventsStream, err)
 	}
-	if seen.Equal(created) {
+	switch {
+	case seen.Equal(created) && lastSeq == seenSeq:
 		return 0, nil
+	case seen.Equal(created) && lastSeq > seenSeq:
+		// Never back: another copy may have remembered a later sequence meanwhile.
+		if _, err := s.db.Exec(ctx, `UPDATE event_streams SET last_seq = $2 WHERE stream = $1 AND created = $3 AND last_seq < $2`,
+			streams.EventsStream, lastSeq, created); err != nil {
+			return 0, fmt.Errorf("remember the last sequence of stream %s: %w", streams.EventsStream, err)
+		}
+		return 0, nil
+	}
+	how := "created anew"
+	if seen.Equal(created) {
+		how = fmt.Sprintf("back at sequence %d from %d (restored from a backup?)", lastSeq, seenSeq)
 	}
 	n, err := s.reannounce(ctx)
 	if err != nil {
-		return n, fmt.Errorf("stream %s created anew (%s, was %s): %w", streams.EventsStream, created, seen, err)
+		return n, fmt.Errorf("stream %s %s (created %s, was %s): %w", streams.EventsStream, how, created, seen, err)
 	}
-	// Only over the time this copy read: a copy that has recorded a newer stream meanwhile keeps it.
-	if _, err := s.db.Exec(ctx, `UPDATE event_streams SET created = $2 WHERE stream = $1 AND created = $3`,
-		streams.EventsStream, created, seen); err != nil {
+	// Only over the stream this copy read: a copy that has remembered a newer one meanwhile keeps it.
+	if _, err := s.db.Exec(ctx, `UPDATE event_streams SET created = $2, last_seq = $3 WHERE stream = $1 AND created = $4 AND last_seq = $5`,
+		streams.EventsStream, created, lastSeq, seen, seenSeq); err != nil {
 		return n, fmt.Errorf("remember the creation of stream %s: %w", streams.EventsStream, err)
 	}
-	s.log.Warn("events stream was created anew: announced each open order's current event again, with its original id, for the consumers that lost it (those that had it skip it)",
-		"stream", streams.EventsStream, "was_created", seen, "created", created, "orders", n)
+	s.log.Warn("events stream lost events ("+how+"): announced each open order's current event again, with its original id, for the consumers that lost it (those that had it skip it)",
+		"stream", streams.EventsStream, "was_created", seen, "created", created, "was_last_seq", seenSeq, "last_seq", lastSeq, "orders", n)
 	return n, nil
 }
 

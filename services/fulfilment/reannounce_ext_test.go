@@ -78,6 +78,27 @@ func TestOpenOrdersAreAnnouncedAgainToAnEventsStreamMadeAnew(t *testing.T) {
 	if n, err := e.svc.CheckEventsStream(e.ctx); err != nil || n != 0 {
 		t.Fatalf("look again at the stream announced to: %d announced again (%v), want 0", n, err)
 	}
+	if got, want := rememberedSeq(t, e), streamLastSeq(t, e); got != want || got == 0 {
+		t.Fatalf("remembered last sequence %d, want the stream's %d", got, want)
+	}
+
+	// A stream restored from a backup keeps its creation time and goes back to the snapshot's
+	// last sequence: here, the sequence remembered is ahead of the stream's. (The events
+	// announced again are the ones just published, so JetStream's duplicate window drops them
+	// here; a restored stream's window is the snapshot's.)
+	if _, err := e.pool.Exec(e.ctx, `UPDATE event_streams SET last_seq = last_seq + 1000`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.svc.CheckEventsStream(e.ctx); err != nil || n != 2 {
+		t.Fatalf("look at a stream gone back 1,000 events: %d announced again (%v), want the 2 open orders", n, err)
+	}
+	if got, want := rememberedSeq(t, e), streamLastSeq(t, e); got != want {
+		t.Fatalf("remembered last sequence %d after the re-announcement, want the stream's %d", got, want)
+	}
+	waitOutboxEmpty(t, e) // relayed (and dropped as duplicates) before the stream goes below
+	if n, err := e.svc.CheckEventsStream(e.ctx); err != nil || n != 0 {
+		t.Fatalf("look again at the stream gone back: %d announced again (%v), want 0", n, err)
+	}
 
 	// Two copies at once: both may announce, the stream keeps one of each event.
 	other, err := fulfilment.New(fulfilment.Config{Pool: e.pool, NATS: testenv.NATSConn(t, e.ns), PickupCodeSecret: testSecret, Logger: testenv.Logger(t)})
@@ -95,13 +116,7 @@ func TestOpenOrdersAreAnnouncedAgainToAnEventsStreamMadeAnew(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		var n int
-		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil || n > 0 {
-			return errNotYet
-		}
-		return nil
-	})
+	waitOutboxEmpty(t, e)
 	st, err := e.js.Stream(e.ctx, streams.EventsStream)
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +157,36 @@ func remembered(t *testing.T, e *env) time.Time {
 		t.Fatal(err)
 	}
 	return at
+}
+
+// waitOutboxEmpty waits until the relay has published every event in fulfilment's outbox.
+func waitOutboxEmpty(t *testing.T, e *env) {
+	t.Helper()
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var n int
+		if err := e.pool.QueryRow(e.ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil || n > 0 {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
+func rememberedSeq(t *testing.T, e *env) uint64 {
+	t.Helper()
+	var seq uint64
+	if err := e.pool.QueryRow(e.ctx, `SELECT last_seq FROM event_streams WHERE stream = $1`, streams.EventsStream).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+func streamLastSeq(t *testing.T, e *env) uint64 {
+	t.Helper()
+	st, err := e.js.Stream(e.ctx, streams.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().State.LastSeq
 }
 
 func notifications(t *testing.T, e *env) int {
