@@ -2,6 +2,7 @@ package posadapter
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -48,9 +49,39 @@ func (a *Adapter) handleForgotten(ctx context.Context, tx pgx.Tx, msg jetstream.
 		return inbox.Permanent(err)
 	}
 	orderIDs := make([]string, 0, len(ev.GetOrders()))
-	tickets := 0
+	var stores []string
 	for _, o := range ev.GetOrders() {
 		orderIDs = append(orderIDs, o.GetOrderId())
+		if o.GetStoreId() != "" {
+			stores = append(stores, o.GetStoreId())
+		}
+	}
+	if len(orderIDs) == 0 {
+		return nil
+	}
+	// In the lock order of raising tickets (raiseTickets): the orders' escalation timers, then
+	// their stores' feeds. Holding the feeds, no ticket of these stores is being raised unseen:
+	// one raised before is committed and rewritten below, one raised after finds the orders in
+	// forgotten_orders (an event of theirs from before the erasure, read after it, since the
+	// order events come through another consumer) and is written without the personal fields.
+	timers, err := forgetEscalationTimers(ctx, tx, orderIDs)
+	if err != nil {
+		return err
+	}
+	if len(stores) > 0 {
+		if _, err := tx.Exec(ctx, ensureFeedsSQL, stores); err != nil {
+			return fmt.Errorf("make the store feeds of forgotten orders: %w", err)
+		}
+		if _, err := tx.Exec(ctx, lockFeedsSQL, stores); err != nil {
+			return fmt.Errorf("lock the store feeds of forgotten orders: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO forgotten_orders (order_id) SELECT DISTINCT unnest($1::text[]) ORDER BY 1
+		ON CONFLICT (order_id) DO UPDATE SET forget_time = now()`, orderIDs); err != nil {
+		return fmt.Errorf("record forgotten orders: %w", err)
+	}
+	tickets := 0
+	for _, o := range ev.GetOrders() {
 		if o.GetStoreId() == "" {
 			continue // never reached a store: no ticket
 		}
@@ -59,13 +90,6 @@ func (a *Adapter) handleForgotten(ctx context.Context, tx pgx.Tx, msg jetstream.
 			return err
 		}
 		tickets += n
-	}
-	if len(orderIDs) == 0 {
-		return nil
-	}
-	timers, err := forgetEscalationTimers(ctx, tx, orderIDs)
-	if err != nil {
-		return err
 	}
 	events, err := forgetOutbox(ctx, tx, orderIDs)
 	if err != nil {

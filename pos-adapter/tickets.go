@@ -242,6 +242,8 @@ func (a *Adapter) handleOrderEvents(ctx context.Context, tx pgx.Tx, msgs []jetst
 			SELECT t.order_id, t.store_id, t.confirmed + s.escalate_after, s.escalate_after, t.payload, t.confirmed
 			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bytea[]) AS t(order_id, store_id, confirmed, payload)
 			JOIN store_settings s ON s.store_id = t.store_id AND s.escalate_after > interval '0'
+			-- An erased order has ended (forget.go): it needs no timer, nor its copy of the order.
+			WHERE NOT EXISTS (SELECT 1 FROM forgotten_orders f WHERE f.order_id = t.order_id)
 			ORDER BY t.order_id
 			ON CONFLICT (order_id) DO NOTHING`,
 			[]any{set.orderIDs, set.storeIDs, set.confirmed, set.payloads}})
@@ -337,7 +339,7 @@ numbered AS (
 ins AS (
 	INSERT INTO tickets (store_id, seq, ticket_id, kind, order_id, payload, create_time)
 	SELECT store_id, seq, ticket_id, kind, order_id, payload, create_time FROM numbered
-	RETURNING ticket_id, seq),
+	RETURNING ticket_id, seq, order_id),
 hook AS (
 	INSERT INTO webhook_deliveries (id, store_id, ticket_id, next_attempt_time)
 	SELECT nb.delivery_id, nb.store_id, nb.ticket_id, greatest(now(), w.retry_time) -- a store in backoff: after it
@@ -345,7 +347,8 @@ hook AS (
 	WHERE w.enabled AND (cardinality(w.kinds) = 0 OR nb.kind = ANY (w.kinds))
 	ON CONFLICT (store_id, ticket_id) DO NOTHING
 	RETURNING 1)
-SELECT ticket_id::text, seq, (SELECT count(*) FROM hook) FROM ins`
+SELECT ticket_id::text, seq, (SELECT count(*) FROM hook),
+	EXISTS (SELECT 1 FROM forgotten_orders f WHERE f.order_id = ins.order_id) FROM ins`
 
 // endsFeed are the kinds of ticket after which an order has no more (as a SQL list; the index
 // tickets_final_by_order, migration 00004, is on the same list).
@@ -411,6 +414,7 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 	}
 	res := tx.SendBatch(ctx, &b)
 	seqs := map[string]int64{}
+	forgotten := map[string]bool{} // tickets raised of orders erased meanwhile
 	var hooks int64
 	err = func() error {
 		for _, st := range pre {
@@ -432,10 +436,17 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 			return fmt.Errorf("store tickets: %w", err)
 		}
 		var (
-			id  string
-			seq int64
+			id     string
+			seq    int64
+			forgot bool
 		)
-		if _, err := pgx.ForEachRow(rows, []any{&id, &seq, &hooks}, func() error { seqs[id] = seq; return nil }); err != nil {
+		if _, err := pgx.ForEachRow(rows, []any{&id, &seq, &hooks, &forgot}, func() error {
+			seqs[id] = seq
+			if forgot {
+				forgotten[id] = true
+			}
+			return nil
+		}); err != nil {
 			return fmt.Errorf("store tickets: %w", err)
 		}
 		return nil
@@ -449,6 +460,7 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 
 	raised = make([]*posv1.Ticket, 0, len(seqs))
 	events := make([]outbox.Event, 0, len(seqs))
+	var redacted pgx.Batch
 	for _, it := range items {
 		seq, ok := seqs[it.t.GetTicketId()]
 		if !ok {
@@ -456,12 +468,30 @@ func (a *Adapter) raiseTickets(ctx context.Context, tx pgx.Tx, items []ticketToR
 		}
 		delete(seqs, it.t.GetTicketId()) // a second copy in items was not raised
 		t := it.t
+		if forgotten[t.GetTicketId()] {
+			// Tickets of one event share its order: each clears its own copy, reading the
+			// name and note out of its line of text first.
+			t.Order = proto.CloneOf(t.GetOrder())
+		}
+		if forgotten[t.GetTicketId()] && redactTicket(t) {
+			// Stored without its sequence, as raised.
+			payload, err := proto.Marshal(t)
+			if err != nil {
+				return nil, false, fmt.Errorf("marshal ticket: %w", err)
+			}
+			redacted.Queue(`UPDATE tickets SET payload = $3 WHERE store_id = $1 AND seq = $2`, t.GetStoreId(), seq, payload)
+		}
 		t.Sequence = uint64(seq)
 		raised = append(raised, t)
 		events = append(events, outbox.Event{
 			ID: t.GetTicketId(), Subject: streams.TicketSubject(t.GetStoreId(), KindToken(t.GetKind())), Msg: &posv1.TicketRaised{Ticket: t},
 			TraceParent: it.trace,
 		})
+	}
+	if redacted.Len() > 0 {
+		if err := tx.SendBatch(ctx, &redacted).Close(); err != nil {
+			return nil, false, fmt.Errorf("store the tickets of forgotten orders without their personal data: %w", err)
+		}
 	}
 	if err := outbox.EnqueueBatch(ctx, tx, events); err != nil {
 		return nil, false, err
@@ -893,6 +923,9 @@ func (a *Adapter) runJanitor(ctx context.Context) {
 			// A cleared timer is needed only while its order's confirmed event could still be
 			// read: events older than the replay window are skipped.
 			{`DELETE FROM escalation_timers WHERE ctid = ANY (ARRAY(SELECT ctid FROM escalation_timers WHERE cleared_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, replay},
+			// Likewise an erased order's record (forget.go), with the slack of the two clocks
+			// that stamp an event and judge its age.
+			{`DELETE FROM forgotten_orders WHERE ctid = ANY (ARRAY(SELECT ctid FROM forgotten_orders WHERE forget_time < now() - $1::bigint * interval '1 microsecond' LIMIT 5000))`, replay + ticketClockSlack.Microseconds()},
 		} {
 			for ctx.Err() == nil {
 				tag, err := a.db.Exec(ctx, job.sql, job.retention)
