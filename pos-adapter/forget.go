@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/handoff-dev/handoff/internal/inbox"
+	"github.com/handoff-dev/handoff/internal/outbox"
 	"github.com/handoff-dev/handoff/internal/personal"
 	"github.com/handoff-dev/handoff/internal/streams"
 	fulfilmentv1 "github.com/handoff-dev/handoff/proto/handoff/fulfilment/v1"
@@ -119,8 +120,12 @@ func forgetEscalationTimers(ctx context.Context, tx pgx.Tx, orderIDs []string) (
 }
 
 // forgetOutbox rewrites the ticket events of orderIDs the relay has not published yet and
-// returns how many it changed. The outbox is short (its rows go once relayed): read whole.
+// returns how many it changed. The outbox is short (its rows go once relayed): read whole, once
+// a relay round under way has ended (outbox.WaitForRelay).
 func forgetOutbox(ctx context.Context, tx pgx.Tx, orderIDs []string) (int, error) {
+	if err := outbox.WaitForRelay(ctx, tx); err != nil {
+		return 0, err
+	}
 	forgotten := make(map[string]bool, len(orderIDs))
 	for _, id := range orderIDs {
 		forgotten[id] = true

@@ -389,6 +389,18 @@ const (
 	deleteBatchSQL = `DELETE FROM outbox WHERE seq = ANY($1)`
 )
 
+// WaitForRelay takes, in tx, the advisory lock a relay round of tx's schema holds, waiting for
+// a round under way to end, and keeps the relay from starting one until tx ends. A round reads
+// its rows without locking them and deletes them once published: a transaction that rewrites
+// unrelayed rows (an erasure clearing personal data from them) takes it first, or a round that
+// read a row before the rewrite would publish the old payload and delete the new one.
+func WaitForRelay(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('handoff.outbox'), hashtext(current_schema()))`); err != nil {
+		return fmt.Errorf("outbox: wait for the relay's round: %w", err)
+	}
+	return nil
+}
+
 // round publishes one batch in one transaction and deletes what was acknowledged. full reports
 // a full batch that was entirely relayed, i.e. there may be more right behind it. A round
 // costs two round trips to Postgres: BEGIN, lock and select together, then delete and commit

@@ -135,8 +135,12 @@ func enqueueForgotten(ctx context.Context, tx pgx.Tx, customerID string, orders 
 
 // redactOutbox rewrites the order events of orderIDs still waiting in the outbox (the relay
 // behind, or NATS away) without the shopper's personal fields, and returns how many. The outbox
-// is short (its rows go once relayed), so it is read whole.
+// is short (its rows go once relayed), so it is read whole, once a relay round under way has
+// ended (outbox.WaitForRelay).
 func redactOutbox(ctx context.Context, tx pgx.Tx, orderIDs []string) (int64, error) {
+	if err := outbox.WaitForRelay(ctx, tx); err != nil {
+		return 0, err
+	}
 	erased := make(map[string]bool, len(orderIDs))
 	for _, id := range orderIDs {
 		erased[id] = true
