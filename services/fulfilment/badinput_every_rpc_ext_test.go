@@ -50,6 +50,12 @@ func TestEveryOrderRPCRefusesBadInputNamingTheField(t *testing.T) {
 	}
 
 	tests := []testenv.Refusal{
+		// FulfilmentAdminService.ForgetCustomer (its edge lets only admin tokens through)
+		{Name: "ForgetCustomer empty", Do: func() error { _, err := e.svc.ForgetCustomer(e.ctx, ""); return err }, Code: codes.InvalidArgument, Field: "customer_id"},
+		{Name: "ForgetCustomer blank", Do: func() error { _, err := e.svc.ForgetCustomer(e.ctx, " \t"); return err }, Code: codes.InvalidArgument, Field: "customer_id"},
+		{Name: "ForgetCustomer 100k", Do: func() error { _, err := e.svc.ForgetCustomer(e.ctx, long); return err }, Code: codes.InvalidArgument, Field: "customer_id"},
+		{Name: "ForgetCustomer bad UTF-8", Do: func() error { _, err := e.svc.ForgetCustomer(e.ctx, "c\xff"); return err }, Code: codes.InvalidArgument, Field: "customer_id"},
+		{Name: "ForgetCustomer with open orders", Do: func() error { _, err := e.svc.ForgetCustomer(e.ctx, "c1"); return err }, Code: codes.FailedPrecondition, Field: "customer_id"},
 		// OrderService
 		{Name: "GetOrder empty", Do: func() error { _, err := e.orders.GetOrder(cust, &fulfilmentv1.GetOrderRequest{}); return err }, Code: codes.InvalidArgument, Field: "order_id"},
 		{Name: "GetOrder 100k", Do: func() error {
