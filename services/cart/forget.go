@@ -36,8 +36,11 @@ func (s *Service) consumeForgotten(ctx context.Context) error {
 }
 
 // handleForgotten deletes the carts of the event's customer, through carts_by_customer (cart's
-// 00008). A checkout under way on one finds it gone and fails; none can be under way for long,
-// since fulfilment refuses the erasure while an order of the shopper is open.
+// 00008), but for a cart whose checkout is under way (its lease live): deleting it would fail a
+// checkout whose order fulfilment may already have written, CONFIRMED and holding stock (an
+// erasure finds no open order before the order is written). Such a cart is kept and logged;
+// its order then carries the shopper's data as any order placed during an erasure does, until
+// they are erased again or the retention sweeps reach it.
 func (s *Service) handleForgotten(ctx context.Context, tx pgx.Tx, msg jetstream.Msg) error {
 	var ev fulfilmentv1.CustomerForgotten
 	if err := inbox.Decode(msg, &ev); err != nil {
@@ -46,7 +49,8 @@ func (s *Service) handleForgotten(ctx context.Context, tx pgx.Tx, msg jetstream.
 	if ev.GetCustomerId() == "" {
 		return inbox.Permanent(fmt.Errorf("customer-forgotten event without a customer id"))
 	}
-	rows, err := tx.Query(ctx, `DELETE FROM carts WHERE customer_id = $1 RETURNING id`, ev.GetCustomerId())
+	rows, err := tx.Query(ctx, `DELETE FROM carts WHERE customer_id = $1
+		AND (state = 'checked_out' OR checkout_until IS NULL OR checkout_until <= now()) RETURNING id`, ev.GetCustomerId())
 	if err != nil {
 		return fmt.Errorf("delete a forgotten customer's carts: %w", err)
 	}
@@ -54,13 +58,23 @@ func (s *Service) handleForgotten(ctx context.Context, tx pgx.Tx, msg jetstream.
 	if err != nil {
 		return fmt.Errorf("delete a forgotten customer's carts: %w", err)
 	}
+	var kept int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM carts WHERE customer_id = $1`, ev.GetCustomerId()).Scan(&kept); err != nil {
+		return fmt.Errorf("count a forgotten customer's carts being checked out: %w", err)
+	}
 	if len(ids) > 0 {
 		inbox.OnCommit(ctx, func() {
 			for _, id := range ids {
 				s.rows.drop(id)
 			}
 		})
-		s.log.InfoContext(ctx, "a forgotten customer's carts deleted", "carts", len(ids))
+	}
+	if len(ids) > 0 || kept > 0 {
+		s.log.InfoContext(ctx, "a forgotten customer's carts deleted", "carts", len(ids), "kept_checking_out", kept)
+	}
+	if kept > 0 {
+		s.log.WarnContext(ctx, "a forgotten customer's carts being checked out were kept, so as not to fail their checkouts; erase the customer again once those orders have ended",
+			"carts", kept)
 	}
 	return nil
 }
