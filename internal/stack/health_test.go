@@ -166,22 +166,7 @@ func TestEventsFlowAgainAfterNATSComesBackWithoutItsStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := r.Keys.Issue(auth.Principal{Subject: "ops", Role: auth.RoleAdmin}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(r.ServiceAddrs[stack.TargetCatalog], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
-	if _, err := catalogv1.NewCatalogAdminServiceClient(conn).CreateProduct(ctx, &catalogv1.CreateProductRequest{Product: &catalogv1.Product{
-		Name: "After the restart", CategoryId: demo.Seattle().Categories[0].ID,
-		Variants: []*catalogv1.Variant{{Sku: "AFTER-1", Name: "one", Price: &commonv1.Money{AmountMinor: 100, CurrencyCode: "USD"}}},
-	}}); err != nil {
-		t.Fatalf("create a product after NATS came back: %v", err)
-	}
+	createProduct(t, r, "After the restart", "AFTER-1")
 	testenv.CheckFor(t, 30*time.Second, 500*time.Millisecond, func() error {
 		st, err := js.Stream(context.Background(), streams.EventsStream)
 		if err != nil {
@@ -322,5 +307,27 @@ func TestAStopWithADrainDelayKeepsTakingCallsWhileItSaysNotServing(t *testing.T)
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("not stopped within a minute")
+	}
+}
+
+// createProduct creates a product of one variant, sku, through the catalog's admin API as an
+// admin: one event in the catalog's outbox.
+func createProduct(t *testing.T, r stack.Ready, name, sku string) {
+	t.Helper()
+	tok, err := r.Keys.Issue(auth.Principal{Subject: "ops", Role: auth.RoleAdmin}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(r.ServiceAddrs[stack.TargetCatalog], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+tok)
+	if _, err := catalogv1.NewCatalogAdminServiceClient(conn).CreateProduct(ctx, &catalogv1.CreateProductRequest{Product: &catalogv1.Product{
+		Name: name, CategoryId: demo.Seattle().Categories[0].ID,
+		Variants: []*catalogv1.Variant{{Sku: sku, Name: "one", Price: &commonv1.Money{AmountMinor: 100, CurrencyCode: "USD"}}},
+	}}); err != nil {
+		t.Fatalf("create product %s: %v", name, err)
 	}
 }

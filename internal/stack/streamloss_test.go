@@ -8,18 +8,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 
-	"github.com/handoff-dev/handoff/internal/auth"
-	"github.com/handoff-dev/handoff/internal/demo"
-	"github.com/handoff-dev/handoff/internal/stack"
 	"github.com/handoff-dev/handoff/internal/stacktest"
 	"github.com/handoff-dev/handoff/internal/streams"
 	"github.com/handoff-dev/handoff/internal/testenv"
-	catalogv1 "github.com/handoff-dev/handoff/proto/handoff/catalog/v1"
-	commonv1 "github.com/handoff-dev/handoff/proto/handoff/common/v1"
 )
 
 // jetStreamOf connects to the running system's NATS server, for a test to act as an operator.
@@ -49,22 +41,7 @@ func TestEventsFlowAgainAfterTheStreamIsDeletedWhileConnected(t *testing.T) {
 	if err := js.DeleteStream(t.Context(), streams.EventsStream); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := r.Keys.Issue(auth.Principal{Subject: "ops", Role: auth.RoleAdmin}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(r.ServiceAddrs[stack.TargetCatalog], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+tok)
-	if _, err := catalogv1.NewCatalogAdminServiceClient(conn).CreateProduct(ctx, &catalogv1.CreateProductRequest{Product: &catalogv1.Product{
-		Name: "After the delete", CategoryId: demo.Seattle().Categories[0].ID,
-		Variants: []*catalogv1.Variant{{Sku: "AFTER-DEL-1", Name: "one", Price: &commonv1.Money{AmountMinor: 100, CurrencyCode: "USD"}}},
-	}}); err != nil {
-		t.Fatalf("create a product after the stream was deleted: %v", err)
-	}
+	createProduct(t, r, "After the delete", "AFTER-DEL-1")
 	testenv.CheckFor(t, 60*time.Second, 500*time.Millisecond, func() error {
 		st, err := js.Stream(context.Background(), streams.EventsStream)
 		if err != nil {

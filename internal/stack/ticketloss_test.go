@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/handoff-dev/handoff/internal/auth"
 	"github.com/handoff-dev/handoff/internal/stacktest"
@@ -30,36 +31,15 @@ import (
 func TestAConfirmedOrderWhoseEventWasLostWithTheStreamStillReachesItsStore(t *testing.T) {
 	r := stacktest.Start(t)
 	js := jetStreamOf(t, r.NATSURL)
-	db, err := pgxpool.New(t.Context(), r.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
+	db := testenv.Connect(t, r.DatabaseURL)
 
-	cons, err := js.Consumer(t.Context(), streams.EventsStream, "pos-adapter-order-events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := cons.CachedInfo().Config
-	held.FilterSubject, held.FilterSubjects = "handoff.fulfilment.order.held-back", nil
-	if _, err := js.UpdateConsumer(t.Context(), streams.EventsStream, held); err != nil {
-		t.Fatal(err)
-	}
+	holdPOSAdapterBack(t, js)
 
 	order := checkoutOne(t, r.GatewayAddr, r.Keys)
 	if order.GetState() != fulfilmentv1.OrderState_ORDER_STATE_CONFIRMED {
 		t.Fatalf("checkout: order %s is %v, want CONFIRMED", order.GetId(), order.GetState())
 	}
-	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		var n int
-		if err := db.QueryRow(t.Context(), `SELECT count(*) FROM fulfilment.outbox`).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return fmt.Errorf("%d events still in fulfilment's outbox", n)
-		}
-		return nil
-	})
+	waitFulfilmentRelayed(t, db)
 
 	if err := js.DeleteStream(t.Context(), streams.EventsStream); err != nil {
 		t.Fatal(err)
@@ -145,11 +125,7 @@ func (s shopper) checkIn(t *testing.T, order *fulfilmentv1.Order) {
 func TestAReannouncedOrderEventRaisesNoSecondTicket(t *testing.T) {
 	r := stacktest.Start(t)
 	js := jetStreamOf(t, r.NATSURL)
-	db, err := pgxpool.New(t.Context(), r.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
+	db := testenv.Connect(t, r.DatabaseURL)
 
 	order := checkoutOne(t, r.GatewayAddr, r.Keys)
 	tickets := func() (int, error) {
@@ -209,11 +185,7 @@ func TestAReannouncedOrderEventRaisesNoSecondTicket(t *testing.T) {
 func TestACheckedInOrderWhoseEventsWereLostWithTheStreamGetsEachTicketOnce(t *testing.T) {
 	r := stacktest.Start(t)
 	js := jetStreamOf(t, r.NATSURL)
-	db, err := pgxpool.New(t.Context(), r.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
+	db := testenv.Connect(t, r.DatabaseURL)
 	app := shopperOf(t, r.GatewayAddr, r.Keys)
 	tickets := func(orderID string) (map[string]int, error) {
 		rows, err := db.Query(t.Context(), `SELECT kind, count(*) FROM pos.tickets WHERE order_id = $1 GROUP BY kind`, orderID)
@@ -248,27 +220,10 @@ func TestACheckedInOrderWhoseEventsWereLostWithTheStreamGetsEachTicketOnce(t *te
 	app.checkIn(t, kept)
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, wantOneEach(kept.GetId()))
 
-	cons, err := js.Consumer(t.Context(), streams.EventsStream, "pos-adapter-order-events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := cons.CachedInfo().Config
-	held.FilterSubject, held.FilterSubjects = "handoff.fulfilment.order.held-back", nil
-	if _, err := js.UpdateConsumer(t.Context(), streams.EventsStream, held); err != nil {
-		t.Fatal(err)
-	}
+	holdPOSAdapterBack(t, js)
 	lost := app.checkout(t, "checked-in-lost")
 	app.checkIn(t, lost)
-	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		var n int
-		if err := db.QueryRow(t.Context(), `SELECT count(*) FROM fulfilment.outbox`).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return fmt.Errorf("%d events still in fulfilment's outbox", n)
-		}
-		return nil
-	})
+	waitFulfilmentRelayed(t, db)
 	if got, err := tickets(lost.GetId()); err != nil || len(got) != 0 {
 		t.Fatalf("order %s has tickets %v (%v) while the pos-adapter is held back", lost.GetId(), got, err)
 	}
@@ -291,4 +246,35 @@ func TestACheckedInOrderWhoseEventsWereLostWithTheStreamGetsEachTicketOnce(t *te
 	if err := wantOneEach(kept.GetId())(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// holdPOSAdapterBack narrows the pos-adapter's durable consumer of order events to a subject
+// nothing is published on, which is what it sees of the stream while it is down.
+func holdPOSAdapterBack(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	cons, err := js.Consumer(t.Context(), streams.EventsStream, "pos-adapter-order-events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := cons.CachedInfo().Config
+	held.FilterSubject, held.FilterSubjects = "handoff.fulfilment.order.held-back", nil
+	if _, err := js.UpdateConsumer(t.Context(), streams.EventsStream, held); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFulfilmentRelayed waits until fulfilment's relay has handed every event to JetStream and
+// deleted it from the outbox: from then on the stream holds the only copy.
+func waitFulfilmentRelayed(t *testing.T, db *pgx.Conn) {
+	t.Helper()
+	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		var n int
+		if err := db.QueryRow(t.Context(), `SELECT count(*) FROM fulfilment.outbox`).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d events still in fulfilment's outbox", n)
+		}
+		return nil
+	})
 }
