@@ -56,6 +56,16 @@ func (s *Service) CheckEventsStream(ctx context.Context) (int, error) {
 	return s.checkEventsStream(ctx)
 }
 
+// OnReannounced runs f after each re-announcement has committed and before its stream is
+// remembered, for tests; nil removes it.
+func OnReannounced(s *Service, f func()) {
+	if f == nil {
+		s.reannouncedHook.Store(nil)
+		return
+	}
+	s.reannouncedHook.Store(&f)
+}
+
 // SetReannounceBatch sets how many open orders a re-announcement's transaction takes, for
 // tests; the returned func restores it.
 func SetReannounceBatch(n int) (restore func()) {

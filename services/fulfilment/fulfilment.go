@@ -265,6 +265,9 @@ type Service struct {
 	// staleReads, set by tests, makes that many changes write their order as read before a
 	// write they did not see (its Writes one behind), so that updateOrder refuses them.
 	staleReads atomic.Int32
+	// reannouncedHook, set by tests, runs after a re-announcement has committed and before the
+	// stream it was for is remembered.
+	reannouncedHook atomic.Pointer[func()]
 }
 
 // New returns the fulfilment service. Nothing runs until Run.

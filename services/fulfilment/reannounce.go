@@ -107,6 +107,9 @@ func (s *Service) checkEventsStream(ctx context.Context) (int, error) {
 	if err != nil {
 		return n, fmt.Errorf("stream %s %s (created %s, was %s): %w", streams.EventsStream, how, created, seen, err)
 	}
+	if h := s.reannouncedHook.Load(); h != nil {
+		(*h)()
+	}
 	// Only over the stream this copy read: a copy that has remembered a newer one meanwhile keeps it.
 	if _, err := s.db.Exec(ctx, `UPDATE event_streams SET created = $2, last_seq = $3 WHERE stream = $1 AND created = $4 AND last_seq = $5`,
 		streams.EventsStream, created, lastSeq, seen, seenSeq); err != nil {

@@ -100,6 +100,25 @@ func TestOpenOrdersAreAnnouncedAgainToAnEventsStreamMadeAnew(t *testing.T) {
 		t.Fatalf("look again at the stream gone back: %d announced again (%v), want 0", n, err)
 	}
 
+	// Another copy remembers a newer stream while this one announces to the one it read: this
+	// one's remembering must not put the older stream back (else a later loss of the newer one
+	// could go unseen, or be announced for twice).
+	renewStream(t, e)
+	newer := streamCreated(t, e).Add(time.Hour)
+	fulfilment.OnReannounced(e.svc, func() {
+		if _, err := e.pool.Exec(e.ctx, `UPDATE event_streams SET created = $1, last_seq = 0`, newer); err != nil {
+			t.Error(err)
+		}
+	})
+	if n, err := e.svc.CheckEventsStream(e.ctx); err != nil || n != 2 {
+		t.Fatalf("look at a stream made anew: %d announced again (%v), want the 2 open orders", n, err)
+	}
+	fulfilment.OnReannounced(e.svc, nil)
+	if got := remembered(t, e); !got.Equal(newer) {
+		t.Fatalf("remembered stream creation %s, want the newer stream %s another copy remembered meanwhile", got, newer)
+	}
+	waitOutboxEmpty(t, e)
+
 	// Two copies at once: both may announce, the stream keeps one of each event.
 	other, err := fulfilment.New(fulfilment.Config{Pool: e.pool, NATS: testenv.NATSConn(t, e.ns), PickupCodeSecret: testSecret, Logger: testenv.Logger(t)})
 	if err != nil {
